@@ -1,0 +1,116 @@
+/* infl/io.h -- model files (safetensors), data sets (IDX, HDF5), and the helpers every stage uses to write HDF5.
+ *
+ * Formats:
+ *   safetensors: 8-byte little-endian header length n, n bytes of JSON {name: {dtype, shape, data_offsets}, ...,
+ *     "__metadata__": {str: str}}, then the tensor bytes (row-major, little-endian).  Spec: huggingface/safetensors.
+ *   IDX (LeCun's MNIST format, also Fashion-MNIST): big-endian magic 0x0000 type ndim, ndim big-endian uint32 sizes,
+ *     then data; optionally gzip-compressed (.gz).
+ *   HDF5 data set: /inputs (N, d) float (float32 or float64 on disk), /labels (N) integer.
+ */
+#ifndef INFL_IO_H
+#define INFL_IO_H
+
+#include <infl/sys.h>
+#include <hdf5.h>
+
+/* ---------------------------------------------------------------- tensors and safetensors files */
+typedef enum { INFL_F32 = 0, INFL_F64, INFL_I64, INFL_I32, INFL_U8, INFL_F16, INFL_BF16, INFL_DTYPE_UNKNOWN } InflDType;
+
+PetscErrorCode InflDTypeFromString(const char s[], InflDType *t); /* "F32" -> INFL_F32; unknown -> INFL_DTYPE_UNKNOWN */
+const char    *InflDTypeName(InflDType t);                         /* INFL_F32 -> "F32" */
+size_t         InflDTypeSize(InflDType t);                         /* bytes per element */
+
+typedef struct {
+  char     *name;     /* owned */
+  InflDType dtype;
+  int       ndim;     /* 0..8 */
+  int64_t   shape[8];
+  int64_t   numel;
+  void     *data;     /* owned, numel * InflDTypeSize(dtype) bytes, native byte order */
+} InflTensor;
+
+typedef struct _p_InflSafetensors *InflSafetensors;
+
+/* Collective.  Rank 0 reads and validates `path` (header length within the file, JSON well formed, every tensor's
+ * dtype known, data_offsets consistent with shape and dtype, inside the data section and not overlapping, file
+ * not truncated); the result is broadcast so that every rank holds all tensors.  Errors (on all ranks) name the
+ * file, the tensor and the offending value. */
+PetscErrorCode InflSafetensorsRead(MPI_Comm comm, const char path[], InflSafetensors *st);
+/* Tensor by name, or NULL if absent.  Not collective. */
+PetscErrorCode InflSafetensorsGet(InflSafetensors st, const char name[], const InflTensor **t);
+/* Number of tensors and the i-th (in file order). */
+PetscErrorCode InflSafetensorsGetSize(InflSafetensors st, PetscInt *n);
+PetscErrorCode InflSafetensorsGetIndex(InflSafetensors st, PetscInt i, const InflTensor **t);
+/* Metadata value by key, or NULL if absent.  Not collective. */
+PetscErrorCode InflSafetensorsGetMetadata(InflSafetensors st, const char key[], const char **value);
+/* SHA-256 of the file bytes, computed while reading. */
+PetscErrorCode InflSafetensorsGetHash(InflSafetensors st, const char **hex);
+PetscErrorCode InflSafetensorsDestroy(InflSafetensors *st);
+
+/* Collective; rank 0 writes `path` (first to `path`.partial, then renamed).  Tensors from rank 0's arguments.
+ * Metadata: nmeta key/value string pairs.  Tensors are laid out in the order given, 8-byte aligned header
+ * (padded with spaces, as the reference implementation does). */
+PetscErrorCode InflSafetensorsWrite(MPI_Comm comm, const char path[], PetscInt ntensors, const InflTensor tensors[], PetscInt nmeta, const char *const keys[], const char *const values[]);
+
+/* ---------------------------------------------------------------- data sets */
+typedef struct _p_InflData *InflData;
+
+/* Collective.  spec is "idx:PREFIX" (PREFIX-images-idx3-ubyte[.gz] and PREFIX-labels-idx1-ubyte[.gz]; images
+ * become float rows of pixel/255, row-major (N, rows*cols)) or "h5:FILE" (/inputs (N, d), /labels (N)).
+ * limit > 0 keeps only the first `limit` examples (limit larger than the file's N is an error naming both).
+ * Each rank then holds its shard: the InflPartition block of [0, N) for its rank.
+ * Errors (all ranks): missing file, bad magic, truncated data, N mismatch between images and labels,
+ * negative labels, non-finite inputs (naming the example index), empty data set. */
+PetscErrorCode InflDataOpen(MPI_Comm comm, const char spec[], int64_t limit, InflData *data);
+/* N examples in all, d features per example, nclasses = 1 + max label over the whole set. */
+PetscErrorCode InflDataGetSizes(InflData data, int64_t *N, int64_t *d, int64_t *nclasses);
+/* This rank's shard: global indices [start, start+count), x (count, d) row-major, labels (count). */
+PetscErrorCode InflDataGetShard(InflData data, int64_t *start, int64_t *count, const float **x, const int64_t **labels);
+/* Any examples by global index (not collective; reads the file again as needed, or from the shard).
+ * x (n, d), labels (n).  Index out of [0, N) is an error naming the index and N. */
+PetscErrorCode InflDataGetExamples(InflData data, PetscInt n, const int64_t idx[], float x[], int64_t labels[]);
+/* SHA-256 over the files' bytes and the limit: identifies the data set in provenance records. */
+PetscErrorCode InflDataGetHash(InflData data, const char **hex);
+PetscErrorCode InflDataGetSpec(InflData data, const char **spec);
+PetscErrorCode InflDataDestroy(InflData *data);
+
+/* ---------------------------------------------------------------- HDF5 helpers (parallel, mpio) */
+/* Wrap an HDF5 call: negative status is an error naming the call. */
+#define InflCallH5(call) \
+  do { \
+    if ((long long)(call) < 0) SETERRQ(PETSC_COMM_SELF, PETSC_ERR_LIB, "HDF5 call failed: %s", #call); \
+  } while (0)
+
+/* Collective.  Create `path` with mpio access (truncating); file id out.  Existing `path` is an error unless
+ * overwrite (checked on rank 0 and agreed). */
+PetscErrorCode InflH5Create(MPI_Comm comm, const char path[], PetscBool overwrite, hid_t *file);
+/* Collective open for reading (or read-write) with mpio; errors name the file. */
+PetscErrorCode InflH5Open(MPI_Comm comm, const char path[], PetscBool readwrite, hid_t *file);
+PetscErrorCode InflH5Close(hid_t *file);
+/* Collective.  Write a whole small array (rank 0's buffer is written; all ranks call). group path like
+ * "/topk/scores"; intermediate groups are created.  type: H5T_NATIVE_DOUBLE, H5T_NATIVE_FLOAT, H5T_NATIVE_INT64. */
+PetscErrorCode InflH5WriteArray(hid_t file, const char name[], hid_t type, int ndim, const int64_t dims[], const void *buf);
+/* Collective.  Create dataset `name` (ndim, dims) and write this rank's block of rows [row0, row0+nrows) (possibly
+ * empty) of a row-major array whose rows have the trailing dims. */
+PetscErrorCode InflH5WriteRows(hid_t file, const char name[], hid_t type, int ndim, const int64_t dims[], int64_t row0, int64_t nrows, const void *buf);
+/* Collective read of a whole array into buf (every rank gets it); dims checked against the expected ones when
+ * expect != NULL (error names file, dataset, both shapes). */
+PetscErrorCode InflH5ReadArray(hid_t file, const char name[], hid_t type, int ndim, const int64_t expect[], int64_t dims_out[], void *buf);
+/* Collective read of a block of rows. */
+PetscErrorCode InflH5ReadRows(hid_t file, const char name[], hid_t type, int64_t row0, int64_t nrows, void *buf);
+/* Dataset dims (ndim <= 8); -1 ndim if absent. */
+PetscErrorCode InflH5GetDims(hid_t file, const char name[], int *ndim, int64_t dims[]);
+/* String and numeric attributes on an object ("/" for the file). */
+PetscErrorCode InflH5SetAttrString(hid_t file, const char obj[], const char name[], const char value[]);
+PetscErrorCode InflH5GetAttrString(hid_t file, const char obj[], const char name[], char value[], size_t len); /* "" if absent */
+PetscErrorCode InflH5SetAttrDouble(hid_t file, const char obj[], const char name[], double value);
+PetscErrorCode InflH5SetAttrInt(hid_t file, const char obj[], const char name[], int64_t value);
+PetscErrorCode InflH5GetAttrDouble(hid_t file, const char obj[], const char name[], double *value);
+PetscErrorCode InflH5GetAttrInt(hid_t file, const char obj[], const char name[], int64_t *value);
+
+/* Provenance on the root of every output file: attributes "infl_version", "stage", "ranks", "options" (the whole
+ * PETSc options database as text), "model_sha256", "train_sha256", "query_sha256" (those given non-NULL),
+ * "created" (UTC time). */
+PetscErrorCode InflH5WriteProvenance(hid_t file, MPI_Comm comm, const char stage[], const char model_hash[], const char train_hash[], const char query_hash[]);
+
+#endif

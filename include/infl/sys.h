@@ -1,0 +1,90 @@
+/* infl/sys.h -- errors, collective checks, partitions, hashing, counter-based random numbers.
+ *
+ * Every library function returns PetscErrorCode and follows PETSc's error conventions
+ * (PetscFunctionBegin / PetscCall / PetscCheck).  Checks that depend on data only some ranks see
+ * (a file read by rank 0, a value in one shard) go through InflCheckAll, which every rank of the
+ * communicator calls: the ranks agree on the failure before the next collective, and all of them
+ * raise the same error with the message of the lowest failing rank.
+ */
+#ifndef INFL_SYS_H
+#define INFL_SYS_H
+
+#include <petscsys.h>
+#include <stdint.h>
+#include <stddef.h>
+
+#ifndef INFL_VERSION_STRING
+#define INFL_VERSION_STRING "0.1.0"
+#endif
+
+#define INFL_MSG_LEN 1024
+
+/* Raise error `code` on every rank of `comm` if `cond` is false on any rank.  Collective.
+ * The printf-style message is formatted on the failing rank(s); the lowest failing rank's text is used. */
+#define InflCheckAll(comm, cond, code, ...) \
+  do { \
+    char      _infl_msg[INFL_MSG_LEN] = ""; \
+    PetscBool _infl_ok                = (cond) ? PETSC_TRUE : PETSC_FALSE; \
+    if (!_infl_ok) PetscCall(PetscSNPrintf(_infl_msg, sizeof(_infl_msg), __VA_ARGS__)); \
+    PetscCall(InflAgree_Private(comm, _infl_ok, code, _infl_msg, __LINE__, PETSC_FUNCTION_NAME, __FILE__)); \
+  } while (0)
+
+/* Collective: like InflCheckAll for a message already formatted (msg may be NULL on ranks where ok). */
+PetscErrorCode InflAgree_Private(MPI_Comm comm, PetscBool ok, PetscErrorCode code, const char msg[], int line, const char func[], const char file[]);
+
+/* Collective wrapper for code that may fail on some ranks only: run `call` (an expression returning
+ * PetscErrorCode) with PETSc's error printing turned off, then agree.  A rank whose call failed passes on the
+ * message of its innermost error; all ranks then fail together. */
+#define InflCallAll(comm, call) \
+  do { \
+    PetscErrorCode _infl_e; \
+    PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL)); \
+    _infl_e = (call); \
+    PetscCall(PetscPopErrorHandler()); \
+    PetscCall(InflAgreeError_Private(comm, _infl_e, __LINE__, PETSC_FUNCTION_NAME, __FILE__)); \
+  } while (0)
+PetscErrorCode InflAgreeError_Private(MPI_Comm comm, PetscErrorCode err, int line, const char func[], const char file[]);
+
+/* Contiguous block partition of [0, N) over `size` ranks: rank r gets [start, start+count).
+ * The first N % size ranks get one more element.  A function of (N, size, rank) only. */
+void InflPartition(int64_t N, int size, int rank, int64_t *start, int64_t *count);
+
+/* Checked casts; error names `what`. */
+PetscErrorCode InflBLASIntCast(int64_t n, const char what[], PetscBLASInt *b);
+PetscErrorCode InflMPIIntCast(int64_t n, const char what[], PetscMPIInt *m);
+
+/* MPI transfers of any length (chunked below 2^31 elements; MPI 3.1 counts are int). Collective. */
+PetscErrorCode InflBcast(void *buf, int64_t count, MPI_Datatype type, int root, MPI_Comm comm);
+PetscErrorCode InflAllreduceSum(void *buf, int64_t count, MPI_Datatype type, MPI_Comm comm); /* in place */
+
+/* SHA-256 (OpenSSL libcrypto).  Hex digests are 64 characters plus NUL. */
+typedef struct InflHash_s *InflHash;
+PetscErrorCode InflHashCreate(InflHash *h);
+PetscErrorCode InflHashUpdate(InflHash h, const void *data, size_t n);
+PetscErrorCode InflHashFinal(InflHash *h, char hex[65]); /* destroys h */
+PetscErrorCode InflHashFile(const char path[], char hex[65]); /* not collective; error names the file */
+
+/* Counter-based random numbers: Philox4x32-10 (Salmon et al. 2011, "Parallel random numbers: as easy as
+ * 1, 2, 3"; Random123).  key = seed (64 bits), counter = (c0 (64 bits), c1 (64 bits)).  Results depend only
+ * on (seed, c0, c1), never on which rank asks, so sampled labels and projections are rank-invariant.
+ *   InflPhilox:  the 4 raw 32-bit words, counter words (lo32(c0), hi32(c0), lo32(c1), hi32(c1)),
+ *                key words (lo32(seed), hi32(seed)).
+ *   InflUniform: ((x0 | x1 << 32) >> 11) * 2^-53, in [0, 1).
+ *   InflNormal:  Box-Muller from words (x0,x1) and (x2,x3): sqrt(-2 ln(1-u1)) cos(2 pi u2). */
+void   InflPhilox(uint64_t seed, uint64_t c0, uint64_t c1, uint32_t out[4]);
+double InflUniform(uint64_t seed, uint64_t c0, uint64_t c1);
+double InflNormal(uint64_t seed, uint64_t c0, uint64_t c1);
+
+/* Streams of the counter c1 used by the library (so that two uses never share random numbers). */
+enum { INFL_STREAM_FISHER_LABEL = 1, INFL_STREAM_INIT = 2, INFL_STREAM_SHUFFLE = 3, INFL_STREAM_PROJECTION = 4 };
+
+/* Peak resident memory of this process in bytes (getrusage). */
+PetscErrorCode InflPeakMemory(size_t *bytes);
+
+/* Rename `from` to `to` on rank 0 of comm, agreed on all ranks (the atomic end of a stage). Collective. */
+PetscErrorCode InflRenameAll(MPI_Comm comm, const char from[], const char to[]);
+
+/* Does a path exist? (stat) */
+PetscBool InflFileExists(const char path[]);
+
+#endif

@@ -1,0 +1,209 @@
+#include <infl/sys.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <openssl/evp.h>
+
+PetscErrorCode InflAgree_Private(MPI_Comm comm, PetscBool ok, PetscErrorCode code, const char msg[], int line, const char func[], const char file[])
+{
+  PetscMPIInt rank, size, first, info[2];
+  char        text[INFL_MSG_LEN];
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  first = ok ? size : rank;
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, comm));
+  if (first == size) PetscFunctionReturn(0);
+  info[0] = (PetscMPIInt)code;
+  info[1] = 0;
+  text[0] = 0;
+  if (rank == first && msg) PetscCall(PetscStrncpy(text, msg, sizeof(text)));
+  PetscCallMPI(MPI_Bcast(info, 1, MPI_INT, first, comm));
+  PetscCallMPI(MPI_Bcast(text, INFL_MSG_LEN, MPI_CHAR, first, comm));
+  return PetscError(comm, line, func, file, info[0] ? info[0] : PETSC_ERR_LIB, PETSC_ERROR_INITIAL, "%s", text);
+}
+
+PetscErrorCode InflAgreeError_Private(MPI_Comm comm, PetscErrorCode err, int line, const char func[], const char file[])
+{
+  char *specific = NULL;
+  char  msg[INFL_MSG_LEN] = "";
+
+  PetscFunctionBegin;
+  if (err) {
+    const char *generic = NULL;
+    PetscErrorMessage(err, &generic, &specific);
+    if (specific && specific[0]) PetscCall(PetscStrncpy(msg, specific, sizeof(msg)));
+    else if (generic) PetscCall(PetscStrncpy(msg, generic, sizeof(msg)));
+  }
+  PetscCall(InflAgree_Private(comm, err ? PETSC_FALSE : PETSC_TRUE, err, msg, line, func, file));
+  PetscFunctionReturn(0);
+}
+
+void InflPartition(int64_t N, int size, int rank, int64_t *start, int64_t *count)
+{
+  int64_t base = N / size, rem = N % size;
+  *count = base + (rank < rem ? 1 : 0);
+  *start = rank * base + (rank < rem ? rank : rem);
+}
+
+PetscErrorCode InflBLASIntCast(int64_t n, const char what[], PetscBLASInt *b)
+{
+  PetscFunctionBegin;
+  PetscCheck(n >= 0 && n <= (int64_t)PETSC_BLAS_INT_MAX, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "%s = %" PRId64 " does not fit in a BLAS integer; use smaller chunks (-mem_limit)", what, n);
+  *b = (PetscBLASInt)n;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflMPIIntCast(int64_t n, const char what[], PetscMPIInt *m)
+{
+  PetscFunctionBegin;
+  PetscCheck(n >= 0 && n <= (int64_t)PETSC_MPI_INT_MAX, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "%s = %" PRId64 " does not fit in an MPI count", what, n);
+  *m = (PetscMPIInt)n;
+  PetscFunctionReturn(0);
+}
+
+#define INFL_MPI_CHUNK ((int64_t)1 << 30)
+
+PetscErrorCode InflBcast(void *buf, int64_t count, MPI_Datatype type, int root, MPI_Comm comm)
+{
+  int tsize;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Type_size(type, &tsize));
+  for (int64_t off = 0; off < count; off += INFL_MPI_CHUNK) {
+    int64_t n = PetscMin(INFL_MPI_CHUNK, count - off);
+    PetscCallMPI(MPI_Bcast((char *)buf + off * tsize, (int)n, type, root, comm));
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflAllreduceSum(void *buf, int64_t count, MPI_Datatype type, MPI_Comm comm)
+{
+  int tsize;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Type_size(type, &tsize));
+  for (int64_t off = 0; off < count; off += INFL_MPI_CHUNK) {
+    int64_t n = PetscMin(INFL_MPI_CHUNK, count - off);
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, (char *)buf + off * tsize, (int)n, type, MPI_SUM, comm));
+  }
+  PetscFunctionReturn(0);
+}
+
+struct InflHash_s {
+  EVP_MD_CTX *ctx;
+};
+
+PetscErrorCode InflHashCreate(InflHash *h)
+{
+  PetscFunctionBegin;
+  PetscCall(PetscNew(h));
+  (*h)->ctx = EVP_MD_CTX_new();
+  PetscCheck((*h)->ctx && EVP_DigestInit_ex((*h)->ctx, EVP_sha256(), NULL) == 1, PETSC_COMM_SELF, PETSC_ERR_LIB, "OpenSSL SHA-256 initialization failed");
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflHashUpdate(InflHash h, const void *data, size_t n)
+{
+  PetscFunctionBegin;
+  PetscCheck(EVP_DigestUpdate(h->ctx, data, n) == 1, PETSC_COMM_SELF, PETSC_ERR_LIB, "OpenSSL SHA-256 update failed");
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflHashFinal(InflHash *h, char hex[65])
+{
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int  len = 0;
+
+  PetscFunctionBegin;
+  PetscCheck(EVP_DigestFinal_ex((*h)->ctx, md, &len) == 1 && len == 32, PETSC_COMM_SELF, PETSC_ERR_LIB, "OpenSSL SHA-256 final failed");
+  for (unsigned i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+  EVP_MD_CTX_free((*h)->ctx);
+  PetscCall(PetscFree(*h));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflHashFile(const char path[], char hex[65])
+{
+  FILE         *f = fopen(path, "rb");
+  InflHash      h;
+  unsigned char buf[1 << 16];
+  size_t        n;
+
+  PetscFunctionBegin;
+  PetscCheck(f, PETSC_COMM_SELF, PETSC_ERR_FILE_OPEN, "cannot open %s: %s", path, strerror(errno));
+  PetscCall(InflHashCreate(&h));
+  while ((n = fread(buf, 1, sizeof(buf), f)) > 0) PetscCall(InflHashUpdate(h, buf, n));
+  PetscCheck(!ferror(f), PETSC_COMM_SELF, PETSC_ERR_FILE_READ, "error reading %s", path);
+  fclose(f);
+  PetscCall(InflHashFinal(&h, hex));
+  PetscFunctionReturn(0);
+}
+
+/* Philox4x32-10, constants from Salmon et al. (2011). */
+void InflPhilox(uint64_t seed, uint64_t c0, uint64_t c1, uint32_t out[4])
+{
+  uint32_t x[4] = {(uint32_t)c0, (uint32_t)(c0 >> 32), (uint32_t)c1, (uint32_t)(c1 >> 32)};
+  uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+
+  for (int r = 0; r < 10; r++) {
+    uint64_t p0 = (uint64_t)0xD2511F53u * x[0], p1 = (uint64_t)0xCD9E8D57u * x[2];
+    uint32_t y0 = (uint32_t)(p1 >> 32) ^ x[1] ^ k0, y1 = (uint32_t)p1, y2 = (uint32_t)(p0 >> 32) ^ x[3] ^ k1, y3 = (uint32_t)p0;
+    x[0] = y0; x[1] = y1; x[2] = y2; x[3] = y3;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  for (int i = 0; i < 4; i++) out[i] = x[i];
+}
+
+double InflUniform(uint64_t seed, uint64_t c0, uint64_t c1)
+{
+  uint32_t x[4];
+  InflPhilox(seed, c0, c1, x);
+  return (double)(((uint64_t)x[0] | ((uint64_t)x[1] << 32)) >> 11) * 0x1.0p-53;
+}
+
+double InflNormal(uint64_t seed, uint64_t c0, uint64_t c1)
+{
+  uint32_t x[4];
+  double   u1, u2;
+  InflPhilox(seed, c0, c1, x);
+  u1 = (double)(((uint64_t)x[0] | ((uint64_t)x[1] << 32)) >> 11) * 0x1.0p-53;
+  u2 = (double)(((uint64_t)x[2] | ((uint64_t)x[3] << 32)) >> 11) * 0x1.0p-53;
+  return sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2);
+}
+
+PetscErrorCode InflPeakMemory(size_t *bytes)
+{
+  struct rusage ru;
+  PetscFunctionBegin;
+  getrusage(RUSAGE_SELF, &ru);
+  *bytes = (size_t)ru.ru_maxrss * 1024;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflRenameAll(MPI_Comm comm, const char from[], const char to[])
+{
+  PetscMPIInt rank;
+  int         ok = 1, err = 0;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  PetscCallMPI(MPI_Barrier(comm));
+  if (rank == 0 && rename(from, to) != 0) {
+    ok  = 0;
+    err = errno;
+  }
+  InflCheckAll(comm, ok, PETSC_ERR_FILE_WRITE, "cannot rename %s to %s: %s", from, to, strerror(err));
+  PetscFunctionReturn(0);
+}
+
+PetscBool InflFileExists(const char path[])
+{
+  struct stat st;
+  return stat(path, &st) == 0 ? PETSC_TRUE : PETSC_FALSE;
+}
