@@ -174,7 +174,7 @@ double InflNormal(uint64_t seed, uint64_t c0, uint64_t c1)
   InflPhilox(seed, c0, c1, x);
   u1 = (double)(((uint64_t)x[0] | ((uint64_t)x[1] << 32)) >> 11) * 0x1.0p-53;
   u2 = (double)(((uint64_t)x[2] | ((uint64_t)x[3] << 32)) >> 11) * 0x1.0p-53;
-  return sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2);
+  return sqrt(-2.0 * log(1.0 - u1)) * cos(6.283185307179586476925286766559 * u2);
 }
 
 PetscErrorCode InflPeakMemory(size_t *bytes)

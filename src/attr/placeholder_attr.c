@@ -1,0 +1,2 @@
+/* placeholder so the layer library exists before its sources */
+typedef int infl_attr_placeholder;
