@@ -43,6 +43,7 @@ typedef struct {
 } InflCapture;
 
 PetscErrorCode InflModelCreate(MPI_Comm comm, InflModel *model);
+PetscErrorCode InflModelGetComm(InflModel model, MPI_Comm *comm);
 /* A fresh MLP: dims (ndims) = input, hidden..., classes.  Weights ~ U(-1/sqrt(din), 1/sqrt(din)) (PyTorch's
  * nn.Linear default), drawn with InflUniform(seed, parameter index, INFL_STREAM_INIT), so every rank gets the
  * same model.  Not collective. */
@@ -90,3 +91,28 @@ PetscErrorCode InflModelCapture(InflModel model, PetscInt B, const float x[], co
 PetscErrorCode InflModelPerExampleGradients(InflModel model, PetscInt B, const float x[], const int64_t y[], double g[]);
 
 #endif
+
+/* ---------------------------------------------------------------- training and evaluation */
+typedef enum { INFL_OPT_ADAM = 0, INFL_OPT_SGD } InflOptimizer;
+typedef struct {
+  InflOptimizer optimizer;    /* -train_optimizer adam|sgd */
+  PetscInt      epochs;       /* -train_epochs (10) */
+  PetscInt      batch;        /* -train_batch: global batch size (128) */
+  double        lr;           /* -train_lr (1e-3 adam, 0.05 sgd) */
+  double        momentum;     /* -train_momentum (0.9, sgd) */
+  double        weight_decay; /* -train_weight_decay (0) */
+  uint64_t      seed;         /* -train_seed (0): initialization and shuffling */
+} InflTrainOptions;
+
+/* Read the -train_* options (defaults above). */
+PetscErrorCode InflTrainOptionsFromOptions(InflTrainOptions *opt);
+/* Collective.  Data-parallel mini-batch training on the mean cross-entropy: each epoch draws a permutation of
+ * [0, N) from (seed, epoch) with InflUniform; step s takes the global batch perm[s*batch, (s+1)*batch) and every rank
+ * processes the examples of that batch in its shard; the gradient sums are allreduced and divided by the batch size.
+ * The trajectory therefore does not depend on the rank count (beyond the reassociation of the sums).
+ * Adam: Kingma & Ba (2015), bias-corrected; decoupled weight decay if set (Loshchilov & Hutter 2019).
+ * Logs per epoch (rank 0): mean training loss, training accuracy, examples/s, and the test set's loss and accuracy
+ * when `test` is not NULL. */
+PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, const InflTrainOptions *opt);
+/* Collective.  Mean per-example loss and accuracy over the whole data set (each rank its shard). */
+PetscErrorCode InflModelEvaluate(InflModel model, InflData data, double *mean_loss, double *accuracy);

@@ -1,0 +1,156 @@
+/* Data-parallel training and evaluation of a model on a data set. */
+#include <infl/model.h>
+#include <math.h>
+
+PetscErrorCode InflTrainOptionsFromOptions(InflTrainOptions *opt)
+{
+  const char *opts[] = {"adam", "sgd"};
+  PetscInt    iopt   = 0, seed = 0;
+  PetscBool   set;
+
+  PetscFunctionBegin;
+  PetscOptionsBegin(PETSC_COMM_WORLD, NULL, "Training options", "InflModelTrain");
+  PetscCall(PetscOptionsEList("-train_optimizer", "optimizer", "InflModelTrain", opts, 2, opts[0], &iopt, NULL));
+  opt->optimizer = (InflOptimizer)iopt;
+  opt->epochs    = 10;
+  opt->batch     = 128;
+  opt->lr        = opt->optimizer == INFL_OPT_ADAM ? 1e-3 : 0.05;
+  opt->momentum  = 0.9;
+  opt->weight_decay = 0;
+  PetscCall(PetscOptionsInt("-train_epochs", "passes over the training set", "InflModelTrain", opt->epochs, &opt->epochs, NULL));
+  PetscCall(PetscOptionsInt("-train_batch", "global mini-batch size (split over ranks)", "InflModelTrain", opt->batch, &opt->batch, NULL));
+  PetscCall(PetscOptionsReal("-train_lr", "learning rate", "InflModelTrain", opt->lr, &opt->lr, NULL));
+  PetscCall(PetscOptionsReal("-train_momentum", "SGD momentum", "InflModelTrain", opt->momentum, &opt->momentum, NULL));
+  PetscCall(PetscOptionsReal("-train_weight_decay", "decoupled weight decay", "InflModelTrain", opt->weight_decay, &opt->weight_decay, NULL));
+  PetscCall(PetscOptionsInt("-train_seed", "seed of initialization and shuffling", "InflModelTrain", seed, &seed, &set));
+  PetscOptionsEnd();
+  PetscCheck(opt->epochs >= 0, PETSC_COMM_WORLD, PETSC_ERR_ARG_OUTOFRANGE, "-train_epochs %d must be >= 0", (int)opt->epochs);
+  PetscCheck(opt->batch > 0, PETSC_COMM_WORLD, PETSC_ERR_ARG_OUTOFRANGE, "-train_batch %d must be positive", (int)opt->batch);
+  PetscCheck(opt->lr > 0 && isfinite(opt->lr), PETSC_COMM_WORLD, PETSC_ERR_ARG_OUTOFRANGE, "-train_lr %g must be a positive number", opt->lr);
+  PetscCheck(seed >= 0, PETSC_COMM_WORLD, PETSC_ERR_ARG_OUTOFRANGE, "-train_seed %d must be >= 0", (int)seed);
+  opt->seed = (uint64_t)seed;
+  PetscFunctionReturn(0);
+}
+
+/* Fisher-Yates permutation of [0, N) keyed by (seed, epoch). */
+static void permutation(int64_t N, uint64_t seed, PetscInt epoch, int64_t perm[])
+{
+  for (int64_t i = 0; i < N; i++) perm[i] = i;
+  for (int64_t i = N - 1; i > 0; i--) {
+    int64_t j = (int64_t)(InflUniform(seed, ((uint64_t)epoch << 40) | (uint64_t)i, INFL_STREAM_SHUFFLE) * (double)(i + 1));
+    int64_t t = perm[i];
+    if (j > i) j = i;
+    perm[i] = perm[j];
+    perm[j] = t;
+  }
+}
+
+PetscErrorCode InflModelEvaluate(InflModel model, InflData data, double *mean_loss, double *accuracy)
+{
+  int64_t        N, d, start, count;
+  const float   *x;
+  const int64_t *y;
+  double         sums[2] = {0, 0};
+  const PetscInt chunk   = 1024;
+  MPI_Comm       comm;
+
+  PetscFunctionBegin;
+  PetscCall(InflDataGetSizes(data, &N, &d, NULL));
+  PetscCall(InflDataGetShard(data, &start, &count, &x, &y));
+  for (int64_t off = 0; off < count; off += chunk) {
+    PetscInt B = (PetscInt)PetscMin(chunk, count - off), correct;
+    double   loss;
+    PetscCall(InflModelLossBackward(model, B, x + off * d, y + off, &loss, &correct));
+    sums[0] += loss;
+    sums[1] += correct;
+  }
+  PetscCall(InflModelZeroGrad(model));
+  PetscCall(InflModelGetComm(model, &comm));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, sums, 2, MPI_DOUBLE, MPI_SUM, comm));
+  if (mean_loss) *mean_loss = sums[0] / (double)N;
+  if (accuracy) *accuracy = sums[1] / (double)N;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, const InflTrainOptions *opt)
+{
+  MPI_Comm       comm;
+  int64_t        N, d, start, count, np, *perm, *yb;
+  const float   *x;
+  const int64_t *y;
+  float         *params, *grads, *xb, *m1 = NULL, *m2 = NULL;
+  PetscInt       C, din;
+  int64_t        step = 0;
+  PetscLogDouble t0, t1;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelGetComm(model, &comm));
+  PetscCall(InflDataGetSizes(train, &N, &d, NULL));
+  PetscCall(InflModelGetSizes(model, &din, &C));
+  PetscCheck(d == din, comm, PETSC_ERR_ARG_SIZ, "training data has %" PRId64 " features per example but the model's input dimension is %d; fix -model_dims or the data", d, (int)din);
+  PetscCall(InflDataGetShard(train, &start, &count, &x, &y));
+  {
+    int64_t bad = -1;
+    for (int64_t i = 0; i < count && bad < 0; i++) if (y[i] >= C) bad = i;
+    InflCheckAll(comm, bad < 0, PETSC_ERR_ARG_OUTOFRANGE, "training label %" PRId64 " of example %" PRId64 " is not below the model's %d classes; fix -model_dims", bad >= 0 ? y[bad] : 0, start + bad, (int)C);
+  }
+  PetscCall(InflModelGetParameters(model, &np, &params, &grads));
+  PetscCall(PetscMalloc4(N, &perm, (size_t)opt->batch * d, &xb, opt->batch, &yb, np, &m1));
+  PetscCall(PetscCalloc1(np, &m2));
+  PetscCall(PetscArrayzero(m1, np));
+  for (PetscInt epoch = 0; epoch < opt->epochs; epoch++) {
+    double sums[2] = {0, 0};
+    PetscCall(PetscTime(&t0));
+    permutation(N, opt->seed, epoch, perm);
+    for (int64_t b0 = 0; b0 < N; b0 += opt->batch) {
+      int64_t  b1 = PetscMin(N, b0 + opt->batch);
+      PetscInt B  = 0, correct = 0;
+      double   loss = 0, stats[2];
+      for (int64_t i = b0; i < b1; i++) {
+        int64_t g = perm[i];
+        if (g < start || g >= start + count) continue;
+        PetscCall(PetscArraycpy(xb + (int64_t)B * d, x + (g - start) * d, d));
+        yb[B++] = y[g - start];
+      }
+      PetscCall(InflModelZeroGrad(model));
+      if (B > 0) PetscCall(InflModelLossBackward(model, B, xb, yb, &loss, &correct));
+      PetscCall(InflAllreduceSum(grads, np, MPI_FLOAT, comm));
+      stats[0] = loss;
+      stats[1] = correct;
+      PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, stats, 2, MPI_DOUBLE, MPI_SUM, comm));
+      sums[0] += stats[0];
+      sums[1] += stats[1];
+      step++;
+      {
+        const float scale = 1.0f / (float)(b1 - b0);
+        if (opt->optimizer == INFL_OPT_ADAM) {
+          const double b1c = 1 - pow(0.9, (double)step), b2c = 1 - pow(0.999, (double)step);
+          for (int64_t i = 0; i < np; i++) {
+            float g = grads[i] * scale;
+            m1[i]   = 0.9f * m1[i] + 0.1f * g;
+            m2[i]   = 0.999f * m2[i] + 0.001f * g * g;
+            params[i] -= (float)(opt->lr * ((double)m1[i] / b1c) / (sqrt((double)m2[i] / b2c) + 1e-8) + opt->lr * opt->weight_decay * params[i]);
+          }
+        } else {
+          for (int64_t i = 0; i < np; i++) {
+            float g = grads[i] * scale + (float)opt->weight_decay * params[i];
+            m1[i]   = (float)opt->momentum * m1[i] + g;
+            params[i] -= (float)opt->lr * m1[i];
+          }
+        }
+      }
+      PetscCall(InflModelGetParameters(model, NULL, &params, NULL)); /* marks derived copies stale */
+    }
+    PetscCall(PetscTime(&t1));
+    InflCheckAll(comm, isfinite(sums[0]), PETSC_ERR_FP, "training diverged in epoch %d (loss %g); lower -train_lr (now %g)", (int)epoch, sums[0], opt->lr);
+    if (test) {
+      double tl, ta;
+      PetscCall(InflModelEvaluate(model, test, &tl, &ta));
+      PetscCall(PetscPrintf(comm, "epoch %3d  train loss %.4f  acc %.4f  |  test loss %.4f  acc %.4f  |  %.0f examples/s\n", (int)epoch + 1, sums[0] / (double)N, sums[1] / (double)N, tl, ta, (double)N / (t1 - t0)));
+    } else PetscCall(PetscPrintf(comm, "epoch %3d  train loss %.4f  acc %.4f  |  %.0f examples/s\n", (int)epoch + 1, sums[0] / (double)N, sums[1] / (double)N, (double)N / (t1 - t0)));
+  }
+  PetscCall(InflModelZeroGrad(model));
+  PetscCall(PetscFree4(perm, xb, yb, m1));
+  PetscCall(PetscFree(m2));
+  PetscFunctionReturn(0);
+}
