@@ -1,0 +1,65 @@
+/* infl/ekfac.h -- eigenvalue-corrected Kronecker-factored curvature (EK-FAC) and its inverse.
+ *
+ * George et al. (2018), "Fast Approximate Natural Gradient Descent in a Kronecker-factored Eigenbasis";
+ * Grosse et al. (2023), "Studying Large Language Model Generalization with Influence Functions", section 2.
+ * Per linear layer l with captured inputs a (din+1, trailing 1) and pseudo-gradients Ds (dout):
+ *   A = (1/N) sum_n a a^T,  S = (1/N) sum_n Ds Ds^T                     (double accumulation)
+ *   A = Q_A diag(eA) Q_A^T, S = Q_S diag(eS) Q_S^T                      (ScaLAPACK pdsyevd, infl/eigen.h)
+ *   Lambda[i,j] = (1/N) sum_n ((Q_S^T DW_n Q_A)[i,j])^2,  DW_n = Ds_n a_n^T   (the eigenvalue correction)
+ *   damping_l = 0.1 * mean(Lambda_l) unless -ekfac_damping is given
+ *   precondition(G) = Q_S [ (Q_S^T G Q_A) / (Lambda + damping_l) ] Q_A^T   (elementwise division)
+ * N counts examples (for a sequence model, tokens for A and S and sequences for Lambda).
+ * The pseudo-gradient uses labels sampled from the model (true Fisher, default, keyed by (seed, example index) so
+ * the result does not depend on the rank count) or the data labels (empirical Fisher).
+ *
+ * Options (prefix -ekfac_): -ekfac_fisher true|empirical, -ekfac_seed S (0), -ekfac_damping X (absolute damping
+ * for every layer; default 0.1 * mean(Lambda_l)), -ekfac_damping_factor F (0.1), -ekfac_chunk B (examples per
+ * chunk; default from -mem_limit), -ekfac_kfac (skip the eigenvalue correction: Lambda = eS eA^T, i.e. K-FAC).
+ */
+#ifndef INFL_EKFAC_H
+#define INFL_EKFAC_H
+
+#include <infl/model.h>
+
+typedef struct _p_InflEKFAC *InflEKFAC;
+
+typedef struct {
+  PetscInt din, dout;      /* factor A is (din+1)^2, S is dout^2 */
+  double  *A, *S;          /* means */
+  double  *QA, *QS;        /* eigenvectors in columns, row-major */
+  double  *eA, *eS;        /* eigenvalues ascending */
+  double  *Lambda;         /* (dout, din+1) corrected eigenvalues */
+  double   damping;        /* in use */
+} InflEKFACLayer;
+
+PetscErrorCode InflEKFACCreate(MPI_Comm comm, InflEKFAC *ek);
+PetscErrorCode InflEKFACSetFromOptions(InflEKFAC ek);
+PetscErrorCode InflEKFACSetFisher(InflEKFAC ek, InflFisher fisher, uint64_t seed);
+/* Override the damping: damping >= 0 for every layer (PETSC_DEFAULT restores 0.1 * mean(Lambda_l)). */
+PetscErrorCode InflEKFACSetDamping(InflEKFAC ek, double damping);
+/* Collective.  Both passes over this rank's shard of `train` and the eigensolves.  Errors: a factor with non-finite
+ * entries (names layer and factor: the model or data is broken), zero damping with a zero eigenvalue in Lambda
+ * (the inverse is undefined; set -ekfac_damping > 0). */
+PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train);
+/* Collective.  Write factors.h5 (rank 0's data; PATH.partial then rename): /layers/<l>/{A, S, Q_A, Q_S,
+ * eigenvalues_A, eigenvalues_S, Lambda} with attributes din, dout, damping; root attributes fisher, seed, examples,
+ * damping_factor, and provenance (InflH5WriteProvenance). */
+PetscErrorCode InflEKFACSave(InflEKFAC ek, const char path[], PetscBool overwrite);
+/* Collective.  Read factors.h5; checks that it was fitted for `model` (hash; the error names both hashes) and
+ * that every layer's shapes match. */
+PetscErrorCode InflEKFACLoad(InflEKFAC ek, const char path[], InflModel model);
+PetscErrorCode InflEKFACGetLayers(InflEKFAC ek, PetscInt *L, InflEKFACLayer **layers);
+PetscErrorCode InflEKFACGetTrainHash(InflEKFAC ek, const char **hex);
+PetscErrorCode InflEKFACView(InflEKFAC ek, PetscViewer viewer);
+PetscErrorCode InflEKFACDestroy(InflEKFAC *ek);
+
+/* Not collective.  P (n, dout, din+1) = precondition(G_k) for n rank-one gradients G_k = ds_k a_k^T, ds (n, dout), a
+ * (n, din+1), in double. */
+PetscErrorCode InflEKFACPreconditionRankOne(InflEKFAC ek, PetscInt l, PetscInt n, const double ds[], const double a[], double P[]);
+/* Not collective.  In place: G (dout, din+1) <- precondition(G) for one layer. */
+PetscErrorCode InflEKFACPrecondition(InflEKFAC ek, PetscInt l, double G[]);
+/* Not collective.  Self-influence terms for n captured examples of layer l: out[k] += <precondition(DW_k), DW_k>
+ * = sum_ij (Q_S^T ds_k)_i^2 (Q_A^T a_k)_j^2 / (Lambda_ij + damping). */
+PetscErrorCode InflEKFACSelfInfluence(InflEKFAC ek, PetscInt l, PetscInt n, const double ds[], const double a[], double out[]);
+
+#endif

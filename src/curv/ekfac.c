@@ -1,0 +1,521 @@
+/* EK-FAC: Kronecker factors, their eigenbases, the eigenvalue correction Lambda and the damped inverse. */
+#include <infl/ekfac.h>
+#include <infl/eigen.h>
+#include <cblas.h>
+#include <math.h>
+#include <petscviewer.h>
+
+struct _p_InflEKFAC {
+  MPI_Comm        comm;
+  PetscInt        L;
+  InflEKFACLayer *layers;
+  InflFisher      fisher;
+  uint64_t        seed;
+  double          damping;        /* < 0: 0.1 * mean(Lambda_l) per layer */
+  double          damping_factor; /* 0.1 */
+  PetscBool       kfac;           /* no eigenvalue correction */
+  PetscInt        chunk;
+  int64_t         nexamples;
+  char            model_hash[65], train_hash[65];
+  double         *work;           /* scratch */
+  size_t          nwork;
+};
+
+static PetscErrorCode ekfac_work(InflEKFAC ek, size_t n, double **w)
+{
+  PetscFunctionBegin;
+  if (n > ek->nwork) {
+    PetscCall(PetscFree(ek->work));
+    PetscCall(PetscMalloc1(n, &ek->work));
+    ek->nwork = n;
+  }
+  *w = ek->work;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACCreate(MPI_Comm comm, InflEKFAC *ek)
+{
+  PetscFunctionBegin;
+  PetscCall(PetscNew(ek));
+  (*ek)->comm           = comm;
+  (*ek)->fisher         = INFL_FISHER_TRUE;
+  (*ek)->damping        = -1;
+  (*ek)->damping_factor = 0.1;
+  (*ek)->chunk          = 512;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACSetFromOptions(InflEKFAC ek)
+{
+  const char *kinds[] = {"true", "empirical"};
+  PetscInt    kind = (PetscInt)ek->fisher, seed = (PetscInt)ek->seed;
+  PetscBool   set;
+  double      damping = ek->damping;
+
+  PetscFunctionBegin;
+  PetscOptionsBegin(ek->comm, "ekfac_", "EK-FAC curvature options", "InflEKFAC");
+  PetscCall(PetscOptionsEList("-ekfac_fisher", "true: labels sampled from the model; empirical: data labels", "InflEKFACSetFisher", kinds, 2, kinds[kind], &kind, NULL));
+  PetscCall(PetscOptionsInt("-ekfac_seed", "seed of the sampled labels", "InflEKFACSetFisher", seed, &seed, NULL));
+  PetscCall(PetscOptionsReal("-ekfac_damping", "absolute damping for every layer (default: factor * mean(Lambda_l))", "InflEKFACSetDamping", damping, &damping, &set));
+  PetscCall(PetscOptionsReal("-ekfac_damping_factor", "damping = factor * mean(Lambda_l)", "InflEKFACSetDamping", ek->damping_factor, &ek->damping_factor, NULL));
+  PetscCall(PetscOptionsBool("-ekfac_kfac", "no eigenvalue correction (K-FAC: Lambda = eS eA^T)", "InflEKFACFit", ek->kfac, &ek->kfac, NULL));
+  PetscCall(PetscOptionsInt("-ekfac_chunk", "examples per chunk of the passes over the data", "InflEKFACFit", ek->chunk, &ek->chunk, NULL));
+  PetscOptionsEnd();
+  PetscCheck(seed >= 0, ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ekfac_seed %d must be >= 0", (int)seed);
+  PetscCheck(!set || (damping >= 0 && isfinite(damping)), ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ekfac_damping %g must be a finite number >= 0", damping);
+  PetscCheck(ek->damping_factor >= 0 && isfinite(ek->damping_factor), ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ekfac_damping_factor %g must be a finite number >= 0", ek->damping_factor);
+  PetscCheck(ek->chunk > 0, ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ekfac_chunk %d must be positive", (int)ek->chunk);
+  ek->fisher = (InflFisher)kind;
+  ek->seed   = (uint64_t)seed;
+  if (set) PetscCall(InflEKFACSetDamping(ek, damping));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACSetFisher(InflEKFAC ek, InflFisher fisher, uint64_t seed)
+{
+  PetscFunctionBegin;
+  ek->fisher = fisher;
+  ek->seed   = seed;
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode ekfac_update_damping(InflEKFAC ek)
+{
+  PetscFunctionBegin;
+  for (PetscInt l = 0; l < ek->L; l++) {
+    InflEKFACLayer *ly = &ek->layers[l];
+    int64_t         n  = (int64_t)ly->dout * (ly->din + 1);
+    double          mean = 0, minL = PETSC_MAX_REAL;
+    if (!ly->Lambda) continue;
+    for (int64_t i = 0; i < n; i++) {
+      mean += ly->Lambda[i];
+      minL = PetscMin(minL, ly->Lambda[i]);
+    }
+    mean /= (double)n;
+    ly->damping = ek->damping >= 0 ? ek->damping : ek->damping_factor * mean;
+    PetscCheck(ly->damping > 0 || minL > 0, ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "layer %d: damping is %g and the smallest corrected eigenvalue Lambda is %g, so (Lambda + damping) is singular and the inverse curvature is undefined; set -ekfac_damping > 0 (or -ekfac_damping_factor > 0)", (int)l, ly->damping, minL);
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACSetDamping(InflEKFAC ek, double damping)
+{
+  PetscFunctionBegin;
+  ek->damping = damping == (double)PETSC_DEFAULT ? -1 : damping;
+  PetscCall(ekfac_update_damping(ek));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode ekfac_free_layers(InflEKFAC ek)
+{
+  PetscFunctionBegin;
+  for (PetscInt l = 0; l < ek->L; l++) {
+    InflEKFACLayer *ly = &ek->layers[l];
+    PetscCall(PetscFree(ly->A));
+    PetscCall(PetscFree(ly->S));
+    PetscCall(PetscFree(ly->QA));
+    PetscCall(PetscFree(ly->QS));
+    PetscCall(PetscFree(ly->eA));
+    PetscCall(PetscFree(ly->eS));
+    PetscCall(PetscFree(ly->Lambda));
+  }
+  PetscCall(PetscFree(ek->layers));
+  ek->L = 0;
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode ekfac_allocate(InflEKFAC ek, PetscInt L, const PetscInt din[], const PetscInt dout[])
+{
+  PetscFunctionBegin;
+  PetscCall(ekfac_free_layers(ek));
+  ek->L = L;
+  PetscCall(PetscCalloc1(L, &ek->layers));
+  for (PetscInt l = 0; l < L; l++) {
+    InflEKFACLayer *ly = &ek->layers[l];
+    int64_t         na = (int64_t)(din[l] + 1) * (din[l] + 1), ns = (int64_t)dout[l] * dout[l];
+    ly->din            = din[l];
+    ly->dout           = dout[l];
+    PetscCall(PetscCalloc1(na, &ly->A));
+    PetscCall(PetscCalloc1(ns, &ly->S));
+    PetscCall(PetscCalloc1(na, &ly->QA));
+    PetscCall(PetscCalloc1(ns, &ly->QS));
+    PetscCall(PetscCalloc1(din[l] + 1, &ly->eA));
+    PetscCall(PetscCalloc1(dout[l], &ly->eS));
+    PetscCall(PetscCalloc1((int64_t)dout[l] * (din[l] + 1), &ly->Lambda));
+  }
+  PetscFunctionReturn(0);
+}
+
+/* Captured inputs and pseudo-gradients of layer l as double (converted into `buf` in single precision). */
+static void capture_double(const InflCapture *cap, PetscInt l, double *buf_a, double *buf_ds, const double **a, const double **ds)
+{
+  int64_t na = (int64_t)cap->B * (cap->din[l] + 1), nd = (int64_t)cap->B * cap->dout[l];
+  if (cap->prec == INFL_PREC_DOUBLE) {
+    *a  = cap->a64[l];
+    *ds = cap->ds64[l];
+    return;
+  }
+  for (int64_t i = 0; i < na; i++) buf_a[i] = cap->a32[l][i];
+  for (int64_t i = 0; i < nd; i++) buf_ds[i] = cap->ds32[l][i];
+  *a  = buf_a;
+  *ds = buf_ds;
+}
+
+/* Labels for the pseudo-gradient of a chunk. */
+static PetscErrorCode fisher_labels(InflEKFAC ek, InflModel model, PetscInt B, const float x[], const int64_t y[], int64_t index0, int64_t *idx, int64_t ys[])
+{
+  PetscFunctionBegin;
+  if (ek->fisher == INFL_FISHER_EMPIRICAL) {
+    PetscCall(PetscArraycpy(ys, y, B));
+  } else {
+    for (PetscInt n = 0; n < B; n++) idx[n] = index0 + n;
+    PetscCall(InflModelSampleLabels(model, B, x, idx, ek->seed, ys));
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
+{
+  PetscInt       L, din, C, *dins, *douts, maxd = 1;
+  InflLinear    *lin;
+  int64_t        N, d, start, count, *ys, *idx;
+  const float   *x;
+  const int64_t *y;
+  InflCapture   *cap;
+  double        *bufa, *bufd, *ta, *td;
+  const char    *hash;
+  PetscLogDouble t0, t1, t2, t3;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelGetLayers(model, &L, &lin));
+  PetscCall(InflModelGetSizes(model, &din, &C));
+  PetscCall(InflDataGetSizes(train, &N, &d, NULL));
+  PetscCheck(d == din, ek->comm, PETSC_ERR_ARG_SIZ, "training data has %" PRId64 " features per example but the model's input dimension is %d", d, (int)din);
+  PetscCall(InflDataGetShard(train, &start, &count, &x, &y));
+  PetscCall(PetscMalloc2(L, &dins, L, &douts));
+  for (PetscInt l = 0; l < L; l++) {
+    dins[l]  = lin[l].din;
+    douts[l] = lin[l].dout;
+    maxd     = PetscMax(maxd, PetscMax(lin[l].din + 1, lin[l].dout));
+  }
+  PetscCall(ekfac_allocate(ek, L, dins, douts));
+  PetscCall(PetscFree2(dins, douts));
+  ek->nexamples = N;
+  PetscCall(InflModelGetHash(model, &hash));
+  PetscCall(PetscStrncpy(ek->model_hash, hash, sizeof(ek->model_hash)));
+  PetscCall(InflDataGetHash(train, &hash));
+  PetscCall(PetscStrncpy(ek->train_hash, hash, sizeof(ek->train_hash)));
+  {
+    int64_t bad = -1;
+    for (int64_t i = 0; i < count && bad < 0; i++) if (y[i] >= C) bad = i;
+    InflCheckAll(ek->comm, bad < 0, PETSC_ERR_ARG_OUTOFRANGE, "training label %" PRId64 " of example %" PRId64 " is not below the model's %d classes; the data set does not match the model", bad >= 0 ? y[bad] : 0, start + bad, (int)C);
+  }
+
+  PetscCall(InflCaptureCreate(model, ek->chunk, &cap));
+  PetscCall(PetscMalloc6((size_t)ek->chunk * maxd, &bufa, (size_t)ek->chunk * maxd, &bufd, (size_t)ek->chunk * maxd, &ta, (size_t)ek->chunk * maxd, &td, ek->chunk, &ys, ek->chunk, &idx));
+
+  /* Pass 1: covariance sums (upper triangle by dsyrk, mirrored below) */
+  PetscCall(PetscTime(&t0));
+  for (int64_t off = 0; off < count; off += ek->chunk) {
+    PetscInt B = (PetscInt)PetscMin(ek->chunk, count - off);
+    PetscCall(fisher_labels(ek, model, B, x + off * d, y + off, start + off, idx, ys));
+    PetscCall(InflModelCapture(model, B, x + off * d, ys, cap));
+    for (PetscInt l = 0; l < L; l++) {
+      InflEKFACLayer *ly = &ek->layers[l];
+      const double   *a, *ds;
+      capture_double(cap, l, bufa, bufd, &a, &ds);
+      cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, ly->din + 1, B, 1.0, a, ly->din + 1, 1.0, ly->A, ly->din + 1);
+      cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, ly->dout, B, 1.0, ds, ly->dout, 1.0, ly->S, ly->dout);
+    }
+  }
+  {
+    double   **Cf, **ev, **Q;
+    PetscInt  *nf;
+    char     (*names)[64];
+    const char **pnames;
+    PetscCall(PetscMalloc5(2 * L, &Cf, 2 * L, &ev, 2 * L, &Q, 2 * L, &nf, 2 * L, &names));
+    PetscCall(PetscMalloc1(2 * L, &pnames));
+    for (PetscInt l = 0; l < L; l++) {
+      InflEKFACLayer *ly = &ek->layers[l];
+      for (PetscInt i = 0; i <= ly->din; i++) for (PetscInt j = 0; j < i; j++) ly->A[(int64_t)i * (ly->din + 1) + j] = ly->A[(int64_t)j * (ly->din + 1) + i];
+      for (PetscInt i = 0; i < ly->dout; i++) for (PetscInt j = 0; j < i; j++) ly->S[(int64_t)i * ly->dout + j] = ly->S[(int64_t)j * ly->dout + i];
+      Cf[2 * l] = ly->A; ev[2 * l] = ly->eA; Q[2 * l] = ly->QA; nf[2 * l] = ly->din + 1;
+      Cf[2 * l + 1] = ly->S; ev[2 * l + 1] = ly->eS; Q[2 * l + 1] = ly->QS; nf[2 * l + 1] = ly->dout;
+      PetscCall(PetscSNPrintf(names[2 * l], 64, "layer %d factor A (activation covariance)", (int)l));
+      PetscCall(PetscSNPrintf(names[2 * l + 1], 64, "layer %d factor S (pseudo-gradient covariance)", (int)l));
+      pnames[2 * l] = names[2 * l];
+      pnames[2 * l + 1] = names[2 * l + 1];
+    }
+    PetscCall(PetscTime(&t1));
+    PetscCall(InflEigenSolve(ek->comm, 2 * L, nf, Cf, 1.0 / (double)N, ev, Q, pnames));
+    PetscCall(PetscFree5(Cf, ev, Q, nf, names));
+    PetscCall(PetscFree(pnames));
+  }
+  PetscCall(PetscTime(&t2));
+
+  /* Pass 2: Lambda = (1/N) sum_n (Q_S^T ds)^2 (Q_A^T a)^2^T, one GEMM per layer and chunk */
+  if (ek->kfac) {
+    for (PetscInt l = 0; l < L; l++) {
+      InflEKFACLayer *ly = &ek->layers[l];
+      for (PetscInt i = 0; i < ly->dout; i++) for (PetscInt j = 0; j <= ly->din; j++) ly->Lambda[(int64_t)i * (ly->din + 1) + j] = PetscMax(ly->eS[i], 0) * PetscMax(ly->eA[j], 0);
+    }
+  } else {
+    for (int64_t off = 0; off < count; off += ek->chunk) {
+      PetscInt B = (PetscInt)PetscMin(ek->chunk, count - off);
+      PetscCall(fisher_labels(ek, model, B, x + off * d, y + off, start + off, idx, ys));
+      PetscCall(InflModelCapture(model, B, x + off * d, ys, cap));
+      for (PetscInt l = 0; l < L; l++) {
+        InflEKFACLayer *ly = &ek->layers[l];
+        const double   *a, *ds;
+        PetscInt        na = ly->din + 1, nd = ly->dout;
+        capture_double(cap, l, bufa, bufd, &a, &ds);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, na, na, 1.0, a, na, ly->QA, na, 0.0, ta, na);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, nd, nd, 1.0, ds, nd, ly->QS, nd, 0.0, td, nd);
+        for (int64_t i = 0; i < (int64_t)B * na; i++) ta[i] *= ta[i];
+        for (int64_t i = 0; i < (int64_t)B * nd; i++) td[i] *= td[i];
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, B, 1.0, td, nd, ta, na, 1.0, ly->Lambda, na);
+      }
+    }
+    for (PetscInt l = 0; l < L; l++) {
+      InflEKFACLayer *ly = &ek->layers[l];
+      int64_t         n  = (int64_t)ly->dout * (ly->din + 1);
+      PetscCall(InflAllreduceSum(ly->Lambda, n, MPI_DOUBLE, ek->comm));
+      for (int64_t i = 0; i < n; i++) ly->Lambda[i] /= (double)N;
+    }
+  }
+  PetscCall(PetscTime(&t3));
+  PetscCall(ekfac_update_damping(ek));
+  PetscCall(PetscInfo(NULL, "EK-FAC fit: covariance pass %.3f s, eigensolves %.3f s, Lambda pass %.3f s\n", t1 - t0, t2 - t1, t3 - t2));
+  PetscCall(PetscFree6(bufa, bufd, ta, td, ys, idx));
+  PetscCall(InflCaptureDestroy(&cap));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACGetLayers(InflEKFAC ek, PetscInt *L, InflEKFACLayer **layers)
+{
+  PetscFunctionBegin;
+  if (L) *L = ek->L;
+  if (layers) *layers = ek->layers;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACGetTrainHash(InflEKFAC ek, const char **hex)
+{
+  PetscFunctionBegin;
+  *hex = ek->train_hash;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACPreconditionRankOne(InflEKFAC ek, PetscInt l, PetscInt n, const double ds[], const double a[], double P[])
+{
+  InflEKFACLayer *ly = &ek->layers[l];
+  PetscInt        na = ly->din + 1, nd = ly->dout;
+  double         *u, *v, *M;
+
+  PetscFunctionBegin;
+  PetscCall(ekfac_work(ek, (size_t)nd + na + (size_t)nd * na, &u));
+  v = u + nd;
+  M = v + na;
+  for (PetscInt k = 0; k < n; k++) {
+    /* u = Q_S^T ds_k, v = Q_A^T a_k; M = (u v^T) / (Lambda + damping); P_k = Q_S M Q_A^T */
+    cblas_dgemv(CblasRowMajor, CblasTrans, nd, nd, 1.0, ly->QS, nd, ds + (int64_t)k * nd, 1, 0.0, u, 1);
+    cblas_dgemv(CblasRowMajor, CblasTrans, na, na, 1.0, ly->QA, na, a + (int64_t)k * na, 1, 0.0, v, 1);
+    for (PetscInt i = 0; i < nd; i++)
+      for (PetscInt j = 0; j < na; j++) M[(int64_t)i * na + j] = u[i] * v[j] / (ly->Lambda[(int64_t)i * na + j] + ly->damping);
+    {
+      double *T = P + (int64_t)k * nd * na; /* use P_k as scratch for Q_S M, then finish in M */
+      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nd, na, nd, 1.0, ly->QS, nd, M, na, 0.0, T, na);
+      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nd, na, na, 1.0, T, na, ly->QA, na, 0.0, M, na);
+      PetscCall(PetscArraycpy(T, M, (size_t)nd * na));
+    }
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACPrecondition(InflEKFAC ek, PetscInt l, double G[])
+{
+  InflEKFACLayer *ly = &ek->layers[l];
+  PetscInt        na = ly->din + 1, nd = ly->dout;
+  double         *T;
+
+  PetscFunctionBegin;
+  PetscCall(ekfac_work(ek, (size_t)nd * na, &T));
+  cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, nd, 1.0, ly->QS, nd, G, na, 0.0, T, na);
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nd, na, na, 1.0, T, na, ly->QA, na, 0.0, G, na);
+  for (int64_t i = 0; i < (int64_t)nd * na; i++) G[i] /= (ly->Lambda[i] + ly->damping);
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nd, na, nd, 1.0, ly->QS, nd, G, na, 0.0, T, na);
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nd, na, na, 1.0, T, na, ly->QA, na, 0.0, G, na);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACSelfInfluence(InflEKFAC ek, PetscInt l, PetscInt n, const double ds[], const double a[], double out[])
+{
+  InflEKFACLayer *ly = &ek->layers[l];
+  PetscInt        na = ly->din + 1, nd = ly->dout;
+  double         *ta, *td, *W, *X;
+
+  PetscFunctionBegin;
+  if (n == 0) PetscFunctionReturn(0);
+  PetscCall(ekfac_work(ek, (size_t)n * (na + 2 * nd) + (size_t)nd * na, &ta));
+  td = ta + (size_t)n * na;
+  X  = td + (size_t)n * nd;
+  W  = X + (size_t)n * nd;
+  for (int64_t i = 0; i < (int64_t)nd * na; i++) W[i] = 1.0 / (ly->Lambda[i] + ly->damping);
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, na, na, 1.0, a, na, ly->QA, na, 0.0, ta, na);
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, nd, nd, 1.0, ds, nd, ly->QS, nd, 0.0, td, nd);
+  for (int64_t i = 0; i < (int64_t)n * na; i++) ta[i] *= ta[i];
+  for (int64_t i = 0; i < (int64_t)n * nd; i++) td[i] *= td[i];
+  /* X (n, nd) = ta2 W^T; out_k += sum_i td2[k,i] X[k,i] */
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nd, na, 1.0, ta, na, W, na, 0.0, X, nd);
+  for (PetscInt k = 0; k < n; k++) {
+    double s = 0;
+    for (PetscInt i = 0; i < nd; i++) s += td[(int64_t)k * nd + i] * X[(int64_t)k * nd + i];
+    out[k] += s;
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACView(InflEKFAC ek, PetscViewer viewer)
+{
+  PetscFunctionBegin;
+  if (!viewer) PetscCall(PetscViewerASCIIGetStdout(ek->comm, &viewer));
+  PetscCall(PetscViewerASCIIPrintf(viewer, "InflEKFAC: %s Fisher%s, %" PRId64 " examples, %d layers\n", ek->fisher == INFL_FISHER_TRUE ? "true" : "empirical", ek->kfac ? " (K-FAC, no eigenvalue correction)" : "", ek->nexamples, (int)ek->L));
+  for (PetscInt l = 0; l < ek->L; l++) {
+    InflEKFACLayer *ly = &ek->layers[l];
+    PetscCall(PetscViewerASCIIPrintf(viewer, "  layer %d: A %dx%d (eigenvalues %.3e .. %.3e), S %dx%d (%.3e .. %.3e), damping %.4e\n", (int)l, (int)ly->din + 1, (int)ly->din + 1, ly->eA[0], ly->eA[ly->din], (int)ly->dout, (int)ly->dout, ly->eS[0], ly->eS[ly->dout - 1], ly->damping));
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACDestroy(InflEKFAC *ek)
+{
+  PetscFunctionBegin;
+  if (!*ek) PetscFunctionReturn(0);
+  PetscCall(ekfac_free_layers(*ek));
+  PetscCall(PetscFree((*ek)->work));
+  PetscCall(PetscFree(*ek));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACSave(InflEKFAC ek, const char path[], PetscBool overwrite)
+{
+  char  partial[PETSC_MAX_PATH_LEN];
+  hid_t file;
+
+  PetscFunctionBegin;
+  InflCheckAll(ek->comm, overwrite || !InflFileExists(path), PETSC_ERR_FILE_OPEN, "%s exists; pass -overwrite to replace it or choose another -out", path);
+  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", path));
+  PetscCall(InflH5Create(ek->comm, partial, PETSC_TRUE, &file));
+  PetscCall(InflH5WriteProvenance(file, ek->comm, "fit", ek->model_hash, ek->train_hash, NULL));
+  PetscCall(InflH5SetAttrString(file, "/", "fisher", ek->fisher == INFL_FISHER_TRUE ? "true" : "empirical"));
+  PetscCall(InflH5SetAttrInt(file, "/", "seed", (int64_t)ek->seed));
+  PetscCall(InflH5SetAttrInt(file, "/", "examples", ek->nexamples));
+  PetscCall(InflH5SetAttrInt(file, "/", "layers", ek->L));
+  PetscCall(InflH5SetAttrInt(file, "/", "kfac", ek->kfac));
+  PetscCall(InflH5SetAttrDouble(file, "/", "damping_factor", ek->damping_factor));
+  PetscCall(InflH5SetAttrDouble(file, "/", "damping_absolute", ek->damping));
+  for (PetscInt l = 0; l < ek->L; l++) {
+    InflEKFACLayer *ly = &ek->layers[l];
+    char            g[64], name[96];
+    int64_t         na = ly->din + 1, nd = ly->dout;
+    int64_t         dA[2] = {na, na}, dS[2] = {nd, nd}, dL[2] = {nd, na};
+    PetscCall(PetscSNPrintf(g, sizeof(g), "/layers/%d", (int)l));
+#define W(nm, nd_, dims_, buf) \
+  do { \
+    PetscCall(PetscSNPrintf(name, sizeof(name), "%s/%s", g, nm)); \
+    PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_DOUBLE, nd_, dims_, buf)); \
+  } while (0)
+    W("A", 2, dA, ly->A);
+    W("S", 2, dS, ly->S);
+    W("Q_A", 2, dA, ly->QA);
+    W("Q_S", 2, dS, ly->QS);
+    W("eigenvalues_A", 1, dA, ly->eA);
+    W("eigenvalues_S", 1, dS, ly->eS);
+    W("Lambda", 2, dL, ly->Lambda);
+#undef W
+    PetscCall(InflH5SetAttrInt(file, g, "din", ly->din));
+    PetscCall(InflH5SetAttrInt(file, g, "dout", ly->dout));
+    PetscCall(InflH5SetAttrDouble(file, g, "damping", ly->damping));
+  }
+  PetscCall(InflH5Close(&file));
+  PetscCall(InflRenameAll(ek->comm, partial, path));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACLoad(InflEKFAC ek, const char path[], InflModel model)
+{
+  hid_t       file;
+  char        fisher[32], mhash[128], thash[128];
+  const char *hash;
+  int64_t     L, seed, kfac, v;
+  PetscInt    Lm;
+  InflLinear *lin;
+  PetscInt   *din, *dout;
+
+  PetscFunctionBegin;
+  PetscCall(InflH5Open(ek->comm, path, PETSC_FALSE, &file));
+  PetscCall(InflH5GetAttrString(file, "/", "model_sha256", mhash, sizeof(mhash)));
+  PetscCall(InflH5GetAttrString(file, "/", "train_sha256", thash, sizeof(thash)));
+  PetscCall(InflModelGetHash(model, &hash));
+  {
+    PetscBool same;
+    PetscCall(PetscStrcmp(mhash, hash, &same));
+    PetscCheck(same, ek->comm, PETSC_ERR_ARG_INCOMP, "%s was fitted for model sha256 %s but the model given has sha256 %s; run infl fit for this model", path, mhash[0] ? mhash : "(none recorded)", hash);
+  }
+  PetscCall(InflH5GetAttrString(file, "/", "fisher", fisher, sizeof(fisher)));
+  PetscCall(InflH5GetAttrInt(file, "/", "layers", &L));
+  PetscCall(InflH5GetAttrInt(file, "/", "seed", &seed));
+  PetscCall(InflH5GetAttrInt(file, "/", "kfac", &kfac));
+  PetscCall(InflH5GetAttrInt(file, "/", "examples", &ek->nexamples));
+  PetscCall(InflH5GetAttrDouble(file, "/", "damping_factor", &ek->damping_factor));
+  PetscCall(InflModelGetLayers(model, &Lm, &lin));
+  PetscCheck(L == Lm, ek->comm, PETSC_ERR_ARG_INCOMP, "%s has %d layers but the model has %d", path, (int)L, (int)Lm);
+  PetscCall(PetscMalloc2(Lm, &din, Lm, &dout));
+  for (PetscInt l = 0; l < Lm; l++) {
+    din[l]  = lin[l].din;
+    dout[l] = lin[l].dout;
+  }
+  PetscCall(ekfac_allocate(ek, Lm, din, dout));
+  PetscCall(PetscFree2(din, dout));
+  ek->fisher = fisher[0] == 'e' ? INFL_FISHER_EMPIRICAL : INFL_FISHER_TRUE;
+  ek->seed   = (uint64_t)seed;
+  ek->kfac   = kfac ? PETSC_TRUE : PETSC_FALSE;
+  PetscCall(PetscStrncpy(ek->model_hash, mhash, sizeof(ek->model_hash)));
+  PetscCall(PetscStrncpy(ek->train_hash, thash, sizeof(ek->train_hash)));
+  for (PetscInt l = 0; l < ek->L; l++) {
+    InflEKFACLayer *ly = &ek->layers[l];
+    char            name[96];
+    int64_t         na = ly->din + 1, nd = ly->dout;
+    int64_t         dA[2] = {na, na}, dS[2] = {nd, nd}, dL[2] = {nd, na};
+#define R(nm, nd_, dims_, buf) \
+  do { \
+    PetscCall(PetscSNPrintf(name, sizeof(name), "/layers/%d/%s", (int)l, nm)); \
+    PetscCall(InflH5ReadArray(file, name, H5T_NATIVE_DOUBLE, nd_, dims_, NULL, buf)); \
+  } while (0)
+    R("A", 2, dA, ly->A);
+    R("S", 2, dS, ly->S);
+    R("Q_A", 2, dA, ly->QA);
+    R("Q_S", 2, dS, ly->QS);
+    R("eigenvalues_A", 1, dA, ly->eA);
+    R("eigenvalues_S", 1, dS, ly->eS);
+    R("Lambda", 2, dL, ly->Lambda);
+#undef R
+    PetscCall(PetscSNPrintf(name, sizeof(name), "/layers/%d", (int)l));
+    PetscCall(InflH5GetAttrDouble(file, name, "damping", &ly->damping));
+    for (int64_t i = 0; i < nd * na; i++) PetscCheck(isfinite(ly->Lambda[i]), ek->comm, PETSC_ERR_FP, "%s: layer %d Lambda has a non-finite entry at %" PRId64 "; refit the factors", path, (int)l, i);
+  }
+  PetscCall(InflH5GetAttrDouble(file, "/", "damping_absolute", (double *)&ek->damping));
+  (void)v;
+  PetscCall(InflH5Close(&file));
+  /* -ekfac_damping given now overrides the damping stored with the factors */
+  {
+    double    damping;
+    PetscBool set;
+    PetscCall(PetscOptionsGetReal(NULL, NULL, "-ekfac_damping", &damping, &set));
+    if (set) {
+      PetscCheck(damping >= 0 && isfinite(damping), ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ekfac_damping %g must be a finite number >= 0", damping);
+      PetscCall(InflEKFACSetDamping(ek, damping));
+    }
+  }
+  PetscFunctionReturn(0);
+}

@@ -1,2 +1,0 @@
-/* placeholder so the layer library exists before its sources */
-typedef int infl_curv_placeholder;
