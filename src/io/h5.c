@@ -1,0 +1,475 @@
+/* Parallel HDF5 helpers: mpio file access, collective dataset creation and transfers (every rank calls, ranks
+ * with nothing to move select none), attributes, provenance.  Pattern of the HDF5 parallel examples
+ * (ph5example.c: H5Pset_fapl_mpio, H5Pset_dxpl_mpio(H5FD_MPIO_COLLECTIVE), hyperslab per rank). */
+#include "io/ioimpl.h"
+#include <string.h>
+#include <time.h>
+
+/* The communicator of an mpio file (a duplicate: free with MPI_Comm_free). */
+static PetscErrorCode h5_comm(hid_t file, MPI_Comm *comm)
+{
+  hid_t    fapl;
+  MPI_Info info = MPI_INFO_NULL;
+
+  PetscFunctionBegin;
+  InflCallH5(fapl = H5Fget_access_plist(file));
+  InflCallH5(H5Pget_fapl_mpio(fapl, comm, &info));
+  if (info != MPI_INFO_NULL) PetscCallMPI(MPI_Info_free(&info));
+  InflCallH5(H5Pclose(fapl));
+  PetscFunctionReturn(0);
+}
+
+static void h5_filename(hid_t file, char *buf, size_t len)
+{
+  if (H5Fget_name(file, buf, len) < 0) snprintf(buf, len, "(HDF5 file)");
+}
+
+/* Does the link `name` ("/a/b/c") exist, checking each component so that missing groups are not an error. */
+static PetscBool h5_exists(hid_t file, const char name[])
+{
+  char   path[PETSC_MAX_PATH_LEN];
+  size_t n = strlen(name);
+
+  if (!strcmp(name, "/")) return PETSC_TRUE;
+  if (n >= sizeof(path)) return PETSC_FALSE;
+  memcpy(path, name, n + 1);
+  for (size_t i = 1; i <= n; i++) {
+    if (path[i] == '/' || path[i] == 0) {
+      char c = path[i];
+      path[i] = 0;
+      if (H5Lexists(file, path, H5P_DEFAULT) <= 0) return PETSC_FALSE;
+      path[i] = c;
+    }
+  }
+  return PETSC_TRUE;
+}
+
+static void shape_text(int ndim, const int64_t dims[], char *buf, size_t len)
+{
+  size_t k = (size_t)snprintf(buf, len, "(");
+  for (int i = 0; i < ndim && k < len; i++) k += (size_t)snprintf(buf + k, len - k, "%s%" PRId64, i ? ", " : "", dims[i]);
+  if (k < len) snprintf(buf + k, len - k, ")");
+}
+
+PetscErrorCode InflH5Create(MPI_Comm comm, const char path[], PetscBool overwrite, hid_t *file)
+{
+  PetscMPIInt rank;
+  hid_t       fapl;
+  H5E_auto2_t func;
+  void       *data;
+
+  PetscFunctionBegin;
+  *file = H5I_INVALID_HID;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  InflCheckAll(comm, rank != 0 || overwrite || !InflFileExists(path), PETSC_ERR_FILE_OPEN, "%s exists; pass -overwrite to replace it, or remove it", path);
+  InflCallH5(fapl = H5Pcreate(H5P_FILE_ACCESS));
+  InflCallH5(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
+  InflCallH5(H5Eget_auto2(H5E_DEFAULT, &func, &data));
+  InflCallH5(H5Eset_auto2(H5E_DEFAULT, NULL, NULL));
+  *file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+  InflCallH5(H5Eset_auto2(H5E_DEFAULT, func, data));
+  InflCallH5(H5Pclose(fapl));
+  InflCheckAll(comm, *file >= 0, PETSC_ERR_FILE_OPEN, "cannot create HDF5 file %s; check that its directory exists and is writable", path);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflH5Open(MPI_Comm comm, const char path[], PetscBool readwrite, hid_t *file)
+{
+  PetscMPIInt rank;
+  hid_t       fapl;
+  H5E_auto2_t func;
+  void       *data;
+
+  PetscFunctionBegin;
+  *file = H5I_INVALID_HID;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  InflCheckAll(comm, rank != 0 || InflFileExists(path), PETSC_ERR_FILE_OPEN, "cannot open HDF5 file %s: no such file; check the path", path);
+  InflCallH5(fapl = H5Pcreate(H5P_FILE_ACCESS));
+  InflCallH5(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
+  InflCallH5(H5Eget_auto2(H5E_DEFAULT, &func, &data));
+  InflCallH5(H5Eset_auto2(H5E_DEFAULT, NULL, NULL));
+  *file = H5Fopen(path, readwrite ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl);
+  InflCallH5(H5Eset_auto2(H5E_DEFAULT, func, data));
+  InflCallH5(H5Pclose(fapl));
+  InflCheckAll(comm, *file >= 0, PETSC_ERR_FILE_OPEN, "cannot open %s as an HDF5 file%s; is it HDF5, and readable?", path, readwrite ? " for writing" : "");
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflH5Close(hid_t *file)
+{
+  PetscFunctionBegin;
+  if (*file >= 0) InflCallH5(H5Fclose(*file));
+  *file = H5I_INVALID_HID;
+  PetscFunctionReturn(0);
+}
+
+/* Create dataset `name` (ndim, dims), intermediate groups included; error if it exists. */
+static PetscErrorCode h5_create_dataset(hid_t file, const char name[], hid_t type, int ndim, const int64_t dims[], hid_t *dset)
+{
+  hsize_t hd[8];
+  hid_t   lcpl, space;
+  char    fname[PETSC_MAX_PATH_LEN];
+
+  PetscFunctionBegin;
+  h5_filename(file, fname, sizeof(fname));
+  PetscCheck(ndim >= 1 && ndim <= 8, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "%s: dataset %s: ndim %d is outside [1, 8]", fname, name, ndim);
+  for (int i = 0; i < ndim; i++) {
+    PetscCheck(dims[i] >= 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "%s: dataset %s: dimension %d is negative (%" PRId64 ")", fname, name, i, dims[i]);
+    hd[i] = (hsize_t)dims[i];
+  }
+  PetscCheck(!h5_exists(file, name), PETSC_COMM_SELF, PETSC_ERR_FILE_WRITE, "%s: dataset %s already exists; write to a new file (-overwrite) or another name", fname, name);
+  InflCallH5(lcpl = H5Pcreate(H5P_LINK_CREATE));
+  InflCallH5(H5Pset_create_intermediate_group(lcpl, 1));
+  InflCallH5(space = H5Screate_simple(ndim, hd, NULL));
+  InflCallH5(*dset = H5Dcreate2(file, name, type, space, lcpl, H5P_DEFAULT, H5P_DEFAULT));
+  InflCallH5(H5Sclose(space));
+  InflCallH5(H5Pclose(lcpl));
+  PetscFunctionReturn(0);
+}
+
+/* Collective write of rows [row0, row0+nrows) of dataset dset (nrows may be 0). */
+static PetscErrorCode h5_write_rows(hid_t dset, hid_t type, int64_t row0, int64_t nrows, const void *buf)
+{
+  hid_t   fspace, mspace, dxpl;
+  hsize_t start[8] = {0}, count[8], one = 1;
+  int     ndim;
+  char    dummy = 0;
+
+  PetscFunctionBegin;
+  InflCallH5(fspace = H5Dget_space(dset));
+  InflCallH5(ndim = H5Sget_simple_extent_ndims(fspace));
+  InflCallH5(H5Sget_simple_extent_dims(fspace, count, NULL));
+  PetscCheck(row0 >= 0 && nrows >= 0 && (hsize_t)(row0 + nrows) <= count[0], PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "rows [%" PRId64 ", %" PRId64 ") are outside the dataset's %llu rows", row0, row0 + nrows, (unsigned long long)count[0]);
+  if (nrows > 0) {
+    start[0] = (hsize_t)row0;
+    count[0] = (hsize_t)nrows;
+    InflCallH5(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL));
+    InflCallH5(mspace = H5Screate_simple(ndim, count, NULL));
+  } else {
+    InflCallH5(H5Sselect_none(fspace));
+    InflCallH5(mspace = H5Screate_simple(1, &one, NULL));
+    InflCallH5(H5Sselect_none(mspace));
+  }
+  InflCallH5(dxpl = H5Pcreate(H5P_DATASET_XFER));
+  InflCallH5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
+  InflCallH5(H5Dwrite(dset, type, mspace, fspace, dxpl, nrows > 0 ? buf : (const void *)&dummy));
+  InflCallH5(H5Pclose(dxpl));
+  InflCallH5(H5Sclose(mspace));
+  InflCallH5(H5Sclose(fspace));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflH5WriteArray(hid_t file, const char name[], hid_t type, int ndim, const int64_t dims[], const void *buf)
+{
+  MPI_Comm    comm;
+  PetscMPIInt rank;
+  hid_t       dset;
+
+  PetscFunctionBegin;
+  PetscCall(h5_comm(file, &comm));
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  PetscCallMPI(MPI_Comm_free(&comm));
+  PetscCall(h5_create_dataset(file, name, type, ndim, dims, &dset));
+  /* rank 0 writes everything (as a block of rows), the others nothing */
+  PetscCall(h5_write_rows(dset, type, 0, rank == 0 ? dims[0] : 0, buf));
+  InflCallH5(H5Dclose(dset));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflH5WriteRows(hid_t file, const char name[], hid_t type, int ndim, const int64_t dims[], int64_t row0, int64_t nrows, const void *buf)
+{
+  hid_t dset;
+
+  PetscFunctionBegin;
+  PetscCall(h5_create_dataset(file, name, type, ndim, dims, &dset));
+  PetscCall(h5_write_rows(dset, type, row0, nrows, buf));
+  InflCallH5(H5Dclose(dset));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflH5GetDims(hid_t file, const char name[], int *ndim, int64_t dims[])
+{
+  hid_t   dset, space;
+  hsize_t hd[8];
+
+  PetscFunctionBegin;
+  *ndim = -1;
+  if (!h5_exists(file, name)) PetscFunctionReturn(0);
+  InflCallH5(dset = H5Dopen2(file, name, H5P_DEFAULT));
+  InflCallH5(space = H5Dget_space(dset));
+  InflCallH5(*ndim = H5Sget_simple_extent_ndims(space));
+  if (*ndim > 8) {
+    char fname[PETSC_MAX_PATH_LEN];
+    h5_filename(file, fname, sizeof(fname));
+    SETERRQ(PETSC_COMM_SELF, PETSC_ERR_SUP, "%s: dataset %s has %d dimensions, infl supports at most 8", fname, name, *ndim);
+  }
+  InflCallH5(H5Sget_simple_extent_dims(space, hd, NULL));
+  for (int i = 0; i < *ndim; i++) dims[i] = (int64_t)hd[i];
+  InflCallH5(H5Sclose(space));
+  InflCallH5(H5Dclose(dset));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflH5ReadArray(hid_t file, const char name[], hid_t type, int ndim, const int64_t expect[], int64_t dims_out[], void *buf)
+{
+  int     nd;
+  int64_t dims[8];
+  char    fname[PETSC_MAX_PATH_LEN];
+  hid_t   dset, dxpl;
+
+  PetscFunctionBegin;
+  h5_filename(file, fname, sizeof(fname));
+  PetscCall(InflH5GetDims(file, name, &nd, dims));
+  PetscCheck(nd >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: dataset %s is missing; was the file written by the right stage?", fname, name);
+  if (expect) {
+    PetscBool same = nd == ndim ? PETSC_TRUE : PETSC_FALSE;
+    for (int i = 0; same && i < nd; i++)
+      if (dims[i] != expect[i]) same = PETSC_FALSE;
+    if (!same) {
+      char a[256], b[256];
+      shape_text(nd, dims, a, sizeof(a));
+      shape_text(ndim, expect, b, sizeof(b));
+      SETERRQ(PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: dataset %s has shape %s but %s is expected; the file does not match this model or data", fname, name, a, b);
+    }
+  } else PetscCheck(nd == ndim, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: dataset %s has %d dimensions but %d are expected", fname, name, nd, ndim);
+  if (dims_out)
+    for (int i = 0; i < nd; i++) dims_out[i] = dims[i];
+  InflCallH5(dset = H5Dopen2(file, name, H5P_DEFAULT));
+  InflCallH5(dxpl = H5Pcreate(H5P_DATASET_XFER));
+  InflCallH5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
+  InflCallH5(H5Dread(dset, type, H5S_ALL, H5S_ALL, dxpl, buf));
+  InflCallH5(H5Pclose(dxpl));
+  InflCallH5(H5Dclose(dset));
+  PetscFunctionReturn(0);
+}
+
+/* Read rows [row0, row0+nrows) of dataset `name` (mem type `type`) with transfer mode `mode`. */
+static PetscErrorCode h5_read_rows(hid_t file, const char name[], hid_t type, int64_t row0, int64_t nrows, void *buf, H5FD_mpio_xfer_t mode)
+{
+  hid_t   dset, fspace, mspace, dxpl;
+  hsize_t start[8] = {0}, count[8], one = 1;
+  int     ndim;
+  char    dummy, fname[PETSC_MAX_PATH_LEN];
+
+  PetscFunctionBegin;
+  h5_filename(file, fname, sizeof(fname));
+  PetscCheck(h5_exists(file, name), PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: dataset %s is missing", fname, name);
+  InflCallH5(dset = H5Dopen2(file, name, H5P_DEFAULT));
+  InflCallH5(fspace = H5Dget_space(dset));
+  InflCallH5(ndim = H5Sget_simple_extent_ndims(fspace));
+  PetscCheck(ndim >= 1 && ndim <= 8, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: dataset %s has %d dimensions; rows need 1 to 8", fname, name, ndim);
+  InflCallH5(H5Sget_simple_extent_dims(fspace, count, NULL));
+  PetscCheck(row0 >= 0 && nrows >= 0 && (hsize_t)(row0 + nrows) <= count[0], PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "%s: dataset %s: rows [%" PRId64 ", %" PRId64 ") are outside its %llu rows", fname, name, row0, row0 + nrows, (unsigned long long)count[0]);
+  if (nrows > 0) {
+    start[0] = (hsize_t)row0;
+    count[0] = (hsize_t)nrows;
+    InflCallH5(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL));
+    InflCallH5(mspace = H5Screate_simple(ndim, count, NULL));
+  } else {
+    InflCallH5(H5Sselect_none(fspace));
+    InflCallH5(mspace = H5Screate_simple(1, &one, NULL));
+    InflCallH5(H5Sselect_none(mspace));
+  }
+  InflCallH5(dxpl = H5Pcreate(H5P_DATASET_XFER));
+  if (mode == H5FD_MPIO_COLLECTIVE) InflCallH5(H5Pset_dxpl_mpio(dxpl, mode));
+  InflCallH5(H5Dread(dset, type, mspace, fspace, dxpl, nrows > 0 ? buf : (void *)&dummy));
+  InflCallH5(H5Pclose(dxpl));
+  InflCallH5(H5Sclose(mspace));
+  InflCallH5(H5Sclose(fspace));
+  InflCallH5(H5Dclose(dset));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflH5ReadRows(hid_t file, const char name[], hid_t type, int64_t row0, int64_t nrows, void *buf)
+{
+  PetscFunctionBegin;
+  PetscCall(h5_read_rows(file, name, type, row0, nrows, buf, H5FD_MPIO_COLLECTIVE));
+  PetscFunctionReturn(0);
+}
+
+/* Non-collective row read (file opened by this rank alone); used by the data layer. */
+PetscErrorCode InflH5ReadRowsLocal_Private(hid_t file, const char name[], hid_t type, int64_t row0, int64_t nrows, void *buf)
+{
+  PetscFunctionBegin;
+  PetscCall(h5_read_rows(file, name, type, row0, nrows, buf, H5FD_MPIO_INDEPENDENT));
+  PetscFunctionReturn(0);
+}
+
+/* ---------------------------------------------------------------- attributes */
+
+static PetscErrorCode h5_open_obj(hid_t file, const char obj[], hid_t *o)
+{
+  char fname[PETSC_MAX_PATH_LEN];
+
+  PetscFunctionBegin;
+  h5_filename(file, fname, sizeof(fname));
+  PetscCheck(h5_exists(file, obj), PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: object %s does not exist (cannot access its attributes)", fname, obj);
+  InflCallH5(*o = H5Oopen(file, obj, H5P_DEFAULT));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode h5_set_attr(hid_t file, const char obj[], const char name[], hid_t type, const void *value)
+{
+  hid_t o, space, a;
+
+  PetscFunctionBegin;
+  PetscCall(h5_open_obj(file, obj, &o));
+  if (H5Aexists(o, name) > 0) InflCallH5(H5Adelete(o, name));
+  InflCallH5(space = H5Screate(H5S_SCALAR));
+  InflCallH5(a = H5Acreate2(o, name, type, space, H5P_DEFAULT, H5P_DEFAULT));
+  InflCallH5(H5Awrite(a, type, value));
+  InflCallH5(H5Aclose(a));
+  InflCallH5(H5Sclose(space));
+  InflCallH5(H5Oclose(o));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflH5SetAttrString(hid_t file, const char obj[], const char name[], const char value[])
+{
+  hid_t type;
+
+  PetscFunctionBegin;
+  InflCallH5(type = H5Tcopy(H5T_C_S1));
+  InflCallH5(H5Tset_size(type, strlen(value) + 1));
+  InflCallH5(H5Tset_strpad(type, H5T_STR_NULLTERM));
+  PetscCall(h5_set_attr(file, obj, name, type, value));
+  InflCallH5(H5Tclose(type));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflH5SetAttrDouble(hid_t file, const char obj[], const char name[], double value)
+{
+  PetscFunctionBegin;
+  PetscCall(h5_set_attr(file, obj, name, H5T_NATIVE_DOUBLE, &value));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflH5SetAttrInt(hid_t file, const char obj[], const char name[], int64_t value)
+{
+  PetscFunctionBegin;
+  PetscCall(h5_set_attr(file, obj, name, H5T_NATIVE_INT64, &value));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflH5GetAttrString(hid_t file, const char obj[], const char name[], char value[], size_t len)
+{
+  hid_t  o, a, ftype, mtype;
+  char   fname[PETSC_MAX_PATH_LEN];
+  char  *text = NULL;
+  size_t n;
+
+  PetscFunctionBegin;
+  PetscCheck(len > 0, PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ, "buffer length must be positive");
+  value[0] = 0;
+  PetscCall(h5_open_obj(file, obj, &o));
+  if (H5Aexists(o, name) <= 0) {
+    InflCallH5(H5Oclose(o));
+    PetscFunctionReturn(0);
+  }
+  h5_filename(file, fname, sizeof(fname));
+  InflCallH5(a = H5Aopen(o, name, H5P_DEFAULT));
+  InflCallH5(ftype = H5Aget_type(a));
+  PetscCheck(H5Tget_class(ftype) == H5T_STRING, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: attribute %s of %s is not a string", fname, name, obj);
+  InflCallH5(mtype = H5Tcopy(H5T_C_S1));
+  if (H5Tis_variable_str(ftype) > 0) { /* e.g. written by h5py */
+    char *p = NULL;
+    InflCallH5(H5Tset_size(mtype, H5T_VARIABLE));
+    InflCallH5(H5Aread(a, mtype, &p));
+    PetscCall(PetscStrallocpy(p ? p : "", &text));
+    if (p) H5free_memory(p);
+  } else {
+    n = H5Tget_size(ftype);
+    InflCallH5(H5Tset_size(mtype, n + 1));
+    InflCallH5(H5Tset_strpad(mtype, H5T_STR_NULLTERM));
+    PetscCall(PetscCalloc1(n + 2, &text));
+    InflCallH5(H5Aread(a, mtype, text));
+  }
+  n = strlen(text);
+  if (n >= len) {
+    PetscCall(PetscFree(text));
+    SETERRQ(PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ, "%s: attribute %s of %s has %zu characters, more than the buffer of %zu", fname, name, obj, n, len);
+  }
+  memcpy(value, text, n + 1);
+  PetscCall(PetscFree(text));
+  InflCallH5(H5Tclose(mtype));
+  InflCallH5(H5Tclose(ftype));
+  InflCallH5(H5Aclose(a));
+  InflCallH5(H5Oclose(o));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode h5_get_attr(hid_t file, const char obj[], const char name[], hid_t type, void *value)
+{
+  hid_t o, a;
+  char  fname[PETSC_MAX_PATH_LEN];
+
+  PetscFunctionBegin;
+  PetscCall(h5_open_obj(file, obj, &o));
+  h5_filename(file, fname, sizeof(fname));
+  PetscCheck(H5Aexists(o, name) > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: %s has no attribute %s; was the file written by infl's stage that produces it?", fname, obj, name);
+  InflCallH5(a = H5Aopen(o, name, H5P_DEFAULT));
+  InflCallH5(H5Aread(a, type, value));
+  InflCallH5(H5Aclose(a));
+  InflCallH5(H5Oclose(o));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflH5GetAttrDouble(hid_t file, const char obj[], const char name[], double *value)
+{
+  PetscFunctionBegin;
+  PetscCall(h5_get_attr(file, obj, name, H5T_NATIVE_DOUBLE, value));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflH5GetAttrInt(hid_t file, const char obj[], const char name[], int64_t *value)
+{
+  PetscFunctionBegin;
+  PetscCall(h5_get_attr(file, obj, name, H5T_NATIVE_INT64, value));
+  PetscFunctionReturn(0);
+}
+
+/* Collective: a string identical on all ranks (rank 0's). */
+static PetscErrorCode bcast_string(MPI_Comm comm, char **s)
+{
+  PetscMPIInt rank;
+  int64_t     n = 0;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  if (rank == 0) n = (int64_t)strlen(*s);
+  PetscCallMPI(MPI_Bcast(&n, 1, MPI_INT64_T, 0, comm));
+  if (rank != 0) {
+    PetscCall(PetscFree(*s));
+    PetscCall(PetscCalloc1(n + 1, s));
+  }
+  PetscCall(InflBcast(*s, n, MPI_CHAR, 0, comm));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflH5WriteProvenance(hid_t file, MPI_Comm comm, const char stage[], const char model_hash[], const char train_hash[], const char query_hash[])
+{
+  PetscMPIInt size;
+  char       *options = NULL, *created;
+  time_t      now = time(NULL);
+  struct tm   utc;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCall(PetscOptionsGetAll(NULL, &options));
+  PetscCall(bcast_string(comm, &options));
+  PetscCall(PetscCalloc1(32, &created));
+  gmtime_r(&now, &utc);
+  strftime(created, 32, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  PetscCall(bcast_string(comm, &created));
+  PetscCall(InflH5SetAttrString(file, "/", "infl_version", INFL_VERSION_STRING));
+  PetscCall(InflH5SetAttrString(file, "/", "stage", stage ? stage : ""));
+  PetscCall(InflH5SetAttrInt(file, "/", "ranks", (int64_t)size));
+  PetscCall(InflH5SetAttrString(file, "/", "options", options));
+  if (model_hash) PetscCall(InflH5SetAttrString(file, "/", "model_sha256", model_hash));
+  if (train_hash) PetscCall(InflH5SetAttrString(file, "/", "train_sha256", train_hash));
+  if (query_hash) PetscCall(InflH5SetAttrString(file, "/", "query_sha256", query_hash));
+  PetscCall(InflH5SetAttrString(file, "/", "created", created));
+  PetscCall(PetscFree(options));
+  PetscCall(PetscFree(created));
+  PetscFunctionReturn(0);
+}
