@@ -82,6 +82,9 @@ PetscErrorCode InflModelSampleLabels(InflModel model, PetscInt B, const float x[
 
 PetscErrorCode InflCaptureCreate(InflModel model, PetscInt Bmax, InflCapture **cap);
 PetscErrorCode InflCaptureDestroy(InflCapture **cap);
+/* Layer l's captured a (B, din+1) and Ds (B, dout) as double: the capture's own arrays in double precision,
+ * else converted into buf_a / buf_ds (at least B*(din+1) and B*dout doubles). */
+void InflCaptureGetDouble(const InflCapture *cap, PetscInt l, double buf_a[], double buf_ds[], const double **a, const double **ds);
 /* Not collective.  Forward and backward for B <= Bmax examples with labels y; fills cap (a, Ds, loss) in the
  * model's precision.  The parameter gradient slab is not touched. */
 PetscErrorCode InflModelCapture(InflModel model, PetscInt B, const float x[], const int64_t y[], InflCapture *cap);

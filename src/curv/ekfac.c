@@ -146,21 +146,6 @@ static PetscErrorCode ekfac_allocate(InflEKFAC ek, PetscInt L, const PetscInt di
   PetscFunctionReturn(0);
 }
 
-/* Captured inputs and pseudo-gradients of layer l as double (converted into `buf` in single precision). */
-static void capture_double(const InflCapture *cap, PetscInt l, double *buf_a, double *buf_ds, const double **a, const double **ds)
-{
-  int64_t na = (int64_t)cap->B * (cap->din[l] + 1), nd = (int64_t)cap->B * cap->dout[l];
-  if (cap->prec == INFL_PREC_DOUBLE) {
-    *a  = cap->a64[l];
-    *ds = cap->ds64[l];
-    return;
-  }
-  for (int64_t i = 0; i < na; i++) buf_a[i] = cap->a32[l][i];
-  for (int64_t i = 0; i < nd; i++) buf_ds[i] = cap->ds32[l][i];
-  *a  = buf_a;
-  *ds = buf_ds;
-}
-
 /* Labels for the pseudo-gradient of a chunk. */
 static PetscErrorCode fisher_labels(InflEKFAC ek, InflModel model, PetscInt B, const float x[], const int64_t y[], int64_t index0, int64_t *idx, int64_t ys[])
 {
@@ -223,7 +208,7 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
     for (PetscInt l = 0; l < L; l++) {
       InflEKFACLayer *ly = &ek->layers[l];
       const double   *a, *ds;
-      capture_double(cap, l, bufa, bufd, &a, &ds);
+      InflCaptureGetDouble(cap, l, bufa, bufd, &a, &ds);
       cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, ly->din + 1, B, 1.0, a, ly->din + 1, 1.0, ly->A, ly->din + 1);
       cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, ly->dout, B, 1.0, ds, ly->dout, 1.0, ly->S, ly->dout);
     }
@@ -268,7 +253,7 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
         InflEKFACLayer *ly = &ek->layers[l];
         const double   *a, *ds;
         PetscInt        na = ly->din + 1, nd = ly->dout;
-        capture_double(cap, l, bufa, bufd, &a, &ds);
+        InflCaptureGetDouble(cap, l, bufa, bufd, &a, &ds);
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, na, na, 1.0, a, na, ly->QA, na, 0.0, ta, na);
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, nd, nd, 1.0, ds, nd, ly->QS, nd, 0.0, td, nd);
         for (int64_t i = 0; i < (int64_t)B * na; i++) ta[i] *= ta[i];

@@ -609,3 +609,18 @@ PetscErrorCode InflModelGetComm(InflModel m, MPI_Comm *comm)
   *comm = m->comm;
   PetscFunctionReturn(0);
 }
+
+void InflCaptureGetDouble(const InflCapture *cap, PetscInt l, double *buf_a, double *buf_ds, const double **a, const double **ds)
+{
+  int64_t na = (int64_t)cap->B * (cap->din[l] + 1), nd = (int64_t)cap->B * cap->dout[l];
+  if (cap->prec == INFL_PREC_DOUBLE) {
+    *a  = cap->a64[l];
+    *ds = cap->ds64[l];
+    return;
+  }
+  for (int64_t i = 0; i < na; i++) buf_a[i] = cap->a32[l][i];
+  for (int64_t i = 0; i < nd; i++) buf_ds[i] = cap->ds32[l][i];
+  *a  = buf_a;
+  *ds = buf_ds;
+}
+

@@ -1,0 +1,51 @@
+/* infl/score.h -- pairwise influence scores, top-k proponents and opponents, self-influence.
+ *
+ * Grosse et al. (2023), eq. (3) with the EK-FAC inverse: for a query z_q and a training example z_m,
+ *   score(q, m) = sum over layers l of < P_l(q), DW_l(m) >,   P_l(q) = precondition_l(G_l(q))   (infl/ekfac.h)
+ * where G_l(q) is the gradient of the query's loss (its data label; the measurement) and DW_l(m) = Ds a^T the
+ * gradient of the training example's loss with its data label.  Positive = proponent: upweighting z_m lowers the
+ * query loss.  Per-example training gradients are never formed: each layer's term is a contraction of the
+ * captured inputs a (B, din+1) and pseudo-gradients Ds (B, dout) with the stacked P (Q, dout, din+1), one GEMM per
+ * layer and chunk ((B x (din+1)) times ((din+1) x Q*dout), or (B x dout) times (dout x Q*(din+1)), whichever
+ * intermediate is smaller), followed by a row-wise dot product.
+ *
+ * Options (prefix -score_): -score_topk K (10), -score_save_all (write the full (Q, N) matrix),
+ * -score_per_layer (per-layer terms: full (L, Q, N) with -score_save_all, else the terms of the top-k entries),
+ * -score_chunk B (training examples per chunk, 1024).
+ */
+#ifndef INFL_SCORE_H
+#define INFL_SCORE_H
+
+#include <infl/ekfac.h>
+#include <infl/topk.h>
+
+typedef struct _p_InflScorer *InflScorer;
+
+PetscErrorCode InflScorerCreate(MPI_Comm comm, InflScorer *sc);
+PetscErrorCode InflScorerSetFromOptions(InflScorer sc);
+PetscErrorCode InflScorerSetTopK(InflScorer sc, PetscInt K);
+/* Collective.  Queries: Q examples xq (Q, din) with labels yq and their global indices in the query set.  Every rank
+ * passes the same queries; rank r preconditions queries r, r+size, ... and the results are all-gathered, so every
+ * rank holds all P_l(q) (memory Q * sum_l dout_l (din_l+1) numbers). */
+PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek, PetscInt Q, const float xq[], const int64_t yq[], const int64_t qindex[]);
+/* Collective.  Scores every training example of this rank's shard against the queries, in chunks; merges the
+ * top-k and bottom-k across ranks. */
+PetscErrorCode InflScorerScore(InflScorer sc, InflData train);
+/* After InflScorerScore: the merged lists (on every rank).  topk: score descending, index ascending; bottomk: most
+ * negative first. */
+PetscErrorCode InflScorerGetTopK(InflScorer sc, InflTopK **top, InflTopK **bottom);
+/* After InflScorerScore with -score_save_all: this rank's block (Q, count) of the full matrix, row-major. */
+PetscErrorCode InflScorerGetLocalScores(InflScorer sc, int64_t *start, int64_t *count, const double **scores);
+/* Collective.  Write scores.h5 (PATH.partial, then rename):
+ *   /query_indices (Q) int64, /query_labels (Q) int64, /topk/train_indices (Q, K) int64, /topk/scores (Q, K),
+ *   /bottomk/train_indices, /bottomk/scores, with -score_save_all /scores float32 (Q, N) by collective
+ *   hyperslabs, with -score_per_layer /topk/per_layer and /bottomk/per_layer (L, Q, K) (or /scores_per_layer
+ *   (L, Q, N) float32 with -score_save_all); provenance attributes. */
+PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwrite);
+PetscErrorCode InflScorerDestroy(InflScorer *sc);
+
+/* Collective.  Self-influence <precondition(DW_m), DW_m> (summed over layers) of every training example of this
+ * rank's shard: self (count) for global indices [start, start+count). */
+PetscErrorCode InflSelfInfluence(InflModel model, InflEKFAC ek, InflData train, PetscInt chunk, double self[]);
+
+#endif

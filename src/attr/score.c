@@ -1,0 +1,464 @@
+/* Pairwise EK-FAC influence scores against a set of queries, top-k reduction, self-influence. */
+#include <infl/score.h>
+#include <cblas.h>
+#include <math.h>
+
+struct _p_InflScorer {
+  MPI_Comm      comm;
+  PetscInt      K, chunk;
+  PetscBool     save_all, per_layer;
+  InflModel     model;
+  InflEKFAC     ek;
+  InflPrecision prec;
+  PetscInt      L, Q;
+  PetscInt     *din, *dout;   /* (L) */
+  PetscBool    *by_input;     /* (L) contract a with P first (dout <= din+1), else Ds first */
+  double      **P64;          /* (L) scoring layout: (Q*dout, din+1) if by_input, else (dout, Q*(din+1)) */
+  float       **P32;          /* the same in float, single precision mode */
+  double      **Pq;           /* (L) (Q, dout, din+1) preconditioned query gradients, double */
+  int64_t      *qindex, *qlabel; /* (Q) */
+  InflTopK     *top, *bottom;
+  int64_t       start, count;
+  double       *local;        /* (Q, count) with save_all */
+  double       *local_layer;  /* (L, Q, count) with save_all and per_layer */
+  double       *top_layer, *bottom_layer; /* (L, Q, K) with per_layer */
+  char          model_hash[65], train_hash[65];
+  int64_t       ntrain;
+};
+
+PetscErrorCode InflScorerCreate(MPI_Comm comm, InflScorer *sc)
+{
+  PetscFunctionBegin;
+  PetscCall(PetscNew(sc));
+  (*sc)->comm  = comm;
+  (*sc)->K     = 10;
+  (*sc)->chunk = 1024;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflScorerSetFromOptions(InflScorer sc)
+{
+  PetscFunctionBegin;
+  PetscOptionsBegin(sc->comm, "score_", "Influence scoring options", "InflScorer");
+  PetscCall(PetscOptionsInt("-score_topk", "proponents and opponents kept per query", "InflScorerSetTopK", sc->K, &sc->K, NULL));
+  PetscCall(PetscOptionsBool("-score_save_all", "write the full (queries, train) score matrix", "InflScorerSave", sc->save_all, &sc->save_all, NULL));
+  PetscCall(PetscOptionsBool("-score_per_layer", "write per-layer terms", "InflScorerSave", sc->per_layer, &sc->per_layer, NULL));
+  PetscCall(PetscOptionsInt("-score_chunk", "training examples per chunk", "InflScorerScore", sc->chunk, &sc->chunk, NULL));
+  PetscOptionsEnd();
+  PetscCheck(sc->K > 0, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "-score_topk %d must be positive", (int)sc->K);
+  PetscCheck(sc->chunk > 0, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "-score_chunk %d must be positive", (int)sc->chunk);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflScorerSetTopK(InflScorer sc, PetscInt K)
+{
+  PetscFunctionBegin;
+  PetscCheck(K > 0, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "top-k size %d must be positive", (int)K);
+  sc->K = K;
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode scorer_free_queries(InflScorer sc)
+{
+  PetscFunctionBegin;
+  for (PetscInt l = 0; l < sc->L; l++) {
+    PetscCall(PetscFree(sc->P64[l]));
+    PetscCall(PetscFree(sc->P32[l]));
+    PetscCall(PetscFree(sc->Pq[l]));
+  }
+  PetscCall(PetscFree3(sc->P64, sc->P32, sc->Pq));
+  PetscCall(PetscFree3(sc->din, sc->dout, sc->by_input));
+  PetscCall(PetscFree2(sc->qindex, sc->qlabel));
+  sc->L = 0;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek, PetscInt Q, const float xq[], const int64_t yq[], const int64_t qindex[])
+{
+  PetscMPIInt     rank, size, *counts, *displs;
+  int64_t         q0, nq;
+  PetscInt        din, C, L;
+  InflLinear     *lin;
+  InflCapture    *cap;
+  InflPrecision   prec;
+  InflEKFACLayer *ekl;
+
+  PetscFunctionBegin;
+  PetscCall(scorer_free_queries(sc));
+  PetscCallMPI(MPI_Comm_rank(sc->comm, &rank));
+  PetscCallMPI(MPI_Comm_size(sc->comm, &size));
+  PetscCall(InflModelGetLayers(model, &L, &lin));
+  PetscCall(InflModelGetSizes(model, &din, &C));
+  PetscCall(InflEKFACGetLayers(ek, NULL, &ekl));
+  PetscCheck(Q > 0, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "no queries given; pass -query_indices");
+  for (PetscInt q = 0; q < Q; q++) PetscCheck(yq[q] >= 0 && yq[q] < C, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "query %" PRId64 " has label %" PRId64 " outside the model's %d classes", qindex ? qindex[q] : (int64_t)q, yq[q], (int)C);
+  sc->model = model;
+  sc->ek    = ek;
+  sc->L     = L;
+  sc->Q     = Q;
+  PetscCall(InflModelGetPrecision(model, &sc->prec));
+  PetscCall(PetscCalloc3(L, &sc->P64, L, &sc->P32, L, &sc->Pq));
+  PetscCall(PetscMalloc3(L, &sc->din, L, &sc->dout, L, &sc->by_input));
+  PetscCall(PetscMalloc2(Q, &sc->qindex, Q, &sc->qlabel));
+  for (PetscInt q = 0; q < Q; q++) {
+    sc->qindex[q] = qindex ? qindex[q] : q;
+    sc->qlabel[q] = yq[q];
+  }
+  {
+    const char *h;
+    PetscCall(InflModelGetHash(model, &h));
+    PetscCall(PetscStrncpy(sc->model_hash, h, sizeof(sc->model_hash)));
+  }
+
+  /* this rank's block of queries, their gradients in double, preconditioned */
+  InflPartition(Q, size, rank, &q0, &nq);
+  PetscCall(InflModelGetPrecision(model, &prec));
+  PetscCall(InflModelSetPrecision(model, INFL_PREC_DOUBLE));
+  PetscCall(InflCaptureCreate(model, (PetscInt)PetscMax(nq, 1), &cap));
+  if (nq > 0) PetscCall(InflModelCapture(model, (PetscInt)nq, xq + q0 * din, yq + q0, cap));
+  PetscCall(PetscMalloc2(size, &counts, size, &displs));
+  for (PetscInt l = 0; l < L; l++) {
+    PetscInt na = lin[l].din + 1, nd = lin[l].dout;
+    int64_t  per = (int64_t)nd * na;
+    double  *mine;
+    sc->din[l]      = lin[l].din;
+    sc->dout[l]     = nd;
+    sc->by_input[l] = nd <= na ? PETSC_TRUE : PETSC_FALSE;
+    PetscCall(PetscMalloc1((size_t)Q * per, &sc->Pq[l]));
+    PetscCall(PetscMalloc1((size_t)PetscMax(nq, 1) * per, &mine));
+    if (nq > 0) PetscCall(InflEKFACPreconditionRankOne(ek, l, (PetscInt)nq, cap->ds64[l], cap->a64[l], mine));
+    for (PetscMPIInt r = 0; r < size; r++) {
+      int64_t s0, sn;
+      InflPartition(Q, size, r, &s0, &sn);
+      PetscCall(InflMPIIntCast(sn * per, "preconditioned query block", &counts[r]));
+      PetscCall(InflMPIIntCast(s0 * per, "preconditioned query offset", &displs[r]));
+    }
+    PetscCallMPI(MPI_Allgatherv(mine, counts[rank], MPI_DOUBLE, sc->Pq[l], counts, displs, MPI_DOUBLE, sc->comm));
+    PetscCall(PetscFree(mine));
+    /* scoring layout */
+    if (sc->by_input[l]) {
+      sc->P64[l] = NULL; /* (Q*nd, na) is Pq itself */
+    } else {
+      PetscCall(PetscMalloc1((size_t)Q * per, &sc->P64[l]));
+      for (PetscInt q = 0; q < Q; q++)
+        for (PetscInt i = 0; i < nd; i++)
+          for (PetscInt j = 0; j < na; j++) sc->P64[l][(int64_t)i * Q * na + (int64_t)q * na + j] = sc->Pq[l][(int64_t)q * per + (int64_t)i * na + j];
+    }
+    if (sc->prec == INFL_PREC_SINGLE) {
+      const double *src = sc->by_input[l] ? sc->Pq[l] : sc->P64[l];
+      PetscCall(PetscMalloc1((size_t)Q * per, &sc->P32[l]));
+      for (int64_t i = 0; i < (int64_t)Q * per; i++) sc->P32[l][i] = (float)src[i];
+    }
+  }
+  PetscCall(PetscFree2(counts, displs));
+  PetscCall(InflCaptureDestroy(&cap));
+  PetscCall(InflModelSetPrecision(model, prec));
+  PetscFunctionReturn(0);
+}
+
+/* out (Q, B) += layer l's terms for a chunk: out[q, b] = sum_ij ds[b,i] P_q[i,j] a[b,j].  T is (B, Q*max(nd,na)). */
+#define SCORE_LAYER(NAME, REAL, GEMM) \
+  static void NAME(PetscInt Q, PetscInt B, PetscInt nd, PetscInt na, PetscBool by_input, const REAL *P, const REAL *a, const REAL *ds, REAL *T, double *out) \
+  { \
+    if (by_input) { \
+      GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, B, Q * nd, na, 1, a, na, P, na, 0, T, Q * nd); \
+      for (PetscInt b = 0; b < B; b++) \
+        for (PetscInt q = 0; q < Q; q++) { \
+          const REAL *t = T + (int64_t)b * Q * nd + (int64_t)q * nd, *d = ds + (int64_t)b * nd; \
+          double      s = 0; \
+          for (PetscInt i = 0; i < nd; i++) s += (double)t[i] * (double)d[i]; \
+          out[(int64_t)q * B + b] += s; \
+        } \
+    } else { \
+      GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, Q * na, nd, 1, ds, nd, P, Q * na, 0, T, Q * na); \
+      for (PetscInt b = 0; b < B; b++) \
+        for (PetscInt q = 0; q < Q; q++) { \
+          const REAL *t = T + (int64_t)b * Q * na + (int64_t)q * na, *x = a + (int64_t)b * na; \
+          double      s = 0; \
+          for (PetscInt j = 0; j < na; j++) s += (double)t[j] * (double)x[j]; \
+          out[(int64_t)q * B + b] += s; \
+        } \
+    } \
+  }
+SCORE_LAYER(score_layer_f32, float, cblas_sgemm)
+SCORE_LAYER(score_layer_f64, double, cblas_dgemm)
+
+/* The per-layer terms of the pairs in the merged lists, computed by the owners of the training examples. */
+static PetscErrorCode per_layer_terms(InflScorer sc, InflData train, InflTopK *t, double terms[] /* (L, Q, K) */)
+{
+  int64_t        N, d, start, count;
+  const float   *x;
+  const int64_t *y;
+  InflCapture   *cap;
+  InflPrecision  prec;
+
+  PetscFunctionBegin;
+  PetscCall(InflDataGetSizes(train, &N, &d, NULL));
+  PetscCall(InflDataGetShard(train, &start, &count, &x, &y));
+  PetscCall(PetscArrayzero(terms, (size_t)sc->L * sc->Q * sc->K));
+  PetscCall(InflModelGetPrecision(sc->model, &prec));
+  PetscCall(InflModelSetPrecision(sc->model, INFL_PREC_DOUBLE));
+  PetscCall(InflCaptureCreate(sc->model, 1, &cap));
+  for (PetscInt q = 0; q < sc->Q; q++) {
+    for (PetscInt k = 0; k < t->n[q]; k++) {
+      int64_t m = t->index[(int64_t)q * t->K + k];
+      if (m < start || m >= start + count) continue;
+      PetscCall(InflModelCapture(sc->model, 1, x + (m - start) * d, y + (m - start), cap));
+      for (PetscInt l = 0; l < sc->L; l++) {
+        PetscInt      nd = sc->dout[l], na = sc->din[l] + 1;
+        const double *P = sc->Pq[l] + (int64_t)q * nd * na;
+        double        s = 0;
+        for (PetscInt i = 0; i < nd; i++) {
+          double r = 0;
+          for (PetscInt j = 0; j < na; j++) r += P[(int64_t)i * na + j] * cap->a64[l][j];
+          s += r * cap->ds64[l][i];
+        }
+        terms[((int64_t)l * sc->Q + q) * sc->K + k] = s;
+      }
+    }
+  }
+  PetscCall(InflCaptureDestroy(&cap));
+  PetscCall(InflModelSetPrecision(sc->model, prec));
+  PetscCall(InflAllreduceSum(terms, (int64_t)sc->L * sc->Q * sc->K, MPI_DOUBLE, sc->comm));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
+{
+  int64_t        N, d, start, count;
+  const float   *x;
+  const int64_t *y;
+  PetscInt       din, C, maxw = 1;
+  InflCapture   *cap;
+  double        *out, *outl = NULL;
+  void          *T;
+  size_t         es = sc->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
+
+  PetscFunctionBegin;
+  PetscCheck(sc->Q > 0, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflScorerSetQueries before InflScorerScore");
+  PetscCall(InflDataGetSizes(train, &N, &d, NULL));
+  PetscCall(InflModelGetSizes(sc->model, &din, &C));
+  PetscCheck(d == din, sc->comm, PETSC_ERR_ARG_SIZ, "training data has %" PRId64 " features per example but the model's input dimension is %d", d, (int)din);
+  PetscCall(InflDataGetShard(train, &start, &count, &x, &y));
+  {
+    int64_t bad = -1;
+    for (int64_t i = 0; i < count && bad < 0; i++) if (y[i] >= C) bad = i;
+    InflCheckAll(sc->comm, bad < 0, PETSC_ERR_ARG_OUTOFRANGE, "training label %" PRId64 " of example %" PRId64 " is not below the model's %d classes; the data set does not match the model", bad >= 0 ? y[bad] : 0, start + bad, (int)C);
+  }
+  {
+    const char *h;
+    PetscCall(InflDataGetHash(train, &h));
+    PetscCall(PetscStrncpy(sc->train_hash, h, sizeof(sc->train_hash)));
+  }
+  sc->ntrain = N;
+  sc->start  = start;
+  sc->count  = count;
+  for (PetscInt l = 0; l < sc->L; l++) maxw = PetscMax(maxw, sc->by_input[l] ? sc->dout[l] : sc->din[l] + 1);
+  PetscCall(InflTopKDestroy(&sc->top));
+  PetscCall(InflTopKDestroy(&sc->bottom));
+  PetscCall(InflTopKCreate(sc->Q, sc->K, PETSC_TRUE, &sc->top));
+  PetscCall(InflTopKCreate(sc->Q, sc->K, PETSC_FALSE, &sc->bottom));
+  PetscCall(PetscFree(sc->local));
+  PetscCall(PetscFree(sc->local_layer));
+  if (sc->save_all) PetscCall(PetscMalloc1((size_t)sc->Q * PetscMax(count, 1), &sc->local));
+  if (sc->save_all && sc->per_layer) PetscCall(PetscMalloc1((size_t)sc->L * sc->Q * PetscMax(count, 1), &sc->local_layer));
+  PetscCall(InflCaptureCreate(sc->model, sc->chunk, &cap));
+  PetscCall(PetscMalloc((size_t)sc->chunk * sc->Q * maxw * es, &T));
+  PetscCall(PetscMalloc1((size_t)sc->Q * sc->chunk, &out));
+  if (sc->local_layer) PetscCall(PetscMalloc1((size_t)sc->Q * sc->chunk, &outl));
+  for (int64_t off = 0; off < count; off += sc->chunk) {
+    PetscInt B = (PetscInt)PetscMin(sc->chunk, count - off);
+    PetscCall(InflModelCapture(sc->model, B, x + off * d, y + off, cap));
+    PetscCall(PetscArrayzero(out, (size_t)sc->Q * B));
+    for (PetscInt l = 0; l < sc->L; l++) {
+      PetscInt nd = sc->dout[l], na = sc->din[l] + 1;
+      double  *dst = out;
+      if (outl) {
+        dst = outl;
+        PetscCall(PetscArrayzero(outl, (size_t)sc->Q * B));
+      }
+      if (sc->prec == INFL_PREC_DOUBLE) score_layer_f64(sc->Q, B, nd, na, sc->by_input[l], sc->by_input[l] ? sc->Pq[l] : sc->P64[l], cap->a64[l], cap->ds64[l], (double *)T, dst);
+      else score_layer_f32(sc->Q, B, nd, na, sc->by_input[l], sc->P32[l], cap->a32[l], cap->ds32[l], (float *)T, dst);
+      if (outl) {
+        for (PetscInt q = 0; q < sc->Q; q++)
+          for (PetscInt b = 0; b < B; b++) {
+            out[(int64_t)q * B + b] += outl[(int64_t)q * B + b];
+            sc->local_layer[((int64_t)l * sc->Q + q) * count + off + b] = outl[(int64_t)q * B + b];
+          }
+      }
+    }
+    if (sc->local)
+      for (PetscInt q = 0; q < sc->Q; q++) PetscCall(PetscArraycpy(sc->local + (int64_t)q * count + off, out + (int64_t)q * B, B));
+    PetscCall(InflTopKPush(sc->top, B, out, NULL, start + off));
+    PetscCall(InflTopKPush(sc->bottom, B, out, NULL, start + off));
+  }
+  PetscCall(PetscFree(T));
+  PetscCall(PetscFree(out));
+  PetscCall(PetscFree(outl));
+  PetscCall(InflCaptureDestroy(&cap));
+  PetscCall(InflTopKMerge(sc->comm, sc->top));
+  PetscCall(InflTopKMerge(sc->comm, sc->bottom));
+  if (sc->per_layer) {
+    PetscCall(PetscFree2(sc->top_layer, sc->bottom_layer));
+    PetscCall(PetscMalloc2((size_t)sc->L * sc->Q * sc->K, &sc->top_layer, (size_t)sc->L * sc->Q * sc->K, &sc->bottom_layer));
+    PetscCall(per_layer_terms(sc, train, sc->top, sc->top_layer));
+    PetscCall(per_layer_terms(sc, train, sc->bottom, sc->bottom_layer));
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflScorerGetTopK(InflScorer sc, InflTopK **top, InflTopK **bottom)
+{
+  PetscFunctionBegin;
+  if (top) *top = sc->top;
+  if (bottom) *bottom = sc->bottom;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflScorerGetLocalScores(InflScorer sc, int64_t *start, int64_t *count, const double **scores)
+{
+  PetscFunctionBegin;
+  *start  = sc->start;
+  *count  = sc->count;
+  *scores = sc->local;
+  PetscFunctionReturn(0);
+}
+
+/* Collective: a float32 dataset of dims (lead..., N) of which this rank writes the columns [c0, c0+nc) of every
+ * leading row, from buf (rows, nc) row-major in double. */
+static PetscErrorCode write_column_block(hid_t file, const char name[], int ndim, const int64_t dims[], int64_t c0, int64_t nc, const double buf[])
+{
+  hsize_t hd[3], start[3] = {0, 0, 0}, cnt[3];
+  hid_t   space, mem, dset, dxpl;
+  int64_t rows = 1;
+  float  *f;
+
+  PetscFunctionBegin;
+  for (int i = 0; i < ndim; i++) {
+    hd[i]  = (hsize_t)dims[i];
+    cnt[i] = (hsize_t)dims[i];
+  }
+  for (int i = 0; i < ndim - 1; i++) rows *= dims[i];
+  start[ndim - 1] = (hsize_t)c0;
+  cnt[ndim - 1]   = (hsize_t)nc;
+  PetscCall(PetscMalloc1((size_t)PetscMax(rows * nc, 1), &f));
+  for (int64_t i = 0; i < rows * nc; i++) f[i] = (float)buf[i];
+  space = H5Screate_simple(ndim, hd, NULL);
+  InflCallH5(space);
+  dset = H5Dcreate2(file, name, H5T_NATIVE_FLOAT, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  InflCallH5(dset);
+  mem = H5Screate_simple(ndim, cnt, NULL);
+  InflCallH5(mem);
+  if (nc > 0) InflCallH5(H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, cnt, NULL));
+  else {
+    InflCallH5(H5Sselect_none(space));
+    InflCallH5(H5Sselect_none(mem));
+  }
+  dxpl = H5Pcreate(H5P_DATASET_XFER);
+  InflCallH5(dxpl);
+  InflCallH5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
+  InflCallH5(H5Dwrite(dset, H5T_NATIVE_FLOAT, mem, space, dxpl, f));
+  InflCallH5(H5Pclose(dxpl));
+  InflCallH5(H5Sclose(mem));
+  InflCallH5(H5Dclose(dset));
+  InflCallH5(H5Sclose(space));
+  PetscCall(PetscFree(f));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwrite)
+{
+  char    partial[PETSC_MAX_PATH_LEN];
+  hid_t   file;
+  int64_t dq[1] = {sc->Q}, dk[2] = {sc->Q, sc->K}, dl[3] = {sc->L, sc->Q, sc->K};
+
+  PetscFunctionBegin;
+  PetscCheck(sc->top, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflScorerScore before InflScorerSave");
+  InflCheckAll(sc->comm, overwrite || !InflFileExists(path), PETSC_ERR_FILE_OPEN, "%s exists; pass -overwrite to replace it or choose another -out", path);
+  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", path));
+  PetscCall(InflH5Create(sc->comm, partial, PETSC_TRUE, &file));
+  PetscCall(InflH5WriteProvenance(file, sc->comm, "score", sc->model_hash, sc->train_hash, NULL));
+  PetscCall(InflH5SetAttrInt(file, "/", "train_examples", sc->ntrain));
+  PetscCall(InflH5SetAttrInt(file, "/", "topk", sc->K));
+  PetscCall(InflH5SetAttrString(file, "/", "sign", "positive = proponent: upweighting the training example lowers the query loss"));
+  PetscCall(InflH5WriteArray(file, "/query_indices", H5T_NATIVE_INT64, 1, dq, sc->qindex));
+  PetscCall(InflH5WriteArray(file, "/query_labels", H5T_NATIVE_INT64, 1, dq, sc->qlabel));
+  for (int w = 0; w < 2; w++) {
+    InflTopK   *t = w == 0 ? sc->top : sc->bottom;
+    const char *g = w == 0 ? "/topk" : "/bottomk";
+    char        name[64];
+    int64_t    *idx;
+    double     *s;
+    /* entries beyond n[q] (fewer training examples than K) are written as index -1, score NaN */
+    PetscCall(PetscMalloc2((size_t)sc->Q * sc->K, &idx, (size_t)sc->Q * sc->K, &s));
+    for (PetscInt q = 0; q < sc->Q; q++)
+      for (PetscInt k = 0; k < sc->K; k++) {
+        int64_t i = (int64_t)q * sc->K + k;
+        idx[i]    = k < t->n[q] ? t->index[i] : -1;
+        s[i]      = k < t->n[q] ? t->score[i] : NAN;
+      }
+    PetscCall(PetscSNPrintf(name, sizeof(name), "%s/train_indices", g));
+    PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_INT64, 2, dk, idx));
+    PetscCall(PetscSNPrintf(name, sizeof(name), "%s/scores", g));
+    PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_DOUBLE, 2, dk, s));
+    if (sc->per_layer) {
+      PetscCall(PetscSNPrintf(name, sizeof(name), "%s/per_layer", g));
+      PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_DOUBLE, 3, dl, w == 0 ? sc->top_layer : sc->bottom_layer));
+    }
+    PetscCall(PetscFree2(idx, s));
+  }
+  if (sc->save_all) {
+    int64_t dims[2] = {sc->Q, sc->ntrain}, dims3[3] = {sc->L, sc->Q, sc->ntrain};
+    PetscCall(write_column_block(file, "/scores", 2, dims, sc->start, sc->count, sc->local));
+    if (sc->per_layer) PetscCall(write_column_block(file, "/scores_per_layer", 3, dims3, sc->start, sc->count, sc->local_layer));
+  }
+  PetscCall(InflH5Close(&file));
+  PetscCall(InflRenameAll(sc->comm, partial, path));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflScorerDestroy(InflScorer *sc)
+{
+  PetscFunctionBegin;
+  if (!*sc) PetscFunctionReturn(0);
+  PetscCall(scorer_free_queries(*sc));
+  PetscCall(InflTopKDestroy(&(*sc)->top));
+  PetscCall(InflTopKDestroy(&(*sc)->bottom));
+  PetscCall(PetscFree((*sc)->local));
+  PetscCall(PetscFree((*sc)->local_layer));
+  PetscCall(PetscFree2((*sc)->top_layer, (*sc)->bottom_layer));
+  PetscCall(PetscFree(*sc));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflSelfInfluence(InflModel model, InflEKFAC ek, InflData train, PetscInt chunk, double self[])
+{
+  int64_t        N, d, start, count;
+  const float   *x;
+  const int64_t *y;
+  PetscInt       L, maxd = 1;
+  InflLinear    *lin;
+  InflCapture   *cap;
+  double        *bufa, *bufd;
+
+  PetscFunctionBegin;
+  PetscCall(InflDataGetSizes(train, &N, &d, NULL));
+  PetscCall(InflDataGetShard(train, &start, &count, &x, &y));
+  PetscCall(InflModelGetLayers(model, &L, &lin));
+  for (PetscInt l = 0; l < L; l++) maxd = PetscMax(maxd, PetscMax(lin[l].din + 1, lin[l].dout));
+  PetscCall(InflCaptureCreate(model, chunk, &cap));
+  PetscCall(PetscMalloc2((size_t)chunk * maxd, &bufa, (size_t)chunk * maxd, &bufd));
+  PetscCall(PetscArrayzero(self, count));
+  for (int64_t off = 0; off < count; off += chunk) {
+    PetscInt B = (PetscInt)PetscMin(chunk, count - off);
+    PetscCall(InflModelCapture(model, B, x + off * d, y + off, cap));
+    for (PetscInt l = 0; l < L; l++) {
+      const double *a, *ds;
+      InflCaptureGetDouble(cap, l, bufa, bufd, &a, &ds);
+      PetscCall(InflEKFACSelfInfluence(ek, l, B, ds, a, self + off));
+    }
+  }
+  PetscCall(PetscFree2(bufa, bufd));
+  PetscCall(InflCaptureDestroy(&cap));
+  PetscFunctionReturn(0);
+}
