@@ -1,0 +1,62 @@
+/* infl/eigen.h -- distributed symmetric eigendecomposition of Kronecker factors (ScaLAPACK pdsyevd).
+ *
+ * EK-FAC (George et al. 2018, "Fast Approximate Natural Gradient Descent in a Kronecker-factored Eigenbasis";
+ * Grosse et al. 2023) needs the eigenbases Q_A, Q_S of every layer's activation covariance A and
+ * pseudo-gradient covariance S.  The factors of all layers are solved together: they are spread over groups of
+ * ranks, each group solves its factors on a BLACS process grid with the divide-and-conquer solver pdsyevd
+ * (ScaLAPACK, Blackford et al. 1997; Tisseur and Dongarra 1999), and the results are broadcast to every rank.
+ */
+#ifndef INFL_EIGEN_H
+#define INFL_EIGEN_H
+
+#include <infl/sys.h>
+
+/* InflEigenSolve -- eigendecomposition of nfac symmetric factors.  Collective over comm.
+ *
+ * Input (identical nfac, n[], scale, names[] on every rank):
+ *   n[f]       order of factor f, 0 <= n[f] <= 46340 (n^2 must fit ScaLAPACK's 32-bit local indexing); a factor
+ *              with n[f] == 0 is skipped and its C[f], evals[f], Q[f] may be NULL.
+ *   C[f]       (n[f], n[f]) row-major double: this rank's partial sum of factor f.  The factor is
+ *              scale * (sum over the ranks of comm of C[f]).
+ *   scale      finite multiplier of the summed factor (e.g. 1/N for N examples).
+ *   names[f]   text naming the factor in errors (e.g. "layer 2 factor A"); names may be NULL (then "factor f").
+ * Output, on every rank:
+ *   C[f]       the scaled summed factor, symmetrized: (C + C^T) / 2.
+ *   evals[f]   (n[f]) eigenvalues, ascending.
+ *   Q[f]       (n[f], n[f]) row-major: column j is the unit eigenvector of evals[f][j]; Q is orthogonal and
+ *              C Q = Q diag(evals).  Sign convention: in every column the entry of largest magnitude (the
+ *              first one on ties) is positive, so results do not depend on the process grid except through
+ *              rounding (vectors of repeated eigenvalues are any orthonormal basis of their eigenspace).
+ *
+ * Method: the partial sums are summed with MPI_Allreduce, scaled, symmetrized and checked for non-finite
+ * entries.  The factors are assigned to G groups of contiguous ranks (largest-first to the least-loaded group,
+ * cost ~ n^3; the ranks beyond one per group then go to the group with the largest cost per rank).  Each group
+ * builds a BLACS grid (Csys2blacs_handle / Cblacs_gridinit on a sub-communicator from MPI_Comm_split; cached per
+ * communicator and grid shape), fills its block-cyclic (NB x NB) distribution directly from the replicated
+ * factor, calls pdsyevd (workspace queried with lwork = liwork = -1 and padded), and gathers Z to the group's
+ * first rank; after every rank has agreed that every group succeeded, evals and Q are broadcast to all ranks.
+ *
+ * Options (PETSc options database):
+ *   -eigen_block_size NB  ScaLAPACK block size (default 64; factors smaller than NB or than the grid work).
+ *   -eigen_grid PxQ       force a P x Q grid in every group: every group gets at least P*Q ranks (G*P*Q must not
+ *                         exceed the ranks of comm), extra ranks of a group stay idle.  Default: the most square
+ *                         grid (P <= Q, P the largest divisor <= sqrt) of all of the group's ranks.
+ *   -eigen_groups G       number of rank groups (default min(ranks, nfac); clamped to [1, ranks]).
+ *
+ * Errors (raised on every rank of comm with the same message):
+ *   PETSC_ERR_ARG_WRONG       nfac, n[] or scale differ between ranks, n[f] out of range, a NULL buffer,
+ *                             non-finite scale, a malformed -eigen_grid.
+ *   PETSC_ERR_ARG_OUTOFRANGE  -eigen_block_size < 1, or -eigen_grid P x Q times the groups exceeds the ranks.
+ *   PETSC_ERR_FP              non-finite entry in a factor: names the factor and the first bad (i, j)
+ *                             (row-major order) of the scaled summed factor.
+ *   PETSC_ERR_LIB             ScaLAPACK info < 0 (an illegal argument, i.e. a bug here): names the routine and
+ *                             the argument.
+ *   PETSC_ERR_CONV_FAILED     pdsyevd info > 0 (the tridiagonal divide-and-conquer failed): names the factor. */
+PetscErrorCode InflEigenSolve(MPI_Comm comm, PetscInt nfac, const PetscInt n[], double *C[], double scale, double *evals[], double *Q[], const char *const names[]);
+
+/* Release the BLACS grids and sub-communicators cached on every communicator by InflEigenSolve.  Collective
+ * over every communicator that holds a cache (it frees MPI communicators): all of its ranks call it.  Called automatically from PetscFinalize; calling it earlier is allowed (the next
+ * InflEigenSolve builds new grids).  Freeing a communicator with MPI_Comm_free also frees its cached grids. */
+PetscErrorCode InflEigenFinalize(void);
+
+#endif

@@ -1,0 +1,453 @@
+/* Distributed symmetric eigendecomposition of Kronecker factors with ScaLAPACK pdsyevd.  See infl/eigen.h. */
+#include <infl/eigen.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* BLACS and ScaLAPACK entry points (libscalapack-openmpi; Fortran INTEGER is a 32-bit int). */
+extern void Cblacs_pinfo(int *mypnum, int *nprocs);
+extern int  Csys2blacs_handle(MPI_Comm comm);
+extern void Cfree_blacs_system_handle(int handle);
+extern void Cblacs_gridinit(int *ictxt, const char *order, int nprow, int npcol);
+extern void Cblacs_gridinfo(int ictxt, int *nprow, int *npcol, int *myrow, int *mycol);
+extern void Cblacs_gridexit(int ictxt);
+extern int  numroc_(const int *n, const int *nb, const int *iproc, const int *isrcproc, const int *nprocs);
+extern void descinit_(int *desc, const int *m, const int *n, const int *mb, const int *nb, const int *irsrc, const int *icsrc, const int *ictxt, const int *lld, int *info);
+extern void pdsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *ia, const int *ja, const int *desca, double *w, double *z, const int *iz, const int *jz, const int *descz, double *work, const int *lwork, int *iwork, const int *liwork, int *info);
+
+/* ---------------------------------------------------------------------------------------------------------
+ * Cache of BLACS grids, attached to the user's communicator with an MPI attribute.  An entry is keyed by the
+ * partition of the ranks into groups and the forced grid shape (0 x 0 when the default is used); it holds
+ * this rank's group sub-communicator and its BLACS context (-1 when this rank is outside the grid).
+ * Plain malloc/free: entries may be released from an MPI attribute callback. */
+typedef struct {
+  int      ngroups;
+  int     *start; /* (ngroups + 1) first comm rank of each group */
+  int      P, Q;  /* forced grid shape, or 0, 0 */
+  MPI_Comm sub;   /* this rank's group */
+  int      sysh;  /* BLACS system handle of sub */
+  int      ictxt; /* BLACS context, -1 outside the grid */
+  int      nprow, npcol, myrow, mycol;
+} EigenGrid;
+
+typedef struct {
+  int        n;
+  EigenGrid *g;
+} EigenCache;
+
+static int       eigen_keyval = MPI_KEYVAL_INVALID;
+static MPI_Comm *eigen_comms  = NULL; /* communicators holding a cache, in creation order (same on all ranks) */
+static int       eigen_ncomms = 0, eigen_maxcomms = 0;
+
+static int eigen_cache_delete(MPI_Comm comm, int keyval, void *attr, void *extra)
+{
+  EigenCache *cache = (EigenCache *)attr;
+
+  for (int i = 0; i < cache->n; i++) {
+    EigenGrid *g = &cache->g[i];
+    if (g->ictxt >= 0) Cblacs_gridexit(g->ictxt);
+    Cfree_blacs_system_handle(g->sysh);
+    MPI_Comm_free(&g->sub);
+    free(g->start);
+  }
+  free(cache->g);
+  free(cache);
+  for (int i = 0; i < eigen_ncomms; i++) {
+    if (eigen_comms[i] == comm) {
+      memmove(eigen_comms + i, eigen_comms + i + 1, (size_t)(eigen_ncomms - i - 1) * sizeof(MPI_Comm));
+      eigen_ncomms--;
+      break;
+    }
+  }
+  return MPI_SUCCESS;
+}
+
+PetscErrorCode InflEigenFinalize(void)
+{
+  PetscFunctionBegin;
+  if (eigen_keyval == MPI_KEYVAL_INVALID) PetscFunctionReturn(0);
+  while (eigen_ncomms > 0) {
+    int before = eigen_ncomms;
+    PetscCallMPI(MPI_Comm_delete_attr(eigen_comms[eigen_ncomms - 1], eigen_keyval));
+    if (eigen_ncomms == before) eigen_ncomms--; /* not removed by the callback: drop it */
+  }
+  free(eigen_comms);
+  eigen_comms    = NULL;
+  eigen_maxcomms = 0;
+  PetscCallMPI(MPI_Comm_free_keyval(&eigen_keyval));
+  eigen_keyval = MPI_KEYVAL_INVALID;
+  PetscFunctionReturn(0);
+}
+
+/* Most square grid of p processes: nprow the largest divisor of p not above sqrt(p). */
+static void default_grid(int p, int *nprow, int *npcol)
+{
+  int r = 1;
+  for (int d = 1; (int64_t)d * d <= p; d++)
+    if (p % d == 0) r = d;
+  *nprow = r;
+  *npcol = p / r;
+}
+
+/* Find or build (collectively over comm) the grid of this rank's group. */
+static PetscErrorCode eigen_get_grid(MPI_Comm comm, int ngroups, const int start[], int P, int Q, int mygroup, EigenGrid **grid)
+{
+  EigenCache *cache = NULL;
+  int         found = 0;
+  PetscMPIInt rank;
+  EigenGrid  *g;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  if (eigen_keyval == MPI_KEYVAL_INVALID) {
+    PetscCallMPI(MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, eigen_cache_delete, &eigen_keyval, NULL));
+    PetscCall(PetscRegisterFinalize(InflEigenFinalize));
+  }
+  PetscCallMPI(MPI_Comm_get_attr(comm, eigen_keyval, &cache, &found));
+  if (found) {
+    for (int i = 0; i < cache->n; i++) {
+      g = &cache->g[i];
+      if (g->ngroups == ngroups && g->P == P && g->Q == Q && !memcmp(g->start, start, (size_t)(ngroups + 1) * sizeof(int))) {
+        *grid = g;
+        PetscFunctionReturn(0);
+      }
+    }
+  } else {
+    cache = (EigenCache *)calloc(1, sizeof(*cache));
+    PetscCheck(cache, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory for the BLACS grid cache");
+    PetscCallMPI(MPI_Comm_set_attr(comm, eigen_keyval, cache));
+    if (eigen_ncomms == eigen_maxcomms) {
+      int       m  = eigen_maxcomms ? 2 * eigen_maxcomms : 8;
+      MPI_Comm *nc = (MPI_Comm *)realloc(eigen_comms, (size_t)m * sizeof(MPI_Comm));
+      PetscCheck(nc, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory for the BLACS grid cache");
+      eigen_comms    = nc;
+      eigen_maxcomms = m;
+    }
+    eigen_comms[eigen_ncomms++] = comm;
+  }
+  {
+    EigenGrid *ng = (EigenGrid *)realloc(cache->g, (size_t)(cache->n + 1) * sizeof(EigenGrid));
+    PetscCheck(ng, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory for the BLACS grid cache");
+    cache->g = ng;
+  }
+  g = &cache->g[cache->n];
+  memset(g, 0, sizeof(*g));
+  g->start = (int *)malloc((size_t)(ngroups + 1) * sizeof(int));
+  PetscCheck(g->start, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory for the BLACS grid cache");
+  memcpy(g->start, start, (size_t)(ngroups + 1) * sizeof(int));
+  g->ngroups = ngroups;
+  g->P       = P;
+  g->Q       = Q;
+  PetscCallMPI(MPI_Comm_split(comm, mygroup, rank, &g->sub));
+  {
+    int gsize = start[mygroup + 1] - start[mygroup], nprow = P, npcol = Q, me, np;
+    if (!P) default_grid(gsize, &nprow, &npcol);
+    Cblacs_pinfo(&me, &np); /* initializes BLACS on first use; MPI is already running */
+    g->sysh  = Csys2blacs_handle(g->sub);
+    g->ictxt = g->sysh;
+    Cblacs_gridinit(&g->ictxt, "Row", nprow, npcol);
+    g->nprow = nprow;
+    g->npcol = npcol;
+    g->myrow = g->mycol = -1;
+    if (g->ictxt >= 0) {
+      int pr, pc;
+      Cblacs_gridinfo(g->ictxt, &pr, &pc, &g->myrow, &g->mycol);
+      if (g->myrow < 0 || g->mycol < 0) g->ictxt = -1;
+      else PetscCheck(pr == nprow && pc == npcol, PETSC_COMM_SELF, PETSC_ERR_LIB, "Cblacs_gridinit built a %d x %d grid instead of %d x %d", pr, pc, nprow, npcol);
+    }
+  }
+  cache->n++;
+  *grid = g;
+  PetscFunctionReturn(0);
+}
+
+/* ---------------------------------------------------------------------------------------------------------
+ * Assignment of factors to groups (largest first to the least loaded group) and of ranks to groups (minr
+ * each, then one at a time to the group with the largest cost per rank); a function of the arguments only. */
+static PetscErrorCode eigen_partition(PetscInt nfac, const PetscInt n[], int size, int G, int minr, int group_of[], int start[])
+{
+  double   *load;
+  int      *order, *nr;
+
+  PetscFunctionBegin;
+  PetscCall(PetscCalloc3(G, &load, nfac, &order, G, &nr));
+  for (PetscInt f = 0; f < nfac; f++) order[f] = (int)f;
+  /* largest factor first (ties by index), insertion sort: nfac is small */
+  for (PetscInt i = 1; i < nfac; i++) {
+    int k = order[i], j = (int)i - 1;
+    while (j >= 0 && n[order[j]] < n[k]) {
+      order[j + 1] = order[j];
+      j--;
+    }
+    order[j + 1] = k;
+  }
+  for (PetscInt i = 0; i < nfac; i++) {
+    int    f = order[i], best = 0;
+    double cost = (double)n[f] * (double)n[f] * (double)n[f];
+    for (int g = 1; g < G; g++)
+      if (load[g] < load[best]) best = g;
+    group_of[f] = best;
+    load[best] += cost;
+  }
+  for (int g = 0; g < G; g++) nr[g] = minr;
+  for (int r = G * minr; r < size; r++) {
+    int best = 0;
+    for (int g = 1; g < G; g++)
+      if (load[g] / nr[g] > load[best] / nr[best]) best = g;
+    nr[best]++;
+  }
+  start[0] = 0;
+  for (int g = 0; g < G; g++) start[g + 1] = start[g] + nr[g];
+  PetscCall(PetscFree3(load, order, nr));
+  PetscFunctionReturn(0);
+}
+
+static void fname(const char *const names[], PetscInt f, char buf[], size_t len)
+{
+  if (names && names[f]) snprintf(buf, len, "%s", names[f]);
+  else snprintf(buf, len, "factor %" PetscInt_FMT, f);
+}
+
+/* Global index of local index l in a block-cyclic distribution (block nb over np processes, source 0). */
+static inline int64_t bc_global(int l, int nb, int p, int np)
+{
+  return (int64_t)(l / nb) * nb * np + (int64_t)p * nb + l % nb;
+}
+
+/* Sum-reduce in place to root 0 of comm (chunked below 2^31 elements). */
+static PetscErrorCode reduce_sum(double *send, double *recv, int64_t count, MPI_Comm comm)
+{
+  const int64_t chunk = (int64_t)1 << 30;
+  PetscFunctionBegin;
+  for (int64_t off = 0; off < count; off += chunk) PetscCallMPI(MPI_Reduce(send + off, recv ? recv + off : NULL, (int)PetscMin(chunk, count - off), MPI_DOUBLE, MPI_SUM, 0, comm));
+  PetscFunctionReturn(0);
+}
+
+/* Solve one factor of order n on grid g (collective over g->sub).  On group rank 0: w (n) and Q (n, n)
+ * row-major.  *info is pdsyevd's info (0 outside the grid); on an argument error of descinit_ it is set to
+ * -1000 - argument so the caller can name the routine. */
+static PetscErrorCode eigen_solve_one(EigenGrid *g, int n, int nb, const double *C, double *w, double *Q, int *info, int *which)
+{
+  PetscMPIInt grank;
+  double     *zfull = NULL; /* (n, n) row-major, this rank's entries of Z, zeros elsewhere */
+  int64_t     nn    = (int64_t)n * n;
+
+  PetscFunctionBegin;
+  *info  = 0;
+  *which = 0;
+  PetscCallMPI(MPI_Comm_rank(g->sub, &grank));
+  PetscCall(PetscCalloc1(nn, &zfull));
+  if (g->ictxt >= 0) {
+    const int    zero = 0, one = 1;
+    int          mloc = numroc_(&n, &nb, &g->myrow, &zero, &g->nprow);
+    int          nloc = numroc_(&n, &nb, &g->mycol, &zero, &g->npcol);
+    int          lld  = PetscMax(1, mloc), desc[9], dinfo = 0, lwork, liwork, qiwork = 0;
+    double      *a, *z, *wl, *work, qwork = 0;
+    int         *iwork;
+    PetscBLASInt b;
+
+    descinit_(desc, &n, &n, &nb, &nb, &zero, &zero, &g->ictxt, &lld, &dinfo);
+    if (dinfo) {
+      *info  = dinfo;
+      *which = 1;
+    } else {
+      PetscCall(PetscMalloc3((int64_t)lld * PetscMax(1, nloc), &a, (int64_t)lld * PetscMax(1, nloc), &z, n, &wl));
+      for (int lj = 0; lj < nloc; lj++) {
+        int64_t gj = bc_global(lj, nb, g->mycol, g->npcol);
+        for (int li = 0; li < mloc; li++) a[li + (int64_t)lj * lld] = C[gj * n + bc_global(li, nb, g->myrow, g->nprow)]; /* symmetric */
+      }
+      {
+        int qlw = -1, qliw = -1;
+        pdsyevd_("V", "U", &n, a, &one, &one, desc, wl, z, &one, &one, desc, &qwork, &qlw, &qiwork, &qliw, info);
+      }
+      if (*info) *which = 2;
+      else {
+        /* The queried sizes are known to be too small in some ScaLAPACK versions: pad them, and never go
+         * below the documented minimum LWORK >= max(1 + 6N + 2 NP NQ, TRILWMIN) + 2N,
+         * TRILWMIN = 3N + max(NB (NP + 1), 3 NB), LIWORK >= 7N + 8 NPCOL + 2. */
+        int64_t np = numroc_(&n, &nb, &g->myrow, &zero, &g->nprow), nq = numroc_(&n, &nb, &g->mycol, &zero, &g->npcol);
+        int64_t tri = 3 * (int64_t)n + PetscMax((int64_t)nb * (np + 1), 3 * (int64_t)nb);
+        int64_t lw  = PetscMax(1 + 6 * (int64_t)n + 2 * np * nq, tri) + 2 * (int64_t)n;
+        int64_t liw = 7 * (int64_t)n + 8 * (int64_t)g->npcol + 2;
+        /* pdormtr (back-transformation inside pdsyevd) needs max(NB (NB - 1) / 2, (NP + NQ) NB) + NB^2 more,
+         * which the query omits when N is small against NB; it then fails without setting INFO */
+        lw  = PetscMax(lw, 2 * (int64_t)qwork) + PetscMax((int64_t)nb * (nb - 1) / 2, (np + nq) * (int64_t)nb) + 2 * (int64_t)nb * nb + 4 * (int64_t)n + 1024;
+        liw = PetscMax(liw, 2 * (int64_t)qiwork) + 4 * (int64_t)n + 1024;
+        PetscCall(InflBLASIntCast(lw, "pdsyevd workspace LWORK", &b));
+        lwork = (int)b;
+        PetscCall(InflBLASIntCast(liw, "pdsyevd workspace LIWORK", &b));
+        liwork = (int)b;
+        PetscCall(PetscMalloc2(lwork, &work, liwork, &iwork));
+        pdsyevd_("V", "U", &n, a, &one, &one, desc, wl, z, &one, &one, desc, work, &lwork, iwork, &liwork, info);
+        if (*info) *which = 3;
+        PetscCall(PetscFree2(work, iwork));
+        if (!*info) {
+          for (int lj = 0; lj < nloc; lj++) {
+            int64_t gj = bc_global(lj, nb, g->mycol, g->npcol);
+            for (int li = 0; li < mloc; li++) zfull[bc_global(li, nb, g->myrow, g->nprow) * n + gj] = z[li + (int64_t)lj * lld];
+          }
+          if (grank == 0) PetscCall(PetscArraycpy(w, wl, n));
+        }
+      }
+      PetscCall(PetscFree3(a, z, wl));
+    }
+  }
+  /* every rank of the group takes part, also ranks outside the grid and after a failure */
+  PetscCall(reduce_sum(zfull, grank == 0 ? Q : NULL, nn, g->sub));
+  PetscCall(PetscFree(zfull));
+  PetscFunctionReturn(0);
+}
+
+/* Sign convention: the entry of largest magnitude of every column (first on ties) is positive. */
+static void fix_signs(int n, double *Q)
+{
+  for (int j = 0; j < n; j++) {
+    int    im = 0;
+    double vm = -1;
+    for (int i = 0; i < n; i++) {
+      double v = fabs(Q[(int64_t)i * n + j]);
+      if (v > vm) {
+        vm = v;
+        im = i;
+      }
+    }
+    if (Q[(int64_t)im * n + j] < 0)
+      for (int i = 0; i < n; i++) Q[(int64_t)i * n + j] = -Q[(int64_t)i * n + j];
+  }
+}
+
+/* All factors of this rank's group, in index order.  Returns the first failure only after every factor was
+ * attempted, so that the ranks of the group make the same collective calls. */
+static PetscErrorCode eigen_solve_group(EigenGrid *g, int mygroup, PetscInt nfac, const PetscInt n[], double *C[], double *evals[], double *Q[], const char *const names[], const int group_of[], int nb)
+{
+  PetscMPIInt grank;
+  int         bad_info = 0, bad_which = 0;
+  PetscInt    bad_f    = -1;
+  char        name[256];
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(g->sub, &grank));
+  for (PetscInt f = 0; f < nfac; f++) {
+    int info, which;
+    if (group_of[f] != mygroup || n[f] == 0) continue;
+    PetscCall(eigen_solve_one(g, (int)n[f], nb, C[f], evals[f], Q[f], &info, &which));
+    if (info && bad_f < 0) {
+      bad_f     = f;
+      bad_info  = info;
+      bad_which = which;
+    }
+    if (!info && grank == 0) fix_signs((int)n[f], Q[f]);
+  }
+  if (bad_f >= 0) {
+    fname(names, bad_f, name, sizeof(name));
+    PetscCheck(bad_which != 1, PETSC_COMM_SELF, PETSC_ERR_LIB, "ScaLAPACK descinit argument %d is illegal (info = %d) for %s of order %" PetscInt_FMT ", block size %d, grid %d x %d: an internal error", -bad_info, bad_info, name, n[bad_f], nb, g->nprow, g->npcol);
+    PetscCheck(bad_info > 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "ScaLAPACK pdsyevd %s argument %d is illegal (info = %d) for %s of order %" PetscInt_FMT ", block size %d, grid %d x %d: an internal error", bad_which == 2 ? "workspace query:" : "", bad_info > -100 ? -bad_info : -bad_info / 100, bad_info, name, n[bad_f], nb, g->nprow, g->npcol);
+    SETERRQ(PETSC_COMM_SELF, PETSC_ERR_CONV_FAILED, "eigendecomposition of %s (order %" PetscInt_FMT ") failed: ScaLAPACK pdsyevd info = %d (the divide-and-conquer tridiagonal solver did not converge)", name, n[bad_f], bad_info);
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEigenSolve(MPI_Comm comm, PetscInt nfac, const PetscInt n[], double *C[], double scale, double *evals[], double *Q[], const char *const names[])
+{
+  PetscMPIInt size, rank;
+  PetscInt    nb = 64, G = -1, grid[2] = {0, 0};
+  char        gridstr[64] = "";
+  PetscBool   set_grid = PETSC_FALSE, ok;
+  char        name[256];
+  int        *group_of = NULL, *start = NULL, mygroup = 0;
+  EigenGrid  *g;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+
+  /* the same problem on every rank: max over ranks of (x, -x) gives x == -(-x) only if all agree */
+  {
+    double w[6], h = 0;
+    for (PetscInt f = 0; f < nfac && n; f++) h = h * 1.0000001 + (double)n[f] * (double)(f + 1);
+    w[0] = (double)nfac;
+    w[1] = -w[0];
+    w[2] = scale;
+    w[3] = -scale;
+    w[4] = h;
+    w[5] = -h;
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, w, 6, MPI_DOUBLE, MPI_MAX, comm));
+    ok = (w[0] == -w[1] && w[4] == -w[5] && (w[2] == -w[3] || !isfinite(scale))) ? PETSC_TRUE : PETSC_FALSE;
+  }
+  InflCheckAll(comm, ok, PETSC_ERR_ARG_WRONG, "InflEigenSolve: nfac, n[] or scale differ between ranks (nfac = %" PetscInt_FMT " on rank %d)", nfac, rank);
+  ok = (nfac >= 0 && (nfac == 0 || n)) ? PETSC_TRUE : PETSC_FALSE;
+  InflCheckAll(comm, ok, PETSC_ERR_ARG_WRONG, "InflEigenSolve: nfac = %" PetscInt_FMT " must be >= 0 and n[] given", nfac);
+  ok = isfinite(scale) ? PETSC_TRUE : PETSC_FALSE;
+  InflCheckAll(comm, ok, PETSC_ERR_ARG_WRONG, "InflEigenSolve: scale = %g must be finite", scale);
+  {
+    PetscInt bad = -1;
+    for (PetscInt f = 0; f < nfac && bad < 0; f++)
+      if (n[f] < 0 || n[f] > 46340 || (n[f] > 0 && (!C || !evals || !Q || !C[f] || !evals[f] || !Q[f]))) bad = f;
+    if (bad >= 0) fname(names, bad, name, sizeof(name));
+    InflCheckAll(comm, bad < 0, PETSC_ERR_ARG_WRONG, "InflEigenSolve: %s has order %" PetscInt_FMT " (must be in [0, 46340]) or a NULL C, evals or Q buffer", name, bad >= 0 ? n[bad] : 0);
+  }
+  if (nfac == 0) PetscFunctionReturn(0);
+
+  PetscOptionsBegin(comm, NULL, "Distributed eigensolver of Kronecker factors (ScaLAPACK pdsyevd)", "InflEigenSolve");
+  PetscCall(PetscOptionsInt("-eigen_block_size", "ScaLAPACK block size NB", "InflEigenSolve", nb, &nb, NULL));
+  PetscCall(PetscOptionsString("-eigen_grid", "force a P x Q process grid in every group, e.g. 1x2", "InflEigenSolve", gridstr, gridstr, sizeof(gridstr), &set_grid));
+  PetscCall(PetscOptionsInt("-eigen_groups", "number of rank groups (default min(ranks, factors))", "InflEigenSolve", G, &G, NULL));
+  PetscOptionsEnd();
+  PetscCheck(nb >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-eigen_block_size %" PetscInt_FMT " must be >= 1", nb);
+  if (set_grid) {
+    int  p = 0, q = 0;
+    char extra;
+    PetscCheck(sscanf(gridstr, "%dx%d%c", &p, &q, &extra) == 2 && p >= 1 && q >= 1, comm, PETSC_ERR_ARG_WRONG, "-eigen_grid %s: expected PxQ with P, Q >= 1 (e.g. -eigen_grid 1x2)", gridstr);
+    grid[0] = p;
+    grid[1] = q;
+  }
+  if (G < 0) G = PetscMin(size, nfac);
+  G = PetscMax(1, PetscMin(G, size));
+
+  /* 1. sum the partial factors, scale, check, symmetrize */
+  {
+    PetscInt bad_f = -1, bi = 0, bj = 0;
+    for (PetscInt f = 0; f < nfac; f++) {
+      int64_t m = n[f];
+      if (!m) continue;
+      PetscCall(InflAllreduceSum(C[f], m * m, MPI_DOUBLE, comm));
+      for (int64_t k = 0; k < m * m; k++) C[f][k] *= scale;
+      for (int64_t i = 0; i < m && bad_f < 0; i++)
+        for (int64_t j = 0; j < m; j++)
+          if (!isfinite(C[f][i * m + j])) {
+            bad_f = f;
+            bi    = (PetscInt)i;
+            bj    = (PetscInt)j;
+            break;
+          }
+      for (int64_t i = 0; i < m; i++)
+        for (int64_t j = i + 1; j < m; j++) {
+          double s         = 0.5 * (C[f][i * m + j] + C[f][j * m + i]);
+          C[f][i * m + j] = s;
+          C[f][j * m + i] = s;
+        }
+    }
+    if (bad_f >= 0) fname(names, bad_f, name, sizeof(name));
+    InflCheckAll(comm, bad_f < 0, PETSC_ERR_FP, "%s has a non-finite entry at (%" PetscInt_FMT ", %" PetscInt_FMT ") after summing over ranks: check the inputs of this factor (overflow or NaN in activations/gradients)", name, bi, bj);
+  }
+
+  /* 2. groups and grids */
+  PetscCall(PetscMalloc2(nfac, &group_of, G + 1, &start));
+  if (set_grid) PetscCheck((int64_t)grid[0] * grid[1] * G <= size, comm, PETSC_ERR_ARG_OUTOFRANGE, "-eigen_grid %" PetscInt_FMT "x%" PetscInt_FMT " in each of %" PetscInt_FMT " rank groups needs %" PetscInt_FMT " ranks but there are %d; use a smaller grid or fewer groups (-eigen_groups)", grid[0], grid[1], G, grid[0] * grid[1] * G, size);
+  PetscCall(eigen_partition(nfac, n, size, (int)G, set_grid ? (int)(grid[0] * grid[1]) : 1, group_of, start));
+  while (mygroup + 1 < G && rank >= start[mygroup + 1]) mygroup++;
+  PetscCall(eigen_get_grid(comm, (int)G, start, (int)grid[0], (int)grid[1], mygroup, &g));
+
+  /* 3. solve in groups; agree on failure on all ranks before any broadcast */
+  InflCallAll(comm, eigen_solve_group(g, mygroup, nfac, n, C, evals, Q, names, group_of, (int)nb));
+
+  /* 4. broadcast from each group's first rank */
+  for (PetscInt f = 0; f < nfac; f++) {
+    if (!n[f]) continue;
+    PetscCall(InflBcast(evals[f], n[f], MPI_DOUBLE, start[group_of[f]], comm));
+    PetscCall(InflBcast(Q[f], (int64_t)n[f] * n[f], MPI_DOUBLE, start[group_of[f]], comm));
+  }
+  PetscCall(PetscFree2(group_of, start));
+  PetscFunctionReturn(0);
+}
