@@ -1,9 +1,87 @@
-static const char help[] = "infl: influence functions at HPC scale.\n";
-#include <infl/sys.h>
+static const char help[] = "infl: influence functions (training-data attribution) at HPC scale.\n\n"
+                           "usage: infl SUBCOMMAND [options]   (infl SUBCOMMAND -help lists its options)\n"
+                           "  train    train an MLP on a data set            -train SPEC -model_dims 784,256,256,10 -out model.safetensors\n"
+                           "  eval     mean loss and accuracy                -model FILE -data SPEC\n"
+                           "  fit      EK-FAC factors                        -model FILE -train SPEC -out factors.h5\n"
+                           "  score    influence of train on queries, top-k  -model FILE -factors FILE -train SPEC -query SPEC -out scores.h5\n"
+                           "  self     self-influence of train examples      -model FILE -factors FILE -train SPEC -out self.h5\n"
+                           "  run      the whole study of an options file    -options_file jobs/fashion-mnist.opts\n"
+                           "  inspect  summary of an infl or model file      -file PATH\n";
+
+#include "driver.h"
+#include <infl/eigen.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char *subcommand  = "";
+static PetscBool   local_error = PETSC_FALSE; /* the first error was raised on one rank only */
+
+/* Print the first error once: on rank 0 of the communicator it was raised on (all its ranks agree on it). */
+static PetscErrorCode error_handler(MPI_Comm comm, int line, const char *fun, const char *file, PetscErrorCode n, PetscErrorType p, const char *mess, void *ctx)
+{
+  PetscMPIInt rank = 0, size = 1, wrank = 0, wsize = 1;
+
+  if (p != PETSC_ERROR_INITIAL) return n;
+  if (comm != MPI_COMM_NULL) {
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+  }
+  MPI_Comm_rank(MPI_COMM_WORLD, &wrank);
+  MPI_Comm_size(MPI_COMM_WORLD, &wsize);
+  if (size < wsize) local_error = PETSC_TRUE;
+  if (rank == 0) {
+    if (size < wsize) fprintf(stderr, "infl %s: error (rank %d): %s\n", subcommand, wrank, mess ? mess : "");
+    else fprintf(stderr, "infl %s: error: %s\n", subcommand, mess ? mess : "");
+    if (getenv("INFL_DEBUG")) fprintf(stderr, "  raised in %s() at %s:%d (code %d)\n", fun, file, line, (int)n);
+    fflush(stderr);
+  }
+  return n;
+}
+
+typedef struct {
+  const char *name;
+  PetscErrorCode (*run)(MPI_Comm, PetscBool);
+} Subcommand;
+
+static const Subcommand subcommands[] = {
+  {"train", InflDriverTrain}, {"eval", InflDriverEval}, {"fit", InflDriverFit},       {"score", InflDriverScore},
+  {"self", InflDriverSelf},   {"run", InflDriverRun},   {"inspect", InflDriverInspect},
+};
 
 int main(int argc, char **argv)
 {
-  PetscCall(PetscInitialize(&argc, &argv, NULL, help));
+  const Subcommand *sub = NULL;
+  PetscErrorCode    ierr;
+  PetscBool         helpflg = PETSC_FALSE;
+  int               nargc   = argc > 1 ? argc - 1 : argc;
+  char            **nargv   = argv;
+
+  if (argc > 1) {
+    for (size_t i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++)
+      if (!strcmp(argv[1], subcommands[i].name)) sub = &subcommands[i];
+    if (sub) { /* drop the subcommand from the arguments PETSc parses */
+      nargv    = argv + 1;
+      nargv[0] = argv[0];
+    } else nargc = argc;
+  }
+  PetscCall(PetscInitialize(&nargc, &nargv, NULL, help));
+  if (!sub) {
+    PetscCall(PetscOptionsHasHelp(NULL, &helpflg));
+    if (argc > 1 && argv[1][0] != '-') PetscCall(PetscPrintf(PETSC_COMM_WORLD, "infl: unknown subcommand \"%s\"\n%s", argv[1], help));
+    else if (!helpflg) PetscCall(PetscPrintf(PETSC_COMM_WORLD, "%s", help));
+    PetscCall(PetscFinalize());
+    return helpflg ? 0 : 1;
+  }
+  subcommand = sub->name;
+  PetscCall(PetscPushErrorHandler(error_handler, NULL));
+  PetscCall(PetscOptionsHasHelp(NULL, &helpflg));
+  ierr = sub->run(PETSC_COMM_WORLD, helpflg);
+  if (ierr) {
+    if (local_error) MPI_Abort(MPI_COMM_WORLD, 1); /* other ranks may be waiting in a collective */
+    PetscFinalize();
+    return 1;
+  }
+  PetscCall(PetscPopErrorHandler());
   PetscCall(PetscFinalize());
   return 0;
 }

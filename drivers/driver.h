@@ -1,0 +1,33 @@
+/* Shared pieces of the infl subcommands: option reading, data and model opening, output checks. */
+#ifndef INFL_DRIVER_H
+#define INFL_DRIVER_H
+
+#include <infl/score.h>
+
+/* The subcommands: each parses its options, creates objects, runs, destroys.  `help` is true under -help: the
+ * subcommand then registers (and so lists) its options and returns without doing work. */
+PetscErrorCode InflDriverTrain(MPI_Comm comm, PetscBool help);
+PetscErrorCode InflDriverEval(MPI_Comm comm, PetscBool help);
+PetscErrorCode InflDriverFit(MPI_Comm comm, PetscBool help);
+PetscErrorCode InflDriverScore(MPI_Comm comm, PetscBool help);
+PetscErrorCode InflDriverSelf(MPI_Comm comm, PetscBool help);
+PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help);
+PetscErrorCode InflDriverInspect(MPI_Comm comm, PetscBool help);
+
+/* -NAME PATH as a string ("" if absent); required: error naming the option when absent (not under help). */
+PetscErrorCode DriverGetString(MPI_Comm comm, const char name[], const char text[], char value[], size_t len, PetscBool required, PetscBool help);
+/* Open the data set of option -PREFIX (with -PREFIX_limit N).  Collective. */
+PetscErrorCode DriverOpenData(MPI_Comm comm, const char prefix[], PetscBool required, PetscBool help, InflData *data);
+/* Model from -model (required), with -model_precision single|double. Collective. */
+PetscErrorCode DriverLoadModel(MPI_Comm comm, const char path[], InflModel *model);
+/* Query indices: -query_indices "3,17,40", "0:100" (range, end exclusive), "0:1000:10" (step) or "@file" (one
+ * index per line).  Default 0:8.  Checked against N (error names the index and N). */
+PetscErrorCode DriverQueryIndices(MPI_Comm comm, int64_t N, PetscInt *Q, int64_t **idx);
+/* Error (all ranks) if `path` exists and -overwrite is not set. */
+PetscErrorCode DriverCheckOutput(MPI_Comm comm, const char path[], PetscBool overwrite);
+/* Error listing every option that was given but never used (a misspelled option must not be ignored). */
+PetscErrorCode DriverCheckUnusedOptions(MPI_Comm comm);
+/* Class names from -class_names "a,b,c" (NULL entries if absent). */
+PetscErrorCode DriverClassNames(PetscInt C, char ***names);
+
+#endif

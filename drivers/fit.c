@@ -1,0 +1,114 @@
+/* infl fit, infl score, infl self. */
+#include "stages.h"
+
+static PetscErrorCode common_inputs(MPI_Comm comm, PetscBool help, PetscBool need_factors, char model_path[], char factors[], char out[], PetscBool *overwrite)
+{
+  PetscFunctionBegin;
+  PetscCall(DriverGetString(comm, "-model", "model file (safetensors)", model_path, PETSC_MAX_PATH_LEN, PETSC_TRUE, help));
+  if (need_factors) PetscCall(DriverGetString(comm, "-factors", "EK-FAC factors file from infl fit", factors, PETSC_MAX_PATH_LEN, PETSC_TRUE, help));
+  PetscCall(DriverGetString(comm, "-out", "output file (HDF5)", out, PETSC_MAX_PATH_LEN, PETSC_TRUE, help));
+  *overwrite = PETSC_FALSE;
+  PetscCall(PetscOptionsGetBool(NULL, NULL, "-overwrite", overwrite, NULL));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflDriverFit(MPI_Comm comm, PetscBool help)
+{
+  char      mpath[PETSC_MAX_PATH_LEN], out[PETSC_MAX_PATH_LEN];
+  PetscBool overwrite;
+  InflData  train;
+  InflModel model;
+  InflEKFAC ek;
+
+  PetscFunctionBegin;
+  PetscCall(common_inputs(comm, help, PETSC_FALSE, mpath, NULL, out, &overwrite));
+  PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
+  if (help) {
+    PetscCall(InflEKFACCreate(comm, &ek));
+    PetscCall(InflEKFACSetFromOptions(ek));
+    PetscCall(InflEKFACDestroy(&ek));
+    PetscFunctionReturn(0);
+  }
+  PetscCall(DriverCheckOutput(comm, out, overwrite));
+  PetscCall(DriverLoadModel(comm, mpath, &model));
+  PetscCall(InflEKFACCreate(comm, &ek));
+  PetscCall(InflEKFACSetFromOptions(ek));
+  PetscCall(InflEKFACDestroy(&ek));
+  PetscCall(DriverCheckUnusedOptions(comm));
+  PetscCall(StageFit(comm, model, train, out, overwrite, NULL));
+  PetscCall(InflModelDestroy(&model));
+  PetscCall(InflDataDestroy(&train));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflDriverScore(MPI_Comm comm, PetscBool help)
+{
+  char       mpath[PETSC_MAX_PATH_LEN], fpath[PETSC_MAX_PATH_LEN], out[PETSC_MAX_PATH_LEN];
+  PetscBool  overwrite;
+  InflData   train, query;
+  InflModel  model;
+  InflEKFAC  ek;
+  InflScorer sc;
+  PetscInt   Q;
+  int64_t   *qidx, Nq;
+
+  PetscFunctionBegin;
+  PetscCall(common_inputs(comm, help, PETSC_TRUE, mpath, fpath, out, &overwrite));
+  PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
+  PetscCall(DriverOpenData(comm, "query", PETSC_TRUE, help, &query));
+  if (help) {
+    PetscCall(InflScorerCreate(comm, &sc));
+    PetscCall(InflScorerSetFromOptions(sc));
+    PetscCall(InflScorerDestroy(&sc));
+    PetscCall(PetscPrintf(comm, "  -query_indices <0:8>: queries: \"3,17,40\", a range \"0:100\" or \"0:1000:10\", or \"@file\"\n  -ekfac_damping <X>: override the damping stored with the factors\n"));
+    PetscFunctionReturn(0);
+  }
+  PetscCall(DriverCheckOutput(comm, out, overwrite));
+  PetscCall(InflDataGetSizes(query, &Nq, NULL, NULL));
+  PetscCall(DriverQueryIndices(comm, Nq, &Q, &qidx));
+  PetscCall(DriverLoadModel(comm, mpath, &model));
+  PetscCall(InflEKFACCreate(comm, &ek));
+  PetscCall(InflEKFACLoad(ek, fpath, model));
+  {
+    InflScorer probe;
+    PetscCall(InflScorerCreate(comm, &probe));
+    PetscCall(InflScorerSetFromOptions(probe));
+    PetscCall(InflScorerDestroy(&probe));
+  }
+  PetscCall(DriverCheckUnusedOptions(comm));
+  PetscCall(StageScore(comm, model, ek, train, query, Q, qidx, out, overwrite, NULL));
+  PetscCall(PetscFree(qidx));
+  PetscCall(InflEKFACDestroy(&ek));
+  PetscCall(InflModelDestroy(&model));
+  PetscCall(InflDataDestroy(&train));
+  PetscCall(InflDataDestroy(&query));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflDriverSelf(MPI_Comm comm, PetscBool help)
+{
+  char      mpath[PETSC_MAX_PATH_LEN], fpath[PETSC_MAX_PATH_LEN], out[PETSC_MAX_PATH_LEN];
+  PetscBool overwrite;
+  InflData  train;
+  InflModel model;
+  InflEKFAC ek;
+  PetscInt  chunk = 512;
+
+  PetscFunctionBegin;
+  PetscCall(common_inputs(comm, help, PETSC_TRUE, mpath, fpath, out, &overwrite));
+  PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
+  PetscOptionsBegin(comm, NULL, "infl self", NULL);
+  PetscCall(PetscOptionsInt("-self_chunk", "training examples per chunk", NULL, chunk, &chunk, NULL));
+  PetscOptionsEnd();
+  if (help) PetscFunctionReturn(0);
+  PetscCall(DriverCheckOutput(comm, out, overwrite));
+  PetscCall(DriverLoadModel(comm, mpath, &model));
+  PetscCall(InflEKFACCreate(comm, &ek));
+  PetscCall(InflEKFACLoad(ek, fpath, model));
+  PetscCall(DriverCheckUnusedOptions(comm));
+  PetscCall(StageSelf(comm, model, ek, train, out, overwrite));
+  PetscCall(InflEKFACDestroy(&ek));
+  PetscCall(InflModelDestroy(&model));
+  PetscCall(InflDataDestroy(&train));
+  PetscFunctionReturn(0);
+}

@@ -1,0 +1,194 @@
+/* infl run: the whole study named by one options file (train if needed, fit, score, self-influence, summary). */
+#include "stages.h"
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* Does the HDF5 file `path` exist and record model sha256 `hash`?  Collective. */
+static PetscErrorCode output_matches(MPI_Comm comm, const char path[], const char hash[], PetscBool *match)
+{
+  hid_t file;
+  char  mh[128];
+
+  PetscFunctionBegin;
+  *match = PETSC_FALSE;
+  if (!InflFileExists(path)) PetscFunctionReturn(0);
+  PetscCall(InflH5Open(comm, path, PETSC_FALSE, &file));
+  PetscCall(InflH5GetAttrString(file, "/", "model_sha256", mh, sizeof(mh)));
+  PetscCall(InflH5Close(&file));
+  PetscCall(PetscStrcmp(mh, hash, match));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode print_summary(MPI_Comm comm, InflScorer sc, InflData train, InflData query, PetscInt Q, const int64_t qidx[], PetscInt nshow)
+{
+  InflTopK *top, *bottom;
+  int64_t   N, Nq, C, *ytrain, *yq, same = 0, total = 0;
+  char    **names;
+
+  PetscFunctionBegin;
+  PetscCall(InflScorerGetTopK(sc, &top, &bottom));
+  PetscCall(InflDataGetSizes(train, &N, NULL, &C));
+  PetscCall(InflDataGetSizes(query, &Nq, NULL, NULL));
+  PetscCall(DriverClassNames((PetscInt)C, &names));
+  PetscCall(PetscMalloc2((size_t)Q * top->K * 2, &ytrain, Q, &yq));
+  {
+    int64_t *idx;
+    float   *x;
+    int64_t  d;
+    PetscCall(InflDataGetSizes(train, NULL, &d, NULL));
+    PetscCall(PetscMalloc2((size_t)Q * top->K * 2, &idx, (size_t)Q * top->K * 2 * d, &x));
+    for (int64_t i = 0; i < (int64_t)Q * top->K; i++) {
+      idx[i]                        = top->index[i] >= 0 ? top->index[i] : 0;
+      idx[(int64_t)Q * top->K + i] = bottom->index[i] >= 0 ? bottom->index[i] : 0;
+    }
+    PetscCall(InflDataGetExamples(train, (PetscInt)(2 * Q * top->K), idx, x, ytrain));
+    PetscCall(PetscFree2(idx, x));
+    PetscCall(PetscMalloc1((size_t)Q * d, &x));
+    PetscCall(InflDataGetExamples(query, Q, qidx, x, yq));
+    PetscCall(PetscFree(x));
+  }
+#define LABEL(c) (names[c] ? names[c] : "")
+  PetscCall(PetscPrintf(comm, "\nTop proponents and opponents (training index: label, score)\n"));
+  for (PetscInt q = 0; q < Q; q++) {
+    for (PetscInt k = 0; k < top->n[q]; k++) {
+      total++;
+      if (ytrain[(int64_t)q * top->K + k] == yq[q]) same++;
+    }
+    if (q >= nshow) continue;
+    PetscCall(PetscPrintf(comm, "query %" PRId64 " (label %" PRId64 " %s)\n  proponents:", qidx[q], yq[q], LABEL(yq[q])));
+    for (PetscInt k = 0; k < PetscMin(top->n[q], 5); k++) {
+      int64_t i = (int64_t)q * top->K + k;
+      PetscCall(PetscPrintf(comm, "  %" PRId64 ": %" PRId64 " %s (%.3g)", top->index[i], ytrain[i], LABEL(ytrain[i]), top->score[i]));
+    }
+    PetscCall(PetscPrintf(comm, "\n  opponents: "));
+    for (PetscInt k = 0; k < PetscMin(bottom->n[q], 5); k++) {
+      int64_t i = (int64_t)q * bottom->K + k;
+      PetscCall(PetscPrintf(comm, "  %" PRId64 ": %" PRId64 " %s (%.3g)", bottom->index[i], ytrain[(int64_t)Q * top->K + i], LABEL(ytrain[(int64_t)Q * top->K + i]), bottom->score[i]));
+    }
+    PetscCall(PetscPrintf(comm, "\n"));
+  }
+#undef LABEL
+  PetscCall(PetscPrintf(comm, "top-%d proponents sharing the query's label: %" PRId64 " of %" PRId64 " (%.1f%%)\n", (int)top->K, same, total, total ? 100.0 * (double)same / (double)total : 0.0));
+  for (int64_t c = 0; c < C; c++) PetscCall(PetscFree(names[c]));
+  PetscCall(PetscFree(names));
+  PetscCall(PetscFree2(ytrain, yq));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
+{
+  char        outdir[PETSC_MAX_PATH_LEN] = "infl-out", mpath[PETSC_MAX_PATH_LEN] = "", fpath[PETSC_MAX_PATH_LEN], spath[PETSC_MAX_PATH_LEN], selfpath[PETSC_MAX_PATH_LEN];
+  PetscBool   overwrite = PETSC_FALSE, set, match;
+  InflData    train, test, query;
+  InflModel   model;
+  InflEKFAC   ek = NULL;
+  InflScorer  sc = NULL;
+  PetscInt    Q, nshow = 5;
+  int64_t    *qidx, Nq;
+  const char *hash;
+  PetscMPIInt rank;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  PetscOptionsBegin(comm, NULL, "infl run: the whole study", NULL);
+  PetscCall(PetscOptionsString("-outdir", "directory of the study's outputs", NULL, outdir, outdir, sizeof(outdir), NULL));
+  PetscCall(PetscOptionsString("-model", "model file: used if it exists, else trained and written there (default OUTDIR/model.safetensors)", NULL, mpath, mpath, sizeof(mpath), &set));
+  PetscCall(PetscOptionsBool("-overwrite", "recompute every stage, replacing existing outputs", NULL, overwrite, &overwrite, NULL));
+  PetscCall(PetscOptionsInt("-summary_queries", "queries shown in the printed summary", NULL, nshow, &nshow, NULL));
+  PetscOptionsEnd();
+  PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
+  PetscCall(DriverOpenData(comm, "test", PETSC_FALSE, help, &test));
+  PetscCall(DriverOpenData(comm, "query", PETSC_FALSE, help, &query));
+  if (help) PetscFunctionReturn(0);
+  if (!query) query = test;
+  PetscCheck(query, comm, PETSC_ERR_ARG_NULL, "infl run needs -query (or -test) data for the queries");
+  if (rank == 0 && mkdir(outdir, 0775) != 0 && errno != EEXIST) set = PETSC_FALSE;
+  {
+    struct stat st;
+    InflCheckAll(comm, stat(outdir, &st) == 0 && S_ISDIR(st.st_mode), PETSC_ERR_FILE_OPEN, "-outdir %s is not a directory that can be created or used", outdir);
+  }
+  if (!mpath[0]) PetscCall(PetscSNPrintf(mpath, sizeof(mpath), "%s/model.safetensors", outdir));
+  PetscCall(PetscSNPrintf(fpath, sizeof(fpath), "%s/factors.h5", outdir));
+  PetscCall(PetscSNPrintf(spath, sizeof(spath), "%s/scores.h5", outdir));
+  PetscCall(PetscSNPrintf(selfpath, sizeof(selfpath), "%s/self_influence.h5", outdir));
+  PetscCall(InflDataGetSizes(query, &Nq, NULL, NULL));
+  PetscCall(DriverQueryIndices(comm, Nq, &Q, &qidx));
+
+  /* 1. model */
+  if (InflFileExists(mpath) && !overwrite) {
+    PetscCall(PetscPrintf(comm, "== model: using %s\n", mpath));
+    PetscCall(DriverLoadModel(comm, mpath, &model));
+  } else {
+    InflTrainOptions topt;
+    PetscInt         dims[64], nd = 64;
+    int64_t          N, d, C;
+    PetscBool        dset;
+    PetscCall(InflTrainOptionsFromOptions(&topt));
+    PetscCall(PetscOptionsGetIntArray(NULL, NULL, "-model_dims", dims, &nd, &dset));
+    PetscCall(InflDataGetSizes(train, &N, &d, &C));
+    if (!dset) {
+      nd      = 4;
+      dims[0] = (PetscInt)d;
+      dims[1] = 256;
+      dims[2] = 256;
+      dims[3] = (PetscInt)C;
+    }
+    PetscCheck(nd >= 2 && dims[0] == d, comm, PETSC_ERR_ARG_SIZ, "-model_dims must start with the data's %" PRId64 " features", d);
+    PetscCall(PetscPrintf(comm, "== train: %s\n", mpath));
+    PetscCall(InflModelCreate(comm, &model));
+    PetscCall(InflModelSetUpMLP(model, nd, dims, INFL_ACT_RELU, topt.seed));
+    PetscCall(InflModelView(model, NULL));
+    PetscCall(InflModelTrain(model, train, test, &topt));
+    PetscCall(InflModelSave(model, mpath));
+    PetscCall(InflModelDestroy(&model));
+    PetscCall(DriverLoadModel(comm, mpath, &model));
+  }
+  PetscCall(InflModelGetHash(model, &hash));
+  if (test) {
+    double tl, ta;
+    PetscCall(InflModelEvaluate(model, test, &tl, &ta));
+    PetscCall(PetscPrintf(comm, "model test loss %.4f, accuracy %.4f\n", tl, ta));
+  }
+
+  /* 2. factors */
+  PetscCall(output_matches(comm, fpath, hash, &match));
+  if (match && !overwrite) {
+    PetscCall(PetscPrintf(comm, "== fit: using %s (fitted for this model)\n", fpath));
+    PetscCall(InflEKFACCreate(comm, &ek));
+    PetscCall(InflEKFACLoad(ek, fpath, model));
+  } else {
+    PetscCall(PetscPrintf(comm, "== fit\n"));
+    PetscCall(StageFit(comm, model, train, fpath, PETSC_TRUE, &ek));
+  }
+  {
+    InflScorer probe;
+    PetscCall(InflScorerCreate(comm, &probe));
+    PetscCall(InflScorerSetFromOptions(probe));
+    PetscCall(InflScorerDestroy(&probe));
+  }
+  PetscCall(DriverCheckUnusedOptions(comm));
+
+  /* 3. scores (always recomputed: the summary needs them, and they are cheap next to the fit) */
+  PetscCall(PetscPrintf(comm, "== score\n"));
+  PetscCall(StageScore(comm, model, ek, train, query, Q, qidx, spath, PETSC_TRUE, &sc));
+
+  /* 4. self-influence */
+  PetscCall(output_matches(comm, selfpath, hash, &match));
+  if (match && !overwrite) PetscCall(PetscPrintf(comm, "== self: using %s\n", selfpath));
+  else {
+    PetscCall(PetscPrintf(comm, "== self\n"));
+    PetscCall(StageSelf(comm, model, ek, train, selfpath, PETSC_TRUE));
+  }
+
+  PetscCall(print_summary(comm, sc, train, query, Q, qidx, nshow));
+  PetscCall(PetscPrintf(comm, "\noutputs: %s, %s, %s, %s\n", mpath, fpath, spath, selfpath));
+  PetscCall(PetscFree(qidx));
+  PetscCall(InflScorerDestroy(&sc));
+  PetscCall(InflEKFACDestroy(&ek));
+  PetscCall(InflModelDestroy(&model));
+  if (query != test) PetscCall(InflDataDestroy(&query));
+  PetscCall(InflDataDestroy(&test));
+  PetscCall(InflDataDestroy(&train));
+  PetscFunctionReturn(0);
+}

@@ -1,0 +1,106 @@
+/* The stages of an influence study, shared by their subcommands and by infl run. */
+#include "driver.h"
+#include "stages.h"
+
+PetscErrorCode StageFit(MPI_Comm comm, InflModel model, InflData train, const char out[], PetscBool overwrite, InflEKFAC *ek_out)
+{
+  InflEKFAC      ek;
+  PetscLogDouble t0, t1;
+  PetscLogStage  stage;
+
+  PetscFunctionBegin;
+  PetscCall(PetscLogStageRegister("EK-FAC fit", &stage));
+  PetscCall(PetscLogStagePush(stage));
+  PetscCall(PetscTime(&t0));
+  PetscCall(InflEKFACCreate(comm, &ek));
+  PetscCall(InflEKFACSetFromOptions(ek));
+  PetscCall(InflEKFACFit(ek, model, train));
+  PetscCall(PetscTime(&t1));
+  PetscCall(InflEKFACView(ek, NULL));
+  PetscCall(PetscPrintf(comm, "fit: %.2f s\n", t1 - t0));
+  if (out && out[0]) {
+    PetscCall(InflEKFACSave(ek, out, overwrite));
+    PetscCall(PetscPrintf(comm, "wrote %s\n", out));
+  }
+  PetscCall(PetscLogStagePop());
+  if (ek_out) *ek_out = ek;
+  else PetscCall(InflEKFACDestroy(&ek));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData train, InflData query, PetscInt Q, const int64_t qidx[], const char out[], PetscBool overwrite, InflScorer *sc_out)
+{
+  InflScorer     sc;
+  int64_t        Nq, d, *yq;
+  float         *xq;
+  PetscLogDouble t0, t1, t2;
+  PetscLogStage  stage;
+
+  PetscFunctionBegin;
+  PetscCall(PetscLogStageRegister("Score", &stage));
+  PetscCall(PetscLogStagePush(stage));
+  PetscCall(InflDataGetSizes(query, &Nq, &d, NULL));
+  PetscCall(PetscMalloc2((size_t)Q * d, &xq, Q, &yq));
+  PetscCall(InflDataGetExamples(query, Q, qidx, xq, yq));
+  PetscCall(InflScorerCreate(comm, &sc));
+  PetscCall(InflScorerSetFromOptions(sc));
+  PetscCall(PetscTime(&t0));
+  PetscCall(InflScorerSetQueries(sc, model, ek, Q, xq, yq, qidx));
+  PetscCall(PetscTime(&t1));
+  PetscCall(InflScorerScore(sc, train));
+  PetscCall(PetscTime(&t2));
+  PetscCall(PetscPrintf(comm, "score: %d queries, query preconditioning %.2f s, scoring %.2f s\n", (int)Q, t1 - t0, t2 - t1));
+  if (out && out[0]) {
+    PetscCall(InflScorerSave(sc, out, overwrite));
+    PetscCall(PetscPrintf(comm, "wrote %s\n", out));
+  }
+  PetscCall(PetscFree2(xq, yq));
+  PetscCall(PetscLogStagePop());
+  if (sc_out) *sc_out = sc;
+  else PetscCall(InflScorerDestroy(&sc));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData train, const char out[], PetscBool overwrite)
+{
+  int64_t        N, d, start, count;
+  const float   *x;
+  const int64_t *y;
+  double        *self;
+  PetscInt       chunk = 512;
+  PetscLogDouble t0, t1;
+  char           partial[PETSC_MAX_PATH_LEN];
+  hid_t          file;
+  const char    *mh, *th;
+  PetscLogStage  stage;
+
+  PetscFunctionBegin;
+  PetscCall(PetscLogStageRegister("Self-influence", &stage));
+  PetscCall(PetscLogStagePush(stage));
+  PetscCall(PetscOptionsGetInt(NULL, NULL, "-self_chunk", &chunk, NULL));
+  PetscCheck(chunk > 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-self_chunk %d must be positive", (int)chunk);
+  PetscCall(DriverCheckOutput(comm, out, overwrite));
+  PetscCall(InflDataGetSizes(train, &N, &d, NULL));
+  PetscCall(InflDataGetShard(train, &start, &count, &x, &y));
+  PetscCall(PetscMalloc1(PetscMax(count, 1), &self));
+  PetscCall(PetscTime(&t0));
+  PetscCall(InflSelfInfluence(model, ek, train, chunk, self));
+  PetscCall(PetscTime(&t1));
+  PetscCall(PetscPrintf(comm, "self-influence of %" PRId64 " training examples: %.2f s\n", N, t1 - t0));
+  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", out));
+  PetscCall(InflH5Create(comm, partial, PETSC_TRUE, &file));
+  PetscCall(InflModelGetHash(model, &mh));
+  PetscCall(InflDataGetHash(train, &th));
+  PetscCall(InflH5WriteProvenance(file, comm, "self", mh, th, NULL));
+  {
+    int64_t dims[1] = {N};
+    PetscCall(InflH5WriteRows(file, "/self_influence", H5T_NATIVE_DOUBLE, 1, dims, start, count, self));
+    PetscCall(InflH5WriteRows(file, "/train_labels", H5T_NATIVE_INT64, 1, dims, start, count, y));
+  }
+  PetscCall(InflH5Close(&file));
+  PetscCall(InflRenameAll(comm, partial, out));
+  PetscCall(PetscPrintf(comm, "wrote %s\n", out));
+  PetscCall(PetscFree(self));
+  PetscCall(PetscLogStagePop());
+  PetscFunctionReturn(0);
+}

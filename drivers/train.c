@@ -1,0 +1,86 @@
+/* infl train: train an MLP, data-parallel. */
+#include "driver.h"
+#include <string.h>
+
+PetscErrorCode InflDriverTrain(MPI_Comm comm, PetscBool help)
+{
+  char             out[PETSC_MAX_PATH_LEN], acts[16] = "relu";
+  PetscInt         dims[64], nd = 64;
+  PetscBool        dset, overwrite = PETSC_FALSE;
+  InflData         train, test;
+  InflModel        model;
+  InflTrainOptions topt;
+  int64_t          N, d, C;
+  InflActivation   act = INFL_ACT_RELU;
+  const char      *actnames[] = {"relu", "tanh", "gelu", "identity"};
+  PetscInt         iact = 0;
+  double           tl, ta;
+
+  PetscFunctionBegin;
+  PetscCall(DriverGetString(comm, "-out", "where to write the trained model (safetensors)", out, sizeof(out), PETSC_TRUE, help));
+  PetscOptionsBegin(comm, NULL, "infl train", NULL);
+  PetscCall(PetscOptionsIntArray("-model_dims", "MLP layer sizes: input, hidden..., classes (default: input,256,256,classes)", NULL, dims, &nd, &dset));
+  PetscCall(PetscOptionsEList("-model_activation", "activation between linear layers", NULL, actnames, 4, acts, &iact, NULL));
+  PetscCall(PetscOptionsBool("-overwrite", "replace existing outputs", NULL, overwrite, &overwrite, NULL));
+  PetscOptionsEnd();
+  act = (InflActivation)iact;
+  PetscCall(InflTrainOptionsFromOptions(&topt));
+  PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
+  PetscCall(DriverOpenData(comm, "test", PETSC_FALSE, help, &test));
+  if (help) PetscFunctionReturn(0);
+  PetscCall(DriverCheckUnusedOptions(comm));
+  PetscCall(DriverCheckOutput(comm, out, overwrite));
+  PetscCall(InflDataGetSizes(train, &N, &d, &C));
+  if (!dset) {
+    nd      = 4;
+    dims[0] = (PetscInt)d;
+    dims[1] = 256;
+    dims[2] = 256;
+    dims[3] = (PetscInt)C;
+  }
+  PetscCheck(nd >= 2, comm, PETSC_ERR_ARG_WRONG, "-model_dims needs at least input and classes, e.g. 784,256,256,10");
+  PetscCheck(dims[0] == d, comm, PETSC_ERR_ARG_SIZ, "-model_dims starts with %d but the training data has %" PRId64 " features per example", (int)dims[0], d);
+  PetscCheck(dims[nd - 1] >= C, comm, PETSC_ERR_ARG_SIZ, "-model_dims ends with %d classes but the training labels go up to %" PRId64, (int)dims[nd - 1], C - 1);
+  PetscCall(InflModelCreate(comm, &model));
+  PetscCall(InflModelSetUpMLP(model, nd, dims, act, topt.seed));
+  PetscCall(InflModelView(model, NULL));
+  PetscCall(PetscPrintf(comm, "training on %" PRId64 " examples: %s, %d epochs, batch %d, lr %g\n", N, topt.optimizer == INFL_OPT_ADAM ? "adam" : "sgd", (int)topt.epochs, (int)topt.batch, topt.lr));
+  PetscCall(InflModelTrain(model, train, test, &topt));
+  PetscCall(InflModelEvaluate(model, train, &tl, &ta));
+  PetscCall(PetscPrintf(comm, "final: train loss %.4f accuracy %.4f\n", tl, ta));
+  if (test) {
+    PetscCall(InflModelEvaluate(model, test, &tl, &ta));
+    PetscCall(PetscPrintf(comm, "final: test loss %.4f accuracy %.4f\n", tl, ta));
+  }
+  PetscCall(InflModelSave(model, out));
+  PetscCall(PetscPrintf(comm, "wrote %s\n", out));
+  PetscCall(InflModelDestroy(&model));
+  PetscCall(InflDataDestroy(&train));
+  PetscCall(InflDataDestroy(&test));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflDriverEval(MPI_Comm comm, PetscBool help)
+{
+  char      path[PETSC_MAX_PATH_LEN];
+  InflData  data;
+  InflModel model;
+  double    loss, acc;
+  int64_t   N, d;
+  PetscInt  din;
+
+  PetscFunctionBegin;
+  PetscCall(DriverGetString(comm, "-model", "model file (safetensors)", path, sizeof(path), PETSC_TRUE, help));
+  PetscCall(DriverOpenData(comm, "data", PETSC_TRUE, help, &data));
+  if (help) PetscFunctionReturn(0);
+  PetscCall(DriverLoadModel(comm, path, &model));
+  PetscCall(DriverCheckUnusedOptions(comm));
+  PetscCall(InflDataGetSizes(data, &N, &d, NULL));
+  PetscCall(InflModelGetSizes(model, &din, NULL));
+  PetscCheck(d == din, comm, PETSC_ERR_ARG_SIZ, "the data has %" PRId64 " features per example but the model's input dimension is %d", d, (int)din);
+  PetscCall(InflModelEvaluate(model, data, &loss, &acc));
+  PetscCall(PetscPrintf(comm, "examples %" PRId64 "  mean loss %.6f  accuracy %.4f\n", N, loss, acc));
+  PetscCall(InflModelDestroy(&model));
+  PetscCall(InflDataDestroy(&data));
+  PetscFunctionReturn(0);
+}
