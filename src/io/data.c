@@ -253,7 +253,7 @@ static PetscErrorCode data_check_shard(InflData data)
   PetscFunctionBegin;
   for (int64_t i = 0; i < data->count; i++) {
     PetscCheck(data->y[i] >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "data %s: example %" PRId64 " has negative label %" PRId64 "; labels must be class indices 0, 1, ...", data->spec, data->start + i, data->y[i]);
-    for (int64_t j = 0; j < data->d; j++) PetscCheck(isfinite(data->x[i * data->d + j]), PETSC_COMM_SELF, PETSC_ERR_FP, "data %s: example %" PRId64 " has a non-finite input %g at feature %" PRId64 " (as float32); clean or rescale the data", data->spec, data->start + i, (double)data->x[i * data->d + j], j);
+    for (int64_t j = 0; j < data->d; j++) PetscCheck(isfinite(data->x[i * data->d + j]), PETSC_COMM_SELF, PETSC_ERR_FP, "data %s: example %" PRId64 " has a non-finite input (%s) at feature %" PRId64 " (as float32); clean or rescale the data", data->spec, data->start + i, isnan(data->x[i * data->d + j]) ? "NaN" : "Inf", j);
   }
   PetscFunctionReturn(0);
 }

@@ -140,6 +140,10 @@ static PetscErrorCode h5_write_rows(hid_t dset, hid_t type, int64_t row0, int64_
   InflCallH5(ndim = H5Sget_simple_extent_ndims(fspace));
   InflCallH5(H5Sget_simple_extent_dims(fspace, count, NULL));
   PetscCheck(row0 >= 0 && nrows >= 0 && (hsize_t)(row0 + nrows) <= count[0], PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "rows [%" PRId64 ", %" PRId64 ") are outside the dataset's %llu rows", row0, row0 + nrows, (unsigned long long)count[0]);
+  if (H5Sget_simple_extent_npoints(fspace) == 0) { /* nothing to write on any rank; HDF5 has no storage for it */
+    InflCallH5(H5Sclose(fspace));
+    PetscFunctionReturn(0);
+  }
   if (nrows > 0) {
     start[0] = (hsize_t)row0;
     count[0] = (hsize_t)nrows;
@@ -234,6 +238,11 @@ PetscErrorCode InflH5ReadArray(hid_t file, const char name[], hid_t type, int nd
   } else PetscCheck(nd == ndim, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: dataset %s has %d dimensions but %d are expected", fname, name, nd, ndim);
   if (dims_out)
     for (int i = 0; i < nd; i++) dims_out[i] = dims[i];
+  {
+    int64_t numel = 1;
+    for (int i = 0; i < nd; i++) numel *= dims[i];
+    if (numel == 0) PetscFunctionReturn(0); /* same on every rank */
+  }
   InflCallH5(dset = H5Dopen2(file, name, H5P_DEFAULT));
   InflCallH5(dxpl = H5Pcreate(H5P_DATASET_XFER));
   InflCallH5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
@@ -260,6 +269,11 @@ static PetscErrorCode h5_read_rows(hid_t file, const char name[], hid_t type, in
   PetscCheck(ndim >= 1 && ndim <= 8, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: dataset %s has %d dimensions; rows need 1 to 8", fname, name, ndim);
   InflCallH5(H5Sget_simple_extent_dims(fspace, count, NULL));
   PetscCheck(row0 >= 0 && nrows >= 0 && (hsize_t)(row0 + nrows) <= count[0], PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "%s: dataset %s: rows [%" PRId64 ", %" PRId64 ") are outside its %llu rows", fname, name, row0, row0 + nrows, (unsigned long long)count[0]);
+  if (H5Sget_simple_extent_npoints(fspace) == 0) { /* empty dataset: nothing to read on any rank */
+    InflCallH5(H5Sclose(fspace));
+    InflCallH5(H5Dclose(dset));
+    PetscFunctionReturn(0);
+  }
   if (nrows > 0) {
     start[0] = (hsize_t)row0;
     count[0] = (hsize_t)nrows;
@@ -355,8 +369,9 @@ PetscErrorCode InflH5GetAttrString(hid_t file, const char obj[], const char name
 {
   hid_t  o, a, ftype, mtype;
   char   fname[PETSC_MAX_PATH_LEN];
-  char  *text = NULL;
-  size_t n;
+  char     *text = NULL;
+  size_t    n;
+  PetscBool isstr;
 
   PetscFunctionBegin;
   PetscCheck(len > 0, PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ, "buffer length must be positive");
@@ -369,7 +384,13 @@ PetscErrorCode InflH5GetAttrString(hid_t file, const char obj[], const char name
   h5_filename(file, fname, sizeof(fname));
   InflCallH5(a = H5Aopen(o, name, H5P_DEFAULT));
   InflCallH5(ftype = H5Aget_type(a));
-  PetscCheck(H5Tget_class(ftype) == H5T_STRING, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: attribute %s of %s is not a string", fname, name, obj);
+  isstr = H5Tget_class(ftype) == H5T_STRING ? PETSC_TRUE : PETSC_FALSE;
+  if (!isstr) { /* close before the error, so that the file can still be closed */
+    InflCallH5(H5Tclose(ftype));
+    InflCallH5(H5Aclose(a));
+    InflCallH5(H5Oclose(o));
+  }
+  PetscCheck(isstr, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: attribute %s of %s is not a string", fname, name, obj);
   InflCallH5(mtype = H5Tcopy(H5T_C_S1));
   if (H5Tis_variable_str(ftype) > 0) { /* e.g. written by h5py */
     char *p = NULL;
@@ -384,29 +405,29 @@ PetscErrorCode InflH5GetAttrString(hid_t file, const char obj[], const char name
     PetscCall(PetscCalloc1(n + 2, &text));
     InflCallH5(H5Aread(a, mtype, text));
   }
-  n = strlen(text);
-  if (n >= len) {
-    PetscCall(PetscFree(text));
-    SETERRQ(PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ, "%s: attribute %s of %s has %zu characters, more than the buffer of %zu", fname, name, obj, n, len);
-  }
-  memcpy(value, text, n + 1);
-  PetscCall(PetscFree(text));
   InflCallH5(H5Tclose(mtype));
   InflCallH5(H5Tclose(ftype));
   InflCallH5(H5Aclose(a));
   InflCallH5(H5Oclose(o));
+  n = strlen(text);
+  if (n < len) memcpy(value, text, n + 1);
+  PetscCall(PetscFree(text));
+  PetscCheck(n < len, PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ, "%s: attribute %s of %s has %zu characters, more than the buffer of %zu", fname, name, obj, n, len);
   PetscFunctionReturn(0);
 }
 
 static PetscErrorCode h5_get_attr(hid_t file, const char obj[], const char name[], hid_t type, void *value)
 {
-  hid_t o, a;
-  char  fname[PETSC_MAX_PATH_LEN];
+  hid_t     o, a;
+  char      fname[PETSC_MAX_PATH_LEN];
+  PetscBool has;
 
   PetscFunctionBegin;
   PetscCall(h5_open_obj(file, obj, &o));
   h5_filename(file, fname, sizeof(fname));
-  PetscCheck(H5Aexists(o, name) > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: %s has no attribute %s; was the file written by infl's stage that produces it?", fname, obj, name);
+  has = H5Aexists(o, name) > 0 ? PETSC_TRUE : PETSC_FALSE;
+  if (!has) InflCallH5(H5Oclose(o));
+  PetscCheck(has, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: %s has no attribute %s; was the file written by infl's stage that produces it?", fname, obj, name);
   InflCallH5(a = H5Aopen(o, name, H5P_DEFAULT));
   InflCallH5(H5Aread(a, type, value));
   InflCallH5(H5Aclose(a));
