@@ -38,7 +38,7 @@ typedef struct _p_InflSafetensors *InflSafetensors;
 PetscErrorCode InflSafetensorsRead(MPI_Comm comm, const char path[], InflSafetensors *st);
 /* Tensor by name, or NULL if absent.  Not collective. */
 PetscErrorCode InflSafetensorsGet(InflSafetensors st, const char name[], const InflTensor **t);
-/* Number of tensors and the i-th (in file order). */
+/* Number of tensors and the i-th (in file order: ascending data_offsets, whatever the order of the JSON header). */
 PetscErrorCode InflSafetensorsGetSize(InflSafetensors st, PetscInt *n);
 PetscErrorCode InflSafetensorsGetIndex(InflSafetensors st, PetscInt i, const InflTensor **t);
 /* Metadata value by key, or NULL if absent.  Not collective. */
@@ -57,7 +57,9 @@ typedef struct _p_InflData *InflData;
 
 /* Collective.  spec is "idx:PREFIX" (PREFIX-images-idx3-ubyte[.gz] and PREFIX-labels-idx1-ubyte[.gz]; images
  * become float rows of pixel/255, row-major (N, rows*cols)) or "h5:FILE" (/inputs (N, d), /labels (N)).
- * limit > 0 keeps only the first `limit` examples (limit larger than the file's N is an error naming both).
+ * limit > 0 keeps only the first `limit` examples (limit larger than the file's N is an error naming both);
+ * limit 0 keeps all, a negative limit is an error.  /labels of any HDF5 integer type are read as int64, /inputs
+ * of float32 or float64 as float32 (non-finite after that conversion is an error).
  * Each rank then holds its shard: the InflPartition block of [0, N) for its rank.
  * Errors (all ranks): missing file, bad magic, truncated data, N mismatch between images and labels,
  * negative labels, non-finite inputs (naming the example index), empty data set. */
@@ -66,7 +68,9 @@ PetscErrorCode InflDataOpen(MPI_Comm comm, const char spec[], int64_t limit, Inf
 PetscErrorCode InflDataGetSizes(InflData data, int64_t *N, int64_t *d, int64_t *nclasses);
 /* This rank's shard: global indices [start, start+count), x (count, d) row-major, labels (count). */
 PetscErrorCode InflDataGetShard(InflData data, int64_t *start, int64_t *count, const float **x, const int64_t **labels);
-/* Any examples by global index (not collective; reads the file again as needed, or from the shard).
+/* Any examples by global index (not collective; reads the file again as needed, or from the shard: raw IDX files
+ * by seeking, .gz IDX files decompressed whole into memory on the first non-local index, HDF5 files reopened by
+ * this rank alone).
  * x (n, d), labels (n).  Index out of [0, N) is an error naming the index and N. */
 PetscErrorCode InflDataGetExamples(InflData data, PetscInt n, const int64_t idx[], float x[], int64_t labels[]);
 /* SHA-256 over the files' bytes and the limit: identifies the data set in provenance records. */
