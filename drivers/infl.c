@@ -10,6 +10,8 @@ static const char help[] = "infl: influence functions (training-data attribution
 
 #include "driver.h"
 #include <infl/eigen.h>
+#include <cblas.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -73,6 +75,8 @@ int main(int argc, char **argv)
     return helpflg ? 0 : 1;
   }
   subcommand = sub->name;
+  /* one BLAS thread per rank unless the environment says otherwise: ranks are the unit of parallelism */
+  if (!getenv("OPENBLAS_NUM_THREADS") && !getenv("OMP_NUM_THREADS")) openblas_set_num_threads(1);
   PetscCall(PetscPushErrorHandler(error_handler, NULL));
   PetscCall(PetscOptionsHasHelp(NULL, &helpflg));
   ierr = sub->run(PETSC_COMM_WORLD, helpflg);

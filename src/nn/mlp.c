@@ -82,9 +82,8 @@ static PetscErrorCode free_workspace(InflModel m)
       PetscCall(PetscFree(m->ds[l]));
     }
   }
-  PetscCall(PetscFree(m->h));
-  PetscCall(PetscFree(m->s));
-  PetscCall(PetscFree(m->ds));
+  if (m->h) PetscCall(PetscFree3(m->h, m->s, m->ds));
+  m->h = NULL;
   PetscCall(PetscFree(m->loss));
   m->wsB = 0;
   PetscFunctionReturn(0);
