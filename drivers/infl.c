@@ -5,6 +5,8 @@ static const char help[] = "infl: influence functions (training-data attribution
                            "  fit      EK-FAC factors                        -model FILE -train SPEC -out factors.h5\n"
                            "  score    influence of train on queries, top-k  -model FILE -factors FILE -train SPEC -query SPEC -out scores.h5\n"
                            "  self     self-influence of train examples      -model FILE -factors FILE -train SPEC -out self.h5\n"
+                           "  ihvp     scores with exact Krylov IHVP queries -model FILE -factors FILE -train SPEC -query SPEC -out scores.h5\n"
+                           "  fidelity identity/K-FAC/EK-FAC vs Krylov IHVP -model FILE -factors FILE -train SPEC -query SPEC -out fidelity.h5\n"
                            "  run      the whole study of an options file    -options_file jobs/fashion-mnist.opts\n"
                            "  inspect  summary of an infl or model file      -file PATH\n";
 
@@ -48,6 +50,7 @@ typedef struct {
 static const Subcommand subcommands[] = {
   {"train", InflDriverTrain}, {"eval", InflDriverEval}, {"fit", InflDriverFit},       {"score", InflDriverScore},
   {"self", InflDriverSelf},   {"run", InflDriverRun},   {"inspect", InflDriverInspect},
+  {"ihvp", InflDriverIhvp},   {"fidelity", InflDriverFidelity},
 };
 
 int main(int argc, char **argv)
