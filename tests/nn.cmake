@@ -1,0 +1,6 @@
+# model layer tests: PyTorch reference, finite differences, batch-size invariance, model files, training
+infl_test(test_nn_reference SOURCES test_nn_reference.c LIBS infl_nn infl_io infl_core)
+infl_test(test_nn_fd SOURCES test_nn_fd.c LIBS infl_nn infl_io infl_core)
+infl_test(test_nn_batch SOURCES test_nn_batch.c LIBS infl_nn infl_io infl_core)
+infl_test(test_nn_file SOURCES test_nn_file.c LIBS infl_nn infl_io infl_core)
+infl_test(test_train SOURCES test_train.c LIBS infl_nn infl_io infl_core)
