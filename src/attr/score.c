@@ -39,7 +39,7 @@ PetscErrorCode InflScorerCreate(MPI_Comm comm, InflScorer *sc)
 PetscErrorCode InflScorerSetFromOptions(InflScorer sc)
 {
   PetscFunctionBegin;
-  PetscOptionsBegin(sc->comm, "score_", "Influence scoring options", "InflScorer");
+  PetscOptionsBegin(sc->comm, NULL, "Influence scoring options", "InflScorer");
   PetscCall(PetscOptionsInt("-score_topk", "proponents and opponents kept per query", "InflScorerSetTopK", sc->K, &sc->K, NULL));
   PetscCall(PetscOptionsBool("-score_save_all", "write the full (queries, train) score matrix", "InflScorerSave", sc->save_all, &sc->save_all, NULL));
   PetscCall(PetscOptionsBool("-score_per_layer", "write per-layer terms", "InflScorerSave", sc->per_layer, &sc->per_layer, NULL));
@@ -73,27 +73,18 @@ static PetscErrorCode scorer_free_queries(InflScorer sc)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek, PetscInt Q, const float xq[], const int64_t yq[], const int64_t qindex[])
+PetscErrorCode InflScorerSetPreconditionedQueries(InflScorer sc, InflModel model, PetscInt Q, const double *const P[], const int64_t yq[], const int64_t qindex[])
 {
-  PetscMPIInt     rank, size, *counts, *displs;
-  int64_t         q0, nq;
-  PetscInt        din, C, L;
-  InflLinear     *lin;
-  InflCapture    *cap;
-  InflPrecision   prec;
-  InflEKFACLayer *ekl;
+  PetscInt    din, C, L;
+  InflLinear *lin;
 
   PetscFunctionBegin;
   PetscCall(scorer_free_queries(sc));
-  PetscCallMPI(MPI_Comm_rank(sc->comm, &rank));
-  PetscCallMPI(MPI_Comm_size(sc->comm, &size));
   PetscCall(InflModelGetLayers(model, &L, &lin));
   PetscCall(InflModelGetSizes(model, &din, &C));
-  PetscCall(InflEKFACGetLayers(ek, NULL, &ekl));
   PetscCheck(Q > 0, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "no queries given; pass -query_indices");
   for (PetscInt q = 0; q < Q; q++) PetscCheck(yq[q] >= 0 && yq[q] < C, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "query %" PRId64 " has label %" PRId64 " outside the model's %d classes", qindex ? qindex[q] : (int64_t)q, yq[q], (int)C);
   sc->model = model;
-  sc->ek    = ek;
   sc->L     = L;
   sc->Q     = Q;
   PetscCall(InflModelGetPrecision(model, &sc->prec));
@@ -109,32 +100,14 @@ PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek
     PetscCall(InflModelGetHash(model, &h));
     PetscCall(PetscStrncpy(sc->model_hash, h, sizeof(sc->model_hash)));
   }
-
-  /* this rank's block of queries, their gradients in double, preconditioned */
-  InflPartition(Q, size, rank, &q0, &nq);
-  PetscCall(InflModelGetPrecision(model, &prec));
-  PetscCall(InflModelSetPrecision(model, INFL_PREC_DOUBLE));
-  PetscCall(InflCaptureCreate(model, (PetscInt)PetscMax(nq, 1), &cap));
-  if (nq > 0) PetscCall(InflModelCapture(model, (PetscInt)nq, xq + q0 * din, yq + q0, cap));
-  PetscCall(PetscMalloc2(size, &counts, size, &displs));
   for (PetscInt l = 0; l < L; l++) {
     PetscInt na = lin[l].din + 1, nd = lin[l].dout;
     int64_t  per = (int64_t)nd * na;
-    double  *mine;
     sc->din[l]      = lin[l].din;
     sc->dout[l]     = nd;
     sc->by_input[l] = nd <= na ? PETSC_TRUE : PETSC_FALSE;
     PetscCall(PetscMalloc1((size_t)Q * per, &sc->Pq[l]));
-    PetscCall(PetscMalloc1((size_t)PetscMax(nq, 1) * per, &mine));
-    if (nq > 0) PetscCall(InflEKFACPreconditionRankOne(ek, l, (PetscInt)nq, cap->ds64[l], cap->a64[l], mine));
-    for (PetscMPIInt r = 0; r < size; r++) {
-      int64_t s0, sn;
-      InflPartition(Q, size, r, &s0, &sn);
-      PetscCall(InflMPIIntCast(sn * per, "preconditioned query block", &counts[r]));
-      PetscCall(InflMPIIntCast(s0 * per, "preconditioned query offset", &displs[r]));
-    }
-    PetscCallMPI(MPI_Allgatherv(mine, counts[rank], MPI_DOUBLE, sc->Pq[l], counts, displs, MPI_DOUBLE, sc->comm));
-    PetscCall(PetscFree(mine));
+    PetscCall(PetscArraycpy(sc->Pq[l], P[l], (size_t)Q * per));
     /* scoring layout */
     if (sc->by_input[l]) {
       sc->P64[l] = NULL; /* (Q*nd, na) is Pq itself */
@@ -150,9 +123,58 @@ PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek
       for (int64_t i = 0; i < (int64_t)Q * per; i++) sc->P32[l][i] = (float)src[i];
     }
   }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek, PetscInt Q, const float xq[], const int64_t yq[], const int64_t qindex[])
+{
+  PetscMPIInt   rank, size, *counts, *displs;
+  int64_t       q0, nq;
+  PetscInt      din, C, L;
+  InflLinear   *lin;
+  InflCapture  *cap;
+  InflPrecision prec;
+  double      **P;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(sc->comm, &rank));
+  PetscCallMPI(MPI_Comm_size(sc->comm, &size));
+  PetscCall(InflModelGetLayers(model, &L, &lin));
+  PetscCall(InflModelGetSizes(model, &din, &C));
+  PetscCheck(Q > 0, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "no queries given; pass -query_indices");
+  for (PetscInt q = 0; q < Q; q++) PetscCheck(yq[q] >= 0 && yq[q] < C, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "query %" PRId64 " has label %" PRId64 " outside the model's %d classes", qindex ? qindex[q] : (int64_t)q, yq[q], (int)C);
+
+  /* this rank's block of queries, their gradients in double, preconditioned */
+  InflPartition(Q, size, rank, &q0, &nq);
+  PetscCall(InflModelGetPrecision(model, &prec));
+  PetscCall(InflModelSetPrecision(model, INFL_PREC_DOUBLE));
+  PetscCall(InflCaptureCreate(model, (PetscInt)PetscMax(nq, 1), &cap));
+  if (nq > 0) PetscCall(InflModelCapture(model, (PetscInt)nq, xq + q0 * din, yq + q0, cap));
+  PetscCall(PetscMalloc2(size, &counts, size, &displs));
+  PetscCall(PetscCalloc1(L, &P));
+  for (PetscInt l = 0; l < L; l++) {
+    PetscInt na = lin[l].din + 1, nd = lin[l].dout;
+    int64_t  per = (int64_t)nd * na;
+    double  *mine;
+    PetscCall(PetscMalloc1((size_t)Q * per, &P[l]));
+    PetscCall(PetscMalloc1((size_t)PetscMax(nq, 1) * per, &mine));
+    if (nq > 0) PetscCall(InflEKFACPreconditionRankOne(ek, l, (PetscInt)nq, cap->ds64[l], cap->a64[l], mine));
+    for (PetscMPIInt r = 0; r < size; r++) {
+      int64_t s0, sn;
+      InflPartition(Q, size, r, &s0, &sn);
+      PetscCall(InflMPIIntCast(sn * per, "preconditioned query block", &counts[r]));
+      PetscCall(InflMPIIntCast(s0 * per, "preconditioned query offset", &displs[r]));
+    }
+    PetscCallMPI(MPI_Allgatherv(mine, counts[rank], MPI_DOUBLE, P[l], counts, displs, MPI_DOUBLE, sc->comm));
+    PetscCall(PetscFree(mine));
+  }
   PetscCall(PetscFree2(counts, displs));
   PetscCall(InflCaptureDestroy(&cap));
   PetscCall(InflModelSetPrecision(model, prec));
+  PetscCall(InflScorerSetPreconditionedQueries(sc, model, Q, (const double *const *)P, yq, qindex));
+  sc->ek = ek;
+  for (PetscInt l = 0; l < L; l++) PetscCall(PetscFree(P[l]));
+  PetscCall(PetscFree(P));
   PetscFunctionReturn(0);
 }
 

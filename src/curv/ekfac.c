@@ -53,7 +53,7 @@ PetscErrorCode InflEKFACSetFromOptions(InflEKFAC ek)
   double      damping = ek->damping;
 
   PetscFunctionBegin;
-  PetscOptionsBegin(ek->comm, "ekfac_", "EK-FAC curvature options", "InflEKFAC");
+  PetscOptionsBegin(ek->comm, NULL, "EK-FAC curvature options", "InflEKFAC");
   PetscCall(PetscOptionsEList("-ekfac_fisher", "true: labels sampled from the model; empirical: data labels", "InflEKFACSetFisher", kinds, 2, kinds[kind], &kind, NULL));
   PetscCall(PetscOptionsInt("-ekfac_seed", "seed of the sampled labels", "InflEKFACSetFisher", seed, &seed, NULL));
   PetscCall(PetscOptionsReal("-ekfac_damping", "absolute damping for every layer (default: factor * mean(Lambda_l))", "InflEKFACSetDamping", damping, &damping, &set));

@@ -1,0 +1,381 @@
+/* EK-FAC fit, scores, top-k and self-influence against the independent PyTorch/numpy reference (tests/ref/), in double
+ * and single precision, at any rank count; plus rank invariance against one rank inside the same run, more ranks than
+ * examples, duplicated examples and an exactly singular factor. */
+static const char help[] = "EK-FAC pipeline against reference fixtures.\n";
+
+#include <infl/score.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "io/check.h"
+
+#define FMNIST "idx:/usr/share/datasets/fashion-mnist/train"
+#define FMNIST_TEST "idx:/usr/share/datasets/fashion-mnist/t10k"
+
+static char ref_dir[PETSC_MAX_PATH_LEN];
+
+static PetscErrorCode read_ref(MPI_Comm comm, const char name[], int64_t n, double buf[])
+{
+  char    path[PETSC_MAX_PATH_LEN];
+  hid_t   file;
+  int     nd;
+  int64_t dims[8], total = 1;
+
+  PetscFunctionBegin;
+  PetscCall(PetscSNPrintf(path, sizeof(path), "%s/mlp_small_ref.h5", ref_dir));
+  PetscCall(InflH5Open(comm, path, PETSC_FALSE, &file));
+  PetscCall(InflH5GetDims(file, name, &nd, dims));
+  EXPECT(nd >= 0, "fixture has no %s", name);
+  for (int i = 0; i < nd; i++) total *= dims[i];
+  EXPECT(total == n, "fixture %s has %" PRId64 " entries, expected %" PRId64, name, total, n);
+  PetscCall(InflH5ReadArray(file, name, H5T_NATIVE_DOUBLE, nd, NULL, dims, buf));
+  PetscCall(InflH5Close(&file));
+  PetscFunctionReturn(0);
+}
+
+/* max |x - r| / max |r| */
+static double rel_err(int64_t n, const double x[], const double r[])
+{
+  double e = 0, m = 0;
+  for (int64_t i = 0; i < n; i++) {
+    e = PetscMax(e, fabs(x[i] - r[i]));
+    m = PetscMax(m, fabs(r[i]));
+  }
+  return m > 0 ? e / m : e;
+}
+
+/* Fit on the reference's 256 training examples and compare everything; prec = single or double. */
+static PetscErrorCode check_against_reference(MPI_Comm comm, InflFisher fisher, InflPrecision prec)
+{
+  const char     *kind = fisher == INFL_FISHER_TRUE ? "true" : "empirical";
+  const double    tol_f = prec == INFL_PREC_DOUBLE ? 1e-9 : 2e-5; /* factors */
+  const double    tol_s = prec == INFL_PREC_DOUBLE ? 1e-7 : 1e-4; /* scores, self-influence */
+  char            path[PETSC_MAX_PATH_LEN], name[128];
+  InflModel       model;
+  InflData        train, query;
+  InflEKFAC       ek;
+  InflEKFACLayer *ly;
+  PetscInt        L;
+  InflScorer      sc;
+  const int64_t   Q = 8, N = 256, qidx[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+  float           xq[8 * 784];
+  int64_t         yq[8], start, count;
+  double         *ref, *self, maxerr_scores = 0;
+  const double   *local;
+  InflTopK       *top, *bottom;
+
+  PetscFunctionBegin;
+  PetscCall(PetscSNPrintf(path, sizeof(path), "%s/mlp_small.safetensors", ref_dir));
+  PetscCall(InflModelCreate(comm, &model));
+  PetscCall(InflModelLoad(model, path));
+  PetscCall(InflModelSetPrecision(model, prec));
+  PetscCall(InflDataOpen(comm, FMNIST, N, &train));
+  PetscCall(InflDataOpen(comm, FMNIST_TEST, 16, &query));
+  PetscCall(InflEKFACCreate(comm, &ek));
+  PetscCall(InflEKFACSetFisher(ek, fisher, 1234));
+  PetscCall(InflEKFACFit(ek, model, train));
+  PetscCall(InflEKFACGetLayers(ek, &L, &ly));
+  PetscCall(PetscMalloc1(785 * 785, &ref));
+  for (PetscInt l = 0; l < L; l++) {
+    int64_t na = ly[l].din + 1, nd = ly[l].dout;
+    double  e, v;
+#define CMP(field, n, buf, tol) \
+  do { \
+    PetscCall(PetscSNPrintf(name, sizeof(name), "/fisher/%s/layers.%d/%s", kind, (int)l, field)); \
+    PetscCall(read_ref(comm, name, n, ref)); \
+    e = rel_err(n, buf, ref); \
+    EXPECT(e <= tol, "%s Fisher, %s precision: %s relative error %.3e > %.1e", kind, prec ? "double" : "single", name, e, tol); \
+  } while (0)
+    CMP("A_eigenvalues", na, ly[l].eA, tol_f);
+    CMP("S_eigenvalues", nd, ly[l].eS, tol_f);
+    CMP("S", nd * nd, ly[l].S, tol_f);
+    if (l > 0) CMP("A", na * na, ly[l].A, tol_f);
+    else {
+      double diag[785], block[256];
+      for (int64_t i = 0; i < na; i++) diag[i] = ly[l].A[i * na + i];
+      for (int i = 0; i < 16; i++) for (int j = 0; j < 16; j++) block[i * 16 + j] = ly[l].A[i * na + j];
+      CMP("A_diag", na, diag, tol_f);
+      CMP("A_block16", 256, block, tol_f);
+    }
+    CMP("damping", 1, &ly[l].damping, tol_f);
+    v = 0;
+    for (int64_t i = 0; i < nd * na; i++) v += ly[l].Lambda[i];
+    CMP("Lambda_sum", 1, &v, tol_f);
+#undef CMP
+  }
+
+  /* scores (full matrix, this rank's columns), per layer, top-k, bottom-k */
+  PetscCall(InflDataGetExamples(query, (PetscInt)Q, qidx, xq, yq));
+  PetscCall(PetscOptionsSetValue(NULL, "-score_save_all", "1"));
+  PetscCall(PetscOptionsSetValue(NULL, "-score_per_layer", "1"));
+  PetscCall(PetscOptionsSetValue(NULL, "-score_chunk", "37")); /* chunks that do not divide the shards */
+  PetscCall(InflScorerCreate(comm, &sc));
+  PetscCall(InflScorerSetFromOptions(sc));
+  PetscCall(InflScorerSetQueries(sc, model, ek, (PetscInt)Q, xq, yq, qidx));
+  PetscCall(InflScorerScore(sc, train));
+  PetscCall(InflScorerGetLocalScores(sc, &start, &count, &local));
+  PetscCall(PetscSNPrintf(name, sizeof(name), "/fisher/%s/scores", kind));
+  PetscCall(read_ref(comm, name, Q * N, ref));
+  for (int64_t q = 0; q < Q; q++) {
+    double e = 0, m = 0;
+    for (int64_t j = 0; j < N; j++) m = PetscMax(m, fabs(ref[q * N + j]));
+    for (int64_t j = 0; j < count; j++) e = PetscMax(e, fabs(local[q * count + j] - ref[q * N + start + j]));
+    maxerr_scores = PetscMax(maxerr_scores, e / m);
+  }
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &maxerr_scores, 1, MPI_DOUBLE, MPI_MAX, comm));
+  EXPECT(maxerr_scores <= tol_s, "%s Fisher, %s precision: scores relative error %.3e > %.1e", kind, prec ? "double" : "single", maxerr_scores, tol_s);
+  PetscCall(InflScorerGetTopK(sc, &top, &bottom));
+  EXPECT(top->K == 10 && bottom->K == 10, "top-k size %d", (int)top->K);
+  for (int w = 0; w < 2; w++) {
+    InflTopK *t = w ? bottom : top;
+    PetscCall(PetscSNPrintf(name, sizeof(name), "/fisher/%s/%s", kind, w ? "bottomk_indices" : "topk_indices"));
+    PetscCall(read_ref(comm, name, Q * 10, ref));
+    for (int64_t i = 0; i < Q * 10; i++) EXPECT(t->index[i] == (int64_t)ref[i], "%s Fisher, %s precision: %s[%d][%d] = %" PRId64 ", reference %d", kind, prec ? "double" : "single", name, (int)(i / 10), (int)(i % 10), t->index[i], (int)ref[i]);
+    for (int64_t q = 0; q < Q; q++) EXPECT(t->n[q] == 10, "query %d holds %d entries", (int)q, (int)t->n[q]);
+  }
+  /* per-layer terms of the top-k pairs against the reference per-layer matrix */
+  {
+    double *pl;
+    PetscCall(PetscMalloc1(3 * Q * N, &pl));
+    PetscCall(PetscSNPrintf(name, sizeof(name), "/fisher/%s/scores_per_layer", kind));
+    PetscCall(read_ref(comm, name, 3 * Q * N, pl));
+    PetscCall(InflScorerSave(sc, "test_ekfac_scores.h5", PETSC_TRUE));
+    {
+      hid_t   f;
+      double *tl;
+      int64_t dims[3] = {3, Q, 10};
+      PetscCall(PetscMalloc1(3 * Q * 10, &tl));
+      PetscCall(InflH5Open(comm, "test_ekfac_scores.h5", PETSC_FALSE, &f));
+      PetscCall(InflH5ReadArray(f, "/topk/per_layer", H5T_NATIVE_DOUBLE, 3, dims, NULL, tl));
+      PetscCall(InflH5Close(&f));
+      for (PetscInt l = 0; l < 3; l++)
+        for (int64_t q = 0; q < Q; q++) {
+          double m = 0;
+          for (int64_t j = 0; j < N; j++) m = PetscMax(m, fabs(pl[(l * Q + q) * N + j]));
+          for (int k = 0; k < 10; k++) {
+            double r = pl[(l * Q + q) * N + top->index[q * 10 + k]], v = tl[(l * Q + q) * 10 + k];
+            EXPECT(fabs(v - r) <= tol_s * m + 1e-300, "per-layer term layer %d query %d rank %d: %.6e vs reference %.6e", (int)l, (int)q, k, v, r);
+          }
+        }
+      PetscCall(PetscFree(tl));
+    }
+    PetscCall(PetscFree(pl));
+  }
+  PetscCall(InflScorerDestroy(&sc));
+
+  /* self-influence */
+  PetscCall(PetscMalloc1(PetscMax(count, 1), &self));
+  PetscCall(InflSelfInfluence(model, ek, train, 29, self));
+  PetscCall(PetscSNPrintf(name, sizeof(name), "/fisher/%s/self_influence", kind));
+  PetscCall(read_ref(comm, name, N, ref));
+  {
+    double e = 0, m = 0;
+    for (int64_t j = 0; j < N; j++) m = PetscMax(m, fabs(ref[j]));
+    for (int64_t j = 0; j < count; j++) e = PetscMax(e, fabs(self[j] - ref[start + j]) / m);
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &e, 1, MPI_DOUBLE, MPI_MAX, comm));
+    EXPECT(e <= tol_s, "%s Fisher, %s precision: self-influence relative error %.3e > %.1e", kind, prec ? "double" : "single", e, tol_s);
+    PetscCall(PetscPrintf(comm, "%-9s Fisher, %s precision: scores rel. error %.2e, self-influence %.2e, top-k/bottom-k identical\n", kind, prec ? "double" : "single", maxerr_scores, e));
+  }
+  PetscCall(PetscFree(self));
+  PetscCall(PetscFree(ref));
+  PetscCall(PetscOptionsClearValue(NULL, "-score_save_all"));
+  PetscCall(PetscOptionsClearValue(NULL, "-score_per_layer"));
+  PetscCall(PetscOptionsClearValue(NULL, "-score_chunk"));
+  PetscCall(InflEKFACDestroy(&ek));
+  PetscCall(InflDataDestroy(&train));
+  PetscCall(InflDataDestroy(&query));
+  PetscCall(InflModelDestroy(&model));
+  PetscFunctionReturn(0);
+}
+
+/* Self-influence of a training example equals its pairwise score with itself (queries = training examples). */
+static PetscErrorCode check_self_equals_pairwise(MPI_Comm comm)
+{
+  char          path[PETSC_MAX_PATH_LEN];
+  InflModel     model;
+  InflData      train;
+  InflEKFAC     ek;
+  InflScorer    sc;
+  const int64_t qidx[5] = {0, 3, 77, 128, 255};
+  float         xq[5 * 784];
+  int64_t       yq[5], start, count;
+  double       *self;
+  const double *local;
+
+  PetscFunctionBegin;
+  PetscCall(PetscSNPrintf(path, sizeof(path), "%s/mlp_small.safetensors", ref_dir));
+  PetscCall(InflModelCreate(comm, &model));
+  PetscCall(InflModelLoad(model, path));
+  PetscCall(InflModelSetPrecision(model, INFL_PREC_DOUBLE));
+  PetscCall(InflDataOpen(comm, FMNIST, 256, &train));
+  PetscCall(InflEKFACCreate(comm, &ek));
+  PetscCall(InflEKFACSetFisher(ek, INFL_FISHER_EMPIRICAL, 0));
+  PetscCall(InflEKFACFit(ek, model, train));
+  PetscCall(InflDataGetExamples(train, 5, qidx, xq, yq));
+  PetscCall(PetscOptionsSetValue(NULL, "-score_save_all", "1"));
+  PetscCall(InflScorerCreate(comm, &sc));
+  PetscCall(InflScorerSetFromOptions(sc));
+  PetscCall(PetscOptionsClearValue(NULL, "-score_save_all"));
+  PetscCall(InflScorerSetQueries(sc, model, ek, 5, xq, yq, qidx));
+  PetscCall(InflScorerScore(sc, train));
+  PetscCall(InflScorerGetLocalScores(sc, &start, &count, &local));
+  PetscCall(PetscMalloc1(PetscMax(count, 1), &self));
+  PetscCall(InflSelfInfluence(model, ek, train, 64, self));
+  for (int q = 0; q < 5; q++) {
+    int64_t m = qidx[q];
+    if (m < start || m >= start + count) continue;
+    EXPECT(fabs(local[q * count + (m - start)] - self[m - start]) <= 1e-9 * fabs(self[m - start]), "self-influence of %d is %.12e but its pairwise score with itself is %.12e", (int)m, self[m - start], local[q * count + (m - start)]);
+    EXPECT(self[m - start] > 0, "self-influence of %d is %g, not positive", (int)m, self[m - start]);
+  }
+  PetscCall(PetscFree(self));
+  PetscCall(InflScorerDestroy(&sc));
+  PetscCall(InflEKFACDestroy(&ek));
+  PetscCall(InflDataDestroy(&train));
+  PetscCall(InflModelDestroy(&model));
+  PetscFunctionReturn(0);
+}
+
+/* Write an h5 data set from Fashion-MNIST examples `src` (n) on rank 0's behalf; collective. */
+static PetscErrorCode write_h5_data(MPI_Comm comm, const char path[], PetscInt n, const int64_t src[], PetscBool zero_column)
+{
+  InflData fm;
+  float   *x;
+  int64_t *y, dx[2] = {n, 784}, dy[1] = {n};
+  hid_t    file;
+
+  PetscFunctionBegin;
+  PetscCall(InflDataOpen(comm, FMNIST, 512, &fm));
+  PetscCall(PetscMalloc2((size_t)n * 784, &x, n, &y));
+  PetscCall(InflDataGetExamples(fm, n, src, x, y));
+  if (zero_column) for (PetscInt i = 0; i < n; i++) x[i * 784 + 400] = 0;
+  PetscCall(InflH5Create(comm, path, PETSC_TRUE, &file));
+  PetscCall(InflH5WriteArray(file, "/inputs", H5T_NATIVE_FLOAT, 2, dx, x));
+  PetscCall(InflH5WriteArray(file, "/labels", H5T_NATIVE_INT64, 1, dy, y));
+  PetscCall(InflH5Close(&file));
+  PetscCall(PetscFree2(x, y));
+  PetscCall(InflDataDestroy(&fm));
+  PetscFunctionReturn(0);
+}
+
+/* Scores and self-influence of the same data on `comm` and on PETSC_COMM_SELF (one rank) agree. */
+static PetscErrorCode scores_on(MPI_Comm comm, const char data[], InflModel *m, double scores[] /* (Q, N) */, double self_all[] /* (N) */, int64_t N)
+{
+  char          path[PETSC_MAX_PATH_LEN];
+  InflModel     model;
+  InflData      train;
+  InflEKFAC     ek;
+  InflScorer    sc;
+  const int64_t qidx[3] = {0, 1, 2};
+  float         xq[3 * 784];
+  int64_t       yq[3], start, count;
+  const double *local;
+  double       *self;
+
+  PetscFunctionBegin;
+  PetscCall(PetscSNPrintf(path, sizeof(path), "%s/mlp_small.safetensors", ref_dir));
+  PetscCall(InflModelCreate(comm, &model));
+  PetscCall(InflModelLoad(model, path));
+  PetscCall(InflModelSetPrecision(model, INFL_PREC_DOUBLE));
+  PetscCall(InflDataOpen(comm, data, 0, &train));
+  PetscCall(InflEKFACCreate(comm, &ek));
+  PetscCall(InflEKFACFit(ek, model, train));
+  PetscCall(InflDataGetExamples(train, 3, qidx, xq, yq));
+  PetscCall(PetscOptionsSetValue(NULL, "-score_save_all", "1"));
+  PetscCall(InflScorerCreate(comm, &sc));
+  PetscCall(InflScorerSetFromOptions(sc));
+  PetscCall(PetscOptionsClearValue(NULL, "-score_save_all"));
+  PetscCall(InflScorerSetQueries(sc, model, ek, 3, xq, yq, qidx));
+  PetscCall(InflScorerScore(sc, train));
+  PetscCall(InflScorerGetLocalScores(sc, &start, &count, &local));
+  PetscCall(PetscArrayzero(scores, 3 * N));
+  PetscCall(PetscArrayzero(self_all, N));
+  for (int q = 0; q < 3; q++) for (int64_t j = 0; j < count; j++) scores[q * N + start + j] = local[q * count + j];
+  PetscCall(PetscMalloc1(PetscMax(count, 1), &self));
+  PetscCall(InflSelfInfluence(model, ek, train, 7, self));
+  for (int64_t j = 0; j < count; j++) self_all[start + j] = self[j];
+  PetscCall(InflAllreduceSum(scores, 3 * N, MPI_DOUBLE, comm));
+  PetscCall(InflAllreduceSum(self_all, N, MPI_DOUBLE, comm));
+  PetscCall(PetscFree(self));
+  PetscCall(InflScorerDestroy(&sc));
+  PetscCall(InflEKFACDestroy(&ek));
+  PetscCall(InflDataDestroy(&train));
+  if (m) *m = model;
+  else PetscCall(InflModelDestroy(&model));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode check_invariance(MPI_Comm comm, const char label[], const char data[], int64_t N)
+{
+  double *s1, *sN, *f1, *fN, e1, e2;
+
+  PetscFunctionBegin;
+  PetscCall(PetscMalloc4(3 * N, &s1, 3 * N, &sN, N, &f1, N, &fN));
+  PetscCall(scores_on(comm, data, NULL, sN, fN, N));
+  PetscCall(scores_on(PETSC_COMM_SELF, data, NULL, s1, f1, N));
+  e1 = rel_err(3 * N, sN, s1);
+  e2 = rel_err(N, fN, f1);
+  for (int64_t i = 0; i < 3 * N; i++) EXPECT(isfinite(sN[i]), "%s: score %d is not finite", label, (int)i);
+  EXPECT(e1 <= 1e-6 && e2 <= 1e-6, "%s: all ranks vs one rank: scores differ by %.3e, self-influence by %.3e (relative)", label, e1, e2);
+  PetscCall(PetscPrintf(comm, "%s: all ranks vs one rank: scores %.2e, self-influence %.2e\n", label, e1, e2));
+  PetscCall(PetscFree4(s1, sN, f1, fN));
+  PetscFunctionReturn(0);
+}
+
+int main(int argc, char **argv)
+{
+  MPI_Comm    comm;
+  const char *src;
+
+  PetscCall(PetscInitialize(&argc, &argv, NULL, help));
+  comm = PETSC_COMM_WORLD;
+  src  = getenv("INFL_SOURCE_DIR");
+  PetscCall(PetscSNPrintf(ref_dir, sizeof(ref_dir), "%s/tests/ref", src ? src : "."));
+
+  PetscCall(check_against_reference(comm, INFL_FISHER_EMPIRICAL, INFL_PREC_DOUBLE));
+  PetscCall(check_against_reference(comm, INFL_FISHER_TRUE, INFL_PREC_DOUBLE));
+  PetscCall(check_against_reference(comm, INFL_FISHER_EMPIRICAL, INFL_PREC_SINGLE));
+  PetscCall(check_against_reference(comm, INFL_FISHER_TRUE, INFL_PREC_SINGLE));
+  PetscCall(check_self_equals_pairwise(comm));
+
+  /* more ranks than examples (3 examples), duplicated examples and an all-zero input column */
+  {
+    const int64_t three[3] = {5, 9, 11}, dup[12] = {5, 5, 9, 9, 9, 11, 20, 20, 31, 5, 42, 42};
+    PetscCall(write_h5_data(comm, "test_ekfac_three.h5", 3, three, PETSC_FALSE));
+    PetscCall(check_invariance(comm, "3 examples", "h5:test_ekfac_three.h5", 3));
+    PetscCall(write_h5_data(comm, "test_ekfac_dup.h5", 12, dup, PETSC_TRUE));
+    PetscCall(check_invariance(comm, "duplicates + zero column", "h5:test_ekfac_dup.h5", 12));
+    {
+      double *s, *f;
+      PetscCall(PetscMalloc2(36, &s, 12, &f));
+      PetscCall(scores_on(comm, "h5:test_ekfac_dup.h5", NULL, s, f, 12));
+      for (int q = 0; q < 3; q++) {
+        /* equal up to rounding (a GEMM may treat rows at different positions with different SIMD lanes) */
+        double m = fabs(s[q * 12]) + fabs(s[q * 12 + 10]);
+        EXPECT(fabs(s[q * 12 + 0] - s[q * 12 + 1]) <= 1e-12 * m && fabs(s[q * 12 + 0] - s[q * 12 + 9]) <= 1e-12 * m, "duplicated examples 0, 1, 9 got different scores for query %d", q);
+        EXPECT(fabs(s[q * 12 + 10] - s[q * 12 + 11]) <= 1e-12 * m, "duplicated examples 10, 11 got different scores");
+      }
+      PetscCall(PetscFree2(s, f));
+    }
+  }
+
+  /* damping 0 with zero eigenvalues (pixels that are 0 in every example make A exactly singular) is an error */
+  {
+    char      path[PETSC_MAX_PATH_LEN];
+    InflModel model;
+    InflData  train;
+    InflEKFAC ek;
+    PetscCall(PetscSNPrintf(path, sizeof(path), "%s/mlp_small.safetensors", ref_dir));
+    PetscCall(InflModelCreate(comm, &model));
+    PetscCall(InflModelLoad(model, path));
+    PetscCall(InflDataOpen(comm, FMNIST, 64, &train));
+    PetscCall(InflEKFACCreate(comm, &ek));
+    PetscCall(InflEKFACFit(ek, model, train));
+    EXPECT_FAIL(comm, InflEKFACSetDamping(ek, 0.0), "singular", "damping 0 on a singular factor");
+    PetscCall(InflEKFACDestroy(&ek));
+    PetscCall(InflDataDestroy(&train));
+    PetscCall(InflModelDestroy(&model));
+  }
+  PetscCall(PetscPrintf(comm, "test_ekfac: all checks passed\n"));
+  PetscCall(PetscFinalize());
+  return 0;
+}
