@@ -1,0 +1,122 @@
+static const char help[] = "Per-example captures (a, Ds, loss) do not depend on the batch size: 37 Fashion-MNIST examples in one\n"
+                           "batch vs batches of 1, 5 and 16, in single (1e-6 relative) and double precision (1e-12).\n";
+#include <infl/model.h>
+#include <math.h>
+
+#define EXPECT(cond, ...) PetscCheck(cond, PETSC_COMM_SELF, PETSC_ERR_PLIB, __VA_ARGS__)
+#define NX 37
+
+/* max over rows of max|u - v| / max|v| of the row (rows of width w) */
+static double row_rel(PetscInt rows, PetscInt w, const double u[], const double v[])
+{
+  double worst = 0;
+  for (PetscInt r = 0; r < rows; r++) {
+    double d = 0, m = 0;
+    for (PetscInt j = 0; j < w; j++) {
+      d = PetscMax(d, fabs(u[r * w + j] - v[r * w + j]));
+      m = PetscMax(m, fabs(v[r * w + j]));
+    }
+    if (d > 0) worst = PetscMax(worst, d / PetscMax(m, 1e-300));
+  }
+  return worst;
+}
+
+static PetscErrorCode check_precision(MPI_Comm comm, InflModel model, InflPrecision prec, const float x[], const int64_t y[])
+{
+  const PetscInt sizes[3] = {1, 5, 16};
+  /* float32: layer inputs a to 1e-6; Ds and the loss inherit the rounding of the logits (|z| up to ~20 here)
+   * amplified by the softmax of confident examples (p_j relative error ~ |dz|), so 1e-5 as for the reference */
+  const double   tol      = prec == INFL_PREC_DOUBLE ? 1e-12 : 1e-6, tol_ds = prec == INFL_PREC_DOUBLE ? 1e-12 : 1e-5;
+  const char    *pname    = prec == INFL_PREC_DOUBLE ? "double" : "single";
+  InflCapture   *full, *part;
+  PetscInt       L, din;
+  double        *ref_a[8], *ref_ds[8], ref_loss[NX], *ba, *bds;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelSetPrecision(model, prec));
+  PetscCall(InflModelGetLayers(model, &L, NULL));
+  PetscCall(InflModelGetSizes(model, &din, NULL));
+  PetscCall(InflCaptureCreate(model, NX, &full));
+  PetscCall(InflModelCapture(model, NX, x, y, full));
+  PetscCall(PetscMalloc2((size_t)NX * (din + 1), &ba, (size_t)NX * (din + 1), &bds));
+  for (PetscInt l = 0; l < L; l++) {
+    const double *a, *ds;
+    PetscCall(PetscMalloc2((size_t)NX * (full->din[l] + 1), &ref_a[l], (size_t)NX * full->dout[l], &ref_ds[l]));
+    InflCaptureGetDouble(full, l, ba, bds, &a, &ds);
+    PetscCall(PetscArraycpy(ref_a[l], a, (size_t)NX * (full->din[l] + 1)));
+    PetscCall(PetscArraycpy(ref_ds[l], ds, (size_t)NX * full->dout[l]));
+  }
+  PetscCall(PetscArraycpy(ref_loss, full->loss, NX));
+  for (int s = 0; s < 3; s++) {
+    PetscInt  bs = sizes[s];
+    double    worst_a = 0, worst_ds = 0, worst_loss = 0;
+    PetscBool bitwise = PETSC_TRUE;
+    PetscCall(InflCaptureCreate(model, bs, &part));
+    for (PetscInt n0 = 0; n0 < NX; n0 += bs) {
+      PetscInt nb = PetscMin(bs, NX - n0);
+      PetscCall(InflModelCapture(model, nb, x + (int64_t)n0 * din, y + n0, part));
+      for (PetscInt l = 0; l < L; l++) {
+        const double *a, *ds;
+        PetscInt      wa = part->din[l] + 1, wd = part->dout[l];
+        double        ea, ed;
+        InflCaptureGetDouble(part, l, ba, bds, &a, &ds);
+        ea = row_rel(nb, wa, a, ref_a[l] + (int64_t)n0 * wa);
+        ed = row_rel(nb, wd, ds, ref_ds[l] + (int64_t)n0 * wd);
+        if (ea > 0 || ed > 0) bitwise = PETSC_FALSE;
+        worst_a  = PetscMax(worst_a, ea);
+        worst_ds = PetscMax(worst_ds, ed);
+      }
+      for (PetscInt n = 0; n < nb; n++) {
+        double e = fabs(part->loss[n] - ref_loss[n0 + n]) / ref_loss[n0 + n];
+        if (e > 0) bitwise = PETSC_FALSE;
+        worst_loss = PetscMax(worst_loss, e);
+      }
+    }
+    PetscCall(PetscPrintf(comm, "%s: batches of %2d vs one batch of %d: max rel a %.2e, Ds %.2e, loss %.2e%s\n", pname, (int)bs, NX, worst_a, worst_ds, worst_loss, bitwise ? " (bitwise equal)" : ""));
+    EXPECT(worst_a <= tol && worst_ds <= tol_ds && worst_loss <= tol_ds, "%s: per-example captures depend on the batch size (%d vs %d): a %g (limit %g), Ds %g, loss %g (limit %g)", pname, (int)bs, NX, worst_a, tol, worst_ds, worst_loss, tol_ds);
+    PetscCall(InflCaptureDestroy(&part));
+  }
+  for (PetscInt l = 0; l < L; l++) PetscCall(PetscFree2(ref_a[l], ref_ds[l]));
+  PetscCall(PetscFree2(ba, bds));
+  PetscCall(InflCaptureDestroy(&full));
+  PetscFunctionReturn(0);
+}
+
+int main(int argc, char **argv)
+{
+  MPI_Comm    comm;
+  InflModel   model;
+  InflData    data;
+  const char *src;
+  char        mpath[PETSC_MAX_PATH_LEN];
+  float       x[NX * 784];
+  int64_t     y[NX], idx[NX];
+  PetscMPIInt rank;
+
+  PetscCall(PetscInitialize(&argc, &argv, NULL, help));
+  comm = PETSC_COMM_WORLD;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  src = getenv("INFL_SOURCE_DIR");
+  PetscCheck(src, comm, PETSC_ERR_USER, "set INFL_SOURCE_DIR to the source tree (ctest does)");
+  PetscCall(PetscSNPrintf(mpath, sizeof(mpath), "%s/tests/ref/mlp_small.safetensors", src));
+  PetscCall(InflDataOpen(comm, "idx:/usr/share/datasets/fashion-mnist/train", 1000, &data));
+  /* each rank its own 37 examples */
+  for (PetscInt i = 0; i < NX; i++) idx[i] = (int64_t)rank * NX + i;
+  PetscCall(InflDataGetExamples(data, NX, idx, x, y));
+  PetscCall(InflModelCreate(comm, &model));
+  PetscCall(InflModelLoad(model, mpath));
+  PetscCall(check_precision(comm, model, INFL_PREC_SINGLE, x, y));
+  PetscCall(check_precision(comm, model, INFL_PREC_DOUBLE, x, y));
+  /* a random tanh model as well (no zeros from relu) */
+  {
+    const PetscInt dims[4] = {784, 33, 17, 10};
+    PetscCall(InflModelSetUpMLP(model, 4, dims, INFL_ACT_TANH, 8));
+    PetscCall(check_precision(comm, model, INFL_PREC_SINGLE, x, y));
+    PetscCall(check_precision(comm, model, INFL_PREC_DOUBLE, x, y));
+  }
+  PetscCall(InflModelDestroy(&model));
+  PetscCall(InflDataDestroy(&data));
+  PetscCall(PetscPrintf(comm, "test_nn_batch: all checks passed\n"));
+  PetscCall(PetscFinalize());
+  return 0;
+}
