@@ -119,3 +119,13 @@ PetscErrorCode InflTrainOptionsFromOptions(InflTrainOptions *opt);
 PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, const InflTrainOptions *opt);
 /* Collective.  Mean per-example loss and accuracy over the whole data set (each rank its shard). */
 PetscErrorCode InflModelEvaluate(InflModel model, InflData data, double *mean_loss, double *accuracy);
+
+/* ---------------------------------------------------------------- forward-mode products (src/nn/mlp_rop.c) */
+/* Not collective.  Forward-mode (R-op, Pearlmutter 1994) pass in double: for B examples x (B, din) and a direction
+ * v (n) in the parameter slab layout, the logits z (B, C) and the Jacobian-vector products Jv (B, C) = dz/dtheta v.
+ * Either output may be NULL. */
+PetscErrorCode InflModelJacobianVectorProduct(InflModel model, PetscInt B, const float x[], const double v[], double z[], double Jv[]);
+/* Not collective.  Gauss-Newton product in double (Schraudolph 2002): u (n) += sum_b J_b^T H_b J_b v, with H_b the
+ * Hessian of the softmax cross-entropy w.r.t. the logits, diag(p) - p p^T (independent of the label).  Exact: one
+ * R-op forward and one backward of the linearized network; v and u in the parameter slab layout. */
+PetscErrorCode InflModelGaussNewtonProduct(InflModel model, PetscInt B, const float x[], const double v[], double u[]);

@@ -28,6 +28,10 @@ PetscErrorCode InflScorerSetTopK(InflScorer sc, PetscInt K);
  * passes the same queries; rank r preconditions queries r, r+size, ... and the results are all-gathered, so every
  * rank holds all P_l(q) (memory Q * sum_l dout_l (din_l+1) numbers). */
 PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek, PetscInt Q, const float xq[], const int64_t yq[], const int64_t qindex[]);
+/* Not collective (every rank passes the same values).  Queries whose preconditioned gradients P[l] (Q, dout_l,
+ * din_l+1) (bias last) were computed elsewhere, e.g. by Krylov solves (infl/ihvp.h); scored like EK-FAC queries.
+ * P is copied. */
+PetscErrorCode InflScorerSetPreconditionedQueries(InflScorer sc, InflModel model, PetscInt Q, const double *const P[], const int64_t yq[], const int64_t qindex[]);
 /* Collective.  Scores every training example of this rank's shard against the queries, in chunks; merges the
  * top-k and bottom-k across ranks. */
 PetscErrorCode InflScorerScore(InflScorer sc, InflData train);

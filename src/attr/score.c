@@ -1,5 +1,6 @@
 /* Pairwise EK-FAC influence scores against a set of queries, top-k reduction, self-influence. */
 #include <infl/score.h>
+#include "kernels.h"
 #include <cblas.h>
 #include <math.h>
 
@@ -178,32 +179,6 @@ PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek
   PetscFunctionReturn(0);
 }
 
-/* out (Q, B) += layer l's terms for a chunk: out[q, b] = sum_ij ds[b,i] P_q[i,j] a[b,j].  T is (B, Q*max(nd,na)). */
-#define SCORE_LAYER(NAME, REAL, GEMM) \
-  static void NAME(PetscInt Q, PetscInt B, PetscInt nd, PetscInt na, PetscBool by_input, const REAL *P, const REAL *a, const REAL *ds, REAL *T, double *out) \
-  { \
-    if (by_input) { \
-      GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, B, Q * nd, na, 1, a, na, P, na, 0, T, Q * nd); \
-      for (PetscInt b = 0; b < B; b++) \
-        for (PetscInt q = 0; q < Q; q++) { \
-          const REAL *t = T + (int64_t)b * Q * nd + (int64_t)q * nd, *d = ds + (int64_t)b * nd; \
-          double      s = 0; \
-          for (PetscInt i = 0; i < nd; i++) s += (double)t[i] * (double)d[i]; \
-          out[(int64_t)q * B + b] += s; \
-        } \
-    } else { \
-      GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, Q * na, nd, 1, ds, nd, P, Q * na, 0, T, Q * na); \
-      for (PetscInt b = 0; b < B; b++) \
-        for (PetscInt q = 0; q < Q; q++) { \
-          const REAL *t = T + (int64_t)b * Q * na + (int64_t)q * na, *x = a + (int64_t)b * na; \
-          double      s = 0; \
-          for (PetscInt j = 0; j < na; j++) s += (double)t[j] * (double)x[j]; \
-          out[(int64_t)q * B + b] += s; \
-        } \
-    } \
-  }
-SCORE_LAYER(score_layer_f32, float, cblas_sgemm)
-SCORE_LAYER(score_layer_f64, double, cblas_dgemm)
 
 /* The per-layer terms of the pairs in the merged lists, computed by the owners of the training examples. */
 static PetscErrorCode per_layer_terms(InflScorer sc, InflData train, InflTopK *t, double terms[] /* (L, Q, K) */)
@@ -299,8 +274,8 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
         dst = outl;
         PetscCall(PetscArrayzero(outl, (size_t)sc->Q * B));
       }
-      if (sc->prec == INFL_PREC_DOUBLE) score_layer_f64(sc->Q, B, nd, na, sc->by_input[l], sc->by_input[l] ? sc->Pq[l] : sc->P64[l], cap->a64[l], cap->ds64[l], (double *)T, dst);
-      else score_layer_f32(sc->Q, B, nd, na, sc->by_input[l], sc->P32[l], cap->a32[l], cap->ds32[l], (float *)T, dst);
+      if (sc->prec == INFL_PREC_DOUBLE) InflScoreLayer_f64(sc->Q, B, nd, na, sc->by_input[l], sc->by_input[l] ? sc->Pq[l] : sc->P64[l], cap->a64[l], cap->ds64[l], (double *)T, dst);
+      else InflScoreLayer_f32(sc->Q, B, nd, na, sc->by_input[l], sc->P32[l], cap->a32[l], cap->ds32[l], (float *)T, dst);
       if (outl) {
         for (PetscInt q = 0; q < sc->Q; q++)
           for (PetscInt b = 0; b < B; b++) {
