@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The Fashion-MNIST influence study on this machine: set up, then `infl run` at $NP ranks (default 2).
+# Outputs go to $OUTDIR (default ./fashion-mnist-out): model, factors.h5, scores.h5, self_influence.h5.
+# Rerunning reuses the model and factors already computed for the same model.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+NP=${NP:-2}
+OUTDIR=${OUTDIR:-$PWD/fashion-mnist-out}
+OPTS=${OPTS:-$repo/jobs/fashion-mnist.opts}
+"$repo/jobs/setup.sh"
+build=${INFL_BUILD_DIR:-$repo/build}
+[ "$(id -u)" -eq 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+extra=""
+[ "$NP" -gt "$(nproc)" ] && extra="--oversubscribe"
+exec mpiexec $extra -n "$NP" "$build/infl" run -options_file "$OPTS" -outdir "$OUTDIR" "$@"

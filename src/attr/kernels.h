@@ -1,0 +1,15 @@
+/* Scoring kernels (private to src/attr). */
+#ifndef INFL_ATTR_KERNELS_H
+#define INFL_ATTR_KERNELS_H
+#include <petscsys.h>
+#include <stdint.h>
+
+/* out (Q, B) += one layer's score terms for a chunk of B training examples against Q queries:
+ *   out[q, b] += sum_ij ds[b, i] P_q[i, j] a[b, j]
+ * a (B, na) layer inputs with the trailing 1, ds (B, nd) pseudo-gradients.  P is the stacked preconditioned query
+ * gradients in the layout chosen by by_input: (Q*nd, na) when by_input (a is contracted first: T = a P^T is
+ * (B, Q*nd)), else (nd, Q*na) (T = ds P is (B, Q*na)).  T is scratch of B*Q*max(nd, na) elements.  Cost:
+ * 2 B Q nd na flops in one GEMM plus B Q min(nd, na) for the row-wise dot products. */
+void InflScoreLayer_f32(PetscInt Q, PetscInt B, PetscInt nd, PetscInt na, PetscBool by_input, const float *P, const float *a, const float *ds, float *T, double *out);
+void InflScoreLayer_f64(PetscInt Q, PetscInt B, PetscInt nd, PetscInt na, PetscBool by_input, const double *P, const double *a, const double *ds, double *T, double *out);
+#endif
