@@ -48,6 +48,9 @@ PetscErrorCode InflTopKDestroy(InflTopK **t);
  * Between pushes the rows are heaps (not sorted); InflTopKSort or InflTopKMerge sorts them. */
 PetscErrorCode InflTopKPush(InflTopK *t, PetscInt B, const double scores[], const int64_t index[], int64_t index0);
 
+/* Offer B entries to query q alone: scores (B), index (B).  Not collective.  Used to restore saved lists. */
+PetscErrorCode InflTopKPushQuery(InflTopK *t, PetscInt q, PetscInt B, const double scores[], const int64_t index[]);
+
 /* Sort every row of t in the order above (local, not collective).  O(Q K log K), in place.  Pushing after
  * sorting is allowed. */
 PetscErrorCode InflTopKSort(InflTopK *t);

@@ -117,6 +117,68 @@ PetscErrorCode InflTopKSort(InflTopK *t)
   PetscFunctionReturn(0);
 }
 
+/* Offer B entries (row, index[b] or index0 + b) to query q's heap; rows must be heaps. */
+static void push_row(InflTopK *t, PetscInt q, PetscInt B, const double row[], const int64_t index[], int64_t index0)
+{
+  const int     largest = t->largest;
+  const int64_t K       = t->K;
+  double       *s       = t->score + (size_t)q * (size_t)K;
+  int64_t      *ix      = t->index + (size_t)q * (size_t)K;
+  int64_t       n       = t->n[q];
+  PetscInt      b       = 0;
+
+  /* Fill the heap up to K entries. */
+  for (; b < B && n < K; b++) {
+    s[n]  = row[b];
+    ix[n] = index ? index[b] : index0 + b;
+    heap_sift_up(largest, s, ix, n);
+    n++;
+  }
+  /* Full: an entry is taken only if it is ranked before the root (the K-th). */
+  if (largest) {
+    for (; b < B; b++) {
+      double v = row[b];
+      if (v < s[0]) continue;
+      int64_t i = index ? index[b] : index0 + b;
+      if (!topk_before(1, v, i, s[0], ix[0])) continue;
+      s[0]  = v;
+      ix[0] = i;
+      heap_sift_down(1, s, ix, n, 0);
+    }
+  } else {
+    for (; b < B; b++) {
+      double v = row[b];
+      if (v > s[0]) continue;
+      int64_t i = index ? index[b] : index0 + b;
+      if (!topk_before(0, v, i, s[0], ix[0])) continue;
+      s[0]  = v;
+      ix[0] = i;
+      heap_sift_down(0, s, ix, n, 0);
+    }
+  }
+  t->n[q] = (PetscInt)n;
+}
+
+static void unsort(InflTopK *t)
+{
+  if (!t->sorted) return;
+  for (PetscInt q = 0; q < t->Q; q++) {
+    size_t off = (size_t)q * (size_t)t->K;
+    row_heapify(t->largest, t->score + off, t->index + off, t->n[q]);
+  }
+  t->sorted = PETSC_FALSE;
+}
+
+PetscErrorCode InflTopKPushQuery(InflTopK *t, PetscInt q, PetscInt B, const double scores[], const int64_t index[])
+{
+  PetscFunctionBegin;
+  PetscCheck(t && q >= 0 && q < t->Q && B >= 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "InflTopKPushQuery: query %" PetscInt_FMT " or block size %" PetscInt_FMT " out of range", q, B);
+  for (PetscInt b = 0; b < B; b++) PetscCheck(!PetscIsNanReal(scores[b]), PETSC_COMM_SELF, PETSC_ERR_FP, "InflTopKPushQuery: score of query %" PetscInt_FMT " for train example %" PRId64 " is NaN", q, index[b]);
+  unsort(t);
+  push_row(t, q, B, scores, index, 0);
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflTopKPush(InflTopK *t, PetscInt B, const double scores[], const int64_t index[], int64_t index0)
 {
   PetscFunctionBegin;
@@ -134,54 +196,8 @@ PetscErrorCode InflTopKPush(InflTopK *t, PetscInt B, const double scores[], cons
   }
 
   /* Sorted rows (after a sort or merge) become heaps again. */
-  if (t->sorted) {
-    for (PetscInt q = 0; q < t->Q; q++) {
-      size_t off = (size_t)q * (size_t)t->K;
-      row_heapify(t->largest, t->score + off, t->index + off, t->n[q]);
-    }
-    t->sorted = PETSC_FALSE;
-  }
-
-  const int     largest = t->largest;
-  const int64_t K       = t->K;
-  for (PetscInt q = 0; q < t->Q; q++) {
-    const double *row = scores + (size_t)q * (size_t)B;
-    double       *s   = t->score + (size_t)q * (size_t)K;
-    int64_t      *ix  = t->index + (size_t)q * (size_t)K;
-    int64_t       n   = t->n[q];
-    PetscInt      b   = 0;
-
-    /* Fill the heap up to K entries. */
-    for (; b < B && n < K; b++) {
-      s[n]  = row[b];
-      ix[n] = index ? index[b] : index0 + b;
-      heap_sift_up(largest, s, ix, n);
-      n++;
-    }
-    /* Full: an entry is taken only if it is ranked before the root (the K-th). */
-    if (largest) {
-      for (; b < B; b++) {
-        double v = row[b];
-        if (v < s[0]) continue;
-        int64_t i = index ? index[b] : index0 + b;
-        if (!topk_before(1, v, i, s[0], ix[0])) continue;
-        s[0]  = v;
-        ix[0] = i;
-        heap_sift_down(1, s, ix, n, 0);
-      }
-    } else {
-      for (; b < B; b++) {
-        double v = row[b];
-        if (v > s[0]) continue;
-        int64_t i = index ? index[b] : index0 + b;
-        if (!topk_before(0, v, i, s[0], ix[0])) continue;
-        s[0]  = v;
-        ix[0] = i;
-        heap_sift_down(0, s, ix, n, 0);
-      }
-    }
-    t->n[q] = (PetscInt)n;
-  }
+  unsort(t);
+  for (PetscInt q = 0; q < t->Q; q++) push_row(t, q, B, scores + (size_t)q * (size_t)B, index, index0);
   PetscFunctionReturn(0);
 }
 
