@@ -15,6 +15,7 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help);
 PetscErrorCode InflDriverInspect(MPI_Comm comm, PetscBool help);
 PetscErrorCode InflDriverIhvp(MPI_Comm comm, PetscBool help);
 PetscErrorCode InflDriverFidelity(MPI_Comm comm, PetscBool help);
+PetscErrorCode InflDriverReport(MPI_Comm comm, PetscBool help);
 
 /* -NAME PATH as a string ("" if absent); required: error naming the option when absent (not under help). */
 PetscErrorCode DriverGetString(MPI_Comm comm, const char name[], const char text[], char value[], size_t len, PetscBool required, PetscBool help);

@@ -7,6 +7,7 @@ static const char help[] = "infl: influence functions (training-data attribution
                            "  self     self-influence of train examples      -model FILE -factors FILE -train SPEC -out self.h5\n"
                            "  ihvp     scores with exact Krylov IHVP queries -model FILE -factors FILE -train SPEC -query SPEC -out scores.h5\n"
                            "  fidelity identity/K-FAC/EK-FAC vs Krylov IHVP -model FILE -factors FILE -train SPEC -query SPEC -out fidelity.h5\n"
+                           "  report   HTML page of scores, self-influence   -scores FILE -train SPEC -query SPEC [-self FILE] -out report.html\n"
                            "  run      the whole study of an options file    -options_file jobs/fashion-mnist.opts\n"
                            "  inspect  summary of an infl or model file      -file PATH\n";
 
@@ -50,7 +51,7 @@ typedef struct {
 static const Subcommand subcommands[] = {
   {"train", InflDriverTrain}, {"eval", InflDriverEval}, {"fit", InflDriverFit},       {"score", InflDriverScore},
   {"self", InflDriverSelf},   {"run", InflDriverRun},   {"inspect", InflDriverInspect},
-  {"ihvp", InflDriverIhvp},   {"fidelity", InflDriverFidelity},
+  {"ihvp", InflDriverIhvp},   {"fidelity", InflDriverFidelity}, {"report", InflDriverReport},
 };
 
 int main(int argc, char **argv)

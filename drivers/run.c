@@ -1,5 +1,6 @@
 /* infl run: the whole study named by one options file (train if needed, fit, score, self-influence, summary). */
 #include "stages.h"
+#include <infl/report.h>
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -167,6 +168,12 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
     PetscCall(InflScorerSetFromOptions(probe));
     PetscCall(InflScorerDestroy(&probe));
   }
+  {
+    InflReport probe; /* registers the -report_ options before the check for unused ones */
+    PetscCall(InflReportCreate(comm, &probe));
+    PetscCall(InflReportSetFromOptions(probe));
+    PetscCall(InflReportDestroy(&probe));
+  }
   PetscCall(DriverCheckUnusedOptions(comm));
 
   /* 3. scores (always recomputed: the summary needs them, and they are cheap next to the fit) */
@@ -183,6 +190,12 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
 
   PetscCall(print_summary(comm, sc, train, query, Q, qidx, nshow));
   PetscCall(PetscPrintf(comm, "\noutputs: %s, %s, %s, %s\n", mpath, fpath, spath, selfpath));
+  {
+    char rpath[PETSC_MAX_PATH_LEN];
+    PetscCall(PetscSNPrintf(rpath, sizeof(rpath), "%s/report.html", outdir));
+    PetscCall(InflReportFromFiles(comm, spath, train, query, selfpath, rpath, PETSC_TRUE));
+    PetscCall(PetscPrintf(comm, "report: %s\n", rpath));
+  }
   PetscCall(PetscFree(qidx));
   PetscCall(InflScorerDestroy(&sc));
   PetscCall(InflEKFACDestroy(&ek));
