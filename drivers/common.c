@@ -140,7 +140,7 @@ PetscErrorCode DriverCheckOutput(MPI_Comm comm, const char path[], PetscBool ove
 
 PetscErrorCode DriverCheckUnusedOptions(MPI_Comm comm)
 {
-  PetscInt  n;
+  PetscInt  n, nleft;
   char    **names, **values;
   char      list[2048] = "";
 
@@ -151,8 +151,9 @@ PetscErrorCode DriverCheckUnusedOptions(MPI_Comm comm)
     PetscCall(PetscStrlen(list, &len));
     PetscCall(PetscSNPrintf(list + len, sizeof(list) - len, "%s-%s%s%s", i ? ", " : "", names[i], values[i] ? " " : "", values[i] ? values[i] : ""));
   }
+  nleft = n; /* PetscOptionsLeftRestore() zeroes n */
   PetscCall(PetscOptionsLeftRestore(NULL, &n, &names, &values));
-  PetscCheck(n == 0, comm, PETSC_ERR_ARG_WRONG, "unknown or unused option%s: %s; check the spelling (-help lists the options of this subcommand)", n > 1 ? "s" : "", list);
+  PetscCheck(nleft == 0, comm, PETSC_ERR_ARG_WRONG, "unknown or unused option%s: %s; check the spelling (-help lists the options of this subcommand)", nleft > 1 ? "s" : "", list);
   PetscFunctionReturn(0);
 }
 
