@@ -1,6 +1,5 @@
 /* infl run: the whole study named by one options file (train if needed, fit, score, self-influence, summary). */
 #include "stages.h"
-#include <infl/report.h>
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -74,6 +73,26 @@ static PetscErrorCode print_summary(MPI_Comm comm, InflScorer sc, InflData train
   for (int64_t c = 0; c < C; c++) PetscCall(PetscFree(names[c]));
   PetscCall(PetscFree(names));
   PetscCall(PetscFree2(ytrain, yq));
+  PetscFunctionReturn(0);
+}
+
+/* The options file of a study also sets the options of stages a resumed job skips (training when the model
+ * exists, the fit when the factors match) and of later steps (self-influence, summary): read them now, so that
+ * only misspelled options are reported as unused. */
+static PetscErrorCode study_options_used(MPI_Comm comm)
+{
+  InflTrainOptions topt;
+  InflEKFAC        probe;
+  PetscBool        set;
+
+  PetscFunctionBegin;
+  PetscCall(InflTrainOptionsFromOptions(&topt));
+  PetscCall(InflEKFACCreate(comm, &probe));
+  PetscCall(InflEKFACSetFromOptions(probe));
+  PetscCall(InflEKFACDestroy(&probe));
+  PetscCall(PetscOptionsHasName(NULL, NULL, "-model_dims", &set));
+  PetscCall(PetscOptionsHasName(NULL, NULL, "-class_names", &set));
+  PetscCall(PetscOptionsHasName(NULL, NULL, "-self_chunk", &set));
   PetscFunctionReturn(0);
 }
 
@@ -168,12 +187,7 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
     PetscCall(InflScorerSetFromOptions(probe));
     PetscCall(InflScorerDestroy(&probe));
   }
-  {
-    InflReport probe; /* registers the -report_ options before the check for unused ones */
-    PetscCall(InflReportCreate(comm, &probe));
-    PetscCall(InflReportSetFromOptions(probe));
-    PetscCall(InflReportDestroy(&probe));
-  }
+  PetscCall(study_options_used(comm));
   PetscCall(DriverCheckUnusedOptions(comm));
 
   /* 3. scores (always recomputed: the summary needs them, and they are cheap next to the fit) */
@@ -190,12 +204,6 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
 
   PetscCall(print_summary(comm, sc, train, query, Q, qidx, nshow));
   PetscCall(PetscPrintf(comm, "\noutputs: %s, %s, %s, %s\n", mpath, fpath, spath, selfpath));
-  {
-    char rpath[PETSC_MAX_PATH_LEN];
-    PetscCall(PetscSNPrintf(rpath, sizeof(rpath), "%s/report.html", outdir));
-    PetscCall(InflReportFromFiles(comm, spath, train, query, selfpath, rpath, PETSC_TRUE));
-    PetscCall(PetscPrintf(comm, "report: %s\n", rpath));
-  }
   PetscCall(PetscFree(qidx));
   PetscCall(InflScorerDestroy(&sc));
   PetscCall(InflEKFACDestroy(&ek));
