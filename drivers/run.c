@@ -126,7 +126,8 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   if (rank == 0 && mkdir(outdir, 0775) != 0 && errno != EEXIST) set = PETSC_FALSE;
   {
     struct stat st;
-    InflCheckAll(comm, stat(outdir, &st) == 0 && S_ISDIR(st.st_mode), PETSC_ERR_FILE_OPEN, "-outdir %s is not a directory that can be created or used", outdir);
+    /* rank 0 alone: the others may get here before its mkdir (the agreement is the barrier after it) */
+    InflCheckAll(comm, rank != 0 || (stat(outdir, &st) == 0 && S_ISDIR(st.st_mode)), PETSC_ERR_FILE_OPEN, "-outdir %s is not a directory that can be created or used", outdir);
   }
   if (!mpath[0]) PetscCall(PetscSNPrintf(mpath, sizeof(mpath), "%s/model.safetensors", outdir));
   PetscCall(PetscSNPrintf(fpath, sizeof(fpath), "%s/factors.h5", outdir));
