@@ -7,9 +7,15 @@
 /* out (Q, B) += one layer's score terms for a chunk of B training examples against Q queries:
  *   out[q, b] += sum_ij ds[b, i] P_q[i, j] a[b, j]
  * a (B, na) layer inputs with the trailing 1, ds (B, nd) pseudo-gradients.  P is the stacked preconditioned query
- * gradients in the layout chosen by by_input: (Q*nd, na) when by_input (a is contracted first: T = a P^T is
- * (B, Q*nd)), else (nd, Q*na) (T = ds P is (B, Q*na)).  T is scratch of B*Q*max(nd, na) elements.  Cost:
- * 2 B Q nd na flops in one GEMM plus B Q min(nd, na) for the row-wise dot products. */
-void InflScoreLayer_f32(PetscInt Q, PetscInt B, PetscInt nd, PetscInt na, PetscBool by_input, const float *P, const float *a, const float *ds, float *T, double *out);
-void InflScoreLayer_f64(PetscInt Q, PetscInt B, PetscInt nd, PetscInt na, PetscBool by_input, const double *P, const double *a, const double *ds, double *T, double *out);
+ * gradients in the layout chosen by by_input: (Q*nd, na) when by_input (a is contracted first: T = a P^T), else
+ * (nd, Q*na) (T = ds P).  The kernel works on blocks of rows and queries so that T stays in cache; T is scratch of
+ * InflScoreLayerScratch() elements.  Cost: 2 B Q nd na flops in GEMMs plus 2 B Q min(nd, na) in the row-wise dot
+ * products, which are accumulated in double. */
+void    InflScoreLayer_f32(PetscInt Q, PetscInt B, PetscInt nd, PetscInt na, PetscBool by_input, const float *P, const float *a, const float *ds, float *T, double *out);
+void    InflScoreLayer_f64(PetscInt Q, PetscInt B, PetscInt nd, PetscInt na, PetscBool by_input, const double *P, const double *a, const double *ds, double *T, double *out);
+/* Elements of scratch T the kernels need for these sizes and element size es (bytes); at most B*Q*max(nd, na). */
+int64_t InflScoreLayerScratch(PetscInt Q, PetscInt B, PetscInt nd, PetscInt na, PetscBool by_input, size_t es);
+/* Reference kernels: the same contract (no T), plain loops in double; for tests. */
+void    InflScoreLayerRef_f32(PetscInt Q, PetscInt B, PetscInt nd, PetscInt na, PetscBool by_input, const float *P, const float *a, const float *ds, double *out);
+void    InflScoreLayerRef_f64(PetscInt Q, PetscInt B, PetscInt nd, PetscInt na, PetscBool by_input, const double *P, const double *a, const double *ds, double *out);
 #endif

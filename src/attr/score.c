@@ -1,6 +1,7 @@
 /* Pairwise EK-FAC influence scores against a set of queries, top-k reduction, self-influence. */
 #include <infl/score.h>
 #include "kernels.h"
+#include <infl/checkpoint.h>
 #include <cblas.h>
 #include <math.h>
 
@@ -25,7 +26,133 @@ struct _p_InflScorer {
   double       *top_layer, *bottom_layer; /* (L, Q, K) with per_layer */
   char          model_hash[65], train_hash[65];
   int64_t       ntrain;
+  char          out[PETSC_MAX_PATH_LEN]; /* final output: checkpoints go to out.partial */
 };
+
+PetscErrorCode InflScorerSetCheckpoint(InflScorer sc, const char out[])
+{
+  PetscFunctionBegin;
+  PetscCall(PetscStrncpy(sc->out, out ? out : "", sizeof(sc->out)));
+  PetscFunctionReturn(0);
+}
+
+/* Identifies the computation a checkpoint belongs to (besides the model and data hashes). */
+static PetscErrorCode scorer_key(InflScorer sc, char key[], size_t len)
+{
+  InflHash h;
+  char     hex[65];
+
+  PetscFunctionBegin;
+  PetscCall(InflHashCreate(&h));
+  PetscCall(InflHashUpdate(h, sc->qindex, sizeof(int64_t) * sc->Q));
+  PetscCall(InflHashFinal(&h, hex));
+  PetscCall(PetscSNPrintf(key, len, "queries %d (%.16s) topk %d save_all %d per_layer %d", (int)sc->Q, hex, (int)sc->K, (int)sc->save_all, (int)sc->per_layer));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode topk_copy(const InflTopK *t, InflTopK **c)
+{
+  PetscFunctionBegin;
+  PetscCall(InflTopKCreate(t->Q, t->K, t->largest, c));
+  PetscCall(PetscArraycpy((*c)->n, t->n, t->Q));
+  PetscCall(PetscArraycpy((*c)->score, t->score, (size_t)t->Q * t->K));
+  PetscCall(PetscArraycpy((*c)->index, t->index, (size_t)t->Q * t->K));
+  (*c)->sorted = t->sorted;
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode write_column_block(hid_t file, const char name[], int ndim, const int64_t dims[], int64_t c0, int64_t nc, const double buf[]);
+static PetscErrorCode read_column_block(hid_t file, const char name[], int ndim, const int64_t dims[], int64_t c0, int64_t nc, double buf[]);
+
+/* Collective: replace out.partial by the state after the examples in `done`. */
+static PetscErrorCode scorer_checkpoint(InflScorer sc, const InflRanges *done)
+{
+  char      tmp[PETSC_MAX_PATH_LEN], partial[PETSC_MAX_PATH_LEN], key[256];
+  hid_t     file;
+  InflTopK *t[2];
+  int64_t   dq[1] = {sc->Q}, dk[2] = {sc->Q, sc->K};
+
+  PetscFunctionBegin;
+  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", sc->out));
+  PetscCall(PetscSNPrintf(tmp, sizeof(tmp), "%s.partial.tmp", sc->out));
+  PetscCall(topk_copy(sc->top, &t[0]));
+  PetscCall(topk_copy(sc->bottom, &t[1]));
+  PetscCall(InflTopKMerge(sc->comm, t[0]));
+  PetscCall(InflTopKMerge(sc->comm, t[1]));
+  PetscCall(InflH5Create(sc->comm, tmp, PETSC_TRUE, &file));
+  PetscCall(InflH5WriteProvenance(file, sc->comm, "score (partial)", sc->model_hash, sc->train_hash, NULL));
+  PetscCall(scorer_key(sc, key, sizeof(key)));
+  PetscCall(InflH5SetAttrString(file, "/", "checkpoint_key", key));
+  for (int w = 0; w < 2; w++) {
+    char name[64];
+    PetscInt *n = t[w]->n;
+    int64_t  *n64;
+    PetscCall(PetscMalloc1(sc->Q, &n64));
+    for (PetscInt q = 0; q < sc->Q; q++) n64[q] = n[q];
+    PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%s_n", w ? "bottom" : "top"));
+    PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_INT64, 1, dq, n64));
+    PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%s_scores", w ? "bottom" : "top"));
+    PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_DOUBLE, 2, dk, t[w]->score));
+    PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%s_index", w ? "bottom" : "top"));
+    PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_INT64, 2, dk, t[w]->index));
+    PetscCall(PetscFree(n64));
+    PetscCall(InflTopKDestroy(&t[w]));
+  }
+  if (sc->save_all) {
+    int64_t dims[2] = {sc->Q, sc->ntrain}, dims3[3] = {sc->L, sc->Q, sc->ntrain};
+    PetscCall(write_column_block(file, "/checkpoint/scores", 2, dims, sc->start, sc->count, sc->local));
+    if (sc->per_layer) PetscCall(write_column_block(file, "/checkpoint/scores_per_layer", 3, dims3, sc->start, sc->count, sc->local_layer));
+  }
+  PetscCall(InflRangesWrite(file, done));
+  PetscCall(InflH5Close(&file));
+  PetscCall(InflRenameAll(sc->comm, tmp, partial));
+  PetscFunctionReturn(0);
+}
+
+/* Collective: if out.partial exists, check it belongs to this computation and restore it. */
+static PetscErrorCode scorer_restore(InflScorer sc, InflRanges *done)
+{
+  char        partial[PETSC_MAX_PATH_LEN], key[256];
+  hid_t       file;
+  PetscMPIInt rank;
+  int64_t     dq[1] = {sc->Q}, dk[2] = {sc->Q, sc->K};
+
+  PetscFunctionBegin;
+  PetscCall(InflRangesReset(done));
+  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", sc->out));
+  if (!InflFileExists(partial)) PetscFunctionReturn(0);
+  PetscCallMPI(MPI_Comm_rank(sc->comm, &rank));
+  PetscCall(InflH5Open(sc->comm, partial, PETSC_FALSE, &file));
+  PetscCall(InflCheckpointCheckAttr(sc->comm, file, partial, "model_sha256", sc->model_hash));
+  PetscCall(InflCheckpointCheckAttr(sc->comm, file, partial, "train_sha256", sc->train_hash));
+  PetscCall(scorer_key(sc, key, sizeof(key)));
+  PetscCall(InflCheckpointCheckAttr(sc->comm, file, partial, "checkpoint_key", key));
+  PetscCall(InflRangesRead(file, done));
+  for (int w = 0; w < 2; w++) {
+    char     name[64];
+    int64_t *n64, *idx;
+    double  *sco;
+    InflTopK *t = w ? sc->bottom : sc->top;
+    PetscCall(PetscMalloc3(sc->Q, &n64, (size_t)sc->Q * sc->K, &idx, (size_t)sc->Q * sc->K, &sco));
+    PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%s_n", w ? "bottom" : "top"));
+    PetscCall(InflH5ReadArray(file, name, H5T_NATIVE_INT64, 1, dq, NULL, n64));
+    PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%s_scores", w ? "bottom" : "top"));
+    PetscCall(InflH5ReadArray(file, name, H5T_NATIVE_DOUBLE, 2, dk, NULL, sco));
+    PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%s_index", w ? "bottom" : "top"));
+    PetscCall(InflH5ReadArray(file, name, H5T_NATIVE_INT64, 2, dk, NULL, idx));
+    if (rank == 0)
+      for (PetscInt q = 0; q < sc->Q; q++) PetscCall(InflTopKPushQuery(t, q, (PetscInt)n64[q], sco + (size_t)q * sc->K, idx + (size_t)q * sc->K));
+    PetscCall(PetscFree3(n64, idx, sco));
+  }
+  if (sc->save_all) {
+    int64_t dims[2] = {sc->Q, sc->ntrain}, dims3[3] = {sc->L, sc->Q, sc->ntrain};
+    PetscCall(read_column_block(file, "/checkpoint/scores", 2, dims, sc->start, sc->count, sc->local));
+    if (sc->per_layer) PetscCall(read_column_block(file, "/checkpoint/scores_per_layer", 3, dims3, sc->start, sc->count, sc->local_layer));
+  }
+  PetscCall(InflH5Close(&file));
+  PetscCall(PetscPrintf(sc->comm, "score: resuming from %s (%" PRId64 " of %" PRId64 " training examples done)\n", partial, InflRangesCount(done), sc->ntrain));
+  PetscFunctionReturn(0);
+}
 
 PetscErrorCode InflScorerCreate(MPI_Comm comm, InflScorer *sc)
 {
@@ -225,11 +352,14 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   int64_t        N, d, start, count;
   const float   *x;
   const int64_t *y;
-  PetscInt       din, C, maxw = 1;
+  PetscInt       din, C;
   InflCapture   *cap;
   double        *out, *outl = NULL;
   void          *T;
   size_t         es = sc->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
+  InflRanges    *done, *todo, *mine;
+  int64_t        nchunks, rounds;
+  InflProgress   prog;
 
   PetscFunctionBegin;
   PetscCheck(sc->Q > 0, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflScorerSetQueries before InflScorerScore");
@@ -250,21 +380,38 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   sc->ntrain = N;
   sc->start  = start;
   sc->count  = count;
-  for (PetscInt l = 0; l < sc->L; l++) maxw = PetscMax(maxw, sc->by_input[l] ? sc->dout[l] : sc->din[l] + 1);
   PetscCall(InflTopKDestroy(&sc->top));
   PetscCall(InflTopKDestroy(&sc->bottom));
   PetscCall(InflTopKCreate(sc->Q, sc->K, PETSC_TRUE, &sc->top));
   PetscCall(InflTopKCreate(sc->Q, sc->K, PETSC_FALSE, &sc->bottom));
   PetscCall(PetscFree(sc->local));
   PetscCall(PetscFree(sc->local_layer));
-  if (sc->save_all) PetscCall(PetscMalloc1((size_t)sc->Q * PetscMax(count, 1), &sc->local));
-  if (sc->save_all && sc->per_layer) PetscCall(PetscMalloc1((size_t)sc->L * sc->Q * PetscMax(count, 1), &sc->local_layer));
+  if (sc->save_all) PetscCall(PetscCalloc1((size_t)sc->Q * PetscMax(count, 1), &sc->local));
+  if (sc->save_all && sc->per_layer) PetscCall(PetscCalloc1((size_t)sc->L * sc->Q * PetscMax(count, 1), &sc->local_layer));
   PetscCall(InflCaptureCreate(sc->model, sc->chunk, &cap));
-  PetscCall(PetscMalloc((size_t)sc->chunk * sc->Q * maxw * es, &T));
+  {
+    int64_t nT = 1;
+    for (PetscInt l = 0; l < sc->L; l++) nT = PetscMax(nT, InflScoreLayerScratch(sc->Q, sc->chunk, sc->dout[l], sc->din[l] + 1, sc->by_input[l], es));
+    PetscCall(PetscMalloc((size_t)nT * es, &T));
+  }
   PetscCall(PetscMalloc1((size_t)sc->Q * sc->chunk, &out));
   if (sc->local_layer) PetscCall(PetscMalloc1((size_t)sc->Q * sc->chunk, &outl));
-  for (int64_t off = 0; off < count; off += sc->chunk) {
-    PetscInt B = (PetscInt)PetscMin(sc->chunk, count - off);
+  PetscCall(PetscCalloc1(1, &done));
+  PetscCall(PetscCalloc1(1, &todo));
+  PetscCall(PetscCalloc1(1, &mine));
+  if (sc->out[0]) PetscCall(scorer_restore(sc, done));
+  PetscCall(InflRangesSubtract(start, start + count, done, todo));
+  nchunks = InflRangesChunks(todo, sc->chunk);
+  PetscCall(InflRounds(sc->comm, nchunks, &rounds));
+  PetscCall(InflProgressStart(sc->comm, "score", InflRangesCount(todo), &prog));
+  for (int64_t round = 0; round < rounds; round++) {
+    int64_t   lo = 0, hi = 0, off;
+    PetscInt  B;
+    PetscBool ckpt, stop;
+    if (round < nchunks) InflRangesChunk(todo, sc->chunk, round, &lo, &hi);
+    off = lo - start;
+    B   = (PetscInt)(hi - lo);
+    if (B > 0) {
     PetscCall(InflModelCapture(sc->model, B, x + off * d, y + off, cap));
     PetscCall(PetscArrayzero(out, (size_t)sc->Q * B));
     for (PetscInt l = 0; l < sc->L; l++) {
@@ -288,7 +435,28 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
       for (PetscInt q = 0; q < sc->Q; q++) PetscCall(PetscArraycpy(sc->local + (int64_t)q * count + off, out + (int64_t)q * B, B));
     PetscCall(InflTopKPush(sc->top, B, out, NULL, start + off));
     PetscCall(InflTopKPush(sc->bottom, B, out, NULL, start + off));
+    PetscCall(InflRangesAdd(mine, lo, hi));
+    }
+    PetscCall(InflProgressStep(&prog, B, &ckpt, &stop));
+    if (ckpt && sc->out[0]) {
+      InflRanges all = {0};
+      PetscCall(InflRangesAllUnion(sc->comm, mine, &all));
+      for (int64_t i = 0; i < done->n; i++) PetscCall(InflRangesAdd(&all, done->lo[i], done->hi[i]));
+      PetscCall(scorer_checkpoint(sc, &all));
+      PetscCall(InflRangesDestroy(&all));
+    }
+    if (stop) {
+      char partial[PETSC_MAX_PATH_LEN];
+      PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", sc->out[0] ? sc->out : "(no output file)"));
+      PetscCall(InflInterrupted(sc->comm, "infl score", partial));
+    }
   }
+  PetscCall(InflRangesDestroy(done));
+  PetscCall(InflRangesDestroy(todo));
+  PetscCall(InflRangesDestroy(mine));
+  PetscCall(PetscFree(done));
+  PetscCall(PetscFree(todo));
+  PetscCall(PetscFree(mine));
   PetscCall(PetscFree(T));
   PetscCall(PetscFree(out));
   PetscCall(PetscFree(outl));
@@ -363,6 +531,44 @@ static PetscErrorCode write_column_block(hid_t file, const char name[], int ndim
   PetscFunctionReturn(0);
 }
 
+/* Collective: read the columns [c0, c0+nc) of every leading row of a float32 dataset into buf (rows, nc) double. */
+static PetscErrorCode read_column_block(hid_t file, const char name[], int ndim, const int64_t dims[], int64_t c0, int64_t nc, double buf[])
+{
+  hsize_t start[3] = {0, 0, 0}, cnt[3];
+  hid_t   space, mem, dset, dxpl;
+  int64_t rows = 1;
+  float  *f;
+
+  PetscFunctionBegin;
+  for (int i = 0; i < ndim; i++) cnt[i] = (hsize_t)dims[i];
+  for (int i = 0; i < ndim - 1; i++) rows *= dims[i];
+  start[ndim - 1] = (hsize_t)c0;
+  cnt[ndim - 1]   = (hsize_t)nc;
+  PetscCall(PetscMalloc1((size_t)PetscMax(rows * nc, 1), &f));
+  dset = H5Dopen2(file, name, H5P_DEFAULT);
+  InflCallH5(dset);
+  space = H5Dget_space(dset);
+  InflCallH5(space);
+  mem = H5Screate_simple(ndim, cnt, NULL);
+  InflCallH5(mem);
+  if (nc > 0) InflCallH5(H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, cnt, NULL));
+  else {
+    InflCallH5(H5Sselect_none(space));
+    InflCallH5(H5Sselect_none(mem));
+  }
+  dxpl = H5Pcreate(H5P_DATASET_XFER);
+  InflCallH5(dxpl);
+  InflCallH5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
+  InflCallH5(H5Dread(dset, H5T_NATIVE_FLOAT, mem, space, dxpl, f));
+  for (int64_t i = 0; i < rows * nc; i++) buf[i] = f[i];
+  InflCallH5(H5Pclose(dxpl));
+  InflCallH5(H5Sclose(mem));
+  InflCallH5(H5Sclose(space));
+  InflCallH5(H5Dclose(dset));
+  PetscCall(PetscFree(f));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwrite)
 {
   char    partial[PETSC_MAX_PATH_LEN];
@@ -372,7 +578,7 @@ PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwr
   PetscFunctionBegin;
   PetscCheck(sc->top, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflScorerScore before InflScorerSave");
   InflCheckAll(sc->comm, overwrite || !InflFileExists(path), PETSC_ERR_FILE_OPEN, "%s exists; pass -overwrite to replace it or choose another -out", path);
-  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", path));
+  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial.tmp", path));
   PetscCall(InflH5Create(sc->comm, partial, PETSC_TRUE, &file));
   PetscCall(InflH5WriteProvenance(file, sc->comm, "score", sc->model_hash, sc->train_hash, NULL));
   PetscCall(InflH5SetAttrInt(file, "/", "train_examples", sc->ntrain));
@@ -411,6 +617,8 @@ PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwr
   }
   PetscCall(InflH5Close(&file));
   PetscCall(InflRenameAll(sc->comm, partial, path));
+  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", path));
+  PetscCall(InflRemoveAll(sc->comm, partial));
   PetscFunctionReturn(0);
 }
 
@@ -425,6 +633,27 @@ PetscErrorCode InflScorerDestroy(InflScorer *sc)
   PetscCall(PetscFree((*sc)->local_layer));
   PetscCall(PetscFree2((*sc)->top_layer, (*sc)->bottom_layer));
   PetscCall(PetscFree(*sc));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflSelfInfluenceBatch(InflModel model, InflEKFAC ek, PetscInt B, const float x[], const int64_t y[], InflCapture *cap, double self[])
+{
+  PetscInt     L;
+  InflLinear  *lin;
+  const double *a, *ds;
+  double       *bufa = NULL, *bufd = NULL;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelGetLayers(model, &L, &lin));
+  PetscCall(PetscArrayzero(self, B));
+  if (B == 0) PetscFunctionReturn(0);
+  PetscCall(InflModelCapture(model, B, x, y, cap));
+  for (PetscInt l = 0; l < L; l++) {
+    if (cap->prec == INFL_PREC_SINGLE) PetscCall(PetscMalloc2((size_t)B * (lin[l].din + 1), &bufa, (size_t)B * lin[l].dout, &bufd));
+    InflCaptureGetDouble(cap, l, bufa, bufd, &a, &ds);
+    PetscCall(InflEKFACSelfInfluence(ek, l, B, ds, a, self));
+    if (cap->prec == INFL_PREC_SINGLE) PetscCall(PetscFree2(bufa, bufd));
+  }
   PetscFunctionReturn(0);
 }
 

@@ -1,0 +1,70 @@
+/* Blocked scoring kernels against the plain reference kernels on random data: float and double, both layouts
+ * (by_input: a contracted first; else ds first), odd sizes, Q = 1, 3, 64, chunks smaller and larger than one block. */
+#include <infl/sys.h>
+#include "attr/kernels.h"
+#include <math.h>
+
+static double urand(uint64_t *s)
+{
+  *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+  return (double)(*s >> 11) * (1.0 / 9007199254740992.0) * 2.0 - 1.0;
+}
+
+static PetscErrorCode check_case(PetscInt Q, PetscInt B, PetscInt nd, PetscInt na, PetscBool by_input, PetscBool dbl, PetscInt *fails)
+{
+  int64_t  nP = (int64_t)Q * nd * na, nT = InflScoreLayerScratch(Q, B, nd, na, by_input, dbl ? sizeof(double) : sizeof(float));
+  uint64_t seed = 12345 + (uint64_t)(Q * 7 + B * 13 + nd * 17 + na * 19 + by_input);
+  double  *P, *a, *ds, *T, *out, *ref, err = 0, scale = 0;
+  float   *Pf, *af, *dsf, *Tf;
+
+  PetscFunctionBegin;
+  PetscCall(PetscMalloc4(nP, &P, (size_t)B * na, &a, (size_t)B * nd, &ds, nT, &T));
+  PetscCall(PetscMalloc4(nP, &Pf, (size_t)B * na, &af, (size_t)B * nd, &dsf, nT, &Tf));
+  PetscCall(PetscMalloc2((size_t)Q * B, &out, (size_t)Q * B, &ref));
+  for (int64_t i = 0; i < nP; i++) Pf[i] = (float)(P[i] = urand(&seed));
+  for (int64_t i = 0; i < (int64_t)B * na; i++) af[i] = (float)(a[i] = urand(&seed));
+  for (int64_t i = 0; i < (int64_t)B * nd; i++) dsf[i] = (float)(ds[i] = urand(&seed));
+  /* out starts nonzero: the kernels accumulate */
+  for (int64_t i = 0; i < (int64_t)Q * B; i++) out[i] = ref[i] = 0.5 * (double)(i % 3);
+  if (dbl) {
+    InflScoreLayer_f64(Q, B, nd, na, by_input, P, a, ds, T, out);
+    InflScoreLayerRef_f64(Q, B, nd, na, by_input, P, a, ds, ref);
+  } else {
+    InflScoreLayer_f32(Q, B, nd, na, by_input, Pf, af, dsf, Tf, out);
+    InflScoreLayerRef_f32(Q, B, nd, na, by_input, Pf, af, dsf, ref);
+  }
+  for (int64_t i = 0; i < (int64_t)Q * B; i++) {
+    err   = PetscMax(err, fabs(out[i] - ref[i]));
+    scale = PetscMax(scale, fabs(ref[i]));
+  }
+  /* entries are sums of nd*na products of O(1) terms: their size is about sqrt(nd*na) */
+  scale = PetscMax(scale, sqrt((double)nd * na));
+  if (!(err <= (dbl ? 1e-12 : 2e-5) * scale)) {
+    (*fails)++;
+    PetscCall(PetscPrintf(PETSC_COMM_SELF, "FAIL %s Q=%d B=%d nd=%d na=%d by_input=%d: max error %g (scale %g)\n", dbl ? "double" : "float", (int)Q, (int)B, (int)nd, (int)na, (int)by_input, err, scale));
+  }
+  PetscCall(PetscFree4(P, a, ds, T));
+  PetscCall(PetscFree4(Pf, af, dsf, Tf));
+  PetscCall(PetscFree2(out, ref));
+  PetscFunctionReturn(0);
+}
+
+int main(int argc, char **argv)
+{
+  PetscInt Qs[] = {1, 3, 64}, sizes[][3] = {{1, 1, 1}, {7, 5, 9}, {300, 17, 33}, {257, 40, 13}, {513, 10, 257}, {129, 256, 785}};
+  PetscInt fails = 0, cases = 0;
+
+  PetscCall(PetscInitialize(&argc, &argv, NULL, NULL));
+  for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++)
+    for (size_t q = 0; q < 3; q++)
+      for (int bi = 0; bi < 2; bi++)
+        for (int dbl = 0; dbl < 2; dbl++) {
+          if (sizes[s][2] == 785 && Qs[q] == 64 && dbl) continue; /* the reference is slow; float covers the shape */
+          PetscCall(check_case(Qs[q], sizes[s][0], sizes[s][1], sizes[s][2], bi ? PETSC_TRUE : PETSC_FALSE, dbl ? PETSC_TRUE : PETSC_FALSE, &fails));
+          cases++;
+        }
+  PetscCall(PetscPrintf(PETSC_COMM_WORLD, "test_kernels: %d cases, %d failures\n", (int)cases, (int)fails));
+  PetscCheck(fails == 0, PETSC_COMM_WORLD, PETSC_ERR_PLIB, "%d kernel cases differ from the reference", (int)fails);
+  PetscCall(PetscFinalize());
+  return 0;
+}
