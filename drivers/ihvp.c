@@ -1,14 +1,170 @@
-/* infl ihvp, infl fidelity: exact damped-curvature IHVP by Krylov solves. */
+/* infl ihvp: influence scores with queries preconditioned by Krylov solves of the damped curvature;
+ * infl fidelity: identity, K-FAC and EK-FAC IHVPs against the Krylov solution. */
 #include "driver.h"
+#include <infl/ihvp.h>
+
+typedef struct {
+  char      model[PETSC_MAX_PATH_LEN], factors[PETSC_MAX_PATH_LEN], out[PETSC_MAX_PATH_LEN];
+  PetscBool overwrite;
+  InflData  train, query;
+  InflModel model_obj;
+  InflEKFAC ek;
+  InflIHVP  ih;
+  PetscInt  Q;
+  int64_t  *qidx, *yq;
+  float    *xq;
+} IhvpSetup;
+
+static PetscErrorCode ihvp_inputs(MPI_Comm comm, PetscBool help, IhvpSetup *s)
+{
+  double    damping = -1;
+  PetscBool dset;
+
+  PetscFunctionBegin;
+  PetscCall(PetscMemzero(s, sizeof(*s)));
+  PetscCall(DriverGetString(comm, "-model", "model file (safetensors)", s->model, PETSC_MAX_PATH_LEN, PETSC_TRUE, help));
+  PetscCall(DriverGetString(comm, "-factors", "EK-FAC factors (infl fit): damping and preconditioner; without them pass -ekfac_damping", s->factors, PETSC_MAX_PATH_LEN, PETSC_FALSE, help));
+  PetscCall(DriverGetString(comm, "-out", "output file (HDF5)", s->out, PETSC_MAX_PATH_LEN, PETSC_TRUE, help));
+  PetscCall(PetscOptionsGetBool(NULL, NULL, "-overwrite", &s->overwrite, NULL));
+  PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &s->train));
+  PetscCall(DriverOpenData(comm, "query", PETSC_TRUE, help, &s->query));
+  PetscCall(InflIHVPCreate(comm, &s->ih));
+  PetscCall(InflIHVPSetFromOptions(s->ih));
+  PetscCall(PetscOptionsGetReal(NULL, NULL, "-ekfac_damping", &damping, &dset));
+  if (help) {
+    PetscCall(PetscPrintf(comm, "  -query_indices <0:8>: queries: \"3,17,40\", a range \"0:100\" or \"0:1000:10\", or \"@file\"\n  -ekfac_damping <X>: damping of every layer (default: the factors' damping)\n  -ihvp_ksp_type, -ihvp_ksp_rtol <1e-8>, -ihvp_ksp_max_it <500>, -ihvp_pc_type <shell: EK-FAC>, -ihvp_ksp_monitor: the Krylov solver (PETSc KSP options with prefix ihvp_)\n"));
+    PetscFunctionReturn(0);
+  }
+  PetscCall(DriverCheckOutput(comm, s->out, s->overwrite));
+  {
+    int64_t Nq, d;
+    PetscCall(InflDataGetSizes(s->query, &Nq, &d, NULL));
+    PetscCall(DriverQueryIndices(comm, Nq, &s->Q, &s->qidx));
+    PetscCall(PetscMalloc2((size_t)s->Q * d, &s->xq, s->Q, &s->yq));
+    PetscCall(InflDataGetExamples(s->query, s->Q, s->qidx, s->xq, s->yq));
+  }
+  PetscCall(DriverLoadModel(comm, s->model, &s->model_obj));
+  if (s->factors[0]) {
+    PetscCall(InflEKFACCreate(comm, &s->ek));
+    PetscCall(InflEKFACLoad(s->ek, s->factors, s->model_obj));
+    damping = -1; /* InflEKFACLoad applied -ekfac_damping to the factors */
+  } else PetscCheck(dset, comm, PETSC_ERR_ARG_NULL, "without -factors the damping must be given with -ekfac_damping X");
+  PetscCall(InflIHVPSetUp(s->ih, s->model_obj, s->train, s->ek, damping));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode ihvp_free(IhvpSetup *s)
+{
+  PetscFunctionBegin;
+  PetscCall(InflIHVPDestroy(&s->ih));
+  PetscCall(InflEKFACDestroy(&s->ek));
+  PetscCall(InflModelDestroy(&s->model_obj));
+  PetscCall(InflDataDestroy(&s->train));
+  PetscCall(InflDataDestroy(&s->query));
+  PetscCall(PetscFree(s->qidx));
+  PetscCall(PetscFree2(s->xq, s->yq));
+  PetscFunctionReturn(0);
+}
 
 PetscErrorCode InflDriverIhvp(MPI_Comm comm, PetscBool help)
 {
+  IhvpSetup          s;
+  InflScorer         sc;
+  InflIHVPSolveInfo *info;
+  double           **P;
+  PetscInt           L, nbad = 0;
+  PetscLogDouble     t0, t1, t2;
+  PetscLogStage      stage;
+
   PetscFunctionBegin;
-  SETERRQ(comm, PETSC_ERR_SUP, "infl ihvp is not available in this build");
+  PetscCall(ihvp_inputs(comm, help, &s));
+  PetscCall(InflScorerCreate(comm, &sc));
+  PetscCall(InflScorerSetFromOptions(sc));
+  if (help) {
+    PetscCall(InflScorerDestroy(&sc));
+    PetscCall(ihvp_free(&s));
+    PetscFunctionReturn(0);
+  }
+  PetscCall(DriverCheckUnusedOptions(comm));
+  PetscCall(PetscLogStageRegister("Krylov IHVP", &stage));
+  PetscCall(PetscLogStagePush(stage));
+  PetscCall(InflIHVPView(s.ih, NULL));
+  PetscCall(InflModelGetLayers(s.model_obj, &L, NULL));
+  PetscCall(PetscCalloc1(L, &P));
+  PetscCall(PetscMalloc1(s.Q, &info));
+  PetscCall(PetscTime(&t0));
+  PetscCall(InflIHVPSolveQueries(s.ih, s.Q, s.xq, s.yq, s.qidx, P, info));
+  PetscCall(PetscTime(&t1));
+  for (PetscInt q = 0; q < s.Q; q++) {
+    PetscCall(PetscPrintf(comm, "ihvp: query %" PRId64 ": %s, %d iterations, residual norm %.3e (rhs norm %.3e)\n", s.qidx[q], info[q].zero_rhs ? "zero gradient" : KSPConvergedReasons[info[q].reason], (int)info[q].iterations, info[q].rnorm, info[q].bnorm));
+    if (!info[q].converged) nbad++;
+  }
+  PetscCall(InflScorerSetPreconditionedQueries(sc, s.model_obj, s.Q, (const double *const *)P, s.yq, s.qidx));
+  PetscCall(InflScorerScore(sc, s.train));
+  PetscCall(PetscTime(&t2));
+  PetscCall(PetscPrintf(comm, "ihvp: %d queries, Krylov solves %.2f s, scoring %.2f s\n", (int)s.Q, t1 - t0, t2 - t1));
+  PetscCall(InflScorerSave(sc, s.out, s.overwrite));
+  { /* the solves' record beside the scores */
+    hid_t    file;
+    int64_t  dq[1] = {s.Q}, *its, *conv, *reason;
+    double  *rn, *bn;
+    PetscCall(PetscMalloc5(s.Q, &its, s.Q, &conv, s.Q, &reason, s.Q, &rn, s.Q, &bn));
+    for (PetscInt q = 0; q < s.Q; q++) {
+      its[q]    = info[q].iterations;
+      conv[q]   = info[q].converged;
+      reason[q] = info[q].reason;
+      rn[q]     = info[q].rnorm;
+      bn[q]     = info[q].bnorm;
+    }
+    PetscCall(InflH5Open(comm, s.out, PETSC_TRUE, &file));
+    PetscCall(InflH5WriteArray(file, "/ihvp/iterations", H5T_NATIVE_INT64, 1, dq, its));
+    PetscCall(InflH5WriteArray(file, "/ihvp/converged", H5T_NATIVE_INT64, 1, dq, conv));
+    PetscCall(InflH5WriteArray(file, "/ihvp/ksp_reason", H5T_NATIVE_INT64, 1, dq, reason));
+    PetscCall(InflH5WriteArray(file, "/ihvp/residual_norm", H5T_NATIVE_DOUBLE, 1, dq, rn));
+    PetscCall(InflH5WriteArray(file, "/ihvp/rhs_norm", H5T_NATIVE_DOUBLE, 1, dq, bn));
+    PetscCall(InflH5SetAttrString(file, "/", "preconditioner", "Krylov IHVP (infl ihvp)"));
+    PetscCall(InflH5SetAttrInt(file, "/", "ihvp_unconverged", nbad));
+    if (nbad) PetscCall(InflH5SetAttrString(file, "/", "warning", "some Krylov solves did not converge (-ihvp_allow_unconverged); see /ihvp/converged"));
+    PetscCall(InflH5Close(&file));
+    PetscCall(PetscFree5(its, conv, reason, rn, bn));
+  }
+  PetscCall(PetscPrintf(comm, "wrote %s\n", s.out));
+  PetscCall(PetscLogStagePop());
+  for (PetscInt l = 0; l < L; l++) PetscCall(PetscFree(P[l]));
+  PetscCall(PetscFree(P));
+  PetscCall(PetscFree(info));
+  PetscCall(InflScorerDestroy(&sc));
+  PetscCall(ihvp_free(&s));
+  PetscFunctionReturn(0);
 }
 
 PetscErrorCode InflDriverFidelity(MPI_Comm comm, PetscBool help)
 {
+  IhvpSetup      s;
+  PetscInt       K = 10;
+  InflFidelity   fid;
+  PetscLogDouble t0, t1;
+
   PetscFunctionBegin;
-  SETERRQ(comm, PETSC_ERR_SUP, "infl fidelity is not available in this build");
+  PetscCall(ihvp_inputs(comm, help, &s));
+  PetscOptionsBegin(comm, NULL, "infl fidelity options", NULL);
+  PetscCall(PetscOptionsInt("-fidelity_topk", "k of the top-k overlap", NULL, K, &K, NULL));
+  PetscOptionsEnd();
+  if (help) {
+    PetscCall(ihvp_free(&s));
+    PetscFunctionReturn(0);
+  }
+  PetscCheck(s.ek, comm, PETSC_ERR_ARG_NULL, "infl fidelity compares K-FAC and EK-FAC: pass -factors FILE");
+  PetscCall(DriverCheckUnusedOptions(comm));
+  PetscCall(InflIHVPView(s.ih, NULL));
+  PetscCall(PetscTime(&t0));
+  PetscCall(InflFidelityCompute(s.ih, s.model_obj, s.ek, s.train, s.Q, s.xq, s.yq, s.qidx, K, &fid));
+  PetscCall(PetscTime(&t1));
+  PetscCall(InflFidelityView(&fid, comm));
+  PetscCall(PetscPrintf(comm, "fidelity: %.2f s\n", t1 - t0));
+  PetscCall(InflFidelitySave(&fid, comm, s.model_obj, s.train, s.qidx, s.out, s.overwrite));
+  PetscCall(PetscPrintf(comm, "wrote %s\n", s.out));
+  PetscCall(InflFidelityFree(&fid));
+  PetscCall(ihvp_free(&s));
+  PetscFunctionReturn(0);
 }
