@@ -13,6 +13,7 @@ static const char help[] = "infl: influence functions (training-data attribution
 
 #include "driver.h"
 #include <infl/eigen.h>
+#include <infl/checkpoint.h>
 #include <cblas.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -35,7 +36,8 @@ static PetscErrorCode error_handler(MPI_Comm comm, int line, const char *fun, co
   MPI_Comm_size(MPI_COMM_WORLD, &wsize);
   if (size < wsize) local_error = PETSC_TRUE;
   if (rank == 0) {
-    if (size < wsize) fprintf(stderr, "infl %s: error (rank %d): %s\n", subcommand, wrank, mess ? mess : "");
+    if (n == INFL_ERR_INTERRUPTED) fprintf(stderr, "infl %s: %s\n", subcommand, mess ? mess : "");
+    else if (size < wsize) fprintf(stderr, "infl %s: error (rank %d): %s\n", subcommand, wrank, mess ? mess : "");
     else fprintf(stderr, "infl %s: error: %s\n", subcommand, mess ? mess : "");
     if (getenv("INFL_DEBUG")) fprintf(stderr, "  raised in %s() at %s:%d (code %d)\n", fun, file, line, (int)n);
     fflush(stderr);
@@ -83,11 +85,19 @@ int main(int argc, char **argv)
   if (!getenv("OPENBLAS_NUM_THREADS") && !getenv("OMP_NUM_THREADS")) openblas_set_num_threads(1);
   PetscCall(PetscPushErrorHandler(error_handler, NULL));
   PetscCall(PetscOptionsHasHelp(NULL, &helpflg));
+  PetscCall(InflSignalsInstall());
+  {
+    double ci = 600, pi = 10;
+    PetscOptionsBegin(PETSC_COMM_WORLD, NULL, "Options of every long stage", NULL);
+    PetscCall(PetscOptionsReal("-checkpoint_interval", "seconds between checkpoints to OUT.partial (0: after every chunk)", NULL, ci, &ci, NULL));
+    PetscCall(PetscOptionsReal("-progress_interval", "seconds between progress lines", NULL, pi, &pi, NULL));
+    PetscOptionsEnd();
+  }
   ierr = sub->run(PETSC_COMM_WORLD, helpflg);
   if (ierr) {
     if (local_error) MPI_Abort(MPI_COMM_WORLD, 1); /* other ranks may be waiting in a collective */
     PetscFinalize();
-    return 1;
+    return ierr == INFL_ERR_INTERRUPTED ? INFL_EXIT_INTERRUPTED : 1;
   }
   PetscCall(PetscPopErrorHandler());
   PetscCall(PetscFinalize());

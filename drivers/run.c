@@ -1,5 +1,6 @@
 /* infl run: the whole study named by one options file (train if needed, fit, score, self-influence, summary). */
 #include "stages.h"
+#include <infl/report.h>
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -116,6 +117,10 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   PetscCall(PetscOptionsString("-model", "model file: used if it exists, else trained and written there (default OUTDIR/model.safetensors)", NULL, mpath, mpath, sizeof(mpath), &set));
   PetscCall(PetscOptionsBool("-overwrite", "recompute every stage, replacing existing outputs", NULL, overwrite, &overwrite, NULL));
   PetscCall(PetscOptionsInt("-summary_queries", "queries shown in the printed summary", NULL, nshow, &nshow, NULL));
+  {
+    PetscInt chunk = 512;
+    PetscCall(PetscOptionsInt("-self_chunk", "training examples per chunk of the self-influence stage", NULL, chunk, &chunk, NULL));
+  }
   PetscOptionsEnd();
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
   PetscCall(DriverOpenData(comm, "test", PETSC_FALSE, help, &test));
@@ -188,6 +193,12 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
     PetscCall(InflScorerSetFromOptions(probe));
     PetscCall(InflScorerDestroy(&probe));
   }
+  {
+    InflReport probe; /* registers the -report_ options before the check for unused ones */
+    PetscCall(InflReportCreate(comm, &probe));
+    PetscCall(InflReportSetFromOptions(probe));
+    PetscCall(InflReportDestroy(&probe));
+  }
   PetscCall(study_options_used(comm));
   PetscCall(DriverCheckUnusedOptions(comm));
 
@@ -205,6 +216,12 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
 
   PetscCall(print_summary(comm, sc, train, query, Q, qidx, nshow));
   PetscCall(PetscPrintf(comm, "\noutputs: %s, %s, %s, %s\n", mpath, fpath, spath, selfpath));
+  {
+    char rpath[PETSC_MAX_PATH_LEN];
+    PetscCall(PetscSNPrintf(rpath, sizeof(rpath), "%s/report.html", outdir));
+    PetscCall(InflReportFromFiles(comm, spath, train, query, selfpath, rpath, PETSC_TRUE));
+    PetscCall(PetscPrintf(comm, "report: %s\n", rpath));
+  }
   PetscCall(PetscFree(qidx));
   PetscCall(InflScorerDestroy(&sc));
   PetscCall(InflEKFACDestroy(&ek));

@@ -1,6 +1,7 @@
 /* The stages of an influence study, shared by their subcommands and by infl run. */
 #include "driver.h"
 #include "stages.h"
+#include <infl/checkpoint.h>
 
 PetscErrorCode StageFit(MPI_Comm comm, InflModel model, InflData train, const char out[], PetscBool overwrite, InflEKFAC *ek_out)
 {
@@ -14,6 +15,7 @@ PetscErrorCode StageFit(MPI_Comm comm, InflModel model, InflData train, const ch
   PetscCall(PetscTime(&t0));
   PetscCall(InflEKFACCreate(comm, &ek));
   PetscCall(InflEKFACSetFromOptions(ek));
+  if (out && out[0]) PetscCall(InflEKFACSetCheckpoint(ek, out));
   PetscCall(InflEKFACFit(ek, model, train));
   PetscCall(PetscTime(&t1));
   PetscCall(InflEKFACView(ek, NULL));
@@ -44,6 +46,7 @@ PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData
   PetscCall(InflDataGetExamples(query, Q, qidx, xq, yq));
   PetscCall(InflScorerCreate(comm, &sc));
   PetscCall(InflScorerSetFromOptions(sc));
+  if (out && out[0]) PetscCall(InflScorerSetCheckpoint(sc, out));
   PetscCall(PetscTime(&t0));
   PetscCall(InflScorerSetQueries(sc, model, ek, Q, xq, yq, qidx));
   PetscCall(PetscTime(&t1));
@@ -63,16 +66,19 @@ PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData
 
 PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData train, const char out[], PetscBool overwrite)
 {
-  int64_t        N, d, start, count;
+  int64_t        N, d, start, count, nchunks, rounds, dims[1];
   const float   *x;
   const int64_t *y;
   double        *self;
   PetscInt       chunk = 512;
   PetscLogDouble t0, t1;
-  char           partial[PETSC_MAX_PATH_LEN];
+  char           partial[PETSC_MAX_PATH_LEN], tmp[PETSC_MAX_PATH_LEN];
   hid_t          file;
   const char    *mh, *th;
   PetscLogStage  stage;
+  InflRanges     done = {0}, todo = {0}, mine = {0};
+  InflCapture   *cap;
+  InflProgress   prog;
 
   PetscFunctionBegin;
   PetscCall(PetscLogStageRegister("Self-influence", &stage));
@@ -82,24 +88,67 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
   PetscCall(DriverCheckOutput(comm, out, overwrite));
   PetscCall(InflDataGetSizes(train, &N, &d, NULL));
   PetscCall(InflDataGetShard(train, &start, &count, &x, &y));
-  PetscCall(PetscMalloc1(PetscMax(count, 1), &self));
-  PetscCall(PetscTime(&t0));
-  PetscCall(InflSelfInfluence(model, ek, train, chunk, self));
-  PetscCall(PetscTime(&t1));
-  PetscCall(PetscPrintf(comm, "self-influence of %" PRId64 " training examples: %.2f s\n", N, t1 - t0));
-  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", out));
-  PetscCall(InflH5Create(comm, partial, PETSC_TRUE, &file));
   PetscCall(InflModelGetHash(model, &mh));
   PetscCall(InflDataGetHash(train, &th));
-  PetscCall(InflH5WriteProvenance(file, comm, "self", mh, th, NULL));
-  {
-    int64_t dims[1] = {N};
+  PetscCall(PetscCalloc1(PetscMax(count, 1), &self));
+  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", out));
+  PetscCall(PetscSNPrintf(tmp, sizeof(tmp), "%s.partial.tmp", out));
+  dims[0] = N;
+  if (InflFileExists(partial)) { /* resume */
+    PetscCall(InflH5Open(comm, partial, PETSC_FALSE, &file));
+    PetscCall(InflCheckpointCheckAttr(comm, file, partial, "model_sha256", mh));
+    PetscCall(InflCheckpointCheckAttr(comm, file, partial, "train_sha256", th));
+    PetscCall(InflRangesRead(file, &done));
+    PetscCall(InflH5ReadRows(file, "/self_influence", H5T_NATIVE_DOUBLE, start, count, self));
+    PetscCall(InflH5Close(&file));
+    PetscCall(PetscPrintf(comm, "self: resuming from %s (%" PRId64 " of %" PRId64 " done)\n", partial, InflRangesCount(&done), N));
+  }
+  PetscCall(InflRangesSubtract(start, start + count, &done, &todo));
+  nchunks = InflRangesChunks(&todo, chunk);
+  PetscCall(InflRounds(comm, nchunks, &rounds));
+  PetscCall(InflCaptureCreate(model, chunk, &cap));
+  PetscCall(InflProgressStart(comm, "self", InflRangesCount(&todo), &prog));
+  PetscCall(PetscTime(&t0));
+  for (int64_t r = 0; r < rounds; r++) {
+    int64_t   lo = 0, hi = 0;
+    PetscBool ckpt, stop;
+    if (r < nchunks) {
+      InflRangesChunk(&todo, chunk, r, &lo, &hi);
+      PetscCall(InflSelfInfluenceBatch(model, ek, (PetscInt)(hi - lo), x + (lo - start) * d, y + (lo - start), cap, self + (lo - start)));
+      PetscCall(InflRangesAdd(&mine, lo, hi));
+    }
+    PetscCall(InflProgressStep(&prog, hi - lo, &ckpt, &stop));
+    if (ckpt || r == rounds - 1) {
+      InflRanges all = {0};
+      PetscCall(InflRangesAllUnion(comm, &mine, &all));
+      for (int64_t i = 0; i < done.n; i++) PetscCall(InflRangesAdd(&all, done.lo[i], done.hi[i]));
+      PetscCall(InflH5Create(comm, tmp, PETSC_TRUE, &file));
+      PetscCall(InflH5WriteProvenance(file, comm, r == rounds - 1 ? "self" : "self (partial)", mh, th, NULL));
+      PetscCall(InflH5WriteRows(file, "/self_influence", H5T_NATIVE_DOUBLE, 1, dims, start, count, self));
+      PetscCall(InflH5WriteRows(file, "/train_labels", H5T_NATIVE_INT64, 1, dims, start, count, y));
+      PetscCall(InflRangesWrite(file, &all));
+      PetscCall(InflH5Close(&file));
+      PetscCall(InflRangesDestroy(&all));
+      PetscCall(InflRenameAll(comm, tmp, r == rounds - 1 ? out : partial));
+    }
+    if (stop && r < rounds - 1) PetscCall(InflInterrupted(comm, "infl self", partial));
+  }
+  if (rounds == 0) { /* nothing to do (empty shards everywhere or all done): write the result from what was restored */
+    PetscCall(InflH5Create(comm, tmp, PETSC_TRUE, &file));
+    PetscCall(InflH5WriteProvenance(file, comm, "self", mh, th, NULL));
     PetscCall(InflH5WriteRows(file, "/self_influence", H5T_NATIVE_DOUBLE, 1, dims, start, count, self));
     PetscCall(InflH5WriteRows(file, "/train_labels", H5T_NATIVE_INT64, 1, dims, start, count, y));
+    PetscCall(InflH5Close(&file));
+    PetscCall(InflRenameAll(comm, tmp, out));
   }
-  PetscCall(InflH5Close(&file));
-  PetscCall(InflRenameAll(comm, partial, out));
+  PetscCall(InflRemoveAll(comm, partial));
+  PetscCall(PetscTime(&t1));
+  PetscCall(PetscPrintf(comm, "self-influence of %" PRId64 " training examples: %.2f s\n", N, t1 - t0));
   PetscCall(PetscPrintf(comm, "wrote %s\n", out));
+  PetscCall(InflCaptureDestroy(&cap));
+  PetscCall(InflRangesDestroy(&done));
+  PetscCall(InflRangesDestroy(&todo));
+  PetscCall(InflRangesDestroy(&mine));
   PetscCall(PetscFree(self));
   PetscCall(PetscLogStagePop());
   PetscFunctionReturn(0);

@@ -37,6 +37,10 @@ PetscErrorCode InflEKFACSetFromOptions(InflEKFAC ek);
 PetscErrorCode InflEKFACSetFisher(InflEKFAC ek, InflFisher fisher, uint64_t seed);
 /* Override the damping: damping >= 0 for every layer (PETSC_DEFAULT restores 0.1 * mean(Lambda_l)). */
 PetscErrorCode InflEKFACSetDamping(InflEKFAC ek, double damping);
+/* Make InflEKFACFit resumable: both passes checkpoint to OUT.partial (-checkpoint_interval), a signal stops the fit
+ * after a checkpoint (INFL_ERR_INTERRUPTED), and an existing OUT.partial of the same fit (model, data, Fisher kind,
+ * seed) is resumed.  OUT is the path later given to InflEKFACSave. */
+PetscErrorCode InflEKFACSetCheckpoint(InflEKFAC ek, const char out[]);
 /* Collective.  Both passes over this rank's shard of `train` and the eigensolves.  Errors: a factor with non-finite
  * entries (names layer and factor: the model or data is broken), zero damping with a zero eigenvalue in Lambda
  * (the inverse is undefined; set -ekfac_damping > 0). */

@@ -32,6 +32,10 @@ PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek
  * din_l+1) (bias last) were computed elsewhere, e.g. by Krylov solves (infl/ihvp.h); scored like EK-FAC queries.
  * P is copied. */
 PetscErrorCode InflScorerSetPreconditionedQueries(InflScorer sc, InflModel model, PetscInt Q, const double *const P[], const int64_t yq[], const int64_t qindex[]);
+/* Make InflScorerScore resumable: progress is checkpointed to OUT.partial (-checkpoint_interval), a signal
+ * stops it after a checkpoint (INFL_ERR_INTERRUPTED), and an existing OUT.partial of the same computation (same
+ * model, data, queries, options) is resumed.  OUT is the path later given to InflScorerSave. */
+PetscErrorCode InflScorerSetCheckpoint(InflScorer sc, const char out[]);
 /* Collective.  Scores every training example of this rank's shard against the queries, in chunks; merges the
  * top-k and bottom-k across ranks. */
 PetscErrorCode InflScorerScore(InflScorer sc, InflData train);
@@ -51,5 +55,8 @@ PetscErrorCode InflScorerDestroy(InflScorer *sc);
 /* Collective.  Self-influence <precondition(DW_m), DW_m> (summed over layers) of every training example of this
  * rank's shard: self (count) for global indices [start, start+count). */
 PetscErrorCode InflSelfInfluence(InflModel model, InflEKFAC ek, InflData train, PetscInt chunk, double self[]);
+
+/* Not collective.  Self-influence of B examples x (B, din) with labels y, using a capture of capacity >= B. */
+PetscErrorCode InflSelfInfluenceBatch(InflModel model, InflEKFAC ek, PetscInt B, const float x[], const int64_t y[], InflCapture *cap, double self[]);
 
 #endif

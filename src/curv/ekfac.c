@@ -1,6 +1,7 @@
 /* EK-FAC: Kronecker factors, their eigenbases, the eigenvalue correction Lambda and the damped inverse. */
 #include <infl/ekfac.h>
 #include <infl/eigen.h>
+#include <infl/checkpoint.h>
 #include <cblas.h>
 #include <math.h>
 #include <petscviewer.h>
@@ -19,7 +20,129 @@ struct _p_InflEKFAC {
   char            model_hash[65], train_hash[65];
   double         *work;           /* scratch */
   size_t          nwork;
+  char            out[PETSC_MAX_PATH_LEN]; /* checkpoints go to out.partial */
 };
+
+PetscErrorCode InflEKFACSetCheckpoint(InflEKFAC ek, const char out[])
+{
+  PetscFunctionBegin;
+  PetscCall(PetscStrncpy(ek->out, out ? out : "", sizeof(ek->out)));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode ekfac_key(InflEKFAC ek, char key[], size_t len)
+{
+  PetscFunctionBegin;
+  PetscCall(PetscSNPrintf(key, len, "fisher %s seed %llu kfac %d", ek->fisher == INFL_FISHER_TRUE ? "true" : "empirical", (unsigned long long)ek->seed, (int)ek->kfac));
+  PetscFunctionReturn(0);
+}
+
+/* Collective: replace out.partial with the state of pass `pass` (1: covariance sums; 2: eigenbases and Lambda
+ * sums) after the examples in `done`.  Per-rank partial sums are reduced onto rank 0 for the file. */
+static PetscErrorCode ekfac_checkpoint(InflEKFAC ek, int pass, const InflRanges *done)
+{
+  char        tmp[PETSC_MAX_PATH_LEN], partial[PETSC_MAX_PATH_LEN], key[128], name[96];
+  hid_t       file;
+  PetscMPIInt rank;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(ek->comm, &rank));
+  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", ek->out));
+  PetscCall(PetscSNPrintf(tmp, sizeof(tmp), "%s.partial.tmp", ek->out));
+  PetscCall(InflH5Create(ek->comm, tmp, PETSC_TRUE, &file));
+  PetscCall(InflH5WriteProvenance(file, ek->comm, "fit (partial)", ek->model_hash, ek->train_hash, NULL));
+  PetscCall(ekfac_key(ek, key, sizeof(key)));
+  PetscCall(InflH5SetAttrString(file, "/", "checkpoint_key", key));
+  PetscCall(InflH5SetAttrInt(file, "/", "pass", pass));
+  for (PetscInt l = 0; l < ek->L; l++) {
+    InflEKFACLayer *ly = &ek->layers[l];
+    int64_t         na = ly->din + 1, nd = ly->dout, dA[2] = {na, na}, dS[2] = {nd, nd}, dL[2] = {nd, na};
+    double         *buf;
+    PetscCall(PetscMalloc1(PetscMax(na * na, nd * na), &buf));
+    if (pass == 1) {
+      PetscCallMPI(MPI_Reduce(ly->A, buf, (int)(na * na), MPI_DOUBLE, MPI_SUM, 0, ek->comm));
+      PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%d/A_sum", (int)l));
+      PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_DOUBLE, 2, dA, buf));
+      PetscCallMPI(MPI_Reduce(ly->S, buf, (int)(nd * nd), MPI_DOUBLE, MPI_SUM, 0, ek->comm));
+      PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%d/S_sum", (int)l));
+      PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_DOUBLE, 2, dS, buf));
+    } else {
+#define W(nm, nd_, dims_, b) \
+  do { \
+    PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%d/%s", (int)l, nm)); \
+    PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_DOUBLE, nd_, dims_, b)); \
+  } while (0)
+      W("A", 2, dA, ly->A);
+      W("S", 2, dS, ly->S);
+      W("Q_A", 2, dA, ly->QA);
+      W("Q_S", 2, dS, ly->QS);
+      W("eigenvalues_A", 1, dA, ly->eA);
+      W("eigenvalues_S", 1, dS, ly->eS);
+      PetscCallMPI(MPI_Reduce(ly->Lambda, buf, (int)(nd * na), MPI_DOUBLE, MPI_SUM, 0, ek->comm));
+      W("Lambda_sum", 2, dL, buf);
+#undef W
+    }
+    PetscCall(PetscFree(buf));
+  }
+  PetscCall(InflRangesWrite(file, done));
+  PetscCall(InflH5Close(&file));
+  PetscCall(InflRenameAll(ek->comm, tmp, partial));
+  PetscFunctionReturn(0);
+}
+
+/* Collective: restore out.partial if it exists; pass = 0 when there is nothing to resume. */
+static PetscErrorCode ekfac_restore(InflEKFAC ek, int *pass, InflRanges *done)
+{
+  char        partial[PETSC_MAX_PATH_LEN], key[128], name[96];
+  hid_t       file;
+  PetscMPIInt rank;
+  int64_t     p;
+
+  PetscFunctionBegin;
+  *pass = 0;
+  PetscCall(InflRangesReset(done));
+  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", ek->out));
+  if (!ek->out[0] || !InflFileExists(partial)) PetscFunctionReturn(0);
+  PetscCallMPI(MPI_Comm_rank(ek->comm, &rank));
+  PetscCall(InflH5Open(ek->comm, partial, PETSC_FALSE, &file));
+  PetscCall(InflCheckpointCheckAttr(ek->comm, file, partial, "model_sha256", ek->model_hash));
+  PetscCall(InflCheckpointCheckAttr(ek->comm, file, partial, "train_sha256", ek->train_hash));
+  PetscCall(ekfac_key(ek, key, sizeof(key)));
+  PetscCall(InflCheckpointCheckAttr(ek->comm, file, partial, "checkpoint_key", key));
+  PetscCall(InflH5GetAttrInt(file, "/", "pass", &p));
+  PetscCall(InflRangesRead(file, done));
+  for (PetscInt l = 0; l < ek->L; l++) {
+    InflEKFACLayer *ly = &ek->layers[l];
+    int64_t         na = ly->din + 1, nd = ly->dout, dA[2] = {na, na}, dS[2] = {nd, nd}, dL[2] = {nd, na};
+#define R(nm, nd_, dims_, b) \
+  do { \
+    PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%d/%s", (int)l, nm)); \
+    PetscCall(InflH5ReadArray(file, name, H5T_NATIVE_DOUBLE, nd_, dims_, NULL, b)); \
+  } while (0)
+    if (p == 1) {
+      R("A_sum", 2, dA, ly->A);
+      R("S_sum", 2, dS, ly->S);
+      if (rank != 0) { /* the sums so far are counted once, on rank 0 */
+        PetscCall(PetscArrayzero(ly->A, na * na));
+        PetscCall(PetscArrayzero(ly->S, nd * nd));
+      }
+    } else {
+      R("A", 2, dA, ly->A);
+      R("S", 2, dS, ly->S);
+      R("Q_A", 2, dA, ly->QA);
+      R("Q_S", 2, dS, ly->QS);
+      R("eigenvalues_A", 1, dA, ly->eA);
+      R("eigenvalues_S", 1, dS, ly->eS);
+      R("Lambda_sum", 2, dL, ly->Lambda);
+      if (rank != 0) PetscCall(PetscArrayzero(ly->Lambda, nd * na));
+    }
+#undef R
+  }
+  PetscCall(InflH5Close(&file));
+  *pass = (int)p;
+  PetscCall(PetscPrintf(ek->comm, "fit: resuming pass %d from %s (%" PRId64 " of %" PRId64 " examples of the pass done)\n", *pass, partial, InflRangesCount(done), ek->nexamples));
+  PetscFunctionReturn(0);
+}
 
 static PetscErrorCode ekfac_work(InflEKFAC ek, size_t n, double **w)
 {
@@ -159,6 +282,16 @@ static PetscErrorCode fisher_labels(InflEKFAC ek, InflModel model, PetscInt B, c
   PetscFunctionReturn(0);
 }
 
+static PetscErrorCode ekfac_stop(InflEKFAC ek)
+{
+  char partial[PETSC_MAX_PATH_LEN];
+
+  PetscFunctionBegin;
+  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", ek->out[0] ? ek->out : "(no output file)"));
+  PetscCall(InflInterrupted(ek->comm, "infl fit", partial));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
 {
   PetscInt       L, din, C, *dins, *douts, maxd = 1;
@@ -169,7 +302,11 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   InflCapture   *cap;
   double        *bufa, *bufd, *ta, *td;
   const char    *hash;
-  PetscLogDouble t0, t1, t2, t3;
+  PetscLogDouble t0, t1 = 0, t2, t3;
+  InflRanges     done = {0}, todo = {0}, mine = {0};
+  int64_t        nchunks, rounds;
+  int            resume_pass;
+  InflProgress   prog;
 
   PetscFunctionBegin;
   PetscCall(InflModelGetLayers(model, &L, &lin));
@@ -199,10 +336,23 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   PetscCall(InflCaptureCreate(model, ek->chunk, &cap));
   PetscCall(PetscMalloc6((size_t)ek->chunk * maxd, &bufa, (size_t)ek->chunk * maxd, &bufd, (size_t)ek->chunk * maxd, &ta, (size_t)ek->chunk * maxd, &td, ek->chunk, &ys, ek->chunk, &idx));
 
+  PetscCall(ekfac_restore(ek, &resume_pass, &done));
+
   /* Pass 1: covariance sums (upper triangle by dsyrk, mirrored below) */
   PetscCall(PetscTime(&t0));
-  for (int64_t off = 0; off < count; off += ek->chunk) {
-    PetscInt B = (PetscInt)PetscMin(ek->chunk, count - off);
+  if (resume_pass <= 1) {
+  PetscCall(InflRangesSubtract(start, start + count, &done, &todo));
+  nchunks = InflRangesChunks(&todo, ek->chunk);
+  PetscCall(InflRounds(ek->comm, nchunks, &rounds));
+  PetscCall(InflProgressStart(ek->comm, "fit, covariance pass", InflRangesCount(&todo), &prog));
+  for (int64_t round = 0; round < rounds; round++) {
+    int64_t   lo = 0, hi = 0, off;
+    PetscInt  B;
+    PetscBool ckpt, stop;
+    if (round < nchunks) InflRangesChunk(&todo, ek->chunk, round, &lo, &hi);
+    off = lo - start;
+    B   = (PetscInt)(hi - lo);
+    if (B > 0) {
     PetscCall(fisher_labels(ek, model, B, x + off * d, y + off, start + off, idx, ys));
     PetscCall(InflModelCapture(model, B, x + off * d, ys, cap));
     for (PetscInt l = 0; l < L; l++) {
@@ -212,6 +362,17 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
       cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, ly->din + 1, B, 1.0, a, ly->din + 1, 1.0, ly->A, ly->din + 1);
       cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, ly->dout, B, 1.0, ds, ly->dout, 1.0, ly->S, ly->dout);
     }
+    PetscCall(InflRangesAdd(&mine, lo, hi));
+    }
+    PetscCall(InflProgressStep(&prog, B, &ckpt, &stop));
+    if (ckpt && ek->out[0]) {
+      InflRanges all = {0};
+      PetscCall(InflRangesAllUnion(ek->comm, &mine, &all));
+      for (int64_t i = 0; i < done.n; i++) PetscCall(InflRangesAdd(&all, done.lo[i], done.hi[i]));
+      PetscCall(ekfac_checkpoint(ek, 1, &all));
+      PetscCall(InflRangesDestroy(&all));
+    }
+    if (stop) PetscCall(ekfac_stop(ek));
   }
   {
     double   **Cf, **ev, **Q;
@@ -236,6 +397,10 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
     PetscCall(PetscFree5(Cf, ev, Q, nf, names));
     PetscCall(PetscFree(pnames));
   }
+  PetscCall(InflRangesReset(&done));
+  PetscCall(InflRangesReset(&mine));
+  if (ek->out[0] && !ek->kfac) PetscCall(ekfac_checkpoint(ek, 2, &done));
+  }
   PetscCall(PetscTime(&t2));
 
   /* Pass 2: Lambda = (1/N) sum_n (Q_S^T ds)^2 (Q_A^T a)^2^T, one GEMM per layer and chunk */
@@ -245,8 +410,18 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
       for (PetscInt i = 0; i < ly->dout; i++) for (PetscInt j = 0; j <= ly->din; j++) ly->Lambda[(int64_t)i * (ly->din + 1) + j] = PetscMax(ly->eS[i], 0) * PetscMax(ly->eA[j], 0);
     }
   } else {
-    for (int64_t off = 0; off < count; off += ek->chunk) {
-      PetscInt B = (PetscInt)PetscMin(ek->chunk, count - off);
+    PetscCall(InflRangesSubtract(start, start + count, &done, &todo));
+    nchunks = InflRangesChunks(&todo, ek->chunk);
+    PetscCall(InflRounds(ek->comm, nchunks, &rounds));
+    PetscCall(InflProgressStart(ek->comm, "fit, Lambda pass", InflRangesCount(&todo), &prog));
+    for (int64_t round = 0; round < rounds; round++) {
+      int64_t   lo = 0, hi = 0, off;
+      PetscInt  B;
+      PetscBool ckpt, stop;
+      if (round < nchunks) InflRangesChunk(&todo, ek->chunk, round, &lo, &hi);
+      off = lo - start;
+      B   = (PetscInt)(hi - lo);
+      if (B > 0) {
       PetscCall(fisher_labels(ek, model, B, x + off * d, y + off, start + off, idx, ys));
       PetscCall(InflModelCapture(model, B, x + off * d, ys, cap));
       for (PetscInt l = 0; l < L; l++) {
@@ -260,6 +435,17 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
         for (int64_t i = 0; i < (int64_t)B * nd; i++) td[i] *= td[i];
         cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, B, 1.0, td, nd, ta, na, 1.0, ly->Lambda, na);
       }
+      PetscCall(InflRangesAdd(&mine, lo, hi));
+      }
+      PetscCall(InflProgressStep(&prog, B, &ckpt, &stop));
+      if (ckpt && ek->out[0]) {
+        InflRanges all = {0};
+        PetscCall(InflRangesAllUnion(ek->comm, &mine, &all));
+        for (int64_t i = 0; i < done.n; i++) PetscCall(InflRangesAdd(&all, done.lo[i], done.hi[i]));
+        PetscCall(ekfac_checkpoint(ek, 2, &all));
+        PetscCall(InflRangesDestroy(&all));
+      }
+      if (stop) PetscCall(ekfac_stop(ek));
     }
     for (PetscInt l = 0; l < L; l++) {
       InflEKFACLayer *ly = &ek->layers[l];
@@ -273,6 +459,9 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   PetscCall(PetscInfo(NULL, "EK-FAC fit: covariance pass %.3f s, eigensolves %.3f s, Lambda pass %.3f s\n", t1 - t0, t2 - t1, t3 - t2));
   PetscCall(PetscFree6(bufa, bufd, ta, td, ys, idx));
   PetscCall(InflCaptureDestroy(&cap));
+  PetscCall(InflRangesDestroy(&done));
+  PetscCall(InflRangesDestroy(&todo));
+  PetscCall(InflRangesDestroy(&mine));
   PetscFunctionReturn(0);
 }
 
@@ -389,7 +578,7 @@ PetscErrorCode InflEKFACSave(InflEKFAC ek, const char path[], PetscBool overwrit
 
   PetscFunctionBegin;
   InflCheckAll(ek->comm, overwrite || !InflFileExists(path), PETSC_ERR_FILE_OPEN, "%s exists; pass -overwrite to replace it or choose another -out", path);
-  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", path));
+  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial.tmp", path));
   PetscCall(InflH5Create(ek->comm, partial, PETSC_TRUE, &file));
   PetscCall(InflH5WriteProvenance(file, ek->comm, "fit", ek->model_hash, ek->train_hash, NULL));
   PetscCall(InflH5SetAttrString(file, "/", "fisher", ek->fisher == INFL_FISHER_TRUE ? "true" : "empirical"));
@@ -424,6 +613,8 @@ PetscErrorCode InflEKFACSave(InflEKFAC ek, const char path[], PetscBool overwrit
   }
   PetscCall(InflH5Close(&file));
   PetscCall(InflRenameAll(ek->comm, partial, path));
+  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", path));
+  PetscCall(InflRemoveAll(ek->comm, partial));
   PetscFunctionReturn(0);
 }
 

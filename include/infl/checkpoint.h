@@ -1,0 +1,75 @@
+/* infl/checkpoint.h -- interruption, progress and resumption of long stages.
+ *
+ * A long stage (train, the fit passes, score, self) loops over chunks of its examples.  At every chunk boundary all
+ * ranks call InflProgressStep, which (one small MPI_Allreduce) prints progress on rank 0 at most every
+ * -progress_interval seconds, and tells every rank at once whether a checkpoint is due (every
+ * -checkpoint_interval seconds of rank 0's clock, 0 = every chunk) and whether to stop (SIGTERM, SIGUSR1 or SIGINT
+ * received by any rank: what Slurm sends before the time limit).  A checkpoint replaces NAME.partial atomically
+ * (written as NAME.partial.tmp, then renamed), so that after a kill, even SIGKILL, NAME.partial is the last
+ * consistent state.  On a stop the stage writes its checkpoint and fails with INFL_ERR_INTERRUPTED; infl then exits
+ * with status 3.  Rerunning the same command resumes: the examples already done are recorded as global index ranges,
+ * so a rerun may use another rank count.
+ */
+#ifndef INFL_CHECKPOINT_H
+#define INFL_CHECKPOINT_H
+
+#include <infl/io.h>
+
+#define INFL_ERR_INTERRUPTED 250 /* error code of a stage stopped by a signal; infl exits with status 3 */
+#define INFL_EXIT_INTERRUPTED 3
+
+/* Install handlers of SIGTERM, SIGUSR1 and SIGINT that record the signal (async-signal-safe flag). */
+PetscErrorCode InflSignalsInstall(void);
+/* Has this process received one of those signals? */
+PetscBool InflSignalReceived(void);
+
+/* Sorted, disjoint, half-open ranges [lo, hi) of global example indices. */
+typedef struct {
+  int64_t  n, cap;
+  int64_t *lo, *hi;
+} InflRanges;
+PetscErrorCode InflRangesAdd(InflRanges *r, int64_t lo, int64_t hi); /* union with [lo, hi) */
+PetscErrorCode InflRangesReset(InflRanges *r);
+PetscErrorCode InflRangesDestroy(InflRanges *r);
+int64_t        InflRangesCount(const InflRanges *r);
+/* todo = [lo, hi) minus done. */
+PetscErrorCode InflRangesSubtract(int64_t lo, int64_t hi, const InflRanges *done, InflRanges *todo);
+/* Collective: out = union over ranks of in (out may be in). */
+PetscErrorCode InflRangesAllUnion(MPI_Comm comm, const InflRanges *in, InflRanges *out);
+/* Collective HDF5 write / read of ranges as /progress/done_lo, /progress/done_hi (rank 0's data). */
+PetscErrorCode InflRangesWrite(hid_t file, const InflRanges *r);
+PetscErrorCode InflRangesRead(hid_t file, InflRanges *r);
+
+typedef struct {
+  MPI_Comm       comm;
+  char           stage[64];
+  int64_t        todo;         /* examples to do in all ranks in this pass */
+  int64_t        done;         /* examples done in all ranks (as of the last step) */
+  int64_t        local;        /* examples done by this rank since the last step */
+  double         ckpt_interval, print_interval;
+  PetscLogDouble t0, last_print, last_ckpt;
+} InflProgress;
+
+/* Collective.  todo_local: examples this rank will process in this pass.  Reads -checkpoint_interval (s, default 600)
+ * and -progress_interval (s, default 10). */
+PetscErrorCode InflProgressStart(MPI_Comm comm, const char stage[], int64_t todo_local, InflProgress *p);
+/* Collective, at a chunk boundary, after this rank processed n more examples (0 for a rank without work). */
+PetscErrorCode InflProgressStep(InflProgress *p, int64_t n, PetscBool *checkpoint, PetscBool *stop);
+/* Collective: the number of rounds of a loop in which rank r has nlocal chunks (max over ranks). */
+PetscErrorCode InflRounds(MPI_Comm comm, int64_t nlocal, int64_t *rounds);
+
+/* Chunks of a range list: the c-th piece of at most `chunk` examples.  Returns the count of pieces. */
+int64_t InflRangesChunks(const InflRanges *r, int64_t chunk);
+void    InflRangesChunk(const InflRanges *r, int64_t chunk, int64_t c, int64_t *lo, int64_t *hi);
+
+/* Collective: raise INFL_ERR_INTERRUPTED naming the stage and the partial file. */
+PetscErrorCode InflInterrupted(MPI_Comm comm, const char stage[], const char partial[]);
+
+/* Collective: check that an existing partial file belongs to this run: its root attribute `key` equals `value`
+ * (e.g. model_sha256); error naming the file, both values and the fix (remove it) otherwise. */
+PetscErrorCode InflCheckpointCheckAttr(MPI_Comm comm, hid_t file, const char path[], const char key[], const char value[]);
+
+/* Collective: rank 0 removes `path` if it exists. */
+PetscErrorCode InflRemoveAll(MPI_Comm comm, const char path[]);
+
+#endif

@@ -1,0 +1,269 @@
+/* Signals, progress, resumable ranges. */
+#include <infl/checkpoint.h>
+#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t signal_received = 0;
+
+static void on_signal(int sig)
+{
+  signal_received = sig;
+}
+
+PetscErrorCode InflSignalsInstall(void)
+{
+  struct sigaction sa;
+
+  PetscFunctionBegin;
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  PetscCheck(sigaction(SIGTERM, &sa, NULL) == 0 && sigaction(SIGUSR1, &sa, NULL) == 0 && sigaction(SIGINT, &sa, NULL) == 0, PETSC_COMM_SELF, PETSC_ERR_SYS, "cannot install signal handlers");
+  PetscFunctionReturn(0);
+}
+
+PetscBool InflSignalReceived(void)
+{
+  return signal_received ? PETSC_TRUE : PETSC_FALSE;
+}
+
+PetscErrorCode InflRangesReset(InflRanges *r)
+{
+  PetscFunctionBegin;
+  r->n = 0;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflRangesDestroy(InflRanges *r)
+{
+  PetscFunctionBegin;
+  PetscCall(PetscFree2(r->lo, r->hi));
+  r->n = r->cap = 0;
+  PetscFunctionReturn(0);
+}
+
+int64_t InflRangesCount(const InflRanges *r)
+{
+  int64_t c = 0;
+  for (int64_t i = 0; i < r->n; i++) c += r->hi[i] - r->lo[i];
+  return c;
+}
+
+PetscErrorCode InflRangesAdd(InflRanges *r, int64_t lo, int64_t hi)
+{
+  int64_t i, j, k;
+
+  PetscFunctionBegin;
+  if (hi <= lo) PetscFunctionReturn(0);
+  if (r->n + 1 > r->cap) {
+    int64_t  cap = PetscMax(16, 2 * r->cap), *nlo, *nhi;
+    PetscCall(PetscMalloc2(cap, &nlo, cap, &nhi));
+    if (r->n) {
+      PetscCall(PetscArraycpy(nlo, r->lo, r->n));
+      PetscCall(PetscArraycpy(nhi, r->hi, r->n));
+    }
+    PetscCall(PetscFree2(r->lo, r->hi));
+    r->lo  = nlo;
+    r->hi  = nhi;
+    r->cap = cap;
+  }
+  /* ranges i..j-1 touch [lo, hi): merge them with it */
+  for (i = 0; i < r->n && r->hi[i] < lo; i++) {}
+  for (j = i; j < r->n && r->lo[j] <= hi; j++) {}
+  if (j > i) {
+    lo = PetscMin(lo, r->lo[i]);
+    hi = PetscMax(hi, r->hi[j - 1]);
+  }
+  /* replace i..j-1 by one range */
+  k = r->n - j;
+  if (j == i) { /* insert */
+    for (int64_t m = r->n; m > i; m--) {
+      r->lo[m] = r->lo[m - 1];
+      r->hi[m] = r->hi[m - 1];
+    }
+    r->n++;
+  } else {
+    for (int64_t m = 0; m < k; m++) {
+      r->lo[i + 1 + m] = r->lo[j + m];
+      r->hi[i + 1 + m] = r->hi[j + m];
+    }
+    r->n = i + 1 + k;
+  }
+  r->lo[i] = lo;
+  r->hi[i] = hi;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflRangesSubtract(int64_t lo, int64_t hi, const InflRanges *done, InflRanges *todo)
+{
+  int64_t cur = lo;
+
+  PetscFunctionBegin;
+  PetscCall(InflRangesReset(todo));
+  for (int64_t i = 0; i < done->n && cur < hi; i++) {
+    if (done->hi[i] <= cur) continue;
+    if (done->lo[i] >= hi) break;
+    if (done->lo[i] > cur) PetscCall(InflRangesAdd(todo, cur, PetscMin(done->lo[i], hi)));
+    cur = PetscMax(cur, done->hi[i]);
+  }
+  if (cur < hi) PetscCall(InflRangesAdd(todo, cur, hi));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflRangesAllUnion(MPI_Comm comm, const InflRanges *in, InflRanges *out)
+{
+  PetscMPIInt size, n = (PetscMPIInt)(2 * in->n), *counts, *displs;
+  int64_t    *mine, *all;
+  int64_t     total = 0;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCall(PetscMalloc2(size, &counts, size, &displs));
+  PetscCallMPI(MPI_Allgather(&n, 1, MPI_INT, counts, 1, MPI_INT, comm));
+  for (PetscMPIInt r = 0; r < size; r++) {
+    displs[r] = (PetscMPIInt)total;
+    total += counts[r];
+  }
+  PetscCall(PetscMalloc2(PetscMax(n, 1), &mine, PetscMax(total, 1), &all));
+  for (int64_t i = 0; i < in->n; i++) {
+    mine[2 * i]     = in->lo[i];
+    mine[2 * i + 1] = in->hi[i];
+  }
+  PetscCallMPI(MPI_Allgatherv(mine, n, MPI_INT64_T, all, counts, displs, MPI_INT64_T, comm));
+  PetscCall(InflRangesReset(out));
+  for (int64_t i = 0; i < total; i += 2) PetscCall(InflRangesAdd(out, all[i], all[i + 1]));
+  PetscCall(PetscFree2(mine, all));
+  PetscCall(PetscFree2(counts, displs));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflRangesWrite(hid_t file, const InflRanges *r)
+{
+  int64_t dims[1] = {r->n};
+  int64_t zero    = 0;
+
+  PetscFunctionBegin;
+  PetscCall(InflH5WriteArray(file, "/progress/done_lo", H5T_NATIVE_INT64, 1, dims, r->n ? r->lo : &zero));
+  PetscCall(InflH5WriteArray(file, "/progress/done_hi", H5T_NATIVE_INT64, 1, dims, r->n ? r->hi : &zero));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflRangesRead(hid_t file, InflRanges *r)
+{
+  int      nd;
+  int64_t  dims[8], *lo, *hi;
+
+  PetscFunctionBegin;
+  PetscCall(InflRangesReset(r));
+  PetscCall(InflH5GetDims(file, "/progress/done_lo", &nd, dims));
+  if (nd != 1 || dims[0] == 0) PetscFunctionReturn(0);
+  PetscCall(PetscMalloc2(dims[0], &lo, dims[0], &hi));
+  PetscCall(InflH5ReadArray(file, "/progress/done_lo", H5T_NATIVE_INT64, 1, dims, NULL, lo));
+  PetscCall(InflH5ReadArray(file, "/progress/done_hi", H5T_NATIVE_INT64, 1, dims, NULL, hi));
+  for (int64_t i = 0; i < dims[0]; i++) PetscCall(InflRangesAdd(r, lo[i], hi[i]));
+  PetscCall(PetscFree2(lo, hi));
+  PetscFunctionReturn(0);
+}
+
+int64_t InflRangesChunks(const InflRanges *r, int64_t chunk)
+{
+  int64_t c = 0;
+  for (int64_t i = 0; i < r->n; i++) c += (r->hi[i] - r->lo[i] + chunk - 1) / chunk;
+  return c;
+}
+
+void InflRangesChunk(const InflRanges *r, int64_t chunk, int64_t c, int64_t *lo, int64_t *hi)
+{
+  for (int64_t i = 0; i < r->n; i++) {
+    int64_t k = (r->hi[i] - r->lo[i] + chunk - 1) / chunk;
+    if (c < k) {
+      *lo = r->lo[i] + c * chunk;
+      *hi = PetscMin(r->hi[i], *lo + chunk);
+      return;
+    }
+    c -= k;
+  }
+  *lo = *hi = 0;
+}
+
+PetscErrorCode InflRounds(MPI_Comm comm, int64_t nlocal, int64_t *rounds)
+{
+  PetscFunctionBegin;
+  *rounds = nlocal;
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, rounds, 1, MPI_INT64_T, MPI_MAX, comm));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflProgressStart(MPI_Comm comm, const char stage[], int64_t todo_local, InflProgress *p)
+{
+  PetscFunctionBegin;
+  PetscCall(PetscMemzero(p, sizeof(*p)));
+  p->comm           = comm;
+  p->ckpt_interval  = 600;
+  p->print_interval = 10;
+  PetscCall(PetscStrncpy(p->stage, stage, sizeof(p->stage)));
+  PetscCall(PetscOptionsGetReal(NULL, NULL, "-checkpoint_interval", &p->ckpt_interval, NULL));
+  PetscCall(PetscOptionsGetReal(NULL, NULL, "-progress_interval", &p->print_interval, NULL));
+  PetscCheck(p->ckpt_interval >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-checkpoint_interval %g must be >= 0 seconds", p->ckpt_interval);
+  p->todo = todo_local;
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &p->todo, 1, MPI_INT64_T, MPI_SUM, comm));
+  PetscCall(PetscTime(&p->t0));
+  p->last_print = p->last_ckpt = p->t0;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflProgressStep(InflProgress *p, int64_t n, PetscBool *checkpoint, PetscBool *stop)
+{
+  PetscLogDouble now;
+  PetscMPIInt    rank;
+  int64_t        v[3];
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(p->comm, &rank));
+  PetscCall(PetscTime(&now));
+  v[0] = n;
+  v[1] = InflSignalReceived() ? 1 : 0;
+  v[2] = rank == 0 && now - p->last_ckpt >= p->ckpt_interval ? 1 : 0;
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, v, 3, MPI_INT64_T, MPI_SUM, p->comm));
+  p->done += v[0];
+  *stop       = v[1] ? PETSC_TRUE : PETSC_FALSE;
+  *checkpoint = v[2] || v[1] ? PETSC_TRUE : PETSC_FALSE;
+  if (v[2]) p->last_ckpt = now;
+  if (rank == 0 && (now - p->last_print >= p->print_interval || *stop)) {
+    double rate = (double)p->done / PetscMax(now - p->t0, 1e-9);
+    printf("  %s: %" PRId64 "/%" PRId64 " examples (%.1f%%), %.0f examples/s, ETA %.0f s%s\n", p->stage, p->done, p->todo, p->todo ? 100.0 * (double)p->done / (double)p->todo : 100.0, rate, rate > 0 ? (double)(p->todo - p->done) / rate : 0.0, *stop ? "  [signal received: checkpointing and stopping]" : "");
+    fflush(stdout);
+    p->last_print = now;
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflInterrupted(MPI_Comm comm, const char stage[], const char partial[])
+{
+  PetscFunctionBegin;
+  SETERRQ(comm, INFL_ERR_INTERRUPTED, "%s interrupted by a signal; its progress is saved in %s: run the same command again to resume", stage, partial);
+}
+
+PetscErrorCode InflCheckpointCheckAttr(MPI_Comm comm, hid_t file, const char path[], const char key[], const char value[])
+{
+  char      have[1024];
+  PetscBool same;
+
+  PetscFunctionBegin;
+  PetscCall(InflH5GetAttrString(file, "/", key, have, sizeof(have)));
+  PetscCall(PetscStrcmp(have, value, &same));
+  PetscCheck(same, comm, PETSC_ERR_ARG_INCOMP, "%s holds the progress of another run (%s %s, this run %s); remove it to start over, or rerun with the inputs it was made with", path, key, have[0] ? have : "(none)", value);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflRemoveAll(MPI_Comm comm, const char path[])
+{
+  PetscMPIInt rank;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  if (rank == 0 && InflFileExists(path)) unlink(path);
+  PetscCallMPI(MPI_Barrier(comm));
+  PetscFunctionReturn(0);
+}
