@@ -129,6 +129,7 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   if (!query) query = test;
   PetscCheck(query, comm, PETSC_ERR_ARG_NULL, "infl run needs -query (or -test) data for the queries");
   if (rank == 0 && mkdir(outdir, 0775) != 0 && errno != EEXIST) set = PETSC_FALSE;
+  PetscCallMPI(MPI_Barrier(comm)); /* the directory exists before the other ranks look */
   {
     struct stat st;
     /* rank 0 alone: the others may get here before its mkdir (the agreement is the barrier after it) */

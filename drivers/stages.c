@@ -96,6 +96,7 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
   dims[0] = N;
   if (InflFileExists(partial)) { /* resume */
     PetscCall(InflH5Open(comm, partial, PETSC_FALSE, &file));
+    PetscCall(InflCheckpointCheckAttr(comm, file, partial, "stage", "self (partial)"));
     PetscCall(InflCheckpointCheckAttr(comm, file, partial, "model_sha256", mh));
     PetscCall(InflCheckpointCheckAttr(comm, file, partial, "train_sha256", th));
     PetscCall(InflRangesRead(file, &done));

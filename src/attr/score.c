@@ -123,7 +123,8 @@ static PetscErrorCode scorer_restore(InflScorer sc, InflRanges *done)
   if (!InflFileExists(partial)) PetscFunctionReturn(0);
   PetscCallMPI(MPI_Comm_rank(sc->comm, &rank));
   PetscCall(InflH5Open(sc->comm, partial, PETSC_FALSE, &file));
-  PetscCall(InflCheckpointCheckAttr(sc->comm, file, partial, "model_sha256", sc->model_hash));
+  PetscCall(InflCheckpointCheckAttr(sc->comm, file, partial, "stage", "score (partial)"));
+    PetscCall(InflCheckpointCheckAttr(sc->comm, file, partial, "model_sha256", sc->model_hash));
   PetscCall(InflCheckpointCheckAttr(sc->comm, file, partial, "train_sha256", sc->train_hash));
   PetscCall(scorer_key(sc, key, sizeof(key)));
   PetscCall(InflCheckpointCheckAttr(sc->comm, file, partial, "checkpoint_key", key));

@@ -105,7 +105,8 @@ static PetscErrorCode ekfac_restore(InflEKFAC ek, int *pass, InflRanges *done)
   if (!ek->out[0] || !InflFileExists(partial)) PetscFunctionReturn(0);
   PetscCallMPI(MPI_Comm_rank(ek->comm, &rank));
   PetscCall(InflH5Open(ek->comm, partial, PETSC_FALSE, &file));
-  PetscCall(InflCheckpointCheckAttr(ek->comm, file, partial, "model_sha256", ek->model_hash));
+  PetscCall(InflCheckpointCheckAttr(ek->comm, file, partial, "stage", "fit (partial)"));
+    PetscCall(InflCheckpointCheckAttr(ek->comm, file, partial, "model_sha256", ek->model_hash));
   PetscCall(InflCheckpointCheckAttr(ek->comm, file, partial, "train_sha256", ek->train_hash));
   PetscCall(ekfac_key(ek, key, sizeof(key)));
   PetscCall(InflCheckpointCheckAttr(ek->comm, file, partial, "checkpoint_key", key));

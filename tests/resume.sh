@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Kill `infl fit`, `infl score` and `infl self` at random points (SIGTERM as Slurm sends it, and SIGKILL), rerun with
+# varying rank counts until they finish, and compare with an uninterrupted run.
+set -u
+EXE=${INFL_EXE:?}; MPIEXEC=${INFL_MPIEXEC:-mpiexec}; SRC=${INFL_SOURCE_DIR:?}
+dir=$(mktemp -d "$PWD/resume.XXXXXX")
+trap 'rm -rf "$dir"' EXIT
+cd "$dir"
+F=/usr/share/datasets/fashion-mnist
+MODEL=$SRC/tests/ref/mlp_small.safetensors
+common="-train idx:$F/train -train_limit 3000 -model $MODEL"
+pass=0; fail=0
+check() { if "$@"; then pass=$((pass + 1)); else echo "FAILED: $*"; fail=$((fail + 1)); fi; }
+run() { # run NP ARGS...: one attempt; prints the exit status
+  local np=$1; shift
+  $MPIEXEC --oversubscribe -n "$np" "$EXE" "$@" > last.log 2>&1
+  echo $?
+}
+# interrupted ARGS: start, kill after a random delay with a random signal, until the output exists
+interrupted() {
+  local out=$1; shift
+  local tries=0 st
+  RANDOM=4242
+  while [ ! -f "$out" ] && [ $tries -lt 40 ]; do
+    tries=$((tries + 1))
+    local np=$(( (tries % 3) + 1 )) sig=TERM
+    [ $((tries % 4)) -eq 3 ] && sig=KILL
+    $MPIEXEC --oversubscribe -n "$np" "$EXE" "$@" -out "$out" -checkpoint_interval 0 -progress_interval 1000 > attempt.log 2>&1 &
+    local pid=$!
+    sleep "$(( RANDOM % 3 )).$(( RANDOM % 9 + 1 ))"
+    pkill -$sig -f -- "-out $out" 2>/dev/null
+    wait $pid; st=$?
+    case $st in 0|3) ;; *) [ $sig = KILL ] || { grep -i error attempt.log | head -3; } ;; esac
+  done
+  echo "$out: finished after $tries attempts"
+  [ -f "$out" ]
+}
+# fit
+check [ "$(run 2 fit $common -out fit_ref.h5)" = 0 ]
+check interrupted "$dir/fit.h5" fit $common -ekfac_chunk 50
+for ds in /layers/0/A /layers/0/Lambda /layers/1/S /layers/2/Lambda /layers/0/eigenvalues_A /layers/2/eigenvalues_S; do
+  check h5diff -p 1e-7 fit_ref.h5 fit.h5 $ds
+done
+check [ ! -e fit.h5.partial ]
+# score
+sc="-factors fit_ref.h5 -query idx:$F/t10k -query_indices 0:12 -score_save_all -score_chunk 64"
+check [ "$(run 2 score $common $sc -out score_ref.h5)" = 0 ]
+check interrupted "$dir/score.h5" score $common $sc
+check h5diff score_ref.h5 score.h5 /topk/train_indices
+check h5diff score_ref.h5 score.h5 /bottomk/train_indices
+check h5diff -p 1e-9 score_ref.h5 score.h5 /topk/scores
+check h5diff -p 1e-5 score_ref.h5 score.h5 /scores
+# self
+check [ "$(run 2 self $common -factors fit_ref.h5 -self_chunk 64 -out self_ref.h5)" = 0 ]
+check interrupted "$dir/self.h5" self $common -factors fit_ref.h5 -self_chunk 64
+check h5diff -p 1e-9 self_ref.h5 self.h5 /self_influence
+# a partial file of another computation is refused
+cp score.h5 other.h5.partial 2>/dev/null
+st=$(run 1 self $common -factors fit_ref.h5 -out other.h5)
+check [ "$st" = 1 ]
+check grep -q "holds the progress of another run" last.log || cat last.log
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
