@@ -1,5 +1,6 @@
 /* infl run: the whole study named by one options file (train if needed, fit, score, self-influence, summary). */
 #include "stages.h"
+#include <infl/checkpoint.h>
 #include <infl/report.h>
 #include <errno.h>
 #include <string.h>
@@ -166,8 +167,14 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
     PetscCall(InflModelCreate(comm, &model));
     PetscCall(InflModelSetUpMLP(model, nd, dims, INFL_ACT_RELU, topt.seed));
     PetscCall(InflModelView(model, NULL));
+    PetscCall(PetscStrncpy(topt.checkpoint, mpath, sizeof(topt.checkpoint)));
     PetscCall(InflModelTrain(model, train, test, &topt));
     PetscCall(InflModelSave(model, mpath));
+    {
+      char partial[PETSC_MAX_PATH_LEN + 16];
+      PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", mpath));
+      PetscCall(InflRemoveAll(comm, partial));
+    }
     PetscCall(InflModelDestroy(&model));
     PetscCall(DriverLoadModel(comm, mpath, &model));
   }

@@ -1,5 +1,6 @@
 /* infl train: train an MLP, data-parallel. */
 #include "driver.h"
+#include <infl/checkpoint.h>
 #include <string.h>
 
 PetscErrorCode InflDriverTrain(MPI_Comm comm, PetscBool help)
@@ -45,6 +46,7 @@ PetscErrorCode InflDriverTrain(MPI_Comm comm, PetscBool help)
   PetscCall(InflModelSetUpMLP(model, nd, dims, act, topt.seed));
   PetscCall(InflModelView(model, NULL));
   PetscCall(PetscPrintf(comm, "training on %" PRId64 " examples: %s, %d epochs, batch %d, lr %g\n", N, topt.optimizer == INFL_OPT_ADAM ? "adam" : "sgd", (int)topt.epochs, (int)topt.batch, topt.lr));
+  PetscCall(PetscStrncpy(topt.checkpoint, out, sizeof(topt.checkpoint)));
   PetscCall(InflModelTrain(model, train, test, &topt));
   PetscCall(InflModelEvaluate(model, train, &tl, &ta));
   PetscCall(PetscPrintf(comm, "final: train loss %.4f accuracy %.4f\n", tl, ta));
@@ -53,6 +55,11 @@ PetscErrorCode InflDriverTrain(MPI_Comm comm, PetscBool help)
     PetscCall(PetscPrintf(comm, "final: test loss %.4f accuracy %.4f\n", tl, ta));
   }
   PetscCall(InflModelSave(model, out));
+  {
+    char partial[PETSC_MAX_PATH_LEN + 16];
+    PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", out));
+    PetscCall(InflRemoveAll(comm, partial));
+  }
   PetscCall(PetscPrintf(comm, "wrote %s\n", out));
   PetscCall(InflModelDestroy(&model));
   PetscCall(InflDataDestroy(&train));

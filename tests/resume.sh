@@ -54,6 +54,14 @@ check h5diff -p 1e-5 score_ref.h5 score.h5 /scores
 check [ "$(run 2 self $common -factors fit_ref.h5 -self_chunk 64 -out self_ref.h5)" = 0 ]
 check interrupted "$dir/self.h5" self $common -factors fit_ref.h5 -self_chunk 64
 check h5diff -p 1e-9 self_ref.h5 self.h5 /self_influence
+# train (resumed at other rank counts: the trajectory is rank-invariant), compared by the loss of the two models
+tr="-train idx:$F/train -train_limit 2000 -model_dims 784,16,10 -train_epochs 2 -train_batch 50"
+check [ "$(run 2 train $tr -out train_ref.safetensors)" = 0 ]
+check interrupted "$dir/train.safetensors" train $tr
+l1=$($MPIEXEC -n 1 "$EXE" eval -model train_ref.safetensors -data idx:$F/t10k -data_limit 2000 | awk '/mean loss/ {print $5}')
+l2=$($MPIEXEC -n 1 "$EXE" eval -model train.safetensors -data idx:$F/t10k -data_limit 2000 | awk '/mean loss/ {print $5}')
+echo "test loss uninterrupted $l1, resumed $l2"
+check awk -v a="$l1" -v b="$l2" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a > 0 && d <= 1e-5 * a) }'
 # a partial file of another computation is refused
 cp score.h5 other.h5.partial 2>/dev/null
 st=$(run 1 self $common -factors fit_ref.h5 -out other.h5)

@@ -105,6 +105,7 @@ typedef struct {
   double        momentum;     /* -train_momentum (0.9, sgd) */
   double        weight_decay; /* -train_weight_decay (0) */
   uint64_t      seed;         /* -train_seed (0): initialization and shuffling */
+  char          checkpoint[PETSC_MAX_PATH_LEN]; /* output path: checkpoints go to checkpoint.partial ("" none) */
 } InflTrainOptions;
 
 /* Read the -train_* options (defaults above). */
@@ -114,6 +115,9 @@ PetscErrorCode InflTrainOptionsFromOptions(InflTrainOptions *opt);
  * processes the examples of that batch in its shard; the gradient sums are allreduced and divided by the batch size.
  * The trajectory therefore does not depend on the rank count (beyond the reassociation of the sums).
  * Adam: Kingma & Ba (2015), bias-corrected; decoupled weight decay if set (Loshchilov & Hutter 2019).
+ * With opt->checkpoint set, the state (parameters, optimizer moments, position in the epoch) is checkpointed at batch
+ * boundaries to checkpoint.partial (infl/checkpoint.h) and an existing one of the same run is resumed; since the
+ * trajectory does not depend on the rank count, a resumed run may use another rank count.
  * Logs per epoch (rank 0): mean training loss, training accuracy, examples/s, and the test set's loss and accuracy
  * when `test` is not NULL. */
 PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, const InflTrainOptions *opt);

@@ -1,5 +1,6 @@
 /* Data-parallel training and evaluation of a model on a data set. */
 #include <infl/model.h>
+#include <infl/checkpoint.h>
 #include <math.h>
 
 PetscErrorCode InflTrainOptionsFromOptions(InflTrainOptions *opt)
@@ -29,6 +30,7 @@ PetscErrorCode InflTrainOptionsFromOptions(InflTrainOptions *opt)
   PetscCheck(opt->lr > 0 && isfinite(opt->lr), PETSC_COMM_WORLD, PETSC_ERR_ARG_OUTOFRANGE, "-train_lr %g must be a positive number", opt->lr);
   PetscCheck(seed >= 0, PETSC_COMM_WORLD, PETSC_ERR_ARG_OUTOFRANGE, "-train_seed %d must be >= 0", (int)seed);
   opt->seed = (uint64_t)seed;
+  opt->checkpoint[0] = 0;
   PetscFunctionReturn(0);
 }
 
@@ -72,6 +74,45 @@ PetscErrorCode InflModelEvaluate(InflModel model, InflData data, double *mean_lo
   PetscFunctionReturn(0);
 }
 
+static PetscErrorCode train_key(InflModel model, const InflTrainOptions *opt, char key[], size_t len)
+{
+  const char *hash;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelGetHash(model, &hash)); /* of the initial model: InflModelTrain records it before the first step */
+  PetscCall(PetscSNPrintf(key, len, "init %.16s optimizer %d epochs %d batch %d lr %.17g momentum %.17g wd %.17g seed %llu", hash, (int)opt->optimizer, (int)opt->epochs, (int)opt->batch, opt->lr, opt->momentum, opt->weight_decay, (unsigned long long)opt->seed));
+  PetscFunctionReturn(0);
+}
+
+/* Collective: replace CHECKPOINT.partial by the state before global batch b0 of `epoch`. */
+static PetscErrorCode train_checkpoint(MPI_Comm comm, const InflTrainOptions *opt, const char key[], const char train_hash[], int64_t np, const float params[], const float m1[], const float m2[], PetscInt epoch, int64_t b0, int64_t step, const double sums[2])
+{
+  char    tmp[PETSC_MAX_PATH_LEN], partial[PETSC_MAX_PATH_LEN];
+  hid_t   file;
+  int64_t dims[1] = {np}, two[1] = {2};
+  float  *buf;
+
+  PetscFunctionBegin;
+  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", opt->checkpoint));
+  PetscCall(PetscSNPrintf(tmp, sizeof(tmp), "%s.partial.tmp", opt->checkpoint));
+  PetscCall(InflH5Create(comm, tmp, PETSC_TRUE, &file));
+  PetscCall(InflH5WriteProvenance(file, comm, "train (partial)", NULL, train_hash, NULL));
+  PetscCall(InflH5SetAttrString(file, "/", "checkpoint_key", key));
+  PetscCall(InflH5SetAttrInt(file, "/", "epoch", epoch));
+  PetscCall(InflH5SetAttrInt(file, "/", "batch_start", b0));
+  PetscCall(InflH5SetAttrInt(file, "/", "step", step));
+  PetscCall(PetscMalloc1(np, &buf));
+  PetscCall(PetscArraycpy(buf, params, np));
+  PetscCall(InflH5WriteArray(file, "/checkpoint/params", H5T_NATIVE_FLOAT, 1, dims, buf));
+  PetscCall(InflH5WriteArray(file, "/checkpoint/moment1", H5T_NATIVE_FLOAT, 1, dims, m1));
+  PetscCall(InflH5WriteArray(file, "/checkpoint/moment2", H5T_NATIVE_FLOAT, 1, dims, m2));
+  PetscCall(InflH5WriteArray(file, "/checkpoint/epoch_sums", H5T_NATIVE_DOUBLE, 1, two, sums));
+  PetscCall(PetscFree(buf));
+  PetscCall(InflH5Close(&file));
+  PetscCall(InflRenameAll(comm, tmp, partial));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, const InflTrainOptions *opt)
 {
   MPI_Comm       comm;
@@ -80,8 +121,12 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
   const int64_t *y;
   float         *params, *grads, *xb, *m1 = NULL, *m2 = NULL;
   PetscInt       C, din;
-  int64_t        step = 0;
+  int64_t        step = 0, resume_b0 = 0;
   PetscLogDouble t0, t1;
+  char           key[512];
+  const char    *train_hash;
+  PetscInt       first_epoch = 0;
+  double         resume_sums[2] = {0, 0};
 
   PetscFunctionBegin;
   PetscCall(InflModelGetComm(model, &comm));
@@ -94,15 +139,62 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
     for (int64_t i = 0; i < count && bad < 0; i++) if (y[i] >= C) bad = i;
     InflCheckAll(comm, bad < 0, PETSC_ERR_ARG_OUTOFRANGE, "training label %" PRId64 " of example %" PRId64 " is not below the model's %d classes; fix -model_dims", bad >= 0 ? y[bad] : 0, start + bad, (int)C);
   }
+  PetscCall(train_key(model, opt, key, sizeof(key)));
+  PetscCall(InflDataGetHash(train, &train_hash));
   PetscCall(InflModelGetParameters(model, &np, &params, &grads));
   PetscCall(PetscMalloc4(N, &perm, (size_t)opt->batch * d, &xb, opt->batch, &yb, np, &m1));
   PetscCall(PetscCalloc1(np, &m2));
   PetscCall(PetscArrayzero(m1, np));
-  for (PetscInt epoch = 0; epoch < opt->epochs; epoch++) {
-    double sums[2] = {0, 0};
+  if (opt->checkpoint[0]) { /* resume */
+    char partial[PETSC_MAX_PATH_LEN];
+    PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", opt->checkpoint));
+    if (InflFileExists(partial)) {
+      hid_t   file;
+      int64_t dims[1] = {np}, two[1] = {2}, e;
+      PetscCall(InflH5Open(comm, partial, PETSC_FALSE, &file));
+      PetscCall(InflCheckpointCheckAttr(comm, file, partial, "stage", "train (partial)"));
+      PetscCall(InflCheckpointCheckAttr(comm, file, partial, "train_sha256", train_hash));
+      PetscCall(InflCheckpointCheckAttr(comm, file, partial, "checkpoint_key", key));
+      PetscCall(InflH5GetAttrInt(file, "/", "epoch", &e));
+      PetscCall(InflH5GetAttrInt(file, "/", "batch_start", &resume_b0));
+      PetscCall(InflH5GetAttrInt(file, "/", "step", &step));
+      PetscCall(InflH5ReadArray(file, "/checkpoint/params", H5T_NATIVE_FLOAT, 1, dims, NULL, params));
+      PetscCall(InflH5ReadArray(file, "/checkpoint/moment1", H5T_NATIVE_FLOAT, 1, dims, NULL, m1));
+      PetscCall(InflH5ReadArray(file, "/checkpoint/moment2", H5T_NATIVE_FLOAT, 1, dims, NULL, m2));
+      PetscCall(InflH5ReadArray(file, "/checkpoint/epoch_sums", H5T_NATIVE_DOUBLE, 1, two, NULL, resume_sums));
+      PetscCall(InflH5Close(&file));
+      PetscCall(InflModelGetParameters(model, NULL, &params, NULL)); /* marks derived copies stale */
+      first_epoch = (PetscInt)e;
+      PetscCall(PetscPrintf(comm, "train: resuming from %s at epoch %d, example %" PRId64 " of %" PRId64 "\n", partial, (int)first_epoch + 1, resume_b0, N));
+    }
+  }
+  for (PetscInt epoch = first_epoch; epoch < opt->epochs; epoch++) {
+    double       sums[2] = {0, 0};
+    InflProgress prog;
+    int64_t      b_first = 0;
     PetscCall(PetscTime(&t0));
     permutation(N, opt->seed, epoch, perm);
-    for (int64_t b0 = 0; b0 < N; b0 += opt->batch) {
+    if (epoch == first_epoch && resume_b0 > 0) {
+      b_first = resume_b0;
+      sums[0] = resume_sums[0];
+      sums[1] = resume_sums[1];
+    }
+    {
+      char name[64];
+      PetscCall(PetscSNPrintf(name, sizeof(name), "train epoch %d", (int)epoch + 1));
+      PetscCall(InflProgressStart(comm, name, count, &prog)); /* counts this rank's shard: the epoch's N in all */
+      prog.done = b_first;
+    }
+    for (int64_t b0 = b_first; b0 < N; b0 += opt->batch) {
+      PetscBool ckpt, stop;
+      PetscCall(InflProgressStep(&prog, 0, &ckpt, &stop));
+      prog.done = b0;
+      if ((ckpt || stop) && opt->checkpoint[0]) PetscCall(train_checkpoint(comm, opt, key, train_hash, np, params, m1, m2, epoch, b0, step, sums));
+      if (stop) {
+        char partial[PETSC_MAX_PATH_LEN];
+        PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", opt->checkpoint[0] ? opt->checkpoint : "(no output file)"));
+        PetscCall(InflInterrupted(comm, "infl train", partial));
+      }
       int64_t  b1 = PetscMin(N, b0 + opt->batch);
       PetscInt B  = 0, correct = 0;
       double   loss = 0, stats[2];
