@@ -18,7 +18,8 @@ if [ -n "$missing" ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing
 fi
-cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo > "$build.cmake.log" 2>&1 || { cat "$build.cmake.log"; exit 1; }
+mkdir -p "$build"
+cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo > "$build/cmake.log" 2>&1 || { cat "$build/cmake.log"; exit 1; }
 cmake --build "$build" -j"$(nproc)" 2>&1 | grep -E "error|warning:" || true
 test -x "$build/infl" || { echo "infl setup: build failed; run: cmake --build $build"; exit 1; }
 echo "infl setup: built $build/infl"
