@@ -35,6 +35,8 @@ PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData
   InflScorer     sc;
   int64_t        Nq, d, *yq;
   float         *xq;
+  PetscInt       K = 0;
+  PetscBool      Kset = PETSC_FALSE;
   PetscLogDouble t0, t1, t2;
   PetscLogStage  stage;
 
@@ -42,10 +44,26 @@ PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData
   PetscCall(PetscLogStageRegister("Score", &stage));
   PetscCall(PetscLogStagePush(stage));
   PetscCall(InflDataGetSizes(query, &Nq, &d, NULL));
+  {
+    PetscInt    L;
+    InflLinear *lin;
+    const char *qspec;
+    int64_t     N;
+    PetscCall(InflModelGetLayers(model, &L, &lin));
+    PetscCall(InflDataGetSpec(query, &qspec));
+    PetscCheck(L > 0 && d == lin[0].din, comm, PETSC_ERR_ARG_SIZ, "query data %s has %" PRId64 " features per example but the model's input dimension is %d; give queries of the model's input size", qspec, d, L > 0 ? (int)lin[0].din : 0);
+    PetscCall(InflDataGetSizes(train, &N, NULL, NULL));
+    PetscCall(PetscOptionsGetInt(NULL, NULL, "-score_topk", &K, &Kset));
+    if (Kset && K > N) { /* keep every training example once instead of padding rows with index -1 */
+      PetscCall(PetscPrintf(comm, "note: -score_topk %d is larger than the %" PRId64 " training examples; keeping all %" PRId64 "\n", (int)K, N, N));
+      K = (PetscInt)N;
+    } else Kset = PETSC_FALSE;
+  }
   PetscCall(PetscMalloc2((size_t)Q * d, &xq, Q, &yq));
   PetscCall(InflDataGetExamples(query, Q, qidx, xq, yq));
   PetscCall(InflScorerCreate(comm, &sc));
   PetscCall(InflScorerSetFromOptions(sc));
+  if (Kset) PetscCall(InflScorerSetTopK(sc, K));
   if (out && out[0]) PetscCall(InflScorerSetCheckpoint(sc, out));
   PetscCall(PetscTime(&t0));
   PetscCall(InflScorerSetQueries(sc, model, ek, Q, xq, yq, qidx));
