@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <errno.h>
+#include <sys/stat.h>
 
 PetscErrorCode DriverGetString(MPI_Comm comm, const char name[], const char text[], char value[], size_t len, PetscBool required, PetscBool help)
 {
@@ -135,6 +136,10 @@ PetscErrorCode DriverCheckOutput(MPI_Comm comm, const char path[], PetscBool ove
 {
   PetscFunctionBegin;
   InflCheckAll(comm, overwrite || !InflFileExists(path), PETSC_ERR_FILE_OPEN, "output %s exists; pass -overwrite to replace it, or choose another path", path);
+  {
+    struct stat st;
+    InflCheckAll(comm, stat(path, &st) != 0 || !S_ISDIR(st.st_mode), PETSC_ERR_FILE_OPEN, "output %s is a directory; give the path of a file (-out)", path);
+  }
   PetscFunctionReturn(0);
 }
 
