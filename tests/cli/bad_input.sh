@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# Bad input, end to end through the infl executable.  Every case of the table below must, at NP ranks:
+#   exit with a non-zero status within 60 s (no hang), print exactly ONE line matching "error" (one clear message,
+#   not one per rank), match the case's regex (the message names the file / tensor / option and the value), and
+#   leave every file of the work directory untouched (nothing overwritten, no stray .partial files).
+# Then a few inputs that look odd but must WORK (more ranks than examples, -score_topk larger than the training set).
+# Usage: bad_input.sh [NP]   with INFL_EXE, INFL_MPIEXEC, INFL_SOURCE_DIR set (tests/CMakeLists.txt does).
+set -u
+NP=${1:-1}
+exe=${INFL_EXE:?INFL_EXE must name the infl executable}
+mpiexec=${INFL_MPIEXEC:-mpiexec}
+src=${INFL_SOURCE_DIR:?INFL_SOURCE_DIR must name the source tree}
+fm=${INFL_FMNIST:-/usr/share/datasets/fashion-mnist}
+W=$(pwd)/cli-bad-input-np$NP
+rm -rf "$W" && mkdir -p "$W/out" || exit 1
+pass=0 fail=0
+
+run_infl() { # NP ARGS...: run infl with a time limit; stdout and stderr in $W/log.{out,err}
+  local np=$1
+  shift
+  timeout 60 "$mpiexec" --oversubscribe -n "$np" "$exe" "$@" < /dev/null > "$W/log.out" 2> "$W/log.err"
+}
+snapshot() { (cd "$W" && find . -path ./log.out -prune -o -path ./log.err -prune -o -type f -print | LC_ALL=C sort | xargs sha256sum); }
+ok() { pass=$((pass + 1)); echo "ok    $*"; }
+bad() {
+  fail=$((fail + 1))
+  echo "FAIL  $1: $2"
+  sed 's/^/        | /' "$W/log.err" | head -20
+}
+
+# ------------------------------------------------------------------------------------------------ fixtures
+T="idx:$fm/t10k"
+cp "$src/tests/ref/mlp_small.safetensors" "$W/model.safetensors"
+hlen=$(head -c 8 "$W/model.safetensors" | od -An -tu8 | tr -d ' ')
+data0=$((8 + hlen)) # first byte of layers.0.weight
+# model files: each a copy of mlp_small with one defect.  Edits keep the header length (same-length strings).
+edit_model() { # NAME PERL-SUBSTITUTION on the header
+  perl -0777 -pe "$2" "$W/model.safetensors" > "$W/$1.safetensors"
+  cmp -s "$W/model.safetensors" "$W/$1.safetensors" && { echo "fixture $1: the edit did not apply"; exit 1; }
+}
+edit_model lies 's/"shape":\[24\]/"shape":[25]/'              # header lies: 25 floats in 96 bytes
+edit_model shape 's/"shape":\[24,784\]/"shape":[784,24]/'     # transposed weight, same byte count
+edit_model dtype 's/"layers.0.bias":\{"dtype":"F32"/"layers.0.bias":{"dtype":"I32"/'
+edit_model other 's/"activation":"relu"/"activation":"tanh"/' # a valid model, another hash
+edit_model notjson 's/\{"__metadata__"/["__metadata__"/'
+cp "$W/model.safetensors" "$W/nan.safetensors"
+printf '\x00\x00\xc0\x7f' | dd of="$W/nan.safetensors" bs=1 seek=$((data0 + 4 * 100)) conv=notrunc status=none
+cp "$W/model.safetensors" "$W/inf.safetensors"
+printf '\x00\x00\x80\x7f' | dd of="$W/inf.safetensors" bs=1 seek=$((data0 + 75264 + 4 * 3)) conv=notrunc status=none
+head -c 50000 "$W/model.safetensors" > "$W/truncated.safetensors"
+{ printf '\xff\xff\xff\xff\xff\xff\x00\x00'; tail -c +9 "$W/model.safetensors"; } > "$W/hugeheader.safetensors"
+: > "$W/empty.safetensors"
+echo "this is not a model" > "$W/text.safetensors"
+mkdir -p "$W/adir.safetensors"
+
+# IDX data sets
+ln -s "$fm/t10k-labels-idx1-ubyte.gz" "$W/trunc-labels-idx1-ubyte.gz"
+head -c 3000 "$fm/t10k-images-idx3-ubyte.gz" > "$W/trunc-images-idx3-ubyte.gz"     # truncated .gz
+zcat "$fm/t10k-labels-idx1-ubyte.gz" > "$W/rawtrunc-labels-idx1-ubyte"
+zcat "$fm/t10k-images-idx3-ubyte.gz" | head -c $((16 + 784 * 5)) > "$W/rawtrunc-images-idx3-ubyte" # header: 10000
+printf '\x00\x00\x08\x03\x00\x00\x00\x00\x00\x00\x00\x1c\x00\x00\x00\x1c' > "$W/empty-images-idx3-ubyte"
+printf '\x00\x00\x08\x01\x00\x00\x00\x00' > "$W/empty-labels-idx1-ubyte"
+ln -s "$fm/t10k-images-idx3-ubyte.gz" "$W/mismatch-images-idx3-ubyte.gz"
+ln -s "$fm/train-labels-idx1-ubyte.gz" "$W/mismatch-labels-idx1-ubyte.gz"
+ln -s "$fm/t10k-labels-idx1-ubyte.gz" "$W/magic-images-idx3-ubyte.gz" # labels where images belong
+ln -s "$fm/t10k-labels-idx1-ubyte.gz" "$W/magic-labels-idx1-ubyte.gz"
+ln -s "$fm/t10k-labels-idx1-ubyte.gz" "$W/nolabels-images-idx3-ubyte.gz"
+
+# HDF5 data sets (h5import, from hdf5-tools)
+h5data() { # NAME ROWS COLS [NAN_AT] [LABEL_CLASS]: /inputs (ROWS, COLS) float32, /labels (ROWS) int64 (or float)
+  local name=$1 rows=$2 cols=$3 nanat=${4:--1} lclass=${5:-IN}
+  awk -v r="$rows" -v c="$cols" -v n="$nanat" 'BEGIN { for (i = 0; i < r * c; i++) printf "%s\n", (i == n ? "nan" : (i % 7) / 7.0) }' > "$W/in.txt"
+  awk -v r="$rows" 'BEGIN { for (i = 0; i < r; i++) print i % 10 }' > "$W/lab.txt"
+  printf 'PATH inputs\nINPUT-CLASS TEXTFP\nRANK 2\nDIMENSION-SIZES %d %d\nOUTPUT-CLASS FP\nOUTPUT-SIZE 32\n' "$rows" "$cols" > "$W/in.cfg"
+  if [ "$lclass" = IN ]; then
+    printf 'PATH labels\nINPUT-CLASS TEXTIN\nRANK 1\nDIMENSION-SIZES %d\nOUTPUT-CLASS IN\nOUTPUT-SIZE 64\n' "$rows" > "$W/lab.cfg"
+  else
+    printf 'PATH labels\nINPUT-CLASS TEXTFP\nRANK 1\nDIMENSION-SIZES %d\nOUTPUT-CLASS FP\nOUTPUT-SIZE 32\n' "$rows" > "$W/lab.cfg"
+  fi
+  h5import "$W/in.txt" -c "$W/in.cfg" "$W/lab.txt" -c "$W/lab.cfg" -o "$W/$name.h5" > /dev/null || { echo "fixture $name: h5import failed"; exit 1; }
+  rm -f "$W/in.txt" "$W/lab.txt" "$W/in.cfg" "$W/lab.cfg"
+}
+h5data good 6 784
+h5data nan 6 784 $((784 * 4 + 17))
+h5data narrow 6 10
+h5data floatlabels 6 784 -1 FP
+echo "not HDF5" > "$W/garbage.h5"
+head -c 1000 "$W/good.h5" > "$W/truncated.h5"
+
+# factors of mlp_small (valid), and of the other model
+run_infl "$NP" fit -model "$W/model.safetensors" -train "$T" -train_limit 50 -out "$W/factors.h5" || { cat "$W/log.err"; echo "fixture: infl fit failed"; exit 1; }
+run_infl "$NP" fit -model "$W/other.safetensors" -train "$T" -train_limit 50 -out "$W/factors_other.h5" || { cat "$W/log.err"; echo "fixture: infl fit failed"; exit 1; }
+echo "an old result that must survive" > "$W/out/existing.h5"
+mkdir -p "$W/out/adir.h5"
+
+# ------------------------------------------------------------------------------------------------ the table
+# name | expected message (extended regex without '|', on stderr) | arguments ($W, $T expand; no quoting inside)
+M="-model $W/model.safetensors"
+F="-factors $W/factors.h5"
+TR="-train $T -train_limit 50"
+Q="-query $T -query_limit 10"
+while IFS='|' read -r name regex args; do
+  name=$(echo $name)
+  [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
+  regex=$(echo "$regex" | sed 's/^ *//; s/ *$//')
+  eval "set -- $args"
+  [ -n "${CASES:-}" ] && ! [[ $name =~ $CASES ]] && continue
+  before=$(snapshot)
+  run_infl "$NP" "$@"
+  status=$?
+  after=$(snapshot)
+  nerr=$(grep -ci error "$W/log.err")
+  if [ $status -eq 124 ]; then bad "$name" "timed out (hang?)"
+  elif [ $status -eq 0 ]; then bad "$name" "exit status 0, expected an error"
+  elif [ "$nerr" -ne 1 ]; then bad "$name" "$nerr lines match \"error\", expected one message"
+  elif ! grep -Eq -- "$regex" "$W/log.err"; then bad "$name" "message does not match /$regex/"
+  elif [ "$before" != "$after" ]; then bad "$name" "files changed: $(diff <(echo "$before") <(echo "$after") | grep '^[<>]' | tr '\n' ' ')"
+  else ok "$name (exit $status): $(grep -i error "$W/log.err" | cut -c1-160)"
+  fi
+done <<EOF
+# --- model files
+model_missing      | $W/nope.safetensors: cannot open the model file.*-model  | fit -model $W/nope.safetensors $TR -out $W/out/f.h5
+model_directory    | adir.safetensors: not a regular file                      | fit -model $W/adir.safetensors $TR -out $W/out/f.h5
+model_empty        | empty.safetensors: file has 0 bytes.*truncated           | fit -model $W/empty.safetensors $TR -out $W/out/f.h5
+model_text         | text.safetensors: header length [0-9]+ is absurd          | fit -model $W/text.safetensors $TR -out $W/out/f.h5
+model_truncated    | truncated.safetensors: .*truncated                        | fit -model $W/truncated.safetensors $TR -out $W/out/f.h5
+model_huge_header  | hugeheader.safetensors: header length [0-9]+ is absurd    | fit -model $W/hugeheader.safetensors $TR -out $W/out/f.h5
+model_not_json     | notjson.safetensors: the safetensors header \(544 bytes\) is not valid JSON                      | fit -model $W/notjson.safetensors $TR -out $W/out/f.h5
+model_lying_sizes  | lies.safetensors: tensor layers.0.bias: data_offsets .*need 100 | fit -model $W/lies.safetensors $TR -out $W/out/f.h5
+model_wrong_shape  | shape.safetensors.*layers.0.weight.*\[?784, 24\]?         | fit -model $W/shape.safetensors $TR -out $W/out/f.h5
+model_wrong_dtype  | dtype.safetensors.*layers.0.bias.*I32                     | fit -model $W/dtype.safetensors $TR -out $W/out/f.h5
+model_nan_weight   | nan.safetensors: tensor layers.0.weight has a non-finite value \(nan                     | fit -model $W/nan.safetensors $TR -out $W/out/f.h5
+model_inf_bias     | inf.safetensors: tensor layers.0.bias has a non-finite value \(inf                       | fit -model $W/inf.safetensors $TR -out $W/out/f.h5
+model_as_factors   | model.safetensors as an HDF5 file                            | score $M -factors $W/model.safetensors $TR $Q -out $W/out/s.h5
+# --- factors
+factors_missing    | $W/nope.h5.*[Nn]o such file                   | score $M -factors $W/nope.h5 $TR $Q -out $W/out/s.h5
+factors_not_hdf5   | garbage.h5.*HDF5                                          | score $M -factors $W/garbage.h5 $TR $Q -out $W/out/s.h5
+factors_truncated  | truncated.h5.*HDF5                                        | self $M -factors $W/truncated.h5 $TR -out $W/out/s.h5
+factors_data_file  | good.h5 was fitted for model sha256 \(none recorded\)                    | self $M -factors $W/good.h5 $TR -out $W/out/s.h5
+factors_other_model| factors_other.h5 was fitted for model sha256 [0-9a-f]{64} but the model given has sha256 [0-9a-f]{64} | score $M -factors $W/factors_other.h5 $TR $Q -out $W/out/s.h5
+# --- data sets
+data_bad_spec      | data spec "csv:$W/x.csv" is not understood                | fit $M -train csv:$W/x.csv -out $W/out/f.h5
+data_idx_missing   | idx:$W/nothing: neither .*nothing-images-idx3-ubyte       | fit $M -train idx:$W/nothing -out $W/out/f.h5
+data_idx_no_labels | nolabels-labels-idx1-ubyte                                | fit $M -train idx:$W/nolabels -out $W/out/f.h5
+data_idx_trunc_gz  | trunc-images-idx3-ubyte.gz.*truncated           | fit $M -train idx:$W/trunc -out $W/out/f.h5
+data_idx_trunc_raw | rawtrunc-images-idx3-ubyte: truncated: the header promises 10000 images | fit $M -train idx:$W/rawtrunc -out $W/out/f.h5
+data_idx_magic     | magic-images-idx3-ubyte.gz: IDX magic number 0x00000801   | fit $M -train idx:$W/magic -out $W/out/f.h5
+data_idx_mismatch  | 10000 images but .* 60000 labels                          | fit $M -train idx:$W/mismatch -out $W/out/f.h5
+data_idx_empty     | the data set is empty                                     | fit $M -train idx:$W/empty -out $W/out/f.h5
+data_limit_big     | limit 20000 is larger than the 10000 examples             | fit $M -train $T -train_limit 20000 -out $W/out/f.h5
+data_limit_neg     | -train_limit -1 must be >= 0                              | fit $M -train $T -train_limit -1 -out $W/out/f.h5
+data_h5_missing    | $W/nope.h5.*[Nn]o such file                   | fit $M -train h5:$W/nope.h5 -out $W/out/f.h5
+data_h5_not_hdf5   | garbage.h5.*HDF5                                          | fit $M -train h5:$W/garbage.h5 -out $W/out/f.h5
+data_h5_nan        | h5:$W/nan.h5: example 4 has a non-finite input \(NaN\) at feature 17 | fit $M -train h5:$W/nan.h5 -out $W/out/f.h5
+data_h5_float_lab  | floatlabels.h5: /labels is not an integer dataset         | fit $M -train h5:$W/floatlabels.h5 -out $W/out/f.h5
+data_h5_no_inputs  | factors.h5: no dataset /inputs                            | fit $M -train h5:$W/factors.h5 -out $W/out/f.h5
+data_wrong_width   | has 10 features per example but the model's input dimension is 784 | fit $M -train h5:$W/narrow.h5 -out $W/out/f.h5
+query_nan          | h5:$W/nan.h5: example 4 has a non-finite input            | score $M $F $TR -query h5:$W/nan.h5 -out $W/out/s.h5
+query_wrong_width  | query data h5:$W/narrow.h5 has 10 features per example but the model's input dimension is 784 | score $M $F $TR -query h5:$W/narrow.h5 -query_indices 0:2 -out $W/out/s.h5
+# --- options
+query_out_of_range | query index 10 is outside the query set, which has 10 examples | score $M $F $TR $Q -query_indices 5:12 -out $W/out/s.h5
+query_not_integer  | -query_indices "3,x": "x" is not an integer               | score $M $F $TR $Q -query_indices 3,x -out $W/out/s.h5
+query_file_missing | -query_indices @$W/nope.txt: cannot open                  | score $M $F $TR $Q -query_indices @$W/nope.txt -out $W/out/s.h5
+topk_zero          | -score_topk 0 must be positive                            | score $M $F $TR $Q -score_topk 0 -out $W/out/s.h5
+topk_negative      | -score_topk -3 must be positive                           | score $M $F $TR $Q -score_topk -3 -out $W/out/s.h5
+unknown_option     | unknown or unused option: -score_topkk 5                  | score $M $F $TR $Q -score_topkk 5 -out $W/out/s.h5
+unknown_option_fit | unknown or unused option: -ekfac_dampin 0.1               | fit $M $TR -ekfac_dampin 0.1 -out $W/out/f.h5
+missing_model_opt  | option -model is required                                 | fit $TR -out $W/out/f.h5
+# --- outputs
+out_exists_fit     | output $W/out/existing.h5 exists; pass -overwrite         | fit $M $TR -out $W/out/existing.h5
+out_exists_score   | output $W/out/existing.h5 exists; pass -overwrite         | score $M $F $TR $Q -out $W/out/existing.h5
+out_exists_self    | output $W/out/existing.h5 exists; pass -overwrite         | self $M $F $TR -out $W/out/existing.h5
+out_no_directory   | $W/nodir/f.h5.*directory exists                   | fit $M $TR -out $W/nodir/f.h5
+out_is_directory   | output $W/out/adir.h5 is a directory | fit $M $TR -out $W/out/adir.h5 -overwrite
+outdir_is_file     | -outdir $W/out/existing.h5 is not a directory             | run $TR -test $T -test_limit 10 -query_indices 0:2 -outdir $W/out/existing.h5
+EOF
+
+# ------------------------------------------------------------------------------------------------ must work
+works() { # NAME NP ARGS...
+  local name=$1 np=$2
+  shift 2
+  if run_infl "$np" "$@" && [ "$(grep -ci error "$W/log.err")" -eq 0 ]; then ok "$name"; else bad "$name" "exit status $?, expected success"; fi
+}
+np_many=$((NP > 1 ? 4 : 1))
+works fit_3_examples  "$np_many" fit $M -train $T -train_limit 3 -out "$W/out/f3.h5"
+works score_3_examples "$np_many" score $M -factors "$W/out/f3.h5" -train $T -train_limit 3 $Q -query_indices 0:2 -score_topk 2 -out "$W/out/s3.h5"
+works self_3_examples "$np_many" self $M -factors "$W/out/f3.h5" -train $T -train_limit 3 -out "$W/out/self3.h5"
+works overwrite       "$NP" fit $M $TR -out "$W/out/existing.h5" -overwrite
+# -score_topk larger than the training set: clamped to N (with a note), no padding rows
+works topk_above_n    "$NP" score $M -factors "$W/out/f3.h5" -train $T -train_limit 3 $Q -query_indices 0:2 -score_topk 50 -out "$W/out/sbig.h5"
+if [ -f "$W/out/sbig.h5" ]; then
+  if grep -q "score_topk 50 .*3" "$W/log.out" "$W/log.err" && h5dump -d /topk/train_indices "$W/out/sbig.h5" | grep -q "( 2, 3 )" && ! h5dump -d /topk/train_indices "$W/out/sbig.h5" | grep -q -- "-1"; then
+    ok "topk_above_n clamps to N with a note"
+  else
+    bad "topk_above_n" "expected a note and /topk/train_indices (2, 3) without -1 padding: $(h5dump -H -d /topk/train_indices "$W/out/sbig.h5" | grep DATASPACE)"
+  fi
+fi
+
+echo "bad_input.sh at $NP rank(s): $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
