@@ -19,7 +19,9 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing
 fi
 mkdir -p "$build"
-cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo > "$build/cmake.log" 2>&1 || { cat "$build/cmake.log"; exit 1; }
+fuzz=OFF # the parser fuzz targets, only where clang is installed (optional: apt-get install clang libclang-rt-14-dev)
+command -v clang > /dev/null 2>&1 && fuzz=ON
+cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINFL_FUZZ=$fuzz > "$build/cmake.log" 2>&1 || { cat "$build/cmake.log"; exit 1; }
 cmake --build "$build" -j"$(nproc)" 2>&1 | grep -E "error|warning:" || true
 test -x "$build/infl" || { echo "infl setup: build failed; run: cmake --build $build"; exit 1; }
 echo "infl setup: built $build/infl"
