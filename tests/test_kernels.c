@@ -1,5 +1,6 @@
 /* Blocked scoring kernels against the plain reference kernels on random data: float and double, both layouts
- * (by_input: a contracted first; else ds first), odd sizes, Q = 1, 3, 64, chunks smaller and larger than one block. */
+ * (by_input: a contracted first; else ds first), odd sizes, Q = 1, 3, 64, with the default blocking and with blocks
+ * smaller than the chunk. */
 #include <infl/sys.h>
 #include "attr/kernels.h"
 #include <math.h>
@@ -55,6 +56,9 @@ int main(int argc, char **argv)
   PetscInt fails = 0, cases = 0;
 
   PetscCall(PetscInitialize(&argc, &argv, NULL, NULL));
+  /* the default blocking, then small blocks so that the row and query remainders are exercised */
+  for (int blk = 0; blk < 2; blk++) {
+  InflScoreLayerSetBlocking(blk ? 64 : 0, blk ? (size_t)64 << 10 : 0);
   for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++)
     for (size_t q = 0; q < 3; q++)
       for (int bi = 0; bi < 2; bi++)
@@ -63,6 +67,7 @@ int main(int argc, char **argv)
           PetscCall(check_case(Qs[q], sizes[s][0], sizes[s][1], sizes[s][2], bi ? PETSC_TRUE : PETSC_FALSE, dbl ? PETSC_TRUE : PETSC_FALSE, &fails));
           cases++;
         }
+  }
   PetscCall(PetscPrintf(PETSC_COMM_WORLD, "test_kernels: %d cases, %d failures\n", (int)cases, (int)fails));
   PetscCheck(fails == 0, PETSC_COMM_WORLD, PETSC_ERR_PLIB, "%d kernel cases differ from the reference", (int)fails);
   PetscCall(PetscFinalize());

@@ -5,16 +5,23 @@
 #include <cblas.h>
 
 /* Rows and queries per block: T for one block is (bb, qb*w) with w = nd (by_input) or na, sized to stay in the
- * per-core L2 cache (2 MiB on the Xeon of docs/PERFORMANCE.md; the gain flattens between 256 KiB and 2 MiB). */
-#define SCORE_BLOCK_ROWS 256
-#define SCORE_BLOCK_BYTES ((size_t)1 << 20)
+ * per-core L2 cache (2 MiB on the Xeon of docs/PERFORMANCE.md).  Every GEMM call packs its block of P again, so the
+ * row block is kept large (bench/score_kernel: 1024 rows x 1 MiB about 100 GFLOP/s, 256 rows 63, unblocked 37). */
+static PetscInt score_block_rows  = 1024;
+static size_t   score_block_bytes = (size_t)1 << 20;
+
+void InflScoreLayerSetBlocking(PetscInt rows, size_t bytes)
+{
+  score_block_rows  = rows > 0 ? rows : 1024;
+  score_block_bytes = bytes > 0 ? bytes : (size_t)1 << 20;
+}
 
 static void score_blocks(PetscInt Q, PetscInt B, PetscInt w, size_t es, PetscInt *bb, PetscInt *qb)
 {
   size_t q;
-  *bb = PetscMin(B, SCORE_BLOCK_ROWS);
+  *bb = PetscMin(B, score_block_rows);
   if (*bb < 1) *bb = 1;
-  q   = SCORE_BLOCK_BYTES / ((size_t)*bb * (size_t)w * es);
+  q   = score_block_bytes / ((size_t)*bb * (size_t)w * es);
   *qb = (PetscInt)PetscMax(1, PetscMin((size_t)Q, q));
 }
 

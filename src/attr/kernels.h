@@ -15,6 +15,9 @@ void    InflScoreLayer_f32(PetscInt Q, PetscInt B, PetscInt nd, PetscInt na, Pet
 void    InflScoreLayer_f64(PetscInt Q, PetscInt B, PetscInt nd, PetscInt na, PetscBool by_input, const double *P, const double *a, const double *ds, double *T, double *out);
 /* Elements of scratch T the kernels need for these sizes and element size es (bytes); at most B*Q*max(nd, na). */
 int64_t InflScoreLayerScratch(PetscInt Q, PetscInt B, PetscInt nd, PetscInt na, PetscBool by_input, size_t es);
+/* Block of training rows and bytes of T per block (defaults 1024 and 1 MiB; 0 restores a default).  Not thread-safe;
+ * for bench/score_kernel.c and tests. */
+void    InflScoreLayerSetBlocking(PetscInt rows, size_t bytes);
 /* Reference kernels: the same contract (no T), plain loops in double; for tests. */
 void    InflScoreLayerRef_f32(PetscInt Q, PetscInt B, PetscInt nd, PetscInt na, PetscBool by_input, const float *P, const float *a, const float *ds, double *out);
 void    InflScoreLayerRef_f64(PetscInt Q, PetscInt B, PetscInt nd, PetscInt na, PetscBool by_input, const double *P, const double *a, const double *ds, double *out);
