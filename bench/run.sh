@@ -27,7 +27,7 @@ fi
 
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
-  echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, $(lscpu | sed -n 's/^L2 cache: *//p') L2"
+  echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(lscpu | sed -n "s/^CPU(s): *//p") cores, $(lscpu | sed -n 's/^L2 cache: *//p') L2"
   echo "openblas: $($PY - <<'PYEOF' 2>/dev/null || echo unknown
 import ctypes
 lib = ctypes.CDLL("libopenblas.so.0")
