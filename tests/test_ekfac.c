@@ -321,6 +321,66 @@ static PetscErrorCode check_invariance(MPI_Comm comm, const char label[], const 
   PetscFunctionReturn(0);
 }
 
+/* Rank-r query gradients (-score_rank) against the independent reference of make_lowrank_reference.py. */
+static PetscErrorCode check_low_rank(MPI_Comm comm, InflPrecision prec)
+{
+  char          path[PETSC_MAX_PATH_LEN];
+  InflModel     model;
+  InflData      train, query;
+  InflEKFAC     ek;
+  InflScorer    sc;
+  const int64_t Q = 8, N = 256, qidx[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+  float         xq[8 * 784];
+  int64_t       yq[8], start, count, dims[2];
+  const double *local;
+  double       *ref, e = 0;
+  hid_t         file;
+  const double  tol = prec == INFL_PREC_DOUBLE ? 1e-8 : 1e-4;
+
+  PetscFunctionBegin;
+  PetscCall(PetscSNPrintf(path, sizeof(path), "%s/mlp_small.safetensors", ref_dir));
+  PetscCall(InflModelCreate(comm, &model));
+  PetscCall(InflModelLoad(model, path));
+  PetscCall(InflModelSetPrecision(model, prec));
+  PetscCall(InflDataOpen(comm, FMNIST, N, &train));
+  PetscCall(InflDataOpen(comm, FMNIST_TEST, 16, &query));
+  PetscCall(InflEKFACCreate(comm, &ek));
+  PetscCall(InflEKFACSetFisher(ek, INFL_FISHER_EMPIRICAL, 0));
+  PetscCall(InflEKFACFit(ek, model, train));
+  PetscCall(InflDataGetExamples(query, (PetscInt)Q, qidx, xq, yq));
+  PetscCall(PetscOptionsSetValue(NULL, "-score_save_all", "1"));
+  PetscCall(PetscOptionsSetValue(NULL, "-score_rank", "4"));
+  PetscCall(InflScorerCreate(comm, &sc));
+  PetscCall(InflScorerSetFromOptions(sc));
+  PetscCall(PetscOptionsClearValue(NULL, "-score_save_all"));
+  PetscCall(PetscOptionsClearValue(NULL, "-score_rank"));
+  PetscCall(InflScorerSetQueries(sc, model, ek, (PetscInt)Q, xq, yq, qidx));
+  PetscCall(InflScorerScore(sc, train));
+  PetscCall(InflScorerGetLocalScores(sc, &start, &count, &local));
+  PetscCall(PetscMalloc1(Q * N, &ref));
+  PetscCall(PetscSNPrintf(path, sizeof(path), "%s/mlp_small_lowrank.h5", ref_dir));
+  PetscCall(InflH5Open(comm, path, PETSC_FALSE, &file));
+  dims[0] = Q;
+  dims[1] = N;
+  PetscCall(InflH5ReadArray(file, "/scores", H5T_NATIVE_DOUBLE, 2, dims, NULL, ref));
+  PetscCall(InflH5Close(&file));
+  for (int64_t q = 0; q < Q; q++) {
+    double m = 0;
+    for (int64_t j = 0; j < N; j++) m = PetscMax(m, fabs(ref[q * N + j]));
+    for (int64_t j = 0; j < count; j++) e = PetscMax(e, fabs(local[q * count + j] - ref[q * N + start + j]) / m);
+  }
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &e, 1, MPI_DOUBLE, MPI_MAX, comm));
+  EXPECT(e <= tol, "rank-4 scores, %s precision: relative error %.3e > %.1e", prec ? "double" : "single", e, tol);
+  PetscCall(PetscPrintf(comm, "rank-4 query gradients, %s precision: scores rel. error %.2e\n", prec ? "double" : "single", e));
+  PetscCall(PetscFree(ref));
+  PetscCall(InflScorerDestroy(&sc));
+  PetscCall(InflEKFACDestroy(&ek));
+  PetscCall(InflDataDestroy(&train));
+  PetscCall(InflDataDestroy(&query));
+  PetscCall(InflModelDestroy(&model));
+  PetscFunctionReturn(0);
+}
+
 int main(int argc, char **argv)
 {
   MPI_Comm    comm;
@@ -336,6 +396,8 @@ int main(int argc, char **argv)
   PetscCall(check_against_reference(comm, INFL_FISHER_EMPIRICAL, INFL_PREC_SINGLE));
   PetscCall(check_against_reference(comm, INFL_FISHER_TRUE, INFL_PREC_SINGLE));
   PetscCall(check_self_equals_pairwise(comm));
+  PetscCall(check_low_rank(comm, INFL_PREC_DOUBLE));
+  PetscCall(check_low_rank(comm, INFL_PREC_SINGLE));
 
   /* more ranks than examples (3 examples), duplicated examples and an all-zero input column */
   {

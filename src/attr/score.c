@@ -4,6 +4,27 @@
 #include <infl/checkpoint.h>
 #include <cblas.h>
 #include <math.h>
+#include <petscblaslapack.h>
+
+/* out (Q, B) += one layer's terms with rank-r query gradients P_q = U_q V_q^T (Grosse et al. 2023, section 3.2):
+ * X = ds U (B, Q*r), Y = a V (B, Q*r), out[q, b] += sum_k X[b, q*r+k] Y[b, q*r+k].  T is scratch of 2*B*Q*r. */
+#define SCORE_LOW_RANK(NAME, REAL, GEMM) \
+  static void NAME(PetscInt Q, PetscInt B, PetscInt nd, PetscInt na, PetscInt r, const REAL *U, const REAL *V, const REAL *a, const REAL *ds, REAL *T, double *out) \
+  { \
+    REAL   *X = T, *Y = T + (size_t)B * Q * r; \
+    int64_t w = (int64_t)Q * r; \
+    GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, (int)w, nd, 1, ds, nd, U, (int)w, 0, X, (int)w); \
+    GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, (int)w, na, 1, a, na, V, (int)w, 0, Y, (int)w); \
+    for (PetscInt b = 0; b < B; b++) \
+      for (PetscInt q = 0; q < Q; q++) { \
+        const REAL *x = X + b * w + (int64_t)q * r, *y = Y + b * w + (int64_t)q * r; \
+        double      s = 0; \
+        for (PetscInt k = 0; k < r; k++) s += (double)x[k] * (double)y[k]; \
+        out[(int64_t)q * B + b] += s; \
+      } \
+  }
+SCORE_LOW_RANK(score_low_rank_f32, float, cblas_sgemm)
+SCORE_LOW_RANK(score_low_rank_f64, double, cblas_dgemm)
 
 struct _p_InflScorer {
   MPI_Comm      comm;
@@ -18,6 +39,10 @@ struct _p_InflScorer {
   double      **P64;          /* (L) scoring layout: (Q*dout, din+1) if by_input, else (dout, Q*(din+1)) */
   float       **P32;          /* the same in float, single precision mode */
   double      **Pq;           /* (L) (Q, dout, din+1) preconditioned query gradients, double */
+  PetscInt      rank;         /* -score_rank: rank of the query approximation, 0 = exact */
+  PetscInt     *lr;           /* (L) rank used in layer l (0: exact, when min(dout, din+1) <= rank) */
+  double      **U64, **V64;   /* (L) low rank: (dout, Q*r) = [U_r S_r per query], (din+1, Q*r) = [V_r per query] */
+  float       **U32, **V32;
   int64_t      *qindex, *qlabel; /* (Q) */
   InflTopK     *top, *bottom;
   int64_t       start, count;
@@ -46,7 +71,7 @@ static PetscErrorCode scorer_key(InflScorer sc, char key[], size_t len)
   PetscCall(InflHashCreate(&h));
   PetscCall(InflHashUpdate(h, sc->qindex, sizeof(int64_t) * sc->Q));
   PetscCall(InflHashFinal(&h, hex));
-  PetscCall(PetscSNPrintf(key, len, "queries %d (%.16s) topk %d save_all %d per_layer %d", (int)sc->Q, hex, (int)sc->K, (int)sc->save_all, (int)sc->per_layer));
+  PetscCall(PetscSNPrintf(key, len, "queries %d (%.16s) topk %d save_all %d per_layer %d rank %d", (int)sc->Q, hex, (int)sc->K, (int)sc->save_all, (int)sc->per_layer, (int)sc->rank));
   PetscFunctionReturn(0);
 }
 
@@ -173,7 +198,9 @@ PetscErrorCode InflScorerSetFromOptions(InflScorer sc)
   PetscCall(PetscOptionsBool("-score_save_all", "write the full (queries, train) score matrix", "InflScorerSave", sc->save_all, &sc->save_all, NULL));
   PetscCall(PetscOptionsBool("-score_per_layer", "write per-layer terms", "InflScorerSave", sc->per_layer, &sc->per_layer, NULL));
   PetscCall(PetscOptionsInt("-score_chunk", "training examples per chunk", "InflScorerScore", sc->chunk, &sc->chunk, NULL));
+  PetscCall(PetscOptionsInt("-score_rank", "rank of each layer's preconditioned query gradient (SVD truncation; 0: exact; 32 in Grosse et al. 2023)", "InflScorerSetQueries", sc->rank, &sc->rank, NULL));
   PetscOptionsEnd();
+  PetscCheck(sc->rank >= 0, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "-score_rank %d must be >= 0 (0: exact)", (int)sc->rank);
   PetscCheck(sc->K > 0, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "-score_topk %d must be positive", (int)sc->K);
   PetscCheck(sc->chunk > 0, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "-score_chunk %d must be positive", (int)sc->chunk);
   PetscFunctionReturn(0);
@@ -194,11 +221,64 @@ static PetscErrorCode scorer_free_queries(InflScorer sc)
     PetscCall(PetscFree(sc->P64[l]));
     PetscCall(PetscFree(sc->P32[l]));
     PetscCall(PetscFree(sc->Pq[l]));
+    PetscCall(PetscFree(sc->U64[l]));
+    PetscCall(PetscFree(sc->V64[l]));
+    PetscCall(PetscFree(sc->U32[l]));
+    PetscCall(PetscFree(sc->V32[l]));
   }
   PetscCall(PetscFree3(sc->P64, sc->P32, sc->Pq));
+  PetscCall(PetscFree5(sc->lr, sc->U64, sc->V64, sc->U32, sc->V32));
   PetscCall(PetscFree3(sc->din, sc->dout, sc->by_input));
   PetscCall(PetscFree2(sc->qindex, sc->qlabel));
   sc->L = 0;
+  PetscFunctionReturn(0);
+}
+
+/* Rank-r truncated SVD of every query's P_q (nd, na) for layer l: U (nd, Q*r) holds U_r S_r, V (na, Q*r) holds V_r;
+ * Pq[l] is replaced by the truncation U_r S_r V_r^T, so per-layer terms and scores agree. */
+static PetscErrorCode scorer_low_rank(InflScorer sc, PetscInt l, PetscInt nd, PetscInt na)
+{
+  PetscInt     Q = sc->Q, r = sc->rank, k = PetscMin(nd, na);
+  int64_t      w = (int64_t)Q * r, per = (int64_t)nd * na;
+  double      *M, *Sv, *Um, *VT, *work, wq;
+  PetscBLASInt m, n, kk, lwork = -1, info;
+
+  PetscFunctionBegin;
+  sc->lr[l] = r;
+  PetscCall(InflBLASIntCast(na, "layer input size", &m));
+  PetscCall(InflBLASIntCast(nd, "layer output size", &n));
+  PetscCall(InflBLASIntCast(k, "rank", &kk));
+  PetscCall(PetscMalloc4((size_t)per, &M, k, &Sv, (size_t)na * k, &Um, (size_t)k * nd, &VT));
+  PetscCall(PetscMalloc1((size_t)nd * w, &sc->U64[l]));
+  PetscCall(PetscMalloc1((size_t)na * w, &sc->V64[l]));
+  LAPACKgesvd_("S", "S", &m, &n, M, &m, Sv, Um, &m, VT, &kk, &wq, &lwork, &info);
+  lwork = (PetscBLASInt)wq + 1;
+  PetscCall(PetscMalloc1(lwork, &work));
+  for (PetscInt q = 0; q < Q; q++) {
+    double *Pl = sc->Pq[l] + (int64_t)q * per;
+    /* row-major P (nd, na) is column-major M = P^T (na, nd) = Um S VT, so P = VT^T S Um^T */
+    PetscCall(PetscArraycpy(M, Pl, per));
+    LAPACKgesvd_("S", "S", &m, &n, M, &m, Sv, Um, &m, VT, &kk, work, &lwork, &info);
+    PetscCheck(info == 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "LAPACK dgesvd of the preconditioned gradient of query %d, layer %d, failed with info %d", (int)q, (int)l, (int)info);
+    for (PetscInt i = 0; i < nd; i++)
+      for (PetscInt c = 0; c < r; c++) sc->U64[l][(int64_t)i * w + (int64_t)q * r + c] = VT[c + (int64_t)i * k] * Sv[c];
+    for (PetscInt j = 0; j < na; j++)
+      for (PetscInt c = 0; c < r; c++) sc->V64[l][(int64_t)j * w + (int64_t)q * r + c] = Um[j + (int64_t)c * na];
+    for (PetscInt i = 0; i < nd; i++)
+      for (PetscInt j = 0; j < na; j++) {
+        double v = 0;
+        for (PetscInt c = 0; c < r; c++) v += sc->U64[l][(int64_t)i * w + (int64_t)q * r + c] * sc->V64[l][(int64_t)j * w + (int64_t)q * r + c];
+        Pl[(int64_t)i * na + j] = v;
+      }
+  }
+  if (sc->prec == INFL_PREC_SINGLE) {
+    PetscCall(PetscMalloc1((size_t)nd * w, &sc->U32[l]));
+    PetscCall(PetscMalloc1((size_t)na * w, &sc->V32[l]));
+    for (int64_t i = 0; i < (int64_t)nd * w; i++) sc->U32[l][i] = (float)sc->U64[l][i];
+    for (int64_t i = 0; i < (int64_t)na * w; i++) sc->V32[l][i] = (float)sc->V64[l][i];
+  }
+  PetscCall(PetscFree(work));
+  PetscCall(PetscFree4(M, Sv, Um, VT));
   PetscFunctionReturn(0);
 }
 
@@ -218,6 +298,7 @@ PetscErrorCode InflScorerSetPreconditionedQueries(InflScorer sc, InflModel model
   sc->Q     = Q;
   PetscCall(InflModelGetPrecision(model, &sc->prec));
   PetscCall(PetscCalloc3(L, &sc->P64, L, &sc->P32, L, &sc->Pq));
+  PetscCall(PetscCalloc5(L, &sc->lr, L, &sc->U64, L, &sc->V64, L, &sc->U32, L, &sc->V32));
   PetscCall(PetscMalloc3(L, &sc->din, L, &sc->dout, L, &sc->by_input));
   PetscCall(PetscMalloc2(Q, &sc->qindex, Q, &sc->qlabel));
   for (PetscInt q = 0; q < Q; q++) {
@@ -237,6 +318,10 @@ PetscErrorCode InflScorerSetPreconditionedQueries(InflScorer sc, InflModel model
     sc->by_input[l] = nd <= na ? PETSC_TRUE : PETSC_FALSE;
     PetscCall(PetscMalloc1((size_t)Q * per, &sc->Pq[l]));
     PetscCall(PetscArraycpy(sc->Pq[l], P[l], (size_t)Q * per));
+    if (sc->rank > 0 && PetscMin(nd, na) > sc->rank) {
+      PetscCall(scorer_low_rank(sc, l, nd, na));
+      continue;
+    }
     /* scoring layout */
     if (sc->by_input[l]) {
       sc->P64[l] = NULL; /* (Q*nd, na) is Pq itself */
@@ -392,7 +477,7 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   PetscCall(InflCaptureCreate(sc->model, sc->chunk, &cap));
   {
     int64_t nT = 1;
-    for (PetscInt l = 0; l < sc->L; l++) nT = PetscMax(nT, InflScoreLayerScratch(sc->Q, sc->chunk, sc->dout[l], sc->din[l] + 1, sc->by_input[l], es));
+    for (PetscInt l = 0; l < sc->L; l++) nT = PetscMax(nT, sc->lr[l] ? 2 * (int64_t)sc->chunk * sc->Q * sc->lr[l] : InflScoreLayerScratch(sc->Q, sc->chunk, sc->dout[l], sc->din[l] + 1, sc->by_input[l], es));
     PetscCall(PetscMalloc((size_t)nT * es, &T));
   }
   PetscCall(PetscMalloc1((size_t)sc->Q * sc->chunk, &out));
@@ -422,7 +507,10 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
         dst = outl;
         PetscCall(PetscArrayzero(outl, (size_t)sc->Q * B));
       }
-      if (sc->prec == INFL_PREC_DOUBLE) InflScoreLayer_f64(sc->Q, B, nd, na, sc->by_input[l], sc->by_input[l] ? sc->Pq[l] : sc->P64[l], cap->a64[l], cap->ds64[l], (double *)T, dst);
+      if (sc->lr[l]) {
+        if (sc->prec == INFL_PREC_DOUBLE) score_low_rank_f64(sc->Q, B, nd, na, sc->lr[l], sc->U64[l], sc->V64[l], cap->a64[l], cap->ds64[l], (double *)T, dst);
+        else score_low_rank_f32(sc->Q, B, nd, na, sc->lr[l], sc->U32[l], sc->V32[l], cap->a32[l], cap->ds32[l], (float *)T, dst);
+      } else if (sc->prec == INFL_PREC_DOUBLE) InflScoreLayer_f64(sc->Q, B, nd, na, sc->by_input[l], sc->by_input[l] ? sc->Pq[l] : sc->P64[l], cap->a64[l], cap->ds64[l], (double *)T, dst);
       else InflScoreLayer_f32(sc->Q, B, nd, na, sc->by_input[l], sc->P32[l], cap->a32[l], cap->ds32[l], (float *)T, dst);
       if (outl) {
         for (PetscInt q = 0; q < sc->Q; q++)
