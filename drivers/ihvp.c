@@ -149,6 +149,10 @@ PetscErrorCode InflDriverFidelity(MPI_Comm comm, PetscBool help)
   PetscCall(ihvp_inputs(comm, help, &s));
   PetscOptionsBegin(comm, NULL, "infl fidelity options", NULL);
   PetscCall(PetscOptionsInt("-fidelity_topk", "k of the top-k overlap", NULL, K, &K, NULL));
+  {
+    PetscInt rank = 32;
+    PetscCall(PetscOptionsInt("-fidelity_rank", "rank of the low-rank EK-FAC query gradients compared", NULL, rank, &rank, NULL));
+  }
   PetscOptionsEnd();
   if (help) {
     PetscCall(ihvp_free(&s));

@@ -66,4 +66,8 @@ PetscErrorCode InflEKFACPrecondition(InflEKFAC ek, PetscInt l, double G[]);
  * = sum_ij (Q_S^T ds_k)_i^2 (Q_A^T a_k)_j^2 / (Lambda_ij + damping). */
 PetscErrorCode InflEKFACSelfInfluence(InflEKFAC ek, PetscInt l, PetscInt n, const double ds[], const double a[], double out[]);
 
+/* Not collective.  Rank-r approximation of one layer's preconditioned query gradient P (nd, na) from its SVD
+ * (LAPACK dgesvd): on return U (nd, r) = U_r S_r, V (na, r) = V_r and P = U V^T (in place).  Grosse et al. (2023),
+ * section 3.2, use r = 32.  Error if r is not in [1, min(nd, na)]. */
+PetscErrorCode InflLowRankApprox(PetscInt nd, PetscInt na, PetscInt r, double P[], double U[], double V[]);
 #endif

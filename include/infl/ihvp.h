@@ -83,7 +83,7 @@ void InflIHVPLayerToSlab(PetscInt din, PetscInt dout, const double G[], double s
  * /relative_error (M, Q), /query_indices (Q), /krylov_iterations (Q), and prints the mean table. */
 typedef struct {
   PetscInt  M, Q, K;
-  char      names[4][16];
+  char      names[5][16];
   double   *pearson, *spearman, *overlap, *relerr; /* (M, Q) */
   PetscInt *iterations;                            /* (Q) */
 } InflFidelity;

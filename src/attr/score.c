@@ -234,51 +234,31 @@ static PetscErrorCode scorer_free_queries(InflScorer sc)
   PetscFunctionReturn(0);
 }
 
-/* Rank-r truncated SVD of every query's P_q (nd, na) for layer l: U (nd, Q*r) holds U_r S_r, V (na, Q*r) holds V_r;
- * Pq[l] is replaced by the truncation U_r S_r V_r^T, so per-layer terms and scores agree. */
+/* Rank-r truncation of every query's P_q for layer l: U (nd, Q*r) holds U_r S_r, V (na, Q*r) holds V_r; Pq[l] is
+ * replaced by the truncation, so per-layer terms and scores agree. */
 static PetscErrorCode scorer_low_rank(InflScorer sc, PetscInt l, PetscInt nd, PetscInt na)
 {
-  PetscInt     Q = sc->Q, r = sc->rank, k = PetscMin(nd, na);
-  int64_t      w = (int64_t)Q * r, per = (int64_t)nd * na;
-  double      *M, *Sv, *Um, *VT, *work, wq;
-  PetscBLASInt m, n, kk, lwork = -1, info;
+  PetscInt Q = sc->Q, r = sc->rank;
+  int64_t  w = (int64_t)Q * r, per = (int64_t)nd * na;
+  double  *Uq, *Vq;
 
   PetscFunctionBegin;
   sc->lr[l] = r;
-  PetscCall(InflBLASIntCast(na, "layer input size", &m));
-  PetscCall(InflBLASIntCast(nd, "layer output size", &n));
-  PetscCall(InflBLASIntCast(k, "rank", &kk));
-  PetscCall(PetscMalloc4((size_t)per, &M, k, &Sv, (size_t)na * k, &Um, (size_t)k * nd, &VT));
   PetscCall(PetscMalloc1((size_t)nd * w, &sc->U64[l]));
   PetscCall(PetscMalloc1((size_t)na * w, &sc->V64[l]));
-  LAPACKgesvd_("S", "S", &m, &n, M, &m, Sv, Um, &m, VT, &kk, &wq, &lwork, &info);
-  lwork = (PetscBLASInt)wq + 1;
-  PetscCall(PetscMalloc1(lwork, &work));
+  PetscCall(PetscMalloc2((size_t)nd * r, &Uq, (size_t)na * r, &Vq));
   for (PetscInt q = 0; q < Q; q++) {
-    double *Pl = sc->Pq[l] + (int64_t)q * per;
-    /* row-major P (nd, na) is column-major M = P^T (na, nd) = Um S VT, so P = VT^T S Um^T */
-    PetscCall(PetscArraycpy(M, Pl, per));
-    LAPACKgesvd_("S", "S", &m, &n, M, &m, Sv, Um, &m, VT, &kk, work, &lwork, &info);
-    PetscCheck(info == 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "LAPACK dgesvd of the preconditioned gradient of query %d, layer %d, failed with info %d", (int)q, (int)l, (int)info);
-    for (PetscInt i = 0; i < nd; i++)
-      for (PetscInt c = 0; c < r; c++) sc->U64[l][(int64_t)i * w + (int64_t)q * r + c] = VT[c + (int64_t)i * k] * Sv[c];
-    for (PetscInt j = 0; j < na; j++)
-      for (PetscInt c = 0; c < r; c++) sc->V64[l][(int64_t)j * w + (int64_t)q * r + c] = Um[j + (int64_t)c * na];
-    for (PetscInt i = 0; i < nd; i++)
-      for (PetscInt j = 0; j < na; j++) {
-        double v = 0;
-        for (PetscInt c = 0; c < r; c++) v += sc->U64[l][(int64_t)i * w + (int64_t)q * r + c] * sc->V64[l][(int64_t)j * w + (int64_t)q * r + c];
-        Pl[(int64_t)i * na + j] = v;
-      }
+    PetscCall(InflLowRankApprox(nd, na, r, sc->Pq[l] + (int64_t)q * per, Uq, Vq));
+    for (PetscInt i = 0; i < nd; i++) PetscCall(PetscArraycpy(sc->U64[l] + (int64_t)i * w + (int64_t)q * r, Uq + (int64_t)i * r, r));
+    for (PetscInt j = 0; j < na; j++) PetscCall(PetscArraycpy(sc->V64[l] + (int64_t)j * w + (int64_t)q * r, Vq + (int64_t)j * r, r));
   }
+  PetscCall(PetscFree2(Uq, Vq));
   if (sc->prec == INFL_PREC_SINGLE) {
     PetscCall(PetscMalloc1((size_t)nd * w, &sc->U32[l]));
     PetscCall(PetscMalloc1((size_t)na * w, &sc->V32[l]));
     for (int64_t i = 0; i < (int64_t)nd * w; i++) sc->U32[l][i] = (float)sc->U64[l][i];
     for (int64_t i = 0; i < (int64_t)na * w; i++) sc->V32[l][i] = (float)sc->V64[l][i];
   }
-  PetscCall(PetscFree(work));
-  PetscCall(PetscFree4(M, Sv, Um, VT));
   PetscFunctionReturn(0);
 }
 

@@ -4,6 +4,7 @@
 #include <infl/checkpoint.h>
 #include <cblas.h>
 #include <math.h>
+#include <petscblaslapack.h>
 #include <petscviewer.h>
 
 struct _p_InflEKFAC {
@@ -696,3 +697,34 @@ PetscErrorCode InflEKFACLoad(InflEKFAC ek, const char path[], InflModel model)
   }
   PetscFunctionReturn(0);
 }
+
+PetscErrorCode InflLowRankApprox(PetscInt nd, PetscInt na, PetscInt r, double P[], double U[], double V[])
+{
+  PetscInt     k = PetscMin(nd, na);
+  int64_t      per = (int64_t)nd * na;
+  double      *M, *Sv, *Um, *VT, *work, wq;
+  PetscBLASInt m, n, kk, lwork = -1, info;
+
+  PetscFunctionBegin;
+  PetscCheck(r >= 1 && r <= k, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "rank %d must be in [1, min(%d, %d)]", (int)r, (int)nd, (int)na);
+  PetscCall(InflBLASIntCast(na, "layer input size", &m));
+  PetscCall(InflBLASIntCast(nd, "layer output size", &n));
+  PetscCall(InflBLASIntCast(k, "rank", &kk));
+  PetscCall(PetscMalloc4((size_t)per, &M, k, &Sv, (size_t)na * k, &Um, (size_t)k * nd, &VT));
+  /* row-major P (nd, na) is column-major M = P^T (na, nd) = Um S VT, so P = VT^T S Um^T */
+  PetscCall(PetscArraycpy(M, P, per));
+  LAPACKgesvd_("S", "S", &m, &n, M, &m, Sv, Um, &m, VT, &kk, &wq, &lwork, &info);
+  lwork = (PetscBLASInt)wq + 1;
+  PetscCall(PetscMalloc1(lwork, &work));
+  LAPACKgesvd_("S", "S", &m, &n, M, &m, Sv, Um, &m, VT, &kk, work, &lwork, &info);
+  PetscCheck(info == 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "LAPACK dgesvd of a %d x %d preconditioned gradient failed with info %d", (int)nd, (int)na, (int)info);
+  for (PetscInt i = 0; i < nd; i++)
+    for (PetscInt c = 0; c < r; c++) U[(int64_t)i * r + c] = VT[c + (int64_t)i * k] * Sv[c];
+  for (PetscInt j = 0; j < na; j++)
+    for (PetscInt c = 0; c < r; c++) V[(int64_t)j * r + c] = Um[j + (int64_t)c * na];
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nd, na, r, 1.0, U, r, V, r, 0.0, P, na);
+  PetscCall(PetscFree(work));
+  PetscCall(PetscFree4(M, Sv, Um, VT));
+  PetscFunctionReturn(0);
+}
+

@@ -70,10 +70,11 @@ static void ranks(int64_t N, const double a[], Pair *w, double r[])
 PetscErrorCode InflFidelityCompute(InflIHVP ih, InflModel model, InflEKFAC ek, InflData train, PetscInt Q, const float xq[], const int64_t yq[], const int64_t qindex[], PetscInt K, InflFidelity *fid)
 {
   MPI_Comm          comm;
-  PetscInt          L, din0, M = 4; /* identity, K-FAC, EK-FAC, exact */
+  PetscInt          L, din0, M = 5; /* identity, K-FAC, EK-FAC, EK-FAC low rank, exact */
+  PetscInt          rank = 32;
   InflLinear       *lin;
   InflEKFACLayer   *ekl;
-  double          **P[4], *g, *T, *S, *bufa, *bufd, *out;
+  double          **P[5], *g, *T, *S, *bufa, *bufd, *out;
   InflIHVPSolveInfo *info;
   int64_t           n, N, d, start, count, *off, per_max = 1;
   const float      *x;
@@ -91,12 +92,15 @@ PetscErrorCode InflFidelityCompute(InflIHVP ih, InflModel model, InflEKFAC ek, I
   PetscCall(InflDataGetShard(train, &start, &count, &x, &y));
   PetscCheck(K > 0 && K <= N, comm, PETSC_ERR_ARG_OUTOFRANGE, "top-k size %d must be in [1, %" PRId64 "] (the training examples compared)", (int)K, N);
   PetscCall(PetscMemzero(fid, sizeof(*fid)));
-  fid->M = 3;
+  PetscCall(PetscOptionsGetInt(NULL, NULL, "-fidelity_rank", &rank, NULL));
+  PetscCheck(rank >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-fidelity_rank %d must be >= 1", (int)rank);
+  fid->M = 4;
   fid->Q = Q;
   fid->K = K;
   PetscCall(PetscStrncpy(fid->names[0], "identity", 16));
   PetscCall(PetscStrncpy(fid->names[1], "K-FAC", 16));
   PetscCall(PetscStrncpy(fid->names[2], "EK-FAC", 16));
+  PetscCall(PetscSNPrintf(fid->names[3], 16, "EK-FAC r%d", (int)rank));
   PetscCall(PetscMalloc1(L + 1, &off));
   off[0] = 0;
   for (PetscInt l = 0; l < L; l++) {
@@ -107,13 +111,12 @@ PetscErrorCode InflFidelityCompute(InflIHVP ih, InflModel model, InflEKFAC ek, I
 
   /* the exact IHVPs, then the approximations of the same query gradients */
   PetscCall(PetscMalloc1(Q, &info));
-  P[3] = NULL;
   for (PetscInt m = 0; m < M; m++) PetscCall(PetscCalloc1(L, &P[m]));
-  PetscCall(InflIHVPSolveQueries(ih, Q, xq, yq, qindex, P[3], info));
+  PetscCall(InflIHVPSolveQueries(ih, Q, xq, yq, qindex, P[4], info));
   PetscCall(PetscMalloc1(Q, &fid->iterations));
   for (PetscInt q = 0; q < Q; q++) fid->iterations[q] = info[q].iterations;
   PetscCall(PetscMalloc3(n, &g, per_max, &T, per_max, &S));
-  for (PetscInt m = 0; m < 3; m++)
+  for (PetscInt m = 0; m < 4; m++)
     for (PetscInt l = 0; l < L; l++) PetscCall(PetscMalloc1((size_t)Q * (off[l + 1] - off[l]), &P[m][l]));
   for (PetscInt q = 0; q < Q; q++) {
     PetscCall(InflModelPerExampleGradients(model, 1, xq + (int64_t)q * din0, yq + q, g));
@@ -128,6 +131,16 @@ PetscErrorCode InflFidelityCompute(InflIHVP ih, InflModel model, InflEKFAC ek, I
         for (PetscInt j = 0; j < na; j++) S[i * na + j] = ekl[l].eS[i] * ekl[l].eA[j];
       precondition_with(&ekl[l], S, Gk, T);
       PetscCall(InflEKFACPrecondition(ek, l, Ge));
+      { /* low rank: the EK-FAC result truncated to rank r (exact where min(nd, na) <= r) */
+        double *Gr = P[3][l] + q * per;
+        PetscCall(PetscArraycpy(Gr, Ge, per));
+        if (PetscMin(nd, na) > rank) {
+          double *U, *V;
+          PetscCall(PetscMalloc2((size_t)nd * rank, &U, (size_t)na * rank, &V));
+          PetscCall(InflLowRankApprox(nd, na, rank, Gr, U, V));
+          PetscCall(PetscFree2(U, V));
+        }
+      }
     }
   }
 
@@ -160,20 +173,20 @@ PetscErrorCode InflFidelityCompute(InflIHVP ih, InflModel model, InflEKFAC ek, I
   PetscCall(PetscFree4(bufa, bufd, T, S));
 
   /* metrics (every rank computes the same numbers) */
-  PetscCall(PetscMalloc4(3 * Q, &fid->pearson, 3 * Q, &fid->spearman, 3 * Q, &fid->overlap, 3 * Q, &fid->relerr));
+  PetscCall(PetscMalloc4(4 * Q, &fid->pearson, 4 * Q, &fid->spearman, 4 * Q, &fid->overlap, 4 * Q, &fid->relerr));
   {
     Pair   *w;
     double *rx, *rm;
     PetscCall(PetscMalloc3(N, &w, N, &rx, N, &rm));
     for (PetscInt q = 0; q < Q; q++) {
-      const double *ex = out + ((int64_t)3 * Q + q) * N;
+      const double *ex = out + ((int64_t)4 * Q + q) * N;
       int64_t      *topx;
       PetscCall(PetscMalloc1(K, &topx));
       ranks(N, ex, w, rx);
       for (int64_t i = 0; i < N; i++) w[i] = (Pair){ex[i], i};
       qsort(w, N, sizeof(Pair), cmp_desc);
       for (PetscInt k = 0; k < K; k++) topx[k] = w[k].i;
-      for (PetscInt m = 0; m < 3; m++) {
+      for (PetscInt m = 0; m < 4; m++) {
         const double *sm = out + ((int64_t)m * Q + q) * N;
         double        num = 0, den = 0;
         PetscInt      common = 0;
@@ -188,9 +201,9 @@ PetscErrorCode InflFidelityCompute(InflIHVP ih, InflModel model, InflEKFAC ek, I
         for (PetscInt l = 0; l < L; l++) {
           int64_t per = off[l + 1] - off[l];
           for (int64_t i = 0; i < per; i++) {
-            double e = P[m][l][q * per + i] - P[3][l][q * per + i];
+            double e = P[m][l][q * per + i] - P[4][l][q * per + i];
             num += e * e;
-            den += P[3][l][q * per + i] * P[3][l][q * per + i];
+            den += P[4][l][q * per + i] * P[4][l][q * per + i];
           }
         }
         fid->relerr[m * Q + q] = den > 0 ? sqrt(num / den) : NAN;
@@ -242,7 +255,7 @@ PetscErrorCode InflFidelitySave(InflFidelity *fid, MPI_Comm comm, InflModel mode
   PetscFunctionBegin;
   InflCheckAll(comm, overwrite || !InflFileExists(path), PETSC_ERR_FILE_OPEN, "%s exists; pass -overwrite to replace it or choose another -out", path);
   PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", path));
-  PetscCall(PetscSNPrintf(methods, sizeof(methods), "%s,%s,%s", fid->names[0], fid->names[1], fid->names[2]));
+  PetscCall(PetscSNPrintf(methods, sizeof(methods), "%s,%s,%s,%s", fid->names[0], fid->names[1], fid->names[2], fid->names[3]));
   PetscCall(InflH5Create(comm, partial, PETSC_TRUE, &file));
   PetscCall(InflModelGetHash(model, &mh));
   PetscCall(InflDataGetHash(train, &th));
