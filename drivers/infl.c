@@ -18,6 +18,7 @@ static const char help[] = "infl: influence functions (training-data attribution
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 static const char *subcommand  = "";
 static PetscBool   local_error = PETSC_FALSE; /* the first error was raised on one rank only */
@@ -83,6 +84,14 @@ int main(int argc, char **argv)
   subcommand = sub->name;
   /* one BLAS thread per rank unless the environment says otherwise: ranks are the unit of parallelism */
   if (!getenv("OPENBLAS_NUM_THREADS") && !getenv("OMP_NUM_THREADS")) openblas_set_num_threads(1);
+  /* OpenBLAS falls back to its SSE3 (Prescott) kernels on processors it does not know; matrix products are then
+   * several times slower than the processor allows (docs/PERFORMANCE.md) */
+  if (!getenv("OPENBLAS_CORETYPE")) {
+    const char *core = openblas_get_corename();
+    __builtin_cpu_init();
+    if (core && !strcasecmp(core, "prescott") && __builtin_cpu_supports("avx2"))
+      PetscCall(PetscPrintf(PETSC_COMM_WORLD, "note: OpenBLAS chose its %s kernels on a processor with %s; for faster matrix products set OPENBLAS_CORETYPE=%s\n", core, __builtin_cpu_supports("avx512f") ? "AVX-512" : "AVX2", __builtin_cpu_supports("avx512f") ? "SkylakeX" : "Haswell"));
+  }
   PetscCall(PetscPushErrorHandler(error_handler, NULL));
   PetscCall(PetscOptionsHasHelp(NULL, &helpflg));
   PetscCall(InflSignalsInstall());
