@@ -89,6 +89,11 @@ void InflCaptureGetDouble(const InflCapture *cap, PetscInt l, double buf_a[], do
  * model's precision.  The parameter gradient slab is not touched. */
 PetscErrorCode InflModelCapture(InflModel model, PetscInt B, const float x[], const int64_t y[], InflCapture *cap);
 
+/* Not collective.  As InflModelCapture with true-Fisher labels sampled (as InflModelSampleLabels does) from the
+ * logits of the same forward pass: one forward pass instead of two.  index (B) global example indices; y (B) out:
+ * the sampled labels.  In double precision the labels are drawn from the double logits. */
+PetscErrorCode InflModelCaptureSampled(InflModel model, PetscInt B, const float x[], const int64_t index[], uint64_t seed, int64_t y[], InflCapture *cap);
+
 /* Per-example flat gradient g (B, n) in double (for tests and exact reference solves): g_b = concat over layers of
  * vec(Ds_l a_l^T) in the parameter slab layout. */
 PetscErrorCode InflModelPerExampleGradients(InflModel model, PetscInt B, const float x[], const int64_t y[], double g[]);

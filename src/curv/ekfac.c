@@ -271,15 +271,14 @@ static PetscErrorCode ekfac_allocate(InflEKFAC ek, PetscInt L, const PetscInt di
   PetscFunctionReturn(0);
 }
 
-/* Labels for the pseudo-gradient of a chunk. */
-static PetscErrorCode fisher_labels(InflEKFAC ek, InflModel model, PetscInt B, const float x[], const int64_t y[], int64_t index0, int64_t *idx, int64_t ys[])
+/* Capture a chunk with the Fisher's labels: the data labels (empirical) or labels sampled from the model (true). */
+static PetscErrorCode fisher_capture(InflEKFAC ek, InflModel model, PetscInt B, const float x[], const int64_t y[], int64_t index0, int64_t *idx, int64_t ys[], InflCapture *cap)
 {
   PetscFunctionBegin;
-  if (ek->fisher == INFL_FISHER_EMPIRICAL) {
-    PetscCall(PetscArraycpy(ys, y, B));
-  } else {
+  if (ek->fisher == INFL_FISHER_EMPIRICAL) PetscCall(InflModelCapture(model, B, x, y, cap));
+  else {
     for (PetscInt n = 0; n < B; n++) idx[n] = index0 + n;
-    PetscCall(InflModelSampleLabels(model, B, x, idx, ek->seed, ys));
+    PetscCall(InflModelCaptureSampled(model, B, x, idx, ek->seed, ys, cap));
   }
   PetscFunctionReturn(0);
 }
@@ -355,8 +354,7 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
     off = lo - start;
     B   = (PetscInt)(hi - lo);
     if (B > 0) {
-    PetscCall(fisher_labels(ek, model, B, x + off * d, y + off, start + off, idx, ys));
-    PetscCall(InflModelCapture(model, B, x + off * d, ys, cap));
+    PetscCall(fisher_capture(ek, model, B, x + off * d, y + off, start + off, idx, ys, cap));
     for (PetscInt l = 0; l < L; l++) {
       InflEKFACLayer *ly = &ek->layers[l];
       const double   *a, *ds;
@@ -424,8 +422,7 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
       off = lo - start;
       B   = (PetscInt)(hi - lo);
       if (B > 0) {
-      PetscCall(fisher_labels(ek, model, B, x + off * d, y + off, start + off, idx, ys));
-      PetscCall(InflModelCapture(model, B, x + off * d, ys, cap));
+      PetscCall(fisher_capture(ek, model, B, x + off * d, y + off, start + off, idx, ys, cap));
       for (PetscInt l = 0; l < L; l++) {
         InflEKFACLayer *ly = &ek->layers[l];
         const double   *a, *ds;

@@ -484,6 +484,25 @@ PetscErrorCode InflModelLossBackward(InflModel m, PetscInt B, const float x[], c
   PetscFunctionReturn(0);
 }
 
+/* The first class c with cumsum(p)_c > u, p = softmax(z) in double, u = InflUniform(seed, index, FISHER_LABEL). */
+static int64_t sample_label(PetscInt C, const float *z32, const double *z64, uint64_t seed, int64_t index)
+{
+  double  mx, Z = 0, cum = 0, u = InflUniform(seed, (uint64_t)index, INFL_STREAM_FISHER_LABEL);
+  int64_t y = -1;
+#define ZV(j) (z64 ? z64[j] : (double)z32[j])
+  mx = ZV(0);
+  for (PetscInt j = 1; j < C; j++) mx = PetscMax(mx, ZV(j));
+  for (PetscInt j = 0; j < C; j++) Z += exp(ZV(j) - mx);
+  for (PetscInt j = 0; j < C; j++) {
+    double p = exp(ZV(j) - mx) / Z;
+    cum += p;
+    if (p > 0) y = j; /* the last class with p > 0 if rounding leaves cum <= u */
+    if (cum > u) break;
+  }
+#undef ZV
+  return y;
+}
+
 PetscErrorCode InflModelSampleLabels(InflModel m, PetscInt B, const float x[], const int64_t index[], uint64_t seed, int64_t y[])
 {
   PetscInt C = m->dims[m->L];
@@ -492,18 +511,7 @@ PetscErrorCode InflModelSampleLabels(InflModel m, PetscInt B, const float x[], c
   PetscFunctionBegin;
   PetscCall(PetscMalloc1((size_t)B * C, &z));
   PetscCall(InflModelForward(m, B, x, z));
-  for (PetscInt n = 0; n < B; n++) {
-    double mx = z[n * C], Z = 0, u = InflUniform(seed, (uint64_t)index[n], INFL_STREAM_FISHER_LABEL), cum = 0;
-    for (PetscInt j = 1; j < C; j++) mx = PetscMax(mx, (double)z[n * C + j]);
-    for (PetscInt j = 0; j < C; j++) Z += exp((double)z[n * C + j] - mx);
-    y[n] = -1;
-    for (PetscInt j = 0; j < C; j++) {
-      double p = exp((double)z[n * C + j] - mx) / Z;
-      cum += p;
-      if (p > 0) y[n] = j; /* the last class with p > 0 if rounding leaves cum <= u */
-      if (cum > u) break;
-    }
-  }
+  for (PetscInt n = 0; n < B; n++) y[n] = sample_label(C, z + (int64_t)n * C, NULL, seed, index[n]);
   PetscCall(PetscFree(z));
   PetscFunctionReturn(0);
 }
@@ -558,7 +566,7 @@ PetscErrorCode InflCaptureDestroy(InflCapture **cap)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflModelCapture(InflModel m, PetscInt B, const float x[], const int64_t y[], InflCapture *cap)
+static PetscErrorCode model_capture(InflModel m, PetscInt B, const float x[], const int64_t y[], const int64_t sampled_index[], uint64_t seed, int64_t ysampled[], InflCapture *cap)
 {
   void *a[64], *ds[64];
 
@@ -571,8 +579,30 @@ PetscErrorCode InflModelCapture(InflModel m, PetscInt B, const float x[], const 
     ds[l] = m->prec == INFL_PREC_DOUBLE ? (void *)cap->ds64[l] : (void *)cap->ds32[l];
   }
   PetscCall(model_forward(m, B, x, a, m->s));
+  if (sampled_index) { /* true Fisher: labels sampled from this forward pass's logits */
+    PetscInt C = m->dims[m->L];
+    for (PetscInt n = 0; n < B; n++) {
+      const void *z = (char *)m->s[m->L - 1] + (size_t)n * C * (m->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float));
+      ysampled[n] = sample_label(C, m->prec == INFL_PREC_DOUBLE ? NULL : (const float *)z, m->prec == INFL_PREC_DOUBLE ? (const double *)z : NULL, seed, sampled_index[n]);
+    }
+    y = ysampled;
+  }
   PetscCall(model_loss_backward(m, B, y, m->s, ds, cap->loss, NULL));
   cap->B = B;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelCapture(InflModel m, PetscInt B, const float x[], const int64_t y[], InflCapture *cap)
+{
+  PetscFunctionBegin;
+  PetscCall(model_capture(m, B, x, y, NULL, 0, NULL, cap));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelCaptureSampled(InflModel m, PetscInt B, const float x[], const int64_t index[], uint64_t seed, int64_t y[], InflCapture *cap)
+{
+  PetscFunctionBegin;
+  PetscCall(model_capture(m, B, x, NULL, index, seed, y, cap));
   PetscFunctionReturn(0);
 }
 
