@@ -19,7 +19,10 @@ static void FN(mlp_forward)(PetscInt L, const PetscInt dims[], InflActivation ac
     for (PetscInt n = 0; n < B; n++) {
       REAL *hn = &h[l + 1][n * (dout + 1)];
       const REAL *sn = &s[l][n * dout];
-      for (PetscInt j = 0; j < dout; j++) hn[j] = (REAL)activation_forward(act, (double)sn[j]);
+      if (act == INFL_ACT_RELU)
+        for (PetscInt j = 0; j < dout; j++) hn[j] = sn[j] > 0 ? sn[j] : 0;
+      else
+        for (PetscInt j = 0; j < dout; j++) hn[j] = (REAL)activation_forward(act, (double)sn[j]);
       hn[dout] = 1;
     }
   }
@@ -60,7 +63,10 @@ static void FN(mlp_backward)(PetscInt L, const PetscInt dims[], InflActivation a
   for (PetscInt l = L - 1; l > 0; l--) {
     PetscInt din = dims[l], dout = dims[l + 1];
     if (B > 0) GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, din, dout, 1, ds[l], dout, W[l], din, 0, ds[l - 1], din);
-    for (int64_t i = 0; i < (int64_t)B * din; i++) ds[l - 1][i] = (REAL)((double)ds[l - 1][i] * activation_derivative(act, (double)s[l - 1][i]));
+    if (act == INFL_ACT_RELU)
+      for (int64_t i = 0; i < (int64_t)B * din; i++) ds[l - 1][i] = s[l - 1][i] > 0 ? ds[l - 1][i] : 0;
+    else
+      for (int64_t i = 0; i < (int64_t)B * din; i++) ds[l - 1][i] = (REAL)((double)ds[l - 1][i] * activation_derivative(act, (double)s[l - 1][i]));
   }
 }
 
