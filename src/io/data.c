@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
 typedef enum { DATA_IDX, DATA_H5 } DataKind;
@@ -152,8 +153,14 @@ static PetscErrorCode idx_load(MPI_Comm comm, const char prefix[], int64_t limit
   PetscCall(idx_open(data->images, 3, "images (idx3)", &data->gimg, idims, &data->img_gz));
   PetscCall(idx_open(data->labels, 1, "labels (idx1)", &data->glab, ldims, &data->lab_gz));
   PetscCheck(idims[0] == ldims[0], PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "data idx:%s: %s has %" PRId64 " images but %s has %" PRId64 " labels; the two files do not belong together", prefix, data->images, idims[0], data->labels, ldims[0]);
+  PetscCheck(idims[1] * idims[2] <= ((int64_t)1 << 31), PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: the IDX header gives images of %" PRId64 " x %" PRId64 " pixels; the header is corrupt", data->images, idims[1], idims[2]);
   data->Nfile = idims[0];
   data->d     = idims[1] * idims[2];
+  if (!data->img_gz) { /* raw file: its size must hold what the header promises, before anything is allocated */
+    struct stat sb;
+    PetscCheck(stat(data->images, &sb) == 0, PETSC_COMM_SELF, PETSC_ERR_FILE_OPEN, "cannot stat %s: %s", data->images, strerror(errno));
+    PetscCheck((int64_t)sb.st_size >= 16 + data->Nfile * data->d, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: truncated: the header promises %" PRId64 " images but the data end inside image %" PRId64 " (%" PRId64 " x %" PRId64 " pixels each, a file of %" PRId64 " bytes); re-download or regenerate the file", data->images, data->Nfile, ((int64_t)sb.st_size - 16) / data->d, idims[1], idims[2], (int64_t)sb.st_size);
+  }
   PetscCheck(limit <= data->Nfile, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "data idx:%s: limit %" PRId64 " is larger than the %" PRId64 " examples in the files; lower the limit", prefix, limit, data->Nfile);
   data->N = limit > 0 ? limit : data->Nfile;
   PetscCheck(data->N > 0 && data->d > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "data idx:%s: the data set is empty (%" PRId64 " images of %" PRId64 " x %" PRId64 " pixels)", prefix, data->Nfile, idims[1], idims[2]);
