@@ -100,6 +100,10 @@ int main(int argc, char **argv)
     PetscOptionsBegin(PETSC_COMM_WORLD, NULL, "Options of every long stage", NULL);
     PetscCall(PetscOptionsReal("-checkpoint_interval", "seconds between checkpoints to OUT.partial (0: after every chunk)", NULL, ci, &ci, NULL));
     PetscCall(PetscOptionsReal("-progress_interval", "seconds between progress lines", NULL, pi, &pi, NULL));
+    {
+      char ml[64] = "";
+      PetscCall(PetscOptionsString("-mem_limit", "memory per rank (e.g. 2G): the chunk sizes of fit, score and self are derived from it", NULL, ml, ml, sizeof(ml), NULL));
+    }
     PetscOptionsEnd();
   }
   ierr = sub->run(PETSC_COMM_WORLD, helpflg);

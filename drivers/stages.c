@@ -20,6 +20,7 @@ PetscErrorCode StageFit(MPI_Comm comm, InflModel model, InflData train, const ch
   PetscCall(PetscTime(&t1));
   PetscCall(InflEKFACView(ek, NULL));
   PetscCall(PetscPrintf(comm, "fit: %.2f s\n", t1 - t0));
+  PetscCall(InflReportPeakMemory(comm, "fit"));
   if (out && out[0]) {
     PetscCall(InflEKFACSave(ek, out, overwrite));
     PetscCall(PetscPrintf(comm, "wrote %s\n", out));
@@ -71,6 +72,7 @@ PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData
   PetscCall(InflScorerScore(sc, train));
   PetscCall(PetscTime(&t2));
   PetscCall(PetscPrintf(comm, "score: %d queries, query preconditioning %.2f s, scoring %.2f s\n", (int)Q, t1 - t0, t2 - t1));
+  PetscCall(InflReportPeakMemory(comm, "score"));
   if (out && out[0]) {
     PetscCall(InflScorerSave(sc, out, overwrite));
     PetscCall(PetscPrintf(comm, "wrote %s\n", out));
@@ -125,6 +127,13 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
   PetscCall(InflRangesSubtract(start, start + count, &done, &todo));
   nchunks = InflRangesChunks(&todo, chunk);
   PetscCall(InflRounds(comm, nchunks, &rounds));
+  {
+    PetscInt    L, maxd = 1;
+    InflLinear *lin;
+    PetscCall(InflModelGetLayers(model, &L, &lin));
+    for (PetscInt l = 0; l < L; l++) maxd = PetscMax(maxd, PetscMax(lin[l].din + 1, lin[l].dout));
+    PetscCall(InflChunkFromMemLimit(comm, "infl self", (size_t)count * (sizeof(float) * d + sizeof(int64_t) + sizeof(double)) + InflEKFACBytes(model), InflModelCaptureBytes(model) + sizeof(double) * (4 * (size_t)maxd + 1), &chunk));
+  }
   PetscCall(InflCaptureCreate(model, chunk, &cap));
   PetscCall(InflProgressStart(comm, "self", InflRangesCount(&todo), &prog));
   PetscCall(PetscTime(&t0));
@@ -163,6 +172,7 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
   PetscCall(InflRemoveAll(comm, partial));
   PetscCall(PetscTime(&t1));
   PetscCall(PetscPrintf(comm, "self-influence of %" PRId64 " training examples: %.2f s\n", N, t1 - t0));
+  PetscCall(InflReportPeakMemory(comm, "self"));
   PetscCall(PetscPrintf(comm, "wrote %s\n", out));
   PetscCall(InflCaptureDestroy(&cap));
   PetscCall(InflRangesDestroy(&done));

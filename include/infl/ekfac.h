@@ -53,6 +53,8 @@ PetscErrorCode InflEKFACSave(InflEKFAC ek, const char path[], PetscBool overwrit
  * that every layer's shapes match. */
 PetscErrorCode InflEKFACLoad(InflEKFAC ek, const char path[], InflModel model);
 PetscErrorCode InflEKFACGetLayers(InflEKFAC ek, PetscInt *L, InflEKFACLayer **layers);
+/* Bytes held by the factors of a model (A, S, Q_A, Q_S, eigenvalues, Lambda per layer). */
+size_t InflEKFACBytes(InflModel model);
 PetscErrorCode InflEKFACGetTrainHash(InflEKFAC ek, const char **hex);
 PetscErrorCode InflEKFACView(InflEKFAC ek, PetscViewer viewer);
 PetscErrorCode InflEKFACDestroy(InflEKFAC *ek);

@@ -82,6 +82,8 @@ PetscErrorCode InflModelSampleLabels(InflModel model, PetscInt B, const float x[
 
 PetscErrorCode InflCaptureCreate(InflModel model, PetscInt Bmax, InflCapture **cap);
 PetscErrorCode InflCaptureDestroy(InflCapture **cap);
+/* Bytes per example of a capture and the model's workspace for it (for chunk sizes from -mem_limit). */
+size_t InflModelCaptureBytes(InflModel model);
 /* Layer l's captured a (B, din+1) and Ds (B, dout) as double: the capture's own arrays in double precision,
  * else converted into buf_a / buf_ds (at least B*(din+1) and B*dout doubles). */
 void InflCaptureGetDouble(const InflCapture *cap, PetscInt l, double buf_a[], double buf_ds[], const double **a, const double **ds);

@@ -80,6 +80,14 @@ enum { INFL_STREAM_FISHER_LABEL = 1, INFL_STREAM_INIT = 2, INFL_STREAM_SHUFFLE =
 
 /* Peak resident memory of this process in bytes (getrusage). */
 PetscErrorCode InflPeakMemory(size_t *bytes);
+/* Collective: print "STAGE: peak memory per rank X MiB (max over ranks)" on rank 0 of comm. */
+PetscErrorCode InflReportPeakMemory(MPI_Comm comm, const char stage[]);
+
+/* Collective.  Chunk size of a stage from -mem_limit (bytes per rank; suffixes K, M, G; e.g. 2G): with `resident`
+ * bytes held whatever the chunk (data shard, factors, queries, a margin for the libraries) and `per_example` bytes per
+ * example of a chunk, *chunk = min(*chunk, (limit - resident) / per_example).  Without -mem_limit *chunk is unchanged.
+ * Error if the limit does not hold `resident` plus one example (names the stage and both numbers). */
+PetscErrorCode InflChunkFromMemLimit(MPI_Comm comm, const char stage[], size_t resident, size_t per_example, PetscInt *chunk);
 
 /* Rename `from` to `to` on rank 0 of comm, agreed on all ranks (the atomic end of a stage). Collective. */
 PetscErrorCode InflRenameAll(MPI_Comm comm, const char from[], const char to[]);

@@ -262,7 +262,30 @@ static PetscErrorCode scorer_low_rank(InflScorer sc, PetscInt l, PetscInt nd, Pe
   PetscFunctionReturn(0);
 }
 
+/* Takes ownership of P[l] (each (Q, dout, din+1), allocated with PetscMalloc). */
+static PetscErrorCode scorer_set_queries_owned(InflScorer sc, InflModel model, PetscInt Q, double *P[], const int64_t yq[], const int64_t qindex[]);
+
 PetscErrorCode InflScorerSetPreconditionedQueries(InflScorer sc, InflModel model, PetscInt Q, const double *const P[], const int64_t yq[], const int64_t qindex[])
+{
+  PetscInt    L;
+  InflLinear *lin;
+  double    **Pc;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelGetLayers(model, &L, &lin));
+  PetscCall(PetscMalloc1(L, &Pc));
+  for (PetscInt l = 0; l < L; l++) {
+    size_t n = (size_t)Q * lin[l].dout * (lin[l].din + 1);
+    PetscCall(PetscMalloc1(n, &Pc[l]));
+    PetscCall(PetscArraycpy(Pc[l], P[l], n));
+  }
+  PetscCall(scorer_set_queries_owned(sc, model, Q, Pc, yq, qindex));
+  PetscCall(PetscFree(Pc));
+  PetscFunctionReturn(0);
+}
+
+/* Start a query set: checks, bookkeeping; the layers follow with scorer_set_layer. */
+static PetscErrorCode scorer_begin_queries(InflScorer sc, InflModel model, PetscInt Q, const int64_t yq[], const int64_t qindex[])
 {
   PetscInt    din, C, L;
   InflLinear *lin;
@@ -285,37 +308,55 @@ PetscErrorCode InflScorerSetPreconditionedQueries(InflScorer sc, InflModel model
     sc->qindex[q] = qindex ? qindex[q] : q;
     sc->qlabel[q] = yq[q];
   }
+  for (PetscInt l = 0; l < L; l++) {
+    sc->din[l]      = lin[l].din;
+    sc->dout[l]     = lin[l].dout;
+    sc->by_input[l] = lin[l].dout <= lin[l].din + 1 ? PETSC_TRUE : PETSC_FALSE;
+  }
   {
     const char *h;
     PetscCall(InflModelGetHash(model, &h));
     PetscCall(PetscStrncpy(sc->model_hash, h, sizeof(sc->model_hash)));
   }
-  for (PetscInt l = 0; l < L; l++) {
-    PetscInt na = lin[l].din + 1, nd = lin[l].dout;
-    int64_t  per = (int64_t)nd * na;
-    sc->din[l]      = lin[l].din;
-    sc->dout[l]     = nd;
-    sc->by_input[l] = nd <= na ? PETSC_TRUE : PETSC_FALSE;
-    PetscCall(PetscMalloc1((size_t)Q * per, &sc->Pq[l]));
-    PetscCall(PetscArraycpy(sc->Pq[l], P[l], (size_t)Q * per));
-    if (sc->rank > 0 && PetscMin(nd, na) > sc->rank) {
-      PetscCall(scorer_low_rank(sc, l, nd, na));
-      continue;
-    }
-    /* scoring layout */
-    if (sc->by_input[l]) {
-      sc->P64[l] = NULL; /* (Q*nd, na) is Pq itself */
-    } else {
-      PetscCall(PetscMalloc1((size_t)Q * per, &sc->P64[l]));
-      for (PetscInt q = 0; q < Q; q++)
-        for (PetscInt i = 0; i < nd; i++)
-          for (PetscInt j = 0; j < na; j++) sc->P64[l][(int64_t)i * Q * na + (int64_t)q * na + j] = sc->Pq[l][(int64_t)q * per + (int64_t)i * na + j];
-    }
-    if (sc->prec == INFL_PREC_SINGLE) {
-      const double *src = sc->by_input[l] ? sc->Pq[l] : sc->P64[l];
-      PetscCall(PetscMalloc1((size_t)Q * per, &sc->P32[l]));
-      for (int64_t i = 0; i < (int64_t)Q * per; i++) sc->P32[l][i] = (float)src[i];
-    }
+  PetscFunctionReturn(0);
+}
+
+/* Layer l's preconditioned query gradients Pl (Q, dout, din+1), taken over (freed or kept): the scoring layouts. */
+static PetscErrorCode scorer_set_layer(InflScorer sc, PetscInt l, double *Pl)
+{
+  PetscInt Q = sc->Q, na = sc->din[l] + 1, nd = sc->dout[l];
+  int64_t  per = (int64_t)nd * na;
+
+  PetscFunctionBegin;
+  sc->Pq[l] = Pl;
+  if (sc->rank > 0 && PetscMin(nd, na) > sc->rank) {
+    PetscCall(scorer_low_rank(sc, l, nd, na));
+    PetscFunctionReturn(0);
+  }
+  if (!sc->by_input[l]) { /* (dout, Q*(din+1)); when by_input the layout (Q*dout, din+1) is Pq itself */
+    PetscCall(PetscMalloc1((size_t)Q * per, &sc->P64[l]));
+    for (PetscInt q = 0; q < Q; q++)
+      for (PetscInt i = 0; i < nd; i++)
+        for (PetscInt j = 0; j < na; j++) sc->P64[l][(int64_t)i * Q * na + (int64_t)q * na + j] = sc->Pq[l][(int64_t)q * per + (int64_t)i * na + j];
+  }
+  if (sc->prec == INFL_PREC_SINGLE) {
+    const double *src = sc->by_input[l] ? sc->Pq[l] : sc->P64[l];
+    PetscCall(PetscMalloc1((size_t)Q * per, &sc->P32[l]));
+    for (int64_t i = 0; i < (int64_t)Q * per; i++) sc->P32[l][i] = (float)src[i];
+    /* in single precision the double copies are needed only for per-layer terms */
+    PetscCall(PetscFree(sc->P64[l]));
+    if (!sc->per_layer) PetscCall(PetscFree(sc->Pq[l]));
+  }
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode scorer_set_queries_owned(InflScorer sc, InflModel model, PetscInt Q, double *P[], const int64_t yq[], const int64_t qindex[])
+{
+  PetscFunctionBegin;
+  PetscCall(scorer_begin_queries(sc, model, Q, yq, qindex));
+  for (PetscInt l = 0; l < sc->L; l++) {
+    PetscCall(scorer_set_layer(sc, l, P[l]));
+    P[l] = NULL;
   }
   PetscFunctionReturn(0);
 }
@@ -346,6 +387,8 @@ PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek
   if (nq > 0) PetscCall(InflModelCapture(model, (PetscInt)nq, xq + q0 * din, yq + q0, cap));
   PetscCall(PetscMalloc2(size, &counts, size, &displs));
   PetscCall(PetscCalloc1(L, &P));
+  PetscCall(scorer_begin_queries(sc, model, Q, yq, qindex));
+  sc->prec = prec; /* the model works in double here only to precondition the queries */
   for (PetscInt l = 0; l < L; l++) {
     PetscInt na = lin[l].din + 1, nd = lin[l].dout;
     int64_t  per = (int64_t)nd * na;
@@ -361,13 +404,13 @@ PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek
     }
     PetscCallMPI(MPI_Allgatherv(mine, counts[rank], MPI_DOUBLE, P[l], counts, displs, MPI_DOUBLE, sc->comm));
     PetscCall(PetscFree(mine));
+    PetscCall(scorer_set_layer(sc, l, P[l])); /* one layer's double copy at a time */
+    P[l] = NULL;
   }
   PetscCall(PetscFree2(counts, displs));
   PetscCall(InflCaptureDestroy(&cap));
   PetscCall(InflModelSetPrecision(model, prec));
-  PetscCall(InflScorerSetPreconditionedQueries(sc, model, Q, (const double *const *)P, yq, qindex));
   sc->ek = ek;
-  for (PetscInt l = 0; l < L; l++) PetscCall(PetscFree(P[l]));
   PetscCall(PetscFree(P));
   PetscFunctionReturn(0);
 }
@@ -454,6 +497,23 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   PetscCall(PetscFree(sc->local_layer));
   if (sc->save_all) PetscCall(PetscCalloc1((size_t)sc->Q * PetscMax(count, 1), &sc->local));
   if (sc->save_all && sc->per_layer) PetscCall(PetscCalloc1((size_t)sc->L * sc->Q * PetscMax(count, 1), &sc->local_layer));
+  {
+    size_t resident = (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + InflEKFACBytes(sc->model), per = InflModelCaptureBytes(sc->model) + sizeof(double) * sc->Q * (sc->local_layer ? 2 : 1);
+    for (PetscInt l = 0; l < sc->L; l++) {
+      size_t ql = (size_t)sc->Q * sc->dout[l] * (sc->din[l] + 1);
+      resident += ql * ((sc->Pq[l] ? sizeof(double) : 0) + (sc->P64[l] ? sizeof(double) : 0) + (sc->P32[l] ? sizeof(float) : 0));
+      if (sc->lr[l]) per += 2 * es * (size_t)sc->Q * sc->lr[l];
+    }
+    if (sc->local) resident += sizeof(double) * sc->Q * (size_t)count * (sc->local_layer ? 1 + sc->L : 1);
+    { /* InflScorerSetQueries held one layer's queries in double, twice (gathered and this rank's block) */
+      PetscMPIInt size;
+      size_t      transient = 0;
+      PetscCallMPI(MPI_Comm_size(sc->comm, &size));
+      for (PetscInt l = 0; l < sc->L; l++) transient = PetscMax(transient, sizeof(double) * (size_t)sc->dout[l] * (sc->din[l] + 1) * (size_t)(sc->Q + (sc->Q + size - 1) / size));
+      resident += transient;
+    }
+    PetscCall(InflChunkFromMemLimit(sc->comm, "infl score", resident + 4 * 1024 * 1024, per, &sc->chunk));
+  }
   PetscCall(InflCaptureCreate(sc->model, sc->chunk, &cap));
   {
     int64_t nT = 1;

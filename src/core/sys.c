@@ -1,6 +1,7 @@
 #include <infl/sys.h>
 #include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -206,4 +207,59 @@ PetscBool InflFileExists(const char path[])
 {
   struct stat st;
   return stat(path, &st) == 0 ? PETSC_TRUE : PETSC_FALSE;
+}
+
+PetscErrorCode InflReportPeakMemory(MPI_Comm comm, const char stage[])
+{
+  size_t peak;
+  double mb;
+
+  PetscFunctionBegin;
+  PetscCall(InflPeakMemory(&peak));
+  mb = (double)peak / (1024.0 * 1024.0);
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &mb, 1, MPI_DOUBLE, MPI_MAX, comm));
+  PetscCall(PetscPrintf(comm, "%s: peak memory per rank %.0f MiB (max over ranks)\n", stage, mb));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode parse_bytes(MPI_Comm comm, const char text[], double *bytes)
+{
+  char  *end;
+  double v = strtod(text, &end);
+
+  PetscFunctionBegin;
+  switch (*end) {
+  case 'k': case 'K': v *= 1024.0; end++; break;
+  case 'm': case 'M': v *= 1024.0 * 1024.0; end++; break;
+  case 'g': case 'G': v *= 1024.0 * 1024.0 * 1024.0; end++; break;
+  case 't': case 'T': v *= 1024.0 * 1024.0 * 1024.0 * 1024.0; end++; break;
+  default: break;
+  }
+  if (*end == 'B' || *end == 'b') end++;
+  PetscCheck(end != text && *end == 0 && v > 0 && isfinite(v), comm, PETSC_ERR_ARG_WRONG, "-mem_limit %s: give bytes per rank as a number with an optional suffix K, M, G or T (e.g. 2G)", text);
+  *bytes = v;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflChunkFromMemLimit(MPI_Comm comm, const char stage[], size_t resident, size_t per_example, PetscInt *chunk)
+{
+  char      text[64];
+  PetscBool set;
+  double    limit, fixed = (double)resident + 64.0 * 1024 * 1024; /* libraries (MPI, PETSc, HDF5, OpenBLAS buffers) */
+  int64_t   c;
+
+  PetscFunctionBegin;
+  PetscCall(PetscOptionsGetString(NULL, NULL, "-mem_limit", text, sizeof(text), &set));
+  if (!set) PetscFunctionReturn(0);
+  PetscCall(parse_bytes(comm, text, &limit));
+  {
+    double f = fixed;
+    PetscCallMPI(MPI_Allreduce(&f, &fixed, 1, MPI_DOUBLE, MPI_MAX, comm));
+  }
+  PetscCheck(limit >= fixed + (double)per_example, comm, PETSC_ERR_ARG_OUTOFRANGE, "-mem_limit %s (%.0f MiB per rank) cannot hold the %.0f MiB that %s keeps whatever the chunk size plus one example (%.3f MiB); raise -mem_limit or use more ranks", text, limit / 1048576.0, fixed / 1048576.0, stage, (double)per_example / 1048576.0);
+  c = (int64_t)((limit - fixed) / (double)per_example);
+  c = PetscMax(1, PetscMin(c, (int64_t)*chunk));
+  *chunk = (PetscInt)c;
+  PetscCall(PetscInfo(NULL, "%s: chunk of %d examples from -mem_limit %s\n", stage, (int)c, text));
+  PetscFunctionReturn(0);
 }

@@ -334,6 +334,7 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
     InflCheckAll(ek->comm, bad < 0, PETSC_ERR_ARG_OUTOFRANGE, "training label %" PRId64 " of example %" PRId64 " is not below the model's %d classes; the data set does not match the model", bad >= 0 ? y[bad] : 0, start + bad, (int)C);
   }
 
+  PetscCall(InflChunkFromMemLimit(ek->comm, "infl fit", (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + 2 * InflEKFACBytes(model), InflModelCaptureBytes(model) + 4 * sizeof(double) * maxd + 2 * sizeof(int64_t), &ek->chunk));
   PetscCall(InflCaptureCreate(model, ek->chunk, &cap));
   PetscCall(PetscMalloc6((size_t)ek->chunk * maxd, &bufa, (size_t)ek->chunk * maxd, &bufd, (size_t)ek->chunk * maxd, &ta, (size_t)ek->chunk * maxd, &td, ek->chunk, &ys, ek->chunk, &idx));
 
@@ -725,3 +726,17 @@ PetscErrorCode InflLowRankApprox(PetscInt nd, PetscInt na, PetscInt r, double P[
   PetscFunctionReturn(0);
 }
 
+
+size_t InflEKFACBytes(InflModel model)
+{
+  PetscInt    L;
+  InflLinear *lin;
+  size_t      b = 0;
+
+  InflModelGetLayers(model, &L, &lin);
+  for (PetscInt l = 0; l < L; l++) {
+    size_t na = (size_t)lin[l].din + 1, nd = (size_t)lin[l].dout;
+    b += sizeof(double) * (2 * na * na + 2 * nd * nd + na + nd + nd * na);
+  }
+  return b;
+}

@@ -653,3 +653,10 @@ void InflCaptureGetDouble(const InflCapture *cap, PetscInt l, double *buf_a, dou
   *ds = buf_ds;
 }
 
+
+size_t InflModelCaptureBytes(InflModel m)
+{
+  size_t es = m->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float), b = sizeof(double);
+  for (PetscInt l = 0; l < m->L; l++) b += es * (size_t)(2 * (m->dims[l] + 1) + 3 * m->dims[l + 1]);
+  return b;
+}
