@@ -23,7 +23,7 @@ static herr_t print_attr(hid_t loc, const char *name, const H5A_info_t *ainfo, v
   hid_t a = H5Aopen(loc, name, H5P_DEFAULT), t = H5Aget_type(a);
   if (H5Tget_class(t) == H5T_STRING) {
     char value[4096] = "";
-    InflH5GetAttrString(loc, ".", name, value, sizeof(value));
+    InflH5GetAttrString(loc, "/", name, value, sizeof(value)); /* attributes of the root group */
     if (strlen(value) > 200) strcpy(value + 197, "...");
     for (char *p = value; *p; p++) if (*p == '\n') *p = ' ';
     printf("  %s = %s\n", name, value);

@@ -3,6 +3,26 @@
 #include "stages.h"
 #include <infl/checkpoint.h>
 
+/* Collective: run summary attributes on a finished output: wall time of the stage (max over ranks) and peak memory
+ * per rank (max over ranks); the options and rank count are already in its provenance. */
+static PetscErrorCode stage_summary(MPI_Comm comm, const char path[], PetscLogDouble seconds)
+{
+  hid_t  file;
+  size_t peak;
+  double v[2];
+
+  PetscFunctionBegin;
+  PetscCall(InflPeakMemory(&peak));
+  v[0] = seconds;
+  v[1] = (double)peak / (1024.0 * 1024.0);
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_DOUBLE, MPI_MAX, comm));
+  PetscCall(InflH5Open(comm, path, PETSC_TRUE, &file));
+  PetscCall(InflH5SetAttrDouble(file, "/", "run_seconds", v[0]));
+  PetscCall(InflH5SetAttrDouble(file, "/", "run_peak_memory_mib", v[1]));
+  PetscCall(InflH5Close(&file));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode StageFit(MPI_Comm comm, InflModel model, InflData train, const char out[], PetscBool overwrite, InflEKFAC *ek_out)
 {
   InflEKFAC      ek;
@@ -23,6 +43,7 @@ PetscErrorCode StageFit(MPI_Comm comm, InflModel model, InflData train, const ch
   PetscCall(InflReportPeakMemory(comm, "fit"));
   if (out && out[0]) {
     PetscCall(InflEKFACSave(ek, out, overwrite));
+    PetscCall(stage_summary(comm, out, t1 - t0));
     PetscCall(PetscPrintf(comm, "wrote %s\n", out));
   }
   PetscCall(PetscLogStagePop());
@@ -75,6 +96,7 @@ PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData
   PetscCall(InflReportPeakMemory(comm, "score"));
   if (out && out[0]) {
     PetscCall(InflScorerSave(sc, out, overwrite));
+    PetscCall(stage_summary(comm, out, t2 - t0));
     PetscCall(PetscPrintf(comm, "wrote %s\n", out));
   }
   PetscCall(PetscFree2(xq, yq));
@@ -173,6 +195,7 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
   PetscCall(PetscTime(&t1));
   PetscCall(PetscPrintf(comm, "self-influence of %" PRId64 " training examples: %.2f s\n", N, t1 - t0));
   PetscCall(InflReportPeakMemory(comm, "self"));
+  PetscCall(stage_summary(comm, out, t1 - t0));
   PetscCall(PetscPrintf(comm, "wrote %s\n", out));
   PetscCall(InflCaptureDestroy(&cap));
   PetscCall(InflRangesDestroy(&done));
