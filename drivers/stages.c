@@ -106,9 +106,57 @@ PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData
   PetscFunctionReturn(0);
 }
 
+typedef struct {
+  MPI_Comm       comm;
+  InflModel      model;
+  InflEKFAC      ek;
+  InflCapture   *cap;
+  const float   *x;
+  const int64_t *y;
+  int64_t        d, start, count, N;
+  double        *self;           /* (count) this rank's shard */
+  const char    *mh, *th;        /* model and data hashes */
+  const char    *tmp, *partial;  /* OUT.partial.tmp, OUT.partial */
+} SelfCtx;
+
+static PetscErrorCode self_chunk(void *ctx, int64_t lo, int64_t hi)
+{
+  SelfCtx *c = (SelfCtx *)ctx;
+
+  PetscFunctionBegin;
+  PetscCall(InflSelfInfluenceBatch(c->model, c->ek, (PetscInt)(hi - lo), c->x + (lo - c->start) * c->d, c->y + (lo - c->start), c->cap, c->self + (lo - c->start)));
+  PetscFunctionReturn(0);
+}
+
+/* Collective: write the self-influence of the examples in `done` (the others are 0) to `path` via tmp. */
+static PetscErrorCode self_write(SelfCtx *c, const char stage[], const InflRanges *done, const char path[])
+{
+  hid_t   file;
+  int64_t dims[1] = {c->N};
+
+  PetscFunctionBegin;
+  PetscCall(InflH5Create(c->comm, c->tmp, PETSC_TRUE, &file));
+  PetscCall(InflH5WriteProvenance(file, c->comm, stage, c->mh, c->th, NULL));
+  PetscCall(InflH5WriteRows(file, "/self_influence", H5T_NATIVE_DOUBLE, 1, dims, c->start, c->count, c->self));
+  PetscCall(InflH5WriteRows(file, "/train_labels", H5T_NATIVE_INT64, 1, dims, c->start, c->count, c->y));
+  PetscCall(InflRangesWrite(file, done));
+  PetscCall(InflH5Close(&file));
+  PetscCall(InflRenameAll(c->comm, c->tmp, path));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode self_checkpoint(void *ctx, const InflRanges *done)
+{
+  SelfCtx *c = (SelfCtx *)ctx;
+
+  PetscFunctionBegin;
+  PetscCall(self_write(c, "self (partial)", done, c->partial));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData train, const char out[], PetscBool overwrite)
 {
-  int64_t        N, d, start, count, nchunks, rounds, dims[1];
+  int64_t        N, d, start, count;
   const float   *x;
   const int64_t *y;
   double        *self;
@@ -118,9 +166,8 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
   hid_t          file;
   const char    *mh, *th;
   PetscLogStage  stage;
-  InflRanges     done = {0}, todo = {0}, mine = {0};
+  InflRanges     done = {0};
   InflCapture   *cap;
-  InflProgress   prog;
 
   PetscFunctionBegin;
   PetscCall(PetscLogStageRegister("Self-influence", &stage));
@@ -135,7 +182,6 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
   PetscCall(PetscCalloc1(PetscMax(count, 1), &self));
   PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", out));
   PetscCall(PetscSNPrintf(tmp, sizeof(tmp), "%s.partial.tmp", out));
-  dims[0] = N;
   if (InflFileExists(partial)) { /* resume */
     PetscCall(InflH5Open(comm, partial, PETSC_FALSE, &file));
     PetscCall(InflCheckpointCheckAttr(comm, file, partial, "stage", "self (partial)"));
@@ -146,9 +192,6 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
     PetscCall(InflH5Close(&file));
     PetscCall(PetscPrintf(comm, "self: resuming from %s (%" PRId64 " of %" PRId64 " done)\n", partial, InflRangesCount(&done), N));
   }
-  PetscCall(InflRangesSubtract(start, start + count, &done, &todo));
-  nchunks = InflRangesChunks(&todo, chunk);
-  PetscCall(InflRounds(comm, nchunks, &rounds));
   {
     PetscInt    L, maxd = 1;
     InflLinear *lin;
@@ -157,39 +200,14 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
     PetscCall(InflChunkFromMemLimit(comm, "infl self", (size_t)count * (sizeof(float) * d + sizeof(int64_t) + sizeof(double)) + InflEKFACBytes(model), InflModelCaptureBytes(model) + sizeof(double) * (4 * (size_t)maxd + 1), &chunk));
   }
   PetscCall(InflCaptureCreate(model, chunk, &cap));
-  PetscCall(InflProgressStart(comm, "self", InflRangesCount(&todo), &prog));
   PetscCall(PetscTime(&t0));
-  for (int64_t r = 0; r < rounds; r++) {
-    int64_t   lo = 0, hi = 0;
-    PetscBool ckpt, stop;
-    if (r < nchunks) {
-      InflRangesChunk(&todo, chunk, r, &lo, &hi);
-      PetscCall(InflSelfInfluenceBatch(model, ek, (PetscInt)(hi - lo), x + (lo - start) * d, y + (lo - start), cap, self + (lo - start)));
-      PetscCall(InflRangesAdd(&mine, lo, hi));
-    }
-    PetscCall(InflProgressStep(&prog, hi - lo, &ckpt, &stop));
-    if (ckpt || r == rounds - 1) {
-      InflRanges all = {0};
-      PetscCall(InflRangesAllUnion(comm, &mine, &all));
-      for (int64_t i = 0; i < done.n; i++) PetscCall(InflRangesAdd(&all, done.lo[i], done.hi[i]));
-      PetscCall(InflH5Create(comm, tmp, PETSC_TRUE, &file));
-      PetscCall(InflH5WriteProvenance(file, comm, r == rounds - 1 ? "self" : "self (partial)", mh, th, NULL));
-      PetscCall(InflH5WriteRows(file, "/self_influence", H5T_NATIVE_DOUBLE, 1, dims, start, count, self));
-      PetscCall(InflH5WriteRows(file, "/train_labels", H5T_NATIVE_INT64, 1, dims, start, count, y));
-      PetscCall(InflRangesWrite(file, &all));
-      PetscCall(InflH5Close(&file));
-      PetscCall(InflRangesDestroy(&all));
-      PetscCall(InflRenameAll(comm, tmp, r == rounds - 1 ? out : partial));
-    }
-    if (stop && r < rounds - 1) PetscCall(InflInterrupted(comm, "infl self", partial));
-  }
-  if (rounds == 0) { /* nothing to do (empty shards everywhere or all done): write the result from what was restored */
-    PetscCall(InflH5Create(comm, tmp, PETSC_TRUE, &file));
-    PetscCall(InflH5WriteProvenance(file, comm, "self", mh, th, NULL));
-    PetscCall(InflH5WriteRows(file, "/self_influence", H5T_NATIVE_DOUBLE, 1, dims, start, count, self));
-    PetscCall(InflH5WriteRows(file, "/train_labels", H5T_NATIVE_INT64, 1, dims, start, count, y));
-    PetscCall(InflH5Close(&file));
-    PetscCall(InflRenameAll(comm, tmp, out));
+  {
+    SelfCtx       c    = {comm, model, ek, cap, x, y, d, start, count, N, self, mh, th, tmp, partial};
+    InflChunkLoop loop = {self_chunk, self_checkpoint, &c};
+    PetscCall(InflRunChunks(comm, "infl self", start, count, chunk, &done, &loop, partial));
+    PetscCall(InflRangesReset(&done));
+    PetscCall(InflRangesAdd(&done, 0, N)); /* all done */
+    PetscCall(self_write(&c, "self", &done, out));
   }
   PetscCall(InflRemoveAll(comm, partial));
   PetscCall(PetscTime(&t1));
@@ -199,8 +217,6 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
   PetscCall(PetscPrintf(comm, "wrote %s\n", out));
   PetscCall(InflCaptureDestroy(&cap));
   PetscCall(InflRangesDestroy(&done));
-  PetscCall(InflRangesDestroy(&todo));
-  PetscCall(InflRangesDestroy(&mine));
   PetscCall(PetscFree(self));
   PetscCall(PetscLogStagePop());
   PetscFunctionReturn(0);

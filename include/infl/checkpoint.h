@@ -62,6 +62,20 @@ PetscErrorCode InflRounds(MPI_Comm comm, int64_t nlocal, int64_t *rounds);
 int64_t InflRangesChunks(const InflRanges *r, int64_t chunk);
 void    InflRangesChunk(const InflRanges *r, int64_t chunk, int64_t c, int64_t *lo, int64_t *hi);
 
+/* A resumable loop over this rank's examples: `chunk` processes the global indices [lo, hi) (inside this rank's
+ * shard); `checkpoint` (collective, may be NULL) saves the state after the examples in `done` (all ranks). */
+typedef struct {
+  PetscErrorCode (*chunk)(void *ctx, int64_t lo, int64_t hi);
+  PetscErrorCode (*checkpoint)(void *ctx, const InflRanges *done);
+  void *ctx;
+} InflChunkLoop;
+
+/* Collective.  Run loop->chunk over [start, start+count) minus `done` (the examples of earlier runs) in pieces of at
+ * most `chunk` examples; all ranks step together (ranks with fewer pieces join every step), print progress, call
+ * loop->checkpoint when due (and, with the union of `done` and this run's work, before stopping on a signal), and on a
+ * signal raise INFL_ERR_INTERRUPTED naming `stage` and `partial`. */
+PetscErrorCode InflRunChunks(MPI_Comm comm, const char stage[], int64_t start, int64_t count, PetscInt chunk, const InflRanges *done, const InflChunkLoop *loop, const char partial[]);
+
 /* Collective: raise INFL_ERR_INTERRUPTED naming the stage and the partial file. */
 PetscErrorCode InflInterrupted(MPI_Comm comm, const char stage[], const char partial[]);
 

@@ -456,6 +456,63 @@ static PetscErrorCode per_layer_terms(InflScorer sc, InflData train, InflTopK *t
   PetscFunctionReturn(0);
 }
 
+typedef struct {
+  InflScorer     sc;
+  InflCapture   *cap;
+  const float   *x;
+  const int64_t *y;
+  int64_t        d, start, count;
+  void          *T;         /* kernel scratch */
+  double        *out, *outl; /* (Q, chunk) scores; one layer's terms with -score_per_layer -score_save_all */
+} ScoreChunkCtx;
+
+/* Score the training examples [lo, hi) of this rank's shard against every query. */
+static PetscErrorCode score_chunk(void *ctx, int64_t lo, int64_t hi)
+{
+  ScoreChunkCtx *c  = (ScoreChunkCtx *)ctx;
+  InflScorer     sc = c->sc;
+  InflCapture   *cap = c->cap;
+  int64_t        off = lo - c->start;
+  PetscInt       B   = (PetscInt)(hi - lo);
+  double        *out = c->out, *outl = c->outl;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelCapture(sc->model, B, c->x + off * c->d, c->y + off, cap));
+  PetscCall(PetscArrayzero(out, (size_t)sc->Q * B));
+  for (PetscInt l = 0; l < sc->L; l++) {
+    PetscInt nd = sc->dout[l], na = sc->din[l] + 1;
+    double  *dst = out;
+    if (outl) {
+      dst = outl;
+      PetscCall(PetscArrayzero(outl, (size_t)sc->Q * B));
+    }
+    if (sc->lr[l]) {
+      if (sc->prec == INFL_PREC_DOUBLE) score_low_rank_f64(sc->Q, B, nd, na, sc->lr[l], sc->U64[l], sc->V64[l], cap->a64[l], cap->ds64[l], (double *)c->T, dst);
+      else score_low_rank_f32(sc->Q, B, nd, na, sc->lr[l], sc->U32[l], sc->V32[l], cap->a32[l], cap->ds32[l], (float *)c->T, dst);
+    } else if (sc->prec == INFL_PREC_DOUBLE) InflScoreLayer_f64(sc->Q, B, nd, na, sc->by_input[l], sc->by_input[l] ? sc->Pq[l] : sc->P64[l], cap->a64[l], cap->ds64[l], (double *)c->T, dst);
+    else InflScoreLayer_f32(sc->Q, B, nd, na, sc->by_input[l], sc->P32[l], cap->a32[l], cap->ds32[l], (float *)c->T, dst);
+    if (outl) {
+      for (PetscInt q = 0; q < sc->Q; q++)
+        for (PetscInt b = 0; b < B; b++) {
+          out[(int64_t)q * B + b] += outl[(int64_t)q * B + b];
+          sc->local_layer[((int64_t)l * sc->Q + q) * c->count + off + b] = outl[(int64_t)q * B + b];
+        }
+    }
+  }
+  if (sc->local)
+    for (PetscInt q = 0; q < sc->Q; q++) PetscCall(PetscArraycpy(sc->local + (int64_t)q * c->count + off, out + (int64_t)q * B, B));
+  PetscCall(InflTopKPush(sc->top, B, out, NULL, lo));
+  PetscCall(InflTopKPush(sc->bottom, B, out, NULL, lo));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode score_checkpoint(void *ctx, const InflRanges *done)
+{
+  PetscFunctionBegin;
+  PetscCall(scorer_checkpoint(((ScoreChunkCtx *)ctx)->sc, done));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
 {
   int64_t        N, d, start, count;
@@ -466,9 +523,7 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   double        *out, *outl = NULL;
   void          *T;
   size_t         es = sc->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
-  InflRanges    *done, *todo, *mine;
-  int64_t        nchunks, rounds;
-  InflProgress   prog;
+  InflRanges     done = {0};
 
   PetscFunctionBegin;
   PetscCheck(sc->Q > 0, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflScorerSetQueries before InflScorerScore");
@@ -522,70 +577,15 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   }
   PetscCall(PetscMalloc1((size_t)sc->Q * sc->chunk, &out));
   if (sc->local_layer) PetscCall(PetscMalloc1((size_t)sc->Q * sc->chunk, &outl));
-  PetscCall(PetscCalloc1(1, &done));
-  PetscCall(PetscCalloc1(1, &todo));
-  PetscCall(PetscCalloc1(1, &mine));
-  if (sc->out[0]) PetscCall(scorer_restore(sc, done));
-  PetscCall(InflRangesSubtract(start, start + count, done, todo));
-  nchunks = InflRangesChunks(todo, sc->chunk);
-  PetscCall(InflRounds(sc->comm, nchunks, &rounds));
-  PetscCall(InflProgressStart(sc->comm, "score", InflRangesCount(todo), &prog));
-  for (int64_t round = 0; round < rounds; round++) {
-    int64_t   lo = 0, hi = 0, off;
-    PetscInt  B;
-    PetscBool ckpt, stop;
-    if (round < nchunks) InflRangesChunk(todo, sc->chunk, round, &lo, &hi);
-    off = lo - start;
-    B   = (PetscInt)(hi - lo);
-    if (B > 0) {
-    PetscCall(InflModelCapture(sc->model, B, x + off * d, y + off, cap));
-    PetscCall(PetscArrayzero(out, (size_t)sc->Q * B));
-    for (PetscInt l = 0; l < sc->L; l++) {
-      PetscInt nd = sc->dout[l], na = sc->din[l] + 1;
-      double  *dst = out;
-      if (outl) {
-        dst = outl;
-        PetscCall(PetscArrayzero(outl, (size_t)sc->Q * B));
-      }
-      if (sc->lr[l]) {
-        if (sc->prec == INFL_PREC_DOUBLE) score_low_rank_f64(sc->Q, B, nd, na, sc->lr[l], sc->U64[l], sc->V64[l], cap->a64[l], cap->ds64[l], (double *)T, dst);
-        else score_low_rank_f32(sc->Q, B, nd, na, sc->lr[l], sc->U32[l], sc->V32[l], cap->a32[l], cap->ds32[l], (float *)T, dst);
-      } else if (sc->prec == INFL_PREC_DOUBLE) InflScoreLayer_f64(sc->Q, B, nd, na, sc->by_input[l], sc->by_input[l] ? sc->Pq[l] : sc->P64[l], cap->a64[l], cap->ds64[l], (double *)T, dst);
-      else InflScoreLayer_f32(sc->Q, B, nd, na, sc->by_input[l], sc->P32[l], cap->a32[l], cap->ds32[l], (float *)T, dst);
-      if (outl) {
-        for (PetscInt q = 0; q < sc->Q; q++)
-          for (PetscInt b = 0; b < B; b++) {
-            out[(int64_t)q * B + b] += outl[(int64_t)q * B + b];
-            sc->local_layer[((int64_t)l * sc->Q + q) * count + off + b] = outl[(int64_t)q * B + b];
-          }
-      }
-    }
-    if (sc->local)
-      for (PetscInt q = 0; q < sc->Q; q++) PetscCall(PetscArraycpy(sc->local + (int64_t)q * count + off, out + (int64_t)q * B, B));
-    PetscCall(InflTopKPush(sc->top, B, out, NULL, start + off));
-    PetscCall(InflTopKPush(sc->bottom, B, out, NULL, start + off));
-    PetscCall(InflRangesAdd(mine, lo, hi));
-    }
-    PetscCall(InflProgressStep(&prog, B, &ckpt, &stop));
-    if (ckpt && sc->out[0]) {
-      InflRanges all = {0};
-      PetscCall(InflRangesAllUnion(sc->comm, mine, &all));
-      for (int64_t i = 0; i < done->n; i++) PetscCall(InflRangesAdd(&all, done->lo[i], done->hi[i]));
-      PetscCall(scorer_checkpoint(sc, &all));
-      PetscCall(InflRangesDestroy(&all));
-    }
-    if (stop) {
-      char partial[PETSC_MAX_PATH_LEN];
-      PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", sc->out[0] ? sc->out : "(no output file)"));
-      PetscCall(InflInterrupted(sc->comm, "infl score", partial));
-    }
+  if (sc->out[0]) PetscCall(scorer_restore(sc, &done));
+  {
+    ScoreChunkCtx c    = {sc, cap, x, y, d, start, count, T, out, outl};
+    InflChunkLoop loop = {score_chunk, sc->out[0] ? score_checkpoint : NULL, &c};
+    char          partial[PETSC_MAX_PATH_LEN];
+    PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", sc->out[0] ? sc->out : "(no output file)"));
+    PetscCall(InflRunChunks(sc->comm, "infl score", start, count, sc->chunk, &done, &loop, partial));
   }
-  PetscCall(InflRangesDestroy(done));
-  PetscCall(InflRangesDestroy(todo));
-  PetscCall(InflRangesDestroy(mine));
-  PetscCall(PetscFree(done));
-  PetscCall(PetscFree(todo));
-  PetscCall(PetscFree(mine));
+  PetscCall(InflRangesDestroy(&done));
   PetscCall(PetscFree(T));
   PetscCall(PetscFree(out));
   PetscCall(PetscFree(outl));

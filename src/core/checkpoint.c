@@ -267,3 +267,37 @@ PetscErrorCode InflRemoveAll(MPI_Comm comm, const char path[])
   PetscCallMPI(MPI_Barrier(comm));
   PetscFunctionReturn(0);
 }
+
+PetscErrorCode InflRunChunks(MPI_Comm comm, const char stage[], int64_t start, int64_t count, PetscInt chunk, const InflRanges *done, const InflChunkLoop *loop, const char partial[])
+{
+  InflRanges   todo = {0}, mine = {0};
+  int64_t      nchunks, rounds;
+  InflProgress prog;
+
+  PetscFunctionBegin;
+  PetscCall(InflRangesSubtract(start, start + count, done, &todo));
+  nchunks = InflRangesChunks(&todo, chunk);
+  PetscCall(InflRounds(comm, nchunks, &rounds));
+  PetscCall(InflProgressStart(comm, stage, InflRangesCount(&todo), &prog));
+  for (int64_t r = 0; r < rounds; r++) {
+    int64_t   lo = 0, hi = 0;
+    PetscBool ckpt, stop;
+    if (r < nchunks) {
+      InflRangesChunk(&todo, chunk, r, &lo, &hi);
+      PetscCall(loop->chunk(loop->ctx, lo, hi));
+      PetscCall(InflRangesAdd(&mine, lo, hi));
+    }
+    PetscCall(InflProgressStep(&prog, hi - lo, &ckpt, &stop));
+    if (ckpt && loop->checkpoint && r < rounds - 1) {
+      InflRanges all = {0};
+      PetscCall(InflRangesAllUnion(comm, &mine, &all));
+      for (int64_t i = 0; i < done->n; i++) PetscCall(InflRangesAdd(&all, done->lo[i], done->hi[i]));
+      PetscCall(loop->checkpoint(loop->ctx, &all));
+      PetscCall(InflRangesDestroy(&all));
+    }
+    if (stop && r < rounds - 1) PetscCall(InflInterrupted(comm, stage, partial));
+  }
+  PetscCall(InflRangesDestroy(&todo));
+  PetscCall(InflRangesDestroy(&mine));
+  PetscFunctionReturn(0);
+}

@@ -283,13 +283,54 @@ static PetscErrorCode fisher_capture(InflEKFAC ek, InflModel model, PetscInt B, 
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode ekfac_stop(InflEKFAC ek)
+typedef struct {
+  InflEKFAC      ek;
+  InflModel      model;
+  InflCapture   *cap;
+  const float   *x;
+  const int64_t *y;
+  int64_t        d, start;
+  double        *bufa, *bufd, *ta, *td; /* (chunk, max(din+1, dout)) scratch */
+  int64_t       *ys, *idx;              /* (chunk) */
+  int            pass;                  /* 1: covariance sums; 2: Lambda sums */
+} FitChunkCtx;
+
+/* One chunk [lo, hi) of this rank's shard: add its terms to the sums of the current pass. */
+static PetscErrorCode fit_chunk(void *ctx, int64_t lo, int64_t hi)
 {
-  char partial[PETSC_MAX_PATH_LEN];
+  FitChunkCtx *c  = (FitChunkCtx *)ctx;
+  InflEKFAC    ek = c->ek;
+  int64_t      off = lo - c->start;
+  PetscInt     B   = (PetscInt)(hi - lo);
+  double      *ta = c->ta, *td = c->td;
 
   PetscFunctionBegin;
-  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", ek->out[0] ? ek->out : "(no output file)"));
-  PetscCall(InflInterrupted(ek->comm, "infl fit", partial));
+  PetscCall(fisher_capture(ek, c->model, B, c->x + off * c->d, c->y + off, lo, c->idx, c->ys, c->cap));
+  for (PetscInt l = 0; l < ek->L; l++) {
+    InflEKFACLayer *ly = &ek->layers[l];
+    const double   *a, *ds;
+    PetscInt        na = ly->din + 1, nd = ly->dout;
+    InflCaptureGetDouble(c->cap, l, c->bufa, c->bufd, &a, &ds);
+    if (c->pass == 1) { /* upper triangles; mirrored after the pass */
+      cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, na, B, 1.0, a, na, 1.0, ly->A, na);
+      cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, nd, B, 1.0, ds, nd, 1.0, ly->S, nd);
+    } else { /* Lambda += (Q_S^T ds)^2 ((Q_A^T a)^2)^T summed over the chunk */
+      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, na, na, 1.0, a, na, ly->QA, na, 0.0, ta, na);
+      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, nd, nd, 1.0, ds, nd, ly->QS, nd, 0.0, td, nd);
+      for (int64_t i = 0; i < (int64_t)B * na; i++) ta[i] *= ta[i];
+      for (int64_t i = 0; i < (int64_t)B * nd; i++) td[i] *= td[i];
+      cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, B, 1.0, td, nd, ta, na, 1.0, ly->Lambda, na);
+    }
+  }
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode fit_checkpoint(void *ctx, const InflRanges *done)
+{
+  FitChunkCtx *c = (FitChunkCtx *)ctx;
+
+  PetscFunctionBegin;
+  PetscCall(ekfac_checkpoint(c->ek, c->pass, done));
   PetscFunctionReturn(0);
 }
 
@@ -304,10 +345,11 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   double        *bufa, *bufd, *ta, *td;
   const char    *hash;
   PetscLogDouble t0, t1 = 0, t2, t3;
-  InflRanges     done = {0}, todo = {0}, mine = {0};
-  int64_t        nchunks, rounds;
+  InflRanges     done = {0};
   int            resume_pass;
-  InflProgress   prog;
+  FitChunkCtx    fc;
+  InflChunkLoop  loop = {fit_chunk, NULL, &fc};
+  char           partial[PETSC_MAX_PATH_LEN];
 
   PetscFunctionBegin;
   PetscCall(InflModelGetLayers(model, &L, &lin));
@@ -339,42 +381,15 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   PetscCall(PetscMalloc6((size_t)ek->chunk * maxd, &bufa, (size_t)ek->chunk * maxd, &bufd, (size_t)ek->chunk * maxd, &ta, (size_t)ek->chunk * maxd, &td, ek->chunk, &ys, ek->chunk, &idx));
 
   PetscCall(ekfac_restore(ek, &resume_pass, &done));
+  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", ek->out[0] ? ek->out : "(no output file)"));
+  fc = (FitChunkCtx){ek, model, cap, x, y, d, start, bufa, bufd, ta, td, ys, idx, 0};
+  if (ek->out[0]) loop.checkpoint = fit_checkpoint;
 
   /* Pass 1: covariance sums (upper triangle by dsyrk, mirrored below) */
   PetscCall(PetscTime(&t0));
   if (resume_pass <= 1) {
-  PetscCall(InflRangesSubtract(start, start + count, &done, &todo));
-  nchunks = InflRangesChunks(&todo, ek->chunk);
-  PetscCall(InflRounds(ek->comm, nchunks, &rounds));
-  PetscCall(InflProgressStart(ek->comm, "fit, covariance pass", InflRangesCount(&todo), &prog));
-  for (int64_t round = 0; round < rounds; round++) {
-    int64_t   lo = 0, hi = 0, off;
-    PetscInt  B;
-    PetscBool ckpt, stop;
-    if (round < nchunks) InflRangesChunk(&todo, ek->chunk, round, &lo, &hi);
-    off = lo - start;
-    B   = (PetscInt)(hi - lo);
-    if (B > 0) {
-    PetscCall(fisher_capture(ek, model, B, x + off * d, y + off, start + off, idx, ys, cap));
-    for (PetscInt l = 0; l < L; l++) {
-      InflEKFACLayer *ly = &ek->layers[l];
-      const double   *a, *ds;
-      InflCaptureGetDouble(cap, l, bufa, bufd, &a, &ds);
-      cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, ly->din + 1, B, 1.0, a, ly->din + 1, 1.0, ly->A, ly->din + 1);
-      cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, ly->dout, B, 1.0, ds, ly->dout, 1.0, ly->S, ly->dout);
-    }
-    PetscCall(InflRangesAdd(&mine, lo, hi));
-    }
-    PetscCall(InflProgressStep(&prog, B, &ckpt, &stop));
-    if (ckpt && ek->out[0]) {
-      InflRanges all = {0};
-      PetscCall(InflRangesAllUnion(ek->comm, &mine, &all));
-      for (int64_t i = 0; i < done.n; i++) PetscCall(InflRangesAdd(&all, done.lo[i], done.hi[i]));
-      PetscCall(ekfac_checkpoint(ek, 1, &all));
-      PetscCall(InflRangesDestroy(&all));
-    }
-    if (stop) PetscCall(ekfac_stop(ek));
-  }
+  fc.pass = 1;
+  PetscCall(InflRunChunks(ek->comm, "infl fit (covariance pass)", start, count, ek->chunk, &done, &loop, partial));
   {
     double   **Cf, **ev, **Q;
     PetscInt  *nf;
@@ -399,7 +414,6 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
     PetscCall(PetscFree(pnames));
   }
   PetscCall(InflRangesReset(&done));
-  PetscCall(InflRangesReset(&mine));
   if (ek->out[0] && !ek->kfac) PetscCall(ekfac_checkpoint(ek, 2, &done));
   }
   PetscCall(PetscTime(&t2));
@@ -411,42 +425,8 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
       for (PetscInt i = 0; i < ly->dout; i++) for (PetscInt j = 0; j <= ly->din; j++) ly->Lambda[(int64_t)i * (ly->din + 1) + j] = PetscMax(ly->eS[i], 0) * PetscMax(ly->eA[j], 0);
     }
   } else {
-    PetscCall(InflRangesSubtract(start, start + count, &done, &todo));
-    nchunks = InflRangesChunks(&todo, ek->chunk);
-    PetscCall(InflRounds(ek->comm, nchunks, &rounds));
-    PetscCall(InflProgressStart(ek->comm, "fit, Lambda pass", InflRangesCount(&todo), &prog));
-    for (int64_t round = 0; round < rounds; round++) {
-      int64_t   lo = 0, hi = 0, off;
-      PetscInt  B;
-      PetscBool ckpt, stop;
-      if (round < nchunks) InflRangesChunk(&todo, ek->chunk, round, &lo, &hi);
-      off = lo - start;
-      B   = (PetscInt)(hi - lo);
-      if (B > 0) {
-      PetscCall(fisher_capture(ek, model, B, x + off * d, y + off, start + off, idx, ys, cap));
-      for (PetscInt l = 0; l < L; l++) {
-        InflEKFACLayer *ly = &ek->layers[l];
-        const double   *a, *ds;
-        PetscInt        na = ly->din + 1, nd = ly->dout;
-        InflCaptureGetDouble(cap, l, bufa, bufd, &a, &ds);
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, na, na, 1.0, a, na, ly->QA, na, 0.0, ta, na);
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, nd, nd, 1.0, ds, nd, ly->QS, nd, 0.0, td, nd);
-        for (int64_t i = 0; i < (int64_t)B * na; i++) ta[i] *= ta[i];
-        for (int64_t i = 0; i < (int64_t)B * nd; i++) td[i] *= td[i];
-        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, B, 1.0, td, nd, ta, na, 1.0, ly->Lambda, na);
-      }
-      PetscCall(InflRangesAdd(&mine, lo, hi));
-      }
-      PetscCall(InflProgressStep(&prog, B, &ckpt, &stop));
-      if (ckpt && ek->out[0]) {
-        InflRanges all = {0};
-        PetscCall(InflRangesAllUnion(ek->comm, &mine, &all));
-        for (int64_t i = 0; i < done.n; i++) PetscCall(InflRangesAdd(&all, done.lo[i], done.hi[i]));
-        PetscCall(ekfac_checkpoint(ek, 2, &all));
-        PetscCall(InflRangesDestroy(&all));
-      }
-      if (stop) PetscCall(ekfac_stop(ek));
-    }
+    fc.pass = 2;
+    PetscCall(InflRunChunks(ek->comm, "infl fit (Lambda pass)", start, count, ek->chunk, &done, &loop, partial));
     for (PetscInt l = 0; l < L; l++) {
       InflEKFACLayer *ly = &ek->layers[l];
       int64_t         n  = (int64_t)ly->dout * (ly->din + 1);
@@ -460,8 +440,6 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   PetscCall(PetscFree6(bufa, bufd, ta, td, ys, idx));
   PetscCall(InflCaptureDestroy(&cap));
   PetscCall(InflRangesDestroy(&done));
-  PetscCall(InflRangesDestroy(&todo));
-  PetscCall(InflRangesDestroy(&mine));
   PetscFunctionReturn(0);
 }
 
