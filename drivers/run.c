@@ -6,19 +6,30 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* Does the HDF5 file `path` exist and record model sha256 `hash`?  Collective. */
-static PetscErrorCode output_matches(MPI_Comm comm, const char path[], const char hash[], PetscBool *match)
+/* Does the HDF5 file `path` exist and record model sha256 `hash`, training data `thash` and (if key_name) the
+ * attribute key_name equal to `key`?  Collective. */
+static PetscErrorCode output_matches(MPI_Comm comm, const char path[], const char hash[], const char thash[], const char key_name[], const char key[], PetscBool *match)
 {
-  hid_t file;
-  char  mh[128];
+  hid_t     file;
+  char      v[1024];
+  PetscBool same;
 
   PetscFunctionBegin;
   *match = PETSC_FALSE;
   if (!InflFileExists(path)) PetscFunctionReturn(0);
   PetscCall(InflH5Open(comm, path, PETSC_FALSE, &file));
-  PetscCall(InflH5GetAttrString(file, "/", "model_sha256", mh, sizeof(mh)));
+  PetscCall(InflH5GetAttrString(file, "/", "model_sha256", v, sizeof(v)));
+  PetscCall(PetscStrcmp(v, hash, match));
+  PetscCall(InflH5GetAttrString(file, "/", "train_sha256", v, sizeof(v)));
+  PetscCall(PetscStrcmp(v, thash, &same));
+  *match = (PetscBool)(*match && same);
+  if (key_name) {
+    PetscCall(InflH5GetAttrString(file, "/", key_name, v, sizeof(v)));
+    PetscCall(PetscStrcmp(v, key, &same));
+    *match = (PetscBool)(*match && same);
+  }
   PetscCall(InflH5Close(&file));
-  PetscCall(PetscStrcmp(mh, hash, match));
+  if (!*match) PetscCall(PetscPrintf(comm, "   (%s was computed for another model, data or options: recomputing it)\n", path));
   PetscFunctionReturn(0);
 }
 
@@ -108,7 +119,8 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   InflScorer  sc = NULL;
   PetscInt    Q, nshow = 5;
   int64_t    *qidx, Nq;
-  const char *hash;
+  const char *hash, *thash;
+  char        fit_key[128], self_key[1024];
   PetscMPIInt rank;
 
   PetscFunctionBegin;
@@ -142,10 +154,33 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   PetscCall(PetscSNPrintf(selfpath, sizeof(selfpath), "%s/self_influence.h5", outdir));
   PetscCall(InflDataGetSizes(query, &Nq, NULL, NULL));
   PetscCall(DriverQueryIndices(comm, Nq, &Q, &qidx));
+  /* every option of every stage is read now, so that a misspelled one stops the study before any work */
+  {
+    InflScorer probe;
+    PetscCall(InflScorerCreate(comm, &probe));
+    PetscCall(InflScorerSetFromOptions(probe));
+    PetscCall(InflScorerDestroy(&probe));
+  }
+  {
+    InflReport probe;
+    PetscCall(InflReportCreate(comm, &probe));
+    PetscCall(InflReportSetFromOptions(probe));
+    PetscCall(InflReportDestroy(&probe));
+  }
+  PetscCall(study_options_used(comm));
+  PetscCall(DriverCheckUnusedOptions(comm));
+  {
+    InflEKFAC probe;
+    PetscCall(InflEKFACCreate(comm, &probe));
+    PetscCall(InflEKFACSetFromOptions(probe));
+    PetscCall(InflEKFACGetKey(probe, PETSC_FALSE, fit_key, sizeof(fit_key)));
+    PetscCall(InflEKFACDestroy(&probe));
+  }
+  PetscCall(InflDataGetHash(train, &thash));
 
   /* 1. model */
   if (InflFileExists(mpath) && !overwrite) {
-    PetscCall(PetscPrintf(comm, "== model: using %s\n", mpath));
+    PetscCall(PetscPrintf(comm, "== model: using %s (the training options do not apply; remove it or pass -overwrite to train again)\n", mpath));
     PetscCall(DriverLoadModel(comm, mpath, &model));
   } else {
     InflTrainOptions topt;
@@ -186,7 +221,7 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   }
 
   /* 2. factors */
-  PetscCall(output_matches(comm, fpath, hash, &match));
+  PetscCall(output_matches(comm, fpath, hash, thash, "fit_key", fit_key, &match));
   if (match && !overwrite) {
     PetscCall(PetscPrintf(comm, "== fit: using %s (fitted for this model)\n", fpath));
     PetscCall(InflEKFACCreate(comm, &ek));
@@ -195,27 +230,14 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
     PetscCall(PetscPrintf(comm, "== fit\n"));
     PetscCall(StageFit(comm, model, train, fpath, PETSC_TRUE, &ek));
   }
-  {
-    InflScorer probe;
-    PetscCall(InflScorerCreate(comm, &probe));
-    PetscCall(InflScorerSetFromOptions(probe));
-    PetscCall(InflScorerDestroy(&probe));
-  }
-  {
-    InflReport probe; /* registers the -report_ options before the check for unused ones */
-    PetscCall(InflReportCreate(comm, &probe));
-    PetscCall(InflReportSetFromOptions(probe));
-    PetscCall(InflReportDestroy(&probe));
-  }
-  PetscCall(study_options_used(comm));
-  PetscCall(DriverCheckUnusedOptions(comm));
 
   /* 3. scores (always recomputed: the summary needs them, and they are cheap next to the fit) */
   PetscCall(PetscPrintf(comm, "== score\n"));
   PetscCall(StageScore(comm, model, ek, train, query, Q, qidx, spath, PETSC_TRUE, &sc));
 
   /* 4. self-influence */
-  PetscCall(output_matches(comm, selfpath, hash, &match));
+  PetscCall(InflEKFACGetKey(ek, PETSC_TRUE, self_key, sizeof(self_key)));
+  PetscCall(output_matches(comm, selfpath, hash, thash, "self_key", self_key, &match));
   if (match && !overwrite) PetscCall(PetscPrintf(comm, "== self: using %s\n", selfpath));
   else {
     PetscCall(PetscPrintf(comm, "== self\n"));

@@ -57,8 +57,6 @@ PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData
   InflScorer     sc;
   int64_t        Nq, d, *yq;
   float         *xq;
-  PetscInt       K = 0;
-  PetscBool      Kset = PETSC_FALSE;
   PetscLogDouble t0, t1, t2;
   PetscLogStage  stage;
 
@@ -70,22 +68,14 @@ PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData
     PetscInt    L;
     InflLinear *lin;
     const char *qspec;
-    int64_t     N;
     PetscCall(InflModelGetLayers(model, &L, &lin));
     PetscCall(InflDataGetSpec(query, &qspec));
     PetscCheck(L > 0 && d == lin[0].din, comm, PETSC_ERR_ARG_SIZ, "query data %s has %" PRId64 " features per example but the model's input dimension is %d; give queries of the model's input size", qspec, d, L > 0 ? (int)lin[0].din : 0);
-    PetscCall(InflDataGetSizes(train, &N, NULL, NULL));
-    PetscCall(PetscOptionsGetInt(NULL, NULL, "-score_topk", &K, &Kset));
-    if (Kset && K > N) { /* keep every training example once instead of padding rows with index -1 */
-      PetscCall(PetscPrintf(comm, "note: -score_topk %d is larger than the %" PRId64 " training examples; keeping all %" PRId64 "\n", (int)K, N, N));
-      K = (PetscInt)N;
-    } else Kset = PETSC_FALSE;
   }
   PetscCall(PetscMalloc2((size_t)Q * d, &xq, Q, &yq));
   PetscCall(InflDataGetExamples(query, Q, qidx, xq, yq));
   PetscCall(InflScorerCreate(comm, &sc));
   PetscCall(InflScorerSetFromOptions(sc));
-  if (Kset) PetscCall(InflScorerSetTopK(sc, K));
   if (out && out[0]) PetscCall(InflScorerSetCheckpoint(sc, out));
   PetscCall(PetscTime(&t0));
   PetscCall(InflScorerSetQueries(sc, model, ek, Q, xq, yq, qidx));
@@ -137,6 +127,11 @@ static PetscErrorCode self_write(SelfCtx *c, const char stage[], const InflRange
   PetscFunctionBegin;
   PetscCall(InflH5Create(c->comm, c->tmp, PETSC_TRUE, &file));
   PetscCall(InflH5WriteProvenance(file, c->comm, stage, c->mh, c->th, NULL));
+  {
+    char key[1024];
+    PetscCall(InflEKFACGetKey(c->ek, PETSC_TRUE, key, sizeof(key)));
+    PetscCall(InflH5SetAttrString(file, "/", "self_key", key));
+  }
   PetscCall(InflH5WriteRows(file, "/self_influence", H5T_NATIVE_DOUBLE, 1, dims, c->start, c->count, c->self));
   PetscCall(InflH5WriteRows(file, "/train_labels", H5T_NATIVE_INT64, 1, dims, c->start, c->count, c->y));
   PetscCall(InflRangesWrite(file, done));

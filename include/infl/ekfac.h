@@ -56,6 +56,10 @@ PetscErrorCode InflEKFACGetLayers(InflEKFAC ek, PetscInt *L, InflEKFACLayer **la
 /* Bytes held by the factors of a model (A, S, Q_A, Q_S, eigenvalues, Lambda per layer). */
 size_t InflEKFACBytes(InflModel model);
 PetscErrorCode InflEKFACGetTrainHash(InflEKFAC ek, const char **hex);
+/* What identifies a fit: "fisher KIND seed S kfac 0|1", and with_damping the damping of every layer in use
+ * (self-influence depends on it).  Recorded in outputs as fit_key / self_key so that a study reuses only outputs of
+ * the same computation. */
+PetscErrorCode InflEKFACGetKey(InflEKFAC ek, PetscBool with_damping, char key[], size_t len);
 PetscErrorCode InflEKFACView(InflEKFAC ek, PetscViewer viewer);
 PetscErrorCode InflEKFACDestroy(InflEKFAC *ek);
 

@@ -544,6 +544,10 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   sc->ntrain = N;
   sc->start  = start;
   sc->count  = count;
+  if (sc->K > N) { /* keep every training example once instead of padding the lists */
+    PetscCall(PetscPrintf(sc->comm, "note: -score_topk %d is larger than the %" PRId64 " training examples; keeping all %" PRId64 "\n", (int)sc->K, N, N));
+    sc->K = (PetscInt)N;
+  }
   PetscCall(InflTopKDestroy(&sc->top));
   PetscCall(InflTopKDestroy(&sc->bottom));
   PetscCall(InflTopKCreate(sc->Q, sc->K, PETSC_TRUE, &sc->top));

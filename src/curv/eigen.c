@@ -356,7 +356,7 @@ PetscErrorCode InflEigenSolve(MPI_Comm comm, PetscInt nfac, const PetscInt n[], 
   PetscBool   set_grid = PETSC_FALSE, ok;
   char        name[256];
   int        *group_of = NULL, *start = NULL, mygroup = 0;
-  EigenGrid  *g;
+  EigenGrid  *g = NULL;
 
   PetscFunctionBegin;
   PetscCallMPI(MPI_Comm_size(comm, &size));

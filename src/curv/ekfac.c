@@ -34,7 +34,24 @@ PetscErrorCode InflEKFACSetCheckpoint(InflEKFAC ek, const char out[])
 static PetscErrorCode ekfac_key(InflEKFAC ek, char key[], size_t len)
 {
   PetscFunctionBegin;
+  PetscCall(InflEKFACGetKey(ek, PETSC_FALSE, key, len));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACGetKey(InflEKFAC ek, PetscBool with_damping, char key[], size_t len)
+{
+  size_t n;
+
+  PetscFunctionBegin;
   PetscCall(PetscSNPrintf(key, len, "fisher %s seed %llu kfac %d", ek->fisher == INFL_FISHER_TRUE ? "true" : "empirical", (unsigned long long)ek->seed, (int)ek->kfac));
+  if (with_damping) {
+    PetscCall(PetscStrlen(key, &n));
+    PetscCall(PetscSNPrintf(key + n, len - n, " damping"));
+    for (PetscInt l = 0; l < ek->L; l++) {
+      PetscCall(PetscStrlen(key, &n));
+      PetscCall(PetscSNPrintf(key + n, len - n, " %.10g", ek->layers[l].damping));
+    }
+  }
   PetscFunctionReturn(0);
 }
 
@@ -560,6 +577,11 @@ PetscErrorCode InflEKFACSave(InflEKFAC ek, const char path[], PetscBool overwrit
   PetscCall(InflH5Create(ek->comm, partial, PETSC_TRUE, &file));
   PetscCall(InflH5WriteProvenance(file, ek->comm, "fit", ek->model_hash, ek->train_hash, NULL));
   PetscCall(InflH5SetAttrString(file, "/", "fisher", ek->fisher == INFL_FISHER_TRUE ? "true" : "empirical"));
+  {
+    char key[128];
+    PetscCall(ekfac_key(ek, key, sizeof(key)));
+    PetscCall(InflH5SetAttrString(file, "/", "fit_key", key));
+  }
   PetscCall(InflH5SetAttrInt(file, "/", "seed", (int64_t)ek->seed));
   PetscCall(InflH5SetAttrInt(file, "/", "examples", ek->nexamples));
   PetscCall(InflH5SetAttrInt(file, "/", "layers", ek->L));
