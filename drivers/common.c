@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <errno.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 PetscErrorCode DriverGetString(MPI_Comm comm, const char name[], const char text[], char value[], size_t len, PetscBool required, PetscBool help)
@@ -10,7 +11,7 @@ PetscErrorCode DriverGetString(MPI_Comm comm, const char name[], const char text
 
   PetscFunctionBegin;
   value[0] = 0;
-  PetscOptionsBegin(comm, NULL, "infl driver options", NULL);
+  PetscOptionsBegin(comm, NULL, name, NULL); /* one title per option: -help prints each title's options once */
   PetscCall(PetscOptionsString(name, text, NULL, value, value, len, &set));
   PetscOptionsEnd();
   PetscCheck(set || !required || help, comm, PETSC_ERR_ARG_NULL, "option %s is required: %s", name, text);
@@ -139,6 +140,14 @@ PetscErrorCode DriverCheckOutput(MPI_Comm comm, const char path[], PetscBool ove
   {
     struct stat st;
     InflCheckAll(comm, stat(path, &st) != 0 || !S_ISDIR(st.st_mode), PETSC_ERR_FILE_OPEN, "output %s is a directory; give the path of a file (-out)", path);
+  }
+  { /* the directory must exist and be writable: found now, not after hours of work */
+    char        dir[PETSC_MAX_PATH_LEN];
+    const char *slash = strrchr(path, '/');
+    if (!slash) PetscCall(PetscStrncpy(dir, ".", sizeof(dir)));
+    else if (slash == path) PetscCall(PetscStrncpy(dir, "/", sizeof(dir)));
+    else PetscCall(PetscStrncpy(dir, path, (size_t)(slash - path) + 1));
+    InflCheckAll(comm, access(dir, W_OK | X_OK) == 0, PETSC_ERR_FILE_OPEN, "cannot write output %s: directory %s %s; create it or choose another path", path, dir, access(dir, F_OK) == 0 ? "is not writable" : "does not exist");
   }
   PetscFunctionReturn(0);
 }

@@ -17,11 +17,15 @@ static const char help[] = "infl: influence functions (training-data attribution
 #include <cblas.h>
 #include <stdlib.h>
 #include <stdio.h>
+#include <errno.h>
+#include <time.h>
 #include <string.h>
 #include <strings.h>
 
 static const char *subcommand  = "";
-static PetscBool   local_error = PETSC_FALSE; /* the first error was raised on one rank only */
+static PetscBool   local_error = PETSC_FALSE; /* the first error was raised on a part of the ranks only */
+static char        local_msg[INFL_MSG_LEN];
+static MPI_Comm    agree_comm = MPI_COMM_NULL;
 
 /* Print the first error once: on rank 0 of the communicator it was raised on (all its ranks agree on it). */
 static PetscErrorCode error_handler(MPI_Comm comm, int line, const char *fun, const char *file, PetscErrorCode n, PetscErrorType p, const char *mess, void *ctx)
@@ -35,15 +39,80 @@ static PetscErrorCode error_handler(MPI_Comm comm, int line, const char *fun, co
   }
   MPI_Comm_rank(MPI_COMM_WORLD, &wrank);
   MPI_Comm_size(MPI_COMM_WORLD, &wsize);
-  if (size < wsize) local_error = PETSC_TRUE;
-  if (rank == 0) {
+  if (size < wsize && n != INFL_ERR_INTERRUPTED) {
+    /* raised on a part of the ranks (often all of them, e.g. a malformed option value): main() finds out whether
+     * every rank failed before printing, so that the message appears once */
+    local_error = PETSC_TRUE;
+    snprintf(local_msg, sizeof(local_msg), "%s%s", mess ? mess : "", mess && strstr(mess, "Input string") ? ": a malformed option value; check the numbers given to the options (-help lists them)" : "");
+  } else if (rank == 0) {
     if (n == INFL_ERR_INTERRUPTED) fprintf(stderr, "infl %s: %s\n", subcommand, mess ? mess : "");
-    else if (size < wsize) fprintf(stderr, "infl %s: error (rank %d): %s\n", subcommand, wrank, mess ? mess : "");
     else fprintf(stderr, "infl %s: error: %s\n", subcommand, mess ? mess : "");
-    if (getenv("INFL_DEBUG")) fprintf(stderr, "  raised in %s() at %s:%d (code %d)\n", fun, file, line, (int)n);
     fflush(stderr);
   }
+  if (getenv("INFL_DEBUG")) fprintf(stderr, "  [rank %d] raised in %s() at %s:%d (code %d)\n", wrank, fun, file, line, (int)n);
   return n;
+}
+
+/* After an error raised on a part of the ranks: if every rank failed (they all reach a barrier on a communicator of
+ * their own within a few seconds) rank 0 prints the message once and all finish normally; otherwise the failing
+ * ranks print theirs and abort the job, since the others may be waiting in a collective. */
+static int finish_local_error(void)
+{
+  MPI_Request req;
+  int         done = 0, wrank;
+
+  MPI_Comm_rank(MPI_COMM_WORLD, &wrank);
+  MPI_Ibarrier(agree_comm, &req);
+  for (int t = 0; t < 500 && !done; t++) {
+    MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+    if (!done) {
+      struct timespec ts = {0, 10000000};
+      nanosleep(&ts, NULL);
+    }
+  }
+  if (!done) {
+    fprintf(stderr, "infl %s: error (rank %d): %s\n", subcommand, wrank, local_msg);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  if (wrank == 0) {
+    fprintf(stderr, "infl %s: error: %s\n", subcommand, local_msg);
+    fflush(stderr);
+  }
+  MPI_Comm_free(&agree_comm);
+  PetscFinalize();
+  return 1;
+}
+
+static PetscErrorCode common_options(void)
+{
+  double ci = 600, pi = 10;
+  char   ml[64] = "";
+
+  PetscFunctionBegin;
+  PetscOptionsBegin(PETSC_COMM_WORLD, NULL, "Options of every long stage", NULL);
+  PetscCall(PetscOptionsReal("-checkpoint_interval", "seconds between checkpoints to OUT.partial (0: after every chunk)", NULL, ci, &ci, NULL));
+  PetscCall(PetscOptionsReal("-progress_interval", "seconds between progress lines", NULL, pi, &pi, NULL));
+  PetscCall(PetscOptionsString("-mem_limit", "memory per rank (e.g. 2G): the chunk sizes of fit, score and self are derived from it", NULL, ml, ml, sizeof(ml), NULL));
+  PetscOptionsEnd();
+  PetscFunctionReturn(0);
+}
+
+/* A missing or unreadable -options_file would stop PetscInitialize with a long trace: say it plainly instead. */
+static int check_options_files(int argc, char **argv)
+{
+  const char *r = getenv("OMPI_COMM_WORLD_RANK");
+  for (int i = 1; i + 1 < argc; i++) {
+    if (strcmp(argv[i], "-options_file")) continue;
+    FILE *f = fopen(argv[i + 1], "r");
+    if (f) {
+      fclose(f);
+      continue;
+    }
+    if (!r || !strcmp(r, "0")) fprintf(stderr, "infl: error: cannot read the options file %s given with -options_file: %s\n", argv[i + 1], strerror(errno));
+    return 1;
+  }
+  return 0;
 }
 
 typedef struct {
@@ -73,6 +142,7 @@ int main(int argc, char **argv)
       nargv[0] = argv[0];
     } else nargc = argc;
   }
+  if (check_options_files(nargc, nargv)) return 1;
   PetscCall(PetscInitialize(&nargc, &nargv, NULL, help));
   if (!sub) {
     PetscCall(PetscOptionsHasHelp(NULL, &helpflg));
@@ -92,26 +162,19 @@ int main(int argc, char **argv)
     if (core && !strcasecmp(core, "prescott") && __builtin_cpu_supports("avx2"))
       PetscCall(PetscPrintf(PETSC_COMM_WORLD, "note: OpenBLAS chose its %s kernels on a processor with %s; for faster matrix products set OPENBLAS_CORETYPE=%s\n", core, __builtin_cpu_supports("avx512f") ? "AVX-512" : "AVX2", __builtin_cpu_supports("avx512f") ? "SkylakeX" : "Haswell"));
   }
+  PetscCallMPI(MPI_Comm_dup(MPI_COMM_WORLD, &agree_comm));
   PetscCall(PetscPushErrorHandler(error_handler, NULL));
   PetscCall(PetscOptionsHasHelp(NULL, &helpflg));
   PetscCall(InflSignalsInstall());
-  {
-    double ci = 600, pi = 10;
-    PetscOptionsBegin(PETSC_COMM_WORLD, NULL, "Options of every long stage", NULL);
-    PetscCall(PetscOptionsReal("-checkpoint_interval", "seconds between checkpoints to OUT.partial (0: after every chunk)", NULL, ci, &ci, NULL));
-    PetscCall(PetscOptionsReal("-progress_interval", "seconds between progress lines", NULL, pi, &pi, NULL));
-    {
-      char ml[64] = "";
-      PetscCall(PetscOptionsString("-mem_limit", "memory per rank (e.g. 2G): the chunk sizes of fit, score and self are derived from it", NULL, ml, ml, sizeof(ml), NULL));
-    }
-    PetscOptionsEnd();
-  }
-  ierr = sub->run(PETSC_COMM_WORLD, helpflg);
+  ierr = common_options();
+  if (!ierr) ierr = sub->run(PETSC_COMM_WORLD, helpflg);
   if (ierr) {
-    if (local_error) MPI_Abort(MPI_COMM_WORLD, 1); /* other ranks may be waiting in a collective */
+    if (local_error) return finish_local_error();
+    MPI_Comm_free(&agree_comm);
     PetscFinalize();
     return ierr == INFL_ERR_INTERRUPTED ? INFL_EXIT_INTERRUPTED : 1;
   }
+  PetscCallMPI(MPI_Comm_free(&agree_comm));
   PetscCall(PetscPopErrorHandler());
   PetscCall(PetscFinalize());
   return 0;

@@ -62,6 +62,7 @@ static PetscErrorCode print_summary(MPI_Comm comm, InflScorer sc, InflData train
     PetscCall(PetscFree(x));
   }
 #define LABEL(c) (names[c] ? names[c] : "")
+#define SP(c)    (names[c] ? " " : "")
   PetscCall(PetscPrintf(comm, "\nTop proponents and opponents (training index: label, score)\n"));
   for (PetscInt q = 0; q < Q; q++) {
     for (PetscInt k = 0; k < top->n[q]; k++) {
@@ -69,19 +70,20 @@ static PetscErrorCode print_summary(MPI_Comm comm, InflScorer sc, InflData train
       if (ytrain[(int64_t)q * top->K + k] == yq[q]) same++;
     }
     if (q >= nshow) continue;
-    PetscCall(PetscPrintf(comm, "query %" PRId64 " (label %" PRId64 " %s)\n  proponents:", qidx[q], yq[q], LABEL(yq[q])));
+    PetscCall(PetscPrintf(comm, "query %" PRId64 " (label %" PRId64 "%s%s)\n  proponents:", qidx[q], yq[q], SP(yq[q]), LABEL(yq[q])));
     for (PetscInt k = 0; k < PetscMin(top->n[q], 5); k++) {
       int64_t i = (int64_t)q * top->K + k;
-      PetscCall(PetscPrintf(comm, "  %" PRId64 ": %" PRId64 " %s (%.3g)", top->index[i], ytrain[i], LABEL(ytrain[i]), top->score[i]));
+      PetscCall(PetscPrintf(comm, "  %" PRId64 ": %" PRId64 "%s%s (%.3g)", top->index[i], ytrain[i], SP(ytrain[i]), LABEL(ytrain[i]), top->score[i]));
     }
     PetscCall(PetscPrintf(comm, "\n  opponents: "));
     for (PetscInt k = 0; k < PetscMin(bottom->n[q], 5); k++) {
       int64_t i = (int64_t)q * bottom->K + k;
-      PetscCall(PetscPrintf(comm, "  %" PRId64 ": %" PRId64 " %s (%.3g)", bottom->index[i], ytrain[(int64_t)Q * top->K + i], LABEL(ytrain[(int64_t)Q * top->K + i]), bottom->score[i]));
+      PetscCall(PetscPrintf(comm, "  %" PRId64 ": %" PRId64 "%s%s (%.3g)", bottom->index[i], ytrain[(int64_t)Q * top->K + i], SP(ytrain[(int64_t)Q * top->K + i]), LABEL(ytrain[(int64_t)Q * top->K + i]), bottom->score[i]));
     }
     PetscCall(PetscPrintf(comm, "\n"));
   }
 #undef LABEL
+#undef SP
   PetscCall(PetscPrintf(comm, "top-%d proponents sharing the query's label: %" PRId64 " of %" PRId64 " (%.1f%%)\n", (int)top->K, same, total, total ? 100.0 * (double)same / (double)total : 0.0));
   for (int64_t c = 0; c < C; c++) PetscCall(PetscFree(names[c]));
   PetscCall(PetscFree(names));
@@ -184,7 +186,7 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
     PetscCall(DriverLoadModel(comm, mpath, &model));
   } else {
     InflTrainOptions topt;
-    PetscInt         dims[64], nd = 64;
+    PetscInt         dims[64] = {0}, nd = 64;
     int64_t          N, d, C;
     PetscBool        dset;
     PetscCall(InflTrainOptionsFromOptions(&topt));

@@ -6,7 +6,7 @@
 PetscErrorCode InflDriverTrain(MPI_Comm comm, PetscBool help)
 {
   char             out[PETSC_MAX_PATH_LEN], acts[16] = "relu";
-  PetscInt         dims[64], nd = 64;
+  PetscInt         dims[64] = {0}, nd = 64;
   PetscBool        dset, overwrite = PETSC_FALSE;
   InflData         train, test;
   InflModel        model;
@@ -60,7 +60,11 @@ PetscErrorCode InflDriverTrain(MPI_Comm comm, PetscBool help)
     PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", out));
     PetscCall(InflRemoveAll(comm, partial));
   }
-  PetscCall(PetscPrintf(comm, "wrote %s\n", out));
+  {
+    const char *hash;
+    PetscCall(InflModelGetHash(model, &hash));
+    PetscCall(PetscPrintf(comm, "wrote %s (model sha256 %.16s...)\n", out, hash));
+  }
   PetscCall(InflModelDestroy(&model));
   PetscCall(InflDataDestroy(&train));
   PetscCall(InflDataDestroy(&test));

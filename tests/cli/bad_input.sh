@@ -170,7 +170,7 @@ missing_model_opt  | option -model is required                                 |
 out_exists_fit     | output $W/out/existing.h5 exists; pass -overwrite         | fit $M $TR -out $W/out/existing.h5
 out_exists_score   | output $W/out/existing.h5 exists; pass -overwrite         | score $M $F $TR $Q -out $W/out/existing.h5
 out_exists_self    | output $W/out/existing.h5 exists; pass -overwrite         | self $M $F $TR -out $W/out/existing.h5
-out_no_directory   | $W/nodir/f.h5.*directory exists                   | fit $M $TR -out $W/nodir/f.h5
+out_no_directory   | $W/nodir/f.h5: directory .*does not exist          | fit $M $TR -out $W/nodir/f.h5
 out_is_directory   | output $W/out/adir.h5 is a directory | fit $M $TR -out $W/out/adir.h5 -overwrite
 outdir_is_file     | -outdir $W/out/existing.h5 is not a directory             | run $TR -test $T -test_limit 10 -query_indices 0:2 -outdir $W/out/existing.h5
 EOF
