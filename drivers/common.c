@@ -188,3 +188,22 @@ PetscErrorCode DriverClassNames(PetscInt C, char ***names)
   *names = v;
   PetscFunctionReturn(0);
 }
+
+PetscErrorCode DriverMLPDims(MPI_Comm comm, InflData train, PetscInt dims[], PetscInt *nd, PetscBool set)
+{
+  int64_t N, d, C;
+
+  PetscFunctionBegin;
+  PetscCall(InflDataGetSizes(train, &N, &d, &C));
+  if (!set) {
+    *nd     = 4;
+    dims[0] = (PetscInt)d;
+    dims[1] = 256;
+    dims[2] = 256;
+    dims[3] = (PetscInt)C;
+  }
+  PetscCheck(*nd >= 2, comm, PETSC_ERR_ARG_WRONG, "-model_dims needs at least input and classes, e.g. 784,256,256,10");
+  PetscCheck(dims[0] == d, comm, PETSC_ERR_ARG_SIZ, "-model_dims starts with %d but the training data has %" PRId64 " features per example", (int)dims[0], d);
+  PetscCheck(dims[*nd - 1] >= C, comm, PETSC_ERR_ARG_SIZ, "-model_dims ends with %d classes but the training labels go up to %" PRId64, (int)dims[*nd - 1], C - 1);
+  PetscFunctionReturn(0);
+}

@@ -30,6 +30,8 @@ PetscErrorCode DriverQueryIndices(MPI_Comm comm, int64_t N, PetscInt *Q, int64_t
 PetscErrorCode DriverCheckOutput(MPI_Comm comm, const char path[], PetscBool overwrite);
 /* Error listing every option that was given but never used (a misspelled option must not be ignored). */
 PetscErrorCode DriverCheckUnusedOptions(MPI_Comm comm);
+/* MLP layer sizes: -model_dims if set (checked against the data), else input,256,256,classes of `train`. */
+PetscErrorCode DriverMLPDims(MPI_Comm comm, InflData train, PetscInt dims[], PetscInt *nd, PetscBool set);
 /* Class names from -class_names "a,b,c" (NULL entries if absent). */
 PetscErrorCode DriverClassNames(PetscInt C, char ***names);
 

@@ -187,19 +187,10 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   } else {
     InflTrainOptions topt;
     PetscInt         dims[64] = {0}, nd = 64;
-    int64_t          N, d, C;
     PetscBool        dset;
     PetscCall(InflTrainOptionsFromOptions(&topt));
     PetscCall(PetscOptionsGetIntArray(NULL, NULL, "-model_dims", dims, &nd, &dset));
-    PetscCall(InflDataGetSizes(train, &N, &d, &C));
-    if (!dset) {
-      nd      = 4;
-      dims[0] = (PetscInt)d;
-      dims[1] = 256;
-      dims[2] = 256;
-      dims[3] = (PetscInt)C;
-    }
-    PetscCheck(nd >= 2 && dims[0] == d, comm, PETSC_ERR_ARG_SIZ, "-model_dims must start with the data's %" PRId64 " features", d);
+    PetscCall(DriverMLPDims(comm, train, dims, &nd, dset));
     PetscCall(PetscPrintf(comm, "== train: %s\n", mpath));
     PetscCall(InflModelCreate(comm, &model));
     PetscCall(InflModelSetUpMLP(model, nd, dims, INFL_ACT_RELU, topt.seed));

@@ -2,6 +2,8 @@
 # Run every fuzz target built in BIN_DIR for SECONDS each, from its seed corpus (fuzz/corpus/<target>, read only;
 # new inputs go to a scratch directory).  Fails on any crash, leak or sanitizer report; crash inputs are kept in
 # BIN_DIR/crashes/<target>/.
+# A fixed seed (-seed=1) makes the inputs tried a fixed sequence, so a run is repeatable: a shorter run (slower
+# machine, time limit) tries a prefix of the same sequence.  FUZZ_SEED=0 asks libFuzzer for a random seed.
 # Usage: fuzz/run.sh BIN_DIR [SECONDS]
 set -u
 bin=${1:?usage: run.sh BIN_DIR [SECONDS]}
@@ -18,7 +20,7 @@ for t in fuzz_safetensors fuzz_idx fuzz_h5data; do
   # huge allocation (a corrupt header promising 10^11 bytes) returns NULL as in production, where PETSc reports
   # it as an error.
   if ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=0 "$exe" -detect_leaks=0 -malloc_limit_mb=1000000 \
-    -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
+    -seed="${FUZZ_SEED:-1}" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
     -artifact_prefix="$bin/crashes/$t/" "$scratch" "$here/corpus/$t" > "$bin/$t.log" 2>&1; then
     echo "$t: ok, $(grep -E '^stat::number_of_executed_units' "$bin/$t.log" | awk '{print $2}') executions in ${secs} s"
   else

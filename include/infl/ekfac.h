@@ -68,6 +68,14 @@ PetscErrorCode InflEKFACDestroy(InflEKFAC *ek);
 PetscErrorCode InflEKFACPreconditionRankOne(InflEKFAC ek, PetscInt l, PetscInt n, const double ds[], const double a[], double P[]);
 /* Not collective.  In place: G (dout, din+1) <- precondition(G) for one layer. */
 PetscErrorCode InflEKFACPrecondition(InflEKFAC ek, PetscInt l, double G[]);
+/* Not collective.  Squared eigenbasis coordinates of a captured chunk for layer l, in double: ta2 (B, din+1) =
+ * (a Q_A)^2 and td2 (B, dout) = (Ds Q_S)^2 (a single-precision capture is converted to double first, so that the
+ * factors do not depend on how examples are grouped into chunks beyond double rounding).  The Lambda pass and
+ * self-influence are built on it. */
+PetscErrorCode InflEKFACRotatedSquares(InflEKFAC ek, PetscInt l, const InflCapture *cap, double ta2[], double td2[]);
+/* Not collective.  Self-influence terms of the captured chunk for layer l: out[k] += sum_ij td2[k,i] ta2[k,j] /
+ * (Lambda_ij + damping). */
+PetscErrorCode InflEKFACSelfInfluenceCapture(InflEKFAC ek, PetscInt l, const InflCapture *cap, double out[]);
 /* Not collective.  Self-influence terms for n captured examples of layer l: out[k] += <precondition(DW_k), DW_k>
  * = sum_ij (Q_S^T ds_k)_i^2 (Q_A^T a_k)_j^2 / (Lambda_ij + damping). */
 PetscErrorCode InflEKFACSelfInfluence(InflEKFAC ek, PetscInt l, PetscInt n, const double ds[], const double a[], double out[]);

@@ -771,22 +771,14 @@ PetscErrorCode InflScorerDestroy(InflScorer *sc)
 
 PetscErrorCode InflSelfInfluenceBatch(InflModel model, InflEKFAC ek, PetscInt B, const float x[], const int64_t y[], InflCapture *cap, double self[])
 {
-  PetscInt     L;
-  InflLinear  *lin;
-  const double *a, *ds;
-  double       *bufa = NULL, *bufd = NULL;
+  PetscInt L;
 
   PetscFunctionBegin;
-  PetscCall(InflModelGetLayers(model, &L, &lin));
+  PetscCall(InflModelGetLayers(model, &L, NULL));
   PetscCall(PetscArrayzero(self, B));
   if (B == 0) PetscFunctionReturn(0);
   PetscCall(InflModelCapture(model, B, x, y, cap));
-  for (PetscInt l = 0; l < L; l++) {
-    if (cap->prec == INFL_PREC_SINGLE) PetscCall(PetscMalloc2((size_t)B * (lin[l].din + 1), &bufa, (size_t)B * lin[l].dout, &bufd));
-    InflCaptureGetDouble(cap, l, bufa, bufd, &a, &ds);
-    PetscCall(InflEKFACSelfInfluence(ek, l, B, ds, a, self));
-    if (cap->prec == INFL_PREC_SINGLE) PetscCall(PetscFree2(bufa, bufd));
-  }
+  for (PetscInt l = 0; l < L; l++) PetscCall(InflEKFACSelfInfluenceCapture(ek, l, cap, self));
   PetscFunctionReturn(0);
 }
 

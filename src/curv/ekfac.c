@@ -21,6 +21,8 @@ struct _p_InflEKFAC {
   char            model_hash[65], train_hash[65];
   double         *work;           /* scratch */
   size_t          nwork;
+  double         *work2;          /* scratch of InflEKFACRotatedSquares: a chunk's captures as double */
+  size_t          nwork2;
   char            out[PETSC_MAX_PATH_LEN]; /* checkpoints go to out.partial */
 };
 
@@ -325,17 +327,14 @@ static PetscErrorCode fit_chunk(void *ctx, int64_t lo, int64_t hi)
   PetscCall(fisher_capture(ek, c->model, B, c->x + off * c->d, c->y + off, lo, c->idx, c->ys, c->cap));
   for (PetscInt l = 0; l < ek->L; l++) {
     InflEKFACLayer *ly = &ek->layers[l];
-    const double   *a, *ds;
     PetscInt        na = ly->din + 1, nd = ly->dout;
-    InflCaptureGetDouble(c->cap, l, c->bufa, c->bufd, &a, &ds);
-    if (c->pass == 1) { /* upper triangles; mirrored after the pass */
+    if (c->pass == 1) { /* upper triangles in double; mirrored after the pass */
+      const double *a, *ds;
+      InflCaptureGetDouble(c->cap, l, c->bufa, c->bufd, &a, &ds);
       cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, na, B, 1.0, a, na, 1.0, ly->A, na);
       cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, nd, B, 1.0, ds, nd, 1.0, ly->S, nd);
-    } else { /* Lambda += (Q_S^T ds)^2 ((Q_A^T a)^2)^T summed over the chunk */
-      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, na, na, 1.0, a, na, ly->QA, na, 0.0, ta, na);
-      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, nd, nd, 1.0, ds, nd, ly->QS, nd, 0.0, td, nd);
-      for (int64_t i = 0; i < (int64_t)B * na; i++) ta[i] *= ta[i];
-      for (int64_t i = 0; i < (int64_t)B * nd; i++) td[i] *= td[i];
+    } else { /* Lambda += (Q_S^T ds)^2 ((Q_A^T a)^2)^T summed over the chunk, accumulated in double */
+      PetscCall(InflEKFACRotatedSquares(ek, l, c->cap, ta, td));
       cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, B, 1.0, td, nd, ta, na, 1.0, ly->Lambda, na);
     }
   }
@@ -562,8 +561,30 @@ PetscErrorCode InflEKFACDestroy(InflEKFAC *ek)
   if (!*ek) PetscFunctionReturn(0);
   PetscCall(ekfac_free_layers(*ek));
   PetscCall(PetscFree((*ek)->work));
+  PetscCall(PetscFree((*ek)->work2));
   PetscCall(PetscFree(*ek));
   PetscFunctionReturn(0);
+}
+
+/* The datasets of one layer in factors.h5 and the arrays they hold. */
+typedef struct {
+  const char *name;
+  double     *buf;
+  int         ndim;
+  int64_t     dims[2];
+} LayerField;
+
+static int layer_fields(InflEKFACLayer *ly, LayerField f[7])
+{
+  int64_t na = ly->din + 1, nd = ly->dout;
+  f[0] = (LayerField){"A", ly->A, 2, {na, na}};
+  f[1] = (LayerField){"S", ly->S, 2, {nd, nd}};
+  f[2] = (LayerField){"Q_A", ly->QA, 2, {na, na}};
+  f[3] = (LayerField){"Q_S", ly->QS, 2, {nd, nd}};
+  f[4] = (LayerField){"eigenvalues_A", ly->eA, 1, {na, 0}};
+  f[5] = (LayerField){"eigenvalues_S", ly->eS, 1, {nd, 0}};
+  f[6] = (LayerField){"Lambda", ly->Lambda, 2, {nd, na}};
+  return 7;
 }
 
 PetscErrorCode InflEKFACSave(InflEKFAC ek, const char path[], PetscBool overwrite)
@@ -591,22 +612,12 @@ PetscErrorCode InflEKFACSave(InflEKFAC ek, const char path[], PetscBool overwrit
   for (PetscInt l = 0; l < ek->L; l++) {
     InflEKFACLayer *ly = &ek->layers[l];
     char            g[64], name[96];
-    int64_t         na = ly->din + 1, nd = ly->dout;
-    int64_t         dA[2] = {na, na}, dS[2] = {nd, nd}, dL[2] = {nd, na};
+    LayerField      f[7];
     PetscCall(PetscSNPrintf(g, sizeof(g), "/layers/%d", (int)l));
-#define W(nm, nd_, dims_, buf) \
-  do { \
-    PetscCall(PetscSNPrintf(name, sizeof(name), "%s/%s", g, nm)); \
-    PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_DOUBLE, nd_, dims_, buf)); \
-  } while (0)
-    W("A", 2, dA, ly->A);
-    W("S", 2, dS, ly->S);
-    W("Q_A", 2, dA, ly->QA);
-    W("Q_S", 2, dS, ly->QS);
-    W("eigenvalues_A", 1, dA, ly->eA);
-    W("eigenvalues_S", 1, dS, ly->eS);
-    W("Lambda", 2, dL, ly->Lambda);
-#undef W
+    for (int k = 0, nf = layer_fields(ly, f); k < nf; k++) {
+      PetscCall(PetscSNPrintf(name, sizeof(name), "%s/%s", g, f[k].name));
+      PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_DOUBLE, f[k].ndim, f[k].dims, f[k].buf));
+    }
     PetscCall(InflH5SetAttrInt(file, g, "din", ly->din));
     PetscCall(InflH5SetAttrInt(file, g, "dout", ly->dout));
     PetscCall(InflH5SetAttrDouble(file, g, "damping", ly->damping));
@@ -623,7 +634,7 @@ PetscErrorCode InflEKFACLoad(InflEKFAC ek, const char path[], InflModel model)
   hid_t       file;
   char        fisher[32], mhash[128], thash[128];
   const char *hash;
-  int64_t     L, seed, kfac, v;
+  int64_t     L, seed, kfac;
   PetscInt    Lm;
   InflLinear *lin;
   PetscInt   *din, *dout;
@@ -662,26 +673,16 @@ PetscErrorCode InflEKFACLoad(InflEKFAC ek, const char path[], InflModel model)
     InflEKFACLayer *ly = &ek->layers[l];
     char            name[96];
     int64_t         na = ly->din + 1, nd = ly->dout;
-    int64_t         dA[2] = {na, na}, dS[2] = {nd, nd}, dL[2] = {nd, na};
-#define R(nm, nd_, dims_, buf) \
-  do { \
-    PetscCall(PetscSNPrintf(name, sizeof(name), "/layers/%d/%s", (int)l, nm)); \
-    PetscCall(InflH5ReadArray(file, name, H5T_NATIVE_DOUBLE, nd_, dims_, NULL, buf)); \
-  } while (0)
-    R("A", 2, dA, ly->A);
-    R("S", 2, dS, ly->S);
-    R("Q_A", 2, dA, ly->QA);
-    R("Q_S", 2, dS, ly->QS);
-    R("eigenvalues_A", 1, dA, ly->eA);
-    R("eigenvalues_S", 1, dS, ly->eS);
-    R("Lambda", 2, dL, ly->Lambda);
-#undef R
+    LayerField      f[7];
+    for (int k = 0, nf = layer_fields(ly, f); k < nf; k++) {
+      PetscCall(PetscSNPrintf(name, sizeof(name), "/layers/%d/%s", (int)l, f[k].name));
+      PetscCall(InflH5ReadArray(file, name, H5T_NATIVE_DOUBLE, f[k].ndim, f[k].dims, NULL, f[k].buf));
+    }
     PetscCall(PetscSNPrintf(name, sizeof(name), "/layers/%d", (int)l));
     PetscCall(InflH5GetAttrDouble(file, name, "damping", &ly->damping));
     for (int64_t i = 0; i < nd * na; i++) PetscCheck(isfinite(ly->Lambda[i]), ek->comm, PETSC_ERR_FP, "%s: layer %d Lambda has a non-finite entry at %" PRId64 "; refit the factors", path, (int)l, i);
   }
-  PetscCall(InflH5GetAttrDouble(file, "/", "damping_absolute", (double *)&ek->damping));
-  (void)v;
+  PetscCall(InflH5GetAttrDouble(file, "/", "damping_absolute", &ek->damping));
   PetscCall(InflH5Close(&file));
   /* -ekfac_damping given now overrides the damping stored with the factors */
   {
@@ -739,4 +740,52 @@ size_t InflEKFACBytes(InflModel model)
     b += sizeof(double) * (2 * na * na + 2 * nd * nd + na + nd + nd * na);
   }
   return b;
+}
+
+PetscErrorCode InflEKFACRotatedSquares(InflEKFAC ek, PetscInt l, const InflCapture *cap, double ta2[], double td2[])
+{
+  InflEKFACLayer *ly = &ek->layers[l];
+  PetscInt        na = ly->din + 1, nd = ly->dout, B = cap->B;
+  const double   *a, *ds;
+
+  PetscFunctionBegin;
+  if (B == 0) PetscFunctionReturn(0);
+  if (cap->prec == INFL_PREC_SINGLE) { /* the captures as double (in the output arrays' place: a, then ds) */
+    size_t n = (size_t)B * (na + nd);
+    if (n > ek->nwork2) {
+      PetscCall(PetscFree(ek->work2));
+      PetscCall(PetscMalloc1(n, &ek->work2));
+      ek->nwork2 = n;
+    }
+  }
+  InflCaptureGetDouble(cap, l, ek->work2, ek->work2 ? ek->work2 + (size_t)B * na : NULL, &a, &ds);
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, na, na, 1.0, a, na, ly->QA, na, 0.0, ta2, na);
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, nd, nd, 1.0, ds, nd, ly->QS, nd, 0.0, td2, nd);
+  for (int64_t i = 0; i < (int64_t)B * na; i++) ta2[i] *= ta2[i];
+  for (int64_t i = 0; i < (int64_t)B * nd; i++) td2[i] *= td2[i];
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACSelfInfluenceCapture(InflEKFAC ek, PetscInt l, const InflCapture *cap, double out[])
+{
+  InflEKFACLayer *ly = &ek->layers[l];
+  PetscInt        na = ly->din + 1, nd = ly->dout, n = cap->B;
+  double         *ta, *td, *W, *X;
+
+  PetscFunctionBegin;
+  if (n == 0) PetscFunctionReturn(0);
+  PetscCall(ekfac_work(ek, (size_t)n * (na + 2 * nd) + (size_t)nd * na, &ta));
+  td = ta + (size_t)n * na;
+  X  = td + (size_t)n * nd;
+  W  = X + (size_t)n * nd;
+  PetscCall(InflEKFACRotatedSquares(ek, l, cap, ta, td));
+  for (int64_t i = 0; i < (int64_t)nd * na; i++) W[i] = 1.0 / (ly->Lambda[i] + ly->damping);
+  /* X (n, nd) = ta2 W^T; out_k += sum_i td2[k,i] X[k,i] */
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nd, na, 1.0, ta, na, W, na, 0.0, X, nd);
+  for (PetscInt k = 0; k < n; k++) {
+    double s = 0;
+    for (PetscInt i = 0; i < nd; i++) s += td[(int64_t)k * nd + i] * X[(int64_t)k * nd + i];
+    out[k] += s;
+  }
+  PetscFunctionReturn(0);
 }

@@ -161,6 +161,11 @@ static PetscErrorCode idx_load(MPI_Comm comm, const char prefix[], int64_t limit
     PetscCheck(stat(data->images, &sb) == 0, PETSC_COMM_SELF, PETSC_ERR_FILE_OPEN, "cannot stat %s: %s", data->images, strerror(errno));
     PetscCheck((int64_t)sb.st_size >= 16 + data->Nfile * data->d, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: truncated: the header promises %" PRId64 " images but the data end inside image %" PRId64 " (%" PRId64 " x %" PRId64 " pixels each, a file of %" PRId64 " bytes); re-download or regenerate the file", data->images, data->Nfile, ((int64_t)sb.st_size - 16) / data->d, idims[1], idims[2], (int64_t)sb.st_size);
   }
+  if (data->img_gz) { /* compressed: deflate expands at most 1032:1, so the file size bounds what it can hold */
+    struct stat sb;
+    PetscCheck(stat(data->images, &sb) == 0, PETSC_COMM_SELF, PETSC_ERR_FILE_OPEN, "cannot stat %s: %s", data->images, strerror(errno));
+    PetscCheck(16 + data->Nfile * data->d <= 1032 * (int64_t)sb.st_size + 1024, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: the header promises %" PRId64 " images of %" PRId64 " x %" PRId64 " pixels, more than a compressed file of %" PRId64 " bytes can hold; the file is truncated or corrupt", data->images, data->Nfile, idims[1], idims[2], (int64_t)sb.st_size);
+  }
   PetscCheck(limit <= data->Nfile, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "data idx:%s: limit %" PRId64 " is larger than the %" PRId64 " examples in the files; lower the limit", prefix, limit, data->Nfile);
   data->N = limit > 0 ? limit : data->Nfile;
   PetscCheck(data->N > 0 && data->d > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "data idx:%s: the data set is empty (%" PRId64 " images of %" PRId64 " x %" PRId64 " pixels)", prefix, data->Nfile, idims[1], idims[2]);
