@@ -76,9 +76,6 @@ PetscErrorCode InflEKFACRotatedSquares(InflEKFAC ek, PetscInt l, const InflCaptu
 /* Not collective.  Self-influence terms of the captured chunk for layer l: out[k] += sum_ij td2[k,i] ta2[k,j] /
  * (Lambda_ij + damping). */
 PetscErrorCode InflEKFACSelfInfluenceCapture(InflEKFAC ek, PetscInt l, const InflCapture *cap, double out[]);
-/* Not collective.  Self-influence terms for n captured examples of layer l: out[k] += <precondition(DW_k), DW_k>
- * = sum_ij (Q_S^T ds_k)_i^2 (Q_A^T a_k)_j^2 / (Lambda_ij + damping). */
-PetscErrorCode InflEKFACSelfInfluence(InflEKFAC ek, PetscInt l, PetscInt n, const double ds[], const double a[], double out[]);
 
 /* Not collective.  Rank-r approximation of one layer's preconditioned query gradient P (nd, na) from its SVD
  * (LAPACK dgesvd): on return U (nd, r) = U_r S_r, V (na, r) = V_r and P = U V^T (in place).  Grosse et al. (2023),

@@ -784,32 +784,16 @@ PetscErrorCode InflSelfInfluenceBatch(InflModel model, InflEKFAC ek, PetscInt B,
 
 PetscErrorCode InflSelfInfluence(InflModel model, InflEKFAC ek, InflData train, PetscInt chunk, double self[])
 {
-  int64_t        N, d, start, count;
+  int64_t        d, start, count;
   const float   *x;
   const int64_t *y;
-  PetscInt       L, maxd = 1;
-  InflLinear    *lin;
   InflCapture   *cap;
-  double        *bufa, *bufd;
 
   PetscFunctionBegin;
-  PetscCall(InflDataGetSizes(train, &N, &d, NULL));
+  PetscCall(InflDataGetSizes(train, NULL, &d, NULL));
   PetscCall(InflDataGetShard(train, &start, &count, &x, &y));
-  PetscCall(InflModelGetLayers(model, &L, &lin));
-  for (PetscInt l = 0; l < L; l++) maxd = PetscMax(maxd, PetscMax(lin[l].din + 1, lin[l].dout));
   PetscCall(InflCaptureCreate(model, chunk, &cap));
-  PetscCall(PetscMalloc2((size_t)chunk * maxd, &bufa, (size_t)chunk * maxd, &bufd));
-  PetscCall(PetscArrayzero(self, count));
-  for (int64_t off = 0; off < count; off += chunk) {
-    PetscInt B = (PetscInt)PetscMin(chunk, count - off);
-    PetscCall(InflModelCapture(model, B, x + off * d, y + off, cap));
-    for (PetscInt l = 0; l < L; l++) {
-      const double *a, *ds;
-      InflCaptureGetDouble(cap, l, bufa, bufd, &a, &ds);
-      PetscCall(InflEKFACSelfInfluence(ek, l, B, ds, a, self + off));
-    }
-  }
-  PetscCall(PetscFree2(bufa, bufd));
+  for (int64_t off = 0; off < count; off += chunk) PetscCall(InflSelfInfluenceBatch(model, ek, (PetscInt)PetscMin(chunk, count - off), x + off * d, y + off, cap, self + off));
   PetscCall(InflCaptureDestroy(&cap));
   PetscFunctionReturn(0);
 }

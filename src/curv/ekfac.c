@@ -516,33 +516,6 @@ PetscErrorCode InflEKFACPrecondition(InflEKFAC ek, PetscInt l, double G[])
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflEKFACSelfInfluence(InflEKFAC ek, PetscInt l, PetscInt n, const double ds[], const double a[], double out[])
-{
-  InflEKFACLayer *ly = &ek->layers[l];
-  PetscInt        na = ly->din + 1, nd = ly->dout;
-  double         *ta, *td, *W, *X;
-
-  PetscFunctionBegin;
-  if (n == 0) PetscFunctionReturn(0);
-  PetscCall(ekfac_work(ek, (size_t)n * (na + 2 * nd) + (size_t)nd * na, &ta));
-  td = ta + (size_t)n * na;
-  X  = td + (size_t)n * nd;
-  W  = X + (size_t)n * nd;
-  for (int64_t i = 0; i < (int64_t)nd * na; i++) W[i] = 1.0 / (ly->Lambda[i] + ly->damping);
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, na, na, 1.0, a, na, ly->QA, na, 0.0, ta, na);
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, nd, nd, 1.0, ds, nd, ly->QS, nd, 0.0, td, nd);
-  for (int64_t i = 0; i < (int64_t)n * na; i++) ta[i] *= ta[i];
-  for (int64_t i = 0; i < (int64_t)n * nd; i++) td[i] *= td[i];
-  /* X (n, nd) = ta2 W^T; out_k += sum_i td2[k,i] X[k,i] */
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nd, na, 1.0, ta, na, W, na, 0.0, X, nd);
-  for (PetscInt k = 0; k < n; k++) {
-    double s = 0;
-    for (PetscInt i = 0; i < nd; i++) s += td[(int64_t)k * nd + i] * X[(int64_t)k * nd + i];
-    out[k] += s;
-  }
-  PetscFunctionReturn(0);
-}
-
 PetscErrorCode InflEKFACView(InflEKFAC ek, PetscViewer viewer)
 {
   PetscFunctionBegin;
