@@ -43,6 +43,10 @@ struct _p_InflScorer {
   PetscInt     *lr;           /* (L) rank used in layer l (0: exact, when min(dout, din+1) <= rank) */
   double      **U64, **V64;   /* (L) low rank: (dout, Q*r) = [U_r S_r per query], (din+1, Q*r) = [V_r per query] */
   float       **U32, **V32;
+  double      **scale;        /* (L) (Q): in single precision P32 (or U32) holds query q's values divided by
+                                 scale[l][q] = max |P_q| of the layer, so that tiny preconditioned gradients (a
+                                 confidently classified query) do not become float denormals, which run the GEMMs
+                                 at a fraction of their speed; the kernel's terms are multiplied back in double */
   int64_t      *qindex, *qlabel; /* (Q) */
   InflTopK     *top, *bottom;
   int64_t       start, count;
@@ -197,6 +201,12 @@ PetscErrorCode InflScorerSetFromOptions(InflScorer sc)
   PetscCall(PetscOptionsBool("-score_save_all", "write the full (queries, train) score matrix", "InflScorerSave", sc->save_all, &sc->save_all, NULL));
   PetscCall(PetscOptionsBool("-score_per_layer", "write per-layer terms", "InflScorerSave", sc->per_layer, &sc->per_layer, NULL));
   PetscCall(PetscOptionsInt("-score_chunk", "training examples per chunk", "InflScorerScore", sc->chunk, &sc->chunk, NULL));
+  {
+    PetscInt rows = 0, kib = 0;
+    PetscCall(PetscOptionsInt("-score_block_rows", "training rows per GEMM block of the scoring kernel (0: 1024)", "InflScoreLayerSetBlocking", rows, &rows, NULL));
+    PetscCall(PetscOptionsInt("-score_block_kib", "KiB of the kernel's GEMM output block (0: 1024)", "InflScoreLayerSetBlocking", kib, &kib, NULL));
+    InflScoreLayerSetBlocking(rows, (size_t)kib * 1024);
+  }
   PetscCall(PetscOptionsInt("-score_rank", "rank of each layer's preconditioned query gradient (SVD truncation; 0: exact; 32 in Grosse et al. 2023)", "InflScorerSetQueries", sc->rank, &sc->rank, NULL));
   PetscOptionsEnd();
   PetscCheck(sc->rank >= 0, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "-score_rank %d must be >= 0 (0: exact)", (int)sc->rank);
@@ -227,6 +237,8 @@ static PetscErrorCode scorer_free_queries(InflScorer sc)
   }
   PetscCall(PetscFree3(sc->P64, sc->P32, sc->Pq));
   PetscCall(PetscFree5(sc->lr, sc->U64, sc->V64, sc->U32, sc->V32));
+  if (sc->scale) for (PetscInt l = 0; l < sc->L; l++) PetscCall(PetscFree(sc->scale[l]));
+  PetscCall(PetscFree(sc->scale));
   PetscCall(PetscFree3(sc->din, sc->dout, sc->by_input));
   PetscCall(PetscFree2(sc->qindex, sc->qlabel));
   sc->L = 0;
@@ -253,9 +265,18 @@ static PetscErrorCode scorer_low_rank(InflScorer sc, PetscInt l, PetscInt nd, Pe
   }
   PetscCall(PetscFree2(Uq, Vq));
   if (sc->prec == INFL_PREC_SINGLE) {
+    PetscCall(PetscMalloc1(Q, &sc->scale[l]));
+    for (PetscInt q = 0; q < Q; q++) {
+      double m = 0;
+      for (PetscInt i = 0; i < nd; i++)
+        for (PetscInt c = 0; c < r; c++) m = PetscMax(m, PetscAbsReal(sc->U64[l][(int64_t)i * w + (int64_t)q * r + c]));
+      sc->scale[l][q] = m > 0 ? m : 1;
+    }
     PetscCall(PetscMalloc1((size_t)nd * w, &sc->U32[l]));
     PetscCall(PetscMalloc1((size_t)na * w, &sc->V32[l]));
-    for (int64_t i = 0; i < (int64_t)nd * w; i++) sc->U32[l][i] = (float)sc->U64[l][i];
+    for (PetscInt i = 0; i < nd; i++)
+      for (PetscInt q = 0; q < Q; q++)
+        for (PetscInt c = 0; c < r; c++) sc->U32[l][(int64_t)i * w + (int64_t)q * r + c] = (float)(sc->U64[l][(int64_t)i * w + (int64_t)q * r + c] / sc->scale[l][q]);
     for (int64_t i = 0; i < (int64_t)na * w; i++) sc->V32[l][i] = (float)sc->V64[l][i];
   }
   PetscFunctionReturn(0);
@@ -301,6 +322,7 @@ static PetscErrorCode scorer_begin_queries(InflScorer sc, InflModel model, Petsc
   PetscCall(InflModelGetPrecision(model, &sc->prec));
   PetscCall(PetscCalloc3(L, &sc->P64, L, &sc->P32, L, &sc->Pq));
   PetscCall(PetscCalloc5(L, &sc->lr, L, &sc->U64, L, &sc->V64, L, &sc->U32, L, &sc->V32));
+  PetscCall(PetscCalloc1(L, &sc->scale));
   PetscCall(PetscMalloc3(L, &sc->din, L, &sc->dout, L, &sc->by_input));
   PetscCall(PetscMalloc2(Q, &sc->qindex, Q, &sc->qlabel));
   for (PetscInt q = 0; q < Q; q++) {
@@ -339,9 +361,20 @@ static PetscErrorCode scorer_set_layer(InflScorer sc, PetscInt l, double *Pl)
         for (PetscInt j = 0; j < na; j++) sc->P64[l][(int64_t)i * Q * na + (int64_t)q * na + j] = sc->Pq[l][(int64_t)q * per + (int64_t)i * na + j];
   }
   if (sc->prec == INFL_PREC_SINGLE) {
-    const double *src = sc->by_input[l] ? sc->Pq[l] : sc->P64[l];
+    PetscCall(PetscMalloc1(Q, &sc->scale[l]));
+    for (PetscInt q = 0; q < Q; q++) {
+      double m = 0;
+      for (int64_t i = 0; i < per; i++) m = PetscMax(m, PetscAbsReal(sc->Pq[l][(int64_t)q * per + i]));
+      sc->scale[l][q] = m > 0 ? m : 1;
+    }
     PetscCall(PetscMalloc1((size_t)Q * per, &sc->P32[l]));
-    for (int64_t i = 0; i < (int64_t)Q * per; i++) sc->P32[l][i] = (float)src[i];
+    if (sc->by_input[l]) /* (Q*nd, na): query q's rows are contiguous */
+      for (PetscInt q = 0; q < Q; q++)
+        for (int64_t i = 0; i < per; i++) sc->P32[l][(int64_t)q * per + i] = (float)(sc->Pq[l][(int64_t)q * per + i] / sc->scale[l][q]);
+    else /* (nd, Q*na) */
+      for (PetscInt i = 0; i < nd; i++)
+        for (PetscInt q = 0; q < Q; q++)
+          for (PetscInt j = 0; j < na; j++) sc->P32[l][(int64_t)i * Q * na + (int64_t)q * na + j] = (float)(sc->P64[l][(int64_t)i * Q * na + (int64_t)q * na + j] / sc->scale[l][q]);
     /* in single precision the double copies are needed only for per-layer terms */
     PetscCall(PetscFree(sc->P64[l]));
     if (!sc->per_layer) PetscCall(PetscFree(sc->Pq[l]));
@@ -463,9 +496,28 @@ typedef struct {
   int64_t        d, start, count;
   void          *T;         /* kernel scratch */
   double        *out, *outl; /* (Q, chunk) scores; one layer's terms with -score_per_layer -score_save_all */
+  double        *lay;        /* (Q, chunk) one layer's terms before scaling (single precision) */
 } ScoreChunkCtx;
 
 /* Score the training examples [lo, hi) of this rank's shard against every query. */
+static PetscLogEvent EV_CAPTURE, EV_KERNEL, EV_TOPK;
+
+/* Log events of the scoring loop (-log_view): capture, the layer kernels, the top-k heaps. */
+static PetscErrorCode score_register_events(void)
+{
+  static PetscBool done = PETSC_FALSE;
+  PetscClassId     id;
+
+  PetscFunctionBegin;
+  if (done) PetscFunctionReturn(0);
+  PetscCall(PetscClassIdRegister("InflScorer", &id));
+  PetscCall(PetscLogEventRegister("InflScoreCapture", id, &EV_CAPTURE));
+  PetscCall(PetscLogEventRegister("InflScoreKernel", id, &EV_KERNEL));
+  PetscCall(PetscLogEventRegister("InflScoreTopK", id, &EV_TOPK));
+  done = PETSC_TRUE;
+  PetscFunctionReturn(0);
+}
+
 static PetscErrorCode score_chunk(void *ctx, int64_t lo, int64_t hi)
 {
   ScoreChunkCtx *c  = (ScoreChunkCtx *)ctx;
@@ -476,8 +528,11 @@ static PetscErrorCode score_chunk(void *ctx, int64_t lo, int64_t hi)
   double        *out = c->out, *outl = c->outl;
 
   PetscFunctionBegin;
+  PetscCall(PetscLogEventBegin(EV_CAPTURE, 0, 0, 0, 0));
   PetscCall(InflModelCapture(sc->model, B, c->x + off * c->d, c->y + off, cap));
+  PetscCall(PetscLogEventEnd(EV_CAPTURE, 0, 0, 0, 0));
   PetscCall(PetscArrayzero(out, (size_t)sc->Q * B));
+  PetscCall(PetscLogEventBegin(EV_KERNEL, 0, 0, 0, 0));
   for (PetscInt l = 0; l < sc->L; l++) {
     PetscInt nd = sc->dout[l], na = sc->din[l] + 1;
     double  *dst = out;
@@ -485,11 +540,16 @@ static PetscErrorCode score_chunk(void *ctx, int64_t lo, int64_t hi)
       dst = outl;
       PetscCall(PetscArrayzero(outl, (size_t)sc->Q * B));
     }
-    if (sc->lr[l]) {
-      if (sc->prec == INFL_PREC_DOUBLE) score_low_rank_f64(sc->Q, B, nd, na, sc->lr[l], sc->U64[l], sc->V64[l], cap->a64[l], cap->ds64[l], (double *)c->T, dst);
-      else score_low_rank_f32(sc->Q, B, nd, na, sc->lr[l], sc->U32[l], sc->V32[l], cap->a32[l], cap->ds32[l], (float *)c->T, dst);
-    } else if (sc->prec == INFL_PREC_DOUBLE) InflScoreLayer_f64(sc->Q, B, nd, na, sc->by_input[l], sc->by_input[l] ? sc->Pq[l] : sc->P64[l], cap->a64[l], cap->ds64[l], (double *)c->T, dst);
-    else InflScoreLayer_f32(sc->Q, B, nd, na, sc->by_input[l], sc->P32[l], cap->a32[l], cap->ds32[l], (float *)c->T, dst);
+    if (sc->prec == INFL_PREC_DOUBLE) {
+      if (sc->lr[l]) score_low_rank_f64(sc->Q, B, nd, na, sc->lr[l], sc->U64[l], sc->V64[l], cap->a64[l], cap->ds64[l], (double *)c->T, dst);
+      else InflScoreLayer_f64(sc->Q, B, nd, na, sc->by_input[l], sc->by_input[l] ? sc->Pq[l] : sc->P64[l], cap->a64[l], cap->ds64[l], (double *)c->T, dst);
+    } else { /* scaled queries: the terms of query q times scale[l][q] */
+      PetscCall(PetscArrayzero(c->lay, (size_t)sc->Q * B));
+      if (sc->lr[l]) score_low_rank_f32(sc->Q, B, nd, na, sc->lr[l], sc->U32[l], sc->V32[l], cap->a32[l], cap->ds32[l], (float *)c->T, c->lay);
+      else InflScoreLayer_f32(sc->Q, B, nd, na, sc->by_input[l], sc->P32[l], cap->a32[l], cap->ds32[l], (float *)c->T, c->lay);
+      for (PetscInt q = 0; q < sc->Q; q++)
+        for (PetscInt b = 0; b < B; b++) dst[(int64_t)q * B + b] += sc->scale[l][q] * c->lay[(int64_t)q * B + b];
+    }
     if (outl) {
       for (PetscInt q = 0; q < sc->Q; q++)
         for (PetscInt b = 0; b < B; b++) {
@@ -498,10 +558,13 @@ static PetscErrorCode score_chunk(void *ctx, int64_t lo, int64_t hi)
         }
     }
   }
+  PetscCall(PetscLogEventEnd(EV_KERNEL, 0, 0, 0, 0));
   if (sc->local)
     for (PetscInt q = 0; q < sc->Q; q++) PetscCall(PetscArraycpy(sc->local + (int64_t)q * c->count + off, out + (int64_t)q * B, B));
+  PetscCall(PetscLogEventBegin(EV_TOPK, 0, 0, 0, 0));
   PetscCall(InflTopKPush(sc->top, B, out, NULL, lo));
   PetscCall(InflTopKPush(sc->bottom, B, out, NULL, lo));
+  PetscCall(PetscLogEventEnd(EV_TOPK, 0, 0, 0, 0));
   PetscFunctionReturn(0);
 }
 
@@ -580,13 +643,16 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   }
   PetscCall(PetscMalloc1((size_t)sc->Q * sc->chunk, &out));
   if (sc->local_layer) PetscCall(PetscMalloc1((size_t)sc->Q * sc->chunk, &outl));
+  PetscCall(score_register_events());
   if (sc->out[0]) PetscCall(scorer_restore(sc, &done));
   {
-    ScoreChunkCtx c    = {sc, cap, x, y, d, start, count, T, out, outl};
+    ScoreChunkCtx c    = {sc, cap, x, y, d, start, count, T, out, outl, NULL};
     InflChunkLoop loop = {score_chunk, sc->out[0] ? score_checkpoint : NULL, &c};
     char          partial[PETSC_MAX_PATH_LEN];
+    PetscCall(PetscMalloc1((size_t)sc->Q * sc->chunk, &c.lay));
     PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", sc->out[0] ? sc->out : "(no output file)"));
     PetscCall(InflRunChunks(sc->comm, "infl score", start, count, sc->chunk, &done, &loop, partial));
+    PetscCall(PetscFree(c.lay));
   }
   PetscCall(InflRangesDestroy(&done));
   PetscCall(PetscFree(T));
