@@ -161,6 +161,7 @@ static PetscErrorCode check_report(const char path[], InflData train, InflData q
     EXPECT(count(html, "<h4>Per-layer contributions to the scores</h4>") == SHOWQ, "%s: expected one per-layer chart per shown query", path);
     EXPECT(count(html, "<h4>Scores of all 256 training examples</h4>") == SHOWQ, "%s: expected one histogram of the full score row per shown query", path);
     EXPECT(strstr(html, "Highest self-influence"), "%s has no self-influence section", path);
+    EXPECT(strstr(html, "; model predicts label "), "%s does not show the model's prediction for the queries", path);
     EXPECT(strstr(html, model_hash), "%s does not show the model hash %s in its provenance", path, model_hash);
     EXPECT(strstr(html, "&lt;Pullover&gt;") && strstr(html, "Dress &amp; co") && strstr(html, "Ankle &quot;boot&quot;"), "%s: class names are not escaped", path);
     EXPECT(!strstr(html, "<Pullover>"), "%s: unescaped class name", path);

@@ -48,6 +48,8 @@ struct _p_InflScorer {
                                  confidently classified query) do not become float denormals, which run the GEMMs
                                  at a fraction of their speed; the kernel's terms are multiplied back in double */
   int64_t      *qindex, *qlabel; /* (Q) */
+  int64_t      *qpred;          /* (Q) the model's predicted class of each query (NULL if not known) */
+  double       *qprob;          /* (Q) its softmax probability */
   InflTopK     *top, *bottom;
   int64_t       start, count;
   double       *local;        /* (Q, count) with save_all */
@@ -241,6 +243,7 @@ static PetscErrorCode scorer_free_queries(InflScorer sc)
   PetscCall(PetscFree(sc->scale));
   PetscCall(PetscFree3(sc->din, sc->dout, sc->by_input));
   PetscCall(PetscFree2(sc->qindex, sc->qlabel));
+  PetscCall(PetscFree2(sc->qpred, sc->qprob));
   sc->L = 0;
   PetscFunctionReturn(0);
 }
@@ -414,12 +417,30 @@ PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek
   /* this rank's block of queries, their gradients in double, preconditioned */
   InflPartition(Q, size, rank, &q0, &nq);
   PetscCall(InflModelGetPrecision(model, &prec));
+  PetscCall(scorer_begin_queries(sc, model, Q, yq, qindex));
+  { /* the model's prediction for every query, for the report (every rank computes all: Q forward passes) */
+    PetscInt C;
+    float   *z;
+    PetscCall(InflModelGetSizes(model, NULL, &C));
+    PetscCall(PetscMalloc1((size_t)Q * C, &z));
+    PetscCall(PetscMalloc2(Q, &sc->qpred, Q, &sc->qprob));
+    PetscCall(InflModelForward(model, Q, xq, z));
+    for (PetscInt q = 0; q < Q; q++) {
+      const float *zq = z + (int64_t)q * C;
+      PetscInt     am = 0;
+      double       Z  = 0;
+      for (PetscInt c = 1; c < C; c++) if (zq[c] > zq[am]) am = c;
+      for (PetscInt c = 0; c < C; c++) Z += exp((double)zq[c] - (double)zq[am]);
+      sc->qpred[q] = am;
+      sc->qprob[q] = 1.0 / Z;
+    }
+    PetscCall(PetscFree(z));
+  }
   PetscCall(InflModelSetPrecision(model, INFL_PREC_DOUBLE));
   PetscCall(InflCaptureCreate(model, (PetscInt)PetscMax(nq, 1), &cap));
   if (nq > 0) PetscCall(InflModelCapture(model, (PetscInt)nq, xq + q0 * din, yq + q0, cap));
   PetscCall(PetscMalloc2(size, &counts, size, &displs));
   PetscCall(PetscCalloc1(L, &P));
-  PetscCall(scorer_begin_queries(sc, model, Q, yq, qindex));
   sc->prec = prec; /* the model works in double here only to precondition the queries */
   for (PetscInt l = 0; l < L; l++) {
     PetscInt na = lin[l].din + 1, nd = lin[l].dout;
@@ -757,6 +778,10 @@ PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwr
   PetscCall(InflH5SetAttrString(file, "/", "sign", "positive = proponent: upweighting the training example lowers the query loss"));
   PetscCall(InflH5WriteArray(file, "/query_indices", H5T_NATIVE_INT64, 1, dq, sc->qindex));
   PetscCall(InflH5WriteArray(file, "/query_labels", H5T_NATIVE_INT64, 1, dq, sc->qlabel));
+  if (sc->qpred) {
+    PetscCall(InflH5WriteArray(file, "/query_predictions", H5T_NATIVE_INT64, 1, dq, sc->qpred));
+    PetscCall(InflH5WriteArray(file, "/query_prediction_probability", H5T_NATIVE_DOUBLE, 1, dq, sc->qprob));
+  }
   for (int w = 0; w < 2; w++) {
     InflTopK   *t = w == 0 ? sc->top : sc->bottom;
     const char *g = w == 0 ? "/topk" : "/bottomk";

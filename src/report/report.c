@@ -25,6 +25,8 @@ struct _p_InflReport {
   PetscBool loaded;
   int64_t   Q, K, N, d;
   int64_t  *qindex, *qlabel; /* (Q) */
+  int64_t  *qpred;           /* (Q) the model's predicted classes, when the scores file has them */
+  double   *qprob;           /* (Q) their probabilities */
   int64_t  *top_idx, *bot_idx; /* (Q, K) */
   double   *top_s, *bot_s;     /* (Q, K) */
   PetscInt  L;                 /* layers of /topk/per_layer, 0 if absent */
@@ -173,6 +175,7 @@ static PetscErrorCode free_scores(InflReport r)
 {
   PetscFunctionBegin;
   PetscCall(PetscFree2(r->qindex, r->qlabel));
+  PetscCall(PetscFree2(r->qpred, r->qprob));
   PetscCall(PetscFree4(r->top_idx, r->bot_idx, r->top_s, r->bot_s));
   PetscCall(PetscFree2(r->top_layer, r->bot_layer));
   PetscCall(PetscFree(r->rows));
@@ -251,6 +254,16 @@ PetscErrorCode InflReportLoadScores(InflReport r, const char path[], InflData tr
   PetscCall(PetscMalloc4(r->Q * r->K, &r->top_idx, r->Q * r->K, &r->bot_idx, r->Q * r->K, &r->top_s, r->Q * r->K, &r->bot_s));
   PetscCall(InflH5ReadArray(file, "/query_indices", H5T_NATIVE_INT64, 1, dq, NULL, r->qindex));
   PetscCall(InflH5ReadArray(file, "/query_labels", H5T_NATIVE_INT64, 1, dq, NULL, r->qlabel));
+  {
+    int     nd;
+    int64_t pd[8];
+    PetscCall(InflH5GetDims(file, "/query_predictions", &nd, pd));
+    if (nd == 1 && pd[0] == r->Q) {
+      PetscCall(PetscMalloc2(r->Q, &r->qpred, r->Q, &r->qprob));
+      PetscCall(InflH5ReadArray(file, "/query_predictions", H5T_NATIVE_INT64, 1, dq, NULL, r->qpred));
+      PetscCall(InflH5ReadArray(file, "/query_prediction_probability", H5T_NATIVE_DOUBLE, 1, dq, NULL, r->qprob));
+    }
+  }
   PetscCall(InflH5ReadArray(file, "/topk/train_indices", H5T_NATIVE_INT64, 2, dk, NULL, r->top_idx));
   PetscCall(InflH5ReadArray(file, "/bottomk/train_indices", H5T_NATIVE_INT64, 2, dk, NULL, r->bot_idx));
   PetscCall(InflH5ReadArray(file, "/topk/scores", H5T_NATIVE_DOUBLE, 2, dk, NULL, r->top_s));
@@ -390,7 +403,11 @@ static PetscErrorCode render_query(InflPage page, InflReport r, PetscInt q, Pets
 
   PetscFunctionBegin;
   label_text(r, r->qlabel[q], lab, sizeof(lab));
-  PetscCall(PetscSNPrintf(title, sizeof(title), "Query %" PRId64 " (%s)", r->qindex[q], lab));
+  if (r->qpred) {
+    char pl[160];
+    label_text(r, r->qpred[q], pl, sizeof(pl));
+    PetscCall(PetscSNPrintf(title, sizeof(title), "Query %" PRId64 " (%s; model predicts %s, p = %.3f)", r->qindex[q], lab, pl, r->qprob[q]));
+  } else PetscCall(PetscSNPrintf(title, sizeof(title), "Query %" PRId64 " (%s)", r->qindex[q], lab));
   PetscCall(PetscSNPrintf(id, sizeof(id), "query-%d", (int)q));
   PetscCall(InflPageSectionBegin(page, id, title));
   PetscCall(InflPageRowBegin(page));
