@@ -66,6 +66,21 @@ static PetscErrorCode parse_index_token(MPI_Comm comm, const char tok[], const c
   PetscFunctionReturn(0);
 }
 
+/* Room for one more index in v (n held, *cap allocated): doubles the array when full. */
+static PetscErrorCode grow_indices(int64_t **v, int64_t n, int64_t *cap)
+{
+  int64_t *w;
+
+  PetscFunctionBegin;
+  if (n < *cap) PetscFunctionReturn(0);
+  PetscCall(PetscMalloc1(2 * *cap, &w));
+  PetscCall(PetscArraycpy(w, *v, n));
+  PetscCall(PetscFree(*v));
+  *v = w;
+  *cap *= 2;
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode DriverQueryIndices(MPI_Comm comm, int64_t N, PetscInt *Q, int64_t **idx)
 {
   char      spec[PETSC_MAX_PATH_LEN] = "0:8", buf[PETSC_MAX_PATH_LEN];
@@ -81,14 +96,7 @@ PetscErrorCode DriverQueryIndices(MPI_Comm comm, int64_t N, PetscInt *Q, int64_t
     long long x;
     InflCheckAll(comm, ok, PETSC_ERR_FILE_OPEN, "-query_indices %s: cannot open %s: %s", spec, spec + 1, strerror(errno));
     while (fscanf(f, "%lld", &x) == 1) {
-      if (n == cap) {
-        int64_t *w;
-        PetscCall(PetscMalloc1(2 * cap, &w));
-        PetscCall(PetscArraycpy(w, v, n));
-        PetscCall(PetscFree(v));
-        v = w;
-        cap *= 2;
-      }
+      PetscCall(grow_indices(&v, n, &cap));
       v[n++] = x;
     }
     ok = feof(f);
@@ -114,14 +122,7 @@ PetscErrorCode DriverQueryIndices(MPI_Comm comm, int64_t N, PetscInt *Q, int64_t
     char *tok, *save;
     PetscCall(PetscStrncpy(buf, spec, sizeof(buf)));
     for (tok = strtok_r(buf, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
-      if (n == cap) {
-        int64_t *w;
-        PetscCall(PetscMalloc1(2 * cap, &w));
-        PetscCall(PetscArraycpy(w, v, n));
-        PetscCall(PetscFree(v));
-        v = w;
-        cap *= 2;
-      }
+      PetscCall(grow_indices(&v, n, &cap));
       PetscCall(parse_index_token(comm, tok, spec, &v[n++]));
     }
   }

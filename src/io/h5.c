@@ -128,10 +128,30 @@ static PetscErrorCode h5_create_dataset(hid_t file, const char name[], hid_t typ
 }
 
 /* Collective write of rows [row0, row0+nrows) of dataset dset (nrows may be 0). */
+/* Select rows [row0, row0+nrows) of fspace (whose extent is count, ndim dims; count[0] is overwritten) and create the
+ * matching memory space; a rank with no rows selects none in both (it still joins the collective transfer). */
+static PetscErrorCode select_rows(hid_t fspace, int ndim, hsize_t count[], int64_t row0, int64_t nrows, hid_t *mspace)
+{
+  hsize_t start[8] = {0}, one = 1;
+
+  PetscFunctionBegin;
+  if (nrows > 0) {
+    start[0] = (hsize_t)row0;
+    count[0] = (hsize_t)nrows;
+    InflCallH5(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL));
+    InflCallH5(*mspace = H5Screate_simple(ndim, count, NULL));
+  } else {
+    InflCallH5(H5Sselect_none(fspace));
+    InflCallH5(*mspace = H5Screate_simple(1, &one, NULL));
+    InflCallH5(H5Sselect_none(*mspace));
+  }
+  PetscFunctionReturn(0);
+}
+
 static PetscErrorCode h5_write_rows(hid_t dset, hid_t type, int64_t row0, int64_t nrows, const void *buf)
 {
   hid_t   fspace, mspace, dxpl;
-  hsize_t start[8] = {0}, count[8], one = 1;
+  hsize_t count[8];
   int     ndim;
   char    dummy = 0;
 
@@ -144,16 +164,7 @@ static PetscErrorCode h5_write_rows(hid_t dset, hid_t type, int64_t row0, int64_
     InflCallH5(H5Sclose(fspace));
     PetscFunctionReturn(0);
   }
-  if (nrows > 0) {
-    start[0] = (hsize_t)row0;
-    count[0] = (hsize_t)nrows;
-    InflCallH5(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL));
-    InflCallH5(mspace = H5Screate_simple(ndim, count, NULL));
-  } else {
-    InflCallH5(H5Sselect_none(fspace));
-    InflCallH5(mspace = H5Screate_simple(1, &one, NULL));
-    InflCallH5(H5Sselect_none(mspace));
-  }
+  PetscCall(select_rows(fspace, ndim, count, row0, nrows, &mspace));
   InflCallH5(dxpl = H5Pcreate(H5P_DATASET_XFER));
   InflCallH5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
   InflCallH5(H5Dwrite(dset, type, mspace, fspace, dxpl, nrows > 0 ? buf : (const void *)&dummy));
@@ -256,7 +267,7 @@ PetscErrorCode InflH5ReadArray(hid_t file, const char name[], hid_t type, int nd
 static PetscErrorCode h5_read_rows(hid_t file, const char name[], hid_t type, int64_t row0, int64_t nrows, void *buf, H5FD_mpio_xfer_t mode)
 {
   hid_t   dset, fspace, mspace, dxpl;
-  hsize_t start[8] = {0}, count[8], one = 1;
+  hsize_t count[8];
   int     ndim;
   char    dummy, fname[PETSC_MAX_PATH_LEN];
 
@@ -274,16 +285,7 @@ static PetscErrorCode h5_read_rows(hid_t file, const char name[], hid_t type, in
     InflCallH5(H5Dclose(dset));
     PetscFunctionReturn(0);
   }
-  if (nrows > 0) {
-    start[0] = (hsize_t)row0;
-    count[0] = (hsize_t)nrows;
-    InflCallH5(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL));
-    InflCallH5(mspace = H5Screate_simple(ndim, count, NULL));
-  } else {
-    InflCallH5(H5Sselect_none(fspace));
-    InflCallH5(mspace = H5Screate_simple(1, &one, NULL));
-    InflCallH5(H5Sselect_none(mspace));
-  }
+  PetscCall(select_rows(fspace, ndim, count, row0, nrows, &mspace));
   InflCallH5(dxpl = H5Pcreate(H5P_DATASET_XFER));
   if (mode == H5FD_MPIO_COLLECTIVE) InflCallH5(H5Pset_dxpl_mpio(dxpl, mode));
   InflCallH5(H5Dread(dset, type, mspace, fspace, dxpl, nrows > 0 ? buf : (void *)&dummy));
