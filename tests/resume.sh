@@ -38,8 +38,13 @@ interrupted() {
 # fit
 check [ "$(run 2 fit $common -out fit_ref.h5)" = 0 ]
 check interrupted "$dir/fit.h5" fit $common -ekfac_chunk 50
-for ds in /layers/0/A /layers/0/Lambda /layers/1/S /layers/2/Lambda /layers/0/eigenvalues_A /layers/2/eigenvalues_S; do
+for ds in /layers/0/A /layers/1/S /layers/0/eigenvalues_A /layers/2/eigenvalues_S; do
   check h5diff -p 1e-7 fit_ref.h5 fit.h5 $ds
+done
+# Lambda: in single precision the examples are rotated into the eigenbases by SGEMMs, so float rounding of the
+# captures (whose forward GEMMs see other chunk shapes at other rank counts) shows at about 1e-6, as in /scores
+for ds in /layers/0/Lambda /layers/2/Lambda; do
+  check h5diff -p 1e-5 fit_ref.h5 fit.h5 $ds
 done
 check [ ! -e fit.h5.partial ]
 # score

@@ -68,10 +68,15 @@ PetscErrorCode InflEKFACDestroy(InflEKFAC *ek);
 PetscErrorCode InflEKFACPreconditionRankOne(InflEKFAC ek, PetscInt l, PetscInt n, const double ds[], const double a[], double P[]);
 /* Not collective.  In place: G (dout, din+1) <- precondition(G) for one layer. */
 PetscErrorCode InflEKFACPrecondition(InflEKFAC ek, PetscInt l, double G[]);
-/* Not collective.  Squared eigenbasis coordinates of a captured chunk for layer l, in double: ta2 (B, din+1) =
- * (a Q_A)^2 and td2 (B, dout) = (Ds Q_S)^2 (a single-precision capture is converted to double first, so that the
- * factors do not depend on how examples are grouped into chunks beyond double rounding).  The Lambda pass and
- * self-influence are built on it. */
+/* Rows per single-precision GEMM of InflEKFACRotatedSquares (every call has exactly this many, zero-padded). */
+#define INFL_ROTATION_BLOCK 256
+/* Not collective.  Squared eigenbasis coordinates of a captured chunk for layer l (Grosse et al. 2023, eq. 20: the
+ * rank-one per-example gradient Ds a^T rotated into the Kronecker eigenbasis is (Q_S^T Ds)(Q_A^T a)^T):
+ * ta2 (B, din+1) = (a Q_A)^2 and td2 (B, dout) = (Ds Q_S)^2, returned in double.  A double-precision capture is
+ * rotated with DGEMM.  A single-precision capture is rotated in single precision (per-example work, like the capture
+ * itself) by SGEMMs of exactly INFL_ROTATION_BLOCK rows, so that a row's result does not depend on how examples are
+ * grouped into chunks or ranks, and each Ds row is scaled by its largest magnitude first (no denormals); the squares
+ * are formed in double.  The Lambda pass and self-influence are built on it. */
 PetscErrorCode InflEKFACRotatedSquares(InflEKFAC ek, PetscInt l, const InflCapture *cap, double ta2[], double td2[]);
 /* Not collective.  Self-influence terms of the captured chunk for layer l: out[k] += sum_ij td2[k,i] ta2[k,j] /
  * (Lambda_ij + damping). */

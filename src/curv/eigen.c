@@ -14,6 +14,7 @@ extern void Cblacs_gridinfo(int ictxt, int *nprow, int *npcol, int *myrow, int *
 extern void Cblacs_gridexit(int ictxt);
 extern int  numroc_(const int *n, const int *nb, const int *iproc, const int *isrcproc, const int *nprocs);
 extern void descinit_(int *desc, const int *m, const int *n, const int *mb, const int *nb, const int *irsrc, const int *icsrc, const int *ictxt, const int *lld, int *info);
+extern void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda, double *w, double *work, const int *lwork, int *iwork, const int *liwork, int *info);
 extern void pdsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *ia, const int *ja, const int *desca, double *w, double *z, const int *iz, const int *jz, const int *descz, double *work, const int *lwork, int *iwork, const int *liwork, int *info);
 
 /* ---------------------------------------------------------------------------------------------------------
@@ -224,10 +225,10 @@ static PetscErrorCode reduce_sum(double *send, double *recv, int64_t count, MPI_
   PetscFunctionReturn(0);
 }
 
-/* Solve one factor of order n on grid g (collective over g->sub).  On group rank 0: w (n) and Q (n, n)
- * row-major.  *info is pdsyevd's info (0 outside the grid); on an argument error of descinit_ it is set to
+/* Solve one factor of order n on grid g (collective over g->sub), or with LAPACK when `lapack` (a group of one rank).
+ * On group rank 0: w (n) and Q (n, n) row-major.  *info is pdsyevd's info (0 outside the grid); on an argument error of descinit_ it is set to
  * -1000 - argument so the caller can name the routine. */
-static PetscErrorCode eigen_solve_one(EigenGrid *g, int n, int nb, const double *C, double *w, double *Q, int *info, int *which)
+static PetscErrorCode eigen_solve_one(EigenGrid *g, int n, int nb, PetscBool lapack, const double *C, double *w, double *Q, int *info, int *which)
 {
   PetscMPIInt grank;
   double     *zfull = NULL; /* (n, n) row-major, this rank's entries of Z, zeros elsewhere */
@@ -237,6 +238,26 @@ static PetscErrorCode eigen_solve_one(EigenGrid *g, int n, int nb, const double 
   *info  = 0;
   *which = 0;
   PetscCallMPI(MPI_Comm_rank(g->sub, &grank));
+  if (lapack) { /* a group of one rank: LAPACK dsyevd, the same divide and conquer without the 1 x 1 grid */
+    double *a, *work, qwork = 0;
+    int    *iwork, qiwork = 0, lwork = -1, liwork = -1;
+    PetscCall(PetscMalloc1(nn, &a));
+    PetscCall(PetscArraycpy(a, C, nn)); /* symmetric: row-major is column-major */
+    dsyevd_("V", "U", &n, a, &n, w, &qwork, &lwork, &qiwork, &liwork, info);
+    if (*info) *which = 2;
+    else {
+      lwork  = (int)qwork + 1;
+      liwork = qiwork + 1;
+      PetscCall(PetscMalloc2(lwork, &work, liwork, &iwork));
+      dsyevd_("V", "U", &n, a, &n, w, work, &lwork, iwork, &liwork, info);
+      if (*info) *which = 3;
+      PetscCall(PetscFree2(work, iwork));
+      for (int64_t i = 0; i < n && !*info; i++) /* eigenvectors are a's columns: Q row-major */
+        for (int64_t j = 0; j < n; j++) Q[i * n + j] = a[i + j * n];
+    }
+    PetscCall(PetscFree(a));
+    PetscFunctionReturn(0);
+  }
   PetscCall(PetscCalloc1(nn, &zfull));
   if (g->ictxt >= 0) {
     const int    zero = 0, one = 1;
@@ -319,7 +340,7 @@ static void fix_signs(int n, double *Q)
 
 /* All factors of this rank's group, in index order.  Returns the first failure only after every factor was
  * attempted, so that the ranks of the group make the same collective calls. */
-static PetscErrorCode eigen_solve_group(EigenGrid *g, int mygroup, PetscInt nfac, const PetscInt n[], double *C[], double *evals[], double *Q[], const char *const names[], const int group_of[], int nb)
+static PetscErrorCode eigen_solve_group(EigenGrid *g, int mygroup, PetscInt nfac, const PetscInt n[], double *C[], double *evals[], double *Q[], const char *const names[], const int group_of[], int nb, PetscBool lapack)
 {
   PetscMPIInt grank;
   int         bad_info = 0, bad_which = 0;
@@ -328,10 +349,15 @@ static PetscErrorCode eigen_solve_group(EigenGrid *g, int mygroup, PetscInt nfac
 
   PetscFunctionBegin;
   PetscCallMPI(MPI_Comm_rank(g->sub, &grank));
+  {
+    PetscMPIInt gsize;
+    PetscCallMPI(MPI_Comm_size(g->sub, &gsize));
+    lapack = (lapack && gsize == 1) ? PETSC_TRUE : PETSC_FALSE;
+  }
   for (PetscInt f = 0; f < nfac; f++) {
     int info, which;
     if (group_of[f] != mygroup || n[f] == 0) continue;
-    PetscCall(eigen_solve_one(g, (int)n[f], nb, C[f], evals[f], Q[f], &info, &which));
+    PetscCall(eigen_solve_one(g, (int)n[f], nb, lapack, C[f], evals[f], Q[f], &info, &which));
     if (info && bad_f < 0) {
       bad_f     = f;
       bad_info  = info;
@@ -342,6 +368,10 @@ static PetscErrorCode eigen_solve_group(EigenGrid *g, int mygroup, PetscInt nfac
   if (bad_f >= 0) {
     fname(names, bad_f, name, sizeof(name));
     PetscCheck(bad_which != 1, PETSC_COMM_SELF, PETSC_ERR_LIB, "ScaLAPACK descinit argument %d is illegal (info = %d) for %s of order %" PetscInt_FMT ", block size %d, grid %d x %d: an internal error", -bad_info, bad_info, name, n[bad_f], nb, g->nprow, g->npcol);
+    if (lapack) {
+      PetscCheck(bad_info > 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "LAPACK dsyevd %sargument %d is illegal (info = %d) for %s of order %" PetscInt_FMT ": an internal error", bad_which == 2 ? "workspace query: " : "", -bad_info, bad_info, name, n[bad_f]);
+      SETERRQ(PETSC_COMM_SELF, PETSC_ERR_CONV_FAILED, "eigendecomposition of %s (order %" PetscInt_FMT ") failed: LAPACK dsyevd info = %d (the divide-and-conquer tridiagonal solver did not converge)", name, n[bad_f], bad_info);
+    }
     PetscCheck(bad_info > 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "ScaLAPACK pdsyevd %s argument %d is illegal (info = %d) for %s of order %" PetscInt_FMT ", block size %d, grid %d x %d: an internal error", bad_which == 2 ? "workspace query:" : "", bad_info > -100 ? -bad_info : -bad_info / 100, bad_info, name, n[bad_f], nb, g->nprow, g->npcol);
     SETERRQ(PETSC_COMM_SELF, PETSC_ERR_CONV_FAILED, "eigendecomposition of %s (order %" PetscInt_FMT ") failed: ScaLAPACK pdsyevd info = %d (the divide-and-conquer tridiagonal solver did not converge)", name, n[bad_f], bad_info);
   }
@@ -353,7 +383,7 @@ PetscErrorCode InflEigenSolve(MPI_Comm comm, PetscInt nfac, const PetscInt n[], 
   PetscMPIInt size, rank;
   PetscInt    nb = 64, G = -1, grid[2] = {0, 0};
   char        gridstr[64] = "";
-  PetscBool   set_grid = PETSC_FALSE, ok;
+  PetscBool   set_grid = PETSC_FALSE, ok, lapack = PETSC_TRUE;
   char        name[256];
   int        *group_of = NULL, *start = NULL, mygroup = 0;
   EigenGrid  *g = NULL;
@@ -393,6 +423,7 @@ PetscErrorCode InflEigenSolve(MPI_Comm comm, PetscInt nfac, const PetscInt n[], 
   PetscCall(PetscOptionsInt("-eigen_block_size", "ScaLAPACK block size NB", "InflEigenSolve", nb, &nb, NULL));
   PetscCall(PetscOptionsString("-eigen_grid", "force a P x Q process grid in every group, e.g. 1x2", "InflEigenSolve", gridstr, gridstr, sizeof(gridstr), &set_grid));
   PetscCall(PetscOptionsInt("-eigen_groups", "number of rank groups (default min(ranks, factors))", "InflEigenSolve", G, &G, NULL));
+  PetscCall(PetscOptionsBool("-eigen_lapack", "groups of one rank call LAPACK dsyevd (0: ScaLAPACK pdsyevd on a 1x1 grid)", "InflEigenSolve", lapack, &lapack, NULL));
   PetscOptionsEnd();
   PetscCheck(nb >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-eigen_block_size %" PetscInt_FMT " must be >= 1", nb);
   if (set_grid) {
@@ -440,7 +471,7 @@ PetscErrorCode InflEigenSolve(MPI_Comm comm, PetscInt nfac, const PetscInt n[], 
   PetscCall(eigen_get_grid(comm, (int)G, start, (int)grid[0], (int)grid[1], mygroup, &g));
 
   /* 3. solve in groups; agree on failure on all ranks before any broadcast */
-  InflCallAll(comm, eigen_solve_group(g, mygroup, nfac, n, C, evals, Q, names, group_of, (int)nb));
+  InflCallAll(comm, eigen_solve_group(g, mygroup, nfac, n, C, evals, Q, names, group_of, (int)nb, lapack));
 
   /* 4. broadcast from each group's first rank */
   for (PetscInt f = 0; f < nfac; f++) {

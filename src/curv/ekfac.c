@@ -21,8 +21,9 @@ struct _p_InflEKFAC {
   char            model_hash[65], train_hash[65];
   double         *work;           /* scratch */
   size_t          nwork;
-  double         *work2;          /* scratch of InflEKFACRotatedSquares: a chunk's captures as double */
-  size_t          nwork2;
+  float         **QAf, **QSf;     /* (L) single-precision copies of the eigenbases, made on first use */
+  float          *rot;            /* (INFL_ROTATION_BLOCK, max(din+1, dout)) x 2 scratch of the single-precision rotation */
+  size_t          nrot;
   char            out[PETSC_MAX_PATH_LEN]; /* checkpoints go to out.partial */
 };
 
@@ -250,9 +251,19 @@ PetscErrorCode InflEKFACSetDamping(InflEKFAC ek, double damping)
   PetscFunctionReturn(0);
 }
 
+/* The eigenbases changed (fit, load, restore): drop their single-precision copies. */
+static PetscErrorCode ekfac_bases_changed(InflEKFAC ek)
+{
+  PetscFunctionBegin;
+  if (ek->QAf) for (PetscInt l = 0; l < ek->L; l++) PetscCall(PetscFree2(ek->QAf[l], ek->QSf[l]));
+  PetscCall(PetscFree2(ek->QAf, ek->QSf));
+  PetscFunctionReturn(0);
+}
+
 static PetscErrorCode ekfac_free_layers(InflEKFAC ek)
 {
   PetscFunctionBegin;
+  PetscCall(ekfac_bases_changed(ek));
   for (PetscInt l = 0; l < ek->L; l++) {
     InflEKFACLayer *ly = &ek->layers[l];
     PetscCall(PetscFree(ly->A));
@@ -534,7 +545,7 @@ PetscErrorCode InflEKFACDestroy(InflEKFAC *ek)
   if (!*ek) PetscFunctionReturn(0);
   PetscCall(ekfac_free_layers(*ek));
   PetscCall(PetscFree((*ek)->work));
-  PetscCall(PetscFree((*ek)->work2));
+  PetscCall(PetscFree((*ek)->rot));
   PetscCall(PetscFree(*ek));
   PetscFunctionReturn(0);
 }
@@ -715,6 +726,42 @@ size_t InflEKFACBytes(InflModel model)
   return b;
 }
 
+/* Rows [0, B) of x (B, n) times Q (n, n), squared into out (B, n) in double: single-precision GEMMs of exactly
+ * INFL_ROTATION_BLOCK rows each (the last block zero-padded), so that every row takes the same path through the
+ * BLAS whatever the chunk it came in, and a row's result does not depend on how examples are grouped into chunks or
+ * ranks.  Rows are scaled by 1/max|row| before the product and the square is scaled back in double (when scale is
+ * set: pseudo-gradients of confidently classified examples are tiny, and denormal floats would both slow the GEMM
+ * and lose their digits). */
+static void rotate_squares_f32(PetscInt B, PetscInt n, const float x[], const float Q[], PetscBool scale, float buf[], float out32[], double out[])
+{
+  const PetscInt R = INFL_ROTATION_BLOCK;
+  double         s2[INFL_ROTATION_BLOCK];
+
+  for (PetscInt r0 = 0; r0 < B; r0 += R) {
+    PetscInt nr = PetscMin(R, B - r0);
+    for (PetscInt i = 0; i < nr; i++) {
+      const float *xi = x + (int64_t)(r0 + i) * n;
+      float       *bi = buf + (int64_t)i * n, m = 0;
+      if (scale) for (PetscInt j = 0; j < n; j++) m = PetscMax(m, fabsf(xi[j]));
+      if (m > 0 && scale) {
+        const float inv = 1.0f / m;
+        for (PetscInt j = 0; j < n; j++) bi[j] = xi[j] * inv;
+        s2[i] = (double)m * (double)m;
+      } else {
+        memcpy(bi, xi, sizeof(float) * (size_t)n);
+        s2[i] = 1;
+      }
+    }
+    if (nr < R) memset(buf + (int64_t)nr * n, 0, sizeof(float) * (size_t)(R - nr) * (size_t)n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, n, n, 1.0f, buf, n, Q, n, 0.0f, out32, n);
+    for (PetscInt i = 0; i < nr; i++) {
+      const float *o  = out32 + (int64_t)i * n;
+      double      *oi = out + (int64_t)(r0 + i) * n;
+      for (PetscInt j = 0; j < n; j++) oi[j] = (double)o[j] * (double)o[j] * s2[i];
+    }
+  }
+}
+
 PetscErrorCode InflEKFACRotatedSquares(InflEKFAC ek, PetscInt l, const InflCapture *cap, double ta2[], double td2[])
 {
   InflEKFACLayer *ly = &ek->layers[l];
@@ -723,15 +770,26 @@ PetscErrorCode InflEKFACRotatedSquares(InflEKFAC ek, PetscInt l, const InflCaptu
 
   PetscFunctionBegin;
   if (B == 0) PetscFunctionReturn(0);
-  if (cap->prec == INFL_PREC_SINGLE) { /* the captures as double (in the output arrays' place: a, then ds) */
-    size_t n = (size_t)B * (na + nd);
-    if (n > ek->nwork2) {
-      PetscCall(PetscFree(ek->work2));
-      PetscCall(PetscMalloc1(n, &ek->work2));
-      ek->nwork2 = n;
+  if (cap->prec == INFL_PREC_SINGLE) {
+    size_t nmax = (size_t)PetscMax(na, nd);
+    if (!ek->QAf) {
+      PetscCall(PetscCalloc2(ek->L, &ek->QAf, ek->L, &ek->QSf));
     }
+    if (!ek->QAf[l]) {
+      PetscCall(PetscMalloc2((size_t)na * na, &ek->QAf[l], (size_t)nd * nd, &ek->QSf[l]));
+      for (int64_t i = 0; i < (int64_t)na * na; i++) ek->QAf[l][i] = (float)ly->QA[i];
+      for (int64_t i = 0; i < (int64_t)nd * nd; i++) ek->QSf[l][i] = (float)ly->QS[i];
+    }
+    if (2 * INFL_ROTATION_BLOCK * nmax > ek->nrot) {
+      PetscCall(PetscFree(ek->rot));
+      PetscCall(PetscMalloc1(2 * INFL_ROTATION_BLOCK * nmax, &ek->rot));
+      ek->nrot = 2 * INFL_ROTATION_BLOCK * nmax;
+    }
+    rotate_squares_f32(B, na, cap->a32[l], ek->QAf[l], PETSC_FALSE, ek->rot, ek->rot + INFL_ROTATION_BLOCK * nmax, ta2);
+    rotate_squares_f32(B, nd, cap->ds32[l], ek->QSf[l], PETSC_TRUE, ek->rot, ek->rot + INFL_ROTATION_BLOCK * nmax, td2);
+    PetscFunctionReturn(0);
   }
-  InflCaptureGetDouble(cap, l, ek->work2, ek->work2 ? ek->work2 + (size_t)B * na : NULL, &a, &ds);
+  InflCaptureGetDouble(cap, l, NULL, NULL, &a, &ds);
   cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, na, na, 1.0, a, na, ly->QA, na, 0.0, ta2, na);
   cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, nd, nd, 1.0, ds, nd, ly->QS, nd, 0.0, td2, nd);
   for (int64_t i = 0; i < (int64_t)B * na; i++) ta2[i] *= ta2[i];
