@@ -381,6 +381,91 @@ static PetscErrorCode check_low_rank(MPI_Comm comm, InflPrecision prec)
   PetscFunctionReturn(0);
 }
 
+/* The single-precision rotation into the eigenbases (InflEKFACRotatedSquares on a float capture) against the double
+ * one on the same captured values: ordinary examples, and the same examples with their pseudo-gradients scaled down to
+ * the size of a confidently classified example's (1e-36: float denormals, whose squares underflow); and a row's
+ * result must not depend on the chunk it is rotated in (bitwise: fixed-size SGEMM blocks). */
+static PetscErrorCode check_rotation_single(MPI_Comm comm)
+{
+  char         path[PETSC_MAX_PATH_LEN];
+  InflModel    model;
+  InflData     train;
+  InflEKFAC    ek;
+  InflCapture *c32, *c64;
+  PetscInt     L;
+  InflLinear  *lin;
+  const PetscInt B = 300, cut = 7;
+  int64_t      idx[300], y[300];
+  float       *x;
+
+  PetscFunctionBegin;
+  PetscCall(PetscSNPrintf(path, sizeof(path), "%s/mlp_small.safetensors", ref_dir));
+  PetscCall(InflModelCreate(PETSC_COMM_SELF, &model));
+  PetscCall(InflModelLoad(model, path));
+  PetscCall(InflModelGetLayers(model, &L, &lin));
+  PetscCall(InflDataOpen(PETSC_COMM_SELF, FMNIST, 512, &train));
+  PetscCall(InflEKFACCreate(PETSC_COMM_SELF, &ek));
+  PetscCall(InflModelSetPrecision(model, INFL_PREC_DOUBLE));
+  PetscCall(InflEKFACFit(ek, model, train));
+  PetscCall(PetscMalloc1((size_t)B * lin[0].din, &x));
+  for (PetscInt n = 0; n < B; n++) idx[n] = 511 - n;
+  PetscCall(InflDataGetExamples(train, B, idx, x, y));
+  PetscCall(InflCaptureCreate(model, B, &c64));
+  PetscCall(InflModelSetPrecision(model, INFL_PREC_SINGLE));
+  PetscCall(InflCaptureCreate(model, B, &c32));
+  PetscCall(InflModelCapture(model, B, x, y, c32));
+  c64->B = B;
+  for (int tiny = 0; tiny < 2; tiny++) {
+    for (PetscInt l = 0; l < L; l++) {
+      PetscInt na = lin[l].din + 1, nd = lin[l].dout;
+      double  *ta32, *td32, *ta64, *td64, *tb, *tdb, ea = 0, ma = 0, ed = 0, md = 0;
+      if (tiny) for (int64_t i = 0; i < (int64_t)B * nd; i++) c32->ds32[l][i] *= 1e-36f; /* scaled once, on the first pass at tiny */
+      for (int64_t i = 0; i < (int64_t)B * na; i++) c64->a64[l][i] = c32->a32[l][i];
+      for (int64_t i = 0; i < (int64_t)B * nd; i++) c64->ds64[l][i] = c32->ds32[l][i];
+      PetscCall(PetscMalloc6((size_t)B * na, &ta32, (size_t)B * nd, &td32, (size_t)B * na, &ta64, (size_t)B * nd, &td64, (size_t)B * na, &tb, (size_t)B * nd, &tdb));
+      PetscCall(InflEKFACRotatedSquares(ek, l, c32, ta32, td32));
+      PetscCall(InflEKFACRotatedSquares(ek, l, c64, ta64, td64));
+      /* per example: max error over the row against the row's largest square */
+      for (PetscInt n = 0; n < B; n++) {
+        double ra = 0, rd = 0, xa = 0, xd = 0;
+        for (PetscInt j = 0; j < na; j++) { ra = PetscMax(ra, fabs(ta32[n * na + j] - ta64[n * na + j])); xa = PetscMax(xa, ta64[n * na + j]); }
+        for (PetscInt j = 0; j < nd; j++) { rd = PetscMax(rd, fabs(td32[n * nd + j] - td64[n * nd + j])); xd = PetscMax(xd, td64[n * nd + j]); }
+        if (xa > 0) ea = PetscMax(ea, ra / xa);
+        if (xd > 0) ed = PetscMax(ed, rd / xd);
+        ma = PetscMax(ma, xa);
+        md = PetscMax(md, xd);
+      }
+      EXPECT(ma > 0 && md > 0, "layer %d: rotated squares are all zero", (int)l);
+      EXPECT(ea <= 1e-5 && ed <= 1e-5, "layer %d%s: single-precision rotated squares differ from double by %.3e (a) and %.3e (Ds) of the row maximum", (int)l, tiny ? ", Ds scaled by 1e-36" : "", ea, ed);
+      if (tiny) EXPECT(md < 1e-60 && md > 1e-90, "layer %d: scaled Ds squares have maximum %g", (int)l, md);
+      /* the same rows in two chunks, 7 and 293 */
+      {
+        PetscInt B0 = c32->B;
+        float   *a0 = c32->a32[l], *d0 = c32->ds32[l];
+        c32->B = cut;
+        PetscCall(InflEKFACRotatedSquares(ek, l, c32, tb, tdb));
+        c32->B = B0 - cut;
+        c32->a32[l] = a0 + (int64_t)cut * na;
+        c32->ds32[l] = d0 + (int64_t)cut * nd;
+        PetscCall(InflEKFACRotatedSquares(ek, l, c32, tb + (int64_t)cut * na, tdb + (int64_t)cut * nd));
+        c32->B = B0;
+        c32->a32[l] = a0;
+        c32->ds32[l] = d0;
+        EXPECT(!memcmp(tb, ta32, sizeof(double) * (size_t)B * na) && !memcmp(tdb, td32, sizeof(double) * (size_t)B * nd), "layer %d: single-precision rotated squares depend on the chunking", (int)l);
+      }
+      PetscCall(PetscPrintf(comm, "single-precision rotation, layer %d%s: %.2e (a), %.2e (Ds) of the row maximum; chunking-invariant\n", (int)l, tiny ? ", Ds x 1e-36" : "", ea, ed));
+      PetscCall(PetscFree6(ta32, td32, ta64, td64, tb, tdb));
+    }
+  }
+  PetscCall(PetscFree(x));
+  PetscCall(InflCaptureDestroy(&c32));
+  PetscCall(InflCaptureDestroy(&c64));
+  PetscCall(InflEKFACDestroy(&ek));
+  PetscCall(InflDataDestroy(&train));
+  PetscCall(InflModelDestroy(&model));
+  PetscFunctionReturn(0);
+}
+
 int main(int argc, char **argv)
 {
   MPI_Comm    comm;
@@ -396,6 +481,7 @@ int main(int argc, char **argv)
   PetscCall(check_against_reference(comm, INFL_FISHER_EMPIRICAL, INFL_PREC_SINGLE));
   PetscCall(check_against_reference(comm, INFL_FISHER_TRUE, INFL_PREC_SINGLE));
   PetscCall(check_self_equals_pairwise(comm));
+  PetscCall(check_rotation_single(comm));
   PetscCall(check_low_rank(comm, INFL_PREC_DOUBLE));
   PetscCall(check_low_rank(comm, INFL_PREC_SINGLE));
 
