@@ -5,9 +5,11 @@
  * "peak_memory_mb M" (max over ranks, InflPeakMemory).  bench/run.sh turns these into the table of
  * docs/PERFORMANCE.md.  Flop counts are the GEMM work of each stage (multiply-add = 2 flops):
  *   P = sum_l dout (din+1) parameters; forward+backward (capture) 2P + 2(P - P_0) per example (no input gradient
- *   of layer 0); training adds the weight gradient 2P; covariance adds sum_l (na^2 + nd^2); Lambda and
- *   self-influence add 2 sum_l (na^2 + nd^2 + nd na); scoring adds 2 Q P; query preconditioning is
- *   2 sum_l (nd^2 na + nd na^2) per query. */
+ *   of layer 0); training adds the weight gradient 2P; covariance adds sum_l (na^2 + nd^2) in double (DSYRK);
+ *   Lambda and self-influence add 2 sum_l (na^2 + nd^2) in single precision (rotations) and 2 sum_l nd na in double;
+ *   scoring adds 2 Q P; query preconditioning is 2 sum_l (nd^2 na + nd na^2) per query, in double.  Each line also
+ *   gives the single- and double-precision parts (sgflop, dgflop), so that bench/run.sh can relate the time to the
+ *   time the same work takes at the measured SGEMM and DGEMM rates. */
 #include <infl/score.h>
 #include <stdio.h>
 #include <string.h>
@@ -18,12 +20,13 @@ static double wall(MPI_Comm comm)
   return MPI_Wtime();
 }
 
-static PetscErrorCode report(MPI_Comm comm, const char name[], double t, double flops, double examples)
+/* sflops, dflops: the stage's single- and double-precision GEMM work */
+static PetscErrorCode report(MPI_Comm comm, const char name[], double t, double sflops, double dflops, double examples)
 {
   double tmax;
   PetscFunctionBegin;
   PetscCallMPI(MPI_Allreduce(&t, &tmax, 1, MPI_DOUBLE, MPI_MAX, comm));
-  PetscCall(PetscPrintf(comm, "stage %-14s seconds %10.4f gflop %10.3f examples %.0f\n", name, tmax, flops * 1e-9, examples));
+  PetscCall(PetscPrintf(comm, "stage %-14s seconds %10.4f gflop %10.3f examples %.0f sgflop %.3f dgflop %.3f\n", name, tmax, (sflops + dflops) * 1e-9, examples, sflops * 1e-9, dflops * 1e-9));
   PetscFunctionReturn(0);
 }
 
@@ -58,7 +61,7 @@ int main(int argc, char **argv)
   InflLinear   *lin;
   int64_t       N, d, start, count, *qidx, *yq;
   float        *xq;
-  double        P = 0, P0, cov = 0, lam = 0, pre = 0, best, t0;
+  double        P = 0, P0, cov = 0, rot = 0, lam = 0, pre = 0, best, t0;
   size_t        peak;
 
   PetscCall(PetscInitialize(&argc, &argv, NULL, NULL));
@@ -92,7 +95,8 @@ int main(int argc, char **argv)
     double na = lin[l].din + 1, nd = lin[l].dout;
     P += nd * na;
     cov += na * na + nd * nd;
-    lam += 2 * (na * na + nd * nd + nd * na);
+    rot += 2 * (na * na + nd * nd); /* rotations into the eigenbases: single precision (double with -model_precision double) */
+    lam += 2 * nd * na;               /* the Lambda (or self-influence) product, double */
     pre += 2 * (nd * nd * na + nd * na * na) + 2 * (na * na + nd * nd); /* rank-one transform, full back transform */
   }
   P0 = (double)lin[0].dout * (lin[0].din + 1);
@@ -113,7 +117,7 @@ int main(int argc, char **argv)
       best = PetscMin(best, wall(comm) - t0);
       PetscCall(InflModelDestroy(&m2));
     }
-    PetscCall(report(comm, "train_epoch", best, (double)N * (6 * P - 2 * P0), (double)N));
+    PetscCall(report(comm, "train_epoch", best, (double)N * (6 * P - 2 * P0), 0, (double)N));
   }
 
   /* one forward+backward (capture) pass over the training set: the yardstick of the covariance and Lambda passes */
@@ -130,7 +134,7 @@ int main(int argc, char **argv)
       best = PetscMin(best, wall(comm) - t0);
     }
     PetscCall(InflCaptureDestroy(&cap));
-    PetscCall(report(comm, "fwd_bwd", best, (double)N * (4 * P - 2 * P0), (double)N));
+    PetscCall(report(comm, "fwd_bwd", best, (double)N * (4 * P - 2 * P0), 0, (double)N));
   }
 
   /* fit: covariance pass, eigensolves, Lambda pass */
@@ -159,10 +163,10 @@ int main(int argc, char **argv)
       PetscCall(fit_times(info, rank, t));
       for (int k = 0; k < 3; k++) bt[k] = PetscMin(bt[k], t[k]);
     }
-    PetscCall(report(comm, "covariance", bt[0], (double)N * (4 * P - 2 * P0 + cov), (double)N));
-    PetscCall(report(comm, "eigensolve", bt[1], 0, 0));
-    PetscCall(report(comm, "lambda", bt[2], (double)N * (4 * P - 2 * P0 + lam), (double)N));
-    PetscCall(report(comm, "fit_total", tf, 0, (double)N));
+    PetscCall(report(comm, "covariance", bt[0], (double)N * (4 * P - 2 * P0), (double)N * cov, (double)N));
+    PetscCall(report(comm, "eigensolve", bt[1], 0, 0, 0));
+    PetscCall(report(comm, "lambda", bt[2], (double)N * (4 * P - 2 * P0 + rot), (double)N * lam, (double)N));
+    PetscCall(report(comm, "fit_total", tf, 0, 0, (double)N));
 
     for (PetscInt r = 0; r < reps; r++) {
       InflScorer sc;
@@ -177,16 +181,16 @@ int main(int argc, char **argv)
       ts = PetscMin(ts, wall(comm) - t1);
       PetscCall(InflScorerDestroy(&sc));
     }
-    PetscCall(report(comm, "precondition", tq, (double)Q * pre, (double)Q));
-    PetscCall(report(comm, "score", ts, (double)N * (4 * P - 2 * P0 + 2.0 * Q * P), (double)N));
-    PetscCall(report(comm, "score_kernel", 0, (double)N * 2.0 * Q * P, (double)N));
+    PetscCall(report(comm, "precondition", tq, 0, (double)Q * pre, (double)Q));
+    PetscCall(report(comm, "score", ts, (double)N * (4 * P - 2 * P0 + 2.0 * Q * P), 0, (double)N));
+    PetscCall(report(comm, "score_kernel", 0, (double)N * 2.0 * Q * P, 0, (double)N));
     best = 1e30;
     for (PetscInt r = 0; r < reps; r++) {
       t0 = wall(comm);
       PetscCall(InflSelfInfluence(model, ek, train, 512, self));
       best = PetscMin(best, wall(comm) - t0);
     }
-    PetscCall(report(comm, "self", best, (double)N * (4 * P - 2 * P0 + lam), (double)N));
+    PetscCall(report(comm, "self", best, (double)N * (4 * P - 2 * P0 + rot), (double)N * lam, (double)N));
     PetscCall(InflEKFACDestroy(&ek));
     PetscCall(PetscFree3(qidx, yq, xq));
     PetscCall(PetscFree(self));

@@ -320,22 +320,36 @@ static PetscErrorCode eigen_solve_one(EigenGrid *g, int n, int nb, PetscBool lap
   PetscFunctionReturn(0);
 }
 
-/* Sign convention: the entry of largest magnitude of every column (first on ties) is positive. */
-static void fix_signs(int n, double *Q)
+/* Sign convention: the entry of largest magnitude of every column (first on ties) is positive.  Row by row, so that
+ * Q is read in memory order. */
+static PetscErrorCode fix_signs(int n, double *Q)
 {
+  double *vm;
+  int    *im;
+
+  PetscFunctionBegin;
+  PetscCall(PetscMalloc2(n, &vm, n, &im));
   for (int j = 0; j < n; j++) {
-    int    im = 0;
-    double vm = -1;
-    for (int i = 0; i < n; i++) {
-      double v = fabs(Q[(int64_t)i * n + j]);
-      if (v > vm) {
-        vm = v;
-        im = i;
+    vm[j] = -1;
+    im[j] = 0;
+  }
+  for (int i = 0; i < n; i++) {
+    const double *q = Q + (int64_t)i * n;
+    for (int j = 0; j < n; j++) {
+      double v = fabs(q[j]);
+      if (v > vm[j]) {
+        vm[j] = v;
+        im[j] = i;
       }
     }
-    if (Q[(int64_t)im * n + j] < 0)
-      for (int i = 0; i < n; i++) Q[(int64_t)i * n + j] = -Q[(int64_t)i * n + j];
   }
+  for (int j = 0; j < n; j++) vm[j] = Q[(int64_t)im[j] * n + j] < 0 ? -1.0 : 1.0;
+  for (int i = 0; i < n; i++) {
+    double *q = Q + (int64_t)i * n;
+    for (int j = 0; j < n; j++) q[j] *= vm[j];
+  }
+  PetscCall(PetscFree2(vm, im));
+  PetscFunctionReturn(0);
 }
 
 /* All factors of this rank's group, in index order.  Returns the first failure only after every factor was
@@ -363,7 +377,7 @@ static PetscErrorCode eigen_solve_group(EigenGrid *g, int mygroup, PetscInt nfac
       bad_info  = info;
       bad_which = which;
     }
-    if (!info && grank == 0) fix_signs((int)n[f], Q[f]);
+    if (!info && grank == 0) PetscCall(fix_signs((int)n[f], Q[f]));
   }
   if (bad_f >= 0) {
     fname(names, bad_f, name, sizeof(name));
@@ -452,12 +466,14 @@ PetscErrorCode InflEigenSolve(MPI_Comm comm, PetscInt nfac, const PetscInt n[], 
             bj    = (PetscInt)j;
             break;
           }
-      for (int64_t i = 0; i < m; i++)
-        for (int64_t j = i + 1; j < m; j++) {
-          double s         = 0.5 * (C[f][i * m + j] + C[f][j * m + i]);
-          C[f][i * m + j] = s;
-          C[f][j * m + i] = s;
-        }
+      for (int64_t i0 = 0; i0 < m; i0 += 64) /* in 64 x 64 tiles: the transposed reads stay in cache */
+        for (int64_t j0 = i0; j0 < m; j0 += 64)
+          for (int64_t i = i0; i < PetscMin(i0 + 64, m); i++)
+            for (int64_t j = PetscMax(j0, i + 1); j < PetscMin(j0 + 64, m); j++) {
+              double s         = 0.5 * (C[f][i * m + j] + C[f][j * m + i]);
+              C[f][i * m + j] = s;
+              C[f][j * m + i] = s;
+            }
     }
     if (bad_f >= 0) fname(names, bad_f, name, sizeof(name));
     InflCheckAll(comm, bad_f < 0, PETSC_ERR_FP, "%s has a non-finite entry at (%" PetscInt_FMT ", %" PetscInt_FMT ") after summing over ranks: check the inputs of this factor (overflow or NaN in activations/gradients)", name, bi, bj);
