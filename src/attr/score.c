@@ -248,25 +248,23 @@ static PetscErrorCode scorer_free_queries(InflScorer sc)
   PetscFunctionReturn(0);
 }
 
-/* Rank-r truncation of every query's P_q for layer l: U (nd, Q*r) holds U_r S_r, V (na, Q*r) holds V_r; Pq[l] is
- * replaced by the truncation, so per-layer terms and scores agree. */
-static PetscErrorCode scorer_low_rank(InflScorer sc, PetscInt l, PetscInt nd, PetscInt na)
+/* The rank-r factors of every query's P_q for layer l, given per query in UV (Q, (nd + na) r): U_r S_r (nd, r) then
+ * V_r (na, r), row-major.  Lays them out as U (nd, Q*r) and V (na, Q*r) for the kernel, and in single precision as
+ * floats with U scaled per query. */
+static PetscErrorCode scorer_set_low_rank(InflScorer sc, PetscInt l, PetscInt nd, PetscInt na, const double UV[])
 {
   PetscInt Q = sc->Q, r = sc->rank;
-  int64_t  w = (int64_t)Q * r, per = (int64_t)nd * na;
-  double  *Uq, *Vq;
+  int64_t  w = (int64_t)Q * r, wq = (int64_t)(nd + na) * r;
 
   PetscFunctionBegin;
   sc->lr[l] = r;
   PetscCall(PetscMalloc1((size_t)nd * w, &sc->U64[l]));
   PetscCall(PetscMalloc1((size_t)na * w, &sc->V64[l]));
-  PetscCall(PetscMalloc2((size_t)nd * r, &Uq, (size_t)na * r, &Vq));
   for (PetscInt q = 0; q < Q; q++) {
-    PetscCall(InflLowRankApprox(nd, na, r, sc->Pq[l] + (int64_t)q * per, Uq, Vq));
+    const double *Uq = UV + (int64_t)q * wq, *Vq = Uq + (int64_t)nd * r;
     for (PetscInt i = 0; i < nd; i++) PetscCall(PetscArraycpy(sc->U64[l] + (int64_t)i * w + (int64_t)q * r, Uq + (int64_t)i * r, r));
     for (PetscInt j = 0; j < na; j++) PetscCall(PetscArraycpy(sc->V64[l] + (int64_t)j * w + (int64_t)q * r, Vq + (int64_t)j * r, r));
   }
-  PetscCall(PetscFree2(Uq, Vq));
   if (sc->prec == INFL_PREC_SINGLE) {
     PetscCall(PetscMalloc1(Q, &sc->scale[l]));
     for (PetscInt q = 0; q < Q; q++) {
@@ -282,6 +280,30 @@ static PetscErrorCode scorer_low_rank(InflScorer sc, PetscInt l, PetscInt nd, Pe
         for (PetscInt c = 0; c < r; c++) sc->U32[l][(int64_t)i * w + (int64_t)q * r + c] = (float)(sc->U64[l][(int64_t)i * w + (int64_t)q * r + c] / sc->scale[l][q]);
     for (int64_t i = 0; i < (int64_t)na * w; i++) sc->V32[l][i] = (float)sc->V64[l][i];
   }
+  PetscFunctionReturn(0);
+}
+
+/* Rank-r truncation of n queries' P (n, nd, na) in place (so that per-layer terms and scores agree), with their
+ * factors in UV (n, (nd + na) r) as scorer_set_low_rank takes them. */
+static PetscErrorCode low_rank_factors(PetscInt n, PetscInt nd, PetscInt na, PetscInt r, double P[], double UV[])
+{
+  int64_t wq = (int64_t)(nd + na) * r;
+
+  PetscFunctionBegin;
+  for (PetscInt q = 0; q < n; q++) PetscCall(InflLowRankApprox(nd, na, r, P + (int64_t)q * nd * na, UV + (int64_t)q * wq, UV + (int64_t)q * wq + (int64_t)nd * r));
+  PetscFunctionReturn(0);
+}
+
+/* Rank-r truncation of every query's P_q for layer l (all queries, on this rank): Pq[l] is replaced by the truncation. */
+static PetscErrorCode scorer_low_rank(InflScorer sc, PetscInt l, PetscInt nd, PetscInt na)
+{
+  double *UV;
+
+  PetscFunctionBegin;
+  PetscCall(PetscMalloc1((size_t)sc->Q * (nd + na) * sc->rank, &UV));
+  PetscCall(low_rank_factors(sc->Q, nd, na, sc->rank, sc->Pq[l], UV));
+  PetscCall(scorer_set_low_rank(sc, l, nd, na, UV));
+  PetscCall(PetscFree(UV));
   PetscFunctionReturn(0);
 }
 
@@ -446,9 +468,28 @@ PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek
     PetscInt na = lin[l].din + 1, nd = lin[l].dout;
     int64_t  per = (int64_t)nd * na;
     double  *mine;
-    PetscCall(PetscMalloc1((size_t)Q * per, &P[l]));
     PetscCall(PetscMalloc1((size_t)PetscMax(nq, 1) * per, &mine));
     if (nq > 0) PetscCall(InflEKFACPreconditionRankOne(ek, l, (PetscInt)nq, cap->ds64[l], cap->a64[l], mine));
+    if (sc->rank > 0 && PetscMin(nd, na) > sc->rank && !sc->per_layer) {
+      /* low rank: each rank factors its own queries and only the factors are gathered (per-layer terms need
+       * the truncated P itself on every rank, and take the path below) */
+      int64_t wq = (int64_t)(nd + na) * sc->rank;
+      double *myUV;
+      PetscCall(PetscMalloc2((size_t)PetscMax(nq, 1) * wq, &myUV, (size_t)Q * wq, &P[l]));
+      if (nq > 0) PetscCall(low_rank_factors((PetscInt)nq, nd, na, sc->rank, mine, myUV));
+      PetscCall(PetscFree(mine));
+      for (PetscMPIInt r = 0; r < size; r++) {
+        int64_t s0, sn;
+        InflPartition(Q, size, r, &s0, &sn);
+        PetscCall(InflMPIIntCast(sn * wq, "low-rank query factors", &counts[r]));
+        PetscCall(InflMPIIntCast(s0 * wq, "low-rank query factors offset", &displs[r]));
+      }
+      PetscCallMPI(MPI_Allgatherv(myUV, counts[rank], MPI_DOUBLE, P[l], counts, displs, MPI_DOUBLE, sc->comm));
+      PetscCall(scorer_set_low_rank(sc, l, nd, na, P[l]));
+      PetscCall(PetscFree2(myUV, P[l]));
+      continue;
+    }
+    PetscCall(PetscMalloc1((size_t)Q * per, &P[l]));
     for (PetscMPIInt r = 0; r < size; r++) {
       int64_t s0, sn;
       InflPartition(Q, size, r, &s0, &sn);

@@ -488,25 +488,32 @@ PetscErrorCode InflEKFACGetTrainHash(InflEKFAC ek, const char **hex)
 PetscErrorCode InflEKFACPreconditionRankOne(InflEKFAC ek, PetscInt l, PetscInt n, const double ds[], const double a[], double P[])
 {
   InflEKFACLayer *ly = &ek->layers[l];
-  PetscInt        na = ly->din + 1, nd = ly->dout;
-  double         *u, *v, *M;
+  PetscInt        na = ly->din + 1, nd = ly->dout, nb;
+  int64_t         per = (int64_t)nd * na;
+  double         *U, *V, *R;
 
   PetscFunctionBegin;
-  PetscCall(ekfac_work(ek, (size_t)nd + na + (size_t)nd * na, &u));
-  v = u + nd;
-  M = v + na;
-  for (PetscInt k = 0; k < n; k++) {
-    /* u = Q_S^T ds_k, v = Q_A^T a_k; M = (u v^T) / (Lambda + damping); P_k = Q_S M Q_A^T */
-    cblas_dgemv(CblasRowMajor, CblasTrans, nd, nd, 1.0, ly->QS, nd, ds + (int64_t)k * nd, 1, 0.0, u, 1);
-    cblas_dgemv(CblasRowMajor, CblasTrans, na, na, 1.0, ly->QA, na, a + (int64_t)k * na, 1, 0.0, v, 1);
-    for (PetscInt i = 0; i < nd; i++)
-      for (PetscInt j = 0; j < na; j++) M[(int64_t)i * na + j] = u[i] * v[j] / (ly->Lambda[(int64_t)i * na + j] + ly->damping);
-    {
-      double *T = P + (int64_t)k * nd * na; /* use P_k as scratch for Q_S M, then finish in M */
-      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nd, na, nd, 1.0, ly->QS, nd, M, na, 0.0, T, na);
-      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nd, na, na, 1.0, T, na, ly->QA, na, 0.0, M, na);
-      PetscCall(PetscArraycpy(T, M, (size_t)nd * na));
+  if (n == 0) PetscFunctionReturn(0);
+  /* queries in blocks of nb, so that the scratch R (nb, nd, na) stays near 32 MiB */
+  nb = (PetscInt)PetscMax(1, PetscMin((int64_t)n, (int64_t)4194304 / per));
+  PetscCall(ekfac_work(ek, (size_t)n * (nd + na) + (size_t)nb * per, &U));
+  V = U + (size_t)n * nd;
+  R = V + (size_t)n * na;
+  /* U (n, nd) = ds Q_S, V (n, na) = a Q_A: the queries' coordinates in the eigenbases */
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, nd, nd, 1.0, ds, nd, ly->QS, nd, 0.0, U, nd);
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, na, na, 1.0, a, na, ly->QA, na, 0.0, V, na);
+  for (PetscInt k0 = 0; k0 < n; k0 += nb) {
+    PetscInt kn = PetscMin(nb, n - k0);
+    /* M_k = (u_k v_k^T) / (Lambda + damping), stacked (kn * nd, na) in P's place; R = M Q_A^T in one GEMM */
+    for (PetscInt k = 0; k < kn; k++) {
+      const double *u = U + (int64_t)(k0 + k) * nd, *v = V + (int64_t)(k0 + k) * na;
+      double       *M = P + (int64_t)(k0 + k) * per;
+      for (PetscInt i = 0; i < nd; i++)
+        for (PetscInt j = 0; j < na; j++) M[(int64_t)i * na + j] = u[i] * v[j] / (ly->Lambda[(int64_t)i * na + j] + ly->damping);
     }
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, kn * nd, na, na, 1.0, P + (int64_t)k0 * per, na, ly->QA, na, 0.0, R, na);
+    /* P_k = Q_S R_k */
+    for (PetscInt k = 0; k < kn; k++) cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nd, na, nd, 1.0, ly->QS, nd, R + (int64_t)k * per, na, 0.0, P + (int64_t)(k0 + k) * per, na);
   }
   PetscFunctionReturn(0);
 }
