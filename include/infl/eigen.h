@@ -55,6 +55,10 @@
  *   PETSC_ERR_LIB             ScaLAPACK or LAPACK info < 0 (an illegal argument, i.e. a bug here): names the routine and
  *                             the argument.
  *   PETSC_ERR_CONV_FAILED     pdsyevd / dsyevd info > 0 (the tridiagonal divide-and-conquer failed): names the factor. */
+/* Collective.  Reads and checks the -eigen_* options above (InflEigenSolve reads them again when it runs), so that a
+ * driver can reject a bad value, and list the options in -help, before any work starts. */
+PetscErrorCode InflEigenSetFromOptions(MPI_Comm comm);
+
 PetscErrorCode InflEigenSolve(MPI_Comm comm, PetscInt nfac, const PetscInt n[], double *C[], double scale, double *evals[], double *Q[], const char *const names[]);
 
 /* Release the BLACS grids and sub-communicators cached on every communicator by InflEigenSolve.  Collective

@@ -392,12 +392,50 @@ static PetscErrorCode eigen_solve_group(EigenGrid *g, int mygroup, PetscInt nfac
   PetscFunctionReturn(0);
 }
 
+/* The -eigen_* options, checked: nb, grid (0 x 0 when not forced), G (-1: default), lapack. */
+static PetscErrorCode eigen_options(MPI_Comm comm, PetscInt *nb, PetscInt grid[2], PetscInt *G, PetscBool *lapack)
+{
+  char      gridstr[64] = "";
+  PetscBool set_grid    = PETSC_FALSE, set_groups = PETSC_FALSE;
+
+  PetscFunctionBegin;
+  *nb     = 64;
+  *G      = -1;
+  *lapack = PETSC_TRUE;
+  grid[0] = grid[1] = 0;
+  PetscOptionsBegin(comm, NULL, "Eigensolver of the Kronecker factors (ScaLAPACK pdsyevd; LAPACK dsyevd in one-rank groups)", "InflEigenSolve");
+  PetscCall(PetscOptionsInt("-eigen_block_size", "ScaLAPACK block size NB", "InflEigenSolve", *nb, nb, NULL));
+  PetscCall(PetscOptionsString("-eigen_grid", "force a P x Q process grid in every group, e.g. 1x2", "InflEigenSolve", gridstr, gridstr, sizeof(gridstr), &set_grid));
+  PetscCall(PetscOptionsInt("-eigen_groups", "number of rank groups (default min(ranks, factors); at most the ranks)", "InflEigenSolve", *G, G, &set_groups));
+  PetscCall(PetscOptionsBool("-eigen_lapack", "groups of one rank call LAPACK dsyevd (0: ScaLAPACK pdsyevd on a 1x1 grid)", "InflEigenSolve", *lapack, lapack, NULL));
+  PetscOptionsEnd();
+  PetscCheck(*nb >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-eigen_block_size %" PetscInt_FMT " must be >= 1", *nb);
+  PetscCheck(!set_groups || *G >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-eigen_groups %" PetscInt_FMT " must be >= 1 (more groups than ranks are reduced to the ranks)", *G);
+  if (set_grid) {
+    int  p = 0, q = 0;
+    char extra;
+    PetscCheck(sscanf(gridstr, "%dx%d%c", &p, &q, &extra) == 2 && p >= 1 && q >= 1, comm, PETSC_ERR_ARG_WRONG, "-eigen_grid %s: expected PxQ with P, Q >= 1 (e.g. -eigen_grid 1x2)", gridstr);
+    grid[0] = p;
+    grid[1] = q;
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEigenSetFromOptions(MPI_Comm comm)
+{
+  PetscInt  nb, grid[2], G;
+  PetscBool lapack;
+
+  PetscFunctionBegin;
+  PetscCall(eigen_options(comm, &nb, grid, &G, &lapack));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflEigenSolve(MPI_Comm comm, PetscInt nfac, const PetscInt n[], double *C[], double scale, double *evals[], double *Q[], const char *const names[])
 {
   PetscMPIInt size, rank;
-  PetscInt    nb = 64, G = -1, grid[2] = {0, 0};
-  char        gridstr[64] = "";
-  PetscBool   set_grid = PETSC_FALSE, ok, lapack = PETSC_TRUE;
+  PetscInt    nb, G, grid[2];
+  PetscBool   set_grid, ok, lapack;
   char        name[256];
   int        *group_of = NULL, *start = NULL, mygroup = 0;
   EigenGrid  *g = NULL;
@@ -433,20 +471,8 @@ PetscErrorCode InflEigenSolve(MPI_Comm comm, PetscInt nfac, const PetscInt n[], 
   }
   if (nfac == 0) PetscFunctionReturn(0);
 
-  PetscOptionsBegin(comm, NULL, "Distributed eigensolver of Kronecker factors (ScaLAPACK pdsyevd)", "InflEigenSolve");
-  PetscCall(PetscOptionsInt("-eigen_block_size", "ScaLAPACK block size NB", "InflEigenSolve", nb, &nb, NULL));
-  PetscCall(PetscOptionsString("-eigen_grid", "force a P x Q process grid in every group, e.g. 1x2", "InflEigenSolve", gridstr, gridstr, sizeof(gridstr), &set_grid));
-  PetscCall(PetscOptionsInt("-eigen_groups", "number of rank groups (default min(ranks, factors))", "InflEigenSolve", G, &G, NULL));
-  PetscCall(PetscOptionsBool("-eigen_lapack", "groups of one rank call LAPACK dsyevd (0: ScaLAPACK pdsyevd on a 1x1 grid)", "InflEigenSolve", lapack, &lapack, NULL));
-  PetscOptionsEnd();
-  PetscCheck(nb >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-eigen_block_size %" PetscInt_FMT " must be >= 1", nb);
-  if (set_grid) {
-    int  p = 0, q = 0;
-    char extra;
-    PetscCheck(sscanf(gridstr, "%dx%d%c", &p, &q, &extra) == 2 && p >= 1 && q >= 1, comm, PETSC_ERR_ARG_WRONG, "-eigen_grid %s: expected PxQ with P, Q >= 1 (e.g. -eigen_grid 1x2)", gridstr);
-    grid[0] = p;
-    grid[1] = q;
-  }
+  PetscCall(eigen_options(comm, &nb, grid, &G, &lapack));
+  set_grid = grid[0] > 0 ? PETSC_TRUE : PETSC_FALSE;
   if (G < 0) G = PetscMin(size, nfac);
   G = PetscMax(1, PetscMin(G, size));
 

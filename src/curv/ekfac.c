@@ -210,6 +210,7 @@ PetscErrorCode InflEKFACSetFromOptions(InflEKFAC ek)
   PetscCheck(!set || (damping >= 0 && isfinite(damping)), ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ekfac_damping %g must be a finite number >= 0", damping);
   PetscCheck(ek->damping_factor >= 0 && isfinite(ek->damping_factor), ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ekfac_damping_factor %g must be a finite number >= 0", ek->damping_factor);
   PetscCheck(ek->chunk > 0, ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ekfac_chunk %d must be positive", (int)ek->chunk);
+  PetscCall(InflEigenSetFromOptions(ek->comm)); /* the fit's eigensolves: -eigen_* */
   ek->fisher = (InflFisher)kind;
   ek->seed   = (uint64_t)seed;
   if (set) PetscCall(InflEKFACSetDamping(ek, damping));
@@ -403,6 +404,11 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
     InflCheckAll(ek->comm, bad < 0, PETSC_ERR_ARG_OUTOFRANGE, "training label %" PRId64 " of example %" PRId64 " is not below the model's %d classes; the data set does not match the model", bad >= 0 ? y[bad] : 0, start + bad, (int)C);
   }
 
+  { /* no chunk larger than the largest shard: a larger one would only allocate */
+    int64_t maxcount = count;
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &maxcount, 1, MPI_INT64_T, MPI_MAX, ek->comm));
+    ek->chunk = (PetscInt)PetscMax(1, PetscMin((int64_t)ek->chunk, maxcount));
+  }
   PetscCall(InflChunkFromMemLimit(ek->comm, "infl fit", (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + 2 * InflEKFACBytes(model), InflModelCaptureBytes(model) + 4 * sizeof(double) * maxd + 2 * sizeof(int64_t), &ek->chunk));
   PetscCall(InflCaptureCreate(model, ek->chunk, &cap));
   PetscCall(PetscMalloc6((size_t)ek->chunk * maxd, &bufa, (size_t)ek->chunk * maxd, &bufd, (size_t)ek->chunk * maxd, &ta, (size_t)ek->chunk * maxd, &td, ek->chunk, &ys, ek->chunk, &idx));

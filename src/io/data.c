@@ -202,6 +202,7 @@ static PetscErrorCode h5_check_layout(hid_t fid, const char path[], int64_t limi
   int64_t din[8], dlab[8];
   hid_t   dset, type;
   H5T_class_t cin, clab;
+  size_t      sin, slab; /* bytes per element as stored */
 
   PetscFunctionBegin;
   PetscCall(InflH5GetDims(fid, "/inputs", &nd_in, din));
@@ -212,15 +213,20 @@ static PetscErrorCode h5_check_layout(hid_t fid, const char path[], int64_t limi
   InflCallH5(dset = H5Dopen2(fid, "/inputs", H5P_DEFAULT));
   InflCallH5(type = H5Dget_type(dset));
   cin = H5Tget_class(type);
+  sin = H5Tget_size(type);
   InflCallH5(H5Tclose(type));
   InflCallH5(H5Dclose(dset));
   InflCallH5(dset = H5Dopen2(fid, "/labels", H5P_DEFAULT));
   InflCallH5(type = H5Dget_type(dset));
   clab = H5Tget_class(type);
+  slab = H5Tget_size(type);
   InflCallH5(H5Tclose(type));
   InflCallH5(H5Dclose(dset));
   PetscCheck(cin == H5T_FLOAT, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: /inputs is not a floating-point dataset; store float32 or float64 (e.g. x.astype(numpy.float32))", path);
   PetscCheck(clab == H5T_INTEGER, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: /labels is not an integer dataset; store class indices as integers", path);
+  /* a corrupt type header can claim elements of gigabytes, which HDF5's conversion would then allocate */
+  PetscCheck(sin >= 2 && sin <= 16, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: /inputs has %zu-byte floating-point elements; store float32 or float64 (the file may be corrupt)", path, sin);
+  PetscCheck(slab >= 1 && slab <= 8, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: /labels has %zu-byte integers; store 8- to 64-bit integers (the file may be corrupt)", path, slab);
   PetscCheck(din[0] == dlab[0], PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: /inputs has %" PRId64 " rows but /labels has %" PRId64 "; they must match", path, din[0], dlab[0]);
   data->Nfile = din[0];
   data->d     = din[1];

@@ -153,6 +153,7 @@ data_h5_missing    | $W/nope.h5.*[Nn]o such file                   | fit $M -tra
 data_h5_not_hdf5   | garbage.h5.*HDF5                                          | fit $M -train h5:$W/garbage.h5 -out $W/out/f.h5
 data_h5_nan        | h5:$W/nan.h5: example 4 has a non-finite input \(NaN\) at feature 17 | fit $M -train h5:$W/nan.h5 -out $W/out/f.h5
 data_h5_float_lab  | floatlabels.h5: /labels is not an integer dataset         | fit $M -train h5:$W/floatlabels.h5 -out $W/out/f.h5
+data_h5_huge_type  | huge_label_type.h5: /labels has [0-9]+-byte integers      | fit $M -train h5:$src/fuzz/corpus/fuzz_h5data/huge_label_type.h5 -out $W/out/f.h5
 data_h5_no_inputs  | factors.h5: no dataset /inputs                            | fit $M -train h5:$W/factors.h5 -out $W/out/f.h5
 data_wrong_width   | has 10 features per example but the model's input dimension is 784 | fit $M -train h5:$W/narrow.h5 -out $W/out/f.h5
 query_nan          | h5:$W/nan.h5: example 4 has a non-finite input            | score $M $F $TR -query h5:$W/nan.h5 -out $W/out/s.h5
@@ -165,6 +166,8 @@ topk_zero          | -score_topk 0 must be positive                            |
 topk_negative      | -score_topk -3 must be positive                           | score $M $F $TR $Q -score_topk -3 -out $W/out/s.h5
 unknown_option     | unknown or unused option: -score_topkk 5                  | score $M $F $TR $Q -score_topkk 5 -out $W/out/s.h5
 unknown_option_fit | unknown or unused option: -ekfac_dampin 0.1               | fit $M $TR -ekfac_dampin 0.1 -out $W/out/f.h5
+eigen_groups_zero  | -eigen_groups 0 must be >= 1                             | fit $M $TR -eigen_groups 0 -out $W/out/f.h5
+eigen_grid_bad     | -eigen_grid 2by2: expected PxQ                           | fit $M $TR -eigen_grid 2by2 -out $W/out/f.h5
 missing_model_opt  | option -model is required                                 | fit $TR -out $W/out/f.h5
 # --- outputs
 out_exists_fit     | output $W/out/existing.h5 exists; pass -overwrite         | fit $M $TR -out $W/out/existing.h5
@@ -186,6 +189,7 @@ works fit_3_examples  "$np_many" fit $M -train $T -train_limit 3 -out "$W/out/f3
 works score_3_examples "$np_many" score $M -factors "$W/out/f3.h5" -train $T -train_limit 3 $Q -query_indices 0:2 -score_topk 2 -out "$W/out/s3.h5"
 works self_3_examples "$np_many" self $M -factors "$W/out/f3.h5" -train $T -train_limit 3 -out "$W/out/self3.h5"
 works overwrite       "$NP" fit $M $TR -out "$W/out/existing.h5" -overwrite
+works eigen_options   "$NP" fit $M $TR -eigen_lapack 0 -eigen_groups 1 -eigen_block_size 16 -ekfac_chunk 2000000000 -out "$W/out/feig.h5"
 # -score_topk larger than the training set: clamped to N (with a note), no padding rows
 works topk_above_n    "$NP" score $M -factors "$W/out/f3.h5" -train $T -train_limit 3 $Q -query_indices 0:2 -score_topk 50 -out "$W/out/sbig.h5"
 if [ -f "$W/out/sbig.h5" ]; then
