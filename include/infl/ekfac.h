@@ -83,7 +83,7 @@ PetscErrorCode InflEKFACRotatedSquares(InflEKFAC ek, PetscInt l, const InflCaptu
 PetscErrorCode InflEKFACSelfInfluenceCapture(InflEKFAC ek, PetscInt l, const InflCapture *cap, double out[]);
 
 /* Not collective.  Rank-r approximation of one layer's preconditioned query gradient P (nd, na) from its SVD
- * (LAPACK dgesvd): on return U (nd, r) = U_r S_r, V (na, r) = V_r and P = U V^T (in place).  Grosse et al. (2023),
+ * (LAPACK dgesdd): on return U (nd, r) = U_r S_r, V (na, r) = V_r and P = U V^T (in place).  Grosse et al. (2023),
  * section 3.2, use r = 32.  Error if r is not in [1, min(nd, na)]. */
 PetscErrorCode InflLowRankApprox(PetscInt nd, PetscInt na, PetscInt r, double P[], double U[], double V[]);
 #endif
