@@ -27,6 +27,42 @@ static PetscBool   local_error = PETSC_FALSE; /* the first error was raised on a
 static char        local_msg[INFL_MSG_LEN];
 static MPI_Comm    agree_comm = MPI_COMM_NULL;
 
+/* PETSc's messages for an option value it cannot parse name the value but not the option: find the option given that
+ * value on the command line or in the options file, and say what the value should be. */
+static const char *option_hint(const char *mess)
+{
+  static char hint[512];
+  const char *kind, *p;
+  char        value[128] = "", *all = NULL, *save = NULL, *prev = NULL;
+  size_t      n = 0;
+
+  if (!mess) return "";
+  if ((p = strstr(mess, "Input string ")) != NULL) {
+    p += strlen("Input string ");
+    kind = strstr(mess, "integer") ? "an integer" : "a number";
+  } else if ((p = strstr(mess, "Unknown logical value: ")) != NULL) {
+    p += strlen("Unknown logical value: ");
+    kind = "0 or 1, true or false";
+  } else return "";
+  while (p[n] && p[n] != ' ' && n + 1 < sizeof(value)) {
+    value[n] = p[n];
+    n++;
+  }
+  value[n] = 0;
+  snprintf(hint, sizeof(hint), ": a malformed option value; give %s (-help lists the options)", kind);
+  if (n && !PetscOptionsGetAll(NULL, &all) && all) {
+    for (char *tok = strtok_r(all, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+      if (prev && prev[0] == '-' && !strcmp(tok, value)) {
+        snprintf(hint, sizeof(hint), ": the value of %s is malformed; give %s (-help lists the options)", prev, kind);
+        break;
+      }
+      prev = tok;
+    }
+    PetscFree(all);
+  }
+  return hint;
+}
+
 /* Print the first error once: on rank 0 of the communicator it was raised on (all its ranks agree on it). */
 static PetscErrorCode error_handler(MPI_Comm comm, int line, const char *fun, const char *file, PetscErrorCode n, PetscErrorType p, const char *mess, void *ctx)
 {
@@ -43,10 +79,10 @@ static PetscErrorCode error_handler(MPI_Comm comm, int line, const char *fun, co
     /* raised on a part of the ranks (often all of them, e.g. a malformed option value): main() finds out whether
      * every rank failed before printing, so that the message appears once */
     local_error = PETSC_TRUE;
-    snprintf(local_msg, sizeof(local_msg), "%s%s", mess ? mess : "", mess && strstr(mess, "Input string") ? ": a malformed option value; check the numbers given to the options (-help lists them)" : "");
+    snprintf(local_msg, sizeof(local_msg), "%s%s", mess ? mess : "", option_hint(mess));
   } else if (rank == 0) {
     if (n == INFL_ERR_INTERRUPTED) fprintf(stderr, "infl %s: %s\n", subcommand, mess ? mess : "");
-    else fprintf(stderr, "infl %s: error: %s\n", subcommand, mess ? mess : "");
+    else fprintf(stderr, "infl %s: error: %s%s\n", subcommand, mess ? mess : "", option_hint(mess));
     fflush(stderr);
   }
   if (getenv("INFL_DEBUG")) fprintf(stderr, "  [rank %d] raised in %s() at %s:%d (code %d)\n", wrank, fun, file, line, (int)n);

@@ -167,6 +167,9 @@ topk_negative      | -score_topk -3 must be positive                           |
 unknown_option     | unknown or unused option: -score_topkk 5                  | score $M $F $TR $Q -score_topkk 5 -out $W/out/s.h5
 unknown_option_fit | unknown or unused option: -ekfac_dampin 0.1               | fit $M $TR -ekfac_dampin 0.1 -out $W/out/f.h5
 eigen_groups_zero  | -eigen_groups 0 must be >= 1                             | fit $M $TR -eigen_groups 0 -out $W/out/f.h5
+malformed_int      | the value of -ekfac_chunk is malformed; give an integer  | fit $M $TR -ekfac_chunk abc -out $W/out/f.h5
+malformed_real     | the value of -ekfac_damping is malformed; give a number  | fit $M $TR -ekfac_damping 1e-3x -out $W/out/f.h5
+malformed_bool     | the value of -eigen_lapack is malformed; give 0 or 1     | fit $M $TR -eigen_lapack maybe -out $W/out/f.h5
 eigen_grid_bad     | -eigen_grid 2by2: expected PxQ                           | fit $M $TR -eigen_grid 2by2 -out $W/out/f.h5
 missing_model_opt  | option -model is required                                 | fit $TR -out $W/out/f.h5
 # --- outputs
