@@ -418,6 +418,25 @@ static PetscErrorCode scorer_set_queries_owned(InflScorer sc, InflModel model, P
   PetscFunctionReturn(0);
 }
 
+/* all (Q, per) = every rank's block of queries (InflPartition of Q over comm), `per` doubles per query, from mine.
+ * counts, displs: scratch of the communicator's size. */
+static PetscErrorCode gather_query_blocks(MPI_Comm comm, PetscInt Q, int64_t per, const double mine[], double all[], PetscMPIInt counts[], PetscMPIInt displs[])
+{
+  PetscMPIInt rank, size;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  for (PetscMPIInt r = 0; r < size; r++) {
+    int64_t s0, sn;
+    InflPartition(Q, size, r, &s0, &sn);
+    PetscCall(InflMPIIntCast(sn * per, "block of gathered query data", &counts[r]));
+    PetscCall(InflMPIIntCast(s0 * per, "offset of gathered query data", &displs[r]));
+  }
+  PetscCallMPI(MPI_Allgatherv(mine, counts[rank], MPI_DOUBLE, all, counts, displs, MPI_DOUBLE, comm));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek, PetscInt Q, const float xq[], const int64_t yq[], const int64_t qindex[])
 {
   PetscMPIInt   rank, size, *counts, *displs;
@@ -478,25 +497,13 @@ PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek
       PetscCall(PetscMalloc2((size_t)PetscMax(nq, 1) * wq, &myUV, (size_t)Q * wq, &P[l]));
       if (nq > 0) PetscCall(low_rank_factors((PetscInt)nq, nd, na, sc->rank, mine, myUV));
       PetscCall(PetscFree(mine));
-      for (PetscMPIInt r = 0; r < size; r++) {
-        int64_t s0, sn;
-        InflPartition(Q, size, r, &s0, &sn);
-        PetscCall(InflMPIIntCast(sn * wq, "low-rank query factors", &counts[r]));
-        PetscCall(InflMPIIntCast(s0 * wq, "low-rank query factors offset", &displs[r]));
-      }
-      PetscCallMPI(MPI_Allgatherv(myUV, counts[rank], MPI_DOUBLE, P[l], counts, displs, MPI_DOUBLE, sc->comm));
+      PetscCall(gather_query_blocks(sc->comm, Q, wq, myUV, P[l], counts, displs));
       PetscCall(scorer_set_low_rank(sc, l, nd, na, P[l]));
       PetscCall(PetscFree2(myUV, P[l]));
       continue;
     }
     PetscCall(PetscMalloc1((size_t)Q * per, &P[l]));
-    for (PetscMPIInt r = 0; r < size; r++) {
-      int64_t s0, sn;
-      InflPartition(Q, size, r, &s0, &sn);
-      PetscCall(InflMPIIntCast(sn * per, "preconditioned query block", &counts[r]));
-      PetscCall(InflMPIIntCast(s0 * per, "preconditioned query offset", &displs[r]));
-    }
-    PetscCallMPI(MPI_Allgatherv(mine, counts[rank], MPI_DOUBLE, P[l], counts, displs, MPI_DOUBLE, sc->comm));
+    PetscCall(gather_query_blocks(sc->comm, Q, per, mine, P[l], counts, displs));
     PetscCall(PetscFree(mine));
     PetscCall(scorer_set_layer(sc, l, P[l])); /* one layer's double copy at a time */
     P[l] = NULL;
