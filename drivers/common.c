@@ -15,6 +15,7 @@ PetscErrorCode DriverGetString(MPI_Comm comm, const char name[], const char text
   PetscCall(PetscOptionsString(name, text, NULL, value, value, len, &set));
   PetscOptionsEnd();
   PetscCheck(set || !required || help, comm, PETSC_ERR_ARG_NULL, "option %s is required: %s", name, text);
+  PetscCheck(!set || value[0] || help, comm, PETSC_ERR_ARG_NULL, "option %s was given without a value: %s", name, text);
   PetscFunctionReturn(0);
 }
 
@@ -153,13 +154,45 @@ PetscErrorCode DriverCheckOutput(MPI_Comm comm, const char path[], PetscBool ove
   PetscFunctionReturn(0);
 }
 
+/* infl's options that take a value but were given without one (PETSc then keeps the default silently): the first
+ * such option in *bad, or "" (options of PETSc itself and infl's true/false flags may go without a value). */
+static PetscErrorCode valueless_option(char bad[], size_t len)
+{
+  static const char *flags[]    = {"-eigen_lapack", "-ekfac_kfac", "-ihvp_allow_unconverged", "-overwrite", "-score_per_layer", "-score_save_all", "-help"};
+  static const char *prefixes[] = {"-ekfac_", "-score_", "-eigen_", "-train_", "-model_", "-query_", "-self_", "-report_", "-ihvp_", "-fidelity_", "-mem_limit", "-checkpoint_", "-progress_", "-class_names", "-data_"};
+  char *all = NULL, *save = NULL, *prev = NULL;
+
+  PetscFunctionBegin;
+  bad[0] = 0;
+  PetscCall(PetscOptionsGetAll(NULL, &all));
+  /* "-name value -flag -name value": a name is '-' and a letter; a name followed by a name (or the end) has no value */
+  for (char *tok = strtok_r(all, " ", &save);; tok = strtok_r(NULL, " ", &save)) {
+    PetscBool is_name = (tok && tok[0] == '-' && ((tok[1] >= 'a' && tok[1] <= 'z') || (tok[1] >= 'A' && tok[1] <= 'Z'))) ? PETSC_TRUE : PETSC_FALSE;
+    if (prev && (!tok || is_name)) {
+      PetscBool ours = PETSC_FALSE, flag = PETSC_FALSE;
+      for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) if (!strncmp(prev, prefixes[i], strlen(prefixes[i]))) ours = PETSC_TRUE;
+      for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) if (!strcmp(prev, flags[i])) flag = PETSC_TRUE;
+      if (ours && !flag) {
+        PetscCall(PetscStrncpy(bad, prev, len));
+        break;
+      }
+    }
+    if (!tok) break;
+    prev = is_name ? tok : NULL;
+  }
+  PetscCall(PetscFree(all));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode DriverCheckUnusedOptions(MPI_Comm comm)
 {
   PetscInt  n, nleft;
   char    **names, **values;
-  char      list[2048] = "";
+  char      list[2048] = "", bad[256];
 
   PetscFunctionBegin;
+  PetscCall(valueless_option(bad, sizeof(bad)));
+  PetscCheck(!bad[0], comm, PETSC_ERR_ARG_WRONG, "option %s was given without a value; give one (-help lists the options and their defaults)", bad);
   PetscCall(PetscOptionsLeftGet(NULL, &n, &names, &values));
   for (PetscInt i = 0; i < n; i++) {
     size_t len;

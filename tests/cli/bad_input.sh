@@ -168,6 +168,9 @@ unknown_option     | unknown or unused option: -score_topkk 5                  |
 unknown_option_fit | unknown or unused option: -ekfac_dampin 0.1               | fit $M $TR -ekfac_dampin 0.1 -out $W/out/f.h5
 eigen_groups_zero  | -eigen_groups 0 must be >= 1                             | fit $M $TR -eigen_groups 0 -out $W/out/f.h5
 malformed_int      | the value of -ekfac_chunk is malformed; give an integer  | fit $M $TR -ekfac_chunk abc -out $W/out/f.h5
+valueless_int      | option -ekfac_chunk was given without a value             | fit $M $TR -out $W/out/f.h5 -ekfac_chunk
+valueless_elist    | option -model_precision was given without a value         | fit $M $TR -model_precision -ekfac_chunk 64 -out $W/out/f.h5
+valueless_out      | option -out was given without a value                     | fit $M $TR -out -overwrite
 malformed_real     | the value of -ekfac_damping is malformed; give a number  | fit $M $TR -ekfac_damping 1e-3x -out $W/out/f.h5
 malformed_bool     | the value of -eigen_lapack is malformed; give 0 or 1     | fit $M $TR -eigen_lapack maybe -out $W/out/f.h5
 eigen_grid_bad     | -eigen_grid 2by2: expected PxQ                           | fit $M $TR -eigen_grid 2by2 -out $W/out/f.h5
