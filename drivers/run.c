@@ -194,6 +194,7 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
     PetscCall(PetscPrintf(comm, "== train: %s\n", mpath));
     PetscCall(InflModelCreate(comm, &model));
     PetscCall(InflModelSetUpMLP(model, nd, dims, INFL_ACT_RELU, topt.seed));
+    PetscCall(PetscPrintf(comm, "initialized with seed %d (before training): ", (int)topt.seed));
     PetscCall(InflModelView(model, NULL));
     PetscCall(PetscStrncpy(topt.checkpoint, mpath, sizeof(topt.checkpoint)));
     PetscCall(InflModelTrain(model, train, test, &topt));

@@ -35,6 +35,7 @@ PetscErrorCode InflDriverTrain(MPI_Comm comm, PetscBool help)
   PetscCall(DriverMLPDims(comm, train, dims, &nd, dset));
   PetscCall(InflModelCreate(comm, &model));
   PetscCall(InflModelSetUpMLP(model, nd, dims, act, topt.seed));
+  PetscCall(PetscPrintf(comm, "initialized with seed %d (before training): ", (int)topt.seed)); /* the hash is the initial one */
   PetscCall(InflModelView(model, NULL));
   PetscCall(PetscPrintf(comm, "training on %" PRId64 " examples: %s, %d epochs, batch %d, lr %g\n", N, topt.optimizer == INFL_OPT_ADAM ? "adam" : "sgd", (int)topt.epochs, (int)topt.batch, topt.lr));
   PetscCall(PetscStrncpy(topt.checkpoint, out, sizeof(topt.checkpoint)));
