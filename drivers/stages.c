@@ -178,10 +178,7 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
   PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", out));
   PetscCall(PetscSNPrintf(tmp, sizeof(tmp), "%s.partial.tmp", out));
   if (InflFileExists(partial)) { /* resume */
-    PetscCall(InflH5Open(comm, partial, PETSC_FALSE, &file));
-    PetscCall(InflCheckpointCheckAttr(comm, file, partial, "stage", "self (partial)"));
-    PetscCall(InflCheckpointCheckAttr(comm, file, partial, "model_sha256", mh));
-    PetscCall(InflCheckpointCheckAttr(comm, file, partial, "train_sha256", th));
+    PetscCall(InflCheckpointOpen(comm, partial, "self (partial)", mh, th, NULL, &file));
     PetscCall(InflRangesRead(file, &done));
     PetscCall(InflH5ReadRows(file, "/self_influence", H5T_NATIVE_DOUBLE, start, count, self));
     PetscCall(InflH5Close(&file));
@@ -192,7 +189,7 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
     InflLinear *lin;
     PetscCall(InflModelGetLayers(model, &L, &lin));
     for (PetscInt l = 0; l < L; l++) maxd = PetscMax(maxd, PetscMax(lin[l].din + 1, lin[l].dout));
-    PetscCall(InflChunkFromMemLimit(comm, "infl self", (size_t)count * (sizeof(float) * d + sizeof(int64_t) + sizeof(double)) + InflEKFACBytes(model), InflModelCaptureBytes(model) + sizeof(double) * (4 * (size_t)maxd + 1), &chunk));
+    PetscCall(InflChunkFromMemLimit(comm, "infl self", count, (size_t)count * (sizeof(float) * d + sizeof(int64_t) + sizeof(double)) + InflEKFACBytes(model), InflModelCaptureBytes(model) + sizeof(double) * (4 * (size_t)maxd + 1), &chunk));
   }
   PetscCall(InflCaptureCreate(model, chunk, &cap));
   PetscCall(PetscTime(&t0));

@@ -83,6 +83,11 @@ PetscErrorCode InflInterrupted(MPI_Comm comm, const char stage[], const char par
  * (e.g. model_sha256); error naming the file, both values and the fix (remove it) otherwise. */
 PetscErrorCode InflCheckpointCheckAttr(MPI_Comm comm, hid_t file, const char path[], const char key[], const char value[]);
 
+/* Collective: open the partial file `path` of a run to resume it, after checking (InflCheckpointCheckAttr) that its
+ * attributes stage, model_sha256, train_sha256 and checkpoint_key equal the given values (a NULL value is not
+ * checked).  The caller closes *file. */
+PetscErrorCode InflCheckpointOpen(MPI_Comm comm, const char path[], const char stage[], const char model_sha256[], const char train_sha256[], const char checkpoint_key[], hid_t *file);
+
 /* Collective: rank 0 removes `path` if it exists. */
 PetscErrorCode InflRemoveAll(MPI_Comm comm, const char path[]);
 

@@ -83,11 +83,12 @@ PetscErrorCode InflPeakMemory(size_t *bytes);
 /* Collective: print "STAGE: peak memory per rank X MiB (max over ranks)" on rank 0 of comm. */
 PetscErrorCode InflReportPeakMemory(MPI_Comm comm, const char stage[]);
 
-/* Collective.  Chunk size of a stage from -mem_limit (bytes per rank; suffixes K, M, G; e.g. 2G): with `resident`
- * bytes held whatever the chunk (data shard, factors, queries, a margin for the libraries) and `per_example` bytes per
- * example of a chunk, *chunk = min(*chunk, (limit - resident) / per_example).  Without -mem_limit *chunk is unchanged.
+/* Collective.  Chunk size of a stage over `count` examples on this rank: *chunk is first capped at the largest count
+ * over the ranks (at least 1: a larger chunk would only allocate), then, with -mem_limit (bytes per rank; suffixes
+ * K, M, G; e.g. 2G), `resident` bytes held whatever the chunk (data shard, factors, queries, a margin for the
+ * libraries) and `per_example` bytes per example of a chunk, *chunk = min(*chunk, (limit - resident) / per_example).
  * Error if the limit does not hold `resident` plus one example (names the stage and both numbers). */
-PetscErrorCode InflChunkFromMemLimit(MPI_Comm comm, const char stage[], size_t resident, size_t per_example, PetscInt *chunk);
+PetscErrorCode InflChunkFromMemLimit(MPI_Comm comm, const char stage[], int64_t count, size_t resident, size_t per_example, PetscInt *chunk);
 
 /* Rename `from` to `to` on rank 0 of comm, agreed on all ranks (the atomic end of a stage). Collective. */
 PetscErrorCode InflRenameAll(MPI_Comm comm, const char from[], const char to[]);

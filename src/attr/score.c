@@ -152,12 +152,8 @@ static PetscErrorCode scorer_restore(InflScorer sc, InflRanges *done)
   PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", sc->out));
   if (!InflFileExists(partial)) PetscFunctionReturn(0);
   PetscCallMPI(MPI_Comm_rank(sc->comm, &rank));
-  PetscCall(InflH5Open(sc->comm, partial, PETSC_FALSE, &file));
-  PetscCall(InflCheckpointCheckAttr(sc->comm, file, partial, "stage", "score (partial)"));
-    PetscCall(InflCheckpointCheckAttr(sc->comm, file, partial, "model_sha256", sc->model_hash));
-  PetscCall(InflCheckpointCheckAttr(sc->comm, file, partial, "train_sha256", sc->train_hash));
   PetscCall(scorer_key(sc, key, sizeof(key)));
-  PetscCall(InflCheckpointCheckAttr(sc->comm, file, partial, "checkpoint_key", key));
+  PetscCall(InflCheckpointOpen(sc->comm, partial, "score (partial)", sc->model_hash, sc->train_hash, key, &file));
   PetscCall(InflRangesRead(file, done));
   for (int w = 0; w < 2; w++) {
     char     name[64];
@@ -702,7 +698,7 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
       for (PetscInt l = 0; l < sc->L; l++) transient = PetscMax(transient, sizeof(double) * (size_t)sc->dout[l] * (sc->din[l] + 1) * (size_t)(sc->Q + (sc->Q + size - 1) / size));
       resident += transient;
     }
-    PetscCall(InflChunkFromMemLimit(sc->comm, "infl score", resident + 4 * 1024 * 1024, per, &sc->chunk));
+    PetscCall(InflChunkFromMemLimit(sc->comm, "infl score", count, resident + 4 * 1024 * 1024, per, &sc->chunk));
   }
   PetscCall(InflCaptureCreate(sc->model, sc->chunk, &cap));
   {

@@ -257,6 +257,18 @@ PetscErrorCode InflCheckpointCheckAttr(MPI_Comm comm, hid_t file, const char pat
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode InflCheckpointOpen(MPI_Comm comm, const char path[], const char stage[], const char model_sha256[], const char train_sha256[], const char checkpoint_key[], hid_t *file)
+{
+  const char *keys[4]   = {"stage", "model_sha256", "train_sha256", "checkpoint_key"};
+  const char *values[4] = {stage, model_sha256, train_sha256, checkpoint_key};
+
+  PetscFunctionBegin;
+  PetscCall(InflH5Open(comm, path, PETSC_FALSE, file));
+  for (int i = 0; i < 4; i++)
+    if (values[i]) PetscCall(InflCheckpointCheckAttr(comm, *file, path, keys[i], values[i]));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflRemoveAll(MPI_Comm comm, const char path[])
 {
   PetscMPIInt rank;

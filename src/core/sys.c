@@ -241,14 +241,16 @@ static PetscErrorCode parse_bytes(MPI_Comm comm, const char text[], double *byte
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflChunkFromMemLimit(MPI_Comm comm, const char stage[], size_t resident, size_t per_example, PetscInt *chunk)
+PetscErrorCode InflChunkFromMemLimit(MPI_Comm comm, const char stage[], int64_t count, size_t resident, size_t per_example, PetscInt *chunk)
 {
   char      text[64];
   PetscBool set;
   double    limit, fixed = (double)resident + 64.0 * 1024 * 1024; /* libraries (MPI, PETSc, HDF5, OpenBLAS buffers) */
-  int64_t   c;
+  int64_t   c, maxcount = count;
 
   PetscFunctionBegin;
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &maxcount, 1, MPI_INT64_T, MPI_MAX, comm));
+  *chunk = (PetscInt)PetscMax(1, PetscMin((int64_t)*chunk, maxcount));
   PetscCall(PetscOptionsGetString(NULL, NULL, "-mem_limit", text, sizeof(text), &set));
   if (!set) PetscFunctionReturn(0);
   PetscCall(parse_bytes(comm, text, &limit));

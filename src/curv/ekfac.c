@@ -127,12 +127,8 @@ static PetscErrorCode ekfac_restore(InflEKFAC ek, int *pass, InflRanges *done)
   PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", ek->out));
   if (!ek->out[0] || !InflFileExists(partial)) PetscFunctionReturn(0);
   PetscCallMPI(MPI_Comm_rank(ek->comm, &rank));
-  PetscCall(InflH5Open(ek->comm, partial, PETSC_FALSE, &file));
-  PetscCall(InflCheckpointCheckAttr(ek->comm, file, partial, "stage", "fit (partial)"));
-    PetscCall(InflCheckpointCheckAttr(ek->comm, file, partial, "model_sha256", ek->model_hash));
-  PetscCall(InflCheckpointCheckAttr(ek->comm, file, partial, "train_sha256", ek->train_hash));
   PetscCall(ekfac_key(ek, key, sizeof(key)));
-  PetscCall(InflCheckpointCheckAttr(ek->comm, file, partial, "checkpoint_key", key));
+  PetscCall(InflCheckpointOpen(ek->comm, partial, "fit (partial)", ek->model_hash, ek->train_hash, key, &file));
   PetscCall(InflH5GetAttrInt(file, "/", "pass", &p));
   PetscCall(InflRangesRead(file, done));
   for (PetscInt l = 0; l < ek->L; l++) {
@@ -254,19 +250,12 @@ PetscErrorCode InflEKFACSetDamping(InflEKFAC ek, double damping)
   PetscFunctionReturn(0);
 }
 
-/* The eigenbases changed (fit, load, restore): drop their single-precision copies. */
-static PetscErrorCode ekfac_bases_changed(InflEKFAC ek)
-{
-  PetscFunctionBegin;
-  if (ek->QAf) for (PetscInt l = 0; l < ek->L; l++) PetscCall(PetscFree2(ek->QAf[l], ek->QSf[l]));
-  PetscCall(PetscFree2(ek->QAf, ek->QSf));
-  PetscFunctionReturn(0);
-}
-
 static PetscErrorCode ekfac_free_layers(InflEKFAC ek)
 {
   PetscFunctionBegin;
-  PetscCall(ekfac_bases_changed(ek));
+  /* the single-precision copies of the eigenbases go with them (fit and load reallocate the layers first) */
+  if (ek->QAf) for (PetscInt l = 0; l < ek->L; l++) PetscCall(PetscFree2(ek->QAf[l], ek->QSf[l]));
+  PetscCall(PetscFree2(ek->QAf, ek->QSf));
   for (PetscInt l = 0; l < ek->L; l++) {
     InflEKFACLayer *ly = &ek->layers[l];
     PetscCall(PetscFree(ly->A));
@@ -406,12 +395,7 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
     InflCheckAll(ek->comm, bad < 0, PETSC_ERR_ARG_OUTOFRANGE, "training label %" PRId64 " of example %" PRId64 " is not below the model's %d classes; the data set does not match the model", bad >= 0 ? y[bad] : 0, start + bad, (int)C);
   }
 
-  { /* no chunk larger than the largest shard: a larger one would only allocate */
-    int64_t maxcount = count;
-    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &maxcount, 1, MPI_INT64_T, MPI_MAX, ek->comm));
-    ek->chunk = (PetscInt)PetscMax(1, PetscMin((int64_t)ek->chunk, maxcount));
-  }
-  PetscCall(InflChunkFromMemLimit(ek->comm, "infl fit", (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + 2 * InflEKFACBytes(model), InflModelCaptureBytes(model) + 4 * sizeof(double) * maxd + 2 * sizeof(int64_t), &ek->chunk));
+  PetscCall(InflChunkFromMemLimit(ek->comm, "infl fit", count, (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + 2 * InflEKFACBytes(model), InflModelCaptureBytes(model) + 4 * sizeof(double) * maxd + 2 * sizeof(int64_t), &ek->chunk));
   PetscCall(InflCaptureCreate(model, ek->chunk, &cap));
   PetscCall(PetscMalloc6((size_t)ek->chunk * maxd, &bufa, (size_t)ek->chunk * maxd, &bufd, (size_t)ek->chunk * maxd, &ta, (size_t)ek->chunk * maxd, &td, ek->chunk, &ys, ek->chunk, &idx));
 
@@ -756,7 +740,7 @@ static void rotate_squares_f32(PetscInt B, PetscInt n, const float x[], const fl
       const float *xi = x + (int64_t)(r0 + i) * n;
       float       *bi = buf + (int64_t)i * n, m = 0;
       if (scale) for (PetscInt j = 0; j < n; j++) m = PetscMax(m, fabsf(xi[j]));
-      if (m > 0 && scale) {
+      if (m > 0) {
         const float inv = 1.0f / m;
         for (PetscInt j = 0; j < n; j++) bi[j] = xi[j] * inv;
         s2[i] = (double)m * (double)m;

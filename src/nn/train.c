@@ -151,10 +151,7 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
     if (InflFileExists(partial)) {
       hid_t   file;
       int64_t dims[1] = {np}, two[1] = {2}, e;
-      PetscCall(InflH5Open(comm, partial, PETSC_FALSE, &file));
-      PetscCall(InflCheckpointCheckAttr(comm, file, partial, "stage", "train (partial)"));
-      PetscCall(InflCheckpointCheckAttr(comm, file, partial, "train_sha256", train_hash));
-      PetscCall(InflCheckpointCheckAttr(comm, file, partial, "checkpoint_key", key));
+      PetscCall(InflCheckpointOpen(comm, partial, "train (partial)", NULL, train_hash, key, &file));
       PetscCall(InflH5GetAttrInt(file, "/", "epoch", &e));
       PetscCall(InflH5GetAttrInt(file, "/", "batch_start", &resume_b0));
       PetscCall(InflH5GetAttrInt(file, "/", "step", &step));
