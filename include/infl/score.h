@@ -44,11 +44,18 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train);
 PetscErrorCode InflScorerGetTopK(InflScorer sc, InflTopK **top, InflTopK **bottom);
 /* After InflScorerScore with -score_save_all: this rank's block (Q, count) of the full matrix, row-major. */
 PetscErrorCode InflScorerGetLocalScores(InflScorer sc, int64_t *start, int64_t *count, const double **scores);
+/* Not collective.  The scale of the invariance bound of docs/FORMATS.md: qnorm (Q) out, ||P_q||_F over all layers of
+ * each query's preconditioned gradient as scored (its rank-r truncation with -score_rank); after InflScorerScore with
+ * -score_save_all, *train_norm (count) this rank's ||g_m||_F, the Frobenius norm of each training example's loss
+ * gradient over all layers (NULL without -score_save_all).  Either argument may be NULL.  By Cauchy-Schwarz
+ * |score(q, m)| <= qnorm[q] train_norm[m]. */
+PetscErrorCode InflScorerGetNorms(InflScorer sc, double qnorm[], const double **train_norm);
 /* Collective.  Write scores.h5 (PATH.partial, then rename):
  *   /query_indices (Q) int64, /query_labels (Q) int64, /topk/train_indices (Q, K) int64, /topk/scores (Q, K),
  *   /bottomk/train_indices, /bottomk/scores, with -score_save_all /scores float32 (Q, N) by collective
  *   hyperslabs, with -score_per_layer /topk/per_layer and /bottomk/per_layer (L, Q, K) (or /scores_per_layer
- *   (L, Q, N) float32 with -score_save_all); provenance attributes. */
+ *   (L, Q, N) float32 with -score_save_all); /query_norms (Q) and, with -score_save_all, /train_norms (N) float32
+ *   (InflScorerGetNorms); provenance attributes. */
 PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwrite);
 PetscErrorCode InflScorerDestroy(InflScorer *sc);
 

@@ -54,6 +54,8 @@ struct _p_InflScorer {
   int64_t       start, count;
   double       *local;        /* (Q, count) with save_all */
   double       *local_layer;  /* (L, Q, count) with save_all and per_layer */
+  double       *qnorm2;       /* (Q) ||P_q||_F^2 summed over layers, of the P scored (the truncation with -score_rank) */
+  double       *local_norm;   /* (count) with save_all: ||g_m||_F of each training example's loss gradient */
   double       *top_layer, *bottom_layer; /* (L, Q, K) with per_layer */
   char          model_hash[65], train_hash[65];
   int64_t       ntrain;
@@ -131,6 +133,7 @@ static PetscErrorCode scorer_checkpoint(InflScorer sc, const InflRanges *done)
   if (sc->save_all) {
     int64_t dims[2] = {sc->Q, sc->ntrain}, dims3[3] = {sc->L, sc->Q, sc->ntrain};
     PetscCall(column_block(file, "/checkpoint/scores", 2, dims, sc->start, sc->count, sc->local, PETSC_TRUE));
+    PetscCall(column_block(file, "/checkpoint/train_norms", 1, &sc->ntrain, sc->start, sc->count, sc->local_norm, PETSC_TRUE));
     if (sc->per_layer) PetscCall(column_block(file, "/checkpoint/scores_per_layer", 3, dims3, sc->start, sc->count, sc->local_layer, PETSC_TRUE));
   }
   PetscCall(InflRangesWrite(file, done));
@@ -174,6 +177,7 @@ static PetscErrorCode scorer_restore(InflScorer sc, InflRanges *done)
   if (sc->save_all) {
     int64_t dims[2] = {sc->Q, sc->ntrain}, dims3[3] = {sc->L, sc->Q, sc->ntrain};
     PetscCall(column_block(file, "/checkpoint/scores", 2, dims, sc->start, sc->count, sc->local, PETSC_FALSE));
+    PetscCall(column_block(file, "/checkpoint/train_norms", 1, &sc->ntrain, sc->start, sc->count, sc->local_norm, PETSC_FALSE));
     if (sc->per_layer) PetscCall(column_block(file, "/checkpoint/scores_per_layer", 3, dims3, sc->start, sc->count, sc->local_layer, PETSC_FALSE));
   }
   PetscCall(InflH5Close(&file));
@@ -240,6 +244,7 @@ static PetscErrorCode scorer_free_queries(InflScorer sc)
   PetscCall(PetscFree3(sc->din, sc->dout, sc->by_input));
   PetscCall(PetscFree2(sc->qindex, sc->qlabel));
   PetscCall(PetscFree2(sc->qpred, sc->qprob));
+  PetscCall(PetscFree(sc->qnorm2));
   sc->L = 0;
   PetscFunctionReturn(0);
 }
@@ -254,6 +259,8 @@ static PetscErrorCode scorer_set_low_rank(InflScorer sc, PetscInt l, PetscInt nd
 
   PetscFunctionBegin;
   sc->lr[l] = r;
+  for (PetscInt q = 0; q < Q; q++) /* V_r has orthonormal columns: ||U_r S_r V_r^T||_F = ||U_r S_r||_F */
+    for (int64_t i = 0; i < (int64_t)nd * r; i++) sc->qnorm2[q] += UV[(int64_t)q * wq + i] * UV[(int64_t)q * wq + i];
   PetscCall(PetscMalloc1((size_t)nd * w, &sc->U64[l]));
   PetscCall(PetscMalloc1((size_t)na * w, &sc->V64[l]));
   for (PetscInt q = 0; q < Q; q++) {
@@ -346,6 +353,7 @@ static PetscErrorCode scorer_begin_queries(InflScorer sc, InflModel model, Petsc
   PetscCall(PetscCalloc1(L, &sc->scale));
   PetscCall(PetscMalloc3(L, &sc->din, L, &sc->dout, L, &sc->by_input));
   PetscCall(PetscMalloc2(Q, &sc->qindex, Q, &sc->qlabel));
+  PetscCall(PetscCalloc1(Q, &sc->qnorm2));
   for (PetscInt q = 0; q < Q; q++) {
     sc->qindex[q] = qindex ? qindex[q] : q;
     sc->qlabel[q] = yq[q];
@@ -375,6 +383,8 @@ static PetscErrorCode scorer_set_layer(InflScorer sc, PetscInt l, double *Pl)
     PetscCall(scorer_low_rank(sc, l, nd, na));
     PetscFunctionReturn(0);
   }
+  for (PetscInt q = 0; q < Q; q++)
+    for (int64_t i = 0; i < per; i++) sc->qnorm2[q] += Pl[(int64_t)q * per + i] * Pl[(int64_t)q * per + i];
   if (!sc->by_input[l]) { /* (dout, Q*(din+1)); when by_input the layout (Q*dout, din+1) is Pq itself */
     PetscCall(PetscMalloc1((size_t)Q * per, &sc->P64[l]));
     for (PetscInt q = 0; q < Q; q++)
@@ -583,6 +593,30 @@ static PetscErrorCode score_register_events(void)
   PetscFunctionReturn(0);
 }
 
+/* norm (B) = ||g_b||_F, the Frobenius norm of each captured example's loss gradient over all layers: the gradient of
+ * layer l is the rank-one Ds a^T, whose norm is ||Ds|| ||a||.  Accumulated in double. */
+static PetscErrorCode capture_gradient_norms(const InflCapture *cap, double norm[])
+{
+  PetscFunctionBegin;
+  for (PetscInt b = 0; b < cap->B; b++) {
+    double g2 = 0;
+    for (PetscInt l = 0; l < cap->L; l++) {
+      PetscInt na = cap->din[l] + 1, nd = cap->dout[l];
+      double   a2 = 0, d2 = 0;
+      if (cap->prec == INFL_PREC_DOUBLE) {
+        for (PetscInt j = 0; j < na; j++) a2 += cap->a64[l][(int64_t)b * na + j] * cap->a64[l][(int64_t)b * na + j];
+        for (PetscInt i = 0; i < nd; i++) d2 += cap->ds64[l][(int64_t)b * nd + i] * cap->ds64[l][(int64_t)b * nd + i];
+      } else {
+        for (PetscInt j = 0; j < na; j++) a2 += (double)cap->a32[l][(int64_t)b * na + j] * cap->a32[l][(int64_t)b * na + j];
+        for (PetscInt i = 0; i < nd; i++) d2 += (double)cap->ds32[l][(int64_t)b * nd + i] * cap->ds32[l][(int64_t)b * nd + i];
+      }
+      g2 += a2 * d2;
+    }
+    norm[b] = sqrt(g2);
+  }
+  PetscFunctionReturn(0);
+}
+
 static PetscErrorCode score_chunk(void *ctx, int64_t lo, int64_t hi)
 {
   ScoreChunkCtx *c  = (ScoreChunkCtx *)ctx;
@@ -624,8 +658,10 @@ static PetscErrorCode score_chunk(void *ctx, int64_t lo, int64_t hi)
     }
   }
   PetscCall(PetscLogEventEnd(EV_KERNEL, 0, 0, 0, 0));
-  if (sc->local)
+  if (sc->local) {
     for (PetscInt q = 0; q < sc->Q; q++) PetscCall(PetscArraycpy(sc->local + (int64_t)q * c->count + off, out + (int64_t)q * B, B));
+    PetscCall(capture_gradient_norms(cap, sc->local_norm + off));
+  }
   PetscCall(PetscLogEventBegin(EV_TOPK, 0, 0, 0, 0));
   PetscCall(InflTopKPush(sc->top, B, out, NULL, lo));
   PetscCall(InflTopKPush(sc->bottom, B, out, NULL, lo));
@@ -681,7 +717,9 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   PetscCall(InflTopKCreate(sc->Q, sc->K, PETSC_FALSE, &sc->bottom));
   PetscCall(PetscFree(sc->local));
   PetscCall(PetscFree(sc->local_layer));
+  PetscCall(PetscFree(sc->local_norm));
   if (sc->save_all) PetscCall(PetscCalloc1((size_t)sc->Q * PetscMax(count, 1), &sc->local));
+  if (sc->save_all) PetscCall(PetscCalloc1((size_t)PetscMax(count, 1), &sc->local_norm));
   if (sc->save_all && sc->per_layer) PetscCall(PetscCalloc1((size_t)sc->L * sc->Q * PetscMax(count, 1), &sc->local_layer));
   {
     size_t resident = (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + InflEKFACBytes(sc->model), per = InflModelCaptureBytes(sc->model) + sizeof(double) * sc->Q * (sc->local_layer ? 2 : 1);
@@ -740,6 +778,15 @@ PetscErrorCode InflScorerGetTopK(InflScorer sc, InflTopK **top, InflTopK **botto
   PetscFunctionBegin;
   if (top) *top = sc->top;
   if (bottom) *bottom = sc->bottom;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflScorerGetNorms(InflScorer sc, double qnorm[], const double **train_norm)
+{
+  PetscFunctionBegin;
+  PetscCheck(sc->Q > 0, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflScorerSetQueries before InflScorerGetNorms");
+  if (qnorm) for (PetscInt q = 0; q < sc->Q; q++) qnorm[q] = sqrt(sc->qnorm2[q]);
+  if (train_norm) *train_norm = sc->local_norm;
   PetscFunctionReturn(0);
 }
 
@@ -826,6 +873,13 @@ PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwr
     PetscCall(InflH5WriteArray(file, "/query_predictions", H5T_NATIVE_INT64, 1, dq, sc->qpred));
     PetscCall(InflH5WriteArray(file, "/query_prediction_probability", H5T_NATIVE_DOUBLE, 1, dq, sc->qprob));
   }
+  {
+    double *qn;
+    PetscCall(PetscMalloc1(sc->Q, &qn));
+    for (PetscInt q = 0; q < sc->Q; q++) qn[q] = sqrt(sc->qnorm2[q]);
+    PetscCall(InflH5WriteArray(file, "/query_norms", H5T_NATIVE_DOUBLE, 1, dq, qn));
+    PetscCall(PetscFree(qn));
+  }
   for (int w = 0; w < 2; w++) {
     InflTopK   *t = w == 0 ? sc->top : sc->bottom;
     const char *g = w == 0 ? "/topk" : "/bottomk";
@@ -853,6 +907,7 @@ PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwr
   if (sc->save_all) {
     int64_t dims[2] = {sc->Q, sc->ntrain}, dims3[3] = {sc->L, sc->Q, sc->ntrain};
     PetscCall(column_block(file, "/scores", 2, dims, sc->start, sc->count, sc->local, PETSC_TRUE));
+    PetscCall(column_block(file, "/train_norms", 1, &sc->ntrain, sc->start, sc->count, sc->local_norm, PETSC_TRUE));
     if (sc->per_layer) PetscCall(column_block(file, "/scores_per_layer", 3, dims3, sc->start, sc->count, sc->local_layer, PETSC_TRUE));
   }
   PetscCall(InflH5Close(&file));
@@ -871,6 +926,7 @@ PetscErrorCode InflScorerDestroy(InflScorer *sc)
   PetscCall(InflTopKDestroy(&(*sc)->bottom));
   PetscCall(PetscFree((*sc)->local));
   PetscCall(PetscFree((*sc)->local_layer));
+  PetscCall(PetscFree((*sc)->local_norm));
   PetscCall(PetscFree2((*sc)->top_layer, (*sc)->bottom_layer));
   PetscCall(PetscFree(*sc));
   PetscFunctionReturn(0);
