@@ -725,8 +725,8 @@ size_t InflEKFACBytes(InflModel model)
 
 /* Rows [0, B) of x (B, n) times Q (n, n), squared into out (B, n) in double: single-precision GEMMs of exactly
  * INFL_ROTATION_BLOCK rows each (the last block zero-padded), so that every row takes the same path through the
- * BLAS whatever the chunk it came in, and a row's result does not depend on how examples are grouped into chunks or
- * ranks.  Rows are scaled by 1/max|row| before the product and the square is scaled back in double (when scale is
+ * BLAS whatever the chunk it came in (its place in the block still changes its rounding under some kernels, within
+ * the bound of docs/FORMATS.md).  Rows are scaled by 1/max|row| before the product and the square is scaled back in double (when scale is
  * set: pseudo-gradients of confidently classified examples are tiny, and denormal floats would both slow the GEMM
  * and lose their digits). */
 static void rotate_squares_f32(PetscInt B, PetscInt n, const float x[], const float Q[], PetscBool scale, float buf[], float out32[], double out[])
