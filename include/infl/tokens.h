@@ -14,8 +14,9 @@
  *                           the "%" line); a file without a "%" line is one document (its whole text).
  *       lines               one document per line, its text including its newline (a last line without a
  *                           newline is a document without one).
- *     Documents whose text is empty or holds only newlines ("\n") are skipped, and counted
- *     (InflTokensGetSkipped): a "%" line at the start or end of a file, two "%" lines in a row, blank lines of a
+ *     The "%" line that ends a file (fortune files end with one) only ends its last document.  Other documents
+ *     whose text is empty or holds only newlines ("\n") are skipped, and counted (InflTokensGetSkipped): a "%"
+ *     line at the start of a file, two "%" lines in a row, a blank line between "%" lines, blank lines of a
  *     `lines` file.  No token is added at document boundaries.  A "%" line is "%" followed by "\n" or the end of
  *     the file ("%\r\n" is not one).  Invalid UTF-8 (BPE tokenizer) is an error naming the file, byte offset and
  *     line.

@@ -220,7 +220,8 @@ static PetscErrorCode split_documents(InflTokens c, TextPlan *p, int32_t f, int6
     ls = le;
     lineno++;
   }
-  if (c->format == INFL_TEXT_FORTUNES) PetscCall(plan_add(p, dstart, base + n, f, dline, &c->skipped));
+  /* the text after the last "%" line: nothing when the file ends with one, as fortune files do */
+  if (c->format == INFL_TEXT_FORTUNES && dstart < base + n) PetscCall(plan_add(p, dstart, base + n, f, dline, &c->skipped));
   PetscFunctionReturn(0);
 }
 
