@@ -43,7 +43,18 @@ struct _p_InflTokenizer {
   int64_t  wcap;
   struct heap_entry *heap, *pending;
   int64_t            hcap, pcap;
+  /* cache of pre-tokens of at most CACHE_MAX_BYTES bytes -> their ids (emptied when full) */
+  int64_t *cache_slot;        /* (CACHE_SLOTS) entry index or -1 */
+  int64_t *cache_key;         /* (CACHE_ENTRIES + 1) entry e's bytes are cache_bytes[cache_key[e], cache_key[e+1]) */
+  int64_t *cache_val;         /* (CACHE_ENTRIES + 1) entry e's ids are cache_ids[cache_val[e], cache_val[e+1]) */
+  char    *cache_bytes;       /* (CACHE_ENTRIES * CACHE_MAX_BYTES) */
+  int32_t *cache_ids;         /* (CACHE_ENTRIES * CACHE_MAX_BYTES) */
+  int64_t  cache_n;
 };
+
+#define CACHE_SLOTS     ((int64_t)1 << 16)
+#define CACHE_ENTRIES   (CACHE_SLOTS / 2)
+#define CACHE_MAX_BYTES 32
 
 typedef struct heap_entry {
   int32_t rank, pos;
@@ -496,6 +507,8 @@ static PetscErrorCode tokenizer_reset(InflTokenizer t)
   PetscCall(PetscFree3(t->sym, t->prv, t->nxt));
   PetscCall(PetscFree(t->heap));
   PetscCall(PetscFree(t->pending));
+  PetscCall(PetscFree5(t->cache_slot, t->cache_key, t->cache_val, t->cache_bytes, t->cache_ids));
+  t->cache_n = 0;
   if (t->md) pcre2_match_data_free(t->md);
   if (t->re) pcre2_code_free(t->re);
   t->md = NULL;
@@ -748,6 +761,48 @@ static PetscErrorCode bpe_word(InflTokenizer t, const unsigned char *s, int64_t 
   PetscFunctionReturn(0);
 }
 
+/* BPE of a pre-token through the cache: a pre-token seen before gets its stored ids (encoder.py keeps such a
+ * cache too; words repeat, so most pre-tokens of a text are hits). */
+static PetscErrorCode bpe_cached(InflTokenizer t, const unsigned char *s, int64_t n, InflIdBuf *out)
+{
+  uint64_t mask = (uint64_t)CACHE_SLOTS - 1, i;
+  int64_t  n0 = out->n, e;
+
+  PetscFunctionBegin;
+  if (n > CACHE_MAX_BYTES) {
+    PetscCall(bpe_word(t, s, n, out));
+    PetscFunctionReturn(0);
+  }
+  if (!t->cache_slot) {
+    PetscCall(PetscMalloc5(CACHE_SLOTS, &t->cache_slot, CACHE_ENTRIES + 1, &t->cache_key, CACHE_ENTRIES + 1, &t->cache_val, CACHE_ENTRIES * CACHE_MAX_BYTES, &t->cache_bytes, CACHE_ENTRIES * CACHE_MAX_BYTES, &t->cache_ids));
+    t->cache_n = CACHE_ENTRIES; /* emptied below */
+  }
+  if (t->cache_n == CACHE_ENTRIES) {
+    for (int64_t k = 0; k < CACHE_SLOTS; k++) t->cache_slot[k] = -1;
+    t->cache_n      = 0;
+    t->cache_key[0] = t->cache_val[0] = 0;
+  }
+  for (i = hash_bytes((const char *)s, (size_t)n) & mask;; i = (i + 1) & mask) {
+    e = t->cache_slot[i];
+    if (e < 0) break;
+    if (t->cache_key[e + 1] - t->cache_key[e] == n && !memcmp(t->cache_bytes + t->cache_key[e], s, (size_t)n)) {
+      int64_t m = t->cache_val[e + 1] - t->cache_val[e];
+      PetscCall(InflIdBufReserve_Private(out, m));
+      PetscCall(PetscArraycpy(out->ids + out->n, t->cache_ids + t->cache_val[e], m));
+      out->n += m;
+      PetscFunctionReturn(0);
+    }
+  }
+  PetscCall(bpe_word(t, s, n, out));
+  e = t->cache_n++;
+  t->cache_slot[i]    = e;
+  t->cache_key[e + 1] = t->cache_key[e] + n;
+  t->cache_val[e + 1] = t->cache_val[e] + (out->n - n0);
+  PetscCall(PetscMemcpy(t->cache_bytes + t->cache_key[e], s, (size_t)n));
+  PetscCall(PetscArraycpy(t->cache_ids + t->cache_val[e], out->ids + n0, out->n - n0));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflTokenizerEncodeAppend_Private(InflTokenizer t, const char text[], size_t len, InflIdBuf *b)
 {
   PetscFunctionBegin;
@@ -768,7 +823,7 @@ PetscErrorCode InflTokenizerEncodeAppend_Private(InflTokenizer t, const char tex
       ov = pcre2_get_ovector_pointer(t->md);
       /* every character is a letter, a number, white space or something else: the matches tile the text */
       PetscCheck(ov[0] == at && ov[1] > at, PETSC_COMM_SELF, PETSC_ERR_PLIB, "pre-tokenization left bytes [%zu, %zu) unmatched", (size_t)at, (size_t)ov[0]);
-      PetscCall(bpe_word(t, (const unsigned char *)text + ov[0], (int64_t)(ov[1] - ov[0]), b));
+      PetscCall(bpe_cached(t, (const unsigned char *)text + ov[0], (int64_t)(ov[1] - ov[0]), b));
       at = ov[1];
     }
   }
