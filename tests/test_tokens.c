@@ -315,6 +315,20 @@ static PetscErrorCode test_text(MPI_Comm comm)
     PetscCall(expect_docs(c2, "lines format", 9, docs, 1));
   }
   PetscCall(InflTokensDestroy(&c2));
+  /* the format from the options database, with the corpus's prefix */
+  PetscCall(PetscOptionsSetValue(NULL, "-train_tokens_text_format", "lines"));
+  PetscCall(InflTokensCreate(comm, &c2));
+  PetscCall(InflTokensSetOptionsPrefix(c2, "train_"));
+  PetscCall(InflTokensSetTokenizer(c2, tb));
+  PetscCall(InflTokensSetFromOptions(c2));
+  PetscCall(InflTokensLoad(c2, spec));
+  PetscCall(InflTokensGetSizes(c2, &line, NULL));
+  EXPECT(line == 9, "-train_tokens_text_format lines gave %" PRId64 " documents, expected 9", line);
+  PetscCall(PetscOptionsSetValue(NULL, "-train_tokens_document_start", "-2"));
+  EXPECT_FAIL(comm, InflTokensSetFromOptions(c2), "-train_tokens_document_start -2", "bad document start");
+  PetscCall(PetscOptionsClearValue(NULL, "-train_tokens_text_format"));
+  PetscCall(PetscOptionsClearValue(NULL, "-train_tokens_document_start"));
+  PetscCall(InflTokensDestroy(&c2));
   PetscCall(InflTokensDestroy(&c));
   /* "%\r\n" and "% " are not separators; a file without "%" is one document */
   PetscCall(puts_(comm, "f2", "a\n%\r\nb\n% \nc\n"));

@@ -57,7 +57,8 @@ PetscErrorCode InflTokenizerSetType(InflTokenizer t, InflTokenizerType type);
 
 /* Collective.  Make t GPT-2 byte-level BPE from the files in directory `dir` (see above for names and checks).
  * Rank 0 reads and validates both files; the vocabulary (token bytes) and the merges (as id pairs) are broadcast
- * and every rank builds its hash tables.  Errors are agreed on all ranks and name the file and line or entry. */
+ * and every rank builds its hash tables.  Errors are agreed on all ranks and name the file and line or entry; after
+ * a failed Load the tokenizer has no kind. */
 PetscErrorCode InflTokenizerLoad(InflTokenizer t, const char dir[]);
 
 /* Collective.  The tokenizer of a model with `vocab_size` tokens: BPE from `dir` when dir is non-NULL and holds
@@ -79,7 +80,8 @@ PetscErrorCode InflTokenizerGetHash(InflTokenizer t, const char **hex);
 /* The bytes of token `id` (not NUL-terminated; len bytes).  Error for id outside [0, V). */
 PetscErrorCode InflTokenizerGetToken(InflTokenizer t, int32_t id, const char **bytes, size_t *len);
 
-/* Encode len bytes of text (need not be NUL-terminated) to token ids.  Not collective.
+/* Encode len bytes of text (need not be NUL-terminated) to token ids.  Not collective; not thread-safe (the
+ * tokenizer keeps its work space and a cache of the ids of pre-tokens of at most 32 bytes).
  * *ids (n) is allocated with PetscMalloc1 (PetscFree it); n may be 0 (then *ids is a valid 1-element block).
  * BPE: invalid UTF-8 (overlong forms, surrogates, code points above U+10FFFF, truncated sequences) is an error
  * naming the byte offset in `text`.  Byte-level: ids are the byte values, no check. */

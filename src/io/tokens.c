@@ -331,19 +331,23 @@ static PetscErrorCode plan_bcast(InflTokens c, TextPlan *p)
   PetscFunctionReturn(0);
 }
 
-/* This rank's documents [*d0, *d1): document d goes to rank floor(bytes before d * size / all bytes). */
-static void doc_share(const TextPlan *p, PetscMPIInt size, PetscMPIInt rank, int64_t *d0, int64_t *d1)
+/* Shares of the documents: rank r tokenizes documents [first[r], first[r+1]).  Document d goes to rank
+ * min(size-1, (bytes before d) / ceil(all bytes / size)): contiguous shares balanced by bytes, the same on every rank. */
+static PetscErrorCode doc_shares(const TextPlan *p, PetscMPIInt size, int64_t first[])
 {
-  int64_t total = 0, before = 0;
+  int64_t total = 0, before = 0, chunk, r = 0;
+
+  PetscFunctionBegin;
   for (int64_t d = 0; d < p->ndoc; d++) total += p->end[d] - p->begin[d];
-  *d0 = *d1 = -1;
+  chunk    = PetscMax(1, (total + size - 1) / size);
+  first[0] = 0;
   for (int64_t d = 0; d < p->ndoc; d++) {
-    int64_t owner = total ? (int64_t)(((__int128)before * size) / total) : 0;
-    if (owner == rank && *d0 < 0) *d0 = d;
-    if (owner == rank) *d1 = d + 1;
+    int64_t owner = PetscMin((int64_t)size - 1, before / chunk);
+    while (r < owner) first[++r] = d;
     before += p->end[d] - p->begin[d];
   }
-  if (*d0 < 0) *d0 = *d1 = 0;
+  while (r < size) first[++r] = p->ndoc;
+  PetscFunctionReturn(0);
 }
 
 static PetscErrorCode text_tokenize(InflTokens c, const TextPlan *p, int64_t d0, int64_t d1, InflIdBuf *b, int64_t *counts)
@@ -371,6 +375,7 @@ static PetscErrorCode text_load(InflTokens c, const char path[])
   TextPlan    p = {0};
   PetscMPIInt rank, size;
   int64_t     d0, d1, *counts; /* (d1-d0) tokens of each of this rank's documents */
+  int64_t    *first;           /* (size+1) document shares of the ranks */
   InflIdBuf   b = {NULL, 0, 0};
   PetscInt    V;
 
@@ -383,7 +388,10 @@ static PetscErrorCode text_load(InflTokens c, const char path[])
   if (c->vocab_size) PetscCall(InflTokenizerCheckVocabSize(c->tok, c->vocab_size));
   InflCallAll(c->comm, rank == 0 ? text_read(c, path, &p) : 0);
   PetscCall(plan_bcast(c, &p));
-  doc_share(&p, size, rank, &d0, &d1);
+  PetscCall(PetscMalloc1(size + 1, &first));
+  PetscCall(doc_shares(&p, size, first));
+  d0 = first[rank];
+  d1 = first[rank + 1];
   PetscCall(PetscMalloc1(d1 - d0 + 1, &counts));
   PetscCall(InflIdBufReserve_Private(&b, 1));
   InflCallAll(c->comm, text_tokenize(c, &p, d0, d1, &b, counts));
@@ -394,7 +402,7 @@ static PetscErrorCode text_load(InflTokens c, const char path[])
     int64_t *all = c->offsets + 1; /* (ndoc) counts, then prefix sums */
     int64_t  r0, r1, nloc = b.n, pos;
     for (PetscMPIInt r = 0; r < size; r++) {
-      doc_share(&p, size, r, &r0, &r1);
+      r0 = first[r], r1 = first[r + 1];
       if (r == rank) PetscCall(PetscArraycpy(all + r0, counts, r1 - r0));
       PetscCall(InflBcast(all + r0, r1 - r0, MPI_INT64_T, r, c->comm));
     }
@@ -403,13 +411,14 @@ static PetscErrorCode text_load(InflTokens c, const char path[])
     c->ntok = c->offsets[c->ndoc];
     PetscCall(PetscMalloc1(c->ntok + 1, &c->tokens));
     for (PetscMPIInt r = 0; r < size; r++) {
-      doc_share(&p, size, r, &r0, &r1);
+      r0 = first[r], r1 = first[r + 1];
       pos = c->offsets[r0];
       if (r == rank) PetscCall(PetscArraycpy(c->tokens + pos, b.ids, nloc));
       PetscCall(InflBcast(c->tokens + pos, c->offsets[r1] - pos, MPI_INT32_T, r, c->comm));
     }
   }
   PetscCall(PetscFree(counts));
+  PetscCall(PetscFree(first));
   PetscCall(PetscFree(b.ids));
   PetscCall(PetscMalloc1(c->ndoc, &c->doc_file));
   PetscCall(PetscMalloc1(c->ndoc, &c->doc_line));
