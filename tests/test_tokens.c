@@ -236,6 +236,13 @@ static PetscErrorCode test_bad_files(MPI_Comm comm)
     PetscCall(puts_(comm, "bad/vocab.json", v));
     PetscCall(puts_(comm, "bad/merges.txt", cases[k].merges ? cases[k].merges : small_merges));
     EXPECT_FAIL(comm, InflTokenizerLoad(t, path), cases[k].expect, cases[k].expect);
+    {
+      InflTokenizerType type;
+      PetscInt          V;
+      PetscCall(InflTokenizerGetType(t, &type));
+      PetscCall(InflTokenizerGetVocabSize(t, &V));
+      EXPECT(type == INFL_TOKENIZER_NONE && V == 0, "after a failed Load the tokenizer must have no kind (type %d, V %" PetscInt_FMT ")", (int)type, V);
+    }
   }
   PetscCall(InflTokenizerDestroy(&t));
   PetscFunctionReturn(0);

@@ -564,13 +564,20 @@ static PetscErrorCode compile_pattern(InflTokenizer t)
 
 PetscErrorCode InflTokenizerLoad(InflTokenizer t, const char dir[])
 {
-  PetscMPIInt rank;
-  int64_t     sizes[3];
+  PetscMPIInt    rank;
+  int64_t        sizes[3];
+  PetscErrorCode e = 0;
 
   PetscFunctionBegin;
   PetscCallMPI(MPI_Comm_rank(t->comm, &rank));
   PetscCall(tokenizer_reset(t));
-  InflCallAll(t->comm, rank == 0 ? bpe_read(t, dir) : 0);
+  if (rank == 0) {
+    PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
+    e = bpe_read(t, dir);
+    PetscCall(PetscPopErrorHandler());
+    if (e) PetscCall(tokenizer_reset(t)); /* a failed Load leaves no half-read tables */
+  }
+  PetscCall(InflAgreeError_Private(t->comm, e, __LINE__, PETSC_FUNCTION_NAME, __FILE__));
   sizes[0] = t->V;
   sizes[1] = t->V ? t->offset[t->V] : 0;
   sizes[2] = t->M;
