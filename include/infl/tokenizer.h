@@ -36,8 +36,9 @@
  *                              both entries), a merges line that is not two tokens (file and line), a merge part
  *                              or result missing from the vocabulary (file, line, the token).
  *   PETSC_ERR_ARG_WRONG        invalid UTF-8 in text given to a BPE tokenizer (names the byte offset and the
- *                              reason; the caller adds the file), an id outside [0, V) given to Decode (names the
- *                              position and the id).
+ *                              reason; the caller adds the file).
+ *   PETSC_ERR_ARG_OUTOFRANGE   an id outside [0, V) given to Decode or GetToken (names the position and the id).
+ *   PETSC_ERR_ARG_INCOMP       CheckVocabSize: the model's vocab_size does not fit (names both sizes).
  */
 #ifndef INFL_TOKENIZER_H
 #define INFL_TOKENIZER_H

@@ -500,25 +500,25 @@ static PetscErrorCode bin_read(InflTokens c, const char path[], const char *buf,
 /* 1-D integer dataset `name` of file f: its length; error naming the file otherwise. */
 static PetscErrorCode h5_int_dataset(hid_t f, const char path[], const char name[], int64_t *n)
 {
-  hid_t   d, t, s;
-  int     nd;
-  hsize_t dims[1];
-  H5T_class_t cls;
-  size_t      sz;
+  hid_t       d, t = H5I_INVALID_HID, s = H5I_INVALID_HID;
+  int         nd = -1;
+  hsize_t     dims[1] = {0};
+  H5T_class_t cls     = H5T_NO_CLASS;
+  size_t      sz      = 0;
 
   PetscFunctionBegin;
   PetscCheck(H5Lexists(f, name + 1, H5P_DEFAULT) > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: no dataset %s; an HDF5 token file holds /tokens (ntok) integers and /offsets (ndoc+1) int64", path, name);
   d = H5Dopen2(f, name, H5P_DEFAULT);
   PetscCheck(d >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: %s is not a dataset", path, name);
-  t   = H5Dget_type(d);
-  s   = H5Dget_space(d);
-  cls = H5Tget_class(t);
-  sz  = H5Tget_size(t);
-  nd  = H5Sget_simple_extent_ndims(s);
-  if (nd == 1) H5Sget_simple_extent_dims(s, dims, NULL);
-  H5Sclose(s);
-  H5Tclose(t);
-  H5Dclose(d);
+  if ((t = H5Dget_type(d)) >= 0) {
+    cls = H5Tget_class(t);
+    sz  = H5Tget_size(t);
+  }
+  if ((s = H5Dget_space(d)) >= 0 && (nd = H5Sget_simple_extent_ndims(s)) == 1 && H5Sget_simple_extent_dims(s, dims, NULL) < 0) nd = -1;
+  if (s >= 0) InflCallH5(H5Sclose(s));
+  if (t >= 0) InflCallH5(H5Tclose(t));
+  InflCallH5(H5Dclose(d));
+  PetscCheck(t >= 0 && s >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: cannot read the type or shape of %s (the file is corrupt)", path, name);
   PetscCheck(cls == H5T_INTEGER && sz >= 1 && sz <= 8, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: %s is not an integer dataset (store int32 or uint16 token ids and int64 offsets)", path, name);
   PetscCheck(nd == 1, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: %s has %d dimensions, expected 1", path, name, nd);
   *n = (int64_t)dims[0];
@@ -536,7 +536,7 @@ static PetscErrorCode h5_read_local(hid_t f, const char path[], const char name[
     H5Dclose(d);
     SETERRQ(PETSC_COMM_SELF, PETSC_ERR_FILE_READ, "%s: cannot read %s (the file is truncated or corrupt)", path, name);
   }
-  H5Dclose(d);
+  InflCallH5(H5Dclose(d));
   PetscFunctionReturn(0);
 }
 
@@ -611,8 +611,8 @@ static PetscErrorCode tokens_read(InflTokens c, const char path[])
     PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
     e = h5_tokens_read(c, path, f);
     PetscCall(PetscPopErrorHandler());
-    H5Fclose(f);
     H5Eset_auto2(H5E_DEFAULT, func, data);
+    InflCallH5(H5Fclose(f));
     PetscCall(e);
     {
       char *buf;
