@@ -46,8 +46,9 @@
  * token is one sequence of length 1 (nothing to predict); an empty document has none.
  *
  * Provenance: InflTokensGetHash is the SHA-256 of the input files' bytes (each preceded by its length, in reading
- * order) and of the options that change the result (spec kind, text format, document-start token, vocab_size,
- * the tokenizer's hash for text), so the same data read from another path has the same hash.
+ * order) and of the options that change the result (spec kind; text: the format and the tokenizer's hash; token
+ * files: the document-start token), so the same data read from another path has the same hash.  vocab_size only
+ * checks the ids and is not part of it.
  */
 #ifndef INFL_TOKENS_H
 #define INFL_TOKENS_H
