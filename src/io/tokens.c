@@ -394,7 +394,13 @@ static PetscErrorCode text_load(InflTokens c, const char path[])
   d1 = first[rank + 1];
   PetscCall(PetscMalloc1(d1 - d0 + 1, &counts));
   PetscCall(InflIdBufReserve_Private(&b, 1));
-  InflCallAll(c->comm, text_tokenize(c, &p, d0, d1, &b, counts));
+  {
+    PetscLogDouble t0, t1;
+    PetscCall(PetscTime(&t0));
+    InflCallAll(c->comm, text_tokenize(c, &p, d0, d1, &b, counts));
+    PetscCall(PetscTime(&t1));
+    PetscCall(PetscInfo(NULL, "text:%s: rank %d tokenized documents [%" PRId64 ", %" PRId64 ") of %" PRId64 " (%" PRId64 " bytes) into %" PRId64 " tokens in %.3f s\n", path, (int)rank, d0, d1, p.ndoc, d1 > d0 ? p.end[d1 - 1] - p.begin[d0] : 0, b.n, t1 - t0));
+  }
   /* gather: every rank's counts and ids, broadcast in rank order */
   c->ndoc = p.ndoc;
   PetscCall(PetscMalloc1(c->ndoc + 1, &c->offsets));
