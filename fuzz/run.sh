@@ -10,7 +10,7 @@ bin=${1:?usage: run.sh BIN_DIR [SECONDS]}
 secs=${2:-20}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 fail=0 ran=0
-for t in fuzz_safetensors fuzz_idx fuzz_h5data; do
+for t in fuzz_safetensors fuzz_idx fuzz_h5data fuzz_tokenizer fuzz_tokens; do
   exe=$bin/$t
   [ -x "$exe" ] || { echo "$t: not built (no clang / libFuzzer), skipped"; continue; }
   ran=$((ran + 1))

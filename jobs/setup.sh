@@ -5,7 +5,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${INFL_BUILD_DIR:-$repo/build}
 packages="build-essential cmake pkg-config libopenmpi-dev openmpi-bin libscalapack-openmpi-dev petsc-dev
-  libhdf5-openmpi-dev hdf5-tools libopenblas-dev libjansson-dev zlib1g-dev libpng-dev libssl-dev
+  libhdf5-openmpi-dev hdf5-tools libopenblas-dev libjansson-dev zlib1g-dev libpng-dev libssl-dev libpcre2-dev
   dataset-fashion-mnist fortunes"
 missing=""
 for p in $packages; do
