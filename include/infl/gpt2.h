@@ -108,14 +108,18 @@ PetscErrorCode InflGPT2Destroy(InflGPT2 *g);
  * tokens and non-negative targets in [0, vocab_size).  The error names the sequence, row and value. */
 PetscErrorCode InflGPT2CheckBatch(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], const int32_t targets[]);
 
-/* Not collective.  Forward pass: logits (N, V) (may be NULL) as float in either precision mode, and the loss of
- * each row, token_loss (N), 0 where there is no target (may be NULL); targets as above (NULL: next tokens). */
-PetscErrorCode InflGPT2Forward(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], const int32_t targets[], float logits[], double token_loss[]);
+/* Not collective.  Forward pass: logits (N, V) as float (rounded in double mode), logits64 (N, V) as double (only in
+ * double mode: an error otherwise), and the loss of each row, token_loss (N), 0 where there is no target; any output
+ * may be NULL.  targets as above (NULL: next tokens). */
+PetscErrorCode InflGPT2Forward(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], const int32_t targets[], float logits[], double logits64[], double token_loss[]);
 
 PetscErrorCode InflGPT2ZeroGrad(InflGPT2 g);
 /* Not collective.  Forward, loss and backward: gradients of the SUMMED loss of the batch are ADDED to the gradient
  * slab.  seq_loss (B) per-sequence losses out (may be NULL). */
 PetscErrorCode InflGPT2LossBackward(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], const int32_t targets[], double seq_loss[]);
+/* The gradient (nparams, slab layout) of the last InflGPT2LossBackward batch in double, before it was added to the
+ * float slab; error unless that call ran in double precision.  Valid until the next call on g. */
+PetscErrorCode InflGPT2GetBatchGradientDouble(InflGPT2 g, const double **grad64);
 
 /* Capture for up to Nmax rows and Bmax sequences, in the model's current precision. */
 PetscErrorCode InflGPT2CaptureCreate(InflGPT2 g, PetscInt Bmax, PetscInt Nmax, InflSeqCapture **cap);

@@ -67,7 +67,7 @@ struct _p_InflGPT2 {
   float         *params, *grads; /* (nparams) */
   InflPrecision  prec;
   double        *params64, *grads64; /* (nparams) in double mode */
-  PetscBool      params64_stale;
+  PetscBool      params64_stale, grads64_valid;
   char           hash[65];
   PetscBool      hash_stale;
   Workspace      ws;
@@ -573,6 +573,7 @@ PetscErrorCode InflGPT2SetPrecision(InflGPT2 g, InflPrecision prec)
 {
   PetscFunctionBegin;
   if (prec != g->prec) PetscCall(workspace_free(g));
+  g->grads64_valid  = PETSC_FALSE;
   g->prec           = prec;
   g->params64_stale = PETSC_TRUE;
   PetscFunctionReturn(0);
@@ -667,12 +668,14 @@ static PetscErrorCode forward(InflGPT2 g, const int32_t tokens[])
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflGPT2Forward(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], const int32_t targets[], float logits[], double token_loss[])
+PetscErrorCode InflGPT2Forward(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], const int32_t targets[], float logits[], double logits64[], double token_loss[])
 {
   Workspace *ws = &g->ws;
   int64_t    nl;
 
   PetscFunctionBegin;
+  g->grads64_valid = PETSC_FALSE;
+  PetscCheck(!logits64 || g->prec == INFL_PREC_DOUBLE, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "double logits need the model in double precision (InflGPT2SetPrecision)");
   PetscCall(batch_setup(g, B, offsets, tokens, targets));
   PetscCall(forward(g, tokens));
   nl = (int64_t)ws->N * g->cfg.vocab_size;
@@ -680,6 +683,7 @@ PetscErrorCode InflGPT2Forward(InflGPT2 g, PetscInt B, const PetscInt offsets[],
     if (token_loss) crossentropy_f64(NULL, token_loss, (double *)ws->logits, ws->tgt, ws->N, g->cfg.vocab_size);
     if (logits)
       for (int64_t i = 0; i < nl; i++) logits[i] = (float)((double *)ws->logits)[i];
+    if (logits64) PetscCall(PetscArraycpy(logits64, (double *)ws->logits, nl));
   } else {
     if (token_loss) crossentropy_f32(NULL, token_loss, (float *)ws->logits, ws->tgt, ws->N, g->cfg.vocab_size);
     if (logits) PetscCall(PetscArraycpy(logits, (float *)ws->logits, nl));
@@ -705,15 +709,25 @@ static void sequence_losses(const Workspace *ws, double seq_loss[])
 PetscErrorCode InflGPT2LossBackward(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], const int32_t targets[], double seq_loss[])
 {
   PetscFunctionBegin;
+  g->grads64_valid = PETSC_FALSE;
   PetscCall(batch_setup(g, B, offsets, tokens, targets));
   PetscCall(forward(g, tokens));
   if (g->prec == INFL_PREC_DOUBLE) {
+    g->grads64_valid = PETSC_TRUE;
     if (!g->grads64) PetscCall(PetscMalloc1(g->nparams, &g->grads64));
     PetscCall(PetscArrayzero(g->grads64, g->nparams));
     gpt2_backward_f64(g, g->params64, g->grads64, &g->ws, tokens, g->ws.tgt, NULL, NULL);
     for (int64_t i = 0; i < g->nparams; i++) g->grads[i] += (float)g->grads64[i];
   } else gpt2_backward_f32(g, g->params, g->grads, &g->ws, tokens, g->ws.tgt, NULL, NULL);
   if (seq_loss) sequence_losses(&g->ws, seq_loss);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflGPT2GetBatchGradientDouble(InflGPT2 g, const double **grad64)
+{
+  PetscFunctionBegin;
+  PetscCheck(g->grads64_valid, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "no double-precision gradient: call InflGPT2LossBackward with the model in double precision first");
+  *grad64 = g->grads64;
   PetscFunctionReturn(0);
 }
 
@@ -778,6 +792,7 @@ PetscErrorCode InflGPT2Capture(InflGPT2 g, PetscInt B, const PetscInt offsets[],
   PetscFunctionBegin;
   PetscCheck(cap->prec == g->prec, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "capture precision differs from the model's; create the capture after InflGPT2SetPrecision");
   PetscCheck(B <= cap->Bmax && (B < 0 || offsets[B] <= cap->Nmax), PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "capture of %d sequences, %d tokens exceeds its capacity of %d sequences, %d tokens", (int)B, B >= 0 ? (int)offsets[B] : 0, (int)cap->Bmax, (int)cap->Nmax);
+  g->grads64_valid = PETSC_FALSE;
   PetscCall(batch_setup(g, B, offsets, tokens, targets));
   PetscCall(forward(g, tokens));
   if (g->prec == INFL_PREC_DOUBLE) gpt2_backward_f64(g, g->params64, NULL, &g->ws, tokens, g->ws.tgt, cap->a64, cap->ds64);
