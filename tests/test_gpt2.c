@@ -377,6 +377,79 @@ static PetscErrorCode test_batch(MPI_Comm comm, InflGPT2 g, const Ref *r, InflPr
   PetscFunctionReturn(0);
 }
 
+/* True-Fisher targets: the same whatever the batch, the one-pass capture equals a capture with those targets, and
+ * the frequencies of the sampled tokens over many seeds match the reference softmax. */
+static PetscErrorCode test_sampled(MPI_Comm comm, InflGPT2 g, const Ref *r)
+{
+  InflSeqCapture *c1, *c2;
+  int32_t        *t_all, *t_one, *t_cap;
+  int64_t         idx[MAXB];
+  PetscInt        row = -1, nseed = 2000, *count, bs = -1;
+  double          hmax = -1, worst = 0;
+
+  PetscFunctionBegin;
+  PetscCall(InflGPT2SetPrecision(g, INFL_PREC_SINGLE));
+  PetscCall(PetscMalloc4(r->N, &t_all, r->N, &t_one, r->N, &t_cap, r->V, &count));
+  for (PetscInt b = 0; b < r->B; b++) idx[b] = 1000 + 7 * b;
+  PetscCall(InflGPT2SampleTargets(g, r->B, r->off, r->tokens, idx, 5, t_all));
+  for (PetscInt b = 0; b < r->B; b++) {
+    PetscInt off1[2] = {0, r->off[b + 1] - r->off[b]}, t0 = r->off[b];
+    PetscCall(InflGPT2SampleTargets(g, 1, off1, r->tokens + t0, idx + b, 5, t_one));
+    for (PetscInt t = 0; t < off1[1]; t++) {
+      EXPECT(t_one[t] == t_all[t0 + t], "sampled target of sequence %d position %d: %d alone, %d in the batch", (int)b, (int)t, (int)t_one[t], (int)t_all[t0 + t]);
+      EXPECT(t + 1 < off1[1] ? (t_all[t0 + t] >= 0 && t_all[t0 + t] < r->V) : t_all[t0 + t] == -1, "sampled target of sequence %d position %d is %d", (int)b, (int)t, (int)t_all[t0 + t]);
+    }
+  }
+  PetscCall(InflGPT2CaptureCreate(g, r->B, r->N, &c1));
+  PetscCall(InflGPT2CaptureCreate(g, r->B, r->N, &c2));
+  PetscCall(InflGPT2CaptureSampled(g, r->B, r->off, r->tokens, idx, 5, t_cap, c1));
+  PetscCall(InflGPT2Capture(g, r->B, r->off, r->tokens, t_all, c2));
+  for (PetscInt t = 0; t < r->N; t++) EXPECT(t_cap[t] == t_all[t], "CaptureSampled target at row %d is %d, SampleTargets gave %d", (int)t, (int)t_cap[t], (int)t_all[t]);
+  for (PetscInt b = 0; b < r->B; b++) EXPECT(c1->loss[b] == c2->loss[b], "CaptureSampled loss of sequence %d %.9g differs from Capture with the same targets %.9g", (int)b, c1->loss[b], c2->loss[b]);
+  for (PetscInt l = 0; l < r->L; l++)
+    for (int64_t i = 0; i < (int64_t)r->N * c1->dout[l]; i++) EXPECT(c1->ds32[l][i] == c2->ds32[l][i], "CaptureSampled Ds of layer %d entry %" PRId64 " differs from Capture with the same targets", (int)l, i);
+  PetscCall(InflGPT2CaptureDestroy(&c1));
+  PetscCall(InflGPT2CaptureDestroy(&c2));
+  /* frequencies at the predicting row of the random sequences with the largest entropy */
+  for (PetscInt b = 1; b < r->B; b += 2)
+    for (PetscInt t = r->off[b]; t < r->off[b + 1] - 1; t++) {
+      const double *z = r->logits + (int64_t)t * r->V;
+      double        mx = z[0], Z = 0, H = 0;
+      for (PetscInt c = 1; c < r->V; c++) mx = PetscMax(mx, z[c]);
+      for (PetscInt c = 0; c < r->V; c++) Z += exp(z[c] - mx);
+      for (PetscInt c = 0; c < r->V; c++) {
+        double p = exp(z[c] - mx) / Z;
+        if (p > 0) H -= p * log(p);
+      }
+      if (H > hmax) {
+        hmax = H;
+        row  = t;
+        bs   = b;
+      }
+    }
+  PetscCall(PetscArrayzero(count, r->V));
+  for (PetscInt s = 0; s < nseed; s++) {
+    PetscInt off1[2] = {0, r->off[bs + 1] - r->off[bs]};
+    int64_t  i0      = 3;
+    PetscCall(InflGPT2SampleTargets(g, 1, off1, r->tokens + r->off[bs], &i0, (uint64_t)s, t_one));
+    count[t_one[row - r->off[bs]]]++;
+  }
+  {
+    const double *z = r->logits + (int64_t)row * r->V;
+    double        mx = z[0], Z = 0;
+    for (PetscInt c = 1; c < r->V; c++) mx = PetscMax(mx, z[c]);
+    for (PetscInt c = 0; c < r->V; c++) Z += exp(z[c] - mx);
+    for (PetscInt c = 0; c < r->V; c++) {
+      double p = exp(z[c] - mx) / Z, f = (double)count[c] / nseed, sd = sqrt(p * (1 - p) / nseed);
+      EXPECT(fabs(f - p) <= 5 * sd + 2.0 / nseed, "sampled targets at row %d: token %d drawn with frequency %.4f, softmax %.4f (%d draws)", (int)row, (int)c, f, p, (int)nseed);
+      worst = PetscMax(worst, fabs(f - p) / (sd + 1.0 / nseed));
+    }
+  }
+  PetscCall(PetscPrintf(comm, "true-Fisher targets: batch-invariant, one-pass capture identical; frequencies at row %d (entropy %.2f nats) over %d seeds within %.2f standard deviations of the reference softmax\n", (int)row, hmax, (int)nseed, worst));
+  PetscCall(PetscFree4(t_all, t_one, t_cap, count));
+  PetscFunctionReturn(0);
+}
+
 /* Central differences of the summed loss in double, for 4 random entries of every tensor.  The perturbed float
  * parameters are exact, so the step is (p+ - p-) computed exactly. */
 static PetscErrorCode test_fd(MPI_Comm comm, InflGPT2 g, const Ref *r)
@@ -614,6 +687,7 @@ int main(int argc, char **argv)
   PetscCall(test_single(comm, g, &r));
   PetscCall(test_batch(comm, g, &r, INFL_PREC_DOUBLE, 1e-12));
   PetscCall(test_batch(comm, g, &r, INFL_PREC_SINGLE, 1e-5));
+  PetscCall(test_sampled(comm, g, &r));
   PetscCall(test_fd(comm, g, &r));
   PetscCall(test_files(comm, dir, g));
   PetscCall(free_reference(&r));

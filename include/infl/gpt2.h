@@ -121,6 +121,13 @@ PetscErrorCode InflGPT2LossBackward(InflGPT2 g, PetscInt B, const PetscInt offse
  * float slab; error unless that call ran in double precision.  Valid until the next call on g. */
 PetscErrorCode InflGPT2GetBatchGradientDouble(InflGPT2 g, const double **grad64);
 
+/* Not collective.  Targets for the true Fisher (the model's own predictions, as Grosse et al. 2023 sample them): at
+ * each row t that predicts (every position but the last of its sequence) the first token c with cumsum(p)_c > u,
+ * p = softmax of the logits at t (model precision) computed in double, u = InflUniform(seed, index[b] n_positions +
+ * position, INFL_STREAM_FISHER_LABEL); -1 at the last position.  index (B) global sequence indices: the targets
+ * depend only on (seed, index, position) and the model, not on the batch or the rank.  targets (N) out. */
+PetscErrorCode InflGPT2SampleTargets(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], const int64_t index[], uint64_t seed, int32_t targets[]);
+
 /* Capture for up to Nmax rows and Bmax sequences, in the model's current precision. */
 PetscErrorCode InflGPT2CaptureCreate(InflGPT2 g, PetscInt Bmax, PetscInt Nmax, InflSeqCapture **cap);
 PetscErrorCode InflGPT2CaptureDestroy(InflSeqCapture **cap);
@@ -128,5 +135,8 @@ PetscErrorCode InflGPT2CaptureDestroy(InflSeqCapture **cap);
  * (NULL: the data's next tokens; for the true Fisher pass targets sampled from the model).  The gradient slab is
  * not touched. */
 PetscErrorCode InflGPT2Capture(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], const int32_t targets[], InflSeqCapture *cap);
+/* Not collective.  As InflGPT2Capture with targets sampled as InflGPT2SampleTargets does, from the logits of the same
+ * forward pass (one forward pass instead of two).  targets (N) out: the sampled targets. */
+PetscErrorCode InflGPT2CaptureSampled(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], const int64_t index[], uint64_t seed, int32_t targets[], InflSeqCapture *cap);
 
 #endif

@@ -787,6 +787,19 @@ PetscErrorCode InflGPT2CaptureDestroy(InflSeqCapture **cap)
   PetscFunctionReturn(0);
 }
 
+/* After forward with ws->tgt set: loss and backward into the capture. */
+static PetscErrorCode capture_backward(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], InflSeqCapture *cap)
+{
+  PetscFunctionBegin;
+  if (g->prec == INFL_PREC_DOUBLE) gpt2_backward_f64(g, g->params64, NULL, &g->ws, tokens, g->ws.tgt, cap->a64, cap->ds64);
+  else gpt2_backward_f32(g, g->params, NULL, &g->ws, tokens, g->ws.tgt, cap->a32, cap->ds32);
+  cap->B = B;
+  cap->N = offsets[B];
+  for (PetscInt b = 0; b <= B; b++) cap->offsets[b] = offsets[b];
+  sequence_losses(&g->ws, cap->loss);
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflGPT2Capture(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], const int32_t targets[], InflSeqCapture *cap)
 {
   PetscFunctionBegin;
@@ -795,11 +808,69 @@ PetscErrorCode InflGPT2Capture(InflGPT2 g, PetscInt B, const PetscInt offsets[],
   g->grads64_valid = PETSC_FALSE;
   PetscCall(batch_setup(g, B, offsets, tokens, targets));
   PetscCall(forward(g, tokens));
-  if (g->prec == INFL_PREC_DOUBLE) gpt2_backward_f64(g, g->params64, NULL, &g->ws, tokens, g->ws.tgt, cap->a64, cap->ds64);
-  else gpt2_backward_f32(g, g->params, NULL, &g->ws, tokens, g->ws.tgt, cap->a32, cap->ds32);
-  cap->B = B;
-  cap->N = offsets[B];
-  for (PetscInt b = 0; b <= B; b++) cap->offsets[b] = offsets[b];
-  sequence_losses(&g->ws, cap->loss);
+  PetscCall(capture_backward(g, B, offsets, tokens, cap));
+  PetscFunctionReturn(0);
+}
+
+/* The first token c with cumsum(p)_c > u, p = softmax(z) in double (the last token with p > 0 if rounding leaves the
+ * sum at or below u). */
+static int32_t sample_token(PetscInt V, const float *z32, const double *z64, double u)
+{
+  double  mx, Z = 0, cum = 0;
+  int32_t y = -1;
+#define ZV(j) (z64 ? z64[j] : (double)z32[j])
+  mx = ZV(0);
+  for (PetscInt j = 1; j < V; j++) mx = PetscMax(mx, ZV(j));
+  for (PetscInt j = 0; j < V; j++) Z += exp(ZV(j) - mx);
+  for (PetscInt j = 0; j < V; j++) {
+    double p = exp(ZV(j) - mx) / Z;
+    cum += p;
+    if (p > 0) y = (int32_t)j;
+    if (cum > u) break;
+  }
+#undef ZV
+  return y;
+}
+
+/* Sample targets from the logits in the workspace (after forward) into ws->tgt and targets. */
+static void sample_targets(InflGPT2 g, const int64_t index[], uint64_t seed, int32_t targets[])
+{
+  Workspace *ws = &g->ws;
+  PetscInt   V  = g->cfg.vocab_size;
+  for (PetscInt b = 0; b < ws->B; b++)
+    for (PetscInt t = ws->off[b]; t < ws->off[b + 1]; t++) {
+      PetscInt pos = t - ws->off[b];
+      int32_t  y   = -1;
+      if (t + 1 < ws->off[b + 1]) {
+        double u = InflUniform(seed, (uint64_t)index[b] * (uint64_t)g->cfg.n_positions + (uint64_t)pos, INFL_STREAM_FISHER_LABEL);
+        y        = g->prec == INFL_PREC_DOUBLE ? sample_token(V, NULL, (const double *)ws->logits + (int64_t)t * V, u) : sample_token(V, (const float *)ws->logits + (int64_t)t * V, NULL, u);
+      }
+      ws->tgt[t] = y;
+      if (targets) targets[t] = y;
+    }
+}
+
+PetscErrorCode InflGPT2SampleTargets(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], const int64_t index[], uint64_t seed, int32_t targets[])
+{
+  PetscFunctionBegin;
+  g->grads64_valid = PETSC_FALSE;
+  for (PetscInt b = 0; b < B; b++) PetscCheck(index[b] >= 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "sequence %d of the batch has global index %" PRId64 "; indices must be non-negative", (int)b, index[b]);
+  PetscCall(batch_setup(g, B, offsets, tokens, NULL));
+  PetscCall(forward(g, tokens));
+  sample_targets(g, index, seed, targets);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflGPT2CaptureSampled(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], const int64_t index[], uint64_t seed, int32_t targets[], InflSeqCapture *cap)
+{
+  PetscFunctionBegin;
+  g->grads64_valid = PETSC_FALSE;
+  PetscCheck(cap->prec == g->prec, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "capture precision differs from the model's; create the capture after InflGPT2SetPrecision");
+  PetscCheck(B <= cap->Bmax && (B < 0 || offsets[B] <= cap->Nmax), PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "capture of %d sequences, %d tokens exceeds its capacity of %d sequences, %d tokens", (int)B, B >= 0 ? (int)offsets[B] : 0, (int)cap->Bmax, (int)cap->Nmax);
+  for (PetscInt b = 0; b < B; b++) PetscCheck(index[b] >= 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "sequence %d of the batch has global index %" PRId64 "; indices must be non-negative", (int)b, index[b]);
+  PetscCall(batch_setup(g, B, offsets, tokens, NULL));
+  PetscCall(forward(g, tokens));
+  sample_targets(g, index, seed, targets);
+  PetscCall(capture_backward(g, B, offsets, tokens, cap));
   PetscFunctionReturn(0);
 }
