@@ -541,17 +541,19 @@ static const char *strip_prefix(const char *name, char buf[], size_t len)
   if (strstr(name, "lm_head")) return NULL;
   return strncmp(name, "transformer.", 12) ? name : name + 12;
 }
-static PetscErrorCode rewrite(MPI_Comm comm, const char src[], const char dst[], RenameFn rename, const char perturb[])
+/* With bf16, F32 tensors are written as BF16 (round to nearest even). */
+static PetscErrorCode rewrite(MPI_Comm comm, const char src[], const char dst[], RenameFn rename, const char perturb[], PetscBool bf16)
 {
   InflSafetensors st;
   PetscInt        n, m = 0;
   InflTensor     *t;
   char          (*names)[96];
+  uint16_t      **half;
 
   PetscFunctionBegin;
   PetscCall(InflSafetensorsRead(comm, src, &st));
   PetscCall(InflSafetensorsGetSize(st, &n));
-  PetscCall(PetscCalloc2(n, &t, n, &names));
+  PetscCall(PetscCalloc3(n, &t, n, &names, n, &half));
   for (PetscInt i = 0; i < n; i++) {
     const InflTensor *x;
     const char       *nm;
@@ -562,10 +564,21 @@ static PetscErrorCode rewrite(MPI_Comm comm, const char src[], const char dst[],
     t[m]      = *x;
     t[m].name = names[m];
     if (perturb && !strcmp(x->name, perturb)) ((float *)x->data)[5] += 1e-3f; /* not tied any more */
+    if (bf16 && x->dtype == INFL_F32) {
+      PetscCall(PetscMalloc1(x->numel, &half[m]));
+      for (int64_t i = 0; i < x->numel; i++) {
+        uint32_t u;
+        memcpy(&u, (const float *)x->data + i, 4);
+        half[m][i] = (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+      }
+      t[m].dtype = INFL_BF16;
+      t[m].data  = half[m];
+    }
     m++;
   }
   PetscCall(InflSafetensorsWrite(comm, dst, m, t, 0, NULL, NULL));
-  PetscCall(PetscFree2(t, names));
+  for (PetscInt i = 0; i < m; i++) PetscCall(PetscFree(half[i]));
+  PetscCall(PetscFree3(t, names, half));
   PetscCall(InflSafetensorsDestroy(&st));
   PetscFunctionReturn(0);
 }
@@ -611,9 +624,15 @@ static PetscErrorCode test_files(MPI_Comm comm, const char refdir[], InflGPT2 g)
   PetscCall(PetscSNPrintf(path2, sizeof(path2), "%s/noprefix.safetensors", tmp));
   PetscCall(PetscSNPrintf(cfgpath, sizeof(cfgpath), "%s/config.json", tmp));
   PetscCall(InflGPT2Save(g, tmp)); /* also writes tmp/config.json */
-  PetscCall(rewrite(comm, path, path2, strip_prefix, NULL));
+  PetscCall(rewrite(comm, path, path2, strip_prefix, NULL, PETSC_FALSE));
   PetscCall(InflGPT2Load(h, path2));
   PetscCall(compare_params(g, h, 0, "file without the transformer. prefix"));
+  /* BF16 weights (with the prefix, the mask buffers and the tied head, all converted) */
+  PetscCall(PetscSNPrintf(path2, sizeof(path2), "%s/bf16.safetensors", tmp));
+  PetscCall(rewrite(comm, path, path2, NULL, NULL, PETSC_TRUE));
+  PetscCall(InflGPT2Load(h, path2));
+  PetscCall(compare_params(g, h, ldexp(1, -8), "BF16 file vs F32 file (bfloat16 rounding)"));
+  PetscCall(PetscPrintf(comm, "files: F32 without the prefix loads identically; BF16 within bfloat16 rounding\n"));
   /* save / load round trip (directory) */
   PetscCall(InflGPT2Load(h, tmp));
   PetscCall(compare_params(g, h, 0, "save / load round trip"));
@@ -655,7 +674,7 @@ static PetscErrorCode test_files(MPI_Comm comm, const char refdir[], InflGPT2 g)
     EXPECT_FAIL(comm, InflGPT2Load(h, tmp), "activation_function \"swish\"", "unknown activation");
     PetscCall(write_text(comm, cfgpath, good));
     PetscCall(PetscSNPrintf(path2, sizeof(path2), "%s/untied.safetensors", tmp));
-    PetscCall(rewrite(comm, path, path2, NULL, "lm_head.weight"));
+    PetscCall(rewrite(comm, path, path2, NULL, "lm_head.weight", PETSC_FALSE));
     EXPECT_FAIL(comm, InflGPT2Load(h, path2), "lm_head.weight differs from wte.weight", "untied head");
     PetscCall(InflGPT2Load(h, tmp)); /* the good config loads again */
   }
