@@ -166,14 +166,15 @@ static void FN(act_backward)(REAL *dinp, const REAL *inp, const REAL *dout, int6
 
 /* Next-token cross-entropy of logits (N, V) with targets (N, negative: none): loss (N) and dlogits (N, V) =
  * softmax - onehot (zero rows without a target), in double from the REAL logits, stably (see infl/gpt2.h).
- * dlogits may be logits. */
+ * dlogits may be logits.  One exp per entry, kept in dlogits until the normalizer is known: in single precision
+ * dz_j = fl(fl(e_j) / Z), within 2 float ulps. */
 static void FN(crossentropy)(REAL *dlogits, double *loss, const REAL *logits, const int32_t *targets, PetscInt N, PetscInt V)
 {
   for (PetscInt t = 0; t < N; t++) {
     const REAL *z  = logits + (int64_t)t * V;
     REAL       *dz = dlogits ? dlogits + (int64_t)t * V : NULL;
     PetscInt    y = targets[t], am = 0;
-    double      m, Z = 0, others = 0;
+    double      m, zy, Z = 0, others = 0;
     if (y < 0) {
       if (dz)
         for (PetscInt j = 0; j < V; j++) dz[j] = 0;
@@ -181,15 +182,19 @@ static void FN(crossentropy)(REAL *dlogits, double *loss, const REAL *logits, co
       continue;
     }
     for (PetscInt j = 1; j < V; j++) if (z[j] > z[am]) am = j;
-    m = z[am];
-    for (PetscInt j = 0; j < V; j++) {
+    m  = z[am];
+    zy = z[y];
+    for (PetscInt j = 0; j < V; j++) { /* one exp per entry: kept in dz until Z is known */
       double e = exp((double)z[j] - m);
       Z += e;
       if (j != y) others += e;
+      if (dz) dz[j] = (REAL)e;
     }
-    loss[t] = am == y ? log1p(others) : log(Z) - ((double)z[y] - m);
-    if (dz)
-      for (PetscInt j = 0; j < V; j++) dz[j] = (REAL)(j == y ? -others / Z : exp((double)z[j] - m) / Z);
+    loss[t] = am == y ? log1p(others) : log(Z) - ((double)zy - m);
+    if (dz) {
+      for (PetscInt j = 0; j < V; j++) dz[j] = (REAL)((double)dz[j] / Z);
+      dz[y] = (REAL)(-others / Z);
+    }
   }
 }
 
