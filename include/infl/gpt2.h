@@ -15,6 +15,9 @@
  * sequence b is rows [offsets[b], offsets[b+1]) at positions 0, 1, ...; 1 <= length <= n_positions.  Every
  * per-token array (logits, losses, captures) is ordered the same way (sequence, position).
  *
+ * Workspace (grown on demand, kept between calls): the logits (N, V), per block about 16 N C values and the attention
+ * probabilities, n_head T_b^2 per sequence, in the working precision.
+ *
  * Loss: next-token cross-entropy.  The logits at row t predict targets[t]; a negative target means no prediction
  * at that row.  targets == NULL means the data's next tokens: targets[t] = tokens[t+1] inside a sequence and -1 at
  * its last position (T-1 predictions for T tokens).  The loss of a sequence is the SUM over its rows; the loss of a
@@ -80,6 +83,7 @@ typedef struct {
   char     name[64];
 } InflGPT2Linear;
 
+/* Not collective.  An empty model on comm (the communicator of Load and Save); SetUp or Load gives it parameters. */
 PetscErrorCode InflGPT2Create(MPI_Comm comm, InflGPT2 *g);
 /* Not collective.  Allocate a model of this configuration with every parameter zero (set them through
  * InflGPT2GetParameters).  Errors: non-positive sizes, n_embd % n_head != 0, layer_norm_epsilon <= 0. */
@@ -91,6 +95,7 @@ PetscErrorCode InflGPT2Load(InflGPT2 g, const char path[]);
  * directory (created if missing) with model.safetensors and config.json.  Tensor names "transformer.*" as
  * save_pretrained writes them, F32, metadata format=pt. */
 PetscErrorCode InflGPT2Save(InflGPT2 g, const char path[]);
+/* The configuration of a set-up model (copied out). */
 PetscErrorCode InflGPT2GetConfig(InflGPT2 g, InflGPT2Config *cfg);
 /* Parameter and gradient slabs (layout above); n parameters. Taking params marks the hash stale. */
 PetscErrorCode InflGPT2GetParameters(InflGPT2 g, int64_t *n, float **params, float **grads);
@@ -100,8 +105,11 @@ PetscErrorCode InflGPT2GetTensor(InflGPT2 g, const char name[], float **param, f
 PetscErrorCode InflGPT2GetLinear(InflGPT2 g, PetscInt l, InflGPT2Linear *lin);
 /* SHA-256 of "gpt2|activation|", the config integers and epsilon, and the parameter slab. */
 PetscErrorCode InflGPT2GetHash(InflGPT2 g, const char **hex);
+/* Working precision of forward, backward and capture (single by default); captures must be created after it is set. */
 PetscErrorCode InflGPT2SetPrecision(InflGPT2 g, InflPrecision prec);
+/* One line: sizes, activation, parameter count, hash prefix, precision (viewer NULL: stdout of comm). */
 PetscErrorCode InflGPT2View(InflGPT2 g, PetscViewer viewer);
+/* Accepts NULL; nulls the handle. */
 PetscErrorCode InflGPT2Destroy(InflGPT2 *g);
 
 /* Not collective.  Check a batch against the model: offsets increasing from 0 with lengths in [1, n_positions],
