@@ -243,6 +243,24 @@ static PetscErrorCode test_double(MPI_Comm comm, InflGPT2 g, const Ref *r)
     e = PetscMax(e, el);
   }
   PetscCall(PetscPrintf(comm, "double: DW = sum_t Ds_t a_t^T equals the layers' parameter gradients to %.2e\n", e));
+  /* per sequence: the sum over its rows of the batch capture is the gradient of that sequence's loss alone */
+  e = 0;
+  for (PetscInt b = 0; b < r->B; b++) {
+    PetscInt off1[2] = {0, r->off[b + 1] - r->off[b]};
+    PetscCall(InflGPT2LossBackward(g, 1, off1, r->tokens + r->off[b], NULL, seq));
+    PetscCall(InflGPT2GetBatchGradientDouble(g, &g64));
+    for (PetscInt l = 0; l < r->L; l++) {
+      int64_t sz = (int64_t)cap->dout[l] * (cap->din[l] + 1);
+      double  el;
+      capture_dw(cap, l, r->off[b], r->off[b + 1], dw);
+      linear_grad(g, params, g64, l, gl);
+      el = rel_err_f64(sz, dw, gl);
+      EXPECT(el <= 1e-12, "double: sequence %d layer %d: the sum of its capture rows differs from its own gradient by %.3g", (int)b, (int)l, el);
+      e = PetscMax(e, el);
+    }
+  }
+  PetscCall(InflGPT2ZeroGrad(g));
+  PetscCall(PetscPrintf(comm, "double: per sequence, the capture rows at its offsets sum to the gradient of its loss alone (%.2e)\n", e));
   /* given targets (as the true Fisher will pass) */
   worst[0] = worst[1] = worst[2] = 0;
   PetscCall(InflGPT2Capture(g, r->B, r->off, r->tokens, r->given, cap));
