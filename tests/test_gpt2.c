@@ -468,9 +468,9 @@ static PetscErrorCode test_sampled(MPI_Comm comm, InflGPT2 g, const Ref *r)
   PetscFunctionReturn(0);
 }
 
-/* Central differences of the summed loss in double, for 4 random entries of every tensor.  The perturbed float
+/* Central differences of the summed loss in double, for per_tensor random entries of every tensor.  The perturbed float
  * parameters are exact, so the step is (p+ - p-) computed exactly. */
-static PetscErrorCode test_fd(MPI_Comm comm, InflGPT2 g, const Ref *r)
+static PetscErrorCode test_fd(MPI_Comm comm, InflGPT2 g, const Ref *r, int per_tensor, float step, const char label[])
 {
   float        *params;
   const double *g64;
@@ -496,9 +496,9 @@ static PetscErrorCode test_fd(MPI_Comm comm, InflGPT2 g, const Ref *r)
     else PetscCall(PetscSNPrintf(name, sizeof(name), "h.%d.%s", (k - 4) / 12, blk[(k - 4) % 12]));
     PetscCall(InflGPT2GetTensor(g, name, &p, NULL, &numel, NULL, NULL));
     for (int64_t i = 0; i < numel; i++) gmax = PetscMax(gmax, fabs(grad[(p - params) + i]));
-    for (int j = 0; j < 4; j++) {
+    for (int j = 0; j < per_tensor; j++) {
       int64_t i = (int64_t)(InflUniform(7, (uint64_t)(k * 16 + j), 9) * numel);
-      float   p0 = p[i], pp = p0 + 1e-3f * PetscMax(1.0f, fabsf(p0)), pm = p0 - 1e-3f * PetscMax(1.0f, fabsf(p0));
+      float   p0 = p[i], pp = p0 + step * PetscMax(1.0f, fabsf(p0)), pm = p0 - step * PetscMax(1.0f, fabsf(p0));
       double  lp = 0, lm = 0, fd, an = grad[(p - params) + i], e;
       PetscCall(InflGPT2GetTensor(g, name, &p, NULL, NULL, NULL, NULL)); /* marks the double copy stale */
       p[i] = pp;
@@ -512,13 +512,13 @@ static PetscErrorCode test_fd(MPI_Comm comm, InflGPT2 g, const Ref *r)
       p[i] = p0;
       fd   = (lp - lm) / ((double)pp - (double)pm);
       e    = fabs(fd - an) / (fabs(an) + 1e-3 * gmax + 1e-8);
-      EXPECT(e <= 2e-4, "finite differences: %s[%" PRId64 "]: central difference %.10g, backward %.10g (rel %.3g)", name, i, fd, an, e);
+      EXPECT(e <= 2e-4, "finite differences (%s): %s[%" PRId64 "]: central difference %.10g, backward %.10g (rel %.3g)", label, name, i, fd, an, e);
       worst = PetscMax(worst, e);
       count++;
     }
   }
   PetscCall(InflGPT2ZeroGrad(g));
-  PetscCall(PetscPrintf(comm, "finite differences (double, %d entries of all %d tensors, step 1e-3): max error %.2e relative to |g| + 1e-3 max|g of the tensor|\n", (int)count, 4 + 12 * NL, worst));
+  PetscCall(PetscPrintf(comm, "finite differences (%s, double, %d entries of all %d tensors, step %.0e): max error %.2e relative to |g| + 1e-3 max|g of the tensor|\n", label, (int)count, 4 + 12 * NL, (double)step, worst));
   PetscCall(PetscFree(grad));
   PetscFunctionReturn(0);
 }
@@ -617,6 +617,41 @@ static PetscErrorCode compare_params(InflGPT2 a, InflGPT2 b, double rel, const c
   PetscFunctionReturn(0);
 }
 
+/* The other activations (exact erf GELU, ReLU): the same weights under another config.json, checked by finite
+ * differences; and the loss changes with the activation (the config is honoured). */
+static PetscErrorCode test_activations(MPI_Comm comm, const char refdir[], const Ref *r)
+{
+  const char *acts[2] = {"gelu", "relu"};
+  PetscMPIInt size;
+  char        tmp[256], path[512], cfgpath[512], text[512];
+  double      base[MAXB], seq[MAXB];
+  InflGPT2    h;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCall(PetscSNPrintf(tmp, sizeof(tmp), "gpt2_act_np%d", (int)size));
+  PetscCall(make_dir(comm, tmp));
+  PetscCall(InflGPT2Create(comm, &h));
+  PetscCall(PetscSNPrintf(path, sizeof(path), "%s/model.safetensors", refdir));
+  PetscCall(InflGPT2Load(h, path));
+  PetscCall(InflGPT2SetPrecision(h, INFL_PREC_DOUBLE));
+  PetscCall(InflGPT2LossBackward(h, r->B, r->off, r->tokens, NULL, base));
+  PetscCall(PetscSNPrintf(path, sizeof(path), "%s/model.safetensors", tmp));
+  PetscCall(PetscSNPrintf(cfgpath, sizeof(cfgpath), "%s/config.json", tmp));
+  PetscCall(InflGPT2Save(h, tmp));
+  for (int k = 0; k < 2; k++) {
+    PetscCall(PetscSNPrintf(text, sizeof(text), "{\"n_embd\": 32, \"n_layer\": 2, \"n_head\": 4, \"vocab_size\": 96, \"n_positions\": 16, \"activation_function\": \"%s\"}", acts[k]));
+    PetscCall(write_text(comm, cfgpath, text));
+    PetscCall(InflGPT2Load(h, tmp));
+    PetscCall(InflGPT2SetPrecision(h, INFL_PREC_DOUBLE));
+    PetscCall(InflGPT2LossBackward(h, r->B, r->off, r->tokens, NULL, seq));
+    EXPECT(fabs(seq[1] - base[1]) > 1e-6 * base[1], "activation %s: the loss %.17g equals gelu_new's; the config is not honoured", acts[k], seq[1]);
+    PetscCall(test_fd(comm, h, r, 2, k ? 1e-6f : 1e-3f, acts[k])); /* ReLU: a small step, so that no kink is crossed */
+  }
+  PetscCall(InflGPT2Destroy(&h));
+  PetscFunctionReturn(0);
+}
+
 static PetscErrorCode test_files(MPI_Comm comm, const char refdir[], InflGPT2 g)
 {
   InflGPT2    h;
@@ -677,7 +712,7 @@ static PetscErrorCode test_files(MPI_Comm comm, const char refdir[], InflGPT2 g)
   }
   /* bad files: one clear error on every rank */
   {
-    const char *good = "{\"n_embd\": 32, \"n_layer\": 2, \"n_head\": 4, \"vocab_size\": 96, \"n_positions\": 16}";
+    const char *good = "{\"n_embd\": 32, \"n_layer\": 2, \"n_head\": 4, \"vocab_size\": 96, \"n_ctx\": 16}"; /* n_ctx for n_positions */
     PetscCall(PetscSNPrintf(path2, sizeof(path2), "%s/model.safetensors", tmp));
     PetscCall(write_text(comm, cfgpath, "{\"n_embd\": 32, \"n_layer\": 2, \"vocab_size\": 96, \"n_ctx\": 16}"));
     EXPECT_FAIL(comm, InflGPT2Load(h, tmp), "\"n_head\"", "config without n_head");
@@ -695,6 +730,7 @@ static PetscErrorCode test_files(MPI_Comm comm, const char refdir[], InflGPT2 g)
     PetscCall(rewrite(comm, path, path2, NULL, "lm_head.weight", PETSC_FALSE));
     EXPECT_FAIL(comm, InflGPT2Load(h, path2), "lm_head.weight differs from wte.weight", "untied head");
     PetscCall(InflGPT2Load(h, tmp)); /* the good config loads again */
+    PetscCall(compare_params(g, h, 0, "config with n_ctx"));
   }
   PetscCall(PetscPrintf(comm, "files: bad files (missing n_head, n_embd %% n_head, vocab_size vs wte, n_layer vs tensors, unknown activation, untied lm_head) fail on every rank with one message\n"));
   PetscCall(InflGPT2Destroy(&h));
@@ -725,8 +761,9 @@ int main(int argc, char **argv)
   PetscCall(test_batch(comm, g, &r, INFL_PREC_DOUBLE, 1e-12));
   PetscCall(test_batch(comm, g, &r, INFL_PREC_SINGLE, 1e-5));
   PetscCall(test_sampled(comm, g, &r));
-  PetscCall(test_fd(comm, g, &r));
+  PetscCall(test_fd(comm, g, &r, 4, 1e-3f, "gelu_new"));
   PetscCall(test_files(comm, dir, g));
+  PetscCall(test_activations(comm, dir, &r));
   PetscCall(free_reference(&r));
   PetscCall(InflGPT2Destroy(&g));
   PetscCall(PetscFinalize());
