@@ -64,7 +64,9 @@ typedef struct {
 
 /* Captured a and Ds of the 4 n_layer linear layers for N rows (tokens) of B sequences.  In single precision a32/ds32
  * are set, in double a64/ds64.  a[l] (N, din[l]+1) with column din[l] equal to 1, ds[l] (N, dout[l]); rows of
- * sequence b are [offsets[b], offsets[b+1]).  loss (B): each sequence's summed loss with the targets used. */
+ * sequence b are [offsets[b], offsets[b+1]).  loss (B): each sequence's summed loss with the targets used.
+ * This is the token-level capture of DESIGN.md (one row per token plus sequence offsets; an MLP example would be a
+ * sequence of length 1), kept apart from model.h's per-example InflCapture until the model object is typed. */
 typedef struct {
   InflPrecision prec;
   PetscInt      L, N, B, Nmax, Bmax;
@@ -101,7 +103,7 @@ PetscErrorCode InflGPT2GetConfig(InflGPT2 g, InflGPT2Config *cfg);
 PetscErrorCode InflGPT2GetParameters(InflGPT2 g, int64_t *n, float **params, float **grads);
 /* Parameter tensor by its Hugging Face name without the prefix ("h.0.ln_1.weight"): view, element count, shape. */
 PetscErrorCode InflGPT2GetTensor(InflGPT2 g, const char name[], float **param, float **grad, int64_t *numel, int *ndim, int64_t shape[2]);
-/* Number of captured linear layers (4 n_layer) and layer l. */
+/* Linear layer l of the capture, 0 <= l < 4 n_layer (error otherwise, naming l). */
 PetscErrorCode InflGPT2GetLinear(InflGPT2 g, PetscInt l, InflGPT2Linear *lin);
 /* SHA-256 of "gpt2|activation|", the config integers and epsilon, and the parameter slab. */
 PetscErrorCode InflGPT2GetHash(InflGPT2 g, const char **hex);
@@ -121,6 +123,7 @@ PetscErrorCode InflGPT2CheckBatch(InflGPT2 g, PetscInt B, const PetscInt offsets
  * may be NULL.  targets as above (NULL: next tokens). */
 PetscErrorCode InflGPT2Forward(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], const int32_t targets[], float logits[], double logits64[], double token_loss[]);
 
+/* Zero the gradient slab. */
 PetscErrorCode InflGPT2ZeroGrad(InflGPT2 g);
 /* Not collective.  Forward, loss and backward: gradients of the SUMMED loss of the batch are ADDED to the gradient
  * slab.  seq_loss (B) per-sequence losses out (may be NULL). */
