@@ -52,6 +52,12 @@ PetscErrorCode InflSafetensorsDestroy(InflSafetensors *st);
  * (padded with spaces, as the reference implementation does). */
 PetscErrorCode InflSafetensorsWrite(MPI_Comm comm, const char path[], PetscInt ntensors, const InflTensor tensors[], PetscInt nmeta, const char *const keys[], const char *const values[]);
 
+/* Not collective.  A floating-point tensor (F32, F64, F16, BF16) as float32 into dst (numel): F64 is rounded,
+ * F16 (IEEE 754 binary16, subnormals included) and BF16 are exact.  Error for other dtypes, naming the tensor. */
+PetscErrorCode InflTensorToFloat(const InflTensor *t, float dst[]);
+float          InflHalfToFloat(uint16_t h);
+float          InflBFloat16ToFloat(uint16_t h);
+
 /* ---------------------------------------------------------------- data sets */
 typedef struct _p_InflData *InflData;
 

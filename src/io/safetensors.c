@@ -8,6 +8,7 @@
  */
 #include <infl/io.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -450,5 +451,42 @@ PetscErrorCode InflSafetensorsWrite(MPI_Comm comm, const char path[], PetscInt n
   PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", path));
   InflCallAll(comm, rank == 0 ? st_write_rank0(path, partial, ntensors, tensors, nmeta, keys, values) : 0);
   PetscCall(InflRenameAll(comm, partial, path));
+  PetscFunctionReturn(0);
+}
+
+/* ---------------------------------------------------------------- conversions */
+
+float InflHalfToFloat(uint16_t h)
+{
+  uint32_t sign = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 0x1f, m = h & 0x3ff, bits;
+  float    f;
+  if (e == 0) { /* zero or subnormal: m * 2^-24, exact in float */
+    f = ldexpf((float)m, -24);
+    return sign ? -f : f;
+  }
+  if (e == 31) bits = sign | 0x7f800000u | (m << 13); /* inf, nan */
+  else bits = sign | ((e - 15 + 127) << 23) | (m << 13);
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+float InflBFloat16ToFloat(uint16_t h)
+{
+  uint32_t bits = (uint32_t)h << 16;
+  float    f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+PetscErrorCode InflTensorToFloat(const InflTensor *t, float dst[])
+{
+  PetscFunctionBegin;
+  switch (t->dtype) {
+  case INFL_F32: PetscCall(PetscArraycpy(dst, (const float *)t->data, t->numel)); break;
+  case INFL_F64: for (int64_t i = 0; i < t->numel; i++) dst[i] = (float)((const double *)t->data)[i]; break;
+  case INFL_F16: for (int64_t i = 0; i < t->numel; i++) dst[i] = InflHalfToFloat(((const uint16_t *)t->data)[i]); break;
+  case INFL_BF16: for (int64_t i = 0; i < t->numel; i++) dst[i] = InflBFloat16ToFloat(((const uint16_t *)t->data)[i]); break;
+  default: SETERRQ(PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "tensor %s has dtype %s; weights must be F32, F64, F16 or BF16", t->name, InflDTypeName(t->dtype));
+  }
   PetscFunctionReturn(0);
 }
