@@ -364,6 +364,7 @@ PetscErrorCode DriverClassNames(PetscInt C, char ***names)
 
   PetscFunctionBegin;
   PetscCall(PetscCalloc1(C, &v));
+  PetscCall(InflOptionsCheckLength(PETSC_COMM_WORLD, "-class_names", sizeof(buf), "give shorter class names"));
   PetscCall(PetscOptionsGetString(NULL, NULL, "-class_names", buf, sizeof(buf), &set));
   if (set) {
     char    *tok, *save;

@@ -127,6 +127,8 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
 
   PetscFunctionBegin;
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  PetscCall(InflOptionsCheckLength(comm, "-outdir", sizeof(outdir) - 32, "give a shorter directory (a symbolic link or a relative path)"));
+  PetscCall(InflOptionsCheckLength(comm, "-model", sizeof(mpath) - 32, "give a shorter path (a symbolic link or a relative path)"));
   PetscOptionsBegin(comm, NULL, "infl run: the whole study", NULL);
   PetscCall(PetscOptionsString("-outdir", "directory of the study's outputs", NULL, outdir, outdir, sizeof(outdir), NULL));
   PetscCall(PetscOptionsString("-model", "model file: used if it exists, else trained and written there (default OUTDIR/model.safetensors)", NULL, mpath, mpath, sizeof(mpath), &set));

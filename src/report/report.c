@@ -81,6 +81,8 @@ PetscErrorCode InflReportSetFromOptions(InflReport r)
   PetscBool set;
 
   PetscFunctionBegin;
+  PetscCall(InflOptionsCheckLength(r->comm, "-report_title", sizeof(r->title), "give a shorter title"));
+  PetscCall(InflOptionsCheckLength(r->comm, "-class_names", sizeof(buf), "give shorter class names"));
   PetscOptionsBegin(r->comm, NULL, "HTML report options", "InflReport");
   PetscCall(PetscOptionsInt("-report_queries", "queries shown in the report", "InflReportWrite", r->nshow, &r->nshow, NULL));
   PetscCall(PetscOptionsInt("-report_k", "proponents and opponents shown per query (0: all in the scores file)", "InflReportWrite", r->kshow, &r->kshow, NULL));
