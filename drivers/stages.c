@@ -77,6 +77,11 @@ PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData
   PetscCall(InflDataGetExamples(query, Q, qidx, xq, yq));
   PetscCall(InflScorerCreate(comm, &sc));
   PetscCall(InflScorerSetFromOptions(sc));
+  {
+    const char *qh;
+    PetscCall(InflDataGetHash(query, &qh));
+    PetscCall(InflScorerSetQueryHash(sc, qh));
+  }
   if (out && out[0]) PetscCall(InflScorerSetCheckpoint(sc, out));
   PetscCall(PetscTime(&t0));
   PetscCall(InflScorerSetQueries(sc, model, ek, Q, xq, yq, qidx));

@@ -50,6 +50,9 @@ PetscErrorCode InflScorerGetLocalScores(InflScorer sc, int64_t *start, int64_t *
  *   hyperslabs, with -score_per_layer /topk/per_layer and /bottomk/per_layer (L, Q, K) (or /scores_per_layer
  *   (L, Q, N) float32 with -score_save_all); provenance attributes. */
 PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwrite);
+/* The sha256 of the query data (InflDataGetHash), written by InflScorerSave as the query_sha256 attribute that
+ * infl report checks against its -query data (not written if never set). */
+PetscErrorCode InflScorerSetQueryHash(InflScorer sc, const char hash[]);
 PetscErrorCode InflScorerDestroy(InflScorer *sc);
 
 /* Collective.  Self-influence <precondition(DW_m), DW_m> (summed over layers) of every training example of this

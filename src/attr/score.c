@@ -55,7 +55,7 @@ struct _p_InflScorer {
   double       *local;        /* (Q, count) with save_all */
   double       *local_layer;  /* (L, Q, count) with save_all and per_layer */
   double       *top_layer, *bottom_layer; /* (L, Q, K) with per_layer */
-  char          model_hash[65], train_hash[65];
+  char          model_hash[65], train_hash[65], query_hash[65];
   int64_t       ntrain;
   char          out[PETSC_MAX_PATH_LEN]; /* final output: checkpoints go to out.partial */
 };
@@ -819,7 +819,7 @@ PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwr
   InflCheckAll(sc->comm, overwrite || !InflFileExists(path), PETSC_ERR_FILE_OPEN, "%s exists; pass -overwrite to replace it or choose another -out", path);
   PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial.tmp", path));
   PetscCall(InflH5Create(sc->comm, partial, PETSC_TRUE, &file));
-  PetscCall(InflH5WriteProvenance(file, sc->comm, "score", sc->model_hash, sc->train_hash, NULL));
+  PetscCall(InflH5WriteProvenance(file, sc->comm, "score", sc->model_hash, sc->train_hash, sc->query_hash[0] ? sc->query_hash : NULL));
   PetscCall(InflH5SetAttrInt(file, "/", "train_examples", sc->ntrain));
   PetscCall(InflH5SetAttrInt(file, "/", "topk", sc->K));
   PetscCall(InflH5SetAttrString(file, "/", "sign", "positive = proponent: upweighting the training example lowers the query loss"));
@@ -862,6 +862,13 @@ PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwr
   PetscCall(InflRenameAll(sc->comm, partial, path));
   PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", path));
   PetscCall(InflRemoveAll(sc->comm, partial));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflScorerSetQueryHash(InflScorer sc, const char hash[])
+{
+  PetscFunctionBegin;
+  PetscCall(PetscStrncpy(sc->query_hash, hash ? hash : "", sizeof(sc->query_hash)));
   PetscFunctionReturn(0);
 }
 
