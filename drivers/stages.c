@@ -122,7 +122,7 @@ static PetscErrorCode self_chunk(void *ctx, int64_t lo, int64_t hi)
   PetscFunctionBegin;
   PetscCall(InflSelfInfluenceBatch(c->model, c->ek, (PetscInt)(hi - lo), c->x + (lo - c->start) * c->d, c->y + (lo - c->start), c->cap, c->self + (lo - c->start)));
   for (int64_t i = lo; i < hi; i++) /* never a non-finite value in the output (InflRunChunks agrees on the error) */
-    PetscCheck(isfinite(c->self[i - c->start]), PETSC_COMM_SELF, PETSC_ERR_FP, "self-influence of training example %" PRId64 " is %g (non-finite): the model's gradients or (Lambda + damping)^-1 overflow (huge weights, or a damping too small for the factors); check the model and -ekfac_damping", i, c->self[i - c->start]);
+    PetscCheck(isfinite(c->self[i - c->start]), PETSC_COMM_SELF, PETSC_ERR_FP, "self-influence of training example %" PRId64 " is %g (non-finite): the model's gradients or (Lambda + damping)^-1 overflow (huge weights, damaged factors, or a damping too small for them); check the model, the factors and -ekfac_damping", i, c->self[i - c->start]);
   PetscFunctionReturn(0);
 }
 

@@ -626,7 +626,7 @@ static PetscErrorCode score_chunk(void *ctx, int64_t lo, int64_t hi)
   PetscCall(PetscLogEventEnd(EV_KERNEL, 0, 0, 0, 0));
   for (PetscInt q = 0; q < sc->Q; q++) /* never a non-finite score in the output (InflRunChunks agrees on the error) */
     for (PetscInt b = 0; b < B; b++)
-      PetscCheck(isfinite(out[(int64_t)q * B + b]), PETSC_COMM_SELF, PETSC_ERR_FP, "score of query %" PRId64 " and training example %" PRId64 " is %g (non-finite): the model's gradients or the preconditioned query overflow (huge weights, or a damping too small for the factors); check the model and -ekfac_damping", sc->qindex ? sc->qindex[q] : (int64_t)q, lo + b, out[(int64_t)q * B + b]);
+      PetscCheck(isfinite(out[(int64_t)q * B + b]), PETSC_COMM_SELF, PETSC_ERR_FP, "score of query %" PRId64 " and training example %" PRId64 " is %g (non-finite): the model's gradients or the preconditioned query overflow (huge weights, damaged factors, or a damping too small for them); check the model, the factors and -ekfac_damping", sc->qindex ? sc->qindex[q] : (int64_t)q, lo + b, out[(int64_t)q * B + b]);
   if (sc->local)
     for (PetscInt q = 0; q < sc->Q; q++) PetscCall(PetscArraycpy(sc->local + (int64_t)q * c->count + off, out + (int64_t)q * B, B));
   PetscCall(PetscLogEventBegin(EV_TOPK, 0, 0, 0, 0));
