@@ -335,6 +335,35 @@ static PetscErrorCode valueless_option(char bad[], size_t len)
   PetscFunctionReturn(0);
 }
 
+/* Integer options are 32-bit PetscInt, which PETSc fills by wrapping (4294967297 becomes 1): the first option whose
+ * value is an integer beyond that range, other than the 64-bit _limit counts, in *bad (name and value), or "". */
+static PetscErrorCode wrapped_int_option(char bad[], size_t len)
+{
+  static const char *wide[] = {"-query_indices", "-mem_limit", "-report_title", "-class_names"}; /* not PetscInt */
+  char *all = NULL, *save = NULL, *prev = NULL;
+
+  PetscFunctionBegin;
+  bad[0] = 0;
+  PetscCall(PetscOptionsGetAll(NULL, &all));
+  for (char *tok = strtok_r(all, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+    PetscBool skip = prev && strlen(prev) > 6 && !strcmp(prev + strlen(prev) - 6, "_limit") ? PETSC_TRUE : PETSC_FALSE;
+    for (size_t i = 0; prev && i < sizeof(wide) / sizeof(wide[0]); i++) if (!strcmp(prev, wide[i])) skip = PETSC_TRUE;
+    if (prev && prev[0] == '-' && !skip) {
+      char     *end;
+      long long x;
+      errno = 0;
+      x     = strtoll(tok, &end, 10);
+      if (end != tok && *end == 0 && (errno == ERANGE || x > PETSC_MAX_INT || x < PETSC_MIN_INT)) {
+        PetscCall(PetscSNPrintf(bad, len, "%s %s", prev, tok));
+        break;
+      }
+    }
+    prev = tok;
+  }
+  PetscCall(PetscFree(all));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode DriverCheckUnusedOptions(MPI_Comm comm)
 {
   PetscInt  n, nleft;
@@ -344,6 +373,8 @@ PetscErrorCode DriverCheckUnusedOptions(MPI_Comm comm)
   PetscFunctionBegin;
   PetscCall(valueless_option(bad, sizeof(bad)));
   PetscCheck(!bad[0], comm, PETSC_ERR_ARG_WRONG, "option %s was given without a value; give one (-help lists the options and their defaults)", bad);
+  PetscCall(wrapped_int_option(bad, sizeof(bad)));
+  PetscCheck(!bad[0], comm, PETSC_ERR_ARG_OUTOFRANGE, "option %s is outside the range of this integer option [%d, %d] (it would wrap around); give a value in that range", bad, (int)PETSC_MIN_INT, (int)PETSC_MAX_INT);
   PetscCall(PetscOptionsLeftGet(NULL, &n, &names, &values));
   for (PetscInt i = 0; i < n; i++) {
     size_t len;

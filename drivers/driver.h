@@ -35,7 +35,8 @@ PetscErrorCode DriverQueryIndices(MPI_Comm comm, int64_t N, PetscInt *Q, int64_t
 PetscErrorCode DriverCheckOutput(MPI_Comm comm, const char path[], PetscBool overwrite);
 /* Unlock and remove the lock files of DriverCheckOutput (rank 0; called by main() at the end of every run). */
 void DriverReleaseOutputs(void);
-/* Error listing every option that was given but never used (a misspelled option must not be ignored). */
+/* Error listing every option that was given but never used (a misspelled option must not be ignored); error naming
+ * an option given without a value, or an integer value beyond the 32-bit PetscInt range (other than -*_limit). */
 PetscErrorCode DriverCheckUnusedOptions(MPI_Comm comm);
 /* MLP layer sizes: -model_dims if set (checked against the data), else input,256,256,classes of `train`. */
 PetscErrorCode DriverMLPDims(MPI_Comm comm, InflData train, PetscInt dims[], PetscInt *nd, PetscBool set);

@@ -185,6 +185,8 @@ query_range_huge   | -query_indices 0:10000000000: query index 10 is outside the
 query_list_long    | the value of -query_indices has 4904 characters .* -query_indices @FILE | score $M $F $TR $Q -query_indices $QLONG -out $W/out/s.h5
 limit_wraps_32bit  | limit 4294967297 is larger than the 10000 examples        | fit $M -train $T -train_limit 4294967297 -out $W/out/f.h5
 limit_beyond_64bit | -train_limit 99999999999999999999 must be >= 0 and <= 9223372036854775807 | fit $M -train $T -train_limit 99999999999999999999 -out $W/out/f.h5
+topk_wraps_32bit   | option -score_topk 4294967297 is outside the range of this integer option | score $M $F $TR $Q -score_topk 4294967297 -out $W/out/s.h5
+query_index_huge   | query index 99999999999 is outside the query set          | score $M $F $TR $Q -query_indices 99999999999 -out $W/out/s.h5
 limit_not_integer  | -query_limit 10x is not an integer                        | score $M $F $TR -query $T -query_limit 10x -out $W/out/s.h5
 long_path          | the value of -model has [0-9]+ characters .*more than the 4095 it may have | fit -model $W/$(printf 'x%.0s' $(seq 5000)) $TR -out $W/out/f.h5
 # --- numerics
