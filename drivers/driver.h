@@ -26,9 +26,17 @@ PetscErrorCode DriverLoadModel(MPI_Comm comm, const char path[], InflModel *mode
 /* Query indices: -query_indices "3,17,40", "0:100" (range, end exclusive), "0:1000:10" (step) or "@file" (one
  * index per line).  Default 0:8.  Checked against N (error names the index and N). */
 PetscErrorCode DriverQueryIndices(MPI_Comm comm, int64_t N, PetscInt *Q, int64_t **idx);
-/* Error (all ranks) if `path` exists and -overwrite is not set. */
+/* Collective: check an output before any work, and lock it.  Errors (every rank, one message): `path` exists and
+ * -overwrite is not set; it is a directory or another non-regular file (a device would be replaced by the renamed
+ * file); it is the same file (device and inode) as an input of the stage (-model, -factors, -scores, -self, -file,
+ * the data files, -query_indices @FILE, -options_file); its directory does not exist or cannot hold a new file
+ * (the reason from strerror); another process holds its lock.  Rank 0 then holds an exclusive flock on
+ * PATH.partial.lock (holding "host H, pid P", named in the error of a second run) until DriverReleaseOutputs(). */
 PetscErrorCode DriverCheckOutput(MPI_Comm comm, const char path[], PetscBool overwrite);
-/* Error listing every option that was given but never used (a misspelled option must not be ignored). */
+/* Unlock and remove the lock files of DriverCheckOutput (rank 0; called by main() at the end of every run). */
+void DriverReleaseOutputs(void);
+/* Error listing every option that was given but never used (a misspelled option must not be ignored); error naming
+ * an option given without a value, or an integer value beyond the 32-bit PetscInt range (other than -*_limit). */
 PetscErrorCode DriverCheckUnusedOptions(MPI_Comm comm);
 /* MLP layer sizes: -model_dims if set (checked against the data), else input,256,256,classes of `train`. */
 PetscErrorCode DriverMLPDims(MPI_Comm comm, InflData train, PetscInt dims[], PetscInt *nd, PetscBool set);

@@ -126,6 +126,7 @@ static PetscErrorCode common_options(void)
   char   ml[64] = "";
 
   PetscFunctionBegin;
+  PetscCall(InflOptionsCheckLength(PETSC_COMM_WORLD, "-mem_limit", sizeof(ml), "give bytes per rank, e.g. 2G"));
   PetscOptionsBegin(PETSC_COMM_WORLD, NULL, "Options of every long stage", NULL);
   PetscCall(PetscOptionsReal("-checkpoint_interval", "seconds between checkpoints to OUT.partial (0: after every chunk)", NULL, ci, &ci, NULL));
   PetscCall(PetscOptionsReal("-progress_interval", "seconds between progress lines", NULL, pi, &pi, NULL));
@@ -204,6 +205,7 @@ int main(int argc, char **argv)
   PetscCall(InflSignalsInstall());
   ierr = common_options();
   if (!ierr) ierr = sub->run(PETSC_COMM_WORLD, helpflg);
+  DriverReleaseOutputs();
   if (ierr) {
     if (local_error) return finish_local_error();
     MPI_Comm_free(&agree_comm);

@@ -127,6 +127,8 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
 
   PetscFunctionBegin;
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  PetscCall(InflOptionsCheckLength(comm, "-outdir", sizeof(outdir) - 32, "give a shorter directory (a symbolic link or a relative path)"));
+  PetscCall(InflOptionsCheckLength(comm, "-model", sizeof(mpath) - 32, "give a shorter path (a symbolic link or a relative path)"));
   PetscOptionsBegin(comm, NULL, "infl run: the whole study", NULL);
   PetscCall(PetscOptionsString("-outdir", "directory of the study's outputs", NULL, outdir, outdir, sizeof(outdir), NULL));
   PetscCall(PetscOptionsString("-model", "model file: used if it exists, else trained and written there (default OUTDIR/model.safetensors)", NULL, mpath, mpath, sizeof(mpath), &set));
@@ -154,6 +156,13 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   PetscCall(PetscSNPrintf(fpath, sizeof(fpath), "%s/factors.h5", outdir));
   PetscCall(PetscSNPrintf(spath, sizeof(spath), "%s/scores.h5", outdir));
   PetscCall(PetscSNPrintf(selfpath, sizeof(selfpath), "%s/self_influence.h5", outdir));
+  { /* the study's outputs are checked and locked before any work (each is replaced when recomputed) */
+    char        rpath[PETSC_MAX_PATH_LEN];
+    const char *outs[] = {fpath, spath, selfpath, rpath};
+    PetscCall(PetscSNPrintf(rpath, sizeof(rpath), "%s/report.html", outdir));
+    for (size_t i = 0; i < sizeof(outs) / sizeof(outs[0]); i++) PetscCall(DriverCheckOutput(comm, outs[i], PETSC_TRUE));
+    if (!InflFileExists(mpath)) PetscCall(DriverCheckOutput(comm, mpath, PETSC_TRUE)); /* to be trained */
+  }
   PetscCall(InflDataGetSizes(query, &Nq, NULL, NULL));
   PetscCall(DriverQueryIndices(comm, Nq, &Q, &qidx));
   /* every option of every stage is read now, so that a misspelled one stops the study before any work */

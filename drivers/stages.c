@@ -2,6 +2,7 @@
 #include "driver.h"
 #include "stages.h"
 #include <infl/checkpoint.h>
+#include <math.h>
 
 /* Collective: run summary attributes on a finished output: wall time of the stage (max over ranks) and peak memory
  * per rank (max over ranks); the options and rank count are already in its provenance. */
@@ -76,6 +77,11 @@ PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData
   PetscCall(InflDataGetExamples(query, Q, qidx, xq, yq));
   PetscCall(InflScorerCreate(comm, &sc));
   PetscCall(InflScorerSetFromOptions(sc));
+  {
+    const char *qh;
+    PetscCall(InflDataGetHash(query, &qh));
+    PetscCall(InflScorerSetQueryHash(sc, qh));
+  }
   if (out && out[0]) PetscCall(InflScorerSetCheckpoint(sc, out));
   PetscCall(PetscTime(&t0));
   PetscCall(InflScorerSetQueries(sc, model, ek, Q, xq, yq, qidx));
@@ -115,6 +121,8 @@ static PetscErrorCode self_chunk(void *ctx, int64_t lo, int64_t hi)
 
   PetscFunctionBegin;
   PetscCall(InflSelfInfluenceBatch(c->model, c->ek, (PetscInt)(hi - lo), c->x + (lo - c->start) * c->d, c->y + (lo - c->start), c->cap, c->self + (lo - c->start)));
+  for (int64_t i = lo; i < hi; i++) /* never a non-finite value in the output (InflRunChunks agrees on the error) */
+    PetscCheck(isfinite(c->self[i - c->start]), PETSC_COMM_SELF, PETSC_ERR_FP, "self-influence of training example %" PRId64 " is %g (non-finite): the model's gradients or (Lambda + damping)^-1 overflow (huge weights, damaged factors, or a damping too small for them); check the model, the factors and -ekfac_damping", i, c->self[i - c->start]);
   PetscFunctionReturn(0);
 }
 

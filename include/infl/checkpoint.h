@@ -73,7 +73,8 @@ typedef struct {
 /* Collective.  Run loop->chunk over [start, start+count) minus `done` (the examples of earlier runs) in pieces of at
  * most `chunk` examples; all ranks step together (ranks with fewer pieces join every step), print progress, call
  * loop->checkpoint when due (and, with the union of `done` and this run's work, before stopping on a signal), and on a
- * signal raise INFL_ERR_INTERRUPTED naming `stage` and `partial`. */
+ * signal raise INFL_ERR_INTERRUPTED naming `stage` and `partial`.  An error of loop->chunk on any rank is agreed on
+ * after each step: every rank raises it with the message of the lowest failing rank (no rank waits in a collective). */
 PetscErrorCode InflRunChunks(MPI_Comm comm, const char stage[], int64_t start, int64_t count, PetscInt chunk, const InflRanges *done, const InflChunkLoop *loop, const char partial[]);
 
 /* Collective: raise INFL_ERR_INTERRUPTED naming the stage and the partial file. */

@@ -7,6 +7,10 @@
  *   A = Q_A diag(eA) Q_A^T, S = Q_S diag(eS) Q_S^T                      (ScaLAPACK pdsyevd, infl/eigen.h)
  *   Lambda[i,j] = (1/N) sum_n ((Q_S^T DW_n Q_A)[i,j])^2,  DW_n = Ds_n a_n^T   (the eigenvalue correction)
  *   damping_l = 0.1 * mean(Lambda_l) unless -ekfac_damping is given
+ *   accepted only if damping_l + min(Lambda_l) >= max(Lambda_l) * INFL_DAMPING_EPS_MULTIPLE * eps, eps the machine
+ *   epsilon of the model's per-example precision (FLT_EPSILON under -model_precision single, DBL_EPSILON under
+ *   double): a more ill-conditioned (Lambda + damping) amplifies the rounding of the gradients into the scores
+ *   (or overflows them); checked at the end of a fit, on load (stored or -ekfac_damping) and by InflEKFACSetDamping
  *   precondition(G) = Q_S [ (Q_S^T G Q_A) / (Lambda + damping_l) ] Q_A^T   (elementwise division)
  * N counts examples (for a sequence model, tokens for A and S and sequences for Lambda).
  * The pseudo-gradient uses labels sampled from the model (true Fisher, default, keyed by (seed, example index) so
@@ -23,6 +27,9 @@
 
 typedef struct _p_InflEKFAC *InflEKFAC;
 
+/* The damping rule above: damping + min(Lambda) >= max(Lambda) * INFL_DAMPING_EPS_MULTIPLE * epsilon. */
+#define INFL_DAMPING_EPS_MULTIPLE 10.0
+
 typedef struct {
   PetscInt din, dout;      /* factor A is (din+1)^2, S is dout^2 */
   double  *A, *S;          /* means */
@@ -35,7 +42,10 @@ typedef struct {
 PetscErrorCode InflEKFACCreate(MPI_Comm comm, InflEKFAC *ek);
 PetscErrorCode InflEKFACSetFromOptions(InflEKFAC ek);
 PetscErrorCode InflEKFACSetFisher(InflEKFAC ek, InflFisher fisher, uint64_t seed);
-/* Override the damping: damping >= 0 for every layer (PETSC_DEFAULT restores 0.1 * mean(Lambda_l)). */
+/* Override the damping: damping >= 0 for every layer (PETSC_DEFAULT restores 0.1 * mean(Lambda_l)).  Errors (once
+ * Lambda is known): (Lambda + damping) singular; the damping rule above (names the layer, the damping, min and max
+ * Lambda and the smallest damping accepted); the default damping of a layer whose Lambda is all zero (its gradients
+ * vanish: give -ekfac_damping). */
 PetscErrorCode InflEKFACSetDamping(InflEKFAC ek, double damping);
 /* Make InflEKFACFit resumable: both passes checkpoint to OUT.partial (-checkpoint_interval), a signal stops the fit
  * after a checkpoint (INFL_ERR_INTERRUPTED), and an existing OUT.partial of the same fit (model, data, Fisher kind,
@@ -43,7 +53,7 @@ PetscErrorCode InflEKFACSetDamping(InflEKFAC ek, double damping);
 PetscErrorCode InflEKFACSetCheckpoint(InflEKFAC ek, const char out[]);
 /* Collective.  Both passes over this rank's shard of `train` and the eigensolves.  Errors: a factor with non-finite
  * entries (names layer and factor: the model or data is broken), zero damping with a zero eigenvalue in Lambda
- * (the inverse is undefined; set -ekfac_damping > 0). */
+ * (the inverse is undefined; set -ekfac_damping > 0), a damping that breaks the rule above. */
 PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train);
 /* Collective.  Write factors.h5 (rank 0's data; PATH.partial then rename): /layers/<l>/{A, S, Q_A, Q_S,
  * eigenvalues_A, eigenvalues_S, Lambda} with attributes din, dout, damping; root attributes fisher, seed, examples,

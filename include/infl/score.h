@@ -57,6 +57,9 @@ PetscErrorCode InflScorerGetNorms(InflScorer sc, double qnorm[], const double **
  *   (L, Q, N) float32 with -score_save_all); /query_norms (Q) and, with -score_save_all, /train_norms (N) float32
  *   (InflScorerGetNorms); provenance attributes. */
 PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwrite);
+/* The sha256 of the query data (InflDataGetHash), written by InflScorerSave as the query_sha256 attribute that
+ * infl report checks against its -query data (not written if never set). */
+PetscErrorCode InflScorerSetQueryHash(InflScorer sc, const char hash[]);
 PetscErrorCode InflScorerDestroy(InflScorer *sc);
 
 /* Collective.  Self-influence <precondition(DW_m), DW_m> (summed over layers) of every training example of this

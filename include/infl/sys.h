@@ -93,6 +93,16 @@ PetscErrorCode InflChunkFromMemLimit(MPI_Comm comm, const char stage[], int64_t 
 /* Rename `from` to `to` on rank 0 of comm, agreed on all ranks (the atomic end of a stage). Collective. */
 PetscErrorCode InflRenameAll(MPI_Comm comm, const char from[], const char to[]);
 
+/* Options read into fixed buffers are never truncated: error (naming the option, the length and `hint`, what to do
+ * instead) if the value of option `name` (with its '-') has `len` characters or more.  Not collective: every rank
+ * sees the same options database, so all of them raise the same error. */
+PetscErrorCode InflOptionsCheckLength(MPI_Comm comm, const char name[], size_t len, const char hint[]);
+
+/* A 64-bit count option: *v (unchanged if absent) from option `name`, parsed with strtoll and checked: a value that is
+ * not an integer or lies outside [min, max] (including values beyond int64) is an error naming the option, the value
+ * as given and the range.  Not collective (the same on every rank). */
+PetscErrorCode InflOptionsGetInt64(MPI_Comm comm, const char name[], int64_t min, int64_t max, int64_t *v, PetscBool *set);
+
 /* Does a path exist? (stat) */
 PetscBool InflFileExists(const char path[]);
 

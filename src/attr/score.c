@@ -57,7 +57,7 @@ struct _p_InflScorer {
   double       *qnorm2;       /* (Q) ||P_q||_F^2 summed over layers, of the P scored (the truncation with -score_rank) */
   double       *local_norm;   /* (count) with save_all: ||g_m||_F of each training example's loss gradient */
   double       *top_layer, *bottom_layer; /* (L, Q, K) with per_layer */
-  char          model_hash[65], train_hash[65];
+  char          model_hash[65], train_hash[65], query_hash[65];
   int64_t       ntrain;
   char          out[PETSC_MAX_PATH_LEN]; /* final output: checkpoints go to out.partial */
 };
@@ -658,6 +658,9 @@ static PetscErrorCode score_chunk(void *ctx, int64_t lo, int64_t hi)
     }
   }
   PetscCall(PetscLogEventEnd(EV_KERNEL, 0, 0, 0, 0));
+  for (PetscInt q = 0; q < sc->Q; q++) /* never a non-finite score in the output (InflRunChunks agrees on the error) */
+    for (PetscInt b = 0; b < B; b++)
+      PetscCheck(isfinite(out[(int64_t)q * B + b]), PETSC_COMM_SELF, PETSC_ERR_FP, "score of query %" PRId64 " and training example %" PRId64 " is %g (non-finite): the model's gradients or the preconditioned query overflow (huge weights, damaged factors, or a damping too small for them); check the model, the factors and -ekfac_damping", sc->qindex ? sc->qindex[q] : (int64_t)q, lo + b, out[(int64_t)q * B + b]);
   if (sc->local) {
     for (PetscInt q = 0; q < sc->Q; q++) PetscCall(PetscArraycpy(sc->local + (int64_t)q * c->count + off, out + (int64_t)q * B, B));
     PetscCall(capture_gradient_norms(cap, sc->local_norm + off));
@@ -863,7 +866,7 @@ PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwr
   InflCheckAll(sc->comm, overwrite || !InflFileExists(path), PETSC_ERR_FILE_OPEN, "%s exists; pass -overwrite to replace it or choose another -out", path);
   PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial.tmp", path));
   PetscCall(InflH5Create(sc->comm, partial, PETSC_TRUE, &file));
-  PetscCall(InflH5WriteProvenance(file, sc->comm, "score", sc->model_hash, sc->train_hash, NULL));
+  PetscCall(InflH5WriteProvenance(file, sc->comm, "score", sc->model_hash, sc->train_hash, sc->query_hash[0] ? sc->query_hash : NULL));
   PetscCall(InflH5SetAttrInt(file, "/", "train_examples", sc->ntrain));
   PetscCall(InflH5SetAttrInt(file, "/", "topk", sc->K));
   PetscCall(InflH5SetAttrString(file, "/", "sign", "positive = proponent: upweighting the training example lowers the query loss"));
@@ -914,6 +917,13 @@ PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwr
   PetscCall(InflRenameAll(sc->comm, partial, path));
   PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", path));
   PetscCall(InflRemoveAll(sc->comm, partial));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflScorerSetQueryHash(InflScorer sc, const char hash[])
+{
+  PetscFunctionBegin;
+  PetscCall(PetscStrncpy(sc->query_hash, hash ? hash : "", sizeof(sc->query_hash)));
   PetscFunctionReturn(0);
 }
 

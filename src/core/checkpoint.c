@@ -280,6 +280,18 @@ PetscErrorCode InflRemoveAll(MPI_Comm comm, const char path[])
   PetscFunctionReturn(0);
 }
 
+/* Chunk r of the loop on this rank, if it has one (a rank with fewer chunks only joins the agreement). */
+static PetscErrorCode run_chunk(const InflChunkLoop *loop, const InflRanges *todo, PetscInt chunk, int64_t r, int64_t nchunks, int64_t *lo, int64_t *hi)
+{
+  PetscFunctionBegin;
+  *lo = *hi = 0;
+  if (r < nchunks) {
+    InflRangesChunk(todo, chunk, r, lo, hi);
+    PetscCall(loop->chunk(loop->ctx, *lo, *hi));
+  }
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflRunChunks(MPI_Comm comm, const char stage[], int64_t start, int64_t count, PetscInt chunk, const InflRanges *done, const InflChunkLoop *loop, const char partial[])
 {
   InflRanges   todo = {0}, mine = {0};
@@ -294,11 +306,9 @@ PetscErrorCode InflRunChunks(MPI_Comm comm, const char stage[], int64_t start, i
   for (int64_t r = 0; r < rounds; r++) {
     int64_t   lo = 0, hi = 0;
     PetscBool ckpt, stop;
-    if (r < nchunks) {
-      InflRangesChunk(&todo, chunk, r, &lo, &hi);
-      PetscCall(loop->chunk(loop->ctx, lo, hi));
-      PetscCall(InflRangesAdd(&mine, lo, hi));
-    }
+    /* an error of a chunk on some ranks (a non-finite score, a bad label) stops every rank with its message */
+    InflCallAll(comm, run_chunk(loop, &todo, chunk, r, nchunks, &lo, &hi));
+    if (r < nchunks) PetscCall(InflRangesAdd(&mine, lo, hi));
     PetscCall(InflProgressStep(&prog, hi - lo, &ckpt, &stop));
     if (ckpt && loop->checkpoint && r < rounds - 1) {
       InflRanges all = {0};

@@ -1,5 +1,6 @@
 #include <infl/sys.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -209,6 +210,39 @@ PetscBool InflFileExists(const char path[])
   return stat(path, &st) == 0 ? PETSC_TRUE : PETSC_FALSE;
 }
 
+PetscErrorCode InflOptionsCheckLength(MPI_Comm comm, const char name[], size_t len, const char hint[])
+{
+  const char *value = NULL;
+  PetscBool   set;
+  size_t      n = 0;
+
+  PetscFunctionBegin;
+  PetscCall(PetscOptionsFindPair(NULL, NULL, name, &value, &set));
+  if (set && value) PetscCall(PetscStrlen(value, &n));
+  PetscCheck(n < len, comm, PETSC_ERR_ARG_SIZ, "the value of %s has %zu characters (\"%.40s...\"), more than the %zu it may have; %s", name, n, value, len - 1, hint && hint[0] ? hint : "give a shorter value");
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflOptionsGetInt64(MPI_Comm comm, const char name[], int64_t min, int64_t max, int64_t *v, PetscBool *set)
+{
+  const char *value = NULL;
+  PetscBool   has;
+  char       *end;
+  long long   x;
+
+  PetscFunctionBegin;
+  PetscCall(PetscOptionsFindPair(NULL, NULL, name, &value, &has));
+  if (set) *set = has;
+  if (!has) PetscFunctionReturn(0);
+  PetscCheck(value && value[0], comm, PETSC_ERR_ARG_WRONG, "option %s was given without a value; give an integer in [%" PRId64 ", %" PRId64 "]", name, min, max);
+  errno = 0;
+  x     = strtoll(value, &end, 10);
+  PetscCheck(end != value && *end == 0, comm, PETSC_ERR_ARG_WRONG, "%s %s is not an integer; give an integer in [%" PRId64 ", %" PRId64 "]", name, value, min, max);
+  PetscCheck(errno != ERANGE && x >= min && x <= max, comm, PETSC_ERR_ARG_OUTOFRANGE, "%s %s must be >= %" PRId64 " and <= %" PRId64 "; give an integer in that range", name, value, min, max);
+  *v = (int64_t)x;
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflReportPeakMemory(MPI_Comm comm, const char stage[])
 {
   size_t peak;
@@ -251,6 +285,7 @@ PetscErrorCode InflChunkFromMemLimit(MPI_Comm comm, const char stage[], int64_t 
   PetscFunctionBegin;
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &maxcount, 1, MPI_INT64_T, MPI_MAX, comm));
   *chunk = (PetscInt)PetscMax(1, PetscMin((int64_t)*chunk, maxcount));
+  PetscCall(InflOptionsCheckLength(comm, "-mem_limit", sizeof(text), "give bytes per rank, e.g. 2G"));
   PetscCall(PetscOptionsGetString(NULL, NULL, "-mem_limit", text, sizeof(text), &set));
   if (!set) PetscFunctionReturn(0);
   PetscCall(parse_bytes(comm, text, &limit));

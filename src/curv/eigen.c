@@ -403,6 +403,7 @@ static PetscErrorCode eigen_options(MPI_Comm comm, PetscInt *nb, PetscInt grid[2
   *G      = -1;
   *lapack = PETSC_TRUE;
   grid[0] = grid[1] = 0;
+  PetscCall(InflOptionsCheckLength(comm, "-eigen_grid", sizeof(gridstr), "give the grid as PxQ, e.g. 2x2"));
   PetscOptionsBegin(comm, NULL, "Eigensolver of the Kronecker factors (ScaLAPACK pdsyevd; LAPACK dsyevd in one-rank groups)", "InflEigenSolve");
   PetscCall(PetscOptionsInt("-eigen_block_size", "ScaLAPACK block size NB", "InflEigenSolve", *nb, nb, NULL));
   PetscCall(PetscOptionsString("-eigen_grid", "force a P x Q process grid in every group, e.g. 1x2", "InflEigenSolve", gridstr, gridstr, sizeof(gridstr), &set_grid));

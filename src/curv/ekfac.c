@@ -3,6 +3,7 @@
 #include <infl/eigen.h>
 #include <infl/checkpoint.h>
 #include <cblas.h>
+#include <float.h>
 #include <math.h>
 #include <petscblaslapack.h>
 #include <petscviewer.h>
@@ -27,6 +28,7 @@ struct _p_InflEKFAC {
   float          *rot;            /* (INFL_ROTATION_BLOCK, max(din+1, dout)) x 2 scratch of the single-precision rotation */
   size_t          nrot;
   char            out[PETSC_MAX_PATH_LEN]; /* checkpoints go to out.partial */
+  InflPrecision   prec;           /* of the model's per-example work: sets the conditioning (Lambda + damping) may have */
 };
 
 PetscErrorCode InflEKFACSetCheckpoint(InflEKFAC ek, const char out[])
@@ -185,6 +187,7 @@ PetscErrorCode InflEKFACCreate(MPI_Comm comm, InflEKFAC *ek)
   (*ek)->damping        = -1;
   (*ek)->damping_factor = 0.1;
   (*ek)->chunk          = 512;
+  (*ek)->prec           = INFL_PREC_SINGLE;
   PetscFunctionReturn(0);
 }
 
@@ -223,21 +226,45 @@ PetscErrorCode InflEKFACSetFisher(InflEKFAC ek, InflFisher fisher, uint64_t seed
   PetscFunctionReturn(0);
 }
 
+/* The damping rule (README, docs/FORMATS.md): (Lambda + damping) of every layer must be invertible in the working
+ * precision: damping + min(Lambda) >= max(Lambda) * INFL_DAMPING_EPS_MULTIPLE * eps, eps the machine epsilon of the
+ * model's per-example work (single: 1.19e-7, double: 2.22e-16).  Below it the preconditioned gradients are dominated
+ * by rounding of the smallest directions (or overflow the single-precision scores); the error names the layer, the
+ * damping and where it came from, min and max Lambda, and the smallest damping accepted. */
+static PetscErrorCode ekfac_check_damping(InflEKFAC ek, PetscInt l, double minL, double maxL, const char where[])
+{
+  InflEKFACLayer *ly  = &ek->layers[l];
+  double          eps = ek->prec == INFL_PREC_DOUBLE ? DBL_EPSILON : FLT_EPSILON, need = INFL_DAMPING_EPS_MULTIPLE * eps * maxL;
+
+  PetscFunctionBegin;
+  if (ek->damping < 0 && maxL == 0) /* the default damping is 0.1 x mean(Lambda) = 0 */
+    SETERRQ(ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "layer %d: Lambda is all zero (the model's gradients with respect to this layer vanish on every training example: an all-zero, dead or saturated model?), so the default damping %g x mean(Lambda) is 0 and (Lambda + damping) is singular; check the model, or give -ekfac_damping X > 0 (the preconditioner of this layer is then 1/X)", (int)l, ek->damping_factor);
+  PetscCheck(ly->damping > 0 || minL > 0, ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "layer %d: damping is %g (%s) and the smallest corrected eigenvalue Lambda is %g, so (Lambda + damping) is singular and the inverse curvature is undefined; set -ekfac_damping > 0 (or -ekfac_damping_factor > 0)", (int)l, ly->damping, where, minL);
+  if (ly->damping + minL < need) {
+    char alt[128] = "";
+    if (ek->prec != INFL_PREC_DOUBLE) PetscCall(PetscSNPrintf(alt, sizeof(alt), " (or -model_precision double, which accepts a damping >= %.3g)", PetscMax(0.0, INFL_DAMPING_EPS_MULTIPLE * DBL_EPSILON * maxL - minL)));
+    SETERRQ(ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "layer %d: damping %g (%s) is too small for Lambda from %g to %g in %s precision: damping + min(Lambda) must be at least max(Lambda) x %g x epsilon = %g, or the scores are dominated by rounding (or overflow); the smallest damping accepted is %.3g: give -ekfac_damping >= %.3g%s", (int)l, ly->damping, where, minL, maxL,
+            ek->prec == INFL_PREC_DOUBLE ? "double" : "single", (double)INFL_DAMPING_EPS_MULTIPLE, need, need - minL, need - minL, alt);
+  }
+  PetscFunctionReturn(0);
+}
+
 static PetscErrorCode ekfac_update_damping(InflEKFAC ek)
 {
   PetscFunctionBegin;
   for (PetscInt l = 0; l < ek->L; l++) {
     InflEKFACLayer *ly = &ek->layers[l];
     int64_t         n  = (int64_t)ly->dout * (ly->din + 1);
-    double          mean = 0, minL = PETSC_MAX_REAL;
+    double          mean = 0, minL = PETSC_MAX_REAL, maxL = 0;
     if (!ly->Lambda) continue;
     for (int64_t i = 0; i < n; i++) {
       mean += ly->Lambda[i];
       minL = PetscMin(minL, ly->Lambda[i]);
+      maxL = PetscMax(maxL, ly->Lambda[i]);
     }
     mean /= (double)n;
     ly->damping = ek->damping >= 0 ? ek->damping : ek->damping_factor * mean;
-    PetscCheck(ly->damping > 0 || minL > 0, ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "layer %d: damping is %g and the smallest corrected eigenvalue Lambda is %g, so (Lambda + damping) is singular and the inverse curvature is undefined; set -ekfac_damping > 0 (or -ekfac_damping_factor > 0)", (int)l, ly->damping, minL);
+    PetscCall(ekfac_check_damping(ek, l, minL, maxL, ek->damping >= 0 ? "-ekfac_damping" : "the default, -ekfac_damping_factor x mean(Lambda)"));
   }
   PetscFunctionReturn(0);
 }
@@ -373,6 +400,7 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   PetscFunctionBegin;
   PetscCall(InflModelGetLayers(model, &L, &lin));
   PetscCall(InflModelGetSizes(model, &din, &C));
+  PetscCall(InflModelGetPrecision(model, &ek->prec));
   PetscCall(InflDataGetSizes(train, &N, &d, NULL));
   PetscCheck(d == din, ek->comm, PETSC_ERR_ARG_SIZ, "training data has %" PRId64 " features per example but the model's input dimension is %d", d, (int)din);
   PetscCall(InflDataGetShard(train, &start, &count, &x, &y));
@@ -433,6 +461,10 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
     PetscCall(PetscFree(pnames));
   }
   PetscCall(InflRangesReset(&done));
+  for (PetscInt l = 0; l < L; l++) { /* S = 0: Lambda will be 0 too; said now, before the Lambda pass and its checkpoint */
+    InflEKFACLayer *ly = &ek->layers[l];
+    if (ek->damping < 0 && ly->eS[ly->dout - 1] == 0) PetscCall(ekfac_check_damping(ek, l, 0, 0, "the default"));
+  }
   if (ek->out[0] && !ek->kfac) PetscCall(ekfac_checkpoint(ek, 2, &done));
   }
   PetscCall(PetscTime(&t2));
@@ -636,6 +668,7 @@ PetscErrorCode InflEKFACLoad(InflEKFAC ek, const char path[], InflModel model)
   PetscCall(InflH5GetAttrInt(file, "/", "examples", &ek->nexamples));
   PetscCall(InflH5GetAttrDouble(file, "/", "damping_factor", &ek->damping_factor));
   PetscCall(InflModelGetLayers(model, &Lm, &lin));
+  PetscCall(InflModelGetPrecision(model, &ek->prec));
   PetscCheck(L == Lm, ek->comm, PETSC_ERR_ARG_INCOMP, "%s has %d layers but the model has %d", path, (int)L, (int)Lm);
   PetscCall(PetscMalloc2(Lm, &din, Lm, &dout));
   for (PetscInt l = 0; l < Lm; l++) {
@@ -672,6 +705,18 @@ PetscErrorCode InflEKFACLoad(InflEKFAC ek, const char path[], InflModel model)
     if (set) {
       PetscCheck(damping >= 0 && isfinite(damping), ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ekfac_damping %g must be a finite number >= 0", damping);
       PetscCall(InflEKFACSetDamping(ek, damping));
+    } else { /* the stored damping, checked for this run's precision */
+      char where[PETSC_MAX_PATH_LEN + 32];
+      PetscCall(PetscSNPrintf(where, sizeof(where), "stored in %s", path));
+      for (PetscInt l = 0; l < ek->L; l++) {
+        InflEKFACLayer *ly = &ek->layers[l];
+        double          minL = PETSC_MAX_REAL, maxL = 0;
+        for (int64_t i = 0; i < (int64_t)ly->dout * (ly->din + 1); i++) {
+          minL = PetscMin(minL, ly->Lambda[i]);
+          maxL = PetscMax(maxL, ly->Lambda[i]);
+        }
+        PetscCall(ekfac_check_damping(ek, l, minL, maxL, where));
+      }
     }
   }
   PetscFunctionReturn(0);

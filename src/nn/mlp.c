@@ -409,6 +409,13 @@ static PetscErrorCode model_forward(InflModel m, PetscInt B, const float x[], vo
     }
     mlp_forward_f32(m->L, m->dims, m->act, W, b, B, x, (float **)h, (float **)s);
   }
+  { /* finite weights can still overflow the logits (then the loss, the sampled labels and the factors are garbage) */
+    PetscInt C = m->dims[m->L];
+    for (int64_t i = 0; i < (int64_t)B * C; i++) {
+      double z = m->prec == INFL_PREC_DOUBLE ? ((double *)s[m->L - 1])[i] : (double)((float *)s[m->L - 1])[i];
+      PetscCheck(isfinite(z), PETSC_COMM_SELF, PETSC_ERR_FP, "the model's forward pass overflows: logit %d (tensor logits, the output of layer %d) of example %d of a batch of %d is %g in %s precision; the weights are too large for the data (the model is broken: check how it was made)", (int)(i % C), (int)(m->L - 1), (int)(i / C), (int)B, z, m->prec == INFL_PREC_DOUBLE ? "double" : "single");
+    }
+  }
   PetscFunctionReturn(0);
 }
 
@@ -430,6 +437,8 @@ static PetscErrorCode model_loss_backward(InflModel m, PetscInt B, const int64_t
     softmax_xent_f32(B, C, (float *)s[m->L - 1], y, (float *)ds[m->L - 1], loss, correct);
     mlp_backward_f32(m->L, m->dims, m->act, W, B, NULL, (float **)s, (float **)ds);
   }
+  if (loss)
+    for (PetscInt n = 0; n < B; n++) PetscCheck(isfinite(loss[n]), PETSC_COMM_SELF, PETSC_ERR_FP, "the loss of example %d of a batch of %d is %g (non-finite) with label %" PRId64 "; the model's outputs overflow (the model is broken: check how it was made)", (int)n, (int)B, loss[n], y[n]);
   PetscFunctionReturn(0);
 }
 

@@ -32,6 +32,7 @@ struct _p_InflReport {
   PetscInt  L;                 /* layers of /topk/per_layer, 0 if absent */
   double   *top_layer, *bot_layer; /* (L, Q, K) */
   PetscBool full;              /* the file has /scores (Q, N) */
+  PetscBool query_checked;     /* the file's query_sha256 matched the -query data (absent: not checkable) */
   double   *rows;              /* rank 0: (min(Q, nshow), N) rows of /scores */
   char      model_hash[128];
   Prov      prov_scores;
@@ -81,6 +82,8 @@ PetscErrorCode InflReportSetFromOptions(InflReport r)
   PetscBool set;
 
   PetscFunctionBegin;
+  PetscCall(InflOptionsCheckLength(r->comm, "-report_title", sizeof(r->title), "give a shorter title"));
+  PetscCall(InflOptionsCheckLength(r->comm, "-class_names", sizeof(buf), "give shorter class names"));
   PetscOptionsBegin(r->comm, NULL, "HTML report options", "InflReport");
   PetscCall(PetscOptionsInt("-report_queries", "queries shown in the report", "InflReportWrite", r->nshow, &r->nshow, NULL));
   PetscCall(PetscOptionsInt("-report_k", "proponents and opponents shown per query (0: all in the scores file)", "InflReportWrite", r->kshow, &r->kshow, NULL));
@@ -242,6 +245,14 @@ PetscErrorCode InflReportLoadScores(InflReport r, const char path[], InflData tr
   PetscCall(InflDataGetHash(train, &dh));
   InflCheckAll(r->comm, th[0], PETSC_ERR_FILE_UNEXPECTED, "%s has no train_sha256 attribute, so its training indices cannot be matched to the -train data; was it written by infl score?", path);
   InflCheckAll(r->comm, !strcmp(th, dh), PETSC_ERR_ARG_INCOMP, "%s was computed on other training data: its train_sha256 is %s, but the -train data (with its -train_limit) has sha256 %s; pass the training data and limit the scores were computed with", path, th, dh);
+  { /* the queries: absent in files of infl ihvp and older versions (a note in the report then) */
+    char qh[128];
+    PetscCall(attr_text(file, "query_sha256", qh, sizeof(qh)));
+    PetscCall(InflDataGetHash(query, &dh));
+    InflCheckAll(r->comm, !qh[0] || !strcmp(qh, dh), PETSC_ERR_ARG_INCOMP, "%s was computed on other query data: its query_sha256 is %s, but the -query data (with its -query_limit) has sha256 %s; pass the query data and limit the scores were computed with", path, qh, dh);
+    r->query_checked = qh[0] ? PETSC_TRUE : PETSC_FALSE;
+    if (!qh[0]) PetscCall(PetscPrintf(r->comm, "note: %s records no query_sha256, so the -query data cannot be checked against the scored queries (only their labels are); the report says so\n", path));
+  }
   {
     char    v[64];
     int64_t ne = -1;
@@ -268,14 +279,19 @@ PetscErrorCode InflReportLoadScores(InflReport r, const char path[], InflData tr
   PetscCall(InflH5ReadArray(file, "/bottomk/train_indices", H5T_NATIVE_INT64, 2, dk, NULL, r->bot_idx));
   PetscCall(InflH5ReadArray(file, "/topk/scores", H5T_NATIVE_DOUBLE, 2, dk, NULL, r->top_s));
   PetscCall(InflH5ReadArray(file, "/bottomk/scores", H5T_NATIVE_DOUBLE, 2, dk, NULL, r->bot_s));
+  for (int w = 0; w < 2; w++) { /* -1 only as padding (no training example, score NaN) */
+    const int64_t *ix = w == 0 ? r->top_idx : r->bot_idx;
+    const double  *sv = w == 0 ? r->top_s : r->bot_s;
+    int64_t        bad = -1;
+    for (int64_t i = 0; i < r->Q * r->K && bad < 0; i++)
+      if (ix[i] < -1 || ix[i] >= N || (ix[i] == -1 && !isnan(sv[i]))) bad = i;
+    InflCheckAll(r->comm, bad < 0, PETSC_ERR_FILE_UNEXPECTED, "%s: dataset %s at position (%" PRId64 ", %" PRId64 ") holds training index %" PRId64 ", outside the %" PRId64 " training examples (valid: 0..%" PRId64 ", or -1 with a NaN score for no entry); the file is damaged or was edited: recompute it with infl score", path, w == 0 ? "/topk/train_indices" : "/bottomk/train_indices", bad >= 0 ? bad / r->K : 0, bad >= 0 ? bad % r->K : 0, bad >= 0 ? ix[bad] : 0, N, N - 1);
+  }
   {
-    int64_t bad = -1, badq = -1;
-    for (int64_t i = 0; i < r->Q * r->K; i++)
-      if (r->top_idx[i] < -1 || r->top_idx[i] >= N || r->bot_idx[i] < -1 || r->bot_idx[i] >= N) bad = i;
-    InflCheckAll(r->comm, bad < 0, PETSC_ERR_FILE_UNEXPECTED, "%s: training index %" PRId64 " of query row %" PRId64 " is outside the %" PRId64 " training examples", path, bad >= 0 ? PetscMax(r->top_idx[bad], r->bot_idx[bad]) : 0, bad >= 0 ? bad / r->K : 0, N);
+    int64_t badq = -1;
     for (int64_t q = 0; q < r->Q; q++)
-      if (r->qindex[q] < 0 || r->qindex[q] >= Nq) badq = q;
-    InflCheckAll(r->comm, badq < 0, PETSC_ERR_ARG_INCOMP, "%s: query index %" PRId64 " is outside the -query data, which has %" PRId64 " examples; pass the query data the scores were computed with", path, badq >= 0 ? r->qindex[badq] : 0, Nq);
+      if (badq < 0 && (r->qindex[q] < 0 || r->qindex[q] >= Nq)) badq = q;
+    InflCheckAll(r->comm, badq < 0, PETSC_ERR_ARG_INCOMP, "%s: dataset /query_indices at position %" PRId64 " holds query index %" PRId64 ", outside the -query data, which has %" PRId64 " examples; pass the query data the scores were computed with", path, badq, badq >= 0 ? r->qindex[badq] : 0, Nq);
   }
   /* optional parts */
   PetscCall(InflH5GetDims(file, "/topk/per_layer", &nd, dl));
@@ -567,6 +583,7 @@ static PetscErrorCode render(InflReport r, const char path[], const char out_nam
   PetscCall(InflPageSectionBegin(page, "summary", "Summary"));
   PetscCall(InflPageText(page, NULL, "Influence of training examples on model predictions (EK-FAC influence functions). For each query, proponents are the training examples whose upweighting most lowers the query's loss (positive score), opponents those whose upweighting most raises it (negative score)."));
   PetscCall(InflPageText(page, "note", "Showing %d of %" PRId64 " queries (-report_queries), %d of the %" PRId64 " proponents and opponents kept per query (-report_k). %s%s", (int)nq, r->Q, (int)ks, r->K, r->full ? "Histograms show the scores of every training example. " : "The scores file has no full score matrix (infl score -score_save_all), so histograms show only the kept scores. ", r->L > 0 ? "Per-layer contributions are shown." : "No per-layer terms in the file (infl score -score_per_layer)."));
+  if (!r->query_checked) PetscCall(InflPageText(page, "note", "The scores file records no query_sha256 (infl ihvp, or an older infl score), so the query data shown could not be checked against the scored queries."));
   if (r->d > 0) {
     int64_t side = (int64_t)llround(sqrt((double)r->d));
     if (side * side != r->d || side > 256) PetscCall(InflPageText(page, "note", "Examples have %" PRId64 " features, not a square image: each is drawn as a strip of its first %d features.", r->d, (int)PetscMin(r->d, 1024)));

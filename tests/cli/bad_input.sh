@@ -43,6 +43,12 @@ edit_model shape 's/"shape":\[24,784\]/"shape":[784,24]/'     # transposed weigh
 edit_model dtype 's/"layers.0.bias":\{"dtype":"F32"/"layers.0.bias":{"dtype":"I32"/'
 edit_model other 's/"activation":"relu"/"activation":"tanh"/' # a valid model, another hash
 edit_model notjson 's/\{"__metadata__"/["__metadata__"/'
+scale_last() { # NAME FACTOR: the last layer's weights (layers.2.weight, 160 floats) times FACTOR, as PyTorch would save them
+  perl -0777 -pe 'my $o = 8 + unpack("Q<", substr($_, 0, 8)) + 76960; for my $i (0 .. 159) { substr($_, $o + 4 * $i, 4) = pack("f<", unpack("f<", substr($_, $o + 4 * $i, 4)) * '"$2"'); }' "$W/model.safetensors" > "$W/$1.safetensors"
+}
+scale_last huge30 1e30 # finite logits, but the softmax saturates: every pseudo-gradient is 0
+scale_last huge38 1e38 # the logits overflow float
+perl -0777 -pe 'my $o = 8 + unpack("Q<", substr($_, 0, 8)); substr($_, $o) = "\0" x (length($_) - $o);' "$W/model.safetensors" > "$W/zero.safetensors"
 cp "$W/model.safetensors" "$W/nan.safetensors"
 printf '\x00\x00\xc0\x7f' | dd of="$W/nan.safetensors" bs=1 seek=$((data0 + 4 * 100)) conv=notrunc status=none
 cp "$W/model.safetensors" "$W/inf.safetensors"
@@ -92,6 +98,18 @@ run_infl "$NP" fit -model "$W/model.safetensors" -train "$T" -train_limit 50 -ou
 run_infl "$NP" fit -model "$W/other.safetensors" -train "$T" -train_limit 50 -out "$W/factors_other.h5" || { cat "$W/log.err"; echo "fixture: infl fit failed"; exit 1; }
 echo "an old result that must survive" > "$W/out/existing.h5"
 mkdir -p "$W/out/adir.h5"
+mkfifo "$W/out/fifo.h5"
+ln -s factors.h5 "$W/factors_link.h5"
+h5offset() { h5dump -p -H -d "$2" "$1" | awk '/OFFSET/ { print $2 }'; } # FILE DATASET: byte offset of a contiguous dataset
+# factors with one entry of layer 2's Q_S replaced by 1e300 (finite: the scores overflow)
+cp "$W/factors.h5" "$W/factors_huge.h5"
+printf '\x9c\x75\x00\x88\x3c\xe4\x37\x7e' | dd of="$W/factors_huge.h5" bs=1 seek="$(h5offset "$W/factors_huge.h5" /layers/2/Q_S)" conv=notrunc status=none
+# scores of queries 0..4 of the first 10 test images; a copy with the top-k index at (0, 1) edited to -5
+run_infl "$NP" score -model "$W/model.safetensors" -factors "$W/factors.h5" -train $T -train_limit 50 -query $T -query_limit 10 -query_indices 0:5 -out "$W/scores.h5" || { cat "$W/log.err"; echo "fixture: infl score failed"; exit 1; }
+cp "$W/scores.h5" "$W/scores_neg.h5"
+printf '\xfb\xff\xff\xff\xff\xff\xff\xff' | dd of="$W/scores_neg.h5" bs=1 seek=$(($(h5offset "$W/scores_neg.h5" /topk/train_indices) + 8)) conv=notrunc status=none
+h5dump -d /topk/train_indices -s 0,1 -c 1,1 "$W/scores_neg.h5" | grep -q -- "-5" || { echo "fixture scores_neg.h5: the edit did not apply"; exit 1; }
+QLONG=$(seq -s, 0 1202) # 1203 indices, 4904 characters
 
 # ------------------------------------------------------------------------------------------------ the table
 # name | expected message (extended regex without '|', on stderr) | arguments ($W, $T expand; no quoting inside)
@@ -162,6 +180,28 @@ query_wrong_width  | query data h5:$W/narrow.h5 has 10 features per example but 
 query_out_of_range | query index 10 is outside the query set, which has 10 examples | score $M $F $TR $Q -query_indices 5:12 -out $W/out/s.h5
 query_not_integer  | -query_indices "3,x": "x" is not an integer               | score $M $F $TR $Q -query_indices 3,x -out $W/out/s.h5
 query_file_missing | -query_indices @$W/nope.txt: cannot open                  | score $M $F $TR $Q -query_indices @$W/nope.txt -out $W/out/s.h5
+query_range_ovfl   | -query_indices 0:9223372036854775807:2: query index 10 is outside the query set, which has 10 examples | score $M $F $TR $Q -query_indices 0:9223372036854775807:2 -out $W/out/s.h5
+query_range_huge   | -query_indices 0:10000000000: query index 10 is outside the query set, which has 10 examples | score $M $F $TR $Q -query_indices 0:10000000000 -out $W/out/s.h5
+query_list_long    | the value of -query_indices has 4904 characters .* -query_indices @FILE | score $M $F $TR $Q -query_indices $QLONG -out $W/out/s.h5
+limit_wraps_32bit  | limit 4294967297 is larger than the 10000 examples        | fit $M -train $T -train_limit 4294967297 -out $W/out/f.h5
+limit_beyond_64bit | -train_limit 99999999999999999999 must be >= 0 and <= 9223372036854775807 | fit $M -train $T -train_limit 99999999999999999999 -out $W/out/f.h5
+topk_wraps_32bit   | option -score_topk 4294967297 is outside the range of this integer option | score $M $F $TR $Q -score_topk 4294967297 -out $W/out/s.h5
+query_index_huge   | query index 99999999999 is outside the query set          | score $M $F $TR $Q -query_indices 99999999999 -out $W/out/s.h5
+limit_not_integer  | -query_limit 10x is not an integer                        | score $M $F $TR -query $T -query_limit 10x -out $W/out/s.h5
+long_path          | the value of -model has [0-9]+ characters .*more than the 4095 it may have | fit -model $W/$(printf 'x%.0s' $(seq 5000)) $TR -out $W/out/f.h5
+# --- numerics
+damping_1e-300     | layer 0: damping 1e-300 \(-ekfac_damping\) is too small for Lambda from .* in single precision.*smallest damping accepted is [0-9.e-]+ | score $M $F $TR $Q -ekfac_damping 1e-300 -out $W/out/s.h5
+damping_1e-30_self | layer 0: damping 1e-30 \(-ekfac_damping\) is too small.*or -model_precision double, which accepts a damping >= | self $M $F $TR -ekfac_damping 1e-30 -out $W/out/s.h5
+damping_double     | layer 0: damping 1e-16 \(-ekfac_damping\) is too small for Lambda from .* in double precision | score $M $F $TR $Q -ekfac_damping 1e-16 -model_precision double -out $W/out/s.h5
+zero_model_fit     | layer 0: Lambda is all zero .*default damping 0.1 x mean\(Lambda\) is 0.*give -ekfac_damping | fit -model $W/zero.safetensors $TR -out $W/out/f.h5
+saturated_fit      | layer 0: Lambda is all zero .*saturated model                | fit -model $W/huge30.safetensors $TR -out $W/out/f.h5
+logits_inf_eval    | forward pass overflows: logit 0 \(tensor logits, the output of layer 2\) of example 0 .* -inf | eval -model $W/huge38.safetensors -data $T -data_limit 20
+logits_inf_fit     | forward pass overflows: logit 0 \(tensor logits               | fit -model $W/huge38.safetensors $TR -ekfac_fisher empirical -out $W/out/f.h5
+scores_nonfinite   | score of query 0 and training example 0 is [-nanif.]+ \(non-finite\) | score $M -factors $W/factors_huge.h5 $TR $Q -out $W/out/s.h5
+self_nonfinite     | self-influence of training example 0 is [-nanif.]+ \(non-finite\) | self $M -factors $W/factors_huge.h5 $TR -out $W/out/s.h5
+# --- report
+report_other_query | scores.h5 was computed on other query data: its query_sha256 is [0-9a-f]{64}, but the -query data .* has sha256 [0-9a-f]{64} | report -scores $W/scores.h5 -train $T -train_limit 50 -query $T -query_limit 20 -out $W/out/r.html
+report_neg_index   | scores_neg.h5: dataset /topk/train_indices at position \(0, 1\) holds training index -5 | report -scores $W/scores_neg.h5 -train $T -train_limit 50 -query $T -query_limit 10 -out $W/out/r.html
 topk_zero          | -score_topk 0 must be positive                            | score $M $F $TR $Q -score_topk 0 -out $W/out/s.h5
 topk_negative      | -score_topk -3 must be positive                           | score $M $F $TR $Q -score_topk -3 -out $W/out/s.h5
 unknown_option     | unknown or unused option: -score_topkk 5                  | score $M $F $TR $Q -score_topkk 5 -out $W/out/s.h5
@@ -181,6 +221,12 @@ out_exists_score   | output $W/out/existing.h5 exists; pass -overwrite         |
 out_exists_self    | output $W/out/existing.h5 exists; pass -overwrite         | self $M $F $TR -out $W/out/existing.h5
 out_no_directory   | $W/nodir/f.h5: directory .*does not exist          | fit $M $TR -out $W/nodir/f.h5
 out_is_directory   | output $W/out/adir.h5 is a directory | fit $M $TR -out $W/out/adir.h5 -overwrite
+out_is_input       | output $W/factors.h5 is the input $W/factors.h5 of this stage | score $M $F $TR $Q -out $W/factors.h5 -overwrite
+out_is_model       | output $W/model.safetensors is the input $W/model.safetensors | fit $M $TR -out $W/model.safetensors -overwrite
+out_links_to_input | output $W/factors_link.h5 is the input $W/factors.h5     | self $M $F $TR -out $W/factors_link.h5 -overwrite
+out_is_fifo        | output $W/out/fifo.h5 exists and is not a regular file \(a named pipe\) | fit $M $TR -out $W/out/fifo.h5 -overwrite
+out_in_proc        | cannot write output /proc/s.h5: creating /proc/s.h5.partial.lock beside it failed: [A-Z] | fit $M $TR -out /proc/s.h5
+out_parent_is_file | cannot write output $W/out/existing.h5/f.h5: $W/out/existing.h5 is not a directory | fit $M $TR -out $W/out/existing.h5/f.h5
 outdir_is_file     | -outdir $W/out/existing.h5 is not a directory             | run $TR -test $T -test_limit 10 -query_indices 0:2 -outdir $W/out/existing.h5
 EOF
 
@@ -204,6 +250,36 @@ if [ -f "$W/out/sbig.h5" ]; then
   else
     bad "topk_above_n" "expected a note and /topk/train_indices (2, 3) without -1 padding: $(h5dump -H -d /topk/train_indices "$W/out/sbig.h5" | grep DATASPACE)"
   fi
+fi
+
+# the scores file records the query data's hash, and a report on the same query data works
+if h5dump -a query_sha256 "$W/scores.h5" | grep -Eq '"[0-9a-f]{64}"'; then ok "scores.h5 records query_sha256"; else bad "query_sha256" "scores.h5 has no query_sha256 attribute"; fi
+works report_same_query "$NP" report -scores "$W/scores.h5" -train $T -train_limit 50 -query $T -query_limit 10 -out "$W/out/r.html"
+
+# two runs writing the same output at once: one writes it, the other is refused at once, naming the lock's holder
+o="$W/out/locked.h5"
+timeout 120 "$mpiexec" --oversubscribe -n "$NP" "$exe" fit $M -train $T -train_limit 10000 -out "$o" < /dev/null > "$W/lockA.out" 2> "$W/lockA.err" &
+pa=$!
+timeout 120 "$mpiexec" --oversubscribe -n "$NP" "$exe" fit $M -train $T -train_limit 10000 -out "$o" < /dev/null > "$W/lockB.out" 2> "$W/lockB.err" &
+pb=$!
+wait $pa
+sa=$?
+wait $pb
+sb=$?
+if [ $sa -eq 0 ]; then loser=B; else loser=A; fi
+lockre="output $o is being written by another infl process \(host [^,]+, pid [0-9]+, holding the lock $o.partial.lock\)"
+if [ $((sa == 0)) -eq $((sb == 0)) ]; then
+  fail=$((fail + 1))
+  echo "FAIL  concurrent_out: exit statuses $sa and $sb, expected one success and one failure"
+  sed 's/^/        | /' "$W/lockA.err" "$W/lockB.err" | grep -i error | head -5
+elif [ "$(grep -ci error "$W/lock$loser.err")" -ne 1 ] || ! grep -Eq -- "$lockre" "$W/lock$loser.err"; then
+  fail=$((fail + 1))
+  echo "FAIL  concurrent_out: the refused run's message does not match /$lockre/"
+  sed 's/^/        | /' "$W/lock$loser.err" | head -5
+elif ! h5dump -a examples "$o" | grep -q "10000" || [ -e "$o.partial.lock" ] || [ -e "$o.partial" ]; then
+  fail=$((fail + 1))
+  echo "FAIL  concurrent_out: the winner's output is incomplete, or a lock or partial file is left"
+else ok "concurrent_out: $(grep -i error "$W/lock$loser.err" | cut -c1-160)"
 fi
 
 echo "bad_input.sh at $NP rank(s): $pass passed, $fail failed"
