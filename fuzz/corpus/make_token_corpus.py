@@ -49,8 +49,4 @@ put('fuzz_tokens/bin_docs', tk_input(0 | 4 | (3 << 3), 50257, llmc([eot, 10, 20,
 put('fuzz_tokens/bin_truncated', tk_input(4, 50257, llmc([eot, 10, 20], n=5)))
 put('fuzz_tokens/text_fortunes', tk_input(1 | (2 << 3), 256, b'%\nfirst\nsecond line\n%\n\n%\nthird\n%\n'))
 put('fuzz_tokens/text_lines', tk_input(2, 256, b'one\n\ntwo\nthree without newline'))
-buf = io.BytesIO()
-with h5py.File(buf, 'w') as f:
-    f['tokens'] = np.arange(5, 24, dtype=np.uint16)
-    f['offsets'] = np.array([0, 0, 1, 5, 10, 19], dtype=np.int64)
-put('fuzz_tokens/h5_docs', tk_input(3 | (2 << 3), 24, buf.getvalue()))
+# (no HDF5 seed: fuzz_tokens skips HDF5 files, whose corruption crashes libhdf5 itself)
