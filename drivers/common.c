@@ -323,6 +323,7 @@ static PetscErrorCode valueless_option(char bad[], size_t len)
       PetscBool ours = PETSC_FALSE, flag = PETSC_FALSE;
       for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) if (!strncmp(prev, prefixes[i], strlen(prefixes[i]))) ours = PETSC_TRUE;
       for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) if (!strcmp(prev, flags[i])) flag = PETSC_TRUE;
+      if (strstr(prev, "_ksp_") || strstr(prev, "_pc_")) ours = PETSC_FALSE; /* PETSc's own KSP and PC options under our prefix (-ihvp_ksp_monitor) */
       if (ours && !flag) {
         PetscCall(PetscStrncpy(bad, prev, len));
         break;
