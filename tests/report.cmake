@@ -3,4 +3,8 @@
 # exits 77 and ctest reports it as skipped (SKIP_RETURN_CODE 77, set by infl_script_test).
 infl_test(test_report SOURCES test_report.c LIBS infl_report infl_attr infl_curv infl_nn infl_io infl_core NP 1 2)
 infl_script_test(test_report_html test_report.sh)
+# test_report.sh also checks the pages the C test writes (report_np1.html, report_parts_np2.html, ...): the C test
+# is a fixture of it, so ctest runs it first, also under ctest -R test_report_html.
+set_tests_properties(test_report_np1 test_report_np2 PROPERTIES FIXTURES_SETUP report_pages)
+set_tests_properties(test_report_html PROPERTIES FIXTURES_REQUIRED report_pages)
 infl_script_test(test_report_browser report/browser_check.sh)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# infl report from the command line: a small study rendered at 2 ranks; the HTML (and the C test's pages, if present)
-# parsed strictly as XML and with the HTML parser of xmllint; bad inputs fail with clear messages.
+# infl report from the command line: a small study rendered at 2 ranks; the HTML and the C test's pages (test_report at
+# 1 and 2 ranks, run first as a ctest fixture: tests/report.cmake) parsed strictly as XML and with the HTML parser of
+# xmllint; bad inputs fail with clear messages.
 # Exit status: 0 all checks passed; 1 a check failed; 77 the other checks passed but xmllint is missing, so the markup
 # was not checked (ctest reports the test as skipped, not passed: tests/CMakeLists.txt).
 set -euo pipefail
@@ -18,7 +19,10 @@ have_xmllint=0
 if command -v xmllint >/dev/null; then
   have_xmllint=1
   pages=("$html")
-  for f in report_np1.html report_np2.html report_parts_np1.html report_parts_np2.html; do [ -f "$f" ] && pages+=("$f"); done
+  for f in report_np1.html report_np2.html report_parts_np1.html report_parts_np2.html; do
+    [ -f "$f" ] || fail "$PWD/$f is missing: the C test test_report (np 1 and 2) writes it and runs first (ctest fixture)"
+    pages+=("$f")
+  done
   for f in "${pages[@]}"; do
     xmllint --noout --nonet "$f" || fail "$f is not well-formed XML (XHTML)"
     # libxml2's HTML parser predates HTML5: it does not know section, header, figure, svg, ... ("Tag X invalid");
