@@ -6,7 +6,8 @@
 #    relative residual equal to residual / rhs norm, an ETA from the trend, "converged" on the last line only;
 #  - the solution is the same with and without the monitor (-ihvp_ksp_monitor_cancel true) and with a long interval
 #    (no line): the full score matrix and the solve records are identical (h5diff, exact);
-#  - infl fidelity prints the lines of its solves; a negative -progress_interval is an error naming the option.
+#  - a diverging solve says "ETA unknown"; infl fidelity prints the lines of its solves; a negative
+#    -progress_interval is an error naming the option.
 set -euo pipefail
 src=${INFL_SOURCE_DIR:?INFL_SOURCE_DIR is not set}
 exe=${INFL_EXE:?INFL_EXE is not set}
@@ -74,6 +75,16 @@ for f in cancel quiet; do
   done
   echo "ok: $f run: no progress line, /scores and the solve records identical to the monitored run"
 done
+
+# a diverging solve (Richardson with too large a step, no preconditioner): no ETA can be extrapolated
+run "$dir/diverge.txt" ihvp "${data[@]}" -factors "$dir/factors.h5" -query "$fm/t10k" -query_limit 16 -query_indices 0:1 \
+  -ekfac_damping 1 -ihvp_ksp_type richardson -ihvp_ksp_richardson_scale 3 -ihvp_pc_type none -ihvp_ksp_max_it 8 \
+  -ihvp_allow_unconverged true -progress_interval 0 -out "$dir/diverge.h5"
+nd=$(grep -c "^  ihvp query 0: iteration [1-9][0-9]*, .*, ETA unknown (the residual is not decreasing)$" "$dir/diverge.txt" || true)
+nl=$(grep -c "^  ihvp query 0: iteration" "$dir/diverge.txt" || true)
+[ "$nd" -ge 2 ] && [ "$nd" -eq $((nl - 1)) ] || { cat "$dir/diverge.txt"; fail "diverging solve: $nd of $nl progress lines say the ETA is unknown, expected all after iteration 0"; }
+grep -q "^  ihvp query 0: iteration 0, .*, ETA unknown (no trend yet)$" "$dir/diverge.txt" || fail "diverging solve: iteration 0 line missing"
+echo "ok: diverging solve: $nd lines with ETA unknown (the residual is not decreasing)"
 
 run "$dir/fidelity.txt" fidelity "${solve[@]}" -progress_interval 0 -out "$dir/fidelity.h5"
 its=$(h5dump -d /krylov_iterations -y -w 0 "$dir/fidelity.h5" | sed -n 's/^ *\([0-9][0-9, ]*\)$/\1/p' | tr -d ' ')
