@@ -35,7 +35,7 @@ struct _p_InflIHVP {
   /* progress of the running solve (rank 0 prints it): ihvp_monitor */
   double         progress_interval; /* s between progress lines (-progress_interval) */
   char           what[64];          /* the solve's name, e.g. "query 17" */
-  double         mon_bnorm, mon_r0; /* right-hand side norm; residual norm at iteration 0 */
+  double         mon_bnorm, mon_r0; /* right-hand side norm; residual norm at iteration 0 (monitor) */
   PetscLogDouble mon_t0, mon_last;  /* start of the solve; last progress line */
   double        *mon_logr;          /* (mon_cap) log residual norm of each iteration of the running solve */
   PetscInt       mon_cap;
@@ -224,9 +224,12 @@ static PetscErrorCode ihvp_monitor(KSP ksp, PetscInt it, PetscReal rnorm, void *
 
   PetscFunctionBegin;
   PetscCall(PetscTime(&now));
-  if (it == 0) {
+  if (it == 0) { /* a new solve (also one started with KSPSolve on InflIHVPGetKSP's KSP) */
+    Vec b;
     ih->mon_t0 = ih->mon_last = now;
     ih->mon_r0                = rnorm;
+    PetscCall(KSPGetRhs(ksp, &b)); /* every rank calls the monitor at iteration 0: the norm is collective */
+    PetscCall(VecNorm(b, NORM_2, &ih->mon_bnorm));
   }
   if (it >= ih->mon_cap) {
     PetscInt cap = PetscMax(2 * ih->mon_cap, 256);
@@ -262,7 +265,7 @@ static PetscErrorCode ihvp_monitor(KSP ksp, PetscInt it, PetscReal rnorm, void *
       else PetscCall(PetscSNPrintf(eta, sizeof(eta), "ETA %.1f s (%.0f more iterations)", secs, ceil(more)));
     }
   }
-  PetscCall(PetscPrintf(ih->comm, "  ihvp %s: iteration %d, residual norm %.3e (relative to the right-hand side %.3e, target %.1e), %.1f s, %s\n", ih->what, (int)it, (double)rnorm, ih->mon_bnorm > 0 ? rnorm / ih->mon_bnorm : 0.0, ih->mon_bnorm > 0 ? target / ih->mon_bnorm : 0.0, now - ih->mon_t0, eta));
+  PetscCall(PetscPrintf(ih->comm, "  ihvp %s: iteration %d, residual norm %.3e (relative to the right-hand side %.3e, target %.1e), %.1f s, %s\n", ih->what[0] ? ih->what : "solve", (int)it, (double)rnorm, ih->mon_bnorm > 0 ? rnorm / ih->mon_bnorm : 0.0, ih->mon_bnorm > 0 ? target / ih->mon_bnorm : 0.0, now - ih->mon_t0, eta));
   fflush(stdout);
   PetscFunctionReturn(0);
 }
@@ -444,8 +447,8 @@ PetscErrorCode InflIHVPSolve(InflIHVP ih, Vec b, Vec x, const char what[], InflI
     PetscCall(PetscPrintf(ih->comm, "ihvp: note: %s has a zero gradient; its IHVP is zero (no solve)\n", what));
   } else {
     PetscCall(PetscStrncpy(ih->what, what, sizeof(ih->what)));
-    ih->mon_bnorm = in.bnorm;
     PetscCall(KSPSolve(ih->ksp, b, x));
+    ih->what[0] = 0;
     PetscCall(KSPGetConvergedReason(ih->ksp, &in.reason));
     PetscCall(KSPGetIterationNumber(ih->ksp, &in.iterations));
     PetscCall(KSPGetResidualNorm(ih->ksp, &in.rnorm));
