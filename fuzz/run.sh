@@ -4,15 +4,17 @@
 # BIN_DIR/crashes/<target>/.
 # A fixed seed (-seed=1) makes the inputs tried a fixed sequence, so a run is repeatable: a shorter run (slower
 # machine, time limit) tries a prefix of the same sequence.  FUZZ_SEED=0 asks libFuzzer for a random seed.
+# Exit status: 0 every target ran clean; 1 a target failed, or some targets are built and others not (a broken
+# build); 77 no target is built here (no clang / libFuzzer): skipped, as ctest reports it (SKIP_RETURN_CODE 77).
 # Usage: fuzz/run.sh BIN_DIR [SECONDS]
 set -u
 bin=${1:?usage: run.sh BIN_DIR [SECONDS]}
 secs=${2:-20}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-fail=0 ran=0
+fail=0 ran=0 missing=""
 for t in fuzz_safetensors fuzz_idx fuzz_h5data fuzz_tokenizer fuzz_tokens; do
   exe=$bin/$t
-  [ -x "$exe" ] || { echo "$t: not built (no clang / libFuzzer), skipped"; continue; }
+  [ -x "$exe" ] || { missing="$missing $t"; continue; }
   ran=$((ran + 1))
   scratch=$(mktemp -d)
   mkdir -p "$bin/crashes/$t"
@@ -30,5 +32,12 @@ for t in fuzz_safetensors fuzz_idx fuzz_h5data fuzz_tokenizer fuzz_tokens; do
   fi
   rm -rf "$scratch"
 done
-[ $ran -gt 0 ] || echo "no fuzz target was built"
+if [ $ran -eq 0 ]; then
+  echo "no fuzz target is built in $bin (needs clang and libFuzzer: apt-get install clang libclang-rt-14-dev): skipped"
+  exit 77
+fi
+if [ -n "$missing" ]; then
+  echo "FAIL: not built in $bin although other targets are:$missing"
+  fail=1
+fi
 exit $fail

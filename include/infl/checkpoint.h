@@ -50,6 +50,9 @@ typedef struct {
   PetscLogDouble t0, last_print, last_ckpt;
 } InflProgress;
 
+/* Not collective.  The seconds between progress lines of every long stage and of the Krylov solves: the option
+ * -progress_interval (default 10; 0 prints at every step).  Error naming the option if it is negative or not finite. */
+PetscErrorCode InflProgressGetInterval(MPI_Comm comm, double *seconds);
 /* Collective.  todo_local: examples this rank will process in this pass.  Reads -checkpoint_interval (s, default 600)
  * and -progress_interval (s, default 10). */
 PetscErrorCode InflProgressStart(MPI_Comm comm, const char stage[], int64_t todo_local, InflProgress *p);

@@ -100,8 +100,6 @@ PetscErrorCode InflModelCaptureSampled(InflModel model, PetscInt B, const float 
  * vec(Ds_l a_l^T) in the parameter slab layout. */
 PetscErrorCode InflModelPerExampleGradients(InflModel model, PetscInt B, const float x[], const int64_t y[], double g[]);
 
-#endif
-
 /* ---------------------------------------------------------------- training and evaluation */
 typedef enum { INFL_OPT_ADAM = 0, INFL_OPT_SGD } InflOptimizer;
 typedef struct {
@@ -140,3 +138,5 @@ PetscErrorCode InflModelJacobianVectorProduct(InflModel model, PetscInt B, const
  * Hessian of the softmax cross-entropy w.r.t. the logits, diag(p) - p p^T (independent of the label).  Exact: one
  * R-op forward and one backward of the linearized network; v and u in the parameter slab layout. */
 PetscErrorCode InflModelGaussNewtonProduct(InflModel model, PetscInt B, const float x[], const double v[], double u[]);
+
+#endif

@@ -1,5 +1,6 @@
 /* Signals, progress, resumable ranges. */
 #include <infl/checkpoint.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -195,16 +196,24 @@ PetscErrorCode InflRounds(MPI_Comm comm, int64_t nlocal, int64_t *rounds)
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode InflProgressGetInterval(MPI_Comm comm, double *seconds)
+{
+  PetscFunctionBegin;
+  *seconds = 10;
+  PetscCall(PetscOptionsGetReal(NULL, NULL, "-progress_interval", seconds, NULL));
+  PetscCheck(*seconds >= 0 && isfinite(*seconds), comm, PETSC_ERR_ARG_OUTOFRANGE, "-progress_interval %g must be a number of seconds >= 0 (0: a progress line at every step)", *seconds);
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflProgressStart(MPI_Comm comm, const char stage[], int64_t todo_local, InflProgress *p)
 {
   PetscFunctionBegin;
   PetscCall(PetscMemzero(p, sizeof(*p)));
   p->comm           = comm;
   p->ckpt_interval  = 600;
-  p->print_interval = 10;
   PetscCall(PetscStrncpy(p->stage, stage, sizeof(p->stage)));
   PetscCall(PetscOptionsGetReal(NULL, NULL, "-checkpoint_interval", &p->ckpt_interval, NULL));
-  PetscCall(PetscOptionsGetReal(NULL, NULL, "-progress_interval", &p->print_interval, NULL));
+  PetscCall(InflProgressGetInterval(comm, &p->print_interval));
   PetscCheck(p->ckpt_interval >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-checkpoint_interval %g must be >= 0 seconds", p->ckpt_interval);
   p->todo = todo_local;
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &p->todo, 1, MPI_INT64_T, MPI_SUM, comm));

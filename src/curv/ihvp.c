@@ -1,9 +1,12 @@
 /* Krylov IHVP: the damped curvature as a MATSHELL, the EK-FAC inverse as a PCSHELL, checked solves. */
 #include <infl/ihvp.h>
+#include <infl/checkpoint.h>
 #include <cblas.h>
 #include <math.h>
 
 const char *const InflCurvatureNames[] = {"ggn", "empirical", "true"};
+
+#define IHVP_TREND 16 /* least iterations of the residual trend behind a solve's ETA (else the later half) */
 
 struct _p_InflIHVP {
   MPI_Comm       comm;
@@ -29,6 +32,13 @@ struct _p_InflIHVP {
   InflCapture   *cap;
   double        *bufa, *bufd, *c, *T, *G; /* chunk scratch; G (max dout*(din+1)) */
   PetscInt       nmult, npc;
+  /* progress of the running solve (rank 0 prints it): ihvp_monitor */
+  double         progress_interval; /* s between progress lines (-progress_interval) */
+  char           what[64];          /* the solve's name, e.g. "query 17" */
+  double         mon_bnorm, mon_r0; /* right-hand side norm; residual norm at iteration 0 (monitor) */
+  PetscLogDouble mon_t0, mon_last;  /* start of the solve; last progress line */
+  double        *mon_logr;          /* (mon_cap) log residual norm of each iteration of the running solve */
+  PetscInt       mon_cap;
 };
 
 void InflIHVPSlabToLayer(PetscInt din, PetscInt dout, const double slab[], double G[])
@@ -54,6 +64,7 @@ PetscErrorCode InflIHVPCreate(MPI_Comm comm, InflIHVP *ih)
   (*ih)->comm  = comm;
   (*ih)->curv  = INFL_CURVATURE_GGN;
   (*ih)->chunk = 512;
+  (*ih)->progress_interval = 10;
   PetscFunctionReturn(0);
 }
 
@@ -68,6 +79,7 @@ PetscErrorCode InflIHVPSetFromOptions(InflIHVP ih)
   PetscCall(PetscOptionsInt("-ihvp_chunk", "training examples per chunk of an operator product", "InflIHVPSetUp", ih->chunk, &ih->chunk, NULL));
   PetscCall(PetscOptionsBool("-ihvp_allow_unconverged", "an unconverged solve is a warning recorded in the output, not an error", "InflIHVPSolve", ih->allow_unconverged, &ih->allow_unconverged, NULL));
   PetscOptionsEnd();
+  PetscCall(InflProgressGetInterval(ih->comm, &ih->progress_interval));
   PetscCheck(seed >= 0, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_seed %d must be >= 0", (int)seed);
   PetscCheck(ih->chunk > 0, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_chunk %d must be positive", (int)ih->chunk);
   ih->curv = (InflCurvature)curv;
@@ -196,6 +208,68 @@ PetscErrorCode InflIHVPSetEKFACPreconditioner(InflIHVP ih)
   PetscFunctionReturn(0);
 }
 
+/* KSP monitor: every -progress_interval seconds (rank 0's clock) a line with the iteration, the residual norm, absolute
+ * and relative to the right-hand side, the time since the start of the solve and an ETA.  The ETA extrapolates the
+ * trend of log(residual) (least-squares slope per iteration over the later half of the iterations, at least the last
+ * IHVP_TREND: CG residuals oscillate) down to the KSP's stopping threshold max(rtol r_0, abstol) (PETSc's default
+ * test), at the mean time per iteration so far; it is "unknown" while the trend is not decreasing.  It only reads:
+ * the iterates are the same with and without it. */
+static PetscErrorCode ihvp_monitor(KSP ksp, PetscInt it, PetscReal rnorm, void *ctx)
+{
+  InflIHVP       ih = (InflIHVP)ctx;
+  PetscLogDouble now;
+  PetscReal      rtol, abstol, dtol, target;
+  PetscInt       maxits, m;
+  char           eta[128];
+
+  PetscFunctionBegin;
+  PetscCall(PetscTime(&now));
+  if (it == 0) { /* a new solve (also one started with KSPSolve on InflIHVPGetKSP's KSP) */
+    Vec b;
+    ih->mon_t0 = ih->mon_last = now;
+    ih->mon_r0                = rnorm;
+    PetscCall(KSPGetRhs(ksp, &b)); /* every rank calls the monitor at iteration 0: the norm is collective */
+    PetscCall(VecNorm(b, NORM_2, &ih->mon_bnorm));
+  }
+  if (it >= ih->mon_cap) {
+    PetscInt cap = PetscMax(2 * ih->mon_cap, 256);
+    while (cap <= it) cap *= 2;
+    PetscCall(PetscRealloc(sizeof(double) * (size_t)cap, &ih->mon_logr));
+    ih->mon_cap = cap;
+  }
+  ih->mon_logr[it] = rnorm > 0 ? log(rnorm) : -HUGE_VAL;
+  if (now - ih->mon_last < ih->progress_interval) PetscFunctionReturn(0);
+  ih->mon_last = now;
+  PetscCall(KSPGetTolerances(ksp, &rtol, &abstol, &dtol, &maxits));
+  target = PetscMax(rtol * ih->mon_r0, abstol);
+  m      = PetscMax(PetscMin(it + 1, IHVP_TREND), (it + 1) / 2);
+  PetscCall(PetscStrncpy(eta, it ? "ETA unknown (the residual is not decreasing)" : "ETA unknown (no trend yet)", sizeof(eta)));
+  if (rnorm <= target) PetscCall(PetscStrncpy(eta, "ETA 0 s (converged)", sizeof(eta)));
+  else if (m >= 2) { /* slope of log r against the iteration over iterations it-m+1 .. it */
+    double    kbar = (m - 1) / 2.0, lbar = 0, sxy = 0, sxx = 0, slope;
+    PetscBool finite = PETSC_TRUE;
+    for (PetscInt k = 0; k < m; k++) {
+      double l = ih->mon_logr[it - m + 1 + k];
+      if (!isfinite(l)) finite = PETSC_FALSE;
+      lbar += l / m;
+    }
+    for (PetscInt k = 0; finite && k < m; k++) {
+      sxy += (k - kbar) * (ih->mon_logr[it - m + 1 + k] - lbar);
+      sxx += (k - kbar) * (k - kbar);
+    }
+    slope = finite ? sxy / sxx : 0;
+    if (slope < 0) {
+      double more = (log(target) - log(rnorm)) / slope; /* iterations still to go at this rate */
+      double secs = more * (now - ih->mon_t0) / it;
+      if (it + more > maxits) PetscCall(PetscSNPrintf(eta, sizeof(eta), "ETA %.1f s (%.0f more iterations: beyond -ihvp_ksp_max_it %d at this rate)", secs, ceil(more), (int)maxits));
+      else PetscCall(PetscSNPrintf(eta, sizeof(eta), "ETA %.1f s (%.0f more iterations)", secs, ceil(more)));
+    }
+  }
+  PetscCall(PetscPrintf(ih->comm, "  ihvp %s: iteration %d, residual norm %.3e (relative to the right-hand side %.3e, target %.1e), %.1f s, %s\n", ih->what[0] ? ih->what : "solve", (int)it, (double)rnorm, ih->mon_bnorm > 0 ? rnorm / ih->mon_bnorm : 0.0, ih->mon_bnorm > 0 ? target / ih->mon_bnorm : 0.0, now - ih->mon_t0, eta));
+  fflush(stdout);
+  PetscFunctionReturn(0);
+}
+
 static PetscErrorCode ihvp_free(InflIHVP ih)
 {
   PetscFunctionBegin;
@@ -209,7 +283,9 @@ static PetscErrorCode ihvp_free(InflIHVP ih)
   PetscCall(PetscFree4(ih->din, ih->dout, ih->off, ih->damping));
   PetscCall(PetscFree(ih->dloc));
   PetscCall(PetscFree(ih->ylab));
-  ih->L = 0;
+  PetscCall(PetscFree(ih->mon_logr));
+  ih->mon_cap = 0;
+  ih->L       = 0;
   PetscFunctionReturn(0);
 }
 
@@ -296,6 +372,7 @@ PetscErrorCode InflIHVPSetUp(InflIHVP ih, InflModel model, InflData train, InflE
   PetscCall(KSPGetPC(ih->ksp, &pc));
   if (ek) PetscCall(InflIHVPSetEKFACPreconditioner(ih));
   else PetscCall(PCSetType(pc, PCNONE));
+  PetscCall(KSPMonitorSet(ih->ksp, ihvp_monitor, ih, NULL)); /* before the options: -ihvp_ksp_monitor_cancel removes it */
   PetscCall(KSPSetFromOptions(ih->ksp));
   {
     PCType    t;
@@ -369,7 +446,9 @@ PetscErrorCode InflIHVPSolve(InflIHVP ih, Vec b, Vec x, const char what[], InflI
     in.reason    = KSP_CONVERGED_ATOL;
     PetscCall(PetscPrintf(ih->comm, "ihvp: note: %s has a zero gradient; its IHVP is zero (no solve)\n", what));
   } else {
+    PetscCall(PetscStrncpy(ih->what, what, sizeof(ih->what)));
     PetscCall(KSPSolve(ih->ksp, b, x));
+    ih->what[0] = 0;
     PetscCall(KSPGetConvergedReason(ih->ksp, &in.reason));
     PetscCall(KSPGetIterationNumber(ih->ksp, &in.iterations));
     PetscCall(KSPGetResidualNorm(ih->ksp, &in.rnorm));

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Render a small study's report in headless chromium and check the screenshot is a real page (not blank).
 # browser_check.sh [REPORT.html]: without an argument, the study is made with make_study.sh.
+# Exit status: 0 rendered and not blank; 1 a failure; 77 no chromium here (skipped: tests/CMakeLists.txt).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 browser=${CHROMIUM:-/usr/bin/chromium}
-[ -x "$browser" ] || { echo "no $browser: browser check skipped"; exit 0; }
+[ -x "$browser" ] || { echo "SKIP: no $browser (apt-get install chromium, or set CHROMIUM): browser check not run"; exit 77; }
 if [ $# -ge 1 ]; then html=$(readlink -f "$1"); else html=$(bash "$here/make_study.sh" "$PWD/report_browser" 2); fi
 shot=$(dirname "$html")/screenshot.png
 profile=$(mktemp -d)

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Progress lines of the Krylov solves (infl ihvp, infl fidelity) at -progress_interval 0, on the reference MLP
+# tests/ref/mlp_small.safetensors with 256 Fashion-MNIST training examples and 2 queries, at 2 ranks:
+#  - one line per CG iteration 0..n of each query (n as the solve's summary and the output file report), the first
+#    with the right-hand side norm, the residual norms decreasing (block minima) down to the stopping threshold, the
+#    relative residual equal to residual / rhs norm, an ETA from the trend, "converged" on the last line only;
+#  - the solution is the same with and without the monitor (-ihvp_ksp_monitor_cancel true) and with a long interval
+#    (no line): the full score matrix and the solve records are identical (h5diff, exact);
+#  - a diverging solve says "ETA unknown"; infl fidelity prints the lines of its solves; a negative
+#    -progress_interval is an error naming the option.
+set -euo pipefail
+src=${INFL_SOURCE_DIR:?INFL_SOURCE_DIR is not set}
+exe=${INFL_EXE:?INFL_EXE is not set}
+mpi=${INFL_MPIEXEC:-mpiexec}
+fm=idx:/usr/share/datasets/fashion-mnist
+model=$src/tests/ref/mlp_small.safetensors
+dir=$PWD/ihvp_progress
+rm -rf "$dir"
+mkdir -p "$dir"
+fail() { echo "FAIL: $*"; exit 1; }
+run() { # run LOG args...: infl at 2 ranks, must succeed
+  local log=$1
+  shift
+  "$mpi" --oversubscribe -n 2 "$exe" "$@" >"$log" 2>&1 || { cat "$log"; fail "infl $* failed"; }
+}
+data=(-model "$model" -train "$fm/train" -train_limit 256)
+run "$dir/fit.txt" fit "${data[@]}" -out "$dir/factors.h5"
+solve=("${data[@]}" -factors "$dir/factors.h5" -query "$fm/t10k" -query_limit 16 -query_indices 0:2 -ekfac_damping 1
+  -ihvp_ksp_rtol 1e-8)
+run "$dir/monitor.txt" ihvp "${solve[@]}" -score_save_all -progress_interval 0 -out "$dir/monitor.h5"
+run "$dir/cancel.txt" ihvp "${solve[@]}" -score_save_all -ihvp_ksp_monitor_cancel true -progress_interval 0 -out "$dir/cancel.h5"
+run "$dir/quiet.txt" ihvp "${solve[@]}" -score_save_all -progress_interval 1000 -out "$dir/quiet.h5"
+
+# check_lines LOG Q N: the progress lines of query Q in LOG are iterations 0..N with the properties above
+check_lines() {
+  awk -v q="$2" -v n="$3" -v rtol=1e-8 '
+    BEGIN { cnt = 0; neta = 0; err = 0; n += 0; rtol += 0 }
+    function bad(msg) { print "FAIL: query " q ": " msg; err = 1; exit 1 }
+    $0 ~ "^  ihvp query " q ": iteration " {
+      # "  ihvp query Q: iteration K, residual norm R (relative to the right-hand side X, target T), E s, ETA ..."
+      k = $5; sub(/,/, "", k); r = $8; rel = $14; sub(/,/, "", rel); tgt = $16; sub(/\),/, "", tgt)
+      k += 0; r += 0; rel += 0; tgt += 0
+      if (k != cnt) bad("line " cnt + 1 " is iteration " k ", expected " cnt)
+      if (cnt == 0) { r0 = r; if (rel != 1) bad("iteration 0: relative residual " rel ", expected 1") }
+      if (tgt != rtol) bad("target " tgt ", expected the -ihvp_ksp_rtol " rtol)
+      if (r0 > 0 && (rel - r / r0 > 2e-3 * rel || r / r0 - rel > 2e-3 * rel)) bad("iteration " k ": relative " rel " is not residual / rhs norm = " r / r0)
+      conv = ($0 ~ /ETA 0 s \(converged\)$/)
+      if (conv && k != n) bad("iteration " k " says converged before the last iteration " n)
+      if (!conv && rel <= rtol) bad("iteration " k ": relative residual " rel " below the target but not converged")
+      if ($0 ~ /ETA [0-9.]+ s \([0-9]+ more iterations/) neta++
+      b = int(k / 10); if (!(b in bmin) || r < bmin[b]) bmin[b] = r
+      last = r; lastrel = rel; lastconv = conv; cnt++
+    }
+    END {
+      if (err) exit 1
+      if (cnt != n + 1) { print "FAIL: query " q ": " cnt " progress lines, expected " n + 1 " (iterations 0.." n ")"; exit 1 }
+      if (!lastconv || lastrel > rtol) { print "FAIL: query " q ": the last line (relative " lastrel ") is not converged below " rtol; exit 1 }
+      if (neta < n / 2) { print "FAIL: query " q ": only " neta " of " n + 1 " lines give an ETA from the trend"; exit 1 }
+      for (i = 1; i <= int(n / 10); i++)
+        if (bmin[i] >= bmin[i - 1]) { print "FAIL: query " q ": residual not decreasing: minimum " bmin[i] " over iterations " 10 * i ".. vs " bmin[i - 1] " before"; exit 1 }
+      printf "ok: query %s: %d progress lines, residual %.3e -> %.3e (relative %s), %d with an ETA\n", q, cnt, r0, last, lastrel, neta
+    }' "$1"
+}
+for q in 0 1; do
+  n=$(sed -n "s/^ihvp: query $q: CONVERGED_RTOL, \([0-9]*\) iterations.*/\1/p" "$dir/monitor.txt")
+  [ -n "$n" ] && [ "$n" -gt 10 ] || fail "no converged solve summary for query $q (or fewer than 10 iterations) in $dir/monitor.txt"
+  check_lines "$dir/monitor.txt" "$q" "$n" || { grep "ihvp query $q:" "$dir/monitor.txt" | head -60; exit 1; }
+done
+h5dump -d /ihvp/iterations -y -w 0 "$dir/monitor.h5" | grep -q "$(sed -n 's/^ihvp: query 0: CONVERGED_RTOL, \([0-9]*\) iterations.*/\1/p' "$dir/monitor.txt"), *$(sed -n 's/^ihvp: query 1: CONVERGED_RTOL, \([0-9]*\) iterations.*/\1/p' "$dir/monitor.txt")" \
+  || fail "/ihvp/iterations of $dir/monitor.h5 differs from the printed iteration counts"
+for f in cancel quiet; do
+  ! grep -q "^  ihvp query" "$dir/$f.txt" || fail "$f run printed progress lines: $(grep -m1 '^  ihvp query' "$dir/$f.txt")"
+  for d in /scores /ihvp/iterations /ihvp/residual_norm /ihvp/rhs_norm; do
+    h5diff "$dir/monitor.h5" "$dir/$f.h5" "$d" "$d" >/dev/null || fail "$d differs with the monitor and in the $f run: $(h5diff -r "$dir/monitor.h5" "$dir/$f.h5" "$d" "$d" | head -5)"
+  done
+  echo "ok: $f run: no progress line, /scores and the solve records identical to the monitored run"
+done
+
+# a diverging solve (Richardson with too large a step, no preconditioner): no ETA can be extrapolated
+run "$dir/diverge.txt" ihvp "${data[@]}" -factors "$dir/factors.h5" -query "$fm/t10k" -query_limit 16 -query_indices 0:1 \
+  -ekfac_damping 1 -ihvp_ksp_type richardson -ihvp_ksp_richardson_scale 3 -ihvp_pc_type none -ihvp_ksp_max_it 8 \
+  -ihvp_allow_unconverged true -progress_interval 0 -out "$dir/diverge.h5"
+nd=$(grep -c "^  ihvp query 0: iteration [1-9][0-9]*, .*, ETA unknown (the residual is not decreasing)$" "$dir/diverge.txt" || true)
+nl=$(grep -c "^  ihvp query 0: iteration" "$dir/diverge.txt" || true)
+[ "$nd" -ge 2 ] && [ "$nd" -eq $((nl - 1)) ] || { cat "$dir/diverge.txt"; fail "diverging solve: $nd of $nl progress lines say the ETA is unknown, expected all after iteration 0"; }
+grep -q "^  ihvp query 0: iteration 0, .*, ETA unknown (no trend yet)$" "$dir/diverge.txt" || fail "diverging solve: iteration 0 line missing"
+echo "ok: diverging solve: $nd lines with ETA unknown (the residual is not decreasing)"
+
+run "$dir/fidelity.txt" fidelity "${solve[@]}" -progress_interval 0 -out "$dir/fidelity.h5"
+its=$(h5dump -d /krylov_iterations -y -w 0 "$dir/fidelity.h5" | sed -n 's/^ *\([0-9][0-9, ]*\)$/\1/p' | tr -d ' ')
+[ -n "$its" ] || fail "no /krylov_iterations in $dir/fidelity.h5"
+q=0
+for n in ${its//,/ }; do
+  check_lines "$dir/fidelity.txt" "$q" "$n" || fail "infl fidelity's progress lines of query $q"
+  q=$((q + 1))
+done
+
+if out=$("$mpi" --oversubscribe -n 2 "$exe" ihvp "${solve[@]}" -progress_interval -1 -out "$dir/bad.h5" 2>&1); then fail "-progress_interval -1 was accepted"; fi
+grep -q -- "-progress_interval -1.* must be a number of seconds >= 0" <<<"$out" || fail "-progress_interval -1: unclear message: $out"
+[ ! -e "$dir/bad.h5" ] || fail "a failed run wrote $dir/bad.h5"
+echo "ok: -progress_interval -1 fails naming the option"
+echo "ihvp_progress.sh: all checks passed"
