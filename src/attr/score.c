@@ -486,6 +486,7 @@ PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek
   PetscCall(InflModelSetPrecision(model, INFL_PREC_DOUBLE));
   PetscCall(InflCaptureCreate(model, (PetscInt)PetscMax(nq, 1), &cap));
   if (nq > 0) PetscCall(InflModelCapture(model, (PetscInt)nq, xq + q0 * din, yq + q0, cap));
+  if (nq > 0) PetscCall(InflCaptureCheckRankOne(cap, "infl score (query gradients)"));
   PetscCall(PetscMalloc2(size, &counts, size, &displs));
   PetscCall(PetscCalloc1(L, &P));
   sc->prec = prec; /* the model works in double here only to precondition the queries */
@@ -544,6 +545,7 @@ static PetscErrorCode per_layer_terms(InflScorer sc, InflData train, InflTopK *t
       int64_t m = t->index[(int64_t)q * t->K + k];
       if (m < start || m >= start + count) continue;
       PetscCall(InflModelCapture(sc->model, 1, x + (m - start) * d, y + (m - start), cap));
+      PetscCall(InflCaptureCheckRankOne(cap, "infl score (per-layer terms)"));
       for (PetscInt l = 0; l < sc->L; l++) {
         PetscInt      nd = sc->dout[l], na = sc->din[l] + 1;
         const double *P = sc->Pq[l] + (int64_t)q * nd * na;
@@ -594,10 +596,11 @@ static PetscErrorCode score_register_events(void)
 }
 
 /* norm (B) = ||g_b||_F, the Frobenius norm of each captured example's loss gradient over all layers: the gradient of
- * layer l is the rank-one Ds a^T, whose norm is ||Ds|| ||a||.  Accumulated in double. */
+ * layer l is the rank-one Ds a^T (one row per example), whose norm is ||Ds|| ||a||.  Accumulated in double. */
 static PetscErrorCode capture_gradient_norms(const InflCapture *cap, double norm[])
 {
   PetscFunctionBegin;
+  PetscCall(InflCaptureCheckRankOne(cap, "infl score (gradient norms)"));
   for (PetscInt b = 0; b < cap->B; b++) {
     double g2 = 0;
     for (PetscInt l = 0; l < cap->L; l++) {
@@ -630,6 +633,7 @@ static PetscErrorCode score_chunk(void *ctx, int64_t lo, int64_t hi)
   PetscCall(PetscLogEventBegin(EV_CAPTURE, 0, 0, 0, 0));
   PetscCall(InflModelCapture(sc->model, B, c->x + off * c->d, c->y + off, cap));
   PetscCall(PetscLogEventEnd(EV_CAPTURE, 0, 0, 0, 0));
+  PetscCall(InflCaptureCheckRankOne(cap, "infl score")); /* the kernels contract one row per training example */
   PetscCall(PetscArrayzero(out, (size_t)sc->Q * B));
   PetscCall(PetscLogEventBegin(EV_KERNEL, 0, 0, 0, 0));
   for (PetscInt l = 0; l < sc->L; l++) {
@@ -681,7 +685,6 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   int64_t        N, d, start, count;
   const float   *x;
   const int64_t *y;
-  PetscInt       din, C;
   InflCapture   *cap;
   double        *out, *outl = NULL;
   void          *T;
@@ -690,15 +693,9 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
 
   PetscFunctionBegin;
   PetscCheck(sc->Q > 0, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflScorerSetQueries before InflScorerScore");
+  PetscCall(InflModelCheckData(sc->model, train));
   PetscCall(InflDataGetSizes(train, &N, &d, NULL));
-  PetscCall(InflModelGetSizes(sc->model, &din, &C));
-  PetscCheck(d == din, sc->comm, PETSC_ERR_ARG_SIZ, "training data has %" PRId64 " features per example but the model's input dimension is %d", d, (int)din);
   PetscCall(InflDataGetShard(train, &start, &count, &x, &y));
-  {
-    int64_t bad = -1;
-    for (int64_t i = 0; i < count && bad < 0; i++) if (y[i] >= C) bad = i;
-    InflCheckAll(sc->comm, bad < 0, PETSC_ERR_ARG_OUTOFRANGE, "training label %" PRId64 " of example %" PRId64 " is not below the model's %d classes; the data set does not match the model", bad >= 0 ? y[bad] : 0, start + bad, (int)C);
-  }
   {
     const char *h;
     PetscCall(InflDataGetHash(train, &h));

@@ -90,6 +90,7 @@ static PetscErrorCode fisher_product_local(InflIHVP ih, const double v[], double
   for (int64_t o = 0; o < ih->count; o += ih->chunk) {
     PetscInt B = (PetscInt)PetscMin(ih->chunk, ih->count - o);
     PetscCall(InflModelCapture(ih->model, B, ih->x + o * ih->d, ih->ylab + o, ih->cap));
+    PetscCall(InflCaptureCheckRankOne(ih->cap, "infl ihvp (Fisher operator)"));
     PetscCall(PetscArrayzero(ih->c, B));
     for (PetscInt l = 0; l < ih->L; l++) { /* c_n += Ds_n^T (V_W a_n + v_b) */
       PetscInt      din = ih->din[l], dout = ih->dout[l], na = din + 1;
@@ -251,14 +252,9 @@ PetscErrorCode InflIHVPSetUp(InflIHVP ih, InflModel model, InflData train, InflE
   }
 
   /* the training shard and the labels of the operator */
+  PetscCall(InflModelCheckData(model, train));
   PetscCall(InflDataGetSizes(train, &ih->N, &ih->d, NULL));
-  PetscCheck(ih->d == din0, ih->comm, PETSC_ERR_ARG_SIZ, "training data has %" PRId64 " features per example but the model's input dimension is %d", ih->d, (int)din0);
   PetscCall(InflDataGetShard(train, &ih->start, &ih->count, &ih->x, &y));
-  {
-    int64_t bad = -1;
-    for (int64_t i = 0; i < ih->count && bad < 0; i++) if (y[i] < 0 || y[i] >= C) bad = i;
-    InflCheckAll(ih->comm, bad < 0, PETSC_ERR_ARG_OUTOFRANGE, "training label %" PRId64 " of example %" PRId64 " is not below the model's %d classes; the data set does not match the model", bad >= 0 ? y[bad] : 0, ih->start + bad, (int)C);
-  }
   PetscCall(PetscMalloc1(PetscMax(ih->count, 1), &ih->ylab));
   if (ih->curv == INFL_CURVATURE_TRUE) {
     int64_t idx[512];

@@ -152,6 +152,7 @@ PetscErrorCode InflFidelityCompute(InflIHVP ih, InflModel model, InflEKFAC ek, I
   for (int64_t o = 0; o < count; o += chunk) {
     PetscInt B = (PetscInt)PetscMin(chunk, count - o);
     PetscCall(InflModelCapture(model, B, x + o * d, y + o, cap));
+    PetscCall(InflCaptureCheckRankOne(cap, "infl fidelity"));
     for (PetscInt l = 0; l < L; l++) {
       PetscInt      nd = lin[l].dout, na = lin[l].din + 1;
       const double *a, *ds;
