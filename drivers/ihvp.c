@@ -44,6 +44,7 @@ static PetscErrorCode ihvp_inputs(MPI_Comm comm, PetscBool help, IhvpSetup *s)
     PetscCall(InflDataGetExamples(s->query, s->Q, s->qidx, s->xq, s->yq));
   }
   PetscCall(DriverLoadModel(comm, s->model, &s->model_obj));
+  PetscCall(InflModelCheckData(s->model_obj, s->query));
   if (s->factors[0]) {
     PetscCall(InflEKFACCreate(comm, &s->ek));
     PetscCall(InflEKFACLoad(s->ek, s->factors, s->model_obj));

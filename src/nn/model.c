@@ -202,12 +202,12 @@ PetscErrorCode InflModelLoad(InflModel m, const char path[])
     for (int i = 0; i < n_model_types && !known; i++) PetscCall(PetscStrcmp(arch, model_types[i].name, &known));
     if (!known) {
       PetscBool gpt2;
+      char      name[64];
       PetscCall(PetscStrcmp(arch, "gpt2", &gpt2));
-      if (gpt2) {
-        PetscCall(InflSafetensorsDestroy(&st));
-        SETERRQ(m->comm, PETSC_ERR_SUP, "%s: architecture gpt2: model type gpt2 is not available in this build", path);
-      }
-      SETERRQ(m->comm, PETSC_ERR_FILE_UNEXPECTED, "%s: unknown architecture \"%s\"; this version reads \"mlp\"", path, arch);
+      PetscCall(PetscStrncpy(name, arch, sizeof(name))); /* arch lives in st */
+      PetscCall(InflSafetensorsDestroy(&st));
+      PetscCheck(!gpt2, m->comm, PETSC_ERR_SUP, "%s: architecture gpt2: model type gpt2 is not available in this build", path);
+      SETERRQ(m->comm, PETSC_ERR_FILE_UNEXPECTED, "%s: unknown architecture \"%s\"; this version reads \"mlp\"", path, name);
     }
   }
   PetscCall(InflModelSetType(m, arch));
