@@ -185,6 +185,7 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
     PetscCall(InflChunkFromMemLimit(comm, "infl self", count, (size_t)count * (sizeof(float) * d + sizeof(int64_t) + sizeof(double)) + InflEKFACBytes(model), InflModelCaptureBytes(model) + sizeof(double) * (4 * (size_t)maxd + 1), &chunk));
   }
   PetscCall(InflCaptureCreate(model, chunk, &cap));
+  PetscCall(InflCaptureCheckRankOne(cap, "infl self"));
   PetscCall(PetscTime(&t0));
   {
     SelfCtx       c    = {comm, model, ek, cap, x, y, d, start, count, N, self, mh, th, tmp, partial};

@@ -87,8 +87,8 @@ static PetscErrorCode check_precision(MPI_Comm comm, InflModel model, InflPrecis
   PetscFunctionReturn(0);
 }
 
-/* A capture whose 2 sequences own 3 rows (as a language model's would): the rank-one stages refuse it, naming the
- * stage and the sizes; with the rows of one example each it is accepted. */
+/* A capture whose 2 sequences own 3 rows (as a language model's would), or whose capacity is more rows than
+ * sequences: the rank-one stages refuse it, naming the stage and the sizes; with one row per example it passes. */
 static PetscErrorCode check_sequences_refused(MPI_Comm comm, InflModel model, const float x[], const int64_t y[])
 {
   InflCapture *cap;
@@ -101,6 +101,13 @@ static PetscErrorCode check_sequences_refused(MPI_Comm comm, InflModel model, co
   cap->offsets[1] = 2;
   cap->offsets[2] = 3;
   EXPECT_FAIL(comm, InflCaptureCheckRankOne(cap, "infl test stage"), "infl test stage: sequences of more than one token (3 rows for 2 sequences): not supported by this stage yet", "sequences");
+  cap->B          = 3; /* one row per example again, but a capacity of 2 rows per sequence (a model of longer sequences) */
+  cap->offsets[1] = 1;
+  cap->offsets[2] = 2;
+  cap->Tmax = 6;
+  EXPECT_FAIL(comm, InflCaptureCheckRankOne(cap, "infl test stage"), "infl test stage: sequences of more than one token (the model's captures hold up to 6 rows for 3 sequences)", "capacity");
+  cap->Tmax = 3;
+  PetscCall(InflCaptureCheckRankOne(cap, "test"));
   PetscCall(InflCaptureDestroy(&cap));
   PetscCall(PetscPrintf(comm, "a capture of 2 sequences in 3 rows is refused by the rank-one stages\n"));
   PetscFunctionReturn(0);

@@ -58,7 +58,8 @@ typedef struct {
   double       *loss;                     /* (B) per-sequence loss (summed over its tokens) with the labels used */
 } InflCapture;
 
-/* Collective.  An empty model of no type on comm. */
+/* Not collective.  An empty model of no type on comm (it gets one from InflModelLoad, InflModelSetUpMLP or
+ * InflModelSetType). */
 PetscErrorCode InflModelCreate(MPI_Comm comm, InflModel *model);
 PetscErrorCode InflModelGetComm(InflModel model, MPI_Comm *comm);
 /* Types: a name and the function that fills a model's operations and data (model->data, model->ops).
@@ -78,9 +79,10 @@ PetscErrorCode InflModelSetFromOptions(InflModel model);
  * the model's input dimension, and every label of this rank's shard must lie in [0, classes).  The error names
  * the data set (its name and spec), the example, the value and what to do; all ranks fail together. */
 PetscErrorCode InflModelCheckData(InflModel model, InflData data);
-/* A fresh MLP (sets the type to mlp if the model has none): dims (ndims) = input, hidden..., classes.  Weights ~ U(-1/sqrt(din), 1/sqrt(din)) (PyTorch's
- * nn.Linear default), drawn with InflUniform(seed, parameter index, INFL_STREAM_INIT), so every rank gets the
- * same model.  Not collective. */
+/* The mlp type's constructor: a fresh MLP (sets the type to mlp if the model has none; error for a model of another
+ * type): dims (ndims) = input, hidden..., classes.  Weights ~ U(-1/sqrt(din), 1/sqrt(din)) (PyTorch's nn.Linear
+ * default), drawn with InflUniform(seed, parameter index, INFL_STREAM_INIT), so every rank gets the same model.
+ * Not collective. */
 PetscErrorCode InflModelSetUpMLP(InflModel model, PetscInt ndims, const PetscInt dims[], InflActivation act, uint64_t seed);
 /* Collective.  Load a model; the type comes from the file: a safetensors file's metadata "architecture" (mlp:
  * metadata dims, activation; tensors layers.{i}.weight and layers.{i}.bias, F32 or F64 (converted)).  A directory
@@ -124,8 +126,9 @@ PetscErrorCode InflModelSampleLabels(InflModel model, PetscInt B, const float x[
 PetscErrorCode InflCaptureCreate(InflModel model, PetscInt Bmax, InflCapture **cap);
 PetscErrorCode InflCaptureDestroy(InflCapture **cap);
 /* Not collective.  For stages that use one rank-one gradient Ds a^T per example (the Lambda pass, self-influence,
- * the score kernels, per-example gradient norms, the Krylov IHVP operator): an error naming `stage` unless every
- * sequence of the capture has one row (T == B). */
+ * the score kernels, per-example gradient norms, the Krylov IHVP operator): an error naming `stage` unless the
+ * capture holds one row per sequence, by capacity (Tmax == Bmax: the same answer on every rank for one model, so
+ * stages call it right after InflCaptureCreate, before their first collective) and by content (T == B). */
 PetscErrorCode InflCaptureCheckRankOne(const InflCapture *cap, const char stage[]);
 /* Bytes per example of a capture and the model's workspace for it (for chunk sizes from -mem_limit). */
 size_t InflModelCaptureBytes(InflModel model);

@@ -485,8 +485,8 @@ PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek
   }
   PetscCall(InflModelSetPrecision(model, INFL_PREC_DOUBLE));
   PetscCall(InflCaptureCreate(model, (PetscInt)PetscMax(nq, 1), &cap));
+  PetscCall(InflCaptureCheckRankOne(cap, "infl score (query gradients)"));
   if (nq > 0) PetscCall(InflModelCapture(model, (PetscInt)nq, xq + q0 * din, yq + q0, cap));
-  if (nq > 0) PetscCall(InflCaptureCheckRankOne(cap, "infl score (query gradients)"));
   PetscCall(PetscMalloc2(size, &counts, size, &displs));
   PetscCall(PetscCalloc1(L, &P));
   sc->prec = prec; /* the model works in double here only to precondition the queries */
@@ -540,12 +540,12 @@ static PetscErrorCode per_layer_terms(InflScorer sc, InflData train, InflTopK *t
   PetscCall(InflModelGetPrecision(sc->model, &prec));
   PetscCall(InflModelSetPrecision(sc->model, INFL_PREC_DOUBLE));
   PetscCall(InflCaptureCreate(sc->model, 1, &cap));
+  PetscCall(InflCaptureCheckRankOne(cap, "infl score (per-layer terms)"));
   for (PetscInt q = 0; q < sc->Q; q++) {
     for (PetscInt k = 0; k < t->n[q]; k++) {
       int64_t m = t->index[(int64_t)q * t->K + k];
       if (m < start || m >= start + count) continue;
       PetscCall(InflModelCapture(sc->model, 1, x + (m - start) * d, y + (m - start), cap));
-      PetscCall(InflCaptureCheckRankOne(cap, "infl score (per-layer terms)"));
       for (PetscInt l = 0; l < sc->L; l++) {
         PetscInt      nd = sc->dout[l], na = sc->din[l] + 1;
         const double *P = sc->Pq[l] + (int64_t)q * nd * na;
@@ -600,7 +600,6 @@ static PetscErrorCode score_register_events(void)
 static PetscErrorCode capture_gradient_norms(const InflCapture *cap, double norm[])
 {
   PetscFunctionBegin;
-  PetscCall(InflCaptureCheckRankOne(cap, "infl score (gradient norms)"));
   for (PetscInt b = 0; b < cap->B; b++) {
     double g2 = 0;
     for (PetscInt l = 0; l < cap->L; l++) {
@@ -633,7 +632,6 @@ static PetscErrorCode score_chunk(void *ctx, int64_t lo, int64_t hi)
   PetscCall(PetscLogEventBegin(EV_CAPTURE, 0, 0, 0, 0));
   PetscCall(InflModelCapture(sc->model, B, c->x + off * c->d, c->y + off, cap));
   PetscCall(PetscLogEventEnd(EV_CAPTURE, 0, 0, 0, 0));
-  PetscCall(InflCaptureCheckRankOne(cap, "infl score")); /* the kernels contract one row per training example */
   PetscCall(PetscArrayzero(out, (size_t)sc->Q * B));
   PetscCall(PetscLogEventBegin(EV_KERNEL, 0, 0, 0, 0));
   for (PetscInt l = 0; l < sc->L; l++) {
@@ -736,6 +734,7 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
     PetscCall(InflChunkFromMemLimit(sc->comm, "infl score", count, resident + 4 * 1024 * 1024, per, &sc->chunk));
   }
   PetscCall(InflCaptureCreate(sc->model, sc->chunk, &cap));
+  PetscCall(InflCaptureCheckRankOne(cap, "infl score")); /* the kernels and gradient norms take one row per example */
   {
     int64_t nT = 1;
     for (PetscInt l = 0; l < sc->L; l++) nT = PetscMax(nT, sc->lr[l] ? 2 * (int64_t)sc->chunk * sc->Q * sc->lr[l] : InflScoreLayerScratch(sc->Q, sc->chunk, sc->dout[l], sc->din[l] + 1, sc->by_input[l], es));
@@ -935,6 +934,7 @@ PetscErrorCode InflSelfInfluenceBatch(InflModel model, InflEKFAC ek, PetscInt B,
 
   PetscFunctionBegin;
   PetscCall(InflModelGetLayers(model, &L, NULL));
+  PetscCall(InflCaptureCheckRankOne(cap, "self-influence"));
   PetscCall(PetscArrayzero(self, B));
   if (B == 0) PetscFunctionReturn(0);
   PetscCall(InflModelCapture(model, B, x, y, cap));

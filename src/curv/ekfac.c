@@ -329,7 +329,6 @@ static PetscErrorCode fit_chunk(void *ctx, int64_t lo, int64_t hi)
   PetscFunctionBegin;
   PetscCall(fisher_capture(ek, c->model, B, c->x + off * c->d, c->y + off, lo, c->idx, c->ys, c->cap));
   T = c->cap->T; /* rows: A and S sum over every row (token) */
-  if (c->pass == 2) PetscCall(InflCaptureCheckRankOne(c->cap, "infl fit (Lambda pass)"));
   for (PetscInt l = 0; l < ek->L; l++) {
     InflEKFACLayer *ly = &ek->layers[l];
     PetscInt        na = ly->din + 1, nd = ly->dout;
@@ -393,6 +392,7 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
 
   PetscCall(InflChunkFromMemLimit(ek->comm, "infl fit", count, (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + 2 * InflEKFACBytes(model), InflModelCaptureBytes(model) + 4 * sizeof(double) * maxd + 2 * sizeof(int64_t), &ek->chunk));
   PetscCall(InflCaptureCreate(model, ek->chunk, &cap));
+  if (!ek->kfac) PetscCall(InflCaptureCheckRankOne(cap, "infl fit (Lambda pass)"));
   PetscCall(PetscMalloc6((size_t)ek->chunk * maxd, &bufa, (size_t)ek->chunk * maxd, &bufd, (size_t)ek->chunk * maxd, &ta, (size_t)ek->chunk * maxd, &td, ek->chunk, &ys, ek->chunk, &idx));
 
   PetscCall(ekfac_restore(ek, &resume_pass, &done));

@@ -90,7 +90,6 @@ static PetscErrorCode fisher_product_local(InflIHVP ih, const double v[], double
   for (int64_t o = 0; o < ih->count; o += ih->chunk) {
     PetscInt B = (PetscInt)PetscMin(ih->chunk, ih->count - o);
     PetscCall(InflModelCapture(ih->model, B, ih->x + o * ih->d, ih->ylab + o, ih->cap));
-    PetscCall(InflCaptureCheckRankOne(ih->cap, "infl ihvp (Fisher operator)"));
     PetscCall(PetscArrayzero(ih->c, B));
     for (PetscInt l = 0; l < ih->L; l++) { /* c_n += Ds_n^T (V_W a_n + v_b) */
       PetscInt      din = ih->din[l], dout = ih->dout[l], na = din + 1;
@@ -265,6 +264,7 @@ PetscErrorCode InflIHVPSetUp(InflIHVP ih, InflModel model, InflData train, InflE
     }
   } else PetscCall(PetscArraycpy(ih->ylab, y, ih->count));
   PetscCall(InflCaptureCreate(model, ih->chunk, &ih->cap));
+  PetscCall(InflCaptureCheckRankOne(ih->cap, "infl ihvp (Fisher operator)"));
   dN = (int64_t)ih->chunk;
   PetscCall(PetscMalloc5((size_t)dN * maxa, &ih->bufa, (size_t)dN * maxd, &ih->bufd, dN, &ih->c, (size_t)dN * maxd, &ih->T, (size_t)maxa * maxd, &ih->G));
 
