@@ -221,6 +221,7 @@ int main(int argc, char **argv)
     EXPECT_FAIL(comm, InflModelGaussNewtonProduct(m, 1, xin, v, u), "model type bare has no Gauss-Newton product; use -ihvp_curvature empirical", "no Gauss-Newton product");
     EXPECT_FAIL(comm, InflModelJacobianVectorProduct(m, 1, xin, v, u, NULL), "model type bare has no Jacobian-vector product", "no Jacobian-vector product");
     EXPECT_FAIL(comm, InflModelSetUpMLP(m, 4, dims, INFL_ACT_TANH, 21), "InflModelSetUpMLP on a model of type bare", "SetUpMLP on another type");
+    EXPECT_FAIL(comm, InflModelForward(m, 1, xin, (float *)u), "model type bare has no operation forward", "missing required operation");
     /* and back to an MLP by loading a file */
     PetscCall(InflModelLoad(m, path));
     PetscCall(InflModelGetHash(m, &h2));

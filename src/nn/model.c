@@ -147,6 +147,12 @@ PetscErrorCode InflModelSetFromOptions(InflModel m)
 
 /* Does the model need a type before this call? */
 #define CHECK_TYPED(m, what) PetscCheck((m)->type[0], (m)->comm, PETSC_ERR_ARG_WRONGSTATE, "%s: the model has no type yet; load it (InflModelLoad) or set it up (InflModelSetUpMLP) first", what)
+/* Call a required operation of the model's type (a type under construction may not have it yet). */
+#define CALL_OP(m, op, ...) \
+  do { \
+    PetscCheck((m)->ops->op, (m)->comm, PETSC_ERR_SUP, "model type %s has no operation " #op, (m)->type); \
+    PetscCall((*(m)->ops->op)(__VA_ARGS__)); \
+  } while (0)
 
 /* ---------------------------------------------------------------- loading: the type from the file */
 static int is_directory(const char path[])
@@ -211,7 +217,8 @@ PetscErrorCode InflModelLoad(InflModel m, const char path[])
     }
   }
   PetscCall(InflModelSetType(m, arch));
-  PetscCall((*m->ops->load)(m, st, path));
+  if (!m->ops->load) PetscCall(InflSafetensorsDestroy(&st)); /* CALL_OP fails */
+  CALL_OP(m, load, m, st, path);
   PetscCall(InflSafetensorsDestroy(&st));
   m->params_state++;
   m->hash_stale = PETSC_TRUE;
@@ -222,7 +229,7 @@ PetscErrorCode InflModelSave(InflModel m, const char path[])
 {
   PetscFunctionBegin;
   CHECK_TYPED(m, "InflModelSave");
-  PetscCall((*m->ops->save)(m, path));
+  CALL_OP(m, save, m, path);
   PetscFunctionReturn(0);
 }
 
@@ -278,7 +285,7 @@ PetscErrorCode InflModelGetHash(InflModel m, const char **hex)
   if (m->hash_stale) {
     InflHash h;
     PetscCall(InflHashCreate(&h));
-    PetscCall((*m->ops->hash_architecture)(m, h));
+    CALL_OP(m, hash_architecture, m, h);
     PetscCall(InflHashUpdate(h, m->params, sizeof(float) * m->nparams));
     PetscCall(InflHashFinal(&h, m->hash));
     m->hash_stale = PETSC_FALSE;
@@ -306,7 +313,7 @@ PetscErrorCode InflModelView(InflModel m, PetscViewer viewer)
     PetscCall(PetscViewerASCIIPrintf(viewer, "InflModel: no type yet\n"));
     PetscFunctionReturn(0);
   }
-  PetscCall((*m->ops->view)(m, viewer));
+  CALL_OP(m, view, m, viewer);
   PetscFunctionReturn(0);
 }
 
@@ -330,7 +337,7 @@ PetscErrorCode InflModelCheckData(InflModel m, InflData data)
 {
   PetscFunctionBegin;
   CHECK_TYPED(m, "InflModelCheckData");
-  PetscCall((*m->ops->check_data)(m, data));
+  CALL_OP(m, check_data, m, data);
   PetscFunctionReturn(0);
 }
 
@@ -339,7 +346,7 @@ PetscErrorCode InflModelForward(InflModel m, PetscInt B, const float x[], float 
 {
   PetscFunctionBegin;
   CHECK_TYPED(m, "InflModelForward");
-  PetscCall((*m->ops->forward)(m, B, x, logits));
+  CALL_OP(m, forward, m, B, x, logits);
   PetscFunctionReturn(0);
 }
 
@@ -354,7 +361,7 @@ PetscErrorCode InflModelLossBackward(InflModel m, PetscInt B, const float x[], c
 {
   PetscFunctionBegin;
   CHECK_TYPED(m, "InflModelLossBackward");
-  PetscCall((*m->ops->loss_backward)(m, B, x, y, loss_sum, correct));
+  CALL_OP(m, loss_backward, m, B, x, y, loss_sum, correct);
   PetscFunctionReturn(0);
 }
 
@@ -362,7 +369,7 @@ PetscErrorCode InflModelSampleLabels(InflModel m, PetscInt B, const float x[], c
 {
   PetscFunctionBegin;
   CHECK_TYPED(m, "InflModelSampleLabels");
-  PetscCall((*m->ops->sample_labels)(m, B, x, index, seed, y));
+  CALL_OP(m, sample_labels, m, B, x, index, seed, y);
   PetscFunctionReturn(0);
 }
 
@@ -380,7 +387,7 @@ PetscErrorCode InflModelCapture(InflModel m, PetscInt B, const float x[], const 
   PetscFunctionBegin;
   CHECK_TYPED(m, "InflModelCapture");
   PetscCall(capture_check(m, B, cap));
-  PetscCall((*m->ops->capture)(m, B, x, y, cap));
+  CALL_OP(m, capture, m, B, x, y, cap);
   PetscFunctionReturn(0);
 }
 
@@ -389,7 +396,7 @@ PetscErrorCode InflModelCaptureSampled(InflModel m, PetscInt B, const float x[],
   PetscFunctionBegin;
   CHECK_TYPED(m, "InflModelCaptureSampled");
   PetscCall(capture_check(m, B, cap));
-  PetscCall((*m->ops->capture_sampled)(m, B, x, index, seed, y, cap));
+  CALL_OP(m, capture_sampled, m, B, x, index, seed, y, cap);
   PetscFunctionReturn(0);
 }
 
@@ -397,7 +404,7 @@ PetscErrorCode InflModelPerExampleGradients(InflModel m, PetscInt B, const float
 {
   PetscFunctionBegin;
   CHECK_TYPED(m, "InflModelPerExampleGradients");
-  PetscCall((*m->ops->per_example_gradients)(m, B, x, y, g));
+  CALL_OP(m, per_example_gradients, m, B, x, y, g);
   PetscFunctionReturn(0);
 }
 
