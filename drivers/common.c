@@ -42,21 +42,16 @@ PetscErrorCode DriverOpenData(MPI_Comm comm, const char prefix[], PetscBool requ
   PetscCall(InflOptionsGetInt64(comm, optl, 0, INT64_MAX, &limit, NULL)); /* 0 means all examples */
   if (help || !spec[0]) PetscFunctionReturn(0);
   PetscCall(InflDataOpen(comm, spec, limit, data));
+  PetscCall(InflDataSetName(*data, prefix));
   PetscFunctionReturn(0);
 }
 
 PetscErrorCode DriverLoadModel(MPI_Comm comm, const char path[], InflModel *model)
 {
-  const char *precs[] = {"single", "double"};
-  PetscInt    prec    = 0;
-
   PetscFunctionBegin;
-  PetscOptionsBegin(comm, NULL, "Model options", NULL);
-  PetscCall(PetscOptionsEList("-model_precision", "precision of per-example work (forward, backward, capture, scoring)", NULL, precs, 2, precs[0], &prec, NULL));
-  PetscOptionsEnd();
   PetscCall(InflModelCreate(comm, model));
+  PetscCall(InflModelSetFromOptions(*model));
   PetscCall(InflModelLoad(*model, path));
-  PetscCall(InflModelSetPrecision(*model, (InflPrecision)prec));
   PetscFunctionReturn(0);
 }
 

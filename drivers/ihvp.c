@@ -32,7 +32,7 @@ static PetscErrorCode ihvp_inputs(MPI_Comm comm, PetscBool help, IhvpSetup *s)
   PetscCall(InflIHVPSetFromOptions(s->ih));
   PetscCall(PetscOptionsGetReal(NULL, NULL, "-ekfac_damping", &damping, &dset));
   if (help) {
-    PetscCall(PetscPrintf(comm, "  -query_indices <0:8>: queries: \"3,17,40\", a range \"0:100\" or \"0:1000:10\", or \"@file\"\n  -ekfac_damping <X>: damping of every layer (default: the factors' damping)\n  -ihvp_ksp_type, -ihvp_ksp_rtol <1e-8>, -ihvp_ksp_max_it <500>, -ihvp_pc_type <shell: EK-FAC>, -ihvp_ksp_monitor ascii: the Krylov solver (PETSc KSP options with prefix ihvp_)\n  -progress_interval <10>: seconds between the progress lines of each Krylov solve (iteration, residual norm, ETA); -ihvp_ksp_monitor_cancel true: none\n"));
+    PetscCall(PetscPrintf(comm, "  -query_indices <0:8>: queries: \"3,17,40\", a range \"0:100\" or \"0:1000:10\", or \"@file\"\n  -ekfac_damping <X>: damping of every layer (default: the factors' damping)\n  -ihvp_ksp_type, -ihvp_ksp_rtol <1e-8>, -ihvp_ksp_max_it <500>, -ihvp_pc_type <shell: EK-FAC>, -ihvp_ksp_monitor: the Krylov solver (PETSc KSP options with prefix ihvp_)\n  -progress_interval <10>: seconds between the progress lines of each Krylov solve (iteration, residual norm, ETA); -ihvp_ksp_monitor_cancel: none\n"));
     PetscFunctionReturn(0);
   }
   PetscCall(DriverCheckOutput(comm, s->out, s->overwrite));
@@ -44,6 +44,7 @@ static PetscErrorCode ihvp_inputs(MPI_Comm comm, PetscBool help, IhvpSetup *s)
     PetscCall(InflDataGetExamples(s->query, s->Q, s->qidx, s->xq, s->yq));
   }
   PetscCall(DriverLoadModel(comm, s->model, &s->model_obj));
+  PetscCall(InflModelCheckData(s->model_obj, s->query));
   if (s->factors[0]) {
     PetscCall(InflEKFACCreate(comm, &s->ek));
     PetscCall(InflEKFACLoad(s->ek, s->factors, s->model_obj));

@@ -65,14 +65,7 @@ PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData
   PetscCall(PetscLogStageRegister("Score", &stage));
   PetscCall(PetscLogStagePush(stage));
   PetscCall(InflDataGetSizes(query, &Nq, &d, NULL));
-  {
-    PetscInt    L;
-    InflLinear *lin;
-    const char *qspec;
-    PetscCall(InflModelGetLayers(model, &L, &lin));
-    PetscCall(InflDataGetSpec(query, &qspec));
-    PetscCheck(L > 0 && d == lin[0].din, comm, PETSC_ERR_ARG_SIZ, "query data %s has %" PRId64 " features per example but the model's input dimension is %d; give queries of the model's input size", qspec, d, L > 0 ? (int)lin[0].din : 0);
-  }
+  PetscCall(InflModelCheckData(model, query));
   PetscCall(PetscMalloc2((size_t)Q * d, &xq, Q, &yq));
   PetscCall(InflDataGetExamples(query, Q, qidx, xq, yq));
   PetscCall(InflScorerCreate(comm, &sc));
@@ -200,6 +193,7 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
     PetscCall(InflChunkFromMemLimit(comm, "infl self", count, (size_t)count * (sizeof(float) * d + sizeof(int64_t) + sizeof(double)) + InflEKFACBytes(model), InflModelCaptureBytes(model) + sizeof(double) * (4 * (size_t)maxd + 1), &chunk));
   }
   PetscCall(InflCaptureCreate(model, chunk, &cap));
+  PetscCall(InflCaptureCheckRankOne(cap, "infl self"));
   PetscCall(PetscTime(&t0));
   {
     SelfCtx       c    = {comm, model, ek, cap, x, y, d, start, count, N, self, mh, th, tmp, partial};

@@ -70,7 +70,6 @@ PetscErrorCode InflDriverEval(MPI_Comm comm, PetscBool help)
   InflModel model;
   double    loss, acc;
   int64_t   N, d;
-  PetscInt  din;
 
   PetscFunctionBegin;
   PetscCall(DriverGetString(comm, "-model", "model file (safetensors)", path, sizeof(path), PETSC_TRUE, help));
@@ -79,8 +78,7 @@ PetscErrorCode InflDriverEval(MPI_Comm comm, PetscBool help)
   PetscCall(DriverLoadModel(comm, path, &model));
   PetscCall(DriverCheckUnusedOptions(comm));
   PetscCall(InflDataGetSizes(data, &N, &d, NULL));
-  PetscCall(InflModelGetSizes(model, &din, NULL));
-  PetscCheck(d == din, comm, PETSC_ERR_ARG_SIZ, "the data has %" PRId64 " features per example but the model's input dimension is %d", d, (int)din);
+  PetscCall(InflModelCheckData(model, data));
   PetscCall(InflModelEvaluate(model, data, &loss, &acc));
   PetscCall(PetscPrintf(comm, "examples %" PRId64 "  mean loss %.6f  accuracy %.4f\n", N, loss, acc));
   PetscCall(InflModelDestroy(&model));

@@ -4,7 +4,7 @@
 #  - one line per CG iteration 0..n of each query (n as the solve's summary and the output file report), the first
 #    with the right-hand side norm, the residual norms decreasing (block minima) down to the stopping threshold, the
 #    relative residual equal to residual / rhs norm, an ETA from the trend, "converged" on the last line only;
-#  - the solution is the same with and without the monitor (-ihvp_ksp_monitor_cancel true) and with a long interval
+#  - the solution is the same with and without the monitor (-ihvp_ksp_monitor_cancel, given without a value as PETSc allows) and with a long interval
 #    (no line): the full score matrix and the solve records are identical (h5diff, exact);
 #  - a diverging solve says "ETA unknown"; infl fidelity prints the lines of its solves; a negative
 #    -progress_interval is an error naming the option.
@@ -28,7 +28,7 @@ run "$dir/fit.txt" fit "${data[@]}" -out "$dir/factors.h5"
 solve=("${data[@]}" -factors "$dir/factors.h5" -query "$fm/t10k" -query_limit 16 -query_indices 0:2 -ekfac_damping 1
   -ihvp_ksp_rtol 1e-8)
 run "$dir/monitor.txt" ihvp "${solve[@]}" -score_save_all -progress_interval 0 -out "$dir/monitor.h5"
-run "$dir/cancel.txt" ihvp "${solve[@]}" -score_save_all -ihvp_ksp_monitor_cancel true -progress_interval 0 -out "$dir/cancel.h5"
+run "$dir/cancel.txt" ihvp "${solve[@]}" -score_save_all -ihvp_ksp_monitor_cancel -progress_interval 0 -out "$dir/cancel.h5"
 run "$dir/quiet.txt" ihvp "${solve[@]}" -score_save_all -progress_interval 1000 -out "$dir/quiet.h5"
 
 # check_lines LOG Q N: the progress lines of query Q in LOG are iterations 0..N with the properties above

@@ -512,7 +512,7 @@ static PetscErrorCode check_rotation_single(MPI_Comm comm)
   PetscCall(InflModelSetPrecision(model, INFL_PREC_SINGLE));
   PetscCall(InflCaptureCreate(model, B, &c32));
   PetscCall(InflModelCapture(model, B, x, y, c32));
-  c64->B = B;
+  c64->B = c64->T = B; /* one row per example */
   for (int tiny = 0; tiny < 2; tiny++) {
     for (PetscInt l = 0; l < L; l++) {
       PetscInt na = lin[l].din + 1, nd = lin[l].dout;
@@ -538,15 +538,15 @@ static PetscErrorCode check_rotation_single(MPI_Comm comm)
       if (tiny) EXPECT(md < 1e-60 && md > 1e-90, "layer %d: scaled Ds squares have maximum %g", (int)l, md);
       /* the same rows in two chunks, 7 and 293 */
       {
-        PetscInt B0 = c32->B;
+        PetscInt B0 = c32->B; /* == c32->T: one row per example */
         float   *a0 = c32->a32[l], *d0 = c32->ds32[l];
-        c32->B = cut;
+        c32->B = c32->T = cut;
         PetscCall(InflEKFACRotatedSquares(ek, l, c32, tb, tdb));
-        c32->B = B0 - cut;
+        c32->B = c32->T = B0 - cut;
         c32->a32[l] = a0 + (int64_t)cut * na;
         c32->ds32[l] = d0 + (int64_t)cut * nd;
         PetscCall(InflEKFACRotatedSquares(ek, l, c32, tb + (int64_t)cut * na, tdb + (int64_t)cut * nd));
-        c32->B = B0;
+        c32->B = c32->T = B0;
         c32->a32[l] = a0;
         c32->ds32[l] = d0;
         /* a rotated coordinate is a float dot product of length n with a unit column, so two groupings differ by at

@@ -17,6 +17,8 @@
 #include <infl/eigen.h>
 #include <infl/ekfac.h>
 #include <infl/ekfac.h>
+#include <infl/gpt2.h>
+#include <infl/gpt2.h>
 #include <infl/ihvp.h>
 #include <infl/ihvp.h>
 #include <infl/io.h>
@@ -29,6 +31,10 @@
 #include <infl/score.h>
 #include <infl/sys.h>
 #include <infl/sys.h>
+#include <infl/tokenizer.h>
+#include <infl/tokenizer.h>
+#include <infl/tokens.h>
+#include <infl/tokens.h>
 #include <infl/topk.h>
 #include <infl/topk.h>
 

@@ -1,9 +1,10 @@
 static const char help[] = "Per-example captures (a, Ds, loss) do not depend on the batch size: 37 Fashion-MNIST examples in one\n"
-                           "batch vs batches of 1, 5 and 16, in single (1e-6 relative) and double precision (1e-12).\n";
+                           "batch vs batches of 1, 5 and 16, in single (1e-6 relative) and double precision (1e-12).\n"
+                           "An MLP capture holds one row per example (T == B, offsets 0..B); a capture of longer sequences is\n"
+                           "refused by the rank-one stages.  The data-vs-model check names the data set, the value and the fix.\n";
+#include "io/check.h"
 #include <infl/model.h>
 #include <math.h>
-
-#define EXPECT(cond, ...) PetscCheck(cond, PETSC_COMM_SELF, PETSC_ERR_PLIB, __VA_ARGS__)
 #define NX 37
 
 /* max over rows of max|u - v| / max|v| of the row (rows of width w) */
@@ -47,6 +48,10 @@ static PetscErrorCode check_precision(MPI_Comm comm, InflModel model, InflPrecis
     PetscCall(PetscArraycpy(ref_ds[l], ds, (size_t)NX * full->dout[l]));
   }
   PetscCall(PetscArraycpy(ref_loss, full->loss, NX));
+  /* an MLP example is a sequence of one row */
+  EXPECT(full->B == NX && full->T == NX && full->Bmax == NX && full->Tmax == NX, "%s: capture of %d examples has B %d, T %d, Bmax %d, Tmax %d; expected all %d", pname, NX, (int)full->B, (int)full->T, (int)full->Bmax, (int)full->Tmax, NX);
+  for (PetscInt b = 0; b <= NX; b++) EXPECT(full->offsets[b] == b, "%s: offsets[%d] = %" PRId64 ", expected %d", pname, (int)b, full->offsets[b], (int)b);
+  PetscCall(InflCaptureCheckRankOne(full, "test"));
   for (int s = 0; s < 3; s++) {
     PetscInt  bs = sizes[s];
     double    worst_a = 0, worst_ds = 0, worst_loss = 0;
@@ -82,6 +87,58 @@ static PetscErrorCode check_precision(MPI_Comm comm, InflModel model, InflPrecis
   PetscFunctionReturn(0);
 }
 
+/* A capture whose 2 sequences own 3 rows (as a language model's would), or whose capacity is more rows than
+ * sequences: the rank-one stages refuse it, naming the stage and the sizes; with one row per example it passes. */
+static PetscErrorCode check_sequences_refused(MPI_Comm comm, InflModel model, const float x[], const int64_t y[])
+{
+  InflCapture *cap;
+
+  PetscFunctionBegin;
+  PetscCall(InflCaptureCreate(model, 3, &cap));
+  PetscCall(InflModelCapture(model, 3, x, y, cap));
+  PetscCall(InflCaptureCheckRankOne(cap, "test"));
+  cap->B          = 2; /* sequence 0 owns rows 0 and 1, sequence 1 row 2 */
+  cap->offsets[1] = 2;
+  cap->offsets[2] = 3;
+  EXPECT_FAIL(comm, InflCaptureCheckRankOne(cap, "infl test stage"), "infl test stage: sequences of more than one token (3 rows for 2 sequences): not supported by this stage yet", "sequences");
+  cap->B          = 3; /* one row per example again, but a capacity of 2 rows per sequence (a model of longer sequences) */
+  cap->offsets[1] = 1;
+  cap->offsets[2] = 2;
+  cap->Tmax = 6;
+  EXPECT_FAIL(comm, InflCaptureCheckRankOne(cap, "infl test stage"), "infl test stage: sequences of more than one token (the model's captures hold up to 6 rows for 3 sequences)", "capacity");
+  cap->Tmax = 3;
+  PetscCall(InflCaptureCheckRankOne(cap, "test"));
+  PetscCall(InflCaptureDestroy(&cap));
+  PetscCall(PetscPrintf(comm, "a capture of 2 sequences in 3 rows is refused by the rank-one stages\n"));
+  PetscFunctionReturn(0);
+}
+
+/* InflModelCheckData: the first 1000 Fashion-MNIST training images (784 features, labels 0..9) pass against a
+ * 784-...-10 model; a model of another input size or of fewer classes fails on every rank with the data set named. */
+static PetscErrorCode check_data_check(MPI_Comm comm, InflModel model, InflData data)
+{
+  InflModel      other;
+  const PetscInt narrow[3] = {7, 5, 10}, few[3] = {784, 5, 3};
+  const char    *type;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelGetType(model, &type));
+  EXPECT(!strcmp(type, "mlp"), "model type \"%s\", expected mlp", type);
+  PetscCall(InflModelCheckData(model, data));
+  PetscCall(InflModelCreate(comm, &other));
+  PetscCall(InflModelSetUpMLP(other, 3, narrow, INFL_ACT_RELU, 1));
+  EXPECT_FAIL(comm, InflModelCheckData(other, data), "data idx:/usr/share/datasets/fashion-mnist/train has 784 features per example but the model's input dimension is 7", "wrong width");
+  PetscCall(InflDataSetName(data, "query"));
+  EXPECT_FAIL(comm, InflModelCheckData(other, data), "query data idx:/usr/share/datasets/fashion-mnist/train has 784 features", "wrong width, named data");
+  PetscCall(InflModelSetUpMLP(other, 3, few, INFL_ACT_RELU, 1));
+  EXPECT_FAIL(comm, InflModelCheckData(other, data), "is not below the model's 3 classes", "labels above the classes");
+  EXPECT_FAIL(comm, InflModelCheckData(other, data), "query data idx:/usr/share/datasets/fashion-mnist/train: label ", "labels above the classes, named data");
+  PetscCall(InflDataSetName(data, ""));
+  PetscCall(InflModelDestroy(&other));
+  PetscCall(PetscPrintf(comm, "data check: passes for the matching model; wrong width and labels above the classes fail on every rank\n"));
+  PetscFunctionReturn(0);
+}
+
 int main(int argc, char **argv)
 {
   MPI_Comm    comm;
@@ -114,6 +171,8 @@ int main(int argc, char **argv)
     PetscCall(check_precision(comm, model, INFL_PREC_SINGLE, x, y));
     PetscCall(check_precision(comm, model, INFL_PREC_DOUBLE, x, y));
   }
+  PetscCall(check_sequences_refused(comm, model, x, y));
+  PetscCall(check_data_check(comm, model, data));
   PetscCall(InflModelDestroy(&model));
   PetscCall(InflDataDestroy(&data));
   PetscCall(PetscPrintf(comm, "test_nn_batch: all checks passed\n"));

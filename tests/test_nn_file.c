@@ -1,8 +1,21 @@
 static const char help[] = "Model files: InflModelSave / InflModelLoad round trip (parameters and hash), F64 weights converted,\n"
-                           "and bad model files give one error on every rank naming the file and the tensor.\n";
+                           "and bad model files give one error on every rank naming the file and the tensor.  Model types:\n"
+                           "the type comes from the file, unknown types are refused, a GPT-2 directory or a file with\n"
+                           "config.json beside it says gpt2 is not available, a type without products says so.\n";
 #include "io/check.h"
+#include "nn/modelimpl.h"
 #include <infl/model.h>
 #include <math.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* A model type with no operations beyond what every type must have: the optional products are NULL. */
+static PetscErrorCode create_bare(InflModel model)
+{
+  PetscFunctionBegin;
+  model->data = NULL;
+  PetscFunctionReturn(0);
+}
 
 static const PetscInt dims[4] = {7, 5, 4, 3};
 
@@ -158,6 +171,64 @@ int main(int argc, char **argv)
     PetscCall(expect_load_fails(comm, bad, "no architecture metadata", "architecture", NULL));
   }
   PetscCall(expect_load_fails(comm, "nn_file_does_not_exist.safetensors", "missing file", NULL, NULL));
+
+  /* types */
+  {
+    InflModel   m;
+    const char *type;
+    char        dir[PETSC_MAX_PATH_LEN], cfg[PETSC_MAX_PATH_LEN + 16], file[PETSC_MAX_PATH_LEN + 32];
+    double      v[64] = {0}, u[64] = {0};
+    float       xin[7] = {0};
+    PetscCall(InflModelGetType(back, &type));
+    EXPECT(!strcmp(type, "mlp"), "type \"%s\" after loading an MLP file", type);
+    PetscCall(InflModelCreate(comm, &m));
+    PetscCall(InflModelGetType(m, &type));
+    EXPECT(!strcmp(type, ""), "a new model has type \"%s\", expected none", type);
+    EXPECT_FAIL(comm, InflModelSetType(m, "transformer"), "unknown model type \"transformer\"; this build has: mlp", "unknown type");
+    EXPECT_FAIL(comm, InflModelSetType(m, "gpt2"), "model type gpt2 is not available in this build", "gpt2 type");
+    /* a Hugging Face directory (config.json inside) and a safetensors file without architecture beside one */
+    PetscCall(PetscSNPrintf(dir, sizeof(dir), "nn_file_hf_np%d", (int)size));
+    PetscCall(PetscSNPrintf(cfg, sizeof(cfg), "%s/config.json", dir));
+    PetscCall(PetscSNPrintf(file, sizeof(file), "%s/model.safetensors", dir));
+    if (rank == 0) {
+      FILE *f;
+      mkdir(dir, 0755);
+      f = fopen(cfg, "w");
+      PetscCheck(f, PETSC_COMM_SELF, PETSC_ERR_FILE_OPEN, "cannot write %s", cfg);
+      fputs("{\"model_type\": \"gpt2\"}\n", f);
+      fclose(f);
+    }
+    PetscCallMPI(MPI_Barrier(comm));
+    EXPECT_FAIL(comm, InflModelLoad(m, dir), "model type gpt2 is not available in this build", "GPT-2 directory");
+    PetscCall(InflSafetensorsWrite(comm, file, 6, T.t, 0, NULL, NULL));
+    EXPECT_FAIL(comm, InflModelLoad(m, file), "model type gpt2 is not available in this build", "file beside config.json");
+    /* an MLP file beside config.json is still an MLP (its metadata names the architecture) */
+    PetscCall(InflModelSave(model, file));
+    PetscCall(InflModelLoad(m, file));
+    PetscCall(InflModelGetHash(m, &h2));
+    EXPECT(!strcmp(h1, h2), "an MLP file beside config.json loads with hash %s, expected %s", h2, h1);
+    PetscCallMPI(MPI_Barrier(comm));
+    if (rank == 0) {
+      remove(file);
+      remove(cfg);
+      rmdir(dir);
+    }
+    /* a type without the optional products: the public wrappers name the type and the way out */
+    PetscCall(InflModelRegister("bare", create_bare));
+    PetscCall(InflModelSetType(m, "bare"));
+    PetscCall(InflModelGetType(m, &type));
+    EXPECT(!strcmp(type, "bare"), "type \"%s\" after InflModelSetType(bare)", type);
+    EXPECT_FAIL(comm, InflModelGaussNewtonProduct(m, 1, xin, v, u), "model type bare has no Gauss-Newton product; use -ihvp_curvature empirical", "no Gauss-Newton product");
+    EXPECT_FAIL(comm, InflModelJacobianVectorProduct(m, 1, xin, v, u, NULL), "model type bare has no Jacobian-vector product", "no Jacobian-vector product");
+    EXPECT_FAIL(comm, InflModelSetUpMLP(m, 4, dims, INFL_ACT_TANH, 21), "InflModelSetUpMLP on a model of type bare", "SetUpMLP on another type");
+    EXPECT_FAIL(comm, InflModelForward(m, 1, xin, (float *)u), "model type bare has no operation forward", "missing required operation");
+    /* and back to an MLP by loading a file */
+    PetscCall(InflModelLoad(m, path));
+    PetscCall(InflModelGetHash(m, &h2));
+    EXPECT(!strcmp(h1, h2), "an MLP loaded into a model of type bare has hash %s, expected %s", h2, h1);
+    PetscCall(InflModelDestroy(&m));
+    PetscCall(PetscPrintf(comm, "types: mlp from the file, unknown and gpt2 types refused, optional products missing say so\n"));
+  }
 
   /* a model object stays usable after a failed load */
   PetscCall(InflModelLoad(back, path));

@@ -82,14 +82,14 @@ PetscErrorCode InflEKFACPrecondition(InflEKFAC ek, PetscInt l, double G[]);
 #define INFL_ROTATION_BLOCK 256
 /* Not collective.  Squared eigenbasis coordinates of a captured chunk for layer l (Grosse et al. 2023, eq. 20: the
  * rank-one per-example gradient Ds a^T rotated into the Kronecker eigenbasis is (Q_S^T Ds)(Q_A^T a)^T):
- * ta2 (B, din+1) = (a Q_A)^2 and td2 (B, dout) = (Ds Q_S)^2, returned in double.  A double-precision capture is
+ * ta2 (T, din+1) = (a Q_A)^2 and td2 (T, dout) = (Ds Q_S)^2 for the capture's T rows, returned in double.  A double-precision capture is
  * rotated with DGEMM.  A single-precision capture is rotated in single precision (per-example work, like the capture
  * itself) by SGEMMs of exactly INFL_ROTATION_BLOCK rows, so that every row takes the same kernel whatever the chunk
  * (its rounding still depends on its place in the block, within the bound of docs/FORMATS.md), and each Ds row is
  * scaled by its largest magnitude first (no denormals); the squares are formed in double.  The Lambda pass and self-influence are built on it. */
 PetscErrorCode InflEKFACRotatedSquares(InflEKFAC ek, PetscInt l, const InflCapture *cap, double ta2[], double td2[]);
 /* Not collective.  Self-influence terms of the captured chunk for layer l: out[k] += sum_ij td2[k,i] ta2[k,j] /
- * (Lambda_ij + damping). */
+ * (Lambda_ij + damping), k over the captured examples.  Needs one row per example (InflCaptureCheckRankOne). */
 PetscErrorCode InflEKFACSelfInfluenceCapture(InflEKFAC ek, PetscInt l, const InflCapture *cap, double out[]);
 
 /* Not collective.  Rank-r approximation of one layer's preconditioned query gradient P (nd, na) from its SVD

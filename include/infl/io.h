@@ -82,6 +82,13 @@ PetscErrorCode InflDataGetExamples(InflData data, PetscInt n, const int64_t idx[
 /* SHA-256 over the files' bytes and the limit: identifies the data set in provenance records. */
 PetscErrorCode InflDataGetHash(InflData data, const char **hex);
 PetscErrorCode InflDataGetSpec(InflData data, const char **spec);
+/* What a data set holds: rows of float features with a class label each (idx:, h5:), or token sequences (text and
+ * pre-tokenized files, later).  A model says which it consumes in its data check (InflModelCheckData). */
+typedef enum { INFL_DATA_ROWS = 0, INFL_DATA_SEQUENCES } InflDataContent;
+PetscErrorCode InflDataGetContent(InflData data, InflDataContent *kind);
+/* The data set's role in messages ("train", "query", ...; default "" for none): errors then say "query data SPEC". */
+PetscErrorCode InflDataSetName(InflData data, const char name[]);
+PetscErrorCode InflDataGetName(InflData data, const char **name);
 PetscErrorCode InflDataDestroy(InflData *data);
 
 /* ---------------------------------------------------------------- HDF5 helpers (parallel, mpio) */

@@ -1,12 +1,24 @@
-/* infl/model.h -- models and the per-layer capture interface.
+/* infl/model.h -- models (a typed object with a table of operations) and the per-layer capture.
  *
- * A model is a stack of linear layers with element-wise activations in between (the MLP; language models add
- * their own layers later).  Parameters live in one float32 slab, gradients in another, carved into per-layer
- * views.  The capture interface gives, for every linear layer l and every example (later every token):
+ * InflModel is a PETSc-style object with a type: "mlp" today (src/nn/mlp.c), "gpt2" later.  What every type
+ * shares lives in the generic object (src/nn/model.c): the communicator, the type name, the working precision,
+ * the list of linear layers exposed to capture (InflLinear: din, dout and views W, b, dW, db), the parameter and
+ * gradient slabs (one float32 slab each, carved into per-layer views) and the hash.  The rest belongs to the type,
+ * behind a table of operations (src/nn/modelimpl.h): load, save, view, destroy, check_data, forward, loss_backward,
+ * capture, capture_sampled, sample_labels, per_example_gradients, and the optional jacobian_vector_product and
+ * gauss_newton_product (a type without them makes the public wrappers fail with an error that names the type and
+ * the option to use instead).  Lifecycle: InflModelCreate, InflModelSetFromOptions (reads -model_precision),
+ * then InflModelLoad (the type comes from the file) or InflModelSetType + the type's SetUp (InflModelSetUpMLP),
+ * the verbs, InflModelView, InflModelDestroy.
+ *
+ * The capture (InflCapture) is the seam between a model and curvature / scoring code: for every linear layer l and
+ * every row t of a batch (an MLP example is a sequence of one row; a language model's sequence has one row per
+ * token), with the batch's sequences b owning rows [offsets[b], offsets[b+1]):
  *   a_l  (din_l + 1)   the layer input with a trailing 1 for the bias,
- *   Ds_l (dout_l)      the gradient of the example's loss with respect to the layer's pre-activation output s_l,
- * so that the per-example gradient of (W_l | b_l) is Ds_l a_l^T (dout_l, din_l + 1).  Curvature and scoring code use
- * only this interface.
+ *   Ds_l (dout_l)      the gradient of the sequence's summed loss with respect to the layer's output s_l,
+ * so that the gradient of sequence b's loss w.r.t. (W_l | b_l) is sum over its rows of Ds_t a_t^T
+ * (dout_l, din_l + 1).  Curvature and scoring code use only this interface.  Stages that rely on one rank-one
+ * gradient per example (T == B) say so through InflCaptureCheckRankOne.
  *
  * Loss: cross-entropy summed over examples (a per-example loss is never divided by the batch size).  The gradient
  * softmax(z) - onehot(y) is computed stably: the true-class entry is -(sum over j != y of p_j), not p_y - 1, so
@@ -31,36 +43,65 @@ typedef struct {
 /* Working precision of per-example computations (forward, backward, capture). */
 typedef enum { INFL_PREC_SINGLE = 0, INFL_PREC_DOUBLE } InflPrecision;
 
-/* Captured layer inputs and pseudo-gradients for a batch of B examples.  In single precision a32/ds32 are set,
- * in double a64/ds64.  a[l] is (B, din_l+1) with column din_l equal to 1; ds[l] is (B, dout_l). */
+/* Captured layer inputs and pseudo-gradients for a batch of B sequences (examples) holding T rows (tokens).
+ * In single precision a32/ds32 are set, in double a64/ds64.  a[l] is (T, din_l+1) with column din_l equal to 1;
+ * ds[l] is (T, dout_l).  An MLP example is a sequence of one row (T == B, offsets[b] = b). */
 typedef struct {
   InflPrecision prec;
-  PetscInt      L, B, Bmax;
-  PetscInt     *din, *dout; /* (L) */
-  float       **a32, **ds32;
+  PetscInt      L;
+  PetscInt      B, Bmax;   /* sequences (examples) in the batch, capacity */
+  PetscInt      T, Tmax;   /* rows (tokens) in the batch, capacity; an MLP example is a sequence of length 1 */
+  int64_t      *offsets;   /* (B+1): sequence b owns rows [offsets[b], offsets[b+1]) */
+  PetscInt     *din, *dout;               /* (L) */
+  float       **a32, **ds32;              /* a[l] (T, din+1) trailing 1, ds[l] (T, dout) */
   double      **a64, **ds64;
-  double       *loss;  /* (B) per-example loss with the labels used */
+  double       *loss;                     /* (B) per-sequence loss (summed over its tokens) with the labels used */
 } InflCapture;
 
+/* Not collective.  An empty model of no type on comm (it gets one from InflModelLoad, InflModelSetUpMLP or
+ * InflModelSetType). */
 PetscErrorCode InflModelCreate(MPI_Comm comm, InflModel *model);
 PetscErrorCode InflModelGetComm(InflModel model, MPI_Comm *comm);
-/* A fresh MLP: dims (ndims) = input, hidden..., classes.  Weights ~ U(-1/sqrt(din), 1/sqrt(din)) (PyTorch's
- * nn.Linear default), drawn with InflUniform(seed, parameter index, INFL_STREAM_INIT), so every rank gets the
- * same model.  Not collective. */
+/* Types: a name and the function that fills a model's operations and data (model->data, model->ops).
+ * "mlp" is registered from the start; InflModelRegister adds (or replaces) a type.  Not collective. */
+PetscErrorCode InflModelRegister(const char name[], PetscErrorCode (*create)(InflModel));
+/* Not collective.  Give the model a type; a model that already has another type is emptied first (its layers,
+ * slabs and type data freed).  Error for an unknown name, listing the registered types.  "gpt2": the error says
+ * the type is not available in this build. */
+PetscErrorCode InflModelSetType(InflModel model, const char type[]);
+/* The type name ("" before SetType, SetUp or Load). */
+PetscErrorCode InflModelGetType(InflModel model, const char **type);
+/* Collective.  Reads the model's options:
+ *   -model_precision single|double   precision of per-example work (forward, backward, capture, scoring) */
+PetscErrorCode InflModelSetFromOptions(InflModel model);
+/* The one data-vs-model check (the type's check_data), collective: the data's content must be what the type
+ * consumes (rows of features and class labels for the MLP: INFL_DATA_ROWS), the features per example must equal
+ * the model's input dimension, and every label of this rank's shard must lie in [0, classes).  The error names
+ * the data set (its name and spec), the example, the value and what to do; all ranks fail together. */
+PetscErrorCode InflModelCheckData(InflModel model, InflData data);
+/* The mlp type's constructor: a fresh MLP (sets the type to mlp if the model has none; error for a model of another
+ * type): dims (ndims) = input, hidden..., classes.  Weights ~ U(-1/sqrt(din), 1/sqrt(din)) (PyTorch's nn.Linear
+ * default), drawn with InflUniform(seed, parameter index, INFL_STREAM_INIT), so every rank gets the same model.
+ * Not collective. */
 PetscErrorCode InflModelSetUpMLP(InflModel model, PetscInt ndims, const PetscInt dims[], InflActivation act, uint64_t seed);
-/* Collective.  Load from safetensors (metadata architecture=mlp, dims, activation; tensors layers.{i}.weight
- * and layers.{i}.bias, F32 or F64 (converted)).  Errors name the file, tensor, expected and found values. */
+/* Collective.  Load a model; the type comes from the file: a safetensors file's metadata "architecture" (mlp:
+ * metadata dims, activation; tensors layers.{i}.weight and layers.{i}.bias, F32 or F64 (converted)).  A directory
+ * holding config.json, or a safetensors file without "architecture" with config.json beside it, is a Hugging Face
+ * GPT-2 (not available in this build: a clear error says so).  The precision set before (InflModelSetFromOptions
+ * or InflModelSetPrecision) is kept.  Errors name the file, tensor, expected and found values. */
 PetscErrorCode InflModelLoad(InflModel model, const char path[]);
 /* Collective; rank 0 writes.  F32 tensors, metadata architecture, dims, activation. */
 PetscErrorCode InflModelSave(InflModel model, const char path[]);
 PetscErrorCode InflModelSetPrecision(InflModel model, InflPrecision prec);
 PetscErrorCode InflModelGetPrecision(InflModel model, InflPrecision *prec);
 PetscErrorCode InflModelGetLayers(InflModel model, PetscInt *L, InflLinear **layers);
+/* Input features of a row-data model (its first layer's din) and the outputs per row (classes). */
 PetscErrorCode InflModelGetSizes(InflModel model, PetscInt *din, PetscInt *nclasses);
 /* Parameter and gradient slabs: n = sum over layers of dout*(din+1), layer by layer, W row-major then b. */
 PetscErrorCode InflModelGetParameters(InflModel model, int64_t *n, float **params, float **grads);
 /* SHA-256 of the parameters and architecture (the file's hash when loaded from a file). */
 PetscErrorCode InflModelGetHash(InflModel model, const char **hex);
+/* MLP only: the activation between its layers (error naming the type for another type). */
 PetscErrorCode InflModelGetActivationName(InflModel model, const char **name);
 /* Check every parameter is finite; the error names the layer and tensor. */
 PetscErrorCode InflModelCheckFinite(InflModel model);
@@ -80,15 +121,22 @@ PetscErrorCode InflModelLossBackward(InflModel model, PetscInt B, const float x[
 typedef enum { INFL_FISHER_TRUE = 0, INFL_FISHER_EMPIRICAL } InflFisher;
 PetscErrorCode InflModelSampleLabels(InflModel model, PetscInt B, const float x[], const int64_t index[], uint64_t seed, int64_t y[]);
 
+/* Not collective.  A capture for up to Bmax sequences in the model's precision and layers; its row capacity Tmax
+ * is Bmax times the model's longest sequence (1 for the MLP). */
 PetscErrorCode InflCaptureCreate(InflModel model, PetscInt Bmax, InflCapture **cap);
 PetscErrorCode InflCaptureDestroy(InflCapture **cap);
+/* Not collective.  For stages that use one rank-one gradient Ds a^T per example (the Lambda pass, self-influence,
+ * the score kernels, per-example gradient norms, the Krylov IHVP operator): an error naming `stage` unless the
+ * capture holds one row per sequence, by capacity (Tmax == Bmax: the same answer on every rank for one model, so
+ * stages call it right after InflCaptureCreate, before their first collective) and by content (T == B). */
+PetscErrorCode InflCaptureCheckRankOne(const InflCapture *cap, const char stage[]);
 /* Bytes per example of a capture and the model's workspace for it (for chunk sizes from -mem_limit). */
 size_t InflModelCaptureBytes(InflModel model);
-/* Layer l's captured a (B, din+1) and Ds (B, dout) as double: the capture's own arrays in double precision,
- * else converted into buf_a / buf_ds (at least B*(din+1) and B*dout doubles). */
+/* Layer l's captured a (T, din+1) and Ds (T, dout) as double: the capture's own arrays in double precision,
+ * else converted into buf_a / buf_ds (at least T*(din+1) and T*dout doubles). */
 void InflCaptureGetDouble(const InflCapture *cap, PetscInt l, double buf_a[], double buf_ds[], const double **a, const double **ds);
-/* Not collective.  Forward and backward for B <= Bmax examples with labels y; fills cap (a, Ds, loss) in the
- * model's precision.  The parameter gradient slab is not touched. */
+/* Not collective.  Forward and backward for B <= Bmax examples with labels y; fills cap (a, Ds, loss, offsets;
+ * for the MLP T = B) in the model's precision.  The parameter gradient slab is not touched. */
 PetscErrorCode InflModelCapture(InflModel model, PetscInt B, const float x[], const int64_t y[], InflCapture *cap);
 
 /* Not collective.  As InflModelCapture with true-Fisher labels sampled (as InflModelSampleLabels does) from the
@@ -129,8 +177,10 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
 /* Collective.  Mean per-example loss and accuracy over the whole data set (each rank its shard). */
 PetscErrorCode InflModelEvaluate(InflModel model, InflData data, double *mean_loss, double *accuracy);
 
-/* ---------------------------------------------------------------- forward-mode products (src/nn/mlp_rop.c) */
-/* Not collective.  Forward-mode (R-op, Pearlmutter 1994) pass in double: for B examples x (B, din) and a direction
+/* ---------------------------------------------------------------- forward-mode products (MLP: src/nn/mlp_rop.c) */
+/* Optional operations: a type without them fails with "model type T has no ... product; use
+ * -ihvp_curvature empirical".
+ * Not collective.  Forward-mode (R-op, Pearlmutter 1994) pass in double: for B examples x (B, din) and a direction
  * v (n) in the parameter slab layout, the logits z (B, C) and the Jacobian-vector products Jv (B, C) = dz/dtheta v.
  * Either output may be NULL. */
 PetscErrorCode InflModelJacobianVectorProduct(InflModel model, PetscInt B, const float x[], const double v[], double z[], double Jv[]);

@@ -485,6 +485,7 @@ PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek
   }
   PetscCall(InflModelSetPrecision(model, INFL_PREC_DOUBLE));
   PetscCall(InflCaptureCreate(model, (PetscInt)PetscMax(nq, 1), &cap));
+  PetscCall(InflCaptureCheckRankOne(cap, "infl score (query gradients)"));
   if (nq > 0) PetscCall(InflModelCapture(model, (PetscInt)nq, xq + q0 * din, yq + q0, cap));
   PetscCall(PetscMalloc2(size, &counts, size, &displs));
   PetscCall(PetscCalloc1(L, &P));
@@ -539,6 +540,7 @@ static PetscErrorCode per_layer_terms(InflScorer sc, InflData train, InflTopK *t
   PetscCall(InflModelGetPrecision(sc->model, &prec));
   PetscCall(InflModelSetPrecision(sc->model, INFL_PREC_DOUBLE));
   PetscCall(InflCaptureCreate(sc->model, 1, &cap));
+  PetscCall(InflCaptureCheckRankOne(cap, "infl score (per-layer terms)"));
   for (PetscInt q = 0; q < sc->Q; q++) {
     for (PetscInt k = 0; k < t->n[q]; k++) {
       int64_t m = t->index[(int64_t)q * t->K + k];
@@ -594,7 +596,7 @@ static PetscErrorCode score_register_events(void)
 }
 
 /* norm (B) = ||g_b||_F, the Frobenius norm of each captured example's loss gradient over all layers: the gradient of
- * layer l is the rank-one Ds a^T, whose norm is ||Ds|| ||a||.  Accumulated in double. */
+ * layer l is the rank-one Ds a^T (one row per example), whose norm is ||Ds|| ||a||.  Accumulated in double. */
 static PetscErrorCode capture_gradient_norms(const InflCapture *cap, double norm[])
 {
   PetscFunctionBegin;
@@ -684,7 +686,6 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   int64_t        N, d, start, count;
   const float   *x;
   const int64_t *y;
-  PetscInt       din, C;
   InflCapture   *cap;
   double        *out, *outl = NULL;
   void          *T;
@@ -693,15 +694,9 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
 
   PetscFunctionBegin;
   PetscCheck(sc->Q > 0, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflScorerSetQueries before InflScorerScore");
+  PetscCall(InflModelCheckData(sc->model, train));
   PetscCall(InflDataGetSizes(train, &N, &d, NULL));
-  PetscCall(InflModelGetSizes(sc->model, &din, &C));
-  PetscCheck(d == din, sc->comm, PETSC_ERR_ARG_SIZ, "training data has %" PRId64 " features per example but the model's input dimension is %d", d, (int)din);
   PetscCall(InflDataGetShard(train, &start, &count, &x, &y));
-  {
-    int64_t bad = -1;
-    for (int64_t i = 0; i < count && bad < 0; i++) if (y[i] >= C) bad = i;
-    InflCheckAll(sc->comm, bad < 0, PETSC_ERR_ARG_OUTOFRANGE, "training label %" PRId64 " of example %" PRId64 " is not below the model's %d classes; the data set does not match the model", bad >= 0 ? y[bad] : 0, start + bad, (int)C);
-  }
   {
     const char *h;
     PetscCall(InflDataGetHash(train, &h));
@@ -742,6 +737,7 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
     PetscCall(InflChunkFromMemLimit(sc->comm, "infl score", count, resident + 4 * 1024 * 1024, per, &sc->chunk));
   }
   PetscCall(InflCaptureCreate(sc->model, sc->chunk, &cap));
+  PetscCall(InflCaptureCheckRankOne(cap, "infl score")); /* the kernels and gradient norms take one row per example */
   {
     int64_t nT = 1;
     for (PetscInt l = 0; l < sc->L; l++) nT = PetscMax(nT, sc->lr[l] ? 2 * (int64_t)sc->chunk * sc->Q * sc->lr[l] : InflScoreLayerScratch(sc->Q, sc->chunk, sc->dout[l], sc->din[l] + 1, sc->by_input[l], es));
@@ -948,6 +944,7 @@ PetscErrorCode InflSelfInfluenceBatch(InflModel model, InflEKFAC ek, PetscInt B,
 
   PetscFunctionBegin;
   PetscCall(InflModelGetLayers(model, &L, NULL));
+  PetscCall(InflCaptureCheckRankOne(cap, "self-influence"));
   PetscCall(PetscArrayzero(self, B));
   if (B == 0) PetscFunctionReturn(0);
   PetscCall(InflModelCapture(model, B, x, y, cap));

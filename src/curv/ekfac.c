@@ -350,20 +350,21 @@ static PetscErrorCode fit_chunk(void *ctx, int64_t lo, int64_t hi)
   FitChunkCtx *c  = (FitChunkCtx *)ctx;
   InflEKFAC    ek = c->ek;
   int64_t      off = lo - c->start;
-  PetscInt     B   = (PetscInt)(hi - lo);
+  PetscInt     B   = (PetscInt)(hi - lo), T;
   double      *ta = c->ta, *td = c->td;
 
   PetscFunctionBegin;
   PetscCall(fisher_capture(ek, c->model, B, c->x + off * c->d, c->y + off, lo, c->idx, c->ys, c->cap));
+  T = c->cap->T; /* rows: A and S sum over every row (token) */
   for (PetscInt l = 0; l < ek->L; l++) {
     InflEKFACLayer *ly = &ek->layers[l];
     PetscInt        na = ly->din + 1, nd = ly->dout;
     if (c->pass == 1) { /* upper triangles in double; mirrored after the pass */
       const double *a, *ds;
       InflCaptureGetDouble(c->cap, l, c->bufa, c->bufd, &a, &ds);
-      cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, na, B, 1.0, a, na, 1.0, ly->A, na);
-      cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, nd, B, 1.0, ds, nd, 1.0, ly->S, nd);
-    } else { /* Lambda += (Q_S^T ds)^2 ((Q_A^T a)^2)^T summed over the chunk, accumulated in double */
+      cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, na, T, 1.0, a, na, 1.0, ly->A, na);
+      cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, nd, T, 1.0, ds, nd, 1.0, ly->S, nd);
+    } else { /* Lambda += (Q_S^T ds)^2 ((Q_A^T a)^2)^T summed over the chunk (one row per example), in double */
       PetscCall(InflEKFACRotatedSquares(ek, l, c->cap, ta, td));
       cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, B, 1.0, td, nd, ta, na, 1.0, ly->Lambda, na);
     }
@@ -382,7 +383,7 @@ static PetscErrorCode fit_checkpoint(void *ctx, const InflRanges *done)
 
 PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
 {
-  PetscInt       L, din, C, *dins, *douts, maxd = 1;
+  PetscInt       L, *dins, *douts, maxd = 1;
   InflLinear    *lin;
   int64_t        N, d, start, count, *ys, *idx;
   const float   *x;
@@ -399,10 +400,9 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
 
   PetscFunctionBegin;
   PetscCall(InflModelGetLayers(model, &L, &lin));
-  PetscCall(InflModelGetSizes(model, &din, &C));
+  PetscCall(InflModelCheckData(model, train));
   PetscCall(InflModelGetPrecision(model, &ek->prec));
   PetscCall(InflDataGetSizes(train, &N, &d, NULL));
-  PetscCheck(d == din, ek->comm, PETSC_ERR_ARG_SIZ, "training data has %" PRId64 " features per example but the model's input dimension is %d", d, (int)din);
   PetscCall(InflDataGetShard(train, &start, &count, &x, &y));
   PetscCall(PetscMalloc2(L, &dins, L, &douts));
   for (PetscInt l = 0; l < L; l++) {
@@ -417,14 +417,10 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   PetscCall(PetscStrncpy(ek->model_hash, hash, sizeof(ek->model_hash)));
   PetscCall(InflDataGetHash(train, &hash));
   PetscCall(PetscStrncpy(ek->train_hash, hash, sizeof(ek->train_hash)));
-  {
-    int64_t bad = -1;
-    for (int64_t i = 0; i < count && bad < 0; i++) if (y[i] >= C) bad = i;
-    InflCheckAll(ek->comm, bad < 0, PETSC_ERR_ARG_OUTOFRANGE, "training label %" PRId64 " of example %" PRId64 " is not below the model's %d classes; the data set does not match the model", bad >= 0 ? y[bad] : 0, start + bad, (int)C);
-  }
 
   PetscCall(InflChunkFromMemLimit(ek->comm, "infl fit", count, (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + 2 * InflEKFACBytes(model), InflModelCaptureBytes(model) + 4 * sizeof(double) * maxd + 2 * sizeof(int64_t), &ek->chunk));
   PetscCall(InflCaptureCreate(model, ek->chunk, &cap));
+  if (!ek->kfac) PetscCall(InflCaptureCheckRankOne(cap, "infl fit (Lambda pass)"));
   PetscCall(PetscMalloc6((size_t)ek->chunk * maxd, &bufa, (size_t)ek->chunk * maxd, &bufd, (size_t)ek->chunk * maxd, &ta, (size_t)ek->chunk * maxd, &td, ek->chunk, &ys, ek->chunk, &idx));
 
   PetscCall(ekfac_restore(ek, &resume_pass, &done));
@@ -807,7 +803,7 @@ static void rotate_squares_f32(PetscInt B, PetscInt n, const float x[], const fl
 PetscErrorCode InflEKFACRotatedSquares(InflEKFAC ek, PetscInt l, const InflCapture *cap, double ta2[], double td2[])
 {
   InflEKFACLayer *ly = &ek->layers[l];
-  PetscInt        na = ly->din + 1, nd = ly->dout, B = cap->B;
+  PetscInt        na = ly->din + 1, nd = ly->dout, B = cap->T; /* rows */
   const double   *a, *ds;
 
   PetscFunctionBegin;
@@ -846,6 +842,7 @@ PetscErrorCode InflEKFACSelfInfluenceCapture(InflEKFAC ek, PetscInt l, const Inf
   double         *ta, *td, *W, *X;
 
   PetscFunctionBegin;
+  PetscCall(InflCaptureCheckRankOne(cap, "self-influence"));
   if (n == 0) PetscFunctionReturn(0);
   PetscCall(ekfac_work(ek, (size_t)n * (na + 2 * nd) + (size_t)nd * na, &ta));
   td = ta + (size_t)n * na;

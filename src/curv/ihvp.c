@@ -327,14 +327,9 @@ PetscErrorCode InflIHVPSetUp(InflIHVP ih, InflModel model, InflData train, InflE
   }
 
   /* the training shard and the labels of the operator */
+  PetscCall(InflModelCheckData(model, train));
   PetscCall(InflDataGetSizes(train, &ih->N, &ih->d, NULL));
-  PetscCheck(ih->d == din0, ih->comm, PETSC_ERR_ARG_SIZ, "training data has %" PRId64 " features per example but the model's input dimension is %d", ih->d, (int)din0);
   PetscCall(InflDataGetShard(train, &ih->start, &ih->count, &ih->x, &y));
-  {
-    int64_t bad = -1;
-    for (int64_t i = 0; i < ih->count && bad < 0; i++) if (y[i] < 0 || y[i] >= C) bad = i;
-    InflCheckAll(ih->comm, bad < 0, PETSC_ERR_ARG_OUTOFRANGE, "training label %" PRId64 " of example %" PRId64 " is not below the model's %d classes; the data set does not match the model", bad >= 0 ? y[bad] : 0, ih->start + bad, (int)C);
-  }
   PetscCall(PetscMalloc1(PetscMax(ih->count, 1), &ih->ylab));
   if (ih->curv == INFL_CURVATURE_TRUE) {
     int64_t idx[512];
@@ -345,6 +340,7 @@ PetscErrorCode InflIHVPSetUp(InflIHVP ih, InflModel model, InflData train, InflE
     }
   } else PetscCall(PetscArraycpy(ih->ylab, y, ih->count));
   PetscCall(InflCaptureCreate(model, ih->chunk, &ih->cap));
+  PetscCall(InflCaptureCheckRankOne(ih->cap, "infl ihvp (Fisher operator)"));
   dN = (int64_t)ih->chunk;
   PetscCall(PetscMalloc5((size_t)dN * maxa, &ih->bufa, (size_t)dN * maxd, &ih->bufd, dN, &ih->c, (size_t)dN * maxd, &ih->T, (size_t)maxa * maxd, &ih->G));
 

@@ -147,6 +147,7 @@ PetscErrorCode InflFidelityCompute(InflIHVP ih, InflModel model, InflEKFAC ek, I
   /* scores of every training example (columns of this rank's shard) for every method, summed over ranks */
   PetscCall(PetscCalloc1((size_t)M * Q * N, &out));
   PetscCall(InflCaptureCreate(model, chunk, &cap));
+  PetscCall(InflCaptureCheckRankOne(cap, "infl fidelity"));
   PetscCall(PetscFree3(g, T, S));
   PetscCall(PetscMalloc4((size_t)chunk * maxw, &bufa, (size_t)chunk * maxw, &bufd, (size_t)chunk * Q * maxw, &T, 1, &S));
   for (int64_t o = 0; o < count; o += chunk) {

@@ -12,7 +12,9 @@ typedef enum { DATA_IDX, DATA_H5 } DataKind;
 
 struct _p_InflData {
   char    *spec;
+  char     name[32];          /* role in messages ("train", "query"; "" none) */
   DataKind kind;
+  InflDataContent content;    /* rows (idx, h5) */
   char     images[PETSC_MAX_PATH_LEN]; /* idx: images file; h5: the file */
   char     labels[PETSC_MAX_PATH_LEN]; /* idx: labels file */
   int64_t  N, Nfile, d, nclasses, limit;
@@ -291,6 +293,7 @@ PetscErrorCode InflDataOpen(MPI_Comm comm, const char spec[], int64_t limit, Inf
   PetscCall(PetscNew(&data));
   data->h5 = H5I_INVALID_HID;
   data->limit = limit;
+  data->content = INFL_DATA_ROWS;
   PetscCall(PetscStrallocpy(spec, &data->spec));
   if (idx) {
     data->kind = DATA_IDX;
@@ -409,6 +412,27 @@ PetscErrorCode InflDataGetSpec(InflData data, const char **spec)
 {
   PetscFunctionBegin;
   *spec = data->spec;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflDataGetContent(InflData data, InflDataContent *kind)
+{
+  PetscFunctionBegin;
+  *kind = data->content;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflDataSetName(InflData data, const char name[])
+{
+  PetscFunctionBegin;
+  PetscCall(PetscStrncpy(data->name, name ? name : "", sizeof(data->name)));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflDataGetName(InflData data, const char **name)
+{
+  PetscFunctionBegin;
+  *name = data->name;
   PetscFunctionReturn(0);
 }
 

@@ -6,8 +6,9 @@
  * and J v = R{z} with z the logits.  The Gauss-Newton product J^T H J v back-propagates H R{z} through the
  * network linearized at its current point (no second derivatives of the activations), with H the Hessian of the
  * softmax cross-entropy w.r.t. the logits: H w = p * w - p (p . w), p = softmax(z).
- * Only the public model interface is used (layers, activation); weights are converted to double per call. */
-#include <infl/model.h>
+ * The MLP type's jacobian_vector_product and gauss_newton_product operations (modelimpl.h); only the public
+ * model interface is used (layers, activation); weights are converted to double per call. */
+#include "modelimpl.h"
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -125,7 +126,7 @@ static void rop_forward(Rop *r, PetscInt B, const float x[], const double v[])
   }
 }
 
-PetscErrorCode InflModelJacobianVectorProduct(InflModel model, PetscInt B, const float x[], const double v[], double z[], double Jv[])
+PetscErrorCode InflModelJacobianVectorProduct_MLP(InflModel model, PetscInt B, const float x[], const double v[], double z[], double Jv[])
 {
   Rop r;
 
@@ -139,7 +140,7 @@ PetscErrorCode InflModelJacobianVectorProduct(InflModel model, PetscInt B, const
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflModelGaussNewtonProduct(InflModel model, PetscInt B, const float x[], const double v[], double u[])
+PetscErrorCode InflModelGaussNewtonProduct_MLP(InflModel model, PetscInt B, const float x[], const double v[], double u[])
 {
   Rop      r;
   PetscInt C;

@@ -120,7 +120,6 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
   const float   *x;
   const int64_t *y;
   float         *params, *grads, *xb, *m1 = NULL, *m2 = NULL;
-  PetscInt       C, din;
   int64_t        step = 0, resume_b0 = 0;
   PetscLogDouble t0, t1;
   char           key[512];
@@ -130,15 +129,9 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
 
   PetscFunctionBegin;
   PetscCall(InflModelGetComm(model, &comm));
+  PetscCall(InflModelCheckData(model, train));
   PetscCall(InflDataGetSizes(train, &N, &d, NULL));
-  PetscCall(InflModelGetSizes(model, &din, &C));
-  PetscCheck(d == din, comm, PETSC_ERR_ARG_SIZ, "training data has %" PRId64 " features per example but the model's input dimension is %d; fix -model_dims or the data", d, (int)din);
   PetscCall(InflDataGetShard(train, &start, &count, &x, &y));
-  {
-    int64_t bad = -1;
-    for (int64_t i = 0; i < count && bad < 0; i++) if (y[i] >= C) bad = i;
-    InflCheckAll(comm, bad < 0, PETSC_ERR_ARG_OUTOFRANGE, "training label %" PRId64 " of example %" PRId64 " is not below the model's %d classes; fix -model_dims", bad >= 0 ? y[bad] : 0, start + bad, (int)C);
-  }
   PetscCall(train_key(model, opt, key, sizeof(key)));
   PetscCall(InflDataGetHash(train, &train_hash));
   PetscCall(InflModelGetParameters(model, &np, &params, &grads));

@@ -1,0 +1,513 @@
+/* The generic model object: types, options, the slabs and layers every type shares, the capture, and the public
+ * wrappers that dispatch to a type's operations (modelimpl.h). */
+#include "modelimpl.h"
+#include <petscviewer.h>
+#include <sys/stat.h>
+#include <libgen.h>
+#include <math.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- types */
+#define MAX_TYPES 16
+static struct {
+  char name[32];
+  PetscErrorCode (*create)(InflModel);
+} model_types[MAX_TYPES] = {{"mlp", InflModelCreate_MLP}};
+static int n_model_types = 1;
+
+PetscErrorCode InflModelRegister(const char name[], PetscErrorCode (*create)(InflModel))
+{
+  PetscFunctionBegin;
+  for (int i = 0; i < n_model_types; i++) {
+    PetscBool eq;
+    PetscCall(PetscStrcmp(name, model_types[i].name, &eq));
+    if (eq) {
+      model_types[i].create = create;
+      PetscFunctionReturn(0);
+    }
+  }
+  PetscCheck(n_model_types < MAX_TYPES, PETSC_COMM_SELF, PETSC_ERR_SUP, "cannot register model type \"%s\": at most %d types", name, MAX_TYPES);
+  PetscCall(PetscStrncpy(model_types[n_model_types].name, name, sizeof(model_types[0].name)));
+  model_types[n_model_types++].create = create;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelCreate(MPI_Comm comm, InflModel *model)
+{
+  PetscFunctionBegin;
+  PetscCall(PetscNew(model));
+  (*model)->comm       = comm;
+  (*model)->hash_stale = PETSC_TRUE;
+  (*model)->seqlen_max = 1;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelFreeLayers_Private(InflModel m)
+{
+  PetscFunctionBegin;
+  PetscCall(PetscFree(m->layers));
+  PetscCall(PetscFree(m->params));
+  PetscCall(PetscFree(m->grads));
+  m->L       = 0;
+  m->nparams = 0;
+  m->params_state++;
+  m->hash_stale = PETSC_TRUE;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelAllocateLayers_Private(InflModel m, PetscInt L, const PetscInt din[], const PetscInt dout[])
+{
+  int64_t off = 0;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelFreeLayers_Private(m));
+  m->L = L;
+  PetscCall(PetscCalloc1(L, &m->layers));
+  for (PetscInt l = 0; l < L; l++) m->nparams += (int64_t)dout[l] * (din[l] + 1);
+  PetscCall(PetscCalloc1(m->nparams, &m->params));
+  PetscCall(PetscCalloc1(m->nparams, &m->grads));
+  for (PetscInt l = 0; l < L; l++) {
+    InflLinear *ly = &m->layers[l];
+    ly->din        = din[l];
+    ly->dout       = dout[l];
+    ly->W          = m->params + off;
+    ly->dW         = m->grads + off;
+    off += (int64_t)ly->dout * ly->din;
+    ly->b  = m->params + off;
+    ly->db = m->grads + off;
+    off += ly->dout;
+  }
+  PetscFunctionReturn(0);
+}
+
+/* Empty the model of its type: the type's data, the layers and slabs. */
+static PetscErrorCode model_reset(InflModel m)
+{
+  PetscFunctionBegin;
+  if (m->ops->destroy) PetscCall((*m->ops->destroy)(m));
+  m->data = NULL;
+  PetscCall(PetscMemzero(m->ops, sizeof(m->ops)));
+  PetscCall(InflModelFreeLayers_Private(m));
+  m->type[0]    = 0;
+  m->nin        = 0;
+  m->nout       = 0;
+  m->seqlen_max = 1;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelSetType(InflModel m, const char type[])
+{
+  PetscBool same;
+  char      known[MAX_TYPES * 34] = "";
+
+  PetscFunctionBegin;
+  PetscCall(PetscStrcmp(m->type, type, &same));
+  if (same) PetscFunctionReturn(0);
+  for (int i = 0; i < n_model_types; i++) {
+    PetscBool eq;
+    PetscCall(PetscStrcmp(type, model_types[i].name, &eq));
+    if (!eq) continue;
+    PetscCall(model_reset(m));
+    PetscCall(PetscStrncpy(m->type, type, sizeof(m->type)));
+    PetscCall((*model_types[i].create)(m));
+    PetscFunctionReturn(0);
+  }
+  {
+    PetscBool gpt2;
+    PetscCall(PetscStrcmp(type, "gpt2", &gpt2));
+    PetscCheck(!gpt2, m->comm, PETSC_ERR_SUP, "model type gpt2 is not available in this build");
+  }
+  for (int i = 0; i < n_model_types; i++) {
+    size_t len;
+    PetscCall(PetscStrlen(known, &len));
+    PetscCall(PetscSNPrintf(known + len, sizeof(known) - len, i ? ", %s" : "%s", model_types[i].name));
+  }
+  SETERRQ(m->comm, PETSC_ERR_ARG_UNKNOWN_TYPE, "unknown model type \"%s\"; this build has: %s", type, known);
+}
+
+PetscErrorCode InflModelGetType(InflModel m, const char **type)
+{
+  PetscFunctionBegin;
+  *type = m->type;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelSetFromOptions(InflModel m)
+{
+  const char *precs[] = {"single", "double"};
+  PetscInt    prec    = (PetscInt)m->prec;
+
+  PetscFunctionBegin;
+  PetscOptionsBegin(m->comm, NULL, "Model options", "InflModel");
+  PetscCall(PetscOptionsEList("-model_precision", "precision of per-example work (forward, backward, capture, scoring)", "InflModelSetPrecision", precs, 2, precs[prec], &prec, NULL));
+  PetscOptionsEnd();
+  PetscCall(InflModelSetPrecision(m, (InflPrecision)prec));
+  PetscFunctionReturn(0);
+}
+
+/* Does the model need a type before this call? */
+#define CHECK_TYPED(m, what) PetscCheck((m)->type[0], (m)->comm, PETSC_ERR_ARG_WRONGSTATE, "%s: the model has no type yet; load it (InflModelLoad) or set it up (InflModelSetUpMLP) first", what)
+/* Call a required operation of the model's type (a type under construction may not have it yet). */
+#define CALL_OP(m, op, ...) \
+  do { \
+    PetscCheck((m)->ops->op, (m)->comm, PETSC_ERR_SUP, "model type %s has no operation " #op, (m)->type); \
+    PetscCall((*(m)->ops->op)(__VA_ARGS__)); \
+  } while (0)
+
+/* ---------------------------------------------------------------- loading: the type from the file */
+static int is_directory(const char path[])
+{
+  struct stat sb;
+  return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+/* config.json beside a file (in its directory) or inside a directory. */
+static PetscErrorCode config_json_of(const char path[], PetscBool dir, char cfg[], size_t n)
+{
+  char tmp[PETSC_MAX_PATH_LEN];
+
+  PetscFunctionBegin;
+  if (dir) PetscCall(PetscSNPrintf(cfg, n, "%s/config.json", path));
+  else {
+    PetscCall(PetscStrncpy(tmp, path, sizeof(tmp)));
+    PetscCall(PetscSNPrintf(cfg, n, "%s/config.json", dirname(tmp)));
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelLoad(InflModel m, const char path[])
+{
+  InflSafetensors st;
+  const char     *arch;
+  char            cfg[PETSC_MAX_PATH_LEN + 16];
+  PetscMPIInt     rank;
+  int             where[2] = {0, 0}; /* rank 0: path is a directory; config.json found */
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(m->comm, &rank));
+  if (rank == 0) {
+    where[0] = is_directory(path);
+    PetscCall(config_json_of(path, (PetscBool)where[0], cfg, sizeof(cfg)));
+    where[1] = InflFileExists(cfg) ? 1 : 0;
+  }
+  PetscCallMPI(MPI_Bcast(where, 2, MPI_INT, 0, m->comm));
+  PetscCall(config_json_of(path, (PetscBool)where[0], cfg, sizeof(cfg)));
+  PetscCheck(!(where[0] && where[1]), m->comm, PETSC_ERR_SUP, "%s is a directory with %s (a Hugging Face GPT-2): model type gpt2 is not available in this build", path, cfg);
+  PetscCall(InflSafetensorsRead(m->comm, path, &st));
+  PetscCall(InflSafetensorsGetMetadata(st, "architecture", &arch));
+  if (!arch && where[1]) {
+    PetscCall(InflSafetensorsDestroy(&st));
+    SETERRQ(m->comm, PETSC_ERR_SUP, "%s has no \"architecture\" in its metadata and %s beside it (a Hugging Face GPT-2): model type gpt2 is not available in this build", path, cfg);
+  }
+  if (!arch) {
+    PetscCall(InflSafetensorsDestroy(&st));
+    SETERRQ(m->comm, PETSC_ERR_FILE_UNEXPECTED, "%s: no \"architecture\" in the safetensors metadata; an MLP needs __metadata__ {\"architecture\": \"mlp\", \"dims\": \"784,256,256,10\", \"activation\": \"relu\"}", path);
+  }
+  {
+    PetscBool known = PETSC_FALSE;
+    for (int i = 0; i < n_model_types && !known; i++) PetscCall(PetscStrcmp(arch, model_types[i].name, &known));
+    if (!known) {
+      PetscBool gpt2;
+      char      name[64];
+      PetscCall(PetscStrcmp(arch, "gpt2", &gpt2));
+      PetscCall(PetscStrncpy(name, arch, sizeof(name))); /* arch lives in st */
+      PetscCall(InflSafetensorsDestroy(&st));
+      PetscCheck(!gpt2, m->comm, PETSC_ERR_SUP, "%s: architecture gpt2: model type gpt2 is not available in this build", path);
+      SETERRQ(m->comm, PETSC_ERR_FILE_UNEXPECTED, "%s: unknown architecture \"%s\"; this version reads \"mlp\"", path, name);
+    }
+  }
+  PetscCall(InflModelSetType(m, arch));
+  if (!m->ops->load) PetscCall(InflSafetensorsDestroy(&st)); /* CALL_OP fails */
+  CALL_OP(m, load, m, st, path);
+  PetscCall(InflSafetensorsDestroy(&st));
+  m->params_state++;
+  m->hash_stale = PETSC_TRUE;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelSave(InflModel m, const char path[])
+{
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelSave");
+  CALL_OP(m, save, m, path);
+  PetscFunctionReturn(0);
+}
+
+/* ---------------------------------------------------------------- shared state */
+PetscErrorCode InflModelSetPrecision(InflModel m, InflPrecision prec)
+{
+  PetscFunctionBegin;
+  m->prec = prec;
+  m->params_state++; /* a type's copies of the parameters in the working precision are refreshed */
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelGetPrecision(InflModel m, InflPrecision *prec)
+{
+  PetscFunctionBegin;
+  *prec = m->prec;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelGetLayers(InflModel m, PetscInt *L, InflLinear **layers)
+{
+  PetscFunctionBegin;
+  if (L) *L = m->L;
+  if (layers) *layers = m->layers;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelGetSizes(InflModel m, PetscInt *din, PetscInt *nclasses)
+{
+  PetscFunctionBegin;
+  if (din) *din = m->nin;
+  if (nclasses) *nclasses = m->nout;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelGetParameters(InflModel m, int64_t *n, float **params, float **grads)
+{
+  PetscFunctionBegin;
+  if (n) *n = m->nparams;
+  if (params) {
+    *params = m->params;
+    m->params_state++; /* the caller may change them */
+    m->hash_stale = PETSC_TRUE;
+  }
+  if (grads) *grads = m->grads;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelGetHash(InflModel m, const char **hex)
+{
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelGetHash");
+  if (m->hash_stale) {
+    InflHash h;
+    PetscCall(InflHashCreate(&h));
+    CALL_OP(m, hash_architecture, m, h);
+    PetscCall(InflHashUpdate(h, m->params, sizeof(float) * m->nparams));
+    PetscCall(InflHashFinal(&h, m->hash));
+    m->hash_stale = PETSC_FALSE;
+  }
+  *hex = m->hash;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelCheckFinite(InflModel m)
+{
+  PetscFunctionBegin;
+  for (PetscInt l = 0; l < m->L; l++) {
+    InflLinear *ly = &m->layers[l];
+    int64_t     nw = (int64_t)ly->dout * ly->din;
+    for (int64_t i = 0; i < nw + ly->dout; i++) PetscCheck(isfinite(ly->W[i]), PETSC_COMM_SELF, PETSC_ERR_FP, "model layer %d %s has a non-finite value %g at flat index %" PRId64 "; training diverged (lower the learning rate)", (int)l, i < nw ? "weight" : "bias", (double)ly->W[i], i < nw ? i : i - nw);
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelView(InflModel m, PetscViewer viewer)
+{
+  PetscFunctionBegin;
+  if (!viewer) PetscCall(PetscViewerASCIIGetStdout(m->comm, &viewer));
+  if (!m->type[0]) {
+    PetscCall(PetscViewerASCIIPrintf(viewer, "InflModel: no type yet\n"));
+    PetscFunctionReturn(0);
+  }
+  CALL_OP(m, view, m, viewer);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelDestroy(InflModel *m)
+{
+  PetscFunctionBegin;
+  if (!*m) PetscFunctionReturn(0);
+  PetscCall(model_reset(*m));
+  PetscCall(PetscFree(*m));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelGetComm(InflModel m, MPI_Comm *comm)
+{
+  PetscFunctionBegin;
+  *comm = m->comm;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelCheckData(InflModel m, InflData data)
+{
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelCheckData");
+  CALL_OP(m, check_data, m, data);
+  PetscFunctionReturn(0);
+}
+
+/* ---------------------------------------------------------------- verbs */
+PetscErrorCode InflModelForward(InflModel m, PetscInt B, const float x[], float logits[])
+{
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelForward");
+  CALL_OP(m, forward, m, B, x, logits);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelZeroGrad(InflModel m)
+{
+  PetscFunctionBegin;
+  PetscCall(PetscArrayzero(m->grads, m->nparams));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelLossBackward(InflModel m, PetscInt B, const float x[], const int64_t y[], double *loss_sum, PetscInt *correct)
+{
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelLossBackward");
+  CALL_OP(m, loss_backward, m, B, x, y, loss_sum, correct);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelSampleLabels(InflModel m, PetscInt B, const float x[], const int64_t index[], uint64_t seed, int64_t y[])
+{
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelSampleLabels");
+  CALL_OP(m, sample_labels, m, B, x, index, seed, y);
+  PetscFunctionReturn(0);
+}
+
+/* The capture's precision and capacity match the model's and the batch. */
+static PetscErrorCode capture_check(InflModel m, PetscInt B, const InflCapture *cap)
+{
+  PetscFunctionBegin;
+  PetscCheck(B <= cap->Bmax, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "capture of %d examples exceeds its capacity %d", (int)B, (int)cap->Bmax);
+  PetscCheck(cap->prec == m->prec, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "capture precision differs from the model's; create the capture after InflModelSetPrecision");
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelCapture(InflModel m, PetscInt B, const float x[], const int64_t y[], InflCapture *cap)
+{
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelCapture");
+  PetscCall(capture_check(m, B, cap));
+  CALL_OP(m, capture, m, B, x, y, cap);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelCaptureSampled(InflModel m, PetscInt B, const float x[], const int64_t index[], uint64_t seed, int64_t y[], InflCapture *cap)
+{
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelCaptureSampled");
+  PetscCall(capture_check(m, B, cap));
+  CALL_OP(m, capture_sampled, m, B, x, index, seed, y, cap);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelPerExampleGradients(InflModel m, PetscInt B, const float x[], const int64_t y[], double g[])
+{
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelPerExampleGradients");
+  CALL_OP(m, per_example_gradients, m, B, x, y, g);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelJacobianVectorProduct(InflModel m, PetscInt B, const float x[], const double v[], double z[], double Jv[])
+{
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelJacobianVectorProduct");
+  PetscCheck(m->ops->jacobian_vector_product, m->comm, PETSC_ERR_SUP, "model type %s has no Jacobian-vector product; use -ihvp_curvature empirical", m->type);
+  PetscCall((*m->ops->jacobian_vector_product)(m, B, x, v, z, Jv));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelGaussNewtonProduct(InflModel m, PetscInt B, const float x[], const double v[], double u[])
+{
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelGaussNewtonProduct");
+  PetscCheck(m->ops->gauss_newton_product, m->comm, PETSC_ERR_SUP, "model type %s has no Gauss-Newton product; use -ihvp_curvature empirical", m->type);
+  PetscCall((*m->ops->gauss_newton_product)(m, B, x, v, u));
+  PetscFunctionReturn(0);
+}
+
+size_t InflModelCaptureBytes(InflModel m)
+{
+  if (!m->ops->capture_bytes) return 0;
+  return (*m->ops->capture_bytes)(m);
+}
+
+/* ---------------------------------------------------------------- capture */
+PetscErrorCode InflCaptureCreate(InflModel m, PetscInt Bmax, InflCapture **cap)
+{
+  InflCapture *c;
+  size_t       es = m->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
+  int64_t      Tmax;
+
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflCaptureCreate");
+  Tmax = (int64_t)Bmax * m->seqlen_max;
+  PetscCheck(Tmax <= PETSC_MAX_INT, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "a capture of %d sequences of up to %d rows has %" PRId64 " rows, more than PetscInt holds; use a smaller chunk", (int)Bmax, (int)m->seqlen_max, Tmax);
+  PetscCall(PetscNew(&c));
+  c->prec = m->prec;
+  c->L    = m->L;
+  c->Bmax = Bmax;
+  c->Tmax = (PetscInt)Tmax;
+  PetscCall(PetscMalloc2(m->L, &c->din, m->L, &c->dout));
+  PetscCall(PetscCalloc4(m->L, &c->a32, m->L, &c->ds32, m->L, &c->a64, m->L, &c->ds64));
+  for (PetscInt l = 0; l < m->L; l++) {
+    void *a, *ds;
+    c->din[l]  = m->layers[l].din;
+    c->dout[l] = m->layers[l].dout;
+    PetscCall(PetscMalloc((size_t)PetscMax(c->Tmax, 1) * (c->din[l] + 1) * es, &a));
+    PetscCall(PetscMalloc((size_t)PetscMax(c->Tmax, 1) * c->dout[l] * es, &ds));
+    if (m->prec == INFL_PREC_DOUBLE) {
+      c->a64[l]  = a;
+      c->ds64[l] = ds;
+    } else {
+      c->a32[l]  = a;
+      c->ds32[l] = ds;
+    }
+  }
+  PetscCall(PetscMalloc1(PetscMax(Bmax, 1), &c->loss));
+  PetscCall(PetscCalloc1(Bmax + 1, &c->offsets));
+  *cap = c;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflCaptureDestroy(InflCapture **cap)
+{
+  InflCapture *c = *cap;
+
+  PetscFunctionBegin;
+  if (!c) PetscFunctionReturn(0);
+  for (PetscInt l = 0; l < c->L; l++) {
+    PetscCall(PetscFree(c->a32[l]));
+    PetscCall(PetscFree(c->ds32[l]));
+    PetscCall(PetscFree(c->a64[l]));
+    PetscCall(PetscFree(c->ds64[l]));
+  }
+  PetscCall(PetscFree4(c->a32, c->ds32, c->a64, c->ds64));
+  PetscCall(PetscFree2(c->din, c->dout));
+  PetscCall(PetscFree(c->loss));
+  PetscCall(PetscFree(c->offsets));
+  PetscCall(PetscFree(*cap));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflCaptureCheckRankOne(const InflCapture *cap, const char stage[])
+{
+  PetscFunctionBegin;
+  PetscCheck(cap->Tmax == cap->Bmax, PETSC_COMM_SELF, PETSC_ERR_SUP, "%s: sequences of more than one token (the model's captures hold up to %d rows for %d sequences): not supported by this stage yet", stage, (int)cap->Tmax, (int)cap->Bmax);
+  PetscCheck(cap->T == cap->B, PETSC_COMM_SELF, PETSC_ERR_SUP, "%s: sequences of more than one token (%d rows for %d sequences): not supported by this stage yet", stage, (int)cap->T, (int)cap->B);
+  PetscFunctionReturn(0);
+}
+
+void InflCaptureGetDouble(const InflCapture *cap, PetscInt l, double *buf_a, double *buf_ds, const double **a, const double **ds)
+{
+  int64_t na = (int64_t)cap->T * (cap->din[l] + 1), nd = (int64_t)cap->T * cap->dout[l];
+  if (cap->prec == INFL_PREC_DOUBLE) {
+    *a  = cap->a64[l];
+    *ds = cap->ds64[l];
+    return;
+  }
+  for (int64_t i = 0; i < na; i++) buf_a[i] = cap->a32[l][i];
+  for (int64_t i = 0; i < nd; i++) buf_ds[i] = cap->ds32[l][i];
+  *a  = buf_a;
+  *ds = buf_ds;
+}

@@ -1,0 +1,60 @@
+/* The generic model object and the table of operations that a model type implements (private to src/nn).
+ *
+ * A type's create function (registered with InflModelRegister) fills model->ops and model->data; its SetUp or
+ * load operation carves the parameter and gradient slabs with InflModelAllocateLayers_Private, which also sets
+ * the linear layers exposed to capture.  Everything else a type needs lives behind model->data. */
+#ifndef INFL_MODELIMPL_H
+#define INFL_MODELIMPL_H
+
+#include <infl/model.h>
+
+typedef struct _InflModelOps *InflModelOps;
+struct _InflModelOps {
+  /* Load the type's tensors from an opened safetensors file (path for messages).  Collective. */
+  PetscErrorCode (*load)(InflModel, InflSafetensors st, const char path[]);
+  PetscErrorCode (*save)(InflModel, const char path[]);
+  PetscErrorCode (*view)(InflModel, PetscViewer);
+  PetscErrorCode (*destroy)(InflModel); /* frees model->data and what the type allocated */
+  PetscErrorCode (*check_data)(InflModel, InflData);
+  /* The architecture part of the model hash (the parameters are added by the generic code). */
+  PetscErrorCode (*hash_architecture)(InflModel, InflHash);
+  PetscErrorCode (*forward)(InflModel, PetscInt B, const float x[], float logits[]);
+  PetscErrorCode (*loss_backward)(InflModel, PetscInt B, const float x[], const int64_t y[], double *loss_sum, PetscInt *correct);
+  PetscErrorCode (*capture)(InflModel, PetscInt B, const float x[], const int64_t y[], InflCapture *cap);
+  PetscErrorCode (*capture_sampled)(InflModel, PetscInt B, const float x[], const int64_t index[], uint64_t seed, int64_t y[], InflCapture *cap);
+  PetscErrorCode (*sample_labels)(InflModel, PetscInt B, const float x[], const int64_t index[], uint64_t seed, int64_t y[]);
+  PetscErrorCode (*per_example_gradients)(InflModel, PetscInt B, const float x[], const int64_t y[], double g[]);
+  size_t (*capture_bytes)(InflModel); /* bytes per example of a capture and the type's workspace for it */
+  /* optional: NULL where the type has no forward-mode products */
+  PetscErrorCode (*jacobian_vector_product)(InflModel, PetscInt B, const float x[], const double v[], double z[], double Jv[]);
+  PetscErrorCode (*gauss_newton_product)(InflModel, PetscInt B, const float x[], const double v[], double u[]);
+};
+
+struct _p_InflModel {
+  MPI_Comm      comm;
+  char          type[32];     /* "" until InflModelSetType */
+  InflPrecision prec;
+  PetscInt      nin, nout;    /* input features of a row (0 for token models), outputs per row (classes) */
+  PetscInt      seqlen_max;   /* rows per example at most (1 for the MLP) */
+  PetscInt      L;            /* linear layers exposed to capture */
+  InflLinear   *layers;       /* (L) views into the slabs */
+  int64_t       nparams;
+  float        *params, *grads; /* (nparams) slabs */
+  int64_t       params_state;   /* increased whenever the parameters may have changed */
+  char          hash[65];
+  PetscBool     hash_stale;
+  struct _InflModelOps ops[1];
+  void         *data;           /* the type's own state */
+};
+
+/* Free the slabs and layers, then allocate L layers of sizes din (L), dout (L): slabs of sum dout*(din+1)
+ * zeros, carved layer by layer as W (dout, din) row-major then b (dout). */
+PetscErrorCode InflModelAllocateLayers_Private(InflModel model, PetscInt L, const PetscInt din[], const PetscInt dout[]);
+PetscErrorCode InflModelFreeLayers_Private(InflModel model);
+
+/* The MLP type (src/nn/mlp.c, mlp_rop.c). */
+PetscErrorCode InflModelCreate_MLP(InflModel model);
+PetscErrorCode InflModelJacobianVectorProduct_MLP(InflModel model, PetscInt B, const float x[], const double v[], double z[], double Jv[]);
+PetscErrorCode InflModelGaussNewtonProduct_MLP(InflModel model, PetscInt B, const float x[], const double v[], double u[]);
+
+#endif
