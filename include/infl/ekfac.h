@@ -88,9 +88,20 @@ PetscErrorCode InflEKFACPrecondition(InflEKFAC ek, PetscInt l, double G[]);
  * (its rounding still depends on its place in the block, within the bound of docs/FORMATS.md), and each Ds row is
  * scaled by its largest magnitude first (no denormals); the squares are formed in double.  The Lambda pass and self-influence are built on it. */
 PetscErrorCode InflEKFACRotatedSquares(InflEKFAC ek, PetscInt l, const InflCapture *cap, double ta2[], double td2[]);
-/* Not collective.  Self-influence terms of the captured chunk for layer l: out[k] += sum_ij td2[k,i] ta2[k,j] /
- * (Lambda_ij + damping), k over the captured examples.  Needs one row per example (InflCaptureCheckRankOne). */
+/* Not collective.  Self-influence terms of the captured chunk for layer l: out[b] += <precondition(G_b), G_b> with
+ * G_b = sum over sequence b's rows of Ds_t a_t^T, i.e. sum_ij ((Q_S^T G_b Q_A)_ij)^2 / (Lambda_ij + damping).  One
+ * row per example (an MLP): sum_ij td2[b,i] ta2[b,j] / (Lambda_ij + damping) from InflEKFACRotatedSquares; sequences
+ * of several rows: G_b formed by one GEMM over its rows and rotated, in double (Grosse et al. 2023, section 2.2.3). */
 PetscErrorCode InflEKFACSelfInfluenceCapture(InflEKFAC ek, PetscInt l, const InflCapture *cap, double out[]);
+/* Not collective.  The eigenvalue correction's sum for layer l over the capture's sequences (Grosse et al. 2023,
+ * eq. 20; George et al. 2018): Lsum (dout, din+1) += sum_b ((Q_S^T G_b Q_A)_ij)^2, G_b = sum over sequence b's rows of
+ * Ds_t a_t^T.  One row per example: one GEMM of the rotated squares (InflEKFACRotatedSquares, scratch ta (B, din+1)
+ * and td (B, dout)); sequences: G_b by one GEMM over its rows, rotated in double (ta, td unused). */
+PetscErrorCode InflEKFACAccumulateLambda(InflEKFAC ek, PetscInt l, const InflCapture *cap, double ta[], double td[], double Lsum[]);
+/* Not collective.  P (B, dout, din+1) = precondition(G_b) for the capture's sequences (a double-precision capture):
+ * InflEKFACPreconditionRankOne for one row per example, else G_b = sum over the rows of Ds_t a_t^T then
+ * InflEKFACPrecondition. */
+PetscErrorCode InflEKFACPreconditionCapture(InflEKFAC ek, PetscInt l, const InflCapture *cap, double P[]);
 
 /* Not collective.  Rank-r approximation of one layer's preconditioned query gradient P (nd, na) from its SVD
  * (LAPACK dgesdd): on return U (nd, r) = U_r S_r, V (na, r) = V_r and P = U V^T (in place).  Grosse et al. (2023),

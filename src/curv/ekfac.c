@@ -21,6 +21,7 @@ struct _p_InflEKFAC {
   PetscBool       kfac;           /* no eigenvalue correction */
   PetscInt        chunk;
   int64_t         nexamples;
+  int64_t         nrows;      /* rows (tokens) summed into A and S: this rank's during the covariance pass, then all */
   char            model_hash[65], train_hash[65];
   double         *work;           /* scratch */
   size_t          nwork;
@@ -79,6 +80,11 @@ static PetscErrorCode ekfac_checkpoint(InflEKFAC ek, int pass, const InflRanges 
   PetscCall(ekfac_key(ek, key, sizeof(key)));
   PetscCall(InflH5SetAttrString(file, "/", "checkpoint_key", key));
   PetscCall(InflH5SetAttrInt(file, "/", "pass", pass));
+  { /* pass 1: this rank's rows so far, summed; pass 2: the total */
+    int64_t rows = ek->nrows;
+    if (pass == 1) PetscCallMPI(MPI_Allreduce(&ek->nrows, &rows, 1, MPI_INT64_T, MPI_SUM, ek->comm));
+    PetscCall(InflH5SetAttrInt(file, "/", "rows", rows));
+  }
   for (PetscInt l = 0; l < ek->L; l++) {
     InflEKFACLayer *ly = &ek->layers[l];
     int64_t         na = ly->din + 1, nd = ly->dout, dA[2] = {na, na}, dS[2] = {nd, nd}, dL[2] = {nd, na};
@@ -132,6 +138,8 @@ static PetscErrorCode ekfac_restore(InflEKFAC ek, int *pass, InflRanges *done)
   PetscCall(ekfac_key(ek, key, sizeof(key)));
   PetscCall(InflCheckpointOpen(ek->comm, partial, "fit (partial)", ek->model_hash, ek->train_hash, key, &file));
   PetscCall(InflH5GetAttrInt(file, "/", "pass", &p));
+  PetscCall(InflH5GetAttrInt(file, "/", "rows", &ek->nrows));
+  if (p == 1 && rank != 0) ek->nrows = 0; /* the rows so far are counted once, on rank 0 */
   PetscCall(InflRangesRead(file, done));
   for (PetscInt l = 0; l < ek->L; l++) {
     InflEKFACLayer *ly = &ek->layers[l];
@@ -356,6 +364,7 @@ static PetscErrorCode fit_chunk(void *ctx, int64_t lo, int64_t hi)
   PetscFunctionBegin;
   PetscCall(fisher_capture(ek, c->model, B, c->x + off * c->d, c->y + off, lo, c->idx, c->ys, c->cap));
   T = c->cap->T; /* rows: A and S sum over every row (token) */
+  if (c->pass == 1) ek->nrows += T;
   for (PetscInt l = 0; l < ek->L; l++) {
     InflEKFACLayer *ly = &ek->layers[l];
     PetscInt        na = ly->din + 1, nd = ly->dout;
@@ -364,10 +373,7 @@ static PetscErrorCode fit_chunk(void *ctx, int64_t lo, int64_t hi)
       InflCaptureGetDouble(c->cap, l, c->bufa, c->bufd, &a, &ds);
       cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, na, T, 1.0, a, na, 1.0, ly->A, na);
       cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, nd, T, 1.0, ds, nd, 1.0, ly->S, nd);
-    } else { /* Lambda += (Q_S^T ds)^2 ((Q_A^T a)^2)^T summed over the chunk (one row per example), in double */
-      PetscCall(InflEKFACRotatedSquares(ek, l, c->cap, ta, td));
-      cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, B, 1.0, td, nd, ta, na, 1.0, ly->Lambda, na);
-    }
+    } else PetscCall(InflEKFACAccumulateLambda(ek, l, c->cap, ta, td, ly->Lambda)); /* summed over the chunk's sequences */
   }
   PetscFunctionReturn(0);
 }
@@ -420,8 +426,8 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
 
   PetscCall(InflChunkFromMemLimit(ek->comm, "infl fit", count, (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + 2 * InflEKFACBytes(model), InflModelCaptureBytes(model) + 4 * sizeof(double) * maxd + 2 * sizeof(int64_t), &ek->chunk));
   PetscCall(InflCaptureCreate(model, ek->chunk, &cap));
-  if (!ek->kfac) PetscCall(InflCaptureCheckRankOne(cap, "infl fit (Lambda pass)"));
-  PetscCall(PetscMalloc6((size_t)ek->chunk * maxd, &bufa, (size_t)ek->chunk * maxd, &bufd, (size_t)ek->chunk * maxd, &ta, (size_t)ek->chunk * maxd, &td, ek->chunk, &ys, ek->chunk, &idx));
+  PetscCall(PetscMalloc6((size_t)cap->Tmax * maxd, &bufa, (size_t)cap->Tmax * maxd, &bufd, (size_t)cap->Tmax * maxd, &ta, (size_t)cap->Tmax * maxd, &td, ek->chunk, &ys, ek->chunk, &idx));
+  ek->nrows = 0;
 
   PetscCall(ekfac_restore(ek, &resume_pass, &done));
   PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", ek->out[0] ? ek->out : "(no output file)"));
@@ -452,7 +458,9 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
       pnames[2 * l + 1] = names[2 * l + 1];
     }
     PetscCall(PetscTime(&t1));
-    PetscCall(InflEigenSolve(ek->comm, 2 * L, nf, Cf, 1.0 / (double)N, ev, Q, pnames));
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &ek->nrows, 1, MPI_INT64_T, MPI_SUM, ek->comm));
+    /* A and S are means over rows: examples of an MLP, tokens of a language model (Grosse et al. 2023, sec. 2.2) */
+    PetscCall(InflEigenSolve(ek->comm, 2 * L, nf, Cf, 1.0 / (double)ek->nrows, ev, Q, pnames));
     PetscCall(PetscFree5(Cf, ev, Q, nf, names));
     PetscCall(PetscFree(pnames));
   }
@@ -613,6 +621,7 @@ PetscErrorCode InflEKFACSave(InflEKFAC ek, const char path[], PetscBool overwrit
   }
   PetscCall(InflH5SetAttrInt(file, "/", "seed", (int64_t)ek->seed));
   PetscCall(InflH5SetAttrInt(file, "/", "examples", ek->nexamples));
+  PetscCall(InflH5SetAttrInt(file, "/", "rows", ek->nrows));
   PetscCall(InflH5SetAttrInt(file, "/", "layers", ek->L));
   PetscCall(InflH5SetAttrInt(file, "/", "kfac", ek->kfac));
   PetscCall(InflH5SetAttrDouble(file, "/", "damping_factor", ek->damping_factor));
@@ -835,6 +844,35 @@ PetscErrorCode InflEKFACRotatedSquares(InflEKFAC ek, PetscInt l, const InflCaptu
   PetscFunctionReturn(0);
 }
 
+/* M (dout, din+1) = Q_S^T G_b Q_A for sequence b of the capture, G_b = sum over its rows of Ds_t a_t^T (the sequence's
+ * gradient of layer l), in double: G_b = Ds_b^T A_b by one GEMM over the sequence's rows, then the two rotations.
+ * a, ds: the capture's layer-l rows in double (InflCaptureGetDouble).  T (dout, din+1) scratch. */
+static void rotated_sequence_gradient(const InflEKFACLayer *ly, const InflCapture *cap, PetscInt b, const double a[], const double ds[], double T[], double M[])
+{
+  PetscInt na = ly->din + 1, nd = ly->dout;
+  int64_t  r0 = cap->offsets[b], nr = cap->offsets[b + 1] - cap->offsets[b];
+
+  cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, (int)nr, 1.0, ds + r0 * nd, nd, a + r0 * na, na, 0.0, M, na);
+  cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, nd, 1.0, ly->QS, nd, M, na, 0.0, T, na);
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nd, na, na, 1.0, T, na, ly->QA, na, 0.0, M, na);
+}
+
+/* Scratch of the sequence paths: the capture's rows of layer l in double (when it is in single precision) and two
+ * (dout, din+1) matrices.  Returns the double views of a and Ds. */
+static PetscErrorCode sequence_work(InflEKFAC ek, PetscInt l, const InflCapture *cap, const double **a, const double **ds, double **T, double **M)
+{
+  PetscInt na = ek->layers[l].din + 1, nd = ek->layers[l].dout;
+  size_t   rows = cap->prec == INFL_PREC_SINGLE ? (size_t)cap->T * (na + nd) : 0;
+  double  *w = NULL;
+
+  PetscFunctionBegin;
+  PetscCall(ekfac_work(ek, rows + 2 * (size_t)nd * na, &w));
+  *T = w + rows;
+  *M = *T + (size_t)nd * na;
+  InflCaptureGetDouble(cap, l, w, w + (size_t)cap->T * na, a, ds);
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflEKFACSelfInfluenceCapture(InflEKFAC ek, PetscInt l, const InflCapture *cap, double out[])
 {
   InflEKFACLayer *ly = &ek->layers[l];
@@ -842,8 +880,19 @@ PetscErrorCode InflEKFACSelfInfluenceCapture(InflEKFAC ek, PetscInt l, const Inf
   double         *ta, *td, *W, *X;
 
   PetscFunctionBegin;
-  PetscCall(InflCaptureCheckRankOne(cap, "self-influence"));
   if (n == 0) PetscFunctionReturn(0);
+  if (cap->T != cap->B) { /* sequences: the rotated gradient of each sequence, weighted by the damped inverse */
+    const double *a, *ds;
+    double       *T, *M;
+    PetscCall(sequence_work(ek, l, cap, &a, &ds, &T, &M));
+    for (PetscInt b = 0; b < n; b++) {
+      double v = 0;
+      rotated_sequence_gradient(ly, cap, b, a, ds, T, M);
+      for (int64_t i = 0; i < (int64_t)nd * na; i++) v += M[i] * M[i] / (ly->Lambda[i] + ly->damping);
+      out[b] += v;
+    }
+    PetscFunctionReturn(0);
+  }
   PetscCall(ekfac_work(ek, (size_t)n * (na + 2 * nd) + (size_t)nd * na, &ta));
   td = ta + (size_t)n * na;
   X  = td + (size_t)n * nd;
@@ -856,6 +905,48 @@ PetscErrorCode InflEKFACSelfInfluenceCapture(InflEKFAC ek, PetscInt l, const Inf
     double s = 0;
     for (PetscInt i = 0; i < nd; i++) s += td[(int64_t)k * nd + i] * X[(int64_t)k * nd + i];
     out[k] += s;
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACAccumulateLambda(InflEKFAC ek, PetscInt l, const InflCapture *cap, double ta[], double td[], double Lsum[])
+{
+  InflEKFACLayer *ly = &ek->layers[l];
+  PetscInt        na = ly->din + 1, nd = ly->dout;
+
+  PetscFunctionBegin;
+  if (cap->B == 0) PetscFunctionReturn(0);
+  if (cap->T == cap->B) { /* rank one: Lsum += (Q_S^T ds)^2 ((Q_A^T a)^2)^T summed over the examples, one GEMM */
+    PetscCall(InflEKFACRotatedSquares(ek, l, cap, ta, td));
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, cap->B, 1.0, td, nd, ta, na, 1.0, Lsum, na);
+  } else {
+    const double *a, *ds;
+    double       *T, *M;
+    PetscCall(sequence_work(ek, l, cap, &a, &ds, &T, &M));
+    for (PetscInt b = 0; b < cap->B; b++) {
+      rotated_sequence_gradient(ly, cap, b, a, ds, T, M);
+      for (int64_t i = 0; i < (int64_t)nd * na; i++) Lsum[i] += M[i] * M[i];
+    }
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACPreconditionCapture(InflEKFAC ek, PetscInt l, const InflCapture *cap, double P[])
+{
+  InflEKFACLayer *ly  = &ek->layers[l];
+  PetscInt        na  = ly->din + 1, nd = ly->dout;
+  int64_t         per = (int64_t)nd * na;
+
+  PetscFunctionBegin;
+  PetscCheck(cap->prec == INFL_PREC_DOUBLE, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG, "queries are preconditioned from a double-precision capture");
+  if (cap->T == cap->B) {
+    PetscCall(InflEKFACPreconditionRankOne(ek, l, cap->B, cap->ds64[l], cap->a64[l], P));
+    PetscFunctionReturn(0);
+  }
+  for (PetscInt b = 0; b < cap->B; b++) { /* G_b = Ds_b^T A_b, then the EK-FAC inverse */
+    int64_t r0 = cap->offsets[b], nr = cap->offsets[b + 1] - cap->offsets[b];
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, (int)nr, 1.0, cap->ds64[l] + r0 * nd, nd, cap->a64[l] + r0 * na, na, 0.0, P + b * per, na);
+    PetscCall(InflEKFACPrecondition(ek, l, P + b * per));
   }
   PetscFunctionReturn(0);
 }
