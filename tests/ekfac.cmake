@@ -1,4 +1,4 @@
 # EK-FAC pipeline against the PyTorch/numpy reference (tests/ref), rank invariance, edge cases.
 infl_test(test_ekfac SOURCES test_ekfac.c LIBS infl_attr infl_curv infl_nn infl_io infl_core TIMEOUT 600)
-# EK-FAC on sequences (several rows per example) at the capture level, against a plain reference with loops.
-infl_test(test_ekfac_seq SOURCES test_ekfac_seq.c LIBS infl_curv infl_nn infl_io infl_core NP 1 2)
+# EK-FAC and scores on sequences (several rows per example) at the capture level, against a plain reference with loops.
+infl_test(test_ekfac_seq SOURCES test_ekfac_seq.c LIBS infl_attr infl_curv infl_nn infl_io infl_core NP 1 2)

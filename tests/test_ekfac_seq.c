@@ -5,7 +5,7 @@
  * of length one through the sequence path agree with the rank-one path; self-influence = <precondition(G), G>. */
 static const char help[] = "EK-FAC on sequence captures against a plain reference.\n";
 
-#include <infl/ekfac.h>
+#include <infl/score.h>
 #include <math.h>
 #include "io/check.h"
 
@@ -177,6 +177,45 @@ int main(int argc, char **argv)
       PetscCall(PetscFree5(a, ds, Lr, Lx, Lo));
       PetscCall(PetscFree5(sr, sx, so, Pr, Px));
       PetscCall(PetscFree2(ta, td));
+    }
+    { /* scores of the sequences against 2 preconditioned queries (random P) through the scorer's kernels, against
+       * sum_l <P_l(q), G_b,l> formed here; single precision to the bound tau ||P_q|| ||G_b|| of docs/FORMATS.md */
+      const PetscInt Q = 2;
+      const int64_t  yq[2] = {0, 0}, qi[2] = {0, 1};
+      double        *P[16], out[8], ref[8], pn[2] = {0, 0}, gn[4] = {0, 0, 0, 0}, e = 0, m = 0;
+      InflScorer     sc;
+      for (PetscInt l = 0; l < L; l++) {
+        int64_t per = (int64_t)ly[l].dout * (ly[l].din + 1);
+        PetscCall(PetscMalloc1((size_t)Q * per, &P[l]));
+        for (int64_t i = 0; i < Q * per; i++) P[l][i] = val(9000000 + 100000 * l + i);
+      }
+      for (int i = 0; i < Q * B; i++) ref[i] = 0;
+      for (PetscInt l = 0; l < L; l++) {
+        PetscInt na = ly[l].din + 1, nd = ly[l].dout;
+        int64_t  per = (int64_t)nd * na;
+        for (PetscInt b = 0; b < B; b++)
+          for (PetscInt i = 0; i < nd; i++)
+            for (PetscInt j = 0; j < na; j++) {
+              double g = 0;
+              for (int64_t t = off[b]; t < off[b + 1]; t++) g += (p ? (double)cap->ds32[l][t * nd + i] * cap->a32[l][t * na + j] : cap->ds64[l][t * nd + i] * cap->a64[l][t * na + j]);
+              gn[b] += g * g;
+              for (PetscInt q = 0; q < Q; q++) ref[q * B + b] += P[l][q * per + i * na + j] * g;
+            }
+        for (PetscInt q = 0; q < Q; q++) for (int64_t i = 0; i < per; i++) pn[q] += P[l][q * per + i] * P[l][q * per + i];
+      }
+      PetscCall(InflScorerCreate(PETSC_COMM_SELF, &sc));
+      PetscCall(InflScorerSetPreconditionedQueries(sc, model, Q, (const double *const *)P, yq, qi));
+      PetscCall(InflScorerScoreCapture(sc, cap, out));
+      for (PetscInt q = 0; q < Q; q++)
+        for (PetscInt b = 0; b < B; b++) {
+          double bound = (p ? 2 * 785 * 0x1p-24 : 1e-12) * sqrt(pn[q] * gn[b]);
+          e = PetscMax(e, fabs(out[q * B + b] - ref[q * B + b]) / bound);
+          m = PetscMax(m, fabs(ref[q * B + b]));
+        }
+      EXPECT(e <= 1 && m > 0, "%s precision: sequence scores use %.3g of the bound", p ? "single" : "double", e);
+      PetscCall(PetscPrintf(PETSC_COMM_WORLD, "%s precision: scores of sequences of 1-5 rows against 2 queries use %.2e of the bound\n", p ? "single" : "double", e));
+      PetscCall(InflScorerDestroy(&sc));
+      for (PetscInt l = 0; l < L; l++) PetscCall(PetscFree(P[l]));
     }
     PetscCall(InflCaptureDestroy(&cap));
     PetscCall(InflCaptureDestroy(&one));

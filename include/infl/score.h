@@ -39,6 +39,10 @@ PetscErrorCode InflScorerSetCheckpoint(InflScorer sc, const char out[]);
 /* Collective.  Scores every training example of this rank's shard against the queries, in chunks; merges the
  * top-k and bottom-k across ranks. */
 PetscErrorCode InflScorerScore(InflScorer sc, InflData train);
+/* Not collective.  out (Q, B) = the scores of a capture's B sequences (examples) against the queries: sum over layers
+ * and over each sequence's rows t of Ds_t^T P_l(q) a_t (Grosse et al. 2023, eq. 3 with a token-summed gradient), the
+ * kernels of InflScorerScore.  The capture must be in the precision the queries were set for. */
+PetscErrorCode InflScorerScoreCapture(InflScorer sc, const InflCapture *cap, double out[]);
 /* After InflScorerScore: the merged lists (on every rank).  topk: score descending, index ascending; bottomk: most
  * negative first. */
 PetscErrorCode InflScorerGetTopK(InflScorer sc, InflTopK **top, InflTopK **bottom);

@@ -571,9 +571,8 @@ typedef struct {
   const float   *x;
   const int64_t *y;
   int64_t        d, start, count;
-  void          *T;         /* kernel scratch */
-  double        *out, *outl; /* (Q, chunk) scores; one layer's terms with -score_per_layer -score_save_all */
-  double        *lay;        /* (Q, chunk) one layer's terms before scaling (single precision) */
+  struct ScoreScratch_ *w;  /* kernel scratch */
+  double        *out;       /* (Q, chunk) scores */
 } ScoreChunkCtx;
 
 /* Score the training examples [lo, hi) of this rank's shard against every query. */
@@ -595,27 +594,118 @@ static PetscErrorCode score_register_events(void)
   PetscFunctionReturn(0);
 }
 
-/* norm (B) = ||g_b||_F, the Frobenius norm of each captured example's loss gradient over all layers: the gradient of
- * layer l is the rank-one Ds a^T (one row per example), whose norm is ||Ds|| ||a||.  Accumulated in double. */
-static PetscErrorCode capture_gradient_norms(const InflCapture *cap, double norm[])
+/* norm (B) = ||g_b||_F, the Frobenius norm of each captured sequence's loss gradient over all layers.  One row per
+ * example: the gradient of layer l is the rank-one Ds a^T, whose norm is ||Ds|| ||a||; a sequence of several rows:
+ * G = Ds_b^T A_b is formed (G (dout, din+1) scratch of the largest layer).  Accumulated in double. */
+static PetscErrorCode capture_gradient_norms(const InflCapture *cap, double G[], double norm[])
 {
   PetscFunctionBegin;
   for (PetscInt b = 0; b < cap->B; b++) {
     double g2 = 0;
     for (PetscInt l = 0; l < cap->L; l++) {
       PetscInt na = cap->din[l] + 1, nd = cap->dout[l];
-      double   a2 = 0, d2 = 0;
-      if (cap->prec == INFL_PREC_DOUBLE) {
-        for (PetscInt j = 0; j < na; j++) a2 += cap->a64[l][(int64_t)b * na + j] * cap->a64[l][(int64_t)b * na + j];
-        for (PetscInt i = 0; i < nd; i++) d2 += cap->ds64[l][(int64_t)b * nd + i] * cap->ds64[l][(int64_t)b * nd + i];
+      int64_t  r0 = cap->offsets[b], nr = cap->offsets[b + 1] - cap->offsets[b];
+      if (nr == 1) {
+        double a2 = 0, d2 = 0;
+        if (cap->prec == INFL_PREC_DOUBLE) {
+          for (PetscInt j = 0; j < na; j++) a2 += cap->a64[l][r0 * na + j] * cap->a64[l][r0 * na + j];
+          for (PetscInt i = 0; i < nd; i++) d2 += cap->ds64[l][r0 * nd + i] * cap->ds64[l][r0 * nd + i];
+        } else {
+          for (PetscInt j = 0; j < na; j++) a2 += (double)cap->a32[l][r0 * na + j] * cap->a32[l][r0 * na + j];
+          for (PetscInt i = 0; i < nd; i++) d2 += (double)cap->ds32[l][r0 * nd + i] * cap->ds32[l][r0 * nd + i];
+        }
+        g2 += a2 * d2;
       } else {
-        for (PetscInt j = 0; j < na; j++) a2 += (double)cap->a32[l][(int64_t)b * na + j] * cap->a32[l][(int64_t)b * na + j];
-        for (PetscInt i = 0; i < nd; i++) d2 += (double)cap->ds32[l][(int64_t)b * nd + i] * cap->ds32[l][(int64_t)b * nd + i];
+        PetscCall(PetscArrayzero(G, (size_t)nd * na));
+        for (int64_t t = r0; t < r0 + nr; t++)
+          for (PetscInt i = 0; i < nd; i++) {
+            double d = cap->prec == INFL_PREC_DOUBLE ? cap->ds64[l][t * nd + i] : cap->ds32[l][t * nd + i];
+            for (PetscInt j = 0; j < na; j++) G[(int64_t)i * na + j] += d * (cap->prec == INFL_PREC_DOUBLE ? cap->a64[l][t * na + j] : cap->a32[l][t * na + j]);
+          }
+        for (int64_t i = 0; i < (int64_t)nd * na; i++) g2 += G[i] * G[i];
       }
-      g2 += a2 * d2;
     }
     norm[b] = sqrt(g2);
   }
+  PetscFunctionReturn(0);
+}
+
+/* Scratch of scorer_score_capture for captures of up to Tmax rows. */
+typedef struct ScoreScratch_ {
+  void   *T;    /* kernel scratch */
+  double *lay;  /* (Q, Tmax) one layer's terms before scaling (single precision) */
+  double *rows; /* (Q, Tmax) one layer's per-row terms when sequences span several rows */
+  double *G;    /* (dout, din+1) of the largest layer: gradient norms of sequences */
+} ScoreScratch;
+
+static PetscErrorCode score_scratch_create(InflScorer sc, PetscInt Tmax, ScoreScratch *w)
+{
+  size_t  es = sc->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
+  int64_t nT = 1, nG = 1;
+
+  PetscFunctionBegin;
+  for (PetscInt l = 0; l < sc->L; l++) {
+    nT = PetscMax(nT, sc->lr[l] ? 2 * (int64_t)Tmax * sc->Q * sc->lr[l] : InflScoreLayerScratch(sc->Q, Tmax, sc->dout[l], sc->din[l] + 1, sc->by_input[l], es));
+    nG = PetscMax(nG, (int64_t)sc->dout[l] * (sc->din[l] + 1));
+  }
+  PetscCall(PetscMalloc((size_t)nT * es, &w->T));
+  PetscCall(PetscMalloc3((size_t)sc->Q * PetscMax(Tmax, 1), &w->lay, (size_t)sc->Q * PetscMax(Tmax, 1), &w->rows, (size_t)nG, &w->G));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode score_scratch_destroy(ScoreScratch *w)
+{
+  PetscFunctionBegin;
+  PetscCall(PetscFree(w->T));
+  PetscCall(PetscFree3(w->lay, w->rows, w->G));
+  PetscFunctionReturn(0);
+}
+
+/* out (Q, B) = the scores of the capture's B sequences against every query: sum over layers of sum over a sequence's
+ * rows t of Ds_t^T P_l(q) a_t (the rows' terms of one layer are formed by the kernels, then summed per sequence).
+ * With layer != NULL (L, Q, ldl), layer l's terms go to layer[(l Q + q) ldl + b]. */
+static PetscErrorCode scorer_score_capture(InflScorer sc, const InflCapture *cap, ScoreScratch *w, double out[], double layer[], int64_t ldl)
+{
+  PetscInt B = cap->B, R = cap->T, Q = sc->Q;
+
+  PetscFunctionBegin;
+  PetscCall(PetscArrayzero(out, (size_t)Q * B));
+  for (PetscInt l = 0; l < sc->L; l++) {
+    PetscInt nd = sc->dout[l], na = sc->din[l] + 1;
+    double  *dst = R == B && !layer ? out : w->rows; /* (Q, R) */
+    if (dst != out) PetscCall(PetscArrayzero(dst, (size_t)Q * R));
+    if (sc->prec == INFL_PREC_DOUBLE) {
+      if (sc->lr[l]) score_low_rank_f64(Q, R, nd, na, sc->lr[l], sc->U64[l], sc->V64[l], cap->a64[l], cap->ds64[l], (double *)w->T, dst);
+      else InflScoreLayer_f64(Q, R, nd, na, sc->by_input[l], sc->by_input[l] ? sc->Pq[l] : sc->P64[l], cap->a64[l], cap->ds64[l], (double *)w->T, dst);
+    } else { /* scaled queries: the terms of query q times scale[l][q] */
+      PetscCall(PetscArrayzero(w->lay, (size_t)Q * R));
+      if (sc->lr[l]) score_low_rank_f32(Q, R, nd, na, sc->lr[l], sc->U32[l], sc->V32[l], cap->a32[l], cap->ds32[l], (float *)w->T, w->lay);
+      else InflScoreLayer_f32(Q, R, nd, na, sc->by_input[l], sc->P32[l], cap->a32[l], cap->ds32[l], (float *)w->T, w->lay);
+      for (PetscInt q = 0; q < Q; q++)
+        for (PetscInt r = 0; r < R; r++) dst[(int64_t)q * R + r] += sc->scale[l][q] * w->lay[(int64_t)q * R + r];
+    }
+    if (dst != out) /* the rows' terms summed per sequence (in row order), into the scores and the layer's terms */
+      for (PetscInt q = 0; q < Q; q++)
+        for (PetscInt b = 0; b < B; b++) {
+          double v = 0;
+          for (int64_t r = cap->offsets[b]; r < cap->offsets[b + 1]; r++) v += dst[(int64_t)q * R + r];
+          out[(int64_t)q * B + b] += v;
+          if (layer) layer[((int64_t)l * Q + q) * ldl + b] = v;
+        }
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflScorerScoreCapture(InflScorer sc, const InflCapture *cap, double out[])
+{
+  ScoreScratch w;
+
+  PetscFunctionBegin;
+  PetscCheck(sc->Q > 0, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflScorerSetQueries before InflScorerScoreCapture");
+  PetscCheck(cap->prec == sc->prec, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG, "the capture is in %s precision but the queries were set for %s", cap->prec == INFL_PREC_DOUBLE ? "double" : "single", sc->prec == INFL_PREC_DOUBLE ? "double" : "single");
+  PetscCall(score_scratch_create(sc, cap->T, &w));
+  PetscCall(scorer_score_capture(sc, cap, &w, out, NULL, 0));
+  PetscCall(score_scratch_destroy(&w));
   PetscFunctionReturn(0);
 }
 
@@ -626,46 +716,21 @@ static PetscErrorCode score_chunk(void *ctx, int64_t lo, int64_t hi)
   InflCapture   *cap = c->cap;
   int64_t        off = lo - c->start;
   PetscInt       B   = (PetscInt)(hi - lo);
-  double        *out = c->out, *outl = c->outl;
+  double        *out = c->out;
 
   PetscFunctionBegin;
   PetscCall(PetscLogEventBegin(EV_CAPTURE, 0, 0, 0, 0));
   PetscCall(InflModelCapture(sc->model, B, c->x + off * c->d, c->y + off, cap));
   PetscCall(PetscLogEventEnd(EV_CAPTURE, 0, 0, 0, 0));
-  PetscCall(PetscArrayzero(out, (size_t)sc->Q * B));
   PetscCall(PetscLogEventBegin(EV_KERNEL, 0, 0, 0, 0));
-  for (PetscInt l = 0; l < sc->L; l++) {
-    PetscInt nd = sc->dout[l], na = sc->din[l] + 1;
-    double  *dst = out;
-    if (outl) {
-      dst = outl;
-      PetscCall(PetscArrayzero(outl, (size_t)sc->Q * B));
-    }
-    if (sc->prec == INFL_PREC_DOUBLE) {
-      if (sc->lr[l]) score_low_rank_f64(sc->Q, B, nd, na, sc->lr[l], sc->U64[l], sc->V64[l], cap->a64[l], cap->ds64[l], (double *)c->T, dst);
-      else InflScoreLayer_f64(sc->Q, B, nd, na, sc->by_input[l], sc->by_input[l] ? sc->Pq[l] : sc->P64[l], cap->a64[l], cap->ds64[l], (double *)c->T, dst);
-    } else { /* scaled queries: the terms of query q times scale[l][q] */
-      PetscCall(PetscArrayzero(c->lay, (size_t)sc->Q * B));
-      if (sc->lr[l]) score_low_rank_f32(sc->Q, B, nd, na, sc->lr[l], sc->U32[l], sc->V32[l], cap->a32[l], cap->ds32[l], (float *)c->T, c->lay);
-      else InflScoreLayer_f32(sc->Q, B, nd, na, sc->by_input[l], sc->P32[l], cap->a32[l], cap->ds32[l], (float *)c->T, c->lay);
-      for (PetscInt q = 0; q < sc->Q; q++)
-        for (PetscInt b = 0; b < B; b++) dst[(int64_t)q * B + b] += sc->scale[l][q] * c->lay[(int64_t)q * B + b];
-    }
-    if (outl) {
-      for (PetscInt q = 0; q < sc->Q; q++)
-        for (PetscInt b = 0; b < B; b++) {
-          out[(int64_t)q * B + b] += outl[(int64_t)q * B + b];
-          sc->local_layer[((int64_t)l * sc->Q + q) * c->count + off + b] = outl[(int64_t)q * B + b];
-        }
-    }
-  }
+  PetscCall(scorer_score_capture(sc, cap, c->w, out, sc->local_layer ? sc->local_layer + off : NULL, c->count));
   PetscCall(PetscLogEventEnd(EV_KERNEL, 0, 0, 0, 0));
   for (PetscInt q = 0; q < sc->Q; q++) /* never a non-finite score in the output (InflRunChunks agrees on the error) */
     for (PetscInt b = 0; b < B; b++)
       PetscCheck(isfinite(out[(int64_t)q * B + b]), PETSC_COMM_SELF, PETSC_ERR_FP, "score of query %" PRId64 " and training example %" PRId64 " is %g (non-finite): the model's gradients or the preconditioned query overflow (huge weights, damaged factors, or a damping too small for them); check the model, the factors and -ekfac_damping", sc->qindex ? sc->qindex[q] : (int64_t)q, lo + b, out[(int64_t)q * B + b]);
   if (sc->local) {
     for (PetscInt q = 0; q < sc->Q; q++) PetscCall(PetscArraycpy(sc->local + (int64_t)q * c->count + off, out + (int64_t)q * B, B));
-    PetscCall(capture_gradient_norms(cap, sc->local_norm + off));
+    PetscCall(capture_gradient_norms(cap, c->w->G, sc->local_norm + off));
   }
   PetscCall(PetscLogEventBegin(EV_TOPK, 0, 0, 0, 0));
   PetscCall(InflTopKPush(sc->top, B, out, NULL, lo));
@@ -687,8 +752,8 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   const float   *x;
   const int64_t *y;
   InflCapture   *cap;
-  double        *out, *outl = NULL;
-  void          *T;
+  double        *out;
+  ScoreScratch   w;
   size_t         es = sc->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
   InflRanges     done = {0};
 
@@ -738,28 +803,20 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   }
   PetscCall(InflCaptureCreate(sc->model, sc->chunk, &cap));
   PetscCall(InflCaptureCheckRankOne(cap, "infl score")); /* the kernels and gradient norms take one row per example */
-  {
-    int64_t nT = 1;
-    for (PetscInt l = 0; l < sc->L; l++) nT = PetscMax(nT, sc->lr[l] ? 2 * (int64_t)sc->chunk * sc->Q * sc->lr[l] : InflScoreLayerScratch(sc->Q, sc->chunk, sc->dout[l], sc->din[l] + 1, sc->by_input[l], es));
-    PetscCall(PetscMalloc((size_t)nT * es, &T));
-  }
+  PetscCall(score_scratch_create(sc, cap->Tmax, &w));
   PetscCall(PetscMalloc1((size_t)sc->Q * sc->chunk, &out));
-  if (sc->local_layer) PetscCall(PetscMalloc1((size_t)sc->Q * sc->chunk, &outl));
   PetscCall(score_register_events());
   if (sc->out[0]) PetscCall(scorer_restore(sc, &done));
   {
-    ScoreChunkCtx c    = {sc, cap, x, y, d, start, count, T, out, outl, NULL};
+    ScoreChunkCtx c    = {sc, cap, x, y, d, start, count, &w, out};
     InflChunkLoop loop = {score_chunk, sc->out[0] ? score_checkpoint : NULL, &c};
     char          partial[PETSC_MAX_PATH_LEN];
-    PetscCall(PetscMalloc1((size_t)sc->Q * sc->chunk, &c.lay));
     PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", sc->out[0] ? sc->out : "(no output file)"));
     PetscCall(InflRunChunks(sc->comm, "infl score", start, count, sc->chunk, &done, &loop, partial));
-    PetscCall(PetscFree(c.lay));
   }
   PetscCall(InflRangesDestroy(&done));
-  PetscCall(PetscFree(T));
+  PetscCall(score_scratch_destroy(&w));
   PetscCall(PetscFree(out));
-  PetscCall(PetscFree(outl));
   PetscCall(InflCaptureDestroy(&cap));
   PetscCall(InflTopKMerge(sc->comm, sc->top));
   PetscCall(InflTopKMerge(sc->comm, sc->bottom));
