@@ -31,6 +31,8 @@
 #include <infl/score.h>
 #include <infl/sys.h>
 #include <infl/sys.h>
+#include <infl/tfidf.h>
+#include <infl/tfidf.h>
 #include <infl/tokenizer.h>
 #include <infl/tokenizer.h>
 #include <infl/tokens.h>
