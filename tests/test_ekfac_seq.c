@@ -7,7 +7,7 @@ static const char help[] = "EK-FAC on sequence captures against a plain referenc
 
 #include <infl/score.h>
 #include <math.h>
-#include "io/check.h"
+#define EXPECT(cond, ...) PetscCheck(cond, PETSC_COMM_SELF, PETSC_ERR_PLIB, __VA_ARGS__)
 
 #define FMNIST "idx:/usr/share/datasets/fashion-mnist/train"
 
@@ -182,7 +182,7 @@ int main(int argc, char **argv)
        * sum_l <P_l(q), G_b,l> formed here; single precision to the bound tau ||P_q|| ||G_b|| of docs/FORMATS.md */
       const PetscInt Q = 2;
       const int64_t  yq[2] = {0, 0}, qi[2] = {0, 1};
-      double        *P[16], out[8], ref[8], pn[2] = {0, 0}, gn[4] = {0, 0, 0, 0}, e = 0, m = 0;
+      double        *P[16], out[8], ref[8], tok[22], tref[22], pn[2] = {0, 0}, gn[4] = {0, 0, 0, 0}, e = 0, m = 0, et = 0, es = 0;
       InflScorer     sc;
       for (PetscInt l = 0; l < L; l++) {
         int64_t per = (int64_t)ly[l].dout * (ly[l].din + 1);
@@ -190,6 +190,7 @@ int main(int argc, char **argv)
         for (int64_t i = 0; i < Q * per; i++) P[l][i] = val(9000000 + 100000 * l + i);
       }
       for (int i = 0; i < Q * B; i++) ref[i] = 0;
+      for (int i = 0; i < Q * T; i++) tref[i] = 0;
       for (PetscInt l = 0; l < L; l++) {
         PetscInt na = ly[l].din + 1, nd = ly[l].dout;
         int64_t  per = (int64_t)nd * na;
@@ -200,20 +201,27 @@ int main(int argc, char **argv)
               for (int64_t t = off[b]; t < off[b + 1]; t++) g += (p ? (double)cap->ds32[l][t * nd + i] * cap->a32[l][t * na + j] : cap->ds64[l][t * nd + i] * cap->a64[l][t * na + j]);
               gn[b] += g * g;
               for (PetscInt q = 0; q < Q; q++) ref[q * B + b] += P[l][q * per + i * na + j] * g;
+              for (int64_t t = off[b]; t < off[b + 1]; t++) /* the token's own term Ds_t^T P a_t */
+                for (PetscInt q = 0; q < Q; q++) tref[q * T + t] += P[l][q * per + i * na + j] * (p ? (double)cap->ds32[l][t * nd + i] * cap->a32[l][t * na + j] : cap->ds64[l][t * nd + i] * cap->a64[l][t * na + j]);
             }
         for (PetscInt q = 0; q < Q; q++) for (int64_t i = 0; i < per; i++) pn[q] += P[l][q * per + i] * P[l][q * per + i];
       }
       PetscCall(InflScorerCreate(PETSC_COMM_SELF, &sc));
       PetscCall(InflScorerSetPreconditionedQueries(sc, model, Q, (const double *const *)P, yq, qi));
-      PetscCall(InflScorerScoreCapture(sc, cap, out));
+      PetscCall(InflScorerScoreCapture(sc, cap, out, tok));
       for (PetscInt q = 0; q < Q; q++)
         for (PetscInt b = 0; b < B; b++) {
-          double bound = (p ? 2 * 785 * 0x1p-24 : 1e-12) * sqrt(pn[q] * gn[b]);
+          double bound = (p ? 2 * 785 * 0x1p-24 : 1e-12) * sqrt(pn[q] * gn[b]), sum = 0;
           e = PetscMax(e, fabs(out[q * B + b] - ref[q * B + b]) / bound);
           m = PetscMax(m, fabs(ref[q * B + b]));
+          for (int64_t t = off[b]; t < off[b + 1]; t++) {
+            sum += tok[q * T + t];
+            et = PetscMax(et, fabs(tok[q * T + t] - tref[q * T + t]) / bound);
+          }
+          es = PetscMax(es, fabs(sum - out[q * B + b]) / bound);
         }
-      EXPECT(e <= 1 && m > 0, "%s precision: sequence scores use %.3g of the bound", p ? "single" : "double", e);
-      PetscCall(PetscPrintf(PETSC_COMM_WORLD, "%s precision: scores of sequences of 1-5 rows against 2 queries use %.2e of the bound\n", p ? "single" : "double", e));
+      EXPECT(e <= 1 && et <= 1 && es <= 1 && m > 0, "%s precision: sequence scores use %.3g, token terms %.3g, their sums %.3g of the bound", p ? "single" : "double", e, et, es);
+      PetscCall(PetscPrintf(PETSC_COMM_WORLD, "%s precision: scores of sequences of 1-5 rows against 2 queries use %.2e of the bound; per-token terms %.2e, their sums vs the scores %.2e\n", p ? "single" : "double", e, et, es));
       PetscCall(InflScorerDestroy(&sc));
       for (PetscInt l = 0; l < L; l++) PetscCall(PetscFree(P[l]));
     }

@@ -41,8 +41,10 @@ PetscErrorCode InflScorerSetCheckpoint(InflScorer sc, const char out[]);
 PetscErrorCode InflScorerScore(InflScorer sc, InflData train);
 /* Not collective.  out (Q, B) = the scores of a capture's B sequences (examples) against the queries: sum over layers
  * and over each sequence's rows t of Ds_t^T P_l(q) a_t (Grosse et al. 2023, eq. 3 with a token-summed gradient), the
- * kernels of InflScorerScore.  The capture must be in the precision the queries were set for. */
-PetscErrorCode InflScorerScoreCapture(InflScorer sc, const InflCapture *cap, double out[]);
+ * kernels of InflScorerScore.  token (Q, T) may be NULL: else each row's (token's) term summed over layers, the
+ * per-token influence of Grosse et al. 2023 section 3.4 (the terms of a sequence's rows sum to its score).  The
+ * capture must be in the precision the queries were set for. */
+PetscErrorCode InflScorerScoreCapture(InflScorer sc, const InflCapture *cap, double out[], double token[]);
 /* After InflScorerScore: the merged lists (on every rank).  topk: score descending, index ascending; bottomk: most
  * negative first. */
 PetscErrorCode InflScorerGetTopK(InflScorer sc, InflTopK **top, InflTopK **bottom);

@@ -663,16 +663,18 @@ static PetscErrorCode score_scratch_destroy(ScoreScratch *w)
 
 /* out (Q, B) = the scores of the capture's B sequences against every query: sum over layers of sum over a sequence's
  * rows t of Ds_t^T P_l(q) a_t (the rows' terms of one layer are formed by the kernels, then summed per sequence).
- * With layer != NULL (L, Q, ldl), layer l's terms go to layer[(l Q + q) ldl + b]. */
-static PetscErrorCode scorer_score_capture(InflScorer sc, const InflCapture *cap, ScoreScratch *w, double out[], double layer[], int64_t ldl)
+ * With layer != NULL (L, Q, ldl), layer l's terms go to layer[(l Q + q) ldl + b]; with token != NULL (Q, T), each
+ * row's term summed over layers (per-token influence). */
+static PetscErrorCode scorer_score_capture(InflScorer sc, const InflCapture *cap, ScoreScratch *w, double out[], double layer[], int64_t ldl, double token[])
 {
   PetscInt B = cap->B, R = cap->T, Q = sc->Q;
 
   PetscFunctionBegin;
   PetscCall(PetscArrayzero(out, (size_t)Q * B));
+  if (token) PetscCall(PetscArrayzero(token, (size_t)Q * R));
   for (PetscInt l = 0; l < sc->L; l++) {
     PetscInt nd = sc->dout[l], na = sc->din[l] + 1;
-    double  *dst = R == B && !layer ? out : w->rows; /* (Q, R) */
+    double  *dst = R == B && !layer && !token ? out : w->rows; /* (Q, R) */
     if (dst != out) PetscCall(PetscArrayzero(dst, (size_t)Q * R));
     if (sc->prec == INFL_PREC_DOUBLE) {
       if (sc->lr[l]) score_low_rank_f64(Q, R, nd, na, sc->lr[l], sc->U64[l], sc->V64[l], cap->a64[l], cap->ds64[l], (double *)w->T, dst);
@@ -684,6 +686,8 @@ static PetscErrorCode scorer_score_capture(InflScorer sc, const InflCapture *cap
       for (PetscInt q = 0; q < Q; q++)
         for (PetscInt r = 0; r < R; r++) dst[(int64_t)q * R + r] += sc->scale[l][q] * w->lay[(int64_t)q * R + r];
     }
+    if (token)
+      for (int64_t i = 0; i < (int64_t)Q * R; i++) token[i] += dst[i];
     if (dst != out) /* the rows' terms summed per sequence (in row order), into the scores and the layer's terms */
       for (PetscInt q = 0; q < Q; q++)
         for (PetscInt b = 0; b < B; b++) {
@@ -696,7 +700,7 @@ static PetscErrorCode scorer_score_capture(InflScorer sc, const InflCapture *cap
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflScorerScoreCapture(InflScorer sc, const InflCapture *cap, double out[])
+PetscErrorCode InflScorerScoreCapture(InflScorer sc, const InflCapture *cap, double out[], double token[])
 {
   ScoreScratch w;
 
@@ -704,7 +708,7 @@ PetscErrorCode InflScorerScoreCapture(InflScorer sc, const InflCapture *cap, dou
   PetscCheck(sc->Q > 0, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflScorerSetQueries before InflScorerScoreCapture");
   PetscCheck(cap->prec == sc->prec, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG, "the capture is in %s precision but the queries were set for %s", cap->prec == INFL_PREC_DOUBLE ? "double" : "single", sc->prec == INFL_PREC_DOUBLE ? "double" : "single");
   PetscCall(score_scratch_create(sc, cap->T, &w));
-  PetscCall(scorer_score_capture(sc, cap, &w, out, NULL, 0));
+  PetscCall(scorer_score_capture(sc, cap, &w, out, NULL, 0, token));
   PetscCall(score_scratch_destroy(&w));
   PetscFunctionReturn(0);
 }
@@ -723,7 +727,7 @@ static PetscErrorCode score_chunk(void *ctx, int64_t lo, int64_t hi)
   PetscCall(InflModelCapture(sc->model, B, c->x + off * c->d, c->y + off, cap));
   PetscCall(PetscLogEventEnd(EV_CAPTURE, 0, 0, 0, 0));
   PetscCall(PetscLogEventBegin(EV_KERNEL, 0, 0, 0, 0));
-  PetscCall(scorer_score_capture(sc, cap, c->w, out, sc->local_layer ? sc->local_layer + off : NULL, c->count));
+  PetscCall(scorer_score_capture(sc, cap, c->w, out, sc->local_layer ? sc->local_layer + off : NULL, c->count, NULL));
   PetscCall(PetscLogEventEnd(EV_KERNEL, 0, 0, 0, 0));
   for (PetscInt q = 0; q < sc->Q; q++) /* never a non-finite score in the output (InflRunChunks agrees on the error) */
     for (PetscInt b = 0; b < B; b++)
