@@ -485,7 +485,6 @@ PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek
   }
   PetscCall(InflModelSetPrecision(model, INFL_PREC_DOUBLE));
   PetscCall(InflCaptureCreate(model, (PetscInt)PetscMax(nq, 1), &cap));
-  PetscCall(InflCaptureCheckRankOne(cap, "infl score (query gradients)"));
   if (nq > 0) PetscCall(InflModelCapture(model, (PetscInt)nq, xq + q0 * din, yq + q0, cap));
   PetscCall(PetscMalloc2(size, &counts, size, &displs));
   PetscCall(PetscCalloc1(L, &P));
@@ -495,7 +494,7 @@ PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek
     int64_t  per = (int64_t)nd * na;
     double  *mine;
     PetscCall(PetscMalloc1((size_t)PetscMax(nq, 1) * per, &mine));
-    if (nq > 0) PetscCall(InflEKFACPreconditionRankOne(ek, l, (PetscInt)nq, cap->ds64[l], cap->a64[l], mine));
+    if (nq > 0) PetscCall(InflEKFACPreconditionCapture(ek, l, cap, mine));
     if (sc->rank > 0 && PetscMin(nd, na) > sc->rank && !sc->per_layer) {
       /* low rank: each rank factors its own queries and only the factors are gathered (per-layer terms need
        * the truncated P itself on every rank, and take the path below) */
@@ -806,7 +805,6 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
     PetscCall(InflChunkFromMemLimit(sc->comm, "infl score", count, resident + 4 * 1024 * 1024, per, &sc->chunk));
   }
   PetscCall(InflCaptureCreate(sc->model, sc->chunk, &cap));
-  PetscCall(InflCaptureCheckRankOne(cap, "infl score")); /* the kernels and gradient norms take one row per example */
   PetscCall(score_scratch_create(sc, cap->Tmax, &w));
   PetscCall(PetscMalloc1((size_t)sc->Q * sc->chunk, &out));
   PetscCall(score_register_events());
@@ -1005,7 +1003,6 @@ PetscErrorCode InflSelfInfluenceBatch(InflModel model, InflEKFAC ek, PetscInt B,
 
   PetscFunctionBegin;
   PetscCall(InflModelGetLayers(model, &L, NULL));
-  PetscCall(InflCaptureCheckRankOne(cap, "self-influence"));
   PetscCall(PetscArrayzero(self, B));
   if (B == 0) PetscFunctionReturn(0);
   PetscCall(InflModelCapture(model, B, x, y, cap));
