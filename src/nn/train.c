@@ -6,6 +6,27 @@
 static const char *const optimizer_names[] = {"adam", "sgd", "adamw"};
 static const char *const schedule_names[]  = {"constant", "cosine"};
 
+/* The checks of the options that hold for every caller (InflTrainOptionsFromOptions and InflModelTrain). */
+static PetscErrorCode train_check_options(MPI_Comm comm, const InflTrainOptions *opt)
+{
+  PetscFunctionBegin;
+  PetscCheck(opt->optimizer >= INFL_OPT_ADAM && opt->optimizer <= INFL_OPT_ADAMW, comm, PETSC_ERR_ARG_OUTOFRANGE, "unknown optimizer %d; use adam, sgd or adamw", (int)opt->optimizer);
+  PetscCheck(opt->schedule >= INFL_SCHEDULE_CONSTANT && opt->schedule <= INFL_SCHEDULE_COSINE, comm, PETSC_ERR_ARG_OUTOFRANGE, "unknown schedule %d; use constant or cosine", (int)opt->schedule);
+  PetscCheck(opt->epochs >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_epochs %d must be >= 0", (int)opt->epochs);
+  PetscCheck(opt->batch > 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_batch %d must be positive", (int)opt->batch);
+  PetscCheck(opt->lr > 0 && isfinite(opt->lr), comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_lr %g must be a positive number", opt->lr);
+  PetscCheck(opt->beta1 >= 0 && opt->beta1 < 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_beta1 %g must lie in [0, 1) (default 0.9)", opt->beta1);
+  PetscCheck(opt->beta2 >= 0 && opt->beta2 < 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_beta2 %g must lie in [0, 1) (default 0.999; GPT-2 uses 0.95)", opt->beta2);
+  PetscCheck(opt->eps > 0 && isfinite(opt->eps), comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_eps %g must be a positive number (default 1e-8)", opt->eps);
+  PetscCheck(opt->weight_decay >= 0 && isfinite(opt->weight_decay), comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_weight_decay %g must be a number >= 0", opt->weight_decay);
+  PetscCheck(opt->weight_decay == 0 || opt->optimizer != INFL_OPT_ADAM, comm, PETSC_ERR_ARG_INCOMP, "-train_weight_decay %g with -train_optimizer adam: decoupled weight decay is -train_optimizer adamw (give that instead)", opt->weight_decay);
+  PetscCheck(opt->warmup >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_warmup %d must be a number of steps >= 0", (int)opt->warmup);
+  PetscCheck(opt->schedule != INFL_SCHEDULE_COSINE || (opt->lr_min >= 0 && opt->lr_min <= opt->lr), comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_lr_min %g must lie in [0, -train_lr %g]: the cosine decays from -train_lr down to it", opt->lr_min, opt->lr);
+  PetscCheck(opt->clip >= 0 && isfinite(opt->clip), comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_clip %g must be a gradient norm >= 0 (0: no clipping)", opt->clip);
+  PetscCheck(opt->stop_after >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_stop_after %d must be a step >= 0 (0: never)", (int)opt->stop_after);
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflTrainOptionsSetDefaults(InflTrainOptions *opt)
 {
   PetscFunctionBegin;
@@ -57,19 +78,8 @@ PetscErrorCode InflTrainOptionsFromOptions(InflTrainOptions *opt)
   PetscCall(PetscOptionsInt("-train_stop_after", "checkpoint and stop, as on a signal, after this global step (0: never; for tests of resumption)", "InflModelTrain", opt->stop_after, &opt->stop_after, NULL));
   PetscCall(PetscOptionsInt("-train_seed", "seed of initialization and shuffling", "InflModelTrain", seed, &seed, NULL));
   PetscOptionsEnd();
-  PetscCheck(opt->epochs >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_epochs %d must be >= 0", (int)opt->epochs);
-  PetscCheck(opt->batch > 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_batch %d must be positive", (int)opt->batch);
-  PetscCheck(opt->lr > 0 && isfinite(opt->lr), comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_lr %g must be a positive number", opt->lr);
-  PetscCheck(opt->beta1 >= 0 && opt->beta1 < 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_beta1 %g must lie in [0, 1) (default 0.9)", opt->beta1);
-  PetscCheck(opt->beta2 >= 0 && opt->beta2 < 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_beta2 %g must lie in [0, 1) (default 0.999; GPT-2 uses 0.95)", opt->beta2);
-  PetscCheck(opt->eps > 0 && isfinite(opt->eps), comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_eps %g must be a positive number (default 1e-8)", opt->eps);
-  PetscCheck(opt->weight_decay >= 0 && isfinite(opt->weight_decay), comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_weight_decay %g must be a number >= 0", opt->weight_decay);
-  PetscCheck(opt->weight_decay == 0 || opt->optimizer != INFL_OPT_ADAM, comm, PETSC_ERR_ARG_INCOMP, "-train_weight_decay %g with -train_optimizer adam: decoupled weight decay is -train_optimizer adamw (give that instead)", opt->weight_decay);
-  PetscCheck(opt->warmup >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_warmup %d must be a number of steps >= 0", (int)opt->warmup);
-  PetscCheck(opt->lr_min >= 0 && opt->lr_min <= opt->lr, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_lr_min %g must lie in [0, -train_lr %g]: the cosine decays from -train_lr down to it", opt->lr_min, opt->lr);
+  PetscCall(train_check_options(comm, opt));
   PetscCheck(!lr_min_set || opt->schedule == INFL_SCHEDULE_COSINE, comm, PETSC_ERR_ARG_INCOMP, "-train_lr_min %g is the end of the cosine decay; add -train_schedule cosine, or drop it", opt->lr_min);
-  PetscCheck(opt->clip >= 0 && isfinite(opt->clip), comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_clip %g must be a gradient norm >= 0 (0: no clipping)", opt->clip);
-  PetscCheck(opt->stop_after >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_stop_after %d must be a step >= 0 (0: never)", (int)opt->stop_after);
   PetscCheck(seed >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_seed %d must be >= 0", (int)seed);
   opt->seed = (uint64_t)seed;
   PetscFunctionReturn(0);
@@ -205,6 +215,7 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
   PetscCall(InflModelCheckData(model, train));
   PetscCall(InflDataGetSizes(train, &N, &d, NULL));
   PetscCall(InflDataGetShard(train, &start, &count, &x, &y));
+  PetscCall(train_check_options(comm, opt));
   steps_per_epoch = (N + opt->batch - 1) / opt->batch;
   T               = (int64_t)opt->epochs * steps_per_epoch;
   PetscCheck(opt->warmup <= T, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_warmup %d is longer than the run: %d epochs x %" PRId64 " steps (%" PRId64 " examples, -train_batch %d) = %" PRId64 " steps; lower it", (int)opt->warmup, (int)opt->epochs, steps_per_epoch, N, (int)opt->batch, T);
@@ -259,7 +270,10 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
       PetscBool ckpt, stop;
       PetscCall(InflProgressStep(&prog, 0, &ckpt, &stop));
       prog.done = b0;
-      if (opt->stop_after > 0 && st.step == opt->stop_after && st.step > step_start) ckpt = stop = PETSC_TRUE; /* same on every rank */
+      if (opt->stop_after > 0 && st.step == opt->stop_after && st.step > step_start) { /* the same on every rank */
+        PetscCall(PetscPrintf(comm, "train: stopping after step %" PRId64 " of %" PRId64 " (-train_stop_after)\n", st.step, T));
+        ckpt = stop = PETSC_TRUE;
+      }
       st.b0 = b0;
       if ((ckpt || stop) && opt->checkpoint[0]) PetscCall(train_checkpoint(comm, opt, key, train_hash, np, params, m1, m2, &st));
       if (stop) {
@@ -340,7 +354,7 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
     }
   }
   PetscCall(InflModelZeroGrad(model));
-  if (ndecay && opt->decay_matrices_only) PetscCall(InflModelRestoreMatrixRanges(model, &ndecay, &decay));
+  if (decay && opt->decay_matrices_only) PetscCall(InflModelRestoreMatrixRanges(model, &ndecay, &decay));
   else PetscCall(PetscFree(decay));
   PetscCall(PetscFree4(perm, xb, yb, m1));
   PetscCall(PetscFree(m2));
