@@ -196,6 +196,56 @@ static PetscErrorCode decay_ranges(InflModel model, const InflTrainOptions *opt,
   PetscFunctionReturn(0);
 }
 
+/* One optimizer step, model-agnostic (it sees only the slabs): grads (np) holds the allreduced gradient sums of the
+ * batch on every rank; they are scaled by `scale` (1 / batch size) into the mean gradient g, whose norm (double)
+ * enters the epoch's statistics and, with clipping, scales g by min(1, clip / (||g|| + 1e-6)); then the update of
+ * step st->step with the learning rate *lr of the schedule; decay applies to the ranges decay (ndecay). */
+static PetscErrorCode train_update(const InflTrainOptions *opt, int64_t T, int64_t np, float scale, PetscInt ndecay, const InflParamRange decay[], float params[], float grads[], float m1[], float m2[], TrainState *st, double *lr)
+{
+  double gnorm2 = 0, gnorm;
+
+  PetscFunctionBegin;
+  /* the mean gradient g over the batch (the same on every rank: the allreduced sums), its norm in double */
+  for (int64_t i = 0; i < np; i++) {
+    grads[i] *= scale;
+    gnorm2 += (double)grads[i] * grads[i];
+  }
+  gnorm = sqrt(gnorm2);
+  st->gnorm[0] += gnorm;
+  st->gnorm[1] = PetscMax(st->gnorm[1], gnorm);
+  if (opt->clip > 0 && isfinite(gnorm)) { /* torch.nn.utils.clip_grad_norm_: min(1, C / (||g|| + 1e-6)) */
+    const double c = opt->clip / (gnorm + 1e-6);
+    if (c < 1) {
+      const float cf = (float)c;
+      for (int64_t i = 0; i < np; i++) grads[i] *= cf;
+    }
+  }
+  const double lr_t = InflTrainLearningRate(opt, st->step, T);
+  *lr = lr_t;
+  st->step++;
+  if (opt->optimizer == INFL_OPT_SGD) {
+    for (PetscInt r = 0; r < ndecay; r++) /* coupled L2: g + wd theta */
+      for (int64_t i = decay[r].start; i < decay[r].start + decay[r].count; i++) grads[i] += (float)opt->weight_decay * params[i];
+    for (int64_t i = 0; i < np; i++) {
+      m1[i] = (float)opt->momentum * m1[i] + grads[i];
+      params[i] -= (float)lr_t * m1[i];
+    }
+  } else {
+    const double b1c = 1 - pow(opt->beta1, (double)st->step), b2c = 1 - pow(opt->beta2, (double)st->step);
+    const float  be1 = (float)opt->beta1, be2 = (float)opt->beta2, ob1 = (float)(1 - opt->beta1), ob2 = (float)(1 - opt->beta2);
+    const float  keep = (float)(1 - lr_t * opt->weight_decay);
+    for (PetscInt r = 0; r < ndecay; r++) /* decoupled (AdamW): theta (1 - lr wd) before the Adam step */
+      for (int64_t i = decay[r].start; i < decay[r].start + decay[r].count; i++) params[i] *= keep;
+    for (int64_t i = 0; i < np; i++) {
+      const float g = grads[i];
+      m1[i]         = be1 * m1[i] + ob1 * g;
+      m2[i]         = be2 * m2[i] + ob2 * g * g;
+      params[i] -= (float)(lr_t * ((double)m1[i] / b1c) / (sqrt((double)m2[i] / b2c) + opt->eps));
+    }
+  }
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, const InflTrainOptions *opt)
 {
   MPI_Comm        comm;
@@ -283,7 +333,7 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
       }
       int64_t     b1 = PetscMin(N, b0 + opt->batch);
       PetscInt    B  = 0, correct = 0;
-      double      loss = 0, stats[2], gnorm2 = 0, gnorm;
+      double      loss = 0, stats[2];
       const float scale = 1.0f / (float)(b1 - b0);
       for (int64_t i = b0; i < b1; i++) {
         int64_t g = perm[i];
@@ -299,43 +349,7 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
       PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, stats, 2, MPI_DOUBLE, MPI_SUM, comm));
       st.sums[0] += stats[0];
       st.sums[1] += stats[1];
-      /* the mean gradient g over the batch (the same on every rank: the allreduced sums), its norm in double */
-      for (int64_t i = 0; i < np; i++) {
-        grads[i] *= scale;
-        gnorm2 += (double)grads[i] * grads[i];
-      }
-      gnorm = sqrt(gnorm2);
-      st.gnorm[0] += gnorm;
-      st.gnorm[1] = PetscMax(st.gnorm[1], gnorm);
-      if (opt->clip > 0 && isfinite(gnorm)) { /* torch.nn.utils.clip_grad_norm_: min(1, C / (||g|| + 1e-6)) */
-        const double c = opt->clip / (gnorm + 1e-6);
-        if (c < 1) {
-          const float cf = (float)c;
-          for (int64_t i = 0; i < np; i++) grads[i] *= cf;
-        }
-      }
-      lr_t = InflTrainLearningRate(opt, st.step, T);
-      st.step++;
-      if (opt->optimizer == INFL_OPT_SGD) {
-        for (PetscInt r = 0; r < ndecay; r++) /* coupled L2: g + wd theta */
-          for (int64_t i = decay[r].start; i < decay[r].start + decay[r].count; i++) grads[i] += (float)opt->weight_decay * params[i];
-        for (int64_t i = 0; i < np; i++) {
-          m1[i] = (float)opt->momentum * m1[i] + grads[i];
-          params[i] -= (float)lr_t * m1[i];
-        }
-      } else {
-        const double b1c = 1 - pow(opt->beta1, (double)st.step), b2c = 1 - pow(opt->beta2, (double)st.step);
-        const float  be1 = (float)opt->beta1, be2 = (float)opt->beta2, ob1 = (float)(1 - opt->beta1), ob2 = (float)(1 - opt->beta2);
-        const float  keep = (float)(1 - lr_t * opt->weight_decay);
-        for (PetscInt r = 0; r < ndecay; r++) /* decoupled (AdamW): theta (1 - lr wd) before the Adam step */
-          for (int64_t i = decay[r].start; i < decay[r].start + decay[r].count; i++) params[i] *= keep;
-        for (int64_t i = 0; i < np; i++) {
-          const float g = grads[i];
-          m1[i]         = be1 * m1[i] + ob1 * g;
-          m2[i]         = be2 * m2[i] + ob2 * g * g;
-          params[i] -= (float)(lr_t * ((double)m1[i] / b1c) / (sqrt((double)m2[i] / b2c) + opt->eps));
-        }
-      }
+      PetscCall(train_update(opt, T, np, scale, ndecay, decay, params, grads, m1, m2, &st, &lr_t));
       PetscCall(InflModelGetParameters(model, NULL, &params, NULL)); /* marks derived copies stale */
     }
     PetscCall(PetscTime(&t1));
