@@ -1,7 +1,8 @@
 static const char help[] = "Data-parallel training against an independent PyTorch run (tests/nn/make_train_reference.py):\n"
                            "MLP 784,32,10 relu, 1 epoch of Adam on Fashion-MNIST train 0..999, batch 100, seed 3;\n"
                            "2 epochs of AdamW (matrices decayed) with warm-up, cosine schedule and gradient clipping,\n"
-                           "uninterrupted and stopped after step 13 on fewer ranks, then resumed on all.\n"
+                           "uninterrupted and stopped after step 13 on fewer ranks, then resumed on all; one SGD and\n"
+                           "one AdamW step with and without weight decay (matrices only or all parameters).\n"
                            "The same fixture must match at every rank count.\n";
 #include <infl/model.h>
 #include <infl/checkpoint.h>
