@@ -37,7 +37,15 @@ PetscErrorCode InflDriverTrain(MPI_Comm comm, PetscBool help)
   PetscCall(InflModelSetUpMLP(model, nd, dims, act, topt.seed));
   PetscCall(PetscPrintf(comm, "initialized with seed %d (before training): ", (int)topt.seed)); /* the hash is the initial one */
   PetscCall(InflModelView(model, NULL));
-  PetscCall(PetscPrintf(comm, "training on %" PRId64 " examples: %s, %d epochs, batch %d, lr %g\n", N, topt.optimizer == INFL_OPT_ADAM ? "adam" : "sgd", (int)topt.epochs, (int)topt.batch, topt.lr));
+  {
+    const char *optn[] = {"adam", "sgd", "adamw"};
+    char        sched[128] = "";
+    if (topt.warmup > 0) PetscCall(PetscSNPrintf(sched, sizeof(sched), ", warm-up %d steps", (int)topt.warmup));
+    if (topt.schedule == INFL_SCHEDULE_COSINE) PetscCall(PetscSNPrintf(sched + strlen(sched), sizeof(sched) - strlen(sched), ", cosine to %g", topt.lr_min));
+    if (topt.clip > 0) PetscCall(PetscSNPrintf(sched + strlen(sched), sizeof(sched) - strlen(sched), ", clip %g", topt.clip));
+    if (topt.weight_decay > 0) PetscCall(PetscSNPrintf(sched + strlen(sched), sizeof(sched) - strlen(sched), ", weight decay %g (%s)", topt.weight_decay, topt.decay_matrices_only ? "matrices" : "all parameters"));
+    PetscCall(PetscPrintf(comm, "training on %" PRId64 " examples: %s, %d epochs, batch %d, lr %g%s\n", N, optn[topt.optimizer], (int)topt.epochs, (int)topt.batch, topt.lr, sched));
+  }
   PetscCall(PetscStrncpy(topt.checkpoint, out, sizeof(topt.checkpoint)));
   PetscCall(InflModelTrain(model, train, test, &topt));
   PetscCall(InflModelEvaluate(model, train, &tl, &ta));

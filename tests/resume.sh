@@ -59,8 +59,10 @@ check $H5CMP scores $TAU score_ref.h5 score.h5 /scores
 check [ "$(run 2 self $common -factors fit_ref.h5 -self_chunk 64 -out self_ref.h5)" = 0 ]
 check interrupted "$dir/self.h5" self $common -factors fit_ref.h5 -self_chunk 64
 check $H5CMP self $TAU2 self_ref.h5 self.h5 /self_influence fit_ref.h5
-# train (resumed at other rank counts: the trajectory is rank-invariant), compared by the loss of the two models
-tr="-train idx:$F/train -train_limit 2000 -model_dims 784,16,10 -train_epochs 2 -train_batch 50"
+# train (resumed at other rank counts: the trajectory is rank-invariant), compared by the loss of the two models; the
+# recipe of language models (AdamW, warm-up, cosine schedule on the global step, clipping), so that a resumption
+# must restore the step counter and the moments
+tr="-train idx:$F/train -train_limit 2000 -model_dims 784,16,10 -train_epochs 2 -train_batch 50 -train_optimizer adamw -train_warmup 10 -train_schedule cosine -train_clip 1"
 check [ "$(run 2 train $tr -out train_ref.safetensors)" = 0 ]
 check interrupted "$dir/train.safetensors" train $tr
 l1=$($MPIEXEC -n 1 "$EXE" eval -model train_ref.safetensors -data idx:$F/t10k -data_limit 2000 | awk '/mean loss/ {print $5}')

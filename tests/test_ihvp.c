@@ -147,7 +147,12 @@ int main(int argc, char **argv)
   PetscCall(InflModelCreate(comm, &model));
   PetscCall(InflModelSetUpMLP(model, 3, dims, INFL_ACT_TANH, 5));
   {
-    InflTrainOptions opt = {.optimizer = INFL_OPT_ADAM, .epochs = 3, .batch = 64, .lr = 1e-2, .seed = 1};
+    InflTrainOptions opt = {.optimizer = INFL_OPT_ADAM};
+    PetscCall(InflTrainOptionsSetDefaults(&opt));
+    opt.epochs = 3;
+    opt.batch  = 64;
+    opt.lr     = 1e-2;
+    opt.seed   = 1;
     PetscCall(InflModelTrain(model, data, NULL, &opt));
   }
   PetscCall(InflModelSetPrecision(model, INFL_PREC_DOUBLE));

@@ -149,30 +149,69 @@ PetscErrorCode InflModelCaptureSampled(InflModel model, PetscInt B, const float 
 PetscErrorCode InflModelPerExampleGradients(InflModel model, PetscInt B, const float x[], const int64_t y[], double g[]);
 
 /* ---------------------------------------------------------------- training and evaluation */
-typedef enum { INFL_OPT_ADAM = 0, INFL_OPT_SGD } InflOptimizer;
+/* A range [start, start + count) of the parameter slab. */
 typedef struct {
-  InflOptimizer optimizer;    /* -train_optimizer adam|sgd */
-  PetscInt      epochs;       /* -train_epochs (10) */
-  PetscInt      batch;        /* -train_batch: global batch size (128) */
-  double        lr;           /* -train_lr (1e-3 adam, 0.05 sgd) */
-  double        momentum;     /* -train_momentum (0.9, sgd) */
-  double        weight_decay; /* -train_weight_decay (0) */
-  uint64_t      seed;         /* -train_seed (0): initialization and shuffling */
+  int64_t start, count;
+} InflParamRange;
+/* Not collective.  The ranges of the parameter slab that hold matrices (parameter tensors of two or more
+ * dimensions: weights of linear maps, embeddings), ascending and disjoint; the rest are vectors (biases, LayerNorm
+ * gains and shifts).  Training decays only the matrices under -train_decay_matrices_only (the rule of GPT-2
+ * training as nanoGPT does it: parameters of dim >= 2 decay, others not).  Each type supplies its own ranges (the
+ * model operation matrix_ranges); MLP: the W of every layer (dout*din entries each), not b.  Error naming the type
+ * for a type without the operation.  Free with InflModelRestoreMatrixRanges. */
+PetscErrorCode InflModelGetMatrixRanges(InflModel model, PetscInt *n, InflParamRange **ranges);
+PetscErrorCode InflModelRestoreMatrixRanges(InflModel model, PetscInt *n, InflParamRange **ranges);
+
+typedef enum { INFL_OPT_ADAM = 0, INFL_OPT_SGD, INFL_OPT_ADAMW } InflOptimizer;
+typedef enum { INFL_SCHEDULE_CONSTANT = 0, INFL_SCHEDULE_COSINE } InflSchedule;
+typedef struct {
+  InflOptimizer optimizer;     /* -train_optimizer adam|sgd|adamw */
+  PetscInt      epochs;        /* -train_epochs (10) */
+  PetscInt      batch;         /* -train_batch: global batch size (128) */
+  double        lr;            /* -train_lr: peak learning rate (1e-3 adam and adamw, 0.05 sgd) */
+  double        momentum;      /* -train_momentum (0.9, sgd) */
+  double        beta1, beta2;  /* -train_beta1 (0.9), -train_beta2 (0.999; GPT-2 / nanoGPT use 0.95): adam, adamw */
+  double        eps;           /* -train_eps (1e-8): added to the root of the bias-corrected second moment */
+  double        weight_decay;  /* -train_weight_decay (0.01 adamw as torch.optim.AdamW (nanoGPT: 0.1), 0 sgd; adam: 0) */
+  PetscBool     decay_matrices_only; /* -train_decay_matrices_only (true adamw, false sgd) */
+  InflSchedule  schedule;      /* -train_schedule constant|cosine (constant) */
+  PetscInt      warmup;        /* -train_warmup: steps of linear warm-up (0) */
+  double        lr_min;        /* -train_lr_min: end of the cosine decay (0.1 lr) */
+  double        clip;          /* -train_clip: largest global gradient norm (0: no clipping) */
+  PetscInt      stop_after;    /* -train_stop_after: checkpoint and stop as on a signal after this global step (0 never) */
+  uint64_t      seed;          /* -train_seed (0): initialization and shuffling */
   char          checkpoint[PETSC_MAX_PATH_LEN]; /* output path: checkpoints go to checkpoint.partial ("" none) */
 } InflTrainOptions;
 
-/* Read the -train_* options (defaults above). */
+/* Not collective.  The defaults above for optimizer opt->optimizer (read before: set it first). */
+PetscErrorCode InflTrainOptionsSetDefaults(InflTrainOptions *opt);
+/* Collective on PETSC_COMM_WORLD.  Read the -train_* options (defaults above).  Errors name the option, the value and
+ * the accepted range: epochs < 0, batch < 1, lr <= 0, beta outside [0, 1), eps <= 0, weight decay < 0 (or > 0 with
+ * adam: decoupled decay is adamw), warmup < 0, lr_min outside [0, lr] or given without the cosine schedule, clip < 0,
+ * stop_after < 0, an unknown optimizer or schedule.  InflModelTrain checks the same of options set in code. */
 PetscErrorCode InflTrainOptionsFromOptions(InflTrainOptions *opt);
+/* Not collective.  The learning rate of global step t (0-based) of a run of T steps: lr (t + 1) / warmup for
+ * t < warmup (linear warm-up from 0, as nanoGPT), then lr (constant) or, cosine, lr_min + (lr - lr_min) (1 +
+ * cos(pi (t - warmup) / (T - warmup))) / 2 (Loshchilov & Hutter 2017, SGDR without restarts; nanoGPT's get_lr). */
+double InflTrainLearningRate(const InflTrainOptions *opt, int64_t t, int64_t T);
 /* Collective.  Data-parallel mini-batch training on the mean cross-entropy: each epoch draws a permutation of
  * [0, N) from (seed, epoch) with InflUniform; step s takes the global batch perm[s*batch, (s+1)*batch) and every rank
  * processes the examples of that batch in its shard; the gradient sums are allreduced and divided by the batch size.
  * The trajectory therefore does not depend on the rank count (beyond the reassociation of the sums).
- * Adam: Kingma & Ba (2015), bias-corrected; decoupled weight decay if set (Loshchilov & Hutter 2019).
- * With opt->checkpoint set, the state (parameters, optimizer moments, position in the epoch) is checkpointed at batch
- * boundaries to checkpoint.partial (infl/checkpoint.h) and an existing one of the same run is resumed; since the
- * trajectory does not depend on the rank count, a resumed run may use another rank count.
- * Logs per epoch (rank 0): mean training loss, training accuracy, examples/s, and the test set's loss and accuracy
- * when `test` is not NULL. */
+ * The global step t counts over the whole run (T = epochs x ceil(N / batch) steps); its learning rate is
+ * InflTrainLearningRate(opt, t, T).  Clipping (opt->clip > 0): the gradient g (every parameter) is scaled by
+ * min(1, clip / (||g||_2 + 1e-6)), ||g|| computed in double over all parameters, as torch.nn.utils.clip_grad_norm_.
+ * Adam: Kingma & Ba (2015), bias-corrected, float32 moments.  AdamW (Loshchilov & Hutter 2019): Adam with
+ * decoupled weight decay theta <- theta (1 - lr_t wd) before the Adam step, as torch.optim.AdamW.  SGD: momentum,
+ * coupled L2 decay g + wd theta (as torch.optim.SGD).  Decay applies to the InflModelGetMatrixRanges ranges only
+ * under opt->decay_matrices_only, else to every parameter.  Errors: warmup longer than the run (T).
+ * With opt->checkpoint set, the state (parameters, optimizer moments, global step, position in the epoch, the
+ * epoch's sums) is checkpointed at batch boundaries to checkpoint.partial (infl/checkpoint.h) and an existing one of
+ * the same run (same options, initial model and data) is resumed; since the trajectory does not depend on the rank
+ * count, a resumed run may use another rank count.
+ * Logs per epoch (rank 0): mean training loss, training accuracy, the test set's loss and accuracy when `test` is
+ * not NULL, the learning rate of the epoch's last step, with clipping the mean and max pre-clip gradient norm of
+ * the epoch's steps, and examples/s. */
 PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, const InflTrainOptions *opt);
 /* Collective.  Mean per-example loss and accuracy over the whole data set (each rank its shard). */
 PetscErrorCode InflModelEvaluate(InflModel model, InflData data, double *mean_loss, double *accuracy);

@@ -547,6 +547,22 @@ static size_t mlp_capture_bytes(InflModel m)
   return b;
 }
 
+/* The W of every layer are matrices, the b vectors: W_l starts where layer l's slab starts. */
+static PetscErrorCode mlp_matrix_ranges(InflModel m, PetscInt *n, InflParamRange **ranges)
+{
+  int64_t off = 0;
+
+  PetscFunctionBegin;
+  PetscCall(PetscMalloc1(m->L, ranges));
+  for (PetscInt l = 0; l < m->L; l++) {
+    (*ranges)[l].start = off;
+    (*ranges)[l].count = (int64_t)m->layers[l].dout * m->layers[l].din;
+    off += (int64_t)m->layers[l].dout * (m->layers[l].din + 1);
+  }
+  *n = m->L;
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflModelCreate_MLP(InflModel m)
 {
   MLP *p;
@@ -571,5 +587,6 @@ PetscErrorCode InflModelCreate_MLP(InflModel m)
   m->ops->capture_bytes            = mlp_capture_bytes;
   m->ops->jacobian_vector_product  = InflModelJacobianVectorProduct_MLP;
   m->ops->gauss_newton_product     = InflModelGaussNewtonProduct_MLP;
+  m->ops->matrix_ranges            = mlp_matrix_ranges;
   PetscFunctionReturn(0);
 }

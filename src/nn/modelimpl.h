@@ -28,6 +28,9 @@ struct _InflModelOps {
   /* optional: NULL where the type has no forward-mode products */
   PetscErrorCode (*jacobian_vector_product)(InflModel, PetscInt B, const float x[], const double v[], double z[], double Jv[]);
   PetscErrorCode (*gauss_newton_product)(InflModel, PetscInt B, const float x[], const double v[], double u[]);
+  /* The ranges of the parameter slab holding matrices (InflModelGetMatrixRanges): *n ranges in a PetscMalloc'ed
+   * array, ascending and disjoint; NULL where the type does not say (decay of matrices only is then an error). */
+  PetscErrorCode (*matrix_ranges)(InflModel, PetscInt *n, InflParamRange **ranges);
 };
 
 struct _p_InflModel {

@@ -3,35 +3,93 @@
 #include <infl/checkpoint.h>
 #include <math.h>
 
+static const char *const optimizer_names[] = {"adam", "sgd", "adamw"};
+static const char *const schedule_names[]  = {"constant", "cosine"};
+
+/* The checks of the options that hold for every caller (InflTrainOptionsFromOptions and InflModelTrain). */
+static PetscErrorCode train_check_options(MPI_Comm comm, const InflTrainOptions *opt)
+{
+  PetscFunctionBegin;
+  PetscCheck(opt->optimizer >= INFL_OPT_ADAM && opt->optimizer <= INFL_OPT_ADAMW, comm, PETSC_ERR_ARG_OUTOFRANGE, "unknown optimizer %d; use adam, sgd or adamw", (int)opt->optimizer);
+  PetscCheck(opt->schedule >= INFL_SCHEDULE_CONSTANT && opt->schedule <= INFL_SCHEDULE_COSINE, comm, PETSC_ERR_ARG_OUTOFRANGE, "unknown schedule %d; use constant or cosine", (int)opt->schedule);
+  PetscCheck(opt->epochs >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_epochs %d must be >= 0", (int)opt->epochs);
+  PetscCheck(opt->batch > 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_batch %d must be positive", (int)opt->batch);
+  PetscCheck(opt->lr > 0 && isfinite(opt->lr), comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_lr %g must be a positive number", opt->lr);
+  PetscCheck(opt->beta1 >= 0 && opt->beta1 < 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_beta1 %g must lie in [0, 1) (default 0.9)", opt->beta1);
+  PetscCheck(opt->beta2 >= 0 && opt->beta2 < 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_beta2 %g must lie in [0, 1) (default 0.999; GPT-2 uses 0.95)", opt->beta2);
+  PetscCheck(opt->eps > 0 && isfinite(opt->eps), comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_eps %g must be a positive number (default 1e-8)", opt->eps);
+  PetscCheck(opt->weight_decay >= 0 && isfinite(opt->weight_decay), comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_weight_decay %g must be a number >= 0", opt->weight_decay);
+  PetscCheck(opt->weight_decay == 0 || opt->optimizer != INFL_OPT_ADAM, comm, PETSC_ERR_ARG_INCOMP, "-train_weight_decay %g with -train_optimizer adam: decoupled weight decay is -train_optimizer adamw (give that instead)", opt->weight_decay);
+  PetscCheck(opt->warmup >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_warmup %d must be a number of steps >= 0", (int)opt->warmup);
+  PetscCheck(opt->schedule != INFL_SCHEDULE_COSINE || (opt->lr_min >= 0 && opt->lr_min <= opt->lr), comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_lr_min %g must lie in [0, -train_lr %g]: the cosine decays from -train_lr down to it", opt->lr_min, opt->lr);
+  PetscCheck(opt->clip >= 0 && isfinite(opt->clip), comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_clip %g must be a gradient norm >= 0 (0: no clipping)", opt->clip);
+  PetscCheck(opt->stop_after >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_stop_after %d must be a step >= 0 (0: never)", (int)opt->stop_after);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflTrainOptionsSetDefaults(InflTrainOptions *opt)
+{
+  PetscFunctionBegin;
+  opt->epochs              = 10;
+  opt->batch               = 128;
+  opt->lr                  = opt->optimizer == INFL_OPT_SGD ? 0.05 : 1e-3;
+  opt->momentum            = 0.9;
+  opt->beta1               = 0.9;
+  opt->beta2               = 0.999;
+  opt->eps                 = 1e-8;
+  opt->weight_decay        = opt->optimizer == INFL_OPT_ADAMW ? 0.01 : 0;
+  opt->decay_matrices_only = opt->optimizer == INFL_OPT_ADAMW ? PETSC_TRUE : PETSC_FALSE;
+  opt->schedule            = INFL_SCHEDULE_CONSTANT;
+  opt->warmup              = 0;
+  opt->lr_min              = 0.1 * opt->lr;
+  opt->clip                = 0;
+  opt->stop_after          = 0;
+  opt->seed                = 0;
+  opt->checkpoint[0]       = 0;
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflTrainOptionsFromOptions(InflTrainOptions *opt)
 {
-  const char *opts[] = {"adam", "sgd"};
-  PetscInt    iopt   = 0, seed = 0;
-  PetscBool   set;
+  PetscInt  iopt = 0, isched = 0, seed = 0;
+  PetscBool lr_min_set;
+  MPI_Comm  comm = PETSC_COMM_WORLD;
 
   PetscFunctionBegin;
-  PetscOptionsBegin(PETSC_COMM_WORLD, NULL, "Training options", "InflModelTrain");
-  PetscCall(PetscOptionsEList("-train_optimizer", "optimizer", "InflModelTrain", opts, 2, opts[0], &iopt, NULL));
+  PetscOptionsBegin(comm, NULL, "Training options", "InflModelTrain");
+  PetscCall(PetscOptionsEList("-train_optimizer", "optimizer: adam, sgd (momentum, L2 decay), adamw (decoupled decay)", "InflModelTrain", optimizer_names, 3, optimizer_names[0], &iopt, NULL));
   opt->optimizer = (InflOptimizer)iopt;
-  opt->epochs    = 10;
-  opt->batch     = 128;
-  opt->lr        = opt->optimizer == INFL_OPT_ADAM ? 1e-3 : 0.05;
-  opt->momentum  = 0.9;
-  opt->weight_decay = 0;
+  PetscCall(InflTrainOptionsSetDefaults(opt));
   PetscCall(PetscOptionsInt("-train_epochs", "passes over the training set", "InflModelTrain", opt->epochs, &opt->epochs, NULL));
   PetscCall(PetscOptionsInt("-train_batch", "global mini-batch size (split over ranks)", "InflModelTrain", opt->batch, &opt->batch, NULL));
-  PetscCall(PetscOptionsReal("-train_lr", "learning rate", "InflModelTrain", opt->lr, &opt->lr, NULL));
+  PetscCall(PetscOptionsReal("-train_lr", "peak learning rate", "InflModelTrain", opt->lr, &opt->lr, NULL));
   PetscCall(PetscOptionsReal("-train_momentum", "SGD momentum", "InflModelTrain", opt->momentum, &opt->momentum, NULL));
-  PetscCall(PetscOptionsReal("-train_weight_decay", "decoupled weight decay", "InflModelTrain", opt->weight_decay, &opt->weight_decay, NULL));
-  PetscCall(PetscOptionsInt("-train_seed", "seed of initialization and shuffling", "InflModelTrain", seed, &seed, &set));
+  PetscCall(PetscOptionsReal("-train_beta1", "Adam / AdamW decay of the first moment", "InflModelTrain", opt->beta1, &opt->beta1, NULL));
+  PetscCall(PetscOptionsReal("-train_beta2", "Adam / AdamW decay of the second moment (GPT-2 / nanoGPT: 0.95)", "InflModelTrain", opt->beta2, &opt->beta2, NULL));
+  PetscCall(PetscOptionsReal("-train_eps", "Adam / AdamW epsilon, added to the root of the second moment", "InflModelTrain", opt->eps, &opt->eps, NULL));
+  PetscCall(PetscOptionsReal("-train_weight_decay", "weight decay: decoupled (adamw) or L2 (sgd)", "InflModelTrain", opt->weight_decay, &opt->weight_decay, NULL));
+  PetscCall(PetscOptionsBool("-train_decay_matrices_only", "decay only matrices (weights, embeddings), not biases or LayerNorm gains", "InflModelTrain", opt->decay_matrices_only, &opt->decay_matrices_only, NULL));
+  PetscCall(PetscOptionsEList("-train_schedule", "learning-rate schedule after the warm-up", "InflTrainLearningRate", schedule_names, 2, schedule_names[0], &isched, NULL));
+  opt->schedule = (InflSchedule)isched;
+  PetscCall(PetscOptionsInt("-train_warmup", "steps of linear learning-rate warm-up from 0", "InflTrainLearningRate", opt->warmup, &opt->warmup, NULL));
+  opt->lr_min = 0.1 * opt->lr;
+  PetscCall(PetscOptionsReal("-train_lr_min", "learning rate at the end of the cosine decay (default 0.1 lr)", "InflTrainLearningRate", opt->lr_min, &opt->lr_min, &lr_min_set));
+  PetscCall(PetscOptionsReal("-train_clip", "clip the global gradient norm to this value (0: off)", "InflModelTrain", opt->clip, &opt->clip, NULL));
+  PetscCall(PetscOptionsInt("-train_stop_after", "checkpoint and stop, as on a signal, after this global step (0: never; for tests of resumption)", "InflModelTrain", opt->stop_after, &opt->stop_after, NULL));
+  PetscCall(PetscOptionsInt("-train_seed", "seed of initialization and shuffling", "InflModelTrain", seed, &seed, NULL));
   PetscOptionsEnd();
-  PetscCheck(opt->epochs >= 0, PETSC_COMM_WORLD, PETSC_ERR_ARG_OUTOFRANGE, "-train_epochs %d must be >= 0", (int)opt->epochs);
-  PetscCheck(opt->batch > 0, PETSC_COMM_WORLD, PETSC_ERR_ARG_OUTOFRANGE, "-train_batch %d must be positive", (int)opt->batch);
-  PetscCheck(opt->lr > 0 && isfinite(opt->lr), PETSC_COMM_WORLD, PETSC_ERR_ARG_OUTOFRANGE, "-train_lr %g must be a positive number", opt->lr);
-  PetscCheck(seed >= 0, PETSC_COMM_WORLD, PETSC_ERR_ARG_OUTOFRANGE, "-train_seed %d must be >= 0", (int)seed);
+  PetscCall(train_check_options(comm, opt));
+  PetscCheck(!lr_min_set || opt->schedule == INFL_SCHEDULE_COSINE, comm, PETSC_ERR_ARG_INCOMP, "-train_lr_min %g is the end of the cosine decay; add -train_schedule cosine, or drop it", opt->lr_min);
+  PetscCheck(seed >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_seed %d must be >= 0", (int)seed);
   opt->seed = (uint64_t)seed;
-  opt->checkpoint[0] = 0;
   PetscFunctionReturn(0);
+}
+
+double InflTrainLearningRate(const InflTrainOptions *opt, int64_t t, int64_t T)
+{
+  if (t < opt->warmup) return opt->lr * (double)(t + 1) / (double)opt->warmup;
+  if (opt->schedule == INFL_SCHEDULE_CONSTANT || T <= opt->warmup) return opt->lr;
+  return opt->lr_min + 0.5 * (1 + cos(PETSC_PI * (double)(t - opt->warmup) / (double)(T - opt->warmup))) * (opt->lr - opt->lr_min);
 }
 
 /* Fisher-Yates permutation of [0, N) keyed by (seed, epoch). */
@@ -80,12 +138,20 @@ static PetscErrorCode train_key(InflModel model, const InflTrainOptions *opt, ch
 
   PetscFunctionBegin;
   PetscCall(InflModelGetHash(model, &hash)); /* of the initial model: InflModelTrain records it before the first step */
-  PetscCall(PetscSNPrintf(key, len, "init %.16s optimizer %d epochs %d batch %d lr %.17g momentum %.17g wd %.17g seed %llu", hash, (int)opt->optimizer, (int)opt->epochs, (int)opt->batch, opt->lr, opt->momentum, opt->weight_decay, (unsigned long long)opt->seed));
+  PetscCall(PetscSNPrintf(key, len, "init %.16s optimizer %s epochs %d batch %d lr %.17g momentum %.17g betas %.17g %.17g eps %.17g wd %.17g matrices_only %d schedule %s warmup %d lr_min %.17g clip %.17g seed %llu", hash, optimizer_names[opt->optimizer], (int)opt->epochs, (int)opt->batch, opt->lr, opt->momentum, opt->beta1, opt->beta2, opt->eps, opt->weight_decay, (int)opt->decay_matrices_only, schedule_names[opt->schedule], (int)opt->warmup, opt->lr_min, opt->clip, (unsigned long long)opt->seed));
   PetscFunctionReturn(0);
 }
 
-/* Collective: replace CHECKPOINT.partial by the state before global batch b0 of `epoch`. */
-static PetscErrorCode train_checkpoint(MPI_Comm comm, const InflTrainOptions *opt, const char key[], const char train_hash[], int64_t np, const float params[], const float m1[], const float m2[], PetscInt epoch, int64_t b0, int64_t step, const double sums[2])
+/* What a checkpoint holds besides parameters and moments: the position in the run and the epoch's running sums. */
+typedef struct {
+  PetscInt epoch;
+  int64_t  b0, step;
+  double   sums[2];  /* loss, correct predictions of the epoch's steps so far */
+  double   gnorm[2]; /* sum and max of the pre-clip gradient norms of those steps */
+} TrainState;
+
+/* Collective: replace CHECKPOINT.partial by the state before global batch st->b0 of st->epoch. */
+static PetscErrorCode train_checkpoint(MPI_Comm comm, const InflTrainOptions *opt, const char key[], const char train_hash[], int64_t np, const float params[], const float m1[], const float m2[], const TrainState *st)
 {
   char    tmp[PETSC_MAX_PATH_LEN], partial[PETSC_MAX_PATH_LEN];
   hid_t   file;
@@ -98,43 +164,115 @@ static PetscErrorCode train_checkpoint(MPI_Comm comm, const InflTrainOptions *op
   PetscCall(InflH5Create(comm, tmp, PETSC_TRUE, &file));
   PetscCall(InflH5WriteProvenance(file, comm, "train (partial)", NULL, train_hash, NULL));
   PetscCall(InflH5SetAttrString(file, "/", "checkpoint_key", key));
-  PetscCall(InflH5SetAttrInt(file, "/", "epoch", epoch));
-  PetscCall(InflH5SetAttrInt(file, "/", "batch_start", b0));
-  PetscCall(InflH5SetAttrInt(file, "/", "step", step));
+  PetscCall(InflH5SetAttrInt(file, "/", "epoch", st->epoch));
+  PetscCall(InflH5SetAttrInt(file, "/", "batch_start", st->b0));
+  PetscCall(InflH5SetAttrInt(file, "/", "step", st->step));
   PetscCall(PetscMalloc1(np, &buf));
   PetscCall(PetscArraycpy(buf, params, np));
   PetscCall(InflH5WriteArray(file, "/checkpoint/params", H5T_NATIVE_FLOAT, 1, dims, buf));
   PetscCall(InflH5WriteArray(file, "/checkpoint/moment1", H5T_NATIVE_FLOAT, 1, dims, m1));
   PetscCall(InflH5WriteArray(file, "/checkpoint/moment2", H5T_NATIVE_FLOAT, 1, dims, m2));
-  PetscCall(InflH5WriteArray(file, "/checkpoint/epoch_sums", H5T_NATIVE_DOUBLE, 1, two, sums));
+  PetscCall(InflH5WriteArray(file, "/checkpoint/epoch_sums", H5T_NATIVE_DOUBLE, 1, two, st->sums));
+  PetscCall(InflH5WriteArray(file, "/checkpoint/grad_norm_stats", H5T_NATIVE_DOUBLE, 1, two, st->gnorm));
   PetscCall(PetscFree(buf));
   PetscCall(InflH5Close(&file));
   PetscCall(InflRenameAll(comm, tmp, partial));
   PetscFunctionReturn(0);
 }
 
+/* The ranges of the parameter slab that weight decay applies to: the model's matrices or everything. */
+static PetscErrorCode decay_ranges(InflModel model, const InflTrainOptions *opt, int64_t np, PetscInt *n, InflParamRange **r)
+{
+  PetscFunctionBegin;
+  *n = 0;
+  *r = NULL;
+  if (opt->weight_decay == 0 || opt->optimizer == INFL_OPT_ADAM) PetscFunctionReturn(0);
+  if (opt->decay_matrices_only) PetscCall(InflModelGetMatrixRanges(model, n, r));
+  else {
+    PetscCall(PetscMalloc1(1, r));
+    (*r)[0] = (InflParamRange){0, np};
+    *n      = 1;
+  }
+  PetscFunctionReturn(0);
+}
+
+/* One optimizer step, model-agnostic (it sees only the slabs): grads (np) holds the allreduced gradient sums of the
+ * batch on every rank; they are scaled by `scale` (1 / batch size) into the mean gradient g, whose norm (double)
+ * enters the epoch's statistics and, with clipping, scales g by min(1, clip / (||g|| + 1e-6)); then the update of
+ * step st->step with the learning rate *lr of the schedule; decay applies to the ranges decay (ndecay). */
+static PetscErrorCode train_update(const InflTrainOptions *opt, int64_t T, int64_t np, float scale, PetscInt ndecay, const InflParamRange decay[], float params[], float grads[], float m1[], float m2[], TrainState *st, double *lr)
+{
+  double gnorm2 = 0, gnorm;
+
+  PetscFunctionBegin;
+  /* the mean gradient g over the batch (the same on every rank: the allreduced sums), its norm in double */
+  for (int64_t i = 0; i < np; i++) {
+    grads[i] *= scale;
+    gnorm2 += (double)grads[i] * grads[i];
+  }
+  gnorm = sqrt(gnorm2);
+  st->gnorm[0] += gnorm;
+  st->gnorm[1] = PetscMax(st->gnorm[1], gnorm);
+  if (opt->clip > 0 && isfinite(gnorm)) { /* torch.nn.utils.clip_grad_norm_: min(1, C / (||g|| + 1e-6)) */
+    const double c = opt->clip / (gnorm + 1e-6);
+    if (c < 1) {
+      const float cf = (float)c;
+      for (int64_t i = 0; i < np; i++) grads[i] *= cf;
+    }
+  }
+  const double lr_t = InflTrainLearningRate(opt, st->step, T);
+  *lr = lr_t;
+  st->step++;
+  if (opt->optimizer == INFL_OPT_SGD) {
+    for (PetscInt r = 0; r < ndecay; r++) /* coupled L2: g + wd theta */
+      for (int64_t i = decay[r].start; i < decay[r].start + decay[r].count; i++) grads[i] += (float)opt->weight_decay * params[i];
+    for (int64_t i = 0; i < np; i++) {
+      m1[i] = (float)opt->momentum * m1[i] + grads[i];
+      params[i] -= (float)lr_t * m1[i];
+    }
+  } else {
+    const double b1c = 1 - pow(opt->beta1, (double)st->step), b2c = 1 - pow(opt->beta2, (double)st->step);
+    const float  be1 = (float)opt->beta1, be2 = (float)opt->beta2, ob1 = (float)(1 - opt->beta1), ob2 = (float)(1 - opt->beta2);
+    const float  keep = (float)(1 - lr_t * opt->weight_decay);
+    for (PetscInt r = 0; r < ndecay; r++) /* decoupled (AdamW): theta (1 - lr wd) before the Adam step */
+      for (int64_t i = decay[r].start; i < decay[r].start + decay[r].count; i++) params[i] *= keep;
+    for (int64_t i = 0; i < np; i++) {
+      const float g = grads[i];
+      m1[i]         = be1 * m1[i] + ob1 * g;
+      m2[i]         = be2 * m2[i] + ob2 * g * g;
+      params[i] -= (float)(lr_t * ((double)m1[i] / b1c) / (sqrt((double)m2[i] / b2c) + opt->eps));
+    }
+  }
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, const InflTrainOptions *opt)
 {
-  MPI_Comm       comm;
-  int64_t        N, d, start, count, np, *perm, *yb;
-  const float   *x;
-  const int64_t *y;
-  float         *params, *grads, *xb, *m1 = NULL, *m2 = NULL;
-  int64_t        step = 0, resume_b0 = 0;
-  PetscLogDouble t0, t1;
-  char           key[512];
-  const char    *train_hash;
-  PetscInt       first_epoch = 0;
-  double         resume_sums[2] = {0, 0};
+  MPI_Comm        comm;
+  int64_t         N, d, start, count, np, *perm, *yb, steps_per_epoch, T, step_start;
+  const float    *x;
+  const int64_t  *y;
+  float          *params, *grads, *xb, *m1 = NULL, *m2 = NULL;
+  PetscLogDouble  t0, t1;
+  char            key[1024];
+  const char     *train_hash;
+  TrainState      st = {0};
+  PetscInt        ndecay;
+  InflParamRange *decay;
 
   PetscFunctionBegin;
   PetscCall(InflModelGetComm(model, &comm));
   PetscCall(InflModelCheckData(model, train));
   PetscCall(InflDataGetSizes(train, &N, &d, NULL));
   PetscCall(InflDataGetShard(train, &start, &count, &x, &y));
+  PetscCall(train_check_options(comm, opt));
+  steps_per_epoch = (N + opt->batch - 1) / opt->batch;
+  T               = (int64_t)opt->epochs * steps_per_epoch;
+  PetscCheck(opt->warmup <= T, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_warmup %d is longer than the run: %d epochs x %" PRId64 " steps (%" PRId64 " examples, -train_batch %d) = %" PRId64 " steps; lower it", (int)opt->warmup, (int)opt->epochs, steps_per_epoch, N, (int)opt->batch, T);
   PetscCall(train_key(model, opt, key, sizeof(key)));
   PetscCall(InflDataGetHash(train, &train_hash));
   PetscCall(InflModelGetParameters(model, &np, &params, &grads));
+  PetscCall(decay_ranges(model, opt, np, &ndecay, &decay));
   PetscCall(PetscMalloc4(N, &perm, (size_t)opt->batch * d, &xb, opt->batch, &yb, np, &m1));
   PetscCall(PetscCalloc1(np, &m2));
   PetscCall(PetscArrayzero(m1, np));
@@ -146,29 +284,32 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
       int64_t dims[1] = {np}, two[1] = {2}, e;
       PetscCall(InflCheckpointOpen(comm, partial, "train (partial)", NULL, train_hash, key, &file));
       PetscCall(InflH5GetAttrInt(file, "/", "epoch", &e));
-      PetscCall(InflH5GetAttrInt(file, "/", "batch_start", &resume_b0));
-      PetscCall(InflH5GetAttrInt(file, "/", "step", &step));
+      PetscCall(InflH5GetAttrInt(file, "/", "batch_start", &st.b0));
+      PetscCall(InflH5GetAttrInt(file, "/", "step", &st.step));
       PetscCall(InflH5ReadArray(file, "/checkpoint/params", H5T_NATIVE_FLOAT, 1, dims, NULL, params));
       PetscCall(InflH5ReadArray(file, "/checkpoint/moment1", H5T_NATIVE_FLOAT, 1, dims, NULL, m1));
       PetscCall(InflH5ReadArray(file, "/checkpoint/moment2", H5T_NATIVE_FLOAT, 1, dims, NULL, m2));
-      PetscCall(InflH5ReadArray(file, "/checkpoint/epoch_sums", H5T_NATIVE_DOUBLE, 1, two, NULL, resume_sums));
+      PetscCall(InflH5ReadArray(file, "/checkpoint/epoch_sums", H5T_NATIVE_DOUBLE, 1, two, NULL, st.sums));
+      PetscCall(InflH5ReadArray(file, "/checkpoint/grad_norm_stats", H5T_NATIVE_DOUBLE, 1, two, NULL, st.gnorm));
       PetscCall(InflH5Close(&file));
       PetscCall(InflModelGetParameters(model, NULL, &params, NULL)); /* marks derived copies stale */
-      first_epoch = (PetscInt)e;
-      PetscCall(PetscPrintf(comm, "train: resuming from %s at epoch %d, example %" PRId64 " of %" PRId64 "\n", partial, (int)first_epoch + 1, resume_b0, N));
+      st.epoch = (PetscInt)e;
+      PetscCall(PetscPrintf(comm, "train: resuming from %s at epoch %d, example %" PRId64 " of %" PRId64 " (step %" PRId64 " of %" PRId64 ")\n", partial, (int)st.epoch + 1, st.b0, N, st.step, T));
     }
   }
-  for (PetscInt epoch = first_epoch; epoch < opt->epochs; epoch++) {
-    double       sums[2] = {0, 0};
+  step_start = st.step;
+  for (PetscInt epoch = st.epoch; epoch < opt->epochs; epoch++) {
     InflProgress prog;
     int64_t      b_first = 0;
+    double       lr_t    = 0;
     PetscCall(PetscTime(&t0));
     permutation(N, opt->seed, epoch, perm);
-    if (epoch == first_epoch && resume_b0 > 0) {
-      b_first = resume_b0;
-      sums[0] = resume_sums[0];
-      sums[1] = resume_sums[1];
+    if (epoch == st.epoch && st.b0 > 0) b_first = st.b0;
+    else {
+      st.sums[0] = st.sums[1] = 0;
+      st.gnorm[0] = st.gnorm[1] = 0;
     }
+    st.epoch = epoch;
     {
       char name[64];
       PetscCall(PetscSNPrintf(name, sizeof(name), "train epoch %d", (int)epoch + 1));
@@ -179,15 +320,21 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
       PetscBool ckpt, stop;
       PetscCall(InflProgressStep(&prog, 0, &ckpt, &stop));
       prog.done = b0;
-      if ((ckpt || stop) && opt->checkpoint[0]) PetscCall(train_checkpoint(comm, opt, key, train_hash, np, params, m1, m2, epoch, b0, step, sums));
+      if (opt->stop_after > 0 && st.step == opt->stop_after && st.step > step_start) { /* the same on every rank */
+        PetscCall(PetscPrintf(comm, "train: stopping after step %" PRId64 " of %" PRId64 " (-train_stop_after)\n", st.step, T));
+        ckpt = stop = PETSC_TRUE;
+      }
+      st.b0 = b0;
+      if ((ckpt || stop) && opt->checkpoint[0]) PetscCall(train_checkpoint(comm, opt, key, train_hash, np, params, m1, m2, &st));
       if (stop) {
         char partial[PETSC_MAX_PATH_LEN];
         PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", opt->checkpoint[0] ? opt->checkpoint : "(no output file)"));
         PetscCall(InflInterrupted(comm, "infl train", partial));
       }
-      int64_t  b1 = PetscMin(N, b0 + opt->batch);
-      PetscInt B  = 0, correct = 0;
-      double   loss = 0, stats[2];
+      int64_t     b1 = PetscMin(N, b0 + opt->batch);
+      PetscInt    B  = 0, correct = 0;
+      double      loss = 0, stats[2];
+      const float scale = 1.0f / (float)(b1 - b0);
       for (int64_t i = b0; i < b1; i++) {
         int64_t g = perm[i];
         if (g < start || g >= start + count) continue;
@@ -200,38 +347,29 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
       stats[0] = loss;
       stats[1] = correct;
       PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, stats, 2, MPI_DOUBLE, MPI_SUM, comm));
-      sums[0] += stats[0];
-      sums[1] += stats[1];
-      step++;
-      {
-        const float scale = 1.0f / (float)(b1 - b0);
-        if (opt->optimizer == INFL_OPT_ADAM) {
-          const double b1c = 1 - pow(0.9, (double)step), b2c = 1 - pow(0.999, (double)step);
-          for (int64_t i = 0; i < np; i++) {
-            float g = grads[i] * scale;
-            m1[i]   = 0.9f * m1[i] + 0.1f * g;
-            m2[i]   = 0.999f * m2[i] + 0.001f * g * g;
-            params[i] -= (float)(opt->lr * ((double)m1[i] / b1c) / (sqrt((double)m2[i] / b2c) + 1e-8) + opt->lr * opt->weight_decay * params[i]);
-          }
-        } else {
-          for (int64_t i = 0; i < np; i++) {
-            float g = grads[i] * scale + (float)opt->weight_decay * params[i];
-            m1[i]   = (float)opt->momentum * m1[i] + g;
-            params[i] -= (float)opt->lr * m1[i];
-          }
-        }
-      }
+      st.sums[0] += stats[0];
+      st.sums[1] += stats[1];
+      PetscCall(train_update(opt, T, np, scale, ndecay, decay, params, grads, m1, m2, &st, &lr_t));
       PetscCall(InflModelGetParameters(model, NULL, &params, NULL)); /* marks derived copies stale */
     }
     PetscCall(PetscTime(&t1));
-    InflCheckAll(comm, isfinite(sums[0]), PETSC_ERR_FP, "training diverged in epoch %d (loss %g); lower -train_lr (now %g)", (int)epoch, sums[0], opt->lr);
-    if (test) {
-      double tl, ta;
-      PetscCall(InflModelEvaluate(model, test, &tl, &ta));
-      PetscCall(PetscPrintf(comm, "epoch %3d  train loss %.4f  acc %.4f  |  test loss %.4f  acc %.4f  |  %.0f examples/s\n", (int)epoch + 1, sums[0] / (double)N, sums[1] / (double)N, tl, ta, (double)N / (t1 - t0)));
-    } else PetscCall(PetscPrintf(comm, "epoch %3d  train loss %.4f  acc %.4f  |  %.0f examples/s\n", (int)epoch + 1, sums[0] / (double)N, sums[1] / (double)N, (double)N / (t1 - t0)));
+    InflCheckAll(comm, isfinite(st.sums[0]), PETSC_ERR_FP, "training diverged in epoch %d (loss %g); lower -train_lr (now %g)", (int)epoch, st.sums[0], opt->lr);
+    {
+      char        tail[128] = "";
+      const char *fmt = "epoch %3d  train loss %.4f  acc %.4f  |  %s%slr %.3e%s  |  %.0f examples/s\n";
+      char        mid[96] = "";
+      if (opt->clip > 0) PetscCall(PetscSNPrintf(tail, sizeof(tail), "  grad norm mean %.4g max %.4g", st.gnorm[0] / (double)steps_per_epoch, st.gnorm[1]));
+      if (test) {
+        double tl, ta;
+        PetscCall(InflModelEvaluate(model, test, &tl, &ta));
+        PetscCall(PetscSNPrintf(mid, sizeof(mid), "test loss %.4f  acc %.4f", tl, ta));
+      }
+      PetscCall(PetscPrintf(comm, fmt, (int)epoch + 1, st.sums[0] / (double)N, st.sums[1] / (double)N, mid, test ? "  |  " : "", lr_t, tail, (double)N / (t1 - t0)));
+    }
   }
   PetscCall(InflModelZeroGrad(model));
+  if (decay && opt->decay_matrices_only) PetscCall(InflModelRestoreMatrixRanges(model, &ndecay, &decay));
+  else PetscCall(PetscFree(decay));
   PetscCall(PetscFree4(perm, xb, yb, m1));
   PetscCall(PetscFree(m2));
   PetscFunctionReturn(0);

@@ -15,11 +15,19 @@ Writes tests/nn/train_reference.h5.  What it reproduces (see include/infl/model.
   * Adam (Kingma & Ba 2015), float32 moments, beta1 0.9, beta2 0.999, eps 1e-8 added to sqrt of the
     bias-corrected second moment, lr 1e-3, no weight decay.
   * Philox4x32-10 (Salmon et al. 2011, Random123), checked against Random123's known-answer vectors.
+A second run (group /adamw) exercises the recipe language models use, with torch's own pieces:
+  * torch.optim.AdamW (Loshchilov & Hutter 2019), betas (0.9, 0.95), eps 1e-8, weight decay 0.1 on the weight
+    matrices only (a parameter group without decay for the biases), peak lr 3e-3;
+  * the schedule as a torch.optim.lr_scheduler.LambdaLR factor, written out: linear warm-up lr (t + 1) / W for the
+    first W = 4 global steps, then cosine from lr to lr_min = 3e-4 over the remaining T - W steps (T = 20: 2 epochs of
+    10 batches), lr_min + (lr - lr_min) (1 + cos(pi (t - W) / (T - W))) / 2;
+  * torch.nn.utils.clip_grad_norm_ to 1.0 after the division by the batch size (its pre-clip norms are stored).
 Forward and backward use torch float32 autograd; the result is compared with float32 C code, so the test allows
 about 1e-4 relative (different summation orders).
 """
 import datetime
 import gzip
+import math
 import os
 import struct
 
@@ -31,6 +39,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = "/usr/share/datasets/fashion-mnist"
 DIMS = [784, 32, 10]
 N, BATCH, SEED, EPOCHS, LR = 1000, 100, 3, 1, 1e-3
+# the AdamW + warm-up + cosine + clipping run
+W_EPOCHS, W_LR, W_LR_MIN, W_WARMUP, W_BETAS, W_EPS, W_WD, W_CLIP = 2, 3e-3, 3e-4, 4, (0.9, 0.95), 1e-8, 0.1, 1.0
 STREAM_INIT, STREAM_SHUFFLE = 2, 3
 
 M0, M1 = 0xD2511F53, 0xCD9E8D57
@@ -108,6 +118,44 @@ def mean_loss(params, x, y):
         return torch.nn.functional.cross_entropy(forward(params, x).double(), y, reduction="mean").item()
 
 
+def schedule_factor(t, total):
+    """LambdaLR factor of global step t (0-based): the learning rate is W_LR times this."""
+    if t < W_WARMUP:
+        return (t + 1) / W_WARMUP
+    lr = W_LR_MIN + 0.5 * (1.0 + math.cos(math.pi * (t - W_WARMUP) / (total - W_WARMUP))) * (W_LR - W_LR_MIN)
+    return lr / W_LR
+
+
+def train_adamw(init, x, y):
+    params = [(torch.tensor(W, requires_grad=True), torch.tensor(b, requires_grad=True)) for W, b in init]
+    flat = [p for wb in params for p in wb]
+    total = W_EPOCHS * ((N + BATCH - 1) // BATCH)
+    opt = torch.optim.AdamW([{"params": [W for W, _ in params], "weight_decay": W_WD},
+                             {"params": [b for _, b in params], "weight_decay": 0.0}],
+                            lr=W_LR, betas=W_BETAS, eps=W_EPS)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: schedule_factor(t, total))
+    norms, lrs, clipped = [], [], 0
+    for epoch in range(W_EPOCHS):
+        perm = permutation(N, SEED, epoch)
+        for s in range(0, N, BATCH):
+            idx = torch.from_numpy(perm[s:s + BATCH])
+            B = idx.numel()
+            opt.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(forward(params, x[idx]), y[idx], reduction="sum")
+            loss.backward()
+            scale = float(np.float32(1.0) / np.float32(B))
+            with torch.no_grad():
+                for p in flat:
+                    p.grad.mul_(scale)
+            norm = torch.nn.utils.clip_grad_norm_(flat, W_CLIP).item()
+            norms.append(norm)
+            clipped += norm > W_CLIP
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+    return {"params": params, "norms": norms, "lrs": lrs, "clipped": int(clipped), "loss": mean_loss(params, x, y)}
+
+
 def main():
     check_philox()
     img = read_idx(os.path.join(DATA, "train-images-idx3-ubyte.gz"))[:N]
@@ -146,6 +194,11 @@ def main():
     loss1 = mean_loss(params, x, y)
     print(f"mean loss on the {N} examples: {loss0:.6f} before, {loss1:.6f} after {EPOCHS} epoch(s)")
     assert loss1 < loss0
+    adamw = train_adamw(init, x, y)
+    print(f"adamw: mean loss {adamw['loss']:.6f} after {W_EPOCHS} epochs; pre-clip norms "
+          f"{min(adamw['norms']):.4f} .. {max(adamw['norms']):.4f}, clipped at {adamw['clipped']} of "
+          f"{len(adamw['norms'])} steps; lr {min(adamw['lrs']):.3e} .. {max(adamw['lrs']):.3e}")
+    assert adamw["loss"] < loss0 and 0 < adamw["clipped"] < len(adamw["norms"])
 
     path = os.path.join(HERE, "train_reference.h5")
     with h5py.File(path, "w") as f:
@@ -165,6 +218,16 @@ def main():
         for l, (W, b) in enumerate(params):
             f.create_dataset(f"final/layers.{l}.weight", data=W.detach().numpy())
             f.create_dataset(f"final/layers.{l}.bias", data=b.detach().numpy())
+        g = f.create_group("adamw")
+        g.attrs["setup"] = (f"adamw lr {W_LR} betas {W_BETAS} eps {W_EPS} weight decay {W_WD} (matrices only), "
+                            f"warm-up {W_WARMUP} steps, cosine to {W_LR_MIN}, clip {W_CLIP}, batch {BATCH}, "
+                            f"seed {SEED}, epochs {W_EPOCHS}")
+        g.create_dataset("step_lr", data=np.array(adamw["lrs"]))
+        g.create_dataset("grad_norm", data=np.array(adamw["norms"]))
+        g.create_dataset("mean_loss_after", data=adamw["loss"])
+        for l, (W, b) in enumerate(adamw["params"]):
+            g.create_dataset(f"final/layers.{l}.weight", data=W.detach().numpy())
+            g.create_dataset(f"final/layers.{l}.bias", data=b.detach().numpy())
     print(f"wrote {os.path.relpath(path)} ({os.path.getsize(path)} bytes)")
 
 
