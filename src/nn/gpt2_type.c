@@ -12,6 +12,7 @@
 #include "modelimpl.h"
 #include <infl/gpt2.h>
 #include <petscviewer.h>
+#include <string.h>
 
 typedef struct {
   InflGPT2 g;
@@ -143,7 +144,7 @@ static PetscErrorCode gpt2_hash_architecture(InflModel m, InflHash h)
 static PetscErrorCode gpt2_check_data_local(InflModel m, InflData data)
 {
   InflDataContent kind;
-  const char     *spec, *name;
+  const char     *spec, *name, *opt;
   int64_t         start, count;
   const int32_t  *tok;
   const int64_t  *off;
@@ -152,11 +153,13 @@ static PetscErrorCode gpt2_check_data_local(InflModel m, InflData data)
   PetscCall(InflDataGetContent(data, &kind));
   PetscCall(InflDataGetSpec(data, &spec));
   PetscCall(InflDataGetName(data, &name));
+  opt = name[0] ? name : "data";
+  if (!strcmp(name, "data")) name = ""; /* the eval driver's -data: not "data data SPEC" */
   PetscCheck(kind == INFL_DATA_SEQUENCES, PETSC_COMM_SELF, PETSC_ERR_ARG_INCOMP, "%s%sdata %s holds rows of features, but the model %s (type gpt2) reads token sequences; give text:FILE or tokens:FILE", name, name[0] ? " " : "", spec, m->path);
   PetscCall(InflDataGetSequenceShard(data, &start, &count, &tok, &off));
   for (int64_t s = 0; s < count; s++) {
     int64_t len = off[s + 1] - off[s];
-    PetscCheck(len <= m->seqlen_max, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "%s%sdata %s: sequence %" PRId64 " has %" PRId64 " tokens, more than the model's n_positions = %d; use windows of at most n_positions tokens (-%s_seq_len)", name, name[0] ? " " : "", spec, start + s, len, (int)m->seqlen_max, name[0] ? name : "data");
+    PetscCheck(len <= m->seqlen_max, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "%s%sdata %s: sequence %" PRId64 " has %" PRId64 " tokens, more than the model's n_positions = %d; use windows of at most n_positions tokens (-%s_seq_len 0 cuts windows of n_positions)", name, name[0] ? " " : "", spec, start + s, len, (int)m->seqlen_max, opt);
     for (int64_t p = 0; p < len; p++) {
       int32_t v = tok[off[s] + p];
       PetscCheck(v >= 0 && v < m->vocab_size, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "%s%sdata %s: sequence %" PRId64 " position %" PRId64 " holds token id %d, outside the model's vocabulary [0, %d); tokenize the data for this model", name, name[0] ? " " : "", spec, start + s, p, (int)v, (int)m->vocab_size);
