@@ -77,7 +77,10 @@ PetscErrorCode InflModelSetFromOptions(InflModel model);
 /* The one data-vs-model check (the type's check_data), collective: the data's content must be what the type
  * consumes (rows of features and class labels for the MLP: INFL_DATA_ROWS), the features per example must equal
  * the model's input dimension, and every label of this rank's shard must lie in [0, classes).  The error names
- * the data set (its name and spec), the example, the value and what to do; all ranks fail together. */
+ * the data set (its name and spec), the example, the value and what to do; all ranks fail together.
+ * gpt2: the data must hold token sequences (text:, tokens:); not yet set up, they are read now for this model
+ * (InflDataSetUpSequences with its vocab_size, n_positions and path: collective); every token of the shard must be
+ * below vocab_size and every window at most n_positions long (the error names the sequence and position). */
 PetscErrorCode InflModelCheckData(InflModel model, InflData data);
 /* The mlp type's constructor: a fresh MLP (sets the type to mlp if the model has none; error for a model of another
  * type): dims (ndims) = input, hidden..., classes.  Weights ~ U(-1/sqrt(din), 1/sqrt(din)) (PyTorch's nn.Linear
@@ -97,7 +100,8 @@ PetscErrorCode InflModelGetPrecision(InflModel model, InflPrecision *prec);
 PetscErrorCode InflModelGetLayers(InflModel model, PetscInt *L, InflLinear **layers);
 /* Input features of a row-data model (its first layer's din) and the outputs per row (classes). */
 PetscErrorCode InflModelGetSizes(InflModel model, PetscInt *din, PetscInt *nclasses);
-/* Parameter and gradient slabs: n = sum over layers of dout*(din+1), layer by layer, W row-major then b. */
+/* Parameter and gradient slabs: mlp: n = sum over layers of dout*(din+1), layer by layer, W row-major then b; gpt2:
+ * the whole model in the Hugging Face state-dict order (infl/gpt2.h). */
 PetscErrorCode InflModelGetParameters(InflModel model, int64_t *n, float **params, float **grads);
 /* SHA-256 of the parameters and architecture (the file's hash when loaded from a file). */
 PetscErrorCode InflModelGetHash(InflModel model, const char **hex);
