@@ -73,7 +73,8 @@ typedef struct _p_InflData *InflData;
 PetscErrorCode InflDataOpen(MPI_Comm comm, const char spec[], int64_t limit, InflData *data);
 /* N examples in all, d features per example, nclasses = 1 + max label over the whole set. */
 PetscErrorCode InflDataGetSizes(InflData data, int64_t *N, int64_t *d, int64_t *nclasses);
-/* This rank's shard: global indices [start, start+count), x (count, d) row-major, labels (count). */
+/* This rank's shard: global indices [start, start+count), x (count, d) row-major, labels (count).  Rows data; for
+ * token-sequence data x and labels are NULL (use InflDataGetSequenceShard). */
 PetscErrorCode InflDataGetShard(InflData data, int64_t *start, int64_t *count, const float **x, const int64_t **labels);
 /* Any examples by global index (not collective; reads the file again as needed, or from the shard: raw IDX files
  * by seeking, .gz IDX files decompressed whole into memory on the first non-local index, HDF5 files reopened by

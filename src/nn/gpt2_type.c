@@ -133,6 +133,7 @@ static PetscErrorCode gpt2_hash_architecture(InflModel m, InflHash h)
   const char    *acts[] = {"gelu_new", "gelu", "relu"};
 
   PetscFunctionBegin;
+  PetscCheck(t->g, m->comm, PETSC_ERR_ARG_WRONGSTATE, "the gpt2 model has no parameters; load it (InflModelLoad) first");
   PetscCall(InflGPT2GetConfig(t->g, &c));
   PetscCall(PetscSNPrintf(buf, sizeof(buf), "gpt2|%s|%d,%d,%d,%d,%d|%.17g", acts[c.activation], (int)c.n_embd, (int)c.n_layer, (int)c.n_head, (int)c.vocab_size, (int)c.n_positions, c.layer_norm_epsilon));
   PetscCall(InflHashUpdate(h, buf, strlen(buf)));
