@@ -256,6 +256,46 @@ static PetscErrorCode test_gradients(MPI_Comm comm, InflModel m, const Ref *r)
   PetscFunctionReturn(0);
 }
 
+/* True-Fisher targets: InflModelSampleTargets and InflModelCaptureSequencesSampled draw the same targets (a function of
+ * seed, global index, position), the sampled capture equals the capture with those targets given, and the targets
+ * do not depend on the batch (each sequence alone gives the same). */
+static PetscErrorCode test_sampled(MPI_Comm comm, InflModel m, const Ref *r)
+{
+  InflCapture *c1, *c2;
+  int32_t      t1[MAXB * 16], t2[MAXB * 16], t3[16];
+  int64_t      index[MAXB], one[2];
+  PetscInt     L, differ = 0;
+  double       e = 0;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelSetPrecision(m, INFL_PREC_DOUBLE));
+  PetscCall(InflModelGetLayers(m, &L, NULL));
+  for (PetscInt b = 0; b < r->B; b++) index[b] = 100 + 7 * b;
+  PetscCall(InflModelSampleTargets(m, r->B, r->off, r->tokens, index, 42, t1));
+  PetscCall(InflCaptureCreate(m, r->B, &c1));
+  PetscCall(InflCaptureCreate(m, r->B, &c2));
+  PetscCall(InflModelCaptureSequencesSampled(m, r->B, r->off, r->tokens, index, 42, t2, c1));
+  for (PetscInt t = 0; t < r->N; t++) EXPECT(t1[t] == t2[t], "row %d: SampleTargets drew %d, CaptureSequencesSampled %d", (int)t, (int)t1[t], (int)t2[t]);
+  for (PetscInt b = 0; b < r->B; b++) {
+    EXPECT(t1[r->off[b + 1] - 1] == -1, "sequence %d: its last row has target %d, expected -1", (int)b, (int)t1[r->off[b + 1] - 1]);
+    one[0] = 0;
+    one[1] = r->off[b + 1] - r->off[b];
+    PetscCall(InflModelSampleTargets(m, 1, one, r->tokens + r->off[b], &index[b], 42, t3));
+    for (int64_t t = 0; t < one[1]; t++) EXPECT(t3[t] == t1[r->off[b] + t], "sequence %d alone: target at position %d is %d, in the batch %d", (int)b, (int)t, (int)t3[t], (int)t1[r->off[b] + t]);
+  }
+  for (PetscInt t = 0; t < r->N; t++) differ += t1[t] >= 0 && (t + 1 >= r->N || t1[t] != r->tokens[t + 1]);
+  EXPECT(differ > 0, "every sampled target equals the next token: the sampling is not drawing from the model");
+  PetscCall(InflModelCaptureSequences(m, r->B, r->off, r->tokens, t1, c2));
+  for (PetscInt l = 0; l < L; l++)
+    for (int64_t i = 0; i < (int64_t)r->N * c1->dout[l]; i++) e = PetscMax(e, fabs(c1->ds64[l][i] - c2->ds64[l][i]));
+  for (PetscInt b = 0; b < r->B; b++) EXPECT(c1->loss[b] == c2->loss[b], "sequence %d: sampled capture loss %.17g, with the targets given %.17g", (int)b, c1->loss[b], c2->loss[b]);
+  EXPECT(e == 0, "the sampled capture differs from the capture with its targets given by %.3g", e);
+  PetscCall(InflCaptureDestroy(&c1));
+  PetscCall(InflCaptureDestroy(&c2));
+  PetscCall(PetscPrintf(comm, "sampled targets: the same from SampleTargets, CaptureSequencesSampled and each sequence alone (%d of %d differ from the data); sampled capture == capture with them given\n", (int)differ, (int)(r->N - r->B)));
+  PetscFunctionReturn(0);
+}
+
 /* tokens: HDF5 with the reference sequences as documents: windows, shards, random access, evaluation. */
 static PetscErrorCode write_tokens_h5(MPI_Comm comm, const char path[], PetscInt B, const int64_t off[], const int32_t tok[])
 {
@@ -487,6 +527,7 @@ int main(int argc, char **argv)
   PetscCall(test_capture(comm, m, &r, INFL_PREC_DOUBLE, 1e-10));
   PetscCall(test_capture(comm, m, &r, INFL_PREC_SINGLE, TOL32));
   PetscCall(test_gradients(comm, m, &r));
+  PetscCall(test_sampled(comm, m, &r));
   PetscCall(test_tokens_data(comm, m, &r));
   PetscCall(test_rows_for_gpt2(comm, m));
   PetscCall(test_text_data(comm));
