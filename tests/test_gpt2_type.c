@@ -543,6 +543,16 @@ int main(int argc, char **argv)
     EXPECT(!strcmp(h1, h2), "saved and loaded gpt2 differs: %s vs %s", h1, h2);
     PetscCall(InflModelDestroy(&m2));
   }
+  /* a non-finite embedding (outside the captured layers) is found */
+  {
+    float *params, keep;
+    PetscCall(InflModelCheckFinite(m));
+    PetscCall(InflModelGetParameters(m, NULL, &params, NULL));
+    keep      = params[5];
+    params[5] = NAN;
+    EXPECT_FAIL(comm, InflModelCheckFinite(m), "has a non-finite parameter nan. at index 5 of its parameter slab", "NaN in wte");
+    params[5] = keep;
+  }
   PetscCall(free_reference(&r));
   PetscCall(InflModelDestroy(&m));
   PetscCall(PetscPrintf(comm, "test_gpt2_type: all checks passed\n"));

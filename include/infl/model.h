@@ -107,7 +107,8 @@ PetscErrorCode InflModelGetParameters(InflModel model, int64_t *n, float **param
 PetscErrorCode InflModelGetHash(InflModel model, const char **hex);
 /* MLP only: the activation between its layers (error naming the type for another type). */
 PetscErrorCode InflModelGetActivationName(InflModel model, const char **name);
-/* Check every parameter is finite; the error names the layer and tensor. */
+/* Check every parameter is finite; the error names the layer and tensor (gpt2: also the embeddings and LayerNorms,
+ * naming the index in the parameter slab). */
 PetscErrorCode InflModelCheckFinite(InflModel model);
 PetscErrorCode InflModelView(InflModel model, PetscViewer viewer);
 PetscErrorCode InflModelDestroy(InflModel *model);

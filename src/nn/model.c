@@ -325,6 +325,8 @@ PetscErrorCode InflModelCheckFinite(InflModel m)
     int64_t     nw = (int64_t)ly->dout * ly->din;
     for (int64_t i = 0; i < nw + ly->dout; i++) PetscCheck(isfinite(ly->W[i]), PETSC_COMM_SELF, PETSC_ERR_FP, "model layer %d %s has a non-finite value %g at flat index %" PRId64 "; training diverged (lower the learning rate)", (int)l, i < nw ? "weight" : "bias", (double)ly->W[i], i < nw ? i : i - nw);
   }
+  if (m->sequential) /* the embeddings and LayerNorms of a language model are outside the captured layers */
+    for (int64_t i = 0; i < m->nparams; i++) PetscCheck(isfinite(m->params[i]), PETSC_COMM_SELF, PETSC_ERR_FP, "model %s (type %s) has a non-finite parameter %g at index %" PRId64 " of its parameter slab (the state-dict order of infl/gpt2.h)", m->path, m->type, (double)m->params[i], i);
   PetscFunctionReturn(0);
 }
 
