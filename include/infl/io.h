@@ -69,7 +69,8 @@ typedef struct _p_InflData *InflData;
  * of float32 or float64 as float32 (non-finite after that conversion is an error).
  * Each rank then holds its shard: the InflPartition block of [0, N) for its rank.
  * Errors (all ranks): missing file, bad magic, truncated data, N mismatch between images and labels,
- * negative labels, non-finite inputs (naming the example index), empty data set. */
+ * negative labels, non-finite inputs (naming the example index), empty data set.
+ * "text:PATH" and "tokens:PATH" open token-sequence data, read later for the model (see below). */
 PetscErrorCode InflDataOpen(MPI_Comm comm, const char spec[], int64_t limit, InflData *data);
 /* N examples in all, d features per example, nclasses = 1 + max label over the whole set. */
 PetscErrorCode InflDataGetSizes(InflData data, int64_t *N, int64_t *d, int64_t *nclasses);
