@@ -25,24 +25,36 @@ PetscErrorCode DriverGetString(MPI_Comm comm, const char name[], const char text
 
 PetscErrorCode DriverOpenData(MPI_Comm comm, const char prefix[], PetscBool required, PetscBool help, InflData *data)
 {
-  char    opt[64], optl[64], spec[PETSC_MAX_PATH_LEN], text[256], ltext[32] = "0";
-  int64_t limit = 0;
+  char     opt[64], optl[64], opts[64], spec[PETSC_MAX_PATH_LEN], text[400], ltext[32] = "0", tokdir[PETSC_MAX_PATH_LEN] = "";
+  int64_t  limit = 0;
+  PetscInt seq_len = 0;
 
   PetscFunctionBegin;
   *data = NULL;
   PetscCall(PetscSNPrintf(opt, sizeof(opt), "-%s", prefix));
   PetscCall(PetscSNPrintf(optl, sizeof(optl), "-%s_limit", prefix));
-  PetscCall(PetscSNPrintf(text, sizeof(text), "%s data: idx:PREFIX (IDX files PREFIX-images-idx3-ubyte[.gz], PREFIX-labels-idx1-ubyte[.gz]) or h5:FILE (/inputs, /labels)", prefix));
+  PetscCall(PetscSNPrintf(opts, sizeof(opts), "-%s_seq_len", prefix));
+  PetscCall(PetscSNPrintf(text, sizeof(text), "%s data: idx:PREFIX (IDX files PREFIX-images-idx3-ubyte[.gz], PREFIX-labels-idx1-ubyte[.gz]), h5:FILE (/inputs, /labels), text:PATH (UTF-8 text, -tokens_text_format) or tokens:PATH (llm.c .bin, HDF5 /tokens /offsets)", prefix));
   PetscCall(DriverGetString(comm, opt, text, spec, sizeof(spec), required, help));
   PetscOptionsBegin(comm, NULL, "infl driver options", NULL);
   /* listed by -help as a string, parsed as a 64-bit count: PetscOptionsInt (32-bit PetscInt) would wrap 2^32+1 to 1 */
   PetscCall(InflOptionsCheckLength(comm, optl, sizeof(ltext), "give a count of examples"));
   PetscCall(PetscOptionsString(optl, "use only the first N examples (0: all)", NULL, ltext, ltext, sizeof(ltext), NULL));
+  PetscCall(PetscOptionsInt(opts, "token sequences: window length in tokens (0: the model's n_positions)", "InflDataSetSequenceLength", seq_len, &seq_len, NULL));
+  PetscCall(PetscOptionsString("-tokenizer", "text data: directory of GPT-2 BPE files (default: beside the model, else byte-level for 256 tokens)", "InflDataSetTokenizerDir", tokdir, tokdir, sizeof(tokdir), NULL));
   PetscOptionsEnd();
   PetscCall(InflOptionsGetInt64(comm, optl, 0, INT64_MAX, &limit, NULL)); /* 0 means all examples */
   if (help || !spec[0]) PetscFunctionReturn(0);
   PetscCall(InflDataOpen(comm, spec, limit, data));
   PetscCall(InflDataSetName(*data, prefix));
+  {
+    InflDataContent kind;
+    PetscCall(InflDataGetContent(*data, &kind));
+    if (kind == INFL_DATA_SEQUENCES) {
+      PetscCall(InflDataSetTokenizerDir(*data, tokdir));
+      PetscCall(InflDataSetSequenceLength(*data, seq_len));
+    }
+  }
   PetscFunctionReturn(0);
 }
 

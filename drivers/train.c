@@ -78,17 +78,31 @@ PetscErrorCode InflDriverEval(MPI_Comm comm, PetscBool help)
   InflModel model;
   double    loss, acc;
   int64_t   N, d;
+  PetscInt  batch = 8;
+  PetscBool seq;
 
   PetscFunctionBegin;
-  PetscCall(DriverGetString(comm, "-model", "model file (safetensors)", path, sizeof(path), PETSC_TRUE, help));
+  PetscCall(DriverGetString(comm, "-model", "model: safetensors file (MLP) or GPT-2 directory (config.json, model.safetensors)", path, sizeof(path), PETSC_TRUE, help));
   PetscCall(DriverOpenData(comm, "data", PETSC_TRUE, help, &data));
+  PetscOptionsBegin(comm, NULL, "infl eval options", NULL);
+  PetscCall(PetscOptionsInt("-eval_batch", "token sequences per forward pass (sequence data)", "InflModelEvaluateSequences", batch, &batch, NULL));
+  PetscOptionsEnd();
   if (help) PetscFunctionReturn(0);
+  PetscCheck(batch > 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-eval_batch %d: give a positive number of sequences", (int)batch);
   PetscCall(DriverLoadModel(comm, path, &model));
   PetscCall(DriverCheckUnusedOptions(comm));
+  PetscCall(InflModelCheckData(model, data)); /* sequence data: reads the corpus and cuts the model's windows */
   PetscCall(InflDataGetSizes(data, &N, &d, NULL));
-  PetscCall(InflModelCheckData(model, data));
-  PetscCall(InflModelEvaluate(model, data, &loss, &acc));
-  PetscCall(PetscPrintf(comm, "examples %" PRId64 "  mean loss %.6f  accuracy %.4f\n", N, loss, acc));
+  PetscCall(InflModelIsSequential(model, &seq));
+  if (seq) {
+    double  ppl;
+    int64_t ntok;
+    PetscCall(InflModelEvaluateSequences(model, data, batch, &loss, &ppl, &ntok));
+    PetscCall(PetscPrintf(comm, "sequences %" PRId64 "  predicted tokens %" PRId64 "  mean loss per token %.10f  perplexity %.6f\n", N, ntok, loss, ppl));
+  } else {
+    PetscCall(InflModelEvaluate(model, data, &loss, &acc));
+    PetscCall(PetscPrintf(comm, "examples %" PRId64 "  mean loss %.6f  accuracy %.4f\n", N, loss, acc));
+  }
   PetscCall(InflModelDestroy(&model));
   PetscCall(InflDataDestroy(&data));
   PetscFunctionReturn(0);

@@ -1,7 +1,7 @@
 static const char help[] = "Model files: InflModelSave / InflModelLoad round trip (parameters and hash), F64 weights converted,\n"
                            "and bad model files give one error on every rank naming the file and the tensor.  Model types:\n"
                            "the type comes from the file, unknown types are refused, a GPT-2 directory or a file with\n"
-                           "config.json beside it says gpt2 is not available, a type without products says so.\n";
+                           "config.json beside it is read as gpt2, a type without products says so.\n";
 #include "io/check.h"
 #include "nn/modelimpl.h"
 #include <infl/model.h>
@@ -184,8 +184,13 @@ int main(int argc, char **argv)
     PetscCall(InflModelCreate(comm, &m));
     PetscCall(InflModelGetType(m, &type));
     EXPECT(!strcmp(type, ""), "a new model has type \"%s\", expected none", type);
-    EXPECT_FAIL(comm, InflModelSetType(m, "transformer"), "unknown model type \"transformer\"; this build has: mlp", "unknown type");
-    EXPECT_FAIL(comm, InflModelSetType(m, "gpt2"), "model type gpt2 is not available in this build", "gpt2 type");
+    EXPECT_FAIL(comm, InflModelSetType(m, "transformer"), "unknown model type \"transformer\"; this build has: mlp, gpt2", "unknown type");
+    /* gpt2 is a type of token-sequence models: before loading it has no parameters; row verbs name the sequence verb */
+    PetscCall(InflModelSetType(m, "gpt2"));
+    PetscCall(InflModelGetType(m, &type));
+    EXPECT(!strcmp(type, "gpt2"), "type \"%s\" after InflModelSetType(gpt2)", type);
+    EXPECT_FAIL(comm, InflModelForward(m, 1, xin, (float *)u), "model type gpt2 consumes token sequences, not rows of features; use InflModelSequenceLoss", "row verb on gpt2");
+    EXPECT_FAIL(comm, InflModelGetHash(m, &h2), "the gpt2 model has no parameters; load it", "gpt2 hash before loading");
     /* a Hugging Face directory (config.json inside) and a safetensors file without architecture beside one */
     PetscCall(PetscSNPrintf(dir, sizeof(dir), "nn_file_hf_np%d", (int)size));
     PetscCall(PetscSNPrintf(cfg, sizeof(cfg), "%s/config.json", dir));
@@ -199,9 +204,9 @@ int main(int argc, char **argv)
       fclose(f);
     }
     PetscCallMPI(MPI_Barrier(comm));
-    EXPECT_FAIL(comm, InflModelLoad(m, dir), "model type gpt2 is not available in this build", "GPT-2 directory");
+    EXPECT_FAIL(comm, InflModelLoad(m, dir), "config.json: GPT-2 config key \"n_embd\" is missing", "GPT-2 directory read as gpt2");
     PetscCall(InflSafetensorsWrite(comm, file, 6, T.t, 0, NULL, NULL));
-    EXPECT_FAIL(comm, InflModelLoad(m, file), "model type gpt2 is not available in this build", "file beside config.json");
+    EXPECT_FAIL(comm, InflModelLoad(m, file), "config.json: GPT-2 config key \"n_embd\" is missing", "file beside config.json read as gpt2");
     /* an MLP file beside config.json is still an MLP (its metadata names the architecture) */
     PetscCall(InflModelSave(model, file));
     PetscCall(InflModelLoad(m, file));
@@ -227,7 +232,7 @@ int main(int argc, char **argv)
     PetscCall(InflModelGetHash(m, &h2));
     EXPECT(!strcmp(h1, h2), "an MLP loaded into a model of type bare has hash %s, expected %s", h2, h1);
     PetscCall(InflModelDestroy(&m));
-    PetscCall(PetscPrintf(comm, "types: mlp from the file, unknown and gpt2 types refused, optional products missing say so\n"));
+    PetscCall(PetscPrintf(comm, "types: mlp from the file, unknown type refused, gpt2 from a directory or a file beside config.json, optional products missing say so\n"));
   }
 
   /* a model object stays usable after a failed load */

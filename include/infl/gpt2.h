@@ -65,8 +65,8 @@ typedef struct {
 /* Captured a and Ds of the 4 n_layer linear layers for N rows (tokens) of B sequences.  In single precision a32/ds32
  * are set, in double a64/ds64.  a[l] (N, din[l]+1) with column din[l] equal to 1, ds[l] (N, dout[l]); rows of
  * sequence b are [offsets[b], offsets[b+1]).  loss (B): each sequence's summed loss with the targets used.
- * This is the token-level capture of DESIGN.md (one row per token plus sequence offsets; an MLP example would be a
- * sequence of length 1), kept apart from model.h's per-example InflCapture until the model object is typed. */
+ * The capture of the InflGPT2 object itself; the gpt2 model type (src/nn/gpt2_type.c) fills model.h's InflCapture
+ * (the same arrays and shapes, int64 offsets) by pointing a temporary InflSeqCapture at its arrays. */
 typedef struct {
   InflPrecision prec;
   PetscInt      L, N, B, Nmax, Bmax;

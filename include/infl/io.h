@@ -6,6 +6,7 @@
  *   IDX (LeCun's MNIST format, also Fashion-MNIST): big-endian magic 0x0000 type ndim, ndim big-endian uint32 sizes,
  *     then data; optionally gzip-compressed (.gz).
  *   HDF5 data set: /inputs (N, d) float (float32 or float64 on disk), /labels (N) integer.
+ *   Token sequences: text:PATH and tokens:PATH as infl/tokens.h reads them (see "token-sequence data" below).
  */
 #ifndef INFL_IO_H
 #define INFL_IO_H
@@ -68,11 +69,13 @@ typedef struct _p_InflData *InflData;
  * of float32 or float64 as float32 (non-finite after that conversion is an error).
  * Each rank then holds its shard: the InflPartition block of [0, N) for its rank.
  * Errors (all ranks): missing file, bad magic, truncated data, N mismatch between images and labels,
- * negative labels, non-finite inputs (naming the example index), empty data set. */
+ * negative labels, non-finite inputs (naming the example index), empty data set.
+ * "text:PATH" and "tokens:PATH" open token-sequence data, read later for the model (see below). */
 PetscErrorCode InflDataOpen(MPI_Comm comm, const char spec[], int64_t limit, InflData *data);
 /* N examples in all, d features per example, nclasses = 1 + max label over the whole set. */
 PetscErrorCode InflDataGetSizes(InflData data, int64_t *N, int64_t *d, int64_t *nclasses);
-/* This rank's shard: global indices [start, start+count), x (count, d) row-major, labels (count). */
+/* This rank's shard: global indices [start, start+count), x (count, d) row-major, labels (count).  Rows data; for
+ * token-sequence data x and labels are NULL (use InflDataGetSequenceShard). */
 PetscErrorCode InflDataGetShard(InflData data, int64_t *start, int64_t *count, const float **x, const int64_t **labels);
 /* Any examples by global index (not collective; reads the file again as needed, or from the shard: raw IDX files
  * by seeking, .gz IDX files decompressed whole into memory on the first non-local index, HDF5 files reopened by
@@ -82,10 +85,42 @@ PetscErrorCode InflDataGetExamples(InflData data, PetscInt n, const int64_t idx[
 /* SHA-256 over the files' bytes and the limit: identifies the data set in provenance records. */
 PetscErrorCode InflDataGetHash(InflData data, const char **hex);
 PetscErrorCode InflDataGetSpec(InflData data, const char **spec);
-/* What a data set holds: rows of float features with a class label each (idx:, h5:), or token sequences (text and
- * pre-tokenized files, later).  A model says which it consumes in its data check (InflModelCheckData). */
+/* What a data set holds: rows of float features with a class label each (idx:, h5:), or token sequences (text:,
+ * tokens:).  A model says which it consumes in its data check (InflModelCheckData). */
 typedef enum { INFL_DATA_ROWS = 0, INFL_DATA_SEQUENCES } InflDataContent;
 PetscErrorCode InflDataGetContent(InflData data, InflDataContent *kind);
+
+/* ---------------------------------------------------------------- token-sequence data (text:PATH, tokens:PATH)
+ * InflDataOpen of "text:PATH" or "tokens:PATH" (formats: infl/tokens.h) only records the spec and the limit: the
+ * windows depend on the model (its vocabulary, its tokenizer and its n_positions), so the corpus is read by
+ * InflDataSetUpSequences, which the gpt2 model's data check (InflModelCheckData) calls with the model's sizes and
+ * path.  Until then the data set is not ready (InflDataSequencesReady) and its N is 0.
+ * The examples are the windows of InflTokensGetSequences (documents cut into windows of seq_len tokens, consecutive
+ * windows sharing one token); N is their number (the first `limit` of them when limit > 0), sharded over ranks
+ * by InflPartition like rows.  InflDataGetSizes gives N, d = seq_len and nclasses = the vocabulary size.
+ * Tokenizer of text: the directory set by InflDataSetTokenizerDir (the drivers' -tokenizer DIR; GPT-2 BPE files
+ * there), else tokenizer files beside the model (in its directory, or the directory of its file), else byte-level
+ * when vocab_size is 256 (InflTokenizerSetUpForModel); it must fit vocab_size (InflTokenizerCheckVocabSize).
+ * Hash: SHA-256 of the corpus hash (InflTokensGetHash: files, format, tokenizer), seq_len and N. */
+/* Not collective.  Tokenizer directory for text: data ("" or NULL: beside the model, else byte-level). */
+PetscErrorCode InflDataSetTokenizerDir(InflData data, const char dir[]);
+/* Not collective.  Window length (tokens per sequence; 0, the default: the model's n_positions).  A window longer
+ * than the model's n_positions is refused by the model's data check, naming the sequence and both lengths. */
+PetscErrorCode InflDataSetSequenceLength(InflData data, PetscInt seq_len);
+/* Collective.  Read the corpus for a model of vocab_size tokens and n_positions positions loaded from model_path
+ * (a file or directory; may be NULL), cut the windows, take this rank's shard.  Errors (all ranks; the data
+ * set stays not ready): those of InflTokensLoad (missing files, invalid UTF-8, token ids >= vocab_size
+ * naming the file and position), no tokenizer for the model, a limit larger than the number of windows, no window.
+ * A second call is an error. */
+PetscErrorCode InflDataSetUpSequences(InflData data, PetscInt vocab_size, PetscInt n_positions, const char model_path[]);
+/* Is the sequence data set up (PETSC_FALSE for rows data)? */
+PetscErrorCode InflDataSequencesReady(InflData data, PetscBool *ready);
+/* This rank's shard of sequences: global indices [start, start+count), tokens of the shard concatenated and
+ * offsets (count+1), offsets[0] = 0 (read only, owned by the data set). */
+PetscErrorCode InflDataGetSequenceShard(InflData data, int64_t *start, int64_t *count, const int32_t **tokens, const int64_t **offsets);
+/* Not collective.  Any sequences by global index: tokens (at least n seq_len) concatenated, offsets (n+1) out,
+ * offsets[0] = 0.  An index outside [0, N) is an error naming it and N. */
+PetscErrorCode InflDataGetSequences(InflData data, PetscInt n, const int64_t idx[], int32_t tokens[], int64_t offsets[]);
 /* The data set's role in messages ("train", "query", ...; default "" for none): errors then say "query data SPEC". */
 PetscErrorCode InflDataSetName(InflData data, const char name[]);
 PetscErrorCode InflDataGetName(InflData data, const char **name);

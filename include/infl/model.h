@@ -1,6 +1,6 @@
 /* infl/model.h -- models (a typed object with a table of operations) and the per-layer capture.
  *
- * InflModel is a PETSc-style object with a type: "mlp" today (src/nn/mlp.c), "gpt2" later.  What every type
+ * InflModel is a PETSc-style object with a type: "mlp" (src/nn/mlp.c) or "gpt2" (src/nn/gpt2_type.c).  What every type
  * shares lives in the generic object (src/nn/model.c): the communicator, the type name, the working precision,
  * the list of linear layers exposed to capture (InflLinear: din, dout and views W, b, dW, db), the parameter and
  * gradient slabs (one float32 slab each, carved into per-layer views) and the hash.  The rest belongs to the type,
@@ -33,7 +33,8 @@ typedef struct _p_InflModel *InflModel;
 
 typedef enum { INFL_ACT_RELU = 0, INFL_ACT_TANH, INFL_ACT_GELU, INFL_ACT_IDENTITY } InflActivation;
 
-/* Linear layer l: weight W (dout, din) row-major, bias b (dout). */
+/* Linear layer l: weight W row-major, bias b (dout).  mlp: W (dout, din) (nn.Linear); gpt2: W (din, dout) (Conv1D,
+ * the transpose).  Code outside the type uses only din and dout (and the captures); W is the type's layout. */
 typedef struct {
   PetscInt din, dout;
   float   *W, *b;   /* views into the parameter slab */
@@ -66,8 +67,7 @@ PetscErrorCode InflModelGetComm(InflModel model, MPI_Comm *comm);
  * "mlp" is registered from the start; InflModelRegister adds (or replaces) a type.  Not collective. */
 PetscErrorCode InflModelRegister(const char name[], PetscErrorCode (*create)(InflModel));
 /* Not collective.  Give the model a type; a model that already has another type is emptied first (its layers,
- * slabs and type data freed).  Error for an unknown name, listing the registered types.  "gpt2": the error says
- * the type is not available in this build. */
+ * slabs and type data freed).  Error for an unknown name, listing the registered types ("mlp", "gpt2"). */
 PetscErrorCode InflModelSetType(InflModel model, const char type[]);
 /* The type name ("" before SetType, SetUp or Load). */
 PetscErrorCode InflModelGetType(InflModel model, const char **type);
@@ -77,7 +77,10 @@ PetscErrorCode InflModelSetFromOptions(InflModel model);
 /* The one data-vs-model check (the type's check_data), collective: the data's content must be what the type
  * consumes (rows of features and class labels for the MLP: INFL_DATA_ROWS), the features per example must equal
  * the model's input dimension, and every label of this rank's shard must lie in [0, classes).  The error names
- * the data set (its name and spec), the example, the value and what to do; all ranks fail together. */
+ * the data set (its name and spec), the example, the value and what to do; all ranks fail together.
+ * gpt2: the data must hold token sequences (text:, tokens:); not yet set up, they are read now for this model
+ * (InflDataSetUpSequences with its vocab_size, n_positions and path: collective); every token of the shard must be
+ * below vocab_size and every window at most n_positions long (the error names the sequence and position). */
 PetscErrorCode InflModelCheckData(InflModel model, InflData data);
 /* The mlp type's constructor: a fresh MLP (sets the type to mlp if the model has none; error for a model of another
  * type): dims (ndims) = input, hidden..., classes.  Weights ~ U(-1/sqrt(din), 1/sqrt(din)) (PyTorch's nn.Linear
@@ -87,7 +90,7 @@ PetscErrorCode InflModelSetUpMLP(InflModel model, PetscInt ndims, const PetscInt
 /* Collective.  Load a model; the type comes from the file: a safetensors file's metadata "architecture" (mlp:
  * metadata dims, activation; tensors layers.{i}.weight and layers.{i}.bias, F32 or F64 (converted)).  A directory
  * holding config.json, or a safetensors file without "architecture" with config.json beside it, is a Hugging Face
- * GPT-2 (not available in this build: a clear error says so).  The precision set before (InflModelSetFromOptions
+ * GPT-2 (type gpt2, infl/gpt2.h: config.json keys and tensor names).  The precision set before (InflModelSetFromOptions
  * or InflModelSetPrecision) is kept.  Errors name the file, tensor, expected and found values. */
 PetscErrorCode InflModelLoad(InflModel model, const char path[]);
 /* Collective; rank 0 writes.  F32 tensors, metadata architecture, dims, activation. */
@@ -97,13 +100,15 @@ PetscErrorCode InflModelGetPrecision(InflModel model, InflPrecision *prec);
 PetscErrorCode InflModelGetLayers(InflModel model, PetscInt *L, InflLinear **layers);
 /* Input features of a row-data model (its first layer's din) and the outputs per row (classes). */
 PetscErrorCode InflModelGetSizes(InflModel model, PetscInt *din, PetscInt *nclasses);
-/* Parameter and gradient slabs: n = sum over layers of dout*(din+1), layer by layer, W row-major then b. */
+/* Parameter and gradient slabs: mlp: n = sum over layers of dout*(din+1), layer by layer, W row-major then b; gpt2:
+ * the whole model in the Hugging Face state-dict order (infl/gpt2.h). */
 PetscErrorCode InflModelGetParameters(InflModel model, int64_t *n, float **params, float **grads);
 /* SHA-256 of the parameters and architecture (the file's hash when loaded from a file). */
 PetscErrorCode InflModelGetHash(InflModel model, const char **hex);
 /* MLP only: the activation between its layers (error naming the type for another type). */
 PetscErrorCode InflModelGetActivationName(InflModel model, const char **name);
-/* Check every parameter is finite; the error names the layer and tensor. */
+/* Check every parameter is finite; the error names the layer and tensor (gpt2: also the embeddings and LayerNorms,
+ * naming the index in the parameter slab). */
 PetscErrorCode InflModelCheckFinite(InflModel model);
 PetscErrorCode InflModelView(InflModel model, PetscViewer viewer);
 PetscErrorCode InflModelDestroy(InflModel *model);
@@ -147,6 +152,41 @@ PetscErrorCode InflModelCaptureSampled(InflModel model, PetscInt B, const float 
 /* Per-example flat gradient g (B, n) in double (for tests and exact reference solves): g_b = concat over layers of
  * vec(Ds_l a_l^T) in the parameter slab layout. */
 PetscErrorCode InflModelPerExampleGradients(InflModel model, PetscInt B, const float x[], const int64_t y[], double g[]);
+
+/* ---------------------------------------------------------------- token-sequence models (type gpt2, src/nn/gpt2_type.c)
+ * A model of token sequences (InflModelIsSequential: PETSC_TRUE) consumes batches of B sequences of token ids
+ * instead of rows of features: sequence b is tokens[offsets[b], offsets[b+1]) at positions 0, 1, ..., with
+ * offsets (B+1) int64 starting at 0 and lengths in [1, n_positions].  targets (offsets[B]) int32: the token each row
+ * predicts, negative for none; targets == NULL means the next token inside the sequence (-1 at its last row).  The
+ * row verbs above (InflModelForward, InflModelLossBackward, InflModelCapture, InflModelCaptureSampled,
+ * InflModelSampleLabels, InflModelPerExampleGradients) fail on such a model with an error naming the sequence verb
+ * to use, and the sequence verbs fail on a row model.  The captured layers of gpt2 are attn.c_attn, attn.c_proj,
+ * mlp.c_fc, mlp.c_proj of each block (l = 4 i + k, infl/gpt2.h); their InflLinear W view is the Conv1D weight
+ * (din, dout) row-major -- the TRANSPOSE of the MLP's (dout, din) -- and the gradient sum_t Ds_t a_t^T of a
+ * captured layer is (dout, din+1) = [W^T | b].  The parameter slab of gpt2 (InflModelGetParameters) is the whole
+ * model in the Hugging Face state-dict order (infl/gpt2.h), not the captured layers alone. */
+/* PETSC_TRUE for a model of token sequences (gpt2), PETSC_FALSE for a model of rows (mlp). */
+PetscErrorCode InflModelIsSequential(InflModel model, PetscBool *seq);
+/* Vocabulary size and positions (longest sequence) of a sequence model; error naming the type for a row model. */
+PetscErrorCode InflModelGetSequenceSizes(InflModel model, PetscInt *vocab_size, PetscInt *n_positions);
+/* Not collective.  Forward only: the summed loss of each sequence, seq_loss (B), and the number of rows that predict
+ * a token (non-negative target), npredicted; either may be NULL.  Cross-entropy as in infl/gpt2.h, in the model's
+ * precision. */
+PetscErrorCode InflModelSequenceLoss(InflModel model, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], double seq_loss[], int64_t *npredicted);
+/* Not collective.  Forward and backward filling cap for B <= cap->Bmax sequences: T = offsets[B] rows, the offsets,
+ * a and Ds of every captured layer and each sequence's loss; the parameter gradient slab is not touched. */
+PetscErrorCode InflModelCaptureSequences(InflModel model, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], InflCapture *cap);
+/* Not collective.  True-Fisher targets (the model's own samples) at every row but the last of each sequence: as
+ * InflGPT2SampleTargets, keyed by (seed, index[b] n_positions + position); index (B) global sequence indices,
+ * targets (offsets[B]) out (-1 at the last row of each sequence). */
+PetscErrorCode InflModelSampleTargets(InflModel model, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int64_t index[], uint64_t seed, int32_t targets[]);
+/* Not collective.  InflModelCaptureSequences with targets sampled as InflModelSampleTargets does, from the logits of
+ * the same forward pass; targets (offsets[B]) out. */
+PetscErrorCode InflModelCaptureSequencesSampled(InflModel model, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int64_t index[], uint64_t seed, int32_t targets[], InflCapture *cap);
+/* Not collective.  Per-sequence flat gradient g (B, n) in double of each sequence's summed loss, in the layout of the
+ * parameter slab (n as InflModelGetParameters; for tests and exact reference solves).  Computed in double whatever
+ * the model's precision; the gradient slab is left as it was. */
+PetscErrorCode InflModelSequenceGradients(InflModel model, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], double g[]);
 
 /* ---------------------------------------------------------------- training and evaluation */
 /* A range [start, start + count) of the parameter slab. */
@@ -215,6 +255,12 @@ double InflTrainLearningRate(const InflTrainOptions *opt, int64_t t, int64_t T);
 PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, const InflTrainOptions *opt);
 /* Collective.  Mean per-example loss and accuracy over the whole data set (each rank its shard). */
 PetscErrorCode InflModelEvaluate(InflModel model, InflData data, double *mean_loss, double *accuracy);
+/* Collective (src/nn/evaluate_seq.c).  For a sequence model and sequence data (InflModelCheckData first): the total
+ * next-token loss over the whole data set divided by the number of predicted tokens (every token of a window but
+ * its first), each rank its shard of sequences in batches of up to `batch` sequences, the sums reduced in double.
+ * perplexity = exp(mean_loss).  ntokens (may be NULL): predicted tokens in all.  The result does not depend on the
+ * rank count beyond the reassociation of the sums. */
+PetscErrorCode InflModelEvaluateSequences(InflModel model, InflData data, PetscInt batch, double *mean_loss, double *perplexity, int64_t *ntokens);
 
 /* ---------------------------------------------------------------- forward-mode products (MLP: src/nn/mlp_rop.c) */
 /* Optional operations: a type without them fails with "model type T has no ... product; use

@@ -1,6 +1,7 @@
 /* Data sets: IDX files (LeCun's MNIST format, raw or gzip) and HDF5 (/inputs, /labels).  Every rank reads only
  * its shard (InflPartition block of [0, N)); examples of other shards are read again on demand. */
 #include "io/ioimpl.h"
+#include <infl/tokens.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -8,9 +9,10 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
-typedef enum { DATA_IDX, DATA_H5 } DataKind;
+typedef enum { DATA_IDX, DATA_H5, DATA_TEXT, DATA_TOKENS } DataKind;
 
 struct _p_InflData {
+  MPI_Comm comm;
   char    *spec;
   char     name[32];          /* role in messages ("train", "query"; "" none) */
   DataKind kind;
@@ -28,6 +30,16 @@ struct _p_InflData {
   unsigned char *cimg;             /* (N, d) decompressed images, on first non-local access to a .gz file */
   unsigned char *clab;             /* (N) decompressed labels, likewise */
   hid_t          h5;               /* h5 file opened by this rank alone, on first non-local access */
+  /* token sequences (text:, tokens:), after InflDataSetUpSequences */
+  char           tokdir[PETSC_MAX_PATH_LEN]; /* tokenizer directory ("" beside the model / byte-level) */
+  PetscInt       seq_len;          /* window length asked for (0: the model's n_positions) */
+  PetscInt       vocab_size;       /* of the model the sequences were set up for */
+  PetscBool      seq_ready;
+  InflTokens     corpus;
+  int64_t       *sdoc, *sstart;    /* (N) window s: document and first token in it */
+  int32_t       *slen;             /* (N) window lengths */
+  int32_t       *stok;             /* (shard tokens) this rank's windows concatenated */
+  int64_t       *soff;             /* (count+1) offsets into stok */
 };
 
 /* Run `call` on every rank, destroy the half-built data set on all ranks if any failed, then fail together. */
@@ -281,17 +293,31 @@ static PetscErrorCode data_check_shard(InflData data)
 PetscErrorCode InflDataOpen(MPI_Comm comm, const char spec[], int64_t limit, InflData *out)
 {
   InflData  data;
-  PetscBool idx, h5;
+  PetscBool idx, h5, text, tokens;
   int64_t   ymax = -1;
 
   PetscFunctionBegin;
   *out = NULL;
   PetscCall(PetscStrncmp(spec, "idx:", 4, &idx));
   PetscCall(PetscStrncmp(spec, "h5:", 3, &h5));
-  PetscCheck(idx || h5, comm, PETSC_ERR_ARG_WRONG, "data spec \"%s\" is not understood; use idx:PREFIX (files PREFIX-images-idx3-ubyte[.gz] and PREFIX-labels-idx1-ubyte[.gz]) or h5:FILE (datasets /inputs (N, d) and /labels (N))", spec);
+  PetscCall(PetscStrncmp(spec, "text:", 5, &text));
+  PetscCall(PetscStrncmp(spec, "tokens:", 7, &tokens));
+  PetscCheck(idx || h5 || text || tokens, comm, PETSC_ERR_ARG_WRONG, "data spec \"%s\" is not understood; use idx:PREFIX (files PREFIX-images-idx3-ubyte[.gz] and PREFIX-labels-idx1-ubyte[.gz]), h5:FILE (datasets /inputs (N, d) and /labels (N)), text:PATH (UTF-8 text) or tokens:PATH (token ids: llm.c .bin or HDF5 /tokens, /offsets)", spec);
   PetscCheck(limit >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "data %s: limit %" PRId64 " is negative; use 0 for all examples", spec, limit);
+  if (text || tokens) { /* read by InflDataSetUpSequences, once the model is known */
+    PetscCall(PetscNew(&data));
+    data->h5      = H5I_INVALID_HID;
+    data->limit   = limit;
+    data->content = INFL_DATA_SEQUENCES;
+    data->kind    = text ? DATA_TEXT : DATA_TOKENS;
+    data->comm    = comm;
+    PetscCall(PetscStrallocpy(spec, &data->spec));
+    *out = data;
+    PetscFunctionReturn(0);
+  }
   PetscCall(PetscNew(&data));
   data->h5 = H5I_INVALID_HID;
+  data->comm = comm;
   data->limit = limit;
   data->content = INFL_DATA_ROWS;
   PetscCall(PetscStrallocpy(spec, &data->spec));
@@ -311,6 +337,175 @@ PetscErrorCode InflDataOpen(MPI_Comm comm, const char spec[], int64_t limit, Inf
   data->nclasses = ymax + 1;
   DATA_CALL_ALL(comm, data_hash(comm, data), &data);
   *out = data;
+  PetscFunctionReturn(0);
+}
+
+/* ---------------------------------------------------------------- token sequences */
+static PetscErrorCode seq_free(InflData data)
+{
+  PetscFunctionBegin;
+  if (data->corpus && data->sdoc) PetscCall(InflTokensRestoreSequences(data->corpus, &data->sdoc, &data->sstart, &data->slen));
+  PetscCall(InflTokensDestroy(&data->corpus));
+  PetscCall(PetscFree(data->stok));
+  PetscCall(PetscFree(data->soff));
+  data->seq_ready = PETSC_FALSE;
+  data->N = data->start = data->count = 0;
+  PetscFunctionReturn(0);
+}
+
+#define CHECK_SEQ_DATA(data, what) PetscCheck((data)->content == INFL_DATA_SEQUENCES, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG, "%s: data %s holds rows of features, not token sequences", what, (data)->spec)
+#define CHECK_SEQ_READY(data, what) PetscCheck((data)->seq_ready, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "%s: the sequences of data %s are not set up; check the data against the model (InflModelCheckData) first", what, (data)->spec)
+
+PetscErrorCode InflDataSetTokenizerDir(InflData data, const char dir[])
+{
+  PetscFunctionBegin;
+  PetscCall(PetscStrncpy(data->tokdir, dir ? dir : "", sizeof(data->tokdir)));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflDataSetSequenceLength(InflData data, PetscInt seq_len)
+{
+  PetscFunctionBegin;
+  PetscCheck(seq_len == 0 || seq_len >= 2, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "data %s: window length %d: give at least 2 tokens (or 0 for the model's n_positions)", data->spec, (int)seq_len);
+  data->seq_len = seq_len;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflDataSequencesReady(InflData data, PetscBool *ready)
+{
+  PetscFunctionBegin;
+  *ready = data->seq_ready;
+  PetscFunctionReturn(0);
+}
+
+/* The tokenizer of text data: -tokenizer DIR, else files beside the model, else byte-level for 256 tokens. */
+static PetscErrorCode seq_tokenizer(MPI_Comm comm, InflData data, PetscInt vocab_size, const char model_path[], InflTokenizer *tok)
+{
+  char dir[PETSC_MAX_PATH_LEN] = "";
+  int  isdir                   = 0;
+
+  PetscFunctionBegin;
+  PetscCall(InflTokenizerCreate(comm, tok));
+  if (data->tokdir[0]) {
+    PetscCall(InflTokenizerLoad(*tok, data->tokdir));
+    PetscCall(InflTokenizerCheckVocabSize(*tok, vocab_size)); /* same on every rank */
+    PetscFunctionReturn(0);
+  }
+  if (model_path && model_path[0]) {
+    struct stat sb;
+    isdir = stat(model_path, &sb) == 0 && S_ISDIR(sb.st_mode);
+    PetscCallMPI(MPI_Bcast(&isdir, 1, MPI_INT, 0, comm));
+    if (isdir) PetscCall(PetscStrncpy(dir, model_path, sizeof(dir)));
+    else {
+      const char *slash = strrchr(model_path, '/');
+      if (slash) PetscCall(PetscStrncpy(dir, model_path, PetscMin(sizeof(dir), (size_t)(slash - model_path) + 1)));
+      else PetscCall(PetscStrncpy(dir, ".", sizeof(dir)));
+    }
+  }
+  PetscCall(InflTokenizerSetUpForModel(*tok, dir[0] ? dir : NULL, vocab_size));
+  PetscFunctionReturn(0);
+}
+
+/* Collective part after the corpus: windows, limit, shard, hash.  Errors agreed by the caller. */
+static PetscErrorCode seq_windows(MPI_Comm comm, InflData data, PetscInt len)
+{
+  const int32_t *tok;
+  const int64_t *doff;
+  int64_t        nseq, ntok = 0;
+  PetscMPIInt    rank, size;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCall(InflTokensGetSequences(data->corpus, len, &nseq, &data->sdoc, &data->sstart, &data->slen));
+  PetscCheck(nseq > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "data %s holds no token sequence", data->spec);
+  PetscCheck(data->limit <= nseq, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "data %s: limit %" PRId64 " is larger than its %" PRId64 " sequences (windows of %d tokens); use 0 for all", data->spec, data->limit, nseq, (int)len);
+  data->N     = data->limit > 0 ? data->limit : nseq;
+  data->Nfile = nseq;
+  data->d        = len;
+  data->nclasses = data->vocab_size;
+  InflPartition(data->N, size, rank, &data->start, &data->count);
+  PetscCall(InflTokensGetArrays(data->corpus, &tok, &doff));
+  PetscCall(PetscMalloc1(data->count + 1, &data->soff));
+  data->soff[0] = 0;
+  for (int64_t s = 0; s < data->count; s++) data->soff[s + 1] = data->soff[s] + data->slen[data->start + s];
+  ntok = data->soff[data->count];
+  PetscCall(PetscMalloc1(PetscMax(ntok, 1), &data->stok));
+  for (int64_t s = 0; s < data->count; s++) {
+    int64_t g = data->start + s;
+    PetscCall(PetscArraycpy(data->stok + data->soff[s], tok + doff[data->sdoc[g]] + data->sstart[g], data->slen[g]));
+  }
+  {
+    const char *ch;
+    char        buf[160];
+    InflHash    h;
+    PetscCall(InflTokensGetHash(data->corpus, &ch));
+    PetscCall(InflHashCreate(&h));
+    PetscCall(InflHashUpdate(h, ch, strlen(ch)));
+    PetscCall(PetscSNPrintf(buf, sizeof(buf), "|seq_len=%d|N=%" PRId64, (int)len, data->N));
+    PetscCall(InflHashUpdate(h, buf, strlen(buf)));
+    PetscCall(InflHashFinal(&h, data->hash));
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflDataSetUpSequences(InflData data, PetscInt vocab_size, PetscInt n_positions, const char model_path[])
+{
+  MPI_Comm       comm;
+  InflTokenizer  tok = NULL;
+  PetscInt       len = data->seq_len ? data->seq_len : n_positions;
+  PetscErrorCode ierr;
+
+  PetscFunctionBegin;
+  CHECK_SEQ_DATA(data, "InflDataSetUpSequences");
+  PetscCheck(!data->seq_ready, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "data %s: its sequences are already set up", data->spec);
+  PetscCheck(vocab_size > 0 && n_positions >= 2, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "data %s: a model of vocab_size %d and n_positions %d cannot read token sequences (n_positions >= 2 needed)", data->spec, (int)vocab_size, (int)n_positions);
+  comm = data->comm;
+  data->vocab_size = vocab_size;
+  PetscCall(InflTokensCreate(comm, &data->corpus));
+  PetscCall(InflTokensSetFromOptions(data->corpus));
+  PetscCall(InflTokensSetVocabSize(data->corpus, vocab_size));
+  if (data->kind == DATA_TEXT) {
+    PetscCall(seq_tokenizer(comm, data, vocab_size, model_path, &tok)); /* collective; errors agreed inside */
+    PetscCall(InflTokensSetTokenizer(data->corpus, tok));
+  }
+  ierr = InflTokensLoad(data->corpus, data->spec); /* collective; errors raised on every rank */
+  PetscCall(InflTokenizerDestroy(&tok));
+  if (ierr) PetscCall(seq_free(data));
+  PetscCall(ierr);
+  InflCallAll(comm, seq_windows(comm, data, len)); /* the same on every rank but the shard */
+  data->seq_ready = PETSC_TRUE;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflDataGetSequenceShard(InflData data, int64_t *start, int64_t *count, const int32_t **tokens, const int64_t **offsets)
+{
+  PetscFunctionBegin;
+  CHECK_SEQ_DATA(data, "InflDataGetSequenceShard");
+  CHECK_SEQ_READY(data, "InflDataGetSequenceShard");
+  if (start) *start = data->start;
+  if (count) *count = data->count;
+  if (tokens) *tokens = data->stok;
+  if (offsets) *offsets = data->soff;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflDataGetSequences(InflData data, PetscInt n, const int64_t idx[], int32_t tokens[], int64_t offsets[])
+{
+  const int32_t *tok;
+  const int64_t *doff;
+
+  PetscFunctionBegin;
+  CHECK_SEQ_DATA(data, "InflDataGetSequences");
+  CHECK_SEQ_READY(data, "InflDataGetSequences");
+  PetscCall(InflTokensGetArrays(data->corpus, &tok, &doff));
+  offsets[0] = 0;
+  for (PetscInt k = 0; k < n; k++) {
+    int64_t i = idx[k];
+    PetscCheck(i >= 0 && i < data->N, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "data %s: sequence index %" PRId64 " is outside [0, %" PRId64 ")", data->spec, i, data->N);
+    PetscCall(PetscArraycpy(tokens + offsets[k], tok + doff[data->sdoc[i]] + data->sstart[i], data->slen[i]));
+    offsets[k + 1] = offsets[k] + data->slen[i];
+  }
   PetscFunctionReturn(0);
 }
 
@@ -389,6 +584,7 @@ static PetscErrorCode h5_fetch(InflData data, int64_t i, float x[], int64_t *lab
 PetscErrorCode InflDataGetExamples(InflData data, PetscInt n, const int64_t idx[], float x[], int64_t labels[])
 {
   PetscFunctionBegin;
+  PetscCheck(data->content == INFL_DATA_ROWS, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG, "data %s holds token sequences, not rows of features (InflDataGetSequences)", data->spec);
   for (PetscInt k = 0; k < n; k++) {
     int64_t i = idx[k];
     PetscCheck(i >= 0 && i < data->N, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "data %s: example index %" PRId64 " is outside [0, %" PRId64 ")", data->spec, i, data->N);
@@ -440,6 +636,7 @@ PetscErrorCode InflDataDestroy(InflData *data)
 {
   PetscFunctionBegin;
   if (!*data) PetscFunctionReturn(0);
+  PetscCall(seq_free(*data));
   if ((*data)->gimg) gzclose((*data)->gimg);
   if ((*data)->glab) gzclose((*data)->glab);
   if ((*data)->h5 >= 0) InflCallH5(H5Fclose((*data)->h5));

@@ -326,6 +326,7 @@ static PetscErrorCode mlp_check_data(InflModel m, InflData data)
   PetscFunctionBegin;
   PetscCall(InflDataGetSpec(data, &spec));
   PetscCall(InflDataGetName(data, &name));
+  if (!strcmp(name, "data")) name = ""; /* the eval driver's -data: not "data data SPEC" */
   PetscCall(PetscSNPrintf(what, sizeof(what), "%s%sdata %s", name[0] ? name : "", name[0] ? " " : "", spec));
   PetscCall(InflDataGetContent(data, &kind));
   PetscCheck(kind == INFL_DATA_ROWS, m->comm, PETSC_ERR_ARG_INCOMP, "%s holds token sequences but the model is an MLP, which reads rows of features with class labels (idx:PREFIX or h5:FILE)", what);

@@ -12,8 +12,8 @@
 static struct {
   char name[32];
   PetscErrorCode (*create)(InflModel);
-} model_types[MAX_TYPES] = {{"mlp", InflModelCreate_MLP}};
-static int n_model_types = 1;
+} model_types[MAX_TYPES] = {{"mlp", InflModelCreate_MLP}, {"gpt2", InflModelCreate_GPT2}};
+static int n_model_types = 2;
 
 PetscErrorCode InflModelRegister(const char name[], PetscErrorCode (*create)(InflModel))
 {
@@ -92,6 +92,9 @@ static PetscErrorCode model_reset(InflModel m)
   m->nin        = 0;
   m->nout       = 0;
   m->seqlen_max = 1;
+  m->sequential = PETSC_FALSE;
+  m->vocab_size = 0;
+  m->path[0]    = 0;
   PetscFunctionReturn(0);
 }
 
@@ -111,11 +114,6 @@ PetscErrorCode InflModelSetType(InflModel m, const char type[])
     PetscCall(PetscStrncpy(m->type, type, sizeof(m->type)));
     PetscCall((*model_types[i].create)(m));
     PetscFunctionReturn(0);
-  }
-  {
-    PetscBool gpt2;
-    PetscCall(PetscStrcmp(type, "gpt2", &gpt2));
-    PetscCheck(!gpt2, m->comm, PETSC_ERR_SUP, "model type gpt2 is not available in this build");
   }
   for (int i = 0; i < n_model_types; i++) {
     size_t len;
@@ -147,6 +145,9 @@ PetscErrorCode InflModelSetFromOptions(InflModel m)
 
 /* Does the model need a type before this call? */
 #define CHECK_TYPED(m, what) PetscCheck((m)->type[0], (m)->comm, PETSC_ERR_ARG_WRONGSTATE, "%s: the model has no type yet; load it (InflModelLoad) or set it up (InflModelSetUpMLP) first", what)
+/* Row verbs on a sequence model and sequence verbs on a row model: an error naming the verb to use. */
+#define CHECK_ROWS(m, what, instead) PetscCheck(!(m)->sequential, (m)->comm, PETSC_ERR_ARG_WRONG, "%s: model type %s consumes token sequences, not rows of features; use %s", what, (m)->type, instead)
+#define CHECK_SEQUENCES(m, what) PetscCheck((m)->sequential, (m)->comm, PETSC_ERR_ARG_WRONG, "%s: model type %s consumes rows of features, not token sequences; use a language model (gpt2)", what, (m)->type)
 /* Call a required operation of the model's type (a type under construction may not have it yet). */
 #define CALL_OP(m, op, ...) \
   do { \
@@ -175,6 +176,18 @@ static PetscErrorCode config_json_of(const char path[], PetscBool dir, char cfg[
   PetscFunctionReturn(0);
 }
 
+/* A Hugging Face GPT-2 directory or file: the gpt2 type reads it itself. */
+static PetscErrorCode model_load_gpt2(InflModel m, const char path[])
+{
+  PetscFunctionBegin;
+  PetscCall(InflModelSetType(m, "gpt2"));
+  CALL_OP(m, load, m, NULL, path);
+  PetscCall(PetscStrncpy(m->path, path, sizeof(m->path)));
+  m->params_state++;
+  m->hash_stale = PETSC_TRUE;
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflModelLoad(InflModel m, const char path[])
 {
   InflSafetensors st;
@@ -192,12 +205,16 @@ PetscErrorCode InflModelLoad(InflModel m, const char path[])
   }
   PetscCallMPI(MPI_Bcast(where, 2, MPI_INT, 0, m->comm));
   PetscCall(config_json_of(path, (PetscBool)where[0], cfg, sizeof(cfg)));
-  PetscCheck(!(where[0] && where[1]), m->comm, PETSC_ERR_SUP, "%s is a directory with %s (a Hugging Face GPT-2): model type gpt2 is not available in this build", path, cfg);
+  if (where[0] && where[1]) { /* a Hugging Face GPT-2 directory */
+    PetscCall(model_load_gpt2(m, path));
+    PetscFunctionReturn(0);
+  }
   PetscCall(InflSafetensorsRead(m->comm, path, &st));
   PetscCall(InflSafetensorsGetMetadata(st, "architecture", &arch));
-  if (!arch && where[1]) {
+  if (!arch && where[1]) { /* a Hugging Face GPT-2 file with config.json beside it */
     PetscCall(InflSafetensorsDestroy(&st));
-    SETERRQ(m->comm, PETSC_ERR_SUP, "%s has no \"architecture\" in its metadata and %s beside it (a Hugging Face GPT-2): model type gpt2 is not available in this build", path, cfg);
+    PetscCall(model_load_gpt2(m, path));
+    PetscFunctionReturn(0);
   }
   if (!arch) {
     PetscCall(InflSafetensorsDestroy(&st));
@@ -207,19 +224,25 @@ PetscErrorCode InflModelLoad(InflModel m, const char path[])
     PetscBool known = PETSC_FALSE;
     for (int i = 0; i < n_model_types && !known; i++) PetscCall(PetscStrcmp(arch, model_types[i].name, &known));
     if (!known) {
-      PetscBool gpt2;
-      char      name[64];
-      PetscCall(PetscStrcmp(arch, "gpt2", &gpt2));
+      char name[64];
       PetscCall(PetscStrncpy(name, arch, sizeof(name))); /* arch lives in st */
       PetscCall(InflSafetensorsDestroy(&st));
-      PetscCheck(!gpt2, m->comm, PETSC_ERR_SUP, "%s: architecture gpt2: model type gpt2 is not available in this build", path);
-      SETERRQ(m->comm, PETSC_ERR_FILE_UNEXPECTED, "%s: unknown architecture \"%s\"; this version reads \"mlp\"", path, name);
+      SETERRQ(m->comm, PETSC_ERR_FILE_UNEXPECTED, "%s: unknown architecture \"%s\"; this version reads \"mlp\" (a GPT-2 is read from a directory with config.json, or a safetensors file with config.json beside it)", path, name);
+    }
+  }
+  {
+    PetscBool gpt2;
+    PetscCall(PetscStrcmp(arch, "gpt2", &gpt2));
+    if (gpt2) {
+      PetscCall(InflSafetensorsDestroy(&st));
+      SETERRQ(m->comm, PETSC_ERR_FILE_UNEXPECTED, "%s: architecture gpt2 in the metadata: a GPT-2 is read with its config.json (a directory holding config.json and model.safetensors, or the file with config.json beside it)", path);
     }
   }
   PetscCall(InflModelSetType(m, arch));
   if (!m->ops->load) PetscCall(InflSafetensorsDestroy(&st)); /* CALL_OP fails */
   CALL_OP(m, load, m, st, path);
   PetscCall(InflSafetensorsDestroy(&st));
+  PetscCall(PetscStrncpy(m->path, path, sizeof(m->path)));
   m->params_state++;
   m->hash_stale = PETSC_TRUE;
   PetscFunctionReturn(0);
@@ -302,6 +325,8 @@ PetscErrorCode InflModelCheckFinite(InflModel m)
     int64_t     nw = (int64_t)ly->dout * ly->din;
     for (int64_t i = 0; i < nw + ly->dout; i++) PetscCheck(isfinite(ly->W[i]), PETSC_COMM_SELF, PETSC_ERR_FP, "model layer %d %s has a non-finite value %g at flat index %" PRId64 "; training diverged (lower the learning rate)", (int)l, i < nw ? "weight" : "bias", (double)ly->W[i], i < nw ? i : i - nw);
   }
+  if (m->sequential) /* the embeddings and LayerNorms of a language model are outside the captured layers */
+    for (int64_t i = 0; i < m->nparams; i++) PetscCheck(isfinite(m->params[i]), PETSC_COMM_SELF, PETSC_ERR_FP, "model %s (type %s) has a non-finite parameter %g at index %" PRId64 " of its parameter slab (the state-dict order of infl/gpt2.h)", m->path, m->type, (double)m->params[i], i);
   PetscFunctionReturn(0);
 }
 
@@ -346,6 +371,7 @@ PetscErrorCode InflModelForward(InflModel m, PetscInt B, const float x[], float 
 {
   PetscFunctionBegin;
   CHECK_TYPED(m, "InflModelForward");
+  CHECK_ROWS(m, "InflModelForward", "InflModelSequenceLoss");
   CALL_OP(m, forward, m, B, x, logits);
   PetscFunctionReturn(0);
 }
@@ -361,6 +387,7 @@ PetscErrorCode InflModelLossBackward(InflModel m, PetscInt B, const float x[], c
 {
   PetscFunctionBegin;
   CHECK_TYPED(m, "InflModelLossBackward");
+  CHECK_ROWS(m, "InflModelLossBackward", "InflModelSequenceGradients");
   CALL_OP(m, loss_backward, m, B, x, y, loss_sum, correct);
   PetscFunctionReturn(0);
 }
@@ -369,6 +396,7 @@ PetscErrorCode InflModelSampleLabels(InflModel m, PetscInt B, const float x[], c
 {
   PetscFunctionBegin;
   CHECK_TYPED(m, "InflModelSampleLabels");
+  CHECK_ROWS(m, "InflModelSampleLabels", "InflModelSampleTargets");
   CALL_OP(m, sample_labels, m, B, x, index, seed, y);
   PetscFunctionReturn(0);
 }
@@ -386,6 +414,7 @@ PetscErrorCode InflModelCapture(InflModel m, PetscInt B, const float x[], const 
 {
   PetscFunctionBegin;
   CHECK_TYPED(m, "InflModelCapture");
+  CHECK_ROWS(m, "InflModelCapture", "InflModelCaptureSequences");
   PetscCall(capture_check(m, B, cap));
   CALL_OP(m, capture, m, B, x, y, cap);
   PetscFunctionReturn(0);
@@ -395,6 +424,7 @@ PetscErrorCode InflModelCaptureSampled(InflModel m, PetscInt B, const float x[],
 {
   PetscFunctionBegin;
   CHECK_TYPED(m, "InflModelCaptureSampled");
+  CHECK_ROWS(m, "InflModelCaptureSampled", "InflModelCaptureSequencesSampled");
   PetscCall(capture_check(m, B, cap));
   CALL_OP(m, capture_sampled, m, B, x, index, seed, y, cap);
   PetscFunctionReturn(0);
@@ -404,6 +434,7 @@ PetscErrorCode InflModelPerExampleGradients(InflModel m, PetscInt B, const float
 {
   PetscFunctionBegin;
   CHECK_TYPED(m, "InflModelPerExampleGradients");
+  CHECK_ROWS(m, "InflModelPerExampleGradients", "InflModelSequenceGradients");
   CALL_OP(m, per_example_gradients, m, B, x, y, g);
   PetscFunctionReturn(0);
 }
@@ -423,6 +454,73 @@ PetscErrorCode InflModelGaussNewtonProduct(InflModel m, PetscInt B, const float 
   CHECK_TYPED(m, "InflModelGaussNewtonProduct");
   PetscCheck(m->ops->gauss_newton_product, m->comm, PETSC_ERR_SUP, "model type %s has no Gauss-Newton product; use -ihvp_curvature empirical", m->type);
   PetscCall((*m->ops->gauss_newton_product)(m, B, x, v, u));
+  PetscFunctionReturn(0);
+}
+
+/* ---------------------------------------------------------------- sequence verbs */
+PetscErrorCode InflModelIsSequential(InflModel m, PetscBool *seq)
+{
+  PetscFunctionBegin;
+  *seq = m->sequential;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelGetSequenceSizes(InflModel m, PetscInt *vocab_size, PetscInt *n_positions)
+{
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelGetSequenceSizes");
+  CHECK_SEQUENCES(m, "InflModelGetSequenceSizes");
+  if (vocab_size) *vocab_size = m->vocab_size;
+  if (n_positions) *n_positions = m->seqlen_max;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelSequenceLoss(InflModel m, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], double seq_loss[], int64_t *npredicted)
+{
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelSequenceLoss");
+  CHECK_SEQUENCES(m, "InflModelSequenceLoss");
+  CALL_OP(m, sequence_loss, m, B, offsets, tokens, targets, seq_loss, npredicted);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelCaptureSequences(InflModel m, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], InflCapture *cap)
+{
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelCaptureSequences");
+  CHECK_SEQUENCES(m, "InflModelCaptureSequences");
+  PetscCall(capture_check(m, B, cap));
+  PetscCheck(offsets[B] <= cap->Tmax, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "capture of %d rows exceeds its capacity %d", (int)offsets[B], (int)cap->Tmax);
+  CALL_OP(m, capture_sequences, m, B, offsets, tokens, targets, cap);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelCaptureSequencesSampled(InflModel m, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int64_t index[], uint64_t seed, int32_t targets[], InflCapture *cap)
+{
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelCaptureSequencesSampled");
+  CHECK_SEQUENCES(m, "InflModelCaptureSequencesSampled");
+  PetscCall(capture_check(m, B, cap));
+  PetscCheck(offsets[B] <= cap->Tmax, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "capture of %d rows exceeds its capacity %d", (int)offsets[B], (int)cap->Tmax);
+  CALL_OP(m, capture_sequences_sampled, m, B, offsets, tokens, index, seed, targets, cap);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelSampleTargets(InflModel m, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int64_t index[], uint64_t seed, int32_t targets[])
+{
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelSampleTargets");
+  CHECK_SEQUENCES(m, "InflModelSampleTargets");
+  CALL_OP(m, sample_targets, m, B, offsets, tokens, index, seed, targets);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelSequenceGradients(InflModel m, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], double g[])
+{
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelSequenceGradients");
+  CHECK_SEQUENCES(m, "InflModelSequenceGradients");
+  CALL_OP(m, sequence_gradients, m, B, offsets, tokens, targets, g);
   PetscFunctionReturn(0);
 }
 
@@ -493,8 +591,8 @@ PetscErrorCode InflCaptureDestroy(InflCapture **cap)
 PetscErrorCode InflCaptureCheckRankOne(const InflCapture *cap, const char stage[])
 {
   PetscFunctionBegin;
-  PetscCheck(cap->Tmax == cap->Bmax, PETSC_COMM_SELF, PETSC_ERR_SUP, "%s: sequences of more than one token (the model's captures hold up to %d rows for %d sequences): not supported by this stage yet", stage, (int)cap->Tmax, (int)cap->Bmax);
-  PetscCheck(cap->T == cap->B, PETSC_COMM_SELF, PETSC_ERR_SUP, "%s: sequences of more than one token (%d rows for %d sequences): not supported by this stage yet", stage, (int)cap->T, (int)cap->B);
+  PetscCheck(cap->Tmax == cap->Bmax, PETSC_COMM_SELF, PETSC_ERR_SUP, "%s: sequences of more than one token (the model's captures hold up to %d rows for %d sequences): not supported by this stage yet; in this version a language model (gpt2) and token data are read by infl eval only", stage, (int)cap->Tmax, (int)cap->Bmax);
+  PetscCheck(cap->T == cap->B, PETSC_COMM_SELF, PETSC_ERR_SUP, "%s: sequences of more than one token (%d rows for %d sequences): not supported by this stage yet; in this version a language model (gpt2) and token data are read by infl eval only", stage, (int)cap->T, (int)cap->B);
   PetscFunctionReturn(0);
 }
 

@@ -10,7 +10,8 @@
 
 typedef struct _InflModelOps *InflModelOps;
 struct _InflModelOps {
-  /* Load the type's tensors from an opened safetensors file (path for messages).  Collective. */
+  /* Load the type's tensors from an opened safetensors file (path for messages).  Collective.  gpt2: st is NULL and
+   * the type reads path (a directory or a file with config.json beside it) itself. */
   PetscErrorCode (*load)(InflModel, InflSafetensors st, const char path[]);
   PetscErrorCode (*save)(InflModel, const char path[]);
   PetscErrorCode (*view)(InflModel, PetscViewer);
@@ -25,6 +26,12 @@ struct _InflModelOps {
   PetscErrorCode (*sample_labels)(InflModel, PetscInt B, const float x[], const int64_t index[], uint64_t seed, int64_t y[]);
   PetscErrorCode (*per_example_gradients)(InflModel, PetscInt B, const float x[], const int64_t y[], double g[]);
   size_t (*capture_bytes)(InflModel); /* bytes per example of a capture and the type's workspace for it */
+  /* sequence models (model->sequential): batches of token sequences (infl/model.h) */
+  PetscErrorCode (*sequence_loss)(InflModel, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], double seq_loss[], int64_t *npredicted);
+  PetscErrorCode (*capture_sequences)(InflModel, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], InflCapture *cap);
+  PetscErrorCode (*capture_sequences_sampled)(InflModel, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int64_t index[], uint64_t seed, int32_t targets[], InflCapture *cap);
+  PetscErrorCode (*sample_targets)(InflModel, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int64_t index[], uint64_t seed, int32_t targets[]);
+  PetscErrorCode (*sequence_gradients)(InflModel, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], double g[]);
   /* optional: NULL where the type has no forward-mode products */
   PetscErrorCode (*jacobian_vector_product)(InflModel, PetscInt B, const float x[], const double v[], double z[], double Jv[]);
   PetscErrorCode (*gauss_newton_product)(InflModel, PetscInt B, const float x[], const double v[], double u[]);
@@ -38,7 +45,10 @@ struct _p_InflModel {
   char          type[32];     /* "" until InflModelSetType */
   InflPrecision prec;
   PetscInt      nin, nout;    /* input features of a row (0 for token models), outputs per row (classes) */
-  PetscInt      seqlen_max;   /* rows per example at most (1 for the MLP) */
+  PetscInt      seqlen_max;   /* rows per example at most (1 for the MLP, n_positions for gpt2) */
+  PetscBool     sequential;   /* consumes token sequences (gpt2), not rows */
+  PetscInt      vocab_size;   /* sequence models: token ids in [0, vocab_size) */
+  char          path[PETSC_MAX_PATH_LEN]; /* the file or directory it was loaded from ("" otherwise) */
   PetscInt      L;            /* linear layers exposed to capture */
   InflLinear   *layers;       /* (L) views into the slabs */
   int64_t       nparams;
@@ -54,6 +64,9 @@ struct _p_InflModel {
  * zeros, carved layer by layer as W (dout, din) row-major then b (dout). */
 PetscErrorCode InflModelAllocateLayers_Private(InflModel model, PetscInt L, const PetscInt din[], const PetscInt dout[]);
 PetscErrorCode InflModelFreeLayers_Private(InflModel model);
+
+/* The gpt2 type (src/nn/gpt2_type.c): load is called with st NULL and the path of the directory or file. */
+PetscErrorCode InflModelCreate_GPT2(InflModel model);
 
 /* The MLP type (src/nn/mlp.c, mlp_rop.c). */
 PetscErrorCode InflModelCreate_MLP(InflModel model);

@@ -93,6 +93,19 @@ h5data floatlabels 6 784 -1 FP
 echo "not HDF5" > "$W/garbage.h5"
 head -c 1000 "$W/good.h5" > "$W/truncated.h5"
 
+# token data for the tiny GPT-2 (vocab_size 96, n_positions 16): HDF5 /tokens int32, /offsets int64 (h5import)
+h5tokens() { # NAME "TOKENS..." "OFFSETS..."
+  echo "$2" | tr ' ' '\n' > "$W/tok.txt"
+  echo "$3" | tr ' ' '\n' > "$W/off.txt"
+  printf 'PATH tokens\nINPUT-CLASS TEXTIN\nRANK 1\nDIMENSION-SIZES %d\nOUTPUT-CLASS IN\nOUTPUT-SIZE 32\n' "$(wc -w <<< "$2")" > "$W/tok.cfg"
+  printf 'PATH offsets\nINPUT-CLASS TEXTIN\nRANK 1\nDIMENSION-SIZES %d\nOUTPUT-CLASS IN\nOUTPUT-SIZE 64\n' "$(wc -w <<< "$3")" > "$W/off.cfg"
+  h5import "$W/tok.txt" -c "$W/tok.cfg" "$W/off.txt" -c "$W/off.cfg" -o "$W/$1.h5" > /dev/null || { echo "fixture $1: h5import failed"; exit 1; }
+  rm -f "$W/tok.txt" "$W/off.txt" "$W/tok.cfg" "$W/off.cfg"
+}
+h5tokens badtok "5 96 7" "0 3"
+h5tokens longdoc "$(seq -s ' ' 10 49)" "0 40"
+printf 'a fortune\n%%\nanother one\n%%\n' > "$W/fortunes.txt"
+
 # factors of mlp_small (valid), and of the other model
 run_infl "$NP" fit -model "$W/model.safetensors" -train "$T" -train_limit 50 -out "$W/factors.h5" || { cat "$W/log.err"; echo "fixture: infl fit failed"; exit 1; }
 run_infl "$NP" fit -model "$W/other.safetensors" -train "$T" -train_limit 50 -out "$W/factors_other.h5" || { cat "$W/log.err"; echo "fixture: infl fit failed"; exit 1; }
@@ -114,6 +127,7 @@ QLONG=$(seq -s, 0 1202) # 1203 indices, 4904 characters
 # ------------------------------------------------------------------------------------------------ the table
 # name | expected message (extended regex without '|', on stderr) | arguments ($W, $T expand; no quoting inside)
 M="-model $W/model.safetensors"
+G="-model $src/tests/ref/gpt2_tiny"
 F="-factors $W/factors.h5"
 TR="-train $T -train_limit 50"
 Q="-query $T -query_limit 10"
@@ -176,6 +190,13 @@ data_h5_no_inputs  | factors.h5: no dataset /inputs                            |
 data_wrong_width   | has 10 features per example but the model's input dimension is 784 | fit $M -train h5:$W/narrow.h5 -out $W/out/f.h5
 query_nan          | h5:$W/nan.h5: example 4 has a non-finite input            | score $M $F $TR -query h5:$W/nan.h5 -out $W/out/s.h5
 query_wrong_width  | query data h5:$W/narrow.h5 has 10 features per example but the model's input dimension is 784 | score $M $F $TR -query h5:$W/narrow.h5 -query_indices 0:2 -out $W/out/s.h5
+# --- language models (GPT-2) and token data
+lm_token_id        | badtok.h5: token 1 \(document 0\) has id 96, outside the vocabulary \[0, 96\) | eval $G -data tokens:$W/badtok.h5
+lm_window_long     | data tokens:.*longdoc.h5: sequence 0 has 20 tokens, more than the model's n_positions = 16.*-data_seq_len | eval $G -data tokens:$W/longdoc.h5 -data_seq_len 20
+lm_rows_data       | data h5:.*good.h5 holds rows of features, but the model .*gpt2_tiny \(type gpt2\) reads token sequences | eval $G -data h5:$W/good.h5
+lm_text_for_mlp    | data text:.*fortunes.txt holds token sequences but the model is an MLP | eval $M -data text:$W/fortunes.txt
+lm_no_tokenizer    | vocab_size 96 but the directory .*gpt2_tiny holds no tokenizer files | eval $G -data text:$W/fortunes.txt
+lm_fit_sequences   | infl fit \(Lambda pass\): sequences of more than one token .*read by infl eval only | fit $G -train tokens:$W/longdoc.h5 -out $W/out/f.h5
 # --- options
 query_out_of_range | query index 10 is outside the query set, which has 10 examples | score $M $F $TR $Q -query_indices 5:12 -out $W/out/s.h5
 query_not_integer  | -query_indices "3,x": "x" is not an integer               | score $M $F $TR $Q -query_indices 3,x -out $W/out/s.h5
