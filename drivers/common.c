@@ -58,6 +58,20 @@ PetscErrorCode DriverOpenData(MPI_Comm comm, const char prefix[], PetscBool requ
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode DriverRequireRows(MPI_Comm comm, const char stage[], InflData data)
+{
+  InflDataContent kind;
+  const char     *name, *spec;
+
+  PetscFunctionBegin;
+  if (!data) PetscFunctionReturn(0);
+  PetscCall(InflDataGetContent(data, &kind));
+  PetscCall(InflDataGetName(data, &name));
+  PetscCall(InflDataGetSpec(data, &spec));
+  PetscCheck(kind == INFL_DATA_ROWS, comm, PETSC_ERR_SUP, "%s: %s data %s holds token sequences; in this version %s takes rows of features (an MLP's idx: or h5: data); language models (gpt2) and text or token data are read by infl eval, and their training and EK-FAC influence come in a later version", stage, name ? name : "the", spec, stage);
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode DriverLoadModel(MPI_Comm comm, const char path[], InflModel *model)
 {
   PetscFunctionBegin;

@@ -22,6 +22,8 @@ PetscErrorCode DriverGetString(MPI_Comm comm, const char name[], const char text
 /* Open the data set of option -PREFIX (with -PREFIX_limit N).  Collective. */
 PetscErrorCode DriverOpenData(MPI_Comm comm, const char prefix[], PetscBool required, PetscBool help, InflData *data);
 /* Model from -model (required); its options (-model_precision single|double) read by InflModelSetFromOptions. Collective. */
+/* Collective.  data (may be NULL) must hold rows of features: token data is refused naming the stage and the data. */
+PetscErrorCode DriverRequireRows(MPI_Comm comm, const char stage[], InflData data);
 PetscErrorCode DriverLoadModel(MPI_Comm comm, const char path[], InflModel *model);
 /* Query indices: -query_indices "3,17,40", "0:100" (range, end exclusive), "0:1000:10" (step) or "@file" (one
  * index per line).  Default 0:8.  Checked against N (error names the index and N). */

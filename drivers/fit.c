@@ -23,6 +23,7 @@ PetscErrorCode InflDriverFit(MPI_Comm comm, PetscBool help)
   PetscFunctionBegin;
   PetscCall(common_inputs(comm, help, PETSC_FALSE, mpath, NULL, out, &overwrite));
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
+  if (!help) PetscCall(DriverRequireRows(comm, "infl fit", train));
   if (help) {
     PetscCall(InflEKFACCreate(comm, &ek));
     PetscCall(InflEKFACSetFromOptions(ek));
@@ -56,6 +57,8 @@ PetscErrorCode InflDriverScore(MPI_Comm comm, PetscBool help)
   PetscCall(common_inputs(comm, help, PETSC_TRUE, mpath, fpath, out, &overwrite));
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
   PetscCall(DriverOpenData(comm, "query", PETSC_TRUE, help, &query));
+  if (!help) PetscCall(DriverRequireRows(comm, "infl score", train));
+  if (!help) PetscCall(DriverRequireRows(comm, "infl score", query));
   if (help) {
     PetscCall(InflScorerCreate(comm, &sc));
     PetscCall(InflScorerSetFromOptions(sc));
@@ -97,6 +100,7 @@ PetscErrorCode InflDriverSelf(MPI_Comm comm, PetscBool help)
   PetscFunctionBegin;
   PetscCall(common_inputs(comm, help, PETSC_TRUE, mpath, fpath, out, &overwrite));
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
+  if (!help) PetscCall(DriverRequireRows(comm, "infl self", train));
   PetscOptionsBegin(comm, NULL, "infl self", NULL);
   PetscCall(PetscOptionsInt("-self_chunk", "training examples per chunk", NULL, chunk, &chunk, NULL));
   PetscOptionsEnd();

@@ -28,6 +28,8 @@ static PetscErrorCode ihvp_inputs(MPI_Comm comm, PetscBool help, IhvpSetup *s)
   PetscCall(PetscOptionsGetBool(NULL, NULL, "-overwrite", &s->overwrite, NULL));
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &s->train));
   PetscCall(DriverOpenData(comm, "query", PETSC_TRUE, help, &s->query));
+  if (!help) PetscCall(DriverRequireRows(comm, "infl ihvp and fidelity", s->train));
+  if (!help) PetscCall(DriverRequireRows(comm, "infl ihvp and fidelity", s->query));
   PetscCall(InflIHVPCreate(comm, &s->ih));
   PetscCall(InflIHVPSetFromOptions(s->ih));
   PetscCall(PetscOptionsGetReal(NULL, NULL, "-ekfac_damping", &damping, &dset));

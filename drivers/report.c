@@ -20,6 +20,8 @@ PetscErrorCode InflDriverReport(MPI_Comm comm, PetscBool help)
   PetscCall(InflReportSetFromOptions(r));
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
   PetscCall(DriverOpenData(comm, "query", PETSC_TRUE, help, &query));
+  if (!help) PetscCall(DriverRequireRows(comm, "infl report", train));
+  if (!help) PetscCall(DriverRequireRows(comm, "infl report", query));
   if (help) {
     PetscCall(InflReportDestroy(&r));
     PetscFunctionReturn(0);

@@ -142,6 +142,9 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
   PetscCall(DriverOpenData(comm, "test", PETSC_FALSE, help, &test));
   PetscCall(DriverOpenData(comm, "query", PETSC_FALSE, help, &query));
+  if (!help) PetscCall(DriverRequireRows(comm, "infl run", train));
+  if (!help) PetscCall(DriverRequireRows(comm, "infl run", test));
+  if (!help) PetscCall(DriverRequireRows(comm, "infl run", query));
   if (help) PetscFunctionReturn(0);
   if (!query) query = test;
   PetscCheck(query, comm, PETSC_ERR_ARG_NULL, "infl run needs -query (or -test) data for the queries");

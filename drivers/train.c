@@ -28,6 +28,8 @@ PetscErrorCode InflDriverTrain(MPI_Comm comm, PetscBool help)
   PetscCall(InflTrainOptionsFromOptions(&topt));
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
   PetscCall(DriverOpenData(comm, "test", PETSC_FALSE, help, &test));
+  if (!help) PetscCall(DriverRequireRows(comm, "infl train", train));
+  if (!help) PetscCall(DriverRequireRows(comm, "infl train", test));
   if (help) PetscFunctionReturn(0);
   PetscCall(DriverCheckUnusedOptions(comm));
   PetscCall(DriverCheckOutput(comm, out, overwrite));

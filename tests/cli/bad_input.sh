@@ -196,7 +196,9 @@ lm_window_long     | data tokens:.*longdoc.h5: sequence 0 has 20 tokens, more th
 lm_rows_data       | data h5:.*good.h5 holds rows of features, but the model .*gpt2_tiny \(type gpt2\) reads token sequences | eval $G -data h5:$W/good.h5
 lm_text_for_mlp    | data text:.*fortunes.txt holds token sequences but the model is an MLP | eval $M -data text:$W/fortunes.txt
 lm_no_tokenizer    | vocab_size 96 but the directory .*gpt2_tiny holds no tokenizer files | eval $G -data text:$W/fortunes.txt
-lm_fit_sequences   | infl fit \(Lambda pass\): sequences of more than one token .*read by infl eval only | fit $G -train tokens:$W/longdoc.h5 -out $W/out/f.h5
+lm_fit_sequences   | infl fit: train data tokens:.*longdoc.h5 holds token sequences; in this version infl fit takes rows | fit $G -train tokens:$W/longdoc.h5 -out $W/out/f.h5
+lm_score_sequences | infl score: train data tokens:.*longdoc.h5 holds token sequences | score $G $F -train tokens:$W/longdoc.h5 -query tokens:$W/longdoc.h5 -out $W/out/s.h5
+lm_train_sequences | infl train: train data tokens:.*longdoc.h5 holds token sequences | train -train tokens:$W/longdoc.h5 -model_dims 784,10 -out $W/out/m.safetensors
 # --- options
 query_out_of_range | query index 10 is outside the query set, which has 10 examples | score $M $F $TR $Q -query_indices 5:12 -out $W/out/s.h5
 query_not_integer  | -query_indices "3,x": "x" is not an integer               | score $M $F $TR $Q -query_indices 3,x -out $W/out/s.h5
