@@ -68,6 +68,27 @@ int main(int argc, char **argv)
           cases++;
         }
   }
+  /* callers size the scratch for their largest chunk and then score smaller ones (remainders, resumed runs with other
+   * chunk sizes): the scratch of B rows must cover every B' <= B, i.e. InflScoreLayerScratch is nondecreasing in B
+   * (it was not: a resumed score wrote past its scratch) */
+  for (int blk = 0; blk < 2; blk++) {
+    InflScoreLayerSetBlocking(blk ? 64 : 0, blk ? (size_t)64 << 10 : 0);
+    for (PetscInt Q = 1; Q <= 120; Q += 17)
+      for (PetscInt w = 1; w <= 800; w += 97)
+        for (int dbl = 0; dbl < 2; dbl++) {
+          int64_t prev = 0;
+          for (PetscInt B = 1; B <= 1500; B++) {
+            int64_t n = InflScoreLayerScratch(Q, B, w, w + 3, PETSC_TRUE, dbl ? sizeof(double) : sizeof(float));
+            if (n < prev) {
+              fails++;
+              PetscCall(PetscPrintf(PETSC_COMM_SELF, "FAIL scratch Q=%d w=%d B=%d: %lld elements, less than %lld for B-1\n", (int)Q, (int)w, (int)B, (long long)n, (long long)prev));
+              break;
+            }
+            prev = n;
+          }
+          cases++;
+        }
+  }
   PetscCall(PetscPrintf(PETSC_COMM_WORLD, "test_kernels: %d cases, %d failures\n", (int)cases, (int)fails));
   PetscCheck(fails == 0, PETSC_COMM_WORLD, PETSC_ERR_PLIB, "%d kernel cases differ from the reference", (int)fails);
   PetscCall(PetscFinalize());

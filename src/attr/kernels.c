@@ -25,11 +25,17 @@ static void score_blocks(PetscInt Q, PetscInt B, PetscInt w, size_t es, PetscInt
   *qb = (PetscInt)PetscMax(1, PetscMin((size_t)Q, q));
 }
 
+/* The scratch of every call with at most B rows: a call with fewer rows takes more queries per block, so the scratch of
+ * B rows itself is not an upper bound (bb floor(X / bb) is not monotone in bb).  For any B' <= B, with bb' = min(B',
+ * rows): either qb' >= 1 queries fit the byte budget, and bb' qb' w <= min(budget / es, bb Q w), or one query is
+ * taken regardless, and bb' w <= bb w. */
 int64_t InflScoreLayerScratch(PetscInt Q, PetscInt B, PetscInt nd, PetscInt na, PetscBool by_input, size_t es)
 {
   PetscInt w = by_input ? nd : na, bb, qb;
+  int64_t  budget;
   score_blocks(Q, B, w, es, &bb, &qb);
-  return (int64_t)bb * qb * w;
+  budget = PetscMin((int64_t)(score_block_bytes / es), (int64_t)bb * PetscMax(Q, 1) * w);
+  return PetscMax(budget, (int64_t)bb * w);
 }
 
 /* s = sum_i t[i] d[i] in double, four independent partial sums (the loop is latency bound otherwise). */
