@@ -7,9 +7,11 @@
  *   trace  TOL * trace(ref)                     a covariance factor (A, S): square
  *   max    TOL * max |ref|                      eigenvalues
  *   sum    |sum other - sum ref| <= TOL * sum |ref|   a basis-independent total (Lambda)
- *   scores TOL * qn[q] * tn[m]                  (Q, N) scores; qn = REF's /query_norms, tn = REF's /train_norms
+ *   scores TOL * qn[q] * tn[m] + 2^-24 (|ref| + |other|)   (Q, N) scores; qn = REF's /query_norms, tn = REF's
+ *                                               /train_norms; the second term is the float32 storage of /scores
  *   topk   DATASET is /topk or /bottomk: the entry OTHER keeps at place k of query q has, in REF's /scores, a score
- *          within 2 TOL qn[q] max_m tn[m] of REF's k-th score (lists agree up to near-ties within the bound)
+ *          within 2 TOL qn[q] max_m tn[m] + 2^-24 |score| of REF's k-th score (lists agree up to near-ties within the
+ *          bound; /scores is stored in float32)
  *   self   TOL * sqrt(kappa) * |ref|            self-influence; kappa = max over layers of (max Lambda + damping) /
  *                                               (min Lambda + damping), from FACTORS.h5
  * Exit 0 when every entry is within the bound, 1 when not, 2 on a usage or file error. */
@@ -97,7 +99,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < c1; i++) {
       size_t  q = i / d1[1];
       int64_t j = (int64_t)oi[i];
-      double  bound = 2 * tol * qn[q] * tmax, r;
+      double  bound = 2 * tol * qn[q] * tmax + 0x1p-24 * fabs(rs[i]), r;
       if (j < 0 || (size_t)j >= N) { fprintf(stderr, "h5cmp: %s keeps index %lld\n", oth, (long long)j); return 1; }
       r = fabs(all[q * N + (size_t)j] - rs[i]) / bound;
       if (r > worst) { worst = r; at = i; }
@@ -132,7 +134,7 @@ int main(int argc, char **argv)
     if (na != 2 || da[0] != Q || da[1] != N) { fprintf(stderr, "h5cmp: %s is not (%zu, %zu)\n", ds, Q, N); return 2; }
     for (size_t q = 0; q < Q; q++)
       for (size_t j = 0; j < N; j++) {
-        double bound = tol * qn[q] * tn[j], d = fabs(a[q * N + j] - b[q * N + j]);
+        double bound = tol * qn[q] * tn[j] + 0x1p-24 * (fabs(a[q * N + j]) + fabs(b[q * N + j])), d = fabs(a[q * N + j] - b[q * N + j]);
         double r = bound > 0 ? d / bound : (d > 0 ? INFINITY : 0);
         if (r > worst) { worst = r; at = q * N + j; }
       }
