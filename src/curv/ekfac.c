@@ -847,12 +847,21 @@ PetscErrorCode InflEKFACRotatedSquares(InflEKFAC ek, PetscInt l, const InflCaptu
 /* M (dout, din+1) = Q_S^T G_b Q_A for sequence b of the capture, G_b = sum over its rows of Ds_t a_t^T (the sequence's
  * gradient of layer l), in double: G_b = Ds_b^T A_b by one GEMM over the sequence's rows, then the two rotations.
  * a, ds: the capture's layer-l rows in double (InflCaptureGetDouble).  T (dout, din+1) scratch. */
-static void rotated_sequence_gradient(const InflEKFACLayer *ly, const InflCapture *cap, PetscInt b, const double a[], const double ds[], double T[], double M[])
+/* G (dout, din+1) = Ds_b^T A_b, the gradient of layer l of sequence b of the capture (one GEMM over its rows), from
+ * the capture's rows in double. */
+static void sequence_gradient(const InflEKFACLayer *ly, const InflCapture *cap, PetscInt b, const double a[], const double ds[], double G[])
 {
   PetscInt na = ly->din + 1, nd = ly->dout;
   int64_t  r0 = cap->offsets[b], nr = cap->offsets[b + 1] - cap->offsets[b];
 
-  cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, (int)nr, 1.0, ds + r0 * nd, nd, a + r0 * na, na, 0.0, M, na);
+  cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, (int)nr, 1.0, ds + r0 * nd, nd, a + r0 * na, na, 0.0, G, na);
+}
+
+static void rotated_sequence_gradient(const InflEKFACLayer *ly, const InflCapture *cap, PetscInt b, const double a[], const double ds[], double T[], double M[])
+{
+  PetscInt na = ly->din + 1, nd = ly->dout;
+
+  sequence_gradient(ly, cap, b, a, ds, M);
   cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, nd, 1.0, ly->QS, nd, M, na, 0.0, T, na);
   cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nd, na, na, 1.0, T, na, ly->QA, na, 0.0, M, na);
 }
@@ -944,8 +953,7 @@ PetscErrorCode InflEKFACPreconditionCapture(InflEKFAC ek, PetscInt l, const Infl
     PetscFunctionReturn(0);
   }
   for (PetscInt b = 0; b < cap->B; b++) { /* G_b = Ds_b^T A_b, then the EK-FAC inverse */
-    int64_t r0 = cap->offsets[b], nr = cap->offsets[b + 1] - cap->offsets[b];
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, (int)nr, 1.0, cap->ds64[l] + r0 * nd, nd, cap->a64[l] + r0 * na, na, 0.0, P + b * per, na);
+    sequence_gradient(ly, cap, b, cap->a64[l], cap->ds64[l], P + b * per);
     PetscCall(InflEKFACPrecondition(ek, l, P + b * per));
   }
   PetscFunctionReturn(0);
