@@ -2,3 +2,6 @@
 infl_test(test_ekfac SOURCES test_ekfac.c LIBS infl_attr infl_curv infl_nn infl_io infl_core TIMEOUT 600)
 # EK-FAC and scores on sequences (several rows per example) at the capture level, against a plain reference with loops.
 infl_test(test_ekfac_seq SOURCES test_ekfac_seq.c LIBS infl_attr infl_curv infl_nn infl_io infl_core NP 1 2)
+# EK-FAC on the tiny GPT-2 (sequences of several tokens) against the independent float64 PyTorch reference
+# tests/ref/ekfac_gpt2_ref.h5: both Fisher kinds, double and single precision, layer selections all, mlp, attn.
+infl_test(test_ekfac_gpt2 SOURCES test_ekfac_gpt2.c LIBS infl_attr infl_curv infl_nn infl_io infl_core)
