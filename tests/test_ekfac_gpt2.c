@@ -390,7 +390,7 @@ static PetscErrorCode check_kind(MPI_Comm comm, InflModel model, const Fixture *
     rel[E_DAMP] = PetscMax(rel[E_DAMP], fabs(el[l].damping - ref->damping[l]) / ref->damping[l]);
     /* Lambda summed over (cluster of S eigenvalues) x (cluster of A eigenvalues): basis-independent.  Clusters: gaps
      * below 1e-8 of the largest eigenvalue (the null spaces of A and S, whose eigenvectors are arbitrary); the
-     * remaining eigenvalues are separated by more than 1e-6 of the largest here (printed by the reference script). */
+     * smallest gap between clusters is 5.1e-8 of the largest eigenvalue here (tests/ref/README.md). */
     PetscCall(PetscMalloc2(nd, &cs, na, &ca));
     ncs = clusters(nd, ref->eS[l], 1e-8, cs);
     nca = clusters(na, ref->eA[l], 1e-8, ca);
