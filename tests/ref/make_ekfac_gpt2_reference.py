@@ -29,7 +29,6 @@ training gradients in scores and self-influence always use the data's next token
 """
 import datetime
 import json
-import math
 import os
 import struct
 import sys
@@ -285,7 +284,7 @@ def main():
     for q, m in QUERY_COPY.items():
         assert len(query[q]) == len(train[m])
         query[q] = list(train[m])
-    N, Q = len(train), len(query)
+    N = len(train)
     Ttot = sum(len(s) for s in train)
     toff = np.cumsum([0] + [len(s) for s in train])
 
@@ -338,7 +337,8 @@ def main():
             M = torch.stack([torch.stack([(Pm * G).sum() for G in DW]) for Pm in PW])
             assert float((M - M.T).abs().max()) <= 1e-12 * float(M.abs().max())
             assert float((torch.diag(M) - r["self"]).abs().max()) <= 1e-12 * float(r["self"].abs().max())
-        check_explicit_inverse(f[1], q_data[0][1][1].T @ q_data[0][1][0])   # layer 1 (h.0.attn.c_proj), 1056 x 1056
+        e_inv = check_explicit_inverse(f[1], q_data[0][1][1].T @ q_data[0][1][0])   # layer 1 (h.0.attn.c_proj), 1056 x 1056
+        print(f"{kind} Fisher: P against the explicit EK-FAC matrix solve (layer 1): {e_inv:.1e}")
         # basis invariance: eigenvectors inside clusters of close eigenvalues mixed at random change nothing beyond
         # rounding (the zero eigenspaces hold no training gradient, so Lambda there is zero in any basis)
         gen = torch.Generator().manual_seed(7)
