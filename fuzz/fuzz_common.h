@@ -15,6 +15,8 @@ static int fuzz_init(void)
   char tmpl[] = "/tmp/infl-fuzz-XXXXXX";
   /* libFuzzer handles crashes itself: no PETSc signal handler, no PETSc error printing, no HDF5 error stacks */
   setenv("PETSC_OPTIONS", "-no_signal_handler", 1);
+  /* nor Open MPI's: its handler would take SIGABRT from libFuzzer, which then keeps no crash input */
+  setenv("OMPI_MCA_opal_signal", "", 1);
   if (PetscInitializeNoArguments()) abort();
   if (PetscPushErrorHandler(PetscReturnErrorHandler, NULL)) abort();
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);

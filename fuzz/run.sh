@@ -12,7 +12,7 @@ bin=${1:?usage: run.sh BIN_DIR [SECONDS]}
 secs=${2:-20}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 fail=0 ran=0 missing=""
-for t in fuzz_safetensors fuzz_idx fuzz_h5data fuzz_tokenizer fuzz_tokens; do
+for t in fuzz_safetensors fuzz_idx fuzz_h5data fuzz_tokenizer fuzz_tokens fuzz_gpt2; do
   exe=$bin/$t
   [ -x "$exe" ] || { missing="$missing $t"; continue; }
   ran=$((ran + 1))

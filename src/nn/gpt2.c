@@ -425,6 +425,22 @@ PetscErrorCode InflGPT2Load(InflGPT2 g, const char path[])
   InflCallAll(g->comm, rank == 0 ? config_read_rank0(cfgpath, &cfg) : 0);
   PetscCallMPI(MPI_Bcast(&cfg, sizeof(cfg), MPI_BYTE, 0, g->comm));
   PetscCall(InflSafetensorsRead(g->comm, stpath, &st));
+  { /* before allocating the configuration's parameters: a config.json of a much larger model must not allocate its
+       size first (a small difference is reported below, tensor by tensor, with the shapes) */
+    const double C = (double)cfg.n_embd, need = ((double)cfg.vocab_size + cfg.n_positions + 2) * C + cfg.n_layer * (12 * C * C + 13 * C);
+    double       have = 0;
+    PetscInt     nt;
+    PetscCall(InflSafetensorsGetSize(st, &nt));
+    for (PetscInt i = 0; i < nt; i++) {
+      const InflTensor *t;
+      PetscCall(InflSafetensorsGetIndex(st, i, &t));
+      have += (double)t->numel;
+    }
+    if (need > 4 * have + 1048576) {
+      PetscCall(InflSafetensorsDestroy(&st));
+      SETERRQ(g->comm, PETSC_ERR_FILE_UNEXPECTED, "%s: config.json (n_embd %d, n_layer %d, vocab_size %d, n_positions %d) describes a GPT-2 of %.0f parameters, but %s holds only %.0f values; the config.json does not belong to these weights", cfgpath, (int)cfg.n_embd, (int)cfg.n_layer, (int)cfg.vocab_size, (int)cfg.n_positions, need, stpath, have);
+    }
+  }
   PetscCall(InflGPT2SetUp(g, &cfg));
   {
     PetscErrorCode ierr = load_tensors(g, stpath, st); /* every rank sees the same tensors: the same error */
@@ -658,13 +674,36 @@ static PetscErrorCode params_f64(InflGPT2 g)
   PetscFunctionReturn(0);
 }
 
+/* Forward pass of the batch set up by batch_setup.  Not collective: a non-finite logit (weights or activations that
+ * overflow the working precision) is an error on this rank, as for the MLP (callers that are collective agree on it). */
 static PetscErrorCode forward(InflGPT2 g, const int32_t tokens[])
 {
+  const Workspace *ws = &g->ws;
+  const int64_t    V  = g->cfg.vocab_size, nl = (int64_t)ws->N * V;
+  int64_t          bad = -1;
+  double           z   = 0;
+
   PetscFunctionBegin;
   if (g->prec == INFL_PREC_DOUBLE) {
+    const double *lg = (const double *)ws->logits;
     PetscCall(params_f64(g));
     gpt2_forward_f64(g, g->params64, &g->ws, tokens);
-  } else gpt2_forward_f32(g, g->params, &g->ws, tokens);
+    for (int64_t i = 0; i < nl && bad < 0; i++)
+      if (!isfinite(lg[i])) bad = i;
+    if (bad >= 0) z = lg[bad];
+  } else {
+    const float *lg = (const float *)ws->logits;
+    gpt2_forward_f32(g, g->params, &g->ws, tokens);
+    for (int64_t i = 0; i < nl && bad < 0; i++)
+      if (!isfinite(lg[i])) bad = i;
+    if (bad >= 0) z = lg[bad];
+  }
+  if (bad >= 0) {
+    const PetscInt row = (PetscInt)(bad / V);
+    PetscInt       b   = 0;
+    while (b + 1 < ws->B && ws->off[b + 1] <= row) b++;
+    SETERRQ(PETSC_COMM_SELF, PETSC_ERR_FP, "the GPT-2 forward pass overflows: logit %d (token id) at position %d of sequence %d of a batch of %d is %g in %s precision; the weights are too large for the model to be evaluated (the model is broken: check how it was made%s)", (int)(bad % V), (int)(row - ws->off[b]), (int)b, (int)ws->B, z, g->prec == INFL_PREC_DOUBLE ? "double" : "single", g->prec == INFL_PREC_DOUBLE ? "" : ", or try -model_precision double");
+  }
   PetscFunctionReturn(0);
 }
 

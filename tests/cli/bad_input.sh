@@ -105,6 +105,14 @@ h5tokens() { # NAME "TOKENS..." "OFFSETS..."
 h5tokens badtok "5 96 7" "0 3"
 h5tokens longdoc "$(seq -s ' ' 10 49)" "0 40"
 printf 'a fortune\n%%\nanother one\n%%\n' > "$W/fortunes.txt"
+# the tiny GPT-2 with a config.json of a larger model; and with every value of h.0.mlp.c_fc.weight (32 x 128 floats
+# at bytes 32768-49152 of the data) set to 3e38: finite, but the forward pass overflows
+mkdir -p "$W/gpt2_big_config" "$W/gpt2_huge"
+cp "$src/tests/ref/gpt2_tiny/model.safetensors" "$W/gpt2_big_config/"
+sed 's/"n_layer": 2/"n_layer": 5000/' "$src/tests/ref/gpt2_tiny/config.json" > "$W/gpt2_big_config/config.json"
+cp "$src/tests/ref/gpt2_tiny/config.json" "$src/tests/ref/gpt2_tiny/model.safetensors" "$W/gpt2_huge/"
+st_data=$((8 + $(od -An -t u8 -N 8 "$W/gpt2_huge/model.safetensors"))) # safetensors: 8-byte header length, header, data
+for i in $(seq 4096); do printf '\x9c\x9b\x61\x7f'; done | dd of="$W/gpt2_huge/model.safetensors" bs=1 seek=$((st_data + 32768)) conv=notrunc status=none
 
 # factors of mlp_small (valid), and of the other model
 run_infl "$NP" fit -model "$W/model.safetensors" -train "$T" -train_limit 50 -out "$W/factors.h5" || { cat "$W/log.err"; echo "fixture: infl fit failed"; exit 1; }
@@ -195,6 +203,8 @@ lm_token_id        | badtok.h5: token 1 \(document 0\) has id 96, outside the vo
 lm_window_long     | data tokens:.*longdoc.h5: sequence 0 has 20 tokens, more than the model's n_positions = 16.*-data_seq_len | eval $G -data tokens:$W/longdoc.h5 -data_seq_len 20
 lm_rows_data       | data h5:.*good.h5 holds rows of features, but the model .*gpt2_tiny \(type gpt2\) reads token sequences | eval $G -data h5:$W/good.h5
 lm_text_for_mlp    | data text:.*fortunes.txt holds token sequences but the model is an MLP | eval $M -data text:$W/fortunes.txt
+lm_config_larger   | config.json \(n_embd 32, n_layer 5000, vocab_size 96, n_positions 16\) describes a GPT-2 of [0-9]+ parameters, but .*model.safetensors holds only [0-9]+ values | eval -model $W/gpt2_big_config -data tokens:$W/badtok.h5
+lm_forward_overflow | the GPT-2 forward pass overflows: logit [0-9]+ \(token id\) at position [0-9]+ of sequence [0-9]+ .* is -?[a-z]+[.]? in single precision | eval -model $W/gpt2_huge -data tokens:$W/longdoc.h5
 lm_no_tokenizer    | vocab_size 96 but the directory .*gpt2_tiny holds no tokenizer files | eval $G -data text:$W/fortunes.txt
 lm_fit_sequences   | infl fit: train data tokens:.*longdoc.h5 holds token sequences; in this version infl fit takes rows | fit $G -train tokens:$W/longdoc.h5 -out $W/out/f.h5
 lm_score_sequences | infl score: train data tokens:.*longdoc.h5 holds token sequences | score $G $F -train tokens:$W/longdoc.h5 -query tokens:$W/longdoc.h5 -out $W/out/s.h5
