@@ -330,7 +330,7 @@ PetscErrorCode DriverCheckOutput(MPI_Comm comm, const char path[], PetscBool ove
  * such option in *bad, or "" (options of PETSc itself and infl's true/false flags may go without a value). */
 static PetscErrorCode valueless_option(char bad[], size_t len)
 {
-  static const char *flags[]    = {"-eigen_lapack", "-ekfac_kfac", "-ihvp_allow_unconverged", "-overwrite", "-score_per_layer", "-score_save_all", "-help"};
+  static const char *flags[]    = {"-eigen_lapack", "-ekfac_kfac", "-ihvp_allow_unconverged", "-overwrite", "-score_per_layer", "-score_per_token", "-score_save_all", "-help"};
   static const char *prefixes[] = {"-ekfac_", "-score_", "-eigen_", "-train_", "-model_", "-query_", "-self_", "-report_", "-ihvp_", "-fidelity_", "-mem_limit", "-checkpoint_", "-progress_", "-class_names", "-data_"};
   char *all = NULL, *save = NULL, *prev = NULL;
 

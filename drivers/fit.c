@@ -23,7 +23,6 @@ PetscErrorCode InflDriverFit(MPI_Comm comm, PetscBool help)
   PetscFunctionBegin;
   PetscCall(common_inputs(comm, help, PETSC_FALSE, mpath, NULL, out, &overwrite));
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
-  if (!help) PetscCall(DriverRequireRows(comm, "infl fit", train));
   if (help) {
     PetscCall(InflEKFACCreate(comm, &ek));
     PetscCall(InflEKFACSetFromOptions(ek));
@@ -57,8 +56,6 @@ PetscErrorCode InflDriverScore(MPI_Comm comm, PetscBool help)
   PetscCall(common_inputs(comm, help, PETSC_TRUE, mpath, fpath, out, &overwrite));
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
   PetscCall(DriverOpenData(comm, "query", PETSC_TRUE, help, &query));
-  if (!help) PetscCall(DriverRequireRows(comm, "infl score", train));
-  if (!help) PetscCall(DriverRequireRows(comm, "infl score", query));
   if (help) {
     PetscCall(InflScorerCreate(comm, &sc));
     PetscCall(InflScorerSetFromOptions(sc));
@@ -67,9 +64,10 @@ PetscErrorCode InflDriverScore(MPI_Comm comm, PetscBool help)
     PetscFunctionReturn(0);
   }
   PetscCall(DriverCheckOutput(comm, out, overwrite));
+  PetscCall(DriverLoadModel(comm, mpath, &model));
+  PetscCall(InflModelCheckData(model, query)); /* token data is read for the model: its number of sequences */
   PetscCall(InflDataGetSizes(query, &Nq, NULL, NULL));
   PetscCall(DriverQueryIndices(comm, Nq, &Q, &qidx));
-  PetscCall(DriverLoadModel(comm, mpath, &model));
   PetscCall(InflEKFACCreate(comm, &ek));
   PetscCall(InflEKFACLoad(ek, fpath, model));
   {
@@ -100,7 +98,6 @@ PetscErrorCode InflDriverSelf(MPI_Comm comm, PetscBool help)
   PetscFunctionBegin;
   PetscCall(common_inputs(comm, help, PETSC_TRUE, mpath, fpath, out, &overwrite));
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
-  if (!help) PetscCall(DriverRequireRows(comm, "infl self", train));
   PetscOptionsBegin(comm, NULL, "infl self", NULL);
   PetscCall(PetscOptionsInt("-self_chunk", "training examples per chunk", NULL, chunk, &chunk, NULL));
   PetscOptionsEnd();

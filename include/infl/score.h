@@ -28,6 +28,17 @@ PetscErrorCode InflScorerSetTopK(InflScorer sc, PetscInt K);
  * passes the same queries; rank r preconditions queries r, r+size, ... and the results are all-gathered, so every
  * rank holds all P_l(q) (memory Q * sum_l dout_l (din_l+1) numbers). */
 PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek, PetscInt Q, const float xq[], const int64_t yq[], const int64_t qindex[]);
+/* Collective.  Queries qidx (Q) of the data set `query` (every rank passes the same): rows of features with their
+ * labels for a row model (InflScorerSetQueries), token sequences for a sequence model (InflScorerSetQuerySequences
+ * with the next tokens as targets: the query's loss is the sum over its positions).  InflModelCheckData first. */
+PetscErrorCode InflScorerSetQueryData(InflScorer sc, InflModel model, InflEKFAC ek, InflData query, PetscInt Q, const int64_t qidx[]);
+/* Collective.  Q token sequences as queries of a sequence model: sequence q is tokens[offsets[q], offsets[q+1])
+ * with targets (offsets[Q]) int32, negative where a row predicts nothing (NULL: the next tokens).  The query's loss,
+ * whose gradient is preconditioned, is the summed cross-entropy of the rows with a target: for a prompt/completion
+ * pair (targets -1 on the rows that predict prompt tokens) log p(completion | prompt), Grosse et al. 2023, section
+ * 5.  qindex (Q) the queries' numbers (written to /query_indices).  The tokens are kept for -score_tfidf_topk and
+ * written to scores.h5 (/query_sequences). */
+PetscErrorCode InflScorerSetQuerySequences(InflScorer sc, InflModel model, InflEKFAC ek, PetscInt Q, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], const int64_t qindex[]);
 /* Not collective (every rank passes the same values).  Queries whose preconditioned gradients P[l] (Q, dout_l,
  * din_l+1) (bias last) were computed elsewhere, e.g. by Krylov solves (infl/ihvp.h); scored like EK-FAC queries.
  * P is copied. */
@@ -72,6 +83,9 @@ PetscErrorCode InflScorerDestroy(InflScorer *sc);
  * rank's shard: self (count) for global indices [start, start+count). */
 PetscErrorCode InflSelfInfluence(InflModel model, InflEKFAC ek, InflData train, PetscInt chunk, double self[]);
 
+/* Not collective.  Self-influence of the examples [lo, hi) of this rank's shard of train (any model type, with the
+ * data's labels or next tokens: InflModelCaptureShard), self (hi - lo), using a capture of capacity >= hi - lo. */
+PetscErrorCode InflSelfInfluenceShard(InflModel model, InflEKFAC ek, InflData train, int64_t lo, int64_t hi, InflCapture *cap, double self[]);
 /* Not collective.  Self-influence of B examples x (B, din) with labels y, using a capture of capacity >= B. */
 PetscErrorCode InflSelfInfluenceBatch(InflModel model, InflEKFAC ek, PetscInt B, const float x[], const int64_t y[], InflCapture *cap, double self[]);
 
