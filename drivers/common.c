@@ -72,6 +72,21 @@ PetscErrorCode DriverRequireRows(MPI_Comm comm, const char stage[], InflData dat
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode DriverLoadPrompts(MPI_Comm comm, const char path[], const char model_path[], InflModel model, StagePrompts *p)
+{
+  char      tokdir[PETSC_MAX_PATH_LEN] = "";
+  PetscBool seqmodel;
+  PetscInt  V, P;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelIsSequential(model, &seqmodel));
+  PetscCheck(seqmodel, comm, PETSC_ERR_ARG_WRONG, "-query_prompts %s: prompt/completion queries are for language models, but the model %s reads rows of features; give -query with -query_indices", path, model_path);
+  PetscCall(InflModelGetSequenceSizes(model, &V, &P));
+  PetscCall(PetscOptionsGetString(NULL, NULL, "-tokenizer", tokdir, sizeof(tokdir), NULL));
+  PetscCall(InflPromptsLoad(comm, path, tokdir, V, P, model_path, &p->Q, &p->offsets, &p->tokens, &p->targets, p->hash));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode DriverLoadModel(MPI_Comm comm, const char path[], InflModel *model)
 {
   PetscFunctionBegin;

@@ -53,7 +53,7 @@ PetscErrorCode StageFit(MPI_Comm comm, InflModel model, InflData train, const ch
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData train, InflData query, PetscInt Q, const int64_t qidx[], const char out[], PetscBool overwrite, InflScorer *sc_out)
+PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData train, InflData query, PetscInt Q, const int64_t qidx[], const StagePrompts *prompts, const char out[], PetscBool overwrite, InflScorer *sc_out)
 {
   InflScorer     sc;
   PetscLogDouble t0, t1, t2;
@@ -62,17 +62,25 @@ PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData
   PetscFunctionBegin;
   PetscCall(PetscLogStageRegister("Score", &stage));
   PetscCall(PetscLogStagePush(stage));
-  PetscCall(InflModelCheckData(model, query)); /* sequence data: read for this model (its hash depends on it) */
+  if (!prompts) PetscCall(InflModelCheckData(model, query)); /* sequence data: read for this model (its hash depends on it) */
   PetscCall(InflScorerCreate(comm, &sc));
   PetscCall(InflScorerSetFromOptions(sc));
-  {
+  if (prompts) PetscCall(InflScorerSetQueryHash(sc, prompts->hash));
+  else {
     const char *qh;
     PetscCall(InflDataGetHash(query, &qh));
     PetscCall(InflScorerSetQueryHash(sc, qh));
   }
   if (out && out[0]) PetscCall(InflScorerSetCheckpoint(sc, out));
   PetscCall(PetscTime(&t0));
-  PetscCall(InflScorerSetQueryData(sc, model, ek, query, Q, qidx));
+  if (prompts) { /* query q is prompt q of the file; only its completion enters the loss */
+    int64_t *idx;
+    Q = prompts->Q;
+    PetscCall(PetscMalloc1(Q, &idx));
+    for (PetscInt q = 0; q < Q; q++) idx[q] = q;
+    PetscCall(InflScorerSetQuerySequences(sc, model, ek, Q, prompts->offsets, prompts->tokens, prompts->targets, idx));
+    PetscCall(PetscFree(idx));
+  } else PetscCall(InflScorerSetQueryData(sc, model, ek, query, Q, qidx));
   PetscCall(PetscTime(&t1));
   PetscCall(InflScorerScore(sc, train));
   PetscCall(PetscTime(&t2));

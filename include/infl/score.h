@@ -56,6 +56,9 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train);
  * per-token influence of Grosse et al. 2023 section 3.4 (the terms of a sequence's rows sum to its score).  The
  * capture must be in the precision the queries were set for. */
 PetscErrorCode InflScorerScoreCapture(InflScorer sc, const InflCapture *cap, double out[], double token[]);
+/* After setting queries (not InflScorerSetPreconditionedQueries): loss (Q), each query's loss as measured, summed
+ * over the rows with a target (the same on every rank; owned by the scorer). */
+PetscErrorCode InflScorerGetQueryLoss(InflScorer sc, const double **loss);
 /* After InflScorerScore: the merged lists (on every rank).  topk: score descending, index ascending; bottomk: most
  * negative first. */
 PetscErrorCode InflScorerGetTopK(InflScorer sc, InflTopK **top, InflTopK **bottom);

@@ -1107,6 +1107,14 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode InflScorerGetQueryLoss(InflScorer sc, const double **loss)
+{
+  PetscFunctionBegin;
+  PetscCheck(sc->qloss, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflScorerSetQueries (or SetQueryData, SetQuerySequences) before InflScorerGetQueryLoss");
+  *loss = sc->qloss;
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflScorerGetTopK(InflScorer sc, InflTopK **top, InflTopK **bottom)
 {
   PetscFunctionBegin;
