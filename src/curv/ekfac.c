@@ -96,7 +96,7 @@ static PetscErrorCode ekfac_checkpoint(InflEKFAC ek, int pass, const InflRanges 
     InflEKFACLayer *ly = &ek->layers[l];
     int64_t         na = ly->din + 1, nd = ly->dout, dA[2] = {na, na}, dS[2] = {nd, nd}, dL[2] = {nd, na};
     double         *buf;
-    PetscCall(PetscMalloc1(PetscMax(na * na, nd * na), &buf));
+    PetscCall(PetscMalloc1(PetscMax(PetscMax(na * na, nd * nd), nd * na), &buf)); /* S (dout^2) is the largest when dout > din+1 */
     if (pass == 1) {
       PetscCallMPI(MPI_Reduce(ly->A, buf, (int)(na * na), MPI_DOUBLE, MPI_SUM, 0, ek->comm));
       PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%d/A_sum", (int)l));

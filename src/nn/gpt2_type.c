@@ -118,6 +118,7 @@ static PetscErrorCode gpt2_select_layers(InflModel m, const char sel[])
   PetscCall(PetscStrncpy(t->sel, sel, sizeof(t->sel)));
   if (t->g) {
     int64_t state = m->params_state;
+    m->params = m->grads = NULL; /* owned by the InflGPT2 (gpt2_set_layers takes them again) */
     PetscCall(gpt2_set_layers(m));
     m->params_state = state; /* the parameters did not change */
     t->params_state = state;
