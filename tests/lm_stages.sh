@@ -65,7 +65,7 @@ check $H5CMP pertoken $TAU s1.h5 s1.h5 /per_token
 check $H5CMP pertoken $TAU s3.h5 s3.h5 /per_token
 check [ "$(run 2 score $common $sc -model_precision double -out d2.h5)" = 0 ]
 check $H5CMP pertoken $TAUD d2.h5 d2.h5 /per_token
-# the per-layer terms of the kept pairs sum to their scores too
+# with -score_rank r and -score_per_layer the per-token terms still sum to the (truncated) scores
 check [ "$(run 2 score $common $sc -score_per_layer -score_rank 4 -out r2.h5)" = 0 ]
 check $H5CMP pertoken $TAU r2.h5 r2.h5 /per_token
 
