@@ -11,7 +11,12 @@
  *
  * Options (prefix -score_): -score_topk K (10), -score_save_all (write the full (Q, N) matrix),
  * -score_per_layer (per-layer terms: full (L, Q, N) with -score_save_all, else the terms of the top-k entries),
- * -score_chunk B (training examples per chunk, 1024).
+ * -score_chunk B (training examples per chunk, 1024), -score_per_token (every token's term of the top-k and
+ * bottom-k training sequences of each query, written to /per_token: docs/FORMATS.md), -score_tfidf_topk K (score
+ * only each query's K training sequences of highest binary BM25 against its tokens, infl/tfidf.h; sequence
+ * queries only; not with -score_save_all).
+ * Training examples are captured with InflModelCaptureShard (their own labels or next tokens): rows of an MLP,
+ * sequences of a GPT-2, whose token-summed gradient is contracted with P row by row.
  */
 #ifndef INFL_SCORE_H
 #define INFL_SCORE_H
@@ -70,7 +75,8 @@ PetscErrorCode InflScorerGetLocalScores(InflScorer sc, int64_t *start, int64_t *
  * gradient over all layers (NULL without -score_save_all).  Either argument may be NULL.  By Cauchy-Schwarz
  * |score(q, m)| <= qnorm[q] train_norm[m]. */
 PetscErrorCode InflScorerGetNorms(InflScorer sc, double qnorm[], const double **train_norm);
-/* Collective.  Write scores.h5 (PATH.partial, then rename):
+/* Collective.  Write scores.h5 (PATH.partial, then rename; also /query_loss, /query_sequences, /tfidf and
+ * /per_token as docs/FORMATS.md describes):
  *   /query_indices (Q) int64, /query_labels (Q) int64, /topk/train_indices (Q, K) int64, /topk/scores (Q, K),
  *   /bottomk/train_indices, /bottomk/scores, with -score_save_all /scores float32 (Q, N) by collective
  *   hyperslabs, with -score_per_layer /topk/per_layer and /bottomk/per_layer (L, Q, K) (or /scores_per_layer
