@@ -197,7 +197,7 @@ lm_rows_data       | data h5:.*good.h5 holds rows of features, but the model .*g
 lm_text_for_mlp    | data text:.*fortunes.txt holds token sequences but the model is an MLP | eval $M -data text:$W/fortunes.txt
 lm_no_tokenizer    | vocab_size 96 but the directory .*gpt2_tiny holds no tokenizer files | eval $G -data text:$W/fortunes.txt
 lm_layers_for_mlp  | layer selection "mlp" is not available for model type mlp.*-ekfac_layers all | fit $M $TR -ekfac_layers mlp -out $W/out/f.h5
-lm_factors_of_mlp  | factors.h5 was fitted for model sha256 .* but the model given has sha256 | score $G $F -train tokens:$W/longdoc.h5 -query tokens:$W/longdoc.h5 -out $W/out/s.h5
+lm_factors_of_mlp  | factors.h5 was fitted for model sha256 .* but the model given has sha256 | score $G $F -train tokens:$W/longdoc.h5 -query tokens:$W/longdoc.h5 -query_indices 0:2 -out $W/out/s.h5
 lm_window_fit      | sequence 0 has 20 tokens, more than the model's n_positions = 16 | fit $G -train tokens:$W/longdoc.h5 -train_seq_len 20 -out $W/out/f.h5
 lm_train_sequences | infl train: train data tokens:.*longdoc.h5 holds token sequences | train -train tokens:$W/longdoc.h5 -model_dims 784,10 -out $W/out/m.safetensors
 # --- options
