@@ -68,7 +68,22 @@ PetscErrorCode DriverRequireRows(MPI_Comm comm, const char stage[], InflData dat
   PetscCall(InflDataGetContent(data, &kind));
   PetscCall(InflDataGetName(data, &name));
   PetscCall(InflDataGetSpec(data, &spec));
-  PetscCheck(kind == INFL_DATA_ROWS, comm, PETSC_ERR_SUP, "%s: %s data %s holds token sequences; in this version %s takes rows of features (an MLP's idx: or h5: data); language models (gpt2) and text or token data are read by infl eval, and their training and EK-FAC influence come in a later version", stage, name ? name : "the", spec, stage);
+  PetscCheck(kind == INFL_DATA_ROWS, comm, PETSC_ERR_SUP, "%s: %s data %s holds token sequences; in this version %s takes rows of features (an MLP's idx: or h5: data); language models (gpt2) with text or token data are read by infl eval, fit, score and self", stage, name ? name : "the", spec, stage);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode DriverLoadPrompts(MPI_Comm comm, const char path[], const char model_path[], InflModel model, StagePrompts *p)
+{
+  char      tokdir[PETSC_MAX_PATH_LEN] = "";
+  PetscBool seqmodel;
+  PetscInt  V, P;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelIsSequential(model, &seqmodel));
+  PetscCheck(seqmodel, comm, PETSC_ERR_ARG_WRONG, "-query_prompts %s: prompt/completion queries are for language models, but the model %s reads rows of features; give -query with -query_indices", path, model_path);
+  PetscCall(InflModelGetSequenceSizes(model, &V, &P));
+  PetscCall(PetscOptionsGetString(NULL, NULL, "-tokenizer", tokdir, sizeof(tokdir), NULL));
+  PetscCall(InflPromptsLoad(comm, path, tokdir, V, P, model_path, &p->Q, &p->offsets, &p->tokens, &p->targets, p->hash));
   PetscFunctionReturn(0);
 }
 
@@ -175,7 +190,7 @@ PetscErrorCode DriverQueryIndices(MPI_Comm comm, int64_t N, PetscInt *Q, int64_t
  * paths into `paths` (each PETSC_MAX_PATH_LEN). */
 static PetscErrorCode input_paths(char (*paths)[PETSC_MAX_PATH_LEN], int max, int *n)
 {
-  static const char *files[] = {"-model", "-factors", "-scores", "-self", "-file", "-options_file"};
+  static const char *files[] = {"-model", "-factors", "-scores", "-self", "-file", "-options_file", "-query_prompts"};
   static const char *specs[] = {"-train", "-test", "-query", "-data"};
   static const char *idx[]   = {"-images-idx3-ubyte", "-images-idx3-ubyte.gz", "-labels-idx1-ubyte", "-labels-idx1-ubyte.gz"};
   const char        *v;
@@ -330,7 +345,7 @@ PetscErrorCode DriverCheckOutput(MPI_Comm comm, const char path[], PetscBool ove
  * such option in *bad, or "" (options of PETSc itself and infl's true/false flags may go without a value). */
 static PetscErrorCode valueless_option(char bad[], size_t len)
 {
-  static const char *flags[]    = {"-eigen_lapack", "-ekfac_kfac", "-ihvp_allow_unconverged", "-overwrite", "-score_per_layer", "-score_save_all", "-help"};
+  static const char *flags[]    = {"-eigen_lapack", "-ekfac_kfac", "-ihvp_allow_unconverged", "-overwrite", "-score_per_layer", "-score_per_token", "-score_save_all", "-help"};
   static const char *prefixes[] = {"-ekfac_", "-score_", "-eigen_", "-train_", "-model_", "-query_", "-self_", "-report_", "-ihvp_", "-fidelity_", "-mem_limit", "-checkpoint_", "-progress_", "-class_names", "-data_"};
   char *all = NULL, *save = NULL, *prev = NULL;
 

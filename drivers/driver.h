@@ -25,6 +25,16 @@ PetscErrorCode DriverOpenData(MPI_Comm comm, const char prefix[], PetscBool requ
 /* Collective.  data (may be NULL) must hold rows of features: token data is refused naming the stage and the data. */
 PetscErrorCode DriverRequireRows(MPI_Comm comm, const char stage[], InflData data);
 PetscErrorCode DriverLoadModel(MPI_Comm comm, const char path[], InflModel *model);
+/* Prompt/completion queries read from -query_prompts FILE (InflPromptsLoad). */
+typedef struct {
+  PetscInt Q;
+  int64_t *offsets; /* (Q+1) */
+  int32_t *tokens, *targets; /* (offsets[Q]) */
+  char     hash[65];
+} StagePrompts;
+/* Collective.  -query_prompts FILE for a language model (InflPromptsLoad with -tokenizer, else the tokenizer beside
+ * model_path, else byte-level); error naming the file for a model of rows. */
+PetscErrorCode DriverLoadPrompts(MPI_Comm comm, const char path[], const char model_path[], InflModel model, StagePrompts *p);
 /* Query indices: -query_indices "3,17,40", "0:100" (range, end exclusive), "0:1000:10" (step) or "@file" (one
  * index per line).  Default 0:8.  Checked against N (error names the index and N). */
 PetscErrorCode DriverQueryIndices(MPI_Comm comm, int64_t N, PetscInt *Q, int64_t **idx);

@@ -23,7 +23,6 @@ PetscErrorCode InflDriverFit(MPI_Comm comm, PetscBool help)
   PetscFunctionBegin;
   PetscCall(common_inputs(comm, help, PETSC_FALSE, mpath, NULL, out, &overwrite));
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
-  if (!help) PetscCall(DriverRequireRows(comm, "infl fit", train));
   if (help) {
     PetscCall(InflEKFACCreate(comm, &ek));
     PetscCall(InflEKFACSetFromOptions(ek));
@@ -44,21 +43,22 @@ PetscErrorCode InflDriverFit(MPI_Comm comm, PetscBool help)
 
 PetscErrorCode InflDriverScore(MPI_Comm comm, PetscBool help)
 {
-  char       mpath[PETSC_MAX_PATH_LEN], fpath[PETSC_MAX_PATH_LEN], out[PETSC_MAX_PATH_LEN];
-  PetscBool  overwrite;
-  InflData   train, query;
-  InflModel  model;
-  InflEKFAC  ek;
-  InflScorer sc;
-  PetscInt   Q;
-  int64_t   *qidx, Nq;
+  char         mpath[PETSC_MAX_PATH_LEN], fpath[PETSC_MAX_PATH_LEN], out[PETSC_MAX_PATH_LEN], ppath[PETSC_MAX_PATH_LEN];
+  PetscBool    overwrite;
+  InflData     train, query = NULL;
+  InflModel    model;
+  InflEKFAC    ek;
+  InflScorer   sc;
+  PetscInt     Q = 0;
+  int64_t     *qidx = NULL, Nq;
+  StagePrompts prompts = {0};
 
   PetscFunctionBegin;
   PetscCall(common_inputs(comm, help, PETSC_TRUE, mpath, fpath, out, &overwrite));
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
-  PetscCall(DriverOpenData(comm, "query", PETSC_TRUE, help, &query));
-  if (!help) PetscCall(DriverRequireRows(comm, "infl score", train));
-  if (!help) PetscCall(DriverRequireRows(comm, "infl score", query));
+  PetscCall(DriverGetString(comm, "-query_prompts", "language models: prompt/completion queries, a text file of prompts and completions separated by a line \">>>\", queries by \"%\" lines (docs/FORMATS.md); only completion tokens enter the query loss (instead of -query)", ppath, sizeof(ppath), PETSC_FALSE, help));
+  PetscCall(DriverOpenData(comm, "query", (PetscBool)(!ppath[0]), help, &query));
+  PetscCheck(!(ppath[0] && query), comm, PETSC_ERR_ARG_INCOMP, "give either -query (a data set, with -query_indices) or -query_prompts %s, not both", ppath);
   if (help) {
     PetscCall(InflScorerCreate(comm, &sc));
     PetscCall(InflScorerSetFromOptions(sc));
@@ -67,9 +67,13 @@ PetscErrorCode InflDriverScore(MPI_Comm comm, PetscBool help)
     PetscFunctionReturn(0);
   }
   PetscCall(DriverCheckOutput(comm, out, overwrite));
-  PetscCall(InflDataGetSizes(query, &Nq, NULL, NULL));
-  PetscCall(DriverQueryIndices(comm, Nq, &Q, &qidx));
   PetscCall(DriverLoadModel(comm, mpath, &model));
+  if (ppath[0]) PetscCall(DriverLoadPrompts(comm, ppath, mpath, model, &prompts));
+  else {
+    PetscCall(InflModelCheckData(model, query)); /* token data is read for the model: its number of sequences */
+    PetscCall(InflDataGetSizes(query, &Nq, NULL, NULL));
+    PetscCall(DriverQueryIndices(comm, Nq, &Q, &qidx));
+  }
   PetscCall(InflEKFACCreate(comm, &ek));
   PetscCall(InflEKFACLoad(ek, fpath, model));
   {
@@ -79,8 +83,9 @@ PetscErrorCode InflDriverScore(MPI_Comm comm, PetscBool help)
     PetscCall(InflScorerDestroy(&probe));
   }
   PetscCall(DriverCheckUnusedOptions(comm));
-  PetscCall(StageScore(comm, model, ek, train, query, Q, qidx, out, overwrite, NULL));
+  PetscCall(StageScore(comm, model, ek, train, query, Q, qidx, ppath[0] ? &prompts : NULL, out, overwrite, NULL));
   PetscCall(PetscFree(qidx));
+  PetscCall(PetscFree3(prompts.offsets, prompts.tokens, prompts.targets));
   PetscCall(InflEKFACDestroy(&ek));
   PetscCall(InflModelDestroy(&model));
   PetscCall(InflDataDestroy(&train));
@@ -100,7 +105,6 @@ PetscErrorCode InflDriverSelf(MPI_Comm comm, PetscBool help)
   PetscFunctionBegin;
   PetscCall(common_inputs(comm, help, PETSC_TRUE, mpath, fpath, out, &overwrite));
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
-  if (!help) PetscCall(DriverRequireRows(comm, "infl self", train));
   PetscOptionsBegin(comm, NULL, "infl self", NULL);
   PetscCall(PetscOptionsInt("-self_chunk", "training examples per chunk", NULL, chunk, &chunk, NULL));
   PetscOptionsEnd();

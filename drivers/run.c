@@ -239,7 +239,7 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
 
   /* 3. scores (always recomputed: the summary needs them, and they are cheap next to the fit) */
   PetscCall(PetscPrintf(comm, "== score\n"));
-  PetscCall(StageScore(comm, model, ek, train, query, Q, qidx, spath, PETSC_TRUE, &sc));
+  PetscCall(StageScore(comm, model, ek, train, query, Q, qidx, NULL, spath, PETSC_TRUE, &sc));
 
   /* 4. self-influence */
   PetscCall(InflEKFACGetKey(ek, PETSC_TRUE, self_key, sizeof(self_key)));

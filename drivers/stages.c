@@ -53,31 +53,34 @@ PetscErrorCode StageFit(MPI_Comm comm, InflModel model, InflData train, const ch
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData train, InflData query, PetscInt Q, const int64_t qidx[], const char out[], PetscBool overwrite, InflScorer *sc_out)
+PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData train, InflData query, PetscInt Q, const int64_t qidx[], const StagePrompts *prompts, const char out[], PetscBool overwrite, InflScorer *sc_out)
 {
   InflScorer     sc;
-  int64_t        Nq, d, *yq;
-  float         *xq;
   PetscLogDouble t0, t1, t2;
   PetscLogStage  stage;
 
   PetscFunctionBegin;
   PetscCall(PetscLogStageRegister("Score", &stage));
   PetscCall(PetscLogStagePush(stage));
-  PetscCall(InflDataGetSizes(query, &Nq, &d, NULL));
-  PetscCall(InflModelCheckData(model, query));
-  PetscCall(PetscMalloc2((size_t)Q * d, &xq, Q, &yq));
-  PetscCall(InflDataGetExamples(query, Q, qidx, xq, yq));
+  if (!prompts) PetscCall(InflModelCheckData(model, query)); /* sequence data: read for this model (its hash depends on it) */
   PetscCall(InflScorerCreate(comm, &sc));
   PetscCall(InflScorerSetFromOptions(sc));
-  {
+  if (prompts) PetscCall(InflScorerSetQueryHash(sc, prompts->hash));
+  else {
     const char *qh;
     PetscCall(InflDataGetHash(query, &qh));
     PetscCall(InflScorerSetQueryHash(sc, qh));
   }
   if (out && out[0]) PetscCall(InflScorerSetCheckpoint(sc, out));
   PetscCall(PetscTime(&t0));
-  PetscCall(InflScorerSetQueries(sc, model, ek, Q, xq, yq, qidx));
+  if (prompts) { /* query q is prompt q of the file; only its completion enters the loss */
+    int64_t *idx;
+    Q = prompts->Q;
+    PetscCall(PetscMalloc1(Q, &idx));
+    for (PetscInt q = 0; q < Q; q++) idx[q] = q;
+    PetscCall(InflScorerSetQuerySequences(sc, model, ek, Q, prompts->offsets, prompts->tokens, prompts->targets, idx));
+    PetscCall(PetscFree(idx));
+  } else PetscCall(InflScorerSetQueryData(sc, model, ek, query, Q, qidx));
   PetscCall(PetscTime(&t1));
   PetscCall(InflScorerScore(sc, train));
   PetscCall(PetscTime(&t2));
@@ -88,7 +91,6 @@ PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData
     PetscCall(stage_summary(comm, out, t2 - t0));
     PetscCall(PetscPrintf(comm, "wrote %s\n", out));
   }
-  PetscCall(PetscFree2(xq, yq));
   PetscCall(PetscLogStagePop());
   if (sc_out) *sc_out = sc;
   else PetscCall(InflScorerDestroy(&sc));
@@ -100,9 +102,9 @@ typedef struct {
   InflModel      model;
   InflEKFAC      ek;
   InflCapture   *cap;
-  const float   *x;
-  const int64_t *y;
-  int64_t        d, start, count, N;
+  InflData       train;
+  const int64_t *y;              /* (count) class labels of rows; NULL for sequences */
+  int64_t        start, count, N;
   double        *self;           /* (count) this rank's shard */
   const char    *mh, *th;        /* model and data hashes */
   const char    *tmp, *partial;  /* OUT.partial.tmp, OUT.partial */
@@ -113,7 +115,7 @@ static PetscErrorCode self_chunk(void *ctx, int64_t lo, int64_t hi)
   SelfCtx *c = (SelfCtx *)ctx;
 
   PetscFunctionBegin;
-  PetscCall(InflSelfInfluenceBatch(c->model, c->ek, (PetscInt)(hi - lo), c->x + (lo - c->start) * c->d, c->y + (lo - c->start), c->cap, c->self + (lo - c->start)));
+  PetscCall(InflSelfInfluenceShard(c->model, c->ek, c->train, lo, hi, c->cap, c->self + (lo - c->start)));
   for (int64_t i = lo; i < hi; i++) /* never a non-finite value in the output (InflRunChunks agrees on the error) */
     PetscCheck(isfinite(c->self[i - c->start]), PETSC_COMM_SELF, PETSC_ERR_FP, "self-influence of training example %" PRId64 " is %g (non-finite): the model's gradients or (Lambda + damping)^-1 overflow (huge weights, damaged factors, or a damping too small for them); check the model, the factors and -ekfac_damping", i, c->self[i - c->start]);
   PetscFunctionReturn(0);
@@ -134,7 +136,7 @@ static PetscErrorCode self_write(SelfCtx *c, const char stage[], const InflRange
     PetscCall(InflH5SetAttrString(file, "/", "self_key", key));
   }
   PetscCall(InflH5WriteRows(file, "/self_influence", H5T_NATIVE_DOUBLE, 1, dims, c->start, c->count, c->self));
-  PetscCall(InflH5WriteRows(file, "/train_labels", H5T_NATIVE_INT64, 1, dims, c->start, c->count, c->y));
+  if (c->y) PetscCall(InflH5WriteRows(file, "/train_labels", H5T_NATIVE_INT64, 1, dims, c->start, c->count, c->y));
   PetscCall(InflRangesWrite(file, done));
   PetscCall(InflH5Close(&file));
   PetscCall(InflRenameAll(c->comm, c->tmp, path));
@@ -153,7 +155,6 @@ static PetscErrorCode self_checkpoint(void *ctx, const InflRanges *done)
 PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData train, const char out[], PetscBool overwrite)
 {
   int64_t        N, d, start, count;
-  const float   *x;
   const int64_t *y;
   double        *self;
   PetscInt       chunk = 512;
@@ -171,8 +172,9 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
   PetscCall(PetscOptionsGetInt(NULL, NULL, "-self_chunk", &chunk, NULL));
   PetscCheck(chunk > 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-self_chunk %d must be positive", (int)chunk);
   PetscCall(DriverCheckOutput(comm, out, overwrite));
+  PetscCall(InflModelCheckData(model, train)); /* sequence data: read for this model */
   PetscCall(InflDataGetSizes(train, &N, &d, NULL));
-  PetscCall(InflDataGetShard(train, &start, &count, &x, &y));
+  PetscCall(InflDataGetShard(train, &start, &count, NULL, &y));
   PetscCall(InflModelGetHash(model, &mh));
   PetscCall(InflDataGetHash(train, &th));
   PetscCall(PetscCalloc1(PetscMax(count, 1), &self));
@@ -186,17 +188,19 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
     PetscCall(PetscPrintf(comm, "self: resuming from %s (%" PRId64 " of %" PRId64 " done)\n", partial, InflRangesCount(&done), N));
   }
   {
-    PetscInt    L, maxd = 1;
+    PetscInt    L, maxd = 1, rows;
     InflLinear *lin;
     PetscCall(InflModelGetLayers(model, &L, &lin));
+    PetscCall(InflModelGetMaxRows(model, &rows));
     for (PetscInt l = 0; l < L; l++) maxd = PetscMax(maxd, PetscMax(lin[l].din + 1, lin[l].dout));
-    PetscCall(InflChunkFromMemLimit(comm, "infl self", count, (size_t)count * (sizeof(float) * d + sizeof(int64_t) + sizeof(double)) + InflEKFACBytes(model), InflModelCaptureBytes(model) + sizeof(double) * (4 * (size_t)maxd + 1), &chunk));
+    /* per example: its capture and the model's workspace, rows of scratch in double, and two (dout, din+1)
+     * matrices of a sequence's gradient (counted per example: a bound) */
+    PetscCall(InflChunkFromMemLimit(comm, "infl self", count, (size_t)count * (sizeof(float) * d + sizeof(int64_t) + sizeof(double)) + InflEKFACBytes(model), InflModelCaptureBytes(model) + sizeof(double) * (4 * (size_t)maxd * rows + 1), &chunk));
   }
   PetscCall(InflCaptureCreate(model, chunk, &cap));
-  PetscCall(InflCaptureCheckRankOne(cap, "infl self"));
   PetscCall(PetscTime(&t0));
   {
-    SelfCtx       c    = {comm, model, ek, cap, x, y, d, start, count, N, self, mh, th, tmp, partial};
+    SelfCtx       c    = {comm, model, ek, cap, train, y, start, count, N, self, mh, th, tmp, partial};
     InflChunkLoop loop = {self_chunk, self_checkpoint, &c};
     PetscCall(InflRunChunks(comm, "infl self", start, count, chunk, &done, &loop, partial));
     PetscCall(InflRangesReset(&done));

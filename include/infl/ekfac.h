@@ -18,7 +18,12 @@
  *
  * Options (prefix -ekfac_): -ekfac_fisher true|empirical, -ekfac_seed S (0), -ekfac_damping X (absolute damping
  * for every layer; default 0.1 * mean(Lambda_l)), -ekfac_damping_factor F (0.1), -ekfac_chunk B (examples per
- * chunk; default from -mem_limit), -ekfac_kfac (skip the eigenvalue correction: Lambda = eS eA^T, i.e. K-FAC).
+ * chunk; default from -mem_limit), -ekfac_kfac (skip the eigenvalue correction: Lambda = eS eA^T, i.e. K-FAC),
+ * -ekfac_layers all|mlp|attn (the model's layers fitted, InflModelSetLayerSelection: all, or of a GPT-2 the MLP or
+ * the attention layers of every block; written to factors.h5 as layer_selection, and InflEKFACLoad applies the
+ * file's selection to the model and refuses a different -ekfac_layers).
+ * The passes fill their captures with InflModelCaptureShard (rows or sequences, the Fisher kind's labels), so the
+ * same code fits an MLP and a GPT-2.
  */
 #ifndef INFL_EKFAC_H
 #define INFL_EKFAC_H

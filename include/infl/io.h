@@ -121,6 +121,19 @@ PetscErrorCode InflDataGetSequenceShard(InflData data, int64_t *start, int64_t *
 /* Not collective.  Any sequences by global index: tokens (at least n seq_len) concatenated, offsets (n+1) out,
  * offsets[0] = 0.  An index outside [0, N) is an error naming it and N. */
 PetscErrorCode InflDataGetSequences(InflData data, PetscInt n, const int64_t idx[], int32_t tokens[], int64_t offsets[]);
+/* Collective.  Prompt/completion queries (-query_prompts FILE) for a model of vocab_size tokens and n_positions
+ * positions, tokenized like text: data (tokenizer from tokdir when non-empty, else beside model_path, else
+ * byte-level for a vocabulary of 256).  FILE is UTF-8 text: queries separated by lines holding only "%" (as fortune
+ * files; empty or blank queries skipped); in each query the first line holding only ">>>" separates the prompt
+ * (the text before it, with its final newline) from the completion (the text after it, to the "%" line, with its
+ * final newline).  Prompt and completion are tokenized separately and concatenated: query q is tokens
+ * [offsets[q], offsets[q+1]) and row t of it predicts token t+1 only when that token belongs to the completion:
+ * targets[t] = tokens[t+1] there, -1 elsewhere, so that the query's loss is -log p(completion | prompt).  Rank 0
+ * reads the file; every rank parses it.  Out: Q, offsets (Q+1), tokens and targets (offsets[Q]) allocated with
+ * PetscMalloc3 (PetscFree3(offsets, tokens, targets)), hash: SHA-256 of the file's bytes and the tokenizer.
+ * Errors (every rank): the file cannot be read, a query without a ">>>" line, an empty prompt or completion, a
+ * query longer than n_positions tokens (each naming the query, its line and the fix), no query at all. */
+PetscErrorCode InflPromptsLoad(MPI_Comm comm, const char path[], const char tokdir[], PetscInt vocab_size, PetscInt n_positions, const char model_path[], PetscInt *Q, int64_t **offsets, int32_t **tokens, int32_t **targets, char hash[65]);
 /* The data set's role in messages ("train", "query", ...; default "" for none): errors then say "query data SPEC". */
 PetscErrorCode InflDataSetName(InflData data, const char name[]);
 PetscErrorCode InflDataGetName(InflData data, const char **name);

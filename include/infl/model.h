@@ -188,6 +188,38 @@ PetscErrorCode InflModelCaptureSequencesSampled(InflModel model, PetscInt B, con
  * the model's precision; the gradient slab is left as it was. */
 PetscErrorCode InflModelSequenceGradients(InflModel model, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], double g[]);
 
+/* ---------------------------------------------------------------- one batch path for every model type
+ * The stages (fit, score, self, the Krylov IHVP) fill captures through these two functions only, so that curvature
+ * and scoring code never asks which architecture it works on: a row model (mlp) captures rows of features with one
+ * row per example, a sequence model (gpt2) token sequences with one row per token (InflCapture above). */
+/* Rows per example at most: 1 for a row model, n_positions for a sequence model (a capture of Bmax examples holds
+ * up to Bmax times this many rows). */
+PetscErrorCode InflModelGetMaxRows(InflModel model, PetscInt *rows);
+/* Not collective.  Forward and backward of the examples with global indices [lo, hi) of this rank's shard of `data`
+ * (InflModelCheckData first; hi - lo <= cap->Bmax) into cap, in the model's precision, with the labels of `fisher`:
+ *   INFL_FISHER_EMPIRICAL  the data's: class labels of rows; the next tokens of a sequence (no target at its last row)
+ *   INFL_FISHER_TRUE       sampled from the model's softmax with the counter-based generator, keyed by
+ *                          (seed, global example index) for rows (InflModelCaptureSampled) and by (seed, global
+ *                          sequence index x n_positions + position) for sequences (InflModelCaptureSequencesSampled),
+ *                          so the labels do not depend on the rank count or the chunking.
+ * Errors: a range outside this rank's shard, more examples than the capture holds (naming both). */
+PetscErrorCode InflModelCaptureShard(InflModel model, InflData data, int64_t lo, int64_t hi, InflFisher fisher, uint64_t seed, InflCapture *cap);
+/* Not collective.  As InflModelCaptureShard for any n <= cap->Bmax examples by global index idx (n) (queries, the
+ * training examples of the top-k lists): rows are fetched with InflDataGetExamples, sequences with
+ * InflDataGetSequences.  True-Fisher labels are keyed by idx[b]. */
+PetscErrorCode InflModelCaptureExamples(InflModel model, InflData data, PetscInt n, const int64_t idx[], InflFisher fisher, uint64_t seed, InflCapture *cap);
+
+/* Not collective (every rank sets the same).  Which linear layers the model exposes to capture, EK-FAC and scoring
+ * (InflModelGetLayers, InflCaptureCreate, -ekfac_layers): "all" (default: every linear layer), and for gpt2 "mlp"
+ * (mlp.c_fc and mlp.c_proj of every block, as Grosse et al. 2023 did) or "attn" (attn.c_attn and attn.c_proj); the
+ * tied head is never one (its input is the vocabulary).  Layer l then means the l-th exposed layer in network
+ * order.  Captures must be created after it.  Errors: a selection the type does not know (the MLP accepts only
+ * "all"), naming the value and the choices. */
+PetscErrorCode InflModelSetLayerSelection(InflModel model, const char sel[]);
+PetscErrorCode InflModelGetLayerSelection(InflModel model, const char **sel);
+/* Not collective.  The name of exposed layer l: gpt2 "h.{i}.attn.c_attn" (Hugging Face's), mlp "layers.{l}". */
+PetscErrorCode InflModelGetLayerName(InflModel model, PetscInt l, char name[], size_t len);
+
 /* ---------------------------------------------------------------- training and evaluation */
 /* A range [start, start + count) of the parameter slab. */
 typedef struct {

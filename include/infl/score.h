@@ -11,7 +11,12 @@
  *
  * Options (prefix -score_): -score_topk K (10), -score_save_all (write the full (Q, N) matrix),
  * -score_per_layer (per-layer terms: full (L, Q, N) with -score_save_all, else the terms of the top-k entries),
- * -score_chunk B (training examples per chunk, 1024).
+ * -score_chunk B (training examples per chunk, 1024), -score_per_token (every token's term of the top-k and
+ * bottom-k training sequences of each query, written to /per_token: docs/FORMATS.md), -score_tfidf_topk K (score
+ * only each query's K training sequences of highest binary BM25 against its tokens, infl/tfidf.h; sequence
+ * queries only; not with -score_save_all).
+ * Training examples are captured with InflModelCaptureShard (their own labels or next tokens): rows of an MLP,
+ * sequences of a GPT-2, whose token-summed gradient is contracted with P row by row.
  */
 #ifndef INFL_SCORE_H
 #define INFL_SCORE_H
@@ -28,6 +33,17 @@ PetscErrorCode InflScorerSetTopK(InflScorer sc, PetscInt K);
  * passes the same queries; rank r preconditions queries r, r+size, ... and the results are all-gathered, so every
  * rank holds all P_l(q) (memory Q * sum_l dout_l (din_l+1) numbers). */
 PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek, PetscInt Q, const float xq[], const int64_t yq[], const int64_t qindex[]);
+/* Collective.  Queries qidx (Q) of the data set `query` (every rank passes the same): rows of features with their
+ * labels for a row model (InflScorerSetQueries), token sequences for a sequence model (InflScorerSetQuerySequences
+ * with the next tokens as targets: the query's loss is the sum over its positions).  InflModelCheckData first. */
+PetscErrorCode InflScorerSetQueryData(InflScorer sc, InflModel model, InflEKFAC ek, InflData query, PetscInt Q, const int64_t qidx[]);
+/* Collective.  Q token sequences as queries of a sequence model: sequence q is tokens[offsets[q], offsets[q+1])
+ * with targets (offsets[Q]) int32, negative where a row predicts nothing (NULL: the next tokens).  The query's loss,
+ * whose gradient is preconditioned, is the summed cross-entropy of the rows with a target: for a prompt/completion
+ * pair (targets -1 on the rows that predict prompt tokens) log p(completion | prompt), Grosse et al. 2023, section
+ * 5.  qindex (Q) the queries' numbers (written to /query_indices).  The tokens are kept for -score_tfidf_topk and
+ * written to scores.h5 (/query_sequences). */
+PetscErrorCode InflScorerSetQuerySequences(InflScorer sc, InflModel model, InflEKFAC ek, PetscInt Q, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], const int64_t qindex[]);
 /* Not collective (every rank passes the same values).  Queries whose preconditioned gradients P[l] (Q, dout_l,
  * din_l+1) (bias last) were computed elsewhere, e.g. by Krylov solves (infl/ihvp.h); scored like EK-FAC queries.
  * P is copied. */
@@ -45,6 +61,9 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train);
  * per-token influence of Grosse et al. 2023 section 3.4 (the terms of a sequence's rows sum to its score).  The
  * capture must be in the precision the queries were set for. */
 PetscErrorCode InflScorerScoreCapture(InflScorer sc, const InflCapture *cap, double out[], double token[]);
+/* After setting queries (not InflScorerSetPreconditionedQueries): loss (Q), each query's loss as measured, summed
+ * over the rows with a target (the same on every rank; owned by the scorer). */
+PetscErrorCode InflScorerGetQueryLoss(InflScorer sc, const double **loss);
 /* After InflScorerScore: the merged lists (on every rank).  topk: score descending, index ascending; bottomk: most
  * negative first. */
 PetscErrorCode InflScorerGetTopK(InflScorer sc, InflTopK **top, InflTopK **bottom);
@@ -56,7 +75,8 @@ PetscErrorCode InflScorerGetLocalScores(InflScorer sc, int64_t *start, int64_t *
  * gradient over all layers (NULL without -score_save_all).  Either argument may be NULL.  By Cauchy-Schwarz
  * |score(q, m)| <= qnorm[q] train_norm[m]. */
 PetscErrorCode InflScorerGetNorms(InflScorer sc, double qnorm[], const double **train_norm);
-/* Collective.  Write scores.h5 (PATH.partial, then rename):
+/* Collective.  Write scores.h5 (PATH.partial, then rename; also /query_loss, /query_sequences, /tfidf and
+ * /per_token as docs/FORMATS.md describes):
  *   /query_indices (Q) int64, /query_labels (Q) int64, /topk/train_indices (Q, K) int64, /topk/scores (Q, K),
  *   /bottomk/train_indices, /bottomk/scores, with -score_save_all /scores float32 (Q, N) by collective
  *   hyperslabs, with -score_per_layer /topk/per_layer and /bottomk/per_layer (L, Q, K) (or /scores_per_layer
@@ -72,6 +92,9 @@ PetscErrorCode InflScorerDestroy(InflScorer *sc);
  * rank's shard: self (count) for global indices [start, start+count). */
 PetscErrorCode InflSelfInfluence(InflModel model, InflEKFAC ek, InflData train, PetscInt chunk, double self[]);
 
+/* Not collective.  Self-influence of the examples [lo, hi) of this rank's shard of train (any model type, with the
+ * data's labels or next tokens: InflModelCaptureShard), self (hi - lo), using a capture of capacity >= hi - lo. */
+PetscErrorCode InflSelfInfluenceShard(InflModel model, InflEKFAC ek, InflData train, int64_t lo, int64_t hi, InflCapture *cap, double self[]);
 /* Not collective.  Self-influence of B examples x (B, din) with labels y, using a capture of capacity >= B. */
 PetscErrorCode InflSelfInfluenceBatch(InflModel model, InflEKFAC ek, PetscInt B, const float x[], const int64_t y[], InflCapture *cap, double self[]);
 

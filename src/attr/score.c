@@ -1,5 +1,6 @@
 /* Pairwise EK-FAC influence scores against a set of queries, top-k reduction, self-influence. */
 #include <infl/score.h>
+#include <infl/tfidf.h>
 #include "kernels.h"
 #include <infl/checkpoint.h>
 #include <cblas.h>
@@ -29,7 +30,8 @@ SCORE_LOW_RANK(score_low_rank_f64, double, cblas_dgemm)
 struct _p_InflScorer {
   MPI_Comm      comm;
   PetscInt      K, chunk;
-  PetscBool     save_all, per_layer;
+  PetscBool     save_all, per_layer, per_token;
+  PetscInt      tfidf_topk;   /* -score_tfidf_topk: candidates per query (0: score every training example) */
   InflModel     model;
   InflEKFAC     ek;
   InflPrecision prec;
@@ -60,6 +62,20 @@ struct _p_InflScorer {
   char          model_hash[65], train_hash[65], query_hash[65];
   int64_t       ntrain;
   char          out[PETSC_MAX_PATH_LEN]; /* final output: checkpoints go to out.partial */
+  double       *qloss;        /* (Q) each query's loss as measured (summed over its predicted tokens) */
+  int32_t      *qtok;         /* (qoff[Q]) the queries' tokens (sequence queries; NULL for rows) */
+  int64_t      *qoff;         /* (Q+1) */
+  int64_t      *qstart;       /* (Q) position of the first row whose target enters the query's loss */
+  InflTopK     *cand;         /* (Q, tfidf_topk) TF-IDF candidates of each query (with -score_tfidf_topk) */
+  int64_t      *cand_local;   /* (ncand_local) sorted distinct candidates in this rank's shard */
+  int64_t       ncand_local, npairs; /* and the (query, candidate) pairs scored on this rank */
+  /* -score_per_token: rows r of (query, training sequence) pairs, each the terms of the sequence's tokens */
+  int64_t       ptR, ptM;
+  double       *pt_values;    /* (ptM) */
+  int32_t      *pt_tokens;    /* (ptM) */
+  int64_t      *pt_offsets;   /* (ptR+1) */
+  int64_t      *pt_query, *pt_train; /* (ptR) */
+  int32_t      *pt_kind;      /* (ptR) +1 proponent (top-k), -1 opponent (bottom-k) */
 };
 
 PetscErrorCode InflScorerSetCheckpoint(InflScorer sc, const char out[])
@@ -78,8 +94,18 @@ static PetscErrorCode scorer_key(InflScorer sc, char key[], size_t len)
   PetscFunctionBegin;
   PetscCall(InflHashCreate(&h));
   PetscCall(InflHashUpdate(h, sc->qindex, sizeof(int64_t) * sc->Q));
+  if (sc->qtok) { /* sequence queries: their tokens and where their loss starts (prompt/completion pairs) */
+    PetscCall(InflHashUpdate(h, sc->qoff, sizeof(int64_t) * (sc->Q + 1)));
+    PetscCall(InflHashUpdate(h, sc->qtok, sizeof(int32_t) * sc->qoff[sc->Q]));
+    PetscCall(InflHashUpdate(h, sc->qstart, sizeof(int64_t) * sc->Q));
+  }
   PetscCall(InflHashFinal(&h, hex));
   PetscCall(PetscSNPrintf(key, len, "queries %d (%.16s) topk %d save_all %d per_layer %d rank %d", (int)sc->Q, hex, (int)sc->K, (int)sc->save_all, (int)sc->per_layer, (int)sc->rank));
+  if (sc->tfidf_topk > 0) { /* only the candidates are scored (the lists of an ordinary run would differ) */
+    size_t n;
+    PetscCall(PetscStrlen(key, &n));
+    PetscCall(PetscSNPrintf(key + n, len - n, " tfidf %d", (int)sc->tfidf_topk));
+  }
   PetscFunctionReturn(0);
 }
 
@@ -202,6 +228,8 @@ PetscErrorCode InflScorerSetFromOptions(InflScorer sc)
   PetscCall(PetscOptionsInt("-score_topk", "proponents and opponents kept per query", "InflScorerSetTopK", sc->K, &sc->K, NULL));
   PetscCall(PetscOptionsBool("-score_save_all", "write the full (queries, train) score matrix", "InflScorerSave", sc->save_all, &sc->save_all, NULL));
   PetscCall(PetscOptionsBool("-score_per_layer", "write per-layer terms", "InflScorerSave", sc->per_layer, &sc->per_layer, NULL));
+  PetscCall(PetscOptionsBool("-score_per_token", "write every token's term of the top-k and bottom-k training sequences of each query", "InflScorerSave", sc->per_token, &sc->per_token, NULL));
+  PetscCall(PetscOptionsInt("-score_tfidf_topk", "score only the K training sequences of highest binary-BM25 score against each query's tokens (0: all)", "InflScorerScore", sc->tfidf_topk, &sc->tfidf_topk, NULL));
   PetscCall(PetscOptionsInt("-score_chunk", "training examples per chunk", "InflScorerScore", sc->chunk, &sc->chunk, NULL));
   {
     PetscInt rows = 0, kib = 0;
@@ -214,6 +242,8 @@ PetscErrorCode InflScorerSetFromOptions(InflScorer sc)
   PetscCheck(sc->rank >= 0, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "-score_rank %d must be >= 0 (0: exact)", (int)sc->rank);
   PetscCheck(sc->K > 0, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "-score_topk %d must be positive", (int)sc->K);
   PetscCheck(sc->chunk > 0, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "-score_chunk %d must be positive", (int)sc->chunk);
+  PetscCheck(sc->tfidf_topk >= 0, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "-score_tfidf_topk %d must be >= 0 (0: score every training example)", (int)sc->tfidf_topk);
+  PetscCheck(!(sc->tfidf_topk > 0 && sc->save_all), sc->comm, PETSC_ERR_ARG_INCOMP, "-score_tfidf_topk %d scores only each query's candidates, so there is no full matrix for -score_save_all; drop one of the two options", (int)sc->tfidf_topk);
   PetscFunctionReturn(0);
 }
 
@@ -245,6 +275,8 @@ static PetscErrorCode scorer_free_queries(InflScorer sc)
   PetscCall(PetscFree2(sc->qindex, sc->qlabel));
   PetscCall(PetscFree2(sc->qpred, sc->qprob));
   PetscCall(PetscFree(sc->qnorm2));
+  PetscCall(PetscFree(sc->qloss));
+  PetscCall(PetscFree3(sc->qtok, sc->qoff, sc->qstart));
   sc->L = 0;
   PetscFunctionReturn(0);
 }
@@ -343,7 +375,7 @@ static PetscErrorCode scorer_begin_queries(InflScorer sc, InflModel model, Petsc
   PetscCall(InflModelGetLayers(model, &L, &lin));
   PetscCall(InflModelGetSizes(model, &din, &C));
   PetscCheck(Q > 0, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "no queries given; pass -query_indices");
-  for (PetscInt q = 0; q < Q; q++) PetscCheck(yq[q] >= 0 && yq[q] < C, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "query %" PRId64 " has label %" PRId64 " outside the model's %d classes", qindex ? qindex[q] : (int64_t)q, yq[q], (int)C);
+  for (PetscInt q = 0; yq && q < Q; q++) PetscCheck(yq[q] >= 0 && yq[q] < C, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "query %" PRId64 " has label %" PRId64 " outside the model's %d classes", qindex ? qindex[q] : (int64_t)q, yq[q], (int)C);
   sc->model = model;
   sc->L     = L;
   sc->Q     = Q;
@@ -356,7 +388,7 @@ static PetscErrorCode scorer_begin_queries(InflScorer sc, InflModel model, Petsc
   PetscCall(PetscCalloc1(Q, &sc->qnorm2));
   for (PetscInt q = 0; q < Q; q++) {
     sc->qindex[q] = qindex ? qindex[q] : q;
-    sc->qlabel[q] = yq[q];
+    sc->qlabel[q] = yq ? yq[q] : -1; /* sequences: no class label */
   }
   for (PetscInt l = 0; l < L; l++) {
     sc->din[l]      = lin[l].din;
@@ -408,7 +440,7 @@ static PetscErrorCode scorer_set_layer(InflScorer sc, PetscInt l, double *Pl)
           for (PetscInt j = 0; j < na; j++) sc->P32[l][(int64_t)i * Q * na + (int64_t)q * na + j] = (float)(sc->P64[l][(int64_t)i * Q * na + (int64_t)q * na + j] / sc->scale[l][q]);
     /* in single precision the double copies are needed only for per-layer terms */
     PetscCall(PetscFree(sc->P64[l]));
-    if (!sc->per_layer) PetscCall(PetscFree(sc->Pq[l]));
+    if (!sc->per_layer && !sc->per_token) PetscCall(PetscFree(sc->Pq[l]));
   }
   PetscFunctionReturn(0);
 }
@@ -443,11 +475,16 @@ static PetscErrorCode gather_query_blocks(MPI_Comm comm, PetscInt Q, int64_t per
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek, PetscInt Q, const float xq[], const int64_t yq[], const int64_t qindex[])
+/* Captures this rank's block [q0, q0 + nq) of the queries into cap (a double-precision capture of capacity nq). */
+typedef PetscErrorCode (*QueryCaptureFn)(void *ctx, InflModel model, int64_t q0, int64_t nq, InflCapture *cap);
+
+/* After scorer_begin_queries: the queries' gradients in double (each rank its block of queries, captured by fn),
+ * preconditioned, all-gathered and laid out for scoring; their losses gathered into sc->qloss. */
+static PetscErrorCode scorer_precondition_queries(InflScorer sc, InflModel model, InflEKFAC ek, QueryCaptureFn fn, void *ctx)
 {
   PetscMPIInt   rank, size, *counts, *displs;
   int64_t       q0, nq;
-  PetscInt      din, C, L;
+  PetscInt      L, Q = sc->Q;
   InflLinear   *lin;
   InflCapture  *cap;
   InflPrecision prec;
@@ -457,36 +494,14 @@ PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek
   PetscCallMPI(MPI_Comm_rank(sc->comm, &rank));
   PetscCallMPI(MPI_Comm_size(sc->comm, &size));
   PetscCall(InflModelGetLayers(model, &L, &lin));
-  PetscCall(InflModelGetSizes(model, &din, &C));
-  PetscCheck(Q > 0, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "no queries given; pass -query_indices");
-  for (PetscInt q = 0; q < Q; q++) PetscCheck(yq[q] >= 0 && yq[q] < C, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "query %" PRId64 " has label %" PRId64 " outside the model's %d classes", qindex ? qindex[q] : (int64_t)q, yq[q], (int)C);
-
-  /* this rank's block of queries, their gradients in double, preconditioned */
   InflPartition(Q, size, rank, &q0, &nq);
   PetscCall(InflModelGetPrecision(model, &prec));
-  PetscCall(scorer_begin_queries(sc, model, Q, yq, qindex));
-  { /* the model's prediction for every query, for the report (every rank computes all: Q forward passes) */
-    PetscInt C;
-    float   *z;
-    PetscCall(InflModelGetSizes(model, NULL, &C));
-    PetscCall(PetscMalloc1((size_t)Q * C, &z));
-    PetscCall(PetscMalloc2(Q, &sc->qpred, Q, &sc->qprob));
-    PetscCall(InflModelForward(model, Q, xq, z));
-    for (PetscInt q = 0; q < Q; q++) {
-      const float *zq = z + (int64_t)q * C;
-      PetscInt     am = 0;
-      double       Z  = 0;
-      for (PetscInt c = 1; c < C; c++) if (zq[c] > zq[am]) am = c;
-      for (PetscInt c = 0; c < C; c++) Z += exp((double)zq[c] - (double)zq[am]);
-      sc->qpred[q] = am;
-      sc->qprob[q] = 1.0 / Z;
-    }
-    PetscCall(PetscFree(z));
-  }
   PetscCall(InflModelSetPrecision(model, INFL_PREC_DOUBLE));
   PetscCall(InflCaptureCreate(model, (PetscInt)PetscMax(nq, 1), &cap));
-  if (nq > 0) PetscCall(InflModelCapture(model, (PetscInt)nq, xq + q0 * din, yq + q0, cap));
+  if (nq > 0) PetscCall((*fn)(ctx, model, q0, nq, cap));
   PetscCall(PetscMalloc2(size, &counts, size, &displs));
+  PetscCall(PetscMalloc1(Q, &sc->qloss));
+  PetscCall(gather_query_blocks(sc->comm, Q, 1, cap->loss, sc->qloss, counts, displs));
   PetscCall(PetscCalloc1(L, &P));
   sc->prec = prec; /* the model works in double here only to precondition the queries */
   for (PetscInt l = 0; l < L; l++) {
@@ -495,9 +510,9 @@ PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek
     double  *mine;
     PetscCall(PetscMalloc1((size_t)PetscMax(nq, 1) * per, &mine));
     if (nq > 0) PetscCall(InflEKFACPreconditionCapture(ek, l, cap, mine));
-    if (sc->rank > 0 && PetscMin(nd, na) > sc->rank && !sc->per_layer) {
-      /* low rank: each rank factors its own queries and only the factors are gathered (per-layer terms need
-       * the truncated P itself on every rank, and take the path below) */
+    if (sc->rank > 0 && PetscMin(nd, na) > sc->rank && !sc->per_layer && !sc->per_token) {
+      /* low rank: each rank factors its own queries and only the factors are gathered (per-layer and per-token
+       * terms need the truncated P itself on every rank, and take the path below) */
       int64_t wq = (int64_t)(nd + na) * sc->rank;
       double *myUV;
       PetscCall(PetscMalloc2((size_t)PetscMax(nq, 1) * wq, &myUV, (size_t)Q * wq, &P[l]));
@@ -522,54 +537,230 @@ PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek
   PetscFunctionReturn(0);
 }
 
-
-/* The per-layer terms of the pairs in the merged lists, computed by the owners of the training examples. */
-static PetscErrorCode per_layer_terms(InflScorer sc, InflData train, InflTopK *t, double terms[] /* (L, Q, K) */)
-{
-  int64_t        N, d, start, count;
+typedef struct {
   const float   *x;
   const int64_t *y;
-  InflCapture   *cap;
-  InflPrecision  prec;
+  PetscInt       din;
+} RowQueries;
+
+static PetscErrorCode capture_row_queries(void *ctx, InflModel model, int64_t q0, int64_t nq, InflCapture *cap)
+{
+  RowQueries *r = (RowQueries *)ctx;
 
   PetscFunctionBegin;
-  PetscCall(InflDataGetSizes(train, &N, &d, NULL));
-  PetscCall(InflDataGetShard(train, &start, &count, &x, &y));
-  PetscCall(PetscArrayzero(terms, (size_t)sc->L * sc->Q * sc->K));
+  PetscCall(InflModelCapture(model, (PetscInt)nq, r->x + q0 * r->din, r->y + q0, cap));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflScorerSetQueries(InflScorer sc, InflModel model, InflEKFAC ek, PetscInt Q, const float xq[], const int64_t yq[], const int64_t qindex[])
+{
+  PetscInt   din, C;
+  RowQueries rq;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelGetSizes(model, &din, &C));
+  PetscCheck(Q > 0, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "no queries given; pass -query_indices");
+  for (PetscInt q = 0; q < Q; q++) PetscCheck(yq[q] >= 0 && yq[q] < C, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "query %" PRId64 " has label %" PRId64 " outside the model's %d classes", qindex ? qindex[q] : (int64_t)q, yq[q], (int)C);
+  PetscCall(scorer_begin_queries(sc, model, Q, yq, qindex));
+  { /* the model's prediction for every query, for the report (every rank computes all: Q forward passes) */
+    float *z;
+    PetscCall(PetscMalloc1((size_t)Q * C, &z));
+    PetscCall(PetscMalloc2(Q, &sc->qpred, Q, &sc->qprob));
+    PetscCall(InflModelForward(model, Q, xq, z));
+    for (PetscInt q = 0; q < Q; q++) {
+      const float *zq = z + (int64_t)q * C;
+      PetscInt     am = 0;
+      double       Z  = 0;
+      for (PetscInt c = 1; c < C; c++) if (zq[c] > zq[am]) am = c;
+      for (PetscInt c = 0; c < C; c++) Z += exp((double)zq[c] - (double)zq[am]);
+      sc->qpred[q] = am;
+      sc->qprob[q] = 1.0 / Z;
+    }
+    PetscCall(PetscFree(z));
+  }
+  rq = (RowQueries){xq, yq, din};
+  PetscCall(scorer_precondition_queries(sc, model, ek, capture_row_queries, &rq));
+  PetscFunctionReturn(0);
+}
+
+typedef struct {
+  const int64_t *offsets;
+  const int32_t *tokens, *targets;
+} SeqQueries;
+
+static PetscErrorCode capture_sequence_queries(void *ctx, InflModel model, int64_t q0, int64_t nq, InflCapture *cap)
+{
+  SeqQueries *s = (SeqQueries *)ctx;
+  int64_t    *boff; /* (nq+1) */
+
+  PetscFunctionBegin;
+  PetscCall(PetscMalloc1(nq + 1, &boff));
+  for (int64_t b = 0; b <= nq; b++) boff[b] = s->offsets[q0 + b] - s->offsets[q0];
+  PetscCall(InflModelCaptureSequences(model, (PetscInt)nq, boff, s->tokens + s->offsets[q0], s->targets ? s->targets + s->offsets[q0] : NULL, cap));
+  PetscCall(PetscFree(boff));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflScorerSetQuerySequences(InflScorer sc, InflModel model, InflEKFAC ek, PetscInt Q, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], const int64_t qindex[])
+{
+  SeqQueries sq = {offsets, tokens, targets};
+  PetscBool  seqmodel;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelIsSequential(model, &seqmodel));
+  PetscCheck(seqmodel, sc->comm, PETSC_ERR_ARG_WRONG, "queries given as token sequences, but the model reads rows of features; give row queries (idx:, h5:)");
+  PetscCheck(Q > 0, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "no queries given; pass -query_indices or -query_prompts");
+  PetscCall(scorer_begin_queries(sc, model, Q, NULL, qindex));
+  PetscCall(PetscMalloc3(offsets[Q], &sc->qtok, Q + 1, &sc->qoff, Q, &sc->qstart));
+  PetscCall(PetscArraycpy(sc->qtok, tokens, offsets[Q]));
+  PetscCall(PetscArraycpy(sc->qoff, offsets, Q + 1));
+  for (PetscInt q = 0; q < Q; q++) { /* the first row that predicts a token of the loss (+1: the token it predicts) */
+    int64_t r = offsets[q];
+    if (targets) while (r < offsets[q + 1] && targets[r] < 0) r++;
+    sc->qstart[q] = r - offsets[q] + 1;
+  }
+  PetscCall(scorer_precondition_queries(sc, model, ek, capture_sequence_queries, &sq));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflScorerSetQueryData(InflScorer sc, InflModel model, InflEKFAC ek, InflData query, PetscInt Q, const int64_t qidx[])
+{
+  PetscBool seqmodel;
+  int64_t   d;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelCheckData(model, query));
+  PetscCall(InflModelIsSequential(model, &seqmodel));
+  PetscCall(InflDataGetSizes(query, NULL, &d, NULL));
+  if (!seqmodel) {
+    float   *xq; /* (Q, d) */
+    int64_t *yq; /* (Q) */
+    PetscCall(PetscMalloc2((size_t)Q * d, &xq, Q, &yq));
+    PetscCall(InflDataGetExamples(query, Q, qidx, xq, yq));
+    PetscCall(InflScorerSetQueries(sc, model, ek, Q, xq, yq, qidx));
+    PetscCall(PetscFree2(xq, yq));
+  } else {
+    int32_t *tok; /* (Q * seq_len) */
+    int64_t *off; /* (Q+1) */
+    PetscCall(PetscMalloc2((size_t)Q * d, &tok, Q + 1, &off));
+    PetscCall(InflDataGetSequences(query, Q, qidx, tok, off));
+    PetscCall(InflScorerSetQuerySequences(sc, model, ek, Q, off, tok, NULL, qidx));
+    PetscCall(PetscFree2(tok, off));
+  }
+  PetscFunctionReturn(0);
+}
+
+/* The terms of the pairs in the merged lists, computed in double by the owners of the training examples and reduced:
+ * with -score_per_layer each layer's term, top_layer / bottom_layer (L, Q, K); with -score_per_token every row's
+ * (token's) term summed over layers, sum_l Ds_t^T P_l(q) a_t, in rows r of the pt_* arrays (for each query its
+ * top-k entries, then its bottom-k).  The terms of a pair sum to its score (within the rounding of the scoring
+ * precision): they use the same P_l(q) (its rank-r truncation with -score_rank). */
+static PetscErrorCode scorer_pair_terms(InflScorer sc, InflData train)
+{
+  int64_t         start, count, *lens;
+  InflCapture    *cap;
+  InflPrecision   prec;
+  InflDataContent kind;
+  InflTopK       *lists[2] = {sc->top, sc->bottom};
+  double         *layers[2], *Z, *rowt; /* Z (Tmax, max dout) scratch; rowt (Tmax) one pair's row terms */
+  PetscInt        maxd = 1, K = sc->K, Q = sc->Q;
+  int64_t         r;
+
+  PetscFunctionBegin;
+  PetscCall(InflDataGetShard(train, &start, &count, NULL, NULL));
+  PetscCall(InflDataGetContent(train, &kind));
+  if (sc->per_layer) {
+    PetscCall(PetscFree2(sc->top_layer, sc->bottom_layer));
+    PetscCall(PetscCalloc2((size_t)sc->L * Q * K, &sc->top_layer, (size_t)sc->L * Q * K, &sc->bottom_layer));
+  }
+  layers[0] = sc->top_layer;
+  layers[1] = sc->bottom_layer;
+  if (sc->per_token) { /* the rows, their lengths and tokens (every rank: any sequence can be read by any rank) */
+    int64_t d;
+    PetscCall(InflDataGetSizes(train, NULL, &d, NULL));
+    sc->ptR = 0;
+    for (PetscInt q = 0; q < Q; q++) sc->ptR += lists[0]->n[q] + lists[1]->n[q];
+    PetscCall(PetscFree4(sc->pt_offsets, sc->pt_query, sc->pt_train, sc->pt_kind));
+    PetscCall(PetscFree2(sc->pt_values, sc->pt_tokens));
+    PetscCall(PetscMalloc4(sc->ptR + 1, &sc->pt_offsets, PetscMax(sc->ptR, 1), &sc->pt_query, PetscMax(sc->ptR, 1), &sc->pt_train, PetscMax(sc->ptR, 1), &sc->pt_kind));
+    PetscCall(PetscMalloc1(PetscMax(sc->ptR, 1), &lens));
+    r = 0;
+    sc->pt_offsets[0] = 0;
+    for (PetscInt q = 0; q < Q; q++)
+      for (int w = 0; w < 2; w++)
+        for (PetscInt k = 0; k < lists[w]->n[q]; k++, r++) {
+          int64_t m = lists[w]->index[(int64_t)q * K + k];
+          sc->pt_query[r] = q;
+          sc->pt_train[r] = m;
+          sc->pt_kind[r]  = w ? -1 : 1;
+          if (kind == INFL_DATA_SEQUENCES) {
+            int64_t o[2];
+            int32_t *buf;
+            PetscCall(PetscMalloc1(d, &buf));
+            PetscCall(InflDataGetSequences(train, 1, &m, buf, o));
+            lens[r] = o[1];
+            PetscCall(PetscFree(buf));
+          } else lens[r] = 1;
+          sc->pt_offsets[r + 1] = sc->pt_offsets[r] + lens[r];
+        }
+    sc->ptM = sc->pt_offsets[sc->ptR];
+    PetscCall(PetscCalloc2(PetscMax(sc->ptM, 1), &sc->pt_values, PetscMax(sc->ptM, 1), &sc->pt_tokens));
+    for (r = 0; r < sc->ptR; r++) {
+      if (kind == INFL_DATA_SEQUENCES) {
+        int64_t o[2];
+        PetscCall(InflDataGetSequences(train, 1, &sc->pt_train[r], sc->pt_tokens + sc->pt_offsets[r], o));
+      } else sc->pt_tokens[sc->pt_offsets[r]] = -1; /* a row of features has no token */
+    }
+    PetscCall(PetscFree(lens));
+  }
+  for (PetscInt l = 0; l < sc->L; l++) maxd = PetscMax(maxd, sc->dout[l]);
   PetscCall(InflModelGetPrecision(sc->model, &prec));
   PetscCall(InflModelSetPrecision(sc->model, INFL_PREC_DOUBLE));
   PetscCall(InflCaptureCreate(sc->model, 1, &cap));
-  PetscCall(InflCaptureCheckRankOne(cap, "infl score (per-layer terms)"));
-  for (PetscInt q = 0; q < sc->Q; q++) {
-    for (PetscInt k = 0; k < t->n[q]; k++) {
-      int64_t m = t->index[(int64_t)q * t->K + k];
-      if (m < start || m >= start + count) continue;
-      PetscCall(InflModelCapture(sc->model, 1, x + (m - start) * d, y + (m - start), cap));
-      for (PetscInt l = 0; l < sc->L; l++) {
-        PetscInt      nd = sc->dout[l], na = sc->din[l] + 1;
-        const double *P = sc->Pq[l] + (int64_t)q * nd * na;
-        double        s = 0;
-        for (PetscInt i = 0; i < nd; i++) {
-          double r = 0;
-          for (PetscInt j = 0; j < na; j++) r += P[(int64_t)i * na + j] * cap->a64[l][j];
-          s += r * cap->ds64[l][i];
+  PetscCall(PetscMalloc2((size_t)PetscMax(cap->Tmax, 1) * maxd, &Z, PetscMax(cap->Tmax, 1), &rowt));
+  r = 0;
+  for (PetscInt q = 0; q < Q; q++) {
+    for (int w = 0; w < 2; w++) {
+      for (PetscInt k = 0; k < lists[w]->n[q]; k++, r++) {
+        int64_t m = lists[w]->index[(int64_t)q * K + k];
+        if (m < start || m >= start + count) continue;
+        PetscCall(InflModelCaptureExamples(sc->model, train, 1, &m, INFL_FISHER_EMPIRICAL, 0, cap));
+        for (PetscInt l = 0; l < sc->L; l++) {
+          PetscInt      nd = sc->dout[l], na = sc->din[l] + 1, T = cap->T;
+          const double *P  = sc->Pq[l] + (int64_t)q * nd * na, *A = cap->a64[l], *D = cap->ds64[l];
+          double        s  = 0;
+          /* Z (T, nd) = A P^T: row t holds P a_t; its dot product with Ds_t is the row's term */
+          cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, nd, na, 1.0, A, na, P, na, 0.0, Z, nd);
+          for (PetscInt t = 0; t < T; t++) {
+            double v = 0;
+            for (PetscInt i = 0; i < nd; i++) v += D[(int64_t)t * nd + i] * Z[(int64_t)t * nd + i];
+            rowt[t] = v;
+            s += v;
+          }
+          if (layers[w]) layers[w][((int64_t)l * Q + q) * K + k] = s;
+          if (sc->per_token)
+            for (PetscInt t = 0; t < T; t++) sc->pt_values[sc->pt_offsets[r] + t] += rowt[t];
         }
-        terms[((int64_t)l * sc->Q + q) * sc->K + k] = s;
       }
     }
   }
+  PetscCall(PetscFree2(Z, rowt));
   PetscCall(InflCaptureDestroy(&cap));
   PetscCall(InflModelSetPrecision(sc->model, prec));
-  PetscCall(InflAllreduceSum(terms, (int64_t)sc->L * sc->Q * sc->K, MPI_DOUBLE, sc->comm));
+  for (int w = 0; w < 2; w++)
+    if (layers[w]) PetscCall(InflAllreduceSum(layers[w], (int64_t)sc->L * Q * K, MPI_DOUBLE, sc->comm));
+  if (sc->per_token) {
+    PetscCall(InflAllreduceSum(sc->pt_values, sc->ptM, MPI_DOUBLE, sc->comm));
+    for (int64_t i = 0; i < sc->ptM; i++) PetscCheck(isfinite(sc->pt_values[i]), sc->comm, PETSC_ERR_FP, "per-token score %" PRId64 " is %g (non-finite); check the model, the factors and -ekfac_damping", i, sc->pt_values[i]);
+  }
   PetscFunctionReturn(0);
 }
 
 typedef struct {
   InflScorer     sc;
   InflCapture   *cap;
-  const float   *x;
-  const int64_t *y;
-  int64_t        d, start, count;
+  InflData       train;
+  int64_t        start, count;
   struct ScoreScratch_ *w;  /* kernel scratch */
   double        *out;       /* (Q, chunk) scores */
 } ScoreChunkCtx;
@@ -712,6 +903,50 @@ PetscErrorCode InflScorerScoreCapture(InflScorer sc, const InflCapture *cap, dou
   PetscFunctionReturn(0);
 }
 
+/* -score_tfidf_topk: the candidates of the chunk [lo, hi) are captured and scored against every query; each query
+ * keeps only the scores of its own candidates. */
+static PetscErrorCode score_chunk_candidates(ScoreChunkCtx *c, int64_t lo, int64_t hi)
+{
+  InflScorer sc = c->sc;
+  int64_t    i0 = 0, i1, n;
+  double    *out = c->out, *sv;
+  int64_t   *iv;
+
+  PetscFunctionBegin;
+  while (i0 < sc->ncand_local && sc->cand_local[i0] < lo) i0++;
+  for (i1 = i0; i1 < sc->ncand_local && sc->cand_local[i1] < hi; i1++) {}
+  n = i1 - i0;
+  if (n == 0) PetscFunctionReturn(0);
+  PetscCall(PetscLogEventBegin(EV_CAPTURE, 0, 0, 0, 0));
+  PetscCall(InflModelCaptureExamples(sc->model, c->train, (PetscInt)n, sc->cand_local + i0, INFL_FISHER_EMPIRICAL, 0, c->cap));
+  PetscCall(PetscLogEventEnd(EV_CAPTURE, 0, 0, 0, 0));
+  PetscCall(PetscLogEventBegin(EV_KERNEL, 0, 0, 0, 0));
+  PetscCall(scorer_score_capture(sc, c->cap, c->w, out, NULL, 0, NULL));
+  PetscCall(PetscLogEventEnd(EV_KERNEL, 0, 0, 0, 0));
+  PetscCall(PetscMalloc2(sc->tfidf_topk, &sv, sc->tfidf_topk, &iv));
+  for (PetscInt q = 0; q < sc->Q; q++) {
+    PetscInt nk = 0;
+    for (PetscInt k = 0; k < sc->cand->n[q]; k++) {
+      int64_t m = sc->cand->index[(int64_t)q * sc->cand->K + k], lo2 = i0, hi2 = i1;
+      if (m < lo || m >= hi) continue;
+      while (lo2 < hi2) { /* position of m among the chunk's candidates */
+        int64_t mid = (lo2 + hi2) / 2;
+        if (sc->cand_local[mid] < m) lo2 = mid + 1;
+        else hi2 = mid;
+      }
+      sv[nk] = out[(int64_t)q * n + (lo2 - i0)];
+      iv[nk] = m;
+      PetscCheck(isfinite(sv[nk]), PETSC_COMM_SELF, PETSC_ERR_FP, "score of query %" PRId64 " and training example %" PRId64 " is %g (non-finite): the model's gradients or the preconditioned query overflow; check the model, the factors and -ekfac_damping", sc->qindex[q], m, sv[nk]);
+      nk++;
+    }
+    sc->npairs += nk;
+    PetscCall(InflTopKPushQuery(sc->top, q, nk, sv, iv));
+    PetscCall(InflTopKPushQuery(sc->bottom, q, nk, sv, iv));
+  }
+  PetscCall(PetscFree2(sv, iv));
+  PetscFunctionReturn(0);
+}
+
 static PetscErrorCode score_chunk(void *ctx, int64_t lo, int64_t hi)
 {
   ScoreChunkCtx *c  = (ScoreChunkCtx *)ctx;
@@ -722,8 +957,13 @@ static PetscErrorCode score_chunk(void *ctx, int64_t lo, int64_t hi)
   double        *out = c->out;
 
   PetscFunctionBegin;
+  if (sc->cand) {
+    PetscCall(score_chunk_candidates(c, lo, hi));
+    PetscFunctionReturn(0);
+  }
   PetscCall(PetscLogEventBegin(EV_CAPTURE, 0, 0, 0, 0));
-  PetscCall(InflModelCapture(sc->model, B, c->x + off * c->d, c->y + off, cap));
+  /* the training examples' own labels (the next tokens of a sequence): the gradient of their loss */
+  PetscCall(InflModelCaptureShard(sc->model, c->train, lo, hi, INFL_FISHER_EMPIRICAL, 0, cap));
   PetscCall(PetscLogEventEnd(EV_CAPTURE, 0, 0, 0, 0));
   PetscCall(PetscLogEventBegin(EV_KERNEL, 0, 0, 0, 0));
   PetscCall(scorer_score_capture(sc, cap, c->w, out, sc->local_layer ? sc->local_layer + off : NULL, c->count, NULL));
@@ -749,11 +989,46 @@ static PetscErrorCode score_checkpoint(void *ctx, const InflRanges *done)
   PetscFunctionReturn(0);
 }
 
+/* -score_tfidf_topk: the candidates of every query (index built over the training shards, reduced), and the sorted
+ * distinct candidates in this rank's shard. */
+static PetscErrorCode scorer_tfidf_candidates(InflScorer sc, InflData train)
+{
+  InflTFIDF      tf;
+  int64_t        start, count, n = 0;
+  const int32_t *tok;
+  const int64_t *off;
+  PetscInt       V;
+
+  PetscFunctionBegin;
+  PetscCheck(sc->qtok, sc->comm, PETSC_ERR_ARG_WRONG, "-score_tfidf_topk %d filters training sequences by the tokens of each query, but the queries are rows of features; use it with a language model and text or token data", (int)sc->tfidf_topk);
+  PetscCall(InflModelGetSequenceSizes(sc->model, &V, NULL));
+  PetscCall(InflDataGetSequenceShard(train, &start, &count, &tok, &off));
+  PetscCall(InflTFIDFCreate(sc->comm, V, &tf));
+  PetscCall(InflTFIDFAddDocuments(tf, start, count, tok, off));
+  PetscCall(InflTFIDFSetUp(tf));
+  PetscCall(InflTopKDestroy(&sc->cand));
+  PetscCall(InflTFIDFTopK(tf, sc->Q, sc->qtok, sc->qoff, sc->tfidf_topk, &sc->cand));
+  PetscCall(InflTFIDFDestroy(&tf));
+  PetscCall(PetscFree(sc->cand_local));
+  PetscCall(PetscMalloc1((size_t)PetscMax(1, (int64_t)sc->Q * sc->cand->K), &sc->cand_local));
+  for (PetscInt q = 0; q < sc->Q; q++)
+    for (PetscInt k = 0; k < sc->cand->n[q]; k++) {
+      int64_t m = sc->cand->index[(int64_t)q * sc->cand->K + k];
+      if (m >= start && m < start + count) sc->cand_local[n++] = m;
+    }
+  PetscCall(PetscSortInt64(n, sc->cand_local));
+  {
+    int64_t u = 0;
+    for (int64_t i = 0; i < n; i++) if (!u || sc->cand_local[u - 1] != sc->cand_local[i]) sc->cand_local[u++] = sc->cand_local[i];
+    sc->ncand_local = u;
+  }
+  sc->npairs = 0;
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
 {
   int64_t        N, d, start, count;
-  const float   *x;
-  const int64_t *y;
   InflCapture   *cap;
   double        *out;
   ScoreScratch   w;
@@ -764,7 +1039,7 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   PetscCheck(sc->Q > 0, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflScorerSetQueries before InflScorerScore");
   PetscCall(InflModelCheckData(sc->model, train));
   PetscCall(InflDataGetSizes(train, &N, &d, NULL));
-  PetscCall(InflDataGetShard(train, &start, &count, &x, &y));
+  PetscCall(InflDataGetShard(train, &start, &count, NULL, NULL));
   {
     const char *h;
     PetscCall(InflDataGetHash(train, &h));
@@ -781,6 +1056,7 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   PetscCall(InflTopKDestroy(&sc->bottom));
   PetscCall(InflTopKCreate(sc->Q, sc->K, PETSC_TRUE, &sc->top));
   PetscCall(InflTopKCreate(sc->Q, sc->K, PETSC_FALSE, &sc->bottom));
+  if (sc->tfidf_topk > 0) PetscCall(scorer_tfidf_candidates(sc, train));
   PetscCall(PetscFree(sc->local));
   PetscCall(PetscFree(sc->local_layer));
   PetscCall(PetscFree(sc->local_norm));
@@ -810,7 +1086,7 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   PetscCall(score_register_events());
   if (sc->out[0]) PetscCall(scorer_restore(sc, &done));
   {
-    ScoreChunkCtx c    = {sc, cap, x, y, d, start, count, &w, out};
+    ScoreChunkCtx c    = {sc, cap, train, start, count, &w, out};
     InflChunkLoop loop = {score_chunk, sc->out[0] ? score_checkpoint : NULL, &c};
     char          partial[PETSC_MAX_PATH_LEN];
     PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", sc->out[0] ? sc->out : "(no output file)"));
@@ -822,12 +1098,20 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   PetscCall(InflCaptureDestroy(&cap));
   PetscCall(InflTopKMerge(sc->comm, sc->top));
   PetscCall(InflTopKMerge(sc->comm, sc->bottom));
-  if (sc->per_layer) {
-    PetscCall(PetscFree2(sc->top_layer, sc->bottom_layer));
-    PetscCall(PetscMalloc2((size_t)sc->L * sc->Q * sc->K, &sc->top_layer, (size_t)sc->L * sc->Q * sc->K, &sc->bottom_layer));
-    PetscCall(per_layer_terms(sc, train, sc->top, sc->top_layer));
-    PetscCall(per_layer_terms(sc, train, sc->bottom, sc->bottom_layer));
+  if (sc->cand) {
+    int64_t pairs = sc->npairs;
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &pairs, 1, MPI_INT64_T, MPI_SUM, sc->comm));
+    PetscCall(PetscPrintf(sc->comm, "score: TF-IDF candidates: %" PRId64 " (query, training sequence) pairs scored of %" PRId64 "\n", pairs, (int64_t)sc->Q * N));
   }
+  if (sc->per_layer || sc->per_token) PetscCall(scorer_pair_terms(sc, train));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflScorerGetQueryLoss(InflScorer sc, const double **loss)
+{
+  PetscFunctionBegin;
+  PetscCheck(sc->qloss, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflScorerSetQueries (or SetQueryData, SetQuerySequences) before InflScorerGetQueryLoss");
+  *loss = sc->qloss;
   PetscFunctionReturn(0);
 }
 
@@ -962,6 +1246,38 @@ PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwr
     }
     PetscCall(PetscFree2(idx, s));
   }
+  if (sc->qloss) PetscCall(InflH5WriteArray(file, "/query_loss", H5T_NATIVE_DOUBLE, 1, dq, sc->qloss));
+  if (sc->qtok) { /* sequence queries: their tokens and the first position whose token enters the loss */
+    int64_t dt[1] = {sc->qoff[sc->Q]}, d1[1] = {sc->Q + 1};
+    PetscCall(InflH5WriteArray(file, "/query_sequences/tokens", H5T_NATIVE_INT32, 1, dt, sc->qtok));
+    PetscCall(InflH5WriteArray(file, "/query_sequences/offsets", H5T_NATIVE_INT64, 1, d1, sc->qoff));
+    PetscCall(InflH5WriteArray(file, "/query_sequences/loss_start", H5T_NATIVE_INT64, 1, dq, sc->qstart));
+  }
+  if (sc->cand) { /* -score_tfidf_topk: the candidates scored (index -1 where fewer exist) */
+    int64_t  dc[2] = {sc->Q, sc->cand->K}, *ci;
+    double   *cs;
+    PetscCall(PetscMalloc2((size_t)sc->Q * sc->cand->K, &ci, (size_t)sc->Q * sc->cand->K, &cs));
+    for (PetscInt q = 0; q < sc->Q; q++)
+      for (PetscInt k = 0; k < sc->cand->K; k++) {
+        int64_t i = (int64_t)q * sc->cand->K + k;
+        ci[i]     = k < sc->cand->n[q] ? sc->cand->index[i] : -1;
+        cs[i]     = k < sc->cand->n[q] ? sc->cand->score[i] : NAN;
+      }
+    PetscCall(InflH5WriteArray(file, "/tfidf/candidates", H5T_NATIVE_INT64, 2, dc, ci));
+    PetscCall(InflH5WriteArray(file, "/tfidf/bm25", H5T_NATIVE_DOUBLE, 2, dc, cs));
+    PetscCall(InflH5SetAttrInt(file, "/tfidf", "topk", sc->tfidf_topk));
+    PetscCall(PetscFree2(ci, cs));
+  }
+  if (sc->per_token) {
+    int64_t dR[1] = {sc->ptR}, dR1[1] = {sc->ptR + 1}, dM[1] = {sc->ptM};
+    PetscCall(InflH5WriteArray(file, "/per_token/values", H5T_NATIVE_DOUBLE, 1, dM, sc->pt_values));
+    PetscCall(InflH5WriteArray(file, "/per_token/tokens", H5T_NATIVE_INT32, 1, dM, sc->pt_tokens));
+    PetscCall(InflH5WriteArray(file, "/per_token/offsets", H5T_NATIVE_INT64, 1, dR1, sc->pt_offsets));
+    PetscCall(InflH5WriteArray(file, "/per_token/query", H5T_NATIVE_INT64, 1, dR, sc->pt_query));
+    PetscCall(InflH5WriteArray(file, "/per_token/train_index", H5T_NATIVE_INT64, 1, dR, sc->pt_train));
+    PetscCall(InflH5WriteArray(file, "/per_token/rank_kind", H5T_NATIVE_INT32, 1, dR, sc->pt_kind));
+    PetscCall(InflH5SetAttrString(file, "/per_token", "attribution", "values[offsets[r] + t] = sum over layers of Ds_t^T P_l(q) a_t for row t (the input token tokens[offsets[r] + t], which predicts the token after it) of training sequence train_index[r] against query index query[r] (a position in /query_indices); the values of a row sum to its score"));
+  }
   if (sc->save_all) {
     int64_t dims[2] = {sc->Q, sc->ntrain}, dims3[3] = {sc->L, sc->Q, sc->ntrain};
     PetscCall(column_block(file, "/scores", 2, dims, sc->start, sc->count, sc->local, PETSC_TRUE));
@@ -993,6 +1309,10 @@ PetscErrorCode InflScorerDestroy(InflScorer *sc)
   PetscCall(PetscFree((*sc)->local_layer));
   PetscCall(PetscFree((*sc)->local_norm));
   PetscCall(PetscFree2((*sc)->top_layer, (*sc)->bottom_layer));
+  PetscCall(InflTopKDestroy(&(*sc)->cand));
+  PetscCall(PetscFree((*sc)->cand_local));
+  PetscCall(PetscFree4((*sc)->pt_offsets, (*sc)->pt_query, (*sc)->pt_train, (*sc)->pt_kind));
+  PetscCall(PetscFree2((*sc)->pt_values, (*sc)->pt_tokens));
   PetscCall(PetscFree(*sc));
   PetscFunctionReturn(0);
 }
@@ -1010,18 +1330,29 @@ PetscErrorCode InflSelfInfluenceBatch(InflModel model, InflEKFAC ek, PetscInt B,
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflSelfInfluence(InflModel model, InflEKFAC ek, InflData train, PetscInt chunk, double self[])
+PetscErrorCode InflSelfInfluenceShard(InflModel model, InflEKFAC ek, InflData train, int64_t lo, int64_t hi, InflCapture *cap, double self[])
 {
-  int64_t        d, start, count;
-  const float   *x;
-  const int64_t *y;
-  InflCapture   *cap;
+  PetscInt L;
 
   PetscFunctionBegin;
-  PetscCall(InflDataGetSizes(train, NULL, &d, NULL));
-  PetscCall(InflDataGetShard(train, &start, &count, &x, &y));
+  PetscCall(InflModelGetLayers(model, &L, NULL));
+  PetscCall(PetscArrayzero(self, hi - lo));
+  if (hi == lo) PetscFunctionReturn(0);
+  /* the gradient of each example's own loss (data labels; next tokens) */
+  PetscCall(InflModelCaptureShard(model, train, lo, hi, INFL_FISHER_EMPIRICAL, 0, cap));
+  for (PetscInt l = 0; l < L; l++) PetscCall(InflEKFACSelfInfluenceCapture(ek, l, cap, self));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflSelfInfluence(InflModel model, InflEKFAC ek, InflData train, PetscInt chunk, double self[])
+{
+  int64_t      start, count;
+  InflCapture *cap;
+
+  PetscFunctionBegin;
+  PetscCall(InflDataGetShard(train, &start, &count, NULL, NULL));
   PetscCall(InflCaptureCreate(model, chunk, &cap));
-  for (int64_t off = 0; off < count; off += chunk) PetscCall(InflSelfInfluenceBatch(model, ek, (PetscInt)PetscMin(chunk, count - off), x + off * d, y + off, cap, self + off));
+  for (int64_t off = 0; off < count; off += chunk) PetscCall(InflSelfInfluenceShard(model, ek, train, start + off, start + PetscMin(off + chunk, count), cap, self + off));
   PetscCall(InflCaptureDestroy(&cap));
   PetscFunctionReturn(0);
 }

@@ -5,6 +5,7 @@
 #include <cblas.h>
 #include <float.h>
 #include <math.h>
+#include <string.h>
 #include <petscblaslapack.h>
 #include <petscviewer.h>
 
@@ -30,6 +31,8 @@ struct _p_InflEKFAC {
   size_t          nrot;
   char            out[PETSC_MAX_PATH_LEN]; /* checkpoints go to out.partial */
   InflPrecision   prec;           /* of the model's per-example work: sets the conditioning (Lambda + damping) may have */
+  char            sel[8];         /* -ekfac_layers: the model's layer selection (InflModelSetLayerSelection) */
+  char          (*names)[64];     /* (L) the layers' names (InflModelGetLayerName), written to factors.h5 */
 };
 
 PetscErrorCode InflEKFACSetCheckpoint(InflEKFAC ek, const char out[])
@@ -52,6 +55,10 @@ PetscErrorCode InflEKFACGetKey(InflEKFAC ek, PetscBool with_damping, char key[],
 
   PetscFunctionBegin;
   PetscCall(PetscSNPrintf(key, len, "fisher %s seed %llu kfac %d", ek->fisher == INFL_FISHER_TRUE ? "true" : "empirical", (unsigned long long)ek->seed, (int)ek->kfac));
+  if (strcmp(ek->sel, "all")) { /* a selection of layers (the key of a fit of all layers is unchanged) */
+    PetscCall(PetscStrlen(key, &n));
+    PetscCall(PetscSNPrintf(key + n, len - n, " layers %s", ek->sel));
+  }
   if (with_damping) {
     PetscCall(PetscStrlen(key, &n));
     PetscCall(PetscSNPrintf(key + n, len - n, " damping"));
@@ -89,7 +96,7 @@ static PetscErrorCode ekfac_checkpoint(InflEKFAC ek, int pass, const InflRanges 
     InflEKFACLayer *ly = &ek->layers[l];
     int64_t         na = ly->din + 1, nd = ly->dout, dA[2] = {na, na}, dS[2] = {nd, nd}, dL[2] = {nd, na};
     double         *buf;
-    PetscCall(PetscMalloc1(PetscMax(na * na, nd * na), &buf));
+    PetscCall(PetscMalloc1(PetscMax(PetscMax(na * na, nd * nd), nd * na), &buf)); /* S (dout^2) is the largest when dout > din+1 */
     if (pass == 1) {
       PetscCallMPI(MPI_Reduce(ly->A, buf, (int)(na * na), MPI_DOUBLE, MPI_SUM, 0, ek->comm));
       PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%d/A_sum", (int)l));
@@ -196,13 +203,14 @@ PetscErrorCode InflEKFACCreate(MPI_Comm comm, InflEKFAC *ek)
   (*ek)->damping_factor = 0.1;
   (*ek)->chunk          = 512;
   (*ek)->prec           = INFL_PREC_SINGLE;
+  PetscCall(PetscStrncpy((*ek)->sel, "all", sizeof((*ek)->sel)));
   PetscFunctionReturn(0);
 }
 
 PetscErrorCode InflEKFACSetFromOptions(InflEKFAC ek)
 {
-  const char *kinds[] = {"true", "empirical"};
-  PetscInt    kind = (PetscInt)ek->fisher, seed = (PetscInt)ek->seed;
+  const char *kinds[] = {"true", "empirical"}, *sels[] = {"all", "mlp", "attn"};
+  PetscInt    kind = (PetscInt)ek->fisher, seed = (PetscInt)ek->seed, sel = 0;
   PetscBool   set;
   double      damping = ek->damping;
 
@@ -214,7 +222,10 @@ PetscErrorCode InflEKFACSetFromOptions(InflEKFAC ek)
   PetscCall(PetscOptionsReal("-ekfac_damping_factor", "damping = factor * mean(Lambda_l)", "InflEKFACSetDamping", ek->damping_factor, &ek->damping_factor, NULL));
   PetscCall(PetscOptionsBool("-ekfac_kfac", "no eigenvalue correction (K-FAC: Lambda = eS eA^T)", "InflEKFACFit", ek->kfac, &ek->kfac, NULL));
   PetscCall(PetscOptionsInt("-ekfac_chunk", "examples per chunk of the passes over the data", "InflEKFACFit", ek->chunk, &ek->chunk, NULL));
+  for (PetscInt i = 0; i < 3; i++) if (!strcmp(ek->sel, sels[i])) sel = i;
+  PetscCall(PetscOptionsEList("-ekfac_layers", "linear layers fitted and scored: all; of a transformer (gpt2) mlp (mlp.c_fc, mlp.c_proj) or attn (attn.c_attn, attn.c_proj)", "InflModelSetLayerSelection", sels, 3, sels[sel], &sel, NULL));
   PetscOptionsEnd();
+  PetscCall(PetscStrncpy(ek->sel, sels[sel], sizeof(ek->sel)));
   PetscCheck(seed >= 0, ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ekfac_seed %d must be >= 0", (int)seed);
   PetscCheck(!set || (damping >= 0 && isfinite(damping)), ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ekfac_damping %g must be a finite number >= 0", damping);
   PetscCheck(ek->damping_factor >= 0 && isfinite(ek->damping_factor), ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ekfac_damping_factor %g must be a finite number >= 0", ek->damping_factor);
@@ -302,6 +313,7 @@ static PetscErrorCode ekfac_free_layers(InflEKFAC ek)
     PetscCall(PetscFree(ly->Lambda));
   }
   PetscCall(PetscFree(ek->layers));
+  PetscCall(PetscFree(ek->names));
   ek->L = 0;
   PetscFunctionReturn(0);
 }
@@ -312,6 +324,7 @@ static PetscErrorCode ekfac_allocate(InflEKFAC ek, PetscInt L, const PetscInt di
   PetscCall(ekfac_free_layers(ek));
   ek->L = L;
   PetscCall(PetscCalloc1(L, &ek->layers));
+  PetscCall(PetscCalloc1(L, &ek->names));
   for (PetscInt l = 0; l < L; l++) {
     InflEKFACLayer *ly = &ek->layers[l];
     int64_t         na = (int64_t)(din[l] + 1) * (din[l] + 1), ns = (int64_t)dout[l] * dout[l];
@@ -328,28 +341,13 @@ static PetscErrorCode ekfac_allocate(InflEKFAC ek, PetscInt L, const PetscInt di
   PetscFunctionReturn(0);
 }
 
-/* Capture a chunk with the Fisher's labels: the data labels (empirical) or labels sampled from the model (true). */
-static PetscErrorCode fisher_capture(InflEKFAC ek, InflModel model, PetscInt B, const float x[], const int64_t y[], int64_t index0, int64_t *idx, int64_t ys[], InflCapture *cap)
-{
-  PetscFunctionBegin;
-  if (ek->fisher == INFL_FISHER_EMPIRICAL) PetscCall(InflModelCapture(model, B, x, y, cap));
-  else {
-    for (PetscInt n = 0; n < B; n++) idx[n] = index0 + n;
-    PetscCall(InflModelCaptureSampled(model, B, x, idx, ek->seed, ys, cap));
-  }
-  PetscFunctionReturn(0);
-}
-
 typedef struct {
-  InflEKFAC      ek;
-  InflModel      model;
-  InflCapture   *cap;
-  const float   *x;
-  const int64_t *y;
-  int64_t        d, start;
-  double        *bufa, *bufd, *ta, *td; /* (chunk, max(din+1, dout)) scratch */
-  int64_t       *ys, *idx;              /* (chunk) */
-  int            pass;                  /* 1: covariance sums; 2: Lambda sums */
+  InflEKFAC    ek;
+  InflModel    model;
+  InflData     train;
+  InflCapture *cap;
+  double      *bufa, *bufd, *ta, *td; /* (Tmax, max(din+1, dout)) scratch, Tmax the capture's rows */
+  int          pass;                  /* 1: covariance sums; 2: Lambda sums */
 } FitChunkCtx;
 
 /* One chunk [lo, hi) of this rank's shard: add its terms to the sums of the current pass. */
@@ -357,12 +355,12 @@ static PetscErrorCode fit_chunk(void *ctx, int64_t lo, int64_t hi)
 {
   FitChunkCtx *c  = (FitChunkCtx *)ctx;
   InflEKFAC    ek = c->ek;
-  int64_t      off = lo - c->start;
-  PetscInt     B   = (PetscInt)(hi - lo), T;
+  PetscInt     T;
   double      *ta = c->ta, *td = c->td;
 
   PetscFunctionBegin;
-  PetscCall(fisher_capture(ek, c->model, B, c->x + off * c->d, c->y + off, lo, c->idx, c->ys, c->cap));
+  /* the Fisher's labels: the data's (empirical) or sampled from the model keyed by the global example index (true) */
+  PetscCall(InflModelCaptureShard(c->model, c->train, lo, hi, ek->fisher, ek->seed, c->cap));
   T = c->cap->T; /* rows: A and S sum over every row (token) */
   if (c->pass == 1) ek->nrows += T;
   for (PetscInt l = 0; l < ek->L; l++) {
@@ -389,11 +387,9 @@ static PetscErrorCode fit_checkpoint(void *ctx, const InflRanges *done)
 
 PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
 {
-  PetscInt       L, *dins, *douts, maxd = 1;
+  PetscInt       L, *dins, *douts, maxd = 1, rows;
   InflLinear    *lin;
-  int64_t        N, d, start, count, *ys, *idx;
-  const float   *x;
-  const int64_t *y;
+  int64_t        N, d, start, count;
   InflCapture   *cap;
   double        *bufa, *bufd, *ta, *td;
   const char    *hash;
@@ -405,11 +401,13 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   char           partial[PETSC_MAX_PATH_LEN];
 
   PetscFunctionBegin;
+  PetscCall(InflModelSetLayerSelection(model, ek->sel)); /* -ekfac_layers: the layers fitted */
   PetscCall(InflModelGetLayers(model, &L, &lin));
   PetscCall(InflModelCheckData(model, train));
   PetscCall(InflModelGetPrecision(model, &ek->prec));
   PetscCall(InflDataGetSizes(train, &N, &d, NULL));
-  PetscCall(InflDataGetShard(train, &start, &count, &x, &y));
+  PetscCall(InflDataGetShard(train, &start, &count, NULL, NULL));
+  PetscCall(InflModelGetMaxRows(model, &rows));
   PetscCall(PetscMalloc2(L, &dins, L, &douts));
   for (PetscInt l = 0; l < L; l++) {
     dins[l]  = lin[l].din;
@@ -418,20 +416,22 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   }
   PetscCall(ekfac_allocate(ek, L, dins, douts));
   PetscCall(PetscFree2(dins, douts));
+  for (PetscInt l = 0; l < L; l++) PetscCall(InflModelGetLayerName(model, l, ek->names[l], sizeof(ek->names[l])));
   ek->nexamples = N;
   PetscCall(InflModelGetHash(model, &hash));
   PetscCall(PetscStrncpy(ek->model_hash, hash, sizeof(ek->model_hash)));
   PetscCall(InflDataGetHash(train, &hash));
   PetscCall(PetscStrncpy(ek->train_hash, hash, sizeof(ek->train_hash)));
 
-  PetscCall(InflChunkFromMemLimit(ek->comm, "infl fit", count, (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + 2 * InflEKFACBytes(model), InflModelCaptureBytes(model) + 4 * sizeof(double) * maxd + 2 * sizeof(int64_t), &ek->chunk));
+  /* per example: its capture, the model's workspace, 4 rows of scratch per row (token) and the sampled labels */
+  PetscCall(InflChunkFromMemLimit(ek->comm, "infl fit", count, (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + 2 * InflEKFACBytes(model), InflModelCaptureBytes(model) + (size_t)rows * (4 * sizeof(double) * maxd + sizeof(int32_t)) + 2 * sizeof(int64_t), &ek->chunk));
   PetscCall(InflCaptureCreate(model, ek->chunk, &cap));
-  PetscCall(PetscMalloc6((size_t)cap->Tmax * maxd, &bufa, (size_t)cap->Tmax * maxd, &bufd, (size_t)cap->Tmax * maxd, &ta, (size_t)cap->Tmax * maxd, &td, ek->chunk, &ys, ek->chunk, &idx));
+  PetscCall(PetscMalloc4((size_t)cap->Tmax * maxd, &bufa, (size_t)cap->Tmax * maxd, &bufd, (size_t)cap->Tmax * maxd, &ta, (size_t)cap->Tmax * maxd, &td));
   ek->nrows = 0;
 
   PetscCall(ekfac_restore(ek, &resume_pass, &done));
   PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", ek->out[0] ? ek->out : "(no output file)"));
-  fc = (FitChunkCtx){ek, model, cap, x, y, d, start, bufa, bufd, ta, td, ys, idx, 0};
+  fc = (FitChunkCtx){ek, model, train, cap, bufa, bufd, ta, td, 0};
   if (ek->out[0]) loop.checkpoint = fit_checkpoint;
 
   /* Pass 1: covariance sums (upper triangle by dsyrk, mirrored below) */
@@ -492,7 +492,7 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   PetscCall(PetscTime(&t3));
   PetscCall(ekfac_update_damping(ek));
   PetscCall(PetscInfo(NULL, "EK-FAC fit: covariance pass %.3f s, eigensolves %.3f s, Lambda pass %.3f s\n", t1 - t0, t2 - t1, t3 - t2));
-  PetscCall(PetscFree6(bufa, bufd, ta, td, ys, idx));
+  PetscCall(PetscFree4(bufa, bufd, ta, td));
   PetscCall(InflCaptureDestroy(&cap));
   PetscCall(InflRangesDestroy(&done));
   PetscFunctionReturn(0);
@@ -623,6 +623,7 @@ PetscErrorCode InflEKFACSave(InflEKFAC ek, const char path[], PetscBool overwrit
   PetscCall(InflH5SetAttrInt(file, "/", "examples", ek->nexamples));
   PetscCall(InflH5SetAttrInt(file, "/", "rows", ek->nrows));
   PetscCall(InflH5SetAttrInt(file, "/", "layers", ek->L));
+  PetscCall(InflH5SetAttrString(file, "/", "layer_selection", ek->sel));
   PetscCall(InflH5SetAttrInt(file, "/", "kfac", ek->kfac));
   PetscCall(InflH5SetAttrDouble(file, "/", "damping_factor", ek->damping_factor));
   PetscCall(InflH5SetAttrDouble(file, "/", "damping_absolute", ek->damping));
@@ -636,6 +637,7 @@ PetscErrorCode InflEKFACSave(InflEKFAC ek, const char path[], PetscBool overwrit
       PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_DOUBLE, f[k].ndim, f[k].dims, f[k].buf));
     }
     PetscCall(InflH5SetAttrInt(file, g, "din", ly->din));
+    if (ek->names) PetscCall(InflH5SetAttrString(file, g, "name", ek->names[l]));
     PetscCall(InflH5SetAttrInt(file, g, "dout", ly->dout));
     PetscCall(InflH5SetAttrDouble(file, g, "damping", ly->damping));
   }
@@ -672,6 +674,16 @@ PetscErrorCode InflEKFACLoad(InflEKFAC ek, const char path[], InflModel model)
   PetscCall(InflH5GetAttrInt(file, "/", "kfac", &kfac));
   PetscCall(InflH5GetAttrInt(file, "/", "examples", &ek->nexamples));
   PetscCall(InflH5GetAttrDouble(file, "/", "damping_factor", &ek->damping_factor));
+  { /* the layers the factors were fitted for (files without the attribute: all); -ekfac_layers must agree */
+    char      sel[16], opt[16] = "";
+    PetscBool set;
+    PetscCall(InflH5GetAttrString(file, "/", "layer_selection", sel, sizeof(sel)));
+    if (!sel[0]) PetscCall(PetscStrncpy(sel, "all", sizeof(sel)));
+    PetscCall(PetscOptionsGetString(NULL, NULL, "-ekfac_layers", opt, sizeof(opt), &set));
+    InflCheckAll(ek->comm, !set || !strcmp(opt, sel), PETSC_ERR_ARG_INCOMP, "-ekfac_layers %s does not match %s, whose factors were fitted with -ekfac_layers %s: score and self-influence use the layers of the factors; drop -ekfac_layers, give -ekfac_layers %s, or fit factors with -ekfac_layers %s", opt, path, sel, sel, opt);
+    PetscCall(InflModelSetLayerSelection(model, sel));
+    PetscCall(PetscStrncpy(ek->sel, sel, sizeof(ek->sel)));
+  }
   PetscCall(InflModelGetLayers(model, &Lm, &lin));
   PetscCall(InflModelGetPrecision(model, &ek->prec));
   PetscCheck(L == Lm, ek->comm, PETSC_ERR_ARG_INCOMP, "%s has %d layers but the model has %d", path, (int)L, (int)Lm);
@@ -682,6 +694,7 @@ PetscErrorCode InflEKFACLoad(InflEKFAC ek, const char path[], InflModel model)
   }
   PetscCall(ekfac_allocate(ek, Lm, din, dout));
   PetscCall(PetscFree2(din, dout));
+  for (PetscInt l = 0; l < Lm; l++) PetscCall(InflModelGetLayerName(model, l, ek->names[l], sizeof(ek->names[l])));
   ek->fisher = fisher[0] == 'e' ? INFL_FISHER_EMPIRICAL : INFL_FISHER_TRUE;
   ek->seed   = (uint64_t)seed;
   ek->kfac   = kfac ? PETSC_TRUE : PETSC_FALSE;

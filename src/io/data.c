@@ -379,15 +379,15 @@ PetscErrorCode InflDataSequencesReady(InflData data, PetscBool *ready)
 }
 
 /* The tokenizer of text data: -tokenizer DIR, else files beside the model, else byte-level for 256 tokens. */
-static PetscErrorCode seq_tokenizer(MPI_Comm comm, InflData data, PetscInt vocab_size, const char model_path[], InflTokenizer *tok)
+static PetscErrorCode seq_tokenizer(MPI_Comm comm, const char tokdir[], PetscInt vocab_size, const char model_path[], InflTokenizer *tok)
 {
   char dir[PETSC_MAX_PATH_LEN] = "";
   int  isdir                   = 0;
 
   PetscFunctionBegin;
   PetscCall(InflTokenizerCreate(comm, tok));
-  if (data->tokdir[0]) {
-    PetscCall(InflTokenizerLoad(*tok, data->tokdir));
+  if (tokdir && tokdir[0]) {
+    PetscCall(InflTokenizerLoad(*tok, tokdir));
     PetscCall(InflTokenizerCheckVocabSize(*tok, vocab_size)); /* same on every rank */
     PetscFunctionReturn(0);
   }
@@ -466,7 +466,7 @@ PetscErrorCode InflDataSetUpSequences(InflData data, PetscInt vocab_size, PetscI
   PetscCall(InflTokensSetFromOptions(data->corpus));
   PetscCall(InflTokensSetVocabSize(data->corpus, vocab_size));
   if (data->kind == DATA_TEXT) {
-    PetscCall(seq_tokenizer(comm, data, vocab_size, model_path, &tok)); /* collective; errors agreed inside */
+    PetscCall(seq_tokenizer(comm, data->tokdir, vocab_size, model_path, &tok)); /* collective; errors agreed inside */
     PetscCall(InflTokensSetTokenizer(data->corpus, tok));
   }
   ierr = InflTokensLoad(data->corpus, data->spec); /* collective; errors raised on every rank */
@@ -646,5 +646,141 @@ PetscErrorCode InflDataDestroy(InflData *data)
   PetscCall(PetscFree((*data)->y));
   PetscCall(PetscFree((*data)->spec));
   PetscCall(PetscFree(*data));
+  PetscFunctionReturn(0);
+}
+
+/* ---------------------------------------------------------------- prompt/completion queries */
+/* Does the line at p (of the n bytes left) hold only `mark` ("%" or ">>>"), followed by "\n" or the end? */
+static int mark_line(const char *p, size_t n, const char mark[])
+{
+  size_t m = strlen(mark);
+  return n >= m && !memcmp(p, mark, m) && (n == m || p[m] == '\n');
+}
+
+PetscErrorCode InflPromptsLoad(MPI_Comm comm, const char path[], const char tokdir[], PetscInt vocab_size, PetscInt n_positions, const char model_path[], PetscInt *Q, int64_t **offsets, int32_t **tokens, int32_t **targets, char hash[65])
+{
+  PetscMPIInt   rank;
+  char         *buf = NULL, msg[INFL_MSG_LEN] = "";
+  int64_t       nbytes = 0, nq = 0, cap = 16, ntok = 0, tcap = 256, line = 1;
+  int64_t      *off;
+  int32_t      *tk, *tg;
+  InflTokenizer tok = NULL;
+  InflHash      h;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  if (rank == 0) { /* rank 0 reads the file; its bytes are broadcast */
+    FILE *f = fopen(path, "rb");
+    if (!f) PetscCall(PetscSNPrintf(msg, sizeof(msg), "-query_prompts %s: cannot open it (%s); give a UTF-8 text file of prompt/completion pairs (docs/FORMATS.md)", path, strerror(errno)));
+    else {
+      fseek(f, 0, SEEK_END);
+      nbytes = ftell(f);
+      fseek(f, 0, SEEK_SET);
+      PetscCall(PetscMalloc1(nbytes + 1, &buf));
+      if (nbytes > 0 && fread(buf, 1, (size_t)nbytes, f) != (size_t)nbytes) PetscCall(PetscSNPrintf(msg, sizeof(msg), "-query_prompts %s: reading it failed (%s)", path, strerror(errno)));
+      fclose(f);
+    }
+  }
+  PetscCall(InflAgree_Private(comm, msg[0] ? PETSC_FALSE : PETSC_TRUE, PETSC_ERR_FILE_OPEN, msg, __LINE__, PETSC_FUNCTION_NAME, __FILE__));
+  PetscCallMPI(MPI_Bcast(&nbytes, 1, MPI_INT64_T, 0, comm));
+  if (rank) PetscCall(PetscMalloc1(nbytes + 1, &buf));
+  PetscCall(InflBcast(buf, nbytes, MPI_CHAR, 0, comm));
+  buf[nbytes] = 0;
+  PetscCall(seq_tokenizer(comm, tokdir, vocab_size, model_path, &tok)); /* collective; errors agreed inside */
+  PetscCall(PetscMalloc1(cap + 1, &off));
+  PetscCall(PetscMalloc2(tcap, &tk, tcap, &tg));
+  off[0] = 0;
+  /* every rank parses and tokenizes the whole (small) file: the same result everywhere */
+  for (int64_t p = 0; p < nbytes && !msg[0];) {
+    int64_t d0 = p, dline = line, sep = -1, sepend = -1, e;
+    /* the query's text runs to the next "%" line (or the end); its ">>>" line splits it */
+    for (e = p; e < nbytes;) {
+      const char *nl = memchr(buf + e, '\n', (size_t)(nbytes - e));
+      int64_t     next = nl ? (int64_t)(nl - buf) + 1 : nbytes;
+      if (mark_line(buf + e, (size_t)(nbytes - e), "%")) break;
+      if (sep < 0 && mark_line(buf + e, (size_t)(nbytes - e), ">>>")) {
+        sep    = e;
+        sepend = next;
+      }
+      e = next;
+      line++;
+    }
+    { /* skip documents of whitespace only (between "%" lines, as in fortune files) */
+      int blank = 1;
+      for (int64_t i = d0; i < e; i++) if (buf[i] != '\n' && buf[i] != ' ' && buf[i] != '\t' && buf[i] != '\r') blank = 0;
+      p = e;
+      if (p < nbytes) { /* past the "%" line */
+        const char *nl = memchr(buf + p, '\n', (size_t)(nbytes - p));
+        p = nl ? (int64_t)(nl - buf) + 1 : nbytes;
+        line++;
+      }
+      if (blank) continue;
+    }
+    if (sep < 0) {
+      PetscCall(PetscSNPrintf(msg, sizeof(msg), "-query_prompts %s: query %" PRId64 " (line %" PRId64 ") has no line \">>>\" separating its prompt from its completion; write the prompt, a line holding only >>>, then the completion", path, nq, dline));
+      break;
+    }
+    {
+      int64_t  np, nc;
+      int32_t *ip, *ic;
+      PetscCall(InflTokenizerEncode(tok, buf + d0, (size_t)(sep - d0), &np, &ip));
+      PetscCall(InflTokenizerEncode(tok, buf + sepend, (size_t)(e - sepend), &nc, &ic));
+      if (np < 1 || nc < 1) PetscCall(PetscSNPrintf(msg, sizeof(msg), "-query_prompts %s: query %" PRId64 " (line %" PRId64 ") has an empty %s; both the prompt and the completion need at least one token", path, nq, dline, np < 1 ? "prompt" : "completion"));
+      else if (np + nc > n_positions) PetscCall(PetscSNPrintf(msg, sizeof(msg), "-query_prompts %s: query %" PRId64 " (line %" PRId64 ") has %" PRId64 " prompt and %" PRId64 " completion tokens, more than the model's n_positions = %d; shorten it", path, nq, dline, np, nc, (int)n_positions));
+      else {
+        if (nq + 1 > cap) {
+          int64_t *o2;
+          PetscCall(PetscMalloc1(2 * cap + 1, &o2));
+          PetscCall(PetscArraycpy(o2, off, nq + 1));
+          PetscCall(PetscFree(off));
+          off = o2;
+          cap *= 2;
+        }
+        while (ntok + np + nc > tcap) {
+          int32_t *t2, *g2;
+          PetscCall(PetscMalloc2(2 * tcap, &t2, 2 * tcap, &g2));
+          PetscCall(PetscArraycpy(t2, tk, ntok));
+          PetscCall(PetscArraycpy(g2, tg, ntok));
+          PetscCall(PetscFree2(tk, tg));
+          tk = t2;
+          tg = g2;
+          tcap *= 2;
+        }
+        PetscCall(PetscArraycpy(tk + ntok, ip, np));
+        PetscCall(PetscArraycpy(tk + ntok + np, ic, nc));
+        /* row t predicts token t+1: a target only where that token belongs to the completion */
+        for (int64_t t = 0; t < np + nc; t++) tg[ntok + t] = (t + 1 >= np && t + 1 < np + nc) ? tk[ntok + t + 1] : -1;
+        ntok += np + nc;
+        off[++nq] = ntok;
+      }
+      PetscCall(PetscFree(ip));
+      PetscCall(PetscFree(ic));
+    }
+  }
+  if (!msg[0] && nq == 0) PetscCall(PetscSNPrintf(msg, sizeof(msg), "-query_prompts %s holds no query; write prompt/completion pairs separated by \"%%\" lines (docs/FORMATS.md)", path));
+  if (!msg[0] && nq > PETSC_MAX_INT) PetscCall(PetscSNPrintf(msg, sizeof(msg), "-query_prompts %s holds %" PRId64 " queries, more than %d", path, nq, (int)PETSC_MAX_INT));
+  PetscCall(InflHashCreate(&h)); /* the file's bytes and the tokenizer */
+  PetscCall(InflHashUpdate(h, "prompts|", 8));
+  PetscCall(InflHashUpdate(h, buf, (size_t)nbytes));
+  {
+    const char *th;
+    PetscCall(InflTokenizerGetHash(tok, &th));
+    PetscCall(InflHashUpdate(h, th, strlen(th)));
+  }
+  PetscCall(InflHashFinal(&h, hash));
+  PetscCall(InflTokenizerDestroy(&tok));
+  PetscCall(PetscFree(buf));
+  if (msg[0]) {
+    PetscCall(PetscFree(off));
+    PetscCall(PetscFree2(tk, tg));
+  }
+  PetscCheck(!msg[0], comm, PETSC_ERR_ARG_WRONG, "%s", msg); /* the same message on every rank */
+  *Q = (PetscInt)nq;
+  PetscCall(PetscMalloc3(nq + 1, offsets, PetscMax(ntok, 1), tokens, PetscMax(ntok, 1), targets));
+  PetscCall(PetscArraycpy(*offsets, off, nq + 1));
+  PetscCall(PetscArraycpy(*tokens, tk, ntok));
+  PetscCall(PetscArraycpy(*targets, tg, ntok));
+  PetscCall(PetscFree(off));
+  PetscCall(PetscFree2(tk, tg));
   PetscFunctionReturn(0);
 }

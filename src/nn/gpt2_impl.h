@@ -228,7 +228,7 @@ static void FN(gpt2_forward)(InflGPT2 g, const REAL *P, Workspace *ws, const int
 
 /* Loss and backward pass after gpt2_forward: ws->loss (N) per row; the logits are overwritten by dlogits.
  * G (the gradient slab in REAL) += gradients of the summed loss unless NULL.  With a capture, its a and Ds arrays
- * (REAL) are filled. */
+ * (REAL) are filled; a NULL array of a layer means that layer is not captured. */
 static void FN(gpt2_backward)(InflGPT2 g, const REAL *P, REAL *G, Workspace *ws, const int32_t *tokens, const int32_t *targets, REAL **cap_a, REAL **cap_ds)
 {
   const InflGPT2Config *cf = &g->cfg;
@@ -247,17 +247,17 @@ static void FN(gpt2_backward)(InflGPT2 g, const REAL *P, REAL *G, Workspace *ws,
     REAL          *dfch = (REAL *)ws->dfch, *dqkv = (REAL *)ws->dqkv, *datty = (REAL *)ws->datty;
 #define GW(k) (G ? G + o[k] : NULL)
     /* dres is dLoss/d(block output) = Ds of mlp.c_proj */
-    if (cap_ds) memcpy(cap_ds[4 * l + 3], dres, sizeof(REAL) * (size_t)N * C);
+    if (cap_ds && cap_ds[4 * l + 3]) memcpy(cap_ds[4 * l + 3], dres, sizeof(REAL) * (size_t)N * C);
     FN(matmul_backward)(dfch, GW(B_MPROJ_W), GW(B_MPROJ_B), dres, (REAL *)a->fch_act, P + o[B_MPROJ_W], N, 4 * C, C);
     FN(act_backward)(dfch, (REAL *)a->fch, dfch, (int64_t)N * 4 * C, cf->activation);
-    if (cap_ds) memcpy(cap_ds[4 * l + 2], dfch, sizeof(REAL) * (size_t)N * 4 * C);
+    if (cap_ds && cap_ds[4 * l + 2]) memcpy(cap_ds[4 * l + 2], dfch, sizeof(REAL) * (size_t)N * 4 * C);
     FN(matmul_backward)(dbuf, GW(B_FC_W), GW(B_FC_B), dfch, (REAL *)a->ln2, P + o[B_FC_W], N, C, 4 * C);
     FN(layernorm_backward)(dres, GW(B_LN2_W), GW(B_LN2_B), dbuf, (REAL *)a->resid_mid, P + o[B_LN2_W], (REAL *)a->ln2_mean, (REAL *)a->ln2_rstd, N, C);
     /* dres is dLoss/d(resid_mid) = Ds of attn.c_proj */
-    if (cap_ds) memcpy(cap_ds[4 * l + 1], dres, sizeof(REAL) * (size_t)N * C);
+    if (cap_ds && cap_ds[4 * l + 1]) memcpy(cap_ds[4 * l + 1], dres, sizeof(REAL) * (size_t)N * C);
     FN(matmul_backward)(datty, GW(B_PROJ_W), GW(B_PROJ_B), dres, (REAL *)a->atty, P + o[B_PROJ_W], N, C, C);
     FN(attention_backward)(dqkv, (REAL *)ws->dP, datty, (REAL *)a->qkv, (REAL *)a->att, ws->B, ws->off, ws->attoff, C, cf->n_head);
-    if (cap_ds) memcpy(cap_ds[4 * l], dqkv, sizeof(REAL) * (size_t)N * 3 * C);
+    if (cap_ds && cap_ds[4 * l]) memcpy(cap_ds[4 * l], dqkv, sizeof(REAL) * (size_t)N * 3 * C);
     FN(matmul_backward)(dbuf, GW(B_ATTN_W), GW(B_ATTN_B), dqkv, (REAL *)a->ln1, P + o[B_ATTN_W], N, C, 3 * C);
     FN(layernorm_backward)(dres, GW(B_LN1_W), GW(B_LN1_B), dbuf, (REAL *)ws->resid[l], P + o[B_LN1_W], (REAL *)a->ln1_mean, (REAL *)a->ln1_rstd, N, C);
 #undef GW
@@ -266,6 +266,7 @@ static void FN(gpt2_backward)(InflGPT2 g, const REAL *P, REAL *G, Workspace *ws,
       PetscInt    din[4] = {C, C, C, 4 * C};
       for (int k = 0; k < 4; k++) {
         REAL *dst = cap_a[4 * l + k];
+        if (!dst) continue; /* a layer not captured (layer selection) */
         for (PetscInt t = 0; t < N; t++) {
           memcpy(dst + (int64_t)t * (din[k] + 1), src[k] + (int64_t)t * din[k], sizeof(REAL) * din[k]);
           dst[(int64_t)t * (din[k] + 1) + din[k]] = 1;

@@ -21,6 +21,11 @@ typedef struct {
   PetscInt  offcap;
   PetscInt *soff;        /* (Bmax+1) the InflSeqCapture's offsets */
   PetscInt  soffcap;
+  char      sel[8];      /* layer selection: "all", "mlp" or "attn" */
+  PetscInt  Lfull;       /* 4 n_layer captured layers of the network */
+  PetscInt *lmap;        /* (m->L) index among the Lfull layers of each exposed layer */
+  PetscInt *fdin, *fdout; /* (Lfull) sizes of all the network's layers */
+  void    **fa, **fds;   /* (Lfull) capture arrays handed to InflGPT2: the exposed layers', NULL for the others */
 } GPT2Type;
 
 /* Bring the InflGPT2 up to date with the generic object: precision, parameters changed through the slab. */
@@ -48,25 +53,47 @@ static PetscErrorCode gpt2_sync(InflModel m, const int64_t offsets[], PetscInt B
   PetscFunctionReturn(0);
 }
 
+/* Is layer k of a block (0 attn.c_attn, 1 attn.c_proj, 2 mlp.c_fc, 3 mlp.c_proj) in selection sel? */
+static PetscBool gpt2_selected(const char sel[], PetscInt k)
+{
+  if (!strcmp(sel, "mlp")) return k >= 2 ? PETSC_TRUE : PETSC_FALSE;
+  if (!strcmp(sel, "attn")) return k < 2 ? PETSC_TRUE : PETSC_FALSE;
+  return PETSC_TRUE;
+}
+
 static PetscErrorCode gpt2_set_layers(InflModel m)
 {
   GPT2Type      *t = (GPT2Type *)m->data;
   InflGPT2Config cfg;
+  PetscInt       n = 0;
 
   PetscFunctionBegin;
   PetscCall(InflModelFreeLayers_Private(m));
+  PetscCall(PetscFree(t->lmap));
+  PetscCall(PetscFree4(t->fdin, t->fdout, t->fa, t->fds));
   PetscCall(InflGPT2GetConfig(t->g, &cfg));
-  m->L = 4 * cfg.n_layer;
+  if (!t->sel[0]) PetscCall(PetscStrncpy(t->sel, "all", sizeof(t->sel)));
+  t->Lfull = 4 * cfg.n_layer;
+  PetscCall(PetscMalloc4(t->Lfull, &t->fdin, t->Lfull, &t->fdout, t->Lfull, &t->fa, t->Lfull, &t->fds));
+  for (PetscInt l = 0; l < t->Lfull; l++) n += gpt2_selected(t->sel, l % 4);
+  m->L = n;
   PetscCall(PetscCalloc1(m->L, &m->layers));
-  for (PetscInt l = 0; l < m->L; l++) {
+  PetscCall(PetscMalloc1(PetscMax(m->L, 1), &t->lmap));
+  n = 0;
+  for (PetscInt l = 0; l < t->Lfull; l++) {
     InflGPT2Linear lin;
     PetscCall(InflGPT2GetLinear(t->g, l, &lin));
-    m->layers[l].din  = lin.din;
-    m->layers[l].dout = lin.dout;
-    m->layers[l].W    = lin.W;
-    m->layers[l].b    = lin.b;
-    m->layers[l].dW   = lin.dW;
-    m->layers[l].db   = lin.db;
+    t->fdin[l]  = lin.din;
+    t->fdout[l] = lin.dout;
+    if (!gpt2_selected(t->sel, l % 4)) continue;
+    t->lmap[n]         = l;
+    m->layers[n].din  = lin.din;
+    m->layers[n].dout = lin.dout;
+    m->layers[n].W    = lin.W;
+    m->layers[n].b    = lin.b;
+    m->layers[n].dW   = lin.dW;
+    m->layers[n].db   = lin.db;
+    n++;
   }
   PetscCall(InflGPT2GetParameters(t->g, &m->nparams, &m->params, &m->grads));
   m->nin          = 0;
@@ -76,6 +103,38 @@ static PetscErrorCode gpt2_set_layers(InflModel m)
   m->sequential   = PETSC_TRUE;
   t->params_state = ++m->params_state;
   m->hash_stale   = PETSC_TRUE;
+  PetscFunctionReturn(0);
+}
+
+/* -ekfac_layers: all (the 4 linear layers of every block), mlp (mlp.c_fc, mlp.c_proj), attn (attn.c_attn,
+ * attn.c_proj); the tied head is never a captured layer. */
+static PetscErrorCode gpt2_select_layers(InflModel m, const char sel[])
+{
+  GPT2Type *t = (GPT2Type *)m->data;
+
+  PetscFunctionBegin;
+  PetscCheck(!strcmp(sel, "all") || !strcmp(sel, "mlp") || !strcmp(sel, "attn"), m->comm, PETSC_ERR_ARG_OUTOFRANGE, "layer selection \"%s\" is not known for model type gpt2; give -ekfac_layers all (the four linear layers of every block), mlp (mlp.c_fc and mlp.c_proj) or attn (attn.c_attn and attn.c_proj)", sel);
+  if (!strcmp(sel, t->sel)) PetscFunctionReturn(0);
+  PetscCall(PetscStrncpy(t->sel, sel, sizeof(t->sel)));
+  if (t->g) {
+    int64_t state = m->params_state;
+    m->params = m->grads = NULL; /* owned by the InflGPT2 (gpt2_set_layers takes them again) */
+    PetscCall(gpt2_set_layers(m));
+    m->params_state = state; /* the parameters did not change */
+    t->params_state = state;
+    m->hash_stale   = PETSC_TRUE;
+  }
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode gpt2_layer_name(InflModel m, PetscInt l, char name[], size_t len)
+{
+  GPT2Type      *t = (GPT2Type *)m->data;
+  InflGPT2Linear lin;
+
+  PetscFunctionBegin;
+  PetscCall(InflGPT2GetLinear(t->g, t->lmap[l], &lin));
+  PetscCall(PetscStrncpy(name, lin.name, len));
   PetscFunctionReturn(0);
 }
 
@@ -121,6 +180,8 @@ static PetscErrorCode gpt2_destroy(InflModel m)
   PetscCall(InflGPT2Destroy(&t->g));
   PetscCall(PetscFree(t->off));
   PetscCall(PetscFree(t->soff));
+  PetscCall(PetscFree(t->lmap));
+  PetscCall(PetscFree4(t->fdin, t->fdout, t->fa, t->fds));
   PetscCall(PetscFree(m->data));
   PetscFunctionReturn(0);
 }
@@ -192,17 +253,23 @@ static PetscErrorCode seqcap_alias(InflModel m, InflCapture *cap, InflSeqCapture
     t->soffcap = cap->Bmax + 1;
     PetscCall(PetscMalloc1(t->soffcap, &t->soff));
   }
+  /* the network's layers, with the arrays of the exposed ones and NULL for the others (not captured) */
+  for (PetscInt l = 0; l < t->Lfull; l++) t->fa[l] = t->fds[l] = NULL;
+  for (PetscInt l = 0; l < cap->L; l++) {
+    t->fa[t->lmap[l]]  = cap->prec == INFL_PREC_DOUBLE ? (void *)cap->a64[l] : (void *)cap->a32[l];
+    t->fds[t->lmap[l]] = cap->prec == INFL_PREC_DOUBLE ? (void *)cap->ds64[l] : (void *)cap->ds32[l];
+  }
   sc->prec    = cap->prec;
-  sc->L       = cap->L;
+  sc->L       = t->Lfull;
   sc->Bmax    = cap->Bmax;
   sc->Nmax    = cap->Tmax;
-  sc->din     = cap->din;
-  sc->dout    = cap->dout;
+  sc->din     = t->fdin;
+  sc->dout    = t->fdout;
   sc->offsets = t->soff;
-  sc->a32     = cap->a32;
-  sc->ds32    = cap->ds32;
-  sc->a64     = cap->a64;
-  sc->ds64    = cap->ds64;
+  sc->a32     = cap->prec == INFL_PREC_DOUBLE ? NULL : (float **)t->fa;
+  sc->ds32    = cap->prec == INFL_PREC_DOUBLE ? NULL : (float **)t->fds;
+  sc->a64     = cap->prec == INFL_PREC_DOUBLE ? (double **)t->fa : NULL;
+  sc->ds64    = cap->prec == INFL_PREC_DOUBLE ? (double **)t->fds : NULL;
   sc->loss    = cap->loss;
   PetscFunctionReturn(0);
 }
@@ -335,5 +402,7 @@ PetscErrorCode InflModelCreate_GPT2(InflModel m)
   m->ops->capture_sequences_sampled = gpt2_capture_sequences_sampled;
   m->ops->sample_targets            = gpt2_sample_targets;
   m->ops->sequence_gradients        = gpt2_sequence_gradients;
+  m->ops->select_layers             = gpt2_select_layers;
+  m->ops->layer_name                = gpt2_layer_name;
   PetscFunctionReturn(0);
 }

@@ -95,6 +95,7 @@ static PetscErrorCode model_reset(InflModel m)
   m->sequential = PETSC_FALSE;
   m->vocab_size = 0;
   m->path[0]    = 0;
+  m->layer_sel[0] = 0;
   PetscFunctionReturn(0);
 }
 
@@ -608,4 +609,139 @@ void InflCaptureGetDouble(const InflCapture *cap, PetscInt l, double *buf_a, dou
   for (int64_t i = 0; i < nd; i++) buf_ds[i] = cap->ds32[l][i];
   *a  = buf_a;
   *ds = buf_ds;
+}
+
+/* ---------------------------------------------------------------- one batch path for every model type */
+PetscErrorCode InflModelGetMaxRows(InflModel m, PetscInt *rows)
+{
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelGetMaxRows");
+  *rows = m->seqlen_max;
+  PetscFunctionReturn(0);
+}
+
+/* B examples of a row model, x (B, d) and data labels y (B), with global indices index0 + b (idx NULL) or idx[b]. */
+static PetscErrorCode capture_rows(InflModel m, PetscInt B, const float x[], const int64_t y[], int64_t index0, const int64_t idx[], InflFisher fisher, uint64_t seed, InflCapture *cap)
+{
+  int64_t *ix, *ys; /* (B) global indices and sampled labels */
+
+  PetscFunctionBegin;
+  if (fisher == INFL_FISHER_EMPIRICAL) {
+    PetscCall(InflModelCapture(m, B, x, y, cap));
+    PetscFunctionReturn(0);
+  }
+  PetscCall(PetscMalloc2(PetscMax(B, 1), &ix, PetscMax(B, 1), &ys));
+  for (PetscInt b = 0; b < B; b++) ix[b] = idx ? idx[b] : index0 + b;
+  PetscCall(InflModelCaptureSampled(m, B, x, ix, seed, ys, cap));
+  PetscCall(PetscFree2(ix, ys));
+  PetscFunctionReturn(0);
+}
+
+/* B sequences of a sequence model (offsets from 0, tokens) with global indices index0 + b (idx NULL) or idx[b]. */
+static PetscErrorCode capture_sequences(InflModel m, PetscInt B, const int64_t offsets[], const int32_t tokens[], int64_t index0, const int64_t idx[], InflFisher fisher, uint64_t seed, InflCapture *cap)
+{
+  int64_t *ix;  /* (B) global sequence indices */
+  int32_t *tgt; /* (offsets[B]) sampled targets */
+
+  PetscFunctionBegin;
+  if (fisher == INFL_FISHER_EMPIRICAL) {
+    PetscCall(InflModelCaptureSequences(m, B, offsets, tokens, NULL, cap));
+    PetscFunctionReturn(0);
+  }
+  PetscCall(PetscMalloc2(PetscMax(B, 1), &ix, PetscMax(offsets[B], 1), &tgt));
+  for (PetscInt b = 0; b < B; b++) ix[b] = idx ? idx[b] : index0 + b;
+  PetscCall(InflModelCaptureSequencesSampled(m, B, offsets, tokens, ix, seed, tgt, cap));
+  PetscCall(PetscFree2(ix, tgt));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelCaptureShard(InflModel m, InflData data, int64_t lo, int64_t hi, InflFisher fisher, uint64_t seed, InflCapture *cap)
+{
+  int64_t start, count;
+
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelCaptureShard");
+  PetscCall(InflDataGetShard(data, &start, &count, NULL, NULL));
+  PetscCheck(lo >= start && lo <= hi && hi <= start + count, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "examples [%" PRId64 ", %" PRId64 ") are not inside this rank's shard [%" PRId64 ", %" PRId64 ")", lo, hi, start, start + count);
+  PetscCheck(hi - lo <= cap->Bmax, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "capture of %" PRId64 " examples exceeds its capacity %d", hi - lo, (int)cap->Bmax);
+  if (!m->sequential) {
+    const float   *x;
+    const int64_t *y;
+    int64_t        d;
+    PetscCall(InflDataGetSizes(data, NULL, &d, NULL));
+    PetscCall(InflDataGetShard(data, NULL, NULL, &x, &y));
+    PetscCheck(x, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG, "model type %s reads rows of features but the data holds token sequences", m->type);
+    PetscCall(capture_rows(m, (PetscInt)(hi - lo), x + (lo - start) * d, y + (lo - start), lo, NULL, fisher, seed, cap));
+  } else {
+    const int32_t *tok;
+    const int64_t *off;
+    int64_t       *boff; /* (B+1) the batch's offsets from 0 */
+    PetscInt       B = (PetscInt)(hi - lo);
+    PetscCall(InflDataGetSequenceShard(data, NULL, NULL, &tok, &off));
+    PetscCall(PetscMalloc1(B + 1, &boff));
+    for (PetscInt b = 0; b <= B; b++) boff[b] = off[lo - start + b] - off[lo - start];
+    PetscCall(capture_sequences(m, B, boff, tok + off[lo - start], lo, NULL, fisher, seed, cap));
+    PetscCall(PetscFree(boff));
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelCaptureExamples(InflModel m, InflData data, PetscInt n, const int64_t idx[], InflFisher fisher, uint64_t seed, InflCapture *cap)
+{
+  int64_t d;
+
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelCaptureExamples");
+  PetscCheck(n <= cap->Bmax, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "capture of %d examples exceeds its capacity %d", (int)n, (int)cap->Bmax);
+  PetscCall(InflDataGetSizes(data, NULL, &d, NULL));
+  if (!m->sequential) {
+    float   *x; /* (n, d) */
+    int64_t *y; /* (n) */
+    PetscCall(PetscMalloc2((size_t)PetscMax(n, 1) * d, &x, PetscMax(n, 1), &y));
+    PetscCall(InflDataGetExamples(data, n, idx, x, y));
+    PetscCall(capture_rows(m, n, x, y, 0, idx, fisher, seed, cap));
+    PetscCall(PetscFree2(x, y));
+  } else {
+    int32_t *tok; /* (n * seq_len) */
+    int64_t *off; /* (n+1) */
+    PetscCall(PetscMalloc2((size_t)PetscMax(n, 1) * d, &tok, n + 1, &off));
+    PetscCall(InflDataGetSequences(data, n, idx, tok, off));
+    PetscCall(capture_sequences(m, n, off, tok, 0, idx, fisher, seed, cap));
+    PetscCall(PetscFree2(tok, off));
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelSetLayerSelection(InflModel m, const char sel[])
+{
+  PetscBool same;
+
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelSetLayerSelection");
+  if (!sel || !sel[0]) sel = "all";
+  PetscCall(PetscStrcmp(sel, m->layer_sel[0] ? m->layer_sel : "all", &same));
+  if (same) PetscFunctionReturn(0);
+  if (!m->ops->select_layers) {
+    PetscCall(PetscStrcmp(sel, "all", &same));
+    PetscCheck(same, m->comm, PETSC_ERR_ARG_OUTOFRANGE, "layer selection \"%s\" is not available for model type %s: every linear layer of it is used; give -ekfac_layers all (mlp and attn select the blocks of a transformer such as gpt2)", sel, m->type);
+  } else PetscCall((*m->ops->select_layers)(m, sel));
+  PetscCall(PetscStrncpy(m->layer_sel, sel, sizeof(m->layer_sel)));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelGetLayerSelection(InflModel m, const char **sel)
+{
+  PetscFunctionBegin;
+  *sel = m->layer_sel[0] ? m->layer_sel : "all";
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelGetLayerName(InflModel m, PetscInt l, char name[], size_t len)
+{
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelGetLayerName");
+  PetscCheck(l >= 0 && l < m->L, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "layer %d is outside [0, %d)", (int)l, (int)m->L);
+  if (m->ops->layer_name) PetscCall((*m->ops->layer_name)(m, l, name, len));
+  else PetscCall(PetscSNPrintf(name, len, "layers.%d", (int)l));
+  PetscFunctionReturn(0);
 }

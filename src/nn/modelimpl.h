@@ -38,6 +38,10 @@ struct _InflModelOps {
   /* The ranges of the parameter slab holding matrices (InflModelGetMatrixRanges): *n ranges in a PetscMalloc'ed
    * array, ascending and disjoint; NULL where the type does not say (decay of matrices only is then an error). */
   PetscErrorCode (*matrix_ranges)(InflModel, PetscInt *n, InflParamRange **ranges);
+  /* The layers exposed to capture (InflModelSetLayerSelection); NULL: only "all". */
+  PetscErrorCode (*select_layers)(InflModel, const char sel[]);
+  /* Name of exposed layer l (InflModelGetLayerName); NULL: "layers.l". */
+  PetscErrorCode (*layer_name)(InflModel, PetscInt l, char name[], size_t len);
 };
 
 struct _p_InflModel {
@@ -55,6 +59,7 @@ struct _p_InflModel {
   float        *params, *grads; /* (nparams) slabs */
   int64_t       params_state;   /* increased whenever the parameters may have changed */
   char          hash[65];
+  char          layer_sel[8];   /* InflModelSetLayerSelection ("all" by default) */
   PetscBool     hash_stale;
   struct _InflModelOps ops[1];
   void         *data;           /* the type's own state */

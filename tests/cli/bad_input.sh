@@ -206,8 +206,9 @@ lm_text_for_mlp    | data text:.*fortunes.txt holds token sequences but the mode
 lm_config_larger   | config.json \(n_embd 32, n_layer 5000, vocab_size 96, n_positions 16\) describes a GPT-2 of [0-9]+ parameters, but .*model.safetensors holds only [0-9]+ values | eval -model $W/gpt2_big_config -data tokens:$W/badtok.h5
 lm_forward_overflow | the GPT-2 forward pass overflows: logit [0-9]+ \(token id\) at position [0-9]+ of sequence [0-9]+ .* is -?[a-z]+[.]? in single precision | eval -model $W/gpt2_huge -data tokens:$W/longdoc.h5
 lm_no_tokenizer    | vocab_size 96 but the directory .*gpt2_tiny holds no tokenizer files | eval $G -data text:$W/fortunes.txt
-lm_fit_sequences   | infl fit: train data tokens:.*longdoc.h5 holds token sequences; in this version infl fit takes rows | fit $G -train tokens:$W/longdoc.h5 -out $W/out/f.h5
-lm_score_sequences | infl score: train data tokens:.*longdoc.h5 holds token sequences | score $G $F -train tokens:$W/longdoc.h5 -query tokens:$W/longdoc.h5 -out $W/out/s.h5
+lm_layers_for_mlp  | layer selection "mlp" is not available for model type mlp.*-ekfac_layers all | fit $M $TR -ekfac_layers mlp -out $W/out/f.h5
+lm_factors_of_mlp  | factors.h5 was fitted for model sha256 .* but the model given has sha256 | score $G $F -train tokens:$W/longdoc.h5 -query tokens:$W/longdoc.h5 -query_indices 0:2 -out $W/out/s.h5
+lm_window_fit      | sequence 0 has 20 tokens, more than the model's n_positions = 16 | fit $G -train tokens:$W/longdoc.h5 -train_seq_len 20 -out $W/out/f.h5
 lm_train_sequences | infl train: train data tokens:.*longdoc.h5 holds token sequences | train -train tokens:$W/longdoc.h5 -model_dims 784,10 -out $W/out/m.safetensors
 # --- options
 query_out_of_range | query index 10 is outside the query set, which has 10 examples | score $M $F $TR $Q -query_indices 5:12 -out $W/out/s.h5

@@ -14,6 +14,10 @@
  *          bound; /scores is stored in float32)
  *   self   TOL * sqrt(kappa) * |ref|            self-influence; kappa = max over layers of (max Lambda + damping) /
  *                                               (min Lambda + damping), from FACTORS.h5
+ *   pertoken  DATASET is /per_token of OTHER (REF is not read): the layout of docs/FORMATS.md (rows of each query in
+ *          order, its top-k entries then its bottom-k, train_index and rank_kind matching /topk and /bottomk) and
+ *          every row's values summing to the pair's score in /topk/scores or /bottomk/scores within
+ *          TOL * qn[q] * tn[m] (the per-token terms are computed in double, the scores in the working precision)
  * Exit 0 when every entry is within the bound, 1 when not, 2 on a usage or file error. */
 #include <hdf5.h>
 #include <math.h>
@@ -80,6 +84,44 @@ int main(int argc, char **argv)
 
   if (argc < 6) { fprintf(stderr, "usage: h5cmp trace|max|sum|scores|self TOL REF.h5 OTHER.h5 DATASET [FACTORS.h5]\n"); return 2; }
   mode = argv[1]; tol = atof(argv[2]); ref = argv[3]; oth = argv[4]; ds = argv[5];
+  if (!strcmp(mode, "pertoken")) {
+    char    name[96];
+    int     nd;
+    hsize_t dd[8];
+    size_t  R, M, R1, c, Q, N, K, row = 0;
+    double *val, *off, *qry, *tix, *kind, *qn, *tn, *lists[2][2];
+    snprintf(name, sizeof(name), "%s/values", ds);
+    val = read_all(oth, name, &nd, dd, &M);
+    snprintf(name, sizeof(name), "%s/offsets", ds);
+    off = read_all(oth, name, &nd, dd, &R1);
+    snprintf(name, sizeof(name), "%s/query", ds);
+    qry = read_all(oth, name, &nd, dd, &R);
+    snprintf(name, sizeof(name), "%s/train_index", ds);
+    tix = read_all(oth, name, &nd, dd, &c);
+    snprintf(name, sizeof(name), "%s/rank_kind", ds);
+    kind = read_all(oth, name, &nd, dd, &c);
+    qn = read_all(oth, "/query_norms", &nd, dd, &Q);
+    tn = read_all(oth, "/train_norms", &nd, dd, &N);
+    lists[0][0] = read_all(oth, "/topk/train_indices", &nd, dd, &c);
+    K           = dd[1];
+    lists[0][1] = read_all(oth, "/topk/scores", &nd, dd, &c);
+    lists[1][0] = read_all(oth, "/bottomk/train_indices", &nd, dd, &c);
+    lists[1][1] = read_all(oth, "/bottomk/scores", &nd, dd, &c);
+    if (R1 != R + 1 || off[0] != 0 || (size_t)off[R] != M) { fprintf(stderr, "h5cmp: %s: offsets (%zu) do not bound %zu rows of %zu values\n", oth, R1, R, M); return 1; }
+    for (size_t q = 0; q < Q; q++)
+      for (int w = 0; w < 2; w++)
+        for (size_t k = 0; k < K && lists[w][0][q * K + k] >= 0; k++, row++) {
+          double m = lists[w][0][q * K + k], sum = 0, bound, r;
+          if (row >= R || qry[row] != (double)q || tix[row] != m || kind[row] != (w ? -1 : 1)) { fprintf(stderr, "h5cmp: %s row %zu is (query %g, train %g, kind %g), expected (%zu, %g, %d)\n", oth, row, row < R ? qry[row] : -1, row < R ? tix[row] : -1, row < R ? kind[row] : 0, q, m, w ? -1 : 1); return 1; }
+          for (size_t t = (size_t)off[row]; t < (size_t)off[row + 1]; t++) sum += val[t];
+          bound = tol * qn[q] * tn[(size_t)m];
+          r     = fabs(sum - lists[w][1][q * K + k]) / bound;
+          if (!(r <= worst)) { worst = r; at = row; }
+        }
+    if (row != R) { fprintf(stderr, "h5cmp: %s has %zu rows, the lists %zu\n", oth, R, row); return 1; }
+    printf("h5cmp pertoken %s: %zu rows, %zu values; largest |sum of a row - its score| uses %.3g of the bound (row %zu)\n", ds, R, M, worst, at);
+    return worst <= 1 ? 0 : 1;
+  }
   if (!strcmp(mode, "topk")) {
     char    name[64];
     int     n1, n2, n3, n4, n5;

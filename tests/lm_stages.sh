@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# The stages on a language model and text data (the byte-level GPT-2 fixture tests/ref/gpt2_bytes and the corpus
+# tests/ref/gpt2_bytes_text.txt, 44 windows of up to 16 tokens):
+#   - fit, score and self at 1 rank against 3 and 4 ranks with small chunks, compared by tests/tools/h5cmp within the
+#     bound of docs/FORMATS.md ("Agreement across rank counts and chunkings"), true and empirical Fisher;
+#   - per-token scores (-score_per_token): the /per_token layout and every row summing to its pair's score;
+#   - -ekfac_layers mlp: 4 layers recorded in factors.h5; score and self with another -ekfac_layers are refused;
+#   - -score_tfidf_topk: the same candidates and lists at 1 and 3 ranks, only candidates in the lists;
+#   - -query_prompts: scored, /query_loss finite;
+#   - fit, score and self killed at random points (SIGTERM and SIGKILL) and rerun at varying rank counts until they
+#     finish: the same results as uninterrupted runs.
+set -u
+EXE=${INFL_EXE:?}; MPIEXEC=${INFL_MPIEXEC:-mpiexec}; SRC=${INFL_SOURCE_DIR:?}; H5CMP=${INFL_H5CMP:?}
+# tau = 2 d u + 2 N 2^-53: d = 65 (mlp.c_proj's input 4 x 16 plus the bias), N = 44 sequences
+TAU=$(awk 'BEGIN { printf "%.6e", 2 * 65 * 2^-24 + 2 * 44 * 2^-53 }')
+TAU2=$(awk -v t="$TAU" 'BEGIN { printf "%.6e", 2 * t }')
+TAUD=$(awk 'BEGIN { printf "%.6e", 2 * 65 * 2^-53 + 2 * 44 * 2^-53 }')
+dir=$(mktemp -d "$PWD/lmstages.XXXXXX")
+trap 'rm -rf "$dir"' EXIT
+cd "$dir"
+MODEL=$SRC/tests/ref/gpt2_bytes
+TEXT=text:$SRC/tests/ref/gpt2_bytes_text.txt
+common="-model $MODEL -train $TEXT"
+pass=0; fail=0
+check() { if "$@"; then pass=$((pass + 1)); else echo "FAILED: $*"; fail=$((fail + 1)); fi; }
+run() { # run NP ARGS...: one attempt; prints the exit status
+  local np=$1; shift
+  $MPIEXEC --oversubscribe -n "$np" "$EXE" "$@" > last.log 2>&1
+  local st=$?
+  [ $st = 0 ] || grep -m3 -i error last.log >&2
+  echo $st
+}
+factors_ok() { # REF OTHER TOL: the factors agree within the bound
+  local ds
+  for l in 0 1 2 3 4 5 6 7; do
+    for ds in A S; do $H5CMP trace "$3" "$1" "$2" /layers/$l/$ds > /dev/null || { $H5CMP trace "$3" "$1" "$2" /layers/$l/$ds; return 1; }; done
+    for ds in eigenvalues_A eigenvalues_S; do $H5CMP max "$3" "$1" "$2" /layers/$l/$ds > /dev/null || return 1; done
+    $H5CMP sum "$3" "$1" "$2" /layers/$l/Lambda > /dev/null || return 1
+  done
+  $H5CMP sum "$3" "$1" "$2" /layers/7/Lambda
+}
+
+# --- rank and chunk invariance of fit (true and empirical Fisher)
+check [ "$(run 1 fit $common -out f1.h5)" = 0 ]
+check [ "$(run 3 fit $common -ekfac_chunk 3 -out f3.h5)" = 0 ]
+check factors_ok f1.h5 f3.h5 "$TAU2"
+check [ "$(run 2 fit $common -ekfac_fisher empirical -out e2.h5)" = 0 ]
+check [ "$(run 4 fit $common -ekfac_fisher empirical -ekfac_chunk 5 -out e4.h5)" = 0 ]
+check factors_ok e2.h5 e4.h5 "$TAU2"
+# A and S average over every token of the windows: a document of L bytes gives ceil((L-1)/15) windows of up to 16
+# tokens sharing one token (docs/FORMATS.md), L + windows - 1 tokens
+read nwin ntok < <(awk 'BEGIN { RS = "%\n" } { L = length($0); if (L > 0) { n = L <= 16 ? 1 : int((L + 13) / 15); t += L + n - 1; w += n } } END { print w, t }' "$SRC/tests/ref/gpt2_bytes_text.txt")
+check [ "$nwin" = 44 ]
+check [ "$(h5dump -a /rows f1.h5 | grep -c "(0): $ntok\$")" = 1 ]
+check [ "$(h5dump -a /examples f1.h5 | grep -c "(0): $nwin\$")" = 1 ]
+
+# --- score: rank and chunk invariance, per-token terms (single and double precision)
+sc="-factors f1.h5 -query $TEXT -query_indices 0:44:4 -score_save_all -score_per_token -score_topk 4"
+check [ "$(run 1 score $common $sc -out s1.h5)" = 0 ]
+check [ "$(run 3 score $common $sc -score_chunk 4 -out s3.h5)" = 0 ]
+check $H5CMP scores $TAU s1.h5 s3.h5 /scores
+check $H5CMP topk $TAU s1.h5 s3.h5 /topk
+check $H5CMP topk $TAU s1.h5 s3.h5 /bottomk
+check $H5CMP pertoken $TAU s1.h5 s1.h5 /per_token
+check $H5CMP pertoken $TAU s3.h5 s3.h5 /per_token
+check [ "$(run 2 score $common $sc -model_precision double -out d2.h5)" = 0 ]
+check $H5CMP pertoken $TAUD d2.h5 d2.h5 /per_token
+# with -score_rank r and -score_per_layer the per-token terms still sum to the (truncated) scores
+check [ "$(run 2 score $common $sc -score_per_layer -score_rank 4 -out r2.h5)" = 0 ]
+check $H5CMP pertoken $TAU r2.h5 r2.h5 /per_token
+
+# --- self-influence
+check [ "$(run 1 self $common -factors f1.h5 -out self1.h5)" = 0 ]
+check [ "$(run 4 self $common -factors f1.h5 -self_chunk 5 -out self4.h5)" = 0 ]
+check $H5CMP self $TAU2 self1.h5 self4.h5 /self_influence f1.h5
+
+# --- layer selection
+check [ "$(run 2 fit $common -ekfac_layers mlp -out fm.h5)" = 0 ]
+check [ "$(h5dump -a /layers fm.h5 | grep -c '(0): 4$')" = 1 ]
+check grep -q '"mlp"' <(h5dump -a /layer_selection fm.h5)
+check grep -q 'h.1.mlp.c_proj' <(h5dump -a /layers/3/name fm.h5)
+check [ "$(run 2 score $common -factors fm.h5 -query $TEXT -query_indices 0:3 -ekfac_layers attn -out x.h5)" = 1 ]
+check grep -q -- "-ekfac_layers attn does not match .*fm.h5, whose factors were fitted with -ekfac_layers mlp" last.log
+check [ "$(run 1 self $common -factors f1.h5 -ekfac_layers mlp -out x.h5)" = 1 ]
+check grep -q -- "-ekfac_layers mlp does not match .*f1.h5, whose factors were fitted with -ekfac_layers all" last.log
+check [ "$(run 2 score $common -factors fm.h5 -query $TEXT -query_indices 0:3 -score_per_layer -out sm.h5)" = 0 ]
+check grep -q "( 4, 3, 10 )" <(h5dump -H -d /topk/per_layer sm.h5)
+
+# --- TF-IDF candidates: the same at 1 and 3 ranks; the lists hold only candidates
+tf="-factors f1.h5 -query $TEXT -query_indices 0:44:5 -score_tfidf_topk 6 -score_topk 3"
+check [ "$(run 1 score $common $tf -out t1.h5)" = 0 ]
+check [ "$(run 3 score $common $tf -score_chunk 2 -out t3.h5)" = 0 ]
+check h5diff -q t1.h5 t3.h5 /tfidf/candidates
+check h5diff -q t1.h5 t3.h5 /topk/train_indices
+check $H5CMP max $TAU t1.h5 t3.h5 /topk/scores
+check [ "$(run 1 score $common $tf -score_save_all -out x.h5)" = 1 ]
+
+# --- prompt/completion queries
+printf 'The cat\n>>>\n sat on\n%%\nA stitch\n>>>\n in\n%%\n' > prompts.txt
+check [ "$(run 2 score $common -factors f1.h5 -query_prompts prompts.txt -score_per_token -out p2.h5)" = 0 ]
+check grep -q "( 2 )" <(h5dump -H -d /query_loss p2.h5)
+
+# --- resumption after kills at random points
+interrupted() {
+  local out=$1; shift
+  local tries=0 st resumed=0
+  RANDOM=1313
+  while [ ! -f "$out" ] && [ $tries -lt 40 ]; do
+    tries=$((tries + 1))
+    local np=$(( (tries % 3) + 1 )) sig=TERM
+    [ $((tries % 4)) -eq 3 ] && sig=KILL
+    $MPIEXEC --oversubscribe -n "$np" "$EXE" "$@" -out "$out" -checkpoint_interval 0 -progress_interval 1000 > attempt.log 2>&1 &
+    local pid=$!
+    sleep "$(( RANDOM % 2 )).$(( RANDOM % 9 + 1 ))"
+    pkill -$sig -f -- "-out $out" 2>/dev/null
+    wait $pid; st=$?
+    grep -q "resuming" attempt.log && resumed=$((resumed + 1))
+  done
+  echo "$out: finished after $tries attempts, $resumed of them resumed a checkpoint"
+  [ -f "$out" ] && [ $resumed -gt 0 ]
+}
+check interrupted "$dir/fk.h5" fit $common -ekfac_chunk 1
+check factors_ok f1.h5 fk.h5 "$TAU2"
+check [ ! -e fk.h5.partial ]
+check interrupted "$dir/sk.h5" score $common $sc -score_chunk 1
+check $H5CMP scores $TAU s1.h5 sk.h5 /scores
+check $H5CMP topk $TAU s1.h5 sk.h5 /topk
+check $H5CMP pertoken $TAU sk.h5 sk.h5 /per_token
+check interrupted "$dir/selfk.h5" self $common -factors f1.h5 -self_chunk 1
+check $H5CMP self $TAU2 self1.h5 selfk.h5 /self_influence f1.h5
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
