@@ -87,6 +87,32 @@ PetscErrorCode DriverLoadPrompts(MPI_Comm comm, const char path[], const char mo
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode DriverModelTokenizer(MPI_Comm comm, const char model_path[], InflModel model, InflTokenizer *tok)
+{
+  char      dir[PETSC_MAX_PATH_LEN] = "";
+  PetscBool seqmodel, set;
+  PetscInt  V, P;
+
+  PetscFunctionBegin;
+  *tok = NULL;
+  PetscCall(InflModelIsSequential(model, &seqmodel));
+  if (!seqmodel) PetscFunctionReturn(0);
+  PetscCall(InflModelGetSequenceSizes(model, &V, &P));
+  PetscCall(PetscOptionsGetString(NULL, NULL, "-tokenizer", dir, sizeof(dir), &set));
+  if (!set || !dir[0]) { /* beside the model: its directory, or the directory of its file */
+    struct stat sb;
+    PetscCall(PetscStrncpy(dir, model_path, sizeof(dir)));
+    if (stat(model_path, &sb) || !S_ISDIR(sb.st_mode)) {
+      char *slash = strrchr(dir, '/');
+      if (slash) *slash = 0;
+      else PetscCall(PetscStrncpy(dir, ".", sizeof(dir)));
+    }
+  }
+  PetscCall(InflTokenizerCreate(comm, tok));
+  PetscCall(InflTokenizerSetUpForModel(*tok, dir, V));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode DriverLoadModel(MPI_Comm comm, const char path[], InflModel *model)
 {
   PetscFunctionBegin;

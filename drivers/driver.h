@@ -3,6 +3,7 @@
 #define INFL_DRIVER_H
 
 #include <infl/score.h>
+#include <infl/tokenizer.h>
 
 /* The subcommands: each parses its options, creates objects, runs, destroys.  `help` is true under -help: the
  * subcommand then registers (and so lists) its options and returns without doing work. */
@@ -25,6 +26,10 @@ PetscErrorCode DriverOpenData(MPI_Comm comm, const char prefix[], PetscBool requ
 /* Collective.  data (may be NULL) must hold rows of features: token data is refused naming the stage and the data. */
 PetscErrorCode DriverRequireRows(MPI_Comm comm, const char stage[], InflData data);
 PetscErrorCode DriverLoadModel(MPI_Comm comm, const char path[], InflModel *model);
+/* Collective.  The tokenizer of a language model loaded from model_path (-tokenizer DIR, else the files beside the
+ * model, else byte-level for 256 tokens: InflTokenizerSetUpForModel); NULL for a model of rows.  Destroy it with
+ * InflTokenizerDestroy. */
+PetscErrorCode DriverModelTokenizer(MPI_Comm comm, const char model_path[], InflModel model, InflTokenizer *tok);
 /* Prompt/completion queries read from -query_prompts FILE (InflPromptsLoad). */
 typedef struct {
   PetscInt Q;

@@ -255,7 +255,7 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   {
     char rpath[PETSC_MAX_PATH_LEN];
     PetscCall(PetscSNPrintf(rpath, sizeof(rpath), "%s/report.html", outdir));
-    PetscCall(InflReportFromFiles(comm, spath, train, query, selfpath, rpath, PETSC_TRUE));
+    PetscCall(InflReportFromFiles(comm, spath, train, query, NULL, selfpath, rpath, PETSC_TRUE));
     PetscCall(PetscPrintf(comm, "report: %s\n", rpath));
   }
   PetscCall(PetscFree(qidx));

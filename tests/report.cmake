@@ -8,3 +8,5 @@ infl_script_test(test_report_html test_report.sh)
 set_tests_properties(test_report_np1 test_report_np2 PROPERTIES FIXTURES_SETUP report_pages)
 set_tests_properties(test_report_html PROPERTIES FIXTURES_REQUIRED report_pages)
 infl_script_test(test_report_browser report/browser_check.sh)
+# The report of a language model's scores (byte-level GPT-2 fixture): text, per-token colours, prompt/completion.
+infl_script_test(test_report_text report/text_report.sh)

@@ -301,7 +301,7 @@ int main(int argc, char **argv)
   PetscCall(PetscOptionsSetValue(NULL, "-class_names", "T-shirt/top,Trouser,<Pullover>,Dress & co,Coat,Sandal,Shirt,Sneaker,Bag,Ankle \"boot\""));
   PetscCall(PetscOptionsSetValue(NULL, "-report_queries", "4"));
   PetscCall(PetscOptionsSetValue(NULL, "-report_self", "10"));
-  PetscCall(InflReportFromFiles(comm, scores, train, query, selfp, html, PETSC_TRUE));
+  PetscCall(InflReportFromFiles(comm, scores, train, query, NULL, selfp, html, PETSC_TRUE));
   {
     PetscMPIInt rank;
     PetscCallMPI(MPI_Comm_rank(comm, &rank));
@@ -309,17 +309,17 @@ int main(int argc, char **argv)
   }
 
   /* bad inputs: every rank fails with the same clear message */
-  EXPECT_FAIL(comm, InflReportFromFiles(comm, "no_such_scores.h5", train, query, NULL, "unused.html", PETSC_TRUE), "no such file", "missing scores file");
-  EXPECT_FAIL(comm, InflReportFromFiles(comm, selfp, train, query, NULL, "unused.html", PETSC_TRUE), "is not an infl scores file", "self-influence file given as scores");
-  EXPECT_FAIL(comm, InflReportFromFiles(comm, scores, train, query, NULL, html, PETSC_FALSE), "exists; pass -overwrite", "existing output");
-  EXPECT_FAIL(comm, InflReportFromFiles(comm, scores, train, train, NULL, "unused.html", PETSC_TRUE), "in the -query data", "query data that was not scored");
+  EXPECT_FAIL(comm, InflReportFromFiles(comm, "no_such_scores.h5", train, query, NULL, NULL, "unused.html", PETSC_TRUE), "no such file", "missing scores file");
+  EXPECT_FAIL(comm, InflReportFromFiles(comm, selfp, train, query, NULL, NULL, "unused.html", PETSC_TRUE), "is not an infl scores file", "self-influence file given as scores");
+  EXPECT_FAIL(comm, InflReportFromFiles(comm, scores, train, query, NULL, NULL, html, PETSC_FALSE), "exists; pass -overwrite", "existing output");
+  EXPECT_FAIL(comm, InflReportFromFiles(comm, scores, train, train, NULL, NULL, "unused.html", PETSC_TRUE), "in the -query data", "query data that was not scored");
   PetscCall(InflDataOpen(comm, FMNIST, 200, &train200));
   PetscCall(InflDataGetHash(train, &th));
   PetscCall(InflDataGetHash(train200, &other_hash));
   PetscCall(PetscSNPrintf(msg, sizeof(msg), "train_sha256 is %s", th));
-  EXPECT_FAIL(comm, InflReportFromFiles(comm, scores, train200, query, NULL, "unused.html", PETSC_TRUE), msg, "other training data: the file's hash");
+  EXPECT_FAIL(comm, InflReportFromFiles(comm, scores, train200, query, NULL, NULL, "unused.html", PETSC_TRUE), msg, "other training data: the file's hash");
   PetscCall(PetscSNPrintf(msg, sizeof(msg), "has sha256 %s", other_hash));
-  EXPECT_FAIL(comm, InflReportFromFiles(comm, scores, train200, query, NULL, "unused.html", PETSC_TRUE), msg, "other training data: the data's hash");
+  EXPECT_FAIL(comm, InflReportFromFiles(comm, scores, train200, query, NULL, NULL, "unused.html", PETSC_TRUE), msg, "other training data: the data's hash");
   EXPECT(!InflFileExists("unused.html"), "a failed report left unused.html behind");
 
   PetscCall(page_parts(comm, parts));

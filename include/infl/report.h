@@ -13,6 +13,18 @@
  * top-k and bottom-k scores), and per-layer contributions when the file has /topk/per_layer.  Then the training
  * examples of highest self-influence (likely mislabeled or atypical), and the files' provenance.
  *
+ * Token sequences (a language model's scores: the training data is text: or tokens:, set up by the model's data
+ * check): each shown query is printed as text -- a prompt/completion query (-query_prompts) as its prompt and its
+ * completion, whose tokens alone enter the query loss (/query_sequences/loss_start) -- then its top-k proponent and
+ * bottom-k opponent training sequences with their scores.  With per-token terms in the file (infl score
+ * -score_per_token: /per_token) every token's background is coloured by its term sum_l Ds_t^T P_l a_t on a diverging
+ * scale (red: the token's term raises the score, blue: it lowers it; intensity relative to the row's largest |term|,
+ * which the legend gives); the terms of a sequence sum to its score.  Tokens are decoded with the model's tokenizer
+ * (InflReportSetTokenizer); a byte-level token that is part of a multi-byte UTF-8 character is shown merged with
+ * the tokens that complete it (their terms summed), and bytes that never form valid UTF-8 as \xNN.  Without
+ * /per_token the training sequences are read from the -train data and shown uncoloured.  Then the per-layer bars
+ * (-score_per_layer), and the training sequences of highest and lowest self-influence.
+ *
  * Examples become images when d is a perfect square up to 256 x 256 (d = 784: 28 x 28 Fashion-MNIST / MNIST):
  * grayscale, pixel = round(255 x) for features in [0, 1] (min-max scaled otherwise), enlarged by nearest-neighbour
  * scaling (-report_scale, 3).  Other d are drawn as a strip of d cells (at most 1024) of height 8 before scaling.
@@ -25,6 +37,7 @@
 #define INFL_REPORT_H
 
 #include <infl/io.h>
+#include <infl/tokenizer.h>
 
 /* ---------------------------------------------------------------- PNG */
 /* Encode a grayscale image (h, w) of bytes, enlarged `scale` times by nearest neighbour, as PNG in memory.
@@ -79,9 +92,14 @@ PetscErrorCode InflReportCreate(MPI_Comm comm, InflReport *r);
 PetscErrorCode InflReportSetFromOptions(InflReport r);
 /* Class names (n entries, NULL entries allowed); copied.  Default: from -class_names. */
 PetscErrorCode InflReportSetClassNames(InflReport r, PetscInt n, const char *const names[]);
+/* Not collective.  The tokenizer that turns token ids into text, needed when the training data holds token
+ * sequences (the model's: infl/tokenizer.h InflTokenizerSetUpForModel); not owned by the report. */
+PetscErrorCode InflReportSetTokenizer(InflReport r, InflTokenizer tok);
 /* Collective.  Read the scores file and check it: structure (/query_indices, /query_labels, /topk, /bottomk with
  * consistent shapes), train_sha256 equal to train's hash (the error names both), train_examples equal to train's N,
- * query indices inside `query` and their labels equal to query's.  Errors on every rank, naming the file. */
+ * query indices inside `query` and their labels equal to query's.  Errors on every rank, naming the file.
+ * Token sequences: `query` may be NULL when the file holds the queries' tokens (/query_sequences: always written by
+ * infl score for language models); the tokenizer must be set; query labels are not checked (there are none). */
 PetscErrorCode InflReportLoadScores(InflReport r, const char path[], InflData train, InflData query);
 /* Collective, optional.  Read a self-influence file of the same train data (hash and N checked). */
 PetscErrorCode InflReportLoadSelfInfluence(InflReport r, const char path[]);
@@ -90,7 +108,8 @@ PetscErrorCode InflReportLoadSelfInfluence(InflReport r, const char path[]);
 PetscErrorCode InflReportWrite(InflReport r, const char path[], PetscBool overwrite);
 PetscErrorCode InflReportDestroy(InflReport *r);
 
-/* Collective.  The whole report in one call: create, options, load scores (and self_path if non-empty), write. */
-PetscErrorCode InflReportFromFiles(MPI_Comm comm, const char scores[], InflData train, InflData query, const char self_path[], const char out[], PetscBool overwrite);
+/* Collective.  The whole report in one call: create, options, tokenizer (NULL for rows of features), load scores
+ * (and self_path if non-empty), write. */
+PetscErrorCode InflReportFromFiles(MPI_Comm comm, const char scores[], InflData train, InflData query, InflTokenizer tok, const char self_path[], const char out[], PetscBool overwrite);
 
 #endif

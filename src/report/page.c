@@ -286,7 +286,7 @@ static const char css[] =
   ".chart{margin:4px 0}.chart svg{display:block;background:#fff}"
   "table{border-collapse:collapse;font-size:12.5px}td,th{border-bottom:1px solid #e6eaef;padding:3px 10px 3px 0;text-align:left;vertical-align:top}"
   "td.v{font-family:ui-monospace,Menlo,Consolas,monospace;word-break:break-all;white-space:pre-wrap}"
-  ".tokens{line-height:1.9;font-family:ui-monospace,Menlo,Consolas,monospace}.tokens span{padding:1px 2px;border-radius:3px}"
+  ".tokens{line-height:1.9;font-family:ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap}.tokens span{padding:1px 0;border-radius:2px}"
   "footer{max-width:1180px;margin:0 auto 30px;padding:0 20px;color:#4a5568}footer section{background:#f8f9fb}";
 
 PetscErrorCode InflPageCreate(const char title[], const char subtitle[], InflPage *page)

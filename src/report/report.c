@@ -1,46 +1,10 @@
 /* The HTML report of an influence study: scores (and self-influence) files checked against the data, rendered on
  * rank 0 with the page builder of page.c. */
-#include <infl/report.h>
+#include "reportimpl.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#define NPROV 10
-
-typedef struct {
-  char  path[PETSC_MAX_PATH_LEN];
-  char *keys[NPROV], *values[NPROV];
-  int   n;
-} Prov;
-
-struct _p_InflReport {
-  MPI_Comm  comm;
-  PetscInt  nshow, kshow, nself, scale, bins;
-  char      title[256];
-  PetscInt  ncls;
-  char    **names;          /* (ncls) class names, entries may be NULL */
-  InflData  train, query;
-  /* the scores file */
-  PetscBool loaded;
-  int64_t   Q, K, N, d;
-  int64_t  *qindex, *qlabel; /* (Q) */
-  int64_t  *qpred;           /* (Q) the model's predicted classes, when the scores file has them */
-  double   *qprob;           /* (Q) their probabilities */
-  int64_t  *top_idx, *bot_idx; /* (Q, K) */
-  double   *top_s, *bot_s;     /* (Q, K) */
-  PetscInt  L;                 /* layers of /topk/per_layer, 0 if absent */
-  double   *top_layer, *bot_layer; /* (L, Q, K) */
-  PetscBool full;              /* the file has /scores (Q, N) */
-  PetscBool query_checked;     /* the file's query_sha256 matched the -query data (absent: not checkable) */
-  double   *rows;              /* rank 0: (min(Q, nshow), N) rows of /scores */
-  char      model_hash[128];
-  Prov      prov_scores;
-  /* the self-influence file */
-  PetscBool has_self;
-  double   *self;              /* rank 0: (N) */
-  Prov      prov_self;
-};
 
 PetscErrorCode InflReportCreate(MPI_Comm comm, InflReport *r)
 {
@@ -183,6 +147,7 @@ static PetscErrorCode free_scores(InflReport r)
   PetscCall(PetscFree2(r->top_layer, r->bot_layer));
   PetscCall(PetscFree(r->rows));
   PetscCall(prov_free(&r->prov_scores));
+  PetscCall(InflReportFreeText(r));
   r->loaded = PETSC_FALSE;
   r->L      = 0;
   r->full   = PETSC_FALSE;
@@ -222,8 +187,16 @@ PetscErrorCode InflReportLoadScores(InflReport r, const char path[], InflData tr
   PetscCall(free_scores(r));
   r->train = train;
   r->query = query;
+  {
+    InflDataContent kind;
+    PetscCall(InflDataGetContent(train, &kind));
+    r->text = kind == INFL_DATA_SEQUENCES ? PETSC_TRUE : PETSC_FALSE;
+  }
+  PetscCheck(query || r->text, r->comm, PETSC_ERR_ARG_NULL, "the report of rows of features needs the -query data the scores were computed on");
+  PetscCheck(!r->text || r->tok, r->comm, PETSC_ERR_ARG_WRONGSTATE, "the report of token sequences needs the model's tokenizer (InflReportSetTokenizer; infl report -model DIR)");
   PetscCall(InflDataGetSizes(train, &N, &r->d, NULL));
-  PetscCall(InflDataGetSizes(query, &Nq, NULL, NULL));
+  Nq = -1;
+  if (query) PetscCall(InflDataGetSizes(query, &Nq, NULL, NULL));
   r->N = N;
   PetscCall(InflH5Open(r->comm, path, PETSC_FALSE, &file));
   /* structure */
@@ -248,7 +221,8 @@ PetscErrorCode InflReportLoadScores(InflReport r, const char path[], InflData tr
   { /* the queries: absent in files of infl ihvp and older versions (a note in the report then) */
     char qh[128];
     PetscCall(attr_text(file, "query_sha256", qh, sizeof(qh)));
-    PetscCall(InflDataGetHash(query, &dh));
+    dh = qh;
+    if (query) PetscCall(InflDataGetHash(query, &dh));
     InflCheckAll(r->comm, !qh[0] || !strcmp(qh, dh), PETSC_ERR_ARG_INCOMP, "%s was computed on other query data: its query_sha256 is %s, but the -query data (with its -query_limit) has sha256 %s; pass the query data and limit the scores were computed with", path, qh, dh);
     r->query_checked = qh[0] ? PETSC_TRUE : PETSC_FALSE;
     if (!qh[0]) PetscCall(PetscPrintf(r->comm, "note: %s records no query_sha256, so the -query data cannot be checked against the scored queries (only their labels are); the report says so\n", path));
@@ -289,7 +263,7 @@ PetscErrorCode InflReportLoadScores(InflReport r, const char path[], InflData tr
   }
   {
     int64_t badq = -1;
-    for (int64_t q = 0; q < r->Q; q++)
+    for (int64_t q = 0; q < r->Q && query; q++)
       if (badq < 0 && (r->qindex[q] < 0 || r->qindex[q] >= Nq)) badq = q;
     InflCheckAll(r->comm, badq < 0, PETSC_ERR_ARG_INCOMP, "%s: dataset /query_indices at position %" PRId64 " holds query index %" PRId64 ", outside the -query data, which has %" PRId64 " examples; pass the query data the scores were computed with", path, badq, badq >= 0 ? r->qindex[badq] : 0, Nq);
   }
@@ -311,6 +285,13 @@ PetscErrorCode InflReportLoadScores(InflReport r, const char path[], InflData tr
   if (r->full && nrows > 0) { /* rank 0 reads the rows of the shown queries; the others join the collective read */
     if (rank == 0) PetscCall(PetscMalloc1(nrows * N, &r->rows));
     PetscCall(InflH5ReadRows(file, "/scores", H5T_NATIVE_DOUBLE, 0, rank == 0 ? nrows : 0, r->rows));
+  }
+  if (r->text) { /* the queries' tokens and the per-token terms; token sequences have no labels to check */
+    PetscErrorCode ierr = InflReportLoadText(r, file, path, query);
+    PetscCall(InflH5Close(&file));
+    PetscCall(ierr);
+    r->loaded = PETSC_TRUE;
+    PetscFunctionReturn(0);
   }
   PetscCall(InflH5Close(&file));
   /* the query labels of the shown queries must be those of the -query data (rank 0 reads them) */
@@ -399,16 +380,45 @@ static PetscErrorCode train_item(InflPage page, InflReport r, const float *x, in
   PetscFunctionReturn(0);
 }
 
-typedef struct {
-  double  v;
-  int64_t i;
-} Ranked;
-
-static int by_value_desc(const void *a, const void *b)
+int InflReportRankedDesc(const void *a, const void *b)
 {
   const Ranked *x = (const Ranked *)a, *y = (const Ranked *)b;
   if (x->v != y->v) return x->v > y->v ? -1 : 1;
   return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/* The per-layer bar chart of query q (means of the kept proponents' and opponents' layer terms), if the file has them. */
+PetscErrorCode InflReportRenderLayers(InflPage page, InflReport r, PetscInt q)
+{
+  PetscFunctionBegin;
+  if (r->L > 0) {
+    double      *vals;
+    char       **labels;
+    const char  *series[2] = {"proponents (mean of top-k)", "opponents (mean of bottom-k)"};
+    PetscCall(PetscMalloc1(2 * r->L, &vals));
+    PetscCall(PetscMalloc1(r->L, &labels));
+    for (PetscInt l = 0; l < r->L; l++) {
+      for (int s = 0; s < 2; s++) {
+        const double  *t   = s == 0 ? r->top_layer : r->bot_layer;
+        const int64_t *idx = s == 0 ? r->top_idx : r->bot_idx;
+        double         sum = 0;
+        int64_t        n   = 0;
+        for (int64_t k = 0; k < r->K; k++)
+          if (idx[q * r->K + k] >= 0) {
+            sum += t[((int64_t)l * r->Q + q) * r->K + k];
+            n++;
+          }
+        vals[s * r->L + l] = n ? sum / (double)n : NAN;
+      }
+      PetscCall(PetscMalloc1(32, &labels[l]));
+      PetscCall(PetscSNPrintf(labels[l], 32, "layer %d", (int)l));
+    }
+    PetscCall(InflPageBarChart(page, "Per-layer contributions to the scores", r->L, (const char *const *)labels, 2, series, vals));
+    for (PetscInt l = 0; l < r->L; l++) PetscCall(PetscFree(labels[l]));
+    PetscCall(PetscFree(labels));
+    PetscCall(PetscFree(vals));
+  }
+  PetscFunctionReturn(0);
 }
 
 static PetscErrorCode render_query(InflPage page, InflReport r, PetscInt q, PetscInt nq, PetscInt ks, const float *xq, const float *xt, const int64_t *yt, unsigned char *pix, int64_t *same, int64_t *total)
@@ -474,33 +484,7 @@ static PetscErrorCode render_query(InflPage page, InflReport r, PetscInt q, Pets
       PetscCall(PetscFree(v));
     }
   }
-  if (r->L > 0) {
-    double      *vals;
-    char       **labels;
-    const char  *series[2] = {"proponents (mean of top-k)", "opponents (mean of bottom-k)"};
-    PetscCall(PetscMalloc1(2 * r->L, &vals));
-    PetscCall(PetscMalloc1(r->L, &labels));
-    for (PetscInt l = 0; l < r->L; l++) {
-      for (int s = 0; s < 2; s++) {
-        const double  *t   = s == 0 ? r->top_layer : r->bot_layer;
-        const int64_t *idx = s == 0 ? r->top_idx : r->bot_idx;
-        double         sum = 0;
-        int64_t        n   = 0;
-        for (int64_t k = 0; k < r->K; k++)
-          if (idx[q * r->K + k] >= 0) {
-            sum += t[((int64_t)l * r->Q + q) * r->K + k];
-            n++;
-          }
-        vals[s * r->L + l] = n ? sum / (double)n : NAN;
-      }
-      PetscCall(PetscMalloc1(32, &labels[l]));
-      PetscCall(PetscSNPrintf(labels[l], 32, "layer %d", (int)l));
-    }
-    PetscCall(InflPageBarChart(page, "Per-layer contributions to the scores", r->L, (const char *const *)labels, 2, series, vals));
-    for (PetscInt l = 0; l < r->L; l++) PetscCall(PetscFree(labels[l]));
-    PetscCall(PetscFree(labels));
-    PetscCall(PetscFree(vals));
-  }
+  PetscCall(InflReportRenderLayers(page, r, q));
   PetscCall(InflPageRowEnd(page));
   PetscCall(InflPageSectionEnd(page));
   PetscFunctionReturn(0);
@@ -526,7 +510,7 @@ static PetscErrorCode render_self(InflPage page, InflReport r, unsigned char *pi
       nfin++;
     }
   }
-  qsort(rk, (size_t)r->N, sizeof(Ranked), by_value_desc);
+  qsort(rk, (size_t)r->N, sizeof(Ranked), InflReportRankedDesc);
   PetscCall(PetscMalloc3(PetscMax(n, 1), &idx, PetscMax(n, 1), &y, PetscMax(n, 1) * r->d, &x));
   for (int64_t i = 0; i < n; i++) idx[i] = rk[i].i;
   if (n > 0) PetscCall(InflDataGetExamples(r->train, (PetscInt)n, idx, x, y));
@@ -543,6 +527,35 @@ static PetscErrorCode render_self(InflPage page, InflReport r, unsigned char *pi
   PetscCall(PetscFree3(idx, y, x));
   PetscCall(PetscFree(rk));
   PetscCall(InflPageSectionEnd(page));
+  PetscFunctionReturn(0);
+}
+
+/* The provenance footers: the scores file, the self-influence file, this report. */
+static PetscErrorCode footer(InflPage page, InflReport r, const char out_name[], const char created[], PetscMPIInt size)
+{
+  PetscFunctionBegin;
+  /* provenance */
+  PetscCall(InflPageFooter(page, "Scores file", r->prov_scores.n, (const char *const *)r->prov_scores.keys, (const char *const *)r->prov_scores.values));
+  if (r->has_self) PetscCall(InflPageFooter(page, "Self-influence file", r->prov_self.n, (const char *const *)r->prov_self.keys, (const char *const *)r->prov_self.values));
+  {
+    char        ranks[32];
+    const char *th, *qh, *ts, *qs;
+    const char *keys[7] = {"report", "created", "ranks", "train data", "train sha256", "query data", "query sha256"}, *vals[7];
+    PetscCall(InflDataGetHash(r->train, &th));
+    qh = qs = "(the queries are stored in the scores file)";
+    if (r->query) PetscCall(InflDataGetHash(r->query, &qh));
+    PetscCall(InflDataGetSpec(r->train, &ts));
+    if (r->query) PetscCall(InflDataGetSpec(r->query, &qs));
+    PetscCall(PetscSNPrintf(ranks, sizeof(ranks), "%d", (int)size));
+    vals[0] = out_name;
+    vals[1] = created;
+    vals[2] = ranks;
+    vals[3] = ts;
+    vals[4] = th;
+    vals[5] = qs;
+    vals[6] = qh;
+    PetscCall(InflPageFooter(page, "This report (infl " INFL_VERSION_STRING ")", 7, keys, vals));
+  }
   PetscFunctionReturn(0);
 }
 
@@ -565,6 +578,13 @@ static PetscErrorCode render(InflReport r, const char path[], const char out_nam
   strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &utc);
   PetscCall(PetscSNPrintf(sub, sizeof(sub), "%s: %" PRId64 " queries against %" PRId64 " training examples, top-%" PRId64 "; generated %s", r->prov_scores.path, r->Q, r->N, r->K, created));
   PetscCall(InflPageCreate(r->title, sub, &page));
+  if (r->text) { /* token sequences: text.c renders the queries and the self-influence extremes */
+    PetscCall(InflReportRenderText(page, r, nq, ks));
+    PetscCall(footer(page, r, out_name, created, size));
+    PetscCall(InflPageWrite(page, path));
+    PetscCall(InflPageDestroy(&page));
+    PetscFunctionReturn(0);
+  }
   PetscCall(PetscMalloc1(InflImageMaxPixels, &pix));
 
   /* the examples shown: queries, then (proponents, opponents) of each shown query; index -1 read as 0, not shown */
@@ -604,27 +624,7 @@ static PetscErrorCode render(InflReport r, const char path[], const char out_nam
 
   if (r->has_self) PetscCall(render_self(page, r, pix));
 
-  /* provenance */
-  PetscCall(InflPageFooter(page, "Scores file", r->prov_scores.n, (const char *const *)r->prov_scores.keys, (const char *const *)r->prov_scores.values));
-  if (r->has_self) PetscCall(InflPageFooter(page, "Self-influence file", r->prov_self.n, (const char *const *)r->prov_self.keys, (const char *const *)r->prov_self.values));
-  {
-    char        ranks[32];
-    const char *th, *qh, *ts, *qs;
-    const char *keys[7] = {"report", "created", "ranks", "train data", "train sha256", "query data", "query sha256"}, *vals[7];
-    PetscCall(InflDataGetHash(r->train, &th));
-    PetscCall(InflDataGetHash(r->query, &qh));
-    PetscCall(InflDataGetSpec(r->train, &ts));
-    PetscCall(InflDataGetSpec(r->query, &qs));
-    PetscCall(PetscSNPrintf(ranks, sizeof(ranks), "%d", (int)size));
-    vals[0] = out_name;
-    vals[1] = created;
-    vals[2] = ranks;
-    vals[3] = ts;
-    vals[4] = th;
-    vals[5] = qs;
-    vals[6] = qh;
-    PetscCall(InflPageFooter(page, "This report (infl " INFL_VERSION_STRING ")", 7, keys, vals));
-  }
+  PetscCall(footer(page, r, out_name, created, size));
   PetscCall(InflPageWrite(page, path));
   PetscCall(PetscFree3(tidx, yt, xt));
   PetscCall(PetscFree2(yq, xq));
@@ -648,6 +648,13 @@ PetscErrorCode InflReportWrite(InflReport r, const char path[], PetscBool overwr
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode InflReportSetTokenizer(InflReport r, InflTokenizer tok)
+{
+  PetscFunctionBegin;
+  r->tok = tok;
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflReportDestroy(InflReport *r)
 {
   PetscFunctionBegin;
@@ -660,7 +667,7 @@ PetscErrorCode InflReportDestroy(InflReport *r)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflReportFromFiles(MPI_Comm comm, const char scores[], InflData train, InflData query, const char self_path[], const char out[], PetscBool overwrite)
+PetscErrorCode InflReportFromFiles(MPI_Comm comm, const char scores[], InflData train, InflData query, InflTokenizer tok, const char self_path[], const char out[], PetscBool overwrite)
 {
   InflReport r;
 
@@ -668,6 +675,7 @@ PetscErrorCode InflReportFromFiles(MPI_Comm comm, const char scores[], InflData 
   InflCheckAll(comm, overwrite || !InflFileExists(out), PETSC_ERR_FILE_OPEN, "output %s exists; pass -overwrite to replace it, or choose another -out", out);
   PetscCall(InflReportCreate(comm, &r));
   PetscCall(InflReportSetFromOptions(r));
+  PetscCall(InflReportSetTokenizer(r, tok));
   PetscCall(InflReportLoadScores(r, scores, train, query));
   if (self_path && self_path[0]) PetscCall(InflReportLoadSelfInfluence(r, self_path));
   PetscCall(InflReportWrite(r, out, overwrite));
