@@ -72,7 +72,9 @@ PetscErrorCode InflModelSetType(InflModel model, const char type[]);
 /* The type name ("" before SetType, SetUp or Load). */
 PetscErrorCode InflModelGetType(InflModel model, const char **type);
 /* Collective.  Reads the model's options:
- *   -model_precision single|double   precision of per-example work (forward, backward, capture, scoring) */
+ *   -model_precision single|double   precision of per-example work (forward, backward, capture, scoring)
+ * and, once the model has a type that has options of its own, the type's: gpt2 reads the configuration of a new model
+ * (-gpt2_n_layer, -gpt2_n_embd, ...: infl/gpt2.h, InflModelSetUpGPT2). */
 PetscErrorCode InflModelSetFromOptions(InflModel model);
 /* The one data-vs-model check (the type's check_data), collective: the data's content must be what the type
  * consumes (rows of features and class labels for the MLP: INFL_DATA_ROWS), the features per example must equal
@@ -183,6 +185,14 @@ PetscErrorCode InflModelSampleTargets(InflModel model, PetscInt B, const int64_t
 /* Not collective.  InflModelCaptureSequences with targets sampled as InflModelSampleTargets does, from the logits of
  * the same forward pass; targets (offsets[B]) out. */
 PetscErrorCode InflModelCaptureSequencesSampled(InflModel model, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int64_t index[], uint64_t seed, int32_t targets[], InflCapture *cap);
+/* Not collective.  Forward, loss and backward for training: the gradient of the batch's SUMMED loss (over every
+ * predicted row of every sequence) is ADDED to the gradient slab (zero it first with InflModelZeroGrad), in the
+ * model's precision (double mode accumulates the batch in double and adds it rounded to float).  seq_loss (B) the
+ * summed loss of each sequence and npredicted the rows with a target (non-negative, or the next token when targets
+ * is NULL); either may be NULL.  A caller that wants the mean over predicted tokens (as PyTorch's
+ * cross_entropy(reduction="mean") over a batch) divides by the count itself: InflModelTrain divides by the global
+ * count of the step's batch. */
+PetscErrorCode InflModelSequenceLossBackward(InflModel model, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], double seq_loss[], int64_t *npredicted);
 /* Not collective.  Per-sequence flat gradient g (B, n) in double of each sequence's summed loss, in the layout of the
  * parameter slab (n as InflModelGetParameters; for tests and exact reference solves).  Computed in double whatever
  * the model's precision; the gradient slab is left as it was. */

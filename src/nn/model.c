@@ -140,6 +140,7 @@ PetscErrorCode InflModelSetFromOptions(InflModel m)
   PetscCall(PetscOptionsEList("-model_precision", "precision of per-example work (forward, backward, capture, scoring)", "InflModelSetPrecision", precs, 2, precs[prec], &prec, NULL));
   PetscOptionsEnd();
   PetscCall(InflModelSetPrecision(m, (InflPrecision)prec));
+  if (m->ops->set_from_options) PetscCall((*m->ops->set_from_options)(m));
   PetscFunctionReturn(0);
 }
 
@@ -512,6 +513,15 @@ PetscErrorCode InflModelSampleTargets(InflModel m, PetscInt B, const int64_t off
   CHECK_TYPED(m, "InflModelSampleTargets");
   CHECK_SEQUENCES(m, "InflModelSampleTargets");
   CALL_OP(m, sample_targets, m, B, offsets, tokens, index, seed, targets);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelSequenceLossBackward(InflModel m, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], double seq_loss[], int64_t *npredicted)
+{
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelSequenceLossBackward");
+  CHECK_SEQUENCES(m, "InflModelSequenceLossBackward");
+  CALL_OP(m, sequence_loss_backward, m, B, offsets, tokens, targets, seq_loss, npredicted);
   PetscFunctionReturn(0);
 }
 
