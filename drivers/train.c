@@ -185,8 +185,8 @@ PetscErrorCode InflDriverEval(MPI_Comm comm, PetscBool help)
   if (help) PetscFunctionReturn(0);
   PetscCheck(batch > 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-eval_batch %d: give a positive number of sequences", (int)batch);
   PetscCall(DriverLoadModel(comm, path, &model));
+  PetscCall(InflModelCheckData(model, data)); /* sequence data: reads the corpus and cuts the model's windows (and the -tokens_* options) */
   PetscCall(DriverCheckUnusedOptions(comm));
-  PetscCall(InflModelCheckData(model, data)); /* sequence data: reads the corpus and cuts the model's windows */
   PetscCall(InflDataGetSizes(data, &N, &d, NULL));
   PetscCall(InflModelIsSequential(model, &seq));
   if (seq) {
