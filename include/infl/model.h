@@ -261,7 +261,16 @@ double InflTrainLearningRate(const InflTrainOptions *opt, int64_t t, int64_t T);
  * count, a resumed run may use another rank count.
  * Logs per epoch (rank 0): mean training loss, training accuracy, the test set's loss and accuracy when `test` is
  * not NULL, the learning rate of the epoch's last step, with clipping the mean and max pre-clip gradient norm of
- * the epoch's steps, and examples/s. */
+ * the epoch's steps, and examples/s.
+ * Sequence models (gpt2) on sequence data: the examples are the data's windows (InflModelCheckData sets them up for
+ * the model; `test` too), the batch counts windows, every rank runs InflModelSequenceLossBackward on the windows of
+ * the batch it holds, and the allreduced gradient sum is divided by P, the number of predicted tokens of the global
+ * batch (allreduced with the losses): the gradient of the mean next-token loss per predicted token, as PyTorch's
+ * cross_entropy(reduction="mean") over the batch's targets gives it (nanoGPT; Hugging Face's GPT2LMHeadModel with
+ * labels).  P = 0 (windows of one token) gives a zero gradient.  The same update (clipping, schedule, optimizer,
+ * decay of InflModelGetMatrixRanges) and checkpoint follow.  The epoch line gives the training loss per predicted
+ * token, the validation loss per token of `test` (nats and bits) and its perplexity (InflModelEvaluateSequences),
+ * and tokens/s (all tokens of the windows processed, over the epoch's wall time without the validation). */
 PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, const InflTrainOptions *opt);
 /* Collective.  Mean per-example loss and accuracy over the whole data set (each rank its shard). */
 PetscErrorCode InflModelEvaluate(InflModel model, InflData data, double *mean_loss, double *accuracy);
