@@ -61,7 +61,7 @@ PetscErrorCode InflTrainOptionsFromOptions(InflTrainOptions *opt)
   opt->optimizer = (InflOptimizer)iopt;
   PetscCall(InflTrainOptionsSetDefaults(opt));
   PetscCall(PetscOptionsInt("-train_epochs", "passes over the training set", "InflModelTrain", opt->epochs, &opt->epochs, NULL));
-  PetscCall(PetscOptionsInt("-train_batch", "global mini-batch size (split over ranks)", "InflModelTrain", opt->batch, &opt->batch, NULL));
+  PetscCall(PetscOptionsInt("-train_batch", "global mini-batch size: examples, or windows of token data (split over ranks)", "InflModelTrain", opt->batch, &opt->batch, NULL));
   PetscCall(PetscOptionsReal("-train_lr", "peak learning rate", "InflModelTrain", opt->lr, &opt->lr, NULL));
   PetscCall(PetscOptionsReal("-train_momentum", "SGD momentum", "InflModelTrain", opt->momentum, &opt->momentum, NULL));
   PetscCall(PetscOptionsReal("-train_beta1", "Adam / AdamW decay of the first moment", "InflModelTrain", opt->beta1, &opt->beta1, NULL));
