@@ -68,7 +68,7 @@ PetscErrorCode DriverRequireRows(MPI_Comm comm, const char stage[], InflData dat
   PetscCall(InflDataGetContent(data, &kind));
   PetscCall(InflDataGetName(data, &name));
   PetscCall(InflDataGetSpec(data, &spec));
-  PetscCheck(kind == INFL_DATA_ROWS, comm, PETSC_ERR_SUP, "%s: %s data %s holds token sequences; in this version %s takes rows of features (an MLP's idx: or h5: data); language models (gpt2) and text or token data are read by infl eval, and their training and EK-FAC influence come in a later version", stage, name ? name : "the", spec, stage);
+  PetscCheck(kind == INFL_DATA_ROWS, comm, PETSC_ERR_SUP, "%s: %s data %s holds token sequences; in this version %s takes rows of features (an MLP's idx: or h5: data); language models (gpt2) on text or token data are trained by infl train and read by infl eval, and their EK-FAC influence comes in a later version", stage, name ? name : "the", spec, stage);
   PetscFunctionReturn(0);
 }
 

@@ -601,8 +601,8 @@ PetscErrorCode InflCaptureDestroy(InflCapture **cap)
 PetscErrorCode InflCaptureCheckRankOne(const InflCapture *cap, const char stage[])
 {
   PetscFunctionBegin;
-  PetscCheck(cap->Tmax == cap->Bmax, PETSC_COMM_SELF, PETSC_ERR_SUP, "%s: sequences of more than one token (the model's captures hold up to %d rows for %d sequences): not supported by this stage yet; in this version a language model (gpt2) and token data are read by infl eval only", stage, (int)cap->Tmax, (int)cap->Bmax);
-  PetscCheck(cap->T == cap->B, PETSC_COMM_SELF, PETSC_ERR_SUP, "%s: sequences of more than one token (%d rows for %d sequences): not supported by this stage yet; in this version a language model (gpt2) and token data are read by infl eval only", stage, (int)cap->T, (int)cap->B);
+  PetscCheck(cap->Tmax == cap->Bmax, PETSC_COMM_SELF, PETSC_ERR_SUP, "%s: sequences of more than one token (the model's captures hold up to %d rows for %d sequences): not supported by this stage yet; in this version a language model (gpt2) and token data are read by infl eval and infl train only", stage, (int)cap->Tmax, (int)cap->Bmax);
+  PetscCheck(cap->T == cap->B, PETSC_COMM_SELF, PETSC_ERR_SUP, "%s: sequences of more than one token (%d rows for %d sequences): not supported by this stage yet; in this version a language model (gpt2) and token data are read by infl eval and infl train only", stage, (int)cap->T, (int)cap->B);
   PetscFunctionReturn(0);
 }
 
