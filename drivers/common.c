@@ -68,7 +68,7 @@ PetscErrorCode DriverRequireRows(MPI_Comm comm, const char stage[], InflData dat
   PetscCall(InflDataGetContent(data, &kind));
   PetscCall(InflDataGetName(data, &name));
   PetscCall(InflDataGetSpec(data, &spec));
-  PetscCheck(kind == INFL_DATA_ROWS, comm, PETSC_ERR_SUP, "%s: %s data %s holds token sequences; in this version %s takes rows of features (an MLP's idx: or h5: data); language models (gpt2) with text or token data are read by infl eval, fit, score and self", stage, name ? name : "the", spec, stage);
+  PetscCheck(kind == INFL_DATA_ROWS, comm, PETSC_ERR_SUP, "%s: %s data %s holds token sequences; in this version %s takes rows of features (an MLP's idx: or h5: data); language models (gpt2) with text or token data are trained by infl train and read by infl eval, fit, score, self, report and run", stage, name ? name : "the", spec, stage);
   PetscFunctionReturn(0);
 }
 
@@ -314,7 +314,9 @@ void DriverReleaseOutputs(void)
   nlocks = 0;
 }
 
-PetscErrorCode DriverCheckOutput(MPI_Comm comm, const char path[], PetscBool overwrite)
+/* The checks and the lock of DriverCheckOutput; dir: the output is a directory of files (a model directory), which
+ * may exist (replaced under -overwrite) but must not be a file. */
+static PetscErrorCode check_output(MPI_Comm comm, const char path[], PetscBool overwrite, PetscBool dir)
 {
   PetscMPIInt rank;
   struct stat st;
@@ -327,9 +329,10 @@ PetscErrorCode DriverCheckOutput(MPI_Comm comm, const char path[], PetscBool ove
   PetscCall(PetscStrlen(path, &len));
   PetscCheck(len + 32 < PETSC_MAX_PATH_LEN, comm, PETSC_ERR_ARG_SIZ, "output path %.60s... has %zu characters; infl needs at most %d (it appends .partial.tmp): give a shorter -out", path, len, PETSC_MAX_PATH_LEN - 33);
   InflCheckAll(comm, overwrite || !exists, PETSC_ERR_FILE_OPEN, "output %s exists; pass -overwrite to replace it, or choose another path", path);
-  InflCheckAll(comm, !exists || !S_ISDIR(st.st_mode), PETSC_ERR_FILE_OPEN, "output %s is a directory; give the path of a file (-out)", path);
+  if (dir) InflCheckAll(comm, !exists || S_ISDIR(st.st_mode), PETSC_ERR_FILE_OPEN, "output %s exists and is not a directory; a GPT-2 is written as a directory (config.json, model.safetensors): give a new path, or one ending in .safetensors for the file with config.json beside it (-out)", path);
+  else InflCheckAll(comm, !exists || !S_ISDIR(st.st_mode), PETSC_ERR_FILE_OPEN, "output %s is a directory; give the path of a file (-out)", path);
   /* the output is written as OUT.partial.tmp and renamed over OUT: a device, pipe or socket would be replaced */
-  InflCheckAll(comm, !exists || S_ISREG(st.st_mode), PETSC_ERR_FILE_OPEN, "output %s exists and is not a regular file (%s); infl would replace it by a regular file: give the path of a regular file (-out)", path,
+  if (!dir) InflCheckAll(comm, !exists || S_ISREG(st.st_mode), PETSC_ERR_FILE_OPEN, "output %s exists and is not a regular file (%s); infl would replace it by a regular file: give the path of a regular file (-out)", path,
                S_ISCHR(st.st_mode) ? "a character device" : S_ISBLK(st.st_mode) ? "a block device" : S_ISFIFO(st.st_mode) ? "a named pipe" : S_ISSOCK(st.st_mode) ? "a socket" : "not a regular file");
   if (exists) { /* an output that is one of the stage's inputs would destroy it */
     char (*in)[PETSC_MAX_PATH_LEN];
@@ -364,6 +367,20 @@ PetscErrorCode DriverCheckOutput(MPI_Comm comm, const char path[], PetscBool ove
     }
     PetscCall(InflAgree_Private(comm, ok ? PETSC_TRUE : PETSC_FALSE, PETSC_ERR_FILE_OPEN, msg, __LINE__, PETSC_FUNCTION_NAME, __FILE__));
   }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode DriverCheckOutput(MPI_Comm comm, const char path[], PetscBool overwrite)
+{
+  PetscFunctionBegin;
+  PetscCall(check_output(comm, path, overwrite, PETSC_FALSE));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode DriverCheckOutputDirectory(MPI_Comm comm, const char path[], PetscBool overwrite)
+{
+  PetscFunctionBegin;
+  PetscCall(check_output(comm, path, overwrite, PETSC_TRUE));
   PetscFunctionReturn(0);
 }
 

@@ -50,6 +50,9 @@ PetscErrorCode DriverQueryIndices(MPI_Comm comm, int64_t N, PetscInt *Q, int64_t
  * (the reason from strerror); another process holds its lock.  Rank 0 then holds an exclusive flock on
  * PATH.partial.lock (holding "host H, pid P", named in the error of a second run) until DriverReleaseOutputs(). */
 PetscErrorCode DriverCheckOutput(MPI_Comm comm, const char path[], PetscBool overwrite);
+/* As DriverCheckOutput for an output that is a directory of files (a GPT-2 model directory): an existing directory
+ * is accepted under -overwrite (the files written into it are replaced, others stay); an existing file is an error. */
+PetscErrorCode DriverCheckOutputDirectory(MPI_Comm comm, const char path[], PetscBool overwrite);
 /* Unlock and remove the lock files of DriverCheckOutput (rank 0; called by main() at the end of every run). */
 void DriverReleaseOutputs(void);
 /* Error listing every option that was given but never used (a misspelled option must not be ignored); error naming

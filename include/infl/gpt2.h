@@ -114,6 +114,25 @@ PetscErrorCode InflGPT2View(InflGPT2 g, PetscViewer viewer);
 /* Accepts NULL; nulls the handle. */
 PetscErrorCode InflGPT2Destroy(InflGPT2 *g);
 
+/* ---------------------------------------------------------------- a new gpt2 model (the InflModel type)
+ * Collective when it reads tokenizer files.  The gpt2 type's constructor (as InflModelSetUpMLP for the MLP): a
+ * fresh GPT-2 of configuration cfg, or with cfg NULL of the configuration read by InflModelSetFromOptions (the
+ * model's type set to gpt2 before) from
+ *   -gpt2_n_layer (4), -gpt2_n_embd (128), -gpt2_n_head (4), -gpt2_n_positions (128),
+ *   -gpt2_vocab_size (0: the vocabulary of the -tokenizer directory's files if given, else 256 for byte-level text),
+ *   -gpt2_activation gelu_new|gelu|relu (gelu_new), -gpt2_layer_norm_epsilon (1e-5);
+ * SetFromOptions refuses, naming the option and the value: n_layer outside [1, 1024], n_head < 1, n_embd outside
+ * [1, 65536] or not a multiple of n_head, n_positions outside [2, 65536] (a window of one token predicts nothing),
+ * vocab_size outside [0, 2^24], epsilon <= 0.  Data whose token ids do not fit vocab_size are refused by the data
+ * check (InflModelCheckData), naming the file and position.
+ * Initialization as GPT-2 (Radford et al. 2019; Hugging Face's GPT2PreTrainedModel._init_weights, nanoGPT): wte,
+ * wpe and the Conv1D weights ~ N(0, 0.02^2), the residual projections attn.c_proj.weight and mlp.c_proj.weight ~
+ * N(0, (0.02 / sqrt(2 n_layer))^2), biases 0, LayerNorm weights 1 and biases 0.  Entry i of the parameter slab
+ * (state-dict order above) is (float)(std InflNormal(seed, i, INFL_STREAM_INIT)): the same model on every rank and
+ * at every rank count.  The model has no path (its data check finds text tokenizers through -tokenizer, else
+ * byte-level for vocab_size 256).  Error for a model of another type. */
+PetscErrorCode InflModelSetUpGPT2(InflModel model, const InflGPT2Config *cfg, uint64_t seed);
+
 /* Not collective.  Check a batch against the model: offsets increasing from 0 with lengths in [1, n_positions],
  * tokens and non-negative targets in [0, vocab_size).  The error names the sequence, row and value. */
 PetscErrorCode InflGPT2CheckBatch(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], const int32_t targets[]);

@@ -72,7 +72,9 @@ PetscErrorCode InflModelSetType(InflModel model, const char type[]);
 /* The type name ("" before SetType, SetUp or Load). */
 PetscErrorCode InflModelGetType(InflModel model, const char **type);
 /* Collective.  Reads the model's options:
- *   -model_precision single|double   precision of per-example work (forward, backward, capture, scoring) */
+ *   -model_precision single|double   precision of per-example work (forward, backward, capture, scoring)
+ * and, once the model has a type that has options of its own, the type's: gpt2 reads the configuration of a new model
+ * (-gpt2_n_layer, -gpt2_n_embd, ...: infl/gpt2.h, InflModelSetUpGPT2). */
 PetscErrorCode InflModelSetFromOptions(InflModel model);
 /* The one data-vs-model check (the type's check_data), collective: the data's content must be what the type
  * consumes (rows of features and class labels for the MLP: INFL_DATA_ROWS), the features per example must equal
@@ -183,6 +185,14 @@ PetscErrorCode InflModelSampleTargets(InflModel model, PetscInt B, const int64_t
 /* Not collective.  InflModelCaptureSequences with targets sampled as InflModelSampleTargets does, from the logits of
  * the same forward pass; targets (offsets[B]) out. */
 PetscErrorCode InflModelCaptureSequencesSampled(InflModel model, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int64_t index[], uint64_t seed, int32_t targets[], InflCapture *cap);
+/* Not collective.  Forward, loss and backward for training: the gradient of the batch's SUMMED loss (over every
+ * predicted row of every sequence) is ADDED to the gradient slab (zero it first with InflModelZeroGrad), in the
+ * model's precision (double mode accumulates the batch in double and adds it rounded to float).  seq_loss (B) the
+ * summed loss of each sequence and npredicted the rows with a target (non-negative, or the next token when targets
+ * is NULL); either may be NULL.  A caller that wants the mean over predicted tokens (as PyTorch's
+ * cross_entropy(reduction="mean") over a batch) divides by the count itself: InflModelTrain divides by the global
+ * count of the step's batch. */
+PetscErrorCode InflModelSequenceLossBackward(InflModel model, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], double seq_loss[], int64_t *npredicted);
 /* Not collective.  Per-sequence flat gradient g (B, n) in double of each sequence's summed loss, in the layout of the
  * parameter slab (n as InflModelGetParameters; for tests and exact reference solves).  Computed in double whatever
  * the model's precision; the gradient slab is left as it was. */
@@ -283,7 +293,16 @@ double InflTrainLearningRate(const InflTrainOptions *opt, int64_t t, int64_t T);
  * count, a resumed run may use another rank count.
  * Logs per epoch (rank 0): mean training loss, training accuracy, the test set's loss and accuracy when `test` is
  * not NULL, the learning rate of the epoch's last step, with clipping the mean and max pre-clip gradient norm of
- * the epoch's steps, and examples/s. */
+ * the epoch's steps, and examples/s.
+ * Sequence models (gpt2) on sequence data: the examples are the data's windows (InflModelCheckData sets them up for
+ * the model; `test` too), the batch counts windows, every rank runs InflModelSequenceLossBackward on the windows of
+ * the batch it holds, and the allreduced gradient sum is divided by P, the number of predicted tokens of the global
+ * batch (allreduced with the losses): the gradient of the mean next-token loss per predicted token, as PyTorch's
+ * cross_entropy(reduction="mean") over the batch's targets gives it (nanoGPT; Hugging Face's GPT2LMHeadModel with
+ * labels).  P = 0 (windows of one token) gives a zero gradient.  The same update (clipping, schedule, optimizer,
+ * decay of InflModelGetMatrixRanges) and checkpoint follow.  The epoch line gives the training loss per predicted
+ * token, the validation loss per token of `test` (nats and bits) and its perplexity (InflModelEvaluateSequences),
+ * and tokens/s (all tokens of the windows processed, over the epoch's wall time without the validation). */
 PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, const InflTrainOptions *opt);
 /* Collective.  Mean per-example loss and accuracy over the whole data set (each rank its shard). */
 PetscErrorCode InflModelEvaluate(InflModel model, InflData data, double *mean_loss, double *accuracy);

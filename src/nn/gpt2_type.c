@@ -11,7 +11,9 @@
  * for code (and test_gpt2) that uses InflGPT2 directly. */
 #include "modelimpl.h"
 #include <infl/gpt2.h>
+#include <infl/tokenizer.h>
 #include <petscviewer.h>
+#include <math.h>
 #include <string.h>
 
 typedef struct {
@@ -26,6 +28,10 @@ typedef struct {
   PetscInt *lmap;        /* (m->L) index among the Lfull layers of each exposed layer */
   PetscInt *fdin, *fdout; /* (Lfull) sizes of all the network's layers */
   void    **fa, **fds;   /* (Lfull) capture arrays handed to InflGPT2: the exposed layers', NULL for the others */
+  /* the configuration of a new model from the options (gpt2_set_from_options), for InflModelSetUpGPT2(m, NULL, seed) */
+  InflGPT2Config opt_cfg;        /* vocab_size 0: from -tokenizer files, else 256 (byte-level) */
+  PetscBool      opt_read;
+  char           opt_tokdir[PETSC_MAX_PATH_LEN]; /* -tokenizer ("" none) */
 } GPT2Type;
 
 /* Bring the InflGPT2 up to date with the generic object: precision, parameters changed through the slab. */
@@ -382,6 +388,150 @@ static size_t gpt2_capture_bytes(InflModel m)
   return es * (T * per_row + (size_t)c.n_layer * c.n_head * T * T);
 }
 
+/* Forward, loss and backward of a batch: the gradient of the summed loss is added to the gradient slab (the
+ * InflGPT2's, which the generic object shares). */
+static PetscErrorCode gpt2_sequence_loss_backward(InflModel m, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], double seq_loss[], int64_t *npredicted)
+{
+  GPT2Type *t = (GPT2Type *)m->data;
+
+  PetscFunctionBegin;
+  PetscCall(gpt2_sync(m, offsets, B));
+  PetscCall(InflGPT2LossBackward(t->g, B, t->off, tokens, targets, seq_loss));
+  if (npredicted) {
+    *npredicted = 0;
+    for (PetscInt b = 0; b < B; b++)
+      for (int64_t r = offsets[b]; r < offsets[b + 1]; r++) *npredicted += targets ? (targets[r] >= 0) : (r + 1 < offsets[b + 1]);
+  }
+  PetscFunctionReturn(0);
+}
+
+/* The tensors of two dimensions (nanoGPT's rule for weight decay): wte, wpe and the four Conv1D weights of each
+ * block, in slab order. */
+static PetscErrorCode gpt2_matrix_ranges(InflModel m, PetscInt *n, InflParamRange **ranges)
+{
+  GPT2Type      *t = (GPT2Type *)m->data;
+  InflGPT2Config c;
+  float         *p0;
+
+  PetscFunctionBegin;
+  PetscCheck(t->g, m->comm, PETSC_ERR_ARG_WRONGSTATE, "the gpt2 model has no parameters; load or set it up first");
+  PetscCall(InflGPT2GetConfig(t->g, &c));
+  PetscCall(InflGPT2GetParameters(t->g, NULL, &p0, NULL));
+  *n = 2 + 4 * c.n_layer;
+  PetscCall(PetscMalloc1(*n, ranges));
+  for (PetscInt k = 0; k < *n; k++) {
+    static const char *blk[4] = {"attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"};
+    char               name[64];
+    float             *p;
+    int64_t            numel;
+    if (k < 2) PetscCall(PetscStrncpy(name, k == 0 ? "wte.weight" : "wpe.weight", sizeof(name)));
+    else PetscCall(PetscSNPrintf(name, sizeof(name), "h.%d.%s", (int)((k - 2) / 4), blk[(k - 2) % 4]));
+    PetscCall(InflGPT2GetTensor(t->g, name, &p, NULL, &numel, NULL, NULL));
+    (*ranges)[k] = (InflParamRange){p - p0, numel};
+  }
+  PetscFunctionReturn(0);
+}
+
+static const char *const gpt2_act_names[] = {"gelu_new", "gelu", "relu"};
+
+/* The configuration of a new model (InflModelSetUpGPT2 with cfg NULL) from -gpt2_* options, checked here so that
+ * an impossible one is refused before any data are read. */
+static PetscErrorCode gpt2_set_from_options(InflModel m)
+{
+  GPT2Type       *t = (GPT2Type *)m->data;
+  InflGPT2Config *c = &t->opt_cfg;
+  PetscInt        act;
+  MPI_Comm        comm = m->comm;
+
+  PetscFunctionBegin;
+  if (!t->opt_read) *c = (InflGPT2Config){.n_embd = 128, .n_layer = 4, .n_head = 4, .vocab_size = 0, .n_positions = 128, .layer_norm_epsilon = 1e-5, .activation = INFL_GPT2_GELU_NEW};
+  act = (PetscInt)c->activation;
+  PetscOptionsBegin(comm, NULL, "GPT-2 options (a new model, as infl train makes it from token data)", "InflModelSetUpGPT2");
+  PetscCall(PetscOptionsInt("-gpt2_n_layer", "transformer blocks", "InflModelSetUpGPT2", c->n_layer, &c->n_layer, NULL));
+  PetscCall(PetscOptionsInt("-gpt2_n_embd", "embedding width C (a multiple of -gpt2_n_head)", "InflModelSetUpGPT2", c->n_embd, &c->n_embd, NULL));
+  PetscCall(PetscOptionsInt("-gpt2_n_head", "attention heads per block", "InflModelSetUpGPT2", c->n_head, &c->n_head, NULL));
+  PetscCall(PetscOptionsInt("-gpt2_n_positions", "positions: the longest window (>= 2)", "InflModelSetUpGPT2", c->n_positions, &c->n_positions, NULL));
+  PetscCall(PetscOptionsInt("-gpt2_vocab_size", "vocabulary size (0: that of the -tokenizer files, else 256 for byte-level text)", "InflModelSetUpGPT2", c->vocab_size, &c->vocab_size, NULL));
+  PetscCall(PetscOptionsEList("-gpt2_activation", "activation of the MLP blocks (gelu_new: GPT-2's tanh approximation)", "InflModelSetUpGPT2", gpt2_act_names, 3, gpt2_act_names[act], &act, NULL));
+  PetscCall(PetscOptionsReal("-gpt2_layer_norm_epsilon", "LayerNorm epsilon", "InflModelSetUpGPT2", c->layer_norm_epsilon, &c->layer_norm_epsilon, NULL));
+  PetscOptionsEnd();
+  c->activation = (InflGPT2Activation)act;
+  PetscCall(InflOptionsCheckLength(comm, "-tokenizer", sizeof(t->opt_tokdir), "give a shorter path (a symbolic link or a relative path)"));
+  PetscCall(PetscOptionsGetString(NULL, NULL, "-tokenizer", t->opt_tokdir, sizeof(t->opt_tokdir), NULL)); /* listed with the data options */
+  PetscCheck(c->n_layer >= 1 && c->n_layer <= 1024, comm, PETSC_ERR_ARG_OUTOFRANGE, "-gpt2_n_layer %d must lie in [1, 1024] (the number of transformer blocks)", (int)c->n_layer);
+  PetscCheck(c->n_head >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-gpt2_n_head %d must be >= 1", (int)c->n_head);
+  PetscCheck(c->n_embd >= 1 && c->n_embd <= 65536, comm, PETSC_ERR_ARG_OUTOFRANGE, "-gpt2_n_embd %d must lie in [1, 65536]", (int)c->n_embd);
+  PetscCheck(c->n_embd % c->n_head == 0, comm, PETSC_ERR_ARG_INCOMP, "-gpt2_n_embd %d is not a multiple of -gpt2_n_head %d: the heads split the embedding evenly; give a width that is (e.g. -gpt2_n_embd %d)", (int)c->n_embd, (int)c->n_head, (int)(((c->n_embd + c->n_head - 1) / c->n_head) * c->n_head));
+  PetscCheck(c->n_positions >= 2 && c->n_positions <= 65536, comm, PETSC_ERR_ARG_OUTOFRANGE, "-gpt2_n_positions %d must lie in [2, 65536]: a window of one token predicts nothing", (int)c->n_positions);
+  PetscCheck(c->vocab_size >= 0 && c->vocab_size <= (1 << 24), comm, PETSC_ERR_ARG_OUTOFRANGE, "-gpt2_vocab_size %d must lie in [1, 2^24] (0: from the -tokenizer files, else 256 for byte-level text)", (int)c->vocab_size);
+  PetscCheck(c->layer_norm_epsilon > 0 && isfinite(c->layer_norm_epsilon), comm, PETSC_ERR_ARG_OUTOFRANGE, "-gpt2_layer_norm_epsilon %g must be a positive number (default 1e-5)", c->layer_norm_epsilon);
+  t->opt_read = PETSC_TRUE;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelSetUpGPT2(InflModel m, const InflGPT2Config *cfg, uint64_t seed)
+{
+  PetscBool      isgpt2;
+  GPT2Type      *t;
+  InflGPT2Config c;
+  float         *p0;
+  int64_t        n;
+
+  PetscFunctionBegin;
+  if (!m->type[0]) PetscCall(InflModelSetType(m, "gpt2"));
+  PetscCall(PetscStrcmp(m->type, "gpt2", &isgpt2));
+  PetscCheck(isgpt2, m->comm, PETSC_ERR_ARG_WRONGSTATE, "InflModelSetUpGPT2 on a model of type %s; create a new model (or InflModelSetType(model, \"gpt2\"))", m->type);
+  t = (GPT2Type *)m->data;
+  if (cfg) c = *cfg;
+  else {
+    PetscCheck(t->opt_read, m->comm, PETSC_ERR_ORDER, "InflModelSetUpGPT2 without a configuration takes it from the -gpt2_* options: call InflModelSetFromOptions on the gpt2 model first");
+    c = t->opt_cfg;
+    if (c.vocab_size == 0 && t->opt_tokdir[0]) { /* the vocabulary of the tokenizer files */
+      InflTokenizer tok;
+      PetscCall(InflTokenizerCreate(m->comm, &tok));
+      PetscCall(InflTokenizerLoad(tok, t->opt_tokdir)); /* collective; errors name the directory */
+      PetscCall(InflTokenizerGetVocabSize(tok, &c.vocab_size));
+      PetscCall(InflTokenizerDestroy(&tok));
+    } else if (c.vocab_size == 0) c.vocab_size = 256; /* byte-level */
+  }
+  m->params = m->grads = NULL; /* the previous InflGPT2's slabs */
+  PetscCall(InflGPT2Destroy(&t->g));
+  PetscCall(InflGPT2Create(m->comm, &t->g));
+  PetscCall(InflGPT2SetPrecision(t->g, m->prec));
+  PetscCall(InflGPT2SetUp(t->g, &c)); /* checks the configuration again (sizes, n_embd % n_head) */
+  PetscCall(InflGPT2GetParameters(t->g, &n, &p0, NULL));
+  { /* GPT-2 / nanoGPT: N(0, 0.02) for matrices, 0.02 / sqrt(2 n_layer) for the residual projections, zero biases,
+       LayerNorm gains 1; the normal draw of slab entry i is InflNormal(seed, i, INFL_STREAM_INIT) */
+    const double std0 = 0.02, stdp = 0.02 / sqrt(2.0 * (double)c.n_layer);
+    for (PetscInt k = 0; k < 4 + 12 * c.n_layer; k++) {
+      static const char *blk[12] = {"ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias"};
+      char               name[64];
+      float             *p;
+      int64_t            numel, base;
+      double             std = 0, one = 0;
+      if (k == 0 || k == 1) {
+        PetscCall(PetscStrncpy(name, k == 0 ? "wte.weight" : "wpe.weight", sizeof(name)));
+        std = std0;
+      } else if (k >= 2 + 12 * c.n_layer) {
+        PetscCall(PetscStrncpy(name, k == 2 + 12 * c.n_layer ? "ln_f.weight" : "ln_f.bias", sizeof(name)));
+        one = k == 2 + 12 * c.n_layer ? 1 : 0;
+      } else {
+        PetscInt j = (k - 2) % 12;
+        PetscCall(PetscSNPrintf(name, sizeof(name), "h.%d.%s", (int)((k - 2) / 12), blk[j]));
+        if (j == 0 || j == 6) one = 1;
+        else if (j == 2 || j == 8) std = std0;
+        else if (j == 4 || j == 10) std = stdp;
+      }
+      PetscCall(InflGPT2GetTensor(t->g, name, &p, NULL, &numel, NULL, NULL));
+      base = p - p0;
+      for (int64_t i = 0; i < numel; i++) p[i] = std > 0 ? (float)(std * InflNormal(seed, (uint64_t)(base + i), INFL_STREAM_INIT)) : (float)one;
+    }
+  }
+  PetscCall(gpt2_set_layers(m));
+  m->path[0] = 0;
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflModelCreate_GPT2(InflModel m)
 {
   GPT2Type *t;
@@ -404,5 +554,8 @@ PetscErrorCode InflModelCreate_GPT2(InflModel m)
   m->ops->sequence_gradients        = gpt2_sequence_gradients;
   m->ops->select_layers             = gpt2_select_layers;
   m->ops->layer_name                = gpt2_layer_name;
+  m->ops->sequence_loss_backward    = gpt2_sequence_loss_backward;
+  m->ops->matrix_ranges             = gpt2_matrix_ranges;
+  m->ops->set_from_options          = gpt2_set_from_options;
   PetscFunctionReturn(0);
 }

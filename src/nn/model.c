@@ -141,6 +141,7 @@ PetscErrorCode InflModelSetFromOptions(InflModel m)
   PetscCall(PetscOptionsEList("-model_precision", "precision of per-example work (forward, backward, capture, scoring)", "InflModelSetPrecision", precs, 2, precs[prec], &prec, NULL));
   PetscOptionsEnd();
   PetscCall(InflModelSetPrecision(m, (InflPrecision)prec));
+  if (m->ops->set_from_options) PetscCall((*m->ops->set_from_options)(m));
   PetscFunctionReturn(0);
 }
 
@@ -516,6 +517,15 @@ PetscErrorCode InflModelSampleTargets(InflModel m, PetscInt B, const int64_t off
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode InflModelSequenceLossBackward(InflModel m, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], double seq_loss[], int64_t *npredicted)
+{
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelSequenceLossBackward");
+  CHECK_SEQUENCES(m, "InflModelSequenceLossBackward");
+  CALL_OP(m, sequence_loss_backward, m, B, offsets, tokens, targets, seq_loss, npredicted);
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflModelSequenceGradients(InflModel m, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], double g[])
 {
   PetscFunctionBegin;
@@ -592,8 +602,8 @@ PetscErrorCode InflCaptureDestroy(InflCapture **cap)
 PetscErrorCode InflCaptureCheckRankOne(const InflCapture *cap, const char stage[])
 {
   PetscFunctionBegin;
-  PetscCheck(cap->Tmax == cap->Bmax, PETSC_COMM_SELF, PETSC_ERR_SUP, "%s: sequences of more than one token (the model's captures hold up to %d rows for %d sequences): not supported by this stage yet; in this version a language model (gpt2) and token data are read by infl eval only", stage, (int)cap->Tmax, (int)cap->Bmax);
-  PetscCheck(cap->T == cap->B, PETSC_COMM_SELF, PETSC_ERR_SUP, "%s: sequences of more than one token (%d rows for %d sequences): not supported by this stage yet; in this version a language model (gpt2) and token data are read by infl eval only", stage, (int)cap->T, (int)cap->B);
+  PetscCheck(cap->Tmax == cap->Bmax, PETSC_COMM_SELF, PETSC_ERR_SUP, "%s: sequences of more than one token (the model's captures hold up to %d rows for %d sequences): not supported by this stage yet; in this version a language model (gpt2) and token data are read by infl eval and infl train only", stage, (int)cap->Tmax, (int)cap->Bmax);
+  PetscCheck(cap->T == cap->B, PETSC_COMM_SELF, PETSC_ERR_SUP, "%s: sequences of more than one token (%d rows for %d sequences): not supported by this stage yet; in this version a language model (gpt2) and token data are read by infl eval and infl train only", stage, (int)cap->T, (int)cap->B);
   PetscFunctionReturn(0);
 }
 

@@ -32,6 +32,11 @@ struct _InflModelOps {
   PetscErrorCode (*capture_sequences_sampled)(InflModel, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int64_t index[], uint64_t seed, int32_t targets[], InflCapture *cap);
   PetscErrorCode (*sample_targets)(InflModel, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int64_t index[], uint64_t seed, int32_t targets[]);
   PetscErrorCode (*sequence_gradients)(InflModel, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], double g[]);
+  /* training: gradients of the batch's summed loss ADDED to the gradient slab; per-sequence losses and the number
+   * of predicted rows out (either may be NULL) */
+  PetscErrorCode (*sequence_loss_backward)(InflModel, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], double seq_loss[], int64_t *npredicted);
+  /* optional: the type's own options (read by InflModelSetFromOptions once the model has the type) */
+  PetscErrorCode (*set_from_options)(InflModel);
   /* optional: NULL where the type has no forward-mode products */
   PetscErrorCode (*jacobian_vector_product)(InflModel, PetscInt B, const float x[], const double v[], double z[], double Jv[]);
   PetscErrorCode (*gauss_newton_product)(InflModel, PetscInt B, const float x[], const double v[], double u[]);

@@ -61,7 +61,7 @@ PetscErrorCode InflTrainOptionsFromOptions(InflTrainOptions *opt)
   opt->optimizer = (InflOptimizer)iopt;
   PetscCall(InflTrainOptionsSetDefaults(opt));
   PetscCall(PetscOptionsInt("-train_epochs", "passes over the training set", "InflModelTrain", opt->epochs, &opt->epochs, NULL));
-  PetscCall(PetscOptionsInt("-train_batch", "global mini-batch size (split over ranks)", "InflModelTrain", opt->batch, &opt->batch, NULL));
+  PetscCall(PetscOptionsInt("-train_batch", "global mini-batch size: examples, or windows of token data (split over ranks)", "InflModelTrain", opt->batch, &opt->batch, NULL));
   PetscCall(PetscOptionsReal("-train_lr", "peak learning rate", "InflModelTrain", opt->lr, &opt->lr, NULL));
   PetscCall(PetscOptionsReal("-train_momentum", "SGD momentum", "InflModelTrain", opt->momentum, &opt->momentum, NULL));
   PetscCall(PetscOptionsReal("-train_beta1", "Adam / AdamW decay of the first moment", "InflModelTrain", opt->beta1, &opt->beta1, NULL));
@@ -146,7 +146,7 @@ static PetscErrorCode train_key(InflModel model, const InflTrainOptions *opt, ch
 typedef struct {
   PetscInt epoch;
   int64_t  b0, step;
-  double   sums[2];  /* loss, correct predictions of the epoch's steps so far */
+  double   sums[2];  /* loss and correct predictions (rows) or predicted tokens (sequences) of the epoch's steps so far */
   double   gnorm[2]; /* sum and max of the pre-clip gradient norms of those steps */
 } TrainState;
 
@@ -246,34 +246,113 @@ static PetscErrorCode train_update(const InflTrainOptions *opt, int64_t T, int64
   PetscFunctionReturn(0);
 }
 
+/* What one step reads from this rank's shard: rows (x, y) or token sequences (tokens, offsets), and the batch
+ * buffers for the members of a global batch that this rank holds. */
+typedef struct {
+  PetscBool      seq;
+  int64_t        start, count; /* this rank's shard: global indices [start, start + count) */
+  int64_t        d;            /* rows: features */
+  const float   *x;            /* rows: (count, d) */
+  const int64_t *y;            /* rows: (count) */
+  float         *xb;           /* rows: (batch, d) */
+  int64_t       *yb;           /* rows: (batch) */
+  const int32_t *tok;          /* sequences: the shard's tokens */
+  const int64_t *off;          /* sequences: (count+1) offsets into tok */
+  int32_t       *tb;           /* sequences: (batch * n_positions) the batch's tokens */
+  int64_t       *ob;           /* sequences: (batch+1) their offsets */
+} TrainShard;
+
+/* The gradient of global batch perm[b0, b1): every rank runs forward and backward on the members it holds, the
+ * gradient sums are allreduced (float) and the statistics (double): stats[0] the summed loss, stats[1] correct
+ * predictions (rows) or predicted tokens (sequences), stats[2] examples (rows) or tokens (sequences) processed.
+ * *scale: the factor that turns the summed gradient into the mean, 1 / (b1 - b0) for rows, 1 / (predicted tokens of
+ * the global batch) for sequences (the mean over predicted tokens, as PyTorch's cross_entropy(reduction="mean") over
+ * the batch's targets gives it: nanoGPT, Hugging Face's GPT2LMHeadModel). */
+static PetscErrorCode batch_gradient(InflModel model, MPI_Comm comm, TrainShard *sh, const int64_t perm[], int64_t b0, int64_t b1, int64_t np, float grads[], double stats[3], float *scale)
+{
+  PetscFunctionBegin;
+  stats[0] = stats[1] = stats[2] = 0;
+  PetscCall(InflModelZeroGrad(model));
+  if (!sh->seq) {
+    PetscInt B = 0, correct = 0;
+    double   loss = 0;
+    for (int64_t i = b0; i < b1; i++) {
+      int64_t g = perm[i];
+      if (g < sh->start || g >= sh->start + sh->count) continue;
+      PetscCall(PetscArraycpy(sh->xb + (int64_t)B * sh->d, sh->x + (g - sh->start) * sh->d, sh->d));
+      sh->yb[B++] = sh->y[g - sh->start];
+    }
+    if (B > 0) PetscCall(InflModelLossBackward(model, B, sh->xb, sh->yb, &loss, &correct));
+    stats[0] = loss;
+    stats[1] = correct;
+    stats[2] = B;
+  } else {
+    PetscInt B = 0;
+    int64_t  npred = 0;
+    double  *seq_loss = NULL;
+    sh->ob[0] = 0;
+    for (int64_t i = b0; i < b1; i++) {
+      int64_t g = perm[i], len;
+      if (g < sh->start || g >= sh->start + sh->count) continue;
+      len = sh->off[g - sh->start + 1] - sh->off[g - sh->start];
+      PetscCall(PetscArraycpy(sh->tb + sh->ob[B], sh->tok + sh->off[g - sh->start], len));
+      sh->ob[B + 1] = sh->ob[B] + len;
+      B++;
+    }
+    if (B > 0) {
+      PetscCall(PetscMalloc1(B, &seq_loss));
+      PetscCall(InflModelSequenceLossBackward(model, B, sh->ob, sh->tb, NULL, seq_loss, &npred));
+      for (PetscInt b = 0; b < B; b++) stats[0] += seq_loss[b];
+      PetscCall(PetscFree(seq_loss));
+    }
+    stats[1] = (double)npred;
+    stats[2] = (double)sh->ob[B];
+  }
+  PetscCall(InflAllreduceSum(grads, np, MPI_FLOAT, comm));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, stats, 3, MPI_DOUBLE, MPI_SUM, comm));
+  if (!sh->seq) *scale = 1.0f / (float)(b1 - b0);
+  else *scale = stats[1] > 0 ? 1.0f / (float)stats[1] : 1.0f; /* no prediction in the batch: a zero gradient */
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, const InflTrainOptions *opt)
 {
   MPI_Comm        comm;
-  int64_t         N, d, start, count, np, *perm, *yb, steps_per_epoch, T, step_start;
-  const float    *x;
-  const int64_t  *y;
-  float          *params, *grads, *xb, *m1 = NULL, *m2 = NULL;
+  int64_t         N, np, *perm, steps_per_epoch, T, step_start;
+  float          *params, *grads, *m1 = NULL, *m2 = NULL;
   PetscLogDouble  t0, t1;
   char            key[1024];
-  const char     *train_hash;
+  const char     *train_hash, *unit;
   TrainState      st = {0};
   PetscInt        ndecay;
   InflParamRange *decay;
+  TrainShard      sh = {0};
 
   PetscFunctionBegin;
   PetscCall(InflModelGetComm(model, &comm));
-  PetscCall(InflModelCheckData(model, train));
-  PetscCall(InflDataGetSizes(train, &N, &d, NULL));
-  PetscCall(InflDataGetShard(train, &start, &count, &x, &y));
+  PetscCall(InflModelIsSequential(model, &sh.seq));
+  PetscCall(InflModelCheckData(model, train)); /* sequence data: reads the corpus and cuts the model's windows */
+  if (test) PetscCall(InflModelCheckData(model, test));
+  PetscCall(InflDataGetSizes(train, &N, &sh.d, NULL));
   PetscCall(train_check_options(comm, opt));
+  unit            = sh.seq ? "sequences" : "examples";
   steps_per_epoch = (N + opt->batch - 1) / opt->batch;
   T               = (int64_t)opt->epochs * steps_per_epoch;
-  PetscCheck(opt->warmup <= T, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_warmup %d is longer than the run: %d epochs x %" PRId64 " steps (%" PRId64 " examples, -train_batch %d) = %" PRId64 " steps; lower it", (int)opt->warmup, (int)opt->epochs, steps_per_epoch, N, (int)opt->batch, T);
+  PetscCheck(opt->warmup <= T, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_warmup %d is longer than the run: %d epochs x %" PRId64 " steps (%" PRId64 " %s, -train_batch %d) = %" PRId64 " steps; lower it", (int)opt->warmup, (int)opt->epochs, steps_per_epoch, N, unit, (int)opt->batch, T);
   PetscCall(train_key(model, opt, key, sizeof(key)));
   PetscCall(InflDataGetHash(train, &train_hash));
   PetscCall(InflModelGetParameters(model, &np, &params, &grads));
   PetscCall(decay_ranges(model, opt, np, &ndecay, &decay));
-  PetscCall(PetscMalloc4(N, &perm, (size_t)opt->batch * d, &xb, opt->batch, &yb, np, &m1));
+  if (sh.seq) {
+    PetscInt npos;
+    PetscCall(InflModelGetSequenceSizes(model, NULL, &npos));
+    PetscCall(InflDataGetSequenceShard(train, &sh.start, &sh.count, &sh.tok, &sh.off));
+    PetscCall(PetscMalloc2((size_t)opt->batch * npos, &sh.tb, opt->batch + 1, &sh.ob));
+  } else {
+    PetscCall(InflDataGetShard(train, &sh.start, &sh.count, &sh.x, &sh.y));
+    PetscCall(PetscMalloc2((size_t)opt->batch * sh.d, &sh.xb, opt->batch, &sh.yb));
+  }
+  PetscCall(PetscMalloc2(N, &perm, np, &m1));
   PetscCall(PetscCalloc1(np, &m2));
   PetscCall(PetscArrayzero(m1, np));
   if (opt->checkpoint[0]) { /* resume */
@@ -294,14 +373,14 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
       PetscCall(InflH5Close(&file));
       PetscCall(InflModelGetParameters(model, NULL, &params, NULL)); /* marks derived copies stale */
       st.epoch = (PetscInt)e;
-      PetscCall(PetscPrintf(comm, "train: resuming from %s at epoch %d, example %" PRId64 " of %" PRId64 " (step %" PRId64 " of %" PRId64 ")\n", partial, (int)st.epoch + 1, st.b0, N, st.step, T));
+      PetscCall(PetscPrintf(comm, "train: resuming from %s at epoch %d, %s %" PRId64 " of %" PRId64 " (step %" PRId64 " of %" PRId64 ")\n", partial, (int)st.epoch + 1, sh.seq ? "sequence" : "example", st.b0, N, st.step, T));
     }
   }
   step_start = st.step;
   for (PetscInt epoch = st.epoch; epoch < opt->epochs; epoch++) {
     InflProgress prog;
     int64_t      b_first = 0;
-    double       lr_t    = 0;
+    double       lr_t = 0, work = 0; /* examples or tokens processed by this run of the epoch */
     PetscCall(PetscTime(&t0));
     permutation(N, opt->seed, epoch, perm);
     if (epoch == st.epoch && st.b0 > 0) b_first = st.b0;
@@ -313,11 +392,13 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
     {
       char name[64];
       PetscCall(PetscSNPrintf(name, sizeof(name), "train epoch %d", (int)epoch + 1));
-      PetscCall(InflProgressStart(comm, name, count, &prog)); /* counts this rank's shard: the epoch's N in all */
+      PetscCall(InflProgressStart(comm, name, sh.count, &prog)); /* counts this rank's shard: the epoch's N in all */
       prog.done = b_first;
     }
     for (int64_t b0 = b_first; b0 < N; b0 += opt->batch) {
       PetscBool ckpt, stop;
+      double    stats[3];
+      float     scale = 1;
       PetscCall(InflProgressStep(&prog, 0, &ckpt, &stop));
       prog.done = b0;
       if (opt->stop_after > 0 && st.step == opt->stop_after && st.step > step_start) { /* the same on every rank */
@@ -331,46 +412,41 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
         PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", opt->checkpoint[0] ? opt->checkpoint : "(no output file)"));
         PetscCall(InflInterrupted(comm, "infl train", partial));
       }
-      int64_t     b1 = PetscMin(N, b0 + opt->batch);
-      PetscInt    B  = 0, correct = 0;
-      double      loss = 0, stats[2];
-      const float scale = 1.0f / (float)(b1 - b0);
-      for (int64_t i = b0; i < b1; i++) {
-        int64_t g = perm[i];
-        if (g < start || g >= start + count) continue;
-        PetscCall(PetscArraycpy(xb + (int64_t)B * d, x + (g - start) * d, d));
-        yb[B++] = y[g - start];
-      }
-      PetscCall(InflModelZeroGrad(model));
-      if (B > 0) PetscCall(InflModelLossBackward(model, B, xb, yb, &loss, &correct));
-      PetscCall(InflAllreduceSum(grads, np, MPI_FLOAT, comm));
-      stats[0] = loss;
-      stats[1] = correct;
-      PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, stats, 2, MPI_DOUBLE, MPI_SUM, comm));
+      PetscCall(batch_gradient(model, comm, &sh, perm, b0, PetscMin(N, b0 + opt->batch), np, grads, stats, &scale));
       st.sums[0] += stats[0];
       st.sums[1] += stats[1];
+      work += stats[2];
       PetscCall(train_update(opt, T, np, scale, ndecay, decay, params, grads, m1, m2, &st, &lr_t));
       PetscCall(InflModelGetParameters(model, NULL, &params, NULL)); /* marks derived copies stale */
     }
     PetscCall(PetscTime(&t1));
     InflCheckAll(comm, isfinite(st.sums[0]), PETSC_ERR_FP, "training diverged in epoch %d (loss %g); lower -train_lr (now %g)", (int)epoch, st.sums[0], opt->lr);
     {
-      char        tail[128] = "";
-      const char *fmt = "epoch %3d  train loss %.4f  acc %.4f  |  %s%slr %.3e%s  |  %.0f examples/s\n";
-      char        mid[96] = "";
+      char tail[128] = "", mid[128] = "";
       if (opt->clip > 0) PetscCall(PetscSNPrintf(tail, sizeof(tail), "  grad norm mean %.4g max %.4g", st.gnorm[0] / (double)steps_per_epoch, st.gnorm[1]));
-      if (test) {
-        double tl, ta;
-        PetscCall(InflModelEvaluate(model, test, &tl, &ta));
-        PetscCall(PetscSNPrintf(mid, sizeof(mid), "test loss %.4f  acc %.4f", tl, ta));
+      if (!sh.seq) {
+        if (test) {
+          double tl, ta;
+          PetscCall(InflModelEvaluate(model, test, &tl, &ta));
+          PetscCall(PetscSNPrintf(mid, sizeof(mid), "test loss %.4f  acc %.4f", tl, ta));
+        }
+        PetscCall(PetscPrintf(comm, "epoch %3d  train loss %.4f  acc %.4f  |  %s%slr %.3e%s  |  %.0f examples/s\n", (int)epoch + 1, st.sums[0] / (double)N, st.sums[1] / (double)N, mid, test ? "  |  " : "", lr_t, tail, work / (t1 - t0)));
+      } else {
+        if (test) {
+          double vl, ppl;
+          PetscCall(InflModelEvaluateSequences(model, test, 16, &vl, &ppl, NULL));
+          PetscCall(PetscSNPrintf(mid, sizeof(mid), "valid loss/token %.4f (%.4f bits)  ppl %.3f", vl, vl / log(2.0), ppl));
+        }
+        PetscCall(PetscPrintf(comm, "epoch %3d  train loss/token %.4f  |  %s%slr %.3e%s  |  %.0f tokens/s\n", (int)epoch + 1, st.sums[1] > 0 ? st.sums[0] / st.sums[1] : 0.0, mid, test ? "  |  " : "", lr_t, tail, work / (t1 - t0)));
       }
-      PetscCall(PetscPrintf(comm, fmt, (int)epoch + 1, st.sums[0] / (double)N, st.sums[1] / (double)N, mid, test ? "  |  " : "", lr_t, tail, (double)N / (t1 - t0)));
     }
   }
   PetscCall(InflModelZeroGrad(model));
   if (decay && opt->decay_matrices_only) PetscCall(InflModelRestoreMatrixRanges(model, &ndecay, &decay));
   else PetscCall(PetscFree(decay));
-  PetscCall(PetscFree4(perm, xb, yb, m1));
+  if (sh.seq) PetscCall(PetscFree2(sh.tb, sh.ob));
+  else PetscCall(PetscFree2(sh.xb, sh.yb));
+  PetscCall(PetscFree2(perm, m1));
   PetscCall(PetscFree(m2));
   PetscFunctionReturn(0);
 }

@@ -209,7 +209,14 @@ lm_no_tokenizer    | vocab_size 96 but the directory .*gpt2_tiny holds no tokeni
 lm_layers_for_mlp  | layer selection "mlp" is not available for model type mlp.*-ekfac_layers all | fit $M $TR -ekfac_layers mlp -out $W/out/f.h5
 lm_factors_of_mlp  | factors.h5 was fitted for model sha256 .* but the model given has sha256 | score $G $F -train tokens:$W/longdoc.h5 -query tokens:$W/longdoc.h5 -query_indices 0:2 -out $W/out/s.h5
 lm_window_fit      | sequence 0 has 20 tokens, more than the model's n_positions = 16 | fit $G -train tokens:$W/longdoc.h5 -train_seq_len 20 -out $W/out/f.h5
-lm_train_sequences | infl train: train data tokens:.*longdoc.h5 holds token sequences | train -train tokens:$W/longdoc.h5 -model_dims 784,10 -out $W/out/m.safetensors
+lm_train_model_dims | infl train: -model_dims is an MLP option, but the -train data are token sequences, which train a GPT-2 | train -train tokens:$W/longdoc.h5 -model_dims 784,10 -out $W/out/m.safetensors
+lm_train_heads     | -gpt2_n_embd 30 is not a multiple of -gpt2_n_head 4 | train -train text:$W/fortunes.txt -gpt2_n_embd 30 -gpt2_n_head 4 -out $W/out/g
+lm_train_positions | -gpt2_n_positions 1 must lie in \[2, 65536\]: a window of one token predicts nothing | train -train text:$W/fortunes.txt -gpt2_n_positions 1 -out $W/out/g
+lm_train_layers    | -gpt2_n_layer 0 must lie in \[1, 1024\] | train -train text:$W/fortunes.txt -gpt2_n_layer 0 -out $W/out/g
+lm_train_vocab_ids | longdoc.h5: token 22 \(document 0\) has id 32, outside the vocabulary \[0, 32\) | train -train tokens:$W/longdoc.h5 -gpt2_vocab_size 32 -out $W/out/g
+lm_train_vocab_txt | -gpt2_vocab_size 300 with -train data text:.*fortunes.txt and no -tokenizer: text without tokenizer files is read byte by byte | train -train text:$W/fortunes.txt -gpt2_vocab_size 300 -out $W/out/g
+lm_train_mixed     | infl train: -test data idx:.* holds rows of features but -train data text:.*fortunes.txt holds token sequences | train -train text:$W/fortunes.txt -test $T -out $W/out/g
+lm_train_out_file  | output $W/out/existing.h5 exists and is not a directory; a GPT-2 is written as a directory | train -train text:$W/fortunes.txt -gpt2_n_embd 8 -gpt2_n_head 2 -gpt2_n_positions 8 -out $W/out/existing.h5 -overwrite
 # --- options
 query_out_of_range | query index 10 is outside the query set, which has 10 examples | score $M $F $TR $Q -query_indices 5:12 -out $W/out/s.h5
 query_not_integer  | -query_indices "3,x": "x" is not an integer               | score $M $F $TR $Q -query_indices 3,x -out $W/out/s.h5
