@@ -1,8 +1,11 @@
-/* infl run: the whole study named by one options file (train if needed, fit, score, self-influence, summary). */
+/* infl run: the whole study named by one options file (train if needed, fit, score, self-influence, summary, report),
+ * for an MLP on rows of features or a GPT-2 on text or token data. */
 #include "stages.h"
 #include <infl/checkpoint.h>
 #include <infl/report.h>
+#include <infl/gpt2.h>
 #include <errno.h>
+#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -91,6 +94,69 @@ static PetscErrorCode print_summary(MPI_Comm comm, InflScorer sc, InflData train
   PetscFunctionReturn(0);
 }
 
+/* First line of the decoded tokens (at most `width` bytes, a final "..." when cut), into line (width + 4). */
+static PetscErrorCode first_line(InflTokenizer tok, int64_t n, const int32_t ids[], size_t width, char line[])
+{
+  char  *text;
+  size_t len, k = 0;
+
+  PetscFunctionBegin;
+  PetscCall(InflTokenizerDecode(tok, ids, n, &len, &text));
+  while (k < len && (text[k] == '\n' || text[k] == ' ')) k++; /* skip leading blank lines */
+  {
+    size_t j = 0;
+    for (; k < len && text[k] != '\n' && j < width; k++) line[j++] = text[k] == '\t' ? ' ' : text[k];
+    if (k < len && text[k] != '\n') {
+      memcpy(line + j, "...", 3);
+      j += 3;
+    }
+    line[j] = 0;
+  }
+  PetscCall(PetscFree(text));
+  PetscFunctionReturn(0);
+}
+
+/* The summary of a language model's scores: each shown query's text, its top proponent and opponent training
+ * sequences (first line) with their scores. */
+static PetscErrorCode print_summary_text(MPI_Comm comm, InflScorer sc, InflTokenizer tok, InflData train, InflData query, PetscInt Q, const int64_t qidx[], const StagePrompts *prompts, PetscInt nshow)
+{
+  InflTopK   *top, *bottom;
+  int64_t     seq, qseq = 0, off[2];
+  int32_t    *buf;
+  char        line[96];
+  PetscMPIInt rank;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  PetscCall(InflScorerGetTopK(sc, &top, &bottom));
+  PetscCall(InflDataGetSizes(train, NULL, &seq, NULL));
+  if (query) PetscCall(InflDataGetSizes(query, NULL, &qseq, NULL));
+  PetscCall(PetscMalloc1(PetscMax(seq, qseq) + 1, &buf));
+  PetscCall(PetscPrintf(comm, "\nTop proponents and opponents (training sequence: score, first line)\n"));
+  for (PetscInt q = 0; q < PetscMin(Q, nshow) && rank == 0; q++) {
+    if (prompts) {
+      const int64_t o = prompts->offsets[q], n = prompts->offsets[q + 1] - o;
+      PetscCall(first_line(tok, n, prompts->tokens + o, 80, line));
+      PetscCall(PetscPrintf(PETSC_COMM_SELF, "query %d (prompt): %s\n", (int)q, line));
+    } else {
+      PetscCall(InflDataGetSequences(query, 1, &qidx[q], buf, off));
+      PetscCall(first_line(tok, off[1], buf, 80, line));
+      PetscCall(PetscPrintf(PETSC_COMM_SELF, "query %" PRId64 ": %s\n", qidx[q], line));
+    }
+    for (int s = 0; s < 2; s++) {
+      const InflTopK *t = s == 0 ? top : bottom;
+      for (PetscInt k = 0; k < PetscMin(t->n[q], 3); k++) {
+        const int64_t i = (int64_t)q * t->K + k;
+        PetscCall(InflDataGetSequences(train, 1, &t->index[i], buf, off));
+        PetscCall(first_line(tok, off[1], buf, 70, line));
+        PetscCall(PetscPrintf(PETSC_COMM_SELF, "  %s %7" PRId64 " (%9.3g): %s\n", s == 0 ? "proponent" : "opponent ", t->index[i], t->score[i], line));
+      }
+    }
+  }
+  PetscCall(PetscFree(buf));
+  PetscFunctionReturn(0);
+}
+
 /* The options file of a study also sets the options of stages a resumed job skips (training when the model
  * exists, the fit when the factors match) and of later steps (self-influence, summary): read them now, so that
  * only misspelled options are reported as unused. */
@@ -108,6 +174,16 @@ static PetscErrorCode study_options_used(MPI_Comm comm)
   PetscCall(PetscOptionsHasName(NULL, NULL, "-model_dims", &set));
   PetscCall(PetscOptionsHasName(NULL, NULL, "-class_names", &set));
   PetscCall(PetscOptionsHasName(NULL, NULL, "-self_chunk", &set));
+  PetscCall(PetscOptionsHasName(NULL, NULL, "-query_indices", &set)); /* read after the model for token data */
+  PetscCall(PetscOptionsHasName(NULL, NULL, "-tokens_text_format", &set)); /* read with the text data, after the model */
+  PetscCall(PetscOptionsHasName(NULL, NULL, "-tokens_document_start", &set));
+  { /* a new GPT-2's -gpt2_* options, read only when the study trains one */
+    InflModel g;
+    PetscCall(InflModelCreate(comm, &g));
+    PetscCall(InflModelSetType(g, "gpt2"));
+    PetscCall(InflModelSetFromOptions(g));
+    PetscCall(InflModelDestroy(&g));
+  }
   PetscFunctionReturn(0);
 }
 
@@ -122,8 +198,12 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   PetscInt    Q, nshow = 5;
   int64_t    *qidx, Nq;
   const char *hash, *thash;
-  char        fit_key[128], self_key[1024];
+  char        fit_key[128], self_key[1024], ppath[PETSC_MAX_PATH_LEN] = "";
   PetscMPIInt rank;
+  PetscBool       seq = PETSC_FALSE;
+  InflDataContent kind;
+  StagePrompts    prompts = {0};
+  InflTokenizer   tok     = NULL;
 
   PetscFunctionBegin;
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
@@ -131,7 +211,8 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   PetscCall(InflOptionsCheckLength(comm, "-model", sizeof(mpath) - 32, "give a shorter path (a symbolic link or a relative path)"));
   PetscOptionsBegin(comm, NULL, "infl run: the whole study", NULL);
   PetscCall(PetscOptionsString("-outdir", "directory of the study's outputs", NULL, outdir, outdir, sizeof(outdir), NULL));
-  PetscCall(PetscOptionsString("-model", "model file: used if it exists, else trained and written there (default OUTDIR/model.safetensors)", NULL, mpath, mpath, sizeof(mpath), &set));
+  PetscCall(PetscOptionsString("-model", "model file (a GPT-2's directory for text or token data): used if it exists, else trained and written there (default OUTDIR/model.safetensors, OUTDIR/model for a GPT-2)", NULL, mpath, mpath, sizeof(mpath), &set));
+  PetscCall(PetscOptionsString("-query_prompts", "language models: prompt/completion queries (a file of prompts and completions separated by a line \">>>\", queries by \"%\" lines; docs/FORMATS.md) instead of -query", NULL, ppath, ppath, sizeof(ppath), NULL));
   PetscCall(PetscOptionsBool("-overwrite", "recompute every stage, replacing existing outputs", NULL, overwrite, &overwrite, NULL));
   PetscCall(PetscOptionsInt("-summary_queries", "queries shown in the printed summary", NULL, nshow, &nshow, NULL));
   {
@@ -142,12 +223,25 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
   PetscCall(DriverOpenData(comm, "test", PETSC_FALSE, help, &test));
   PetscCall(DriverOpenData(comm, "query", PETSC_FALSE, help, &query));
-  if (!help) PetscCall(DriverRequireRows(comm, "infl run", train));
-  if (!help) PetscCall(DriverRequireRows(comm, "infl run", test));
-  if (!help) PetscCall(DriverRequireRows(comm, "infl run", query));
   if (help) PetscFunctionReturn(0);
-  if (!query) query = test;
-  PetscCheck(query, comm, PETSC_ERR_ARG_NULL, "infl run needs -query (or -test) data for the queries");
+  PetscCall(InflDataGetContent(train, &kind));
+  seq = kind == INFL_DATA_SEQUENCES ? PETSC_TRUE : PETSC_FALSE;
+  {
+    InflData d[2] = {test, query};
+    for (int i = 0; i < 2; i++) {
+      InflDataContent k;
+      const char     *ts, *ss;
+      if (!d[i]) continue;
+      PetscCall(InflDataGetContent(d[i], &k));
+      PetscCall(InflDataGetSpec(train, &ss));
+      PetscCall(InflDataGetSpec(d[i], &ts));
+      PetscCheck(k == kind, comm, PETSC_ERR_ARG_INCOMP, "infl run: -%s data %s holds %s but -train data %s holds %s; give both as %s", i ? "query" : "test", ts, k == INFL_DATA_ROWS ? "rows of features" : "token sequences", ss, kind == INFL_DATA_ROWS ? "rows of features" : "token sequences", seq ? "text: or tokens: data" : "idx: or h5: data");
+    }
+  }
+  PetscCheck(!(ppath[0] && query), comm, PETSC_ERR_ARG_INCOMP, "give either -query (a data set, with -query_indices) or -query_prompts %s, not both", ppath);
+  PetscCheck(!ppath[0] || seq, comm, PETSC_ERR_ARG_INCOMP, "-query_prompts %s: prompt/completion queries are for language models (text: or tokens: training data), but -train holds rows of features", ppath);
+  if (!query && !ppath[0]) query = test;
+  PetscCheck(query || ppath[0], comm, PETSC_ERR_ARG_NULL, "infl run needs -query (or -test) data for the queries%s", seq ? ", or -query_prompts FILE" : "");
   if (rank == 0 && mkdir(outdir, 0775) != 0 && errno != EEXIST) set = PETSC_FALSE;
   PetscCallMPI(MPI_Barrier(comm)); /* the directory exists before the other ranks look */
   {
@@ -155,7 +249,7 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
     /* rank 0 alone: the others may get here before its mkdir (the agreement is the barrier after it) */
     InflCheckAll(comm, rank != 0 || (stat(outdir, &st) == 0 && S_ISDIR(st.st_mode)), PETSC_ERR_FILE_OPEN, "-outdir %s is not a directory that can be created or used", outdir);
   }
-  if (!mpath[0]) PetscCall(PetscSNPrintf(mpath, sizeof(mpath), "%s/model.safetensors", outdir));
+  if (!mpath[0]) PetscCall(PetscSNPrintf(mpath, sizeof(mpath), seq ? "%s/model" : "%s/model.safetensors", outdir));
   PetscCall(PetscSNPrintf(fpath, sizeof(fpath), "%s/factors.h5", outdir));
   PetscCall(PetscSNPrintf(spath, sizeof(spath), "%s/scores.h5", outdir));
   PetscCall(PetscSNPrintf(selfpath, sizeof(selfpath), "%s/self_influence.h5", outdir));
@@ -164,10 +258,14 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
     const char *outs[] = {fpath, spath, selfpath, rpath};
     PetscCall(PetscSNPrintf(rpath, sizeof(rpath), "%s/report.html", outdir));
     for (size_t i = 0; i < sizeof(outs) / sizeof(outs[0]); i++) PetscCall(DriverCheckOutput(comm, outs[i], PETSC_TRUE));
-    if (!InflFileExists(mpath)) PetscCall(DriverCheckOutput(comm, mpath, PETSC_TRUE)); /* to be trained */
+    if (!InflFileExists(mpath)) PetscCall(seq ? DriverCheckOutputDirectory(comm, mpath, PETSC_TRUE) : DriverCheckOutput(comm, mpath, PETSC_TRUE)); /* to be trained */
   }
-  PetscCall(InflDataGetSizes(query, &Nq, NULL, NULL));
-  PetscCall(DriverQueryIndices(comm, Nq, &Q, &qidx));
+  Q    = 0;
+  qidx = NULL;
+  if (!seq) { /* token data: the windows (and so the query count) depend on the model, read below */
+    PetscCall(InflDataGetSizes(query, &Nq, NULL, NULL));
+    PetscCall(DriverQueryIndices(comm, Nq, &Q, &qidx));
+  }
   /* every option of every stage is read now, so that a misspelled one stops the study before any work */
   {
     InflScorer probe;
@@ -190,11 +288,32 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
     PetscCall(InflEKFACGetKey(probe, PETSC_FALSE, fit_key, sizeof(fit_key)));
     PetscCall(InflEKFACDestroy(&probe));
   }
-  PetscCall(InflDataGetHash(train, &thash));
 
   /* 1. model */
   if (InflFileExists(mpath) && !overwrite) {
     PetscCall(PetscPrintf(comm, "== model: using %s (the training options do not apply; remove it or pass -overwrite to train again)\n", mpath));
+    PetscCall(DriverLoadModel(comm, mpath, &model));
+  } else if (seq) { /* a GPT-2 of the -gpt2_* options on the token data */
+    InflTrainOptions topt;
+    PetscCall(InflTrainOptionsFromOptions(&topt));
+    PetscCall(PetscPrintf(comm, "== train: %s\n", mpath));
+    PetscCall(InflModelCreate(comm, &model));
+    PetscCall(InflModelSetType(model, "gpt2"));
+    PetscCall(InflModelSetFromOptions(model));
+    PetscCall(InflModelSetUpGPT2(model, NULL, topt.seed));
+    PetscCall(InflModelCheckData(model, train));
+    if (test) PetscCall(InflModelCheckData(model, test));
+    PetscCall(PetscPrintf(comm, "initialized with seed %d (before training): ", (int)topt.seed));
+    PetscCall(InflModelView(model, NULL));
+    PetscCall(PetscStrncpy(topt.checkpoint, mpath, sizeof(topt.checkpoint)));
+    PetscCall(InflModelTrain(model, train, test, &topt));
+    PetscCall(InflModelSave(model, mpath));
+    {
+      char partial[PETSC_MAX_PATH_LEN + 16];
+      PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", mpath));
+      PetscCall(InflRemoveAll(comm, partial));
+    }
+    PetscCall(InflModelDestroy(&model));
     PetscCall(DriverLoadModel(comm, mpath, &model));
   } else {
     InflTrainOptions topt;
@@ -220,7 +339,26 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
     PetscCall(DriverLoadModel(comm, mpath, &model));
   }
   PetscCall(InflModelGetHash(model, &hash));
-  if (test) {
+  if (seq) { /* the windows of the data for this model, the queries, the tokenizer */
+    PetscCall(InflModelCheckData(model, train));
+    if (test) PetscCall(InflModelCheckData(model, test));
+    if (query && query != test) PetscCall(InflModelCheckData(model, query));
+    if (ppath[0]) {
+      PetscCall(DriverLoadPrompts(comm, ppath, mpath, model, &prompts));
+      Q = prompts.Q;
+    } else {
+      PetscCall(InflDataGetSizes(query, &Nq, NULL, NULL));
+      PetscCall(DriverQueryIndices(comm, Nq, &Q, &qidx));
+    }
+    PetscCall(DriverModelTokenizer(comm, mpath, model, &tok));
+  }
+  PetscCall(InflDataGetHash(train, &thash));
+  if (test && seq) {
+    double  tl, ppl;
+    int64_t ntok;
+    PetscCall(InflModelEvaluateSequences(model, test, 8, &tl, &ppl, &ntok));
+    PetscCall(PetscPrintf(comm, "model test loss %.4f per token (%.4f bits), perplexity %.3f over %" PRId64 " predicted tokens\n", tl, tl / log(2.0), ppl, ntok));
+  } else if (test) {
     double tl, ta;
     PetscCall(InflModelEvaluate(model, test, &tl, &ta));
     PetscCall(PetscPrintf(comm, "model test loss %.4f, accuracy %.4f\n", tl, ta));
@@ -239,7 +377,7 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
 
   /* 3. scores (always recomputed: the summary needs them, and they are cheap next to the fit) */
   PetscCall(PetscPrintf(comm, "== score\n"));
-  PetscCall(StageScore(comm, model, ek, train, query, Q, qidx, NULL, spath, PETSC_TRUE, &sc));
+  PetscCall(StageScore(comm, model, ek, train, query, Q, qidx, ppath[0] ? &prompts : NULL, spath, PETSC_TRUE, &sc));
 
   /* 4. self-influence */
   PetscCall(InflEKFACGetKey(ek, PETSC_TRUE, self_key, sizeof(self_key)));
@@ -250,15 +388,18 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
     PetscCall(StageSelf(comm, model, ek, train, selfpath, PETSC_TRUE));
   }
 
-  PetscCall(print_summary(comm, sc, train, query, Q, qidx, nshow));
+  if (seq) PetscCall(print_summary_text(comm, sc, tok, train, query, Q, qidx, ppath[0] ? &prompts : NULL, nshow));
+  else PetscCall(print_summary(comm, sc, train, query, Q, qidx, nshow));
   PetscCall(PetscPrintf(comm, "\noutputs: %s, %s, %s, %s\n", mpath, fpath, spath, selfpath));
   {
     char rpath[PETSC_MAX_PATH_LEN];
     PetscCall(PetscSNPrintf(rpath, sizeof(rpath), "%s/report.html", outdir));
-    PetscCall(InflReportFromFiles(comm, spath, train, query, NULL, selfpath, rpath, PETSC_TRUE));
+    PetscCall(InflReportFromFiles(comm, spath, train, ppath[0] ? NULL : query, tok, selfpath, rpath, PETSC_TRUE));
     PetscCall(PetscPrintf(comm, "report: %s\n", rpath));
   }
   PetscCall(PetscFree(qidx));
+  PetscCall(PetscFree3(prompts.offsets, prompts.tokens, prompts.targets));
+  PetscCall(InflTokenizerDestroy(&tok));
   PetscCall(InflScorerDestroy(&sc));
   PetscCall(InflEKFACDestroy(&ek));
   PetscCall(InflModelDestroy(&model));
