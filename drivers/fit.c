@@ -52,8 +52,14 @@ PetscErrorCode InflDriverScore(MPI_Comm comm, PetscBool help)
   InflScorer sc;
   PetscInt   Q;
   int64_t   *qidx, Nq;
+  PetscBool  store;
 
   PetscFunctionBegin;
+  PetscCall(PetscOptionsHasName(NULL, NULL, "-store", &store)); /* scores against a gradient store: drivers/project.c */
+  if (store) {
+    PetscCall(InflDriverStoreScore(comm, help));
+    PetscFunctionReturn(0);
+  }
   PetscCall(common_inputs(comm, help, PETSC_TRUE, mpath, fpath, out, &overwrite));
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
   PetscCall(DriverOpenData(comm, "query", PETSC_TRUE, help, &query));
