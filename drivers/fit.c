@@ -69,7 +69,7 @@ PetscErrorCode InflDriverScore(MPI_Comm comm, PetscBool help)
     PetscCall(InflScorerCreate(comm, &sc));
     PetscCall(InflScorerSetFromOptions(sc));
     PetscCall(InflScorerDestroy(&sc));
-    PetscCall(PetscPrintf(comm, "  -query_indices <0:8>: queries: \"3,17,40\", a range \"0:100\" or \"0:1000:10\", or \"@file\"\n  -ekfac_damping <X>: override the damping stored with the factors\n"));
+    PetscCall(PetscPrintf(comm, "  -query_indices <0:8>: queries: \"3,17,40\", a range \"0:100\" or \"0:1000:10\", or \"@file\"\n  -ekfac_damping <X>: override the damping stored with the factors\n  -store <FILE>: score against a gradient store from infl project instead (infl score -store FILE -help lists its options)\n"));
     PetscFunctionReturn(0);
   }
   PetscCall(DriverCheckOutput(comm, out, overwrite));
