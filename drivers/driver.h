@@ -33,7 +33,7 @@ PetscErrorCode DriverLoadModel(MPI_Comm comm, const char path[], InflModel *mode
 PetscErrorCode DriverQueryIndices(MPI_Comm comm, int64_t N, PetscInt *Q, int64_t **idx);
 /* Collective: check an output before any work, and lock it.  Errors (every rank, one message): `path` exists and
  * -overwrite is not set; it is a directory or another non-regular file (a device would be replaced by the renamed
- * file); it is the same file (device and inode) as an input of the stage (-model, -factors, -scores, -self, -file,
+ * file); it is the same file (device and inode) as an input of the stage (-model, -factors, -scores, -self, -store, -file,
  * the data files, -query_indices @FILE, -options_file); its directory does not exist or cannot hold a new file
  * (the reason from strerror); another process holds its lock.  Rank 0 then holds an exclusive flock on
  * PATH.partial.lock (holding "host H, pid P", named in the error of a second run) until DriverReleaseOutputs(). */

@@ -72,6 +72,8 @@ check expect_error "-project_dim 30000 is larger than the 19410 parameters" 2 pr
 check expect_error "-project_in 0 must be positive" 1 project $common -project_in 0 -out bad3.h5
 check expect_error "-store_damping -1 must be a finite number >= 0" 1 score -store gauss_ref.h5 $sc -store_damping -1 -out bad4.h5
 check expect_error "is not a gradient store" 1 score -store sc_ref.h5 $sc -out bad5.h5
-check [ ! -e bad1.h5 ] && check [ ! -e bad2.h5 ]
+check expect_error "is the input .* of this stage" 1 score -store gauss_ref.h5 $sc -out gauss_ref.h5 -overwrite
+check [ ! -e bad1.h5 ]
+check [ ! -e bad2.h5 ]
 echo "store.sh: $pass passed, $fail failed"
 [ $fail -eq 0 ]

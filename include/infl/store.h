@@ -28,7 +28,7 @@
  *   scores.  Outputs as infl/score.h's InflScorerSave: /query_indices, /query_labels, /topk, /bottomk, /query_norms
  *   (||C^-1 g_q||), with -score_save_all /scores (Q, N) float32 and /train_norms (N) (||g_m|| of the stored rows).
  *   Options: -store_curvature identity|fisher (fisher), -store_damping X, -score_topk K (10), -score_save_all,
- *   -score_chunk B (store rows per read, 1024).
+ *   -score_chunk B (store rows per read; 0, the default: about 16 MiB of rows).
  */
 #ifndef INFL_STORE_H
 #define INFL_STORE_H

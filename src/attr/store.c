@@ -6,6 +6,8 @@
 #include <math.h>
 #include <petscblaslapack.h>
 
+#define STORE_BLOCK_FLOATS ((int64_t)1 << 22) /* store rows read at a time when not set: about 16 MiB of float32 */
+
 const char *const InflStoreCurvatures[] = {"identity", "fisher", "InflStoreCurvature", "INFL_STORE_", NULL};
 
 /* ---------------------------------------------------------------- capturing examples of either content */
@@ -218,22 +220,24 @@ static PetscErrorCode gather_indices(MPI_Comm comm, int64_t n, const int64_t idx
 static PetscErrorCode build_finish(BuildCtx *c, PetscInt chunk, PetscBool gram)
 {
   PetscInt k = c->k;
+  float   *rows;
   int64_t  rounds, nzero = 0, *zero = NULL, total = 0, first[20];
   double  *G = NULL, *colmax, *X;
   int      nfirst;
 
   PetscFunctionBegin;
-  PetscCall(PetscCalloc2(k, &colmax, (size_t)chunk * k, &X));
+  chunk = (PetscInt)PetscMax(chunk, PetscMin(STORE_BLOCK_FLOATS / k, PetscMax(c->sh.count, 1))); /* rows read at a time */
+  PetscCall(PetscCalloc3(k, &colmax, (size_t)chunk * k, &X, (size_t)chunk * k, &rows));
   PetscCall(PetscMalloc1(20, &zero));
   if (gram) PetscCall(PetscCalloc1((size_t)k * k, &G));
   PetscCall(InflRounds(c->comm, (c->sh.count + chunk - 1) / chunk, &rounds));
   for (int64_t r = 0; r < rounds; r++) {
     int64_t lo = PetscMin(c->sh.count, r * chunk), B = PetscMin(c->sh.count, lo + chunk) - lo;
-    PetscCall(InflH5ReadRows(c->file, "/gradients", H5T_NATIVE_FLOAT, c->sh.start + lo, B, c->rows));
+    PetscCall(InflH5ReadRows(c->file, "/gradients", H5T_NATIVE_FLOAT, c->sh.start + lo, B, rows));
     for (int64_t b = 0; b < B; b++) {
       PetscBool nz = PETSC_FALSE;
       for (PetscInt j = 0; j < k; j++) {
-        double v = c->rows[b * k + j];
+        double v = rows[b * k + j];
         X[b * k + j] = v;
         if (v != 0) nz = PETSC_TRUE;
         colmax[j] = PetscMax(colmax[j], PetscAbsReal(v));
@@ -276,7 +280,7 @@ static PetscErrorCode build_finish(BuildCtx *c, PetscInt chunk, PetscBool gram)
   }
   PetscCall(PetscFree(G));
   PetscCall(PetscFree(zero));
-  PetscCall(PetscFree2(colmax, X));
+  PetscCall(PetscFree3(colmax, X, rows));
   PetscFunctionReturn(0);
 }
 
@@ -382,7 +386,7 @@ PetscErrorCode InflStoreScorerCreate(MPI_Comm comm, InflStoreScorer *ss)
   (*ss)->curvature = INFL_STORE_FISHER;
   (*ss)->damping   = -1;
   (*ss)->K         = 10;
-  (*ss)->chunk     = 1024;
+  (*ss)->chunk     = 0;
   (*ss)->file      = H5I_INVALID_HID;
   PetscFunctionReturn(0);
 }
@@ -397,12 +401,12 @@ PetscErrorCode InflStoreScorerSetFromOptions(InflStoreScorer ss)
   PetscCall(PetscOptionsReal("-store_damping", "damping lambda of the projected Fisher (default 0.1 mean of its diagonal)", "InflStoreScorerOpen", ss->damping, &ss->damping, &set));
   PetscCall(PetscOptionsInt("-score_topk", "proponents and opponents kept per query", "InflStoreScorerScore", ss->K, &ss->K, NULL));
   PetscCall(PetscOptionsBool("-score_save_all", "write the full (queries, train) score matrix", "InflStoreScorerSave", ss->save_all, &ss->save_all, NULL));
-  PetscCall(PetscOptionsInt("-score_chunk", "store rows read per chunk", "InflStoreScorerScore", ss->chunk, &ss->chunk, NULL));
+  PetscCall(PetscOptionsInt("-score_chunk", "store rows read per chunk (0: about 16 MiB of rows)", "InflStoreScorerScore", ss->chunk, &ss->chunk, NULL));
   PetscOptionsEnd();
   PetscCheck(!set || (ss->damping >= 0 && isfinite(ss->damping)), ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "-store_damping %g must be a finite number >= 0 (omit it for 0.1 x the mean diagonal of the projected Fisher)", ss->damping);
   PetscCheck(!set || ss->curvature == INFL_STORE_FISHER, ss->comm, PETSC_ERR_ARG_INCOMP, "-store_damping is used only with -store_curvature fisher; remove it or choose fisher");
   PetscCheck(ss->K > 0, ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "-score_topk %d must be positive", (int)ss->K);
-  PetscCheck(ss->chunk > 0, ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "-score_chunk %d must be positive", (int)ss->chunk);
+  PetscCheck(ss->chunk >= 0, ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "-score_chunk %d must be >= 0 (0: about 16 MiB of store rows at a time)", (int)ss->chunk);
   PetscFunctionReturn(0);
 }
 
@@ -478,6 +482,7 @@ PetscErrorCode InflStoreScorerOpen(InflStoreScorer ss, const char path[], InflMo
   PetscCallMPI(MPI_Comm_size(ss->comm, &size));
   PetscCallMPI(MPI_Comm_rank(ss->comm, &rank));
   InflPartition(ss->N, size, rank, &ss->start, &ss->count);
+  if (ss->chunk == 0) ss->chunk = (PetscInt)PetscMax(1, STORE_BLOCK_FLOATS / ss->k);
   if (ss->curvature == INFL_STORE_FISHER) {
     PetscInt     k = ss->k;
     double       tr = 0;
