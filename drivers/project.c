@@ -75,13 +75,13 @@ PetscErrorCode InflDriverStoreScore(MPI_Comm comm, PetscBool help)
   }
   PetscCall(DriverCheckOutput(comm, out, overwrite));
   PetscCall(DriverLoadModel(comm, mpath, &model));
+  PetscCall(PetscTime(&t0));
+  PetscCall(InflStoreScorerOpen(ss, spath, model)); /* first: a store of another model is the error to report */
+  PetscCall(PetscTime(&t1));
   PetscCall(InflModelCheckData(model, query));
   PetscCall(InflDataGetSizes(query, &Nq, NULL, NULL));
   PetscCall(DriverQueryIndices(comm, Nq, &Q, &qidx));
   PetscCall(DriverCheckUnusedOptions(comm));
-  PetscCall(PetscTime(&t0));
-  PetscCall(InflStoreScorerOpen(ss, spath, model));
-  PetscCall(PetscTime(&t1));
   PetscCall(InflStoreScorerSetQueries(ss, query, Q, qidx));
   PetscCall(PetscTime(&t2));
   PetscCall(InflStoreScorerScore(ss));
