@@ -19,6 +19,8 @@ PetscErrorCode InflDriverReport(MPI_Comm comm, PetscBool help);
 PetscErrorCode InflDriverProject(MPI_Comm comm, PetscBool help);
 /* infl score -store STORE: scores against a gradient store (drivers/project.c); InflDriverScore hands over to it. */
 PetscErrorCode InflDriverStoreScore(MPI_Comm comm, PetscBool help);
+/* infl self -store A,B,...: TracIn self-influence from the stores' gradient norms (drivers/project.c). */
+PetscErrorCode InflDriverStoreSelf(MPI_Comm comm, PetscBool help);
 
 /* -NAME PATH as a string ("" if absent); required: error naming the option when absent (not under help). */
 PetscErrorCode DriverGetString(MPI_Comm comm, const char name[], const char text[], char value[], size_t len, PetscBool required, PetscBool help);

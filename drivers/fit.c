@@ -102,8 +102,14 @@ PetscErrorCode InflDriverSelf(MPI_Comm comm, PetscBool help)
   InflModel model;
   InflEKFAC ek;
   PetscInt  chunk = 512;
+  PetscBool store;
 
   PetscFunctionBegin;
+  PetscCall(PetscOptionsHasName(NULL, NULL, "-store", &store)); /* TracIn self-influence from gradient stores */
+  if (store) {
+    PetscCall(InflDriverStoreSelf(comm, help));
+    PetscFunctionReturn(0);
+  }
   PetscCall(common_inputs(comm, help, PETSC_TRUE, mpath, fpath, out, &overwrite));
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
   if (!help) PetscCall(DriverRequireRows(comm, "infl self", train));

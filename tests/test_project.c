@@ -12,6 +12,8 @@
  *   - The store built at this rank count with chunks of 5 equals the numpy projections up to float32 storage; its
  *     /gram equals G^T G of its rows; store-based identity scores equal projected dot products computed here and
  *     numpy's; Fisher scores equal numpy's solve on the same store within its conditioning; top-k lists agree.
+ *   - TracIn over two stores (weights 0.5, 2) equals the weighted sum of their scores; its self-influence equals
+ *     sum eta ||g||^2 with numpy's gradient norms; several stores under the Fisher curvature are refused.
  *   - GPT-2 (gpt2_tiny, sequences of many tokens, double): projections of the capture equal the explicit projection
  *     of DW = sum_t Ds_t a_t^T formed here, and the store built with chunks of one sequence holds them. */
 static const char help[] = "Gradient projections and the gradient store against references.\n";
@@ -363,6 +365,73 @@ static PetscErrorCode test_mlp(const char src[], PetscMPIInt size)
       PetscCall(InflStoreScorerDestroy(&ss));
     }
     PetscCall(InflProjectorDestroy(&p));
+  }
+  /* TracIn over two "checkpoints" (here one model with two projection seeds, weights 0.5 and 2): the scores of the two
+   * stores together are the weighted sum of each store's identity scores; the self-influence is sum eta ||g||^2 with
+   * the exact gradient norms, against numpy's norms */
+  {
+    InflProjector   p2;
+    InflStoreScorer ss;
+    char            s1[PETSC_MAX_PATH_LEN], s2[PETSC_MAX_PATH_LEN], self[PETSC_MAX_PATH_LEN];
+    const char     *paths[2] = {s1, s2};
+    double          eta[2] = {0.5, 2.0}, *sc[3], worst = 0, smax = 0, selfv[NTRAIN];
+    int64_t         start, count;
+    PetscCall(PetscSNPrintf(s1, sizeof(s1), "test_project_kronecker_np%d.h5", (int)size));
+    PetscCall(PetscSNPrintf(s2, sizeof(s2), "test_project_kronecker_seed8_np%d.h5", (int)size));
+    PetscCall(PetscSNPrintf(self, sizeof(self), "test_project_tracin_self_np%d.h5", (int)size));
+    PetscCall(InflProjectorCreate(PETSC_COMM_WORLD, &p2));
+    PetscCall(PetscOptionsSetValue(NULL, "-project_chunk", "5"));
+    PetscCall(InflProjectorSetFromOptions(p2));
+    PetscCall(PetscOptionsClearValue(NULL, "-project_chunk"));
+    PetscCall(InflProjectorSetSizes(p2, 8, 8, 0));
+    PetscCall(InflProjectorSetSeed(p2, 8));
+    PetscCall(InflProjectorSetUp(p2, model));
+    PetscCall(InflStoreBuild(p2, model, train, s2, PETSC_TRUE));
+    PetscCall(InflProjectorDestroy(&p2));
+    PetscCall(PetscOptionsSetValue(NULL, "-store_curvature", "identity"));
+    for (int r = 0; r < 3; r++) {
+      const double *loc;
+      PetscCall(InflStoreScorerCreate(PETSC_COMM_WORLD, &ss));
+      PetscCall(InflStoreScorerSetFromOptions(ss));
+      PetscCall(InflStoreScorerOpen(ss, r == 1 ? s2 : s1, model));
+      if (r == 2) {
+        PetscCall(InflStoreScorerAddStore(ss, s2, model));
+        PetscCall(InflStoreScorerSetWeights(ss, 2, eta));
+      }
+      PetscCall(InflStoreScorerSetQueries(ss, query, NQUERY, idx));
+      PetscCall(InflStoreScorerScore(ss));
+      PetscCall(InflStoreScorerGetLocalScores(ss, &start, &count, &loc));
+      PetscCall(PetscMalloc1((size_t)NQUERY * PetscMax(count, 1), &sc[r]));
+      PetscCall(PetscArraycpy(sc[r], loc, (size_t)NQUERY * count));
+      PetscCall(InflStoreScorerDestroy(&ss));
+    }
+    for (int64_t i = 0; i < NQUERY * count; i++) {
+      double want = eta[0] * sc[0][i] + eta[1] * sc[1][i];
+      worst = PetscMax(worst, fabs(sc[2][i] - want));
+      smax  = PetscMax(smax, fabs(eta[0] * sc[0][i]) + fabs(eta[1] * sc[1][i]));
+    }
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &worst, 1, MPI_DOUBLE, MPI_MAX, PETSC_COMM_WORLD));
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &smax, 1, MPI_DOUBLE, MPI_MAX, PETSC_COMM_WORLD));
+    PetscCall(PetscPrintf(PETSC_COMM_WORLD, "tracin: two stores with weights 0.5, 2 vs the weighted sum of their identity scores: %.2e of the largest\n", worst / smax));
+    EXPECT(worst <= 1e-13 * smax, "TracIn scores differ from the weighted sum of the stores' scores by %g (largest %g)", worst, smax);
+    for (int r = 0; r < 3; r++) PetscCall(PetscFree(sc[r]));
+    PetscCall(InflStoreTracInSelf(PETSC_COMM_WORLD, 2, paths, eta, self, PETSC_TRUE));
+    PetscCall(read_fixture(self, "/self_influence", NTRAIN, selfv));
+    for (int m = 0; m < NTRAIN; m++) EXPECT(fabs(selfv[m] - 2.5 * gnref[m] * gnref[m]) <= 1e-12 * 2.5 * gnref[m] * gnref[m], "TracIn self-influence of example %d: %g, numpy %g", m, selfv[m], 2.5 * gnref[m] * gnref[m]);
+    {
+      InflStoreScorer bad; /* several stores need the identity curvature: one clear error */
+      PetscErrorCode  err;
+      PetscCall(PetscOptionsSetValue(NULL, "-store_curvature", "fisher"));
+      PetscCall(InflStoreScorerCreate(PETSC_COMM_WORLD, &bad));
+      PetscCall(InflStoreScorerSetFromOptions(bad));
+      PetscCall(InflStoreScorerOpen(bad, s1, model));
+      PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
+      err = InflStoreScorerAddStore(bad, s2, model);
+      PetscCall(PetscPopErrorHandler());
+      EXPECT(err == PETSC_ERR_ARG_INCOMP, "adding a store under -store_curvature fisher gave error %d, expected PETSC_ERR_ARG_INCOMP", (int)err);
+      PetscCall(InflStoreScorerDestroy(&bad));
+    }
+    PetscCall(PetscPrintf(PETSC_COMM_WORLD, "tracin: self-influence sum eta ||g||^2 equals numpy's; several stores under fisher refused\n"));
   }
   PetscCall(PetscOptionsClearValue(NULL, "-store_curvature"));
   PetscCall(PetscOptionsClearValue(NULL, "-score_save_all"));

@@ -52,6 +52,19 @@ PetscErrorCode InflStoreScorerSetFromOptions(InflStoreScorer ss);
  * both and the fix); the projection is rebuilt from the store's attributes; with fisher, F is assembled and factored
  * (error naming the column and the fix -store_damping when it is not positive definite). */
 PetscErrorCode InflStoreScorerOpen(InflStoreScorer ss, const char path[], InflModel model);
+/* Collective.  TracIn over checkpoints (Pruthi et al. 2020, TracInCP with projected gradients): add the store of
+ * another checkpoint, built on the same training data with that checkpoint's model (error naming both stores
+ * otherwise); needs -store_curvature identity.  With C stores the score is sum over c of eta_c <R_c g_c(q), R_c g_c(m)>,
+ * one pass over all stores (their rows side by side).  At most INFL_STORE_MAX stores. */
+#define INFL_STORE_MAX 32
+PetscErrorCode InflStoreScorerAddStore(InflStoreScorer ss, const char path[], InflModel model);
+/* Not collective (same values on every rank).  The weights eta_c (n = the number of stores; the learning rates of the
+ * checkpoints for TracIn; default 1).  Error for n other than the stores or a weight <= 0. */
+PetscErrorCode InflStoreScorerSetWeights(InflStoreScorer ss, PetscInt n, const double eta[]);
+/* Collective.  TracIn self-influence sum over the C stores of eta_c ||g_c(m)||^2 from their /train_norms (the exact,
+ * unprojected gradient norms), written to `out`: /self_influence (N) and provenance (model_sha256 of the first store).
+ * Errors: stores of different training data, a weight <= 0, `out` existing without overwrite. */
+PetscErrorCode InflStoreTracInSelf(MPI_Comm comm, PetscInt C, const char *const paths[], const double eta[], const char out[], PetscBool overwrite);
 /* Collective (every rank passes the same queries).  Q examples of `query` by global index qidx (Q): their projected
  * gradients with the data labels (next tokens for sequences) and C^-1 g_q. */
 PetscErrorCode InflStoreScorerSetQueries(InflStoreScorer ss, InflData query, PetscInt Q, const int64_t qidx[]);

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <petscblaslapack.h>
 
+#define STORE_MAX INFL_STORE_MAX
 #define STORE_BLOCK_FLOATS ((int64_t)1 << 22) /* store rows read at a time when not set: about 16 MiB of float32 */
 
 const char *const InflStoreCurvatures[] = {"identity", "fisher", "InflStoreCurvature", "INFL_STORE_", NULL};
@@ -362,12 +363,16 @@ struct _p_InflStoreScorer {
   double             damping; /* -store_damping; < 0: the default 0.1 mean(diag(G^T G / N)) */
   double             lambda;  /* the damping used */
   PetscInt           K, chunk;
-  PetscBool          save_all;
-  char               path[PETSC_MAX_PATH_LEN];
-  hid_t              file;
-  InflModel          model;
-  InflProjector      proj;
-  PetscInt           k;
+  PetscBool          save_all, chunk_auto; /* chunk_auto: -score_chunk 0, rows from the feature count */
+  PetscInt           C;                                   /* stores: one, or one per checkpoint (TracIn) */
+  char               path[STORE_MAX][PETSC_MAX_PATH_LEN]; /* (C) */
+  hid_t              file[STORE_MAX];
+  InflModel          model[STORE_MAX];
+  InflProjector      proj[STORE_MAX];
+  PetscInt           kc[STORE_MAX];                       /* projected dimension of each store */
+  int64_t            koff[STORE_MAX + 1];                 /* column of each store in the concatenated features */
+  double             eta[STORE_MAX];                      /* weights (TracIn learning rates; 1 by default) */
+  PetscInt           k;                                   /* koff[C]: columns of the concatenated features */
   int64_t            N, start, count;
   double            *chol;    /* (k, k) Cholesky factor of F (fisher) */
   char               model_hash[65], train_hash[65], query_hash[65], content[16];
@@ -387,7 +392,7 @@ PetscErrorCode InflStoreScorerCreate(MPI_Comm comm, InflStoreScorer *ss)
   (*ss)->damping   = -1;
   (*ss)->K         = 10;
   (*ss)->chunk     = 0;
-  (*ss)->file      = H5I_INVALID_HID;
+  for (int c = 0; c < STORE_MAX; c++) (*ss)->file[c] = H5I_INVALID_HID;
   PetscFunctionReturn(0);
 }
 
@@ -424,7 +429,7 @@ static PetscErrorCode store_gram_pass(InflStoreScorer ss, double G[])
   PetscCall(InflRounds(ss->comm, (ss->count + ss->chunk - 1) / ss->chunk, &rounds));
   for (int64_t r = 0; r < rounds; r++) {
     int64_t lo = PetscMin(ss->count, r * ss->chunk), B = PetscMin(ss->count, lo + ss->chunk) - lo;
-    PetscCall(InflH5ReadRows(ss->file, "/gradients", H5T_NATIVE_FLOAT, ss->start + lo, B, f));
+    PetscCall(InflH5ReadRows(ss->file[0], "/gradients", H5T_NATIVE_FLOAT, ss->start + lo, B, f));
     for (int64_t i = 0; i < B * k; i++) X[i] = f[i];
     if (B > 0) cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, k, (int)B, 1.0, X, k, 1.0, G, k);
   }
@@ -435,54 +440,87 @@ static PetscErrorCode store_gram_pass(InflStoreScorer ss, double G[])
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflStoreScorerOpen(InflStoreScorer ss, const char path[], InflModel model)
+/* Collective: open store c = ss->C for `model` and rebuild its projection. */
+static PetscErrorCode store_add(InflStoreScorer ss, const char path[], InflModel model)
 {
+  PetscInt    c = ss->C;
+  char        th[65], content[16];
   char        kind[32], seed[32], have[128];
   const char *mh;
   int64_t     kin, kout, dim, dims[8];
   int         nd;
-  PetscMPIInt size, rank;
 
   PetscFunctionBegin;
-  PetscCall(PetscStrncpy(ss->path, path, sizeof(ss->path)));
-  ss->model = model;
-  PetscCall(InflH5Open(ss->comm, path, PETSC_FALSE, &ss->file));
-  PetscCall(InflH5GetAttrString(ss->file, "/", "project_kind", kind, sizeof(kind)));
+  PetscCheck(c < STORE_MAX, ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "at most %d stores (checkpoints) can be scored together", STORE_MAX);
+  PetscCall(PetscStrncpy(ss->path[c], path, sizeof(ss->path[c])));
+  ss->model[c] = model;
+  PetscCall(InflH5Open(ss->comm, path, PETSC_FALSE, &ss->file[c]));
+  PetscCall(InflH5GetAttrString(ss->file[c], "/", "project_kind", kind, sizeof(kind)));
   PetscCheck(kind[0], ss->comm, PETSC_ERR_FILE_UNEXPECTED, "%s is not a gradient store (no project_kind attribute); make one with infl project", path);
-  PetscCall(InflH5GetAttrString(ss->file, "/", "model_sha256", have, sizeof(have)));
+  PetscCall(InflH5GetAttrString(ss->file[c], "/", "model_sha256", have, sizeof(have)));
   PetscCall(InflModelGetHash(model, &mh));
-  PetscCall(PetscStrncpy(ss->model_hash, mh, sizeof(ss->model_hash)));
+  if (c == 0) PetscCall(PetscStrncpy(ss->model_hash, mh, sizeof(ss->model_hash)));
   {
     PetscBool same;
     PetscCall(PetscStrcmp(have, mh, &same));
     PetscCheck(same, ss->comm, PETSC_ERR_ARG_INCOMP, "the store %s was built with the model of sha256 %s, but -model has sha256 %s: give the model the store was built with, or build a store for this model with infl project", path, have, mh);
   }
-  PetscCall(InflH5GetAttrString(ss->file, "/", "train_sha256", ss->train_hash, sizeof(ss->train_hash)));
-  PetscCall(InflH5GetAttrString(ss->file, "/", "content", ss->content, sizeof(ss->content)));
-  PetscCall(InflH5GetAttrString(ss->file, "/", "project_seed", seed, sizeof(seed)));
-  PetscCall(InflH5GetAttrInt(ss->file, "/", "project_in", &kin));
-  PetscCall(InflH5GetAttrInt(ss->file, "/", "project_out", &kout));
-  PetscCall(InflH5GetAttrInt(ss->file, "/", "project_dim", &dim));
-  PetscCall(InflProjectorDestroy(&ss->proj));
-  PetscCall(InflProjectorCreate(ss->comm, &ss->proj));
+  PetscCall(InflH5GetAttrString(ss->file[c], "/", "train_sha256", th, sizeof(th)));
+  PetscCall(InflH5GetAttrString(ss->file[c], "/", "content", content, sizeof(content)));
+  PetscCall(InflH5GetAttrString(ss->file[c], "/", "project_seed", seed, sizeof(seed)));
+  PetscCall(InflH5GetAttrInt(ss->file[c], "/", "project_in", &kin));
+  PetscCall(InflH5GetAttrInt(ss->file[c], "/", "project_out", &kout));
+  PetscCall(InflH5GetAttrInt(ss->file[c], "/", "project_dim", &dim));
+  PetscCall(InflProjectorDestroy(&ss->proj[c]));
+  PetscCall(InflProjectorCreate(ss->comm, &ss->proj[c]));
   {
     PetscInt e;
     PetscBool found;
     PetscCall(PetscEListFind(3, InflProjectKinds, kind, &e, &found));
     PetscCheck(found, ss->comm, PETSC_ERR_FILE_UNEXPECTED, "%s: unknown project_kind \"%s\" (kronecker, gaussian, rademacher); was it written by another version of infl?", path, kind);
-    PetscCall(InflProjectorSetKind(ss->proj, (InflProjectKind)e));
-    PetscCall(InflProjectorSetSizes(ss->proj, (PetscInt)kin, (PetscInt)kout, e == INFL_PROJECT_KRONECKER ? 0 : (PetscInt)dim));
+    PetscCall(InflProjectorSetKind(ss->proj[c], (InflProjectKind)e));
+    PetscCall(InflProjectorSetSizes(ss->proj[c], (PetscInt)kin, (PetscInt)kout, e == INFL_PROJECT_KRONECKER ? 0 : (PetscInt)dim));
   }
-  PetscCall(InflProjectorSetSeed(ss->proj, strtoull(seed, NULL, 10)));
-  PetscCall(InflProjectorSetUp(ss->proj, model));
-  PetscCall(InflProjectorGetSizes(ss->proj, &ss->k, NULL));
-  PetscCall(InflH5GetDims(ss->file, "/gradients", &nd, dims));
-  PetscCheck(nd == 2 && dims[1] == ss->k && dims[1] == dim, ss->comm, PETSC_ERR_FILE_UNEXPECTED, "%s: /gradients has %" PRId64 " columns but its projection (%s, attribute project_dim %" PRId64 ") rebuilt for this model has %d; the store is damaged or belongs to another model", path, nd == 2 ? dims[1] : -1, kind, dim, (int)ss->k);
-  ss->N = dims[0];
+  PetscCall(InflProjectorSetSeed(ss->proj[c], strtoull(seed, NULL, 10)));
+  PetscCall(InflProjectorSetUp(ss->proj[c], model));
+  PetscCall(InflProjectorGetSizes(ss->proj[c], &ss->kc[c], NULL));
+  PetscCall(InflH5GetDims(ss->file[c], "/gradients", &nd, dims));
+  PetscCheck(nd == 2 && dims[1] == ss->kc[c] && dims[1] == dim, ss->comm, PETSC_ERR_FILE_UNEXPECTED, "%s: /gradients has %" PRId64 " columns but its projection (%s, attribute project_dim %" PRId64 ") rebuilt for this model has %d; the store is damaged or belongs to another model", path, nd == 2 ? dims[1] : -1, kind, dim, (int)ss->kc[c]);
+  if (c == 0) {
+    ss->N = dims[0];
+    PetscCall(PetscStrncpy(ss->train_hash, th, sizeof(ss->train_hash)));
+    PetscCall(PetscStrncpy(ss->content, content, sizeof(ss->content)));
+    ss->koff[0] = 0;
+  } else {
+    PetscCheck(dims[0] == ss->N && !strcmp(th, ss->train_hash) && !strcmp(content, ss->content), ss->comm, PETSC_ERR_ARG_INCOMP, "the store %s holds %" PRId64 " examples of the training data of sha256 %s, but %s holds %" PRId64 " of %s: the stores of the checkpoints must be built on the same training data", path, dims[0], th, ss->path[0], ss->N, ss->train_hash);
+  }
+  ss->eta[c]      = 1;
+  ss->koff[c + 1] = ss->koff[c] + ss->kc[c];
+  ss->k           = (PetscInt)ss->koff[c + 1];
+  ss->C           = c + 1;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflStoreScorerOpen(InflStoreScorer ss, const char path[], InflModel model)
+{
+  int64_t     dims[8];
+  int         nd;
+  PetscMPIInt size, rank;
+
+  PetscFunctionBegin;
+  for (PetscInt c = 0; c < ss->C; c++) {
+    PetscCall(InflH5Close(&ss->file[c]));
+    PetscCall(InflProjectorDestroy(&ss->proj[c]));
+  }
+  ss->C = 0;
+  PetscCall(store_add(ss, path, model));
   PetscCallMPI(MPI_Comm_size(ss->comm, &size));
   PetscCallMPI(MPI_Comm_rank(ss->comm, &rank));
   InflPartition(ss->N, size, rank, &ss->start, &ss->count);
-  if (ss->chunk == 0) ss->chunk = (PetscInt)PetscMax(1, STORE_BLOCK_FLOATS / ss->k);
+  if (ss->chunk == 0 || ss->chunk_auto) {
+    ss->chunk_auto = PETSC_TRUE;
+    ss->chunk      = (PetscInt)PetscMax(1, STORE_BLOCK_FLOATS / ss->k);
+  }
   if (ss->curvature == INFL_STORE_FISHER) {
     PetscInt     k = ss->k;
     double       tr = 0;
@@ -490,8 +528,8 @@ PetscErrorCode InflStoreScorerOpen(InflStoreScorer ss, const char path[], InflMo
     int64_t      dg[2] = {k, k};
     PetscCall(PetscFree(ss->chol));
     PetscCall(PetscMalloc1((size_t)k * k, &ss->chol));
-    PetscCall(InflH5GetDims(ss->file, "/gram", &nd, dims));
-    if (nd == 2) PetscCall(InflH5ReadArray(ss->file, "/gram", H5T_NATIVE_DOUBLE, 2, dg, NULL, ss->chol));
+    PetscCall(InflH5GetDims(ss->file[0], "/gram", &nd, dims));
+    if (nd == 2) PetscCall(InflH5ReadArray(ss->file[0], "/gram", H5T_NATIVE_DOUBLE, 2, dg, NULL, ss->chol));
     else {
       PetscCall(PetscPrintf(ss->comm, "note: %s has no /gram (built with -store_gram 0): one extra pass over the store assembles the projected Fisher\n", path));
       PetscCall(store_gram_pass(ss, ss->chol));
@@ -512,6 +550,80 @@ PetscErrorCode InflStoreScorerOpen(InflStoreScorer ss, const char path[], InflMo
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode InflStoreScorerAddStore(InflStoreScorer ss, const char path[], InflModel model)
+{
+  PetscFunctionBegin;
+  PetscCheck(ss->C > 0, ss->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflStoreScorerOpen before InflStoreScorerAddStore");
+  PetscCheck(ss->curvature == INFL_STORE_IDENTITY, ss->comm, PETSC_ERR_ARG_INCOMP, "several stores (TracIn over checkpoints) are scored with -store_curvature identity: sum over checkpoints of eta_c <g_c(q), g_c(m)>; give -store_curvature identity");
+  PetscCheck(!ss->Q, ss->comm, PETSC_ERR_ARG_WRONGSTATE, "add every store before InflStoreScorerSetQueries");
+  PetscCall(store_add(ss, path, model));
+  if (ss->chunk_auto) ss->chunk = (PetscInt)PetscMax(1, STORE_BLOCK_FLOATS / ss->k);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflStoreScorerSetWeights(InflStoreScorer ss, PetscInt n, const double eta[])
+{
+  PetscFunctionBegin;
+  PetscCheck(n == ss->C, ss->comm, PETSC_ERR_ARG_SIZ, "%d weights (-tracin_lr) for %d stores: give one per store", (int)n, (int)ss->C);
+  PetscCheck(!ss->Q, ss->comm, PETSC_ERR_ARG_WRONGSTATE, "set the weights before InflStoreScorerSetQueries");
+  for (PetscInt c = 0; c < n; c++) {
+    PetscCheck(isfinite(eta[c]) && eta[c] > 0, ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "weight %d (-tracin_lr) is %g: give the positive learning rate of checkpoint %d", (int)c, eta[c], (int)c);
+    ss->eta[c] = eta[c];
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflStoreTracInSelf(MPI_Comm comm, PetscInt C, const char *const paths[], const double eta[], const char out[], PetscBool overwrite)
+{
+  hid_t       f;
+  int64_t     N = -1, start, count;
+  char        th0[65] = "", mh0[65] = "";
+  double     *self, *tn;
+  PetscMPIInt size, rank;
+
+  PetscFunctionBegin;
+  PetscCheck(C > 0 && C <= STORE_MAX, comm, PETSC_ERR_ARG_OUTOFRANGE, "%d stores: give 1 to %d (-store a.h5,b.h5,...)", (int)C, STORE_MAX);
+  InflCheckAll(comm, overwrite || !InflFileExists(out), PETSC_ERR_FILE_OPEN, "%s exists; pass -overwrite to replace it or choose another -out", out);
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  self = tn = NULL;
+  for (PetscInt c = 0; c < C; c++) {
+    char    th[65], kind[32];
+    int     nd;
+    int64_t dims[8];
+    PetscCheck(isfinite(eta[c]) && eta[c] > 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "weight %d (-tracin_lr) is %g: give the positive learning rate of checkpoint %d", (int)c, eta[c], (int)c);
+    PetscCall(InflH5Open(comm, paths[c], PETSC_FALSE, &f));
+    PetscCall(InflH5GetAttrString(f, "/", "project_kind", kind, sizeof(kind)));
+    PetscCheck(kind[0], comm, PETSC_ERR_FILE_UNEXPECTED, "%s is not a gradient store (no project_kind attribute); make one with infl project", paths[c]);
+    PetscCall(InflH5GetAttrString(f, "/", "train_sha256", th, sizeof(th)));
+    PetscCall(InflH5GetDims(f, "/train_norms", &nd, dims));
+    PetscCheck(nd == 1, comm, PETSC_ERR_FILE_UNEXPECTED, "%s has no /train_norms; rebuild it with infl project", paths[c]);
+    if (c == 0) {
+      N = dims[0];
+      PetscCall(PetscStrncpy(th0, th, sizeof(th0)));
+      PetscCall(InflH5GetAttrString(f, "/", "model_sha256", mh0, sizeof(mh0)));
+      InflPartition(N, size, rank, &start, &count);
+      PetscCall(PetscCalloc2(PetscMax(count, 1), &self, PetscMax(count, 1), &tn));
+    } else PetscCheck(dims[0] == N && !strcmp(th, th0), comm, PETSC_ERR_ARG_INCOMP, "the store %s holds %" PRId64 " examples of the training data of sha256 %s, but %s holds %" PRId64 " of %s: the stores of the checkpoints must be built on the same training data", paths[c], dims[0], th, paths[0], N, th0);
+    PetscCall(InflH5ReadRows(f, "/train_norms", H5T_NATIVE_DOUBLE, start, count, tn));
+    for (int64_t i = 0; i < count; i++) self[i] += eta[c] * tn[i] * tn[i];
+    PetscCall(InflH5Close(&f));
+  }
+  {
+    char    tmp[PETSC_MAX_PATH_LEN];
+    int64_t dims[1] = {N};
+    PetscCall(PetscSNPrintf(tmp, sizeof(tmp), "%s.partial.tmp", out));
+    PetscCall(InflH5Create(comm, tmp, PETSC_TRUE, &f));
+    PetscCall(InflH5WriteProvenance(f, comm, "self", mh0, th0, NULL));
+    PetscCall(InflH5SetAttrString(f, "/", "method", "tracin: sum over checkpoints of eta_c ||g_c(m)||^2 (exact gradient norms of the stores)"));
+    PetscCall(InflH5WriteRows(f, "/self_influence", H5T_NATIVE_DOUBLE, 1, dims, start, count, self));
+    PetscCall(InflH5Close(&f));
+    PetscCall(InflRenameAll(comm, tmp, out));
+  }
+  PetscCall(PetscFree2(self, tn));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflStoreScorerSetQueries(InflStoreScorer ss, InflData query, PetscInt Q, const int64_t qidx[])
 {
   InflDataContent content;
@@ -523,9 +635,9 @@ PetscErrorCode InflStoreScorerSetQueries(InflStoreScorer ss, InflData query, Pet
   int64_t        *off = NULL;
 
   PetscFunctionBegin;
-  PetscCheck(ss->proj, ss->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflStoreScorerOpen before InflStoreScorerSetQueries");
+  PetscCheck(ss->C > 0, ss->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflStoreScorerOpen before InflStoreScorerSetQueries");
   PetscCheck(Q > 0, ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "no queries: give -query_indices");
-  PetscCall(InflModelCheckData(ss->model, query));
+  for (PetscInt c = 0; c < ss->C; c++) PetscCall(InflModelCheckData(ss->model[c], query));
   PetscCall(InflDataGetContent(query, &content));
   PetscCall(InflDataGetSizes(query, &N, &d, NULL));
   {
@@ -533,30 +645,39 @@ PetscErrorCode InflStoreScorerSetQueries(InflStoreScorer ss, InflData query, Pet
     PetscCall(InflDataGetHash(query, &qh));
     PetscCall(PetscStrncpy(ss->query_hash, qh, sizeof(ss->query_hash)));
   }
-  PetscCheck(!strcmp(ss->content, content == INFL_DATA_ROWS ? "rows" : "sequences"), ss->comm, PETSC_ERR_ARG_INCOMP, "the store %s holds %s but the query data holds %s; give query data of the store's kind", ss->path, ss->content, content == INFL_DATA_ROWS ? "rows" : "sequences");
+  PetscCheck(!strcmp(ss->content, content == INFL_DATA_ROWS ? "rows" : "sequences"), ss->comm, PETSC_ERR_ARG_INCOMP, "the store %s holds %s but the query data holds %s; give query data of the store's kind", ss->path[0], ss->content, content == INFL_DATA_ROWS ? "rows" : "sequences");
   PetscCall(PetscFree2(ss->qindex, ss->qlabel));
   PetscCall(PetscFree2(ss->gq, ss->pq));
   ss->Q = Q;
   PetscCall(PetscMalloc2(Q, &ss->qindex, Q, &ss->qlabel));
   PetscCall(PetscMalloc2((size_t)Q * k, &ss->gq, (size_t)Q * k, &ss->pq));
   PetscCall(PetscArraycpy(ss->qindex, qidx, Q));
-  PetscCall(InflCaptureCreate(ss->model, bq, &cap));
   if (content == INFL_DATA_ROWS) PetscCall(PetscMalloc1((size_t)bq * d, &x));
   else PetscCall(PetscMalloc2((size_t)bq * d, &tok, bq + 1, &off));
-  for (PetscInt q0 = 0; q0 < Q; q0 += bq) {
-    PetscInt B = PetscMin(bq, Q - q0);
-    if (content == INFL_DATA_ROWS) {
-      PetscCall(InflDataGetExamples(query, B, qidx + q0, x, ss->qlabel + q0));
-      PetscCall(InflModelCapture(ss->model, B, x, ss->qlabel + q0, cap));
-    } else {
-      PetscCall(InflDataGetSequences(query, B, qidx + q0, tok, off));
-      for (PetscInt b = 0; b < B; b++) ss->qlabel[q0 + b] = -1;
-      PetscCall(InflModelCaptureSequences(ss->model, B, off, tok, NULL, cap));
+  for (PetscInt c = 0; c < ss->C; c++) { /* each store's block of columns: its model's gradients, its projection */
+    double *t;                             /* (bq, kc) */
+    PetscCall(InflCaptureCreate(ss->model[c], bq, &cap));
+    PetscCall(PetscMalloc1((size_t)bq * ss->kc[c], &t));
+    for (PetscInt q0 = 0; q0 < Q; q0 += bq) {
+      PetscInt B = PetscMin(bq, Q - q0);
+      if (content == INFL_DATA_ROWS) {
+        PetscCall(InflDataGetExamples(query, B, qidx + q0, x, ss->qlabel + q0));
+        PetscCall(InflModelCapture(ss->model[c], B, x, ss->qlabel + q0, cap));
+      } else {
+        PetscCall(InflDataGetSequences(query, B, qidx + q0, tok, off));
+        for (PetscInt b = 0; b < B; b++) ss->qlabel[q0 + b] = -1;
+        PetscCall(InflModelCaptureSequences(ss->model[c], B, off, tok, NULL, cap));
+      }
+      PetscCall(InflProjectorProjectCapture(ss->proj[c], cap, t, NULL));
+      for (PetscInt b = 0; b < B; b++) PetscCall(PetscArraycpy(ss->gq + (int64_t)(q0 + b) * k + ss->koff[c], t + (int64_t)b * ss->kc[c], ss->kc[c]));
     }
-    PetscCall(InflProjectorProjectCapture(ss->proj, cap, ss->gq + (int64_t)q0 * k, NULL));
+    PetscCall(PetscFree(t));
+    PetscCall(InflCaptureDestroy(&cap));
   }
   for (int64_t i = 0; i < (int64_t)Q * k; i++) PetscCheck(isfinite(ss->gq[i]), ss->comm, PETSC_ERR_FP, "the projected gradient of query %" PRId64 " is not finite: the model's gradient overflows on it; check the model and the query data", qidx[i / k]);
-  PetscCall(PetscArraycpy(ss->pq, ss->gq, (size_t)Q * k));
+  for (PetscInt q = 0; q < Q; q++) /* weights: sum over checkpoints c of eta_c <g_c(q), g_c(m)> (TracIn) */
+    for (PetscInt c = 0; c < ss->C; c++)
+      for (int64_t j = ss->koff[c]; j < ss->koff[c + 1]; j++) ss->pq[(int64_t)q * k + j] = ss->eta[c] * ss->gq[(int64_t)q * k + j];
   if (ss->curvature == INFL_STORE_FISHER) {
     PetscBLASInt bk, bQ, info;
     PetscCall(PetscBLASIntCast(k, &bk));
@@ -565,7 +686,6 @@ PetscErrorCode InflStoreScorerSetQueries(InflStoreScorer ss, InflData query, Pet
     PetscCallBLAS("LAPACKpotrs", LAPACKpotrs_("L", &bk, &bQ, ss->chol, &bk, ss->pq, &bk, &info));
     PetscCheck(info == 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "LAPACK dpotrs: argument %d is illegal (a bug)", (int)-info);
   }
-  PetscCall(InflCaptureDestroy(&cap));
   PetscCall(PetscFree(x));
   PetscCall(PetscFree2(tok, off));
   PetscFunctionReturn(0);
@@ -603,9 +723,12 @@ PetscErrorCode InflStoreScorerScore(InflStoreScorer ss)
   PetscCall(InflRounds(ss->comm, (ss->count + ss->chunk - 1) / ss->chunk, &rounds));
   for (int64_t r = 0; r < rounds; r++) {
     int64_t lo = PetscMin(ss->count, r * ss->chunk), B = PetscMin(ss->count, lo + ss->chunk) - lo;
-    PetscCall(InflH5ReadRows(ss->file, "/gradients", H5T_NATIVE_FLOAT, ss->start + lo, B, f));
+    for (PetscInt c = 0; c < ss->C; c++) { /* X (B, k): the rows of every store side by side */
+      PetscCall(InflH5ReadRows(ss->file[c], "/gradients", H5T_NATIVE_FLOAT, ss->start + lo, B, f));
+      for (int64_t b = 0; b < B; b++)
+        for (PetscInt j = 0; j < ss->kc[c]; j++) X[b * k + ss->koff[c] + j] = f[b * ss->kc[c] + j];
+    }
     if (B == 0) continue;
-    for (int64_t i = 0; i < B * k; i++) X[i] = f[i];
     /* out (Q, B) = C^-1 g_q (Q, k) times the rows^T (k, B) */
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Q, (int)B, k, 1.0, ss->pq, k, X, k, 0.0, out, (int)B);
     for (int64_t i = 0; i < (int64_t)Q * B; i++) PetscCheck(isfinite(out[i]), PETSC_COMM_SELF, PETSC_ERR_FP, "store score of query %" PRId64 " and training example %" PRId64 " is not finite: the store %s is damaged (rebuild it with infl project)", ss->qindex[i / B], ss->start + lo + i % B, ss->path);
@@ -685,8 +808,13 @@ PetscErrorCode InflStoreScorerSave(InflStoreScorer ss, const char path[], PetscB
   PetscCall(PetscSNPrintf(tmp, sizeof(tmp), "%s.partial.tmp", path));
   PetscCall(InflH5Create(ss->comm, tmp, PETSC_TRUE, &file));
   PetscCall(InflH5WriteProvenance(file, ss->comm, "score", ss->model_hash, ss->train_hash, ss->query_hash[0] ? ss->query_hash : NULL));
-  PetscCall(InflH5SetAttrString(file, "/", "method", ss->curvature == INFL_STORE_FISHER ? "store fisher" : "store identity"));
-  PetscCall(InflH5SetAttrString(file, "/", "store", ss->path));
+  PetscCall(InflH5SetAttrString(file, "/", "method", ss->C > 1 ? "store tracin" : ss->curvature == INFL_STORE_FISHER ? "store fisher" : "store identity"));
+  PetscCall(InflH5SetAttrString(file, "/", "store", ss->path[0]));
+  if (ss->C > 1) {
+    char list[4096] = "";
+    for (PetscInt c = 0; c < ss->C; c++) PetscCall(PetscSNPrintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s:%.17g", c ? "," : "", ss->path[c], ss->eta[c]));
+    PetscCall(InflH5SetAttrString(file, "/", "tracin_stores", list));
+  }
   if (ss->curvature == INFL_STORE_FISHER) PetscCall(InflH5SetAttrDouble(file, "/", "store_damping", ss->lambda));
   PetscCall(InflH5SetAttrInt(file, "/", "train_examples", ss->N));
   PetscCall(InflH5SetAttrInt(file, "/", "topk", K));
@@ -736,8 +864,10 @@ PetscErrorCode InflStoreScorerDestroy(InflStoreScorer *ss)
 {
   PetscFunctionBegin;
   if (!*ss) PetscFunctionReturn(0);
-  PetscCall(InflH5Close(&(*ss)->file));
-  PetscCall(InflProjectorDestroy(&(*ss)->proj));
+  for (PetscInt c = 0; c < (*ss)->C; c++) {
+    PetscCall(InflH5Close(&(*ss)->file[c]));
+    PetscCall(InflProjectorDestroy(&(*ss)->proj[c]));
+  }
   PetscCall(PetscFree((*ss)->chol));
   PetscCall(PetscFree2((*ss)->qindex, (*ss)->qlabel));
   PetscCall(PetscFree2((*ss)->gq, (*ss)->pq));
