@@ -36,7 +36,7 @@ PetscErrorCode InflDriverProject(MPI_Comm comm, PetscBool help)
   PetscCall(PetscLogStageRegister("Project", &stage));
   PetscCall(PetscLogStagePush(stage));
   PetscCall(PetscTime(&t0));
-  PetscCall(InflStoreBuild(proj, model, train, out, overwrite));
+  PetscCall(InflStoreBuild(proj, model, train, gram, out, overwrite));
   PetscCall(PetscTime(&t1));
   PetscCall(PetscLogStagePop());
   PetscCall(InflDataGetSizes(train, &N, NULL, NULL));

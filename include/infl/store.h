@@ -8,8 +8,8 @@
  *   /losses (N) float64         each example's summed loss;  /train_norms (N) float64  ||g|| before projection
  *   /labels (N) int64           rows data: the data labels;  /lengths (N) int64  sequence data: tokens per sequence
  *   /projection_norms (k)       norms of the rows of the projection matrix (InflProjectorGetRowNorms)
- *   /gram (k, k) float64        G^T G = sum over examples of g g^T of the stored (float32) rows, unless
- *                               -store_gram 0 (it saves the Fisher pass of every later store-based scoring)
+ *   /gram (k, k) float64        G^T G = sum over examples of g g^T of the stored (float32) rows, when asked
+ *                               (it saves the Fisher pass of every later store-based scoring)
  *   /layers (L, 4) int64        din+1, dout, k_in, k_out of every captured layer (k_in = k_out = 0 when dense)
  *   root attributes: project_kind, project_seed, project_in, project_out, project_dim, project_key, examples, dim,
  *   content (rows|sequences), zero_rows, zero_features and the provenance (model_sha256, train_sha256, options...).
@@ -37,9 +37,9 @@
 #include <infl/topk.h>
 
 /* Collective.  Build the store `out` (see above) of every example of `train` for `model` with the set-up projector
- * (chunks of InflProjectorGetChunk sequences, capped by -mem_limit).  Error if `out` exists and !overwrite.  Reads the
- * option -store_gram (1). */
-PetscErrorCode InflStoreBuild(InflProjector proj, InflModel model, InflData train, const char out[], PetscBool overwrite);
+ * (chunks of InflProjectorGetChunk sequences, capped by -mem_limit); gram: also write /gram (the driver's option
+ * -store_gram, default 1).  Error if `out` exists and !overwrite. */
+PetscErrorCode InflStoreBuild(InflProjector proj, InflModel model, InflData train, PetscBool gram, const char out[], PetscBool overwrite);
 
 typedef struct _p_InflStoreScorer *InflStoreScorer;
 typedef enum { INFL_STORE_IDENTITY = 0, INFL_STORE_FISHER } InflStoreCurvature;

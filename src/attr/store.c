@@ -285,19 +285,17 @@ static PetscErrorCode build_finish(BuildCtx *c, PetscInt chunk, PetscBool gram)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflStoreBuild(InflProjector proj, InflModel model, InflData train, const char out[], PetscBool overwrite)
+PetscErrorCode InflStoreBuild(InflProjector proj, InflModel model, InflData train, PetscBool gram, const char out[], PetscBool overwrite)
 {
   MPI_Comm    comm;
   BuildCtx    c;
   char        partial[PETSC_MAX_PATH_LEN], done_path[PETSC_MAX_PATH_LEN], done_tmp[PETSC_MAX_PATH_LEN], key[512], pkey[256];
   const char *mh, *th;
   PetscInt    chunk;
-  PetscBool   gram = PETSC_TRUE;
   InflRanges  done = {0};
 
   PetscFunctionBegin;
   PetscCall(InflModelGetComm(model, &comm));
-  PetscCall(PetscOptionsGetBool(NULL, NULL, "-store_gram", &gram, NULL));
   InflCheckAll(comm, overwrite || !InflFileExists(out), PETSC_ERR_FILE_OPEN, "%s exists; pass -overwrite to replace it or choose another -out", out);
   PetscCall(InflModelCheckData(model, train));
   PetscCall(PetscMemzero(&c, sizeof(c)));
