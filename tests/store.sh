@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # infl project and infl score -store end to end: the store at several rank counts and chunk sizes agrees within the
 # bound of docs/FORMATS.md; a store build killed at random points (SIGTERM as Slurm sends it, and SIGKILL) and rerun
-# with varying rank counts until it finishes equals an uninterrupted one; bad inputs give one clear error.
+# with varying rank counts until it finishes equals an uninterrupted one; TracIn over two stores runs; bad inputs give
+# one clear error.
 set -u
 EXE=${INFL_EXE:?}; MPIEXEC=${INFL_MPIEXEC:-mpiexec}; SRC=${INFL_SOURCE_DIR:?}; H5CMP=${INFL_H5CMP:?}
 # tau = 2 d u + 2 N 2^-53, single precision, d = 785 (the model's widest input plus bias), N = 1500 examples
@@ -66,6 +67,14 @@ check [ "$(run 2 score -store gauss_ref.h5 $sc -out sc_ref.h5)" = 0 ]
 check [ "$(run 3 score -store gauss.h5 $sc -store_curvature fisher -score_chunk 50 -out sc.h5)" = 0 ]
 check $H5CMP topk $TAU sc_ref.h5 sc.h5 /topk
 check $H5CMP scores $TAU sc_ref.h5 sc.h5 /scores
+# TracIn over two stores (values checked in test_project.c): scores and self-influence run end to end
+check [ "$(run 2 project $common -project_kind kronecker -project_in 16 -project_out 8 -project_seed 1 -out kron_seed1.h5)" = 0 ]
+check [ "$(run 3 score -store kronecker_1.h5,kron_seed1.h5 -model $MODEL,$MODEL -tracin_lr 0.5,2 -store_curvature identity $sc -out tracin.h5)" = 0 ]
+check [ "$(run 2 self -store kronecker_1.h5,kron_seed1.h5 -tracin_lr 0.5,2 -out tracin_self.h5)" = 0 ]
+check expect_error "-tracin_lr gives 1 learning rates for 2 stores" 1 self -store kronecker_1.h5,kron_seed1.h5 -tracin_lr 0.5 -out bad6.h5
+check expect_error "identity" 1 score -store kronecker_1.h5,kron_seed1.h5 -model $MODEL,$MODEL -query idx:$F/t10k -out bad7.h5
+check [ "$(run 1 project -train idx:$F/train -train_limit 100 -model $MODEL -project_in 16 -project_out 8 -out kron_small.h5)" = 0 ]
+check expect_error "must be built on the same training data" 1 score -store kronecker_1.h5,kron_small.h5 -model $MODEL,$MODEL -store_curvature identity -query idx:$F/t10k -out bad8.h5
 # bad input: one clear error
 check expect_error "was built with the model of sha256 .* give the model the store was built with" 2 score -store gauss_ref.h5 -model $SRC/tests/ref/gpt2_tiny -query idx:$F/t10k -out bad1.h5
 check expect_error "-project_dim 30000 is larger than the 19410 parameters" 2 project $common -project_kind gaussian -project_dim 30000 -out bad2.h5

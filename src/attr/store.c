@@ -729,7 +729,7 @@ PetscErrorCode InflStoreScorerScore(InflStoreScorer ss)
     if (B == 0) continue;
     /* out (Q, B) = C^-1 g_q (Q, k) times the rows^T (k, B) */
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Q, (int)B, k, 1.0, ss->pq, k, X, k, 0.0, out, (int)B);
-    for (int64_t i = 0; i < (int64_t)Q * B; i++) PetscCheck(isfinite(out[i]), PETSC_COMM_SELF, PETSC_ERR_FP, "store score of query %" PRId64 " and training example %" PRId64 " is not finite: the store %s is damaged (rebuild it with infl project)", ss->qindex[i / B], ss->start + lo + i % B, ss->path);
+    for (int64_t i = 0; i < (int64_t)Q * B; i++) PetscCheck(isfinite(out[i]), PETSC_COMM_SELF, PETSC_ERR_FP, "store score of query %" PRId64 " and training example %" PRId64 " is not finite: the store %s is damaged (rebuild it with infl project)", ss->qindex[i / B], ss->start + lo + i % B, ss->path[0]);
     if (ss->local) {
       for (PetscInt q = 0; q < Q; q++) PetscCall(PetscArraycpy(ss->local + (int64_t)q * ss->count + lo, out + (int64_t)q * B, B));
       for (int64_t b = 0; b < B; b++) {
