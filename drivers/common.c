@@ -211,12 +211,12 @@ PetscErrorCode DriverQueryIndices(MPI_Comm comm, int64_t N, PetscInt *Q, int64_t
   PetscFunctionReturn(0);
 }
 
-/* Input files named by the options of a stage: the paths of -model, -factors, -scores, -self, -file, the files of the
+/* Input files named by the options of a stage: the paths of -model, -factors, -scores, -self, -store, -file, the files of the
  * data specs (h5:FILE, idx:PREFIX's four possible files), -query_indices @FILE and -options_file.  Fills up to `max`
  * paths into `paths` (each PETSC_MAX_PATH_LEN). */
 static PetscErrorCode input_paths(char (*paths)[PETSC_MAX_PATH_LEN], int max, int *n)
 {
-  static const char *files[] = {"-model", "-factors", "-scores", "-self", "-file", "-options_file", "-query_prompts"};
+  static const char *files[] = {"-model", "-factors", "-scores", "-self", "-store", "-file", "-options_file", "-query_prompts"};
   static const char *specs[] = {"-train", "-test", "-query", "-data"};
   static const char *idx[]   = {"-images-idx3-ubyte", "-images-idx3-ubyte.gz", "-labels-idx1-ubyte", "-labels-idx1-ubyte.gz"};
   const char        *v;

@@ -17,6 +17,11 @@ PetscErrorCode InflDriverInspect(MPI_Comm comm, PetscBool help);
 PetscErrorCode InflDriverIhvp(MPI_Comm comm, PetscBool help);
 PetscErrorCode InflDriverFidelity(MPI_Comm comm, PetscBool help);
 PetscErrorCode InflDriverReport(MPI_Comm comm, PetscBool help);
+PetscErrorCode InflDriverProject(MPI_Comm comm, PetscBool help);
+/* infl score -store STORE: scores against a gradient store (drivers/project.c); InflDriverScore hands over to it. */
+PetscErrorCode InflDriverStoreScore(MPI_Comm comm, PetscBool help);
+/* infl self -store A,B,...: TracIn self-influence from the stores' gradient norms (drivers/project.c). */
+PetscErrorCode InflDriverStoreSelf(MPI_Comm comm, PetscBool help);
 
 /* -NAME PATH as a string ("" if absent); required: error naming the option when absent (not under help). */
 PetscErrorCode DriverGetString(MPI_Comm comm, const char name[], const char text[], char value[], size_t len, PetscBool required, PetscBool help);
@@ -45,7 +50,7 @@ PetscErrorCode DriverLoadPrompts(MPI_Comm comm, const char path[], const char mo
 PetscErrorCode DriverQueryIndices(MPI_Comm comm, int64_t N, PetscInt *Q, int64_t **idx);
 /* Collective: check an output before any work, and lock it.  Errors (every rank, one message): `path` exists and
  * -overwrite is not set; it is a directory or another non-regular file (a device would be replaced by the renamed
- * file); it is the same file (device and inode) as an input of the stage (-model, -factors, -scores, -self, -file,
+ * file); it is the same file (device and inode) as an input of the stage (-model, -factors, -scores, -self, -store, -file,
  * the data files, -query_indices @FILE, -options_file); its directory does not exist or cannot hold a new file
  * (the reason from strerror); another process holds its lock.  Rank 0 then holds an exclusive flock on
  * PATH.partial.lock (holding "host H, pid P", named in the error of a second run) until DriverReleaseOutputs(). */

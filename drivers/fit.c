@@ -52,8 +52,14 @@ PetscErrorCode InflDriverScore(MPI_Comm comm, PetscBool help)
   PetscInt     Q = 0;
   int64_t     *qidx = NULL, Nq;
   StagePrompts prompts = {0};
+  PetscBool    store;
 
   PetscFunctionBegin;
+  PetscCall(PetscOptionsHasName(NULL, NULL, "-store", &store)); /* scores against a gradient store: drivers/project.c */
+  if (store) {
+    PetscCall(InflDriverStoreScore(comm, help));
+    PetscFunctionReturn(0);
+  }
   PetscCall(common_inputs(comm, help, PETSC_TRUE, mpath, fpath, out, &overwrite));
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
   PetscCall(DriverGetString(comm, "-query_prompts", "language models: prompt/completion queries, a text file of prompts and completions separated by a line \">>>\", queries by \"%\" lines (docs/FORMATS.md); only completion tokens enter the query loss (instead of -query)", ppath, sizeof(ppath), PETSC_FALSE, help));
@@ -63,7 +69,7 @@ PetscErrorCode InflDriverScore(MPI_Comm comm, PetscBool help)
     PetscCall(InflScorerCreate(comm, &sc));
     PetscCall(InflScorerSetFromOptions(sc));
     PetscCall(InflScorerDestroy(&sc));
-    PetscCall(PetscPrintf(comm, "  -query_indices <0:8>: queries: \"3,17,40\", a range \"0:100\" or \"0:1000:10\", or \"@file\"\n  -ekfac_damping <X>: override the damping stored with the factors\n"));
+    PetscCall(PetscPrintf(comm, "  -query_indices <0:8>: queries: \"3,17,40\", a range \"0:100\" or \"0:1000:10\", or \"@file\"\n  -ekfac_damping <X>: override the damping stored with the factors\n  -store <FILE>: score against a gradient store from infl project instead (infl score -store FILE -help lists its options)\n"));
     PetscFunctionReturn(0);
   }
   PetscCall(DriverCheckOutput(comm, out, overwrite));
@@ -101,8 +107,14 @@ PetscErrorCode InflDriverSelf(MPI_Comm comm, PetscBool help)
   InflModel model;
   InflEKFAC ek;
   PetscInt  chunk = 512;
+  PetscBool store;
 
   PetscFunctionBegin;
+  PetscCall(PetscOptionsHasName(NULL, NULL, "-store", &store)); /* TracIn self-influence from gradient stores */
+  if (store) {
+    PetscCall(InflDriverStoreSelf(comm, help));
+    PetscFunctionReturn(0);
+  }
   PetscCall(common_inputs(comm, help, PETSC_TRUE, mpath, fpath, out, &overwrite));
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
   PetscOptionsBegin(comm, NULL, "infl self", NULL);

@@ -4,6 +4,8 @@ static const char help[] = "infl: influence functions (training-data attribution
                            "  eval     mean loss; accuracy or perplexity   -model FILE|DIR -data SPEC\n"
                            "  fit      EK-FAC factors                        -model FILE -train SPEC -out factors.h5\n"
                            "  score    influence of train on queries, top-k  -model FILE -factors FILE -train SPEC -query SPEC -out scores.h5\n"
+                           "           (or against a gradient store)         -model FILE -store store.h5 -query SPEC -out scores.h5\n"
+                           "  project  gradient store (projected gradients)  -model FILE -train SPEC -project_kind kronecker -out store.h5\n"
                            "  self     self-influence of train examples      -model FILE -factors FILE -train SPEC -out self.h5\n"
                            "  ihvp     scores with exact Krylov IHVP queries -model FILE -factors FILE -train SPEC -query SPEC -out scores.h5\n"
                            "  fidelity identity/K-FAC/EK-FAC vs Krylov IHVP -model FILE -factors FILE -train SPEC -query SPEC -out fidelity.h5\n"
@@ -161,6 +163,7 @@ static const Subcommand subcommands[] = {
   {"train", InflDriverTrain}, {"eval", InflDriverEval}, {"fit", InflDriverFit},       {"score", InflDriverScore},
   {"self", InflDriverSelf},   {"run", InflDriverRun},   {"inspect", InflDriverInspect},
   {"ihvp", InflDriverIhvp},   {"fidelity", InflDriverFidelity}, {"report", InflDriverReport},
+  {"project", InflDriverProject},
 };
 
 int main(int argc, char **argv)

@@ -25,10 +25,14 @@
 #include <infl/io.h>
 #include <infl/model.h>
 #include <infl/model.h>
+#include <infl/project.h>
+#include <infl/project.h>
 #include <infl/report.h>
 #include <infl/report.h>
 #include <infl/score.h>
 #include <infl/score.h>
+#include <infl/store.h>
+#include <infl/store.h>
 #include <infl/sys.h>
 #include <infl/sys.h>
 #include <infl/tfidf.h>

@@ -80,6 +80,11 @@ typedef struct {
  * after each step: every rank raises it with the message of the lowest failing rank (no rank waits in a collective). */
 PetscErrorCode InflRunChunks(MPI_Comm comm, const char stage[], int64_t start, int64_t count, PetscInt chunk, const InflRanges *done, const InflChunkLoop *loop, const char partial[]);
 
+/* Collective.  InflRunChunks with `step` (may be NULL) called by every rank after each round, once the ranks agreed
+ * that the round's chunks succeeded, with the range [lo, hi) the rank processed in it (lo == hi for a rank without a
+ * chunk that round): for collective writes of each round's results (the gradient store, infl/store.h). */
+PetscErrorCode InflRunChunksStep(MPI_Comm comm, const char stage[], int64_t start, int64_t count, PetscInt chunk, const InflRanges *done, const InflChunkLoop *loop, PetscErrorCode (*step)(void *ctx, int64_t lo, int64_t hi), const char partial[]);
+
 /* Collective: raise INFL_ERR_INTERRUPTED naming the stage and the partial file. */
 PetscErrorCode InflInterrupted(MPI_Comm comm, const char stage[], const char partial[]);
 

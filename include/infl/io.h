@@ -158,6 +158,12 @@ PetscErrorCode InflH5WriteArray(hid_t file, const char name[], hid_t type, int n
 /* Collective.  Create dataset `name` (ndim, dims) and write this rank's block of rows [row0, row0+nrows) (possibly
  * empty) of a row-major array whose rows have the trailing dims. */
 PetscErrorCode InflH5WriteRows(hid_t file, const char name[], hid_t type, int ndim, const int64_t dims[], int64_t row0, int64_t nrows, const void *buf);
+/* Collective.  Create dataset `name` (ndim, dims) with its storage allocated now and never filled (later writes touch
+ * raw data only, so a file flushed after creation keeps consistent metadata through a kill during a write), for
+ * InflH5WriteRowsAt.  Intermediate groups are created; error if it exists. */
+PetscErrorCode InflH5CreateDataset(hid_t file, const char name[], hid_t type, int ndim, const int64_t dims[]);
+/* Collective write of this rank's rows [row0, row0+nrows) (possibly none) of the existing dataset `name`. */
+PetscErrorCode InflH5WriteRowsAt(hid_t file, const char name[], hid_t type, int64_t row0, int64_t nrows, const void *buf);
 /* Collective read of a whole array into buf (every rank gets it); dims checked against the expected ones when
  * expect != NULL (error names file, dataset, both shapes). */
 PetscErrorCode InflH5ReadArray(hid_t file, const char name[], hid_t type, int ndim, const int64_t expect[], int64_t dims_out[], void *buf);

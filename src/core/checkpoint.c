@@ -303,6 +303,13 @@ static PetscErrorCode run_chunk(const InflChunkLoop *loop, const InflRanges *tod
 
 PetscErrorCode InflRunChunks(MPI_Comm comm, const char stage[], int64_t start, int64_t count, PetscInt chunk, const InflRanges *done, const InflChunkLoop *loop, const char partial[])
 {
+  PetscFunctionBegin;
+  PetscCall(InflRunChunksStep(comm, stage, start, count, chunk, done, loop, NULL, partial));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflRunChunksStep(MPI_Comm comm, const char stage[], int64_t start, int64_t count, PetscInt chunk, const InflRanges *done, const InflChunkLoop *loop, PetscErrorCode (*step)(void *ctx, int64_t lo, int64_t hi), const char partial[])
+{
   InflRanges   todo = {0}, mine = {0};
   int64_t      nchunks, rounds;
   InflProgress prog;
@@ -317,6 +324,7 @@ PetscErrorCode InflRunChunks(MPI_Comm comm, const char stage[], int64_t start, i
     PetscBool ckpt, stop;
     /* an error of a chunk on some ranks (a non-finite score, a bad label) stops every rank with its message */
     InflCallAll(comm, run_chunk(loop, &todo, chunk, r, nchunks, &lo, &hi));
+    if (step) PetscCall(step(loop->ctx, lo, hi));
     if (r < nchunks) PetscCall(InflRangesAdd(&mine, lo, hi));
     PetscCall(InflProgressStep(&prog, hi - lo, &ckpt, &stop));
     if (ckpt && loop->checkpoint && r < rounds - 1) {

@@ -202,6 +202,48 @@ PetscErrorCode InflH5WriteRows(hid_t file, const char name[], hid_t type, int nd
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode InflH5CreateDataset(hid_t file, const char name[], hid_t type, int ndim, const int64_t dims[])
+{
+  hsize_t hd[8];
+  hid_t   lcpl, dcpl, space, dset;
+  char    fname[PETSC_MAX_PATH_LEN];
+
+  PetscFunctionBegin;
+  h5_filename(file, fname, sizeof(fname));
+  PetscCheck(ndim >= 1 && ndim <= 8, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "%s: dataset %s: ndim %d is outside [1, 8]", fname, name, ndim);
+  for (int i = 0; i < ndim; i++) {
+    PetscCheck(dims[i] >= 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "%s: dataset %s: dimension %d is negative (%" PRId64 ")", fname, name, i, dims[i]);
+    hd[i] = (hsize_t)dims[i];
+  }
+  PetscCheck(!h5_exists(file, name), PETSC_COMM_SELF, PETSC_ERR_FILE_WRITE, "%s: dataset %s already exists; write to a new file (-overwrite) or another name", fname, name);
+  InflCallH5(lcpl = H5Pcreate(H5P_LINK_CREATE));
+  InflCallH5(H5Pset_create_intermediate_group(lcpl, 1));
+  InflCallH5(dcpl = H5Pcreate(H5P_DATASET_CREATE));
+  InflCallH5(H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY));
+  InflCallH5(H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER));
+  InflCallH5(space = H5Screate_simple(ndim, hd, NULL));
+  InflCallH5(dset = H5Dcreate2(file, name, type, space, lcpl, dcpl, H5P_DEFAULT));
+  InflCallH5(H5Sclose(space));
+  InflCallH5(H5Pclose(dcpl));
+  InflCallH5(H5Pclose(lcpl));
+  InflCallH5(H5Dclose(dset));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflH5WriteRowsAt(hid_t file, const char name[], hid_t type, int64_t row0, int64_t nrows, const void *buf)
+{
+  hid_t dset;
+  char  fname[PETSC_MAX_PATH_LEN];
+
+  PetscFunctionBegin;
+  h5_filename(file, fname, sizeof(fname));
+  PetscCheck(h5_exists(file, name), PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: dataset %s is missing", fname, name);
+  InflCallH5(dset = H5Dopen2(file, name, H5P_DEFAULT));
+  PetscCall(h5_write_rows(dset, type, row0, nrows, buf));
+  InflCallH5(H5Dclose(dset));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflH5GetDims(hid_t file, const char name[], int *ndim, int64_t dims[])
 {
   hid_t   dset, space;

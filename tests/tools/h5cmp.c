@@ -12,6 +12,9 @@
  *   topk   DATASET is /topk or /bottomk: the entry OTHER keeps at place k of query q has, in REF's /scores, a score
  *          within 2 TOL qn[q] max_m tn[m] + 2^-24 |score| of REF's k-th score (lists agree up to near-ties within the
  *          bound; /scores is stored in float32)
+ *   store  TOL * rn[j] * tn[m] + 2^-24 (|ref| + |other|)   (N, k) projected gradients of a gradient store; rn = REF's
+ *                                               /projection_norms, tn = REF's /train_norms (Cauchy-Schwarz per entry
+ *                                               plus the float32 storage)
  *   self   TOL * sqrt(kappa) * |ref|            self-influence; kappa = max over layers of (max Lambda + damping) /
  *                                               (min Lambda + damping), from FACTORS.h5
  *   pertoken  DATASET is /per_token of OTHER (REF is not read): the layout of docs/FORMATS.md (rows of each query in
@@ -181,6 +184,20 @@ int main(int argc, char **argv)
         if (r > worst) { worst = r; at = q * N + j; }
       }
     free(qn);
+    free(tn);
+  } else if (!strcmp(mode, "store")) {
+    int     nr, nt;
+    hsize_t dr[8], dt[8];
+    size_t  K, N;
+    double *rn = read_all(ref, "/projection_norms", &nr, dr, &K), *tn = read_all(ref, "/train_norms", &nt, dt, &N);
+    if (na != 2 || da[0] != N || da[1] != K) { fprintf(stderr, "h5cmp: %s is not (%zu, %zu)\n", ds, N, K); return 2; }
+    for (size_t i = 0; i < N; i++)
+      for (size_t j = 0; j < K; j++) {
+        double bound = tol * rn[j] * tn[i] + 0x1p-24 * (fabs(a[i * K + j]) + fabs(b[i * K + j])), d = fabs(a[i * K + j] - b[i * K + j]);
+        double r = bound > 0 ? d / bound : (d > 0 ? INFINITY : 0);
+        if (r > worst) { worst = r; at = i * K + j; }
+      }
+    free(rn);
     free(tn);
   } else if (!strcmp(mode, "self")) {
     double kappa;

@@ -1,0 +1,153 @@
+/* infl project (the gradient store) and infl score -store (scores against a store). */
+#include "driver.h"
+#include <infl/store.h>
+
+PetscErrorCode InflDriverProject(MPI_Comm comm, PetscBool help)
+{
+  char           mpath[PETSC_MAX_PATH_LEN], out[PETSC_MAX_PATH_LEN];
+  PetscBool      overwrite = PETSC_FALSE, gram = PETSC_TRUE;
+  InflData       train;
+  InflModel      model;
+  InflProjector  proj;
+  PetscLogDouble t0, t1;
+  PetscLogStage  stage;
+  int64_t        N;
+
+  PetscFunctionBegin;
+  PetscCall(DriverGetString(comm, "-model", "model file (safetensors) or GPT-2 directory", mpath, sizeof(mpath), PETSC_TRUE, help));
+  PetscCall(DriverGetString(comm, "-out", "gradient store to write (HDF5)", out, sizeof(out), PETSC_TRUE, help));
+  PetscCall(PetscOptionsGetBool(NULL, NULL, "-overwrite", &overwrite, NULL));
+  PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
+  PetscCall(InflProjectorCreate(comm, &proj));
+  PetscCall(InflProjectorSetFromOptions(proj));
+  PetscOptionsBegin(comm, NULL, "infl project", NULL);
+  PetscCall(PetscOptionsBool("-store_gram", "also write /gram (G^T G, k x k) for store-based Fisher scoring", "InflStoreBuild", gram, &gram, NULL));
+  PetscOptionsEnd();
+  if (help) {
+    PetscCall(InflProjectorDestroy(&proj));
+    PetscFunctionReturn(0);
+  }
+  PetscCall(DriverCheckOutput(comm, out, overwrite));
+  PetscCall(DriverLoadModel(comm, mpath, &model));
+  PetscCall(InflModelCheckData(model, train));
+  PetscCall(InflProjectorSetUp(proj, model));
+  PetscCall(DriverCheckUnusedOptions(comm));
+  PetscCall(InflProjectorView(proj, NULL));
+  PetscCall(PetscLogStageRegister("Project", &stage));
+  PetscCall(PetscLogStagePush(stage));
+  PetscCall(PetscTime(&t0));
+  PetscCall(InflStoreBuild(proj, model, train, gram, out, overwrite));
+  PetscCall(PetscTime(&t1));
+  PetscCall(PetscLogStagePop());
+  PetscCall(InflDataGetSizes(train, &N, NULL, NULL));
+  PetscCall(PetscPrintf(comm, "project: %" PRId64 " examples in %.2f s (%.1f examples/s over the ranks; a resumed run counts only this run's time)\n", N, t1 - t0, (double)N / PetscMax(t1 - t0, 1e-9)));
+  PetscCall(InflReportPeakMemory(comm, "project"));
+  PetscCall(PetscPrintf(comm, "wrote %s\n", out));
+  PetscCall(InflProjectorDestroy(&proj));
+  PetscCall(InflModelDestroy(&model));
+  PetscCall(InflDataDestroy(&train));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflDriverStoreScore(MPI_Comm comm, PetscBool help)
+{
+  char            mpath[PETSC_MAX_PATH_LEN], spath[PETSC_MAX_PATH_LEN], out[PETSC_MAX_PATH_LEN];
+  PetscBool       overwrite = PETSC_FALSE;
+  InflData        query;
+  InflModel      *model;
+  PetscInt        nmodel;
+  InflStoreScorer ss;
+  PetscInt        Q;
+  int64_t        *qidx, Nq, N;
+  PetscLogDouble  t0, t1, t2, t3;
+
+  PetscFunctionBegin;
+  PetscCall(DriverGetString(comm, "-store", "gradient store from infl project; several, comma-separated: TracIn over their checkpoints", spath, sizeof(spath), PETSC_TRUE, help));
+  PetscCall(DriverGetString(comm, "-model", "the model the store was built with (one per store, comma-separated)", mpath, sizeof(mpath), PETSC_TRUE, help));
+  PetscCall(DriverGetString(comm, "-out", "output file (HDF5)", out, sizeof(out), PETSC_TRUE, help));
+  PetscCall(PetscOptionsGetBool(NULL, NULL, "-overwrite", &overwrite, NULL));
+  PetscCall(DriverOpenData(comm, "query", PETSC_TRUE, help, &query));
+  PetscCall(InflStoreScorerCreate(comm, &ss));
+  PetscCall(InflStoreScorerSetFromOptions(ss));
+  if (help) {
+    PetscCall(PetscPrintf(comm, "  -query_indices <0:8>: queries: \"3,17,40\", a range \"0:100\" or \"0:1000:10\", or \"@file\"\n  -tracin_lr <eta1,eta2,...>: with several stores, the learning rate of each checkpoint (default 1)\n"));
+    PetscCall(InflStoreScorerDestroy(&ss));
+    PetscFunctionReturn(0);
+  }
+  PetscCall(DriverCheckOutput(comm, out, overwrite));
+  {
+    char     *stores[INFL_STORE_MAX], *models[INFL_STORE_MAX];
+    PetscInt  ns = INFL_STORE_MAX, nm = INFL_STORE_MAX, ne = INFL_STORE_MAX;
+    double    eta[INFL_STORE_MAX];
+    PetscBool set;
+    PetscCall(PetscOptionsGetStringArray(NULL, NULL, "-store", stores, &ns, NULL));
+    PetscCall(PetscOptionsGetStringArray(NULL, NULL, "-model", models, &nm, NULL));
+    PetscCall(PetscOptionsGetRealArray(NULL, NULL, "-tracin_lr", eta, &ne, &set));
+    PetscCheck(nm == ns, comm, PETSC_ERR_ARG_SIZ, "-store names %d stores but -model %d models: give the model of each store (checkpoint), in the same order", (int)ns, (int)nm);
+    PetscCheck(!set || ne == ns, comm, PETSC_ERR_ARG_SIZ, "-tracin_lr gives %d learning rates for %d stores: give one per store", (int)ne, (int)ns);
+    nmodel = ns;
+    PetscCall(PetscMalloc1(ns, &model));
+    PetscCall(PetscTime(&t0));
+    for (PetscInt c = 0; c < ns; c++) {
+      PetscCall(DriverLoadModel(comm, models[c], &model[c]));
+      if (c == 0) PetscCall(InflStoreScorerOpen(ss, stores[c], model[c])); /* first: a store of another model is the error to report */
+      else PetscCall(InflStoreScorerAddStore(ss, stores[c], model[c]));
+    }
+    if (set) PetscCall(InflStoreScorerSetWeights(ss, ne, eta));
+    for (PetscInt c = 0; c < ns; c++) PetscCall(PetscFree(stores[c]));
+    for (PetscInt c = 0; c < nm; c++) PetscCall(PetscFree(models[c]));
+    PetscCall(PetscTime(&t1));
+  }
+  PetscCall(InflModelCheckData(model[0], query));
+  PetscCall(InflDataGetSizes(query, &Nq, NULL, NULL));
+  PetscCall(DriverQueryIndices(comm, Nq, &Q, &qidx));
+  PetscCall(DriverCheckUnusedOptions(comm));
+  PetscCall(InflStoreScorerSetQueries(ss, query, Q, qidx));
+  PetscCall(PetscTime(&t2));
+  PetscCall(InflStoreScorerScore(ss));
+  PetscCall(PetscTime(&t3));
+  {
+    int64_t start, count;
+    const double *s;
+    PetscCall(InflStoreScorerGetLocalScores(ss, &start, &count, &s));
+    N = count;
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &N, 1, MPI_INT64_T, MPI_SUM, comm));
+  }
+  PetscCall(PetscPrintf(comm, "score -store: %d queries x %" PRId64 " training examples; opening (and Fisher factorization) %.2f s, query gradients %.2f s, scoring %.2f s (%.3g pairs/s)\n", (int)Q, N, t1 - t0, t2 - t1, t3 - t2, (double)Q * N / PetscMax(t3 - t2, 1e-9)));
+  PetscCall(InflReportPeakMemory(comm, "score -store"));
+  PetscCall(InflStoreScorerSave(ss, out, overwrite));
+  PetscCall(PetscPrintf(comm, "wrote %s\n", out));
+  PetscCall(PetscFree(qidx));
+  PetscCall(InflStoreScorerDestroy(&ss));
+  for (PetscInt c = 0; c < nmodel; c++) PetscCall(InflModelDestroy(&model[c]));
+  PetscCall(PetscFree(model));
+  PetscCall(InflDataDestroy(&query));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflDriverStoreSelf(MPI_Comm comm, PetscBool help)
+{
+  char      spath[PETSC_MAX_PATH_LEN], out[PETSC_MAX_PATH_LEN], *stores[INFL_STORE_MAX];
+  PetscBool overwrite = PETSC_FALSE, set;
+  PetscInt  ns = INFL_STORE_MAX, ne = INFL_STORE_MAX;
+  double    eta[INFL_STORE_MAX];
+
+  PetscFunctionBegin;
+  PetscCall(DriverGetString(comm, "-store", "gradient stores of the checkpoints (comma-separated): TracIn self-influence", spath, sizeof(spath), PETSC_TRUE, help));
+  PetscCall(DriverGetString(comm, "-out", "output file (HDF5)", out, sizeof(out), PETSC_TRUE, help));
+  PetscCall(PetscOptionsGetBool(NULL, NULL, "-overwrite", &overwrite, NULL));
+  if (help) {
+    PetscCall(PetscPrintf(comm, "  -tracin_lr <eta1,eta2,...>: the learning rate of each checkpoint (default 1)\n"));
+    PetscFunctionReturn(0);
+  }
+  PetscCall(DriverCheckOutput(comm, out, overwrite));
+  PetscCall(PetscOptionsGetStringArray(NULL, NULL, "-store", stores, &ns, NULL));
+  for (PetscInt c = 0; c < ns; c++) eta[c] = 1;
+  PetscCall(PetscOptionsGetRealArray(NULL, NULL, "-tracin_lr", eta, &ne, &set));
+  PetscCheck(!set || ne == ns, comm, PETSC_ERR_ARG_SIZ, "-tracin_lr gives %d learning rates for %d stores: give one per store", (int)ne, (int)ns);
+  PetscCall(DriverCheckUnusedOptions(comm));
+  PetscCall(InflStoreTracInSelf(comm, ns, (const char *const *)stores, eta, out, overwrite));
+  PetscCall(PetscPrintf(comm, "wrote %s (TracIn self-influence over %d checkpoints)\n", out, (int)ns));
+  for (PetscInt c = 0; c < ns; c++) PetscCall(PetscFree(stores[c]));
+  PetscFunctionReturn(0);
+}

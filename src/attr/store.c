@@ -1,0 +1,877 @@
+/* The gradient store: building it (projected per-example gradients in parallel HDF5, resumable) and scoring queries
+ * against it (identity or damped projected Fisher).  Formats and formulas: include/infl/store.h. */
+#include <infl/store.h>
+#include <infl/checkpoint.h>
+#include <cblas.h>
+#include <math.h>
+#include <petscblaslapack.h>
+
+#define STORE_MAX INFL_STORE_MAX
+#define STORE_BLOCK_FLOATS ((int64_t)1 << 22) /* store rows read at a time when not set: about 16 MiB of float32 */
+
+const char *const InflStoreCurvatures[] = {"identity", "fisher", "InflStoreCurvature", "INFL_STORE_", NULL};
+
+/* ---------------------------------------------------------------- capturing examples of either content */
+
+/* This rank's shard of a data set, rows or sequences: the one place where the store code branches on the content. */
+typedef struct {
+  InflDataContent content;
+  int64_t         start, count, d;
+  const float    *x;      /* rows: (count, d) */
+  const int64_t  *y;      /* rows: (count) */
+  const int32_t  *tokens; /* sequences: the shard's tokens */
+  const int64_t  *off;    /* sequences: (count+1) */
+  int64_t        *loff;   /* sequences: (chunk+1) scratch offsets of one chunk */
+} Shard;
+
+static PetscErrorCode shard_get(InflData data, PetscInt chunk, Shard *s)
+{
+  PetscFunctionBegin;
+  PetscCall(PetscMemzero(s, sizeof(*s)));
+  PetscCall(InflDataGetContent(data, &s->content));
+  PetscCall(InflDataGetSizes(data, NULL, &s->d, NULL));
+  if (s->content == INFL_DATA_ROWS) PetscCall(InflDataGetShard(data, &s->start, &s->count, &s->x, &s->y));
+  else {
+    PetscCall(InflDataGetSequenceShard(data, &s->start, &s->count, &s->tokens, &s->off));
+    PetscCall(PetscMalloc1((size_t)chunk + 1, &s->loff));
+  }
+  PetscFunctionReturn(0);
+}
+
+/* Capture the shard's examples [lo, hi) (global indices) with their data labels (next tokens). */
+static PetscErrorCode shard_capture(InflModel model, Shard *s, int64_t lo, int64_t hi, InflCapture *cap)
+{
+  int64_t  i0 = lo - s->start;
+  PetscInt B  = (PetscInt)(hi - lo);
+
+  PetscFunctionBegin;
+  if (s->content == INFL_DATA_ROWS) PetscCall(InflModelCapture(model, B, s->x + i0 * s->d, s->y + i0, cap));
+  else {
+    for (PetscInt b = 0; b <= B; b++) s->loff[b] = s->off[i0 + b] - s->off[i0];
+    PetscCall(InflModelCaptureSequences(model, B, s->loff, s->tokens + s->off[i0], NULL, cap));
+  }
+  PetscFunctionReturn(0);
+}
+
+/* Labels (rows) or lengths (sequences) of the shard's examples [lo, hi). */
+static void shard_labels(const Shard *s, int64_t lo, int64_t hi, int64_t out[])
+{
+  for (int64_t i = lo; i < hi; i++) out[i - lo] = s->content == INFL_DATA_ROWS ? s->y[i - s->start] : s->off[i - s->start + 1] - s->off[i - s->start];
+}
+
+/* ---------------------------------------------------------------- building */
+
+typedef struct {
+  MPI_Comm      comm;
+  InflProjector proj;
+  InflModel     model;
+  Shard         sh;
+  InflCapture  *cap;
+  PetscInt      k;
+  int64_t       N;
+  double       *proj_out; /* (chunk, k) */
+  float        *rows;     /* (chunk, k) the chunk's projections as stored */
+  double       *loss, *gnorm; /* (chunk) */
+  int64_t      *labels;   /* (chunk) labels or lengths */
+  hid_t         file;
+  const char   *mh, *th, *key, *done_path, *done_tmp;
+} BuildCtx;
+
+static PetscErrorCode build_chunk(void *ctx, int64_t lo, int64_t hi)
+{
+  BuildCtx *c = (BuildCtx *)ctx;
+  PetscInt  B = (PetscInt)(hi - lo), k = c->k;
+
+  PetscFunctionBegin;
+  PetscCall(shard_capture(c->model, &c->sh, lo, hi, c->cap));
+  PetscCall(InflProjectorProjectCapture(c->proj, c->cap, c->proj_out, c->gnorm));
+  for (PetscInt b = 0; b < B; b++) {
+    c->loss[b] = c->cap->loss[b];
+    for (PetscInt j = 0; j < k; j++) {
+      float v = (float)c->proj_out[(int64_t)b * k + j];
+      PetscCheck(isfinite(v), PETSC_COMM_SELF, PETSC_ERR_FP, "projected gradient of training example %" PRId64 " is %g at feature %d (non-finite in float32): the model's gradient overflows for this example (its loss is %g); check the model (infl eval) and the data", lo + b, c->proj_out[(int64_t)b * k + j], (int)j, c->cap->loss[b]);
+      c->rows[(int64_t)b * k + j] = v;
+    }
+  }
+  shard_labels(&c->sh, lo, hi, c->labels);
+  PetscFunctionReturn(0);
+}
+
+/* Every rank writes the rows it projected in this round (none for a rank without a chunk). */
+static PetscErrorCode build_step(void *ctx, int64_t lo, int64_t hi)
+{
+  BuildCtx *c = (BuildCtx *)ctx;
+
+  PetscFunctionBegin;
+  PetscCall(InflH5WriteRowsAt(c->file, "/gradients", H5T_NATIVE_FLOAT, lo, hi - lo, c->rows));
+  PetscCall(InflH5WriteRowsAt(c->file, "/losses", H5T_NATIVE_DOUBLE, lo, hi - lo, c->loss));
+  PetscCall(InflH5WriteRowsAt(c->file, "/train_norms", H5T_NATIVE_DOUBLE, lo, hi - lo, c->gnorm));
+  PetscCall(InflH5WriteRowsAt(c->file, c->sh.content == INFL_DATA_ROWS ? "/labels" : "/lengths", H5T_NATIVE_INT64, lo, hi - lo, c->labels));
+  PetscFunctionReturn(0);
+}
+
+/* The rows written so far are flushed to STORE.partial, then the list of completed examples replaces
+ * STORE.partial.done atomically. */
+static PetscErrorCode build_checkpoint(void *ctx, const InflRanges *done)
+{
+  BuildCtx *c = (BuildCtx *)ctx;
+  hid_t     f;
+
+  PetscFunctionBegin;
+  InflCallH5(H5Fflush(c->file, H5F_SCOPE_GLOBAL));
+  PetscCall(InflH5Create(c->comm, c->done_tmp, PETSC_TRUE, &f));
+  PetscCall(InflH5WriteProvenance(f, c->comm, "project (partial)", c->mh, c->th, NULL));
+  PetscCall(InflH5SetAttrString(f, "/", "checkpoint_key", c->key));
+  PetscCall(InflRangesWrite(f, done));
+  PetscCall(InflH5Close(&f));
+  PetscCall(InflRenameAll(c->comm, c->done_tmp, c->done_path));
+  PetscFunctionReturn(0);
+}
+
+/* Collective: a new STORE.partial with every dataset allocated and the attributes written. */
+static PetscErrorCode build_create(BuildCtx *c, const char partial[])
+{
+  InflProjectKind kind;
+  uint64_t        seed;
+  PetscInt        L, k = c->k;
+  const PetscInt *din1, *dout, *kin, *kout;
+  int64_t         dims[2] = {c->N, k}, *lay, dl[2], P;
+  double         *rn;
+
+  PetscFunctionBegin;
+  PetscCall(InflH5Create(c->comm, partial, PETSC_TRUE, &c->file));
+  PetscCall(InflH5WriteProvenance(c->file, c->comm, "project", c->mh, c->th, NULL));
+  PetscCall(InflH5SetAttrString(c->file, "/", "checkpoint_key", c->key));
+  PetscCall(InflProjectorGetKind(c->proj, &kind));
+  PetscCall(InflProjectorGetSeed(c->proj, &seed));
+  PetscCall(InflProjectorGetLayers(c->proj, &L, &din1, &dout, &kin, &kout));
+  PetscCall(InflProjectorGetSizes(c->proj, NULL, &P));
+  PetscCall(InflH5SetAttrString(c->file, "/", "project_kind", InflProjectKinds[kind]));
+  PetscCall(InflH5SetAttrString(c->file, "/", "project_key", c->key));
+  {
+    char s[32];
+    PetscCall(PetscSNPrintf(s, sizeof(s), "%llu", (unsigned long long)seed));
+    PetscCall(InflH5SetAttrString(c->file, "/", "project_seed", s));
+  }
+  {
+    PetscInt ki = 0, ko = 0;
+    for (PetscInt l = 0; l < L; l++) {
+      ki = PetscMax(ki, kin[l]);
+      ko = PetscMax(ko, kout[l]);
+    }
+    PetscCall(InflH5SetAttrInt(c->file, "/", "project_in", ki));
+    PetscCall(InflH5SetAttrInt(c->file, "/", "project_out", ko));
+  }
+  PetscCall(InflH5SetAttrInt(c->file, "/", "project_dim", k));
+  PetscCall(InflH5SetAttrInt(c->file, "/", "gradient_dim", P));
+  PetscCall(InflH5SetAttrInt(c->file, "/", "examples", c->N));
+  PetscCall(InflH5SetAttrString(c->file, "/", "content", c->sh.content == INFL_DATA_ROWS ? "rows" : "sequences"));
+  PetscCall(InflH5SetAttrString(c->file, "/", "sign", "scores from this store: positive = proponent (upweighting the training example lowers the query loss)"));
+  PetscCall(InflH5CreateDataset(c->file, "/gradients", H5T_NATIVE_FLOAT, 2, dims));
+  PetscCall(InflH5CreateDataset(c->file, "/losses", H5T_NATIVE_DOUBLE, 1, dims));
+  PetscCall(InflH5CreateDataset(c->file, "/train_norms", H5T_NATIVE_DOUBLE, 1, dims));
+  PetscCall(InflH5CreateDataset(c->file, c->sh.content == INFL_DATA_ROWS ? "/labels" : "/lengths", H5T_NATIVE_INT64, 1, dims));
+  PetscCall(PetscMalloc2((size_t)4 * L, &lay, k, &rn));
+  for (PetscInt l = 0; l < L; l++) {
+    lay[4 * l]     = din1[l];
+    lay[4 * l + 1] = dout[l];
+    lay[4 * l + 2] = kind == INFL_PROJECT_KRONECKER ? kin[l] : 0;
+    lay[4 * l + 3] = kind == INFL_PROJECT_KRONECKER ? kout[l] : 0;
+  }
+  dl[0] = L;
+  dl[1] = 4;
+  PetscCall(InflH5WriteArray(c->file, "/layers", H5T_NATIVE_INT64, 2, dl, lay));
+  PetscCall(InflProjectorGetRowNorms(c->proj, rn));
+  dl[0] = k;
+  PetscCall(InflH5WriteArray(c->file, "/projection_norms", H5T_NATIVE_DOUBLE, 1, dl, rn));
+  PetscCall(PetscFree2(lay, rn));
+  InflCallH5(H5Fflush(c->file, H5F_SCOPE_GLOBAL));
+  PetscFunctionReturn(0);
+}
+
+/* Collective: first entries (up to `max`) of a per-rank index list gathered on rank 0, with the total count. */
+static PetscErrorCode gather_indices(MPI_Comm comm, int64_t n, const int64_t idx[], int max, int64_t *total, int64_t out[], int *nout)
+{
+  PetscMPIInt size, rank;
+  int64_t    *all;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  PetscCall(PetscMalloc1((size_t)size * (max + 1), &all));
+  {
+    int64_t mine[65];
+    PetscAssert(max <= 64, PETSC_COMM_SELF, PETSC_ERR_PLIB, "at most 64 indices");
+    mine[0] = n;
+    for (int i = 0; i < max; i++) mine[i + 1] = i < n ? idx[i] : -1;
+    PetscCallMPI(MPI_Allgather(mine, max + 1, MPI_INT64_T, all, max + 1, MPI_INT64_T, comm));
+  }
+  *total = 0;
+  *nout  = 0;
+  for (PetscMPIInt r = 0; r < size; r++) {
+    *total += all[(size_t)r * (max + 1)];
+    for (int i = 0; i < max && i < all[(size_t)r * (max + 1)] && *nout < max; i++) out[(*nout)++] = all[(size_t)r * (max + 1) + 1 + i];
+  }
+  PetscCall(PetscFree(all));
+  PetscFunctionReturn(0);
+}
+
+/* Collective: one pass over the finished rows: all-zero rows and columns (reported), the Gram matrix G^T G (written
+ * as /gram unless gram is false). */
+static PetscErrorCode build_finish(BuildCtx *c, PetscInt chunk, PetscBool gram)
+{
+  PetscInt k = c->k;
+  float   *rows;
+  int64_t  rounds, nzero = 0, *zero = NULL, total = 0, first[20];
+  double  *G = NULL, *colmax, *X;
+  int      nfirst;
+
+  PetscFunctionBegin;
+  chunk = (PetscInt)PetscMax(chunk, PetscMin(STORE_BLOCK_FLOATS / k, PetscMax(c->sh.count, 1))); /* rows read at a time */
+  PetscCall(PetscCalloc3(k, &colmax, (size_t)chunk * k, &X, (size_t)chunk * k, &rows));
+  PetscCall(PetscMalloc1(20, &zero));
+  if (gram) PetscCall(PetscCalloc1((size_t)k * k, &G));
+  PetscCall(InflRounds(c->comm, (c->sh.count + chunk - 1) / chunk, &rounds));
+  for (int64_t r = 0; r < rounds; r++) {
+    int64_t lo = PetscMin(c->sh.count, r * chunk), B = PetscMin(c->sh.count, lo + chunk) - lo;
+    PetscCall(InflH5ReadRows(c->file, "/gradients", H5T_NATIVE_FLOAT, c->sh.start + lo, B, rows));
+    for (int64_t b = 0; b < B; b++) {
+      PetscBool nz = PETSC_FALSE;
+      for (PetscInt j = 0; j < k; j++) {
+        double v = rows[b * k + j];
+        X[b * k + j] = v;
+        if (v != 0) nz = PETSC_TRUE;
+        colmax[j] = PetscMax(colmax[j], PetscAbsReal(v));
+      }
+      if (!nz) {
+        if (nzero < 20) zero[nzero] = c->sh.start + lo + b;
+        nzero++;
+      }
+    }
+    if (gram && B > 0) cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, k, (int)B, 1.0, X, k, 1.0, G, k);
+  }
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, colmax, k, MPI_DOUBLE, MPI_MAX, c->comm));
+  PetscCall(gather_indices(c->comm, nzero, zero, 20, &total, first, &nfirst));
+  PetscCall(InflH5SetAttrInt(c->file, "/", "zero_rows", total));
+  if (total) {
+    char list[512] = "";
+    for (int i = 0; i < nfirst; i++) PetscCall(PetscSNPrintf(list + strlen(list), sizeof(list) - strlen(list), "%s%" PRId64, i ? ", " : "", first[i]));
+    PetscCall(PetscPrintf(c->comm, "warning: %" PRId64 " training examples have an all-zero projected gradient (examples %s%s): their loss gradient vanishes or underflows; every score against them is 0\n", total, list, total > nfirst ? ", ..." : ""));
+  }
+  {
+    int64_t nzc = 0, zc[20];
+    for (PetscInt j = 0; j < k; j++)
+      if (colmax[j] == 0) {
+        if (nzc < 20) zc[nzc] = j;
+        nzc++;
+      }
+    PetscCall(InflH5SetAttrInt(c->file, "/", "zero_features", nzc));
+    if (nzc) {
+      char list[512] = "";
+      for (int i = 0; i < (int)PetscMin(nzc, 20); i++) PetscCall(PetscSNPrintf(list + strlen(list), sizeof(list) - strlen(list), "%s%" PRId64, i ? ", " : "", zc[i]));
+      PetscCall(PetscPrintf(c->comm, "warning: %" PRId64 " of the %d projected features are zero for every training example (features %s%s): the projection or the model's gradients are degenerate; try another -project_seed or -project_kind\n", nzc, (int)k, list, nzc > 20 ? ", ..." : ""));
+    }
+  }
+  if (gram) {
+    int64_t dims[2] = {k, k};
+    for (PetscInt i = 0; i < k; i++)
+      for (PetscInt j = 0; j < i; j++) G[(int64_t)i * k + j] = G[(int64_t)j * k + i];
+    PetscCall(InflAllreduceSum(G, (int64_t)k * k, MPI_DOUBLE, c->comm));
+    PetscCall(InflH5WriteArray(c->file, "/gram", H5T_NATIVE_DOUBLE, 2, dims, G));
+  }
+  PetscCall(PetscFree(G));
+  PetscCall(PetscFree(zero));
+  PetscCall(PetscFree3(colmax, X, rows));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflStoreBuild(InflProjector proj, InflModel model, InflData train, PetscBool gram, const char out[], PetscBool overwrite)
+{
+  MPI_Comm    comm;
+  BuildCtx    c;
+  char        partial[PETSC_MAX_PATH_LEN], done_path[PETSC_MAX_PATH_LEN], done_tmp[PETSC_MAX_PATH_LEN], key[512], pkey[256];
+  const char *mh, *th;
+  PetscInt    chunk;
+  InflRanges  done = {0};
+
+  PetscFunctionBegin;
+  PetscCall(InflModelGetComm(model, &comm));
+  InflCheckAll(comm, overwrite || !InflFileExists(out), PETSC_ERR_FILE_OPEN, "%s exists; pass -overwrite to replace it or choose another -out", out);
+  PetscCall(InflModelCheckData(model, train));
+  PetscCall(PetscMemzero(&c, sizeof(c)));
+  c.comm  = comm;
+  c.proj  = proj;
+  c.model = model;
+  PetscCall(InflProjectorGetSizes(proj, &c.k, NULL));
+  PetscCall(InflProjectorGetChunk(proj, &chunk));
+  PetscCall(InflDataGetSizes(train, &c.N, NULL, NULL));
+  {
+    int64_t start, count; /* the shard's size (rows or sequences), for the chunk from -mem_limit */
+    PetscCall(InflDataGetShard(train, &start, &count, NULL, NULL));
+    PetscCall(InflChunkFromMemLimit(comm, "infl project", count, (size_t)count * sizeof(float) * 8 + (gram ? sizeof(double) * (size_t)c.k * c.k : 0) + ((size_t)1 << 24) + ((size_t)4 << 20), InflModelCaptureBytes(model) + (sizeof(double) * 3 + sizeof(float)) * (size_t)c.k + 4 * sizeof(double), &chunk));
+  }
+  PetscCall(shard_get(train, chunk, &c.sh));
+  PetscCall(InflModelGetHash(model, &mh));
+  PetscCall(InflDataGetHash(train, &th));
+  PetscCall(InflProjectorGetKey(proj, pkey, sizeof(pkey)));
+  PetscCall(PetscSNPrintf(key, sizeof(key), "%s examples %" PRId64, pkey, c.N));
+  c.mh = mh;
+  c.th = th;
+  c.key = key;
+  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", out));
+  PetscCall(PetscSNPrintf(done_path, sizeof(done_path), "%s.partial.done", out));
+  PetscCall(PetscSNPrintf(done_tmp, sizeof(done_tmp), "%s.partial.done.tmp", out));
+  c.done_path = done_path;
+  c.done_tmp  = done_tmp;
+  if (InflFileExists(partial) && InflFileExists(done_path)) { /* resume (checked on every rank: a shared file system) */
+    hid_t f;
+    PetscCall(InflCheckpointOpen(comm, done_path, "project (partial)", mh, th, key, &f));
+    PetscCall(InflRangesRead(f, &done));
+    PetscCall(InflH5Close(&f));
+    PetscCall(InflH5Open(comm, partial, PETSC_TRUE, &c.file));
+    PetscCall(InflCheckpointCheckAttr(comm, c.file, partial, "checkpoint_key", key));
+    PetscCall(InflCheckpointCheckAttr(comm, c.file, partial, "model_sha256", mh));
+    PetscCall(InflCheckpointCheckAttr(comm, c.file, partial, "train_sha256", th));
+    PetscCall(PetscPrintf(comm, "project: resuming from %s (%" PRId64 " of %" PRId64 " examples done)\n", partial, InflRangesCount(&done), c.N));
+  } else PetscCall(build_create(&c, partial));
+  PetscCall(InflCaptureCreate(model, chunk, &c.cap));
+  PetscCall(PetscMalloc2((size_t)chunk * c.k, &c.proj_out, (size_t)chunk * c.k, &c.rows));
+  PetscCall(PetscMalloc3(chunk, &c.loss, chunk, &c.gnorm, chunk, &c.labels));
+  {
+    InflChunkLoop loop = {build_chunk, build_checkpoint, &c};
+    PetscCall(InflRunChunksStep(comm, "infl project", c.sh.start, c.sh.count, chunk, &done, &loop, build_step, partial));
+  }
+  PetscCall(build_finish(&c, chunk, gram));
+  PetscCall(InflH5Close(&c.file));
+  PetscCall(InflRenameAll(comm, partial, out));
+  PetscCall(InflRemoveAll(comm, done_path));
+  PetscCall(InflRangesDestroy(&done));
+  PetscCall(InflCaptureDestroy(&c.cap));
+  PetscCall(PetscFree2(c.proj_out, c.rows));
+  PetscCall(PetscFree3(c.loss, c.gnorm, c.labels));
+  PetscCall(PetscFree(c.sh.loff));
+  PetscFunctionReturn(0);
+}
+
+/* ---------------------------------------------------------------- scoring against a store */
+
+struct _p_InflStoreScorer {
+  MPI_Comm           comm;
+  InflStoreCurvature curvature;
+  double             damping; /* -store_damping; < 0: the default 0.1 mean(diag(G^T G / N)) */
+  double             lambda;  /* the damping used */
+  PetscInt           K, chunk;
+  PetscBool          save_all, chunk_auto; /* chunk_auto: -score_chunk 0, rows from the feature count */
+  PetscInt           C;                                   /* stores: one, or one per checkpoint (TracIn) */
+  char               path[STORE_MAX][PETSC_MAX_PATH_LEN]; /* (C) */
+  hid_t              file[STORE_MAX];
+  InflModel          model[STORE_MAX];
+  InflProjector      proj[STORE_MAX];
+  PetscInt           kc[STORE_MAX];                       /* projected dimension of each store */
+  int64_t            koff[STORE_MAX + 1];                 /* column of each store in the concatenated features */
+  double             eta[STORE_MAX];                      /* weights (TracIn learning rates; 1 by default) */
+  PetscInt           k;                                   /* koff[C]: columns of the concatenated features */
+  int64_t            N, start, count;
+  double            *chol;    /* (k, k) Cholesky factor of F (fisher) */
+  char               model_hash[65], train_hash[65], query_hash[65], content[16];
+  PetscInt           Q;
+  int64_t           *qindex, *qlabel; /* (Q) */
+  double            *gq, *pq;         /* (Q, k) */
+  InflTopK          *top, *bottom;
+  double            *local, *local_norm; /* (Q, count), (count) with save_all */
+};
+
+PetscErrorCode InflStoreScorerCreate(MPI_Comm comm, InflStoreScorer *ss)
+{
+  PetscFunctionBegin;
+  PetscCall(PetscNew(ss));
+  (*ss)->comm      = comm;
+  (*ss)->curvature = INFL_STORE_FISHER;
+  (*ss)->damping   = -1;
+  (*ss)->K         = 10;
+  (*ss)->chunk     = 0;
+  for (int c = 0; c < STORE_MAX; c++) (*ss)->file[c] = H5I_INVALID_HID;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflStoreScorerSetFromOptions(InflStoreScorer ss)
+{
+  PetscBool set;
+
+  PetscFunctionBegin;
+  PetscOptionsBegin(ss->comm, NULL, "Store-based scoring options", "InflStoreScorer");
+  PetscCall(PetscOptionsEnum("-store_curvature", "identity (projected dot products) or fisher (damped projected Fisher G^T G / N + lambda I)", "InflStoreScorerOpen", InflStoreCurvatures, (PetscEnum)ss->curvature, (PetscEnum *)&ss->curvature, NULL));
+  PetscCall(PetscOptionsReal("-store_damping", "damping lambda of the projected Fisher (default 0.1 mean of its diagonal)", "InflStoreScorerOpen", ss->damping, &ss->damping, &set));
+  PetscCall(PetscOptionsInt("-score_topk", "proponents and opponents kept per query", "InflStoreScorerScore", ss->K, &ss->K, NULL));
+  PetscCall(PetscOptionsBool("-score_save_all", "write the full (queries, train) score matrix", "InflStoreScorerSave", ss->save_all, &ss->save_all, NULL));
+  PetscCall(PetscOptionsInt("-score_chunk", "store rows read per chunk (0: about 16 MiB of rows)", "InflStoreScorerScore", ss->chunk, &ss->chunk, NULL));
+  PetscOptionsEnd();
+  PetscCheck(!set || (ss->damping >= 0 && isfinite(ss->damping)), ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "-store_damping %g must be a finite number >= 0 (omit it for 0.1 x the mean diagonal of the projected Fisher)", ss->damping);
+  PetscCheck(!set || ss->curvature == INFL_STORE_FISHER, ss->comm, PETSC_ERR_ARG_INCOMP, "-store_damping is used only with -store_curvature fisher; remove it or choose fisher");
+  PetscCheck(ss->K > 0, ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "-score_topk %d must be positive", (int)ss->K);
+  PetscCheck(ss->chunk >= 0, ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "-score_chunk %d must be >= 0 (0: about 16 MiB of store rows at a time)", (int)ss->chunk);
+  PetscFunctionReturn(0);
+}
+
+/* Collective: G^T G of the store's rows by one pass (a store written with -store_gram 0). */
+static PetscErrorCode store_gram_pass(InflStoreScorer ss, double G[])
+{
+  PetscInt k = ss->k;
+  int64_t  rounds;
+  float   *f;
+  double  *X;
+
+  PetscFunctionBegin;
+  PetscCall(PetscArrayzero(G, (size_t)k * k));
+  PetscCall(PetscMalloc2((size_t)ss->chunk * k, &f, (size_t)ss->chunk * k, &X));
+  PetscCall(InflRounds(ss->comm, (ss->count + ss->chunk - 1) / ss->chunk, &rounds));
+  for (int64_t r = 0; r < rounds; r++) {
+    int64_t lo = PetscMin(ss->count, r * ss->chunk), B = PetscMin(ss->count, lo + ss->chunk) - lo;
+    PetscCall(InflH5ReadRows(ss->file[0], "/gradients", H5T_NATIVE_FLOAT, ss->start + lo, B, f));
+    for (int64_t i = 0; i < B * k; i++) X[i] = f[i];
+    if (B > 0) cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, k, (int)B, 1.0, X, k, 1.0, G, k);
+  }
+  for (PetscInt i = 0; i < k; i++)
+    for (PetscInt j = 0; j < i; j++) G[(int64_t)i * k + j] = G[(int64_t)j * k + i];
+  PetscCall(InflAllreduceSum(G, (int64_t)k * k, MPI_DOUBLE, ss->comm));
+  PetscCall(PetscFree2(f, X));
+  PetscFunctionReturn(0);
+}
+
+/* Collective: open store c = ss->C for `model` and rebuild its projection. */
+static PetscErrorCode store_add(InflStoreScorer ss, const char path[], InflModel model)
+{
+  PetscInt    c = ss->C;
+  char        th[65], content[16];
+  char        kind[32], seed[32], have[128];
+  const char *mh;
+  int64_t     kin, kout, dim, dims[8];
+  int         nd;
+
+  PetscFunctionBegin;
+  PetscCheck(c < STORE_MAX, ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "at most %d stores (checkpoints) can be scored together", STORE_MAX);
+  PetscCall(PetscStrncpy(ss->path[c], path, sizeof(ss->path[c])));
+  ss->model[c] = model;
+  PetscCall(InflH5Open(ss->comm, path, PETSC_FALSE, &ss->file[c]));
+  PetscCall(InflH5GetAttrString(ss->file[c], "/", "project_kind", kind, sizeof(kind)));
+  PetscCheck(kind[0], ss->comm, PETSC_ERR_FILE_UNEXPECTED, "%s is not a gradient store (no project_kind attribute); make one with infl project", path);
+  PetscCall(InflH5GetAttrString(ss->file[c], "/", "model_sha256", have, sizeof(have)));
+  PetscCall(InflModelGetHash(model, &mh));
+  if (c == 0) PetscCall(PetscStrncpy(ss->model_hash, mh, sizeof(ss->model_hash)));
+  {
+    PetscBool same;
+    PetscCall(PetscStrcmp(have, mh, &same));
+    PetscCheck(same, ss->comm, PETSC_ERR_ARG_INCOMP, "the store %s was built with the model of sha256 %s, but -model has sha256 %s: give the model the store was built with, or build a store for this model with infl project", path, have, mh);
+  }
+  PetscCall(InflH5GetAttrString(ss->file[c], "/", "train_sha256", th, sizeof(th)));
+  PetscCall(InflH5GetAttrString(ss->file[c], "/", "content", content, sizeof(content)));
+  PetscCall(InflH5GetAttrString(ss->file[c], "/", "project_seed", seed, sizeof(seed)));
+  PetscCall(InflH5GetAttrInt(ss->file[c], "/", "project_in", &kin));
+  PetscCall(InflH5GetAttrInt(ss->file[c], "/", "project_out", &kout));
+  PetscCall(InflH5GetAttrInt(ss->file[c], "/", "project_dim", &dim));
+  PetscCall(InflProjectorDestroy(&ss->proj[c]));
+  PetscCall(InflProjectorCreate(ss->comm, &ss->proj[c]));
+  {
+    PetscInt e;
+    PetscBool found;
+    PetscCall(PetscEListFind(3, InflProjectKinds, kind, &e, &found));
+    PetscCheck(found, ss->comm, PETSC_ERR_FILE_UNEXPECTED, "%s: unknown project_kind \"%s\" (kronecker, gaussian, rademacher); was it written by another version of infl?", path, kind);
+    PetscCall(InflProjectorSetKind(ss->proj[c], (InflProjectKind)e));
+    PetscCall(InflProjectorSetSizes(ss->proj[c], (PetscInt)kin, (PetscInt)kout, e == INFL_PROJECT_KRONECKER ? 0 : (PetscInt)dim));
+  }
+  PetscCall(InflProjectorSetSeed(ss->proj[c], strtoull(seed, NULL, 10)));
+  PetscCall(InflProjectorSetUp(ss->proj[c], model));
+  PetscCall(InflProjectorGetSizes(ss->proj[c], &ss->kc[c], NULL));
+  PetscCall(InflH5GetDims(ss->file[c], "/gradients", &nd, dims));
+  PetscCheck(nd == 2 && dims[1] == ss->kc[c] && dims[1] == dim, ss->comm, PETSC_ERR_FILE_UNEXPECTED, "%s: /gradients has %" PRId64 " columns but its projection (%s, attribute project_dim %" PRId64 ") rebuilt for this model has %d; the store is damaged or belongs to another model", path, nd == 2 ? dims[1] : -1, kind, dim, (int)ss->kc[c]);
+  if (c == 0) {
+    ss->N = dims[0];
+    PetscCall(PetscStrncpy(ss->train_hash, th, sizeof(ss->train_hash)));
+    PetscCall(PetscStrncpy(ss->content, content, sizeof(ss->content)));
+    ss->koff[0] = 0;
+  } else {
+    PetscCheck(dims[0] == ss->N && !strcmp(th, ss->train_hash) && !strcmp(content, ss->content), ss->comm, PETSC_ERR_ARG_INCOMP, "the store %s holds %" PRId64 " examples of the training data of sha256 %s, but %s holds %" PRId64 " of %s: the stores of the checkpoints must be built on the same training data", path, dims[0], th, ss->path[0], ss->N, ss->train_hash);
+  }
+  ss->eta[c]      = 1;
+  ss->koff[c + 1] = ss->koff[c] + ss->kc[c];
+  ss->k           = (PetscInt)ss->koff[c + 1];
+  ss->C           = c + 1;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflStoreScorerOpen(InflStoreScorer ss, const char path[], InflModel model)
+{
+  int64_t     dims[8];
+  int         nd;
+  PetscMPIInt size, rank;
+
+  PetscFunctionBegin;
+  for (PetscInt c = 0; c < ss->C; c++) {
+    PetscCall(InflH5Close(&ss->file[c]));
+    PetscCall(InflProjectorDestroy(&ss->proj[c]));
+  }
+  ss->C = 0;
+  PetscCall(store_add(ss, path, model));
+  PetscCallMPI(MPI_Comm_size(ss->comm, &size));
+  PetscCallMPI(MPI_Comm_rank(ss->comm, &rank));
+  InflPartition(ss->N, size, rank, &ss->start, &ss->count);
+  if (ss->chunk == 0 || ss->chunk_auto) {
+    ss->chunk_auto = PETSC_TRUE;
+    ss->chunk      = (PetscInt)PetscMax(1, STORE_BLOCK_FLOATS / ss->k);
+  }
+  if (ss->curvature == INFL_STORE_FISHER) {
+    PetscInt     k = ss->k;
+    double       tr = 0;
+    PetscBLASInt bk, info;
+    int64_t      dg[2] = {k, k};
+    PetscCall(PetscFree(ss->chol));
+    PetscCall(PetscMalloc1((size_t)k * k, &ss->chol));
+    PetscCall(InflH5GetDims(ss->file[0], "/gram", &nd, dims));
+    if (nd == 2) PetscCall(InflH5ReadArray(ss->file[0], "/gram", H5T_NATIVE_DOUBLE, 2, dg, NULL, ss->chol));
+    else {
+      PetscCall(PetscPrintf(ss->comm, "note: %s has no /gram (built with -store_gram 0): one extra pass over the store assembles the projected Fisher\n", path));
+      PetscCall(store_gram_pass(ss, ss->chol));
+    }
+    PetscCheck(ss->N > 0, ss->comm, PETSC_ERR_FILE_UNEXPECTED, "%s holds no training examples", path);
+    for (int64_t i = 0; i < (int64_t)k * k; i++) ss->chol[i] /= (double)ss->N;
+    for (PetscInt i = 0; i < k; i++) tr += ss->chol[(int64_t)i * k + i];
+    ss->lambda = ss->damping >= 0 ? ss->damping : 0.1 * tr / k;
+    PetscCheck(ss->lambda > 0 || ss->damping >= 0, ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "the projected Fisher of %s is zero (every stored gradient is 0), so its default damping is 0; give -store_damping > 0 or use -store_curvature identity", path);
+    for (PetscInt i = 0; i < k; i++) ss->chol[(int64_t)i * k + i] += ss->lambda;
+    /* row-major upper = column-major lower: the factor is the same either way for a symmetric matrix */
+    PetscCall(PetscBLASIntCast(k, &bk));
+    PetscCallBLAS("LAPACKpotrf", LAPACKpotrf_("L", &bk, ss->chol, &bk, &info));
+    PetscCheck(info >= 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "LAPACK dpotrf: argument %d is illegal (a bug)", (int)-info);
+    PetscCheck(info == 0, ss->comm, PETSC_ERR_MAT_CH_ZRPVT, "the damped projected Fisher of %s (k = %d, damping %g) is not positive definite at column %d: increase -store_damping", path, (int)k, ss->lambda, (int)info);
+    if (k > 8192) PetscCall(PetscPrintf(ss->comm, "note: the projected Fisher (%d x %d) is factored on every rank (%.0f MiB each)\n", (int)k, (int)k, 8.0 * k * k / 1048576.0));
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflStoreScorerAddStore(InflStoreScorer ss, const char path[], InflModel model)
+{
+  PetscFunctionBegin;
+  PetscCheck(ss->C > 0, ss->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflStoreScorerOpen before InflStoreScorerAddStore");
+  PetscCheck(ss->curvature == INFL_STORE_IDENTITY, ss->comm, PETSC_ERR_ARG_INCOMP, "several stores (TracIn over checkpoints) are scored with -store_curvature identity: sum over checkpoints of eta_c <g_c(q), g_c(m)>; give -store_curvature identity");
+  PetscCheck(!ss->Q, ss->comm, PETSC_ERR_ARG_WRONGSTATE, "add every store before InflStoreScorerSetQueries");
+  PetscCall(store_add(ss, path, model));
+  if (ss->chunk_auto) ss->chunk = (PetscInt)PetscMax(1, STORE_BLOCK_FLOATS / ss->k);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflStoreScorerSetWeights(InflStoreScorer ss, PetscInt n, const double eta[])
+{
+  PetscFunctionBegin;
+  PetscCheck(n == ss->C, ss->comm, PETSC_ERR_ARG_SIZ, "%d weights (-tracin_lr) for %d stores: give one per store", (int)n, (int)ss->C);
+  PetscCheck(!ss->Q, ss->comm, PETSC_ERR_ARG_WRONGSTATE, "set the weights before InflStoreScorerSetQueries");
+  for (PetscInt c = 0; c < n; c++) {
+    PetscCheck(isfinite(eta[c]) && eta[c] > 0, ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "weight %d (-tracin_lr) is %g: give the positive learning rate of checkpoint %d", (int)c, eta[c], (int)c);
+    ss->eta[c] = eta[c];
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflStoreTracInSelf(MPI_Comm comm, PetscInt C, const char *const paths[], const double eta[], const char out[], PetscBool overwrite)
+{
+  hid_t       f;
+  int64_t     N = -1, start, count;
+  char        th0[65] = "", mh0[65] = "";
+  double     *self, *tn;
+  PetscMPIInt size, rank;
+
+  PetscFunctionBegin;
+  PetscCheck(C > 0 && C <= STORE_MAX, comm, PETSC_ERR_ARG_OUTOFRANGE, "%d stores: give 1 to %d (-store a.h5,b.h5,...)", (int)C, STORE_MAX);
+  InflCheckAll(comm, overwrite || !InflFileExists(out), PETSC_ERR_FILE_OPEN, "%s exists; pass -overwrite to replace it or choose another -out", out);
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  self = tn = NULL;
+  for (PetscInt c = 0; c < C; c++) {
+    char    th[65], kind[32];
+    int     nd;
+    int64_t dims[8];
+    PetscCheck(isfinite(eta[c]) && eta[c] > 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "weight %d (-tracin_lr) is %g: give the positive learning rate of checkpoint %d", (int)c, eta[c], (int)c);
+    PetscCall(InflH5Open(comm, paths[c], PETSC_FALSE, &f));
+    PetscCall(InflH5GetAttrString(f, "/", "project_kind", kind, sizeof(kind)));
+    PetscCheck(kind[0], comm, PETSC_ERR_FILE_UNEXPECTED, "%s is not a gradient store (no project_kind attribute); make one with infl project", paths[c]);
+    PetscCall(InflH5GetAttrString(f, "/", "train_sha256", th, sizeof(th)));
+    PetscCall(InflH5GetDims(f, "/train_norms", &nd, dims));
+    PetscCheck(nd == 1, comm, PETSC_ERR_FILE_UNEXPECTED, "%s has no /train_norms; rebuild it with infl project", paths[c]);
+    if (c == 0) {
+      N = dims[0];
+      PetscCall(PetscStrncpy(th0, th, sizeof(th0)));
+      PetscCall(InflH5GetAttrString(f, "/", "model_sha256", mh0, sizeof(mh0)));
+      InflPartition(N, size, rank, &start, &count);
+      PetscCall(PetscCalloc2(PetscMax(count, 1), &self, PetscMax(count, 1), &tn));
+    } else PetscCheck(dims[0] == N && !strcmp(th, th0), comm, PETSC_ERR_ARG_INCOMP, "the store %s holds %" PRId64 " examples of the training data of sha256 %s, but %s holds %" PRId64 " of %s: the stores of the checkpoints must be built on the same training data", paths[c], dims[0], th, paths[0], N, th0);
+    PetscCall(InflH5ReadRows(f, "/train_norms", H5T_NATIVE_DOUBLE, start, count, tn));
+    for (int64_t i = 0; i < count; i++) self[i] += eta[c] * tn[i] * tn[i];
+    PetscCall(InflH5Close(&f));
+  }
+  {
+    char    tmp[PETSC_MAX_PATH_LEN];
+    int64_t dims[1] = {N};
+    PetscCall(PetscSNPrintf(tmp, sizeof(tmp), "%s.partial.tmp", out));
+    PetscCall(InflH5Create(comm, tmp, PETSC_TRUE, &f));
+    PetscCall(InflH5WriteProvenance(f, comm, "self", mh0, th0, NULL));
+    PetscCall(InflH5SetAttrString(f, "/", "method", "tracin: sum over checkpoints of eta_c ||g_c(m)||^2 (exact gradient norms of the stores)"));
+    PetscCall(InflH5WriteRows(f, "/self_influence", H5T_NATIVE_DOUBLE, 1, dims, start, count, self));
+    PetscCall(InflH5Close(&f));
+    PetscCall(InflRenameAll(comm, tmp, out));
+  }
+  PetscCall(PetscFree2(self, tn));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflStoreScorerSetQueries(InflStoreScorer ss, InflData query, PetscInt Q, const int64_t qidx[])
+{
+  InflDataContent content;
+  InflCapture    *cap;
+  PetscInt        bq = PetscMin(PetscMax(Q, 1), 64), k = ss->k;
+  int64_t         N, d;
+  float          *x = NULL;
+  int32_t        *tok = NULL;
+  int64_t        *off = NULL;
+
+  PetscFunctionBegin;
+  PetscCheck(ss->C > 0, ss->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflStoreScorerOpen before InflStoreScorerSetQueries");
+  PetscCheck(Q > 0, ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "no queries: give -query_indices");
+  for (PetscInt c = 0; c < ss->C; c++) PetscCall(InflModelCheckData(ss->model[c], query));
+  PetscCall(InflDataGetContent(query, &content));
+  PetscCall(InflDataGetSizes(query, &N, &d, NULL));
+  {
+    const char *qh;
+    PetscCall(InflDataGetHash(query, &qh));
+    PetscCall(PetscStrncpy(ss->query_hash, qh, sizeof(ss->query_hash)));
+  }
+  PetscCheck(!strcmp(ss->content, content == INFL_DATA_ROWS ? "rows" : "sequences"), ss->comm, PETSC_ERR_ARG_INCOMP, "the store %s holds %s but the query data holds %s; give query data of the store's kind", ss->path[0], ss->content, content == INFL_DATA_ROWS ? "rows" : "sequences");
+  PetscCall(PetscFree2(ss->qindex, ss->qlabel));
+  PetscCall(PetscFree2(ss->gq, ss->pq));
+  ss->Q = Q;
+  PetscCall(PetscMalloc2(Q, &ss->qindex, Q, &ss->qlabel));
+  PetscCall(PetscMalloc2((size_t)Q * k, &ss->gq, (size_t)Q * k, &ss->pq));
+  PetscCall(PetscArraycpy(ss->qindex, qidx, Q));
+  if (content == INFL_DATA_ROWS) PetscCall(PetscMalloc1((size_t)bq * d, &x));
+  else PetscCall(PetscMalloc2((size_t)bq * d, &tok, bq + 1, &off));
+  for (PetscInt c = 0; c < ss->C; c++) { /* each store's block of columns: its model's gradients, its projection */
+    double *t;                             /* (bq, kc) */
+    PetscCall(InflCaptureCreate(ss->model[c], bq, &cap));
+    PetscCall(PetscMalloc1((size_t)bq * ss->kc[c], &t));
+    for (PetscInt q0 = 0; q0 < Q; q0 += bq) {
+      PetscInt B = PetscMin(bq, Q - q0);
+      if (content == INFL_DATA_ROWS) {
+        PetscCall(InflDataGetExamples(query, B, qidx + q0, x, ss->qlabel + q0));
+        PetscCall(InflModelCapture(ss->model[c], B, x, ss->qlabel + q0, cap));
+      } else {
+        PetscCall(InflDataGetSequences(query, B, qidx + q0, tok, off));
+        for (PetscInt b = 0; b < B; b++) ss->qlabel[q0 + b] = -1;
+        PetscCall(InflModelCaptureSequences(ss->model[c], B, off, tok, NULL, cap));
+      }
+      PetscCall(InflProjectorProjectCapture(ss->proj[c], cap, t, NULL));
+      for (PetscInt b = 0; b < B; b++) PetscCall(PetscArraycpy(ss->gq + (int64_t)(q0 + b) * k + ss->koff[c], t + (int64_t)b * ss->kc[c], ss->kc[c]));
+    }
+    PetscCall(PetscFree(t));
+    PetscCall(InflCaptureDestroy(&cap));
+  }
+  for (int64_t i = 0; i < (int64_t)Q * k; i++) PetscCheck(isfinite(ss->gq[i]), ss->comm, PETSC_ERR_FP, "the projected gradient of query %" PRId64 " is not finite: the model's gradient overflows on it; check the model and the query data", qidx[i / k]);
+  for (PetscInt q = 0; q < Q; q++) /* weights: sum over checkpoints c of eta_c <g_c(q), g_c(m)> (TracIn) */
+    for (PetscInt c = 0; c < ss->C; c++)
+      for (int64_t j = ss->koff[c]; j < ss->koff[c + 1]; j++) ss->pq[(int64_t)q * k + j] = ss->eta[c] * ss->gq[(int64_t)q * k + j];
+  if (ss->curvature == INFL_STORE_FISHER) {
+    PetscBLASInt bk, bQ, info;
+    PetscCall(PetscBLASIntCast(k, &bk));
+    PetscCall(PetscBLASIntCast(Q, &bQ));
+    /* pq (Q, k) row-major is (k, Q) column-major: the right-hand sides side by side */
+    PetscCallBLAS("LAPACKpotrs", LAPACKpotrs_("L", &bk, &bQ, ss->chol, &bk, ss->pq, &bk, &info));
+    PetscCheck(info == 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "LAPACK dpotrs: argument %d is illegal (a bug)", (int)-info);
+  }
+  PetscCall(PetscFree(x));
+  PetscCall(PetscFree2(tok, off));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflStoreScorerGetQueries(InflStoreScorer ss, const double **gq, const double **pq)
+{
+  PetscFunctionBegin;
+  if (gq) *gq = ss->gq;
+  if (pq) *pq = ss->pq;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflStoreScorerScore(InflStoreScorer ss)
+{
+  PetscInt k = ss->k, Q = ss->Q;
+  int64_t  rounds;
+  float   *f;
+  double  *X, *out;
+
+  PetscFunctionBegin;
+  PetscCheck(ss->Q > 0, ss->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflStoreScorerSetQueries before InflStoreScorerScore");
+  if (ss->K > ss->N) {
+    PetscCall(PetscPrintf(ss->comm, "note: -score_topk %d is larger than the %" PRId64 " training examples; keeping all %" PRId64 "\n", (int)ss->K, ss->N, ss->N));
+    ss->K = (PetscInt)ss->N;
+  }
+  PetscCall(InflTopKDestroy(&ss->top));
+  PetscCall(InflTopKDestroy(&ss->bottom));
+  PetscCall(InflTopKCreate(Q, ss->K, PETSC_TRUE, &ss->top));
+  PetscCall(InflTopKCreate(Q, ss->K, PETSC_FALSE, &ss->bottom));
+  PetscCall(PetscFree2(ss->local, ss->local_norm));
+  if (ss->save_all) PetscCall(PetscCalloc2((size_t)Q * PetscMax(ss->count, 1), &ss->local, PetscMax(ss->count, 1), &ss->local_norm));
+  PetscCall(InflChunkFromMemLimit(ss->comm, "infl score -store", ss->count, sizeof(double) * (size_t)k * (2 * Q + (ss->chol ? k : 0)) + (ss->local ? sizeof(double) * (Q + 1) * (size_t)ss->count : 0) + ((size_t)4 << 20), sizeof(float) * k + sizeof(double) * (k + Q), &ss->chunk));
+  PetscCall(PetscMalloc3((size_t)ss->chunk * k, &f, (size_t)ss->chunk * k, &X, (size_t)ss->chunk * Q, &out));
+  PetscCall(InflRounds(ss->comm, (ss->count + ss->chunk - 1) / ss->chunk, &rounds));
+  for (int64_t r = 0; r < rounds; r++) {
+    int64_t lo = PetscMin(ss->count, r * ss->chunk), B = PetscMin(ss->count, lo + ss->chunk) - lo;
+    for (PetscInt c = 0; c < ss->C; c++) { /* X (B, k): the rows of every store side by side */
+      PetscCall(InflH5ReadRows(ss->file[c], "/gradients", H5T_NATIVE_FLOAT, ss->start + lo, B, f));
+      for (int64_t b = 0; b < B; b++)
+        for (PetscInt j = 0; j < ss->kc[c]; j++) X[b * k + ss->koff[c] + j] = f[b * ss->kc[c] + j];
+    }
+    if (B == 0) continue;
+    /* out (Q, B) = C^-1 g_q (Q, k) times the rows^T (k, B) */
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Q, (int)B, k, 1.0, ss->pq, k, X, k, 0.0, out, (int)B);
+    for (int64_t i = 0; i < (int64_t)Q * B; i++) PetscCheck(isfinite(out[i]), PETSC_COMM_SELF, PETSC_ERR_FP, "store score of query %" PRId64 " and training example %" PRId64 " is not finite: the store %s is damaged (rebuild it with infl project)", ss->qindex[i / B], ss->start + lo + i % B, ss->path[0]);
+    if (ss->local) {
+      for (PetscInt q = 0; q < Q; q++) PetscCall(PetscArraycpy(ss->local + (int64_t)q * ss->count + lo, out + (int64_t)q * B, B));
+      for (int64_t b = 0; b < B; b++) {
+        double s = 0;
+        for (PetscInt j = 0; j < k; j++) s += X[b * k + j] * X[b * k + j];
+        ss->local_norm[lo + b] = sqrt(s);
+      }
+    }
+    PetscCall(InflTopKPush(ss->top, (PetscInt)B, out, NULL, ss->start + lo));
+    PetscCall(InflTopKPush(ss->bottom, (PetscInt)B, out, NULL, ss->start + lo));
+  }
+  PetscCall(PetscFree3(f, X, out));
+  PetscCall(InflTopKMerge(ss->comm, ss->top));
+  PetscCall(InflTopKMerge(ss->comm, ss->bottom));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflStoreScorerGetTopK(InflStoreScorer ss, InflTopK **top, InflTopK **bottom)
+{
+  PetscFunctionBegin;
+  if (top) *top = ss->top;
+  if (bottom) *bottom = ss->bottom;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflStoreScorerGetLocalScores(InflStoreScorer ss, int64_t *start, int64_t *count, const double **scores)
+{
+  PetscFunctionBegin;
+  *start  = ss->start;
+  *count  = ss->count;
+  *scores = ss->local;
+  PetscFunctionReturn(0);
+}
+
+/* Collective: float32 dataset `name` (rows, N) from this rank's columns [c0, c0+nc) of every row, buf (rows, nc). */
+static PetscErrorCode write_columns(hid_t file, const char name[], int64_t rows, int64_t N, int64_t c0, int64_t nc, const double buf[])
+{
+  hsize_t hd[2] = {(hsize_t)rows, (hsize_t)N}, start[2] = {0, (hsize_t)c0}, cnt[2] = {(hsize_t)rows, (hsize_t)nc};
+  hid_t   space, mem, dset, dxpl;
+  float  *f;
+
+  PetscFunctionBegin;
+  PetscCall(PetscMalloc1((size_t)PetscMax(rows * nc, 1), &f));
+  for (int64_t i = 0; i < rows * nc; i++) f[i] = (float)buf[i];
+  InflCallH5(space = H5Screate_simple(2, hd, NULL));
+  InflCallH5(dset = H5Dcreate2(file, name, H5T_NATIVE_FLOAT, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+  InflCallH5(mem = H5Screate_simple(2, cnt, NULL));
+  if (nc > 0 && rows > 0) InflCallH5(H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, cnt, NULL));
+  else {
+    InflCallH5(H5Sselect_none(space));
+    InflCallH5(H5Sselect_none(mem));
+  }
+  InflCallH5(dxpl = H5Pcreate(H5P_DATASET_XFER));
+  InflCallH5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
+  InflCallH5(H5Dwrite(dset, H5T_NATIVE_FLOAT, mem, space, dxpl, f));
+  InflCallH5(H5Pclose(dxpl));
+  InflCallH5(H5Sclose(mem));
+  InflCallH5(H5Dclose(dset));
+  InflCallH5(H5Sclose(space));
+  PetscCall(PetscFree(f));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflStoreScorerSave(InflStoreScorer ss, const char path[], PetscBool overwrite)
+{
+  char    tmp[PETSC_MAX_PATH_LEN];
+  hid_t   file;
+  PetscInt Q = ss->Q, K = ss->K;
+  int64_t dq[1] = {Q}, dk[2] = {Q, K};
+
+  PetscFunctionBegin;
+  PetscCheck(ss->top, ss->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflStoreScorerScore before InflStoreScorerSave");
+  InflCheckAll(ss->comm, overwrite || !InflFileExists(path), PETSC_ERR_FILE_OPEN, "%s exists; pass -overwrite to replace it or choose another -out", path);
+  PetscCall(PetscSNPrintf(tmp, sizeof(tmp), "%s.partial.tmp", path));
+  PetscCall(InflH5Create(ss->comm, tmp, PETSC_TRUE, &file));
+  PetscCall(InflH5WriteProvenance(file, ss->comm, "score", ss->model_hash, ss->train_hash, ss->query_hash[0] ? ss->query_hash : NULL));
+  PetscCall(InflH5SetAttrString(file, "/", "method", ss->C > 1 ? "store tracin" : ss->curvature == INFL_STORE_FISHER ? "store fisher" : "store identity"));
+  PetscCall(InflH5SetAttrString(file, "/", "store", ss->path[0]));
+  if (ss->C > 1) {
+    char list[4096] = "";
+    for (PetscInt c = 0; c < ss->C; c++) PetscCall(PetscSNPrintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s:%.17g", c ? "," : "", ss->path[c], ss->eta[c]));
+    PetscCall(InflH5SetAttrString(file, "/", "tracin_stores", list));
+  }
+  if (ss->curvature == INFL_STORE_FISHER) PetscCall(InflH5SetAttrDouble(file, "/", "store_damping", ss->lambda));
+  PetscCall(InflH5SetAttrInt(file, "/", "train_examples", ss->N));
+  PetscCall(InflH5SetAttrInt(file, "/", "topk", K));
+  PetscCall(InflH5SetAttrString(file, "/", "sign", "positive = proponent: upweighting the training example lowers the query loss"));
+  PetscCall(InflH5WriteArray(file, "/query_indices", H5T_NATIVE_INT64, 1, dq, ss->qindex));
+  PetscCall(InflH5WriteArray(file, "/query_labels", H5T_NATIVE_INT64, 1, dq, ss->qlabel));
+  {
+    double *qn;
+    PetscCall(PetscMalloc1(Q, &qn));
+    for (PetscInt q = 0; q < Q; q++) {
+      double s = 0;
+      for (PetscInt j = 0; j < ss->k; j++) s += ss->pq[(int64_t)q * ss->k + j] * ss->pq[(int64_t)q * ss->k + j];
+      qn[q] = sqrt(s);
+    }
+    PetscCall(InflH5WriteArray(file, "/query_norms", H5T_NATIVE_DOUBLE, 1, dq, qn));
+    PetscCall(PetscFree(qn));
+  }
+  for (int w = 0; w < 2; w++) {
+    InflTopK   *t = w == 0 ? ss->top : ss->bottom;
+    const char *g = w == 0 ? "/topk" : "/bottomk";
+    char        name[64];
+    int64_t    *idx;
+    double     *s;
+    PetscCall(PetscMalloc2((size_t)Q * K, &idx, (size_t)Q * K, &s));
+    for (PetscInt q = 0; q < Q; q++)
+      for (PetscInt i = 0; i < K; i++) {
+        int64_t j = (int64_t)q * K + i;
+        idx[j]    = i < t->n[q] ? t->index[j] : -1;
+        s[j]      = i < t->n[q] ? t->score[j] : NAN;
+      }
+    PetscCall(PetscSNPrintf(name, sizeof(name), "%s/train_indices", g));
+    PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_INT64, 2, dk, idx));
+    PetscCall(PetscSNPrintf(name, sizeof(name), "%s/scores", g));
+    PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_DOUBLE, 2, dk, s));
+    PetscCall(PetscFree2(idx, s));
+  }
+  if (ss->save_all) {
+    PetscCall(write_columns(file, "/scores", Q, ss->N, ss->start, ss->count, ss->local));
+    PetscCall(write_columns(file, "/train_norms", 1, ss->N, ss->start, ss->count, ss->local_norm));
+  }
+  PetscCall(InflH5Close(&file));
+  PetscCall(InflRenameAll(ss->comm, tmp, path));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflStoreScorerDestroy(InflStoreScorer *ss)
+{
+  PetscFunctionBegin;
+  if (!*ss) PetscFunctionReturn(0);
+  for (PetscInt c = 0; c < (*ss)->C; c++) {
+    PetscCall(InflH5Close(&(*ss)->file[c]));
+    PetscCall(InflProjectorDestroy(&(*ss)->proj[c]));
+  }
+  PetscCall(PetscFree((*ss)->chol));
+  PetscCall(PetscFree2((*ss)->qindex, (*ss)->qlabel));
+  PetscCall(PetscFree2((*ss)->gq, (*ss)->pq));
+  PetscCall(InflTopKDestroy(&(*ss)->top));
+  PetscCall(InflTopKDestroy(&(*ss)->bottom));
+  PetscCall(PetscFree2((*ss)->local, (*ss)->local_norm));
+  PetscCall(PetscFree(*ss));
+  PetscFunctionReturn(0);
+}

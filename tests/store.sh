@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# infl project and infl score -store end to end: the store at several rank counts and chunk sizes agrees within the
+# bound of docs/FORMATS.md; a store build killed at random points (SIGTERM as Slurm sends it, and SIGKILL) and rerun
+# with varying rank counts until it finishes equals an uninterrupted one; TracIn over two stores runs; bad inputs give
+# one clear error.
+set -u
+EXE=${INFL_EXE:?}; MPIEXEC=${INFL_MPIEXEC:-mpiexec}; SRC=${INFL_SOURCE_DIR:?}; H5CMP=${INFL_H5CMP:?}
+# tau = 2 d u + 2 N 2^-53, single precision, d = 785 (the model's widest input plus bias), N = 1500 examples
+TAU=$(awk 'BEGIN { printf "%.6e", 2 * 785 * 2^-24 + 2 * 1500 * 2^-53 }')
+dir=$(mktemp -d "$PWD/store.XXXXXX")
+trap 'rm -rf "$dir"' EXIT
+cd "$dir"
+F=/usr/share/datasets/fashion-mnist
+MODEL=$SRC/tests/ref/mlp_small.safetensors
+common="-train idx:$F/train -train_limit 1500 -model $MODEL"
+pass=0; fail=0
+check() { if "$@"; then pass=$((pass + 1)); else echo "FAILED: $*"; fail=$((fail + 1)); fi; }
+run() { # run NP ARGS...: one attempt; prints the exit status
+  local np=$1; shift
+  $MPIEXEC --oversubscribe -n "$np" "$EXE" "$@" > last.log 2>&1
+  echo $?
+}
+expect_error() { # expect_error REGEX NP ARGS...: non-zero exit and a line matching REGEX
+  local re=$1; shift
+  [ "$(run "$@")" != 0 ] && grep -Eq -- "$re" last.log || { echo "expected an error matching '$re':"; cat last.log; return 1; }
+}
+# rank counts and chunk sizes: kronecker and rademacher
+for kind in "kronecker -project_in 16 -project_out 8" "rademacher -project_dim 64"; do
+  name=${kind%% *}
+  check [ "$(run 1 project $common -project_kind $kind -project_chunk 64 -out ${name}_1.h5)" = 0 ]
+  check [ "$(run 3 project $common -project_kind $kind -project_chunk 7 -out ${name}_3.h5)" = 0 ]
+  check [ "$(run 4 project $common -project_kind $kind -project_chunk 1000 -out ${name}_4.h5)" = 0 ]
+  for o in 3 4; do check $H5CMP store $TAU ${name}_1.h5 ${name}_$o.h5 /gradients; done
+  check $H5CMP max $TAU ${name}_1.h5 ${name}_3.h5 /losses
+  check $H5CMP max $TAU ${name}_1.h5 ${name}_4.h5 /train_norms
+done
+# interrupted: start, kill after a random delay with a random signal, until the output exists
+interrupted() {
+  local out=$1; shift
+  local tries=0 st resumed=0
+  RANDOM=4242
+  while [ ! -f "$out" ] && [ $tries -lt 13 ]; do
+    tries=$((tries + 1))
+    local np=$(( (tries % 3) + 1 )) sig=TERM
+    [ $((tries % 4)) -eq 3 ] && sig=KILL
+    $MPIEXEC --oversubscribe -n "$np" "$EXE" "$@" -out "$out" -checkpoint_interval 0 -progress_interval 1000 > attempt.log 2>&1 &
+    local pid=$!
+    if [ $tries -lt 13 ]; then # killed at a random point; the last attempt runs to the end (a loaded machine may be slow)
+      sleep "$(( RANDOM % 3 )).$(( RANDOM % 9 + 1 ))"
+      pkill -$sig -f -- "-out $out" 2>/dev/null
+    fi
+    wait $pid; st=$?
+    grep -q "resuming from" attempt.log && resumed=$((resumed + 1))
+    case $st in 0|3) ;; *) [ $sig = KILL ] || { grep -i error attempt.log | head -3; } ;; esac
+  done
+  echo "$out: finished after $tries attempts, $resumed of them resumed a partial store"
+  [ -f "$out" ] && [ $resumed -gt 0 ]
+}
+g="-project_kind gaussian -project_dim 128"
+check [ "$(run 2 project $common $g -project_chunk 64 -out gauss_ref.h5)" = 0 ]
+check interrupted "$dir/gauss.h5" project $common $g -project_chunk 16
+check $H5CMP store $TAU gauss_ref.h5 gauss.h5 /gradients
+check $H5CMP max $TAU gauss_ref.h5 gauss.h5 /losses
+check [ ! -e gauss.h5.partial ]
+check [ ! -e gauss.h5.partial.done ]
+# store-based scores of both stores: the top-k lists agree up to near-ties within the score bound
+sc="-query idx:$F/t10k -query_indices 0:6 -score_save_all -model $MODEL"
+check [ "$(run 2 score -store gauss_ref.h5 $sc -out sc_ref.h5)" = 0 ]
+check [ "$(run 3 score -store gauss.h5 $sc -store_curvature fisher -score_chunk 50 -out sc.h5)" = 0 ]
+check $H5CMP topk $TAU sc_ref.h5 sc.h5 /topk
+check $H5CMP scores $TAU sc_ref.h5 sc.h5 /scores
+# TracIn over two stores (values checked in test_project.c): scores and self-influence run end to end
+check [ "$(run 2 project $common -project_kind kronecker -project_in 16 -project_out 8 -project_seed 1 -out kron_seed1.h5)" = 0 ]
+check [ "$(run 3 score -store kronecker_1.h5,kron_seed1.h5 -model $MODEL,$MODEL -tracin_lr 0.5,2 -store_curvature identity -query idx:$F/t10k -query_indices 0:6 -score_save_all -out tracin.h5)" = 0 ]
+check [ "$(run 2 self -store kronecker_1.h5,kron_seed1.h5 -tracin_lr 0.5,2 -out tracin_self.h5)" = 0 ]
+check expect_error "-tracin_lr gives 1 learning rates for 2 stores" 1 self -store kronecker_1.h5,kron_seed1.h5 -tracin_lr 0.5 -out bad6.h5
+check expect_error "identity" 1 score -store kronecker_1.h5,kron_seed1.h5 -model $MODEL,$MODEL -query idx:$F/t10k -out bad7.h5
+check [ "$(run 1 project -train idx:$F/train -train_limit 100 -model $MODEL -project_in 16 -project_out 8 -out kron_small.h5)" = 0 ]
+check expect_error "must be built on the same training data" 1 score -store kronecker_1.h5,kron_small.h5 -model $MODEL,$MODEL -store_curvature identity -query idx:$F/t10k -out bad8.h5
+# bad input: one clear error
+check expect_error "was built with the model of sha256 .* give the model the store was built with" 2 score -store gauss_ref.h5 -model $SRC/tests/ref/gpt2_tiny -query idx:$F/t10k -out bad1.h5
+check expect_error "-project_dim 30000 is larger than the 19410 parameters" 2 project $common -project_kind gaussian -project_dim 30000 -out bad2.h5
+check expect_error "-project_in 0 must be positive" 1 project $common -project_in 0 -out bad3.h5
+check expect_error "-store_damping -1\.? must be a finite number >= 0" 1 score -store gauss_ref.h5 $sc -store_damping -1 -out bad4.h5
+check expect_error "is not a gradient store" 1 score -store sc_ref.h5 $sc -out bad5.h5
+check expect_error "is the input .* of this stage" 1 score -store gauss_ref.h5 $sc -out gauss_ref.h5 -overwrite
+check [ ! -e bad1.h5 ]
+check [ ! -e bad2.h5 ]
+echo "store.sh: $pass passed, $fail failed"
+[ $fail -eq 0 ]
