@@ -122,14 +122,16 @@ static int finish_local_error(void)
 
 static PetscErrorCode common_options(void)
 {
-  double ci = 600, pi = 10;
-  char   ml[64] = "";
+  double   ci = 600, pi = 10;
+  PetscInt sa = 0;
+  char     ml[64] = "";
 
   PetscFunctionBegin;
   PetscCall(InflOptionsCheckLength(PETSC_COMM_WORLD, "-mem_limit", sizeof(ml), "give bytes per rank, e.g. 2G"));
   PetscOptionsBegin(PETSC_COMM_WORLD, NULL, "Options of every long stage", NULL);
   PetscCall(PetscOptionsReal("-checkpoint_interval", "seconds between checkpoints to OUT.partial (0: after every chunk)", NULL, ci, &ci, NULL));
   PetscCall(PetscOptionsReal("-progress_interval", "seconds between progress lines", NULL, pi, &pi, NULL));
+  PetscCall(PetscOptionsInt("-checkpoint_stop_after", "checkpoint and stop (exit status 3, as on a signal) after this many steps of a long stage's pass (0: never; for tests of resumption)", NULL, sa, &sa, NULL));
   PetscCall(PetscOptionsString("-mem_limit", "memory per rank (e.g. 2G): the chunk sizes of fit, score and self are derived from it", NULL, ml, ml, sizeof(ml), NULL));
   PetscOptionsEnd();
   PetscFunctionReturn(0);

@@ -204,6 +204,20 @@ PetscErrorCode InflRenameAll(MPI_Comm comm, const char from[], const char to[])
   PetscFunctionReturn(0);
 }
 
+int64_t InflFirstNonFinite(int64_t n, const double x[])
+{
+  for (int64_t i = 0; i < n; i++)
+    if (!isfinite(x[i])) return i;
+  return -1;
+}
+
+int64_t InflFirstNonFiniteFloat(int64_t n, const float x[])
+{
+  for (int64_t i = 0; i < n; i++)
+    if (!isfinite(x[i])) return i;
+  return -1;
+}
+
 PetscBool InflFileExists(const char path[])
 {
   struct stat st;
