@@ -170,32 +170,167 @@ PetscErrorCode DriverQueryIndices(MPI_Comm comm, int64_t N, PetscInt *Q, int64_t
   PetscFunctionReturn(0);
 }
 
-/* Input files named by the options of a stage: the paths of -model, -factors, -scores, -self, -file, the files of the
- * data specs (h5:FILE, idx:PREFIX's four possible files), -query_indices @FILE and -options_file.  Fills up to `max`
- * paths into `paths` (each PETSC_MAX_PATH_LEN). */
+/* The options files of the run (-options_file on the command line or in PETSC_OPTIONS, and those they include),
+ * recorded by DriverScanOptionsFiles before PetscInitialize: inputs that no output may overwrite. */
+#define MAX_OPTIONS_FILES 32
+#define MAX_OPTIONS_DEPTH 16
+static char options_files[MAX_OPTIONS_FILES][PETSC_MAX_PATH_LEN];
+static int  noptions_files = 0;
+
+/* The next token of a line of an options file as PETSc reads it: blank-separated, double or single quotes removed.
+ * Advances *p; NULL at the end of the line. */
+static char *options_token(char **p)
+{
+  char *s = *p, *t;
+
+  while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n') s++;
+  if (!*s) return NULL;
+  if (*s == '"' || *s == '\'') {
+    char q = *s++;
+    t = s;
+    while (*s && *s != q) s++;
+  } else {
+    t = s;
+    while (*s && *s != ' ' && *s != '\t' && *s != '\r' && *s != '\n') s++;
+  }
+  if (*s) *s++ = 0;
+  *p = s;
+  return t;
+}
+
+typedef struct {
+  const char *path; /* as named */
+  int         line; /* the line of this file that names the next one in the chain */
+  dev_t       dev;
+  ino_t       ino;
+} OptionsFileLink;
+
+/* Record `path` and follow the -options_file lines inside it.  chain[0..depth-1]: the files that include it, with the
+ * line naming the next.  Returns 0, or 1 with msg set. */
+static int scan_options_file(const char path[], const char from[], OptionsFileLink chain[], int depth, char msg[], size_t len)
+{
+  FILE       *f;
+  struct stat st;
+  char        line[8192];
+  int         lineno = 0, bad = 0;
+
+  if (!(f = fopen(path, "r")) || fstat(fileno(f), &st) != 0) {
+    snprintf(msg, len, "cannot read the options file %s given with -options_file%s%s: %s; fix the path (a relative path is taken from the working directory, also inside an options file)", path, from[0] ? " " : "", from, strerror(errno));
+    if (f) fclose(f);
+    return 1;
+  }
+  for (int i = 0; i < depth; i++) {
+    size_t k;
+    if (chain[i].dev != st.st_dev || chain[i].ino != st.st_ino) continue;
+    if (i == depth - 1) snprintf(msg, len, "the options file %s includes itself (-options_file %s on line %d); PETSc would read it forever: remove that line", chain[i].path, path, chain[i].line);
+    else {
+      k = (size_t)snprintf(msg, len, "options files include each other in a cycle: ");
+      for (int j = i; j < depth && k < len; j++) k += (size_t)snprintf(msg + k, len - k, "%s (line %d) -> ", chain[j].path, chain[j].line);
+      if (k < len) snprintf(msg + k, len - k, "%s; PETSc would read them forever: remove one of those -options_file lines", path);
+    }
+    fclose(f);
+    return 1;
+  }
+  if (depth == MAX_OPTIONS_DEPTH || noptions_files == MAX_OPTIONS_FILES) {
+    snprintf(msg, len, "the options file %s%s%s is nested %d deep or is one of more than %d options files; infl reads at most %d levels and %d files: merge some of them", path, from[0] ? " " : "", from, depth + 1, MAX_OPTIONS_FILES, MAX_OPTIONS_DEPTH, MAX_OPTIONS_FILES);
+    fclose(f);
+    return 1;
+  }
+  snprintf(options_files[noptions_files++], PETSC_MAX_PATH_LEN, "%s", path);
+  chain[depth] = (OptionsFileLink){path, 0, st.st_dev, st.st_ino};
+  while (!bad && fgets(line, sizeof(line), f)) {
+    char *p = line, *name, *value, *hash = strchr(line, '#'), here[PETSC_MAX_PATH_LEN + 32];
+    lineno++;
+    if (hash) *hash = 0; /* a comment, as PETSc reads it */
+    name  = options_token(&p);
+    value = name ? options_token(&p) : NULL;
+    if (!name || strcmp(name, "-options_file") || !value) continue;
+    chain[depth].line = lineno;
+    snprintf(here, sizeof(here), "on line %d of %.4000s", lineno, path);
+    {
+      char next[PETSC_MAX_PATH_LEN];
+      snprintf(next, sizeof(next), "%s", value);
+      bad = scan_options_file(next, here, chain, depth + 1, msg, len);
+    }
+  }
+  fclose(f);
+  return bad;
+}
+
+int DriverScanOptionsFiles(int argc, char **argv, char msg[], size_t len)
+{
+  OptionsFileLink chain[MAX_OPTIONS_DEPTH];
+  const char     *env = getenv("PETSC_OPTIONS");
+
+  noptions_files = 0;
+  for (int i = 1; i + 1 < argc; i++)
+    if (!strcmp(argv[i], "-options_file") && scan_options_file(argv[i + 1], "", chain, 0, msg, len)) return 1;
+  if (env) { /* PETSc reads PETSC_OPTIONS as a command line too */
+    char buf[8192], *p = buf, *tok, *prev = NULL;
+    snprintf(buf, sizeof(buf), "%s", env);
+    while ((tok = options_token(&p))) {
+      if (prev && !strcmp(prev, "-options_file") && scan_options_file(tok, "in PETSC_OPTIONS", chain, 0, msg, len)) return 1;
+      prev = tok;
+    }
+  }
+  return 0;
+}
+
+/* Input files named by the options of a stage: the paths of -model (a GPT-2 directory: its config.json and
+ * model.safetensors; a file: also config.json beside it), -factors, -scores, -self, -file, the files of the data specs
+ * (h5:FILE, idx:PREFIX's four possible files, text:/tokens: files, or "DIR/" for every file of a directory),
+ * the tokenizer files of -tokenizer, -query_indices @FILE and the options files.  Fills up to `max` paths into
+ * `paths` (each PETSC_MAX_PATH_LEN); a path ending in '/' stands for every file directly in that directory. */
 static PetscErrorCode input_paths(char (*paths)[PETSC_MAX_PATH_LEN], int max, int *n)
 {
-  static const char *files[] = {"-model", "-factors", "-scores", "-self", "-file", "-options_file"};
+  static const char *files[] = {"-model", "-factors", "-scores", "-self", "-file"};
   static const char *specs[] = {"-train", "-test", "-query", "-data"};
   static const char *idx[]   = {"-images-idx3-ubyte", "-images-idx3-ubyte.gz", "-labels-idx1-ubyte", "-labels-idx1-ubyte.gz"};
+  static const char *tok[]   = {"vocab.json", "merges.txt", "encoder.json", "vocab.bpe"};
   const char        *v;
   PetscBool          set;
+  struct stat        st;
 
   PetscFunctionBegin;
   *n = 0;
-  for (size_t i = 0; i < sizeof(files) / sizeof(files[0]) && *n < max; i++) {
+#define ADD(...) \
+  do { \
+    if (*n < max) PetscCall(PetscSNPrintf(paths[(*n)++], PETSC_MAX_PATH_LEN, __VA_ARGS__)); \
+  } while (0)
+  for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
     PetscCall(PetscOptionsFindPair(NULL, NULL, files[i], &v, &set));
-    if (set && v) PetscCall(PetscStrncpy(paths[(*n)++], v, PETSC_MAX_PATH_LEN));
+    if (!set || !v) continue;
+    ADD("%s", v);
+    if (!strcmp(files[i], "-model")) { /* GPT-2: config.json (and tokenizer files) in the directory or beside the file */
+      char        dir[PETSC_MAX_PATH_LEN];
+      const char *slash = strrchr(v, '/');
+      if (stat(v, &st) == 0 && S_ISDIR(st.st_mode)) PetscCall(PetscStrncpy(dir, v, sizeof(dir)));
+      else if (slash) PetscCall(PetscStrncpy(dir, v, PetscMin(sizeof(dir), (size_t)(slash - v) + 1)));
+      else PetscCall(PetscStrncpy(dir, ".", sizeof(dir)));
+      ADD("%s/config.json", dir);
+      ADD("%s/model.safetensors", dir);
+      for (size_t k = 0; k < sizeof(tok) / sizeof(tok[0]); k++) ADD("%s/%s", dir, tok[k]);
+    }
   }
+  PetscCall(PetscOptionsFindPair(NULL, NULL, "-tokenizer", &v, &set));
+  if (set && v)
+    for (size_t k = 0; k < sizeof(tok) / sizeof(tok[0]); k++) ADD("%s/%s", v, tok[k]);
   PetscCall(PetscOptionsFindPair(NULL, NULL, "-query_indices", &v, &set));
-  if (set && v && v[0] == '@' && *n < max) PetscCall(PetscStrncpy(paths[(*n)++], v + 1, PETSC_MAX_PATH_LEN));
+  if (set && v && v[0] == '@') ADD("%s", v + 1);
   for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++) {
     PetscCall(PetscOptionsFindPair(NULL, NULL, specs[i], &v, &set));
     if (!set || !v) continue;
-    if (!strncmp(v, "h5:", 3) && *n < max) PetscCall(PetscStrncpy(paths[(*n)++], v + 3, PETSC_MAX_PATH_LEN));
+    if (!strncmp(v, "h5:", 3)) ADD("%s", v + 3);
     if (!strncmp(v, "idx:", 4))
-      for (size_t k = 0; k < sizeof(idx) / sizeof(idx[0]) && *n < max; k++) PetscCall(PetscSNPrintf(paths[(*n)++], PETSC_MAX_PATH_LEN, "%s%s", v + 4, idx[k]));
+      for (size_t k = 0; k < sizeof(idx) / sizeof(idx[0]); k++) ADD("%s%s", v + 4, idx[k]);
+    if (!strncmp(v, "text:", 5) || !strncmp(v, "tokens:", 7)) {
+      const char *p = strchr(v, ':') + 1;
+      if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) ADD("%s/", p);
+      else ADD("%s", p);
+    }
   }
+  for (int i = 0; i < noptions_files; i++) ADD("%s", options_files[i]);
+#undef ADD
   PetscFunctionReturn(0);
 }
 
@@ -291,13 +426,23 @@ PetscErrorCode DriverCheckOutput(MPI_Comm comm, const char path[], PetscBool ove
   InflCheckAll(comm, !exists || S_ISREG(st.st_mode), PETSC_ERR_FILE_OPEN, "output %s exists and is not a regular file (%s); infl would replace it by a regular file: give the path of a regular file (-out)", path,
                S_ISCHR(st.st_mode) ? "a character device" : S_ISBLK(st.st_mode) ? "a block device" : S_ISFIFO(st.st_mode) ? "a named pipe" : S_ISSOCK(st.st_mode) ? "a socket" : "not a regular file");
   if (exists) { /* an output that is one of the stage's inputs would destroy it */
-    char (*in)[PETSC_MAX_PATH_LEN];
-    int n;
-    PetscCall(PetscMalloc1(16, &in));
-    PetscCall(input_paths(in, 16, &n));
+    char (*in)[PETSC_MAX_PATH_LEN], parent[PETSC_MAX_PATH_LEN];
+    int         n;
+    struct stat sp;
+    const char *slash = strrchr(path, '/');
+    PetscCall(PetscStrncpy(parent, slash ? path : ".", slash ? PetscMin(sizeof(parent), (size_t)(slash - path) + 1) : sizeof(parent)));
+    if (slash == path) PetscCall(PetscStrncpy(parent, "/", sizeof(parent)));
+    PetscCall(PetscMalloc1(64, &in));
+    PetscCall(input_paths(in, 64, &n));
     for (int i = 0; i < n; i++) {
       struct stat si;
-      if (stat(in[i], &si) == 0 && si.st_dev == st.st_dev && si.st_ino == st.st_ino) {
+      size_t      l = strlen(in[i]);
+      if (l > 1 && in[i][l - 1] == '/') { /* every file of an input directory (text:DIR) */
+        if (stat(in[i], &si) == 0 && stat(parent, &sp) == 0 && si.st_dev == sp.st_dev && si.st_ino == sp.st_ino) {
+          PetscCall(PetscSNPrintf(msg, sizeof(msg), "output %s is in the input directory %s of this stage, whose files are read; writing it would change the input: choose another -out", path, in[i]));
+          break;
+        }
+      } else if (stat(in[i], &si) == 0 && si.st_dev == st.st_dev && si.st_ino == st.st_ino) {
         PetscCall(PetscSNPrintf(msg, sizeof(msg), "output %s is the input %s of this stage (the same file); writing it would destroy the input: choose another -out", path, in[i]));
         break;
       }

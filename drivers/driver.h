@@ -35,6 +35,13 @@ PetscErrorCode DriverQueryIndices(MPI_Comm comm, int64_t N, PetscInt *Q, int64_t
  * (the reason from strerror); another process holds its lock.  Rank 0 then holds an exclusive flock on
  * PATH.partial.lock (holding "host H, pid P", named in the error of a second run) until DriverReleaseOutputs(). */
 PetscErrorCode DriverCheckOutput(MPI_Comm comm, const char path[], PetscBool overwrite);
+/* Before PetscInitialize (plain C, the same on every rank): follow the -options_file arguments of argv and of the
+ * PETSC_OPTIONS environment variable and, recursively, the -options_file lines inside those files (read as PETSc
+ * reads them: '#' starts a comment, a relative path is taken from the working directory); record every file as an
+ * input of the run, which DriverCheckOutput refuses to overwrite.  Returns 0, or 1 with `msg` set: a file that cannot
+ * be read (naming the file and the line that includes it), a file that includes itself directly or through a cycle
+ * (naming the files and lines: PETSc would recurse until the stack overflows), more than 16 levels or 32 files. */
+int DriverScanOptionsFiles(int argc, char **argv, char msg[], size_t len);
 /* Unlock and remove the lock files of DriverCheckOutput (rank 0; called by main() at the end of every run). */
 void DriverReleaseOutputs(void);
 /* Error listing every option that was given but never used (a misspelled option must not be ignored); error naming

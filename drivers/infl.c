@@ -137,21 +137,16 @@ static PetscErrorCode common_options(void)
   PetscFunctionReturn(0);
 }
 
-/* A missing or unreadable -options_file would stop PetscInitialize with a long trace: say it plainly instead. */
+/* A missing or unreadable -options_file would stop PetscInitialize with a long trace, and one that includes itself
+ * would make PETSc recurse until the stack overflows: say it plainly instead (every rank finds the same). */
 static int check_options_files(int argc, char **argv)
 {
   const char *r = getenv("OMPI_COMM_WORLD_RANK");
-  for (int i = 1; i + 1 < argc; i++) {
-    if (strcmp(argv[i], "-options_file")) continue;
-    FILE *f = fopen(argv[i + 1], "r");
-    if (f) {
-      fclose(f);
-      continue;
-    }
-    if (!r || !strcmp(r, "0")) fprintf(stderr, "infl: error: cannot read the options file %s given with -options_file: %s\n", argv[i + 1], strerror(errno));
-    return 1;
-  }
-  return 0;
+  char        msg[2 * INFL_MSG_LEN];
+
+  if (!DriverScanOptionsFiles(argc, argv, msg, sizeof(msg))) return 0;
+  if (!r || !strcmp(r, "0")) fprintf(stderr, "infl: error: %s\n", msg);
+  return 1;
 }
 
 typedef struct {
