@@ -34,7 +34,7 @@ PetscErrorCode DriverOpenData(MPI_Comm comm, const char prefix[], PetscBool requ
   PetscCall(PetscSNPrintf(opt, sizeof(opt), "-%s", prefix));
   PetscCall(PetscSNPrintf(optl, sizeof(optl), "-%s_limit", prefix));
   PetscCall(PetscSNPrintf(opts, sizeof(opts), "-%s_seq_len", prefix));
-  PetscCall(PetscSNPrintf(text, sizeof(text), "%s data: idx:PREFIX (IDX files PREFIX-images-idx3-ubyte[.gz], PREFIX-labels-idx1-ubyte[.gz]), h5:FILE (/inputs, /labels), text:PATH (UTF-8 text, -tokens_text_format) or tokens:PATH (llm.c .bin, HDF5 /tokens /offsets)", prefix));
+  PetscCall(PetscSNPrintf(text, sizeof(text), "%s%s: idx:PREFIX (IDX files PREFIX-images-idx3-ubyte[.gz], PREFIX-labels-idx1-ubyte[.gz]), h5:FILE (/inputs, /labels), text:PATH (UTF-8 text, -tokens_text_format) or tokens:PATH (llm.c .bin, HDF5 /tokens /offsets)", prefix, strcmp(prefix, "data") ? " data" : " set"));
   PetscCall(DriverGetString(comm, opt, text, spec, sizeof(spec), required, help));
   PetscOptionsBegin(comm, NULL, "infl driver options", NULL);
   /* listed by -help as a string, parsed as a 64-bit count: PetscOptionsInt (32-bit PetscInt) would wrap 2^32+1 to 1 */
@@ -45,8 +45,7 @@ PetscErrorCode DriverOpenData(MPI_Comm comm, const char prefix[], PetscBool requ
   PetscOptionsEnd();
   PetscCall(InflOptionsGetInt64(comm, optl, 0, INT64_MAX, &limit, NULL)); /* 0 means all examples */
   if (help || !spec[0]) PetscFunctionReturn(0);
-  PetscCall(InflDataOpen(comm, spec, limit, data));
-  PetscCall(InflDataSetName(*data, prefix));
+  PetscCall(InflDataOpenNamed(comm, spec, prefix, limit, data));
   {
     InflDataContent kind;
     PetscCall(InflDataGetContent(*data, &kind));
@@ -502,25 +501,41 @@ static PetscErrorCode valueless_option(char bad[], size_t len)
   PetscFunctionReturn(0);
 }
 
-/* Integer options are 32-bit PetscInt, which PETSc fills by wrapping (4294967297 becomes 1): the first option whose
- * value is an integer beyond that range, other than the 64-bit _limit counts, in *bad (name and value), or "". */
+/* Integer options are 32-bit PetscInt, which PETSc fills by wrapping (4294967297 becomes 1, and a value beyond int64
+ * becomes -1): the first option whose value is an integer, or a comma-separated list of integers (-model_dims), beyond
+ * that range, other than the 64-bit _limit counts, the options that are not PetscInt and the real-valued ones, in
+ * *bad (name and value), or "". */
 static PetscErrorCode wrapped_int_option(char bad[], size_t len)
 {
-  static const char *wide[] = {"-query_indices", "-mem_limit", "-report_title", "-class_names"}; /* not PetscInt */
+  static const char *wide[] = {"-query_indices", "-mem_limit", "-report_title", "-class_names", /* not PetscInt */
+                               "-checkpoint_interval", "-progress_interval", "-ekfac_damping", "-ekfac_damping_factor", "-train_clip", "-train_eps", "-train_lr", "-train_lr_min", "-train_momentum", "-train_weight_decay", "-train_betas"}; /* reals */
+  static const char *real_suffixes[] = {"_rtol", "_atol", "_dtol"}; /* PETSc's KSP tolerances (-ihvp_ksp_rtol) */
   char *all = NULL, *save = NULL, *prev = NULL;
 
   PetscFunctionBegin;
   bad[0] = 0;
   PetscCall(PetscOptionsGetAll(NULL, &all));
   for (char *tok = strtok_r(all, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
-    PetscBool skip = prev && strlen(prev) > 6 && !strcmp(prev + strlen(prev) - 6, "_limit") ? PETSC_TRUE : PETSC_FALSE;
+    size_t    lp   = prev ? strlen(prev) : 0;
+    PetscBool skip = prev && lp > 6 && !strcmp(prev + lp - 6, "_limit") ? PETSC_TRUE : PETSC_FALSE;
     for (size_t i = 0; prev && i < sizeof(wide) / sizeof(wide[0]); i++) if (!strcmp(prev, wide[i])) skip = PETSC_TRUE;
+    for (size_t i = 0; prev && i < sizeof(real_suffixes) / sizeof(real_suffixes[0]); i++) if (lp > 5 && !strcmp(prev + lp - 5, real_suffixes[i])) skip = PETSC_TRUE;
     if (prev && prev[0] == '-' && !skip) {
-      char     *end;
-      long long x;
-      errno = 0;
-      x     = strtoll(tok, &end, 10);
-      if (end != tok && *end == 0 && (errno == ERANGE || x > PETSC_MAX_INT || x < PETSC_MIN_INT)) {
+      const char *p   = tok;
+      PetscBool   out = PETSC_FALSE, ints = PETSC_TRUE;
+      while (ints) { /* each comma-separated part */
+        char     *end;
+        long long x;
+        errno = 0;
+        x     = strtoll(p, &end, 10);
+        if (end == p || (*end != 0 && *end != ',')) ints = PETSC_FALSE;
+        else {
+          if (errno == ERANGE || x > PETSC_MAX_INT || x < PETSC_MIN_INT) out = PETSC_TRUE;
+          if (*end == 0) break;
+          p = end + 1;
+        }
+      }
+      if (ints && out) {
         PetscCall(PetscSNPrintf(bad, len, "%s %s", prev, tok));
         break;
       }
@@ -528,6 +543,16 @@ static PetscErrorCode wrapped_int_option(char bad[], size_t len)
     prev = tok;
   }
   PetscCall(PetscFree(all));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode DriverCheckIntegerOptions(MPI_Comm comm)
+{
+  char bad[256];
+
+  PetscFunctionBegin;
+  PetscCall(wrapped_int_option(bad, sizeof(bad)));
+  PetscCheck(!bad[0], comm, PETSC_ERR_ARG_OUTOFRANGE, "option %s is outside the range of this integer option [%d, %d] (it would wrap around); give a value in that range", bad, (int)PETSC_MIN_INT, (int)PETSC_MAX_INT);
   PetscFunctionReturn(0);
 }
 
@@ -540,8 +565,7 @@ PetscErrorCode DriverCheckUnusedOptions(MPI_Comm comm)
   PetscFunctionBegin;
   PetscCall(valueless_option(bad, sizeof(bad)));
   PetscCheck(!bad[0], comm, PETSC_ERR_ARG_WRONG, "option %s was given without a value; give one (-help lists the options and their defaults)", bad);
-  PetscCall(wrapped_int_option(bad, sizeof(bad)));
-  PetscCheck(!bad[0], comm, PETSC_ERR_ARG_OUTOFRANGE, "option %s is outside the range of this integer option [%d, %d] (it would wrap around); give a value in that range", bad, (int)PETSC_MIN_INT, (int)PETSC_MAX_INT);
+  PetscCall(DriverCheckIntegerOptions(comm));
   PetscCall(PetscOptionsLeftGet(NULL, &n, &names, &values));
   for (PetscInt i = 0; i < n; i++) {
     size_t len;

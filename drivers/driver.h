@@ -47,6 +47,11 @@ void DriverReleaseOutputs(void);
 /* Error listing every option that was given but never used (a misspelled option must not be ignored); error naming
  * an option given without a value, or an integer value beyond the 32-bit PetscInt range (other than -*_limit). */
 PetscErrorCode DriverCheckUnusedOptions(MPI_Comm comm);
+/* Error naming the first option whose value is an integer (or a list of them, as -model_dims) beyond the 32-bit
+ * PetscInt range, other than the 64-bit -*_limit counts and the real-valued options: PETSc would wrap it (4294967297
+ * becomes 1, a value beyond int64 -1).  Called by main() before a subcommand reads its options, so the message names
+ * the option and the value given rather than a check failing on the wrapped value. */
+PetscErrorCode DriverCheckIntegerOptions(MPI_Comm comm);
 /* MLP layer sizes: -model_dims if set (checked against the data), else input,256,256,classes of `train`. */
 PetscErrorCode DriverMLPDims(MPI_Comm comm, InflData train, PetscInt dims[], PetscInt *nd, PetscBool set);
 /* Class names from -class_names "a,b,c" (NULL entries if absent). */

@@ -201,6 +201,7 @@ int main(int argc, char **argv)
   PetscCall(PetscOptionsHasHelp(NULL, &helpflg));
   PetscCall(InflSignalsInstall());
   ierr = common_options();
+  if (!ierr && !helpflg) ierr = DriverCheckIntegerOptions(PETSC_COMM_WORLD);
   if (!ierr) ierr = sub->run(PETSC_COMM_WORLD, helpflg);
   DriverReleaseOutputs();
   if (ierr) {
