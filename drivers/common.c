@@ -611,7 +611,17 @@ PetscErrorCode DriverMLPDims(MPI_Comm comm, InflData train, PetscInt dims[], Pet
     dims[3] = (PetscInt)C;
   }
   PetscCheck(*nd >= 2, comm, PETSC_ERR_ARG_WRONG, "-model_dims needs at least input and classes, e.g. 784,256,256,10");
+  for (PetscInt i = 0; i < *nd; i++) PetscCheck(dims[i] >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-model_dims: layer size %d (entry %d) must be >= 1; give positive sizes, e.g. 784,256,256,10", (int)dims[i], (int)i);
   PetscCheck(dims[0] == d, comm, PETSC_ERR_ARG_SIZ, "-model_dims starts with %d but the training data has %" PRId64 " features per example", (int)dims[0], d);
   PetscCheck(dims[*nd - 1] >= C, comm, PETSC_ERR_ARG_SIZ, "-model_dims ends with %d classes but the training labels go up to %" PRId64, (int)dims[*nd - 1], C - 1);
+  { /* training holds parameters, gradients and two optimizer moments (float32): refuse what cannot fit before allocating */
+    double      np = 0, bytes, phys = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    const char *given = NULL;
+    PetscBool   has;
+    PetscCall(PetscOptionsFindPair(NULL, NULL, "-model_dims", &given, &has));
+    for (PetscInt i = 0; i + 1 < *nd; i++) np += (double)dims[i + 1] * ((double)dims[i] + 1);
+    bytes = 16 * np;
+    PetscCheck(phys <= 0 || bytes <= phys, comm, PETSC_ERR_ARG_OUTOFRANGE, "-model_dims %s: an MLP of these layer sizes has %.4g parameters; training holds them, their gradients and two optimizer moments in float32 (%.4g GiB per rank), more than the %.4g GiB of memory of this machine: give smaller layer sizes", has && given ? given : "(default)", np, bytes / 1073741824.0, phys / 1073741824.0);
+  }
   PetscFunctionReturn(0);
 }
