@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <sys/file.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <time.h>
 #include <inttypes.h>
 
 PetscErrorCode DriverGetString(MPI_Comm comm, const char name[], const char text[], char value[], size_t len, PetscBool required, PetscBool help)
@@ -333,8 +335,9 @@ static PetscErrorCode input_paths(char (*paths)[PETSC_MAX_PATH_LEN], int max, in
   PetscFunctionReturn(0);
 }
 
-/* The lock of an output: rank 0 holds an exclusive flock on OUT.partial.lock (holding "host pid") for the life of the
- * process; DriverReleaseOutputs() unlocks and removes it. */
+/* The lock of an output: rank 0 holds an exclusive flock on OUT.partial.lock for the life of the process; the file
+ * records the holder as "host H, pid P, ranks N, start T" (T: the process's start time in clock ticks after boot, from
+ * /proc, so that a reused pid is not taken for the holder).  DriverReleaseOutputs() unlocks and removes it. */
 typedef struct {
   char path[PETSC_MAX_PATH_LEN + 16];
   int  fd;
@@ -342,45 +345,101 @@ typedef struct {
 static OutputLock locks[8];
 static int        nlocks = 0;
 
-/* Rank 0: take the lock of `out` (creating its lock file: the probe that the directory can hold the output).
- * On failure *ok = 0 and msg says why. */
-static void lock_output(const char out[], int *ok, char msg[], size_t len)
+/* Start time of process `pid` (field 22 of /proc/PID/stat), or 0 if unknown. */
+static unsigned long long process_start(long pid)
 {
-  char        lpath[PETSC_MAX_PATH_LEN + 16], holder[96] = "";
+  char               path[64], buf[1024], *p;
+  unsigned long long t = 0;
+  FILE              *f;
+  size_t             n;
+
+  snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+  if (!(f = fopen(path, "r"))) return 0;
+  n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  if (!(p = strrchr(buf, ')'))) return 0; /* the command name may hold blanks */
+  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu", &t) != 1) return 0;
+  return t;
+}
+
+/* Is the holder recorded in a lock file a process of this host that no longer exists (a crashed run)? */
+static int holder_is_gone(const char holder[])
+{
+  char               host[256] = "", here[256] = "";
+  long               pid       = 0;
+  unsigned long long start     = 0;
+
+  if (sscanf(holder, "host %255[^,], pid %ld, ranks %*d, start %llu", host, &pid, &start) < 2 || pid <= 0) return 0;
+  gethostname(here, sizeof(here) - 1);
+  if (strcmp(host, here)) return 0;                     /* another node: cannot tell */
+  if (kill((pid_t)pid, 0) != 0 && errno == ESRCH) return 1; /* no such process */
+  return start && process_start(pid) && process_start(pid) != start; /* the pid now belongs to another process */
+}
+
+static void read_holder(int fd, char holder[], size_t len)
+{
+  ssize_t r = pread(fd, holder, len - 1, 0);
+  holder[r > 0 ? r : 0] = 0;
+  holder[strcspn(holder, "\n")] = 0;
+}
+
+/* Rank 0: take the lock of `out` (creating its lock file: the probe that the directory can hold the output).  A lock
+ * file whose recorded holder is a process of this host that no longer exists is stale and taken over, also when its
+ * flock lives on in a leftover process that inherited it.  On failure *ok = 0 and msg says why and how to clear it. */
+static void lock_output(const char out[], int ranks, int *ok, char msg[], size_t len)
+{
+  char        lpath[PETSC_MAX_PATH_LEN + 16], holder[320] = "";
   struct stat a, b;
 
   *ok = 1;
-  for (int i = 0; i < nlocks; i++) {
-    snprintf(lpath, sizeof(lpath), "%s.partial.lock", out);
+  snprintf(lpath, sizeof(lpath), "%s.partial.lock", out);
+  for (int i = 0; i < nlocks; i++)
     if (!strcmp(locks[i].path, lpath)) return; /* already held by this run (infl run, a stage after its driver) */
-  }
   if (nlocks == (int)(sizeof(locks) / sizeof(locks[0]))) {
     *ok = 0;
     snprintf(msg, len, "output %.400s: too many outputs locked by one run", out);
     return;
   }
-  snprintf(lpath, sizeof(lpath), "%s.partial.lock", out);
   for (int attempt = 0; attempt < 5; attempt++) {
-    int fd = open(lpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int fd = open(lpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644), locked;
     if (fd < 0) {
       *ok = 0;
-      snprintf(msg, len, "cannot write output %.400s: creating %.420s beside it failed: %s; choose -out in a writable directory", out, lpath, strerror(errno));
+      if (errno == EISDIR) snprintf(msg, len, "cannot write output %.250s: %.260s, where infl keeps the lock of this output, is a directory; remove it (rm -r %.260s) or choose another -out", out, lpath, lpath);
+      else snprintf(msg, len, "cannot write output %.400s: creating %.420s beside it failed: %s; choose -out in a writable directory", out, lpath, strerror(errno));
       return;
     }
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-      ssize_t r = read(fd, holder, sizeof(holder) - 1);
-      holder[r > 0 ? r : 0] = 0;
-      holder[strcspn(holder, "\n")] = 0;
-      close(fd);
-      *ok = 0;
-      snprintf(msg, len, "output %.400s is being written by another infl process (%s, holding the lock %.420s); wait for it to finish or choose another -out", out, holder[0] ? holder : "host and pid unknown", lpath);
-      return;
+    locked = flock(fd, LOCK_EX | LOCK_NB) == 0;
+    if (!locked) {
+      int e = errno;
+      read_holder(fd, holder, sizeof(holder));
+      if (e == EWOULDBLOCK && holder_is_gone(holder)) {
+        /* the recorded holder crashed, but a process it left behind keeps the flock: look again after a moment (a
+         * new holder writes its line right after taking the lock), then replace the lock file */
+        char again[sizeof(holder)];
+        struct timespec ts = {0, 200000000};
+        nanosleep(&ts, NULL);
+        read_holder(fd, again, sizeof(again));
+        if (!strcmp(again, holder) && flock(fd, LOCK_EX | LOCK_NB) != 0) {
+          printf("note: %s is left by a run that no longer exists (%s); taking it over\n", lpath, holder);
+          unlink(lpath);
+          close(fd);
+          continue;
+        }
+      }
+      if (e != EWOULDBLOCK && e != EINTR && (!holder[0] || holder_is_gone(holder))) locked = 1; /* a file system without flock: the recorded holder decides */
+      if (!locked) {
+        close(fd);
+        *ok = 0;
+        snprintf(msg, len, "output %.200s is being written by another infl process (%.120s, holding the lock %.210s); wait for it to finish or choose another -out.  If no infl process runs with that pid on that host (a job that crashed on another node, whose file system kept its lock), delete %.210s and rerun", out, holder[0] ? holder : "host and pid unknown", lpath, lpath);
+        return;
+      }
     }
     /* the holder before us may have removed the file between our open and our flock: then lock the new one */
     if (fstat(fd, &a) == 0 && stat(lpath, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
       char host[128] = "?";
       gethostname(host, sizeof(host) - 1);
-      snprintf(holder, sizeof(holder), "host %s, pid %ld\n", host, (long)getpid());
+      snprintf(holder, sizeof(holder), "host %s, pid %ld, ranks %d, start %llu\n", host, (long)getpid(), ranks, process_start((long)getpid()));
       if (ftruncate(fd, 0) != 0 || pwrite(fd, holder, strlen(holder), 0) != (ssize_t)strlen(holder)) {
         *ok = 0;
         snprintf(msg, len, "cannot write output %.400s: writing %.420s failed: %s; choose -out in a writable directory with free space", out, lpath, strerror(errno));
@@ -424,6 +483,12 @@ PetscErrorCode DriverCheckOutput(MPI_Comm comm, const char path[], PetscBool ove
   /* the output is written as OUT.partial.tmp and renamed over OUT: a device, pipe or socket would be replaced */
   InflCheckAll(comm, !exists || S_ISREG(st.st_mode), PETSC_ERR_FILE_OPEN, "output %s exists and is not a regular file (%s); infl would replace it by a regular file: give the path of a regular file (-out)", path,
                S_ISCHR(st.st_mode) ? "a character device" : S_ISBLK(st.st_mode) ? "a block device" : S_ISFIFO(st.st_mode) ? "a named pipe" : S_ISSOCK(st.st_mode) ? "a socket" : "not a regular file");
+  for (int k = 0; k < 2; k++) { /* the checkpoint and its temporary file are written (and the checkpoint read) as HDF5 */
+    char        aux[PETSC_MAX_PATH_LEN + 16];
+    struct stat sa;
+    PetscCall(PetscSNPrintf(aux, sizeof(aux), "%s.partial%s", path, k ? ".tmp" : ""));
+    InflCheckAll(comm, stat(aux, &sa) != 0 || S_ISREG(sa.st_mode), PETSC_ERR_FILE_OPEN, "cannot write output %s: %s, where infl keeps %s, is %s; remove it (rm -r %s) or choose another -out", path, aux, k ? "the checkpoint while writing it" : "the checkpoint of this output", S_ISDIR(sa.st_mode) ? "a directory" : "not a regular file", aux);
+  }
   if (exists) { /* an output that is one of the stage's inputs would destroy it */
     char (*in)[PETSC_MAX_PATH_LEN], parent[PETSC_MAX_PATH_LEN];
     int         n;
@@ -463,7 +528,11 @@ PetscErrorCode DriverCheckOutput(MPI_Comm comm, const char path[], PetscBool ove
       } else if (!S_ISDIR(sd.st_mode)) {
         ok = 0;
         PetscCall(PetscSNPrintf(msg, sizeof(msg), "cannot write output %s: %s is not a directory; choose another path", path, dir));
-      } else lock_output(path, &ok, msg, sizeof(msg)); /* creates OUT.partial.lock: the directory can hold files */
+      } else {
+        PetscMPIInt size;
+        PetscCallMPI(MPI_Comm_size(comm, &size));
+        lock_output(path, (int)size, &ok, msg, sizeof(msg)); /* creates OUT.partial.lock: the directory can hold files */
+      }
     }
     PetscCall(InflAgree_Private(comm, ok ? PETSC_TRUE : PETSC_FALSE, PETSC_ERR_FILE_OPEN, msg, __LINE__, PETSC_FUNCTION_NAME, __FILE__));
   }
