@@ -263,7 +263,18 @@ int DriverScanOptionsFiles(int argc, char **argv, char msg[], size_t len)
   OptionsFileLink chain[MAX_OPTIONS_DEPTH];
   const char     *env = getenv("PETSC_OPTIONS");
 
+  const char     *home = getenv("HOME");
+  int             skip = 0;
+
   noptions_files = 0;
+  for (int i = 1; i < argc; i++) skip |= !strcmp(argv[i], "-skip_petscrc");
+  if (!skip) { /* the files PETSc reads by default, where they exist */
+    char rc[PETSC_MAX_PATH_LEN];
+    snprintf(rc, sizeof(rc), "%s/.petscrc", home ? home : "");
+    if (home && !access(rc, F_OK) && scan_options_file(rc, "(read by PETSc by default)", chain, 0, msg, len)) return 1;
+    if (!access(".petscrc", F_OK) && scan_options_file(".petscrc", "(read by PETSc by default)", chain, 0, msg, len)) return 1;
+    if (!access("petscrc", F_OK) && scan_options_file("petscrc", "(read by PETSc by default)", chain, 0, msg, len)) return 1;
+  }
   for (int i = 1; i + 1 < argc; i++)
     if (!strcmp(argv[i], "-options_file") && scan_options_file(argv[i + 1], "", chain, 0, msg, len)) return 1;
   if (env) { /* PETSc reads PETSC_OPTIONS as a command line too */

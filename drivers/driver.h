@@ -36,7 +36,8 @@ PetscErrorCode DriverQueryIndices(MPI_Comm comm, int64_t N, PetscInt *Q, int64_t
  * PATH.partial.lock (holding "host H, pid P", named in the error of a second run) until DriverReleaseOutputs(). */
 PetscErrorCode DriverCheckOutput(MPI_Comm comm, const char path[], PetscBool overwrite);
 /* Before PetscInitialize (plain C, the same on every rank): follow the -options_file arguments of argv and of the
- * PETSC_OPTIONS environment variable and, recursively, the -options_file lines inside those files (read as PETSc
+ * PETSC_OPTIONS environment variable, the files PETSc reads by default (~/.petscrc, .petscrc, petscrc, unless
+ * -skip_petscrc) and, recursively, the -options_file lines inside those files (read as PETSc
  * reads them: '#' starts a comment, a relative path is taken from the working directory); record every file as an
  * input of the run, which DriverCheckOutput refuses to overwrite.  Returns 0, or 1 with `msg` set: a file that cannot
  * be read (naming the file and the line that includes it), a file that includes itself directly or through a cycle
