@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <sys/file.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <time.h>
 #include <inttypes.h>
 
 PetscErrorCode DriverGetString(MPI_Comm comm, const char name[], const char text[], char value[], size_t len, PetscBool required, PetscBool help)
@@ -34,7 +36,7 @@ PetscErrorCode DriverOpenData(MPI_Comm comm, const char prefix[], PetscBool requ
   PetscCall(PetscSNPrintf(opt, sizeof(opt), "-%s", prefix));
   PetscCall(PetscSNPrintf(optl, sizeof(optl), "-%s_limit", prefix));
   PetscCall(PetscSNPrintf(opts, sizeof(opts), "-%s_seq_len", prefix));
-  PetscCall(PetscSNPrintf(text, sizeof(text), "%s data: idx:PREFIX (IDX files PREFIX-images-idx3-ubyte[.gz], PREFIX-labels-idx1-ubyte[.gz]), h5:FILE (/inputs, /labels), text:PATH (UTF-8 text, -tokens_text_format) or tokens:PATH (llm.c .bin, HDF5 /tokens /offsets)", prefix));
+  PetscCall(PetscSNPrintf(text, sizeof(text), "%s%s: idx:PREFIX (IDX files PREFIX-images-idx3-ubyte[.gz], PREFIX-labels-idx1-ubyte[.gz]), h5:FILE (/inputs, /labels), text:PATH (UTF-8 text, -tokens_text_format) or tokens:PATH (llm.c .bin, HDF5 /tokens /offsets)", prefix, strcmp(prefix, "data") ? " data" : " set"));
   PetscCall(DriverGetString(comm, opt, text, spec, sizeof(spec), required, help));
   PetscOptionsBegin(comm, NULL, "infl driver options", NULL);
   /* listed by -help as a string, parsed as a 64-bit count: PetscOptionsInt (32-bit PetscInt) would wrap 2^32+1 to 1 */
@@ -45,8 +47,7 @@ PetscErrorCode DriverOpenData(MPI_Comm comm, const char prefix[], PetscBool requ
   PetscOptionsEnd();
   PetscCall(InflOptionsGetInt64(comm, optl, 0, INT64_MAX, &limit, NULL)); /* 0 means all examples */
   if (help || !spec[0]) PetscFunctionReturn(0);
-  PetscCall(InflDataOpen(comm, spec, limit, data));
-  PetscCall(InflDataSetName(*data, prefix));
+  PetscCall(InflDataOpenNamed(comm, spec, prefix, limit, data));
   {
     InflDataContent kind;
     PetscCall(InflDataGetContent(*data, &kind));
@@ -211,37 +212,185 @@ PetscErrorCode DriverQueryIndices(MPI_Comm comm, int64_t N, PetscInt *Q, int64_t
   PetscFunctionReturn(0);
 }
 
-/* Input files named by the options of a stage: the paths of -model, -factors, -scores, -self, -store, -file, the files of the
- * data specs (h5:FILE, idx:PREFIX's four possible files), -query_indices @FILE and -options_file.  Fills up to `max`
- * paths into `paths` (each PETSC_MAX_PATH_LEN). */
+/* The options files of the run (-options_file on the command line or in PETSC_OPTIONS, and those they include),
+ * recorded by DriverScanOptionsFiles before PetscInitialize: inputs that no output may overwrite. */
+#define MAX_OPTIONS_FILES 32
+#define MAX_OPTIONS_DEPTH 16
+static char options_files[MAX_OPTIONS_FILES][PETSC_MAX_PATH_LEN];
+static int  noptions_files = 0;
+
+/* The next token of a line of an options file as PETSc reads it: blank-separated, double or single quotes removed.
+ * Advances *p; NULL at the end of the line. */
+static char *options_token(char **p)
+{
+  char *s = *p, *t;
+
+  while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n') s++;
+  if (!*s) return NULL;
+  if (*s == '"' || *s == '\'') {
+    char q = *s++;
+    t = s;
+    while (*s && *s != q) s++;
+  } else {
+    t = s;
+    while (*s && *s != ' ' && *s != '\t' && *s != '\r' && *s != '\n') s++;
+  }
+  if (*s) *s++ = 0;
+  *p = s;
+  return t;
+}
+
+typedef struct {
+  const char *path; /* as named */
+  int         line; /* the line of this file that names the next one in the chain */
+  dev_t       dev;
+  ino_t       ino;
+} OptionsFileLink;
+
+/* Record `path` and follow the -options_file lines inside it.  chain[0..depth-1]: the files that include it, with the
+ * line naming the next.  Returns 0, or 1 with msg set. */
+static int scan_options_file(const char path[], const char from[], OptionsFileLink chain[], int depth, char msg[], size_t len)
+{
+  FILE       *f;
+  struct stat st;
+  char        line[8192];
+  int         lineno = 0, bad = 0;
+
+  if (!(f = fopen(path, "r")) || fstat(fileno(f), &st) != 0) {
+    snprintf(msg, len, "cannot read the options file %s given with -options_file%s%s: %s; fix the path (a relative path is taken from the working directory, also inside an options file)", path, from[0] ? " " : "", from, strerror(errno));
+    if (f) fclose(f);
+    return 1;
+  }
+  for (int i = 0; i < depth; i++) {
+    size_t k;
+    if (chain[i].dev != st.st_dev || chain[i].ino != st.st_ino) continue;
+    if (i == depth - 1) snprintf(msg, len, "the options file %s includes itself (-options_file %s on line %d); PETSc would read it forever: remove that line", chain[i].path, path, chain[i].line);
+    else {
+      k = (size_t)snprintf(msg, len, "options files include each other in a cycle: ");
+      for (int j = i; j < depth && k < len; j++) k += (size_t)snprintf(msg + k, len - k, "%s (line %d) -> ", chain[j].path, chain[j].line);
+      if (k < len) snprintf(msg + k, len - k, "%s; PETSc would read them forever: remove one of those -options_file lines", path);
+    }
+    fclose(f);
+    return 1;
+  }
+  if (depth == MAX_OPTIONS_DEPTH || noptions_files == MAX_OPTIONS_FILES) {
+    snprintf(msg, len, "the options file %s%s%s is nested %d deep or is one of more than %d options files; infl reads at most %d levels and %d files: merge some of them", path, from[0] ? " " : "", from, depth + 1, MAX_OPTIONS_FILES, MAX_OPTIONS_DEPTH, MAX_OPTIONS_FILES);
+    fclose(f);
+    return 1;
+  }
+  snprintf(options_files[noptions_files++], PETSC_MAX_PATH_LEN, "%s", path);
+  chain[depth] = (OptionsFileLink){path, 0, st.st_dev, st.st_ino};
+  while (!bad && fgets(line, sizeof(line), f)) {
+    char *p = line, *name, *value, *hash = strchr(line, '#'), here[PETSC_MAX_PATH_LEN + 32];
+    lineno++;
+    if (hash) *hash = 0; /* a comment, as PETSc reads it */
+    name  = options_token(&p);
+    value = name ? options_token(&p) : NULL;
+    if (!name || strcmp(name, "-options_file") || !value) continue;
+    chain[depth].line = lineno;
+    snprintf(here, sizeof(here), "on line %d of %.4000s", lineno, path);
+    {
+      char next[PETSC_MAX_PATH_LEN];
+      snprintf(next, sizeof(next), "%s", value);
+      bad = scan_options_file(next, here, chain, depth + 1, msg, len);
+    }
+  }
+  fclose(f);
+  return bad;
+}
+
+int DriverScanOptionsFiles(int argc, char **argv, char msg[], size_t len)
+{
+  OptionsFileLink chain[MAX_OPTIONS_DEPTH];
+  const char     *env = getenv("PETSC_OPTIONS");
+
+  const char     *home = getenv("HOME");
+  int             skip = 0;
+
+  noptions_files = 0;
+  for (int i = 1; i < argc; i++) skip |= !strcmp(argv[i], "-skip_petscrc");
+  if (!skip) { /* the files PETSc reads by default, where they exist */
+    char rc[PETSC_MAX_PATH_LEN];
+    snprintf(rc, sizeof(rc), "%s/.petscrc", home ? home : "");
+    if (home && !access(rc, F_OK) && scan_options_file(rc, "(read by PETSc by default)", chain, 0, msg, len)) return 1;
+    if (!access(".petscrc", F_OK) && scan_options_file(".petscrc", "(read by PETSc by default)", chain, 0, msg, len)) return 1;
+    if (!access("petscrc", F_OK) && scan_options_file("petscrc", "(read by PETSc by default)", chain, 0, msg, len)) return 1;
+  }
+  for (int i = 1; i + 1 < argc; i++)
+    if (!strcmp(argv[i], "-options_file") && scan_options_file(argv[i + 1], "", chain, 0, msg, len)) return 1;
+  if (env) { /* PETSc reads PETSC_OPTIONS as a command line too */
+    char buf[8192], *p = buf, *tok, *prev = NULL;
+    snprintf(buf, sizeof(buf), "%s", env);
+    while ((tok = options_token(&p))) {
+      if (prev && !strcmp(prev, "-options_file") && scan_options_file(tok, "in PETSC_OPTIONS", chain, 0, msg, len)) return 1;
+      prev = tok;
+    }
+  }
+  return 0;
+}
+
+/* Input files named by the options of a stage: the paths of -model (a GPT-2 directory: its config.json and
+ * model.safetensors; a file: also config.json beside it), -factors, -scores, -self, -store, -file, -query_prompts, the
+ * files of the data specs
+ * (h5:FILE, idx:PREFIX's four possible files, text:/tokens: files, or "DIR/" for every file of a directory),
+ * the tokenizer files of -tokenizer, -query_indices @FILE and the options files.  Fills up to `max` paths into
+ * `paths` (each PETSC_MAX_PATH_LEN); a path ending in '/' stands for every file directly in that directory. */
 static PetscErrorCode input_paths(char (*paths)[PETSC_MAX_PATH_LEN], int max, int *n)
 {
-  static const char *files[] = {"-model", "-factors", "-scores", "-self", "-store", "-file", "-options_file", "-query_prompts"};
+  static const char *files[] = {"-model", "-factors", "-scores", "-self", "-store", "-file", "-query_prompts"};
   static const char *specs[] = {"-train", "-test", "-query", "-data"};
   static const char *idx[]   = {"-images-idx3-ubyte", "-images-idx3-ubyte.gz", "-labels-idx1-ubyte", "-labels-idx1-ubyte.gz"};
+  static const char *tok[]   = {"vocab.json", "merges.txt", "encoder.json", "vocab.bpe"};
   const char        *v;
   PetscBool          set;
+  struct stat        st;
 
   PetscFunctionBegin;
   *n = 0;
-  for (size_t i = 0; i < sizeof(files) / sizeof(files[0]) && *n < max; i++) {
+#define ADD(...) \
+  do { \
+    if (*n < max) PetscCall(PetscSNPrintf(paths[(*n)++], PETSC_MAX_PATH_LEN, __VA_ARGS__)); \
+  } while (0)
+  for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
     PetscCall(PetscOptionsFindPair(NULL, NULL, files[i], &v, &set));
-    if (set && v) PetscCall(PetscStrncpy(paths[(*n)++], v, PETSC_MAX_PATH_LEN));
+    if (!set || !v) continue;
+    ADD("%s", v);
+    if (!strcmp(files[i], "-model")) { /* GPT-2: config.json (and tokenizer files) in the directory or beside the file */
+      char        dir[PETSC_MAX_PATH_LEN];
+      const char *slash = strrchr(v, '/');
+      if (stat(v, &st) == 0 && S_ISDIR(st.st_mode)) PetscCall(PetscStrncpy(dir, v, sizeof(dir)));
+      else if (slash) PetscCall(PetscStrncpy(dir, v, PetscMin(sizeof(dir), (size_t)(slash - v) + 1)));
+      else PetscCall(PetscStrncpy(dir, ".", sizeof(dir)));
+      ADD("%s/config.json", dir);
+      ADD("%s/model.safetensors", dir);
+      for (size_t k = 0; k < sizeof(tok) / sizeof(tok[0]); k++) ADD("%s/%s", dir, tok[k]);
+    }
   }
+  PetscCall(PetscOptionsFindPair(NULL, NULL, "-tokenizer", &v, &set));
+  if (set && v)
+    for (size_t k = 0; k < sizeof(tok) / sizeof(tok[0]); k++) ADD("%s/%s", v, tok[k]);
   PetscCall(PetscOptionsFindPair(NULL, NULL, "-query_indices", &v, &set));
-  if (set && v && v[0] == '@' && *n < max) PetscCall(PetscStrncpy(paths[(*n)++], v + 1, PETSC_MAX_PATH_LEN));
+  if (set && v && v[0] == '@') ADD("%s", v + 1);
   for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++) {
     PetscCall(PetscOptionsFindPair(NULL, NULL, specs[i], &v, &set));
     if (!set || !v) continue;
-    if (!strncmp(v, "h5:", 3) && *n < max) PetscCall(PetscStrncpy(paths[(*n)++], v + 3, PETSC_MAX_PATH_LEN));
+    if (!strncmp(v, "h5:", 3)) ADD("%s", v + 3);
     if (!strncmp(v, "idx:", 4))
-      for (size_t k = 0; k < sizeof(idx) / sizeof(idx[0]) && *n < max; k++) PetscCall(PetscSNPrintf(paths[(*n)++], PETSC_MAX_PATH_LEN, "%s%s", v + 4, idx[k]));
+      for (size_t k = 0; k < sizeof(idx) / sizeof(idx[0]); k++) ADD("%s%s", v + 4, idx[k]);
+    if (!strncmp(v, "text:", 5) || !strncmp(v, "tokens:", 7)) {
+      const char *p = strchr(v, ':') + 1;
+      if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) ADD("%s/", p);
+      else ADD("%s", p);
+    }
   }
+  for (int i = 0; i < noptions_files; i++) ADD("%s", options_files[i]);
+#undef ADD
   PetscFunctionReturn(0);
 }
 
-/* The lock of an output: rank 0 holds an exclusive flock on OUT.partial.lock (holding "host pid") for the life of the
- * process; DriverReleaseOutputs() unlocks and removes it. */
+/* The lock of an output: rank 0 holds an exclusive flock on OUT.partial.lock for the life of the process; the file
+ * records the holder as "host H, pid P, ranks N, start T" (T: the process's start time in clock ticks after boot, from
+ * /proc, so that a reused pid is not taken for the holder).  DriverReleaseOutputs() unlocks and removes it. */
 typedef struct {
   char path[PETSC_MAX_PATH_LEN + 16];
   int  fd;
@@ -249,45 +398,101 @@ typedef struct {
 static OutputLock locks[8];
 static int        nlocks = 0;
 
-/* Rank 0: take the lock of `out` (creating its lock file: the probe that the directory can hold the output).
- * On failure *ok = 0 and msg says why. */
-static void lock_output(const char out[], int *ok, char msg[], size_t len)
+/* Start time of process `pid` (field 22 of /proc/PID/stat), or 0 if unknown. */
+static unsigned long long process_start(long pid)
 {
-  char        lpath[PETSC_MAX_PATH_LEN + 16], holder[96] = "";
+  char               path[64], buf[1024], *p;
+  unsigned long long t = 0;
+  FILE              *f;
+  size_t             n;
+
+  snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+  if (!(f = fopen(path, "r"))) return 0;
+  n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  if (!(p = strrchr(buf, ')'))) return 0; /* the command name may hold blanks */
+  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu", &t) != 1) return 0;
+  return t;
+}
+
+/* Is the holder recorded in a lock file a process of this host that no longer exists (a crashed run)? */
+static int holder_is_gone(const char holder[])
+{
+  char               host[256] = "", here[256] = "";
+  long               pid       = 0;
+  unsigned long long start     = 0;
+
+  if (sscanf(holder, "host %255[^,], pid %ld, ranks %*d, start %llu", host, &pid, &start) < 2 || pid <= 0) return 0;
+  gethostname(here, sizeof(here) - 1);
+  if (strcmp(host, here)) return 0;                     /* another node: cannot tell */
+  if (kill((pid_t)pid, 0) != 0 && errno == ESRCH) return 1; /* no such process */
+  return start && process_start(pid) && process_start(pid) != start; /* the pid now belongs to another process */
+}
+
+static void read_holder(int fd, char holder[], size_t len)
+{
+  ssize_t r = pread(fd, holder, len - 1, 0);
+  holder[r > 0 ? r : 0] = 0;
+  holder[strcspn(holder, "\n")] = 0;
+}
+
+/* Rank 0: take the lock of `out` (creating its lock file: the probe that the directory can hold the output).  A lock
+ * file whose recorded holder is a process of this host that no longer exists is stale and taken over, also when its
+ * flock lives on in a leftover process that inherited it.  On failure *ok = 0 and msg says why and how to clear it. */
+static void lock_output(const char out[], int ranks, int *ok, char msg[], size_t len)
+{
+  char        lpath[PETSC_MAX_PATH_LEN + 16], holder[320] = "";
   struct stat a, b;
 
   *ok = 1;
-  for (int i = 0; i < nlocks; i++) {
-    snprintf(lpath, sizeof(lpath), "%s.partial.lock", out);
+  snprintf(lpath, sizeof(lpath), "%s.partial.lock", out);
+  for (int i = 0; i < nlocks; i++)
     if (!strcmp(locks[i].path, lpath)) return; /* already held by this run (infl run, a stage after its driver) */
-  }
   if (nlocks == (int)(sizeof(locks) / sizeof(locks[0]))) {
     *ok = 0;
     snprintf(msg, len, "output %.400s: too many outputs locked by one run", out);
     return;
   }
-  snprintf(lpath, sizeof(lpath), "%s.partial.lock", out);
   for (int attempt = 0; attempt < 5; attempt++) {
-    int fd = open(lpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int fd = open(lpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644), locked;
     if (fd < 0) {
       *ok = 0;
-      snprintf(msg, len, "cannot write output %.400s: creating %.420s beside it failed: %s; choose -out in a writable directory", out, lpath, strerror(errno));
+      if (errno == EISDIR) snprintf(msg, len, "cannot write output %.250s: %.260s, where infl keeps the lock of this output, is a directory; remove it (rm -r %.260s) or choose another -out", out, lpath, lpath);
+      else snprintf(msg, len, "cannot write output %.400s: creating %.420s beside it failed: %s; choose -out in a writable directory", out, lpath, strerror(errno));
       return;
     }
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-      ssize_t r = read(fd, holder, sizeof(holder) - 1);
-      holder[r > 0 ? r : 0] = 0;
-      holder[strcspn(holder, "\n")] = 0;
-      close(fd);
-      *ok = 0;
-      snprintf(msg, len, "output %.400s is being written by another infl process (%s, holding the lock %.420s); wait for it to finish or choose another -out", out, holder[0] ? holder : "host and pid unknown", lpath);
-      return;
+    locked = flock(fd, LOCK_EX | LOCK_NB) == 0;
+    if (!locked) {
+      int e = errno;
+      read_holder(fd, holder, sizeof(holder));
+      if (e == EWOULDBLOCK && holder_is_gone(holder)) {
+        /* the recorded holder crashed, but a process it left behind keeps the flock: look again after a moment (a
+         * new holder writes its line right after taking the lock), then replace the lock file */
+        char again[sizeof(holder)];
+        struct timespec ts = {0, 200000000};
+        nanosleep(&ts, NULL);
+        read_holder(fd, again, sizeof(again));
+        if (!strcmp(again, holder) && flock(fd, LOCK_EX | LOCK_NB) != 0) {
+          printf("note: %s is left by a run that no longer exists (%s); taking it over\n", lpath, holder);
+          unlink(lpath);
+          close(fd);
+          continue;
+        }
+      }
+      if (e != EWOULDBLOCK && e != EINTR && (!holder[0] || holder_is_gone(holder))) locked = 1; /* a file system without flock: the recorded holder decides */
+      if (!locked) {
+        close(fd);
+        *ok = 0;
+        snprintf(msg, len, "output %.200s is being written by another infl process (%.120s, holding the lock %.210s); wait for it to finish or choose another -out.  If no infl process runs with that pid on that host (a job that crashed on another node, whose file system kept its lock), delete %.210s and rerun", out, holder[0] ? holder : "host and pid unknown", lpath, lpath);
+        return;
+      }
     }
     /* the holder before us may have removed the file between our open and our flock: then lock the new one */
     if (fstat(fd, &a) == 0 && stat(lpath, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
       char host[128] = "?";
       gethostname(host, sizeof(host) - 1);
-      snprintf(holder, sizeof(holder), "host %s, pid %ld\n", host, (long)getpid());
+      snprintf(holder, sizeof(holder), "host %s, pid %ld, ranks %d, start %llu\n", host, (long)getpid(), ranks, process_start((long)getpid()));
       if (ftruncate(fd, 0) != 0 || pwrite(fd, holder, strlen(holder), 0) != (ssize_t)strlen(holder)) {
         *ok = 0;
         snprintf(msg, len, "cannot write output %.400s: writing %.420s failed: %s; choose -out in a writable directory with free space", out, lpath, strerror(errno));
@@ -334,14 +539,30 @@ static PetscErrorCode check_output(MPI_Comm comm, const char path[], PetscBool o
   /* the output is written as OUT.partial.tmp and renamed over OUT: a device, pipe or socket would be replaced */
   if (!dir) InflCheckAll(comm, !exists || S_ISREG(st.st_mode), PETSC_ERR_FILE_OPEN, "output %s exists and is not a regular file (%s); infl would replace it by a regular file: give the path of a regular file (-out)", path,
                S_ISCHR(st.st_mode) ? "a character device" : S_ISBLK(st.st_mode) ? "a block device" : S_ISFIFO(st.st_mode) ? "a named pipe" : S_ISSOCK(st.st_mode) ? "a socket" : "not a regular file");
+  for (int k = 0; k < 2; k++) { /* the checkpoint and its temporary file are written (and the checkpoint read) as HDF5 */
+    char        aux[PETSC_MAX_PATH_LEN + 16];
+    struct stat sa;
+    PetscCall(PetscSNPrintf(aux, sizeof(aux), "%s.partial%s", path, k ? ".tmp" : ""));
+    InflCheckAll(comm, stat(aux, &sa) != 0 || S_ISREG(sa.st_mode), PETSC_ERR_FILE_OPEN, "cannot write output %s: %s, where infl keeps %s, is %s; remove it (rm -r %s) or choose another -out", path, aux, k ? "the checkpoint while writing it" : "the checkpoint of this output", S_ISDIR(sa.st_mode) ? "a directory" : "not a regular file", aux);
+  }
   if (exists) { /* an output that is one of the stage's inputs would destroy it */
-    char (*in)[PETSC_MAX_PATH_LEN];
-    int n;
-    PetscCall(PetscMalloc1(16, &in));
-    PetscCall(input_paths(in, 16, &n));
+    char (*in)[PETSC_MAX_PATH_LEN], parent[PETSC_MAX_PATH_LEN];
+    int         n;
+    struct stat sp;
+    const char *slash = strrchr(path, '/');
+    PetscCall(PetscStrncpy(parent, slash ? path : ".", slash ? PetscMin(sizeof(parent), (size_t)(slash - path) + 1) : sizeof(parent)));
+    if (slash == path) PetscCall(PetscStrncpy(parent, "/", sizeof(parent)));
+    PetscCall(PetscMalloc1(64, &in));
+    PetscCall(input_paths(in, 64, &n));
     for (int i = 0; i < n; i++) {
       struct stat si;
-      if (stat(in[i], &si) == 0 && si.st_dev == st.st_dev && si.st_ino == st.st_ino) {
+      size_t      l = strlen(in[i]);
+      if (l > 1 && in[i][l - 1] == '/') { /* every file of an input directory (text:DIR) */
+        if (stat(in[i], &si) == 0 && stat(parent, &sp) == 0 && si.st_dev == sp.st_dev && si.st_ino == sp.st_ino) {
+          PetscCall(PetscSNPrintf(msg, sizeof(msg), "output %s is in the input directory %s of this stage, whose files are read; writing it would change the input: choose another -out", path, in[i]));
+          break;
+        }
+      } else if (stat(in[i], &si) == 0 && si.st_dev == st.st_dev && si.st_ino == st.st_ino) {
         PetscCall(PetscSNPrintf(msg, sizeof(msg), "output %s is the input %s of this stage (the same file); writing it would destroy the input: choose another -out", path, in[i]));
         break;
       }
@@ -363,7 +584,11 @@ static PetscErrorCode check_output(MPI_Comm comm, const char path[], PetscBool o
       } else if (!S_ISDIR(sd.st_mode)) {
         ok = 0;
         PetscCall(PetscSNPrintf(msg, sizeof(msg), "cannot write output %s: %s is not a directory; choose another path", path, dir));
-      } else lock_output(path, &ok, msg, sizeof(msg)); /* creates OUT.partial.lock: the directory can hold files */
+      } else {
+        PetscMPIInt size;
+        PetscCallMPI(MPI_Comm_size(comm, &size));
+        lock_output(path, (int)size, &ok, msg, sizeof(msg)); /* creates OUT.partial.lock: the directory can hold files */
+      }
     }
     PetscCall(InflAgree_Private(comm, ok ? PETSC_TRUE : PETSC_FALSE, PETSC_ERR_FILE_OPEN, msg, __LINE__, PETSC_FUNCTION_NAME, __FILE__));
   }
@@ -415,25 +640,41 @@ static PetscErrorCode valueless_option(char bad[], size_t len)
   PetscFunctionReturn(0);
 }
 
-/* Integer options are 32-bit PetscInt, which PETSc fills by wrapping (4294967297 becomes 1): the first option whose
- * value is an integer beyond that range, other than the 64-bit _limit counts, in *bad (name and value), or "". */
+/* Integer options are 32-bit PetscInt, which PETSc fills by wrapping (4294967297 becomes 1, and a value beyond int64
+ * becomes -1): the first option whose value is an integer, or a comma-separated list of integers (-model_dims), beyond
+ * that range, other than the 64-bit _limit counts, the options that are not PetscInt and the real-valued ones, in
+ * *bad (name and value), or "". */
 static PetscErrorCode wrapped_int_option(char bad[], size_t len)
 {
-  static const char *wide[] = {"-query_indices", "-mem_limit", "-report_title", "-class_names"}; /* not PetscInt */
+  static const char *wide[] = {"-query_indices", "-mem_limit", "-report_title", "-class_names", /* not PetscInt */
+                               "-checkpoint_interval", "-progress_interval", "-ekfac_damping", "-ekfac_damping_factor", "-train_clip", "-train_eps", "-train_lr", "-train_lr_min", "-train_momentum", "-train_weight_decay", "-train_betas"}; /* reals */
+  static const char *real_suffixes[] = {"_rtol", "_atol", "_dtol"}; /* PETSc's KSP tolerances (-ihvp_ksp_rtol) */
   char *all = NULL, *save = NULL, *prev = NULL;
 
   PetscFunctionBegin;
   bad[0] = 0;
   PetscCall(PetscOptionsGetAll(NULL, &all));
   for (char *tok = strtok_r(all, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
-    PetscBool skip = prev && strlen(prev) > 6 && !strcmp(prev + strlen(prev) - 6, "_limit") ? PETSC_TRUE : PETSC_FALSE;
+    size_t    lp   = prev ? strlen(prev) : 0;
+    PetscBool skip = prev && lp > 6 && !strcmp(prev + lp - 6, "_limit") ? PETSC_TRUE : PETSC_FALSE;
     for (size_t i = 0; prev && i < sizeof(wide) / sizeof(wide[0]); i++) if (!strcmp(prev, wide[i])) skip = PETSC_TRUE;
+    for (size_t i = 0; prev && i < sizeof(real_suffixes) / sizeof(real_suffixes[0]); i++) if (lp > 5 && !strcmp(prev + lp - 5, real_suffixes[i])) skip = PETSC_TRUE;
     if (prev && prev[0] == '-' && !skip) {
-      char     *end;
-      long long x;
-      errno = 0;
-      x     = strtoll(tok, &end, 10);
-      if (end != tok && *end == 0 && (errno == ERANGE || x > PETSC_MAX_INT || x < PETSC_MIN_INT)) {
+      const char *p   = tok;
+      PetscBool   out = PETSC_FALSE, ints = PETSC_TRUE;
+      while (ints) { /* each comma-separated part */
+        char     *end;
+        long long x;
+        errno = 0;
+        x     = strtoll(p, &end, 10);
+        if (end == p || (*end != 0 && *end != ',')) ints = PETSC_FALSE;
+        else {
+          if (errno == ERANGE || x > PETSC_MAX_INT || x < PETSC_MIN_INT) out = PETSC_TRUE;
+          if (*end == 0) break;
+          p = end + 1;
+        }
+      }
+      if (ints && out) {
         PetscCall(PetscSNPrintf(bad, len, "%s %s", prev, tok));
         break;
       }
@@ -441,6 +682,16 @@ static PetscErrorCode wrapped_int_option(char bad[], size_t len)
     prev = tok;
   }
   PetscCall(PetscFree(all));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode DriverCheckIntegerOptions(MPI_Comm comm)
+{
+  char bad[256];
+
+  PetscFunctionBegin;
+  PetscCall(wrapped_int_option(bad, sizeof(bad)));
+  PetscCheck(!bad[0], comm, PETSC_ERR_ARG_OUTOFRANGE, "option %s is outside the range of this integer option [%d, %d] (it would wrap around); give a value in that range", bad, (int)PETSC_MIN_INT, (int)PETSC_MAX_INT);
   PetscFunctionReturn(0);
 }
 
@@ -453,8 +704,7 @@ PetscErrorCode DriverCheckUnusedOptions(MPI_Comm comm)
   PetscFunctionBegin;
   PetscCall(valueless_option(bad, sizeof(bad)));
   PetscCheck(!bad[0], comm, PETSC_ERR_ARG_WRONG, "option %s was given without a value; give one (-help lists the options and their defaults)", bad);
-  PetscCall(wrapped_int_option(bad, sizeof(bad)));
-  PetscCheck(!bad[0], comm, PETSC_ERR_ARG_OUTOFRANGE, "option %s is outside the range of this integer option [%d, %d] (it would wrap around); give a value in that range", bad, (int)PETSC_MIN_INT, (int)PETSC_MAX_INT);
+  PetscCall(DriverCheckIntegerOptions(comm));
   PetscCall(PetscOptionsLeftGet(NULL, &n, &names, &values));
   for (PetscInt i = 0; i < n; i++) {
     size_t len;
@@ -500,7 +750,17 @@ PetscErrorCode DriverMLPDims(MPI_Comm comm, InflData train, PetscInt dims[], Pet
     dims[3] = (PetscInt)C;
   }
   PetscCheck(*nd >= 2, comm, PETSC_ERR_ARG_WRONG, "-model_dims needs at least input and classes, e.g. 784,256,256,10");
+  for (PetscInt i = 0; i < *nd; i++) PetscCheck(dims[i] >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-model_dims: layer size %d (entry %d) must be >= 1; give positive sizes, e.g. 784,256,256,10", (int)dims[i], (int)i);
   PetscCheck(dims[0] == d, comm, PETSC_ERR_ARG_SIZ, "-model_dims starts with %d but the training data has %" PRId64 " features per example", (int)dims[0], d);
   PetscCheck(dims[*nd - 1] >= C, comm, PETSC_ERR_ARG_SIZ, "-model_dims ends with %d classes but the training labels go up to %" PRId64, (int)dims[*nd - 1], C - 1);
+  { /* training holds parameters, gradients and two optimizer moments (float32): refuse what cannot fit before allocating */
+    double      np = 0, bytes, phys = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    const char *given = NULL;
+    PetscBool   has;
+    PetscCall(PetscOptionsFindPair(NULL, NULL, "-model_dims", &given, &has));
+    for (PetscInt i = 0; i + 1 < *nd; i++) np += (double)dims[i + 1] * ((double)dims[i] + 1);
+    bytes = 16 * np;
+    PetscCheck(phys <= 0 || bytes <= phys, comm, PETSC_ERR_ARG_OUTOFRANGE, "-model_dims %s: an MLP of these layer sizes has %.4g parameters; training holds them, their gradients and two optimizer moments in float32 (%.4g GiB per rank), more than the %.4g GiB of memory of this machine: give smaller layer sizes", has && given ? given : "(default)", np, bytes / 1073741824.0, phys / 1073741824.0);
+  }
   PetscFunctionReturn(0);
 }

@@ -58,11 +58,24 @@ PetscErrorCode DriverCheckOutput(MPI_Comm comm, const char path[], PetscBool ove
 /* As DriverCheckOutput for an output that is a directory of files (a GPT-2 model directory): an existing directory
  * is accepted under -overwrite (the files written into it are replaced, others stay); an existing file is an error. */
 PetscErrorCode DriverCheckOutputDirectory(MPI_Comm comm, const char path[], PetscBool overwrite);
+/* Before PetscInitialize (plain C, the same on every rank): follow the -options_file arguments of argv and of the
+ * PETSC_OPTIONS environment variable, the files PETSc reads by default (~/.petscrc, .petscrc, petscrc, unless
+ * -skip_petscrc) and, recursively, the -options_file lines inside those files (read as PETSc
+ * reads them: '#' starts a comment, a relative path is taken from the working directory); record every file as an
+ * input of the run, which DriverCheckOutput refuses to overwrite.  Returns 0, or 1 with `msg` set: a file that cannot
+ * be read (naming the file and the line that includes it), a file that includes itself directly or through a cycle
+ * (naming the files and lines: PETSc would recurse until the stack overflows), more than 16 levels or 32 files. */
+int DriverScanOptionsFiles(int argc, char **argv, char msg[], size_t len);
 /* Unlock and remove the lock files of DriverCheckOutput (rank 0; called by main() at the end of every run). */
 void DriverReleaseOutputs(void);
 /* Error listing every option that was given but never used (a misspelled option must not be ignored); error naming
  * an option given without a value, or an integer value beyond the 32-bit PetscInt range (other than -*_limit). */
 PetscErrorCode DriverCheckUnusedOptions(MPI_Comm comm);
+/* Error naming the first option whose value is an integer (or a list of them, as -model_dims) beyond the 32-bit
+ * PetscInt range, other than the 64-bit -*_limit counts and the real-valued options: PETSc would wrap it (4294967297
+ * becomes 1, a value beyond int64 -1).  Called by main() before a subcommand reads its options, so the message names
+ * the option and the value given rather than a check failing on the wrapped value. */
+PetscErrorCode DriverCheckIntegerOptions(MPI_Comm comm);
 /* MLP layer sizes: -model_dims if set (checked against the data), else input,256,256,classes of `train`. */
 PetscErrorCode DriverMLPDims(MPI_Comm comm, InflData train, PetscInt dims[], PetscInt *nd, PetscBool set);
 /* Class names from -class_names "a,b,c" (NULL entries if absent). */

@@ -88,6 +88,11 @@ PetscErrorCode InflDriverIhvp(MPI_Comm comm, PetscBool help)
     PetscCall(ihvp_free(&s));
     PetscFunctionReturn(0);
   }
+  { /* provenance of the queries, as infl score records it (infl report checks it against its -query data) */
+    const char *qh;
+    PetscCall(InflDataGetHash(s.query, &qh));
+    PetscCall(InflScorerSetQueryHash(sc, qh));
+  }
   PetscCall(DriverCheckUnusedOptions(comm));
   PetscCall(PetscLogStageRegister("Krylov IHVP", &stage));
   PetscCall(PetscLogStagePush(stage));

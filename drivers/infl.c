@@ -124,34 +124,31 @@ static int finish_local_error(void)
 
 static PetscErrorCode common_options(void)
 {
-  double ci = 600, pi = 10;
-  char   ml[64] = "";
+  double   ci = 600, pi = 10;
+  PetscInt sa = 0;
+  char     ml[64] = "";
 
   PetscFunctionBegin;
   PetscCall(InflOptionsCheckLength(PETSC_COMM_WORLD, "-mem_limit", sizeof(ml), "give bytes per rank, e.g. 2G"));
   PetscOptionsBegin(PETSC_COMM_WORLD, NULL, "Options of every long stage", NULL);
   PetscCall(PetscOptionsReal("-checkpoint_interval", "seconds between checkpoints to OUT.partial (0: after every chunk)", NULL, ci, &ci, NULL));
   PetscCall(PetscOptionsReal("-progress_interval", "seconds between progress lines", NULL, pi, &pi, NULL));
+  PetscCall(PetscOptionsInt("-checkpoint_stop_after", "checkpoint and stop (exit status 3, as on a signal) after this many steps of a long stage's pass (0: never; for tests of resumption)", NULL, sa, &sa, NULL));
   PetscCall(PetscOptionsString("-mem_limit", "memory per rank (e.g. 2G): the chunk sizes of fit, score and self are derived from it", NULL, ml, ml, sizeof(ml), NULL));
   PetscOptionsEnd();
   PetscFunctionReturn(0);
 }
 
-/* A missing or unreadable -options_file would stop PetscInitialize with a long trace: say it plainly instead. */
+/* A missing or unreadable -options_file would stop PetscInitialize with a long trace, and one that includes itself
+ * would make PETSc recurse until the stack overflows: say it plainly instead (every rank finds the same). */
 static int check_options_files(int argc, char **argv)
 {
   const char *r = getenv("OMPI_COMM_WORLD_RANK");
-  for (int i = 1; i + 1 < argc; i++) {
-    if (strcmp(argv[i], "-options_file")) continue;
-    FILE *f = fopen(argv[i + 1], "r");
-    if (f) {
-      fclose(f);
-      continue;
-    }
-    if (!r || !strcmp(r, "0")) fprintf(stderr, "infl: error: cannot read the options file %s given with -options_file: %s\n", argv[i + 1], strerror(errno));
-    return 1;
-  }
-  return 0;
+  char        msg[2 * INFL_MSG_LEN];
+
+  if (!DriverScanOptionsFiles(argc, argv, msg, sizeof(msg))) return 0;
+  if (!r || !strcmp(r, "0")) fprintf(stderr, "infl: error: %s\n", msg);
+  return 1;
 }
 
 typedef struct {
@@ -207,6 +204,7 @@ int main(int argc, char **argv)
   PetscCall(PetscOptionsHasHelp(NULL, &helpflg));
   PetscCall(InflSignalsInstall());
   ierr = common_options();
+  if (!ierr && !helpflg) ierr = DriverCheckIntegerOptions(PETSC_COMM_WORLD);
   if (!ierr) ierr = sub->run(PETSC_COMM_WORLD, helpflg);
   DriverReleaseOutputs();
   if (ierr) {

@@ -184,6 +184,7 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
     PetscCall(InflCheckpointOpen(comm, partial, "self (partial)", mh, th, NULL, &file));
     PetscCall(InflRangesRead(file, &done));
     PetscCall(InflH5ReadRows(file, "/self_influence", H5T_NATIVE_DOUBLE, start, count, self));
+    PetscCall(InflCheckpointCheckFinite(comm, partial, "/self_influence", 1, start, count, self));
     PetscCall(InflH5Close(&file));
     PetscCall(PetscPrintf(comm, "self: resuming from %s (%" PRId64 " of %" PRId64 " done)\n", partial, InflRangesCount(&done), N));
   }

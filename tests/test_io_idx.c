@@ -100,6 +100,7 @@ static PetscErrorCode test_fashion(MPI_Comm comm, const char prefix[])
   EXPECT(!strcmp(hash0, h1), "data hash differs between ranks");
   PetscCall(InflDataDestroy(&sub));
   EXPECT_FAIL(comm, InflDataOpen(comm, spec, 10001, &sub), "limit 10001 is larger than the 10000 examples", "limit > N");
+  EXPECT_FAIL(comm, InflDataOpenNamed(comm, spec, "query", 10001, &sub), "-query_limit 10001 is larger than the 10000 examples in the files; give at most 10000", "limit > N names the option of a named data set");
   PetscCall(InflDataDestroy(&data));
   PetscFunctionReturn(0);
 }

@@ -36,7 +36,8 @@ int64_t        InflRangesCount(const InflRanges *r);
 PetscErrorCode InflRangesSubtract(int64_t lo, int64_t hi, const InflRanges *done, InflRanges *todo);
 /* Collective: out = union over ranks of in (out may be in). */
 PetscErrorCode InflRangesAllUnion(MPI_Comm comm, const InflRanges *in, InflRanges *out);
-/* Collective HDF5 write / read of ranges as /progress/done_lo, /progress/done_hi (rank 0's data). */
+/* Collective HDF5 write / read of ranges as /progress/done_lo, /progress/done_hi (rank 0's data).  The read refuses a
+ * damaged list (a range with lo < 0 or hi < lo), naming the file and the fix (delete it). */
 PetscErrorCode InflRangesWrite(hid_t file, const InflRanges *r);
 PetscErrorCode InflRangesRead(hid_t file, InflRanges *r);
 
@@ -47,14 +48,17 @@ typedef struct {
   int64_t        done;         /* examples done in all ranks (as of the last step) */
   int64_t        local;        /* examples done by this rank since the last step */
   double         ckpt_interval, print_interval;
+  PetscInt       stop_after;   /* -checkpoint_stop_after: checkpoint and stop after this many steps (0: never) */
   PetscLogDouble t0, last_print, last_ckpt;
 } InflProgress;
 
 /* Not collective.  The seconds between progress lines of every long stage and of the Krylov solves: the option
  * -progress_interval (default 10; 0 prints at every step).  Error naming the option if it is negative or not finite. */
 PetscErrorCode InflProgressGetInterval(MPI_Comm comm, double *seconds);
-/* Collective.  todo_local: examples this rank will process in this pass.  Reads -checkpoint_interval (s, default 600)
- * and -progress_interval (s, default 10). */
+/* Collective.  todo_local: examples this rank will process in this pass.  Reads -checkpoint_interval (s, default 600),
+ * -progress_interval (s, default 10) and -checkpoint_stop_after (steps, default 0: never; InflRunChunks then
+ * checkpoints and stops as on a signal after that many steps of the pass, which makes a checkpoint for tests of
+ * resumption without timing a signal). */
 PetscErrorCode InflProgressStart(MPI_Comm comm, const char stage[], int64_t todo_local, InflProgress *p);
 /* Collective, at a chunk boundary, after this rank processed n more examples (0 for a rank without work). */
 PetscErrorCode InflProgressStep(InflProgress *p, int64_t n, PetscBool *checkpoint, PetscBool *stop);
@@ -76,7 +80,8 @@ typedef struct {
 /* Collective.  Run loop->chunk over [start, start+count) minus `done` (the examples of earlier runs) in pieces of at
  * most `chunk` examples; all ranks step together (ranks with fewer pieces join every step), print progress, call
  * loop->checkpoint when due (and, with the union of `done` and this run's work, before stopping on a signal), and on a
- * signal raise INFL_ERR_INTERRUPTED naming `stage` and `partial`.  An error of loop->chunk on any rank is agreed on
+ * signal (or after -checkpoint_stop_after steps, if that is not the last one) raise INFL_ERR_INTERRUPTED naming
+ * `stage` and `partial`.  An error of loop->chunk on any rank is agreed on
  * after each step: every rank raises it with the message of the lowest failing rank (no rank waits in a collective). */
 PetscErrorCode InflRunChunks(MPI_Comm comm, const char stage[], int64_t start, int64_t count, PetscInt chunk, const InflRanges *done, const InflChunkLoop *loop, const char partial[]);
 
@@ -94,8 +99,21 @@ PetscErrorCode InflCheckpointCheckAttr(MPI_Comm comm, hid_t file, const char pat
 
 /* Collective: open the partial file `path` of a run to resume it, after checking (InflCheckpointCheckAttr) that its
  * attributes stage, model_sha256, train_sha256 and checkpoint_key equal the given values (a NULL value is not
- * checked).  The caller closes *file. */
+ * checked).  A path that is not a regular HDF5 file (a directory, a file cut short or overwritten) is an error naming
+ * it and the fix (delete it to start over).  The caller closes *file. */
 PetscErrorCode InflCheckpointOpen(MPI_Comm comm, const char path[], const char stage[], const char model_sha256[], const char train_sha256[], const char checkpoint_key[], hid_t *file);
+
+/* Collective.  Check the values this rank restored from dataset `name` of the checkpoint `path`: x (rows, nc) holds
+ * columns [c0, c0 + nc) of the dataset seen as (rows, columns) (a rank's block of examples; a whole array is rows 1,
+ * c0 0, nc its size).  infl never writes a NaN or an Inf to a checkpoint, so one is a damaged file: error on every rank
+ * naming the file, the dataset, the entry (row and column) and the value, and the fix (delete the file to start the
+ * stage over).  Called on every array a stage restores, before it is used (a resumed run must not carry NaN into
+ * its results).  The Float variant checks float32 values. */
+PetscErrorCode InflCheckpointCheckFinite(MPI_Comm comm, const char path[], const char name[], int64_t rows, int64_t c0, int64_t nc, const double x[]);
+PetscErrorCode InflCheckpointCheckFiniteFloat(MPI_Comm comm, const char path[], const char name[], int64_t rows, int64_t c0, int64_t nc, const float x[]);
+/* Collective.  A restored integer `what` (an attribute or an entry of a dataset, named in full by the caller) must lie
+ * in [lo, hi]; error as above otherwise. */
+PetscErrorCode InflCheckpointCheckRange(MPI_Comm comm, const char path[], const char what[], int64_t value, int64_t lo, int64_t hi);
 
 /* Collective: rank 0 removes `path` if it exists. */
 PetscErrorCode InflRemoveAll(MPI_Comm comm, const char path[]);

@@ -72,6 +72,9 @@ typedef struct _p_InflData *InflData;
  * negative labels, non-finite inputs (naming the example index), empty data set.
  * "text:PATH" and "tokens:PATH" open token-sequence data, read later for the model (see below). */
 PetscErrorCode InflDataOpen(MPI_Comm comm, const char spec[], int64_t limit, InflData *data);
+/* Collective.  InflDataOpen with the data set's role name (InflDataSetName) given from the start, so that errors of
+ * the opening already name it: a limit beyond the examples of the files is "-NAME_limit V" (the option that set it). */
+PetscErrorCode InflDataOpenNamed(MPI_Comm comm, const char spec[], const char name[], int64_t limit, InflData *data);
 /* N examples in all, d features per example, nclasses = 1 + max label over the whole set. */
 PetscErrorCode InflDataGetSizes(InflData data, int64_t *N, int64_t *d, int64_t *nclasses);
 /* This rank's shard: global indices [start, start+count), x (count, d) row-major, labels (count).  Rows data; for

@@ -103,6 +103,11 @@ PetscErrorCode InflOptionsCheckLength(MPI_Comm comm, const char name[], size_t l
  * as given and the range.  Not collective (the same on every rank). */
 PetscErrorCode InflOptionsGetInt64(MPI_Comm comm, const char name[], int64_t min, int64_t max, int64_t *v, PetscBool *set);
 
+/* Not collective.  The index of the first NaN or Inf among the n values of x, or -1 if all are finite.  For checks of
+ * arrays read from files (checkpoints, factors) before they are used. */
+int64_t InflFirstNonFinite(int64_t n, const double x[]);
+int64_t InflFirstNonFiniteFloat(int64_t n, const float x[]);
+
 /* Does a path exist? (stat) */
 PetscBool InflFileExists(const char path[]);
 

@@ -168,6 +168,31 @@ static PetscErrorCode scorer_checkpoint(InflScorer sc, const InflRanges *done)
   PetscFunctionReturn(0);
 }
 
+/* Collective: the restored lists /checkpoint/WHICH_{n,scores,index} (Q), (Q, K), (Q, K) of a checkpoint (the same on
+ * every rank): counts in [0, K], and for the entries in use finite scores and training indices in [0, N).  The unused
+ * entries are zeroed. */
+static PetscErrorCode restored_lists_check(InflScorer sc, const char partial[], const char which[], const int64_t n[], double score[], const int64_t index[])
+{
+  char    what[96];
+  int64_t bad = -1;
+
+  PetscFunctionBegin;
+  for (PetscInt q = 0; q < sc->Q && bad < 0; q++)
+    if (n[q] < 0 || n[q] > sc->K) bad = q;
+  PetscCall(PetscSNPrintf(what, sizeof(what), "entry %" PRId64 " of dataset /checkpoint/%s_n", bad, which));
+  PetscCall(InflCheckpointCheckRange(sc->comm, partial, what, bad < 0 ? 0 : n[bad], 0, sc->K));
+  for (PetscInt q = 0; q < sc->Q; q++)
+    for (int64_t k = n[q]; k < sc->K; k++) score[(int64_t)q * sc->K + k] = 0;
+  PetscCall(PetscSNPrintf(what, sizeof(what), "/checkpoint/%s_scores", which));
+  PetscCall(InflCheckpointCheckFinite(sc->comm, partial, what, sc->Q, 0, sc->K, score));
+  for (PetscInt q = 0; q < sc->Q && bad < 0; q++)
+    for (int64_t k = 0; k < n[q] && bad < 0; k++)
+      if (index[(int64_t)q * sc->K + k] < 0 || index[(int64_t)q * sc->K + k] >= sc->ntrain) bad = (int64_t)q * sc->K + k;
+  PetscCall(PetscSNPrintf(what, sizeof(what), "flat index %" PRId64 " of dataset /checkpoint/%s_index (a training index)", bad, which));
+  PetscCall(InflCheckpointCheckRange(sc->comm, partial, what, bad < 0 ? 0 : index[bad], 0, sc->ntrain - 1));
+  PetscFunctionReturn(0);
+}
+
 /* Collective: if out.partial exists, check it belongs to this computation and restore it. */
 static PetscErrorCode scorer_restore(InflScorer sc, InflRanges *done)
 {
@@ -196,6 +221,7 @@ static PetscErrorCode scorer_restore(InflScorer sc, InflRanges *done)
     PetscCall(InflH5ReadArray(file, name, H5T_NATIVE_DOUBLE, 2, dk, NULL, sco));
     PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%s_index", w ? "bottom" : "top"));
     PetscCall(InflH5ReadArray(file, name, H5T_NATIVE_INT64, 2, dk, NULL, idx));
+    PetscCall(restored_lists_check(sc, partial, w ? "bottom" : "top", n64, sco, idx));
     if (rank == 0)
       for (PetscInt q = 0; q < sc->Q; q++) PetscCall(InflTopKPushQuery(t, q, (PetscInt)n64[q], sco + (size_t)q * sc->K, idx + (size_t)q * sc->K));
     PetscCall(PetscFree3(n64, idx, sco));
@@ -205,6 +231,10 @@ static PetscErrorCode scorer_restore(InflScorer sc, InflRanges *done)
     PetscCall(column_block(file, "/checkpoint/scores", 2, dims, sc->start, sc->count, sc->local, PETSC_FALSE));
     PetscCall(column_block(file, "/checkpoint/train_norms", 1, &sc->ntrain, sc->start, sc->count, sc->local_norm, PETSC_FALSE));
     if (sc->per_layer) PetscCall(column_block(file, "/checkpoint/scores_per_layer", 3, dims3, sc->start, sc->count, sc->local_layer, PETSC_FALSE));
+    /* this rank's columns: (Q, count), (count), (L, Q, count) */
+    PetscCall(InflCheckpointCheckFinite(sc->comm, partial, "/checkpoint/scores", sc->Q, sc->start, sc->count, sc->local));
+    PetscCall(InflCheckpointCheckFinite(sc->comm, partial, "/checkpoint/train_norms", 1, sc->start, sc->count, sc->local_norm));
+    if (sc->per_layer) PetscCall(InflCheckpointCheckFinite(sc->comm, partial, "/checkpoint/scores_per_layer", (int64_t)sc->L * sc->Q, sc->start, sc->count, sc->local_layer));
   }
   PetscCall(InflH5Close(&file));
   PetscCall(PetscPrintf(sc->comm, "score: resuming from %s (%" PRId64 " of %" PRId64 " training examples done)\n", partial, InflRangesCount(done), sc->ntrain));

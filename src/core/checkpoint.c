@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 static volatile sig_atomic_t signal_received = 0;
 
@@ -162,7 +163,15 @@ PetscErrorCode InflRangesRead(hid_t file, InflRanges *r)
   PetscCall(PetscMalloc2(dims[0], &lo, dims[0], &hi));
   PetscCall(InflH5ReadArray(file, "/progress/done_lo", H5T_NATIVE_INT64, 1, dims, NULL, lo));
   PetscCall(InflH5ReadArray(file, "/progress/done_hi", H5T_NATIVE_INT64, 1, dims, NULL, hi));
-  for (int64_t i = 0; i < dims[0]; i++) PetscCall(InflRangesAdd(r, lo[i], hi[i]));
+  for (int64_t i = 0; i < dims[0]; i++) {
+    if (lo[i] < 0 || hi[i] < lo[i]) {
+      char fname[PETSC_MAX_PATH_LEN] = "(checkpoint)";
+      H5Fget_name(file, fname, sizeof(fname));
+      PetscCall(PetscFree2(lo, hi));
+      SETERRQ(PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: /progress/done_lo, /progress/done_hi entry %" PRId64 " is the range [%" PRId64 ", %" PRId64 "), not a range of example indices; the checkpoint is damaged: delete %s to start this stage over", fname, i, lo[i], hi[i], fname);
+    }
+    PetscCall(InflRangesAdd(r, lo[i], hi[i]));
+  }
   PetscCall(PetscFree2(lo, hi));
   PetscFunctionReturn(0);
 }
@@ -215,6 +224,8 @@ PetscErrorCode InflProgressStart(MPI_Comm comm, const char stage[], int64_t todo
   PetscCall(PetscOptionsGetReal(NULL, NULL, "-checkpoint_interval", &p->ckpt_interval, NULL));
   PetscCall(InflProgressGetInterval(comm, &p->print_interval));
   PetscCheck(p->ckpt_interval >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-checkpoint_interval %g must be >= 0 seconds", p->ckpt_interval);
+  PetscCall(PetscOptionsGetInt(NULL, NULL, "-checkpoint_stop_after", &p->stop_after, NULL));
+  PetscCheck(p->stop_after >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-checkpoint_stop_after %d must be a number of steps >= 0 (0: never)", (int)p->stop_after);
   p->todo = todo_local;
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &p->todo, 1, MPI_INT64_T, MPI_SUM, comm));
   PetscCall(PetscTime(&p->t0));
@@ -272,9 +283,64 @@ PetscErrorCode InflCheckpointOpen(MPI_Comm comm, const char path[], const char s
   const char *values[4] = {stage, model_sha256, train_sha256, checkpoint_key};
 
   PetscFunctionBegin;
+  { /* a directory or a damaged file at PATH.partial would otherwise give MPI-IO errors or HDF5's trace */
+    PetscMPIInt rank;
+    struct stat st;
+    int         ok = 1;
+    char        what[64] = "";
+    PetscCallMPI(MPI_Comm_rank(comm, &rank));
+    if (rank == 0) {
+      if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+        ok = 0;
+        PetscCall(PetscStrncpy(what, stat(path, &st) == 0 && S_ISDIR(st.st_mode) ? "a directory" : "not a regular file", sizeof(what)));
+      } else if (H5Fis_hdf5(path) <= 0) {
+        ok = 0;
+        PetscCall(PetscSNPrintf(what, sizeof(what), "not an HDF5 file (%lld bytes)", (long long)st.st_size));
+      }
+    }
+    InflCheckAll(comm, ok, PETSC_ERR_FILE_UNEXPECTED, "%s, the checkpoint this run would resume, is %s: it is damaged or not infl's; delete it (rm -r %s) to start this stage over", path, what, path);
+  }
   PetscCall(InflH5Open(comm, path, PETSC_FALSE, file));
   for (int i = 0; i < 4; i++)
     if (values[i]) PetscCall(InflCheckpointCheckAttr(comm, *file, path, keys[i], values[i]));
+  PetscFunctionReturn(0);
+}
+
+/* Collective: the error of a non-finite entry i (-1: none) of a block x (rows, nc) of columns c0.. of `name`. */
+static PetscErrorCode check_finite_block(MPI_Comm comm, const char path[], const char name[], int64_t rows, int64_t c0, int64_t nc, int64_t i, double value)
+{
+  char where[96] = "", v[32];
+
+  PetscFunctionBegin;
+  snprintf(v, sizeof(v), "%g", value); /* PETSc's printf would write nan as "nan." */
+  if (i >= 0 && rows > 1) PetscCall(PetscSNPrintf(where, sizeof(where), "entry (%" PRId64 ", %" PRId64 ")", i / nc, c0 + i % nc));
+  else if (i >= 0) PetscCall(PetscSNPrintf(where, sizeof(where), "entry %" PRId64, c0 + i));
+  InflCheckAll(comm, i < 0, PETSC_ERR_FILE_UNEXPECTED, "%s: dataset %s holds %s at %s; infl never writes a non-finite value to a checkpoint, so the file is damaged: delete %s to start this stage over (the work it saved is lost)", path, name, v, where, path);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflCheckpointCheckFinite(MPI_Comm comm, const char path[], const char name[], int64_t rows, int64_t c0, int64_t nc, const double x[])
+{
+  int64_t i = InflFirstNonFinite(rows * nc, x);
+
+  PetscFunctionBegin;
+  PetscCall(check_finite_block(comm, path, name, rows, c0, nc, i, i < 0 ? 0.0 : x[i]));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflCheckpointCheckFiniteFloat(MPI_Comm comm, const char path[], const char name[], int64_t rows, int64_t c0, int64_t nc, const float x[])
+{
+  int64_t i = InflFirstNonFiniteFloat(rows * nc, x);
+
+  PetscFunctionBegin;
+  PetscCall(check_finite_block(comm, path, name, rows, c0, nc, i, i < 0 ? 0.0 : (double)x[i]));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflCheckpointCheckRange(MPI_Comm comm, const char path[], const char what[], int64_t value, int64_t lo, int64_t hi)
+{
+  PetscFunctionBegin;
+  InflCheckAll(comm, value >= lo && value <= hi, PETSC_ERR_FILE_UNEXPECTED, "%s: %s is %" PRId64 ", outside [%" PRId64 ", %" PRId64 "]; the checkpoint is damaged: delete %s to start this stage over (the work it saved is lost)", path, what, value, lo, hi, path);
   PetscFunctionReturn(0);
 }
 
@@ -327,6 +393,10 @@ PetscErrorCode InflRunChunksStep(MPI_Comm comm, const char stage[], int64_t star
     if (step) PetscCall(step(loop->ctx, lo, hi));
     if (r < nchunks) PetscCall(InflRangesAdd(&mine, lo, hi));
     PetscCall(InflProgressStep(&prog, hi - lo, &ckpt, &stop));
+    if (prog.stop_after > 0 && r + 1 == prog.stop_after && r < rounds - 1) { /* the same on every rank */
+      PetscCall(PetscPrintf(comm, "%s: stopping after step %" PRId64 " of %" PRId64 " (-checkpoint_stop_after)\n", stage, r + 1, rounds));
+      ckpt = stop = PETSC_TRUE;
+    }
     if (ckpt && loop->checkpoint && r < rounds - 1) {
       InflRanges all = {0};
       PetscCall(InflRangesAllUnion(comm, &mine, &all));
@@ -334,6 +404,7 @@ PetscErrorCode InflRunChunksStep(MPI_Comm comm, const char stage[], int64_t star
       PetscCall(loop->checkpoint(loop->ctx, &all));
       PetscCall(InflRangesDestroy(&all));
     }
+    if (stop && r < rounds - 1 && !InflSignalReceived() && prog.stop_after > 0) SETERRQ(comm, INFL_ERR_INTERRUPTED, "%s stopped after step %" PRId64 " (-checkpoint_stop_after); its progress is saved in %s: run the same command again to resume", stage, r + 1, partial);
     if (stop && r < rounds - 1) PetscCall(InflInterrupted(comm, stage, partial));
   }
   PetscCall(InflRangesDestroy(&todo));

@@ -204,6 +204,20 @@ PetscErrorCode InflRenameAll(MPI_Comm comm, const char from[], const char to[])
   PetscFunctionReturn(0);
 }
 
+int64_t InflFirstNonFinite(int64_t n, const double x[])
+{
+  for (int64_t i = 0; i < n; i++)
+    if (!isfinite(x[i])) return i;
+  return -1;
+}
+
+int64_t InflFirstNonFiniteFloat(int64_t n, const float x[])
+{
+  for (int64_t i = 0; i < n; i++)
+    if (!isfinite(x[i])) return i;
+  return -1;
+}
+
 PetscBool InflFileExists(const char path[])
 {
   struct stat st;
@@ -271,6 +285,7 @@ static PetscErrorCode parse_bytes(MPI_Comm comm, const char text[], double *byte
   }
   if (*end == 'B' || *end == 'b') end++;
   PetscCheck(end != text && *end == 0 && v > 0 && isfinite(v), comm, PETSC_ERR_ARG_WRONG, "-mem_limit %s: give bytes per rank as a number with an optional suffix K, M, G or T (e.g. 2G)", text);
+  PetscCheck(v < 0x1p64, comm, PETSC_ERR_ARG_OUTOFRANGE, "-mem_limit %s is %.4g bytes per rank, more than the 16 EiB (2^64 bytes) a process can address; give the memory of a rank, e.g. 2G", text, v);
   *bytes = v;
   PetscFunctionReturn(0);
 }

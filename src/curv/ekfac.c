@@ -146,6 +146,8 @@ static PetscErrorCode ekfac_restore(InflEKFAC ek, int *pass, InflRanges *done)
   PetscCall(InflCheckpointOpen(ek->comm, partial, "fit (partial)", ek->model_hash, ek->train_hash, key, &file));
   PetscCall(InflH5GetAttrInt(file, "/", "pass", &p));
   PetscCall(InflH5GetAttrInt(file, "/", "rows", &ek->nrows));
+  PetscCall(InflCheckpointCheckRange(ek->comm, partial, "root attribute pass", p, 1, 2));
+  PetscCall(InflCheckpointCheckRange(ek->comm, partial, "root attribute rows", ek->nrows, 0, INT64_MAX));
   if (p == 1 && rank != 0) ek->nrows = 0; /* the rows so far are counted once, on rank 0 */
   PetscCall(InflRangesRead(file, done));
   for (PetscInt l = 0; l < ek->L; l++) {
@@ -155,6 +157,7 @@ static PetscErrorCode ekfac_restore(InflEKFAC ek, int *pass, InflRanges *done)
   do { \
     PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%d/%s", (int)l, nm)); \
     PetscCall(InflH5ReadArray(file, name, H5T_NATIVE_DOUBLE, nd_, dims_, NULL, b)); \
+    PetscCall(InflCheckpointCheckFinite(ek->comm, partial, name, (nd_) == 2 ? dims_[0] : 1, 0, dims_[(nd_) - 1], b)); \
   } while (0)
     if (p == 1) {
       R("A_sum", 2, dA, ly->A);
@@ -703,15 +706,22 @@ PetscErrorCode InflEKFACLoad(InflEKFAC ek, const char path[], InflModel model)
   for (PetscInt l = 0; l < ek->L; l++) {
     InflEKFACLayer *ly = &ek->layers[l];
     char            name[96];
-    int64_t         na = ly->din + 1, nd = ly->dout;
     LayerField      f[7];
     for (int k = 0, nf = layer_fields(ly, f); k < nf; k++) {
       PetscCall(PetscSNPrintf(name, sizeof(name), "/layers/%d/%s", (int)l, f[k].name));
       PetscCall(InflH5ReadArray(file, name, H5T_NATIVE_DOUBLE, f[k].ndim, f[k].dims, NULL, f[k].buf));
+      { /* a damaged file must fail here, not after a scoring pass (every rank read the same values) */
+        int64_t ncol = f[k].dims[f[k].ndim - 1], i = InflFirstNonFinite(f[k].ndim == 2 ? f[k].dims[0] * ncol : ncol, f[k].buf);
+        char    where[64] = "", v[32];
+        snprintf(v, sizeof(v), "%g", i < 0 ? 0.0 : f[k].buf[i]); /* PETSc's printf would write nan as "nan." */
+        if (i >= 0 && f[k].ndim == 2) PetscCall(PetscSNPrintf(where, sizeof(where), "entry (%" PRId64 ", %" PRId64 ")", i / ncol, i % ncol));
+        else if (i >= 0) PetscCall(PetscSNPrintf(where, sizeof(where), "entry %" PRId64, i));
+        PetscCheck(i < 0, ek->comm, PETSC_ERR_FILE_UNEXPECTED, "%s: layer %d: dataset %s holds %s at %s; factors never hold NaN or Inf, so the file is damaged: run infl fit again to rewrite it", path, (int)l, name, v, where);
+      }
     }
     PetscCall(PetscSNPrintf(name, sizeof(name), "/layers/%d", (int)l));
     PetscCall(InflH5GetAttrDouble(file, name, "damping", &ly->damping));
-    for (int64_t i = 0; i < nd * na; i++) PetscCheck(isfinite(ly->Lambda[i]), ek->comm, PETSC_ERR_FP, "%s: layer %d Lambda has a non-finite entry at %" PRId64 "; refit the factors", path, (int)l, i);
+    PetscCheck(ly->damping >= 0 && isfinite(ly->damping), ek->comm, PETSC_ERR_FILE_UNEXPECTED, "%s: layer %d: attribute damping of group %s is %g, not a finite number >= 0; the file is damaged: run infl fit again to rewrite it", path, (int)l, name, ly->damping);
   }
   PetscCall(InflH5GetAttrDouble(file, "/", "damping_absolute", &ek->damping));
   PetscCall(InflH5Close(&file));

@@ -56,6 +56,13 @@ struct _p_InflData {
     PetscCall(InflAgreeError_Private(comm, _e, __LINE__, PETSC_FUNCTION_NAME, __FILE__)); \
   } while (0)
 
+/* The limit in messages: "-NAME_limit V" when the data set has a role name (the option that set it), else "limit V". */
+static void limit_text(InflData data, int64_t limit, char buf[], size_t len)
+{
+  if (data->name[0]) snprintf(buf, len, "-%s_limit %" PRId64, data->name, limit);
+  else snprintf(buf, len, "limit %" PRId64, limit);
+}
+
 static PetscErrorCode hash_file_bytes(InflHash h, const char path[])
 {
   FILE         *f = fopen(path, "rb");
@@ -103,7 +110,10 @@ static PetscErrorCode gz_read_all(gzFile f, const char path[], void *buf, int64_
     if (r < 0) {
       int         e;
       const char *msg = gzerror(f, &e);
-      SETERRQ(PETSC_COMM_SELF, PETSC_ERR_FILE_READ, "%s: read error: %s; the file is corrupt or truncated", path, msg);
+      size_t      lp  = strlen(path);
+      if (!strncmp(msg, path, lp) && msg[lp] == ':') msg += lp + 1 + (msg[lp + 1] == ' '); /* zlib prefixes the path */
+      if (e == Z_ERRNO) SETERRQ(PETSC_COMM_SELF, PETSC_ERR_FILE_READ, "%s: reading the file failed after %" PRId64 " bytes: %s; check the file system", path, *got, strerror(errno));
+      SETERRQ(PETSC_COMM_SELF, PETSC_ERR_FILE_READ, "%s: the gzip data are corrupt (zlib: %s); the file is damaged: replace it by a good copy (gzip -t %s checks one)", path, msg, path);
     }
     if (r == 0) break;
     *got += r;
@@ -180,7 +190,11 @@ static PetscErrorCode idx_load(MPI_Comm comm, const char prefix[], int64_t limit
     PetscCheck(stat(data->images, &sb) == 0, PETSC_COMM_SELF, PETSC_ERR_FILE_OPEN, "cannot stat %s: %s", data->images, strerror(errno));
     PetscCheck(16 + data->Nfile * data->d <= 1032 * (int64_t)sb.st_size + 1024, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: the header promises %" PRId64 " images of %" PRId64 " x %" PRId64 " pixels, more than a compressed file of %" PRId64 " bytes can hold; the file is truncated or corrupt", data->images, data->Nfile, idims[1], idims[2], (int64_t)sb.st_size);
   }
-  PetscCheck(limit <= data->Nfile, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "data idx:%s: limit %" PRId64 " is larger than the %" PRId64 " examples in the files; lower the limit", prefix, limit, data->Nfile);
+  if (limit > data->Nfile) {
+    char lt[96];
+    limit_text(data, limit, lt, sizeof(lt));
+    SETERRQ(PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "data idx:%s: %s is larger than the %" PRId64 " examples in the files; give at most %" PRId64 " (0: all)", prefix, lt, data->Nfile, data->Nfile);
+  }
   data->N = limit > 0 ? limit : data->Nfile;
   PetscCheck(data->N > 0 && data->d > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "data idx:%s: the data set is empty (%" PRId64 " images of %" PRId64 " x %" PRId64 " pixels)", prefix, data->Nfile, idims[1], idims[2]);
   InflPartition(data->N, size, rank, &data->start, &data->count);
@@ -244,7 +258,11 @@ static PetscErrorCode h5_check_layout(hid_t fid, const char path[], int64_t limi
   PetscCheck(din[0] == dlab[0], PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: /inputs has %" PRId64 " rows but /labels has %" PRId64 "; they must match", path, din[0], dlab[0]);
   data->Nfile = din[0];
   data->d     = din[1];
-  PetscCheck(limit <= data->Nfile, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "data h5:%s: limit %" PRId64 " is larger than the %" PRId64 " examples in the file; lower the limit", path, limit, data->Nfile);
+  if (limit > data->Nfile) {
+    char lt[96];
+    limit_text(data, limit, lt, sizeof(lt));
+    SETERRQ(PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "data h5:%s: %s is larger than the %" PRId64 " examples in the file; give at most %" PRId64 " (0: all)", path, lt, data->Nfile, data->Nfile);
+  }
   data->N = limit > 0 ? limit : data->Nfile;
   PetscCheck(data->N > 0 && data->d > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: the data set is empty (/inputs is (%" PRId64 ", %" PRId64 "))", path, data->Nfile, data->d);
   PetscFunctionReturn(0);
@@ -292,6 +310,13 @@ static PetscErrorCode data_check_shard(InflData data)
 
 PetscErrorCode InflDataOpen(MPI_Comm comm, const char spec[], int64_t limit, InflData *out)
 {
+  PetscFunctionBegin;
+  PetscCall(InflDataOpenNamed(comm, spec, NULL, limit, out));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflDataOpenNamed(MPI_Comm comm, const char spec[], const char name[], int64_t limit, InflData *out)
+{
   InflData  data;
   PetscBool idx, h5, text, tokens;
   int64_t   ymax = -1;
@@ -306,6 +331,7 @@ PetscErrorCode InflDataOpen(MPI_Comm comm, const char spec[], int64_t limit, Inf
   PetscCheck(limit >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "data %s: limit %" PRId64 " is negative; use 0 for all examples", spec, limit);
   if (text || tokens) { /* read by InflDataSetUpSequences, once the model is known */
     PetscCall(PetscNew(&data));
+    PetscCall(PetscStrncpy(data->name, name ? name : "", sizeof(data->name)));
     data->h5      = H5I_INVALID_HID;
     data->limit   = limit;
     data->content = INFL_DATA_SEQUENCES;
@@ -316,6 +342,7 @@ PetscErrorCode InflDataOpen(MPI_Comm comm, const char spec[], int64_t limit, Inf
     PetscFunctionReturn(0);
   }
   PetscCall(PetscNew(&data));
+  PetscCall(PetscStrncpy(data->name, name ? name : "", sizeof(data->name)));
   data->h5 = H5I_INVALID_HID;
   data->comm = comm;
   data->limit = limit;
@@ -419,7 +446,11 @@ static PetscErrorCode seq_windows(MPI_Comm comm, InflData data, PetscInt len)
   PetscCallMPI(MPI_Comm_size(comm, &size));
   PetscCall(InflTokensGetSequences(data->corpus, len, &nseq, &data->sdoc, &data->sstart, &data->slen));
   PetscCheck(nseq > 0, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "data %s holds no token sequence", data->spec);
-  PetscCheck(data->limit <= nseq, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "data %s: limit %" PRId64 " is larger than its %" PRId64 " sequences (windows of %d tokens); use 0 for all", data->spec, data->limit, nseq, (int)len);
+  if (data->limit > nseq) {
+    char lt[96];
+    limit_text(data, data->limit, lt, sizeof(lt));
+    SETERRQ(PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "data %s: %s is larger than its %" PRId64 " sequences (windows of %d tokens); give at most %" PRId64 " (0: all)", data->spec, lt, nseq, (int)len, nseq);
+  }
   data->N     = data->limit > 0 ? data->limit : nseq;
   data->Nfile = nseq;
   data->d        = len;

@@ -370,6 +370,14 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
       PetscCall(InflH5ReadArray(file, "/checkpoint/moment2", H5T_NATIVE_FLOAT, 1, dims, NULL, m2));
       PetscCall(InflH5ReadArray(file, "/checkpoint/epoch_sums", H5T_NATIVE_DOUBLE, 1, two, NULL, st.sums));
       PetscCall(InflH5ReadArray(file, "/checkpoint/grad_norm_stats", H5T_NATIVE_DOUBLE, 1, two, NULL, st.gnorm));
+      PetscCall(InflCheckpointCheckFiniteFloat(comm, partial, "/checkpoint/params", 1, 0, np, params));
+      PetscCall(InflCheckpointCheckFiniteFloat(comm, partial, "/checkpoint/moment1", 1, 0, np, m1));
+      PetscCall(InflCheckpointCheckFiniteFloat(comm, partial, "/checkpoint/moment2", 1, 0, np, m2));
+      PetscCall(InflCheckpointCheckFinite(comm, partial, "/checkpoint/epoch_sums", 1, 0, 2, st.sums));
+      PetscCall(InflCheckpointCheckFinite(comm, partial, "/checkpoint/grad_norm_stats", 1, 0, 2, st.gnorm));
+      PetscCall(InflCheckpointCheckRange(comm, partial, "root attribute epoch", e, 0, opt->epochs - 1));
+      PetscCall(InflCheckpointCheckRange(comm, partial, "root attribute batch_start", st.b0, 0, N - 1));
+      PetscCall(InflCheckpointCheckRange(comm, partial, "root attribute step", st.step, 0, T));
       PetscCall(InflH5Close(&file));
       PetscCall(InflModelGetParameters(model, NULL, &params, NULL)); /* marks derived copies stale */
       st.epoch = (PetscInt)e;

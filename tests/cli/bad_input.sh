@@ -131,14 +131,76 @@ cp "$W/scores.h5" "$W/scores_neg.h5"
 printf '\xfb\xff\xff\xff\xff\xff\xff\xff' | dd of="$W/scores_neg.h5" bs=1 seek=$(($(h5offset "$W/scores_neg.h5" /topk/train_indices) + 8)) conv=notrunc status=none
 h5dump -d /topk/train_indices -s 0,1 -c 1,1 "$W/scores_neg.h5" | grep -q -- "-5" || { echo "fixture scores_neg.h5: the edit did not apply"; exit 1; }
 QLONG=$(seq -s, 0 1202) # 1203 indices, 4904 characters
-
-# ------------------------------------------------------------------------------------------------ the table
-# name | expected message (extended regex without '|', on stderr) | arguments ($W, $T expand; no quoting inside)
 M="-model $W/model.safetensors"
 G="-model $src/tests/ref/gpt2_tiny"
 F="-factors $W/factors.h5"
 TR="-train $T -train_limit 50"
 Q="-query $T -query_limit 10"
+
+# damaged files a stage restores or loads: checkpoints made by stopping after one step (-checkpoint_stop_after,
+# -train_stop_after; exit status 3), then copies of them with one value overwritten (NaN or Inf bytes, or a count out
+# of range); the rerun of the same command must refuse them, naming the file, the dataset and the entry
+poke() { # FILE DATASET BYTE-OFFSET-IN-DATASET PRINTF-BYTES: overwrite bytes of a contiguous dataset
+  local at
+  at=$(h5offset "$1" "$2")
+  [ -n "$at" ] || { echo "fixture $1: no offset of $2"; exit 1; }
+  printf "$4" | dd of="$1" bs=1 seek=$((at + $3)) conv=notrunc status=none
+}
+stopped() { # NAME ARGS...: run a stage that must stop with status 3 and leave NAME.partial
+  local name=$1
+  shift
+  run_infl "$NP" "$@"
+  [ $? -eq 3 ] && [ -f "$name.partial" ] || { cat "$W/log.err"; echo "fixture $name.partial: the stage did not stop with a checkpoint"; exit 1; }
+}
+SCK="-query_indices 0:5 -score_chunk 4 -score_save_all -checkpoint_stop_after 1"
+stopped "$W/ckpt_score.h5" score $M $F $TR $Q $SCK -out "$W/ckpt_score.h5"
+cp "$W/ckpt_score.h5.partial" "$W/sp_top.h5.partial"
+poke "$W/sp_top.h5.partial" /checkpoint/top_scores 0 '\x00\x00\x00\x00\x00\x00\xf8\x7f'  # (0, 0) NaN
+cp "$W/ckpt_score.h5.partial" "$W/sp_norm.h5.partial"
+poke "$W/sp_norm.h5.partial" /checkpoint/train_norms 8 '\x00\x00\x80\x7f'                  # float32 entry 2 Inf
+cp "$W/ckpt_score.h5.partial" "$W/sp_count.h5.partial"
+poke "$W/sp_count.h5.partial" /checkpoint/bottom_n 8 '\x63\x00\x00\x00\x00\x00\x00\x00'   # entry 1 = 99 > K
+stopped "$W/ckpt_fit.h5" fit $M $TR -ekfac_chunk 4 -checkpoint_stop_after 1 -out "$W/ckpt_fit.h5"
+cp "$W/ckpt_fit.h5.partial" "$W/fp_inf.h5.partial"
+poke "$W/fp_inf.h5.partial" /checkpoint/1/S_sum 40 '\x00\x00\x00\x00\x00\x00\xf0\x7f'   # (0, 5) +Inf
+stopped "$W/ckpt_self.h5" self $M $F $TR -self_chunk 4 -checkpoint_stop_after 1 -out "$W/ckpt_self.h5"
+cp "$W/ckpt_self.h5.partial" "$W/selfp_inf.h5.partial"
+poke "$W/selfp_inf.h5.partial" /self_influence 240 '\x00\x00\x00\x00\x00\x00\xf0\xff'   # entry 30 -Inf
+TRK="$TR -model_dims 784,8,10 -train_batch 10 -train_stop_after 1"
+stopped "$W/ckpt_train.safetensors" train $TRK -out "$W/ckpt_train.safetensors"
+cp "$W/ckpt_train.safetensors.partial" "$W/tp_nan.safetensors.partial"
+poke "$W/tp_nan.safetensors.partial" /checkpoint/moment2 400 '\x00\x00\xc0\x7f'           # entry 100 NaN
+echo "not a checkpoint" > "$W/garbage_self.h5.partial"
+cp "$W/factors.h5" "$W/factors_nan.h5"
+poke "$W/factors_nan.h5" /layers/1/eigenvalues_S 24 '\x00\x00\x00\x00\x00\x00\xf8\x7f' # entry 3 NaN
+# options files: one that includes itself, two that include each other, one naming a missing one, a study file that
+# -out must not overwrite
+echo "-options_file $W/self.opts" > "$W/self.opts"
+printf -- '-train_limit 50\n-options_file %s # the next one\n' "$W/cycle_b.opts" > "$W/cycle_a.opts"
+printf -- '# a comment: -options_file elsewhere\n-options_file "%s"\n' "$W/cycle_a.opts" > "$W/cycle_b.opts"
+echo "-train_limit 50" > "$W/study.opts"
+echo "-options_file $W/nope.opts" > "$W/missing.opts"
+# a corrupt gzip IDX file: 16 bytes of its compressed stream overwritten
+cp "$fm/t10k-images-idx3-ubyte.gz" "$W/gzbad-images-idx3-ubyte.gz"
+printf 'XXXXXXXXXXXXXXXX' | dd of="$W/gzbad-images-idx3-ubyte.gz" bs=1 seek=5000 conv=notrunc status=none
+ln -s "$fm/t10k-labels-idx1-ubyte.gz" "$W/gzbad-labels-idx1-ubyte.gz"
+# a directory where an output keeps its checkpoint
+mkdir -p "$W/out/pdir.h5.partial"
+# the lock of an output held by a live process (this shell, recorded with its start time) through a descriptor that a
+# `flock` process holds; and a stale one: the recorded process no longer exists, a leftover process keeps the flock
+sleep 0 & wait $!
+deadpid=$!
+echo "host $(hostname), pid $$, ranks 1, start $(awk '{ print $22 }' /proc/$$/stat)" > "$W/out/held.h5.partial.lock"
+echo "host $(hostname), pid $deadpid, ranks $NP, start 1" > "$W/out/stale.h5.partial.lock"
+flock -x "$W/out/held.h5.partial.lock" sleep 600 &
+holder_live=$!
+flock -x "$W/out/stale.h5.partial.lock" sleep 600 &
+holder_stale=$!
+trap 'kill $holder_live $holder_stale 2>/dev/null' EXIT
+sleep 0.5
+
+# ------------------------------------------------------------------------------------------------ the table
+# name | expected message (extended regex without '|', on stderr) | arguments ($W, $T expand; no quoting inside)
 while IFS='|' read -r name regex args; do
   name=$(echo $name)
   [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
@@ -224,7 +286,12 @@ query_file_missing | -query_indices @$W/nope.txt: cannot open                  |
 query_range_ovfl   | -query_indices 0:9223372036854775807:2: query index 10 is outside the query set, which has 10 examples | score $M $F $TR $Q -query_indices 0:9223372036854775807:2 -out $W/out/s.h5
 query_range_huge   | -query_indices 0:10000000000: query index 10 is outside the query set, which has 10 examples | score $M $F $TR $Q -query_indices 0:10000000000 -out $W/out/s.h5
 query_list_long    | the value of -query_indices has 4904 characters .* -query_indices @FILE | score $M $F $TR $Q -query_indices $QLONG -out $W/out/s.h5
-limit_wraps_32bit  | limit 4294967297 is larger than the 10000 examples        | fit $M -train $T -train_limit 4294967297 -out $W/out/f.h5
+limit_wraps_32bit  | data idx:.*t10k: -train_limit 4294967297 is larger than the 10000 examples in the files; give at most 10000 | fit $M -train $T -train_limit 4294967297 -out $W/out/f.h5
+int_beyond_64bit   | option -ekfac_chunk 99999999999999999999 is outside the range of this integer option | fit $M $TR -ekfac_chunk 99999999999999999999 -out $W/out/f.h5
+dims_wraps_32bit   | option -model_dims 784,4294967297,10 is outside the range of this integer option | train $TR -model_dims 784,4294967297,10 -out $W/out/t.safetensors
+dims_huge          | -model_dims 784,200000,200000,10: an MLP of these layer sizes has 4.*e\+10 parameters.*GiB of memory of this machine | train $TR -model_dims 784,200000,200000,10 -out $W/out/t.safetensors
+mem_limit_16eib    | -mem_limit 1e30 is 1e\+30 bytes per rank, more than the 16 EiB | fit $M $TR -mem_limit 1e30 -out $W/out/f.h5
+data_idx_gz_corrupt | gzbad-images-idx3-ubyte.gz: the gzip data are corrupt \(zlib: [a-z ]+\).*gzip -t | fit $M -train idx:$W/gzbad -out $W/out/f.h5
 limit_beyond_64bit | -train_limit 99999999999999999999 must be >= 0 and <= 9223372036854775807 | fit $M -train $T -train_limit 99999999999999999999 -out $W/out/f.h5
 topk_wraps_32bit   | option -score_topk 4294967297 is outside the range of this integer option | score $M $F $TR $Q -score_topk 4294967297 -out $W/out/s.h5
 query_index_huge   | query index 99999999999 is outside the query set          | score $M $F $TR $Q -query_indices 99999999999 -out $W/out/s.h5
@@ -240,6 +307,15 @@ logits_inf_eval    | forward pass overflows: logit 0 \(tensor logits, the output
 logits_inf_fit     | forward pass overflows: logit 0 \(tensor logits               | fit -model $W/huge38.safetensors $TR -ekfac_fisher empirical -out $W/out/f.h5
 scores_nonfinite   | score of query 0 and training example 0 is [-nanif.]+ \(non-finite\) | score $M -factors $W/factors_huge.h5 $TR $Q -out $W/out/s.h5
 self_nonfinite     | self-influence of training example 0 is [-nanif.]+ \(non-finite\) | self $M -factors $W/factors_huge.h5 $TR -out $W/out/s.h5
+# --- damaged checkpoints and factors: refused before use, naming the file, the dataset and the entry
+ckpt_score_nan     | $W/sp_top.h5.partial: dataset /checkpoint/top_scores holds nan at entry \(0, 0\).*delete $W/sp_top.h5.partial to start this stage over | score $M $F $TR $Q $SCK -out $W/sp_top.h5
+ckpt_score_norm    | $W/sp_norm.h5.partial: dataset /checkpoint/train_norms holds inf at entry 2;.*delete $W/sp_norm.h5.partial | score $M $F $TR $Q $SCK -out $W/sp_norm.h5
+ckpt_score_count   | $W/sp_count.h5.partial: entry 1 of dataset /checkpoint/bottom_n is 99, outside \[0, 10\].*delete $W/sp_count.h5.partial | score $M $F $TR $Q $SCK -out $W/sp_count.h5
+ckpt_fit_inf       | $W/fp_inf.h5.partial: dataset /checkpoint/1/S_sum holds inf at entry \(0, 5\).*delete $W/fp_inf.h5.partial | fit $M $TR -ekfac_chunk 4 -checkpoint_stop_after 1 -out $W/fp_inf.h5
+ckpt_self_inf      | $W/selfp_inf.h5.partial: dataset /self_influence holds -inf at entry 30;.*delete $W/selfp_inf.h5.partial | self $M $F $TR -self_chunk 4 -checkpoint_stop_after 1 -out $W/selfp_inf.h5
+ckpt_train_nan     | $W/tp_nan.safetensors.partial: dataset /checkpoint/moment2 holds nan at entry 100;.*delete $W/tp_nan.safetensors.partial | train $TRK -out $W/tp_nan.safetensors
+ckpt_not_hdf5      | $W/garbage_self.h5.partial, the checkpoint this run would resume, is not an HDF5 file.*delete it | self $M $F $TR -out $W/garbage_self.h5
+factors_nan        | $W/factors_nan.h5: layer 1: dataset /layers/1/eigenvalues_S holds nan at entry 3; .*run infl fit again | score $M -factors $W/factors_nan.h5 $TR $Q -out $W/out/s.h5
 # --- report
 report_other_query | scores.h5 was computed on other query data: its query_sha256 is [0-9a-f]{64}, but the -query data .* has sha256 [0-9a-f]{64} | report -scores $W/scores.h5 -train $T -train_limit 50 -query $T -query_limit 20 -out $W/out/r.html
 report_neg_index   | scores_neg.h5: dataset /topk/train_indices at position \(0, 1\) holds training index -5 | report -scores $W/scores_neg.h5 -train $T -train_limit 50 -query $T -query_limit 10 -out $W/out/r.html
@@ -266,6 +342,12 @@ out_is_input       | output $W/factors.h5 is the input $W/factors.h5 of this sta
 out_is_model       | output $W/model.safetensors is the input $W/model.safetensors | fit $M $TR -out $W/model.safetensors -overwrite
 out_links_to_input | output $W/factors_link.h5 is the input $W/factors.h5     | self $M $F $TR -out $W/factors_link.h5 -overwrite
 out_is_fifo        | output $W/out/fifo.h5 exists and is not a regular file \(a named pipe\) | fit $M $TR -out $W/out/fifo.h5 -overwrite
+out_is_options     | output $W/study.opts is the input $W/study.opts of this stage | fit $M -train $T -options_file $W/study.opts -out $W/study.opts -overwrite
+out_partial_dir    | cannot write output $W/out/pdir.h5: $W/out/pdir.h5.partial, where infl keeps the checkpoint of this output, is a directory | fit $M $TR -out $W/out/pdir.h5
+out_lock_held      | output $W/out/held.h5 is being written by another infl process \(host [^,]+, pid $$, ranks 1, start [0-9]+, holding the lock .*delete $W/out/held.h5.partial.lock and rerun | fit $M $TR -out $W/out/held.h5
+options_self       | the options file $W/self.opts includes itself \(-options_file $W/self.opts on line 1\) | fit $M $TR -options_file $W/self.opts -out $W/out/f.h5
+options_cycle      | options files include each other in a cycle: $W/cycle_a.opts \(line 2\) -> $W/cycle_b.opts \(line 2\) -> $W/cycle_a.opts | fit $M -train $T -options_file $W/cycle_a.opts -out $W/out/f.h5
+options_nested_missing | cannot read the options file $W/nope.opts given with -options_file on line 1 of $W/missing.opts | fit $M $TR -options_file $W/missing.opts -out $W/out/f.h5
 out_in_proc        | cannot write output /proc/s.h5: creating /proc/s.h5.partial.lock beside it failed: [A-Z] | fit $M $TR -out /proc/s.h5
 out_parent_is_file | cannot write output $W/out/existing.h5/f.h5: $W/out/existing.h5 is not a directory | fit $M $TR -out $W/out/existing.h5/f.h5
 outdir_is_file     | -outdir $W/out/existing.h5 is not a directory             | run $TR -test $T -test_limit 10 -query_indices 0:2 -outdir $W/out/existing.h5
@@ -303,6 +385,21 @@ fi
 if h5dump -a query_sha256 "$W/scores.h5" | grep -Eq '"[0-9a-f]{64}"'; then ok "scores.h5 records query_sha256"; else bad "query_sha256" "scores.h5 has no query_sha256 attribute"; fi
 works report_same_query "$NP" report -scores "$W/scores.h5" -train $T -train_limit 50 -query $T -query_limit 10 -out "$W/out/r.html"
 
+# infl ihvp records the same query_sha256 as infl score on the same query data (its report checks the query data too)
+works ihvp_small "$NP" ihvp $M $F $TR $Q -query_indices 0:2 -ekfac_damping 1 -out "$W/out/ihvp.h5"
+qs=$(h5dump -a query_sha256 "$W/scores.h5" | grep -Eo '"[0-9a-f]{64}"')
+qi=$(h5dump -a query_sha256 "$W/out/ihvp.h5" 2>/dev/null | grep -Eo '"[0-9a-f]{64}"')
+if [ -n "$qs" ] && [ "$qs" = "$qi" ]; then ok "ihvp.h5 records the query_sha256 of its query data"; else bad "ihvp query_sha256" "ihvp.h5 has query_sha256 '$qi', scores.h5 of the same query data '$qs'"; fi
+
+# a stale lock (its recorded process is gone, a leftover process keeps the flock) is taken over with a note
+works lock_stale "$NP" fit $M $TR -out "$W/out/stale.h5"
+if grep -q "stale.h5.partial.lock is left by a run that no longer exists (host [^,]*, pid $deadpid" "$W/log.out" && [ -f "$W/out/stale.h5" ] && [ ! -e "$W/out/stale.h5.partial.lock" ]; then ok "lock_stale: taken over with a note, lock removed at the end"
+else bad "lock_stale" "no note naming the stale lock, no output, or a lock file left"; fi
+
+# no "data data" in the option texts
+run_infl 1 eval -help
+if grep -q "data data" "$W/log.out" "$W/log.err"; then bad "help_data_data" "infl eval -help says \"data data\": $(grep -h "data data" "$W/log.out" "$W/log.err" | head -1 | cut -c1-120)"; else ok "help_data_data: no \"data data\" in infl eval -help"; fi
+
 # two runs writing the same output at once: one writes it, the other is refused at once, naming the lock's holder
 o="$W/out/locked.h5"
 timeout 120 "$mpiexec" --oversubscribe -n "$NP" "$exe" fit $M -train $T -train_limit 10000 -out "$o" < /dev/null > "$W/lockA.out" 2> "$W/lockA.err" &
@@ -314,7 +411,7 @@ sa=$?
 wait $pb
 sb=$?
 if [ $sa -eq 0 ]; then loser=B; else loser=A; fi
-lockre="output $o is being written by another infl process \(host [^,]+, pid [0-9]+, holding the lock $o.partial.lock\)"
+lockre="output $o is being written by another infl process \(host [^,]+, pid [0-9]+, ranks $NP, start [0-9]+, holding the lock $o.partial.lock\)"
 if [ $((sa == 0)) -eq $((sb == 0)) ]; then
   fail=$((fail + 1))
   echo "FAIL  concurrent_out: exit statuses $sa and $sb, expected one success and one failure"
