@@ -293,38 +293,24 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   if (InflFileExists(mpath) && !overwrite) {
     PetscCall(PetscPrintf(comm, "== model: using %s (the training options do not apply; remove it or pass -overwrite to train again)\n", mpath));
     PetscCall(DriverLoadModel(comm, mpath, &model));
-  } else if (seq) { /* a GPT-2 of the -gpt2_* options on the token data */
+  } else { /* train a new model: a GPT-2 of the -gpt2_* options on token data, else an MLP of -model_dims */
     InflTrainOptions topt;
     PetscCall(InflTrainOptionsFromOptions(&topt));
     PetscCall(PetscPrintf(comm, "== train: %s\n", mpath));
     PetscCall(InflModelCreate(comm, &model));
-    PetscCall(InflModelSetType(model, "gpt2"));
-    PetscCall(InflModelSetFromOptions(model));
-    PetscCall(InflModelSetUpGPT2(model, NULL, topt.seed));
-    PetscCall(InflModelCheckData(model, train));
-    if (test) PetscCall(InflModelCheckData(model, test));
-    PetscCall(PetscPrintf(comm, "initialized with seed %d (before training): ", (int)topt.seed));
-    PetscCall(InflModelView(model, NULL));
-    PetscCall(PetscStrncpy(topt.checkpoint, mpath, sizeof(topt.checkpoint)));
-    PetscCall(InflModelTrain(model, train, test, &topt));
-    PetscCall(InflModelSave(model, mpath));
-    {
-      char partial[PETSC_MAX_PATH_LEN + 16];
-      PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", mpath));
-      PetscCall(InflRemoveAll(comm, partial));
+    if (seq) {
+      PetscCall(InflModelSetType(model, "gpt2"));
+      PetscCall(InflModelSetFromOptions(model));
+      PetscCall(InflModelSetUpGPT2(model, NULL, topt.seed));
+      PetscCall(InflModelCheckData(model, train));
+      if (test) PetscCall(InflModelCheckData(model, test));
+    } else {
+      PetscInt  dims[64] = {0}, nd = 64;
+      PetscBool dset;
+      PetscCall(PetscOptionsGetIntArray(NULL, NULL, "-model_dims", dims, &nd, &dset));
+      PetscCall(DriverMLPDims(comm, train, dims, &nd, dset));
+      PetscCall(InflModelSetUpMLP(model, nd, dims, INFL_ACT_RELU, topt.seed));
     }
-    PetscCall(InflModelDestroy(&model));
-    PetscCall(DriverLoadModel(comm, mpath, &model));
-  } else {
-    InflTrainOptions topt;
-    PetscInt         dims[64] = {0}, nd = 64;
-    PetscBool        dset;
-    PetscCall(InflTrainOptionsFromOptions(&topt));
-    PetscCall(PetscOptionsGetIntArray(NULL, NULL, "-model_dims", dims, &nd, &dset));
-    PetscCall(DriverMLPDims(comm, train, dims, &nd, dset));
-    PetscCall(PetscPrintf(comm, "== train: %s\n", mpath));
-    PetscCall(InflModelCreate(comm, &model));
-    PetscCall(InflModelSetUpMLP(model, nd, dims, INFL_ACT_RELU, topt.seed));
     PetscCall(PetscPrintf(comm, "initialized with seed %d (before training): ", (int)topt.seed));
     PetscCall(InflModelView(model, NULL));
     PetscCall(PetscStrncpy(topt.checkpoint, mpath, sizeof(topt.checkpoint)));

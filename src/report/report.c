@@ -490,10 +490,32 @@ static PetscErrorCode render_query(InflPage page, InflReport r, PetscInt q, Pets
   PetscFunctionReturn(0);
 }
 
+/* Rank 0: the training examples by self-influence, highest first (non-finite values last), and the mean of the finite
+ * values.  *rk (N) is allocated with PetscMalloc1. */
+PetscErrorCode InflReportRankSelf(InflReport r, Ranked **rk, double *mean)
+{
+  int64_t nfin = 0;
+  double  sum  = 0;
+
+  PetscFunctionBegin;
+  PetscCall(PetscMalloc1(PetscMax(r->N, 1), rk));
+  for (int64_t i = 0; i < r->N; i++) {
+    (*rk)[i].v = isfinite(r->self[i]) ? r->self[i] : -INFINITY;
+    (*rk)[i].i = i;
+    if (isfinite(r->self[i])) {
+      sum += r->self[i];
+      nfin++;
+    }
+  }
+  qsort(*rk, (size_t)r->N, sizeof(Ranked), InflReportRankedDesc);
+  *mean = nfin ? sum / (double)nfin : 0;
+  PetscFunctionReturn(0);
+}
+
 static PetscErrorCode render_self(InflPage page, InflReport r, unsigned char *pix)
 {
   Ranked  *rk;
-  int64_t  n = PetscMin(r->nself, r->N), *idx, *y, nfin = 0;
+  int64_t  n = PetscMin(r->nself, r->N), *idx, *y;
   float   *x;
   double   mean = 0;
   char     title[128];
@@ -501,16 +523,7 @@ static PetscErrorCode render_self(InflPage page, InflReport r, unsigned char *pi
   PetscFunctionBegin;
   PetscCall(InflPageSectionBegin(page, "self-influence", "Highest self-influence"));
   PetscCall(InflPageText(page, NULL, "Training examples whose own loss the model is most sensitive to (self-influence <P(z), grad L(z)>). High values often mark mislabeled, ambiguous or atypical examples; check their labels."));
-  PetscCall(PetscMalloc1(r->N, &rk));
-  for (int64_t i = 0; i < r->N; i++) {
-    rk[i].v = isfinite(r->self[i]) ? r->self[i] : -INFINITY;
-    rk[i].i = i;
-    if (isfinite(r->self[i])) {
-      mean += r->self[i];
-      nfin++;
-    }
-  }
-  qsort(rk, (size_t)r->N, sizeof(Ranked), InflReportRankedDesc);
+  PetscCall(InflReportRankSelf(r, &rk, &mean));
   PetscCall(PetscMalloc3(PetscMax(n, 1), &idx, PetscMax(n, 1), &y, PetscMax(n, 1) * r->d, &x));
   for (int64_t i = 0; i < n; i++) idx[i] = rk[i].i;
   if (n > 0) PetscCall(InflDataGetExamples(r->train, (PetscInt)n, idx, x, y));
@@ -519,7 +532,7 @@ static PetscErrorCode render_self(InflPage page, InflReport r, unsigned char *pi
   for (int64_t i = 0; i < n; i++) PetscCall(train_item(page, r, x + i * r->d, idx[i], y[i], "self", rk[i].v, NULL, pix));
   PetscCall(InflPageGalleryEnd(page));
   {
-    double      m = nfin ? mean / (double)nfin : 0;
+    double      m  = mean;
     const char *ml = "mean";
     PetscCall(PetscSNPrintf(title, sizeof(title), "Self-influence of all %" PRId64 " training examples", r->N));
     PetscCall(InflPageHistogram(page, title, r->N, r->self, r->bins, PETSC_TRUE, 1, &m, &ml));

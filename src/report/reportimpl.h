@@ -59,6 +59,7 @@ typedef struct {
 } Ranked;
 
 int                   InflReportRankedDesc(const void *a, const void *b);
+PETSC_INTERN PetscErrorCode InflReportRankSelf(InflReport r, Ranked **rk, double *mean);
 PETSC_INTERN PetscErrorCode InflReportLoadText(InflReport r, hid_t file, const char path[], InflData query);
 PETSC_INTERN PetscErrorCode InflReportFreeText(InflReport r);
 PETSC_INTERN PetscErrorCode InflReportRenderLayers(InflPage page, InflReport r, PetscInt q);

@@ -209,23 +209,14 @@ static PetscErrorCode train_block(InflPage page, InflReport r, PetscInt q, int k
 static PetscErrorCode render_self_text(InflPage page, InflReport r, int32_t *buf)
 {
   Ranked  *rk;
-  int64_t  nfin = 0, n;
+  int64_t  n;
   double   mean = 0;
   char     title[160];
 
   PetscFunctionBegin;
   PetscCall(InflPageSectionBegin(page, "self-influence", "Self-influence extremes"));
   PetscCall(InflPageText(page, NULL, "Training sequences whose own loss the model is most (and least) sensitive to: self-influence <P(z), grad L(z)> with the token-summed gradient of the sequence. High values often mark atypical, duplicated-against-the-grain or noisy documents; the lowest are those the model has learned to predict."));
-  PetscCall(PetscMalloc1(PetscMax(r->N, 1), &rk));
-  for (int64_t i = 0; i < r->N; i++) {
-    rk[i].v = isfinite(r->self[i]) ? r->self[i] : -INFINITY;
-    rk[i].i = i;
-    if (isfinite(r->self[i])) {
-      mean += r->self[i];
-      nfin++;
-    }
-  }
-  qsort(rk, (size_t)r->N, sizeof(Ranked), InflReportRankedDesc);
+  PetscCall(InflReportRankSelf(r, &rk, &mean));
   n = PetscMin((r->nself + 1) / 2, r->N);
   for (int side = 0; side < 2; side++) {
     PetscCall(PetscSNPrintf(title, sizeof(title), side == 0 ? "The %" PRId64 " training sequences of highest self-influence" : "The %" PRId64 " training sequences of lowest self-influence", n));
@@ -241,7 +232,7 @@ static PetscErrorCode render_self_text(InflPage page, InflReport r, int32_t *buf
     }
   }
   {
-    double      m  = nfin ? mean / (double)nfin : 0;
+    double      m  = mean;
     const char *ml = "mean";
     PetscCall(PetscSNPrintf(title, sizeof(title), "Self-influence of all %" PRId64 " training sequences", r->N));
     PetscCall(InflPageHistogram(page, title, r->N, r->self, r->bins, PETSC_TRUE, 1, &m, &ml));
