@@ -22,6 +22,7 @@ static const char help[] = "infl: influence functions (training-data attribution
 #include <errno.h>
 #include <time.h>
 #include <string.h>
+#include <unistd.h>
 #include <strings.h>
 
 static const char *subcommand  = "";
@@ -148,6 +149,7 @@ static int check_options_files(int argc, char **argv)
 
   if (!DriverScanOptionsFiles(argc, argv, msg, sizeof(msg))) return 0;
   if (!r || !strcmp(r, "0")) fprintf(stderr, "infl: error: %s\n", msg);
+  else sleep(2); /* MPI is not running yet: let rank 0 print before mpiexec sees another rank fail and kills the job */
   return 1;
 }
 
