@@ -192,11 +192,12 @@ sleep 0 & wait $!
 deadpid=$!
 echo "host $(hostname), pid $$, ranks 1, start $(awk '{ print $22 }' /proc/$$/stat)" > "$W/out/held.h5.partial.lock"
 echo "host $(hostname), pid $deadpid, ranks $NP, start 1" > "$W/out/stale.h5.partial.lock"
-flock -x "$W/out/held.h5.partial.lock" sleep 600 &
+# (their output away from the test's: a process left holding ctest's pipe would keep ctest waiting until it exits)
+flock -x "$W/out/held.h5.partial.lock" sleep 600 </dev/null >/dev/null 2>&1 &
 holder_live=$!
-flock -x "$W/out/stale.h5.partial.lock" sleep 600 &
+flock -x "$W/out/stale.h5.partial.lock" sleep 600 </dev/null >/dev/null 2>&1 &
 holder_stale=$!
-trap 'kill $holder_live $holder_stale 2>/dev/null' EXIT
+trap 'pkill -P $holder_live 2>/dev/null; pkill -P $holder_stale 2>/dev/null; kill $holder_live $holder_stale 2>/dev/null' EXIT
 sleep 0.5
 
 # ------------------------------------------------------------------------------------------------ the table
