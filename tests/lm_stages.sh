@@ -109,10 +109,12 @@ interrupted() {
     tries=$((tries + 1))
     local np=$(( (tries % 3) + 1 )) sig=TERM
     [ $((tries % 4)) -eq 3 ] && sig=KILL
-    $MPIEXEC --oversubscribe -n "$np" "$EXE" "$@" -out "$out" -checkpoint_interval 0 -progress_interval 1000 > attempt.log 2>&1 &
+    local stop=""
+    [ $tries -eq 1 ] && stop="-checkpoint_stop_after 3" # a checkpoint for certain, whatever the machine's speed
+    $MPIEXEC --oversubscribe -n "$np" "$EXE" "$@" -out "$out" -checkpoint_interval 0 -progress_interval 1000 $stop > attempt.log 2>&1 &
     local pid=$!
-    if [ $tries -lt 12 ]; then # then, on a slow or loaded machine where no attempt may finish in time, run to the end
-      sleep "$(( RANDOM % 2 )).$(( RANDOM % 9 + 1 ))"
+    if [ $tries -gt 1 ] && [ $tries -lt 12 ]; then # then random kills; later, on a slow or loaded machine where no
+      sleep "$(( RANDOM % 2 )).$(( RANDOM % 9 + 1 ))"  # attempt may finish before its kill, run to the end
       pkill -$sig -f -- "-out $out" 2>/dev/null
     fi
     wait $pid; st=$?
