@@ -120,7 +120,6 @@ static PetscErrorCode topk_copy(const InflTopK *t, InflTopK **c)
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode column_block(hid_t file, const char name[], int ndim, const int64_t dims[], int64_t c0, int64_t nc, double buf[], PetscBool write);
 
 /* Collective: replace out.partial by the state after the examples in `done`. */
 static PetscErrorCode scorer_checkpoint(InflScorer sc, const InflRanges *done)
@@ -158,9 +157,9 @@ static PetscErrorCode scorer_checkpoint(InflScorer sc, const InflRanges *done)
   }
   if (sc->save_all) {
     int64_t dims[2] = {sc->Q, sc->ntrain}, dims3[3] = {sc->L, sc->Q, sc->ntrain};
-    PetscCall(column_block(file, "/checkpoint/scores", 2, dims, sc->start, sc->count, sc->local, PETSC_TRUE));
-    PetscCall(column_block(file, "/checkpoint/train_norms", 1, &sc->ntrain, sc->start, sc->count, sc->local_norm, PETSC_TRUE));
-    if (sc->per_layer) PetscCall(column_block(file, "/checkpoint/scores_per_layer", 3, dims3, sc->start, sc->count, sc->local_layer, PETSC_TRUE));
+    PetscCall(InflH5ColumnBlock(file, "/checkpoint/scores", 2, dims, sc->start, sc->count, sc->local, PETSC_TRUE));
+    PetscCall(InflH5ColumnBlock(file, "/checkpoint/train_norms", 1, &sc->ntrain, sc->start, sc->count, sc->local_norm, PETSC_TRUE));
+    if (sc->per_layer) PetscCall(InflH5ColumnBlock(file, "/checkpoint/scores_per_layer", 3, dims3, sc->start, sc->count, sc->local_layer, PETSC_TRUE));
   }
   PetscCall(InflRangesWrite(file, done));
   PetscCall(InflH5Close(&file));
@@ -228,9 +227,9 @@ static PetscErrorCode scorer_restore(InflScorer sc, InflRanges *done)
   }
   if (sc->save_all) {
     int64_t dims[2] = {sc->Q, sc->ntrain}, dims3[3] = {sc->L, sc->Q, sc->ntrain};
-    PetscCall(column_block(file, "/checkpoint/scores", 2, dims, sc->start, sc->count, sc->local, PETSC_FALSE));
-    PetscCall(column_block(file, "/checkpoint/train_norms", 1, &sc->ntrain, sc->start, sc->count, sc->local_norm, PETSC_FALSE));
-    if (sc->per_layer) PetscCall(column_block(file, "/checkpoint/scores_per_layer", 3, dims3, sc->start, sc->count, sc->local_layer, PETSC_FALSE));
+    PetscCall(InflH5ColumnBlock(file, "/checkpoint/scores", 2, dims, sc->start, sc->count, sc->local, PETSC_FALSE));
+    PetscCall(InflH5ColumnBlock(file, "/checkpoint/train_norms", 1, &sc->ntrain, sc->start, sc->count, sc->local_norm, PETSC_FALSE));
+    if (sc->per_layer) PetscCall(InflH5ColumnBlock(file, "/checkpoint/scores_per_layer", 3, dims3, sc->start, sc->count, sc->local_layer, PETSC_FALSE));
     /* this rank's columns: (Q, count), (count), (L, Q, count) */
     PetscCall(InflCheckpointCheckFinite(sc->comm, partial, "/checkpoint/scores", sc->Q, sc->start, sc->count, sc->local));
     PetscCall(InflCheckpointCheckFinite(sc->comm, partial, "/checkpoint/train_norms", 1, sc->start, sc->count, sc->local_norm));
@@ -1171,59 +1170,6 @@ PetscErrorCode InflScorerGetLocalScores(InflScorer sc, int64_t *start, int64_t *
   PetscFunctionReturn(0);
 }
 
-/* Collective: the float32 dataset `name` of dims (lead..., N): this rank writes (creating the dataset) or reads the
- * columns [c0, c0+nc) of every leading row, from or to buf (rows, nc) row-major in double. */
-static PetscErrorCode column_block(hid_t file, const char name[], int ndim, const int64_t dims[], int64_t c0, int64_t nc, double buf[], PetscBool write)
-{
-  hsize_t hd[3], start[3] = {0, 0, 0}, cnt[3];
-  hid_t   space, mem, dset, dxpl;
-  int64_t rows = 1;
-  float  *f;
-
-  PetscFunctionBegin;
-  for (int i = 0; i < ndim; i++) {
-    hd[i]  = (hsize_t)dims[i];
-    cnt[i] = (hsize_t)dims[i];
-  }
-  for (int i = 0; i < ndim - 1; i++) rows *= dims[i];
-  start[ndim - 1] = (hsize_t)c0;
-  cnt[ndim - 1]   = (hsize_t)nc;
-  PetscCall(PetscMalloc1((size_t)PetscMax(rows * nc, 1), &f));
-  if (write) {
-    for (int64_t i = 0; i < rows * nc; i++) f[i] = (float)buf[i];
-    space = H5Screate_simple(ndim, hd, NULL);
-    InflCallH5(space);
-    dset = H5Dcreate2(file, name, H5T_NATIVE_FLOAT, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    InflCallH5(dset);
-  } else {
-    dset = H5Dopen2(file, name, H5P_DEFAULT);
-    InflCallH5(dset);
-    space = H5Dget_space(dset);
-    InflCallH5(space);
-  }
-  mem = H5Screate_simple(ndim, cnt, NULL);
-  InflCallH5(mem);
-  if (nc > 0) InflCallH5(H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, cnt, NULL));
-  else {
-    InflCallH5(H5Sselect_none(space));
-    InflCallH5(H5Sselect_none(mem));
-  }
-  dxpl = H5Pcreate(H5P_DATASET_XFER);
-  InflCallH5(dxpl);
-  InflCallH5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
-  if (write) InflCallH5(H5Dwrite(dset, H5T_NATIVE_FLOAT, mem, space, dxpl, f));
-  else {
-    InflCallH5(H5Dread(dset, H5T_NATIVE_FLOAT, mem, space, dxpl, f));
-    for (int64_t i = 0; i < rows * nc; i++) buf[i] = f[i];
-  }
-  InflCallH5(H5Pclose(dxpl));
-  InflCallH5(H5Sclose(mem));
-  InflCallH5(H5Dclose(dset));
-  InflCallH5(H5Sclose(space));
-  PetscCall(PetscFree(f));
-  PetscFunctionReturn(0);
-}
-
 PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwrite)
 {
   char    partial[PETSC_MAX_PATH_LEN];
@@ -1310,9 +1256,9 @@ PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwr
   }
   if (sc->save_all) {
     int64_t dims[2] = {sc->Q, sc->ntrain}, dims3[3] = {sc->L, sc->Q, sc->ntrain};
-    PetscCall(column_block(file, "/scores", 2, dims, sc->start, sc->count, sc->local, PETSC_TRUE));
-    PetscCall(column_block(file, "/train_norms", 1, &sc->ntrain, sc->start, sc->count, sc->local_norm, PETSC_TRUE));
-    if (sc->per_layer) PetscCall(column_block(file, "/scores_per_layer", 3, dims3, sc->start, sc->count, sc->local_layer, PETSC_TRUE));
+    PetscCall(InflH5ColumnBlock(file, "/scores", 2, dims, sc->start, sc->count, sc->local, PETSC_TRUE));
+    PetscCall(InflH5ColumnBlock(file, "/train_norms", 1, &sc->ntrain, sc->start, sc->count, sc->local_norm, PETSC_TRUE));
+    if (sc->per_layer) PetscCall(InflH5ColumnBlock(file, "/scores_per_layer", 3, dims3, sc->start, sc->count, sc->local_layer, PETSC_TRUE));
   }
   PetscCall(InflH5Close(&file));
   PetscCall(InflRenameAll(sc->comm, partial, path));

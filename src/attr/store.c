@@ -764,35 +764,6 @@ PetscErrorCode InflStoreScorerGetLocalScores(InflStoreScorer ss, int64_t *start,
   PetscFunctionReturn(0);
 }
 
-/* Collective: float32 dataset `name` (rows, N) from this rank's columns [c0, c0+nc) of every row, buf (rows, nc). */
-static PetscErrorCode write_columns(hid_t file, const char name[], int64_t rows, int64_t N, int64_t c0, int64_t nc, const double buf[])
-{
-  hsize_t hd[2] = {(hsize_t)rows, (hsize_t)N}, start[2] = {0, (hsize_t)c0}, cnt[2] = {(hsize_t)rows, (hsize_t)nc};
-  hid_t   space, mem, dset, dxpl;
-  float  *f;
-
-  PetscFunctionBegin;
-  PetscCall(PetscMalloc1((size_t)PetscMax(rows * nc, 1), &f));
-  for (int64_t i = 0; i < rows * nc; i++) f[i] = (float)buf[i];
-  InflCallH5(space = H5Screate_simple(2, hd, NULL));
-  InflCallH5(dset = H5Dcreate2(file, name, H5T_NATIVE_FLOAT, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-  InflCallH5(mem = H5Screate_simple(2, cnt, NULL));
-  if (nc > 0 && rows > 0) InflCallH5(H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, cnt, NULL));
-  else {
-    InflCallH5(H5Sselect_none(space));
-    InflCallH5(H5Sselect_none(mem));
-  }
-  InflCallH5(dxpl = H5Pcreate(H5P_DATASET_XFER));
-  InflCallH5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
-  InflCallH5(H5Dwrite(dset, H5T_NATIVE_FLOAT, mem, space, dxpl, f));
-  InflCallH5(H5Pclose(dxpl));
-  InflCallH5(H5Sclose(mem));
-  InflCallH5(H5Dclose(dset));
-  InflCallH5(H5Sclose(space));
-  PetscCall(PetscFree(f));
-  PetscFunctionReturn(0);
-}
-
 PetscErrorCode InflStoreScorerSave(InflStoreScorer ss, const char path[], PetscBool overwrite)
 {
   char    tmp[PETSC_MAX_PATH_LEN];
@@ -850,8 +821,9 @@ PetscErrorCode InflStoreScorerSave(InflStoreScorer ss, const char path[], PetscB
     PetscCall(PetscFree2(idx, s));
   }
   if (ss->save_all) {
-    PetscCall(write_columns(file, "/scores", Q, ss->N, ss->start, ss->count, ss->local));
-    PetscCall(write_columns(file, "/train_norms", 1, ss->N, ss->start, ss->count, ss->local_norm));
+    const int64_t dims[2] = {Q, ss->N};
+    PetscCall(InflH5ColumnBlock(file, "/scores", 2, dims, ss->start, ss->count, ss->local, PETSC_TRUE));
+    PetscCall(InflH5ColumnBlock(file, "/train_norms", 1, &ss->N, ss->start, ss->count, ss->local_norm, PETSC_TRUE));
   }
   PetscCall(InflH5Close(&file));
   PetscCall(InflRenameAll(ss->comm, tmp, path));

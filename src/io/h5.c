@@ -538,3 +538,54 @@ PetscErrorCode InflH5WriteProvenance(hid_t file, MPI_Comm comm, const char stage
   PetscCall(PetscFree(created));
   PetscFunctionReturn(0);
 }
+
+PetscErrorCode InflH5ColumnBlock(hid_t file, const char name[], int ndim, const int64_t dims[], int64_t c0, int64_t nc, double buf[], PetscBool write)
+{
+  hsize_t hd[3], start[3] = {0, 0, 0}, cnt[3];
+  hid_t   space, mem, dset, dxpl;
+  int64_t rows = 1;
+  float  *f;
+
+  PetscFunctionBegin;
+  for (int i = 0; i < ndim; i++) {
+    hd[i]  = (hsize_t)dims[i];
+    cnt[i] = (hsize_t)dims[i];
+  }
+  for (int i = 0; i < ndim - 1; i++) rows *= dims[i];
+  start[ndim - 1] = (hsize_t)c0;
+  cnt[ndim - 1]   = (hsize_t)nc;
+  PetscCall(PetscMalloc1((size_t)PetscMax(rows * nc, 1), &f));
+  if (write) {
+    for (int64_t i = 0; i < rows * nc; i++) f[i] = (float)buf[i];
+    space = H5Screate_simple(ndim, hd, NULL);
+    InflCallH5(space);
+    dset = H5Dcreate2(file, name, H5T_NATIVE_FLOAT, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    InflCallH5(dset);
+  } else {
+    dset = H5Dopen2(file, name, H5P_DEFAULT);
+    InflCallH5(dset);
+    space = H5Dget_space(dset);
+    InflCallH5(space);
+  }
+  mem = H5Screate_simple(ndim, cnt, NULL);
+  InflCallH5(mem);
+  if (nc > 0 && rows > 0) InflCallH5(H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, cnt, NULL));
+  else {
+    InflCallH5(H5Sselect_none(space));
+    InflCallH5(H5Sselect_none(mem));
+  }
+  dxpl = H5Pcreate(H5P_DATASET_XFER);
+  InflCallH5(dxpl);
+  InflCallH5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
+  if (write) InflCallH5(H5Dwrite(dset, H5T_NATIVE_FLOAT, mem, space, dxpl, f));
+  else {
+    InflCallH5(H5Dread(dset, H5T_NATIVE_FLOAT, mem, space, dxpl, f));
+    for (int64_t i = 0; i < rows * nc; i++) buf[i] = f[i];
+  }
+  InflCallH5(H5Pclose(dxpl));
+  InflCallH5(H5Sclose(mem));
+  InflCallH5(H5Dclose(dset));
+  InflCallH5(H5Sclose(space));
+  PetscCall(PetscFree(f));
+  PetscFunctionReturn(0);
+}
