@@ -23,6 +23,10 @@ PetscErrorCode InflDriverStoreScore(MPI_Comm comm, PetscBool help);
 /* infl self -store A,B,...: TracIn self-influence from the stores' gradient norms (drivers/project.c). */
 PetscErrorCode InflDriverStoreSelf(MPI_Comm comm, PetscBool help);
 
+/* -method ekfac|tracin (listed by -help): is it tracin?  Collective. */
+PetscErrorCode DriverMethodIsTracIn(MPI_Comm comm, PetscBool *tracin);
+/* infl score -method tracin / infl self -method tracin (self) over -checkpoints (drivers/tracin.c). */
+PetscErrorCode InflDriverTracIn(MPI_Comm comm, PetscBool help, PetscBool self);
 /* -NAME PATH as a string ("" if absent); required: error naming the option when absent (not under help). */
 PetscErrorCode DriverGetString(MPI_Comm comm, const char name[], const char text[], char value[], size_t len, PetscBool required, PetscBool help);
 /* Open the data set of option -PREFIX (with -PREFIX_limit N).  Collective. */

@@ -52,12 +52,17 @@ PetscErrorCode InflDriverScore(MPI_Comm comm, PetscBool help)
   PetscInt     Q = 0;
   int64_t     *qidx = NULL, Nq;
   StagePrompts prompts = {0};
-  PetscBool    store;
+  PetscBool    store, tracin;
 
   PetscFunctionBegin;
+  PetscCall(DriverMethodIsTracIn(comm, &tracin));
   PetscCall(PetscOptionsHasName(NULL, NULL, "-store", &store)); /* scores against a gradient store: drivers/project.c */
   if (store) {
     PetscCall(InflDriverStoreScore(comm, help));
+    PetscFunctionReturn(0);
+  }
+  if (tracin) { /* TracIn over -checkpoints: drivers/tracin.c */
+    PetscCall(InflDriverTracIn(comm, help, PETSC_FALSE));
     PetscFunctionReturn(0);
   }
   PetscCall(common_inputs(comm, help, PETSC_TRUE, mpath, fpath, out, &overwrite));
@@ -107,12 +112,17 @@ PetscErrorCode InflDriverSelf(MPI_Comm comm, PetscBool help)
   InflModel model;
   InflEKFAC ek;
   PetscInt  chunk = 512;
-  PetscBool store;
+  PetscBool store, tracin;
 
   PetscFunctionBegin;
+  PetscCall(DriverMethodIsTracIn(comm, &tracin));
   PetscCall(PetscOptionsHasName(NULL, NULL, "-store", &store)); /* TracIn self-influence from gradient stores */
   if (store) {
     PetscCall(InflDriverStoreSelf(comm, help));
+    PetscFunctionReturn(0);
+  }
+  if (tracin) { /* TracIn over -checkpoints: drivers/tracin.c */
+    PetscCall(InflDriverTracIn(comm, help, PETSC_TRUE));
     PetscFunctionReturn(0);
   }
   PetscCall(common_inputs(comm, help, PETSC_TRUE, mpath, fpath, out, &overwrite));

@@ -53,9 +53,9 @@ PetscErrorCode StageFit(MPI_Comm comm, InflModel model, InflData train, const ch
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData train, InflData query, PetscInt Q, const int64_t qidx[], const StagePrompts *prompts, const char out[], PetscBool overwrite, InflScorer *sc_out)
+/* The score stage with a created scorer (EK-FAC with ek; identity or TracIn, InflScorerSetTracIn, with ek NULL). */
+static PetscErrorCode stage_score(MPI_Comm comm, InflScorer sc, InflModel model, InflEKFAC ek, InflData train, InflData query, PetscInt Q, const int64_t qidx[], const StagePrompts *prompts, const char out[], PetscBool overwrite, InflScorer *sc_out)
 {
-  InflScorer     sc;
   PetscLogDouble t0, t1, t2;
   PetscLogStage  stage;
 
@@ -63,8 +63,6 @@ PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData
   PetscCall(PetscLogStageRegister("Score", &stage));
   PetscCall(PetscLogStagePush(stage));
   if (!prompts) PetscCall(InflModelCheckData(model, query)); /* sequence data: read for this model (its hash depends on it) */
-  PetscCall(InflScorerCreate(comm, &sc));
-  PetscCall(InflScorerSetFromOptions(sc));
   if (prompts) PetscCall(InflScorerSetQueryHash(sc, prompts->hash));
   else {
     const char *qh;
@@ -97,11 +95,38 @@ PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData train, InflData query, PetscInt Q, const int64_t qidx[], const StagePrompts *prompts, const char out[], PetscBool overwrite, InflScorer *sc_out)
+{
+  InflScorer sc;
+
+  PetscFunctionBegin;
+  PetscCall(InflScorerCreate(comm, &sc));
+  PetscCall(InflScorerSetFromOptions(sc));
+  PetscCall(stage_score(comm, sc, model, ek, train, query, Q, qidx, prompts, out, overwrite, sc_out));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode StageScoreTracIn(MPI_Comm comm, PetscInt C, const InflModel models[], const double eta[], InflData train, InflData query, PetscInt Q, const int64_t qidx[], const StagePrompts *prompts, const char out[], PetscBool overwrite)
+{
+  InflScorer sc;
+
+  PetscFunctionBegin;
+  PetscCall(InflScorerCreate(comm, &sc));
+  PetscCall(InflScorerSetFromOptions(sc));
+  PetscCall(InflScorerSetTracIn(sc, C, models, eta));
+  PetscCall(stage_score(comm, sc, models[0], NULL, train, query, Q, qidx, prompts, out, overwrite, NULL));
+  PetscFunctionReturn(0);
+}
+
 typedef struct {
   MPI_Comm       comm;
   InflModel      model;
-  InflEKFAC      ek;
-  InflCapture   *cap;
+  InflEKFAC      ek;             /* NULL: TracIn over the C models (models[0] = model) with weights eta */
+  PetscInt       C;
+  const InflModel *models;
+  const double  *eta;
+  InflCapture  **cap;            /* (C) */
+  const char    *key;            /* identifies the computation (self_key) */
   InflData       train;
   const int64_t *y;              /* (count) class labels of rows; NULL for sequences */
   int64_t        start, count, N;
@@ -115,7 +140,8 @@ static PetscErrorCode self_chunk(void *ctx, int64_t lo, int64_t hi)
   SelfCtx *c = (SelfCtx *)ctx;
 
   PetscFunctionBegin;
-  PetscCall(InflSelfInfluenceShard(c->model, c->ek, c->train, lo, hi, c->cap, c->self + (lo - c->start)));
+  if (c->ek) PetscCall(InflSelfInfluenceShard(c->model, c->ek, c->train, lo, hi, c->cap[0], c->self + (lo - c->start)));
+  else PetscCall(InflTracInSelfInfluenceShard(c->C, c->models, c->eta, c->train, lo, hi, c->cap, c->self + (lo - c->start)));
   for (int64_t i = lo; i < hi; i++) /* never a non-finite value in the output (InflRunChunks agrees on the error) */
     PetscCheck(isfinite(c->self[i - c->start]), PETSC_COMM_SELF, PETSC_ERR_FP, "self-influence of training example %" PRId64 " is %g (non-finite): the model's gradients or (Lambda + damping)^-1 overflow (huge weights, damaged factors, or a damping too small for them); check the model, the factors and -ekfac_damping", i, c->self[i - c->start]);
   PetscFunctionReturn(0);
@@ -130,11 +156,8 @@ static PetscErrorCode self_write(SelfCtx *c, const char stage[], const InflRange
   PetscFunctionBegin;
   PetscCall(InflH5Create(c->comm, c->tmp, PETSC_TRUE, &file));
   PetscCall(InflH5WriteProvenance(file, c->comm, stage, c->mh, c->th, NULL));
-  {
-    char key[1024];
-    PetscCall(InflEKFACGetKey(c->ek, PETSC_TRUE, key, sizeof(key)));
-    PetscCall(InflH5SetAttrString(file, "/", "self_key", key));
-  }
+  PetscCall(InflH5SetAttrString(file, "/", "self_key", c->key));
+  if (!c->ek) PetscCall(InflH5SetAttrString(file, "/", "method", "tracin: sum over checkpoints of eta_c ||g_c(m)||^2 (exact gradients)"));
   PetscCall(InflH5WriteRows(file, "/self_influence", H5T_NATIVE_DOUBLE, 1, dims, c->start, c->count, c->self));
   if (c->y) PetscCall(InflH5WriteRows(file, "/train_labels", H5T_NATIVE_INT64, 1, dims, c->start, c->count, c->y));
   PetscCall(InflRangesWrite(file, done));
@@ -152,7 +175,8 @@ static PetscErrorCode self_checkpoint(void *ctx, const InflRanges *done)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData train, const char out[], PetscBool overwrite)
+/* Self-influence with EK-FAC (ek) or TracIn over C models (ek NULL; model = models[0]). */
+static PetscErrorCode stage_self(MPI_Comm comm, InflModel model, InflEKFAC ek, PetscInt C, const InflModel models[], const double eta[], InflData train, const char out[], PetscBool overwrite)
 {
   int64_t        N, d, start, count;
   const int64_t *y;
@@ -164,9 +188,21 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
   const char    *mh, *th;
   PetscLogStage  stage;
   InflRanges     done = {0};
-  InflCapture   *cap;
+  InflCapture   *cap[INFL_TRACIN_MAX];
+  char           key[1024];
 
   PetscFunctionBegin;
+  if (ek) {
+    C = 1;
+    PetscCall(InflEKFACGetKey(ek, PETSC_TRUE, key, sizeof(key)));
+  } else { /* TracIn: the checkpoints' hashes and learning rates */
+    PetscCall(PetscStrncpy(key, "tracin", sizeof(key)));
+    for (PetscInt c = 0; c < C; c++) {
+      const char *h;
+      PetscCall(InflModelGetHash(models[c], &h));
+      PetscCall(PetscSNPrintf(key + strlen(key), sizeof(key) - strlen(key), " %.16s:%.17g", h, eta[c]));
+    }
+  }
   PetscCall(PetscLogStageRegister("Self-influence", &stage));
   PetscCall(PetscLogStagePush(stage));
   PetscCall(PetscOptionsGetInt(NULL, NULL, "-self_chunk", &chunk, NULL));
@@ -182,6 +218,7 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
   PetscCall(PetscSNPrintf(tmp, sizeof(tmp), "%s.partial.tmp", out));
   if (InflFileExists(partial)) { /* resume */
     PetscCall(InflCheckpointOpen(comm, partial, "self (partial)", mh, th, NULL, &file));
+    PetscCall(InflCheckpointCheckAttr(comm, file, partial, "self_key", key));
     PetscCall(InflRangesRead(file, &done));
     PetscCall(InflH5ReadRows(file, "/self_influence", H5T_NATIVE_DOUBLE, start, count, self));
     PetscCall(InflCheckpointCheckFinite(comm, partial, "/self_influence", 1, start, count, self));
@@ -196,12 +233,12 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
     for (PetscInt l = 0; l < L; l++) maxd = PetscMax(maxd, PetscMax(lin[l].din + 1, lin[l].dout));
     /* per example: its capture and the model's workspace, rows of scratch in double, and two (dout, din+1)
      * matrices of a sequence's gradient (counted per example: a bound) */
-    PetscCall(InflChunkFromMemLimit(comm, "infl self", count, (size_t)count * (sizeof(float) * d + sizeof(int64_t) + sizeof(double)) + InflEKFACBytes(model), InflModelCaptureBytes(model) + sizeof(double) * (4 * (size_t)maxd * rows + 1), &chunk));
+    PetscCall(InflChunkFromMemLimit(comm, "infl self", count, (size_t)count * (sizeof(float) * d + sizeof(int64_t) + sizeof(double)) + (ek ? InflEKFACBytes(model) : 0), C * InflModelCaptureBytes(model) + sizeof(double) * (4 * (size_t)maxd * rows + 1), &chunk));
   }
-  PetscCall(InflCaptureCreate(model, chunk, &cap));
+  for (PetscInt c = 0; c < C; c++) PetscCall(InflCaptureCreate(ek ? model : models[c], chunk, &cap[c]));
   PetscCall(PetscTime(&t0));
   {
-    SelfCtx       c    = {comm, model, ek, cap, train, y, start, count, N, self, mh, th, tmp, partial};
+    SelfCtx       c    = {comm, model, ek, C, models, eta, cap, key, train, y, start, count, N, self, mh, th, tmp, partial};
     InflChunkLoop loop = {self_chunk, self_checkpoint, &c};
     PetscCall(InflRunChunks(comm, "infl self", start, count, chunk, &done, &loop, partial));
     PetscCall(InflRangesReset(&done));
@@ -214,9 +251,25 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
   PetscCall(InflReportPeakMemory(comm, "self"));
   PetscCall(stage_summary(comm, out, t1 - t0));
   PetscCall(PetscPrintf(comm, "wrote %s\n", out));
-  PetscCall(InflCaptureDestroy(&cap));
+  for (PetscInt c = 0; c < C; c++) PetscCall(InflCaptureDestroy(&cap[c]));
   PetscCall(InflRangesDestroy(&done));
   PetscCall(PetscFree(self));
   PetscCall(PetscLogStagePop());
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData train, const char out[], PetscBool overwrite)
+{
+  PetscFunctionBegin;
+  PetscCall(stage_self(comm, model, ek, 1, NULL, NULL, train, out, overwrite));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode StageSelfTracIn(MPI_Comm comm, PetscInt C, const InflModel models[], const double eta[], InflData train, const char out[], PetscBool overwrite)
+{
+  PetscFunctionBegin;
+  PetscCheck(C >= 1 && C <= INFL_TRACIN_MAX, comm, PETSC_ERR_ARG_OUTOFRANGE, "%d TracIn checkpoints: give 1 to %d (-checkpoints c1,c2,...)", (int)C, INFL_TRACIN_MAX);
+  for (PetscInt c = 0; c < C; c++) PetscCheck(isfinite(eta[c]) && eta[c] > 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "the learning rate of TracIn checkpoint %d is %g: give a positive one (-tracin_lr)", (int)c + 1, eta[c]);
+  PetscCall(stage_self(comm, models[0], NULL, C, models, eta, train, out, overwrite));
   PetscFunctionReturn(0);
 }

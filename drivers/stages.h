@@ -8,4 +8,9 @@ PetscErrorCode StageFit(MPI_Comm comm, InflModel model, InflData train, const ch
 PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData train, InflData query, PetscInt Q, const int64_t qidx[], const StagePrompts *prompts, const char out[], PetscBool overwrite, InflScorer *sc_out);
 /* Self-influence of every training example -> `out` (/self_influence (N), /train_labels (N)). */
 PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData train, const char out[], PetscBool overwrite);
+/* TracIn (Pruthi et al. 2020) through captures over C checkpoints models (C) with learning rates eta (C): scores
+ * sum_c eta_c <g_c(q), g_c(m)> (InflScorerSetTracIn), the outputs of StageScore. */
+PetscErrorCode StageScoreTracIn(MPI_Comm comm, PetscInt C, const InflModel models[], const double eta[], InflData train, InflData query, PetscInt Q, const int64_t qidx[], const StagePrompts *prompts, const char out[], PetscBool overwrite);
+/* TracIn self-influence sum_c eta_c ||g_c(m)||^2 -> `out` (as StageSelf). */
+PetscErrorCode StageSelfTracIn(MPI_Comm comm, PetscInt C, const InflModel models[], const double eta[], InflData train, const char out[], PetscBool overwrite);
 #endif

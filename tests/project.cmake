@@ -5,3 +5,6 @@ infl_test(test_project SOURCES test_project.c LIBS infl_attr infl_curv infl_nn i
 # store-based scores of a resumed store, bad inputs (compared by tests/tools/h5cmp against docs/FORMATS.md).
 infl_script_test(store store.sh TIMEOUT 900)
 set_property(TEST store APPEND PROPERTY ENVIRONMENT "INFL_H5CMP=$<TARGET_FILE:h5cmp>")
+# TracIn through captures (score and self-influence over two checkpoints, MLP and GPT-2) against torch autograd
+# (tests/ref/make_tracin_reference.py -> tracin_ref.h5); the store-based TracIn self-influence equals it.
+infl_test(test_tracin SOURCES test_tracin.c LIBS infl_attr infl_curv infl_nn infl_io infl_core TIMEOUT 300)

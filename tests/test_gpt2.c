@@ -638,7 +638,7 @@ static PetscErrorCode test_activations(MPI_Comm comm, const char refdir[], const
   PetscCall(InflGPT2LossBackward(h, r->B, r->off, r->tokens, NULL, base));
   PetscCall(PetscSNPrintf(path, sizeof(path), "%s/model.safetensors", tmp));
   PetscCall(PetscSNPrintf(cfgpath, sizeof(cfgpath), "%s/config.json", tmp));
-  PetscCall(InflGPT2Save(h, tmp));
+  PetscCall(InflGPT2Save(h, tmp, 0, NULL, NULL));
   for (int k = 0; k < 2; k++) {
     PetscCall(PetscSNPrintf(text, sizeof(text), "{\"n_embd\": 32, \"n_layer\": 2, \"n_head\": 4, \"vocab_size\": 96, \"n_positions\": 16, \"activation_function\": \"%s\"}", acts[k]));
     PetscCall(write_text(comm, cfgpath, text));
@@ -676,7 +676,7 @@ static PetscErrorCode test_files(MPI_Comm comm, const char refdir[], InflGPT2 g)
   PetscCall(PetscSNPrintf(path, sizeof(path), "%s/model.safetensors", refdir));
   PetscCall(PetscSNPrintf(path2, sizeof(path2), "%s/noprefix.safetensors", tmp));
   PetscCall(PetscSNPrintf(cfgpath, sizeof(cfgpath), "%s/config.json", tmp));
-  PetscCall(InflGPT2Save(g, tmp)); /* also writes tmp/config.json */
+  PetscCall(InflGPT2Save(g, tmp, 0, NULL, NULL)); /* also writes tmp/config.json */
   PetscCall(rewrite(comm, path, path2, strip_prefix, NULL, PETSC_FALSE));
   PetscCall(InflGPT2Load(h, path2));
   PetscCall(compare_params(g, h, 0, "file without the transformer. prefix"));

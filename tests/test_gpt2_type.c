@@ -426,7 +426,7 @@ static PetscErrorCode test_text_data(MPI_Comm comm)
     PetscCall(InflGPT2GetTensor(g, "ln_f.weight", &w, NULL, NULL, NULL, NULL));
     for (int i = 0; i < 8; i++) w[i] = 1.0f;
   }
-  PetscCall(InflGPT2Save(g, "gpt2_type_bytes"));
+  PetscCall(InflGPT2Save(g, "gpt2_type_bytes", 0, NULL, NULL));
   PetscCall(InflGPT2Destroy(&g));
   if (rank == 0) {
     FILE *f = fopen("gpt2_type_fortunes.txt", "w");

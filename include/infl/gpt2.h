@@ -95,8 +95,8 @@ PetscErrorCode InflGPT2SetUp(InflGPT2 g, const InflGPT2Config *cfg);
 PetscErrorCode InflGPT2Load(InflGPT2 g, const char path[]);
 /* Collective; rank 0 writes.  `path` ending in .safetensors: that file and config.json beside it; otherwise a
  * directory (created if missing) with model.safetensors and config.json.  Tensor names "transformer.*" as
- * save_pretrained writes them, F32, metadata format=pt. */
-PetscErrorCode InflGPT2Save(InflGPT2 g, const char path[]);
+ * save_pretrained writes them, F32, metadata format=pt and the nmeta pairs mkeys[i] = mvalues[i] (may be 0, NULL). */
+PetscErrorCode InflGPT2Save(InflGPT2 g, const char path[], PetscInt nmeta, const char *const mkeys[], const char *const mvalues[]);
 /* The configuration of a set-up model (copied out). */
 PetscErrorCode InflGPT2GetConfig(InflGPT2 g, InflGPT2Config *cfg);
 /* Parameter and gradient slabs (layout above); n parameters. Taking params marks the hash stale. */

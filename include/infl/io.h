@@ -44,6 +44,9 @@ PetscErrorCode InflSafetensorsGetSize(InflSafetensors st, PetscInt *n);
 PetscErrorCode InflSafetensorsGetIndex(InflSafetensors st, PetscInt i, const InflTensor **t);
 /* Metadata value by key, or NULL if absent.  Not collective. */
 PetscErrorCode InflSafetensorsGetMetadata(InflSafetensors st, const char key[], const char **value);
+/* Collective; rank 0 reads only the header of `path`.  value (len): the __metadata__ entry `key` ("" when absent; cut
+ * to len - 1 characters).  Errors (every rank) name the file: missing, truncated, not safetensors. */
+PetscErrorCode InflSafetensorsReadMetadata(MPI_Comm comm, const char path[], const char key[], char value[], size_t len);
 /* SHA-256 of the file bytes, computed while reading. */
 PetscErrorCode InflSafetensorsGetHash(InflSafetensors st, const char **hex);
 PetscErrorCode InflSafetensorsDestroy(InflSafetensors *st);

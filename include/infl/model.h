@@ -97,6 +97,17 @@ PetscErrorCode InflModelSetUpMLP(InflModel model, PetscInt ndims, const PetscInt
 PetscErrorCode InflModelLoad(InflModel model, const char path[]);
 /* Collective; rank 0 writes.  F32 tensors, metadata architecture, dims, activation. */
 PetscErrorCode InflModelSave(InflModel model, const char path[]);
+/* Not collective (every rank sets the same).  An extra key/value pair for the __metadata__ of the safetensors file that
+ * the next InflModelSave writes (an MLP's file; a GPT-2's model.safetensors), beside the type's own keys; a key set
+ * again gets the new value.  Used by infl train -checkpoint_every to record a checkpoint's training state (train_lr,
+ * train_epoch, train_step: docs/FORMATS.md).  Errors: more than INFL_MODEL_META_MAX keys, a key of 32 or a value of
+ * 96 characters or more. */
+#define INFL_MODEL_META_MAX 8
+PetscErrorCode InflModelSetMetadata(InflModel model, const char key[], const char value[]);
+/* Collective.  value (len): the __metadata__ entry `key` of the model stored at `path` (an MLP's safetensors file; a
+ * GPT-2 directory's model.safetensors, or the file itself), "" when absent; only the header is read.  Errors name the
+ * file (missing, not safetensors). */
+PetscErrorCode InflModelReadMetadata(MPI_Comm comm, const char path[], const char key[], char value[], size_t len);
 PetscErrorCode InflModelSetPrecision(InflModel model, InflPrecision prec);
 PetscErrorCode InflModelGetPrecision(InflModel model, InflPrecision *prec);
 PetscErrorCode InflModelGetLayers(InflModel model, PetscInt *L, InflLinear **layers);
@@ -263,6 +274,8 @@ typedef struct {
   PetscInt      stop_after;    /* -train_stop_after: checkpoint and stop as on a signal after this global step (0 never) */
   uint64_t      seed;          /* -train_seed (0): initialization and shuffling */
   char          checkpoint[PETSC_MAX_PATH_LEN]; /* output path: checkpoints go to checkpoint.partial ("" none) */
+  PetscInt      checkpoint_every; /* -checkpoint_every E: keep the model after every E-th epoch as checkpoint.ckpt-EPOCH
+                                     (0: none), for TracIn (infl score -method tracin) */
 } InflTrainOptions;
 
 /* Not collective.  The defaults above for optimizer opt->optimizer (read before: set it first). */
@@ -302,7 +315,14 @@ double InflTrainLearningRate(const InflTrainOptions *opt, int64_t t, int64_t T);
  * labels).  P = 0 (windows of one token) gives a zero gradient.  The same update (clipping, schedule, optimizer,
  * decay of InflModelGetMatrixRanges) and checkpoint follow.  The epoch line gives the training loss per predicted
  * token, the validation loss per token of `test` (nats and bits) and its perplexity (InflModelEvaluateSequences),
- * and tokens/s (all tokens of the windows processed, over the epoch's wall time without the validation). */
+ * and tokens/s (all tokens of the windows processed, over the epoch's wall time without the validation).
+ * With opt->checkpoint_every E > 0 (and opt->checkpoint set), the model after epochs E, 2E, ... is saved as
+ * CHECKPOINT.ckpt-EPOCH (InflModelSave: an MLP's safetensors file; a GPT-2's directory), its safetensors metadata
+ * recording train_lr (the learning rate of the epoch's last step, InflTrainLearningRate: the eta_c of TracIn),
+ * train_epoch and train_step (global steps done); the model keeps these keys (InflModelSetMetadata), so the final
+ * model records its own.  A resumed run rewrites the checkpoints of the epochs it ends (the same bytes: the
+ * trajectory is deterministic).  Pruthi et al. 2020 (TracInCP) take checkpoints at epoch ends with their learning
+ * rates. */
 PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, const InflTrainOptions *opt);
 /* Collective.  Mean per-example loss and accuracy over the whole data set (each rank its shard). */
 PetscErrorCode InflModelEvaluate(InflModel model, InflData data, double *mean_loss, double *accuracy);

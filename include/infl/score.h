@@ -48,6 +48,22 @@ PetscErrorCode InflScorerSetQuerySequences(InflScorer sc, InflModel model, InflE
  * din_l+1) (bias last) were computed elsewhere, e.g. by Krylov solves (infl/ihvp.h); scored like EK-FAC queries.
  * P is copied. */
 PetscErrorCode InflScorerSetPreconditionedQueries(InflScorer sc, InflModel model, PetscInt Q, const double *const P[], const int64_t yq[], const int64_t qindex[]);
+/* Not collective (every rank passes the same).  TracIn through captures (Pruthi et al. 2020, TracInCP, exact: no
+ * projection): score(q, m) = sum over the C checkpoints c of eta_c <g_c(q), g_c(m)>, g_c the gradient of the loss
+ * under models[c] over every captured layer (the query's with its data label or its completion, the training
+ * example's with its own).  It is the scorer above with the identity as preconditioner for each checkpoint: layer
+ * l of checkpoint c is scored as layer c L + l with P = eta_c DW_l(q) (the query's token-summed gradient), so top-k,
+ * -score_save_all, -score_per_layer (C L terms, checkpoint-major), -score_per_token and -score_rank work unchanged;
+ * every training chunk is captured once per checkpoint.  Call before setting queries, which then take ek = NULL and
+ * model = models[0] (whose loss and predictions of the queries are recorded).  The models must have the same
+ * architecture, layers and precision; eta_c > 0 (errors name the checkpoint).  Without this call, queries set with
+ * ek = NULL are scored by plain gradient dot products (C = 1, eta 1).  Not with InflScorerSetPreconditionedQueries. */
+#define INFL_TRACIN_MAX 32
+PetscErrorCode InflScorerSetTracIn(InflScorer sc, PetscInt C, const InflModel models[], const double eta[]);
+/* Not collective.  TracIn self-influence of the examples [lo, hi) of this rank's shard of train: self (hi - lo) =
+ * sum over the C checkpoints of eta_c ||g_c(m)||^2 (every captured layer, the example's own label or next tokens),
+ * with caps (C) captures of capacity >= hi - lo, caps[c] of models[c]. */
+PetscErrorCode InflTracInSelfInfluenceShard(PetscInt C, const InflModel models[], const double eta[], InflData train, int64_t lo, int64_t hi, InflCapture *caps[], double self[]);
 /* Make InflScorerScore resumable: progress is checkpointed to OUT.partial (-checkpoint_interval), a signal
  * stops it after a checkpoint (INFL_ERR_INTERRUPTED), and an existing OUT.partial of the same computation (same
  * model, data, queries, options) is resumed.  OUT is the path later given to InflScorerSave. */
@@ -57,7 +73,7 @@ PetscErrorCode InflScorerSetCheckpoint(InflScorer sc, const char out[]);
 PetscErrorCode InflScorerScore(InflScorer sc, InflData train);
 /* Not collective.  out (Q, B) = the scores of a capture's B sequences (examples) against the queries: sum over layers
  * and over each sequence's rows t of Ds_t^T P_l(q) a_t (Grosse et al. 2023, eq. 3 with a token-summed gradient), the
- * kernels of InflScorerScore.  token (Q, T) may be NULL: else each row's (token's) term summed over layers, the
+ * kernels of InflScorerScore (a capture of the scorer's model: not with TracIn over several checkpoints).  token (Q, T) may be NULL: else each row's (token's) term summed over layers, the
  * per-token influence of Grosse et al. 2023 section 3.4 (the terms of a sequence's rows sum to its score).  The
  * capture must be in the precision the queries were set for. */
 PetscErrorCode InflScorerScoreCapture(InflScorer sc, const InflCapture *cap, double out[], double token[]);

@@ -2,6 +2,7 @@
 #include <infl/score.h>
 #include <infl/tfidf.h>
 #include "kernels.h"
+#include "scoresfile.h"
 #include <infl/checkpoint.h>
 #include <cblas.h>
 #include <math.h>
@@ -34,8 +35,13 @@ struct _p_InflScorer {
   PetscInt      tfidf_topk;   /* -score_tfidf_topk: candidates per query (0: score every training example) */
   InflModel     model;
   InflEKFAC     ek;
+  PetscBool     identity;     /* queries set with ek = NULL: identity preconditioner (gradient dot products; TracIn) */
   InflPrecision prec;
-  PetscInt      L, Q;
+  PetscInt      L, Q;         /* L = C Lm: the layers of every checkpoint, checkpoint-major */
+  PetscInt      C, Lm;        /* models scored (TracIn checkpoints; 1 otherwise) and the layers of one model */
+  PetscInt      tracin;       /* InflScorerSetTracIn: its C (0: not set) */
+  InflModel     models[INFL_TRACIN_MAX]; /* (C) models[0] = model */
+  double        eta[INFL_TRACIN_MAX];    /* (C) weights (TracIn learning rates; 1 otherwise) */
   PetscInt     *din, *dout;   /* (L) */
   PetscBool    *by_input;     /* (L) contract a with P first (dout <= din+1), else Ds first */
   double      **P64;          /* (L) scoring layout: (Q*dout, din+1) if by_input, else (dout, Q*(din+1)) */
@@ -101,6 +107,19 @@ static PetscErrorCode scorer_key(InflScorer sc, char key[], size_t len)
   }
   PetscCall(InflHashFinal(&h, hex));
   PetscCall(PetscSNPrintf(key, len, "queries %d (%.16s) topk %d save_all %d per_layer %d rank %d", (int)sc->Q, hex, (int)sc->K, (int)sc->save_all, (int)sc->per_layer, (int)sc->rank));
+  if (sc->identity) { /* identity / TracIn: the checkpoints and their weights (the models' hashes, hashed) */
+    size_t n;
+    PetscCall(InflHashCreate(&h));
+    for (PetscInt c = 0; c < sc->C; c++) {
+      const char *mh;
+      PetscCall(InflModelGetHash(sc->models[c], &mh));
+      PetscCall(InflHashUpdate(h, mh, 64));
+      PetscCall(InflHashUpdate(h, &sc->eta[c], sizeof(double)));
+    }
+    PetscCall(InflHashFinal(&h, hex));
+    PetscCall(PetscStrlen(key, &n));
+    PetscCall(PetscSNPrintf(key + n, len - n, " tracin %d (%.16s)", (int)sc->C, hex));
+  }
   if (sc->tfidf_topk > 0) { /* only the candidates are scored (the lists of an ordinary run would differ) */
     size_t n;
     PetscCall(PetscStrlen(key, &n));
@@ -108,6 +127,8 @@ static PetscErrorCode scorer_key(InflScorer sc, char key[], size_t len)
   }
   PetscFunctionReturn(0);
 }
+
+static PetscErrorCode capture_gradient_norms(const InflCapture *cap, double G[], double norm[]);
 
 static PetscErrorCode topk_copy(const InflTopK *t, InflTopK **c)
 {
@@ -276,6 +297,50 @@ PetscErrorCode InflScorerSetFromOptions(InflScorer sc)
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode InflScorerSetTracIn(InflScorer sc, PetscInt C, const InflModel models[], const double eta[])
+{
+  PetscInt      L0, L;
+  InflLinear   *lin0, *lin;
+  InflPrecision p0, p;
+
+  PetscFunctionBegin;
+  PetscCheck(C >= 1 && C <= INFL_TRACIN_MAX, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "%d TracIn checkpoints: give 1 to %d (-checkpoints c1,c2,...)", (int)C, INFL_TRACIN_MAX);
+  PetscCheck(!sc->Q, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflScorerSetTracIn before setting the queries");
+  PetscCall(InflModelGetLayers(models[0], &L0, &lin0));
+  PetscCall(InflModelGetPrecision(models[0], &p0));
+  for (PetscInt c = 0; c < C; c++) {
+    PetscCheck(isfinite(eta[c]) && eta[c] > 0, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "the learning rate of TracIn checkpoint %d is %g: give a positive one (-tracin_lr)", (int)c + 1, eta[c]);
+    PetscCall(InflModelGetLayers(models[c], &L, &lin));
+    PetscCall(InflModelGetPrecision(models[c], &p));
+    PetscCheck(L == L0 && p == p0, sc->comm, PETSC_ERR_ARG_INCOMP, "TracIn checkpoint %d has %d captured layers in %s precision, checkpoint 1 %d in %s: give checkpoints of one model (one architecture, one -model_precision)", (int)c + 1, (int)L, p ? "double" : "single", (int)L0, p0 ? "double" : "single");
+    for (PetscInt l = 0; l < L; l++) PetscCheck(lin[l].din == lin0[l].din && lin[l].dout == lin0[l].dout, sc->comm, PETSC_ERR_ARG_INCOMP, "TracIn checkpoint %d: layer %d is %d x %d, in checkpoint 1 %d x %d: give checkpoints of one model", (int)c + 1, (int)l, (int)lin[l].dout, (int)lin[l].din, (int)lin0[l].dout, (int)lin0[l].din);
+    sc->models[c] = models[c];
+    sc->eta[c]    = eta[c];
+  }
+  sc->tracin = C;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflTracInSelfInfluenceShard(PetscInt C, const InflModel models[], const double eta[], InflData train, int64_t lo, int64_t hi, InflCapture *caps[], double self[])
+{
+  PetscInt L, maxg = 1;
+  double  *G, *norm;
+
+  PetscFunctionBegin;
+  PetscCall(PetscArrayzero(self, hi - lo));
+  if (hi == lo) PetscFunctionReturn(0);
+  PetscCall(InflModelGetLayers(models[0], &L, NULL));
+  for (PetscInt l = 0; l < L; l++) maxg = PetscMax(maxg, caps[0]->dout[l] * (caps[0]->din[l] + 1));
+  PetscCall(PetscMalloc2(maxg, &G, hi - lo, &norm));
+  for (PetscInt c = 0; c < C; c++) {
+    PetscCall(InflModelCaptureShard(models[c], train, lo, hi, INFL_FISHER_EMPIRICAL, 0, caps[c]));
+    PetscCall(capture_gradient_norms(caps[c], G, norm));
+    for (int64_t i = 0; i < hi - lo; i++) self[i] += eta[c] * norm[i] * norm[i];
+  }
+  PetscCall(PetscFree2(G, norm));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflScorerSetTopK(InflScorer sc, PetscInt K)
 {
   PetscFunctionBegin;
@@ -381,6 +446,7 @@ PetscErrorCode InflScorerSetPreconditionedQueries(InflScorer sc, InflModel model
   double    **Pc;
 
   PetscFunctionBegin;
+  PetscCheck(!sc->tracin, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "queries preconditioned elsewhere cannot be scored with TracIn (InflScorerSetTracIn)");
   PetscCall(InflModelGetLayers(model, &L, &lin));
   PetscCall(PetscMalloc1(L, &Pc));
   for (PetscInt l = 0; l < L; l++) {
@@ -405,9 +471,18 @@ static PetscErrorCode scorer_begin_queries(InflScorer sc, InflModel model, Petsc
   PetscCall(InflModelGetSizes(model, &din, &C));
   PetscCheck(Q > 0, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "no queries given; pass -query_indices");
   for (PetscInt q = 0; yq && q < Q; q++) PetscCheck(yq[q] >= 0 && yq[q] < C, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "query %" PRId64 " has label %" PRId64 " outside the model's %d classes", qindex ? qindex[q] : (int64_t)q, yq[q], (int)C);
+  PetscCheck(!sc->tracin || model == sc->models[0], sc->comm, PETSC_ERR_ARG_WRONG, "with TracIn the queries are set with the first checkpoint's model (InflScorerSetTracIn)");
   sc->model = model;
-  sc->L     = L;
-  sc->Q     = Q;
+  sc->C     = sc->tracin ? sc->tracin : 1;
+  sc->Lm    = L;
+  if (!sc->tracin) {
+    sc->models[0] = model;
+    sc->eta[0]    = 1;
+  }
+  L     = sc->C * sc->Lm; /* the layers of every checkpoint, checkpoint-major */
+  sc->L        = L;
+  sc->Q        = Q;
+  sc->identity = PETSC_FALSE;
   PetscCall(InflModelGetPrecision(model, &sc->prec));
   PetscCall(PetscCalloc3(L, &sc->P64, L, &sc->P32, L, &sc->Pq));
   PetscCall(PetscCalloc5(L, &sc->lr, L, &sc->U64, L, &sc->V64, L, &sc->U32, L, &sc->V32));
@@ -420,9 +495,9 @@ static PetscErrorCode scorer_begin_queries(InflScorer sc, InflModel model, Petsc
     sc->qlabel[q] = yq ? yq[q] : -1; /* sequences: no class label */
   }
   for (PetscInt l = 0; l < L; l++) {
-    sc->din[l]      = lin[l].din;
-    sc->dout[l]     = lin[l].dout;
-    sc->by_input[l] = lin[l].dout <= lin[l].din + 1 ? PETSC_TRUE : PETSC_FALSE;
+    sc->din[l]      = lin[l % sc->Lm].din;
+    sc->dout[l]     = lin[l % sc->Lm].dout;
+    sc->by_input[l] = sc->dout[l] <= sc->din[l] + 1 ? PETSC_TRUE : PETSC_FALSE;
   }
   {
     const char *h;
@@ -507,60 +582,86 @@ static PetscErrorCode gather_query_blocks(MPI_Comm comm, PetscInt Q, int64_t per
 /* Captures this rank's block [q0, q0 + nq) of the queries into cap (a double-precision capture of capacity nq). */
 typedef PetscErrorCode (*QueryCaptureFn)(void *ctx, InflModel model, int64_t q0, int64_t nq, InflCapture *cap);
 
-/* After scorer_begin_queries: the queries' gradients in double (each rank its block of queries, captured by fn),
- * preconditioned, all-gathered and laid out for scoring; their losses gathered into sc->qloss. */
+/* The identity "preconditioner" of layer l: P (B, dout, din+1) = eta times each captured sequence's token-summed
+ * gradient DW = Ds_b^T A_b (double capture). */
+static PetscErrorCode capture_layer_gradients(const InflCapture *cap, PetscInt l, double eta, double P[])
+{
+  PetscInt na = cap->din[l] + 1, nd = cap->dout[l];
+
+  PetscFunctionBegin;
+  PetscCheck(cap->prec == INFL_PREC_DOUBLE, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG, "query gradients are formed from a double-precision capture");
+  for (PetscInt b = 0; b < cap->B; b++) {
+    int64_t r0 = cap->offsets[b], nr = cap->offsets[b + 1] - r0;
+    double *G = P + (int64_t)b * nd * na;
+    if (nr == 0) PetscCall(PetscArrayzero(G, (size_t)nd * na));
+    else cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, (int)nr, eta, cap->ds64[l] + r0 * nd, nd, cap->a64[l] + r0 * na, na, 0.0, G, na);
+  }
+  PetscFunctionReturn(0);
+}
+
+/* After scorer_begin_queries: the queries' gradients in double (each rank its block of queries, captured by fn with
+ * each checkpoint's model), preconditioned (EK-FAC, or the identity times eta_c when ek is NULL), all-gathered and
+ * laid out for scoring as layers c Lm + l; their losses (under the first model) gathered into sc->qloss. */
 static PetscErrorCode scorer_precondition_queries(InflScorer sc, InflModel model, InflEKFAC ek, QueryCaptureFn fn, void *ctx)
 {
   PetscMPIInt   rank, size, *counts, *displs;
   int64_t       q0, nq;
-  PetscInt      L, Q = sc->Q;
+  PetscInt      Q = sc->Q;
   InflLinear   *lin;
   InflCapture  *cap;
   InflPrecision prec;
   double      **P;
 
   PetscFunctionBegin;
+  PetscCheck(!ek || sc->C == 1, sc->comm, PETSC_ERR_ARG_INCOMP, "TracIn over %d checkpoints scores plain gradients: set the queries with no EK-FAC factors", (int)sc->C);
   PetscCallMPI(MPI_Comm_rank(sc->comm, &rank));
   PetscCallMPI(MPI_Comm_size(sc->comm, &size));
-  PetscCall(InflModelGetLayers(model, &L, &lin));
+  PetscCall(InflModelGetLayers(model, NULL, &lin));
   InflPartition(Q, size, rank, &q0, &nq);
   PetscCall(InflModelGetPrecision(model, &prec));
-  PetscCall(InflModelSetPrecision(model, INFL_PREC_DOUBLE));
-  PetscCall(InflCaptureCreate(model, (PetscInt)PetscMax(nq, 1), &cap));
-  if (nq > 0) PetscCall((*fn)(ctx, model, q0, nq, cap));
   PetscCall(PetscMalloc2(size, &counts, size, &displs));
-  PetscCall(PetscMalloc1(Q, &sc->qloss));
-  PetscCall(gather_query_blocks(sc->comm, Q, 1, cap->loss, sc->qloss, counts, displs));
-  PetscCall(PetscCalloc1(L, &P));
-  sc->prec = prec; /* the model works in double here only to precondition the queries */
-  for (PetscInt l = 0; l < L; l++) {
-    PetscInt na = lin[l].din + 1, nd = lin[l].dout;
-    int64_t  per = (int64_t)nd * na;
-    double  *mine;
-    PetscCall(PetscMalloc1((size_t)PetscMax(nq, 1) * per, &mine));
-    if (nq > 0) PetscCall(InflEKFACPreconditionCapture(ek, l, cap, mine));
-    if (sc->rank > 0 && PetscMin(nd, na) > sc->rank && !sc->per_layer && !sc->per_token) {
-      /* low rank: each rank factors its own queries and only the factors are gathered (per-layer and per-token
-       * terms need the truncated P itself on every rank, and take the path below) */
-      int64_t wq = (int64_t)(nd + na) * sc->rank;
-      double *myUV;
-      PetscCall(PetscMalloc2((size_t)PetscMax(nq, 1) * wq, &myUV, (size_t)Q * wq, &P[l]));
-      if (nq > 0) PetscCall(low_rank_factors((PetscInt)nq, nd, na, sc->rank, mine, myUV));
-      PetscCall(PetscFree(mine));
-      PetscCall(gather_query_blocks(sc->comm, Q, wq, myUV, P[l], counts, displs));
-      PetscCall(scorer_set_low_rank(sc, l, nd, na, P[l]));
-      PetscCall(PetscFree2(myUV, P[l]));
-      continue;
+  PetscCall(PetscCalloc1(sc->L, &P));
+  sc->prec     = prec; /* the models work in double here only to precondition the queries */
+  sc->identity = ek ? PETSC_FALSE : PETSC_TRUE;
+  for (PetscInt c = 0; c < sc->C; c++) {
+    InflModel mc = sc->models[c];
+    PetscCall(InflModelSetPrecision(mc, INFL_PREC_DOUBLE));
+    PetscCall(InflCaptureCreate(mc, (PetscInt)PetscMax(nq, 1), &cap));
+    if (nq > 0) PetscCall((*fn)(ctx, mc, q0, nq, cap));
+    if (c == 0) {
+      PetscCall(PetscMalloc1(Q, &sc->qloss));
+      PetscCall(gather_query_blocks(sc->comm, Q, 1, cap->loss, sc->qloss, counts, displs));
     }
-    PetscCall(PetscMalloc1((size_t)Q * per, &P[l]));
-    PetscCall(gather_query_blocks(sc->comm, Q, per, mine, P[l], counts, displs));
-    PetscCall(PetscFree(mine));
-    PetscCall(scorer_set_layer(sc, l, P[l])); /* one layer's double copy at a time */
-    P[l] = NULL;
+    for (PetscInt lm = 0; lm < sc->Lm; lm++) {
+      PetscInt l = c * sc->Lm + lm, na = lin[lm].din + 1, nd = lin[lm].dout;
+      int64_t  per = (int64_t)nd * na;
+      double  *mine;
+      PetscCall(PetscMalloc1((size_t)PetscMax(nq, 1) * per, &mine));
+      if (nq > 0 && ek) PetscCall(InflEKFACPreconditionCapture(ek, lm, cap, mine));
+      else if (nq > 0) PetscCall(capture_layer_gradients(cap, lm, sc->eta[c], mine));
+      if (sc->rank > 0 && PetscMin(nd, na) > sc->rank && !sc->per_layer && !sc->per_token) {
+        /* low rank: each rank factors its own queries and only the factors are gathered (per-layer and per-token
+         * terms need the truncated P itself on every rank, and take the path below) */
+        int64_t wq = (int64_t)(nd + na) * sc->rank;
+        double *myUV;
+        PetscCall(PetscMalloc2((size_t)PetscMax(nq, 1) * wq, &myUV, (size_t)Q * wq, &P[l]));
+        if (nq > 0) PetscCall(low_rank_factors((PetscInt)nq, nd, na, sc->rank, mine, myUV));
+        PetscCall(PetscFree(mine));
+        PetscCall(gather_query_blocks(sc->comm, Q, wq, myUV, P[l], counts, displs));
+        PetscCall(scorer_set_low_rank(sc, l, nd, na, P[l]));
+        PetscCall(PetscFree2(myUV, P[l]));
+        continue;
+      }
+      PetscCall(PetscMalloc1((size_t)Q * per, &P[l]));
+      PetscCall(gather_query_blocks(sc->comm, Q, per, mine, P[l], counts, displs));
+      PetscCall(PetscFree(mine));
+      PetscCall(scorer_set_layer(sc, l, P[l])); /* one layer's double copy at a time */
+      P[l] = NULL;
+    }
+    PetscCall(InflCaptureDestroy(&cap));
+    PetscCall(InflModelSetPrecision(mc, prec));
   }
   PetscCall(PetscFree2(counts, displs));
-  PetscCall(InflCaptureDestroy(&cap));
-  PetscCall(InflModelSetPrecision(model, prec));
   sc->ek = ek;
   PetscCall(PetscFree(P));
   PetscFunctionReturn(0);
@@ -679,6 +780,72 @@ PetscErrorCode InflScorerSetQueryData(InflScorer sc, InflModel model, InflEKFAC 
   PetscFunctionReturn(0);
 }
 
+/* The capture the kernels contract with the queries: the scorer's model's, or with TracIn the captures of every
+ * checkpoint's model side by side as one capture of C Lm layers (views: the rows, offsets and losses are cap[0]'s). */
+typedef struct {
+  PetscInt     C;
+  InflCapture *cap[INFL_TRACIN_MAX]; /* (C) one per model */
+  InflCapture  all;                  /* C > 1: the layers of cap[0], ..., cap[C-1] */
+  PetscInt    *din, *dout;           /* (C Lm) arrays of `all` */
+  float      **a32, **ds32;
+  double     **a64, **ds64;
+} ScoreCapture;
+
+static PetscErrorCode score_capture_create(InflScorer sc, PetscInt Bmax, ScoreCapture *s)
+{
+  PetscInt L = sc->C * sc->Lm;
+
+  PetscFunctionBegin;
+  PetscCall(PetscMemzero(s, sizeof(*s)));
+  s->C = sc->C;
+  for (PetscInt c = 0; c < s->C; c++) PetscCall(InflCaptureCreate(sc->models[c], Bmax, &s->cap[c]));
+  PetscCall(PetscMalloc6(L, &s->din, L, &s->dout, L, &s->a32, L, &s->ds32, L, &s->a64, L, &s->ds64));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode score_capture_destroy(ScoreCapture *s)
+{
+  PetscFunctionBegin;
+  for (PetscInt c = 0; c < s->C; c++) PetscCall(InflCaptureDestroy(&s->cap[c]));
+  PetscCall(PetscFree6(s->din, s->dout, s->a32, s->ds32, s->a64, s->ds64));
+  PetscFunctionReturn(0);
+}
+
+/* Capture training examples with their own labels (next tokens) under every model: the shard's [lo, hi) (idx NULL)
+ * or the n examples idx; *view is the capture to score. */
+static PetscErrorCode score_capture_fill(InflScorer sc, InflData train, int64_t lo, int64_t hi, PetscInt n, const int64_t idx[], ScoreCapture *s, InflCapture **view)
+{
+  PetscFunctionBegin;
+  for (PetscInt c = 0; c < s->C; c++) {
+    if (idx) PetscCall(InflModelCaptureExamples(sc->models[c], train, n, idx, INFL_FISHER_EMPIRICAL, 0, s->cap[c]));
+    else PetscCall(InflModelCaptureShard(sc->models[c], train, lo, hi, INFL_FISHER_EMPIRICAL, 0, s->cap[c]));
+  }
+  if (s->C == 1) {
+    *view = s->cap[0];
+    PetscFunctionReturn(0);
+  }
+  s->all   = *s->cap[0];
+  s->all.L = s->C * sc->Lm;
+  for (PetscInt c = 0; c < s->C; c++)
+    for (PetscInt l = 0; l < sc->Lm; l++) {
+      PetscInt i = c * sc->Lm + l;
+      s->din[i]  = s->cap[c]->din[l];
+      s->dout[i] = s->cap[c]->dout[l];
+      s->a32[i]  = s->cap[c]->a32 ? s->cap[c]->a32[l] : NULL;
+      s->ds32[i] = s->cap[c]->ds32 ? s->cap[c]->ds32[l] : NULL;
+      s->a64[i]  = s->cap[c]->a64 ? s->cap[c]->a64[l] : NULL;
+      s->ds64[i] = s->cap[c]->ds64 ? s->cap[c]->ds64[l] : NULL;
+    }
+  s->all.din  = s->din;
+  s->all.dout = s->dout;
+  s->all.a32  = s->a32;
+  s->all.ds32 = s->ds32;
+  s->all.a64  = s->a64;
+  s->all.ds64 = s->ds64;
+  *view       = &s->all;
+  PetscFunctionReturn(0);
+}
+
 /* The terms of the pairs in the merged lists, computed in double by the owners of the training examples and reduced:
  * with -score_per_layer each layer's term, top_layer / bottom_layer (L, Q, K); with -score_per_token every row's
  * (token's) term summed over layers, sum_l Ds_t^T P_l(q) a_t, in rows r of the pt_* arrays (for each query its
@@ -688,6 +855,7 @@ static PetscErrorCode scorer_pair_terms(InflScorer sc, InflData train)
 {
   int64_t         start, count, *lens;
   InflCapture    *cap;
+  ScoreCapture    scap;
   InflPrecision   prec;
   InflDataContent kind;
   InflTopK       *lists[2] = {sc->top, sc->bottom};
@@ -744,8 +912,9 @@ static PetscErrorCode scorer_pair_terms(InflScorer sc, InflData train)
   }
   for (PetscInt l = 0; l < sc->L; l++) maxd = PetscMax(maxd, sc->dout[l]);
   PetscCall(InflModelGetPrecision(sc->model, &prec));
-  PetscCall(InflModelSetPrecision(sc->model, INFL_PREC_DOUBLE));
-  PetscCall(InflCaptureCreate(sc->model, 1, &cap));
+  for (PetscInt c = 0; c < sc->C; c++) PetscCall(InflModelSetPrecision(sc->models[c], INFL_PREC_DOUBLE));
+  PetscCall(score_capture_create(sc, 1, &scap));
+  cap = scap.cap[0];
   PetscCall(PetscMalloc2((size_t)PetscMax(cap->Tmax, 1) * maxd, &Z, PetscMax(cap->Tmax, 1), &rowt));
   r = 0;
   for (PetscInt q = 0; q < Q; q++) {
@@ -753,7 +922,7 @@ static PetscErrorCode scorer_pair_terms(InflScorer sc, InflData train)
       for (PetscInt k = 0; k < lists[w]->n[q]; k++, r++) {
         int64_t m = lists[w]->index[(int64_t)q * K + k];
         if (m < start || m >= start + count) continue;
-        PetscCall(InflModelCaptureExamples(sc->model, train, 1, &m, INFL_FISHER_EMPIRICAL, 0, cap));
+        PetscCall(score_capture_fill(sc, train, 0, 0, 1, &m, &scap, &cap));
         for (PetscInt l = 0; l < sc->L; l++) {
           PetscInt      nd = sc->dout[l], na = sc->din[l] + 1, T = cap->T;
           const double *P  = sc->Pq[l] + (int64_t)q * nd * na, *A = cap->a64[l], *D = cap->ds64[l];
@@ -774,8 +943,8 @@ static PetscErrorCode scorer_pair_terms(InflScorer sc, InflData train)
     }
   }
   PetscCall(PetscFree2(Z, rowt));
-  PetscCall(InflCaptureDestroy(&cap));
-  PetscCall(InflModelSetPrecision(sc->model, prec));
+  PetscCall(score_capture_destroy(&scap));
+  for (PetscInt c = 0; c < sc->C; c++) PetscCall(InflModelSetPrecision(sc->models[c], prec));
   for (int w = 0; w < 2; w++)
     if (layers[w]) PetscCall(InflAllreduceSum(layers[w], (int64_t)sc->L * Q * K, MPI_DOUBLE, sc->comm));
   if (sc->per_token) {
@@ -787,7 +956,7 @@ static PetscErrorCode scorer_pair_terms(InflScorer sc, InflData train)
 
 typedef struct {
   InflScorer     sc;
-  InflCapture   *cap;
+  ScoreCapture  *cap;
   InflData       train;
   int64_t        start, count;
   struct ScoreScratch_ *w;  /* kernel scratch */
@@ -925,6 +1094,7 @@ PetscErrorCode InflScorerScoreCapture(InflScorer sc, const InflCapture *cap, dou
 
   PetscFunctionBegin;
   PetscCheck(sc->Q > 0, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflScorerSetQueries before InflScorerScoreCapture");
+  PetscCheck(cap->L == sc->L, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG, "the capture has %d layers but the scorer %d (TracIn over several checkpoints is scored by InflScorerScore only)", (int)cap->L, (int)sc->L);
   PetscCheck(cap->prec == sc->prec, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG, "the capture is in %s precision but the queries were set for %s", cap->prec == INFL_PREC_DOUBLE ? "double" : "single", sc->prec == INFL_PREC_DOUBLE ? "double" : "single");
   PetscCall(score_scratch_create(sc, cap->T, &w));
   PetscCall(scorer_score_capture(sc, cap, &w, out, NULL, 0, token));
@@ -936,9 +1106,10 @@ PetscErrorCode InflScorerScoreCapture(InflScorer sc, const InflCapture *cap, dou
  * keeps only the scores of its own candidates. */
 static PetscErrorCode score_chunk_candidates(ScoreChunkCtx *c, int64_t lo, int64_t hi)
 {
-  InflScorer sc = c->sc;
-  int64_t    i0 = 0, i1, n;
-  double    *out = c->out, *sv;
+  InflScorer   sc = c->sc;
+  int64_t      i0 = 0, i1, n;
+  double      *out = c->out, *sv;
+  InflCapture *cap;
   int64_t   *iv;
 
   PetscFunctionBegin;
@@ -947,10 +1118,10 @@ static PetscErrorCode score_chunk_candidates(ScoreChunkCtx *c, int64_t lo, int64
   n = i1 - i0;
   if (n == 0) PetscFunctionReturn(0);
   PetscCall(PetscLogEventBegin(EV_CAPTURE, 0, 0, 0, 0));
-  PetscCall(InflModelCaptureExamples(sc->model, c->train, (PetscInt)n, sc->cand_local + i0, INFL_FISHER_EMPIRICAL, 0, c->cap));
+  PetscCall(score_capture_fill(sc, c->train, 0, 0, (PetscInt)n, sc->cand_local + i0, c->cap, &cap));
   PetscCall(PetscLogEventEnd(EV_CAPTURE, 0, 0, 0, 0));
   PetscCall(PetscLogEventBegin(EV_KERNEL, 0, 0, 0, 0));
-  PetscCall(scorer_score_capture(sc, c->cap, c->w, out, NULL, 0, NULL));
+  PetscCall(scorer_score_capture(sc, cap, c->w, out, NULL, 0, NULL));
   PetscCall(PetscLogEventEnd(EV_KERNEL, 0, 0, 0, 0));
   PetscCall(PetscMalloc2(sc->tfidf_topk, &sv, sc->tfidf_topk, &iv));
   for (PetscInt q = 0; q < sc->Q; q++) {
@@ -980,7 +1151,7 @@ static PetscErrorCode score_chunk(void *ctx, int64_t lo, int64_t hi)
 {
   ScoreChunkCtx *c  = (ScoreChunkCtx *)ctx;
   InflScorer     sc = c->sc;
-  InflCapture   *cap = c->cap;
+  InflCapture   *cap;
   int64_t        off = lo - c->start;
   PetscInt       B   = (PetscInt)(hi - lo);
   double        *out = c->out;
@@ -992,7 +1163,7 @@ static PetscErrorCode score_chunk(void *ctx, int64_t lo, int64_t hi)
   }
   PetscCall(PetscLogEventBegin(EV_CAPTURE, 0, 0, 0, 0));
   /* the training examples' own labels (the next tokens of a sequence): the gradient of their loss */
-  PetscCall(InflModelCaptureShard(sc->model, c->train, lo, hi, INFL_FISHER_EMPIRICAL, 0, cap));
+  PetscCall(score_capture_fill(sc, c->train, lo, hi, 0, NULL, c->cap, &cap));
   PetscCall(PetscLogEventEnd(EV_CAPTURE, 0, 0, 0, 0));
   PetscCall(PetscLogEventBegin(EV_KERNEL, 0, 0, 0, 0));
   PetscCall(scorer_score_capture(sc, cap, c->w, out, sc->local_layer ? sc->local_layer + off : NULL, c->count, NULL));
@@ -1058,7 +1229,7 @@ static PetscErrorCode scorer_tfidf_candidates(InflScorer sc, InflData train)
 PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
 {
   int64_t        N, d, start, count;
-  InflCapture   *cap;
+  ScoreCapture   cap;
   double        *out;
   ScoreScratch   w;
   size_t         es = sc->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
@@ -1093,7 +1264,7 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   if (sc->save_all) PetscCall(PetscCalloc1((size_t)PetscMax(count, 1), &sc->local_norm));
   if (sc->save_all && sc->per_layer) PetscCall(PetscCalloc1((size_t)sc->L * sc->Q * PetscMax(count, 1), &sc->local_layer));
   {
-    size_t resident = (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + InflEKFACBytes(sc->model), per = InflModelCaptureBytes(sc->model) + sizeof(double) * sc->Q * (sc->local_layer ? 2 : 1);
+    size_t resident = (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + (sc->ek ? InflEKFACBytes(sc->model) : 0), per = sc->C * InflModelCaptureBytes(sc->model) + sizeof(double) * sc->Q * (sc->local_layer ? 2 : 1);
     for (PetscInt l = 0; l < sc->L; l++) {
       size_t ql = (size_t)sc->Q * sc->dout[l] * (sc->din[l] + 1);
       resident += ql * ((sc->Pq[l] ? sizeof(double) : 0) + (sc->P64[l] ? sizeof(double) : 0) + (sc->P32[l] ? sizeof(float) : 0));
@@ -1109,13 +1280,13 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
     }
     PetscCall(InflChunkFromMemLimit(sc->comm, "infl score", count, resident + 4 * 1024 * 1024, per, &sc->chunk));
   }
-  PetscCall(InflCaptureCreate(sc->model, sc->chunk, &cap));
-  PetscCall(score_scratch_create(sc, cap->Tmax, &w));
+  PetscCall(score_capture_create(sc, sc->chunk, &cap));
+  PetscCall(score_scratch_create(sc, cap.cap[0]->Tmax, &w));
   PetscCall(PetscMalloc1((size_t)sc->Q * sc->chunk, &out));
   PetscCall(score_register_events());
   if (sc->out[0]) PetscCall(scorer_restore(sc, &done));
   {
-    ScoreChunkCtx c    = {sc, cap, train, start, count, &w, out};
+    ScoreChunkCtx c    = {sc, &cap, train, start, count, &w, out};
     InflChunkLoop loop = {score_chunk, sc->out[0] ? score_checkpoint : NULL, &c};
     char          partial[PETSC_MAX_PATH_LEN];
     PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", sc->out[0] ? sc->out : "(no output file)"));
@@ -1124,7 +1295,7 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   PetscCall(InflRangesDestroy(&done));
   PetscCall(score_scratch_destroy(&w));
   PetscCall(PetscFree(out));
-  PetscCall(InflCaptureDestroy(&cap));
+  PetscCall(score_capture_destroy(&cap));
   PetscCall(InflTopKMerge(sc->comm, sc->top));
   PetscCall(InflTopKMerge(sc->comm, sc->bottom));
   if (sc->cand) {
@@ -1172,55 +1343,35 @@ PetscErrorCode InflScorerGetLocalScores(InflScorer sc, int64_t *start, int64_t *
 
 PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwrite)
 {
-  char    partial[PETSC_MAX_PATH_LEN];
-  hid_t   file;
-  int64_t dq[1] = {sc->Q}, dk[2] = {sc->Q, sc->K}, dl[3] = {sc->L, sc->Q, sc->K};
+  hid_t          file;
+  int64_t        dq[1] = {sc->Q}, dl[3] = {sc->L, sc->Q, sc->K};
+  double        *qn;
+  InflScoresFile f;
 
   PetscFunctionBegin;
   PetscCheck(sc->top, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflScorerScore before InflScorerSave");
-  InflCheckAll(sc->comm, overwrite || !InflFileExists(path), PETSC_ERR_FILE_OPEN, "%s exists; pass -overwrite to replace it or choose another -out", path);
-  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial.tmp", path));
-  PetscCall(InflH5Create(sc->comm, partial, PETSC_TRUE, &file));
-  PetscCall(InflH5WriteProvenance(file, sc->comm, "score", sc->model_hash, sc->train_hash, sc->query_hash[0] ? sc->query_hash : NULL));
-  PetscCall(InflH5SetAttrInt(file, "/", "train_examples", sc->ntrain));
-  PetscCall(InflH5SetAttrInt(file, "/", "topk", sc->K));
-  PetscCall(InflH5SetAttrString(file, "/", "sign", "positive = proponent: upweighting the training example lowers the query loss"));
-  PetscCall(InflH5WriteArray(file, "/query_indices", H5T_NATIVE_INT64, 1, dq, sc->qindex));
-  PetscCall(InflH5WriteArray(file, "/query_labels", H5T_NATIVE_INT64, 1, dq, sc->qlabel));
+  PetscCall(PetscMalloc1(sc->Q, &qn));
+  for (PetscInt q = 0; q < sc->Q; q++) qn[q] = sqrt(sc->qnorm2[q]);
+  f = (InflScoresFile){sc->comm, sc->model_hash, sc->train_hash, sc->query_hash, sc->ntrain, sc->Q, sc->K, sc->qindex, sc->qlabel, qn, sc->top, sc->bottom, sc->start, sc->count, sc->save_all ? sc->local : NULL, sc->local_norm};
+  PetscCall(InflScoresFileBegin(&f, path, overwrite, &file));
+  PetscCall(PetscFree(qn));
+  if (sc->identity) { /* the checkpoints as model hash:learning rate (the layers of /scores_per_layer, per_layer) */
+    char list[INFL_TRACIN_MAX * 96] = "";
+    for (PetscInt c = 0; c < sc->C; c++) {
+      const char *mh;
+      PetscCall(InflModelGetHash(sc->models[c], &mh));
+      PetscCall(PetscSNPrintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s:%.17g", c ? "," : "", mh, sc->eta[c]));
+    }
+    PetscCall(InflH5SetAttrString(file, "/", "method", "tracin: sum over checkpoints of eta_c <g_c(q), g_c(m)> (exact gradients)"));
+    PetscCall(InflH5SetAttrString(file, "/", "tracin_checkpoints", list));
+  }
   if (sc->qpred) {
     PetscCall(InflH5WriteArray(file, "/query_predictions", H5T_NATIVE_INT64, 1, dq, sc->qpred));
     PetscCall(InflH5WriteArray(file, "/query_prediction_probability", H5T_NATIVE_DOUBLE, 1, dq, sc->qprob));
   }
-  {
-    double *qn;
-    PetscCall(PetscMalloc1(sc->Q, &qn));
-    for (PetscInt q = 0; q < sc->Q; q++) qn[q] = sqrt(sc->qnorm2[q]);
-    PetscCall(InflH5WriteArray(file, "/query_norms", H5T_NATIVE_DOUBLE, 1, dq, qn));
-    PetscCall(PetscFree(qn));
-  }
-  for (int w = 0; w < 2; w++) {
-    InflTopK   *t = w == 0 ? sc->top : sc->bottom;
-    const char *g = w == 0 ? "/topk" : "/bottomk";
-    char        name[64];
-    int64_t    *idx;
-    double     *s;
-    /* entries beyond n[q] (fewer training examples than K) are written as index -1, score NaN */
-    PetscCall(PetscMalloc2((size_t)sc->Q * sc->K, &idx, (size_t)sc->Q * sc->K, &s));
-    for (PetscInt q = 0; q < sc->Q; q++)
-      for (PetscInt k = 0; k < sc->K; k++) {
-        int64_t i = (int64_t)q * sc->K + k;
-        idx[i]    = k < t->n[q] ? t->index[i] : -1;
-        s[i]      = k < t->n[q] ? t->score[i] : NAN;
-      }
-    PetscCall(PetscSNPrintf(name, sizeof(name), "%s/train_indices", g));
-    PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_INT64, 2, dk, idx));
-    PetscCall(PetscSNPrintf(name, sizeof(name), "%s/scores", g));
-    PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_DOUBLE, 2, dk, s));
-    if (sc->per_layer) {
-      PetscCall(PetscSNPrintf(name, sizeof(name), "%s/per_layer", g));
-      PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_DOUBLE, 3, dl, w == 0 ? sc->top_layer : sc->bottom_layer));
-    }
-    PetscCall(PetscFree2(idx, s));
+  if (sc->per_layer) {
+    PetscCall(InflH5WriteArray(file, "/topk/per_layer", H5T_NATIVE_DOUBLE, 3, dl, sc->top_layer));
+    PetscCall(InflH5WriteArray(file, "/bottomk/per_layer", H5T_NATIVE_DOUBLE, 3, dl, sc->bottom_layer));
   }
   if (sc->qloss) PetscCall(InflH5WriteArray(file, "/query_loss", H5T_NATIVE_DOUBLE, 1, dq, sc->qloss));
   if (sc->qtok) { /* sequence queries: their tokens and the first position whose token enters the loss */
@@ -1254,16 +1405,11 @@ PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwr
     PetscCall(InflH5WriteArray(file, "/per_token/rank_kind", H5T_NATIVE_INT32, 1, dR, sc->pt_kind));
     PetscCall(InflH5SetAttrString(file, "/per_token", "attribution", "values[offsets[r] + t] = sum over layers of Ds_t^T P_l(q) a_t for row t (the input token tokens[offsets[r] + t], which predicts the token after it) of training sequence train_index[r] against query index query[r] (a position in /query_indices); the values of a row sum to its score"));
   }
-  if (sc->save_all) {
-    int64_t dims[2] = {sc->Q, sc->ntrain}, dims3[3] = {sc->L, sc->Q, sc->ntrain};
-    PetscCall(InflH5ColumnBlock(file, "/scores", 2, dims, sc->start, sc->count, sc->local, PETSC_TRUE));
-    PetscCall(InflH5ColumnBlock(file, "/train_norms", 1, &sc->ntrain, sc->start, sc->count, sc->local_norm, PETSC_TRUE));
-    if (sc->per_layer) PetscCall(InflH5ColumnBlock(file, "/scores_per_layer", 3, dims3, sc->start, sc->count, sc->local_layer, PETSC_TRUE));
+  if (sc->save_all && sc->per_layer) {
+    int64_t dims3[3] = {sc->L, sc->Q, sc->ntrain};
+    PetscCall(InflH5ColumnBlock(file, "/scores_per_layer", 3, dims3, sc->start, sc->count, sc->local_layer, PETSC_TRUE));
   }
-  PetscCall(InflH5Close(&file));
-  PetscCall(InflRenameAll(sc->comm, partial, path));
-  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", path));
-  PetscCall(InflRemoveAll(sc->comm, partial));
+  PetscCall(InflScoresFileEnd(sc->comm, path, &file));
   PetscFunctionReturn(0);
 }
 

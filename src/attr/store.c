@@ -2,6 +2,7 @@
  * against it (identity or damped projected Fisher).  Formats and formulas: include/infl/store.h. */
 #include <infl/store.h>
 #include <infl/checkpoint.h>
+#include "scoresfile.h"
 #include <cblas.h>
 #include <math.h>
 #include <petscblaslapack.h>
@@ -766,17 +767,22 @@ PetscErrorCode InflStoreScorerGetLocalScores(InflStoreScorer ss, int64_t *start,
 
 PetscErrorCode InflStoreScorerSave(InflStoreScorer ss, const char path[], PetscBool overwrite)
 {
-  char    tmp[PETSC_MAX_PATH_LEN];
-  hid_t   file;
-  PetscInt Q = ss->Q, K = ss->K;
-  int64_t dq[1] = {Q}, dk[2] = {Q, K};
+  hid_t          file;
+  PetscInt       Q = ss->Q;
+  double        *qn;
+  InflScoresFile f;
 
   PetscFunctionBegin;
   PetscCheck(ss->top, ss->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflStoreScorerScore before InflStoreScorerSave");
-  InflCheckAll(ss->comm, overwrite || !InflFileExists(path), PETSC_ERR_FILE_OPEN, "%s exists; pass -overwrite to replace it or choose another -out", path);
-  PetscCall(PetscSNPrintf(tmp, sizeof(tmp), "%s.partial.tmp", path));
-  PetscCall(InflH5Create(ss->comm, tmp, PETSC_TRUE, &file));
-  PetscCall(InflH5WriteProvenance(file, ss->comm, "score", ss->model_hash, ss->train_hash, ss->query_hash[0] ? ss->query_hash : NULL));
+  PetscCall(PetscMalloc1(Q, &qn));
+  for (PetscInt q = 0; q < Q; q++) {
+    double s = 0;
+    for (PetscInt j = 0; j < ss->k; j++) s += ss->pq[(int64_t)q * ss->k + j] * ss->pq[(int64_t)q * ss->k + j];
+    qn[q] = sqrt(s);
+  }
+  f = (InflScoresFile){ss->comm, ss->model_hash, ss->train_hash, ss->query_hash, ss->N, Q, ss->K, ss->qindex, ss->qlabel, qn, ss->top, ss->bottom, ss->start, ss->count, ss->save_all ? ss->local : NULL, ss->local_norm};
+  PetscCall(InflScoresFileBegin(&f, path, overwrite, &file));
+  PetscCall(PetscFree(qn));
   PetscCall(InflH5SetAttrString(file, "/", "method", ss->C > 1 ? "store tracin" : ss->curvature == INFL_STORE_FISHER ? "store fisher" : "store identity"));
   PetscCall(InflH5SetAttrString(file, "/", "store", ss->path[0]));
   if (ss->C > 1) {
@@ -785,48 +791,7 @@ PetscErrorCode InflStoreScorerSave(InflStoreScorer ss, const char path[], PetscB
     PetscCall(InflH5SetAttrString(file, "/", "tracin_stores", list));
   }
   if (ss->curvature == INFL_STORE_FISHER) PetscCall(InflH5SetAttrDouble(file, "/", "store_damping", ss->lambda));
-  PetscCall(InflH5SetAttrInt(file, "/", "train_examples", ss->N));
-  PetscCall(InflH5SetAttrInt(file, "/", "topk", K));
-  PetscCall(InflH5SetAttrString(file, "/", "sign", "positive = proponent: upweighting the training example lowers the query loss"));
-  PetscCall(InflH5WriteArray(file, "/query_indices", H5T_NATIVE_INT64, 1, dq, ss->qindex));
-  PetscCall(InflH5WriteArray(file, "/query_labels", H5T_NATIVE_INT64, 1, dq, ss->qlabel));
-  {
-    double *qn;
-    PetscCall(PetscMalloc1(Q, &qn));
-    for (PetscInt q = 0; q < Q; q++) {
-      double s = 0;
-      for (PetscInt j = 0; j < ss->k; j++) s += ss->pq[(int64_t)q * ss->k + j] * ss->pq[(int64_t)q * ss->k + j];
-      qn[q] = sqrt(s);
-    }
-    PetscCall(InflH5WriteArray(file, "/query_norms", H5T_NATIVE_DOUBLE, 1, dq, qn));
-    PetscCall(PetscFree(qn));
-  }
-  for (int w = 0; w < 2; w++) {
-    InflTopK   *t = w == 0 ? ss->top : ss->bottom;
-    const char *g = w == 0 ? "/topk" : "/bottomk";
-    char        name[64];
-    int64_t    *idx;
-    double     *s;
-    PetscCall(PetscMalloc2((size_t)Q * K, &idx, (size_t)Q * K, &s));
-    for (PetscInt q = 0; q < Q; q++)
-      for (PetscInt i = 0; i < K; i++) {
-        int64_t j = (int64_t)q * K + i;
-        idx[j]    = i < t->n[q] ? t->index[j] : -1;
-        s[j]      = i < t->n[q] ? t->score[j] : NAN;
-      }
-    PetscCall(PetscSNPrintf(name, sizeof(name), "%s/train_indices", g));
-    PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_INT64, 2, dk, idx));
-    PetscCall(PetscSNPrintf(name, sizeof(name), "%s/scores", g));
-    PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_DOUBLE, 2, dk, s));
-    PetscCall(PetscFree2(idx, s));
-  }
-  if (ss->save_all) {
-    const int64_t dims[2] = {Q, ss->N};
-    PetscCall(InflH5ColumnBlock(file, "/scores", 2, dims, ss->start, ss->count, ss->local, PETSC_TRUE));
-    PetscCall(InflH5ColumnBlock(file, "/train_norms", 1, &ss->N, ss->start, ss->count, ss->local_norm, PETSC_TRUE));
-  }
-  PetscCall(InflH5Close(&file));
-  PetscCall(InflRenameAll(ss->comm, tmp, path));
+  PetscCall(InflScoresFileEnd(ss->comm, path, &file));
   PetscFunctionReturn(0);
 }
 

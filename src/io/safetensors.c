@@ -292,6 +292,69 @@ PetscErrorCode InflSafetensorsRead(MPI_Comm comm, const char path[], InflSafeten
   PetscFunctionReturn(0);
 }
 
+/* Rank 0: the value of metadata `key` of the file's header (value[0] = 0 when absent), without reading the tensors. */
+static PetscErrorCode st_metadata_rank0(const char path[], const char key[], char value[], size_t len)
+{
+  struct stat   sb;
+  FILE         *f;
+  unsigned char len8[8];
+  uint64_t      n = 0;
+  char         *hdr;
+  json_error_t  jerr;
+  json_t       *root, *meta, *v;
+  size_t        got;
+
+  PetscFunctionBegin;
+  value[0] = 0;
+  PetscCheck(stat(path, &sb) == 0 && S_ISREG(sb.st_mode), PETSC_COMM_SELF, PETSC_ERR_FILE_OPEN, "%s: cannot open the model file: %s; check the path", path, stat(path, &sb) ? strerror(errno) : "not a regular file");
+  f = fopen(path, "rb");
+  PetscCheck(f, PETSC_COMM_SELF, PETSC_ERR_FILE_OPEN, "%s: cannot open the model file: %s", path, strerror(errno));
+  got = fread(len8, 1, 8, f);
+  for (int i = 7; i >= 0; i--) n = (n << 8) | len8[i];
+  if (got != 8 || n > ST_MAX_HEADER || (int64_t)n > (int64_t)sb.st_size - 8) {
+    fclose(f);
+    SETERRQ(PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: the safetensors header length is missing or larger than the file; the file is truncated or not safetensors", path);
+  }
+  if (PetscMalloc1(n + 1, &hdr)) {
+    fclose(f);
+    SETERRQ(PETSC_COMM_SELF, PETSC_ERR_MEM, "%s: cannot allocate the %llu-byte header", path, (unsigned long long)n);
+  }
+  got = fread(hdr, 1, n, f);
+  fclose(f);
+  if (got != n) {
+    PetscCall(PetscFree(hdr));
+    SETERRQ(PETSC_COMM_SELF, PETSC_ERR_FILE_READ, "%s: cannot read the %llu-byte header", path, (unsigned long long)n);
+  }
+  root = json_loadb(hdr, n, 0, &jerr);
+  PetscCall(PetscFree(hdr));
+  PetscCheck(root, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: the safetensors header is not valid JSON: %s; the file is corrupt or not safetensors", path, jerr.text);
+  meta = json_object_get(root, "__metadata__");
+  v    = meta && json_is_object(meta) ? json_object_get(meta, key) : NULL;
+  if (v && json_is_string(v)) PetscCall(PetscStrncpy(value, json_string_value(v), len));
+  json_decref(root);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflSafetensorsReadMetadata(MPI_Comm comm, const char path[], const char key[], char value[], size_t len)
+{
+  PetscMPIInt    rank;
+  PetscErrorCode ierr = 0;
+  int            n;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  value[0] = 0;
+  if (rank == 0) {
+    PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
+    ierr = st_metadata_rank0(path, key, value, len);
+    PetscCall(PetscPopErrorHandler());
+  }
+  PetscCall(InflAgreeError_Private(comm, ierr, __LINE__, PETSC_FUNCTION_NAME, __FILE__));
+  PetscCall(InflMPIIntCast((int64_t)len, "metadata value length", &n));
+  PetscCallMPI(MPI_Bcast(value, n, MPI_CHAR, 0, comm));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflSafetensorsGet(InflSafetensors st, const char name[], const InflTensor **t)
 {
   PetscFunctionBegin;

@@ -475,14 +475,14 @@ static PetscErrorCode config_write_rank0(const InflGPT2Config *c, const char cfg
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflGPT2Save(InflGPT2 g, const char path[])
+PetscErrorCode InflGPT2Save(InflGPT2 g, const char path[], PetscInt nmeta, const char *const mkeys[], const char *const mvalues[])
 {
   char         cfgpath[PETSC_MAX_PATH_LEN], stpath[PETSC_MAX_PATH_LEN];
   PetscBool    isfile = ends_with(path, ".safetensors");
   PetscMPIInt  rank;
   InflTensor  *t;
   char       (*names)[80];
-  const char  *keys[1] = {"format"}, *vals[1] = {"pt"};
+  const char **keys, **vals;
 
   PetscFunctionBegin;
   PetscCheck(g->setup, g->comm, PETSC_ERR_ARG_WRONGSTATE, "InflGPT2Save(%s): the model has no parameters; load or set it up first", path);
@@ -499,7 +499,15 @@ PetscErrorCode InflGPT2Save(InflGPT2 g, const char path[])
     PetscCall(PetscSNPrintf(names[k], sizeof(names[k]), "transformer.%s", ti->name));
     t[k] = (InflTensor){.name = names[k], .dtype = INFL_F32, .ndim = ti->ndim, .shape = {ti->shape[0], ti->shape[1]}, .numel = ti->numel, .data = g->params + ti->off};
   }
-  PetscCall(InflSafetensorsWrite(g->comm, stpath, g->ntensors, t, 1, keys, vals));
+  PetscCall(PetscMalloc2(nmeta + 1, &keys, nmeta + 1, &vals));
+  keys[0] = "format";
+  vals[0] = "pt";
+  for (PetscInt i = 0; i < nmeta; i++) {
+    keys[1 + i] = mkeys[i];
+    vals[1 + i] = mvalues[i];
+  }
+  PetscCall(InflSafetensorsWrite(g->comm, stpath, g->ntensors, t, 1 + nmeta, keys, vals));
+  PetscCall(PetscFree2(keys, vals));
   PetscCall(PetscFree2(t, names));
   PetscFunctionReturn(0);
 }

@@ -164,7 +164,14 @@ static PetscErrorCode gpt2_save(InflModel m, const char path[])
   GPT2Type *t = (GPT2Type *)m->data;
   PetscFunctionBegin;
   PetscCall(gpt2_sync(m, NULL, 0));
-  PetscCall(InflGPT2Save(t->g, path));
+  {
+    const char *keys[INFL_MODEL_META_MAX], *vals[INFL_MODEL_META_MAX];
+    for (PetscInt i = 0; i < m->nmeta; i++) {
+      keys[i] = m->meta_key[i];
+      vals[i] = m->meta_value[i];
+    }
+    PetscCall(InflGPT2Save(t->g, path, m->nmeta, keys, vals));
+  }
   PetscFunctionReturn(0);
 }
 

@@ -244,7 +244,7 @@ static PetscErrorCode mlp_save(InflModel m, const char path[])
   MLP        *p = (MLP *)m->data;
   InflTensor *t;
   char        dims_s[1024] = "", (*names)[64];
-  const char *keys[3]      = {"architecture", "dims", "activation"}, *vals[3];
+  const char *keys[3 + INFL_MODEL_META_MAX] = {"architecture", "dims", "activation"}, *vals[3 + INFL_MODEL_META_MAX];
 
   PetscFunctionBegin;
   PetscCall(PetscCalloc2(2 * m->L, &t, 2 * m->L, &names));
@@ -262,7 +262,11 @@ static PetscErrorCode mlp_save(InflModel m, const char path[])
   vals[0] = "mlp";
   vals[1] = dims_s;
   vals[2] = act_names[p->act];
-  PetscCall(InflSafetensorsWrite(m->comm, path, 2 * m->L, t, 3, keys, vals));
+  for (PetscInt i = 0; i < m->nmeta; i++) { /* InflModelSetMetadata */
+    keys[3 + i] = m->meta_key[i];
+    vals[3 + i] = m->meta_value[i];
+  }
+  PetscCall(InflSafetensorsWrite(m->comm, path, 2 * m->L, t, 3 + m->nmeta, keys, vals));
   PetscCall(PetscFree2(t, names));
   PetscFunctionReturn(0);
 }

@@ -250,6 +250,39 @@ PetscErrorCode InflModelLoad(InflModel m, const char path[])
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode InflModelSetMetadata(InflModel m, const char key[], const char value[])
+{
+  PetscInt i = 0;
+  size_t   lk, lv;
+
+  PetscFunctionBegin;
+  PetscCall(PetscStrlen(key, &lk));
+  PetscCall(PetscStrlen(value, &lv));
+  PetscCheck(lk > 0 && lk < sizeof(m->meta_key[0]) && lv < sizeof(m->meta_value[0]), PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ, "model metadata \"%s\" = \"%s\": keys take 1 to %d characters, values fewer than %d", key, value, (int)sizeof(m->meta_key[0]) - 1, (int)sizeof(m->meta_value[0]));
+  while (i < m->nmeta && strcmp(m->meta_key[i], key)) i++;
+  PetscCheck(i < INFL_MODEL_META_MAX, PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ, "model metadata \"%s\": at most %d extra keys", key, INFL_MODEL_META_MAX);
+  PetscCall(PetscStrncpy(m->meta_key[i], key, sizeof(m->meta_key[i])));
+  PetscCall(PetscStrncpy(m->meta_value[i], value, sizeof(m->meta_value[i])));
+  if (i == m->nmeta) m->nmeta++;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelReadMetadata(MPI_Comm comm, const char path[], const char key[], char value[], size_t len)
+{
+  char        st[PETSC_MAX_PATH_LEN + 32];
+  PetscMPIInt rank;
+  int         dir = 0;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  if (rank == 0) dir = is_directory(path);
+  PetscCallMPI(MPI_Bcast(&dir, 1, MPI_INT, 0, comm));
+  if (dir) PetscCall(PetscSNPrintf(st, sizeof(st), "%s/model.safetensors", path));
+  else PetscCall(PetscStrncpy(st, path, sizeof(st)));
+  PetscCall(InflSafetensorsReadMetadata(comm, st, key, value, len));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflModelSave(InflModel m, const char path[])
 {
   PetscFunctionBegin;

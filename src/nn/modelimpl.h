@@ -66,6 +66,8 @@ struct _p_InflModel {
   char          hash[65];
   char          layer_sel[8];   /* InflModelSetLayerSelection ("all" by default) */
   PetscBool     hash_stale;
+  PetscInt      nmeta;          /* InflModelSetMetadata: extra metadata written by the next save */
+  char          meta_key[INFL_MODEL_META_MAX][32], meta_value[INFL_MODEL_META_MAX][96];
   struct _InflModelOps ops[1];
   void         *data;           /* the type's own state */
 };

@@ -24,6 +24,7 @@ static PetscErrorCode train_check_options(MPI_Comm comm, const InflTrainOptions 
   PetscCheck(opt->schedule != INFL_SCHEDULE_COSINE || (opt->lr_min >= 0 && opt->lr_min <= opt->lr), comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_lr_min %g must lie in [0, -train_lr %g]: the cosine decays from -train_lr down to it", opt->lr_min, opt->lr);
   PetscCheck(opt->clip >= 0 && isfinite(opt->clip), comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_clip %g must be a gradient norm >= 0 (0: no clipping)", opt->clip);
   PetscCheck(opt->stop_after >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_stop_after %d must be a step >= 0 (0: never)", (int)opt->stop_after);
+  PetscCheck(opt->checkpoint_every >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-checkpoint_every %d must be a number of epochs >= 0 (0: no checkpoints)", (int)opt->checkpoint_every);
   PetscFunctionReturn(0);
 }
 
@@ -46,6 +47,7 @@ PetscErrorCode InflTrainOptionsSetDefaults(InflTrainOptions *opt)
   opt->stop_after          = 0;
   opt->seed                = 0;
   opt->checkpoint[0]       = 0;
+  opt->checkpoint_every    = 0;
   PetscFunctionReturn(0);
 }
 
@@ -77,6 +79,7 @@ PetscErrorCode InflTrainOptionsFromOptions(InflTrainOptions *opt)
   PetscCall(PetscOptionsReal("-train_clip", "clip the global gradient norm to this value (0: off)", "InflModelTrain", opt->clip, &opt->clip, NULL));
   PetscCall(PetscOptionsInt("-train_stop_after", "checkpoint and stop, as on a signal, after this global step (0: never; for tests of resumption)", "InflModelTrain", opt->stop_after, &opt->stop_after, NULL));
   PetscCall(PetscOptionsInt("-train_seed", "seed of initialization and shuffling", "InflModelTrain", seed, &seed, NULL));
+  PetscCall(PetscOptionsInt("-checkpoint_every", "keep the model after every E-th epoch as OUT.ckpt-EPOCH with its learning rate, for TracIn (0: none)", "InflModelTrain", opt->checkpoint_every, &opt->checkpoint_every, NULL));
   PetscOptionsEnd();
   PetscCall(train_check_options(comm, opt));
   PetscCheck(!lr_min_set || opt->schedule == INFL_SCHEDULE_COSINE, comm, PETSC_ERR_ARG_INCOMP, "-train_lr_min %g is the end of the cosine decay; add -train_schedule cosine, or drop it", opt->lr_min);
@@ -177,6 +180,31 @@ static PetscErrorCode train_checkpoint(MPI_Comm comm, const InflTrainOptions *op
   PetscCall(PetscFree(buf));
   PetscCall(InflH5Close(&file));
   PetscCall(InflRenameAll(comm, tmp, partial));
+  PetscFunctionReturn(0);
+}
+
+/* -checkpoint_every: the training state after epoch `epoch` (0-based; `step` global steps done of T) in the model's
+ * metadata, and every checkpoint_every-th epoch the model saved as CHECKPOINT.ckpt-EPOCH (1-based). */
+static PetscErrorCode train_keep_checkpoint(InflModel model, const InflTrainOptions *opt, PetscInt epoch, int64_t step, int64_t T)
+{
+  char   v[64], path[PETSC_MAX_PATH_LEN + 32];
+  double lr = InflTrainLearningRate(opt, PetscMax(step - 1, 0), T);
+
+  PetscFunctionBegin;
+  PetscCall(PetscSNPrintf(v, sizeof(v), "%.17g", lr));
+  PetscCall(InflModelSetMetadata(model, "train_lr", v));
+  PetscCall(PetscSNPrintf(v, sizeof(v), "%d", (int)epoch + 1));
+  PetscCall(InflModelSetMetadata(model, "train_epoch", v));
+  PetscCall(PetscSNPrintf(v, sizeof(v), "%" PRId64, step));
+  PetscCall(InflModelSetMetadata(model, "train_step", v));
+  if ((epoch + 1) % opt->checkpoint_every) PetscFunctionReturn(0);
+  PetscCall(PetscSNPrintf(path, sizeof(path), "%s.ckpt-%d", opt->checkpoint, (int)epoch + 1));
+  PetscCall(InflModelSave(model, path));
+  {
+    MPI_Comm comm;
+    PetscCall(InflModelGetComm(model, &comm));
+    PetscCall(PetscPrintf(comm, "kept checkpoint %s (epoch %d, step %" PRId64 ", lr %g)\n", path, (int)epoch + 1, step, lr));
+  }
   PetscFunctionReturn(0);
 }
 
@@ -338,6 +366,7 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
   unit            = sh.seq ? "sequences" : "examples";
   steps_per_epoch = (N + opt->batch - 1) / opt->batch;
   T               = (int64_t)opt->epochs * steps_per_epoch;
+  PetscCheck(!opt->checkpoint_every || opt->checkpoint[0], comm, PETSC_ERR_ARG_WRONG, "-checkpoint_every %d keeps checkpoints beside the output model, but this run writes none; give an output (-out)", (int)opt->checkpoint_every);
   PetscCheck(opt->warmup <= T, comm, PETSC_ERR_ARG_OUTOFRANGE, "-train_warmup %d is longer than the run: %d epochs x %" PRId64 " steps (%" PRId64 " %s, -train_batch %d) = %" PRId64 " steps; lower it", (int)opt->warmup, (int)opt->epochs, steps_per_epoch, N, unit, (int)opt->batch, T);
   PetscCall(train_key(model, opt, key, sizeof(key)));
   PetscCall(InflDataGetHash(train, &train_hash));
@@ -448,6 +477,7 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
         PetscCall(PetscPrintf(comm, "epoch %3d  train loss/token %.4f  |  %s%slr %.3e%s  |  %.0f tokens/s\n", (int)epoch + 1, st.sums[1] > 0 ? st.sums[0] / st.sums[1] : 0.0, mid, test ? "  |  " : "", lr_t, tail, work / (t1 - t0)));
       }
     }
+    if (opt->checkpoint_every > 0) PetscCall(train_keep_checkpoint(model, opt, epoch, st.step, T));
   }
   PetscCall(InflModelZeroGrad(model));
   if (decay && opt->decay_matrices_only) PetscCall(InflModelRestoreMatrixRanges(model, &ndecay, &decay));
