@@ -103,6 +103,7 @@ PetscErrorCode InflDriverStoreScore(MPI_Comm comm, PetscBool help)
   PetscCall(DriverQueryIndices(comm, Nq, &Q, &qidx));
   PetscCall(DriverCheckUnusedOptions(comm));
   PetscCall(InflStoreScorerSetQueries(ss, query, Q, qidx));
+  PetscCall(InflStoreScorerSetCheckpoint(ss, out));
   PetscCall(PetscTime(&t2));
   PetscCall(InflStoreScorerScore(ss));
   PetscCall(PetscTime(&t3));

@@ -101,28 +101,8 @@ check [ "$(run 2 score $common -factors f1.h5 -query_prompts prompts.txt -score_
 check grep -q "( 2 )" <(h5dump -H -d /query_loss p2.h5)
 
 # --- resumption after kills at random points
-interrupted() {
-  local out=$1; shift
-  local tries=0 st resumed=0
-  RANDOM=1313
-  while [ ! -f "$out" ] && [ $tries -lt 40 ]; do
-    tries=$((tries + 1))
-    local np=$(( (tries % 3) + 1 )) sig=TERM
-    [ $((tries % 4)) -eq 3 ] && sig=KILL
-    local stop=""
-    [ $tries -eq 1 ] && stop="-checkpoint_stop_after 3" # a checkpoint for certain, whatever the machine's speed
-    $MPIEXEC --oversubscribe -n "$np" "$EXE" "$@" -out "$out" -checkpoint_interval 0 -progress_interval 1000 $stop > attempt.log 2>&1 &
-    local pid=$!
-    if [ $tries -gt 1 ] && [ $tries -lt 12 ]; then # then random kills; later, on a slow or loaded machine where no
-      sleep "$(( RANDOM % 2 )).$(( RANDOM % 9 + 1 ))"  # attempt may finish before its kill, run to the end
-      pkill -$sig -f -- "-out $out" 2>/dev/null
-    fi
-    wait $pid; st=$?
-    grep -q "resuming" attempt.log && resumed=$((resumed + 1))
-  done
-  echo "$out: finished after $tries attempts, $resumed of them resumed a checkpoint"
-  [ -f "$out" ] && [ $resumed -gt 0 ]
-}
+. "$SRC/tests/lib/kill_resume.sh" # interrupted OUT ARGS
+KR_SEED=1313 KR_SLEEP=2
 check interrupted "$dir/fk.h5" fit $common -ekfac_chunk 1
 check factors_ok f1.h5 fk.h5 "$TAU2"
 check [ ! -e fk.h5.partial ]

@@ -20,25 +20,8 @@ run() { # run NP ARGS...: one attempt; prints the exit status
   $MPIEXEC --oversubscribe -n "$np" "$EXE" "$@" > last.log 2>&1
   echo $?
 }
-# interrupted ARGS: start, kill after a random delay with a random signal, until the output exists
-interrupted() {
-  local out=$1; shift
-  local tries=0 st
-  RANDOM=4242
-  while [ ! -f "$out" ] && [ $tries -lt 40 ]; do
-    tries=$((tries + 1))
-    local np=$(( (tries % 3) + 1 )) sig=TERM
-    [ $((tries % 4)) -eq 3 ] && sig=KILL
-    $MPIEXEC --oversubscribe -n "$np" "$EXE" "$@" -out "$out" -checkpoint_interval 0 -progress_interval 1000 > attempt.log 2>&1 &
-    local pid=$!
-    sleep "$(( RANDOM % 3 )).$(( RANDOM % 9 + 1 ))"
-    pkill -$sig -f -- "-out $out" 2>/dev/null
-    wait $pid; st=$?
-    case $st in 0|3) ;; *) [ $sig = KILL ] || { grep -i error attempt.log | head -3; } ;; esac
-  done
-  echo "$out: finished after $tries attempts"
-  [ -f "$out" ]
-}
+# interrupted OUT ARGS: killed at random points and rerun until it finishes (tests/lib/kill_resume.sh)
+. "$SRC/tests/lib/kill_resume.sh"
 # fit
 check [ "$(run 2 fit $common -out fit_ref.h5)" = 0 ]
 check interrupted "$dir/fit.h5" fit $common -ekfac_chunk 50
@@ -64,7 +47,7 @@ check $H5CMP self $TAU2 self_ref.h5 self.h5 /self_influence fit_ref.h5
 # must restore the step counter and the moments
 tr="-train idx:$F/train -train_limit 2000 -model_dims 784,16,10 -train_epochs 2 -train_batch 50 -train_optimizer adamw -train_warmup 10 -train_schedule cosine -train_clip 1"
 check [ "$(run 2 train $tr -out train_ref.safetensors)" = 0 ]
-check interrupted "$dir/train.safetensors" train $tr
+KR_FIRST="-train_stop_after 30" check interrupted "$dir/train.safetensors" train $tr
 l1=$($MPIEXEC -n 1 "$EXE" eval -model train_ref.safetensors -data idx:$F/t10k -data_limit 2000 | awk '/mean loss/ {print $5}')
 l2=$($MPIEXEC -n 1 "$EXE" eval -model train.safetensors -data idx:$F/t10k -data_limit 2000 | awk '/mean loss/ {print $5}')
 echo "test loss uninterrupted $l1, resumed $l2"

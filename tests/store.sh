@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # infl project and infl score -store end to end: the store at several rank counts and chunk sizes agrees within the
 # bound of docs/FORMATS.md; a store build killed at random points (SIGTERM as Slurm sends it, and SIGKILL) and rerun
-# with varying rank counts until it finishes equals an uninterrupted one; TracIn over two stores runs; bad inputs give
-# one clear error.
+# with varying rank counts until it finishes equals an uninterrupted one, and so does a store-based scoring killed and
+# resumed; TracIn over two stores runs; bad inputs give one clear error.
 set -u
 EXE=${INFL_EXE:?}; MPIEXEC=${INFL_MPIEXEC:-mpiexec}; SRC=${INFL_SOURCE_DIR:?}; H5CMP=${INFL_H5CMP:?}
 # tau = 2 d u + 2 N 2^-53, single precision, d = 785 (the model's widest input plus bias), N = 1500 examples
@@ -34,28 +34,8 @@ for kind in "kronecker -project_in 16 -project_out 8" "rademacher -project_dim 6
   check $H5CMP max $TAU ${name}_1.h5 ${name}_3.h5 /losses
   check $H5CMP max $TAU ${name}_1.h5 ${name}_4.h5 /train_norms
 done
-# interrupted: start, kill after a random delay with a random signal, until the output exists
-interrupted() {
-  local out=$1; shift
-  local tries=0 st resumed=0
-  RANDOM=4242
-  while [ ! -f "$out" ] && [ $tries -lt 13 ]; do
-    tries=$((tries + 1))
-    local np=$(( (tries % 3) + 1 )) sig=TERM
-    [ $((tries % 4)) -eq 3 ] && sig=KILL
-    $MPIEXEC --oversubscribe -n "$np" "$EXE" "$@" -out "$out" -checkpoint_interval 0 -progress_interval 1000 > attempt.log 2>&1 &
-    local pid=$!
-    if [ $tries -lt 13 ]; then # killed at a random point; the last attempt runs to the end (a loaded machine may be slow)
-      sleep "$(( RANDOM % 3 )).$(( RANDOM % 9 + 1 ))"
-      pkill -$sig -f -- "-out $out" 2>/dev/null
-    fi
-    wait $pid; st=$?
-    grep -q "resuming from" attempt.log && resumed=$((resumed + 1))
-    case $st in 0|3) ;; *) [ $sig = KILL ] || { grep -i error attempt.log | head -3; } ;; esac
-  done
-  echo "$out: finished after $tries attempts, $resumed of them resumed a partial store"
-  [ -f "$out" ] && [ $resumed -gt 0 ]
-}
+# interrupted OUT ARGS: killed at random points and rerun until it finishes (tests/lib/kill_resume.sh)
+. "$SRC/tests/lib/kill_resume.sh"
 g="-project_kind gaussian -project_dim 128"
 check [ "$(run 2 project $common $g -project_chunk 64 -out gauss_ref.h5)" = 0 ]
 check interrupted "$dir/gauss.h5" project $common $g -project_chunk 16
@@ -69,6 +49,12 @@ check [ "$(run 2 score -store gauss_ref.h5 $sc -out sc_ref.h5)" = 0 ]
 check [ "$(run 3 score -store gauss.h5 $sc -store_curvature fisher -score_chunk 50 -out sc.h5)" = 0 ]
 check $H5CMP topk $TAU sc_ref.h5 sc.h5 /topk
 check $H5CMP scores $TAU sc_ref.h5 sc.h5 /scores
+# store scoring killed at random points and resumed at other rank counts: the same scores (tests/lib/kill_resume.sh)
+check interrupted "$dir/sck.h5" score -store gauss_ref.h5 $sc -score_chunk 20
+check $H5CMP topk $TAU sc_ref.h5 sck.h5 /topk
+check $H5CMP topk $TAU sc_ref.h5 sck.h5 /bottomk
+check $H5CMP scores $TAU sc_ref.h5 sck.h5 /scores
+check [ ! -e sck.h5.partial ]
 # TracIn over two stores (values checked in test_project.c): scores and self-influence run end to end
 check [ "$(run 2 project $common -project_kind kronecker -project_in 16 -project_out 8 -project_seed 1 -out kron_seed1.h5)" = 0 ]
 check [ "$(run 3 score -store kronecker_1.h5,kron_seed1.h5 -model $MODEL,$MODEL -tracin_lr 0.5,2 -store_curvature identity -query idx:$F/t10k -query_indices 0:6 -score_save_all -out tracin.h5)" = 0 ]

@@ -22,6 +22,7 @@ static const char help[] = "Gradient projections and the gradient store against 
 #include <infl/store.h>
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 #define EXPECT(cond, ...) PetscCheck(cond, PETSC_COMM_SELF, PETSC_ERR_PLIB, __VA_ARGS__)
 
 #define FMNIST "/usr/share/datasets/fashion-mnist"
@@ -308,6 +309,12 @@ static PetscErrorCode test_mlp(const char src[], PetscMPIInt size)
       PetscCall(InflStoreScorerScore(ss));
       PetscCall(InflStoreScorerGetQueries(ss, &gq, &pq));
       EXPECT(row_err(NQUERY, k, gq, qref) < 1e-12, "%s: store scorer's query projections differ from numpy", kinds[kd]);
+      { /* the dense kinds' query projection split by rows of R over the ranks equals the whole one on one rank */
+        double e = row_err(NQUERY, k, gq, qout);
+        int    same = !memcmp(gq, qout, sizeof(double) * NQUERY * k);
+        PetscCall(PetscPrintf(PETSC_COMM_WORLD, "%s: store scorer's query projections (rows of R split over %d ranks) vs whole: %.2e%s\n", kinds[kd], (int)size, e, same ? " (bitwise equal)" : ""));
+        EXPECT(e <= 1e-14, "%s: the query projections split over %d ranks differ from the whole one by %g", kinds[kd], (int)size, e);
+      }
       PetscCall(PetscSNPrintf(name, sizeof(name), "/%s/scores_%s", kinds[kd], fisher ? "fisher" : "identity"));
       PetscCall(read_fixture(fix, name, NQUERY * NTRAIN, sref));
       if (fisher) {

@@ -73,6 +73,12 @@ PetscErrorCode InflProjectorGetKey(InflProjector p, char key[], size_t len);
  * layers (||Ds|| ||a|| per layer for a one-row sequence, else from the rows' Gram matrices, sqrt(sum_tt' (Ds_t .
  * Ds_t')(a_t . a_t'))). */
 PetscErrorCode InflProjectorProjectCapture(InflProjector p, const InflCapture *cap, double out[], double gnorm[]);
+/* Not collective.  out (B, nr): the components [r0, r0 + nr) of the capture's projections (InflProjectorProjectCapture
+ * restricted to rows [r0, r0 + nr) of the projection matrix).  The dense kinds generate only those rows of R: split
+ * over ranks (each its block of rows, then gathered), the query projection of a store-based scoring costs k P / size
+ * generated numbers per rank instead of k P; the values are those of the whole projection (the same counters and the
+ * same blocking of the columns).  The Kronecker kind forms the whole projection and cuts it. */
+PetscErrorCode InflProjectorProjectCaptureRows(InflProjector p, const InflCapture *cap, PetscInt r0, PetscInt nr, double out[]);
 /* Not collective.  out (n, k): projections of n flat gradients g (n, P) in the capture layout above (layer by
  * layer, DW_l (dout, din+1) row-major with the bias last in each row).  For tests and exact references. */
 PetscErrorCode InflProjectorProjectGradients(InflProjector p, PetscInt n, const double g[], double out[]);

@@ -71,6 +71,12 @@ PetscErrorCode InflStoreScorerSetQueries(InflStoreScorer ss, InflData query, Pet
 /* Not collective.  After SetQueries: gq (Q, k) the projected query gradients, pq (Q, k) C^-1 g_q (either may be NULL;
  * owned by the scorer). */
 PetscErrorCode InflStoreScorerGetQueries(InflStoreScorer ss, const double **gq, const double **pq);
+/* Make InflStoreScorerScore resumable, as every long stage (infl/checkpoint.h): progress is checkpointed to OUT.partial
+ * (-checkpoint_interval), a signal stops it after a checkpoint (INFL_ERR_INTERRUPTED), and an existing OUT.partial
+ * of the same computation (model, training data, stores and their projections, weights, curvature and damping,
+ * queries, -score_topk, -score_save_all; any rank count) is resumed.  OUT is the path later given to
+ * InflStoreScorerSave, which removes OUT.partial. */
+PetscErrorCode InflStoreScorerSetCheckpoint(InflStoreScorer ss, const char out[]);
 /* Collective.  One pass over the store (each rank its block of rows, read collectively chunk by chunk); the top-k and
  * bottom-k of every query are merged over ranks. */
 PetscErrorCode InflStoreScorerScore(InflStoreScorer ss);

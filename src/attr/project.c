@@ -257,24 +257,26 @@ static PetscInt dense_block_rows(InflProjector p, PetscInt l)
   return (PetscInt)PetscMax(1, PetscMin(r, (int64_t)p->dout[l]));
 }
 
-/* R block (k, nc) of the dense kinds: columns [c0, c0 + nc) of R (k, P). */
-static void dense_block(InflProjector p, int64_t c0, int64_t nc, double R[])
+/* R block (nr, nc) of the dense kinds: rows [r0, r0 + nr) and columns [c0, c0 + nc) of R (k, P). */
+static void dense_block(InflProjector p, PetscInt r0, PetscInt nr, int64_t c0, int64_t nc, double R[])
 {
   double scale = 1.0 / sqrt((double)p->k);
-  for (PetscInt i = 0; i < p->k; i++)
-    for (int64_t j = 0; j < nc; j++) R[(int64_t)i * nc + j] = entry(p->kind, p->seed, 0, i, c0 + j, p->P, scale);
+  for (PetscInt i = 0; i < nr; i++)
+    for (int64_t j = 0; j < nc; j++) R[(int64_t)i * nc + j] = entry(p->kind, p->seed, 0, r0 + i, c0 + j, p->P, scale);
 }
 
-PetscErrorCode InflProjectorProjectCapture(InflProjector p, const InflCapture *cap, double out[], double gnorm[])
+/* out (B, nr): the columns [r0, r0 + nr) of the projections (the dense kinds generate only those rows of R; the
+ * Kronecker kind needs nr = k); gnorm (B) or NULL. */
+static PetscErrorCode project_capture(InflProjector p, const InflCapture *cap, PetscInt r0, PetscInt nr, double out[], double gnorm[])
 {
   PetscInt B = cap->B, T = cap->T, k;
 
   PetscFunctionBegin;
-  PetscCheck(p->setup, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "call InflProjectorSetUp before InflProjectorProjectCapture");
   PetscCheck(cap->L == p->L, PETSC_COMM_SELF, PETSC_ERR_ARG_INCOMP, "the capture has %d layers, the projector was set up for %d: set it up with the model that made the capture", (int)cap->L, (int)p->L);
   for (PetscInt l = 0; l < p->L; l++) PetscCheck(cap->din[l] + 1 == p->din1[l] && cap->dout[l] == p->dout[l], PETSC_COMM_SELF, PETSC_ERR_ARG_INCOMP, "layer %d of the capture is (din %d, dout %d), the projector's (din %d, dout %d): set it up with the model that made the capture", (int)l, (int)cap->din[l], (int)cap->dout[l], (int)p->din1[l] - 1, (int)p->dout[l]);
   k = p->k;
-  PetscCall(PetscArrayzero(out, (size_t)B * k));
+  PetscAssert(p->kind != INFL_PROJECT_KRONECKER || (r0 == 0 && nr == k), PETSC_COMM_SELF, PETSC_ERR_PLIB, "Kronecker projections are formed whole");
+  PetscCall(PetscArrayzero(out, (size_t)B * nr));
   if (gnorm) PetscCall(PetscArrayzero(gnorm, B));
   if (B == 0) PetscFunctionReturn(0);
   for (PetscInt l = 0; l < p->L; l++) {
@@ -285,7 +287,7 @@ PetscErrorCode InflProjectorProjectCapture(InflProjector p, const InflCapture *c
     size_t        nwork;
 
     if (p->kind == INFL_PROJECT_KRONECKER) nwork = (size_t)T * (p->kin[l] + p->kout[l]);
-    else nwork = (size_t)dense_block_rows(p, l) * na * ((size_t)k + B);
+    else nwork = (size_t)dense_block_rows(p, l) * na * ((size_t)nr + B);
     PetscCall(projector_scratch(p, nconv + nwork, &w));
     buf_a  = w;
     buf_ds = w + (size_t)T * na;
@@ -322,8 +324,8 @@ PetscErrorCode InflProjectorProjectCapture(InflProjector p, const InflCapture *c
       for (PetscInt i0 = 0; i0 < nd; i0 += rows) {
         PetscInt ni = PetscMin(rows, nd - i0);
         int64_t  nc = (int64_t)ni * na;
-        double  *R = w, *G = w + (size_t)k * nc; /* R (k, nc) block of R; G (B, nc) the sequences' DW rows [i0, i0+ni) */
-        dense_block(p, p->poff[l] + (int64_t)i0 * na, nc, R);
+        double  *R = w, *G = w + (size_t)nr * nc; /* R (nr, nc) block of R; G (B, nc) the sequences' DW rows [i0, i0+ni) */
+        dense_block(p, r0, nr, p->poff[l] + (int64_t)i0 * na, nc, R);
         for (PetscInt b = 0; b < B; b++) {
           int64_t o = cap->offsets[b], nt = cap->offsets[b + 1] - o;
           double *gb = G + (int64_t)b * nc;
@@ -333,12 +335,35 @@ PetscErrorCode InflProjectorProjectCapture(InflProjector p, const InflCapture *c
           } else if (nt > 1) cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ni, na, (int)nt, 1.0, ds + o * nd + i0, nd, a + o * na, na, 0.0, gb, na);
           else PetscCall(PetscArrayzero(gb, nc));
         }
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, k, (int)nc, 1.0, G, (int)nc, R, (int)nc, 1.0, out, k);
+        if (nr > 0) cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, nr, (int)nc, 1.0, G, (int)nc, R, (int)nc, 1.0, out, nr);
       }
     }
   }
   if (gnorm)
     for (PetscInt b = 0; b < B; b++) gnorm[b] = sqrt(PetscMax(gnorm[b], 0.0));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflProjectorProjectCapture(InflProjector p, const InflCapture *cap, double out[], double gnorm[])
+{
+  PetscFunctionBegin;
+  PetscCheck(p->setup, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "call InflProjectorSetUp before InflProjectorProjectCapture");
+  PetscCall(project_capture(p, cap, 0, p->k, out, gnorm));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflProjectorProjectCaptureRows(InflProjector p, const InflCapture *cap, PetscInt r0, PetscInt nr, double out[])
+{
+  PetscFunctionBegin;
+  PetscCheck(p->setup, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "call InflProjectorSetUp before InflProjectorProjectCaptureRows");
+  PetscCheck(r0 >= 0 && nr >= 0 && r0 + nr <= p->k, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "rows [%d, %d) of a projection to %d dimensions", (int)r0, (int)(r0 + nr), (int)p->k);
+  if (p->kind == INFL_PROJECT_KRONECKER && nr < p->k) { /* formed whole (cheap), then cut */
+    double *all;
+    PetscCall(PetscMalloc1((size_t)PetscMax(cap->B, 1) * p->k, &all));
+    PetscCall(project_capture(p, cap, 0, p->k, all, NULL));
+    for (PetscInt b = 0; b < cap->B; b++) PetscCall(PetscArraycpy(out + (int64_t)b * nr, all + (int64_t)b * p->k + r0, nr));
+    PetscCall(PetscFree(all));
+  } else PetscCall(project_capture(p, cap, r0, nr, out, NULL));
   PetscFunctionReturn(0);
 }
 
@@ -366,7 +391,7 @@ PetscErrorCode InflProjectorProjectGradients(InflProjector p, PetscInt n, const 
       PetscCall(projector_scratch(p, (size_t)k * rows * na, &w));
       for (PetscInt i0 = 0; i0 < nd; i0 += rows) {
         int64_t nc = (int64_t)PetscMin(rows, nd - i0) * na, c0 = p->poff[l] + (int64_t)i0 * na;
-        dense_block(p, c0, nc, w);
+        dense_block(p, 0, k, c0, nc, w);
         if (n > 0) cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, k, (int)nc, 1.0, g + c0, (int)p->P, w, (int)nc, 1.0, out, k);
       }
     }

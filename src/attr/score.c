@@ -130,134 +130,39 @@ static PetscErrorCode scorer_key(InflScorer sc, char key[], size_t len)
 
 static PetscErrorCode capture_gradient_norms(const InflCapture *cap, double G[], double norm[]);
 
-static PetscErrorCode topk_copy(const InflTopK *t, InflTopK **c)
+/* The scores file of this scorer (qnorm (Q) or NULL; the columns of -score_save_all as computed so far). */
+static InflScoresFile scorer_file(InflScorer sc, const double qnorm[])
 {
-  PetscFunctionBegin;
-  PetscCall(InflTopKCreate(t->Q, t->K, t->largest, c));
-  PetscCall(PetscArraycpy((*c)->n, t->n, t->Q));
-  PetscCall(PetscArraycpy((*c)->score, t->score, (size_t)t->Q * t->K));
-  PetscCall(PetscArraycpy((*c)->index, t->index, (size_t)t->Q * t->K));
-  (*c)->sorted = t->sorted;
-  PetscFunctionReturn(0);
+  InflScoresFile f = {sc->comm, sc->model_hash, sc->train_hash, sc->query_hash, sc->ntrain, sc->Q, sc->K, sc->L, sc->qindex, sc->qlabel, qnorm, sc->top, sc->bottom, sc->start, sc->count, NULL, NULL, NULL};
+  if (sc->save_all) {
+    f.local      = sc->local;
+    f.local_norm = sc->local_norm;
+    f.local_layer = sc->per_layer ? sc->local_layer : NULL;
+  }
+  return f;
 }
-
 
 /* Collective: replace out.partial by the state after the examples in `done`. */
 static PetscErrorCode scorer_checkpoint(InflScorer sc, const InflRanges *done)
 {
-  char      tmp[PETSC_MAX_PATH_LEN], partial[PETSC_MAX_PATH_LEN], key[256];
-  hid_t     file;
-  InflTopK *t[2];
-  int64_t   dq[1] = {sc->Q}, dk[2] = {sc->Q, sc->K};
+  char           key[256];
+  InflScoresFile f = scorer_file(sc, NULL);
 
   PetscFunctionBegin;
-  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", sc->out));
-  PetscCall(PetscSNPrintf(tmp, sizeof(tmp), "%s.partial.tmp", sc->out));
-  PetscCall(topk_copy(sc->top, &t[0]));
-  PetscCall(topk_copy(sc->bottom, &t[1]));
-  PetscCall(InflTopKMerge(sc->comm, t[0]));
-  PetscCall(InflTopKMerge(sc->comm, t[1]));
-  PetscCall(InflH5Create(sc->comm, tmp, PETSC_TRUE, &file));
-  PetscCall(InflH5WriteProvenance(file, sc->comm, "score (partial)", sc->model_hash, sc->train_hash, NULL));
   PetscCall(scorer_key(sc, key, sizeof(key)));
-  PetscCall(InflH5SetAttrString(file, "/", "checkpoint_key", key));
-  for (int w = 0; w < 2; w++) {
-    char name[64];
-    PetscInt *n = t[w]->n;
-    int64_t  *n64;
-    PetscCall(PetscMalloc1(sc->Q, &n64));
-    for (PetscInt q = 0; q < sc->Q; q++) n64[q] = n[q];
-    PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%s_n", w ? "bottom" : "top"));
-    PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_INT64, 1, dq, n64));
-    PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%s_scores", w ? "bottom" : "top"));
-    PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_DOUBLE, 2, dk, t[w]->score));
-    PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%s_index", w ? "bottom" : "top"));
-    PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_INT64, 2, dk, t[w]->index));
-    PetscCall(PetscFree(n64));
-    PetscCall(InflTopKDestroy(&t[w]));
-  }
-  if (sc->save_all) {
-    int64_t dims[2] = {sc->Q, sc->ntrain}, dims3[3] = {sc->L, sc->Q, sc->ntrain};
-    PetscCall(InflH5ColumnBlock(file, "/checkpoint/scores", 2, dims, sc->start, sc->count, sc->local, PETSC_TRUE));
-    PetscCall(InflH5ColumnBlock(file, "/checkpoint/train_norms", 1, &sc->ntrain, sc->start, sc->count, sc->local_norm, PETSC_TRUE));
-    if (sc->per_layer) PetscCall(InflH5ColumnBlock(file, "/checkpoint/scores_per_layer", 3, dims3, sc->start, sc->count, sc->local_layer, PETSC_TRUE));
-  }
-  PetscCall(InflRangesWrite(file, done));
-  PetscCall(InflH5Close(&file));
-  PetscCall(InflRenameAll(sc->comm, tmp, partial));
-  PetscFunctionReturn(0);
-}
-
-/* Collective: the restored lists /checkpoint/WHICH_{n,scores,index} (Q), (Q, K), (Q, K) of a checkpoint (the same on
- * every rank): counts in [0, K], and for the entries in use finite scores and training indices in [0, N).  The unused
- * entries are zeroed. */
-static PetscErrorCode restored_lists_check(InflScorer sc, const char partial[], const char which[], const int64_t n[], double score[], const int64_t index[])
-{
-  char    what[96];
-  int64_t bad = -1;
-
-  PetscFunctionBegin;
-  for (PetscInt q = 0; q < sc->Q && bad < 0; q++)
-    if (n[q] < 0 || n[q] > sc->K) bad = q;
-  PetscCall(PetscSNPrintf(what, sizeof(what), "entry %" PRId64 " of dataset /checkpoint/%s_n", bad, which));
-  PetscCall(InflCheckpointCheckRange(sc->comm, partial, what, bad < 0 ? 0 : n[bad], 0, sc->K));
-  for (PetscInt q = 0; q < sc->Q; q++)
-    for (int64_t k = n[q]; k < sc->K; k++) score[(int64_t)q * sc->K + k] = 0;
-  PetscCall(PetscSNPrintf(what, sizeof(what), "/checkpoint/%s_scores", which));
-  PetscCall(InflCheckpointCheckFinite(sc->comm, partial, what, sc->Q, 0, sc->K, score));
-  for (PetscInt q = 0; q < sc->Q && bad < 0; q++)
-    for (int64_t k = 0; k < n[q] && bad < 0; k++)
-      if (index[(int64_t)q * sc->K + k] < 0 || index[(int64_t)q * sc->K + k] >= sc->ntrain) bad = (int64_t)q * sc->K + k;
-  PetscCall(PetscSNPrintf(what, sizeof(what), "flat index %" PRId64 " of dataset /checkpoint/%s_index (a training index)", bad, which));
-  PetscCall(InflCheckpointCheckRange(sc->comm, partial, what, bad < 0 ? 0 : index[bad], 0, sc->ntrain - 1));
+  PetscCall(InflScoresCheckpointSave(&f, sc->out, key, done));
   PetscFunctionReturn(0);
 }
 
 /* Collective: if out.partial exists, check it belongs to this computation and restore it. */
 static PetscErrorCode scorer_restore(InflScorer sc, InflRanges *done)
 {
-  char        partial[PETSC_MAX_PATH_LEN], key[256];
-  hid_t       file;
-  PetscMPIInt rank;
-  int64_t     dq[1] = {sc->Q}, dk[2] = {sc->Q, sc->K};
+  char           key[256];
+  InflScoresFile f = scorer_file(sc, NULL);
 
   PetscFunctionBegin;
-  PetscCall(InflRangesReset(done));
-  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", sc->out));
-  if (!InflFileExists(partial)) PetscFunctionReturn(0);
-  PetscCallMPI(MPI_Comm_rank(sc->comm, &rank));
   PetscCall(scorer_key(sc, key, sizeof(key)));
-  PetscCall(InflCheckpointOpen(sc->comm, partial, "score (partial)", sc->model_hash, sc->train_hash, key, &file));
-  PetscCall(InflRangesRead(file, done));
-  for (int w = 0; w < 2; w++) {
-    char     name[64];
-    int64_t *n64, *idx;
-    double  *sco;
-    InflTopK *t = w ? sc->bottom : sc->top;
-    PetscCall(PetscMalloc3(sc->Q, &n64, (size_t)sc->Q * sc->K, &idx, (size_t)sc->Q * sc->K, &sco));
-    PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%s_n", w ? "bottom" : "top"));
-    PetscCall(InflH5ReadArray(file, name, H5T_NATIVE_INT64, 1, dq, NULL, n64));
-    PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%s_scores", w ? "bottom" : "top"));
-    PetscCall(InflH5ReadArray(file, name, H5T_NATIVE_DOUBLE, 2, dk, NULL, sco));
-    PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%s_index", w ? "bottom" : "top"));
-    PetscCall(InflH5ReadArray(file, name, H5T_NATIVE_INT64, 2, dk, NULL, idx));
-    PetscCall(restored_lists_check(sc, partial, w ? "bottom" : "top", n64, sco, idx));
-    if (rank == 0)
-      for (PetscInt q = 0; q < sc->Q; q++) PetscCall(InflTopKPushQuery(t, q, (PetscInt)n64[q], sco + (size_t)q * sc->K, idx + (size_t)q * sc->K));
-    PetscCall(PetscFree3(n64, idx, sco));
-  }
-  if (sc->save_all) {
-    int64_t dims[2] = {sc->Q, sc->ntrain}, dims3[3] = {sc->L, sc->Q, sc->ntrain};
-    PetscCall(InflH5ColumnBlock(file, "/checkpoint/scores", 2, dims, sc->start, sc->count, sc->local, PETSC_FALSE));
-    PetscCall(InflH5ColumnBlock(file, "/checkpoint/train_norms", 1, &sc->ntrain, sc->start, sc->count, sc->local_norm, PETSC_FALSE));
-    if (sc->per_layer) PetscCall(InflH5ColumnBlock(file, "/checkpoint/scores_per_layer", 3, dims3, sc->start, sc->count, sc->local_layer, PETSC_FALSE));
-    /* this rank's columns: (Q, count), (count), (L, Q, count) */
-    PetscCall(InflCheckpointCheckFinite(sc->comm, partial, "/checkpoint/scores", sc->Q, sc->start, sc->count, sc->local));
-    PetscCall(InflCheckpointCheckFinite(sc->comm, partial, "/checkpoint/train_norms", 1, sc->start, sc->count, sc->local_norm));
-    if (sc->per_layer) PetscCall(InflCheckpointCheckFinite(sc->comm, partial, "/checkpoint/scores_per_layer", (int64_t)sc->L * sc->Q, sc->start, sc->count, sc->local_layer));
-  }
-  PetscCall(InflH5Close(&file));
-  PetscCall(PetscPrintf(sc->comm, "score: resuming from %s (%" PRId64 " of %" PRId64 " training examples done)\n", partial, InflRangesCount(done), sc->ntrain));
+  PetscCall(InflScoresCheckpointLoad(&f, sc->out, key, done));
   PetscFunctionReturn(0);
 }
 
@@ -1352,7 +1257,7 @@ PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwr
   PetscCheck(sc->top, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflScorerScore before InflScorerSave");
   PetscCall(PetscMalloc1(sc->Q, &qn));
   for (PetscInt q = 0; q < sc->Q; q++) qn[q] = sqrt(sc->qnorm2[q]);
-  f = (InflScoresFile){sc->comm, sc->model_hash, sc->train_hash, sc->query_hash, sc->ntrain, sc->Q, sc->K, sc->qindex, sc->qlabel, qn, sc->top, sc->bottom, sc->start, sc->count, sc->save_all ? sc->local : NULL, sc->local_norm};
+  f = scorer_file(sc, qn);
   PetscCall(InflScoresFileBegin(&f, path, overwrite, &file));
   PetscCall(PetscFree(qn));
   if (sc->identity) { /* the checkpoints as model hash:learning rate (the layers of /scores_per_layer, per_layer) */
@@ -1404,10 +1309,6 @@ PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwr
     PetscCall(InflH5WriteArray(file, "/per_token/train_index", H5T_NATIVE_INT64, 1, dR, sc->pt_train));
     PetscCall(InflH5WriteArray(file, "/per_token/rank_kind", H5T_NATIVE_INT32, 1, dR, sc->pt_kind));
     PetscCall(InflH5SetAttrString(file, "/per_token", "attribution", "values[offsets[r] + t] = sum over layers of Ds_t^T P_l(q) a_t for row t (the input token tokens[offsets[r] + t], which predicts the token after it) of training sequence train_index[r] against query index query[r] (a position in /query_indices); the values of a row sum to its score"));
-  }
-  if (sc->save_all && sc->per_layer) {
-    int64_t dims3[3] = {sc->L, sc->Q, sc->ntrain};
-    PetscCall(InflH5ColumnBlock(file, "/scores_per_layer", 3, dims3, sc->start, sc->count, sc->local_layer, PETSC_TRUE));
   }
   PetscCall(InflScoresFileEnd(sc->comm, path, &file));
   PetscFunctionReturn(0);

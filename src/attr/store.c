@@ -380,6 +380,7 @@ struct _p_InflStoreScorer {
   double            *gq, *pq;         /* (Q, k) */
   InflTopK          *top, *bottom;
   double            *local, *local_norm; /* (Q, count), (count) with save_all */
+  char               out[PETSC_MAX_PATH_LEN]; /* InflStoreScorerSetCheckpoint: checkpoints go to out.partial */
 };
 
 PetscErrorCode InflStoreScorerCreate(MPI_Comm comm, InflStoreScorer *ss)
@@ -654,9 +655,18 @@ PetscErrorCode InflStoreScorerSetQueries(InflStoreScorer ss, InflData query, Pet
   if (content == INFL_DATA_ROWS) PetscCall(PetscMalloc1((size_t)bq * d, &x));
   else PetscCall(PetscMalloc2((size_t)bq * d, &tok, bq + 1, &off));
   for (PetscInt c = 0; c < ss->C; c++) { /* each store's block of columns: its model's gradients, its projection */
-    double *t;                             /* (bq, kc) */
+    double         *t, *tt, *all;           /* (bq, nr) this rank's components; (nr, bq), (kc, bq) for the gather */
+    PetscMPIInt     size, rank, *counts, *displs;
+    int64_t         r0, nr;
+    InflProjectKind kind;
+    PetscCallMPI(MPI_Comm_size(ss->comm, &size));
+    PetscCallMPI(MPI_Comm_rank(ss->comm, &rank));
+    PetscCall(InflProjectorGetKind(ss->proj[c], &kind));
+    /* the dense kinds: each rank generates its block of rows of R only (the cost of R is k P numbers) */
+    if (kind == INFL_PROJECT_KRONECKER) size = 1;
+    InflPartition(ss->kc[c], size, size > 1 ? rank : 0, &r0, &nr);
     PetscCall(InflCaptureCreate(ss->model[c], bq, &cap));
-    PetscCall(PetscMalloc1((size_t)bq * ss->kc[c], &t));
+    PetscCall(PetscMalloc5((size_t)bq * PetscMax(nr, 1), &t, (size_t)bq * PetscMax(nr, 1), &tt, (size_t)bq * ss->kc[c], &all, size, &counts, size, &displs));
     for (PetscInt q0 = 0; q0 < Q; q0 += bq) {
       PetscInt B = PetscMin(bq, Q - q0);
       if (content == INFL_DATA_ROWS) {
@@ -667,10 +677,24 @@ PetscErrorCode InflStoreScorerSetQueries(InflStoreScorer ss, InflData query, Pet
         for (PetscInt b = 0; b < B; b++) ss->qlabel[q0 + b] = -1;
         PetscCall(InflModelCaptureSequences(ss->model[c], B, off, tok, NULL, cap));
       }
-      PetscCall(InflProjectorProjectCapture(ss->proj[c], cap, t, NULL));
-      for (PetscInt b = 0; b < B; b++) PetscCall(PetscArraycpy(ss->gq + (int64_t)(q0 + b) * k + ss->koff[c], t + (int64_t)b * ss->kc[c], ss->kc[c]));
+      PetscCall(InflProjectorProjectCaptureRows(ss->proj[c], cap, (PetscInt)r0, (PetscInt)nr, t));
+      if (size == 1)
+        for (PetscInt b = 0; b < B; b++) PetscCall(PetscArraycpy(ss->gq + (int64_t)(q0 + b) * k + ss->koff[c], t + (int64_t)b * nr, nr));
+      else { /* all (kc, B): every rank's rows of the components, side by side */
+        for (PetscMPIInt r = 0; r < size; r++) {
+          int64_t s0, sn;
+          InflPartition(ss->kc[c], size, r, &s0, &sn);
+          PetscCall(InflMPIIntCast(sn * B, "query projection block", &counts[r]));
+          PetscCall(InflMPIIntCast(s0 * B, "query projection offset", &displs[r]));
+        }
+        for (int64_t i = 0; i < nr; i++)
+          for (PetscInt b = 0; b < B; b++) tt[i * B + b] = t[(int64_t)b * nr + i];
+        PetscCallMPI(MPI_Allgatherv(tt, counts[rank], MPI_DOUBLE, all, counts, displs, MPI_DOUBLE, ss->comm));
+        for (PetscInt b = 0; b < B; b++)
+          for (PetscInt i = 0; i < ss->kc[c]; i++) ss->gq[(int64_t)(q0 + b) * k + ss->koff[c] + i] = all[(int64_t)i * B + b];
+      }
     }
-    PetscCall(PetscFree(t));
+    PetscCall(PetscFree5(t, tt, all, counts, displs));
     PetscCall(InflCaptureDestroy(&cap));
   }
   for (int64_t i = 0; i < (int64_t)Q * k; i++) PetscCheck(isfinite(ss->gq[i]), ss->comm, PETSC_ERR_FP, "the projected gradient of query %" PRId64 " is not finite: the model's gradient overflows on it; check the model and the query data", qidx[i / k]);
@@ -698,12 +722,122 @@ PetscErrorCode InflStoreScorerGetQueries(InflStoreScorer ss, const double **gq, 
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode InflStoreScorerSetCheckpoint(InflStoreScorer ss, const char out[])
+{
+  PetscFunctionBegin;
+  PetscCall(PetscStrncpy(ss->out, out ? out : "", sizeof(ss->out)));
+  PetscFunctionReturn(0);
+}
+
+/* What identifies a store scoring besides the model and training data hashes: curvature and damping, the lists'
+ * size, the stores' projections and weights, the queries (indices and data). */
+static PetscErrorCode store_scorer_key(InflStoreScorer ss, char key[], size_t len)
+{
+  InflHash h;
+  char     hex[65];
+
+  PetscFunctionBegin;
+  PetscCall(InflHashCreate(&h));
+  PetscCall(InflHashUpdate(h, ss->qindex, sizeof(int64_t) * ss->Q));
+  PetscCall(InflHashUpdate(h, ss->query_hash, sizeof(ss->query_hash)));
+  for (PetscInt c = 0; c < ss->C; c++) {
+    char pk[512];
+    PetscCall(InflH5GetAttrString(ss->file[c], "/", "project_key", pk, sizeof(pk)));
+    PetscCall(InflHashUpdate(h, pk, strlen(pk)));
+    PetscCall(InflHashUpdate(h, &ss->eta[c], sizeof(double)));
+  }
+  PetscCall(InflHashFinal(&h, hex));
+  PetscCall(PetscSNPrintf(key, len, "store %s damping %.17g stores %d queries %d (%.16s) topk %d save_all %d", InflStoreCurvatures[ss->curvature], ss->curvature == INFL_STORE_FISHER ? ss->lambda : 0.0, (int)ss->C, (int)ss->Q, hex, (int)ss->K, (int)ss->save_all));
+  PetscFunctionReturn(0);
+}
+
+/* The scores file of this scorer (qnorm (Q) or NULL). */
+static InflScoresFile store_scores_file(InflStoreScorer ss, const double qnorm[])
+{
+  InflScoresFile f = {ss->comm, ss->model_hash, ss->train_hash, ss->query_hash, ss->N, ss->Q, ss->K, 0, ss->qindex, ss->qlabel, qnorm, ss->top, ss->bottom, ss->start, ss->count, NULL, NULL, NULL};
+  if (ss->save_all) {
+    f.local      = ss->local;
+    f.local_norm = ss->local_norm;
+  }
+  return f;
+}
+
+typedef struct {
+  InflStoreScorer ss;
+  float          *f;   /* (chunk, max kc) one store's rows as read */
+  double         *X;   /* (chunk, k) the rows of every store side by side */
+  double         *out; /* (Q, chunk) */
+} StoreChunkCtx;
+
+/* InflRunChunksStep's chunk: nothing to do before the round's collective read (store_step). */
+static PetscErrorCode store_chunk(void *ctx, int64_t lo, int64_t hi)
+{
+  (void)ctx;
+  (void)lo;
+  (void)hi;
+  return 0;
+}
+
+/* The scores of the rows [lo, hi) in X: top-k lists and, with save_all, the columns (local to this rank). */
+static PetscErrorCode store_score_rows(StoreChunkCtx *c, int64_t lo, int64_t hi)
+{
+  InflStoreScorer ss = c->ss;
+  PetscInt        k = ss->k, Q = ss->Q;
+  int64_t         B = hi - lo, off = lo - ss->start;
+
+  PetscFunctionBegin;
+  if (B == 0) PetscFunctionReturn(0);
+  /* out (Q, B) = C^-1 g_q (Q, k) times the rows^T (k, B) */
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Q, (int)B, k, 1.0, ss->pq, k, c->X, k, 0.0, c->out, (int)B);
+  for (int64_t i = 0; i < (int64_t)Q * B; i++) PetscCheck(isfinite(c->out[i]), PETSC_COMM_SELF, PETSC_ERR_FP, "store score of query %" PRId64 " and training example %" PRId64 " is not finite: the store %s is damaged (rebuild it with infl project)", ss->qindex[i / B], lo + i % B, ss->path[0]);
+  if (ss->local) {
+    for (PetscInt q = 0; q < Q; q++) PetscCall(PetscArraycpy(ss->local + (int64_t)q * ss->count + off, c->out + (int64_t)q * B, B));
+    for (int64_t b = 0; b < B; b++) {
+      double s = 0;
+      for (PetscInt j = 0; j < k; j++) s += c->X[b * k + j] * c->X[b * k + j];
+      ss->local_norm[off + b] = sqrt(s);
+    }
+  }
+  PetscCall(InflTopKPush(ss->top, (PetscInt)B, c->out, NULL, lo));
+  PetscCall(InflTopKPush(ss->bottom, (PetscInt)B, c->out, NULL, lo));
+  PetscFunctionReturn(0);
+}
+
+/* InflRunChunksStep's step, on every rank: the round's rows [lo, hi) of every store (collective reads; none for a
+ * rank without a chunk), then their scores (an error on any rank stops every rank). */
+static PetscErrorCode store_step(void *ctx, int64_t lo, int64_t hi)
+{
+  StoreChunkCtx  *c  = (StoreChunkCtx *)ctx;
+  InflStoreScorer ss = c->ss;
+  int64_t         B  = hi - lo;
+
+  PetscFunctionBegin;
+  for (PetscInt s = 0; s < ss->C; s++) { /* X (B, k): the rows of every store side by side */
+    PetscCall(InflH5ReadRows(ss->file[s], "/gradients", H5T_NATIVE_FLOAT, lo, B, c->f));
+    for (int64_t b = 0; b < B; b++)
+      for (PetscInt j = 0; j < ss->kc[s]; j++) c->X[b * ss->k + ss->koff[s] + j] = c->f[b * ss->kc[s] + j];
+  }
+  InflCallAll(ss->comm, store_score_rows(c, lo, hi));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode store_checkpoint(void *ctx, const InflRanges *done)
+{
+  InflStoreScorer ss = ((StoreChunkCtx *)ctx)->ss;
+  char            key[512];
+  InflScoresFile  f = store_scores_file(ss, NULL);
+
+  PetscFunctionBegin;
+  PetscCall(store_scorer_key(ss, key, sizeof(key)));
+  PetscCall(InflScoresCheckpointSave(&f, ss->out, key, done));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflStoreScorerScore(InflStoreScorer ss)
 {
-  PetscInt k = ss->k, Q = ss->Q;
-  int64_t  rounds;
-  float   *f;
-  double  *X, *out;
+  PetscInt      k = ss->k, Q = ss->Q, kmax = 1;
+  StoreChunkCtx c = {ss, NULL, NULL, NULL};
+  InflRanges    done = {0};
 
   PetscFunctionBegin;
   PetscCheck(ss->Q > 0, ss->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflStoreScorerSetQueries before InflStoreScorerScore");
@@ -718,31 +852,22 @@ PetscErrorCode InflStoreScorerScore(InflStoreScorer ss)
   PetscCall(PetscFree2(ss->local, ss->local_norm));
   if (ss->save_all) PetscCall(PetscCalloc2((size_t)Q * PetscMax(ss->count, 1), &ss->local, PetscMax(ss->count, 1), &ss->local_norm));
   PetscCall(InflChunkFromMemLimit(ss->comm, "infl score -store", ss->count, sizeof(double) * (size_t)k * (2 * Q + (ss->chol ? k : 0)) + (ss->local ? sizeof(double) * (Q + 1) * (size_t)ss->count : 0) + ((size_t)4 << 20), sizeof(float) * k + sizeof(double) * (k + Q), &ss->chunk));
-  PetscCall(PetscMalloc3((size_t)ss->chunk * k, &f, (size_t)ss->chunk * k, &X, (size_t)ss->chunk * Q, &out));
-  PetscCall(InflRounds(ss->comm, (ss->count + ss->chunk - 1) / ss->chunk, &rounds));
-  for (int64_t r = 0; r < rounds; r++) {
-    int64_t lo = PetscMin(ss->count, r * ss->chunk), B = PetscMin(ss->count, lo + ss->chunk) - lo;
-    for (PetscInt c = 0; c < ss->C; c++) { /* X (B, k): the rows of every store side by side */
-      PetscCall(InflH5ReadRows(ss->file[c], "/gradients", H5T_NATIVE_FLOAT, ss->start + lo, B, f));
-      for (int64_t b = 0; b < B; b++)
-        for (PetscInt j = 0; j < ss->kc[c]; j++) X[b * k + ss->koff[c] + j] = f[b * ss->kc[c] + j];
-    }
-    if (B == 0) continue;
-    /* out (Q, B) = C^-1 g_q (Q, k) times the rows^T (k, B) */
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Q, (int)B, k, 1.0, ss->pq, k, X, k, 0.0, out, (int)B);
-    for (int64_t i = 0; i < (int64_t)Q * B; i++) PetscCheck(isfinite(out[i]), PETSC_COMM_SELF, PETSC_ERR_FP, "store score of query %" PRId64 " and training example %" PRId64 " is not finite: the store %s is damaged (rebuild it with infl project)", ss->qindex[i / B], ss->start + lo + i % B, ss->path[0]);
-    if (ss->local) {
-      for (PetscInt q = 0; q < Q; q++) PetscCall(PetscArraycpy(ss->local + (int64_t)q * ss->count + lo, out + (int64_t)q * B, B));
-      for (int64_t b = 0; b < B; b++) {
-        double s = 0;
-        for (PetscInt j = 0; j < k; j++) s += X[b * k + j] * X[b * k + j];
-        ss->local_norm[lo + b] = sqrt(s);
-      }
-    }
-    PetscCall(InflTopKPush(ss->top, (PetscInt)B, out, NULL, ss->start + lo));
-    PetscCall(InflTopKPush(ss->bottom, (PetscInt)B, out, NULL, ss->start + lo));
+  for (PetscInt s = 0; s < ss->C; s++) kmax = PetscMax(kmax, ss->kc[s]);
+  PetscCall(PetscMalloc3((size_t)ss->chunk * kmax, &c.f, (size_t)ss->chunk * k, &c.X, (size_t)ss->chunk * Q, &c.out));
+  if (ss->out[0]) {
+    char           key[512];
+    InflScoresFile f = store_scores_file(ss, NULL);
+    PetscCall(store_scorer_key(ss, key, sizeof(key)));
+    PetscCall(InflScoresCheckpointLoad(&f, ss->out, key, &done));
   }
-  PetscCall(PetscFree3(f, X, out));
+  {
+    InflChunkLoop loop = {store_chunk, ss->out[0] ? store_checkpoint : NULL, &c};
+    char          partial[PETSC_MAX_PATH_LEN];
+    PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", ss->out[0] ? ss->out : "(no output file)"));
+    PetscCall(InflRunChunksStep(ss->comm, "infl score -store", ss->start, ss->count, ss->chunk, &done, &loop, store_step, partial));
+  }
+  PetscCall(InflRangesDestroy(&done));
+  PetscCall(PetscFree3(c.f, c.X, c.out));
   PetscCall(InflTopKMerge(ss->comm, ss->top));
   PetscCall(InflTopKMerge(ss->comm, ss->bottom));
   PetscFunctionReturn(0);
@@ -780,7 +905,7 @@ PetscErrorCode InflStoreScorerSave(InflStoreScorer ss, const char path[], PetscB
     for (PetscInt j = 0; j < ss->k; j++) s += ss->pq[(int64_t)q * ss->k + j] * ss->pq[(int64_t)q * ss->k + j];
     qn[q] = sqrt(s);
   }
-  f = (InflScoresFile){ss->comm, ss->model_hash, ss->train_hash, ss->query_hash, ss->N, Q, ss->K, ss->qindex, ss->qlabel, qn, ss->top, ss->bottom, ss->start, ss->count, ss->save_all ? ss->local : NULL, ss->local_norm};
+  f = store_scores_file(ss, qn);
   PetscCall(InflScoresFileBegin(&f, path, overwrite, &file));
   PetscCall(PetscFree(qn));
   PetscCall(InflH5SetAttrString(file, "/", "method", ss->C > 1 ? "store tracin" : ss->curvature == INFL_STORE_FISHER ? "store fisher" : "store identity"));

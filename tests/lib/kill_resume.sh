@@ -1,0 +1,36 @@
+# tests/lib/kill_resume.sh -- sourced by the tests that kill a long stage at random points and rerun it until it
+# finishes (tests/resume.sh, tests/lm_stages.sh, tests/store.sh); needs EXE (the infl executable) and MPIEXEC.
+#
+# interrupted OUT ARGS...: run `infl ARGS -out OUT -checkpoint_interval 0` again and again, at 2, 3, 1, 2, ... ranks,
+# until OUT exists:
+#   - attempt 1 adds $KR_FIRST (default "-checkpoint_stop_after 3": it checkpoints and stops after 3 steps, so that a
+#     checkpoint exists whatever the machine's speed; infl train takes "-train_stop_after N" instead);
+#   - attempts 2 .. $KR_KILLS (default 12) are killed after a random delay of up to $KR_SLEEP seconds (default 3;
+#     RANDOM seeded with $KR_SEED, default 4242) with SIGTERM (as Slurm sends it), every fourth with SIGKILL;
+#   - later attempts run to the end (on a loaded machine no attempt may finish before its kill); at most $KR_TRIES
+#     (default 40) attempts.
+# Succeeds when OUT exists and at least one attempt resumed a checkpoint (printed "resuming").  Each attempt's output
+# is in attempt.log of the working directory.
+interrupted() {
+  local out=$1; shift
+  local tries=0 st resumed=0 first=${KR_FIRST--checkpoint_stop_after 3}
+  RANDOM=${KR_SEED:-4242}
+  while [ ! -f "$out" ] && [ $tries -lt "${KR_TRIES:-40}" ]; do
+    tries=$((tries + 1))
+    local np=$(( (tries % 3) + 1 )) sig=TERM extra=""
+    [ $((tries % 4)) -eq 3 ] && sig=KILL
+    [ $tries -eq 1 ] && extra=$first
+    # shellcheck disable=SC2086
+    $MPIEXEC --oversubscribe -n "$np" "$EXE" "$@" -out "$out" -checkpoint_interval 0 -progress_interval 1000 $extra > attempt.log 2>&1 &
+    local pid=$!
+    if [ $tries -gt 1 ] && [ $tries -le "${KR_KILLS:-12}" ]; then
+      sleep "$(( RANDOM % ${KR_SLEEP:-3} )).$(( RANDOM % 9 + 1 ))"
+      pkill -$sig -f -- "-out $out" 2>/dev/null
+    fi
+    wait $pid; st=$?
+    grep -q "resuming" attempt.log && resumed=$((resumed + 1))
+    case $st in 0|3) ;; *) [ $sig = KILL ] || grep -i error attempt.log | head -3 ;; esac
+  done
+  echo "$out: finished after $tries attempts, $resumed of them resumed a checkpoint"
+  [ -f "$out" ] && [ $resumed -gt 0 ]
+}
