@@ -8,3 +8,7 @@ set_property(TEST store APPEND PROPERTY ENVIRONMENT "INFL_H5CMP=$<TARGET_FILE:h5
 # TracIn through captures (score and self-influence over two checkpoints, MLP and GPT-2) against torch autograd
 # (tests/ref/make_tracin_reference.py -> tracin_ref.h5); the store-based TracIn self-influence equals it.
 infl_test(test_tracin SOURCES test_tracin.c LIBS infl_attr infl_curv infl_nn infl_io infl_core TIMEOUT 300)
+# infl train -checkpoint_every and infl score / self -method tracin end to end (MLP and GPT-2), agreement with the
+# store-based TracIn self-influence, bad inputs.
+infl_script_test(tracin tracin.sh TIMEOUT 300)
+set_property(TEST tracin APPEND PROPERTY ENVIRONMENT "INFL_H5CMP=$<TARGET_FILE:h5cmp>")
