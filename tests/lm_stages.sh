@@ -21,15 +21,7 @@ cd "$dir"
 MODEL=$SRC/tests/ref/gpt2_bytes
 TEXT=text:$SRC/tests/ref/gpt2_bytes_text.txt
 common="-model $MODEL -train $TEXT"
-pass=0; fail=0
-check() { if "$@"; then pass=$((pass + 1)); else echo "FAILED: $*"; fail=$((fail + 1)); fi; }
-run() { # run NP ARGS...: one attempt; prints the exit status
-  local np=$1; shift
-  $MPIEXEC --oversubscribe -n "$np" "$EXE" "$@" > last.log 2>&1
-  local st=$?
-  [ $st = 0 ] || grep -m3 -i error last.log >&2
-  echo $st
-}
+. "$SRC/tests/lib/checks.sh" # check, run, expect_error
 factors_ok() { # REF OTHER TOL: the factors agree within the bound
   local ds
   for l in 0 1 2 3 4 5 6 7; do

@@ -13,13 +13,7 @@ cd "$dir"
 F=/usr/share/datasets/fashion-mnist
 MODEL=$SRC/tests/ref/mlp_small.safetensors
 common="-train idx:$F/train -train_limit 3000 -model $MODEL"
-pass=0; fail=0
-check() { if "$@"; then pass=$((pass + 1)); else echo "FAILED: $*"; fail=$((fail + 1)); fi; }
-run() { # run NP ARGS...: one attempt; prints the exit status
-  local np=$1; shift
-  $MPIEXEC --oversubscribe -n "$np" "$EXE" "$@" > last.log 2>&1
-  echo $?
-}
+. "$SRC/tests/lib/checks.sh" # check, run, expect_error
 # interrupted OUT ARGS: killed at random points and rerun until it finishes (tests/lib/kill_resume.sh)
 . "$SRC/tests/lib/kill_resume.sh"
 # fit

@@ -13,17 +13,7 @@ cd "$dir"
 F=/usr/share/datasets/fashion-mnist
 MODEL=$SRC/tests/ref/mlp_small.safetensors
 common="-train idx:$F/train -train_limit 1500 -model $MODEL"
-pass=0; fail=0
-check() { if "$@"; then pass=$((pass + 1)); else echo "FAILED: $*"; fail=$((fail + 1)); fi; }
-run() { # run NP ARGS...: one attempt; prints the exit status
-  local np=$1; shift
-  $MPIEXEC --oversubscribe -n "$np" "$EXE" "$@" > last.log 2>&1
-  echo $?
-}
-expect_error() { # expect_error REGEX NP ARGS...: non-zero exit and a line matching REGEX
-  local re=$1; shift
-  [ "$(run "$@")" != 0 ] && grep -Eq -- "$re" last.log || { echo "expected an error matching '$re':"; cat last.log; return 1; }
-}
+. "$SRC/tests/lib/checks.sh" # check, run, expect_error
 # rank counts and chunk sizes: kronecker and rademacher
 for kind in "kronecker -project_in 16 -project_out 8" "rademacher -project_dim 64"; do
   name=${kind%% *}

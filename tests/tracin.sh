@@ -12,19 +12,7 @@ dir=$(mktemp -d "$PWD/tracin.XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 cd "$dir"
 F=/usr/share/datasets/fashion-mnist
-pass=0; fail=0
-check() { if "$@"; then pass=$((pass + 1)); else echo "FAILED: $*"; fail=$((fail + 1)); fi; }
-run() { # run NP ARGS...: one attempt; prints the exit status
-  local np=$1; shift
-  $MPIEXEC --oversubscribe -n "$np" "$EXE" "$@" > last.log 2>&1
-  local st=$?
-  [ $st = 0 ] || grep -m3 -i error last.log >&2
-  echo $st
-}
-expect_error() { # expect_error REGEX NP ARGS...: non-zero exit and a line matching REGEX
-  local re=$1; shift
-  [ "$(run "$@")" != 0 ] && grep -Eq -- "$re" last.log || { echo "expected an error matching '$re':"; cat last.log; return 1; }
-}
+. "$SRC/tests/lib/checks.sh" # check, run, expect_error
 lr_of() { grep -a -o '"train_lr":"[^"]*"' "$1" | cut -d'"' -f4; }
 
 # --- MLP: 400 examples, batch 40 (10 steps per epoch), SGD with a cosine schedule over 20 steps

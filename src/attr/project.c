@@ -22,6 +22,8 @@ struct _p_InflProjector {
   double        **Pin, **Pout;             /* (L) kronecker: (k_in, din+1), (k_out, dout) */
   double         *scratch;                 /* work space, nscratch doubles */
   size_t          nscratch;
+  double         *gram;                    /* (2, nt, nt) Gram matrices of a sequence's rows (gradient norms) */
+  size_t          ngram;
 };
 
 static double entry(InflProjectKind kind, uint64_t seed, uint64_t id, int64_t row, int64_t col, int64_t ncols, double scale)
@@ -249,6 +251,20 @@ static PetscErrorCode projector_scratch(InflProjector p, size_t n, double **w)
   PetscFunctionReturn(0);
 }
 
+/* Scratch of two (nt, nt) Gram matrices for the gradient norm of a sequence of nt rows (separate from the projection
+ * scratch, which holds the rows converted to double while the norms are formed). */
+static PetscErrorCode projector_gram_scratch(InflProjector p, int64_t nt, double **G)
+{
+  PetscFunctionBegin;
+  if ((size_t)(2 * nt * nt) > p->ngram) {
+    PetscCall(PetscFree(p->gram));
+    PetscCall(PetscMalloc1((size_t)(2 * nt * nt), &p->gram));
+    p->ngram = (size_t)(2 * nt * nt);
+  }
+  *G = p->gram;
+  PetscFunctionReturn(0);
+}
+
 /* Rows of layer l's DW per block of the dense kinds: as many as keep the block of R (k, rows (din+1)) near
  * PROJECT_BLOCK_ENTRIES, at least one. */
 static PetscInt dense_block_rows(InflProjector p, PetscInt l)
@@ -293,17 +309,19 @@ static PetscErrorCode project_capture(InflProjector p, const InflCapture *cap, P
     buf_ds = w + (size_t)T * na;
     InflCaptureGetDouble(cap, l, buf_a, buf_ds, &a, &ds);
     w += nconv;
-    if (gnorm)
+    if (gnorm) /* ||DW||_F^2 = sum_tu (a_t . a_u)(Ds_t . Ds_u): the rows' Gram matrices by DSYRK (upper triangles) */
       for (PetscInt b = 0; b < B; b++) {
-        int64_t o = cap->offsets[b], e = cap->offsets[b + 1];
-        double  s = 0;
-        for (int64_t t = o; t < e; t++)
-          for (int64_t u = o; u < e; u++) {
-            double da = 0, dd = 0;
-            for (PetscInt j = 0; j < na; j++) da += a[t * na + j] * a[u * na + j];
-            for (PetscInt j = 0; j < nd; j++) dd += ds[t * nd + j] * ds[u * nd + j];
-            s += da * dd;
-          }
+        int64_t o = cap->offsets[b], nt = cap->offsets[b + 1] - o;
+        double  s = 0, *Ga = NULL, *Gd;
+        if (nt == 0) continue;
+        PetscCall(projector_gram_scratch(p, nt, &Ga));
+        Gd = Ga + nt * nt;
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int)nt, na, 1.0, a + o * na, na, 0.0, Ga, (int)nt);
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int)nt, nd, 1.0, ds + o * nd, nd, 0.0, Gd, (int)nt);
+        for (int64_t t = 0; t < nt; t++) {
+          s += Ga[t * nt + t] * Gd[t * nt + t];
+          for (int64_t u = t + 1; u < nt; u++) s += 2 * Ga[t * nt + u] * Gd[t * nt + u];
+        }
         gnorm[b] += s;
       }
     if (p->kind == INFL_PROJECT_KRONECKER) {
@@ -419,6 +437,7 @@ PetscErrorCode InflProjectorDestroy(InflProjector *p)
   if (!*p) PetscFunctionReturn(0);
   PetscCall(projector_free_layers(*p));
   PetscCall(PetscFree((*p)->scratch));
+  PetscCall(PetscFree((*p)->gram));
   PetscCall(PetscFree(*p));
   PetscFunctionReturn(0);
 }
