@@ -41,6 +41,18 @@ PetscErrorCode InflDriverProject(MPI_Comm comm, PetscBool help)
   PetscCall(PetscLogStagePop());
   PetscCall(InflDataGetSizes(train, &N, NULL, NULL));
   PetscCall(PetscPrintf(comm, "project: %" PRId64 " examples in %.2f s (%.1f examples/s over the ranks; a resumed run counts only this run's time)\n", N, t1 - t0, (double)N / PetscMax(t1 - t0, 1e-9)));
+  {
+    InflDataContent content;
+    PetscCall(InflDataGetContent(train, &content));
+    if (content == INFL_DATA_SEQUENCES) { /* language models: tokens/s */
+      int64_t        start, count, ntok;
+      const int64_t *off;
+      PetscCall(InflDataGetSequenceShard(train, &start, &count, NULL, &off));
+      ntok = off[count];
+      PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &ntok, 1, MPI_INT64_T, MPI_SUM, comm));
+      PetscCall(PetscPrintf(comm, "project: %" PRId64 " tokens, %.0f tokens/s over the ranks\n", ntok, (double)ntok / PetscMax(t1 - t0, 1e-9)));
+    }
+  }
   PetscCall(InflReportPeakMemory(comm, "project"));
   PetscCall(PetscPrintf(comm, "wrote %s\n", out));
   PetscCall(InflProjectorDestroy(&proj));

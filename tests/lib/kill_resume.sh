@@ -5,8 +5,9 @@
 # until OUT exists:
 #   - attempt 1 adds $KR_FIRST (default "-checkpoint_stop_after 3": it checkpoints and stops after 3 steps, so that a
 #     checkpoint exists whatever the machine's speed; infl train takes "-train_stop_after N" instead);
-#   - attempts 2 .. $KR_KILLS (default 12) are killed after a random delay of up to $KR_SLEEP seconds (default 3;
-#     RANDOM seeded with $KR_SEED, default 4242) with SIGTERM (as Slurm sends it), every fourth with SIGKILL;
+#   - in attempts 2 .. $KR_KILLS (default 12) the ranks (the children of mpiexec; mpiexec itself, when signalled while
+#     it starts them, could hang) are killed after a random delay of up to $KR_SLEEP seconds (default 3; RANDOM seeded
+#     with $KR_SEED, default 4242) with SIGTERM (as Slurm sends it), every fourth attempt with SIGKILL;
 #   - later attempts run to the end (on a loaded machine no attempt may finish before its kill); at most $KR_TRIES
 #     (default 40) attempts.
 # Succeeds when OUT exists and at least one attempt resumed a checkpoint (printed "resuming").  Each attempt's output
@@ -25,7 +26,7 @@ interrupted() {
     local pid=$!
     if [ $tries -gt 1 ] && [ $tries -le "${KR_KILLS:-12}" ]; then
       sleep "$(( RANDOM % ${KR_SLEEP:-3} )).$(( RANDOM % 9 + 1 ))"
-      pkill -$sig -f -- "-out $out" 2>/dev/null
+      pkill -$sig -P $pid 2>/dev/null # the ranks (children of mpiexec), not mpiexec: a signalled mpiexec can hang
     fi
     wait $pid; st=$?
     grep -q "resuming" attempt.log && resumed=$((resumed + 1))
