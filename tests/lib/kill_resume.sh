@@ -8,6 +8,7 @@
 #   - in attempts 2 .. $KR_KILLS (default 12) the ranks (the children of mpiexec; mpiexec itself, when signalled while
 #     it starts them, could hang) are killed after a random delay of up to $KR_SLEEP seconds (default 3; RANDOM seeded
 #     with $KR_SEED, default 4242) with SIGTERM (as Slurm sends it), every fourth attempt with SIGKILL;
+#     an mpiexec left without ranks for 10 s (Open MPI can hang so under load) is killed with SIGKILL;
 #   - later attempts run to the end (on a loaded machine no attempt may finish before its kill); at most $KR_TRIES
 #     (default 40) attempts.
 # Succeeds when OUT exists and at least one attempt resumed a checkpoint (printed "resuming").  Each attempt's output
@@ -27,6 +28,14 @@ interrupted() {
     if [ $tries -gt 1 ] && [ $tries -le "${KR_KILLS:-12}" ]; then
       sleep "$(( RANDOM % ${KR_SLEEP:-3} )).$(( RANDOM % 9 + 1 ))"
       pkill -$sig -P $pid 2>/dev/null # the ranks (children of mpiexec), not mpiexec: a signalled mpiexec can hang
+      # Open MPI's mpiexec can also hang once its ranks died of a signal (a rank hit before it installed its handlers):
+      # when it has had no rank for 10 s it is killed
+      local idle=0
+      while kill -0 $pid 2>/dev/null && [ $idle -lt 20 ]; do
+        if pgrep -P $pid > /dev/null; then idle=0; else idle=$((idle + 1)); fi
+        sleep 0.5
+      done
+      kill -0 $pid 2>/dev/null && { echo "mpiexec (pid $pid) hung after its ranks ended: killed" >> attempt.log; kill -KILL $pid; }
     fi
     wait $pid; st=$?
     grep -q "resuming" attempt.log && resumed=$((resumed + 1))
