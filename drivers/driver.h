@@ -18,6 +18,8 @@ PetscErrorCode InflDriverIhvp(MPI_Comm comm, PetscBool help);
 PetscErrorCode InflDriverFidelity(MPI_Comm comm, PetscBool help);
 PetscErrorCode InflDriverReport(MPI_Comm comm, PetscBool help);
 PetscErrorCode InflDriverProject(MPI_Comm comm, PetscBool help);
+/* infl lds: linear datamodeling score by retraining on subsets (drivers/lds.c). */
+PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help);
 /* infl score -store STORE: scores against a gradient store (drivers/project.c); InflDriverScore hands over to it. */
 PetscErrorCode InflDriverStoreScore(MPI_Comm comm, PetscBool help);
 /* infl self -store A,B,...: TracIn self-influence from the stores' gradient norms (drivers/project.c). */
@@ -76,6 +78,9 @@ PetscErrorCode DriverCheckUnusedOptions(MPI_Comm comm);
  * becomes 1, a value beyond int64 -1).  Called by main() before a subcommand reads its options, so the message names
  * the option and the value given rather than a check failing on the wrapped value. */
 PetscErrorCode DriverCheckIntegerOptions(MPI_Comm comm);
+/* Collective.  Mark as used the options of a study's options file that belong to stages a command skips (training,
+ * fit, self-influence, summary: drivers/run.c), so that only misspelled options are reported as unused. */
+PetscErrorCode DriverStudyOptionsUsed(MPI_Comm comm);
 /* MLP layer sizes: -model_dims if set (checked against the data), else input,256,256,classes of `train`. */
 PetscErrorCode DriverMLPDims(MPI_Comm comm, InflData train, PetscInt dims[], PetscInt *nd, PetscBool set);
 /* Class names from -class_names "a,b,c" (NULL entries if absent). */

@@ -160,14 +160,14 @@ static PetscErrorCode print_summary_text(MPI_Comm comm, InflScorer sc, InflToken
 /* The options file of a study also sets the options of stages a resumed job skips (training when the model
  * exists, the fit when the factors match) and of later steps (self-influence, summary): read them now, so that
  * only misspelled options are reported as unused. */
-static PetscErrorCode study_options_used(MPI_Comm comm)
+PetscErrorCode DriverStudyOptionsUsed(MPI_Comm comm)
 {
   InflTrainOptions topt;
   InflEKFAC        probe;
   PetscBool        set;
 
   PetscFunctionBegin;
-  PetscCall(InflTrainOptionsFromOptions(&topt));
+  PetscCall(InflTrainOptionsFromOptions(comm, &topt));
   PetscCall(InflEKFACCreate(comm, &probe));
   PetscCall(InflEKFACSetFromOptions(probe));
   PetscCall(InflEKFACDestroy(&probe));
@@ -279,7 +279,7 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
     PetscCall(InflReportSetFromOptions(probe));
     PetscCall(InflReportDestroy(&probe));
   }
-  PetscCall(study_options_used(comm));
+  PetscCall(DriverStudyOptionsUsed(comm));
   PetscCall(DriverCheckUnusedOptions(comm));
   {
     InflEKFAC probe;
@@ -295,7 +295,7 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
     PetscCall(DriverLoadModel(comm, mpath, &model));
   } else { /* train a new model: a GPT-2 of the -gpt2_* options on token data, else an MLP of -model_dims */
     InflTrainOptions topt;
-    PetscCall(InflTrainOptionsFromOptions(&topt));
+    PetscCall(InflTrainOptionsFromOptions(comm, &topt));
     PetscCall(PetscPrintf(comm, "== train: %s\n", mpath));
     PetscCall(InflModelCreate(comm, &model));
     if (seq) {

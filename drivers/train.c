@@ -138,7 +138,7 @@ PetscErrorCode InflDriverTrain(MPI_Comm comm, PetscBool help)
   PetscCall(PetscOptionsEList("-model_activation", "MLP (rows data): activation between linear layers", NULL, actnames, 4, acts, &iact, &aset));
   PetscCall(PetscOptionsBool("-overwrite", "replace existing outputs", NULL, overwrite, &overwrite, NULL));
   PetscOptionsEnd();
-  PetscCall(InflTrainOptionsFromOptions(&topt));
+  PetscCall(InflTrainOptionsFromOptions(comm, &topt));
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
   PetscCall(DriverOpenData(comm, "test", PETSC_FALSE, help, &test));
   if (help) { /* list the options of a new GPT-2 (token data) */

@@ -17,6 +17,8 @@
 #include <infl/eigen.h>
 #include <infl/ekfac.h>
 #include <infl/ekfac.h>
+#include <infl/eval.h>
+#include <infl/eval.h>
 #include <infl/gpt2.h>
 #include <infl/gpt2.h>
 #include <infl/ihvp.h>

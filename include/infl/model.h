@@ -267,11 +267,11 @@ typedef struct {
 
 /* Not collective.  The defaults above for optimizer opt->optimizer (read before: set it first). */
 PetscErrorCode InflTrainOptionsSetDefaults(InflTrainOptions *opt);
-/* Collective on PETSC_COMM_WORLD.  Read the -train_* options (defaults above).  Errors name the option, the value and
+/* Collective on comm (the ranks that will train).  Read the -train_* options (defaults above).  Errors name the option, the value and
  * the accepted range: epochs < 0, batch < 1, lr <= 0, beta outside [0, 1), eps <= 0, weight decay < 0 (or > 0 with
  * adam: decoupled decay is adamw), warmup < 0, lr_min outside [0, lr] or given without the cosine schedule, clip < 0,
  * stop_after < 0, an unknown optimizer or schedule.  InflModelTrain checks the same of options set in code. */
-PetscErrorCode InflTrainOptionsFromOptions(InflTrainOptions *opt);
+PetscErrorCode InflTrainOptionsFromOptions(MPI_Comm comm, InflTrainOptions *opt);
 /* Not collective.  The learning rate of global step t (0-based) of a run of T steps: lr (t + 1) / warmup for
  * t < warmup (linear warm-up from 0, as nanoGPT), then lr (constant) or, cosine, lr_min + (lr - lr_min) (1 +
  * cos(pi (t - warmup) / (T - warmup))) / 2 (Loshchilov & Hutter 2017, SGDR without restarts; nanoGPT's get_lr). */

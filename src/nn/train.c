@@ -49,11 +49,10 @@ PetscErrorCode InflTrainOptionsSetDefaults(InflTrainOptions *opt)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflTrainOptionsFromOptions(InflTrainOptions *opt)
+PetscErrorCode InflTrainOptionsFromOptions(MPI_Comm comm, InflTrainOptions *opt)
 {
   PetscInt  iopt = 0, isched = 0, seed = 0;
   PetscBool lr_min_set;
-  MPI_Comm  comm = PETSC_COMM_WORLD;
 
   PetscFunctionBegin;
   PetscOptionsBegin(comm, NULL, "Training options", "InflModelTrain");
