@@ -285,6 +285,23 @@ PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
     PetscCall(PetscPrintf(comm, "  -model_dims <784,256,256,10>: the study's MLP (default input,256,256,classes)\n  -query_indices <0:8>: the queries when no -scores file is given (else the scores files' queries)\n"));
     PetscFunctionReturn(0);
   }
+  { /* the study's options of other stages (infl run's) are not misspellings */
+    InflScorer probe;
+    InflReport rprobe;
+    PetscBool  set;
+    PetscCall(InflScorerCreate(comm, &probe));
+    PetscCall(InflScorerSetFromOptions(probe));
+    PetscCall(InflScorerDestroy(&probe));
+    PetscCall(InflReportCreate(comm, &rprobe));
+    PetscCall(InflReportSetFromOptions(rprobe));
+    PetscCall(InflReportDestroy(&rprobe));
+    PetscCall(DriverStudyOptionsUsed(comm));
+    PetscCall(PetscOptionsHasName(NULL, NULL, "-outdir", &set));
+    PetscCall(PetscOptionsHasName(NULL, NULL, "-model", &set));
+    PetscCall(PetscOptionsHasName(NULL, NULL, "-summary_queries", &set));
+    PetscCall(PetscOptionsHasName(NULL, NULL, "-query_indices", &set)); /* the scores files' queries decide when given */
+  }
+  PetscCall(DriverCheckUnusedOptions(comm));
   PetscCall(DriverRequireRows(comm, "infl lds", train));
   if (!query) query = test;
   PetscCheck(query, comm, PETSC_ERR_ARG_NULL, "infl lds needs the study's -query (or -test) data: the losses of its queries are measured under every subset model");
@@ -300,7 +317,6 @@ PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
     PetscCall(InflDataGetSizes(qd, &Nq, NULL, NULL));
     if (ns > 0) {
       ScoresFile s0;
-      PetscCall(PetscOptionsHasName(NULL, NULL, "-query_indices", &dset)); /* the study's: the scores files decide */
       PetscCall(scores_read(comm, spaths[0], &s0));
       d.Q = s0.Q;
       PetscCall(PetscMalloc1(d.Q, &qidx));
@@ -333,22 +349,6 @@ PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
     PetscCall(InflHashFinal(&h, qhex));
     PetscCall(PetscSNPrintf(d.key, sizeof(d.key), "subsets %d fraction %.17g seed %d model_seeds %s train %.16s query %.16s indices %.16s recipe %s", (int)J, fraction, (int)seed, seeds, th, qh, qhex, recipe));
   }
-  { /* the study's options of other stages (infl run's) are not misspellings */
-    InflScorer probe;
-    InflReport rprobe;
-    PetscBool  set;
-    PetscCall(InflScorerCreate(comm, &probe));
-    PetscCall(InflScorerSetFromOptions(probe));
-    PetscCall(InflScorerDestroy(&probe));
-    PetscCall(InflReportCreate(comm, &rprobe));
-    PetscCall(InflReportSetFromOptions(rprobe));
-    PetscCall(InflReportDestroy(&rprobe));
-    PetscCall(DriverStudyOptionsUsed(comm));
-    PetscCall(PetscOptionsHasName(NULL, NULL, "-outdir", &set));
-    PetscCall(PetscOptionsHasName(NULL, NULL, "-model", &set));
-    PetscCall(PetscOptionsHasName(NULL, NULL, "-summary_queries", &set));
-  }
-  PetscCall(DriverCheckUnusedOptions(comm));
   if (InflFileExists(out) && !overwrite) { /* a finished file of the same settings is reused */
     LdsData e = {0};
     PetscCall(lds_read(comm, out, &e));

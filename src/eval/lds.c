@@ -97,7 +97,7 @@ PetscErrorCode InflLDSCompute(PetscInt J, int64_t N, PetscInt Q, const uint8_t m
 
   PetscFunctionBegin;
   for (PetscInt j = 0; j < J; j++) nv += !valid || valid[j];
-  PetscCheck(nv >= 3, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "the LDS needs at least 3 subsets whose training succeeded; %d of %d are usable: give more -lds_subsets", (int)nv, (int)J);
+  PetscCheck(nv >= 3, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "the LDS needs at least 3 subsets whose training succeeded; %d of %d are usable (the others diverged: lower -train_lr, or give more -lds_subsets)", (int)nv, (int)J);
   PetscCall(PetscMalloc2(nv, &pred, nv, &neg));
   for (PetscInt q = 0; q < Q; q++) {
     const double *s = scores + (size_t)q * N;
