@@ -78,6 +78,13 @@ PetscErrorCode DriverCheckUnusedOptions(MPI_Comm comm);
  * becomes 1, a value beyond int64 -1).  Called by main() before a subcommand reads its options, so the message names
  * the option and the value given rather than a check failing on the wrapped value. */
 PetscErrorCode DriverCheckIntegerOptions(MPI_Comm comm);
+/* Collective.  Does the HDF5 file `path` exist and record model sha256 `hash`, training data `thash` and (if key_name)
+ * the root attribute key_name equal to `key`?  Prints a note when it exists for something else (drivers/run.c). */
+PetscErrorCode DriverOutputMatches(MPI_Comm comm, const char path[], const char hash[], const char thash[], const char key_name[], const char key[], PetscBool *match);
+/* infl run -ensemble M (drivers/ensemble.c): *M > 1 when the option asks for an ensemble (0 under help, after listing
+ * the option); InflDriverRunEnsemble then runs the study. */
+PetscErrorCode DriverEnsembleRequested(MPI_Comm comm, PetscBool help, PetscInt *M);
+PetscErrorCode InflDriverRunEnsemble(MPI_Comm comm, PetscBool help);
 /* Collective.  Mark as used the options of a study's options file that belong to stages a command skips (training,
  * fit, self-influence, summary: drivers/run.c), so that only misspelled options are reported as unused. */
 PetscErrorCode DriverStudyOptionsUsed(MPI_Comm comm);

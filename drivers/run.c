@@ -11,7 +11,7 @@
 
 /* Does the HDF5 file `path` exist and record model sha256 `hash`, training data `thash` and (if key_name) the
  * attribute key_name equal to `key`?  Collective. */
-static PetscErrorCode output_matches(MPI_Comm comm, const char path[], const char hash[], const char thash[], const char key_name[], const char key[], PetscBool *match)
+PetscErrorCode DriverOutputMatches(MPI_Comm comm, const char path[], const char hash[], const char thash[], const char key_name[], const char key[], PetscBool *match)
 {
   hid_t     file;
   char      v[1024];
@@ -206,6 +206,14 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   InflTokenizer   tok     = NULL;
 
   PetscFunctionBegin;
+  { /* -ensemble M: drivers/ensemble.c */
+    PetscInt M;
+    PetscCall(DriverEnsembleRequested(comm, help, &M));
+    if (M > 1) {
+      PetscCall(InflDriverRunEnsemble(comm, help));
+      PetscFunctionReturn(0);
+    }
+  }
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
   PetscCall(InflOptionsCheckLength(comm, "-outdir", sizeof(outdir) - 32, "give a shorter directory (a symbolic link or a relative path)"));
   PetscCall(InflOptionsCheckLength(comm, "-model", sizeof(mpath) - 32, "give a shorter path (a symbolic link or a relative path)"));
@@ -351,7 +359,7 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   }
 
   /* 2. factors */
-  PetscCall(output_matches(comm, fpath, hash, thash, "fit_key", fit_key, &match));
+  PetscCall(DriverOutputMatches(comm, fpath, hash, thash, "fit_key", fit_key, &match));
   if (match && !overwrite) {
     PetscCall(PetscPrintf(comm, "== fit: using %s (fitted for this model)\n", fpath));
     PetscCall(InflEKFACCreate(comm, &ek));
@@ -367,7 +375,7 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
 
   /* 4. self-influence */
   PetscCall(InflEKFACGetKey(ek, PETSC_TRUE, self_key, sizeof(self_key)));
-  PetscCall(output_matches(comm, selfpath, hash, thash, "self_key", self_key, &match));
+  PetscCall(DriverOutputMatches(comm, selfpath, hash, thash, "self_key", self_key, &match));
   if (match && !overwrite) PetscCall(PetscPrintf(comm, "== self: using %s\n", selfpath));
   else {
     PetscCall(PetscPrintf(comm, "== self\n"));

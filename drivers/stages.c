@@ -24,15 +24,25 @@ static PetscErrorCode stage_summary(MPI_Comm comm, const char path[], PetscLogDo
   PetscFunctionReturn(0);
 }
 
+/* Push the log stage `name`, registered on first use (a process may run a stage several times: ensembles). */
+static PetscErrorCode log_stage_push(const char name[])
+{
+  PetscLogStage stage;
+
+  PetscFunctionBegin;
+  PetscCall(PetscLogStageGetId(name, &stage));
+  if (stage < 0) PetscCall(PetscLogStageRegister(name, &stage));
+  PetscCall(PetscLogStagePush(stage));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode StageFit(MPI_Comm comm, InflModel model, InflData train, const char out[], PetscBool overwrite, InflEKFAC *ek_out)
 {
   InflEKFAC      ek;
   PetscLogDouble t0, t1;
-  PetscLogStage  stage;
 
   PetscFunctionBegin;
-  PetscCall(PetscLogStageRegister("EK-FAC fit", &stage));
-  PetscCall(PetscLogStagePush(stage));
+  PetscCall(log_stage_push("EK-FAC fit"));
   PetscCall(PetscTime(&t0));
   PetscCall(InflEKFACCreate(comm, &ek));
   PetscCall(InflEKFACSetFromOptions(ek));
@@ -57,11 +67,9 @@ PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData
 {
   InflScorer     sc;
   PetscLogDouble t0, t1, t2;
-  PetscLogStage  stage;
 
   PetscFunctionBegin;
-  PetscCall(PetscLogStageRegister("Score", &stage));
-  PetscCall(PetscLogStagePush(stage));
+  PetscCall(log_stage_push("Score"));
   if (!prompts) PetscCall(InflModelCheckData(model, query)); /* sequence data: read for this model (its hash depends on it) */
   PetscCall(InflScorerCreate(comm, &sc));
   PetscCall(InflScorerSetFromOptions(sc));
@@ -162,13 +170,11 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
   char           partial[PETSC_MAX_PATH_LEN], tmp[PETSC_MAX_PATH_LEN];
   hid_t          file;
   const char    *mh, *th;
-  PetscLogStage  stage;
   InflRanges     done = {0};
   InflCapture   *cap;
 
   PetscFunctionBegin;
-  PetscCall(PetscLogStageRegister("Self-influence", &stage));
-  PetscCall(PetscLogStagePush(stage));
+  PetscCall(log_stage_push("Self-influence"));
   PetscCall(PetscOptionsGetInt(NULL, NULL, "-self_chunk", &chunk, NULL));
   PetscCheck(chunk > 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-self_chunk %d must be positive", (int)chunk);
   PetscCall(DriverCheckOutput(comm, out, overwrite));

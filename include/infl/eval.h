@@ -15,6 +15,7 @@
 #define INFL_EVAL_H
 
 #include <infl/model.h>
+#include <infl/topk.h>
 
 /* round(fraction N) (half away from zero), the members of every subset. */
 int64_t InflSubsetSize(int64_t N, double fraction);
@@ -88,5 +89,22 @@ PetscErrorCode InflTasksRun(MPI_Comm comm, const char stage[], const InflTaskSet
 /* Collective.  Restore status (T) and results (T, R) from `partial` written by InflTasksRun for `key` (else an error
  * naming the file, both keys and the fix); no-op (all INFL_TASK_TODO) when the file does not exist. */
 PetscErrorCode InflTasksRestore(MPI_Comm comm, const char stage[], PetscInt T, PetscInt R, const char partial[], const char key[], int status[], double results[]);
+
+/* Ensembles: the scores of M independently trained models (seeds seed .. seed+M-1) averaged, each model's scores
+ * first normalized (INFL_ENSEMBLE_QUERY: each query's row divided by its root mean square over the training examples;
+ * INFL_ENSEMBLE_MODEL: the model's whole matrix divided by its root mean square; INFL_ENSEMBLE_NONE: the plain mean).
+ * Averaging over models removes the part of each model's attribution that depends on its random initialization and
+ * order of the data (TRAK, Park et al. 2023, section 3.2). */
+typedef enum { INFL_ENSEMBLE_NONE = 0, INFL_ENSEMBLE_QUERY, INFL_ENSEMBLE_MODEL } InflEnsembleNormalize;
+extern const char *const InflEnsembleNormalizeNames[];
+/* Collective.  Combine the M scores files `members` (written by infl score with -score_save_all; the same training
+ * data, queries and query data: an error names the file that differs) into `out` in the layout of scores.h5
+ * (docs/FORMATS.md): /query_indices, /query_labels and the query predictions of the first member, /topk and /bottomk
+ * (K entries) of the ensemble's scores, with save_all its /scores (Q, N) float32, with save_members every member's
+ * normalized scores /ensemble/member_scores (M, Q, N) float32.  Provenance: model_sha256 of the first member (the study's
+ * model, whose self-influence goes with the scores), attributes method "ensemble", ensemble_size, ensemble_normalize,
+ * ensemble_models ("path:model_sha256" of each member).  Training examples are sharded over comm's ranks; each reads its
+ * block of every member (InflH5ColumnBlock). */
+PetscErrorCode InflEnsembleCombine(MPI_Comm comm, PetscInt M, const char *const members[], InflEnsembleNormalize norm, PetscInt K, PetscBool save_all, PetscBool save_members, const char out[]);
 
 #endif
