@@ -93,7 +93,28 @@ static PetscErrorCode member_task(void *ctx, MPI_Comm comm, PetscInt m, double *
     PetscCall(InflEKFACCreate(comm, &ek));
     PetscCall(InflEKFACLoad(ek, fpath, model));
   } else PetscCall(StageFit(comm, model, train, fpath, PETSC_TRUE, &ek));
-  PetscCall(StageScore(comm, model, ek, train, query ? query : test, c->Q, c->qidx, NULL, spath, PETSC_TRUE, NULL));
+  { /* scores of this model, data and queries are reused (remove them, or -overwrite, after changing -score_* options) */
+    const char *qhash;
+    PetscCall(InflDataGetHash(query ? query : test, &qhash));
+    PetscCall(DriverOutputMatches(comm, spath, hash, thash, "query_sha256", qhash, &match));
+    if (match) { /* and the same query indices */
+      hid_t   f;
+      int     nd;
+      int64_t dims[8], *qi;
+      PetscCall(InflH5Open(comm, spath, PETSC_FALSE, &f));
+      PetscCall(InflH5GetDims(f, "/query_indices", &nd, dims));
+      match = (PetscBool)(nd == 1 && dims[0] == c->Q);
+      if (match) {
+        PetscCall(PetscMalloc1(c->Q, &qi));
+        PetscCall(InflH5ReadArray(f, "/query_indices", H5T_NATIVE_INT64, 1, dims, NULL, qi));
+        for (PetscInt q = 0; q < c->Q; q++) match = (PetscBool)(match && qi[q] == c->qidx[q]);
+        PetscCall(PetscFree(qi));
+      }
+      PetscCall(InflH5Close(&f));
+    }
+    if (match && !c->overwrite) PetscCall(PetscPrintf(comm, "== ensemble member %d: using %s\n", (int)m, spath));
+    else PetscCall(StageScore(comm, model, ek, train, query ? query : test, c->Q, c->qidx, NULL, spath, PETSC_TRUE, NULL));
+  }
   PetscCall(InflEKFACDestroy(&ek));
   PetscCall(InflModelDestroy(&model));
   PetscCall(InflDataDestroy(&query));

@@ -6,7 +6,7 @@
 # committed file (exactly), query losses within 1e-4 of the largest (rounding of the gradient sums of 2-rank groups)
 # and the same LDS; (3) stopped after a round (-checkpoint_stop_after) and inside every subset's training
 # (-train_stop_after), then resumed at other rank counts: the same lds.h5; (4) diverging subsets are reported and left
-# out; (5) bad inputs give one clear error.
+# out; (5) an ensemble of 2 runs and is evaluated; (6) bad inputs give one clear error.
 set -u
 EXE=${INFL_EXE:?}; MPIEXEC=${INFL_MPIEXEC:-mpiexec}; SRC=${INFL_SOURCE_DIR:?}; H5CMP=${INFL_H5CMP:?}
 dir=$(mktemp -d "$PWD/lds.XXXXXX")
@@ -95,7 +95,18 @@ check expect_error "at least 3 subsets whose training succeeded; 0 of 4" 2 lds -
 check [ "$(grep -c "diverged and is left out" last.log)" = 4 ]
 check [ -f d.h5 ]
 
-# (5) bad input
+# (5) infl run -ensemble 2 on the tiny study: two members (the study's model and seed 1) trained by two groups,
+# combined (values checked in test_lds.c), the LDS of the ensemble printed; a rerun reuses the members
+check [ "$(run 2 run -options_file tiny.opts -outdir ens -ensemble 2 -score_save_all)" = 0 ]
+check grep -q "2 members to run in 2 rank groups" last.log
+check grep -q "combining the scores of 2 models (normalization query)" last.log
+check [ -f ens/ensemble/scores-1.h5 ] && check [ -f ens/report.html ]
+check [ "$(run 2 run -options_file tiny.opts -outdir ens -ensemble 2 -score_save_all -ensemble_normalize none)" = 0 ]
+check [ "$(grep -c "ensemble member [01]: using" last.log)" = 4 ] # the models and the scores of both
+check [ "$(run 1 lds -lds l1.h5 -scores ens/ensemble/scores-0.h5,ens/scores.h5)" = 0 ]
+check [ "$(grep -c "^LDS " last.log)" = 2 ]
+
+# (6) bad input
 check expect_error "holds no full score matrix /scores.*-score_save_all" 1 lds -lds l1.h5 -scores $REF/lds_synth.h5
 check expect_error "lds_synth_scores.h5 scores 40 training examples but l1.h5 has subsets of 300" 1 lds -lds l1.h5 -scores $REF/lds_synth_scores.h5
 check expect_error "give the scores files to evaluate with -scores" 1 lds -lds l1.h5

@@ -8,7 +8,8 @@
  *   (every rank busy when the tasks divide evenly), forced group sizes; errors;
  *   InflDataCreateSubset: rows and labels equal to the parent's, replaced labels, hashes that tell subsets apart;
  *   InflTasksRun: a set of tasks in groups, one diverging (left out), results equal to the direct computation,
- *   restored from its partial file. */
+ *   restored from its partial file;
+ *   InflEnsembleCombine: the mean of the normalized members (every normalization) and its top-k, computed directly. */
 #include <infl/eval.h>
 #include <infl/checkpoint.h>
 #include "io/check.h"
@@ -272,6 +273,83 @@ static PetscErrorCode test_tasks(MPI_Comm comm)
   PetscFunctionReturn(0);
 }
 
+/* InflEnsembleCombine on three member files written here (Q 3, N 23; values a function of (member, q, i)): the
+ * ensemble's /scores and top-k against the mean of the normalized members computed directly, every normalization. */
+static PetscErrorCode test_ensemble(MPI_Comm comm)
+{
+  const PetscInt Q = 3, M = 3, K = 4;
+  const int64_t  N = 23;
+  PetscMPIInt    size, rank;
+  int64_t        start, count, dims[2] = {3, 23}, dq[1] = {3}, qi[3] = {4, 1, 7};
+  double        *blk, *all, *ens, *ref;
+  const char    *paths[3] = {"test_lds_m0.h5", "test_lds_m1.h5", "test_lds_m2.h5"};
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  InflPartition(N, size, rank, &start, &count);
+  PetscCall(PetscMalloc4(Q * count + 1, &blk, M * Q * N, &all, Q * N, &ens, Q * N, &ref));
+  for (PetscInt m = 0; m < M; m++) {
+    hid_t f;
+    for (PetscInt q = 0; q < Q; q++)
+      for (int64_t i = 0; i < N; i++) all[(m * Q + q) * N + i] = (float)((m + 1) * (q + 2) * (InflUniform(5, (uint64_t)(m * 100 + q * 30 + i), 9) - 0.4));
+    for (PetscInt q = 0; q < Q; q++)
+      for (int64_t k = 0; k < count; k++) blk[q * count + k] = all[(m * Q + q) * N + start + k];
+    PetscCall(InflH5Create(comm, paths[m], PETSC_TRUE, &f));
+    PetscCall(InflH5WriteProvenance(f, comm, "score", "modelhash", "trainhash", "queryhash"));
+    PetscCall(InflH5WriteArray(f, "/query_indices", H5T_NATIVE_INT64, 1, dq, qi));
+    PetscCall(InflH5ColumnBlock(f, "/scores", 2, dims, start, count, blk, PETSC_TRUE));
+    PetscCall(InflH5Close(&f));
+  }
+  for (int norm = 0; norm < 3; norm++) {
+    hid_t   f;
+    int64_t tk[12], dk[2] = {3, 4};
+    for (int64_t j = 0; j < Q * N; j++) ref[j] = 0;
+    for (PetscInt m = 0; m < M; m++) {
+      double tot = 0;
+      for (int64_t j = 0; j < Q * N; j++) tot += all[m * Q * N + j] * all[m * Q * N + j];
+      for (PetscInt q = 0; q < Q; q++) {
+        double ss = 0, sc;
+        for (int64_t i = 0; i < N; i++) ss += all[(m * Q + q) * N + i] * all[(m * Q + q) * N + i];
+        sc = norm == INFL_ENSEMBLE_NONE ? 1 : norm == INFL_ENSEMBLE_QUERY ? 1 / sqrt(ss / N) : 1 / sqrt(tot / (N * Q));
+        for (int64_t i = 0; i < N; i++) ref[q * N + i] += sc * all[(m * Q + q) * N + i] / M;
+      }
+    }
+    PetscCall(InflEnsembleCombine(comm, M, paths, (InflEnsembleNormalize)norm, K, PETSC_TRUE, PETSC_FALSE, "test_lds_ens.h5"));
+    PetscCall(InflH5Open(comm, "test_lds_ens.h5", PETSC_FALSE, &f));
+    PetscCall(InflH5ReadArray(f, "/scores", H5T_NATIVE_DOUBLE, 2, dims, NULL, ens));
+    PetscCall(InflH5ReadArray(f, "/topk/train_indices", H5T_NATIVE_INT64, 2, dk, NULL, tk));
+    PetscCall(InflH5Close(&f));
+    for (int64_t j = 0; j < Q * N; j++) EXPECT(fabs(ens[j] - ref[j]) <= 1e-6 * fabs(ref[j]) + 1e-12, "ensemble (%s) entry %d: %.9g, expected %.9g", InflEnsembleNormalizeNames[norm], (int)j, ens[j], ref[j]);
+    for (PetscInt q = 0; q < Q; q++) { /* the top entry is the largest of the reference */
+      int64_t best = 0;
+      for (int64_t i = 1; i < N; i++)
+        if (ref[q * N + i] > ref[q * N + best]) best = i;
+      EXPECT(tk[q * K] == best, "ensemble (%s) query %d: top %d, expected %d", InflEnsembleNormalizeNames[norm], (int)q, (int)tk[q * K], (int)best);
+    }
+  }
+  {
+    const char *bad[2] = {paths[0], "test_lds_ens.h5"}; /* scores of other queries: refused */
+    hid_t       f;
+    int64_t     q2[3] = {4, 1, 8};
+    PetscCall(InflH5Create(comm, "test_lds_m3.h5", PETSC_TRUE, &f));
+    PetscCall(InflH5WriteProvenance(f, comm, "score", "modelhash", "trainhash", "queryhash"));
+    PetscCall(InflH5WriteArray(f, "/query_indices", H5T_NATIVE_INT64, 1, dq, q2));
+    PetscCall(InflH5ColumnBlock(f, "/scores", 2, dims, start, count, blk, PETSC_TRUE));
+    PetscCall(InflH5Close(&f));
+    bad[1] = "test_lds_m3.h5";
+    EXPECT_FAIL(comm, InflEnsembleCombine(comm, 2, bad, INFL_ENSEMBLE_QUERY, K, PETSC_FALSE, PETSC_FALSE, "test_lds_bad.h5"), "members must score the same queries", "other queries");
+  }
+  for (int m = 0; m < 4; m++) {
+    char p[64];
+    PetscCall(PetscSNPrintf(p, sizeof(p), "test_lds_m%d.h5", m));
+    PetscCall(InflRemoveAll(comm, p));
+  }
+  PetscCall(InflRemoveAll(comm, "test_lds_ens.h5"));
+  PetscCall(PetscFree4(blk, all, ens, ref));
+  PetscFunctionReturn(0);
+}
+
 int main(int argc, char **argv)
 {
   const char *src;
@@ -288,6 +366,7 @@ int main(int argc, char **argv)
   PetscCall(test_groups(comm));
   PetscCall(test_subset(comm));
   PetscCall(test_tasks(comm));
+  PetscCall(test_ensemble(comm));
   PetscCall(PetscPrintf(comm, "test_lds: all checks passed\n"));
   PetscCall(PetscFinalize());
   return 0;
