@@ -15,6 +15,13 @@ PetscErrorCode DriverEnsembleRequested(MPI_Comm comm, PetscBool help, PetscInt *
   *M = 1;
   PetscOptionsBegin(comm, NULL, "infl run -ensemble", NULL);
   PetscCall(PetscOptionsInt("-ensemble", "models of the ensemble: seeds -train_seed .. -train_seed + M - 1, the first being the study's model; scores.h5 holds their combined scores (docs/FORMATS.md)", NULL, *M, M, NULL));
+  if (help) { /* listed here; read by InflDriverRunEnsemble */
+    PetscInt  inorm = INFL_ENSEMBLE_QUERY, gs = 0;
+    PetscBool sm    = PETSC_FALSE;
+    PetscCall(PetscOptionsEList("-ensemble_normalize", "per-model normalization before the mean: none, query (each query's scores divided by their RMS over the training set), model (the model's matrix by its RMS)", NULL, InflEnsembleNormalizeNames, 3, InflEnsembleNormalizeNames[inorm], &inorm, NULL));
+    PetscCall(PetscOptionsBool("-ensemble_save_members", "also write every member's normalized scores to scores.h5 (/ensemble/member_scores (M, Q, N))", NULL, sm, &sm, NULL));
+    PetscCall(PetscOptionsInt("-ensemble_group_size", "ranks per member (0: chosen so that every rank is busy, include/infl/eval.h)", NULL, gs, &gs, NULL));
+  }
   PetscOptionsEnd();
   PetscCheck(*M >= 1 && *M <= 1024, comm, PETSC_ERR_ARG_OUTOFRANGE, "-ensemble %d: give a number of models in [1, 1024] (1: no ensemble)", (int)*M);
   if (help) *M = 0;
