@@ -79,7 +79,8 @@ void InflAssignLargestFirst(PetscInt n, const double cost[], PetscInt G, int gro
  * callers use cap directly instead.  bstart (G+1), may be NULL: the first sequence of each cross rank's capture in
  * recv. */
 PetscErrorCode InflLayerLayoutGatherCapture(InflLayerLayout lay, const InflCapture *cap, InflCapture *recv, PetscInt bstart[]);
-/* Not collective.  A capture for InflLayerLayoutGatherCapture: G x cap's capacity, arrays only for owned layers. */
+/* Collective over the cross communicator.  A capture for InflLayerLayoutGatherCapture: G x the largest capacity of
+ * the cross ranks' captures, arrays only for owned layers. */
 PetscErrorCode InflLayerLayoutCaptureCreate(InflLayerLayout lay, const InflCapture *cap, InflCapture **recv);
 /* Collective over the cross communicator.  part (nrow, ldp) holds this rank's partial results of the sequences of
  * recv (columns bstart[s] .. bstart[s+1] for cross rank s, InflLayerLayoutGatherCapture); on return out (nrow, B)

@@ -209,8 +209,12 @@ PetscErrorCode InflLayerLayoutCaptureCreate(InflLayerLayout lay, const InflCaptu
   PetscCall(PetscNew(&c));
   c->prec = cap->prec;
   c->L    = cap->L;
-  c->Bmax = cap->Bmax * (PetscInt)lay->G;
-  c->Tmax = cap->Tmax * (PetscInt)lay->G;
+  { /* the captures of the cross ranks may be of different capacities (chunks derived from their own memory) */
+    PetscInt mx[2] = {cap->Bmax, cap->Tmax};
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, mx, 2, MPIU_INT, MPI_MAX, lay->cross));
+    c->Bmax = mx[0] * (PetscInt)lay->G;
+    c->Tmax = mx[1] * (PetscInt)lay->G;
+  }
   PetscCall(PetscMalloc2(c->L, &c->din, c->L, &c->dout));
   PetscCall(PetscCalloc4(c->L, &c->a32, c->L, &c->ds32, c->L, &c->a64, c->L, &c->ds64));
   for (PetscInt l = 0; l < c->L; l++) {
