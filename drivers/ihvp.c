@@ -49,6 +49,7 @@ static PetscErrorCode ihvp_inputs(MPI_Comm comm, PetscBool help, IhvpSetup *s)
   PetscCall(InflModelCheckData(s->model_obj, s->query));
   if (s->factors[0]) {
     PetscCall(InflEKFACCreate(comm, &s->ek));
+    PetscCall(InflEKFACSetLayerGroups(s->ek, 1)); /* the preconditioner of whole gradients needs every layer on every rank */
     PetscCall(InflEKFACLoad(s->ek, s->factors, s->model_obj));
     damping = -1; /* InflEKFACLoad applied -ekfac_damping to the factors */
   } else PetscCheck(dset, comm, PETSC_ERR_ARG_NULL, "without -factors the damping must be given with -ekfac_damping X");

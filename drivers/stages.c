@@ -36,6 +36,22 @@ static PetscErrorCode log_stage_push(const char name[])
   PetscFunctionReturn(0);
 }
 
+/* Collective: "STAGE: factor bytes per rank" of the layout of ek (infl/layout.h). */
+static PetscErrorCode stage_factor_bytes(MPI_Comm comm, InflEKFAC ek, const char stage[])
+{
+  InflLayerLayout lay;
+  PetscInt        G;
+  size_t          mx, total;
+
+  PetscFunctionBegin;
+  PetscCall(InflEKFACGetLayout(ek, &lay));
+  if (!lay) PetscFunctionReturn(0);
+  PetscCall(InflLayerLayoutGetGroups(lay, &G, NULL, NULL, NULL));
+  PetscCall(InflLayerLayoutGetBytes(lay, NULL, &mx, &total));
+  PetscCall(PetscPrintf(comm, "%s: factor bytes per rank %.1f MiB (max over ranks; %.1f MiB in all, %d layer group%s)\n", stage, (double)mx / 1048576.0, (double)total / 1048576.0, (int)G, G > 1 ? "s" : ""));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode StageFit(MPI_Comm comm, InflModel model, InflData train, const char out[], PetscBool overwrite, InflEKFAC *ek_out)
 {
   InflEKFAC      ek;
@@ -52,6 +68,7 @@ PetscErrorCode StageFit(MPI_Comm comm, InflModel model, InflData train, const ch
   PetscCall(InflEKFACView(ek, NULL));
   PetscCall(PetscPrintf(comm, "fit: %.2f s\n", t1 - t0));
   PetscCall(InflReportPeakMemory(comm, "fit"));
+  PetscCall(stage_factor_bytes(comm, ek, "fit"));
   if (out && out[0]) {
     PetscCall(InflEKFACSave(ek, out, overwrite));
     PetscCall(stage_summary(comm, out, t1 - t0));
@@ -94,6 +111,7 @@ PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData
   PetscCall(PetscTime(&t2));
   PetscCall(PetscPrintf(comm, "score: %d queries, query preconditioning %.2f s, scoring %.2f s\n", (int)Q, t1 - t0, t2 - t1));
   PetscCall(InflReportPeakMemory(comm, "score"));
+  PetscCall(stage_factor_bytes(comm, ek, "score"));
   if (out && out[0]) {
     PetscCall(InflScorerSave(sc, out, overwrite));
     PetscCall(stage_summary(comm, out, t2 - t0));
@@ -116,16 +134,42 @@ typedef struct {
   double        *self;           /* (count) this rank's shard */
   const char    *mh, *th;        /* model and data hashes */
   const char    *tmp, *partial;  /* OUT.partial.tmp, OUT.partial */
+  PetscInt       G;              /* layer groups of the factors (infl/layout.h) */
 } SelfCtx;
+
+/* never a non-finite value in the output (the ranks agree on the error) */
+static PetscErrorCode self_check(SelfCtx *c, int64_t lo, int64_t hi)
+{
+  PetscFunctionBegin;
+  for (int64_t i = lo; i < hi; i++)
+    PetscCheck(isfinite(c->self[i - c->start]), PETSC_COMM_SELF, PETSC_ERR_FP, "self-influence of training example %" PRId64 " is %g (non-finite): the model's gradients or (Lambda + damping)^-1 overflow (huge weights, damaged factors, or a damping too small for them); check the model, the factors and -ekfac_damping", i, c->self[i - c->start]);
+  PetscFunctionReturn(0);
+}
 
 static PetscErrorCode self_chunk(void *ctx, int64_t lo, int64_t hi)
 {
   SelfCtx *c = (SelfCtx *)ctx;
 
   PetscFunctionBegin;
+  if (c->G > 1) { /* captured now, scored by self_step with the layers' owners */
+    PetscCall(InflModelCaptureShard(c->model, c->train, lo, hi, INFL_FISHER_EMPIRICAL, 0, c->cap));
+    PetscFunctionReturn(0);
+  }
   PetscCall(InflSelfInfluenceShard(c->model, c->ek, c->train, lo, hi, c->cap, c->self + (lo - c->start)));
-  for (int64_t i = lo; i < hi; i++) /* never a non-finite value in the output (InflRunChunks agrees on the error) */
-    PetscCheck(isfinite(c->self[i - c->start]), PETSC_COMM_SELF, PETSC_ERR_FP, "self-influence of training example %" PRId64 " is %g (non-finite): the model's gradients or (Lambda + damping)^-1 overflow (huge weights, damaged factors, or a damping too small for them); check the model, the factors and -ekfac_damping", i, c->self[i - c->start]);
+  PetscCall(self_check(c, lo, hi));
+  PetscFunctionReturn(0);
+}
+
+/* Several layer groups, after each round (collective): the owners' terms of the round's examples, summed. */
+static PetscErrorCode self_step(void *ctx, int64_t lo, int64_t hi)
+{
+  SelfCtx *c = (SelfCtx *)ctx;
+  double   dummy;
+
+  PetscFunctionBegin;
+  if (lo == hi) c->cap->B = c->cap->T = 0;
+  PetscCall(InflSelfInfluenceGathered(c->ek, c->cap, lo < hi ? c->self + (lo - c->start) : &dummy));
+  InflCallAll(c->comm, self_check(c, lo, hi));
   PetscFunctionReturn(0);
 }
 
@@ -195,21 +239,30 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
     PetscCall(PetscPrintf(comm, "self: resuming from %s (%" PRId64 " of %" PRId64 " done)\n", partial, InflRangesCount(&done), N));
   }
   {
-    PetscInt    L, maxd = 1, rows;
-    InflLinear *lin;
+    PetscInt        L, maxd = 1, rows, G;
+    InflLinear     *lin;
+    InflLayerLayout lay;
+    size_t          mine;
     PetscCall(InflModelGetLayers(model, &L, &lin));
+    PetscCall(InflEKFACGetLayout(ek, &lay));
+    PetscCall(InflLayerLayoutGetGroups(lay, &G, NULL, NULL, NULL));
+    PetscCall(InflLayerLayoutGetBytes(lay, &mine, NULL, NULL));
     PetscCall(InflModelGetMaxRows(model, &rows));
     for (PetscInt l = 0; l < L; l++) maxd = PetscMax(maxd, PetscMax(lin[l].din + 1, lin[l].dout));
     /* per example: its capture and the model's workspace, rows of scratch in double, and two (dout, din+1)
      * matrices of a sequence's gradient (counted per example: a bound) */
-    PetscCall(InflChunkFromMemLimit(comm, "infl self", count, (size_t)count * (sizeof(float) * d + sizeof(int64_t) + sizeof(double)) + InflEKFACBytes(model), InflModelCaptureBytes(model) + sizeof(double) * (4 * (size_t)maxd * rows + 1), &chunk));
+    /* (with several layer groups the owners hold G captures' rows of their layers: counted as G whole captures) */
+    PetscCall(InflChunkFromMemLimit(comm, "infl self", count, (size_t)count * (sizeof(float) * d + sizeof(int64_t) + sizeof(double)) + mine, (G > 1 ? G + 1 : 1) * InflModelCaptureBytes(model) + sizeof(double) * ((G > 1 ? G : 1) * 4 * (size_t)maxd * rows + 1), &chunk));
   }
   PetscCall(InflCaptureCreate(model, chunk, &cap));
   PetscCall(PetscTime(&t0));
   {
-    SelfCtx       c    = {comm, model, ek, cap, train, y, start, count, N, self, mh, th, tmp, partial};
-    InflChunkLoop loop = {self_chunk, self_checkpoint, &c};
-    PetscCall(InflRunChunks(comm, "infl self", start, count, chunk, &done, &loop, partial));
+    SelfCtx         c    = {comm, model, ek, cap, train, y, start, count, N, self, mh, th, tmp, partial, 1};
+    InflChunkLoop   loop = {self_chunk, self_checkpoint, &c};
+    InflLayerLayout lay;
+    PetscCall(InflEKFACGetLayout(ek, &lay));
+    PetscCall(InflLayerLayoutGetGroups(lay, &c.G, NULL, NULL, NULL));
+    PetscCall(InflRunChunksStep(comm, "infl self", start, count, chunk, &done, &loop, c.G > 1 ? self_step : NULL, partial));
     PetscCall(InflRangesReset(&done));
     PetscCall(InflRangesAdd(&done, 0, N)); /* all done */
     PetscCall(self_write(&c, "self", &done, out));
@@ -218,6 +271,7 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
   PetscCall(PetscTime(&t1));
   PetscCall(PetscPrintf(comm, "self-influence of %" PRId64 " training examples: %.2f s\n", N, t1 - t0));
   PetscCall(InflReportPeakMemory(comm, "self"));
+  PetscCall(stage_factor_bytes(comm, ek, "self"));
   PetscCall(stage_summary(comm, out, t1 - t0));
   PetscCall(PetscPrintf(comm, "wrote %s\n", out));
   PetscCall(InflCaptureDestroy(&cap));

@@ -25,6 +25,8 @@
 #include <infl/ihvp.h>
 #include <infl/io.h>
 #include <infl/io.h>
+#include <infl/layout.h>
+#include <infl/layout.h>
 #include <infl/model.h>
 #include <infl/model.h>
 #include <infl/project.h>

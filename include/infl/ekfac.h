@@ -29,6 +29,7 @@
 #define INFL_EKFAC_H
 
 #include <infl/model.h>
+#include <infl/layout.h>
 
 typedef struct _p_InflEKFAC *InflEKFAC;
 
@@ -56,16 +57,25 @@ PetscErrorCode InflEKFACSetDamping(InflEKFAC ek, double damping);
  * after a checkpoint (INFL_ERR_INTERRUPTED), and an existing OUT.partial of the same fit (model, data, Fisher kind,
  * seed) is resumed.  OUT is the path later given to InflEKFACSave. */
 PetscErrorCode InflEKFACSetCheckpoint(InflEKFAC ek, const char out[]);
+/* Layer groups of the layout (infl/layout.h) that the next fit or load sets up: G >= 1, or 0 for the default (-layer_groups,
+ * else from -mem_limit, else 1).  Without a call: -layer_groups.  Callers that need every layer on every rank (the
+ * Krylov IHVP, which preconditions whole gradients) pass 1. */
+PetscErrorCode InflEKFACSetLayerGroups(InflEKFAC ek, PetscInt G);
+/* After a fit or load: the layout (owned by ek).  A rank holds the arrays of InflEKFACGetLayers only for the layers
+ * it owns (InflLayerLayoutOwns); the others have din, dout and damping and NULL arrays, and the per-layer functions
+ * below raise an error for them. */
+PetscErrorCode InflEKFACGetLayout(InflEKFAC ek, InflLayerLayout *layout);
 /* Collective.  Both passes over this rank's shard of `train` and the eigensolves.  Errors: a factor with non-finite
  * entries (names layer and factor: the model or data is broken), zero damping with a zero eigenvalue in Lambda
  * (the inverse is undefined; set -ekfac_damping > 0), a damping that breaks the rule above. */
 PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train);
-/* Collective.  Write factors.h5 (rank 0's data; PATH.partial then rename): /layers/<l>/{A, S, Q_A, Q_S,
+/* Collective.  Write factors.h5 (each layer by the first rank of the group holding it; PATH.partial then rename): /layers/<l>/{A, S, Q_A, Q_S,
  * eigenvalues_A, eigenvalues_S, Lambda} with attributes din, dout, damping; root attributes fisher, seed, examples,
  * damping_factor, and provenance (InflH5WriteProvenance). */
 PetscErrorCode InflEKFACSave(InflEKFAC ek, const char path[], PetscBool overwrite);
 /* Collective.  Read factors.h5; checks that it was fitted for `model` (hash; the error names both hashes) and
- * that every layer's shapes match. */
+ * that every layer's shapes match.  Sets up the layout (InflEKFACSetLayerGroups) and reads only the layers this rank
+ * owns (the other ranks take part in the collective reads with empty selections). */
 PetscErrorCode InflEKFACLoad(InflEKFAC ek, const char path[], InflModel model);
 PetscErrorCode InflEKFACGetLayers(InflEKFAC ek, PetscInt *L, InflEKFACLayer **layers);
 /* Bytes held by the factors of a model (A, S, Q_A, Q_S, eigenvalues, Lambda per layer). */

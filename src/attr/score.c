@@ -76,6 +76,9 @@ struct _p_InflScorer {
   int64_t      *pt_offsets;   /* (ptR+1) */
   int64_t      *pt_query, *pt_train; /* (ptR) */
   int32_t      *pt_kind;      /* (ptR) +1 proponent (top-k), -1 opponent (bottom-k) */
+  InflLayerLayout layout;     /* of the factors (infl/layout.h): NULL or one group when every rank holds every layer */
+  PetscInt      G;            /* its groups (1 without a layout) */
+  PetscBool    *own;          /* (L) this rank holds layer l's preconditioned queries */
 };
 
 PetscErrorCode InflScorerSetCheckpoint(InflScorer sc, const char out[])
@@ -301,6 +304,7 @@ static PetscErrorCode scorer_free_queries(InflScorer sc)
   if (sc->scale) for (PetscInt l = 0; l < sc->L; l++) PetscCall(PetscFree(sc->scale[l]));
   PetscCall(PetscFree(sc->scale));
   PetscCall(PetscFree3(sc->din, sc->dout, sc->by_input));
+  PetscCall(PetscFree(sc->own));
   PetscCall(PetscFree2(sc->qindex, sc->qlabel));
   PetscCall(PetscFree2(sc->qpred, sc->qprob));
   PetscCall(PetscFree(sc->qnorm2));
@@ -413,6 +417,10 @@ static PetscErrorCode scorer_begin_queries(InflScorer sc, InflModel model, Petsc
   PetscCall(PetscCalloc5(L, &sc->lr, L, &sc->U64, L, &sc->V64, L, &sc->U32, L, &sc->V32));
   PetscCall(PetscCalloc1(L, &sc->scale));
   PetscCall(PetscMalloc3(L, &sc->din, L, &sc->dout, L, &sc->by_input));
+  PetscCall(PetscMalloc1(L, &sc->own));
+  for (PetscInt l = 0; l < L; l++) sc->own[l] = PETSC_TRUE; /* InflScorerSetPreconditionedQueries: every layer */
+  sc->layout = NULL;
+  sc->G      = 1;
   PetscCall(PetscMalloc2(Q, &sc->qindex, Q, &sc->qlabel));
   PetscCall(PetscCalloc1(Q, &sc->qnorm2));
   for (PetscInt q = 0; q < Q; q++) {
@@ -518,10 +526,19 @@ static PetscErrorCode scorer_precondition_queries(InflScorer sc, InflModel model
   InflCapture  *cap;
   InflPrecision prec;
   double      **P;
+  MPI_Comm      group = sc->comm, cross = MPI_COMM_NULL;
 
   PetscFunctionBegin;
-  PetscCallMPI(MPI_Comm_rank(sc->comm, &rank));
-  PetscCallMPI(MPI_Comm_size(sc->comm, &size));
+  /* the layers' owners (infl/layout.h): the ranks of a group precondition the queries of the group's layers, each
+   * rank a block of the queries, gathered inside the group */
+  PetscCall(InflEKFACGetLayout(ek, &sc->layout));
+  if (sc->layout) {
+    PetscCall(InflLayerLayoutGetGroups(sc->layout, &sc->G, NULL, NULL, NULL));
+    PetscCall(InflLayerLayoutGetComms(sc->layout, NULL, &group, &cross));
+    for (PetscInt l = 0; l < sc->L; l++) sc->own[l] = InflLayerLayoutOwns(sc->layout, l);
+  }
+  PetscCallMPI(MPI_Comm_rank(group, &rank));
+  PetscCallMPI(MPI_Comm_size(group, &size));
   PetscCall(InflModelGetLayers(model, &L, &lin));
   InflPartition(Q, size, rank, &q0, &nq);
   PetscCall(InflModelGetPrecision(model, &prec));
@@ -530,13 +547,14 @@ static PetscErrorCode scorer_precondition_queries(InflScorer sc, InflModel model
   if (nq > 0) PetscCall((*fn)(ctx, model, q0, nq, cap));
   PetscCall(PetscMalloc2(size, &counts, size, &displs));
   PetscCall(PetscMalloc1(Q, &sc->qloss));
-  PetscCall(gather_query_blocks(sc->comm, Q, 1, cap->loss, sc->qloss, counts, displs));
+  PetscCall(gather_query_blocks(group, Q, 1, cap->loss, sc->qloss, counts, displs));
   PetscCall(PetscCalloc1(L, &P));
   sc->prec = prec; /* the model works in double here only to precondition the queries */
   for (PetscInt l = 0; l < L; l++) {
     PetscInt na = lin[l].din + 1, nd = lin[l].dout;
     int64_t  per = (int64_t)nd * na;
     double  *mine;
+    if (!sc->own[l]) continue; /* held by another group */
     PetscCall(PetscMalloc1((size_t)PetscMax(nq, 1) * per, &mine));
     if (nq > 0) PetscCall(InflEKFACPreconditionCapture(ek, l, cap, mine));
     if (sc->rank > 0 && PetscMin(nd, na) > sc->rank && !sc->per_layer && !sc->per_token) {
@@ -547,18 +565,19 @@ static PetscErrorCode scorer_precondition_queries(InflScorer sc, InflModel model
       PetscCall(PetscMalloc2((size_t)PetscMax(nq, 1) * wq, &myUV, (size_t)Q * wq, &P[l]));
       if (nq > 0) PetscCall(low_rank_factors((PetscInt)nq, nd, na, sc->rank, mine, myUV));
       PetscCall(PetscFree(mine));
-      PetscCall(gather_query_blocks(sc->comm, Q, wq, myUV, P[l], counts, displs));
+      PetscCall(gather_query_blocks(group, Q, wq, myUV, P[l], counts, displs));
       PetscCall(scorer_set_low_rank(sc, l, nd, na, P[l]));
       PetscCall(PetscFree2(myUV, P[l]));
       continue;
     }
     PetscCall(PetscMalloc1((size_t)Q * per, &P[l]));
-    PetscCall(gather_query_blocks(sc->comm, Q, per, mine, P[l], counts, displs));
+    PetscCall(gather_query_blocks(group, Q, per, mine, P[l], counts, displs));
     PetscCall(PetscFree(mine));
     PetscCall(scorer_set_layer(sc, l, P[l])); /* one layer's double copy at a time */
     P[l] = NULL;
   }
   PetscCall(PetscFree2(counts, displs));
+  if (sc->G > 1) PetscCall(InflAllreduceSum(sc->qnorm2, Q, MPI_DOUBLE, cross)); /* ||P_q||^2 over all layers */
   PetscCall(InflCaptureDestroy(&cap));
   PetscCall(InflModelSetPrecision(model, prec));
   sc->ek = ek;
@@ -679,6 +698,30 @@ PetscErrorCode InflScorerSetQueryData(InflScorer sc, InflModel model, InflEKFAC 
   PetscFunctionReturn(0);
 }
 
+/* Is training example m's pair term computed by this rank?  One group: the example is in this rank's shard.  Several:
+ * the rank of this group whose index is that of the example's shard rank (the ranks of a group split the pairs of
+ * their layers as they split the rows they score). */
+static PetscBool pair_is_mine(InflScorer sc, InflData train, int64_t m, int64_t start, int64_t count)
+{
+  PetscInt    E, index;
+  PetscMPIInt size;
+  int64_t     N, s0, sn;
+  int         lo = 0, hi;
+
+  if (sc->G == 1) return m >= start && m < start + count ? PETSC_TRUE : PETSC_FALSE;
+  InflLayerLayoutGetGroups(sc->layout, NULL, &E, NULL, &index);
+  MPI_Comm_size(sc->comm, &size);
+  InflDataGetSizes(train, &N, NULL, NULL);
+  hi = size - 1;
+  while (lo < hi) { /* the shard rank of m: the last rank whose block starts at or before m */
+    int mid = (lo + hi + 1) / 2;
+    InflPartition(N, size, mid, &s0, &sn);
+    if (s0 <= m) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo % E == index ? PETSC_TRUE : PETSC_FALSE;
+}
+
 /* The terms of the pairs in the merged lists, computed in double by the owners of the training examples and reduced:
  * with -score_per_layer each layer's term, top_layer / bottom_layer (L, Q, K); with -score_per_token every row's
  * (token's) term summed over layers, sum_l Ds_t^T P_l(q) a_t, in rows r of the pt_* arrays (for each query its
@@ -752,9 +795,10 @@ static PetscErrorCode scorer_pair_terms(InflScorer sc, InflData train)
     for (int w = 0; w < 2; w++) {
       for (PetscInt k = 0; k < lists[w]->n[q]; k++, r++) {
         int64_t m = lists[w]->index[(int64_t)q * K + k];
-        if (m < start || m >= start + count) continue;
+        if (!pair_is_mine(sc, train, m, start, count)) continue;
         PetscCall(InflModelCaptureExamples(sc->model, train, 1, &m, INFL_FISHER_EMPIRICAL, 0, cap));
         for (PetscInt l = 0; l < sc->L; l++) {
+          if (!sc->own[l]) continue;
           PetscInt      nd = sc->dout[l], na = sc->din[l] + 1, T = cap->T;
           const double *P  = sc->Pq[l] + (int64_t)q * nd * na, *A = cap->a64[l], *D = cap->ds64[l];
           double        s  = 0;
@@ -792,6 +836,12 @@ typedef struct {
   int64_t        start, count;
   struct ScoreScratch_ *w;  /* kernel scratch */
   double        *out;       /* (Q, chunk) scores */
+  /* several layer groups (infl/layout.h): the chunk is captured by score_chunk and scored by score_step */
+  InflCapture   *recv;      /* rows of the owned layers gathered from the cross communicator */
+  PetscInt      *bstart;    /* (G+1) the sources' first sequences in recv */
+  double        *part;      /* (nrow, recv->Bmax) this rank's partial terms of recv's sequences */
+  double        *red;       /* (nrow, chunk) the terms of this rank's sequences summed over the groups */
+  int64_t        i0, i1;    /* -score_tfidf_topk: this round's candidates cand_local[i0, i1) */
 } ScoreChunkCtx;
 
 /* Score the training examples [lo, hi) of this rank's shard against every query. */
@@ -894,6 +944,7 @@ static PetscErrorCode scorer_score_capture(InflScorer sc, const InflCapture *cap
   for (PetscInt l = 0; l < sc->L; l++) {
     PetscInt nd = sc->dout[l], na = sc->din[l] + 1;
     double  *dst = R == B && !layer && !token ? out : w->rows; /* (Q, R) */
+    if (!sc->own[l]) continue; /* held by another group: its owners add its terms */
     if (dst != out) PetscCall(PetscArrayzero(dst, (size_t)Q * R));
     if (sc->prec == INFL_PREC_DOUBLE) {
       if (sc->lr[l]) score_low_rank_f64(Q, R, nd, na, sc->lr[l], sc->U64[l], sc->V64[l], cap->a64[l], cap->ds64[l], (double *)w->T, dst);
@@ -925,6 +976,7 @@ PetscErrorCode InflScorerScoreCapture(InflScorer sc, const InflCapture *cap, dou
 
   PetscFunctionBegin;
   PetscCheck(sc->Q > 0, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflScorerSetQueries before InflScorerScoreCapture");
+  PetscCheck(sc->G == 1, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "InflScorerScoreCapture needs every layer's queries on this rank, but the factors are spread over %d layer groups; use -layer_groups 1", (int)sc->G);
   PetscCheck(cap->prec == sc->prec, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG, "the capture is in %s precision but the queries were set for %s", cap->prec == INFL_PREC_DOUBLE ? "double" : "single", sc->prec == INFL_PREC_DOUBLE ? "double" : "single");
   PetscCall(score_scratch_create(sc, cap->T, &w));
   PetscCall(scorer_score_capture(sc, cap, &w, out, NULL, 0, token));
@@ -934,24 +986,25 @@ PetscErrorCode InflScorerScoreCapture(InflScorer sc, const InflCapture *cap, dou
 
 /* -score_tfidf_topk: the candidates of the chunk [lo, hi) are captured and scored against every query; each query
  * keeps only the scores of its own candidates. */
-static PetscErrorCode score_chunk_candidates(ScoreChunkCtx *c, int64_t lo, int64_t hi)
+/* This rank's candidates in the chunk [lo, hi): cand_local[*i0, *i1). */
+static void chunk_candidates(InflScorer sc, int64_t lo, int64_t hi, int64_t *i0, int64_t *i1)
 {
-  InflScorer sc = c->sc;
-  int64_t    i0 = 0, i1, n;
-  double    *out = c->out, *sv;
-  int64_t   *iv;
+  int64_t a = 0, b;
+  while (a < sc->ncand_local && sc->cand_local[a] < lo) a++;
+  for (b = a; b < sc->ncand_local && sc->cand_local[b] < hi; b++) {}
+  *i0 = a;
+  *i1 = b;
+}
+
+/* -score_tfidf_topk: each query keeps the scores out (Q, i1 - i0) of its own candidates among cand_local[i0, i1) of
+ * the chunk [lo, hi). */
+static PetscErrorCode candidates_push(InflScorer sc, int64_t lo, int64_t hi, int64_t i0, int64_t i1, const double out[])
+{
+  int64_t  n = i1 - i0, *iv;
+  double  *sv;
 
   PetscFunctionBegin;
-  while (i0 < sc->ncand_local && sc->cand_local[i0] < lo) i0++;
-  for (i1 = i0; i1 < sc->ncand_local && sc->cand_local[i1] < hi; i1++) {}
-  n = i1 - i0;
   if (n == 0) PetscFunctionReturn(0);
-  PetscCall(PetscLogEventBegin(EV_CAPTURE, 0, 0, 0, 0));
-  PetscCall(InflModelCaptureExamples(sc->model, c->train, (PetscInt)n, sc->cand_local + i0, INFL_FISHER_EMPIRICAL, 0, c->cap));
-  PetscCall(PetscLogEventEnd(EV_CAPTURE, 0, 0, 0, 0));
-  PetscCall(PetscLogEventBegin(EV_KERNEL, 0, 0, 0, 0));
-  PetscCall(scorer_score_capture(sc, c->cap, c->w, out, NULL, 0, NULL));
-  PetscCall(PetscLogEventEnd(EV_KERNEL, 0, 0, 0, 0));
   PetscCall(PetscMalloc2(sc->tfidf_topk, &sv, sc->tfidf_topk, &iv));
   for (PetscInt q = 0; q < sc->Q; q++) {
     PetscInt nk = 0;
@@ -976,14 +1029,82 @@ static PetscErrorCode score_chunk_candidates(ScoreChunkCtx *c, int64_t lo, int64
   PetscFunctionReturn(0);
 }
 
+/* -score_tfidf_topk: the candidates of the chunk [lo, hi) are captured and (with one layer group) scored against every
+ * query; each query keeps only the scores of its own candidates. */
+static PetscErrorCode score_chunk_candidates(ScoreChunkCtx *c, int64_t lo, int64_t hi)
+{
+  InflScorer sc = c->sc;
+
+  PetscFunctionBegin;
+  chunk_candidates(sc, lo, hi, &c->i0, &c->i1);
+  c->cap->B = c->cap->T = 0;
+  if (c->i1 == c->i0) PetscFunctionReturn(0);
+  PetscCall(PetscLogEventBegin(EV_CAPTURE, 0, 0, 0, 0));
+  PetscCall(InflModelCaptureExamples(sc->model, c->train, (PetscInt)(c->i1 - c->i0), sc->cand_local + c->i0, INFL_FISHER_EMPIRICAL, 0, c->cap));
+  PetscCall(PetscLogEventEnd(EV_CAPTURE, 0, 0, 0, 0));
+  if (c->recv) PetscFunctionReturn(0); /* scored by score_step */
+  PetscCall(PetscLogEventBegin(EV_KERNEL, 0, 0, 0, 0));
+  PetscCall(scorer_score_capture(sc, c->cap, c->w, c->out, NULL, 0, NULL));
+  PetscCall(PetscLogEventEnd(EV_KERNEL, 0, 0, 0, 0));
+  PetscCall(candidates_push(sc, lo, hi, c->i0, c->i1, c->out));
+  PetscFunctionReturn(0);
+}
+
+/* The scores out (Q, B) of the chunk [lo, hi) of this rank's shard, complete: checked, kept, pushed to the lists. */
+static PetscErrorCode score_finish(ScoreChunkCtx *c, int64_t lo, int64_t hi, const double out[])
+{
+  InflScorer sc  = c->sc;
+  int64_t    off = lo - c->start;
+  PetscInt   B   = (PetscInt)(hi - lo);
+
+  PetscFunctionBegin;
+  for (PetscInt q = 0; q < sc->Q; q++) /* never a non-finite score in the output (the ranks agree on the error) */
+    for (PetscInt b = 0; b < B; b++)
+      PetscCheck(isfinite(out[(int64_t)q * B + b]), PETSC_COMM_SELF, PETSC_ERR_FP, "score of query %" PRId64 " and training example %" PRId64 " is %g (non-finite): the model's gradients or the preconditioned query overflow (huge weights, damaged factors, or a damping too small for them); check the model, the factors and -ekfac_damping", sc->qindex ? sc->qindex[q] : (int64_t)q, lo + b, out[(int64_t)q * B + b]);
+  if (sc->local) {
+    for (PetscInt q = 0; q < sc->Q; q++) PetscCall(PetscArraycpy(sc->local + (int64_t)q * c->count + off, out + (int64_t)q * B, B));
+    PetscCall(capture_gradient_norms(c->cap, c->w->G, sc->local_norm + off));
+  }
+  PetscCall(PetscLogEventBegin(EV_TOPK, 0, 0, 0, 0));
+  PetscCall(InflTopKPush(sc->top, B, out, NULL, lo));
+  PetscCall(InflTopKPush(sc->bottom, B, out, NULL, lo));
+  PetscCall(PetscLogEventEnd(EV_TOPK, 0, 0, 0, 0));
+  PetscFunctionReturn(0);
+}
+
+/* Several layer groups, after each round (collective): the round's rows go to the owners of their layers, which
+ * score them against their layers' queries; the partial scores come back summed over the groups. */
+static PetscErrorCode score_step(void *ctx, int64_t lo, int64_t hi)
+{
+  ScoreChunkCtx *c  = (ScoreChunkCtx *)ctx;
+  InflScorer     sc = c->sc;
+  InflCapture   *r  = c->recv;
+  PetscInt       Q = sc->Q, nrow = Q * (sc->local_layer ? 1 + sc->L : 1), B;
+  int64_t        ldp;
+
+  PetscFunctionBegin;
+  if (lo == hi) c->cap->B = c->cap->T = 0; /* no chunk this round */
+  B = c->cap->B;
+  PetscCall(PetscLogEventBegin(EV_KERNEL, 0, 0, 0, 0));
+  PetscCall(InflLayerLayoutGatherCapture(sc->layout, c->cap, r, c->bstart));
+  ldp = PetscMax(r->B, 1);
+  PetscCall(PetscArrayzero(c->part, (size_t)nrow * ldp));
+  if (r->B) PetscCall(scorer_score_capture(sc, r, c->w, c->part, sc->local_layer ? c->part + (int64_t)Q * ldp : NULL, ldp, NULL));
+  PetscCall(InflLayerLayoutReduceToSources(sc->layout, nrow, ldp, c->part, c->bstart, B, c->red));
+  PetscCall(PetscLogEventEnd(EV_KERNEL, 0, 0, 0, 0));
+  if (sc->local_layer && B) /* layer l's terms of the chunk into (L, Q, count) */
+    for (int64_t i = 0; i < (int64_t)sc->L * Q; i++) PetscCall(PetscArraycpy(sc->local_layer + i * c->count + (lo - c->start), c->red + (Q + i) * B, B));
+  if (sc->cand) InflCallAll(sc->comm, candidates_push(sc, lo, hi, c->i0, c->i1, c->red));
+  else InflCallAll(sc->comm, score_finish(c, lo, hi, c->red));
+  PetscFunctionReturn(0);
+}
+
 static PetscErrorCode score_chunk(void *ctx, int64_t lo, int64_t hi)
 {
   ScoreChunkCtx *c  = (ScoreChunkCtx *)ctx;
   InflScorer     sc = c->sc;
   InflCapture   *cap = c->cap;
   int64_t        off = lo - c->start;
-  PetscInt       B   = (PetscInt)(hi - lo);
-  double        *out = c->out;
 
   PetscFunctionBegin;
   if (sc->cand) {
@@ -994,20 +1115,11 @@ static PetscErrorCode score_chunk(void *ctx, int64_t lo, int64_t hi)
   /* the training examples' own labels (the next tokens of a sequence): the gradient of their loss */
   PetscCall(InflModelCaptureShard(sc->model, c->train, lo, hi, INFL_FISHER_EMPIRICAL, 0, cap));
   PetscCall(PetscLogEventEnd(EV_CAPTURE, 0, 0, 0, 0));
+  if (c->recv) PetscFunctionReturn(0); /* several layer groups: scored by score_step */
   PetscCall(PetscLogEventBegin(EV_KERNEL, 0, 0, 0, 0));
-  PetscCall(scorer_score_capture(sc, cap, c->w, out, sc->local_layer ? sc->local_layer + off : NULL, c->count, NULL));
+  PetscCall(scorer_score_capture(sc, cap, c->w, c->out, sc->local_layer ? sc->local_layer + off : NULL, c->count, NULL));
   PetscCall(PetscLogEventEnd(EV_KERNEL, 0, 0, 0, 0));
-  for (PetscInt q = 0; q < sc->Q; q++) /* never a non-finite score in the output (InflRunChunks agrees on the error) */
-    for (PetscInt b = 0; b < B; b++)
-      PetscCheck(isfinite(out[(int64_t)q * B + b]), PETSC_COMM_SELF, PETSC_ERR_FP, "score of query %" PRId64 " and training example %" PRId64 " is %g (non-finite): the model's gradients or the preconditioned query overflow (huge weights, damaged factors, or a damping too small for them); check the model, the factors and -ekfac_damping", sc->qindex ? sc->qindex[q] : (int64_t)q, lo + b, out[(int64_t)q * B + b]);
-  if (sc->local) {
-    for (PetscInt q = 0; q < sc->Q; q++) PetscCall(PetscArraycpy(sc->local + (int64_t)q * c->count + off, out + (int64_t)q * B, B));
-    PetscCall(capture_gradient_norms(cap, c->w->G, sc->local_norm + off));
-  }
-  PetscCall(PetscLogEventBegin(EV_TOPK, 0, 0, 0, 0));
-  PetscCall(InflTopKPush(sc->top, B, out, NULL, lo));
-  PetscCall(InflTopKPush(sc->bottom, B, out, NULL, lo));
-  PetscCall(PetscLogEventEnd(EV_TOPK, 0, 0, 0, 0));
+  PetscCall(score_finish(c, lo, hi, c->out));
   PetscFunctionReturn(0);
 }
 
@@ -1063,6 +1175,7 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   ScoreScratch   w;
   size_t         es = sc->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
   InflRanges     done = {0};
+  InflCapture   *recv = NULL;
 
   PetscFunctionBegin;
   PetscCheck(sc->Q > 0, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflScorerSetQueries before InflScorerScore");
@@ -1093,7 +1206,18 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   if (sc->save_all) PetscCall(PetscCalloc1((size_t)PetscMax(count, 1), &sc->local_norm));
   if (sc->save_all && sc->per_layer) PetscCall(PetscCalloc1((size_t)sc->L * sc->Q * PetscMax(count, 1), &sc->local_layer));
   {
-    size_t resident = (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + InflEKFACBytes(sc->model), per = InflModelCaptureBytes(sc->model) + sizeof(double) * sc->Q * (sc->local_layer ? 2 : 1);
+    size_t resident = (size_t)count * (sizeof(float) * d + sizeof(int64_t)), per = InflModelCaptureBytes(sc->model) + sizeof(double) * sc->Q * (sc->local_layer ? 2 : 1);
+    if (sc->layout) { /* the factors this rank holds; with several groups the rows of the owned layers from G ranks and
+                       * the partial scores of G chunks */
+      size_t mine, owned = 0;
+      PetscInt rows;
+      PetscCall(InflLayerLayoutGetBytes(sc->layout, &mine, NULL, NULL));
+      resident += mine;
+      PetscCall(InflModelGetMaxRows(sc->model, &rows));
+      for (PetscInt l = 0; l < sc->L; l++)
+        if (sc->own[l]) owned += (size_t)(sc->din[l] + 1 + sc->dout[l]);
+      if (sc->G > 1) per += (size_t)sc->G * (rows * owned * es + 2 * sizeof(double) * sc->Q * (sc->local_layer ? 1 + sc->L : 1));
+    } else resident += InflEKFACBytes(sc->model);
     for (PetscInt l = 0; l < sc->L; l++) {
       size_t ql = (size_t)sc->Q * sc->dout[l] * (sc->din[l] + 1);
       resident += ql * ((sc->Pq[l] ? sizeof(double) : 0) + (sc->P64[l] ? sizeof(double) : 0) + (sc->P32[l] ? sizeof(float) : 0));
@@ -1110,17 +1234,22 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
     PetscCall(InflChunkFromMemLimit(sc->comm, "infl score", count, resident + 4 * 1024 * 1024, per, &sc->chunk));
   }
   PetscCall(InflCaptureCreate(sc->model, sc->chunk, &cap));
-  PetscCall(score_scratch_create(sc, cap->Tmax, &w));
+  if (sc->G > 1) PetscCall(InflLayerLayoutCaptureCreate(sc->layout, cap, &recv));
+  PetscCall(score_scratch_create(sc, recv ? recv->Tmax : cap->Tmax, &w));
   PetscCall(PetscMalloc1((size_t)sc->Q * sc->chunk, &out));
   PetscCall(score_register_events());
   if (sc->out[0]) PetscCall(scorer_restore(sc, &done));
   {
-    ScoreChunkCtx c    = {sc, cap, train, start, count, &w, out};
+    ScoreChunkCtx c    = {sc, cap, train, start, count, &w, out, recv, NULL, NULL, NULL, 0, 0};
     InflChunkLoop loop = {score_chunk, sc->out[0] ? score_checkpoint : NULL, &c};
     char          partial[PETSC_MAX_PATH_LEN];
+    PetscInt      nrow = sc->Q * (sc->local_layer ? 1 + sc->L : 1);
+    if (recv) PetscCall(PetscMalloc3(sc->G + 1, &c.bstart, (size_t)nrow * PetscMax(recv->Bmax, 1), &c.part, (size_t)nrow * sc->chunk, &c.red));
     PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", sc->out[0] ? sc->out : "(no output file)"));
-    PetscCall(InflRunChunks(sc->comm, "infl score", start, count, sc->chunk, &done, &loop, partial));
+    PetscCall(InflRunChunksStep(sc->comm, "infl score", start, count, sc->chunk, &done, &loop, recv ? score_step : NULL, partial));
+    PetscCall(PetscFree3(c.bstart, c.part, c.red));
   }
+  PetscCall(InflCaptureDestroy(&recv));
   PetscCall(InflRangesDestroy(&done));
   PetscCall(score_scratch_destroy(&w));
   PetscCall(PetscFree(out));
@@ -1320,15 +1449,60 @@ PetscErrorCode InflSelfInfluenceShard(InflModel model, InflEKFAC ek, InflData tr
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode InflSelfInfluenceGathered(InflEKFAC ek, InflCapture *cap, double self[])
+{
+  InflLayerLayout lay;
+  InflCapture    *recv;
+  PetscInt        G, *bstart;
+  double         *part;
+
+  PetscFunctionBegin;
+  PetscCall(InflEKFACGetLayout(ek, &lay));
+  PetscCall(InflLayerLayoutGetGroups(lay, &G, NULL, NULL, NULL));
+  PetscCall(PetscArrayzero(self, cap->B));
+  if (G == 1) {
+    for (PetscInt l = 0; l < cap->L; l++) PetscCall(InflEKFACSelfInfluenceCapture(ek, l, cap, self));
+    PetscFunctionReturn(0);
+  }
+  PetscCall(InflLayerLayoutCaptureCreate(lay, cap, &recv));
+  PetscCall(PetscMalloc2(G + 1, &bstart, PetscMax(recv->Bmax, 1), &part));
+  PetscCall(InflLayerLayoutGatherCapture(lay, cap, recv, bstart));
+  PetscCall(PetscArrayzero(part, PetscMax(recv->B, 1)));
+  for (PetscInt l = 0; l < cap->L; l++)
+    if (InflLayerLayoutOwns(lay, l)) PetscCall(InflEKFACSelfInfluenceCapture(ek, l, recv, part));
+  PetscCall(InflLayerLayoutReduceToSources(lay, 1, PetscMax(recv->B, 1), part, bstart, cap->B, self));
+  PetscCall(PetscFree2(bstart, part));
+  PetscCall(InflCaptureDestroy(&recv));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflSelfInfluence(InflModel model, InflEKFAC ek, InflData train, PetscInt chunk, double self[])
 {
-  int64_t      start, count;
-  InflCapture *cap;
+  int64_t         start, count, nlocal, rounds;
+  InflCapture    *cap;
+  InflLayerLayout lay;
+  PetscInt        G;
+  MPI_Comm        comm;
 
   PetscFunctionBegin;
   PetscCall(InflDataGetShard(train, &start, &count, NULL, NULL));
   PetscCall(InflCaptureCreate(model, chunk, &cap));
-  for (int64_t off = 0; off < count; off += chunk) PetscCall(InflSelfInfluenceShard(model, ek, train, start + off, start + PetscMin(off + chunk, count), cap, self + off));
+  PetscCall(InflEKFACGetLayout(ek, &lay));
+  PetscCall(InflLayerLayoutGetGroups(lay, &G, NULL, NULL, NULL));
+  if (G == 1) {
+    for (int64_t off = 0; off < count; off += chunk) PetscCall(InflSelfInfluenceShard(model, ek, train, start + off, start + PetscMin(off + chunk, count), cap, self + off));
+  } else { /* every rank takes part in every round's transfer to the layers' owners */
+    PetscCall(InflLayerLayoutGetComms(lay, &comm, NULL, NULL));
+    nlocal = (count + chunk - 1) / chunk;
+    PetscCall(InflRounds(comm, nlocal, &rounds));
+    for (int64_t r = 0; r < rounds; r++) {
+      int64_t off = r * chunk, n = r < nlocal ? PetscMin(chunk, count - off) : 0;
+      double  dummy;
+      if (n > 0) PetscCall(InflModelCaptureShard(model, train, start + off, start + off + n, INFL_FISHER_EMPIRICAL, 0, cap));
+      else cap->B = cap->T = 0;
+      PetscCall(InflSelfInfluenceGathered(ek, cap, n > 0 ? self + off : &dummy));
+    }
+  }
   PetscCall(InflCaptureDestroy(&cap));
   PetscFunctionReturn(0);
 }
