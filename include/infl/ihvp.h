@@ -36,8 +36,8 @@
  * Options: -ihvp_curvature ggn|empirical|true, -ihvp_seed S (0, true Fisher labels), -ihvp_chunk B (512 examples or
  * sequences per chunk), -ihvp_block (true), -ihvp_allow_unconverged (warn and record instead of failing); the KSP has
  * prefix ihvp_ (-ihvp_ksp_type cg default, -ihvp_ksp_rtol INFL_IHVP_RTOL default, -ihvp_ksp_max_it INFL_IHVP_MAX_IT
- * default, -ihvp_pc_type jacobi (default: the exact diagonal; docs/FIDELITY.md "Preconditioning" measures the choices)
- * | shell (the EK-FAC inverse, InflEKFACPrecondition, needs factors) | none | ..., -ihvp_ksp_monitor, ...).
+ * default, -ihvp_pc_type none (default; docs/FIDELITY.md "Preconditioning" measures the choices) | shell (the EK-FAC
+ * inverse, InflEKFACPrecondition, needs factors) | jacobi (the exact diagonal) | ..., -ihvp_ksp_monitor, ...).
  *
  * Progress: every -progress_interval seconds (default 10; 0: every iteration) each running solve prints, on rank 0
  * of the communicator,
