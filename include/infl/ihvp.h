@@ -12,8 +12,9 @@
  * with C one of (N = training examples or sequences, g_s the gradient of sequence s's summed loss, sum over its rows
  * t of Ds_t a_t^T from the captures, infl/model.h):
  *   ggn        (1/N) sum_n J_n^T H_n J_n v,  H_n = diag(p_n) - p_n p_n^T   (R-op forward + backward; exact; default;
- *                                            models of rows with the operation only: the MLP.  Another type is an
- *                                            error naming -ihvp_curvature empirical | true)
+ *                                            models of rows with the operation only: the MLP.  Asked of another type
+ *                                            it is an error naming -ihvp_curvature empirical | true; by default such
+ *                                            a type gets empirical, with a note)
  *   empirical  (1/N) sum_s g_s (g_s^T v)     (data labels, the next tokens of a sequence)
  *   true       (1/N) sum_s g~_s (g~_s^T v)   (labels sampled from the model by InflModelCaptureShard with -ihvp_seed:
  *                                             a one-sample Monte-Carlo estimate of the GGN)

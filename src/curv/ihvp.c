@@ -28,6 +28,7 @@ struct _p_InflIHVP {
   uint64_t       seed;
   PetscInt       chunk;
   PetscBool      allow_unconverged, block;
+  PetscBool      curv_set;     /* the curvature was chosen (option or InflIHVPSetCurvature), not the default */
   PetscBool      quiet;        /* -ihvp_ksp_monitor_cancel: no progress lines from the block solve either */
   InflModel      model;
   InflData       train;
@@ -89,11 +90,12 @@ PetscErrorCode InflIHVPCreate(MPI_Comm comm, InflIHVP *ih)
 
 PetscErrorCode InflIHVPSetFromOptions(InflIHVP ih)
 {
-  PetscInt curv = (PetscInt)ih->curv, seed = (PetscInt)ih->seed;
+  PetscInt  curv = (PetscInt)ih->curv, seed = (PetscInt)ih->seed;
+  PetscBool set = PETSC_FALSE;
 
   PetscFunctionBegin;
   PetscOptionsBegin(ih->comm, NULL, "Krylov IHVP options", "InflIHVP");
-  PetscCall(PetscOptionsEList("-ihvp_curvature", "curvature C of the damped operator C + D", "InflIHVPSetCurvature", InflCurvatureNames, 3, InflCurvatureNames[curv], &curv, NULL));
+  PetscCall(PetscOptionsEList("-ihvp_curvature", "curvature C of the damped operator C + D (default ggn; empirical for a model type without a Gauss-Newton product)", "InflIHVPSetCurvature", InflCurvatureNames, 3, InflCurvatureNames[curv], &curv, &set));
   PetscCall(PetscOptionsInt("-ihvp_seed", "seed of the labels sampled for -ihvp_curvature true", "InflIHVPSetCurvature", seed, &seed, NULL));
   PetscCall(PetscOptionsInt("-ihvp_chunk", "training examples (sequences) per chunk of an operator product", "InflIHVPSetUp", ih->chunk, &ih->chunk, NULL));
   PetscCall(PetscOptionsBool("-ihvp_allow_unconverged", "an unconverged solve is a warning recorded in the output, not an error", "InflIHVPSolve", ih->allow_unconverged, &ih->allow_unconverged, NULL));
@@ -108,14 +110,16 @@ PetscErrorCode InflIHVPSetFromOptions(InflIHVP ih)
   PetscCheck(ih->chunk > 0, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_chunk %d must be positive", (int)ih->chunk);
   ih->curv = (InflCurvature)curv;
   ih->seed = (uint64_t)seed;
+  ih->curv_set = ih->curv_set || set;
   PetscFunctionReturn(0);
 }
 
 PetscErrorCode InflIHVPSetCurvature(InflIHVP ih, InflCurvature curv, uint64_t seed)
 {
   PetscFunctionBegin;
-  ih->curv = curv;
-  ih->seed = seed;
+  ih->curv     = curv;
+  ih->seed     = seed;
+  ih->curv_set = PETSC_TRUE;
   PetscFunctionReturn(0);
 }
 
@@ -553,6 +557,11 @@ PetscErrorCode InflIHVPSetUp(InflIHVP ih, InflModel model, InflData train, InflE
     PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
     ierr = InflModelGaussNewtonProduct(model, 0, NULL, NULL, NULL);
     PetscCall(PetscPopErrorHandler());
+    if (ierr && !ih->curv_set) { /* the default: the Fisher through the captures for such a type */
+      ih->curv = INFL_CURVATURE_EMPIRICAL;
+      ierr     = 0;
+      PetscCall(PetscPrintf(ih->comm, "ihvp: note: model type %s has no Gauss-Newton product; the curvature is the empirical Fisher (-ihvp_curvature empirical | true)\n", type));
+    }
     PetscCheck(!ierr, ih->comm, PETSC_ERR_SUP, "-ihvp_curvature ggn: model type %s has no Gauss-Newton (R-op) product; use -ihvp_curvature empirical (data labels) or -ihvp_curvature true (sampled labels), whose products go through the captured layers", type);
   }
   if (ek) {
