@@ -16,7 +16,7 @@ common=(-model "$model" -factors "$factors" -query "$fm/t10k" -ihvp_curvature em
 run() { local name=$1; shift; /usr/bin/time -f "$name: %e s wall" mpiexec -n "$NP" "$exe" ihvp "${common[@]}" "$@" >"$out/$name.log" 2>&1; tail -1 "$out/$name.log"; }
 run block -train "$fm/train" -train_limit "$LIMIT" -query_indices "0:$Q" -out "$out/block.h5"
 run single -train "$fm/train" -train_limit "$LIMIT" -query_indices "0:$Q" -ihvp_block false -ihvp_ksp_monitor_cancel -out "$out/single.h5"
-python3 - "$out" <<'PY'
+/usr/bin/python3 - "$out" <<'PY'
 import sys, h5py, numpy as np
 d = sys.argv[1]
 a, b = h5py.File(d + "/block.h5"), h5py.File(d + "/single.h5")
