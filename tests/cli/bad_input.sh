@@ -280,6 +280,7 @@ lm_train_vocab_ids | longdoc.h5: token 22 \(document 0\) has id 32, outside the 
 lm_train_vocab_txt | -gpt2_vocab_size 300 with -train data text:.*fortunes.txt and no -tokenizer: text without tokenizer files is read byte by byte | train -train text:$W/fortunes.txt -gpt2_vocab_size 300 -out $W/out/g
 lm_train_mixed     | infl train: -test data idx:.* holds rows of features but -train data text:.*fortunes.txt holds token sequences | train -train text:$W/fortunes.txt -test $T -out $W/out/g
 lm_train_out_file  | output $W/out/existing.h5 exists and is not a directory; a GPT-2 is written as a directory | train -train text:$W/fortunes.txt -gpt2_n_embd 8 -gpt2_n_head 2 -gpt2_n_positions 8 -out $W/out/existing.h5 -overwrite
+lm_ihvp_ggn        | -ihvp_curvature ggn: model type gpt2 has no Gauss-Newton \(R-op\) product; use -ihvp_curvature empirical | ihvp $G -train tokens:$W/longdoc.h5 -query tokens:$W/longdoc.h5 -query_indices 0:2 -ekfac_damping 1e-3 -ihvp_curvature ggn -out $W/out/i.h5
 # --- options
 query_out_of_range | query index 10 is outside the query set, which has 10 examples | score $M $F $TR $Q -query_indices 5:12 -out $W/out/s.h5
 query_not_integer  | -query_indices "3,x": "x" is not an integer               | score $M $F $TR $Q -query_indices 3,x -out $W/out/s.h5
