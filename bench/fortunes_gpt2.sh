@@ -6,7 +6,8 @@
 # Environment: DATA (directory made by jobs/fortunes-data.sh; made under OUT if unset), N (training windows scored,
 #   -train_limit; default 1000), PROMPTS (query file, default jobs/fortunes-prompts.txt), REPS (3; medians are
 #   reported, infl and PyTorch run in turn in each repetition so that both see the same load), RANKS (2), CORETYPE
-#   (OPENBLAS_CORETYPE for every program), SKIP_TORCH=1, OUT (output directory).
+#   (OPENBLAS_CORETYPE for every program), SKIP_TORCH=1, OUT (output directory), BASELINE (another infl executable,
+#   e.g. of an earlier commit: its `infl score` is timed in each repetition too, for a before/after of the scorer).
 # Every BLAS call is single-threaded (OPENBLAS_NUM_THREADS=1; PyTorch: torch.set_num_threads(RANKS)).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,12 +39,16 @@ for rep in $(seq "$REPS"); do
   infl fit "${common[@]}" -ekfac_layers mlp -out "$OUT/factors.h5" -info "$OUT/fit_info$rep" >"$OUT/fit$rep.log"
   infl score "${common[@]}" -factors "$OUT/factors.h5" -query_prompts "$PROMPTS" -out "$OUT/scores.h5" \
     -log_view ":$OUT/score_log$rep.txt" >"$OUT/score$rep.log"
+  if [ -n "${BASELINE:-}" ]; then
+    mpiexec -n "$RANKS" "$BASELINE" score "${common[@]}" -factors "$OUT/factors.h5" -query_prompts "$PROMPTS" -out "$OUT/scores_base.h5" \
+      -log_view ":$OUT/base_log$rep.txt" >"$OUT/base$rep.log"
+  fi
   infl self "${common[@]}" -factors "$OUT/factors.h5" -out "$OUT/self.h5" >"$OUT/self$rep.log"
   if [ -z "${SKIP_TORCH:-}" ]; then
     $PY "$ROOT/bench/ekfac_gpt2_torch.py" "$MODEL" "$DATA/train" --limit "$N" --prompts "$PROMPTS" --threads "$RANKS" \
       --scores "$OUT/torch_scores.npy" --self-out "$OUT/torch_self.npy" >"$OUT/torch$rep.txt"
   fi
-  grep -h "^fit:\|^score:\|^self-infl" "$OUT/fit$rep.log" "$OUT/score$rep.log" "$OUT/self$rep.log" | grep -v memory
+  grep -h "^fit:\|^score:\|^self-infl" "$OUT/fit$rep.log" "$OUT/score$rep.log" "$OUT/self$rep.log" | grep -v memory || true
 done
 echo "load after: $(uptime | sed 's/.*load average: //')" | tee -a "$OUT/env.txt"
 # untimed: the full score matrix, to check that PyTorch computed the same scores
@@ -67,7 +72,7 @@ def grab(path, pat, conv=float):
             return [conv(g) for g in m.groups()]
     return None
 
-I = {k: [] for k in ("fit", "covariance", "eigensolve", "lambda", "precondition", "score", "kernel", "self")}
+I = {k: [] for k in ("fit", "covariance", "eigensolve", "lambda", "precondition", "score", "kernel", "self", "base_score", "base_kernel")}
 for r in range(1, reps + 1):
     I["fit"] += grab(f"{out}/fit{r}.log", r"^fit: (\S+) s")
     info = " ".join(open(p).read() for p in glob.glob(f"{out}/fit_info{r}*"))
@@ -79,6 +84,9 @@ for r in range(1, reps + 1):
     I["score"].append(sco)
     I["kernel"] += grab(f"{out}/score_log{r}.txt", r"^InflScoreKernel\s+\d+\s+\S+\s+(\S+)")
     I["self"] += grab(f"{out}/self{r}.log", r"training examples: (\S+) s")
+    if os.path.exists(f"{out}/base{r}.log"):
+        I["base_score"].append(grab(f"{out}/base{r}.log", r"query preconditioning (\S+) s, scoring (\S+) s")[1])
+        I["base_kernel"] += grab(f"{out}/base_log{r}.txt", r"^InflScoreKernel\s+\d+\s+\S+\s+(\S+)")
 T = {k: [] for k in I}
 tok = Q = N = None
 for p in sorted(glob.glob(f"{out}/torch*.txt")):
@@ -115,6 +123,11 @@ kt = med(I["kernel"])
 print(f"\nscoring kernel (InflScoreKernel, max over ranks): {kt:.3f} s of the {med(I['score']):.3f} s scoring pass; "
       f"{k_seq / 1e9:.2f} GFLOP -> {k_seq / kt / 1e9:.1f} GFLOP/s = {k_seq / kt / 1e9 / (speak * R):.2f} of {R} x SGEMM peak "
       f"(the per-token form would be {k_tok / 1e9:.2f} GFLOP: {k_tok / k_seq:.1f}x)")
+if I["base_score"]:
+    bk = med(I["base_kernel"])
+    print(f"baseline scorer: scoring pass {med(I['base_score']):.3f} s, kernel {bk:.3f} s ({k_tok / bk / 1e9:.1f} GFLOP/s on the "
+          f"per-token count = {k_tok / bk / 1e9 / (speak * R):.2f} of {R} x SGEMM peak); this scorer's kernel is "
+          f"{bk / kt:.1f}x faster, its scoring pass {med(I['base_score']) / med(I['score']):.1f}x")
 with h5py.File(f"{out}/scores_all.h5") as f:
     s = f["scores"][()]
 if os.path.exists(f"{out}/torch_scores.npy"):
