@@ -41,6 +41,7 @@ int main(int argc, char **argv)
   float   *A = malloc(sizeof(float) * n * n), *Bm = malloc(sizeof(float) * n * n), *Cm = malloc(sizeof(float) * n * n);
 
   if (kb <= 0) kb = 4 * C + 1;
+  if (argc > 6) InflScoreLayerSetBlocking(0, (size_t)atoi(argv[6]) << 10); /* KiB of the blocks (experiments) */
   for (int k = 0; k < reps; k++) tg[k] = ts[k] = tt[k] = 0;
   off[0] = 0;
   for (int b = 0; b < B; b++) off[b + 1] = off[b] + (b % 2 ? 20 + (53 * b) % 100 : 128);

@@ -138,7 +138,7 @@ int main(int argc, char **argv)
   { /* the sequence kernel: contraction blocks of one row (kb 1), of several rows, of the whole gradient */
     PetscInt seqs[][4] = {{1, 1, 1, 1}, {5, 7, 9, 5}, {13, 40, 33, 17}, {9, 20, 130, 129}};
     for (int blk = 0; blk < 2; blk++) {
-      InflScoreLayerSetBlocking(0, blk ? (size_t)16 << 10 : 0);
+      InflScoreLayerSetBlocking(0, blk ? (size_t)4 << 10 : 0); /* 16 KiB of DW: blocks of 1 to 7 sequences */
       for (size_t s = 0; s < sizeof(seqs) / sizeof(seqs[0]); s++)
         for (size_t q = 0; q < 3; q++)
           for (int k = 0; k < 3; k++)

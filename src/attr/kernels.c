@@ -105,12 +105,14 @@ SCORE_LAYER(InflScoreLayer_f64, double, cblas_dgemm)
 SCORE_LAYER_REF(InflScoreLayerRef_f32, float)
 SCORE_LAYER_REF(InflScoreLayerRef_f64, double)
 
-/* Sequences per block of the sequence kernel: their gradients DW (nb, nd*na) take at most the byte budget of T (at
- * least one sequence); nondecreasing in B, so the scratch of B sequences covers every B' <= B. */
+/* Sequences per block of the sequence kernel: their gradients DW (nb, nd*na) take at most 4 times the byte budget of
+ * T (at least one sequence); nondecreasing in B, so the scratch of B sequences covers every B' <= B.  The contraction
+ * GEMMs are (Q, nb) wide, so nb matters: at the fortunes GPT-2's shapes (bench_seq_kernel, Q 20) 1 MiB (3 windows)
+ * ran at 0.48 of SGEMM, 4 MiB (15) at 0.58, 16 MiB at 0.55; Q 5 was 0.61-0.63 with each. */
 static PetscInt seq_block(PetscInt B, PetscInt nd, PetscInt na, size_t es)
 {
   size_t per = (size_t)nd * (size_t)na * es;
-  return (PetscInt)PetscMax(1, PetscMin((size_t)PetscMax(B, 1), score_block_bytes / per));
+  return (PetscInt)PetscMax(1, PetscMin((size_t)PetscMax(B, 1), 4 * score_block_bytes / per));
 }
 
 int64_t InflScoreSequencesScratch(PetscInt Q, PetscInt B, PetscInt nd, PetscInt na, size_t es)
