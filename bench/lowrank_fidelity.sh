@@ -6,7 +6,7 @@
 # the 10 proponents (and 10 opponents) with full rank's.
 #   bench/lowrank_fidelity.sh MODEL_DIR [OUT]
 # Environment: N (training windows, default 2000), HELDOUT (query indices of wisdom's windows, default 0:10),
-#   RANKS_R ("8 32"), NP (MPI ranks, 2), INFL_EXE (build/infl).
+#   RANKS_R ("8 32"), QSETS (query sets scored, "prompts heldout"), NP (MPI ranks, 2), INFL_EXE (build/infl).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 EXE=${INFL_EXE:-$repo/build/infl}
@@ -19,23 +19,23 @@ RANKS_R=${RANKS_R:-"8 32"}
 export OMPI_MCA_rmaps_base_oversubscribe=1
 mkdir -p "$OUT"
 cd "$OUT"
-"$repo/jobs/fortunes-data.sh" "$PWD/fortunes-data" >/dev/null
+[ -d fortunes-data/train ] || "$repo/jobs/fortunes-data.sh" "$PWD/fortunes-data" >/dev/null
 MP="mpiexec -n ${NP:-2}"
 T=(-model "$MODEL" -train "text:$PWD/fortunes-data/train" -train_limit "$N")
 [ -f factors.h5 ] || $MP "$EXE" fit "${T[@]}" -ekfac_layers mlp -out factors.h5 >fit.log
-for qs in prompts heldout; do
+for qs in ${QSETS:-prompts heldout}; do
   if [ $qs = prompts ]; then Q=(-query_prompts "$repo/jobs/fortunes-prompts.txt"); else Q=(-query "text:$PWD/fortunes-data/valid" -query_indices "$HELDOUT"); fi
   for r in 0 $RANKS_R; do
     [ -f "${qs}_r$r.h5" ] || $MP "$EXE" score "${T[@]}" -factors factors.h5 "${Q[@]}" -score_rank "$r" -score_save_all -out "${qs}_r$r.h5" >"score_${qs}_r$r.log"
   done
 done
 /usr/bin/python3 - $RANKS_R <<'PYEOF'
-import sys
+import os, sys
 import h5py, numpy as np
 print("| queries | rank r | Pearson mean [min] | Spearman mean [min] | top-10 proponents shared, mean [min] | top-10 opponents shared |")
 print("|---|---|---|---|---|---|")
 rank = lambda x: np.argsort(np.argsort(x)).astype(float)
-for qs in ("prompts", "heldout"):
+for qs in [q for q in ("prompts", "heldout") if os.path.exists(f"{q}_r0.h5")]:
     full = h5py.File(f"{qs}_r0.h5")["scores"][()].astype(np.float64)
     for r in sys.argv[1:]:
         low = h5py.File(f"{qs}_r{r}.h5")["scores"][()].astype(np.float64)

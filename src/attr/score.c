@@ -823,7 +823,8 @@ static PetscErrorCode score_register_events(void)
 
 /* norm (B) = ||g_b||_F, the Frobenius norm of each captured sequence's loss gradient over all layers.  One row per
  * example: the gradient of layer l is the rank-one Ds a^T, whose norm is ||Ds|| ||a||; a sequence of several rows:
- * G = Ds_b^T A_b is formed (G (dout, din+1) scratch of the largest layer).  Accumulated in double. */
+ * G = Ds_b^T A_b is formed by GEMM in the capture's precision (G (dout, din+1) doubles of the largest layer, used as
+ * floats in single precision), its squares summed in double. */
 static PetscErrorCode capture_gradient_norms(const InflCapture *cap, double G[], double norm[])
 {
   PetscFunctionBegin;
@@ -842,14 +843,13 @@ static PetscErrorCode capture_gradient_norms(const InflCapture *cap, double G[],
           for (PetscInt i = 0; i < nd; i++) d2 += (double)cap->ds32[l][r0 * nd + i] * cap->ds32[l][r0 * nd + i];
         }
         g2 += a2 * d2;
-      } else {
-        PetscCall(PetscArrayzero(G, (size_t)nd * na));
-        for (int64_t t = r0; t < r0 + nr; t++)
-          for (PetscInt i = 0; i < nd; i++) {
-            double d = cap->prec == INFL_PREC_DOUBLE ? cap->ds64[l][t * nd + i] : cap->ds32[l][t * nd + i];
-            for (PetscInt j = 0; j < na; j++) G[(int64_t)i * na + j] += d * (cap->prec == INFL_PREC_DOUBLE ? cap->a64[l][t * na + j] : cap->a32[l][t * na + j]);
-          }
+      } else if (cap->prec == INFL_PREC_DOUBLE) { /* G = Ds_b^T A_b by GEMM, in the capture's precision */
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, nr, 1.0, cap->ds64[l] + r0 * nd, nd, cap->a64[l] + r0 * na, na, 0.0, G, na);
         for (int64_t i = 0; i < (int64_t)nd * na; i++) g2 += G[i] * G[i];
+      } else {
+        float *Gf = (float *)G;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, nr, 1.0f, cap->ds32[l] + r0 * nd, nd, cap->a32[l] + r0 * na, na, 0.0f, Gf, na);
+        for (int64_t i = 0; i < (int64_t)nd * na; i++) g2 += (double)Gf[i] * Gf[i];
       }
     }
     norm[b] = sqrt(g2);
