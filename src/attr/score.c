@@ -37,7 +37,9 @@ struct _p_InflScorer {
   InflPrecision prec;
   PetscInt      L, Q;
   PetscInt     *din, *dout;   /* (L) */
-  PetscBool    *by_input;     /* (L) contract a with P first (dout <= din+1), else Ds first */
+  PetscBool    *by_input;     /* (L) contract a with P first (dout <= din+1, and every layer of a sequence model:
+                                 the sequence kernel reads query q's (dout, din+1) block whole), else Ds first */
+  PetscInt      dmax;         /* the widest layer input plus its bias: the longest dot product of the kernels */
   double      **P64;          /* (L) scoring layout: (Q*dout, din+1) if by_input, else (dout, Q*(din+1)) */
   float       **P32;          /* the same in float, single precision mode */
   double      **Pq;           /* (L) (Q, dout, din+1) preconditioned query gradients, double */
@@ -427,10 +429,16 @@ static PetscErrorCode scorer_begin_queries(InflScorer sc, InflModel model, Petsc
     sc->qindex[q] = qindex ? qindex[q] : q;
     sc->qlabel[q] = yq ? yq[q] : -1; /* sequences: no class label */
   }
-  for (PetscInt l = 0; l < L; l++) {
-    sc->din[l]      = lin[l].din;
-    sc->dout[l]     = lin[l].dout;
-    sc->by_input[l] = lin[l].dout <= lin[l].din + 1 ? PETSC_TRUE : PETSC_FALSE;
+  {
+    PetscBool seqmodel;
+    PetscCall(InflModelIsSequential(model, &seqmodel));
+    sc->dmax = 1;
+    for (PetscInt l = 0; l < L; l++) {
+      sc->din[l]      = lin[l].din;
+      sc->dout[l]     = lin[l].dout;
+      sc->by_input[l] = seqmodel || lin[l].dout <= lin[l].din + 1 ? PETSC_TRUE : PETSC_FALSE;
+      sc->dmax        = PetscMax(sc->dmax, lin[l].din + 1);
+    }
   }
   {
     const char *h;
@@ -865,7 +873,8 @@ static PetscErrorCode score_register_events(void)
 
 /* norm (B) = ||g_b||_F, the Frobenius norm of each captured sequence's loss gradient over all layers.  One row per
  * example: the gradient of layer l is the rank-one Ds a^T, whose norm is ||Ds|| ||a||; a sequence of several rows:
- * G = Ds_b^T A_b is formed (G (dout, din+1) scratch of the largest layer).  Accumulated in double. */
+ * G = Ds_b^T A_b is formed by GEMM in the capture's precision (G (dout, din+1) doubles of the largest layer, used as
+ * floats in single precision), its squares summed in double. */
 static PetscErrorCode capture_gradient_norms(const InflCapture *cap, double G[], double norm[])
 {
   PetscFunctionBegin;
@@ -884,14 +893,13 @@ static PetscErrorCode capture_gradient_norms(const InflCapture *cap, double G[],
           for (PetscInt i = 0; i < nd; i++) d2 += (double)cap->ds32[l][r0 * nd + i] * cap->ds32[l][r0 * nd + i];
         }
         g2 += a2 * d2;
-      } else {
-        PetscCall(PetscArrayzero(G, (size_t)nd * na));
-        for (int64_t t = r0; t < r0 + nr; t++)
-          for (PetscInt i = 0; i < nd; i++) {
-            double d = cap->prec == INFL_PREC_DOUBLE ? cap->ds64[l][t * nd + i] : cap->ds32[l][t * nd + i];
-            for (PetscInt j = 0; j < na; j++) G[(int64_t)i * na + j] += d * (cap->prec == INFL_PREC_DOUBLE ? cap->a64[l][t * na + j] : cap->a32[l][t * na + j]);
-          }
+      } else if (cap->prec == INFL_PREC_DOUBLE) { /* G = Ds_b^T A_b by GEMM, in the capture's precision */
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, nr, 1.0, cap->ds64[l] + r0 * nd, nd, cap->a64[l] + r0 * na, na, 0.0, G, na);
         for (int64_t i = 0; i < (int64_t)nd * na; i++) g2 += G[i] * G[i];
+      } else {
+        float *Gf = (float *)G;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, nr, 1.0f, cap->ds32[l] + r0 * nd, nd, cap->a32[l] + r0 * na, na, 0.0f, Gf, na);
+        for (int64_t i = 0; i < (int64_t)nd * na; i++) g2 += (double)Gf[i] * Gf[i];
       }
     }
     norm[b] = sqrt(g2);
@@ -899,7 +907,7 @@ static PetscErrorCode capture_gradient_norms(const InflCapture *cap, double G[],
   PetscFunctionReturn(0);
 }
 
-/* Scratch of scorer_score_capture for captures of up to Tmax rows. */
+/* Scratch of scorer_score_capture for captures of up to Tmax rows and Bmax sequences. */
 typedef struct ScoreScratch_ {
   void   *T;    /* kernel scratch */
   double *lay;  /* (Q, Tmax) one layer's terms before scaling (single precision) */
@@ -907,7 +915,7 @@ typedef struct ScoreScratch_ {
   double *G;    /* (dout, din+1) of the largest layer: gradient norms of sequences */
 } ScoreScratch;
 
-static PetscErrorCode score_scratch_create(InflScorer sc, PetscInt Tmax, ScoreScratch *w)
+static PetscErrorCode score_scratch_create(InflScorer sc, PetscInt Tmax, PetscInt Bmax, ScoreScratch *w)
 {
   size_t  es = sc->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
   int64_t nT = 1, nG = 1;
@@ -915,6 +923,7 @@ static PetscErrorCode score_scratch_create(InflScorer sc, PetscInt Tmax, ScoreSc
   PetscFunctionBegin;
   for (PetscInt l = 0; l < sc->L; l++) {
     nT = PetscMax(nT, sc->lr[l] ? 2 * (int64_t)Tmax * sc->Q * sc->lr[l] : InflScoreLayerScratch(sc->Q, Tmax, sc->dout[l], sc->din[l] + 1, sc->by_input[l], es));
+    if (!sc->lr[l] && sc->by_input[l] && Tmax > Bmax) nT = PetscMax(nT, InflScoreSequencesScratch(sc->Q, Bmax, sc->dout[l], sc->din[l] + 1, es));
     nG = PetscMax(nG, (int64_t)sc->dout[l] * (sc->din[l] + 1));
   }
   PetscCall(PetscMalloc((size_t)nT * es, &w->T));
@@ -931,7 +940,9 @@ static PetscErrorCode score_scratch_destroy(ScoreScratch *w)
 }
 
 /* out (Q, B) = the scores of the capture's B sequences against every query: sum over layers of sum over a sequence's
- * rows t of Ds_t^T P_l(q) a_t (the rows' terms of one layer are formed by the kernels, then summed per sequence).
+ * rows t of Ds_t^T P_l(q) a_t.  Sequences of several rows take the sequence kernel, <P_l(q), DW_l> with each
+ * sequence's gradient DW formed once, when that is cheaper than the rows' terms (2 (T + Q B) <= Q T for T rows:
+ * several queries) and no per-row terms are asked for; otherwise the rows' terms are formed, then summed per sequence.
  * With layer != NULL (L, Q, ldl), layer l's terms go to layer[(l Q + q) ldl + b]; with token != NULL (Q, T), each
  * row's term summed over layers (per-token influence). */
 static PetscErrorCode scorer_score_capture(InflScorer sc, const InflCapture *cap, ScoreScratch *w, double out[], double layer[], int64_t ldl, double token[])
@@ -945,6 +956,23 @@ static PetscErrorCode scorer_score_capture(InflScorer sc, const InflCapture *cap
     PetscInt nd = sc->dout[l], na = sc->din[l] + 1;
     double  *dst = R == B && !layer && !token ? out : w->rows; /* (Q, R) */
     if (!sc->own[l]) continue; /* held by another group: its owners add its terms */
+    if (!token && !sc->lr[l] && sc->by_input[l] && R > B && 2 * ((int64_t)R + (int64_t)Q * B) <= (int64_t)Q * R) {
+      dst = layer ? w->rows : out; /* (Q, B) */
+      if (dst != out) PetscCall(PetscArrayzero(dst, (size_t)Q * B));
+      if (sc->prec == INFL_PREC_DOUBLE) InflScoreSequences_f64(Q, B, cap->offsets, nd, na, sc->dmax, sc->Pq[l], cap->a64[l], cap->ds64[l], (double *)w->T, dst);
+      else { /* scaled queries, as below */
+        PetscCall(PetscArrayzero(w->lay, (size_t)Q * B));
+        InflScoreSequences_f32(Q, B, cap->offsets, nd, na, sc->dmax, sc->P32[l], cap->a32[l], cap->ds32[l], (float *)w->T, w->lay);
+        for (int64_t i = 0; i < (int64_t)Q * B; i++) dst[i] += sc->scale[l][i / B] * w->lay[i];
+      }
+      if (layer)
+        for (PetscInt q = 0; q < Q; q++)
+          for (PetscInt b = 0; b < B; b++) {
+            out[(int64_t)q * B + b] += dst[(int64_t)q * B + b];
+            layer[((int64_t)l * Q + q) * ldl + b] = dst[(int64_t)q * B + b];
+          }
+      continue;
+    }
     if (dst != out) PetscCall(PetscArrayzero(dst, (size_t)Q * R));
     if (sc->prec == INFL_PREC_DOUBLE) {
       if (sc->lr[l]) score_low_rank_f64(Q, R, nd, na, sc->lr[l], sc->U64[l], sc->V64[l], cap->a64[l], cap->ds64[l], (double *)w->T, dst);
@@ -978,7 +1006,7 @@ PetscErrorCode InflScorerScoreCapture(InflScorer sc, const InflCapture *cap, dou
   PetscCheck(sc->Q > 0, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflScorerSetQueries before InflScorerScoreCapture");
   PetscCheck(sc->G == 1, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "InflScorerScoreCapture needs every layer's queries on this rank, but the factors are spread over %d layer groups; use -layer_groups 1", (int)sc->G);
   PetscCheck(cap->prec == sc->prec, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG, "the capture is in %s precision but the queries were set for %s", cap->prec == INFL_PREC_DOUBLE ? "double" : "single", sc->prec == INFL_PREC_DOUBLE ? "double" : "single");
-  PetscCall(score_scratch_create(sc, cap->T, &w));
+  PetscCall(score_scratch_create(sc, cap->T, cap->B, &w));
   PetscCall(scorer_score_capture(sc, cap, &w, out, NULL, 0, token));
   PetscCall(score_scratch_destroy(&w));
   PetscFunctionReturn(0);
@@ -1235,7 +1263,7 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   }
   PetscCall(InflCaptureCreate(sc->model, sc->chunk, &cap));
   if (sc->G > 1) PetscCall(InflLayerLayoutCaptureCreate(sc->layout, cap, &recv));
-  PetscCall(score_scratch_create(sc, recv ? recv->Tmax : cap->Tmax, &w));
+  PetscCall(score_scratch_create(sc, recv ? recv->Tmax : cap->Tmax, recv ? recv->Bmax : cap->Bmax, &w));
   PetscCall(PetscMalloc1((size_t)sc->Q * sc->chunk, &out));
   PetscCall(score_register_events());
   if (sc->out[0]) PetscCall(scorer_restore(sc, &done));
