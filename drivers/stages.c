@@ -165,11 +165,12 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
   PetscLogStage  stage;
   InflRanges     done = {0};
   InflCapture   *cap;
+  PetscBool      chunk_set;
 
   PetscFunctionBegin;
   PetscCall(PetscLogStageRegister("Self-influence", &stage));
   PetscCall(PetscLogStagePush(stage));
-  PetscCall(PetscOptionsGetInt(NULL, NULL, "-self_chunk", &chunk, NULL));
+  PetscCall(PetscOptionsGetInt(NULL, NULL, "-self_chunk", &chunk, &chunk_set));
   PetscCheck(chunk > 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-self_chunk %d must be positive", (int)chunk);
   PetscCall(DriverCheckOutput(comm, out, overwrite));
   PetscCall(InflModelCheckData(model, train)); /* sequence data: read for this model */
@@ -196,13 +197,14 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
     for (PetscInt l = 0; l < L; l++) maxd = PetscMax(maxd, PetscMax(lin[l].din + 1, lin[l].dout));
     /* per example: its capture and the model's workspace, rows of scratch in double, and two (dout, din+1)
      * matrices of a sequence's gradient (counted per example: a bound) */
-    PetscCall(InflChunkFromMemLimit(comm, "infl self", count, (size_t)count * (sizeof(float) * d + sizeof(int64_t) + sizeof(double)) + InflEKFACBytes(model), InflModelCaptureBytes(model) + sizeof(double) * (4 * (size_t)maxd * rows + 1), &chunk));
+    PetscCall(InflModelGetChunk(model, comm, "infl self", chunk_set, count, (size_t)count * (sizeof(float) * d + sizeof(int64_t) + sizeof(double)) + InflEKFACBytes(model), InflModelCaptureBytes(model) + sizeof(double) * (4 * (size_t)maxd * rows + 1), &chunk));
   }
   PetscCall(InflCaptureCreate(model, chunk, &cap));
   PetscCall(PetscTime(&t0));
   {
     SelfCtx       c    = {comm, model, ek, cap, train, y, start, count, N, self, mh, th, tmp, partial};
-    InflChunkLoop loop = {self_chunk, self_checkpoint, &c};
+    InflChunkLoop loop = {self_chunk, self_checkpoint, &c, NULL};
+    PetscCall(InflModelGetExampleUnit(model, &loop.unit));
     PetscCall(InflRunChunks(comm, "infl self", start, count, chunk, &done, &loop, partial));
     PetscCall(InflRangesReset(&done));
     PetscCall(InflRangesAdd(&done, 0, N)); /* all done */

@@ -21,6 +21,7 @@ struct _p_InflEKFAC {
   double          damping_factor; /* 0.1 */
   PetscBool       kfac;           /* no eigenvalue correction */
   PetscInt        chunk;
+  PetscBool       chunk_set;      /* -ekfac_chunk given (else the default, a token budget for sequences) */
   int64_t         nexamples;
   int64_t         nrows;      /* rows (tokens) summed into A and S: this rank's during the covariance pass, then all */
   char            model_hash[65], train_hash[65];
@@ -224,7 +225,7 @@ PetscErrorCode InflEKFACSetFromOptions(InflEKFAC ek)
   PetscCall(PetscOptionsReal("-ekfac_damping", "absolute damping for every layer (default: factor * mean(Lambda_l))", "InflEKFACSetDamping", damping, &damping, &set));
   PetscCall(PetscOptionsReal("-ekfac_damping_factor", "damping = factor * mean(Lambda_l)", "InflEKFACSetDamping", ek->damping_factor, &ek->damping_factor, NULL));
   PetscCall(PetscOptionsBool("-ekfac_kfac", "no eigenvalue correction (K-FAC: Lambda = eS eA^T)", "InflEKFACFit", ek->kfac, &ek->kfac, NULL));
-  PetscCall(PetscOptionsInt("-ekfac_chunk", "examples per chunk of the passes over the data", "InflEKFACFit", ek->chunk, &ek->chunk, NULL));
+  PetscCall(PetscOptionsInt("-ekfac_chunk", "examples (sequences) per chunk of the passes over the data (default 512; sequences: as many as fit in 8192 tokens)", "InflEKFACFit", ek->chunk, &ek->chunk, &ek->chunk_set));
   for (PetscInt i = 0; i < 3; i++) if (!strcmp(ek->sel, sels[i])) sel = i;
   PetscCall(PetscOptionsEList("-ekfac_layers", "linear layers fitted and scored: all; of a transformer (gpt2) mlp (mlp.c_fc, mlp.c_proj) or attn (attn.c_attn, attn.c_proj)", "InflModelSetLayerSelection", sels, 3, sels[sel], &sel, NULL));
   PetscOptionsEnd();
@@ -349,8 +350,9 @@ typedef struct {
   InflModel    model;
   InflData     train;
   InflCapture *cap;
-  double      *bufa, *bufd, *ta, *td; /* (Tmax, max(din+1, dout)) scratch, Tmax the capture's rows */
-  int          pass;                  /* 1: covariance sums; 2: Lambda sums */
+  double      *bufa, *bufd; /* (Tmax, max(din+1, dout)) scratch, Tmax the capture's rows: the rows in double (pass 1),
+                               their rotations (pass 2) */
+  int          pass;        /* 1: covariance sums; 2: Lambda sums */
 } FitChunkCtx;
 
 /* One chunk [lo, hi) of this rank's shard: add its terms to the sums of the current pass. */
@@ -359,7 +361,6 @@ static PetscErrorCode fit_chunk(void *ctx, int64_t lo, int64_t hi)
   FitChunkCtx *c  = (FitChunkCtx *)ctx;
   InflEKFAC    ek = c->ek;
   PetscInt     T;
-  double      *ta = c->ta, *td = c->td;
 
   PetscFunctionBegin;
   /* the Fisher's labels: the data's (empirical) or sampled from the model keyed by the global example index (true) */
@@ -374,7 +375,7 @@ static PetscErrorCode fit_chunk(void *ctx, int64_t lo, int64_t hi)
       InflCaptureGetDouble(c->cap, l, c->bufa, c->bufd, &a, &ds);
       cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, na, T, 1.0, a, na, 1.0, ly->A, na);
       cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, nd, T, 1.0, ds, nd, 1.0, ly->S, nd);
-    } else PetscCall(InflEKFACAccumulateLambda(ek, l, c->cap, ta, td, ly->Lambda)); /* summed over the chunk's sequences */
+    } else PetscCall(InflEKFACAccumulateLambda(ek, l, c->cap, c->bufa, c->bufd, ly->Lambda)); /* summed over the chunk's sequences */
   }
   PetscFunctionReturn(0);
 }
@@ -394,13 +395,13 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   InflLinear    *lin;
   int64_t        N, d, start, count;
   InflCapture   *cap;
-  double        *bufa, *bufd, *ta, *td;
+  double        *bufa, *bufd;
   const char    *hash;
   PetscLogDouble t0, t1 = 0, t2, t3;
   InflRanges     done = {0};
   int            resume_pass;
   FitChunkCtx    fc;
-  InflChunkLoop  loop = {fit_chunk, NULL, &fc};
+  InflChunkLoop  loop = {fit_chunk, NULL, &fc, NULL};
   char           partial[PETSC_MAX_PATH_LEN];
 
   PetscFunctionBegin;
@@ -426,16 +427,19 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   PetscCall(InflDataGetHash(train, &hash));
   PetscCall(PetscStrncpy(ek->train_hash, hash, sizeof(ek->train_hash)));
 
-  /* per example: its capture, the model's workspace, 4 rows of scratch per row (token) and the sampled labels */
-  PetscCall(InflChunkFromMemLimit(ek->comm, "infl fit", count, (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + 2 * InflEKFACBytes(model), InflModelCaptureBytes(model) + (size_t)rows * (4 * sizeof(double) * maxd + sizeof(int32_t)) + 2 * sizeof(int64_t), &ek->chunk));
+  /* per example: its capture, the model's workspace, 2 rows of scratch in double per row (token) and the sampled
+   * labels; held whatever the chunk: the data shard, the factors and their sums, 2 (dout, din+1) matrices of the
+   * sequence path (InflEKFACAccumulateLambda) */
+  PetscCall(InflModelGetChunk(model, ek->comm, "infl fit", ek->chunk_set, count, (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + 2 * InflEKFACBytes(model), InflModelCaptureBytes(model) + (size_t)rows * (2 * sizeof(double) * maxd + sizeof(int32_t)) + 2 * sizeof(int64_t), &ek->chunk));
   PetscCall(InflCaptureCreate(model, ek->chunk, &cap));
-  PetscCall(PetscMalloc4((size_t)cap->Tmax * maxd, &bufa, (size_t)cap->Tmax * maxd, &bufd, (size_t)cap->Tmax * maxd, &ta, (size_t)cap->Tmax * maxd, &td));
+  PetscCall(PetscMalloc2((size_t)cap->Tmax * maxd, &bufa, (size_t)cap->Tmax * maxd, &bufd));
   ek->nrows = 0;
 
   PetscCall(ekfac_restore(ek, &resume_pass, &done));
   PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", ek->out[0] ? ek->out : "(no output file)"));
-  fc = (FitChunkCtx){ek, model, train, cap, bufa, bufd, ta, td, 0};
+  fc = (FitChunkCtx){ek, model, train, cap, bufa, bufd, 0};
   if (ek->out[0]) loop.checkpoint = fit_checkpoint;
+  PetscCall(InflModelGetExampleUnit(model, &loop.unit));
 
   /* Pass 1: covariance sums (upper triangle by dsyrk, mirrored below) */
   PetscCall(PetscTime(&t0));
@@ -495,7 +499,7 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   PetscCall(PetscTime(&t3));
   PetscCall(ekfac_update_damping(ek));
   PetscCall(PetscInfo(NULL, "EK-FAC fit: covariance pass %.3f s, eigensolves %.3f s, Lambda pass %.3f s\n", t1 - t0, t2 - t1, t3 - t2));
-  PetscCall(PetscFree4(bufa, bufd, ta, td));
+  PetscCall(PetscFree2(bufa, bufd));
   PetscCall(InflCaptureDestroy(&cap));
   PetscCall(InflRangesDestroy(&done));
   PetscFunctionReturn(0);
@@ -914,8 +918,8 @@ PetscErrorCode InflEKFACSelfInfluenceCapture(InflEKFAC ek, PetscInt l, const Inf
   PetscFunctionBegin;
   if (n == 0) PetscFunctionReturn(0);
   if (cap->T != cap->B) { /* sequences: the rotated gradient of each sequence, weighted by the damped inverse */
-    const double *a, *ds;
-    double       *T, *M;
+    const double *a = NULL, *ds = NULL;
+    double       *T = NULL, *M = NULL;
     PetscCall(sequence_work(ek, l, cap, &a, &ds, &T, &M));
     for (PetscInt b = 0; b < n; b++) {
       double v = 0;
@@ -951,10 +955,12 @@ PetscErrorCode InflEKFACAccumulateLambda(InflEKFAC ek, PetscInt l, const InflCap
   if (cap->T == cap->B) { /* rank one: Lsum += (Q_S^T ds)^2 ((Q_A^T a)^2)^T summed over the examples, one GEMM */
     PetscCall(InflEKFACRotatedSquares(ek, l, cap, ta, td));
     cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, cap->B, 1.0, td, nd, ta, na, 1.0, Lsum, na);
-  } else {
+  } else { /* the rows in double in the caller's scratch (the fit's chunk-sized buffers), not in another copy */
     const double *a, *ds;
     double       *T, *M;
-    PetscCall(sequence_work(ek, l, cap, &a, &ds, &T, &M));
+    PetscCall(ekfac_work(ek, 2 * (size_t)nd * na, &T));
+    M = T + (size_t)nd * na;
+    InflCaptureGetDouble(cap, l, ta, td, &a, &ds);
     for (PetscInt b = 0; b < cap->B; b++) {
       rotated_sequence_gradient(ly, cap, b, a, ds, T, M);
       for (int64_t i = 0; i < (int64_t)nd * na; i++) Lsum[i] += M[i] * M[i];

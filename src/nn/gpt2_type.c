@@ -383,9 +383,12 @@ static size_t gpt2_capture_bytes(InflModel m)
   size_t         per_row = 0, T = (size_t)m->seqlen_max;
 
   if (!t->g || InflGPT2GetConfig(t->g, &c)) return 0;
+  /* per row (token): a and Ds of every captured layer, and the workspace of forward and backward (src/nn/gpt2.c,
+   * workspace_ensure): n_layer (16 C + 4) activations, 12 C + 2 more and the logits (V); per window the attention
+   * probabilities of every block, n_layer n_head T^2; positions, targets and losses (16 bytes per row) */
   for (PetscInt l = 0; l < m->L; l++) per_row += (size_t)m->layers[l].din + 1 + (size_t)m->layers[l].dout;
-  per_row += (size_t)c.vocab_size + 16 * (size_t)c.n_embd * (size_t)c.n_layer;
-  return es * (T * per_row + (size_t)c.n_layer * c.n_head * T * T);
+  per_row += (size_t)c.vocab_size + (size_t)c.n_layer * (16 * (size_t)c.n_embd + 4) + 12 * (size_t)c.n_embd + 2;
+  return es * (T * per_row + (size_t)c.n_layer * c.n_head * T * T) + 16 * T;
 }
 
 /* Forward, loss and backward of a batch: the gradient of the summed loss is added to the gradient slab (the
