@@ -687,7 +687,7 @@ PetscErrorCode InflScorerSetQueryData(InflScorer sc, InflModel model, InflEKFAC 
  * top-k entries, then its bottom-k).  The terms of a pair sum to its score (within the rounding of the scoring
  * precision): they use the same P_l(q) (its rank-r truncation with -score_rank).
  * Batched: the distinct training examples of all the lists held by this rank are captured once each, in chunks of
- * the scoring chunk (halved when the scoring precision is single: these captures are in double); for every pair in
+ * half the scoring chunk's bytes (these captures are in double); for every pair in
  * a chunk and every layer, one GEMM over the sequence's rows contracts them with the query's P_l: Z = A P^T (T, dout)
  * and term_t = rowsum(Z .* Ds) (or Z = Ds P (T, din+1) and rowsum(Z .* A), whichever is narrower). */
 static PetscErrorCode scorer_pair_terms(InflScorer sc, InflData train)
@@ -770,7 +770,9 @@ static PetscErrorCode scorer_pair_terms(InflScorer sc, InflData train)
   for (PetscInt l = 0; l < sc->L; l++) maxw = PetscMax(maxw, PetscMin(sc->dout[l], sc->din[l] + 1));
   PetscCall(InflModelGetMaxRows(sc->model, &rows));
   PetscCall(InflModelGetPrecision(sc->model, &prec));
-  nb = (PetscInt)PetscMax(1, PetscMin((int64_t)(prec == INFL_PREC_DOUBLE ? sc->chunk : sc->chunk / 2), nloc));
+  /* half the bytes of the scoring chunk (these captures are in double): they fit into the memory the scoring pass
+   * freed, which the allocator need not have returned to the system */
+  nb = (PetscInt)PetscMax(1, PetscMin((int64_t)(prec == INFL_PREC_DOUBLE ? sc->chunk / 2 : sc->chunk / 4), nloc));
   PetscCall(InflModelSetPrecision(sc->model, INFL_PREC_DOUBLE));
   PetscCall(InflCaptureCreate(sc->model, nb, &cap));
   PetscCall(PetscMalloc1((size_t)rows * maxw, &Z));
@@ -1148,6 +1150,8 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
       size_t      transient = 0;
       PetscCallMPI(MPI_Comm_size(sc->comm, &size));
       for (PetscInt l = 0; l < sc->L; l++) transient = PetscMax(transient, sizeof(double) * (size_t)sc->dout[l] * (sc->din[l] + 1) * (size_t)(sc->Q + (sc->Q + size - 1) / size));
+      /* and this rank's block of queries captured in double (the allocator need not return it to the system) */
+      transient += (size_t)((sc->Q + size - 1) / size) * InflModelCaptureBytes(sc->model) * (sc->prec == INFL_PREC_DOUBLE ? 1 : 2);
       resident += transient;
     }
     PetscCall(InflModelGetChunk(sc->model, sc->comm, "infl score", sc->chunk_set, count, resident + 4 * 1024 * 1024, per, &sc->chunk));
@@ -1176,7 +1180,13 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &pairs, 1, MPI_INT64_T, MPI_SUM, sc->comm));
     PetscCall(PetscPrintf(sc->comm, "score: TF-IDF candidates: %" PRId64 " (query, training sequence) pairs scored of %" PRId64 "\n", pairs, (int64_t)sc->Q * N));
   }
-  if (sc->per_layer || sc->per_token) PetscCall(scorer_pair_terms(sc, train));
+  if (sc->per_layer || sc->per_token) {
+    PetscLogDouble t0, t1;
+    PetscCall(PetscTime(&t0));
+    PetscCall(scorer_pair_terms(sc, train));
+    PetscCall(PetscTime(&t1));
+    PetscCall(PetscPrintf(sc->comm, "score: %s terms of the kept pairs: %.2f s\n", sc->per_token ? (sc->per_layer ? "per-token and per-layer" : "per-token") : "per-layer", t1 - t0));
+  }
   PetscFunctionReturn(0);
 }
 

@@ -646,7 +646,10 @@ static PetscErrorCode batch_setup(InflGPT2 g, PetscInt B, const PetscInt offsets
   PetscCall(InflGPT2CheckBatch(g, B, offsets, tokens, targets));
   N = offsets[B];
   for (PetscInt b = 0; b < B; b++) natt += (int64_t)g->cfg.n_head * (offsets[b + 1] - offsets[b]) * (offsets[b + 1] - offsets[b]);
-  PetscCall(workspace_ensure(g, B, N, natt));
+  /* sized for B full windows at once (what the stages' memory estimate counts, InflModelCaptureBytes): a chunk of
+   * shorter windows followed by one of longer ones would otherwise free and allocate the workspace again, and the
+   * freed block need not go back to the system */
+  PetscCall(workspace_ensure(g, B, PetscMax(N, B * g->cfg.n_positions), PetscMax(natt, (int64_t)B * g->cfg.n_head * g->cfg.n_positions * g->cfg.n_positions)));
   ws    = &g->ws;
   ws->B = B;
   ws->N = N;
