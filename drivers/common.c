@@ -41,7 +41,7 @@ PetscErrorCode DriverOpenData(MPI_Comm comm, const char prefix[], PetscBool requ
   PetscOptionsBegin(comm, NULL, "infl driver options", NULL);
   /* listed by -help as a string, parsed as a 64-bit count: PetscOptionsInt (32-bit PetscInt) would wrap 2^32+1 to 1 */
   PetscCall(InflOptionsCheckLength(comm, optl, sizeof(ltext), "give a count of examples"));
-  PetscCall(PetscOptionsString(optl, "use only the first N examples (0: all)", NULL, ltext, ltext, sizeof(ltext), NULL));
+  PetscCall(PetscOptionsString(optl, "use only the first N examples (0: all; text and token data: the first N windows)", NULL, ltext, ltext, sizeof(ltext), NULL));
   PetscCall(PetscOptionsInt(opts, "token sequences: window length in tokens (0: the model's n_positions)", "InflDataSetSequenceLength", seq_len, &seq_len, NULL));
   PetscCall(PetscOptionsString("-tokenizer", "text data: directory of GPT-2 BPE files (default: beside the model, else byte-level for 256 tokens)", "InflDataSetTokenizerDir", tokdir, tokdir, sizeof(tokdir), NULL));
   PetscOptionsEnd();

@@ -225,7 +225,7 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   PetscCall(PetscOptionsInt("-summary_queries", "queries shown in the printed summary", NULL, nshow, &nshow, NULL));
   {
     PetscInt chunk = 512;
-    PetscCall(PetscOptionsInt("-self_chunk", "training examples per chunk of the self-influence stage", NULL, chunk, &chunk, NULL));
+    PetscCall(PetscOptionsInt("-self_chunk", "training examples (sequences) per chunk of the self-influence stage (default 512; sequences: as many as fit in 8192 tokens)", NULL, chunk, &chunk, NULL));
   }
   PetscOptionsEnd();
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));

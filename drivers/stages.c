@@ -216,10 +216,11 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
   const char    *mh, *th;
   InflRanges     done = {0};
   InflCapture   *cap;
+  PetscBool      chunk_set;
 
   PetscFunctionBegin;
   PetscCall(log_stage_push("Self-influence"));
-  PetscCall(PetscOptionsGetInt(NULL, NULL, "-self_chunk", &chunk, NULL));
+  PetscCall(PetscOptionsGetInt(NULL, NULL, "-self_chunk", &chunk, &chunk_set));
   PetscCheck(chunk > 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-self_chunk %d must be positive", (int)chunk);
   PetscCall(DriverCheckOutput(comm, out, overwrite));
   PetscCall(InflModelCheckData(model, train)); /* sequence data: read for this model */
@@ -252,14 +253,15 @@ PetscErrorCode StageSelf(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData 
     /* per example: its capture and the model's workspace, rows of scratch in double, and two (dout, din+1)
      * matrices of a sequence's gradient (counted per example: a bound) */
     /* (with several layer groups the owners hold G captures' rows of their layers: counted as G whole captures) */
-    PetscCall(InflChunkFromMemLimit(comm, "infl self", count, (size_t)count * (sizeof(float) * d + sizeof(int64_t) + sizeof(double)) + mine, (G > 1 ? G + 1 : 1) * InflModelCaptureBytes(model) + sizeof(double) * ((G > 1 ? G : 1) * 4 * (size_t)maxd * rows + 1), &chunk));
+    PetscCall(InflModelGetChunk(model, comm, "infl self", chunk_set, count, (size_t)count * (sizeof(float) * d + sizeof(int64_t) + sizeof(double)) + mine, (G > 1 ? G + 1 : 1) * InflModelCaptureBytes(model) + sizeof(double) * ((G > 1 ? G : 1) * 4 * (size_t)maxd * rows + 1), &chunk));
   }
   PetscCall(InflCaptureCreate(model, chunk, &cap));
   PetscCall(PetscTime(&t0));
   {
     SelfCtx         c    = {comm, model, ek, cap, train, y, start, count, N, self, mh, th, tmp, partial, 1};
-    InflChunkLoop   loop = {self_chunk, self_checkpoint, &c};
+    InflChunkLoop   loop = {self_chunk, self_checkpoint, &c, NULL};
     InflLayerLayout lay;
+    PetscCall(InflModelGetExampleUnit(model, &loop.unit));
     PetscCall(InflEKFACGetLayout(ek, &lay));
     PetscCall(InflLayerLayoutGetGroups(lay, &c.G, NULL, NULL, NULL));
     PetscCall(InflRunChunksStep(comm, "infl self", start, count, chunk, &done, &loop, c.G > 1 ? self_step : NULL, partial));

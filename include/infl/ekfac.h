@@ -111,7 +111,8 @@ PetscErrorCode InflEKFACSelfInfluenceCapture(InflEKFAC ek, PetscInt l, const Inf
 /* Not collective.  The eigenvalue correction's sum for layer l over the capture's sequences (Grosse et al. 2023,
  * eq. 20; George et al. 2018): Lsum (dout, din+1) += sum_b ((Q_S^T G_b Q_A)_ij)^2, G_b = sum over sequence b's rows of
  * Ds_t a_t^T.  One row per example: one GEMM of the rotated squares (InflEKFACRotatedSquares, scratch ta (B, din+1)
- * and td (B, dout)); sequences: G_b by one GEMM over its rows, rotated in double (ta, td unused). */
+ * and td (B, dout)); sequences: G_b by one GEMM over its rows, rotated in double (ta (T, din+1) and td (T, dout)
+ * hold the rows in double when the capture is in single precision). */
 PetscErrorCode InflEKFACAccumulateLambda(InflEKFAC ek, PetscInt l, const InflCapture *cap, double ta[], double td[], double Lsum[]);
 /* Not collective.  P (B, dout, din+1) = precondition(G_b) for the capture's sequences (a double-precision capture):
  * InflEKFACPreconditionRankOne for one row per example, else G_b = sum over the rows of Ds_t a_t^T then

@@ -77,8 +77,9 @@ PetscErrorCode InflDataOpen(MPI_Comm comm, const char spec[], int64_t limit, Inf
 PetscErrorCode InflDataOpenNamed(MPI_Comm comm, const char spec[], const char name[], int64_t limit, InflData *data);
 /* N examples in all, d features per example, nclasses = 1 + max label over the whole set. */
 PetscErrorCode InflDataGetSizes(InflData data, int64_t *N, int64_t *d, int64_t *nclasses);
-/* This rank's shard: global indices [start, start+count), x (count, d) row-major, labels (count).  Rows data; for
- * token-sequence data x and labels are NULL (use InflDataGetSequenceShard). */
+/* This rank's shard: global indices [start, start+count), x (count, d) row-major, labels (count).  Rows data.  For
+ * token-sequence data start and count are the shard of sequences (0 until InflDataSetUpSequences), and *x and
+ * *labels are set to NULL: a sequence is no row of floats; its tokens come from InflDataGetSequenceShard. */
 PetscErrorCode InflDataGetShard(InflData data, int64_t *start, int64_t *count, const float **x, const int64_t **labels);
 /* Any examples by global index (not collective; reads the file again as needed, or from the shard: raw IDX files
  * by seeking, .gz IDX files decompressed whole into memory on the first non-local index, HDF5 files reopened by

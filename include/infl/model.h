@@ -137,8 +137,25 @@ PetscErrorCode InflCaptureDestroy(InflCapture **cap);
  * capture holds one row per sequence, by capacity (Tmax == Bmax: the same answer on every rank for one model, so
  * stages call it right after InflCaptureCreate, before their first collective) and by content (T == B). */
 PetscErrorCode InflCaptureCheckRankOne(const InflCapture *cap, const char stage[]);
-/* Bytes per example of a capture and the model's workspace for it (for chunk sizes from -mem_limit). */
+/* Bytes per example of a capture and the model's workspace for it (for chunk sizes from -mem_limit): for a sequence
+ * model a window of n_positions rows, each with a and Ds of every captured layer and the forward/backward activations
+ * of the model, plus the attention probabilities of the window. */
 size_t InflModelCaptureBytes(InflModel model);
+/* What an example of the model's data is called in progress lines and messages: "sequences" for a sequence model,
+ * else "examples". */
+PetscErrorCode InflModelGetExampleUnit(InflModel model, const char **unit);
+/* Rows (tokens) in the default chunk of a stage on sequence data (docs/FORMATS.md, "Chunks and memory"). */
+#define INFL_CHUNK_ROWS 8192
+/* Collective.  The chunk of a stage (`stage` names it in messages, e.g. "infl fit") over this rank's `count` examples
+ * of the model's data: on entry *chunk is the value of the stage's option (-ekfac_chunk, -score_chunk, -self_chunk,
+ * -project_chunk), given by the user if `given`, else its default.  The options count examples: sequences (windows)
+ * for a sequence model.  A default (not given) for a sequence model is capped at max(1, INFL_CHUNK_ROWS /
+ * n_positions) windows, so that a chunk holds at most about INFL_CHUNK_ROWS tokens whatever the window length; a row
+ * model's default is unchanged.  Then -mem_limit lowers it (InflChunkFromMemLimit with `resident` bytes held whatever
+ * the chunk and `per_example` bytes per example, for a sequence model per window: its rows of every captured layer's
+ * a and Ds, the model's activations (InflModelCaptureBytes) and the stage's scratch per row).  For a sequence model
+ * the result is printed (windows and tokens per chunk at most). */
+PetscErrorCode InflModelGetChunk(InflModel model, MPI_Comm comm, const char stage[], PetscBool given, int64_t count, size_t resident, size_t per_example, PetscInt *chunk);
 /* Layer l's captured a (T, din+1) and Ds (T, dout) as double: the capture's own arrays in double precision,
  * else converted into buf_a / buf_ds (at least T*(din+1) and T*dout doubles). */
 void InflCaptureGetDouble(const InflCapture *cap, PetscInt l, double buf_a[], double buf_ds[], const double **a, const double **ds);

@@ -30,8 +30,10 @@ SCORE_LOW_RANK(score_low_rank_f64, double, cblas_dgemm)
 struct _p_InflScorer {
   MPI_Comm      comm;
   PetscInt      K, chunk;
+  PetscBool     chunk_set;    /* -score_chunk given (else the default, a token budget for sequences) */
   PetscBool     save_all, per_layer, per_token;
   PetscInt      tfidf_topk;   /* -score_tfidf_topk: candidates per query (0: score every training example) */
+  PetscInt      K_requested;  /* -score_topk as given, when K was clamped (to N, or to tfidf_topk); else 0 */
   InflModel     model;
   InflEKFAC     ek;
   InflPrecision prec;
@@ -264,7 +266,7 @@ PetscErrorCode InflScorerSetFromOptions(InflScorer sc)
   PetscCall(PetscOptionsBool("-score_per_layer", "write per-layer terms", "InflScorerSave", sc->per_layer, &sc->per_layer, NULL));
   PetscCall(PetscOptionsBool("-score_per_token", "write every token's term of the top-k and bottom-k training sequences of each query", "InflScorerSave", sc->per_token, &sc->per_token, NULL));
   PetscCall(PetscOptionsInt("-score_tfidf_topk", "score only the K training sequences of highest binary-BM25 score against each query's tokens (0: all)", "InflScorerScore", sc->tfidf_topk, &sc->tfidf_topk, NULL));
-  PetscCall(PetscOptionsInt("-score_chunk", "training examples per chunk", "InflScorerScore", sc->chunk, &sc->chunk, NULL));
+  PetscCall(PetscOptionsInt("-score_chunk", "training examples (sequences) per chunk (default 1024; sequences: as many as fit in 8192 tokens)", "InflScorerScore", sc->chunk, &sc->chunk, &sc->chunk_set));
   {
     PetscInt rows = 0, kib = 0;
     PetscCall(PetscOptionsInt("-score_block_rows", "training rows per GEMM block of the scoring kernel (0: 1024)", "InflScoreLayerSetBlocking", rows, &rows, NULL));
@@ -734,16 +736,20 @@ static PetscBool pair_is_mine(InflScorer sc, InflData train, int64_t m, int64_t 
  * with -score_per_layer each layer's term, top_layer / bottom_layer (L, Q, K); with -score_per_token every row's
  * (token's) term summed over layers, sum_l Ds_t^T P_l(q) a_t, in rows r of the pt_* arrays (for each query its
  * top-k entries, then its bottom-k).  The terms of a pair sum to its score (within the rounding of the scoring
- * precision): they use the same P_l(q) (its rank-r truncation with -score_rank). */
+ * precision): they use the same P_l(q) (its rank-r truncation with -score_rank).
+ * Batched: the distinct training examples of all the lists held by this rank are captured once each, in chunks of
+ * half the scoring chunk's bytes (these captures are in double); for every pair in
+ * a chunk and every layer, one GEMM over the sequence's rows contracts them with the query's P_l: Z = A P^T (T, dout)
+ * and term_t = rowsum(Z .* Ds) (or Z = Ds P (T, din+1) and rowsum(Z .* A), whichever is narrower). */
 static PetscErrorCode scorer_pair_terms(InflScorer sc, InflData train)
 {
-  int64_t         start, count, *lens;
+  int64_t         start, count, *ex, *loc, *pos, nloc = 0, R; /* ex, pos (R): each pair's training example and its place in loc (nloc) */
   InflCapture    *cap;
   InflPrecision   prec;
   InflDataContent kind;
   InflTopK       *lists[2] = {sc->top, sc->bottom};
-  double         *layers[2], *Z, *rowt; /* Z (Tmax, max dout) scratch; rowt (Tmax) one pair's row terms */
-  PetscInt        maxd = 1, K = sc->K, Q = sc->Q;
+  double         *layers[2], *Z; /* Z (rows of a sequence, min(dout, din+1)) scratch */
+  PetscInt        maxw = 1, K = sc->K, Q = sc->Q, nb, rows;
   int64_t         r;
 
   PetscFunctionBegin;
@@ -755,33 +761,52 @@ static PetscErrorCode scorer_pair_terms(InflScorer sc, InflData train)
   }
   layers[0] = sc->top_layer;
   layers[1] = sc->bottom_layer;
+  R = 0;
+  for (PetscInt q = 0; q < Q; q++) R += lists[0]->n[q] + lists[1]->n[q];
+  PetscCall(PetscMalloc3(PetscMax(R, 1), &ex, PetscMax(R, 1), &loc, PetscMax(R, 1), &pos));
+  r = 0;
+  for (PetscInt q = 0; q < Q; q++) /* the training example of every pair (row r); the local ones, sorted and distinct */
+    for (int w = 0; w < 2; w++)
+      for (PetscInt k = 0; k < lists[w]->n[q]; k++, r++) {
+        int64_t m = lists[w]->index[(int64_t)q * K + k];
+        ex[r] = m;
+        if (pair_is_mine(sc, train, m, start, count)) loc[nloc++] = m;
+      }
+  PetscCall(PetscSortInt64(nloc, loc));
+  {
+    int64_t u = 0;
+    for (int64_t i = 0; i < nloc; i++) if (!u || loc[u - 1] != loc[i]) loc[u++] = loc[i];
+    nloc = u;
+  }
+  for (r = 0; r < R; r++) { /* position of each pair's example among loc (-1: another rank's) */
+    int64_t lo = 0, hi = nloc, m = ex[r];
+    while (lo < hi) {
+      int64_t mid = (lo + hi) / 2;
+      if (loc[mid] < m) lo = mid + 1;
+      else hi = mid;
+    }
+    pos[r] = lo < nloc && loc[lo] == m ? lo : -1;
+  }
   if (sc->per_token) { /* the rows, their lengths and tokens (every rank: any sequence can be read by any rank) */
-    int64_t d;
+    int64_t  d;
+    int32_t *buf; /* (d) one sequence's tokens */
     PetscCall(InflDataGetSizes(train, NULL, &d, NULL));
-    sc->ptR = 0;
-    for (PetscInt q = 0; q < Q; q++) sc->ptR += lists[0]->n[q] + lists[1]->n[q];
+    sc->ptR = R;
     PetscCall(PetscFree4(sc->pt_offsets, sc->pt_query, sc->pt_train, sc->pt_kind));
     PetscCall(PetscFree2(sc->pt_values, sc->pt_tokens));
     PetscCall(PetscMalloc4(sc->ptR + 1, &sc->pt_offsets, PetscMax(sc->ptR, 1), &sc->pt_query, PetscMax(sc->ptR, 1), &sc->pt_train, PetscMax(sc->ptR, 1), &sc->pt_kind));
-    PetscCall(PetscMalloc1(PetscMax(sc->ptR, 1), &lens));
+    PetscCall(PetscMalloc1(PetscMax(d, 1), &buf));
     r = 0;
     sc->pt_offsets[0] = 0;
     for (PetscInt q = 0; q < Q; q++)
       for (int w = 0; w < 2; w++)
         for (PetscInt k = 0; k < lists[w]->n[q]; k++, r++) {
-          int64_t m = lists[w]->index[(int64_t)q * K + k];
+          int64_t m = lists[w]->index[(int64_t)q * K + k], o[2] = {0, 1};
           sc->pt_query[r] = q;
           sc->pt_train[r] = m;
           sc->pt_kind[r]  = w ? -1 : 1;
-          if (kind == INFL_DATA_SEQUENCES) {
-            int64_t o[2];
-            int32_t *buf;
-            PetscCall(PetscMalloc1(d, &buf));
-            PetscCall(InflDataGetSequences(train, 1, &m, buf, o));
-            lens[r] = o[1];
-            PetscCall(PetscFree(buf));
-          } else lens[r] = 1;
-          sc->pt_offsets[r + 1] = sc->pt_offsets[r] + lens[r];
+          if (kind == INFL_DATA_SEQUENCES) PetscCall(InflDataGetSequences(train, 1, &m, buf, o));
+          sc->pt_offsets[r + 1] = sc->pt_offsets[r] + o[1];
         }
     sc->ptM = sc->pt_offsets[sc->ptR];
     PetscCall(PetscCalloc2(PetscMax(sc->ptM, 1), &sc->pt_values, PetscMax(sc->ptM, 1), &sc->pt_tokens));
@@ -791,41 +816,48 @@ static PetscErrorCode scorer_pair_terms(InflScorer sc, InflData train)
         PetscCall(InflDataGetSequences(train, 1, &sc->pt_train[r], sc->pt_tokens + sc->pt_offsets[r], o));
       } else sc->pt_tokens[sc->pt_offsets[r]] = -1; /* a row of features has no token */
     }
-    PetscCall(PetscFree(lens));
+    PetscCall(PetscFree(buf));
   }
-  for (PetscInt l = 0; l < sc->L; l++) maxd = PetscMax(maxd, sc->dout[l]);
+  for (PetscInt l = 0; l < sc->L; l++) maxw = PetscMax(maxw, PetscMin(sc->dout[l], sc->din[l] + 1));
+  PetscCall(InflModelGetMaxRows(sc->model, &rows));
   PetscCall(InflModelGetPrecision(sc->model, &prec));
+  /* half the bytes of the scoring chunk (these captures are in double): they fit into the memory the scoring pass
+   * freed, which the allocator need not have returned to the system */
+  nb = (PetscInt)PetscMax(1, PetscMin((int64_t)(prec == INFL_PREC_DOUBLE ? sc->chunk / 2 : sc->chunk / 4), nloc));
   PetscCall(InflModelSetPrecision(sc->model, INFL_PREC_DOUBLE));
-  PetscCall(InflCaptureCreate(sc->model, 1, &cap));
-  PetscCall(PetscMalloc2((size_t)PetscMax(cap->Tmax, 1) * maxd, &Z, PetscMax(cap->Tmax, 1), &rowt));
-  r = 0;
-  for (PetscInt q = 0; q < Q; q++) {
-    for (int w = 0; w < 2; w++) {
-      for (PetscInt k = 0; k < lists[w]->n[q]; k++, r++) {
-        int64_t m = lists[w]->index[(int64_t)q * K + k];
-        if (!pair_is_mine(sc, train, m, start, count)) continue;
-        PetscCall(InflModelCaptureExamples(sc->model, train, 1, &m, INFL_FISHER_EMPIRICAL, 0, cap));
-        for (PetscInt l = 0; l < sc->L; l++) {
-          if (!sc->own[l]) continue;
-          PetscInt      nd = sc->dout[l], na = sc->din[l] + 1, T = cap->T;
-          const double *P  = sc->Pq[l] + (int64_t)q * nd * na, *A = cap->a64[l], *D = cap->ds64[l];
-          double        s  = 0;
-          /* Z (T, nd) = A P^T: row t holds P a_t; its dot product with Ds_t is the row's term */
-          cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, nd, na, 1.0, A, na, P, na, 0.0, Z, nd);
-          for (PetscInt t = 0; t < T; t++) {
-            double v = 0;
-            for (PetscInt i = 0; i < nd; i++) v += D[(int64_t)t * nd + i] * Z[(int64_t)t * nd + i];
-            rowt[t] = v;
-            s += v;
+  PetscCall(InflCaptureCreate(sc->model, nb, &cap));
+  PetscCall(PetscMalloc1((size_t)rows * maxw, &Z));
+  for (int64_t c0 = 0; c0 < nloc; c0 += nb) {
+    PetscInt n = (PetscInt)PetscMin((int64_t)nb, nloc - c0);
+    PetscCall(InflModelCaptureExamples(sc->model, train, n, loc + c0, INFL_FISHER_EMPIRICAL, 0, cap));
+    r = 0;
+    for (PetscInt q = 0; q < Q; q++)
+      for (int w = 0; w < 2; w++)
+        for (PetscInt k = 0; k < lists[w]->n[q]; k++, r++) {
+          int64_t b = pos[r] - c0, r0, T;
+          if (pos[r] < c0 || b >= n) continue;
+          r0 = cap->offsets[b];
+          T  = cap->offsets[b + 1] - r0;
+          for (PetscInt l = 0; l < sc->L; l++) {
+            if (!sc->own[l]) continue; /* held by another group: its owners add its terms */
+            PetscInt      nd = sc->dout[l], na = sc->din[l] + 1, wd = PetscMin(nd, na);
+            const double *P  = sc->Pq[l] + (int64_t)q * nd * na, *A = cap->a64[l] + r0 * na, *D = cap->ds64[l] + r0 * nd;
+            const double *X  = nd <= na ? D : A; /* the rows Z is multiplied with, (T, wd) */
+            double        s  = 0;
+            if (nd <= na) cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, nd, na, 1.0, A, na, P, na, 0.0, Z, nd); /* Z = A P^T */
+            else cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, na, nd, 1.0, D, nd, P, na, 0.0, Z, na);         /* Z = Ds P */
+            for (int64_t t = 0; t < T; t++) {
+              double v = 0;
+              for (PetscInt i = 0; i < wd; i++) v += X[t * wd + i] * Z[t * wd + i];
+              s += v;
+              if (sc->per_token) sc->pt_values[sc->pt_offsets[r] + t] += v;
+            }
+            if (layers[w]) layers[w][((int64_t)l * Q + q) * K + k] = s;
           }
-          if (layers[w]) layers[w][((int64_t)l * Q + q) * K + k] = s;
-          if (sc->per_token)
-            for (PetscInt t = 0; t < T; t++) sc->pt_values[sc->pt_offsets[r] + t] += rowt[t];
         }
-      }
-    }
   }
-  PetscCall(PetscFree2(Z, rowt));
+  PetscCall(PetscFree(Z));
+  PetscCall(PetscFree3(ex, loc, pos));
   PetscCall(InflCaptureDestroy(&cap));
   PetscCall(InflModelSetPrecision(sc->model, prec));
   for (int w = 0; w < 2; w++)
@@ -1218,9 +1250,16 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   sc->ntrain = N;
   sc->start  = start;
   sc->count  = count;
+  sc->K_requested = 0;
   if (sc->K > N) { /* keep every training example once instead of padding the lists */
     PetscCall(PetscPrintf(sc->comm, "note: -score_topk %d is larger than the %" PRId64 " training examples; keeping all %" PRId64 "\n", (int)sc->K, N, N));
-    sc->K = (PetscInt)N;
+    sc->K_requested = sc->K;
+    sc->K           = (PetscInt)N;
+  }
+  if (sc->tfidf_topk > 0 && sc->K > sc->tfidf_topk) { /* each query scores only its candidates: lists of as many */
+    PetscCall(PetscPrintf(sc->comm, "note: -score_topk %d is larger than the %d TF-IDF candidates scored per query (-score_tfidf_topk %d); keeping %d proponents and opponents per query (raise -score_tfidf_topk to keep more)\n", (int)sc->K, (int)sc->tfidf_topk, (int)sc->tfidf_topk, (int)sc->tfidf_topk));
+    if (!sc->K_requested) sc->K_requested = sc->K;
+    sc->K = sc->tfidf_topk;
   }
   PetscCall(InflTopKDestroy(&sc->top));
   PetscCall(InflTopKDestroy(&sc->bottom));
@@ -1234,14 +1273,17 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   if (sc->save_all) PetscCall(PetscCalloc1((size_t)PetscMax(count, 1), &sc->local_norm));
   if (sc->save_all && sc->per_layer) PetscCall(PetscCalloc1((size_t)sc->L * sc->Q * PetscMax(count, 1), &sc->local_layer));
   {
-    size_t resident = (size_t)count * (sizeof(float) * d + sizeof(int64_t)), per = InflModelCaptureBytes(sc->model) + sizeof(double) * sc->Q * (sc->local_layer ? 2 : 1);
+    PetscInt rows;
+    size_t   resident = (size_t)count * (sizeof(float) * d + sizeof(int64_t)), per, lowrank = 0;
+    PetscCall(InflModelGetMaxRows(sc->model, &rows));
+    /* per example: its capture and the model's workspace, its scores, and per row (token) the layer terms of every
+     * query twice (score_scratch_create, G times longer with several layer groups) and the low-rank kernel's scratch */
+    per = InflModelCaptureBytes(sc->model) + sizeof(double) * sc->Q * (sc->local_layer ? 2 : 1) + (size_t)(sc->G > 1 ? sc->G : 1) * 2 * sizeof(double) * (size_t)sc->Q * rows;
     if (sc->layout) { /* the factors this rank holds; with several groups the rows of the owned layers from G ranks and
                        * the partial scores of G chunks */
       size_t mine, owned = 0;
-      PetscInt rows;
       PetscCall(InflLayerLayoutGetBytes(sc->layout, &mine, NULL, NULL));
       resident += mine;
-      PetscCall(InflModelGetMaxRows(sc->model, &rows));
       for (PetscInt l = 0; l < sc->L; l++)
         if (sc->own[l]) owned += (size_t)(sc->din[l] + 1 + sc->dout[l]);
       if (sc->G > 1) per += (size_t)sc->G * (rows * owned * es + 2 * sizeof(double) * sc->Q * (sc->local_layer ? 1 + sc->L : 1));
@@ -1249,17 +1291,20 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
     for (PetscInt l = 0; l < sc->L; l++) {
       size_t ql = (size_t)sc->Q * sc->dout[l] * (sc->din[l] + 1);
       resident += ql * ((sc->Pq[l] ? sizeof(double) : 0) + (sc->P64[l] ? sizeof(double) : 0) + (sc->P32[l] ? sizeof(float) : 0));
-      if (sc->lr[l]) per += 2 * es * (size_t)sc->Q * sc->lr[l];
+      if (sc->lr[l]) lowrank = PetscMax(lowrank, 2 * es * (size_t)sc->Q * sc->lr[l] * rows);
     }
+    per += lowrank;
     if (sc->local) resident += sizeof(double) * sc->Q * (size_t)count * (sc->local_layer ? 1 + sc->L : 1);
     { /* InflScorerSetQueries held one layer's queries in double, twice (gathered and this rank's block) */
       PetscMPIInt size;
       size_t      transient = 0;
       PetscCallMPI(MPI_Comm_size(sc->comm, &size));
       for (PetscInt l = 0; l < sc->L; l++) transient = PetscMax(transient, sizeof(double) * (size_t)sc->dout[l] * (sc->din[l] + 1) * (size_t)(sc->Q + (sc->Q + size - 1) / size));
+      /* and this rank's block of queries captured in double (the allocator need not return it to the system) */
+      transient += (size_t)((sc->Q + size - 1) / size) * InflModelCaptureBytes(sc->model) * (sc->prec == INFL_PREC_DOUBLE ? 1 : 2);
       resident += transient;
     }
-    PetscCall(InflChunkFromMemLimit(sc->comm, "infl score", count, resident + 4 * 1024 * 1024, per, &sc->chunk));
+    PetscCall(InflModelGetChunk(sc->model, sc->comm, "infl score", sc->chunk_set, count, resident + 4 * 1024 * 1024, per, &sc->chunk));
   }
   PetscCall(InflCaptureCreate(sc->model, sc->chunk, &cap));
   if (sc->G > 1) PetscCall(InflLayerLayoutCaptureCreate(sc->layout, cap, &recv));
@@ -1269,7 +1314,8 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   if (sc->out[0]) PetscCall(scorer_restore(sc, &done));
   {
     ScoreChunkCtx c    = {sc, cap, train, start, count, &w, out, recv, NULL, NULL, NULL, 0, 0};
-    InflChunkLoop loop = {score_chunk, sc->out[0] ? score_checkpoint : NULL, &c};
+    InflChunkLoop loop = {score_chunk, sc->out[0] ? score_checkpoint : NULL, &c, NULL};
+    PetscCall(InflModelGetExampleUnit(sc->model, &loop.unit));
     char          partial[PETSC_MAX_PATH_LEN];
     PetscInt      nrow = sc->Q * (sc->local_layer ? 1 + sc->L : 1);
     if (recv) PetscCall(PetscMalloc3(sc->G + 1, &c.bstart, (size_t)nrow * PetscMax(recv->Bmax, 1), &c.part, (size_t)nrow * sc->chunk, &c.red));
@@ -1289,7 +1335,13 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &pairs, 1, MPI_INT64_T, MPI_SUM, sc->comm));
     PetscCall(PetscPrintf(sc->comm, "score: TF-IDF candidates: %" PRId64 " (query, training sequence) pairs scored of %" PRId64 "\n", pairs, (int64_t)sc->Q * N));
   }
-  if (sc->per_layer || sc->per_token) PetscCall(scorer_pair_terms(sc, train));
+  if (sc->per_layer || sc->per_token) {
+    PetscLogDouble t0, t1;
+    PetscCall(PetscTime(&t0));
+    PetscCall(scorer_pair_terms(sc, train));
+    PetscCall(PetscTime(&t1));
+    PetscCall(PetscPrintf(sc->comm, "score: %s terms of the kept pairs: %.2f s\n", sc->per_token ? (sc->per_layer ? "per-token and per-layer" : "per-token") : "per-layer", t1 - t0));
+  }
   PetscFunctionReturn(0);
 }
 
@@ -1341,6 +1393,10 @@ PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwr
   PetscCall(InflH5WriteProvenance(file, sc->comm, "score", sc->model_hash, sc->train_hash, sc->query_hash[0] ? sc->query_hash : NULL));
   PetscCall(InflH5SetAttrInt(file, "/", "train_examples", sc->ntrain));
   PetscCall(InflH5SetAttrInt(file, "/", "topk", sc->K));
+  if (sc->K_requested) { /* clamped: fewer training examples, or fewer TF-IDF candidates per query, than asked for */
+    PetscCall(InflH5SetAttrInt(file, "/", "topk_requested", sc->K_requested));
+    PetscCall(InflH5SetAttrString(file, "/", "topk_note", sc->tfidf_topk > 0 && sc->K == sc->tfidf_topk ? "-score_topk was larger than -score_tfidf_topk: the lists hold every candidate scored (topk = -score_tfidf_topk)" : "-score_topk was larger than the training set: the lists hold every training example"));
+  }
   PetscCall(InflH5SetAttrString(file, "/", "sign", "positive = proponent: upweighting the training example lowers the query loss"));
   PetscCall(InflH5WriteArray(file, "/query_indices", H5T_NATIVE_INT64, 1, dq, sc->qindex));
   PetscCall(InflH5WriteArray(file, "/query_labels", H5T_NATIVE_INT64, 1, dq, sc->qlabel));

@@ -292,6 +292,7 @@ PetscErrorCode InflStoreBuild(InflProjector proj, InflModel model, InflData trai
   char        partial[PETSC_MAX_PATH_LEN], done_path[PETSC_MAX_PATH_LEN], done_tmp[PETSC_MAX_PATH_LEN], key[512], pkey[256];
   const char *mh, *th;
   PetscInt    chunk;
+  PetscBool   chunk_set;
   InflRanges  done = {0};
 
   PetscFunctionBegin;
@@ -303,12 +304,18 @@ PetscErrorCode InflStoreBuild(InflProjector proj, InflModel model, InflData trai
   c.proj  = proj;
   c.model = model;
   PetscCall(InflProjectorGetSizes(proj, &c.k, NULL));
-  PetscCall(InflProjectorGetChunk(proj, &chunk));
+  PetscCall(InflProjectorGetChunk(proj, &chunk, &chunk_set));
   PetscCall(InflDataGetSizes(train, &c.N, NULL, NULL));
   {
-    int64_t start, count; /* the shard's size (rows or sequences), for the chunk from -mem_limit */
+    int64_t     start, count; /* the shard's size (rows or sequences), for the chunk from -mem_limit */
+    PetscInt    L, rows, maxd = 1;
+    InflLinear *lin;
     PetscCall(InflDataGetShard(train, &start, &count, NULL, NULL));
-    PetscCall(InflChunkFromMemLimit(comm, "infl project", count, (size_t)count * sizeof(float) * 8 + (gram ? sizeof(double) * (size_t)c.k * c.k : 0) + ((size_t)1 << 24) + ((size_t)4 << 20), InflModelCaptureBytes(model) + (sizeof(double) * 3 + sizeof(float)) * (size_t)c.k + 4 * sizeof(double), &chunk));
+    PetscCall(InflModelGetMaxRows(model, &rows));
+    PetscCall(InflModelGetLayers(model, &L, &lin));
+    for (PetscInt l = 0; l < L; l++) maxd = PetscMax(maxd, PetscMax(lin[l].din + 1, lin[l].dout));
+    /* per example: capture and model workspace, projected rows, and per row (token) a layer's rows in double */
+    PetscCall(InflModelGetChunk(model, comm, "infl project", chunk_set, count, (size_t)count * sizeof(float) * 8 + (gram ? sizeof(double) * (size_t)c.k * c.k : 0) + ((size_t)1 << 24) + ((size_t)4 << 20), InflModelCaptureBytes(model) + (sizeof(double) * 3 + sizeof(float)) * (size_t)c.k + 4 * sizeof(double) + (size_t)rows * 2 * sizeof(double) * maxd, &chunk));
   }
   PetscCall(shard_get(train, chunk, &c.sh));
   PetscCall(InflModelGetHash(model, &mh));
@@ -338,7 +345,8 @@ PetscErrorCode InflStoreBuild(InflProjector proj, InflModel model, InflData trai
   PetscCall(PetscMalloc2((size_t)chunk * c.k, &c.proj_out, (size_t)chunk * c.k, &c.rows));
   PetscCall(PetscMalloc3(chunk, &c.loss, chunk, &c.gnorm, chunk, &c.labels));
   {
-    InflChunkLoop loop = {build_chunk, build_checkpoint, &c};
+    InflChunkLoop loop = {build_chunk, build_checkpoint, &c, NULL};
+    PetscCall(InflModelGetExampleUnit(model, &loop.unit));
     PetscCall(InflRunChunksStep(comm, "infl project", c.sh.start, c.sh.count, chunk, &done, &loop, build_step, partial));
   }
   PetscCall(build_finish(&c, chunk, gram));

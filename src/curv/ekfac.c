@@ -22,6 +22,7 @@ struct _p_InflEKFAC {
   double          damping_factor; /* 0.1 */
   PetscBool       kfac;           /* no eigenvalue correction */
   PetscInt        chunk;
+  PetscBool       chunk_set;      /* -ekfac_chunk given (else the default, a token budget for sequences) */
   int64_t         nexamples;
   int64_t         nrows;      /* rows (tokens) summed into A and S: this rank's during the covariance pass, then all */
   char            model_hash[65], train_hash[65];
@@ -323,7 +324,7 @@ PetscErrorCode InflEKFACSetFromOptions(InflEKFAC ek)
   PetscCall(PetscOptionsReal("-ekfac_damping", "absolute damping for every layer (default: factor * mean(Lambda_l))", "InflEKFACSetDamping", damping, &damping, &set));
   PetscCall(PetscOptionsReal("-ekfac_damping_factor", "damping = factor * mean(Lambda_l)", "InflEKFACSetDamping", ek->damping_factor, &ek->damping_factor, NULL));
   PetscCall(PetscOptionsBool("-ekfac_kfac", "no eigenvalue correction (K-FAC: Lambda = eS eA^T)", "InflEKFACFit", ek->kfac, &ek->kfac, NULL));
-  PetscCall(PetscOptionsInt("-ekfac_chunk", "examples per chunk of the passes over the data", "InflEKFACFit", ek->chunk, &ek->chunk, NULL));
+  PetscCall(PetscOptionsInt("-ekfac_chunk", "examples (sequences) per chunk of the passes over the data (default 512; sequences: as many as fit in 8192 tokens)", "InflEKFACFit", ek->chunk, &ek->chunk, &ek->chunk_set));
   for (PetscInt i = 0; i < 3; i++) if (!strcmp(ek->sel, sels[i])) sel = i;
   PetscCall(PetscOptionsEList("-ekfac_layers", "linear layers fitted and scored: all; of a transformer (gpt2) mlp (mlp.c_fc, mlp.c_proj) or attn (attn.c_attn, attn.c_proj)", "InflModelSetLayerSelection", sels, 3, sels[sel], &sel, NULL));
   PetscOptionsEnd();
@@ -483,7 +484,8 @@ typedef struct {
   InflData     train;
   InflCapture *cap;
   InflCapture *recv;                  /* with several layer groups: the rows of the owned layers (infl/layout.h) */
-  double      *bufa, *bufd, *ta, *td; /* (Tmax, max(din+1, dout)) scratch, Tmax the rows of recv (else cap) */
+  double      *bufa, *bufd, *ta, *td; /* (Tmax, max(din+1, dout)) scratch, Tmax the rows of recv (else cap): the
+                                         rows in double (pass 1); ta, td alias bufa, bufd for their rotations (pass 2) */
   int          pass;                  /* 1: covariance sums; 2: Lambda sums */
 } FitChunkCtx;
 
@@ -547,9 +549,10 @@ static PetscErrorCode fit_checkpoint(void *ctx, const InflRanges *done)
  * are gathered to their owners after the round (collective). */
 static PetscErrorCode fit_run_pass(FitChunkCtx *fc, const char stage[], int64_t start, int64_t count, const InflRanges *done, const char partial[])
 {
-  InflChunkLoop loop = {fit_chunk, fc->ek->out[0] ? fit_checkpoint : NULL, fc};
+  InflChunkLoop loop = {fit_chunk, fc->ek->out[0] ? fit_checkpoint : NULL, fc, NULL};
 
   PetscFunctionBegin;
+  PetscCall(InflModelGetExampleUnit(fc->model, &loop.unit));
   PetscCall(InflRunChunksStep(fc->ek->comm, stage, start, count, fc->ek->chunk, done, &loop, fc->recv ? fit_step : NULL, partial));
   PetscFunctionReturn(0);
 }
@@ -560,7 +563,7 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   InflLinear    *lin;
   int64_t        N, d, start, count;
   InflCapture   *cap, *recv = NULL;
-  double        *bufa, *bufd, *ta, *td;
+  double        *bufa, *bufd;
   const char    *hash;
   PetscLogDouble t0, t1 = 0, t2, t3;
   InflRanges     done = {0};
@@ -603,20 +606,21 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   PetscCall(InflDataGetHash(train, &hash));
   PetscCall(PetscStrncpy(ek->train_hash, hash, sizeof(ek->train_hash)));
 
-  /* per example: its capture, the model's workspace, 4 rows of scratch per row (token) and the sampled labels; with
-   * several layer groups also the rows of the owned layers gathered from G ranks, and the scratch is G times longer */
-  PetscCall(InflChunkFromMemLimit(ek->comm, "infl fit", count, (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + 2 * mine, InflModelCaptureBytes(model) + (size_t)rows * ((G > 1 ? G : 1) * 4 * sizeof(double) * maxd + sizeof(int32_t)) + (G > 1 ? (size_t)G * rows * owned_rows * es : 0) + 2 * sizeof(int64_t), &ek->chunk));
+  /* per example: its capture, the model's workspace, 2 rows of scratch in double per row (token) and the sampled
+   * labels; with several layer groups also the rows of the owned layers gathered from G ranks, and the scratch is G
+   * times longer; held whatever the chunk: the data shard, the owned factors and their sums */
+  PetscCall(InflModelGetChunk(model, ek->comm, "infl fit", ek->chunk_set, count, (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + 2 * mine, InflModelCaptureBytes(model) + (size_t)rows * ((G > 1 ? G : 1) * 2 * sizeof(double) * maxd + sizeof(int32_t)) + (G > 1 ? (size_t)G * rows * owned_rows * es : 0) + 2 * sizeof(int64_t), &ek->chunk));
   PetscCall(InflCaptureCreate(model, ek->chunk, &cap));
   if (G > 1) PetscCall(InflLayerLayoutCaptureCreate(ek->layout, cap, &recv));
   {
     PetscInt Tmax = recv ? recv->Tmax : cap->Tmax;
-    PetscCall(PetscMalloc4((size_t)Tmax * maxd, &bufa, (size_t)Tmax * maxd, &bufd, (size_t)Tmax * maxd, &ta, (size_t)Tmax * maxd, &td));
+    PetscCall(PetscMalloc2((size_t)Tmax * maxd, &bufa, (size_t)Tmax * maxd, &bufd));
   }
   ek->nrows = 0;
 
   PetscCall(ekfac_restore(ek, &resume_pass, &done));
   PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", ek->out[0] ? ek->out : "(no output file)"));
-  fc = (FitChunkCtx){ek, model, train, cap, recv, bufa, bufd, ta, td, 0};
+  fc = (FitChunkCtx){ek, model, train, cap, recv, bufa, bufd, bufa, bufd, 0};
 
   /* Pass 1: covariance sums (upper triangle by dsyrk, mirrored below) */
   PetscCall(PetscTime(&t0));
@@ -688,7 +692,7 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   PetscCall(PetscTime(&t3));
   PetscCall(ekfac_update_damping(ek));
   PetscCall(PetscInfo(NULL, "EK-FAC fit: covariance pass %.3f s, eigensolves %.3f s, Lambda pass %.3f s\n", t1 - t0, t2 - t1, t3 - t2));
-  PetscCall(PetscFree4(bufa, bufd, ta, td));
+  PetscCall(PetscFree2(bufa, bufd));
   PetscCall(InflCaptureDestroy(&recv));
   PetscCall(InflCaptureDestroy(&cap));
   PetscCall(InflRangesDestroy(&done));
@@ -1111,8 +1115,8 @@ PetscErrorCode InflEKFACSelfInfluenceCapture(InflEKFAC ek, PetscInt l, const Inf
   EKFAC_CHECK_OWNED(ek, l);
   if (n == 0) PetscFunctionReturn(0);
   if (cap->T != cap->B) { /* sequences: the rotated gradient of each sequence, weighted by the damped inverse */
-    const double *a, *ds;
-    double       *T, *M;
+    const double *a = NULL, *ds = NULL;
+    double       *T = NULL, *M = NULL;
     PetscCall(sequence_work(ek, l, cap, &a, &ds, &T, &M));
     for (PetscInt b = 0; b < n; b++) {
       double v = 0;
@@ -1149,10 +1153,12 @@ PetscErrorCode InflEKFACAccumulateLambda(InflEKFAC ek, PetscInt l, const InflCap
   if (cap->T == cap->B) { /* rank one: Lsum += (Q_S^T ds)^2 ((Q_A^T a)^2)^T summed over the examples, one GEMM */
     PetscCall(InflEKFACRotatedSquares(ek, l, cap, ta, td));
     cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, cap->B, 1.0, td, nd, ta, na, 1.0, Lsum, na);
-  } else {
+  } else { /* the rows in double in the caller's scratch (the fit's chunk-sized buffers), not in another copy */
     const double *a, *ds;
     double       *T, *M;
-    PetscCall(sequence_work(ek, l, cap, &a, &ds, &T, &M));
+    PetscCall(ekfac_work(ek, 2 * (size_t)nd * na, &T));
+    M = T + (size_t)nd * na;
+    InflCaptureGetDouble(cap, l, ta, td, &a, &ds);
     for (PetscInt b = 0; b < cap->B; b++) {
       rotated_sequence_gradient(ly, cap, b, a, ds, T, M);
       for (int64_t i = 0; i < (int64_t)nd * na; i++) Lsum[i] += M[i] * M[i];

@@ -546,6 +546,22 @@ static PetscErrorCode seq_windows(MPI_Comm comm, InflData data, PetscInt len)
   PetscFunctionReturn(0);
 }
 
+/* The steps of InflDataSetUpSequences: the corpus read (with the tokenizer *tok for text) and cut into windows. */
+static PetscErrorCode seq_setup(MPI_Comm comm, InflData data, PetscInt len, const char model_path[], InflTokenizer *tok)
+{
+  PetscFunctionBegin;
+  PetscCall(InflTokensCreate(comm, &data->corpus));
+  PetscCall(InflTokensSetFromOptions(data->corpus));
+  PetscCall(InflTokensSetVocabSize(data->corpus, data->vocab_size));
+  if (data->kind == DATA_TEXT) {
+    PetscCall(seq_tokenizer(comm, data->tokdir, data->vocab_size, model_path, tok)); /* collective; errors agreed inside */
+    PetscCall(InflTokensSetTokenizer(data->corpus, *tok));
+  }
+  PetscCall(InflTokensLoad(data->corpus, data->spec));  /* collective; errors raised on every rank */
+  InflCallAll(comm, seq_windows(comm, data, len)); /* the same on every rank but the shard */
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflDataSetUpSequences(InflData data, PetscInt vocab_size, PetscInt n_positions, const char model_path[])
 {
   MPI_Comm       comm;
@@ -559,18 +575,12 @@ PetscErrorCode InflDataSetUpSequences(InflData data, PetscInt vocab_size, PetscI
   PetscCheck(vocab_size > 0 && n_positions >= 2, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "data %s: a model of vocab_size %d and n_positions %d cannot read token sequences (n_positions >= 2 needed)", data->spec, (int)vocab_size, (int)n_positions);
   comm = data->comm;
   data->vocab_size = vocab_size;
-  PetscCall(InflTokensCreate(comm, &data->corpus));
-  PetscCall(InflTokensSetFromOptions(data->corpus));
-  PetscCall(InflTokensSetVocabSize(data->corpus, vocab_size));
-  if (data->kind == DATA_TEXT) {
-    PetscCall(seq_tokenizer(comm, data->tokdir, vocab_size, model_path, &tok)); /* collective; errors agreed inside */
-    PetscCall(InflTokensSetTokenizer(data->corpus, tok));
-  }
-  ierr = InflTokensLoad(data->corpus, data->spec); /* collective; errors raised on every rank */
+  /* on an error of any step (all collective, raised on every rank) the corpus, the tokenizer and the windows made
+   * so far are freed: the data set is left as before the call */
+  ierr = seq_setup(comm, data, len, model_path, &tok);
   PetscCall(InflTokenizerDestroy(&tok));
   if (ierr) PetscCall(seq_free(data));
   PetscCall(ierr);
-  InflCallAll(comm, seq_windows(comm, data, len)); /* the same on every rank but the shard */
   data->seq_ready = PETSC_TRUE;
   PetscFunctionReturn(0);
 }
