@@ -1,4 +1,5 @@
 #include "driver.h"
+#include <infl/checkpoint.h>
 #include <stdio.h>
 #include <string.h>
 #include <errno.h>
@@ -771,5 +772,24 @@ PetscErrorCode DriverMLPDims(MPI_Comm comm, InflData train, PetscInt dims[], Pet
     bytes = 16 * np;
     PetscCheck(phys <= 0 || bytes <= phys, comm, PETSC_ERR_ARG_OUTOFRANGE, "-model_dims %s: an MLP of these layer sizes has %.4g parameters; training holds them, their gradients and two optimizer moments in float32 (%.4g GiB per rank), more than the %.4g GiB of memory of this machine: give smaller layer sizes", has && given ? given : "(default)", np, bytes / 1073741824.0, phys / 1073741824.0);
   }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode DriverTrainMLP(MPI_Comm comm, InflData train, InflData test, PetscInt nd, const PetscInt dims[], const InflTrainOptions *topt, const char path[], InflModel *model)
+{
+  InflTrainOptions opt = *topt;
+  char             partial[PETSC_MAX_PATH_LEN + 16];
+
+  PetscFunctionBegin;
+  PetscCall(InflModelCreate(comm, model));
+  PetscCall(InflModelSetFromOptions(*model));
+  PetscCall(InflModelSetUpMLP(*model, nd, dims, INFL_ACT_RELU, opt.seed));
+  PetscCall(PetscStrncpy(opt.checkpoint, path, sizeof(opt.checkpoint)));
+  PetscCall(InflModelTrain(*model, train, test, &opt));
+  PetscCall(InflModelSave(*model, path));
+  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", path));
+  PetscCall(InflRemoveAll(comm, partial));
+  PetscCall(InflModelDestroy(model));
+  PetscCall(DriverLoadModel(comm, path, model));
   PetscFunctionReturn(0);
 }

@@ -93,6 +93,10 @@ PetscErrorCode InflDriverRunEnsemble(MPI_Comm comm, PetscBool help);
 PetscErrorCode DriverStudyOptionsUsed(MPI_Comm comm);
 /* MLP layer sizes: -model_dims if set (checked against the data), else input,256,256,classes of `train`. */
 PetscErrorCode DriverMLPDims(MPI_Comm comm, InflData train, PetscInt dims[], PetscInt *nd, PetscBool set);
+/* Collective.  Train the MLP dims (nd) with ReLU, initialized from topt->seed (InflModelSetFromOptions: the precision),
+ * on `train` (`test` for the epoch lines, may be NULL) with its checkpoint at PATH.partial (resumed when it exists),
+ * save it to `path`, remove the checkpoint, and return it loaded from `path` (as a reused model would be). */
+PetscErrorCode DriverTrainMLP(MPI_Comm comm, InflData train, InflData test, PetscInt nd, const PetscInt dims[], const InflTrainOptions *topt, const char path[], InflModel *model);
 /* Class names from -class_names "a,b,c" (NULL entries if absent). */
 PetscErrorCode DriverClassNames(PetscInt C, char ***names);
 

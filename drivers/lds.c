@@ -493,22 +493,13 @@ static PetscErrorCode mislabel_run(MPI_Comm comm, const RetrainCtx *c, uint64_t 
   PetscCall(InflDataCreateSubset(c->train, comm, N, idx, d->labels, "mislabel", &sub));
   PetscCall(PetscSNPrintf(mpath, sizeof(mpath), "%s.safetensors", prefix));
   PetscCall(PetscSNPrintf(fpath, sizeof(fpath), "%s-factors.h5", prefix));
-  if (InflFileExists(mpath)) PetscCall(PetscPrintf(comm, "== lds mislabel: using %s\n", mpath));
-  else {
-    InflTrainOptions topt = c->topt;
-    char             partial[PETSC_MAX_PATH_LEN + 16];
+  if (InflFileExists(mpath)) {
+    PetscCall(PetscPrintf(comm, "== lds mislabel: using %s\n", mpath));
+    PetscCall(DriverLoadModel(comm, mpath, &model));
+  } else {
     PetscCall(PetscPrintf(comm, "== lds mislabel: training on the corrupted labels\n"));
-    PetscCall(InflModelCreate(comm, &model));
-    PetscCall(InflModelSetFromOptions(model));
-    PetscCall(InflModelSetUpMLP(model, c->nd, c->dims, INFL_ACT_RELU, topt.seed));
-    PetscCall(PetscStrncpy(topt.checkpoint, mpath, sizeof(topt.checkpoint)));
-    PetscCall(InflModelTrain(model, sub, NULL, &topt));
-    PetscCall(InflModelSave(model, mpath));
-    PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", mpath));
-    PetscCall(InflRemoveAll(comm, partial));
-    PetscCall(InflModelDestroy(&model));
+    PetscCall(DriverTrainMLP(comm, sub, NULL, c->nd, c->dims, &c->topt, mpath, &model));
   }
-  PetscCall(DriverLoadModel(comm, mpath, &model));
   PetscCall(InflModelGetHash(model, &mh));
   PetscCall(InflDataGetHash(sub, &th));
   PetscCall(DriverOutputMatches(comm, fpath, mh, th, "fit_key", fit_key, &match));
