@@ -50,6 +50,9 @@ PetscErrorCode DriverLoadPrompts(MPI_Comm comm, const char path[], const char mo
 /* Query indices: -query_indices "3,17,40", "0:100" (range, end exclusive), "0:1000:10" (step) or "@file" (one
  * index per line).  Default 0:8.  Checked against N (error names the index and N). */
 PetscErrorCode DriverQueryIndices(MPI_Comm comm, int64_t N, PetscInt *Q, int64_t **idx);
+/* The same syntax for option `opt` (default `def` when absent), indices into a set of N (`what` names an entry and
+ * `set` the set in errors: "training", "training set"): infl lds -lds_loo. */
+PetscErrorCode DriverIndexList(MPI_Comm comm, const char opt[], const char def[], const char what[], const char set[], int64_t N, PetscInt *n, int64_t **idx);
 /* Collective: check an output before any work, and lock it.  Errors (every rank, one message): `path` exists and
  * -overwrite is not set; it is a directory or another non-regular file (a device would be replaced by the renamed
  * file); it is the same file (device and inode) as an input of the stage (-model, -factors, -scores, -self, -store, -file,
@@ -90,6 +93,10 @@ PetscErrorCode InflDriverRunEnsemble(MPI_Comm comm, PetscBool help);
 PetscErrorCode DriverStudyOptionsUsed(MPI_Comm comm);
 /* MLP layer sizes: -model_dims if set (checked against the data), else input,256,256,classes of `train`. */
 PetscErrorCode DriverMLPDims(MPI_Comm comm, InflData train, PetscInt dims[], PetscInt *nd, PetscBool set);
+/* Collective.  Train the MLP dims (nd) with ReLU, initialized from topt->seed (InflModelSetFromOptions: the precision),
+ * on `train` (`test` for the epoch lines, may be NULL) with its checkpoint at PATH.partial (resumed when it exists),
+ * save it to `path`, remove the checkpoint, and return it loaded from `path` (as a reused model would be). */
+PetscErrorCode DriverTrainMLP(MPI_Comm comm, InflData train, InflData test, PetscInt nd, const PetscInt dims[], const InflTrainOptions *topt, const char path[], InflModel *model);
 /* Class names from -class_names "a,b,c" (NULL entries if absent). */
 PetscErrorCode DriverClassNames(PetscInt C, char ***names);
 

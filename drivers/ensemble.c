@@ -78,20 +78,8 @@ static PetscErrorCode member_task(void *ctx, MPI_Comm comm, PetscInt m, double *
     topt.seed             = c->topt.seed + (uint64_t)m;
     PetscCall(PetscArraycpy(dims, c->dims, 64));
     PetscCall(PetscPrintf(comm, "== ensemble member %d: training with seed %d\n", (int)m, (int)topt.seed));
-    PetscCall(InflModelCreate(comm, &model));
-    PetscCall(InflModelSetFromOptions(model));
     PetscCall(DriverMLPDims(comm, train, dims, &nd, c->dset));
-    PetscCall(InflModelSetUpMLP(model, nd, dims, INFL_ACT_RELU, topt.seed));
-    PetscCall(PetscStrncpy(topt.checkpoint, mpath, sizeof(topt.checkpoint)));
-    PetscCall(InflModelTrain(model, train, test, &topt));
-    PetscCall(InflModelSave(model, mpath));
-    {
-      char partial[PETSC_MAX_PATH_LEN + 16];
-      PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", mpath));
-      PetscCall(InflRemoveAll(comm, partial));
-    }
-    PetscCall(InflModelDestroy(&model));
-    PetscCall(DriverLoadModel(comm, mpath, &model));
+    PetscCall(DriverTrainMLP(comm, train, test, nd, dims, &topt, mpath, &model));
   }
   PetscCall(InflModelGetHash(model, &hash));
   PetscCall(InflDataGetHash(train, &thash));

@@ -6,7 +6,12 @@
 # committed file (exactly), query losses within 1e-4 of the largest (rounding of the gradient sums of 2-rank groups)
 # and the same LDS; (3) stopped after a round (-checkpoint_stop_after) and inside every subset's training
 # (-train_stop_after), then resumed at other rank counts: the same lds.h5; (4) diverging subsets are reported and left
-# out; (5) an ensemble of 2 runs and is evaluated; (6) bad inputs give one clear error.
+# out; (5) an ensemble of 2 runs and is evaluated; (6) bad inputs give one clear error; (7) leave-one-out and mislabel
+# detection: the correlations and detection rates infl prints for the committed tests/ref/lds_tiny_eval.h5 equal
+# numpy/scipy's (make_lds_reference.py /tiny_eval, which also checks the flips against the Python Philox), retrained
+# at 3 ranks the same leave-one-out losses (groups of one rank: the same arithmetic); stopped inside the mislabel
+# model's training and between leave-one-out rounds, resumed at 2 and 1 ranks: the committed values; a section added
+# to an existing file.
 set -u
 EXE=${INFL_EXE:?}; MPIEXEC=${INFL_MPIEXEC:-mpiexec}; SRC=${INFL_SOURCE_DIR:?}; H5CMP=${INFL_H5CMP:?}
 dir=$(mktemp -d "$PWD/lds.XXXXXX")
@@ -17,6 +22,10 @@ REF=$SRC/tests/ref
 # the LDS values numpy/scipy computed for the committed files (tests/ref/lds_ref.h5: /synth and /tiny, attribute lds)
 SYNTH_LDS=0.024488
 TINY_LDS=0.554286
+# leave-one-out Pearson and Spearman, and the detection rates (EK-FAC, identity) at the top 10, 20, 50% that
+# numpy/scipy computed from tests/ref/lds_tiny_eval.h5 (lds_ref.h5 /tiny_eval)
+TINY_LOO="0.379693 0.329922"
+TINY_MIS="0.500000 0.300000,0.600000 0.533333,0.900000 0.666667"
 cat > tiny.opts <<EOF
 -train idx:$F/train
 -train_limit 300
@@ -43,6 +52,8 @@ expect_error() { # expect_error REGEX NP ARGS...: non-zero exit and a line match
   [ "$(run "$@")" != 0 ] && grep -Eq -- "$re" last.log || { echo "expected an error matching '$re':"; cat last.log; return 1; }
 }
 same() { [ "$1" = "$2" ] || { echo "'$1' != '$2'"; return 1; }; }
+loo_of() { grep -E "^LOO Pearson" "$1" | head -1 | awk '{ print $3, $5 }'; }
+mis_of() { grep -E "^mislabel top" "$1" | awk '{ s = s (NR > 1 ? "," : "") $5 " " $7 } END { print s }'; }
 
 # (1) committed files against scipy
 check [ "$(run 2 lds -lds $REF/lds_synth.h5 -scores $REF/lds_synth_scores.h5)" = 0 ]
@@ -114,6 +125,45 @@ check expect_error "exists and was made with other settings" 1 lds $common -lds_
 check expect_error "-lds_subsets 2: give at least 3 subsets" 1 lds -options_file tiny.opts -lds_subsets 2 -out x.h5
 check expect_error "-lds_fraction 1.5 must lie in" 1 lds -options_file tiny.opts -lds_subsets 4 -lds_fraction 1.5 -out x.h5
 check expect_error "unknown or unused option.*-lds_subset " 1 lds -options_file tiny.opts -lds_subset 4 -out x.h5
+
+# (7) leave-one-out and mislabel detection
+check [ "$(run 1 lds -lds $REF/lds_tiny_eval.h5 -scores $REF/lds_tiny_scores.h5)" = 0 ]
+check same "$(loo_of last.log)" "$TINY_LOO"
+check same "$(mis_of last.log)" "$TINY_MIS"
+check grep -q "30 of 300 labels flipped" last.log
+ev="-options_file tiny.opts -lds_loo 0:6 -lds_mislabel_fraction 0.1 -lds_mislabel_top 10,20,50 -scores $REF/lds_tiny_scores.h5 -progress_interval 1000"
+loo="-options_file tiny.opts -lds_loo 0:6 -scores $REF/lds_tiny_scores.h5 -progress_interval 1000"
+check [ "$(run 3 lds $loo -out e3.h5)" = 0 ]
+check grep -q "7 models to run in 3 rank groups of about 1 rank" last.log
+check same "$(loo_of last.log)" "$TINY_LOO"
+check $H5CMP max 0 $REF/lds_tiny_eval.h5 e3.h5 /loo/query_losses
+check [ -z "$(ls e3.h5.* 2>/dev/null)" ]
+check [ "$(run 2 lds $loo -out e3.h5)" = 0 ]
+check grep -q "using e3.h5" last.log
+# mislabel only, stopped inside its training, resumed at the committed file's 2 ranks: its values exactly
+check [ "$(run 2 lds -options_file tiny.opts -lds_mislabel_fraction 0.1 -lds_mislabel_top 10,20,50 -train_stop_after 20 -out m.h5)" = 3 ]
+check [ "$(run 2 lds -options_file tiny.opts -lds_mislabel_fraction 0.1 -lds_mislabel_top 10,20,50 -out m.h5)" = 0 ]
+check grep -q "train: resuming from" last.log
+check same "$(mis_of last.log)" "$TINY_MIS"
+check $H5CMP max 0 $REF/lds_tiny_eval.h5 m.h5 /mislabel/self_influence
+check $H5CMP max 0 $REF/lds_tiny_eval.h5 m.h5 /mislabel/self_influence_identity
+# leave-one-out added to that file, stopped after its first round, resumed at 1 rank; the mislabel section is kept
+check [ "$(run 2 lds $ev -checkpoint_stop_after 1 -out m.h5)" = 3 ]
+check [ -f m.h5.loo.partial ]
+check [ "$(run 1 lds $ev -out m.h5)" = 0 ]
+check grep -q "resuming from m.h5.loo.partial (2 of 7 leave-one-out models finished)" last.log
+check [ "$(grep -c "lds mislabel: training" last.log)" = 0 ]
+check same "$(loo_of last.log)" "$TINY_LOO"
+check same "$(mis_of last.log)" "$TINY_MIS"
+check $H5CMP max 0 $REF/lds_tiny_eval.h5 m.h5 /loo/query_losses
+check [ ! -e m.h5.loo.partial ]
+# bad input
+check expect_error "-lds_loo: training index 300 is outside the training set, which has 300 examples" 1 lds -options_file tiny.opts -lds_loo 299,300 -out x.h5
+check expect_error "-lds_loo_seeds 0 must be >= 1" 1 lds -options_file tiny.opts -lds_loo 1 -lds_loo_seeds 0 -out x.h5
+check expect_error "-lds_mislabel_fraction 1.5 must lie in" 1 lds -options_file tiny.opts -lds_mislabel_fraction 1.5 -out x.h5
+check expect_error "-lds_mislabel_top 150.*must lie in \(0, 100\]" 1 lds -options_file tiny.opts -lds_mislabel_fraction 0.1 -lds_mislabel_top 10,150 -out x.h5
+check expect_error "or -lds_loo or -lds_mislabel_fraction" 1 lds -options_file tiny.opts -out x.h5
+check expect_error "holds leave-one-out results of other settings" 1 lds $loo -lds_loo 0:5 -out e3.h5
 
 echo "lds: $pass checks passed, $fail failed"
 [ $fail -eq 0 ]

@@ -9,7 +9,10 @@
  *   InflDataCreateSubset: rows and labels equal to the parent's, replaced labels, hashes that tell subsets apart;
  *   InflTasksRun: a set of tasks in groups, one diverging (left out), results equal to the direct computation,
  *   restored from its partial file;
- *   InflEnsembleCombine: the mean of the normalized members (every normalization) and its top-k, computed directly. */
+ *   InflEnsembleCombine: the mean of the normalized members (every normalization) and its top-k, computed directly;
+ *   InflPearson and InflLOOCorrelation against scipy.stats.pearsonr / spearmanr (NaN loss changes left out);
+ *   leave-one-out training (InflTrainOptions.exclude): with one full batch per epoch, masking an example equals
+ *   training on the subset without it; with smaller batches it changes the model (and masks only that example). */
 #include <infl/eval.h>
 #include <infl/checkpoint.h>
 #include "io/check.h"
@@ -259,6 +262,7 @@ static PetscErrorCode test_tasks(MPI_Comm comm)
   PetscCall(InflRemoveAll(comm, partial));
   PetscCall(InflTasksRestore(comm, "toy", T, R, partial, "k", status, res));
   for (PetscInt t = 0; t < T; t++) EXPECT(status[t] == INFL_TASK_TODO, "fresh status");
+  for (PetscInt i = 0; i < T * R; i++) res[i] = NAN; /* the rows of tasks that do not finish must not reach the partial file */
   status[5] = INFL_TASK_DONE; /* already done: not run again */
   for (PetscInt r = 0; r < R; r++) res[5 * R + r] = -1;
   PetscCall(InflTasksRun(comm, "toy", &ts, 0, partial, "k", status, res));
@@ -350,6 +354,113 @@ static PetscErrorCode test_ensemble(MPI_Comm comm)
   PetscFunctionReturn(0);
 }
 
+static PetscErrorCode test_loo_correlation(MPI_Comm comm)
+{
+  hid_t   f;
+  int64_t d1[1], dk[1], dc[2], ds[2], idx[16];
+  double  x[64], y[64], r, rref[1], change[64], scores[256], p, sp, pref, sref;
+  int64_t npref;
+  PetscInt np;
+
+  PetscFunctionBegin;
+  PetscCall(InflH5Open(comm, refpath, PETSC_FALSE, &f));
+  PetscCall(InflH5ReadArray(f, "/pearson/x", H5T_NATIVE_DOUBLE, 1, NULL, d1, x));
+  PetscCall(InflH5ReadArray(f, "/pearson/y", H5T_NATIVE_DOUBLE, 1, NULL, NULL, y));
+  PetscCall(InflH5ReadArray(f, "/pearson/r", H5T_NATIVE_DOUBLE, 1, NULL, NULL, rref));
+  PetscCall(InflH5ReadArray(f, "/loo_synth/idx", H5T_NATIVE_INT64, 1, NULL, dk, idx));
+  PetscCall(InflH5ReadArray(f, "/loo_synth/change", H5T_NATIVE_DOUBLE, 2, NULL, dc, change));
+  PetscCall(InflH5ReadArray(f, "/loo_synth/scores", H5T_NATIVE_DOUBLE, 2, NULL, ds, scores));
+  PetscCall(InflH5GetAttrDouble(f, "/loo_synth", "pearson", &pref));
+  PetscCall(InflH5GetAttrDouble(f, "/loo_synth", "spearman", &sref));
+  PetscCall(InflH5GetAttrInt(f, "/loo_synth", "npairs", &npref));
+  PetscCall(InflH5Close(&f));
+  PetscCall(InflPearson((PetscInt)d1[0], x, y, &r));
+  EXPECT(fabs(r - rref[0]) < 1e-13, "pearson %.17g, scipy %.17g", r, rref[0]);
+  {
+    double c[3] = {2, 2, 2};
+    PetscCall(InflPearson(3, c, x, &r));
+    EXPECT(isnan(r), "pearson of a constant vector must be NaN, got %g", r);
+  }
+  PetscCall(InflLOOCorrelation((PetscInt)dk[0], idx, (PetscInt)dc[1], ds[1], change, scores, &p, &sp, &np));
+  EXPECT(np == npref, "loo pairs %d, numpy %d", (int)np, (int)npref);
+  EXPECT(fabs(p - pref) < 1e-13 && fabs(sp - sref) < 1e-13, "loo Pearson %.17g Spearman %.17g, scipy %.17g %.17g", p, sp, pref, sref);
+  {
+    int64_t bad = ds[1];
+    EXPECT_FAIL(PETSC_COMM_SELF, InflLOOCorrelation(1, &bad, (PetscInt)dc[1], ds[1], change, scores, &p, &sp, NULL), "outside the", "loo index out of range");
+  }
+  PetscFunctionReturn(0);
+}
+
+/* Train a 784-8-10 MLP on data (seed 5, SGD with momentum, 3 epochs of batch `batch`), masking examples excl (n) of it; params out. */
+static PetscErrorCode train_masked(MPI_Comm comm, InflData data, PetscInt batch, PetscInt n, const int64_t excl[], float out[], int64_t *np)
+{
+  InflModel        model;
+  InflTrainOptions opt;
+  PetscInt         dims[3] = {784, 8, 10};
+  float           *p;
+
+  PetscFunctionBegin;
+  opt.optimizer = INFL_OPT_SGD; /* linear in the gradient: rounding is not amplified as by Adam's division */
+  PetscCall(InflTrainOptionsSetDefaults(&opt));
+  opt.epochs   = 3;
+  opt.batch    = batch;
+  opt.seed     = 5;
+  opt.nexclude = n;
+  opt.exclude  = excl;
+  PetscCall(InflModelCreate(comm, &model));
+  PetscCall(InflModelSetUpMLP(model, 3, dims, INFL_ACT_RELU, 5));
+  PetscCall(InflModelTrain(model, data, NULL, &opt));
+  PetscCall(InflModelGetParameters(model, np, &p, NULL));
+  PetscCall(PetscArraycpy(out, p, *np));
+  PetscCall(InflModelDestroy(&model));
+  PetscFunctionReturn(0);
+}
+
+static double rel_diff(int64_t n, const float a[], const float b[])
+{
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < n; i++) {
+    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    den += (double)b[i] * b[i];
+  }
+  return sqrt(num / den);
+}
+
+static PetscErrorCode test_loo_training(MPI_Comm comm)
+{
+  InflData train, sub;
+  int64_t  idx[40], excl[2] = {7, 23}, np;
+  float   *full, *masked, *subset, *masked2;
+  const int64_t P = 784 * 8 + 8 + 8 * 10 + 10;
+
+  PetscFunctionBegin;
+  PetscCall(InflDataOpen(comm, "idx:/usr/share/datasets/fashion-mnist/train", 40, &train));
+  for (int64_t i = 0, k = 0; i < 40; i++)
+    if (i != excl[0]) idx[k++] = i;
+  PetscCall(InflDataCreateSubset(train, comm, 39, idx, NULL, "loo test", &sub));
+  PetscCall(PetscMalloc4(P, &full, P, &masked, P, &subset, P, &masked2));
+  /* one batch per epoch: masking example 7 = the subset of the other 39 (the sums in another order) */
+  PetscCall(train_masked(comm, train, 64, 1, excl, masked, &np));
+  EXPECT(np == P, "parameters %d, expected %d", (int)np, (int)P);
+  PetscCall(train_masked(comm, sub, 64, 0, NULL, subset, &np));
+  PetscCall(train_masked(comm, train, 64, 0, NULL, full, &np));
+  EXPECT(rel_diff(P, masked, subset) < 1e-5, "full batch: masked training differs from the subset's by %g relative", rel_diff(P, masked, subset));
+  EXPECT(rel_diff(P, masked, full) > 1e-4, "full batch: masking example 7 changed the model by only %g relative", rel_diff(P, masked, full));
+  /* batches of 8: the same order of the other examples; masking changes the model, masking two more than one */
+  PetscCall(train_masked(comm, train, 8, 0, NULL, full, &np));
+  PetscCall(train_masked(comm, train, 8, 1, excl, masked, &np));
+  PetscCall(train_masked(comm, train, 8, 2, excl, masked2, &np));
+  EXPECT(rel_diff(P, masked, full) > 1e-4 && rel_diff(P, masked2, masked) > 1e-4, "batches of 8: masking changed the model by %g (one) and %g (the second)", rel_diff(P, masked, full), rel_diff(P, masked2, masked));
+  {
+    int64_t bad = 40;
+    EXPECT_FAIL(comm, train_masked(comm, train, 8, 1, &bad, masked, &np), "masked training example 40 is outside the training set of 40", "masked index out of range");
+  }
+  PetscCall(PetscFree4(full, masked, subset, masked2));
+  PetscCall(InflDataDestroy(&sub));
+  PetscCall(InflDataDestroy(&train));
+  PetscFunctionReturn(0);
+}
+
 int main(int argc, char **argv)
 {
   const char *src;
@@ -367,6 +478,8 @@ int main(int argc, char **argv)
   PetscCall(test_subset(comm));
   PetscCall(test_tasks(comm));
   PetscCall(test_ensemble(comm));
+  PetscCall(test_loo_correlation(comm));
+  PetscCall(test_loo_training(comm));
   PetscCall(PetscPrintf(comm, "test_lds: all checks passed\n"));
   PetscCall(PetscFinalize());
   return 0;

@@ -41,6 +41,18 @@ PetscErrorCode InflLDSCompute(PetscInt J, int64_t N, PetscInt Q, const uint8_t m
  * parameter gradient slab is left zero.  Error for a sequence model (not yet). */
 PetscErrorCode InflQueryLosses(InflModel model, InflData query, PetscInt Q, const int64_t qidx[], double loss[]);
 
+/* Not collective.  Pearson correlation of x (n) and y (n), accumulated in double about the means.  NaN when n < 2 or
+ * either vector is constant. */
+PetscErrorCode InflPearson(PetscInt n, const double x[], const double y[], double *r);
+
+/* Leave-one-out (LOO): the loss change of query q when training example idx[k] is left out of training,
+ * change[k, q] = L_q(model without idx[k]) - L_q(full model), compared with the scores tau(q, idx[k]) (positive
+ * score = proponent = removing the example raises the loss, so a good method correlates positively).
+ * Not collective.  Over the (k, q) pairs of K examples idx (K) and Q queries whose change (K, Q) and score (scores
+ * (Q, N) row-major) are finite: *pearson and *spearman (InflPearson, InflSpearman) of (score, change), *npairs (may
+ * be NULL) how many pairs.  Error: an index outside [0, N). */
+PetscErrorCode InflLOOCorrelation(PetscInt K, const int64_t idx[], PetscInt Q, int64_t N, const double change[], const double scores[], double *pearson, double *spearman, PetscInt *npairs);
+
 /* Not collective.  Mislabeled copy of labels y (N) of C classes: exactly InflSubsetSize(N, fraction) examples,
  * chosen as the members of InflSubsetMask with the stream INFL_STREAM_MISLABEL, get the label
  * (y + 1 + floor(u (C - 1))) mod C, u = InflUniform(seed, i, INFL_STREAM_MISLABEL + 256): always another class.

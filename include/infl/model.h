@@ -279,6 +279,8 @@ typedef struct {
   double        clip;          /* -train_clip: largest global gradient norm (0: no clipping) */
   PetscInt      stop_after;    /* -train_stop_after: checkpoint and stop as on a signal after this global step (0 never) */
   uint64_t      seed;          /* -train_seed (0): initialization and shuffling */
+  PetscInt       nexclude;     /* examples masked out of training (leave-one-out, infl/eval.h); 0: none */
+  const int64_t *exclude;      /* (nexclude) their indices in [0, N); not an option: set in code */
   char          checkpoint[PETSC_MAX_PATH_LEN]; /* output path: checkpoints go to checkpoint.partial ("" none) */
 } InflTrainOptions;
 
@@ -297,6 +299,10 @@ double InflTrainLearningRate(const InflTrainOptions *opt, int64_t t, int64_t T);
  * [0, N) from (seed, epoch) with InflUniform; step s takes the global batch perm[s*batch, (s+1)*batch) and every rank
  * processes the examples of that batch in its shard; the gradient sums are allreduced and divided by the batch size.
  * The trajectory therefore does not depend on the rank count (beyond the reassociation of the sums).
+ * Masked examples (opt->nexclude > 0, rows data): the permutations and the steps are those of the whole set, but the
+ * examples opt->exclude are skipped where they fall, their batch's gradient being the mean over its other members
+ * (a batch of masked examples only gives a zero gradient); so a leave-one-out model follows the same order of data
+ * as the full model and differs only by the removed example.  Error: an index outside [0, N).
  * The global step t counts over the whole run (T = epochs x ceil(N / batch) steps); its learning rate is
  * InflTrainLearningRate(opt, t, T).  Clipping (opt->clip > 0): the gradient g (every parameter) is scaled by
  * min(1, clip / (||g||_2 + 1e-6)), ||g|| computed in double over all parameters, as torch.nn.utils.clip_grad_norm_.

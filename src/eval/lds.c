@@ -66,7 +66,7 @@ static void average_ranks(PetscInt n, const double x[], Ranked w[], double r[])
 PetscErrorCode InflSpearman(PetscInt n, const double x[], const double y[], double *rho)
 {
   Ranked *w;
-  double *rx, *ry, mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
+  double *rx, *ry;
 
   PetscFunctionBegin;
   *rho = NAN;
@@ -74,19 +74,53 @@ PetscErrorCode InflSpearman(PetscInt n, const double x[], const double y[], doub
   PetscCall(PetscMalloc3(n, &w, n, &rx, n, &ry));
   average_ranks(n, x, w, rx);
   average_ranks(n, y, w, ry);
+  PetscCall(InflPearson(n, rx, ry, rho));
+  PetscCall(PetscFree3(w, rx, ry));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflPearson(PetscInt n, const double x[], const double y[], double *r)
+{
+  double mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
+
+  PetscFunctionBegin;
+  *r = NAN;
+  if (n < 2) PetscFunctionReturn(0);
   for (PetscInt i = 0; i < n; i++) {
-    mx += rx[i];
-    my += ry[i];
+    mx += x[i];
+    my += y[i];
   }
   mx /= n;
   my /= n;
   for (PetscInt i = 0; i < n; i++) {
-    sxy += (rx[i] - mx) * (ry[i] - my);
-    sxx += (rx[i] - mx) * (rx[i] - mx);
-    syy += (ry[i] - my) * (ry[i] - my);
+    sxy += (x[i] - mx) * (y[i] - my);
+    sxx += (x[i] - mx) * (x[i] - mx);
+    syy += (y[i] - my) * (y[i] - my);
   }
-  if (sxx > 0 && syy > 0) *rho = sxy / sqrt(sxx * syy);
-  PetscCall(PetscFree3(w, rx, ry));
+  if (sxx > 0 && syy > 0) *r = sxy / sqrt(sxx * syy);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflLOOCorrelation(PetscInt K, const int64_t idx[], PetscInt Q, int64_t N, const double change[], const double scores[], double *pearson, double *spearman, PetscInt *npairs)
+{
+  double  *x, *y;
+  PetscInt n = 0;
+
+  PetscFunctionBegin;
+  for (PetscInt k = 0; k < K; k++) PetscCheck(idx[k] >= 0 && idx[k] < N, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "left-out training example %" PRId64 " is outside the %" PRId64 " training examples of the scores", idx[k], N);
+  PetscCall(PetscMalloc2((size_t)K * Q + 1, &x, (size_t)K * Q + 1, &y));
+  for (PetscInt k = 0; k < K; k++)
+    for (PetscInt q = 0; q < Q; q++) {
+      double s = scores[(size_t)q * N + idx[k]], c = change[(size_t)k * Q + q];
+      if (!isfinite(s) || !isfinite(c)) continue;
+      x[n] = s;
+      y[n] = c;
+      n++;
+    }
+  PetscCall(InflPearson(n, x, y, pearson));
+  PetscCall(InflSpearman(n, x, y, spearman));
+  if (npairs) *npairs = n;
+  PetscCall(PetscFree2(x, y));
   PetscFunctionReturn(0);
 }
 

@@ -59,7 +59,14 @@ static PetscErrorCode tasks_write(MPI_Comm comm, const char stage[], PetscInt T,
   PetscCall(PetscArraycpy(s, status, T));
   PetscCall(InflH5WriteArray(file, "/tasks/status", H5T_NATIVE_INT, 1, dt, s));
   PetscCall(PetscFree(s));
-  if (R > 0) PetscCall(InflH5WriteArray(file, "/tasks/results", H5T_NATIVE_DOUBLE, 2, dr, results));
+  if (R > 0) { /* the rows of unfinished or diverged tasks hold whatever the caller's buffer had: written as 0 */
+    double *r;
+    PetscCall(PetscCalloc1((size_t)T * R, &r));
+    for (PetscInt t = 0; t < T; t++)
+      if (status[t] == INFL_TASK_DONE) PetscCall(PetscArraycpy(r + (size_t)t * R, results + (size_t)t * R, R));
+    PetscCall(InflH5WriteArray(file, "/tasks/results", H5T_NATIVE_DOUBLE, 2, dr, r));
+    PetscCall(PetscFree(r));
+  }
   PetscCall(InflH5Close(&file));
   PetscCall(InflRenameAll(comm, tmp, partial));
   PetscFunctionReturn(0);
@@ -83,8 +90,8 @@ PetscErrorCode InflTasksRestore(MPI_Comm comm, const char stage[], PetscInt T, P
     char what[64];
     PetscCall(PetscSNPrintf(what, sizeof(what), "entry %d of /tasks/status", (int)t));
     PetscCall(InflCheckpointCheckRange(comm, partial, what, status[t], INFL_TASK_TODO, INFL_TASK_DIVERGED));
-    if (status[t] == INFL_TASK_DONE && R > 0) PetscCall(InflCheckpointCheckFinite(comm, partial, "/tasks/results", T, (int64_t)t * R, R, results));
   }
+  if (R > 0) PetscCall(InflCheckpointCheckFinite(comm, partial, "/tasks/results", T, 0, R, results)); /* (T, R): rows of tasks not done are 0 */
   PetscFunctionReturn(0);
 }
 

@@ -2,6 +2,7 @@
 #include <infl/model.h>
 #include <infl/checkpoint.h>
 #include <math.h>
+#include <string.h>
 
 static const char *const optimizer_names[] = {"adam", "sgd", "adamw"};
 static const char *const schedule_names[]  = {"constant", "cosine"};
@@ -45,6 +46,8 @@ PetscErrorCode InflTrainOptionsSetDefaults(InflTrainOptions *opt)
   opt->clip                = 0;
   opt->stop_after          = 0;
   opt->seed                = 0;
+  opt->nexclude            = 0;
+  opt->exclude             = NULL;
   opt->checkpoint[0]       = 0;
   PetscFunctionReturn(0);
 }
@@ -149,6 +152,15 @@ static PetscErrorCode train_key(InflModel model, const InflTrainOptions *opt, ch
   PetscFunctionBegin;
   PetscCall(InflModelGetHash(model, &hash)); /* of the initial model: InflModelTrain records it before the first step */
   PetscCall(PetscSNPrintf(key, len, "init %.16s optimizer %s epochs %d batch %d lr %.17g momentum %.17g betas %.17g %.17g eps %.17g wd %.17g matrices_only %d schedule %s warmup %d lr_min %.17g clip %.17g seed %llu", hash, optimizer_names[opt->optimizer], (int)opt->epochs, (int)opt->batch, opt->lr, opt->momentum, opt->beta1, opt->beta2, opt->eps, opt->weight_decay, (int)opt->decay_matrices_only, schedule_names[opt->schedule], (int)opt->warmup, opt->lr_min, opt->clip, (unsigned long long)opt->seed));
+  if (opt->nexclude > 0) { /* the masked examples: their count and hash */
+    InflHash h;
+    char     hex[65];
+    size_t   k = strlen(key);
+    PetscCall(InflHashCreate(&h));
+    PetscCall(InflHashUpdate(h, opt->exclude, sizeof(int64_t) * (size_t)opt->nexclude));
+    PetscCall(InflHashFinal(&h, hex));
+    PetscCall(PetscSNPrintf(key + k, len - k, " masked %d %.16s", (int)opt->nexclude, hex));
+  }
   PetscFunctionReturn(0);
 }
 
@@ -270,6 +282,7 @@ typedef struct {
   const int64_t *off;          /* sequences: (count+1) offsets into tok */
   int32_t       *tb;           /* sequences: (batch * n_positions) the batch's tokens */
   int64_t       *ob;           /* sequences: (batch+1) their offsets */
+  uint8_t       *masked;       /* (N) 1 for the examples of opt->exclude, NULL when none */
 } TrainShard;
 
 /* Forward, loss and backward of this rank's B members of a batch (gathered into sh->xb, sh->yb or sh->tb, sh->ob),
@@ -315,7 +328,7 @@ static PetscErrorCode batch_gradient(InflModel model, MPI_Comm comm, TrainShard 
   if (sh->seq) sh->ob[0] = 0;
   for (int64_t i = b0; i < b1; i++) { /* this rank's members of the batch */
     int64_t g = perm[i];
-    if (g < sh->start || g >= sh->start + sh->count) continue;
+    if (g < sh->start || g >= sh->start + sh->count || (sh->masked && sh->masked[g])) continue;
     if (!sh->seq) {
       PetscCall(PetscArraycpy(sh->xb + (int64_t)B * sh->d, sh->x + (g - sh->start) * sh->d, sh->d));
       sh->yb[B] = sh->y[g - sh->start];
@@ -329,7 +342,12 @@ static PetscErrorCode batch_gradient(InflModel model, MPI_Comm comm, TrainShard 
   InflCallAll(comm, shard_backward(model, sh, B, stats));
   PetscCall(InflAllreduceSum(grads, np, MPI_FLOAT, comm));
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, stats, 3, MPI_DOUBLE, MPI_SUM, comm));
-  if (!sh->seq) *scale = 1.0f / (float)(b1 - b0);
+  if (!sh->seq) {
+    int64_t members = b1 - b0;
+    if (sh->masked)
+      for (int64_t i = b0; i < b1; i++) members -= sh->masked[perm[i]];
+    *scale = members > 0 ? 1.0f / (float)members : 1.0f; /* only masked examples: a zero gradient */
+  }
   else *scale = stats[1] > 0 ? 1.0f / (float)stats[1] : 1.0f; /* no prediction in the batch: a zero gradient */
   PetscFunctionReturn(0);
 }
@@ -370,6 +388,14 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
   } else {
     PetscCall(InflDataGetShard(train, &sh.start, &sh.count, &sh.x, &sh.y));
     PetscCall(PetscMalloc2((size_t)opt->batch * sh.d, &sh.xb, opt->batch, &sh.yb));
+  }
+  if (opt->nexclude > 0) {
+    PetscCheck(!sh.seq, comm, PETSC_ERR_SUP, "masking training examples (leave-one-out) is implemented for rows data only, not for token data");
+    PetscCall(PetscCalloc1(N, &sh.masked));
+    for (PetscInt k = 0; k < opt->nexclude; k++) {
+      PetscCheck(opt->exclude[k] >= 0 && opt->exclude[k] < N, comm, PETSC_ERR_ARG_OUTOFRANGE, "masked training example %" PRId64 " is outside the training set of %" PRId64 " examples", opt->exclude[k], N);
+      sh.masked[opt->exclude[k]] = 1;
+    }
   }
   PetscCall(PetscMalloc2(N, &perm, np, &m1));
   PetscCall(PetscCalloc1(np, &m2));
@@ -476,5 +502,6 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
   else PetscCall(PetscFree2(sh.xb, sh.yb));
   PetscCall(PetscFree2(perm, m1));
   PetscCall(PetscFree(m2));
+  PetscCall(PetscFree(sh.masked));
   PetscFunctionReturn(0);
 }

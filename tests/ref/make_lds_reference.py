@@ -12,9 +12,18 @@ and the synthetic lds.h5-layout files tests/ref/lds_synth.h5 (J = 9 subsets of 2
 subset 4 diverged: status 2 and NaN losses; query 5's losses constant: left out) with lds_synth_scores.h5
 (/scores float32 with ties), whose LDS is stored as the attributes lds and per_query of lds_ref.h5's /synth.
 
+  /loo_synth/idx (K), /loo_synth/change (K, Q) (NaN entries), /loo_synth/scores (Q, N), attributes pearson,
+      spearman, npairs: the leave-one-out correlations over the finite (example, query) pairs (scipy.stats.pearsonr,
+      spearmanr), and /pearson/x, /pearson/y, /pearson/r
+With --tiny-eval LDS.h5 it copies an lds.h5 with leave-one-out and mislabel sections written by infl (the tiny study
+of tests/lds.sh) to tests/ref/lds_tiny_eval.h5.  From the committed tests/ref/lds_tiny_eval.h5 (when present) it
+checks the recorded flips against the Python Philox flips of the Fashion-MNIST labels and the loss changes against
+the recorded losses, and stores under /tiny_eval the LOO Pearson and Spearman of lds_tiny_scores.h5 and the
+detection rates of both self-influences (attributes loo_pearson, loo_spearman, detected, detected_identity).
 With --tiny LDS.h5 SCORES.h5 it also copies an lds.h5 written by infl (the tiny study of tests/lds.sh) and its scores
 file to tests/ref/lds_tiny.h5 and lds_tiny_scores.h5 and stores their LDS computed here as /tiny/lds and
 /tiny/per_query.  Run once from the repository root: /usr/bin/python3 tests/ref/make_lds_reference.py [--tiny ...]"""
+import gzip
 import os
 import shutil
 import sys
@@ -64,6 +73,51 @@ def write_lds_file(path, masks, losses, status, qidx):
         f.attrs["lds_key"] = np.bytes_(b"synthetic (tests/ref/make_lds_reference.py)")
 
 
+def fashion_labels(n):
+    with gzip.open("/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz", "rb") as f:
+        return np.frombuffer(f.read(), np.uint8)[8:8 + n].astype(np.int64)
+
+
+def detection(value, flipped, top):
+    """Fraction of the flipped examples among the round(top N) largest values (ties: smaller index first)."""
+    order = np.lexsort((np.arange(len(value)), -value))
+    k = int(np.floor(top * len(value) + 0.5))
+    return flipped[order[:k]].sum() / flipped.sum()
+
+
+def tiny_eval(out):
+    path = os.path.join(HERE, "lds_tiny_eval.h5")
+    if not os.path.exists(path):
+        return
+    with h5py.File(path, "r") as f, h5py.File(os.path.join(HERE, "lds_tiny_scores.h5"), "r") as s:
+        g = out.create_group("tiny_eval")
+        # leave-one-out: the changes from the recorded losses (one seed: model k+1 minus the full model 0)
+        idx, L, change = f["loo/indices"][:], f["loo/query_losses"][:], f["loo/loss_change"][:]
+        want = np.nanmean(L[:, 1:, :] - L[:, :1, :], axis=0)
+        assert np.allclose(change, want, rtol=0, atol=1e-15), "loss_change differs from the recorded losses"
+        sc = s["scores"][:].astype(np.float64)
+        a, b = sc[:, idx].T.ravel(), change.ravel()
+        g.attrs["loo_pearson"] = scipy.stats.pearsonr(a, b)[0]
+        g.attrs["loo_spearman"] = scipy.stats.spearmanr(a, b)[0]
+        # mislabel: the flips of the Python Philox, the detection rates of the recorded self-influence
+        N = f["mislabel/flipped"].shape[0]
+        frac = float(f["mislabel"].attrs["fraction"])
+        y = fashion_labels(N)
+        seed = int(f["mislabel"].attrs["seed"])
+        flipped = subset_mask(seed, 0, N, frac, c1base=6)
+        ylab = y.copy()
+        for i in range(N):
+            if flipped[i]:
+                ylab[i] = (y[i] + 1 + min(int(ref.uniform(seed, i, 6 + 256) * 9), 8)) % 10
+        assert (flipped == f["mislabel/flipped"][:]).all(), "flipped examples differ from the Python Philox"
+        assert (ylab == f["mislabel/labels"][:]).all(), "flipped labels differ from the Python Philox"
+        top = f["mislabel/top"][:]
+        g.attrs["detected"] = np.array([detection(f["mislabel/self_influence"][:], flipped, t) for t in top])
+        g.attrs["detected_identity"] = np.array([detection(f["mislabel/self_influence_identity"][:], flipped, t) for t in top])
+        print(f"tiny eval: LOO Pearson {g.attrs['loo_pearson']:.6f} Spearman {g.attrs['loo_spearman']:.6f}; "
+              f"detected {g.attrs['detected']} identity {g.attrs['detected_identity']} at top {top}")
+
+
 def main():
     ref.check_philox()
     rng = np.random.default_rng(20261201)
@@ -108,10 +162,34 @@ def main():
     out["synth/per_query"] = per
     out["synth"].attrs["lds"] = v
     print(f"synthetic: LDS {v:.6f}, per query {per}")
+    # Pearson and leave-one-out correlations (a generator of their own: the draws above stay as they were)
+    rng2 = np.random.default_rng(20261202)
+    px, py = rng2.normal(size=17), rng2.normal(size=17)
+    py += 0.5 * px
+    out["pearson/x"], out["pearson/y"] = px, py
+    out["pearson/r"] = np.array([scipy.stats.pearsonr(px, py)[0]])
+    K, Q, N = 5, 4, 30
+    idx = rng2.choice(N, K, replace=False).astype(np.int64)
+    scores = rng2.normal(size=(Q, N)).round(2)
+    change = 0.3 * scores[:, idx].T + rng2.normal(size=(K, Q)).round(2)
+    change[1, 2] = np.nan
+    change[3, 0] = np.nan
+    ok = np.isfinite(change)
+    a, b = scores[:, idx].T[ok], change[ok]
+    g = out.create_group("loo_synth")
+    g["idx"], g["change"], g["scores"] = idx, change, scores
+    g.attrs["pearson"] = scipy.stats.pearsonr(a, b)[0]
+    g.attrs["spearman"] = scipy.stats.spearmanr(a, b)[0]
+    g.attrs["npairs"] = int(ok.sum())
+    print(f"loo synthetic: Pearson {g.attrs['pearson']:.6f} Spearman {g.attrs['spearman']:.6f} over {ok.sum()} pairs")
+    if len(sys.argv) == 3 and sys.argv[1] == "--tiny-eval":
+        shutil.copyfile(sys.argv[2], os.path.join(HERE, "lds_tiny_eval.h5"))
+    tiny_eval(out)
     if len(sys.argv) == 4 and sys.argv[1] == "--tiny":
         shutil.copyfile(sys.argv[2], os.path.join(HERE, "lds_tiny.h5"))
         shutil.copyfile(sys.argv[3], os.path.join(HERE, "lds_tiny_scores.h5"))
-        with h5py.File(sys.argv[2], "r") as f, h5py.File(sys.argv[3], "r") as s:
+    if os.path.exists(os.path.join(HERE, "lds_tiny.h5")):
+        with h5py.File(os.path.join(HERE, "lds_tiny.h5"), "r") as f, h5py.File(os.path.join(HERE, "lds_tiny_scores.h5"), "r") as s:
             v, per = lds(f["masks"][:], f["status"][:], f["query_losses"][:], s["scores"][:])
             for j in range(f["masks"].shape[0]):
                 assert (f["masks"][j] == subset_mask(int(f.attrs["seed"]), j, f["masks"].shape[1], float(f.attrs["fraction"]))).all()
