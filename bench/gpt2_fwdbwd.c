@@ -26,7 +26,7 @@ int main(int argc, char **argv)
   float          *params;
   int64_t         n;
   double          tlb = 1e30, tcap = 1e30, fl_fwd, fl_lin, fl_att, fl_head, seq[64];
-  InflSeqCapture *cap;
+  InflCapture    *cap;
 
   PetscCall(PetscInitialize(&argc, &argv, NULL, "GPT-2 forward + backward benchmark\n"));
   PetscOptionsBegin(PETSC_COMM_WORLD, NULL, "GPT-2 benchmark", NULL);
@@ -83,7 +83,7 @@ int main(int argc, char **argv)
   PetscCall(PetscPrintf(PETSC_COMM_SELF, "infl_gpt2_train   %.4f s  %.0f tokens/s  %.1f GFLOP/s (%.1f GFLOP)\n", tlb, N / tlb, 3 * fl_fwd / tlb * 1e-9, 3 * fl_fwd * 1e-9));
   /* capture: forward, head backward (input only), no weight gradients: fwd + (fwd of the input-gradient GEMMs) */
   PetscCall(PetscPrintf(PETSC_COMM_SELF, "infl_gpt2_capture %.4f s  %.0f tokens/s  %.1f GFLOP/s (%.1f GFLOP)\n", tcap, N / tcap, (2 * fl_fwd + fl_att) / tcap * 1e-9, (2 * fl_fwd + fl_att) * 1e-9));
-  PetscCall(InflGPT2CaptureDestroy(&cap));
+  PetscCall(InflCaptureDestroy(&cap));
   PetscCall(PetscFree2(off, tokens));
   PetscCall(InflGPT2Destroy(&g));
   PetscCall(PetscFinalize());

@@ -25,20 +25,8 @@ if [ ! -f "$MODEL" ]; then
   mpiexec -n 2 "$BUILD/infl" train -train "idx:$DATA/train" -model_dims 784,256,256,10 -train_epochs 2 -out "$MODEL" >"$OUT/train.log"
 fi
 
-{
-  echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
-  echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(lscpu | sed -n "s/^CPU(s): *//p") cores, $(lscpu | sed -n 's/^L2 cache: *//p') L2"
-  echo "openblas: $($PY - <<'PYEOF' 2>/dev/null || echo unknown
-import ctypes
-lib = ctypes.CDLL("libopenblas.so.0")
-lib.openblas_get_corename.restype = ctypes.c_char_p
-lib.openblas_get_config.restype = ctypes.c_char_p
-print(lib.openblas_get_corename().decode(), "|", lib.openblas_get_config().decode())
-PYEOF
-)"
-  echo "OPENBLAS_CORETYPE: ${OPENBLAS_CORETYPE:-unset}"
-  echo "load before: $(uptime | sed 's/.*load average: //')"
-} | tee "$OUT/env.txt"
+. "$ROOT/bench/env.sh"
+bench_env | tee "$OUT/env.txt"
 
 "$BUILD/bench/bench_gemm" 3 | tee "$OUT/gemm.txt"
 for r in $RANKS; do

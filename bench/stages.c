@@ -106,7 +106,7 @@ int main(int argc, char **argv)
   if (!skip_train) {
     InflTrainOptions opt;
     InflModel        m2;
-    PetscCall(InflTrainOptionsFromOptions(&opt));
+    PetscCall(InflTrainOptionsFromOptions(comm, &opt));
     opt.epochs = 1;
     best       = 1e30;
     for (PetscInt r = 0; r < reps; r++) {

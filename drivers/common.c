@@ -1,4 +1,5 @@
 #include "driver.h"
+#include <infl/checkpoint.h>
 #include <stdio.h>
 #include <string.h>
 #include <errno.h>
@@ -41,7 +42,7 @@ PetscErrorCode DriverOpenData(MPI_Comm comm, const char prefix[], PetscBool requ
   PetscOptionsBegin(comm, NULL, "infl driver options", NULL);
   /* listed by -help as a string, parsed as a 64-bit count: PetscOptionsInt (32-bit PetscInt) would wrap 2^32+1 to 1 */
   PetscCall(InflOptionsCheckLength(comm, optl, sizeof(ltext), "give a count of examples"));
-  PetscCall(PetscOptionsString(optl, "use only the first N examples (0: all)", NULL, ltext, ltext, sizeof(ltext), NULL));
+  PetscCall(PetscOptionsString(optl, "use only the first N examples (0: all; text and token data: the first N windows)", NULL, ltext, ltext, sizeof(ltext), NULL));
   PetscCall(PetscOptionsInt(opts, "token sequences: window length in tokens (0: the model's n_positions)", "InflDataSetSequenceLength", seq_len, &seq_len, NULL));
   PetscCall(PetscOptionsString("-tokenizer", "text data: directory of GPT-2 BPE files (default: beside the model, else byte-level for 256 tokens)", "InflDataSetTokenizerDir", tokdir, tokdir, sizeof(tokdir), NULL));
   PetscOptionsEnd();
@@ -123,7 +124,7 @@ PetscErrorCode DriverLoadModel(MPI_Comm comm, const char path[], InflModel *mode
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode parse_index_token(MPI_Comm comm, const char tok[], const char whole[], int64_t *v)
+static PetscErrorCode parse_index_token(MPI_Comm comm, const char opt[], const char tok[], const char whole[], int64_t *v)
 {
   char *end;
   long long x;
@@ -131,7 +132,7 @@ static PetscErrorCode parse_index_token(MPI_Comm comm, const char tok[], const c
   PetscFunctionBegin;
   errno = 0;
   x     = strtoll(tok, &end, 10);
-  PetscCheck(errno == 0 && end != tok && *end == 0, comm, PETSC_ERR_ARG_WRONG, "-query_indices \"%s\": \"%s\" is not an integer; use a list \"3,17,40\", a range \"0:100\" or \"0:1000:10\", or \"@file\"", whole, tok);
+  PetscCheck(errno == 0 && end != tok && *end == 0, comm, PETSC_ERR_ARG_WRONG, "%s \"%s\": \"%s\" is not an integer; use a list \"3,17,40\", a range \"0:100\" or \"0:1000:10\", or \"@file\"", opt, whole, tok);
   *v = (int64_t)x;
   PetscFunctionReturn(0);
 }
@@ -151,28 +152,30 @@ static PetscErrorCode grow_indices(int64_t **v, int64_t n, int64_t *cap)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode DriverQueryIndices(MPI_Comm comm, int64_t N, PetscInt *Q, int64_t **idx)
+PetscErrorCode DriverIndexList(MPI_Comm comm, const char opt[], const char def[], const char what[], const char set[], int64_t N, PetscInt *n_out, int64_t **idx)
 {
-  char      spec[PETSC_MAX_PATH_LEN] = "0:8", buf[PETSC_MAX_PATH_LEN];
-  PetscBool set;
+  char      spec[PETSC_MAX_PATH_LEN], buf[PETSC_MAX_PATH_LEN], hint[160];
+  PetscBool given;
   int64_t   n = 0, cap = 64, *v;
 
   PetscFunctionBegin;
-  PetscCall(InflOptionsCheckLength(comm, "-query_indices", sizeof(spec), "for long lists of queries write them to a file, one index per line, and give -query_indices @FILE"));
-  PetscCall(PetscOptionsGetString(NULL, NULL, "-query_indices", spec, sizeof(spec), &set));
+  PetscCall(PetscSNPrintf(hint, sizeof(hint), "for long lists write them to a file, one index per line, and give %s @FILE", opt));
+  PetscCall(InflOptionsCheckLength(comm, opt, sizeof(spec), hint));
+  PetscCall(PetscStrncpy(spec, def, sizeof(spec)));
+  PetscCall(PetscOptionsGetString(NULL, NULL, opt, spec, sizeof(spec), &given));
   PetscCall(PetscMalloc1(cap, &v));
   if (spec[0] == '@') {
     FILE     *f  = fopen(spec + 1, "r");
     int       ok = f != NULL;
     long long x;
-    InflCheckAll(comm, ok, PETSC_ERR_FILE_OPEN, "-query_indices %s: cannot open %s: %s", spec, spec + 1, strerror(errno));
+    InflCheckAll(comm, ok, PETSC_ERR_FILE_OPEN, "%s %s: cannot open %s: %s", opt, spec, spec + 1, strerror(errno));
     while (fscanf(f, "%lld", &x) == 1) {
       PetscCall(grow_indices(&v, n, &cap));
       v[n++] = x;
     }
     ok = feof(f);
     fclose(f);
-    InflCheckAll(comm, ok, PETSC_ERR_FILE_READ, "-query_indices %s: %s must hold one integer per line", spec, spec + 1);
+    InflCheckAll(comm, ok, PETSC_ERR_FILE_READ, "%s %s: %s must hold one integer per line", opt, spec, spec + 1);
   } else if (strchr(spec, ':')) {
     int64_t a = 0, b = 0, s = 1;
     char   *p1, *p2;
@@ -181,18 +184,18 @@ PetscErrorCode DriverQueryIndices(MPI_Comm comm, int64_t N, PetscInt *Q, int64_t
     *p1++ = 0;
     p2    = strchr(p1, ':');
     if (p2) *p2++ = 0;
-    PetscCall(parse_index_token(comm, buf, spec, &a));
-    PetscCall(parse_index_token(comm, p1, spec, &b));
-    if (p2) PetscCall(parse_index_token(comm, p2, spec, &s));
-    PetscCheck(s > 0 && b > a, comm, PETSC_ERR_ARG_WRONG, "-query_indices %s: a range start:end[:step] needs end > start and step > 0", spec);
+    PetscCall(parse_index_token(comm, opt, buf, spec, &a));
+    PetscCall(parse_index_token(comm, opt, p1, spec, &b));
+    if (p2) PetscCall(parse_index_token(comm, opt, p2, spec, &s));
+    PetscCheck(s > 0 && b > a, comm, PETSC_ERR_ARG_WRONG, "%s %s: a range start:end[:step] needs end > start and step > 0", opt, spec);
     /* no arithmetic that can overflow (0 <= a < b): the count of the range, then of its indices below N */
-    PetscCheck(a >= 0 && a < N, comm, PETSC_ERR_ARG_OUTOFRANGE, "-query_indices %s: query index %" PRId64 " is outside the query set, which has %" PRId64 " examples (valid: 0..%" PRId64 ")", spec, a, N, N - 1);
+    PetscCheck(a >= 0 && a < N, comm, PETSC_ERR_ARG_OUTOFRANGE, "%s %s: %s index %" PRId64 " is outside the %s, which has %" PRId64 " examples (valid: 0..%" PRId64 ")", opt, spec, what, a, set, N, N - 1);
     n = (b - a - 1) / s + 1;
     {
       int64_t nbelow = (N - a - 1) / s + 1;
-      PetscCheck(n <= nbelow, comm, PETSC_ERR_ARG_OUTOFRANGE, "-query_indices %s: query index %" PRId64 " is outside the query set, which has %" PRId64 " examples (valid: 0..%" PRId64 "); give a range end <= %" PRId64, spec, a + nbelow * s, N, N - 1, N);
+      PetscCheck(n <= nbelow, comm, PETSC_ERR_ARG_OUTOFRANGE, "%s %s: %s index %" PRId64 " is outside the %s, which has %" PRId64 " examples (valid: 0..%" PRId64 "); give a range end <= %" PRId64, opt, spec, what, a + nbelow * s, set, N, N - 1, N);
     }
-    PetscCheck(n <= PETSC_MAX_INT, comm, PETSC_ERR_ARG_OUTOFRANGE, "-query_indices %s selects %" PRId64 " queries, more than %d; give a larger step or fewer queries", spec, n, (int)PETSC_MAX_INT);
+    PetscCheck(n <= PETSC_MAX_INT, comm, PETSC_ERR_ARG_OUTOFRANGE, "%s %s selects %" PRId64 " indices, more than %d; give a larger step or fewer indices", opt, spec, n, (int)PETSC_MAX_INT);
     PetscCall(PetscFree(v));
     PetscCall(PetscMalloc1(n, &v));
     for (int64_t i = 0; i < n; i++) v[i] = a + i * s;
@@ -201,14 +204,21 @@ PetscErrorCode DriverQueryIndices(MPI_Comm comm, int64_t N, PetscInt *Q, int64_t
     PetscCall(PetscStrncpy(buf, spec, sizeof(buf)));
     for (tok = strtok_r(buf, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
       PetscCall(grow_indices(&v, n, &cap));
-      PetscCall(parse_index_token(comm, tok, spec, &v[n++]));
+      PetscCall(parse_index_token(comm, opt, tok, spec, &v[n++]));
     }
   }
-  PetscCheck(n > 0, comm, PETSC_ERR_ARG_WRONG, "-query_indices \"%s\" selects no query", spec);
-  for (int64_t i = 0; i < n; i++) PetscCheck(v[i] >= 0 && v[i] < N, comm, PETSC_ERR_ARG_OUTOFRANGE, "-query_indices: query index %" PRId64 " is outside the query set, which has %" PRId64 " examples (valid: 0..%" PRId64 ")", v[i], N, N - 1);
-  PetscCheck(n <= PETSC_MAX_INT, comm, PETSC_ERR_ARG_OUTOFRANGE, "-query_indices selects %" PRId64 " queries, more than %d", n, (int)PETSC_MAX_INT);
-  *Q   = (PetscInt)n;
+  PetscCheck(n > 0, comm, PETSC_ERR_ARG_WRONG, "%s \"%s\" selects no %s", opt, spec, what);
+  for (int64_t i = 0; i < n; i++) PetscCheck(v[i] >= 0 && v[i] < N, comm, PETSC_ERR_ARG_OUTOFRANGE, "%s: %s index %" PRId64 " is outside the %s, which has %" PRId64 " examples (valid: 0..%" PRId64 ")", opt, what, v[i], set, N, N - 1);
+  PetscCheck(n <= PETSC_MAX_INT, comm, PETSC_ERR_ARG_OUTOFRANGE, "%s selects %" PRId64 " indices, more than %d", opt, n, (int)PETSC_MAX_INT);
+  *n_out = (PetscInt)n;
   *idx = v;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode DriverQueryIndices(MPI_Comm comm, int64_t N, PetscInt *Q, int64_t **idx)
+{
+  PetscFunctionBegin;
+  PetscCall(DriverIndexList(comm, "-query_indices", "0:8", "query", "query set", N, Q, idx));
   PetscFunctionReturn(0);
 }
 
@@ -762,5 +772,24 @@ PetscErrorCode DriverMLPDims(MPI_Comm comm, InflData train, PetscInt dims[], Pet
     bytes = 16 * np;
     PetscCheck(phys <= 0 || bytes <= phys, comm, PETSC_ERR_ARG_OUTOFRANGE, "-model_dims %s: an MLP of these layer sizes has %.4g parameters; training holds them, their gradients and two optimizer moments in float32 (%.4g GiB per rank), more than the %.4g GiB of memory of this machine: give smaller layer sizes", has && given ? given : "(default)", np, bytes / 1073741824.0, phys / 1073741824.0);
   }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode DriverTrainMLP(MPI_Comm comm, InflData train, InflData test, PetscInt nd, const PetscInt dims[], const InflTrainOptions *topt, const char path[], InflModel *model)
+{
+  InflTrainOptions opt = *topt;
+  char             partial[PETSC_MAX_PATH_LEN + 16];
+
+  PetscFunctionBegin;
+  PetscCall(InflModelCreate(comm, model));
+  PetscCall(InflModelSetFromOptions(*model));
+  PetscCall(InflModelSetUpMLP(*model, nd, dims, INFL_ACT_RELU, opt.seed));
+  PetscCall(PetscStrncpy(opt.checkpoint, path, sizeof(opt.checkpoint)));
+  PetscCall(InflModelTrain(*model, train, test, &opt));
+  PetscCall(InflModelSave(*model, path));
+  PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", path));
+  PetscCall(InflRemoveAll(comm, partial));
+  PetscCall(InflModelDestroy(model));
+  PetscCall(DriverLoadModel(comm, path, model));
   PetscFunctionReturn(0);
 }

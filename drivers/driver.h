@@ -18,6 +18,8 @@ PetscErrorCode InflDriverIhvp(MPI_Comm comm, PetscBool help);
 PetscErrorCode InflDriverFidelity(MPI_Comm comm, PetscBool help);
 PetscErrorCode InflDriverReport(MPI_Comm comm, PetscBool help);
 PetscErrorCode InflDriverProject(MPI_Comm comm, PetscBool help);
+/* infl lds: linear datamodeling score by retraining on subsets (drivers/lds.c). */
+PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help);
 /* infl score -store STORE: scores against a gradient store (drivers/project.c); InflDriverScore hands over to it. */
 PetscErrorCode InflDriverStoreScore(MPI_Comm comm, PetscBool help);
 /* infl self -store A,B,...: TracIn self-influence from the stores' gradient norms (drivers/project.c). */
@@ -52,6 +54,9 @@ PetscErrorCode DriverLoadPrompts(MPI_Comm comm, const char path[], const char mo
 /* Query indices: -query_indices "3,17,40", "0:100" (range, end exclusive), "0:1000:10" (step) or "@file" (one
  * index per line).  Default 0:8.  Checked against N (error names the index and N). */
 PetscErrorCode DriverQueryIndices(MPI_Comm comm, int64_t N, PetscInt *Q, int64_t **idx);
+/* The same syntax for option `opt` (default `def` when absent), indices into a set of N (`what` names an entry and
+ * `set` the set in errors: "training", "training set"): infl lds -lds_loo. */
+PetscErrorCode DriverIndexList(MPI_Comm comm, const char opt[], const char def[], const char what[], const char set[], int64_t N, PetscInt *n, int64_t **idx);
 /* Collective: check an output before any work, and lock it.  Errors (every rank, one message): `path` exists and
  * -overwrite is not set; it is a directory or another non-regular file (a device would be replaced by the renamed
  * file); it is the same file (device and inode) as an input of the stage (-model, -factors, -scores, -self, -store, -file,
@@ -80,8 +85,22 @@ PetscErrorCode DriverCheckUnusedOptions(MPI_Comm comm);
  * becomes 1, a value beyond int64 -1).  Called by main() before a subcommand reads its options, so the message names
  * the option and the value given rather than a check failing on the wrapped value. */
 PetscErrorCode DriverCheckIntegerOptions(MPI_Comm comm);
+/* Collective.  Does the HDF5 file `path` exist and record model sha256 `hash`, training data `thash` and (if key_name)
+ * the root attribute key_name equal to `key`?  Prints a note when it exists for something else (drivers/run.c). */
+PetscErrorCode DriverOutputMatches(MPI_Comm comm, const char path[], const char hash[], const char thash[], const char key_name[], const char key[], PetscBool *match);
+/* infl run -ensemble M (drivers/ensemble.c): *M > 1 when the option asks for an ensemble (0 under help, after listing
+ * the option); InflDriverRunEnsemble then runs the study. */
+PetscErrorCode DriverEnsembleRequested(MPI_Comm comm, PetscBool help, PetscInt *M);
+PetscErrorCode InflDriverRunEnsemble(MPI_Comm comm, PetscBool help);
+/* Collective.  Mark as used the options of a study's options file that belong to stages a command skips (training,
+ * fit, self-influence, summary: drivers/run.c), so that only misspelled options are reported as unused. */
+PetscErrorCode DriverStudyOptionsUsed(MPI_Comm comm);
 /* MLP layer sizes: -model_dims if set (checked against the data), else input,256,256,classes of `train`. */
 PetscErrorCode DriverMLPDims(MPI_Comm comm, InflData train, PetscInt dims[], PetscInt *nd, PetscBool set);
+/* Collective.  Train the MLP dims (nd) with ReLU, initialized from topt->seed (InflModelSetFromOptions: the precision),
+ * on `train` (`test` for the epoch lines, may be NULL) with its checkpoint at PATH.partial (resumed when it exists),
+ * save it to `path`, remove the checkpoint, and return it loaded from `path` (as a reused model would be). */
+PetscErrorCode DriverTrainMLP(MPI_Comm comm, InflData train, InflData test, PetscInt nd, const PetscInt dims[], const InflTrainOptions *topt, const char path[], InflModel *model);
 /* Class names from -class_names "a,b,c" (NULL entries if absent). */
 PetscErrorCode DriverClassNames(PetscInt C, char ***names);
 

@@ -12,6 +12,18 @@ static PetscErrorCode common_inputs(MPI_Comm comm, PetscBool help, PetscBool nee
   PetscFunctionReturn(0);
 }
 
+/* Collective: -layer_groups read and checked by a layout's SetFromOptions (the factors' load sets up its own). */
+static PetscErrorCode layout_options(MPI_Comm comm)
+{
+  InflLayerLayout lay;
+
+  PetscFunctionBegin;
+  PetscCall(InflLayerLayoutCreate(comm, &lay));
+  PetscCall(InflLayerLayoutSetFromOptions(lay));
+  PetscCall(InflLayerLayoutDestroy(&lay));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflDriverFit(MPI_Comm comm, PetscBool help)
 {
   char      mpath[PETSC_MAX_PATH_LEN], out[PETSC_MAX_PATH_LEN];
@@ -70,6 +82,7 @@ PetscErrorCode InflDriverScore(MPI_Comm comm, PetscBool help)
   PetscCall(DriverGetString(comm, "-query_prompts", "language models: prompt/completion queries, a text file of prompts and completions separated by a line \">>>\", queries by \"%\" lines (docs/FORMATS.md); only completion tokens enter the query loss (instead of -query)", ppath, sizeof(ppath), PETSC_FALSE, help));
   PetscCall(DriverOpenData(comm, "query", (PetscBool)(!ppath[0]), help, &query));
   PetscCheck(!(ppath[0] && query), comm, PETSC_ERR_ARG_INCOMP, "give either -query (a data set, with -query_indices) or -query_prompts %s, not both", ppath);
+  PetscCall(layout_options(comm)); /* -layer_groups: checked before any work, listed by -help */
   if (help) {
     PetscCall(InflScorerCreate(comm, &sc));
     PetscCall(InflScorerSetFromOptions(sc));
@@ -128,8 +141,9 @@ PetscErrorCode InflDriverSelf(MPI_Comm comm, PetscBool help)
   PetscCall(common_inputs(comm, help, PETSC_TRUE, mpath, fpath, out, &overwrite));
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
   PetscOptionsBegin(comm, NULL, "infl self", NULL);
-  PetscCall(PetscOptionsInt("-self_chunk", "training examples per chunk", NULL, chunk, &chunk, NULL));
+  PetscCall(PetscOptionsInt("-self_chunk", "training examples (sequences) per chunk (default 512; sequences: as many as fit in 8192 tokens)", NULL, chunk, &chunk, NULL));
   PetscOptionsEnd();
+  PetscCall(layout_options(comm)); /* -layer_groups: checked before any work, listed by -help */
   if (help) PetscFunctionReturn(0);
   PetscCall(DriverCheckOutput(comm, out, overwrite));
   PetscCall(DriverLoadModel(comm, mpath, &model));

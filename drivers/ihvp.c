@@ -2,57 +2,102 @@
  * infl fidelity: identity, K-FAC and EK-FAC IHVPs against the Krylov solution. */
 #include "driver.h"
 #include <infl/ihvp.h>
+#include <infl/checkpoint.h>
 
 typedef struct {
-  char      model[PETSC_MAX_PATH_LEN], factors[PETSC_MAX_PATH_LEN], out[PETSC_MAX_PATH_LEN];
-  PetscBool overwrite;
-  InflData  train, query;
-  InflModel model_obj;
-  InflEKFAC ek;
-  InflIHVP  ih;
-  PetscInt  Q;
-  int64_t  *qidx, *yq;
-  float    *xq;
+  char         model[PETSC_MAX_PATH_LEN], factors[PETSC_MAX_PATH_LEN], out[PETSC_MAX_PATH_LEN], prompts[PETSC_MAX_PATH_LEN];
+  PetscBool    overwrite, seq;
+  InflData     train, query;
+  InflModel    model_obj;
+  InflEKFAC    ek;
+  InflIHVP     ih;
+  PetscInt     Q;
+  int64_t     *qidx, *yq; /* (Q) query indices; class labels of row queries (NULL for sequences) */
+  double      *g;         /* (Q, n) the queries' gradients in the IHVP layout */
+  StagePrompts pr;
+  char         qhash[65];
 } IhvpSetup;
+
+/* The queries' gradients: rows of -query with their labels, sequences of -query with their next tokens, or the
+ * prompt/completion pairs of -query_prompts (only completion tokens in the loss). */
+static PetscErrorCode ihvp_queries(MPI_Comm comm, IhvpSetup *s)
+{
+  PetscInt n;
+
+  PetscFunctionBegin;
+  PetscCall(InflIHVPGetSizes(s->ih, &n, NULL, NULL));
+  if (s->prompts[0]) {
+    PetscCall(DriverLoadPrompts(comm, s->prompts, s->model, s->model_obj, &s->pr));
+    s->Q = s->pr.Q;
+    PetscCall(PetscMalloc1(s->Q, &s->qidx));
+    for (PetscInt q = 0; q < s->Q; q++) s->qidx[q] = q;
+    PetscCall(PetscStrncpy(s->qhash, s->pr.hash, sizeof(s->qhash)));
+    PetscCall(PetscMalloc1((size_t)s->Q * n, &s->g));
+    PetscCall(InflIHVPSequenceGradients(s->ih, s->Q, s->pr.offsets, s->pr.tokens, s->pr.targets, s->g));
+    PetscFunctionReturn(0);
+  }
+  {
+    int64_t     Nq;
+    const char *qh;
+    PetscCall(InflModelCheckData(s->model_obj, s->query)); /* sequence data: read for this model */
+    PetscCall(InflDataGetSizes(s->query, &Nq, NULL, NULL));
+    PetscCall(DriverQueryIndices(comm, Nq, &s->Q, &s->qidx));
+    PetscCall(InflDataGetHash(s->query, &qh));
+    PetscCall(PetscStrncpy(s->qhash, qh, sizeof(s->qhash)));
+  }
+  if (!s->seq) { /* the labels, recorded with the scores */
+    int64_t d;
+    float  *x;
+    PetscCall(InflDataGetSizes(s->query, NULL, &d, NULL));
+    PetscCall(PetscMalloc1((size_t)s->Q * d, &x));
+    PetscCall(PetscMalloc1(s->Q, &s->yq));
+    PetscCall(InflDataGetExamples(s->query, s->Q, s->qidx, x, s->yq));
+    PetscCall(PetscFree(x));
+  }
+  PetscCall(PetscMalloc1((size_t)s->Q * n, &s->g));
+  PetscCall(InflIHVPQueryGradients(s->ih, s->query, s->Q, s->qidx, s->g));
+  PetscFunctionReturn(0);
+}
 
 static PetscErrorCode ihvp_inputs(MPI_Comm comm, PetscBool help, IhvpSetup *s)
 {
   double    damping = -1;
   PetscBool dset;
+  char      layers[16] = "";
 
   PetscFunctionBegin;
   PetscCall(PetscMemzero(s, sizeof(*s)));
-  PetscCall(DriverGetString(comm, "-model", "model file (safetensors)", s->model, PETSC_MAX_PATH_LEN, PETSC_TRUE, help));
-  PetscCall(DriverGetString(comm, "-factors", "EK-FAC factors (infl fit): damping and preconditioner; without them pass -ekfac_damping", s->factors, PETSC_MAX_PATH_LEN, PETSC_FALSE, help));
+  PetscCall(DriverGetString(comm, "-model", "model file (safetensors; a GPT-2 directory)", s->model, PETSC_MAX_PATH_LEN, PETSC_TRUE, help));
+  PetscCall(DriverGetString(comm, "-factors", "EK-FAC factors (infl fit): damping, layers and the EK-FAC preconditioner; without them pass -ekfac_damping", s->factors, PETSC_MAX_PATH_LEN, PETSC_FALSE, help));
   PetscCall(DriverGetString(comm, "-out", "output file (HDF5)", s->out, PETSC_MAX_PATH_LEN, PETSC_TRUE, help));
+  PetscCall(DriverGetString(comm, "-query_prompts", "language models: prompt/completion queries (a text file of prompts and completions separated by a line \">>>\", queries by \"%\" lines; docs/FORMATS.md) instead of -query", s->prompts, PETSC_MAX_PATH_LEN, PETSC_FALSE, help));
   PetscCall(PetscOptionsGetBool(NULL, NULL, "-overwrite", &s->overwrite, NULL));
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &s->train));
-  PetscCall(DriverOpenData(comm, "query", PETSC_TRUE, help, &s->query));
-  if (!help) PetscCall(DriverRequireRows(comm, "infl ihvp and fidelity", s->train));
-  if (!help) PetscCall(DriverRequireRows(comm, "infl ihvp and fidelity", s->query));
+  PetscCall(DriverOpenData(comm, "query", !s->prompts[0], help, &s->query));
+  PetscCheck(help || !(s->prompts[0] && s->query), comm, PETSC_ERR_ARG_INCOMP, "give either -query (a data set, with -query_indices) or -query_prompts %s, not both", s->prompts);
   PetscCall(InflIHVPCreate(comm, &s->ih));
   PetscCall(InflIHVPSetFromOptions(s->ih));
   PetscCall(PetscOptionsGetReal(NULL, NULL, "-ekfac_damping", &damping, &dset));
+  PetscCall(PetscOptionsGetString(NULL, NULL, "-ekfac_layers", layers, sizeof(layers), NULL));
   if (help) {
-    PetscCall(PetscPrintf(comm, "  -query_indices <0:8>: queries: \"3,17,40\", a range \"0:100\" or \"0:1000:10\", or \"@file\"\n  -ekfac_damping <X>: damping of every layer (default: the factors' damping)\n  -ihvp_ksp_type, -ihvp_ksp_rtol <1e-8>, -ihvp_ksp_max_it <500>, -ihvp_pc_type <shell: EK-FAC>, -ihvp_ksp_monitor: the Krylov solver (PETSc KSP options with prefix ihvp_)\n  -progress_interval <10>: seconds between the progress lines of each Krylov solve (iteration, residual norm, ETA); -ihvp_ksp_monitor_cancel: none\n"));
+    PetscCall(PetscPrintf(comm, "  -query_indices <0:8>: queries: \"3,17,40\", a range \"0:100\" or \"0:1000:10\", or \"@file\"\n  -ekfac_damping <X>: damping of every layer (default: the factors' damping)\n  -ekfac_layers <all|mlp|attn>: the layers of the IHVP (GPT-2; with -factors: the factors' layers)\n  -ihvp_ksp_type, -ihvp_ksp_rtol <%g>, -ihvp_ksp_max_it <%d>, -ihvp_pc_type <none | shell: EK-FAC | jacobi: the exact diagonal>, -ihvp_ksp_monitor: the Krylov solver (PETSc KSP options with prefix ihvp_)\n  -progress_interval <10>: seconds between the progress lines of each Krylov solve (iteration, residual norm, ETA); -ihvp_ksp_monitor_cancel: none with -ihvp_block false\n  -checkpoint_interval <600>: seconds between checkpoints of the block solve to OUT.ihvp.partial (resumed by the same command)\n", INFL_IHVP_RTOL, INFL_IHVP_MAX_IT));
     PetscFunctionReturn(0);
   }
   PetscCall(DriverCheckOutput(comm, s->out, s->overwrite));
-  {
-    int64_t Nq, d;
-    PetscCall(InflDataGetSizes(s->query, &Nq, &d, NULL));
-    PetscCall(DriverQueryIndices(comm, Nq, &s->Q, &s->qidx));
-    PetscCall(PetscMalloc2((size_t)s->Q * d, &s->xq, s->Q, &s->yq));
-    PetscCall(InflDataGetExamples(s->query, s->Q, s->qidx, s->xq, s->yq));
-  }
   PetscCall(DriverLoadModel(comm, s->model, &s->model_obj));
-  PetscCall(InflModelCheckData(s->model_obj, s->query));
+  PetscCall(InflModelIsSequential(s->model_obj, &s->seq));
   if (s->factors[0]) {
     PetscCall(InflEKFACCreate(comm, &s->ek));
-    PetscCall(InflEKFACLoad(s->ek, s->factors, s->model_obj));
+    PetscCall(InflEKFACSetLayerGroups(s->ek, 1)); /* the preconditioner of whole gradients needs every layer on every rank */
+    PetscCall(InflEKFACLoad(s->ek, s->factors, s->model_obj)); /* applies the factors' layer selection */
     damping = -1; /* InflEKFACLoad applied -ekfac_damping to the factors */
-  } else PetscCheck(dset, comm, PETSC_ERR_ARG_NULL, "without -factors the damping must be given with -ekfac_damping X");
+  } else {
+    PetscCheck(dset, comm, PETSC_ERR_ARG_NULL, "without -factors the damping must be given with -ekfac_damping X");
+    if (layers[0]) PetscCall(InflModelSetLayerSelection(s->model_obj, layers));
+  }
   PetscCall(InflIHVPSetUp(s->ih, s->model_obj, s->train, s->ek, damping));
+  PetscCall(InflIHVPSetCheckpoint(s->ih, s->out));
+  PetscCall(ihvp_queries(comm, s));
   PetscFunctionReturn(0);
 }
 
@@ -65,7 +110,9 @@ static PetscErrorCode ihvp_free(IhvpSetup *s)
   PetscCall(InflDataDestroy(&s->train));
   PetscCall(InflDataDestroy(&s->query));
   PetscCall(PetscFree(s->qidx));
-  PetscCall(PetscFree2(s->xq, s->yq));
+  PetscCall(PetscFree(s->yq));
+  PetscCall(PetscFree(s->g));
+  if (s->pr.offsets) PetscCall(PetscFree3(s->pr.offsets, s->pr.tokens, s->pr.targets));
   PetscFunctionReturn(0);
 }
 
@@ -88,11 +135,7 @@ PetscErrorCode InflDriverIhvp(MPI_Comm comm, PetscBool help)
     PetscCall(ihvp_free(&s));
     PetscFunctionReturn(0);
   }
-  { /* provenance of the queries, as infl score records it (infl report checks it against its -query data) */
-    const char *qh;
-    PetscCall(InflDataGetHash(s.query, &qh));
-    PetscCall(InflScorerSetQueryHash(sc, qh));
-  }
+  PetscCall(InflScorerSetQueryHash(sc, s.qhash)); /* provenance of the queries, as infl score records it */
   PetscCall(DriverCheckUnusedOptions(comm));
   PetscCall(PetscLogStageRegister("Krylov IHVP", &stage));
   PetscCall(PetscLogStagePush(stage));
@@ -101,7 +144,7 @@ PetscErrorCode InflDriverIhvp(MPI_Comm comm, PetscBool help)
   PetscCall(PetscCalloc1(L, &P));
   PetscCall(PetscMalloc1(s.Q, &info));
   PetscCall(PetscTime(&t0));
-  PetscCall(InflIHVPSolveQueries(s.ih, s.Q, s.xq, s.yq, s.qidx, P, info));
+  PetscCall(InflIHVPSolveGradients(s.ih, s.Q, s.g, s.qidx, P, info));
   PetscCall(PetscTime(&t1));
   for (PetscInt q = 0; q < s.Q; q++) {
     PetscCall(PetscPrintf(comm, "ihvp: query %" PRId64 ": %s, %d iterations, residual norm %.3e (rhs norm %.3e)\n", s.qidx[q], info[q].zero_rhs ? "zero gradient" : KSPConvergedReasons[info[q].reason], (int)info[q].iterations, info[q].rnorm, info[q].bnorm));
@@ -137,6 +180,11 @@ PetscErrorCode InflDriverIhvp(MPI_Comm comm, PetscBool help)
     PetscCall(PetscFree5(its, conv, reason, rn, bn));
   }
   PetscCall(PetscPrintf(comm, "wrote %s\n", s.out));
+  { /* the solves' checkpoint is no longer needed */
+    char partial[PETSC_MAX_PATH_LEN + 16];
+    PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.ihvp.partial", s.out));
+    PetscCall(InflRemoveAll(comm, partial));
+  }
   PetscCall(PetscLogStagePop());
   for (PetscInt l = 0; l < L; l++) PetscCall(PetscFree(P[l]));
   PetscCall(PetscFree(P));
@@ -170,12 +218,17 @@ PetscErrorCode InflDriverFidelity(MPI_Comm comm, PetscBool help)
   PetscCall(DriverCheckUnusedOptions(comm));
   PetscCall(InflIHVPView(s.ih, NULL));
   PetscCall(PetscTime(&t0));
-  PetscCall(InflFidelityCompute(s.ih, s.model_obj, s.ek, s.train, s.Q, s.xq, s.yq, s.qidx, K, &fid));
+  PetscCall(InflFidelityCompute(s.ih, s.model_obj, s.ek, s.train, s.Q, s.g, s.qidx, K, &fid));
   PetscCall(PetscTime(&t1));
   PetscCall(InflFidelityView(&fid, comm));
   PetscCall(PetscPrintf(comm, "fidelity: %.2f s\n", t1 - t0));
   PetscCall(InflFidelitySave(&fid, comm, s.model_obj, s.train, s.qidx, s.out, s.overwrite));
   PetscCall(PetscPrintf(comm, "wrote %s\n", s.out));
+  {
+    char partial[PETSC_MAX_PATH_LEN + 16];
+    PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.ihvp.partial", s.out));
+    PetscCall(InflRemoveAll(comm, partial));
+  }
   PetscCall(InflFidelityFree(&fid));
   PetscCall(ihvp_free(&s));
   PetscFunctionReturn(0);

@@ -10,6 +10,7 @@ static const char help[] = "infl: influence functions (training-data attribution
                            "  ihvp     scores with exact Krylov IHVP queries -model FILE -factors FILE -train SPEC -query SPEC -out scores.h5\n"
                            "  fidelity identity/K-FAC/EK-FAC vs Krylov IHVP -model FILE -factors FILE -train SPEC -query SPEC -out fidelity.h5\n"
                            "  report   HTML page of scores, self-influence   -scores FILE -train SPEC -query SPEC [-self FILE] -out report.html\n"
+                           "  lds      linear datamodeling score of scores   -options_file STUDY -lds_subsets J -scores s1.h5,s2.h5 -out lds.h5\n"
                            "  run      the whole study of an options file    -options_file jobs/fashion-mnist.opts\n"
                            "  inspect  summary of an infl or model file      -file PATH\n";
 
@@ -162,7 +163,7 @@ static const Subcommand subcommands[] = {
   {"train", InflDriverTrain}, {"eval", InflDriverEval}, {"fit", InflDriverFit},       {"score", InflDriverScore},
   {"self", InflDriverSelf},   {"run", InflDriverRun},   {"inspect", InflDriverInspect},
   {"ihvp", InflDriverIhvp},   {"fidelity", InflDriverFidelity}, {"report", InflDriverReport},
-  {"project", InflDriverProject},
+  {"project", InflDriverProject}, {"lds", InflDriverLDS},
 };
 
 int main(int argc, char **argv)

@@ -11,7 +11,7 @@
 
 /* Does the HDF5 file `path` exist and record model sha256 `hash`, training data `thash` and (if key_name) the
  * attribute key_name equal to `key`?  Collective. */
-static PetscErrorCode output_matches(MPI_Comm comm, const char path[], const char hash[], const char thash[], const char key_name[], const char key[], PetscBool *match)
+PetscErrorCode DriverOutputMatches(MPI_Comm comm, const char path[], const char hash[], const char thash[], const char key_name[], const char key[], PetscBool *match)
 {
   hid_t     file;
   char      v[1024];
@@ -160,14 +160,14 @@ static PetscErrorCode print_summary_text(MPI_Comm comm, InflScorer sc, InflToken
 /* The options file of a study also sets the options of stages a resumed job skips (training when the model
  * exists, the fit when the factors match) and of later steps (self-influence, summary): read them now, so that
  * only misspelled options are reported as unused. */
-static PetscErrorCode study_options_used(MPI_Comm comm)
+PetscErrorCode DriverStudyOptionsUsed(MPI_Comm comm)
 {
   InflTrainOptions topt;
   InflEKFAC        probe;
   PetscBool        set;
 
   PetscFunctionBegin;
-  PetscCall(InflTrainOptionsFromOptions(&topt));
+  PetscCall(InflTrainOptionsFromOptions(comm, &topt));
   PetscCall(InflEKFACCreate(comm, &probe));
   PetscCall(InflEKFACSetFromOptions(probe));
   PetscCall(InflEKFACDestroy(&probe));
@@ -206,6 +206,14 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   InflTokenizer   tok     = NULL;
 
   PetscFunctionBegin;
+  { /* -ensemble M: drivers/ensemble.c */
+    PetscInt M;
+    PetscCall(DriverEnsembleRequested(comm, help, &M));
+    if (M > 1) {
+      PetscCall(InflDriverRunEnsemble(comm, help));
+      PetscFunctionReturn(0);
+    }
+  }
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
   PetscCall(InflOptionsCheckLength(comm, "-outdir", sizeof(outdir) - 32, "give a shorter directory (a symbolic link or a relative path)"));
   PetscCall(InflOptionsCheckLength(comm, "-model", sizeof(mpath) - 32, "give a shorter path (a symbolic link or a relative path)"));
@@ -217,7 +225,7 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   PetscCall(PetscOptionsInt("-summary_queries", "queries shown in the printed summary", NULL, nshow, &nshow, NULL));
   {
     PetscInt chunk = 512;
-    PetscCall(PetscOptionsInt("-self_chunk", "training examples per chunk of the self-influence stage", NULL, chunk, &chunk, NULL));
+    PetscCall(PetscOptionsInt("-self_chunk", "training examples (sequences) per chunk of the self-influence stage (default 512; sequences: as many as fit in 8192 tokens)", NULL, chunk, &chunk, NULL));
   }
   PetscOptionsEnd();
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
@@ -279,7 +287,7 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
     PetscCall(InflReportSetFromOptions(probe));
     PetscCall(InflReportDestroy(&probe));
   }
-  PetscCall(study_options_used(comm));
+  PetscCall(DriverStudyOptionsUsed(comm));
   PetscCall(DriverCheckUnusedOptions(comm));
   {
     InflEKFAC probe;
@@ -295,7 +303,7 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
     PetscCall(DriverLoadModel(comm, mpath, &model));
   } else { /* train a new model: a GPT-2 of the -gpt2_* options on token data, else an MLP of -model_dims */
     InflTrainOptions topt;
-    PetscCall(InflTrainOptionsFromOptions(&topt));
+    PetscCall(InflTrainOptionsFromOptions(comm, &topt));
     PetscCall(PetscPrintf(comm, "== train: %s\n", mpath));
     PetscCall(InflModelCreate(comm, &model));
     if (seq) {
@@ -351,7 +359,7 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   }
 
   /* 2. factors */
-  PetscCall(output_matches(comm, fpath, hash, thash, "fit_key", fit_key, &match));
+  PetscCall(DriverOutputMatches(comm, fpath, hash, thash, "fit_key", fit_key, &match));
   if (match && !overwrite) {
     PetscCall(PetscPrintf(comm, "== fit: using %s (fitted for this model)\n", fpath));
     PetscCall(InflEKFACCreate(comm, &ek));
@@ -367,7 +375,7 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
 
   /* 4. self-influence */
   PetscCall(InflEKFACGetKey(ek, PETSC_TRUE, self_key, sizeof(self_key)));
-  PetscCall(output_matches(comm, selfpath, hash, thash, "self_key", self_key, &match));
+  PetscCall(DriverOutputMatches(comm, selfpath, hash, thash, "self_key", self_key, &match));
   if (match && !overwrite) PetscCall(PetscPrintf(comm, "== self: using %s\n", selfpath));
   else {
     PetscCall(PetscPrintf(comm, "== self\n"));

@@ -24,15 +24,42 @@ static PetscErrorCode stage_summary(MPI_Comm comm, const char path[], PetscLogDo
   PetscFunctionReturn(0);
 }
 
+/* Push the log stage `name`, registered on first use (a process may run a stage several times: ensembles). */
+static PetscErrorCode log_stage_push(const char name[])
+{
+  PetscLogStage stage;
+
+  PetscFunctionBegin;
+  PetscCall(PetscLogStageGetId(name, &stage));
+  if (stage < 0) PetscCall(PetscLogStageRegister(name, &stage));
+  PetscCall(PetscLogStagePush(stage));
+  PetscFunctionReturn(0);
+}
+
+/* Collective: "STAGE: factor bytes per rank" of the layout of ek (infl/layout.h). */
+static PetscErrorCode stage_factor_bytes(MPI_Comm comm, InflEKFAC ek, const char stage[])
+{
+  InflLayerLayout lay;
+  PetscInt        G;
+  size_t          mx, total;
+
+  PetscFunctionBegin;
+  if (!ek) PetscFunctionReturn(0); /* TracIn: no factors */
+  PetscCall(InflEKFACGetLayout(ek, &lay));
+  if (!lay) PetscFunctionReturn(0);
+  PetscCall(InflLayerLayoutGetGroups(lay, &G, NULL, NULL, NULL));
+  PetscCall(InflLayerLayoutGetBytes(lay, NULL, &mx, &total));
+  PetscCall(PetscPrintf(comm, "%s: factor bytes per rank %.1f MiB (max over ranks; %.1f MiB in all, %d layer group%s)\n", stage, (double)mx / 1048576.0, (double)total / 1048576.0, (int)G, G > 1 ? "s" : ""));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode StageFit(MPI_Comm comm, InflModel model, InflData train, const char out[], PetscBool overwrite, InflEKFAC *ek_out)
 {
   InflEKFAC      ek;
   PetscLogDouble t0, t1;
-  PetscLogStage  stage;
 
   PetscFunctionBegin;
-  PetscCall(PetscLogStageRegister("EK-FAC fit", &stage));
-  PetscCall(PetscLogStagePush(stage));
+  PetscCall(log_stage_push("EK-FAC fit"));
   PetscCall(PetscTime(&t0));
   PetscCall(InflEKFACCreate(comm, &ek));
   PetscCall(InflEKFACSetFromOptions(ek));
@@ -42,6 +69,7 @@ PetscErrorCode StageFit(MPI_Comm comm, InflModel model, InflData train, const ch
   PetscCall(InflEKFACView(ek, NULL));
   PetscCall(PetscPrintf(comm, "fit: %.2f s\n", t1 - t0));
   PetscCall(InflReportPeakMemory(comm, "fit"));
+  PetscCall(stage_factor_bytes(comm, ek, "fit"));
   if (out && out[0]) {
     PetscCall(InflEKFACSave(ek, out, overwrite));
     PetscCall(stage_summary(comm, out, t1 - t0));
@@ -57,11 +85,9 @@ PetscErrorCode StageFit(MPI_Comm comm, InflModel model, InflData train, const ch
 static PetscErrorCode stage_score(MPI_Comm comm, InflScorer sc, InflModel model, InflEKFAC ek, InflData train, InflData query, PetscInt Q, const int64_t qidx[], const StagePrompts *prompts, const char out[], PetscBool overwrite, InflScorer *sc_out)
 {
   PetscLogDouble t0, t1, t2;
-  PetscLogStage  stage;
 
   PetscFunctionBegin;
-  PetscCall(PetscLogStageRegister("Score", &stage));
-  PetscCall(PetscLogStagePush(stage));
+  PetscCall(log_stage_push("Score"));
   if (!prompts) PetscCall(InflModelCheckData(model, query)); /* sequence data: read for this model (its hash depends on it) */
   if (prompts) PetscCall(InflScorerSetQueryHash(sc, prompts->hash));
   else {
@@ -84,6 +110,7 @@ static PetscErrorCode stage_score(MPI_Comm comm, InflScorer sc, InflModel model,
   PetscCall(PetscTime(&t2));
   PetscCall(PetscPrintf(comm, "score: %d queries, query preconditioning %.2f s, scoring %.2f s\n", (int)Q, t1 - t0, t2 - t1));
   PetscCall(InflReportPeakMemory(comm, "score"));
+  PetscCall(stage_factor_bytes(comm, ek, "score"));
   if (out && out[0]) {
     PetscCall(InflScorerSave(sc, out, overwrite));
     PetscCall(stage_summary(comm, out, t2 - t0));
@@ -133,17 +160,43 @@ typedef struct {
   double        *self;           /* (count) this rank's shard */
   const char    *mh, *th;        /* model and data hashes */
   const char    *tmp, *partial;  /* OUT.partial.tmp, OUT.partial */
+  PetscInt       G;              /* layer groups of the factors (infl/layout.h) */
 } SelfCtx;
+
+/* never a non-finite value in the output (the ranks agree on the error) */
+static PetscErrorCode self_check(SelfCtx *c, int64_t lo, int64_t hi)
+{
+  PetscFunctionBegin;
+  for (int64_t i = lo; i < hi; i++)
+    PetscCheck(isfinite(c->self[i - c->start]), PETSC_COMM_SELF, PETSC_ERR_FP, "self-influence of training example %" PRId64 " is %g (non-finite): the model's gradients or (Lambda + damping)^-1 overflow (huge weights, damaged factors, or a damping too small for them); check the model, the factors and -ekfac_damping", i, c->self[i - c->start]);
+  PetscFunctionReturn(0);
+}
 
 static PetscErrorCode self_chunk(void *ctx, int64_t lo, int64_t hi)
 {
   SelfCtx *c = (SelfCtx *)ctx;
 
   PetscFunctionBegin;
+  if (c->G > 1) { /* captured now, scored by self_step with the layers' owners */
+    PetscCall(InflModelCaptureShard(c->model, c->train, lo, hi, INFL_FISHER_EMPIRICAL, 0, c->cap[0]));
+    PetscFunctionReturn(0);
+  }
   if (c->ek) PetscCall(InflSelfInfluenceShard(c->model, c->ek, c->train, lo, hi, c->cap[0], c->self + (lo - c->start)));
   else PetscCall(InflTracInSelfInfluenceShard(c->C, c->models, c->eta, c->train, lo, hi, c->cap, c->self + (lo - c->start)));
-  for (int64_t i = lo; i < hi; i++) /* never a non-finite value in the output (InflRunChunks agrees on the error) */
-    PetscCheck(isfinite(c->self[i - c->start]), PETSC_COMM_SELF, PETSC_ERR_FP, "self-influence of training example %" PRId64 " is %g (non-finite): the model's gradients or (Lambda + damping)^-1 overflow (huge weights, damaged factors, or a damping too small for them); check the model, the factors and -ekfac_damping", i, c->self[i - c->start]);
+  PetscCall(self_check(c, lo, hi));
+  PetscFunctionReturn(0);
+}
+
+/* Several layer groups (EK-FAC only), after each round (collective): the owners' terms of the round's examples, summed. */
+static PetscErrorCode self_step(void *ctx, int64_t lo, int64_t hi)
+{
+  SelfCtx *c = (SelfCtx *)ctx;
+  double   dummy;
+
+  PetscFunctionBegin;
+  if (lo == hi) c->cap[0]->B = c->cap[0]->T = 0;
+  PetscCall(InflSelfInfluenceGathered(c->ek, c->cap[0], lo < hi ? c->self + (lo - c->start) : &dummy));
+  InflCallAll(c->comm, self_check(c, lo, hi));
   PetscFunctionReturn(0);
 }
 
@@ -186,10 +239,10 @@ static PetscErrorCode stage_self(MPI_Comm comm, InflModel model, InflEKFAC ek, P
   char           partial[PETSC_MAX_PATH_LEN], tmp[PETSC_MAX_PATH_LEN];
   hid_t          file;
   const char    *mh, *th;
-  PetscLogStage  stage;
   InflRanges     done = {0};
   InflCapture   *cap[INFL_TRACIN_MAX];
   char           key[1024];
+  PetscBool      chunk_set;
 
   PetscFunctionBegin;
   if (ek) {
@@ -203,9 +256,8 @@ static PetscErrorCode stage_self(MPI_Comm comm, InflModel model, InflEKFAC ek, P
       PetscCall(PetscSNPrintf(key + strlen(key), sizeof(key) - strlen(key), " %.16s:%.17g", h, eta[c]));
     }
   }
-  PetscCall(PetscLogStageRegister("Self-influence", &stage));
-  PetscCall(PetscLogStagePush(stage));
-  PetscCall(PetscOptionsGetInt(NULL, NULL, "-self_chunk", &chunk, NULL));
+  PetscCall(log_stage_push("Self-influence"));
+  PetscCall(PetscOptionsGetInt(NULL, NULL, "-self_chunk", &chunk, &chunk_set));
   PetscCheck(chunk > 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-self_chunk %d must be positive", (int)chunk);
   PetscCall(DriverCheckOutput(comm, out, overwrite));
   PetscCall(InflModelCheckData(model, train)); /* sequence data: read for this model */
@@ -226,21 +278,33 @@ static PetscErrorCode stage_self(MPI_Comm comm, InflModel model, InflEKFAC ek, P
     PetscCall(PetscPrintf(comm, "self: resuming from %s (%" PRId64 " of %" PRId64 " done)\n", partial, InflRangesCount(&done), N));
   }
   {
-    PetscInt    L, maxd = 1, rows;
-    InflLinear *lin;
+    PetscInt        L, maxd = 1, rows, G = 1;
+    InflLinear     *lin;
+    InflLayerLayout lay = NULL;
+    size_t          mine = 0;
     PetscCall(InflModelGetLayers(model, &L, &lin));
+    if (ek) PetscCall(InflEKFACGetLayout(ek, &lay)); /* TracIn (ek NULL): no factors, one group */
+    if (lay) {
+      PetscCall(InflLayerLayoutGetGroups(lay, &G, NULL, NULL, NULL));
+      PetscCall(InflLayerLayoutGetBytes(lay, &mine, NULL, NULL));
+    } else if (ek) mine = InflEKFACBytes(model);
     PetscCall(InflModelGetMaxRows(model, &rows));
     for (PetscInt l = 0; l < L; l++) maxd = PetscMax(maxd, PetscMax(lin[l].din + 1, lin[l].dout));
     /* per example: its capture and the model's workspace, rows of scratch in double, and two (dout, din+1)
      * matrices of a sequence's gradient (counted per example: a bound) */
-    PetscCall(InflChunkFromMemLimit(comm, "infl self", count, (size_t)count * (sizeof(float) * d + sizeof(int64_t) + sizeof(double)) + (ek ? InflEKFACBytes(model) : 0), C * InflModelCaptureBytes(model) + sizeof(double) * (4 * (size_t)maxd * rows + 1), &chunk));
+    /* (TracIn: C captures; with several layer groups the owners hold G captures' rows of their layers: counted as G whole captures) */
+    PetscCall(InflModelGetChunk(model, comm, "infl self", chunk_set, count, (size_t)count * (sizeof(float) * d + sizeof(int64_t) + sizeof(double)) + mine, (G > 1 ? G + 1 : C) * InflModelCaptureBytes(model) + sizeof(double) * ((G > 1 ? G : 1) * 4 * (size_t)maxd * rows + 1), &chunk));
   }
   for (PetscInt c = 0; c < C; c++) PetscCall(InflCaptureCreate(ek ? model : models[c], chunk, &cap[c]));
   PetscCall(PetscTime(&t0));
   {
-    SelfCtx       c    = {comm, model, ek, C, models, eta, cap, key, train, y, start, count, N, self, mh, th, tmp, partial};
-    InflChunkLoop loop = {self_chunk, self_checkpoint, &c};
-    PetscCall(InflRunChunks(comm, "infl self", start, count, chunk, &done, &loop, partial));
+    SelfCtx         c    = {comm, model, ek, C, models, eta, cap, key, train, y, start, count, N, self, mh, th, tmp, partial, 1};
+    InflChunkLoop   loop = {self_chunk, self_checkpoint, &c, NULL};
+    InflLayerLayout lay  = NULL;
+    PetscCall(InflModelGetExampleUnit(model, &loop.unit));
+    if (ek) PetscCall(InflEKFACGetLayout(ek, &lay));
+    if (lay) PetscCall(InflLayerLayoutGetGroups(lay, &c.G, NULL, NULL, NULL));
+    PetscCall(InflRunChunksStep(comm, "infl self", start, count, chunk, &done, &loop, c.G > 1 ? self_step : NULL, partial));
     PetscCall(InflRangesReset(&done));
     PetscCall(InflRangesAdd(&done, 0, N)); /* all done */
     PetscCall(self_write(&c, "self", &done, out));
@@ -249,6 +313,7 @@ static PetscErrorCode stage_self(MPI_Comm comm, InflModel model, InflEKFAC ek, P
   PetscCall(PetscTime(&t1));
   PetscCall(PetscPrintf(comm, "self-influence of %" PRId64 " training examples: %.2f s\n", N, t1 - t0));
   PetscCall(InflReportPeakMemory(comm, "self"));
+  PetscCall(stage_factor_bytes(comm, ek, "self"));
   PetscCall(stage_summary(comm, out, t1 - t0));
   PetscCall(PetscPrintf(comm, "wrote %s\n", out));
   for (PetscInt c = 0; c < C; c++) PetscCall(InflCaptureDestroy(&cap[c]));

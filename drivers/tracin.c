@@ -105,6 +105,12 @@ PetscErrorCode InflDriverTracIn(MPI_Comm comm, PetscBool help, PetscBool self)
     PetscCall(InflScorerSetFromOptions(probe));
     PetscCall(InflScorerDestroy(&probe));
   }
+  { /* layer groups spread EK-FAC factors (infl/layout.h); TracIn has none: every rank holds every layer (G = 1) */
+    PetscInt  G = 0;
+    PetscBool set;
+    PetscCall(PetscOptionsGetInt(NULL, NULL, "-layer_groups", &G, &set));
+    PetscCheck(!set || G <= 1, comm, PETSC_ERR_ARG_INCOMP, "-layer_groups %d: TracIn (-method tracin) has no EK-FAC factors to spread over layer groups and holds every layer on every rank; drop -layer_groups (or give 1)", (int)G);
+  }
   PetscCall(DriverCheckUnusedOptions(comm));
   if (self) PetscCall(StageSelfTracIn(comm, C, models, eta, train, out, overwrite));
   else PetscCall(StageScoreTracIn(comm, C, models, eta, train, query, Q, qidx, ppath[0] ? &prompts : NULL, out, overwrite));

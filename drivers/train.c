@@ -85,6 +85,18 @@ static PetscErrorCode train_gpt2(MPI_Comm comm, InflData train, InflData test, I
   PetscCall(PetscStrncpy(topt->checkpoint, out, sizeof(topt->checkpoint)));
   PetscCall(InflModelTrain(model, train, test, topt));
   PetscCall(InflModelSave(model, out));
+  { /* the -tokenizer files beside the model, where the later stages look for them */
+    char tokdir[PETSC_MAX_PATH_LEN] = "", dest[PETSC_MAX_PATH_LEN];
+    PetscCall(PetscOptionsGetString(NULL, NULL, "-tokenizer", tokdir, sizeof(tokdir), NULL));
+    PetscCall(PetscStrncpy(dest, out, sizeof(dest)));
+    if (isfile) { /* FILE.safetensors: its directory */
+      char *slash = strrchr(dest, '/');
+      if (slash) slash[slash == dest ? 1 : 0] = 0;
+      else PetscCall(PetscStrncpy(dest, ".", sizeof(dest)));
+    }
+    PetscCall(InflTokenizerCopyFiles(comm, tokdir, dest));
+    if (tokdir[0]) PetscCall(PetscPrintf(comm, "copied the tokenizer files of %s into %s\n", tokdir, dest));
+  }
   PetscCall(finish(comm, model, out));
   PetscCall(InflModelDestroy(&model));
   PetscFunctionReturn(0);
@@ -138,7 +150,7 @@ PetscErrorCode InflDriverTrain(MPI_Comm comm, PetscBool help)
   PetscCall(PetscOptionsEList("-model_activation", "MLP (rows data): activation between linear layers", NULL, actnames, 4, acts, &iact, &aset));
   PetscCall(PetscOptionsBool("-overwrite", "replace existing outputs", NULL, overwrite, &overwrite, NULL));
   PetscOptionsEnd();
-  PetscCall(InflTrainOptionsFromOptions(&topt));
+  PetscCall(InflTrainOptionsFromOptions(comm, &topt));
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
   PetscCall(DriverOpenData(comm, "test", PETSC_FALSE, help, &test));
   if (help) { /* list the options of a new GPT-2 (token data) */

@@ -1,6 +1,6 @@
 # Distributed eigensolver of Kronecker factors (src/curv/eigen.c, ScaLAPACK pdsyevd).
 infl_test(test_eigen SOURCES test_eigen.c LIBS infl_curv)
-add_executable(test_eigen_opts test_eigen.c)
+add_executable(test_eigen_opts test_eigen.c one_blas_thread.c)
 target_link_libraries(test_eigen_opts PRIVATE infl_curv)
 foreach(v "nb2;-eigen_block_size;2;-eigen_lapack;0" "nb4;-eigen_block_size;4;-eigen_lapack;0" "scalapack1x1;-eigen_lapack;0" "onegroup;-eigen_groups;1" "groups4;-eigen_groups;4")
   list(POP_FRONT v tag)

@@ -5,3 +5,5 @@ infl_test(test_ekfac_seq SOURCES test_ekfac_seq.c LIBS infl_attr infl_curv infl_
 # EK-FAC on the tiny GPT-2 (sequences of several tokens) against the independent float64 PyTorch reference
 # tests/ref/ekfac_gpt2_ref.h5: both Fisher kinds, double and single precision, layer selections all, mlp, attn.
 infl_test(test_ekfac_gpt2 SOURCES test_ekfac_gpt2.c LIBS infl_attr infl_curv infl_nn infl_io infl_core)
+infl_script_test(layout layout.sh TIMEOUT 900)
+set_property(TEST layout APPEND PROPERTY ENVIRONMENT "INFL_H5CMP=$<TARGET_FILE:h5cmp>")

@@ -6,3 +6,7 @@ infl_cli_test(test_ihvp_cli_help NP 1 ARGS ihvp -help PASS "-ihvp_curvature" "-p
 # progress lines of the Krylov solves of infl ihvp and infl fidelity (-progress_interval 0): one per iteration with
 # decreasing residuals and an ETA, and the same solution with and without the monitor
 infl_script_test(ihvp_progress ihvp_progress.sh TIMEOUT 300)
+# Krylov IHVP on the tiny byte-level GPT-2 through the captures: query gradients, empirical and true Fisher block
+# products and block CG solves against the model's full backward pass and a Woodbury + LAPACK dense solve, layer
+# selections all and mlp; ggn is an error for this type
+infl_test(test_ihvp_gpt2 SOURCES test_ihvp_gpt2.c LIBS infl_curv infl_nn infl_io infl_core)

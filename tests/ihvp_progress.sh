@@ -6,6 +6,7 @@
 #    relative residual equal to residual / rhs norm, an ETA from the trend, "converged" on the last line only;
 #  - the solution is the same with and without the monitor (-ihvp_ksp_monitor_cancel, given without a value as PETSc allows) and with a long interval
 #    (no line): the full score matrix and the solve records are identical (h5diff, exact);
+#  - a block solve stopped after 5 iterations resumes from OUT.ihvp.partial to the same results;
 #  - a diverging solve says "ETA unknown"; infl fidelity prints the lines of its solves; a negative
 #    -progress_interval is an error naming the option.
 set -euo pipefail
@@ -75,6 +76,24 @@ for f in cancel quiet; do
   done
   echo "ok: $f run: no progress line, /scores and the solve records identical to the monitored run"
 done
+
+# checkpoint and resume of the block solve: stopped after 5 iterations (-checkpoint_stop_after) it exits with status 3
+# leaving OUT.ihvp.partial and no output; the same command resumes it and gives the uninterrupted run's results
+set +e
+"$mpi" --oversubscribe -n 2 "$exe" ihvp "${solve[@]}" -score_save_all -checkpoint_stop_after 5 -out "$dir/resume.h5" >"$dir/stop.txt" 2>&1
+rc=$?
+set -e
+[ "$rc" -eq 3 ] || { cat "$dir/stop.txt"; fail "a solve stopped by -checkpoint_stop_after exited with $rc, expected 3"; }
+grep -q "stopped after iteration 5 (-checkpoint_stop_after 5); its progress is saved in $dir/resume.h5.ihvp.partial" "$dir/stop.txt" || fail "the stopped solve does not name its checkpoint: $(grep error "$dir/stop.txt")"
+[ -f "$dir/resume.h5.ihvp.partial" ] && [ ! -e "$dir/resume.h5" ] || fail "after the stop: no $dir/resume.h5.ihvp.partial, or an output"
+run "$dir/resume.txt" ihvp "${solve[@]}" -score_save_all -out "$dir/resume.h5"
+grep -q "^ihvp: resuming the block solve from $dir/resume.h5.ihvp.partial at iteration 5$" "$dir/resume.txt" || fail "the rerun did not resume: $(head -5 "$dir/resume.txt")"
+! grep -q "^  ihvp query 0: iteration [0-4]," "$dir/resume.txt" || fail "the resumed run repeated iterations before 5"
+for d in /scores /ihvp/iterations /ihvp/residual_norm; do
+  h5diff "$dir/monitor.h5" "$dir/resume.h5" "$d" "$d" >/dev/null || fail "$d of the resumed run differs from the uninterrupted one: $(h5diff -r "$dir/monitor.h5" "$dir/resume.h5" "$d" "$d" | head -5)"
+done
+[ ! -e "$dir/resume.h5.ihvp.partial" ] || fail "the checkpoint $dir/resume.h5.ihvp.partial was left after the output was written"
+echo "ok: stopped after 5 iterations (status 3), resumed from the checkpoint: /scores and the solve records identical"
 
 # a diverging solve (Richardson with too large a step, no preconditioner): no ETA can be extrapolated
 run "$dir/diverge.txt" ihvp "${data[@]}" -factors "$dir/factors.h5" -query "$fm/t10k" -query_limit 16 -query_indices 0:1 \

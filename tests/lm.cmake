@@ -6,3 +6,7 @@ infl_test(test_lm_queries SOURCES test_lm_queries.c LIBS infl_attr infl_curv inf
 # resumption after SIGTERM / SIGKILL at random points.
 infl_script_test(lm_stages lm_stages.sh TIMEOUT 900)
 set_property(TEST lm_stages APPEND PROPERTY ENVIRONMENT "INFL_H5CMP=$<TARGET_FILE:h5cmp>")
+# chunks of sequence data from -mem_limit against the default chunk (fit, score, self), -score_topk larger than
+# -score_tfidf_topk (lm_stages.sh chunks)
+infl_script_test(lm_chunks lm_stages.sh ARGS chunks TIMEOUT 600)
+set_property(TEST lm_chunks APPEND PROPERTY ENVIRONMENT "INFL_H5CMP=$<TARGET_FILE:h5cmp>")

@@ -7,6 +7,11 @@
 #   - -ekfac_layers mlp: 4 layers recorded in factors.h5; score and self with another -ekfac_layers are refused;
 #   - -score_tfidf_topk: the same candidates and lists at 1 and 3 ranks, only candidates in the lists;
 #   - -query_prompts: scored, /query_loss finite;
+#   - the default chunk of sequence data (at most 8192 tokens) printed;
+# and with the argument "chunks" (ctest lm_chunks) only:
+#   - -mem_limit lowers the chunks of fit, score and self to a few windows at 1 rank, with the same results as the
+#     default chunk;
+#   - -score_topk larger than -score_tfidf_topk: lists of the candidates (no -1), topk_requested recorded.
 #   - fit, score and self killed at random points (SIGTERM and SIGKILL) and rerun at varying rank counts until they
 #     finish: the same results as uninterrupted runs.
 set -u
@@ -32,8 +37,56 @@ factors_ok() { # REF OTHER TOL: the factors agree within the bound
   $H5CMP sum "$3" "$1" "$2" /layers/7/Lambda
 }
 
+chunks() { sed -n "s/^infl $1: chunks of \([0-9]*\) sequences.*/\1/p" last.log; } # the chunk a stage printed
+sc="-factors f1.h5 -query $TEXT -query_indices 0:44:4 -score_save_all -score_per_token -score_topk 4"
+if [ "${1:-}" = chunks ]; then
+check [ "$(run 1 fit $common -out f1.h5)" = 0 ]
+check [ "$(run 1 score $common $sc -out s1.h5)" = 0 ]
+check [ "$(run 1 self $common -factors f1.h5 -out self1.h5)" = 0 ]
+# --- chunks of sequences from -mem_limit (64 MiB for the libraries, the factors and the queries, plus about 0.1 MiB
+# per window: 5 to 20 windows per chunk) at the same rank count: the same results as the default chunk (all 44)
+check [ "$(run 1 fit $common -mem_limit 66M -out fl.h5)" = 0 ]
+nl=$(chunks fit); echo "fit: chunks of $nl windows with -mem_limit 66M"
+check [ -n "$nl" ] && check [ "$nl" -ge 1 ] && check [ "$nl" -lt 44 ]
+check factors_ok f1.h5 fl.h5 "$TAU2"
+check [ "$(run 1 score $common $sc -mem_limit 73M -out sl.h5)" = 0 ]
+nl=$(chunks score); echo "score: chunks of $nl windows with -mem_limit 73M"
+check [ -n "$nl" ] && check [ "$nl" -ge 1 ] && check [ "$nl" -lt 44 ]
+check $H5CMP scores $TAU s1.h5 sl.h5 /scores
+check $H5CMP topk $TAU s1.h5 sl.h5 /topk
+check $H5CMP pertoken $TAU sl.h5 sl.h5 /per_token
+check [ "$(run 1 self $common -factors f1.h5 -mem_limit 66M -out selfl.h5)" = 0 ]
+nl=$(chunks self); echo "self: chunks of $nl windows with -mem_limit 66M"
+check [ -n "$nl" ] && check [ "$nl" -ge 1 ] && check [ "$nl" -lt 44 ]
+check $H5CMP self $TAU2 self1.h5 selfl.h5 /self_influence f1.h5
+
+# --- TF-IDF: more proponents asked for than candidates scored: the lists hold the 2 candidates of each query, noted
+check [ "$(run 1 score $common -factors f1.h5 -query $TEXT -query_indices 0:44:5 -score_tfidf_topk 2 -score_topk 3 -out tk.h5)" = 0 ]
+check grep -q "note: -score_topk 3 is larger than the 2 TF-IDF candidates scored per query" last.log
+check grep -q "( 9, 2 )" <(h5dump -H -d /topk/train_indices tk.h5)
+check grep -q "(0): 3$" <(h5dump -a /topk_requested tk.h5)
+data_of() { # DATASET FILE: its values on one line (h5dump -o writes only the data)
+  h5dump -d "$1" -y -w 0 -o data.txt "$2" > /dev/null && tr -s ', \n' '\n' < data.txt | grep -v '^$' | paste -sd' '
+}
+same_pairs() { # A B: each consecutive pair of numbers (one query's two entries) is the same set in A and B
+  local a=($1) b=($2) i
+  [ ${#a[@]} = ${#b[@]} ] && [ ${#a[@]} -gt 0 ] || return 1
+  for ((i = 0; i < ${#a[@]}; i += 2)); do
+    [ "$(printf '%s\n' "${a[i]}" "${a[i+1]}" | sort | paste -sd' ')" = "$(printf '%s\n' "${b[i]}" "${b[i+1]}" | sort | paste -sd' ')" ] || return 1
+  done
+}
+cand=$(data_of /tfidf/candidates tk.h5)
+check same_pairs "$cand" "$(data_of /topk/train_indices tk.h5)"
+check same_pairs "$cand" "$(data_of /bottomk/train_indices tk.h5)"
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
+exit
+fi
+
 # --- rank and chunk invariance of fit (true and empirical Fisher)
 check [ "$(run 1 fit $common -out f1.h5)" = 0 ]
+check [ "$(chunks fit)" = 44 ] # the default (at most 8192 tokens: 512 windows of 16), capped at the shard
 check [ "$(run 3 fit $common -ekfac_chunk 3 -out f3.h5)" = 0 ]
 check factors_ok f1.h5 f3.h5 "$TAU2"
 check [ "$(run 2 fit $common -ekfac_fisher empirical -out e2.h5)" = 0 ]
@@ -47,7 +100,6 @@ check [ "$(h5dump -a /rows f1.h5 | grep -c "(0): $ntok\$")" = 1 ]
 check [ "$(h5dump -a /examples f1.h5 | grep -c "(0): $nwin\$")" = 1 ]
 
 # --- score: rank and chunk invariance, per-token terms (single and double precision)
-sc="-factors f1.h5 -query $TEXT -query_indices 0:44:4 -score_save_all -score_per_token -score_topk 4"
 check [ "$(run 1 score $common $sc -out s1.h5)" = 0 ]
 check [ "$(run 3 score $common $sc -score_chunk 4 -out s3.h5)" = 0 ]
 check $H5CMP scores $TAU s1.h5 s3.h5 /scores
@@ -86,7 +138,6 @@ check h5diff -q t1.h5 t3.h5 /tfidf/candidates
 check h5diff -q t1.h5 t3.h5 /topk/train_indices
 check $H5CMP max $TAU t1.h5 t3.h5 /topk/scores
 check [ "$(run 1 score $common $tf -score_save_all -out x.h5)" = 1 ]
-
 # --- prompt/completion queries
 printf 'The cat\n>>>\n sat on\n%%\nA stitch\n>>>\n in\n%%\n' > prompts.txt
 check [ "$(run 2 score $common -factors f1.h5 -query_prompts prompts.txt -score_per_token -out p2.h5)" = 0 ]

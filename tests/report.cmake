@@ -10,3 +10,7 @@ set_tests_properties(test_report_html PROPERTIES FIXTURES_REQUIRED report_pages)
 infl_script_test(test_report_browser report/browser_check.sh)
 # The report of a language model's scores (byte-level GPT-2 fixture): text, per-token colours, prompt/completion.
 infl_script_test(test_report_text report/text_report.sh)
+# the statistics of a screenshot that browser_check.sh judges it by (libpng; a Python PNG decoder took 8 s per page)
+add_executable(pngstat tools/pngstat.c)
+target_link_libraries(pngstat PRIVATE PkgConfig::PNG)
+set_property(TEST test_report_browser test_report_text APPEND PROPERTY ENVIRONMENT "INFL_PNGSTAT=$<TARGET_FILE:pngstat>")

@@ -137,7 +137,7 @@ static PetscErrorCode free_reference(Ref *r)
 }
 
 /* Layer l's DW = sum_t Ds_t a_t^T (dout, din+1) from a capture, in double. */
-static void capture_dw(const InflSeqCapture *cap, PetscInt l, PetscInt row0, PetscInt row1, double dw[])
+static void capture_dw(const InflCapture *cap, PetscInt l, PetscInt row0, PetscInt row1, double dw[])
 {
   PetscInt din = cap->din[l], dout = cap->dout[l];
   for (int64_t i = 0; i < (int64_t)dout * (din + 1); i++) dw[i] = 0;
@@ -160,10 +160,10 @@ static void linear_grad(InflGPT2 g, const float *params, const double flat[], Pe
 }
 
 /* Compare a capture (either precision) with the reference: a, Ds (tolerance tol of each tensor's max abs), losses. */
-static PetscErrorCode check_capture(MPI_Comm comm, const char what[], const InflSeqCapture *cap, const Ref *r, double *const ds_ref[], const double seq_ref[], double tol, double *worst)
+static PetscErrorCode check_capture(MPI_Comm comm, const char what[], const InflCapture *cap, const Ref *r, double *const ds_ref[], const double seq_ref[], double tol, double *worst)
 {
   PetscFunctionBegin;
-  EXPECT(cap->N == r->N && cap->B == r->B, "%s: capture has %d rows of %d sequences, expected %d of %d", what, (int)cap->N, (int)cap->B, (int)r->N, (int)r->B);
+  EXPECT(cap->T == r->N && cap->B == r->B, "%s: capture has %d rows of %d sequences, expected %d of %d", what, (int)cap->T, (int)cap->B, (int)r->N, (int)r->B);
   for (PetscInt b = 0; b <= r->B; b++) EXPECT(cap->offsets[b] == r->off[b], "%s: capture offsets[%d] = %d, expected %d", what, (int)b, (int)cap->offsets[b], (int)r->off[b]);
   for (PetscInt b = 0; b < r->B; b++) {
     double e = fabs(cap->loss[b] - seq_ref[b]) / seq_ref[b];
@@ -184,7 +184,7 @@ static PetscErrorCode check_capture(MPI_Comm comm, const char what[], const Infl
 
 static PetscErrorCode test_double(MPI_Comm comm, InflGPT2 g, const Ref *r)
 {
-  InflSeqCapture *cap;
+  InflCapture *cap;
   double         *z, *tl, seq[MAXB], worst[3] = {0, 0, 0}, e, *dw, *gl;
   const double   *g64;
   float          *params, *grads;
@@ -234,7 +234,7 @@ static PetscErrorCode test_double(MPI_Comm comm, InflGPT2 g, const Ref *r)
   for (PetscInt l = 0; l < r->L; l++) {
     int64_t sz = (int64_t)cap->dout[l] * (cap->din[l] + 1);
     double  el, er;
-    capture_dw(cap, l, 0, cap->N, dw);
+    capture_dw(cap, l, 0, cap->T, dw);
     linear_grad(g, params, g64, l, gl);
     el = rel_err_f64(sz, dw, gl);
     linear_grad(g, params, r->grad, l, gl);
@@ -266,7 +266,7 @@ static PetscErrorCode test_double(MPI_Comm comm, InflGPT2 g, const Ref *r)
   PetscCall(InflGPT2Capture(g, r->B, r->off, r->tokens, r->given, cap));
   PetscCall(check_capture(comm, "double, given targets", cap, r, r->gds, r->given_seq_loss, 1e-10, worst));
   PetscCall(PetscPrintf(comm, "double: capture with given targets max error: loss %.2e, Ds %.2e\n", worst[0], worst[2]));
-  PetscCall(InflGPT2CaptureDestroy(&cap));
+  PetscCall(InflCaptureDestroy(&cap));
   PetscCall(PetscFree4(z, tl, dw, gl));
   PetscFunctionReturn(0);
 }
@@ -276,7 +276,7 @@ static PetscErrorCode test_double(MPI_Comm comm, InflGPT2 g, const Ref *r)
 #define TOL32 2e-5
 static PetscErrorCode test_single(MPI_Comm comm, InflGPT2 g, const Ref *r)
 {
-  InflSeqCapture *cap;
+  InflCapture *cap;
   float          *z, *params, *grads;
   double         *tl, seq[MAXB], worst[3] = {0, 0, 0}, e, *dw, *gl, *gslab;
   int64_t         n;
@@ -345,14 +345,14 @@ static PetscErrorCode test_single(MPI_Comm comm, InflGPT2 g, const Ref *r)
   for (PetscInt l = 0; l < r->L; l++) {
     int64_t sz = (int64_t)cap->dout[l] * (cap->din[l] + 1);
     double  el;
-    capture_dw(cap, l, 0, cap->N, dw);
+    capture_dw(cap, l, 0, cap->T, dw);
     linear_grad(g, params, gslab, l, gl);
     el = rel_err_f64(sz, dw, gl);
     EXPECT(el <= 1e-5, "single: layer %d: sum_t Ds a^T differs from the float parameter gradient by %.3g of its max abs", (int)l, el);
     e = PetscMax(e, el);
   }
   PetscCall(PetscPrintf(comm, "single: DW = sum_t Ds_t a_t^T vs the float parameter gradients: %.2e\n", e));
-  PetscCall(InflGPT2CaptureDestroy(&cap));
+  PetscCall(InflCaptureDestroy(&cap));
   PetscCall(PetscFree5(z, tl, dw, gl, gslab));
   PetscFunctionReturn(0);
 }
@@ -360,7 +360,7 @@ static PetscErrorCode test_single(MPI_Comm comm, InflGPT2 g, const Ref *r)
 /* Sequences one at a time vs all in one batch: the same losses and capture rows. */
 static PetscErrorCode test_batch(MPI_Comm comm, InflGPT2 g, const Ref *r, InflPrecision prec, double tol)
 {
-  InflSeqCapture *all, *one;
+  InflCapture *all, *one;
   double          e = 0;
 
   PetscFunctionBegin;
@@ -390,8 +390,8 @@ static PetscErrorCode test_batch(MPI_Comm comm, InflGPT2 g, const Ref *r, InflPr
     }
   }
   PetscCall(PetscPrintf(comm, "batch (%s): sequences alone vs in one batch of %d: max difference %.2e (bound %.0e)\n", prec ? "double" : "single", (int)r->B, e, tol));
-  PetscCall(InflGPT2CaptureDestroy(&all));
-  PetscCall(InflGPT2CaptureDestroy(&one));
+  PetscCall(InflCaptureDestroy(&all));
+  PetscCall(InflCaptureDestroy(&one));
   PetscFunctionReturn(0);
 }
 
@@ -399,7 +399,7 @@ static PetscErrorCode test_batch(MPI_Comm comm, InflGPT2 g, const Ref *r, InflPr
  * the frequencies of the sampled tokens over many seeds match the reference softmax. */
 static PetscErrorCode test_sampled(MPI_Comm comm, InflGPT2 g, const Ref *r)
 {
-  InflSeqCapture *c1, *c2;
+  InflCapture *c1, *c2;
   int32_t        *t_all, *t_one, *t_cap;
   int64_t         idx[MAXB];
   PetscInt        row = -1, nseed = 2000, *count, bs = -1;
@@ -426,8 +426,8 @@ static PetscErrorCode test_sampled(MPI_Comm comm, InflGPT2 g, const Ref *r)
   for (PetscInt b = 0; b < r->B; b++) EXPECT(c1->loss[b] == c2->loss[b], "CaptureSampled loss of sequence %d %.9g differs from Capture with the same targets %.9g", (int)b, c1->loss[b], c2->loss[b]);
   for (PetscInt l = 0; l < r->L; l++)
     for (int64_t i = 0; i < (int64_t)r->N * c1->dout[l]; i++) EXPECT(c1->ds32[l][i] == c2->ds32[l][i], "CaptureSampled Ds of layer %d entry %" PRId64 " differs from Capture with the same targets", (int)l, i);
-  PetscCall(InflGPT2CaptureDestroy(&c1));
-  PetscCall(InflGPT2CaptureDestroy(&c2));
+  PetscCall(InflCaptureDestroy(&c1));
+  PetscCall(InflCaptureDestroy(&c2));
   /* frequencies at the predicting row of the random sequences with the largest entropy */
   for (PetscInt b = 1; b < r->B; b += 2)
     for (PetscInt t = r->off[b]; t < r->off[b + 1] - 1; t++) {

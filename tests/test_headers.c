@@ -17,12 +17,16 @@
 #include <infl/eigen.h>
 #include <infl/ekfac.h>
 #include <infl/ekfac.h>
+#include <infl/eval.h>
+#include <infl/eval.h>
 #include <infl/gpt2.h>
 #include <infl/gpt2.h>
 #include <infl/ihvp.h>
 #include <infl/ihvp.h>
 #include <infl/io.h>
 #include <infl/io.h>
+#include <infl/layout.h>
+#include <infl/layout.h>
 #include <infl/model.h>
 #include <infl/model.h>
 #include <infl/project.h>

@@ -192,6 +192,30 @@ static PetscErrorCode test_small_bpe(MPI_Comm comm)
     PetscCall(InflTokenizerGetHash(t2, &h2));
     EXPECT(!strcmp(h1, h2), "the same files under both names must hash alike");
   }
+  { /* InflTokenizerCopyFiles (infl train -tokenizer: the files beside the trained model): the copy loads to the same
+     * tokenizer under the same names; a directory without the files is an error naming it; "" copies nothing */
+    char          src[PETSC_MAX_PATH_LEN], dst[PETSC_MAX_PATH_LEN], other[PETSC_MAX_PATH_LEN];
+    InflTokenizer t3;
+    const char   *h2, *h3;
+    PetscCall(mkdir_(comm, "bpe_copy"));
+    PetscCall(PetscSNPrintf(src, sizeof(src), "%s/bpe_openai", dir));
+    PetscCall(PetscSNPrintf(dst, sizeof(dst), "%s/bpe_copy", dir));
+    PetscCall(InflTokenizerCopyFiles(comm, src, dst));
+    PetscCall(InflTokenizerCopyFiles(comm, "", dst));
+    PetscCall(PetscSNPrintf(other, sizeof(other), "%s/vocab.bpe", dst));
+    EXPECT(InflFileExists(other), "InflTokenizerCopyFiles: %s missing", other);
+    PetscCall(PetscSNPrintf(other, sizeof(other), "%s/vocab.bpe.tmp", dst));
+    EXPECT(!InflFileExists(other), "InflTokenizerCopyFiles left %s", other);
+    PetscCall(InflTokenizerCreate(comm, &t3));
+    PetscCall(InflTokenizerLoad(t3, dst));
+    PetscCall(InflTokenizerGetHash(t2, &h2));
+    PetscCall(InflTokenizerGetHash(t3, &h3));
+    EXPECT(!strcmp(h2, h3), "the copied tokenizer files must load to the same tokenizer");
+    PetscCall(InflTokenizerDestroy(&t3));
+    PetscCall(PetscSNPrintf(other, sizeof(other), "%s/bpe_none", dir));
+    PetscCall(mkdir_(comm, "bpe_none"));
+    EXPECT_FAIL(comm, InflTokenizerCopyFiles(comm, other, dst), "bpe_none holds neither vocab.json + merges.txt", "a directory without tokenizer files");
+  }
   PetscCall(InflTokenizerDestroy(&t));
   PetscCall(InflTokenizerDestroy(&t2));
   PetscFunctionReturn(0);

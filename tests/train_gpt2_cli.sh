@@ -4,7 +4,8 @@
 # models must give the same validation loss (infl eval in double precision) within 1e-5 relative: the agreement of
 # training across rank counts and resumptions that docs/FORMATS.md states.  Also checked: the output is a Hugging
 # Face directory (config.json; model.safetensors with transformer.* names, no lm_head) that infl eval reads, the
-# epoch line prints the validation loss that infl eval gives for the saved model, and no .partial file is left.
+# epoch line prints the validation loss that infl eval gives for the saved model, and no .partial file is left; and a
+# model trained with -tokenizer carries the tokenizer files in its directory.
 set -u
 EXE=${INFL_EXE:?}; MPIEXEC=${INFL_MPIEXEC:-mpiexec}; SRC=${INFL_SOURCE_DIR:?}
 dir=$(mktemp -d "$PWD/train_gpt2_cli.XXXXXX")
@@ -49,5 +50,16 @@ echo "epoch 10 line of the uninterrupted run: valid loss/token $last"
 check awk -v a="$l3" -v b="$last" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a + 0 > 0 && d <= 1e-4) }'
 # the loss went down from the initial model's (log 256 = 5.545 for a uniform byte model)
 check awk -v a="$l1" 'BEGIN { exit !(a + 0 > 0 && a < 4.5) }'
+# -tokenizer: a GPT-2 of the small BPE's 262 tokens (tests/ref/bpe_small); its files are copied beside the trained
+# model, so infl eval reads the text without -tokenizer, with the same loss as with it
+tok=$SRC/tests/ref/bpe_small
+$MPIEXEC --oversubscribe -n 2 "$EXE" train ${args/-train_epochs 10/-train_epochs 2} -tokenizer $tok -gpt2_vocab_size 0 -out bpe > bpe.log 2>&1
+check [ $? -eq 0 ]
+check grep -q "copied the tokenizer files of $tok into bpe" bpe.log
+check cmp -s $tok/vocab.json bpe/vocab.json && check cmp -s $tok/merges.txt bpe/merges.txt
+check grep -q '"vocab_size": 262' bpe/config.json
+b1=$(ev bpe ""); b2=$(ev bpe "-tokenizer $tok")
+echo "BPE model: loss per token $b1 (tokenizer beside the model), $b2 (-tokenizer)"
+check [ -n "$b1" ] && check [ "$b1" = "$b2" ]
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -50,6 +50,8 @@ typedef struct {
   double         ckpt_interval, print_interval;
   PetscInt       stop_after;   /* -checkpoint_stop_after: checkpoint and stop after this many steps (0: never) */
   PetscLogDouble t0, last_print, last_ckpt;
+  const char    *unit;         /* what is counted in the progress lines: "examples" (set by InflProgressStart), or
+                                  "sequences" for sequence data (set it after InflProgressStart) */
 } InflProgress;
 
 /* Not collective.  The seconds between progress lines of every long stage and of the Krylov solves: the option
@@ -75,6 +77,7 @@ typedef struct {
   PetscErrorCode (*chunk)(void *ctx, int64_t lo, int64_t hi);
   PetscErrorCode (*checkpoint)(void *ctx, const InflRanges *done);
   void *ctx;
+  const char *unit; /* the examples' name in progress lines (NULL: "examples"; "sequences" for sequence data) */
 } InflChunkLoop;
 
 /* Collective.  Run loop->chunk over [start, start+count) minus `done` (the examples of earlier runs) in pieces of at

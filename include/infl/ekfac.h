@@ -29,6 +29,7 @@
 #define INFL_EKFAC_H
 
 #include <infl/model.h>
+#include <infl/layout.h>
 
 typedef struct _p_InflEKFAC *InflEKFAC;
 
@@ -56,16 +57,25 @@ PetscErrorCode InflEKFACSetDamping(InflEKFAC ek, double damping);
  * after a checkpoint (INFL_ERR_INTERRUPTED), and an existing OUT.partial of the same fit (model, data, Fisher kind,
  * seed) is resumed.  OUT is the path later given to InflEKFACSave. */
 PetscErrorCode InflEKFACSetCheckpoint(InflEKFAC ek, const char out[]);
+/* Layer groups of the layout (infl/layout.h) that the next fit or load sets up: G >= 1, or 0 for the default (-layer_groups,
+ * else from -mem_limit, else 1).  Without a call: -layer_groups.  Callers that need every layer on every rank (the
+ * Krylov IHVP, which preconditions whole gradients) pass 1. */
+PetscErrorCode InflEKFACSetLayerGroups(InflEKFAC ek, PetscInt G);
+/* After a fit or load: the layout (owned by ek).  A rank holds the arrays of InflEKFACGetLayers only for the layers
+ * it owns (InflLayerLayoutOwns); the others have din, dout and damping and NULL arrays, and the per-layer functions
+ * below raise an error for them. */
+PetscErrorCode InflEKFACGetLayout(InflEKFAC ek, InflLayerLayout *layout);
 /* Collective.  Both passes over this rank's shard of `train` and the eigensolves.  Errors: a factor with non-finite
  * entries (names layer and factor: the model or data is broken), zero damping with a zero eigenvalue in Lambda
  * (the inverse is undefined; set -ekfac_damping > 0), a damping that breaks the rule above. */
 PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train);
-/* Collective.  Write factors.h5 (rank 0's data; PATH.partial then rename): /layers/<l>/{A, S, Q_A, Q_S,
+/* Collective.  Write factors.h5 (each layer by the first rank of the group holding it; PATH.partial then rename): /layers/<l>/{A, S, Q_A, Q_S,
  * eigenvalues_A, eigenvalues_S, Lambda} with attributes din, dout, damping; root attributes fisher, seed, examples,
  * damping_factor, and provenance (InflH5WriteProvenance). */
 PetscErrorCode InflEKFACSave(InflEKFAC ek, const char path[], PetscBool overwrite);
 /* Collective.  Read factors.h5; checks that it was fitted for `model` (hash; the error names both hashes) and
- * that every layer's shapes match. */
+ * that every layer's shapes match.  Sets up the layout (InflEKFACSetLayerGroups) and reads only the layers this rank
+ * owns (the other ranks take part in the collective reads with empty selections). */
 PetscErrorCode InflEKFACLoad(InflEKFAC ek, const char path[], InflModel model);
 PetscErrorCode InflEKFACGetLayers(InflEKFAC ek, PetscInt *L, InflEKFACLayer **layers);
 /* Bytes held by the factors of a model (A, S, Q_A, Q_S, eigenvalues, Lambda per layer). */
@@ -101,7 +111,8 @@ PetscErrorCode InflEKFACSelfInfluenceCapture(InflEKFAC ek, PetscInt l, const Inf
 /* Not collective.  The eigenvalue correction's sum for layer l over the capture's sequences (Grosse et al. 2023,
  * eq. 20; George et al. 2018): Lsum (dout, din+1) += sum_b ((Q_S^T G_b Q_A)_ij)^2, G_b = sum over sequence b's rows of
  * Ds_t a_t^T.  One row per example: one GEMM of the rotated squares (InflEKFACRotatedSquares, scratch ta (B, din+1)
- * and td (B, dout)); sequences: G_b by one GEMM over its rows, rotated in double (ta, td unused). */
+ * and td (B, dout)); sequences: G_b by one GEMM over its rows, rotated in double (ta (T, din+1) and td (T, dout)
+ * hold the rows in double when the capture is in single precision). */
 PetscErrorCode InflEKFACAccumulateLambda(InflEKFAC ek, PetscInt l, const InflCapture *cap, double ta[], double td[], double Lsum[]);
 /* Not collective.  P (B, dout, din+1) = precondition(G_b) for the capture's sequences (a double-precision capture):
  * InflEKFACPreconditionRankOne for one row per example, else G_b = sum over the rows of Ds_t a_t^T then

@@ -62,20 +62,11 @@ typedef struct {
   InflGPT2Activation activation;
 } InflGPT2Config;
 
-/* Captured a and Ds of the 4 n_layer linear layers for N rows (tokens) of B sequences.  In single precision a32/ds32
- * are set, in double a64/ds64.  a[l] (N, din[l]+1) with column din[l] equal to 1, ds[l] (N, dout[l]); rows of
- * sequence b are [offsets[b], offsets[b+1]).  loss (B): each sequence's summed loss with the targets used.
- * The capture of the InflGPT2 object itself; the gpt2 model type (src/nn/gpt2_type.c) fills model.h's InflCapture
- * (the same arrays and shapes, int64 offsets) by pointing a temporary InflSeqCapture at its arrays. */
-typedef struct {
-  InflPrecision prec;
-  PetscInt      L, N, B, Nmax, Bmax;
-  PetscInt     *din, *dout; /* (L) */
-  PetscInt     *offsets;    /* (Bmax+1) */
-  float       **a32, **ds32;
-  double      **a64, **ds64;
-  double       *loss;       /* (Bmax) */
-} InflSeqCapture;
+/* Captures of the InflGPT2 object are model.h's InflCapture over all 4 n_layer linear layers of the network (l = 4 i + k
+ * below): a[l] (T, din[l]+1) with column din[l] equal to 1, ds[l] (T, dout[l]) for the T rows (tokens) of B sequences,
+ * rows of sequence b [offsets[b], offsets[b+1]), loss (B) each sequence's summed loss with the targets used.  A layer
+ * whose arrays are NULL is not captured (the gpt2 model type, src/nn/gpt2_type.c, points a header with the network's
+ * layers at the arrays of the layers its selection exposes). */
 
 /* A linear layer of the capture (l = 4 i + k as above): W (din, dout) Conv1D layout and b (dout), views into the
  * parameter slab; dW, db into the gradient slab; name e.g. "h.1.mlp.c_fc". */
@@ -158,15 +149,15 @@ PetscErrorCode InflGPT2GetBatchGradientDouble(InflGPT2 g, const double **grad64)
  * depend only on (seed, index, position) and the model, not on the batch or the rank.  targets (N) out. */
 PetscErrorCode InflGPT2SampleTargets(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], const int64_t index[], uint64_t seed, int32_t targets[]);
 
-/* Capture for up to Nmax rows and Bmax sequences, in the model's current precision. */
-PetscErrorCode InflGPT2CaptureCreate(InflGPT2 g, PetscInt Bmax, PetscInt Nmax, InflSeqCapture **cap);
-PetscErrorCode InflGPT2CaptureDestroy(InflSeqCapture **cap);
-/* Not collective.  Forward and backward filling cap (a, Ds, offsets, per-sequence loss) with the given targets
- * (NULL: the data's next tokens; for the true Fisher pass targets sampled from the model).  The gradient slab is
- * not touched. */
-PetscErrorCode InflGPT2Capture(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], const int32_t targets[], InflSeqCapture *cap);
+/* Capture of every linear layer of the network for up to Tmax rows and Bmax sequences, in the model's current
+ * precision; destroyed with InflCaptureDestroy. */
+PetscErrorCode InflGPT2CaptureCreate(InflGPT2 g, PetscInt Bmax, PetscInt Tmax, InflCapture **cap);
+/* Not collective.  Forward and backward filling cap (a, Ds of its layers with arrays, B, T, offsets, per-sequence
+ * loss) with the given targets (NULL: the data's next tokens; for the true Fisher pass targets sampled from the
+ * model).  cap->L must be the network's 4 n_layer layers.  The gradient slab is not touched. */
+PetscErrorCode InflGPT2Capture(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], const int32_t targets[], InflCapture *cap);
 /* Not collective.  As InflGPT2Capture with targets sampled as InflGPT2SampleTargets does, from the logits of the same
  * forward pass (one forward pass instead of two).  targets (N) out: the sampled targets. */
-PetscErrorCode InflGPT2CaptureSampled(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], const int64_t index[], uint64_t seed, int32_t targets[], InflSeqCapture *cap);
+PetscErrorCode InflGPT2CaptureSampled(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], const int64_t index[], uint64_t seed, int32_t targets[], InflCapture *cap);
 
 #endif

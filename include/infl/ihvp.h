@@ -1,40 +1,71 @@
-/* infl/ihvp.h -- "exact" inverse-Hessian-vector products: Krylov solves with the damped curvature, EK-FAC as
- * preconditioner, and the fidelity of cheaper approximations against them.
+/* infl/ihvp.h -- "exact" inverse-Hessian-vector products: Krylov solves with the damped curvature, many queries per
+ * pass over the training data, and the fidelity of cheaper approximations against them.
  *
  * Grosse et al. (2023), section 2.2 and appendix (the damped Gauss-Newton Hessian and its iterative inverse);
  * Koh & Liang (2017) (conjugate gradients with Hessian-vector products); Martens (2010) (matrix-free
- * Gauss-Newton products inside CG).  The operator, on the parameter vector theta (n = sum over layers of
- * dout*(din+1), in the model's slab order: per layer W row-major then b), is
+ * Gauss-Newton products inside CG).  The operator acts on the IHVP vector theta of the model's exposed layers
+ * (InflModelGetLayers: every linear layer of an MLP; the captured layers of a GPT-2 under -ekfac_layers, the
+ * factors' selection when -factors is given): n = sum over those layers of dout*(din+1), layer by layer, each as
+ * (dout, din) row-major then the bias (dout) -- for an MLP exactly its parameter slab; for a GPT-2 layer the
+ * (dout, din) block is the transpose of its Conv1D weight.  The operator is
  *     y = (C + D) v,   D = diag(damping_l on layer l's entries)  (the damping EK-FAC uses, or -ekfac_damping),
- * with C one of (N = training examples, g_n the gradient of example n's loss):
- *   ggn        (1/N) sum_n J_n^T H_n J_n v,  H_n = diag(p_n) - p_n p_n^T   (R-op forward + backward; exact; default)
- *   empirical  (1/N) sum_n g_n (g_n^T v)     (data labels; c_n = sum_l Ds_n^T V_l a_n from captured a, Ds)
- *   true       (1/N) sum_n g~_n (g~_n^T v)   (labels sampled from the model, InflModelSampleLabels with
- *                                             -ihvp_seed: a one-sample Monte-Carlo estimate of the GGN)
- * as a PETSc MATSHELL over a Vec in PETSc's default layout of n over the ranks.  Each product gathers v to every
- * rank (VecScatterCreateToAll), streams this rank's training shard in chunks and adds the partial products back
- * into the Vec layout (reverse scatter with ADD_VALUES).  The preconditioner is a PCSHELL applying the EK-FAC
- * inverse layer by layer (InflEKFACPrecondition) to the gathered vector.
+ * with C one of (N = training examples or sequences, g_s the gradient of sequence s's summed loss, sum over its rows
+ * t of Ds_t a_t^T from the captures, infl/model.h):
+ *   ggn        (1/N) sum_n J_n^T H_n J_n v,  H_n = diag(p_n) - p_n p_n^T   (R-op forward + backward; exact; default;
+ *                                            models of rows with the operation only: the MLP.  Asked of another type
+ *                                            it is an error naming -ihvp_curvature empirical | true; by default such
+ *                                            a type gets empirical, with a note)
+ *   empirical  (1/N) sum_s g_s (g_s^T v)     (data labels, the next tokens of a sequence)
+ *   true       (1/N) sum_s g~_s (g~_s^T v)   (labels sampled from the model by InflModelCaptureShard with -ihvp_seed:
+ *                                             a one-sample Monte-Carlo estimate of the GGN)
+ * as a PETSc MATSHELL over a Vec in PETSc's default layout of n over the ranks.  A product of nq directions at once
+ * (InflIHVPMultBlock; MatMult is the case nq = 1) gathers them to every rank (VecScatterCreateToAll), streams this
+ * rank's training shard in chunks -- one capture (forward and backward) per chunk serves all directions: per layer
+ * c_s,q = sum_t Ds_t^T V_q a_t by the GEMM a V^T over the stacked directions, then U_q += sum_t c_s(t),q Ds_t a_t^T by
+ * a second GEMM; ggn: one R-op pass per chunk and direction -- and adds the partial products back into the Vec layout
+ * (reverse scatter with ADD_VALUES).  Cost per product: one pass over the data plus 4 N_rows n flops per direction.
+ * MatGetDiagonal gives the exact diagonal of C + D (one pass over the data: sum_s g_s^2; ggn: sum over classes y of
+ * p_y g_y^2, one capture per class), so -ihvp_pc_type jacobi is the exact-diagonal preconditioner.
  *
- * Options: -ihvp_curvature ggn|empirical|true, -ihvp_seed S (0, true Fisher labels), -ihvp_chunk B (512),
- * -ihvp_allow_unconverged (warn and record instead of failing); the KSP has prefix ihvp_ (-ihvp_ksp_type cg default,
- * -ihvp_ksp_rtol 1e-8 default, -ihvp_ksp_max_it 500 default, -ihvp_pc_type shell (EK-FAC, default when factors are
- * given) | none | ..., -ihvp_ksp_monitor, ...).
+ * Solves.  All queries are solved together by lockstep CG (-ihvp_block, default): each query keeps its own CG
+ * recurrence (alpha, beta, stopping test: PETSc's KSPCG with KSP_NORM_UNPRECONDITIONED and KSPConvergedDefault, x0 = 0),
+ * and the products of the queries still running are made together, so one pass over the training data per
+ * iteration serves every query; a query leaves the block when it converges.  Its solutions equal one-at-a-time KSP
+ * solves to the tolerance.  The preconditioner is the KSP's PC (PCApply per query).  With -ihvp_block false, or a KSP
+ * type other than cg, each query is one KSPSolve.
  *
- * Progress: every -progress_interval seconds (default 10; 0: every iteration) a solve prints, on rank 0 of the
- * communicator,
+ * Options: -ihvp_curvature ggn|empirical|true, -ihvp_seed S (0, true Fisher labels), -ihvp_chunk B (512 examples or
+ * sequences per chunk), -ihvp_block (true), -ihvp_allow_unconverged (warn and record instead of failing); the KSP has
+ * prefix ihvp_ (-ihvp_ksp_type cg default, -ihvp_ksp_rtol INFL_IHVP_RTOL default, -ihvp_ksp_max_it INFL_IHVP_MAX_IT
+ * default, -ihvp_pc_type none (default; docs/FIDELITY.md "Preconditioning" measures the choices) | shell (the EK-FAC
+ * inverse, InflEKFACPrecondition, needs factors) | jacobi (the exact diagonal) | ..., -ihvp_ksp_monitor, ...).
+ *
+ * Progress: every -progress_interval seconds (default 10; 0: every iteration) each running solve prints, on rank 0
+ * of the communicator,
  *     ihvp query 17: iteration 12, residual norm 3.2e-04 (relative to the right-hand side 1.1e-05, target 1.0e-08),
  *     4.1 s, ETA 6 s (21 more iterations)
- * from a KSP monitor (KSPMonitorSet in InflIHVPSetUp, so -ihvp_ksp_monitor_cancel removes it).  The ETA extrapolates
- * log(residual norm) linearly over the last 16 iterations down to the KSP's stopping threshold max(rtol r_0, abstol),
- * at the mean time per iteration so far; "ETA unknown" while that trend is not decreasing.  The monitor only reads:
- * the solution is the same with and without it.
+ * (one-at-a-time solves: from a KSP monitor installed in InflIHVPSetUp; -ihvp_ksp_monitor_cancel removes the lines of
+ * both kinds of solve).
+ * The ETA extrapolates log(residual norm) linearly over the later half of the iterations (at least the last 16) down
+ * to the stopping threshold max(rtol r_0, abstol), at the mean time per iteration so far; "ETA unknown" while that
+ * trend is not decreasing.  Once a solve has run 30 iterations and a tenth of max_it, a trend that needs more than
+ * twice max_it prints a warning with the relative residual, its rate of decrease and what to change.  Printing only
+ * reads: the solution is the same with and without it.
+ *
+ * Checkpoints (InflIHVPSetCheckpoint(OUT)): the block solve saves its state (per query x, r, p, r^T z, iterations,
+ * norms) to OUT.ihvp.partial every -checkpoint_interval seconds (600), on SIGTERM/SIGUSR1/SIGINT (then fails with
+ * INFL_ERR_INTERRUPTED) and after -checkpoint_stop_after iterations (tests); a rerun with the same operator, solver
+ * options and right-hand sides resumes from it (the key hashes them; a different run is refused naming the file).
  */
 #ifndef INFL_IHVP_H
 #define INFL_IHVP_H
 
 #include <infl/ekfac.h>
 #include <petscksp.h>
+
+/* Default stopping test and iteration limit of the solves (docs/FIDELITY.md, "Preconditioning"). */
+#define INFL_IHVP_RTOL 1e-6
+#define INFL_IHVP_MAX_IT 1000
 
 typedef enum { INFL_CURVATURE_GGN = 0, INFL_CURVATURE_EMPIRICAL, INFL_CURVATURE_TRUE } InflCurvature;
 extern const char *const InflCurvatureNames[];
@@ -51,20 +82,30 @@ typedef struct {
 } InflIHVPSolveInfo;
 
 PetscErrorCode InflIHVPCreate(MPI_Comm comm, InflIHVP *ih);
-/* -ihvp_curvature, -ihvp_seed, -ihvp_chunk, -ihvp_allow_unconverged, and -progress_interval (InflProgressGetInterval,
- * infl/checkpoint.h); the KSP's options come in InflIHVPSetUp. */
+/* -ihvp_curvature, -ihvp_seed, -ihvp_chunk, -ihvp_block, -ihvp_allow_unconverged, -progress_interval
+ * (InflProgressGetInterval, infl/checkpoint.h), -checkpoint_interval, -checkpoint_stop_after; the KSP's options come
+ * in InflIHVPSetUp. */
 PetscErrorCode InflIHVPSetFromOptions(InflIHVP ih);
 PetscErrorCode InflIHVPSetCurvature(InflIHVP ih, InflCurvature curv, uint64_t seed);
-/* Collective.  Operator for `model` over this rank's shard of `train`.  ek (may be NULL) gives the per-layer
- * damping and the preconditioner; without it every layer's damping is `damping` (>= 0; used also with ek when
- * damping >= 0, else ek's).  Creates the MATSHELL, the PCSHELL and the KSP and applies the KSP options. */
+/* Collective.  Operator for `model` (its exposed layers) over this rank's shard of `train` (rows or sequences).  ek
+ * (may be NULL) gives the per-layer damping and the EK-FAC preconditioner; without it every layer's damping is
+ * `damping` (>= 0; used also with ek when damping >= 0, else ek's).  Creates the MATSHELL and the KSP and applies the
+ * KSP options.  Errors: ggn for a model type without a Gauss-Newton product (names -ihvp_curvature empirical | true),
+ * factors of other layers than the model exposes, -ihvp_pc_type shell without factors. */
 PetscErrorCode InflIHVPSetUp(InflIHVP ih, InflModel model, InflData train, InflEKFAC ek, double damping);
 PetscErrorCode InflIHVPGetOperator(InflIHVP ih, Mat *A);
 PetscErrorCode InflIHVPGetKSP(InflIHVP ih, KSP *ksp);
 /* (Re)install the EK-FAC PCSHELL on the KSP (after a PCSetType to another type, which drops the shell's context). */
 PetscErrorCode InflIHVPSetEKFACPreconditioner(InflIHVP ih);
-/* Global number of parameters and the per-layer damping in use (L values). */
+/* The per-layer damping in use (L values). */
 PetscErrorCode InflIHVPGetDamping(InflIHVP ih, PetscInt *L, const double **damping);
+/* n (the IHVP vector's length), L and the layers' offsets off (L+1) in it; any may be NULL. */
+PetscErrorCode InflIHVPGetSizes(InflIHVP ih, PetscInt *n, PetscInt *L, const int64_t **off);
+/* Collective.  Y[q] = (C + D) X[q] for nq directions with one pass over the training data (the block product). */
+PetscErrorCode InflIHVPMultBlock(InflIHVP ih, PetscInt nq, Vec X[], Vec Y[]);
+/* Make the block solve resumable: its checkpoint is OUT.ihvp.partial (see above); NULL or "" turns it off.  The caller
+ * removes the file once the results are written (InflRemoveAll). */
+PetscErrorCode InflIHVPSetCheckpoint(InflIHVP ih, const char out[]);
 /* Collective.  x = (C + D)^-1 b.  A zero b gives x = 0 (info->zero_rhs, noted on stdout).  A solve whose
  * KSPConvergedReason is not positive is an error naming `what` (e.g. "query 17"), the reason, the iterations and the
  * residual norm -- or, with -ihvp_allow_unconverged, a warning, and info->converged is false. */
@@ -72,10 +113,22 @@ PetscErrorCode InflIHVPSolve(InflIHVP ih, Vec b, Vec x, const char what[], InflI
 /* Collective.  Flat vector (n, slab layout, identical on every rank) <-> Vec; VecToArray gathers to all ranks. */
 PetscErrorCode InflIHVPArrayToVec(InflIHVP ih, const double g[], Vec v);
 PetscErrorCode InflIHVPVecToArray(InflIHVP ih, Vec v, double g[]);
-/* Collective.  For Q queries (every rank passes the same xq (Q, din), yq, qindex): solve (C + D) p_q = g_q with g_q
- * the gradient of the query's loss with its label, and return P[l] (Q, dout_l, din_l+1) (bias last, the layout of
- * infl/ekfac.h), allocated with PetscMalloc1 (the caller frees each), and info (Q) if not NULL.  Scored like EK-FAC
- * queries through InflScorerSetPreconditionedQueries (infl/score.h). */
+/* Collective.  Solve (C + D) p_q = g_q for Q right-hand sides g (Q, n) in the IHVP layout (the same on every rank;
+ * qindex (Q) names them in messages, may be NULL): all together by lockstep CG, or one by one (see above).  Returns
+ * P[l] (Q, dout_l, din_l+1) (bias last, the layout of infl/ekfac.h), allocated with PetscMalloc1 (the caller frees
+ * each), and info (Q) if not NULL.  Scored like EK-FAC queries through InflScorerSetPreconditionedQueries
+ * (infl/score.h).  Errors as InflIHVPSolve, for the first query that failed. */
+PetscErrorCode InflIHVPSolveGradients(InflIHVP ih, PetscInt Q, const double g[], const int64_t qindex[], double **P, InflIHVPSolveInfo info[]);
+/* Not collective.  g (B, n) in the IHVP layout: each of the capture's sequences' gradient sum_t Ds_t a_t^T of every
+ * exposed layer. */
+PetscErrorCode InflIHVPCaptureGradients(InflIHVP ih, const InflCapture *cap, double g[]);
+/* Collective (every rank computes all).  g (Q, n): the gradients of the loss of queries qidx (Q) of `query` (rows
+ * with their labels, or sequences with their next tokens), computed in double precision. */
+PetscErrorCode InflIHVPQueryGradients(InflIHVP ih, InflData query, PetscInt Q, const int64_t qidx[], double g[]);
+/* Collective.  g (Q, n) of Q token sequences (offsets (Q+1), tokens, targets as InflModelCaptureSequences; a
+ * prompt/completion pair has targets -1 on its prompt rows), in double precision. */
+PetscErrorCode InflIHVPSequenceGradients(InflIHVP ih, PetscInt Q, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], double g[]);
+/* Collective.  InflIHVPSolveGradients for Q row queries xq (Q, din) with labels yq (a model of rows). */
 PetscErrorCode InflIHVPSolveQueries(InflIHVP ih, PetscInt Q, const float xq[], const int64_t yq[], const int64_t qindex[], double **P, InflIHVPSolveInfo info[]);
 PetscErrorCode InflIHVPView(InflIHVP ih, PetscViewer viewer);
 PetscErrorCode InflIHVPDestroy(InflIHVP *ih);
@@ -85,7 +138,7 @@ void InflIHVPSlabToLayer(PetscInt din, PetscInt dout, const double slab[], doubl
 void InflIHVPLayerToSlab(PetscInt din, PetscInt dout, const double G[], double slab[]);
 
 /* ---------------------------------------------------------------- fidelity of approximate IHVPs
- * Collective.  On Q queries, compares the IHVPs of identity (plain gradient), K-FAC (the loaded factors with
+ * Collective.  On Q queries with gradients g (Q, n) (InflIHVPQueryGradients; the IHVP layout), compares the IHVPs of identity (plain gradient), K-FAC (the loaded factors with
  * Lambda = eS eA^T), EK-FAC, against the Krylov solution: per query the Pearson and Spearman correlation of the
  * scores over the training examples of `train` (all of them: pass a subset with -train_limit), the overlap of the
  * top-k (|top-k(method) & top-k(exact)| / k) and the relative error ||p_method - p_exact|| / ||p_exact||.
@@ -97,7 +150,7 @@ typedef struct {
   double   *pearson, *spearman, *overlap, *relerr; /* (M, Q) */
   PetscInt *iterations;                            /* (Q) */
 } InflFidelity;
-PetscErrorCode InflFidelityCompute(InflIHVP ih, InflModel model, InflEKFAC ek, InflData train, PetscInt Q, const float xq[], const int64_t yq[], const int64_t qindex[], PetscInt K, InflFidelity *fid);
+PetscErrorCode InflFidelityCompute(InflIHVP ih, InflModel model, InflEKFAC ek, InflData train, PetscInt Q, const double g[], const int64_t qindex[], PetscInt K, InflFidelity *fid);
 PetscErrorCode InflFidelitySave(InflFidelity *fid, MPI_Comm comm, InflModel model, InflData train, const int64_t qindex[], const char path[], PetscBool overwrite);
 PetscErrorCode InflFidelityView(InflFidelity *fid, MPI_Comm comm);
 PetscErrorCode InflFidelityFree(InflFidelity *fid);

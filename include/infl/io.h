@@ -80,14 +80,23 @@ PetscErrorCode InflDataOpen(MPI_Comm comm, const char spec[], int64_t limit, Inf
 PetscErrorCode InflDataOpenNamed(MPI_Comm comm, const char spec[], const char name[], int64_t limit, InflData *data);
 /* N examples in all, d features per example, nclasses = 1 + max label over the whole set. */
 PetscErrorCode InflDataGetSizes(InflData data, int64_t *N, int64_t *d, int64_t *nclasses);
-/* This rank's shard: global indices [start, start+count), x (count, d) row-major, labels (count).  Rows data; for
- * token-sequence data x and labels are NULL (use InflDataGetSequenceShard). */
+/* This rank's shard: global indices [start, start+count), x (count, d) row-major, labels (count).  Rows data.  For
+ * token-sequence data start and count are the shard of sequences (0 until InflDataSetUpSequences), and *x and
+ * *labels are set to NULL: a sequence is no row of floats; its tokens come from InflDataGetSequenceShard. */
 PetscErrorCode InflDataGetShard(InflData data, int64_t *start, int64_t *count, const float **x, const int64_t **labels);
 /* Any examples by global index (not collective; reads the file again as needed, or from the shard: raw IDX files
  * by seeking, .gz IDX files decompressed whole into memory on the first non-local index, HDF5 files reopened by
  * this rank alone).
  * x (n, d), labels (n).  Index out of [0, N) is an error naming the index and N. */
 PetscErrorCode InflDataGetExamples(InflData data, PetscInt n, const int64_t idx[], float x[], int64_t labels[]);
+/* Collective on comm (which may be any communicator, e.g. a group of the ranks of parent's).  A rows data set of the n
+ * examples idx (n) of `parent` (in that order; an index may repeat), sharded over comm's ranks by InflPartition: the
+ * subsets of leave-one-out and linear datamodeling retraining (infl/eval.h).  labels (n) replace the parent's labels
+ * (mislabeled copies), or NULL keeps them.  The rows are read now from the parent (InflDataGetExamples), which must
+ * outlive the subset (later random access goes through it).  Its hash is the SHA-256 of the parent's hash, `tag`
+ * (may be NULL) and the members with their labels.  Errors: token data, n < 1, an index outside the parent, a
+ * negative label. */
+PetscErrorCode InflDataCreateSubset(InflData parent, MPI_Comm comm, int64_t n, const int64_t idx[], const int64_t labels[], const char tag[], InflData *sub);
 /* SHA-256 over the files' bytes and the limit: identifies the data set in provenance records. */
 PetscErrorCode InflDataGetHash(InflData data, const char **hex);
 PetscErrorCode InflDataGetSpec(InflData data, const char **spec);

@@ -148,8 +148,25 @@ PetscErrorCode InflCaptureDestroy(InflCapture **cap);
  * capture holds one row per sequence, by capacity (Tmax == Bmax: the same answer on every rank for one model, so
  * stages call it right after InflCaptureCreate, before their first collective) and by content (T == B). */
 PetscErrorCode InflCaptureCheckRankOne(const InflCapture *cap, const char stage[]);
-/* Bytes per example of a capture and the model's workspace for it (for chunk sizes from -mem_limit). */
+/* Bytes per example of a capture and the model's workspace for it (for chunk sizes from -mem_limit): for a sequence
+ * model a window of n_positions rows, each with a and Ds of every captured layer and the forward/backward activations
+ * of the model, plus the attention probabilities of the window. */
 size_t InflModelCaptureBytes(InflModel model);
+/* What an example of the model's data is called in progress lines and messages: "sequences" for a sequence model,
+ * else "examples". */
+PetscErrorCode InflModelGetExampleUnit(InflModel model, const char **unit);
+/* Rows (tokens) in the default chunk of a stage on sequence data (docs/FORMATS.md, "Chunks and memory"). */
+#define INFL_CHUNK_ROWS 8192
+/* Collective.  The chunk of a stage (`stage` names it in messages, e.g. "infl fit") over this rank's `count` examples
+ * of the model's data: on entry *chunk is the value of the stage's option (-ekfac_chunk, -score_chunk, -self_chunk,
+ * -project_chunk), given by the user if `given`, else its default.  The options count examples: sequences (windows)
+ * for a sequence model.  A default (not given) for a sequence model is capped at max(1, INFL_CHUNK_ROWS /
+ * n_positions) windows, so that a chunk holds at most about INFL_CHUNK_ROWS tokens whatever the window length; a row
+ * model's default is unchanged.  Then -mem_limit lowers it (InflChunkFromMemLimit with `resident` bytes held whatever
+ * the chunk and `per_example` bytes per example, for a sequence model per window: its rows of every captured layer's
+ * a and Ds, the model's activations (InflModelCaptureBytes) and the stage's scratch per row).  For a sequence model
+ * the result is printed (windows and tokens per chunk at most). */
+PetscErrorCode InflModelGetChunk(InflModel model, MPI_Comm comm, const char stage[], PetscBool given, int64_t count, size_t resident, size_t per_example, PetscInt *chunk);
 /* Layer l's captured a (T, din+1) and Ds (T, dout) as double: the capture's own arrays in double precision,
  * else converted into buf_a / buf_ds (at least T*(din+1) and T*dout doubles). */
 void InflCaptureGetDouble(const InflCapture *cap, PetscInt l, double buf_a[], double buf_ds[], const double **a, const double **ds);
@@ -273,6 +290,8 @@ typedef struct {
   double        clip;          /* -train_clip: largest global gradient norm (0: no clipping) */
   PetscInt      stop_after;    /* -train_stop_after: checkpoint and stop as on a signal after this global step (0 never) */
   uint64_t      seed;          /* -train_seed (0): initialization and shuffling */
+  PetscInt       nexclude;     /* examples masked out of training (leave-one-out, infl/eval.h); 0: none */
+  const int64_t *exclude;      /* (nexclude) their indices in [0, N); not an option: set in code */
   char          checkpoint[PETSC_MAX_PATH_LEN]; /* output path: checkpoints go to checkpoint.partial ("" none) */
   PetscInt      checkpoint_every; /* -checkpoint_every E: keep the model after every E-th epoch as checkpoint.ckpt-EPOCH
                                      (0: none), for TracIn (infl score -method tracin) */
@@ -280,11 +299,11 @@ typedef struct {
 
 /* Not collective.  The defaults above for optimizer opt->optimizer (read before: set it first). */
 PetscErrorCode InflTrainOptionsSetDefaults(InflTrainOptions *opt);
-/* Collective on PETSC_COMM_WORLD.  Read the -train_* options (defaults above).  Errors name the option, the value and
+/* Collective on comm (the ranks that will train).  Read the -train_* options (defaults above).  Errors name the option, the value and
  * the accepted range: epochs < 0, batch < 1, lr <= 0, beta outside [0, 1), eps <= 0, weight decay < 0 (or > 0 with
  * adam: decoupled decay is adamw), warmup < 0, lr_min outside [0, lr] or given without the cosine schedule, clip < 0,
  * stop_after < 0, an unknown optimizer or schedule.  InflModelTrain checks the same of options set in code. */
-PetscErrorCode InflTrainOptionsFromOptions(InflTrainOptions *opt);
+PetscErrorCode InflTrainOptionsFromOptions(MPI_Comm comm, InflTrainOptions *opt);
 /* Not collective.  The learning rate of global step t (0-based) of a run of T steps: lr (t + 1) / warmup for
  * t < warmup (linear warm-up from 0, as nanoGPT), then lr (constant) or, cosine, lr_min + (lr - lr_min) (1 +
  * cos(pi (t - warmup) / (T - warmup))) / 2 (Loshchilov & Hutter 2017, SGDR without restarts; nanoGPT's get_lr). */
@@ -293,6 +312,10 @@ double InflTrainLearningRate(const InflTrainOptions *opt, int64_t t, int64_t T);
  * [0, N) from (seed, epoch) with InflUniform; step s takes the global batch perm[s*batch, (s+1)*batch) and every rank
  * processes the examples of that batch in its shard; the gradient sums are allreduced and divided by the batch size.
  * The trajectory therefore does not depend on the rank count (beyond the reassociation of the sums).
+ * Masked examples (opt->nexclude > 0, rows data): the permutations and the steps are those of the whole set, but the
+ * examples opt->exclude are skipped where they fall, their batch's gradient being the mean over its other members
+ * (a batch of masked examples only gives a zero gradient); so a leave-one-out model follows the same order of data
+ * as the full model and differs only by the removed example.  Error: an index outside [0, N).
  * The global step t counts over the whole run (T = epochs x ceil(N / batch) steps); its learning rate is
  * InflTrainLearningRate(opt, t, T).  Clipping (opt->clip > 0): the gradient g (every parameter) is scaled by
  * min(1, clip / (||g||_2 + 1e-6)), ||g|| computed in double over all parameters, as torch.nn.utils.clip_grad_norm_.

@@ -50,7 +50,9 @@ PetscErrorCode InflProjectorSetSizes(InflProjector p, PetscInt k_in, PetscInt k_
 PetscErrorCode InflProjectorSetSeed(InflProjector p, uint64_t seed);
 PetscErrorCode InflProjectorGetKind(InflProjector p, InflProjectKind *kind);
 PetscErrorCode InflProjectorGetSeed(InflProjector p, uint64_t *seed);
-PetscErrorCode InflProjectorGetChunk(InflProjector p, PetscInt *chunk);
+/* The -project_chunk value (sequences or examples per chunk of a store build) and whether it was given (given may be
+ * NULL); InflStoreBuild derives the chunk of sequence data from it with InflModelGetChunk. */
+PetscErrorCode InflProjectorGetChunk(InflProjector p, PetscInt *chunk, PetscBool *given);
 /* Not collective.  Fix the layer sizes from the model's captured layers and generate the Kronecker factors
  * (memory sum_l k_in (din+1) + k_out dout doubles); a second call (another model) replaces them.  Error when a dense
  * kind's dim exceeds P (a projection to more dimensions than the gradient has). */

@@ -105,12 +105,18 @@ PetscErrorCode InflScorerSetQueryHash(InflScorer sc, const char hash[]);
 PetscErrorCode InflScorerDestroy(InflScorer *sc);
 
 /* Collective.  Self-influence <precondition(DW_m), DW_m> (summed over layers) of every training example of this
- * rank's shard: self (count) for global indices [start, start+count). */
+ * rank's shard: self (count) for global indices [start, start+count).  With several layer groups every rank takes
+ * part in every round (InflSelfInfluenceGathered). */
 PetscErrorCode InflSelfInfluence(InflModel model, InflEKFAC ek, InflData train, PetscInt chunk, double self[]);
 
 /* Not collective.  Self-influence of the examples [lo, hi) of this rank's shard of train (any model type, with the
  * data's labels or next tokens: InflModelCaptureShard), self (hi - lo), using a capture of capacity >= hi - lo. */
 PetscErrorCode InflSelfInfluenceShard(InflModel model, InflEKFAC ek, InflData train, int64_t lo, int64_t hi, InflCapture *cap, double self[]);
+/* Collective over the communicator of ek's layout (infl/layout.h), every rank also when cap is empty (B = 0).  self
+ * (cap->B) = the self-influence of the capture's sequences summed over every layer: with several layer groups the
+ * capture's rows go to the owners of their layers, whose terms come back summed (InflLayerLayoutGatherCapture,
+ * InflLayerLayoutReduceToSources); with one group as InflSelfInfluenceShard after its capture. */
+PetscErrorCode InflSelfInfluenceGathered(InflEKFAC ek, InflCapture *cap, double self[]);
 /* Not collective.  Self-influence of B examples x (B, din) with labels y, using a capture of capacity >= B. */
 PetscErrorCode InflSelfInfluenceBatch(InflModel model, InflEKFAC ek, PetscInt B, const float x[], const int64_t y[], InflCapture *cap, double self[]);
 

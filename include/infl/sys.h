@@ -56,6 +56,8 @@ PetscErrorCode InflMPIIntCast(int64_t n, const char what[], PetscMPIInt *m);
 /* MPI transfers of any length (chunked below 2^31 elements; MPI 3.1 counts are int). Collective. */
 PetscErrorCode InflBcast(void *buf, int64_t count, MPI_Datatype type, int root, MPI_Comm comm);
 PetscErrorCode InflAllreduceSum(void *buf, int64_t count, MPI_Datatype type, MPI_Comm comm); /* in place */
+/* Sum to root; send may be MPI_IN_PLACE (then recv holds this rank's part on every rank); recv used on root only. */
+PetscErrorCode InflReduceSum(const void *send, void *recv, int64_t count, MPI_Datatype type, int root, MPI_Comm comm);
 
 /* SHA-256 (OpenSSL libcrypto).  Hex digests are 64 characters plus NUL. */
 typedef struct InflHash_s *InflHash;
@@ -76,13 +78,16 @@ double InflUniform(uint64_t seed, uint64_t c0, uint64_t c1);
 double InflNormal(uint64_t seed, uint64_t c0, uint64_t c1);
 
 /* Streams of the counter c1 used by the library (so that two uses never share random numbers). */
-enum { INFL_STREAM_FISHER_LABEL = 1, INFL_STREAM_INIT = 2, INFL_STREAM_SHUFFLE = 3, INFL_STREAM_PROJECTION = 4 };
+enum { INFL_STREAM_FISHER_LABEL = 1, INFL_STREAM_INIT = 2, INFL_STREAM_SHUFFLE = 3, INFL_STREAM_PROJECTION = 4, INFL_STREAM_SUBSET = 5, INFL_STREAM_MISLABEL = 6 };
+/* (the projection uses c1 = 4 + 256 id, retraining subsets c1 = 5 + 256 j, mislabel draws 6 and 6 + 256: disjoint) */
 
 /* Peak resident memory of this process in bytes (getrusage). */
 PetscErrorCode InflPeakMemory(size_t *bytes);
 /* Collective: print "STAGE: peak memory per rank X MiB (max over ranks)" on rank 0 of comm. */
 PetscErrorCode InflReportPeakMemory(MPI_Comm comm, const char stage[]);
 
+/* Not collective.  -mem_limit in bytes per rank (*set false and 0 when not given); errors as InflChunkFromMemLimit. */
+PetscErrorCode InflGetMemLimit(MPI_Comm comm, double *bytes, PetscBool *set);
 /* Collective.  Chunk size of a stage over `count` examples on this rank: *chunk is first capped at the largest count
  * over the ranks (at least 1: a larger chunk would only allocate), then, with -mem_limit (bytes per rank; suffixes
  * K, M, G; e.g. 2G), `resident` bytes held whatever the chunk (data shard, factors, queries, a margin for the

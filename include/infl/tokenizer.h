@@ -62,6 +62,13 @@ PetscErrorCode InflTokenizerSetType(InflTokenizer t, InflTokenizerType type);
  * a failed Load the tokenizer has no kind. */
 PetscErrorCode InflTokenizerLoad(InflTokenizer t, const char dir[]);
 
+/* Collective.  Copy the tokenizer files of directory `dir` (the pair InflTokenizerLoad would read: vocab.json +
+ * merges.txt, else encoder.json + vocab.bpe) into directory `dest` (a trained model's), replacing files of the same
+ * names there, so that the stages that read the model find its tokenizer beside it.  Nothing when dir is NULL or ""
+ * (byte-level text has no files).  Rank 0 copies (through DEST/NAME.tmp, renamed); errors (a directory without the
+ * files, unreadable or unwritable files) are agreed and name the file. */
+PetscErrorCode InflTokenizerCopyFiles(MPI_Comm comm, const char dir[], const char dest[]);
+
 /* Collective.  The tokenizer of a model with `vocab_size` tokens: BPE from `dir` when dir is non-NULL and holds
  * tokenizer files; otherwise byte-level when vocab_size is 256; otherwise an error naming dir and vocab_size.
  * Then InflTokenizerCheckVocabSize. */

@@ -21,4 +21,20 @@ void    InflScoreLayerSetBlocking(PetscInt rows, size_t bytes);
 /* Reference kernels: the same contract (no T), plain loops in double; for tests. */
 void    InflScoreLayerRef_f32(PetscInt Q, PetscInt B, PetscInt nd, PetscInt na, PetscBool by_input, const float *P, const float *a, const float *ds, double *out);
 void    InflScoreLayerRef_f64(PetscInt Q, PetscInt B, PetscInt nd, PetscInt na, PetscBool by_input, const double *P, const double *a, const double *ds, double *out);
+/* out (Q, B) += the scores of B sequences against Q queries, one sequence's rows being offsets[b] .. offsets[b+1]-1
+ * of a (rows, na) and ds (rows, nd):
+ *   out[q, b] += <P_q, DW_b>,  DW_b = sum_t ds[t] a[t]^T (nd, na), the sequence's gradient
+ * P (Q*nd, na): the by_input layout of InflScoreLayer_*, query q's (nd, na) block contiguous.  DW of a block of
+ * sequences is formed by one GEMM per sequence (2 T_b nd na flops), then contracted with P by GEMMs (2 Q nd na flops
+ * per sequence) over blocks of whole rows of DW of at most kb elements (one row when na > kb), accumulated in double:
+ * no dot product is longer than max(kb, na, T_b), so callers pass the widest layer input (the d of the rounding bound,
+ * docs/FORMATS.md).  Cheaper than InflScoreLayer_* on the rows when T_b Q > T_b + Q (sequences of several tokens
+ * and several queries); no per-row terms.  W is scratch of InflScoreSequencesScratch() elements. */
+void    InflScoreSequences_f32(PetscInt Q, PetscInt B, const int64_t offsets[], PetscInt nd, PetscInt na, PetscInt kb, const float *P, const float *a, const float *ds, float *W, double *out);
+void    InflScoreSequences_f64(PetscInt Q, PetscInt B, const int64_t offsets[], PetscInt nd, PetscInt na, PetscInt kb, const double *P, const double *a, const double *ds, double *W, double *out);
+/* Elements of scratch W the sequence kernels need for up to B sequences (nondecreasing in B). */
+int64_t InflScoreSequencesScratch(PetscInt Q, PetscInt B, PetscInt nd, PetscInt na, size_t es);
+/* Reference sequence kernels: the same contract (no W, kb), plain loops in double over the rows; for tests. */
+void    InflScoreSequencesRef_f32(PetscInt Q, PetscInt B, const int64_t offsets[], PetscInt nd, PetscInt na, const float *P, const float *a, const float *ds, double *out);
+void    InflScoreSequencesRef_f64(PetscInt Q, PetscInt B, const int64_t offsets[], PetscInt nd, PetscInt na, const double *P, const double *a, const double *ds, double *out);
 #endif

@@ -13,6 +13,7 @@ struct _p_InflProjector {
   MPI_Comm        comm;
   InflProjectKind kind;
   PetscInt        kin_opt, kout_opt, dim_opt, chunk;
+  PetscBool       chunk_set;  /* -project_chunk given */
   uint64_t        seed;
   PetscBool       setup;
   PetscInt        L, k;
@@ -61,7 +62,7 @@ PetscErrorCode InflProjectorSetFromOptions(InflProjector p)
   PetscCall(PetscOptionsInt("-project_out", "kronecker: rows of each layer's P_out (capped at dout)", "InflProjectorSetSizes", p->kout_opt, &p->kout_opt, NULL));
   PetscCall(PetscOptionsInt("-project_dim", "gaussian, rademacher: projected dimension k", "InflProjectorSetSizes", p->dim_opt, &p->dim_opt, NULL));
   PetscCall(PetscOptionsInt("-project_seed", "seed of the projection matrices (Philox key)", "InflProjectorSetSeed", seed, &seed, NULL));
-  PetscCall(PetscOptionsInt("-project_chunk", "sequences (examples) projected per chunk of a store build", "InflStoreBuild", p->chunk, &p->chunk, NULL));
+  PetscCall(PetscOptionsInt("-project_chunk", "sequences (examples) projected per chunk of a store build (default 256; sequences: as many as fit in 8192 tokens)", "InflStoreBuild", p->chunk, &p->chunk, &p->chunk_set));
   PetscOptionsEnd();
   PetscCheck(p->kin_opt > 0, p->comm, PETSC_ERR_ARG_OUTOFRANGE, "-project_in %d must be positive (rows of each layer's input projection; 16 to 64 are usual)", (int)p->kin_opt);
   PetscCheck(p->kout_opt > 0, p->comm, PETSC_ERR_ARG_OUTOFRANGE, "-project_out %d must be positive (rows of each layer's output projection; 16 to 64 are usual)", (int)p->kout_opt);
@@ -113,10 +114,11 @@ PetscErrorCode InflProjectorGetSeed(InflProjector p, uint64_t *seed)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflProjectorGetChunk(InflProjector p, PetscInt *chunk)
+PetscErrorCode InflProjectorGetChunk(InflProjector p, PetscInt *chunk, PetscBool *given)
 {
   PetscFunctionBegin;
   *chunk = p->chunk;
+  if (given) *given = p->chunk_set;
   PetscFunctionReturn(0);
 }
 

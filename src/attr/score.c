@@ -31,8 +31,10 @@ SCORE_LOW_RANK(score_low_rank_f64, double, cblas_dgemm)
 struct _p_InflScorer {
   MPI_Comm      comm;
   PetscInt      K, chunk;
+  PetscBool     chunk_set;    /* -score_chunk given (else the default, a token budget for sequences) */
   PetscBool     save_all, per_layer, per_token;
   PetscInt      tfidf_topk;   /* -score_tfidf_topk: candidates per query (0: score every training example) */
+  PetscInt      K_requested;  /* -score_topk as given, when K was clamped (to N, or to tfidf_topk); else 0 */
   InflModel     model;
   InflEKFAC     ek;
   PetscBool     identity;     /* queries set with ek = NULL: identity preconditioner (gradient dot products; TracIn) */
@@ -43,7 +45,9 @@ struct _p_InflScorer {
   InflModel     models[INFL_TRACIN_MAX]; /* (C) models[0] = model */
   double        eta[INFL_TRACIN_MAX];    /* (C) weights (TracIn learning rates; 1 otherwise) */
   PetscInt     *din, *dout;   /* (L) */
-  PetscBool    *by_input;     /* (L) contract a with P first (dout <= din+1), else Ds first */
+  PetscBool    *by_input;     /* (L) contract a with P first (dout <= din+1, and every layer of a sequence model:
+                                 the sequence kernel reads query q's (dout, din+1) block whole), else Ds first */
+  PetscInt      dmax;         /* the widest layer input plus its bias: the longest dot product of the kernels */
   double      **P64;          /* (L) scoring layout: (Q*dout, din+1) if by_input, else (dout, Q*(din+1)) */
   float       **P32;          /* the same in float, single precision mode */
   double      **Pq;           /* (L) (Q, dout, din+1) preconditioned query gradients, double */
@@ -82,6 +86,9 @@ struct _p_InflScorer {
   int64_t      *pt_offsets;   /* (ptR+1) */
   int64_t      *pt_query, *pt_train; /* (ptR) */
   int32_t      *pt_kind;      /* (ptR) +1 proponent (top-k), -1 opponent (bottom-k) */
+  InflLayerLayout layout;     /* of the factors (infl/layout.h): NULL or one group when every rank holds every layer */
+  PetscInt      G;            /* its groups (1 without a layout) */
+  PetscBool    *own;          /* (L) this rank holds layer l's preconditioned queries */
 };
 
 PetscErrorCode InflScorerSetCheckpoint(InflScorer sc, const char out[])
@@ -133,7 +140,7 @@ static PetscErrorCode capture_gradient_norms(const InflCapture *cap, double G[],
 /* The scores file of this scorer (qnorm (Q) or NULL; the columns of -score_save_all as computed so far). */
 static InflScoresFile scorer_file(InflScorer sc, const double qnorm[])
 {
-  InflScoresFile f = {sc->comm, sc->model_hash, sc->train_hash, sc->query_hash, sc->ntrain, sc->Q, sc->K, sc->L, sc->qindex, sc->qlabel, qnorm, sc->top, sc->bottom, sc->start, sc->count, NULL, NULL, NULL};
+  InflScoresFile f = {sc->comm, sc->model_hash, sc->train_hash, sc->query_hash, sc->ntrain, sc->Q, sc->K, sc->L, sc->qindex, sc->qlabel, qnorm, sc->top, sc->bottom, sc->start, sc->count, NULL, NULL, NULL, 0, NULL};
   if (sc->save_all) {
     f.local      = sc->local;
     f.local_norm = sc->local_norm;
@@ -185,7 +192,7 @@ PetscErrorCode InflScorerSetFromOptions(InflScorer sc)
   PetscCall(PetscOptionsBool("-score_per_layer", "write per-layer terms", "InflScorerSave", sc->per_layer, &sc->per_layer, NULL));
   PetscCall(PetscOptionsBool("-score_per_token", "write every token's term of the top-k and bottom-k training sequences of each query", "InflScorerSave", sc->per_token, &sc->per_token, NULL));
   PetscCall(PetscOptionsInt("-score_tfidf_topk", "score only the K training sequences of highest binary-BM25 score against each query's tokens (0: all)", "InflScorerScore", sc->tfidf_topk, &sc->tfidf_topk, NULL));
-  PetscCall(PetscOptionsInt("-score_chunk", "training examples per chunk", "InflScorerScore", sc->chunk, &sc->chunk, NULL));
+  PetscCall(PetscOptionsInt("-score_chunk", "training examples (sequences) per chunk (default 1024; sequences: as many as fit in 8192 tokens)", "InflScorerScore", sc->chunk, &sc->chunk, &sc->chunk_set));
   {
     PetscInt rows = 0, kib = 0;
     PetscCall(PetscOptionsInt("-score_block_rows", "training rows per GEMM block of the scoring kernel (0: 1024)", "InflScoreLayerSetBlocking", rows, &rows, NULL));
@@ -271,6 +278,7 @@ static PetscErrorCode scorer_free_queries(InflScorer sc)
   if (sc->scale) for (PetscInt l = 0; l < sc->L; l++) PetscCall(PetscFree(sc->scale[l]));
   PetscCall(PetscFree(sc->scale));
   PetscCall(PetscFree3(sc->din, sc->dout, sc->by_input));
+  PetscCall(PetscFree(sc->own));
   PetscCall(PetscFree2(sc->qindex, sc->qlabel));
   PetscCall(PetscFree2(sc->qpred, sc->qprob));
   PetscCall(PetscFree(sc->qnorm2));
@@ -393,16 +401,26 @@ static PetscErrorCode scorer_begin_queries(InflScorer sc, InflModel model, Petsc
   PetscCall(PetscCalloc5(L, &sc->lr, L, &sc->U64, L, &sc->V64, L, &sc->U32, L, &sc->V32));
   PetscCall(PetscCalloc1(L, &sc->scale));
   PetscCall(PetscMalloc3(L, &sc->din, L, &sc->dout, L, &sc->by_input));
+  PetscCall(PetscMalloc1(L, &sc->own));
+  for (PetscInt l = 0; l < L; l++) sc->own[l] = PETSC_TRUE; /* InflScorerSetPreconditionedQueries: every layer */
+  sc->layout = NULL;
+  sc->G      = 1;
   PetscCall(PetscMalloc2(Q, &sc->qindex, Q, &sc->qlabel));
   PetscCall(PetscCalloc1(Q, &sc->qnorm2));
   for (PetscInt q = 0; q < Q; q++) {
     sc->qindex[q] = qindex ? qindex[q] : q;
     sc->qlabel[q] = yq ? yq[q] : -1; /* sequences: no class label */
   }
-  for (PetscInt l = 0; l < L; l++) {
-    sc->din[l]      = lin[l % sc->Lm].din;
-    sc->dout[l]     = lin[l % sc->Lm].dout;
-    sc->by_input[l] = sc->dout[l] <= sc->din[l] + 1 ? PETSC_TRUE : PETSC_FALSE;
+  {
+    PetscBool seqmodel;
+    PetscCall(InflModelIsSequential(model, &seqmodel));
+    sc->dmax = 1;
+    for (PetscInt l = 0; l < L; l++) {
+      sc->din[l]      = lin[l % sc->Lm].din;
+      sc->dout[l]     = lin[l % sc->Lm].dout;
+      sc->by_input[l] = seqmodel || sc->dout[l] <= sc->din[l] + 1 ? PETSC_TRUE : PETSC_FALSE;
+      sc->dmax        = PetscMax(sc->dmax, sc->din[l] + 1);
+    }
   }
   {
     const char *h;
@@ -516,11 +534,21 @@ static PetscErrorCode scorer_precondition_queries(InflScorer sc, InflModel model
   InflCapture  *cap;
   InflPrecision prec;
   double      **P;
+  MPI_Comm      group = sc->comm, cross = MPI_COMM_NULL;
 
   PetscFunctionBegin;
   PetscCheck(!ek || sc->C == 1, sc->comm, PETSC_ERR_ARG_INCOMP, "TracIn over %d checkpoints scores plain gradients: set the queries with no EK-FAC factors", (int)sc->C);
-  PetscCallMPI(MPI_Comm_rank(sc->comm, &rank));
-  PetscCallMPI(MPI_Comm_size(sc->comm, &size));
+  /* the layers' owners (infl/layout.h): the ranks of a group precondition the queries of the group's layers, each
+   * rank a block of the queries, gathered inside the group.  The identity preconditioner (ek NULL: TracIn) has no
+   * factors and so no layout: every rank holds every layer (G = 1). */
+  if (ek) PetscCall(InflEKFACGetLayout(ek, &sc->layout));
+  if (sc->layout) {
+    PetscCall(InflLayerLayoutGetGroups(sc->layout, &sc->G, NULL, NULL, NULL));
+    PetscCall(InflLayerLayoutGetComms(sc->layout, NULL, &group, &cross));
+    for (PetscInt l = 0; l < sc->L; l++) sc->own[l] = InflLayerLayoutOwns(sc->layout, l);
+  }
+  PetscCallMPI(MPI_Comm_rank(group, &rank));
+  PetscCallMPI(MPI_Comm_size(group, &size));
   PetscCall(InflModelGetLayers(model, NULL, &lin));
   InflPartition(Q, size, rank, &q0, &nq);
   PetscCall(InflModelGetPrecision(model, &prec));
@@ -535,12 +563,13 @@ static PetscErrorCode scorer_precondition_queries(InflScorer sc, InflModel model
     if (nq > 0) PetscCall((*fn)(ctx, mc, q0, nq, cap));
     if (c == 0) {
       PetscCall(PetscMalloc1(Q, &sc->qloss));
-      PetscCall(gather_query_blocks(sc->comm, Q, 1, cap->loss, sc->qloss, counts, displs));
+      PetscCall(gather_query_blocks(group, Q, 1, cap->loss, sc->qloss, counts, displs));
     }
     for (PetscInt lm = 0; lm < sc->Lm; lm++) {
       PetscInt l = c * sc->Lm + lm, na = lin[lm].din + 1, nd = lin[lm].dout;
       int64_t  per = (int64_t)nd * na;
       double  *mine;
+      if (!sc->own[l]) continue; /* held by another group */
       PetscCall(PetscMalloc1((size_t)PetscMax(nq, 1) * per, &mine));
       if (nq > 0 && ek) PetscCall(InflEKFACPreconditionCapture(ek, lm, cap, mine));
       else if (nq > 0) PetscCall(capture_layer_gradients(cap, lm, sc->eta[c], mine));
@@ -552,13 +581,13 @@ static PetscErrorCode scorer_precondition_queries(InflScorer sc, InflModel model
         PetscCall(PetscMalloc2((size_t)PetscMax(nq, 1) * wq, &myUV, (size_t)Q * wq, &P[l]));
         if (nq > 0) PetscCall(low_rank_factors((PetscInt)nq, nd, na, sc->rank, mine, myUV));
         PetscCall(PetscFree(mine));
-        PetscCall(gather_query_blocks(sc->comm, Q, wq, myUV, P[l], counts, displs));
+        PetscCall(gather_query_blocks(group, Q, wq, myUV, P[l], counts, displs));
         PetscCall(scorer_set_low_rank(sc, l, nd, na, P[l]));
         PetscCall(PetscFree2(myUV, P[l]));
         continue;
       }
       PetscCall(PetscMalloc1((size_t)Q * per, &P[l]));
-      PetscCall(gather_query_blocks(sc->comm, Q, per, mine, P[l], counts, displs));
+      PetscCall(gather_query_blocks(group, Q, per, mine, P[l], counts, displs));
       PetscCall(PetscFree(mine));
       PetscCall(scorer_set_layer(sc, l, P[l])); /* one layer's double copy at a time */
       P[l] = NULL;
@@ -567,6 +596,7 @@ static PetscErrorCode scorer_precondition_queries(InflScorer sc, InflModel model
     PetscCall(InflModelSetPrecision(mc, prec));
   }
   PetscCall(PetscFree2(counts, displs));
+  if (sc->G > 1) PetscCall(InflAllreduceSum(sc->qnorm2, Q, MPI_DOUBLE, cross)); /* ||P_q||^2 over all layers */
   sc->ek = ek;
   PetscCall(PetscFree(P));
   PetscFunctionReturn(0);
@@ -751,21 +781,49 @@ static PetscErrorCode score_capture_fill(InflScorer sc, InflData train, int64_t 
   PetscFunctionReturn(0);
 }
 
+/* Is training example m's pair term computed by this rank?  One group: the example is in this rank's shard.  Several:
+ * the rank of this group whose index is that of the example's shard rank (the ranks of a group split the pairs of
+ * their layers as they split the rows they score). */
+static PetscBool pair_is_mine(InflScorer sc, InflData train, int64_t m, int64_t start, int64_t count)
+{
+  PetscInt    E, index;
+  PetscMPIInt size;
+  int64_t     N, s0, sn;
+  int         lo = 0, hi;
+
+  if (sc->G == 1) return m >= start && m < start + count ? PETSC_TRUE : PETSC_FALSE;
+  InflLayerLayoutGetGroups(sc->layout, NULL, &E, NULL, &index);
+  MPI_Comm_size(sc->comm, &size);
+  InflDataGetSizes(train, &N, NULL, NULL);
+  hi = size - 1;
+  while (lo < hi) { /* the shard rank of m: the last rank whose block starts at or before m */
+    int mid = (lo + hi + 1) / 2;
+    InflPartition(N, size, mid, &s0, &sn);
+    if (s0 <= m) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo % E == index ? PETSC_TRUE : PETSC_FALSE;
+}
+
 /* The terms of the pairs in the merged lists, computed in double by the owners of the training examples and reduced:
  * with -score_per_layer each layer's term, top_layer / bottom_layer (L, Q, K); with -score_per_token every row's
  * (token's) term summed over layers, sum_l Ds_t^T P_l(q) a_t, in rows r of the pt_* arrays (for each query its
  * top-k entries, then its bottom-k).  The terms of a pair sum to its score (within the rounding of the scoring
- * precision): they use the same P_l(q) (its rank-r truncation with -score_rank). */
+ * precision): they use the same P_l(q) (its rank-r truncation with -score_rank).
+ * Batched: the distinct training examples of all the lists held by this rank are captured once each, in chunks of
+ * half the scoring chunk's bytes (these captures are in double); for every pair in
+ * a chunk and every layer, one GEMM over the sequence's rows contracts them with the query's P_l: Z = A P^T (T, dout)
+ * and term_t = rowsum(Z .* Ds) (or Z = Ds P (T, din+1) and rowsum(Z .* A), whichever is narrower). */
 static PetscErrorCode scorer_pair_terms(InflScorer sc, InflData train)
 {
-  int64_t         start, count, *lens;
+  int64_t         start, count, *ex, *loc, *pos, nloc = 0, R; /* ex, pos (R): each pair's training example and its place in loc (nloc) */
   InflCapture    *cap;
   ScoreCapture    scap;
   InflPrecision   prec;
   InflDataContent kind;
   InflTopK       *lists[2] = {sc->top, sc->bottom};
-  double         *layers[2], *Z, *rowt; /* Z (Tmax, max dout) scratch; rowt (Tmax) one pair's row terms */
-  PetscInt        maxd = 1, K = sc->K, Q = sc->Q;
+  double         *layers[2], *Z; /* Z (rows of a sequence, min(dout, din+1)) scratch */
+  PetscInt        maxw = 1, K = sc->K, Q = sc->Q, nb, rows;
   int64_t         r;
 
   PetscFunctionBegin;
@@ -777,33 +835,52 @@ static PetscErrorCode scorer_pair_terms(InflScorer sc, InflData train)
   }
   layers[0] = sc->top_layer;
   layers[1] = sc->bottom_layer;
+  R = 0;
+  for (PetscInt q = 0; q < Q; q++) R += lists[0]->n[q] + lists[1]->n[q];
+  PetscCall(PetscMalloc3(PetscMax(R, 1), &ex, PetscMax(R, 1), &loc, PetscMax(R, 1), &pos));
+  r = 0;
+  for (PetscInt q = 0; q < Q; q++) /* the training example of every pair (row r); the local ones, sorted and distinct */
+    for (int w = 0; w < 2; w++)
+      for (PetscInt k = 0; k < lists[w]->n[q]; k++, r++) {
+        int64_t m = lists[w]->index[(int64_t)q * K + k];
+        ex[r] = m;
+        if (pair_is_mine(sc, train, m, start, count)) loc[nloc++] = m;
+      }
+  PetscCall(PetscSortInt64(nloc, loc));
+  {
+    int64_t u = 0;
+    for (int64_t i = 0; i < nloc; i++) if (!u || loc[u - 1] != loc[i]) loc[u++] = loc[i];
+    nloc = u;
+  }
+  for (r = 0; r < R; r++) { /* position of each pair's example among loc (-1: another rank's) */
+    int64_t lo = 0, hi = nloc, m = ex[r];
+    while (lo < hi) {
+      int64_t mid = (lo + hi) / 2;
+      if (loc[mid] < m) lo = mid + 1;
+      else hi = mid;
+    }
+    pos[r] = lo < nloc && loc[lo] == m ? lo : -1;
+  }
   if (sc->per_token) { /* the rows, their lengths and tokens (every rank: any sequence can be read by any rank) */
-    int64_t d;
+    int64_t  d;
+    int32_t *buf; /* (d) one sequence's tokens */
     PetscCall(InflDataGetSizes(train, NULL, &d, NULL));
-    sc->ptR = 0;
-    for (PetscInt q = 0; q < Q; q++) sc->ptR += lists[0]->n[q] + lists[1]->n[q];
+    sc->ptR = R;
     PetscCall(PetscFree4(sc->pt_offsets, sc->pt_query, sc->pt_train, sc->pt_kind));
     PetscCall(PetscFree2(sc->pt_values, sc->pt_tokens));
     PetscCall(PetscMalloc4(sc->ptR + 1, &sc->pt_offsets, PetscMax(sc->ptR, 1), &sc->pt_query, PetscMax(sc->ptR, 1), &sc->pt_train, PetscMax(sc->ptR, 1), &sc->pt_kind));
-    PetscCall(PetscMalloc1(PetscMax(sc->ptR, 1), &lens));
+    PetscCall(PetscMalloc1(PetscMax(d, 1), &buf));
     r = 0;
     sc->pt_offsets[0] = 0;
     for (PetscInt q = 0; q < Q; q++)
       for (int w = 0; w < 2; w++)
         for (PetscInt k = 0; k < lists[w]->n[q]; k++, r++) {
-          int64_t m = lists[w]->index[(int64_t)q * K + k];
+          int64_t m = lists[w]->index[(int64_t)q * K + k], o[2] = {0, 1};
           sc->pt_query[r] = q;
           sc->pt_train[r] = m;
           sc->pt_kind[r]  = w ? -1 : 1;
-          if (kind == INFL_DATA_SEQUENCES) {
-            int64_t o[2];
-            int32_t *buf;
-            PetscCall(PetscMalloc1(d, &buf));
-            PetscCall(InflDataGetSequences(train, 1, &m, buf, o));
-            lens[r] = o[1];
-            PetscCall(PetscFree(buf));
-          } else lens[r] = 1;
-          sc->pt_offsets[r + 1] = sc->pt_offsets[r] + lens[r];
+          if (kind == INFL_DATA_SEQUENCES) PetscCall(InflDataGetSequences(train, 1, &m, buf, o));
+          sc->pt_offsets[r + 1] = sc->pt_offsets[r] + o[1];
         }
     sc->ptM = sc->pt_offsets[sc->ptR];
     PetscCall(PetscCalloc2(PetscMax(sc->ptM, 1), &sc->pt_values, PetscMax(sc->ptM, 1), &sc->pt_tokens));
@@ -813,41 +890,48 @@ static PetscErrorCode scorer_pair_terms(InflScorer sc, InflData train)
         PetscCall(InflDataGetSequences(train, 1, &sc->pt_train[r], sc->pt_tokens + sc->pt_offsets[r], o));
       } else sc->pt_tokens[sc->pt_offsets[r]] = -1; /* a row of features has no token */
     }
-    PetscCall(PetscFree(lens));
+    PetscCall(PetscFree(buf));
   }
-  for (PetscInt l = 0; l < sc->L; l++) maxd = PetscMax(maxd, sc->dout[l]);
+  for (PetscInt l = 0; l < sc->L; l++) maxw = PetscMax(maxw, PetscMin(sc->dout[l], sc->din[l] + 1));
+  PetscCall(InflModelGetMaxRows(sc->model, &rows));
   PetscCall(InflModelGetPrecision(sc->model, &prec));
+  /* half the bytes of the scoring chunk (these captures are in double): they fit into the memory the scoring pass
+   * freed, which the allocator need not have returned to the system */
+  nb = (PetscInt)PetscMax(1, PetscMin((int64_t)(prec == INFL_PREC_DOUBLE ? sc->chunk / 2 : sc->chunk / 4), nloc));
   for (PetscInt c = 0; c < sc->C; c++) PetscCall(InflModelSetPrecision(sc->models[c], INFL_PREC_DOUBLE));
-  PetscCall(score_capture_create(sc, 1, &scap));
-  cap = scap.cap[0];
-  PetscCall(PetscMalloc2((size_t)PetscMax(cap->Tmax, 1) * maxd, &Z, PetscMax(cap->Tmax, 1), &rowt));
-  r = 0;
-  for (PetscInt q = 0; q < Q; q++) {
-    for (int w = 0; w < 2; w++) {
-      for (PetscInt k = 0; k < lists[w]->n[q]; k++, r++) {
-        int64_t m = lists[w]->index[(int64_t)q * K + k];
-        if (m < start || m >= start + count) continue;
-        PetscCall(score_capture_fill(sc, train, 0, 0, 1, &m, &scap, &cap));
-        for (PetscInt l = 0; l < sc->L; l++) {
-          PetscInt      nd = sc->dout[l], na = sc->din[l] + 1, T = cap->T;
-          const double *P  = sc->Pq[l] + (int64_t)q * nd * na, *A = cap->a64[l], *D = cap->ds64[l];
-          double        s  = 0;
-          /* Z (T, nd) = A P^T: row t holds P a_t; its dot product with Ds_t is the row's term */
-          cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, nd, na, 1.0, A, na, P, na, 0.0, Z, nd);
-          for (PetscInt t = 0; t < T; t++) {
-            double v = 0;
-            for (PetscInt i = 0; i < nd; i++) v += D[(int64_t)t * nd + i] * Z[(int64_t)t * nd + i];
-            rowt[t] = v;
-            s += v;
+  PetscCall(score_capture_create(sc, nb, &scap)); /* TracIn: the examples under every checkpoint, side by side */
+  PetscCall(PetscMalloc1((size_t)rows * maxw, &Z));
+  for (int64_t c0 = 0; c0 < nloc; c0 += nb) {
+    PetscInt n = (PetscInt)PetscMin((int64_t)nb, nloc - c0);
+    PetscCall(score_capture_fill(sc, train, 0, 0, n, loc + c0, &scap, &cap));
+    r = 0;
+    for (PetscInt q = 0; q < Q; q++)
+      for (int w = 0; w < 2; w++)
+        for (PetscInt k = 0; k < lists[w]->n[q]; k++, r++) {
+          int64_t b = pos[r] - c0, r0, T;
+          if (pos[r] < c0 || b >= n) continue;
+          r0 = cap->offsets[b];
+          T  = cap->offsets[b + 1] - r0;
+          for (PetscInt l = 0; l < sc->L; l++) {
+            if (!sc->own[l]) continue; /* held by another group: its owners add its terms */
+            PetscInt      nd = sc->dout[l], na = sc->din[l] + 1, wd = PetscMin(nd, na);
+            const double *P  = sc->Pq[l] + (int64_t)q * nd * na, *A = cap->a64[l] + r0 * na, *D = cap->ds64[l] + r0 * nd;
+            const double *X  = nd <= na ? D : A; /* the rows Z is multiplied with, (T, wd) */
+            double        s  = 0;
+            if (nd <= na) cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, nd, na, 1.0, A, na, P, na, 0.0, Z, nd); /* Z = A P^T */
+            else cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, na, nd, 1.0, D, nd, P, na, 0.0, Z, na);         /* Z = Ds P */
+            for (int64_t t = 0; t < T; t++) {
+              double v = 0;
+              for (PetscInt i = 0; i < wd; i++) v += X[t * wd + i] * Z[t * wd + i];
+              s += v;
+              if (sc->per_token) sc->pt_values[sc->pt_offsets[r] + t] += v;
+            }
+            if (layers[w]) layers[w][((int64_t)l * Q + q) * K + k] = s;
           }
-          if (layers[w]) layers[w][((int64_t)l * Q + q) * K + k] = s;
-          if (sc->per_token)
-            for (PetscInt t = 0; t < T; t++) sc->pt_values[sc->pt_offsets[r] + t] += rowt[t];
         }
-      }
-    }
   }
-  PetscCall(PetscFree2(Z, rowt));
+  PetscCall(PetscFree(Z));
+  PetscCall(PetscFree3(ex, loc, pos));
   PetscCall(score_capture_destroy(&scap));
   for (PetscInt c = 0; c < sc->C; c++) PetscCall(InflModelSetPrecision(sc->models[c], prec));
   for (int w = 0; w < 2; w++)
@@ -861,11 +945,18 @@ static PetscErrorCode scorer_pair_terms(InflScorer sc, InflData train)
 
 typedef struct {
   InflScorer     sc;
-  ScoreCapture  *cap;
+  ScoreCapture  *scap;      /* the chunk's captures (TracIn: one per checkpoint) */
+  InflCapture   *cap;       /* the capture scored: scap's view after score_capture_fill (scap->cap[0] with one model) */
   InflData       train;
   int64_t        start, count;
   struct ScoreScratch_ *w;  /* kernel scratch */
   double        *out;       /* (Q, chunk) scores */
+  /* several layer groups (infl/layout.h): the chunk is captured by score_chunk and scored by score_step */
+  InflCapture   *recv;      /* rows of the owned layers gathered from the cross communicator */
+  PetscInt      *bstart;    /* (G+1) the sources' first sequences in recv */
+  double        *part;      /* (nrow, recv->Bmax) this rank's partial terms of recv's sequences */
+  double        *red;       /* (nrow, chunk) the terms of this rank's sequences summed over the groups */
+  int64_t        i0, i1;    /* -score_tfidf_topk: this round's candidates cand_local[i0, i1) */
 } ScoreChunkCtx;
 
 /* Score the training examples [lo, hi) of this rank's shard against every query. */
@@ -889,7 +980,8 @@ static PetscErrorCode score_register_events(void)
 
 /* norm (B) = ||g_b||_F, the Frobenius norm of each captured sequence's loss gradient over all layers.  One row per
  * example: the gradient of layer l is the rank-one Ds a^T, whose norm is ||Ds|| ||a||; a sequence of several rows:
- * G = Ds_b^T A_b is formed (G (dout, din+1) scratch of the largest layer).  Accumulated in double. */
+ * G = Ds_b^T A_b is formed by GEMM in the capture's precision (G (dout, din+1) doubles of the largest layer, used as
+ * floats in single precision), its squares summed in double. */
 static PetscErrorCode capture_gradient_norms(const InflCapture *cap, double G[], double norm[])
 {
   PetscFunctionBegin;
@@ -908,14 +1000,13 @@ static PetscErrorCode capture_gradient_norms(const InflCapture *cap, double G[],
           for (PetscInt i = 0; i < nd; i++) d2 += (double)cap->ds32[l][r0 * nd + i] * cap->ds32[l][r0 * nd + i];
         }
         g2 += a2 * d2;
-      } else {
-        PetscCall(PetscArrayzero(G, (size_t)nd * na));
-        for (int64_t t = r0; t < r0 + nr; t++)
-          for (PetscInt i = 0; i < nd; i++) {
-            double d = cap->prec == INFL_PREC_DOUBLE ? cap->ds64[l][t * nd + i] : cap->ds32[l][t * nd + i];
-            for (PetscInt j = 0; j < na; j++) G[(int64_t)i * na + j] += d * (cap->prec == INFL_PREC_DOUBLE ? cap->a64[l][t * na + j] : cap->a32[l][t * na + j]);
-          }
+      } else if (cap->prec == INFL_PREC_DOUBLE) { /* G = Ds_b^T A_b by GEMM, in the capture's precision */
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, nr, 1.0, cap->ds64[l] + r0 * nd, nd, cap->a64[l] + r0 * na, na, 0.0, G, na);
         for (int64_t i = 0; i < (int64_t)nd * na; i++) g2 += G[i] * G[i];
+      } else {
+        float *Gf = (float *)G;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, nr, 1.0f, cap->ds32[l] + r0 * nd, nd, cap->a32[l] + r0 * na, na, 0.0f, Gf, na);
+        for (int64_t i = 0; i < (int64_t)nd * na; i++) g2 += (double)Gf[i] * Gf[i];
       }
     }
     norm[b] = sqrt(g2);
@@ -923,7 +1014,7 @@ static PetscErrorCode capture_gradient_norms(const InflCapture *cap, double G[],
   PetscFunctionReturn(0);
 }
 
-/* Scratch of scorer_score_capture for captures of up to Tmax rows. */
+/* Scratch of scorer_score_capture for captures of up to Tmax rows and Bmax sequences. */
 typedef struct ScoreScratch_ {
   void   *T;    /* kernel scratch */
   double *lay;  /* (Q, Tmax) one layer's terms before scaling (single precision) */
@@ -931,7 +1022,7 @@ typedef struct ScoreScratch_ {
   double *G;    /* (dout, din+1) of the largest layer: gradient norms of sequences */
 } ScoreScratch;
 
-static PetscErrorCode score_scratch_create(InflScorer sc, PetscInt Tmax, ScoreScratch *w)
+static PetscErrorCode score_scratch_create(InflScorer sc, PetscInt Tmax, PetscInt Bmax, ScoreScratch *w)
 {
   size_t  es = sc->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
   int64_t nT = 1, nG = 1;
@@ -939,6 +1030,7 @@ static PetscErrorCode score_scratch_create(InflScorer sc, PetscInt Tmax, ScoreSc
   PetscFunctionBegin;
   for (PetscInt l = 0; l < sc->L; l++) {
     nT = PetscMax(nT, sc->lr[l] ? 2 * (int64_t)Tmax * sc->Q * sc->lr[l] : InflScoreLayerScratch(sc->Q, Tmax, sc->dout[l], sc->din[l] + 1, sc->by_input[l], es));
+    if (!sc->lr[l] && sc->by_input[l] && Tmax > Bmax) nT = PetscMax(nT, InflScoreSequencesScratch(sc->Q, Bmax, sc->dout[l], sc->din[l] + 1, es));
     nG = PetscMax(nG, (int64_t)sc->dout[l] * (sc->din[l] + 1));
   }
   PetscCall(PetscMalloc((size_t)nT * es, &w->T));
@@ -955,7 +1047,9 @@ static PetscErrorCode score_scratch_destroy(ScoreScratch *w)
 }
 
 /* out (Q, B) = the scores of the capture's B sequences against every query: sum over layers of sum over a sequence's
- * rows t of Ds_t^T P_l(q) a_t (the rows' terms of one layer are formed by the kernels, then summed per sequence).
+ * rows t of Ds_t^T P_l(q) a_t.  Sequences of several rows take the sequence kernel, <P_l(q), DW_l> with each
+ * sequence's gradient DW formed once, when that is cheaper than the rows' terms (2 (T + Q B) <= Q T for T rows:
+ * several queries) and no per-row terms are asked for; otherwise the rows' terms are formed, then summed per sequence.
  * With layer != NULL (L, Q, ldl), layer l's terms go to layer[(l Q + q) ldl + b]; with token != NULL (Q, T), each
  * row's term summed over layers (per-token influence). */
 static PetscErrorCode scorer_score_capture(InflScorer sc, const InflCapture *cap, ScoreScratch *w, double out[], double layer[], int64_t ldl, double token[])
@@ -968,6 +1062,24 @@ static PetscErrorCode scorer_score_capture(InflScorer sc, const InflCapture *cap
   for (PetscInt l = 0; l < sc->L; l++) {
     PetscInt nd = sc->dout[l], na = sc->din[l] + 1;
     double  *dst = R == B && !layer && !token ? out : w->rows; /* (Q, R) */
+    if (!sc->own[l]) continue; /* held by another group: its owners add its terms */
+    if (!token && !sc->lr[l] && sc->by_input[l] && R > B && 2 * ((int64_t)R + (int64_t)Q * B) <= (int64_t)Q * R) {
+      dst = layer ? w->rows : out; /* (Q, B) */
+      if (dst != out) PetscCall(PetscArrayzero(dst, (size_t)Q * B));
+      if (sc->prec == INFL_PREC_DOUBLE) InflScoreSequences_f64(Q, B, cap->offsets, nd, na, sc->dmax, sc->Pq[l], cap->a64[l], cap->ds64[l], (double *)w->T, dst);
+      else { /* scaled queries, as below */
+        PetscCall(PetscArrayzero(w->lay, (size_t)Q * B));
+        InflScoreSequences_f32(Q, B, cap->offsets, nd, na, sc->dmax, sc->P32[l], cap->a32[l], cap->ds32[l], (float *)w->T, w->lay);
+        for (int64_t i = 0; i < (int64_t)Q * B; i++) dst[i] += sc->scale[l][i / B] * w->lay[i];
+      }
+      if (layer)
+        for (PetscInt q = 0; q < Q; q++)
+          for (PetscInt b = 0; b < B; b++) {
+            out[(int64_t)q * B + b] += dst[(int64_t)q * B + b];
+            layer[((int64_t)l * Q + q) * ldl + b] = dst[(int64_t)q * B + b];
+          }
+      continue;
+    }
     if (dst != out) PetscCall(PetscArrayzero(dst, (size_t)Q * R));
     if (sc->prec == INFL_PREC_DOUBLE) {
       if (sc->lr[l]) score_low_rank_f64(Q, R, nd, na, sc->lr[l], sc->U64[l], sc->V64[l], cap->a64[l], cap->ds64[l], (double *)w->T, dst);
@@ -1000,8 +1112,9 @@ PetscErrorCode InflScorerScoreCapture(InflScorer sc, const InflCapture *cap, dou
   PetscFunctionBegin;
   PetscCheck(sc->Q > 0, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflScorerSetQueries before InflScorerScoreCapture");
   PetscCheck(cap->L == sc->L, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG, "the capture has %d layers but the scorer %d (TracIn over several checkpoints is scored by InflScorerScore only)", (int)cap->L, (int)sc->L);
+  PetscCheck(sc->G == 1, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "InflScorerScoreCapture needs every layer's queries on this rank, but the factors are spread over %d layer groups; use -layer_groups 1", (int)sc->G);
   PetscCheck(cap->prec == sc->prec, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG, "the capture is in %s precision but the queries were set for %s", cap->prec == INFL_PREC_DOUBLE ? "double" : "single", sc->prec == INFL_PREC_DOUBLE ? "double" : "single");
-  PetscCall(score_scratch_create(sc, cap->T, &w));
+  PetscCall(score_scratch_create(sc, cap->T, cap->B, &w));
   PetscCall(scorer_score_capture(sc, cap, &w, out, NULL, 0, token));
   PetscCall(score_scratch_destroy(&w));
   PetscFunctionReturn(0);
@@ -1009,25 +1122,25 @@ PetscErrorCode InflScorerScoreCapture(InflScorer sc, const InflCapture *cap, dou
 
 /* -score_tfidf_topk: the candidates of the chunk [lo, hi) are captured and scored against every query; each query
  * keeps only the scores of its own candidates. */
-static PetscErrorCode score_chunk_candidates(ScoreChunkCtx *c, int64_t lo, int64_t hi)
+/* This rank's candidates in the chunk [lo, hi): cand_local[*i0, *i1). */
+static void chunk_candidates(InflScorer sc, int64_t lo, int64_t hi, int64_t *i0, int64_t *i1)
 {
-  InflScorer   sc = c->sc;
-  int64_t      i0 = 0, i1, n;
-  double      *out = c->out, *sv;
-  InflCapture *cap;
-  int64_t   *iv;
+  int64_t a = 0, b;
+  while (a < sc->ncand_local && sc->cand_local[a] < lo) a++;
+  for (b = a; b < sc->ncand_local && sc->cand_local[b] < hi; b++) {}
+  *i0 = a;
+  *i1 = b;
+}
+
+/* -score_tfidf_topk: each query keeps the scores out (Q, i1 - i0) of its own candidates among cand_local[i0, i1) of
+ * the chunk [lo, hi). */
+static PetscErrorCode candidates_push(InflScorer sc, int64_t lo, int64_t hi, int64_t i0, int64_t i1, const double out[])
+{
+  int64_t  n = i1 - i0, *iv;
+  double  *sv;
 
   PetscFunctionBegin;
-  while (i0 < sc->ncand_local && sc->cand_local[i0] < lo) i0++;
-  for (i1 = i0; i1 < sc->ncand_local && sc->cand_local[i1] < hi; i1++) {}
-  n = i1 - i0;
   if (n == 0) PetscFunctionReturn(0);
-  PetscCall(PetscLogEventBegin(EV_CAPTURE, 0, 0, 0, 0));
-  PetscCall(score_capture_fill(sc, c->train, 0, 0, (PetscInt)n, sc->cand_local + i0, c->cap, &cap));
-  PetscCall(PetscLogEventEnd(EV_CAPTURE, 0, 0, 0, 0));
-  PetscCall(PetscLogEventBegin(EV_KERNEL, 0, 0, 0, 0));
-  PetscCall(scorer_score_capture(sc, cap, c->w, out, NULL, 0, NULL));
-  PetscCall(PetscLogEventEnd(EV_KERNEL, 0, 0, 0, 0));
   PetscCall(PetscMalloc2(sc->tfidf_topk, &sv, sc->tfidf_topk, &iv));
   for (PetscInt q = 0; q < sc->Q; q++) {
     PetscInt nk = 0;
@@ -1052,14 +1165,81 @@ static PetscErrorCode score_chunk_candidates(ScoreChunkCtx *c, int64_t lo, int64
   PetscFunctionReturn(0);
 }
 
+/* -score_tfidf_topk: the candidates of the chunk [lo, hi) are captured and (with one layer group) scored against every
+ * query; each query keeps only the scores of its own candidates. */
+static PetscErrorCode score_chunk_candidates(ScoreChunkCtx *c, int64_t lo, int64_t hi)
+{
+  InflScorer sc = c->sc;
+
+  PetscFunctionBegin;
+  chunk_candidates(sc, lo, hi, &c->i0, &c->i1);
+  c->cap->B = c->cap->T = 0;
+  if (c->i1 == c->i0) PetscFunctionReturn(0);
+  PetscCall(PetscLogEventBegin(EV_CAPTURE, 0, 0, 0, 0));
+  PetscCall(score_capture_fill(sc, c->train, 0, 0, (PetscInt)(c->i1 - c->i0), sc->cand_local + c->i0, c->scap, &c->cap));
+  PetscCall(PetscLogEventEnd(EV_CAPTURE, 0, 0, 0, 0));
+  if (c->recv) PetscFunctionReturn(0); /* scored by score_step */
+  PetscCall(PetscLogEventBegin(EV_KERNEL, 0, 0, 0, 0));
+  PetscCall(scorer_score_capture(sc, c->cap, c->w, c->out, NULL, 0, NULL));
+  PetscCall(PetscLogEventEnd(EV_KERNEL, 0, 0, 0, 0));
+  PetscCall(candidates_push(sc, lo, hi, c->i0, c->i1, c->out));
+  PetscFunctionReturn(0);
+}
+
+/* The scores out (Q, B) of the chunk [lo, hi) of this rank's shard, complete: checked, kept, pushed to the lists. */
+static PetscErrorCode score_finish(ScoreChunkCtx *c, int64_t lo, int64_t hi, const double out[])
+{
+  InflScorer sc  = c->sc;
+  int64_t    off = lo - c->start;
+  PetscInt   B   = (PetscInt)(hi - lo);
+
+  PetscFunctionBegin;
+  for (PetscInt q = 0; q < sc->Q; q++) /* never a non-finite score in the output (the ranks agree on the error) */
+    for (PetscInt b = 0; b < B; b++)
+      PetscCheck(isfinite(out[(int64_t)q * B + b]), PETSC_COMM_SELF, PETSC_ERR_FP, "score of query %" PRId64 " and training example %" PRId64 " is %g (non-finite): the model's gradients or the preconditioned query overflow (huge weights, damaged factors, or a damping too small for them); check the model, the factors and -ekfac_damping", sc->qindex ? sc->qindex[q] : (int64_t)q, lo + b, out[(int64_t)q * B + b]);
+  if (sc->local) {
+    for (PetscInt q = 0; q < sc->Q; q++) PetscCall(PetscArraycpy(sc->local + (int64_t)q * c->count + off, out + (int64_t)q * B, B));
+    PetscCall(capture_gradient_norms(c->cap, c->w->G, sc->local_norm + off));
+  }
+  PetscCall(PetscLogEventBegin(EV_TOPK, 0, 0, 0, 0));
+  PetscCall(InflTopKPush(sc->top, B, out, NULL, lo));
+  PetscCall(InflTopKPush(sc->bottom, B, out, NULL, lo));
+  PetscCall(PetscLogEventEnd(EV_TOPK, 0, 0, 0, 0));
+  PetscFunctionReturn(0);
+}
+
+/* Several layer groups, after each round (collective): the round's rows go to the owners of their layers, which
+ * score them against their layers' queries; the partial scores come back summed over the groups. */
+static PetscErrorCode score_step(void *ctx, int64_t lo, int64_t hi)
+{
+  ScoreChunkCtx *c  = (ScoreChunkCtx *)ctx;
+  InflScorer     sc = c->sc;
+  InflCapture   *r  = c->recv;
+  PetscInt       Q = sc->Q, nrow = Q * (sc->local_layer ? 1 + sc->L : 1), B;
+  int64_t        ldp;
+
+  PetscFunctionBegin;
+  if (lo == hi) c->cap->B = c->cap->T = 0; /* no chunk this round */
+  B = c->cap->B;
+  PetscCall(PetscLogEventBegin(EV_KERNEL, 0, 0, 0, 0));
+  PetscCall(InflLayerLayoutGatherCapture(sc->layout, c->cap, r, c->bstart));
+  ldp = PetscMax(r->B, 1);
+  PetscCall(PetscArrayzero(c->part, (size_t)nrow * ldp));
+  if (r->B) PetscCall(scorer_score_capture(sc, r, c->w, c->part, sc->local_layer ? c->part + (int64_t)Q * ldp : NULL, ldp, NULL));
+  PetscCall(InflLayerLayoutReduceToSources(sc->layout, nrow, ldp, c->part, c->bstart, B, c->red));
+  PetscCall(PetscLogEventEnd(EV_KERNEL, 0, 0, 0, 0));
+  if (sc->local_layer && B) /* layer l's terms of the chunk into (L, Q, count) */
+    for (int64_t i = 0; i < (int64_t)sc->L * Q; i++) PetscCall(PetscArraycpy(sc->local_layer + i * c->count + (lo - c->start), c->red + (Q + i) * B, B));
+  if (sc->cand) InflCallAll(sc->comm, candidates_push(sc, lo, hi, c->i0, c->i1, c->red));
+  else InflCallAll(sc->comm, score_finish(c, lo, hi, c->red));
+  PetscFunctionReturn(0);
+}
+
 static PetscErrorCode score_chunk(void *ctx, int64_t lo, int64_t hi)
 {
   ScoreChunkCtx *c  = (ScoreChunkCtx *)ctx;
   InflScorer     sc = c->sc;
-  InflCapture   *cap;
   int64_t        off = lo - c->start;
-  PetscInt       B   = (PetscInt)(hi - lo);
-  double        *out = c->out;
 
   PetscFunctionBegin;
   if (sc->cand) {
@@ -1068,22 +1248,13 @@ static PetscErrorCode score_chunk(void *ctx, int64_t lo, int64_t hi)
   }
   PetscCall(PetscLogEventBegin(EV_CAPTURE, 0, 0, 0, 0));
   /* the training examples' own labels (the next tokens of a sequence): the gradient of their loss */
-  PetscCall(score_capture_fill(sc, c->train, lo, hi, 0, NULL, c->cap, &cap));
+  PetscCall(score_capture_fill(sc, c->train, lo, hi, 0, NULL, c->scap, &c->cap));
   PetscCall(PetscLogEventEnd(EV_CAPTURE, 0, 0, 0, 0));
+  if (c->recv) PetscFunctionReturn(0); /* several layer groups: scored by score_step */
   PetscCall(PetscLogEventBegin(EV_KERNEL, 0, 0, 0, 0));
-  PetscCall(scorer_score_capture(sc, cap, c->w, out, sc->local_layer ? sc->local_layer + off : NULL, c->count, NULL));
+  PetscCall(scorer_score_capture(sc, c->cap, c->w, c->out, sc->local_layer ? sc->local_layer + off : NULL, c->count, NULL));
   PetscCall(PetscLogEventEnd(EV_KERNEL, 0, 0, 0, 0));
-  for (PetscInt q = 0; q < sc->Q; q++) /* never a non-finite score in the output (InflRunChunks agrees on the error) */
-    for (PetscInt b = 0; b < B; b++)
-      PetscCheck(isfinite(out[(int64_t)q * B + b]), PETSC_COMM_SELF, PETSC_ERR_FP, "score of query %" PRId64 " and training example %" PRId64 " is %g (non-finite): the model's gradients or the preconditioned query overflow (huge weights, damaged factors, or a damping too small for them); check the model, the factors and -ekfac_damping", sc->qindex ? sc->qindex[q] : (int64_t)q, lo + b, out[(int64_t)q * B + b]);
-  if (sc->local) {
-    for (PetscInt q = 0; q < sc->Q; q++) PetscCall(PetscArraycpy(sc->local + (int64_t)q * c->count + off, out + (int64_t)q * B, B));
-    PetscCall(capture_gradient_norms(cap, c->w->G, sc->local_norm + off));
-  }
-  PetscCall(PetscLogEventBegin(EV_TOPK, 0, 0, 0, 0));
-  PetscCall(InflTopKPush(sc->top, B, out, NULL, lo));
-  PetscCall(InflTopKPush(sc->bottom, B, out, NULL, lo));
-  PetscCall(PetscLogEventEnd(EV_TOPK, 0, 0, 0, 0));
+  PetscCall(score_finish(c, lo, hi, c->out));
   PetscFunctionReturn(0);
 }
 
@@ -1139,6 +1310,7 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   ScoreScratch   w;
   size_t         es = sc->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
   InflRanges     done = {0};
+  InflCapture   *recv = NULL;
 
   PetscFunctionBegin;
   PetscCheck(sc->Q > 0, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflScorerSetQueries before InflScorerScore");
@@ -1153,9 +1325,16 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   sc->ntrain = N;
   sc->start  = start;
   sc->count  = count;
+  sc->K_requested = 0;
   if (sc->K > N) { /* keep every training example once instead of padding the lists */
     PetscCall(PetscPrintf(sc->comm, "note: -score_topk %d is larger than the %" PRId64 " training examples; keeping all %" PRId64 "\n", (int)sc->K, N, N));
-    sc->K = (PetscInt)N;
+    sc->K_requested = sc->K;
+    sc->K           = (PetscInt)N;
+  }
+  if (sc->tfidf_topk > 0 && sc->K > sc->tfidf_topk) { /* each query scores only its candidates: lists of as many */
+    PetscCall(PetscPrintf(sc->comm, "note: -score_topk %d is larger than the %d TF-IDF candidates scored per query (-score_tfidf_topk %d); keeping %d proponents and opponents per query (raise -score_tfidf_topk to keep more)\n", (int)sc->K, (int)sc->tfidf_topk, (int)sc->tfidf_topk, (int)sc->tfidf_topk));
+    if (!sc->K_requested) sc->K_requested = sc->K;
+    sc->K = sc->tfidf_topk;
   }
   PetscCall(InflTopKDestroy(&sc->top));
   PetscCall(InflTopKDestroy(&sc->bottom));
@@ -1169,34 +1348,57 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   if (sc->save_all) PetscCall(PetscCalloc1((size_t)PetscMax(count, 1), &sc->local_norm));
   if (sc->save_all && sc->per_layer) PetscCall(PetscCalloc1((size_t)sc->L * sc->Q * PetscMax(count, 1), &sc->local_layer));
   {
-    size_t resident = (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + (sc->ek ? InflEKFACBytes(sc->model) : 0), per = sc->C * InflModelCaptureBytes(sc->model) + sizeof(double) * sc->Q * (sc->local_layer ? 2 : 1);
+    PetscInt rows;
+    size_t   resident = (size_t)count * (sizeof(float) * d + sizeof(int64_t)), per, lowrank = 0;
+    PetscCall(InflModelGetMaxRows(sc->model, &rows));
+    /* per example: its capture and the model's workspace, its scores, and per row (token) the layer terms of every
+     * query twice (score_scratch_create, G times longer with several layer groups) and the low-rank kernel's scratch */
+    per = sc->C * InflModelCaptureBytes(sc->model) + sizeof(double) * sc->Q * (sc->local_layer ? 2 : 1) + (size_t)(sc->G > 1 ? sc->G : 1) * 2 * sizeof(double) * (size_t)sc->Q * rows;
+    if (sc->layout) { /* the factors this rank holds; with several groups the rows of the owned layers from G ranks and
+                       * the partial scores of G chunks */
+      size_t mine, owned = 0;
+      PetscCall(InflLayerLayoutGetBytes(sc->layout, &mine, NULL, NULL));
+      resident += mine;
+      for (PetscInt l = 0; l < sc->L; l++)
+        if (sc->own[l]) owned += (size_t)(sc->din[l] + 1 + sc->dout[l]);
+      if (sc->G > 1) per += (size_t)sc->G * (rows * owned * es + 2 * sizeof(double) * sc->Q * (sc->local_layer ? 1 + sc->L : 1));
+    } else if (sc->ek) resident += InflEKFACBytes(sc->model); /* none with the identity (TracIn) */
     for (PetscInt l = 0; l < sc->L; l++) {
       size_t ql = (size_t)sc->Q * sc->dout[l] * (sc->din[l] + 1);
       resident += ql * ((sc->Pq[l] ? sizeof(double) : 0) + (sc->P64[l] ? sizeof(double) : 0) + (sc->P32[l] ? sizeof(float) : 0));
-      if (sc->lr[l]) per += 2 * es * (size_t)sc->Q * sc->lr[l];
+      if (sc->lr[l]) lowrank = PetscMax(lowrank, 2 * es * (size_t)sc->Q * sc->lr[l] * rows);
     }
+    per += lowrank;
     if (sc->local) resident += sizeof(double) * sc->Q * (size_t)count * (sc->local_layer ? 1 + sc->L : 1);
     { /* InflScorerSetQueries held one layer's queries in double, twice (gathered and this rank's block) */
       PetscMPIInt size;
       size_t      transient = 0;
       PetscCallMPI(MPI_Comm_size(sc->comm, &size));
       for (PetscInt l = 0; l < sc->L; l++) transient = PetscMax(transient, sizeof(double) * (size_t)sc->dout[l] * (sc->din[l] + 1) * (size_t)(sc->Q + (sc->Q + size - 1) / size));
+      /* and this rank's block of queries captured in double (the allocator need not return it to the system) */
+      transient += (size_t)((sc->Q + size - 1) / size) * InflModelCaptureBytes(sc->model) * (sc->prec == INFL_PREC_DOUBLE ? 1 : 2);
       resident += transient;
     }
-    PetscCall(InflChunkFromMemLimit(sc->comm, "infl score", count, resident + 4 * 1024 * 1024, per, &sc->chunk));
+    PetscCall(InflModelGetChunk(sc->model, sc->comm, "infl score", sc->chunk_set, count, resident + 4 * 1024 * 1024, per, &sc->chunk));
   }
   PetscCall(score_capture_create(sc, sc->chunk, &cap));
-  PetscCall(score_scratch_create(sc, cap.cap[0]->Tmax, &w));
+  if (sc->G > 1) PetscCall(InflLayerLayoutCaptureCreate(sc->layout, cap.cap[0], &recv)); /* G > 1: C == 1 (EK-FAC) */
+  PetscCall(score_scratch_create(sc, recv ? recv->Tmax : cap.cap[0]->Tmax, recv ? recv->Bmax : cap.cap[0]->Bmax, &w));
   PetscCall(PetscMalloc1((size_t)sc->Q * sc->chunk, &out));
   PetscCall(score_register_events());
   if (sc->out[0]) PetscCall(scorer_restore(sc, &done));
   {
-    ScoreChunkCtx c    = {sc, &cap, train, start, count, &w, out};
-    InflChunkLoop loop = {score_chunk, sc->out[0] ? score_checkpoint : NULL, &c};
+    ScoreChunkCtx c    = {sc, &cap, cap.cap[0], train, start, count, &w, out, recv, NULL, NULL, NULL, 0, 0};
+    InflChunkLoop loop = {score_chunk, sc->out[0] ? score_checkpoint : NULL, &c, NULL};
+    PetscCall(InflModelGetExampleUnit(sc->model, &loop.unit));
     char          partial[PETSC_MAX_PATH_LEN];
+    PetscInt      nrow = sc->Q * (sc->local_layer ? 1 + sc->L : 1);
+    if (recv) PetscCall(PetscMalloc3(sc->G + 1, &c.bstart, (size_t)nrow * PetscMax(recv->Bmax, 1), &c.part, (size_t)nrow * sc->chunk, &c.red));
     PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", sc->out[0] ? sc->out : "(no output file)"));
-    PetscCall(InflRunChunks(sc->comm, "infl score", start, count, sc->chunk, &done, &loop, partial));
+    PetscCall(InflRunChunksStep(sc->comm, "infl score", start, count, sc->chunk, &done, &loop, recv ? score_step : NULL, partial));
+    PetscCall(PetscFree3(c.bstart, c.part, c.red));
   }
+  PetscCall(InflCaptureDestroy(&recv));
   PetscCall(InflRangesDestroy(&done));
   PetscCall(score_scratch_destroy(&w));
   PetscCall(PetscFree(out));
@@ -1208,7 +1410,13 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &pairs, 1, MPI_INT64_T, MPI_SUM, sc->comm));
     PetscCall(PetscPrintf(sc->comm, "score: TF-IDF candidates: %" PRId64 " (query, training sequence) pairs scored of %" PRId64 "\n", pairs, (int64_t)sc->Q * N));
   }
-  if (sc->per_layer || sc->per_token) PetscCall(scorer_pair_terms(sc, train));
+  if (sc->per_layer || sc->per_token) {
+    PetscLogDouble t0, t1;
+    PetscCall(PetscTime(&t0));
+    PetscCall(scorer_pair_terms(sc, train));
+    PetscCall(PetscTime(&t1));
+    PetscCall(PetscPrintf(sc->comm, "score: %s terms of the kept pairs: %.2f s\n", sc->per_token ? (sc->per_layer ? "per-token and per-layer" : "per-token") : "per-layer", t1 - t0));
+  }
   PetscFunctionReturn(0);
 }
 
@@ -1258,6 +1466,10 @@ PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwr
   PetscCall(PetscMalloc1(sc->Q, &qn));
   for (PetscInt q = 0; q < sc->Q; q++) qn[q] = sqrt(sc->qnorm2[q]);
   f = scorer_file(sc, qn);
+  if (sc->K_requested) {
+    f.K_requested = sc->K_requested;
+    f.topk_note   = sc->tfidf_topk > 0 && sc->K == sc->tfidf_topk ? "-score_topk was larger than -score_tfidf_topk: the lists hold every candidate scored (topk = -score_tfidf_topk)" : "-score_topk was larger than the training set: the lists hold every training example";
+  }
   PetscCall(InflScoresFileBegin(&f, path, overwrite, &file));
   PetscCall(PetscFree(qn));
   if (sc->identity) { /* the checkpoints as model hash:learning rate (the layers of /scores_per_layer, per_layer) */
@@ -1367,15 +1579,60 @@ PetscErrorCode InflSelfInfluenceShard(InflModel model, InflEKFAC ek, InflData tr
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode InflSelfInfluenceGathered(InflEKFAC ek, InflCapture *cap, double self[])
+{
+  InflLayerLayout lay;
+  InflCapture    *recv;
+  PetscInt        G, *bstart;
+  double         *part;
+
+  PetscFunctionBegin;
+  PetscCall(InflEKFACGetLayout(ek, &lay));
+  PetscCall(InflLayerLayoutGetGroups(lay, &G, NULL, NULL, NULL));
+  PetscCall(PetscArrayzero(self, cap->B));
+  if (G == 1) {
+    for (PetscInt l = 0; l < cap->L; l++) PetscCall(InflEKFACSelfInfluenceCapture(ek, l, cap, self));
+    PetscFunctionReturn(0);
+  }
+  PetscCall(InflLayerLayoutCaptureCreate(lay, cap, &recv));
+  PetscCall(PetscMalloc2(G + 1, &bstart, PetscMax(recv->Bmax, 1), &part));
+  PetscCall(InflLayerLayoutGatherCapture(lay, cap, recv, bstart));
+  PetscCall(PetscArrayzero(part, PetscMax(recv->B, 1)));
+  for (PetscInt l = 0; l < cap->L; l++)
+    if (InflLayerLayoutOwns(lay, l)) PetscCall(InflEKFACSelfInfluenceCapture(ek, l, recv, part));
+  PetscCall(InflLayerLayoutReduceToSources(lay, 1, PetscMax(recv->B, 1), part, bstart, cap->B, self));
+  PetscCall(PetscFree2(bstart, part));
+  PetscCall(InflCaptureDestroy(&recv));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflSelfInfluence(InflModel model, InflEKFAC ek, InflData train, PetscInt chunk, double self[])
 {
-  int64_t      start, count;
-  InflCapture *cap;
+  int64_t         start, count, nlocal, rounds;
+  InflCapture    *cap;
+  InflLayerLayout lay;
+  PetscInt        G;
+  MPI_Comm        comm;
 
   PetscFunctionBegin;
   PetscCall(InflDataGetShard(train, &start, &count, NULL, NULL));
   PetscCall(InflCaptureCreate(model, chunk, &cap));
-  for (int64_t off = 0; off < count; off += chunk) PetscCall(InflSelfInfluenceShard(model, ek, train, start + off, start + PetscMin(off + chunk, count), cap, self + off));
+  PetscCall(InflEKFACGetLayout(ek, &lay));
+  PetscCall(InflLayerLayoutGetGroups(lay, &G, NULL, NULL, NULL));
+  if (G == 1) {
+    for (int64_t off = 0; off < count; off += chunk) PetscCall(InflSelfInfluenceShard(model, ek, train, start + off, start + PetscMin(off + chunk, count), cap, self + off));
+  } else { /* every rank takes part in every round's transfer to the layers' owners */
+    PetscCall(InflLayerLayoutGetComms(lay, &comm, NULL, NULL));
+    nlocal = (count + chunk - 1) / chunk;
+    PetscCall(InflRounds(comm, nlocal, &rounds));
+    for (int64_t r = 0; r < rounds; r++) {
+      int64_t off = r * chunk, n = r < nlocal ? PetscMin(chunk, count - off) : 0;
+      double  dummy;
+      if (n > 0) PetscCall(InflModelCaptureShard(model, train, start + off, start + off + n, INFL_FISHER_EMPIRICAL, 0, cap));
+      else cap->B = cap->T = 0;
+      PetscCall(InflSelfInfluenceGathered(ek, cap, n > 0 ? self + off : &dummy));
+    }
+  }
   PetscCall(InflCaptureDestroy(&cap));
   PetscFunctionReturn(0);
 }

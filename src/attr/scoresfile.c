@@ -14,6 +14,10 @@ PetscErrorCode InflScoresFileBegin(const InflScoresFile *f, const char path[], P
   PetscCall(InflH5WriteProvenance(*file, f->comm, "score", f->model_hash, f->train_hash, f->query_hash && f->query_hash[0] ? f->query_hash : NULL));
   PetscCall(InflH5SetAttrInt(*file, "/", "train_examples", f->N));
   PetscCall(InflH5SetAttrInt(*file, "/", "topk", f->K));
+  if (f->K_requested) { /* clamped: fewer training examples, or fewer candidates per query, than asked for */
+    PetscCall(InflH5SetAttrInt(*file, "/", "topk_requested", f->K_requested));
+    PetscCall(InflH5SetAttrString(*file, "/", "topk_note", f->topk_note ? f->topk_note : "-score_topk was larger than the training set: the lists hold every training example"));
+  }
   PetscCall(InflH5SetAttrString(*file, "/", "sign", "positive = proponent: upweighting the training example lowers the query loss"));
   PetscCall(InflH5WriteArray(*file, "/query_indices", H5T_NATIVE_INT64, 1, dq, f->qindex));
   PetscCall(InflH5WriteArray(*file, "/query_labels", H5T_NATIVE_INT64, 1, dq, f->qlabel));

@@ -19,10 +19,13 @@ typedef struct {
   int64_t        start, count;                         /* this rank's training examples (columns) */
   double        *local, *local_norm;                   /* -score_save_all: (Q, count), (count); else NULL */
   double        *local_layer;                          /* with -score_per_layer: (L, Q, count); else NULL */
+  PetscInt       K_requested;                          /* the top-k asked for when K was clamped (0: not clamped) */
+  const char    *topk_note;                            /* with K_requested: why it was clamped */
 } InflScoresFile;
 
 /* Collective.  Error (every rank) if `path` exists and !overwrite; create PATH.partial.tmp and write the provenance
- * (stage "score"), the attributes train_examples, topk, sign, and /query_indices, /query_labels, /query_norms,
+ * (stage "score"), the attributes train_examples, topk, sign (and topk_requested, topk_note when
+ * f->K_requested), and /query_indices, /query_labels, /query_norms,
  * /topk/{train_indices,scores}, /bottomk/{...} (index -1 and score NaN past n[q]) and, with f->local, /scores (Q, N)
  * float32 and /train_norms (N) by collective column blocks (with f->local_layer /scores_per_layer (L, Q, N)).  *file
  * stays open for the caller's own datasets. */

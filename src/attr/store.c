@@ -293,6 +293,7 @@ PetscErrorCode InflStoreBuild(InflProjector proj, InflModel model, InflData trai
   char        partial[PETSC_MAX_PATH_LEN], done_path[PETSC_MAX_PATH_LEN], done_tmp[PETSC_MAX_PATH_LEN], key[512], pkey[256];
   const char *mh, *th;
   PetscInt    chunk;
+  PetscBool   chunk_set;
   InflRanges  done = {0};
 
   PetscFunctionBegin;
@@ -304,12 +305,18 @@ PetscErrorCode InflStoreBuild(InflProjector proj, InflModel model, InflData trai
   c.proj  = proj;
   c.model = model;
   PetscCall(InflProjectorGetSizes(proj, &c.k, NULL));
-  PetscCall(InflProjectorGetChunk(proj, &chunk));
+  PetscCall(InflProjectorGetChunk(proj, &chunk, &chunk_set));
   PetscCall(InflDataGetSizes(train, &c.N, NULL, NULL));
   {
-    int64_t start, count; /* the shard's size (rows or sequences), for the chunk from -mem_limit */
+    int64_t     start, count; /* the shard's size (rows or sequences), for the chunk from -mem_limit */
+    PetscInt    L, rows, maxd = 1;
+    InflLinear *lin;
     PetscCall(InflDataGetShard(train, &start, &count, NULL, NULL));
-    PetscCall(InflChunkFromMemLimit(comm, "infl project", count, (size_t)count * sizeof(float) * 8 + (gram ? sizeof(double) * (size_t)c.k * c.k : 0) + ((size_t)1 << 24) + ((size_t)4 << 20), InflModelCaptureBytes(model) + (sizeof(double) * 3 + sizeof(float)) * (size_t)c.k + 4 * sizeof(double), &chunk));
+    PetscCall(InflModelGetMaxRows(model, &rows));
+    PetscCall(InflModelGetLayers(model, &L, &lin));
+    for (PetscInt l = 0; l < L; l++) maxd = PetscMax(maxd, PetscMax(lin[l].din + 1, lin[l].dout));
+    /* per example: capture and model workspace, projected rows, and per row (token) a layer's rows in double */
+    PetscCall(InflModelGetChunk(model, comm, "infl project", chunk_set, count, (size_t)count * sizeof(float) * 8 + (gram ? sizeof(double) * (size_t)c.k * c.k : 0) + ((size_t)1 << 24) + ((size_t)4 << 20), InflModelCaptureBytes(model) + (sizeof(double) * 3 + sizeof(float)) * (size_t)c.k + 4 * sizeof(double) + (size_t)rows * 2 * sizeof(double) * maxd, &chunk));
   }
   PetscCall(shard_get(train, chunk, &c.sh));
   PetscCall(InflModelGetHash(model, &mh));
@@ -339,7 +346,8 @@ PetscErrorCode InflStoreBuild(InflProjector proj, InflModel model, InflData trai
   PetscCall(PetscMalloc2((size_t)chunk * c.k, &c.proj_out, (size_t)chunk * c.k, &c.rows));
   PetscCall(PetscMalloc3(chunk, &c.loss, chunk, &c.gnorm, chunk, &c.labels));
   {
-    InflChunkLoop loop = {build_chunk, build_checkpoint, &c};
+    InflChunkLoop loop = {build_chunk, build_checkpoint, &c, NULL};
+    PetscCall(InflModelGetExampleUnit(model, &loop.unit));
     PetscCall(InflRunChunksStep(comm, "infl project", c.sh.start, c.sh.count, chunk, &done, &loop, build_step, partial));
   }
   PetscCall(build_finish(&c, chunk, gram));
@@ -754,7 +762,7 @@ static PetscErrorCode store_scorer_key(InflStoreScorer ss, char key[], size_t le
 /* The scores file of this scorer (qnorm (Q) or NULL). */
 static InflScoresFile store_scores_file(InflStoreScorer ss, const double qnorm[])
 {
-  InflScoresFile f = {ss->comm, ss->model_hash, ss->train_hash, ss->query_hash, ss->N, ss->Q, ss->K, 0, ss->qindex, ss->qlabel, qnorm, ss->top, ss->bottom, ss->start, ss->count, NULL, NULL, NULL};
+  InflScoresFile f = {ss->comm, ss->model_hash, ss->train_hash, ss->query_hash, ss->N, ss->Q, ss->K, 0, ss->qindex, ss->qlabel, qnorm, ss->top, ss->bottom, ss->start, ss->count, NULL, NULL, NULL, 0, NULL};
   if (ss->save_all) {
     f.local      = ss->local;
     f.local_norm = ss->local_norm;
@@ -861,7 +869,7 @@ PetscErrorCode InflStoreScorerScore(InflStoreScorer ss)
     PetscCall(InflScoresCheckpointLoad(&f, ss->out, key, &done));
   }
   {
-    InflChunkLoop loop = {store_chunk, ss->out[0] ? store_checkpoint : NULL, &c};
+    InflChunkLoop loop = {store_chunk, ss->out[0] ? store_checkpoint : NULL, &c, NULL}; /* unit NULL: examples (store rows) */
     char          partial[PETSC_MAX_PATH_LEN];
     PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", ss->out[0] ? ss->out : "(no output file)"));
     PetscCall(InflRunChunksStep(ss->comm, "infl score -store", ss->start, ss->count, ss->chunk, &done, &loop, store_step, partial));

@@ -219,6 +219,7 @@ PetscErrorCode InflProgressStart(MPI_Comm comm, const char stage[], int64_t todo
   PetscFunctionBegin;
   PetscCall(PetscMemzero(p, sizeof(*p)));
   p->comm           = comm;
+  p->unit           = "examples";
   p->ckpt_interval  = 600;
   PetscCall(PetscStrncpy(p->stage, stage, sizeof(p->stage)));
   PetscCall(PetscOptionsGetReal(NULL, NULL, "-checkpoint_interval", &p->ckpt_interval, NULL));
@@ -252,7 +253,7 @@ PetscErrorCode InflProgressStep(InflProgress *p, int64_t n, PetscBool *checkpoin
   if (v[2]) p->last_ckpt = now;
   if (rank == 0 && (now - p->last_print >= p->print_interval || *stop)) {
     double rate = (double)p->done / PetscMax(now - p->t0, 1e-9);
-    printf("  %s: %" PRId64 "/%" PRId64 " examples (%.1f%%), %.0f examples/s, ETA %.0f s%s\n", p->stage, p->done, p->todo, p->todo ? 100.0 * (double)p->done / (double)p->todo : 100.0, rate, rate > 0 ? (double)(p->todo - p->done) / rate : 0.0, *stop ? "  [signal received: checkpointing and stopping]" : "");
+    printf("  %s: %" PRId64 "/%" PRId64 " %s (%.1f%%), %.0f %s/s, ETA %.0f s%s\n", p->stage, p->done, p->todo, p->unit, p->todo ? 100.0 * (double)p->done / (double)p->todo : 100.0, rate, p->unit, rate > 0 ? (double)(p->todo - p->done) / rate : 0.0, *stop ? "  [signal received: checkpointing and stopping]" : "");
     fflush(stdout);
     p->last_print = now;
   }
@@ -385,6 +386,7 @@ PetscErrorCode InflRunChunksStep(MPI_Comm comm, const char stage[], int64_t star
   nchunks = InflRangesChunks(&todo, chunk);
   PetscCall(InflRounds(comm, nchunks, &rounds));
   PetscCall(InflProgressStart(comm, stage, InflRangesCount(&todo), &prog));
+  if (loop->unit) prog.unit = loop->unit;
   for (int64_t r = 0; r < rounds; r++) {
     int64_t   lo = 0, hi = 0;
     PetscBool ckpt, stop;

@@ -96,6 +96,22 @@ PetscErrorCode InflAllreduceSum(void *buf, int64_t count, MPI_Datatype type, MPI
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode InflReduceSum(const void *send, void *recv, int64_t count, MPI_Datatype type, int root, MPI_Comm comm)
+{
+  int         tsize;
+  PetscMPIInt rank;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Type_size(type, &tsize));
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  for (int64_t off = 0; off < count; off += INFL_MPI_CHUNK) {
+    int64_t n = PetscMin(INFL_MPI_CHUNK, count - off);
+    const void *s = send == MPI_IN_PLACE ? (rank == root ? MPI_IN_PLACE : (const char *)recv + off * tsize) : (const char *)send + off * tsize;
+    PetscCallMPI(MPI_Reduce(s, rank == root ? (char *)recv + off * tsize : NULL, (int)n, type, MPI_SUM, root, comm));
+  }
+  PetscFunctionReturn(0);
+}
+
 struct InflHash_s {
   EVP_MD_CTX *ctx;
 };
@@ -287,6 +303,18 @@ static PetscErrorCode parse_bytes(MPI_Comm comm, const char text[], double *byte
   PetscCheck(end != text && *end == 0 && v > 0 && isfinite(v), comm, PETSC_ERR_ARG_WRONG, "-mem_limit %s: give bytes per rank as a number with an optional suffix K, M, G or T (e.g. 2G)", text);
   PetscCheck(v < 0x1p64, comm, PETSC_ERR_ARG_OUTOFRANGE, "-mem_limit %s is %.4g bytes per rank, more than the 16 EiB (2^64 bytes) a process can address; give the memory of a rank, e.g. 2G", text, v);
   *bytes = v;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflGetMemLimit(MPI_Comm comm, double *bytes, PetscBool *set)
+{
+  char text[64];
+
+  PetscFunctionBegin;
+  *bytes = 0;
+  PetscCall(InflOptionsCheckLength(comm, "-mem_limit", sizeof(text), "give bytes per rank, e.g. 2G"));
+  PetscCall(PetscOptionsGetString(NULL, NULL, "-mem_limit", text, sizeof(text), set));
+  if (*set) PetscCall(parse_bytes(comm, text, bytes));
   PetscFunctionReturn(0);
 }
 

@@ -1,5 +1,6 @@
 /* Distributed symmetric eigendecomposition of Kronecker factors with ScaLAPACK pdsyevd.  See infl/eigen.h. */
 #include <infl/eigen.h>
+#include <infl/layout.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,28 +170,13 @@ static PetscErrorCode eigen_get_grid(MPI_Comm comm, int ngroups, const int start
 static PetscErrorCode eigen_partition(PetscInt nfac, const PetscInt n[], int size, int G, int minr, int group_of[], int start[])
 {
   double   *load;
-  int      *order, *nr;
+  double   *cost;
+  int      *nr;
 
   PetscFunctionBegin;
-  PetscCall(PetscCalloc3(G, &load, nfac, &order, G, &nr));
-  for (PetscInt f = 0; f < nfac; f++) order[f] = (int)f;
-  /* largest factor first (ties by index), insertion sort: nfac is small */
-  for (PetscInt i = 1; i < nfac; i++) {
-    int k = order[i], j = (int)i - 1;
-    while (j >= 0 && n[order[j]] < n[k]) {
-      order[j + 1] = order[j];
-      j--;
-    }
-    order[j + 1] = k;
-  }
-  for (PetscInt i = 0; i < nfac; i++) {
-    int    f = order[i], best = 0;
-    double cost = (double)n[f] * (double)n[f] * (double)n[f];
-    for (int g = 1; g < G; g++)
-      if (load[g] < load[best]) best = g;
-    group_of[f] = best;
-    load[best] += cost;
-  }
+  PetscCall(PetscCalloc3(G, &load, nfac, &cost, G, &nr));
+  for (PetscInt f = 0; f < nfac; f++) cost[f] = (double)n[f] * (double)n[f] * (double)n[f];
+  InflAssignLargestFirst(nfac, cost, G, group_of, load);
   for (int g = 0; g < G; g++) nr[g] = minr;
   for (int r = G * minr; r < size; r++) {
     int best = 0;
@@ -200,7 +186,7 @@ static PetscErrorCode eigen_partition(PetscInt nfac, const PetscInt n[], int siz
   }
   start[0] = 0;
   for (int g = 0; g < G; g++) start[g + 1] = start[g] + nr[g];
-  PetscCall(PetscFree3(load, order, nr));
+  PetscCall(PetscFree3(load, cost, nr));
   PetscFunctionReturn(0);
 }
 
@@ -214,15 +200,6 @@ static void fname(const char *const names[], PetscInt f, char buf[], size_t len)
 static inline int64_t bc_global(int l, int nb, int p, int np)
 {
   return (int64_t)(l / nb) * nb * np + (int64_t)p * nb + l % nb;
-}
-
-/* Sum-reduce in place to root 0 of comm (chunked below 2^31 elements). */
-static PetscErrorCode reduce_sum(double *send, double *recv, int64_t count, MPI_Comm comm)
-{
-  const int64_t chunk = (int64_t)1 << 30;
-  PetscFunctionBegin;
-  for (int64_t off = 0; off < count; off += chunk) PetscCallMPI(MPI_Reduce(send + off, recv ? recv + off : NULL, (int)PetscMin(chunk, count - off), MPI_DOUBLE, MPI_SUM, 0, comm));
-  PetscFunctionReturn(0);
 }
 
 /* Solve one factor of order n on grid g (collective over g->sub), or with LAPACK when `lapack` (a group of one rank).
@@ -315,7 +292,7 @@ static PetscErrorCode eigen_solve_one(EigenGrid *g, int n, int nb, PetscBool lap
     }
   }
   /* every rank of the group takes part, also ranks outside the grid and after a failure */
-  PetscCall(reduce_sum(zfull, grank == 0 ? Q : NULL, nn, g->sub));
+  PetscCall(InflReduceSum(zfull, grank == 0 ? Q : NULL, nn, MPI_DOUBLE, 0, g->sub));
   PetscCall(PetscFree(zfull));
   PetscFunctionReturn(0);
 }

@@ -1,6 +1,7 @@
 /* EK-FAC: Kronecker factors, their eigenbases, the eigenvalue correction Lambda and the damped inverse. */
 #include <infl/ekfac.h>
 #include <infl/eigen.h>
+#include <infl/layout.h>
 #include <infl/checkpoint.h>
 #include <cblas.h>
 #include <float.h>
@@ -21,6 +22,7 @@ struct _p_InflEKFAC {
   double          damping_factor; /* 0.1 */
   PetscBool       kfac;           /* no eigenvalue correction */
   PetscInt        chunk;
+  PetscBool       chunk_set;      /* -ekfac_chunk given (else the default, a token budget for sequences) */
   int64_t         nexamples;
   int64_t         nrows;      /* rows (tokens) summed into A and S: this rank's during the covariance pass, then all */
   char            model_hash[65], train_hash[65];
@@ -33,7 +35,97 @@ struct _p_InflEKFAC {
   InflPrecision   prec;           /* of the model's per-example work: sets the conditioning (Lambda + damping) may have */
   char            sel[8];         /* -ekfac_layers: the model's layer selection (InflModelSetLayerSelection) */
   char          (*names)[64];     /* (L) the layers' names (InflModelGetLayerName), written to factors.h5 */
+  InflLayerLayout layout;         /* which ranks hold each layer's factors (infl/layout.h); set up by fit and load */
+  PetscInt        groups;         /* InflEKFACSetLayerGroups: -1 (from -layer_groups / -mem_limit), else G */
+  double        (*estat)[4];      /* (L) eA[0], eA[din], eS[0], eS[dout-1] of every layer, on every rank (View) */
 };
+
+/* Does this rank hold layer l's factors? */
+static inline PetscBool ekfac_owns(InflEKFAC ek, PetscInt l)
+{
+  return !ek->layout || InflLayerLayoutOwns(ek->layout, l);
+}
+
+/* v (L, n): every rank's entries of the layers it owns (zero the others first) become every rank's: a sum over the
+ * cross communicator, in which each layer has exactly one owner. */
+static PetscErrorCode ekfac_share(InflEKFAC ek, PetscInt n, double v[])
+{
+  MPI_Comm cross;
+
+  PetscFunctionBegin;
+  for (PetscInt l = 0; l < ek->L; l++)
+    if (!ekfac_owns(ek, l)) PetscCall(PetscArrayzero(v + l * n, n));
+  PetscCall(InflLayerLayoutGetComms(ek->layout, NULL, NULL, &cross));
+  PetscCall(InflAllreduceSum(v, (int64_t)ek->L * n, MPI_DOUBLE, cross));
+  PetscFunctionReturn(0);
+}
+
+/* The layout of L layers of sizes din, dout: -layer_groups, or InflEKFACSetLayerGroups, or the default from
+ * -mem_limit for a stage holding `copies` times the factors and `other` bytes besides. */
+static PetscErrorCode ekfac_setup_layout(InflEKFAC ek, PetscInt L, const PetscInt din[], const PetscInt dout[], double copies, size_t other)
+{
+  PetscFunctionBegin;
+  PetscCall(InflLayerLayoutDestroy(&ek->layout));
+  PetscCall(InflLayerLayoutCreate(ek->comm, &ek->layout));
+  if (ek->groups >= 0) PetscCall(InflLayerLayoutSetGroups(ek->layout, ek->groups));
+  PetscCall(InflLayerLayoutSetFromOptions(ek->layout));
+  PetscCall(InflLayerLayoutSetUp(ek->layout, L, din, dout, copies, other));
+  PetscFunctionReturn(0);
+}
+
+/* Error (not collective) if this rank does not hold layer l. */
+#define EKFAC_CHECK_OWNED(ek, l) \
+  PetscCheck(ekfac_owns(ek, l), PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "layer %d of the EK-FAC factors is held by layer group %d, not by this rank's (-layer_groups: every rank holds every layer only with 1 group)", (int)(l), (int)InflLayerLayoutOwner((ek)->layout, l))
+
+PetscErrorCode InflEKFACSetLayerGroups(InflEKFAC ek, PetscInt G)
+{
+  PetscFunctionBegin;
+  PetscCheck(G >= 0, ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "layer groups %d must be >= 0 (0: the default)", (int)G);
+  ek->groups = G;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACGetLayout(InflEKFAC ek, InflLayerLayout *layout)
+{
+  PetscFunctionBegin;
+  *layout = ek->layout;
+  PetscFunctionReturn(0);
+}
+
+/* The group communicator of the layout and this rank's rank in it (0: the writer of the group's layers). */
+static PetscErrorCode ekfac_group(InflEKFAC ek, MPI_Comm *group, PetscMPIInt *grank)
+{
+  PetscFunctionBegin;
+  PetscCall(InflLayerLayoutGetComms(ek->layout, NULL, group, NULL));
+  PetscCallMPI(MPI_Comm_rank(*group, grank));
+  PetscFunctionReturn(0);
+}
+
+/* Collective: dataset `name` (dims) of layer l written by rank 0 of the group that owns it (buf there). */
+static PetscErrorCode ekfac_write_layer(InflEKFAC ek, hid_t file, PetscInt l, const char name[], int ndim, const int64_t dims[], const double *buf)
+{
+  MPI_Comm    group;
+  PetscMPIInt grank;
+
+  PetscFunctionBegin;
+  PetscCall(ekfac_group(ek, &group, &grank));
+  PetscCall(InflH5WriteRows(file, name, H5T_NATIVE_DOUBLE, ndim, dims, 0, ekfac_owns(ek, l) && grank == 0 ? dims[0] : 0, buf));
+  PetscFunctionReturn(0);
+}
+
+/* Collective: dataset `name` of layer l read by the ranks that own it (checked to have the shape dims), nothing
+ * elsewhere.  Errors name the file and the dataset. */
+static PetscErrorCode ekfac_read_layer(InflEKFAC ek, hid_t file, const char path[], PetscInt l, const char name[], int ndim, const int64_t dims[], double *buf)
+{
+  int     nd = 0;
+  int64_t got[8] = {0};
+
+  PetscFunctionBegin;
+  PetscCall(InflH5GetDims(file, name, &nd, got));
+  PetscCheck(nd == ndim && got[0] == dims[0] && (ndim == 1 || got[1] == dims[1]), ek->comm, PETSC_ERR_FILE_UNEXPECTED, "%s: dataset %s has shape (%" PRId64 ", %" PRId64 ") (%d dimensions) but (%" PRId64 ", %" PRId64 ") (%d) is expected; the file is damaged or of another model: run infl fit again", path, name, got[0], nd > 1 ? got[1] : 0, nd, dims[0], ndim > 1 ? dims[1] : 0, ndim);
+  PetscCall(InflH5ReadRows(file, name, H5T_NATIVE_DOUBLE, 0, ekfac_owns(ek, l) ? dims[0] : 0, buf));
+  PetscFunctionReturn(0);
+}
 
 PetscErrorCode InflEKFACSetCheckpoint(InflEKFAC ek, const char out[])
 {
@@ -92,34 +184,37 @@ static PetscErrorCode ekfac_checkpoint(InflEKFAC ek, int pass, const InflRanges 
     if (pass == 1) PetscCallMPI(MPI_Allreduce(&ek->nrows, &rows, 1, MPI_INT64_T, MPI_SUM, ek->comm));
     PetscCall(InflH5SetAttrInt(file, "/", "rows", rows));
   }
+  /* each layer by rank 0 of its group: the group's partial sums reduced onto it (pass 1, Lambda), or its copy */
   for (PetscInt l = 0; l < ek->L; l++) {
     InflEKFACLayer *ly = &ek->layers[l];
     int64_t         na = ly->din + 1, nd = ly->dout, dA[2] = {na, na}, dS[2] = {nd, nd}, dL[2] = {nd, na};
-    double         *buf;
-    PetscCall(PetscMalloc1(PetscMax(PetscMax(na * na, nd * nd), nd * na), &buf)); /* S (dout^2) is the largest when dout > din+1 */
-    if (pass == 1) {
-      PetscCallMPI(MPI_Reduce(ly->A, buf, (int)(na * na), MPI_DOUBLE, MPI_SUM, 0, ek->comm));
-      PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%d/A_sum", (int)l));
-      PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_DOUBLE, 2, dA, buf));
-      PetscCallMPI(MPI_Reduce(ly->S, buf, (int)(nd * nd), MPI_DOUBLE, MPI_SUM, 0, ek->comm));
-      PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%d/S_sum", (int)l));
-      PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_DOUBLE, 2, dS, buf));
-    } else {
+    double         *buf = NULL;
+    PetscBool       own = ekfac_owns(ek, l);
+    MPI_Comm        group;
+    PetscMPIInt     grank;
+    PetscCall(ekfac_group(ek, &group, &grank));
+    if (own) PetscCall(PetscMalloc1(PetscMax(PetscMax(na * na, nd * nd), nd * na), &buf)); /* S (dout^2) is the largest when dout > din+1 */
 #define W(nm, nd_, dims_, b) \
   do { \
     PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%d/%s", (int)l, nm)); \
-    PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_DOUBLE, nd_, dims_, b)); \
+    PetscCall(ekfac_write_layer(ek, file, l, name, nd_, dims_, b)); \
   } while (0)
+    if (pass == 1) {
+      if (own) PetscCall(InflReduceSum(ly->A, buf, na * na, MPI_DOUBLE, 0, group));
+      W("A_sum", 2, dA, buf);
+      if (own) PetscCall(InflReduceSum(ly->S, buf, nd * nd, MPI_DOUBLE, 0, group));
+      W("S_sum", 2, dS, buf);
+    } else {
       W("A", 2, dA, ly->A);
       W("S", 2, dS, ly->S);
       W("Q_A", 2, dA, ly->QA);
       W("Q_S", 2, dS, ly->QS);
       W("eigenvalues_A", 1, dA, ly->eA);
       W("eigenvalues_S", 1, dS, ly->eS);
-      PetscCallMPI(MPI_Reduce(ly->Lambda, buf, (int)(nd * na), MPI_DOUBLE, MPI_SUM, 0, ek->comm));
+      if (own) PetscCall(InflReduceSum(ly->Lambda, buf, nd * na, MPI_DOUBLE, 0, group));
       W("Lambda_sum", 2, dL, buf);
-#undef W
     }
+#undef W
     PetscCall(PetscFree(buf));
   }
   PetscCall(InflRangesWrite(file, done));
@@ -150,19 +245,23 @@ static PetscErrorCode ekfac_restore(InflEKFAC ek, int *pass, InflRanges *done)
   PetscCall(InflCheckpointCheckRange(ek->comm, partial, "root attribute rows", ek->nrows, 0, INT64_MAX));
   if (p == 1 && rank != 0) ek->nrows = 0; /* the rows so far are counted once, on rank 0 */
   PetscCall(InflRangesRead(file, done));
-  for (PetscInt l = 0; l < ek->L; l++) {
+  for (PetscInt l = 0; l < ek->L; l++) { /* the ranks owning a layer read it; the sums so far are kept by rank 0 of its group */
     InflEKFACLayer *ly = &ek->layers[l];
     int64_t         na = ly->din + 1, nd = ly->dout, dA[2] = {na, na}, dS[2] = {nd, nd}, dL[2] = {nd, na};
+    PetscBool       own = ekfac_owns(ek, l);
+    MPI_Comm        group;
+    PetscMPIInt     grank;
+    PetscCall(ekfac_group(ek, &group, &grank));
 #define R(nm, nd_, dims_, b) \
   do { \
     PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%d/%s", (int)l, nm)); \
-    PetscCall(InflH5ReadArray(file, name, H5T_NATIVE_DOUBLE, nd_, dims_, NULL, b)); \
-    PetscCall(InflCheckpointCheckFinite(ek->comm, partial, name, (nd_) == 2 ? dims_[0] : 1, 0, dims_[(nd_) - 1], b)); \
+    PetscCall(ekfac_read_layer(ek, file, partial, l, name, nd_, dims_, b)); \
+    PetscCall(InflCheckpointCheckFinite(ek->comm, partial, name, own ? ((nd_) == 2 ? dims_[0] : 1) : 0, 0, dims_[(nd_) - 1], b)); \
   } while (0)
     if (p == 1) {
       R("A_sum", 2, dA, ly->A);
       R("S_sum", 2, dS, ly->S);
-      if (rank != 0) { /* the sums so far are counted once, on rank 0 */
+      if (own && grank != 0) { /* the sums so far are counted once, on rank 0 of the group */
         PetscCall(PetscArrayzero(ly->A, na * na));
         PetscCall(PetscArrayzero(ly->S, nd * nd));
       }
@@ -174,7 +273,7 @@ static PetscErrorCode ekfac_restore(InflEKFAC ek, int *pass, InflRanges *done)
       R("eigenvalues_A", 1, dA, ly->eA);
       R("eigenvalues_S", 1, dS, ly->eS);
       R("Lambda_sum", 2, dL, ly->Lambda);
-      if (rank != 0) PetscCall(PetscArrayzero(ly->Lambda, nd * na));
+      if (own && grank != 0) PetscCall(PetscArrayzero(ly->Lambda, nd * na));
     }
 #undef R
   }
@@ -206,6 +305,7 @@ PetscErrorCode InflEKFACCreate(MPI_Comm comm, InflEKFAC *ek)
   (*ek)->damping_factor = 0.1;
   (*ek)->chunk          = 512;
   (*ek)->prec           = INFL_PREC_SINGLE;
+  (*ek)->groups         = -1;
   PetscCall(PetscStrncpy((*ek)->sel, "all", sizeof((*ek)->sel)));
   PetscFunctionReturn(0);
 }
@@ -224,7 +324,7 @@ PetscErrorCode InflEKFACSetFromOptions(InflEKFAC ek)
   PetscCall(PetscOptionsReal("-ekfac_damping", "absolute damping for every layer (default: factor * mean(Lambda_l))", "InflEKFACSetDamping", damping, &damping, &set));
   PetscCall(PetscOptionsReal("-ekfac_damping_factor", "damping = factor * mean(Lambda_l)", "InflEKFACSetDamping", ek->damping_factor, &ek->damping_factor, NULL));
   PetscCall(PetscOptionsBool("-ekfac_kfac", "no eigenvalue correction (K-FAC: Lambda = eS eA^T)", "InflEKFACFit", ek->kfac, &ek->kfac, NULL));
-  PetscCall(PetscOptionsInt("-ekfac_chunk", "examples per chunk of the passes over the data", "InflEKFACFit", ek->chunk, &ek->chunk, NULL));
+  PetscCall(PetscOptionsInt("-ekfac_chunk", "examples (sequences) per chunk of the passes over the data (default 512; sequences: as many as fit in 8192 tokens)", "InflEKFACFit", ek->chunk, &ek->chunk, &ek->chunk_set));
   for (PetscInt i = 0; i < 3; i++) if (!strcmp(ek->sel, sels[i])) sel = i;
   PetscCall(PetscOptionsEList("-ekfac_layers", "linear layers fitted and scored: all; of a transformer (gpt2) mlp (mlp.c_fc, mlp.c_proj) or attn (attn.c_attn, attn.c_proj)", "InflModelSetLayerSelection", sels, 3, sels[sel], &sel, NULL));
   PetscOptionsEnd();
@@ -234,6 +334,13 @@ PetscErrorCode InflEKFACSetFromOptions(InflEKFAC ek)
   PetscCheck(ek->damping_factor >= 0 && isfinite(ek->damping_factor), ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ekfac_damping_factor %g must be a finite number >= 0", ek->damping_factor);
   PetscCheck(ek->chunk > 0, ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ekfac_chunk %d must be positive", (int)ek->chunk);
   PetscCall(InflEigenSetFromOptions(ek->comm)); /* the fit's eigensolves: -eigen_* */
+  { /* -layer_groups: read again by the layout when the fit or load sets it up; here to check it early and list it */
+    InflLayerLayout lay;
+    PetscCall(InflLayerLayoutCreate(ek->comm, &lay));
+    if (ek->groups >= 0) PetscCall(InflLayerLayoutSetGroups(lay, ek->groups));
+    PetscCall(InflLayerLayoutSetFromOptions(lay));
+    PetscCall(InflLayerLayoutDestroy(&lay));
+  }
   ek->fisher = (InflFisher)kind;
   ek->seed   = (uint64_t)seed;
   if (set) PetscCall(InflEKFACSetDamping(ek, damping));
@@ -271,23 +378,47 @@ static PetscErrorCode ekfac_check_damping(InflEKFAC ek, PetscInt l, double minL,
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode ekfac_update_damping(InflEKFAC ek)
+/* st (L, 3): mean, min and max of every layer's Lambda, on every rank (computed by the owners, shared); also the
+ * eigenvalue ranges of every layer into ek->estat. */
+static PetscErrorCode ekfac_lambda_stats(InflEKFAC ek, double st[])
 {
   PetscFunctionBegin;
   for (PetscInt l = 0; l < ek->L; l++) {
     InflEKFACLayer *ly = &ek->layers[l];
     int64_t         n  = (int64_t)ly->dout * (ly->din + 1);
     double          mean = 0, minL = PETSC_MAX_REAL, maxL = 0;
-    if (!ly->Lambda) continue;
+    if (!ekfac_owns(ek, l)) continue;
     for (int64_t i = 0; i < n; i++) {
       mean += ly->Lambda[i];
       minL = PetscMin(minL, ly->Lambda[i]);
       maxL = PetscMax(maxL, ly->Lambda[i]);
     }
-    mean /= (double)n;
-    ly->damping = ek->damping >= 0 ? ek->damping : ek->damping_factor * mean;
-    PetscCall(ekfac_check_damping(ek, l, minL, maxL, ek->damping >= 0 ? "-ekfac_damping" : "the default, -ekfac_damping_factor x mean(Lambda)"));
+    st[3 * l]     = mean / (double)n;
+    st[3 * l + 1] = minL;
+    st[3 * l + 2] = maxL;
+    ek->estat[l][0] = ly->eA[0];
+    ek->estat[l][1] = ly->eA[ly->din];
+    ek->estat[l][2] = ly->eS[0];
+    ek->estat[l][3] = ly->eS[ly->dout - 1];
   }
+  PetscCall(ekfac_share(ek, 3, st));
+  PetscCall(ekfac_share(ek, 4, &ek->estat[0][0]));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode ekfac_update_damping(InflEKFAC ek)
+{
+  double *st;
+
+  PetscFunctionBegin;
+  if (!ek->L) PetscFunctionReturn(0);
+  PetscCall(PetscMalloc1(3 * ek->L, &st));
+  PetscCall(ekfac_lambda_stats(ek, st));
+  for (PetscInt l = 0; l < ek->L; l++) { /* every rank: the damping of every layer, the same checks */
+    ek->layers[l].damping = ek->damping >= 0 ? ek->damping : ek->damping_factor * st[3 * l];
+    PetscCall(ekfac_check_damping(ek, l, st[3 * l + 1], st[3 * l + 2], ek->damping >= 0 ? "-ekfac_damping" : "the default, -ekfac_damping_factor x mean(Lambda)"));
+  }
+  PetscCall(PetscFree(st));
   PetscFunctionReturn(0);
 }
 
@@ -317,6 +448,7 @@ static PetscErrorCode ekfac_free_layers(InflEKFAC ek)
   }
   PetscCall(PetscFree(ek->layers));
   PetscCall(PetscFree(ek->names));
+  PetscCall(PetscFree(ek->estat));
   ek->L = 0;
   PetscFunctionReturn(0);
 }
@@ -328,11 +460,13 @@ static PetscErrorCode ekfac_allocate(InflEKFAC ek, PetscInt L, const PetscInt di
   ek->L = L;
   PetscCall(PetscCalloc1(L, &ek->layers));
   PetscCall(PetscCalloc1(L, &ek->names));
+  PetscCall(PetscCalloc1(L, &ek->estat));
   for (PetscInt l = 0; l < L; l++) {
     InflEKFACLayer *ly = &ek->layers[l];
     int64_t         na = (int64_t)(din[l] + 1) * (din[l] + 1), ns = (int64_t)dout[l] * dout[l];
     ly->din            = din[l];
     ly->dout           = dout[l];
+    if (!ekfac_owns(ek, l)) continue; /* held by another group of ranks */
     PetscCall(PetscCalloc1(na, &ly->A));
     PetscCall(PetscCalloc1(ns, &ly->S));
     PetscCall(PetscCalloc1(na, &ly->QA));
@@ -349,33 +483,56 @@ typedef struct {
   InflModel    model;
   InflData     train;
   InflCapture *cap;
-  double      *bufa, *bufd, *ta, *td; /* (Tmax, max(din+1, dout)) scratch, Tmax the capture's rows */
+  InflCapture *recv;                  /* with several layer groups: the rows of the owned layers (infl/layout.h) */
+  double      *bufa, *bufd, *ta, *td; /* (Tmax, max(din+1, dout)) scratch, Tmax the rows of recv (else cap): the
+                                         rows in double (pass 1); ta, td alias bufa, bufd for their rotations (pass 2) */
   int          pass;                  /* 1: covariance sums; 2: Lambda sums */
 } FitChunkCtx;
 
-/* One chunk [lo, hi) of this rank's shard: add its terms to the sums of the current pass. */
+/* Add the rows of a capture to the sums of the current pass, for the layers this rank holds. */
+static PetscErrorCode fit_accumulate(FitChunkCtx *c, const InflCapture *cap)
+{
+  InflEKFAC ek = c->ek;
+  PetscInt  T  = cap->T;
+
+  PetscFunctionBegin;
+  for (PetscInt l = 0; l < ek->L; l++) {
+    InflEKFACLayer *ly = &ek->layers[l];
+    PetscInt        na = ly->din + 1, nd = ly->dout;
+    if (!ekfac_owns(ek, l) || cap->B == 0) continue;
+    if (c->pass == 1) { /* upper triangles in double; mirrored after the pass */
+      const double *a, *ds;
+      InflCaptureGetDouble(cap, l, c->bufa, c->bufd, &a, &ds);
+      cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, na, T, 1.0, a, na, 1.0, ly->A, na);
+      cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, nd, T, 1.0, ds, nd, 1.0, ly->S, nd);
+    } else PetscCall(InflEKFACAccumulateLambda(ek, l, cap, c->ta, c->td, ly->Lambda)); /* summed over the chunk's sequences */
+  }
+  PetscFunctionReturn(0);
+}
+
+/* One chunk [lo, hi) of this rank's shard: capture it, and with one layer group add its terms to the sums. */
 static PetscErrorCode fit_chunk(void *ctx, int64_t lo, int64_t hi)
 {
   FitChunkCtx *c  = (FitChunkCtx *)ctx;
   InflEKFAC    ek = c->ek;
-  PetscInt     T;
-  double      *ta = c->ta, *td = c->td;
 
   PetscFunctionBegin;
   /* the Fisher's labels: the data's (empirical) or sampled from the model keyed by the global example index (true) */
   PetscCall(InflModelCaptureShard(c->model, c->train, lo, hi, ek->fisher, ek->seed, c->cap));
-  T = c->cap->T; /* rows: A and S sum over every row (token) */
-  if (c->pass == 1) ek->nrows += T;
-  for (PetscInt l = 0; l < ek->L; l++) {
-    InflEKFACLayer *ly = &ek->layers[l];
-    PetscInt        na = ly->din + 1, nd = ly->dout;
-    if (c->pass == 1) { /* upper triangles in double; mirrored after the pass */
-      const double *a, *ds;
-      InflCaptureGetDouble(c->cap, l, c->bufa, c->bufd, &a, &ds);
-      cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, na, T, 1.0, a, na, 1.0, ly->A, na);
-      cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, nd, T, 1.0, ds, nd, 1.0, ly->S, nd);
-    } else PetscCall(InflEKFACAccumulateLambda(ek, l, c->cap, ta, td, ly->Lambda)); /* summed over the chunk's sequences */
-  }
+  if (c->pass == 1) ek->nrows += c->cap->T; /* rows: A and S sum over every row (token) */
+  if (!c->recv) PetscCall(fit_accumulate(c, c->cap));
+  PetscFunctionReturn(0);
+}
+
+/* Several layer groups, after each round (collective): the round's rows go to the owners of their layers. */
+static PetscErrorCode fit_step(void *ctx, int64_t lo, int64_t hi)
+{
+  FitChunkCtx *c = (FitChunkCtx *)ctx;
+
+  PetscFunctionBegin;
+  if (lo == hi) c->cap->B = c->cap->T = 0; /* no chunk this round */
+  PetscCall(InflLayerLayoutGatherCapture(c->ek->layout, c->cap, c->recv, NULL));
+  PetscCall(fit_accumulate(c, c->recv));
   PetscFunctionReturn(0);
 }
 
@@ -388,20 +545,34 @@ static PetscErrorCode fit_checkpoint(void *ctx, const InflRanges *done)
   PetscFunctionReturn(0);
 }
 
+/* Run one pass over this rank's shard: chunks captured and accumulated; with several layer groups each round's rows
+ * are gathered to their owners after the round (collective). */
+static PetscErrorCode fit_run_pass(FitChunkCtx *fc, const char stage[], int64_t start, int64_t count, const InflRanges *done, const char partial[])
+{
+  InflChunkLoop loop = {fit_chunk, fc->ek->out[0] ? fit_checkpoint : NULL, fc, NULL};
+
+  PetscFunctionBegin;
+  PetscCall(InflModelGetExampleUnit(fc->model, &loop.unit));
+  PetscCall(InflRunChunksStep(fc->ek->comm, stage, start, count, fc->ek->chunk, done, &loop, fc->recv ? fit_step : NULL, partial));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
 {
-  PetscInt       L, *dins, *douts, maxd = 1, rows;
+  PetscInt       L, *dins, *douts, maxd = 1, rows, G;
   InflLinear    *lin;
   int64_t        N, d, start, count;
-  InflCapture   *cap;
-  double        *bufa, *bufd, *ta, *td;
+  InflCapture   *cap, *recv = NULL;
+  double        *bufa, *bufd;
   const char    *hash;
   PetscLogDouble t0, t1 = 0, t2, t3;
   InflRanges     done = {0};
   int            resume_pass;
   FitChunkCtx    fc;
-  InflChunkLoop  loop = {fit_chunk, NULL, &fc};
   char           partial[PETSC_MAX_PATH_LEN];
+  MPI_Comm       group;
+  size_t         mine, owned_rows = 0, es;
+  InflPrecision  prec;
 
   PetscFunctionBegin;
   PetscCall(InflModelSetLayerSelection(model, ek->sel)); /* -ekfac_layers: the layers fitted */
@@ -417,8 +588,17 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
     douts[l] = lin[l].dout;
     maxd     = PetscMax(maxd, PetscMax(lin[l].din + 1, lin[l].dout));
   }
+  /* the layout: the fit holds its factors about twice (the eigensolves' copies and workspace) */
+  PetscCall(ekfac_setup_layout(ek, L, dins, douts, 2.0, (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + InflModelCaptureBytes(model) + (size_t)rows * (4 * sizeof(double) * maxd + sizeof(int32_t))));
   PetscCall(ekfac_allocate(ek, L, dins, douts));
   PetscCall(PetscFree2(dins, douts));
+  PetscCall(InflLayerLayoutGetGroups(ek->layout, &G, NULL, NULL, NULL));
+  PetscCall(InflLayerLayoutGetBytes(ek->layout, &mine, NULL, NULL));
+  PetscCall(InflLayerLayoutGetComms(ek->layout, NULL, &group, NULL));
+  PetscCall(InflModelGetPrecision(model, &prec));
+  es = prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
+  for (PetscInt l = 0; l < L; l++)
+    if (ekfac_owns(ek, l)) owned_rows += (size_t)(lin[l].din + 1 + lin[l].dout);
   for (PetscInt l = 0; l < L; l++) PetscCall(InflModelGetLayerName(model, l, ek->names[l], sizeof(ek->names[l])));
   ek->nexamples = N;
   PetscCall(InflModelGetHash(model, &hash));
@@ -426,51 +606,66 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   PetscCall(InflDataGetHash(train, &hash));
   PetscCall(PetscStrncpy(ek->train_hash, hash, sizeof(ek->train_hash)));
 
-  /* per example: its capture, the model's workspace, 4 rows of scratch per row (token) and the sampled labels */
-  PetscCall(InflChunkFromMemLimit(ek->comm, "infl fit", count, (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + 2 * InflEKFACBytes(model), InflModelCaptureBytes(model) + (size_t)rows * (4 * sizeof(double) * maxd + sizeof(int32_t)) + 2 * sizeof(int64_t), &ek->chunk));
+  /* per example: its capture, the model's workspace, 2 rows of scratch in double per row (token) and the sampled
+   * labels; with several layer groups also the rows of the owned layers gathered from G ranks, and the scratch is G
+   * times longer; held whatever the chunk: the data shard, the owned factors and their sums */
+  PetscCall(InflModelGetChunk(model, ek->comm, "infl fit", ek->chunk_set, count, (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + 2 * mine, InflModelCaptureBytes(model) + (size_t)rows * ((G > 1 ? G : 1) * 2 * sizeof(double) * maxd + sizeof(int32_t)) + (G > 1 ? (size_t)G * rows * owned_rows * es : 0) + 2 * sizeof(int64_t), &ek->chunk));
   PetscCall(InflCaptureCreate(model, ek->chunk, &cap));
-  PetscCall(PetscMalloc4((size_t)cap->Tmax * maxd, &bufa, (size_t)cap->Tmax * maxd, &bufd, (size_t)cap->Tmax * maxd, &ta, (size_t)cap->Tmax * maxd, &td));
+  if (G > 1) PetscCall(InflLayerLayoutCaptureCreate(ek->layout, cap, &recv));
+  {
+    PetscInt Tmax = recv ? recv->Tmax : cap->Tmax;
+    PetscCall(PetscMalloc2((size_t)Tmax * maxd, &bufa, (size_t)Tmax * maxd, &bufd));
+  }
   ek->nrows = 0;
 
   PetscCall(ekfac_restore(ek, &resume_pass, &done));
   PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", ek->out[0] ? ek->out : "(no output file)"));
-  fc = (FitChunkCtx){ek, model, train, cap, bufa, bufd, ta, td, 0};
-  if (ek->out[0]) loop.checkpoint = fit_checkpoint;
+  fc = (FitChunkCtx){ek, model, train, cap, recv, bufa, bufd, bufa, bufd, 0};
 
   /* Pass 1: covariance sums (upper triangle by dsyrk, mirrored below) */
   PetscCall(PetscTime(&t0));
   if (resume_pass <= 1) {
   fc.pass = 1;
-  PetscCall(InflRunChunks(ek->comm, "infl fit (covariance pass)", start, count, ek->chunk, &done, &loop, partial));
+  PetscCall(fit_run_pass(&fc, "infl fit (covariance pass)", start, count, &done, partial));
   {
     double   **Cf, **ev, **Q;
-    PetscInt  *nf;
+    PetscInt  *nf, nown = 0;
     char     (*names)[64];
     const char **pnames;
     PetscCall(PetscMalloc5(2 * L, &Cf, 2 * L, &ev, 2 * L, &Q, 2 * L, &nf, 2 * L, &names));
     PetscCall(PetscMalloc1(2 * L, &pnames));
-    for (PetscInt l = 0; l < L; l++) {
+    for (PetscInt l = 0; l < L; l++) { /* the factors of the layers this rank's group holds */
       InflEKFACLayer *ly = &ek->layers[l];
+      PetscInt        k  = 2 * nown;
+      if (!ekfac_owns(ek, l)) continue;
       for (PetscInt i = 0; i <= ly->din; i++) for (PetscInt j = 0; j < i; j++) ly->A[(int64_t)i * (ly->din + 1) + j] = ly->A[(int64_t)j * (ly->din + 1) + i];
       for (PetscInt i = 0; i < ly->dout; i++) for (PetscInt j = 0; j < i; j++) ly->S[(int64_t)i * ly->dout + j] = ly->S[(int64_t)j * ly->dout + i];
-      Cf[2 * l] = ly->A; ev[2 * l] = ly->eA; Q[2 * l] = ly->QA; nf[2 * l] = ly->din + 1;
-      Cf[2 * l + 1] = ly->S; ev[2 * l + 1] = ly->eS; Q[2 * l + 1] = ly->QS; nf[2 * l + 1] = ly->dout;
-      PetscCall(PetscSNPrintf(names[2 * l], 64, "layer %d factor A (activation covariance)", (int)l));
-      PetscCall(PetscSNPrintf(names[2 * l + 1], 64, "layer %d factor S (pseudo-gradient covariance)", (int)l));
-      pnames[2 * l] = names[2 * l];
-      pnames[2 * l + 1] = names[2 * l + 1];
+      Cf[k] = ly->A; ev[k] = ly->eA; Q[k] = ly->QA; nf[k] = ly->din + 1;
+      Cf[k + 1] = ly->S; ev[k + 1] = ly->eS; Q[k + 1] = ly->QS; nf[k + 1] = ly->dout;
+      PetscCall(PetscSNPrintf(names[k], 64, "layer %d factor A (activation covariance)", (int)l));
+      PetscCall(PetscSNPrintf(names[k + 1], 64, "layer %d factor S (pseudo-gradient covariance)", (int)l));
+      pnames[k] = names[k];
+      pnames[k + 1] = names[k + 1];
+      nown++;
     }
     PetscCall(PetscTime(&t1));
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &ek->nrows, 1, MPI_INT64_T, MPI_SUM, ek->comm));
-    /* A and S are means over rows: examples of an MLP, tokens of a language model (Grosse et al. 2023, sec. 2.2) */
-    PetscCall(InflEigenSolve(ek->comm, 2 * L, nf, Cf, 1.0 / (double)ek->nrows, ev, Q, pnames));
+    /* A and S are means over rows: examples of an MLP, tokens of a language model (Grosse et al. 2023, sec. 2.2); the
+     * partial sums of the group's ranks are summed and the factors solved on the group (all ranks with one group) */
+    PetscCall(InflEigenSolve(group, 2 * nown, nf, Cf, 1.0 / (double)ek->nrows, ev, Q, pnames));
     PetscCall(PetscFree5(Cf, ev, Q, nf, names));
     PetscCall(PetscFree(pnames));
   }
   PetscCall(InflRangesReset(&done));
-  for (PetscInt l = 0; l < L; l++) { /* S = 0: Lambda will be 0 too; said now, before the Lambda pass and its checkpoint */
-    InflEKFACLayer *ly = &ek->layers[l];
-    if (ek->damping < 0 && ly->eS[ly->dout - 1] == 0) PetscCall(ekfac_check_damping(ek, l, 0, 0, "the default"));
+  { /* S = 0: Lambda will be 0 too; said now, before the Lambda pass and its checkpoint */
+    double *top;
+    PetscCall(PetscCalloc1(L, &top));
+    for (PetscInt l = 0; l < L; l++)
+      if (ekfac_owns(ek, l)) top[l] = ek->layers[l].eS[ek->layers[l].dout - 1];
+    PetscCall(ekfac_share(ek, 1, top));
+    for (PetscInt l = 0; l < L; l++)
+      if (ek->damping < 0 && top[l] == 0) PetscCall(ekfac_check_damping(ek, l, 0, 0, "the default"));
+    PetscCall(PetscFree(top));
   }
   if (ek->out[0] && !ek->kfac) PetscCall(ekfac_checkpoint(ek, 2, &done));
   }
@@ -480,22 +675,25 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   if (ek->kfac) {
     for (PetscInt l = 0; l < L; l++) {
       InflEKFACLayer *ly = &ek->layers[l];
+      if (!ekfac_owns(ek, l)) continue;
       for (PetscInt i = 0; i < ly->dout; i++) for (PetscInt j = 0; j <= ly->din; j++) ly->Lambda[(int64_t)i * (ly->din + 1) + j] = PetscMax(ly->eS[i], 0) * PetscMax(ly->eA[j], 0);
     }
   } else {
     fc.pass = 2;
-    PetscCall(InflRunChunks(ek->comm, "infl fit (Lambda pass)", start, count, ek->chunk, &done, &loop, partial));
+    PetscCall(fit_run_pass(&fc, "infl fit (Lambda pass)", start, count, &done, partial));
     for (PetscInt l = 0; l < L; l++) {
       InflEKFACLayer *ly = &ek->layers[l];
       int64_t         n  = (int64_t)ly->dout * (ly->din + 1);
-      PetscCall(InflAllreduceSum(ly->Lambda, n, MPI_DOUBLE, ek->comm));
+      if (!ekfac_owns(ek, l)) continue;
+      PetscCall(InflAllreduceSum(ly->Lambda, n, MPI_DOUBLE, group));
       for (int64_t i = 0; i < n; i++) ly->Lambda[i] /= (double)N;
     }
   }
   PetscCall(PetscTime(&t3));
   PetscCall(ekfac_update_damping(ek));
   PetscCall(PetscInfo(NULL, "EK-FAC fit: covariance pass %.3f s, eigensolves %.3f s, Lambda pass %.3f s\n", t1 - t0, t2 - t1, t3 - t2));
-  PetscCall(PetscFree4(bufa, bufd, ta, td));
+  PetscCall(PetscFree2(bufa, bufd));
+  PetscCall(InflCaptureDestroy(&recv));
   PetscCall(InflCaptureDestroy(&cap));
   PetscCall(InflRangesDestroy(&done));
   PetscFunctionReturn(0);
@@ -524,6 +722,7 @@ PetscErrorCode InflEKFACPreconditionRankOne(InflEKFAC ek, PetscInt l, PetscInt n
   double         *U, *V, *M;
 
   PetscFunctionBegin;
+  EKFAC_CHECK_OWNED(ek, l);
   if (n == 0) PetscFunctionReturn(0);
   PetscCall(ekfac_work(ek, (size_t)n * (nd + na) + (size_t)per, &U));
   V = U + (size_t)n * nd;
@@ -553,6 +752,7 @@ PetscErrorCode InflEKFACPrecondition(InflEKFAC ek, PetscInt l, double G[])
   double         *T;
 
   PetscFunctionBegin;
+  EKFAC_CHECK_OWNED(ek, l);
   PetscCall(ekfac_work(ek, (size_t)nd * na, &T));
   cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, nd, 1.0, ly->QS, nd, G, na, 0.0, T, na);
   cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nd, na, na, 1.0, T, na, ly->QA, na, 0.0, G, na);
@@ -569,8 +769,9 @@ PetscErrorCode InflEKFACView(InflEKFAC ek, PetscViewer viewer)
   PetscCall(PetscViewerASCIIPrintf(viewer, "InflEKFAC: %s Fisher%s, %" PRId64 " examples, %d layers\n", ek->fisher == INFL_FISHER_TRUE ? "true" : "empirical", ek->kfac ? " (K-FAC, no eigenvalue correction)" : "", ek->nexamples, (int)ek->L));
   for (PetscInt l = 0; l < ek->L; l++) {
     InflEKFACLayer *ly = &ek->layers[l];
-    PetscCall(PetscViewerASCIIPrintf(viewer, "  layer %d: A %dx%d (eigenvalues %.3e .. %.3e), S %dx%d (%.3e .. %.3e), damping %.4e\n", (int)l, (int)ly->din + 1, (int)ly->din + 1, ly->eA[0], ly->eA[ly->din], (int)ly->dout, (int)ly->dout, ly->eS[0], ly->eS[ly->dout - 1], ly->damping));
+    PetscCall(PetscViewerASCIIPrintf(viewer, "  layer %d: A %dx%d (eigenvalues %.3e .. %.3e), S %dx%d (%.3e .. %.3e), damping %.4e\n", (int)l, (int)ly->din + 1, (int)ly->din + 1, ek->estat[l][0], ek->estat[l][1], (int)ly->dout, (int)ly->dout, ek->estat[l][2], ek->estat[l][3], ly->damping));
   }
+  if (ek->layout) PetscCall(InflLayerLayoutView(ek->layout, viewer));
   PetscFunctionReturn(0);
 }
 
@@ -579,6 +780,7 @@ PetscErrorCode InflEKFACDestroy(InflEKFAC *ek)
   PetscFunctionBegin;
   if (!*ek) PetscFunctionReturn(0);
   PetscCall(ekfac_free_layers(*ek));
+  PetscCall(InflLayerLayoutDestroy(&(*ek)->layout));
   PetscCall(PetscFree((*ek)->work));
   PetscCall(PetscFree((*ek)->rot));
   PetscCall(PetscFree(*ek));
@@ -637,7 +839,7 @@ PetscErrorCode InflEKFACSave(InflEKFAC ek, const char path[], PetscBool overwrit
     PetscCall(PetscSNPrintf(g, sizeof(g), "/layers/%d", (int)l));
     for (int k = 0, nf = layer_fields(ly, f); k < nf; k++) {
       PetscCall(PetscSNPrintf(name, sizeof(name), "%s/%s", g, f[k].name));
-      PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_DOUBLE, f[k].ndim, f[k].dims, f[k].buf));
+      PetscCall(ekfac_write_layer(ek, file, l, name, f[k].ndim, f[k].dims, f[k].buf)); /* by its group's first rank */
     }
     PetscCall(InflH5SetAttrInt(file, g, "din", ly->din));
     if (ek->names) PetscCall(InflH5SetAttrString(file, g, "name", ek->names[l]));
@@ -695,6 +897,7 @@ PetscErrorCode InflEKFACLoad(InflEKFAC ek, const char path[], InflModel model)
     din[l]  = lin[l].din;
     dout[l] = lin[l].dout;
   }
+  PetscCall(ekfac_setup_layout(ek, Lm, din, dout, 1.0, 0)); /* scoring holds the factors once */
   PetscCall(ekfac_allocate(ek, Lm, din, dout));
   PetscCall(PetscFree2(din, dout));
   for (PetscInt l = 0; l < Lm; l++) PetscCall(InflModelGetLayerName(model, l, ek->names[l], sizeof(ek->names[l])));
@@ -709,14 +912,14 @@ PetscErrorCode InflEKFACLoad(InflEKFAC ek, const char path[], InflModel model)
     LayerField      f[7];
     for (int k = 0, nf = layer_fields(ly, f); k < nf; k++) {
       PetscCall(PetscSNPrintf(name, sizeof(name), "/layers/%d/%s", (int)l, f[k].name));
-      PetscCall(InflH5ReadArray(file, name, H5T_NATIVE_DOUBLE, f[k].ndim, f[k].dims, NULL, f[k].buf));
-      { /* a damaged file must fail here, not after a scoring pass (every rank read the same values) */
-        int64_t ncol = f[k].dims[f[k].ndim - 1], i = InflFirstNonFinite(f[k].ndim == 2 ? f[k].dims[0] * ncol : ncol, f[k].buf);
+      PetscCall(ekfac_read_layer(ek, file, path, l, name, f[k].ndim, f[k].dims, f[k].buf)); /* only the owned layers */
+      { /* a damaged file must fail here, not after a scoring pass (the ranks holding the layer agree with the others) */
+        int64_t ncol = f[k].dims[f[k].ndim - 1], i = ekfac_owns(ek, l) ? InflFirstNonFinite(f[k].ndim == 2 ? f[k].dims[0] * ncol : ncol, f[k].buf) : -1;
         char    where[64] = "", v[32];
         snprintf(v, sizeof(v), "%g", i < 0 ? 0.0 : f[k].buf[i]); /* PETSc's printf would write nan as "nan." */
         if (i >= 0 && f[k].ndim == 2) PetscCall(PetscSNPrintf(where, sizeof(where), "entry (%" PRId64 ", %" PRId64 ")", i / ncol, i % ncol));
         else if (i >= 0) PetscCall(PetscSNPrintf(where, sizeof(where), "entry %" PRId64, i));
-        PetscCheck(i < 0, ek->comm, PETSC_ERR_FILE_UNEXPECTED, "%s: layer %d: dataset %s holds %s at %s; factors never hold NaN or Inf, so the file is damaged: run infl fit again to rewrite it", path, (int)l, name, v, where);
+        InflCheckAll(ek->comm, i < 0, PETSC_ERR_FILE_UNEXPECTED, "%s: layer %d: dataset %s holds %s at %s; factors never hold NaN or Inf, so the file is damaged: run infl fit again to rewrite it", path, (int)l, name, v, where);
       }
     }
     PetscCall(PetscSNPrintf(name, sizeof(name), "/layers/%d", (int)l));
@@ -734,17 +937,13 @@ PetscErrorCode InflEKFACLoad(InflEKFAC ek, const char path[], InflModel model)
       PetscCheck(damping >= 0 && isfinite(damping), ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ekfac_damping %g must be a finite number >= 0", damping);
       PetscCall(InflEKFACSetDamping(ek, damping));
     } else { /* the stored damping, checked for this run's precision */
-      char where[PETSC_MAX_PATH_LEN + 32];
+      char    where[PETSC_MAX_PATH_LEN + 32];
+      double *st;
       PetscCall(PetscSNPrintf(where, sizeof(where), "stored in %s", path));
-      for (PetscInt l = 0; l < ek->L; l++) {
-        InflEKFACLayer *ly = &ek->layers[l];
-        double          minL = PETSC_MAX_REAL, maxL = 0;
-        for (int64_t i = 0; i < (int64_t)ly->dout * (ly->din + 1); i++) {
-          minL = PetscMin(minL, ly->Lambda[i]);
-          maxL = PetscMax(maxL, ly->Lambda[i]);
-        }
-        PetscCall(ekfac_check_damping(ek, l, minL, maxL, where));
-      }
+      PetscCall(PetscMalloc1(3 * PetscMax(ek->L, 1), &st));
+      PetscCall(ekfac_lambda_stats(ek, st)); /* every layer's Lambda range on every rank */
+      for (PetscInt l = 0; l < ek->L; l++) PetscCall(ekfac_check_damping(ek, l, st[3 * l + 1], st[3 * l + 2], where));
+      PetscCall(PetscFree(st));
     }
   }
   PetscFunctionReturn(0);
@@ -839,6 +1038,7 @@ PetscErrorCode InflEKFACRotatedSquares(InflEKFAC ek, PetscInt l, const InflCaptu
   const double   *a, *ds;
 
   PetscFunctionBegin;
+  EKFAC_CHECK_OWNED(ek, l);
   if (B == 0) PetscFunctionReturn(0);
   if (cap->prec == INFL_PREC_SINGLE) {
     size_t nmax = (size_t)PetscMax(na, nd);
@@ -912,10 +1112,11 @@ PetscErrorCode InflEKFACSelfInfluenceCapture(InflEKFAC ek, PetscInt l, const Inf
   double         *ta, *td, *W, *X;
 
   PetscFunctionBegin;
+  EKFAC_CHECK_OWNED(ek, l);
   if (n == 0) PetscFunctionReturn(0);
   if (cap->T != cap->B) { /* sequences: the rotated gradient of each sequence, weighted by the damped inverse */
-    const double *a, *ds;
-    double       *T, *M;
+    const double *a = NULL, *ds = NULL;
+    double       *T = NULL, *M = NULL;
     PetscCall(sequence_work(ek, l, cap, &a, &ds, &T, &M));
     for (PetscInt b = 0; b < n; b++) {
       double v = 0;
@@ -947,14 +1148,17 @@ PetscErrorCode InflEKFACAccumulateLambda(InflEKFAC ek, PetscInt l, const InflCap
   PetscInt        na = ly->din + 1, nd = ly->dout;
 
   PetscFunctionBegin;
+  EKFAC_CHECK_OWNED(ek, l);
   if (cap->B == 0) PetscFunctionReturn(0);
   if (cap->T == cap->B) { /* rank one: Lsum += (Q_S^T ds)^2 ((Q_A^T a)^2)^T summed over the examples, one GEMM */
     PetscCall(InflEKFACRotatedSquares(ek, l, cap, ta, td));
     cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, cap->B, 1.0, td, nd, ta, na, 1.0, Lsum, na);
-  } else {
+  } else { /* the rows in double in the caller's scratch (the fit's chunk-sized buffers), not in another copy */
     const double *a, *ds;
     double       *T, *M;
-    PetscCall(sequence_work(ek, l, cap, &a, &ds, &T, &M));
+    PetscCall(ekfac_work(ek, 2 * (size_t)nd * na, &T));
+    M = T + (size_t)nd * na;
+    InflCaptureGetDouble(cap, l, ta, td, &a, &ds);
     for (PetscInt b = 0; b < cap->B; b++) {
       rotated_sequence_gradient(ly, cap, b, a, ds, T, M);
       for (int64_t i = 0; i < (int64_t)nd * na; i++) Lsum[i] += M[i] * M[i];
@@ -970,6 +1174,7 @@ PetscErrorCode InflEKFACPreconditionCapture(InflEKFAC ek, PetscInt l, const Infl
   int64_t         per = (int64_t)nd * na;
 
   PetscFunctionBegin;
+  EKFAC_CHECK_OWNED(ek, l);
   PetscCheck(cap->prec == INFL_PREC_DOUBLE, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG, "queries are preconditioned from a double-precision capture");
   if (cap->T == cap->B) {
     PetscCall(InflEKFACPreconditionRankOne(ek, l, cap->B, cap->ds64[l], cap->a64[l], P));

@@ -1,44 +1,62 @@
-/* Krylov IHVP: the damped curvature as a MATSHELL, the EK-FAC inverse as a PCSHELL, checked solves. */
+/* Krylov IHVP: the damped curvature as a MATSHELL (products for many vectors per pass over the data), the EK-FAC
+ * inverse as a PCSHELL, lockstep CG over all queries, progress, checkpoints. */
 #include <infl/ihvp.h>
 #include <infl/checkpoint.h>
 #include <cblas.h>
 #include <math.h>
+#include <string.h>
 
 const char *const InflCurvatureNames[] = {"ggn", "empirical", "true"};
 
-#define IHVP_TREND 16 /* least iterations of the residual trend behind a solve's ETA (else the later half) */
+#define IHVP_TREND 16            /* least iterations of the residual trend behind a solve's ETA (else the later half) */
+#define IHVP_SCRATCH (4 << 20)   /* doubles of the (rows, queries x dout) scratch of a block product (32 MB) */
+#define IHVP_HOPELESS_MIN 30     /* iterations before a solve's trend may be judged hopeless */
+
+/* The residual history of one solve, for its progress lines and ETA. */
+typedef struct {
+  char           what[64];     /* "query 17" */
+  double         bnorm, r0;    /* right-hand side norm; residual norm at iteration 0 */
+  PetscLogDouble t0, last;     /* start of the solve; last progress line */
+  double        *logr;         /* (cap) log residual norm of every iteration */
+  PetscInt       cap;
+  PetscBool      warned;       /* the "cannot converge" warning was printed */
+} SolveTrace;
 
 struct _p_InflIHVP {
   MPI_Comm       comm;
   InflCurvature  curv;
   uint64_t       seed;
   PetscInt       chunk;
-  PetscBool      allow_unconverged;
+  PetscBool      allow_unconverged, block;
+  PetscBool      curv_set;     /* the curvature was chosen (option or InflIHVPSetCurvature), not the default */
+  PetscBool      quiet;        /* -ihvp_ksp_monitor_cancel: no progress lines from the block solve either */
   InflModel      model;
   InflData       train;
   InflEKFAC      ek;
+  PetscBool      seq;          /* the model reads token sequences */
   PetscInt       L, n, rstart, rend;
-  PetscInt      *din, *dout; /* (L) */
-  int64_t       *off;        /* (L+1) slab offsets */
-  double        *damping;    /* (L) */
-  double        *dloc;       /* (rend-rstart) damping of each local entry */
+  PetscInt      *din, *dout;   /* (L) the exposed layers (InflModelGetLayers) */
+  int64_t       *off;          /* (L+1) offsets of the layers in the IHVP vector */
+  double        *damping;      /* (L) */
+  double        *dloc;         /* (rend-rstart) damping of each local entry */
   int64_t        N, start, count, d;
-  const float   *x;          /* (count, d) this rank's shard */
-  int64_t       *ylab;       /* (count) labels of the empirical / true Fisher */
+  const float   *x;            /* (count, d) this rank's rows (ggn) */
   Mat            A;
   KSP            ksp;
-  Vec            vall, uall; /* (n) sequential: gathered input, partial product */
+  Vec            vall, uall;   /* (n) sequential: gathered input, partial product */
   VecScatter     toall;
   InflCapture   *cap;
-  double        *bufa, *bufd, *c, *T, *G; /* chunk scratch; G (max dout*(din+1)) */
+  PetscInt       maxa, maxd;
+  double        *V, *U;        /* (qcap, n) gathered directions and partial products of a block product */
+  PetscInt       qcap;
+  double        *Z, *c, *bufa, *bufd; /* scratch: Z (IHVP_SCRATCH), c (chunk x qcap), captured rows in double */
+  int64_t        ccap, bufcap;
+  Vec            diag;         /* the operator's diagonal (C + D), computed on first use */
   PetscInt       nmult, npc;
-  /* progress of the running solve (rank 0 prints it): ihvp_monitor */
-  double         progress_interval; /* s between progress lines (-progress_interval) */
-  char           what[64];          /* the solve's name, e.g. "query 17" */
-  double         mon_bnorm, mon_r0; /* right-hand side norm; residual norm at iteration 0 (monitor) */
-  PetscLogDouble mon_t0, mon_last;  /* start of the solve; last progress line */
-  double        *mon_logr;          /* (mon_cap) log residual norm of each iteration of the running solve */
-  PetscInt       mon_cap;
+  double         progress_interval, ckpt_interval;
+  PetscInt       stop_after;   /* -checkpoint_stop_after: checkpoint and stop after this many block iterations */
+  char           partial[PETSC_MAX_PATH_LEN]; /* the block solve's checkpoint ("" none) */
+  SolveTrace     ktrace;       /* the KSP monitor's solve */
 };
 
 void InflIHVPSlabToLayer(PetscInt din, PetscInt dout, const double slab[], double G[])
@@ -61,109 +79,288 @@ PetscErrorCode InflIHVPCreate(MPI_Comm comm, InflIHVP *ih)
 {
   PetscFunctionBegin;
   PetscCall(PetscNew(ih));
-  (*ih)->comm  = comm;
-  (*ih)->curv  = INFL_CURVATURE_GGN;
-  (*ih)->chunk = 512;
+  (*ih)->comm              = comm;
+  (*ih)->curv              = INFL_CURVATURE_GGN;
+  (*ih)->chunk             = 512;
+  (*ih)->block             = PETSC_TRUE;
   (*ih)->progress_interval = 10;
+  (*ih)->ckpt_interval     = 600;
   PetscFunctionReturn(0);
 }
 
 PetscErrorCode InflIHVPSetFromOptions(InflIHVP ih)
 {
-  PetscInt curv = (PetscInt)ih->curv, seed = (PetscInt)ih->seed;
+  PetscInt  curv = (PetscInt)ih->curv, seed = (PetscInt)ih->seed;
+  PetscBool set = PETSC_FALSE;
 
   PetscFunctionBegin;
   PetscOptionsBegin(ih->comm, NULL, "Krylov IHVP options", "InflIHVP");
-  PetscCall(PetscOptionsEList("-ihvp_curvature", "curvature C of the damped operator C + D", "InflIHVPSetCurvature", InflCurvatureNames, 3, InflCurvatureNames[curv], &curv, NULL));
+  PetscCall(PetscOptionsEList("-ihvp_curvature", "curvature C of the damped operator C + D (default ggn; empirical for a model type without a Gauss-Newton product)", "InflIHVPSetCurvature", InflCurvatureNames, 3, InflCurvatureNames[curv], &curv, &set));
   PetscCall(PetscOptionsInt("-ihvp_seed", "seed of the labels sampled for -ihvp_curvature true", "InflIHVPSetCurvature", seed, &seed, NULL));
-  PetscCall(PetscOptionsInt("-ihvp_chunk", "training examples per chunk of an operator product", "InflIHVPSetUp", ih->chunk, &ih->chunk, NULL));
+  PetscCall(PetscOptionsInt("-ihvp_chunk", "training examples (sequences) per chunk of an operator product", "InflIHVPSetUp", ih->chunk, &ih->chunk, NULL));
   PetscCall(PetscOptionsBool("-ihvp_allow_unconverged", "an unconverged solve is a warning recorded in the output, not an error", "InflIHVPSolve", ih->allow_unconverged, &ih->allow_unconverged, NULL));
+  PetscCall(PetscOptionsBool("-ihvp_block", "solve all queries together (lockstep CG: one pass over the training data per iteration serves every query); false: one KSP solve per query", "InflIHVPSolveGradients", ih->block, &ih->block, NULL));
   PetscOptionsEnd();
   PetscCall(InflProgressGetInterval(ih->comm, &ih->progress_interval));
+  PetscCall(PetscOptionsGetReal(NULL, NULL, "-checkpoint_interval", &ih->ckpt_interval, NULL));
+  PetscCall(PetscOptionsGetInt(NULL, NULL, "-checkpoint_stop_after", &ih->stop_after, NULL));
+  PetscCheck(ih->ckpt_interval >= 0 && isfinite(ih->ckpt_interval), ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-checkpoint_interval %g must be >= 0 seconds", ih->ckpt_interval);
+  PetscCheck(ih->stop_after >= 0, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-checkpoint_stop_after %d must be a number of steps >= 0 (0: never)", (int)ih->stop_after);
   PetscCheck(seed >= 0, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_seed %d must be >= 0", (int)seed);
   PetscCheck(ih->chunk > 0, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_chunk %d must be positive", (int)ih->chunk);
   ih->curv = (InflCurvature)curv;
   ih->seed = (uint64_t)seed;
+  ih->curv_set = ih->curv_set || set;
   PetscFunctionReturn(0);
 }
 
 PetscErrorCode InflIHVPSetCurvature(InflIHVP ih, InflCurvature curv, uint64_t seed)
 {
   PetscFunctionBegin;
-  ih->curv = curv;
-  ih->seed = seed;
+  ih->curv     = curv;
+  ih->seed     = seed;
+  ih->curv_set = PETSC_TRUE;
   PetscFunctionReturn(0);
 }
 
-/* u (n, slab layout) += sum over the local shard of g_n (g_n^T v), labels ih->ylab; a, Ds captured per chunk. */
-static PetscErrorCode fisher_product_local(InflIHVP ih, const double v[], double u[])
+PetscErrorCode InflIHVPSetCheckpoint(InflIHVP ih, const char out[])
 {
   PetscFunctionBegin;
-  for (int64_t o = 0; o < ih->count; o += ih->chunk) {
-    PetscInt B = (PetscInt)PetscMin(ih->chunk, ih->count - o);
-    PetscCall(InflModelCapture(ih->model, B, ih->x + o * ih->d, ih->ylab + o, ih->cap));
-    PetscCall(PetscArrayzero(ih->c, B));
-    for (PetscInt l = 0; l < ih->L; l++) { /* c_n += Ds_n^T (V_W a_n + v_b) */
-      PetscInt      din = ih->din[l], dout = ih->dout[l], na = din + 1;
-      const double *a, *ds, *VW = v + ih->off[l], *Vb = VW + (int64_t)dout * din;
+  if (out && out[0]) PetscCall(PetscSNPrintf(ih->partial, sizeof(ih->partial), "%s.ihvp.partial", out));
+  else ih->partial[0] = 0;
+  PetscFunctionReturn(0);
+}
+
+/* Scratch of a block product of nq directions: V, U (nq, n), c (chunk x nq) and the captured rows in double. */
+static PetscErrorCode ihvp_block_work(InflIHVP ih, PetscInt nq)
+{
+  int64_t rows = (int64_t)ih->cap->Tmax, cneed = (int64_t)ih->chunk * nq;
+
+  PetscFunctionBegin;
+  if (nq > ih->qcap) {
+    PetscCall(PetscFree2(ih->V, ih->U));
+    PetscCall(PetscMalloc2((size_t)nq * ih->n, &ih->V, (size_t)nq * ih->n, &ih->U));
+    ih->qcap = nq;
+  }
+  if (cneed > ih->ccap) {
+    PetscCall(PetscFree(ih->c));
+    PetscCall(PetscMalloc1(cneed, &ih->c));
+    ih->ccap = cneed;
+  }
+  if (!ih->Z) PetscCall(PetscMalloc1((size_t)PetscMax(IHVP_SCRATCH, rows * ih->maxd), &ih->Z));
+  if (!ih->bufa) {
+    ih->bufcap = rows;
+    PetscCall(PetscMalloc2((size_t)rows * ih->maxa, &ih->bufa, (size_t)rows * ih->maxd, &ih->bufd));
+  }
+  PetscFunctionReturn(0);
+}
+
+/* U (layer blocks (nq, dout, din+1), every layer l at nq off[l]) += sum over this rank's training sequences s of
+ * g_s (g_s^T v_q) for each direction v_q of V (same layout), g_s = sum over the rows t of s of Ds_t a_t^T: per chunk
+ * one capture (forward and backward) serves every direction; per layer and group of directions two GEMMs,
+ * Z (T, g dout) = a V_l^T and U_l += (c Ds)^T a. */
+static PetscErrorCode fisher_product_block(InflIHVP ih, PetscInt nq, const double V[], double U[])
+{
+  InflFisher fisher = ih->curv == INFL_CURVATURE_TRUE ? INFL_FISHER_TRUE : INFL_FISHER_EMPIRICAL;
+
+  PetscFunctionBegin;
+  for (int64_t lo = ih->start; lo < ih->start + ih->count; lo += ih->chunk) {
+    int64_t        hi = PetscMin(lo + ih->chunk, ih->start + ih->count);
+    const int64_t *so;
+    PetscInt       B, T;
+    double        *c = ih->c; /* (B, nq) c[b, q] = g_b^T v_q */
+    PetscCall(InflModelCaptureShard(ih->model, ih->train, lo, hi, fisher, ih->seed, ih->cap));
+    B  = ih->cap->B;
+    T  = ih->cap->T;
+    so = ih->cap->offsets;
+    PetscCall(PetscArrayzero(c, (size_t)B * nq));
+    for (PetscInt l = 0; l < ih->L; l++) {
+      PetscInt      nd = ih->dout[l], na = ih->din[l] + 1, g = (PetscInt)PetscMax(1, PetscMin(nq, IHVP_SCRATCH / ((int64_t)PetscMax(T, 1) * nd)));
+      const double *a, *ds, *Vl = V + (int64_t)nq * ih->off[l];
       InflCaptureGetDouble(ih->cap, l, ih->bufa, ih->bufd, &a, &ds);
-      for (PetscInt b = 0; b < B; b++) PetscCall(PetscArraycpy(ih->T + (int64_t)b * dout, Vb, dout));
-      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, dout, din, 1, a, na, VW, din, 1, ih->T, dout);
-      for (PetscInt b = 0; b < B; b++) {
-        double s = 0;
-        for (PetscInt i = 0; i < dout; i++) s += ih->T[(int64_t)b * dout + i] * ds[(int64_t)b * dout + i];
-        ih->c[b] += s;
+      for (PetscInt q0 = 0; q0 < nq; q0 += g) {
+        PetscInt ng = PetscMin(g, nq - q0);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, ng * nd, na, 1, a, na, Vl + (int64_t)q0 * nd * na, na, 0, ih->Z, ng * nd);
+        for (PetscInt b = 0; b < B; b++)
+          for (int64_t t = so[b]; t < so[b + 1]; t++)
+            for (PetscInt q = 0; q < ng; q++) {
+              const double *z = ih->Z + t * ng * nd + (int64_t)q * nd, *dt = ds + t * nd;
+              double        s = 0;
+              for (PetscInt i = 0; i < nd; i++) s += z[i] * dt[i];
+              c[(int64_t)b * nq + q0 + q] += s;
+            }
       }
     }
-    for (PetscInt l = 0; l < ih->L; l++) { /* U_W += (diag(c) Ds)^T a, U_b += (diag(c) Ds)^T 1 */
-      PetscInt      din = ih->din[l], dout = ih->dout[l], na = din + 1;
+    for (PetscInt l = 0; l < ih->L; l++) {
+      PetscInt      nd = ih->dout[l], na = ih->din[l] + 1, g = (PetscInt)PetscMax(1, PetscMin(nq, IHVP_SCRATCH / ((int64_t)PetscMax(T, 1) * nd)));
       const double *a, *ds;
-      double       *uW = u + ih->off[l], *ub = uW + (int64_t)dout * din;
+      double       *Ul = U + (int64_t)nq * ih->off[l];
       InflCaptureGetDouble(ih->cap, l, ih->bufa, ih->bufd, &a, &ds);
-      for (PetscInt b = 0; b < B; b++)
-        for (PetscInt i = 0; i < dout; i++) {
-          double t                      = ih->c[b] * ds[(int64_t)b * dout + i];
-          ih->T[(int64_t)b * dout + i] = t;
-          ub[i] += t;
-        }
-      cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dout, din, B, 1, ih->T, dout, a, na, 1, uW, din);
+      for (PetscInt q0 = 0; q0 < nq; q0 += g) {
+        PetscInt ng = PetscMin(g, nq - q0);
+        for (PetscInt b = 0; b < B; b++)
+          for (int64_t t = so[b]; t < so[b + 1]; t++)
+            for (PetscInt q = 0; q < ng; q++) {
+              double        cb = c[(int64_t)b * nq + q0 + q], *w = ih->Z + t * ng * nd + (int64_t)q * nd;
+              const double *dt = ds + t * nd;
+              for (PetscInt i = 0; i < nd; i++) w[i] = cb * dt[i];
+            }
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ng * nd, na, T, 1, ih->Z, ng * nd, a, na, 1, Ul + (int64_t)q0 * nd * na, na);
+      }
     }
   }
+  PetscFunctionReturn(0);
+}
+
+/* The local part of the block product: U = sum over this rank's shard of C_s V (the layout of fisher_product_block;
+ * ggn: (nq, n) in the slab layout, one R-op forward and backward per chunk and direction). */
+static PetscErrorCode ihvp_local_product(InflIHVP ih, PetscInt nq, const double V[], double U[])
+{
+  PetscFunctionBegin;
+  PetscCall(PetscArrayzero(U, (size_t)nq * ih->n));
+  if (ih->curv == INFL_CURVATURE_GGN) {
+    for (int64_t o = 0; o < ih->count; o += ih->chunk) {
+      PetscInt B = (PetscInt)PetscMin(ih->chunk, ih->count - o);
+      for (PetscInt q = 0; q < nq; q++) PetscCall(InflModelGaussNewtonProduct(ih->model, B, ih->x + o * ih->d, V + (int64_t)q * ih->n, U + (int64_t)q * ih->n));
+    }
+  } else PetscCall(fisher_product_block(ih, nq, V, U));
+  PetscFunctionReturn(0);
+}
+
+/* Y[q] = (C + D) X[q] for nq directions with one pass over the training data. */
+static PetscErrorCode ihvp_apply_block(InflIHVP ih, PetscInt nq, Vec X[], Vec Y[])
+{
+  PetscBool layered = ih->curv != INFL_CURVATURE_GGN;
+
+  PetscFunctionBegin;
+  PetscCall(ihvp_block_work(ih, nq));
+  for (PetscInt q = 0; q < nq; q++) { /* gather each direction to every rank, in the product's layout */
+    const PetscScalar *v;
+    PetscCall(VecScatterBegin(ih->toall, X[q], ih->vall, INSERT_VALUES, SCATTER_FORWARD));
+    PetscCall(VecScatterEnd(ih->toall, X[q], ih->vall, INSERT_VALUES, SCATTER_FORWARD));
+    PetscCall(VecGetArrayRead(ih->vall, &v));
+    if (layered)
+      for (PetscInt l = 0; l < ih->L; l++) InflIHVPSlabToLayer(ih->din[l], ih->dout[l], v + ih->off[l], ih->V + (int64_t)nq * ih->off[l] + (int64_t)q * (ih->off[l + 1] - ih->off[l]));
+    else PetscCall(PetscArraycpy(ih->V + (int64_t)q * ih->n, v, ih->n));
+    PetscCall(VecRestoreArrayRead(ih->vall, &v));
+  }
+  InflCallAll(ih->comm, ihvp_local_product(ih, nq, ih->V, ih->U));
+  for (PetscInt q = 0; q < nq; q++) { /* add the ranks' partial products into Y[q], then the damping */
+    PetscScalar       *u, *yl;
+    const PetscScalar *xl;
+    PetscCall(VecGetArray(ih->uall, &u));
+    if (layered)
+      for (PetscInt l = 0; l < ih->L; l++) InflIHVPLayerToSlab(ih->din[l], ih->dout[l], ih->U + (int64_t)nq * ih->off[l] + (int64_t)q * (ih->off[l + 1] - ih->off[l]), u + ih->off[l]);
+    else PetscCall(PetscArraycpy(u, ih->U + (int64_t)q * ih->n, ih->n));
+    for (PetscInt i = 0; i < ih->n; i++) u[i] /= (double)ih->N;
+    PetscCall(VecRestoreArray(ih->uall, &u));
+    PetscCall(VecSet(Y[q], 0));
+    PetscCall(VecScatterBegin(ih->toall, ih->uall, Y[q], ADD_VALUES, SCATTER_REVERSE));
+    PetscCall(VecScatterEnd(ih->toall, ih->uall, Y[q], ADD_VALUES, SCATTER_REVERSE));
+    PetscCall(VecGetArrayRead(X[q], &xl));
+    PetscCall(VecGetArray(Y[q], &yl));
+    for (PetscInt i = 0; i < ih->rend - ih->rstart; i++) yl[i] += ih->dloc[i] * xl[i];
+    PetscCall(VecRestoreArray(Y[q], &yl));
+    PetscCall(VecRestoreArrayRead(X[q], &xl));
+  }
+  ih->nmult++;
   PetscFunctionReturn(0);
 }
 
 /* y = (C + D) x */
 static PetscErrorCode ihvp_mult(Mat A, Vec x, Vec y)
 {
-  InflIHVP           ih;
-  const PetscScalar *v, *xl;
-  PetscScalar       *u, *yl;
+  InflIHVP ih;
 
   PetscFunctionBegin;
   PetscCall(MatShellGetContext(A, &ih));
-  PetscCall(VecScatterBegin(ih->toall, x, ih->vall, INSERT_VALUES, SCATTER_FORWARD));
-  PetscCall(VecScatterEnd(ih->toall, x, ih->vall, INSERT_VALUES, SCATTER_FORWARD));
-  PetscCall(VecSet(ih->uall, 0));
-  PetscCall(VecGetArrayRead(ih->vall, &v));
-  PetscCall(VecGetArray(ih->uall, &u));
+  PetscCall(ihvp_apply_block(ih, 1, &x, &y));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflIHVPMultBlock(InflIHVP ih, PetscInt nq, Vec X[], Vec Y[])
+{
+  PetscFunctionBegin;
+  PetscCheck(ih->A, ih->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflIHVPSetUp before InflIHVPMultBlock");
+  if (nq > 0) PetscCall(ihvp_apply_block(ih, nq, X, Y));
+  PetscFunctionReturn(0);
+}
+
+/* diag (layer blocks (dout, din+1) in layer order) += the diagonal of sum over this rank's shard of C_s:
+ * Fisher: sum over sequences of g_s^2 (one GEMM of the squares when every sequence is one row, else g_s by a GEMM
+ * over its rows); ggn (rows): sum over classes y of p_y g_y^2 with g_y the gradient for label y (p_y = exp(-loss)). */
+static PetscErrorCode ihvp_local_diagonal(InflIHVP ih, double diag[])
+{
+  double *a2, *d2, *G; /* a2 (Tmax, maxa), d2 (Tmax, maxd) squares; G (maxd, maxa) one sequence's gradient */
+  int64_t rows = ih->cap->Tmax;
+  PetscInt C = 1;
+  int64_t *ylab = NULL;
+
+  PetscFunctionBegin;
+  PetscCall(ihvp_block_work(ih, 1));
+  PetscCall(PetscMalloc3((size_t)rows * ih->maxa, &a2, (size_t)rows * ih->maxd, &d2, (size_t)ih->maxd * ih->maxa, &G));
   if (ih->curv == INFL_CURVATURE_GGN) {
-    for (int64_t o = 0; o < ih->count; o += ih->chunk) {
-      PetscInt B = (PetscInt)PetscMin(ih->chunk, ih->count - o);
-      PetscCall(InflModelGaussNewtonProduct(ih->model, B, ih->x + o * ih->d, v, u));
+    PetscCall(InflModelGetSizes(ih->model, NULL, &C));
+    PetscCall(PetscMalloc1(ih->chunk, &ylab));
+  }
+  for (int64_t lo = ih->start; lo < ih->start + ih->count; lo += ih->chunk) {
+    int64_t hi = PetscMin(lo + ih->chunk, ih->start + ih->count);
+    for (PetscInt y = 0; y < C; y++) {
+      if (ih->curv == INFL_CURVATURE_GGN) {
+        for (int64_t b = 0; b < hi - lo; b++) ylab[b] = y;
+        PetscCall(InflModelCapture(ih->model, (PetscInt)(hi - lo), ih->x + (lo - ih->start) * ih->d, ylab, ih->cap));
+      } else PetscCall(InflModelCaptureShard(ih->model, ih->train, lo, hi, ih->curv == INFL_CURVATURE_TRUE ? INFL_FISHER_TRUE : INFL_FISHER_EMPIRICAL, ih->seed, ih->cap));
+      for (PetscInt l = 0; l < ih->L; l++) {
+        PetscInt      nd = ih->dout[l], na = ih->din[l] + 1, B = ih->cap->B, T = ih->cap->T;
+        const double *a, *ds;
+        double       *Dl = diag + ih->off[l];
+        InflCaptureGetDouble(ih->cap, l, ih->bufa, ih->bufd, &a, &ds);
+        if (T == B) {
+          for (int64_t i = 0; i < (int64_t)T * na; i++) a2[i] = a[i] * a[i];
+          for (PetscInt t = 0; t < T; t++) {
+            double w = ih->curv == INFL_CURVATURE_GGN ? exp(-ih->cap->loss[t]) : 1;
+            for (PetscInt i = 0; i < nd; i++) d2[(int64_t)t * nd + i] = w * ds[(int64_t)t * nd + i] * ds[(int64_t)t * nd + i];
+          }
+          cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, T, 1, d2, nd, a2, na, 1, Dl, na);
+        } else {
+          for (PetscInt b = 0; b < B; b++) {
+            int64_t r0 = ih->cap->offsets[b], nr = ih->cap->offsets[b + 1] - r0;
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, (int)nr, 1, ds + r0 * nd, nd, a + r0 * na, na, 0, G, na);
+            for (int64_t i = 0; i < (int64_t)nd * na; i++) Dl[i] += G[i] * G[i];
+          }
+        }
+      }
     }
-  } else PetscCall(fisher_product_local(ih, v, u));
-  for (PetscInt i = 0; i < ih->n; i++) u[i] /= (double)ih->N;
-  PetscCall(VecRestoreArray(ih->uall, &u));
-  PetscCall(VecRestoreArrayRead(ih->vall, &v));
-  PetscCall(VecSet(y, 0));
-  PetscCall(VecScatterBegin(ih->toall, ih->uall, y, ADD_VALUES, SCATTER_REVERSE));
-  PetscCall(VecScatterEnd(ih->toall, ih->uall, y, ADD_VALUES, SCATTER_REVERSE));
-  PetscCall(VecGetArrayRead(x, &xl));
-  PetscCall(VecGetArray(y, &yl));
-  for (PetscInt i = 0; i < ih->rend - ih->rstart; i++) yl[i] += ih->dloc[i] * xl[i];
-  PetscCall(VecRestoreArray(y, &yl));
-  PetscCall(VecRestoreArrayRead(x, &xl));
-  ih->nmult++;
+  }
+  PetscCall(PetscFree3(a2, d2, G));
+  PetscCall(PetscFree(ylab));
+  PetscFunctionReturn(0);
+}
+
+/* The diagonal of C + D (computed once, with one pass over the data; ggn: one per class): PCJACOBI's
+ * MatGetDiagonal. */
+static PetscErrorCode ihvp_get_diagonal(Mat A, Vec dg)
+{
+  InflIHVP ih;
+
+  PetscFunctionBegin;
+  PetscCall(MatShellGetContext(A, &ih));
+  if (!ih->diag) {
+    double      *dl, *u;
+    PetscScalar *yl;
+    PetscCall(PetscCalloc1(ih->n, &dl));
+    InflCallAll(ih->comm, ihvp_local_diagonal(ih, dl));
+    PetscCall(InflAllreduceSum(dl, ih->n, MPI_DOUBLE, ih->comm));
+    PetscCall(VecGetArray(ih->uall, &u));
+    for (PetscInt l = 0; l < ih->L; l++) InflIHVPLayerToSlab(ih->din[l], ih->dout[l], dl + ih->off[l], u + ih->off[l]);
+    PetscCall(VecDuplicate(dg, &ih->diag));
+    PetscCall(VecGetArray(ih->diag, &yl));
+    for (PetscInt i = 0; i < ih->rend - ih->rstart; i++) yl[i] = u[ih->rstart + i] / (double)ih->N + ih->dloc[i];
+    PetscCall(VecRestoreArray(ih->diag, &yl));
+    PetscCall(VecRestoreArray(ih->uall, &u));
+    PetscCall(PetscFree(dl));
+  }
+  PetscCall(VecCopy(ih->diag, dg));
   PetscFunctionReturn(0);
 }
 
@@ -173,6 +370,7 @@ static PetscErrorCode ihvp_pc_apply(PC pc, Vec x, Vec y)
   InflIHVP           ih;
   const PetscScalar *v;
   PetscScalar       *u, *yl;
+  double            *G;
 
   PetscFunctionBegin;
   PetscCall(PCShellGetContext(pc, &ih));
@@ -180,11 +378,13 @@ static PetscErrorCode ihvp_pc_apply(PC pc, Vec x, Vec y)
   PetscCall(VecScatterEnd(ih->toall, x, ih->vall, INSERT_VALUES, SCATTER_FORWARD));
   PetscCall(VecGetArrayRead(ih->vall, &v));
   PetscCall(VecGetArray(ih->uall, &u));
+  PetscCall(PetscMalloc1((size_t)ih->maxa * ih->maxd, &G));
   for (PetscInt l = 0; l < ih->L; l++) {
-    InflIHVPSlabToLayer(ih->din[l], ih->dout[l], v + ih->off[l], ih->G);
-    PetscCall(InflEKFACPrecondition(ih->ek, l, ih->G));
-    InflIHVPLayerToSlab(ih->din[l], ih->dout[l], ih->G, u + ih->off[l]);
+    InflIHVPSlabToLayer(ih->din[l], ih->dout[l], v + ih->off[l], G);
+    PetscCall(InflEKFACPrecondition(ih->ek, l, G));
+    InflIHVPLayerToSlab(ih->din[l], ih->dout[l], G, u + ih->off[l]);
   }
+  PetscCall(PetscFree(G));
   PetscCall(VecGetArray(y, &yl));
   PetscCall(PetscArraycpy(yl, u + ih->rstart, ih->rend - ih->rstart));
   PetscCall(VecRestoreArray(y, &yl));
@@ -208,65 +408,104 @@ PetscErrorCode InflIHVPSetEKFACPreconditioner(InflIHVP ih)
   PetscFunctionReturn(0);
 }
 
-/* KSP monitor: every -progress_interval seconds (rank 0's clock) a line with the iteration, the residual norm, absolute
- * and relative to the right-hand side, the time since the start of the solve and an ETA.  The ETA extrapolates the
- * trend of log(residual) (least-squares slope per iteration over the later half of the iterations, at least the last
- * IHVP_TREND: CG residuals oscillate) down to the KSP's stopping threshold max(rtol r_0, abstol) (PETSc's default
- * test), at the mean time per iteration so far; it is "unknown" while the trend is not decreasing.  It only reads:
- * the iterates are the same with and without it. */
-static PetscErrorCode ihvp_monitor(KSP ksp, PetscInt it, PetscReal rnorm, void *ctx)
+/* ---------------------------------------------------------------- progress of a solve */
+static PetscErrorCode trace_start(SolveTrace *tr, const char what[], double bnorm, double r0)
 {
-  InflIHVP       ih = (InflIHVP)ctx;
+  PetscFunctionBegin;
+  if (what && what != tr->what) PetscCall(PetscStrncpy(tr->what, what, sizeof(tr->what)));
+  if (!tr->what[0]) PetscCall(PetscStrncpy(tr->what, "solve", sizeof(tr->what)));
+  tr->bnorm  = bnorm;
+  tr->r0     = r0;
+  tr->warned = PETSC_FALSE;
+  PetscCall(PetscTime(&tr->t0));
+  tr->last = tr->t0;
+  PetscFunctionReturn(0);
+}
+
+/* Least-squares slope of log(residual) per iteration over the later half of iterations 0..it (at least the last
+ * IHVP_TREND: CG residuals oscillate); 0 if not finite. */
+static double trace_slope(const SolveTrace *tr, PetscInt it)
+{
+  PetscInt m = PetscMax(PetscMin(it + 1, IHVP_TREND), (it + 1) / 2);
+  double   kbar = (m - 1) / 2.0, lbar = 0, sxy = 0, sxx = 0;
+
+  if (m < 2) return 0;
+  for (PetscInt k = 0; k < m; k++) {
+    double l = tr->logr[it - m + 1 + k];
+    if (!isfinite(l)) return 0;
+    lbar += l / m;
+  }
+  for (PetscInt k = 0; k < m; k++) {
+    sxy += (k - kbar) * (tr->logr[it - m + 1 + k] - lbar);
+    sxx += (k - kbar) * (k - kbar);
+  }
+  return sxy / sxx;
+}
+
+/* Record iteration it's residual norm; every `interval` seconds (and with force) print the progress line
+ *   ihvp query 17: iteration 12, residual norm 3.2e-04 (relative to the right-hand side 1.1e-05, target 1.0e-08), 4.1 s, ETA 6 s (21 more iterations)
+ * on rank 0 of comm.  The ETA extrapolates the trend (trace_slope) down to target = max(rtol r_0, abstol), at the mean
+ * time per iteration so far.  Once, after IHVP_HOPELESS_MIN iterations and a tenth of maxits, a solve whose trend
+ * needs more than twice maxits says so (the residual trend, and what to change).  Collective only in printing. */
+static PetscErrorCode trace_step(MPI_Comm comm, SolveTrace *tr, PetscInt it, double rnorm, double rtol, double abstol, PetscInt maxits, double interval)
+{
   PetscLogDouble now;
-  PetscReal      rtol, abstol, dtol, target;
-  PetscInt       maxits, m;
-  char           eta[128];
+  double         target = PetscMax(rtol * tr->r0, abstol), slope;
+  char           eta[160];
 
   PetscFunctionBegin;
   PetscCall(PetscTime(&now));
-  if (it == 0) { /* a new solve (also one started with KSPSolve on InflIHVPGetKSP's KSP) */
-    Vec b;
-    ih->mon_t0 = ih->mon_last = now;
-    ih->mon_r0                = rnorm;
-    PetscCall(KSPGetRhs(ksp, &b)); /* every rank calls the monitor at iteration 0: the norm is collective */
-    PetscCall(VecNorm(b, NORM_2, &ih->mon_bnorm));
-  }
-  if (it >= ih->mon_cap) {
-    PetscInt cap = PetscMax(2 * ih->mon_cap, 256);
+  if (it >= tr->cap) {
+    PetscInt cap = PetscMax(2 * tr->cap, 256);
     while (cap <= it) cap *= 2;
-    PetscCall(PetscRealloc(sizeof(double) * (size_t)cap, &ih->mon_logr));
-    ih->mon_cap = cap;
+    PetscCall(PetscRealloc(sizeof(double) * (size_t)cap, &tr->logr));
+    tr->cap = cap;
   }
-  ih->mon_logr[it] = rnorm > 0 ? log(rnorm) : -HUGE_VAL;
-  if (now - ih->mon_last < ih->progress_interval) PetscFunctionReturn(0);
-  ih->mon_last = now;
-  PetscCall(KSPGetTolerances(ksp, &rtol, &abstol, &dtol, &maxits));
-  target = PetscMax(rtol * ih->mon_r0, abstol);
-  m      = PetscMax(PetscMin(it + 1, IHVP_TREND), (it + 1) / 2);
+  tr->logr[it] = rnorm > 0 ? log(rnorm) : -HUGE_VAL;
+  slope        = rnorm > target ? trace_slope(tr, it) : 0;
+  if (!tr->warned && it >= IHVP_HOPELESS_MIN && it >= maxits / 10 && rnorm > target) {
+    double more = slope < 0 ? (log(target) - log(rnorm)) / slope : HUGE_VAL;
+    if (it + more > 2.0 * maxits) {
+      char need[64];
+      tr->warned = PETSC_TRUE;
+      if (slope < 0) PetscCall(PetscSNPrintf(need, sizeof(need), "about %.0f more iterations", ceil(more)));
+      else PetscCall(PetscStrncpy(need, "an unbounded number of iterations", sizeof(need)));
+      PetscCall(PetscPrintf(comm, "ihvp: WARNING: %s will not converge within -ihvp_ksp_max_it %d: at iteration %d the relative residual is %.3e and falls %.3g%% per iteration over the last %d iterations, so reaching %.1e needs %s; raise the damping, loosen -ihvp_ksp_rtol, choose another -ihvp_pc_type, or raise -ihvp_ksp_max_it\n", tr->what, (int)maxits, (int)it, tr->bnorm > 0 ? rnorm / tr->bnorm : 0.0, slope < 0 ? 100 * (1 - exp(slope)) : 0.0, (int)PetscMax(PetscMin(it + 1, IHVP_TREND), (it + 1) / 2), tr->bnorm > 0 ? target / tr->bnorm : 0.0, need));
+    }
+  }
+  if (now - tr->last < interval) PetscFunctionReturn(0);
+  tr->last = now;
   PetscCall(PetscStrncpy(eta, it ? "ETA unknown (the residual is not decreasing)" : "ETA unknown (no trend yet)", sizeof(eta)));
   if (rnorm <= target) PetscCall(PetscStrncpy(eta, "ETA 0 s (converged)", sizeof(eta)));
-  else if (m >= 2) { /* slope of log r against the iteration over iterations it-m+1 .. it */
-    double    kbar = (m - 1) / 2.0, lbar = 0, sxy = 0, sxx = 0, slope;
-    PetscBool finite = PETSC_TRUE;
-    for (PetscInt k = 0; k < m; k++) {
-      double l = ih->mon_logr[it - m + 1 + k];
-      if (!isfinite(l)) finite = PETSC_FALSE;
-      lbar += l / m;
-    }
-    for (PetscInt k = 0; finite && k < m; k++) {
-      sxy += (k - kbar) * (ih->mon_logr[it - m + 1 + k] - lbar);
-      sxx += (k - kbar) * (k - kbar);
-    }
-    slope = finite ? sxy / sxx : 0;
-    if (slope < 0) {
-      double more = (log(target) - log(rnorm)) / slope; /* iterations still to go at this rate */
-      double secs = more * (now - ih->mon_t0) / it;
-      if (it + more > maxits) PetscCall(PetscSNPrintf(eta, sizeof(eta), "ETA %.1f s (%.0f more iterations: beyond -ihvp_ksp_max_it %d at this rate)", secs, ceil(more), (int)maxits));
-      else PetscCall(PetscSNPrintf(eta, sizeof(eta), "ETA %.1f s (%.0f more iterations)", secs, ceil(more)));
-    }
+  else if (slope < 0) {
+    double more = (log(target) - log(rnorm)) / slope; /* iterations still to go at this rate */
+    double secs = more * (now - tr->t0) / it;
+    if (it + more > maxits) PetscCall(PetscSNPrintf(eta, sizeof(eta), "ETA %.1f s (%.0f more iterations: beyond -ihvp_ksp_max_it %d at this rate)", secs, ceil(more), (int)maxits));
+    else PetscCall(PetscSNPrintf(eta, sizeof(eta), "ETA %.1f s (%.0f more iterations)", secs, ceil(more)));
   }
-  PetscCall(PetscPrintf(ih->comm, "  ihvp %s: iteration %d, residual norm %.3e (relative to the right-hand side %.3e, target %.1e), %.1f s, %s\n", ih->what[0] ? ih->what : "solve", (int)it, (double)rnorm, ih->mon_bnorm > 0 ? rnorm / ih->mon_bnorm : 0.0, ih->mon_bnorm > 0 ? target / ih->mon_bnorm : 0.0, now - ih->mon_t0, eta));
+  PetscCall(PetscPrintf(comm, "  ihvp %s: iteration %d, residual norm %.3e (relative to the right-hand side %.3e, target %.1e), %.1f s, %s\n", tr->what, (int)it, rnorm, tr->bnorm > 0 ? rnorm / tr->bnorm : 0.0, tr->bnorm > 0 ? target / tr->bnorm : 0.0, now - tr->t0, eta));
   fflush(stdout);
+  PetscFunctionReturn(0);
+}
+
+/* KSP monitor of the one-at-a-time solves: the trace of the running solve.  It only reads: the iterates are the
+ * same with and without it. */
+static PetscErrorCode ihvp_monitor(KSP ksp, PetscInt it, PetscReal rnorm, void *ctx)
+{
+  InflIHVP  ih = (InflIHVP)ctx;
+  PetscReal rtol, abstol, dtol;
+  PetscInt  maxits;
+
+  PetscFunctionBegin;
+  if (it == 0) { /* a new solve (also one started with KSPSolve on InflIHVPGetKSP's KSP) */
+    Vec    b;
+    double bnorm;
+    PetscCall(KSPGetRhs(ksp, &b)); /* every rank calls the monitor at iteration 0: the norm is collective */
+    PetscCall(VecNorm(b, NORM_2, &bnorm));
+    PetscCall(trace_start(&ih->ktrace, ih->ktrace.what, bnorm, rnorm));
+  }
+  PetscCall(KSPGetTolerances(ksp, &rtol, &abstol, &dtol, &maxits));
+  PetscCall(trace_step(ih->comm, &ih->ktrace, it, rnorm, rtol, abstol, maxits, ih->progress_interval));
   PetscFunctionReturn(0);
 }
 
@@ -277,15 +516,20 @@ static PetscErrorCode ihvp_free(InflIHVP ih)
   PetscCall(MatDestroy(&ih->A));
   PetscCall(VecDestroy(&ih->vall));
   PetscCall(VecDestroy(&ih->uall));
+  PetscCall(VecDestroy(&ih->diag));
   PetscCall(VecScatterDestroy(&ih->toall));
   PetscCall(InflCaptureDestroy(&ih->cap));
-  PetscCall(PetscFree5(ih->bufa, ih->bufd, ih->c, ih->T, ih->G));
+  PetscCall(PetscFree2(ih->V, ih->U));
+  PetscCall(PetscFree(ih->c));
+  PetscCall(PetscFree(ih->Z));
+  PetscCall(PetscFree2(ih->bufa, ih->bufd));
+  ih->qcap = 0;
+  ih->ccap = ih->bufcap = 0;
   PetscCall(PetscFree4(ih->din, ih->dout, ih->off, ih->damping));
   PetscCall(PetscFree(ih->dloc));
-  PetscCall(PetscFree(ih->ylab));
-  PetscCall(PetscFree(ih->mon_logr));
-  ih->mon_cap = 0;
-  ih->L       = 0;
+  PetscCall(PetscFree(ih->ktrace.logr));
+  ih->ktrace.cap = 0;
+  ih->L          = 0;
   PetscFunctionReturn(0);
 }
 
@@ -293,28 +537,40 @@ PetscErrorCode InflIHVPSetUp(InflIHVP ih, InflModel model, InflData train, InflE
 {
   InflLinear     *lin;
   InflEKFACLayer *ekl = NULL;
-  PetscInt        Lk = 0, maxa = 1, maxd = 1, C, din0;
-  int64_t         nparams, dN;
-  const int64_t  *y;
+  PetscInt        Lk = 0;
+  int64_t         nparams;
   Vec             proto;
   PC              pc;
+  const char     *type;
 
   PetscFunctionBegin;
   PetscCall(ihvp_free(ih));
   ih->model = model;
   ih->train = train;
   ih->ek    = ek;
+  PetscCall(InflModelIsSequential(model, &ih->seq));
+  PetscCall(InflModelGetType(model, &type));
   PetscCall(InflModelGetLayers(model, &ih->L, &lin));
-  PetscCall(InflModelGetSizes(model, &din0, &C));
   PetscCall(InflModelGetParameters(model, &nparams, NULL, NULL));
-  PetscCheck(nparams < PETSC_MAX_INT, ih->comm, PETSC_ERR_SUP, "the model has %" PRId64 " parameters; a PETSc Vec with 32-bit PetscInt holds at most %d", nparams, (int)PETSC_MAX_INT);
-  ih->n = (PetscInt)nparams;
+  if (ih->curv == INFL_CURVATURE_GGN) { /* the R-op product exists for some types only (the wrapper names the type) */
+    PetscErrorCode ierr;
+    PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
+    ierr = InflModelGaussNewtonProduct(model, 0, NULL, NULL, NULL);
+    PetscCall(PetscPopErrorHandler());
+    if (ierr && !ih->curv_set) { /* the default: the Fisher through the captures for such a type */
+      ih->curv = INFL_CURVATURE_EMPIRICAL;
+      ierr     = 0;
+      PetscCall(PetscPrintf(ih->comm, "ihvp: note: model type %s has no Gauss-Newton product; the curvature is the empirical Fisher (-ihvp_curvature empirical | true)\n", type));
+    }
+    PetscCheck(!ierr, ih->comm, PETSC_ERR_SUP, "-ihvp_curvature ggn: model type %s has no Gauss-Newton (R-op) product; use -ihvp_curvature empirical (data labels) or -ihvp_curvature true (sampled labels), whose products go through the captured layers", type);
+  }
   if (ek) {
     PetscCall(InflEKFACGetLayers(ek, &Lk, &ekl));
-    PetscCheck(Lk == ih->L, ih->comm, PETSC_ERR_ARG_INCOMP, "EK-FAC factors have %d layers but the model has %d", (int)Lk, (int)ih->L);
+    PetscCheck(Lk == ih->L, ih->comm, PETSC_ERR_ARG_INCOMP, "EK-FAC factors have %d layers but the model exposes %d (-ekfac_layers)", (int)Lk, (int)ih->L);
   } else PetscCheck(damping >= 0 && isfinite(damping), ih->comm, PETSC_ERR_ARG_WRONG, "without EK-FAC factors the damping must be given: pass -factors FILE or -ekfac_damping X (X >= 0)");
   PetscCall(PetscMalloc4(ih->L, &ih->din, ih->L, &ih->dout, ih->L + 1, &ih->off, ih->L, &ih->damping));
   ih->off[0] = 0;
+  ih->maxa = ih->maxd = 1;
   for (PetscInt l = 0; l < ih->L; l++) {
     ih->din[l]     = lin[l].din;
     ih->dout[l]    = lin[l].dout;
@@ -322,27 +578,18 @@ PetscErrorCode InflIHVPSetUp(InflIHVP ih, InflModel model, InflData train, InflE
     if (ek) PetscCheck(ekl[l].din == lin[l].din && ekl[l].dout == lin[l].dout, ih->comm, PETSC_ERR_ARG_INCOMP, "EK-FAC layer %d is %d x %d but the model's is %d x %d", (int)l, (int)ekl[l].dout, (int)ekl[l].din + 1, (int)lin[l].dout, (int)lin[l].din + 1);
     ih->damping[l] = damping >= 0 ? damping : ekl[l].damping;
     PetscCheck(ih->damping[l] >= 0 && isfinite(ih->damping[l]), ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "layer %d damping %g must be a finite number >= 0", (int)l, ih->damping[l]);
-    maxa = PetscMax(maxa, lin[l].din + 1);
-    maxd = PetscMax(maxd, lin[l].dout);
+    ih->maxa = PetscMax(ih->maxa, lin[l].din + 1);
+    ih->maxd = PetscMax(ih->maxd, lin[l].dout);
   }
+  PetscCheck(ih->off[ih->L] < PETSC_MAX_INT, ih->comm, PETSC_ERR_SUP, "the captured layers hold %" PRId64 " parameters; a PETSc Vec with 32-bit PetscInt holds at most %d", ih->off[ih->L], (int)PETSC_MAX_INT);
+  ih->n = (PetscInt)ih->off[ih->L];
+  PetscCheck(ih->curv != INFL_CURVATURE_GGN || ih->n == nparams, ih->comm, PETSC_ERR_SUP, "-ihvp_curvature ggn needs every layer of the model (its product is over the whole parameter slab)");
 
-  /* the training shard and the labels of the operator */
+  /* the training shard */
   PetscCall(InflModelCheckData(model, train));
   PetscCall(InflDataGetSizes(train, &ih->N, &ih->d, NULL));
-  PetscCall(InflDataGetShard(train, &ih->start, &ih->count, &ih->x, &y));
-  PetscCall(PetscMalloc1(PetscMax(ih->count, 1), &ih->ylab));
-  if (ih->curv == INFL_CURVATURE_TRUE) {
-    int64_t idx[512];
-    for (int64_t o = 0; o < ih->count; o += 512) {
-      PetscInt B = (PetscInt)PetscMin(512, ih->count - o);
-      for (PetscInt b = 0; b < B; b++) idx[b] = ih->start + o + b;
-      PetscCall(InflModelSampleLabels(model, B, ih->x + o * ih->d, idx, ih->seed, ih->ylab + o));
-    }
-  } else PetscCall(PetscArraycpy(ih->ylab, y, ih->count));
+  PetscCall(InflDataGetShard(train, &ih->start, &ih->count, &ih->x, NULL));
   PetscCall(InflCaptureCreate(model, ih->chunk, &ih->cap));
-  PetscCall(InflCaptureCheckRankOne(ih->cap, "infl ihvp (Fisher operator)"));
-  dN = (int64_t)ih->chunk;
-  PetscCall(PetscMalloc5((size_t)dN * maxa, &ih->bufa, (size_t)dN * maxd, &ih->bufd, dN, &ih->c, (size_t)dN * maxd, &ih->T, (size_t)maxa * maxd, &ih->G));
 
   /* the distributed parameter vector, its gather-to-all, the operator */
   PetscCall(VecCreateMPI(ih->comm, PETSC_DECIDE, ih->n, &proto));
@@ -355,6 +602,7 @@ PetscErrorCode InflIHVPSetUp(InflIHVP ih, InflModel model, InflData train, InflE
   PetscCall(MatCreateShell(ih->comm, ih->rend - ih->rstart, ih->rend - ih->rstart, ih->n, ih->n, ih, &ih->A));
   PetscCall(MatShellSetOperation(ih->A, MATOP_MULT, (void (*)(void))ihvp_mult));
   PetscCall(MatShellSetOperation(ih->A, MATOP_MULT_TRANSPOSE, (void (*)(void))ihvp_mult));
+  PetscCall(MatShellSetOperation(ih->A, MATOP_GET_DIAGONAL, (void (*)(void))ihvp_get_diagonal));
   PetscCall(MatSetOption(ih->A, MAT_SYMMETRIC, PETSC_TRUE));
   PetscCall(MatSetOption(ih->A, MAT_SPD, PETSC_TRUE));
   PetscCall(VecDestroy(&proto));
@@ -364,18 +612,19 @@ PetscErrorCode InflIHVPSetUp(InflIHVP ih, InflModel model, InflData train, InflE
   PetscCall(KSPSetOperators(ih->ksp, ih->A, ih->A));
   PetscCall(KSPSetType(ih->ksp, KSPCG));
   PetscCall(KSPSetNormType(ih->ksp, KSP_NORM_UNPRECONDITIONED)); /* the same stopping test with and without preconditioner */
-  PetscCall(KSPSetTolerances(ih->ksp, 1e-8, 1e-50, PETSC_DEFAULT, 500));
+  PetscCall(KSPSetTolerances(ih->ksp, INFL_IHVP_RTOL, 1e-50, PETSC_DEFAULT, INFL_IHVP_MAX_IT));
   PetscCall(KSPGetPC(ih->ksp, &pc));
-  if (ek) PetscCall(InflIHVPSetEKFACPreconditioner(ih));
-  else PetscCall(PCSetType(pc, PCNONE));
+  PetscCall(PCSetType(pc, PCNONE)); /* measured faster than EK-FAC and the exact diagonal: docs/FIDELITY.md, "Preconditioning" */
   PetscCall(KSPMonitorSet(ih->ksp, ihvp_monitor, ih, NULL)); /* before the options: -ihvp_ksp_monitor_cancel removes it */
   PetscCall(KSPSetFromOptions(ih->ksp));
+  PetscCall(PetscOptionsHasName(NULL, "ihvp_", "-ksp_monitor_cancel", &ih->quiet));
   {
     PCType    t;
     PetscBool isshell;
     PetscCall(PCGetType(pc, &t));
     PetscCall(PetscStrcmp(t, PCSHELL, &isshell));
     PetscCheck(!isshell || ek, ih->comm, PETSC_ERR_ARG_WRONG, "-ihvp_pc_type shell is the EK-FAC inverse and needs -factors FILE");
+    if (isshell) PetscCall(InflIHVPSetEKFACPreconditioner(ih));
   }
   PetscFunctionReturn(0);
 }
@@ -399,6 +648,15 @@ PetscErrorCode InflIHVPGetDamping(InflIHVP ih, PetscInt *L, const double **dampi
   PetscFunctionBegin;
   if (L) *L = ih->L;
   if (damping) *damping = ih->damping;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflIHVPGetSizes(InflIHVP ih, PetscInt *n, PetscInt *L, const int64_t **off)
+{
+  PetscFunctionBegin;
+  if (n) *n = ih->n;
+  if (L) *L = ih->L;
+  if (off) *off = ih->off;
   PetscFunctionReturn(0);
 }
 
@@ -426,6 +684,17 @@ PetscErrorCode InflIHVPVecToArray(InflIHVP ih, Vec v, double g[])
   PetscFunctionReturn(0);
 }
 
+/* The end of a solve: an error naming `what` unless it converged (or -ihvp_allow_unconverged: a warning). */
+static PetscErrorCode ihvp_check_converged(InflIHVP ih, const char what[], InflIHVPSolveInfo *in)
+{
+  PetscFunctionBegin;
+  in->converged = in->reason > 0 ? PETSC_TRUE : PETSC_FALSE;
+  if (in->converged) PetscFunctionReturn(0);
+  PetscCheck(ih->allow_unconverged, ih->comm, PETSC_ERR_NOT_CONVERGED, "Krylov IHVP solve of %s did not converge: %s after %d iterations, residual norm %g (right-hand side norm %g); raise -ihvp_ksp_max_it, loosen -ihvp_ksp_rtol, raise the damping, or pass -ihvp_allow_unconverged", what, KSPConvergedReasons[in->reason], (int)in->iterations, in->rnorm, in->bnorm);
+  PetscCall(PetscPrintf(ih->comm, "ihvp: WARNING: solve of %s did not converge: %s after %d iterations, residual norm %g (right-hand side norm %g); kept as is (-ihvp_allow_unconverged)\n", what, KSPConvergedReasons[in->reason], (int)in->iterations, in->rnorm, in->bnorm));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflIHVPSolve(InflIHVP ih, Vec b, Vec x, const char what[], InflIHVPSolveInfo *info)
 {
   InflIHVPSolveInfo in;
@@ -442,47 +711,460 @@ PetscErrorCode InflIHVPSolve(InflIHVP ih, Vec b, Vec x, const char what[], InflI
     in.reason    = KSP_CONVERGED_ATOL;
     PetscCall(PetscPrintf(ih->comm, "ihvp: note: %s has a zero gradient; its IHVP is zero (no solve)\n", what));
   } else {
-    PetscCall(PetscStrncpy(ih->what, what, sizeof(ih->what)));
+    PetscCall(PetscStrncpy(ih->ktrace.what, what, sizeof(ih->ktrace.what)));
     PetscCall(KSPSolve(ih->ksp, b, x));
-    ih->what[0] = 0;
+    ih->ktrace.what[0] = 0;
     PetscCall(KSPGetConvergedReason(ih->ksp, &in.reason));
     PetscCall(KSPGetIterationNumber(ih->ksp, &in.iterations));
     PetscCall(KSPGetResidualNorm(ih->ksp, &in.rnorm));
-    in.converged = in.reason > 0 ? PETSC_TRUE : PETSC_FALSE;
-    if (!in.converged) {
-      PetscCheck(ih->allow_unconverged, ih->comm, PETSC_ERR_NOT_CONVERGED, "Krylov IHVP solve of %s did not converge: %s after %d iterations, residual norm %g (right-hand side norm %g); raise -ihvp_ksp_max_it, loosen -ihvp_ksp_rtol, raise the damping, or pass -ihvp_allow_unconverged", what, KSPConvergedReasons[in.reason], (int)in.iterations, in.rnorm, in.bnorm);
-      PetscCall(PetscPrintf(ih->comm, "ihvp: WARNING: solve of %s did not converge: %s after %d iterations, residual norm %g (right-hand side norm %g); kept as is (-ihvp_allow_unconverged)\n", what, KSPConvergedReasons[in.reason], (int)in.iterations, in.rnorm, in.bnorm));
-    }
+    PetscCall(ihvp_check_converged(ih, what, &in));
   }
   if (info) *info = in;
   PetscFunctionReturn(0);
 }
 
+/* ---------------------------------------------------------------- lockstep CG over many right-hand sides */
+typedef struct {
+  PetscInt           Q;
+  Vec               *X, *R, *P, *AP, *Z; /* (Q) */
+  double            *rz;                 /* (Q) r^T z of the current iterate */
+  PetscBool         *active;             /* (Q) */
+  SolveTrace        *tr;                 /* (Q) */
+  InflIHVPSolveInfo *info;               /* (Q) */
+  PetscInt           iteration;          /* block iterations done (all running queries are at this iteration) */
+  char               key[65];            /* checkpoint key: a hash of the operator, solver and right-hand sides */
+} BlockCG;
+
+/* What a checkpoint of the block solve must agree on: the curvature, labels, damping, solver options, preconditioner
+ * and the right-hand sides (hashed). */
+static PetscErrorCode block_key(InflIHVP ih, PetscInt Q, const double g[], char key[65])
+{
+  InflHash  h;
+  char      desc[256];
+  PetscReal rtol, abstol, dtol;
+  PetscInt  maxit;
+  PC        pc;
+  PCType    pct;
+
+  PetscFunctionBegin;
+  PetscCall(KSPGetTolerances(ih->ksp, &rtol, &abstol, &dtol, &maxit));
+  PetscCall(KSPGetPC(ih->ksp, &pc));
+  PetscCall(PCGetType(pc, &pct));
+  PetscCall(PetscSNPrintf(desc, sizeof(desc), "ihvp block cg curvature %s seed %" PRIu64 " rtol %.17g abstol %.17g dtol %.17g max_it %d pc %s Q %d n %d", InflCurvatureNames[ih->curv], ih->seed, (double)rtol, (double)abstol, (double)dtol, (int)maxit, pct ? pct : "", (int)Q, (int)ih->n));
+  PetscCall(InflHashCreate(&h));
+  PetscCall(InflHashUpdate(h, desc, strlen(desc)));
+  PetscCall(InflHashUpdate(h, ih->damping, sizeof(double) * (size_t)ih->L));
+  PetscCall(InflHashUpdate(h, g, sizeof(double) * (size_t)Q * ih->n));
+  PetscCall(InflHashFinal(&h, key));
+  PetscFunctionReturn(0);
+}
+
+#define BLOCK_STATE 8 /* per query: active, reason, iterations, bnorm, r0, rz, rnorm, zero_rhs */
+
+/* Collective.  Write the state of the block solve to ih->partial (via PARTIAL.tmp and a rename). */
+static PetscErrorCode block_checkpoint(InflIHVP ih, BlockCG *s)
+{
+  char        tmp[PETSC_MAX_PATH_LEN + 8];
+  hid_t       file;
+  const char *mh, *th;
+  double     *st;
+  int64_t     dst[2] = {s->Q, BLOCK_STATE}, dv[2] = {s->Q, ih->n};
+  PetscMPIInt rank;
+  Vec        *vecs[3] = {s->X, s->R, s->P};
+  const char *names[3] = {"/x", "/r", "/p"};
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(ih->comm, &rank));
+  PetscCall(PetscSNPrintf(tmp, sizeof(tmp), "%s.tmp", ih->partial));
+  PetscCall(InflModelGetHash(ih->model, &mh));
+  PetscCall(InflDataGetHash(ih->train, &th));
+  PetscCall(InflH5Create(ih->comm, tmp, PETSC_TRUE, &file));
+  PetscCall(InflH5SetAttrString(file, "/", "stage", "ihvp"));
+  PetscCall(InflH5SetAttrString(file, "/", "model_sha256", mh));
+  PetscCall(InflH5SetAttrString(file, "/", "train_sha256", th));
+  PetscCall(InflH5SetAttrString(file, "/", "checkpoint_key", s->key));
+  PetscCall(InflH5SetAttrInt(file, "/", "iteration", s->iteration));
+  PetscCall(PetscMalloc1((size_t)s->Q * BLOCK_STATE, &st));
+  for (PetscInt q = 0; q < s->Q; q++) {
+    double *e = st + (int64_t)q * BLOCK_STATE;
+    e[0] = s->active[q];
+    e[1] = s->info[q].reason;
+    e[2] = s->info[q].iterations;
+    e[3] = s->info[q].bnorm;
+    e[4] = s->tr[q].r0;
+    e[5] = s->rz[q];
+    e[6] = s->info[q].rnorm;
+    e[7] = s->info[q].zero_rhs;
+  }
+  PetscCall(InflH5WriteArray(file, "/state", H5T_NATIVE_DOUBLE, 2, dst, st));
+  PetscCall(PetscFree(st));
+  for (int k = 0; k < 3; k++) {
+    PetscCall(InflH5CreateDataset(file, names[k], H5T_NATIVE_DOUBLE, 2, dv));
+    for (PetscInt q = 0; q < s->Q; q++) {
+      const PetscScalar *a;
+      PetscCall(VecScatterBegin(ih->toall, vecs[k][q], ih->vall, INSERT_VALUES, SCATTER_FORWARD));
+      PetscCall(VecScatterEnd(ih->toall, vecs[k][q], ih->vall, INSERT_VALUES, SCATTER_FORWARD));
+      PetscCall(VecGetArrayRead(ih->vall, &a));
+      PetscCall(InflH5WriteRowsAt(file, names[k], H5T_NATIVE_DOUBLE, q, rank == 0 ? 1 : 0, a));
+      PetscCall(VecRestoreArrayRead(ih->vall, &a));
+    }
+  }
+  PetscCall(InflH5Close(&file));
+  PetscCall(InflRenameAll(ih->comm, tmp, ih->partial));
+  PetscFunctionReturn(0);
+}
+
+/* Collective.  Resume the block solve from ih->partial if it exists (after checking it belongs to this solve). */
+static PetscErrorCode block_restore(InflIHVP ih, BlockCG *s, PetscBool *restored)
+{
+  hid_t       file;
+  const char *mh, *th;
+  double     *st, *row;
+  int64_t     dst[2] = {s->Q, BLOCK_STATE}, it;
+  Vec        *vecs[3] = {s->X, s->R, s->P};
+  const char *names[3] = {"/x", "/r", "/p"};
+
+  PetscFunctionBegin;
+  *restored = PETSC_FALSE;
+  if (!ih->partial[0] || !InflFileExists(ih->partial)) PetscFunctionReturn(0);
+  PetscCall(InflModelGetHash(ih->model, &mh));
+  PetscCall(InflDataGetHash(ih->train, &th));
+  PetscCall(InflCheckpointOpen(ih->comm, ih->partial, "ihvp", mh, th, s->key, &file));
+  PetscCall(InflH5GetAttrInt(file, "/", "iteration", &it));
+  PetscCall(InflCheckpointCheckRange(ih->comm, ih->partial, "attribute iteration", it, 0, PETSC_MAX_INT));
+  PetscCall(PetscMalloc2((size_t)s->Q * BLOCK_STATE, &st, ih->n, &row));
+  PetscCall(InflH5ReadArray(file, "/state", H5T_NATIVE_DOUBLE, 2, dst, NULL, st));
+  PetscCall(InflCheckpointCheckFinite(ih->comm, ih->partial, "/state", s->Q, 0, BLOCK_STATE, st));
+  for (int k = 0; k < 3; k++)
+    for (PetscInt q = 0; q < s->Q; q++) {
+      PetscCall(InflH5ReadRows(file, names[k], H5T_NATIVE_DOUBLE, q, 1, row));
+      PetscCall(InflCheckpointCheckFinite(ih->comm, ih->partial, names[k], 1, 0, ih->n, row));
+      PetscCall(InflIHVPArrayToVec(ih, row, vecs[k][q]));
+    }
+  PetscCall(InflH5Close(&file));
+  s->iteration = (PetscInt)it;
+  for (PetscInt q = 0; q < s->Q; q++) {
+    const double *e = st + (int64_t)q * BLOCK_STATE;
+    s->active[q]          = e[0] != 0 ? PETSC_TRUE : PETSC_FALSE;
+    s->info[q].reason     = (KSPConvergedReason)e[1];
+    s->info[q].iterations = (PetscInt)e[2];
+    s->info[q].bnorm      = e[3];
+    s->tr[q].r0           = e[4];
+    s->rz[q]              = e[5];
+    s->info[q].rnorm      = e[6];
+    s->info[q].zero_rhs   = e[7] != 0 ? PETSC_TRUE : PETSC_FALSE;
+    s->info[q].converged  = s->info[q].reason > 0 ? PETSC_TRUE : PETSC_FALSE;
+  }
+  PetscCall(PetscFree2(st, row));
+  PetscCall(PetscPrintf(ih->comm, "ihvp: resuming the block solve from %s at iteration %d\n", ih->partial, (int)s->iteration));
+  *restored = PETSC_TRUE;
+  PetscFunctionReturn(0);
+}
+
+/* The stopping test of one query after its iteration `it` (PETSc's KSPConvergedDefault with the unpreconditioned
+ * norm, x0 = 0, and KSPCG's loss of definiteness): sets reason (0 while running). */
+static KSPConvergedReason block_reason(double rnorm, double r0, PetscInt it, PetscReal rtol, PetscReal abstol, PetscReal dtol, PetscInt maxit)
+{
+  if (!isfinite(rnorm)) return KSP_DIVERGED_NANORINF;
+  if (rnorm <= abstol) return KSP_CONVERGED_ATOL;
+  if (rnorm <= rtol * r0) return KSP_CONVERGED_RTOL;
+  if (it > 0 && rnorm >= dtol * r0) return KSP_DIVERGED_DTOL;
+  if (it >= maxit) return KSP_DIVERGED_ITS;
+  return KSP_CONVERGED_ITERATING;
+}
+
+/* Lockstep preconditioned CG (Hestenes & Stiefel 1952; the recurrence of PETSc's KSPCG with
+ * KSP_NORM_UNPRECONDITIONED) for Q right-hand sides B[q]: every query keeps its own alpha and beta, so its iterates
+ * are those of its own solve; the products of the running queries are made together (ihvp_apply_block: one pass over
+ * the training data per iteration).  A query leaves the block when it converges or fails. */
+static PetscErrorCode block_cg(InflIHVP ih, PetscInt Q, Vec Bv[], const int64_t qindex[], const double g[], Vec X[], InflIHVPSolveInfo info[])
+{
+  BlockCG        s;
+  PetscReal      rtol, abstol, dtol;
+  PetscInt       maxit, *act, nrun = 0;
+  PC             pc;
+  PetscBool      restored;
+  PetscLogDouble t0, last_ckpt;
+  Vec           *Pa, *APa;
+
+  PetscFunctionBegin;
+  PetscCall(PetscMemzero(&s, sizeof(s)));
+  s.Q    = Q;
+  s.X    = X;
+  s.info = info;
+  PetscCall(KSPGetTolerances(ih->ksp, &rtol, &abstol, &dtol, &maxit));
+  PetscCall(KSPSetUp(ih->ksp));
+  PetscCall(KSPGetPC(ih->ksp, &pc));
+  PetscCall(VecDuplicateVecs(X[0], Q, &s.R));
+  PetscCall(VecDuplicateVecs(X[0], Q, &s.P));
+  PetscCall(VecDuplicateVecs(X[0], Q, &s.AP));
+  PetscCall(VecDuplicateVecs(X[0], Q, &s.Z));
+  PetscCall(PetscCalloc3(Q, &s.rz, Q, &s.active, Q, &s.tr));
+  PetscCall(PetscMalloc3(Q, &act, Q, &Pa, Q, &APa));
+  PetscCall(block_key(ih, Q, g, s.key));
+  PetscCall(block_restore(ih, &s, &restored));
+  PetscCall(PetscTime(&t0));
+  last_ckpt = t0;
+  for (PetscInt q = 0; q < Q; q++) {
+    PetscCall(PetscSNPrintf(s.tr[q].what, sizeof(s.tr[q].what), "query %" PRId64, qindex ? qindex[q] : (int64_t)q));
+    if (restored) {
+      double r0 = s.tr[q].r0;
+      PetscCall(trace_start(&s.tr[q], NULL, info[q].bnorm, r0));
+      continue;
+    }
+    PetscCall(PetscMemzero(&info[q], sizeof(info[q])));
+    PetscCall(VecNorm(Bv[q], NORM_2, &info[q].bnorm));
+    PetscCheck(isfinite(info[q].bnorm), ih->comm, PETSC_ERR_FP, "the right-hand side of %s has non-finite entries (norm %g); the model or the query is broken", s.tr[q].what, info[q].bnorm);
+    PetscCall(VecSet(X[q], 0));
+    if (info[q].bnorm == 0) {
+      info[q].zero_rhs = info[q].converged = PETSC_TRUE;
+      info[q].reason   = KSP_CONVERGED_ATOL;
+      PetscCall(PetscPrintf(ih->comm, "ihvp: note: %s has a zero gradient; its IHVP is zero (no solve)\n", s.tr[q].what));
+      continue;
+    }
+    PetscCall(VecCopy(Bv[q], s.R[q]));
+    info[q].rnorm = info[q].bnorm;
+    PetscCall(trace_start(&s.tr[q], NULL, info[q].bnorm, info[q].bnorm));
+    PetscCall(trace_step(ih->comm, &s.tr[q], 0, info[q].rnorm, rtol, abstol, maxit, ih->quiet ? HUGE_VAL : ih->progress_interval));
+    info[q].reason = block_reason(info[q].rnorm, s.tr[q].r0, 0, rtol, abstol, dtol, maxit);
+    if (info[q].reason) continue;
+    s.active[q] = PETSC_TRUE;
+    PetscCall(PCApply(pc, s.R[q], s.Z[q]));
+    PetscCall(VecDot(s.R[q], s.Z[q], &s.rz[q]));
+    PetscCall(VecCopy(s.Z[q], s.P[q]));
+  }
+  for (PetscInt step = 1;; step++) {
+    PetscInt  na = 0;
+    int       flags[2];
+    PetscLogDouble now;
+    for (PetscInt q = 0; q < Q; q++)
+      if (s.active[q]) {
+        act[na] = q;
+        Pa[na]  = s.P[q];
+        APa[na] = s.AP[q];
+        na++;
+      }
+    if (!na) break;
+    nrun = PetscMax(nrun, na);
+    PetscCall(ihvp_apply_block(ih, na, Pa, APa));
+    for (PetscInt k = 0; k < na; k++) {
+      PetscInt    q = act[k];
+      PetscScalar pAp, rznew;
+      PetscCall(VecDot(s.P[q], s.AP[q], &pAp));
+      info[q].iterations++;
+      if (!(pAp > 0)) { /* KSPCG: the operator is not positive definite along p (or the product is not finite) */
+        info[q].reason = isfinite(pAp) ? KSP_DIVERGED_INDEFINITE_MAT : KSP_DIVERGED_NANORINF;
+        s.active[q]    = PETSC_FALSE;
+        continue;
+      }
+      PetscCall(VecAXPY(X[q], s.rz[q] / pAp, s.P[q]));
+      PetscCall(VecAXPY(s.R[q], -s.rz[q] / pAp, s.AP[q]));
+      PetscCall(VecNorm(s.R[q], NORM_2, &info[q].rnorm));
+      PetscCall(trace_step(ih->comm, &s.tr[q], info[q].iterations, info[q].rnorm, rtol, abstol, maxit, ih->quiet ? HUGE_VAL : ih->progress_interval));
+      info[q].reason = block_reason(info[q].rnorm, s.tr[q].r0, info[q].iterations, rtol, abstol, dtol, maxit);
+      if (info[q].reason) {
+        s.active[q] = PETSC_FALSE;
+        continue;
+      }
+      PetscCall(PCApply(pc, s.R[q], s.Z[q]));
+      PetscCall(VecDot(s.R[q], s.Z[q], &rznew));
+      PetscCall(VecAYPX(s.P[q], rznew / s.rz[q], s.Z[q]));
+      s.rz[q] = rznew;
+    }
+    s.iteration++;
+    /* agree on a checkpoint (rank 0's clock) or a stop (a signal on any rank, or -checkpoint_stop_after) */
+    PetscCall(PetscTime(&now));
+    flags[0] = InflSignalReceived() ? 1 : 0;
+    flags[1] = (ih->partial[0] && now - last_ckpt >= ih->ckpt_interval) ? 1 : 0;
+    PetscCallMPI(MPI_Bcast(&flags[1], 1, MPI_INT, 0, ih->comm));
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, flags, 2, MPI_INT, MPI_MAX, ih->comm));
+    {
+      PetscBool more = PETSC_FALSE, stop_after = ih->stop_after > 0 && step >= ih->stop_after ? PETSC_TRUE : PETSC_FALSE;
+      for (PetscInt q = 0; q < Q; q++) more = more || s.active[q];
+      if (!more) break;
+      if (ih->partial[0] && (flags[0] || flags[1] || stop_after)) {
+        PetscCall(block_checkpoint(ih, &s));
+        last_ckpt = now;
+      }
+      if (flags[0] && ih->partial[0]) PetscCall(InflInterrupted(ih->comm, "ihvp (Krylov solves)", ih->partial));
+      if (stop_after && ih->partial[0]) SETERRQ(ih->comm, INFL_ERR_INTERRUPTED, "ihvp (Krylov solves) stopped after iteration %d (-checkpoint_stop_after %d); its progress is saved in %s: run the same command again to resume", (int)s.iteration, (int)ih->stop_after, ih->partial);
+    }
+  }
+  {
+    PetscLogDouble t1;
+    PetscCall(PetscTime(&t1));
+    PetscCall(PetscPrintf(ih->comm, "ihvp: block CG: %d queries, %d iterations (%d products of up to %d directions), %.2f s\n", (int)Q, (int)s.iteration, (int)s.iteration, (int)nrun, t1 - t0));
+  }
+  for (PetscInt q = 0; q < Q; q++) {
+    PetscCall(PetscFree(s.tr[q].logr));
+    if (!info[q].zero_rhs) PetscCall(ihvp_check_converged(ih, s.tr[q].what, &info[q]));
+  }
+  PetscCall(VecDestroyVecs(Q, &s.R));
+  PetscCall(VecDestroyVecs(Q, &s.P));
+  PetscCall(VecDestroyVecs(Q, &s.AP));
+  PetscCall(VecDestroyVecs(Q, &s.Z));
+  PetscCall(PetscFree3(s.rz, s.active, s.tr));
+  PetscCall(PetscFree3(act, Pa, APa));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflIHVPSolveGradients(InflIHVP ih, PetscInt Q, const double g[], const int64_t qindex[], double **P, InflIHVPSolveInfo info[])
+{
+  Vec               *Bv, *X;
+  InflIHVPSolveInfo *in;
+  KSPType            kt;
+  PetscBool          iscg;
+  double            *x;
+
+  PetscFunctionBegin;
+  PetscCheck(ih->ksp, ih->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflIHVPSetUp before InflIHVPSolveGradients");
+  PetscCheck(Q > 0, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "no queries given; pass -query_indices");
+  PetscCall(KSPGetType(ih->ksp, &kt));
+  PetscCall(PetscStrcmp(kt, KSPCG, &iscg));
+  {
+    Vec proto;
+    PetscCall(MatCreateVecs(ih->A, &proto, NULL));
+    PetscCall(VecDuplicateVecs(proto, Q, &Bv));
+    PetscCall(VecDuplicateVecs(proto, Q, &X));
+    PetscCall(VecDestroy(&proto));
+  }
+  PetscCall(PetscMalloc2(Q, &in, ih->n, &x));
+  for (PetscInt q = 0; q < Q; q++) PetscCall(InflIHVPArrayToVec(ih, g + (int64_t)q * ih->n, Bv[q]));
+  if (ih->block && iscg) PetscCall(block_cg(ih, Q, Bv, qindex, g, X, in));
+  else
+    for (PetscInt q = 0; q < Q; q++) {
+      char what[64];
+      PetscCall(PetscSNPrintf(what, sizeof(what), "query %" PRId64, qindex ? qindex[q] : (int64_t)q));
+      PetscCall(InflIHVPSolve(ih, Bv[q], X[q], what, &in[q]));
+    }
+  for (PetscInt l = 0; l < ih->L; l++) PetscCall(PetscMalloc1((size_t)Q * (ih->off[l + 1] - ih->off[l]), &P[l]));
+  for (PetscInt q = 0; q < Q; q++) {
+    PetscCall(InflIHVPVecToArray(ih, X[q], x));
+    for (PetscInt l = 0; l < ih->L; l++) InflIHVPSlabToLayer(ih->din[l], ih->dout[l], x + ih->off[l], P[l] + (int64_t)q * (ih->off[l + 1] - ih->off[l]));
+    if (info) info[q] = in[q];
+  }
+  PetscCall(VecDestroyVecs(Q, &Bv));
+  PetscCall(VecDestroyVecs(Q, &X));
+  PetscCall(PetscFree2(in, x));
+  PetscFunctionReturn(0);
+}
+
+/* g (B, n) in the IHVP layout = each sequence's gradient sum_t Ds_t a_t^T of every exposed layer, from a capture. */
+PetscErrorCode InflIHVPCaptureGradients(InflIHVP ih, const InflCapture *cap, double g[])
+{
+  double *ba, *bd, *G; /* the capture's rows in double; G (maxd, maxa) */
+
+  PetscFunctionBegin;
+  PetscCall(PetscMalloc3((size_t)PetscMax(cap->T, 1) * ih->maxa, &ba, (size_t)PetscMax(cap->T, 1) * ih->maxd, &bd, (size_t)ih->maxa * ih->maxd, &G));
+  for (PetscInt l = 0; l < ih->L; l++) {
+    PetscInt      nd = ih->dout[l], na = ih->din[l] + 1;
+    const double *a, *ds;
+    InflCaptureGetDouble(cap, l, ba, bd, &a, &ds);
+    for (PetscInt b = 0; b < cap->B; b++) {
+      int64_t r0 = cap->offsets[b], nr = cap->offsets[b + 1] - r0;
+      cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, (int)nr, 1, ds + r0 * nd, nd, a + r0 * na, na, 0, G, na);
+      InflIHVPLayerToSlab(ih->din[l], nd, G, g + (int64_t)b * ih->n + ih->off[l]);
+    }
+  }
+  PetscCall(PetscFree3(ba, bd, G));
+  PetscFunctionReturn(0);
+}
+
+/* Fill g (Q, n) through captures of up to ih->chunk queries in double precision; fill(ctx, q0, nq, cap). */
+static PetscErrorCode query_gradients(InflIHVP ih, PetscInt Q, PetscErrorCode (*fill)(void *, PetscInt, PetscInt, InflCapture *), void *ctx, double g[])
+{
+  InflPrecision prec;
+  InflCapture  *cap;
+  PetscInt      chunk = PetscMin(Q, ih->chunk);
+
+  PetscFunctionBegin;
+  PetscCall(InflModelGetPrecision(ih->model, &prec));
+  PetscCall(InflModelSetPrecision(ih->model, INFL_PREC_DOUBLE));
+  PetscCall(InflCaptureCreate(ih->model, PetscMax(chunk, 1), &cap));
+  for (PetscInt q0 = 0; q0 < Q; q0 += chunk) {
+    PetscInt nq = PetscMin(chunk, Q - q0);
+    InflCallAll(ih->comm, (*fill)(ctx, q0, nq, cap));
+    PetscCall(InflIHVPCaptureGradients(ih, cap, g + (int64_t)q0 * ih->n));
+  }
+  PetscCall(InflCaptureDestroy(&cap));
+  PetscCall(InflModelSetPrecision(ih->model, prec));
+  PetscFunctionReturn(0);
+}
+
+typedef struct {
+  InflModel      model;
+  InflData       data;
+  const int64_t *idx;
+  const float   *x;
+  const int64_t *y;
+  PetscInt       din;
+  const int64_t *off;
+  const int32_t *tok, *tgt;
+} QueryFill;
+
+static PetscErrorCode fill_data(void *ctx, PetscInt q0, PetscInt nq, InflCapture *cap)
+{
+  QueryFill *f = (QueryFill *)ctx;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelCaptureExamples(f->model, f->data, nq, f->idx + q0, INFL_FISHER_EMPIRICAL, 0, cap));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode fill_rows(void *ctx, PetscInt q0, PetscInt nq, InflCapture *cap)
+{
+  QueryFill *f = (QueryFill *)ctx;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelCapture(f->model, nq, f->x + (int64_t)q0 * f->din, f->y + q0, cap));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode fill_sequences(void *ctx, PetscInt q0, PetscInt nq, InflCapture *cap)
+{
+  QueryFill *f = (QueryFill *)ctx;
+  int64_t   *boff; /* (nq+1) */
+
+  PetscFunctionBegin;
+  PetscCall(PetscMalloc1(nq + 1, &boff));
+  for (PetscInt b = 0; b <= nq; b++) boff[b] = f->off[q0 + b] - f->off[q0];
+  PetscCall(InflModelCaptureSequences(f->model, nq, boff, f->tok + f->off[q0], f->tgt ? f->tgt + f->off[q0] : NULL, cap));
+  PetscCall(PetscFree(boff));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflIHVPQueryGradients(InflIHVP ih, InflData query, PetscInt Q, const int64_t qidx[], double g[])
+{
+  QueryFill f = {.model = ih->model, .data = query, .idx = qidx};
+
+  PetscFunctionBegin;
+  PetscCheck(ih->A, ih->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflIHVPSetUp before InflIHVPQueryGradients");
+  PetscCall(InflModelCheckData(ih->model, query));
+  PetscCall(query_gradients(ih, Q, fill_data, &f, g));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflIHVPSequenceGradients(InflIHVP ih, PetscInt Q, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], double g[])
+{
+  QueryFill f = {.model = ih->model, .off = offsets, .tok = tokens, .tgt = targets};
+
+  PetscFunctionBegin;
+  PetscCheck(ih->A, ih->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflIHVPSetUp before InflIHVPSequenceGradients");
+  PetscCall(query_gradients(ih, Q, fill_sequences, &f, g));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflIHVPSolveQueries(InflIHVP ih, PetscInt Q, const float xq[], const int64_t yq[], const int64_t qindex[], double **P, InflIHVPSolveInfo info[])
 {
-  double  *g;
-  Vec      b, x;
-  PetscInt din0;
+  double   *g; /* (Q, n) */
+  QueryFill f = {.model = ih->model, .x = xq, .y = yq};
 
   PetscFunctionBegin;
   PetscCheck(ih->ksp, ih->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflIHVPSetUp before InflIHVPSolveQueries");
-  PetscCall(InflModelGetSizes(ih->model, &din0, NULL));
-  PetscCall(PetscMalloc1(ih->n, &g));
-  PetscCall(MatCreateVecs(ih->A, &x, &b));
-  for (PetscInt l = 0; l < ih->L; l++) PetscCall(PetscMalloc1((size_t)Q * (ih->off[l + 1] - ih->off[l]), &P[l]));
-  for (PetscInt q = 0; q < Q; q++) {
-    char              what[64];
-    InflIHVPSolveInfo in;
-    PetscCall(PetscSNPrintf(what, sizeof(what), "query %" PRId64, qindex ? qindex[q] : (int64_t)q));
-    PetscCall(InflModelPerExampleGradients(ih->model, 1, xq + (int64_t)q * din0, yq + q, g));
-    PetscCall(InflIHVPArrayToVec(ih, g, b));
-    PetscCall(InflIHVPSolve(ih, b, x, what, &in));
-    PetscCall(InflIHVPVecToArray(ih, x, g));
-    for (PetscInt l = 0; l < ih->L; l++) InflIHVPSlabToLayer(ih->din[l], ih->dout[l], g + ih->off[l], P[l] + (int64_t)q * (ih->off[l + 1] - ih->off[l]));
-    if (info) info[q] = in;
-  }
-  PetscCall(VecDestroy(&b));
-  PetscCall(VecDestroy(&x));
+  PetscCall(InflModelGetSizes(ih->model, &f.din, NULL));
+  PetscCall(PetscMalloc1((size_t)Q * ih->n, &g));
+  PetscCall(query_gradients(ih, Q, fill_rows, &f, g));
+  PetscCall(InflIHVPSolveGradients(ih, Q, g, qindex, P, info));
   PetscCall(PetscFree(g));
   PetscFunctionReturn(0);
 }
@@ -491,9 +1173,9 @@ PetscErrorCode InflIHVPView(InflIHVP ih, PetscViewer viewer)
 {
   PetscFunctionBegin;
   if (!viewer) PetscCall(PetscViewerASCIIGetStdout(ih->comm, &viewer));
-  PetscCall(PetscViewerASCIIPrintf(viewer, "InflIHVP: (%s + damping)^-1 over %d parameters, %" PRId64 " training examples, damping", InflCurvatureNames[ih->curv], (int)ih->n, ih->N));
-  for (PetscInt l = 0; l < ih->L; l++) PetscCall(PetscViewerASCIIPrintf(viewer, " %g", ih->damping[l]));
-  PetscCall(PetscViewerASCIIPrintf(viewer, "\n"));
+  PetscCall(PetscViewerASCIIPrintf(viewer, "InflIHVP: (%s + damping)^-1 over %d parameters of %d layers, %" PRId64 " training %s, %s, damping", InflCurvatureNames[ih->curv], (int)ih->n, (int)ih->L, ih->N, ih->seq ? "sequences" : "examples", ih->block ? "all queries solved together (lockstep CG)" : "one solve per query"));
+  for (PetscInt l = 0; l < PetscMin(ih->L, 8); l++) PetscCall(PetscViewerASCIIPrintf(viewer, " %g", ih->damping[l]));
+  PetscCall(PetscViewerASCIIPrintf(viewer, "%s\n", ih->L > 8 ? " ..." : ""));
   if (ih->ksp) {
     PetscCall(PetscViewerASCIIPushTab(viewer));
     PetscCall(KSPView(ih->ksp, viewer));

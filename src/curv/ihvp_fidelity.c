@@ -67,29 +67,27 @@ static void ranks(int64_t N, const double a[], Pair *w, double r[])
   }
 }
 
-PetscErrorCode InflFidelityCompute(InflIHVP ih, InflModel model, InflEKFAC ek, InflData train, PetscInt Q, const float xq[], const int64_t yq[], const int64_t qindex[], PetscInt K, InflFidelity *fid)
+PetscErrorCode InflFidelityCompute(InflIHVP ih, InflModel model, InflEKFAC ek, InflData train, PetscInt Q, const double g[], const int64_t qindex[], PetscInt K, InflFidelity *fid)
 {
   MPI_Comm          comm;
-  PetscInt          L, din0, M = 5; /* identity, K-FAC, EK-FAC, EK-FAC low rank, exact */
-  PetscInt          rank = 32;
+  PetscInt          L, M = 5; /* identity, K-FAC, EK-FAC, EK-FAC low rank, exact */
+  PetscInt          rank = 32, n;
   InflLinear       *lin;
   InflEKFACLayer   *ekl;
-  double          **P[5], *g, *T, *S, *bufa, *bufd, *out;
+  double          **P[5], *T, *S, *bufa, *bufd, *out, *rowsum;
   InflIHVPSolveInfo *info;
-  int64_t           n, N, d, start, count, *off, per_max = 1;
-  const float      *x;
-  const int64_t    *y;
+  int64_t           N, start, count, per_max = 1;
+  const int64_t    *off;
   InflCapture      *cap;
-  PetscInt          chunk = 256, maxw = 1;
+  PetscInt          chunk = 256, maxw = 1, maxrows;
 
   PetscFunctionBegin;
   PetscCall(InflModelGetComm(model, &comm));
   PetscCall(InflModelGetLayers(model, &L, &lin));
-  PetscCall(InflModelGetSizes(model, &din0, NULL));
-  PetscCall(InflModelGetParameters(model, &n, NULL, NULL));
+  PetscCall(InflIHVPGetSizes(ih, &n, NULL, &off));
   PetscCall(InflEKFACGetLayers(ek, NULL, &ekl));
-  PetscCall(InflDataGetSizes(train, &N, &d, NULL));
-  PetscCall(InflDataGetShard(train, &start, &count, &x, &y));
+  PetscCall(InflDataGetSizes(train, &N, NULL, NULL));
+  PetscCall(InflDataGetShard(train, &start, &count, NULL, NULL));
   PetscCheck(K > 0 && K <= N, comm, PETSC_ERR_ARG_OUTOFRANGE, "top-k size %d must be in [1, %" PRId64 "] (the training examples compared)", (int)K, N);
   PetscCall(PetscMemzero(fid, sizeof(*fid)));
   PetscCall(PetscOptionsGetInt(NULL, NULL, "-fidelity_rank", &rank, NULL));
@@ -101,10 +99,7 @@ PetscErrorCode InflFidelityCompute(InflIHVP ih, InflModel model, InflEKFAC ek, I
   PetscCall(PetscStrncpy(fid->names[1], "K-FAC", 16));
   PetscCall(PetscStrncpy(fid->names[2], "EK-FAC", 16));
   PetscCall(PetscSNPrintf(fid->names[3], 16, "EK-FAC r%d", (int)rank));
-  PetscCall(PetscMalloc1(L + 1, &off));
-  off[0] = 0;
   for (PetscInt l = 0; l < L; l++) {
-    off[l + 1] = off[l] + (int64_t)lin[l].dout * (lin[l].din + 1);
     per_max    = PetscMax(per_max, off[l + 1] - off[l]);
     maxw       = PetscMax(maxw, PetscMax(lin[l].dout, lin[l].din + 1));
   }
@@ -112,19 +107,18 @@ PetscErrorCode InflFidelityCompute(InflIHVP ih, InflModel model, InflEKFAC ek, I
   /* the exact IHVPs, then the approximations of the same query gradients */
   PetscCall(PetscMalloc1(Q, &info));
   for (PetscInt m = 0; m < M; m++) PetscCall(PetscCalloc1(L, &P[m]));
-  PetscCall(InflIHVPSolveQueries(ih, Q, xq, yq, qindex, P[4], info));
+  PetscCall(InflIHVPSolveGradients(ih, Q, g, qindex, P[4], info));
   PetscCall(PetscMalloc1(Q, &fid->iterations));
   for (PetscInt q = 0; q < Q; q++) fid->iterations[q] = info[q].iterations;
-  PetscCall(PetscMalloc3(n, &g, per_max, &T, per_max, &S));
+  PetscCall(PetscMalloc2(per_max, &T, per_max, &S));
   for (PetscInt m = 0; m < 4; m++)
     for (PetscInt l = 0; l < L; l++) PetscCall(PetscMalloc1((size_t)Q * (off[l + 1] - off[l]), &P[m][l]));
   for (PetscInt q = 0; q < Q; q++) {
-    PetscCall(InflModelPerExampleGradients(model, 1, xq + (int64_t)q * din0, yq + q, g));
     for (PetscInt l = 0; l < L; l++) {
       PetscInt nd = lin[l].dout, na = lin[l].din + 1;
       int64_t  per = off[l + 1] - off[l];
       double  *Gi = P[0][l] + q * per, *Gk = P[1][l] + q * per, *Ge = P[2][l] + q * per;
-      InflIHVPSlabToLayer(lin[l].din, nd, g + off[l], Gi);
+      InflIHVPSlabToLayer(lin[l].din, nd, g + (int64_t)q * n + off[l], Gi);
       PetscCall(PetscArraycpy(Gk, Gi, per));
       PetscCall(PetscArraycpy(Ge, Gi, per));
       for (PetscInt i = 0; i < nd; i++)
@@ -144,34 +138,40 @@ PetscErrorCode InflFidelityCompute(InflIHVP ih, InflModel model, InflEKFAC ek, I
     }
   }
 
-  /* scores of every training example (columns of this rank's shard) for every method, summed over ranks */
+  /* scores of every training example (columns of this rank's shard) for every method, summed over ranks: the terms
+   * Ds_t^T P a_t of every row, summed over each sequence's rows (training examples with their data labels) */
   PetscCall(PetscCalloc1((size_t)M * Q * N, &out));
+  PetscCall(InflModelGetMaxRows(model, &maxrows));
   PetscCall(InflCaptureCreate(model, chunk, &cap));
-  PetscCall(InflCaptureCheckRankOne(cap, "infl fidelity"));
-  PetscCall(PetscFree3(g, T, S));
-  PetscCall(PetscMalloc4((size_t)chunk * maxw, &bufa, (size_t)chunk * maxw, &bufd, (size_t)chunk * Q * maxw, &T, 1, &S));
-  for (int64_t o = 0; o < count; o += chunk) {
-    PetscInt B = (PetscInt)PetscMin(chunk, count - o);
-    PetscCall(InflModelCapture(model, B, x + o * d, y + o, cap));
+  PetscCall(PetscFree2(T, S));
+  maxrows *= chunk;
+  PetscCall(PetscMalloc4((size_t)maxrows * maxw, &bufa, (size_t)maxrows * maxw, &bufd, (size_t)maxrows * Q * maxw, &T, Q, &rowsum));
+  for (int64_t lo = start; lo < start + count; lo += chunk) {
+    int64_t hi = PetscMin(lo + chunk, start + count);
+    InflCallAll(comm, InflModelCaptureShard(model, train, lo, hi, INFL_FISHER_EMPIRICAL, 0, cap));
     for (PetscInt l = 0; l < L; l++) {
-      PetscInt      nd = lin[l].dout, na = lin[l].din + 1;
+      PetscInt      nd = lin[l].dout, na = lin[l].din + 1, Tr = cap->T;
       const double *a, *ds;
       InflCaptureGetDouble(cap, l, bufa, bufd, &a, &ds);
       for (PetscInt m = 0; m < M; m++) {
-        /* T (B, Q*nd) = a P^T with P stacked (Q*nd, na) */
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, Q * nd, na, 1, a, na, P[m][l], na, 0, T, Q * nd);
-        for (PetscInt b = 0; b < B; b++)
-          for (PetscInt q = 0; q < Q; q++) {
-            double s = 0;
-            for (PetscInt i = 0; i < nd; i++) s += T[(int64_t)b * Q * nd + (int64_t)q * nd + i] * ds[(int64_t)b * nd + i];
-            out[((int64_t)m * Q + q) * N + start + o + b] += s;
-          }
+        /* T (rows, Q*nd) = a P^T with P stacked (Q*nd, na) */
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tr, Q * nd, na, 1, a, na, P[m][l], na, 0, T, Q * nd);
+        for (PetscInt b = 0; b < cap->B; b++) {
+          PetscCall(PetscArrayzero(rowsum, Q));
+          for (int64_t t = cap->offsets[b]; t < cap->offsets[b + 1]; t++)
+            for (PetscInt q = 0; q < Q; q++) {
+              double s = 0;
+              for (PetscInt i = 0; i < nd; i++) s += T[t * Q * nd + (int64_t)q * nd + i] * ds[t * nd + i];
+              rowsum[q] += s;
+            }
+          for (PetscInt q = 0; q < Q; q++) out[((int64_t)m * Q + q) * N + lo + b] += rowsum[q];
+        }
       }
     }
   }
   PetscCall(InflAllreduceSum(out, (int64_t)M * Q * N, MPI_DOUBLE, comm));
   PetscCall(InflCaptureDestroy(&cap));
-  PetscCall(PetscFree4(bufa, bufd, T, S));
+  PetscCall(PetscFree4(bufa, bufd, T, rowsum));
 
   /* metrics (every rank computes the same numbers) */
   PetscCall(PetscMalloc4(4 * Q, &fid->pearson, 4 * Q, &fid->spearman, 4 * Q, &fid->overlap, 4 * Q, &fid->relerr));
@@ -218,7 +218,6 @@ PetscErrorCode InflFidelityCompute(InflIHVP ih, InflModel model, InflEKFAC ek, I
     PetscCall(PetscFree(P[m]));
   }
   PetscCall(PetscFree(out));
-  PetscCall(PetscFree(off));
   PetscCall(PetscFree(info));
   PetscFunctionReturn(0);
 }

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
-typedef enum { DATA_IDX, DATA_H5, DATA_TEXT, DATA_TOKENS } DataKind;
+typedef enum { DATA_IDX, DATA_H5, DATA_TEXT, DATA_TOKENS, DATA_SUBSET } DataKind;
 
 struct _p_InflData {
   MPI_Comm comm;
@@ -40,6 +40,9 @@ struct _p_InflData {
   int32_t       *slen;             /* (N) window lengths */
   int32_t       *stok;             /* (shard tokens) this rank's windows concatenated */
   int64_t       *soff;             /* (count+1) offsets into stok */
+  /* a subset (InflDataCreateSubset): example i is example pidx[i] of parent, with label plab[i] */
+  InflData       parent;
+  int64_t       *pidx, *plab;     /* (N) */
 };
 
 /* Run `call` on every rank, destroy the half-built data set on all ranks if any failed, then fail together. */
@@ -367,6 +370,69 @@ PetscErrorCode InflDataOpenNamed(MPI_Comm comm, const char spec[], const char na
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode InflDataCreateSubset(InflData parent, MPI_Comm comm, int64_t n, const int64_t idx[], const int64_t labels[], const char tag[], InflData *out)
+{
+  InflData    data;
+  PetscMPIInt rank, size;
+  int64_t     ymax = -1;
+
+  PetscFunctionBegin;
+  *out = NULL;
+  PetscCheck(parent->content == INFL_DATA_ROWS, comm, PETSC_ERR_SUP, "data %s holds token sequences: subsets are taken of rows of features (idx:, h5:) in this version", parent->spec);
+  PetscCheck(n >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "a subset of data %s needs at least one example (got %" PRId64 ")", parent->spec, n);
+  for (int64_t i = 0; i < n; i++) {
+    PetscCheck(idx[i] >= 0 && idx[i] < parent->N, comm, PETSC_ERR_ARG_OUTOFRANGE, "subset of data %s: example index %" PRId64 " (entry %" PRId64 ") is outside [0, %" PRId64 ")", parent->spec, idx[i], i, parent->N);
+    PetscCheck(!labels || labels[i] >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "subset of data %s: label %" PRId64 " of entry %" PRId64 " is negative", parent->spec, labels[i], i);
+  }
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCall(PetscNew(&data));
+  PetscCall(PetscStrncpy(data->name, parent->name, sizeof(data->name)));
+  data->h5      = H5I_INVALID_HID;
+  data->comm    = comm;
+  data->kind    = DATA_SUBSET;
+  data->content = INFL_DATA_ROWS;
+  data->parent  = parent;
+  data->N       = n;
+  data->Nfile   = n;
+  data->limit   = n;
+  data->d       = parent->d;
+  PetscCall(PetscStrallocpy(parent->spec, &data->spec));
+  PetscCall(PetscMalloc2(n, &data->pidx, n, &data->plab));
+  PetscCall(PetscArraycpy(data->pidx, idx, n));
+  InflPartition(n, size, rank, &data->start, &data->count);
+  PetscCall(PetscMalloc1(data->count * data->d + 1, &data->x));
+  PetscCall(PetscMalloc1(data->count + 1, &data->y));
+  InflCallAll(comm, InflDataGetExamples(parent, (PetscInt)data->count, data->pidx + data->start, data->x, data->y));
+  if (labels) PetscCall(PetscArraycpy(data->plab, labels, n));
+  else { /* the parent's labels of every member (its shard and InflDataGetExamples): gathered by the ranks' blocks */
+    PetscMPIInt *counts, *displs;
+    PetscCall(PetscMalloc2(size, &counts, size, &displs));
+    for (PetscMPIInt r = 0; r < size; r++) {
+      int64_t s0, c0;
+      InflPartition(n, size, r, &s0, &c0);
+      PetscCall(InflMPIIntCast(c0, "subset examples per rank", &counts[r]));
+      PetscCall(InflMPIIntCast(s0, "subset offset", &displs[r]));
+    }
+    PetscCallMPI(MPI_Allgatherv(data->y, counts[rank], MPI_INT64_T, data->plab, counts, displs, MPI_INT64_T, comm));
+    PetscCall(PetscFree2(counts, displs));
+  }
+  for (int64_t i = 0; i < data->count; i++) data->y[i] = data->plab[data->start + i];
+  for (int64_t i = 0; i < n; i++) ymax = PetscMax(ymax, data->plab[i]);
+  data->nclasses = PetscMax(ymax + 1, parent->nclasses);
+  { /* the parent's hash, the tag and every member with its label: the same on every rank */
+    InflHash h;
+    PetscCall(InflHashCreate(&h));
+    PetscCall(InflHashUpdate(h, parent->hash, 64));
+    PetscCall(InflHashUpdate(h, tag ? tag : "", tag ? strlen(tag) : 0));
+    PetscCall(InflHashUpdate(h, data->pidx, sizeof(int64_t) * (size_t)n));
+    PetscCall(InflHashUpdate(h, data->plab, sizeof(int64_t) * (size_t)n));
+    PetscCall(InflHashFinal(&h, data->hash));
+  }
+  *out = data;
+  PetscFunctionReturn(0);
+}
+
 /* ---------------------------------------------------------------- token sequences */
 static PetscErrorCode seq_free(InflData data)
 {
@@ -480,6 +546,22 @@ static PetscErrorCode seq_windows(MPI_Comm comm, InflData data, PetscInt len)
   PetscFunctionReturn(0);
 }
 
+/* The steps of InflDataSetUpSequences: the corpus read (with the tokenizer *tok for text) and cut into windows. */
+static PetscErrorCode seq_setup(MPI_Comm comm, InflData data, PetscInt len, const char model_path[], InflTokenizer *tok)
+{
+  PetscFunctionBegin;
+  PetscCall(InflTokensCreate(comm, &data->corpus));
+  PetscCall(InflTokensSetFromOptions(data->corpus));
+  PetscCall(InflTokensSetVocabSize(data->corpus, data->vocab_size));
+  if (data->kind == DATA_TEXT) {
+    PetscCall(seq_tokenizer(comm, data->tokdir, data->vocab_size, model_path, tok)); /* collective; errors agreed inside */
+    PetscCall(InflTokensSetTokenizer(data->corpus, *tok));
+  }
+  PetscCall(InflTokensLoad(data->corpus, data->spec));  /* collective; errors raised on every rank */
+  InflCallAll(comm, seq_windows(comm, data, len)); /* the same on every rank but the shard */
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflDataSetUpSequences(InflData data, PetscInt vocab_size, PetscInt n_positions, const char model_path[])
 {
   MPI_Comm       comm;
@@ -493,18 +575,12 @@ PetscErrorCode InflDataSetUpSequences(InflData data, PetscInt vocab_size, PetscI
   PetscCheck(vocab_size > 0 && n_positions >= 2, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "data %s: a model of vocab_size %d and n_positions %d cannot read token sequences (n_positions >= 2 needed)", data->spec, (int)vocab_size, (int)n_positions);
   comm = data->comm;
   data->vocab_size = vocab_size;
-  PetscCall(InflTokensCreate(comm, &data->corpus));
-  PetscCall(InflTokensSetFromOptions(data->corpus));
-  PetscCall(InflTokensSetVocabSize(data->corpus, vocab_size));
-  if (data->kind == DATA_TEXT) {
-    PetscCall(seq_tokenizer(comm, data->tokdir, vocab_size, model_path, &tok)); /* collective; errors agreed inside */
-    PetscCall(InflTokensSetTokenizer(data->corpus, tok));
-  }
-  ierr = InflTokensLoad(data->corpus, data->spec); /* collective; errors raised on every rank */
+  /* on an error of any step (all collective, raised on every rank) the corpus, the tokenizer and the windows made
+   * so far are freed: the data set is left as before the call */
+  ierr = seq_setup(comm, data, len, model_path, &tok);
   PetscCall(InflTokenizerDestroy(&tok));
   if (ierr) PetscCall(seq_free(data));
   PetscCall(ierr);
-  InflCallAll(comm, seq_windows(comm, data, len)); /* the same on every rank but the shard */
   data->seq_ready = PETSC_TRUE;
   PetscFunctionReturn(0);
 }
@@ -622,6 +698,10 @@ PetscErrorCode InflDataGetExamples(InflData data, PetscInt n, const int64_t idx[
     if (i >= data->start && i < data->start + data->count) {
       PetscCall(PetscArraycpy(x + (size_t)k * data->d, data->x + (i - data->start) * data->d, data->d));
       labels[k] = data->y[i - data->start];
+    } else if (data->kind == DATA_SUBSET) {
+      int64_t ignored;
+      PetscCall(InflDataGetExamples(data->parent, 1, &data->pidx[i], x + (size_t)k * data->d, &ignored));
+      labels[k] = data->plab[i];
     } else if (data->kind == DATA_IDX) PetscCall(idx_fetch(data, i, x + (size_t)k * data->d, &labels[k]));
     else PetscCall(h5_fetch(data, i, x + (size_t)k * data->d, &labels[k]));
   }
@@ -676,6 +756,7 @@ PetscErrorCode InflDataDestroy(InflData *data)
   PetscCall(PetscFree((*data)->x));
   PetscCall(PetscFree((*data)->y));
   PetscCall(PetscFree((*data)->spec));
+  PetscCall(PetscFree2((*data)->pidx, (*data)->plab));
   PetscCall(PetscFree(*data));
   PetscFunctionReturn(0);
 }

@@ -613,6 +613,67 @@ PetscErrorCode InflTokenizerCheckVocabSize(InflTokenizer t, PetscInt vocab_size)
   PetscFunctionReturn(0);
 }
 
+/* Copy file `from` to `to` through to.tmp (rank 0's work of InflTokenizerCopyFiles). */
+static PetscErrorCode copy_file(const char from[], const char to[])
+{
+  char   tmp[PETSC_MAX_PATH_LEN], buf[65536];
+  FILE  *in, *out;
+  size_t n;
+  int    bad;
+
+  PetscFunctionBegin;
+  PetscCall(PetscSNPrintf(tmp, sizeof(tmp), "%s.tmp", to));
+  in = fopen(from, "rb");
+  PetscCheck(in, PETSC_COMM_SELF, PETSC_ERR_FILE_OPEN, "cannot read tokenizer file %s: %s", from, strerror(errno));
+  out = fopen(tmp, "wb");
+  if (!out) {
+    int e = errno;
+    fclose(in);
+    SETERRQ(PETSC_COMM_SELF, PETSC_ERR_FILE_OPEN, "cannot write %s (copying the tokenizer file %s beside the model): %s", tmp, from, strerror(e));
+  }
+  while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+    if (fwrite(buf, 1, n, out) != n) break;
+  bad = ferror(in) || ferror(out);
+  bad |= fclose(out) != 0;
+  fclose(in);
+  if (!bad && rename(tmp, to) != 0) bad = 1;
+  if (bad) remove(tmp);
+  PetscCheck(!bad, PETSC_COMM_SELF, PETSC_ERR_FILE_WRITE, "copying the tokenizer file %s to %s failed: %s", from, to, strerror(errno));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode copy_files(const char dir[], const char dest[])
+{
+  static const char *names[2][2] = {{"vocab.json", "merges.txt"}, {"encoder.json", "vocab.bpe"}};
+  char               from[PETSC_MAX_PATH_LEN], to[PETSC_MAX_PATH_LEN], other[PETSC_MAX_PATH_LEN];
+  int                found = -1;
+
+  PetscFunctionBegin;
+  for (int k = 0; k < 2 && found < 0; k++) {
+    PetscCall(PetscSNPrintf(from, sizeof(from), "%s/%s", dir, names[k][0]));
+    PetscCall(PetscSNPrintf(other, sizeof(other), "%s/%s", dir, names[k][1]));
+    if (InflFileExists(from) && InflFileExists(other)) found = k;
+  }
+  PetscCheck(found >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_OPEN, "tokenizer directory %s holds neither vocab.json + merges.txt (Hugging Face) nor encoder.json + vocab.bpe (openai/gpt-2); give the directory of a GPT-2 tokenizer", dir);
+  for (int i = 0; i < 2; i++) {
+    PetscCall(PetscSNPrintf(from, sizeof(from), "%s/%s", dir, names[found][i]));
+    PetscCall(PetscSNPrintf(to, sizeof(to), "%s/%s", dest, names[found][i]));
+    PetscCall(copy_file(from, to));
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflTokenizerCopyFiles(MPI_Comm comm, const char dir[], const char dest[])
+{
+  PetscMPIInt rank;
+
+  PetscFunctionBegin;
+  if (!dir || !dir[0]) PetscFunctionReturn(0);
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  InflCallAll(comm, rank == 0 ? copy_files(dir, dest) : 0);
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflTokenizerSetUpForModel(InflTokenizer t, const char dir[], PetscInt vocab_size)
 {
   PetscBool files = PETSC_FALSE;

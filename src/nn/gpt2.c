@@ -654,7 +654,10 @@ static PetscErrorCode batch_setup(InflGPT2 g, PetscInt B, const PetscInt offsets
   PetscCall(InflGPT2CheckBatch(g, B, offsets, tokens, targets));
   N = offsets[B];
   for (PetscInt b = 0; b < B; b++) natt += (int64_t)g->cfg.n_head * (offsets[b + 1] - offsets[b]) * (offsets[b + 1] - offsets[b]);
-  PetscCall(workspace_ensure(g, B, N, natt));
+  /* sized for B full windows at once (what the stages' memory estimate counts, InflModelCaptureBytes): a chunk of
+   * shorter windows followed by one of longer ones would otherwise free and allocate the workspace again, and the
+   * freed block need not go back to the system */
+  PetscCall(workspace_ensure(g, B, PetscMax(N, B * g->cfg.n_positions), PetscMax(natt, (int64_t)B * g->cfg.n_head * g->cfg.n_positions * g->cfg.n_positions)));
   ws    = &g->ws;
   ws->B = B;
   ws->N = N;
@@ -778,27 +781,27 @@ PetscErrorCode InflGPT2GetBatchGradientDouble(InflGPT2 g, const double **grad64)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflGPT2CaptureCreate(InflGPT2 g, PetscInt Bmax, PetscInt Nmax, InflSeqCapture **cap)
+PetscErrorCode InflGPT2CaptureCreate(InflGPT2 g, PetscInt Bmax, PetscInt Tmax, InflCapture **cap)
 {
-  InflSeqCapture *c;
-  size_t           es = g->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
+  InflCapture *c;
+  size_t       es = g->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
 
   PetscFunctionBegin;
   PetscCheck(g->setup, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "the GPT-2 model has no parameters; load or set it up before creating a capture");
-  PetscCheck(Bmax >= 0 && Nmax >= 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "capture capacity of %d sequences and %d rows must not be negative", (int)Bmax, (int)Nmax);
-  PetscCall(PetscNew(&c));
+  PetscCheck(Bmax >= 0 && Tmax >= 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "capture capacity of %d sequences and %d rows must not be negative", (int)Bmax, (int)Tmax);
+  PetscCall(PetscNew(&c)); /* allocated as InflCaptureCreate does, for InflCaptureDestroy */
   c->prec = g->prec;
   c->L    = 4 * g->cfg.n_layer;
   c->Bmax = Bmax;
-  c->Nmax = Nmax;
+  c->Tmax = Tmax;
   PetscCall(PetscMalloc2(c->L, &c->din, c->L, &c->dout));
   PetscCall(PetscCalloc4(c->L, &c->a32, c->L, &c->ds32, c->L, &c->a64, c->L, &c->ds64));
   for (PetscInt l = 0; l < c->L; l++) {
     void *a, *ds;
     c->din[l]  = lin_in[l % 4] * g->cfg.n_embd;
     c->dout[l] = lin_out[l % 4] * g->cfg.n_embd;
-    PetscCall(PetscMalloc((size_t)PetscMax(Nmax, 1) * (c->din[l] + 1) * es, &a));
-    PetscCall(PetscMalloc((size_t)PetscMax(Nmax, 1) * c->dout[l] * es, &ds));
+    PetscCall(PetscMalloc((size_t)PetscMax(Tmax, 1) * (c->din[l] + 1) * es, &a));
+    PetscCall(PetscMalloc((size_t)PetscMax(Tmax, 1) * c->dout[l] * es, &ds));
     if (c->prec == INFL_PREC_DOUBLE) {
       c->a64[l]  = a;
       c->ds64[l] = ds;
@@ -807,51 +810,39 @@ PetscErrorCode InflGPT2CaptureCreate(InflGPT2 g, PetscInt Bmax, PetscInt Nmax, I
       c->ds32[l] = ds;
     }
   }
-  PetscCall(PetscMalloc1(Bmax + 1, &c->offsets));
   PetscCall(PetscMalloc1(PetscMax(Bmax, 1), &c->loss));
-  c->offsets[0] = 0;
-  *cap          = c;
+  PetscCall(PetscCalloc1(Bmax + 1, &c->offsets));
+  *cap = c;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflGPT2CaptureDestroy(InflSeqCapture **cap)
+/* The capture fits the batch: the network's layers, the precision, B sequences and T rows. */
+static PetscErrorCode capture_check(InflGPT2 g, PetscInt B, const PetscInt offsets[], const InflCapture *cap)
 {
-  InflSeqCapture *c = *cap;
-
   PetscFunctionBegin;
-  if (!c) PetscFunctionReturn(0);
-  for (PetscInt l = 0; l < c->L; l++) {
-    PetscCall(PetscFree(c->a32[l]));
-    PetscCall(PetscFree(c->ds32[l]));
-    PetscCall(PetscFree(c->a64[l]));
-    PetscCall(PetscFree(c->ds64[l]));
-  }
-  PetscCall(PetscFree4(c->a32, c->ds32, c->a64, c->ds64));
-  PetscCall(PetscFree2(c->din, c->dout));
-  PetscCall(PetscFree(c->offsets));
-  PetscCall(PetscFree(c->loss));
-  PetscCall(PetscFree(*cap));
+  PetscCheck(cap->prec == g->prec, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "capture precision differs from the model's; create the capture after InflGPT2SetPrecision");
+  PetscCheck(cap->L == 4 * g->cfg.n_layer, PETSC_COMM_SELF, PETSC_ERR_ARG_INCOMP, "the capture has %d layers; a GPT-2 capture holds the network's 4 n_layer = %d (NULL arrays for layers not captured)", (int)cap->L, (int)(4 * g->cfg.n_layer));
+  PetscCheck(B <= cap->Bmax && (B < 0 || offsets[B] <= cap->Tmax), PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "capture of %d sequences, %d tokens exceeds its capacity of %d sequences, %d tokens", (int)B, B >= 0 ? (int)offsets[B] : 0, (int)cap->Bmax, (int)cap->Tmax);
   PetscFunctionReturn(0);
 }
 
 /* After forward with ws->tgt set: loss and backward into the capture. */
-static PetscErrorCode capture_backward(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], InflSeqCapture *cap)
+static PetscErrorCode capture_backward(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], InflCapture *cap)
 {
   PetscFunctionBegin;
   if (g->prec == INFL_PREC_DOUBLE) gpt2_backward_f64(g, g->params64, NULL, &g->ws, tokens, g->ws.tgt, cap->a64, cap->ds64);
   else gpt2_backward_f32(g, g->params, NULL, &g->ws, tokens, g->ws.tgt, cap->a32, cap->ds32);
   cap->B = B;
-  cap->N = offsets[B];
+  cap->T = offsets[B];
   for (PetscInt b = 0; b <= B; b++) cap->offsets[b] = offsets[b];
   sequence_losses(&g->ws, cap->loss);
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflGPT2Capture(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], const int32_t targets[], InflSeqCapture *cap)
+PetscErrorCode InflGPT2Capture(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], const int32_t targets[], InflCapture *cap)
 {
   PetscFunctionBegin;
-  PetscCheck(cap->prec == g->prec, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "capture precision differs from the model's; create the capture after InflGPT2SetPrecision");
-  PetscCheck(B <= cap->Bmax && (B < 0 || offsets[B] <= cap->Nmax), PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "capture of %d sequences, %d tokens exceeds its capacity of %d sequences, %d tokens", (int)B, B >= 0 ? (int)offsets[B] : 0, (int)cap->Bmax, (int)cap->Nmax);
+  PetscCall(capture_check(g, B, offsets, cap));
   g->grads64_valid = PETSC_FALSE;
   PetscCall(batch_setup(g, B, offsets, tokens, targets));
   PetscCall(forward(g, tokens));
@@ -908,12 +899,11 @@ PetscErrorCode InflGPT2SampleTargets(InflGPT2 g, PetscInt B, const PetscInt offs
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflGPT2CaptureSampled(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], const int64_t index[], uint64_t seed, int32_t targets[], InflSeqCapture *cap)
+PetscErrorCode InflGPT2CaptureSampled(InflGPT2 g, PetscInt B, const PetscInt offsets[], const int32_t tokens[], const int64_t index[], uint64_t seed, int32_t targets[], InflCapture *cap)
 {
   PetscFunctionBegin;
   g->grads64_valid = PETSC_FALSE;
-  PetscCheck(cap->prec == g->prec, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "capture precision differs from the model's; create the capture after InflGPT2SetPrecision");
-  PetscCheck(B <= cap->Bmax && (B < 0 || offsets[B] <= cap->Nmax), PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "capture of %d sequences, %d tokens exceeds its capacity of %d sequences, %d tokens", (int)B, B >= 0 ? (int)offsets[B] : 0, (int)cap->Bmax, (int)cap->Nmax);
+  PetscCall(capture_check(g, B, offsets, cap));
   for (PetscInt b = 0; b < B; b++) PetscCheck(index[b] >= 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "sequence %d of the batch has global index %" PRId64 "; indices must be non-negative", (int)b, index[b]);
   PetscCall(batch_setup(g, B, offsets, tokens, NULL));
   PetscCall(forward(g, tokens));

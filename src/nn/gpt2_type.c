@@ -5,10 +5,8 @@
  * Face state-dict order.  The exposed linear layers are the 4 captured layers per block (l = 4 i + k: attn.c_attn,
  * attn.c_proj, mlp.c_fc, mlp.c_proj), W viewing the Conv1D weight (din, dout).
  *
- * Captures: InflGPT2 fills its own InflSeqCapture; here a temporary InflSeqCapture header aliases the arrays of
- * model.h's InflCapture (same shapes: a[l] (T, din+1), ds[l] (T, dout), loss (B)), so nothing is copied but the
- * offsets (PetscInt inside InflGPT2, int64 in InflCapture).  InflSeqCapture stays the public type of infl/gpt2.h
- * for code (and test_gpt2) that uses InflGPT2 directly. */
+ * Captures: InflGPT2 fills an InflCapture of all the network's layers; here a temporary header over the network's
+ * layers points at the arrays of the exposed ones (NULL for the others), so nothing is copied. */
 #include "modelimpl.h"
 #include <infl/gpt2.h>
 #include <infl/tokenizer.h>
@@ -21,8 +19,6 @@ typedef struct {
   int64_t  params_state; /* m->params_state when g last learnt of a change */
   PetscInt *off;         /* (offcap) PetscInt offsets of the current batch */
   PetscInt  offcap;
-  PetscInt *soff;        /* (Bmax+1) the InflSeqCapture's offsets */
-  PetscInt  soffcap;
   char      sel[8];      /* layer selection: "all", "mlp" or "attn" */
   PetscInt  Lfull;       /* 4 n_layer captured layers of the network */
   PetscInt *lmap;        /* (m->L) index among the Lfull layers of each exposed layer */
@@ -192,7 +188,6 @@ static PetscErrorCode gpt2_destroy(InflModel m)
   m->nparams           = 0;
   PetscCall(InflGPT2Destroy(&t->g));
   PetscCall(PetscFree(t->off));
-  PetscCall(PetscFree(t->soff));
   PetscCall(PetscFree(t->lmap));
   PetscCall(PetscFree4(t->fdin, t->fdout, t->fa, t->fds));
   PetscCall(PetscFree(m->data));
@@ -256,67 +251,53 @@ static PetscErrorCode gpt2_check_data(InflModel m, InflData data)
   PetscFunctionReturn(0);
 }
 
-/* An InflSeqCapture header over the arrays of cap. */
-static PetscErrorCode seqcap_alias(InflModel m, InflCapture *cap, InflSeqCapture *sc)
+/* full: a header over the network's layers (InflGPT2's captures) holding cap's arrays for the exposed layers and NULL
+ * for the others; offsets and losses are cap's own. */
+static void capture_alias(InflModel m, InflCapture *cap, InflCapture *full)
 {
   GPT2Type *t = (GPT2Type *)m->data;
-  PetscFunctionBegin;
-  if (cap->Bmax + 1 > t->soffcap) {
-    PetscCall(PetscFree(t->soff));
-    t->soffcap = cap->Bmax + 1;
-    PetscCall(PetscMalloc1(t->soffcap, &t->soff));
-  }
-  /* the network's layers, with the arrays of the exposed ones and NULL for the others (not captured) */
+  PetscBool dbl = cap->prec == INFL_PREC_DOUBLE ? PETSC_TRUE : PETSC_FALSE;
+
   for (PetscInt l = 0; l < t->Lfull; l++) t->fa[l] = t->fds[l] = NULL;
   for (PetscInt l = 0; l < cap->L; l++) {
-    t->fa[t->lmap[l]]  = cap->prec == INFL_PREC_DOUBLE ? (void *)cap->a64[l] : (void *)cap->a32[l];
-    t->fds[t->lmap[l]] = cap->prec == INFL_PREC_DOUBLE ? (void *)cap->ds64[l] : (void *)cap->ds32[l];
+    t->fa[t->lmap[l]]  = dbl ? (void *)cap->a64[l] : (void *)cap->a32[l];
+    t->fds[t->lmap[l]] = dbl ? (void *)cap->ds64[l] : (void *)cap->ds32[l];
   }
-  sc->prec    = cap->prec;
-  sc->L       = t->Lfull;
-  sc->Bmax    = cap->Bmax;
-  sc->Nmax    = cap->Tmax;
-  sc->din     = t->fdin;
-  sc->dout    = t->fdout;
-  sc->offsets = t->soff;
-  sc->a32     = cap->prec == INFL_PREC_DOUBLE ? NULL : (float **)t->fa;
-  sc->ds32    = cap->prec == INFL_PREC_DOUBLE ? NULL : (float **)t->fds;
-  sc->a64     = cap->prec == INFL_PREC_DOUBLE ? (double **)t->fa : NULL;
-  sc->ds64    = cap->prec == INFL_PREC_DOUBLE ? (double **)t->fds : NULL;
-  sc->loss    = cap->loss;
-  PetscFunctionReturn(0);
-}
-
-static void seqcap_done(const InflSeqCapture *sc, InflCapture *cap)
-{
-  cap->B = sc->B;
-  cap->T = sc->N;
-  for (PetscInt b = 0; b <= sc->B; b++) cap->offsets[b] = sc->offsets[b];
+  *full         = *cap;
+  full->L       = t->Lfull;
+  full->din     = t->fdin;
+  full->dout    = t->fdout;
+  full->a32     = dbl ? NULL : (float **)t->fa;
+  full->ds32    = dbl ? NULL : (float **)t->fds;
+  full->a64     = dbl ? (double **)t->fa : NULL;
+  full->ds64    = dbl ? (double **)t->fds : NULL;
 }
 
 static PetscErrorCode gpt2_capture_sequences(InflModel m, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], InflCapture *cap)
 {
-  GPT2Type      *t = (GPT2Type *)m->data;
-  InflSeqCapture sc;
+  GPT2Type   *t = (GPT2Type *)m->data;
+  InflCapture full;
 
   PetscFunctionBegin;
   PetscCall(gpt2_sync(m, offsets, B));
-  PetscCall(seqcap_alias(m, cap, &sc));
-  PetscCall(InflGPT2Capture(t->g, B, t->off, tokens, targets, &sc));
-  seqcap_done(&sc, cap);
+  capture_alias(m, cap, &full);
+  PetscCall(InflGPT2Capture(t->g, B, t->off, tokens, targets, &full));
+  cap->B = full.B;
+  cap->T = full.T;
   PetscFunctionReturn(0);
 }
 
 static PetscErrorCode gpt2_capture_sequences_sampled(InflModel m, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int64_t index[], uint64_t seed, int32_t targets[], InflCapture *cap)
 {
-  GPT2Type      *t = (GPT2Type *)m->data;
-  InflSeqCapture sc;
+  GPT2Type   *t = (GPT2Type *)m->data;
+  InflCapture full;
 
   PetscFunctionBegin;
   PetscCall(gpt2_sync(m, offsets, B));
-  PetscCall(seqcap_alias(m, cap, &sc));
-  PetscCall(InflGPT2CaptureSampled(t->g, B, t->off, tokens, index, seed, targets, &sc));
-  seqcap_done(&sc, cap);
+  capture_alias(m, cap, &full);
+  PetscCall(InflGPT2CaptureSampled(t->g, B, t->off, tokens, index, seed, targets, &full));
+  cap->B = full.B;
+  cap->T = full.T;
   PetscFunctionReturn(0);
 }
 
@@ -390,9 +371,12 @@ static size_t gpt2_capture_bytes(InflModel m)
   size_t         per_row = 0, T = (size_t)m->seqlen_max;
 
   if (!t->g || InflGPT2GetConfig(t->g, &c)) return 0;
+  /* per row (token): a and Ds of every captured layer, and the workspace of forward and backward (src/nn/gpt2.c,
+   * workspace_ensure): n_layer (16 C + 4) activations, 12 C + 2 more and the logits (V); per window the attention
+   * probabilities of every block, n_layer n_head T^2; positions, targets and losses (16 bytes per row) */
   for (PetscInt l = 0; l < m->L; l++) per_row += (size_t)m->layers[l].din + 1 + (size_t)m->layers[l].dout;
-  per_row += (size_t)c.vocab_size + 16 * (size_t)c.n_embd * (size_t)c.n_layer;
-  return es * (T * per_row + (size_t)c.n_layer * c.n_head * T * T);
+  per_row += (size_t)c.vocab_size + (size_t)c.n_layer * (16 * (size_t)c.n_embd + 4) + 12 * (size_t)c.n_embd + 2;
+  return es * (T * per_row + (size_t)c.n_layer * c.n_head * T * T) + 16 * T;
 }
 
 /* Forward, loss and backward of a batch: the gradient of the summed loss is added to the gradient slab (the

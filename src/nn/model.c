@@ -574,6 +574,23 @@ size_t InflModelCaptureBytes(InflModel m)
   return (*m->ops->capture_bytes)(m);
 }
 
+PetscErrorCode InflModelGetExampleUnit(InflModel m, const char **unit)
+{
+  PetscFunctionBegin;
+  *unit = m->sequential ? "sequences" : "examples";
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelGetChunk(InflModel m, MPI_Comm comm, const char stage[], PetscBool given, int64_t count, size_t resident, size_t per_example, PetscInt *chunk)
+{
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflModelGetChunk");
+  if (m->sequential && !given) *chunk = PetscMin(*chunk, PetscMax(1, INFL_CHUNK_ROWS / m->seqlen_max)); /* a token budget */
+  PetscCall(InflChunkFromMemLimit(comm, stage, count, resident, per_example, chunk));
+  if (m->sequential) PetscCall(PetscPrintf(comm, "%s: chunks of %d sequences (at most %" PRId64 " tokens)\n", stage, (int)*chunk, (int64_t)*chunk * m->seqlen_max));
+  PetscFunctionReturn(0);
+}
+
 /* ---------------------------------------------------------------- capture */
 PetscErrorCode InflCaptureCreate(InflModel m, PetscInt Bmax, InflCapture **cap)
 {

@@ -2,6 +2,7 @@
 #include <infl/model.h>
 #include <infl/checkpoint.h>
 #include <math.h>
+#include <string.h>
 
 static const char *const optimizer_names[] = {"adam", "sgd", "adamw"};
 static const char *const schedule_names[]  = {"constant", "cosine"};
@@ -46,16 +47,17 @@ PetscErrorCode InflTrainOptionsSetDefaults(InflTrainOptions *opt)
   opt->clip                = 0;
   opt->stop_after          = 0;
   opt->seed                = 0;
+  opt->nexclude            = 0;
+  opt->exclude             = NULL;
   opt->checkpoint[0]       = 0;
   opt->checkpoint_every    = 0;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflTrainOptionsFromOptions(InflTrainOptions *opt)
+PetscErrorCode InflTrainOptionsFromOptions(MPI_Comm comm, InflTrainOptions *opt)
 {
   PetscInt  iopt = 0, isched = 0, seed = 0;
   PetscBool lr_min_set;
-  MPI_Comm  comm = PETSC_COMM_WORLD;
 
   PetscFunctionBegin;
   PetscOptionsBegin(comm, NULL, "Training options", "InflModelTrain");
@@ -108,18 +110,17 @@ static void permutation(int64_t N, uint64_t seed, PetscInt epoch, int64_t perm[]
   }
 }
 
-PetscErrorCode InflModelEvaluate(InflModel model, InflData data, double *mean_loss, double *accuracy)
+/* Summed loss and correct predictions of this rank's shard of rows. */
+static PetscErrorCode evaluate_shard(InflModel model, InflData data, double sums[2])
 {
-  int64_t        N, d, start, count;
+  int64_t        d, count;
   const float   *x;
   const int64_t *y;
-  double         sums[2] = {0, 0};
-  const PetscInt chunk   = 1024;
-  MPI_Comm       comm;
+  const PetscInt chunk = 1024;
 
   PetscFunctionBegin;
-  PetscCall(InflDataGetSizes(data, &N, &d, NULL));
-  PetscCall(InflDataGetShard(data, &start, &count, &x, &y));
+  PetscCall(InflDataGetSizes(data, NULL, &d, NULL));
+  PetscCall(InflDataGetShard(data, NULL, &count, &x, &y));
   for (int64_t off = 0; off < count; off += chunk) {
     PetscInt B = (PetscInt)PetscMin(chunk, count - off), correct;
     double   loss;
@@ -127,8 +128,20 @@ PetscErrorCode InflModelEvaluate(InflModel model, InflData data, double *mean_lo
     sums[0] += loss;
     sums[1] += correct;
   }
-  PetscCall(InflModelZeroGrad(model));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflModelEvaluate(InflModel model, InflData data, double *mean_loss, double *accuracy)
+{
+  int64_t  N;
+  double   sums[2] = {0, 0};
+  MPI_Comm comm;
+
+  PetscFunctionBegin;
+  PetscCall(InflDataGetSizes(data, &N, NULL, NULL));
   PetscCall(InflModelGetComm(model, &comm));
+  InflCallAll(comm, evaluate_shard(model, data, sums)); /* an error on one rank's shard, agreed before the sum */
+  PetscCall(InflModelZeroGrad(model));
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, sums, 2, MPI_DOUBLE, MPI_SUM, comm));
   if (mean_loss) *mean_loss = sums[0] / (double)N;
   if (accuracy) *accuracy = sums[1] / (double)N;
@@ -142,6 +155,15 @@ static PetscErrorCode train_key(InflModel model, const InflTrainOptions *opt, ch
   PetscFunctionBegin;
   PetscCall(InflModelGetHash(model, &hash)); /* of the initial model: InflModelTrain records it before the first step */
   PetscCall(PetscSNPrintf(key, len, "init %.16s optimizer %s epochs %d batch %d lr %.17g momentum %.17g betas %.17g %.17g eps %.17g wd %.17g matrices_only %d schedule %s warmup %d lr_min %.17g clip %.17g seed %llu", hash, optimizer_names[opt->optimizer], (int)opt->epochs, (int)opt->batch, opt->lr, opt->momentum, opt->beta1, opt->beta2, opt->eps, opt->weight_decay, (int)opt->decay_matrices_only, schedule_names[opt->schedule], (int)opt->warmup, opt->lr_min, opt->clip, (unsigned long long)opt->seed));
+  if (opt->nexclude > 0) { /* the masked examples: their count and hash */
+    InflHash h;
+    char     hex[65];
+    size_t   k = strlen(key);
+    PetscCall(InflHashCreate(&h));
+    PetscCall(InflHashUpdate(h, opt->exclude, sizeof(int64_t) * (size_t)opt->nexclude));
+    PetscCall(InflHashFinal(&h, hex));
+    PetscCall(PetscSNPrintf(key + k, len - k, " masked %d %.16s", (int)opt->nexclude, hex));
+  }
   PetscFunctionReturn(0);
 }
 
@@ -288,57 +310,72 @@ typedef struct {
   const int64_t *off;          /* sequences: (count+1) offsets into tok */
   int32_t       *tb;           /* sequences: (batch * n_positions) the batch's tokens */
   int64_t       *ob;           /* sequences: (batch+1) their offsets */
+  uint8_t       *masked;       /* (N) 1 for the examples of opt->exclude, NULL when none */
 } TrainShard;
 
+/* Forward, loss and backward of this rank's B members of a batch (gathered into sh->xb, sh->yb or sh->tb, sh->ob),
+ * the gradient added to the model's slab; stats as batch_gradient's, for these members. */
+static PetscErrorCode shard_backward(InflModel model, TrainShard *sh, PetscInt B, double stats[3])
+{
+  PetscFunctionBegin;
+  if (B == 0) PetscFunctionReturn(0);
+  if (!sh->seq) {
+    PetscInt correct = 0;
+    double   loss    = 0;
+    PetscCall(InflModelLossBackward(model, B, sh->xb, sh->yb, &loss, &correct));
+    stats[0] = loss;
+    stats[1] = correct;
+    stats[2] = B;
+  } else {
+    int64_t npred = 0;
+    double *seq_loss; /* (B) */
+    PetscCall(PetscMalloc1(B, &seq_loss));
+    PetscCall(InflModelSequenceLossBackward(model, B, sh->ob, sh->tb, NULL, seq_loss, &npred));
+    for (PetscInt b = 0; b < B; b++) stats[0] += seq_loss[b];
+    PetscCall(PetscFree(seq_loss));
+    stats[1] = (double)npred;
+    stats[2] = (double)sh->ob[B];
+  }
+  PetscFunctionReturn(0);
+}
+
 /* The gradient of global batch perm[b0, b1): every rank runs forward and backward on the members it holds, the
- * gradient sums are allreduced (float) and the statistics (double): stats[0] the summed loss, stats[1] correct
- * predictions (rows) or predicted tokens (sequences), stats[2] examples (rows) or tokens (sequences) processed.
+ * ranks agree on any error of it (a non-finite loss on one rank's members) before the gradient sums are allreduced
+ * (float) and the statistics (double): stats[0] the summed loss, stats[1] correct predictions (rows) or predicted
+ * tokens (sequences), stats[2] examples (rows) or tokens (sequences) processed.
  * *scale: the factor that turns the summed gradient into the mean, 1 / (b1 - b0) for rows, 1 / (predicted tokens of
  * the global batch) for sequences (the mean over predicted tokens, as PyTorch's cross_entropy(reduction="mean") over
  * the batch's targets gives it: nanoGPT, Hugging Face's GPT2LMHeadModel). */
 static PetscErrorCode batch_gradient(InflModel model, MPI_Comm comm, TrainShard *sh, const int64_t perm[], int64_t b0, int64_t b1, int64_t np, float grads[], double stats[3], float *scale)
 {
+  PetscInt B = 0;
+
   PetscFunctionBegin;
   stats[0] = stats[1] = stats[2] = 0;
   PetscCall(InflModelZeroGrad(model));
-  if (!sh->seq) {
-    PetscInt B = 0, correct = 0;
-    double   loss = 0;
-    for (int64_t i = b0; i < b1; i++) {
-      int64_t g = perm[i];
-      if (g < sh->start || g >= sh->start + sh->count) continue;
+  if (sh->seq) sh->ob[0] = 0;
+  for (int64_t i = b0; i < b1; i++) { /* this rank's members of the batch */
+    int64_t g = perm[i];
+    if (g < sh->start || g >= sh->start + sh->count || (sh->masked && sh->masked[g])) continue;
+    if (!sh->seq) {
       PetscCall(PetscArraycpy(sh->xb + (int64_t)B * sh->d, sh->x + (g - sh->start) * sh->d, sh->d));
-      sh->yb[B++] = sh->y[g - sh->start];
-    }
-    if (B > 0) PetscCall(InflModelLossBackward(model, B, sh->xb, sh->yb, &loss, &correct));
-    stats[0] = loss;
-    stats[1] = correct;
-    stats[2] = B;
-  } else {
-    PetscInt B = 0;
-    int64_t  npred = 0;
-    double  *seq_loss = NULL;
-    sh->ob[0] = 0;
-    for (int64_t i = b0; i < b1; i++) {
-      int64_t g = perm[i], len;
-      if (g < sh->start || g >= sh->start + sh->count) continue;
-      len = sh->off[g - sh->start + 1] - sh->off[g - sh->start];
+      sh->yb[B] = sh->y[g - sh->start];
+    } else {
+      int64_t len = sh->off[g - sh->start + 1] - sh->off[g - sh->start];
       PetscCall(PetscArraycpy(sh->tb + sh->ob[B], sh->tok + sh->off[g - sh->start], len));
       sh->ob[B + 1] = sh->ob[B] + len;
-      B++;
     }
-    if (B > 0) {
-      PetscCall(PetscMalloc1(B, &seq_loss));
-      PetscCall(InflModelSequenceLossBackward(model, B, sh->ob, sh->tb, NULL, seq_loss, &npred));
-      for (PetscInt b = 0; b < B; b++) stats[0] += seq_loss[b];
-      PetscCall(PetscFree(seq_loss));
-    }
-    stats[1] = (double)npred;
-    stats[2] = (double)sh->ob[B];
+    B++;
   }
+  InflCallAll(comm, shard_backward(model, sh, B, stats));
   PetscCall(InflAllreduceSum(grads, np, MPI_FLOAT, comm));
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, stats, 3, MPI_DOUBLE, MPI_SUM, comm));
-  if (!sh->seq) *scale = 1.0f / (float)(b1 - b0);
+  if (!sh->seq) {
+    int64_t members = b1 - b0;
+    if (sh->masked)
+      for (int64_t i = b0; i < b1; i++) members -= sh->masked[perm[i]];
+    *scale = members > 0 ? 1.0f / (float)members : 1.0f; /* only masked examples: a zero gradient */
+  }
   else *scale = stats[1] > 0 ? 1.0f / (float)stats[1] : 1.0f; /* no prediction in the batch: a zero gradient */
   PetscFunctionReturn(0);
 }
@@ -380,6 +417,14 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
   } else {
     PetscCall(InflDataGetShard(train, &sh.start, &sh.count, &sh.x, &sh.y));
     PetscCall(PetscMalloc2((size_t)opt->batch * sh.d, &sh.xb, opt->batch, &sh.yb));
+  }
+  if (opt->nexclude > 0) {
+    PetscCheck(!sh.seq, comm, PETSC_ERR_SUP, "masking training examples (leave-one-out) is implemented for rows data only, not for token data");
+    PetscCall(PetscCalloc1(N, &sh.masked));
+    for (PetscInt k = 0; k < opt->nexclude; k++) {
+      PetscCheck(opt->exclude[k] >= 0 && opt->exclude[k] < N, comm, PETSC_ERR_ARG_OUTOFRANGE, "masked training example %" PRId64 " is outside the training set of %" PRId64 " examples", opt->exclude[k], N);
+      sh.masked[opt->exclude[k]] = 1;
+    }
   }
   PetscCall(PetscMalloc2(N, &perm, np, &m1));
   PetscCall(PetscCalloc1(np, &m2));
@@ -430,6 +475,7 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
       char name[64];
       PetscCall(PetscSNPrintf(name, sizeof(name), "train epoch %d", (int)epoch + 1));
       PetscCall(InflProgressStart(comm, name, sh.count, &prog)); /* counts this rank's shard: the epoch's N in all */
+      prog.unit = unit;
       prog.done = b_first;
     }
     for (int64_t b0 = b_first; b0 < N; b0 += opt->batch) {
@@ -486,5 +532,6 @@ PetscErrorCode InflModelTrain(InflModel model, InflData train, InflData test, co
   else PetscCall(PetscFree2(sh.xb, sh.yb));
   PetscCall(PetscFree2(perm, m1));
   PetscCall(PetscFree(m2));
+  PetscCall(PetscFree(sh.masked));
   PetscFunctionReturn(0);
 }

@@ -1,0 +1,263 @@
+/* infl run -ensemble M: the study with M models (seeds -train_seed .. -train_seed + M - 1), each trained (or reused),
+ * fitted and scored by its own rank group, the scores combined (include/infl/eval.h, InflEnsembleCombine); then the
+ * self-influence of the study's model and the report, as infl run. */
+#include "stages.h"
+#include <infl/eval.h>
+#include <infl/checkpoint.h>
+#include <infl/report.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
+PetscErrorCode DriverEnsembleRequested(MPI_Comm comm, PetscBool help, PetscInt *M)
+{
+  PetscFunctionBegin;
+  *M = 1;
+  PetscOptionsBegin(comm, NULL, "infl run -ensemble", NULL);
+  PetscCall(PetscOptionsInt("-ensemble", "models of the ensemble: seeds -train_seed .. -train_seed + M - 1, the first being the study's model; scores.h5 holds their combined scores (docs/FORMATS.md)", NULL, *M, M, NULL));
+  if (help) { /* listed here; read by InflDriverRunEnsemble */
+    PetscInt  inorm = INFL_ENSEMBLE_QUERY, gs = 0;
+    PetscBool sm    = PETSC_FALSE;
+    PetscCall(PetscOptionsEList("-ensemble_normalize", "per-model normalization before the mean: none, query (each query's scores divided by their RMS over the training set), model (the model's matrix by its RMS)", NULL, InflEnsembleNormalizeNames, 3, InflEnsembleNormalizeNames[inorm], &inorm, NULL));
+    PetscCall(PetscOptionsBool("-ensemble_save_members", "also write every member's normalized scores to scores.h5 (/ensemble/member_scores (M, Q, N))", NULL, sm, &sm, NULL));
+    PetscCall(PetscOptionsInt("-ensemble_group_size", "ranks per member (0: chosen so that every rank is busy, include/infl/eval.h)", NULL, gs, &gs, NULL));
+  }
+  PetscOptionsEnd();
+  PetscCheck(*M >= 1 && *M <= 1024, comm, PETSC_ERR_ARG_OUTOFRANGE, "-ensemble %d: give a number of models in [1, 1024] (1: no ensemble)", (int)*M);
+  if (help) *M = 0;
+  PetscFunctionReturn(0);
+}
+
+typedef struct {
+  char             outdir[PETSC_MAX_PATH_LEN], model0[PETSC_MAX_PATH_LEN];
+  InflTrainOptions topt;
+  PetscInt         nd, dims[64], Q;
+  PetscBool        dset, overwrite;
+  const int64_t   *qidx;
+  char             fit_key[128];
+} EnsembleCtx;
+
+/* The files of member m: the study's own model and factors for m = 0, OUTDIR/ensemble/... for the others. */
+static PetscErrorCode member_paths(const EnsembleCtx *c, PetscInt m, char model[], char factors[], char scores[])
+{
+  PetscFunctionBegin;
+  if (m == 0) {
+    PetscCall(PetscStrncpy(model, c->model0, PETSC_MAX_PATH_LEN));
+    PetscCall(PetscSNPrintf(factors, PETSC_MAX_PATH_LEN, "%s/factors.h5", c->outdir));
+  } else {
+    PetscCall(PetscSNPrintf(model, PETSC_MAX_PATH_LEN, "%s/ensemble/model-%d.safetensors", c->outdir, (int)m));
+    PetscCall(PetscSNPrintf(factors, PETSC_MAX_PATH_LEN, "%s/ensemble/factors-%d.h5", c->outdir, (int)m));
+  }
+  PetscCall(PetscSNPrintf(scores, PETSC_MAX_PATH_LEN, "%s/ensemble/scores-%d.h5", c->outdir, (int)m));
+  PetscFunctionReturn(0);
+}
+
+/* Member m on the group's communicator: its model (reused, else trained with seed -train_seed + m), factors (reused
+ * when fitted for it with these options), scores with -score_save_all. */
+static PetscErrorCode member_task(void *ctx, MPI_Comm comm, PetscInt m, double *unused)
+{
+  EnsembleCtx *c = (EnsembleCtx *)ctx;
+  char         mpath[PETSC_MAX_PATH_LEN], fpath[PETSC_MAX_PATH_LEN], spath[PETSC_MAX_PATH_LEN];
+  InflData     train, test, query;
+  InflModel    model;
+  InflEKFAC    ek;
+  PetscBool    match;
+  const char  *hash, *thash;
+
+  PetscFunctionBegin;
+  PetscCall(member_paths(c, m, mpath, fpath, spath));
+  PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, PETSC_FALSE, &train));
+  PetscCall(DriverOpenData(comm, "test", PETSC_FALSE, PETSC_FALSE, &test));
+  PetscCall(DriverOpenData(comm, "query", PETSC_FALSE, PETSC_FALSE, &query));
+  if (InflFileExists(mpath) && !c->overwrite) {
+    PetscCall(PetscPrintf(comm, "== ensemble member %d: using %s\n", (int)m, mpath));
+    PetscCall(DriverLoadModel(comm, mpath, &model));
+  } else {
+    InflTrainOptions topt = c->topt;
+    PetscInt         nd   = c->nd, dims[64];
+    topt.seed             = c->topt.seed + (uint64_t)m;
+    PetscCall(PetscArraycpy(dims, c->dims, 64));
+    PetscCall(PetscPrintf(comm, "== ensemble member %d: training with seed %d\n", (int)m, (int)topt.seed));
+    PetscCall(DriverMLPDims(comm, train, dims, &nd, c->dset));
+    PetscCall(DriverTrainMLP(comm, train, test, nd, dims, &topt, mpath, &model));
+  }
+  PetscCall(InflModelGetHash(model, &hash));
+  PetscCall(InflDataGetHash(train, &thash));
+  PetscCall(DriverOutputMatches(comm, fpath, hash, thash, "fit_key", c->fit_key, &match));
+  if (match && !c->overwrite) {
+    PetscCall(InflEKFACCreate(comm, &ek));
+    PetscCall(InflEKFACLoad(ek, fpath, model));
+  } else PetscCall(StageFit(comm, model, train, fpath, PETSC_TRUE, &ek));
+  { /* scores of this model, data and queries are reused (remove them, or -overwrite, after changing -score_* options) */
+    const char *qhash;
+    PetscCall(InflDataGetHash(query ? query : test, &qhash));
+    PetscCall(DriverOutputMatches(comm, spath, hash, thash, "query_sha256", qhash, &match));
+    if (match) { /* and the same query indices */
+      hid_t   f;
+      int     nd;
+      int64_t dims[8], *qi;
+      PetscCall(InflH5Open(comm, spath, PETSC_FALSE, &f));
+      PetscCall(InflH5GetDims(f, "/query_indices", &nd, dims));
+      match = (PetscBool)(nd == 1 && dims[0] == c->Q);
+      if (match) {
+        PetscCall(PetscMalloc1(c->Q, &qi));
+        PetscCall(InflH5ReadArray(f, "/query_indices", H5T_NATIVE_INT64, 1, dims, NULL, qi));
+        for (PetscInt q = 0; q < c->Q; q++) match = (PetscBool)(match && qi[q] == c->qidx[q]);
+        PetscCall(PetscFree(qi));
+      }
+      PetscCall(InflH5Close(&f));
+    }
+    if (match && !c->overwrite) PetscCall(PetscPrintf(comm, "== ensemble member %d: using %s\n", (int)m, spath));
+    else PetscCall(StageScore(comm, model, ek, train, query ? query : test, c->Q, c->qidx, NULL, spath, PETSC_TRUE, NULL));
+  }
+  PetscCall(InflEKFACDestroy(&ek));
+  PetscCall(InflModelDestroy(&model));
+  PetscCall(InflDataDestroy(&query));
+  PetscCall(InflDataDestroy(&test));
+  PetscCall(InflDataDestroy(&train));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflDriverRunEnsemble(MPI_Comm comm, PetscBool help)
+{
+  EnsembleCtx c;
+  PetscInt    M = 1, group_size = 0, inorm = INFL_ENSEMBLE_QUERY, K = 10;
+  PetscBool   save_members = PETSC_FALSE, save_all = PETSC_FALSE;
+  InflData    train, test, query;
+  int64_t     Nq, *qidx;
+  char        spath[PETSC_MAX_PATH_LEN], selfpath[PETSC_MAX_PATH_LEN], rpath[PETSC_MAX_PATH_LEN], edir[PETSC_MAX_PATH_LEN];
+  char      **paths;
+  int        *status;
+  PetscMPIInt rank;
+
+  PetscFunctionBegin;
+  PetscCall(PetscMemzero(&c, sizeof(c)));
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  PetscCall(PetscStrncpy(c.outdir, "infl-out", sizeof(c.outdir)));
+  PetscCall(InflOptionsCheckLength(comm, "-outdir", sizeof(c.outdir) - 64, "give a shorter directory"));
+  PetscCall(InflOptionsCheckLength(comm, "-model", sizeof(c.model0) - 32, "give a shorter path"));
+  PetscOptionsBegin(comm, NULL, "infl run -ensemble M", NULL);
+  PetscCall(PetscOptionsInt("-ensemble", "models of the ensemble", NULL, M, &M, NULL));
+  PetscCall(PetscOptionsString("-outdir", "directory of the study's outputs (the members' files in OUTDIR/ensemble)", NULL, c.outdir, c.outdir, sizeof(c.outdir), NULL));
+  PetscCall(PetscOptionsString("-model", "the study's model (the first member): used if it exists, else trained there (default OUTDIR/model.safetensors)", NULL, c.model0, c.model0, sizeof(c.model0), NULL));
+  PetscCall(PetscOptionsBool("-overwrite", "recompute every member, replacing existing outputs", NULL, c.overwrite, &c.overwrite, NULL));
+  PetscCall(PetscOptionsEList("-ensemble_normalize", "per-model normalization before the mean: none, query (each query's scores divided by their RMS over the training set), model (the model's matrix by its RMS)", NULL, InflEnsembleNormalizeNames, 3, InflEnsembleNormalizeNames[inorm], &inorm, NULL));
+  PetscCall(PetscOptionsBool("-ensemble_save_members", "also write every member's normalized scores to scores.h5 (/ensemble/member_scores (M, Q, N))", NULL, save_members, &save_members, NULL));
+  PetscCall(PetscOptionsInt("-ensemble_group_size", "ranks per member (0: chosen so that every rank is busy, include/infl/eval.h)", NULL, group_size, &group_size, NULL));
+  PetscCall(PetscOptionsInt("-score_topk", "proponents and opponents kept per query", NULL, K, &K, NULL));
+  PetscCall(PetscOptionsBool("-score_save_all", "write the ensemble's full (Q, N) score matrix", NULL, save_all, &save_all, NULL));
+  PetscOptionsEnd();
+  PetscCall(InflTrainOptionsFromOptions(comm, &c.topt));
+  PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
+  PetscCall(DriverOpenData(comm, "test", PETSC_FALSE, help, &test));
+  PetscCall(DriverOpenData(comm, "query", PETSC_FALSE, help, &query));
+  if (help) PetscFunctionReturn(0);
+  PetscCall(DriverRequireRows(comm, "infl run -ensemble", train));
+  if (!query) query = test;
+  PetscCheck(query, comm, PETSC_ERR_ARG_NULL, "infl run needs -query (or -test) data for the queries");
+  PetscCheck(K >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-score_topk %d must be positive", (int)K);
+  {
+    PetscInt nd = 64;
+    PetscCall(PetscOptionsGetIntArray(NULL, NULL, "-model_dims", c.dims, &nd, &c.dset));
+    c.nd = nd;
+  }
+  if (!c.model0[0]) PetscCall(PetscSNPrintf(c.model0, sizeof(c.model0), "%s/model.safetensors", c.outdir));
+  PetscCall(PetscSNPrintf(edir, sizeof(edir), "%s/ensemble", c.outdir));
+  if (rank == 0) {
+    if (mkdir(c.outdir, 0775) != 0 && errno != EEXIST) edir[0] = 0;
+    else if (mkdir(edir, 0775) != 0 && errno != EEXIST) edir[0] = 0;
+  }
+  InflCheckAll(comm, rank != 0 || edir[0], PETSC_ERR_FILE_OPEN, "-outdir %s: cannot create it or its subdirectory ensemble: %s", c.outdir, strerror(errno));
+  PetscCallMPI(MPI_Barrier(comm));
+  PetscCall(InflDataGetSizes(query, &Nq, NULL, NULL));
+  PetscCall(DriverQueryIndices(comm, Nq, &c.Q, &qidx));
+  c.qidx = qidx;
+  /* every option of the study is read now, so that a misspelled one stops it before any work */
+  PetscCall(PetscOptionsSetValue(NULL, "-score_save_all", "1")); /* the members' full matrices are combined */
+  {
+    InflScorer probe;
+    InflReport rprobe;
+    InflEKFAC  ekprobe;
+    PetscCall(InflScorerCreate(comm, &probe));
+    PetscCall(InflScorerSetFromOptions(probe));
+    PetscCall(InflScorerDestroy(&probe));
+    PetscCall(InflReportCreate(comm, &rprobe));
+    PetscCall(InflReportSetFromOptions(rprobe));
+    PetscCall(InflReportDestroy(&rprobe));
+    PetscCall(InflEKFACCreate(comm, &ekprobe));
+    PetscCall(InflEKFACSetFromOptions(ekprobe));
+    PetscCall(InflEKFACGetKey(ekprobe, PETSC_FALSE, c.fit_key, sizeof(c.fit_key)));
+    PetscCall(InflEKFACDestroy(&ekprobe));
+    PetscCall(DriverStudyOptionsUsed(comm));
+    {
+      PetscBool set;
+      PetscCall(PetscOptionsHasName(NULL, NULL, "-summary_queries", &set));
+    }
+  }
+  PetscCall(DriverCheckUnusedOptions(comm));
+  PetscCall(PetscSNPrintf(spath, sizeof(spath), "%s/scores.h5", c.outdir));
+  PetscCall(PetscSNPrintf(selfpath, sizeof(selfpath), "%s/self_influence.h5", c.outdir));
+  PetscCall(PetscSNPrintf(rpath, sizeof(rpath), "%s/report.html", c.outdir));
+  PetscCall(PetscMalloc2(M, &paths, M, &status));
+  /* the outputs are checked and locked before any work: the members' files are in OUTDIR/ensemble, locked whole */
+  PetscCall(DriverCheckOutputDirectory(comm, edir, PETSC_TRUE));
+  if (!InflFileExists(c.model0)) PetscCall(DriverCheckOutput(comm, c.model0, PETSC_TRUE));
+  {
+    char fp[PETSC_MAX_PATH_LEN];
+    PetscCall(PetscSNPrintf(fp, sizeof(fp), "%s/factors.h5", c.outdir));
+    PetscCall(DriverCheckOutput(comm, fp, PETSC_TRUE));
+  }
+  for (PetscInt m = 0; m < M; m++) {
+    char mp[PETSC_MAX_PATH_LEN], fp[PETSC_MAX_PATH_LEN], sp[PETSC_MAX_PATH_LEN];
+    PetscCall(member_paths(&c, m, mp, fp, sp));
+    PetscCall(PetscStrallocpy(sp, &paths[m]));
+    status[m] = INFL_TASK_TODO;
+  }
+  PetscCall(DriverCheckOutput(comm, spath, PETSC_TRUE));
+  PetscCall(DriverCheckOutput(comm, selfpath, PETSC_TRUE));
+  PetscCall(DriverCheckOutput(comm, rpath, PETSC_TRUE));
+  {
+    InflTaskSet ts = {M, 0, "member", member_task, &c};
+    PetscCall(InflTasksRun(comm, "infl run -ensemble", &ts, group_size, NULL, "", status, NULL));
+  }
+  {
+    PetscInt     n = 0;
+    const char **use;
+    PetscCall(PetscMalloc1(M, &use));
+    for (PetscInt m = 0; m < M; m++)
+      if (status[m] == INFL_TASK_DONE) use[n++] = paths[m];
+    PetscCheck(status[0] == INFL_TASK_DONE, comm, PETSC_ERR_FP, "the study's model (ensemble member 0) diverged in training; lower -train_lr");
+    PetscCall(PetscPrintf(comm, "== ensemble: combining the scores of %d models (normalization %s)\n", (int)n, InflEnsembleNormalizeNames[inorm]));
+    if (n < M) PetscCall(PetscPrintf(comm, "   (%d members diverged in training and are left out)\n", (int)(M - n)));
+    PetscCall(InflEnsembleCombine(comm, n, use, (InflEnsembleNormalize)inorm, K, save_all, save_members, spath));
+    PetscCall(PetscFree(use));
+    PetscCall(PetscPrintf(comm, "wrote %s\n", spath));
+  }
+  { /* self-influence of the study's model, and the report */
+    InflModel   model;
+    InflEKFAC   ek;
+    PetscBool   match;
+    const char *hash, *thash;
+    char        self_key[1024], fpath[PETSC_MAX_PATH_LEN];
+    PetscCall(PetscSNPrintf(fpath, sizeof(fpath), "%s/factors.h5", c.outdir));
+    PetscCall(DriverLoadModel(comm, c.model0, &model));
+    PetscCall(InflEKFACCreate(comm, &ek));
+    PetscCall(InflEKFACLoad(ek, fpath, model));
+    PetscCall(InflModelGetHash(model, &hash));
+    PetscCall(InflDataGetHash(train, &thash));
+    PetscCall(InflEKFACGetKey(ek, PETSC_TRUE, self_key, sizeof(self_key)));
+    PetscCall(DriverOutputMatches(comm, selfpath, hash, thash, "self_key", self_key, &match));
+    if (!match || c.overwrite) PetscCall(StageSelf(comm, model, ek, train, selfpath, PETSC_TRUE));
+    PetscCall(InflReportFromFiles(comm, spath, train, query, NULL, selfpath, rpath, PETSC_TRUE));
+    PetscCall(PetscPrintf(comm, "outputs: %s, %s, %s (members in %s)\n", spath, selfpath, rpath, edir));
+    PetscCall(InflEKFACDestroy(&ek));
+    PetscCall(InflModelDestroy(&model));
+  }
+  for (PetscInt m = 0; m < M; m++) PetscCall(PetscFree(paths[m]));
+  PetscCall(PetscFree2(paths, status));
+  PetscCall(PetscFree(qidx));
+  if (query != test) PetscCall(InflDataDestroy(&query));
+  PetscCall(InflDataDestroy(&test));
+  PetscCall(InflDataDestroy(&train));
+  PetscFunctionReturn(0);
+}

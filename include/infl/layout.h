@@ -1,0 +1,91 @@
+/* infl/layout.h -- the layer layout: which ranks hold each linear layer's factors and preconditioned queries.
+ *
+ * EK-FAC keeps, per linear layer l, the factors A (din+1)^2, S dout^2, their eigenbases, and Lambda (dout, din+1)
+ * (infl/ekfac.h); scoring keeps each query's preconditioned gradient P_l(q) (dout, din+1) (infl/score.h).  Held on
+ * every rank, they bound the model size by one rank's memory (GPT-2 large: about 46 GB of factors in double).  A
+ * layout, like PETSc's PetscLayout for the rows of a vector, assigns the layers to G groups of ranks:
+ *
+ *   P ranks form G groups of E = P / G consecutive ranks (G must divide P): group g holds ranks [g E, (g+1) E) and
+ *   rank r has group r / E and index r % E in it.  Each layer is owned by one group; every rank of the group holds
+ *   the layer's factors and its preconditioned queries (replicated inside the group), the other ranks hold none.
+ *   The layers go largest first to the group holding the fewest bytes so far (bytes per layer
+ *   8 (2 (din+1)^2 + 2 dout^2 + din+1 + dout + dout (din+1)), ties by layer index), the greedy rule the eigensolver
+ *   uses for its factor groups (infl/eigen.h), so the largest group share is close to total / G when the layers
+ *   are many.
+ *
+ * Training examples stay sharded over all P ranks as before (InflDataGetShard).  The per-example work of a layer
+ * reaches its owners through two communicators: `group` (the E ranks of this rank's group) and `cross` (the G ranks
+ * with this rank's index, one per group, cross rank = group).  InflLayerLayoutGatherCapture sends each layer's
+ * captured rows of every rank to the rank of the owning group with the same index (the cross rank owner(l)), so each
+ * owner receives the rows of G shards and the E ranks of a group together see every training example once; partial
+ * results of the owners (scores, self-influence terms) go back to the ranks that captured the examples by
+ * InflLayerLayoutReduceToSources, summed over the groups.  Sums over examples of an owned layer (A, S, Lambda) are
+ * completed by a reduction over `group`.
+ *
+ * G = 1 is the replicated layout: every rank owns every layer, `group` is the whole communicator, nothing is
+ * gathered and every stage computes exactly as without a layout.  G = P puts each layer on one rank.
+ *
+ * Options: -layer_groups G (read by InflLayerLayoutSetFromOptions; 0 or absent: the default).  Default: 1 without
+ * -mem_limit; with -mem_limit the smallest divisor G of P whose largest group share, times the copies the stage
+ * keeps (InflLayerLayoutSetUp), plus the stage's other resident bytes fits the limit (the largest G if none fits: the
+ * stage's chunk derivation then names the shortfall).
+ *
+ * Errors: -layer_groups < 0, or not a divisor of the rank count (names both and the divisors); a layer with
+ * negative sizes.
+ */
+#ifndef INFL_LAYOUT_H
+#define INFL_LAYOUT_H
+
+#include <infl/model.h>
+
+typedef struct _p_InflLayerLayout *InflLayerLayout;
+
+/* Collective.  An empty layout on comm (G not chosen yet). */
+PetscErrorCode InflLayerLayoutCreate(MPI_Comm comm, InflLayerLayout *lay);
+/* Not collective.  G >= 1 groups, or 0 for the default (above).  Overrides -layer_groups. */
+PetscErrorCode InflLayerLayoutSetGroups(InflLayerLayout lay, PetscInt G);
+/* Collective.  Reads -layer_groups unless InflLayerLayoutSetGroups fixed G. */
+PetscErrorCode InflLayerLayoutSetFromOptions(InflLayerLayout lay);
+/* Collective.  The L layers' sizes (the same on every rank); `copies` (>= 1) is how many times the stage holds the
+ * factor bytes at its peak and `other` the bytes per rank it holds besides them (data shard, model, one chunk),
+ * both used only for the default G under -mem_limit.  Chooses G, assigns the layers and builds the communicators. */
+PetscErrorCode InflLayerLayoutSetUp(InflLayerLayout lay, PetscInt L, const PetscInt din[], const PetscInt dout[], double copies, size_t other);
+/* G groups, E ranks per group, this rank's group and its index in the group. */
+PetscErrorCode InflLayerLayoutGetGroups(InflLayerLayout lay, PetscInt *G, PetscInt *E, PetscInt *group, PetscInt *index);
+/* Does this rank hold layer l? */
+PetscBool      InflLayerLayoutOwns(InflLayerLayout lay, PetscInt l);
+/* The group owning layer l (its cross rank in every cross communicator). */
+PetscInt       InflLayerLayoutOwner(InflLayerLayout lay, PetscInt l);
+/* The communicators: the whole one, this rank's group, this rank's cross communicator (owned by the layout). */
+PetscErrorCode InflLayerLayoutGetComms(InflLayerLayout lay, MPI_Comm *comm, MPI_Comm *group, MPI_Comm *cross);
+/* Factor bytes held by this rank, the largest over the ranks, and the total over the layers (one copy). */
+PetscErrorCode InflLayerLayoutGetBytes(InflLayerLayout lay, size_t *mine, size_t *max, size_t *total);
+/* Collective.  Prints the groups, the layers of each and the factor bytes per rank. */
+PetscErrorCode InflLayerLayoutView(InflLayerLayout lay, PetscViewer viewer);
+PetscErrorCode InflLayerLayoutDestroy(InflLayerLayout *lay);
+
+/* Not collective.  Bytes held per layer (the factors of infl/ekfac.h in double). */
+size_t InflLayerLayoutLayerBytes(PetscInt din, PetscInt dout);
+/* Not collective.  Greedy assignment of n items of cost[] to G groups: the largest unassigned item (the first on
+ * ties) to the group of least load (the first on ties); group_of (n) out, load (G) out.  Used by the layout and by
+ * the eigensolver's factor groups. */
+void InflAssignLargestFirst(PetscInt n, const double cost[], PetscInt G, int group_of[], double load[]);
+
+/* Collective.  recv <- the rows of the layers this rank owns, of the captures of the G ranks of its cross
+ * communicator (cross rank order; this rank's own capture among them), with their sequences' offsets: recv->B and
+ * recv->T are the sums over those captures.  cap is this rank's capture, empty (B = T = 0) when it captured nothing
+ * this round.  recv comes from InflLayerLayoutCaptureCreate (capacity G x cap's); its arrays of layers not owned stay
+ * NULL.  Transfers are point to point in pieces of at most 2^30 elements.  With G = 1 recv is a copy of cap's rows;
+ * callers use cap directly instead.  bstart (G+1), may be NULL: the first sequence of each cross rank's capture in
+ * recv. */
+PetscErrorCode InflLayerLayoutGatherCapture(InflLayerLayout lay, const InflCapture *cap, InflCapture *recv, PetscInt bstart[]);
+/* Collective over the cross communicator.  A capture for InflLayerLayoutGatherCapture: G x the largest capacity of
+ * the cross ranks' captures, arrays only for owned layers. */
+PetscErrorCode InflLayerLayoutCaptureCreate(InflLayerLayout lay, const InflCapture *cap, InflCapture **recv);
+/* Collective over the cross communicator.  part (nrow, ldp) holds this rank's partial results of the sequences of
+ * recv (columns bstart[s] .. bstart[s+1] for cross rank s, InflLayerLayoutGatherCapture); on return out (nrow, B)
+ * (B = this rank's capture's sequences) holds the sum over the G ranks of the cross communicator of their columns
+ * for this rank's sequences.  Reductions chunked below 2^31 elements. */
+PetscErrorCode InflLayerLayoutReduceToSources(InflLayerLayout lay, PetscInt nrow, int64_t ldp, const double part[], const PetscInt bstart[], PetscInt B, double out[]);
+
+#endif

@@ -1,0 +1,352 @@
+/* The layer layout: layers assigned to groups of ranks, and the transfers between the ranks that capture examples
+ * and the ranks that own layers.  See infl/layout.h. */
+#include <infl/layout.h>
+#include <petscviewer.h>
+
+struct _p_InflLayerLayout {
+  MPI_Comm    comm, group, cross; /* group and cross are MPI_COMM_NULL until SetUp */
+  PetscMPIInt size, rank;
+  PetscInt    G_set;              /* InflLayerLayoutSetGroups / -layer_groups (0: default) */
+  PetscBool   fixed;              /* G_set came from InflLayerLayoutSetGroups */
+  PetscInt    G, E, mygroup, myindex;
+  PetscInt    L;
+  int        *owner;              /* (L) */
+  size_t     *bytes;              /* (L) */
+  size_t      mine, max, total;
+};
+
+size_t InflLayerLayoutLayerBytes(PetscInt din, PetscInt dout)
+{
+  size_t na = (size_t)din + 1, nd = (size_t)dout;
+  return sizeof(double) * (2 * na * na + 2 * nd * nd + na + nd + nd * na);
+}
+
+void InflAssignLargestFirst(PetscInt n, const double cost[], PetscInt G, int group_of[], double load[])
+{
+  for (PetscInt g = 0; g < G; g++) load[g] = 0;
+  for (PetscInt k = 0; k < n; k++) group_of[k] = -1;
+  for (PetscInt k = 0; k < n; k++) {
+    PetscInt f = -1, best = 0;
+    for (PetscInt i = 0; i < n; i++) /* the largest unassigned item, the first on ties */
+      if (group_of[i] < 0 && (f < 0 || cost[i] > cost[f])) f = i;
+    for (PetscInt g = 1; g < G; g++)
+      if (load[g] < load[best]) best = g;
+    group_of[f] = (int)best;
+    load[best] += cost[f];
+  }
+}
+
+PetscErrorCode InflLayerLayoutCreate(MPI_Comm comm, InflLayerLayout *lay)
+{
+  PetscFunctionBegin;
+  PetscCall(PetscNew(lay));
+  (*lay)->comm  = comm;
+  (*lay)->group = MPI_COMM_NULL;
+  (*lay)->cross = MPI_COMM_NULL;
+  PetscCallMPI(MPI_Comm_size(comm, &(*lay)->size));
+  PetscCallMPI(MPI_Comm_rank(comm, &(*lay)->rank));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflLayerLayoutSetGroups(InflLayerLayout lay, PetscInt G)
+{
+  PetscFunctionBegin;
+  PetscCheck(G >= 0, lay->comm, PETSC_ERR_ARG_OUTOFRANGE, "layer groups %d must be >= 0 (0: the default)", (int)G);
+  lay->G_set = G;
+  lay->fixed = PETSC_TRUE;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflLayerLayoutSetFromOptions(InflLayerLayout lay)
+{
+  PetscInt G = lay->G_set;
+
+  PetscFunctionBegin;
+  if (lay->fixed) PetscFunctionReturn(0);
+  PetscOptionsBegin(lay->comm, NULL, "Layer layout options", "InflLayerLayout");
+  PetscCall(PetscOptionsInt("-layer_groups", "groups of ranks the layers' factors and preconditioned queries are spread over (a divisor of the rank count; 1: every layer on every rank; 0: the fewest whose share fits -mem_limit, else 1)", "InflLayerLayoutSetUp", G, &G, NULL));
+  PetscOptionsEnd();
+  PetscCheck(G >= 0, lay->comm, PETSC_ERR_ARG_OUTOFRANGE, "-layer_groups %d must be >= 0 (0: the default)", (int)G);
+  PetscCheck(G == 0 || lay->size % G == 0, lay->comm, PETSC_ERR_ARG_OUTOFRANGE, "-layer_groups %d does not divide the %d ranks: the groups have equal rank counts; give a divisor of %d", (int)G, (int)lay->size, (int)lay->size);
+  lay->G_set = G;
+  PetscFunctionReturn(0);
+}
+
+/* The largest group share of the factor bytes when the layers go to G groups (group_of filled). */
+static size_t layout_assign(InflLayerLayout lay, PetscInt G, int group_of[])
+{
+  double *cost, *load, mx = 0;
+
+  if (PetscMalloc2(lay->L, &cost, G, &load)) return (size_t)-1;
+  for (PetscInt l = 0; l < lay->L; l++) cost[l] = (double)lay->bytes[l];
+  InflAssignLargestFirst(lay->L, cost, G, group_of, load);
+  for (PetscInt g = 0; g < G; g++) mx = PetscMax(mx, load[g]);
+  if (PetscFree2(cost, load)) return (size_t)-1;
+  return (size_t)mx;
+}
+
+PetscErrorCode InflLayerLayoutSetUp(InflLayerLayout lay, PetscInt L, const PetscInt din[], const PetscInt dout[], double copies, size_t other)
+{
+  PetscInt G = lay->G_set;
+
+  PetscFunctionBegin;
+  PetscCheck(!lay->owner, lay->comm, PETSC_ERR_ARG_WRONGSTATE, "the layer layout is already set up");
+  PetscCheck(G == 0 || lay->size % G == 0, lay->comm, PETSC_ERR_ARG_OUTOFRANGE, "layer groups %d does not divide the %d ranks; give a divisor of %d", (int)G, (int)lay->size, (int)lay->size);
+  lay->L = L;
+  PetscCall(PetscMalloc2(PetscMax(L, 1), &lay->owner, PetscMax(L, 1), &lay->bytes));
+  lay->total = 0;
+  for (PetscInt l = 0; l < L; l++) {
+    PetscCheck(din[l] >= 0 && dout[l] >= 0, lay->comm, PETSC_ERR_ARG_OUTOFRANGE, "layer %d has sizes din %d, dout %d", (int)l, (int)din[l], (int)dout[l]);
+    lay->bytes[l] = InflLayerLayoutLayerBytes(din[l], dout[l]);
+    lay->total += lay->bytes[l];
+  }
+  if (G == 0) { /* default: 1, or under -mem_limit the fewest groups whose share fits */
+    double    limit;
+    PetscBool set;
+    PetscCall(InflGetMemLimit(lay->comm, &limit, &set));
+    G = 1;
+    if (set) {
+      const double fixed = 64.0 * 1024 * 1024; /* the libraries' margin of InflChunkFromMemLimit */
+      double       o     = (double)other;
+      PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &o, 1, MPI_DOUBLE, MPI_MAX, lay->comm));
+      for (G = 1; G <= lay->size; G++) {
+        if (lay->size % G) continue;
+        if (fixed + o + copies * (double)layout_assign(lay, G, lay->owner) <= limit) break;
+      }
+      if (G > lay->size) G = lay->size; /* nothing fits: the most groups; the stage's chunk derivation says why */
+    }
+  }
+  lay->G       = G;
+  lay->E       = lay->size / G;
+  lay->mygroup = lay->rank / lay->E;
+  lay->myindex = lay->rank % lay->E;
+  lay->max     = layout_assign(lay, G, lay->owner);
+  PetscCheck(lay->max != (size_t)-1, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory assigning layers to groups");
+  lay->mine = 0;
+  for (PetscInt l = 0; l < L; l++)
+    if (lay->owner[l] == lay->mygroup) lay->mine += lay->bytes[l];
+  if (G == 1) {
+    PetscCallMPI(MPI_Comm_dup(lay->comm, &lay->group));
+  } else PetscCallMPI(MPI_Comm_split(lay->comm, (int)lay->mygroup, (int)lay->myindex, &lay->group));
+  PetscCallMPI(MPI_Comm_split(lay->comm, (int)lay->myindex, (int)lay->mygroup, &lay->cross));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflLayerLayoutGetGroups(InflLayerLayout lay, PetscInt *G, PetscInt *E, PetscInt *group, PetscInt *index)
+{
+  PetscFunctionBegin;
+  if (G) *G = lay->G;
+  if (E) *E = lay->E;
+  if (group) *group = lay->mygroup;
+  if (index) *index = lay->myindex;
+  PetscFunctionReturn(0);
+}
+
+PetscBool InflLayerLayoutOwns(InflLayerLayout lay, PetscInt l)
+{
+  return lay->owner[l] == lay->mygroup ? PETSC_TRUE : PETSC_FALSE;
+}
+
+PetscInt InflLayerLayoutOwner(InflLayerLayout lay, PetscInt l)
+{
+  return lay->owner[l];
+}
+
+PetscErrorCode InflLayerLayoutGetComms(InflLayerLayout lay, MPI_Comm *comm, MPI_Comm *group, MPI_Comm *cross)
+{
+  PetscFunctionBegin;
+  if (comm) *comm = lay->comm;
+  if (group) *group = lay->group;
+  if (cross) *cross = lay->cross;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflLayerLayoutGetBytes(InflLayerLayout lay, size_t *mine, size_t *max, size_t *total)
+{
+  PetscFunctionBegin;
+  if (mine) *mine = lay->mine;
+  if (max) *max = lay->max;
+  if (total) *total = lay->total;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflLayerLayoutView(InflLayerLayout lay, PetscViewer viewer)
+{
+  PetscFunctionBegin;
+  if (!viewer) PetscCall(PetscViewerASCIIGetStdout(lay->comm, &viewer));
+  PetscCall(PetscViewerASCIIPrintf(viewer, "layer layout: %d group%s of %d rank%s; factor bytes per rank %.1f MiB (largest group share) of %.1f MiB in all\n", (int)lay->G, lay->G > 1 ? "s" : "", (int)lay->E, lay->E > 1 ? "s" : "", (double)lay->max / 1048576.0, (double)lay->total / 1048576.0));
+  if (lay->G > 1)
+    for (PetscInt g = 0; g < lay->G; g++) {
+      char     text[1024] = "";
+      size_t   n = 0, b = 0;
+      for (PetscInt l = 0; l < lay->L; l++)
+        if (lay->owner[l] == g) {
+          b += lay->bytes[l];
+          if (n + 16 < sizeof(text)) n += (size_t)snprintf(text + n, sizeof(text) - n, " %d", (int)l);
+        }
+      PetscCall(PetscViewerASCIIPrintf(viewer, "  group %d (ranks %d-%d): layers%s (%.1f MiB)\n", (int)g, (int)(g * lay->E), (int)((g + 1) * lay->E - 1), n ? text : " none", (double)b / 1048576.0));
+    }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflLayerLayoutDestroy(InflLayerLayout *lay)
+{
+  PetscFunctionBegin;
+  if (!*lay) PetscFunctionReturn(0);
+  if ((*lay)->group != MPI_COMM_NULL) PetscCallMPI(MPI_Comm_free(&(*lay)->group));
+  if ((*lay)->cross != MPI_COMM_NULL) PetscCallMPI(MPI_Comm_free(&(*lay)->cross));
+  PetscCall(PetscFree2((*lay)->owner, (*lay)->bytes));
+  PetscCall(PetscFree(*lay));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflLayerLayoutCaptureCreate(InflLayerLayout lay, const InflCapture *cap, InflCapture **recv)
+{
+  InflCapture *c;
+  size_t       es = cap->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
+
+  PetscFunctionBegin;
+  PetscCall(PetscNew(&c));
+  c->prec = cap->prec;
+  c->L    = cap->L;
+  { /* the captures of the cross ranks may be of different capacities (chunks derived from their own memory) */
+    PetscInt mx[2] = {cap->Bmax, cap->Tmax};
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, mx, 2, MPIU_INT, MPI_MAX, lay->cross));
+    c->Bmax = mx[0] * (PetscInt)lay->G;
+    c->Tmax = mx[1] * (PetscInt)lay->G;
+  }
+  PetscCall(PetscMalloc2(c->L, &c->din, c->L, &c->dout));
+  PetscCall(PetscCalloc4(c->L, &c->a32, c->L, &c->ds32, c->L, &c->a64, c->L, &c->ds64));
+  for (PetscInt l = 0; l < c->L; l++) {
+    void *a, *ds;
+    c->din[l]  = cap->din[l];
+    c->dout[l] = cap->dout[l];
+    if (!InflLayerLayoutOwns(lay, l)) continue;
+    PetscCall(PetscMalloc((size_t)PetscMax(c->Tmax, 1) * (c->din[l] + 1) * es, &a));
+    PetscCall(PetscMalloc((size_t)PetscMax(c->Tmax, 1) * c->dout[l] * es, &ds));
+    if (c->prec == INFL_PREC_DOUBLE) {
+      c->a64[l]  = a;
+      c->ds64[l] = ds;
+    } else {
+      c->a32[l]  = a;
+      c->ds32[l] = ds;
+    }
+  }
+  PetscCall(PetscCalloc1(PetscMax(c->Bmax, 1), &c->loss));
+  PetscCall(PetscCalloc1(c->Bmax + 1, &c->offsets));
+  *recv = c;
+  PetscFunctionReturn(0);
+}
+
+/* Post the point-to-point transfer of n elements of `type` at buf, in pieces of at most 2^30 (tag base + piece). */
+static PetscErrorCode post_pieces(PetscBool send, void *buf, int64_t n, MPI_Datatype type, int peer, int tag, MPI_Comm comm, MPI_Request req[], int *nreq)
+{
+  const int64_t piece = (int64_t)1 << 30;
+  int           tsize;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Type_size(type, &tsize));
+  for (int64_t off = 0, k = 0; off < n; off += piece, k++) {
+    int c = (int)PetscMin(piece, n - off);
+    if (send) PetscCallMPI(MPI_Isend((char *)buf + off * tsize, c, type, peer, tag + (int)k, comm, &req[(*nreq)++]));
+    else PetscCallMPI(MPI_Irecv((char *)buf + off * tsize, c, type, peer, tag + (int)k, comm, &req[(*nreq)++]));
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflLayerLayoutGatherCapture(InflLayerLayout lay, const InflCapture *cap, InflCapture *recv, PetscInt bstart[])
+{
+  PetscInt     G = lay->G, *bt, *rstart;
+  PetscMPIInt  me;
+  MPI_Datatype type = cap->prec == INFL_PREC_DOUBLE ? MPI_DOUBLE : MPI_FLOAT;
+  size_t       es   = cap->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
+  MPI_Request *req;
+  int          nreq = 0, maxreq = 0;
+  int64_t      maxT = 0;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(lay->cross, &me));
+  PetscCall(PetscMalloc2(2 * G, &bt, G + 1, &rstart));
+  {
+    PetscInt mine[2] = {cap->B, cap->T};
+    PetscCallMPI(MPI_Allgather(mine, 2, MPIU_INT, bt, 2, MPIU_INT, lay->cross));
+  }
+  recv->B = recv->T = 0;
+  rstart[0] = 0;
+  for (PetscInt s = 0; s < G; s++) {
+    if (bstart) bstart[s] = recv->B;
+    recv->B += bt[2 * s];
+    recv->T += bt[2 * s + 1];
+    rstart[s + 1] = recv->T;
+    maxT = PetscMax(maxT, bt[2 * s + 1]);
+  }
+  if (bstart) bstart[G] = recv->B;
+  PetscCheck(recv->B <= recv->Bmax && recv->T <= recv->Tmax, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "gathered capture of %d sequences, %d rows exceeds its capacity %d, %d", (int)recv->B, (int)recv->T, (int)recv->Bmax, (int)recv->Tmax);
+  { /* the sequences' offsets (and losses): small, every rank of the cross communicator gets all */
+    PetscMPIInt *counts, *displs;
+    int64_t     *off;
+    PetscCall(PetscMalloc3(G, &counts, G, &displs, PetscMax(recv->B, 1), &off));
+    for (PetscInt s = 0; s < G; s++) {
+      counts[s] = (PetscMPIInt)bt[2 * s];
+      displs[s] = (PetscMPIInt)(bstart ? bstart[s] : 0);
+    }
+    if (!bstart) {
+      displs[0] = 0;
+      for (PetscInt s = 1; s < G; s++) displs[s] = displs[s - 1] + counts[s - 1];
+    }
+    /* offsets[b+1] of each source's sequences, shifted by the rows before it */
+    PetscCallMPI(MPI_Allgatherv(cap->offsets + 1, (int)cap->B, MPI_INT64_T, off, counts, displs, MPI_INT64_T, lay->cross));
+    recv->offsets[0] = 0;
+    for (PetscInt s = 0; s < G; s++)
+      for (PetscInt b = 0; b < counts[s]; b++) recv->offsets[displs[s] + b + 1] = rstart[s] + off[displs[s] + b];
+    PetscCallMPI(MPI_Allgatherv(cap->loss, (int)cap->B, MPI_DOUBLE, recv->loss, counts, displs, MPI_DOUBLE, lay->cross));
+    PetscCall(PetscFree3(counts, displs, off));
+  }
+  /* the rows: each layer's to its owner (cross rank owner(l)) */
+  {
+    int64_t pieces = 0;
+    for (PetscInt l = 0; l < cap->L; l++) pieces += 2 * (1 + ((int64_t)maxT * (PetscMax(cap->din[l] + 1, cap->dout[l])) >> 30));
+    maxreq = (int)(pieces * (G + 1));
+  }
+  PetscCall(PetscMalloc1(PetscMax(maxreq, 1), &req));
+  for (PetscInt l = 0; l < cap->L; l++) {
+    int     o    = lay->owner[l];
+    int64_t n[2] = {(int64_t)cap->din[l] + 1, cap->dout[l]};
+    for (int w = 0; w < 2; w++) {
+      void *src = cap->prec == INFL_PREC_DOUBLE ? (void *)(w ? cap->ds64[l] : cap->a64[l]) : (void *)(w ? cap->ds32[l] : cap->a32[l]);
+      void *dst = recv->prec == INFL_PREC_DOUBLE ? (void *)(w ? recv->ds64[l] : recv->a64[l]) : (void *)(w ? recv->ds32[l] : recv->a32[l]);
+      int   tag = (int)(((int64_t)l * 2 + w) * 64) % (1 << 20);
+      if (o == me) {
+        for (PetscInt s = 0; s < G; s++) {
+          if (s == me) {
+            if (cap->T) PetscCall(PetscMemcpy((char *)dst + (size_t)rstart[s] * n[w] * es, src, (size_t)cap->T * n[w] * es));
+          } else PetscCall(post_pieces(PETSC_FALSE, (char *)dst + (size_t)rstart[s] * n[w] * es, (int64_t)bt[2 * s + 1] * n[w], type, (int)s, tag, lay->cross, req, &nreq));
+        }
+      } else PetscCall(post_pieces(PETSC_TRUE, src, (int64_t)cap->T * n[w], type, o, tag, lay->cross, req, &nreq));
+    }
+  }
+  PetscCallMPI(MPI_Waitall(nreq, req, MPI_STATUSES_IGNORE));
+  PetscCall(PetscFree(req));
+  PetscCall(PetscFree2(bt, rstart));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflLayerLayoutReduceToSources(InflLayerLayout lay, PetscInt nrow, int64_t ldp, const double part[], const PetscInt bstart[], PetscInt B, double out[])
+{
+  PetscMPIInt me;
+  double     *blk;
+  int64_t     maxb = 0;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(lay->cross, &me));
+  for (PetscInt s = 0; s < lay->G; s++) maxb = PetscMax(maxb, bstart[s + 1] - bstart[s]);
+  PetscCall(PetscMalloc1((size_t)PetscMax(nrow * maxb, 1), &blk));
+  for (PetscInt s = 0; s < lay->G; s++) { /* source s's columns, packed (nrow, B_s), summed onto s */
+    int64_t nb = bstart[s + 1] - bstart[s];
+    for (PetscInt i = 0; i < nrow; i++) PetscCall(PetscArraycpy(blk + i * nb, part + i * ldp + bstart[s], nb));
+    PetscCall(InflReduceSum(blk, out, (int64_t)nrow * nb, MPI_DOUBLE, (int)s, lay->cross));
+  }
+  PetscAssert(bstart[me + 1] - bstart[me] == B, PETSC_COMM_SELF, PETSC_ERR_PLIB, "source block %d != capture %d", (int)(bstart[me + 1] - bstart[me]), (int)B);
+  PetscCall(PetscFree(blk));
+  PetscFunctionReturn(0);
+}
