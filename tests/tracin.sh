@@ -59,6 +59,7 @@ check expect_error "-tracin_lr gives 1 learning rates for 2 checkpoints" 1 self 
 check expect_error "learning rate of TracIn checkpoint 2 is -1" 1 self -method tracin -checkpoints $ck -tracin_lr 0.1,-1 $tr -out bad3.h5
 check expect_error "-checkpoint_every -1 must be a number of epochs >= 0" 1 train $tr -model_dims 784,16,10 -checkpoint_every -1 -out bad4.safetensors
 check expect_error "TracIn checkpoint 2 has" 1 score -method tracin -checkpoints $SRC/tests/ref/mlp_small.safetensors,m.safetensors -tracin_lr 1,1 $tr $sc -out bad5.h5
+check expect_error "-layer_groups 2: TracIn .* has no EK-FAC factors" 2 self -method tracin -checkpoints $ck -layer_groups 2 $tr -out bad6.h5
 check [ ! -e bad1.h5 ]
 echo "tracin.sh: $pass passed, $fail failed"
 [ $fail -eq 0 ]
