@@ -95,6 +95,9 @@ PetscErrorCode InflDriverRunEnsemble(MPI_Comm comm, PetscBool help);
 /* Collective.  Mark as used the options of a study's options file that belong to stages a command skips (training,
  * fit, self-influence, summary: drivers/run.c), so that only misspelled options are reported as unused. */
 PetscErrorCode DriverStudyOptionsUsed(MPI_Comm comm);
+/* Collective.  Reads the options of every stage of a study (DriverStudyOptionsUsed, the scorer's, the report's, the
+ * EK-FAC's) and writes the EK-FAC options' key (InflEKFACGetKey, len bytes) into fit_key. */
+PetscErrorCode DriverStudyFitKey(MPI_Comm comm, char fit_key[], size_t len);
 /* MLP layer sizes: -model_dims if set (checked against the data), else input,256,256,classes of `train`. */
 PetscErrorCode DriverMLPDims(MPI_Comm comm, InflData train, PetscInt dims[], PetscInt *nd, PetscBool set);
 /* Collective.  Train the MLP dims (nd) with ReLU, initialized from topt->seed (InflModelSetFromOptions: the precision),

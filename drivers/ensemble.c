@@ -174,21 +174,8 @@ PetscErrorCode InflDriverRunEnsemble(MPI_Comm comm, PetscBool help)
   c.qidx = qidx;
   /* every option of the study is read now, so that a misspelled one stops it before any work */
   PetscCall(PetscOptionsSetValue(NULL, "-score_save_all", "1")); /* the members' full matrices are combined */
+  PetscCall(DriverStudyFitKey(comm, c.fit_key, sizeof(c.fit_key)));
   {
-    InflScorer probe;
-    InflReport rprobe;
-    InflEKFAC  ekprobe;
-    PetscCall(InflScorerCreate(comm, &probe));
-    PetscCall(InflScorerSetFromOptions(probe));
-    PetscCall(InflScorerDestroy(&probe));
-    PetscCall(InflReportCreate(comm, &rprobe));
-    PetscCall(InflReportSetFromOptions(rprobe));
-    PetscCall(InflReportDestroy(&rprobe));
-    PetscCall(InflEKFACCreate(comm, &ekprobe));
-    PetscCall(InflEKFACSetFromOptions(ekprobe));
-    PetscCall(InflEKFACGetKey(ekprobe, PETSC_FALSE, c.fit_key, sizeof(c.fit_key)));
-    PetscCall(InflEKFACDestroy(&ekprobe));
-    PetscCall(DriverStudyOptionsUsed(comm));
     {
       PetscBool set;
       PetscCall(PetscOptionsHasName(NULL, NULL, "-summary_queries", &set));

@@ -657,21 +657,8 @@ PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
     PetscFunctionReturn(0);
   }
   { /* the study's options of other stages (infl run's) are not misspellings; the fit's key decides reuse */
-    InflScorer probe;
-    InflReport rprobe;
-    InflEKFAC  ekprobe;
-    PetscBool  set;
-    PetscCall(InflScorerCreate(comm, &probe));
-    PetscCall(InflScorerSetFromOptions(probe));
-    PetscCall(InflScorerDestroy(&probe));
-    PetscCall(InflReportCreate(comm, &rprobe));
-    PetscCall(InflReportSetFromOptions(rprobe));
-    PetscCall(InflReportDestroy(&rprobe));
-    PetscCall(InflEKFACCreate(comm, &ekprobe));
-    PetscCall(InflEKFACSetFromOptions(ekprobe));
-    PetscCall(InflEKFACGetKey(ekprobe, PETSC_FALSE, fit_key, sizeof(fit_key)));
-    PetscCall(InflEKFACDestroy(&ekprobe));
-    PetscCall(DriverStudyOptionsUsed(comm));
+    PetscBool set;
+    PetscCall(DriverStudyFitKey(comm, fit_key, sizeof(fit_key)));
     PetscCall(PetscOptionsHasName(NULL, NULL, "-outdir", &set));
     PetscCall(PetscOptionsHasName(NULL, NULL, "-model", &set));
     PetscCall(PetscOptionsHasName(NULL, NULL, "-summary_queries", &set));

@@ -187,6 +187,30 @@ PetscErrorCode DriverStudyOptionsUsed(MPI_Comm comm)
   PetscFunctionReturn(0);
 }
 
+/* The options of every stage a study runs (scorer, report, EK-FAC: DriverStudyOptionsUsed and these), read before any
+ * work so that a misspelled option stops it; fit_key (len bytes) receives the EK-FAC options' key, which decides
+ * whether existing factors are reused. */
+PetscErrorCode DriverStudyFitKey(MPI_Comm comm, char fit_key[], size_t len)
+{
+  InflScorer probe;
+  InflReport rprobe;
+  InflEKFAC  ekprobe;
+
+  PetscFunctionBegin;
+  PetscCall(InflScorerCreate(comm, &probe));
+  PetscCall(InflScorerSetFromOptions(probe));
+  PetscCall(InflScorerDestroy(&probe));
+  PetscCall(InflReportCreate(comm, &rprobe));
+  PetscCall(InflReportSetFromOptions(rprobe));
+  PetscCall(InflReportDestroy(&rprobe));
+  PetscCall(InflEKFACCreate(comm, &ekprobe));
+  PetscCall(InflEKFACSetFromOptions(ekprobe));
+  PetscCall(InflEKFACGetKey(ekprobe, PETSC_FALSE, fit_key, len));
+  PetscCall(InflEKFACDestroy(&ekprobe));
+  PetscCall(DriverStudyOptionsUsed(comm));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
 {
   char        outdir[PETSC_MAX_PATH_LEN] = "infl-out", mpath[PETSC_MAX_PATH_LEN] = "", fpath[PETSC_MAX_PATH_LEN], spath[PETSC_MAX_PATH_LEN], selfpath[PETSC_MAX_PATH_LEN];
