@@ -16,20 +16,11 @@ static char ref_dir[PETSC_MAX_PATH_LEN];
 
 static PetscErrorCode read_ref(MPI_Comm comm, const char name[], int64_t n, double buf[])
 {
-  char    path[PETSC_MAX_PATH_LEN];
-  hid_t   file;
-  int     nd;
-  int64_t dims[8], total = 1;
+  char path[PETSC_MAX_PATH_LEN];
 
   PetscFunctionBegin;
   PetscCall(PetscSNPrintf(path, sizeof(path), "%s/mlp_small_ref.h5", ref_dir));
-  PetscCall(InflH5Open(comm, path, PETSC_FALSE, &file));
-  PetscCall(InflH5GetDims(file, name, &nd, dims));
-  EXPECT(nd >= 0, "fixture has no %s", name);
-  for (int i = 0; i < nd; i++) total *= dims[i];
-  EXPECT(total == n, "fixture %s has %" PRId64 " entries, expected %" PRId64, name, total, n);
-  PetscCall(InflH5ReadArray(file, name, H5T_NATIVE_DOUBLE, nd, NULL, dims, buf));
-  PetscCall(InflH5Close(&file));
+  PetscCall(InflTestReadDoubles(comm, path, name, n, buf));
   PetscFunctionReturn(0);
 }
 

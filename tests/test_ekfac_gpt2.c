@@ -42,8 +42,7 @@ static const char help[] = "EK-FAC on the tiny GPT-2 against the float64 PyTorch
 #include <infl/checkpoint.h>
 #include <cblas.h>
 #include <math.h>
-
-#define EXPECT(cond, ...) PetscCheck(cond, PETSC_COMM_SELF, PETSC_ERR_PLIB, __VA_ARGS__)
+#include "lib/infl_test.h"
 
 #define NSEL 3
 static const char *const sel_names[NSEL] = {"all", "mlp", "attn"};

@@ -7,7 +7,7 @@ static const char help[] = "EK-FAC on sequence captures against a plain referenc
 
 #include <infl/score.h>
 #include <math.h>
-#define EXPECT(cond, ...) PetscCheck(cond, PETSC_COMM_SELF, PETSC_ERR_PLIB, __VA_ARGS__)
+#include "lib/infl_test.h"
 
 #define FMNIST "idx:/usr/share/datasets/fashion-mnist/train"
 

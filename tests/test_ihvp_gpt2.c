@@ -19,8 +19,7 @@ static const char help[] = "Krylov IHVP on the tiny byte-level GPT-2 against den
 #include <petscblaslapack.h>
 #include <cblas.h>
 #include <math.h>
-
-#define EXPECT(cond, ...) PetscCheck(cond, PETSC_COMM_SELF, PETSC_ERR_PLIB, __VA_ARGS__)
+#include "lib/infl_test.h"
 
 static double relerr(int64_t n, const double a[], const double b[])
 {

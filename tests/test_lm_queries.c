@@ -10,7 +10,7 @@ static const char help[] = "Prompt/completion queries of a language model.\n";
 #include <infl/score.h>
 #include <math.h>
 #include <stdio.h>
-#define EXPECT(cond, ...) PetscCheck(cond, PETSC_COMM_SELF, PETSC_ERR_PLIB, __VA_ARGS__)
+#include "lib/infl_test.h"
 
 static PetscErrorCode write_file(MPI_Comm comm, const char path[], const char text[])
 {

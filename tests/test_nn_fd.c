@@ -2,8 +2,8 @@ static const char help[] = "Finite-difference check of the MLP gradient (double 
                            "loss with respect to every parameter, for relu, tanh, gelu and identity, vs the backward pass.\n";
 #include <infl/model.h>
 #include <math.h>
+#include "lib/infl_test.h"
 
-#define EXPECT(cond, ...) PetscCheck(cond, PETSC_COMM_SELF, PETSC_ERR_PLIB, __VA_ARGS__)
 #define B 6
 
 /* Summed loss in double, and whether each hidden unit of each example is active (relu pattern), via a capture. */

@@ -3,8 +3,8 @@ static const char help[] = "The MLP against the PyTorch reference (tests/ref/mlp
                            "classified examples), captures vs per-example gradients vs the batch gradient, Philox, true-Fisher labels.\n";
 #include <infl/model.h>
 #include <math.h>
+#include "lib/infl_test.h"
 
-#define EXPECT(cond, ...) PetscCheck(cond, PETSC_COMM_SELF, PETSC_ERR_PLIB, __VA_ARGS__)
 #define NEX 4 /* /nn/example_indices */
 
 typedef struct {

@@ -23,7 +23,7 @@ static const char help[] = "Gradient projections and the gradient store against 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#define EXPECT(cond, ...) PetscCheck(cond, PETSC_COMM_SELF, PETSC_ERR_PLIB, __VA_ARGS__)
+#include "lib/infl_test.h"
 
 #define FMNIST "/usr/share/datasets/fashion-mnist"
 #define NTRAIN 64
@@ -55,22 +55,6 @@ static double row_err(int64_t n, int64_t k, const double x[], const double r[])
     e = PetscMax(e, nr > 0 ? d / sqrt(nr) : d);
   }
   return e;
-}
-
-static PetscErrorCode read_fixture(const char path[], const char name[], int64_t n, double buf[])
-{
-  hid_t   f;
-  int     nd;
-  int64_t dims[8], numel = 1;
-
-  PetscFunctionBegin;
-  PetscCall(InflH5Open(PETSC_COMM_WORLD, path, PETSC_FALSE, &f));
-  PetscCall(InflH5GetDims(f, name, &nd, dims));
-  for (int i = 0; i < nd; i++) numel *= dims[i];
-  EXPECT(nd > 0 && numel == n, "%s: %s has %" PRId64 " entries, expected %" PRId64, path, name, numel, n);
-  PetscCall(InflH5ReadArray(f, name, H5T_NATIVE_DOUBLE, nd, NULL, NULL, buf));
-  PetscCall(InflH5Close(&f));
-  PetscFunctionReturn(0);
 }
 
 static PetscErrorCode make_projector(InflModel model, InflProjectKind kind, PetscInt kin, PetscInt kout, PetscInt dim, InflProjector *p)
@@ -153,7 +137,7 @@ static PetscErrorCode capture_gradients(const InflCapture *cap, int64_t P, doubl
 static PetscErrorCode read_store(const char path[], const char name[], int64_t n, double buf[])
 {
   PetscFunctionBegin;
-  PetscCall(read_fixture(path, name, n, buf));
+  PetscCall(InflTestReadDoubles(PETSC_COMM_WORLD, path, name, n, buf));
   PetscFunctionReturn(0);
 }
 
@@ -205,7 +189,7 @@ static PetscErrorCode test_mlp(const char src[], PetscMPIInt size)
       po += (int64_t)nd * na;
     }
   }
-  PetscCall(read_fixture(fix, "/train_norms", NTRAIN, gnref));
+  PetscCall(InflTestReadDoubles(PETSC_COMM_WORLD, fix, "/train_norms", NTRAIN, gnref));
   for (int kd = 0; kd < 3; kd++) {
     InflProjector   p;
     InflStoreScorer ss;
@@ -225,7 +209,7 @@ static PetscErrorCode test_mlp(const char src[], PetscMPIInt size)
       }
     PetscCall(InflProjectorProjectCapture(p, cap, out, gn));
     PetscCall(PetscSNPrintf(name, sizeof(name), "/%s/gradients", kinds[kd]));
-    PetscCall(read_fixture(fix, name, (int64_t)NTRAIN * k, ref));
+    PetscCall(InflTestReadDoubles(PETSC_COMM_WORLD, fix, name, (int64_t)NTRAIN * k, ref));
     e = row_err(NTRAIN, k, out, ref);
     PetscCall(PetscPrintf(PETSC_COMM_WORLD, "%s: capture projection vs numpy: %.2e (relative to the row norm)\n", kinds[kd], e));
     EXPECT(e < 1e-12, "%s: projection of the capture differs from numpy by %g", kinds[kd], e);
@@ -239,7 +223,7 @@ static PetscErrorCode test_mlp(const char src[], PetscMPIInt size)
     EXPECT(e < 1e-12, "%s: InflProjectorProjectGradients differs from the capture path by %g", kinds[kd], e);
     PetscCall(InflProjectorProjectCapture(p, qcap, qout, NULL));
     PetscCall(PetscSNPrintf(name, sizeof(name), "/%s/queries", kinds[kd]));
-    PetscCall(read_fixture(fix, name, (int64_t)NQUERY * k, qref));
+    PetscCall(InflTestReadDoubles(PETSC_COMM_WORLD, fix, name, (int64_t)NQUERY * k, qref));
     EXPECT(row_err(NQUERY, k, qout, qref) < 1e-12, "%s: query projections differ from numpy", kinds[kd]);
 
     /* the store at this rank count, chunks of 5 */
@@ -257,10 +241,10 @@ static PetscErrorCode test_mlp(const char src[], PetscMPIInt size)
       }
       PetscCall(PetscPrintf(PETSC_COMM_WORLD, "%s: store at %d ranks (chunks of 5) vs numpy: %.2f of the float32 storage bound\n", kinds[kd], (int)size, used));
       EXPECT(used <= 1, "%s: stored rows differ from numpy beyond float32 storage (%.2f of the bound)", kinds[kd], used);
-      PetscCall(read_fixture(store, "/losses", NTRAIN, lo));
+      PetscCall(InflTestReadDoubles(PETSC_COMM_WORLD, store, "/losses", NTRAIN, lo));
       {
         double lref[NTRAIN];
-        PetscCall(read_fixture(fix, "/losses", NTRAIN, lref));
+        PetscCall(InflTestReadDoubles(PETSC_COMM_WORLD, fix, "/losses", NTRAIN, lref));
         for (int m = 0; m < NTRAIN; m++) EXPECT(fabs(lo[m] - lref[m]) <= 1e-12 * PetscMax(1, lref[m]), "store loss of example %d: %g vs numpy %g", m, lo[m], lref[m]);
       }
       PetscCall(PetscMalloc1((size_t)k * k, &gram));
@@ -271,7 +255,7 @@ static PetscErrorCode test_mlp(const char src[], PetscMPIInt size)
         PetscCall(InflH5GetDims(f, "/gram", &nd, dd));
         PetscCall(InflH5Close(&f));
         EXPECT(nd < 0, "a store built without the Gram matrix has /gram");
-      } else PetscCall(read_fixture(store, "/gram", (int64_t)k * k, gram));
+      } else PetscCall(InflTestReadDoubles(PETSC_COMM_WORLD, store, "/gram", (int64_t)k * k, gram));
       for (PetscInt i = 0; i < k && kd != 1; i++)
         for (PetscInt j = 0; j < k; j++) {
           double s = 0;
@@ -316,10 +300,10 @@ static PetscErrorCode test_mlp(const char src[], PetscMPIInt size)
         EXPECT(e <= 1e-14, "%s: the query projections split over %d ranks differ from the whole one by %g", kinds[kd], (int)size, e);
       }
       PetscCall(PetscSNPrintf(name, sizeof(name), "/%s/scores_%s", kinds[kd], fisher ? "fisher" : "identity"));
-      PetscCall(read_fixture(fix, name, NQUERY * NTRAIN, sref));
+      PetscCall(InflTestReadDoubles(PETSC_COMM_WORLD, fix, name, NQUERY * NTRAIN, sref));
       if (fisher) {
         PetscCall(PetscSNPrintf(name, sizeof(name), "/%s/queries_fisher", kinds[kd]));
-        PetscCall(read_fixture(fix, name, (int64_t)NQUERY * k, pqref));
+        PetscCall(InflTestReadDoubles(PETSC_COMM_WORLD, fix, name, (int64_t)NQUERY * k, pqref));
         PetscCall(InflH5Open(PETSC_COMM_WORLD, fix, PETSC_FALSE, &f));
         PetscCall(PetscSNPrintf(name, sizeof(name), "/%s", kinds[kd]));
         PetscCall(InflH5GetAttrDouble(f, name, "kappa", &kappa));
@@ -431,7 +415,7 @@ static PetscErrorCode test_mlp(const char src[], PetscMPIInt size)
     EXPECT(worst <= 1e-13 * smax, "TracIn scores differ from the weighted sum of the stores' scores by %g (largest %g)", worst, smax);
     for (int r = 0; r < 3; r++) PetscCall(PetscFree(sc[r]));
     PetscCall(InflStoreTracInSelf(PETSC_COMM_WORLD, 2, paths, eta, self, PETSC_TRUE));
-    PetscCall(read_fixture(self, "/self_influence", NTRAIN, selfv));
+    PetscCall(InflTestReadDoubles(PETSC_COMM_WORLD, self, "/self_influence", NTRAIN, selfv));
     for (int m = 0; m < NTRAIN; m++) EXPECT(fabs(selfv[m] - 2.5 * gnref[m] * gnref[m]) <= 1e-12 * 2.5 * gnref[m] * gnref[m], "TracIn self-influence of example %d: %g, numpy %g", m, selfv[m], 2.5 * gnref[m] * gnref[m]);
     {
       InflStoreScorer bad; /* several stores need the identity curvature: one clear error */

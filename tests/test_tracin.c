@@ -14,27 +14,11 @@ static const char help[] = "TracIn through captures against a torch reference.\n
 #include <infl/store.h>
 #include <math.h>
 #include <stdlib.h>
-#define EXPECT(cond, ...) PetscCheck(cond, PETSC_COMM_SELF, PETSC_ERR_PLIB, __VA_ARGS__)
+#include "lib/infl_test.h"
 
 #define FMNIST "/usr/share/datasets/fashion-mnist"
 #define NTRAIN 64
 #define NQUERY 4
-
-static PetscErrorCode read_ref(const char path[], const char name[], int64_t n, double buf[])
-{
-  hid_t   f;
-  int     nd;
-  int64_t dims[8], numel = 1;
-
-  PetscFunctionBegin;
-  PetscCall(InflH5Open(PETSC_COMM_WORLD, path, PETSC_FALSE, &f));
-  PetscCall(InflH5GetDims(f, name, &nd, dims));
-  for (int i = 0; i < nd; i++) numel *= dims[i];
-  EXPECT(nd > 0 && numel == n, "%s: %s has %" PRId64 " entries, expected %" PRId64, path, name, numel, n);
-  PetscCall(InflH5ReadArray(f, name, H5T_NATIVE_DOUBLE, nd, NULL, NULL, buf));
-  PetscCall(InflH5Close(&f));
-  PetscFunctionReturn(0);
-}
 
 static PetscErrorCode load(const char path[], InflPrecision prec, InflModel *m)
 {
@@ -118,9 +102,9 @@ static PetscErrorCode test_mlp(const char src[], PetscMPIInt size)
   PetscFunctionBegin;
   PetscCall(PetscSNPrintf(ref, sizeof(ref), "%s/tests/ref/tracin_ref.h5", src));
   PetscCall(PetscMalloc2(NQUERY * NTRAIN, &rs, NTRAIN, &rself));
-  PetscCall(read_ref(ref, "/mlp/scores", NQUERY * NTRAIN, rs));
-  PetscCall(read_ref(ref, "/mlp/self", NTRAIN, rself));
-  PetscCall(read_ref(ref, "/mlp/eta", 2, reta));
+  PetscCall(InflTestReadDoubles(PETSC_COMM_WORLD, ref, "/mlp/scores", NQUERY * NTRAIN, rs));
+  PetscCall(InflTestReadDoubles(PETSC_COMM_WORLD, ref, "/mlp/self", NTRAIN, rself));
+  PetscCall(InflTestReadDoubles(PETSC_COMM_WORLD, ref, "/mlp/eta", 2, reta));
   for (int c = 0; c < 2; c++) { /* the learning rates from the checkpoints' metadata */
     PetscCall(PetscSNPrintf(path[c], sizeof(path[c]), "%s/tests/ref/mlp_tracin_ckpt%d.safetensors", src, c + 1));
     PetscCall(InflModelReadMetadata(PETSC_COMM_WORLD, path[c], "train_lr", v, sizeof(v)));
@@ -151,7 +135,7 @@ static PetscErrorCode test_mlp(const char src[], PetscMPIInt size)
       }
       PetscCall(PetscSNPrintf(out, sizeof(out), "test_tracin_self_np%d.h5", (int)size));
       PetscCall(InflStoreTracInSelf(PETSC_COMM_WORLD, 2, stores, eta, out, PETSC_TRUE));
-      PetscCall(read_ref(out, "/self_influence", NTRAIN, sv));
+      PetscCall(InflTestReadDoubles(PETSC_COMM_WORLD, out, "/self_influence", NTRAIN, sv));
       for (int i = 0; i < NTRAIN; i++) worst = PetscMax(worst, fabs(sv[i] - self[i]) / fabs(self[i]));
       PetscCall(PetscPrintf(PETSC_COMM_WORLD, "mlp: store-based TracIn self-influence vs through captures: %.2e relative\n", worst));
       EXPECT(worst <= 1e-12, "store-based TracIn self-influence differs from the exact one by %g relative", worst);
@@ -177,11 +161,11 @@ static PetscErrorCode test_gpt2(const char src[])
   PetscCall(PetscSNPrintf(path[0], sizeof(path[0]), "%s/tests/ref/gpt2_tiny", src));
   PetscCall(PetscSNPrintf(path[1], sizeof(path[1]), "%s/tests/ref/gpt2_tiny_ckpt2", src));
   PetscCall(PetscSNPrintf(spec, sizeof(spec), "tokens:%s/tests/ref/gpt2_tiny_tokens.h5", src));
-  PetscCall(read_ref(ref, "/gpt2/eta", 2, eta));
+  PetscCall(InflTestReadDoubles(PETSC_COMM_WORLD, ref, "/gpt2/eta", 2, eta));
   PetscCall(InflModelReadMetadata(PETSC_COMM_WORLD, path[1], "train_lr", v, sizeof(v))); /* a directory's model.safetensors */
   EXPECT(atof(v) == eta[1], "gpt2 checkpoint 2: metadata train_lr \"%s\", the reference's %g", v, eta[1]);
-  PetscCall(read_ref(ref, "/gpt2/scores", 16, rs));
-  PetscCall(read_ref(ref, "/gpt2/self", 4, rself));
+  PetscCall(InflTestReadDoubles(PETSC_COMM_WORLD, ref, "/gpt2/scores", 16, rs));
+  PetscCall(InflTestReadDoubles(PETSC_COMM_WORLD, ref, "/gpt2/self", 4, rself));
   for (int c = 0; c < 2; c++) PetscCall(load(path[c], INFL_PREC_DOUBLE, &m[c]));
   PetscCall(InflDataOpen(PETSC_COMM_WORLD, spec, 0, &data));
   for (int c = 0; c < 2; c++) PetscCall(InflModelCheckData(m[c], data));

@@ -8,8 +8,7 @@ static const char help[] = "Data-parallel training against an independent PyTorc
 #include <infl/checkpoint.h>
 #include <math.h>
 #include <unistd.h>
-
-#define EXPECT(cond, ...) PetscCheck(cond, PETSC_COMM_SELF, PETSC_ERR_PLIB, __VA_ARGS__)
+#include "lib/infl_test.h"
 
 /* ||a - b|| / ||b|| and max |a - b| over n entries */
 static void diff_norms(int64_t n, const float a[], const float b[], double *rel, double *maxabs)
@@ -155,7 +154,7 @@ static PetscErrorCode check_decay_step(MPI_Comm comm, InflData data, InflOptimiz
 
 int main(int argc, char **argv)
 {
-  MPI_Comm         comm, sub;
+  MPI_Comm         comm;
   InflModel        model;
   InflData         data;
   InflTrainOptions opt;
@@ -163,7 +162,7 @@ int main(int argc, char **argv)
   const char      *src;
   char             path[PETSC_MAX_PATH_LEN], spec[PETSC_MAX_PATH_LEN], ckpt[PETSC_MAX_PATH_LEN], partial[PETSC_MAX_PATH_LEN + 16];
   double           rel, mx, loss0, loss1, acc, ref_before, ref_after, step_lr[20];
-  PetscMPIInt      size, rank, subsize;
+  PetscMPIInt      size, rank, subsize = 1;
 
   PetscCall(PetscInitialize(&argc, &argv, NULL, help));
   comm = PETSC_COMM_WORLD;
@@ -247,28 +246,12 @@ int main(int argc, char **argv)
 
   /* stopped after global step 13 (epoch 2, batch 4: past the warm-up, inside the cosine) on fewer ranks, then resumed
    * on all: the checkpoint carries parameters, moments, the step counter and the position in the epoch */
-  subsize = size > 1 ? (size + 1) / 2 : 1;
   PetscCall(PetscSNPrintf(ckpt, sizeof(ckpt), "test_train_np%d_resume.safetensors", (int)size));
   PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", ckpt));
   if (rank == 0) (void)unlink(partial);
   PetscCallMPI(MPI_Barrier(comm));
   PetscCall(PetscStrncpy(opt.checkpoint, ckpt, sizeof(opt.checkpoint)));
-  PetscCallMPI(MPI_Comm_split(comm, rank < subsize ? 0 : MPI_UNDEFINED, rank, &sub));
-  if (sub != MPI_COMM_NULL) {
-    InflData       d2;
-    PetscErrorCode ierr;
-    PetscCall(InflDataOpen(sub, spec, 1000, &d2));
-    PetscCall(fresh_model(sub, &model));
-    opt.stop_after = 13;
-    PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
-    ierr = InflModelTrain(model, d2, NULL, &opt);
-    PetscCall(PetscPopErrorHandler());
-    EXPECT(ierr == INFL_ERR_INTERRUPTED, "-train_stop_after 13 ended the training with error code %d, not %d (interrupted)", (int)ierr, INFL_ERR_INTERRUPTED);
-    PetscCall(InflModelDestroy(&model));
-    PetscCall(InflDataDestroy(&d2));
-    PetscCallMPI(MPI_Comm_free(&sub));
-  }
-  PetscCallMPI(MPI_Barrier(comm));
+  PetscCall(InflTestTrainStopped(comm, spec, 1000, fresh_model, &opt, 13, &subsize));
   {
     hid_t   pf;
     int64_t step, b0;
@@ -280,7 +263,6 @@ int main(int argc, char **argv)
     EXPECT(step == 13 && b0 == 300, "the checkpoint holds step %" PRId64 " at example %" PRId64 ", expected step 13 at example 300", step, b0);
   }
   PetscCall(fresh_model(comm, &model));
-  opt.stop_after = 0;
   PetscCall(PetscPrintf(comm, "adamw stopped after step 13 on %d rank(s), resumed on %d:\n", (int)subsize, (int)size));
   PetscCall(InflModelTrain(model, data, NULL, &opt));
   PetscCall(expect_params(comm, file, "adamw/final", model, opt.lr));

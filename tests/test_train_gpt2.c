@@ -9,8 +9,7 @@ static const char help[] = "GPT-2 training against an independent PyTorch run (t
 #include <math.h>
 #include <string.h>
 #include <unistd.h>
-
-#define EXPECT(cond, ...) PetscCheck(cond, PETSC_COMM_SELF, PETSC_ERR_PLIB, __VA_ARGS__)
+#include "lib/infl_test.h"
 
 static const InflGPT2Config cfg = {.n_embd = 32, .n_layer = 2, .n_head = 4, .vocab_size = 64, .n_positions = 16, .layer_norm_epsilon = 1e-5, .activation = INFL_GPT2_GELU_NEW};
 static const char *const blk[12] = {"ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias"};
@@ -132,7 +131,7 @@ static PetscErrorCode expect_final(MPI_Comm comm, hid_t file, InflModel model, c
 
 int main(int argc, char **argv)
 {
-  MPI_Comm         comm, sub;
+  MPI_Comm         comm;
   InflModel        model;
   InflData         data;
   InflTrainOptions opt;
@@ -141,7 +140,7 @@ int main(int argc, char **argv)
   char             path[PETSC_MAX_PATH_LEN], spec[PETSC_MAX_PATH_LEN], ckpt[PETSC_MAX_PATH_LEN], partial[PETSC_MAX_PATH_LEN + 16];
   double           rel, mx, kb, step_lr[10];
   int64_t          N, wl[26], ten[1] = {10}, n26[1] = {26};
-  PetscMPIInt      size, rank, subsize;
+  PetscMPIInt      size, rank, subsize = 1;
 
   PetscCall(PetscInitialize(&argc, &argv, NULL, help));
   comm = PETSC_COMM_WORLD;
@@ -213,28 +212,12 @@ int main(int argc, char **argv)
 
   /* stopped after global step 7 (epoch 2, its third batch: past the warm-up, inside the cosine) on fewer ranks,
    * then resumed on all */
-  subsize = size > 1 ? (size + 1) / 2 : 1;
   PetscCall(PetscSNPrintf(ckpt, sizeof(ckpt), "test_train_gpt2_np%d_resume", (int)size));
   PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", ckpt));
   if (rank == 0) (void)unlink(partial);
   PetscCallMPI(MPI_Barrier(comm));
   PetscCall(PetscStrncpy(opt.checkpoint, ckpt, sizeof(opt.checkpoint)));
-  PetscCallMPI(MPI_Comm_split(comm, rank < subsize ? 0 : MPI_UNDEFINED, rank, &sub));
-  if (sub != MPI_COMM_NULL) {
-    InflData       d2;
-    PetscErrorCode ierr;
-    PetscCall(InflDataOpen(sub, spec, 0, &d2));
-    PetscCall(fresh_model(sub, &model));
-    opt.stop_after = 7;
-    PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
-    ierr = InflModelTrain(model, d2, NULL, &opt);
-    PetscCall(PetscPopErrorHandler());
-    EXPECT(ierr == INFL_ERR_INTERRUPTED, "-train_stop_after 7 ended the training with error code %d, not %d (interrupted)", (int)ierr, INFL_ERR_INTERRUPTED);
-    PetscCall(InflModelDestroy(&model));
-    PetscCall(InflDataDestroy(&d2));
-    PetscCallMPI(MPI_Comm_free(&sub));
-  }
-  PetscCallMPI(MPI_Barrier(comm));
+  PetscCall(InflTestTrainStopped(comm, spec, 0, fresh_model, &opt, 7, &subsize));
   {
     hid_t   pf;
     int64_t step, b0, e;
@@ -247,7 +230,6 @@ int main(int argc, char **argv)
     EXPECT(step == 7 && e == 1 && b0 == 12, "the checkpoint holds step %" PRId64 " at epoch %" PRId64 " window %" PRId64 ", expected step 7 at epoch 1 (0-based) window 12", step, e, b0);
   }
   PetscCall(fresh_model(comm, &model));
-  opt.stop_after = 0;
   PetscCall(PetscPrintf(comm, "adamw stopped after step 7 on %d rank(s), resumed on %d:\n", (int)subsize, (int)size));
   PetscCall(InflModelTrain(model, data, NULL, &opt));
   PetscCall(expect_final(comm, file, model, step_lr, 10, PETSC_FALSE));

@@ -783,36 +783,19 @@ PetscErrorCode InflGPT2GetBatchGradientDouble(InflGPT2 g, const double **grad64)
 
 PetscErrorCode InflGPT2CaptureCreate(InflGPT2 g, PetscInt Bmax, PetscInt Tmax, InflCapture **cap)
 {
-  InflCapture *c;
-  size_t       es = g->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
+  PetscInt L, *din, *dout;
 
   PetscFunctionBegin;
   PetscCheck(g->setup, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "the GPT-2 model has no parameters; load or set it up before creating a capture");
   PetscCheck(Bmax >= 0 && Tmax >= 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "capture capacity of %d sequences and %d rows must not be negative", (int)Bmax, (int)Tmax);
-  PetscCall(PetscNew(&c)); /* allocated as InflCaptureCreate does, for InflCaptureDestroy */
-  c->prec = g->prec;
-  c->L    = 4 * g->cfg.n_layer;
-  c->Bmax = Bmax;
-  c->Tmax = Tmax;
-  PetscCall(PetscMalloc2(c->L, &c->din, c->L, &c->dout));
-  PetscCall(PetscCalloc4(c->L, &c->a32, c->L, &c->ds32, c->L, &c->a64, c->L, &c->ds64));
-  for (PetscInt l = 0; l < c->L; l++) {
-    void *a, *ds;
-    c->din[l]  = lin_in[l % 4] * g->cfg.n_embd;
-    c->dout[l] = lin_out[l % 4] * g->cfg.n_embd;
-    PetscCall(PetscMalloc((size_t)PetscMax(Tmax, 1) * (c->din[l] + 1) * es, &a));
-    PetscCall(PetscMalloc((size_t)PetscMax(Tmax, 1) * c->dout[l] * es, &ds));
-    if (c->prec == INFL_PREC_DOUBLE) {
-      c->a64[l]  = a;
-      c->ds64[l] = ds;
-    } else {
-      c->a32[l]  = a;
-      c->ds32[l] = ds;
-    }
+  L = 4 * g->cfg.n_layer;
+  PetscCall(PetscMalloc2(L, &din, L, &dout));
+  for (PetscInt l = 0; l < L; l++) {
+    din[l]  = lin_in[l % 4] * g->cfg.n_embd;
+    dout[l] = lin_out[l % 4] * g->cfg.n_embd;
   }
-  PetscCall(PetscMalloc1(PetscMax(Bmax, 1), &c->loss));
-  PetscCall(PetscCalloc1(Bmax + 1, &c->offsets));
-  *cap = c;
+  PetscCall(InflCaptureAllocate(g->prec, L, din, dout, Bmax, Tmax, cap));
+  PetscCall(PetscFree2(din, dout));
   PetscFunctionReturn(0);
 }
 

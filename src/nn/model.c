@@ -592,30 +592,27 @@ PetscErrorCode InflModelGetChunk(InflModel m, MPI_Comm comm, const char stage[],
 }
 
 /* ---------------------------------------------------------------- capture */
-PetscErrorCode InflCaptureCreate(InflModel m, PetscInt Bmax, InflCapture **cap)
+PetscErrorCode InflCaptureAllocate(InflPrecision prec, PetscInt L, const PetscInt din[], const PetscInt dout[], PetscInt Bmax, PetscInt Tmax, InflCapture **cap)
 {
   InflCapture *c;
-  size_t       es = m->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
-  int64_t      Tmax;
+  size_t       es = prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
 
   PetscFunctionBegin;
-  CHECK_TYPED(m, "InflCaptureCreate");
-  Tmax = (int64_t)Bmax * m->seqlen_max;
-  PetscCheck(Tmax <= PETSC_MAX_INT, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "a capture of %d sequences of up to %d rows has %" PRId64 " rows, more than PetscInt holds; use a smaller chunk", (int)Bmax, (int)m->seqlen_max, Tmax);
+  PetscCheck(L >= 0 && Bmax >= 0 && Tmax >= 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "capture of %d layers, %d sequences and %d rows: none may be negative", (int)L, (int)Bmax, (int)Tmax);
   PetscCall(PetscNew(&c));
-  c->prec = m->prec;
-  c->L    = m->L;
+  c->prec = prec;
+  c->L    = L;
   c->Bmax = Bmax;
-  c->Tmax = (PetscInt)Tmax;
-  PetscCall(PetscMalloc2(m->L, &c->din, m->L, &c->dout));
-  PetscCall(PetscCalloc4(m->L, &c->a32, m->L, &c->ds32, m->L, &c->a64, m->L, &c->ds64));
-  for (PetscInt l = 0; l < m->L; l++) {
+  c->Tmax = Tmax;
+  PetscCall(PetscMalloc2(L, &c->din, L, &c->dout));
+  PetscCall(PetscCalloc4(L, &c->a32, L, &c->ds32, L, &c->a64, L, &c->ds64));
+  for (PetscInt l = 0; l < L; l++) {
     void *a, *ds;
-    c->din[l]  = m->layers[l].din;
-    c->dout[l] = m->layers[l].dout;
-    PetscCall(PetscMalloc((size_t)PetscMax(c->Tmax, 1) * (c->din[l] + 1) * es, &a));
-    PetscCall(PetscMalloc((size_t)PetscMax(c->Tmax, 1) * c->dout[l] * es, &ds));
-    if (m->prec == INFL_PREC_DOUBLE) {
+    c->din[l]  = din[l];
+    c->dout[l] = dout[l];
+    PetscCall(PetscMalloc((size_t)PetscMax(Tmax, 1) * (din[l] + 1) * es, &a));
+    PetscCall(PetscMalloc((size_t)PetscMax(Tmax, 1) * dout[l] * es, &ds));
+    if (prec == INFL_PREC_DOUBLE) {
       c->a64[l]  = a;
       c->ds64[l] = ds;
     } else {
@@ -626,6 +623,25 @@ PetscErrorCode InflCaptureCreate(InflModel m, PetscInt Bmax, InflCapture **cap)
   PetscCall(PetscMalloc1(PetscMax(Bmax, 1), &c->loss));
   PetscCall(PetscCalloc1(Bmax + 1, &c->offsets));
   *cap = c;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflCaptureCreate(InflModel m, PetscInt Bmax, InflCapture **cap)
+{
+  PetscInt *din, *dout;
+  int64_t   Tmax;
+
+  PetscFunctionBegin;
+  CHECK_TYPED(m, "InflCaptureCreate");
+  Tmax = (int64_t)Bmax * m->seqlen_max;
+  PetscCheck(Tmax <= PETSC_MAX_INT, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "a capture of %d sequences of up to %d rows has %" PRId64 " rows, more than PetscInt holds; use a smaller chunk", (int)Bmax, (int)m->seqlen_max, Tmax);
+  PetscCall(PetscMalloc2(m->L, &din, m->L, &dout));
+  for (PetscInt l = 0; l < m->L; l++) {
+    din[l]  = m->layers[l].din;
+    dout[l] = m->layers[l].dout;
+  }
+  PetscCall(InflCaptureAllocate(m->prec, m->L, din, dout, Bmax, (PetscInt)Tmax, cap));
+  PetscCall(PetscFree2(din, dout));
   PetscFunctionReturn(0);
 }
 

@@ -3,6 +3,7 @@
 #define INFL_TEST_IO_CHECK_H
 #include <infl/io.h>
 #include <string.h>
+#include "lib/infl_test.h"
 
 /* Every rank must see ierr != 0, and the error text must contain `expect`. */
 static PetscErrorCode check_fails(MPI_Comm comm, PetscErrorCode ierr, const char expect[], const char what[])
@@ -28,7 +29,5 @@ static PetscErrorCode check_fails(MPI_Comm comm, PetscErrorCode ierr, const char
     PetscCall(PetscPopErrorHandler()); \
     PetscCall(check_fails(comm, _e, expect, what)); \
   } while (0)
-
-#define EXPECT(cond, ...) PetscCheck(cond, PETSC_COMM_SELF, PETSC_ERR_PLIB, __VA_ARGS__)
 
 #endif
