@@ -290,7 +290,7 @@ static PetscErrorCode test_mlp(const char src[], PetscMPIInt size)
       PetscCall(InflH5Close(&f));
     }
 
-    /* store-based scores, identity and fisher; fisher again with ScaLAPACK blocks of 5 (k = 128 and 48 are not
+    /* store-based scores, identity and fisher; fisher again with ScaLAPACK blocks of 5 (k = 192 and 48 are not
      * multiples of 5, so the last block row and column are partial) and, from a store without /gram, panels of 7
      * rows of G^T G (several passes, panels straddling blocks) */
     for (int variant = 0; variant < 3; variant++) {
