@@ -12,7 +12,8 @@
  *   - The store built at this rank count with chunks of 5 equals the numpy projections up to float32 storage; its
  *     /gram equals G^T G of its rows; store-based identity scores equal projected dot products computed here and
  *     numpy's; Fisher scores equal numpy's solve on the same store within its conditioning (from /gram, and for the
- *     gaussian store, built without it, from the extra pass over the store); top-k lists agree.
+ *     gaussian store, built without it, from the extra pass over the store), with ScaLAPACK blocks of 64 and of 5 (k
+ *     not a multiple: partial last blocks) and G^T G summed in panels of 7 rows (several passes); top-k lists agree.
  *   - TracIn over two stores (weights 0.5, 2) equals the weighted sum of their scores; its self-influence equals
  *     sum eta ||g||^2 with numpy's gradient norms; several stores under the Fisher curvature are refused.
  *   - GPT-2 (gpt2_tiny, sequences of many tokens, double): projections of the capture equal the explicit projection
