@@ -3,7 +3,9 @@
 # Kronecker stores 16/16, 32/32, 64/32 and a Gaussian (TRAK) store of k = 2048 on the first 10,000 training
 # examples, each scored on the study's 100 queries (t10k 0:100, -score_save_all) with the identity and the damped
 # projected Fisher; then the Pearson correlation with exact EK-FAC scores and the LDS of every scores file.
-# Inputs (made by `infl lds ... -out lds10k.h5` and `infl run ... -outdir s10k` of FIDELITY.md's LDS section):
+# Inputs (made by `infl lds ... -out lds10k.h5` and `infl run ... -outdir s10k` of FIDELITY.md's LDS section): the
+# study's model, lds10k.h5, and the single model's exact EK-FAC scores (-score_save_all; after an `infl run -ensemble`
+# in the same outdir these are s10k/ensemble/scores-0.h5, as s10k/scores.h5 then holds the ensemble's).
 #   usage: bench/store_lds.sh MODEL.safetensors LDS.h5 EKFAC_SCORES.h5 [OUTDIR]
 set -eu
 [ "$(id -u)" -eq 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
