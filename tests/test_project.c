@@ -15,7 +15,8 @@
  *     gaussian store, built without it, from the extra pass over the store), with ScaLAPACK blocks of 64 and of 5 (k
  *     not a multiple: partial last blocks) and G^T G summed in panels of 7 rows (several passes); top-k lists agree.
  *   - TracIn over two stores (weights 0.5, 2) equals the weighted sum of their scores; its self-influence equals
- *     sum eta ||g||^2 with numpy's gradient norms; several stores under the Fisher curvature are refused.
+ *     sum eta ||g||^2 with numpy's gradient norms; several stores under the Fisher curvature are refused, and so is a
+ *     damped projected Fisher that is not positive definite (pdpotrf info > 0, the same error on every rank).
  *   - GPT-2 (gpt2_tiny, sequences of many tokens, double): projections of the capture equal the explicit projection
  *     of DW = sum_t Ds_t a_t^T formed here, and the store built with chunks of one sequence holds them. */
 static const char help[] = "Gradient projections and the gradient store against references.\n";
@@ -452,7 +453,36 @@ static PetscErrorCode test_mlp(const char src[], PetscMPIInt size)
       EXPECT(err == PETSC_ERR_ARG_INCOMP, "adding a store under -store_curvature fisher gave error %d, expected PETSC_ERR_ARG_INCOMP", (int)err);
       PetscCall(InflStoreScorerDestroy(&bad));
     }
-    PetscCall(PetscPrintf(PETSC_COMM_WORLD, "tracin: self-influence sum eta ||g||^2 equals numpy's; several stores under fisher refused\n"));
+    { /* a damped projected Fisher that is not positive definite (/gram overwritten by -N I: F = -I + 0.5 I): one error
+       * from pdpotrf on every rank, no hang */
+      InflStoreScorer bad;
+      PetscErrorCode  err;
+      hid_t           fw;
+      double         *neg; /* (nr, kk) this rank's rows of -N I */
+      int64_t         r0, nr, dd[8];
+      int             nd;
+      PetscMPIInt     rank;
+      PetscCallMPI(MPI_Comm_rank(PETSC_COMM_WORLD, &rank));
+      PetscCall(InflH5Open(PETSC_COMM_WORLD, s1, PETSC_TRUE, &fw));
+      PetscCall(InflH5GetDims(fw, "/gram", &nd, dd));
+      EXPECT(nd == 2 && dd[0] == dd[1], "%s has no square /gram", s1);
+      InflPartition(dd[0], size, rank, &r0, &nr);
+      PetscCall(PetscCalloc1(nr * dd[0] + 1, &neg));
+      for (int64_t i = 0; i < nr; i++) neg[i * dd[0] + r0 + i] = -NTRAIN;
+      PetscCall(InflH5WriteRowsAt(fw, "/gram", H5T_NATIVE_DOUBLE, r0, nr, neg));
+      PetscCall(InflH5Close(&fw));
+      PetscCall(PetscFree(neg));
+      PetscCall(PetscOptionsSetValue(NULL, "-store_damping", "0.5"));
+      PetscCall(InflStoreScorerCreate(PETSC_COMM_WORLD, &bad));
+      PetscCall(InflStoreScorerSetFromOptions(bad));
+      PetscCall(PetscOptionsClearValue(NULL, "-store_damping"));
+      PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
+      err = InflStoreScorerOpen(bad, s1, model);
+      PetscCall(PetscPopErrorHandler());
+      EXPECT(err == PETSC_ERR_MAT_CH_ZRPVT, "a projected Fisher that is not positive definite gave error %d, expected PETSC_ERR_MAT_CH_ZRPVT", (int)err);
+      PetscCall(InflStoreScorerDestroy(&bad));
+    }
+    PetscCall(PetscPrintf(PETSC_COMM_WORLD, "tracin: self-influence sum eta ||g||^2 equals numpy's; several stores under fisher refused; a Fisher that is not positive definite refused\n"));
   }
   PetscCall(PetscOptionsClearValue(NULL, "-store_curvature"));
   PetscCall(PetscOptionsClearValue(NULL, "-score_save_all"));
