@@ -347,7 +347,7 @@ int DriverScanOptionsFiles(int argc, char **argv, char msg[], size_t len)
  * `paths` (each PETSC_MAX_PATH_LEN); a path ending in '/' stands for every file directly in that directory. */
 static PetscErrorCode input_paths(char (*paths)[PETSC_MAX_PATH_LEN], int max, int *n)
 {
-  static const char *files[] = {"-model", "-factors", "-scores", "-self", "-store", "-file", "-query_prompts"};
+  static const char *files[] = {"-model", "-factors", "-scores", "-self", "-store", "-file", "-query_prompts", "-checkpoints"}; /* lists: comma-separated */
   static const char *specs[] = {"-train", "-test", "-query", "-data"};
   static const char *idx[]   = {"-images-idx3-ubyte", "-images-idx3-ubyte.gz", "-labels-idx1-ubyte", "-labels-idx1-ubyte.gz"};
   static const char *tok[]   = {"vocab.json", "merges.txt", "encoder.json", "vocab.bpe"};
@@ -362,19 +362,24 @@ static PetscErrorCode input_paths(char (*paths)[PETSC_MAX_PATH_LEN], int max, in
     if (*n < max) PetscCall(PetscSNPrintf(paths[(*n)++], PETSC_MAX_PATH_LEN, __VA_ARGS__)); \
   } while (0)
   for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+    char *list, *save = NULL;
     PetscCall(PetscOptionsFindPair(NULL, NULL, files[i], &v, &set));
     if (!set || !v) continue;
-    ADD("%s", v);
-    if (!strcmp(files[i], "-model")) { /* GPT-2: config.json (and tokenizer files) in the directory or beside the file */
-      char        dir[PETSC_MAX_PATH_LEN];
-      const char *slash = strrchr(v, '/');
-      if (stat(v, &st) == 0 && S_ISDIR(st.st_mode)) PetscCall(PetscStrncpy(dir, v, sizeof(dir)));
-      else if (slash) PetscCall(PetscStrncpy(dir, v, PetscMin(sizeof(dir), (size_t)(slash - v) + 1)));
-      else PetscCall(PetscStrncpy(dir, ".", sizeof(dir)));
-      ADD("%s/config.json", dir);
-      ADD("%s/model.safetensors", dir);
-      for (size_t k = 0; k < sizeof(tok) / sizeof(tok[0]); k++) ADD("%s/%s", dir, tok[k]);
+    PetscCall(PetscStrallocpy(v, &list));
+    for (char *p = strtok_r(list, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+      ADD("%s", p);
+      if (!strcmp(files[i], "-model") || !strcmp(files[i], "-checkpoints")) { /* GPT-2: config.json (and tokenizer files) in the directory or beside the file */
+        char        dir[PETSC_MAX_PATH_LEN];
+        const char *slash = strrchr(p, '/');
+        if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) PetscCall(PetscStrncpy(dir, p, sizeof(dir)));
+        else if (slash) PetscCall(PetscStrncpy(dir, p, PetscMin(sizeof(dir), (size_t)(slash - p) + 1)));
+        else PetscCall(PetscStrncpy(dir, ".", sizeof(dir)));
+        ADD("%s/config.json", dir);
+        ADD("%s/model.safetensors", dir);
+        for (size_t k = 0; k < sizeof(tok) / sizeof(tok[0]); k++) ADD("%s/%s", dir, tok[k]);
+      }
     }
+    PetscCall(PetscFree(list));
   }
   PetscCall(PetscOptionsFindPair(NULL, NULL, "-tokenizer", &v, &set));
   if (set && v)
@@ -562,8 +567,8 @@ static PetscErrorCode check_output(MPI_Comm comm, const char path[], PetscBool o
     const char *slash = strrchr(path, '/');
     PetscCall(PetscStrncpy(parent, slash ? path : ".", slash ? PetscMin(sizeof(parent), (size_t)(slash - path) + 1) : sizeof(parent)));
     if (slash == path) PetscCall(PetscStrncpy(parent, "/", sizeof(parent)));
-    PetscCall(PetscMalloc1(64, &in));
-    PetscCall(input_paths(in, 64, &n));
+    PetscCall(PetscMalloc1(512, &in)); /* up to 32 checkpoints or stores, each with its directory's files */
+    PetscCall(input_paths(in, 512, &n));
     for (int i = 0; i < n; i++) {
       struct stat si;
       size_t      l = strlen(in[i]);

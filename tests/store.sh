@@ -58,6 +58,8 @@ check expect_error "was built with the model of sha256 .* give the model the sto
 check expect_error "-project_dim 30000 is larger than the 19410 parameters" 2 project $common -project_kind gaussian -project_dim 30000 -out bad2.h5
 check expect_error "-project_in 0 must be positive" 1 project $common -project_in 0 -out bad3.h5
 check expect_error "-store_damping -1\.? must be a finite number >= 0" 1 score -store gauss_ref.h5 $sc -store_damping -1 -out bad4.h5
+check expect_error "-store_block_size 0 must be positive" 1 score -store gauss_ref.h5 $sc -store_block_size 0 -out bad4.h5
+check expect_error "-store_panel_rows -1 must be >= 0" 1 score -store gauss_ref.h5 $sc -store_panel_rows -1 -out bad4.h5
 check expect_error "is not a gradient store" 1 score -store sc_ref.h5 $sc -out bad5.h5
 check expect_error "is the input .* of this stage" 1 score -store gauss_ref.h5 $sc -out gauss_ref.h5 -overwrite
 check [ ! -e bad1.h5 ]

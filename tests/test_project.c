@@ -12,9 +12,11 @@
  *   - The store built at this rank count with chunks of 5 equals the numpy projections up to float32 storage; its
  *     /gram equals G^T G of its rows; store-based identity scores equal projected dot products computed here and
  *     numpy's; Fisher scores equal numpy's solve on the same store within its conditioning (from /gram, and for the
- *     gaussian store, built without it, from the extra pass over the store); top-k lists agree.
+ *     gaussian store, built without it, from the extra pass over the store), with ScaLAPACK blocks of 64 and of 5 (k
+ *     not a multiple: partial last blocks) and G^T G summed in panels of 7 rows (several passes); top-k lists agree.
  *   - TracIn over two stores (weights 0.5, 2) equals the weighted sum of their scores; its self-influence equals
- *     sum eta ||g||^2 with numpy's gradient norms; several stores under the Fisher curvature are refused.
+ *     sum eta ||g||^2 with numpy's gradient norms; several stores under the Fisher curvature are refused, and so is a
+ *     damped projected Fisher that is not positive definite (pdpotrf info > 0, the same error on every rank).
  *   - GPT-2 (gpt2_tiny, sequences of many tokens, double): projections of the capture equal the explicit projection
  *     of DW = sum_t Ds_t a_t^T formed here, and the store built with chunks of one sequence holds them. */
 static const char help[] = "Gradient projections and the gradient store against references.\n";
@@ -274,8 +276,11 @@ static PetscErrorCode test_mlp(const char src[], PetscMPIInt size)
       PetscCall(InflH5Close(&f));
     }
 
-    /* store-based scores, identity and fisher */
-    for (int fisher = 0; fisher < 2; fisher++) {
+    /* store-based scores, identity and fisher; fisher again with ScaLAPACK blocks of 5 (k = 192 and 48 are not
+     * multiples of 5, so the last block row and column are partial) and, from a store without /gram, panels of 7
+     * rows of G^T G (several passes, panels straddling blocks) */
+    for (int variant = 0; variant < 3; variant++) {
+      int fisher = variant > 0;
       const double *gq, *pq;
       int64_t       start, count;
       const double *loc;
@@ -283,6 +288,8 @@ static PetscErrorCode test_mlp(const char src[], PetscMPIInt size)
       InflTopK     *top, *bottom;
 
       PetscCall(PetscOptionsSetValue(NULL, "-store_curvature", fisher ? "fisher" : "identity"));
+      PetscCall(PetscOptionsSetValue(NULL, "-store_block_size", variant == 2 ? "5" : "64"));
+      PetscCall(PetscOptionsSetValue(NULL, "-store_panel_rows", variant == 2 ? "7" : "0"));
       PetscCall(PetscOptionsSetValue(NULL, "-score_save_all", "1"));
       PetscCall(PetscOptionsSetValue(NULL, "-score_topk", "5"));
       PetscCall(PetscOptionsSetValue(NULL, "-score_chunk", "7"));
@@ -334,7 +341,7 @@ static PetscErrorCode test_mlp(const char src[], PetscMPIInt size)
         used = v[0];
         used_direct = v[1];
       }
-      PetscCall(PetscPrintf(PETSC_COMM_WORLD, "%s %s store scores: vs numpy %.2e of the bound %.2e (kappa %.0f); vs direct dot products %.2e of 1e-13\n", kinds[kd], fisher ? "fisher" : "identity", used, tol, kappa, used_direct));
+      PetscCall(PetscPrintf(PETSC_COMM_WORLD, "%s %s%s store scores: vs numpy %.2e of the bound %.2e (kappa %.0f); vs direct dot products %.2e of 1e-13\n", kinds[kd], fisher ? "fisher" : "identity", variant == 2 ? " (blocks of 5, panels of 7)" : "", used, tol, kappa, used_direct));
       EXPECT(used <= 1, "%s %s: store scores differ from numpy beyond the bound (%.2f of it)", kinds[kd], fisher ? "fisher" : "identity", used);
       EXPECT(used_direct <= 1, "%s %s: store scores differ from direct dot products (%.2f of 1e-13)", kinds[kd], fisher ? "fisher" : "identity", used_direct);
       if (fisher) EXPECT(row_err(NQUERY, k, pq, pqref) < tol, "%s: F^-1 g_q differs from numpy's solve", kinds[kd]);
@@ -360,7 +367,7 @@ static PetscErrorCode test_mlp(const char src[], PetscMPIInt size)
         }
       }
       PetscCall(PetscSNPrintf(scores, sizeof(scores), "test_project_scores_%s_np%d.h5", kinds[kd], (int)size));
-      PetscCall(InflStoreScorerSave(ss, scores, PETSC_TRUE));
+      if (variant < 2) PetscCall(InflStoreScorerSave(ss, scores, PETSC_TRUE));
       PetscCall(InflStoreScorerDestroy(&ss));
     }
     PetscCall(InflProjectorDestroy(&p));
@@ -430,12 +437,43 @@ static PetscErrorCode test_mlp(const char src[], PetscMPIInt size)
       EXPECT(err == PETSC_ERR_ARG_INCOMP, "adding a store under -store_curvature fisher gave error %d, expected PETSC_ERR_ARG_INCOMP", (int)err);
       PetscCall(InflStoreScorerDestroy(&bad));
     }
-    PetscCall(PetscPrintf(PETSC_COMM_WORLD, "tracin: self-influence sum eta ||g||^2 equals numpy's; several stores under fisher refused\n"));
+    { /* a damped projected Fisher that is not positive definite (/gram overwritten by -N I: F = -I + 0.5 I): one error
+       * from pdpotrf on every rank, no hang */
+      InflStoreScorer bad;
+      PetscErrorCode  err;
+      hid_t           fw;
+      double         *neg; /* (nr, kk) this rank's rows of -N I */
+      int64_t         r0, nr, dd[8];
+      int             nd;
+      PetscMPIInt     rank;
+      PetscCallMPI(MPI_Comm_rank(PETSC_COMM_WORLD, &rank));
+      PetscCall(InflH5Open(PETSC_COMM_WORLD, s1, PETSC_TRUE, &fw));
+      PetscCall(InflH5GetDims(fw, "/gram", &nd, dd));
+      EXPECT(nd == 2 && dd[0] == dd[1], "%s has no square /gram", s1);
+      InflPartition(dd[0], size, rank, &r0, &nr);
+      PetscCall(PetscCalloc1(nr * dd[0] + 1, &neg));
+      for (int64_t i = 0; i < nr; i++) neg[i * dd[0] + r0 + i] = -NTRAIN;
+      PetscCall(InflH5WriteRowsAt(fw, "/gram", H5T_NATIVE_DOUBLE, r0, nr, neg));
+      PetscCall(InflH5Close(&fw));
+      PetscCall(PetscFree(neg));
+      PetscCall(PetscOptionsSetValue(NULL, "-store_damping", "0.5"));
+      PetscCall(InflStoreScorerCreate(PETSC_COMM_WORLD, &bad));
+      PetscCall(InflStoreScorerSetFromOptions(bad));
+      PetscCall(PetscOptionsClearValue(NULL, "-store_damping"));
+      PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
+      err = InflStoreScorerOpen(bad, s1, model);
+      PetscCall(PetscPopErrorHandler());
+      EXPECT(err == PETSC_ERR_MAT_CH_ZRPVT, "a projected Fisher that is not positive definite gave error %d, expected PETSC_ERR_MAT_CH_ZRPVT", (int)err);
+      PetscCall(InflStoreScorerDestroy(&bad));
+    }
+    PetscCall(PetscPrintf(PETSC_COMM_WORLD, "tracin: self-influence sum eta ||g||^2 equals numpy's; several stores under fisher refused; a Fisher that is not positive definite refused\n"));
   }
   PetscCall(PetscOptionsClearValue(NULL, "-store_curvature"));
   PetscCall(PetscOptionsClearValue(NULL, "-score_save_all"));
   PetscCall(PetscOptionsClearValue(NULL, "-score_topk"));
   PetscCall(PetscOptionsClearValue(NULL, "-score_chunk"));
+  PetscCall(PetscOptionsClearValue(NULL, "-store_block_size"));
+  PetscCall(PetscOptionsClearValue(NULL, "-store_panel_rows"));
 
   /* linearity: a synthetic capture of 3 sequences (2, 1 and 3 rows) against its 6 rows as sequences of one row */
   {

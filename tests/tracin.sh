@@ -2,8 +2,9 @@
 # TracIn end to end: infl train -checkpoint_every keeps OUT.ckpt-EPOCH with the learning rate of the schedule in its
 # metadata (an MLP's file, a GPT-2's directory); infl score -method tracin over them agrees at 1 and 3 ranks within the
 # bound of docs/FORMATS.md; infl self -method tracin equals the store-based TracIn self-influence (both exact gradient
-# norms); per-layer terms of a GPT-2 with -tracin_layers mlp; bad inputs give one clear error.  Values against torch:
-# tests/test_tracin.c.
+# norms); per-layer terms of a GPT-2 with -tracin_layers mlp; TF-IDF candidates (-score_tfidf_topk) keep pairs of
+# the full TracIn matrix; the report's per-layer bars name each checkpoint's layers; bad inputs give one clear error
+# (an -out that is one of the -checkpoints is refused).  Values against torch: tests/test_tracin.c.
 set -u
 EXE=${INFL_EXE:?}; MPIEXEC=${INFL_MPIEXEC:-mpiexec}; SRC=${INFL_SOURCE_DIR:?}; H5CMP=${INFL_H5CMP:?}
 # tau = 2 d u + 2 N 2^-53: d = 785 (the widest input plus bias), N = 400 examples, single precision
@@ -52,6 +53,16 @@ check [ "$(run 2 score -method tracin -checkpoints g.ckpt-1,g.ckpt-2 -tracin_lay
 check grep -q "( 4, 3, 10 )" <(h5dump -H -d /topk/per_layer gs.h5) # 2 checkpoints x 2 MLP layers
 check $H5CMP pertoken $TAU gs.h5 gs.h5 /per_token
 check [ "$(run 1 self -method tracin -checkpoints g.ckpt-1,g.ckpt-2 -train $T -out gself.h5)" = 0 ]
+# TF-IDF candidates (-score_tfidf_topk): each query scores only its 4 candidates; the same at 1 and 3 ranks, every kept
+# pair a candidate with the score of the full TracIn matrix (gs.h5)
+tf="-method tracin -checkpoints g.ckpt-1,g.ckpt-2 -tracin_layers mlp -train $T -query $T -query_indices 0:3 -score_tfidf_topk 4 -score_topk 2"
+check [ "$(run 1 score $tf -out gt1.h5)" = 0 ]
+check [ "$(run 3 score $tf -score_chunk 5 -out gt3.h5)" = 0 ]
+check h5diff -q gt1.h5 gt3.h5 /tfidf/candidates
+for l in /topk /bottomk; do for f in gt1.h5 gt3.h5; do check $H5CMP kept $TAU gs.h5 $f $l; done; done
+# the report's per-layer bars name each checkpoint's layers
+check [ "$(run 1 report -scores s3.h5 $tr -query idx:$F/t10k -out r.html)" = 0 ]
+check grep -q "checkpoint 2 layer 1" r.html
 
 # --- bad input: one clear error
 check expect_error "records no learning rate .* -tracin_lr" 2 score -method tracin -checkpoints $SRC/tests/ref/mlp_small.safetensors $tr $sc -out bad1.h5
@@ -60,6 +71,8 @@ check expect_error "learning rate of TracIn checkpoint 2 is -1" 1 self -method t
 check expect_error "-checkpoint_every -1 must be a number of epochs >= 0" 1 train $tr -model_dims 784,16,10 -checkpoint_every -1 -out bad4.safetensors
 check expect_error "TracIn checkpoint 2 has" 1 score -method tracin -checkpoints $SRC/tests/ref/mlp_small.safetensors,m.safetensors -tracin_lr 1,1 $tr $sc -out bad5.h5
 check expect_error "-layer_groups 2: TracIn .* has no EK-FAC factors" 2 self -method tracin -checkpoints $ck -layer_groups 2 $tr -out bad6.h5
+check expect_error "output m.safetensors.ckpt-2 is the input m.safetensors.ckpt-2 of this stage" 1 score -method tracin -checkpoints $ck $tr $sc -out m.safetensors.ckpt-2 -overwrite
+check [ "$(lr_of m.safetensors.ckpt-2)" != "" ] # the checkpoint is intact
 check [ ! -e bad1.h5 ]
 echo "tracin.sh: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -61,6 +61,46 @@ PetscErrorCode InflEigenSetFromOptions(MPI_Comm comm);
 
 PetscErrorCode InflEigenSolve(MPI_Comm comm, PetscInt nfac, const PetscInt n[], double *C[], double scale, double *evals[], double *Q[], const char *const names[]);
 
+/* InflBlacsGetGrid -- the BLACS process grid of all ranks of comm, for other ScaLAPACK work (the projected Fisher
+ * of the gradient store, infl/store.h).  Collective over comm on first use: built as InflEigenSolve builds its grids
+ * (a sub-communicator of all ranks from MPI_Comm_split, Csys2blacs_handle, Cblacs_gridinit "Row"), the most square
+ * shape of the ranks (nprow <= npcol, nprow the largest divisor <= sqrt(ranks)), and cached on comm with
+ * InflEigenSolve's grids (released by InflEigenFinalize).  Every rank is on the grid: rank r of comm is at
+ * (r / npcol, r % npcol).  Errors: PETSC_ERR_LIB when BLACS builds another grid than asked. */
+typedef struct {
+  int ictxt;        /* BLACS context */
+  int nprow, npcol; /* grid shape */
+  int myrow, mycol; /* this rank's place */
+} InflBlacsGrid;
+PetscErrorCode InflBlacsGetGrid(MPI_Comm comm, InflBlacsGrid *grid);
+
+/* Global index of local index l of a block-cyclic distribution (blocks of nb over np processes, first block on
+ * process 0) on process p; and the number of the n indices that process p holds (ScaLAPACK's NUMROC). */
+static inline int64_t InflBlacsGlobal(int64_t l, int nb, int p, int np)
+{
+  return (l / nb) * nb * np + (int64_t)p * nb + l % nb;
+}
+static inline int64_t InflBlacsLocalCount(int64_t n, int nb, int p, int np)
+{
+  int64_t blocks = n / nb, c = (blocks / np) * nb, extra = blocks % np;
+  if (p < extra) c += nb;
+  else if (p == extra) c += n % nb;
+  return c;
+}
+
+/* BLACS and ScaLAPACK entry points (libscalapack-openmpi; Fortran INTEGER is a 32-bit int). */
+extern void Cblacs_pinfo(int *mypnum, int *nprocs);
+extern int  Csys2blacs_handle(MPI_Comm comm);
+extern void Cfree_blacs_system_handle(int handle);
+extern void Cblacs_gridinit(int *ictxt, const char *order, int nprow, int npcol);
+extern void Cblacs_gridinfo(int ictxt, int *nprow, int *npcol, int *myrow, int *mycol);
+extern void Cblacs_gridexit(int ictxt);
+extern int  numroc_(const int *n, const int *nb, const int *iproc, const int *isrcproc, const int *nprocs);
+extern void descinit_(int *desc, const int *m, const int *n, const int *mb, const int *nb, const int *irsrc, const int *icsrc, const int *ictxt, const int *lld, int *info);
+extern void pdsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *ia, const int *ja, const int *desca, double *w, double *z, const int *iz, const int *jz, const int *descz, double *work, const int *lwork, int *iwork, const int *liwork, int *info);
+extern void pdpotrf_(const char *uplo, const int *n, double *a, const int *ia, const int *ja, const int *desca, int *info);
+extern void pdpotrs_(const char *uplo, const int *n, const int *nrhs, const double *a, const int *ia, const int *ja, const int *desca, double *b, const int *ib, const int *jb, const int *descb, int *info);
+
 /* Release the BLACS grids and sub-communicators cached on every communicator by InflEigenSolve.  Collective
  * over every communicator that holds a cache (it frees MPI communicators): all of its ranks call it.  Called automatically from PetscFinalize; calling it earlier is allowed (the next
  * InflEigenSolve builds new grids).  Freeing a communicator with MPI_Comm_free also frees its cached grids. */

@@ -22,13 +22,19 @@
  * InflStoreScorer scores queries against a store in one pass over it at GEMM speed:
  *   score(q, m) = g_q^T C^-1 g_m,  g the projected gradients (the query's computed now with the store's projection),
  *   C = I (-store_curvature identity) or the damped projected Fisher F = G^T G / N + lambda I (fisher), lambda =
- *   -store_damping, default 0.1 mean(diag(G^T G / N)) (ALGORITHMS.md section 2).  F is factored by Cholesky
- *   (LAPACK dpotrf, replicated on every rank: k x k doubles per rank; the distributed ScaLAPACK factorization is not
- *   implemented), from /gram when present, else from one extra pass over the store.  Positive = proponent, as EK-FAC
+ *   -store_damping, default 0.1 mean(diag(G^T G / N)) (ALGORITHMS.md section 2).  F is distributed block-cyclically
+ *   (blocks of -store_block_size) over the BLACS grid of all ranks (InflBlacsGetGrid, infl/eigen.h) and factored by
+ *   ScaLAPACK pdpotrf (Cholesky), the queries solved by pdpotrs: no rank holds F whole.  Its pieces come from /gram
+ *   (each rank reads the block rows it holds) or, without /gram, from passes over the store: every rank multiplies
+ *   its rows into a panel of G^T G (all k rows when k^2 doubles fit in 128 MiB, else fewer, one pass per panel) and
+ *   MPI_Reduce_scatter sums each entry onto the rank that holds it.  /gram is written the same way by InflStoreBuild
+ *   (panel rows partitioned over the ranks).  Not positive definite (pdpotrf info > 0): an error naming the store, k,
+ *   the damping and the fix (a larger -store_damping).  Positive = proponent, as EK-FAC
  *   scores.  Outputs as infl/score.h's InflScorerSave: /query_indices, /query_labels, /topk, /bottomk, /query_norms
  *   (||C^-1 g_q||), with -score_save_all /scores (Q, N) float32 and /train_norms (N) (||g_m|| of the stored rows).
  *   Options: -store_curvature identity|fisher (fisher), -store_damping X, -score_topk K (10), -score_save_all,
- *   -score_chunk B (store rows per read; 0, the default: about 16 MiB of rows).
+ *   -score_chunk B (store rows per read; 0, the default: about 16 MiB of rows), -store_block_size NB (64),
+ *   -store_panel_rows P (rows of G^T G per pass without /gram; 0, the default: all when they fit 128 MiB).
  */
 #ifndef INFL_STORE_H
 #define INFL_STORE_H

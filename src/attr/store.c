@@ -2,6 +2,7 @@
  * against it (identity or damped projected Fisher).  Formats and formulas: include/infl/store.h. */
 #include <infl/store.h>
 #include <infl/checkpoint.h>
+#include <infl/eigen.h>
 #include "scoresfile.h"
 #include <cblas.h>
 #include <math.h>
@@ -9,6 +10,7 @@
 
 #define STORE_MAX INFL_STORE_MAX
 #define STORE_BLOCK_FLOATS ((int64_t)1 << 22) /* store rows read at a time when not set: about 16 MiB of float32 */
+#define GRAM_PANEL_DOUBLES ((int64_t)1 << 24) /* entries of G^T G summed per pass over the store: 128 MiB of double */
 
 const char *const InflStoreCurvatures[] = {"identity", "fisher", "InflStoreCurvature", "INFL_STORE_", NULL};
 
@@ -217,42 +219,144 @@ static PetscErrorCode gather_indices(MPI_Comm comm, int64_t n, const int64_t idx
   PetscFunctionReturn(0);
 }
 
+/* Where the entries of G^T G go, panel by panel: the block-cyclic pieces of a matrix on a BLACS grid (the projected
+ * Fisher of a scorer), or the rows of the dataset /gram of `out` (each rank writes its share of every panel). */
+typedef struct {
+  const InflBlacsGrid *grid; /* NULL: write /gram */
+  int                  nb;   /* grid: block size */
+  double              *a;    /* grid: (lld, local columns) column-major, this rank's pieces */
+  int64_t              lld;
+  hid_t                out;  /* no grid: the file of /gram (k, k) */
+} GramSink;
+
+/* What the build's end pass reports besides G^T G: the largest |entry| of each column, the all-zero rows. */
+typedef struct {
+  double *colmax;   /* (k) */
+  int64_t nzero;    /* all-zero rows of this rank */
+  int64_t zero[20]; /* the first of them (global indices) */
+} RowStats;
+
+/* Rows of G^T G summed per pass: all k when k^2 entries fit GRAM_PANEL_DOUBLES, else a multiple of nb. */
+static int64_t gram_panel_rows(PetscInt k, int nb)
+{
+  if ((int64_t)k * k <= GRAM_PANEL_DOUBLES) return k;
+  return PetscMin(k, PetscMax(1, GRAM_PANEL_DOUBLES / k / nb) * nb);
+}
+
+/* Collective: the Gram matrix G^T G of the float32 rows [start, start+count) of `file`'s /gradients (N, k) that
+ * this rank holds, summed over the ranks into `sink`, a panel of P rows of G^T G at a time (P = `panel`, or when 0
+ * gram_panel_rows; P x k doubles per rank, one pass over the rows per panel; one pass in all for k <= 4096): each rank multiplies its rows into the panel
+ * (DSYRK when the panel is the whole matrix, else DGEMM), then MPI_Reduce_scatter hands every rank the summed
+ * entries it holds, so no rank needs G^T G whole; a panel's count stays below 2^31.  `st` (may be NULL) takes
+ * the row statistics in the first pass; with `sink` NULL the pass only takes them. */
+static PetscErrorCode gram_assemble(MPI_Comm comm, hid_t file, int64_t start, int64_t count, PetscInt k, PetscInt chunk, int64_t panel, RowStats *st, GramSink *sink)
+{
+  const InflBlacsGrid *g  = sink ? sink->grid : NULL;
+  int                  nb = g ? sink->nb : 64;
+  int64_t              P  = !sink ? k : panel > 0 ? PetscMin(panel, k) : gram_panel_rows(k, nb), npanels = sink ? (k + P - 1) / P : 1, rounds;
+  float               *f;
+  double              *X, *W = NULL, *send = NULL, *recv = NULL; /* (chunk, k); (P, k) panel; packed; this rank's */
+  PetscMPIInt          size, rank, *counts;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  PetscCall(PetscMalloc2((size_t)chunk * k, &f, (size_t)chunk * k, &X));
+  PetscCall(PetscMalloc1(size, &counts));
+  if (sink) PetscCall(PetscMalloc3((size_t)P * k, &W, g ? (size_t)P * k : 1, &send, (size_t)P * k, &recv));
+  PetscCall(InflRounds(comm, (count + chunk - 1) / chunk, &rounds));
+  for (int64_t p = 0; p < npanels; p++) {
+    int64_t r0 = p * P, Pp = PetscMin(P, k - r0);
+    if (W) PetscCall(PetscArrayzero(W, (size_t)P * k));
+    for (int64_t r = 0; r < rounds; r++) {
+      int64_t lo = PetscMin(count, r * chunk), B = PetscMin(count, lo + chunk) - lo;
+      PetscCall(InflH5ReadRows(file, "/gradients", H5T_NATIVE_FLOAT, start + lo, B, f));
+      for (int64_t i = 0; i < B * k; i++) X[i] = f[i];
+      if (st && p == 0)
+        for (int64_t b = 0; b < B; b++) {
+          PetscBool nz = PETSC_FALSE;
+          for (PetscInt j = 0; j < k; j++) {
+            double v = X[b * k + j];
+            if (v != 0) nz = PETSC_TRUE;
+            st->colmax[j] = PetscMax(st->colmax[j], PetscAbsReal(v));
+          }
+          if (!nz) {
+            if (st->nzero < 20) st->zero[st->nzero] = start + lo + b;
+            st->nzero++;
+          }
+        }
+      if (!W || B == 0) continue;
+      if (Pp == k) cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, k, (int)B, 1.0, X, k, 1.0, W, k);
+      else cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Pp, k, (int)B, 1.0, X + r0, k, X, k, 1.0, W, k);
+    }
+    if (!W) continue;
+    if (Pp == k)
+      for (PetscInt i = 0; i < k; i++)
+        for (PetscInt j = 0; j < i; j++) W[(int64_t)i * k + j] = W[(int64_t)j * k + i];
+    if (g) { /* pack the panel by owner, in (row, column) order; the owner unpacks in the same order */
+      int64_t *n, *o;
+      PetscCall(PetscCalloc2(size, &n, size, &o));
+      for (int64_t i = r0; i < r0 + Pp; i++)
+        for (int pc = 0; pc < g->npcol; pc++) n[((i / nb) % g->nprow) * g->npcol + pc] += InflBlacsLocalCount(k, nb, pc, g->npcol);
+      for (PetscMPIInt r = 0; r < size; r++) {
+        PetscCall(InflMPIIntCast(n[r], "projected Fisher panel block", &counts[r]));
+        if (r) o[r] = o[r - 1] + n[r - 1];
+      }
+      for (int64_t i = r0; i < r0 + Pp; i++) {
+        int64_t prow = ((i / nb) % g->nprow) * g->npcol;
+        for (int64_t j = 0; j < k; j++) send[o[prow + (j / nb) % g->npcol]++] = W[(i - r0) * k + j];
+      }
+      PetscCall(PetscFree2(n, o));
+      PetscCallMPI(MPI_Reduce_scatter(send, recv, counts, MPI_DOUBLE, MPI_SUM, comm));
+      {
+        int64_t m = 0;
+        for (int64_t i = r0; i < r0 + Pp; i++) {
+          if ((i / nb) % g->nprow != g->myrow) continue;
+          int64_t li = (i / nb / g->nprow) * nb + i % nb;
+          for (int64_t j = 0; j < k; j++)
+            if ((j / nb) % g->npcol == g->mycol) sink->a[li + ((j / nb / g->npcol) * nb + j % nb) * sink->lld] = recv[m++];
+        }
+      }
+    } else { /* rows of the panel partitioned over the ranks, written to /gram */
+      int64_t s0, sn;
+      for (PetscMPIInt r = 0; r < size; r++) {
+        InflPartition(Pp, size, r, &s0, &sn);
+        PetscCall(InflMPIIntCast(sn * k, "Gram matrix panel block", &counts[r]));
+      }
+      InflPartition(Pp, size, rank, &s0, &sn);
+      PetscCallMPI(MPI_Reduce_scatter(W, recv, counts, MPI_DOUBLE, MPI_SUM, comm));
+      PetscCall(InflH5WriteRowsAt(sink->out, "/gram", H5T_NATIVE_DOUBLE, r0 + s0, sn, recv));
+    }
+  }
+  PetscCall(PetscFree3(W, send, recv));
+  PetscCall(PetscFree(counts));
+  PetscCall(PetscFree2(f, X));
+  PetscFunctionReturn(0);
+}
+
 /* Collective: one pass over the finished rows: all-zero rows and columns (reported), the Gram matrix G^T G (written
- * as /gram unless gram is false). */
+ * as /gram unless gram is false; more passes when k > 4096, see gram_assemble). */
 static PetscErrorCode build_finish(BuildCtx *c, PetscInt chunk, PetscBool gram)
 {
   PetscInt k = c->k;
-  float   *rows;
-  int64_t  rounds, nzero = 0, *zero = NULL, total = 0, first[20];
-  double  *G = NULL, *colmax, *X;
+  int64_t  total = 0, first[20];
   int      nfirst;
+  RowStats st;
+  GramSink sink = {NULL, 0, NULL, 0, c->file};
 
   PetscFunctionBegin;
   chunk = (PetscInt)PetscMax(chunk, PetscMin(STORE_BLOCK_FLOATS / k, PetscMax(c->sh.count, 1))); /* rows read at a time */
-  PetscCall(PetscCalloc3(k, &colmax, (size_t)chunk * k, &X, (size_t)chunk * k, &rows));
-  PetscCall(PetscMalloc1(20, &zero));
-  if (gram) PetscCall(PetscCalloc1((size_t)k * k, &G));
-  PetscCall(InflRounds(c->comm, (c->sh.count + chunk - 1) / chunk, &rounds));
-  for (int64_t r = 0; r < rounds; r++) {
-    int64_t lo = PetscMin(c->sh.count, r * chunk), B = PetscMin(c->sh.count, lo + chunk) - lo;
-    PetscCall(InflH5ReadRows(c->file, "/gradients", H5T_NATIVE_FLOAT, c->sh.start + lo, B, rows));
-    for (int64_t b = 0; b < B; b++) {
-      PetscBool nz = PETSC_FALSE;
-      for (PetscInt j = 0; j < k; j++) {
-        double v = rows[b * k + j];
-        X[b * k + j] = v;
-        if (v != 0) nz = PETSC_TRUE;
-        colmax[j] = PetscMax(colmax[j], PetscAbsReal(v));
-      }
-      if (!nz) {
-        if (nzero < 20) zero[nzero] = c->sh.start + lo + b;
-        nzero++;
-      }
-    }
-    if (gram && B > 0) cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, k, (int)B, 1.0, X, k, 1.0, G, k);
+  PetscCall(PetscMemzero(&st, sizeof(st)));
+  PetscCall(PetscCalloc1(k, &st.colmax));
+  if (gram) {
+    int     nd;
+    int64_t dims[8], dg[2] = {k, k};
+    PetscCall(InflH5GetDims(c->file, "/gram", &nd, dims)); /* present when an earlier run stopped in this pass */
+    if (nd < 0) PetscCall(InflH5CreateDataset(c->file, "/gram", H5T_NATIVE_DOUBLE, 2, dg));
   }
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, colmax, k, MPI_DOUBLE, MPI_MAX, c->comm));
-  PetscCall(gather_indices(c->comm, nzero, zero, 20, &total, first, &nfirst));
+  PetscCall(gram_assemble(c->comm, c->file, c->sh.start, c->sh.count, k, chunk, 0, &st, gram ? &sink : NULL));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, st.colmax, k, MPI_DOUBLE, MPI_MAX, c->comm));
+  PetscCall(gather_indices(c->comm, st.nzero, st.zero, 20, &total, first, &nfirst));
   PetscCall(InflH5SetAttrInt(c->file, "/", "zero_rows", total));
   if (total) {
     char list[512] = "";
@@ -262,7 +366,7 @@ static PetscErrorCode build_finish(BuildCtx *c, PetscInt chunk, PetscBool gram)
   {
     int64_t nzc = 0, zc[20];
     for (PetscInt j = 0; j < k; j++)
-      if (colmax[j] == 0) {
+      if (st.colmax[j] == 0) {
         if (nzc < 20) zc[nzc] = j;
         nzc++;
       }
@@ -273,16 +377,7 @@ static PetscErrorCode build_finish(BuildCtx *c, PetscInt chunk, PetscBool gram)
       PetscCall(PetscPrintf(c->comm, "warning: %" PRId64 " of the %d projected features are zero for every training example (features %s%s): the projection or the model's gradients are degenerate; try another -project_seed or -project_kind\n", nzc, (int)k, list, nzc > 20 ? ", ..." : ""));
     }
   }
-  if (gram) {
-    int64_t dims[2] = {k, k};
-    for (PetscInt i = 0; i < k; i++)
-      for (PetscInt j = 0; j < i; j++) G[(int64_t)i * k + j] = G[(int64_t)j * k + i];
-    PetscCall(InflAllreduceSum(G, (int64_t)k * k, MPI_DOUBLE, c->comm));
-    PetscCall(InflH5WriteArray(c->file, "/gram", H5T_NATIVE_DOUBLE, 2, dims, G));
-  }
-  PetscCall(PetscFree(G));
-  PetscCall(PetscFree(zero));
-  PetscCall(PetscFree3(colmax, X, rows));
+  PetscCall(PetscFree(st.colmax));
   PetscFunctionReturn(0);
 }
 
@@ -316,7 +411,7 @@ PetscErrorCode InflStoreBuild(InflProjector proj, InflModel model, InflData trai
     PetscCall(InflModelGetLayers(model, &L, &lin));
     for (PetscInt l = 0; l < L; l++) maxd = PetscMax(maxd, PetscMax(lin[l].din + 1, lin[l].dout));
     /* per example: capture and model workspace, projected rows, and per row (token) a layer's rows in double */
-    PetscCall(InflModelGetChunk(model, comm, "infl project", chunk_set, count, (size_t)count * sizeof(float) * 8 + (gram ? sizeof(double) * (size_t)c.k * c.k : 0) + ((size_t)1 << 24) + ((size_t)4 << 20), InflModelCaptureBytes(model) + (sizeof(double) * 3 + sizeof(float)) * (size_t)c.k + 4 * sizeof(double) + (size_t)rows * 2 * sizeof(double) * maxd, &chunk));
+    PetscCall(InflModelGetChunk(model, comm, "infl project", chunk_set, count, (size_t)count * sizeof(float) * 8 + (gram ? sizeof(double) * 2 * (size_t)gram_panel_rows(c.k, 64) * c.k : 0) + ((size_t)1 << 24) + ((size_t)4 << 20), InflModelCaptureBytes(model) + (sizeof(double) * 3 + sizeof(float)) * (size_t)c.k + 4 * sizeof(double) + (size_t)rows * 2 * sizeof(double) * maxd, &chunk));
   }
   PetscCall(shard_get(train, chunk, &c.sh));
   PetscCall(InflModelGetHash(model, &mh));
@@ -381,7 +476,12 @@ struct _p_InflStoreScorer {
   double             eta[STORE_MAX];                      /* weights (TracIn learning rates; 1 by default) */
   PetscInt           k;                                   /* koff[C]: columns of the concatenated features */
   int64_t            N, start, count;
-  double            *chol;    /* (k, k) Cholesky factor of F (fisher) */
+  PetscInt           nb;      /* -store_block_size: ScaLAPACK block size of F */
+  PetscInt           panel;   /* -store_panel_rows: rows of G^T G summed per pass over a store without /gram (0: auto) */
+  InflBlacsGrid      grid;    /* fisher: the BLACS grid of all ranks (cached on comm) */
+  int                desc[9]; /* fisher: ScaLAPACK descriptor of F */
+  double            *fl;      /* fisher: (lld, nloc) column-major, this rank's block-cyclic pieces of F's Cholesky factor */
+  int64_t            lld, nloc;
   char               model_hash[65], train_hash[65], query_hash[65], content[16];
   PetscInt           Q;
   int64_t           *qindex, *qlabel; /* (Q) */
@@ -400,6 +500,7 @@ PetscErrorCode InflStoreScorerCreate(MPI_Comm comm, InflStoreScorer *ss)
   (*ss)->damping   = -1;
   (*ss)->K         = 10;
   (*ss)->chunk     = 0;
+  (*ss)->nb        = 64;
   for (int c = 0; c < STORE_MAX; c++) (*ss)->file[c] = H5I_INVALID_HID;
   PetscFunctionReturn(0);
 }
@@ -412,39 +513,93 @@ PetscErrorCode InflStoreScorerSetFromOptions(InflStoreScorer ss)
   PetscOptionsBegin(ss->comm, NULL, "Store-based scoring options", "InflStoreScorer");
   PetscCall(PetscOptionsEnum("-store_curvature", "identity (projected dot products) or fisher (damped projected Fisher G^T G / N + lambda I)", "InflStoreScorerOpen", InflStoreCurvatures, (PetscEnum)ss->curvature, (PetscEnum *)&ss->curvature, NULL));
   PetscCall(PetscOptionsReal("-store_damping", "damping lambda of the projected Fisher (default 0.1 mean of its diagonal)", "InflStoreScorerOpen", ss->damping, &ss->damping, &set));
+  PetscCall(PetscOptionsInt("-store_block_size", "ScaLAPACK block size of the distributed projected Fisher (fisher)", "InflStoreScorerOpen", ss->nb, &ss->nb, NULL));
+  PetscCall(PetscOptionsInt("-store_panel_rows", "rows of G^T G summed per pass over a store without /gram (0: all when k^2 doubles fit 128 MiB)", "InflStoreScorerOpen", ss->panel, &ss->panel, NULL));
   PetscCall(PetscOptionsInt("-score_topk", "proponents and opponents kept per query", "InflStoreScorerScore", ss->K, &ss->K, NULL));
   PetscCall(PetscOptionsBool("-score_save_all", "write the full (queries, train) score matrix", "InflStoreScorerSave", ss->save_all, &ss->save_all, NULL));
   PetscCall(PetscOptionsInt("-score_chunk", "store rows read per chunk (0: about 16 MiB of rows)", "InflStoreScorerScore", ss->chunk, &ss->chunk, NULL));
   PetscOptionsEnd();
   PetscCheck(!set || (ss->damping >= 0 && isfinite(ss->damping)), ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "-store_damping %g must be a finite number >= 0 (omit it for 0.1 x the mean diagonal of the projected Fisher)", ss->damping);
   PetscCheck(!set || ss->curvature == INFL_STORE_FISHER, ss->comm, PETSC_ERR_ARG_INCOMP, "-store_damping is used only with -store_curvature fisher; remove it or choose fisher");
+  PetscCheck(ss->nb > 0, ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "-store_block_size %d must be positive (default 64)", (int)ss->nb);
+  PetscCheck(ss->panel >= 0, ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "-store_panel_rows %d must be >= 0 (0: as many rows of G^T G as fit in 128 MiB)", (int)ss->panel);
   PetscCheck(ss->K > 0, ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "-score_topk %d must be positive", (int)ss->K);
   PetscCheck(ss->chunk >= 0, ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "-score_chunk %d must be >= 0 (0: about 16 MiB of store rows at a time)", (int)ss->chunk);
   PetscFunctionReturn(0);
 }
 
-/* Collective: G^T G of the store's rows by one pass (a store written with -store_gram 0). */
-static PetscErrorCode store_gram_pass(InflStoreScorer ss, double G[])
+/* Collective: the damped projected Fisher F = G^T G / N + lambda I of store 0, assembled block-cyclically on the BLACS
+ * grid of all ranks (from its /gram, each rank reading the block rows it holds, or from one pass over the store per
+ * panel of gram_assemble) and factored by ScaLAPACK pdpotrf (Cholesky, lower): no rank holds F whole. */
+static PetscErrorCode store_fisher(InflStoreScorer ss, const char path[])
 {
-  PetscInt k = ss->k;
-  int64_t  rounds;
-  float   *f;
-  double  *X;
+  const InflBlacsGrid *g;
+  PetscInt             k = ss->k;
+  int                  nb, kk, zero = 0, one = 1, ld, info = 0;
+  int64_t              mloc, dims[8];
+  int                  nd;
+  double               tr = 0;
+  PetscBLASInt         b;
 
   PetscFunctionBegin;
-  PetscCall(PetscArrayzero(G, (size_t)k * k));
-  PetscCall(PetscMalloc2((size_t)ss->chunk * k, &f, (size_t)ss->chunk * k, &X));
-  PetscCall(InflRounds(ss->comm, (ss->count + ss->chunk - 1) / ss->chunk, &rounds));
-  for (int64_t r = 0; r < rounds; r++) {
-    int64_t lo = PetscMin(ss->count, r * ss->chunk), B = PetscMin(ss->count, lo + ss->chunk) - lo;
-    PetscCall(InflH5ReadRows(ss->file[0], "/gradients", H5T_NATIVE_FLOAT, ss->start + lo, B, f));
-    for (int64_t i = 0; i < B * k; i++) X[i] = f[i];
-    if (B > 0) cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, k, (int)B, 1.0, X, k, 1.0, G, k);
+  PetscCheck(ss->N > 0, ss->comm, PETSC_ERR_FILE_UNEXPECTED, "%s holds no training examples", path);
+  PetscCall(InflBlacsGetGrid(ss->comm, &ss->grid));
+  g  = &ss->grid;
+  nb = (int)PetscMin(ss->nb, PetscMax(k, 1));
+  PetscCall(InflBLASIntCast(k, "projected dimension k", &b));
+  kk       = (int)b;
+  mloc     = InflBlacsLocalCount(k, nb, g->myrow, g->nprow);
+  ss->nloc = InflBlacsLocalCount(k, nb, g->mycol, g->npcol);
+  ss->lld  = PetscMax(1, mloc);
+  PetscCall(InflBLASIntCast(ss->lld * PetscMax(1, ss->nloc), "local block of the projected Fisher (ScaLAPACK indexes it with 32-bit integers: use more ranks)", &b));
+  ld = (int)ss->lld;
+  PetscCall(PetscFree(ss->fl));
+  PetscCall(PetscCalloc1((size_t)ss->lld * PetscMax(1, ss->nloc), &ss->fl));
+  PetscCall(InflH5GetDims(ss->file[0], "/gram", &nd, dims));
+  if (nd == 2) {
+    int64_t nbl = (mloc + nb - 1) / nb, rounds;
+    double *rows; /* (nb, k) one block row of /gram */
+    PetscCheck(dims[0] == k && dims[1] == k, ss->comm, PETSC_ERR_FILE_UNEXPECTED, "%s: /gram is %" PRId64 " x %" PRId64 " but the store has k = %d features; the store is damaged: rebuild it with infl project", path, dims[0], dims[1], (int)k);
+    PetscCall(PetscMalloc1((size_t)nb * k, &rows));
+    PetscCall(InflRounds(ss->comm, nbl, &rounds));
+    for (int64_t r = 0; r < rounds; r++) {
+      int64_t gi0 = r < nbl ? InflBlacsGlobal(r * nb, nb, g->myrow, g->nprow) : 0, nr = r < nbl ? PetscMin(nb, k - gi0) : 0;
+      PetscCall(InflH5ReadRows(ss->file[0], "/gram", H5T_NATIVE_DOUBLE, gi0, nr, rows));
+      for (int64_t lj = 0; lj < ss->nloc; lj++) {
+        int64_t gj = InflBlacsGlobal(lj, nb, g->mycol, g->npcol);
+        for (int64_t i = 0; i < nr; i++) ss->fl[r * nb + i + lj * ss->lld] = rows[i * k + gj];
+      }
+    }
+    PetscCall(PetscFree(rows));
+  } else {
+    GramSink sink = {g, nb, ss->fl, ss->lld, H5I_INVALID_HID};
+    PetscCall(PetscPrintf(ss->comm, "note: %s has no /gram (built with -store_gram 0): %s over the store assemble%s the projected Fisher\n", path, (ss->panel <= 0 || ss->panel >= k) && (int64_t)k * k <= GRAM_PANEL_DOUBLES ? "one extra pass" : "extra passes", (ss->panel <= 0 || ss->panel >= k) && (int64_t)k * k <= GRAM_PANEL_DOUBLES ? "s" : ""));
+    PetscCall(gram_assemble(ss->comm, ss->file[0], ss->start, ss->count, k, ss->chunk, ss->panel, NULL, &sink));
   }
-  for (PetscInt i = 0; i < k; i++)
-    for (PetscInt j = 0; j < i; j++) G[(int64_t)i * k + j] = G[(int64_t)j * k + i];
-  PetscCall(InflAllreduceSum(G, (int64_t)k * k, MPI_DOUBLE, ss->comm));
-  PetscCall(PetscFree2(f, X));
+  for (int64_t i = 0; i < ss->lld * ss->nloc; i++) ss->fl[i] /= (double)ss->N;
+  for (int64_t lj = 0; lj < ss->nloc; lj++) { /* the diagonal entries this rank holds */
+    int64_t gj = InflBlacsGlobal(lj, nb, g->mycol, g->npcol);
+    for (int64_t li = 0; li < mloc; li++)
+      if (InflBlacsGlobal(li, nb, g->myrow, g->nprow) == gj) tr += ss->fl[li + lj * ss->lld];
+  }
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &tr, 1, MPI_DOUBLE, MPI_SUM, ss->comm));
+  ss->lambda = ss->damping >= 0 ? ss->damping : 0.1 * tr / k;
+  PetscCheck(ss->lambda > 0 || ss->damping >= 0, ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "the projected Fisher of %s is zero (every stored gradient is 0), so its default damping is 0; give -store_damping > 0 or use -store_curvature identity", path);
+  for (int64_t lj = 0; lj < ss->nloc; lj++) {
+    int64_t gj = InflBlacsGlobal(lj, nb, g->mycol, g->npcol);
+    for (int64_t li = 0; li < mloc; li++)
+      if (InflBlacsGlobal(li, nb, g->myrow, g->nprow) == gj) ss->fl[li + lj * ss->lld] += ss->lambda;
+  }
+  ss->nb = nb;
+  descinit_(ss->desc, &kk, &kk, &nb, &nb, &zero, &zero, &g->ictxt, &ld, &info);
+  PetscCheck(info == 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "ScaLAPACK descinit: argument %d is illegal (a bug; k = %d, block size %d, grid %d x %d)", -info, kk, nb, g->nprow, g->npcol);
+  pdpotrf_("L", &kk, ss->fl, &one, &one, ss->desc, &info);
+  PetscCheck(info >= 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "ScaLAPACK pdpotrf: argument %d is illegal (a bug; k = %d, block size %d, grid %d x %d)", -info, kk, nb, g->nprow, g->npcol);
+  {
+    int worst = info; /* info is global in ScaLAPACK; agree anyway */
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &worst, 1, MPI_INT, MPI_MAX, ss->comm));
+    PetscCheck(worst == 0, ss->comm, PETSC_ERR_MAT_CH_ZRPVT, "the damped projected Fisher G^T G / N + lambda I of the store %s (k = %d, damping lambda = %g) is not positive definite: ScaLAPACK pdpotrf stopped at column %d; increase -store_damping (e.g. to %g), or use -store_curvature identity", path, (int)k, ss->lambda, worst, ss->lambda > 0 ? 10 * ss->lambda : 0.1 * tr / k > 0 ? 0.1 * tr / k : 1.0);
+  }
   PetscFunctionReturn(0);
 }
 
@@ -511,8 +666,6 @@ static PetscErrorCode store_add(InflStoreScorer ss, const char path[], InflModel
 
 PetscErrorCode InflStoreScorerOpen(InflStoreScorer ss, const char path[], InflModel model)
 {
-  int64_t     dims[8];
-  int         nd;
   PetscMPIInt size, rank;
 
   PetscFunctionBegin;
@@ -529,32 +682,7 @@ PetscErrorCode InflStoreScorerOpen(InflStoreScorer ss, const char path[], InflMo
     ss->chunk_auto = PETSC_TRUE;
     ss->chunk      = (PetscInt)PetscMax(1, STORE_BLOCK_FLOATS / ss->k);
   }
-  if (ss->curvature == INFL_STORE_FISHER) {
-    PetscInt     k = ss->k;
-    double       tr = 0;
-    PetscBLASInt bk, info;
-    int64_t      dg[2] = {k, k};
-    PetscCall(PetscFree(ss->chol));
-    PetscCall(PetscMalloc1((size_t)k * k, &ss->chol));
-    PetscCall(InflH5GetDims(ss->file[0], "/gram", &nd, dims));
-    if (nd == 2) PetscCall(InflH5ReadArray(ss->file[0], "/gram", H5T_NATIVE_DOUBLE, 2, dg, NULL, ss->chol));
-    else {
-      PetscCall(PetscPrintf(ss->comm, "note: %s has no /gram (built with -store_gram 0): one extra pass over the store assembles the projected Fisher\n", path));
-      PetscCall(store_gram_pass(ss, ss->chol));
-    }
-    PetscCheck(ss->N > 0, ss->comm, PETSC_ERR_FILE_UNEXPECTED, "%s holds no training examples", path);
-    for (int64_t i = 0; i < (int64_t)k * k; i++) ss->chol[i] /= (double)ss->N;
-    for (PetscInt i = 0; i < k; i++) tr += ss->chol[(int64_t)i * k + i];
-    ss->lambda = ss->damping >= 0 ? ss->damping : 0.1 * tr / k;
-    PetscCheck(ss->lambda > 0 || ss->damping >= 0, ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "the projected Fisher of %s is zero (every stored gradient is 0), so its default damping is 0; give -store_damping > 0 or use -store_curvature identity", path);
-    for (PetscInt i = 0; i < k; i++) ss->chol[(int64_t)i * k + i] += ss->lambda;
-    /* row-major upper = column-major lower: the factor is the same either way for a symmetric matrix */
-    PetscCall(PetscBLASIntCast(k, &bk));
-    PetscCallBLAS("LAPACKpotrf", LAPACKpotrf_("L", &bk, ss->chol, &bk, &info));
-    PetscCheck(info >= 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "LAPACK dpotrf: argument %d is illegal (a bug)", (int)-info);
-    PetscCheck(info == 0, ss->comm, PETSC_ERR_MAT_CH_ZRPVT, "the damped projected Fisher of %s (k = %d, damping %g) is not positive definite at column %d: increase -store_damping", path, (int)k, ss->lambda, (int)info);
-    if (k > 8192) PetscCall(PetscPrintf(ss->comm, "note: the projected Fisher (%d x %d) is factored on every rank (%.0f MiB each)\n", (int)k, (int)k, 8.0 * k * k / 1048576.0));
-  }
+  if (ss->curvature == INFL_STORE_FISHER) PetscCall(store_fisher(ss, path));
   PetscFunctionReturn(0);
 }
 
@@ -709,13 +837,32 @@ PetscErrorCode InflStoreScorerSetQueries(InflStoreScorer ss, InflData query, Pet
   for (PetscInt q = 0; q < Q; q++) /* weights: sum over checkpoints c of eta_c <g_c(q), g_c(m)> (TracIn) */
     for (PetscInt c = 0; c < ss->C; c++)
       for (int64_t j = ss->koff[c]; j < ss->koff[c + 1]; j++) ss->pq[(int64_t)q * k + j] = ss->eta[c] * ss->gq[(int64_t)q * k + j];
-  if (ss->curvature == INFL_STORE_FISHER) {
-    PetscBLASInt bk, bQ, info;
-    PetscCall(PetscBLASIntCast(k, &bk));
-    PetscCall(PetscBLASIntCast(Q, &bQ));
-    /* pq (Q, k) row-major is (k, Q) column-major: the right-hand sides side by side */
-    PetscCallBLAS("LAPACKpotrs", LAPACKpotrs_("L", &bk, &bQ, ss->chol, &bk, ss->pq, &bk, &info));
-    PetscCheck(info == 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "LAPACK dpotrs: argument %d is illegal (a bug)", (int)-info);
+  if (ss->curvature == INFL_STORE_FISHER) { /* pq (Q, k) row-major is (k, Q) column-major: the right-hand sides */
+    const InflBlacsGrid *g = &ss->grid;
+    int                  nb = (int)ss->nb, kk = (int)k, nq, zero = 0, one = 1, ld, info = 0, descb[9];
+    int64_t              mloc = InflBlacsLocalCount(k, nb, g->myrow, g->nprow), qloc = InflBlacsLocalCount(Q, nb, g->mycol, g->npcol);
+    double              *bl; /* (mloc, qloc) column-major: this rank's pieces of the right-hand sides */
+    PetscBLASInt         bi;
+    PetscCall(InflBLASIntCast(Q, "queries", &bi));
+    nq = (int)bi;
+    PetscCall(InflBLASIntCast(PetscMax(1, mloc) * PetscMax(1, qloc), "local block of the query right-hand sides (use fewer queries per run or more ranks)", &bi));
+    ld = (int)PetscMax(1, mloc);
+    PetscCall(PetscMalloc1((size_t)ld * PetscMax(1, qloc), &bl));
+    for (int64_t lq = 0; lq < qloc; lq++) {
+      int64_t q = InflBlacsGlobal(lq, nb, g->mycol, g->npcol);
+      for (int64_t li = 0; li < mloc; li++) bl[li + lq * ld] = ss->pq[q * k + InflBlacsGlobal(li, nb, g->myrow, g->nprow)];
+    }
+    descinit_(descb, &kk, &nq, &nb, &nb, &zero, &zero, &g->ictxt, &ld, &info);
+    PetscCheck(info == 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "ScaLAPACK descinit: argument %d is illegal (a bug; k = %d, %d queries, block size %d)", -info, kk, nq, nb);
+    pdpotrs_("L", &kk, &nq, ss->fl, &one, &one, ss->desc, bl, &one, &one, descb, &info);
+    PetscCheck(info == 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "ScaLAPACK pdpotrs: argument %d is illegal (a bug; k = %d, %d queries, block size %d)", -info, kk, nq, nb);
+    PetscCall(PetscArrayzero(ss->pq, (size_t)Q * k));
+    for (int64_t lq = 0; lq < qloc; lq++) {
+      int64_t q = InflBlacsGlobal(lq, nb, g->mycol, g->npcol);
+      for (int64_t li = 0; li < mloc; li++) ss->pq[q * k + InflBlacsGlobal(li, nb, g->myrow, g->nprow)] = bl[li + lq * ld];
+    }
+    PetscCall(InflAllreduceSum(ss->pq, (int64_t)Q * k, MPI_DOUBLE, ss->comm));
+    PetscCall(PetscFree(bl));
   }
   PetscCall(PetscFree(x));
   PetscCall(PetscFree2(tok, off));
@@ -859,7 +1006,7 @@ PetscErrorCode InflStoreScorerScore(InflStoreScorer ss)
   PetscCall(InflTopKCreate(Q, ss->K, PETSC_FALSE, &ss->bottom));
   PetscCall(PetscFree2(ss->local, ss->local_norm));
   if (ss->save_all) PetscCall(PetscCalloc2((size_t)Q * PetscMax(ss->count, 1), &ss->local, PetscMax(ss->count, 1), &ss->local_norm));
-  PetscCall(InflChunkFromMemLimit(ss->comm, "infl score -store", ss->count, sizeof(double) * (size_t)k * (2 * Q + (ss->chol ? k : 0)) + (ss->local ? sizeof(double) * (Q + 1) * (size_t)ss->count : 0) + ((size_t)4 << 20), sizeof(float) * k + sizeof(double) * (k + Q), &ss->chunk));
+  PetscCall(InflChunkFromMemLimit(ss->comm, "infl score -store", ss->count, sizeof(double) * ((size_t)k * 2 * Q + (ss->fl ? (size_t)ss->lld * ss->nloc : 0)) + (ss->local ? sizeof(double) * (Q + 1) * (size_t)ss->count : 0) + ((size_t)4 << 20), sizeof(float) * k + sizeof(double) * (k + Q), &ss->chunk));
   for (PetscInt s = 0; s < ss->C; s++) kmax = PetscMax(kmax, ss->kc[s]);
   PetscCall(PetscMalloc3((size_t)ss->chunk * kmax, &c.f, (size_t)ss->chunk * k, &c.X, (size_t)ss->chunk * Q, &c.out));
   if (ss->out[0]) {
@@ -936,7 +1083,7 @@ PetscErrorCode InflStoreScorerDestroy(InflStoreScorer *ss)
     PetscCall(InflH5Close(&(*ss)->file[c]));
     PetscCall(InflProjectorDestroy(&(*ss)->proj[c]));
   }
-  PetscCall(PetscFree((*ss)->chol));
+  PetscCall(PetscFree((*ss)->fl));
   PetscCall(PetscFree2((*ss)->qindex, (*ss)->qlabel));
   PetscCall(PetscFree2((*ss)->gq, (*ss)->pq));
   PetscCall(InflTopKDestroy(&(*ss)->top));

@@ -6,17 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* BLACS and ScaLAPACK entry points (libscalapack-openmpi; Fortran INTEGER is a 32-bit int). */
-extern void Cblacs_pinfo(int *mypnum, int *nprocs);
-extern int  Csys2blacs_handle(MPI_Comm comm);
-extern void Cfree_blacs_system_handle(int handle);
-extern void Cblacs_gridinit(int *ictxt, const char *order, int nprow, int npcol);
-extern void Cblacs_gridinfo(int ictxt, int *nprow, int *npcol, int *myrow, int *mycol);
-extern void Cblacs_gridexit(int ictxt);
-extern int  numroc_(const int *n, const int *nb, const int *iproc, const int *isrcproc, const int *nprocs);
-extern void descinit_(int *desc, const int *m, const int *n, const int *mb, const int *nb, const int *irsrc, const int *icsrc, const int *ictxt, const int *lld, int *info);
+/* LAPACK (ScaLAPACK and BLACS: infl/eigen.h). */
 extern void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda, double *w, double *work, const int *lwork, int *iwork, const int *liwork, int *info);
-extern void pdsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *ia, const int *ja, const int *desca, double *w, double *z, const int *iz, const int *jz, const int *descz, double *work, const int *lwork, int *iwork, const int *liwork, int *info);
 
 /* ---------------------------------------------------------------------------------------------------------
  * Cache of BLACS grids, attached to the user's communicator with an MPI attribute.  An entry is keyed by the
@@ -164,6 +155,30 @@ static PetscErrorCode eigen_get_grid(MPI_Comm comm, int ngroups, const int start
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode InflBlacsGetGrid(MPI_Comm comm, InflBlacsGrid *grid)
+{
+  PetscMPIInt size;
+  int         start[2];
+  EigenGrid  *g;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  start[0] = 0;
+  start[1] = size;
+  PetscCall(eigen_get_grid(comm, 1, start, 0, 0, 0, &g));
+  {
+    PetscMPIInt rank;
+    PetscCallMPI(MPI_Comm_rank(comm, &rank));
+    PetscCheck(g->ictxt >= 0 && g->myrow * g->npcol + g->mycol == rank, PETSC_COMM_SELF, PETSC_ERR_LIB, "BLACS placed rank %d at (%d, %d) of the %d x %d grid of all %d ranks instead of row-major order", rank, g->myrow, g->mycol, g->nprow, g->npcol, size);
+  }
+  grid->ictxt = g->ictxt;
+  grid->nprow = g->nprow;
+  grid->npcol = g->npcol;
+  grid->myrow = g->myrow;
+  grid->mycol = g->mycol;
+  PetscFunctionReturn(0);
+}
+
 /* ---------------------------------------------------------------------------------------------------------
  * Assignment of factors to groups (largest first to the least loaded group) and of ranks to groups (minr
  * each, then one at a time to the group with the largest cost per rank); a function of the arguments only. */
@@ -194,12 +209,6 @@ static void fname(const char *const names[], PetscInt f, char buf[], size_t len)
 {
   if (names && names[f]) snprintf(buf, len, "%s", names[f]);
   else snprintf(buf, len, "factor %" PetscInt_FMT, f);
-}
-
-/* Global index of local index l in a block-cyclic distribution (block nb over np processes, source 0). */
-static inline int64_t bc_global(int l, int nb, int p, int np)
-{
-  return (int64_t)(l / nb) * nb * np + (int64_t)p * nb + l % nb;
 }
 
 /* Solve one factor of order n on grid g (collective over g->sub), or with LAPACK when `lapack` (a group of one rank).
@@ -252,8 +261,8 @@ static PetscErrorCode eigen_solve_one(EigenGrid *g, int n, int nb, PetscBool lap
     } else {
       PetscCall(PetscMalloc3((int64_t)lld * PetscMax(1, nloc), &a, (int64_t)lld * PetscMax(1, nloc), &z, n, &wl));
       for (int lj = 0; lj < nloc; lj++) {
-        int64_t gj = bc_global(lj, nb, g->mycol, g->npcol);
-        for (int li = 0; li < mloc; li++) a[li + (int64_t)lj * lld] = C[gj * n + bc_global(li, nb, g->myrow, g->nprow)]; /* symmetric */
+        int64_t gj = InflBlacsGlobal(lj, nb, g->mycol, g->npcol);
+        for (int li = 0; li < mloc; li++) a[li + (int64_t)lj * lld] = C[gj * n + InflBlacsGlobal(li, nb, g->myrow, g->nprow)]; /* symmetric */
       }
       {
         int qlw = -1, qliw = -1;
@@ -282,8 +291,8 @@ static PetscErrorCode eigen_solve_one(EigenGrid *g, int n, int nb, PetscBool lap
         PetscCall(PetscFree2(work, iwork));
         if (!*info) {
           for (int lj = 0; lj < nloc; lj++) {
-            int64_t gj = bc_global(lj, nb, g->mycol, g->npcol);
-            for (int li = 0; li < mloc; li++) zfull[bc_global(li, nb, g->myrow, g->nprow) * n + gj] = z[li + (int64_t)lj * lld];
+            int64_t gj = InflBlacsGlobal(lj, nb, g->mycol, g->npcol);
+            for (int li = 0; li < mloc; li++) zfull[InflBlacsGlobal(li, nb, g->myrow, g->nprow) * n + gj] = z[li + (int64_t)lj * lld];
           }
           if (grank == 0) PetscCall(PetscArraycpy(w, wl, n));
         }

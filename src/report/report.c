@@ -1,6 +1,7 @@
 /* The HTML report of an influence study: scores (and self-influence) files checked against the data, rendered on
  * rank 0 with the page builder of page.c. */
 #include "reportimpl.h"
+#include <infl/score.h> /* INFL_TRACIN_MAX */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -279,6 +280,14 @@ PetscErrorCode InflReportLoadScores(InflReport r, const char path[], InflData tr
       PetscCall(InflH5ReadArray(file, "/bottomk/per_layer", H5T_NATIVE_DOUBLE, 3, dl, NULL, r->bot_layer));
     }
   }
+  { /* TracIn: C checkpoints' terms of L / C layers each (docs/FORMATS.md) */
+    char list[INFL_TRACIN_MAX * 96 + 64];
+    PetscCall(InflH5GetAttrString(file, "/", "tracin_checkpoints", list, sizeof(list)));
+    r->C = 1;
+    if (list[0])
+      for (const char *c = list; *c; c++) r->C += *c == ',';
+    if (r->L % r->C) r->C = 1; /* not C checkpoints' layers: plain layer numbers */
+  }
   PetscCall(InflH5GetDims(file, "/scores", &nd, dk));
   r->full = nd == 2 && dk[0] == r->Q && dk[1] == N ? PETSC_TRUE : PETSC_FALSE;
   nrows   = PetscMin(r->Q, r->nshow);
@@ -410,8 +419,9 @@ PetscErrorCode InflReportRenderLayers(InflPage page, InflReport r, PetscInt q)
           }
         vals[s * r->L + l] = n ? sum / (double)n : NAN;
       }
-      PetscCall(PetscMalloc1(32, &labels[l]));
-      PetscCall(PetscSNPrintf(labels[l], 32, "layer %d", (int)l));
+      PetscCall(PetscMalloc1(48, &labels[l]));
+      if (r->C > 1) PetscCall(PetscSNPrintf(labels[l], 48, "checkpoint %d layer %d", (int)(l / (r->L / r->C)) + 1, (int)(l % (r->L / r->C))));
+      else PetscCall(PetscSNPrintf(labels[l], 48, "layer %d", (int)l));
     }
     PetscCall(InflPageBarChart(page, "Per-layer contributions to the scores", r->L, (const char *const *)labels, 2, series, vals));
     for (PetscInt l = 0; l < r->L; l++) PetscCall(PetscFree(labels[l]));

@@ -29,6 +29,7 @@ struct _p_InflReport {
   int64_t  *top_idx, *bot_idx; /* (Q, K) */
   double   *top_s, *bot_s;     /* (Q, K) */
   PetscInt  L;                 /* layers of /topk/per_layer, 0 if absent */
+  PetscInt  C;                 /* TracIn: checkpoints (attribute tracin_checkpoints), term c L/C + l of /topk/per_layer is checkpoint c's layer l; else 1 */
   double   *top_layer, *bot_layer; /* (L, Q, K) */
   PetscBool full;              /* the file has /scores (Q, N) */
   PetscBool query_checked;     /* the file's query_sha256 matched the -query data (absent: not checkable) */

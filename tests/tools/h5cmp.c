@@ -12,6 +12,9 @@
  *   topk   DATASET is /topk or /bottomk: the entry OTHER keeps at place k of query q has, in REF's /scores, a score
  *          within 2 TOL qn[q] max_m tn[m] + 2^-24 |score| of REF's k-th score (lists agree up to near-ties within the
  *          bound; /scores is stored in float32)
+ *   kept   DATASET is /topk or /bottomk: every entry OTHER keeps (index -1: none) has OTHER's score within
+ *          TOL * qn[q] * tn[m] + 2^-24 |score| of REF's /scores at that pair (REF: the full matrix of the same queries;
+ *          OTHER scored a subset, e.g. TF-IDF candidates), and when OTHER has /tfidf/candidates it is one of them
  *   store  TOL * rn[j] * tn[m] + 2^-24 (|ref| + |other|)   (N, k) projected gradients of a gradient store; rn = REF's
  *                                               /projection_norms, tn = REF's /train_norms (Cauchy-Schwarz per entry
  *                                               plus the float32 storage)
@@ -150,6 +153,43 @@ int main(int argc, char **argv)
       if (r > worst) { worst = r; at = i; }
     }
     printf("h5cmp topk %s: largest difference uses %.3g of the bound (entry %zu: indices %.0f vs %.0f)\n", ds, worst, at, ri[at], oi[at]);
+    return worst <= 1 ? 0 : 1;
+  }
+  if (!strcmp(mode, "kept")) {
+    char    name[64];
+    int     n1, n2, n3, n5, nc = 0;
+    hsize_t d1[8], d2[8], d3[8], d5[8], dc[8] = {0, 0};
+    size_t  c1, c2, cc = 0, Q, N;
+    double *oi, *os, *all, *qn, *tn, *cand = NULL;
+    snprintf(name, sizeof(name), "%s/train_indices", ds);
+    oi = read_all(oth, name, &n1, d1, &c1);
+    snprintf(name, sizeof(name), "%s/scores", ds);
+    os  = read_all(oth, name, &n2, d2, &c2);
+    all = read_all(ref, "/scores", &n3, d3, &n);
+    qn  = read_all(ref, "/query_norms", &n5, d5, &Q);
+    tn  = read_all(ref, "/train_norms", &n5, d5, &N);
+    {
+      hid_t f = H5Fopen(oth, H5F_ACC_RDONLY, H5P_DEFAULT);
+      int   has = f >= 0 && H5Lexists(f, "/tfidf", H5P_DEFAULT) > 0 && H5Lexists(f, "/tfidf/candidates", H5P_DEFAULT) > 0;
+      if (f >= 0) H5Fclose(f);
+      if (has) cand = read_all(oth, "/tfidf/candidates", &nc, dc, &cc);
+    }
+    if (c1 != c2 || n3 != 2 || d3[0] != Q || d3[1] != N || d1[0] != Q || (cand && dc[0] != Q)) { fprintf(stderr, "h5cmp: %s lists of %s do not match the (Q, N) /scores of %s\n", ds, oth, ref); return 2; }
+    for (size_t i = 0; i < c1; i++) {
+      size_t  q = i / d1[1];
+      int64_t j = (int64_t)oi[i];
+      double  r;
+      if (j == -1) continue;
+      if (j < 0 || (size_t)j >= N) { fprintf(stderr, "h5cmp: %s keeps index %lld\n", oth, (long long)j); return 1; }
+      if (cand) {
+        int found = 0;
+        for (size_t c = 0; c < dc[1]; c++) found |= (int64_t)cand[q * dc[1] + c] == j;
+        if (!found) { fprintf(stderr, "h5cmp: %s keeps index %lld for query %zu, which is not one of its /tfidf/candidates\n", oth, (long long)j, q); return 1; }
+      }
+      r = fabs(all[q * N + (size_t)j] - os[i]) / (tol * qn[q] * tn[j] + 0x1p-24 * fabs(os[i]));
+      if (!(r <= worst)) { worst = r; at = i; } /* NaN fails */
+    }
+    printf("h5cmp kept %s: largest difference from the full scores uses %.3g of the bound (entry %zu)\n", ds, worst, at);
     return worst <= 1 ? 0 : 1;
   }
   a = read_all(ref, ds, &na, da, &n);
