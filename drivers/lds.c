@@ -698,6 +698,7 @@ PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
   }
   PetscCheck(!c.seq || !dset, comm, PETSC_ERR_ARG_INCOMP, "-model_dims is an MLP option, but the -train data are token sequences, which train GPT-2s: give their shape with -gpt2_n_layer, -gpt2_n_embd, -gpt2_n_head, -gpt2_n_positions");
   PetscCheck(!ppath[0] || c.seq, comm, PETSC_ERR_ARG_INCOMP, "-query_prompts %s: prompt/completion queries are for language models (text: or tokens: training data), but -train holds rows of features", ppath);
+  PetscCheck(!(ppath[0] && query), comm, PETSC_ERR_ARG_INCOMP, "give either -query (a data set, with -query_indices) or -query_prompts %s, not both", ppath);
   if (c.seq) { /* the windows of the data depend on the model's vocabulary and positions: read them for a fresh GPT-2 */
     InflData    ds[3] = {train, test, query};
     const char *h;
@@ -744,7 +745,7 @@ PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
   } else if (todo[0] || todo[1]) { /* the queries: those of the scores files (which must agree), else -query_indices */
     if (!query) query = test;
     PetscCheck(query, comm, PETSC_ERR_ARG_NULL, "infl lds needs the study's -query (or -test) data: the losses of its queries are measured under every retrained model");
-    PetscCall(DriverRequireRows(comm, "infl lds", query));
+    if (!c.seq) PetscCall(DriverRequireRows(comm, "infl lds", query)); /* token data: checked against the GPT-2 above */
     PetscCall(InflDataGetSizes(query, &Nq, NULL, NULL));
     if (ns > 0) {
       ScoresFile s0;

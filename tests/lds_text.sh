@@ -11,7 +11,8 @@
 #   (3) Stopped after a round and inside a subset's and the corrupted model's training, resumed at other rank counts:
 #       the same lds.h5.
 #   (4) infl run -ensemble 2 on the study: two GPT-2s trained by two groups, combined, evaluated by infl lds.
-#   (5) Bad input: -model_dims on text data.
+#   (5) Windows of the data as queries.
+#   (6) Bad input: -model_dims on text data, both -query and -query_prompts.
 set -u
 EXE=${INFL_EXE:?}; MPIEXEC=${INFL_MPIEXEC:-mpiexec}; SRC=${INFL_SOURCE_DIR:?}; H5CMP=${INFL_H5CMP:?}
 dir=$(mktemp -d "$PWD/ldstext.XXXXXX")
@@ -96,7 +97,14 @@ check [ -f ens/model/model.safetensors ] && check [ -f ens/ensemble/model-1/mode
 check [ "$(run 1 lds -lds l1.h5 -scores ens/ensemble/scores-0.h5,ens/ensemble/scores-1.h5,ens/scores.h5)" = 0 ]
 check [ "$(grep -c "^LDS " last.log)" = 3 ]
 
-# (5) bad input
+# (5) windows of the data as queries (their whole loss): 4 queries of the training text; the same masks
+grep -v query_prompts text.opts > windows.opts
+check [ "$(run 2 lds -options_file windows.opts -query text:$REF/gpt2_bytes_text.txt -query_indices 0:44:11 -lds_subsets 6 -out w.h5)" = 0 ]
+check grep -q "6 subsets of 22 of the 44 training examples, 4 queries" last.log
+check $H5CMP max 0 l1.h5 w.h5 /masks
+
+# (6) bad input
+check expect_error "give either -query .* or -query_prompts prompts.txt, not both" 1 lds -options_file text.opts -query text:$REF/gpt2_bytes_text.txt -lds_subsets 3 -out x.h5
 check expect_error "-model_dims is an MLP option, but the -train data are token sequences" 1 lds -options_file text.opts -model_dims 16,4 -lds_subsets 3 -out x.h5
 
 echo "lds_text: $pass checks passed, $fail failed"
