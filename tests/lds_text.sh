@@ -12,7 +12,8 @@
 #       the same lds.h5.
 #   (4) infl run -ensemble 2 on the study: two GPT-2s trained by two groups, combined, evaluated by infl lds.
 #   (5) Windows of the data as queries.
-#   (6) Bad input: -model_dims on text data, both -query and -query_prompts.
+#   (6) Diverging subsets are reported and recorded.
+#   (7) Bad input: -model_dims on text data, both -query and -query_prompts.
 set -u
 EXE=${INFL_EXE:?}; MPIEXEC=${INFL_MPIEXEC:-mpiexec}; SRC=${INFL_SOURCE_DIR:?}; H5CMP=${INFL_H5CMP:?}
 dir=$(mktemp -d "$PWD/ldstext.XXXXXX")
@@ -103,7 +104,12 @@ check [ "$(run 2 lds -options_file windows.opts -query text:$REF/gpt2_bytes_text
 check grep -q "6 subsets of 22 of the 44 training examples, 4 queries" last.log
 check $H5CMP max 0 l1.h5 w.h5 /masks
 
-# (6) bad input
+# (6) every subset diverges (a learning rate of 1e30): each is reported, lds.h5 records them, no LDS can be computed
+check expect_error "at least 3 subsets whose training succeeded; 0 of 3" 1 lds -options_file text.opts -lds_subsets 3 -train_lr 1e30 -scores $REF/lds_text_scores.h5 -out d.h5
+check [ "$(grep -c "diverged and is left out" last.log)" = 3 ]
+check [ -f d.h5 ]
+
+# (7) bad input
 check expect_error "give either -query .* or -query_prompts prompts.txt, not both" 1 lds -options_file text.opts -query text:$REF/gpt2_bytes_text.txt -lds_subsets 3 -out x.h5
 check expect_error "-model_dims is an MLP option, but the -train data are token sequences" 1 lds -options_file text.opts -model_dims 16,4 -lds_subsets 3 -out x.h5
 

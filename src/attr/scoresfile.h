@@ -18,7 +18,8 @@ typedef struct {
   InflTopK      *top, *bottom;                         /* the merged lists (the same on every rank) */
   int64_t        start, count;                         /* this rank's training examples (columns) */
   double        *local, *local_norm;                   /* -score_save_all: (Q, count), (count); else NULL
-                                                          (local_norm NULL with local: no /train_norms) */
+                                                          (local_norm NULL with local: no /train_norms);
+                                                          each optional array given on every rank or on none */
   double        *local_layer;                          /* with -score_per_layer: (L, Q, count); else NULL */
   PetscInt       K_requested;                          /* the top-k asked for when K was clamped (0: not clamped) */
   const char    *topk_note;                            /* with K_requested: why it was clamped */
