@@ -689,6 +689,7 @@ PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
   }
   if (help) {
     PetscCall(PetscPrintf(comm, "  -model_dims <784,256,256,10>: the study's MLP (default input,256,256,classes); token-sequence data (text:, tokens:) train GPT-2s of the -gpt2_* options\n  -query_indices <0:8>: the queries when no -scores file is given (else the scores files' queries)\n"));
+    PetscCall(DriverStudyOptionsUsed(comm)); /* the study's -ekfac_* (mislabel detection) and -gpt2_* options */
     PetscFunctionReturn(0);
   }
   {
