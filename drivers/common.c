@@ -1,4 +1,5 @@
 #include "driver.h"
+#include <infl/gpt2.h>
 #include <infl/checkpoint.h>
 #include <stdio.h>
 #include <string.h>
@@ -780,21 +781,53 @@ PetscErrorCode DriverMLPDims(MPI_Comm comm, InflData train, PetscInt dims[], Pet
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode DriverTrainMLP(MPI_Comm comm, InflData train, InflData test, PetscInt nd, const PetscInt dims[], const InflTrainOptions *topt, const char path[], InflModel *model)
+/* Train the set-up `fresh` (destroyed) on train with checkpoints at PATH.partial, save it at path, load it back. */
+static PetscErrorCode train_save_load(MPI_Comm comm, InflModel fresh, InflData train, InflData test, const InflTrainOptions *topt, const char path[], InflModel *model)
 {
   InflTrainOptions opt = *topt;
   char             partial[PETSC_MAX_PATH_LEN + 16];
 
   PetscFunctionBegin;
-  PetscCall(InflModelCreate(comm, model));
-  PetscCall(InflModelSetFromOptions(*model));
-  PetscCall(InflModelSetUpMLP(*model, nd, dims, INFL_ACT_RELU, opt.seed));
   PetscCall(PetscStrncpy(opt.checkpoint, path, sizeof(opt.checkpoint)));
-  PetscCall(InflModelTrain(*model, train, test, &opt));
-  PetscCall(InflModelSave(*model, path));
+  PetscCall(InflModelTrain(fresh, train, test, &opt));
+  PetscCall(InflModelSave(fresh, path));
   PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", path));
   PetscCall(InflRemoveAll(comm, partial));
-  PetscCall(InflModelDestroy(model));
+  PetscCall(InflModelDestroy(&fresh));
   PetscCall(DriverLoadModel(comm, path, model));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode DriverTrainMLP(MPI_Comm comm, InflData train, InflData test, PetscInt nd, const PetscInt dims[], const InflTrainOptions *topt, const char path[], InflModel *model)
+{
+  InflModel fresh;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelCreate(comm, &fresh));
+  PetscCall(InflModelSetFromOptions(fresh));
+  PetscCall(InflModelSetUpMLP(fresh, nd, dims, INFL_ACT_RELU, topt->seed));
+  PetscCall(train_save_load(comm, fresh, train, test, topt, path, model));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode DriverNewGPT2(MPI_Comm comm, uint64_t seed, InflModel *model)
+{
+  PetscFunctionBegin;
+  PetscCall(InflModelCreate(comm, model));
+  PetscCall(InflModelSetType(*model, "gpt2"));
+  PetscCall(InflModelSetFromOptions(*model));
+  PetscCall(InflModelSetUpGPT2(*model, NULL, seed));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode DriverTrainGPT2(MPI_Comm comm, InflData train, InflData test, const InflTrainOptions *topt, const char path[], InflModel *model)
+{
+  InflModel fresh;
+
+  PetscFunctionBegin;
+  PetscCall(DriverNewGPT2(comm, topt->seed, &fresh));
+  PetscCall(InflModelCheckData(fresh, train));
+  if (test) PetscCall(InflModelCheckData(fresh, test));
+  PetscCall(train_save_load(comm, fresh, train, test, topt, path, model));
   PetscFunctionReturn(0);
 }

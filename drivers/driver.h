@@ -104,6 +104,12 @@ PetscErrorCode DriverMLPDims(MPI_Comm comm, InflData train, PetscInt dims[], Pet
  * on `train` (`test` for the epoch lines, may be NULL) with its checkpoint at PATH.partial (resumed when it exists),
  * save it to `path`, remove the checkpoint, and return it loaded from `path` (as a reused model would be). */
 PetscErrorCode DriverTrainMLP(MPI_Comm comm, InflData train, InflData test, PetscInt nd, const PetscInt dims[], const InflTrainOptions *topt, const char path[], InflModel *model);
+/* Collective.  A fresh GPT-2 of the -gpt2_* options (and -model_precision) initialized with `seed` (InflModelSetUpGPT2). */
+PetscErrorCode DriverNewGPT2(MPI_Comm comm, uint64_t seed, InflModel *model);
+/* Collective.  As DriverTrainMLP for a GPT-2 of the -gpt2_* options on token data (train and test, which may be NULL,
+ * are set up for it): trained with *topt (seed topt->seed), saved at path (a directory, or a .safetensors file with
+ * config.json beside it), loaded back. */
+PetscErrorCode DriverTrainGPT2(MPI_Comm comm, InflData train, InflData test, const InflTrainOptions *topt, const char path[], InflModel *model);
 /* Class names from -class_names "a,b,c" (NULL entries if absent). */
 PetscErrorCode DriverClassNames(PetscInt C, char ***names);
 

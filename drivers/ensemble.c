@@ -35,9 +35,12 @@ typedef struct {
   PetscBool        dset, overwrite;
   const int64_t   *qidx;
   char             fit_key[128];
+  PetscBool        seq;                       /* a language-model study: GPT-2s on token sequences */
+  char             ppath[PETSC_MAX_PATH_LEN]; /* -query_prompts ("" none) */
 } EnsembleCtx;
 
-/* The files of member m: the study's own model and factors for m = 0, OUTDIR/ensemble/... for the others. */
+/* The files of member m: the study's own model and factors for m = 0, OUTDIR/ensemble/... for the others (a GPT-2's
+ * model is a directory, model-m). */
 static PetscErrorCode member_paths(const EnsembleCtx *c, PetscInt m, char model[], char factors[], char scores[])
 {
   PetscFunctionBegin;
@@ -45,7 +48,7 @@ static PetscErrorCode member_paths(const EnsembleCtx *c, PetscInt m, char model[
     PetscCall(PetscStrncpy(model, c->model0, PETSC_MAX_PATH_LEN));
     PetscCall(PetscSNPrintf(factors, PETSC_MAX_PATH_LEN, "%s/factors.h5", c->outdir));
   } else {
-    PetscCall(PetscSNPrintf(model, PETSC_MAX_PATH_LEN, "%s/ensemble/model-%d.safetensors", c->outdir, (int)m));
+    PetscCall(PetscSNPrintf(model, PETSC_MAX_PATH_LEN, c->seq ? "%s/ensemble/model-%d" : "%s/ensemble/model-%d.safetensors", c->outdir, (int)m));
     PetscCall(PetscSNPrintf(factors, PETSC_MAX_PATH_LEN, "%s/ensemble/factors-%d.h5", c->outdir, (int)m));
   }
   PetscCall(PetscSNPrintf(scores, PETSC_MAX_PATH_LEN, "%s/ensemble/scores-%d.h5", c->outdir, (int)m));
@@ -63,6 +66,7 @@ static PetscErrorCode member_task(void *ctx, MPI_Comm comm, PetscInt m, double *
   InflEKFAC    ek;
   PetscBool    match;
   const char  *hash, *thash;
+  StagePrompts prompts = {0};
 
   PetscFunctionBegin;
   PetscCall(member_paths(c, m, mpath, fpath, spath));
@@ -78,8 +82,17 @@ static PetscErrorCode member_task(void *ctx, MPI_Comm comm, PetscInt m, double *
     topt.seed             = c->topt.seed + (uint64_t)m;
     PetscCall(PetscArraycpy(dims, c->dims, 64));
     PetscCall(PetscPrintf(comm, "== ensemble member %d: training with seed %d\n", (int)m, (int)topt.seed));
-    PetscCall(DriverMLPDims(comm, train, dims, &nd, c->dset));
-    PetscCall(DriverTrainMLP(comm, train, test, nd, dims, &topt, mpath, &model));
+    if (c->seq) PetscCall(DriverTrainGPT2(comm, train, test, &topt, mpath, &model));
+    else {
+      PetscCall(DriverMLPDims(comm, train, dims, &nd, c->dset));
+      PetscCall(DriverTrainMLP(comm, train, test, nd, dims, &topt, mpath, &model));
+    }
+  }
+  if (c->seq) { /* the windows of the data for this model (its tokenizer), the prompts */
+    InflData ds[3] = {train, test, query};
+    for (int i = 0; i < 3; i++)
+      if (ds[i]) PetscCall(InflModelCheckData(model, ds[i]));
+    if (c->ppath[0]) PetscCall(DriverLoadPrompts(comm, c->ppath, mpath, model, &prompts));
   }
   PetscCall(InflModelGetHash(model, &hash));
   PetscCall(InflDataGetHash(train, &thash));
@@ -89,8 +102,8 @@ static PetscErrorCode member_task(void *ctx, MPI_Comm comm, PetscInt m, double *
     PetscCall(InflEKFACLoad(ek, fpath, model));
   } else PetscCall(StageFit(comm, model, train, fpath, PETSC_TRUE, &ek));
   { /* scores of this model, data and queries are reused (remove them, or -overwrite, after changing -score_* options) */
-    const char *qhash;
-    PetscCall(InflDataGetHash(query ? query : test, &qhash));
+    const char *qhash = prompts.hash;
+    if (!c->ppath[0]) PetscCall(InflDataGetHash(query ? query : test, &qhash));
     PetscCall(DriverOutputMatches(comm, spath, hash, thash, "query_sha256", qhash, &match));
     if (match) { /* and the same query indices */
       hid_t   f;
@@ -108,8 +121,9 @@ static PetscErrorCode member_task(void *ctx, MPI_Comm comm, PetscInt m, double *
       PetscCall(InflH5Close(&f));
     }
     if (match && !c->overwrite) PetscCall(PetscPrintf(comm, "== ensemble member %d: using %s\n", (int)m, spath));
-    else PetscCall(StageScore(comm, model, ek, train, query ? query : test, c->Q, c->qidx, NULL, spath, PETSC_TRUE, NULL));
+    else PetscCall(StageScore(comm, model, ek, train, query ? query : test, c->Q, c->qidx, c->ppath[0] ? &prompts : NULL, spath, PETSC_TRUE, NULL));
   }
+  PetscCall(PetscFree3(prompts.offsets, prompts.tokens, prompts.targets));
   PetscCall(InflEKFACDestroy(&ek));
   PetscCall(InflModelDestroy(&model));
   PetscCall(InflDataDestroy(&query));
@@ -129,6 +143,8 @@ PetscErrorCode InflDriverRunEnsemble(MPI_Comm comm, PetscBool help)
   char      **paths;
   int        *status;
   PetscMPIInt rank;
+  StagePrompts  prompts = {0};
+  InflTokenizer tok     = NULL;
 
   PetscFunctionBegin;
   PetscCall(PetscMemzero(&c, sizeof(c)));
@@ -146,22 +162,29 @@ PetscErrorCode InflDriverRunEnsemble(MPI_Comm comm, PetscBool help)
   PetscCall(PetscOptionsInt("-ensemble_group_size", "ranks per member (0: chosen so that every rank is busy, include/infl/eval.h)", NULL, group_size, &group_size, NULL));
   PetscCall(PetscOptionsInt("-score_topk", "proponents and opponents kept per query", NULL, K, &K, NULL));
   PetscCall(PetscOptionsBool("-score_save_all", "write the ensemble's full (Q, N) score matrix", NULL, save_all, &save_all, NULL));
+  PetscCall(PetscOptionsString("-query_prompts", "language models: prompt/completion queries (docs/FORMATS.md) instead of -query", NULL, c.ppath, c.ppath, sizeof(c.ppath), NULL));
   PetscOptionsEnd();
   PetscCall(InflTrainOptionsFromOptions(comm, &c.topt));
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
   PetscCall(DriverOpenData(comm, "test", PETSC_FALSE, help, &test));
   PetscCall(DriverOpenData(comm, "query", PETSC_FALSE, help, &query));
   if (help) PetscFunctionReturn(0);
-  PetscCall(DriverRequireRows(comm, "infl run -ensemble", train));
+  {
+    InflDataContent kind;
+    PetscCall(InflDataGetContent(train, &kind));
+    c.seq = (PetscBool)(kind == INFL_DATA_SEQUENCES);
+  }
+  PetscCheck(!c.ppath[0] || c.seq, comm, PETSC_ERR_ARG_INCOMP, "-query_prompts %s: prompt/completion queries are for language models (text: or tokens: training data), but -train holds rows of features", c.ppath);
+  PetscCheck(!(c.ppath[0] && query), comm, PETSC_ERR_ARG_INCOMP, "give either -query (a data set, with -query_indices) or -query_prompts %s, not both", c.ppath);
   if (!query) query = test;
-  PetscCheck(query, comm, PETSC_ERR_ARG_NULL, "infl run needs -query (or -test) data for the queries");
+  PetscCheck(query || c.ppath[0], comm, PETSC_ERR_ARG_NULL, "infl run needs -query (or -test) data for the queries%s", c.seq ? ", or -query_prompts FILE" : "");
   PetscCheck(K >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-score_topk %d must be positive", (int)K);
   {
     PetscInt nd = 64;
     PetscCall(PetscOptionsGetIntArray(NULL, NULL, "-model_dims", c.dims, &nd, &c.dset));
     c.nd = nd;
   }
-  if (!c.model0[0]) PetscCall(PetscSNPrintf(c.model0, sizeof(c.model0), "%s/model.safetensors", c.outdir));
+  if (!c.model0[0]) PetscCall(PetscSNPrintf(c.model0, sizeof(c.model0), c.seq ? "%s/model" : "%s/model.safetensors", c.outdir));
   PetscCall(PetscSNPrintf(edir, sizeof(edir), "%s/ensemble", c.outdir));
   if (rank == 0) {
     if (mkdir(c.outdir, 0775) != 0 && errno != EEXIST) edir[0] = 0;
@@ -169,8 +192,22 @@ PetscErrorCode InflDriverRunEnsemble(MPI_Comm comm, PetscBool help)
   }
   InflCheckAll(comm, rank != 0 || edir[0], PETSC_ERR_FILE_OPEN, "-outdir %s: cannot create it or its subdirectory ensemble: %s", c.outdir, strerror(errno));
   PetscCallMPI(MPI_Barrier(comm));
-  PetscCall(InflDataGetSizes(query, &Nq, NULL, NULL));
-  PetscCall(DriverQueryIndices(comm, Nq, &c.Q, &qidx));
+  if (c.seq) { /* the queries' windows or prompts depend on the model: the study's model if it exists, else a fresh one */
+    InflModel probe;
+    if (InflFileExists(c.model0)) PetscCall(DriverLoadModel(comm, c.model0, &probe));
+    else PetscCall(DriverNewGPT2(comm, c.topt.seed, &probe));
+    if (c.ppath[0]) PetscCall(DriverLoadPrompts(comm, c.ppath, c.model0, probe, &prompts));
+    else PetscCall(InflModelCheckData(probe, query));
+    PetscCall(InflModelDestroy(&probe));
+  }
+  if (c.ppath[0]) { /* prompt q is query q */
+    c.Q = prompts.Q;
+    PetscCall(PetscMalloc1(c.Q, &qidx));
+    for (PetscInt q = 0; q < c.Q; q++) qidx[q] = q;
+  } else {
+    PetscCall(InflDataGetSizes(query, &Nq, NULL, NULL));
+    PetscCall(DriverQueryIndices(comm, Nq, &c.Q, &qidx));
+  }
   c.qidx = qidx;
   /* every option of the study is read now, so that a misspelled one stops it before any work */
   PetscCall(PetscOptionsSetValue(NULL, "-score_save_all", "1")); /* the members' full matrices are combined */
@@ -188,7 +225,7 @@ PetscErrorCode InflDriverRunEnsemble(MPI_Comm comm, PetscBool help)
   PetscCall(PetscMalloc2(M, &paths, M, &status));
   /* the outputs are checked and locked before any work: the members' files are in OUTDIR/ensemble, locked whole */
   PetscCall(DriverCheckOutputDirectory(comm, edir, PETSC_TRUE));
-  if (!InflFileExists(c.model0)) PetscCall(DriverCheckOutput(comm, c.model0, PETSC_TRUE));
+  if (!InflFileExists(c.model0)) PetscCall(c.seq ? DriverCheckOutputDirectory(comm, c.model0, PETSC_TRUE) : DriverCheckOutput(comm, c.model0, PETSC_TRUE));
   {
     char fp[PETSC_MAX_PATH_LEN];
     PetscCall(PetscSNPrintf(fp, sizeof(fp), "%s/factors.h5", c.outdir));
@@ -228,6 +265,11 @@ PetscErrorCode InflDriverRunEnsemble(MPI_Comm comm, PetscBool help)
     char        self_key[1024], fpath[PETSC_MAX_PATH_LEN];
     PetscCall(PetscSNPrintf(fpath, sizeof(fpath), "%s/factors.h5", c.outdir));
     PetscCall(DriverLoadModel(comm, c.model0, &model));
+    if (c.seq) { /* the study's data read for its model, and its tokenizer for the report */
+      PetscCall(InflModelCheckData(model, train));
+      if (!c.ppath[0]) PetscCall(InflModelCheckData(model, query));
+      PetscCall(DriverModelTokenizer(comm, c.model0, model, &tok));
+    }
     PetscCall(InflEKFACCreate(comm, &ek));
     PetscCall(InflEKFACLoad(ek, fpath, model));
     PetscCall(InflModelGetHash(model, &hash));
@@ -235,7 +277,7 @@ PetscErrorCode InflDriverRunEnsemble(MPI_Comm comm, PetscBool help)
     PetscCall(InflEKFACGetKey(ek, PETSC_TRUE, self_key, sizeof(self_key)));
     PetscCall(DriverOutputMatches(comm, selfpath, hash, thash, "self_key", self_key, &match));
     if (!match || c.overwrite) PetscCall(StageSelf(comm, model, ek, train, selfpath, PETSC_TRUE));
-    PetscCall(InflReportFromFiles(comm, spath, train, query, NULL, selfpath, rpath, PETSC_TRUE));
+    PetscCall(InflReportFromFiles(comm, spath, train, c.ppath[0] ? NULL : query, tok, selfpath, rpath, PETSC_TRUE));
     PetscCall(PetscPrintf(comm, "outputs: %s, %s, %s (members in %s)\n", spath, selfpath, rpath, edir));
     PetscCall(InflEKFACDestroy(&ek));
     PetscCall(InflModelDestroy(&model));
@@ -243,6 +285,8 @@ PetscErrorCode InflDriverRunEnsemble(MPI_Comm comm, PetscBool help)
   for (PetscInt m = 0; m < M; m++) PetscCall(PetscFree(paths[m]));
   PetscCall(PetscFree2(paths, status));
   PetscCall(PetscFree(qidx));
+  PetscCall(PetscFree3(prompts.offsets, prompts.tokens, prompts.targets));
+  PetscCall(InflTokenizerDestroy(&tok));
   if (query != test) PetscCall(InflDataDestroy(&query));
   PetscCall(InflDataDestroy(&test));
   PetscCall(InflDataDestroy(&train));

@@ -6,6 +6,7 @@
 #include <infl/report.h>
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 #define LDS_MAX_SCORES 64
 
@@ -24,9 +25,14 @@ typedef struct {
   /* leave-one-out: task t masks training example exclude[t] (-1: none) and trains with seed seed[t] */
   const int64_t    *exclude;
   const uint64_t   *seed;
+  /* a language-model study (token-sequence data): GPT-2s of the -gpt2_* options; prompt/completion queries or NULL */
+  PetscBool           seq;
+  const StagePrompts *prompts;
+  char                arch[160]; /* the architecture in the recipe */
 } RetrainCtx;
 
-/* Task t: train the study's MLP on its training subset on the group's communicator, then the query losses. */
+/* Task t: train the study's model (an MLP, or a GPT-2 on token sequences) on its training subset on the group's
+ * communicator, then the query losses (InflQueryLosses; of the completions for prompt/completion queries). */
 static PetscErrorCode retrain_task(void *ctx, MPI_Comm comm, PetscInt t, double loss[])
 {
   RetrainCtx      *c = (RetrainCtx *)ctx;
@@ -44,13 +50,19 @@ static PetscErrorCode retrain_task(void *ctx, MPI_Comm comm, PetscInt t, double 
     topt.nexclude = 1;
     topt.exclude  = &c->exclude[t];
   }
-  PetscCall(InflModelCreate(comm, &model));
-  PetscCall(InflModelSetFromOptions(model));
-  PetscCall(InflModelSetUpMLP(model, c->nd, c->dims, INFL_ACT_RELU, topt.seed));
+  if (c->seq) {
+    PetscCall(DriverNewGPT2(comm, topt.seed, &model));
+    PetscCall(InflModelCheckData(model, sub));
+  } else {
+    PetscCall(InflModelCreate(comm, &model));
+    PetscCall(InflModelSetFromOptions(model));
+    PetscCall(InflModelSetUpMLP(model, c->nd, c->dims, INFL_ACT_RELU, topt.seed));
+  }
   PetscCall(PetscSNPrintf(ckpt, sizeof(ckpt), "%s.%s-%d", c->out, c->what, (int)t));
   PetscCall(PetscStrncpy(topt.checkpoint, ckpt, sizeof(topt.checkpoint)));
   PetscCall(InflModelTrain(model, sub, NULL, &topt));
-  PetscCall(InflQueryLosses(model, c->query, c->Q, c->qidx, loss));
+  if (c->prompts) PetscCall(InflQuerySequenceLosses(model, c->Q, c->prompts->offsets, c->prompts->tokens, c->prompts->targets, loss));
+  else PetscCall(InflQueryLosses(model, c->query, c->Q, c->qidx, loss));
   {
     char partial[PETSC_MAX_PATH_LEN + 16];
     PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", ckpt));
@@ -242,7 +254,9 @@ static PetscErrorCode lds_read(MPI_Comm comm, const char path[], LdsData *d)
   if (d->mN > 0) {
     int64_t dn[1] = {d->mN}, dt[1] = {d->T};
     PetscCall(InflH5ReadArray(file, "/mislabel/flipped", H5T_NATIVE_UINT8, 1, dn, NULL, d->flipped));
-    PetscCall(InflH5ReadArray(file, "/mislabel/labels", H5T_NATIVE_INT64, 1, dn, NULL, d->labels));
+    PetscCall(InflH5GetDims(file, "/mislabel/labels", &nd, dims));
+    if (nd == 1) PetscCall(InflH5ReadArray(file, "/mislabel/labels", H5T_NATIVE_INT64, 1, dn, NULL, d->labels));
+    else PetscCall(PetscFree(d->labels)); /* token sequences: corrupted documents, no labels */
     PetscCall(InflH5ReadArray(file, "/mislabel/top", H5T_NATIVE_DOUBLE, 1, dt, NULL, d->top));
     PetscCall(InflH5ReadArray(file, "/mislabel/self_influence", H5T_NATIVE_DOUBLE, 1, dn, NULL, d->self[0]));
     PetscCall(InflH5ReadArray(file, "/mislabel/detected", H5T_NATIVE_DOUBLE, 1, dt, NULL, d->found[0]));
@@ -338,7 +352,7 @@ static PetscErrorCode print_eval(MPI_Comm comm, const LdsData *d, const char lds
   if (d->mN > 0) {
     int64_t nf = 0;
     for (int64_t i = 0; i < d->mN; i++) nf += d->flipped[i] != 0;
-    PetscCall(PetscPrintf(comm, "mislabel detection: %" PRId64 " of %" PRId64 " labels flipped (fraction %g); fraction of them found in the top x%% by self-influence\n", nf, d->mN, d->mfraction));
+    PetscCall(PetscPrintf(comm, "mislabel detection: %" PRId64 " of %" PRId64 " %s (fraction %g); fraction of them found in the top x%% by self-influence\n", nf, d->mN, d->labels ? "labels flipped" : "documents (windows) corrupted", d->mfraction));
     for (PetscInt t = 0; t < d->T; t++) PetscCall(PetscPrintf(comm, "mislabel top %.1f%%: EK-FAC %.6f  identity %s%.6f  random %.6f\n", 100 * d->top[t], d->found[0][t], d->self[1] ? "" : "(not computed) ", d->self[1] ? d->found[1][t] : NAN, (double)InflSubsetSize(d->mN, d->top[t]) / (double)d->mN));
   }
   PetscCall(PetscFree(valid));
@@ -386,7 +400,7 @@ static PetscErrorCode lds_write(MPI_Comm comm, const char out[], const LdsData *
     int64_t dn[1] = {d->mN}, dt[1] = {d->T}, nf = 0;
     for (int64_t i = 0; i < d->mN; i++) nf += d->flipped[i] != 0;
     PetscCall(InflH5WriteArray(file, "/mislabel/flipped", H5T_NATIVE_UINT8, 1, dn, d->flipped));
-    PetscCall(InflH5WriteArray(file, "/mislabel/labels", H5T_NATIVE_INT64, 1, dn, d->labels));
+    if (d->labels) PetscCall(InflH5WriteArray(file, "/mislabel/labels", H5T_NATIVE_INT64, 1, dn, d->labels));
     PetscCall(InflH5WriteArray(file, "/mislabel/top", H5T_NATIVE_DOUBLE, 1, dt, d->top));
     PetscCall(InflH5WriteArray(file, "/mislabel/self_influence", H5T_NATIVE_DOUBLE, 1, dn, d->self[0]));
     PetscCall(InflH5WriteArray(file, "/mislabel/detected", H5T_NATIVE_DOUBLE, 1, dt, d->found[0]));
@@ -398,7 +412,7 @@ static PetscErrorCode lds_write(MPI_Comm comm, const char out[], const LdsData *
     PetscCall(InflH5SetAttrDouble(file, "/mislabel", "fraction", d->mfraction));
     PetscCall(InflH5SetAttrInt(file, "/mislabel", "seed", d->mseed));
     PetscCall(InflH5SetAttrInt(file, "/mislabel", "flipped_count", nf));
-    PetscCall(InflH5SetAttrString(file, "/mislabel", "method", "flipped labels (InflMislabel), the model retrained on them, examples ranked by self-influence (EK-FAC; identity: damping 1e8 times EK-FAC at damping 1e8, i.e. the squared gradient norm), detected = flipped found in the top fraction / flipped"));
+    PetscCall(InflH5SetAttrString(file, "/mislabel", "method", d->labels ? "flipped labels (InflMislabel), the model retrained on them, examples ranked by self-influence (EK-FAC; identity: damping 1e8 times EK-FAC at damping 1e8, i.e. the squared gradient norm), detected = flipped found in the top fraction / flipped" : "corrupted documents (InflDataCreateCorrupted: the tokens of each chosen window randomly permuted), the model retrained on them, windows ranked by self-influence (EK-FAC; identity: damping 1e8 times EK-FAC at damping 1e8, i.e. the squared gradient norm), detected = corrupted found in the top fraction / corrupted"));
   }
   PetscCall(InflH5Close(&file));
   PetscCall(InflRenameAll(comm, tmp, out));
@@ -424,8 +438,13 @@ static PetscErrorCode recipe_text(const RetrainCtx *c, char text[], size_t len)
   char        dims[512] = "";
 
   PetscFunctionBegin;
-  for (PetscInt i = 0; i < c->nd; i++) PetscCall(PetscSNPrintf(dims + strlen(dims), sizeof(dims) - strlen(dims), "%s%d", i ? "," : "", (int)c->dims[i]));
-  PetscCall(PetscSNPrintf(text, len, "mlp %s relu; %s epochs %d batch %d lr %.17g momentum %.17g betas %.17g %.17g eps %.17g wd %.17g matrices_only %d schedule %d warmup %d lr_min %.17g clip %.17g seed %llu%s; precision from -model_precision", dims, optn[c->topt.optimizer], (int)c->topt.epochs, (int)c->topt.batch, c->topt.lr, c->topt.momentum, c->topt.beta1, c->topt.beta2, c->topt.eps, c->topt.weight_decay, (int)c->topt.decay_matrices_only, (int)c->topt.schedule, (int)c->topt.warmup, c->topt.lr_min, c->topt.clip, (unsigned long long)c->topt.seed, c->seed_per_model ? " + 1 + subset" : ""));
+  if (c->seq) PetscCall(PetscStrncpy(dims, c->arch, sizeof(dims)));
+  else {
+    PetscCall(PetscStrncpy(dims, "mlp ", sizeof(dims)));
+    for (PetscInt i = 0; i < c->nd; i++) PetscCall(PetscSNPrintf(dims + strlen(dims), sizeof(dims) - strlen(dims), "%s%d", i ? "," : "", (int)c->dims[i]));
+    PetscCall(PetscStrlcat(dims, " relu", sizeof(dims)));
+  }
+  PetscCall(PetscSNPrintf(text, len, "%s; %s epochs %d batch %d lr %.17g momentum %.17g betas %.17g %.17g eps %.17g wd %.17g matrices_only %d schedule %d warmup %d lr_min %.17g clip %.17g seed %llu%s; precision from -model_precision", dims, optn[c->topt.optimizer], (int)c->topt.epochs, (int)c->topt.batch, c->topt.lr, c->topt.momentum, c->topt.beta1, c->topt.beta2, c->topt.eps, c->topt.weight_decay, (int)c->topt.decay_matrices_only, (int)c->topt.schedule, (int)c->topt.warmup, c->topt.lr_min, c->topt.clip, (unsigned long long)c->topt.seed, c->seed_per_model ? " + 1 + subset" : ""));
   PetscFunctionReturn(0);
 }
 
@@ -476,7 +495,7 @@ static PetscErrorCode self_influence(MPI_Comm comm, InflModel model, InflEKFAC e
  * damping 1e8, the squared gradient norm to a relative 1e-8 max Lambda), and fill d's mislabel section. */
 static PetscErrorCode mislabel_run(MPI_Comm comm, const RetrainCtx *c, uint64_t seed, const char prefix[], const char fit_key[], PetscBool identity, LdsData *d)
 {
-  const int64_t N = d->mN, C = c->dims[c->nd - 1];
+  const int64_t N = d->mN, C = c->seq ? 0 : c->dims[c->nd - 1];
   int64_t      *y, *idx;
   InflData      sub;
   InflModel     model;
@@ -487,18 +506,25 @@ static PetscErrorCode mislabel_run(MPI_Comm comm, const RetrainCtx *c, uint64_t 
 
   PetscFunctionBegin;
   PetscCall(PetscMalloc2(N, &y, N, &idx));
-  PetscCall(read_labels(c->train, N, y));
-  PetscCall(InflMislabel(seed, N, C, d->mfraction, y, d->labels, d->flipped));
-  for (int64_t i = 0; i < N; i++) idx[i] = i;
-  PetscCall(InflDataCreateSubset(c->train, comm, N, idx, d->labels, "mislabel", &sub));
-  PetscCall(PetscSNPrintf(mpath, sizeof(mpath), "%s.safetensors", prefix));
+  if (c->seq) { /* corrupted documents: the chosen windows' tokens permuted */
+    PetscCall(PetscFree(d->labels));
+    PetscCall(InflMislabelSelect(seed, N, d->mfraction, d->flipped));
+    PetscCall(InflDataCreateCorrupted(c->train, comm, seed, d->flipped, "mislabel", &sub));
+  } else {
+    PetscCall(read_labels(c->train, N, y));
+    PetscCall(InflMislabel(seed, N, C, d->mfraction, y, d->labels, d->flipped));
+    for (int64_t i = 0; i < N; i++) idx[i] = i;
+    PetscCall(InflDataCreateSubset(c->train, comm, N, idx, d->labels, "mislabel", &sub));
+  }
+  PetscCall(PetscSNPrintf(mpath, sizeof(mpath), c->seq ? "%s-model" : "%s.safetensors", prefix));
   PetscCall(PetscSNPrintf(fpath, sizeof(fpath), "%s-factors.h5", prefix));
   if (InflFileExists(mpath)) {
     PetscCall(PetscPrintf(comm, "== lds mislabel: using %s\n", mpath));
     PetscCall(DriverLoadModel(comm, mpath, &model));
   } else {
-    PetscCall(PetscPrintf(comm, "== lds mislabel: training on the corrupted labels\n"));
-    PetscCall(DriverTrainMLP(comm, sub, NULL, c->nd, c->dims, &c->topt, mpath, &model));
+    PetscCall(PetscPrintf(comm, "== lds mislabel: training on the corrupted %s\n", c->seq ? "documents" : "labels"));
+    if (c->seq) PetscCall(DriverTrainGPT2(comm, sub, NULL, &c->topt, mpath, &model));
+    else PetscCall(DriverTrainMLP(comm, sub, NULL, c->nd, c->dims, &c->topt, mpath, &model));
   }
   PetscCall(InflModelGetHash(model, &mh));
   PetscCall(InflDataGetHash(sub, &th));
@@ -525,17 +551,23 @@ static PetscErrorCode mislabel_run(MPI_Comm comm, const RetrainCtx *c, uint64_t 
   PetscFunctionReturn(0);
 }
 
-/* Collective.  Remove the files of an interrupted mislabel run (PREFIX.safetensors, -factors.h5, -self*.h5). */
+/* Collective.  Remove the files of an interrupted mislabel run (PREFIX.safetensors or the GPT-2 directory PREFIX-model,
+ * -factors.h5, -self*.h5). */
 static PetscErrorCode mislabel_cleanup(MPI_Comm comm, const char prefix[])
 {
-  const char *suffix[] = {".safetensors", "-factors.h5", "-self.h5", "-self-identity.h5"};
+  const char *suffix[] = {".safetensors", "-factors.h5", "-self.h5", "-self-identity.h5", "-model/model.safetensors", "-model/config.json"};
+  char        path[PETSC_MAX_PATH_LEN];
+  PetscMPIInt rank;
 
   PetscFunctionBegin;
-  for (int k = 0; k < 4; k++) {
-    char path[PETSC_MAX_PATH_LEN];
+  for (int k = 0; k < 6; k++) {
     PetscCall(PetscSNPrintf(path, sizeof(path), "%s%s", prefix, suffix[k]));
     PetscCall(InflRemoveAll(comm, path));
   }
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  PetscCall(PetscSNPrintf(path, sizeof(path), "%s-model", prefix));
+  if (rank == 0) (void)rmdir(path); /* the GPT-2's directory, now empty (absent for an MLP) */
+  PetscCallMPI(MPI_Barrier(comm));
   PetscFunctionReturn(0);
 }
 
@@ -597,7 +629,7 @@ static PetscErrorCode loo_run(MPI_Comm comm, RetrainCtx *c, const char out[], Pe
 
 PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
 {
-  char        out[PETSC_MAX_PATH_LEN] = "lds.h5", lpath[PETSC_MAX_PATH_LEN] = "", *spaths[LDS_MAX_SCORES] = {0}, recipe[2048], seeds[32] = "same", loo_spec[PETSC_MAX_PATH_LEN] = "", fit_key[128] = "", mprefix[PETSC_MAX_PATH_LEN] = "";
+  char        out[PETSC_MAX_PATH_LEN] = "lds.h5", lpath[PETSC_MAX_PATH_LEN] = "", ppath[PETSC_MAX_PATH_LEN] = "", *spaths[LDS_MAX_SCORES] = {0}, recipe[2048], seeds[32] = "same", loo_spec[PETSC_MAX_PATH_LEN] = "", fit_key[128] = "", mprefix[PETSC_MAX_PATH_LEN] = "";
   PetscInt    J = 0, ns = 0, seed = 0, group_size = 0, S = 1, ntop = 16;
   int64_t     Nq;
   double      fraction = 0.5, mfraction = 0, tops[16] = {10, 20};
@@ -608,6 +640,8 @@ PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
   int64_t    *qidx = NULL, N;
   const char *seedn[] = {"same", "per_subset"};
   PetscInt    iseed = 0;
+  InflModel   probe = NULL; /* a language-model study: a fresh GPT-2 of the -gpt2_* options, for the data's windows */
+  StagePrompts prompts = {0};
 
   PetscFunctionBegin;
   PetscCall(InflOptionsCheckLength(comm, "-out", sizeof(out) - 32, "give a shorter path"));
@@ -626,6 +660,7 @@ PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
   PetscCall(PetscOptionsRealArray("-lds_mislabel_top", "percentages x: report the fraction of the flipped examples found in the top x% by self-influence", NULL, tops, &ntop, &topset));
   PetscCall(PetscOptionsBool("-lds_mislabel_identity", "also rank by the identity self-influence (squared gradient norm)", NULL, identity, &identity, NULL));
   PetscCall(PetscOptionsBool("-overwrite", "replace an existing -out made with other settings", NULL, overwrite, &overwrite, NULL));
+  PetscCall(PetscOptionsString("-query_prompts", "language-model studies: prompt/completion queries (as infl run; their completion losses are measured) instead of -query windows", NULL, ppath, ppath, sizeof(ppath), NULL));
   {
     char list[4096] = "";
     PetscCall(PetscOptionsString("-scores", "scores files (comma-separated) written with -score_save_all: the LDS and leave-one-out correlations of each are printed", NULL, list, list, sizeof(list), NULL));
@@ -653,8 +688,31 @@ PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
     c.nd = nd;
   }
   if (help) {
-    PetscCall(PetscPrintf(comm, "  -model_dims <784,256,256,10>: the study's MLP (default input,256,256,classes)\n  -query_indices <0:8>: the queries when no -scores file is given (else the scores files' queries)\n"));
+    PetscCall(PetscPrintf(comm, "  -model_dims <784,256,256,10>: the study's MLP (default input,256,256,classes); token-sequence data (text:, tokens:) train GPT-2s of the -gpt2_* options\n  -query_indices <0:8>: the queries when no -scores file is given (else the scores files' queries)\n"));
+    PetscCall(DriverStudyOptionsUsed(comm)); /* the study's -ekfac_* (mislabel detection) and -gpt2_* options */
     PetscFunctionReturn(0);
+  }
+  {
+    InflDataContent kind;
+    PetscCall(InflDataGetContent(train, &kind));
+    c.seq = (PetscBool)(kind == INFL_DATA_SEQUENCES);
+  }
+  PetscCheck(!c.seq || !dset, comm, PETSC_ERR_ARG_INCOMP, "-model_dims is an MLP option, but the -train data are token sequences, which train GPT-2s: give their shape with -gpt2_n_layer, -gpt2_n_embd, -gpt2_n_head, -gpt2_n_positions");
+  PetscCheck(!ppath[0] || c.seq, comm, PETSC_ERR_ARG_INCOMP, "-query_prompts %s: prompt/completion queries are for language models (text: or tokens: training data), but -train holds rows of features", ppath);
+  PetscCheck(!(ppath[0] && query), comm, PETSC_ERR_ARG_INCOMP, "give either -query (a data set, with -query_indices) or -query_prompts %s, not both", ppath);
+  if (c.seq) { /* the windows of the data depend on the model's vocabulary and positions: read them for a fresh GPT-2 */
+    InflData    ds[3] = {train, test, query};
+    const char *h;
+    PetscCall(DriverNewGPT2(comm, c.topt.seed, &probe));
+    for (int i = 0; i < 3; i++)
+      if (ds[i]) PetscCall(InflModelCheckData(probe, ds[i]));
+    if (ppath[0]) PetscCall(DriverLoadPrompts(comm, ppath, NULL, probe, &prompts));
+    PetscCall(InflModelGetHash(probe, &h));
+    {
+      PetscInt V, P;
+      PetscCall(InflModelGetSequenceSizes(probe, &V, &P));
+      PetscCall(PetscSNPrintf(c.arch, sizeof(c.arch), "gpt2 vocab %d positions %d init %.16s (-gpt2_* options)", (int)V, (int)P, h));
+    }
   }
   { /* the study's options of other stages (infl run's) are not misspellings; the fit's key decides reuse */
     PetscBool set;
@@ -665,7 +723,6 @@ PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
     PetscCall(PetscOptionsHasName(NULL, NULL, "-query_indices", &set)); /* the scores files' queries decide when given */
   }
   PetscCall(DriverCheckUnusedOptions(comm));
-  PetscCall(DriverRequireRows(comm, "infl lds", train));
   PetscCall(InflDataGetSizes(train, &N, NULL, NULL));
   PetscCheck(J == 0 || J >= 3, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_subsets %d: give at least 3 subsets (the LDS is a rank correlation across them; 50-100 are usual)", (int)J);
   PetscCheck(J > 0 || loo_spec[0] || mfraction > 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_subsets %d: give at least 3 subsets (the LDS is a rank correlation across them; 50-100 are usual), or -lds_loo or -lds_mislabel_fraction", (int)J);
@@ -677,15 +734,19 @@ PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
   PetscCheck(ntop >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_mislabel_top: give at least one percentage (e.g. 10,20)");
   for (PetscInt t = 0; t < ntop; t++) PetscCheck(tops[t] > 0 && tops[t] <= 100, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_mislabel_top %g: a percentage of the training set must lie in (0, 100]", tops[t]);
   PetscCheck(J == 0 || (InflSubsetSize(N, fraction) >= 1 && InflSubsetSize(N, fraction) < N), comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_fraction %g of %" PRId64 " training examples selects %" PRId64 ": give a fraction that keeps some and leaves some out", fraction, N, InflSubsetSize(N, fraction));
-  PetscCall(DriverMLPDims(comm, train, c.dims, &c.nd, dset));
+  if (!c.seq) PetscCall(DriverMLPDims(comm, train, c.dims, &c.nd, dset));
   todo[0] = (PetscBool)(J > 0);
   todo[2] = (PetscBool)(mfraction > 0);
   if (loo_spec[0]) PetscCall(DriverIndexList(comm, "-lds_loo", "", "training", "training set", N, &d.K, &d.loo_idx));
   todo[1] = (PetscBool)(d.K > 0);
-  if (todo[0] || todo[1]) { /* the queries: those of the scores files (which must agree), else -query_indices */
+  if ((todo[0] || todo[1]) && prompts.Q > 0) { /* prompt q is query q (as in the scores files of infl run) */
+    d.Q = prompts.Q;
+    PetscCall(PetscMalloc1(d.Q, &qidx));
+    for (PetscInt q = 0; q < d.Q; q++) qidx[q] = q;
+  } else if (todo[0] || todo[1]) { /* the queries: those of the scores files (which must agree), else -query_indices */
     if (!query) query = test;
     PetscCheck(query, comm, PETSC_ERR_ARG_NULL, "infl lds needs the study's -query (or -test) data: the losses of its queries are measured under every retrained model");
-    PetscCall(DriverRequireRows(comm, "infl lds", query));
+    if (!c.seq) PetscCall(DriverRequireRows(comm, "infl lds", query)); /* token data: checked against the GPT-2 above */
     PetscCall(InflDataGetSizes(query, &Nq, NULL, NULL));
     if (ns > 0) {
       ScoresFile s0;
@@ -704,6 +765,7 @@ PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
   c.seed_per_model = iseed == 1 ? PETSC_TRUE : PETSC_FALSE;
   c.out   = out;
   c.what  = "subset";
+  c.prompts = prompts.Q > 0 ? &prompts : NULL;
   PetscCall(recipe_text(&c, recipe, sizeof(recipe)));
   PetscCall(PetscStrncpy(d.recipe, recipe, sizeof(d.recipe)));
   d.J = J;
@@ -721,7 +783,8 @@ PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
     InflHash    h;
     char        qhex[65] = "", lhex[65] = "";
     PetscCall(InflDataGetHash(train, &th));
-    if (query) PetscCall(InflDataGetHash(query, &qh));
+    if (prompts.Q > 0) qh = prompts.hash;
+    else if (query) PetscCall(InflDataGetHash(query, &qh));
     PetscCall(PetscStrncpy(d.thash, th, sizeof(d.thash)));
     PetscCall(PetscStrncpy(d.qhash, qh, sizeof(d.qhash)));
     PetscCall(InflHashCreate(&h));
@@ -857,6 +920,8 @@ PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
   for (PetscInt f = 0; f < ns; f++) PetscCall(PetscFree(spaths[f]));
   PetscCall(lds_free(&d));
   PetscCall(lds_free(&e));
+  PetscCall(PetscFree3(prompts.offsets, prompts.tokens, prompts.targets));
+  PetscCall(InflModelDestroy(&probe));
   if (query != test) PetscCall(InflDataDestroy(&query));
   PetscCall(InflDataDestroy(&test));
   PetscCall(InflDataDestroy(&train));

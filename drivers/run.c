@@ -329,16 +329,14 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
     InflTrainOptions topt;
     PetscCall(InflTrainOptionsFromOptions(comm, &topt));
     PetscCall(PetscPrintf(comm, "== train: %s\n", mpath));
-    PetscCall(InflModelCreate(comm, &model));
     if (seq) {
-      PetscCall(InflModelSetType(model, "gpt2"));
-      PetscCall(InflModelSetFromOptions(model));
-      PetscCall(InflModelSetUpGPT2(model, NULL, topt.seed));
+      PetscCall(DriverNewGPT2(comm, topt.seed, &model));
       PetscCall(InflModelCheckData(model, train));
       if (test) PetscCall(InflModelCheckData(model, test));
     } else {
       PetscInt  dims[64] = {0}, nd = 64;
       PetscBool dset;
+      PetscCall(InflModelCreate(comm, &model));
       PetscCall(PetscOptionsGetIntArray(NULL, NULL, "-model_dims", dims, &nd, &dset));
       PetscCall(DriverMLPDims(comm, train, dims, &nd, dset));
       PetscCall(InflModelSetUpMLP(model, nd, dims, INFL_ACT_RELU, topt.seed));

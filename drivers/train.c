@@ -46,10 +46,7 @@ static PetscErrorCode train_gpt2(MPI_Comm comm, InflData train, InflData test, I
   PetscCall(PetscStrlen(out, &len));
   while (len > 1 && out[len - 1] == '/') out[--len] = 0; /* OUT/ names the directory OUT */
   PetscCall(PetscStrendswith(out, ".safetensors", &isfile));
-  PetscCall(InflModelCreate(comm, &model));
-  PetscCall(InflModelSetType(model, "gpt2"));
-  PetscCall(InflModelSetFromOptions(model)); /* -model_precision, -gpt2_* */
-  PetscCall(InflModelSetUpGPT2(model, NULL, topt->seed));
+  PetscCall(DriverNewGPT2(comm, topt->seed, &model)); /* -model_precision, -gpt2_* */
   { /* text without tokenizer files is read byte by byte: say so in terms of this command's options */
     InflData    d[2] = {train, test};
     char        tokdir[PETSC_MAX_PATH_LEN] = "";

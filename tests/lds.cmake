@@ -5,3 +5,8 @@ infl_test(test_lds SOURCES test_lds.c LIBS infl_eval infl_attr infl_curv infl_nn
 # group sizes, killed and resumed (between subsets and inside a subset's training), diverged subsets, bad inputs.
 infl_script_test(lds lds.sh TIMEOUT 600)
 set_property(TEST lds APPEND PROPERTY ENVIRONMENT "INFL_H5CMP=$<TARGET_FILE:h5cmp>")
+# infl lds and infl run -ensemble on a language-model study (a tiny GPT-2 on the text fixture, prompt queries): the
+# LDS and corrupted-document detection of the committed tests/ref/lds_text.h5 equal numpy/scipy's, retrained at 1 and
+# 2 ranks and resumed, an ensemble of 2 GPT-2s.
+infl_script_test(lds_text lds_text.sh TIMEOUT 600)
+set_property(TEST lds_text APPEND PROPERTY ENVIRONMENT "INFL_H5CMP=$<TARGET_FILE:h5cmp>")

@@ -7,6 +7,10 @@
  *   InflGroupsCreate: contiguous groups covering every rank, sizes differing by at most one, the rule of eval.h
  *   (every rank busy when the tasks divide evenly), forced group sizes; errors;
  *   InflDataCreateSubset: rows and labels equal to the parent's, replaced labels, hashes that tell subsets apart;
+ *   token sequences (the windows of tests/ref/gpt2_bytes_text.txt for the GPT-2 fixture): subsets equal to the
+ *   parent's windows (shard and random access); InflDataCorruptWindow against the Python Philox permutation (exact);
+ *   InflDataCreateCorrupted: the chosen windows permuted (the same tokens, another order), the others unchanged;
+ *   InflQueryLosses of windows and InflQuerySequenceLosses equal to the fixture's InflModelSequenceLoss;
  *   InflTasksRun: a set of tasks in groups, one diverging (left out), results equal to the direct computation,
  *   restored from its partial file;
  *   InflEnsembleCombine: the mean of the normalized members (every normalization) and its top-k, computed directly;
@@ -15,6 +19,7 @@
  *   training on the subset without it; with smaller batches it changes the model (and masks only that example). */
 #include <infl/eval.h>
 #include <infl/checkpoint.h>
+#include <stdlib.h>
 #include "io/check.h"
 #include <math.h>
 
@@ -232,6 +237,119 @@ static PetscErrorCode test_subset(MPI_Comm comm)
   PetscCall(InflDataDestroy(&b));
   PetscCall(InflDataDestroy(&c));
   PetscCall(InflDataDestroy(&train));
+  PetscFunctionReturn(0);
+}
+
+static int cmp_int32(const void *a, const void *b)
+{
+  int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+  return (x > y) - (x < y);
+}
+
+static PetscErrorCode test_sequences(MPI_Comm comm, const char src[])
+{
+  char           mpath[PETSC_MAX_PATH_LEN], text[PETSC_MAX_PATH_LEN];
+  InflModel      model;
+  InflData       train, sub, cor;
+  int64_t        N, d, idx[5] = {7, 0, 43, 7, 20}, start, count, o1[2], o2[2];
+  int32_t        t1[64], t2[64], ref[3][13];
+  uint8_t       *flip;
+  const int32_t *stok;
+  const int64_t *soff;
+  const char    *h1, *h2;
+  PetscInt       ncor = 0, nchanged = 0;
+
+  PetscFunctionBegin;
+  PetscCall(PetscSNPrintf(mpath, sizeof(mpath), "%s/tests/ref/gpt2_bytes", src));
+  PetscCall(PetscSNPrintf(text, sizeof(text), "text:%s/tests/ref/gpt2_bytes_text.txt", src));
+  PetscCall(InflModelCreate(comm, &model));
+  PetscCall(InflModelLoad(model, mpath));
+  PetscCall(InflDataOpen(comm, text, 0, &train));
+  PetscCall(InflModelCheckData(model, train));
+  PetscCall(InflDataGetSizes(train, &N, &d, NULL));
+  EXPECT(d <= 16, "windows of at most 16 tokens expected, got %d", (int)d);
+  /* a subset: its windows are the parent's (random access and shard) */
+  PetscCall(InflDataCreateSubset(train, comm, 5, idx, NULL, "s", &sub));
+  PetscCall(InflModelCheckData(model, sub));
+  for (int64_t i = 0; i < 5; i++) {
+    PetscCall(InflDataGetSequences(train, 1, &idx[i], t1, o1));
+    PetscCall(InflDataGetSequences(sub, 1, &i, t2, o2));
+    EXPECT(o1[1] == o2[1] && !memcmp(t1, t2, sizeof(int32_t) * o1[1]), "sequence subset entry %d differs from window %d", (int)i, (int)idx[i]);
+  }
+  PetscCall(InflDataGetSequenceShard(sub, &start, &count, &stok, &soff));
+  for (int64_t i = 0; i < count; i++) {
+    PetscCall(InflDataGetSequences(train, 1, &idx[start + i], t1, o1));
+    EXPECT(soff[i + 1] - soff[i] == o1[1] && !memcmp(stok + soff[i], t1, sizeof(int32_t) * o1[1]), "sequence shard entry %d", (int)(start + i));
+  }
+  {
+    int64_t  lab[5] = {0};
+    InflData e;
+    EXPECT_FAIL(comm, InflDataCreateSubset(train, comm, 5, idx, lab, "s", &e), "no labels to replace", "labels for sequences");
+  }
+  /* the permutation of a window against the Python Philox */
+  {
+    hid_t   f;
+    int64_t dims[2] = {3, 13};
+    PetscCall(InflH5Open(comm, refpath, PETSC_FALSE, &f));
+    PetscCall(InflH5ReadArray(f, "/corrupt/tokens", H5T_NATIVE_INT32, 2, dims, NULL, ref));
+    PetscCall(InflH5Close(&f));
+    for (int k = 0; k < 3; k++) {
+      const int64_t w[3] = {0, 1, 7};
+      int32_t       t[13];
+      for (int i = 0; i < 13; i++) t[i] = i;
+      PetscCall(InflDataCorruptWindow(5, w[k], 13, t));
+      EXPECT(!memcmp(t, ref[k], sizeof(t)), "InflDataCorruptWindow(5, %d) differs from the Python permutation", (int)w[k]);
+    }
+  }
+  /* corrupted documents: a quarter of the windows permuted, the others the parent's */
+  PetscCall(PetscMalloc1(N, &flip));
+  PetscCall(InflMislabelSelect(3, N, 0.25, flip));
+  PetscCall(InflDataCreateCorrupted(train, comm, 3, flip, "mislabel", &cor));
+  PetscCall(InflModelCheckData(model, cor));
+  for (int64_t i = 0; i < N; i++) {
+    PetscCall(InflDataGetSequences(train, 1, &i, t1, o1));
+    PetscCall(InflDataGetSequences(cor, 1, &i, t2, o2));
+    EXPECT(o1[1] == o2[1], "corrupted window %d changed its length", (int)i);
+    if (!flip[i]) EXPECT(!memcmp(t1, t2, sizeof(int32_t) * o1[1]), "window %d is not corrupted but differs", (int)i);
+    else {
+      ncor++;
+      nchanged += memcmp(t1, t2, sizeof(int32_t) * o1[1]) != 0;
+      qsort(t1, (size_t)o1[1], sizeof(int32_t), cmp_int32);
+      qsort(t2, (size_t)o2[1], sizeof(int32_t), cmp_int32);
+      EXPECT(!memcmp(t1, t2, sizeof(int32_t) * o1[1]), "corrupted window %d holds other tokens than the original", (int)i);
+    }
+  }
+  EXPECT(ncor == InflSubsetSize(N, 0.25) && nchanged == ncor, "%d of %d corrupted windows changed (%d expected)", (int)nchanged, (int)ncor, (int)InflSubsetSize(N, 0.25));
+  PetscCall(InflDataGetSequenceShard(cor, &start, &count, &stok, &soff));
+  for (int64_t i = 0; i < count; i++) {
+    int64_t g = start + i;
+    PetscCall(InflDataGetSequences(cor, 1, &g, t1, o1));
+    EXPECT(!memcmp(stok + soff[i], t1, sizeof(int32_t) * o1[1]), "corrupted shard entry %d differs from random access", (int)g);
+  }
+  PetscCall(InflDataGetHash(train, &h1));
+  PetscCall(InflDataGetHash(cor, &h2));
+  EXPECT(strcmp(h1, h2), "the corrupted copy must have its own hash");
+  /* query losses: windows (next-token loss) and explicit targets, against InflModelSequenceLoss */
+  {
+    int64_t q[2] = {3, 40};
+    double  l[2], r;
+    int32_t tg[16];
+    PetscCall(InflQueryLosses(model, train, 2, q, l));
+    for (int k = 0; k < 2; k++) {
+      PetscCall(InflDataGetSequences(train, 1, &q[k], t1, o1));
+      PetscCall(InflModelSequenceLoss(model, 1, o1, t1, NULL, &r, NULL));
+      EXPECT(l[k] == r && r > 0, "query loss of window %d: %g, expected %g", (int)q[k], l[k], r);
+    }
+    for (int64_t t = 0; t < o1[1]; t++) tg[t] = t + 1 < o1[1] && t >= 4 ? t1[t + 1] : -1; /* a completion from token 5 */
+    PetscCall(InflQuerySequenceLosses(model, 1, o1, t1, tg, l));
+    PetscCall(InflModelSequenceLoss(model, 1, o1, t1, tg, &r, NULL));
+    EXPECT(l[0] == r && r > 0, "completion loss %g, expected %g", l[0], r);
+  }
+  PetscCall(PetscFree(flip));
+  PetscCall(InflDataDestroy(&cor));
+  PetscCall(InflDataDestroy(&sub));
+  PetscCall(InflDataDestroy(&train));
+  PetscCall(InflModelDestroy(&model));
   PetscFunctionReturn(0);
 }
 
@@ -476,6 +594,7 @@ int main(int argc, char **argv)
   PetscCall(test_masks(comm));
   PetscCall(test_groups(comm));
   PetscCall(test_subset(comm));
+  PetscCall(test_sequences(comm, src));
   PetscCall(test_tasks(comm));
   PetscCall(test_ensemble(comm));
   PetscCall(test_loo_correlation(comm));

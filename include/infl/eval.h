@@ -36,10 +36,16 @@ PetscErrorCode InflSpearman(PetscInt n, const double x[], const double y[], doub
  * (may be NULL) how many.  The subset sums are accumulated in double.  Errors: fewer than 3 valid subsets. */
 PetscErrorCode InflLDSCompute(PetscInt J, int64_t N, PetscInt Q, const uint8_t masks[], const PetscBool valid[], const double losses[], const double scores[], double per_query[], double *lds, PetscInt *nq);
 
-/* Not collective.  Each query's loss under `model`: queries qidx (Q) of the rows data `query` (read with
- * InflDataGetExamples), the cross-entropy with the data label of each, in the model's precision, loss (Q).  The
- * parameter gradient slab is left zero.  Error for a sequence model (not yet). */
+/* Not collective.  Each query's loss under `model`, as infl score measures it (the loss whose gradient it
+ * preconditions), loss (Q), in the model's precision: queries qidx (Q) of the data `query`; rows (an MLP): the
+ * cross-entropy with the data label of each (InflDataGetExamples; the parameter gradient slab is left zero); token
+ * sequences (a GPT-2, the data set up for it): the summed next-token cross-entropy of the window
+ * (InflDataGetSequences, InflQuerySequenceLosses with no targets). */
 PetscErrorCode InflQueryLosses(InflModel model, InflData query, PetscInt Q, const int64_t qidx[], double loss[]);
+/* Not collective.  The summed loss of each of Q token sequences under a sequence model (InflModelSequenceLoss, one
+ * query at a time): query q is tokens[offsets[q], offsets[q+1]) with targets likewise (NULL: the next token); for the
+ * prompt/completion queries of InflPromptsLoad this is -log p(completion | prompt).  loss (Q) out. */
+PetscErrorCode InflQuerySequenceLosses(InflModel model, PetscInt Q, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], double loss[]);
 
 /* Not collective.  Pearson correlation of x (n) and y (n), accumulated in double about the means.  NaN when n < 2 or
  * either vector is constant. */
@@ -58,6 +64,10 @@ PetscErrorCode InflLOOCorrelation(PetscInt K, const int64_t idx[], PetscInt Q, i
  * (y + 1 + floor(u (C - 1))) mod C, u = InflUniform(seed, i, INFL_STREAM_MISLABEL + 256): always another class.
  * yflip (N) and flipped (N) out.  Errors: C < 2. */
 PetscErrorCode InflMislabel(uint64_t seed, int64_t N, int64_t C, double fraction, const int64_t y[], int64_t yflip[], uint8_t flipped[]);
+/* Not collective.  The examples InflMislabel flips, flipped (N): the members of InflSubsetMask's permutation with the
+ * stream INFL_STREAM_MISLABEL; for token sequences the corrupted documents (windows permuted by InflDataCreateCorrupted
+ * with the same seed).  Errors: a fraction outside (0, 1] or selecting no example. */
+PetscErrorCode InflMislabelSelect(uint64_t seed, int64_t N, double fraction, uint8_t flipped[]);
 /* Not collective.  Of the examples ranked by `value` (N) descending (ties by index ascending), the fraction of the
  * flipped ones (flipped (N)) found in the top `top` fraction (round(top N) examples): found / (flipped count). */
 PetscErrorCode InflDetectionRate(int64_t N, const double value[], const uint8_t flipped[], double top, double *rate);
@@ -111,8 +121,9 @@ typedef enum { INFL_ENSEMBLE_NONE = 0, INFL_ENSEMBLE_QUERY, INFL_ENSEMBLE_MODEL 
 extern const char *const InflEnsembleNormalizeNames[];
 /* Collective.  Combine the M scores files `members` (written by infl score with -score_save_all; the same training
  * data, queries and query data: an error names the file that differs) into `out` in the layout of scores.h5
- * (docs/FORMATS.md): /query_indices, /query_labels and the query predictions of the first member, /topk and /bottomk
- * (K entries) of the ensemble's scores, with save_all its /scores (Q, N) float32, with save_members every member's
+ * (docs/FORMATS.md; written by the skeleton of every scores file, src/attr/scoresfile.h): /query_indices, and of the
+ * first member /query_labels, the query predictions, /query_loss and /query_sequences (a language model's query
+ * tokens) when it has them, /topk and /bottomk (K entries) of the ensemble's scores, with save_all its /scores (Q, N) float32, with save_members every member's
  * normalized scores /ensemble/member_scores (M, Q, N) float32.  Provenance: model_sha256 of the first member (the study's
  * model, whose self-influence goes with the scores), attributes method "ensemble", ensemble_size, ensemble_normalize,
  * ensemble_models ("path:model_sha256" of each member).  Training examples are sharded over comm's ranks; each reads its

@@ -89,14 +89,26 @@ PetscErrorCode InflDataGetShard(InflData data, int64_t *start, int64_t *count, c
  * this rank alone).
  * x (n, d), labels (n).  Index out of [0, N) is an error naming the index and N. */
 PetscErrorCode InflDataGetExamples(InflData data, PetscInt n, const int64_t idx[], float x[], int64_t labels[]);
-/* Collective on comm (which may be any communicator, e.g. a group of the ranks of parent's).  A rows data set of the n
+/* Collective on comm (which may be any communicator, e.g. a group of the ranks of parent's).  A data set of the n
  * examples idx (n) of `parent` (in that order; an index may repeat), sharded over comm's ranks by InflPartition: the
- * subsets of leave-one-out and linear datamodeling retraining (infl/eval.h).  labels (n) replace the parent's labels
- * (mislabeled copies), or NULL keeps them.  The rows are read now from the parent (InflDataGetExamples), which must
- * outlive the subset (later random access goes through it).  Its hash is the SHA-256 of the parent's hash, `tag`
- * (may be NULL) and the members with their labels.  Errors: token data, n < 1, an index outside the parent, a
- * negative label. */
+ * subsets of leave-one-out and linear datamodeling retraining (infl/eval.h).  Rows: labels (n) replace the parent's
+ * labels (mislabeled copies), or NULL keeps them.  Token sequences (a parent whose sequences are set up): the
+ * parent's windows, ready for a model of the parent's (labels must be NULL).  The examples are read now from the
+ * parent (InflDataGetExamples, InflDataGetSequences), which must outlive the subset (later random access goes through
+ * it).  Its hash is the SHA-256 of the parent's hash, `tag` (may be NULL) and the members (with their labels).
+ * Errors: n < 1, an index outside the parent, a negative label, labels for sequences, sequences not set up. */
 PetscErrorCode InflDataCreateSubset(InflData parent, MPI_Comm comm, int64_t n, const int64_t idx[], const int64_t labels[], const char tag[], InflData *sub);
+/* Collective on comm.  The corrupted-document copy of token-sequence data (the "mislabeled" training set of a language
+ * model, infl lds -lds_mislabel_fraction): every window of `parent` in order (set up), those with corrupt[i] != 0
+ * (corrupt (N)) with their tokens permuted by InflDataCorruptWindow(seed, i, ...), the others unchanged.  Hash: as a
+ * subset, with the seed and the corrupted windows.  Errors: rows data (corrupt their labels instead), sequences not
+ * set up. */
+PetscErrorCode InflDataCreateCorrupted(InflData parent, MPI_Comm comm, uint64_t seed, const uint8_t corrupt[], const char tag[], InflData *sub);
+/* Not collective.  Corrupt window `index` (its len tokens, in place): a random permutation of its tokens, the
+ * Fisher-Yates shuffle whose step t (t = len-1 .. 1) swaps t with floor(u_t (t+1)), u_t = InflUniform(seed, t,
+ * INFL_STREAM_MISLABEL + 512 + 256 index) (infl/sys.h): the same tokens (byte or token frequencies unchanged), their
+ * order destroyed.  Errors: a negative index or length. */
+PetscErrorCode InflDataCorruptWindow(uint64_t seed, int64_t index, int64_t len, int32_t tokens[]);
 /* SHA-256 over the files' bytes and the limit: identifies the data set in provenance records. */
 PetscErrorCode InflDataGetHash(InflData data, const char **hex);
 PetscErrorCode InflDataGetSpec(InflData data, const char **spec);

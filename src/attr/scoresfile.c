@@ -20,8 +20,8 @@ PetscErrorCode InflScoresFileBegin(const InflScoresFile *f, const char path[], P
   }
   PetscCall(InflH5SetAttrString(*file, "/", "sign", "positive = proponent: upweighting the training example lowers the query loss"));
   PetscCall(InflH5WriteArray(*file, "/query_indices", H5T_NATIVE_INT64, 1, dq, f->qindex));
-  PetscCall(InflH5WriteArray(*file, "/query_labels", H5T_NATIVE_INT64, 1, dq, f->qlabel));
-  PetscCall(InflH5WriteArray(*file, "/query_norms", H5T_NATIVE_DOUBLE, 1, dq, f->qnorm));
+  if (f->qlabel) PetscCall(InflH5WriteArray(*file, "/query_labels", H5T_NATIVE_INT64, 1, dq, f->qlabel));
+  if (f->qnorm) PetscCall(InflH5WriteArray(*file, "/query_norms", H5T_NATIVE_DOUBLE, 1, dq, f->qnorm));
   for (int w = 0; w < 2; w++) {
     InflTopK   *t = w == 0 ? f->top : f->bottom;
     const char *g = w == 0 ? "/topk" : "/bottomk";
@@ -45,7 +45,7 @@ PetscErrorCode InflScoresFileBegin(const InflScoresFile *f, const char path[], P
   if (f->local) {
     int64_t dims[2] = {f->Q, f->N};
     PetscCall(InflH5ColumnBlock(*file, "/scores", 2, dims, f->start, f->count, f->local, PETSC_TRUE));
-    PetscCall(InflH5ColumnBlock(*file, "/train_norms", 1, &f->N, f->start, f->count, f->local_norm, PETSC_TRUE));
+    if (f->local_norm) PetscCall(InflH5ColumnBlock(*file, "/train_norms", 1, &f->N, f->start, f->count, f->local_norm, PETSC_TRUE));
     if (f->local_layer) {
       int64_t dims3[3] = {f->L, f->Q, f->N};
       PetscCall(InflH5ColumnBlock(*file, "/scores_per_layer", 3, dims3, f->start, f->count, f->local_layer, PETSC_TRUE));

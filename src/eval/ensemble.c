@@ -1,5 +1,6 @@
 /* The scores of an ensemble of models: per-model normalization, mean, top-k, scores.h5. */
 #include <infl/eval.h>
+#include "attr/scoresfile.h"
 #include <math.h>
 #include <string.h>
 
@@ -29,19 +30,19 @@ static PetscErrorCode member_info(MPI_Comm comm, hid_t file, const char path[], 
   PetscFunctionReturn(0);
 }
 
-/* Copy the (Q) dataset `name` of member 0 to out if it exists. */
-static PetscErrorCode copy_query_array(hid_t from, hid_t to, const char name[], hid_t type, PetscInt Q)
+/* Copy the one-dimensional dataset `name` of member 0 (entries of at most 8 bytes, read as `type`) to out if it exists. */
+static PetscErrorCode copy_query_array(hid_t from, hid_t to, const char name[], hid_t type)
 {
   int     nd;
-  int64_t dims[8], dq[1] = {Q};
+  int64_t dims[8];
   double *buf;
 
   PetscFunctionBegin;
   PetscCall(InflH5GetDims(from, name, &nd, dims));
-  if (nd != 1 || dims[0] != Q) PetscFunctionReturn(0);
-  PetscCall(PetscMalloc1(Q, &buf)); /* 8 bytes per entry: int64 or double */
-  PetscCall(InflH5ReadArray(from, name, type, 1, dq, NULL, buf));
-  PetscCall(InflH5WriteArray(to, name, type, 1, dq, buf));
+  if (nd != 1) PetscFunctionReturn(0);
+  PetscCall(PetscMalloc1(dims[0] + 1, &buf)); /* 8 bytes per entry: int64, int32 or double */
+  PetscCall(InflH5ReadArray(from, name, type, 1, dims, NULL, buf));
+  PetscCall(InflH5WriteArray(to, name, type, 1, dims, buf));
   PetscCall(PetscFree(buf));
   PetscFunctionReturn(0);
 }
@@ -55,7 +56,8 @@ PetscErrorCode InflEnsembleCombine(MPI_Comm comm, PetscInt M, const char *const 
   PetscInt    Q;
   double     *acc, *buf, *all = NULL, *ss;
   InflTopK   *top, *bottom;
-  char       *list, tmp[PETSC_MAX_PATH_LEN + 16];
+  char       *list;
+  int64_t    *qlabel = NULL;
   size_t      llen = 0;
 
   PetscFunctionBegin;
@@ -66,6 +68,15 @@ PetscErrorCode InflEnsembleCombine(MPI_Comm comm, PetscInt M, const char *const 
   PetscCall(member_info(comm, first, members[0], &m0));
   Q = m0.Q;
   N = m0.N;
+  { /* member 0's /query_labels, when it has them (prompt queries of a language model have none) */
+    int     nd;
+    int64_t dims[8];
+    PetscCall(InflH5GetDims(first, "/query_labels", &nd, dims));
+    if (nd == 1 && dims[0] == Q) {
+      PetscCall(PetscMalloc1(Q, &qlabel));
+      PetscCall(InflH5ReadArray(first, "/query_labels", H5T_NATIVE_INT64, 1, dims, NULL, qlabel));
+    }
+  }
   InflPartition(N, size, rank, &start, &count);
   for (PetscInt i = 0; i < M; i++) llen += strlen(members[i]) + 80;
   PetscCall(PetscCalloc1(llen + 1, &list));
@@ -113,50 +124,25 @@ PetscErrorCode InflEnsembleCombine(MPI_Comm comm, PetscInt M, const char *const 
   PetscCall(InflTopKPush(bottom, (PetscInt)count, acc, NULL, start));
   PetscCall(InflTopKMerge(comm, top));
   PetscCall(InflTopKMerge(comm, bottom));
-  PetscCall(PetscSNPrintf(tmp, sizeof(tmp), "%s.partial.tmp", out));
-  PetscCall(InflH5Create(comm, tmp, PETSC_TRUE, &file));
-  PetscCall(InflH5WriteProvenance(file, comm, "score", m0.mhash, m0.thash, m0.qhash[0] ? m0.qhash : NULL));
+  { /* the skeleton of scores.h5 (src/attr/scoresfile.h): no query or training gradient norms of an ensemble */
+    InflScoresFile sf = {comm, m0.mhash, m0.thash, m0.qhash, N, Q, K, 0, m0.qidx, qlabel, NULL, top, bottom, start, count, save_all ? acc : NULL, NULL, NULL, 0, NULL};
+    PetscCall(InflScoresFileBegin(&sf, out, PETSC_TRUE, &file));
+  }
   PetscCall(InflH5SetAttrString(file, "/", "method", "ensemble"));
   PetscCall(InflH5SetAttrInt(file, "/", "ensemble_size", M));
   PetscCall(InflH5SetAttrString(file, "/", "ensemble_normalize", InflEnsembleNormalizeNames[norm]));
   PetscCall(InflH5SetAttrString(file, "/", "ensemble_models", list));
-  PetscCall(InflH5SetAttrInt(file, "/", "train_examples", N));
-  PetscCall(InflH5SetAttrInt(file, "/", "topk", K));
-  PetscCall(InflH5SetAttrString(file, "/", "sign", "positive = proponent: upweighting the training example lowers the query loss"));
-  PetscCall(copy_query_array(first, file, "/query_indices", H5T_NATIVE_INT64, Q));
-  PetscCall(copy_query_array(first, file, "/query_labels", H5T_NATIVE_INT64, Q));
-  PetscCall(copy_query_array(first, file, "/query_predictions", H5T_NATIVE_INT64, Q));
-  PetscCall(copy_query_array(first, file, "/query_prediction_probability", H5T_NATIVE_DOUBLE, Q));
+  { /* what the first member records of the queries: predictions, losses, a language model's query tokens */
+    const char *names[] = {"/query_predictions", "/query_prediction_probability", "/query_loss", "/query_sequences/offsets", "/query_sequences/tokens", "/query_sequences/loss_start"};
+    const hid_t types[] = {H5T_NATIVE_INT64, H5T_NATIVE_DOUBLE, H5T_NATIVE_DOUBLE, H5T_NATIVE_INT64, H5T_NATIVE_INT32, H5T_NATIVE_INT64};
+    for (int k = 0; k < 6; k++) PetscCall(copy_query_array(first, file, names[k], types[k]));
+  }
   PetscCall(InflH5Close(&first));
-  for (int w = 0; w < 2; w++) {
-    InflTopK   *t = w == 0 ? top : bottom;
-    const char *g = w == 0 ? "/topk" : "/bottomk";
-    char        name[64];
-    int64_t    *idx, dk[2] = {Q, K};
-    double     *s;
-    PetscCall(PetscMalloc2((size_t)Q * K, &idx, (size_t)Q * K, &s));
-    for (PetscInt q = 0; q < Q; q++)
-      for (PetscInt i = 0; i < K; i++) {
-        int64_t j = (int64_t)q * K + i;
-        idx[j]    = i < t->n[q] ? t->index[j] : -1;
-        s[j]      = i < t->n[q] ? t->score[j] : NAN;
-      }
-    PetscCall(PetscSNPrintf(name, sizeof(name), "%s/train_indices", g));
-    PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_INT64, 2, dk, idx));
-    PetscCall(PetscSNPrintf(name, sizeof(name), "%s/scores", g));
-    PetscCall(InflH5WriteArray(file, name, H5T_NATIVE_DOUBLE, 2, dk, s));
-    PetscCall(PetscFree2(idx, s));
-  }
-  if (save_all) {
-    const int64_t dims[2] = {Q, N};
-    PetscCall(InflH5ColumnBlock(file, "/scores", 2, dims, start, count, acc, PETSC_TRUE));
-  }
   if (all) {
     const int64_t dims[3] = {M, Q, N};
     PetscCall(InflH5ColumnBlock(file, "/ensemble/member_scores", 3, dims, start, count, all, PETSC_TRUE));
   }
-  PetscCall(InflH5Close(&file));
-  PetscCall(InflRenameAll(comm, tmp, out));
+  PetscCall(InflScoresFileEnd(comm, out, &file));
   PetscCall(InflTopKDestroy(&top));
   PetscCall(InflTopKDestroy(&bottom));
   PetscCall(PetscFree(list));
@@ -164,5 +150,6 @@ PetscErrorCode InflEnsembleCombine(MPI_Comm comm, PetscInt M, const char *const 
   PetscCall(PetscFree(ss));
   PetscCall(PetscFree(all));
   PetscCall(PetscFree(m0.qidx));
+  PetscCall(PetscFree(qlabel));
   PetscFunctionReturn(0);
 }

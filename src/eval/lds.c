@@ -160,37 +160,64 @@ PetscErrorCode InflLDSCompute(PetscInt J, int64_t N, PetscInt Q, const uint8_t m
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode InflQuerySequenceLosses(InflModel model, PetscInt Q, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], double loss[])
+{
+  PetscFunctionBegin;
+  for (PetscInt q = 0; q < Q; q++) { /* one query at a time: the logits of one sequence at most */
+    const int64_t off[2] = {0, offsets[q + 1] - offsets[q]};
+    PetscCall(InflModelSequenceLoss(model, 1, off, tokens + offsets[q], targets ? targets + offsets[q] : NULL, &loss[q], NULL));
+  }
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflQueryLosses(InflModel model, InflData query, PetscInt Q, const int64_t qidx[], double loss[])
 {
   PetscBool seq;
   int64_t   d;
-  float    *x;
 
   PetscFunctionBegin;
   PetscCall(InflModelIsSequential(model, &seq));
-  PetscCheck(!seq, PETSC_COMM_SELF, PETSC_ERR_SUP, "query losses of a language model under retrained models are not implemented yet; infl lds takes an MLP study (rows data)");
   PetscCall(InflDataGetSizes(query, NULL, &d, NULL));
-  PetscCall(PetscMalloc1(d, &x));
-  for (PetscInt q = 0; q < Q; q++) {
-    int64_t y;
-    PetscCall(InflDataGetExamples(query, 1, &qidx[q], x, &y));
-    PetscCall(InflModelLossBackward(model, 1, x, &y, &loss[q], NULL));
+  if (seq) {
+    int32_t *tok;
+    int64_t  off[2];
+    PetscCall(PetscMalloc1(d + 1, &tok));
+    for (PetscInt q = 0; q < Q; q++) {
+      PetscCall(InflDataGetSequences(query, 1, &qidx[q], tok, off));
+      PetscCall(InflQuerySequenceLosses(model, 1, off, tok, NULL, &loss[q]));
+    }
+    PetscCall(PetscFree(tok));
+  } else {
+    float *x;
+    PetscCall(PetscMalloc1(d, &x));
+    for (PetscInt q = 0; q < Q; q++) {
+      int64_t y;
+      PetscCall(InflDataGetExamples(query, 1, &qidx[q], x, &y));
+      PetscCall(InflModelLossBackward(model, 1, x, &y, &loss[q], NULL));
+    }
+    PetscCall(InflModelZeroGrad(model));
+    PetscCall(PetscFree(x));
   }
-  PetscCall(InflModelZeroGrad(model));
-  PetscCall(PetscFree(x));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflMislabelSelect(uint64_t seed, int64_t N, double fraction, uint8_t flipped[])
+{
+  int64_t *perm, m = InflSubsetSize(N, fraction);
+
+  PetscFunctionBegin;
+  PetscCheck(fraction > 0 && fraction <= 1 && m >= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "-lds_mislabel_fraction %g of %" PRId64 " examples corrupts none or is outside (0, 1]; give e.g. 0.1", fraction, N);
+  PetscCall(PetscMalloc1(N, &perm));
+  choose_members(seed, INFL_STREAM_MISLABEL, N, m, perm, flipped);
+  PetscCall(PetscFree(perm));
   PetscFunctionReturn(0);
 }
 
 PetscErrorCode InflMislabel(uint64_t seed, int64_t N, int64_t C, double fraction, const int64_t y[], int64_t yflip[], uint8_t flipped[])
 {
-  int64_t *perm, m = InflSubsetSize(N, fraction);
-
   PetscFunctionBegin;
   PetscCheck(C >= 2, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "flipping labels needs at least 2 classes (the data have %" PRId64 ")", C);
-  PetscCheck(fraction > 0 && fraction <= 1 && m >= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "-lds_mislabel_fraction %g of %" PRId64 " examples flips no label or is outside (0, 1]; give e.g. 0.1", fraction, N);
-  PetscCall(PetscMalloc1(N, &perm));
-  choose_members(seed, INFL_STREAM_MISLABEL, N, m, perm, flipped);
-  PetscCall(PetscFree(perm));
+  PetscCall(InflMislabelSelect(seed, N, fraction, flipped));
   for (int64_t i = 0; i < N; i++) {
     int64_t shift = 1 + (int64_t)(InflUniform(seed, (uint64_t)i, INFL_STREAM_MISLABEL + 256) * (double)(C - 1));
     if (shift > C - 1) shift = C - 1;

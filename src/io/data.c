@@ -42,7 +42,8 @@ struct _p_InflData {
   int64_t       *soff;             /* (count+1) offsets into stok */
   /* a subset (InflDataCreateSubset): example i is example pidx[i] of parent, with label plab[i] */
   InflData       parent;
-  int64_t       *pidx, *plab;     /* (N) */
+  int64_t       *pidx, *plab;     /* (N); sequences: plab[i] = 1 for a corrupted window (InflDataCreateCorrupted) */
+  uint64_t       cseed;           /* the seed of the corrupted windows' permutations */
 };
 
 /* Run `call` on every rank, destroy the half-built data set on all ranks if any failed, then fail together. */
@@ -370,20 +371,15 @@ PetscErrorCode InflDataOpenNamed(MPI_Comm comm, const char spec[], const char na
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflDataCreateSubset(InflData parent, MPI_Comm comm, int64_t n, const int64_t idx[], const int64_t labels[], const char tag[], InflData *out)
+/* The rows subset of InflDataCreateSubset (rows parent). */
+static PetscErrorCode rows_subset(InflData parent, MPI_Comm comm, int64_t n, const int64_t idx[], const int64_t labels[], const char tag[], InflData *out)
 {
   InflData    data;
   PetscMPIInt rank, size;
   int64_t     ymax = -1;
 
   PetscFunctionBegin;
-  *out = NULL;
-  PetscCheck(parent->content == INFL_DATA_ROWS, comm, PETSC_ERR_SUP, "data %s holds token sequences: subsets are taken of rows of features (idx:, h5:) in this version", parent->spec);
-  PetscCheck(n >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "a subset of data %s needs at least one example (got %" PRId64 ")", parent->spec, n);
-  for (int64_t i = 0; i < n; i++) {
-    PetscCheck(idx[i] >= 0 && idx[i] < parent->N, comm, PETSC_ERR_ARG_OUTOFRANGE, "subset of data %s: example index %" PRId64 " (entry %" PRId64 ") is outside [0, %" PRId64 ")", parent->spec, idx[i], i, parent->N);
-    PetscCheck(!labels || labels[i] >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "subset of data %s: label %" PRId64 " of entry %" PRId64 " is negative", parent->spec, labels[i], i);
-  }
+  for (int64_t i = 0; i < n; i++) PetscCheck(!labels || labels[i] >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "subset of data %s: label %" PRId64 " of entry %" PRId64 " is negative", parent->spec, labels[i], i);
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
   PetscCallMPI(MPI_Comm_size(comm, &size));
   PetscCall(PetscNew(&data));
@@ -430,6 +426,108 @@ PetscErrorCode InflDataCreateSubset(InflData parent, MPI_Comm comm, int64_t n, c
     PetscCall(InflHashFinal(&h, data->hash));
   }
   *out = data;
+  PetscFunctionReturn(0);
+}
+
+/* The sequences subset of InflDataCreateSubset / InflDataCreateCorrupted (a parent whose sequences are set up):
+ * window i is window idx[i] of the parent, its tokens permuted (InflDataCorruptWindow with the parent's index) when
+ * corrupt (may be NULL) marks it. */
+static PetscErrorCode seq_subset(InflData parent, MPI_Comm comm, int64_t n, const int64_t idx[], uint64_t seed, const uint8_t corrupt[], const char tag[], InflData *out)
+{
+  InflData    data;
+  PetscMPIInt rank, size;
+  int64_t    *off;
+
+  PetscFunctionBegin;
+  PetscCheck(parent->seq_ready, comm, PETSC_ERR_ARG_WRONGSTATE, "a subset of data %s: its sequences are not set up; check the data against the model (InflModelCheckData) first", parent->spec);
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCall(PetscNew(&data));
+  PetscCall(PetscStrncpy(data->name, parent->name, sizeof(data->name)));
+  PetscCall(PetscStrncpy(data->tokdir, parent->tokdir, sizeof(data->tokdir)));
+  data->h5         = H5I_INVALID_HID;
+  data->comm       = comm;
+  data->kind       = DATA_SUBSET;
+  data->content    = INFL_DATA_SEQUENCES;
+  data->parent     = parent;
+  data->N          = n;
+  data->Nfile      = n;
+  data->limit      = n;
+  data->d          = parent->d;
+  data->nclasses   = parent->nclasses;
+  data->seq_len    = parent->seq_len;
+  data->vocab_size = parent->vocab_size;
+  data->cseed      = seed;
+  PetscCall(PetscStrallocpy(parent->spec, &data->spec));
+  PetscCall(PetscMalloc2(n, &data->pidx, n, &data->plab));
+  PetscCall(PetscArraycpy(data->pidx, idx, n));
+  for (int64_t i = 0; i < n; i++) data->plab[i] = corrupt && corrupt[idx[i]] ? 1 : 0; /* a sequence's "label": corrupted */
+  InflPartition(n, size, rank, &data->start, &data->count);
+  PetscCall(PetscMalloc1(data->count + 1, &data->soff));
+  PetscCall(PetscMalloc1(data->count * data->d + 1, &data->stok));
+  PetscCall(PetscMalloc1(data->count + 1, &off));
+  InflCallAll(comm, InflDataGetSequences(parent, (PetscInt)data->count, data->pidx + data->start, data->stok, off));
+  for (int64_t s = 0; s <= data->count; s++) data->soff[s] = off[s];
+  PetscCall(PetscFree(off));
+  for (int64_t s = 0; s < data->count; s++)
+    if (data->plab[data->start + s]) PetscCall(InflDataCorruptWindow(seed, data->pidx[data->start + s], data->soff[s + 1] - data->soff[s], data->stok + data->soff[s]));
+  data->seq_ready = PETSC_TRUE;
+  { /* the parent's hash, the tag, the members and which are corrupted (with the seed): the same on every rank */
+    InflHash h;
+    PetscCall(InflHashCreate(&h));
+    PetscCall(InflHashUpdate(h, parent->hash, 64));
+    PetscCall(InflHashUpdate(h, tag ? tag : "", tag ? strlen(tag) : 0));
+    PetscCall(InflHashUpdate(h, data->pidx, sizeof(int64_t) * (size_t)n));
+    if (corrupt) {
+      PetscCall(InflHashUpdate(h, &seed, sizeof(seed)));
+      PetscCall(InflHashUpdate(h, data->plab, sizeof(int64_t) * (size_t)n));
+    }
+    PetscCall(InflHashFinal(&h, data->hash));
+  }
+  *out = data;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflDataCreateSubset(InflData parent, MPI_Comm comm, int64_t n, const int64_t idx[], const int64_t labels[], const char tag[], InflData *out)
+{
+  PetscFunctionBegin;
+  *out = NULL;
+  PetscCheck(n >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "a subset of data %s needs at least one example (got %" PRId64 ")", parent->spec, n);
+  for (int64_t i = 0; i < n; i++) PetscCheck(idx[i] >= 0 && idx[i] < parent->N, comm, PETSC_ERR_ARG_OUTOFRANGE, "subset of data %s: example index %" PRId64 " (entry %" PRId64 ") is outside [0, %" PRId64 ")", parent->spec, idx[i], i, parent->N);
+  if (parent->content == INFL_DATA_SEQUENCES) {
+    PetscCheck(!labels, comm, PETSC_ERR_ARG_WRONG, "a subset of data %s: token sequences have no labels to replace (corrupt windows with InflDataCreateCorrupted)", parent->spec);
+    PetscCall(seq_subset(parent, comm, n, idx, 0, NULL, tag, out));
+  } else PetscCall(rows_subset(parent, comm, n, idx, labels, tag, out));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflDataCreateCorrupted(InflData parent, MPI_Comm comm, uint64_t seed, const uint8_t corrupt[], const char tag[], InflData *out)
+{
+  int64_t *idx;
+
+  PetscFunctionBegin;
+  *out = NULL;
+  PetscCheck(parent->content == INFL_DATA_SEQUENCES, comm, PETSC_ERR_ARG_WRONG, "data %s holds rows of features: corrupt their labels (InflDataCreateSubset with labels), not their windows", parent->spec);
+  PetscCheck(parent->N >= 1, comm, PETSC_ERR_ARG_WRONGSTATE, "data %s: its sequences are not set up; check the data against the model (InflModelCheckData) first", parent->spec);
+  PetscCall(PetscMalloc1(parent->N, &idx));
+  for (int64_t i = 0; i < parent->N; i++) idx[i] = i;
+  PetscCall(seq_subset(parent, comm, parent->N, idx, seed, corrupt, tag, out));
+  PetscCall(PetscFree(idx));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflDataCorruptWindow(uint64_t seed, int64_t index, int64_t len, int32_t tokens[])
+{
+  PetscFunctionBegin;
+  PetscCheck(index >= 0 && len >= 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "corrupting window %" PRId64 " of %" PRId64 " tokens: give a non-negative index and length", index, len);
+  for (int64_t t = len - 1; t >= 1; t--) {
+    int64_t j = (int64_t)(InflUniform(seed, (uint64_t)t, INFL_STREAM_MISLABEL + 512 + 256 * (uint64_t)index) * (double)(t + 1));
+    int32_t v;
+    if (j > t) j = t;
+    v         = tokens[t];
+    tokens[t] = tokens[j];
+    tokens[j] = v;
+  }
   PetscFunctionReturn(0);
 }
 
@@ -605,6 +703,17 @@ PetscErrorCode InflDataGetSequences(InflData data, PetscInt n, const int64_t idx
   PetscFunctionBegin;
   CHECK_SEQ_DATA(data, "InflDataGetSequences");
   CHECK_SEQ_READY(data, "InflDataGetSequences");
+  if (data->parent) { /* a subset: the parent's windows, corrupted ones permuted */
+    offsets[0] = 0;
+    for (PetscInt k = 0; k < n; k++) {
+      int64_t i = idx[k], o[2];
+      PetscCheck(i >= 0 && i < data->N, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "data %s: sequence index %" PRId64 " is outside [0, %" PRId64 ")", data->spec, i, data->N);
+      PetscCall(InflDataGetSequences(data->parent, 1, &data->pidx[i], tokens + offsets[k], o));
+      if (data->plab[i]) PetscCall(InflDataCorruptWindow(data->cseed, data->pidx[i], o[1], tokens + offsets[k]));
+      offsets[k + 1] = offsets[k] + o[1];
+    }
+    PetscFunctionReturn(0);
+  }
   PetscCall(InflTokensGetArrays(data->corpus, &tok, &doff));
   offsets[0] = 0;
   for (PetscInt k = 0; k < n; k++) {

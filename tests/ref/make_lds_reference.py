@@ -22,7 +22,14 @@ the recorded losses, and stores under /tiny_eval the LOO Pearson and Spearman of
 detection rates of both self-influences (attributes loo_pearson, loo_spearman, detected, detected_identity).
 With --tiny LDS.h5 SCORES.h5 it also copies an lds.h5 written by infl (the tiny study of tests/lds.sh) and its scores
 file to tests/ref/lds_tiny.h5 and lds_tiny_scores.h5 and stores their LDS computed here as /tiny/lds and
-/tiny/per_query.  Run once from the repository root: /usr/bin/python3 tests/ref/make_lds_reference.py [--tiny ...]"""
+/tiny/per_query.  Run once from the repository root: /usr/bin/python3 tests/ref/make_lds_reference.py [--tiny ...]
+
+Language models (tests/lds_text.sh): /corrupt/tokens (3, 13): the permutations of the tokens 0..12 of windows 0, 1
+and 7 for seed 5 (InflDataCorruptWindow: Fisher-Yates, step t swaps t and floor(u_t (t + 1)), u_t = uniform(seed, t,
+6 + 512 + 256 index)).  With --text LDS.h5 SCORES.h5 it copies an lds.h5 with subsets and a mislabel (corrupted
+documents) section written by infl for the tiny text study of tests/lds_text.sh and its scores file to
+tests/ref/lds_text.h5 and lds_text_scores.h5; from those it checks the masks and the corrupted windows against the
+Python Philox and stores /text/per_query and the attributes lds, detected, detected_identity of /text."""
 import gzip
 import os
 import shutil
@@ -118,6 +125,37 @@ def tiny_eval(out):
               f"detected {g.attrs['detected']} identity {g.attrs['detected_identity']} at top {top}")
 
 
+def corrupt_window(seed, index, tokens):
+    t = list(tokens)
+    for i in range(len(t) - 1, 0, -1):
+        j = min(int(ref.uniform(seed, i, 6 + 512 + 256 * index) * (i + 1)), i)
+        t[i], t[j] = t[j], t[i]
+    return t
+
+
+def text_eval(out):
+    path = os.path.join(HERE, "lds_text.h5")
+    if not os.path.exists(path):
+        return
+    with h5py.File(path, "r") as f, h5py.File(os.path.join(HERE, "lds_text_scores.h5"), "r") as s:
+        g = out.create_group("text")
+        J, N = f["masks"].shape
+        for j in range(J):
+            assert (f["masks"][j] == subset_mask(int(f.attrs["seed"]), j, N, float(f.attrs["fraction"]))).all()
+        v, per = lds(f["masks"][:], f["status"][:], f["query_losses"][:], s["scores"][:])
+        g["per_query"] = per
+        g.attrs["lds"] = v
+        seed, frac = int(f["mislabel"].attrs["seed"]), float(f["mislabel"].attrs["fraction"])
+        flipped = subset_mask(seed, 0, N, frac, c1base=6)
+        assert (flipped == f["mislabel/flipped"][:]).all(), "corrupted windows differ from the Python Philox"
+        assert "labels" not in f["mislabel"], "a text study has no labels"
+        top = f["mislabel/top"][:]
+        g.attrs["detected"] = np.array([detection(f["mislabel/self_influence"][:], flipped, t) for t in top])
+        g.attrs["detected_identity"] = np.array([detection(f["mislabel/self_influence_identity"][:], flipped, t) for t in top])
+        print(f"text: LDS {v:.6f} per query {per}; corrupted {flipped.sum()} of {N}: detected {g.attrs['detected']} "
+              f"identity {g.attrs['detected_identity']} at top {top}")
+
+
 def main():
     ref.check_philox()
     rng = np.random.default_rng(20261201)
@@ -196,6 +234,11 @@ def main():
         out["tiny/per_query"] = per
         out["tiny"].attrs["lds"] = v
         print(f"tiny: LDS {v:.6f}, per query {per}")
+    out["corrupt/tokens"] = np.array([corrupt_window(5, i, range(13)) for i in (0, 1, 7)], np.int32)
+    if len(sys.argv) == 4 and sys.argv[1] == "--text":
+        shutil.copyfile(sys.argv[2], os.path.join(HERE, "lds_text.h5"))
+        shutil.copyfile(sys.argv[3], os.path.join(HERE, "lds_text_scores.h5"))
+    text_eval(out)
     out.close()
 
 
