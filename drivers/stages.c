@@ -122,6 +122,22 @@ static PetscErrorCode stage_score(MPI_Comm comm, InflScorer sc, InflModel model,
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode StageLoadFactors(MPI_Comm comm, const char path[], InflModel model, PetscInt Q, InflEKFAC *ek)
+{
+  InflScorer           probe;
+  InflLayerLayoutStage st;
+
+  PetscFunctionBegin;
+  PetscCall(InflScorerCreate(comm, &probe));
+  PetscCall(InflScorerSetFromOptions(probe));
+  PetscCall(InflScorerGetQueryBytes(probe, model, Q, &st));
+  PetscCall(InflScorerDestroy(&probe));
+  PetscCall(InflEKFACCreate(comm, ek));
+  PetscCall(InflEKFACSetLoadMemory(*ek, &st));
+  PetscCall(InflEKFACLoad(*ek, path, model));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData train, InflData query, PetscInt Q, const int64_t qidx[], const StagePrompts *prompts, const char out[], PetscBool overwrite, InflScorer *sc_out)
 {
   InflScorer sc;

@@ -61,6 +61,11 @@ PetscErrorCode InflEKFACSetCheckpoint(InflEKFAC ek, const char out[]);
  * else from -mem_limit, else 1).  Without a call: -layer_groups.  Callers that need every layer on every rank (the
  * Krylov IHVP, which preconditions whole gradients) pass 1. */
 PetscErrorCode InflEKFACSetLayerGroups(InflEKFAC ek, PetscInt G);
+/* What the stage that next loads the factors (InflEKFACLoad) holds per rank, for the default layer groups under
+ * -mem_limit (infl/layout.h, InflLayerLayoutStage): infl score passes its preconditioned queries
+ * (InflScorerGetQueryBytes).  Default: the factors once and nothing else (infl self).  Errors: a negative or
+ * non-finite field, copies < 1. */
+PetscErrorCode InflEKFACSetLoadMemory(InflEKFAC ek, const InflLayerLayoutStage *st);
 /* After a fit or load: the layout (owned by ek).  A rank holds the arrays of InflEKFACGetLayers only for the layers
  * it owns (InflLayerLayoutOwns); the others have din, dout and damping and NULL arrays, and the per-layer functions
  * below raise an error for them. */
