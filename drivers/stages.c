@@ -122,7 +122,7 @@ static PetscErrorCode stage_score(MPI_Comm comm, InflScorer sc, InflModel model,
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode StageLoadFactors(MPI_Comm comm, const char path[], InflModel model, PetscInt Q, InflEKFAC *ek)
+PetscErrorCode StageLoadFactors(MPI_Comm comm, const char path[], InflModel model, InflData query, PetscInt Q, InflEKFAC *ek)
 {
   InflScorer           probe;
   InflLayerLayoutStage st;
@@ -132,6 +132,12 @@ PetscErrorCode StageLoadFactors(MPI_Comm comm, const char path[], InflModel mode
   PetscCall(InflScorerSetFromOptions(probe));
   PetscCall(InflScorerGetQueryBytes(probe, model, Q, &st));
   PetscCall(InflScorerDestroy(&probe));
+  if (query) { /* the query data's shard, held while scoring (counted as InflScorerScore counts it) */
+    int64_t start, count, d;
+    PetscCall(InflDataGetSizes(query, NULL, &d, NULL));
+    PetscCall(InflDataGetShard(query, &start, &count, NULL, NULL));
+    st.other += (size_t)count * (sizeof(float) * (size_t)d + sizeof(int64_t));
+  }
   PetscCall(InflEKFACCreate(comm, ek));
   PetscCall(InflEKFACSetLoadMemory(*ek, &st));
   PetscCall(InflEKFACLoad(*ek, path, model));

@@ -121,7 +121,8 @@ PetscErrorCode InflEKFACSelfInfluenceCapture(InflEKFAC ek, PetscInt l, const Inf
 PetscErrorCode InflEKFACAccumulateLambda(InflEKFAC ek, PetscInt l, const InflCapture *cap, double ta[], double td[], double Lsum[]);
 /* Not collective.  P (B, dout, din+1) = precondition(G_b) for the capture's sequences (a double-precision capture):
  * InflEKFACPreconditionRankOne for one row per example, else G_b = sum over the rows of Ds_t a_t^T then
- * InflEKFACPrecondition. */
+ * InflEKFACPrecondition.  Releases the object's scratch (one layer's weights in double) at the end: it is called once
+ * per layer for a block of queries, before a scoring pass that does not need it. */
 PetscErrorCode InflEKFACPreconditionCapture(InflEKFAC ek, PetscInt l, const InflCapture *cap, double P[]);
 
 /* Not collective.  Rank-r approximation of one layer's preconditioned query gradient P (nd, na) from its SVD

@@ -34,7 +34,7 @@ PetscErrorCode InflScorerSetTopK(InflScorer sc, PetscInt K);
  * dout (din+1) of each layer a rank holds, the preconditioned queries that stay: Q floats in single precision (plus Q
  * doubles with -score_per_layer or -score_per_token), Q doubles in double precision, none with -score_rank (its factors
  * are small).  While a layer's queries are set: the EK-FAC preconditioner's scratch (8 bytes per
- * weight, kept by the factors), the rank's block of them and the gathered ones (12 bytes per weight and
+ * weight, released at the end of the layer), the rank's block of them and the gathered ones (12 bytes per weight and
  * query of the block, plus for a wide layer Q floats transposed, when only floats are kept; else 8 per query of the
  * block and, for a wide layer, Q doubles transposed). */
 PetscErrorCode InflScorerGetQueryBytes(InflScorer sc, InflModel model, PetscInt Q, InflLayerLayoutStage *st);

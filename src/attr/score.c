@@ -89,6 +89,8 @@ struct _p_InflScorer {
   InflLayerLayout layout;     /* of the factors (infl/layout.h): NULL or one group when every rank holds every layer */
   PetscInt      G;            /* its groups (1 without a layout) */
   PetscBool    *own;          /* (L) this rank holds layer l's preconditioned queries */
+  size_t        qdata;        /* bytes of this rank's shard of the query data set (InflScorerSetQueryData), held by the
+                                 caller while scoring */
 };
 
 PetscErrorCode InflScorerSetCheckpoint(InflScorer sc, const char out[])
@@ -262,7 +264,7 @@ PetscErrorCode InflScorerGetQueryBytes(InflScorer sc, InflModel model, PetscInt 
   PetscCall(PetscMemzero(st, sizeof(*st)));
   st->copies      = 1;
   st->items       = Q;
-  st->once_weight = sizeof(double); /* the EK-FAC preconditioner's scratch (dout, din+1), kept by the factors */
+  st->once_weight = sizeof(double); /* the EK-FAC preconditioner's scratch (dout, din+1) */
   if (sc->rank > 0 && !sc->per_layer && !sc->per_token) { /* rank-r factors, (dout + din+1) r per query: small */
     st->once_per_item = 2 * sizeof(double);               /* this rank's block, exact, and its copy for the SVD */
   } else if (prec == INFL_PREC_SINGLE && !sc->per_layer && !sc->per_token) { /* scorer_set_layer_f32 */
@@ -781,6 +783,11 @@ PetscErrorCode InflScorerSetQueryData(InflScorer sc, InflModel model, InflEKFAC 
   PetscCall(InflModelCheckData(model, query));
   PetscCall(InflModelIsSequential(model, &seqmodel));
   PetscCall(InflDataGetSizes(query, NULL, &d, NULL));
+  {
+    int64_t start, count;
+    PetscCall(InflDataGetShard(query, &start, &count, NULL, NULL));
+    sc->qdata = (size_t)count * (sizeof(float) * (size_t)d + sizeof(int64_t)); /* as the training shard's below */
+  }
   if (!seqmodel) {
     float   *xq; /* (Q, d) */
     int64_t *yq; /* (Q) */
@@ -1425,7 +1432,7 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   if (sc->save_all && sc->per_layer) PetscCall(PetscCalloc1((size_t)sc->L * sc->Q * PetscMax(count, 1), &sc->local_layer));
   {
     PetscInt rows;
-    size_t   resident = (size_t)count * (sizeof(float) * d + sizeof(int64_t)), per, lowrank = 0;
+    size_t   resident = (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + sc->qdata, per, lowrank = 0;
     PetscCall(InflModelGetMaxRows(sc->model, &rows));
     /* per example: its capture and the model's workspace, its scores, and per row (token) the layer terms of every
      * query twice (score_scratch_create, G times longer with several layer groups) and the low-rank kernel's scratch */

@@ -1189,13 +1189,14 @@ PetscErrorCode InflEKFACPreconditionCapture(InflEKFAC ek, PetscInt l, const Infl
   PetscFunctionBegin;
   EKFAC_CHECK_OWNED(ek, l);
   PetscCheck(cap->prec == INFL_PREC_DOUBLE, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG, "queries are preconditioned from a double-precision capture");
-  if (cap->T == cap->B) {
-    PetscCall(InflEKFACPreconditionRankOne(ek, l, cap->B, cap->ds64[l], cap->a64[l], P));
-    PetscFunctionReturn(0);
-  }
-  for (PetscInt b = 0; b < cap->B; b++) { /* G_b = Ds_b^T A_b, then the EK-FAC inverse */
-    sequence_gradient(ly, cap, b, cap->a64[l], cap->ds64[l], P + b * per);
-    PetscCall(InflEKFACPrecondition(ek, l, P + b * per));
-  }
+  if (cap->T == cap->B) PetscCall(InflEKFACPreconditionRankOne(ek, l, cap->B, cap->ds64[l], cap->a64[l], P));
+  else
+    for (PetscInt b = 0; b < cap->B; b++) { /* G_b = Ds_b^T A_b, then the EK-FAC inverse */
+      sequence_gradient(ly, cap, b, cap->a64[l], cap->ds64[l], P + b * per);
+      PetscCall(InflEKFACPrecondition(ek, l, P + b * per));
+    }
+  /* the scratch, one layer's weights in double, is not kept through the scoring pass that follows */
+  PetscCall(PetscFree(ek->work));
+  ek->nwork = 0;
   PetscFunctionReturn(0);
 }
