@@ -98,14 +98,7 @@ PetscErrorCode InflDriverScore(MPI_Comm comm, PetscBool help)
     PetscCall(InflDataGetSizes(query, &Nq, NULL, NULL));
     PetscCall(DriverQueryIndices(comm, Nq, &Q, &qidx));
   }
-  PetscCall(InflEKFACCreate(comm, &ek));
-  PetscCall(InflEKFACLoad(ek, fpath, model));
-  {
-    InflScorer probe;
-    PetscCall(InflScorerCreate(comm, &probe));
-    PetscCall(InflScorerSetFromOptions(probe));
-    PetscCall(InflScorerDestroy(&probe));
-  }
+  PetscCall(StageLoadFactors(comm, fpath, model, query, ppath[0] ? prompts.Q : Q, &ek)); /* checks the -score_* options first */
   PetscCall(DriverCheckUnusedOptions(comm));
   PetscCall(StageScore(comm, model, ek, train, query, Q, qidx, ppath[0] ? &prompts : NULL, out, overwrite, NULL));
   PetscCall(PetscFree(qidx));

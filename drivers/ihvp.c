@@ -86,6 +86,12 @@ static PetscErrorCode ihvp_inputs(MPI_Comm comm, PetscBool help, IhvpSetup *s)
   PetscCall(DriverCheckOutput(comm, s->out, s->overwrite));
   PetscCall(DriverLoadModel(comm, s->model, &s->model_obj));
   PetscCall(InflModelIsSequential(s->model_obj, &s->seq));
+  { /* the Krylov operator and the EK-FAC preconditioner act on whole gradients: every layer on every rank */
+    PetscInt  G = 0;
+    PetscBool gset;
+    PetscCall(PetscOptionsGetInt(NULL, NULL, "-layer_groups", &G, &gset));
+    PetscCheck(!gset || G <= 1, comm, PETSC_ERR_ARG_INCOMP, "infl ihvp holds every layer's factors on every rank (its Krylov operator and EK-FAC preconditioner act on whole gradients), so -layer_groups %d is not supported: drop it (or give 1); infl ihvp needs the whole factors on each rank, whatever -mem_limit", (int)G);
+  }
   if (s->factors[0]) {
     PetscCall(InflEKFACCreate(comm, &s->ek));
     PetscCall(InflEKFACSetLayerGroups(s->ek, 1)); /* the preconditioner of whole gradients needs every layer on every rank */

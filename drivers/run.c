@@ -384,8 +384,7 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   PetscCall(DriverOutputMatches(comm, fpath, hash, thash, "fit_key", fit_key, &match));
   if (match && !overwrite) {
     PetscCall(PetscPrintf(comm, "== fit: using %s (fitted for this model)\n", fpath));
-    PetscCall(InflEKFACCreate(comm, &ek));
-    PetscCall(InflEKFACLoad(ek, fpath, model));
+    PetscCall(StageLoadFactors(comm, fpath, model, ppath[0] ? NULL : query, Q, &ek)); /* the layer groups of the score stage */
   } else {
     PetscCall(PetscPrintf(comm, "== fit\n"));
     PetscCall(StageFit(comm, model, train, fpath, PETSC_TRUE, &ek));

@@ -122,6 +122,28 @@ static PetscErrorCode stage_score(MPI_Comm comm, InflScorer sc, InflModel model,
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode StageLoadFactors(MPI_Comm comm, const char path[], InflModel model, InflData query, PetscInt Q, InflEKFAC *ek)
+{
+  InflScorer           probe;
+  InflLayerLayoutStage st;
+
+  PetscFunctionBegin;
+  PetscCall(InflScorerCreate(comm, &probe));
+  PetscCall(InflScorerSetFromOptions(probe));
+  PetscCall(InflScorerGetQueryBytes(probe, model, Q, &st));
+  PetscCall(InflScorerDestroy(&probe));
+  if (query) { /* the query data's shard, held while scoring (counted as InflScorerScore counts it) */
+    int64_t start, count, d;
+    PetscCall(InflDataGetSizes(query, NULL, &d, NULL));
+    PetscCall(InflDataGetShard(query, &start, &count, NULL, NULL));
+    st.other += (size_t)count * (sizeof(float) * (size_t)d + sizeof(int64_t));
+  }
+  PetscCall(InflEKFACCreate(comm, ek));
+  PetscCall(InflEKFACSetLoadMemory(*ek, &st));
+  PetscCall(InflEKFACLoad(*ek, path, model));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData train, InflData query, PetscInt Q, const int64_t qidx[], const StagePrompts *prompts, const char out[], PetscBool overwrite, InflScorer *sc_out)
 {
   InflScorer sc;

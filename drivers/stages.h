@@ -3,6 +3,10 @@
 #include "driver.h"
 /* Fit EK-FAC factors on `train`, write them to `out` (if non-empty); the object is returned if ek_out != NULL. */
 PetscErrorCode StageFit(MPI_Comm comm, InflModel model, InflData train, const char out[], PetscBool overwrite, InflEKFAC *ek_out);
+/* Read the factors at `path` for `model` into a new *ek (InflEKFACLoad) for scoring Q queries of `query` (NULL: prompts):
+ * the scorer's options are read (and checked) first, and its queries' bytes per rank (InflScorerGetQueryBytes) and
+ * this rank's shard of the query data enter the default layer groups under -mem_limit. */
+PetscErrorCode StageLoadFactors(MPI_Comm comm, const char path[], InflModel model, InflData query, PetscInt Q, InflEKFAC *ek);
 /* Score Q queries against `train`: the prompts (if non-NULL), else indices qidx into `query`; write `out` (if
  * non-empty). */
 PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData train, InflData query, PetscInt Q, const int64_t qidx[], const StagePrompts *prompts, const char out[], PetscBool overwrite, InflScorer *sc_out);

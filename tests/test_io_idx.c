@@ -50,6 +50,17 @@ static PetscErrorCode test_fashion(MPI_Comm comm, const char prefix[])
   EXPECT(start == next, "shard start %" PRId64 " does not follow the previous shard's end %" PRId64, start, next);
   PetscCallMPI(MPI_Allreduce(&count, &next, 1, MPI_INT64_T, MPI_SUM, comm));
   EXPECT(next == N, "shards cover %" PRId64 " examples, not %" PRId64, next, N);
+  /* InflPartitionOwner against a scan of the blocks, also with fewer indices than ranks (empty blocks) */
+  for (int64_t n = 1; n <= 13; n += 3)
+    for (int sz = 1; sz <= 6; sz++)
+      for (int64_t i = 0; i < n; i++) {
+        int owner = -1;
+        for (int r = 0; r < sz; r++) {
+          InflPartition(n, sz, r, &s0, &c0);
+          if (i >= s0 && i < s0 + c0) owner = r;
+        }
+        EXPECT(InflPartitionOwner(n, sz, i) == owner, "InflPartitionOwner(%" PRId64 ", %d, %" PRId64 ") is %d, not the block holding it, %d", n, sz, i, InflPartitionOwner(n, sz, i), owner);
+      }
   /* the whole set: pixel total and class histogram */
   for (int64_t i = 0; i < count; i++) {
     total += pixel_sum(x + i * d, d);
@@ -72,11 +83,7 @@ static PetscErrorCode test_fashion(MPI_Comm comm, const char prefix[])
   for (int64_t i = 3; i < N; i += 997) {
     float  *row; /* (d + 1): owner's row, then its label */
     int64_t got;
-    int     owner = 0;
-    for (int r = 0; r < size; r++) {
-      InflPartition(N, size, r, &s0, &c0);
-      if (i >= s0 && i < s0 + c0) owner = r;
-    }
+    int     owner = InflPartitionOwner(N, size, i);
     PetscCall(PetscMalloc1(d + 1, &row));
     if (rank == owner) {
       PetscCall(PetscArraycpy(row, x + (i - start) * d, d));

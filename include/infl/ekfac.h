@@ -61,6 +61,11 @@ PetscErrorCode InflEKFACSetCheckpoint(InflEKFAC ek, const char out[]);
  * else from -mem_limit, else 1).  Without a call: -layer_groups.  Callers that need every layer on every rank (the
  * Krylov IHVP, which preconditions whole gradients) pass 1. */
 PetscErrorCode InflEKFACSetLayerGroups(InflEKFAC ek, PetscInt G);
+/* What the stage that next loads the factors (InflEKFACLoad) holds per rank, for the default layer groups under
+ * -mem_limit (infl/layout.h, InflLayerLayoutStage): infl score passes its preconditioned queries
+ * (InflScorerGetQueryBytes).  Default: the factors once and nothing else (infl self).  Errors: a negative or
+ * non-finite field, copies < 1. */
+PetscErrorCode InflEKFACSetLoadMemory(InflEKFAC ek, const InflLayerLayoutStage *st);
 /* After a fit or load: the layout (owned by ek).  A rank holds the arrays of InflEKFACGetLayers only for the layers
  * it owns (InflLayerLayoutOwns); the others have din, dout and damping and NULL arrays, and the per-layer functions
  * below raise an error for them. */
@@ -116,7 +121,8 @@ PetscErrorCode InflEKFACSelfInfluenceCapture(InflEKFAC ek, PetscInt l, const Inf
 PetscErrorCode InflEKFACAccumulateLambda(InflEKFAC ek, PetscInt l, const InflCapture *cap, double ta[], double td[], double Lsum[]);
 /* Not collective.  P (B, dout, din+1) = precondition(G_b) for the capture's sequences (a double-precision capture):
  * InflEKFACPreconditionRankOne for one row per example, else G_b = sum over the rows of Ds_t a_t^T then
- * InflEKFACPrecondition. */
+ * InflEKFACPrecondition.  Releases the object's scratch (one layer's weights in double) at the end: it is called once
+ * per layer for a block of queries, before a scoring pass that does not need it. */
 PetscErrorCode InflEKFACPreconditionCapture(InflEKFAC ek, PetscInt l, const InflCapture *cap, double P[]);
 
 /* Not collective.  Rank-r approximation of one layer's preconditioned query gradient P (nd, na) from its SVD

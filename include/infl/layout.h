@@ -26,8 +26,9 @@
  * gathered and every stage computes exactly as without a layout.  G = P puts each layer on one rank.
  *
  * Options: -layer_groups G (read by InflLayerLayoutSetFromOptions; 0 or absent: the default).  Default: 1 without
- * -mem_limit; with -mem_limit the smallest divisor G of P whose largest group share, times the copies the stage
- * keeps (InflLayerLayoutSetUp), plus the stage's other resident bytes fits the limit (the largest G if none fits: the
+ * -mem_limit; with -mem_limit the smallest divisor G of P whose largest group share of what the stage holds per layer
+ * (the factors times the copies it keeps, plus its bytes per weight: the preconditioned queries of infl score;
+ * InflLayerLayoutSetUp), plus the stage's other resident bytes fits the limit (the largest G if none fits: the
  * stage's chunk derivation then names the shortfall).
  *
  * Errors: -layer_groups < 0, or not a divisor of the rank count (names both and the divisors); a layer with
@@ -46,10 +47,24 @@ PetscErrorCode InflLayerLayoutCreate(MPI_Comm comm, InflLayerLayout *lay);
 PetscErrorCode InflLayerLayoutSetGroups(InflLayerLayout lay, PetscInt G);
 /* Collective.  Reads -layer_groups unless InflLayerLayoutSetGroups fixed G. */
 PetscErrorCode InflLayerLayoutSetFromOptions(InflLayerLayout lay);
-/* Collective.  The L layers' sizes (the same on every rank); `copies` (>= 1) is how many times the stage holds the
- * factor bytes at its peak and `other` the bytes per rank it holds besides them (data shard, model, one chunk),
- * both used only for the default G under -mem_limit.  Chooses G, assigns the layers and builds the communicators. */
-PetscErrorCode InflLayerLayoutSetUp(InflLayerLayout lay, PetscInt L, const PetscInt din[], const PetscInt dout[], double copies, size_t other);
+/* What a stage holds per rank at its peak, for the default G under -mem_limit (InflLayerLayoutSetUp): copies x the
+ * factor bytes of its layers, per_weight bytes per weight dout (din+1) of each of its layers (infl score: the
+ * preconditioned queries), for one of its layers at a time (the one that needs the most) once_weight bytes per
+ * weight (scratch) plus once_per_item bytes per weight per item of this rank's block of `items` split over the E ranks of its group (ceil(items / E): the queries a
+ * rank preconditions) plus once_wide bytes per weight if the layer is wide (dout > din+1: infl score transposes its
+ * queries), and `other` bytes whatever the layers (data shard, model, one chunk). */
+typedef struct {
+  double   copies;        /* >= 1 */
+  double   per_weight, once_weight, once_per_item, once_wide; /* >= 0 */
+  PetscInt items;         /* >= 0 */
+  size_t   other;
+} InflLayerLayoutStage;
+
+/* Collective.  The L layers' sizes (the same on every rank) and what the stage holds (NULL: the factors once).  The
+ * layers go to the groups by copies x factor bytes + per_weight x weights (largest first, as above); under
+ * -mem_limit without -layer_groups G is the smallest divisor of the ranks whose largest group need (with `once`)
+ * fits beside `other` and the libraries' 64 MiB.  Chooses G, assigns the layers and builds the communicators. */
+PetscErrorCode InflLayerLayoutSetUp(InflLayerLayout lay, PetscInt L, const PetscInt din[], const PetscInt dout[], const InflLayerLayoutStage *stage);
 /* G groups, E ranks per group, this rank's group and its index in the group. */
 PetscErrorCode InflLayerLayoutGetGroups(InflLayerLayout lay, PetscInt *G, PetscInt *E, PetscInt *group, PetscInt *index);
 /* Does this rank hold layer l? */

@@ -29,6 +29,15 @@ typedef struct _p_InflScorer *InflScorer;
 PetscErrorCode InflScorerCreate(MPI_Comm comm, InflScorer *sc);
 PetscErrorCode InflScorerSetFromOptions(InflScorer sc);
 PetscErrorCode InflScorerSetTopK(InflScorer sc, PetscInt K);
+/* Not collective.  After SetFromOptions: what this scorer holds per rank for Q queries of `model` besides the factors
+ * (infl/layout.h InflLayerLayoutStage, for the default layer groups of the factors: InflEKFACSetLoadMemory).  Per weight
+ * dout (din+1) of each layer a rank holds, the preconditioned queries that stay: Q floats in single precision (plus Q
+ * doubles with -score_per_layer or -score_per_token), Q doubles in double precision, none with -score_rank (its factors
+ * are small).  While a layer's queries are set: the EK-FAC preconditioner's scratch (8 bytes per
+ * weight, released at the end of the layer), the rank's block of them and the gathered ones (12 bytes per weight and
+ * query of the block, plus for a wide layer Q floats transposed, when only floats are kept; else 8 per query of the
+ * block and, for a wide layer, Q doubles transposed). */
+PetscErrorCode InflScorerGetQueryBytes(InflScorer sc, InflModel model, PetscInt Q, InflLayerLayoutStage *st);
 /* Collective.  Queries: Q examples xq (Q, din) with labels yq and their global indices in the query set.  Every rank
  * passes the same queries; rank r preconditions queries r, r+size, ... and the results are all-gathered, so every
  * rank holds all P_l(q) (memory Q * sum_l dout_l (din_l+1) numbers). */

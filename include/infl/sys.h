@@ -48,6 +48,9 @@ PetscErrorCode InflAgreeError_Private(MPI_Comm comm, PetscErrorCode err, int lin
 /* Contiguous block partition of [0, N) over `size` ranks: rank r gets [start, start+count).
  * The first N % size ranks get one more element.  A function of (N, size, rank) only. */
 void InflPartition(int64_t N, int size, int rank, int64_t *start, int64_t *count);
+/* The rank whose InflPartition block of [0, N) over `size` ranks holds index i (0 <= i < N): the last rank whose
+ * block starts at or before i (a rank with an empty block never holds i).  O(log size); a function of (N, size, i). */
+int InflPartitionOwner(int64_t N, int size, int64_t i);
 
 /* Checked casts; error names `what`. */
 PetscErrorCode InflBLASIntCast(int64_t n, const char what[], PetscBLASInt *b);

@@ -89,6 +89,8 @@ struct _p_InflScorer {
   InflLayerLayout layout;     /* of the factors (infl/layout.h): NULL or one group when every rank holds every layer */
   PetscInt      G;            /* its groups (1 without a layout) */
   PetscBool    *own;          /* (L) this rank holds layer l's preconditioned queries */
+  size_t        qdata;        /* bytes of this rank's shard of the query data set (InflScorerSetQueryData), held by the
+                                 caller while scoring */
 };
 
 PetscErrorCode InflScorerSetCheckpoint(InflScorer sc, const char out[])
@@ -250,6 +252,30 @@ PetscErrorCode InflTracInSelfInfluenceShard(PetscInt C, const InflModel models[]
     for (int64_t i = 0; i < hi - lo; i++) self[i] += eta[c] * norm[i] * norm[i];
   }
   PetscCall(PetscFree2(G, norm));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflScorerGetQueryBytes(InflScorer sc, InflModel model, PetscInt Q, InflLayerLayoutStage *st)
+{
+  InflPrecision prec;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelGetPrecision(model, &prec));
+  PetscCall(PetscMemzero(st, sizeof(*st)));
+  st->copies      = 1;
+  st->items       = Q;
+  st->once_weight = sizeof(double); /* the EK-FAC preconditioner's scratch (dout, din+1) */
+  if (sc->rank > 0 && !sc->per_layer && !sc->per_token) { /* rank-r factors, (dout + din+1) r per query: small */
+    st->once_per_item = 2 * sizeof(double);               /* this rank's block, exact, and its copy for the SVD */
+  } else if (prec == INFL_PREC_SINGLE && !sc->per_layer && !sc->per_token) { /* scorer_set_layer_f32 */
+    st->per_weight    = (double)Q * sizeof(float);
+    st->once_per_item = sizeof(double) + sizeof(float);
+    st->once_wide     = (double)Q * sizeof(float);
+  } else { /* scorer_set_layer: the gathered queries in double, transposed in double (wide layers) and in float */
+    st->per_weight    = (double)Q * (sizeof(double) + (prec == INFL_PREC_SINGLE ? sizeof(float) : 0));
+    st->once_per_item = sizeof(double);
+    st->once_wide     = (double)Q * sizeof(double);
+  }
   PetscFunctionReturn(0);
 }
 
@@ -485,7 +511,7 @@ static PetscErrorCode scorer_set_queries_owned(InflScorer sc, InflModel model, P
 
 /* all (Q, per) = every rank's block of queries (InflPartition of Q over comm), `per` doubles per query, from mine.
  * counts, displs: scratch of the communicator's size. */
-static PetscErrorCode gather_query_blocks(MPI_Comm comm, PetscInt Q, int64_t per, const double mine[], double all[], PetscMPIInt counts[], PetscMPIInt displs[])
+static PetscErrorCode gather_query_blocks_type(MPI_Comm comm, PetscInt Q, int64_t per, MPI_Datatype type, const void *mine, void *all, PetscMPIInt counts[], PetscMPIInt displs[])
 {
   PetscMPIInt rank, size;
 
@@ -498,7 +524,63 @@ static PetscErrorCode gather_query_blocks(MPI_Comm comm, PetscInt Q, int64_t per
     PetscCall(InflMPIIntCast(sn * per, "block of gathered query data", &counts[r]));
     PetscCall(InflMPIIntCast(s0 * per, "offset of gathered query data", &displs[r]));
   }
-  PetscCallMPI(MPI_Allgatherv(mine, counts[rank], MPI_DOUBLE, all, counts, displs, MPI_DOUBLE, comm));
+  PetscCallMPI(MPI_Allgatherv(mine, counts[rank], type, all, counts, displs, type, comm));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode gather_query_blocks(MPI_Comm comm, PetscInt Q, int64_t per, const double mine[], double all[], PetscMPIInt counts[], PetscMPIInt displs[])
+{
+  PetscFunctionBegin;
+  PetscCall(gather_query_blocks_type(comm, Q, per, MPI_DOUBLE, mine, all, counts, displs));
+  PetscFunctionReturn(0);
+}
+
+/* scorer_set_layer in single precision when only P32 is kept (no -score_per_layer, -score_per_token, -score_rank):
+ * each rank scales and converts its own block of the queries (mine (nq, dout, din+1) from query q0, freed here) and
+ * the float blocks are gathered, so no rank holds all Q queries of the layer in double (the conversion is that of
+ * scorer_set_layer, done by the query's owner).  Per weight a rank holds at most 12 nq bytes (its block in double and
+ * in float) or 4 nq + 4 Q (its floats and the gathered ones), and for a wide layer (not by_input) the gathered floats
+ * beside P32 while they are transposed. */
+static PetscErrorCode scorer_set_layer_f32(InflScorer sc, PetscInt l, MPI_Comm group, int64_t q0, int64_t nq, double *mine, PetscMPIInt counts[], PetscMPIInt displs[])
+{
+  PetscInt Q = sc->Q, na = sc->din[l] + 1, nd = sc->dout[l];
+  int64_t  per = (int64_t)nd * na;
+  float   *mine32, *all;
+  double  *sn; /* (2, Q): scale[q] and ||P_q||^2 of this rank's queries (zero elsewhere), then summed: everyone's */
+
+  PetscFunctionBegin;
+  PetscCall(PetscCalloc1(2 * (size_t)Q, &sn));
+  PetscCall(PetscMalloc1((size_t)PetscMax(nq, 1) * per, &mine32));
+  for (int64_t k = 0; k < nq; k++) {
+    const double *p  = mine + k * per;
+    double        m  = 0, s2 = 0;
+    float        *p32 = mine32 + k * per;
+    for (int64_t i = 0; i < per; i++) {
+      m = PetscMax(m, PetscAbsReal(p[i]));
+      s2 += p[i] * p[i];
+    }
+    sn[q0 + k]     = m > 0 ? m : 1;
+    sn[Q + q0 + k] = s2;
+    for (int64_t i = 0; i < per; i++) p32[i] = (float)(p[i] / sn[q0 + k]);
+  }
+  PetscCall(PetscFree(mine));
+  PetscCall(InflAllreduceSum(sn, 2 * (int64_t)Q, MPI_DOUBLE, group));
+  PetscCall(PetscMalloc1(Q, &sc->scale[l]));
+  for (PetscInt q = 0; q < Q; q++) {
+    sc->scale[l][q] = sn[q];
+    sc->qnorm2[q] += sn[Q + q];
+  }
+  PetscCall(PetscFree(sn));
+  PetscCall(PetscMalloc1((size_t)Q * per, &all));
+  PetscCall(gather_query_blocks_type(group, Q, per, MPI_FLOAT, mine32, all, counts, displs));
+  PetscCall(PetscFree(mine32));
+  if (sc->by_input[l]) sc->P32[l] = all; /* (Q*nd, na): query q's rows are contiguous */
+  else { /* (nd, Q*na) */
+    PetscCall(PetscMalloc1((size_t)Q * per, &sc->P32[l]));
+    for (PetscInt i = 0; i < nd; i++)
+      for (PetscInt q = 0; q < Q; q++) PetscCall(PetscArraycpy(sc->P32[l] + (int64_t)i * Q * na + (int64_t)q * na, all + (int64_t)q * per + (int64_t)i * na, na));
+    PetscCall(PetscFree(all));
+  }
   PetscFunctionReturn(0);
 }
 
@@ -584,6 +666,10 @@ static PetscErrorCode scorer_precondition_queries(InflScorer sc, InflModel model
         PetscCall(gather_query_blocks(group, Q, wq, myUV, P[l], counts, displs));
         PetscCall(scorer_set_low_rank(sc, l, nd, na, P[l]));
         PetscCall(PetscFree2(myUV, P[l]));
+        continue;
+      }
+      if (prec == INFL_PREC_SINGLE && !sc->per_layer && !sc->per_token) { /* only floats are kept */
+        PetscCall(scorer_set_layer_f32(sc, l, group, q0, nq, mine, counts, displs));
         continue;
       }
       PetscCall(PetscMalloc1((size_t)Q * per, &P[l]));
@@ -697,6 +783,11 @@ PetscErrorCode InflScorerSetQueryData(InflScorer sc, InflModel model, InflEKFAC 
   PetscCall(InflModelCheckData(model, query));
   PetscCall(InflModelIsSequential(model, &seqmodel));
   PetscCall(InflDataGetSizes(query, NULL, &d, NULL));
+  {
+    int64_t start, count;
+    PetscCall(InflDataGetShard(query, &start, &count, NULL, NULL));
+    sc->qdata = (size_t)count * (sizeof(float) * (size_t)d + sizeof(int64_t)); /* as the training shard's below */
+  }
   if (!seqmodel) {
     float   *xq; /* (Q, d) */
     int64_t *yq; /* (Q) */
@@ -788,21 +879,13 @@ static PetscBool pair_is_mine(InflScorer sc, InflData train, int64_t m, int64_t 
 {
   PetscInt    E, index;
   PetscMPIInt size;
-  int64_t     N, s0, sn;
-  int         lo = 0, hi;
+  int64_t     N;
 
   if (sc->G == 1) return m >= start && m < start + count ? PETSC_TRUE : PETSC_FALSE;
   InflLayerLayoutGetGroups(sc->layout, NULL, &E, NULL, &index);
   MPI_Comm_size(sc->comm, &size);
   InflDataGetSizes(train, &N, NULL, NULL);
-  hi = size - 1;
-  while (lo < hi) { /* the shard rank of m: the last rank whose block starts at or before m */
-    int mid = (lo + hi + 1) / 2;
-    InflPartition(N, size, mid, &s0, &sn);
-    if (s0 <= m) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo % E == index ? PETSC_TRUE : PETSC_FALSE;
+  return InflPartitionOwner(N, size, m) % E == index ? PETSC_TRUE : PETSC_FALSE;
 }
 
 /* The terms of the pairs in the merged lists, computed in double by the owners of the training examples and reduced:
@@ -1349,7 +1432,7 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   if (sc->save_all && sc->per_layer) PetscCall(PetscCalloc1((size_t)sc->L * sc->Q * PetscMax(count, 1), &sc->local_layer));
   {
     PetscInt rows;
-    size_t   resident = (size_t)count * (sizeof(float) * d + sizeof(int64_t)), per, lowrank = 0;
+    size_t   resident = (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + sc->qdata, per, lowrank = 0;
     PetscCall(InflModelGetMaxRows(sc->model, &rows));
     /* per example: its capture and the model's workspace, its scores, and per row (token) the layer terms of every
      * query twice (score_scratch_create, G times longer with several layer groups) and the low-rank kernel's scratch */
@@ -1370,11 +1453,17 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
     }
     per += lowrank;
     if (sc->local) resident += sizeof(double) * sc->Q * (size_t)count * (sc->local_layer ? 1 + sc->L : 1);
-    { /* InflScorerSetQueries held one layer's queries in double, twice (gathered and this rank's block) */
-      PetscMPIInt size;
-      size_t      transient = 0;
-      PetscCallMPI(MPI_Comm_size(sc->comm, &size));
-      for (PetscInt l = 0; l < sc->L; l++) transient = PetscMax(transient, sizeof(double) * (size_t)sc->dout[l] * (sc->din[l] + 1) * (size_t)(sc->Q + (sc->Q + size - 1) / size));
+    { /* InflScorerSetQueries held, for one of its layers at a time, this rank's block of the queries and the gathered
+       * ones (InflScorerGetQueryBytes: the same terms) */
+      PetscMPIInt          size;
+      size_t               transient = 0;
+      MPI_Comm             group     = sc->comm;
+      InflLayerLayoutStage st;
+      PetscCall(InflScorerGetQueryBytes(sc, sc->model, sc->Q, &st));
+      if (sc->layout) PetscCall(InflLayerLayoutGetComms(sc->layout, NULL, &group, NULL));
+      PetscCallMPI(MPI_Comm_size(group, &size));
+      for (PetscInt l = 0; l < sc->L; l++)
+        if (sc->own[l]) transient = PetscMax(transient, (size_t)((double)sc->dout[l] * (sc->din[l] + 1) * ((sc->ek ? st.once_weight : 0) + st.once_per_item * (double)((sc->Q + size - 1) / size) + (sc->by_input[l] ? 0 : st.once_wide))));
       /* and this rank's block of queries captured in double (the allocator need not return it to the system) */
       transient += (size_t)((sc->Q + size - 1) / size) * InflModelCaptureBytes(sc->model) * (sc->prec == INFL_PREC_DOUBLE ? 1 : 2);
       resident += transient;

@@ -52,6 +52,20 @@ void InflPartition(int64_t N, int size, int rank, int64_t *start, int64_t *count
   *start = rank * base + (rank < rem ? rank : rem);
 }
 
+int InflPartitionOwner(int64_t N, int size, int64_t i)
+{
+  int lo = 0, hi = size - 1;
+
+  while (lo < hi) { /* the last rank whose block starts at or before i */
+    int     mid = (lo + hi + 1) / 2;
+    int64_t s0, sn;
+    InflPartition(N, size, mid, &s0, &sn);
+    if (s0 <= i) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
 PetscErrorCode InflBLASIntCast(int64_t n, const char what[], PetscBLASInt *b)
 {
   PetscFunctionBegin;

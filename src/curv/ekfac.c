@@ -37,6 +37,7 @@ struct _p_InflEKFAC {
   char          (*names)[64];     /* (L) the layers' names (InflModelGetLayerName), written to factors.h5 */
   InflLayerLayout layout;         /* which ranks hold each layer's factors (infl/layout.h); set up by fit and load */
   PetscInt        groups;         /* InflEKFACSetLayerGroups: -1 (from -layer_groups / -mem_limit), else G */
+  InflLayerLayoutStage load;      /* InflEKFACSetLoadMemory: what the stage that loads the factors holds */
   double        (*estat)[4];      /* (L) eA[0], eA[din], eS[0], eS[dout-1] of every layer, on every rank (View) */
 };
 
@@ -61,15 +62,15 @@ static PetscErrorCode ekfac_share(InflEKFAC ek, PetscInt n, double v[])
 }
 
 /* The layout of L layers of sizes din, dout: -layer_groups, or InflEKFACSetLayerGroups, or the default from
- * -mem_limit for a stage holding `copies` times the factors and `other` bytes besides. */
-static PetscErrorCode ekfac_setup_layout(InflEKFAC ek, PetscInt L, const PetscInt din[], const PetscInt dout[], double copies, size_t other)
+ * -mem_limit for a stage holding what `st` says (infl/layout.h). */
+static PetscErrorCode ekfac_setup_layout(InflEKFAC ek, PetscInt L, const PetscInt din[], const PetscInt dout[], const InflLayerLayoutStage *st)
 {
   PetscFunctionBegin;
   PetscCall(InflLayerLayoutDestroy(&ek->layout));
   PetscCall(InflLayerLayoutCreate(ek->comm, &ek->layout));
   if (ek->groups >= 0) PetscCall(InflLayerLayoutSetGroups(ek->layout, ek->groups));
   PetscCall(InflLayerLayoutSetFromOptions(ek->layout));
-  PetscCall(InflLayerLayoutSetUp(ek->layout, L, din, dout, copies, other));
+  PetscCall(InflLayerLayoutSetUp(ek->layout, L, din, dout, st));
   PetscFunctionReturn(0);
 }
 
@@ -82,6 +83,14 @@ PetscErrorCode InflEKFACSetLayerGroups(InflEKFAC ek, PetscInt G)
   PetscFunctionBegin;
   PetscCheck(G >= 0, ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "layer groups %d must be >= 0 (0: the default)", (int)G);
   ek->groups = G;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACSetLoadMemory(InflEKFAC ek, const InflLayerLayoutStage *st)
+{
+  PetscFunctionBegin;
+  PetscCheck(st->copies >= 1 && isfinite(st->copies) && st->per_weight >= 0 && isfinite(st->per_weight) && st->once_weight >= 0 && isfinite(st->once_weight) && st->once_per_item >= 0 && isfinite(st->once_per_item) && st->once_wide >= 0 && isfinite(st->once_wide) && st->items >= 0, ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "the stage's memory: copies %g must be >= 1, the bytes per weight %g, %g, %g and the items %d finite and >= 0", st->copies, st->per_weight, st->once_per_item, st->once_wide, (int)st->items);
+  ek->load = *st;
   PetscFunctionReturn(0);
 }
 
@@ -306,6 +315,7 @@ PetscErrorCode InflEKFACCreate(MPI_Comm comm, InflEKFAC *ek)
   (*ek)->chunk          = 512;
   (*ek)->prec           = INFL_PREC_SINGLE;
   (*ek)->groups         = -1;
+  (*ek)->load.copies     = 1.0;
   PetscCall(PetscStrncpy((*ek)->sel, "all", sizeof((*ek)->sel)));
   PetscFunctionReturn(0);
 }
@@ -589,7 +599,10 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
     maxd     = PetscMax(maxd, PetscMax(lin[l].din + 1, lin[l].dout));
   }
   /* the layout: the fit holds its factors about twice (the eigensolves' copies and workspace) */
-  PetscCall(ekfac_setup_layout(ek, L, dins, douts, 2.0, (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + InflModelCaptureBytes(model) + (size_t)rows * (4 * sizeof(double) * maxd + sizeof(int32_t))));
+  { /* the fit holds the factors twice (the sums and the eigenbases) */
+    InflLayerLayoutStage st = {2.0, 0, 0, 0, 0, 0, (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + InflModelCaptureBytes(model) + (size_t)rows * (4 * sizeof(double) * maxd + sizeof(int32_t))};
+    PetscCall(ekfac_setup_layout(ek, L, dins, douts, &st));
+  }
   PetscCall(ekfac_allocate(ek, L, dins, douts));
   PetscCall(PetscFree2(dins, douts));
   PetscCall(InflLayerLayoutGetGroups(ek->layout, &G, NULL, NULL, NULL));
@@ -897,7 +910,7 @@ PetscErrorCode InflEKFACLoad(InflEKFAC ek, const char path[], InflModel model)
     din[l]  = lin[l].din;
     dout[l] = lin[l].dout;
   }
-  PetscCall(ekfac_setup_layout(ek, Lm, din, dout, 1.0, 0)); /* scoring holds the factors once */
+  PetscCall(ekfac_setup_layout(ek, Lm, din, dout, &ek->load)); /* score and self hold the factors once */
   PetscCall(ekfac_allocate(ek, Lm, din, dout));
   PetscCall(PetscFree2(din, dout));
   for (PetscInt l = 0; l < Lm; l++) PetscCall(InflModelGetLayerName(model, l, ek->names[l], sizeof(ek->names[l])));
@@ -1176,13 +1189,14 @@ PetscErrorCode InflEKFACPreconditionCapture(InflEKFAC ek, PetscInt l, const Infl
   PetscFunctionBegin;
   EKFAC_CHECK_OWNED(ek, l);
   PetscCheck(cap->prec == INFL_PREC_DOUBLE, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG, "queries are preconditioned from a double-precision capture");
-  if (cap->T == cap->B) {
-    PetscCall(InflEKFACPreconditionRankOne(ek, l, cap->B, cap->ds64[l], cap->a64[l], P));
-    PetscFunctionReturn(0);
-  }
-  for (PetscInt b = 0; b < cap->B; b++) { /* G_b = Ds_b^T A_b, then the EK-FAC inverse */
-    sequence_gradient(ly, cap, b, cap->a64[l], cap->ds64[l], P + b * per);
-    PetscCall(InflEKFACPrecondition(ek, l, P + b * per));
-  }
+  if (cap->T == cap->B) PetscCall(InflEKFACPreconditionRankOne(ek, l, cap->B, cap->ds64[l], cap->a64[l], P));
+  else
+    for (PetscInt b = 0; b < cap->B; b++) { /* G_b = Ds_b^T A_b, then the EK-FAC inverse */
+      sequence_gradient(ly, cap, b, cap->a64[l], cap->ds64[l], P + b * per);
+      PetscCall(InflEKFACPrecondition(ek, l, P + b * per));
+    }
+  /* the scratch, one layer's weights in double, is not kept through the scoring pass that follows */
+  PetscCall(PetscFree(ek->work));
+  ek->nwork = 0;
   PetscFunctionReturn(0);
 }

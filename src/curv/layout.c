@@ -11,7 +11,9 @@ struct _p_InflLayerLayout {
   PetscInt    G, E, mygroup, myindex;
   PetscInt    L;
   int        *owner;              /* (L) */
-  size_t     *bytes;              /* (L) */
+  size_t     *bytes;              /* (L) factor bytes of each layer */
+  double     *weights;            /* (L) dout (din+1): the layer's weights, for the stage's bytes per weight */
+  PetscBool  *wide;               /* (L) dout > din+1 (InflLayerLayoutStage once_wide) */
   size_t      mine, max, total;
 };
 
@@ -72,32 +74,43 @@ PetscErrorCode InflLayerLayoutSetFromOptions(InflLayerLayout lay)
   PetscFunctionReturn(0);
 }
 
-/* The largest group share of the factor bytes when the layers go to G groups (group_of filled). */
-static size_t layout_assign(InflLayerLayout lay, PetscInt G, int group_of[])
+/* The layers assigned to G groups by the bytes the stage holds for each, copies x its factor bytes plus per_weight
+ * bytes per weight (group_of filled); returns the largest group's bytes including the stage's `once` bytes of the
+ * group's layer that needs the most (-1 if out of memory). */
+static double layout_assign(InflLayerLayout lay, PetscInt G, const InflLayerLayoutStage *st, int group_of[])
 {
-  double *cost, *load, mx = 0;
+  double  *cost, *load, *once, mx = 0;
+  PetscInt E = lay->size / G, items = (st->items + E - 1) / E; /* this rank's block of the items */
 
-  if (PetscMalloc2(lay->L, &cost, G, &load)) return (size_t)-1;
-  for (PetscInt l = 0; l < lay->L; l++) cost[l] = (double)lay->bytes[l];
+  if (PetscMalloc3(lay->L, &cost, G, &load, G, &once)) return -1;
+  for (PetscInt l = 0; l < lay->L; l++) cost[l] = st->copies * (double)lay->bytes[l] + st->per_weight * lay->weights[l];
   InflAssignLargestFirst(lay->L, cost, G, group_of, load);
-  for (PetscInt g = 0; g < G; g++) mx = PetscMax(mx, load[g]);
-  if (PetscFree2(cost, load)) return (size_t)-1;
-  return (size_t)mx;
+  for (PetscInt g = 0; g < G; g++) once[g] = 0;
+  for (PetscInt l = 0; l < lay->L; l++)
+    once[group_of[l]] = PetscMax(once[group_of[l]], lay->weights[l] * (st->once_weight + st->once_per_item * (double)items + (lay->wide[l] ? st->once_wide : 0)));
+  for (PetscInt g = 0; g < G; g++) mx = PetscMax(mx, load[g] + once[g]);
+  if (PetscFree3(cost, load, once)) return -1;
+  return mx;
 }
 
-PetscErrorCode InflLayerLayoutSetUp(InflLayerLayout lay, PetscInt L, const PetscInt din[], const PetscInt dout[], double copies, size_t other)
+PetscErrorCode InflLayerLayoutSetUp(InflLayerLayout lay, PetscInt L, const PetscInt din[], const PetscInt dout[], const InflLayerLayoutStage *stage)
 {
-  PetscInt G = lay->G_set;
+  PetscInt             G  = lay->G_set;
+  InflLayerLayoutStage st = {1.0, 0, 0, 0, 0, 0, 0};
 
   PetscFunctionBegin;
   PetscCheck(!lay->owner, lay->comm, PETSC_ERR_ARG_WRONGSTATE, "the layer layout is already set up");
   PetscCheck(G == 0 || lay->size % G == 0, lay->comm, PETSC_ERR_ARG_OUTOFRANGE, "layer groups %d does not divide the %d ranks; give a divisor of %d", (int)G, (int)lay->size, (int)lay->size);
   lay->L = L;
-  PetscCall(PetscMalloc2(PetscMax(L, 1), &lay->owner, PetscMax(L, 1), &lay->bytes));
+  if (stage) st = *stage;
+  PetscCheck(st.copies >= 1 && st.per_weight >= 0 && st.once_weight >= 0 && st.once_per_item >= 0 && st.once_wide >= 0 && st.items >= 0, lay->comm, PETSC_ERR_ARG_OUTOFRANGE, "layer layout: copies %g must be >= 1, and the bytes per weight %g, %g, %g and the items %d >= 0", st.copies, st.per_weight, st.once_per_item, st.once_wide, (int)st.items);
+  PetscCall(PetscMalloc4(PetscMax(L, 1), &lay->owner, PetscMax(L, 1), &lay->bytes, PetscMax(L, 1), &lay->weights, PetscMax(L, 1), &lay->wide));
   lay->total = 0;
   for (PetscInt l = 0; l < L; l++) {
     PetscCheck(din[l] >= 0 && dout[l] >= 0, lay->comm, PETSC_ERR_ARG_OUTOFRANGE, "layer %d has sizes din %d, dout %d", (int)l, (int)din[l], (int)dout[l]);
-    lay->bytes[l] = InflLayerLayoutLayerBytes(din[l], dout[l]);
+    lay->bytes[l]   = InflLayerLayoutLayerBytes(din[l], dout[l]);
+    lay->weights[l] = (double)dout[l] * (double)(din[l] + 1);
+    lay->wide[l]    = dout[l] > din[l] + 1 ? PETSC_TRUE : PETSC_FALSE;
     lay->total += lay->bytes[l];
   }
   if (G == 0) { /* default: 1, or under -mem_limit the fewest groups whose share fits */
@@ -107,11 +120,13 @@ PetscErrorCode InflLayerLayoutSetUp(InflLayerLayout lay, PetscInt L, const Petsc
     G = 1;
     if (set) {
       const double fixed = 64.0 * 1024 * 1024; /* the libraries' margin of InflChunkFromMemLimit */
-      double       o     = (double)other;
+      double       o     = (double)st.other;
       PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &o, 1, MPI_DOUBLE, MPI_MAX, lay->comm));
       for (G = 1; G <= lay->size; G++) {
         if (lay->size % G) continue;
-        if (fixed + o + copies * (double)layout_assign(lay, G, lay->owner) <= limit) break;
+        double need = layout_assign(lay, G, &st, lay->owner);
+        PetscCheck(need >= 0, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory assigning layers to groups");
+        if (fixed + o + need <= limit) break;
       }
       if (G > lay->size) G = lay->size; /* nothing fits: the most groups; the stage's chunk derivation says why */
     }
@@ -120,11 +135,16 @@ PetscErrorCode InflLayerLayoutSetUp(InflLayerLayout lay, PetscInt L, const Petsc
   lay->E       = lay->size / G;
   lay->mygroup = lay->rank / lay->E;
   lay->myindex = lay->rank % lay->E;
-  lay->max     = layout_assign(lay, G, lay->owner);
-  PetscCheck(lay->max != (size_t)-1, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory assigning layers to groups");
+  PetscCheck(layout_assign(lay, G, &st, lay->owner) >= 0, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory assigning layers to groups");
   lay->mine = 0;
-  for (PetscInt l = 0; l < L; l++)
-    if (lay->owner[l] == lay->mygroup) lay->mine += lay->bytes[l];
+  lay->max  = 0;
+  for (PetscInt g = 0; g < G; g++) { /* the factor bytes of each group (one copy) */
+    size_t b = 0;
+    for (PetscInt l = 0; l < L; l++)
+      if (lay->owner[l] == g) b += lay->bytes[l];
+    lay->max = PetscMax(lay->max, b);
+    if (g == lay->mygroup) lay->mine = b;
+  }
   if (G == 1) {
     PetscCallMPI(MPI_Comm_dup(lay->comm, &lay->group));
   } else PetscCallMPI(MPI_Comm_split(lay->comm, (int)lay->mygroup, (int)lay->myindex, &lay->group));
@@ -195,7 +215,7 @@ PetscErrorCode InflLayerLayoutDestroy(InflLayerLayout *lay)
   if (!*lay) PetscFunctionReturn(0);
   if ((*lay)->group != MPI_COMM_NULL) PetscCallMPI(MPI_Comm_free(&(*lay)->group));
   if ((*lay)->cross != MPI_COMM_NULL) PetscCallMPI(MPI_Comm_free(&(*lay)->cross));
-  PetscCall(PetscFree2((*lay)->owner, (*lay)->bytes));
+  PetscCall(PetscFree4((*lay)->owner, (*lay)->bytes, (*lay)->weights, (*lay)->wide));
   PetscCall(PetscFree(*lay));
   PetscFunctionReturn(0);
 }

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Layer groups chosen by -mem_limit alone (no -layer_groups; include/infl/layout.h, docs/FORMATS.md "Layer layout"):
+# an MLP 784-1024-1024-10 (87.7 MiB of factors) at 2 ranks.  -mem_limit 180M cannot hold the fit's two copies of
+# every layer, 200M not the scorer's factors plus its preconditioned queries, 140M not self's factors, so fit, score
+# and self each choose 2 layer groups and print the factor bytes per rank of the larger group (layers 0 and 2:
+# 47.7 MiB).  Scoring counts its queries: with the factors alone (87.7 MiB) one group would have looked big enough,
+# and the score was then refused.  Factors, scores,
+# top-k lists and self-influence agree with one rank holding every layer within the bound of docs/FORMATS.md.
+set -u
+EXE=${INFL_EXE:?}; MPIEXEC=${INFL_MPIEXEC:-mpiexec}; H5CMP=${INFL_H5CMP:?}
+dir=$(mktemp -d "$PWD/layout_mem.XXXXXX")
+trap 'rm -rf "$dir"' EXIT
+cd "$dir"
+F=/usr/share/datasets/fashion-mnist
+pass=0; fail=0
+check() { if "$@" > cmp.log 2>&1; then pass=$((pass + 1)); tail -1 cmp.log; else cat cmp.log; echo "FAILED: $*"; fail=$((fail + 1)); fi; }
+run() { # run NP ARGS...: exit status 0 expected
+  local np=$1; shift
+  $MPIEXEC --oversubscribe -n "$np" "$EXE" "$@" -overwrite > last.log 2>&1 || { cat last.log; echo "FAILED: infl $*"; fail=$((fail + 1)); return 1; }
+  pass=$((pass + 1))
+}
+expect() { # expect TEXT: a line of last.log
+  if grep -qF "$1" last.log; then pass=$((pass + 1)); echo "ok: $1"; else cat last.log; echo "FAILED: no line \"$1\""; fail=$((fail + 1)); fi
+}
+# the model: one epoch on 300 examples (its weights only need to be the same for every run below)
+run 1 train -train idx:$F/train -train_limit 300 -model_dims 784,1024,1024,10 -train_epochs 1 -out w.safetensors || exit 1
+# tau = 2 d u + 2 N 2^-53 in single precision, d = 1025
+TAU=$(awk 'BEGIN { printf "%.6e", 2 * 1025 * 2^-24 + 2 * 600 * 2^-53 }')
+c="-train idx:$F/train -train_limit 600 -model w.safetensors -ekfac_damping 1e-3"
+q="-query idx:$F/t10k -query_indices 0:3 -score_save_all -score_topk 5"
+run 1 fit $c -out f_1.h5 && run 1 score $c -factors f_1.h5 $q -out s_1.h5 && expect "score: factor bytes per rank 87.7 MiB (max over ranks; 87.7 MiB in all, 1 layer group)"
+run 1 self $c -factors f_1.h5 -out x_1.h5
+if run 2 fit $c -mem_limit 180M -out f_2.h5; then
+  expect "fit: factor bytes per rank 47.7 MiB (max over ranks; 87.7 MiB in all, 2 layer groups)"
+  expect "group 1 (ranks 1-1): layers 0 2 (47.7 MiB)"
+  for l in 0 1 2; do
+    check $H5CMP trace $TAU f_1.h5 f_2.h5 /layers/$l/A
+    check $H5CMP trace $TAU f_1.h5 f_2.h5 /layers/$l/S
+    check $H5CMP sum $TAU f_1.h5 f_2.h5 /layers/$l/Lambda
+  done
+fi
+if run 2 score $c -factors f_1.h5 $q -mem_limit 200M -out s_2.h5; then
+  expect "score: factor bytes per rank 47.7 MiB (max over ranks; 87.7 MiB in all, 2 layer groups)"
+  check $H5CMP scores $TAU s_1.h5 s_2.h5 /scores
+  check $H5CMP topk $TAU s_1.h5 s_2.h5 /topk
+  check $H5CMP topk $TAU s_1.h5 s_2.h5 /bottomk
+fi
+if run 2 self $c -factors f_2.h5 -mem_limit 140M -out x_2.h5; then
+  expect "self: factor bytes per rank 47.7 MiB (max over ranks; 87.7 MiB in all, 2 layer groups)"
+  check $H5CMP self $TAU x_1.h5 x_2.h5 /self_influence f_1.h5
+fi
+echo "layout_mem: $pass passed, $fail failed"
+[ $fail = 0 ]
