@@ -302,6 +302,8 @@ lm_train_vocab_txt | -gpt2_vocab_size 300 with -train data text:.*fortunes.txt a
 lm_train_mixed     | infl train: -test data idx:.* holds rows of features but -train data text:.*fortunes.txt holds token sequences | train -train text:$W/fortunes.txt -test $T -out $W/out/g
 lm_train_out_file  | output $W/out/existing.h5 exists and is not a directory; a GPT-2 is written as a directory | train -train text:$W/fortunes.txt -gpt2_n_embd 8 -gpt2_n_head 2 -gpt2_n_positions 8 -out $W/out/existing.h5 -overwrite
 lm_ihvp_ggn        | -ihvp_curvature ggn: model type gpt2 has no Gauss-Newton \(R-op\) product; use -ihvp_curvature empirical | ihvp $G -train tokens:$W/longdoc.h5 -query tokens:$W/longdoc.h5 -query_indices 0:2 -ekfac_damping 1e-3 -ihvp_curvature ggn -out $W/out/i.h5
+ihvp_rtol_one      | -ihvp_ksp_rtol 1.? must lie in \(0, 1\).*every score 0 | ihvp $M $F $TR $Q -query_indices 0:2 -ihvp_ksp_rtol 1 -out $W/out/i.h5
+ihvp_max_it_zero   | -ihvp_ksp_max_it 0 must be >= 1                          | fidelity $M $F $TR $Q -query_indices 0:2 -ihvp_ksp_max_it 0 -out $W/out/i.h5
 # --- options
 query_out_of_range | query index 10 is outside the query set, which has 10 examples | score $M $F $TR $Q -query_indices 5:12 -out $W/out/s.h5
 query_not_integer  | -query_indices "3,x": "x" is not an integer               | score $M $F $TR $Q -query_indices 3,x -out $W/out/s.h5
