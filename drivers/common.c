@@ -746,6 +746,29 @@ PetscErrorCode DriverClassNames(PetscInt C, char ***names)
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode DriverCheckClassNames(MPI_Comm comm, InflData data)
+{
+  char            buf[4096] = "", *tok, *save;
+  PetscBool       set;
+  int64_t         C, n = 0;
+  const char     *spec, *name;
+  InflDataContent kind;
+
+  PetscFunctionBegin;
+  if (!data) PetscFunctionReturn(0);
+  PetscCall(InflDataGetContent(data, &kind));
+  if (kind != INFL_DATA_ROWS) PetscFunctionReturn(0);
+  PetscCall(InflOptionsCheckLength(comm, "-class_names", sizeof(buf), "give shorter class names"));
+  PetscCall(PetscOptionsGetString(NULL, NULL, "-class_names", buf, sizeof(buf), &set));
+  if (!set) PetscFunctionReturn(0);
+  for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) n++;
+  PetscCall(InflDataGetSizes(data, NULL, NULL, &C));
+  PetscCall(InflDataGetSpec(data, &spec));
+  PetscCall(InflDataGetName(data, &name));
+  PetscCheck(n >= C, comm, PETSC_ERR_ARG_WRONG, "-class_names gives %" PRId64 " name%s but the labels of the %s data %s go up to %" PRId64 ": give one name per class, in label order (%" PRId64 " names)", n, n == 1 ? "" : "s", name, spec, C - 1, C);
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode DriverMLPDims(MPI_Comm comm, InflData train, PetscInt dims[], PetscInt *nd, PetscBool set)
 {
   int64_t N, d, C;

@@ -273,6 +273,8 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   PetscCheck(!(ppath[0] && query), comm, PETSC_ERR_ARG_INCOMP, "give either -query (a data set, with -query_indices) or -query_prompts %s, not both", ppath);
   PetscCheck(!ppath[0] || seq, comm, PETSC_ERR_ARG_INCOMP, "-query_prompts %s: prompt/completion queries are for language models (text: or tokens: training data), but -train holds rows of features", ppath);
   if (!query && !ppath[0]) query = test;
+  PetscCall(DriverCheckClassNames(comm, train));
+  PetscCall(DriverCheckClassNames(comm, query));
   PetscCheck(query || ppath[0], comm, PETSC_ERR_ARG_NULL, "infl run needs -query (or -test) data for the queries%s", seq ? ", or -query_prompts FILE" : "");
   if (rank == 0 && mkdir(outdir, 0775) != 0 && errno != EEXIST) set = PETSC_FALSE;
   PetscCallMPI(MPI_Barrier(comm)); /* the directory exists before the other ranks look */

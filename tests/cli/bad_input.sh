@@ -344,6 +344,7 @@ factors_nan        | $W/factors_nan.h5: layer 1: dataset /layers/1/eigenvalues_S
 # --- report
 report_other_query | scores.h5 was computed on other query data: its query_sha256 is [0-9a-f]{64}, but the -query data .* has sha256 [0-9a-f]{64} | report -scores $W/scores.h5 -train $T -train_limit 50 -query $T -query_limit 20 -out $W/out/r.html
 report_neg_index   | scores_neg.h5: dataset /topk/train_indices at position \(0, 1\) holds training index -5 | report -scores $W/scores_neg.h5 -train $T -train_limit 50 -query $T -query_limit 10 -out $W/out/r.html
+report_class_names | -class_names gives 3 names but the labels of the train data idx:.*t10k go up to 9: give one name per class | report -scores $W/scores.h5 -train $T -train_limit 50 -query $T -query_limit 10 -class_names a,b,c -out $W/out/r.html
 topk_zero          | -score_topk 0 must be positive                            | score $M $F $TR $Q -score_topk 0 -out $W/out/s.h5
 topk_negative      | -score_topk -3 must be positive                           | score $M $F $TR $Q -score_topk -3 -out $W/out/s.h5
 unknown_option     | unknown or unused option: -score_topkk 5                  | score $M $F $TR $Q -score_topkk 5 -out $W/out/s.h5
