@@ -377,6 +377,7 @@ options_nested_missing | cannot read the options file $W/nope.opts given with -o
 out_in_proc        | cannot write output /proc/s.h5: creating /proc/s.h5.partial.lock beside it failed: [A-Z] | fit $M $TR -out /proc/s.h5
 out_parent_is_file | cannot write output $W/out/existing.h5/f.h5: $W/out/existing.h5 is not a directory | fit $M $TR -out $W/out/existing.h5/f.h5
 outdir_is_file     | -outdir $W/out/existing.h5 is not a directory             | run $TR -test $T -test_limit 10 -query_indices 0:2 -outdir $W/out/existing.h5
+outdir_no_parent   | -outdir $W/nodir/run is not a directory that can be created or used \(creating it failed: No such file or directory\) | run $TR -test $T -test_limit 10 -query_indices 0:2 -outdir $W/nodir/run
 # --- the training recipe (50 examples, batch 128: 1 step per epoch)
 train_clip_neg     | -train_clip -1\.? must be a gradient norm >= 0               | train $TR -model_dims 784,8,10 -train_clip -1 -out $W/out/t.safetensors
 train_warmup_long  | -train_warmup 30 is longer than the run: 10 epochs x 1 steps \(50 examples, -train_batch 128\) = 10 steps | train $TR -model_dims 784,8,10 -train_warmup 30 -out $W/out/t.safetensors
