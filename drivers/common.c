@@ -339,15 +339,41 @@ int DriverScanOptionsFiles(int argc, char **argv, char msg[], size_t len)
   return 0;
 }
 
-/* Input files named by the options of a stage: the paths of -model (a GPT-2 directory: its config.json and
- * model.safetensors; a file: also config.json beside it), -factors, -scores, -self, -store, -file, -query_prompts, the
+/* One input path (model: also the GPT-2 files in its directory or beside it). */
+static PetscErrorCode add_input(char (*paths)[PETSC_MAX_PATH_LEN], int max, int *n, const char path[], PetscBool model)
+{
+  static const char *tok[] = {"vocab.json", "merges.txt", "encoder.json", "vocab.bpe"};
+  struct stat        st;
+
+  PetscFunctionBegin;
+  if (!path[0]) PetscFunctionReturn(0);
+  if (*n < max) PetscCall(PetscStrncpy(paths[(*n)++], path, PETSC_MAX_PATH_LEN));
+  if (model) { /* GPT-2: config.json (and tokenizer files) in the directory or beside the file */
+    char        dir[PETSC_MAX_PATH_LEN];
+    const char *slash = strrchr(path, '/');
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) PetscCall(PetscStrncpy(dir, path, sizeof(dir)));
+    else if (slash) PetscCall(PetscStrncpy(dir, path, PetscMin(sizeof(dir), (size_t)(slash - path) + 1)));
+    else PetscCall(PetscStrncpy(dir, ".", sizeof(dir)));
+    if (*n < max) PetscCall(PetscSNPrintf(paths[(*n)++], PETSC_MAX_PATH_LEN, "%s/config.json", dir));
+    if (*n < max) PetscCall(PetscSNPrintf(paths[(*n)++], PETSC_MAX_PATH_LEN, "%s/model.safetensors", dir));
+    for (size_t k = 0; k < sizeof(tok) / sizeof(tok[0]); k++)
+      if (*n < max) PetscCall(PetscSNPrintf(paths[(*n)++], PETSC_MAX_PATH_LEN, "%s/%s", dir, tok[k]));
+  }
+  PetscFunctionReturn(0);
+}
+
+/* Input files named by the options of a stage: the paths of -model and of the TracIn -checkpoints (a GPT-2 directory: its
+ * config.json and model.safetensors; a file: also config.json beside it), -factors, -scores, -self, -store, -file,
+ * -query_prompts (each comma-separated part of a list, and the whole value), the
  * files of the data specs
  * (h5:FILE, idx:PREFIX's four possible files, text:/tokens: files, or "DIR/" for every file of a directory),
  * the tokenizer files of -tokenizer, -query_indices @FILE and the options files.  Fills up to `max` paths into
  * `paths` (each PETSC_MAX_PATH_LEN); a path ending in '/' stands for every file directly in that directory. */
 static PetscErrorCode input_paths(char (*paths)[PETSC_MAX_PATH_LEN], int max, int *n)
 {
-  static const char *files[] = {"-model", "-factors", "-scores", "-self", "-store", "-file", "-query_prompts"};
+  /* lists (TracIn: -checkpoints c1,c2, -store s1.h5,s2.h5 with -model m1,m2; infl lds: -scores s1.h5,s2.h5): every
+   * comma-separated part is an input, and so is the whole value (a path holding a comma) */
+  static const char *files[] = {"-model", "-checkpoints", "-factors", "-scores", "-self", "-store", "-file", "-query_prompts"};
   static const char *specs[] = {"-train", "-test", "-query", "-data"};
   static const char *idx[]   = {"-images-idx3-ubyte", "-images-idx3-ubyte.gz", "-labels-idx1-ubyte", "-labels-idx1-ubyte.gz"};
   static const char *tok[]   = {"vocab.json", "merges.txt", "encoder.json", "vocab.bpe"};
@@ -362,19 +388,17 @@ static PetscErrorCode input_paths(char (*paths)[PETSC_MAX_PATH_LEN], int max, in
     if (*n < max) PetscCall(PetscSNPrintf(paths[(*n)++], PETSC_MAX_PATH_LEN, __VA_ARGS__)); \
   } while (0)
   for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+    PetscBool model = !strcmp(files[i], "-model") || !strcmp(files[i], "-checkpoints") ? PETSC_TRUE : PETSC_FALSE;
     PetscCall(PetscOptionsFindPair(NULL, NULL, files[i], &v, &set));
     if (!set || !v) continue;
-    ADD("%s", v);
-    if (!strcmp(files[i], "-model")) { /* GPT-2: config.json (and tokenizer files) in the directory or beside the file */
-      char        dir[PETSC_MAX_PATH_LEN];
-      const char *slash = strrchr(v, '/');
-      if (stat(v, &st) == 0 && S_ISDIR(st.st_mode)) PetscCall(PetscStrncpy(dir, v, sizeof(dir)));
-      else if (slash) PetscCall(PetscStrncpy(dir, v, PetscMin(sizeof(dir), (size_t)(slash - v) + 1)));
-      else PetscCall(PetscStrncpy(dir, ".", sizeof(dir)));
-      ADD("%s/config.json", dir);
-      ADD("%s/model.safetensors", dir);
-      for (size_t k = 0; k < sizeof(tok) / sizeof(tok[0]); k++) ADD("%s/%s", dir, tok[k]);
-    }
+    PetscCall(add_input(paths, max, n, v, model));
+    if (strchr(v, ','))
+      for (const char *part = v, *end; part; part = end ? end + 1 : NULL) {
+        char one[PETSC_MAX_PATH_LEN];
+        end = strchr(part, ',');
+        PetscCall(PetscStrncpy(one, part, end ? PetscMin(sizeof(one), (size_t)(end - part) + 1) : sizeof(one)));
+        PetscCall(add_input(paths, max, n, one, model));
+      }
   }
   PetscCall(PetscOptionsFindPair(NULL, NULL, "-tokenizer", &v, &set));
   if (set && v)
@@ -562,8 +586,8 @@ static PetscErrorCode check_output(MPI_Comm comm, const char path[], PetscBool o
     const char *slash = strrchr(path, '/');
     PetscCall(PetscStrncpy(parent, slash ? path : ".", slash ? PetscMin(sizeof(parent), (size_t)(slash - path) + 1) : sizeof(parent)));
     if (slash == path) PetscCall(PetscStrncpy(parent, "/", sizeof(parent)));
-    PetscCall(PetscMalloc1(64, &in));
-    PetscCall(input_paths(in, 64, &n));
+    PetscCall(PetscMalloc1(256, &in));
+    PetscCall(input_paths(in, 256, &n));
     for (int i = 0; i < n; i++) {
       struct stat si;
       size_t      l = strlen(in[i]);

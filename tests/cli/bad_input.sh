@@ -367,6 +367,8 @@ out_is_directory   | output $W/out/adir.h5 is a directory | fit $M $TR -out $W/o
 out_is_input       | output $W/factors.h5 is the input $W/factors.h5 of this stage | score $M $F $TR $Q -out $W/factors.h5 -overwrite
 out_is_model       | output $W/model.safetensors is the input $W/model.safetensors | fit $M $TR -out $W/model.safetensors -overwrite
 out_links_to_input | output $W/factors_link.h5 is the input $W/factors.h5     | self $M $F $TR -out $W/factors_link.h5 -overwrite
+out_is_checkpoint  | output $W/other.safetensors is the input $W/other.safetensors of this stage | self -method tracin -checkpoints $W/model.safetensors,$W/other.safetensors -tracin_lr 1,1 $TR -out $W/other.safetensors -overwrite
+out_is_store_list  | output $W/scores.h5 is the input $W/scores.h5 of this stage | self -store $W/factors.h5,$W/scores.h5 -tracin_lr 1,1 -out $W/scores.h5 -overwrite
 out_is_fifo        | output $W/out/fifo.h5 exists and is not a regular file \(a named pipe\) | fit $M $TR -out $W/out/fifo.h5 -overwrite
 out_is_options     | output $W/study.opts is the input $W/study.opts of this stage | fit $M -train $T -options_file $W/study.opts -out $W/study.opts -overwrite
 out_partial_dir    | cannot write output $W/out/pdir.h5: $W/out/pdir.h5.partial, where infl keeps the checkpoint of this output, is a directory | fit $M $TR -out $W/out/pdir.h5
