@@ -631,6 +631,12 @@ PetscErrorCode InflIHVPSetUp(InflIHVP ih, InflModel model, InflData train, InflE
     PetscBool isshell;
     PetscCall(PCGetType(pc, &t));
     PetscCall(PetscStrcmp(t, PCSHELL, &isshell));
+    { /* the operator is matrix-free (products and the diagonal): PETSc's other PCs fail later with their own message */
+      PetscBool isnone, isjacobi;
+      PetscCall(PetscStrcmp(t, PCNONE, &isnone));
+      PetscCall(PetscStrcmp(t, PCJACOBI, &isjacobi));
+      PetscCheck(isshell || isnone || isjacobi, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_pc_type %s is not available: the curvature is a matrix-free operator (products and its exact diagonal only); use none (the default), shell (the EK-FAC inverse, with -factors) or jacobi (the exact diagonal)", t);
+    }
     PetscCheck(!isshell || ek, ih->comm, PETSC_ERR_ARG_WRONG, "-ihvp_pc_type shell is the EK-FAC inverse and needs -factors FILE");
     if (isshell) PetscCall(InflIHVPSetEKFACPreconditioner(ih));
   }

@@ -304,6 +304,7 @@ lm_train_out_file  | output $W/out/existing.h5 exists and is not a directory; a 
 lm_ihvp_ggn        | -ihvp_curvature ggn: model type gpt2 has no Gauss-Newton \(R-op\) product; use -ihvp_curvature empirical | ihvp $G -train tokens:$W/longdoc.h5 -query tokens:$W/longdoc.h5 -query_indices 0:2 -ekfac_damping 1e-3 -ihvp_curvature ggn -out $W/out/i.h5
 ihvp_rtol_one      | -ihvp_ksp_rtol 1.? must lie in \(0, 1\).*every score 0 | ihvp $M $F $TR $Q -query_indices 0:2 -ihvp_ksp_rtol 1 -out $W/out/i.h5
 ihvp_max_it_zero   | -ihvp_ksp_max_it 0 must be >= 1                          | fidelity $M $F $TR $Q -query_indices 0:2 -ihvp_ksp_max_it 0 -out $W/out/i.h5
+ihvp_pc_ilu        | -ihvp_pc_type ilu is not available: .*use none \(the default\), shell .* or jacobi | ihvp $M $F $TR $Q -query_indices 0:2 -ihvp_pc_type ilu -out $W/out/i.h5
 # --- options
 query_out_of_range | query index 10 is outside the query set, which has 10 examples | score $M $F $TR $Q -query_indices 5:12 -out $W/out/s.h5
 query_not_integer  | -query_indices "3,x": "x" is not an integer               | score $M $F $TR $Q -query_indices 3,x -out $W/out/s.h5
