@@ -340,15 +340,41 @@ int DriverScanOptionsFiles(int argc, char **argv, char msg[], size_t len)
   return 0;
 }
 
-/* Input files named by the options of a stage: the paths of -model (a GPT-2 directory: its config.json and
- * model.safetensors; a file: also config.json beside it), -factors, -scores, -self, -store, -file, -query_prompts, the
+/* One input path (model: also the GPT-2 files in its directory or beside it). */
+static PetscErrorCode add_input(char (*paths)[PETSC_MAX_PATH_LEN], int max, int *n, const char path[], PetscBool model)
+{
+  static const char *tok[] = {"vocab.json", "merges.txt", "encoder.json", "vocab.bpe"};
+  struct stat        st;
+
+  PetscFunctionBegin;
+  if (!path[0]) PetscFunctionReturn(0);
+  if (*n < max) PetscCall(PetscStrncpy(paths[(*n)++], path, PETSC_MAX_PATH_LEN));
+  if (model) { /* GPT-2: config.json (and tokenizer files) in the directory or beside the file */
+    char        dir[PETSC_MAX_PATH_LEN];
+    const char *slash = strrchr(path, '/');
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) PetscCall(PetscStrncpy(dir, path, sizeof(dir)));
+    else if (slash) PetscCall(PetscStrncpy(dir, path, PetscMin(sizeof(dir), (size_t)(slash - path) + 1)));
+    else PetscCall(PetscStrncpy(dir, ".", sizeof(dir)));
+    if (*n < max) PetscCall(PetscSNPrintf(paths[(*n)++], PETSC_MAX_PATH_LEN, "%s/config.json", dir));
+    if (*n < max) PetscCall(PetscSNPrintf(paths[(*n)++], PETSC_MAX_PATH_LEN, "%s/model.safetensors", dir));
+    for (size_t k = 0; k < sizeof(tok) / sizeof(tok[0]); k++)
+      if (*n < max) PetscCall(PetscSNPrintf(paths[(*n)++], PETSC_MAX_PATH_LEN, "%s/%s", dir, tok[k]));
+  }
+  PetscFunctionReturn(0);
+}
+
+/* Input files named by the options of a stage: the paths of -model and of the TracIn -checkpoints (a GPT-2 directory: its
+ * config.json and model.safetensors; a file: also config.json beside it), -factors, -scores, -self, -store, -file,
+ * -query_prompts (each comma-separated part of a list, and the whole value), the
  * files of the data specs
  * (h5:FILE, idx:PREFIX's four possible files, text:/tokens: files, or "DIR/" for every file of a directory),
  * the tokenizer files of -tokenizer, -query_indices @FILE and the options files.  Fills up to `max` paths into
  * `paths` (each PETSC_MAX_PATH_LEN); a path ending in '/' stands for every file directly in that directory. */
 static PetscErrorCode input_paths(char (*paths)[PETSC_MAX_PATH_LEN], int max, int *n)
 {
-  static const char *files[] = {"-model", "-factors", "-scores", "-self", "-store", "-file", "-query_prompts", "-checkpoints"}; /* lists: comma-separated */
+  /* lists (TracIn: -checkpoints c1,c2, -store s1.h5,s2.h5 with -model m1,m2; infl lds: -scores s1.h5,s2.h5): every
+   * comma-separated part is an input, and so is the whole value (a path holding a comma) */
+  static const char *files[] = {"-model", "-checkpoints", "-factors", "-scores", "-self", "-store", "-file", "-query_prompts"};
   static const char *specs[] = {"-train", "-test", "-query", "-data"};
   static const char *idx[]   = {"-images-idx3-ubyte", "-images-idx3-ubyte.gz", "-labels-idx1-ubyte", "-labels-idx1-ubyte.gz"};
   static const char *tok[]   = {"vocab.json", "merges.txt", "encoder.json", "vocab.bpe"};
@@ -363,24 +389,17 @@ static PetscErrorCode input_paths(char (*paths)[PETSC_MAX_PATH_LEN], int max, in
     if (*n < max) PetscCall(PetscSNPrintf(paths[(*n)++], PETSC_MAX_PATH_LEN, __VA_ARGS__)); \
   } while (0)
   for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-    char *list, *save = NULL;
+    PetscBool model = !strcmp(files[i], "-model") || !strcmp(files[i], "-checkpoints") ? PETSC_TRUE : PETSC_FALSE;
     PetscCall(PetscOptionsFindPair(NULL, NULL, files[i], &v, &set));
     if (!set || !v) continue;
-    PetscCall(PetscStrallocpy(v, &list));
-    for (char *p = strtok_r(list, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
-      ADD("%s", p);
-      if (!strcmp(files[i], "-model") || !strcmp(files[i], "-checkpoints")) { /* GPT-2: config.json (and tokenizer files) in the directory or beside the file */
-        char        dir[PETSC_MAX_PATH_LEN];
-        const char *slash = strrchr(p, '/');
-        if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) PetscCall(PetscStrncpy(dir, p, sizeof(dir)));
-        else if (slash) PetscCall(PetscStrncpy(dir, p, PetscMin(sizeof(dir), (size_t)(slash - p) + 1)));
-        else PetscCall(PetscStrncpy(dir, ".", sizeof(dir)));
-        ADD("%s/config.json", dir);
-        ADD("%s/model.safetensors", dir);
-        for (size_t k = 0; k < sizeof(tok) / sizeof(tok[0]); k++) ADD("%s/%s", dir, tok[k]);
+    PetscCall(add_input(paths, max, n, v, model));
+    if (strchr(v, ','))
+      for (const char *part = v, *end; part; part = end ? end + 1 : NULL) {
+        char one[PETSC_MAX_PATH_LEN];
+        end = strchr(part, ',');
+        PetscCall(PetscStrncpy(one, part, end ? PetscMin(sizeof(one), (size_t)(end - part) + 1) : sizeof(one)));
+        PetscCall(add_input(paths, max, n, one, model));
       }
-    }
-    PetscCall(PetscFree(list));
   }
   PetscCall(PetscOptionsFindPair(NULL, NULL, "-tokenizer", &v, &set));
   if (set && v)
@@ -749,6 +768,29 @@ PetscErrorCode DriverClassNames(PetscInt C, char ***names)
     for (tok = strtok_r(buf, ",", &save); tok && i < C; tok = strtok_r(NULL, ",", &save)) PetscCall(PetscStrallocpy(tok, &v[i++]));
   }
   *names = v;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode DriverCheckClassNames(MPI_Comm comm, InflData data)
+{
+  char            buf[4096] = "", *tok, *save;
+  PetscBool       set;
+  int64_t         C, n = 0;
+  const char     *spec, *name;
+  InflDataContent kind;
+
+  PetscFunctionBegin;
+  if (!data) PetscFunctionReturn(0);
+  PetscCall(InflDataGetContent(data, &kind));
+  if (kind != INFL_DATA_ROWS) PetscFunctionReturn(0);
+  PetscCall(InflOptionsCheckLength(comm, "-class_names", sizeof(buf), "give shorter class names"));
+  PetscCall(PetscOptionsGetString(NULL, NULL, "-class_names", buf, sizeof(buf), &set));
+  if (!set) PetscFunctionReturn(0);
+  for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) n++;
+  PetscCall(InflDataGetSizes(data, NULL, NULL, &C));
+  PetscCall(InflDataGetSpec(data, &spec));
+  PetscCall(InflDataGetName(data, &name));
+  PetscCheck(n >= C, comm, PETSC_ERR_ARG_WRONG, "-class_names gives %" PRId64 " name%s but the labels of the %s data %s go up to %" PRId64 ": give one name per class, in label order (%" PRId64 " names)", n, n == 1 ? "" : "s", name, spec, C - 1, C);
   PetscFunctionReturn(0);
 }
 

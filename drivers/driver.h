@@ -112,5 +112,8 @@ PetscErrorCode DriverNewGPT2(MPI_Comm comm, uint64_t seed, InflModel *model);
 PetscErrorCode DriverTrainGPT2(MPI_Comm comm, InflData train, InflData test, const InflTrainOptions *topt, const char path[], InflModel *model);
 /* Class names from -class_names "a,b,c" (NULL entries if absent). */
 PetscErrorCode DriverClassNames(PetscInt C, char ***names);
+/* Collective.  With -class_names and rows data (NULL: nothing): an error unless it names every label of `data` (fewer
+ * names than 1 + the largest label); more names are fine (a subset may lack the last classes). */
+PetscErrorCode DriverCheckClassNames(MPI_Comm comm, InflData data);
 
 #endif

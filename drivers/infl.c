@@ -1,6 +1,6 @@
 static const char help[] = "infl: influence functions (training-data attribution) at HPC scale.\n\n"
                            "usage: infl SUBCOMMAND [options]   (infl SUBCOMMAND -help lists its options)\n"
-                           "  train    train an MLP on a data set            -train SPEC -model_dims 784,256,256,10 -out model.safetensors\n"
+                           "  train    train an MLP (or a GPT-2 on text)     -train SPEC -model_dims 784,256,256,10 -out model.safetensors\n"
                            "  eval     mean loss; accuracy or perplexity   -model FILE|DIR -data SPEC\n"
                            "  fit      EK-FAC factors                        -model FILE -train SPEC -out factors.h5\n"
                            "  score    influence of train on queries, top-k  -model FILE -factors FILE -train SPEC -query SPEC -out scores.h5\n"

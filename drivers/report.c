@@ -39,6 +39,8 @@ PetscErrorCode InflDriverReport(MPI_Comm comm, PetscBool help)
   } else {
     PetscCheck(query, comm, PETSC_ERR_ARG_WRONG, "give -query, the query data the scores %s were computed on", scores);
     PetscCall(DriverRequireRows(comm, "infl report", query));
+    PetscCall(DriverCheckClassNames(comm, train));
+    PetscCall(DriverCheckClassNames(comm, query));
   }
   PetscCall(DriverCheckUnusedOptions(comm));
   PetscCall(DriverCheckOutput(comm, out, overwrite));

@@ -273,13 +273,19 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   PetscCheck(!(ppath[0] && query), comm, PETSC_ERR_ARG_INCOMP, "give either -query (a data set, with -query_indices) or -query_prompts %s, not both", ppath);
   PetscCheck(!ppath[0] || seq, comm, PETSC_ERR_ARG_INCOMP, "-query_prompts %s: prompt/completion queries are for language models (text: or tokens: training data), but -train holds rows of features", ppath);
   if (!query && !ppath[0]) query = test;
+  PetscCall(DriverCheckClassNames(comm, train));
+  PetscCall(DriverCheckClassNames(comm, query));
   PetscCheck(query || ppath[0], comm, PETSC_ERR_ARG_NULL, "infl run needs -query (or -test) data for the queries%s", seq ? ", or -query_prompts FILE" : "");
-  if (rank == 0 && mkdir(outdir, 0775) != 0 && errno != EEXIST) set = PETSC_FALSE;
+  char mkdir_err[160] = ""; /* why rank 0 could not create -outdir, for the message */
+  if (rank == 0 && mkdir(outdir, 0775) != 0 && errno != EEXIST) {
+    set = PETSC_FALSE;
+    PetscCall(PetscSNPrintf(mkdir_err, sizeof(mkdir_err), " (creating it failed: %s)", strerror(errno)));
+  }
   PetscCallMPI(MPI_Barrier(comm)); /* the directory exists before the other ranks look */
   {
     struct stat st;
     /* rank 0 alone: the others may get here before its mkdir (the agreement is the barrier after it) */
-    InflCheckAll(comm, rank != 0 || (stat(outdir, &st) == 0 && S_ISDIR(st.st_mode)), PETSC_ERR_FILE_OPEN, "-outdir %s is not a directory that can be created or used", outdir);
+    InflCheckAll(comm, rank != 0 || (stat(outdir, &st) == 0 && S_ISDIR(st.st_mode)), PETSC_ERR_FILE_OPEN, "-outdir %s is not a directory that can be created or used%s", outdir, mkdir_err);
   }
   if (!mpath[0]) PetscCall(PetscSNPrintf(mpath, sizeof(mpath), seq ? "%s/model" : "%s/model.safetensors", outdir));
   PetscCall(PetscSNPrintf(fpath, sizeof(fpath), "%s/factors.h5", outdir));

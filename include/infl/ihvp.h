@@ -38,7 +38,7 @@
  * sequences per chunk), -ihvp_block (true), -ihvp_allow_unconverged (warn and record instead of failing); the KSP has
  * prefix ihvp_ (-ihvp_ksp_type cg default, -ihvp_ksp_rtol INFL_IHVP_RTOL default, -ihvp_ksp_max_it INFL_IHVP_MAX_IT
  * default, -ihvp_pc_type none (default; docs/FIDELITY.md "Preconditioning" measures the choices) | shell (the EK-FAC
- * inverse, InflEKFACPrecondition, needs factors) | jacobi (the exact diagonal) | ..., -ihvp_ksp_monitor, ...).
+ * inverse, InflEKFACPrecondition, needs factors) | jacobi (the exact diagonal); no other PC, -ihvp_ksp_monitor, ...).
  *
  * Progress: every -progress_interval seconds (default 10; 0: every iteration) each running solve prints, on rank 0
  * of the communicator,
@@ -91,7 +91,9 @@ PetscErrorCode InflIHVPSetCurvature(InflIHVP ih, InflCurvature curv, uint64_t se
  * (may be NULL) gives the per-layer damping and the EK-FAC preconditioner; without it every layer's damping is
  * `damping` (>= 0; used also with ek when damping >= 0, else ek's).  Creates the MATSHELL and the KSP and applies the
  * KSP options.  Errors: ggn for a model type without a Gauss-Newton product (names -ihvp_curvature empirical | true),
- * factors of other layers than the model exposes, -ihvp_pc_type shell without factors. */
+ * factors of other layers than the model exposes, -ihvp_pc_type shell without factors, -ihvp_ksp_rtol outside (0, 1)
+ * (PETSc takes any value; 1 or more would stop at x0 = 0), -ihvp_ksp_atol not finite and >= 0, -ihvp_ksp_max_it < 1,
+ * an -ihvp_pc_type other than none, shell, jacobi. */
 PetscErrorCode InflIHVPSetUp(InflIHVP ih, InflModel model, InflData train, InflEKFAC ek, double damping);
 PetscErrorCode InflIHVPGetOperator(InflIHVP ih, Mat *A);
 PetscErrorCode InflIHVPGetKSP(InflIHVP ih, KSP *ksp);

@@ -618,11 +618,25 @@ PetscErrorCode InflIHVPSetUp(InflIHVP ih, InflModel model, InflData train, InflE
   PetscCall(KSPMonitorSet(ih->ksp, ihvp_monitor, ih, NULL)); /* before the options: -ihvp_ksp_monitor_cancel removes it */
   PetscCall(KSPSetFromOptions(ih->ksp));
   PetscCall(PetscOptionsHasName(NULL, "ihvp_", "-ksp_monitor_cancel", &ih->quiet));
+  { /* PETSc takes any value of these: an rtol >= 1 "converges" at x0 = 0 (every IHVP and score 0), <= 0 or NaN never */
+    PetscReal rtol, atol, dtol;
+    PetscInt  maxit;
+    PetscCall(KSPGetTolerances(ih->ksp, &rtol, &atol, &dtol, &maxit));
+    PetscCheck(rtol > 0 && rtol < 1, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_ksp_rtol %g must lie in (0, 1): a solve stops when its residual norm falls below rtol times the right-hand side's, so 1 or more stops at once with the IHVP 0 (every score 0) and 0 or less only at -ihvp_ksp_max_it; the default is %g", (double)rtol, INFL_IHVP_RTOL);
+    PetscCheck(atol >= 0 && !PetscIsInfOrNanReal(atol), ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_ksp_atol %g must be a finite number >= 0", (double)atol);
+    PetscCheck(maxit >= 1, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_ksp_max_it %d must be >= 1 (the default is %d)", (int)maxit, INFL_IHVP_MAX_IT);
+  }
   {
     PCType    t;
     PetscBool isshell;
     PetscCall(PCGetType(pc, &t));
     PetscCall(PetscStrcmp(t, PCSHELL, &isshell));
+    { /* the operator is matrix-free (products and the diagonal): PETSc's other PCs fail later with their own message */
+      PetscBool isnone, isjacobi;
+      PetscCall(PetscStrcmp(t, PCNONE, &isnone));
+      PetscCall(PetscStrcmp(t, PCJACOBI, &isjacobi));
+      PetscCheck(isshell || isnone || isjacobi, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_pc_type %s is not available: the curvature is a matrix-free operator (products and its exact diagonal only); use none (the default), shell (the EK-FAC inverse, with -factors) or jacobi (the exact diagonal)", t);
+    }
     PetscCheck(!isshell || ek, ih->comm, PETSC_ERR_ARG_WRONG, "-ihvp_pc_type shell is the EK-FAC inverse and needs -factors FILE");
     if (isshell) PetscCall(InflIHVPSetEKFACPreconditioner(ih));
   }

@@ -302,6 +302,9 @@ lm_train_vocab_txt | -gpt2_vocab_size 300 with -train data text:.*fortunes.txt a
 lm_train_mixed     | infl train: -test data idx:.* holds rows of features but -train data text:.*fortunes.txt holds token sequences | train -train text:$W/fortunes.txt -test $T -out $W/out/g
 lm_train_out_file  | output $W/out/existing.h5 exists and is not a directory; a GPT-2 is written as a directory | train -train text:$W/fortunes.txt -gpt2_n_embd 8 -gpt2_n_head 2 -gpt2_n_positions 8 -out $W/out/existing.h5 -overwrite
 lm_ihvp_ggn        | -ihvp_curvature ggn: model type gpt2 has no Gauss-Newton \(R-op\) product; use -ihvp_curvature empirical | ihvp $G -train tokens:$W/longdoc.h5 -query tokens:$W/longdoc.h5 -query_indices 0:2 -ekfac_damping 1e-3 -ihvp_curvature ggn -out $W/out/i.h5
+ihvp_rtol_one      | -ihvp_ksp_rtol 1.? must lie in \(0, 1\).*every score 0 | ihvp $M $F $TR $Q -query_indices 0:2 -ihvp_ksp_rtol 1 -out $W/out/i.h5
+ihvp_max_it_zero   | -ihvp_ksp_max_it 0 must be >= 1                          | fidelity $M $F $TR $Q -query_indices 0:2 -ihvp_ksp_max_it 0 -out $W/out/i.h5
+ihvp_pc_ilu        | -ihvp_pc_type ilu is not available: .*use none \(the default\), shell .* or jacobi | ihvp $M $F $TR $Q -query_indices 0:2 -ihvp_pc_type ilu -out $W/out/i.h5
 # --- options
 query_out_of_range | query index 10 is outside the query set, which has 10 examples | score $M $F $TR $Q -query_indices 5:12 -out $W/out/s.h5
 query_not_integer  | -query_indices "3,x": "x" is not an integer               | score $M $F $TR $Q -query_indices 3,x -out $W/out/s.h5
@@ -343,6 +346,7 @@ factors_nan        | $W/factors_nan.h5: layer 1: dataset /layers/1/eigenvalues_S
 # --- report
 report_other_query | scores.h5 was computed on other query data: its query_sha256 is [0-9a-f]{64}, but the -query data .* has sha256 [0-9a-f]{64} | report -scores $W/scores.h5 -train $T -train_limit 50 -query $T -query_limit 20 -out $W/out/r.html
 report_neg_index   | scores_neg.h5: dataset /topk/train_indices at position \(0, 1\) holds training index -5 | report -scores $W/scores_neg.h5 -train $T -train_limit 50 -query $T -query_limit 10 -out $W/out/r.html
+report_class_names | -class_names gives 3 names but the labels of the train data idx:.*t10k go up to 9: give one name per class | report -scores $W/scores.h5 -train $T -train_limit 50 -query $T -query_limit 10 -class_names a,b,c -out $W/out/r.html
 topk_zero          | -score_topk 0 must be positive                            | score $M $F $TR $Q -score_topk 0 -out $W/out/s.h5
 topk_negative      | -score_topk -3 must be positive                           | score $M $F $TR $Q -score_topk -3 -out $W/out/s.h5
 unknown_option     | unknown or unused option: -score_topkk 5                  | score $M $F $TR $Q -score_topkk 5 -out $W/out/s.h5
@@ -365,6 +369,8 @@ out_is_directory   | output $W/out/adir.h5 is a directory | fit $M $TR -out $W/o
 out_is_input       | output $W/factors.h5 is the input $W/factors.h5 of this stage | score $M $F $TR $Q -out $W/factors.h5 -overwrite
 out_is_model       | output $W/model.safetensors is the input $W/model.safetensors | fit $M $TR -out $W/model.safetensors -overwrite
 out_links_to_input | output $W/factors_link.h5 is the input $W/factors.h5     | self $M $F $TR -out $W/factors_link.h5 -overwrite
+out_is_checkpoint  | output $W/other.safetensors is the input $W/other.safetensors of this stage | self -method tracin -checkpoints $W/model.safetensors,$W/other.safetensors -tracin_lr 1,1 $TR -out $W/other.safetensors -overwrite
+out_is_store_list  | output $W/scores.h5 is the input $W/scores.h5 of this stage | self -store $W/factors.h5,$W/scores.h5 -tracin_lr 1,1 -out $W/scores.h5 -overwrite
 out_is_fifo        | output $W/out/fifo.h5 exists and is not a regular file \(a named pipe\) | fit $M $TR -out $W/out/fifo.h5 -overwrite
 out_is_options     | output $W/study.opts is the input $W/study.opts of this stage | fit $M -train $T -options_file $W/study.opts -out $W/study.opts -overwrite
 out_partial_dir    | cannot write output $W/out/pdir.h5: $W/out/pdir.h5.partial, where infl keeps the checkpoint of this output, is a directory | fit $M $TR -out $W/out/pdir.h5
@@ -375,6 +381,7 @@ options_nested_missing | cannot read the options file $W/nope.opts given with -o
 out_in_proc        | cannot write output /proc/s.h5: creating /proc/s.h5.partial.lock beside it failed: [A-Z] | fit $M $TR -out /proc/s.h5
 out_parent_is_file | cannot write output $W/out/existing.h5/f.h5: $W/out/existing.h5 is not a directory | fit $M $TR -out $W/out/existing.h5/f.h5
 outdir_is_file     | -outdir $W/out/existing.h5 is not a directory             | run $TR -test $T -test_limit 10 -query_indices 0:2 -outdir $W/out/existing.h5
+outdir_no_parent   | -outdir $W/nodir/run is not a directory that can be created or used \(creating it failed: No such file or directory\) | run $TR -test $T -test_limit 10 -query_indices 0:2 -outdir $W/nodir/run
 # --- the training recipe (50 examples, batch 128: 1 step per epoch)
 train_clip_neg     | -train_clip -1\.? must be a gradient norm >= 0               | train $TR -model_dims 784,8,10 -train_clip -1 -out $W/out/t.safetensors
 train_warmup_long  | -train_warmup 30 is longer than the run: 10 epochs x 1 steps \(50 examples, -train_batch 128\) = 10 steps | train $TR -model_dims 784,8,10 -train_warmup 30 -out $W/out/t.safetensors
