@@ -38,7 +38,11 @@
  * sequences per chunk), -ihvp_block (true), -ihvp_allow_unconverged (warn and record instead of failing); the KSP has
  * prefix ihvp_ (-ihvp_ksp_type cg default, -ihvp_ksp_rtol INFL_IHVP_RTOL default, -ihvp_ksp_max_it INFL_IHVP_MAX_IT
  * default, -ihvp_pc_type none (default; docs/FIDELITY.md "Preconditioning" measures the choices) | shell (the EK-FAC
- * inverse, InflEKFACPrecondition, needs factors) | jacobi (the exact diagonal) | ..., -ihvp_ksp_monitor, ...).
+ * inverse, InflEKFACPrecondition, needs factors; -ihvp_pc_damping X: with damping X on every layer instead of the
+ * solve's, InflEKFACPreconditionDamped) | jacobi (the exact diagonal) | ..., -ihvp_ksp_monitor, ...);
+ * -ihvp_deflate K (with pc none): the deflation preconditioner M^-1 = I + sum_i (sigma/theta_i - 1) v_i v_i^T of the K
+ * largest Ritz pairs of -ihvp_deflate_steps M (2 K + 10) Lanczos steps on C + D from a fixed Gaussian start (M products
+ * of one direction, once per InflIHVP; full reorthogonalization), sigma the (K+1)-th Ritz value (InflIHVPGetDeflation).
  *
  * Progress: every -progress_interval seconds (default 10; 0: every iteration) each running solve prints, on rank 0
  * of the communicator,
@@ -97,6 +101,9 @@ PetscErrorCode InflIHVPGetOperator(InflIHVP ih, Mat *A);
 PetscErrorCode InflIHVPGetKSP(InflIHVP ih, KSP *ksp);
 /* (Re)install the EK-FAC PCSHELL on the KSP (after a PCSetType to another type, which drops the shell's context). */
 PetscErrorCode InflIHVPSetEKFACPreconditioner(InflIHVP ih);
+/* After the first solve with -ihvp_deflate K: the K largest Ritz values theta (descending, owned by ih) of the Lanczos
+ * run and sigma, the (K+1)-th, onto which the preconditioner maps them; K = 0 (and NULL) before or without it. */
+PetscErrorCode InflIHVPGetDeflation(InflIHVP ih, PetscInt *K, const double **theta, double *sigma);
 /* The per-layer damping in use (L values). */
 PetscErrorCode InflIHVPGetDamping(InflIHVP ih, PetscInt *L, const double **damping);
 /* n (the IHVP vector's length), L and the layers' offsets off (L+1) in it; any may be NULL. */
