@@ -302,6 +302,9 @@ lm_train_vocab_txt | -gpt2_vocab_size 300 with -train data text:.*fortunes.txt a
 lm_train_mixed     | infl train: -test data idx:.* holds rows of features but -train data text:.*fortunes.txt holds token sequences | train -train text:$W/fortunes.txt -test $T -out $W/out/g
 lm_train_out_file  | output $W/out/existing.h5 exists and is not a directory; a GPT-2 is written as a directory | train -train text:$W/fortunes.txt -gpt2_n_embd 8 -gpt2_n_head 2 -gpt2_n_positions 8 -out $W/out/existing.h5 -overwrite
 lm_ihvp_ggn        | -ihvp_curvature ggn: model type gpt2 has no Gauss-Newton \(R-op\) product; use -ihvp_curvature empirical | ihvp $G -train tokens:$W/longdoc.h5 -query tokens:$W/longdoc.h5 -query_indices 0:2 -ekfac_damping 1e-3 -ihvp_curvature ggn -out $W/out/i.h5
+ihvp_pc_damping    | -ihvp_pc_damping -0.001 must be a number > 0 | ihvp $M $F $TR $Q -query_indices 0:2 -ihvp_pc_type shell -ihvp_pc_damping -1e-3 -out $W/out/i.h5
+ihvp_deflate_pc    | -ihvp_deflate 4 is a preconditioner of its own: use it with -ihvp_pc_type none | ihvp $M $F $TR $Q -query_indices 0:2 -ihvp_deflate 4 -ihvp_pc_type jacobi -out $W/out/i.h5
+ihvp_deflate_steps | -ihvp_deflate_steps 4 must exceed -ihvp_deflate 4 | ihvp $M $F $TR $Q -query_indices 0:2 -ihvp_deflate 4 -ihvp_deflate_steps 4 -out $W/out/i.h5
 # --- options
 query_out_of_range | query index 10 is outside the query set, which has 10 examples | score $M $F $TR $Q -query_indices 5:12 -out $W/out/s.h5
 query_not_integer  | -query_indices "3,x": "x" is not an integer               | score $M $F $TR $Q -query_indices 3,x -out $W/out/s.h5
