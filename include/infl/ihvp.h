@@ -37,12 +37,14 @@
  * Options: -ihvp_curvature ggn|empirical|true, -ihvp_seed S (0, true Fisher labels), -ihvp_chunk B (512 examples or
  * sequences per chunk), -ihvp_block (true), -ihvp_allow_unconverged (warn and record instead of failing); the KSP has
  * prefix ihvp_ (-ihvp_ksp_type cg default, -ihvp_ksp_rtol INFL_IHVP_RTOL default, -ihvp_ksp_max_it INFL_IHVP_MAX_IT
- * default, -ihvp_pc_type none (default; docs/FIDELITY.md "Preconditioning" measures the choices) | shell (the EK-FAC
+ * default, -ihvp_pc_type none (default, with the deflation below; docs/FIDELITY.md "Preconditioning" measures the choices) | shell (the EK-FAC
  * inverse, InflEKFACPrecondition, needs factors; -ihvp_pc_damping X: with damping X on every layer instead of the
  * solve's, InflEKFACPreconditionDamped) | jacobi (the exact diagonal) | ..., -ihvp_ksp_monitor, ...);
- * -ihvp_deflate K (with pc none): the deflation preconditioner M^-1 = I + sum_i (sigma/theta_i - 1) v_i v_i^T of the K
+ * -ihvp_deflate K (INFL_IHVP_DEFLATE by default, with pc none; 0: off): the deflation preconditioner M^-1 = I + sum_i (sigma/theta_i - 1) v_i v_i^T of the K
  * largest Ritz pairs of -ihvp_deflate_steps M (2 K + 10) Lanczos steps on C + D from a fixed Gaussian start (M products
  * of one direction, once per InflIHVP; full reorthogonalization), sigma the (K+1)-th Ritz value (InflIHVPGetDeflation).
+ * The default K gives way silently: to another -ihvp_pc_type, to a Krylov space of dimension K or less (then all but
+ * the smallest Ritz value), to a singular operator (none); a K given by -ihvp_deflate is an error in those cases.
  *
  * Progress: every -progress_interval seconds (default 10; 0: every iteration) each running solve prints, on rank 0
  * of the communicator,
@@ -70,6 +72,8 @@
 /* Default stopping test and iteration limit of the solves (docs/FIDELITY.md, "Preconditioning"). */
 #define INFL_IHVP_RTOL 1e-6
 #define INFL_IHVP_MAX_IT 1000
+/* Default -ihvp_deflate: the deflation preconditioner of the 20 largest eigenvalues (50 Lanczos passes, once). */
+#define INFL_IHVP_DEFLATE 20
 
 typedef enum { INFL_CURVATURE_GGN = 0, INFL_CURVATURE_EMPIRICAL, INFL_CURVATURE_TRUE } InflCurvature;
 extern const char *const InflCurvatureNames[];

@@ -60,6 +60,7 @@ struct _p_InflIHVP {
   SolveTrace     ktrace;       /* the KSP monitor's solve */
   double         pc_damping;   /* -ihvp_pc_damping: damping of the EK-FAC preconditioner (< 0: the solve's) */
   PetscInt       deflate, deflate_steps; /* -ihvp_deflate K, -ihvp_deflate_steps M (0: the default 2 K + 10) */
+  PetscBool      deflate_set;  /* K was chosen (-ihvp_deflate), not the default: what cannot apply is an error */
   Vec           *defl;         /* (ndefl) Ritz vectors of the deflation preconditioner (NULL until its setup) */
   double        *defl_theta, defl_sigma;
   PetscInt       ndefl;
@@ -92,13 +93,14 @@ PetscErrorCode InflIHVPCreate(MPI_Comm comm, InflIHVP *ih)
   (*ih)->progress_interval = 10;
   (*ih)->ckpt_interval     = 600;
   (*ih)->pc_damping        = -1;
+  (*ih)->deflate           = INFL_IHVP_DEFLATE;
   PetscFunctionReturn(0);
 }
 
 PetscErrorCode InflIHVPSetFromOptions(InflIHVP ih)
 {
   PetscInt  curv = (PetscInt)ih->curv, seed = (PetscInt)ih->seed;
-  PetscBool set = PETSC_FALSE, dset = PETSC_FALSE;
+  PetscBool set = PETSC_FALSE, dset = PETSC_FALSE, kset = PETSC_FALSE;
 
   PetscFunctionBegin;
   PetscOptionsBegin(ih->comm, NULL, "Krylov IHVP options", "InflIHVP");
@@ -108,10 +110,11 @@ PetscErrorCode InflIHVPSetFromOptions(InflIHVP ih)
   PetscCall(PetscOptionsBool("-ihvp_allow_unconverged", "an unconverged solve is a warning recorded in the output, not an error", "InflIHVPSolve", ih->allow_unconverged, &ih->allow_unconverged, NULL));
   PetscCall(PetscOptionsBool("-ihvp_block", "solve all queries together (lockstep CG: one pass over the training data per iteration serves every query); false: one KSP solve per query", "InflIHVPSolveGradients", ih->block, &ih->block, NULL));
   PetscCall(PetscOptionsReal("-ihvp_pc_damping", "damping of every layer in the EK-FAC preconditioner (-ihvp_pc_type shell; default: the solve's)", "InflIHVPSetUp", ih->pc_damping, &ih->pc_damping, &dset));
-  PetscCall(PetscOptionsInt("-ihvp_deflate", "preconditioner: deflate the K largest eigenvalues of C + D (Ritz pairs of a Lanczos run, onto the (K+1)-th); 0: off", "InflIHVPSetUp", ih->deflate, &ih->deflate, NULL));
+  PetscCall(PetscOptionsInt("-ihvp_deflate", "preconditioner: deflate the K largest eigenvalues of C + D (Ritz pairs of a Lanczos run, onto the (K+1)-th); 0: off", "InflIHVPSetUp", ih->deflate, &ih->deflate, &kset));
   PetscCall(PetscOptionsInt("-ihvp_deflate_steps", "Lanczos steps (passes over the data) behind -ihvp_deflate (default 2 K + 10)", "InflIHVPSetUp", ih->deflate_steps, &ih->deflate_steps, NULL));
   PetscOptionsEnd();
   PetscCheck(!dset || (ih->pc_damping > 0 && isfinite(ih->pc_damping)), ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_pc_damping %g must be a number > 0 (the damping of the EK-FAC preconditioner; omit it for the solve's damping)", ih->pc_damping);
+  ih->deflate_set = ih->deflate_set || kset;
   PetscCheck(ih->deflate >= 0, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_deflate %d must be >= 0 (eigenvectors deflated; 0: off)", (int)ih->deflate);
   PetscCheck(ih->deflate_steps == 0 || ih->deflate_steps > ih->deflate, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_deflate_steps %d must exceed -ihvp_deflate %d (the Lanczos run needs K + 1 Ritz values at least)", (int)ih->deflate_steps, (int)ih->deflate);
   PetscCall(InflProgressGetInterval(ih->comm, &ih->progress_interval));
@@ -474,6 +477,7 @@ static PetscErrorCode ihvp_deflation_setup(PC pc)
     PetscCall(VecCopy(w, Qv[m + 1]));
     PetscCall(VecScale(Qv[m + 1], 1.0 / beta[m]));
   }
+  if (!ih->deflate_set && m <= K) K = m - 1; /* the default K on a small operator: all but the smallest Ritz value */
   PetscCheck(m > K, ih->comm, PETSC_ERR_NOT_CONVERGED, "-ihvp_deflate %d: the Lanczos run found an invariant subspace of dimension %d only; lower -ihvp_deflate", (int)K, (int)m);
   /* eigenpairs of the tridiagonal T (m x m), ascending */
   PetscCall(PetscArrayzero(T, (size_t)m * m));
@@ -489,8 +493,10 @@ static PetscErrorCode ihvp_deflation_setup(PC pc)
   PetscCheck(info == 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "LAPACK dsyev of the %d x %d Lanczos matrix failed (info %d)", (int)m, (int)m, (int)info);
   ih->ndefl      = K;
   ih->defl_sigma = theta[m - K - 1];
-  PetscCheck(ih->defl_sigma > 0, ih->comm, PETSC_ERR_NOT_CONVERGED, "-ihvp_deflate %d: Ritz value %g is not positive (C + D must be positive definite: is the damping > 0?)", (int)K, ih->defl_sigma);
-  PetscCall(VecDuplicateVecs(w, K, &ih->defl));
+  if (!ih->deflate_set && !(ih->defl_sigma > 0)) K = 0; /* the default on a singular operator (damping 0): no deflation */
+  ih->ndefl = K;
+  PetscCheck(!K || ih->defl_sigma > 0, ih->comm, PETSC_ERR_NOT_CONVERGED, "-ihvp_deflate %d: Ritz value %g is not positive (C + D must be positive definite: is the damping > 0?)", (int)K, ih->defl_sigma);
+  PetscCall(VecDuplicateVecs(w, PetscMax(K, 1), &ih->defl)); /* at least one: ih->defl marks the setup as done */
   PetscCall(PetscMalloc1(K, &ih->defl_theta));
   PetscCall(PetscMalloc1(m, &c));
   for (PetscInt i = 0; i < K; i++) { /* the Ritz vector of the i-th largest Ritz value: Q s (column m-1-i of T) */
@@ -500,7 +506,8 @@ static PetscErrorCode ihvp_deflation_setup(PC pc)
     PetscCall(VecMAXPY(ih->defl[i], m, c, Qv));
   }
   PetscCall(PetscTime(&t1));
-  PetscCall(PetscPrintf(ih->comm, "ihvp: deflation: %d Lanczos steps (%.1f s): Ritz values %.4e .. %.4e; the %d largest (%.4e .. %.4e, residual estimate of the last %.1e) map onto %.4e\n", (int)m, t1 - t0, theta[0], theta[m - 1], (int)K, ih->defl_theta[0], ih->defl_theta[K - 1], PetscAbsReal(beta[m - 1] * T[(m - K) * m + m - 1]), ih->defl_sigma));
+  if (K) PetscCall(PetscPrintf(ih->comm, "ihvp: deflation: %d Lanczos steps (%.1f s): Ritz values %.4e .. %.4e; the %d largest (%.4e .. %.4e, residual estimate of the last %.1e) map onto %.4e\n", (int)m, t1 - t0, theta[0], theta[m - 1], (int)K, ih->defl_theta[0], ih->defl_theta[K - 1], PetscAbsReal(beta[m - 1] * T[(m - K) * m + m - 1]), ih->defl_sigma));
+  else PetscCall(PetscPrintf(ih->comm, "ihvp: deflation: %d Lanczos steps (%.1f s): Ritz values %.4e .. %.4e, not positive definite: no deflation\n", (int)m, t1 - t0, theta[0], theta[m - 1]));
   PetscCall(PetscFree(c));
   PetscCall(PetscFree5(alpha, beta, h, T, theta));
   PetscCall(VecDestroyVecs(steps + 1, &Qv));
@@ -671,7 +678,7 @@ static PetscErrorCode ihvp_free(InflIHVP ih)
   PetscCall(PetscFree(ih->dloc));
   PetscCall(PetscFree(ih->ktrace.logr));
   ih->ktrace.cap = 0;
-  if (ih->defl) PetscCall(VecDestroyVecs(ih->ndefl, &ih->defl));
+  if (ih->defl) PetscCall(VecDestroyVecs(PetscMax(ih->ndefl, 1), &ih->defl));
   PetscCall(PetscFree(ih->defl_theta));
   ih->ndefl = 0;
   ih->L          = 0;
@@ -759,7 +766,7 @@ PetscErrorCode InflIHVPSetUp(InflIHVP ih, InflModel model, InflData train, InflE
   PetscCall(KSPSetNormType(ih->ksp, KSP_NORM_UNPRECONDITIONED)); /* the same stopping test with and without preconditioner */
   PetscCall(KSPSetTolerances(ih->ksp, INFL_IHVP_RTOL, 1e-50, PETSC_DEFAULT, INFL_IHVP_MAX_IT));
   PetscCall(KSPGetPC(ih->ksp, &pc));
-  PetscCall(PCSetType(pc, PCNONE)); /* measured faster than EK-FAC and the exact diagonal: docs/FIDELITY.md, "Preconditioning" */
+  PetscCall(PCSetType(pc, PCNONE)); /* then the deflation INFL_IHVP_DEFLATE: docs/FIDELITY.md, "Preconditioning" */
   PetscCall(KSPMonitorSet(ih->ksp, ihvp_monitor, ih, NULL)); /* before the options: -ihvp_ksp_monitor_cancel removes it */
   PetscCall(KSPSetFromOptions(ih->ksp));
   PetscCall(PetscOptionsHasName(NULL, "ihvp_", "-ksp_monitor_cancel", &ih->quiet));
@@ -770,6 +777,7 @@ PetscErrorCode InflIHVPSetUp(InflIHVP ih, InflModel model, InflData train, InflE
     PetscCall(PetscStrcmp(t, PCSHELL, &isshell));
     PetscBool isnone;
     PetscCall(PetscStrcmp(t, PCNONE, &isnone));
+    if (!ih->deflate_set && !isnone) ih->deflate = 0; /* the default deflation is the default preconditioner only */
     PetscCheck(!ih->deflate || isnone, ih->comm, PETSC_ERR_ARG_INCOMP, "-ihvp_deflate %d is a preconditioner of its own: use it with -ihvp_pc_type none (the default), not %s", (int)ih->deflate, t);
     PetscCheck(!isshell || ek, ih->comm, PETSC_ERR_ARG_WRONG, "-ihvp_pc_type shell is the EK-FAC inverse and needs -factors FILE");
     if (isshell) PetscCall(InflIHVPSetEKFACPreconditioner(ih));
