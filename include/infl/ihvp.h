@@ -43,6 +43,7 @@
  * -ihvp_deflate K (INFL_IHVP_DEFLATE by default, with pc none; 0: off): the deflation preconditioner M^-1 = I + sum_i (sigma/theta_i - 1) v_i v_i^T of the K
  * largest Ritz pairs of -ihvp_deflate_steps M (2 K + 10) Lanczos steps on C + D from a fixed Gaussian start (M products
  * of one direction, once per InflIHVP; full reorthogonalization), sigma the (K+1)-th Ritz value (InflIHVPGetDeflation).
+ * Memory: M + 1 Lanczos vectors of n doubles during the run, then K, distributed over the ranks.
  * The default K gives way silently: to another -ihvp_pc_type, to a Krylov space of dimension K or less (then all but
  * the smallest Ritz value), to a singular operator (none); a K given by -ihvp_deflate is an error in those cases.
  *
