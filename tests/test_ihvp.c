@@ -144,8 +144,8 @@ static PetscErrorCode ihvp_layers_to_slab(InflModel model, PetscInt L, double *c
   PetscFunctionReturn(0);
 }
 
-/* Three queries of `data` solved with curvature `curv` (dense matrix M) by the block solve (lockstep CG), one KSP
- * solve per query (-ihvp_block false), the deflation preconditioner (-ihvp_deflate 3; its Ritz values against the
+/* Three queries of `data` solved with curvature `curv` (dense matrix M) by the block solve (lockstep CG, no
+ * preconditioner: -ihvp_deflate 0 is set in main), one KSP solve per query (-ihvp_block false), the deflation preconditioner (-ihvp_deflate 3; its Ritz values against the
  * dense eigenvalues) and the EK-FAC preconditioner with a larger damping (-ihvp_pc_damping): every IHVP equals the
  * LAPACK solution, and the variants equal the block solve, to the tolerance (rtol 1e-10). */
 static PetscErrorCode check_solvers(MPI_Comm comm, InflModel model, InflData data, InflEKFAC ek, InflCurvature curv, PetscInt L, int64_t n, const double M[])
@@ -208,6 +208,7 @@ static PetscErrorCode check_solvers(MPI_Comm comm, InflModel model, InflData dat
       PetscCall(PetscFree3(Mc, w, work));
     }
     for (int o = 0; o < 2 && variant[v][o][0]; o++) PetscCall(PetscOptionsClearValue(NULL, variant[v][o][0]));
+    PetscCall(PetscOptionsSetValue(NULL, "-ihvp_deflate", "0"));
     PetscCall(PetscFree(P[0]));
     PetscCall(PetscFree(P[1]));
     PetscCall(InflIHVPDestroy(&ih));
@@ -231,6 +232,7 @@ int main(int argc, char **argv)
 
   PetscCall(PetscInitialize(&argc, &argv, NULL, NULL));
   comm = PETSC_COMM_WORLD;
+  PetscCall(PetscOptionsSetValue(NULL, "-ihvp_deflate", "0")); /* the default deflation only where check_solvers asks */
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
   PetscCall(write_data(comm, "test_ihvp_data.h5"));
   PetscCall(InflDataOpen(comm, "h5:test_ihvp_data.h5", 0, &data));
@@ -358,6 +360,7 @@ int main(int argc, char **argv)
     PetscCall(dense_curvature(model, data, curv, 3, L, damping, M));
     PetscCall(InflIHVPCreate(comm, &ih));
     PetscCall(InflIHVPSetCurvature(ih, curv, 3));
+    PetscCall(InflIHVPSetFromOptions(ih)); /* -ihvp_deflate 0 (main): these solves test the EK-FAC PC and none */
     PetscCall(PetscOptionsSetValue(NULL, "-ihvp_ksp_rtol", "1e-12"));
     PetscCall(InflIHVPSetUp(ih, model, data, curv == INFL_CURVATURE_EMPIRICAL ? ek : ek_true, -1));
     PetscCall(InflIHVPGetOperator(ih, &A));
