@@ -2,11 +2,11 @@
 # Krylov IHVP benchmark (docs/PERFORMANCE.md, docs/FIDELITY.md "Preconditioning"): on the Fashion-MNIST study's model
 # (784-256-256-10, from jobs/local.sh or infl train -options_file jobs/fashion-mnist.opts) and its factors:
 #  1. Q queries solved together (lockstep CG, one pass over the data per iteration) against one KSP solve per query;
-#     both with SOLVE_PC ("-ihvp_deflate 0": no preconditioner); BLOCK_PC (e.g. "-ihvp_deflate 20", the default
+#     both with SOLVE_PC ("-ihvp_deflate 0": no preconditioner); BLOCK_PC (e.g. "-ihvp_deflate 100", the default
 #     preconditioner): also the block solve with that;
 #  2. CG iterations with each preconditioner of PCS on PC_Q queries over PC_LIMIT examples (PC_Q=0 skips this part).
 # Usage: bench/ihvp_block.sh MODEL FACTORS [OUTDIR]; NP (2), LIMIT (training examples, 500), Q (100), DAMPING (1e-3),
-# BLOCK_PC (""), PC_LIMIT (2000), PC_Q (4), PCS ("none shell jacobi deflate"; deflate is -ihvp_deflate 20).
+# BLOCK_PC (""), PC_LIMIT (2000), PC_Q (4), PCS ("none shell jacobi deflate"; deflate is -ihvp_deflate 100).
 set -euo pipefail
 model=${1:?model}; factors=${2:?factors}; out=${3:-$PWD/ihvp_bench}
 exe=${INFL_EXE:-$(dirname "$0")/../build/infl}
@@ -39,7 +39,7 @@ fi
 [ "$PC_Q" -gt 0 ] || exit 0
 for pc in $PCS; do
   case $pc in
-    deflate) opt=(-ihvp_deflate 20) ;;
+    deflate) opt=(-ihvp_deflate 100) ;;
     none) opt=(-ihvp_pc_type none -ihvp_deflate 0) ;;
     *) opt=(-ihvp_pc_type "$pc") ;;
   esac

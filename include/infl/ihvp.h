@@ -44,7 +44,7 @@
  * largest Ritz pairs of -ihvp_deflate_steps M (2 K + 10) Lanczos steps on C + D from a fixed Gaussian start (M products
  * of one direction, once per InflIHVP; full reorthogonalization), sigma the (K+1)-th Ritz value (InflIHVPGetDeflation).
  * Memory: M + 1 Lanczos vectors of n doubles during the run, then K, distributed over the ranks.
- * The default K gives way silently: to another -ihvp_pc_type, to a Krylov space of dimension K or less (then all but
+ * The default K gives way silently: to the memory bound INFL_IHVP_DEFLATE_BYTES, to another -ihvp_pc_type, to a Krylov space of dimension K or less (then all but
  * the smallest Ritz value), to a singular operator (none); a K given by -ihvp_deflate is an error in those cases.
  *
  * Progress: every -progress_interval seconds (default 10; 0: every iteration) each running solve prints, on rank 0
@@ -73,8 +73,11 @@
 /* Default stopping test and iteration limit of the solves (docs/FIDELITY.md, "Preconditioning"). */
 #define INFL_IHVP_RTOL 1e-6
 #define INFL_IHVP_MAX_IT 1000
-/* Default -ihvp_deflate: the deflation preconditioner of the 20 largest eigenvalues (50 Lanczos passes, once). */
-#define INFL_IHVP_DEFLATE 20
+/* Default -ihvp_deflate: the deflation preconditioner of the 100 largest eigenvalues (210 Lanczos passes, once), fewer
+ * when its 2 K + 11 vectors would take more than INFL_IHVP_DEFLATE_BYTES per rank (docs/FIDELITY.md, "Preconditioners
+ * at the default damping"). */
+#define INFL_IHVP_DEFLATE 100
+#define INFL_IHVP_DEFLATE_BYTES (1024.0 * 1024.0 * 1024.0)
 
 typedef enum { INFL_CURVATURE_GGN = 0, INFL_CURVATURE_EMPIRICAL, INFL_CURVATURE_TRUE } InflCurvature;
 extern const char *const InflCurvatureNames[];

@@ -448,7 +448,22 @@ static PetscErrorCode ihvp_deflation_setup(PC pc)
   PetscFunctionBegin;
   PetscCall(PCShellGetContext(pc, &ih));
   if (ih->defl) PetscFunctionReturn(0);
-  K     = ih->deflate;
+  K = ih->deflate;
+  if (!ih->deflate_set) { /* the default: at most INFL_IHVP_DEFLATE_BYTES of Lanczos vectors per rank */
+    PetscMPIInt size;
+    double      per = 8.0 * (double)ih->n;
+    PetscCallMPI(MPI_Comm_size(ih->comm, &size));
+    K = (PetscInt)PetscMin((double)K, PetscMax(0.0, (INFL_IHVP_DEFLATE_BYTES * size / per - 11) / 2));
+    if (K < 1) {
+      Vec t;
+      ih->ndefl = 0;
+      PetscCall(MatCreateVecs(ih->A, &t, NULL));
+      PetscCall(VecDuplicateVecs(t, 1, &ih->defl)); /* marks the setup as done; M^-1 = I */
+      PetscCall(VecDestroy(&t));
+      PetscCall(PetscPrintf(ih->comm, "ihvp: note: no deflation (its Lanczos vectors of %d parameters would exceed %.0f MiB per rank)\n", (int)ih->n, INFL_IHVP_DEFLATE_BYTES / 1048576));
+      PetscFunctionReturn(0);
+    }
+  }
   steps = PetscMin(ih->deflate_steps > 0 ? ih->deflate_steps : 2 * K + 10, ih->n);
   PetscCheck(steps > K, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_deflate %d needs more than %d Lanczos steps but the operator has %d rows", (int)K, (int)K, (int)ih->n);
   PetscCall(PetscTime(&t0));
