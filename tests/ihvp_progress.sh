@@ -26,8 +26,9 @@ run() { # run LOG args...: infl at 2 ranks, must succeed
 }
 data=(-model "$model" -train "$fm/train" -train_limit 256)
 run "$dir/fit.txt" fit "${data[@]}" -out "$dir/factors.h5"
+# no deflation (-ihvp_deflate 0): with it these solves take 8 iterations, too few lines to check a trend
 solve=("${data[@]}" -factors "$dir/factors.h5" -query "$fm/t10k" -query_limit 16 -query_indices 0:2 -ekfac_damping 1
-  -ihvp_ksp_rtol 1e-8)
+  -ihvp_ksp_rtol 1e-8 -ihvp_deflate 0)
 run "$dir/monitor.txt" ihvp "${solve[@]}" -score_save_all -progress_interval 0 -out "$dir/monitor.h5"
 run "$dir/cancel.txt" ihvp "${solve[@]}" -score_save_all -ihvp_ksp_monitor_cancel -progress_interval 0 -out "$dir/cancel.h5"
 run "$dir/quiet.txt" ihvp "${solve[@]}" -score_save_all -progress_interval 1000 -out "$dir/quiet.h5"

@@ -4,7 +4,8 @@
  * J^T (diag p - p p^T) J = sum_y p_y J^T (p - e_y) (p - e_y)^T J) to 1e-10; the R-op Jacobian-vector product and the
  * GGN product match central finite differences; CG solutions match LAPACK dgesv; EK-FAC preconditioning cuts the
  * CG iterations; zero right-hand sides and unconverged solves are handled; Krylov queries scored by InflScorer give
- * g_m^T (C+D)^-1 g_q.  Run at 1-4 ranks: every rank checks against the same dense reference. */
+ * g_m^T (C+D)^-1 g_q; block solves of several queries equal one solve per query and LAPACK, also with the deflation
+ * and damped EK-FAC preconditioners (check_solvers).  Run at 1-4 ranks: every rank checks against the same dense reference. */
 #include <infl/ihvp.h>
 #include <infl/score.h>
 #include <petscblaslapack.h>
@@ -127,6 +128,96 @@ static PetscErrorCode dense_solve(PetscInt n, const double M[], const double b[]
   PetscFunctionReturn(0);
 }
 
+/* Query q of per-layer IHVPs P[l] (Q, dout, din+1) (InflIHVPSolveGradients) as a flat slab vector. */
+static PetscErrorCode ihvp_layers_to_slab(InflModel model, PetscInt L, double *const P[], int q, double slab[])
+{
+  InflLinear *lin;
+  int64_t     o = 0;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelGetLayers(model, NULL, &lin));
+  for (PetscInt l = 0; l < L; l++) {
+    int64_t sz = (int64_t)lin[l].dout * (lin[l].din + 1);
+    InflIHVPLayerToSlab(lin[l].din, lin[l].dout, P[l] + (int64_t)q * sz, slab + o);
+    o += sz;
+  }
+  PetscFunctionReturn(0);
+}
+
+/* Three queries of `data` solved with curvature `curv` (dense matrix M) by the block solve (lockstep CG, no
+ * preconditioner: -ihvp_deflate 0 is set in main), one KSP solve per query (-ihvp_block false), the deflation preconditioner (-ihvp_deflate 3; its Ritz values against the
+ * dense eigenvalues) and the EK-FAC preconditioner with a larger damping (-ihvp_pc_damping): every IHVP equals the
+ * LAPACK solution, and the variants equal the block solve, to the tolerance (rtol 1e-10). */
+static PetscErrorCode check_solvers(MPI_Comm comm, InflModel model, InflData data, InflEKFAC ek, InflCurvature curv, PetscInt L, int64_t n, const double M[])
+{
+  const char *variant[4][2][2] = {
+    {{NULL, NULL}},
+    {{"-ihvp_block", "false"}},
+    {{"-ihvp_deflate", "3"}},
+    {{"-ihvp_pc_type", "shell"}, {"-ihvp_pc_damping", "1e-1"}},
+  };
+  int64_t qidx[3] = {5, 17, 30}, yq[3];
+  float   xq[3 * D0];
+  double *refs, *slab, *block, *b;
+
+  PetscFunctionBegin;
+  PetscCall(PetscMalloc4((size_t)3 * n, &refs, n, &slab, (size_t)3 * n, &block, n, &b));
+  PetscCall(InflDataGetExamples(data, 3, qidx, xq, yq));
+  for (int q = 0; q < 3; q++) {
+    PetscCall(InflModelPerExampleGradients(model, 1, xq + D0 * q, yq + q, b));
+    PetscCall(dense_solve((PetscInt)n, M, b, refs + (int64_t)q * n));
+  }
+  PetscCall(PetscOptionsSetValue(NULL, "-ihvp_ksp_rtol", "1e-10"));
+  for (int v = 0; v < 4; v++) {
+    InflIHVP          ih;
+    double           *P[2];
+    InflIHVPSolveInfo info[3];
+    double            eref = 0, eblock = 0;
+    const char       *name = v ? variant[v][0][0] : "block CG", *value = v ? variant[v][0][1] : "";
+    for (int o = 0; o < 2 && variant[v][o][0]; o++) PetscCall(PetscOptionsSetValue(NULL, variant[v][o][0], variant[v][o][1]));
+    PetscCall(InflIHVPCreate(comm, &ih));
+    PetscCall(InflIHVPSetCurvature(ih, curv, 3));
+    PetscCall(InflIHVPSetFromOptions(ih));
+    PetscCall(InflIHVPSetUp(ih, model, data, ek, -1));
+    PetscCall(InflIHVPSolveQueries(ih, 3, xq, yq, qidx, P, info));
+    for (int q = 0; q < 3; q++) {
+      PetscCheck(info[q].converged, comm, PETSC_ERR_PLIB, "%s %s: query %d did not converge", name, value, (int)qidx[q]);
+      PetscCall(ihvp_layers_to_slab(model, L, P, q, slab));
+      if (v == 0) PetscCall(PetscArraycpy(block + (int64_t)q * n, slab, n));
+      eref   = PetscMax(eref, relerr((PetscInt)n, slab, refs + (int64_t)q * n));
+      eblock = PetscMax(eblock, relerr((PetscInt)n, slab, block + (int64_t)q * n));
+    }
+    PetscCall(PetscPrintf(comm, "%-9s %s %s: IHVPs of 3 queries vs LAPACK %.2e, vs the block solve %.2e (iterations %d %d %d)\n", InflCurvatureNames[curv], name, value, eref, eblock, (int)info[0].iterations, (int)info[1].iterations, (int)info[2].iterations));
+    PetscCheck(eref < 1e-6 && eblock < 1e-6, comm, PETSC_ERR_PLIB, "%s %s: IHVPs differ from LAPACK by %g, from the block solve by %g", name, value, eref, eblock);
+    if (v == 2) { /* the deflated Ritz values are the dense operator's largest eigenvalues */
+      PetscInt      K;
+      const double *theta;
+      double        sigma, *Mc, *w, *work;
+      PetscBLASInt  bn, lwork, linfo;
+      PetscCall(InflIHVPGetDeflation(ih, &K, &theta, &sigma));
+      PetscCheck(K == 3, comm, PETSC_ERR_PLIB, "deflation of %d vectors, not 3", (int)K);
+      PetscCall(PetscBLASIntCast(n, &bn));
+      lwork = 4 * bn;
+      PetscCall(PetscMalloc3((size_t)n * n, &Mc, n, &w, lwork, &work));
+      PetscCall(PetscArraycpy(Mc, M, (size_t)n * n));
+      PetscCallBLAS("LAPACKsyev", LAPACKsyev_("N", "U", &bn, Mc, &bn, w, work, &lwork, &linfo));
+      PetscCheck(linfo == 0, comm, PETSC_ERR_LIB, "dsyev info %d", (int)linfo);
+      for (int k = 0; k < 3; k++) PetscCheck(fabs(theta[k] - w[n - 1 - k]) <= 1e-8 * w[n - 1], comm, PETSC_ERR_PLIB, "Ritz value %d: %.12g, dense eigenvalue %.12g", k, theta[k], w[n - 1 - k]);
+      PetscCheck(sigma <= w[n - 4] * (1 + 1e-8) && sigma >= w[0] * (1 - 1e-8), comm, PETSC_ERR_PLIB, "deflation target %g outside [%g, %g]", sigma, w[0], w[n - 4]);
+      PetscCall(PetscPrintf(comm, "%-9s deflation: Ritz values %.6e %.6e %.6e match the dense eigenvalues; sigma %.4e\n", InflCurvatureNames[curv], theta[0], theta[1], theta[2], sigma));
+      PetscCall(PetscFree3(Mc, w, work));
+    }
+    for (int o = 0; o < 2 && variant[v][o][0]; o++) PetscCall(PetscOptionsClearValue(NULL, variant[v][o][0]));
+    PetscCall(PetscOptionsSetValue(NULL, "-ihvp_deflate", "0"));
+    PetscCall(PetscFree(P[0]));
+    PetscCall(PetscFree(P[1]));
+    PetscCall(InflIHVPDestroy(&ih));
+  }
+  PetscCall(PetscOptionsClearValue(NULL, "-ihvp_ksp_rtol"));
+  PetscCall(PetscFree4(refs, slab, block, b));
+  PetscFunctionReturn(0);
+}
+
 int main(int argc, char **argv)
 {
   MPI_Comm        comm;
@@ -141,6 +232,7 @@ int main(int argc, char **argv)
 
   PetscCall(PetscInitialize(&argc, &argv, NULL, NULL));
   comm = PETSC_COMM_WORLD;
+  PetscCall(PetscOptionsSetValue(NULL, "-ihvp_deflate", "0")); /* the default deflation only where check_solvers asks */
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
   PetscCall(write_data(comm, "test_ihvp_data.h5"));
   PetscCall(InflDataOpen(comm, "h5:test_ihvp_data.h5", 0, &data));
@@ -268,6 +360,7 @@ int main(int argc, char **argv)
     PetscCall(dense_curvature(model, data, curv, 3, L, damping, M));
     PetscCall(InflIHVPCreate(comm, &ih));
     PetscCall(InflIHVPSetCurvature(ih, curv, 3));
+    PetscCall(InflIHVPSetFromOptions(ih)); /* -ihvp_deflate 0 (main): these solves test the EK-FAC PC and none */
     PetscCall(PetscOptionsSetValue(NULL, "-ihvp_ksp_rtol", "1e-12"));
     PetscCall(InflIHVPSetUp(ih, model, data, curv == INFL_CURVATURE_EMPIRICAL ? ek : ek_true, -1));
     PetscCall(InflIHVPGetOperator(ih, &A));
@@ -283,6 +376,7 @@ int main(int argc, char **argv)
     e = relerr((PetscInt)n, u, ref);
     PetscCall(PetscPrintf(comm, "%-9s MatShell product vs dense: relative error %.2e\n", InflCurvatureNames[c], e));
     PetscCheck(e < 1e-10, comm, PETSC_ERR_PLIB, "%s product differs from the dense matrix by %g", InflCurvatureNames[c], e);
+    if (curv == INFL_CURVATURE_EMPIRICAL) PetscCall(check_solvers(comm, model, data, ek, curv, L, n, M));
     /* solve a query gradient with EK-FAC preconditioning, then without */
     {
       int64_t qi = 5, yq;

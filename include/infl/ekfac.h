@@ -98,6 +98,9 @@ PetscErrorCode InflEKFACDestroy(InflEKFAC *ek);
 PetscErrorCode InflEKFACPreconditionRankOne(InflEKFAC ek, PetscInt l, PetscInt n, const double ds[], const double a[], double P[]);
 /* Not collective.  In place: G (dout, din+1) <- precondition(G) for one layer. */
 PetscErrorCode InflEKFACPrecondition(InflEKFAC ek, PetscInt l, double G[]);
+/* Not collective.  The same with another damping (>= 0) than the layer's: G <- Q_S [(Q_S^T G Q_A) / (Lambda + damping)] Q_A^T
+ * (the Krylov IHVP's EK-FAC preconditioner with -ihvp_pc_damping, infl/ihvp.h). */
+PetscErrorCode InflEKFACPreconditionDamped(InflEKFAC ek, PetscInt l, double damping, double G[]);
 /* Rows per single-precision GEMM of InflEKFACRotatedSquares (every call has exactly this many, zero-padded). */
 #define INFL_ROTATION_BLOCK 256
 /* Not collective.  Squared eigenbasis coordinates of a captured chunk for layer l (Grosse et al. 2023, eq. 20: the

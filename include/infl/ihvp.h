@@ -37,8 +37,15 @@
  * Options: -ihvp_curvature ggn|empirical|true, -ihvp_seed S (0, true Fisher labels), -ihvp_chunk B (512 examples or
  * sequences per chunk), -ihvp_block (true), -ihvp_allow_unconverged (warn and record instead of failing); the KSP has
  * prefix ihvp_ (-ihvp_ksp_type cg default, -ihvp_ksp_rtol INFL_IHVP_RTOL default, -ihvp_ksp_max_it INFL_IHVP_MAX_IT
- * default, -ihvp_pc_type none (default; docs/FIDELITY.md "Preconditioning" measures the choices) | shell (the EK-FAC
- * inverse, InflEKFACPrecondition, needs factors) | jacobi (the exact diagonal); no other PC, -ihvp_ksp_monitor, ...).
+ * default, -ihvp_pc_type none (default, with the deflation below; docs/FIDELITY.md "Preconditioning" measures the choices) | shell (the EK-FAC
+ * inverse, InflEKFACPrecondition, needs factors; -ihvp_pc_damping X: with damping X on every layer instead of the
+ * solve's, InflEKFACPreconditionDamped) | jacobi (the exact diagonal); no other PC, -ihvp_ksp_monitor, ...);
+ * -ihvp_deflate K (INFL_IHVP_DEFLATE by default, with pc none; 0: off): the deflation preconditioner M^-1 = I + sum_i (sigma/theta_i - 1) v_i v_i^T of the K
+ * largest Ritz pairs of -ihvp_deflate_steps M (2 K + 10) Lanczos steps on C + D from a fixed Gaussian start (M products
+ * of one direction, once per InflIHVP; full reorthogonalization), sigma the (K+1)-th Ritz value (InflIHVPGetDeflation).
+ * Memory: M + 1 Lanczos vectors of n doubles during the run, then K, distributed over the ranks.
+ * The default K gives way silently: to the memory bound INFL_IHVP_DEFLATE_BYTES, to another -ihvp_pc_type, to a Krylov space of dimension K or less (then all but
+ * the smallest Ritz value), to a singular operator (none); a K given by -ihvp_deflate is an error in those cases.
  *
  * Progress: every -progress_interval seconds (default 10; 0: every iteration) each running solve prints, on rank 0
  * of the communicator,
@@ -66,6 +73,11 @@
 /* Default stopping test and iteration limit of the solves (docs/FIDELITY.md, "Preconditioning"). */
 #define INFL_IHVP_RTOL 1e-6
 #define INFL_IHVP_MAX_IT 1000
+/* Default -ihvp_deflate: the deflation preconditioner of the 100 largest eigenvalues (210 Lanczos passes, once), fewer
+ * when its 2 K + 11 vectors would take more than INFL_IHVP_DEFLATE_BYTES per rank (docs/FIDELITY.md, "Preconditioners
+ * at the default damping"). */
+#define INFL_IHVP_DEFLATE 100
+#define INFL_IHVP_DEFLATE_BYTES (1024.0 * 1024.0 * 1024.0)
 
 typedef enum { INFL_CURVATURE_GGN = 0, INFL_CURVATURE_EMPIRICAL, INFL_CURVATURE_TRUE } InflCurvature;
 extern const char *const InflCurvatureNames[];
@@ -99,6 +111,9 @@ PetscErrorCode InflIHVPGetOperator(InflIHVP ih, Mat *A);
 PetscErrorCode InflIHVPGetKSP(InflIHVP ih, KSP *ksp);
 /* (Re)install the EK-FAC PCSHELL on the KSP (after a PCSetType to another type, which drops the shell's context). */
 PetscErrorCode InflIHVPSetEKFACPreconditioner(InflIHVP ih);
+/* After the first solve with -ihvp_deflate K: the K largest Ritz values theta (descending, owned by ih) of the Lanczos
+ * run and sigma, the (K+1)-th, onto which the preconditioner maps them; K = 0 (and NULL) before or without it. */
+PetscErrorCode InflIHVPGetDeflation(InflIHVP ih, PetscInt *K, const double **theta, double *sigma);
 /* The per-layer damping in use (L values). */
 PetscErrorCode InflIHVPGetDamping(InflIHVP ih, PetscInt *L, const double **damping);
 /* n (the IHVP vector's length), L and the layers' offsets off (L+1) in it; any may be NULL. */

@@ -81,7 +81,7 @@ double InflUniform(uint64_t seed, uint64_t c0, uint64_t c1);
 double InflNormal(uint64_t seed, uint64_t c0, uint64_t c1);
 
 /* Streams of the counter c1 used by the library (so that two uses never share random numbers). */
-enum { INFL_STREAM_FISHER_LABEL = 1, INFL_STREAM_INIT = 2, INFL_STREAM_SHUFFLE = 3, INFL_STREAM_PROJECTION = 4, INFL_STREAM_SUBSET = 5, INFL_STREAM_MISLABEL = 6 };
+enum { INFL_STREAM_FISHER_LABEL = 1, INFL_STREAM_INIT = 2, INFL_STREAM_SHUFFLE = 3, INFL_STREAM_PROJECTION = 4, INFL_STREAM_SUBSET = 5, INFL_STREAM_MISLABEL = 6, INFL_STREAM_LANCZOS = 7 };
 /* (the projection uses c1 = 4 + 256 id, retraining subsets c1 = 5 + 256 j, mislabel draws 6 and 6 + 256: disjoint) */
 
 /* Peak resident memory of this process in bytes (getrusage). */

@@ -760,6 +760,13 @@ PetscErrorCode InflEKFACPreconditionRankOne(InflEKFAC ek, PetscInt l, PetscInt n
 
 PetscErrorCode InflEKFACPrecondition(InflEKFAC ek, PetscInt l, double G[])
 {
+  PetscFunctionBegin;
+  PetscCall(InflEKFACPreconditionDamped(ek, l, ek->layers[l].damping, G));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACPreconditionDamped(InflEKFAC ek, PetscInt l, double damping, double G[])
+{
   InflEKFACLayer *ly = &ek->layers[l];
   PetscInt        na = ly->din + 1, nd = ly->dout;
   double         *T;
@@ -769,7 +776,7 @@ PetscErrorCode InflEKFACPrecondition(InflEKFAC ek, PetscInt l, double G[])
   PetscCall(ekfac_work(ek, (size_t)nd * na, &T));
   cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, nd, 1.0, ly->QS, nd, G, na, 0.0, T, na);
   cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nd, na, na, 1.0, T, na, ly->QA, na, 0.0, G, na);
-  for (int64_t i = 0; i < (int64_t)nd * na; i++) G[i] /= (ly->Lambda[i] + ly->damping);
+  for (int64_t i = 0; i < (int64_t)nd * na; i++) G[i] /= (ly->Lambda[i] + damping);
   cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nd, na, nd, 1.0, ly->QS, nd, G, na, 0.0, T, na);
   cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nd, na, na, 1.0, T, na, ly->QA, na, 0.0, G, na);
   PetscFunctionReturn(0);

@@ -2,6 +2,7 @@
  * inverse as a PCSHELL, lockstep CG over all queries, progress, checkpoints. */
 #include <infl/ihvp.h>
 #include <infl/checkpoint.h>
+#include <petscblaslapack.h>
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -57,6 +58,12 @@ struct _p_InflIHVP {
   PetscInt       stop_after;   /* -checkpoint_stop_after: checkpoint and stop after this many block iterations */
   char           partial[PETSC_MAX_PATH_LEN]; /* the block solve's checkpoint ("" none) */
   SolveTrace     ktrace;       /* the KSP monitor's solve */
+  double         pc_damping;   /* -ihvp_pc_damping: damping of the EK-FAC preconditioner (< 0: the solve's) */
+  PetscInt       deflate, deflate_steps; /* -ihvp_deflate K, -ihvp_deflate_steps M (0: the default 2 K + 10) */
+  PetscBool      deflate_set;  /* K was chosen (-ihvp_deflate), not the default: what cannot apply is an error */
+  Vec           *defl;         /* (ndefl) Ritz vectors of the deflation preconditioner (NULL until its setup) */
+  double        *defl_theta, defl_sigma;
+  PetscInt       ndefl;
 };
 
 void InflIHVPSlabToLayer(PetscInt din, PetscInt dout, const double slab[], double G[])
@@ -85,13 +92,15 @@ PetscErrorCode InflIHVPCreate(MPI_Comm comm, InflIHVP *ih)
   (*ih)->block             = PETSC_TRUE;
   (*ih)->progress_interval = 10;
   (*ih)->ckpt_interval     = 600;
+  (*ih)->pc_damping        = -1;
+  (*ih)->deflate           = INFL_IHVP_DEFLATE;
   PetscFunctionReturn(0);
 }
 
 PetscErrorCode InflIHVPSetFromOptions(InflIHVP ih)
 {
   PetscInt  curv = (PetscInt)ih->curv, seed = (PetscInt)ih->seed;
-  PetscBool set = PETSC_FALSE;
+  PetscBool set = PETSC_FALSE, dset = PETSC_FALSE, kset = PETSC_FALSE;
 
   PetscFunctionBegin;
   PetscOptionsBegin(ih->comm, NULL, "Krylov IHVP options", "InflIHVP");
@@ -100,7 +109,14 @@ PetscErrorCode InflIHVPSetFromOptions(InflIHVP ih)
   PetscCall(PetscOptionsInt("-ihvp_chunk", "training examples (sequences) per chunk of an operator product", "InflIHVPSetUp", ih->chunk, &ih->chunk, NULL));
   PetscCall(PetscOptionsBool("-ihvp_allow_unconverged", "an unconverged solve is a warning recorded in the output, not an error", "InflIHVPSolve", ih->allow_unconverged, &ih->allow_unconverged, NULL));
   PetscCall(PetscOptionsBool("-ihvp_block", "solve all queries together (lockstep CG: one pass over the training data per iteration serves every query); false: one KSP solve per query", "InflIHVPSolveGradients", ih->block, &ih->block, NULL));
+  PetscCall(PetscOptionsReal("-ihvp_pc_damping", "damping of every layer in the EK-FAC preconditioner (-ihvp_pc_type shell; default: the solve's)", "InflIHVPSetUp", ih->pc_damping, &ih->pc_damping, &dset));
+  PetscCall(PetscOptionsInt("-ihvp_deflate", "preconditioner: deflate the K largest eigenvalues of C + D (Ritz pairs of a Lanczos run, onto the (K+1)-th); 0: off", "InflIHVPSetUp", ih->deflate, &ih->deflate, &kset));
+  PetscCall(PetscOptionsInt("-ihvp_deflate_steps", "Lanczos steps (passes over the data) behind -ihvp_deflate (default 2 K + 10)", "InflIHVPSetUp", ih->deflate_steps, &ih->deflate_steps, NULL));
   PetscOptionsEnd();
+  PetscCheck(!dset || (ih->pc_damping > 0 && isfinite(ih->pc_damping)), ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_pc_damping %g must be a number > 0 (the damping of the EK-FAC preconditioner; omit it for the solve's damping)", ih->pc_damping);
+  ih->deflate_set = ih->deflate_set || kset;
+  PetscCheck(ih->deflate >= 0, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_deflate %d must be >= 0 (eigenvectors deflated; 0: off)", (int)ih->deflate);
+  PetscCheck(ih->deflate_steps == 0 || ih->deflate_steps > ih->deflate, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_deflate_steps %d must exceed -ihvp_deflate %d (the Lanczos run needs K + 1 Ritz values at least)", (int)ih->deflate_steps, (int)ih->deflate);
   PetscCall(InflProgressGetInterval(ih->comm, &ih->progress_interval));
   PetscCall(PetscOptionsGetReal(NULL, NULL, "-checkpoint_interval", &ih->ckpt_interval, NULL));
   PetscCall(PetscOptionsGetInt(NULL, NULL, "-checkpoint_stop_after", &ih->stop_after, NULL));
@@ -381,7 +397,8 @@ static PetscErrorCode ihvp_pc_apply(PC pc, Vec x, Vec y)
   PetscCall(PetscMalloc1((size_t)ih->maxa * ih->maxd, &G));
   for (PetscInt l = 0; l < ih->L; l++) {
     InflIHVPSlabToLayer(ih->din[l], ih->dout[l], v + ih->off[l], G);
-    PetscCall(InflEKFACPrecondition(ih->ek, l, G));
+    if (ih->pc_damping > 0) PetscCall(InflEKFACPreconditionDamped(ih->ek, l, ih->pc_damping, G));
+    else PetscCall(InflEKFACPrecondition(ih->ek, l, G));
     InflIHVPLayerToSlab(ih->din[l], ih->dout[l], G, u + ih->off[l]);
   }
   PetscCall(PetscFree(G));
@@ -404,7 +421,154 @@ PetscErrorCode InflIHVPSetEKFACPreconditioner(InflIHVP ih)
   PetscCall(PCSetType(pc, PCSHELL));
   PetscCall(PCShellSetContext(pc, ih));
   PetscCall(PCShellSetApply(pc, ihvp_pc_apply));
-  PetscCall(PCShellSetName(pc, "EK-FAC inverse (infl)"));
+  if (ih->pc_damping > 0) {
+    char name[96];
+    PetscCall(PetscSNPrintf(name, sizeof(name), "EK-FAC inverse with damping %g (infl, -ihvp_pc_damping)", ih->pc_damping));
+    PetscCall(PCShellSetName(pc, name));
+  } else PetscCall(PCShellSetName(pc, "EK-FAC inverse (infl)"));
+  PetscFunctionReturn(0);
+}
+
+/* Deflation preconditioner (-ihvp_deflate K): M^-1 = I + sum_i (sigma / theta_i - 1) v_i v_i^T over the K largest Ritz
+ * pairs (theta_i, v_i) of m Lanczos steps on C + D (full reorthogonalization; Paige 1972, Saad 2011 ch. 6), sigma
+ * the (K+1)-th largest Ritz value: the K top eigenvalues move to about sigma, the rest of the spectrum stays, and
+ * M^-1 is SPD (V orthonormal, sigma, theta > 0), so CG keeps its recurrence (Frank & Vuik 2001, Erhel et al. 1996 on
+ * deflation by spectral preconditioners).  The Lanczos start vector is a fixed Gaussian vector (InflNormal), so every
+ * run and rank count builds the same preconditioner up to rounding.  Cost: m products of one direction (m passes
+ * over the data) once, then 2 K dot products and axpys per application. */
+static PetscErrorCode ihvp_deflation_setup(PC pc)
+{
+  InflIHVP       ih;
+  PetscInt       K, m, steps;
+  Vec           *Qv, w;
+  double        *alpha, *beta, *h, *T, *theta, *work, *g, *c;
+  PetscBLASInt   bm, lwork, info;
+  PetscLogDouble t0, t1;
+
+  PetscFunctionBegin;
+  PetscCall(PCShellGetContext(pc, &ih));
+  if (ih->defl) PetscFunctionReturn(0);
+  K = ih->deflate;
+  if (!ih->deflate_set) { /* the default: at most INFL_IHVP_DEFLATE_BYTES of Lanczos vectors per rank */
+    PetscMPIInt size;
+    double      per = 8.0 * (double)ih->n;
+    PetscCallMPI(MPI_Comm_size(ih->comm, &size));
+    K = (PetscInt)PetscMin((double)K, PetscMax(0.0, (INFL_IHVP_DEFLATE_BYTES * size / per - 11) / 2));
+    if (K < 1) {
+      Vec t;
+      ih->ndefl = 0;
+      PetscCall(MatCreateVecs(ih->A, &t, NULL));
+      PetscCall(VecDuplicateVecs(t, 1, &ih->defl)); /* marks the setup as done; M^-1 = I */
+      PetscCall(VecDestroy(&t));
+      PetscCall(PetscPrintf(ih->comm, "ihvp: note: no deflation (its Lanczos vectors of %d parameters would exceed %.0f MiB per rank)\n", (int)ih->n, INFL_IHVP_DEFLATE_BYTES / 1048576));
+      PetscFunctionReturn(0);
+    }
+  }
+  steps = PetscMin(ih->deflate_steps > 0 ? ih->deflate_steps : 2 * K + 10, ih->n);
+  PetscCheck(steps > K, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_deflate %d needs more than %d Lanczos steps but the operator has %d rows", (int)K, (int)K, (int)ih->n);
+  PetscCall(PetscTime(&t0));
+  PetscCall(MatCreateVecs(ih->A, &w, NULL));
+  PetscCall(VecDuplicateVecs(w, steps + 1, &Qv));
+  PetscCall(PetscMalloc5(steps, &alpha, steps, &beta, steps + 1, &h, (size_t)steps * steps, &T, steps, &theta));
+  PetscCall(PetscMalloc1(ih->n, &g));
+  for (PetscInt i = 0; i < ih->n; i++) g[i] = InflNormal(0, (uint64_t)i, INFL_STREAM_LANCZOS);
+  PetscCall(InflIHVPArrayToVec(ih, g, Qv[0]));
+  PetscCall(PetscFree(g));
+  PetscCall(VecNormalize(Qv[0], NULL));
+  for (m = 0; m < steps; m++) {
+    PetscCall(ihvp_apply_block(ih, 1, &Qv[m], &w));
+    PetscCall(VecDot(w, Qv[m], &alpha[m]));
+    for (int pass = 0; pass < 2; pass++) { /* classical Gram-Schmidt against every Lanczos vector, twice */
+      PetscCall(VecMDot(w, m + 1, Qv, h));
+      for (PetscInt j = 0; j <= m; j++) h[j] = -h[j];
+      PetscCall(VecMAXPY(w, m + 1, h, Qv));
+    }
+    PetscCall(VecNorm(w, NORM_2, &beta[m]));
+    if (!(beta[m] > 1e-12 * PetscAbsReal(alpha[m]))) { /* an invariant subspace: its Ritz values are exact */
+      beta[m] = 0;
+      m++;
+      break;
+    }
+    PetscCall(VecCopy(w, Qv[m + 1]));
+    PetscCall(VecScale(Qv[m + 1], 1.0 / beta[m]));
+  }
+  if (!ih->deflate_set && m <= K) K = m - 1; /* the default K on a small operator: all but the smallest Ritz value */
+  PetscCheck(m > K, ih->comm, PETSC_ERR_NOT_CONVERGED, "-ihvp_deflate %d: the Lanczos run found an invariant subspace of dimension %d only; lower -ihvp_deflate", (int)K, (int)m);
+  /* eigenpairs of the tridiagonal T (m x m), ascending */
+  PetscCall(PetscArrayzero(T, (size_t)m * m));
+  for (PetscInt j = 0; j < m; j++) {
+    T[j * m + j] = alpha[j];
+    if (j + 1 < m) T[j * m + j + 1] = T[(j + 1) * m + j] = beta[j];
+  }
+  PetscCall(PetscBLASIntCast(m, &bm));
+  lwork = 3 * bm;
+  PetscCall(PetscMalloc1(lwork, &work));
+  PetscCallBLAS("LAPACKsyev", LAPACKsyev_("V", "U", &bm, T, &bm, theta, work, &lwork, &info));
+  PetscCall(PetscFree(work));
+  PetscCheck(info == 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "LAPACK dsyev of the %d x %d Lanczos matrix failed (info %d)", (int)m, (int)m, (int)info);
+  ih->ndefl      = K;
+  ih->defl_sigma = theta[m - K - 1];
+  if (!ih->deflate_set && !(ih->defl_sigma > 0)) K = 0; /* the default on a singular operator (damping 0): no deflation */
+  ih->ndefl = K;
+  PetscCheck(!K || ih->defl_sigma > 0, ih->comm, PETSC_ERR_NOT_CONVERGED, "-ihvp_deflate %d: Ritz value %g is not positive (C + D must be positive definite: is the damping > 0?)", (int)K, ih->defl_sigma);
+  PetscCall(VecDuplicateVecs(w, PetscMax(K, 1), &ih->defl)); /* at least one: ih->defl marks the setup as done */
+  PetscCall(PetscMalloc1(K, &ih->defl_theta));
+  PetscCall(PetscMalloc1(m, &c));
+  for (PetscInt i = 0; i < K; i++) { /* the Ritz vector of the i-th largest Ritz value: Q s (column m-1-i of T) */
+    ih->defl_theta[i] = theta[m - 1 - i];
+    for (PetscInt j = 0; j < m; j++) c[j] = T[(m - 1 - i) * m + j];
+    PetscCall(VecSet(ih->defl[i], 0));
+    PetscCall(VecMAXPY(ih->defl[i], m, c, Qv));
+  }
+  PetscCall(PetscTime(&t1));
+  if (K) PetscCall(PetscPrintf(ih->comm, "ihvp: deflation: %d Lanczos steps (%.1f s): Ritz values %.4e .. %.4e; the %d largest (%.4e .. %.4e, residual estimate of the last %.1e) map onto %.4e\n", (int)m, t1 - t0, theta[0], theta[m - 1], (int)K, ih->defl_theta[0], ih->defl_theta[K - 1], PetscAbsReal(beta[m - 1] * T[(m - K) * m + m - 1]), ih->defl_sigma));
+  else PetscCall(PetscPrintf(ih->comm, "ihvp: deflation: %d Lanczos steps (%.1f s): Ritz values %.4e .. %.4e, not positive definite: no deflation\n", (int)m, t1 - t0, theta[0], theta[m - 1]));
+  PetscCall(PetscFree(c));
+  PetscCall(PetscFree5(alpha, beta, h, T, theta));
+  PetscCall(VecDestroyVecs(steps + 1, &Qv));
+  PetscCall(VecDestroy(&w));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode ihvp_deflation_apply(PC pc, Vec x, Vec y)
+{
+  InflIHVP ih;
+  double   d[64], *dp = d;
+
+  PetscFunctionBegin;
+  PetscCall(PCShellGetContext(pc, &ih));
+  if (ih->ndefl > 64) PetscCall(PetscMalloc1(ih->ndefl, &dp));
+  PetscCall(VecMDot(x, ih->ndefl, ih->defl, dp));
+  for (PetscInt i = 0; i < ih->ndefl; i++) dp[i] *= ih->defl_sigma / ih->defl_theta[i] - 1;
+  PetscCall(VecCopy(x, y));
+  PetscCall(VecMAXPY(y, ih->ndefl, dp, ih->defl));
+  if (dp != d) PetscCall(PetscFree(dp));
+  ih->npc++;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflIHVPGetDeflation(InflIHVP ih, PetscInt *K, const double **theta, double *sigma)
+{
+  PetscFunctionBegin;
+  if (K) *K = ih->defl ? ih->ndefl : 0;
+  if (theta) *theta = ih->defl ? ih->defl_theta : NULL;
+  if (sigma) *sigma = ih->defl ? ih->defl_sigma : 0;
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode ihvp_set_deflation(InflIHVP ih)
+{
+  PC   pc;
+  char name[96];
+
+  PetscFunctionBegin;
+  PetscCall(KSPGetPC(ih->ksp, &pc));
+  PetscCall(PCSetType(pc, PCSHELL));
+  PetscCall(PCShellSetContext(pc, ih));
+  PetscCall(PCShellSetSetUp(pc, ihvp_deflation_setup));
+  PetscCall(PCShellSetApply(pc, ihvp_deflation_apply));
+  PetscCall(PetscSNPrintf(name, sizeof(name), "deflation of the %d largest eigenvalues (infl, Lanczos)", (int)ih->deflate));
+  PetscCall(PCShellSetName(pc, name));
   PetscFunctionReturn(0);
 }
 
@@ -529,6 +693,9 @@ static PetscErrorCode ihvp_free(InflIHVP ih)
   PetscCall(PetscFree(ih->dloc));
   PetscCall(PetscFree(ih->ktrace.logr));
   ih->ktrace.cap = 0;
+  if (ih->defl) PetscCall(VecDestroyVecs(PetscMax(ih->ndefl, 1), &ih->defl));
+  PetscCall(PetscFree(ih->defl_theta));
+  ih->ndefl = 0;
   ih->L          = 0;
   PetscFunctionReturn(0);
 }
@@ -614,7 +781,7 @@ PetscErrorCode InflIHVPSetUp(InflIHVP ih, InflModel model, InflData train, InflE
   PetscCall(KSPSetNormType(ih->ksp, KSP_NORM_UNPRECONDITIONED)); /* the same stopping test with and without preconditioner */
   PetscCall(KSPSetTolerances(ih->ksp, INFL_IHVP_RTOL, 1e-50, PETSC_DEFAULT, INFL_IHVP_MAX_IT));
   PetscCall(KSPGetPC(ih->ksp, &pc));
-  PetscCall(PCSetType(pc, PCNONE)); /* measured faster than EK-FAC and the exact diagonal: docs/FIDELITY.md, "Preconditioning" */
+  PetscCall(PCSetType(pc, PCNONE)); /* then the deflation INFL_IHVP_DEFLATE: docs/FIDELITY.md, "Preconditioning" */
   PetscCall(KSPMonitorSet(ih->ksp, ihvp_monitor, ih, NULL)); /* before the options: -ihvp_ksp_monitor_cancel removes it */
   PetscCall(KSPSetFromOptions(ih->ksp));
   PetscCall(PetscOptionsHasName(NULL, "ihvp_", "-ksp_monitor_cancel", &ih->quiet));
@@ -636,9 +803,12 @@ PetscErrorCode InflIHVPSetUp(InflIHVP ih, InflModel model, InflData train, InflE
       PetscCall(PetscStrcmp(t, PCNONE, &isnone));
       PetscCall(PetscStrcmp(t, PCJACOBI, &isjacobi));
       PetscCheck(isshell || isnone || isjacobi, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_pc_type %s is not available: the curvature is a matrix-free operator (products and its exact diagonal only); use none (the default), shell (the EK-FAC inverse, with -factors) or jacobi (the exact diagonal)", t);
+      if (!ih->deflate_set && !isnone) ih->deflate = 0; /* the default deflation is the default preconditioner only */
+      PetscCheck(!ih->deflate || isnone, ih->comm, PETSC_ERR_ARG_INCOMP, "-ihvp_deflate %d is a preconditioner of its own: use it with -ihvp_pc_type none (the default), not %s", (int)ih->deflate, t);
     }
     PetscCheck(!isshell || ek, ih->comm, PETSC_ERR_ARG_WRONG, "-ihvp_pc_type shell is the EK-FAC inverse and needs -factors FILE");
     if (isshell) PetscCall(InflIHVPSetEKFACPreconditioner(ih));
+    if (ih->deflate) PetscCall(ihvp_set_deflation(ih));
   }
   PetscFunctionReturn(0);
 }
@@ -754,7 +924,7 @@ typedef struct {
 static PetscErrorCode block_key(InflIHVP ih, PetscInt Q, const double g[], char key[65])
 {
   InflHash  h;
-  char      desc[256];
+  char      desc[512];
   PetscReal rtol, abstol, dtol;
   PetscInt  maxit;
   PC        pc;
@@ -764,7 +934,7 @@ static PetscErrorCode block_key(InflIHVP ih, PetscInt Q, const double g[], char 
   PetscCall(KSPGetTolerances(ih->ksp, &rtol, &abstol, &dtol, &maxit));
   PetscCall(KSPGetPC(ih->ksp, &pc));
   PetscCall(PCGetType(pc, &pct));
-  PetscCall(PetscSNPrintf(desc, sizeof(desc), "ihvp block cg curvature %s seed %" PRIu64 " rtol %.17g abstol %.17g dtol %.17g max_it %d pc %s Q %d n %d", InflCurvatureNames[ih->curv], ih->seed, (double)rtol, (double)abstol, (double)dtol, (int)maxit, pct ? pct : "", (int)Q, (int)ih->n));
+  PetscCall(PetscSNPrintf(desc, sizeof(desc), "ihvp block cg curvature %s seed %" PRIu64 " rtol %.17g abstol %.17g dtol %.17g max_it %d pc %s pc_damping %.17g deflate %d steps %d Q %d n %d", InflCurvatureNames[ih->curv], ih->seed, (double)rtol, (double)abstol, (double)dtol, (int)maxit, pct ? pct : "", ih->pc_damping, (int)ih->deflate, (int)ih->deflate_steps, (int)Q, (int)ih->n));
   PetscCall(InflHashCreate(&h));
   PetscCall(InflHashUpdate(h, desc, strlen(desc)));
   PetscCall(InflHashUpdate(h, ih->damping, sizeof(double) * (size_t)ih->L));
