@@ -29,20 +29,27 @@ static void h5_filename(hid_t file, char *buf, size_t len)
   if (H5Fget_name(file, buf, len) < 0) snprintf(buf, len, "(HDF5 file)");
 }
 
+/* The directory of `fname` ("." when it has none). */
+static void h5_dirname(const char fname[], char *dir, size_t len)
+{
+  const char *slash = strrchr(fname, '/');
+
+  if (slash) snprintf(dir, len, "%.*s", (int)(slash - fname) + (slash == fname), fname);
+  else snprintf(dir, len, ".");
+}
+
 /* Why a write to the file `fname` failed, for the message: the errno seen right after the call when it names a storage
  * condition, else what the file system says (no free blocks: ENOSPC; the file at the size limit of `ulimit -f`: EFBIG),
  * else 0 (unknown; HDF5 or MPI-IO did not say). */
 static int h5_write_cause(const char fname[], int err)
 {
   char           dir[PETSC_MAX_PATH_LEN];
-  const char    *slash = strrchr(fname, '/');
   struct statvfs vfs;
   struct rlimit  rl;
   struct stat    st;
 
   if (err == ENOSPC || err == EFBIG || err == EDQUOT || err == EROFS || err == EIO) return err;
-  if (slash) snprintf(dir, sizeof(dir), "%.*s", (int)(slash - fname) + (slash == fname), fname);
-  else snprintf(dir, sizeof(dir), ".");
+  h5_dirname(fname, dir, sizeof(dir));
   if (statvfs(dir, &vfs) == 0 && vfs.f_bavail == 0) return ENOSPC;
   if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && stat(fname, &st) == 0 && (rlim_t)st.st_size + 65536 >= rl.rlim_cur) return EFBIG;
   return 0;
@@ -71,13 +78,11 @@ static PetscErrorCode h5_agree_write(const char fname[], MPI_Comm comm, long lon
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
   tmp = h5_is_tmp(fname);
   if (status < 0) {
-    const char *slash = strrchr(fname, '/');
     int         cause = h5_write_cause(fname, err);
     char        what[PETSC_MAX_PATH_LEN + 96];
     if (tmp) PetscCall(PetscStrncpy(what, "; the unfinished file was removed", sizeof(what)));
     else PetscCall(PetscSNPrintf(what, sizeof(what), "; %s is kept for resuming (delete it to get its space back)", fname));
-    if (slash) PetscCall(PetscSNPrintf(dir, sizeof(dir), "%.*s", (int)(slash - fname) + (slash == fname), fname));
-    else PetscCall(PetscStrncpy(dir, "the current directory", sizeof(dir)));
+    h5_dirname(fname, dir, sizeof(dir));
     if (cause == ENOSPC || cause == EDQUOT) PetscCall(PetscSNPrintf(msg, sizeof(msg), "cannot write %s: %s: free space in %s or choose another -out%s", fname, strerror(cause), dir, what));
     else if (cause == EFBIG) PetscCall(PetscSNPrintf(msg, sizeof(msg), "cannot write %s: %s: the file size limit (ulimit -f) is reached; raise it or choose another -out%s", fname, strerror(cause), what));
     else if (cause) PetscCall(PetscSNPrintf(msg, sizeof(msg), "cannot write %s: %s; check the file system of %s or choose another -out%s", fname, strerror(cause), dir, what));
