@@ -10,3 +10,7 @@ foreach(k 1 2 3)
 endforeach()
 add_test(NAME cli_job_scripts_syntax COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/job_scripts_syntax.sh ${CMAKE_SOURCE_DIR})
 set_tests_properties(cli_job_scripts_syntax PROPERTIES TIMEOUT 60)
+# A full disk while an HDF5 output is written (simulated by a file size limit): one error on every rank, no hang, no
+# temporary file left (tests/cli/diskfull.sh).
+infl_script_test(cli_diskfull_np1 cli/diskfull.sh ARGS 1 TIMEOUT 300 PROCESSORS 1)
+infl_script_test(cli_diskfull_np2 cli/diskfull.sh ARGS 2 TIMEOUT 300 PROCESSORS 2)

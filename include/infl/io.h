@@ -178,6 +178,11 @@ PetscErrorCode InflDataDestroy(InflData *data);
 PetscErrorCode InflH5Create(MPI_Comm comm, const char path[], PetscBool overwrite, hid_t *file);
 /* Collective open for reading (or read-write) with mpio; errors name the file. */
 PetscErrorCode InflH5Open(MPI_Comm comm, const char path[], PetscBool readwrite, hid_t *file);
+/* Not collective for a file opened read-only; collective for one created or opened for writing (the last metadata is
+ * written now).  Writes (InflH5WriteArray, InflH5WriteRows, InflH5WriteRowsAt, InflH5ColumnBlock and this close) are
+ * agreed on every rank of the file's communicator: a failure (disk full, quota, file size limit) raises
+ * PETSC_ERR_FILE_WRITE on all of them with one message naming the file, the cause (errno text) and the fix, without
+ * HDF5's diagnostics; a file whose name ends in ".tmp" is then emptied and removed (it is never resumed from). */
 PetscErrorCode InflH5Close(hid_t *file);
 /* Collective.  Write a whole small array (rank 0's buffer is written; all ranks call). group path like
  * "/topk/scores"; intermediate groups are created.  type: H5T_NATIVE_DOUBLE, H5T_NATIVE_FLOAT, H5T_NATIVE_INT64. */

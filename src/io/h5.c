@@ -2,8 +2,13 @@
  * with nothing to move select none), attributes, provenance.  Pattern of the HDF5 parallel examples
  * (ph5example.c: H5Pset_fapl_mpio, H5Pset_dxpl_mpio(H5FD_MPIO_COLLECTIVE), hyperslab per rank). */
 #include "io/ioimpl.h"
+#include <errno.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
+#include <unistd.h>
 
 /* The communicator of an mpio file (a duplicate: free with MPI_Comm_free). */
 static PetscErrorCode h5_comm(hid_t file, MPI_Comm *comm)
@@ -23,6 +28,115 @@ static void h5_filename(hid_t file, char *buf, size_t len)
 {
   if (H5Fget_name(file, buf, len) < 0) snprintf(buf, len, "(HDF5 file)");
 }
+
+/* The directory of `fname` ("." when it has none). */
+static void h5_dirname(const char fname[], char *dir, size_t len)
+{
+  const char *slash = strrchr(fname, '/');
+
+  if (slash) snprintf(dir, len, "%.*s", (int)(slash - fname) + (slash == fname), fname);
+  else snprintf(dir, len, ".");
+}
+
+/* Why a write to the file `fname` failed, for the message: the errno seen right after the call when it names a storage
+ * condition, else what the file system says (no free blocks: ENOSPC; the file at the size limit of `ulimit -f`: EFBIG),
+ * else 0 (unknown; HDF5 or MPI-IO did not say). */
+static int h5_write_cause(const char fname[], int err)
+{
+  char           dir[PETSC_MAX_PATH_LEN];
+  struct statvfs vfs;
+  struct rlimit  rl;
+  struct stat    st;
+
+  if (err == ENOSPC || err == EFBIG || err == EDQUOT || err == EROFS || err == EIO) return err;
+  h5_dirname(fname, dir, sizeof(dir));
+  if (statvfs(dir, &vfs) == 0 && vfs.f_bavail == 0) return ENOSPC;
+  if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && stat(fname, &st) == 0 && (rlim_t)st.st_size + 65536 >= rl.rlim_cur) return EFBIG;
+  return 0;
+}
+
+/* Is `fname` a temporary file (".tmp" at the end: written whole, then renamed), never resumed from? */
+static PetscBool h5_is_tmp(const char fname[])
+{
+  size_t n = strlen(fname);
+  return n >= 4 && !strcmp(fname + n - 4, ".tmp") ? PETSC_TRUE : PETSC_FALSE;
+}
+
+/* Collective over `comm`, that of the HDF5 file `fname` (every rank calls it after the same collective HDF5 write or
+ * close `call`, whose return value was `status` and errno right after it `err`): the ranks agree on the outcome before
+ * the next collective, since an MPI-IO aggregator may be the only rank to see a failure.  On failure every rank
+ * raises the same error, naming the file and the cause (e.g. "No space left on device") with the fix; a temporary
+ * file (h5_is_tmp) is removed by rank 0 so that it does not keep the disk full (the process holds it until exit). */
+static PetscErrorCode h5_agree_write(const char fname[], MPI_Comm comm, long long status, int err, const char call[])
+{
+  char           dir[PETSC_MAX_PATH_LEN], msg[INFL_MSG_LEN] = "";
+  PetscMPIInt    rank;
+  PetscErrorCode ierr;
+  PetscBool      tmp;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  tmp = h5_is_tmp(fname);
+  if (status < 0) {
+    int         cause = h5_write_cause(fname, err);
+    char        what[PETSC_MAX_PATH_LEN + 96];
+    if (tmp) PetscCall(PetscStrncpy(what, "; the unfinished file was removed", sizeof(what)));
+    else PetscCall(PetscSNPrintf(what, sizeof(what), "; %s is kept for resuming (delete it to get its space back)", fname));
+    h5_dirname(fname, dir, sizeof(dir));
+    if (cause == ENOSPC || cause == EDQUOT) PetscCall(PetscSNPrintf(msg, sizeof(msg), "cannot write %s: %s: free space in %s or choose another -out%s", fname, strerror(cause), dir, what));
+    else if (cause == EFBIG) PetscCall(PetscSNPrintf(msg, sizeof(msg), "cannot write %s: %s: the file size limit (ulimit -f) is reached; raise it or choose another -out%s", fname, strerror(cause), what));
+    else if (cause) PetscCall(PetscSNPrintf(msg, sizeof(msg), "cannot write %s: %s; check the file system of %s or choose another -out%s", fname, strerror(cause), dir, what));
+    else PetscCall(PetscSNPrintf(msg, sizeof(msg), "cannot write %s: the HDF5 call %s failed (is %s full or not writable?); free space there or choose another -out%s", fname, call, dir, what));
+  }
+  ierr = InflAgree_Private(comm, status >= 0 ? PETSC_TRUE : PETSC_FALSE, PETSC_ERR_FILE_WRITE, msg, __LINE__, PETSC_FUNCTION_NAME, __FILE__);
+  if (ierr) {
+    /* The file stays open: MPI_Finalize ends HDF5, which then flushes it once more (collectively; printing nothing).
+     * Emptying a temporary file first gives its space back, so that this last flush of a few metadata blocks at the
+     * start of the file can succeed on every rank (a flush failing on the metadata writer alone would hang the
+     * others); the name is removed too. */
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (rank == 0 && tmp) {
+      if (truncate(fname, 0) == 0) { /* nothing more to do if it fails: the name goes anyway */
+      }
+      (void)unlink(fname);
+    }
+    { /* a soft file size limit (ulimit -S -f) would fail that flush too: lift it to the hard one */
+      struct rlimit rl;
+      if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_FSIZE, &rl);
+      }
+    }
+    PetscCallMPI(MPI_Barrier(comm));
+    PetscCall(ierr);
+  }
+  PetscFunctionReturn(0);
+}
+
+/* A collective HDF5 call that writes to the file of `obj` (a file or dataset id; the call may close it): run it without
+ * HDF5's error printing, then agree on the outcome (h5_agree_write). */
+#define InflCallH5Write(obj, call) \
+  do { \
+    H5E_auto2_t _h5_func; \
+    void       *_h5_data; \
+    long long   _h5_status; \
+    int         _h5_errno; \
+    hid_t       _h5_file; \
+    MPI_Comm    _h5_comm; \
+    char        _h5_name[PETSC_MAX_PATH_LEN]; \
+    InflCallH5(_h5_file = H5Iget_file_id(obj)); \
+    PetscCall(h5_comm(_h5_file, &_h5_comm)); \
+    h5_filename(_h5_file, _h5_name, sizeof(_h5_name)); \
+    InflCallH5(H5Fclose(_h5_file)); /* the reference taken by H5Iget_file_id */ \
+    InflCallH5(H5Eget_auto2(H5E_DEFAULT, &_h5_func, &_h5_data)); \
+    InflCallH5(H5Eset_auto2(H5E_DEFAULT, NULL, NULL)); \
+    errno      = 0; \
+    _h5_status = (long long)(call); \
+    _h5_errno  = errno; \
+    InflCallH5(H5Eset_auto2(H5E_DEFAULT, _h5_func, _h5_data)); \
+    PetscCall(h5_agree_write(_h5_name, _h5_comm, _h5_status, _h5_errno, #call)); \
+    PetscCallMPI(MPI_Comm_free(&_h5_comm)); \
+  } while (0)
 
 /* Does the link `name` ("/a/b/c") exist, checking each component so that missing groups are not an error. */
 static PetscBool h5_exists(hid_t file, const char name[])
@@ -98,7 +212,13 @@ PetscErrorCode InflH5Open(MPI_Comm comm, const char path[], PetscBool readwrite,
 PetscErrorCode InflH5Close(hid_t *file)
 {
   PetscFunctionBegin;
-  if (*file >= 0) InflCallH5(H5Fclose(*file));
+  if (*file >= 0) {
+    unsigned intent = 0;
+    InflCallH5(H5Fget_intent(*file, &intent));
+    /* written: the last metadata goes to the file now (collective), and may find the disk full */
+    if (intent & H5F_ACC_RDWR) InflCallH5Write(*file, H5Fclose(*file));
+    else InflCallH5(H5Fclose(*file));
+  }
   *file = H5I_INVALID_HID;
   PetscFunctionReturn(0);
 }
@@ -167,7 +287,7 @@ static PetscErrorCode h5_write_rows(hid_t dset, hid_t type, int64_t row0, int64_
   PetscCall(select_rows(fspace, ndim, count, row0, nrows, &mspace));
   InflCallH5(dxpl = H5Pcreate(H5P_DATASET_XFER));
   InflCallH5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
-  InflCallH5(H5Dwrite(dset, type, mspace, fspace, dxpl, nrows > 0 ? buf : (const void *)&dummy));
+  InflCallH5Write(dset, H5Dwrite(dset, type, mspace, fspace, dxpl, nrows > 0 ? buf : (const void *)&dummy));
   InflCallH5(H5Pclose(dxpl));
   InflCallH5(H5Sclose(mspace));
   InflCallH5(H5Sclose(fspace));
@@ -577,7 +697,7 @@ PetscErrorCode InflH5ColumnBlock(hid_t file, const char name[], int ndim, const 
   dxpl = H5Pcreate(H5P_DATASET_XFER);
   InflCallH5(dxpl);
   InflCallH5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
-  if (write) InflCallH5(H5Dwrite(dset, H5T_NATIVE_FLOAT, mem, space, dxpl, f));
+  if (write) InflCallH5Write(dset, H5Dwrite(dset, H5T_NATIVE_FLOAT, mem, space, dxpl, f));
   else {
     InflCallH5(H5Dread(dset, H5T_NATIVE_FLOAT, mem, space, dxpl, f));
     for (int64_t i = 0; i < rows * nc; i++) buf[i] = f[i];
