@@ -243,7 +243,7 @@ static PetscErrorCode st_read_rank0(const char path[], InflSafetensors st, char 
 
   PetscFunctionBegin;
   PetscCheck(host_is_little_endian(), PETSC_COMM_SELF, PETSC_ERR_SUP, "%s: safetensors data are little-endian; big-endian hosts are not supported", path);
-  PetscCheck(stat(path, &sb) == 0, PETSC_COMM_SELF, PETSC_ERR_FILE_OPEN, "%s: cannot open the model file: %s; check the path (-model)", path, strerror(errno));
+  PetscCheck(stat(path, &sb) == 0, PETSC_COMM_SELF, PETSC_ERR_FILE_OPEN, "%s: cannot open the model file: %s; check the path (-model, or -checkpoints of TracIn)", path, strerror(errno));
   PetscCheck(S_ISREG(sb.st_mode), PETSC_COMM_SELF, PETSC_ERR_FILE_OPEN, "%s: not a regular file; give the path of a .safetensors file", path);
   f = fopen(path, "rb");
   PetscCheck(f, PETSC_COMM_SELF, PETSC_ERR_FILE_OPEN, "%s: cannot open the model file: %s", path, strerror(errno));
