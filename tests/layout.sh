@@ -9,13 +9,7 @@ dir=$(mktemp -d "$PWD/layout.XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 cd "$dir"
 F=/usr/share/datasets/fashion-mnist
-pass=0; fail=0
-check() { if "$@" > cmp.log 2>&1; then pass=$((pass + 1)); tail -1 cmp.log; else cat cmp.log; echo "FAILED: $*"; fail=$((fail + 1)); fi; }
-run() { # run NP ARGS...: exit status 0 expected
-  local np=$1; shift
-  $MPIEXEC --oversubscribe -n "$np" "$EXE" "$@" -overwrite > last.log 2>&1 || { cat last.log; echo "FAILED: infl $*"; fail=$((fail + 1)); return 1; }
-  pass=$((pass + 1))
-}
+. "$SRC/tests/lib/counted.sh" # check, run, expect
 # MLP 784-24-16-10 (3 layers), 600 examples: tau = 2 d u + 2 N 2^-53 in single precision, d = 785
 TAU=$(awk 'BEGIN { printf "%.6e", 2 * 785 * 2^-24 + 2 * 600 * 2^-53 }')
 c="-train idx:$F/train -train_limit 600 -model $SRC/tests/ref/mlp_small.safetensors"

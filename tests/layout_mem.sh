@@ -12,16 +12,7 @@ dir=$(mktemp -d "$PWD/layout_mem.XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 cd "$dir"
 F=/usr/share/datasets/fashion-mnist
-pass=0; fail=0
-check() { if "$@" > cmp.log 2>&1; then pass=$((pass + 1)); tail -1 cmp.log; else cat cmp.log; echo "FAILED: $*"; fail=$((fail + 1)); fi; }
-run() { # run NP ARGS...: exit status 0 expected
-  local np=$1; shift
-  $MPIEXEC --oversubscribe -n "$np" "$EXE" "$@" -overwrite > last.log 2>&1 || { cat last.log; echo "FAILED: infl $*"; fail=$((fail + 1)); return 1; }
-  pass=$((pass + 1))
-}
-expect() { # expect TEXT: a line of last.log
-  if grep -qF "$1" last.log; then pass=$((pass + 1)); echo "ok: $1"; else cat last.log; echo "FAILED: no line \"$1\""; fail=$((fail + 1)); fi
-}
+. "${INFL_SOURCE_DIR:?}/tests/lib/counted.sh" # check, run, expect
 # the model: one epoch on 300 examples (its weights only need to be the same for every run below)
 run 1 train -train idx:$F/train -train_limit 300 -model_dims 784,1024,1024,10 -train_epochs 1 -out w.safetensors || exit 1
 # tau = 2 d u + 2 N 2^-53 in single precision, d = 1025
