@@ -118,14 +118,14 @@ PetscErrorCode InflIHVPSetFromOptions(InflIHVP ih)
   PetscCall(PetscOptionsInt("-ihvp_deflate", "preconditioner: deflate the K largest eigenvalues of C + D (Ritz pairs of a Lanczos run, onto the (K+1)-th); 0: off", "InflIHVPSetUp", ih->deflate, &ih->deflate, &kset));
   PetscCall(PetscOptionsInt("-ihvp_deflate_steps", "Lanczos steps (passes over the data) behind -ihvp_deflate (default 2 K + 10)", "InflIHVPSetUp", ih->deflate_steps, &ih->deflate_steps, NULL));
   PetscOptionsEnd();
-  PetscCheck(!dset || (ih->pc_damping > 0 && isfinite(ih->pc_damping)), ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_pc_damping %g must be a number > 0 (the damping of the EK-FAC preconditioner; omit it for the solve's damping)", ih->pc_damping);
+  PetscCheck(!dset || (ih->pc_damping > 0 && isfinite(ih->pc_damping)), ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_pc_damping %s must be a number > 0 (the damping of the EK-FAC preconditioner; omit it for the solve's damping)", INFL_DSTR(ih->pc_damping));
   ih->deflate_set = ih->deflate_set || kset;
   PetscCheck(ih->deflate >= 0, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_deflate %d must be >= 0 (eigenvectors deflated; 0: off)", (int)ih->deflate);
   PetscCheck(ih->deflate_steps == 0 || ih->deflate_steps > ih->deflate, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_deflate_steps %d must exceed -ihvp_deflate %d (the Lanczos run needs K + 1 Ritz values at least)", (int)ih->deflate_steps, (int)ih->deflate);
   PetscCall(InflProgressGetInterval(ih->comm, &ih->progress_interval));
   PetscCall(PetscOptionsGetReal(NULL, NULL, "-checkpoint_interval", &ih->ckpt_interval, NULL));
   PetscCall(PetscOptionsGetInt(NULL, NULL, "-checkpoint_stop_after", &ih->stop_after, NULL));
-  PetscCheck(ih->ckpt_interval >= 0 && isfinite(ih->ckpt_interval), ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-checkpoint_interval %g must be >= 0 seconds", ih->ckpt_interval);
+  PetscCheck(ih->ckpt_interval >= 0 && isfinite(ih->ckpt_interval), ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-checkpoint_interval %s must be >= 0 seconds", INFL_DSTR(ih->ckpt_interval));
   PetscCheck(ih->stop_after >= 0, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-checkpoint_stop_after %d must be a number of steps >= 0 (0: never)", (int)ih->stop_after);
   PetscCheck(seed >= 0, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_seed %d must be >= 0", (int)seed);
   PetscCheck(ih->chunk > 0, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_chunk %d must be positive", (int)ih->chunk);
@@ -1040,7 +1040,7 @@ PetscErrorCode InflIHVPSetUp(InflIHVP ih, InflModel model, InflData train, InflE
     ih->off[l + 1] = ih->off[l] + (int64_t)lin[l].dout * (lin[l].din + 1);
     if (ek) PetscCheck(ekl[l].din == lin[l].din && ekl[l].dout == lin[l].dout, ih->comm, PETSC_ERR_ARG_INCOMP, "EK-FAC layer %d is %d x %d but the model's is %d x %d", (int)l, (int)ekl[l].dout, (int)ekl[l].din + 1, (int)lin[l].dout, (int)lin[l].din + 1);
     ih->damping[l] = damping >= 0 ? damping : ekl[l].damping;
-    PetscCheck(ih->damping[l] >= 0 && isfinite(ih->damping[l]), ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "layer %d damping %g must be a finite number >= 0", (int)l, ih->damping[l]);
+    PetscCheck(ih->damping[l] >= 0 && isfinite(ih->damping[l]), ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "layer %d damping %s must be a finite number >= 0", (int)l, INFL_DSTR(ih->damping[l]));
     ih->maxa = PetscMax(ih->maxa, lin[l].din + 1);
     ih->maxd = PetscMax(ih->maxd, lin[l].dout);
   }
@@ -1085,8 +1085,8 @@ PetscErrorCode InflIHVPSetUp(InflIHVP ih, InflModel model, InflData train, InflE
     PetscReal rtol, atol, dtol;
     PetscInt  maxit;
     PetscCall(KSPGetTolerances(ih->ksp, &rtol, &atol, &dtol, &maxit));
-    PetscCheck(rtol > 0 && rtol < 1, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_ksp_rtol %g must lie in (0, 1): a solve stops when its residual norm falls below rtol times the right-hand side's, so 1 or more stops at once with the IHVP 0 (every score 0) and 0 or less only at -ihvp_ksp_max_it; the default is %g", (double)rtol, INFL_IHVP_RTOL);
-    PetscCheck(atol >= 0 && !PetscIsInfOrNanReal(atol), ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_ksp_atol %g must be a finite number >= 0", (double)atol);
+    PetscCheck(rtol > 0 && rtol < 1, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_ksp_rtol %s must lie in (0, 1): a solve stops when its residual norm falls below rtol times the right-hand side's, so 1 or more stops at once with the IHVP 0 (every score 0) and 0 or less only at -ihvp_ksp_max_it; the default is %s", INFL_DSTR((double)rtol), INFL_DSTR(INFL_IHVP_RTOL));
+    PetscCheck(atol >= 0 && !PetscIsInfOrNanReal(atol), ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_ksp_atol %s must be a finite number >= 0", INFL_DSTR((double)atol));
     PetscCheck(maxit >= 1, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_ksp_max_it %d must be >= 1 (the default is %d)", (int)maxit, INFL_IHVP_MAX_IT);
   }
   {
@@ -1170,8 +1170,8 @@ static PetscErrorCode ihvp_check_converged(InflIHVP ih, const char what[], InflI
   PetscFunctionBegin;
   in->converged = in->reason > 0 ? PETSC_TRUE : PETSC_FALSE;
   if (in->converged) PetscFunctionReturn(0);
-  PetscCheck(ih->allow_unconverged, ih->comm, PETSC_ERR_NOT_CONVERGED, "Krylov IHVP solve of %s did not converge: %s after %d iterations, residual norm %g (right-hand side norm %g); raise -ihvp_ksp_max_it, loosen -ihvp_ksp_rtol, raise the damping, or pass -ihvp_allow_unconverged", what, KSPConvergedReasons[in->reason], (int)in->iterations, in->rnorm, in->bnorm);
-  PetscCall(PetscPrintf(ih->comm, "ihvp: WARNING: solve of %s did not converge: %s after %d iterations, residual norm %g (right-hand side norm %g); kept as is (-ihvp_allow_unconverged)\n", what, KSPConvergedReasons[in->reason], (int)in->iterations, in->rnorm, in->bnorm));
+  PetscCheck(ih->allow_unconverged, ih->comm, PETSC_ERR_NOT_CONVERGED, "Krylov IHVP solve of %s did not converge: %s after %d iterations, residual norm %s (right-hand side norm %s); raise -ihvp_ksp_max_it, loosen -ihvp_ksp_rtol, raise the damping, or pass -ihvp_allow_unconverged", what, KSPConvergedReasons[in->reason], (int)in->iterations, INFL_DSTR(in->rnorm), INFL_DSTR(in->bnorm));
+  PetscCall(PetscPrintf(ih->comm, "ihvp: WARNING: solve of %s did not converge: %s after %d iterations, residual norm %s (right-hand side norm %s); kept as is (-ihvp_allow_unconverged)\n", what, KSPConvergedReasons[in->reason], (int)in->iterations, INFL_DSTR(in->rnorm), INFL_DSTR(in->bnorm)));
   PetscFunctionReturn(0);
 }
 
