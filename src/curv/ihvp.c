@@ -55,7 +55,8 @@ struct _p_InflIHVP {
   Vec            diag;         /* the operator's diagonal (C + D), computed on first use */
   PetscInt       nmult, npc;
   double         progress_interval, ckpt_interval;
-  PetscInt       stop_after;   /* -checkpoint_stop_after: checkpoint and stop after this many block iterations */
+  PetscInt       stop_after;   /* -checkpoint_stop_after: checkpoint and stop after this many Lanczos steps of the
+                                * deflation's run, or block iterations, of this run */
   char           partial[PETSC_MAX_PATH_LEN]; /* the block solve's checkpoint ("" none) */
   SolveTrace     ktrace;       /* the KSP monitor's solve */
   double         pc_damping;   /* -ihvp_pc_damping: damping of the EK-FAC preconditioner (< 0: the solve's) */
