@@ -6,7 +6,8 @@
 #    resumes the Lanczos run at step 3), then rerun to the end (it restores the Ritz pairs without a pass over the data
 #    and resumes the solve), gives the uninterrupted run's table exactly (2 ranks); a rerun with another
 #    -ihvp_deflate is refused naming the file; infl ihvp resumed the same way across 2 and 3 ranks (the vectors are
-#    stored whole) gives the uninterrupted scores to rounding;
+#    stored whole) gives the uninterrupted scores to rounding; -progress_interval 0 prints a line per Lanczos step
+#    (the uninterrupted run: its table is the same as the stopped runs' without lines);
 #  - the bound of the Lanczos vectors follows -mem_limit: the default K is lowered (the line says to what and why,
 #    with numbers that agree: 2K + 11 vectors fit the room, 2K + 13 do not) or dropped, an explicit -ihvp_deflate that does not fit is an error naming -ihvp_deflate and -mem_limit;
 #  - breakdown: on 3 training examples the empirical Fisher plus damping has 4 distinct eigenvalues, so the run stops
@@ -48,8 +49,9 @@ if [ "$part" = resume ]; then
 # infl fidelity at 2 ranks: stopped in the Lanczos run, then in the block solve, then run to the end
 run 2 fit.txt fit "${data[@]}" -out factors.h5
 fid=("${solve[@]}" -factors factors.h5)
-run 2 fref.txt fidelity "${fid[@]}" -out fref.h5
+run 2 fref.txt fidelity "${fid[@]}" -progress_interval 0 -out fref.h5
 has fref.txt "ihvp: deflation: 8 Lanczos steps ("
+[ "$(grep -c '^  ihvp deflation: Lanczos step [1-7] of 8, .* s, ETA [0-9]* s$' fref.txt)" = 7 ] || fail "-progress_interval 0: not one progress line per Lanczos step 1..7: $(grep 'Lanczos step' fref.txt)"
 its=$(sed -n 's/^ihvp: block CG: 2 queries, \([0-9]*\) iterations.*/\1/p' fref.txt)
 [ -n "$its" ] && [ "$its" -gt 8 ] || fail "the uninterrupted solve took '$its' iterations; the test needs more than 8"
 stopped 2 f1.txt fidelity "${fid[@]}" -checkpoint_stop_after 3 -out f.h5

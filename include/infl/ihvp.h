@@ -65,7 +65,8 @@
  *     ihvp query 17: iteration 12, residual norm 3.2e-04 (relative to the right-hand side 1.1e-05, target 1.0e-08),
  *     4.1 s, ETA 6 s (21 more iterations)
  * (one-at-a-time solves: from a KSP monitor installed in InflIHVPSetUp; -ihvp_ksp_monitor_cancel removes the lines of
- * both kinds of solve).
+ * both kinds of solve), and the Lanczos run of the deflation
+ *     ihvp deflation: Lanczos step 40 of 210, 162.3 s, ETA 690 s.
  * The ETA extrapolates log(residual norm) linearly over the later half of the iterations (at least the last 16) down
  * to the stopping threshold max(rtol r_0, abstol), at the mean time per iteration so far; "ETA unknown" while that
  * trend is not decreasing.  Once a solve has run 30 iterations and a tenth of max_it, a trend that needs more than

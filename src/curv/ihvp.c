@@ -706,7 +706,7 @@ static PetscErrorCode ihvp_deflation_setup(PC pc)
   double        *alpha, *beta, *h, *T, *theta, *work, *c, tnorm = 0, bratio = 0;
   PetscBool      breakdown = PETSC_FALSE, done;
   PetscBLASInt   bm, lwork, info;
-  PetscLogDouble t0, t1, last;
+  PetscLogDouble t0, t1, last, lastp;
   char           why[640];
 
   PetscFunctionBegin;
@@ -743,7 +743,7 @@ static PetscErrorCode ihvp_deflation_setup(PC pc)
     PetscCall(VecNormalize(Qv[0], NULL));
   }
   for (PetscInt j = 0; j < m0; j++) tnorm = PetscMax(tnorm, PetscAbsReal(alpha[j]) + beta[j] + (j ? beta[j - 1] : 0));
-  last = t0;
+  last = lastp = t0;
   for (m = m0; m < steps; m++) {
     PetscCall(ihvp_apply_block(ih, 1, &Qv[m], &w));
     PetscCall(VecDot(w, Qv[m], &alpha[m]));
@@ -762,6 +762,14 @@ static PetscErrorCode ihvp_deflation_setup(PC pc)
     }
     PetscCall(VecCopy(w, Qv[m + 1]));
     PetscCall(VecScale(Qv[m + 1], 1.0 / beta[m]));
+    if (!ih->quiet) { /* progress every -progress_interval seconds (rank 0 prints; only reads) */
+      PetscLogDouble now;
+      PetscCall(PetscTime(&now));
+      if (now - lastp >= ih->progress_interval && m + 1 < steps) {
+        lastp = now;
+        PetscCall(PetscPrintf(ih->comm, "  ihvp deflation: Lanczos step %d of %d, %.1f s, ETA %.0f s\n", (int)(m + 1), (int)steps, now - t0, (now - t0) / (m + 1 - m0) * (steps - m - 1)));
+      }
+    }
     if (m + 1 < steps && ih->ckey[0]) { /* between two steps of the block solve's run: checkpoint, stop */
       PetscBool      due, sig, stop = ih->stop_after > 0 && m + 1 - m0 >= ih->stop_after ? PETSC_TRUE : PETSC_FALSE;
       PetscLogDouble now;
