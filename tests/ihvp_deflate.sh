@@ -23,17 +23,15 @@ dir=$PWD/ihvp_deflate_$part
 rm -rf "$dir"
 mkdir -p "$dir"
 cd "$dir"
+EXE=$exe MPIEXEC=$mpi
+. "$src/tests/lib/checks.sh" # run
 fail() { echo "FAIL: $*"; exit 1; }
-run() { # run NP LOG args...: infl must succeed
-  local np=$1 log=$2
-  shift 2
-  "$mpi" --oversubscribe -n "$np" "$exe" "$@" >"$log" 2>&1 || { cat "$log"; fail "infl $* failed"; }
-}
-stopped() { # stopped NP LOG args...: infl must stop with status 3 (checkpoint written)
-  local np=$1 log=$2 rc=0
-  shift 2
-  "$mpi" --oversubscribe -n "$np" "$exe" "$@" >"$log" 2>&1 || rc=$?
-  [ "$rc" -eq 3 ] || { cat "$log"; fail "infl $* exited with $rc, expected 3 (stopped)"; }
+go() { # go NP STATUS LOG ARGS...: infl ARGS on NP ranks must exit with STATUS (0; 3: stopped after a checkpoint; 1: an error)
+  local np=$1 want=$2 log=$3 st
+  shift 3
+  st=$(run "$np" "$@" 2>/dev/null)
+  cp last.log "$log"
+  [ "$st" = "$want" ] || { cat "$log"; fail "infl $* exited with $st, expected $want"; }
 }
 has() { grep -qF -- "$2" "$1" || { grep -v "^  ihvp query" "$1" | head -40; fail "$1 has no line with: $2"; }; }
 same() { # same A B DATASET...: identical datasets
@@ -47,23 +45,23 @@ solve=("${data[@]}" -query "$fm/t10k" -query_limit 16 -query_indices 0:2 -ekfac_
 
 if [ "$part" = resume ]; then
 # infl fidelity at 2 ranks: stopped in the Lanczos run, then in the block solve, then run to the end
-run 2 fit.txt fit "${data[@]}" -out factors.h5
+go 2 0 fit.txt fit "${data[@]}" -out factors.h5
 fid=("${solve[@]}" -factors factors.h5)
-run 2 fref.txt fidelity "${fid[@]}" -progress_interval 0 -out fref.h5
+go 2 0 fref.txt fidelity "${fid[@]}" -progress_interval 0 -out fref.h5
 has fref.txt "ihvp: deflation: 8 Lanczos steps ("
 [ "$(grep -c '^  ihvp deflation: Lanczos step [1-7] of 8, .* s, ETA [0-9]* s$' fref.txt)" = 7 ] || fail "-progress_interval 0: not one progress line per Lanczos step 1..7: $(grep 'Lanczos step' fref.txt)"
 its=$(sed -n 's/^ihvp: block CG: 2 queries, \([0-9]*\) iterations.*/\1/p' fref.txt)
 [ -n "$its" ] && [ "$its" -gt 8 ] || fail "the uninterrupted solve took '$its' iterations; the test needs more than 8"
-stopped 2 f1.txt fidelity "${fid[@]}" -checkpoint_stop_after 3 -out f.h5
+go 2 3 f1.txt fidelity "${fid[@]}" -checkpoint_stop_after 3 -out f.h5
 has f1.txt "the Lanczos run of -ihvp_deflate) stopped after step 3 of 8 (-checkpoint_stop_after 3); its progress is saved in f.h5.ihvp.partial"
 [ -f f.h5.ihvp.partial ] && [ ! -e f.h5 ] || fail "after the stop in the Lanczos run: no f.h5.ihvp.partial, or an output"
-if "$mpi" --oversubscribe -n 2 "$exe" fidelity "${fid[@]}" -ihvp_deflate 3 -out f.h5 >f0.txt 2>&1; then fail "a rerun with another -ihvp_deflate resumed"; fi
+go 2 1 f0.txt fidelity "${fid[@]}" -ihvp_deflate 3 -out f.h5
 has f0.txt "f.h5.ihvp.partial holds the progress of another run"
-stopped 2 f2.txt fidelity "${fid[@]}" -checkpoint_stop_after 8 -out f.h5
+go 2 3 f2.txt fidelity "${fid[@]}" -checkpoint_stop_after 8 -out f.h5
 has f2.txt "ihvp: deflation: resuming the Lanczos run from f.h5.ihvp.partial at step 3 of 8"
 has f2.txt "ihvp: deflation: 8 Lanczos steps (3 restored,"
 has f2.txt "ihvp (Krylov solves) stopped after iteration 8 (-checkpoint_stop_after 8)"
-run 2 f3.txt fidelity "${fid[@]}" -out f.h5
+go 2 0 f3.txt fidelity "${fid[@]}" -out f.h5
 has f3.txt "ihvp: deflation: restored from f.h5.ihvp.partial (no pass over the data): 8 Lanczos steps"
 has f3.txt "ihvp: resuming the block solve from f.h5.ihvp.partial at iteration 8"
 ! grep -q "Lanczos steps (" f3.txt || fail "the last rerun ran Lanczos steps: $(grep 'Lanczos steps (' f3.txt)"
@@ -73,11 +71,11 @@ echo "ok: infl fidelity stopped in the Lanczos run (step 3) and in the solve (it
 
 # infl ihvp across rank counts (the vectors are stored whole): stopped in the Lanczos run at 2 ranks, in the solve
 # at 3, finished at 2: the uninterrupted scores to rounding
-run 2 ref.txt ihvp "${solve[@]}" -score_save_all -out ref.h5
-stopped 2 s1.txt ihvp "${solve[@]}" -score_save_all -checkpoint_stop_after 3 -out r.h5
-stopped 3 s2.txt ihvp "${solve[@]}" -score_save_all -checkpoint_stop_after 8 -out r.h5
+go 2 0 ref.txt ihvp "${solve[@]}" -score_save_all -out ref.h5
+go 2 3 s1.txt ihvp "${solve[@]}" -score_save_all -checkpoint_stop_after 3 -out r.h5
+go 3 3 s2.txt ihvp "${solve[@]}" -score_save_all -checkpoint_stop_after 8 -out r.h5
 has s2.txt "ihvp: deflation: resuming the Lanczos run from r.h5.ihvp.partial at step 3 of 8"
-run 2 s3.txt ihvp "${solve[@]}" -score_save_all -out r.h5
+go 2 0 s3.txt ihvp "${solve[@]}" -score_save_all -out r.h5
 has s3.txt "ihvp: deflation: restored from r.h5.ihvp.partial (no pass over the data)"
 has s3.txt "ihvp: resuming the block solve from r.h5.ihvp.partial at iteration 8"
 h5diff -p 1e-5 ref.h5 r.h5 /scores /scores >/dev/null || fail "/scores resumed across 2 and 3 ranks differ from the uninterrupted run by more than 1e-5: $(h5diff -p 1e-5 -r ref.h5 r.h5 /scores /scores | head -5)"
@@ -90,7 +88,7 @@ if [ "$part" = mem ]; then
 quick=("${data[@]}" -query "$fm/t10k" -query_limit 16 -query_indices 0:2 -ekfac_damping 1 -ihvp_ksp_max_it 1
   -ihvp_allow_unconverged)
 kof() { sed -n 's/^ihvp: note: deflation of K = \([0-9]*\) instead of 100 eigenvalues.*/\1/p' "$1"; }
-run 2 m1.txt ihvp "${quick[@]}" -mem_limit 110M -out m1.h5
+go 2 0 m1.txt ihvp "${quick[@]}" -mem_limit 110M -out m1.h5
 has m1.txt "must fit in the "
 has m1.txt "that -mem_limit (110.0 MiB) leaves after the "
 k1=$(kof m1.txt)
@@ -100,16 +98,16 @@ room=$(sed -n 's/.*must fit in the \([0-9.]*\) MiB per rank that.*/\1/p' <<<"$li
 awk -v k="$k1" -v p="$per" -v r="$room" 'BEGIN { exit !(k > 0 && k < 100 && (2 * k + 11) * p <= r * 1.05 + 0.05 && (2 * k + 13) * p >= r * 0.95 - 0.05) }' ||
   fail "K $k1 does not match the room: 2K + 11 vectors of $per MiB against $room MiB ($line)"
 has m1.txt "ihvp: deflation: $((2 * k1 + 10)) Lanczos steps ("
-run 2 m3.txt ihvp "${quick[@]}" -mem_limit 70M -out m3.h5
+go 2 0 m3.txt ihvp "${quick[@]}" -mem_limit 70M -out m3.h5
 has m3.txt "ihvp: note: no deflation: the 2K + 11 Lanczos vectors of K = 1"
 ! grep -q "Lanczos steps (" m3.txt || fail "-mem_limit 70M: a Lanczos run without room for it"
-if "$mpi" --oversubscribe -n 2 "$exe" ihvp "${quick[@]}" -mem_limit 110M -ihvp_deflate 80 -out m4.h5 >m4.txt 2>&1; then fail "-ihvp_deflate 80 beyond -mem_limit 110M was accepted"; fi
+go 2 1 m4.txt ihvp "${quick[@]}" -mem_limit 110M -ihvp_deflate 80 -out m4.h5
 has m4.txt "-ihvp_deflate 80: its Lanczos run keeps 171 vectors of 19410 parameters"
 has m4.txt "lower -ihvp_deflate, raise -mem_limit or use more ranks"
 echo "ok: -mem_limit 110M: K $k1 ($((2 * k1 + 11)) vectors of $per MiB in $room MiB), 70M: none; an explicit K beyond it is an error"
 
 # breakdown: 3 examples, empirical Fisher, damping 1e-4 on every layer: 4 distinct eigenvalues
-run 2 b.txt ihvp -model "$src/tests/ref/mlp_small.safetensors" -train "$fm/train" -train_limit 3 -query "$fm/t10k" \
+go 2 0 b.txt ihvp -model "$src/tests/ref/mlp_small.safetensors" -train "$fm/train" -train_limit 3 -query "$fm/t10k" \
   -query_limit 16 -query_indices 0:2 -ekfac_damping 1e-4 -ihvp_curvature empirical -out b.h5
 has b.txt "ihvp: note: the Lanczos run of -ihvp_deflate stopped at step 4 of 210: beta "
 has b.txt "so C + D has 4 distinct eigenvalues along it, all found; deflating only 3 of them"
