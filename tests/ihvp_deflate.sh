@@ -9,7 +9,8 @@
 #    stored whole) gives the uninterrupted scores to rounding; -progress_interval 0 prints a line per Lanczos step
 #    (the uninterrupted run: its table is the same as the stopped runs' without lines);
 #  - the bound of the Lanczos vectors follows -mem_limit: the default K is lowered (the line says to what and why,
-#    with numbers that agree: 2K + 11 vectors fit the room, 2K + 13 do not) or dropped, an explicit -ihvp_deflate that does not fit is an error naming -ihvp_deflate and -mem_limit;
+#    with numbers that agree: 2K + 11 vectors fit the room, 2K + 13 do not) or dropped; an explicit -ihvp_deflate
+#    that does not fit is an error naming -ihvp_deflate and -mem_limit;
 #  - breakdown: on 3 training examples the empirical Fisher plus damping has 4 distinct eigenvalues, so the run stops
 #    at step 4 of 210 and deflates 3 (the exact answer against LAPACK is in test_ihvp).
 # Part "resume" (the first item) or "mem" (the others): two ctest entries of one script.
@@ -88,9 +89,17 @@ if [ "$part" = mem ]; then
 quick=("${data[@]}" -query "$fm/t10k" -query_limit 16 -query_indices 0:2 -ekfac_damping 1 -ihvp_ksp_max_it 1
   -ihvp_allow_unconverged)
 kof() { sed -n 's/^ihvp: note: deflation of K = \([0-9]*\) instead of 100 eigenvalues.*/\1/p' "$1"; }
-go 2 0 m1.txt ihvp "${quick[@]}" -mem_limit 110M -out m1.h5
+# an explicit K beyond the limit: an error that also tells the stage's other bytes R, from which the limits below
+# leave about 1.3 MiB (K a few) and nothing for the Lanczos vectors
+go 2 1 m4.txt ihvp "${quick[@]}" -mem_limit 80M -ihvp_deflate 80 -out m4.h5
+has m4.txt "-ihvp_deflate 80: its Lanczos run keeps 171 vectors of 19410 parameters"
+has m4.txt "lower -ihvp_deflate, raise -mem_limit or use more ranks"
+res=$(sed -n 's/.* leaves after the \([0-9.]*\) MiB the Krylov stage holds otherwise.*/\1/p' m4.txt)
+[ -n "$res" ] || fail "the error of -ihvp_deflate 80 does not say what the stage holds otherwise: $(grep error m4.txt)"
+lim=$(awk -v r="$res" 'BEGIN { printf "%dK", (64 + r + 1.3) * 1024 }')
+go 2 0 m1.txt ihvp "${quick[@]}" -mem_limit "$lim" -out m1.h5
 has m1.txt "must fit in the "
-has m1.txt "that -mem_limit (110.0 MiB) leaves after the "
+has m1.txt "MiB) leaves after the $res MiB the Krylov stage holds otherwise and 64 MiB for the libraries"
 k1=$(kof m1.txt)
 line=$(grep "^ihvp: note: deflation of K = " m1.txt)
 per=$(sed -n 's/.*(\([0-9.]*\) MiB per rank each).*/\1/p' <<<"$line")
@@ -98,13 +107,11 @@ room=$(sed -n 's/.*must fit in the \([0-9.]*\) MiB per rank that.*/\1/p' <<<"$li
 awk -v k="$k1" -v p="$per" -v r="$room" 'BEGIN { exit !(k > 0 && k < 100 && (2 * k + 11) * p <= r * 1.05 + 0.05 && (2 * k + 13) * p >= r * 0.95 - 0.05) }' ||
   fail "K $k1 does not match the room: 2K + 11 vectors of $per MiB against $room MiB ($line)"
 has m1.txt "ihvp: deflation: $((2 * k1 + 10)) Lanczos steps ("
-go 2 0 m3.txt ihvp "${quick[@]}" -mem_limit 70M -out m3.h5
+lim0=$(awk -v r="$res" 'BEGIN { printf "%dK", (64 + r) * 1024 - 64 }')
+go 2 0 m3.txt ihvp "${quick[@]}" -mem_limit "$lim0" -out m3.h5
 has m3.txt "ihvp: note: no deflation: the 2K + 11 Lanczos vectors of K = 1"
-! grep -q "Lanczos steps (" m3.txt || fail "-mem_limit 70M: a Lanczos run without room for it"
-go 2 1 m4.txt ihvp "${quick[@]}" -mem_limit 110M -ihvp_deflate 80 -out m4.h5
-has m4.txt "-ihvp_deflate 80: its Lanczos run keeps 171 vectors of 19410 parameters"
-has m4.txt "lower -ihvp_deflate, raise -mem_limit or use more ranks"
-echo "ok: -mem_limit 110M: K $k1 ($((2 * k1 + 11)) vectors of $per MiB in $room MiB), 70M: none; an explicit K beyond it is an error"
+! grep -q "Lanczos steps (" m3.txt || fail "-mem_limit $lim0: a Lanczos run without room for it"
+echo "ok: the stage holds $res MiB besides; -mem_limit $lim: K $k1 ($((2 * k1 + 11)) vectors of $per MiB in $room MiB), $lim0: none; an explicit K beyond it is an error"
 
 # breakdown: 3 examples, empirical Fisher, damping 1e-4 on every layer: 4 distinct eigenvalues
 go 2 0 b.txt ihvp -model "$src/tests/ref/mlp_small.safetensors" -train "$fm/train" -train_limit 3 -query "$fm/t10k" \
