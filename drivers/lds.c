@@ -726,13 +726,13 @@ PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
   PetscCall(InflDataGetSizes(train, &N, NULL, NULL));
   PetscCheck(J == 0 || J >= 3, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_subsets %d: give at least 3 subsets (the LDS is a rank correlation across them; 50-100 are usual)", (int)J);
   PetscCheck(J > 0 || loo_spec[0] || mfraction > 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_subsets %d: give at least 3 subsets (the LDS is a rank correlation across them; 50-100 are usual), or -lds_loo or -lds_mislabel_fraction", (int)J);
-  PetscCheck(fraction > 0 && fraction < 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_fraction %g must lie in (0, 1) (0.5 is usual)", fraction);
+  PetscCheck(fraction > 0 && fraction < 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_fraction %s must lie in (0, 1) (0.5 is usual)", INFL_DSTR(fraction));
   PetscCheck(seed >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_seed %d must be >= 0", (int)seed);
   PetscCheck(S >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_loo_seeds %d must be >= 1", (int)S);
-  PetscCheck(mfraction >= 0 && mfraction < 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_mislabel_fraction %g must lie in [0, 1) (0: no mislabel detection; 0.1 is usual)", mfraction);
+  PetscCheck(mfraction >= 0 && mfraction < 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_mislabel_fraction %s must lie in [0, 1) (0: no mislabel detection; 0.1 is usual)", INFL_DSTR(mfraction));
   PetscCheck(mfraction == 0 || InflSubsetSize(N, mfraction) >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_mislabel_fraction %g of %" PRId64 " training examples flips no label; give a larger fraction", mfraction, N);
   PetscCheck(ntop >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_mislabel_top: give at least one percentage (e.g. 10,20)");
-  for (PetscInt t = 0; t < ntop; t++) PetscCheck(tops[t] > 0 && tops[t] <= 100, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_mislabel_top %g: a percentage of the training set must lie in (0, 100]", tops[t]);
+  for (PetscInt t = 0; t < ntop; t++) PetscCheck(tops[t] > 0 && tops[t] <= 100, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_mislabel_top %s: a percentage of the training set must lie in (0, 100]", INFL_DSTR(tops[t]));
   PetscCheck(J == 0 || (InflSubsetSize(N, fraction) >= 1 && InflSubsetSize(N, fraction) < N), comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_fraction %g of %" PRId64 " training examples selects %" PRId64 ": give a fraction that keeps some and leaves some out", fraction, N, InflSubsetSize(N, fraction));
   if (!c.seq) PetscCall(DriverMLPDims(comm, train, c.dims, &c.nd, dset));
   todo[0] = (PetscBool)(J > 0);

@@ -10,3 +10,7 @@ infl_script_test(ihvp_progress ihvp_progress.sh TIMEOUT 300)
 # products and block CG solves against the model's full backward pass and a Woodbury + LAPACK dense solve, layer
 # selections all and mlp; ggn is an error for this type
 infl_test(test_ihvp_gpt2 SOURCES test_ihvp_gpt2.c LIBS infl_curv infl_nn infl_io infl_core)
+# the Lanczos run of -ihvp_deflate: stopped inside it and in the solve after it (infl ihvp, infl fidelity), resumed to
+# the uninterrupted results (also at another rank count); its vectors bounded by -mem_limit; breakdown on 3 examples
+infl_script_test(ihvp_deflate_resume ihvp_deflate.sh ARGS resume TIMEOUT 300)
+infl_script_test(ihvp_deflate_mem ihvp_deflate.sh ARGS mem TIMEOUT 300)

@@ -5,7 +5,8 @@
  * GGN product match central finite differences; CG solutions match LAPACK dgesv; EK-FAC preconditioning cuts the
  * CG iterations; zero right-hand sides and unconverged solves are handled; Krylov queries scored by InflScorer give
  * g_m^T (C+D)^-1 g_q; block solves of several queries equal one solve per query and LAPACK, also with the deflation
- * and damped EK-FAC preconditioners (check_solvers).  Run at 1-4 ranks: every rank checks against the same dense reference. */
+ * and damped EK-FAC preconditioners (check_solvers); the Lanczos run of the deflation stops at an exhausted Krylov space
+ * on 4 examples and deflates exactly the dense operator's top eigenvalues (check_breakdown).  Run at 1-4 ranks: every rank checks against the same dense reference. */
 #include <infl/ihvp.h>
 #include <infl/score.h>
 #include <petscblaslapack.h>
@@ -218,6 +219,75 @@ static PetscErrorCode check_solvers(MPI_Comm comm, InflModel model, InflData dat
   PetscFunctionReturn(0);
 }
 
+/* Lanczos breakdown on a tiny training set: the empirical Fisher of NB examples plus a damping d on every layer has the
+ * NB eigenvalues lambda_i + d (the gradients' Gram matrix) and d, so the Krylov space of any start vector has
+ * dimension NB + 1 and the Lanczos run behind -ihvp_deflate (explicit 10: 30 steps; the default 100: 210) must stop
+ * there: the NB largest Ritz values are the dense operator's top eigenvalues (LAPACK dsyev), sigma is d, the
+ * preconditioned operator is d I, so each solve converges in at most 2 iterations to the LAPACK solution. */
+#define NB 4
+static PetscErrorCode check_breakdown(MPI_Comm comm, InflModel model, PetscInt L, int64_t n)
+{
+  const double d = 1e-4, dl[2] = {d, d};
+  const char  *kopt[2] = {"10", NULL};
+  InflData     tiny;
+  int64_t      qidx[3] = {5, 17, 30}, yq[3];
+  float        xq[3 * D0];
+  double      *M, *Mc, *w, *work, *b, *ref, *slab;
+  PetscBLASInt bn, lwork, linfo;
+
+  PetscFunctionBegin;
+  PetscCall(InflDataOpen(comm, "h5:test_ihvp_data.h5", NB, &tiny));
+  PetscCall(PetscBLASIntCast(n, &bn));
+  lwork = 4 * bn;
+  PetscCall(PetscMalloc7((size_t)n * n, &M, (size_t)n * n, &Mc, n, &w, lwork, &work, n, &b, 3 * n, &ref, n, &slab));
+  PetscCall(dense_curvature(model, tiny, INFL_CURVATURE_EMPIRICAL, 0, L, dl, M));
+  PetscCall(PetscArraycpy(Mc, M, (size_t)n * n));
+  PetscCallBLAS("LAPACKsyev", LAPACKsyev_("N", "U", &bn, Mc, &bn, w, work, &lwork, &linfo));
+  PetscCheck(linfo == 0, comm, PETSC_ERR_LIB, "dsyev info %d", (int)linfo);
+  PetscCheck(w[n - NB] > 2 * d && fabs(w[n - NB - 1] - d) < 1e-9 && fabs(w[0] - d) < 1e-9, comm, PETSC_ERR_PLIB, "the dense operator of %d examples does not have %d eigenvalues above the damping and the rest at it", NB, NB);
+  PetscCall(PetscOptionsSetValue(NULL, "-ihvp_ksp_rtol", "1e-10"));
+  for (int v = 0; v < 2; v++) {
+    InflIHVP          ih;
+    InflData          full;
+    double           *P[2], sigma, e = 0;
+    const double     *theta;
+    PetscInt          K, maxit = 0;
+    InflIHVPSolveInfo info[3];
+    if (kopt[v]) PetscCall(PetscOptionsSetValue(NULL, "-ihvp_deflate", kopt[v]));
+    else PetscCall(PetscOptionsClearValue(NULL, "-ihvp_deflate")); /* the default K */
+    PetscCall(InflIHVPCreate(comm, &ih));
+    PetscCall(InflIHVPSetCurvature(ih, INFL_CURVATURE_EMPIRICAL, 0));
+    PetscCall(InflIHVPSetFromOptions(ih));
+    PetscCall(InflIHVPSetUp(ih, model, tiny, NULL, d));
+    PetscCall(InflDataOpen(comm, "h5:test_ihvp_data.h5", 0, &full));
+    PetscCall(InflDataGetExamples(full, 3, qidx, xq, yq));
+    PetscCall(InflDataDestroy(&full));
+    PetscCall(InflIHVPSolveQueries(ih, 3, xq, yq, qidx, P, info));
+    PetscCall(InflIHVPGetDeflation(ih, &K, &theta, &sigma));
+    PetscCheck(K == NB, comm, PETSC_ERR_PLIB, "-ihvp_deflate %s on %d examples: deflation of %d vectors, not the %d eigenvalues above the damping", kopt[v] ? kopt[v] : "(default)", NB, (int)K, NB);
+    for (int k = 0; k < NB; k++) PetscCheck(fabs(theta[k] - w[n - 1 - k]) <= 1e-8 * w[n - 1], comm, PETSC_ERR_PLIB, "breakdown: Ritz value %d: %.12g, dense eigenvalue %.12g", k, theta[k], w[n - 1 - k]);
+    PetscCheck(fabs(sigma - d) <= 1e-8 * w[n - 1], comm, PETSC_ERR_PLIB, "breakdown: deflation target %.12g, not the damping %g", sigma, d);
+    for (int q = 0; q < 3; q++) {
+      PetscCall(InflModelPerExampleGradients(model, 1, xq + D0 * q, yq + q, b));
+      PetscCall(dense_solve((PetscInt)n, M, b, ref + (int64_t)q * n));
+      PetscCall(ihvp_layers_to_slab(model, L, P, q, slab));
+      e     = PetscMax(e, relerr((PetscInt)n, slab, ref + (int64_t)q * n));
+      maxit = PetscMax(maxit, info[q].iterations);
+      PetscCheck(info[q].converged, comm, PETSC_ERR_PLIB, "breakdown: query %d did not converge", (int)qidx[q]);
+    }
+    PetscCall(PetscPrintf(comm, "breakdown (%d examples, -ihvp_deflate %s): %d Ritz values %.6e .. %.6e match the dense eigenvalues, sigma %.3e = the damping; IHVPs vs LAPACK %.2e in at most %d iterations\n", NB, kopt[v] ? kopt[v] : "default", (int)K, theta[0], theta[K - 1], sigma, e, (int)maxit));
+    PetscCheck(e < 1e-6 && maxit <= 2, comm, PETSC_ERR_PLIB, "breakdown: IHVPs differ from LAPACK by %g, or took %d iterations (the deflated operator is d I)", e, (int)maxit);
+    PetscCall(PetscFree(P[0]));
+    PetscCall(PetscFree(P[1]));
+    PetscCall(InflIHVPDestroy(&ih));
+  }
+  PetscCall(PetscOptionsSetValue(NULL, "-ihvp_deflate", "0"));
+  PetscCall(PetscOptionsClearValue(NULL, "-ihvp_ksp_rtol"));
+  PetscCall(PetscFree7(M, Mc, w, work, b, ref, slab));
+  PetscCall(InflDataDestroy(&tiny));
+  PetscFunctionReturn(0);
+}
+
 int main(int argc, char **argv)
 {
   MPI_Comm        comm;
@@ -265,6 +335,7 @@ int main(int argc, char **argv)
   }
   PetscCall(PetscMalloc6((size_t)n * n, &M, n, &v, n, &u, n, &ref, n, &b, n, &xs));
   for (int64_t i = 0; i < n; i++) v[i] = InflNormal(99, (uint64_t)i, 0);
+  PetscCall(check_breakdown(comm, model, L, n));
 
   /* R-op Jacobian-vector product against central differences of the logits */
   {

@@ -43,16 +43,30 @@
  * -ihvp_deflate K (INFL_IHVP_DEFLATE by default, with pc none; 0: off): the deflation preconditioner M^-1 = I + sum_i (sigma/theta_i - 1) v_i v_i^T of the K
  * largest Ritz pairs of -ihvp_deflate_steps M (2 K + 10) Lanczos steps on C + D from a fixed Gaussian start (M products
  * of one direction, once per InflIHVP; full reorthogonalization), sigma the (K+1)-th Ritz value (InflIHVPGetDeflation).
- * Memory: M + 1 Lanczos vectors of n doubles during the run, then K, distributed over the ranks.
- * The default K gives way silently: to the memory bound INFL_IHVP_DEFLATE_BYTES, to another -ihvp_pc_type, to a Krylov space of dimension K or less (then all but
- * the smallest Ritz value), to a singular operator (none); a K given by -ihvp_deflate is an error in those cases.
+ * Memory: M + 1 Lanczos vectors of n doubles during the run, then K, distributed over the ranks.  Their bound per
+ * rank: with -mem_limit what it leaves after the stage's other bytes (training shard, factors, the queries' vectors,
+ * the capture and scratch) and 64 MiB for the libraries; without it INFL_IHVP_DEFLATE_BYTES for the default K.  The
+ * default K gives way to that bound (a note says to what K and why, or "no deflation"), silently to another
+ * -ihvp_pc_type and to a singular operator (none); an explicit -ihvp_deflate or -ihvp_deflate_steps beyond
+ * -mem_limit, or a singular operator under an explicit K, is an error.
+ * Breakdown: a beta at or below 1e-10 of the running estimate of ||T|| means the Krylov space of the start vector is
+ * exhausted (C + D has only m distinct eigenvalues along it: e.g. fewer training examples than steps); the run stops
+ * there and deflates the largest converged Ritz pairs (all but the smallest at most, onto it), with a note naming the
+ * step, beta and the K kept.  Without breakdown the K largest are deflated, converged or not (the line says how many
+ * have: residual estimate below 1.5e-8 ||T||).
+ * The run is resumable: inside the block solve with a checkpoint (InflIHVPSetCheckpoint) it saves its basis and
+ * tridiagonal to OUT.ihvp.partial every -checkpoint_interval seconds, on a signal and after -checkpoint_stop_after
+ * steps, then its Ritz pairs with the solve's checkpoints (the first written as soon as the run ends); a rerun
+ * resumes the run, or restores the Ritz pairs without a pass over the data.  The vectors are stored whole: any rank
+ * count resumes.
  *
  * Progress: every -progress_interval seconds (default 10; 0: every iteration) each running solve prints, on rank 0
  * of the communicator,
  *     ihvp query 17: iteration 12, residual norm 3.2e-04 (relative to the right-hand side 1.1e-05, target 1.0e-08),
  *     4.1 s, ETA 6 s (21 more iterations)
  * (one-at-a-time solves: from a KSP monitor installed in InflIHVPSetUp; -ihvp_ksp_monitor_cancel removes the lines of
- * both kinds of solve).
+ * both kinds of solve), and the Lanczos run of the deflation
+ *     ihvp deflation: Lanczos step 40 of 210, 162.3 s, ETA 690 s.
  * The ETA extrapolates log(residual norm) linearly over the later half of the iterations (at least the last 16) down
  * to the stopping threshold max(rtol r_0, abstol), at the mean time per iteration so far; "ETA unknown" while that
  * trend is not decreasing.  Once a solve has run 30 iterations and a tenth of max_it, a trend that needs more than
@@ -60,9 +74,11 @@
  * reads: the solution is the same with and without it.
  *
  * Checkpoints (InflIHVPSetCheckpoint(OUT)): the block solve saves its state (per query x, r, p, r^T z, iterations,
- * norms) to OUT.ihvp.partial every -checkpoint_interval seconds (600), on SIGTERM/SIGUSR1/SIGINT (then fails with
- * INFL_ERR_INTERRUPTED) and after -checkpoint_stop_after iterations (tests); a rerun with the same operator, solver
- * options and right-hand sides resumes from it (the key hashes them; a different run is refused naming the file).
+ * norms; the deflation's Ritz pairs) to OUT.ihvp.partial every -checkpoint_interval seconds (600), on
+ * SIGTERM/SIGUSR1/SIGINT (then fails with INFL_ERR_INTERRUPTED) and after -checkpoint_stop_after iterations (tests;
+ * the Lanczos run of the deflation counts its own steps the same way); a rerun with the same operator, solver
+ * options (the deflation's K and steps after the memory bound) and right-hand sides resumes from it (the key hashes
+ * them; a different run is refused naming the file).  docs/FORMATS.md describes the file.
  */
 #ifndef INFL_IHVP_H
 #define INFL_IHVP_H
@@ -74,8 +90,8 @@
 #define INFL_IHVP_RTOL 1e-6
 #define INFL_IHVP_MAX_IT 1000
 /* Default -ihvp_deflate: the deflation preconditioner of the 100 largest eigenvalues (210 Lanczos passes, once), fewer
- * when its 2 K + 11 vectors would take more than INFL_IHVP_DEFLATE_BYTES per rank (docs/FIDELITY.md, "Preconditioners
- * at the default damping"). */
+ * when its 2 K + 11 vectors would take more than -mem_limit leaves, or without -mem_limit INFL_IHVP_DEFLATE_BYTES per
+ * rank (docs/FIDELITY.md, "Preconditioners at the default damping"). */
 #define INFL_IHVP_DEFLATE 100
 #define INFL_IHVP_DEFLATE_BYTES (1024.0 * 1024.0 * 1024.0)
 

@@ -89,6 +89,12 @@ PetscErrorCode InflPeakMemory(size_t *bytes);
 /* Collective: print "STAGE: peak memory per rank X MiB (max over ranks)" on rank 0 of comm. */
 PetscErrorCode InflReportPeakMemory(MPI_Comm comm, const char stage[]);
 
+/* Not collective.  v for a message, as "%s" in place of "%g": C's %g ("1", "1e-06"; PETSc's printf writes a %g that
+ * looks like an integer as "1." and a NaN as "nan."), a value that is not finite spelled out: "nan (not a number)",
+ * "inf (infinite)", "-inf (infinite)".  Returns buf (at least 32 characters). */
+const char *InflDoubleString(double v, char buf[], size_t len);
+/* InflDoubleString into a buffer of the enclosing block: PetscCheck(..., "-opt %s must be > 0", INFL_DSTR(x)). */
+#define INFL_DSTR(v) InflDoubleString((double)(v), (char[48]){0}, 48)
 /* Not collective.  -mem_limit in bytes per rank (*set false and 0 when not given); errors as InflChunkFromMemLimit. */
 PetscErrorCode InflGetMemLimit(MPI_Comm comm, double *bytes, PetscBool *set);
 /* Collective.  Chunk size of a stage over `count` examples on this rank: *chunk is first capped at the largest count

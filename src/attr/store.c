@@ -519,7 +519,7 @@ PetscErrorCode InflStoreScorerSetFromOptions(InflStoreScorer ss)
   PetscCall(PetscOptionsBool("-score_save_all", "write the full (queries, train) score matrix", "InflStoreScorerSave", ss->save_all, &ss->save_all, NULL));
   PetscCall(PetscOptionsInt("-score_chunk", "store rows read per chunk (0: about 16 MiB of rows)", "InflStoreScorerScore", ss->chunk, &ss->chunk, NULL));
   PetscOptionsEnd();
-  PetscCheck(!set || (ss->damping >= 0 && isfinite(ss->damping)), ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "-store_damping %g must be a finite number >= 0 (omit it for 0.1 x the mean diagonal of the projected Fisher)", ss->damping);
+  PetscCheck(!set || (ss->damping >= 0 && isfinite(ss->damping)), ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "-store_damping %s must be a finite number >= 0 (omit it for 0.1 x the mean diagonal of the projected Fisher)", INFL_DSTR(ss->damping));
   PetscCheck(!set || ss->curvature == INFL_STORE_FISHER, ss->comm, PETSC_ERR_ARG_INCOMP, "-store_damping is used only with -store_curvature fisher; remove it or choose fisher");
   PetscCheck(ss->nb > 0, ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "-store_block_size %d must be positive (default 64)", (int)ss->nb);
   PetscCheck(ss->panel >= 0, ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "-store_panel_rows %d must be >= 0 (0: as many rows of G^T G as fit in 128 MiB)", (int)ss->panel);

@@ -210,7 +210,7 @@ PetscErrorCode InflProgressGetInterval(MPI_Comm comm, double *seconds)
   PetscFunctionBegin;
   *seconds = 10;
   PetscCall(PetscOptionsGetReal(NULL, NULL, "-progress_interval", seconds, NULL));
-  PetscCheck(*seconds >= 0 && isfinite(*seconds), comm, PETSC_ERR_ARG_OUTOFRANGE, "-progress_interval %g must be a number of seconds >= 0 (0: a progress line at every step)", *seconds);
+  PetscCheck(*seconds >= 0 && isfinite(*seconds), comm, PETSC_ERR_ARG_OUTOFRANGE, "-progress_interval %s must be a number of seconds >= 0 (0: a progress line at every step)", INFL_DSTR(*seconds));
   PetscFunctionReturn(0);
 }
 
@@ -224,7 +224,7 @@ PetscErrorCode InflProgressStart(MPI_Comm comm, const char stage[], int64_t todo
   PetscCall(PetscStrncpy(p->stage, stage, sizeof(p->stage)));
   PetscCall(PetscOptionsGetReal(NULL, NULL, "-checkpoint_interval", &p->ckpt_interval, NULL));
   PetscCall(InflProgressGetInterval(comm, &p->print_interval));
-  PetscCheck(p->ckpt_interval >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-checkpoint_interval %g must be >= 0 seconds", p->ckpt_interval);
+  PetscCheck(p->ckpt_interval >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-checkpoint_interval %s must be >= 0 seconds", INFL_DSTR(p->ckpt_interval));
   PetscCall(PetscOptionsGetInt(NULL, NULL, "-checkpoint_stop_after", &p->stop_after, NULL));
   PetscCheck(p->stop_after >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-checkpoint_stop_after %d must be a number of steps >= 0 (0: never)", (int)p->stop_after);
   p->todo = todo_local;

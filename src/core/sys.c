@@ -320,6 +320,14 @@ static PetscErrorCode parse_bytes(MPI_Comm comm, const char text[], double *byte
   PetscFunctionReturn(0);
 }
 
+const char *InflDoubleString(double v, char buf[], size_t len)
+{
+  if (isnan(v)) snprintf(buf, len, "nan (not a number)");
+  else if (isinf(v)) snprintf(buf, len, "%sinf (infinite)", v < 0 ? "-" : "");
+  else snprintf(buf, len, "%g", v);
+  return buf;
+}
+
 PetscErrorCode InflGetMemLimit(MPI_Comm comm, double *bytes, PetscBool *set)
 {
   char text[64];

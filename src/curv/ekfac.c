@@ -340,8 +340,8 @@ PetscErrorCode InflEKFACSetFromOptions(InflEKFAC ek)
   PetscOptionsEnd();
   PetscCall(PetscStrncpy(ek->sel, sels[sel], sizeof(ek->sel)));
   PetscCheck(seed >= 0, ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ekfac_seed %d must be >= 0", (int)seed);
-  PetscCheck(!set || (damping >= 0 && isfinite(damping)), ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ekfac_damping %g must be a finite number >= 0", damping);
-  PetscCheck(ek->damping_factor >= 0 && isfinite(ek->damping_factor), ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ekfac_damping_factor %g must be a finite number >= 0", ek->damping_factor);
+  PetscCheck(!set || (damping >= 0 && isfinite(damping)), ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ekfac_damping %s must be a finite number >= 0", INFL_DSTR(damping));
+  PetscCheck(ek->damping_factor >= 0 && isfinite(ek->damping_factor), ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ekfac_damping_factor %s must be a finite number >= 0", INFL_DSTR(ek->damping_factor));
   PetscCheck(ek->chunk > 0, ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ekfac_chunk %d must be positive", (int)ek->chunk);
   PetscCall(InflEigenSetFromOptions(ek->comm)); /* the fit's eigensolves: -eigen_* */
   { /* -layer_groups: read again by the layout when the fit or load sets it up; here to check it early and list it */
@@ -954,7 +954,7 @@ PetscErrorCode InflEKFACLoad(InflEKFAC ek, const char path[], InflModel model)
     PetscBool set;
     PetscCall(PetscOptionsGetReal(NULL, NULL, "-ekfac_damping", &damping, &set));
     if (set) {
-      PetscCheck(damping >= 0 && isfinite(damping), ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ekfac_damping %g must be a finite number >= 0", damping);
+      PetscCheck(damping >= 0 && isfinite(damping), ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ekfac_damping %s must be a finite number >= 0", INFL_DSTR(damping));
       PetscCall(InflEKFACSetDamping(ek, damping));
     } else { /* the stored damping, checked for this run's precision */
       char    where[PETSC_MAX_PATH_LEN + 32];

@@ -55,7 +55,8 @@ struct _p_InflIHVP {
   Vec            diag;         /* the operator's diagonal (C + D), computed on first use */
   PetscInt       nmult, npc;
   double         progress_interval, ckpt_interval;
-  PetscInt       stop_after;   /* -checkpoint_stop_after: checkpoint and stop after this many block iterations */
+  PetscInt       stop_after;   /* -checkpoint_stop_after: checkpoint and stop after this many Lanczos steps of the
+                                * deflation's run, or block iterations, of this run */
   char           partial[PETSC_MAX_PATH_LEN]; /* the block solve's checkpoint ("" none) */
   SolveTrace     ktrace;       /* the KSP monitor's solve */
   double         pc_damping;   /* -ihvp_pc_damping: damping of the EK-FAC preconditioner (< 0: the solve's) */
@@ -64,6 +65,11 @@ struct _p_InflIHVP {
   Vec           *defl;         /* (ndefl) Ritz vectors of the deflation preconditioner (NULL until its setup) */
   double        *defl_theta, defl_sigma;
   PetscInt       ndefl;
+  PetscInt       defl_m;       /* Lanczos steps behind the deflation (0: none ran) */
+  double         defl_lo, defl_hi; /* its smallest and largest Ritz values */
+  PetscBool      defl_fresh;   /* computed by this run (not restored): the block solve checkpoints it at once */
+  PetscInt       nq_hint;      /* queries of the solve in progress (the memory bound of the deflation) */
+  char           ckey[65];     /* while the block solve sets up its preconditioner: its checkpoint key ("" none) */
 };
 
 void InflIHVPSlabToLayer(PetscInt din, PetscInt dout, const double slab[], double G[])
@@ -113,14 +119,14 @@ PetscErrorCode InflIHVPSetFromOptions(InflIHVP ih)
   PetscCall(PetscOptionsInt("-ihvp_deflate", "preconditioner: deflate the K largest eigenvalues of C + D (Ritz pairs of a Lanczos run, onto the (K+1)-th); 0: off", "InflIHVPSetUp", ih->deflate, &ih->deflate, &kset));
   PetscCall(PetscOptionsInt("-ihvp_deflate_steps", "Lanczos steps (passes over the data) behind -ihvp_deflate (default 2 K + 10)", "InflIHVPSetUp", ih->deflate_steps, &ih->deflate_steps, NULL));
   PetscOptionsEnd();
-  PetscCheck(!dset || (ih->pc_damping > 0 && isfinite(ih->pc_damping)), ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_pc_damping %g must be a number > 0 (the damping of the EK-FAC preconditioner; omit it for the solve's damping)", ih->pc_damping);
+  PetscCheck(!dset || (ih->pc_damping > 0 && isfinite(ih->pc_damping)), ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_pc_damping %s must be a number > 0 (the damping of the EK-FAC preconditioner; omit it for the solve's damping)", INFL_DSTR(ih->pc_damping));
   ih->deflate_set = ih->deflate_set || kset;
   PetscCheck(ih->deflate >= 0, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_deflate %d must be >= 0 (eigenvectors deflated; 0: off)", (int)ih->deflate);
   PetscCheck(ih->deflate_steps == 0 || ih->deflate_steps > ih->deflate, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_deflate_steps %d must exceed -ihvp_deflate %d (the Lanczos run needs K + 1 Ritz values at least)", (int)ih->deflate_steps, (int)ih->deflate);
   PetscCall(InflProgressGetInterval(ih->comm, &ih->progress_interval));
   PetscCall(PetscOptionsGetReal(NULL, NULL, "-checkpoint_interval", &ih->ckpt_interval, NULL));
   PetscCall(PetscOptionsGetInt(NULL, NULL, "-checkpoint_stop_after", &ih->stop_after, NULL));
-  PetscCheck(ih->ckpt_interval >= 0 && isfinite(ih->ckpt_interval), ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-checkpoint_interval %g must be >= 0 seconds", ih->ckpt_interval);
+  PetscCheck(ih->ckpt_interval >= 0 && isfinite(ih->ckpt_interval), ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-checkpoint_interval %s must be >= 0 seconds", INFL_DSTR(ih->ckpt_interval));
   PetscCheck(ih->stop_after >= 0, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-checkpoint_stop_after %d must be a number of steps >= 0 (0: never)", (int)ih->stop_after);
   PetscCheck(seed >= 0, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_seed %d must be >= 0", (int)seed);
   PetscCheck(ih->chunk > 0, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_chunk %d must be positive", (int)ih->chunk);
@@ -429,53 +435,316 @@ PetscErrorCode InflIHVPSetEKFACPreconditioner(InflIHVP ih)
   PetscFunctionReturn(0);
 }
 
+/* ---------------------------------------------------------------- checkpoint helpers */
+#define IHVP_BREAKDOWN 1e-10 /* Lanczos breakdown: a beta below this fraction of the running estimate of ||T|| */
+#define IHVP_RITZ_TOL 1.5e-8 /* a Ritz pair has converged when its residual estimate is below this fraction of ||T|| */
+#define IHVP_LIB_MARGIN (64.0 * 1024 * 1024) /* the libraries' bytes (MPI, PETSc, HDF5, BLAS), as InflChunkFromMemLimit */
+#define MiB (1024.0 * 1024.0)
+
+/* Collective.  Create PARTIAL.tmp with the root attributes that InflCheckpointOpen checks (the stage, the model's and
+ * training data's hashes, the solve's key ih->ckey). */
+static PetscErrorCode ckpt_create(InflIHVP ih, const char key[], char tmp[], size_t len, hid_t *file)
+{
+  const char *mh, *th;
+
+  PetscFunctionBegin;
+  PetscCall(PetscSNPrintf(tmp, len, "%s.tmp", ih->partial));
+  PetscCall(InflModelGetHash(ih->model, &mh));
+  PetscCall(InflDataGetHash(ih->train, &th));
+  PetscCall(InflH5Create(ih->comm, tmp, PETSC_TRUE, file));
+  PetscCall(InflH5SetAttrString(*file, "/", "stage", "ihvp"));
+  PetscCall(InflH5SetAttrString(*file, "/", "model_sha256", mh));
+  PetscCall(InflH5SetAttrString(*file, "/", "train_sha256", th));
+  PetscCall(InflH5SetAttrString(*file, "/", "checkpoint_key", key));
+  PetscFunctionReturn(0);
+}
+
+/* Collective.  Open ih->partial to resume from it (InflCheckpointOpen: it must belong to this run, key). */
+static PetscErrorCode ckpt_open(InflIHVP ih, const char key[], hid_t *file)
+{
+  const char *mh, *th;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelGetHash(ih->model, &mh));
+  PetscCall(InflDataGetHash(ih->train, &th));
+  PetscCall(InflCheckpointOpen(ih->comm, ih->partial, "ihvp", mh, th, key, file));
+  PetscFunctionReturn(0);
+}
+
+/* Collective.  Dataset `name` (nv, n) of the checkpoint holds the vectors v (distributed) as rows: gathered to every
+ * rank, written by rank 0, so that any rank count reads them back. */
+static PetscErrorCode ckpt_write_vecs(InflIHVP ih, hid_t file, const char name[], PetscInt nv, Vec v[])
+{
+  int64_t     dims[2] = {nv, ih->n};
+  PetscMPIInt rank;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(ih->comm, &rank));
+  PetscCall(InflH5CreateDataset(file, name, H5T_NATIVE_DOUBLE, 2, dims));
+  for (PetscInt q = 0; q < nv; q++) {
+    const PetscScalar *a;
+    PetscCall(VecScatterBegin(ih->toall, v[q], ih->vall, INSERT_VALUES, SCATTER_FORWARD));
+    PetscCall(VecScatterEnd(ih->toall, v[q], ih->vall, INSERT_VALUES, SCATTER_FORWARD));
+    PetscCall(VecGetArrayRead(ih->vall, &a));
+    PetscCall(InflH5WriteRowsAt(file, name, H5T_NATIVE_DOUBLE, q, rank == 0 ? 1 : 0, a));
+    PetscCall(VecRestoreArrayRead(ih->vall, &a));
+  }
+  PetscFunctionReturn(0);
+}
+
+/* Collective.  Rows [0, nv) of dataset `name` (at least nv rows of n) of the checkpoint into v, each checked finite. */
+static PetscErrorCode ckpt_read_vecs(InflIHVP ih, hid_t file, const char name[], PetscInt nv, Vec v[])
+{
+  double *row;
+  int     nd;
+  int64_t dims[8];
+
+  PetscFunctionBegin;
+  PetscCall(InflH5GetDims(file, name, &nd, dims));
+  PetscCheck(nd == 2 && dims[0] >= nv && dims[1] == ih->n, ih->comm, PETSC_ERR_FILE_UNEXPECTED, "%s: dataset %s is missing or has not %d rows of %d values; delete the file to start over", ih->partial, name, (int)nv, (int)ih->n);
+  PetscCall(PetscMalloc1(ih->n, &row));
+  for (PetscInt q = 0; q < nv; q++) {
+    PetscCall(InflH5ReadRows(file, name, H5T_NATIVE_DOUBLE, q, 1, row));
+    PetscCall(InflCheckpointCheckFinite(ih->comm, ih->partial, name, 1, 0, ih->n, row));
+    PetscCall(InflIHVPArrayToVec(ih, row, v[q]));
+  }
+  PetscCall(PetscFree(row));
+  PetscFunctionReturn(0);
+}
+
+/* Collective, between two steps of a resumable pass (the Lanczos run, the block solve): is a checkpoint due (rank 0's
+ * clock: -checkpoint_interval seconds since `last`), and did any rank receive a stop signal?  now: the time. */
+static PetscErrorCode ckpt_agree(InflIHVP ih, PetscLogDouble last, PetscLogDouble *now, PetscBool *due, PetscBool *signal)
+{
+  int flags[2];
+
+  PetscFunctionBegin;
+  PetscCall(PetscTime(now));
+  flags[0] = InflSignalReceived() ? 1 : 0;
+  flags[1] = (ih->partial[0] && *now - last >= ih->ckpt_interval) ? 1 : 0;
+  PetscCallMPI(MPI_Bcast(&flags[1], 1, MPI_INT, 0, ih->comm));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, flags, 2, MPI_INT, MPI_MAX, ih->comm));
+  *signal = flags[0] ? PETSC_TRUE : PETSC_FALSE;
+  *due    = flags[1] ? PETSC_TRUE : PETSC_FALSE;
+  PetscFunctionReturn(0);
+}
+
+/* ---------------------------------------------------------------- deflation preconditioner */
+/* Collective.  Bytes per rank (the largest over the ranks) that the Krylov stage holds besides the Lanczos vectors
+ * while it solves ih->nq_hint queries together: the training shard, the EK-FAC factors, the gathered vectors and the
+ * directions of a block product, the queries' gradients and IHVPs (every rank), the block solve's distributed
+ * vectors, the capture and the scratch of a product. */
+static PetscErrorCode ihvp_resident_bytes(InflIHVP ih, double *bytes)
+{
+  double nq = (double)PetscMax(ih->nq_hint, 1), n = (double)ih->n, nloc = (double)(ih->rend - ih->rstart), b;
+
+  PetscFunctionBegin;
+  b = (double)ih->count * (4.0 * (double)ih->d + 8) + (ih->ek ? (double)InflEKFACBytes(ih->model) : 0) + 8 * n * (2 + 4 * nq) + 8 * nloc * (6 * nq + 2) + 8.0 * IHVP_SCRATCH + 16.0 * (double)ih->cap->Tmax * (double)(ih->maxa + ih->maxd) + (double)ih->chunk * (double)InflModelCaptureBytes(ih->model);
+  PetscCallMPI(MPI_Allreduce(&b, bytes, 1, MPI_DOUBLE, MPI_MAX, ih->comm));
+  PetscFunctionReturn(0);
+}
+
+/* Collective.  K and the steps of the Lanczos run of -ihvp_deflate under the bound on its steps + 1 vectors per rank:
+ * with -mem_limit what the limit leaves after the stage's other bytes (ihvp_resident_bytes) and the libraries'
+ * margin; without it INFL_IHVP_DEFLATE_BYTES for the default K and steps (an explicit K or step count is then not
+ * bounded).  A default K that does not fit is lowered (0: no deflation) and `why` says why; an explicit
+ * -ihvp_deflate or -ihvp_deflate_steps that does not fit -mem_limit is an error naming both.  Same answer on every
+ * rank. */
+static PetscErrorCode deflation_plan(InflIHVP ih, PetscInt *K, PetscInt *steps, char why[], size_t len)
+{
+  PetscMPIInt size;
+  double      limit = 0, resident = 0, avail, per;
+  PetscBool   lset, chosen = ih->deflate_set || ih->deflate_steps > 0 ? PETSC_TRUE : PETSC_FALSE;
+  PetscInt    Kd;
+  char        room[256];
+
+  PetscFunctionBegin;
+  why[0] = 0;
+  *K     = ih->deflate;
+  *steps = 0;
+  if (!*K) PetscFunctionReturn(0);
+  *steps = PetscMin(ih->deflate_steps > 0 ? ih->deflate_steps : 2 * *K + 10, ih->n);
+  PetscCallMPI(MPI_Comm_size(ih->comm, &size));
+  PetscCall(InflGetMemLimit(ih->comm, &limit, &lset));
+  per = 8.0 * (double)((ih->n + size - 1) / size); /* a rank's share of one vector (PETSc's default layout) */
+  if (lset) {
+    PetscCall(ihvp_resident_bytes(ih, &resident));
+    avail = limit - resident - IHVP_LIB_MARGIN;
+    PetscCall(PetscSNPrintf(room, sizeof(room), "the %.1f MiB per rank that -mem_limit (%.1f MiB) leaves after the %.1f MiB the Krylov stage holds otherwise and %.0f MiB for the libraries", PetscMax(avail, 0) / MiB, limit / MiB, resident / MiB, IHVP_LIB_MARGIN / MiB));
+  } else {
+    avail = INFL_IHVP_DEFLATE_BYTES;
+    PetscCall(PetscSNPrintf(room, sizeof(room), "%.0f MiB per rank (the bound without -mem_limit)", avail / MiB));
+  }
+  if ((double)(*steps + 1) * per <= avail || (!lset && chosen)) PetscFunctionReturn(0);
+  PetscCheck(!chosen, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "%s %d: its Lanczos run keeps %d vectors of %d parameters, %.1f MiB per rank, more than %s; lower %s, raise -mem_limit or use more ranks", ih->deflate_set ? "-ihvp_deflate" : "-ihvp_deflate_steps", (int)(ih->deflate_set ? ih->deflate : ih->deflate_steps), (int)(*steps + 1), (int)ih->n, (double)(*steps + 1) * per / MiB, room, ih->deflate_set ? "-ihvp_deflate" : "-ihvp_deflate_steps");
+  Kd = (PetscInt)PetscMax(0.0, PetscMin((double)*K, floor((avail / per - 11) / 2)));
+  if (Kd < 1) PetscCall(PetscSNPrintf(why, len, "no deflation: the 2K + 11 Lanczos vectors of K = 1 (%d parameters, %.3f MiB per rank each) do not fit in %s", (int)ih->n, per / MiB, room));
+  else PetscCall(PetscSNPrintf(why, len, "deflation of K = %d instead of %d eigenvalues: its 2K + 11 Lanczos vectors of %d parameters (%.3f MiB per rank each) must fit in %s", (int)Kd, (int)*K, (int)ih->n, per / MiB, room));
+  *K     = Kd;
+  *steps = Kd ? PetscMin(2 * Kd + 10, ih->n) : 0;
+  PetscFunctionReturn(0);
+}
+
+/* Collective.  The finished deflation (its Ritz pairs) in the checkpoint `file`: group /lanczos with attributes state
+ * "done", steps, K, sigma, ritz_min, ritz_max, datasets theta (K) and vectors (K, n). */
+static PetscErrorCode lanczos_write_done(InflIHVP ih, hid_t file)
+{
+  int64_t dk[1] = {PetscMax(ih->ndefl, 1)};
+  double  t0    = 0;
+
+  PetscFunctionBegin;
+  if (!ih->defl || !ih->defl_m) PetscFunctionReturn(0); /* no Lanczos run (no deflation, or none in memory) */
+  PetscCall(InflH5WriteArray(file, "/lanczos/theta", H5T_NATIVE_DOUBLE, 1, dk, ih->ndefl ? ih->defl_theta : &t0));
+  if (ih->ndefl) PetscCall(ckpt_write_vecs(ih, file, "/lanczos/vectors", ih->ndefl, ih->defl));
+  PetscCall(InflH5SetAttrString(file, "/lanczos", "state", "done"));
+  PetscCall(InflH5SetAttrInt(file, "/lanczos", "steps", ih->defl_m));
+  PetscCall(InflH5SetAttrInt(file, "/lanczos", "K", ih->ndefl));
+  PetscCall(InflH5SetAttrDouble(file, "/lanczos", "sigma", ih->defl_sigma));
+  PetscCall(InflH5SetAttrDouble(file, "/lanczos", "ritz_min", ih->defl_lo));
+  PetscCall(InflH5SetAttrDouble(file, "/lanczos", "ritz_max", ih->defl_hi));
+  PetscFunctionReturn(0);
+}
+
+/* Collective.  Checkpoint of the Lanczos run after m steps: ih->partial holds /lanczos with state "running", steps m,
+ * alpha and beta (m) and the basis vectors (m + 1, n). */
+static PetscErrorCode lanczos_checkpoint(InflIHVP ih, PetscInt m, Vec Qv[], const double alpha[], const double beta[])
+{
+  char    tmp[PETSC_MAX_PATH_LEN + 8];
+  hid_t   file;
+  int64_t dm[1] = {m};
+
+  PetscFunctionBegin;
+  PetscCall(ckpt_create(ih, ih->ckey, tmp, sizeof(tmp), &file));
+  PetscCall(InflH5WriteArray(file, "/lanczos/alpha", H5T_NATIVE_DOUBLE, 1, dm, alpha));
+  PetscCall(InflH5WriteArray(file, "/lanczos/beta", H5T_NATIVE_DOUBLE, 1, dm, beta));
+  PetscCall(ckpt_write_vecs(ih, file, "/lanczos/vectors", m + 1, Qv));
+  PetscCall(InflH5SetAttrString(file, "/lanczos", "state", "running"));
+  PetscCall(InflH5SetAttrInt(file, "/lanczos", "steps", m));
+  PetscCall(InflH5Close(&file));
+  PetscCall(InflRenameAll(ih->comm, tmp, ih->partial));
+  PetscFunctionReturn(0);
+}
+
+/* Collective.  Resume the Lanczos run of K pairs and `steps` steps from ih->partial (when the block solve set its key
+ * and the file has a /lanczos group; InflCheckpointOpen refuses another run's file): state "done" restores the
+ * deflation (*done), "running" the first m0 steps (alpha, beta, the m0 + 1 basis vectors into Qv). */
+static PetscErrorCode lanczos_restore(InflIHVP ih, PetscInt K, PetscInt steps, Vec Qv[], double alpha[], double beta[], PetscInt *m0, PetscBool *done)
+{
+  hid_t     file;
+  int       nd;
+  int64_t   dims[8], ms, kd, dm[1];
+  char      state[16];
+  PetscBool isdone, isrun;
+
+  PetscFunctionBegin;
+  *m0   = 0;
+  *done = PETSC_FALSE;
+  if (!ih->ckey[0] || !InflFileExists(ih->partial)) PetscFunctionReturn(0);
+  PetscCall(ckpt_open(ih, ih->ckey, &file));
+  PetscCall(InflH5GetDims(file, "/lanczos/theta", &nd, dims));
+  if (nd < 0) PetscCall(InflH5GetDims(file, "/lanczos/alpha", &nd, dims));
+  if (nd < 0) { /* no Lanczos state in the file */
+    PetscCall(InflH5Close(&file));
+    PetscFunctionReturn(0);
+  }
+  PetscCall(InflH5GetAttrString(file, "/lanczos", "state", state, sizeof(state)));
+  PetscCall(PetscStrcmp(state, "done", &isdone));
+  PetscCall(PetscStrcmp(state, "running", &isrun));
+  PetscCheck(isdone || isrun, ih->comm, PETSC_ERR_FILE_UNEXPECTED, "%s: group /lanczos has state \"%s\", not done or running; delete the file to start over", ih->partial, state);
+  PetscCall(InflH5GetAttrInt(file, "/lanczos", "steps", &ms));
+  PetscCall(InflCheckpointCheckRange(ih->comm, ih->partial, "attribute /lanczos steps", ms, 1, steps));
+  if (isdone) {
+    PetscCall(InflH5GetAttrInt(file, "/lanczos", "K", &kd));
+    PetscCall(InflCheckpointCheckRange(ih->comm, ih->partial, "attribute /lanczos K", kd, 0, PetscMin(K, ms - 1)));
+    PetscCall(InflH5GetAttrDouble(file, "/lanczos", "sigma", &ih->defl_sigma));
+    PetscCall(InflH5GetAttrDouble(file, "/lanczos", "ritz_min", &ih->defl_lo));
+    PetscCall(InflH5GetAttrDouble(file, "/lanczos", "ritz_max", &ih->defl_hi));
+    ih->ndefl  = (PetscInt)kd;
+    ih->defl_m = (PetscInt)ms;
+    PetscCall(PetscMalloc1(PetscMax(ih->ndefl, 1), &ih->defl_theta));
+    dm[0] = PetscMax(ih->ndefl, 1);
+    PetscCall(InflH5ReadArray(file, "/lanczos/theta", H5T_NATIVE_DOUBLE, 1, dm, NULL, ih->defl_theta));
+    PetscCall(InflCheckpointCheckFinite(ih->comm, ih->partial, "/lanczos/theta", 1, 0, ih->ndefl, ih->defl_theta));
+    PetscCall(VecDuplicateVecs(Qv[0], PetscMax(ih->ndefl, 1), &ih->defl));
+    if (ih->ndefl) PetscCall(ckpt_read_vecs(ih, file, "/lanczos/vectors", ih->ndefl, ih->defl));
+    *done = PETSC_TRUE;
+    if (ih->ndefl) PetscCall(PetscPrintf(ih->comm, "ihvp: deflation: restored from %s (no pass over the data): %d Lanczos steps, Ritz values %.4e .. %.4e; the %d largest (%.4e .. %.4e) map onto %.4e\n", ih->partial, (int)ms, ih->defl_lo, ih->defl_hi, (int)ih->ndefl, ih->defl_theta[0], ih->defl_theta[ih->ndefl - 1], ih->defl_sigma));
+    else PetscCall(PetscPrintf(ih->comm, "ihvp: deflation: restored from %s: %d Lanczos steps, no deflation\n", ih->partial, (int)ms));
+  } else {
+    dm[0] = ms;
+    PetscCall(InflH5ReadArray(file, "/lanczos/alpha", H5T_NATIVE_DOUBLE, 1, dm, NULL, alpha));
+    PetscCall(InflH5ReadArray(file, "/lanczos/beta", H5T_NATIVE_DOUBLE, 1, dm, NULL, beta));
+    PetscCall(InflCheckpointCheckFinite(ih->comm, ih->partial, "/lanczos/alpha", 1, 0, ms, alpha));
+    PetscCall(InflCheckpointCheckFinite(ih->comm, ih->partial, "/lanczos/beta", 1, 0, ms, beta));
+    PetscCall(ckpt_read_vecs(ih, file, "/lanczos/vectors", (PetscInt)ms + 1, Qv));
+    *m0 = (PetscInt)ms;
+    PetscCall(PetscPrintf(ih->comm, "ihvp: deflation: resuming the Lanczos run from %s at step %d of %d\n", ih->partial, (int)ms, (int)steps));
+  }
+  PetscCall(InflH5Close(&file));
+  PetscFunctionReturn(0);
+}
+
 /* Deflation preconditioner (-ihvp_deflate K): M^-1 = I + sum_i (sigma / theta_i - 1) v_i v_i^T over the K largest Ritz
  * pairs (theta_i, v_i) of m Lanczos steps on C + D (full reorthogonalization; Paige 1972, Saad 2011 ch. 6), sigma
  * the (K+1)-th largest Ritz value: the K top eigenvalues move to about sigma, the rest of the spectrum stays, and
  * M^-1 is SPD (V orthonormal, sigma, theta > 0), so CG keeps its recurrence (Frank & Vuik 2001, Erhel et al. 1996 on
  * deflation by spectral preconditioners).  The Lanczos start vector is a fixed Gaussian vector (InflNormal), so every
  * run and rank count builds the same preconditioner up to rounding.  Cost: m products of one direction (m passes
- * over the data) once, then 2 K dot products and axpys per application. */
+ * over the data) once, then 2 K dot products and axpys per application.
+ * Breakdown: a beta at or below IHVP_BREAKDOWN times the running estimate of ||T|| (max_j |alpha_j| + beta_j +
+ * beta_j-1) means the Krylov space of the start vector is invariant (C + D has only m distinct eigenvalues along it,
+ * e.g. a training set of fewer examples than steps): the run stops there, its Ritz pairs are exact, and the largest
+ * converged ones (residual estimate |beta_m s_m,i| <= IHVP_RITZ_TOL ||T||), all but the smallest at most, are
+ * deflated.  Without breakdown the K largest are deflated, converged or not (M^-1 stays SPD).
+ * Inside the block solve (ih->ckey set) the run checkpoints to ih->partial every -checkpoint_interval seconds, on a
+ * signal and after -checkpoint_stop_after steps, and resumes from it (lanczos_restore). */
 static PetscErrorCode ihvp_deflation_setup(PC pc)
 {
   InflIHVP       ih;
-  PetscInt       K, m, steps;
+  PetscInt       K, m, m0, steps, nconv = 0;
   Vec           *Qv, w;
-  double        *alpha, *beta, *h, *T, *theta, *work, *g, *c;
+  double        *alpha, *beta, *h, *T, *theta, *work, *c, tnorm = 0, bratio = 0;
+  PetscBool      breakdown = PETSC_FALSE, done;
   PetscBLASInt   bm, lwork, info;
-  PetscLogDouble t0, t1;
+  PetscLogDouble t0, t1, last, lastp;
+  char           why[640];
 
   PetscFunctionBegin;
   PetscCall(PCShellGetContext(pc, &ih));
   if (ih->defl) PetscFunctionReturn(0);
-  K = ih->deflate;
-  if (!ih->deflate_set) { /* the default: at most INFL_IHVP_DEFLATE_BYTES of Lanczos vectors per rank */
-    PetscMPIInt size;
-    double      per = 8.0 * (double)ih->n;
-    PetscCallMPI(MPI_Comm_size(ih->comm, &size));
-    K = (PetscInt)PetscMin((double)K, PetscMax(0.0, (INFL_IHVP_DEFLATE_BYTES * size / per - 11) / 2));
-    if (K < 1) {
-      Vec t;
-      ih->ndefl = 0;
-      PetscCall(MatCreateVecs(ih->A, &t, NULL));
-      PetscCall(VecDuplicateVecs(t, 1, &ih->defl)); /* marks the setup as done; M^-1 = I */
-      PetscCall(VecDestroy(&t));
-      PetscCall(PetscPrintf(ih->comm, "ihvp: note: no deflation (its Lanczos vectors of %d parameters would exceed %.0f MiB per rank)\n", (int)ih->n, INFL_IHVP_DEFLATE_BYTES / 1048576));
-      PetscFunctionReturn(0);
-    }
+  PetscCall(deflation_plan(ih, &K, &steps, why, sizeof(why)));
+  if (why[0]) PetscCall(PetscPrintf(ih->comm, "ihvp: note: %s\n", why));
+  if (K < 1) {
+    Vec t;
+    ih->ndefl = 0;
+    PetscCall(MatCreateVecs(ih->A, &t, NULL));
+    PetscCall(VecDuplicateVecs(t, 1, &ih->defl)); /* marks the setup as done; M^-1 = I */
+    PetscCall(VecDestroy(&t));
+    PetscFunctionReturn(0);
   }
-  steps = PetscMin(ih->deflate_steps > 0 ? ih->deflate_steps : 2 * K + 10, ih->n);
   PetscCheck(steps > K, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_deflate %d needs more than %d Lanczos steps but the operator has %d rows", (int)K, (int)K, (int)ih->n);
   PetscCall(PetscTime(&t0));
   PetscCall(MatCreateVecs(ih->A, &w, NULL));
   PetscCall(VecDuplicateVecs(w, steps + 1, &Qv));
   PetscCall(PetscMalloc5(steps, &alpha, steps, &beta, steps + 1, &h, (size_t)steps * steps, &T, steps, &theta));
-  PetscCall(PetscMalloc1(ih->n, &g));
-  for (PetscInt i = 0; i < ih->n; i++) g[i] = InflNormal(0, (uint64_t)i, INFL_STREAM_LANCZOS);
-  PetscCall(InflIHVPArrayToVec(ih, g, Qv[0]));
-  PetscCall(PetscFree(g));
-  PetscCall(VecNormalize(Qv[0], NULL));
-  for (m = 0; m < steps; m++) {
+  PetscCall(lanczos_restore(ih, K, steps, Qv, alpha, beta, &m0, &done));
+  if (done) {
+    PetscCall(PetscFree5(alpha, beta, h, T, theta));
+    PetscCall(VecDestroyVecs(steps + 1, &Qv));
+    PetscCall(VecDestroy(&w));
+    PetscFunctionReturn(0);
+  }
+  if (!m0) {
+    double *g;
+    PetscCall(PetscMalloc1(ih->n, &g));
+    for (PetscInt i = 0; i < ih->n; i++) g[i] = InflNormal(0, (uint64_t)i, INFL_STREAM_LANCZOS);
+    PetscCall(InflIHVPArrayToVec(ih, g, Qv[0]));
+    PetscCall(PetscFree(g));
+    PetscCall(VecNormalize(Qv[0], NULL));
+  }
+  for (PetscInt j = 0; j < m0; j++) tnorm = PetscMax(tnorm, PetscAbsReal(alpha[j]) + beta[j] + (j ? beta[j - 1] : 0));
+  last = lastp = t0;
+  for (m = m0; m < steps; m++) {
     PetscCall(ihvp_apply_block(ih, 1, &Qv[m], &w));
     PetscCall(VecDot(w, Qv[m], &alpha[m]));
     for (int pass = 0; pass < 2; pass++) { /* classical Gram-Schmidt against every Lanczos vector, twice */
@@ -484,35 +753,63 @@ static PetscErrorCode ihvp_deflation_setup(PC pc)
       PetscCall(VecMAXPY(w, m + 1, h, Qv));
     }
     PetscCall(VecNorm(w, NORM_2, &beta[m]));
-    if (!(beta[m] > 1e-12 * PetscAbsReal(alpha[m]))) { /* an invariant subspace: its Ritz values are exact */
-      beta[m] = 0;
+    tnorm = PetscMax(tnorm, PetscAbsReal(alpha[m]) + beta[m] + (m ? beta[m - 1] : 0));
+    if (!(beta[m] > IHVP_BREAKDOWN * tnorm)) { /* an invariant subspace: the next vector would be rounding noise */
+      breakdown = PETSC_TRUE;
+      bratio    = tnorm > 0 ? beta[m] / tnorm : 0;
       m++;
       break;
     }
     PetscCall(VecCopy(w, Qv[m + 1]));
     PetscCall(VecScale(Qv[m + 1], 1.0 / beta[m]));
+    if (!ih->quiet) { /* progress every -progress_interval seconds (rank 0 prints; only reads) */
+      PetscLogDouble now;
+      PetscCall(PetscTime(&now));
+      if (now - lastp >= ih->progress_interval && m + 1 < steps) {
+        lastp = now;
+        PetscCall(PetscPrintf(ih->comm, "  ihvp deflation: Lanczos step %d of %d, %.1f s, ETA %.0f s\n", (int)(m + 1), (int)steps, now - t0, (now - t0) / (m + 1 - m0) * (steps - m - 1)));
+      }
+    }
+    if (m + 1 < steps && ih->ckey[0]) { /* between two steps of the block solve's run: checkpoint, stop */
+      PetscBool      due, sig, stop = ih->stop_after > 0 && m + 1 - m0 >= ih->stop_after ? PETSC_TRUE : PETSC_FALSE;
+      PetscLogDouble now;
+      PetscCall(ckpt_agree(ih, last, &now, &due, &sig));
+      if (due || sig || stop) {
+        PetscCall(lanczos_checkpoint(ih, m + 1, Qv, alpha, beta));
+        last = now;
+      }
+      if (sig) PetscCall(InflInterrupted(ih->comm, "ihvp (the Lanczos run of -ihvp_deflate)", ih->partial));
+      if (stop) SETERRQ(ih->comm, INFL_ERR_INTERRUPTED, "ihvp (the Lanczos run of -ihvp_deflate) stopped after step %d of %d (-checkpoint_stop_after %d); its progress is saved in %s: run the same command again to resume", (int)(m + 1), (int)steps, (int)ih->stop_after, ih->partial);
+    }
   }
-  if (!ih->deflate_set && m <= K) K = m - 1; /* the default K on a small operator: all but the smallest Ritz value */
-  PetscCheck(m > K, ih->comm, PETSC_ERR_NOT_CONVERGED, "-ihvp_deflate %d: the Lanczos run found an invariant subspace of dimension %d only; lower -ihvp_deflate", (int)K, (int)m);
-  /* eigenpairs of the tridiagonal T (m x m), ascending */
+  /* eigenpairs of the tridiagonal T (m x m), ascending; eigenvector i is column i (T[i m ..]) */
   PetscCall(PetscArrayzero(T, (size_t)m * m));
   for (PetscInt j = 0; j < m; j++) {
     T[j * m + j] = alpha[j];
     if (j + 1 < m) T[j * m + j + 1] = T[(j + 1) * m + j] = beta[j];
   }
   PetscCall(PetscBLASIntCast(m, &bm));
-  lwork = 3 * bm;
+  lwork = PetscMax(3 * bm, 1);
   PetscCall(PetscMalloc1(lwork, &work));
   PetscCallBLAS("LAPACKsyev", LAPACKsyev_("V", "U", &bm, T, &bm, theta, work, &lwork, &info));
   PetscCall(PetscFree(work));
   PetscCheck(info == 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "LAPACK dsyev of the %d x %d Lanczos matrix failed (info %d)", (int)m, (int)m, (int)info);
-  ih->ndefl      = K;
-  ih->defl_sigma = theta[m - K - 1];
-  if (!ih->deflate_set && !(ih->defl_sigma > 0)) K = 0; /* the default on a singular operator (damping 0): no deflation */
-  ih->ndefl = K;
+  /* converged Ritz pairs among the largest, from the top: residual estimate |beta_m s_m,i| (Saad 2011, 6.6) */
+  while (nconv < m && PetscAbsReal(beta[m - 1] * T[(m - 1 - nconv) * m + m - 1]) <= IHVP_RITZ_TOL * tnorm) nconv++;
+  if (breakdown) {
+    PetscInt Kb = PetscMin(K, PetscMin(nconv, m - 1));
+    PetscCall(PetscPrintf(ih->comm, "ihvp: note: the Lanczos run of -ihvp_deflate stopped at step %d of %d: beta %.1e is %.1e of ||T|| (at most %.0e): the Krylov space of its start vector is invariant, so C + D has %d distinct eigenvalues along it, all found; deflating %s%d of them (the largest converged, onto the next)\n", (int)m, (int)steps, beta[m - 1], bratio, IHVP_BREAKDOWN, (int)m, Kb < K ? "only " : "", (int)Kb));
+    K = Kb;
+  }
+  ih->defl_sigma = K ? theta[m - K - 1] : 0;
+  if (!ih->deflate_set && K && !(ih->defl_sigma > 0)) K = 0; /* the default on a singular operator (damping 0): no deflation */
   PetscCheck(!K || ih->defl_sigma > 0, ih->comm, PETSC_ERR_NOT_CONVERGED, "-ihvp_deflate %d: Ritz value %g is not positive (C + D must be positive definite: is the damping > 0?)", (int)K, ih->defl_sigma);
+  ih->ndefl  = K;
+  ih->defl_m = m;
+  ih->defl_lo = theta[0];
+  ih->defl_hi = theta[m - 1];
   PetscCall(VecDuplicateVecs(w, PetscMax(K, 1), &ih->defl)); /* at least one: ih->defl marks the setup as done */
-  PetscCall(PetscMalloc1(K, &ih->defl_theta));
+  PetscCall(PetscMalloc1(PetscMax(K, 1), &ih->defl_theta));
   PetscCall(PetscMalloc1(m, &c));
   for (PetscInt i = 0; i < K; i++) { /* the Ritz vector of the i-th largest Ritz value: Q s (column m-1-i of T) */
     ih->defl_theta[i] = theta[m - 1 - i];
@@ -520,9 +817,15 @@ static PetscErrorCode ihvp_deflation_setup(PC pc)
     PetscCall(VecSet(ih->defl[i], 0));
     PetscCall(VecMAXPY(ih->defl[i], m, c, Qv));
   }
+  ih->defl_fresh = PETSC_TRUE;
+  nconv          = 0; /* converged among the K (not only from the top) */
+  for (PetscInt i = 0; i < K; i++)
+    if (PetscAbsReal(beta[m - 1] * T[(m - 1 - i) * m + m - 1]) <= IHVP_RITZ_TOL * tnorm) nconv++;
   PetscCall(PetscTime(&t1));
-  if (K) PetscCall(PetscPrintf(ih->comm, "ihvp: deflation: %d Lanczos steps (%.1f s): Ritz values %.4e .. %.4e; the %d largest (%.4e .. %.4e, residual estimate of the last %.1e) map onto %.4e\n", (int)m, t1 - t0, theta[0], theta[m - 1], (int)K, ih->defl_theta[0], ih->defl_theta[K - 1], PetscAbsReal(beta[m - 1] * T[(m - K) * m + m - 1]), ih->defl_sigma));
-  else PetscCall(PetscPrintf(ih->comm, "ihvp: deflation: %d Lanczos steps (%.1f s): Ritz values %.4e .. %.4e, not positive definite: no deflation\n", (int)m, t1 - t0, theta[0], theta[m - 1]));
+  if (m0) PetscCall(PetscSNPrintf(why, sizeof(why), "%d Lanczos steps (%d restored, %.1f s)", (int)m, (int)m0, t1 - t0));
+  else PetscCall(PetscSNPrintf(why, sizeof(why), "%d Lanczos steps (%.1f s)", (int)m, t1 - t0));
+  if (K) PetscCall(PetscPrintf(ih->comm, "ihvp: deflation: %s: Ritz values %.4e .. %.4e; the %d largest (%.4e .. %.4e, %d converged, residual estimate of the last %.1e) map onto %.4e\n", why, theta[0], theta[m - 1], (int)K, ih->defl_theta[0], ih->defl_theta[K - 1], (int)nconv, PetscAbsReal(beta[m - 1] * T[(m - K) * m + m - 1]), ih->defl_sigma));
+  else PetscCall(PetscPrintf(ih->comm, "ihvp: deflation: %s: Ritz values %.4e .. %.4e, %s: no deflation\n", why, theta[0], theta[m - 1], m > 1 ? "not positive definite" : "a single one"));
   PetscCall(PetscFree(c));
   PetscCall(PetscFree5(alpha, beta, h, T, theta));
   PetscCall(VecDestroyVecs(steps + 1, &Qv));
@@ -695,7 +998,9 @@ static PetscErrorCode ihvp_free(InflIHVP ih)
   ih->ktrace.cap = 0;
   if (ih->defl) PetscCall(VecDestroyVecs(PetscMax(ih->ndefl, 1), &ih->defl));
   PetscCall(PetscFree(ih->defl_theta));
-  ih->ndefl = 0;
+  ih->ndefl      = 0;
+  ih->defl_m     = 0;
+  ih->defl_fresh = PETSC_FALSE;
   ih->L          = 0;
   PetscFunctionReturn(0);
 }
@@ -744,7 +1049,7 @@ PetscErrorCode InflIHVPSetUp(InflIHVP ih, InflModel model, InflData train, InflE
     ih->off[l + 1] = ih->off[l] + (int64_t)lin[l].dout * (lin[l].din + 1);
     if (ek) PetscCheck(ekl[l].din == lin[l].din && ekl[l].dout == lin[l].dout, ih->comm, PETSC_ERR_ARG_INCOMP, "EK-FAC layer %d is %d x %d but the model's is %d x %d", (int)l, (int)ekl[l].dout, (int)ekl[l].din + 1, (int)lin[l].dout, (int)lin[l].din + 1);
     ih->damping[l] = damping >= 0 ? damping : ekl[l].damping;
-    PetscCheck(ih->damping[l] >= 0 && isfinite(ih->damping[l]), ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "layer %d damping %g must be a finite number >= 0", (int)l, ih->damping[l]);
+    PetscCheck(ih->damping[l] >= 0 && isfinite(ih->damping[l]), ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "layer %d damping %s must be a finite number >= 0", (int)l, INFL_DSTR(ih->damping[l]));
     ih->maxa = PetscMax(ih->maxa, lin[l].din + 1);
     ih->maxd = PetscMax(ih->maxd, lin[l].dout);
   }
@@ -789,8 +1094,8 @@ PetscErrorCode InflIHVPSetUp(InflIHVP ih, InflModel model, InflData train, InflE
     PetscReal rtol, atol, dtol;
     PetscInt  maxit;
     PetscCall(KSPGetTolerances(ih->ksp, &rtol, &atol, &dtol, &maxit));
-    PetscCheck(rtol > 0 && rtol < 1, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_ksp_rtol %g must lie in (0, 1): a solve stops when its residual norm falls below rtol times the right-hand side's, so 1 or more stops at once with the IHVP 0 (every score 0) and 0 or less only at -ihvp_ksp_max_it; the default is %g", (double)rtol, INFL_IHVP_RTOL);
-    PetscCheck(atol >= 0 && !PetscIsInfOrNanReal(atol), ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_ksp_atol %g must be a finite number >= 0", (double)atol);
+    PetscCheck(rtol > 0 && rtol < 1, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_ksp_rtol %s must lie in (0, 1): a solve stops when its residual norm falls below rtol times the right-hand side's, so 1 or more stops at once with the IHVP 0 (every score 0) and 0 or less only at -ihvp_ksp_max_it; the default is %s", INFL_DSTR((double)rtol), INFL_DSTR(INFL_IHVP_RTOL));
+    PetscCheck(atol >= 0 && !PetscIsInfOrNanReal(atol), ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_ksp_atol %s must be a finite number >= 0", INFL_DSTR((double)atol));
     PetscCheck(maxit >= 1, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-ihvp_ksp_max_it %d must be >= 1 (the default is %d)", (int)maxit, INFL_IHVP_MAX_IT);
   }
   {
@@ -874,8 +1179,8 @@ static PetscErrorCode ihvp_check_converged(InflIHVP ih, const char what[], InflI
   PetscFunctionBegin;
   in->converged = in->reason > 0 ? PETSC_TRUE : PETSC_FALSE;
   if (in->converged) PetscFunctionReturn(0);
-  PetscCheck(ih->allow_unconverged, ih->comm, PETSC_ERR_NOT_CONVERGED, "Krylov IHVP solve of %s did not converge: %s after %d iterations, residual norm %g (right-hand side norm %g); raise -ihvp_ksp_max_it, loosen -ihvp_ksp_rtol, raise the damping, or pass -ihvp_allow_unconverged", what, KSPConvergedReasons[in->reason], (int)in->iterations, in->rnorm, in->bnorm);
-  PetscCall(PetscPrintf(ih->comm, "ihvp: WARNING: solve of %s did not converge: %s after %d iterations, residual norm %g (right-hand side norm %g); kept as is (-ihvp_allow_unconverged)\n", what, KSPConvergedReasons[in->reason], (int)in->iterations, in->rnorm, in->bnorm));
+  PetscCheck(ih->allow_unconverged, ih->comm, PETSC_ERR_NOT_CONVERGED, "Krylov IHVP solve of %s did not converge: %s after %d iterations, residual norm %s (right-hand side norm %s); raise -ihvp_ksp_max_it, loosen -ihvp_ksp_rtol, raise the damping, or pass -ihvp_allow_unconverged", what, KSPConvergedReasons[in->reason], (int)in->iterations, INFL_DSTR(in->rnorm), INFL_DSTR(in->bnorm));
+  PetscCall(PetscPrintf(ih->comm, "ihvp: WARNING: solve of %s did not converge: %s after %d iterations, residual norm %s (right-hand side norm %s); kept as is (-ihvp_allow_unconverged)\n", what, KSPConvergedReasons[in->reason], (int)in->iterations, INFL_DSTR(in->rnorm), INFL_DSTR(in->bnorm)));
   PetscFunctionReturn(0);
 }
 
@@ -919,8 +1224,9 @@ typedef struct {
   char               key[65];            /* checkpoint key: a hash of the operator, solver and right-hand sides */
 } BlockCG;
 
-/* What a checkpoint of the block solve must agree on: the curvature, labels, damping, solver options, preconditioner
- * and the right-hand sides (hashed). */
+/* What a checkpoint of the block solve (and of the Lanczos run of its deflation) must agree on: the curvature, labels,
+ * damping, solver options, preconditioner (the deflation's K and steps after the memory bound) and the right-hand
+ * sides (hashed).  The stored vectors are whole (layout-independent): any rank count resumes. */
 static PetscErrorCode block_key(InflIHVP ih, PetscInt Q, const double g[], char key[65])
 {
   InflHash  h;
@@ -929,12 +1235,15 @@ static PetscErrorCode block_key(InflIHVP ih, PetscInt Q, const double g[], char 
   PetscInt  maxit;
   PC        pc;
   PCType    pct;
+  PetscInt  K, steps;
+  char      why[640];
 
   PetscFunctionBegin;
   PetscCall(KSPGetTolerances(ih->ksp, &rtol, &abstol, &dtol, &maxit));
   PetscCall(KSPGetPC(ih->ksp, &pc));
   PetscCall(PCGetType(pc, &pct));
-  PetscCall(PetscSNPrintf(desc, sizeof(desc), "ihvp block cg curvature %s seed %" PRIu64 " rtol %.17g abstol %.17g dtol %.17g max_it %d pc %s pc_damping %.17g deflate %d steps %d Q %d n %d", InflCurvatureNames[ih->curv], ih->seed, (double)rtol, (double)abstol, (double)dtol, (int)maxit, pct ? pct : "", ih->pc_damping, (int)ih->deflate, (int)ih->deflate_steps, (int)Q, (int)ih->n));
+  PetscCall(deflation_plan(ih, &K, &steps, why, sizeof(why))); /* the deflation in use: K and steps after the memory bound */
+  PetscCall(PetscSNPrintf(desc, sizeof(desc), "ihvp block cg curvature %s seed %" PRIu64 " rtol %.17g abstol %.17g dtol %.17g max_it %d pc %s pc_damping %.17g deflate %d steps %d Q %d n %d", InflCurvatureNames[ih->curv], ih->seed, (double)rtol, (double)abstol, (double)dtol, (int)maxit, pct ? pct : "", ih->pc_damping, (int)K, (int)steps, (int)Q, (int)ih->n));
   PetscCall(InflHashCreate(&h));
   PetscCall(InflHashUpdate(h, desc, strlen(desc)));
   PetscCall(InflHashUpdate(h, ih->damping, sizeof(double) * (size_t)ih->L));
@@ -945,28 +1254,19 @@ static PetscErrorCode block_key(InflIHVP ih, PetscInt Q, const double g[], char 
 
 #define BLOCK_STATE 8 /* per query: active, reason, iterations, bnorm, r0, rz, rnorm, zero_rhs */
 
-/* Collective.  Write the state of the block solve to ih->partial (via PARTIAL.tmp and a rename). */
+/* Collective.  Write the state of the block solve to ih->partial (via PARTIAL.tmp and a rename), with the deflation's
+ * Ritz pairs (lanczos_write_done). */
 static PetscErrorCode block_checkpoint(InflIHVP ih, BlockCG *s)
 {
   char        tmp[PETSC_MAX_PATH_LEN + 8];
   hid_t       file;
-  const char *mh, *th;
   double     *st;
-  int64_t     dst[2] = {s->Q, BLOCK_STATE}, dv[2] = {s->Q, ih->n};
-  PetscMPIInt rank;
+  int64_t     dst[2] = {s->Q, BLOCK_STATE};
   Vec        *vecs[3] = {s->X, s->R, s->P};
   const char *names[3] = {"/x", "/r", "/p"};
 
   PetscFunctionBegin;
-  PetscCallMPI(MPI_Comm_rank(ih->comm, &rank));
-  PetscCall(PetscSNPrintf(tmp, sizeof(tmp), "%s.tmp", ih->partial));
-  PetscCall(InflModelGetHash(ih->model, &mh));
-  PetscCall(InflDataGetHash(ih->train, &th));
-  PetscCall(InflH5Create(ih->comm, tmp, PETSC_TRUE, &file));
-  PetscCall(InflH5SetAttrString(file, "/", "stage", "ihvp"));
-  PetscCall(InflH5SetAttrString(file, "/", "model_sha256", mh));
-  PetscCall(InflH5SetAttrString(file, "/", "train_sha256", th));
-  PetscCall(InflH5SetAttrString(file, "/", "checkpoint_key", s->key));
+  PetscCall(ckpt_create(ih, s->key, tmp, sizeof(tmp), &file));
   PetscCall(InflH5SetAttrInt(file, "/", "iteration", s->iteration));
   PetscCall(PetscMalloc1((size_t)s->Q * BLOCK_STATE, &st));
   for (PetscInt q = 0; q < s->Q; q++) {
@@ -982,49 +1282,39 @@ static PetscErrorCode block_checkpoint(InflIHVP ih, BlockCG *s)
   }
   PetscCall(InflH5WriteArray(file, "/state", H5T_NATIVE_DOUBLE, 2, dst, st));
   PetscCall(PetscFree(st));
-  for (int k = 0; k < 3; k++) {
-    PetscCall(InflH5CreateDataset(file, names[k], H5T_NATIVE_DOUBLE, 2, dv));
-    for (PetscInt q = 0; q < s->Q; q++) {
-      const PetscScalar *a;
-      PetscCall(VecScatterBegin(ih->toall, vecs[k][q], ih->vall, INSERT_VALUES, SCATTER_FORWARD));
-      PetscCall(VecScatterEnd(ih->toall, vecs[k][q], ih->vall, INSERT_VALUES, SCATTER_FORWARD));
-      PetscCall(VecGetArrayRead(ih->vall, &a));
-      PetscCall(InflH5WriteRowsAt(file, names[k], H5T_NATIVE_DOUBLE, q, rank == 0 ? 1 : 0, a));
-      PetscCall(VecRestoreArrayRead(ih->vall, &a));
-    }
-  }
+  for (int k = 0; k < 3; k++) PetscCall(ckpt_write_vecs(ih, file, names[k], s->Q, vecs[k]));
+  PetscCall(lanczos_write_done(ih, file));
   PetscCall(InflH5Close(&file));
   PetscCall(InflRenameAll(ih->comm, tmp, ih->partial));
   PetscFunctionReturn(0);
 }
 
-/* Collective.  Resume the block solve from ih->partial if it exists (after checking it belongs to this solve). */
+/* Collective.  Resume the block solve from ih->partial if it holds its state (after checking it belongs to this solve;
+ * a file with the Lanczos run only has none). */
 static PetscErrorCode block_restore(InflIHVP ih, BlockCG *s, PetscBool *restored)
 {
   hid_t       file;
-  const char *mh, *th;
-  double     *st, *row;
-  int64_t     dst[2] = {s->Q, BLOCK_STATE}, it;
+  double     *st;
+  int64_t     dst[2] = {s->Q, BLOCK_STATE}, it, dims[8];
+  int         nd;
   Vec        *vecs[3] = {s->X, s->R, s->P};
   const char *names[3] = {"/x", "/r", "/p"};
 
   PetscFunctionBegin;
   *restored = PETSC_FALSE;
   if (!ih->partial[0] || !InflFileExists(ih->partial)) PetscFunctionReturn(0);
-  PetscCall(InflModelGetHash(ih->model, &mh));
-  PetscCall(InflDataGetHash(ih->train, &th));
-  PetscCall(InflCheckpointOpen(ih->comm, ih->partial, "ihvp", mh, th, s->key, &file));
+  PetscCall(ckpt_open(ih, s->key, &file));
+  PetscCall(InflH5GetDims(file, "/state", &nd, dims));
+  if (nd < 0) { /* the checkpoint of the Lanczos run before the solve */
+    PetscCall(InflH5Close(&file));
+    PetscFunctionReturn(0);
+  }
   PetscCall(InflH5GetAttrInt(file, "/", "iteration", &it));
   PetscCall(InflCheckpointCheckRange(ih->comm, ih->partial, "attribute iteration", it, 0, PETSC_MAX_INT));
-  PetscCall(PetscMalloc2((size_t)s->Q * BLOCK_STATE, &st, ih->n, &row));
+  PetscCall(PetscMalloc1((size_t)s->Q * BLOCK_STATE, &st));
   PetscCall(InflH5ReadArray(file, "/state", H5T_NATIVE_DOUBLE, 2, dst, NULL, st));
   PetscCall(InflCheckpointCheckFinite(ih->comm, ih->partial, "/state", s->Q, 0, BLOCK_STATE, st));
-  for (int k = 0; k < 3; k++)
-    for (PetscInt q = 0; q < s->Q; q++) {
-      PetscCall(InflH5ReadRows(file, names[k], H5T_NATIVE_DOUBLE, q, 1, row));
-      PetscCall(InflCheckpointCheckFinite(ih->comm, ih->partial, names[k], 1, 0, ih->n, row));
-      PetscCall(InflIHVPArrayToVec(ih, row, vecs[k][q]));
-    }
+  for (int k = 0; k < 3; k++) PetscCall(ckpt_read_vecs(ih, file, names[k], s->Q, vecs[k]));
   PetscCall(InflH5Close(&file));
   s->iteration = (PetscInt)it;
   for (PetscInt q = 0; q < s->Q; q++) {
@@ -1039,7 +1329,7 @@ static PetscErrorCode block_restore(InflIHVP ih, BlockCG *s, PetscBool *restored
     s->info[q].zero_rhs   = e[7] != 0 ? PETSC_TRUE : PETSC_FALSE;
     s->info[q].converged  = s->info[q].reason > 0 ? PETSC_TRUE : PETSC_FALSE;
   }
-  PetscCall(PetscFree2(st, row));
+  PetscCall(PetscFree(st));
   PetscCall(PetscPrintf(ih->comm, "ihvp: resuming the block solve from %s at iteration %d\n", ih->partial, (int)s->iteration));
   *restored = PETSC_TRUE;
   PetscFunctionReturn(0);
@@ -1077,7 +1367,11 @@ static PetscErrorCode block_cg(InflIHVP ih, PetscInt Q, Vec Bv[], const int64_t 
   s.X    = X;
   s.info = info;
   PetscCall(KSPGetTolerances(ih->ksp, &rtol, &abstol, &dtol, &maxit));
+  ih->nq_hint = Q;
+  PetscCall(block_key(ih, Q, g, s.key));
+  if (ih->partial[0]) PetscCall(PetscStrncpy(ih->ckey, s.key, sizeof(ih->ckey))); /* the Lanczos run checkpoints too */
   PetscCall(KSPSetUp(ih->ksp));
+  ih->ckey[0] = 0;
   PetscCall(KSPGetPC(ih->ksp, &pc));
   PetscCall(VecDuplicateVecs(X[0], Q, &s.R));
   PetscCall(VecDuplicateVecs(X[0], Q, &s.P));
@@ -1085,7 +1379,6 @@ static PetscErrorCode block_cg(InflIHVP ih, PetscInt Q, Vec Bv[], const int64_t 
   PetscCall(VecDuplicateVecs(X[0], Q, &s.Z));
   PetscCall(PetscCalloc3(Q, &s.rz, Q, &s.active, Q, &s.tr));
   PetscCall(PetscMalloc3(Q, &act, Q, &Pa, Q, &APa));
-  PetscCall(block_key(ih, Q, g, s.key));
   PetscCall(block_restore(ih, &s, &restored));
   PetscCall(PetscTime(&t0));
   last_ckpt = t0;
@@ -1117,9 +1410,14 @@ static PetscErrorCode block_cg(InflIHVP ih, PetscInt Q, Vec Bv[], const int64_t 
     PetscCall(VecDot(s.R[q], s.Z[q], &s.rz[q]));
     PetscCall(VecCopy(s.Z[q], s.P[q]));
   }
+  if (ih->defl_fresh && ih->partial[0]) { /* keep the Lanczos run of this solve's deflation (passes over the data) */
+    PetscCall(block_checkpoint(ih, &s));
+    PetscCall(PetscTime(&last_ckpt));
+  }
+  ih->defl_fresh = PETSC_FALSE;
   for (PetscInt step = 1;; step++) {
-    PetscInt  na = 0;
-    int       flags[2];
+    PetscInt       na = 0;
+    PetscBool      due, sig;
     PetscLogDouble now;
     for (PetscInt q = 0; q < Q; q++)
       if (s.active[q]) {
@@ -1157,20 +1455,16 @@ static PetscErrorCode block_cg(InflIHVP ih, PetscInt Q, Vec Bv[], const int64_t 
     }
     s.iteration++;
     /* agree on a checkpoint (rank 0's clock) or a stop (a signal on any rank, or -checkpoint_stop_after) */
-    PetscCall(PetscTime(&now));
-    flags[0] = InflSignalReceived() ? 1 : 0;
-    flags[1] = (ih->partial[0] && now - last_ckpt >= ih->ckpt_interval) ? 1 : 0;
-    PetscCallMPI(MPI_Bcast(&flags[1], 1, MPI_INT, 0, ih->comm));
-    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, flags, 2, MPI_INT, MPI_MAX, ih->comm));
+    PetscCall(ckpt_agree(ih, last_ckpt, &now, &due, &sig));
     {
       PetscBool more = PETSC_FALSE, stop_after = ih->stop_after > 0 && step >= ih->stop_after ? PETSC_TRUE : PETSC_FALSE;
       for (PetscInt q = 0; q < Q; q++) more = more || s.active[q];
       if (!more) break;
-      if (ih->partial[0] && (flags[0] || flags[1] || stop_after)) {
+      if (ih->partial[0] && (sig || due || stop_after)) {
         PetscCall(block_checkpoint(ih, &s));
         last_ckpt = now;
       }
-      if (flags[0] && ih->partial[0]) PetscCall(InflInterrupted(ih->comm, "ihvp (Krylov solves)", ih->partial));
+      if (sig && ih->partial[0]) PetscCall(InflInterrupted(ih->comm, "ihvp (Krylov solves)", ih->partial));
       if (stop_after && ih->partial[0]) SETERRQ(ih->comm, INFL_ERR_INTERRUPTED, "ihvp (Krylov solves) stopped after iteration %d (-checkpoint_stop_after %d); its progress is saved in %s: run the same command again to resume", (int)s.iteration, (int)ih->stop_after, ih->partial);
     }
   }
@@ -1212,6 +1506,7 @@ PetscErrorCode InflIHVPSolveGradients(InflIHVP ih, PetscInt Q, const double g[],
     PetscCall(VecDuplicateVecs(proto, Q, &X));
     PetscCall(VecDestroy(&proto));
   }
+  ih->nq_hint = Q;
   PetscCall(PetscMalloc2(Q, &in, ih->n, &x));
   for (PetscInt q = 0; q < Q; q++) PetscCall(InflIHVPArrayToVec(ih, g + (int64_t)q * ih->n, Bv[q]));
   if (ih->block && iscg) PetscCall(block_cg(ih, Q, Bv, qindex, g, X, in));

@@ -206,7 +206,7 @@ PetscErrorCode InflMislabelSelect(uint64_t seed, int64_t N, double fraction, uin
   int64_t *perm, m = InflSubsetSize(N, fraction);
 
   PetscFunctionBegin;
-  PetscCheck(fraction > 0 && fraction <= 1 && m >= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "-lds_mislabel_fraction %g of %" PRId64 " examples corrupts none or is outside (0, 1]; give e.g. 0.1", fraction, N);
+  PetscCheck(fraction > 0 && fraction <= 1 && m >= 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "-lds_mislabel_fraction %s of %" PRId64 " examples corrupts none or is outside (0, 1]; give e.g. 0.1", INFL_DSTR(fraction), N);
   PetscCall(PetscMalloc1(N, &perm));
   choose_members(seed, INFL_STREAM_MISLABEL, N, m, perm, flipped);
   PetscCall(PetscFree(perm));

@@ -455,7 +455,7 @@ static PetscErrorCode gpt2_set_from_options(InflModel m)
   PetscCheck(c->n_embd % c->n_head == 0, comm, PETSC_ERR_ARG_INCOMP, "-gpt2_n_embd %d is not a multiple of -gpt2_n_head %d: the heads split the embedding evenly; give a width that is (e.g. -gpt2_n_embd %d)", (int)c->n_embd, (int)c->n_head, (int)(((c->n_embd + c->n_head - 1) / c->n_head) * c->n_head));
   PetscCheck(c->n_positions >= 2 && c->n_positions <= 65536, comm, PETSC_ERR_ARG_OUTOFRANGE, "-gpt2_n_positions %d must lie in [2, 65536]: a window of one token predicts nothing", (int)c->n_positions);
   PetscCheck(c->vocab_size >= 0 && c->vocab_size <= (1 << 24), comm, PETSC_ERR_ARG_OUTOFRANGE, "-gpt2_vocab_size %d must lie in [1, 2^24] (0: from the -tokenizer files, else 256 for byte-level text)", (int)c->vocab_size);
-  PetscCheck(c->layer_norm_epsilon > 0 && isfinite(c->layer_norm_epsilon), comm, PETSC_ERR_ARG_OUTOFRANGE, "-gpt2_layer_norm_epsilon %g must be a positive number (default 1e-5)", c->layer_norm_epsilon);
+  PetscCheck(c->layer_norm_epsilon > 0 && isfinite(c->layer_norm_epsilon), comm, PETSC_ERR_ARG_OUTOFRANGE, "-gpt2_layer_norm_epsilon %s must be a positive number (default 1e-5)", INFL_DSTR(c->layer_norm_epsilon));
   t->opt_read = PETSC_TRUE;
   PetscFunctionReturn(0);
 }
