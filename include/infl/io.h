@@ -201,14 +201,8 @@ PetscErrorCode InflH5WriteRowsAt(hid_t file, const char name[], hid_t type, int6
 PetscErrorCode InflH5ReadArray(hid_t file, const char name[], hid_t type, int ndim, const int64_t expect[], int64_t dims_out[], void *buf);
 /* Collective read of a block of rows. */
 PetscErrorCode InflH5ReadRows(hid_t file, const char name[], hid_t type, int64_t row0, int64_t nrows, void *buf);
-/* Collective read of rows [row0, row0+nrows) (possibly none) of the 2-D dataset `name`, keeping only the columns that
- * process column pcol of npcol holds when the columns are distributed block-cyclically in blocks of nb (ScaLAPACK's
- * layout, first block on process column 0): buf is (nrows, those columns) row-major, the columns in increasing
- * order.  A rank with no rows or no columns selects none and still joins the transfer.  Errors: the dataset is
- * missing or not 2-D, rows outside it. */
-PetscErrorCode InflH5ReadRowsCyclic(hid_t file, const char name[], hid_t type, int64_t row0, int64_t nrows, int64_t nb, int pcol, int npcol, void *buf);
-/* Not collective: bytes of dataset elements this process has read through InflH5ReadRows, InflH5ReadRowsCyclic and
- * the data layer's row reads since it started (what its hyperslab selections asked for; collective buffering may move
+/* Not collective: bytes of dataset elements this process has read through InflH5ReadRows and the data layer's row
+ * reads since it started (what its hyperslab selections asked for; collective buffering may move
  * other bytes on the wire). */
 PetscErrorCode InflH5GetBytesRead(size_t *bytes);
 /* Collective: the float32 dataset `name` of dims (lead..., N), ndim <= 3, sharded by its last dimension: this rank

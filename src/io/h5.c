@@ -428,28 +428,8 @@ PetscErrorCode InflH5ReadArray(hid_t file, const char name[], hid_t type, int nd
 /* Elements this process has read from datasets through the helpers below, in bytes (InflH5GetBytesRead). */
 static size_t h5_bytes_read;
 
-/* Columns of a 2-D dataset that one process column keeps in a block-cyclic distribution (ScaLAPACK's, source 0). */
-typedef struct {
-  int64_t nb;          /* column block size */
-  int     pcol, npcol; /* this process column of npcol */
-} CyclicCols;
-
-/* The columns of `cc` among ncols: nfull whole blocks, then a partial one of width tail (0: none) starting at
- * column tail0; nloc columns in all. */
-static void cyclic_cols(const CyclicCols *cc, int64_t ncols, int64_t *nfull, int64_t *tail0, int64_t *tail, int64_t *nloc)
-{
-  int64_t blocks = (ncols + cc->nb - 1) / cc->nb, mine = blocks > cc->pcol ? (blocks - cc->pcol - 1) / cc->npcol + 1 : 0;
-  int64_t last = cc->pcol + (mine - 1) * cc->npcol, w = mine > 0 ? PetscMin(cc->nb, ncols - last * cc->nb) : 0;
-
-  *nfull = w == cc->nb ? mine : PetscMax(mine - 1, 0);
-  *tail  = w == cc->nb ? 0 : w;
-  *tail0 = last * cc->nb;
-  *nloc  = *nfull * cc->nb + *tail;
-}
-
-/* Read rows [row0, row0+nrows) of dataset `name` (mem type `type`) with transfer mode `mode`: whole rows, or (cc
- * given, 2-D datasets) only the columns of cc, in their order, into buf (nrows, local columns) row-major. */
-static PetscErrorCode h5_read_rows(hid_t file, const char name[], hid_t type, int64_t row0, int64_t nrows, const CyclicCols *cc, void *buf, H5FD_mpio_xfer_t mode)
+/* Read rows [row0, row0+nrows) of dataset `name` (mem type `type`) with transfer mode `mode`. */
+static PetscErrorCode h5_read_rows(hid_t file, const char name[], hid_t type, int64_t row0, int64_t nrows, void *buf, H5FD_mpio_xfer_t mode)
 {
   hid_t   dset, fspace, mspace, dxpl;
   hsize_t count[8];
@@ -463,7 +443,6 @@ static PetscErrorCode h5_read_rows(hid_t file, const char name[], hid_t type, in
   InflCallH5(fspace = H5Dget_space(dset));
   InflCallH5(ndim = H5Sget_simple_extent_ndims(fspace));
   PetscCheck(ndim >= 1 && ndim <= 8, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: dataset %s has %d dimensions; rows need 1 to 8", fname, name, ndim);
-  PetscCheck(!cc || ndim == 2, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: dataset %s has %d dimensions; a block-cyclic column read needs 2", fname, name, ndim);
   InflCallH5(H5Sget_simple_extent_dims(fspace, count, NULL));
   PetscCheck(row0 >= 0 && nrows >= 0 && (hsize_t)(row0 + nrows) <= count[0], PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "%s: dataset %s: rows [%" PRId64 ", %" PRId64 ") are outside its %llu rows", fname, name, row0, row0 + nrows, (unsigned long long)count[0]);
   if (H5Sget_simple_extent_npoints(fspace) == 0) { /* empty dataset: nothing to read on any rank */
@@ -471,25 +450,7 @@ static PetscErrorCode h5_read_rows(hid_t file, const char name[], hid_t type, in
     InflCallH5(H5Dclose(dset));
     PetscFunctionReturn(0);
   }
-  if (!cc) PetscCall(select_rows(fspace, ndim, count, row0, nrows, &mspace));
-  else {
-    int64_t nfull, tail0, tail, nloc;
-    hsize_t one = 1;
-
-    cyclic_cols(cc, (int64_t)count[1], &nfull, &tail0, &tail, &nloc);
-    if (nrows > 0 && nloc > 0) { /* whole blocks as one strided hyperslab, then the partial block */
-      hsize_t start[2] = {(hsize_t)row0, (hsize_t)(cc->pcol * cc->nb)}, stride[2] = {1, (hsize_t)(cc->npcol * cc->nb)}, cnt[2] = {1, (hsize_t)nfull}, blk[2] = {(hsize_t)nrows, (hsize_t)cc->nb};
-      hsize_t tstart[2] = {(hsize_t)row0, (hsize_t)tail0}, tcnt[2] = {(hsize_t)nrows, (hsize_t)tail}, mdims[2] = {(hsize_t)nrows, (hsize_t)nloc};
-
-      if (nfull > 0) InflCallH5(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, stride, cnt, blk));
-      if (tail > 0) InflCallH5(H5Sselect_hyperslab(fspace, nfull > 0 ? H5S_SELECT_OR : H5S_SELECT_SET, tstart, NULL, tcnt, NULL));
-      InflCallH5(mspace = H5Screate_simple(2, mdims, NULL));
-    } else { /* nothing here: this rank still joins the collective transfer */
-      InflCallH5(H5Sselect_none(fspace));
-      InflCallH5(mspace = H5Screate_simple(1, &one, NULL));
-      InflCallH5(H5Sselect_none(mspace));
-    }
-  }
+  PetscCall(select_rows(fspace, ndim, count, row0, nrows, &mspace));
   {
     hssize_t np = H5Sget_select_npoints(fspace);
     size_t   sz = H5Tget_size(type);
@@ -510,17 +471,7 @@ static PetscErrorCode h5_read_rows(hid_t file, const char name[], hid_t type, in
 PetscErrorCode InflH5ReadRows(hid_t file, const char name[], hid_t type, int64_t row0, int64_t nrows, void *buf)
 {
   PetscFunctionBegin;
-  PetscCall(h5_read_rows(file, name, type, row0, nrows, NULL, buf, H5FD_MPIO_COLLECTIVE));
-  PetscFunctionReturn(0);
-}
-
-PetscErrorCode InflH5ReadRowsCyclic(hid_t file, const char name[], hid_t type, int64_t row0, int64_t nrows, int64_t nb, int pcol, int npcol, void *buf)
-{
-  CyclicCols cc = {nb, pcol, npcol};
-
-  PetscFunctionBegin;
-  PetscCheck(nb > 0 && npcol > 0 && pcol >= 0 && pcol < npcol, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "block-cyclic columns: block size %" PRId64 ", process column %d of %d (a bug)", nb, pcol, npcol);
-  PetscCall(h5_read_rows(file, name, type, row0, nrows, &cc, buf, H5FD_MPIO_COLLECTIVE));
+  PetscCall(h5_read_rows(file, name, type, row0, nrows, buf, H5FD_MPIO_COLLECTIVE));
   PetscFunctionReturn(0);
 }
 
@@ -535,7 +486,7 @@ PetscErrorCode InflH5GetBytesRead(size_t *bytes)
 PetscErrorCode InflH5ReadRowsLocal_Private(hid_t file, const char name[], hid_t type, int64_t row0, int64_t nrows, void *buf)
 {
   PetscFunctionBegin;
-  PetscCall(h5_read_rows(file, name, type, row0, nrows, NULL, buf, H5FD_MPIO_INDEPENDENT));
+  PetscCall(h5_read_rows(file, name, type, row0, nrows, buf, H5FD_MPIO_INDEPENDENT));
   PetscFunctionReturn(0);
 }
 
