@@ -90,6 +90,21 @@ PetscErrorCode DriverLoadPrompts(MPI_Comm comm, const char path[], const char mo
   PetscFunctionReturn(0);
 }
 
+/* The directory "beside" a model: model_path itself when it is a directory, else the directory of its file. */
+static PetscErrorCode model_dir(const char model_path[], char dir[], size_t len)
+{
+  struct stat sb;
+
+  PetscFunctionBegin;
+  PetscCall(PetscStrncpy(dir, model_path, len));
+  if (stat(model_path, &sb) || !S_ISDIR(sb.st_mode)) {
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0;
+    else PetscCall(PetscStrncpy(dir, ".", len));
+  }
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode DriverModelTokenizer(MPI_Comm comm, const char model_path[], InflModel model, InflTokenizer *tok)
 {
   char      dir[PETSC_MAX_PATH_LEN] = "";
@@ -102,17 +117,54 @@ PetscErrorCode DriverModelTokenizer(MPI_Comm comm, const char model_path[], Infl
   if (!seqmodel) PetscFunctionReturn(0);
   PetscCall(InflModelGetSequenceSizes(model, &V, &P));
   PetscCall(PetscOptionsGetString(NULL, NULL, "-tokenizer", dir, sizeof(dir), &set));
-  if (!set || !dir[0]) { /* beside the model: its directory, or the directory of its file */
-    struct stat sb;
-    PetscCall(PetscStrncpy(dir, model_path, sizeof(dir)));
-    if (stat(model_path, &sb) || !S_ISDIR(sb.st_mode)) {
-      char *slash = strrchr(dir, '/');
-      if (slash) *slash = 0;
-      else PetscCall(PetscStrncpy(dir, ".", sizeof(dir)));
-    }
-  }
+  if (!set || !dir[0]) PetscCall(model_dir(model_path, dir, sizeof(dir))); /* beside the model */
   PetscCall(InflTokenizerCreate(comm, tok));
   PetscCall(InflTokenizerSetUpForModel(*tok, dir, V));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode DriverStudyTokenizer(MPI_Comm comm, PetscInt n, InflData data[], char beside[], size_t len)
+{
+  char      dir[PETSC_MAX_PATH_LEN] = "", mpath[PETSC_MAX_PATH_LEN] = "", outdir[PETSC_MAX_PATH_LEN] = "infl-out";
+  PetscBool set, found;
+
+  PetscFunctionBegin;
+  beside[0] = 0;
+  PetscCall(PetscOptionsGetString(NULL, NULL, "-tokenizer", dir, sizeof(dir), &set));
+  if (set && dir[0]) PetscFunctionReturn(0);
+  PetscCall(PetscOptionsGetString(NULL, NULL, "-model", mpath, sizeof(mpath), &set));
+  if (!set || !mpath[0]) { /* infl run's model of the study: OUTDIR/model */
+    PetscCall(PetscOptionsGetString(NULL, NULL, "-outdir", outdir, sizeof(outdir), NULL));
+    PetscCall(PetscSNPrintf(mpath, sizeof(mpath), "%s/model", outdir));
+  }
+  PetscCall(model_dir(mpath, dir, sizeof(dir)));
+  PetscCall(PetscStrncpy(beside, dir, len));
+  PetscCall(InflTokenizerFilesIn(comm, dir, &found));
+  if (!found) PetscFunctionReturn(0);
+  PetscCall(PetscOptionsSetValue(NULL, "-tokenizer", dir)); /* for the GPT-2s' vocabulary (-gpt2_vocab_size 0) and the prompts */
+  for (PetscInt i = 0; i < n; i++)
+    if (data[i]) PetscCall(InflDataSetTokenizerDir(data[i], dir));
+  PetscCall(PetscPrintf(comm, "tokenizer: the files beside the study's model, in %s\n", dir));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode DriverCheckTextVocab(MPI_Comm comm, InflModel model, PetscInt n, InflData data[], const char *const names[], const char beside[])
+{
+  char     tokdir[PETSC_MAX_PATH_LEN] = "", where[PETSC_MAX_PATH_LEN + 64] = "";
+  PetscInt V;
+
+  PetscFunctionBegin;
+  PetscCall(PetscOptionsGetString(NULL, NULL, "-tokenizer", tokdir, sizeof(tokdir), NULL));
+  PetscCall(InflModelGetSequenceSizes(model, &V, NULL));
+  if (beside && beside[0]) PetscCall(PetscSNPrintf(where, sizeof(where), " and no tokenizer files beside the study's model (in %s)", beside));
+  for (PetscInt i = 0; i < n; i++) {
+    PetscBool   text;
+    const char *spec;
+    if (!data[i]) continue;
+    PetscCall(InflDataGetSpec(data[i], &spec));
+    PetscCall(PetscStrbeginswith(spec, "text:", &text));
+    PetscCheck(!text || tokdir[0] || V == 256, comm, PETSC_ERR_ARG_INCOMP, "-gpt2_vocab_size %d with %s data %s and no -tokenizer%s: text without tokenizer files is read byte by byte (256 tokens); give -gpt2_vocab_size 256 (the default), or -tokenizer DIR with GPT-2 BPE files (vocab.json, merges.txt)%s", (int)V, names[i], spec, where, where[0] ? ", or -model of a study whose model has them beside it" : "");
+  }
   PetscFunctionReturn(0);
 }
 

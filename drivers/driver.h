@@ -41,6 +41,16 @@ PetscErrorCode DriverLoadModel(MPI_Comm comm, const char path[], InflModel *mode
  * model, else byte-level for 256 tokens: InflTokenizerSetUpForModel); NULL for a model of rows.  Destroy it with
  * InflTokenizerDestroy. */
 PetscErrorCode DriverModelTokenizer(MPI_Comm comm, const char model_path[], InflModel model, InflTokenizer *tok);
+/* Collective.  For a stage that trains fresh GPT-2s on a study's text (infl lds): its tokenizer found as the stages
+ * that read the study's model find it: -tokenizer DIR, else the tokenizer files beside the study's model (-model,
+ * else OUTDIR/model of infl run, where infl train and infl run copied them), else none (byte-level).  Found beside
+ * the model, the directory becomes -tokenizer (for -gpt2_vocab_size 0 and the prompts) and that of the n data sets
+ * (entries may be NULL); beside (len) gets the directory looked in ("" when -tokenizer was given). */
+PetscErrorCode DriverStudyTokenizer(MPI_Comm comm, PetscInt n, InflData data[], char beside[], size_t len);
+/* Collective.  Text data (text:) for the fresh GPT-2 `model` without -tokenizer is read byte by byte, so its
+ * vocab_size must be 256: otherwise one error naming the option, the data set (names[i]: "-train"), the directory
+ * looked in beside the study's model (beside, may be NULL or "") and the fixes. */
+PetscErrorCode DriverCheckTextVocab(MPI_Comm comm, InflModel model, PetscInt n, InflData data[], const char *const names[], const char beside[]);
 /* Prompt/completion queries read from -query_prompts FILE (InflPromptsLoad). */
 typedef struct {
   PetscInt Q;

@@ -701,9 +701,12 @@ PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
   PetscCheck(!ppath[0] || c.seq, comm, PETSC_ERR_ARG_INCOMP, "-query_prompts %s: prompt/completion queries are for language models (text: or tokens: training data), but -train holds rows of features", ppath);
   PetscCheck(!(ppath[0] && query), comm, PETSC_ERR_ARG_INCOMP, "give either -query (a data set, with -query_indices) or -query_prompts %s, not both", ppath);
   if (c.seq) { /* the windows of the data depend on the model's vocabulary and positions: read them for a fresh GPT-2 */
-    InflData    ds[3] = {train, test, query};
-    const char *h;
+    InflData    ds[3]    = {train, test, query};
+    const char *names[3] = {"-train", "-test", "-query"}, *h;
+    char        beside[PETSC_MAX_PATH_LEN];
+    PetscCall(DriverStudyTokenizer(comm, 3, ds, beside, sizeof(beside))); /* as the stages that read the study's model */
     PetscCall(DriverNewGPT2(comm, c.topt.seed, &probe));
+    PetscCall(DriverCheckTextVocab(comm, probe, 3, ds, names, beside));
     for (int i = 0; i < 3; i++)
       if (ds[i]) PetscCall(InflModelCheckData(probe, ds[i]));
     if (ppath[0]) PetscCall(DriverLoadPrompts(comm, ppath, NULL, probe, &prompts));

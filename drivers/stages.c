@@ -132,6 +132,7 @@ PetscErrorCode StageLoadFactors(MPI_Comm comm, const char path[], InflModel mode
   PetscCall(InflScorerSetFromOptions(probe));
   PetscCall(InflScorerGetQueryBytes(probe, model, Q, &st));
   PetscCall(InflScorerDestroy(&probe));
+  st.other += InflModelParameterBytes(model); /* the model beside the factors (with its double copy in double precision) */
   if (query) { /* the query data's shard, held while scoring (counted as InflScorerScore counts it) */
     int64_t start, count, d;
     PetscCall(InflDataGetSizes(query, NULL, &d, NULL));

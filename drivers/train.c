@@ -48,19 +48,9 @@ static PetscErrorCode train_gpt2(MPI_Comm comm, InflData train, InflData test, I
   PetscCall(PetscStrendswith(out, ".safetensors", &isfile));
   PetscCall(DriverNewGPT2(comm, topt->seed, &model)); /* -model_precision, -gpt2_* */
   { /* text without tokenizer files is read byte by byte: say so in terms of this command's options */
-    InflData    d[2] = {train, test};
-    char        tokdir[PETSC_MAX_PATH_LEN] = "";
-    PetscInt    V;
-    const char *spec;
-    PetscCall(PetscOptionsGetString(NULL, NULL, "-tokenizer", tokdir, sizeof(tokdir), NULL));
-    PetscCall(InflModelGetSequenceSizes(model, &V, NULL));
-    for (int i = 0; i < 2; i++) {
-      PetscBool text;
-      if (!d[i]) continue;
-      PetscCall(InflDataGetSpec(d[i], &spec));
-      PetscCall(PetscStrbeginswith(spec, "text:", &text));
-      PetscCheck(!text || tokdir[0] || V == 256, comm, PETSC_ERR_ARG_INCOMP, "-gpt2_vocab_size %d with %s data %s and no -tokenizer: text without tokenizer files is read byte by byte (256 tokens); give -gpt2_vocab_size 256 (the default), or -tokenizer DIR with GPT-2 BPE files (vocab.json, merges.txt)", (int)V, i ? "-test" : "-train", spec);
-    }
+    InflData    d[2]     = {train, test};
+    const char *names[2] = {"-train", "-test"};
+    PetscCall(DriverCheckTextVocab(comm, model, 2, d, names, NULL));
   }
   PetscCall(InflModelCheckData(model, train)); /* reads the corpus for this model (the -tokens_* options too) */
   if (test) PetscCall(InflModelCheckData(model, test));

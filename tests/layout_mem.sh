@@ -4,7 +4,7 @@
 # every layer, 200M not the scorer's factors plus its preconditioned queries, 140M not self's factors, so fit, score
 # and self each choose 2 layer groups and print the factor bytes per rank of the larger group (layers 0 and 2:
 # 47.7 MiB).  Scoring counts its queries: with the factors alone (87.7 MiB) one group would have looked big enough,
-# and the score was then refused.  Factors, scores,
+# and the score was then refused; so it is for the scoring of infl run -ensemble.  Factors, scores,
 # top-k lists and self-influence agree with one rank holding every layer within the bound of docs/FORMATS.md.
 set -u
 EXE=${INFL_EXE:?}; MPIEXEC=${INFL_MPIEXEC:-mpiexec}; H5CMP=${INFL_H5CMP:?}
@@ -35,6 +35,18 @@ if run 2 score $c -factors f_1.h5 $q -mem_limit 200M -out s_2.h5; then
   check $H5CMP scores $TAU s_1.h5 s_2.h5 /scores
   check $H5CMP topk $TAU s_1.h5 s_2.h5 /topk
   check $H5CMP topk $TAU s_1.h5 s_2.h5 /bottomk
+fi
+# infl run -ensemble 2 with each member on both ranks, reusing the members' models and factors (w.safetensors and
+# f_1.h5 as both): a member's scoring loads the factors in the layer groups of the score stage, its queries counted,
+# so 200M picks 2 groups too (loaded as for self-influence, one group looked big enough and the score was refused);
+# the member's scores equal the 1-rank ones
+mkdir -p e/ensemble && cp f_1.h5 e/factors.h5 && cp f_1.h5 e/ensemble/factors-1.h5 && cp w.safetensors e/ensemble/model-1.safetensors
+if $MPIEXEC --oversubscribe -n 2 "$EXE" run -ensemble 2 -ensemble_group_size 2 -outdir e -model w.safetensors $c $q -mem_limit 200M > last.log 2>&1; then
+  pass=$((pass + 1))
+  expect "score: factor bytes per rank 47.7 MiB (max over ranks; 87.7 MiB in all, 2 layer groups)"
+  check $H5CMP scores $TAU s_1.h5 e/ensemble/scores-0.h5 /scores
+else
+  cat last.log; echo "FAILED: infl run -ensemble 2 under -mem_limit 200M"; fail=$((fail + 1))
 fi
 if run 2 self $c -factors f_2.h5 -mem_limit 140M -out x_2.h5; then
   expect "self: factor bytes per rank 47.7 MiB (max over ranks; 87.7 MiB in all, 2 layer groups)"

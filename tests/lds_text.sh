@@ -7,13 +7,18 @@
 #       Python Philox).
 #   (2) Retrained at 1 rank: the masks and corrupted windows of the committed file exactly, its query losses and
 #       self-influences within 1e-4 relative, the same LDS; by 2 groups of one rank at 2 ranks: the same file
-#       exactly; by one group of 2 ranks: within 1e-4 (rounding of the gradient sums).
+#       exactly; by one group of 2 ranks: within 1e-4 (rounding of the gradient sums).  The "init" hash of its recipe
+#       line is the one infl train prints for its initial model (the same fresh GPT-2).
 #   (3) Stopped after a round and inside a subset's and the corrupted model's training, resumed at other rank counts:
+#       the same lds.h5; killed for real (SIGTERM to the ranks, as Slurm sends it) while the subsets retrain, resumed:
 #       the same lds.h5.
 #   (4) infl run -ensemble 2 on the study: two GPT-2s trained by two groups, combined, evaluated by infl lds.
 #   (5) Windows of the data as queries.
 #   (6) Diverging subsets are reported and recorded.
 #   (7) Bad input: -model_dims on text data, both -query and -query_prompts.
+#   (8) The tokenizer found as the stages that read the study's model find it: without -tokenizer, the BPE files
+#       beside the study's -model (tests/ref/bpe_small, 262 tokens) give the same retrained query losses as
+#       -tokenizer; a vocabulary of 262 without them is refused naming the directory looked in.
 set -u
 EXE=${INFL_EXE:?}; MPIEXEC=${INFL_MPIEXEC:-mpiexec}; SRC=${INFL_SOURCE_DIR:?}; H5CMP=${INFL_H5CMP:?}
 dir=$(mktemp -d "$PWD/ldstext.XXXXXX")
@@ -21,6 +26,7 @@ trap 'rm -rf "$dir"' EXIT
 cd "$dir"
 REF=$SRC/tests/ref
 . "$SRC/tests/lib/checks.sh" # check, run, expect_error
+. "$SRC/tests/lib/kill_resume.sh" # kill_ranks
 # numpy/scipy on tests/ref/lds_text.h5 and lds_text_scores.h5 (lds_ref.h5 /text): the LDS and the detection rates
 # (EK-FAC, identity) at the top 25 and 50%
 TEXT_LDS=0.485714
@@ -64,6 +70,11 @@ check grep -q "training on the corrupted documents" last.log
 check same "$(lds_of last.log lds_text_scores)" $TEXT_LDS
 check same "$(mis_of last.log)" "$TEXT_MIS"
 check h5same $REF/lds_text.h5 l1.h5 1e-4
+init=$(grep -o "init [0-9a-f]*" last.log | head -1 | cut -d' ' -f2)
+# the initial model that infl train prints is the recipe's fresh GPT-2 (the same hash: the model hash files record)
+grep -v -e query_prompts -e ekfac_layers -e score_topk text.opts > train.opts
+check [ "$(run 1 train -options_file train.opts -train_epochs 1 -out tm)" = 0 ]
+check grep -q "initialized with seed 0 (before training): .* sha256 $init\.\.\." last.log
 check [ "$(run 2 lds $common -lds_group_size 1 -out g1.h5)" = 0 ]
 check grep -q "6 subsets to run in 2 rank groups" last.log
 check $H5CMP max 0 l1.h5 g1.h5 /query_losses
@@ -89,6 +100,26 @@ check [ "$st" = 0 ]
 check [ $resumed -ge 2 ]
 check h5same l1.h5 t.h5 1e-4
 check [ -z "$(ls t.h5.* 2>/dev/null)" ]
+# killed by SIGTERM at 2 ranks once round 1 of 3 is done (its subsets' training stops at a step and checkpoints);
+# a kill that came after the end (the poll is slower than the run) is tried again with a new output
+killed=""
+for a in 1 2 3; do
+  $MPIEXEC --oversubscribe -n 2 "$EXE" lds $common -lds_group_size 1 -out k$a.h5 > kill.log 2>&1 &
+  pid=$!
+  n=0
+  while [ $n -lt 1200 ] && ! grep -q "round 1 of 3" kill.log && kill -0 $pid 2>/dev/null; do sleep 0.05; n=$((n + 1)); done
+  kill_ranks $pid TERM kill.log
+  wait $pid; st=$?
+  [ -f k$a.h5 ] || { killed=k$a.h5; break; }
+done
+echo "killed while retraining: $killed (status $st)"
+check [ -n "$killed" ] && check [ "$st" = 3 ] && check [ -f $killed.partial ]
+check grep -q "interrupted by a signal; its progress is saved in $killed.partial" kill.log
+check [ "$(run 1 lds $common -out $killed)" = 0 ]
+check grep -q "resuming from $killed.partial" last.log
+check $H5CMP max 0 l1.h5 $killed /query_losses
+check h5same l1.h5 $killed 1e-4
+check [ -z "$(ls $killed.* 2>/dev/null)" ]
 
 # (4) an ensemble of 2 GPT-2s, evaluated against l1.h5
 check [ "$(run 2 run -options_file text.opts -outdir ens -ensemble 2 -score_save_all)" = 0 ]
@@ -112,6 +143,16 @@ check [ -f d.h5 ]
 # (7) bad input
 check expect_error "give either -query .* or -query_prompts prompts.txt, not both" 1 lds -options_file text.opts -query text:$REF/gpt2_bytes_text.txt -lds_subsets 3 -out x.h5
 check expect_error "-model_dims is an MLP option, but the -train data are token sequences" 1 lds -options_file text.opts -model_dims 16,4 -lds_subsets 3 -out x.h5
+
+# (8) the tokenizer beside the study's model (a directory holding its files, as infl train leaves them)
+mkdir bm em && cp $REF/bpe_small/vocab.json $REF/bpe_small/merges.txt bm/
+bpe="-options_file text.opts -train_epochs 1 -lds_subsets 3"
+check [ "$(run 1 lds $bpe -model bm -out b1.h5)" = 0 ]
+check grep -q "tokenizer: the files beside the study's model, in bm" last.log
+check grep -q "recipe: gpt2 vocab 262 positions 16" last.log
+check [ "$(run 1 lds $bpe -tokenizer $REF/bpe_small -out b2.h5)" = 0 ]
+check $H5CMP max 0 b1.h5 b2.h5 /query_losses
+check expect_error "-gpt2_vocab_size 262 with -train data .* and no -tokenizer and no tokenizer files beside the study's model \\(in em\\)" 1 lds $bpe -model em -gpt2_vocab_size 262 -out x.h5
 
 echo "lds_text: $pass checks passed, $fail failed"
 [ $fail -eq 0 ]

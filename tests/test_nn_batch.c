@@ -1,7 +1,8 @@
 static const char help[] = "Per-example captures (a, Ds, loss) do not depend on the batch size: 37 Fashion-MNIST examples in one\n"
                            "batch vs batches of 1, 5 and 16, in single (1e-6 relative) and double precision (1e-12).\n"
                            "An MLP capture holds one row per example (T == B, offsets 0..B); a capture of longer sequences is\n"
-                           "refused by the rank-one stages.  The data-vs-model check names the data set, the value and the fix.\n";
+                           "refused by the rank-one stages.  The data-vs-model check names the data set, the value and the fix.\n"
+                           "A chunk from -mem_limit leaves room for the model (its double copy too in double precision).\n";
 #include "io/check.h"
 #include <infl/model.h>
 #include <math.h>
@@ -139,6 +140,35 @@ static PetscErrorCode check_data_check(MPI_Comm comm, InflModel model, InflData 
   PetscFunctionReturn(0);
 }
 
+/* -mem_limit counts the model beside a stage's resident bytes: its float32 parameters and gradients, and in double
+ * precision the double copy of its parameters (InflModelParameterBytes, added by InflModelGetChunk).  A 784-1024-1024-10
+ * MLP (1,863,690 parameters: 14.2 MiB, 28.4 MiB in double), -mem_limit 128M, 1 MiB per example: the chunk is what is
+ * left after the libraries' 64 MiB and the model, counted here from the layer sizes. */
+static PetscErrorCode check_chunk_counts_model(MPI_Comm comm)
+{
+  const PetscInt dims[4] = {784, 1024, 1024, 10};
+  const double   MiB     = 1048576.0;
+  int64_t        n       = 0;
+  InflModel      model;
+
+  PetscFunctionBegin;
+  for (int l = 0; l < 3; l++) n += (int64_t)dims[l + 1] * (dims[l] + 1);
+  PetscCall(InflModelCreate(comm, &model));
+  PetscCall(InflModelSetUpMLP(model, 4, dims, INFL_ACT_RELU, 3));
+  PetscCall(PetscOptionsSetValue(NULL, "-mem_limit", "128M"));
+  for (int dbl = 0; dbl < 2; dbl++) {
+    PetscInt chunk  = 1000;
+    int64_t  expect = (int64_t)((128 * MiB - 64 * MiB - (double)n * (dbl ? 16 : 8)) / MiB);
+    PetscCall(InflModelSetPrecision(model, dbl ? INFL_PREC_DOUBLE : INFL_PREC_SINGLE));
+    PetscCall(InflModelGetChunk(model, comm, "test", PETSC_FALSE, 1000, 0, (size_t)MiB, &chunk));
+    PetscCall(PetscPrintf(comm, "-mem_limit 128M, %s precision, 1 MiB per example: chunk %d (expected %d)\n", dbl ? "double" : "single", (int)chunk, (int)expect));
+    PetscCheck(chunk == expect, comm, PETSC_ERR_PLIB, "the chunk under -mem_limit 128M in %s precision is %d, but the libraries' 64 MiB and the model's %.1f MiB leave room for %d examples of 1 MiB", dbl ? "double" : "single", (int)chunk, (double)n * (dbl ? 16 : 8) / MiB, (int)expect);
+  }
+  PetscCall(PetscOptionsClearValue(NULL, "-mem_limit"));
+  PetscCall(InflModelDestroy(&model));
+  PetscFunctionReturn(0);
+}
+
 int main(int argc, char **argv)
 {
   MPI_Comm    comm;
@@ -173,6 +203,7 @@ int main(int argc, char **argv)
   }
   PetscCall(check_sequences_refused(comm, model, x, y));
   PetscCall(check_data_check(comm, model, data));
+  PetscCall(check_chunk_counts_model(comm));
   PetscCall(InflModelDestroy(&model));
   PetscCall(InflDataDestroy(&data));
   PetscCall(PetscPrintf(comm, "test_nn_batch: all checks passed\n"));

@@ -13,7 +13,9 @@
  *     /gram equals G^T G of its rows; store-based identity scores equal projected dot products computed here and
  *     numpy's; Fisher scores equal numpy's solve on the same store within its conditioning (from /gram, and for the
  *     gaussian store, built without it, from the extra pass over the store), with ScaLAPACK blocks of 64 and of 5 (k
- *     not a multiple: partial last blocks) and G^T G summed in panels of 7 rows (several passes); top-k lists agree.
+ *     not a multiple: partial last blocks) and G^T G summed in panels of 7 rows (several passes); top-k lists agree;
+ *     each rank reads from /gram only the rows at its block columns, on a one-row grid (2, 3 ranks) exactly the block of
+ *     the projected Fisher it holds (InflH5GetBytesRead).
  *   - TracIn over two stores (weights 0.5, 2) equals the weighted sum of their scores; its self-influence equals
  *     sum eta ||g||^2 with numpy's gradient norms; several stores under the Fisher curvature are refused, and so is a
  *     damped projected Fisher that is not positive definite (pdpotrf info > 0, the same error on every rank).
@@ -21,6 +23,7 @@
  *     of DW = sum_t Ds_t a_t^T formed here, and the store built with chunks of one sequence holds them. */
 static const char help[] = "Gradient projections and the gradient store against references.\n";
 
+#include <infl/eigen.h>
 #include <infl/store.h>
 #include <math.h>
 #include <stdio.h>
@@ -295,7 +298,23 @@ static PetscErrorCode test_mlp(const char src[], PetscMPIInt size)
       PetscCall(PetscOptionsSetValue(NULL, "-score_chunk", "7"));
       PetscCall(InflStoreScorerCreate(PETSC_COMM_WORLD, &ss));
       PetscCall(InflStoreScorerSetFromOptions(ss));
-      PetscCall(InflStoreScorerOpen(ss, store, model));
+      {
+        size_t b0, b1;
+        PetscCall(InflH5GetBytesRead(&b0));
+        PetscCall(InflStoreScorerOpen(ss, store, model));
+        PetscCall(InflH5GetBytesRead(&b1));
+        if (fisher && kd != 1) { /* each rank reads the rows of /gram at its block columns (F is symmetric): on a
+                                  * one-row grid exactly the block it holds */
+          InflBlacsGrid g;
+          int           nb  = (int)PetscMin(variant == 2 ? 5 : 64, k);
+          double        v[2] = {(double)(b1 - b0), 0}, all[2];
+          PetscCall(InflBlacsGetGrid(PETSC_COMM_WORLD, &g));
+          v[1] = (double)sizeof(double) * k * InflBlacsLocalCount(k, nb, g.mycol, g.npcol);
+          EXPECT(v[0] == v[1], "%s, blocks of %d on a %d x %d grid: opening the store read %.0f bytes (its /gram is %.0f), but the rows at the columns of the projected Fisher this rank holds are %.0f", kinds[kd], nb, g.nprow, g.npcol, v[0], 8.0 * k * k, v[1]);
+          PetscCallMPI(MPI_Allreduce(v, all, 2, MPI_DOUBLE, MPI_SUM, PETSC_COMM_WORLD));
+          PetscCall(PetscPrintf(PETSC_COMM_WORLD, "%s, blocks of %d on a %d x %d grid: /gram of %.0f bytes read as %.0f bytes over all ranks\n", kinds[kd], nb, g.nprow, g.npcol, 8.0 * k * k, all[0]));
+        }
+      }
       PetscCall(InflStoreScorerSetQueries(ss, query, NQUERY, idx));
       PetscCall(InflStoreScorerScore(ss));
       PetscCall(InflStoreScorerGetQueries(ss, &gq, &pq));

@@ -96,7 +96,10 @@ PetscErrorCode InflGPT2GetParameters(InflGPT2 g, int64_t *n, float **params, flo
 PetscErrorCode InflGPT2GetTensor(InflGPT2 g, const char name[], float **param, float **grad, int64_t *numel, int *ndim, int64_t shape[2]);
 /* Linear layer l of the capture, 0 <= l < 4 n_layer (error otherwise, naming l). */
 PetscErrorCode InflGPT2GetLinear(InflGPT2 g, PetscInt l, InflGPT2Linear *lin);
-/* SHA-256 of "gpt2|activation|", the config integers and epsilon, and the parameter slab. */
+/* The architecture's part of the hash: "gpt2|activation|n_embd,n_layer,n_head,vocab_size,n_positions|epsilon" (%.17g). */
+PetscErrorCode InflGPT2HashArchitecture(InflGPT2 g, InflHash h);
+/* SHA-256 of the architecture text of InflGPT2HashArchitecture and the float32 parameter slab: the model hash
+ * (InflModelGetHash) of an InflModel of type gpt2 holding g, the model_sha256 its result files record. */
 PetscErrorCode InflGPT2GetHash(InflGPT2 g, const char **hex);
 /* Working precision of forward, backward and capture (single by default); captures must be created after it is set. */
 PetscErrorCode InflGPT2SetPrecision(InflGPT2 g, InflPrecision prec);

@@ -201,6 +201,10 @@ PetscErrorCode InflH5WriteRowsAt(hid_t file, const char name[], hid_t type, int6
 PetscErrorCode InflH5ReadArray(hid_t file, const char name[], hid_t type, int ndim, const int64_t expect[], int64_t dims_out[], void *buf);
 /* Collective read of a block of rows. */
 PetscErrorCode InflH5ReadRows(hid_t file, const char name[], hid_t type, int64_t row0, int64_t nrows, void *buf);
+/* Not collective: bytes of dataset elements this process has read through InflH5ReadRows and the data layer's row
+ * reads since it started (what its hyperslab selections asked for; collective buffering may move
+ * other bytes on the wire). */
+PetscErrorCode InflH5GetBytesRead(size_t *bytes);
 /* Collective: the float32 dataset `name` of dims (lead..., N), ndim <= 3, sharded by its last dimension: this rank
  * writes (write: creating the dataset) or reads the columns [c0, c0+nc) of every leading row, from or to buf (rows,
  * nc) row-major in double (rounded to float32 on write).  Ranks with no columns take part with an empty selection. */

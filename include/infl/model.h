@@ -156,6 +156,9 @@ PetscErrorCode InflCaptureCheckRankOne(const InflCapture *cap, const char stage[
  * model a window of n_positions rows, each with a and Ds of every captured layer and the forward/backward activations
  * of the model, plus the attention probabilities of the window. */
 size_t InflModelCaptureBytes(InflModel model);
+/* Bytes the model holds whatever a stage's chunk (for -mem_limit): its float32 parameters and gradients, and in double
+ * precision (InflModelSetPrecision) the double copy of the parameters that its double kernels read. */
+size_t InflModelParameterBytes(InflModel model);
 /* What an example of the model's data is called in progress lines and messages: "sequences" for a sequence model,
  * else "examples". */
 PetscErrorCode InflModelGetExampleUnit(InflModel model, const char **unit);
@@ -167,7 +170,7 @@ PetscErrorCode InflModelGetExampleUnit(InflModel model, const char **unit);
  * for a sequence model.  A default (not given) for a sequence model is capped at max(1, INFL_CHUNK_ROWS /
  * n_positions) windows, so that a chunk holds at most about INFL_CHUNK_ROWS tokens whatever the window length; a row
  * model's default is unchanged.  Then -mem_limit lowers it (InflChunkFromMemLimit with `resident` bytes held whatever
- * the chunk and `per_example` bytes per example, for a sequence model per window: its rows of every captured layer's
+ * the chunk, to which the model's own InflModelParameterBytes are added, and `per_example` bytes per example, for a sequence model per window: its rows of every captured layer's
  * a and Ds, the model's activations (InflModelCaptureBytes) and the stage's scratch per row).  For a sequence model
  * the result is printed (windows and tokens per chunk at most). */
 PetscErrorCode InflModelGetChunk(InflModel model, MPI_Comm comm, const char stage[], PetscBool given, int64_t count, size_t resident, size_t per_example, PetscInt *chunk);

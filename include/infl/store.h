@@ -25,7 +25,7 @@
  *   -store_damping, default 0.1 mean(diag(G^T G / N)) (ALGORITHMS.md section 2).  F is distributed block-cyclically
  *   (blocks of -store_block_size) over the BLACS grid of all ranks (InflBlacsGetGrid, infl/eigen.h) and factored by
  *   ScaLAPACK pdpotrf (Cholesky), the queries solved by pdpotrs: no rank holds F whole.  Its pieces come from /gram
- *   (each rank reads the block rows it holds) or, without /gram, from passes over the store: every rank multiplies
+ *   (each rank reads the rows of its columns, F being symmetric: on a one-row grid just its block) or, without /gram, from passes over the store: every rank multiplies
  *   its rows into a panel of G^T G (all k rows when k^2 doubles fit in 128 MiB, else fewer, one pass per panel) and
  *   MPI_Reduce_scatter sums each entry onto the rank that holds it.  /gram is written the same way by InflStoreBuild
  *   (panel rows partitioned over the ranks).  Not positive definite (pdpotrf info > 0): an error naming the store, k,

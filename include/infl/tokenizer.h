@@ -69,6 +69,10 @@ PetscErrorCode InflTokenizerLoad(InflTokenizer t, const char dir[]);
  * files, unreadable or unwritable files) are agreed and name the file. */
 PetscErrorCode InflTokenizerCopyFiles(MPI_Comm comm, const char dir[], const char dest[]);
 
+/* Collective.  Does directory `dir` hold tokenizer files (vocab.json + merges.txt, or encoder.json + vocab.bpe)?
+ * PETSC_FALSE for NULL or "".  Rank 0 looks; the answer is broadcast. */
+PetscErrorCode InflTokenizerFilesIn(MPI_Comm comm, const char dir[], PetscBool *found);
+
 /* Collective.  The tokenizer of a model with `vocab_size` tokens: BPE from `dir` when dir is non-NULL and holds
  * tokenizer files; otherwise byte-level when vocab_size is 256; otherwise an error naming dir and vocab_size.
  * Then InflTokenizerCheckVocabSize. */

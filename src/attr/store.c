@@ -529,7 +529,7 @@ PetscErrorCode InflStoreScorerSetFromOptions(InflStoreScorer ss)
 }
 
 /* Collective: the damped projected Fisher F = G^T G / N + lambda I of store 0, assembled block-cyclically on the BLACS
- * grid of all ranks (from its /gram, each rank reading the block rows it holds, or from one pass over the store per
+ * grid of all ranks (from its /gram, each rank reading only the block it holds; or from one pass over the store per
  * panel of gram_assemble) and factored by ScaLAPACK pdpotrf (Cholesky, lower): no rank holds F whole. */
 static PetscErrorCode store_fisher(InflStoreScorer ss, const char path[])
 {
@@ -556,18 +556,19 @@ static PetscErrorCode store_fisher(InflStoreScorer ss, const char path[])
   PetscCall(PetscFree(ss->fl));
   PetscCall(PetscCalloc1((size_t)ss->lld * PetscMax(1, ss->nloc), &ss->fl));
   PetscCall(InflH5GetDims(ss->file[0], "/gram", &nd, dims));
-  if (nd == 2) {
-    int64_t nbl = (mloc + nb - 1) / nb, rounds;
-    double *rows; /* (nb, k) one block row of /gram */
+  if (nd == 2) { /* F is symmetric: this rank's columns J are read as the contiguous rows J of /gram, of which it keeps
+                  * its rows I, transposed; on a one-row grid (I = all) that is exactly its block */
+    int64_t nbl = (ss->nloc + nb - 1) / nb, rounds;
+    double *rows; /* (nb, k) the rows of one block of this rank's columns */
     PetscCheck(dims[0] == k && dims[1] == k, ss->comm, PETSC_ERR_FILE_UNEXPECTED, "%s: /gram is %" PRId64 " x %" PRId64 " but the store has k = %d features; the store is damaged: rebuild it with infl project", path, dims[0], dims[1], (int)k);
     PetscCall(PetscMalloc1((size_t)nb * k, &rows));
     PetscCall(InflRounds(ss->comm, nbl, &rounds));
-    for (int64_t r = 0; r < rounds; r++) {
-      int64_t gi0 = r < nbl ? InflBlacsGlobal(r * nb, nb, g->myrow, g->nprow) : 0, nr = r < nbl ? PetscMin(nb, k - gi0) : 0;
-      PetscCall(InflH5ReadRows(ss->file[0], "/gram", H5T_NATIVE_DOUBLE, gi0, nr, rows));
-      for (int64_t lj = 0; lj < ss->nloc; lj++) {
-        int64_t gj = InflBlacsGlobal(lj, nb, g->mycol, g->npcol);
-        for (int64_t i = 0; i < nr; i++) ss->fl[r * nb + i + lj * ss->lld] = rows[i * k + gj];
+    for (int64_t r = 0; r < rounds; r++) { /* ranks with no block left (or no columns) select none */
+      int64_t gj0 = r < nbl ? InflBlacsGlobal(r * nb, nb, g->mycol, g->npcol) : 0, nc = r < nbl ? PetscMin(nb, k - gj0) : 0;
+      PetscCall(InflH5ReadRows(ss->file[0], "/gram", H5T_NATIVE_DOUBLE, gj0, nc, rows));
+      for (int64_t li = 0; li < mloc; li++) {
+        int64_t gi = InflBlacsGlobal(li, nb, g->myrow, g->nprow);
+        for (int64_t j = 0; j < nc; j++) ss->fl[li + (r * nb + j) * ss->lld] = rows[j * k + gi];
       }
     }
     PetscCall(PetscFree(rows));

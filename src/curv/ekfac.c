@@ -600,7 +600,7 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   }
   /* the layout: the fit holds its factors about twice (the eigensolves' copies and workspace) */
   { /* the fit holds the factors twice (the sums and the eigenbases) */
-    InflLayerLayoutStage st = {2.0, 0, 0, 0, 0, 0, (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + InflModelCaptureBytes(model) + (size_t)rows * (4 * sizeof(double) * maxd + sizeof(int32_t))};
+    InflLayerLayoutStage st = {2.0, 0, 0, 0, 0, 0, (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + InflModelParameterBytes(model) + InflModelCaptureBytes(model) + (size_t)rows * (4 * sizeof(double) * maxd + sizeof(int32_t))};
     PetscCall(ekfac_setup_layout(ek, L, dins, douts, &st));
   }
   PetscCall(ekfac_allocate(ek, L, dins, douts));

@@ -425,6 +425,9 @@ PetscErrorCode InflH5ReadArray(hid_t file, const char name[], hid_t type, int nd
   PetscFunctionReturn(0);
 }
 
+/* Elements this process has read from datasets through the helpers below, in bytes (InflH5GetBytesRead). */
+static size_t h5_bytes_read;
+
 /* Read rows [row0, row0+nrows) of dataset `name` (mem type `type`) with transfer mode `mode`. */
 static PetscErrorCode h5_read_rows(hid_t file, const char name[], hid_t type, int64_t row0, int64_t nrows, void *buf, H5FD_mpio_xfer_t mode)
 {
@@ -448,6 +451,13 @@ static PetscErrorCode h5_read_rows(hid_t file, const char name[], hid_t type, in
     PetscFunctionReturn(0);
   }
   PetscCall(select_rows(fspace, ndim, count, row0, nrows, &mspace));
+  {
+    hssize_t np = H5Sget_select_npoints(fspace);
+    size_t   sz = H5Tget_size(type);
+    InflCallH5(np);
+    PetscCheck(sz > 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "HDF5 call failed: H5Tget_size(type)");
+    h5_bytes_read += (size_t)np * sz;
+  }
   InflCallH5(dxpl = H5Pcreate(H5P_DATASET_XFER));
   if (mode == H5FD_MPIO_COLLECTIVE) InflCallH5(H5Pset_dxpl_mpio(dxpl, mode));
   InflCallH5(H5Dread(dset, type, mspace, fspace, dxpl, nrows > 0 ? buf : (void *)&dummy));
@@ -462,6 +472,13 @@ PetscErrorCode InflH5ReadRows(hid_t file, const char name[], hid_t type, int64_t
 {
   PetscFunctionBegin;
   PetscCall(h5_read_rows(file, name, type, row0, nrows, buf, H5FD_MPIO_COLLECTIVE));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflH5GetBytesRead(size_t *bytes)
+{
+  PetscFunctionBegin;
+  *bytes = h5_bytes_read;
   PetscFunctionReturn(0);
 }
 

@@ -674,21 +674,29 @@ PetscErrorCode InflTokenizerCopyFiles(MPI_Comm comm, const char dir[], const cha
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflTokenizerSetUpForModel(InflTokenizer t, const char dir[], PetscInt vocab_size)
+PetscErrorCode InflTokenizerFilesIn(MPI_Comm comm, const char dir[], PetscBool *found)
 {
-  PetscBool files = PETSC_FALSE;
-
   PetscFunctionBegin;
+  *found = PETSC_FALSE;
   if (dir && dir[0]) {
     char a[PETSC_MAX_PATH_LEN], b[PETSC_MAX_PATH_LEN], c[PETSC_MAX_PATH_LEN], d[PETSC_MAX_PATH_LEN];
     PetscCall(PetscSNPrintf(a, sizeof(a), "%s/vocab.json", dir));
     PetscCall(PetscSNPrintf(b, sizeof(b), "%s/merges.txt", dir));
     PetscCall(PetscSNPrintf(c, sizeof(c), "%s/encoder.json", dir));
     PetscCall(PetscSNPrintf(d, sizeof(d), "%s/vocab.bpe", dir));
-    files = (InflFileExists(a) && InflFileExists(b)) || (InflFileExists(c) && InflFileExists(d)) ? PETSC_TRUE : PETSC_FALSE;
+    *found = (InflFileExists(a) && InflFileExists(b)) || (InflFileExists(c) && InflFileExists(d)) ? PETSC_TRUE : PETSC_FALSE;
     /* the directory is seen alike by every rank on a shared file system; agree anyway */
-    PetscCallMPI(MPI_Bcast(&files, 1, MPIU_BOOL, 0, t->comm));
+    PetscCallMPI(MPI_Bcast(found, 1, MPIU_BOOL, 0, comm));
   }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflTokenizerSetUpForModel(InflTokenizer t, const char dir[], PetscInt vocab_size)
+{
+  PetscBool files;
+
+  PetscFunctionBegin;
+  PetscCall(InflTokenizerFilesIn(t->comm, dir, &files));
   if (files) PetscCall(InflTokenizerLoad(t, dir));
   else {
     PetscCheck(vocab_size == 256, t->comm, PETSC_ERR_FILE_OPEN, "the model has vocab_size %" PetscInt_FMT " but %s%s holds no tokenizer files (vocab.json + merges.txt or encoder.json + vocab.bpe); only a model of vocab_size 256 can use the byte-level tokenizer without files", vocab_size, dir && dir[0] ? "the directory " : "no tokenizer directory was given", dir && dir[0] ? dir : "");

@@ -576,15 +576,23 @@ PetscErrorCode InflGPT2GetLinear(InflGPT2 g, PetscInt l, InflGPT2Linear *lin)
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode InflGPT2HashArchitecture(InflGPT2 g, InflHash h)
+{
+  char arch[256];
+
+  PetscFunctionBegin;
+  PetscCall(PetscSNPrintf(arch, sizeof(arch), "gpt2|%s|%d,%d,%d,%d,%d|%.17g", act_names[g->cfg.activation], (int)g->cfg.n_embd, (int)g->cfg.n_layer, (int)g->cfg.n_head, (int)g->cfg.vocab_size, (int)g->cfg.n_positions, g->cfg.layer_norm_epsilon));
+  PetscCall(InflHashUpdate(h, arch, strlen(arch)));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflGPT2GetHash(InflGPT2 g, const char **hex)
 {
   PetscFunctionBegin;
   if (g->hash_stale) {
     InflHash h;
-    char     arch[256];
-    PetscCall(PetscSNPrintf(arch, sizeof(arch), "gpt2|%s|%d,%d,%d,%d,%d|%.17g|", act_names[g->cfg.activation], (int)g->cfg.n_embd, (int)g->cfg.n_layer, (int)g->cfg.n_head, (int)g->cfg.vocab_size, (int)g->cfg.n_positions, g->cfg.layer_norm_epsilon));
     PetscCall(InflHashCreate(&h));
-    PetscCall(InflHashUpdate(h, arch, strlen(arch)));
+    PetscCall(InflGPT2HashArchitecture(g, h));
     PetscCall(InflHashUpdate(h, g->params, sizeof(float) * (size_t)g->nparams));
     PetscCall(InflHashFinal(&h, g->hash));
     g->hash_stale = PETSC_FALSE;
@@ -605,7 +613,7 @@ PetscErrorCode InflGPT2SetPrecision(InflGPT2 g, InflPrecision prec)
 
 PetscErrorCode InflGPT2View(InflGPT2 g, PetscViewer viewer)
 {
-  const char *hash;
+  const char *hash = NULL;
 
   PetscFunctionBegin;
   if (!viewer) PetscCall(PetscViewerASCIIGetStdout(g->comm, &viewer));

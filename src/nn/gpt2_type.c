@@ -196,16 +196,11 @@ static PetscErrorCode gpt2_destroy(InflModel m)
 
 static PetscErrorCode gpt2_hash_architecture(InflModel m, InflHash h)
 {
-  GPT2Type      *t = (GPT2Type *)m->data;
-  InflGPT2Config c;
-  char           buf[256];
-  const char    *acts[] = {"gelu_new", "gelu", "relu"};
+  GPT2Type *t = (GPT2Type *)m->data;
 
   PetscFunctionBegin;
   PetscCheck(t->g, m->comm, PETSC_ERR_ARG_WRONGSTATE, "the gpt2 model has no parameters; load it (InflModelLoad) first");
-  PetscCall(InflGPT2GetConfig(t->g, &c));
-  PetscCall(PetscSNPrintf(buf, sizeof(buf), "gpt2|%s|%d,%d,%d,%d,%d|%.17g", acts[c.activation], (int)c.n_embd, (int)c.n_layer, (int)c.n_head, (int)c.vocab_size, (int)c.n_positions, c.layer_norm_epsilon));
-  PetscCall(InflHashUpdate(h, buf, strlen(buf)));
+  PetscCall(InflGPT2HashArchitecture(t->g, h)); /* so the model hash equals InflGPT2GetHash, which InflModelView prints */
   PetscFunctionReturn(0);
 }
 

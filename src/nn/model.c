@@ -574,6 +574,11 @@ size_t InflModelCaptureBytes(InflModel m)
   return (*m->ops->capture_bytes)(m);
 }
 
+size_t InflModelParameterBytes(InflModel m)
+{
+  return (size_t)m->nparams * (2 * sizeof(float) + (m->prec == INFL_PREC_DOUBLE ? sizeof(double) : 0));
+}
+
 PetscErrorCode InflModelGetExampleUnit(InflModel m, const char **unit)
 {
   PetscFunctionBegin;
@@ -586,7 +591,7 @@ PetscErrorCode InflModelGetChunk(InflModel m, MPI_Comm comm, const char stage[],
   PetscFunctionBegin;
   CHECK_TYPED(m, "InflModelGetChunk");
   if (m->sequential && !given) *chunk = PetscMin(*chunk, PetscMax(1, INFL_CHUNK_ROWS / m->seqlen_max)); /* a token budget */
-  PetscCall(InflChunkFromMemLimit(comm, stage, count, resident, per_example, chunk));
+  PetscCall(InflChunkFromMemLimit(comm, stage, count, resident + InflModelParameterBytes(m), per_example, chunk));
   if (m->sequential) PetscCall(PetscPrintf(comm, "%s: chunks of %d sequences (at most %" PRId64 " tokens)\n", stage, (int)*chunk, (int64_t)*chunk * m->seqlen_max));
   PetscFunctionReturn(0);
 }

@@ -1,5 +1,6 @@
 # tests/lib/kill_resume.sh -- sourced by the tests that kill a long stage at random points and rerun it until it
-# finishes (tests/resume.sh, tests/lm_stages.sh, tests/store.sh); needs EXE (the infl executable) and MPIEXEC.
+# finishes (tests/resume.sh, tests/lm_stages.sh, tests/store.sh) or at a chosen point (tests/lds_text.sh); needs EXE
+# (the infl executable) and MPIEXEC.
 #
 # interrupted OUT ARGS...: run `infl ARGS -out OUT -checkpoint_interval 0` again and again, at 2, 3, 1, 2, ... ranks,
 # until OUT exists:
@@ -13,6 +14,19 @@
 #     (default 40) attempts.
 # Succeeds when OUT exists and at least one attempt resumed a checkpoint (printed "resuming").  Each attempt's output
 # is in attempt.log of the working directory.
+# kill_ranks PID SIG LOG: send SIG to the ranks of the mpiexec PID (its children, not mpiexec: a signalled mpiexec can
+# hang); Open MPI's mpiexec can also hang once its ranks died of a signal (a rank hit before it installed its
+# handlers): when it has had no rank for 10 s it is killed with SIGKILL, which LOG records.  The caller waits for PID.
+kill_ranks() {
+  local pid=$1 sig=$2 log=$3 idle=0
+  pkill -"$sig" -P "$pid" 2>/dev/null
+  while kill -0 "$pid" 2>/dev/null && [ $idle -lt 20 ]; do
+    if pgrep -P "$pid" > /dev/null; then idle=0; else idle=$((idle + 1)); fi
+    sleep 0.5
+  done
+  kill -0 "$pid" 2>/dev/null && { echo "mpiexec (pid $pid) hung after its ranks ended: killed" >> "$log"; kill -KILL "$pid"; }
+  return 0
+}
 interrupted() {
   local out=$1; shift
   local tries=0 st resumed=0 first=${KR_FIRST--checkpoint_stop_after 3}
@@ -27,15 +41,7 @@ interrupted() {
     local pid=$!
     if [ $tries -gt 1 ] && [ $tries -le "${KR_KILLS:-12}" ]; then
       sleep "$(( RANDOM % ${KR_SLEEP:-3} )).$(( RANDOM % 9 + 1 ))"
-      pkill -$sig -P $pid 2>/dev/null # the ranks (children of mpiexec), not mpiexec: a signalled mpiexec can hang
-      # Open MPI's mpiexec can also hang once its ranks died of a signal (a rank hit before it installed its handlers):
-      # when it has had no rank for 10 s it is killed
-      local idle=0
-      while kill -0 $pid 2>/dev/null && [ $idle -lt 20 ]; do
-        if pgrep -P $pid > /dev/null; then idle=0; else idle=$((idle + 1)); fi
-        sleep 0.5
-      done
-      kill -0 $pid 2>/dev/null && { echo "mpiexec (pid $pid) hung after its ranks ended: killed" >> attempt.log; kill -KILL $pid; }
+      kill_ranks $pid $sig attempt.log
     fi
     wait $pid; st=$?
     grep -q "resuming" attempt.log && resumed=$((resumed + 1))
