@@ -908,6 +908,20 @@ PetscErrorCode InflPromptsLoad(MPI_Comm comm, const char path[], const char tokd
   PetscCall(InflBcast(buf, nbytes, MPI_CHAR, 0, comm));
   buf[nbytes] = 0;
   PetscCall(seq_tokenizer(comm, tokdir, vocab_size, model_path, &tok)); /* collective; errors agreed inside */
+  { /* GPT-2's BPE reads UTF-8 only: name the line of the first invalid byte (every rank finds the same) */
+    InflTokenizerType type;
+    int64_t           bad;
+    const char       *why;
+    PetscCall(InflTokenizerGetType(tok, &type));
+    if (type == INFL_TOKENIZER_BPE) {
+      PetscCall(InflUTF8Check(buf, (size_t)nbytes, &bad, &why));
+      if (bad >= 0) {
+        int64_t l = 1;
+        for (int64_t i = 0; i < bad; i++) l += buf[i] == '\n';
+        PetscCall(PetscSNPrintf(msg, sizeof(msg), "-query_prompts %s: line %" PRId64 ": invalid UTF-8 at byte offset %" PRId64 ": %s (byte 0x%02X); GPT-2's tokenizer reads UTF-8 text (convert the file, e.g. iconv -f latin1 -t utf-8)", path, l, bad, why, (unsigned)(unsigned char)buf[bad]));
+      }
+    }
+  }
   PetscCall(PetscMalloc1(cap + 1, &off));
   PetscCall(PetscMalloc2(tcap, &tk, tcap, &tg));
   off[0] = 0;
