@@ -121,6 +121,11 @@ h5tokens() { # NAME "TOKENS..." "OFFSETS..."
 h5tokens badtok "5 96 7" "0 3"
 h5tokens longdoc "$(seq -s ' ' 10 49)" "0 40"
 printf 'a fortune\n%%\nanother one\n%%\n' > "$W/fortunes.txt"
+# a GPT-2 of the small BPE tokenizer's 262 tokens (the files copied beside it), a prompts file with a byte that is
+# not UTF-8 on its second line, and a tokenizer directory holding only one file of a pair
+run_infl "$NP" train -train "text:$W/fortunes.txt" -tokenizer "$src/tests/ref/bpe_small" -gpt2_n_layer 1 -gpt2_n_embd 8 -gpt2_n_head 2 -gpt2_n_positions 8 -train_epochs 1 -out "$W/gpt2_bpe" || { cat "$W/log.err"; echo "fixture: infl train of gpt2_bpe failed"; exit 1; }
+printf 'the cat\n>>>\n s\xe9t\n' > "$W/prompts_latin1.txt"
+mkdir -p "$W/tok_half" && cp "$src/tests/ref/bpe_small/vocab.json" "$W/tok_half/"
 # the tiny GPT-2 with a config.json of a larger model; and with every value of h.0.mlp.c_fc.weight (32 x 128 floats
 # at bytes 32768-49152 of the data) set to 3e38: finite, but the forward pass overflows
 mkdir -p "$W/gpt2_big_config" "$W/gpt2_huge"
@@ -196,6 +201,11 @@ printf -- '-train_limit 50\n-options_file %s # the next one\n' "$W/cycle_b.opts"
 printf -- '# a comment: -options_file elsewhere\n-options_file "%s"\n' "$W/cycle_a.opts" > "$W/cycle_b.opts"
 echo "-train_limit 50" > "$W/study.opts"
 echo "-options_file $W/nope.opts" > "$W/missing.opts"
+# options files PETSc would refuse with a long trace: two options on a line, a value in single quotes holding a
+# blank, a line without its '-'
+echo "-train_limit 50 -overwrite" > "$W/two.opts"
+echo "-query_prompts '$W/my prompts.txt'" > "$W/squote.opts"
+printf -- '-ekfac_chunk 16\ntrain_limit 50\n' > "$W/nodash.opts"
 # a corrupt gzip IDX file: 16 bytes of its compressed stream overwritten
 cp "$fm/t10k-images-idx3-ubyte.gz" "$W/gzbad-images-idx3-ubyte.gz"
 printf 'XXXXXXXXXXXXXXXX' | dd of="$W/gzbad-images-idx3-ubyte.gz" bs=1 seek=5000 conv=notrunc status=none
@@ -290,6 +300,9 @@ lm_text_for_mlp    | data text:.*fortunes.txt holds token sequences but the mode
 lm_config_larger   | config.json \(n_embd 32, n_layer 5000, vocab_size 96, n_positions 16\) describes a GPT-2 of [0-9]+ parameters, but .*model.safetensors holds only [0-9]+ values | eval -model $W/gpt2_big_config -data tokens:$W/badtok.h5
 lm_forward_overflow | the GPT-2 forward pass overflows: logit [0-9]+ \(token id\) at position [0-9]+ of sequence [0-9]+ .* is -?[a-z]+[.]? in single precision | eval -model $W/gpt2_huge -data tokens:$W/longdoc.h5
 lm_no_tokenizer    | vocab_size 96 but the directory .*gpt2_tiny holds no tokenizer files | eval $G -data text:$W/fortunes.txt
+lm_prompts_utf8    | -query_prompts $W/prompts_latin1.txt: line 3: invalid UTF-8 at byte offset 14: .*\(byte 0xE9\).*iconv | score -method tracin -checkpoints $W/gpt2_bpe -tracin_lr 1 -train text:$W/fortunes.txt -query_prompts $W/prompts_latin1.txt -out $W/out/s.h5
+lm_tokenizer_nodir | tokenizer directory $W/nope: No such file or directory; .*tests/tok/fetch_gpt2.sh | eval -model $src/tests/ref/gpt2_bytes -data text:$W/fortunes.txt -tokenizer $W/nope
+lm_tokenizer_half  | tokenizer directory $W/tok_half holds vocab.json but not merges.txt, which goes with it | eval -model $src/tests/ref/gpt2_bytes -data text:$W/fortunes.txt -tokenizer $W/tok_half
 lm_layers_for_mlp  | layer selection "mlp" is not available for model type mlp.*-ekfac_layers all | fit $M $TR -ekfac_layers mlp -out $W/out/f.h5
 lm_factors_of_mlp  | factors.h5 was fitted for model sha256 .* but the model given has sha256 | score $G $F -train tokens:$W/longdoc.h5 -query tokens:$W/longdoc.h5 -query_indices 0:2 -out $W/out/s.h5
 lm_window_fit      | sequence 0 has 20 tokens, more than the model's n_positions = 16 | fit $G -train tokens:$W/longdoc.h5 -train_seq_len 20 -out $W/out/f.h5
@@ -381,6 +394,9 @@ out_lock_held      | output $W/out/held.h5 is being written by another infl proc
 options_self       | the options file $W/self.opts includes itself \(-options_file $W/self.opts on line 1\) | fit $M $TR -options_file $W/self.opts -out $W/out/f.h5
 options_cycle      | options files include each other in a cycle: $W/cycle_a.opts \(line 2\) -> $W/cycle_b.opts \(line 2\) -> $W/cycle_a.opts | fit $M -train $T -options_file $W/cycle_a.opts -out $W/out/f.h5
 options_nested_missing | cannot read the options file $W/nope.opts given with -options_file on line 1 of $W/missing.opts | fit $M $TR -options_file $W/missing.opts -out $W/out/f.h5
+options_two_a_line | the options file $W/two.opts, line 1: "-overwrite" follows the option -train_limit and its value "50"; write one option per line | fit $M -train $T -options_file $W/two.opts -out $W/out/f.h5
+options_squotes    | the options file $W/squote.opts, line 1: "prompts.txt'" follows the option -query_prompts .*double quotes \(single quotes are not quotes to PETSc\) | score $G -factors $W/factors.h5 -train $T -options_file $W/squote.opts -out $W/out/s.h5
+options_no_dash    | the options file $W/nodash.opts, line 2: "train_limit" is not an option; each line holds one option starting with '-' | fit $M -train $T -options_file $W/nodash.opts -out $W/out/f.h5
 out_in_proc        | cannot write output /proc/s.h5: creating /proc/s.h5.partial.lock beside it failed: [A-Z] | fit $M $TR -out /proc/s.h5
 out_parent_is_file | cannot write output $W/out/existing.h5/f.h5: $W/out/existing.h5 is not a directory | fit $M $TR -out $W/out/existing.h5/f.h5
 outdir_is_file     | -outdir $W/out/existing.h5 is not a directory             | run $TR -test $T -test_limit 10 -query_indices 0:2 -outdir $W/out/existing.h5
