@@ -515,6 +515,11 @@ static void lock_output(const char out[], int ranks, int *ok, char msg[], size_t
     if (!locked) {
       int e = errno;
       read_holder(fd, holder, sizeof(holder));
+      for (int w = 0; w < 40 && e == EWOULDBLOCK && !holder[0]; w++) { /* the holder writes its line right after taking the lock */
+        struct timespec ts = {0, 50000000};
+        nanosleep(&ts, NULL);
+        read_holder(fd, holder, sizeof(holder));
+      }
       if (e == EWOULDBLOCK && holder_is_gone(holder)) {
         /* the recorded holder crashed, but a process it left behind keeps the flock: look again after a moment (a
          * new holder writes its line right after taking the lock), then replace the lock file */
