@@ -128,7 +128,11 @@ printf 'the cat\n>>>\n s\xe9t\n' > "$W/prompts_latin1.txt"
 mkdir -p "$W/tok_half" && cp "$src/tests/ref/bpe_small/vocab.json" "$W/tok_half/"
 # the tiny GPT-2 with a config.json of a larger model; and with every value of h.0.mlp.c_fc.weight (32 x 128 floats
 # at bytes 32768-49152 of the data) set to 3e38: finite, but the forward pass overflows
-mkdir -p "$W/gpt2_big_config" "$W/gpt2_huge"
+mkdir -p "$W/gpt2_big_config" "$W/gpt2_huge" "$W/gpt2_no_config" "$W/gpt2_llama"
+cp "$src/tests/ref/gpt2_tiny/model.safetensors" "$W/gpt2_no_config/"           # a directory without config.json
+cp "$src/tests/ref/gpt2_tiny/model.safetensors" "$W/gpt2_llama/"               # the config of another architecture
+sed 's/"model_type": "gpt2"/"model_type": "llama"/' "$src/tests/ref/gpt2_tiny/config.json" > "$W/gpt2_llama/config.json"
+grep -q llama "$W/gpt2_llama/config.json" || { echo "fixture gpt2_llama: the edit did not apply"; exit 1; }
 cp "$src/tests/ref/gpt2_tiny/model.safetensors" "$W/gpt2_big_config/"
 sed 's/"n_layer": 2/"n_layer": 5000/' "$src/tests/ref/gpt2_tiny/config.json" > "$W/gpt2_big_config/config.json"
 cp "$src/tests/ref/gpt2_tiny/config.json" "$src/tests/ref/gpt2_tiny/model.safetensors" "$W/gpt2_huge/"
@@ -299,6 +303,8 @@ lm_rows_data       | data h5:.*good.h5 holds rows of features, but the model .*g
 lm_text_for_mlp    | data text:.*fortunes.txt holds token sequences but the model is an MLP | eval $M -data text:$W/fortunes.txt
 lm_config_larger   | config.json \(n_embd 32, n_layer 5000, vocab_size 96, n_positions 16\) describes a GPT-2 of [0-9]+ parameters, but .*model.safetensors holds only [0-9]+ values | eval -model $W/gpt2_big_config -data tokens:$W/badtok.h5
 lm_forward_overflow | the GPT-2 forward pass overflows: logit [0-9]+ \(token id\) at position [0-9]+ of sequence [0-9]+ .* is -?[a-z]+[.]? in single precision | eval -model $W/gpt2_huge -data tokens:$W/longdoc.h5
+lm_dir_no_config   | $W/gpt2_no_config is a directory without config.json; a GPT-2 is a directory holding config.json and model.safetensors | eval -model $W/gpt2_no_config -data tokens:$W/badtok.h5
+lm_model_type      | gpt2_llama/config.json: model_type "llama" is not supported; infl reads GPT-2 models | eval -model $W/gpt2_llama -data tokens:$W/longdoc.h5
 lm_no_tokenizer    | vocab_size 96 but the directory .*gpt2_tiny holds no tokenizer files | eval $G -data text:$W/fortunes.txt
 lm_prompts_utf8    | -query_prompts $W/prompts_latin1.txt: line 3: invalid UTF-8 at byte offset 14: .*\(byte 0xE9\).*iconv | score -method tracin -checkpoints $W/gpt2_bpe -tracin_lr 1 -train text:$W/fortunes.txt -query_prompts $W/prompts_latin1.txt -out $W/out/s.h5
 lm_tokenizer_nodir | tokenizer directory $W/nope: No such file or directory; .*tests/tok/fetch_gpt2.sh | eval -model $src/tests/ref/gpt2_bytes -data text:$W/fortunes.txt -tokenizer $W/nope
