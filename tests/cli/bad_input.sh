@@ -258,7 +258,7 @@ while IFS='|' read -r name regex args; do
 done <<EOF
 # --- model files
 model_missing      | $W/nope.safetensors: cannot open the model file.*-model  | fit -model $W/nope.safetensors $TR -out $W/out/f.h5
-model_directory    | adir.safetensors: not a regular file                      | fit -model $W/adir.safetensors $TR -out $W/out/f.h5
+model_directory    | adir.safetensors is a directory without config.json.*an MLP a .safetensors file | fit -model $W/adir.safetensors $TR -out $W/out/f.h5
 model_empty        | empty.safetensors: file has 0 bytes.*truncated           | fit -model $W/empty.safetensors $TR -out $W/out/f.h5
 model_text         | text.safetensors: header length [0-9]+ is absurd          | fit -model $W/text.safetensors $TR -out $W/out/f.h5
 model_truncated    | truncated.safetensors: .*truncated                        | fit -model $W/truncated.safetensors $TR -out $W/out/f.h5
