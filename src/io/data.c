@@ -952,7 +952,14 @@ PetscErrorCode InflPromptsLoad(MPI_Comm comm, const char path[], const char tokd
       if (blank) continue;
     }
     if (sep < 0) {
-      PetscCall(PetscSNPrintf(msg, sizeof(msg), "-query_prompts %s: query %" PRId64 " (line %" PRId64 ") has no line \">>>\" separating its prompt from its completion; write the prompt, a line holding only >>>, then the completion", path, nq, dline));
+      int64_t near = -1; /* a line starting with ">>>" followed by other characters (a CR of CRLF line ends, blanks) */
+      for (int64_t i = d0, l = dline; i < e && near < 0; l++) {
+        const char *nl = memchr(buf + i, '\n', (size_t)(e - i));
+        if (e - i >= 3 && !memcmp(buf + i, ">>>", 3)) near = l;
+        i = nl ? (int64_t)(nl - buf) + 1 : e;
+      }
+      if (near >= 0) PetscCall(PetscSNPrintf(msg, sizeof(msg), "-query_prompts %s: query %" PRId64 ": line %" PRId64 " starts with \">>>\" but holds more (a carriage return of Windows line ends, or blanks); the separating line must hold only >>> (convert the file with dos2unix, or remove the trailing characters)", path, nq, near));
+      else PetscCall(PetscSNPrintf(msg, sizeof(msg), "-query_prompts %s: query %" PRId64 " (line %" PRId64 ") has no line \">>>\" separating its prompt from its completion; write the prompt, a line holding only >>>, then the completion", path, nq, dline));
       break;
     }
     {

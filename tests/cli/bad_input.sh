@@ -126,6 +126,7 @@ printf 'a fortune\n%%\nanother one\n%%\n' > "$W/fortunes.txt"
 run_infl "$NP" train -train "text:$W/fortunes.txt" -tokenizer "$src/tests/ref/bpe_small" -gpt2_n_layer 1 -gpt2_n_embd 8 -gpt2_n_head 2 -gpt2_n_positions 8 -train_epochs 1 -out "$W/gpt2_bpe" || { cat "$W/log.err"; echo "fixture: infl train of gpt2_bpe failed"; exit 1; }
 printf 'the cat\n>>>\n s\xe9t\n' > "$W/prompts_latin1.txt"
 mkdir -p "$W/tok_half" && cp "$src/tests/ref/bpe_small/vocab.json" "$W/tok_half/"
+printf 'The cat\r\n>>>\r\n sat on\r\n' > "$W/prompts_crlf.txt"   # Windows line ends: the marker line is ">>>\r"
 # the tiny GPT-2 with a config.json of a larger model; and with every value of h.0.mlp.c_fc.weight (32 x 128 floats
 # at bytes 32768-49152 of the data) set to 3e38: finite, but the forward pass overflows
 mkdir -p "$W/gpt2_big_config" "$W/gpt2_huge" "$W/gpt2_no_config" "$W/gpt2_llama"
@@ -309,6 +310,7 @@ lm_no_tokenizer    | vocab_size 96 but the directory .*gpt2_tiny holds no tokeni
 lm_prompts_utf8    | -query_prompts $W/prompts_latin1.txt: line 3: invalid UTF-8 at byte offset 14: .*\(byte 0xE9\).*iconv | score -method tracin -checkpoints $W/gpt2_bpe -tracin_lr 1 -train text:$W/fortunes.txt -query_prompts $W/prompts_latin1.txt -out $W/out/s.h5
 lm_tokenizer_nodir | tokenizer directory $W/nope: No such file or directory; .*tests/tok/fetch_gpt2.sh | eval -model $src/tests/ref/gpt2_bytes -data text:$W/fortunes.txt -tokenizer $W/nope
 lm_tokenizer_half  | tokenizer directory $W/tok_half holds vocab.json but not merges.txt, which goes with it | eval -model $src/tests/ref/gpt2_bytes -data text:$W/fortunes.txt -tokenizer $W/tok_half
+lm_prompts_crlf    | -query_prompts $W/prompts_crlf.txt: query 0: line 2 starts with ">>>" but holds more \(a carriage return.*dos2unix | score -method tracin -checkpoints $src/tests/ref/gpt2_bytes -tracin_lr 1 -train text:$W/fortunes.txt -query_prompts $W/prompts_crlf.txt -out $W/out/s.h5
 lm_store_prompts   | -query_prompts $W/prompts_latin1.txt is not supported with -store .*score prompt/completion queries with -factors | score -store $W/scores.h5 -model $W/gpt2_bpe -query_prompts $W/prompts_latin1.txt -out $W/out/s.h5
 lm_layers_for_mlp  | layer selection "mlp" is not available for model type mlp.*-ekfac_layers all | fit $M $TR -ekfac_layers mlp -out $W/out/f.h5
 lm_factors_of_mlp  | factors.h5 was fitted for model sha256 .* but the model given has sha256 | score $G $F -train tokens:$W/longdoc.h5 -query tokens:$W/longdoc.h5 -query_indices 0:2 -out $W/out/s.h5
