@@ -455,6 +455,12 @@ qs=$(h5dump -a query_sha256 "$W/scores.h5" | grep -Eo '"[0-9a-f]{64}"')
 qi=$(h5dump -a query_sha256 "$W/out/ihvp.h5" 2>/dev/null | grep -Eo '"[0-9a-f]{64}"')
 if [ -n "$qs" ] && [ "$qs" = "$qi" ]; then ok "ihvp.h5 records the query_sha256 of its query data"; else bad "ihvp query_sha256" "ihvp.h5 has query_sha256 '$qi', scores.h5 of the same query data '$qs'"; fi
 
+# infl ihvp on prompt/completion queries records their tokens (/query_sequences), so that infl report shows them
+printf 'A\n>>>\n fortune\n' > "$W/prompts_ok.txt"
+works ihvp_prompts "$NP" ihvp -model "$src/tests/ref/gpt2_bytes" -train "text:$W/fortunes.txt" -query_prompts "$W/prompts_ok.txt" -ekfac_damping 1e-2 -ihvp_deflate 0 -out "$W/out/ihvp_p.h5"
+works report_ihvp_prompts "$NP" report -model "$src/tests/ref/gpt2_bytes" -scores "$W/out/ihvp_p.h5" -train "text:$W/fortunes.txt" -out "$W/out/ihvp_p.html"
+if grep -q '>Completion (the query loss' "$W/out/ihvp_p.html" 2> /dev/null; then ok "report of ihvp prompts shows the prompt and completion"; else bad "report_ihvp_prompts" "no prompt/completion in $W/out/ihvp_p.html"; fi
+
 # a stale lock (its recorded process is gone, a leftover process keeps the flock) is taken over with a note
 works lock_stale "$NP" fit $M $TR -out "$W/out/stale.h5"
 if grep -q "stale.h5.partial.lock is left by a run that no longer exists (host [^,]*, pid $deadpid" "$W/log.out" && [ -f "$W/out/stale.h5" ] && [ ! -e "$W/out/stale.h5.partial.lock" ]; then ok "lock_stale: taken over with a note, lock removed at the end"
