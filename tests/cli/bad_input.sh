@@ -305,6 +305,7 @@ lm_text_for_mlp    | data text:.*fortunes.txt holds token sequences but the mode
 lm_config_larger   | config.json \(n_embd 32, n_layer 5000, vocab_size 96, n_positions 16\) describes a GPT-2 of [0-9]+ parameters, but .*model.safetensors holds only [0-9]+ values | eval -model $W/gpt2_big_config -data tokens:$W/badtok.h5
 lm_forward_overflow | the GPT-2 forward pass overflows: logit [0-9]+ \(token id\) at position [0-9]+ of sequence [0-9]+ .* is -?[a-z]+[.]? in single precision | eval -model $W/gpt2_huge -data tokens:$W/longdoc.h5
 lm_dir_no_config   | $W/gpt2_no_config is a directory without config.json; a GPT-2 is a directory holding config.json and model.safetensors | eval -model $W/gpt2_no_config -data tokens:$W/badtok.h5
+lm_inspect_dir     | $W/gpt2_no_config is a directory without config.json | inspect -file $W/gpt2_no_config
 lm_model_type      | gpt2_llama/config.json: model_type "llama" is not supported; infl reads GPT-2 models | eval -model $W/gpt2_llama -data tokens:$W/longdoc.h5
 lm_no_tokenizer    | vocab_size 96 but the directory .*gpt2_tiny holds no tokenizer files | eval $G -data text:$W/fortunes.txt
 lm_prompts_utf8    | -query_prompts $W/prompts_latin1.txt: line 3: invalid UTF-8 at byte offset 14: .*\(byte 0xE9\).*iconv | score -method tracin -checkpoints $W/gpt2_bpe -tracin_lr 1 -train text:$W/fortunes.txt -query_prompts $W/prompts_latin1.txt -out $W/out/s.h5
@@ -460,6 +461,10 @@ printf 'A\n>>>\n fortune\n' > "$W/prompts_ok.txt"
 works ihvp_prompts "$NP" ihvp -model "$src/tests/ref/gpt2_bytes" -train "text:$W/fortunes.txt" -query_prompts "$W/prompts_ok.txt" -ekfac_damping 1e-2 -ihvp_deflate 0 -out "$W/out/ihvp_p.h5"
 works report_ihvp_prompts "$NP" report -model "$src/tests/ref/gpt2_bytes" -scores "$W/out/ihvp_p.h5" -train "text:$W/fortunes.txt" -out "$W/out/ihvp_p.html"
 if grep -q '>Completion (the query loss' "$W/out/ihvp_p.html" 2> /dev/null; then ok "report of ihvp prompts shows the prompt and completion"; else bad "report_ihvp_prompts" "no prompt/completion in $W/out/ihvp_p.html"; fi
+
+# infl inspect of a GPT-2 directory describes the model (it tried to open the directory as HDF5)
+works inspect_gpt2_dir "$NP" inspect -file "$src/tests/ref/gpt2_bytes"
+if grep -q "InflGPT2: n_layer 2, n_embd 16" "$W/log.out"; then ok "inspect_gpt2_dir describes the GPT-2"; else bad "inspect_gpt2_dir" "no InflGPT2 line in: $(head -c 300 "$W/log.out")"; fi
 
 # a stale lock (its recorded process is gone, a leftover process keeps the flock) is taken over with a note
 works lock_stale "$NP" fit $M $TR -out "$W/out/stale.h5"
