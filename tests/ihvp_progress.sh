@@ -7,6 +7,7 @@
 #  - the solution is the same with and without the monitor (-ihvp_ksp_monitor_cancel, given without a value as PETSc allows) and with a long interval
 #    (no line): the full score matrix and the solve records are identical (h5diff, exact);
 #  - a block solve stopped after 5 iterations resumes from OUT.ihvp.partial to the same results;
+#  - the deflation's Lanczos run prints a line per step (-progress_interval 0) with an ETA;
 #  - a diverging solve says "ETA unknown"; infl fidelity prints the lines of its solves; a negative
 #    -progress_interval is an error naming the option.
 set -euo pipefail
@@ -114,6 +115,15 @@ for n in ${its//,/ }; do
   check_lines "$dir/fidelity.txt" "$q" "$n" || fail "infl fidelity's progress lines of query $q"
   q=$((q + 1))
 done
+
+# the deflation's Lanczos run (a pass over the training data per step) prints its progress too: at interval 0 one line
+# per step after the first, steps 1..11 of 12 in order, each with an ETA
+run "$dir/deflate.txt" ihvp "${data[@]}" -factors "$dir/factors.h5" -query "$fm/t10k" -query_limit 16 -query_indices 0:1 \
+  -ekfac_damping 1 -ihvp_deflate 4 -ihvp_deflate_steps 12 -progress_interval 0 -out "$dir/deflate.h5"
+steps=$(sed -n 's/^  ihvp deflation: Lanczos step \([0-9]*\) of 12 (one pass over the training data each), [0-9.]* s, ETA [0-9]* s$/\1/p' "$dir/deflate.txt" | tr '\n' ' ')
+[ "$steps" = "1 2 3 4 5 6 7 8 9 10 11 " ] || { cat "$dir/deflate.txt"; fail "deflation progress: steps \"$steps\", expected 1 to 11 of 12"; }
+grep -q "^ihvp: deflation: 12 Lanczos steps" "$dir/deflate.txt" || fail "deflation summary line missing"
+echo "ok: deflation: a progress line per Lanczos step with an ETA"
 
 if out=$("$mpi" --oversubscribe -n 2 "$exe" ihvp "${solve[@]}" -progress_interval -1 -out "$dir/bad.h5" 2>&1); then fail "-progress_interval -1 was accepted"; fi
 grep -q -- "-progress_interval -1.* must be a number of seconds >= 0" <<<"$out" || fail "-progress_interval -1: unclear message: $out"

@@ -475,7 +475,14 @@ static PetscErrorCode ihvp_deflation_setup(PC pc)
   PetscCall(InflIHVPArrayToVec(ih, g, Qv[0]));
   PetscCall(PetscFree(g));
   PetscCall(VecNormalize(Qv[0], NULL));
+  t1 = t0; /* the last progress line */
   for (m = 0; m < steps; m++) {
+    PetscLogDouble now;
+    PetscCall(PetscTime(&now));
+    if (m > 0 && now - t1 >= ih->progress_interval) { /* each step is a pass over the training data: hours on a large model */
+      PetscCall(PetscPrintf(ih->comm, "  ihvp deflation: Lanczos step %d of %d (one pass over the training data each), %.1f s, ETA %.0f s\n", (int)m, (int)steps, now - t0, (now - t0) / m * (steps - m)));
+      t1 = now;
+    }
     PetscCall(ihvp_apply_block(ih, 1, &Qv[m], &w));
     PetscCall(VecDot(w, Qv[m], &alpha[m]));
     for (int pass = 0; pass < 2; pass++) { /* classical Gram-Schmidt against every Lanczos vector, twice */
