@@ -498,6 +498,11 @@ static PetscErrorCode ihvp_deflation_setup(PC pc)
     }
     PetscCall(VecCopy(w, Qv[m + 1]));
     PetscCall(VecScale(Qv[m + 1], 1.0 / beta[m]));
+    { /* a signal (a batch system's warning before the time limit) stops the run now, not after all the steps */
+      int sig = InflSignalReceived() ? 1 : 0;
+      PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &sig, 1, MPI_INT, MPI_MAX, ih->comm));
+      if (sig) SETERRQ(ih->comm, INFL_ERR_INTERRUPTED, "ihvp deflation interrupted by a signal at Lanczos step %d of %d; the Lanczos run is not checkpointed: a rerun starts it over (then resumes any saved Krylov solve).  A job whose time limit is shorter than the deflation needs -ihvp_deflate 0 (or a smaller K)", (int)m + 1, (int)steps);
+    }
   }
   if (!ih->deflate_set && m <= K) K = m - 1; /* the default K on a small operator: all but the smallest Ritz value */
   PetscCheck(m > K, ih->comm, PETSC_ERR_NOT_CONVERGED, "-ihvp_deflate %d: the Lanczos run found an invariant subspace of dimension %d only; lower -ihvp_deflate", (int)K, (int)m);
