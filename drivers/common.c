@@ -282,15 +282,15 @@ PetscErrorCode DriverQueryIndices(MPI_Comm comm, int64_t N, PetscInt *Q, int64_t
 static char options_files[MAX_OPTIONS_FILES][PETSC_MAX_PATH_LEN];
 static int  noptions_files = 0;
 
-/* The next token of a line of an options file as PETSc reads it: blank-separated, double or single quotes removed.
- * Advances *p; NULL at the end of the line. */
+/* The next token of a line of an options file as PETSc reads it: blank-separated, double quotes removed (PETSc
+ * takes single quotes as part of the text).  Advances *p; NULL at the end of the line. */
 static char *options_token(char **p)
 {
   char *s = *p, *t;
 
   while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n') s++;
   if (!*s) return NULL;
-  if (*s == '"' || *s == '\'') {
+  if (*s == '"') {
     char q = *s++;
     t = s;
     while (*s && *s != q) s++;
@@ -317,7 +317,7 @@ static int scan_options_file(const char path[], const char from[], OptionsFileLi
   FILE       *f;
   struct stat st;
   char        line[8192];
-  int         lineno = 0, bad = 0;
+  int         lineno = 0, bad = 0, cont = 0; /* cont: this piece continues a line longer than the buffer */
 
   if (!(f = fopen(path, "r")) || fstat(fileno(f), &st) != 0) {
     snprintf(msg, len, "cannot read the options file %s given with -options_file%s%s: %s; fix the path (a relative path is taken from the working directory, also inside an options file)", path, from[0] ? " " : "", from, strerror(errno));
@@ -345,10 +345,24 @@ static int scan_options_file(const char path[], const char from[], OptionsFileLi
   chain[depth] = (OptionsFileLink){path, 0, st.st_dev, st.st_ino};
   while (!bad && fgets(line, sizeof(line), f)) {
     char *p = line, *name, *value, *hash = strchr(line, '#'), here[PETSC_MAX_PATH_LEN + 32];
+    int   piece = cont;
+    cont = !strchr(line, '\n');
+    if (piece) continue;
     lineno++;
     if (hash) *hash = 0; /* a comment, as PETSc reads it */
     name  = options_token(&p);
     value = name ? options_token(&p) : NULL;
+    if (name && strcmp(name, "alias")) { /* PETSc would stop with a long trace on these lines: say it plainly */
+      char *extra = value ? options_token(&p) : NULL;
+      if (name[0] != '-') {
+        snprintf(msg, len, "the options file %s%s%s, line %d: \"%.200s\" is not an option; each line holds one option starting with '-' and its value (e.g. -train_limit 50), text after # is a comment", path, from[0] ? " " : "", from, lineno, name);
+        bad = 1;
+      } else if (extra) {
+        snprintf(msg, len, "the options file %s%s%s, line %d: \"%.200s\" follows the option %.200s and its value \"%.200s\"; write one option per line, and put a value holding blanks in double quotes (single quotes are not quotes to PETSc)", path, from[0] ? " " : "", from, lineno, extra, name, value);
+        bad = 1;
+      }
+      if (bad) break;
+    }
     if (!name || strcmp(name, "-options_file") || !value) continue;
     chain[depth].line = lineno;
     snprintf(here, sizeof(here), "on line %d of %.4000s", lineno, path);
@@ -553,6 +567,11 @@ static void lock_output(const char out[], int ranks, int *ok, char msg[], size_t
     if (!locked) {
       int e = errno;
       read_holder(fd, holder, sizeof(holder));
+      for (int w = 0; w < 40 && e == EWOULDBLOCK && !holder[0]; w++) { /* the holder writes its line right after taking the lock */
+        struct timespec ts = {0, 50000000};
+        nanosleep(&ts, NULL);
+        read_holder(fd, holder, sizeof(holder));
+      }
       if (e == EWOULDBLOCK && holder_is_gone(holder)) {
         /* the recorded holder crashed, but a process it left behind keeps the flock: look again after a moment (a
          * new holder writes its line right after taking the lock), then replace the lock file */

@@ -158,6 +158,16 @@ PetscErrorCode InflDriverIhvp(MPI_Comm comm, PetscBool help)
     if (!info[q].converged) nbad++;
   }
   PetscCall(InflScorerSetPreconditionedQueries(sc, s.model_obj, s.Q, (const double *const *)P, s.yq, s.qidx));
+  if (s.pr.offsets) PetscCall(InflScorerSetQueryTokens(sc, s.Q, s.pr.offsets, s.pr.tokens, s.pr.targets)); /* for infl report */
+  else if (s.seq) {
+    int64_t  d, *off;
+    int32_t *tok;
+    PetscCall(InflDataGetSizes(s.query, NULL, &d, NULL));
+    PetscCall(PetscMalloc2((size_t)s.Q * d, &tok, s.Q + 1, &off));
+    PetscCall(InflDataGetSequences(s.query, s.Q, s.qidx, tok, off));
+    PetscCall(InflScorerSetQueryTokens(sc, s.Q, off, tok, NULL));
+    PetscCall(PetscFree2(tok, off));
+  }
   PetscCall(InflScorerScore(sc, s.train));
   PetscCall(PetscTime(&t2));
   PetscCall(PetscPrintf(comm, "ihvp: %d queries, Krylov solves %.2f s, scoring %.2f s\n", (int)s.Q, t1 - t0, t2 - t1));

@@ -1,6 +1,7 @@
 /* infl inspect: a summary of an infl HDF5 file or a model file. */
 #include "driver.h"
 #include <string.h>
+#include <sys/stat.h>
 
 static herr_t print_object(hid_t obj, const char *name, const H5O_info_t *info, void *ctx)
 {
@@ -46,14 +47,21 @@ PetscErrorCode InflDriverInspect(MPI_Comm comm, PetscBool help)
   char        path[PETSC_MAX_PATH_LEN];
   size_t      len;
   PetscMPIInt rank;
+  PetscBool   is_model;
 
   PetscFunctionBegin;
-  PetscCall(DriverGetString(comm, "-file", "an infl HDF5 output or a model (.safetensors)", path, sizeof(path), PETSC_TRUE, help));
+  PetscCall(DriverGetString(comm, "-file", "an infl HDF5 output or a model (.safetensors, or a GPT-2 directory)", path, sizeof(path), PETSC_TRUE, help));
   if (help) PetscFunctionReturn(0);
   PetscCall(DriverCheckUnusedOptions(comm));
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
   PetscCall(PetscStrlen(path, &len));
-  if (len > 12 && !strcmp(path + len - 12, ".safetensors")) {
+  { /* a model: a .safetensors file, or a directory (a GPT-2: config.json, model.safetensors) */
+    struct stat st;
+    int         dir = rank == 0 && stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    PetscCallMPI(MPI_Bcast(&dir, 1, MPI_INT, 0, comm));
+    is_model = dir || (len > 12 && !strcmp(path + len - 12, ".safetensors")) ? PETSC_TRUE : PETSC_FALSE;
+  }
+  if (is_model) {
     InflModel model;
     PetscCall(InflModelCreate(comm, &model));
     PetscCall(InflModelLoad(model, path));

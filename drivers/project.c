@@ -78,6 +78,11 @@ PetscErrorCode InflDriverStoreScore(MPI_Comm comm, PetscBool help)
   PetscCall(DriverGetString(comm, "-model", "the model the store was built with (one per store, comma-separated)", mpath, sizeof(mpath), PETSC_TRUE, help));
   PetscCall(DriverGetString(comm, "-out", "output file (HDF5)", out, sizeof(out), PETSC_TRUE, help));
   PetscCall(PetscOptionsGetBool(NULL, NULL, "-overwrite", &overwrite, NULL));
+  if (!help) { /* the store's query gradients are those of windows (next-token targets): no prompt/completion pairs */
+    char ppath[PETSC_MAX_PATH_LEN] = "";
+    PetscCall(PetscOptionsGetString(NULL, NULL, "-query_prompts", ppath, sizeof(ppath), NULL));
+    PetscCheck(!ppath[0], comm, PETSC_ERR_SUP, "-query_prompts %s is not supported with -store (the store scores query windows, -query SPEC with -query_indices); score prompt/completion queries with -factors FILE (EK-FAC) or -method tracin -checkpoints", ppath);
+  }
   PetscCall(DriverOpenData(comm, "query", PETSC_TRUE, help, &query));
   PetscCall(InflStoreScorerCreate(comm, &ss));
   PetscCall(InflStoreScorerSetFromOptions(ss));

@@ -125,6 +125,7 @@ static PetscErrorCode print_summary_text(MPI_Comm comm, InflScorer sc, InflToken
   int32_t    *buf;
   char        line[96];
   PetscMPIInt rank;
+  int         wrong = 0;
 
   PetscFunctionBegin;
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
@@ -149,10 +150,14 @@ static PetscErrorCode print_summary_text(MPI_Comm comm, InflScorer sc, InflToken
         const int64_t i = (int64_t)q * t->K + k;
         PetscCall(InflDataGetSequences(train, 1, &t->index[i], buf, off));
         PetscCall(first_line(tok, off[1], buf, 70, line));
-        PetscCall(PetscPrintf(PETSC_COMM_SELF, "  %s %7" PRId64 " (%9.3g): %s\n", s == 0 ? "proponent" : "opponent ", t->index[i], t->score[i], line));
+        /* a kept score of the wrong sign (fewer negative, or positive, scores than kept) is no opponent (proponent) */
+        const char *label = s == 0 ? (t->score[i] > 0 ? "proponent" : "highest  ") : (t->score[i] < 0 ? "opponent " : "lowest   ");
+        wrong |= label[0] == 'h' || label[0] == 'l';
+        PetscCall(PetscPrintf(PETSC_COMM_SELF, "  %s %7" PRId64 " (%9.3g): %s\n", label, t->index[i], t->score[i], line));
       }
     }
   }
+  if (wrong) PetscCall(PetscPrintf(PETSC_COMM_SELF, "(lowest / highest: among the kept bottom-k / top-k, but of the wrong sign: not an opponent / proponent)\n"));
   PetscCall(PetscFree(buf));
   PetscFunctionReturn(0);
 }

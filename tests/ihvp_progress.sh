@@ -7,6 +7,8 @@
 #  - the solution is the same with and without the monitor (-ihvp_ksp_monitor_cancel, given without a value as PETSc allows) and with a long interval
 #    (no line): the full score matrix and the solve records are identical (h5diff, exact);
 #  - a block solve stopped after 5 iterations resumes from OUT.ihvp.partial to the same results;
+#  - a signal stops the deflation's Lanczos run at once (status 3) with its progress saved (its per-step progress
+#    lines and its resumption are tested by ihvp_deflate.sh);
 #  - a diverging solve says "ETA unknown"; infl fidelity prints the lines of its solves; a negative
 #    -progress_interval is an error naming the option.
 set -euo pipefail
@@ -114,6 +116,24 @@ for n in ${its//,/ }; do
   check_lines "$dir/fidelity.txt" "$q" "$n" || fail "infl fidelity's progress lines of query $q"
   q=$((q + 1))
 done
+
+# a signal during the deflation (210 Lanczos steps on the byte-level GPT-2) stops it at once with status 3 and a
+# message saying where its progress is saved, instead of after all its steps: the signal is sent when the first
+# step's line appears
+"$mpi" --oversubscribe -n 2 "$exe" ihvp -model "$src/tests/ref/gpt2_bytes" -train "text:$src/tests/ref/gpt2_bytes_text.txt" \
+  -query "text:$src/tests/ref/gpt2_bytes_text.txt" -query_indices 0 -ekfac_damping 1e-2 -progress_interval 0 \
+  -out "$dir/signal.h5" >"$dir/signal.txt" 2>&1 &
+pid=$!
+until grep -q "Lanczos step 1 of 210" "$dir/signal.txt" || ! kill -0 $pid 2>/dev/null; do sleep 0.1; done
+kill -USR1 $pid 2>/dev/null || true
+set +e
+wait $pid
+rc=$?
+set -e
+[ "$rc" -eq 3 ] || { cat "$dir/signal.txt"; fail "ihvp signalled during the deflation exited with $rc, expected 3"; }
+grep -q "ihvp (the Lanczos run of -ihvp_deflate) interrupted by a signal; its progress is saved in $dir/signal.h5.ihvp.partial" "$dir/signal.txt" || { cat "$dir/signal.txt"; fail "no message of the interrupted deflation"; }
+grep -q "^ihvp: deflation: 210 Lanczos steps" "$dir/signal.txt" && fail "the deflation ran to its end after the signal"
+echo "ok: a signal stops the deflation at once (status 3, after $(grep -c 'Lanczos step [0-9]* of 210' "$dir/signal.txt") progress lines)"
 
 if out=$("$mpi" --oversubscribe -n 2 "$exe" ihvp "${solve[@]}" -progress_interval -1 -out "$dir/bad.h5" 2>&1); then fail "-progress_interval -1 was accepted"; fi
 grep -q -- "-progress_interval -1.* must be a number of seconds >= 0" <<<"$out" || fail "-progress_interval -1: unclear message: $out"

@@ -196,7 +196,7 @@ static PetscErrorCode test_errors(MPI_Comm comm, InflTokenizer t)
   PetscCall(InflTokenizerCheckVocabSize(t, 50304));
   EXPECT_FAIL(PETSC_COMM_SELF, InflTokenizerCheckVocabSize(t, 50305), "the model's vocab_size 50305 does not fit", "model vocabulary larger than the padding");
   EXPECT_FAIL(PETSC_COMM_SELF, InflTokenizerCheckVocabSize(t, 50000), "the model's vocab_size 50000 does not fit", "model vocabulary smaller");
-  EXPECT_FAIL(comm, InflTokenizerLoad(t, "/nonexistent-tokenizer-dir"), "holds neither vocab.json + merges.txt", "missing files");
+  EXPECT_FAIL(comm, InflTokenizerLoad(t, "/nonexistent-tokenizer-dir"), "tokenizer directory /nonexistent-tokenizer-dir: No such file or directory", "missing files");
   PetscFunctionReturn(0);
 }
 

@@ -57,6 +57,11 @@ PetscErrorCode InflScorerSetQuerySequences(InflScorer sc, InflModel model, InflE
  * din_l+1) (bias last) were computed elsewhere, e.g. by Krylov solves (infl/ihvp.h); scored like EK-FAC queries.
  * P is copied. */
 PetscErrorCode InflScorerSetPreconditionedQueries(InflScorer sc, InflModel model, PetscInt Q, const double *const P[], const int64_t yq[], const int64_t qindex[]);
+/* Not collective (every rank passes the same values).  After InflScorerSetPreconditionedQueries of Q sequence
+ * queries: their tokens, query q = tokens[offsets[q], offsets[q+1]), and targets (offsets[Q], negative on the rows
+ * outside the loss; NULL: every next token), recorded as InflScorerSetQuerySequences records them (/query_sequences
+ * of scores.h5, which infl report shows).  Error: Q other than the scorer's. */
+PetscErrorCode InflScorerSetQueryTokens(InflScorer sc, PetscInt Q, const int64_t offsets[], const int32_t tokens[], const int32_t targets[]);
 /* Not collective (every rank passes the same).  TracIn through captures (Pruthi et al. 2020, TracInCP, exact: no
  * projection): score(q, m) = sum over the C checkpoints c of eta_c <g_c(q), g_c(m)>, g_c the gradient of the loss
  * under models[c] over every captured layer (the query's with its data label or its completion, the training

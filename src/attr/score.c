@@ -752,6 +752,31 @@ static PetscErrorCode capture_sequence_queries(void *ctx, InflModel model, int64
   PetscFunctionReturn(0);
 }
 
+/* Keep the queries' tokens and where each one's loss starts (the first row that predicts a token of the loss, +1:
+ * the position of that token) for /query_sequences, -score_tfidf_topk and the checkpoint key. */
+static PetscErrorCode scorer_keep_query_tokens(InflScorer sc, PetscInt Q, const int64_t offsets[], const int32_t tokens[], const int32_t targets[])
+{
+  PetscFunctionBegin;
+  PetscCall(PetscFree3(sc->qtok, sc->qoff, sc->qstart));
+  PetscCall(PetscMalloc3(PetscMax(offsets[Q], 1), &sc->qtok, Q + 1, &sc->qoff, Q, &sc->qstart));
+  PetscCall(PetscArraycpy(sc->qtok, tokens, offsets[Q]));
+  PetscCall(PetscArraycpy(sc->qoff, offsets, Q + 1));
+  for (PetscInt q = 0; q < Q; q++) {
+    int64_t r = offsets[q];
+    if (targets) while (r < offsets[q + 1] && targets[r] < 0) r++;
+    sc->qstart[q] = r - offsets[q] + 1;
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflScorerSetQueryTokens(InflScorer sc, PetscInt Q, const int64_t offsets[], const int32_t tokens[], const int32_t targets[])
+{
+  PetscFunctionBegin;
+  PetscCheck(Q == sc->Q && Q > 0, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "InflScorerSetQueryTokens: %d queries, but the scorer holds %d; call it after setting the queries", (int)Q, (int)sc->Q);
+  PetscCall(scorer_keep_query_tokens(sc, Q, offsets, tokens, targets));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflScorerSetQuerySequences(InflScorer sc, InflModel model, InflEKFAC ek, PetscInt Q, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], const int64_t qindex[])
 {
   SeqQueries sq = {offsets, tokens, targets};
@@ -762,14 +787,7 @@ PetscErrorCode InflScorerSetQuerySequences(InflScorer sc, InflModel model, InflE
   PetscCheck(seqmodel, sc->comm, PETSC_ERR_ARG_WRONG, "queries given as token sequences, but the model reads rows of features; give row queries (idx:, h5:)");
   PetscCheck(Q > 0, sc->comm, PETSC_ERR_ARG_OUTOFRANGE, "no queries given; pass -query_indices or -query_prompts");
   PetscCall(scorer_begin_queries(sc, model, Q, NULL, qindex));
-  PetscCall(PetscMalloc3(offsets[Q], &sc->qtok, Q + 1, &sc->qoff, Q, &sc->qstart));
-  PetscCall(PetscArraycpy(sc->qtok, tokens, offsets[Q]));
-  PetscCall(PetscArraycpy(sc->qoff, offsets, Q + 1));
-  for (PetscInt q = 0; q < Q; q++) { /* the first row that predicts a token of the loss (+1: the token it predicts) */
-    int64_t r = offsets[q];
-    if (targets) while (r < offsets[q + 1] && targets[r] < 0) r++;
-    sc->qstart[q] = r - offsets[q] + 1;
-  }
+  PetscCall(scorer_keep_query_tokens(sc, Q, offsets, tokens, targets));
   PetscCall(scorer_precondition_queries(sc, model, ek, capture_sequence_queries, &sq));
   PetscFunctionReturn(0);
 }

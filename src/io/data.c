@@ -908,6 +908,20 @@ PetscErrorCode InflPromptsLoad(MPI_Comm comm, const char path[], const char tokd
   PetscCall(InflBcast(buf, nbytes, MPI_CHAR, 0, comm));
   buf[nbytes] = 0;
   PetscCall(seq_tokenizer(comm, tokdir, vocab_size, model_path, &tok)); /* collective; errors agreed inside */
+  { /* GPT-2's BPE reads UTF-8 only: name the line of the first invalid byte (every rank finds the same) */
+    InflTokenizerType type;
+    int64_t           bad;
+    const char       *why;
+    PetscCall(InflTokenizerGetType(tok, &type));
+    if (type == INFL_TOKENIZER_BPE) {
+      PetscCall(InflUTF8Check(buf, (size_t)nbytes, &bad, &why));
+      if (bad >= 0) {
+        int64_t l = 1;
+        for (int64_t i = 0; i < bad; i++) l += buf[i] == '\n';
+        PetscCall(PetscSNPrintf(msg, sizeof(msg), "-query_prompts %s: line %" PRId64 ": invalid UTF-8 at byte offset %" PRId64 ": %s (byte 0x%02X); GPT-2's tokenizer reads UTF-8 text (convert the file, e.g. iconv -f latin1 -t utf-8)", path, l, bad, why, (unsigned)(unsigned char)buf[bad]));
+      }
+    }
+  }
   PetscCall(PetscMalloc1(cap + 1, &off));
   PetscCall(PetscMalloc2(tcap, &tk, tcap, &tg));
   off[0] = 0;
@@ -938,7 +952,14 @@ PetscErrorCode InflPromptsLoad(MPI_Comm comm, const char path[], const char tokd
       if (blank) continue;
     }
     if (sep < 0) {
-      PetscCall(PetscSNPrintf(msg, sizeof(msg), "-query_prompts %s: query %" PRId64 " (line %" PRId64 ") has no line \">>>\" separating its prompt from its completion; write the prompt, a line holding only >>>, then the completion", path, nq, dline));
+      int64_t near = -1; /* a line starting with ">>>" followed by other characters (a CR of CRLF line ends, blanks) */
+      for (int64_t i = d0, l = dline; i < e && near < 0; l++) {
+        const char *nl = memchr(buf + i, '\n', (size_t)(e - i));
+        if (e - i >= 3 && !memcmp(buf + i, ">>>", 3)) near = l;
+        i = nl ? (int64_t)(nl - buf) + 1 : e;
+      }
+      if (near >= 0) PetscCall(PetscSNPrintf(msg, sizeof(msg), "-query_prompts %s: query %" PRId64 ": line %" PRId64 " starts with \">>>\" but holds more (a carriage return of Windows line ends, or blanks); the separating line must hold only >>> (convert the file with dos2unix, or remove the trailing characters)", path, nq, near));
+      else PetscCall(PetscSNPrintf(msg, sizeof(msg), "-query_prompts %s: query %" PRId64 " (line %" PRId64 ") has no line \">>>\" separating its prompt from its completion; write the prompt, a line holding only >>>, then the completion", path, nq, dline));
       break;
     }
     {

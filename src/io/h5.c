@@ -198,6 +198,10 @@ PetscErrorCode InflH5Open(MPI_Comm comm, const char path[], PetscBool readwrite,
   *file = H5I_INVALID_HID;
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
   InflCheckAll(comm, rank != 0 || InflFileExists(path), PETSC_ERR_FILE_OPEN, "cannot open HDF5 file %s: no such file; check the path", path);
+  { /* MPI-IO would print an error for every read of a directory before HDF5 gives up */
+    struct stat st;
+    InflCheckAll(comm, rank != 0 || (stat(path, &st) == 0 && !S_ISDIR(st.st_mode)), PETSC_ERR_FILE_OPEN, "cannot open HDF5 file %s: it is a directory; give the path of the HDF5 file", path);
+  }
   InflCallH5(fapl = H5Pcreate(H5P_FILE_ACCESS));
   InflCallH5(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
   InflCallH5(H5Eget_auto2(H5E_DEFAULT, &func, &data));

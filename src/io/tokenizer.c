@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <jansson.h>
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -460,6 +461,28 @@ static PetscErrorCode read_merges(InflTokenizer t, const char path[], InflHash h
   PetscFunctionReturn(0);
 }
 
+/* The error of a tokenizer directory without a complete pair of files: what is there, what is missing, the fix. */
+static PetscErrorCode bpe_files_missing(const char dir[])
+{
+  static const char *names[2][2] = {{"vocab.json", "merges.txt"}, {"encoder.json", "vocab.bpe"}};
+  const char        *fix = "give the directory of a GPT-2 tokenizer (GPT-2's own files: tests/tok/fetch_gpt2.sh DIR, see INSTALL)";
+  struct stat        st;
+  char               a[PETSC_MAX_PATH_LEN], b[PETSC_MAX_PATH_LEN];
+
+  PetscFunctionBegin;
+  if (stat(dir, &st) != 0) SETERRQ(PETSC_COMM_SELF, PETSC_ERR_FILE_OPEN, "tokenizer directory %s: %s; %s", dir, strerror(errno), fix);
+  PetscCheck(S_ISDIR(st.st_mode), PETSC_COMM_SELF, PETSC_ERR_FILE_OPEN, "tokenizer directory %s is not a directory; %s", dir, fix);
+  for (int k = 0; k < 2; k++) {
+    PetscBool ha, hb;
+    PetscCall(PetscSNPrintf(a, sizeof(a), "%s/%s", dir, names[k][0]));
+    PetscCall(PetscSNPrintf(b, sizeof(b), "%s/%s", dir, names[k][1]));
+    ha = InflFileExists(a);
+    hb = InflFileExists(b);
+    PetscCheck(ha == hb, PETSC_COMM_SELF, PETSC_ERR_FILE_OPEN, "tokenizer directory %s holds %s but not %s, which goes with it; %s", dir, names[k][ha ? 0 : 1], names[k][ha ? 1 : 0], fix);
+  }
+  SETERRQ(PETSC_COMM_SELF, PETSC_ERR_FILE_OPEN, "tokenizer directory %s holds neither vocab.json + merges.txt (Hugging Face) nor encoder.json + vocab.bpe (openai/gpt-2); %s", dir, fix);
+}
+
 /* Rank 0: find, read and check both files; fills V, blob, offset, tables, M, merges, hash. */
 static PetscErrorCode bpe_read(InflTokenizer t, const char dir[])
 {
@@ -474,7 +497,7 @@ static PetscErrorCode bpe_read(InflTokenizer t, const char dir[])
     PetscCall(PetscSNPrintf(mpath, sizeof(mpath), "%s/%s", dir, names[k][1]));
     if (InflFileExists(vpath) && InflFileExists(mpath)) found = k;
   }
-  PetscCheck(found >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_OPEN, "tokenizer directory %s holds neither vocab.json + merges.txt (Hugging Face) nor encoder.json + vocab.bpe (openai/gpt-2); give the directory of a GPT-2 tokenizer", dir);
+  if (found < 0) PetscCall(bpe_files_missing(dir));
   for (int i = 0; i < 324; i++) cp_to_byte[i] = -1;
   for (unsigned b = 0; b < 256; b++) cp_to_byte[byte_to_cp(b)] = (int)b;
   PetscCall(InflHashCreate(&h));
@@ -654,7 +677,7 @@ static PetscErrorCode copy_files(const char dir[], const char dest[])
     PetscCall(PetscSNPrintf(other, sizeof(other), "%s/%s", dir, names[k][1]));
     if (InflFileExists(from) && InflFileExists(other)) found = k;
   }
-  PetscCheck(found >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_OPEN, "tokenizer directory %s holds neither vocab.json + merges.txt (Hugging Face) nor encoder.json + vocab.bpe (openai/gpt-2); give the directory of a GPT-2 tokenizer", dir);
+  if (found < 0) PetscCall(bpe_files_missing(dir));
   for (int i = 0; i < 2; i++) {
     PetscCall(PetscSNPrintf(from, sizeof(from), "%s/%s", dir, names[found][i]));
     PetscCall(PetscSNPrintf(to, sizeof(to), "%s/%s", dest, names[found][i]));
@@ -918,8 +941,13 @@ PetscErrorCode InflTokenizerEncode(InflTokenizer t, const char text[], size_t le
   PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
   e = InflTokenizerEncodeAppend_Private(t, text, len, &b);
   PetscCall(PetscPopErrorHandler());
-  if (e) PetscCall(PetscFree(b.ids));
-  PetscCall(e);
+  if (e) { /* raised under the return handler, which printed nothing: raise it again with its message */
+    char       *specific = NULL;
+    const char *generic  = NULL;
+    PetscCall(PetscFree(b.ids));
+    PetscErrorMessage(e, &generic, &specific);
+    SETERRQ(PETSC_COMM_SELF, e, "%s", specific ? specific : generic);
+  }
   *ids = b.ids;
   *n   = b.n;
   PetscFunctionReturn(0);

@@ -306,6 +306,11 @@ static PetscErrorCode config_parse(const char path[], json_t *root, InflGPT2Conf
 
   PetscFunctionBegin;
   PetscCheck(json_is_object(root), PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: not a JSON object; a GPT-2 config.json holds {\"n_embd\": .., \"n_layer\": .., ...}", path);
+  if ((j = json_object_get(root, "model_type")) && !json_is_null(j)) { /* another architecture's config: refuse it */
+    const char *s = json_string_value(j);
+    PetscCheck(s, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: config key \"model_type\" must be a string", path);
+    PetscCheck(!strcmp(s, "gpt2"), PETSC_COMM_SELF, PETSC_ERR_SUP, "%s: model_type \"%.64s\" is not supported; infl reads GPT-2 models (model_type \"gpt2\") and MLPs", path, s);
+  }
   PetscCall(config_int(path, root, "n_embd", NULL, &c->n_embd));
   PetscCall(config_int(path, root, "n_layer", NULL, &c->n_layer));
   PetscCall(config_int(path, root, "n_head", NULL, &c->n_head));

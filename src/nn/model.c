@@ -207,6 +207,7 @@ PetscErrorCode InflModelLoad(InflModel m, const char path[])
   }
   PetscCallMPI(MPI_Bcast(where, 2, MPI_INT, 0, m->comm));
   PetscCall(config_json_of(path, (PetscBool)where[0], cfg, sizeof(cfg)));
+  PetscCheck(!where[0] || where[1], m->comm, PETSC_ERR_FILE_OPEN, "%s is a directory without config.json; a GPT-2 is a directory holding config.json and model.safetensors (as save_pretrained writes them), an MLP a .safetensors file", path);
   if (where[0] && where[1]) { /* a Hugging Face GPT-2 directory */
     PetscCall(model_load_gpt2(m, path));
     PetscFunctionReturn(0);

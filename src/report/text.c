@@ -178,11 +178,16 @@ static PetscErrorCode tokens_block(InflPage page, InflReport r, const char title
   PetscFunctionReturn(0);
 }
 
-/* A training sequence shown for query q: its per-token row if the file has one, else its tokens from the data. */
+/* A training sequence shown for query q: its per-token row if the file has one, else its tokens from the data.  A
+ * kept entry of the wrong sign (a bottom-k score >= 0 when the query has fewer negative scores than kept, or a top-k
+ * score <= 0) is titled "Lowest" / "Highest" and says that it is no opponent / proponent. */
 static PetscErrorCode train_block(InflPage page, InflReport r, PetscInt q, int kind, PetscInt k, int64_t idx, double score, int32_t *buf, int64_t seq)
 {
-  char    title[256];
-  int64_t row = -1;
+  char        title[384];
+  int64_t     row = -1;
+  const int   wrong = kind > 0 ? !(score > 0) : !(score < 0);
+  const char *label = kind > 0 ? (wrong ? "Highest" : "Proponent") : (wrong ? "Lowest" : "Opponent");
+  const char *note  = !wrong ? "" : kind > 0 ? " - not a proponent: its score is not positive" : " - not an opponent: its score is not negative (upweighting it does not raise the query loss)";
 
   PetscFunctionBegin;
   for (int64_t i = 0; i < r->R && row < 0; i++)
@@ -194,12 +199,12 @@ static PetscErrorCode train_block(InflPage page, InflReport r, PetscInt q, int k
       sum += r->pt_values[o + t];
       m = PetscMax(m, fabs(r->pt_values[o + t]));
     }
-    PetscCall(PetscSNPrintf(title, sizeof(title), "%s %d: training sequence %" PRId64 ", score %.4g (token terms sum to %.4g; full colour = |term| %.3g)", kind > 0 ? "Proponent" : "Opponent", (int)k + 1, idx, score, sum, m));
+    PetscCall(PetscSNPrintf(title, sizeof(title), "%s %d: training sequence %" PRId64 ", score %.4g (token terms sum to %.4g; full colour = |term| %.3g)%s", label, (int)k + 1, idx, score, sum, m, note));
     PetscCall(tokens_block(page, r, title, n, r->pt_tokens + o, r->pt_values + o));
   } else {
     int64_t off[2];
     PetscCall(InflDataGetSequences(r->train, 1, &idx, buf, off));
-    PetscCall(PetscSNPrintf(title, sizeof(title), "%s %d: training sequence %" PRId64 ", score %.4g", kind > 0 ? "Proponent" : "Opponent", (int)k + 1, idx, score));
+    PetscCall(PetscSNPrintf(title, sizeof(title), "%s %d: training sequence %" PRId64 ", score %.4g%s", label, (int)k + 1, idx, score, note));
     PetscCall(tokens_block(page, r, title, off[1] - off[0], buf, NULL));
   }
   (void)seq;

@@ -121,9 +121,19 @@ h5tokens() { # NAME "TOKENS..." "OFFSETS..."
 h5tokens badtok "5 96 7" "0 3"
 h5tokens longdoc "$(seq -s ' ' 10 49)" "0 40"
 printf 'a fortune\n%%\nanother one\n%%\n' > "$W/fortunes.txt"
+# a GPT-2 of the small BPE tokenizer's 262 tokens (the files copied beside it), a prompts file with a byte that is
+# not UTF-8 on its second line, and a tokenizer directory holding only one file of a pair
+run_infl "$NP" train -train "text:$W/fortunes.txt" -tokenizer "$src/tests/ref/bpe_small" -gpt2_n_layer 1 -gpt2_n_embd 8 -gpt2_n_head 2 -gpt2_n_positions 8 -train_epochs 1 -out "$W/gpt2_bpe" || { cat "$W/log.err"; echo "fixture: infl train of gpt2_bpe failed"; exit 1; }
+printf 'the cat\n>>>\n s\xe9t\n' > "$W/prompts_latin1.txt"
+mkdir -p "$W/tok_half" && cp "$src/tests/ref/bpe_small/vocab.json" "$W/tok_half/"
+printf 'The cat\r\n>>>\r\n sat on\r\n' > "$W/prompts_crlf.txt"   # Windows line ends: the marker line is ">>>\r"
 # the tiny GPT-2 with a config.json of a larger model; and with every value of h.0.mlp.c_fc.weight (32 x 128 floats
 # at bytes 32768-49152 of the data) set to 3e38: finite, but the forward pass overflows
-mkdir -p "$W/gpt2_big_config" "$W/gpt2_huge"
+mkdir -p "$W/gpt2_big_config" "$W/gpt2_huge" "$W/gpt2_no_config" "$W/gpt2_llama"
+cp "$src/tests/ref/gpt2_tiny/model.safetensors" "$W/gpt2_no_config/"           # a directory without config.json
+cp "$src/tests/ref/gpt2_tiny/model.safetensors" "$W/gpt2_llama/"               # the config of another architecture
+sed 's/"model_type": "gpt2"/"model_type": "llama"/' "$src/tests/ref/gpt2_tiny/config.json" > "$W/gpt2_llama/config.json"
+grep -q llama "$W/gpt2_llama/config.json" || { echo "fixture gpt2_llama: the edit did not apply"; exit 1; }
 cp "$src/tests/ref/gpt2_tiny/model.safetensors" "$W/gpt2_big_config/"
 sed 's/"n_layer": 2/"n_layer": 5000/' "$src/tests/ref/gpt2_tiny/config.json" > "$W/gpt2_big_config/config.json"
 cp "$src/tests/ref/gpt2_tiny/config.json" "$src/tests/ref/gpt2_tiny/model.safetensors" "$W/gpt2_huge/"
@@ -196,6 +206,11 @@ printf -- '-train_limit 50\n-options_file %s # the next one\n' "$W/cycle_b.opts"
 printf -- '# a comment: -options_file elsewhere\n-options_file "%s"\n' "$W/cycle_a.opts" > "$W/cycle_b.opts"
 echo "-train_limit 50" > "$W/study.opts"
 echo "-options_file $W/nope.opts" > "$W/missing.opts"
+# options files PETSc would refuse with a long trace: two options on a line, a value in single quotes holding a
+# blank, a line without its '-'
+echo "-train_limit 50 -overwrite" > "$W/two.opts"
+echo "-query_prompts '$W/my prompts.txt'" > "$W/squote.opts"
+printf -- '-ekfac_chunk 16\ntrain_limit 50\n' > "$W/nodash.opts"
 # a corrupt gzip IDX file: 16 bytes of its compressed stream overwritten
 cp "$fm/t10k-images-idx3-ubyte.gz" "$W/gzbad-images-idx3-ubyte.gz"
 printf 'XXXXXXXXXXXXXXXX' | dd of="$W/gzbad-images-idx3-ubyte.gz" bs=1 seek=5000 conv=notrunc status=none
@@ -244,7 +259,7 @@ while IFS='|' read -r name regex args; do
 done <<EOF
 # --- model files
 model_missing      | $W/nope.safetensors: cannot open the model file.*-model  | fit -model $W/nope.safetensors $TR -out $W/out/f.h5
-model_directory    | adir.safetensors: not a regular file                      | fit -model $W/adir.safetensors $TR -out $W/out/f.h5
+model_directory    | adir.safetensors is a directory without config.json.*an MLP a .safetensors file | fit -model $W/adir.safetensors $TR -out $W/out/f.h5
 model_empty        | empty.safetensors: file has 0 bytes.*truncated           | fit -model $W/empty.safetensors $TR -out $W/out/f.h5
 model_text         | text.safetensors: header length [0-9]+ is absurd          | fit -model $W/text.safetensors $TR -out $W/out/f.h5
 model_truncated    | truncated.safetensors: .*truncated                        | fit -model $W/truncated.safetensors $TR -out $W/out/f.h5
@@ -258,6 +273,7 @@ model_inf_bias     | inf.safetensors: tensor layers.0.bias has a non-finite valu
 model_as_factors   | model.safetensors as an HDF5 file                            | score $M -factors $W/model.safetensors $TR $Q -out $W/out/s.h5
 # --- factors
 factors_missing    | $W/nope.h5.*[Nn]o such file                   | score $M -factors $W/nope.h5 $TR $Q -out $W/out/s.h5
+factors_directory  | cannot open HDF5 file $W/adir.safetensors: it is a directory; give the path of the HDF5 file | score $M -factors $W/adir.safetensors $TR $Q -out $W/out/s.h5
 factors_not_hdf5   | garbage.h5.*HDF5                                          | score $M -factors $W/garbage.h5 $TR $Q -out $W/out/s.h5
 factors_truncated  | truncated.h5.*HDF5                                        | self $M -factors $W/truncated.h5 $TR -out $W/out/s.h5
 factors_data_file  | good.h5 was fitted for model sha256 \(none recorded\)                    | self $M -factors $W/good.h5 $TR -out $W/out/s.h5
@@ -289,7 +305,15 @@ lm_rows_data       | data h5:.*good.h5 holds rows of features, but the model .*g
 lm_text_for_mlp    | data text:.*fortunes.txt holds token sequences but the model is an MLP | eval $M -data text:$W/fortunes.txt
 lm_config_larger   | config.json \(n_embd 32, n_layer 5000, vocab_size 96, n_positions 16\) describes a GPT-2 of [0-9]+ parameters, but .*model.safetensors holds only [0-9]+ values | eval -model $W/gpt2_big_config -data tokens:$W/badtok.h5
 lm_forward_overflow | the GPT-2 forward pass overflows: logit [0-9]+ \(token id\) at position [0-9]+ of sequence [0-9]+ .* is -?[a-z]+[.]? in single precision | eval -model $W/gpt2_huge -data tokens:$W/longdoc.h5
+lm_dir_no_config   | $W/gpt2_no_config is a directory without config.json; a GPT-2 is a directory holding config.json and model.safetensors | eval -model $W/gpt2_no_config -data tokens:$W/badtok.h5
+lm_inspect_dir     | $W/gpt2_no_config is a directory without config.json | inspect -file $W/gpt2_no_config
+lm_model_type      | gpt2_llama/config.json: model_type "llama" is not supported; infl reads GPT-2 models | eval -model $W/gpt2_llama -data tokens:$W/longdoc.h5
 lm_no_tokenizer    | vocab_size 96 but the directory .*gpt2_tiny holds no tokenizer files | eval $G -data text:$W/fortunes.txt
+lm_prompts_utf8    | -query_prompts $W/prompts_latin1.txt: line 3: invalid UTF-8 at byte offset 14: .*\(byte 0xE9\).*iconv | score -method tracin -checkpoints $W/gpt2_bpe -tracin_lr 1 -train text:$W/fortunes.txt -query_prompts $W/prompts_latin1.txt -out $W/out/s.h5
+lm_tokenizer_nodir | tokenizer directory $W/nope: No such file or directory; .*tests/tok/fetch_gpt2.sh | eval -model $src/tests/ref/gpt2_bytes -data text:$W/fortunes.txt -tokenizer $W/nope
+lm_tokenizer_half  | tokenizer directory $W/tok_half holds vocab.json but not merges.txt, which goes with it | eval -model $src/tests/ref/gpt2_bytes -data text:$W/fortunes.txt -tokenizer $W/tok_half
+lm_prompts_crlf    | -query_prompts $W/prompts_crlf.txt: query 0: line 2 starts with ">>>" but holds more \(a carriage return.*dos2unix | score -method tracin -checkpoints $src/tests/ref/gpt2_bytes -tracin_lr 1 -train text:$W/fortunes.txt -query_prompts $W/prompts_crlf.txt -out $W/out/s.h5
+lm_store_prompts   | -query_prompts $W/prompts_latin1.txt is not supported with -store .*score prompt/completion queries with -factors | score -store $W/scores.h5 -model $W/gpt2_bpe -query_prompts $W/prompts_latin1.txt -out $W/out/s.h5
 lm_layers_for_mlp  | layer selection "mlp" is not available for model type mlp.*-ekfac_layers all | fit $M $TR -ekfac_layers mlp -out $W/out/f.h5
 lm_factors_of_mlp  | factors.h5 was fitted for model sha256 .* but the model given has sha256 | score $G $F -train tokens:$W/longdoc.h5 -query tokens:$W/longdoc.h5 -query_indices 0:2 -out $W/out/s.h5
 lm_window_fit      | sequence 0 has 20 tokens, more than the model's n_positions = 16 | fit $G -train tokens:$W/longdoc.h5 -train_seq_len 20 -out $W/out/f.h5
@@ -384,6 +408,9 @@ out_lock_held      | output $W/out/held.h5 is being written by another infl proc
 options_self       | the options file $W/self.opts includes itself \(-options_file $W/self.opts on line 1\) | fit $M $TR -options_file $W/self.opts -out $W/out/f.h5
 options_cycle      | options files include each other in a cycle: $W/cycle_a.opts \(line 2\) -> $W/cycle_b.opts \(line 2\) -> $W/cycle_a.opts | fit $M -train $T -options_file $W/cycle_a.opts -out $W/out/f.h5
 options_nested_missing | cannot read the options file $W/nope.opts given with -options_file on line 1 of $W/missing.opts | fit $M $TR -options_file $W/missing.opts -out $W/out/f.h5
+options_two_a_line | the options file $W/two.opts, line 1: "-overwrite" follows the option -train_limit and its value "50"; write one option per line | fit $M -train $T -options_file $W/two.opts -out $W/out/f.h5
+options_squotes    | the options file $W/squote.opts, line 1: "prompts.txt'" follows the option -query_prompts .*double quotes \(single quotes are not quotes to PETSc\) | score $G -factors $W/factors.h5 -train $T -options_file $W/squote.opts -out $W/out/s.h5
+options_no_dash    | the options file $W/nodash.opts, line 2: "train_limit" is not an option; each line holds one option starting with '-' | fit $M -train $T -options_file $W/nodash.opts -out $W/out/f.h5
 out_in_proc        | cannot write output /proc/s.h5: creating /proc/s.h5.partial.lock beside it failed: [A-Z] | fit $M $TR -out /proc/s.h5
 out_parent_is_file | cannot write output $W/out/existing.h5/f.h5: $W/out/existing.h5 is not a directory | fit $M $TR -out $W/out/existing.h5/f.h5
 outdir_is_file     | -outdir $W/out/existing.h5 is not a directory             | run $TR -test $T -test_limit 10 -query_indices 0:2 -outdir $W/out/existing.h5
@@ -432,6 +459,16 @@ works ihvp_small "$NP" ihvp $M $F $TR $Q -query_indices 0:2 -ekfac_damping 1 -ou
 qs=$(h5dump -a query_sha256 "$W/scores.h5" | grep -Eo '"[0-9a-f]{64}"')
 qi=$(h5dump -a query_sha256 "$W/out/ihvp.h5" 2>/dev/null | grep -Eo '"[0-9a-f]{64}"')
 if [ -n "$qs" ] && [ "$qs" = "$qi" ]; then ok "ihvp.h5 records the query_sha256 of its query data"; else bad "ihvp query_sha256" "ihvp.h5 has query_sha256 '$qi', scores.h5 of the same query data '$qs'"; fi
+
+# infl ihvp on prompt/completion queries records their tokens (/query_sequences), so that infl report shows them
+printf 'A\n>>>\n fortune\n' > "$W/prompts_ok.txt"
+works ihvp_prompts "$NP" ihvp -model "$src/tests/ref/gpt2_bytes" -train "text:$W/fortunes.txt" -query_prompts "$W/prompts_ok.txt" -ekfac_damping 1e-2 -ihvp_deflate 0 -out "$W/out/ihvp_p.h5"
+works report_ihvp_prompts "$NP" report -model "$src/tests/ref/gpt2_bytes" -scores "$W/out/ihvp_p.h5" -train "text:$W/fortunes.txt" -out "$W/out/ihvp_p.html"
+if grep -q '>Completion (the query loss' "$W/out/ihvp_p.html" 2> /dev/null; then ok "report of ihvp prompts shows the prompt and completion"; else bad "report_ihvp_prompts" "no prompt/completion in $W/out/ihvp_p.html"; fi
+
+# infl inspect of a GPT-2 directory describes the model (it tried to open the directory as HDF5)
+works inspect_gpt2_dir "$NP" inspect -file "$src/tests/ref/gpt2_bytes"
+if grep -q "InflGPT2: n_layer 2, n_embd 16" "$W/log.out"; then ok "inspect_gpt2_dir describes the GPT-2"; else bad "inspect_gpt2_dir" "no InflGPT2 line in: $(head -c 300 "$W/log.out")"; fi
 
 # a stale lock (its recorded process is gone, a leftover process keeps the flock) is taken over with a note
 works lock_stale "$NP" fit $M $TR -out "$W/out/stale.h5"

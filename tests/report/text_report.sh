@@ -37,7 +37,7 @@ def check(html, scores, per_token):
     top, tsc = h5(scores, '/topk/train_indices'), h5(scores, '/topk/scores')
     bot, bsc = h5(scores, '/bottomk/train_indices'), h5(scores, '/bottomk/scores')
     K, Q = 3, 2
-    titles = re.findall(r'<h4>(Proponent|Opponent) (\d+): training sequence (\d+), score ([-+0-9.e]+)(?: \(token terms sum to ([-+0-9.e]+))?', page)
+    titles = re.findall(r'<h4>(Proponent|Opponent|Highest|Lowest) (\d+): training sequence (\d+), score ([-+0-9.e]+)(?: \(token terms sum to ([-+0-9.e]+))?', page)
     assert len(titles) == 2 * K * Q, f'{html}: {len(titles)} training sequences shown, expected {2 * K * Q}'
     for n, (kind, k, idx, s, tsum) in enumerate(titles):
         q, i = n // (2 * K), n % (2 * K)
@@ -65,6 +65,26 @@ prompts = [re.sub('<[^>]+>', '', b) for b in re.findall(r'>Prompt</h4><div class
 completions = [re.sub('<[^>]+>', '', b) for b in re.findall(r'prompt\)\)</h4><div class="tokens">(.*?)</div>', page, re.S)]
 assert prompts == ['The cat\n', 'A stitch\n'] and completions == ['sat.\n', 'in ti\n'], f'prompts {prompts}, completions {completions}'
 print('ok: prompts, completions and self-influence shown')
+PY
+
+# every training sequence kept (-score_topk 44 = N): the bottom-k then holds positive scores too, which are shown as
+# "Lowest k ... not an opponent" (and a top-k score <= 0 as "Highest k ... not a proponent"), never as opponents
+"$mpi" --oversubscribe -n 2 "$exe" score -model "$src/tests/ref/gpt2_bytes" -factors "$dir/factors.h5" -train "text:$src/tests/ref/gpt2_bytes_text.txt" \
+  -query_prompts "$dir/prompts.txt" -score_topk 44 -out "$dir/scores_all.h5" > "$dir/log_all.txt" 2>&1 || { cat "$dir/log_all.txt"; fail "infl score -score_topk 44"; }
+"$mpi" --oversubscribe -n 2 "$exe" report -model "$src/tests/ref/gpt2_bytes" -scores "$dir/scores_all.h5" -train "text:$src/tests/ref/gpt2_bytes_text.txt" \
+  -report_k 44 -out "$dir/report_all.html" > "$dir/log_all.txt" 2>&1 || { cat "$dir/log_all.txt"; fail "infl report -report_k 44"; }
+python3 - "$dir/report_all.html" <<'PY'
+import re, sys
+page = open(sys.argv[1], encoding='utf-8').read()
+titles = re.findall(r'<h4>(Proponent|Opponent|Highest|Lowest) \d+: training sequence \d+, score ([-+0-9.e]+)([^<]*)</h4>', page)
+assert len(titles) == 2 * 2 * 44, f'{len(titles)} training sequences shown, expected {2 * 2 * 44}'
+want = {'Proponent': lambda s: s > 0, 'Opponent': lambda s: s < 0, 'Highest': lambda s: s <= 0, 'Lowest': lambda s: s >= 0}
+for kind, s, rest in titles:
+    assert want[kind](float(s)), f'"{kind}" shown with score {s}'
+    assert (kind in ('Highest', 'Lowest')) == ('not a' in rest), f'"{kind}" with score {s}: remark "{rest}"'
+n = sum(kind == 'Lowest' for kind, _, _ in titles)
+assert n > 0, 'no bottom-k entry of positive score: the check did not exercise the labels'
+print(f'ok: every kept score shown with the label of its sign ({n} "Lowest" entries of positive score)')
 PY
 
 # bad inputs
