@@ -95,6 +95,7 @@ static PetscErrorCode ihvp_inputs(MPI_Comm comm, PetscBool help, IhvpSetup *s)
   if (s->factors[0]) {
     PetscCall(InflEKFACCreate(comm, &s->ek));
     PetscCall(InflEKFACSetLayerGroups(s->ek, 1)); /* the preconditioner of whole gradients needs every layer on every rank */
+    PetscCall(InflEKFACSetLayerSplit(s->ek, PETSC_FALSE)); /* whole */
     PetscCall(InflEKFACLoad(s->ek, s->factors, s->model_obj)); /* applies the factors' layer selection */
     damping = -1; /* InflEKFACLoad applied -ekfac_damping to the factors */
   } else {

@@ -40,16 +40,18 @@ static PetscErrorCode log_stage_push(const char name[])
 static PetscErrorCode stage_factor_bytes(MPI_Comm comm, InflEKFAC ek, const char stage[])
 {
   InflLayerLayout lay;
-  PetscInt        G;
+  PetscInt        G, E;
   size_t          mx, total;
+  char            split[64] = "";
 
   PetscFunctionBegin;
   if (!ek) PetscFunctionReturn(0); /* TracIn: no factors */
   PetscCall(InflEKFACGetLayout(ek, &lay));
   if (!lay) PetscFunctionReturn(0);
-  PetscCall(InflLayerLayoutGetGroups(lay, &G, NULL, NULL, NULL));
   PetscCall(InflLayerLayoutGetBytes(lay, NULL, &mx, &total));
-  PetscCall(PetscPrintf(comm, "%s: factor bytes per rank %.1f MiB (max over ranks; %.1f MiB in all, %d layer group%s)\n", stage, (double)mx / 1048576.0, (double)total / 1048576.0, (int)G, G > 1 ? "s" : ""));
+  PetscCall(InflLayerLayoutGetGroups(lay, &G, &E, NULL, NULL));
+  if (InflLayerLayoutIsSplit(lay)) PetscCall(PetscSNPrintf(split, sizeof(split), ", each layer split over %d ranks", (int)E));
+  PetscCall(PetscPrintf(comm, "%s: factor bytes per rank %.1f MiB (max over ranks; %.1f MiB in all, %d layer group%s%s)\n", stage, (double)mx / 1048576.0, (double)total / 1048576.0, (int)G, G > 1 ? "s" : "", split));
   PetscFunctionReturn(0);
 }
 
@@ -269,6 +271,7 @@ static PetscErrorCode stage_self(MPI_Comm comm, InflModel model, InflEKFAC ek, P
   PetscFunctionBegin;
   if (ek) {
     C = 1;
+    PetscCall(InflEKFACCheckWhole(ek, "self-influence"));
     PetscCall(InflEKFACGetKey(ek, PETSC_TRUE, key, sizeof(key)));
   } else { /* TracIn: the checkpoints' hashes and learning rates */
     PetscCall(PetscStrncpy(key, "tracin", sizeof(key)));

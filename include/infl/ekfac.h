@@ -36,13 +36,23 @@ typedef struct _p_InflEKFAC *InflEKFAC;
 /* The damping rule above: damping + min(Lambda) >= max(Lambda) * INFL_DAMPING_EPS_MULTIPLE * epsilon. */
 #define INFL_DAMPING_EPS_MULTIPLE 10.0
 
+/* One layer's factors.  Whole (np == 1): A (din+1)^2, S dout^2, Q_A, Q_S with the eigenvectors in columns, Lambda
+ * (dout, din+1), all row-major.  Split over the np > 1 ranks of its layer group (-layer_split, infl/layout.h), rank p
+ * holds ra of the din+1 indices Ia (InflBlacsGlobal(k, nba, p, np), k < ra) and rs of the dout indices Is (block
+ * nbs), as pdsyevd on a 1 x np grid holds them:
+ *   A (ra, din+1) = A[Ia, :],  S (rs, dout) = S[Is, :],  Lambda (rs, din+1) = Lambda[Is, :],
+ *   QA (ra, din+1): row k is the eigenvector of eA[Ia[k]] (column Ia[k] of Q_A); QS (rs, dout) likewise,
+ *   eA, eS whole. */
 typedef struct {
   PetscInt din, dout;      /* factor A is (din+1)^2, S is dout^2 */
   double  *A, *S;          /* means */
-  double  *QA, *QS;        /* eigenvectors in columns, row-major */
+  double  *QA, *QS;        /* eigenvectors in columns, row-major (split: in rows, see above) */
   double  *eA, *eS;        /* eigenvalues ascending */
-  double  *Lambda;         /* (dout, din+1) corrected eigenvalues */
+  double  *Lambda;         /* (dout, din+1) corrected eigenvalues (split: rows Is) */
   double   damping;        /* in use */
+  int      np, p;          /* split over np ranks (1: whole), this rank's index */
+  int      nba, nbs;       /* block sizes of the split of the din+1 and the dout indices */
+  PetscInt ra, rs;         /* indices held: din+1 and dout when whole */
 } InflEKFACLayer;
 
 PetscErrorCode InflEKFACCreate(MPI_Comm comm, InflEKFAC *ek);
@@ -61,6 +71,12 @@ PetscErrorCode InflEKFACSetCheckpoint(InflEKFAC ek, const char out[]);
  * else from -mem_limit, else 1).  Without a call: -layer_groups.  Callers that need every layer on every rank (the
  * Krylov IHVP, which preconditions whole gradients) pass 1. */
 PetscErrorCode InflEKFACSetLayerGroups(InflEKFAC ek, PetscInt G);
+/* Split the layers inside their groups (infl/layout.h) in the next fit or load: PETSC_TRUE / PETSC_FALSE.  Without a
+ * call: -layer_split.  The Krylov IHVP passes PETSC_FALSE. */
+PetscErrorCode InflEKFACSetLayerSplit(InflEKFAC ek, PetscBool split);
+/* Collective.  Error on every rank, naming `what`, if the layers are split inside their groups: for the computations
+ * that need whole factors. */
+PetscErrorCode InflEKFACCheckWhole(InflEKFAC ek, const char what[]);
 /* What the stage that next loads the factors (InflEKFACLoad) holds per rank, for the default layer groups under
  * -mem_limit (infl/layout.h, InflLayerLayoutStage): infl score passes its preconditioned queries
  * (InflScorerGetQueryBytes).  Default: the factors once and nothing else (infl self).  Errors: a negative or

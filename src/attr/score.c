@@ -624,6 +624,7 @@ static PetscErrorCode scorer_precondition_queries(InflScorer sc, InflModel model
    * rank a block of the queries, gathered inside the group.  The identity preconditioner (ek NULL: TracIn) has no
    * factors and so no layout: every rank holds every layer (G = 1). */
   if (ek) PetscCall(InflEKFACGetLayout(ek, &sc->layout));
+  if (ek) PetscCall(InflEKFACCheckWhole(ek, "scoring"));
   if (sc->layout) {
     PetscCall(InflLayerLayoutGetGroups(sc->layout, &sc->G, NULL, NULL, NULL));
     PetscCall(InflLayerLayoutGetComms(sc->layout, NULL, &group, &cross));
@@ -1704,6 +1705,7 @@ PetscErrorCode InflSelfInfluence(InflModel model, InflEKFAC ek, InflData train, 
   MPI_Comm        comm;
 
   PetscFunctionBegin;
+  PetscCall(InflEKFACCheckWhole(ek, "self-influence"));
   PetscCall(InflDataGetShard(train, &start, &count, NULL, NULL));
   PetscCall(InflCaptureCreate(model, chunk, &cap));
   PetscCall(InflEKFACGetLayout(ek, &lay));

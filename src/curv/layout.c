@@ -1,6 +1,7 @@
 /* The layer layout: layers assigned to groups of ranks, and the transfers between the ranks that capture examples
  * and the ranks that own layers.  See infl/layout.h. */
 #include <infl/layout.h>
+#include <infl/eigen.h>
 #include <petscviewer.h>
 
 struct _p_InflLayerLayout {
@@ -8,6 +9,8 @@ struct _p_InflLayerLayout {
   PetscMPIInt size, rank;
   PetscInt    G_set;              /* InflLayerLayoutSetGroups / -layer_groups (0: default) */
   PetscBool   fixed;              /* G_set came from InflLayerLayoutSetGroups */
+  PetscBool   split_set, split_fixed; /* -layer_split / InflLayerLayoutSetSplit */
+  PetscBool   split;              /* after SetUp: split_set and E > 1 */
   PetscInt    G, E, mygroup, myindex;
   PetscInt    L;
   int        *owner;              /* (L) */
@@ -21,6 +24,33 @@ size_t InflLayerLayoutLayerBytes(PetscInt din, PetscInt dout)
 {
   size_t na = (size_t)din + 1, nd = (size_t)dout;
   return sizeof(double) * (2 * na * na + 2 * nd * nd + na + nd + nd * na);
+}
+
+size_t InflLayerLayoutLayerBytesSplit(PetscInt din, PetscInt dout, PetscInt E)
+{
+  size_t na = (size_t)din + 1, nd = (size_t)dout;
+  size_t ra = (size_t)InflBlacsLocalCount((int64_t)na, InflLayerLayoutSplitBlock(din + 1, E), 0, (int)E);
+  size_t rs = (size_t)InflBlacsLocalCount((int64_t)nd, InflLayerLayoutSplitBlock(dout, E), 0, (int)E);
+  return sizeof(double) * (2 * ra * na + 2 * rs * nd + na + nd + rs * na);
+}
+
+int InflLayerLayoutSplitBlock(PetscInt n, PetscInt E)
+{
+  int64_t b = E > 0 ? (n + E - 1) / E : n;
+  return (int)PetscMax(1, PetscMin((int64_t)INFL_SPLIT_BLOCK, b));
+}
+
+PetscErrorCode InflLayerLayoutSetSplit(InflLayerLayout lay, PetscBool split)
+{
+  PetscFunctionBegin;
+  lay->split_set   = split;
+  lay->split_fixed = PETSC_TRUE;
+  PetscFunctionReturn(0);
+}
+
+PetscBool InflLayerLayoutIsSplit(InflLayerLayout lay)
+{
+  return lay->split;
 }
 
 void InflAssignLargestFirst(PetscInt n, const double cost[], PetscInt G, int group_of[], double load[])
@@ -64,10 +94,11 @@ PetscErrorCode InflLayerLayoutSetFromOptions(InflLayerLayout lay)
   PetscInt G = lay->G_set;
 
   PetscFunctionBegin;
-  if (lay->fixed) PetscFunctionReturn(0);
   PetscOptionsBegin(lay->comm, NULL, "Layer layout options", "InflLayerLayout");
-  PetscCall(PetscOptionsInt("-layer_groups", "groups of ranks the layers' factors and preconditioned queries are spread over (a divisor of the rank count; 1: every layer on every rank; 0: the fewest whose share fits -mem_limit, else 1)", "InflLayerLayoutSetUp", G, &G, NULL));
+  if (!lay->split_fixed) PetscCall(PetscOptionsBool("-layer_split", "split each layer's factors and preconditioned queries over the ranks of its layer group (block-cyclic, as ScaLAPACK holds them), instead of a whole copy on each", "InflLayerLayoutSetUp", lay->split_set, &lay->split_set, NULL));
+  if (!lay->fixed) PetscCall(PetscOptionsInt("-layer_groups", "groups of ranks the layers' factors and preconditioned queries are spread over (a divisor of the rank count; 1: every layer on every rank; 0: the fewest whose share fits -mem_limit, else 1)", "InflLayerLayoutSetUp", G, &G, NULL));
   PetscOptionsEnd();
+  if (lay->fixed) PetscFunctionReturn(0);
   PetscCheck(G >= 0, lay->comm, PETSC_ERR_ARG_OUTOFRANGE, "-layer_groups %d must be >= 0 (0: the default)", (int)G);
   PetscCheck(G == 0 || lay->size % G == 0, lay->comm, PETSC_ERR_ARG_OUTOFRANGE, "-layer_groups %d does not divide the %d ranks: the groups have equal rank counts; give a divisor of %d", (int)G, (int)lay->size, (int)lay->size);
   lay->G_set = G;
@@ -136,12 +167,13 @@ PetscErrorCode InflLayerLayoutSetUp(InflLayerLayout lay, PetscInt L, const Petsc
   lay->mygroup = lay->rank / lay->E;
   lay->myindex = lay->rank % lay->E;
   PetscCheck(layout_assign(lay, G, &st, lay->owner) >= 0, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory assigning layers to groups");
+  lay->split = lay->split_set && lay->E > 1 ? PETSC_TRUE : PETSC_FALSE;
   lay->mine = 0;
   lay->max  = 0;
-  for (PetscInt g = 0; g < G; g++) { /* the factor bytes of each group (one copy) */
+  for (PetscInt g = 0; g < G; g++) { /* the factor bytes of each group (one copy), per rank */
     size_t b = 0;
     for (PetscInt l = 0; l < L; l++)
-      if (lay->owner[l] == g) b += lay->bytes[l];
+      if (lay->owner[l] == g) b += lay->split ? InflLayerLayoutLayerBytesSplit(din[l], dout[l], lay->E) : lay->bytes[l];
     lay->max = PetscMax(lay->max, b);
     if (g == lay->mygroup) lay->mine = b;
   }
@@ -194,7 +226,7 @@ PetscErrorCode InflLayerLayoutView(InflLayerLayout lay, PetscViewer viewer)
 {
   PetscFunctionBegin;
   if (!viewer) PetscCall(PetscViewerASCIIGetStdout(lay->comm, &viewer));
-  PetscCall(PetscViewerASCIIPrintf(viewer, "layer layout: %d group%s of %d rank%s; factor bytes per rank %.1f MiB (largest group share) of %.1f MiB in all\n", (int)lay->G, lay->G > 1 ? "s" : "", (int)lay->E, lay->E > 1 ? "s" : "", (double)lay->max / 1048576.0, (double)lay->total / 1048576.0));
+  PetscCall(PetscViewerASCIIPrintf(viewer, "layer layout: %d group%s of %d rank%s%s; factor bytes per rank %.1f MiB (largest group share%s) of %.1f MiB in all\n", (int)lay->G, lay->G > 1 ? "s" : "", (int)lay->E, lay->E > 1 ? "s" : "", lay->split ? ", layers split inside groups" : "", (double)lay->max / 1048576.0, lay->split ? " per rank" : "", (double)lay->total / 1048576.0));
   if (lay->G > 1)
     for (PetscInt g = 0; g < lay->G; g++) {
       char     text[1024] = "";
