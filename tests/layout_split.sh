@@ -24,12 +24,14 @@ factors() { # factors() REF FILE LAYERS...: the fitted factors of FILE against R
     check $H5CMP sum $TAU $ref $f /layers/$l/Lambda
   done
 }
-run 1 fit $c -out f_1.h5
+run 1 fit $c -out f_1.h5 && run 1 self $c -factors f_1.h5 -out x_1.h5
 for t in "2 1" "3 1" "4 2"; do
   set -- $t; np=$1; G=$2
   run $np fit $c -layer_split true -layer_groups $G -ekfac_chunk 97 -out f_${np}_$G.h5 || continue
   expect "$G layer group$([ $G = 1 ] || echo s), each layer split over $((np / G)) ranks)"
   factors f_1.h5 f_${np}_$G.h5 0 1 2
+  # self-influence from the split factors (each rank its rows of the rotated gradients, summed over the group)
+  run $np self $c -factors f_${np}_$G.h5 -layer_split true -layer_groups $G -self_chunk 50 -out x_$np.h5 && check $H5CMP self $TAU x_1.h5 x_$np.h5 /self_influence f_1.h5
 done
 # stopped in the covariance pass at 4 ranks in 2 groups, then in the Lambda pass at 2 ranks, finished at 3 ranks
 $MPIEXEC --oversubscribe -n 4 "$EXE" fit $c -layer_split true -layer_groups 2 -ekfac_chunk 20 -checkpoint_stop_after 3 -out f_r.h5 > last.log 2>&1
@@ -44,6 +46,8 @@ factors f_1.h5 f_r.h5 0 1 2
 R=$SRC/tests/ref
 TAU=$(awk 'BEGIN { printf "%.6e", 2 * 513 * 2^-24 + 2 * 6000 * 2^-53 }')
 g="-model $R/gpt2_bytes -train text:$R/gpt2_bytes_text.txt"
-run 1 fit $g -out gf_1.h5 && run 4 fit $g -layer_split true -layer_groups 2 -ekfac_chunk 5 -out gf_s.h5 && factors gf_1.h5 gf_s.h5 0 3 7
+run 1 fit $g -out gf_1.h5 && run 1 self $g -factors gf_1.h5 -out gx_1.h5
+run 4 fit $g -layer_split true -layer_groups 2 -ekfac_chunk 5 -out gf_s.h5 && factors gf_1.h5 gf_s.h5 0 3 7
+run 3 self $g -factors gf_s.h5 -layer_split true -self_chunk 7 -out gx_s.h5 && check $H5CMP self $TAU gx_1.h5 gx_s.h5 /self_influence gf_1.h5
 echo "layout_split: $pass passed, $fail failed"
 [ $fail = 0 ]

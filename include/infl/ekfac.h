@@ -144,6 +144,27 @@ PetscErrorCode InflEKFACAccumulateLambda(InflEKFAC ek, PetscInt l, const InflCap
  * per layer for a block of queries, before a scoring pass that does not need it. */
 PetscErrorCode InflEKFACPreconditionCapture(InflEKFAC ek, PetscInt l, const InflCapture *cap, double P[]);
 
+/* Split layers (InflEKFACLayer np > 1): the rows of a layer group's captures and their rotation into the eigenbases. */
+typedef struct {
+  PetscInt        T, B;    /* the group's rows and sequences */
+  const int64_t  *offsets; /* (B+1) sequence b owns rows [offsets[b], offsets[b+1]) */
+  const PetscInt *bstart;  /* (E+1) the first sequence of each rank's capture, in group rank order */
+  double         *a, *ds;  /* not rotated: (T, din+1) and (T, dout) in double */
+  double         *v, *u;   /* rotated: v (T, din+1) = a Q_A (every column), u (T, rs) = Ds Q_S[:, Is] (this rank's) */
+} InflEKFACGroupRows;
+/* Collective over the layer group of split layer l (InflLayerLayoutGetComms `group`).  g <- the rows of layer l of the
+ * captures of the group's E ranks (cap: this rank's, possibly empty), gathered in group rank order, and with rotate
+ * their coordinates in the eigenbases (each rank computes the columns Ia of v, gathered; u only for its Is).  The
+ * rotated gradient of sequence b restricted to rows Is is sum_{t in b} u_t v_t^T (Grosse et al. 2023, eq. 20).
+ * The arrays are the object's scratch, valid until its next call.  Errors: layer l not split on this rank; a chunk
+ * whose gathered rows exceed an MPI count. */
+PetscErrorCode InflEKFACGatherGroupRows(InflEKFAC ek, PetscInt l, const InflCapture *cap, PetscBool rotate, InflEKFACGroupRows *g);
+/* Collective over the layer group of split layer l.  This rank's part of the self-influence of the group's sequences
+ * (InflEKFACGatherGroupRows of cap, returned in g): part[b] += sum over i in Is, all j of
+ * ((Q_S^T G_b Q_A)_ij)^2 / (Lambda_ij + damping), b < g->B; summed over the group's ranks it is
+ * InflEKFACSelfInfluenceCapture's term. */
+PetscErrorCode InflEKFACSelfInfluenceSplit(InflEKFAC ek, PetscInt l, const InflCapture *cap, InflEKFACGroupRows *g, double part[]);
+
 /* Not collective.  Rank-r approximation of one layer's preconditioned query gradient P (nd, na) from its SVD
  * (LAPACK dgesdd): on return U (nd, r) = U_r S_r, V (na, r) = V_r and P = U V^T (in place).  Grosse et al. (2023),
  * section 3.2, use r = 32.  Error if r is not in [1, min(nd, na)]. */

@@ -119,5 +119,10 @@ PetscErrorCode InflLayerLayoutCaptureCreate(InflLayerLayout lay, const InflCaptu
  * (B = this rank's capture's sequences) holds the sum over the G ranks of the cross communicator of their columns
  * for this rank's sequences.  Reductions chunked below 2^31 elements. */
 PetscErrorCode InflLayerLayoutReduceToSources(InflLayerLayout lay, PetscInt nrow, int64_t ldp, const double part[], const PetscInt bstart[], PetscInt B, double out[]);
+/* Collective over the group communicator.  The same within a layer group of split layers: part (nrow, ldp) holds this
+ * rank's partial results of the group's sequences (columns bstart[e] .. bstart[e+1] for group rank e, e.g.
+ * InflEKFACGroupRows bstart); out (nrow, B) <- the sum over the E ranks of the group of their columns of this rank's
+ * B sequences. */
+PetscErrorCode InflLayerLayoutGroupReduceToSources(InflLayerLayout lay, PetscInt nrow, int64_t ldp, const double part[], const PetscInt bstart[], PetscInt B, double out[]);
 
 #endif

@@ -1672,26 +1672,60 @@ PetscErrorCode InflSelfInfluenceShard(InflModel model, InflEKFAC ek, InflData tr
 PetscErrorCode InflSelfInfluenceGathered(InflEKFAC ek, InflCapture *cap, double self[])
 {
   InflLayerLayout lay;
-  InflCapture    *recv;
-  PetscInt        G, *bstart;
+  InflCapture    *recv = NULL, *src = cap;
+  PetscInt        G, *bstart = NULL;
+  PetscBool       split;
   double         *part;
 
   PetscFunctionBegin;
   PetscCall(InflEKFACGetLayout(ek, &lay));
   PetscCall(InflLayerLayoutGetGroups(lay, &G, NULL, NULL, NULL));
+  split = InflLayerLayoutIsSplit(lay);
   PetscCall(PetscArrayzero(self, cap->B));
-  if (G == 1) {
+  if (G == 1 && !split) {
     for (PetscInt l = 0; l < cap->L; l++) PetscCall(InflEKFACSelfInfluenceCapture(ek, l, cap, self));
     PetscFunctionReturn(0);
   }
-  PetscCall(InflLayerLayoutCaptureCreate(lay, cap, &recv));
-  PetscCall(PetscMalloc2(G + 1, &bstart, PetscMax(recv->Bmax, 1), &part));
-  PetscCall(InflLayerLayoutGatherCapture(lay, cap, recv, bstart));
-  PetscCall(PetscArrayzero(part, PetscMax(recv->B, 1)));
-  for (PetscInt l = 0; l < cap->L; l++)
-    if (InflLayerLayoutOwns(lay, l)) PetscCall(InflEKFACSelfInfluenceCapture(ek, l, recv, part));
-  PetscCall(InflLayerLayoutReduceToSources(lay, 1, PetscMax(recv->B, 1), part, bstart, cap->B, self));
-  PetscCall(PetscFree2(bstart, part));
+  if (G > 1) { /* the rows of the owned layers from the G ranks of the cross communicator */
+    PetscCall(InflLayerLayoutCaptureCreate(lay, cap, &recv));
+    PetscCall(PetscMalloc1(G + 1, &bstart));
+    PetscCall(InflLayerLayoutGatherCapture(lay, cap, recv, bstart));
+    src = recv;
+  }
+  PetscCall(PetscCalloc1(PetscMax(src->B, 1), &part));
+  if (split) { /* each rank its rows Is of every owned layer, over the group's sequences; summed back over the group */
+    MPI_Comm    group;
+    PetscMPIInt E;
+    PetscInt   *gb, Bg = 0;
+    double     *gpart;
+    int         b = (int)src->B;
+    PetscCall(InflLayerLayoutGetComms(lay, NULL, &group, NULL));
+    PetscCallMPI(MPI_Comm_size(group, &E));
+    PetscCall(PetscMalloc1(E + 1, &gb));
+    {
+      int *all;
+      PetscCall(PetscMalloc1(E, &all));
+      PetscCallMPI(MPI_Allgather(&b, 1, MPI_INT, all, 1, MPI_INT, group));
+      gb[0] = 0;
+      for (int e = 0; e < E; e++) gb[e + 1] = gb[e] + all[e];
+      Bg = gb[E];
+      PetscCall(PetscFree(all));
+    }
+    PetscCall(PetscCalloc1(PetscMax(Bg, 1), &gpart));
+    for (PetscInt l = 0; l < cap->L; l++) {
+      InflEKFACGroupRows g;
+      if (InflLayerLayoutOwns(lay, l)) PetscCall(InflEKFACSelfInfluenceSplit(ek, l, src, &g, gpart));
+    }
+    PetscCall(InflLayerLayoutGroupReduceToSources(lay, 1, PetscMax(Bg, 1), gpart, gb, src->B, part));
+    PetscCall(PetscFree(gpart));
+    PetscCall(PetscFree(gb));
+  } else
+    for (PetscInt l = 0; l < cap->L; l++)
+      if (InflLayerLayoutOwns(lay, l)) PetscCall(InflEKFACSelfInfluenceCapture(ek, l, src, part));
+  if (G > 1) PetscCall(InflLayerLayoutReduceToSources(lay, 1, PetscMax(recv->B, 1), part, bstart, cap->B, self));
+  else PetscCall(PetscArraycpy(self, part, cap->B));
+  PetscCall(PetscFree(part));
+  PetscCall(PetscFree(bstart));
   PetscCall(InflCaptureDestroy(&recv));
   PetscFunctionReturn(0);
 }
@@ -1705,12 +1739,11 @@ PetscErrorCode InflSelfInfluence(InflModel model, InflEKFAC ek, InflData train, 
   MPI_Comm        comm;
 
   PetscFunctionBegin;
-  PetscCall(InflEKFACCheckWhole(ek, "self-influence"));
   PetscCall(InflDataGetShard(train, &start, &count, NULL, NULL));
   PetscCall(InflCaptureCreate(model, chunk, &cap));
   PetscCall(InflEKFACGetLayout(ek, &lay));
   PetscCall(InflLayerLayoutGetGroups(lay, &G, NULL, NULL, NULL));
-  if (G == 1) {
+  if (G == 1 && !InflLayerLayoutIsSplit(lay)) {
     for (int64_t off = 0; off < count; off += chunk) PetscCall(InflSelfInfluenceShard(model, ek, train, start + off, start + PetscMin(off + chunk, count), cap, self + off));
   } else { /* every rank takes part in every round's transfer to the layers' owners */
     PetscCall(InflLayerLayoutGetComms(lay, &comm, NULL, NULL));

@@ -290,7 +290,7 @@ static PetscErrorCode eigen_solve_one(EigenGrid *g, int n, int nb, PetscBool lap
   }
   PetscCall(PetscCalloc1(nn, &zfull));
   if (g->ictxt >= 0) {
-    const int    zero = 0, one = 1;
+    const int    zero = 0;
     int          mloc = numroc_(&n, &nb, &g->myrow, &zero, &g->nprow);
     int          nloc = numroc_(&n, &nb, &g->mycol, &zero, &g->npcol);
     int          lld  = PetscMax(1, mloc), desc[9], dinfo = 0;

@@ -39,6 +39,10 @@ struct _p_InflEKFAC {
   PetscInt        groups;         /* InflEKFACSetLayerGroups: -1 (from -layer_groups / -mem_limit), else G */
   int             split;          /* InflEKFACSetLayerSplit: -1 (from -layer_split), else 0 or 1 */
   InflLayerLayoutStage load;      /* InflEKFACSetLoadMemory: what the stage that loads the factors holds */
+  double         *gbuf[5];        /* split layers: the group's rows and their rotations (InflEKFACGatherGroupRows) */
+  size_t          ngbuf[5], ngoff;
+  int64_t        *goff;           /* (ngoff) the group's sequences' offsets */
+  PetscInt       *gbstart;        /* (ngoff) the first sequence of each rank of the group */
   double        (*estat)[4];      /* (L) eA[0], eA[din], eS[0], eS[dout-1] of every layer, on every rank (View) */
 };
 
@@ -401,6 +405,19 @@ static PetscErrorCode ekfac_restore(InflEKFAC ek, int *pass, InflRanges *done)
   PetscFunctionReturn(0);
 }
 
+/* Release the scratch of InflEKFACGatherGroupRows. */
+static PetscErrorCode ekfac_free_group_rows(InflEKFAC ek)
+{
+  PetscFunctionBegin;
+  for (int k = 0; k < 5; k++) {
+    PetscCall(PetscFree(ek->gbuf[k]));
+    ek->ngbuf[k] = 0;
+  }
+  PetscCall(PetscFree2(ek->goff, ek->gbstart));
+  ek->ngoff = 0;
+  PetscFunctionReturn(0);
+}
+
 static PetscErrorCode ekfac_work(InflEKFAC ek, size_t n, double **w)
 {
   PetscFunctionBegin;
@@ -642,8 +659,6 @@ typedef struct {
   double      *bufa, *bufd, *ta, *td; /* (Tmax, max(din+1, dout)) scratch, Tmax the rows of recv (else cap): the
                                          rows in double (pass 1); ta, td alias bufa, bufd for their rotations (pass 2) */
   int          pass;                  /* 1: covariance sums; 2: Lambda sums */
-  double      *ga, *gd, *gv, *gu, *gt; /* split layers: (E Tmax, maxd) each, the group's rows and their rotations */
-  int64_t     *goff;                  /* split layers: (E Bmax + 1) the group's sequences' offsets */
 } FitChunkCtx;
 
 /* Pack the columns of the block-cyclic index set (block nb, rank p of np; cnt of them) of x (T, n) into y (T, cnt). */
@@ -653,33 +668,52 @@ static void pack_columns(PetscInt T, PetscInt n, const double x[], int nb, int p
     for (PetscInt k = 0; k < cnt; k++) y[(int64_t)t * cnt + k] = x[(int64_t)t * n + InflBlacsGlobal(k, nb, p, np)];
 }
 
-/* A split layer l: the rows of the captures of the E ranks of the group (this rank's is cap), in double, in group
- * rank order: c->ga (Tg, din+1), c->gd (Tg, dout), and with want_off the sequences' offsets c->goff (Bg+1).
- * Collective over the group.  Transfers in MPI counts: the chunk must keep Tg (din+1) below 2^31. */
-static PetscErrorCode split_gather_rows(FitChunkCtx *c, PetscInt l, const InflCapture *cap, PetscBool want_off, PetscInt *Tg, PetscInt *Bg)
+/* The object's scratch of the split layers' group rows: buffer k (0..4) of at least n doubles. */
+static PetscErrorCode ekfac_gbuf(InflEKFAC ek, int k, size_t n)
 {
-  InflEKFACLayer *ly = &c->ek->layers[l];
+  PetscFunctionBegin;
+  if (n > ek->ngbuf[k]) {
+    PetscCall(PetscFree(ek->gbuf[k]));
+    PetscCall(PetscMalloc1(n, &ek->gbuf[k]));
+    ek->ngbuf[k] = n;
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACGatherGroupRows(InflEKFAC ek, PetscInt l, const InflCapture *cap, PetscBool rotate, InflEKFACGroupRows *g)
+{
+  InflEKFACLayer *ly = &ek->layers[l];
   MPI_Comm        group;
   PetscMPIInt     E;
-  PetscInt        na = ly->din + 1, nd = ly->dout;
+  PetscInt        na = ly->din + 1, nd = ly->dout, maxd = PetscMax(na, nd);
   int             tb[2] = {(int)cap->T, (int)cap->B}, *all;
   PetscMPIInt    *cnt, *dsp;
-  const double   *a = c->bufa, *ds = c->bufd;
-  int64_t         tot = 0;
+  const double   *a, *ds;
+  int64_t         tot;
 
   PetscFunctionBegin;
-  PetscCall(InflLayerLayoutGetComms(c->ek->layout, NULL, &group, NULL));
+  PetscCheck(ly->np > 1 && ekfac_owns(ek, l), PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "layer %d is not split over this rank's layer group", (int)l);
+  PetscCall(InflLayerLayoutGetComms(ek->layout, NULL, &group, NULL));
   PetscCallMPI(MPI_Comm_size(group, &E));
   PetscCall(PetscMalloc3(2 * E, &all, E, &cnt, E, &dsp));
   PetscCallMPI(MPI_Allgather(tb, 2, MPI_INT, all, 2, MPI_INT, group));
-  *Tg = *Bg = 0;
+  g->T = g->B = 0;
   for (int e = 0; e < E; e++) {
-    *Tg += all[2 * e];
-    *Bg += all[2 * e + 1];
+    g->T += all[2 * e];
+    g->B += all[2 * e + 1];
   }
-  tot = (int64_t)*Tg * PetscMax(na, nd);
-  PetscCheck(tot < INT_MAX, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "the layer split gathers %" PRId64 " values of layer %d per chunk, more than an MPI count holds: give a smaller -ekfac_chunk", tot, (int)l);
-  if (cap->T > 0) InflCaptureGetDouble(cap, l, c->bufa, c->bufd, &a, &ds);
+  tot = (int64_t)g->T * maxd;
+  PetscCheck(tot < INT_MAX, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "the layer split gathers %" PRId64 " values of layer %d per chunk, more than an MPI count holds: give a smaller chunk (-ekfac_chunk, -score_chunk, -self_chunk)", tot, (int)l);
+  for (int k = 0; k < 5; k++) PetscCall(ekfac_gbuf(ek, k, (size_t)PetscMax(tot, 1)));
+  if (ek->ngoff < (size_t)g->B + 1 + (size_t)E + 1) {
+    PetscCall(PetscFree2(ek->goff, ek->gbstart));
+    ek->ngoff = (size_t)g->B + 1 + (size_t)E + 1;
+    PetscCall(PetscMalloc2(ek->ngoff, &ek->goff, ek->ngoff, &ek->gbstart));
+  }
+  /* this rank's rows in double (buffers 2 and 3 as scratch), gathered into buffers 0 (a) and 1 (ds) */
+  a  = ek->gbuf[2];
+  ds = ek->gbuf[3];
+  if (cap->T > 0) InflCaptureGetDouble(cap, l, ek->gbuf[2], ek->gbuf[3], &a, &ds);
   for (int w = 0; w < 2; w++) {
     PetscInt n = w ? nd : na;
     for (int e = 0, d = 0; e < E; e++) {
@@ -687,93 +721,129 @@ static PetscErrorCode split_gather_rows(FitChunkCtx *c, PetscInt l, const InflCa
       dsp[e] = d;
       d += cnt[e];
     }
-    PetscCallMPI(MPI_Allgatherv(w ? ds : a, (int)(cap->T * n), MPI_DOUBLE, w ? c->gd : c->ga, cnt, dsp, MPI_DOUBLE, group));
+    PetscCallMPI(MPI_Allgatherv(w ? ds : a, (int)(cap->T * n), MPI_DOUBLE, ek->gbuf[w], cnt, dsp, MPI_DOUBLE, group));
   }
-  if (want_off) { /* each rank's offsets[1..B], shifted by the rows of the ranks before it */
-    int64_t *o;
+  { /* the sequences: each rank's offsets[1..B], shifted by the rows of the ranks before it */
+    int64_t *o = ek->goff + 1;
     for (int e = 0, d = 0; e < E; e++) {
       cnt[e] = all[2 * e + 1];
       dsp[e] = d;
       d += cnt[e];
+      ek->gbstart[e] = dsp[e];
     }
-    PetscCall(PetscMalloc1(PetscMax(*Bg, 1), &o));
+    ek->gbstart[E] = g->B;
     PetscCallMPI(MPI_Allgatherv(cap->offsets + 1, (int)cap->B, MPI_INT64_T, o, cnt, dsp, MPI_INT64_T, group));
-    c->goff[0] = 0;
     for (int e = 0, r0 = 0; e < E; e++) {
-      for (int b = 0; b < cnt[e]; b++) c->goff[dsp[e] + b + 1] = r0 + o[dsp[e] + b];
+      for (int b = 0; b < cnt[e]; b++) o[dsp[e] + b] += r0;
       r0 += all[2 * e];
     }
-    PetscCall(PetscFree(o));
+    ek->goff[0] = 0;
+  }
+  g->offsets = ek->goff;
+  g->bstart  = ek->gbstart;
+  g->a       = ek->gbuf[0];
+  g->ds      = ek->gbuf[1];
+  g->v = g->u = NULL;
+  if (rotate && g->T) { /* v = a Q_A: each rank its columns Ia (buffer 2), gathered (buffer 3) into v (over a) */
+    if (ly->ra) cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->T, ly->ra, na, 1.0, g->a, na, ly->QA, na, 0.0, ek->gbuf[2], ly->ra);
+    for (int e = 0, d = 0; e < E; e++) {
+      cnt[e] = (PetscMPIInt)(g->T * InflBlacsLocalCount(na, ly->nba, e, E));
+      dsp[e] = d;
+      d += cnt[e];
+    }
+    PetscCallMPI(MPI_Allgatherv(ek->gbuf[2], (int)(g->T * ly->ra), MPI_DOUBLE, ek->gbuf[3], cnt, dsp, MPI_DOUBLE, group));
+    for (int e = 0; e < E; e++) { /* rank e's block holds the columns of its indices */
+      PetscInt      re  = cnt[e] / g->T;
+      const double *blk = ek->gbuf[3] + dsp[e];
+      for (PetscInt t = 0; t < g->T; t++)
+        for (PetscInt k = 0; k < re; k++) g->a[(int64_t)t * na + InflBlacsGlobal(k, ly->nba, e, E)] = blk[(int64_t)t * re + k];
+    }
+    g->v = g->a;
+    g->a = NULL;
+    /* u = ds Q_S[:, Is] (buffer 4) */
+    if (ly->rs) cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->T, ly->rs, nd, 1.0, g->ds, nd, ly->QS, nd, 0.0, ek->gbuf[4], ly->rs);
+    g->u = ek->gbuf[4];
   }
   PetscCall(PetscFree3(all, cnt, dsp));
   PetscFunctionReturn(0);
 }
 
 /* A split layer l, covariance pass: A[Ia, :] += a[:, Ia]^T a and S[Is, :] += ds[:, Is]^T ds over the group's rows. */
-static PetscErrorCode split_accumulate_covariance(FitChunkCtx *c, PetscInt l, const InflCapture *cap)
+static PetscErrorCode split_accumulate_covariance(InflEKFAC ek, PetscInt l, const InflCapture *cap)
 {
-  InflEKFACLayer *ly = &c->ek->layers[l];
-  PetscInt        na = ly->din + 1, nd = ly->dout, Tg, Bg;
+  InflEKFACLayer    *ly = &ek->layers[l];
+  PetscInt           na = ly->din + 1, nd = ly->dout;
+  InflEKFACGroupRows g;
 
   PetscFunctionBegin;
-  PetscCall(split_gather_rows(c, l, cap, PETSC_FALSE, &Tg, &Bg));
-  if (Tg == 0) PetscFunctionReturn(0);
+  PetscCall(InflEKFACGatherGroupRows(ek, l, cap, PETSC_FALSE, &g));
+  if (g.T == 0) PetscFunctionReturn(0);
   if (ly->ra) {
-    pack_columns(Tg, na, c->ga, ly->nba, ly->p, ly->np, ly->ra, c->gv);
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ly->ra, na, Tg, 1.0, c->gv, ly->ra, c->ga, na, 1.0, ly->A, na);
+    pack_columns(g.T, na, g.a, ly->nba, ly->p, ly->np, ly->ra, ek->gbuf[2]);
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ly->ra, na, g.T, 1.0, ek->gbuf[2], ly->ra, g.a, na, 1.0, ly->A, na);
   }
   if (ly->rs) {
-    pack_columns(Tg, nd, c->gd, ly->nbs, ly->p, ly->np, ly->rs, c->gu);
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ly->rs, nd, Tg, 1.0, c->gu, ly->rs, c->gd, nd, 1.0, ly->S, nd);
+    pack_columns(g.T, nd, g.ds, ly->nbs, ly->p, ly->np, ly->rs, ek->gbuf[3]);
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ly->rs, nd, g.T, 1.0, ek->gbuf[3], ly->rs, g.ds, nd, 1.0, ly->S, nd);
   }
   PetscFunctionReturn(0);
 }
 
-/* A split layer l, Lambda pass: v = a Q_A (each rank its columns Ia, then gathered whole), u = ds Q_S[:, Is], and
- * Lambda[Is, :] += sum_b (sum_{t in b} u_t v_t^T)^2 over the group's sequences (u^2^T v^2 for one row each). */
-static PetscErrorCode split_accumulate_lambda(FitChunkCtx *c, PetscInt l, const InflCapture *cap)
+/* A split layer l, Lambda pass: Lambda[Is, :] += sum_b (sum_{t in b} u_t v_t^T)^2 over the group's sequences
+ * (u^2^T v^2 when each has one row), with the rotated rows of InflEKFACGatherGroupRows. */
+static PetscErrorCode split_accumulate_lambda(InflEKFAC ek, PetscInt l, const InflCapture *cap)
 {
-  InflEKFAC       ek = c->ek;
-  InflEKFACLayer *ly = &ek->layers[l];
-  PetscInt        na = ly->din + 1, nd = ly->dout, Tg, Bg;
-  MPI_Comm        group;
-  PetscMPIInt    *cnt, *dsp;
-  int             E = ly->np;
+  InflEKFACLayer    *ly = &ek->layers[l];
+  PetscInt           na = ly->din + 1;
+  InflEKFACGroupRows g;
 
   PetscFunctionBegin;
-  PetscCall(split_gather_rows(c, l, cap, PETSC_TRUE, &Tg, &Bg));
-  if (Tg == 0) PetscFunctionReturn(0);
-  PetscCall(InflLayerLayoutGetComms(ek->layout, NULL, &group, NULL));
-  if (ly->ra) cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tg, ly->ra, na, 1.0, c->ga, na, ly->QA, na, 0.0, c->gv, ly->ra);
-  PetscCall(PetscMalloc2(E, &cnt, E, &dsp));
-  for (int e = 0, d = 0; e < E; e++) {
-    cnt[e] = (PetscMPIInt)(Tg * InflBlacsLocalCount(na, ly->nba, e, E));
-    dsp[e] = d;
-    d += cnt[e];
-  }
-  PetscCallMPI(MPI_Allgatherv(c->gv, (int)(Tg * ly->ra), MPI_DOUBLE, c->gt, cnt, dsp, MPI_DOUBLE, group));
-  for (int e = 0; e < E; e++) { /* v (Tg, din+1) into ga: rank e's block holds the columns of its indices */
-    PetscInt      re  = cnt[e] / Tg;
-    const double *blk = c->gt + dsp[e];
-    for (PetscInt t = 0; t < Tg; t++)
-      for (PetscInt k = 0; k < re; k++) c->ga[(int64_t)t * na + InflBlacsGlobal(k, ly->nba, e, E)] = blk[(int64_t)t * re + k];
-  }
-  PetscCall(PetscFree2(cnt, dsp));
-  if (!ly->rs) PetscFunctionReturn(0);
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tg, ly->rs, nd, 1.0, c->gd, nd, ly->QS, nd, 0.0, c->gu, ly->rs);
-  if (Tg == Bg) { /* one row per example: the rank-one rotated gradients squared */
-    for (int64_t i = 0; i < (int64_t)Tg * na; i++) c->ga[i] *= c->ga[i];
-    for (int64_t i = 0; i < (int64_t)Tg * ly->rs; i++) c->gu[i] *= c->gu[i];
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ly->rs, na, Tg, 1.0, c->gu, ly->rs, c->ga, na, 1.0, ly->Lambda, na);
+  PetscCall(InflEKFACGatherGroupRows(ek, l, cap, PETSC_TRUE, &g));
+  if (g.T == 0 || !ly->rs) PetscFunctionReturn(0);
+  if (g.T == g.B) { /* one row per example: the rank-one rotated gradients squared */
+    for (int64_t i = 0; i < (int64_t)g.T * na; i++) g.v[i] *= g.v[i];
+    for (int64_t i = 0; i < (int64_t)g.T * ly->rs; i++) g.u[i] *= g.u[i];
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ly->rs, na, g.T, 1.0, g.u, ly->rs, g.v, na, 1.0, ly->Lambda, na);
   } else { /* a sequence's rotated gradient (rows Is) by one GEMM over its rows, then squared */
     double *R;
     PetscCall(ekfac_work(ek, (size_t)ly->rs * na, &R));
-    for (PetscInt b = 0; b < Bg; b++) {
-      int64_t t0 = c->goff[b], nt = c->goff[b + 1] - t0;
+    for (PetscInt b = 0; b < g.B; b++) {
+      int64_t t0 = g.offsets[b], nt = g.offsets[b + 1] - t0;
       if (!nt) continue;
-      cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ly->rs, na, (int)nt, 1.0, c->gu + t0 * ly->rs, ly->rs, c->ga + t0 * na, na, 0.0, R, na);
+      cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ly->rs, na, (int)nt, 1.0, g.u + t0 * ly->rs, ly->rs, g.v + t0 * na, na, 0.0, R, na);
       for (int64_t i = 0; i < (int64_t)ly->rs * na; i++) ly->Lambda[i] += R[i] * R[i];
     }
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACSelfInfluenceSplit(InflEKFAC ek, PetscInt l, const InflCapture *cap, InflEKFACGroupRows *g, double part[])
+{
+  InflEKFACLayer *ly = &ek->layers[l];
+  PetscInt        na = ly->din + 1, rs = ly->rs;
+  double         *R;
+
+  PetscFunctionBegin;
+  PetscCall(InflEKFACGatherGroupRows(ek, l, cap, PETSC_TRUE, g));
+  if (g->T == 0 || !rs) PetscFunctionReturn(0);
+  PetscCall(ekfac_work(ek, 2 * (size_t)rs * na + (size_t)g->B * rs, &R));
+  {
+    double *Li = R + (size_t)rs * na, *M = Li + (size_t)rs * na; /* 1 / (Lambda + damping) (rs, na); M (B, rs) */
+    for (int64_t i = 0; i < (int64_t)rs * na; i++) Li[i] = 1.0 / (ly->Lambda[i] + ly->damping);
+    if (g->T == g->B) { /* one row each: sum_i u_i^2 sum_j v_j^2 / (Lambda_ij + damping) */
+      for (int64_t i = 0; i < (int64_t)g->T * na; i++) g->v[i] *= g->v[i];
+      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->B, rs, na, 1.0, g->v, na, Li, na, 0.0, M, rs);
+      for (PetscInt b = 0; b < g->B; b++)
+        for (PetscInt i = 0; i < rs; i++) part[b] += g->u[(int64_t)b * rs + i] * g->u[(int64_t)b * rs + i] * M[(int64_t)b * rs + i];
+    } else
+      for (PetscInt b = 0; b < g->B; b++) {
+        int64_t t0 = g->offsets[b], nt = g->offsets[b + 1] - t0;
+        double  s  = 0;
+        if (!nt) continue;
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rs, na, (int)nt, 1.0, g->u + t0 * rs, rs, g->v + t0 * na, na, 0.0, R, na);
+        for (int64_t i = 0; i < (int64_t)rs * na; i++) s += R[i] * R[i] * Li[i];
+        part[b] += s;
+      }
   }
   PetscFunctionReturn(0);
 }
@@ -790,8 +860,8 @@ static PetscErrorCode fit_accumulate(FitChunkCtx *c, const InflCapture *cap)
     PetscInt        na = ly->din + 1, nd = ly->dout;
     if (!ekfac_owns(ek, l)) continue;
     if (ly->np > 1) { /* collective over the group, also for an empty capture */
-      if (c->pass == 1) PetscCall(split_accumulate_covariance(c, l, cap));
-      else PetscCall(split_accumulate_lambda(c, l, cap));
+      if (c->pass == 1) PetscCall(split_accumulate_covariance(ek, l, cap));
+      else PetscCall(split_accumulate_lambda(ek, l, cap));
       continue;
     }
     if (cap->B == 0) continue;
@@ -913,15 +983,10 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   PetscCall(InflModelGetChunk(model, ek->comm, "infl fit", ek->chunk_set, count, (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + 2 * mine, InflModelCaptureBytes(model) + (size_t)rows * ((G > 1 ? G : 1) * 2 * sizeof(double) * maxd + sizeof(int32_t)) + (G > 1 ? (size_t)G * rows * owned_rows * es : 0) + 2 * sizeof(int64_t) + (ekfac_split(ek) ? (size_t)E * G * (rows * 5 * sizeof(double) * maxd + sizeof(int64_t)) : 0), &ek->chunk));
   PetscCall(InflCaptureCreate(model, ek->chunk, &cap));
   if (G > 1) PetscCall(InflLayerLayoutCaptureCreate(ek->layout, cap, &recv));
-  fc = (FitChunkCtx){ek, model, train, cap, recv, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL};
+  fc = (FitChunkCtx){ek, model, train, cap, recv, NULL, NULL, NULL, NULL, 0};
   {
-    PetscInt Tmax = recv ? recv->Tmax : cap->Tmax, Bmax = recv ? recv->Bmax : cap->Bmax;
+    PetscInt Tmax = recv ? recv->Tmax : cap->Tmax;
     PetscCall(PetscMalloc2((size_t)Tmax * maxd, &bufa, (size_t)Tmax * maxd, &bufd));
-    if (ekfac_split(ek)) { /* the group's rows: E captures (each of G shards with several groups) */
-      size_t n = (size_t)E * Tmax * maxd;
-      PetscCall(PetscMalloc5(n, &fc.ga, n, &fc.gd, n, &fc.gv, n, &fc.gu, n, &fc.gt));
-      PetscCall(PetscMalloc1((size_t)E * Bmax + 1, &fc.goff));
-    }
   }
   ek->nrows = 0;
 
@@ -1008,8 +1073,7 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   PetscCall(ekfac_update_damping(ek));
   PetscCall(PetscInfo(NULL, "EK-FAC fit: covariance pass %.3f s, eigensolves %.3f s, Lambda pass %.3f s\n", t1 - t0, t2 - t1, t3 - t2));
   PetscCall(PetscFree2(bufa, bufd));
-  PetscCall(PetscFree5(fc.ga, fc.gd, fc.gv, fc.gu, fc.gt));
-  PetscCall(PetscFree(fc.goff));
+  PetscCall(ekfac_free_group_rows(ek));
   PetscCall(InflCaptureDestroy(&recv));
   PetscCall(InflCaptureDestroy(&cap));
   PetscCall(InflRangesDestroy(&done));
@@ -1106,6 +1170,7 @@ PetscErrorCode InflEKFACDestroy(InflEKFAC *ek)
   PetscFunctionBegin;
   if (!*ek) PetscFunctionReturn(0);
   PetscCall(ekfac_free_layers(*ek));
+  PetscCall(ekfac_free_group_rows(*ek));
   PetscCall(InflLayerLayoutDestroy(&(*ek)->layout));
   PetscCall(PetscFree((*ek)->work));
   PetscCall(PetscFree((*ek)->rot));

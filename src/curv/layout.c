@@ -383,22 +383,37 @@ PetscErrorCode InflLayerLayoutGatherCapture(InflLayerLayout lay, const InflCaptu
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflLayerLayoutReduceToSources(InflLayerLayout lay, PetscInt nrow, int64_t ldp, const double part[], const PetscInt bstart[], PetscInt B, double out[])
+/* The columns of the nsrc sources of comm (source s: columns bstart[s] .. bstart[s+1] of part) summed onto them. */
+static PetscErrorCode reduce_to_sources(MPI_Comm comm, PetscInt nsrc, PetscInt nrow, int64_t ldp, const double part[], const PetscInt bstart[], PetscInt B, double out[])
 {
   PetscMPIInt me;
   double     *blk;
   int64_t     maxb = 0;
 
   PetscFunctionBegin;
-  PetscCallMPI(MPI_Comm_rank(lay->cross, &me));
-  for (PetscInt s = 0; s < lay->G; s++) maxb = PetscMax(maxb, bstart[s + 1] - bstart[s]);
+  PetscCallMPI(MPI_Comm_rank(comm, &me));
+  for (PetscInt s = 0; s < nsrc; s++) maxb = PetscMax(maxb, bstart[s + 1] - bstart[s]);
   PetscCall(PetscMalloc1((size_t)PetscMax(nrow * maxb, 1), &blk));
-  for (PetscInt s = 0; s < lay->G; s++) { /* source s's columns, packed (nrow, B_s), summed onto s */
+  for (PetscInt s = 0; s < nsrc; s++) { /* source s's columns, packed (nrow, B_s), summed onto s */
     int64_t nb = bstart[s + 1] - bstart[s];
     for (PetscInt i = 0; i < nrow; i++) PetscCall(PetscArraycpy(blk + i * nb, part + i * ldp + bstart[s], nb));
-    PetscCall(InflReduceSum(blk, out, (int64_t)nrow * nb, MPI_DOUBLE, (int)s, lay->cross));
+    PetscCall(InflReduceSum(blk, out, (int64_t)nrow * nb, MPI_DOUBLE, (int)s, comm));
   }
   PetscAssert(bstart[me + 1] - bstart[me] == B, PETSC_COMM_SELF, PETSC_ERR_PLIB, "source block %d != capture %d", (int)(bstart[me + 1] - bstart[me]), (int)B);
   PetscCall(PetscFree(blk));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflLayerLayoutReduceToSources(InflLayerLayout lay, PetscInt nrow, int64_t ldp, const double part[], const PetscInt bstart[], PetscInt B, double out[])
+{
+  PetscFunctionBegin;
+  PetscCall(reduce_to_sources(lay->cross, lay->G, nrow, ldp, part, bstart, B, out));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflLayerLayoutGroupReduceToSources(InflLayerLayout lay, PetscInt nrow, int64_t ldp, const double part[], const PetscInt bstart[], PetscInt B, double out[])
+{
+  PetscFunctionBegin;
+  PetscCall(reduce_to_sources(lay->group, lay->E, nrow, ldp, part, bstart, B, out));
   PetscFunctionReturn(0);
 }
