@@ -32,11 +32,12 @@
  * gathered and every stage computes exactly as without a layout.  G = P puts each layer on one rank.
  *
  * Options: -layer_groups G (read by InflLayerLayoutSetFromOptions; 0 or absent: the default), -layer_split
- * true|false (default false).  Default: 1 without
- * -mem_limit; with -mem_limit the smallest divisor G of P whose largest group share of what the stage holds per layer
- * (the factors times the copies it keeps, plus its bytes per weight: the preconditioned queries of infl score;
- * InflLayerLayoutSetUp), plus the stage's other resident bytes fits the limit (the largest G if none fits: the
- * stage's chunk derivation then names the shortfall).
+ * true|false.  Default: 1 group of whole layers without -mem_limit; with -mem_limit the smallest divisor G of P whose
+ * largest group share of what the stage holds per layer (the factors times the copies it keeps, plus its bytes per
+ * weight: the preconditioned queries of infl score; InflLayerLayoutSetUp), plus the stage's other resident bytes fits
+ * the limit (with -layer_split true: the share divided by E).  If no G fits whole layers and -layer_split is not
+ * given, the layers are split: the largest G whose share / E fits (else G = 1, every layer over all P ranks).  If
+ * nothing fits, the largest G: the stage's chunk derivation then names the shortfall.
  *
  * Errors: -layer_groups < 0, or not a divisor of the rank count (names both and the divisors); a layer with
  * negative sizes.

@@ -817,6 +817,28 @@ static PetscErrorCode split_accumulate_lambda(InflEKFAC ek, PetscInt l, const In
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode InflEKFACPreconditionSplit(InflEKFAC ek, PetscInt l, const InflCapture *cap, InflEKFACGroupRows *g, double P[])
+{
+  InflEKFACLayer *ly = &ek->layers[l];
+  PetscInt        na = ly->din + 1, rs = ly->rs;
+  int64_t         per = (int64_t)rs * na;
+
+  PetscFunctionBegin;
+  PetscCall(InflEKFACGatherGroupRows(ek, l, cap, PETSC_TRUE, g));
+  for (PetscInt b = 0; b < g->B && rs; b++) {
+    int64_t t0 = g->offsets[b], nt = g->offsets[b + 1] - t0;
+    double *W  = P + b * per;
+    if (!nt) {
+      PetscCall(PetscArrayzero(W, per));
+      continue;
+    }
+    /* the rotated gradient's rows Is, sum_t u_t v_t^T, then divided by (Lambda + damping): kept in the eigenbasis */
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rs, na, (int)nt, 1.0, g->u + t0 * rs, rs, g->v + t0 * na, na, 0.0, W, na);
+    for (int64_t i = 0; i < per; i++) W[i] /= ly->Lambda[i] + ly->damping;
+  }
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflEKFACSelfInfluenceSplit(InflEKFAC ek, PetscInt l, const InflCapture *cap, InflEKFACGroupRows *g, double part[])
 {
   InflEKFACLayer *ly = &ek->layers[l];

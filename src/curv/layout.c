@@ -10,6 +10,7 @@ struct _p_InflLayerLayout {
   PetscInt    G_set;              /* InflLayerLayoutSetGroups / -layer_groups (0: default) */
   PetscBool   fixed;              /* G_set came from InflLayerLayoutSetGroups */
   PetscBool   split_set, split_fixed; /* -layer_split / InflLayerLayoutSetSplit */
+  PetscBool   split_given;        /* split_set was given (option or call): -mem_limit's default does not choose it */
   PetscBool   split;              /* after SetUp: split_set and E > 1 */
   PetscInt    G, E, mygroup, myindex;
   PetscInt    L;
@@ -45,6 +46,7 @@ PetscErrorCode InflLayerLayoutSetSplit(InflLayerLayout lay, PetscBool split)
   PetscFunctionBegin;
   lay->split_set   = split;
   lay->split_fixed = PETSC_TRUE;
+  lay->split_given = PETSC_TRUE;
   PetscFunctionReturn(0);
 }
 
@@ -95,7 +97,7 @@ PetscErrorCode InflLayerLayoutSetFromOptions(InflLayerLayout lay)
 
   PetscFunctionBegin;
   PetscOptionsBegin(lay->comm, NULL, "Layer layout options", "InflLayerLayout");
-  if (!lay->split_fixed) PetscCall(PetscOptionsBool("-layer_split", "split each layer's factors and preconditioned queries over the ranks of its layer group (block-cyclic, as ScaLAPACK holds them), instead of a whole copy on each", "InflLayerLayoutSetUp", lay->split_set, &lay->split_set, NULL));
+  if (!lay->split_fixed) PetscCall(PetscOptionsBool("-layer_split", "split each layer's factors and preconditioned queries over the ranks of its layer group (block-cyclic, as ScaLAPACK holds them) instead of a whole copy on each (default: false, or under -mem_limit true when no layout of whole layers fits)", "InflLayerLayoutSetUp", lay->split_set, &lay->split_set, &lay->split_given));
   if (!lay->fixed) PetscCall(PetscOptionsInt("-layer_groups", "groups of ranks the layers' factors and preconditioned queries are spread over (a divisor of the rank count; 1: every layer on every rank; 0: the fewest whose share fits -mem_limit, else 1)", "InflLayerLayoutSetUp", G, &G, NULL));
   PetscOptionsEnd();
   if (lay->fixed) PetscFunctionReturn(0);
@@ -157,7 +159,19 @@ PetscErrorCode InflLayerLayoutSetUp(InflLayerLayout lay, PetscInt L, const Petsc
         if (lay->size % G) continue;
         double need = layout_assign(lay, G, &st, lay->owner);
         PetscCheck(need >= 0, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory assigning layers to groups");
-        if (fixed + o + need <= limit) break;
+        if (fixed + o + need <= (lay->split_set && lay->size > G ? limit * (lay->size / G) : limit)) break;
+      }
+      if (G > lay->size && !lay->split_given) { /* no whole layers fit: split them, in the most groups that fit (the
+                                                 * fewest ranks per layer: the least communication), else in one */
+        for (G = lay->size / 2; G >= 1; G--) {
+          double need;
+          if (lay->size % G) continue;
+          need = layout_assign(lay, G, &st, lay->owner);
+          PetscCheck(need >= 0, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory assigning layers to groups");
+          if (fixed + o + need / (double)(lay->size / G) <= limit) break; /* a split layer: about 1/E per rank */
+        }
+        if (G < 1) G = 1;
+        if (lay->size > 1) lay->split_set = PETSC_TRUE;
       }
       if (G > lay->size) G = lay->size; /* nothing fits: the most groups; the stage's chunk derivation says why */
     }
