@@ -165,12 +165,12 @@ PetscErrorCode InflEKFACGatherGroupRows(InflEKFAC ek, PetscInt l, const InflCapt
  * InflEKFACSelfInfluenceCapture's term. */
 PetscErrorCode InflEKFACSelfInfluenceSplit(InflEKFAC ek, PetscInt l, const InflCapture *cap, InflEKFACGroupRows *g, double part[]);
 
-/* Collective over the layer group of split layer l.  The preconditioned gradients of the group's sequences
- * (InflEKFACGatherGroupRows of cap, returned in g) kept in the eigenbasis, this rank's rows Is: P (g->B, rs, din+1),
+/* Not collective.  Split layer l: the preconditioned gradients of sequences [b0, b1) of the group's rotated rows g
+ * (InflEKFACGatherGroupRows with rotate) kept in the eigenbasis, this rank's rows Is: P (b1 - b0, rs, din+1),
  * W_b = (Q_S^T G_b Q_A)[Is, :] / (Lambda[Is, :] + damping).  precondition(G_b) = Q_S W_b Q_A^T, so with the rotated
- * rows of a training gradient (InflEKFACGatherGroupRows) the score <G_t, precondition(G_b)> is the sum over the
- * group's ranks of sum_{i in Is} u_t,i (W_b v_t)_i, and ||precondition(G_b)||_F = ||W_b||_F (Q_S, Q_A orthogonal). */
-PetscErrorCode InflEKFACPreconditionSplit(InflEKFAC ek, PetscInt l, const InflCapture *cap, InflEKFACGroupRows *g, double P[]);
+ * rows of a training gradient the score <G_t, precondition(G_b)> is the sum over the group's ranks of
+ * sum_{i in Is} u_t,i (W_b v_t)_i, and ||precondition(G_b)||_F = ||W_b||_F (Q_S, Q_A orthogonal). */
+PetscErrorCode InflEKFACPreconditionSplit(InflEKFAC ek, PetscInt l, const InflEKFACGroupRows *g, PetscInt b0, PetscInt b1, double P[]);
 
 /* Not collective.  Rank-r approximation of one layer's preconditioned query gradient P (nd, na) from its SVD
  * (LAPACK dgesdd): on return U (nd, r) = U_r S_r, V (na, r) = V_r and P = U V^T (in place).  Grosse et al. (2023),

@@ -588,6 +588,37 @@ static PetscErrorCode scorer_set_layer_f32(InflScorer sc, PetscInt l, MPI_Comm g
   PetscFunctionReturn(0);
 }
 
+/* Split layers in single precision without per-layer or per-token terms: the queries' rows Is of layer l set query
+ * by query into P32 (scaled as scorer_set_layer does), so no rank holds the Q queries of a layer in double. */
+static PetscErrorCode scorer_set_layer_split_f32(InflScorer sc, InflEKFAC ek, PetscInt l, PetscInt lm, const InflEKFACGroupRows *g)
+{
+  PetscInt Q = sc->Q, na = sc->din[l] + 1, nd = sc->dout[l];
+  int64_t  per = (int64_t)nd * na;
+  double  *W;
+
+  PetscFunctionBegin;
+  PetscCall(PetscMalloc1((size_t)per + 1, &W));
+  PetscCall(PetscMalloc1(Q, &sc->scale[l]));
+  PetscCall(PetscMalloc1((size_t)Q * per + 1, &sc->P32[l]));
+  for (PetscInt q = 0; q < Q; q++) {
+    double m = 0, s2 = 0;
+    PetscCall(InflEKFACPreconditionSplit(ek, lm, g, q, q + 1, W));
+    for (int64_t i = 0; i < per; i++) {
+      m = PetscMax(m, PetscAbsReal(W[i]));
+      s2 += W[i] * W[i];
+    }
+    sc->qnorm2[q] += s2;
+    sc->scale[l][q] = m > 0 ? m : 1;
+    if (sc->by_input[l]) /* (Q*nd, na) */
+      for (int64_t i = 0; i < per; i++) sc->P32[l][(int64_t)q * per + i] = (float)(W[i] / sc->scale[l][q]);
+    else /* (nd, Q*na) */
+      for (PetscInt i = 0; i < nd; i++)
+        for (PetscInt j = 0; j < na; j++) sc->P32[l][(int64_t)i * Q * na + (int64_t)q * na + j] = (float)(W[(int64_t)i * na + j] / sc->scale[l][q]);
+  }
+  PetscCall(PetscFree(W));
+  PetscFunctionReturn(0);
+}
+
 /* Captures this rank's block [q0, q0 + nq) of the queries into cap (a double-precision capture of capacity nq). */
 typedef PetscErrorCode (*QueryCaptureFn)(void *ctx, InflModel model, int64_t q0, int64_t nq, InflCapture *cap);
 
@@ -671,9 +702,15 @@ static PetscErrorCode scorer_precondition_queries(InflScorer sc, InflModel model
       if (!sc->own[l]) continue; /* held by another group */
       if (sc->split) { /* collective over the group: every query's rows Is (the queries' rows gathered in the group) */
         InflEKFACGroupRows g;
-        PetscCall(PetscMalloc1((size_t)Q * sc->dout[l] * na + 1, &P[l]));
-        PetscCall(InflEKFACPreconditionSplit(ek, lm, cap, &g, P[l]));
+        int64_t            pl = (int64_t)sc->dout[l] * na;
+        PetscCall(InflEKFACGatherGroupRows(ek, lm, cap, PETSC_TRUE, &g));
         PetscCheck(g.B == Q, PETSC_COMM_SELF, PETSC_ERR_PLIB, "gathered %d queries of %d", (int)g.B, (int)Q);
+        if (prec == INFL_PREC_SINGLE && !sc->per_layer && !sc->per_token) { /* only floats are kept: query by query */
+          PetscCall(scorer_set_layer_split_f32(sc, ek, l, lm, &g));
+          continue;
+        }
+        PetscCall(PetscMalloc1((size_t)Q * pl + 1, &P[l]));
+        PetscCall(InflEKFACPreconditionSplit(ek, lm, &g, 0, Q, P[l]));
         PetscCall(scorer_set_layer(sc, l, P[l]));
         P[l] = NULL;
         continue;

@@ -817,17 +817,17 @@ static PetscErrorCode split_accumulate_lambda(InflEKFAC ek, PetscInt l, const In
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflEKFACPreconditionSplit(InflEKFAC ek, PetscInt l, const InflCapture *cap, InflEKFACGroupRows *g, double P[])
+PetscErrorCode InflEKFACPreconditionSplit(InflEKFAC ek, PetscInt l, const InflEKFACGroupRows *g, PetscInt b0, PetscInt b1, double P[])
 {
   InflEKFACLayer *ly = &ek->layers[l];
   PetscInt        na = ly->din + 1, rs = ly->rs;
   int64_t         per = (int64_t)rs * na;
 
   PetscFunctionBegin;
-  PetscCall(InflEKFACGatherGroupRows(ek, l, cap, PETSC_TRUE, g));
-  for (PetscInt b = 0; b < g->B && rs; b++) {
+  PetscCheck(ly->np > 1 && g->v && 0 <= b0 && b0 <= b1 && b1 <= g->B, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG, "layer %d: sequences [%d, %d) of %d rotated group rows (a split layer, InflEKFACGatherGroupRows with rotate) expected", (int)l, (int)b0, (int)b1, (int)g->B);
+  for (PetscInt b = b0; b < b1 && rs; b++) {
     int64_t t0 = g->offsets[b], nt = g->offsets[b + 1] - t0;
-    double *W  = P + b * per;
+    double *W  = P + (b - b0) * per;
     if (!nt) {
       PetscCall(PetscArrayzero(W, per));
       continue;
