@@ -58,15 +58,15 @@ run 3 fit $c -layer_split true -ekfac_chunk 30 -out f_r.h5 && expect "resuming p
 factors f_1.h5 f_r.h5 0 1 2
 # GPT-2 of one block of width 256 (4 linear layers, 52.1 MiB of factors, byte-level, 44 windows of 16 tokens): the
 # fit keeps its factors twice (104 MiB), more than -mem_limit 100M holds per rank; at 4 ranks the limit alone splits
-# the layers (no layout of whole layers fits).  Factors, scores with per-token and per-layer terms and self-influence
-# agree with 4 ranks holding whole layers.  tau with d = 1025 (the widest input), N = the tokens.
+# the layers (no layout of whole layers fits).  Factors and scores with per-token and per-layer terms agree with 4
+# ranks holding whole layers.  tau with d = 1025 (the widest input), N = the tokens.
 R=$SRC/tests/ref
 TAU=$(awk 'BEGIN { printf "%.6e", 2 * 1025 * 2^-24 + 2 * 6000 * 2^-53 }')
 printf 'The c\n>>>\nat\n%%\nA st\n>>>\nitch\n' > prompts.txt
 gq="-query_prompts prompts.txt -score_per_token -score_per_layer -score_topk 4 -score_save_all"
 run 1 train -train text:$R/gpt2_bytes_text.txt -gpt2_n_layer 1 -gpt2_n_embd 256 -gpt2_n_head 2 -gpt2_n_positions 16 -train_epochs 1 -train_batch 16 -out g256 || exit 1
 g="-model g256 -train text:$R/gpt2_bytes_text.txt"
-run 4 fit $g -out gf_w.h5 && run 4 score $g -factors gf_w.h5 $gq -out gs_w.h5 && run 4 self $g -factors gf_w.h5 -out gx_w.h5
+run 4 fit $g -out gf_w.h5 && run 4 score $g -factors gf_w.h5 $gq -out gs_w.h5
 if run 4 fit $g -mem_limit 100M -out gf_s.h5; then
   expect "fit: factor bytes per rank 15.3 MiB (max over ranks; 52.1 MiB in all, 2 layer groups, each layer split over 2 ranks)"
   factors gf_w.h5 gf_s.h5 0 1 2 3
@@ -78,6 +78,5 @@ if run 4 score $g -factors gf_s.h5 -layer_split true -mem_limit 110M -score_chun
   check $H5CMP pertoken $TAU gs_w.h5 gs_s.h5 /per_token
   check $H5CMP max $TAU gs_w.h5 gs_s.h5 /topk/per_layer
 fi
-run 3 self $g -factors gf_s.h5 -layer_split true -self_chunk 7 -out gx_s.h5 && check $H5CMP self $TAU gx_w.h5 gx_s.h5 /self_influence gf_w.h5
 echo "layout_split: $pass passed, $fail failed"
 [ $fail = 0 ]
