@@ -89,13 +89,16 @@ static PetscErrorCode ihvp_inputs(MPI_Comm comm, PetscBool help, IhvpSetup *s)
   PetscCall(InflModelIsSequential(s->model_obj, &s->seq));
   { /* the Krylov operator and the EK-FAC preconditioner act on whole gradients: every layer on every rank */
     PetscInt  G = 0;
-    PetscBool gset;
+    PetscBool gset, split = PETSC_FALSE, sset;
     PetscCall(PetscOptionsGetInt(NULL, NULL, "-layer_groups", &G, &gset));
     PetscCheck(!gset || G <= 1, comm, PETSC_ERR_ARG_INCOMP, "infl ihvp holds every layer's factors on every rank (its Krylov operator and EK-FAC preconditioner act on whole gradients), so -layer_groups %d is not supported: drop it (or give 1); infl ihvp needs the whole factors on each rank, whatever -mem_limit", (int)G);
+    PetscCall(PetscOptionsGetBool(NULL, NULL, "-layer_split", &split, &sset));
+    PetscCheck(!sset || !split, comm, PETSC_ERR_ARG_INCOMP, "infl ihvp holds every layer's whole factors on every rank (its Krylov operator and EK-FAC preconditioner act on whole gradients), so -layer_split true is not supported: drop it (or give false)");
   }
   if (s->factors[0]) {
     PetscCall(InflEKFACCreate(comm, &s->ek));
     PetscCall(InflEKFACSetLayerGroups(s->ek, 1)); /* the preconditioner of whole gradients needs every layer on every rank */
+    PetscCall(InflEKFACSetLayerSplit(s->ek, PETSC_FALSE)); /* whole */
     PetscCall(InflEKFACLoad(s->ek, s->factors, s->model_obj)); /* applies the factors' layer selection */
     damping = -1; /* InflEKFACLoad applied -ekfac_damping to the factors */
   } else {

@@ -40,16 +40,18 @@ static PetscErrorCode log_stage_push(const char name[])
 static PetscErrorCode stage_factor_bytes(MPI_Comm comm, InflEKFAC ek, const char stage[])
 {
   InflLayerLayout lay;
-  PetscInt        G;
+  PetscInt        G, E;
   size_t          mx, total;
+  char            split[64] = "";
 
   PetscFunctionBegin;
   if (!ek) PetscFunctionReturn(0); /* TracIn: no factors */
   PetscCall(InflEKFACGetLayout(ek, &lay));
   if (!lay) PetscFunctionReturn(0);
-  PetscCall(InflLayerLayoutGetGroups(lay, &G, NULL, NULL, NULL));
   PetscCall(InflLayerLayoutGetBytes(lay, NULL, &mx, &total));
-  PetscCall(PetscPrintf(comm, "%s: factor bytes per rank %.1f MiB (max over ranks; %.1f MiB in all, %d layer group%s)\n", stage, (double)mx / 1048576.0, (double)total / 1048576.0, (int)G, G > 1 ? "s" : ""));
+  PetscCall(InflLayerLayoutGetGroups(lay, &G, &E, NULL, NULL));
+  if (InflLayerLayoutIsSplit(lay)) PetscCall(PetscSNPrintf(split, sizeof(split), ", each layer split over %d ranks", (int)E));
+  PetscCall(PetscPrintf(comm, "%s: factor bytes per rank %.1f MiB (max over ranks; %.1f MiB in all, %d layer group%s%s)\n", stage, (double)mx / 1048576.0, (double)total / 1048576.0, (int)G, G > 1 ? "s" : "", split));
   PetscFunctionReturn(0);
 }
 
@@ -184,6 +186,7 @@ typedef struct {
   const char    *mh, *th;        /* model and data hashes */
   const char    *tmp, *partial;  /* OUT.partial.tmp, OUT.partial */
   PetscInt       G;              /* layer groups of the factors (infl/layout.h) */
+  PetscBool      split;          /* its layers split inside the groups */
 } SelfCtx;
 
 /* never a non-finite value in the output (the ranks agree on the error) */
@@ -200,7 +203,7 @@ static PetscErrorCode self_chunk(void *ctx, int64_t lo, int64_t hi)
   SelfCtx *c = (SelfCtx *)ctx;
 
   PetscFunctionBegin;
-  if (c->G > 1) { /* captured now, scored by self_step with the layers' owners */
+  if (c->G > 1 || c->split) { /* captured now, scored by self_step with the layers' owners */
     PetscCall(InflModelCaptureShard(c->model, c->train, lo, hi, INFL_FISHER_EMPIRICAL, 0, c->cap[0]));
     PetscFunctionReturn(0);
   }
@@ -301,33 +304,36 @@ static PetscErrorCode stage_self(MPI_Comm comm, InflModel model, InflEKFAC ek, P
     PetscCall(PetscPrintf(comm, "self: resuming from %s (%" PRId64 " of %" PRId64 " done)\n", partial, InflRangesCount(&done), N));
   }
   {
-    PetscInt        L, maxd = 1, rows, G = 1;
+    PetscInt        L, maxd = 1, rows, G = 1, E = 1;
     InflLinear     *lin;
     InflLayerLayout lay = NULL;
     size_t          mine = 0;
     PetscCall(InflModelGetLayers(model, &L, &lin));
     if (ek) PetscCall(InflEKFACGetLayout(ek, &lay)); /* TracIn (ek NULL): no factors, one group */
     if (lay) {
-      PetscCall(InflLayerLayoutGetGroups(lay, &G, NULL, NULL, NULL));
+      PetscCall(InflLayerLayoutGetGroups(lay, &G, &E, NULL, NULL));
+      if (!InflLayerLayoutIsSplit(lay)) E = 1;
       PetscCall(InflLayerLayoutGetBytes(lay, &mine, NULL, NULL));
     } else if (ek) mine = InflEKFACBytes(model);
     PetscCall(InflModelGetMaxRows(model, &rows));
     for (PetscInt l = 0; l < L; l++) maxd = PetscMax(maxd, PetscMax(lin[l].din + 1, lin[l].dout));
     /* per example: its capture and the model's workspace, rows of scratch in double, and two (dout, din+1)
      * matrices of a sequence's gradient (counted per example: a bound) */
-    /* (TracIn: C captures; with several layer groups the owners hold G captures' rows of their layers: counted as G whole captures) */
-    PetscCall(InflModelGetChunk(model, comm, "infl self", chunk_set, count, (size_t)count * (sizeof(float) * d + sizeof(int64_t) + sizeof(double)) + mine, (G > 1 ? G + 1 : C) * InflModelCaptureBytes(model) + sizeof(double) * ((G > 1 ? G : 1) * 4 * (size_t)maxd * rows + 1), &chunk));
+    /* (TracIn: C captures; with several layer groups the owners hold G captures' rows of their layers: counted as G whole captures;
+     * split layers: the rows of the E ranks of the group and their rotations, 5 x E G rows in double) */
+    PetscCall(InflModelGetChunk(model, comm, "infl self", chunk_set, count, (size_t)count * (sizeof(float) * d + sizeof(int64_t) + sizeof(double)) + mine, (G > 1 ? G + 1 : C) * InflModelCaptureBytes(model) + sizeof(double) * ((G > 1 ? G : 1) * 4 * (size_t)maxd * rows + 1) + (E > 1 ? sizeof(double) * 5 * (size_t)E * G * maxd * rows : 0), &chunk));
   }
   for (PetscInt c = 0; c < C; c++) PetscCall(InflCaptureCreate(ek ? model : models[c], chunk, &cap[c]));
   PetscCall(PetscTime(&t0));
   {
-    SelfCtx         c    = {comm, model, ek, C, models, eta, cap, key, train, y, start, count, N, self, mh, th, tmp, partial, 1};
+    SelfCtx         c    = {comm, model, ek, C, models, eta, cap, key, train, y, start, count, N, self, mh, th, tmp, partial, 1, PETSC_FALSE};
     InflChunkLoop   loop = {self_chunk, self_checkpoint, &c, NULL};
     InflLayerLayout lay  = NULL;
     PetscCall(InflModelGetExampleUnit(model, &loop.unit));
     if (ek) PetscCall(InflEKFACGetLayout(ek, &lay));
     if (lay) PetscCall(InflLayerLayoutGetGroups(lay, &c.G, NULL, NULL, NULL));
-    PetscCall(InflRunChunksStep(comm, "infl self", start, count, chunk, &done, &loop, c.G > 1 ? self_step : NULL, partial));
+    if (lay) c.split = InflLayerLayoutIsSplit(lay);
+    PetscCall(InflRunChunksStep(comm, "infl self", start, count, chunk, &done, &loop, c.G > 1 || c.split ? self_step : NULL, partial));
     PetscCall(InflRangesReset(&done));
     PetscCall(InflRangesAdd(&done, 0, N)); /* all done */
     PetscCall(self_write(&c, "self", &done, out));

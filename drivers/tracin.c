@@ -107,9 +107,11 @@ PetscErrorCode InflDriverTracIn(MPI_Comm comm, PetscBool help, PetscBool self)
   }
   { /* layer groups spread EK-FAC factors (infl/layout.h); TracIn has none: every rank holds every layer (G = 1) */
     PetscInt  G = 0;
-    PetscBool set;
+    PetscBool set, split = PETSC_FALSE;
     PetscCall(PetscOptionsGetInt(NULL, NULL, "-layer_groups", &G, &set));
     PetscCheck(!set || G <= 1, comm, PETSC_ERR_ARG_INCOMP, "-layer_groups %d: TracIn (-method tracin) has no EK-FAC factors to spread over layer groups and holds every layer on every rank; drop -layer_groups (or give 1)", (int)G);
+    PetscCall(PetscOptionsGetBool(NULL, NULL, "-layer_split", &split, &set));
+    PetscCheck(!set || !split, comm, PETSC_ERR_ARG_INCOMP, "-layer_split true: TracIn (-method tracin) has no EK-FAC factors to split and holds every layer on every rank; drop -layer_split");
   }
   PetscCall(DriverCheckUnusedOptions(comm));
   if (self) PetscCall(StageSelfTracIn(comm, C, models, eta, train, out, overwrite));

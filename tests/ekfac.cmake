@@ -8,5 +8,7 @@ infl_test(test_ekfac_gpt2 SOURCES test_ekfac_gpt2.c LIBS infl_attr infl_curv inf
 infl_script_test(layout layout.sh TIMEOUT 900)
 set_property(TEST layout APPEND PROPERTY ENVIRONMENT "INFL_H5CMP=$<TARGET_FILE:h5cmp>")
 # Layer groups chosen by -mem_limit alone (scores counting the queries): factor bytes per rank and agreement.
+infl_script_test(layout_split layout_split.sh TIMEOUT 300)
+set_property(TEST layout_split APPEND PROPERTY ENVIRONMENT "INFL_H5CMP=$<TARGET_FILE:h5cmp>")
 infl_script_test(layout_mem layout_mem.sh TIMEOUT 300)
 set_property(TEST layout_mem APPEND PROPERTY ENVIRONMENT "INFL_H5CMP=$<TARGET_FILE:h5cmp>")

@@ -61,6 +61,21 @@ PetscErrorCode InflEigenSetFromOptions(MPI_Comm comm);
 
 PetscErrorCode InflEigenSolve(MPI_Comm comm, PetscInt nfac, const PetscInt n[], double *C[], double scale, double *evals[], double *Q[], const char *const names[]);
 
+/* InflEigenSolveSplit -- the factors distributed by rows, as on a 1 x E BLACS grid (the layer split of infl/layout.h).
+ * Collective over comm (E ranks; the grid is built on first use and cached on comm like InflEigenSolve's).
+ *   n[f], nb[f]  order and block size of factor f (the same on every rank); rank p holds the rows
+ *                InflBlacsGlobal(k, nb[f], p, E), k < InflBlacsLocalCount(n[f], nb[f], p, E), of the factor.
+ *   C[f]         (nloc, n[f]) row-major: rank p's rows of the summed factor (complete sums, not partial ones), which
+ *                for a symmetric matrix is the column-major local piece pdsyevd reads (upper triangle used).
+ *                Scaled by `scale` in place; not symmetrized (it is read only through its upper triangle).
+ *   evals[f]     (n[f]) out, every rank: the eigenvalues, ascending.
+ *   Q[f]         (nloc, n[f]) out: row k is the unit eigenvector of evals[f][InflBlacsGlobal(k, ...)] (column k of
+ *                pdsyevd's local piece of Z), signs as InflEigenSolve's (largest magnitude entry positive).
+ * No sums, broadcasts or full matrices: each rank holds 1/E of each factor and of its eigenvectors.
+ * Errors (every rank, the same message): a non-finite entry (names the factor and an entry), pdsyevd failures as
+ * InflEigenSolve's. */
+PetscErrorCode InflEigenSolveSplit(MPI_Comm comm, PetscInt nfac, const PetscInt n[], const int nb[], double *C[], double scale, double *evals[], double *Q[], const char *const names[]);
+
 /* InflBlacsGetGrid -- the BLACS process grid of all ranks of comm, for other ScaLAPACK work (the projected Fisher
  * of the gradient store, infl/store.h).  Collective over comm on first use: built as InflEigenSolve builds its grids
  * (a sub-communicator of all ranks from MPI_Comm_split, Csys2blacs_handle, Cblacs_gridinit "Row"), the most square

@@ -36,13 +36,23 @@ typedef struct _p_InflEKFAC *InflEKFAC;
 /* The damping rule above: damping + min(Lambda) >= max(Lambda) * INFL_DAMPING_EPS_MULTIPLE * epsilon. */
 #define INFL_DAMPING_EPS_MULTIPLE 10.0
 
+/* One layer's factors.  Whole (np == 1): A (din+1)^2, S dout^2, Q_A, Q_S with the eigenvectors in columns, Lambda
+ * (dout, din+1), all row-major.  Split over the np > 1 ranks of its layer group (-layer_split, infl/layout.h), rank p
+ * holds ra of the din+1 indices Ia (InflBlacsGlobal(k, nba, p, np), k < ra) and rs of the dout indices Is (block
+ * nbs), as pdsyevd on a 1 x np grid holds them:
+ *   A (ra, din+1) = A[Ia, :],  S (rs, dout) = S[Is, :],  Lambda (rs, din+1) = Lambda[Is, :],
+ *   QA (ra, din+1): row k is the eigenvector of eA[Ia[k]] (column Ia[k] of Q_A); QS (rs, dout) likewise,
+ *   eA, eS whole. */
 typedef struct {
   PetscInt din, dout;      /* factor A is (din+1)^2, S is dout^2 */
   double  *A, *S;          /* means */
-  double  *QA, *QS;        /* eigenvectors in columns, row-major */
+  double  *QA, *QS;        /* eigenvectors in columns, row-major (split: in rows, see above) */
   double  *eA, *eS;        /* eigenvalues ascending */
-  double  *Lambda;         /* (dout, din+1) corrected eigenvalues */
+  double  *Lambda;         /* (dout, din+1) corrected eigenvalues (split: rows Is) */
   double   damping;        /* in use */
+  int      np, p;          /* split over np ranks (1: whole), this rank's index */
+  int      nba, nbs;       /* block sizes of the split of the din+1 and the dout indices */
+  PetscInt ra, rs;         /* indices held: din+1 and dout when whole */
 } InflEKFACLayer;
 
 PetscErrorCode InflEKFACCreate(MPI_Comm comm, InflEKFAC *ek);
@@ -61,6 +71,12 @@ PetscErrorCode InflEKFACSetCheckpoint(InflEKFAC ek, const char out[]);
  * else from -mem_limit, else 1).  Without a call: -layer_groups.  Callers that need every layer on every rank (the
  * Krylov IHVP, which preconditions whole gradients) pass 1. */
 PetscErrorCode InflEKFACSetLayerGroups(InflEKFAC ek, PetscInt G);
+/* Split the layers inside their groups (infl/layout.h) in the next fit or load: PETSC_TRUE / PETSC_FALSE.  Without a
+ * call: -layer_split.  The Krylov IHVP passes PETSC_FALSE. */
+PetscErrorCode InflEKFACSetLayerSplit(InflEKFAC ek, PetscBool split);
+/* Collective.  Error on every rank, naming `what`, if the layers are split inside their groups: for the computations
+ * that need whole factors. */
+PetscErrorCode InflEKFACCheckWhole(InflEKFAC ek, const char what[]);
 /* What the stage that next loads the factors (InflEKFACLoad) holds per rank, for the default layer groups under
  * -mem_limit (infl/layout.h, InflLayerLayoutStage): infl score passes its preconditioned queries
  * (InflScorerGetQueryBytes).  Default: the factors once and nothing else (infl self).  Errors: a negative or
@@ -127,6 +143,34 @@ PetscErrorCode InflEKFACAccumulateLambda(InflEKFAC ek, PetscInt l, const InflCap
  * InflEKFACPrecondition.  Releases the object's scratch (one layer's weights in double) at the end: it is called once
  * per layer for a block of queries, before a scoring pass that does not need it. */
 PetscErrorCode InflEKFACPreconditionCapture(InflEKFAC ek, PetscInt l, const InflCapture *cap, double P[]);
+
+/* Split layers (InflEKFACLayer np > 1): the rows of a layer group's captures and their rotation into the eigenbases. */
+typedef struct {
+  PetscInt        T, B;    /* the group's rows and sequences */
+  const int64_t  *offsets; /* (B+1) sequence b owns rows [offsets[b], offsets[b+1]) */
+  const PetscInt *bstart;  /* (E+1) the first sequence of each rank's capture, in group rank order */
+  double         *a, *ds;  /* not rotated: (T, din+1) and (T, dout) in double */
+  double         *v, *u;   /* rotated: v (T, din+1) = a Q_A (every column), u (T, rs) = Ds Q_S[:, Is] (this rank's) */
+} InflEKFACGroupRows;
+/* Collective over the layer group of split layer l (InflLayerLayoutGetComms `group`).  g <- the rows of layer l of the
+ * captures of the group's E ranks (cap: this rank's, possibly empty), gathered in group rank order, and with rotate
+ * their coordinates in the eigenbases (each rank computes the columns Ia of v, gathered; u only for its Is).  The
+ * rotated gradient of sequence b restricted to rows Is is sum_{t in b} u_t v_t^T (Grosse et al. 2023, eq. 20).
+ * The arrays are the object's scratch, valid until its next call.  Errors: layer l not split on this rank; a chunk
+ * whose gathered rows exceed an MPI count. */
+PetscErrorCode InflEKFACGatherGroupRows(InflEKFAC ek, PetscInt l, const InflCapture *cap, PetscBool rotate, InflEKFACGroupRows *g);
+/* Collective over the layer group of split layer l.  This rank's part of the self-influence of the group's sequences
+ * (InflEKFACGatherGroupRows of cap, returned in g): part[b] += sum over i in Is, all j of
+ * ((Q_S^T G_b Q_A)_ij)^2 / (Lambda_ij + damping), b < g->B; summed over the group's ranks it is
+ * InflEKFACSelfInfluenceCapture's term. */
+PetscErrorCode InflEKFACSelfInfluenceSplit(InflEKFAC ek, PetscInt l, const InflCapture *cap, InflEKFACGroupRows *g, double part[]);
+
+/* Not collective.  Split layer l: the preconditioned gradients of sequences [b0, b1) of the group's rotated rows g
+ * (InflEKFACGatherGroupRows with rotate) kept in the eigenbasis, this rank's rows Is: P (b1 - b0, rs, din+1),
+ * W_b = (Q_S^T G_b Q_A)[Is, :] / (Lambda[Is, :] + damping).  precondition(G_b) = Q_S W_b Q_A^T, so with the rotated
+ * rows of a training gradient the score <G_t, precondition(G_b)> is the sum over the group's ranks of
+ * sum_{i in Is} u_t,i (W_b v_t)_i, and ||precondition(G_b)||_F = ||W_b||_F (Q_S, Q_A orthogonal). */
+PetscErrorCode InflEKFACPreconditionSplit(InflEKFAC ek, PetscInt l, const InflEKFACGroupRows *g, PetscInt b0, PetscInt b1, double P[]);
 
 /* Not collective.  Rank-r approximation of one layer's preconditioned query gradient P (nd, na) from its SVD
  * (LAPACK dgesdd): on return U (nd, r) = U_r S_r, V (na, r) = V_r and P = U V^T (in place).  Grosse et al. (2023),

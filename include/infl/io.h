@@ -209,6 +209,12 @@ PetscErrorCode InflH5GetBytesRead(size_t *bytes);
  * writes (write: creating the dataset) or reads the columns [c0, c0+nc) of every leading row, from or to buf (rows,
  * nc) row-major in double (rounded to float32 on write).  Ranks with no columns take part with an empty selection. */
 PetscErrorCode InflH5ColumnBlock(hid_t file, const char name[], int ndim, const int64_t dims[], int64_t c0, int64_t nc, double buf[], PetscBool write);
+/* Collective: the 2-D double dataset `name` (dims) split block-cyclically along dimension dim (0: rows, 1: columns)
+ * in blocks of nb indices over np ranks (rank p holds blocks p, p+np, ...: InflBlacsGlobal, infl/eigen.h): this rank
+ * writes (write: creating the dataset) or reads its indices, buf (nloc, dims[1]) for rows or (dims[0], nloc) for
+ * columns, row-major, nloc = InflBlacsLocalCount(dims[dim], nb, p, np).  A rank with mine false (or no indices)
+ * takes part with an empty selection.  The layer split of infl/layout.h writes and reads factors.h5 this way. */
+PetscErrorCode InflH5CyclicBlock(hid_t file, const char name[], const int64_t dims[2], int dim, int nb, int p, int np, PetscBool mine, double buf[], PetscBool write);
 /* Dataset dims (ndim <= 8); -1 ndim if absent. */
 PetscErrorCode InflH5GetDims(hid_t file, const char name[], int *ndim, int64_t dims[]);
 /* String and numeric attributes on an object ("/" for the file). */

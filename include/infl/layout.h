@@ -22,14 +22,22 @@
  * InflLayerLayoutReduceToSources, summed over the groups.  Sums over examples of an owned layer (A, S, Lambda) are
  * completed by a reduction over `group`.
  *
+ * Split layers (-layer_split true): inside a group of E > 1 ranks each owned layer is further split over the E ranks
+ * as on a 1 x E ScaLAPACK grid: the din+1 indices of A and the dout indices of S in blocks of
+ * InflLayerLayoutSplitBlock(n, E) dealt round-robin (rank index e holds blocks e, e+E, ...), and rank e holds the rows
+ * of A, S and Lambda and the eigenvectors of those indices (infl/ekfac.h, InflEKFACLayer).  Factor bytes per rank are
+ * then about the group's share / E.  Without -layer_split every rank of the group holds the layer's whole factors.
+ *
  * G = 1 is the replicated layout: every rank owns every layer, `group` is the whole communicator, nothing is
  * gathered and every stage computes exactly as without a layout.  G = P puts each layer on one rank.
  *
- * Options: -layer_groups G (read by InflLayerLayoutSetFromOptions; 0 or absent: the default).  Default: 1 without
- * -mem_limit; with -mem_limit the smallest divisor G of P whose largest group share of what the stage holds per layer
- * (the factors times the copies it keeps, plus its bytes per weight: the preconditioned queries of infl score;
- * InflLayerLayoutSetUp), plus the stage's other resident bytes fits the limit (the largest G if none fits: the
- * stage's chunk derivation then names the shortfall).
+ * Options: -layer_groups G (read by InflLayerLayoutSetFromOptions; 0 or absent: the default), -layer_split
+ * true|false.  Default: 1 group of whole layers without -mem_limit; with -mem_limit the smallest divisor G of P whose
+ * largest group share of what the stage holds per layer (the factors times the copies it keeps, plus its bytes per
+ * weight: the preconditioned queries of infl score; InflLayerLayoutSetUp), plus the stage's other resident bytes fits
+ * the limit (with -layer_split true: the share divided by E).  If no G fits whole layers and -layer_split is not
+ * given, the layers are split: the largest G whose share / E fits (else G = 1, every layer over all P ranks).  If
+ * nothing fits, the largest G: the stage's chunk derivation then names the shortfall.
  *
  * Errors: -layer_groups < 0, or not a divisor of the rank count (names both and the divisors); a layer with
  * negative sizes.
@@ -65,6 +73,14 @@ typedef struct {
  * -mem_limit without -layer_groups G is the smallest divisor of the ranks whose largest group need (with `once`)
  * fits beside `other` and the libraries' 64 MiB.  Chooses G, assigns the layers and builds the communicators. */
 PetscErrorCode InflLayerLayoutSetUp(InflLayerLayout lay, PetscInt L, const PetscInt din[], const PetscInt dout[], const InflLayerLayoutStage *stage);
+/* Not collective.  Split the layers inside groups of more than one rank (overrides -layer_split). */
+PetscErrorCode InflLayerLayoutSetSplit(InflLayerLayout lay, PetscBool split);
+/* After SetUp: are the owned layers split over the E > 1 ranks of their group? */
+PetscBool      InflLayerLayoutIsSplit(InflLayerLayout lay);
+/* Not collective.  Block size of the split of n indices over E ranks: min(INFL_SPLIT_BLOCK, ceil(n / E)), >= 1, so
+ * that every rank holds indices when n >= E. */
+#define INFL_SPLIT_BLOCK 64
+int InflLayerLayoutSplitBlock(PetscInt n, PetscInt E);
 /* G groups, E ranks per group, this rank's group and its index in the group. */
 PetscErrorCode InflLayerLayoutGetGroups(InflLayerLayout lay, PetscInt *G, PetscInt *E, PetscInt *group, PetscInt *index);
 /* Does this rank hold layer l? */
@@ -81,6 +97,8 @@ PetscErrorCode InflLayerLayoutDestroy(InflLayerLayout *lay);
 
 /* Not collective.  Bytes held per layer (the factors of infl/ekfac.h in double). */
 size_t InflLayerLayoutLayerBytes(PetscInt din, PetscInt dout);
+/* Not collective.  The same for the rank holding the most of a layer split over E ranks (the eigenvalues whole). */
+size_t InflLayerLayoutLayerBytesSplit(PetscInt din, PetscInt dout, PetscInt E);
 /* Not collective.  Greedy assignment of n items of cost[] to G groups: the largest unassigned item (the first on
  * ties) to the group of least load (the first on ties); group_of (n) out, load (G) out.  Used by the layout and by
  * the eigensolver's factor groups. */
@@ -102,5 +120,10 @@ PetscErrorCode InflLayerLayoutCaptureCreate(InflLayerLayout lay, const InflCaptu
  * (B = this rank's capture's sequences) holds the sum over the G ranks of the cross communicator of their columns
  * for this rank's sequences.  Reductions chunked below 2^31 elements. */
 PetscErrorCode InflLayerLayoutReduceToSources(InflLayerLayout lay, PetscInt nrow, int64_t ldp, const double part[], const PetscInt bstart[], PetscInt B, double out[]);
+/* Collective over the group communicator.  The same within a layer group of split layers: part (nrow, ldp) holds this
+ * rank's partial results of the group's sequences (columns bstart[e] .. bstart[e+1] for group rank e, e.g.
+ * InflEKFACGroupRows bstart); out (nrow, B) <- the sum over the E ranks of the group of their columns of this rank's
+ * B sequences. */
+PetscErrorCode InflLayerLayoutGroupReduceToSources(InflLayerLayout lay, PetscInt nrow, int64_t ldp, const double part[], const PetscInt bstart[], PetscInt B, double out[]);
 
 #endif

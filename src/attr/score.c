@@ -6,6 +6,7 @@
 #include <infl/checkpoint.h>
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #include <petscblaslapack.h>
 
 /* out (Q, B) += one layer's terms with rank-r query gradients P_q = U_q V_q^T (Grosse et al. 2023, section 3.2):
@@ -89,6 +90,9 @@ struct _p_InflScorer {
   InflLayerLayout layout;     /* of the factors (infl/layout.h): NULL or one group when every rank holds every layer */
   PetscInt      G;            /* its groups (1 without a layout) */
   PetscBool    *own;          /* (L) this rank holds layer l's preconditioned queries */
+  PetscBool     split;        /* the layers are split inside their groups (-layer_split): this rank holds the rows Is
+                                 of each owned layer's queries in the eigenbasis, dout[l] = rs (InflEKFACPreconditionSplit),
+                                 and scores the rotated rows of its group's training examples */
   size_t        qdata;        /* bytes of this rank's shard of the query data set (InflScorerSetQueryData), held by the
                                  caller while scoring */
 };
@@ -584,6 +588,37 @@ static PetscErrorCode scorer_set_layer_f32(InflScorer sc, PetscInt l, MPI_Comm g
   PetscFunctionReturn(0);
 }
 
+/* Split layers in single precision without per-layer or per-token terms: the queries' rows Is of layer l set query
+ * by query into P32 (scaled as scorer_set_layer does), so no rank holds the Q queries of a layer in double. */
+static PetscErrorCode scorer_set_layer_split_f32(InflScorer sc, InflEKFAC ek, PetscInt l, PetscInt lm, const InflEKFACGroupRows *g)
+{
+  PetscInt Q = sc->Q, na = sc->din[l] + 1, nd = sc->dout[l];
+  int64_t  per = (int64_t)nd * na;
+  double  *W;
+
+  PetscFunctionBegin;
+  PetscCall(PetscMalloc1((size_t)per + 1, &W));
+  PetscCall(PetscMalloc1(Q, &sc->scale[l]));
+  PetscCall(PetscMalloc1((size_t)Q * per + 1, &sc->P32[l]));
+  for (PetscInt q = 0; q < Q; q++) {
+    double m = 0, s2 = 0;
+    PetscCall(InflEKFACPreconditionSplit(ek, lm, g, q, q + 1, W));
+    for (int64_t i = 0; i < per; i++) {
+      m = PetscMax(m, PetscAbsReal(W[i]));
+      s2 += W[i] * W[i];
+    }
+    sc->qnorm2[q] += s2;
+    sc->scale[l][q] = m > 0 ? m : 1;
+    if (sc->by_input[l]) /* (Q*nd, na) */
+      for (int64_t i = 0; i < per; i++) sc->P32[l][(int64_t)q * per + i] = (float)(W[i] / sc->scale[l][q]);
+    else /* (nd, Q*na) */
+      for (PetscInt i = 0; i < nd; i++)
+        for (PetscInt j = 0; j < na; j++) sc->P32[l][(int64_t)i * Q * na + (int64_t)q * na + j] = (float)(W[(int64_t)i * na + j] / sc->scale[l][q]);
+  }
+  PetscCall(PetscFree(W));
+  PetscFunctionReturn(0);
+}
+
 /* Captures this rank's block [q0, q0 + nq) of the queries into cap (a double-precision capture of capacity nq). */
 typedef PetscErrorCode (*QueryCaptureFn)(void *ctx, InflModel model, int64_t q0, int64_t nq, InflCapture *cap);
 
@@ -628,6 +663,19 @@ static PetscErrorCode scorer_precondition_queries(InflScorer sc, InflModel model
     PetscCall(InflLayerLayoutGetGroups(sc->layout, &sc->G, NULL, NULL, NULL));
     PetscCall(InflLayerLayoutGetComms(sc->layout, NULL, &group, &cross));
     for (PetscInt l = 0; l < sc->L; l++) sc->own[l] = InflLayerLayoutOwns(sc->layout, l);
+    sc->split = InflLayerLayoutIsSplit(sc->layout);
+  }
+  if (sc->split) { /* each owned layer's queries: this rank's rows Is in the eigenbasis */
+    InflEKFACLayer *ly;
+    PetscBool       seqmodel;
+    InflCheckAll(sc->comm, sc->rank == 0, PETSC_ERR_SUP, "-score_rank %d needs each layer's whole preconditioned query gradients (an SVD of each), but the factors are split over the ranks of each layer group (-layer_split true): give -layer_split false, or drop -score_rank", (int)sc->rank);
+    PetscCall(InflEKFACGetLayers(ek, NULL, &ly));
+    PetscCall(InflModelIsSequential(model, &seqmodel));
+    for (PetscInt l = 0; l < sc->L; l++)
+      if (sc->own[l]) {
+        sc->dout[l]     = ly[l].rs;
+        sc->by_input[l] = seqmodel || sc->dout[l] <= sc->din[l] + 1 ? PETSC_TRUE : PETSC_FALSE;
+      }
   }
   PetscCallMPI(MPI_Comm_rank(group, &rank));
   PetscCallMPI(MPI_Comm_size(group, &size));
@@ -652,6 +700,21 @@ static PetscErrorCode scorer_precondition_queries(InflScorer sc, InflModel model
       int64_t  per = (int64_t)nd * na;
       double  *mine;
       if (!sc->own[l]) continue; /* held by another group */
+      if (sc->split) { /* collective over the group: every query's rows Is (the queries' rows gathered in the group) */
+        InflEKFACGroupRows g;
+        int64_t            pl = (int64_t)sc->dout[l] * na;
+        PetscCall(InflEKFACGatherGroupRows(ek, lm, cap, PETSC_TRUE, &g));
+        PetscCheck(g.B == Q, PETSC_COMM_SELF, PETSC_ERR_PLIB, "gathered %d queries of %d", (int)g.B, (int)Q);
+        if (prec == INFL_PREC_SINGLE && !sc->per_layer && !sc->per_token) { /* only floats are kept: query by query */
+          PetscCall(scorer_set_layer_split_f32(sc, ek, l, lm, &g));
+          continue;
+        }
+        PetscCall(PetscMalloc1((size_t)Q * pl + 1, &P[l]));
+        PetscCall(InflEKFACPreconditionSplit(ek, lm, &g, 0, Q, P[l]));
+        PetscCall(scorer_set_layer(sc, l, P[l]));
+        P[l] = NULL;
+        continue;
+      }
       PetscCall(PetscMalloc1((size_t)PetscMax(nq, 1) * per, &mine));
       if (nq > 0 && ek) PetscCall(InflEKFACPreconditionCapture(ek, lm, cap, mine));
       else if (nq > 0) PetscCall(capture_layer_gradients(cap, lm, sc->eta[c], mine));
@@ -682,6 +745,7 @@ static PetscErrorCode scorer_precondition_queries(InflScorer sc, InflModel model
     PetscCall(InflModelSetPrecision(mc, prec));
   }
   PetscCall(PetscFree2(counts, displs));
+  if (sc->split) PetscCall(InflAllreduceSum(sc->qnorm2, Q, MPI_DOUBLE, group)); /* ||W_q||^2 over the rows Is */
   if (sc->G > 1) PetscCall(InflAllreduceSum(sc->qnorm2, Q, MPI_DOUBLE, cross)); /* ||P_q||^2 over all layers */
   sc->ek = ek;
   PetscCall(PetscFree(P));
@@ -906,6 +970,100 @@ static PetscBool pair_is_mine(InflScorer sc, InflData train, int64_t m, int64_t 
   return InflPartitionOwner(N, size, m) % E == index ? PETSC_TRUE : PETSC_FALSE;
 }
 
+/* The contribution of layer l to the terms of one pair: query q's P (nd, na) against a sequence's rows A (T, na) and
+ * D (T, nd); per-row terms added to tok (may be NULL); returns their sum.  Z (T, min(nd, na)) scratch. */
+static double pair_layer_terms(PetscInt nd, PetscInt na, int64_t T, const double P[], const double A[], const double D[], double Z[], double tok[])
+{
+  PetscInt      wd = PetscMin(nd, na);
+  const double *X  = nd <= na ? D : A; /* the rows Z is multiplied with, (T, wd) */
+  double        s  = 0;
+  if (T == 0 || wd == 0) return 0;
+  if (nd <= na) cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, nd, na, 1.0, A, na, P, na, 0.0, Z, nd); /* Z = A P^T */
+  else cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, na, nd, 1.0, D, nd, P, na, 0.0, Z, na);         /* Z = Ds P */
+  for (int64_t t = 0; t < T; t++) {
+    double v = 0;
+    for (PetscInt i = 0; i < wd; i++) v += X[t * wd + i] * Z[t * wd + i];
+    s += v;
+    if (tok) tok[t] += v;
+  }
+  return s;
+}
+
+static const int64_t *sort_ids; /* compare_ids: the ids that the sorted positions index */
+static int compare_ids(const void *x, const void *y)
+{
+  int64_t a = sort_ids[*(const int64_t *)x], b = sort_ids[*(const int64_t *)y];
+  return a < b ? -1 : a > b;
+}
+
+/* scorer_pair_terms with split layers: the E ranks of a group capture their examples of the lists in the same
+ * number of rounds; per owned layer the group's rows are gathered and rotated (InflEKFACGatherGroupRows), and each
+ * rank adds, for every pair whose example is among them, its rows Is of the term in the eigenbasis,
+ * sum_t u_t^T W_q v_t; the caller's sum over all ranks completes the terms. */
+static PetscErrorCode pair_terms_split(InflScorer sc, InflData train, PetscInt nb, int64_t nloc, const int64_t loc[], int64_t R, const int64_t ex[], double *layers[2], ScoreCapture *scap, double Z[])
+{
+  MPI_Comm     group;
+  PetscMPIInt  E;
+  int64_t      rounds = (nloc + nb - 1) / nb, *gid, *ord;
+  PetscInt     Q = sc->Q, K = sc->K;
+  InflTopK    *lists[2] = {sc->top, sc->bottom};
+  InflCapture *cap;
+  PetscMPIInt *cnt, *dsp;
+
+  PetscFunctionBegin;
+  PetscCall(InflLayerLayoutGetComms(sc->layout, NULL, &group, NULL));
+  PetscCallMPI(MPI_Comm_size(group, &E));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &rounds, 1, MPI_INT64_T, MPI_MAX, group));
+  PetscCall(PetscMalloc4((size_t)E * nb, &gid, (size_t)E * nb, &ord, E, &cnt, E, &dsp));
+  for (int64_t k = 0; k < rounds; k++) {
+    int64_t  c0 = k * nb;
+    PetscInt n  = (PetscInt)PetscMax(0, PetscMin((int64_t)nb, nloc - c0)), Bg = 0;
+    int      ni = (int)n;
+    if (n > 0) PetscCall(score_capture_fill(sc, train, 0, 0, n, loc + c0, scap, &cap));
+    else {
+      cap    = scap->cap[0];
+      cap->B = cap->T = 0;
+    }
+    /* the group's examples of this round, in group rank order (the order of the gathered rows), and their order */
+    PetscCallMPI(MPI_Allgather(&ni, 1, MPI_INT, cnt, 1, MPI_INT, group));
+    for (int e = 0; e < E; e++) {
+      dsp[e] = (PetscMPIInt)Bg;
+      Bg += cnt[e];
+    }
+    PetscCallMPI(MPI_Allgatherv(loc + PetscMin(c0, nloc), ni, MPI_INT64_T, gid, cnt, dsp, MPI_INT64_T, group));
+    for (PetscInt b = 0; b < Bg; b++) ord[b] = b;
+    sort_ids = gid;
+    qsort(ord, (size_t)Bg, sizeof(int64_t), compare_ids); /* ord: the gathered rows in the order of their examples */
+    for (PetscInt l = 0; l < sc->L; l++) {
+      InflEKFACGroupRows g;
+      PetscInt           nd = sc->dout[l], na = sc->din[l] + 1;
+      int64_t            r  = 0;
+      if (!sc->own[l]) continue;
+      PetscCall(InflEKFACGatherGroupRows(sc->ek, l, cap, PETSC_TRUE, &g));
+      for (PetscInt q = 0; q < Q; q++)
+        for (int w = 0; w < 2; w++)
+          for (PetscInt kk = 0; kk < lists[w]->n[q]; kk++, r++) {
+            int64_t lo = 0, hi = Bg, b, r0, T;
+            double  s;
+            while (lo < hi) { /* the example among this round's examples of the group */
+              int64_t mid = (lo + hi) / 2;
+              if (gid[ord[mid]] < ex[r]) lo = mid + 1;
+              else hi = mid;
+            }
+            if (lo == Bg || gid[ord[lo]] != ex[r]) continue;
+            b  = ord[lo];
+            r0 = g.offsets[b];
+            T  = g.offsets[b + 1] - r0;
+            s  = pair_layer_terms(nd, na, T, sc->Pq[l] + (int64_t)q * nd * na, g.v + r0 * na, g.u + r0 * nd, Z, sc->per_token ? sc->pt_values + sc->pt_offsets[r] : NULL);
+            if (layers[w]) layers[w][((int64_t)l * Q + q) * K + kk] += s;
+          }
+    }
+  }
+  PetscCall(PetscFree4(gid, ord, cnt, dsp));
+  (void)R;
+  PetscFunctionReturn(0);
+}
+
 /* The terms of the pairs in the merged lists, computed in double by the owners of the training examples and reduced:
  * with -score_per_layer each layer's term, top_layer / bottom_layer (L, Q, K); with -score_per_token every row's
  * (token's) term summed over layers, sum_l Ds_t^T P_l(q) a_t, in rows r of the pt_* arrays (for each query its
@@ -1002,7 +1160,8 @@ static PetscErrorCode scorer_pair_terms(InflScorer sc, InflData train)
   for (PetscInt c = 0; c < sc->C; c++) PetscCall(InflModelSetPrecision(sc->models[c], INFL_PREC_DOUBLE));
   PetscCall(score_capture_create(sc, nb, &scap)); /* TracIn: the examples under every checkpoint, side by side */
   PetscCall(PetscMalloc1((size_t)rows * maxw, &Z));
-  for (int64_t c0 = 0; c0 < nloc; c0 += nb) {
+  if (sc->split) PetscCall(pair_terms_split(sc, train, nb, nloc, loc, R, ex, layers, &scap, Z));
+  else for (int64_t c0 = 0; c0 < nloc; c0 += nb) {
     PetscInt n = (PetscInt)PetscMin((int64_t)nb, nloc - c0);
     PetscCall(score_capture_fill(sc, train, 0, 0, n, loc + c0, &scap, &cap));
     r = 0;
@@ -1014,19 +1173,10 @@ static PetscErrorCode scorer_pair_terms(InflScorer sc, InflData train)
           r0 = cap->offsets[b];
           T  = cap->offsets[b + 1] - r0;
           for (PetscInt l = 0; l < sc->L; l++) {
+            PetscInt nd = sc->dout[l], na = sc->din[l] + 1;
+            double   s;
             if (!sc->own[l]) continue; /* held by another group: its owners add its terms */
-            PetscInt      nd = sc->dout[l], na = sc->din[l] + 1, wd = PetscMin(nd, na);
-            const double *P  = sc->Pq[l] + (int64_t)q * nd * na, *A = cap->a64[l] + r0 * na, *D = cap->ds64[l] + r0 * nd;
-            const double *X  = nd <= na ? D : A; /* the rows Z is multiplied with, (T, wd) */
-            double        s  = 0;
-            if (nd <= na) cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, nd, na, 1.0, A, na, P, na, 0.0, Z, nd); /* Z = A P^T */
-            else cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, na, nd, 1.0, D, nd, P, na, 0.0, Z, na);         /* Z = Ds P */
-            for (int64_t t = 0; t < T; t++) {
-              double v = 0;
-              for (PetscInt i = 0; i < wd; i++) v += X[t * wd + i] * Z[t * wd + i];
-              s += v;
-              if (sc->per_token) sc->pt_values[sc->pt_offsets[r] + t] += v;
-            }
+            s = pair_layer_terms(nd, na, T, sc->Pq[l] + (int64_t)q * nd * na, cap->a64[l] + r0 * na, cap->ds64[l] + r0 * nd, Z, sc->per_token ? sc->pt_values + sc->pt_offsets[r] : NULL);
             if (layers[w]) layers[w][((int64_t)l * Q + q) * K + k] = s;
           }
         }
@@ -1058,7 +1208,95 @@ typedef struct {
   double        *part;      /* (nrow, recv->Bmax) this rank's partial terms of recv's sequences */
   double        *red;       /* (nrow, chunk) the terms of this rank's sequences summed over the groups */
   int64_t        i0, i1;    /* -score_tfidf_topk: this round's candidates cand_local[i0, i1) */
+  /* split layers: the chunk is scored by score_step in the eigenbasis, over the rows of the group's ranks */
+  InflCapture   *rcap;      /* the rotated rows of the owned layers: a (T, din+1) = a Q_A, ds (T, rs) = Ds Q_S[:, Is] */
+  double        *gpart;     /* (nrow, rcap->Bmax) this rank's partial terms of the group's sequences */
+  PetscInt      *gb;        /* (E+1) the group ranks' first sequences in rcap */
 } ScoreChunkCtx;
+
+static PetscErrorCode scorer_score_capture(InflScorer sc, const InflCapture *cap, struct ScoreScratch_ *w, double out[], double layer[], int64_t ldl, double token[]);
+
+/* Split layers: a capture of the rotated rows of the owned layers, Tmax rows and Bmax sequences. */
+static PetscErrorCode split_capture_create(InflScorer sc, PetscInt Tmax, PetscInt Bmax, InflCapture **rcap)
+{
+  InflCapture *c;
+  size_t       es = sc->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
+
+  PetscFunctionBegin;
+  PetscCall(PetscNew(&c));
+  c->prec = sc->prec;
+  c->L    = sc->L;
+  c->Bmax = Bmax;
+  c->Tmax = Tmax;
+  PetscCall(PetscMalloc2(c->L, &c->din, c->L, &c->dout));
+  PetscCall(PetscCalloc4(c->L, &c->a32, c->L, &c->ds32, c->L, &c->a64, c->L, &c->ds64));
+  for (PetscInt l = 0; l < c->L; l++) {
+    void *a, *ds;
+    c->din[l]  = sc->din[l];
+    c->dout[l] = sc->dout[l];
+    if (!sc->own[l]) continue;
+    PetscCall(PetscMalloc((size_t)PetscMax(Tmax, 1) * (sc->din[l] + 1) * es, &a));
+    PetscCall(PetscMalloc((size_t)PetscMax(Tmax, 1) * PetscMax(sc->dout[l], 1) * es, &ds));
+    if (c->prec == INFL_PREC_DOUBLE) {
+      c->a64[l]  = a;
+      c->ds64[l] = ds;
+    } else {
+      c->a32[l]  = a;
+      c->ds32[l] = ds;
+    }
+  }
+  PetscCall(PetscCalloc1(PetscMax(Bmax, 1), &c->loss));
+  PetscCall(PetscCalloc1(Bmax + 1, &c->offsets));
+  *rcap = c;
+  PetscFunctionReturn(0);
+}
+
+/* Split layers (collective over the layer group): part (nrow, max(src->B, 1)) <- the terms of src's sequences summed
+ * over the group's ranks, each rank's from its rows Is of the owned layers against the rotated rows of the group's
+ * captures (src: this rank's). */
+static PetscErrorCode score_split(ScoreChunkCtx *c, const InflCapture *src, PetscInt nrow, double part[])
+{
+  InflScorer   sc = c->sc;
+  InflCapture *rc = c->rcap;
+  MPI_Comm     group;
+  PetscMPIInt  E;
+  int          b = (int)src->B, *all;
+  int64_t      ldg;
+  PetscInt     Q = sc->Q;
+
+  PetscFunctionBegin;
+  PetscCall(InflLayerLayoutGetComms(sc->layout, NULL, &group, NULL));
+  PetscCallMPI(MPI_Comm_size(group, &E));
+  PetscCall(PetscMalloc1(E, &all));
+  PetscCallMPI(MPI_Allgather(&b, 1, MPI_INT, all, 1, MPI_INT, group));
+  c->gb[0] = 0;
+  for (int e = 0; e < E; e++) c->gb[e + 1] = c->gb[e] + all[e];
+  PetscCall(PetscFree(all));
+  rc->B = c->gb[E];
+  rc->T = 0;
+  for (PetscInt l = 0; l < sc->L; l++) {
+    InflEKFACGroupRows g;
+    int64_t            na = sc->din[l] + 1, rs = sc->dout[l];
+    if (!sc->own[l]) continue;
+    PetscCall(InflEKFACGatherGroupRows(sc->ek, l, src, PETSC_TRUE, &g));
+    PetscCheck(g.B == rc->B && g.T <= rc->Tmax && g.B <= rc->Bmax, PETSC_COMM_SELF, PETSC_ERR_PLIB, "the group's rows (%d sequences, %d rows) exceed the rotated capture (%d, %d)", (int)g.B, (int)g.T, (int)rc->Bmax, (int)rc->Tmax);
+    rc->T = g.T;
+    PetscCall(PetscArraycpy(rc->offsets, g.offsets, g.B + 1));
+    if (!g.T) continue;
+    if (rc->prec == INFL_PREC_DOUBLE) {
+      PetscCall(PetscArraycpy(rc->a64[l], g.v, (size_t)g.T * na));
+      PetscCall(PetscArraycpy(rc->ds64[l], g.u, (size_t)g.T * rs));
+    } else {
+      for (int64_t i = 0; i < (int64_t)g.T * na; i++) rc->a32[l][i] = (float)g.v[i];
+      for (int64_t i = 0; i < (int64_t)g.T * rs; i++) rc->ds32[l][i] = (float)g.u[i];
+    }
+  }
+  ldg = PetscMax(rc->B, 1);
+  PetscCall(PetscArrayzero(c->gpart, (size_t)nrow * ldg));
+  if (rc->B && rc->T) PetscCall(scorer_score_capture(sc, rc, c->w, c->gpart, sc->local_layer ? c->gpart + (int64_t)Q * ldg : NULL, ldg, NULL));
+  PetscCall(InflLayerLayoutGroupReduceToSources(sc->layout, nrow, ldg, c->gpart, c->gb, src->B, part));
+  PetscFunctionReturn(0);
+}
 
 /* Score the training examples [lo, hi) of this rank's shard against every query. */
 static PetscLogEvent EV_CAPTURE, EV_KERNEL, EV_TOPK;
@@ -1133,6 +1371,11 @@ static PetscErrorCode score_scratch_create(InflScorer sc, PetscInt Tmax, PetscIn
     nT = PetscMax(nT, sc->lr[l] ? 2 * (int64_t)Tmax * sc->Q * sc->lr[l] : InflScoreLayerScratch(sc->Q, Tmax, sc->dout[l], sc->din[l] + 1, sc->by_input[l], es));
     if (!sc->lr[l] && sc->by_input[l] && Tmax > Bmax) nT = PetscMax(nT, InflScoreSequencesScratch(sc->Q, Bmax, sc->dout[l], sc->din[l] + 1, es));
     nG = PetscMax(nG, (int64_t)sc->dout[l] * (sc->din[l] + 1));
+  }
+  { /* gradient norms of the training captures: the model's whole layers (split layers have dout[l] = rs) */
+    InflLinear *lin;
+    PetscCall(InflModelGetLayers(sc->model, NULL, &lin));
+    for (PetscInt l = 0; l < sc->L; l++) nG = PetscMax(nG, (int64_t)lin[l % sc->Lm].dout * (lin[l % sc->Lm].din + 1));
   }
   PetscCall(PetscMalloc((size_t)nT * es, &w->T));
   PetscCall(PetscMalloc3((size_t)sc->Q * PetscMax(Tmax, 1), &w->lay, (size_t)sc->Q * PetscMax(Tmax, 1), &w->rows, (size_t)nG, &w->G));
@@ -1279,7 +1522,7 @@ static PetscErrorCode score_chunk_candidates(ScoreChunkCtx *c, int64_t lo, int64
   PetscCall(PetscLogEventBegin(EV_CAPTURE, 0, 0, 0, 0));
   PetscCall(score_capture_fill(sc, c->train, 0, 0, (PetscInt)(c->i1 - c->i0), sc->cand_local + c->i0, c->scap, &c->cap));
   PetscCall(PetscLogEventEnd(EV_CAPTURE, 0, 0, 0, 0));
-  if (c->recv) PetscFunctionReturn(0); /* scored by score_step */
+  if (c->recv || sc->split) PetscFunctionReturn(0); /* scored by score_step */
   PetscCall(PetscLogEventBegin(EV_KERNEL, 0, 0, 0, 0));
   PetscCall(scorer_score_capture(sc, c->cap, c->w, c->out, NULL, 0, NULL));
   PetscCall(PetscLogEventEnd(EV_KERNEL, 0, 0, 0, 0));
@@ -1323,11 +1566,13 @@ static PetscErrorCode score_step(void *ctx, int64_t lo, int64_t hi)
   if (lo == hi) c->cap->B = c->cap->T = 0; /* no chunk this round */
   B = c->cap->B;
   PetscCall(PetscLogEventBegin(EV_KERNEL, 0, 0, 0, 0));
-  PetscCall(InflLayerLayoutGatherCapture(sc->layout, c->cap, r, c->bstart));
-  ldp = PetscMax(r->B, 1);
+  if (r) PetscCall(InflLayerLayoutGatherCapture(sc->layout, c->cap, r, c->bstart));
+  ldp = PetscMax(r ? r->B : B, 1);
   PetscCall(PetscArrayzero(c->part, (size_t)nrow * ldp));
-  if (r->B) PetscCall(scorer_score_capture(sc, r, c->w, c->part, sc->local_layer ? c->part + (int64_t)Q * ldp : NULL, ldp, NULL));
-  PetscCall(InflLayerLayoutReduceToSources(sc->layout, nrow, ldp, c->part, c->bstart, B, c->red));
+  if (sc->split) PetscCall(score_split(c, r ? r : c->cap, nrow, c->part)); /* also with no rows: collective */
+  else if (r->B) PetscCall(scorer_score_capture(sc, r, c->w, c->part, sc->local_layer ? c->part + (int64_t)Q * ldp : NULL, ldp, NULL));
+  if (r) PetscCall(InflLayerLayoutReduceToSources(sc->layout, nrow, ldp, c->part, c->bstart, B, c->red));
+  else PetscCall(PetscArraycpy(c->red, c->part, (size_t)nrow * B));
   PetscCall(PetscLogEventEnd(EV_KERNEL, 0, 0, 0, 0));
   if (sc->local_layer && B) /* layer l's terms of the chunk into (L, Q, count) */
     for (int64_t i = 0; i < (int64_t)sc->L * Q; i++) PetscCall(PetscArraycpy(sc->local_layer + i * c->count + (lo - c->start), c->red + (Q + i) * B, B));
@@ -1351,7 +1596,7 @@ static PetscErrorCode score_chunk(void *ctx, int64_t lo, int64_t hi)
   /* the training examples' own labels (the next tokens of a sequence): the gradient of their loss */
   PetscCall(score_capture_fill(sc, c->train, lo, hi, 0, NULL, c->scap, &c->cap));
   PetscCall(PetscLogEventEnd(EV_CAPTURE, 0, 0, 0, 0));
-  if (c->recv) PetscFunctionReturn(0); /* several layer groups: scored by score_step */
+  if (c->recv || sc->split) PetscFunctionReturn(0); /* several layer groups, split layers: scored by score_step */
   PetscCall(PetscLogEventBegin(EV_KERNEL, 0, 0, 0, 0));
   PetscCall(scorer_score_capture(sc, c->cap, c->w, c->out, sc->local_layer ? sc->local_layer + off : NULL, c->count, NULL));
   PetscCall(PetscLogEventEnd(EV_KERNEL, 0, 0, 0, 0));
@@ -1411,7 +1656,7 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   ScoreScratch   w;
   size_t         es = sc->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
   InflRanges     done = {0};
-  InflCapture   *recv = NULL;
+  InflCapture   *recv = NULL, *rcap = NULL;
 
   PetscFunctionBegin;
   PetscCheck(sc->Q > 0, sc->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflScorerSetQueries before InflScorerScore");
@@ -1463,6 +1708,14 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
       for (PetscInt l = 0; l < sc->L; l++)
         if (sc->own[l]) owned += (size_t)(sc->din[l] + 1 + sc->dout[l]);
       if (sc->G > 1) per += (size_t)sc->G * (rows * owned * es + 2 * sizeof(double) * sc->Q * (sc->local_layer ? 1 + sc->L : 1));
+      if (sc->split) { /* the rows of the group's E ranks: gathered and rotated in double (5 buffers of the widest
+                        * layer, InflEKFACGatherGroupRows), their rotated copy for the kernels, the kernels' scratch
+                        * and the group's partial scores, E times (G times with several groups) a capture's */
+        PetscInt E, maxd = 1;
+        PetscCall(InflLayerLayoutGetGroups(sc->layout, NULL, &E, NULL, NULL));
+        for (PetscInt l = 0; l < sc->L; l++) maxd = PetscMax(maxd, PetscMax(sc->din[l] + 1, sc->dout[l] * E));
+        per += (size_t)E * (sc->G > 1 ? sc->G : 1) * (rows * (5 * sizeof(double) * maxd + owned * es + 2 * sizeof(double) * sc->Q) + sizeof(double) * sc->Q * (sc->local_layer ? 1 + sc->L : 1));
+      }
     } else if (sc->ek) resident += InflEKFACBytes(sc->model); /* none with the identity (TracIn) */
     for (PetscInt l = 0; l < sc->L; l++) {
       size_t ql = (size_t)sc->Q * sc->dout[l] * (sc->din[l] + 1);
@@ -1490,22 +1743,38 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   }
   PetscCall(score_capture_create(sc, sc->chunk, &cap));
   if (sc->G > 1) PetscCall(InflLayerLayoutCaptureCreate(sc->layout, cap.cap[0], &recv)); /* G > 1: C == 1 (EK-FAC) */
-  PetscCall(score_scratch_create(sc, recv ? recv->Tmax : cap.cap[0]->Tmax, recv ? recv->Bmax : cap.cap[0]->Bmax, &w));
+  {
+    PetscInt Tmax = recv ? recv->Tmax : cap.cap[0]->Tmax, Bmax = recv ? recv->Bmax : cap.cap[0]->Bmax, E = 1;
+    if (sc->split) { /* the rows of the group's E ranks, rotated */
+      PetscCall(InflLayerLayoutGetGroups(sc->layout, NULL, &E, NULL, NULL));
+      PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &Tmax, 1, MPIU_INT, MPI_MAX, sc->comm));
+      PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &Bmax, 1, MPIU_INT, MPI_MAX, sc->comm));
+      PetscCall(split_capture_create(sc, E * Tmax, E * Bmax, &rcap));
+    }
+    PetscCall(score_scratch_create(sc, E * Tmax, E * Bmax, &w));
+  }
   PetscCall(PetscMalloc1((size_t)sc->Q * sc->chunk, &out));
   PetscCall(score_register_events());
   if (sc->out[0]) PetscCall(scorer_restore(sc, &done));
   {
-    ScoreChunkCtx c    = {sc, &cap, cap.cap[0], train, start, count, &w, out, recv, NULL, NULL, NULL, 0, 0};
+    ScoreChunkCtx c    = {sc, &cap, cap.cap[0], train, start, count, &w, out, recv, NULL, NULL, NULL, 0, 0, rcap, NULL, NULL};
     InflChunkLoop loop = {score_chunk, sc->out[0] ? score_checkpoint : NULL, &c, NULL};
     PetscCall(InflModelGetExampleUnit(sc->model, &loop.unit));
     char          partial[PETSC_MAX_PATH_LEN];
     PetscInt      nrow = sc->Q * (sc->local_layer ? 1 + sc->L : 1);
-    if (recv) PetscCall(PetscMalloc3(sc->G + 1, &c.bstart, (size_t)nrow * PetscMax(recv->Bmax, 1), &c.part, (size_t)nrow * sc->chunk, &c.red));
+    if (recv || rcap) PetscCall(PetscMalloc3(sc->G + 1, &c.bstart, (size_t)nrow * PetscMax(recv ? recv->Bmax : cap.cap[0]->Bmax, 1), &c.part, (size_t)nrow * sc->chunk, &c.red));
+    if (rcap) {
+      PetscInt E;
+      PetscCall(InflLayerLayoutGetGroups(sc->layout, NULL, &E, NULL, NULL));
+      PetscCall(PetscMalloc2((size_t)nrow * PetscMax(rcap->Bmax, 1), &c.gpart, E + 1, &c.gb));
+    }
     PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", sc->out[0] ? sc->out : "(no output file)"));
-    PetscCall(InflRunChunksStep(sc->comm, "infl score", start, count, sc->chunk, &done, &loop, recv ? score_step : NULL, partial));
+    PetscCall(InflRunChunksStep(sc->comm, "infl score", start, count, sc->chunk, &done, &loop, recv || rcap ? score_step : NULL, partial));
     PetscCall(PetscFree3(c.bstart, c.part, c.red));
+    PetscCall(PetscFree2(c.gpart, c.gb));
   }
   PetscCall(InflCaptureDestroy(&recv));
+  PetscCall(InflCaptureDestroy(&rcap));
   PetscCall(InflRangesDestroy(&done));
   PetscCall(score_scratch_destroy(&w));
   PetscCall(PetscFree(out));
@@ -1689,26 +1958,60 @@ PetscErrorCode InflSelfInfluenceShard(InflModel model, InflEKFAC ek, InflData tr
 PetscErrorCode InflSelfInfluenceGathered(InflEKFAC ek, InflCapture *cap, double self[])
 {
   InflLayerLayout lay;
-  InflCapture    *recv;
-  PetscInt        G, *bstart;
+  InflCapture    *recv = NULL, *src = cap;
+  PetscInt        G, *bstart = NULL;
+  PetscBool       split;
   double         *part;
 
   PetscFunctionBegin;
   PetscCall(InflEKFACGetLayout(ek, &lay));
   PetscCall(InflLayerLayoutGetGroups(lay, &G, NULL, NULL, NULL));
+  split = InflLayerLayoutIsSplit(lay);
   PetscCall(PetscArrayzero(self, cap->B));
-  if (G == 1) {
+  if (G == 1 && !split) {
     for (PetscInt l = 0; l < cap->L; l++) PetscCall(InflEKFACSelfInfluenceCapture(ek, l, cap, self));
     PetscFunctionReturn(0);
   }
-  PetscCall(InflLayerLayoutCaptureCreate(lay, cap, &recv));
-  PetscCall(PetscMalloc2(G + 1, &bstart, PetscMax(recv->Bmax, 1), &part));
-  PetscCall(InflLayerLayoutGatherCapture(lay, cap, recv, bstart));
-  PetscCall(PetscArrayzero(part, PetscMax(recv->B, 1)));
-  for (PetscInt l = 0; l < cap->L; l++)
-    if (InflLayerLayoutOwns(lay, l)) PetscCall(InflEKFACSelfInfluenceCapture(ek, l, recv, part));
-  PetscCall(InflLayerLayoutReduceToSources(lay, 1, PetscMax(recv->B, 1), part, bstart, cap->B, self));
-  PetscCall(PetscFree2(bstart, part));
+  if (G > 1) { /* the rows of the owned layers from the G ranks of the cross communicator */
+    PetscCall(InflLayerLayoutCaptureCreate(lay, cap, &recv));
+    PetscCall(PetscMalloc1(G + 1, &bstart));
+    PetscCall(InflLayerLayoutGatherCapture(lay, cap, recv, bstart));
+    src = recv;
+  }
+  PetscCall(PetscCalloc1(PetscMax(src->B, 1), &part));
+  if (split) { /* each rank its rows Is of every owned layer, over the group's sequences; summed back over the group */
+    MPI_Comm    group;
+    PetscMPIInt E;
+    PetscInt   *gb, Bg = 0;
+    double     *gpart;
+    int         b = (int)src->B;
+    PetscCall(InflLayerLayoutGetComms(lay, NULL, &group, NULL));
+    PetscCallMPI(MPI_Comm_size(group, &E));
+    PetscCall(PetscMalloc1(E + 1, &gb));
+    {
+      int *all;
+      PetscCall(PetscMalloc1(E, &all));
+      PetscCallMPI(MPI_Allgather(&b, 1, MPI_INT, all, 1, MPI_INT, group));
+      gb[0] = 0;
+      for (int e = 0; e < E; e++) gb[e + 1] = gb[e] + all[e];
+      Bg = gb[E];
+      PetscCall(PetscFree(all));
+    }
+    PetscCall(PetscCalloc1(PetscMax(Bg, 1), &gpart));
+    for (PetscInt l = 0; l < cap->L; l++) {
+      InflEKFACGroupRows g;
+      if (InflLayerLayoutOwns(lay, l)) PetscCall(InflEKFACSelfInfluenceSplit(ek, l, src, &g, gpart));
+    }
+    PetscCall(InflLayerLayoutGroupReduceToSources(lay, 1, PetscMax(Bg, 1), gpart, gb, src->B, part));
+    PetscCall(PetscFree(gpart));
+    PetscCall(PetscFree(gb));
+  } else
+    for (PetscInt l = 0; l < cap->L; l++)
+      if (InflLayerLayoutOwns(lay, l)) PetscCall(InflEKFACSelfInfluenceCapture(ek, l, src, part));
+  if (G > 1) PetscCall(InflLayerLayoutReduceToSources(lay, 1, PetscMax(recv->B, 1), part, bstart, cap->B, self));
+  else PetscCall(PetscArraycpy(self, part, cap->B));
+  PetscCall(PetscFree(part));
+  PetscCall(PetscFree(bstart));
   PetscCall(InflCaptureDestroy(&recv));
   PetscFunctionReturn(0);
 }
@@ -1726,7 +2029,7 @@ PetscErrorCode InflSelfInfluence(InflModel model, InflEKFAC ek, InflData train, 
   PetscCall(InflCaptureCreate(model, chunk, &cap));
   PetscCall(InflEKFACGetLayout(ek, &lay));
   PetscCall(InflLayerLayoutGetGroups(lay, &G, NULL, NULL, NULL));
-  if (G == 1) {
+  if (G == 1 && !InflLayerLayoutIsSplit(lay)) {
     for (int64_t off = 0; off < count; off += chunk) PetscCall(InflSelfInfluenceShard(model, ek, train, start + off, start + PetscMin(off + chunk, count), cap, self + off));
   } else { /* every rank takes part in every round's transfer to the layers' owners */
     PetscCall(InflLayerLayoutGetComms(lay, &comm, NULL, NULL));

@@ -211,6 +211,50 @@ static void fname(const char *const names[], PetscInt f, char buf[], size_t len)
   else snprintf(buf, len, "factor %" PetscInt_FMT, f);
 }
 
+/* pdsyevd of the order-n matrix whose local piece is a (descriptor desc, grid g, block size nb): eigenvalues wl (n,
+ * every rank of the grid) and the local piece of the eigenvectors z (same distribution as a).  Workspace queried and
+ * padded.  *info is pdsyevd's; *which 2 for the query, 3 for the solve. */
+static PetscErrorCode eigen_pdsyevd(EigenGrid *g, int n, int nb, double *a, const int desc[], double *wl, double *z, int *info, int *which)
+{
+  const int    zero = 0, one = 1;
+  int          lwork, liwork, qiwork = 0;
+  double      *work, qwork = 0;
+  int         *iwork;
+  PetscBLASInt b;
+
+  PetscFunctionBegin;
+  {
+    int qlw = -1, qliw = -1;
+    pdsyevd_("V", "U", &n, a, &one, &one, desc, wl, z, &one, &one, desc, &qwork, &qlw, &qiwork, &qliw, info);
+  }
+  if (*info) {
+    *which = 2;
+    PetscFunctionReturn(0);
+  }
+  {
+    /* The queried sizes are known to be too small in some ScaLAPACK versions: pad them, and never go
+     * below the documented minimum LWORK >= max(1 + 6N + 2 NP NQ, TRILWMIN) + 2N,
+     * TRILWMIN = 3N + max(NB (NP + 1), 3 NB), LIWORK >= 7N + 8 NPCOL + 2. */
+    int64_t np = numroc_(&n, &nb, &g->myrow, &zero, &g->nprow), nq = numroc_(&n, &nb, &g->mycol, &zero, &g->npcol);
+    int64_t tri = 3 * (int64_t)n + PetscMax((int64_t)nb * (np + 1), 3 * (int64_t)nb);
+    int64_t lw  = PetscMax(1 + 6 * (int64_t)n + 2 * np * nq, tri) + 2 * (int64_t)n;
+    int64_t liw = 7 * (int64_t)n + 8 * (int64_t)g->npcol + 2;
+    /* pdormtr (back-transformation inside pdsyevd) needs max(NB (NB - 1) / 2, (NP + NQ) NB) + NB^2 more,
+     * which the query omits when N is small against NB; it then fails without setting INFO */
+    lw  = PetscMax(lw, 2 * (int64_t)qwork) + PetscMax((int64_t)nb * (nb - 1) / 2, (np + nq) * (int64_t)nb) + 2 * (int64_t)nb * nb + 4 * (int64_t)n + 1024;
+    liw = PetscMax(liw, 2 * (int64_t)qiwork) + 4 * (int64_t)n + 1024;
+    PetscCall(InflBLASIntCast(lw, "pdsyevd workspace LWORK", &b));
+    lwork = (int)b;
+    PetscCall(InflBLASIntCast(liw, "pdsyevd workspace LIWORK", &b));
+    liwork = (int)b;
+  }
+  PetscCall(PetscMalloc2(lwork, &work, liwork, &iwork));
+  pdsyevd_("V", "U", &n, a, &one, &one, desc, wl, z, &one, &one, desc, work, &lwork, iwork, &liwork, info);
+  if (*info) *which = 3;
+  PetscCall(PetscFree2(work, iwork));
+  PetscFunctionReturn(0);
+}
+
 /* Solve one factor of order n on grid g (collective over g->sub), or with LAPACK when `lapack` (a group of one rank).
  * On group rank 0: w (n) and Q (n, n) row-major.  *info is pdsyevd's info (0 outside the grid); on an argument error of descinit_ it is set to
  * -1000 - argument so the caller can name the routine. */
@@ -246,13 +290,11 @@ static PetscErrorCode eigen_solve_one(EigenGrid *g, int n, int nb, PetscBool lap
   }
   PetscCall(PetscCalloc1(nn, &zfull));
   if (g->ictxt >= 0) {
-    const int    zero = 0, one = 1;
+    const int    zero = 0;
     int          mloc = numroc_(&n, &nb, &g->myrow, &zero, &g->nprow);
     int          nloc = numroc_(&n, &nb, &g->mycol, &zero, &g->npcol);
-    int          lld  = PetscMax(1, mloc), desc[9], dinfo = 0, lwork, liwork, qiwork = 0;
-    double      *a, *z, *wl, *work, qwork = 0;
-    int         *iwork;
-    PetscBLASInt b;
+    int          lld  = PetscMax(1, mloc), desc[9], dinfo = 0;
+    double      *a, *z, *wl;
 
     descinit_(desc, &n, &n, &nb, &nb, &zero, &zero, &g->ictxt, &lld, &dinfo);
     if (dinfo) {
@@ -264,38 +306,13 @@ static PetscErrorCode eigen_solve_one(EigenGrid *g, int n, int nb, PetscBool lap
         int64_t gj = InflBlacsGlobal(lj, nb, g->mycol, g->npcol);
         for (int li = 0; li < mloc; li++) a[li + (int64_t)lj * lld] = C[gj * n + InflBlacsGlobal(li, nb, g->myrow, g->nprow)]; /* symmetric */
       }
-      {
-        int qlw = -1, qliw = -1;
-        pdsyevd_("V", "U", &n, a, &one, &one, desc, wl, z, &one, &one, desc, &qwork, &qlw, &qiwork, &qliw, info);
-      }
-      if (*info) *which = 2;
-      else {
-        /* The queried sizes are known to be too small in some ScaLAPACK versions: pad them, and never go
-         * below the documented minimum LWORK >= max(1 + 6N + 2 NP NQ, TRILWMIN) + 2N,
-         * TRILWMIN = 3N + max(NB (NP + 1), 3 NB), LIWORK >= 7N + 8 NPCOL + 2. */
-        int64_t np = numroc_(&n, &nb, &g->myrow, &zero, &g->nprow), nq = numroc_(&n, &nb, &g->mycol, &zero, &g->npcol);
-        int64_t tri = 3 * (int64_t)n + PetscMax((int64_t)nb * (np + 1), 3 * (int64_t)nb);
-        int64_t lw  = PetscMax(1 + 6 * (int64_t)n + 2 * np * nq, tri) + 2 * (int64_t)n;
-        int64_t liw = 7 * (int64_t)n + 8 * (int64_t)g->npcol + 2;
-        /* pdormtr (back-transformation inside pdsyevd) needs max(NB (NB - 1) / 2, (NP + NQ) NB) + NB^2 more,
-         * which the query omits when N is small against NB; it then fails without setting INFO */
-        lw  = PetscMax(lw, 2 * (int64_t)qwork) + PetscMax((int64_t)nb * (nb - 1) / 2, (np + nq) * (int64_t)nb) + 2 * (int64_t)nb * nb + 4 * (int64_t)n + 1024;
-        liw = PetscMax(liw, 2 * (int64_t)qiwork) + 4 * (int64_t)n + 1024;
-        PetscCall(InflBLASIntCast(lw, "pdsyevd workspace LWORK", &b));
-        lwork = (int)b;
-        PetscCall(InflBLASIntCast(liw, "pdsyevd workspace LIWORK", &b));
-        liwork = (int)b;
-        PetscCall(PetscMalloc2(lwork, &work, liwork, &iwork));
-        pdsyevd_("V", "U", &n, a, &one, &one, desc, wl, z, &one, &one, desc, work, &lwork, iwork, &liwork, info);
-        if (*info) *which = 3;
-        PetscCall(PetscFree2(work, iwork));
-        if (!*info) {
-          for (int lj = 0; lj < nloc; lj++) {
-            int64_t gj = InflBlacsGlobal(lj, nb, g->mycol, g->npcol);
-            for (int li = 0; li < mloc; li++) zfull[InflBlacsGlobal(li, nb, g->myrow, g->nprow) * n + gj] = z[li + (int64_t)lj * lld];
-          }
-          if (grank == 0) PetscCall(PetscArraycpy(w, wl, n));
+      PetscCall(eigen_pdsyevd(g, n, nb, a, desc, wl, z, info, which));
+      if (!*info) {
+        for (int lj = 0; lj < nloc; lj++) {
+          int64_t gj = InflBlacsGlobal(lj, nb, g->mycol, g->npcol);
+          for (int li = 0; li < mloc; li++) zfull[InflBlacsGlobal(li, nb, g->myrow, g->nprow) * n + gj] = z[li + (int64_t)lj * lld];
         }
+        if (grank == 0) PetscCall(PetscArraycpy(w, wl, n));
       }
       PetscCall(PetscFree3(a, z, wl));
     }
@@ -509,5 +526,90 @@ PetscErrorCode InflEigenSolve(MPI_Comm comm, PetscInt nfac, const PetscInt n[], 
     PetscCall(InflBcast(Q[f], (int64_t)n[f] * n[f], MPI_DOUBLE, start[group_of[f]], comm));
   }
   PetscCall(PetscFree2(group_of, start));
+  PetscFunctionReturn(0);
+}
+
+/* The factors of InflEigenSolveSplit, solved in index order on grid g; the first failure raised (not collective:
+ * InflCallAll agrees on it) after every factor was attempted, so that the ranks make the same calls. */
+static PetscErrorCode eigen_solve_split(EigenGrid *g, PetscInt nfac, const PetscInt n[], const int nb[], double *C[], double *evals[], double *Q[], const char *const names[])
+{
+  const int zero = 0;
+  int       bad_info = 0, bad_which = 0;
+  PetscInt  bad_f = -1;
+  char      name[256];
+
+  PetscFunctionBegin;
+  for (PetscInt f = 0; f < nfac; f++) {
+    int     m = (int)n[f], info = 0, which = 0, desc[9], lld = PetscMax(1, m);
+    int64_t nloc = InflBlacsLocalCount(m, nb[f], g->mycol, g->npcol);
+    double *a, *z, dz;
+    if (!m) continue;
+    descinit_(desc, &m, &m, &nb[f], &nb[f], &zero, &zero, &g->ictxt, &lld, &info);
+    if (info) which = 1;
+    else {
+      PetscCall(PetscMalloc1(PetscMax(nloc * m, 1), &a));
+      PetscCall(PetscArraycpy(a, C[f], nloc * m)); /* rows of a symmetric matrix: its column-major local piece */
+      z = nloc ? Q[f] : &dz;
+      PetscCall(eigen_pdsyevd(g, m, nb[f], a, desc, evals[f], z, &info, &which));
+      PetscCall(PetscFree(a));
+    }
+    if (info && bad_f < 0) {
+      bad_f     = f;
+      bad_info  = info;
+      bad_which = which;
+    }
+    for (int64_t k = 0; k < nloc && !info; k++) { /* the sign convention, per eigenvector (a row here) */
+      double *q = Q[f] + k * m, vm = -1, s;
+      int64_t im = 0;
+      for (int64_t i = 0; i < m; i++)
+        if (fabs(q[i]) > vm) {
+          vm = fabs(q[i]);
+          im = i;
+        }
+      s = q[im] < 0 ? -1.0 : 1.0;
+      for (int64_t i = 0; i < m; i++) q[i] *= s;
+    }
+  }
+  if (bad_f >= 0) {
+    fname(names, bad_f, name, sizeof(name));
+    PetscCheck(bad_which != 1, PETSC_COMM_SELF, PETSC_ERR_LIB, "ScaLAPACK descinit argument %d is illegal (info = %d) for %s of order %" PetscInt_FMT ", block size %d, grid 1 x %d: an internal error", -bad_info, bad_info, name, n[bad_f], nb[bad_f], g->npcol);
+    PetscCheck(bad_info > 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "ScaLAPACK pdsyevd %s argument %d is illegal (info = %d) for %s of order %" PetscInt_FMT ", block size %d, grid 1 x %d: an internal error", bad_which == 2 ? "workspace query:" : "", bad_info > -100 ? -bad_info : -bad_info / 100, bad_info, name, n[bad_f], nb[bad_f], g->npcol);
+    SETERRQ(PETSC_COMM_SELF, PETSC_ERR_CONV_FAILED, "eigendecomposition of %s (order %" PetscInt_FMT ") failed: ScaLAPACK pdsyevd info = %d (the divide-and-conquer tridiagonal solver did not converge)", name, n[bad_f], bad_info);
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEigenSolveSplit(MPI_Comm comm, PetscInt nfac, const PetscInt n[], const int nb[], double *C[], double scale, double *evals[], double *Q[], const char *const names[])
+{
+  PetscMPIInt size, rank;
+  int         start[2];
+  EigenGrid  *g;
+  PetscInt    bad_f = -1;
+  int64_t     bi = 0, bj = 0;
+  char        name[256] = "";
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  InflCheckAll(comm, isfinite(scale), PETSC_ERR_ARG_WRONG, "InflEigenSolveSplit: scale = %g must be finite", scale);
+  for (PetscInt f = 0; f < nfac; f++) {
+    int64_t m = n[f], nloc = InflBlacsLocalCount(m, nb[f], rank, size);
+    for (int64_t k = 0; k < nloc * m; k++) {
+      C[f][k] *= scale;
+      if (bad_f < 0 && !isfinite(C[f][k])) {
+        bad_f = f;
+        bi    = InflBlacsGlobal(k / m, nb[f], rank, size);
+        bj    = k % m;
+      }
+    }
+  }
+  if (bad_f >= 0) fname(names, bad_f, name, sizeof(name));
+  InflCheckAll(comm, bad_f < 0, PETSC_ERR_FP, "%s has a non-finite entry at (%" PRId64 ", %" PRId64 ") after summing over ranks: check the inputs of this factor (overflow or NaN in activations/gradients)", name, bi, bj);
+  if (!nfac) PetscFunctionReturn(0);
+  start[0] = 0;
+  start[1] = size;
+  PetscCall(eigen_get_grid(comm, 1, start, 1, size, 0, &g));
+  PetscCheck(g->ictxt >= 0 && g->myrow == 0 && g->mycol == rank, PETSC_COMM_SELF, PETSC_ERR_LIB, "BLACS placed rank %d at (%d, %d) of the 1 x %d grid instead of (0, %d)", rank, g->myrow, g->mycol, size, rank);
+  InflCallAll(comm, eigen_solve_split(g, nfac, n, nb, C, evals, Q, names));
   PetscFunctionReturn(0);
 }

@@ -37,7 +37,12 @@ struct _p_InflEKFAC {
   char          (*names)[64];     /* (L) the layers' names (InflModelGetLayerName), written to factors.h5 */
   InflLayerLayout layout;         /* which ranks hold each layer's factors (infl/layout.h); set up by fit and load */
   PetscInt        groups;         /* InflEKFACSetLayerGroups: -1 (from -layer_groups / -mem_limit), else G */
+  int             split;          /* InflEKFACSetLayerSplit: -1 (from -layer_split), else 0 or 1 */
   InflLayerLayoutStage load;      /* InflEKFACSetLoadMemory: what the stage that loads the factors holds */
+  double         *gbuf[5];        /* split layers: the group's rows and their rotations (InflEKFACGatherGroupRows) */
+  size_t          ngbuf[5], ngoff;
+  int64_t        *goff;           /* (ngoff) the group's sequences' offsets */
+  PetscInt       *gbstart;        /* (ngoff) the first sequence of each rank of the group */
   double        (*estat)[4];      /* (L) eA[0], eA[din], eS[0], eS[dout-1] of every layer, on every rank (View) */
 };
 
@@ -45,6 +50,12 @@ struct _p_InflEKFAC {
 static inline PetscBool ekfac_owns(InflEKFAC ek, PetscInt l)
 {
   return !ek->layout || InflLayerLayoutOwns(ek->layout, l);
+}
+
+/* Are the layers split inside their groups (infl/layout.h)?  The same on every rank. */
+static inline PetscBool ekfac_split(InflEKFAC ek)
+{
+  return ek->layout && InflLayerLayoutIsSplit(ek->layout) ? PETSC_TRUE : PETSC_FALSE;
 }
 
 /* v (L, n): every rank's entries of the layers it owns (zero the others first) become every rank's: a sum over the
@@ -69,6 +80,7 @@ static PetscErrorCode ekfac_setup_layout(InflEKFAC ek, PetscInt L, const PetscIn
   PetscCall(InflLayerLayoutDestroy(&ek->layout));
   PetscCall(InflLayerLayoutCreate(ek->comm, &ek->layout));
   if (ek->groups >= 0) PetscCall(InflLayerLayoutSetGroups(ek->layout, ek->groups));
+  if (ek->split >= 0) PetscCall(InflLayerLayoutSetSplit(ek->layout, ek->split ? PETSC_TRUE : PETSC_FALSE));
   PetscCall(InflLayerLayoutSetFromOptions(ek->layout));
   PetscCall(InflLayerLayoutSetUp(ek->layout, L, din, dout, st));
   PetscFunctionReturn(0);
@@ -78,11 +90,29 @@ static PetscErrorCode ekfac_setup_layout(InflEKFAC ek, PetscInt L, const PetscIn
 #define EKFAC_CHECK_OWNED(ek, l) \
   PetscCheck(ekfac_owns(ek, l), PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "layer %d of the EK-FAC factors is held by layer group %d, not by this rank's (-layer_groups: every rank holds every layer only with 1 group)", (int)(l), (int)InflLayerLayoutOwner((ek)->layout, l))
 
+/* Error (not collective) if layer l is split over the ranks of its group: the caller needs its whole factors. */
+#define EKFAC_CHECK_WHOLE(ek, l) \
+  PetscCheck((ek)->layers[l].np == 1, PETSC_COMM_SELF, PETSC_ERR_SUP, "layer %d of the EK-FAC factors is split over the %d ranks of its layer group (-layer_split true): this computation needs whole factors; run it with -layer_split false", (int)(l), (ek)->layers[l].np)
+
 PetscErrorCode InflEKFACSetLayerGroups(InflEKFAC ek, PetscInt G)
 {
   PetscFunctionBegin;
   PetscCheck(G >= 0, ek->comm, PETSC_ERR_ARG_OUTOFRANGE, "layer groups %d must be >= 0 (0: the default)", (int)G);
   ek->groups = G;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACSetLayerSplit(InflEKFAC ek, PetscBool split)
+{
+  PetscFunctionBegin;
+  ek->split = split ? 1 : 0;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACCheckWhole(InflEKFAC ek, const char what[])
+{
+  PetscFunctionBegin;
+  InflCheckAll(ek->comm, !ekfac_split(ek), PETSC_ERR_SUP, "%s needs each layer's whole factors on the ranks holding it, but the factors are split over the ranks of each layer group (-layer_split true); run it with -layer_split false", what);
   PetscFunctionReturn(0);
 }
 
@@ -134,6 +164,85 @@ static PetscErrorCode ekfac_read_layer(InflEKFAC ek, hid_t file, const char path
   PetscCheck(nd == ndim && got[0] == dims[0] && (ndim == 1 || got[1] == dims[1]), ek->comm, PETSC_ERR_FILE_UNEXPECTED, "%s: dataset %s has shape (%" PRId64 ", %" PRId64 ") (%d dimensions) but (%" PRId64 ", %" PRId64 ") (%d) is expected; the file is damaged or of another model: run infl fit again", path, name, got[0], nd > 1 ? got[1] : 0, nd, dims[0], ndim > 1 ? dims[1] : 0, ndim);
   PetscCall(InflH5ReadRows(file, name, H5T_NATIVE_DOUBLE, 0, ekfac_owns(ek, l) ? dims[0] : 0, buf));
   PetscFunctionReturn(0);
+}
+
+/* The datasets of one layer in factors.h5 and the arrays they hold: nloc elements on a rank owning the layer; a
+ * split layer (InflEKFACLayer np > 1) holds `split` 1: rows of the dataset in blocks of nb, 2: columns (eigenvectors)
+ * of the dataset as the rows of buf, 0: the whole dataset. */
+typedef struct {
+  const char *name;
+  double     *buf;
+  int         ndim;
+  int64_t     dims[2];
+  int         split, nb;
+  int64_t     nloc;
+} LayerField;
+
+static int layer_fields(InflEKFACLayer *ly, LayerField f[7])
+{
+  int64_t na = ly->din + 1, nd = ly->dout;
+  f[0] = (LayerField){"A", ly->A, 2, {na, na}, 1, ly->nba, ly->ra * na};
+  f[1] = (LayerField){"S", ly->S, 2, {nd, nd}, 1, ly->nbs, ly->rs * nd};
+  f[2] = (LayerField){"Q_A", ly->QA, 2, {na, na}, 2, ly->nba, ly->ra * na};
+  f[3] = (LayerField){"Q_S", ly->QS, 2, {nd, nd}, 2, ly->nbs, ly->rs * nd};
+  f[4] = (LayerField){"eigenvalues_A", ly->eA, 1, {na, 0}, 0, 0, na};
+  f[5] = (LayerField){"eigenvalues_S", ly->eS, 1, {nd, 0}, 0, 0, nd};
+  f[6] = (LayerField){"Lambda", ly->Lambda, 2, {nd, na}, 1, ly->nbs, ly->rs * na};
+  return 7;
+}
+
+/* Collective: field f of layer l written to (or read from) dataset `name`: by pieces of the ranks holding them
+ * (hyperslabs) for a split layer, else as ekfac_write_layer / ekfac_read_layer.  The file holds the whole matrices
+ * either way. */
+static PetscErrorCode ekfac_field_io(InflEKFAC ek, hid_t file, const char path[], PetscInt l, const char name[], const LayerField *f, PetscBool write)
+{
+  InflEKFACLayer *ly  = &ek->layers[l];
+  PetscBool       own = ekfac_owns(ek, l);
+  PetscInt        E, e;
+
+  PetscFunctionBegin;
+  if (!ekfac_split(ek) || !f->split) {
+    if (write) PetscCall(ekfac_write_layer(ek, file, l, name, f->ndim, f->dims, f->buf));
+    else PetscCall(ekfac_read_layer(ek, file, path, l, name, f->ndim, f->dims, f->buf));
+    PetscFunctionReturn(0);
+  }
+  PetscCall(InflLayerLayoutGetGroups(ek->layout, NULL, &E, NULL, &e));
+  if (!write) { /* the shape first (the ranks not holding the layer check it too) */
+    int     nd = 0;
+    int64_t got[8] = {0};
+    PetscCall(InflH5GetDims(file, name, &nd, got));
+    PetscCheck(nd == 2 && got[0] == f->dims[0] && got[1] == f->dims[1], ek->comm, PETSC_ERR_FILE_UNEXPECTED, "%s: dataset %s has shape (%" PRId64 ", %" PRId64 ") (%d dimensions) but (%" PRId64 ", %" PRId64 ") (2) is expected; the file is damaged or of another model: run infl fit again", path, name, got[0], nd > 1 ? got[1] : 0, nd, f->dims[0], f->dims[1]);
+  }
+  if (f->split == 1) PetscCall(InflH5CyclicBlock(file, name, f->dims, 0, f->nb, (int)e, (int)E, own, f->buf, write));
+  else { /* eigenvectors: the rows of buf are columns of the dataset */
+    int64_t n = f->dims[0], loc = own ? f->nloc / PetscMax(n, 1) : 0;
+    double *T;
+    PetscCall(PetscMalloc1(PetscMax(loc * n, 1), &T));
+    if (write)
+      for (int64_t k = 0; k < loc; k++)
+        for (int64_t i = 0; i < n; i++) T[i * loc + k] = f->buf[k * n + i];
+    PetscCall(InflH5CyclicBlock(file, name, f->dims, 1, f->nb, (int)e, (int)E, own, T, write));
+    if (!write)
+      for (int64_t k = 0; k < loc; k++)
+        for (int64_t i = 0; i < n; i++) f->buf[k * n + i] = T[i * loc + k];
+    PetscCall(PetscFree(T));
+  }
+  (void)ly;
+  PetscFunctionReturn(0);
+}
+
+/* Entry i of this rank's buffer of field f of layer ly, as the dataset's (row, column). */
+static void field_entry(const InflEKFACLayer *ly, const LayerField *f, int64_t i, int64_t *row, int64_t *col)
+{
+  int64_t ncol = f->dims[f->ndim - 1];
+  *row = f->ndim == 2 ? i / ncol : 0;
+  *col = f->ndim == 2 ? i % ncol : i;
+  if (ly->np > 1 && f->split == 1) *row = InflBlacsGlobal(*row, f->nb, ly->p, ly->np);
+  else if (ly->np > 1 && f->split == 2) { /* buf row k is column Global(k) */
+    int64_t k = *row;
+    *row = *col;
+    *col = InflBlacsGlobal(k, f->nb, ly->p, ly->np);
+  }
 }
 
 PetscErrorCode InflEKFACSetCheckpoint(InflEKFAC ek, const char out[])
@@ -193,35 +302,40 @@ static PetscErrorCode ekfac_checkpoint(InflEKFAC ek, int pass, const InflRanges 
     if (pass == 1) PetscCallMPI(MPI_Allreduce(&ek->nrows, &rows, 1, MPI_INT64_T, MPI_SUM, ek->comm));
     PetscCall(InflH5SetAttrInt(file, "/", "rows", rows));
   }
-  /* each layer by rank 0 of its group: the group's partial sums reduced onto it (pass 1, Lambda), or its copy */
+  /* each layer by rank 0 of its group: the group's partial sums reduced onto it (pass 1, Lambda), or its copy; a
+   * split layer by the pieces of its ranks, which are complete sums (each rank sums its rows over the group's rows) */
   for (PetscInt l = 0; l < ek->L; l++) {
     InflEKFACLayer *ly = &ek->layers[l];
-    int64_t         na = ly->din + 1, nd = ly->dout, dA[2] = {na, na}, dS[2] = {nd, nd}, dL[2] = {nd, na};
+    int64_t         na = ly->din + 1, nd = ly->dout;
     double         *buf = NULL;
-    PetscBool       own = ekfac_owns(ek, l);
+    PetscBool       own = ekfac_owns(ek, l), split = ekfac_split(ek);
     MPI_Comm        group;
     PetscMPIInt     grank;
+    LayerField      f[7];
+    layer_fields(ly, f);
     PetscCall(ekfac_group(ek, &group, &grank));
-    if (own) PetscCall(PetscMalloc1(PetscMax(PetscMax(na * na, nd * nd), nd * na), &buf)); /* S (dout^2) is the largest when dout > din+1 */
-#define W(nm, nd_, dims_, b) \
+    if (own && !split) PetscCall(PetscMalloc1(PetscMax(PetscMax(na * na, nd * nd), nd * na), &buf)); /* S (dout^2) is the largest when dout > din+1 */
+#define W(nm, fld, b) \
   do { \
+    LayerField _f = fld; \
+    _f.buf        = b; \
     PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%d/%s", (int)l, nm)); \
-    PetscCall(ekfac_write_layer(ek, file, l, name, nd_, dims_, b)); \
+    PetscCall(ekfac_field_io(ek, file, ek->out, l, name, &_f, PETSC_TRUE)); \
   } while (0)
     if (pass == 1) {
-      if (own) PetscCall(InflReduceSum(ly->A, buf, na * na, MPI_DOUBLE, 0, group));
-      W("A_sum", 2, dA, buf);
-      if (own) PetscCall(InflReduceSum(ly->S, buf, nd * nd, MPI_DOUBLE, 0, group));
-      W("S_sum", 2, dS, buf);
+      if (own && !split) PetscCall(InflReduceSum(ly->A, buf, na * na, MPI_DOUBLE, 0, group));
+      W("A_sum", f[0], split ? ly->A : buf);
+      if (own && !split) PetscCall(InflReduceSum(ly->S, buf, nd * nd, MPI_DOUBLE, 0, group));
+      W("S_sum", f[1], split ? ly->S : buf);
     } else {
-      W("A", 2, dA, ly->A);
-      W("S", 2, dS, ly->S);
-      W("Q_A", 2, dA, ly->QA);
-      W("Q_S", 2, dS, ly->QS);
-      W("eigenvalues_A", 1, dA, ly->eA);
-      W("eigenvalues_S", 1, dS, ly->eS);
-      if (own) PetscCall(InflReduceSum(ly->Lambda, buf, nd * na, MPI_DOUBLE, 0, group));
-      W("Lambda_sum", 2, dL, buf);
+      W("A", f[0], ly->A);
+      W("S", f[1], ly->S);
+      W("Q_A", f[2], ly->QA);
+      W("Q_S", f[3], ly->QS);
+      W("eigenvalues_A", f[4], ly->eA);
+      W("eigenvalues_S", f[5], ly->eS);
+      if (own && !split) PetscCall(InflReduceSum(ly->Lambda, buf, nd * na, MPI_DOUBLE, 0, group));
+      W("Lambda_sum", f[6], split ? ly->Lambda : buf);
     }
 #undef W
     PetscCall(PetscFree(buf));
@@ -254,41 +368,53 @@ static PetscErrorCode ekfac_restore(InflEKFAC ek, int *pass, InflRanges *done)
   PetscCall(InflCheckpointCheckRange(ek->comm, partial, "root attribute rows", ek->nrows, 0, INT64_MAX));
   if (p == 1 && rank != 0) ek->nrows = 0; /* the rows so far are counted once, on rank 0 */
   PetscCall(InflRangesRead(file, done));
-  for (PetscInt l = 0; l < ek->L; l++) { /* the ranks owning a layer read it; the sums so far are kept by rank 0 of its group */
+  for (PetscInt l = 0; l < ek->L; l++) { /* the ranks owning a layer read it; the sums so far are kept by rank 0 of its group (a split layer: by the rank holding the piece) */
     InflEKFACLayer *ly = &ek->layers[l];
-    int64_t         na = ly->din + 1, nd = ly->dout, dA[2] = {na, na}, dS[2] = {nd, nd}, dL[2] = {nd, na};
-    PetscBool       own = ekfac_owns(ek, l);
+    int64_t         na = ly->din + 1, nd = ly->dout;
+    PetscBool       own = ekfac_owns(ek, l), keep;
     MPI_Comm        group;
     PetscMPIInt     grank;
+    LayerField      f[7];
+    layer_fields(ly, f);
     PetscCall(ekfac_group(ek, &group, &grank));
-#define R(nm, nd_, dims_, b) \
+    keep = ekfac_split(ek) || grank == 0 ? PETSC_TRUE : PETSC_FALSE;
+#define R(nm, fld) \
   do { \
+    int64_t _c = (fld).dims[(fld).ndim - 1]; \
     PetscCall(PetscSNPrintf(name, sizeof(name), "/checkpoint/%d/%s", (int)l, nm)); \
-    PetscCall(ekfac_read_layer(ek, file, partial, l, name, nd_, dims_, b)); \
-    PetscCall(InflCheckpointCheckFinite(ek->comm, partial, name, own ? ((nd_) == 2 ? dims_[0] : 1) : 0, 0, dims_[(nd_) - 1], b)); \
+    PetscCall(ekfac_field_io(ek, file, partial, l, name, &(fld), PETSC_FALSE)); \
+    PetscCall(InflCheckpointCheckFinite(ek->comm, partial, name, own ? (fld).nloc / PetscMax(_c, 1) : 0, 0, _c, (fld).buf)); \
   } while (0)
     if (p == 1) {
-      R("A_sum", 2, dA, ly->A);
-      R("S_sum", 2, dS, ly->S);
-      if (own && grank != 0) { /* the sums so far are counted once, on rank 0 of the group */
+      R("A_sum", f[0]);
+      R("S_sum", f[1]);
+      if (own && !keep) { /* the sums so far are counted once, on rank 0 of the group */
         PetscCall(PetscArrayzero(ly->A, na * na));
         PetscCall(PetscArrayzero(ly->S, nd * nd));
       }
     } else {
-      R("A", 2, dA, ly->A);
-      R("S", 2, dS, ly->S);
-      R("Q_A", 2, dA, ly->QA);
-      R("Q_S", 2, dS, ly->QS);
-      R("eigenvalues_A", 1, dA, ly->eA);
-      R("eigenvalues_S", 1, dS, ly->eS);
-      R("Lambda_sum", 2, dL, ly->Lambda);
-      if (own && grank != 0) PetscCall(PetscArrayzero(ly->Lambda, nd * na));
+      for (int k = 0; k < 6; k++) R(f[k].name, f[k]);
+      R("Lambda_sum", f[6]);
+      if (own && !keep) PetscCall(PetscArrayzero(ly->Lambda, nd * na));
     }
 #undef R
   }
   PetscCall(InflH5Close(&file));
   *pass = (int)p;
   PetscCall(PetscPrintf(ek->comm, "fit: resuming pass %d from %s (%" PRId64 " of %" PRId64 " examples of the pass done)\n", *pass, partial, InflRangesCount(done), ek->nexamples));
+  PetscFunctionReturn(0);
+}
+
+/* Release the scratch of InflEKFACGatherGroupRows. */
+static PetscErrorCode ekfac_free_group_rows(InflEKFAC ek)
+{
+  PetscFunctionBegin;
+  for (int k = 0; k < 5; k++) {
+    PetscCall(PetscFree(ek->gbuf[k]));
+    ek->ngbuf[k] = 0;
+  }
+  PetscCall(PetscFree2(ek->goff, ek->gbstart));
+  ek->ngoff = 0;
   PetscFunctionReturn(0);
 }
 
@@ -315,6 +441,7 @@ PetscErrorCode InflEKFACCreate(MPI_Comm comm, InflEKFAC *ek)
   (*ek)->chunk          = 512;
   (*ek)->prec           = INFL_PREC_SINGLE;
   (*ek)->groups         = -1;
+  (*ek)->split          = -1;
   (*ek)->load.copies     = 1.0;
   PetscCall(PetscStrncpy((*ek)->sel, "all", sizeof((*ek)->sel)));
   PetscFunctionReturn(0);
@@ -395,7 +522,7 @@ static PetscErrorCode ekfac_lambda_stats(InflEKFAC ek, double st[])
   PetscFunctionBegin;
   for (PetscInt l = 0; l < ek->L; l++) {
     InflEKFACLayer *ly = &ek->layers[l];
-    int64_t         n  = (int64_t)ly->dout * (ly->din + 1);
+    int64_t         n  = (int64_t)ly->rs * (ly->din + 1); /* this rank's entries (all of them unless split) */
     double          mean = 0, minL = PETSC_MAX_REAL, maxL = 0;
     if (!ekfac_owns(ek, l)) continue;
     for (int64_t i = 0; i < n; i++) {
@@ -403,7 +530,7 @@ static PetscErrorCode ekfac_lambda_stats(InflEKFAC ek, double st[])
       minL = PetscMin(minL, ly->Lambda[i]);
       maxL = PetscMax(maxL, ly->Lambda[i]);
     }
-    st[3 * l]     = mean / (double)n;
+    st[3 * l]     = mean;
     st[3 * l + 1] = minL;
     st[3 * l + 2] = maxL;
     ek->estat[l][0] = ly->eA[0];
@@ -411,6 +538,23 @@ static PetscErrorCode ekfac_lambda_stats(InflEKFAC ek, double st[])
     ek->estat[l][2] = ly->eS[0];
     ek->estat[l][3] = ly->eS[ly->dout - 1];
   }
+  if (ekfac_split(ek)) { /* the pieces of the group's ranks (every rank of a group owns the same layers) */
+    MPI_Comm group;
+    double  *w;
+    PetscCall(InflLayerLayoutGetComms(ek->layout, NULL, &group, NULL));
+    PetscCall(PetscMalloc1(3 * ek->L, &w));
+    for (PetscInt l = 0; l < ek->L; l++)
+      for (int k = 0; k < 3; k++) w[k * ek->L + l] = ekfac_owns(ek, l) ? st[3 * l + k] : (k == 1 ? PETSC_MAX_REAL : 0);
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, w, (int)ek->L, MPI_DOUBLE, MPI_SUM, group));
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, w + ek->L, (int)ek->L, MPI_DOUBLE, MPI_MIN, group));
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, w + 2 * ek->L, (int)ek->L, MPI_DOUBLE, MPI_MAX, group));
+    for (PetscInt l = 0; l < ek->L; l++)
+      if (ekfac_owns(ek, l))
+        for (int k = 0; k < 3; k++) st[3 * l + k] = w[k * ek->L + l];
+    PetscCall(PetscFree(w));
+  }
+  for (PetscInt l = 0; l < ek->L; l++)
+    if (ekfac_owns(ek, l)) st[3 * l] /= (double)ek->layers[l].dout * (double)(ek->layers[l].din + 1);
   PetscCall(ekfac_share(ek, 3, st));
   PetscCall(ekfac_share(ek, 4, &ek->estat[0][0]));
   PetscFunctionReturn(0);
@@ -473,17 +617,35 @@ static PetscErrorCode ekfac_allocate(InflEKFAC ek, PetscInt L, const PetscInt di
   PetscCall(PetscCalloc1(L, &ek->estat));
   for (PetscInt l = 0; l < L; l++) {
     InflEKFACLayer *ly = &ek->layers[l];
-    int64_t         na = (int64_t)(din[l] + 1) * (din[l] + 1), ns = (int64_t)dout[l] * dout[l];
+    int64_t         na, ns;
     ly->din            = din[l];
     ly->dout           = dout[l];
+    ly->np             = 1;
+    ly->p              = 0;
+    ly->nba            = (int)(din[l] + 1);
+    ly->nbs            = (int)PetscMax(dout[l], 1);
+    ly->ra             = din[l] + 1;
+    ly->rs             = dout[l];
     if (!ekfac_owns(ek, l)) continue; /* held by another group of ranks */
-    PetscCall(PetscCalloc1(na, &ly->A));
-    PetscCall(PetscCalloc1(ns, &ly->S));
-    PetscCall(PetscCalloc1(na, &ly->QA));
-    PetscCall(PetscCalloc1(ns, &ly->QS));
+    if (ek->layout && InflLayerLayoutIsSplit(ek->layout)) { /* split over the ranks of the group (infl/layout.h) */
+      PetscInt E, e;
+      PetscCall(InflLayerLayoutGetGroups(ek->layout, NULL, &E, NULL, &e));
+      ly->np  = (int)E;
+      ly->p   = (int)e;
+      ly->nba = InflLayerLayoutSplitBlock(din[l] + 1, E);
+      ly->nbs = InflLayerLayoutSplitBlock(dout[l], E);
+      ly->ra  = (PetscInt)InflBlacsLocalCount(din[l] + 1, ly->nba, ly->p, ly->np);
+      ly->rs  = (PetscInt)InflBlacsLocalCount(dout[l], ly->nbs, ly->p, ly->np);
+    }
+    na = (int64_t)ly->ra * (din[l] + 1);
+    ns = (int64_t)ly->rs * dout[l];
+    PetscCall(PetscCalloc1(PetscMax(na, 1), &ly->A));
+    PetscCall(PetscCalloc1(PetscMax(ns, 1), &ly->S));
+    PetscCall(PetscCalloc1(PetscMax(na, 1), &ly->QA));
+    PetscCall(PetscCalloc1(PetscMax(ns, 1), &ly->QS));
     PetscCall(PetscCalloc1(din[l] + 1, &ly->eA));
-    PetscCall(PetscCalloc1(dout[l], &ly->eS));
-    PetscCall(PetscCalloc1((int64_t)dout[l] * (din[l] + 1), &ly->Lambda));
+    PetscCall(PetscCalloc1(PetscMax(dout[l], 1), &ly->eS));
+    PetscCall(PetscCalloc1(PetscMax((int64_t)ly->rs * (din[l] + 1), 1), &ly->Lambda));
   }
   PetscFunctionReturn(0);
 }
@@ -499,6 +661,215 @@ typedef struct {
   int          pass;                  /* 1: covariance sums; 2: Lambda sums */
 } FitChunkCtx;
 
+/* Pack the columns of the block-cyclic index set (block nb, rank p of np; cnt of them) of x (T, n) into y (T, cnt). */
+static void pack_columns(PetscInt T, PetscInt n, const double x[], int nb, int p, int np, PetscInt cnt, double y[])
+{
+  for (PetscInt t = 0; t < T; t++)
+    for (PetscInt k = 0; k < cnt; k++) y[(int64_t)t * cnt + k] = x[(int64_t)t * n + InflBlacsGlobal(k, nb, p, np)];
+}
+
+/* The object's scratch of the split layers' group rows: buffer k (0..4) of at least n doubles. */
+static PetscErrorCode ekfac_gbuf(InflEKFAC ek, int k, size_t n)
+{
+  PetscFunctionBegin;
+  if (n > ek->ngbuf[k]) {
+    PetscCall(PetscFree(ek->gbuf[k]));
+    PetscCall(PetscMalloc1(n, &ek->gbuf[k]));
+    ek->ngbuf[k] = n;
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACGatherGroupRows(InflEKFAC ek, PetscInt l, const InflCapture *cap, PetscBool rotate, InflEKFACGroupRows *g)
+{
+  InflEKFACLayer *ly = &ek->layers[l];
+  MPI_Comm        group;
+  PetscMPIInt     E;
+  PetscInt        na = ly->din + 1, nd = ly->dout, maxd = PetscMax(na, nd);
+  int             tb[2] = {(int)cap->T, (int)cap->B}, *all;
+  PetscMPIInt    *cnt, *dsp;
+  const double   *a, *ds;
+  int64_t         tot;
+
+  PetscFunctionBegin;
+  PetscCheck(ly->np > 1 && ekfac_owns(ek, l), PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "layer %d is not split over this rank's layer group", (int)l);
+  PetscCall(InflLayerLayoutGetComms(ek->layout, NULL, &group, NULL));
+  PetscCallMPI(MPI_Comm_size(group, &E));
+  PetscCall(PetscMalloc3(2 * E, &all, E, &cnt, E, &dsp));
+  PetscCallMPI(MPI_Allgather(tb, 2, MPI_INT, all, 2, MPI_INT, group));
+  g->T = g->B = 0;
+  for (int e = 0; e < E; e++) {
+    g->T += all[2 * e];
+    g->B += all[2 * e + 1];
+  }
+  tot = (int64_t)g->T * maxd;
+  PetscCheck(tot < INT_MAX, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "the layer split gathers %" PRId64 " values of layer %d per chunk, more than an MPI count holds: give a smaller chunk (-ekfac_chunk, -score_chunk, -self_chunk)", tot, (int)l);
+  for (int k = 0; k < 5; k++) PetscCall(ekfac_gbuf(ek, k, (size_t)PetscMax(tot, 1)));
+  if (ek->ngoff < (size_t)g->B + 1 + (size_t)E + 1) {
+    PetscCall(PetscFree2(ek->goff, ek->gbstart));
+    ek->ngoff = (size_t)g->B + 1 + (size_t)E + 1;
+    PetscCall(PetscMalloc2(ek->ngoff, &ek->goff, ek->ngoff, &ek->gbstart));
+  }
+  /* this rank's rows in double (buffers 2 and 3 as scratch), gathered into buffers 0 (a) and 1 (ds) */
+  a  = ek->gbuf[2];
+  ds = ek->gbuf[3];
+  if (cap->T > 0) InflCaptureGetDouble(cap, l, ek->gbuf[2], ek->gbuf[3], &a, &ds);
+  for (int w = 0; w < 2; w++) {
+    PetscInt n = w ? nd : na;
+    for (int e = 0, d = 0; e < E; e++) {
+      cnt[e] = (PetscMPIInt)(all[2 * e] * n);
+      dsp[e] = d;
+      d += cnt[e];
+    }
+    PetscCallMPI(MPI_Allgatherv(w ? ds : a, (int)(cap->T * n), MPI_DOUBLE, ek->gbuf[w], cnt, dsp, MPI_DOUBLE, group));
+  }
+  { /* the sequences: each rank's offsets[1..B], shifted by the rows of the ranks before it */
+    int64_t *o = ek->goff + 1;
+    for (int e = 0, d = 0; e < E; e++) {
+      cnt[e] = all[2 * e + 1];
+      dsp[e] = d;
+      d += cnt[e];
+      ek->gbstart[e] = dsp[e];
+    }
+    ek->gbstart[E] = g->B;
+    PetscCallMPI(MPI_Allgatherv(cap->offsets + 1, (int)cap->B, MPI_INT64_T, o, cnt, dsp, MPI_INT64_T, group));
+    for (int e = 0, r0 = 0; e < E; e++) {
+      for (int b = 0; b < cnt[e]; b++) o[dsp[e] + b] += r0;
+      r0 += all[2 * e];
+    }
+    ek->goff[0] = 0;
+  }
+  g->offsets = ek->goff;
+  g->bstart  = ek->gbstart;
+  g->a       = ek->gbuf[0];
+  g->ds      = ek->gbuf[1];
+  g->v = g->u = NULL;
+  if (rotate && g->T) { /* v = a Q_A: each rank its columns Ia (buffer 2), gathered (buffer 3) into v (over a) */
+    if (ly->ra) cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->T, ly->ra, na, 1.0, g->a, na, ly->QA, na, 0.0, ek->gbuf[2], ly->ra);
+    for (int e = 0, d = 0; e < E; e++) {
+      cnt[e] = (PetscMPIInt)(g->T * InflBlacsLocalCount(na, ly->nba, e, E));
+      dsp[e] = d;
+      d += cnt[e];
+    }
+    PetscCallMPI(MPI_Allgatherv(ek->gbuf[2], (int)(g->T * ly->ra), MPI_DOUBLE, ek->gbuf[3], cnt, dsp, MPI_DOUBLE, group));
+    for (int e = 0; e < E; e++) { /* rank e's block holds the columns of its indices */
+      PetscInt      re  = cnt[e] / g->T;
+      const double *blk = ek->gbuf[3] + dsp[e];
+      for (PetscInt t = 0; t < g->T; t++)
+        for (PetscInt k = 0; k < re; k++) g->a[(int64_t)t * na + InflBlacsGlobal(k, ly->nba, e, E)] = blk[(int64_t)t * re + k];
+    }
+    g->v = g->a;
+    g->a = NULL;
+    /* u = ds Q_S[:, Is] (buffer 4) */
+    if (ly->rs) cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->T, ly->rs, nd, 1.0, g->ds, nd, ly->QS, nd, 0.0, ek->gbuf[4], ly->rs);
+    g->u = ek->gbuf[4];
+  }
+  PetscCall(PetscFree3(all, cnt, dsp));
+  PetscFunctionReturn(0);
+}
+
+/* A split layer l, covariance pass: A[Ia, :] += a[:, Ia]^T a and S[Is, :] += ds[:, Is]^T ds over the group's rows. */
+static PetscErrorCode split_accumulate_covariance(InflEKFAC ek, PetscInt l, const InflCapture *cap)
+{
+  InflEKFACLayer    *ly = &ek->layers[l];
+  PetscInt           na = ly->din + 1, nd = ly->dout;
+  InflEKFACGroupRows g;
+
+  PetscFunctionBegin;
+  PetscCall(InflEKFACGatherGroupRows(ek, l, cap, PETSC_FALSE, &g));
+  if (g.T == 0) PetscFunctionReturn(0);
+  if (ly->ra) {
+    pack_columns(g.T, na, g.a, ly->nba, ly->p, ly->np, ly->ra, ek->gbuf[2]);
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ly->ra, na, g.T, 1.0, ek->gbuf[2], ly->ra, g.a, na, 1.0, ly->A, na);
+  }
+  if (ly->rs) {
+    pack_columns(g.T, nd, g.ds, ly->nbs, ly->p, ly->np, ly->rs, ek->gbuf[3]);
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ly->rs, nd, g.T, 1.0, ek->gbuf[3], ly->rs, g.ds, nd, 1.0, ly->S, nd);
+  }
+  PetscFunctionReturn(0);
+}
+
+/* A split layer l, Lambda pass: Lambda[Is, :] += sum_b (sum_{t in b} u_t v_t^T)^2 over the group's sequences
+ * (u^2^T v^2 when each has one row), with the rotated rows of InflEKFACGatherGroupRows. */
+static PetscErrorCode split_accumulate_lambda(InflEKFAC ek, PetscInt l, const InflCapture *cap)
+{
+  InflEKFACLayer    *ly = &ek->layers[l];
+  PetscInt           na = ly->din + 1;
+  InflEKFACGroupRows g;
+
+  PetscFunctionBegin;
+  PetscCall(InflEKFACGatherGroupRows(ek, l, cap, PETSC_TRUE, &g));
+  if (g.T == 0 || !ly->rs) PetscFunctionReturn(0);
+  if (g.T == g.B) { /* one row per example: the rank-one rotated gradients squared */
+    for (int64_t i = 0; i < (int64_t)g.T * na; i++) g.v[i] *= g.v[i];
+    for (int64_t i = 0; i < (int64_t)g.T * ly->rs; i++) g.u[i] *= g.u[i];
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ly->rs, na, g.T, 1.0, g.u, ly->rs, g.v, na, 1.0, ly->Lambda, na);
+  } else { /* a sequence's rotated gradient (rows Is) by one GEMM over its rows, then squared */
+    double *R;
+    PetscCall(ekfac_work(ek, (size_t)ly->rs * na, &R));
+    for (PetscInt b = 0; b < g.B; b++) {
+      int64_t t0 = g.offsets[b], nt = g.offsets[b + 1] - t0;
+      if (!nt) continue;
+      cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ly->rs, na, (int)nt, 1.0, g.u + t0 * ly->rs, ly->rs, g.v + t0 * na, na, 0.0, R, na);
+      for (int64_t i = 0; i < (int64_t)ly->rs * na; i++) ly->Lambda[i] += R[i] * R[i];
+    }
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACPreconditionSplit(InflEKFAC ek, PetscInt l, const InflEKFACGroupRows *g, PetscInt b0, PetscInt b1, double P[])
+{
+  InflEKFACLayer *ly = &ek->layers[l];
+  PetscInt        na = ly->din + 1, rs = ly->rs;
+  int64_t         per = (int64_t)rs * na;
+
+  PetscFunctionBegin;
+  PetscCheck(ly->np > 1 && g->v && 0 <= b0 && b0 <= b1 && b1 <= g->B, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG, "layer %d: sequences [%d, %d) of %d rotated group rows (a split layer, InflEKFACGatherGroupRows with rotate) expected", (int)l, (int)b0, (int)b1, (int)g->B);
+  for (PetscInt b = b0; b < b1 && rs; b++) {
+    int64_t t0 = g->offsets[b], nt = g->offsets[b + 1] - t0;
+    double *W  = P + (b - b0) * per;
+    if (!nt) {
+      PetscCall(PetscArrayzero(W, per));
+      continue;
+    }
+    /* the rotated gradient's rows Is, sum_t u_t v_t^T, then divided by (Lambda + damping): kept in the eigenbasis */
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rs, na, (int)nt, 1.0, g->u + t0 * rs, rs, g->v + t0 * na, na, 0.0, W, na);
+    for (int64_t i = 0; i < per; i++) W[i] /= ly->Lambda[i] + ly->damping;
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACSelfInfluenceSplit(InflEKFAC ek, PetscInt l, const InflCapture *cap, InflEKFACGroupRows *g, double part[])
+{
+  InflEKFACLayer *ly = &ek->layers[l];
+  PetscInt        na = ly->din + 1, rs = ly->rs;
+  double         *R;
+
+  PetscFunctionBegin;
+  PetscCall(InflEKFACGatherGroupRows(ek, l, cap, PETSC_TRUE, g));
+  if (g->T == 0 || !rs) PetscFunctionReturn(0);
+  PetscCall(ekfac_work(ek, 2 * (size_t)rs * na + (size_t)g->B * rs, &R));
+  {
+    double *Li = R + (size_t)rs * na, *M = Li + (size_t)rs * na; /* 1 / (Lambda + damping) (rs, na); M (B, rs) */
+    for (int64_t i = 0; i < (int64_t)rs * na; i++) Li[i] = 1.0 / (ly->Lambda[i] + ly->damping);
+    if (g->T == g->B) { /* one row each: sum_i u_i^2 sum_j v_j^2 / (Lambda_ij + damping) */
+      for (int64_t i = 0; i < (int64_t)g->T * na; i++) g->v[i] *= g->v[i];
+      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->B, rs, na, 1.0, g->v, na, Li, na, 0.0, M, rs);
+      for (PetscInt b = 0; b < g->B; b++)
+        for (PetscInt i = 0; i < rs; i++) part[b] += g->u[(int64_t)b * rs + i] * g->u[(int64_t)b * rs + i] * M[(int64_t)b * rs + i];
+    } else
+      for (PetscInt b = 0; b < g->B; b++) {
+        int64_t t0 = g->offsets[b], nt = g->offsets[b + 1] - t0;
+        double  s  = 0;
+        if (!nt) continue;
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rs, na, (int)nt, 1.0, g->u + t0 * rs, rs, g->v + t0 * na, na, 0.0, R, na);
+        for (int64_t i = 0; i < (int64_t)rs * na; i++) s += R[i] * R[i] * Li[i];
+        part[b] += s;
+      }
+  }
+  PetscFunctionReturn(0);
+}
+
 /* Add the rows of a capture to the sums of the current pass, for the layers this rank holds. */
 static PetscErrorCode fit_accumulate(FitChunkCtx *c, const InflCapture *cap)
 {
@@ -509,7 +880,13 @@ static PetscErrorCode fit_accumulate(FitChunkCtx *c, const InflCapture *cap)
   for (PetscInt l = 0; l < ek->L; l++) {
     InflEKFACLayer *ly = &ek->layers[l];
     PetscInt        na = ly->din + 1, nd = ly->dout;
-    if (!ekfac_owns(ek, l) || cap->B == 0) continue;
+    if (!ekfac_owns(ek, l)) continue;
+    if (ly->np > 1) { /* collective over the group, also for an empty capture */
+      if (c->pass == 1) PetscCall(split_accumulate_covariance(ek, l, cap));
+      else PetscCall(split_accumulate_lambda(ek, l, cap));
+      continue;
+    }
+    if (cap->B == 0) continue;
     if (c->pass == 1) { /* upper triangles in double; mirrored after the pass */
       const double *a, *ds;
       InflCaptureGetDouble(cap, l, c->bufa, c->bufd, &a, &ds);
@@ -530,19 +907,20 @@ static PetscErrorCode fit_chunk(void *ctx, int64_t lo, int64_t hi)
   /* the Fisher's labels: the data's (empirical) or sampled from the model keyed by the global example index (true) */
   PetscCall(InflModelCaptureShard(c->model, c->train, lo, hi, ek->fisher, ek->seed, c->cap));
   if (c->pass == 1) ek->nrows += c->cap->T; /* rows: A and S sum over every row (token) */
-  if (!c->recv) PetscCall(fit_accumulate(c, c->cap));
+  if (!c->recv && !ekfac_split(ek)) PetscCall(fit_accumulate(c, c->cap));
   PetscFunctionReturn(0);
 }
 
-/* Several layer groups, after each round (collective): the round's rows go to the owners of their layers. */
+/* Several layer groups or split layers, after each round (collective): the round's rows go to the owners of their
+ * layers, and are summed there (split layers: over the rows of the whole group). */
 static PetscErrorCode fit_step(void *ctx, int64_t lo, int64_t hi)
 {
   FitChunkCtx *c = (FitChunkCtx *)ctx;
 
   PetscFunctionBegin;
   if (lo == hi) c->cap->B = c->cap->T = 0; /* no chunk this round */
-  PetscCall(InflLayerLayoutGatherCapture(c->ek->layout, c->cap, c->recv, NULL));
-  PetscCall(fit_accumulate(c, c->recv));
+  if (c->recv) PetscCall(InflLayerLayoutGatherCapture(c->ek->layout, c->cap, c->recv, NULL));
+  PetscCall(fit_accumulate(c, c->recv ? c->recv : c->cap));
   PetscFunctionReturn(0);
 }
 
@@ -563,13 +941,13 @@ static PetscErrorCode fit_run_pass(FitChunkCtx *fc, const char stage[], int64_t 
 
   PetscFunctionBegin;
   PetscCall(InflModelGetExampleUnit(fc->model, &loop.unit));
-  PetscCall(InflRunChunksStep(fc->ek->comm, stage, start, count, fc->ek->chunk, done, &loop, fc->recv ? fit_step : NULL, partial));
+  PetscCall(InflRunChunksStep(fc->ek->comm, stage, start, count, fc->ek->chunk, done, &loop, fc->recv || ekfac_split(fc->ek) ? fit_step : NULL, partial));
   PetscFunctionReturn(0);
 }
 
 PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
 {
-  PetscInt       L, *dins, *douts, maxd = 1, rows, G;
+  PetscInt       L, *dins, *douts, maxd = 1, rows, G, E;
   InflLinear    *lin;
   int64_t        N, d, start, count;
   InflCapture   *cap, *recv = NULL;
@@ -622,9 +1000,12 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   /* per example: its capture, the model's workspace, 2 rows of scratch in double per row (token) and the sampled
    * labels; with several layer groups also the rows of the owned layers gathered from G ranks, and the scratch is G
    * times longer; held whatever the chunk: the data shard, the owned factors and their sums */
-  PetscCall(InflModelGetChunk(model, ek->comm, "infl fit", ek->chunk_set, count, (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + 2 * mine, InflModelCaptureBytes(model) + (size_t)rows * ((G > 1 ? G : 1) * 2 * sizeof(double) * maxd + sizeof(int32_t)) + (G > 1 ? (size_t)G * rows * owned_rows * es : 0) + 2 * sizeof(int64_t), &ek->chunk));
+  /* split layers (-layer_split): the rows of the whole group in double, and their rotations, 5 x E x G rows each */
+  PetscCall(InflLayerLayoutGetGroups(ek->layout, NULL, &E, NULL, NULL));
+  PetscCall(InflModelGetChunk(model, ek->comm, "infl fit", ek->chunk_set, count, (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + 2 * mine, InflModelCaptureBytes(model) + (size_t)rows * ((G > 1 ? G : 1) * 2 * sizeof(double) * maxd + sizeof(int32_t)) + (G > 1 ? (size_t)G * rows * owned_rows * es : 0) + 2 * sizeof(int64_t) + (ekfac_split(ek) ? (size_t)E * G * (rows * 5 * sizeof(double) * maxd + sizeof(int64_t)) : 0), &ek->chunk));
   PetscCall(InflCaptureCreate(model, ek->chunk, &cap));
   if (G > 1) PetscCall(InflLayerLayoutCaptureCreate(ek->layout, cap, &recv));
+  fc = (FitChunkCtx){ek, model, train, cap, recv, NULL, NULL, NULL, NULL, 0};
   {
     PetscInt Tmax = recv ? recv->Tmax : cap->Tmax;
     PetscCall(PetscMalloc2((size_t)Tmax * maxd, &bufa, (size_t)Tmax * maxd, &bufd));
@@ -633,7 +1014,8 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
 
   PetscCall(ekfac_restore(ek, &resume_pass, &done));
   PetscCall(PetscSNPrintf(partial, sizeof(partial), "%s.partial", ek->out[0] ? ek->out : "(no output file)"));
-  fc = (FitChunkCtx){ek, model, train, cap, recv, bufa, bufd, bufa, bufd, 0};
+  fc.bufa = fc.ta = bufa;
+  fc.bufd = fc.td = bufd;
 
   /* Pass 1: covariance sums (upper triangle by dsyrk, mirrored below) */
   PetscCall(PetscTime(&t0));
@@ -645,14 +1027,19 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
     PetscInt  *nf, nown = 0;
     char     (*names)[64];
     const char **pnames;
+    int       *nb;
     PetscCall(PetscMalloc5(2 * L, &Cf, 2 * L, &ev, 2 * L, &Q, 2 * L, &nf, 2 * L, &names));
-    PetscCall(PetscMalloc1(2 * L, &pnames));
+    PetscCall(PetscMalloc2(2 * L, &pnames, 2 * L, &nb));
     for (PetscInt l = 0; l < L; l++) { /* the factors of the layers this rank's group holds */
       InflEKFACLayer *ly = &ek->layers[l];
       PetscInt        k  = 2 * nown;
       if (!ekfac_owns(ek, l)) continue;
-      for (PetscInt i = 0; i <= ly->din; i++) for (PetscInt j = 0; j < i; j++) ly->A[(int64_t)i * (ly->din + 1) + j] = ly->A[(int64_t)j * (ly->din + 1) + i];
-      for (PetscInt i = 0; i < ly->dout; i++) for (PetscInt j = 0; j < i; j++) ly->S[(int64_t)i * ly->dout + j] = ly->S[(int64_t)j * ly->dout + i];
+      if (ly->np == 1) { /* dsyrk's upper triangles mirrored (a split layer's rows are whole: GEMMs) */
+        for (PetscInt i = 0; i <= ly->din; i++) for (PetscInt j = 0; j < i; j++) ly->A[(int64_t)i * (ly->din + 1) + j] = ly->A[(int64_t)j * (ly->din + 1) + i];
+        for (PetscInt i = 0; i < ly->dout; i++) for (PetscInt j = 0; j < i; j++) ly->S[(int64_t)i * ly->dout + j] = ly->S[(int64_t)j * ly->dout + i];
+      }
+      nb[k]     = ly->nba;
+      nb[k + 1] = ly->nbs;
       Cf[k] = ly->A; ev[k] = ly->eA; Q[k] = ly->QA; nf[k] = ly->din + 1;
       Cf[k + 1] = ly->S; ev[k + 1] = ly->eS; Q[k + 1] = ly->QS; nf[k + 1] = ly->dout;
       PetscCall(PetscSNPrintf(names[k], 64, "layer %d factor A (activation covariance)", (int)l));
@@ -665,9 +1052,10 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &ek->nrows, 1, MPI_INT64_T, MPI_SUM, ek->comm));
     /* A and S are means over rows: examples of an MLP, tokens of a language model (Grosse et al. 2023, sec. 2.2); the
      * partial sums of the group's ranks are summed and the factors solved on the group (all ranks with one group) */
-    PetscCall(InflEigenSolve(group, 2 * nown, nf, Cf, 1.0 / (double)ek->nrows, ev, Q, pnames));
+    if (ekfac_split(ek)) PetscCall(InflEigenSolveSplit(group, 2 * nown, nf, nb, Cf, 1.0 / (double)ek->nrows, ev, Q, pnames)); /* the sums are complete */
+    else PetscCall(InflEigenSolve(group, 2 * nown, nf, Cf, 1.0 / (double)ek->nrows, ev, Q, pnames));
     PetscCall(PetscFree5(Cf, ev, Q, nf, names));
-    PetscCall(PetscFree(pnames));
+    PetscCall(PetscFree2(pnames, nb));
   }
   PetscCall(InflRangesReset(&done));
   { /* S = 0: Lambda will be 0 too; said now, before the Lambda pass and its checkpoint */
@@ -689,16 +1077,17 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
     for (PetscInt l = 0; l < L; l++) {
       InflEKFACLayer *ly = &ek->layers[l];
       if (!ekfac_owns(ek, l)) continue;
-      for (PetscInt i = 0; i < ly->dout; i++) for (PetscInt j = 0; j <= ly->din; j++) ly->Lambda[(int64_t)i * (ly->din + 1) + j] = PetscMax(ly->eS[i], 0) * PetscMax(ly->eA[j], 0);
+      for (PetscInt i = 0; i < ly->rs; i++) /* this rank's rows (all unless split) */
+        for (PetscInt j = 0; j <= ly->din; j++) ly->Lambda[(int64_t)i * (ly->din + 1) + j] = PetscMax(ly->eS[InflBlacsGlobal(i, ly->nbs, ly->p, ly->np)], 0) * PetscMax(ly->eA[j], 0);
     }
   } else {
     fc.pass = 2;
     PetscCall(fit_run_pass(&fc, "infl fit (Lambda pass)", start, count, &done, partial));
     for (PetscInt l = 0; l < L; l++) {
       InflEKFACLayer *ly = &ek->layers[l];
-      int64_t         n  = (int64_t)ly->dout * (ly->din + 1);
+      int64_t         n  = (int64_t)ly->rs * (ly->din + 1);
       if (!ekfac_owns(ek, l)) continue;
-      PetscCall(InflAllreduceSum(ly->Lambda, n, MPI_DOUBLE, group));
+      if (ly->np == 1) PetscCall(InflAllreduceSum(ly->Lambda, n, MPI_DOUBLE, group)); /* a split layer's rows are complete */
       for (int64_t i = 0; i < n; i++) ly->Lambda[i] /= (double)N;
     }
   }
@@ -706,6 +1095,7 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   PetscCall(ekfac_update_damping(ek));
   PetscCall(PetscInfo(NULL, "EK-FAC fit: covariance pass %.3f s, eigensolves %.3f s, Lambda pass %.3f s\n", t1 - t0, t2 - t1, t3 - t2));
   PetscCall(PetscFree2(bufa, bufd));
+  PetscCall(ekfac_free_group_rows(ek));
   PetscCall(InflCaptureDestroy(&recv));
   PetscCall(InflCaptureDestroy(&cap));
   PetscCall(InflRangesDestroy(&done));
@@ -736,6 +1126,7 @@ PetscErrorCode InflEKFACPreconditionRankOne(InflEKFAC ek, PetscInt l, PetscInt n
 
   PetscFunctionBegin;
   EKFAC_CHECK_OWNED(ek, l);
+  EKFAC_CHECK_WHOLE(ek, l);
   if (n == 0) PetscFunctionReturn(0);
   PetscCall(ekfac_work(ek, (size_t)n * (nd + na) + (size_t)per, &U));
   V = U + (size_t)n * nd;
@@ -773,6 +1164,7 @@ PetscErrorCode InflEKFACPreconditionDamped(InflEKFAC ek, PetscInt l, double damp
 
   PetscFunctionBegin;
   EKFAC_CHECK_OWNED(ek, l);
+  EKFAC_CHECK_WHOLE(ek, l);
   PetscCall(ekfac_work(ek, (size_t)nd * na, &T));
   cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nd, na, nd, 1.0, ly->QS, nd, G, na, 0.0, T, na);
   cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nd, na, na, 1.0, T, na, ly->QA, na, 0.0, G, na);
@@ -800,32 +1192,12 @@ PetscErrorCode InflEKFACDestroy(InflEKFAC *ek)
   PetscFunctionBegin;
   if (!*ek) PetscFunctionReturn(0);
   PetscCall(ekfac_free_layers(*ek));
+  PetscCall(ekfac_free_group_rows(*ek));
   PetscCall(InflLayerLayoutDestroy(&(*ek)->layout));
   PetscCall(PetscFree((*ek)->work));
   PetscCall(PetscFree((*ek)->rot));
   PetscCall(PetscFree(*ek));
   PetscFunctionReturn(0);
-}
-
-/* The datasets of one layer in factors.h5 and the arrays they hold. */
-typedef struct {
-  const char *name;
-  double     *buf;
-  int         ndim;
-  int64_t     dims[2];
-} LayerField;
-
-static int layer_fields(InflEKFACLayer *ly, LayerField f[7])
-{
-  int64_t na = ly->din + 1, nd = ly->dout;
-  f[0] = (LayerField){"A", ly->A, 2, {na, na}};
-  f[1] = (LayerField){"S", ly->S, 2, {nd, nd}};
-  f[2] = (LayerField){"Q_A", ly->QA, 2, {na, na}};
-  f[3] = (LayerField){"Q_S", ly->QS, 2, {nd, nd}};
-  f[4] = (LayerField){"eigenvalues_A", ly->eA, 1, {na, 0}};
-  f[5] = (LayerField){"eigenvalues_S", ly->eS, 1, {nd, 0}};
-  f[6] = (LayerField){"Lambda", ly->Lambda, 2, {nd, na}};
-  return 7;
 }
 
 PetscErrorCode InflEKFACSave(InflEKFAC ek, const char path[], PetscBool overwrite)
@@ -859,7 +1231,7 @@ PetscErrorCode InflEKFACSave(InflEKFAC ek, const char path[], PetscBool overwrit
     PetscCall(PetscSNPrintf(g, sizeof(g), "/layers/%d", (int)l));
     for (int k = 0, nf = layer_fields(ly, f); k < nf; k++) {
       PetscCall(PetscSNPrintf(name, sizeof(name), "%s/%s", g, f[k].name));
-      PetscCall(ekfac_write_layer(ek, file, l, name, f[k].ndim, f[k].dims, f[k].buf)); /* by its group's first rank */
+      PetscCall(ekfac_field_io(ek, file, partial, l, name, &f[k], PETSC_TRUE)); /* by its group's first rank, or by pieces */
     }
     PetscCall(InflH5SetAttrInt(file, g, "din", ly->din));
     if (ek->names) PetscCall(InflH5SetAttrString(file, g, "name", ek->names[l]));
@@ -932,13 +1304,14 @@ PetscErrorCode InflEKFACLoad(InflEKFAC ek, const char path[], InflModel model)
     LayerField      f[7];
     for (int k = 0, nf = layer_fields(ly, f); k < nf; k++) {
       PetscCall(PetscSNPrintf(name, sizeof(name), "/layers/%d/%s", (int)l, f[k].name));
-      PetscCall(ekfac_read_layer(ek, file, path, l, name, f[k].ndim, f[k].dims, f[k].buf)); /* only the owned layers */
+      PetscCall(ekfac_field_io(ek, file, path, l, name, &f[k], PETSC_FALSE)); /* only the owned layers (pieces of a split one) */
       { /* a damaged file must fail here, not after a scoring pass (the ranks holding the layer agree with the others) */
-        int64_t ncol = f[k].dims[f[k].ndim - 1], i = ekfac_owns(ek, l) ? InflFirstNonFinite(f[k].ndim == 2 ? f[k].dims[0] * ncol : ncol, f[k].buf) : -1;
+        int64_t i = ekfac_owns(ek, l) ? InflFirstNonFinite(f[k].nloc, f[k].buf) : -1, r, c;
         char    where[64] = "", v[32];
         snprintf(v, sizeof(v), "%g", i < 0 ? 0.0 : f[k].buf[i]); /* PETSc's printf would write nan as "nan." */
-        if (i >= 0 && f[k].ndim == 2) PetscCall(PetscSNPrintf(where, sizeof(where), "entry (%" PRId64 ", %" PRId64 ")", i / ncol, i % ncol));
-        else if (i >= 0) PetscCall(PetscSNPrintf(where, sizeof(where), "entry %" PRId64, i));
+        if (i >= 0) field_entry(ly, &f[k], i, &r, &c);
+        if (i >= 0 && f[k].ndim == 2) PetscCall(PetscSNPrintf(where, sizeof(where), "entry (%" PRId64 ", %" PRId64 ")", r, c));
+        else if (i >= 0) PetscCall(PetscSNPrintf(where, sizeof(where), "entry %" PRId64, c));
         InflCheckAll(ek->comm, i < 0, PETSC_ERR_FILE_UNEXPECTED, "%s: layer %d: dataset %s holds %s at %s; factors never hold NaN or Inf, so the file is damaged: run infl fit again to rewrite it", path, (int)l, name, v, where);
       }
     }
@@ -1059,6 +1432,7 @@ PetscErrorCode InflEKFACRotatedSquares(InflEKFAC ek, PetscInt l, const InflCaptu
 
   PetscFunctionBegin;
   EKFAC_CHECK_OWNED(ek, l);
+  EKFAC_CHECK_WHOLE(ek, l);
   if (B == 0) PetscFunctionReturn(0);
   if (cap->prec == INFL_PREC_SINGLE) {
     size_t nmax = (size_t)PetscMax(na, nd);
@@ -1133,6 +1507,7 @@ PetscErrorCode InflEKFACSelfInfluenceCapture(InflEKFAC ek, PetscInt l, const Inf
 
   PetscFunctionBegin;
   EKFAC_CHECK_OWNED(ek, l);
+  EKFAC_CHECK_WHOLE(ek, l);
   if (n == 0) PetscFunctionReturn(0);
   if (cap->T != cap->B) { /* sequences: the rotated gradient of each sequence, weighted by the damped inverse */
     const double *a = NULL, *ds = NULL;
@@ -1169,6 +1544,7 @@ PetscErrorCode InflEKFACAccumulateLambda(InflEKFAC ek, PetscInt l, const InflCap
 
   PetscFunctionBegin;
   EKFAC_CHECK_OWNED(ek, l);
+  EKFAC_CHECK_WHOLE(ek, l);
   if (cap->B == 0) PetscFunctionReturn(0);
   if (cap->T == cap->B) { /* rank one: Lsum += (Q_S^T ds)^2 ((Q_A^T a)^2)^T summed over the examples, one GEMM */
     PetscCall(InflEKFACRotatedSquares(ek, l, cap, ta, td));
@@ -1195,6 +1571,7 @@ PetscErrorCode InflEKFACPreconditionCapture(InflEKFAC ek, PetscInt l, const Infl
 
   PetscFunctionBegin;
   EKFAC_CHECK_OWNED(ek, l);
+  EKFAC_CHECK_WHOLE(ek, l);
   PetscCheck(cap->prec == INFL_PREC_DOUBLE, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONG, "queries are preconditioned from a double-precision capture");
   if (cap->T == cap->B) PetscCall(InflEKFACPreconditionRankOne(ek, l, cap->B, cap->ds64[l], cap->a64[l], P));
   else

@@ -1,6 +1,7 @@
 /* The layer layout: layers assigned to groups of ranks, and the transfers between the ranks that capture examples
  * and the ranks that own layers.  See infl/layout.h. */
 #include <infl/layout.h>
+#include <infl/eigen.h>
 #include <petscviewer.h>
 
 struct _p_InflLayerLayout {
@@ -8,6 +9,9 @@ struct _p_InflLayerLayout {
   PetscMPIInt size, rank;
   PetscInt    G_set;              /* InflLayerLayoutSetGroups / -layer_groups (0: default) */
   PetscBool   fixed;              /* G_set came from InflLayerLayoutSetGroups */
+  PetscBool   split_set, split_fixed; /* -layer_split / InflLayerLayoutSetSplit */
+  PetscBool   split_given;        /* split_set was given (option or call): -mem_limit's default does not choose it */
+  PetscBool   split;              /* after SetUp: split_set and E > 1 */
   PetscInt    G, E, mygroup, myindex;
   PetscInt    L;
   int        *owner;              /* (L) */
@@ -21,6 +25,34 @@ size_t InflLayerLayoutLayerBytes(PetscInt din, PetscInt dout)
 {
   size_t na = (size_t)din + 1, nd = (size_t)dout;
   return sizeof(double) * (2 * na * na + 2 * nd * nd + na + nd + nd * na);
+}
+
+size_t InflLayerLayoutLayerBytesSplit(PetscInt din, PetscInt dout, PetscInt E)
+{
+  size_t na = (size_t)din + 1, nd = (size_t)dout;
+  size_t ra = (size_t)InflBlacsLocalCount((int64_t)na, InflLayerLayoutSplitBlock(din + 1, E), 0, (int)E);
+  size_t rs = (size_t)InflBlacsLocalCount((int64_t)nd, InflLayerLayoutSplitBlock(dout, E), 0, (int)E);
+  return sizeof(double) * (2 * ra * na + 2 * rs * nd + na + nd + rs * na);
+}
+
+int InflLayerLayoutSplitBlock(PetscInt n, PetscInt E)
+{
+  int64_t b = E > 0 ? (n + E - 1) / E : n;
+  return (int)PetscMax(1, PetscMin((int64_t)INFL_SPLIT_BLOCK, b));
+}
+
+PetscErrorCode InflLayerLayoutSetSplit(InflLayerLayout lay, PetscBool split)
+{
+  PetscFunctionBegin;
+  lay->split_set   = split;
+  lay->split_fixed = PETSC_TRUE;
+  lay->split_given = PETSC_TRUE;
+  PetscFunctionReturn(0);
+}
+
+PetscBool InflLayerLayoutIsSplit(InflLayerLayout lay)
+{
+  return lay->split;
 }
 
 void InflAssignLargestFirst(PetscInt n, const double cost[], PetscInt G, int group_of[], double load[])
@@ -64,10 +96,11 @@ PetscErrorCode InflLayerLayoutSetFromOptions(InflLayerLayout lay)
   PetscInt G = lay->G_set;
 
   PetscFunctionBegin;
-  if (lay->fixed) PetscFunctionReturn(0);
   PetscOptionsBegin(lay->comm, NULL, "Layer layout options", "InflLayerLayout");
-  PetscCall(PetscOptionsInt("-layer_groups", "groups of ranks the layers' factors and preconditioned queries are spread over (a divisor of the rank count; 1: every layer on every rank; 0: the fewest whose share fits -mem_limit, else 1)", "InflLayerLayoutSetUp", G, &G, NULL));
+  if (!lay->split_fixed) PetscCall(PetscOptionsBool("-layer_split", "split each layer's factors and preconditioned queries over the ranks of its layer group (block-cyclic, as ScaLAPACK holds them) instead of a whole copy on each (default: false, or under -mem_limit true when no layout of whole layers fits)", "InflLayerLayoutSetUp", lay->split_set, &lay->split_set, &lay->split_given));
+  if (!lay->fixed) PetscCall(PetscOptionsInt("-layer_groups", "groups of ranks the layers' factors and preconditioned queries are spread over (a divisor of the rank count; 1: every layer on every rank; 0: the fewest whose share fits -mem_limit, else 1)", "InflLayerLayoutSetUp", G, &G, NULL));
   PetscOptionsEnd();
+  if (lay->fixed) PetscFunctionReturn(0);
   PetscCheck(G >= 0, lay->comm, PETSC_ERR_ARG_OUTOFRANGE, "-layer_groups %d must be >= 0 (0: the default)", (int)G);
   PetscCheck(G == 0 || lay->size % G == 0, lay->comm, PETSC_ERR_ARG_OUTOFRANGE, "-layer_groups %d does not divide the %d ranks: the groups have equal rank counts; give a divisor of %d", (int)G, (int)lay->size, (int)lay->size);
   lay->G_set = G;
@@ -126,7 +159,19 @@ PetscErrorCode InflLayerLayoutSetUp(InflLayerLayout lay, PetscInt L, const Petsc
         if (lay->size % G) continue;
         double need = layout_assign(lay, G, &st, lay->owner);
         PetscCheck(need >= 0, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory assigning layers to groups");
-        if (fixed + o + need <= limit) break;
+        if (fixed + o + need <= (lay->split_set && lay->size > G ? limit * (lay->size / G) : limit)) break;
+      }
+      if (G > lay->size && !lay->split_given) { /* no whole layers fit: split them, in the most groups that fit (the
+                                                 * fewest ranks per layer: the least communication), else in one */
+        for (G = lay->size / 2; G >= 1; G--) {
+          double need;
+          if (lay->size % G) continue;
+          need = layout_assign(lay, G, &st, lay->owner);
+          PetscCheck(need >= 0, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory assigning layers to groups");
+          if (fixed + o + need / (double)(lay->size / G) <= limit) break; /* a split layer: about 1/E per rank */
+        }
+        if (G < 1) G = 1;
+        if (lay->size > 1) lay->split_set = PETSC_TRUE;
       }
       if (G > lay->size) G = lay->size; /* nothing fits: the most groups; the stage's chunk derivation says why */
     }
@@ -136,12 +181,13 @@ PetscErrorCode InflLayerLayoutSetUp(InflLayerLayout lay, PetscInt L, const Petsc
   lay->mygroup = lay->rank / lay->E;
   lay->myindex = lay->rank % lay->E;
   PetscCheck(layout_assign(lay, G, &st, lay->owner) >= 0, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory assigning layers to groups");
+  lay->split = lay->split_set && lay->E > 1 ? PETSC_TRUE : PETSC_FALSE;
   lay->mine = 0;
   lay->max  = 0;
-  for (PetscInt g = 0; g < G; g++) { /* the factor bytes of each group (one copy) */
+  for (PetscInt g = 0; g < G; g++) { /* the factor bytes of each group (one copy), per rank */
     size_t b = 0;
     for (PetscInt l = 0; l < L; l++)
-      if (lay->owner[l] == g) b += lay->bytes[l];
+      if (lay->owner[l] == g) b += lay->split ? InflLayerLayoutLayerBytesSplit(din[l], dout[l], lay->E) : lay->bytes[l];
     lay->max = PetscMax(lay->max, b);
     if (g == lay->mygroup) lay->mine = b;
   }
@@ -194,7 +240,7 @@ PetscErrorCode InflLayerLayoutView(InflLayerLayout lay, PetscViewer viewer)
 {
   PetscFunctionBegin;
   if (!viewer) PetscCall(PetscViewerASCIIGetStdout(lay->comm, &viewer));
-  PetscCall(PetscViewerASCIIPrintf(viewer, "layer layout: %d group%s of %d rank%s; factor bytes per rank %.1f MiB (largest group share) of %.1f MiB in all\n", (int)lay->G, lay->G > 1 ? "s" : "", (int)lay->E, lay->E > 1 ? "s" : "", (double)lay->max / 1048576.0, (double)lay->total / 1048576.0));
+  PetscCall(PetscViewerASCIIPrintf(viewer, "layer layout: %d group%s of %d rank%s%s; factor bytes per rank %.1f MiB (largest group share%s) of %.1f MiB in all\n", (int)lay->G, lay->G > 1 ? "s" : "", (int)lay->E, lay->E > 1 ? "s" : "", lay->split ? ", layers split inside groups" : "", (double)lay->max / 1048576.0, lay->split ? " per rank" : "", (double)lay->total / 1048576.0));
   if (lay->G > 1)
     for (PetscInt g = 0; g < lay->G; g++) {
       char     text[1024] = "";
@@ -351,22 +397,37 @@ PetscErrorCode InflLayerLayoutGatherCapture(InflLayerLayout lay, const InflCaptu
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflLayerLayoutReduceToSources(InflLayerLayout lay, PetscInt nrow, int64_t ldp, const double part[], const PetscInt bstart[], PetscInt B, double out[])
+/* The columns of the nsrc sources of comm (source s: columns bstart[s] .. bstart[s+1] of part) summed onto them. */
+static PetscErrorCode reduce_to_sources(MPI_Comm comm, PetscInt nsrc, PetscInt nrow, int64_t ldp, const double part[], const PetscInt bstart[], PetscInt B, double out[])
 {
   PetscMPIInt me;
   double     *blk;
   int64_t     maxb = 0;
 
   PetscFunctionBegin;
-  PetscCallMPI(MPI_Comm_rank(lay->cross, &me));
-  for (PetscInt s = 0; s < lay->G; s++) maxb = PetscMax(maxb, bstart[s + 1] - bstart[s]);
+  PetscCallMPI(MPI_Comm_rank(comm, &me));
+  for (PetscInt s = 0; s < nsrc; s++) maxb = PetscMax(maxb, bstart[s + 1] - bstart[s]);
   PetscCall(PetscMalloc1((size_t)PetscMax(nrow * maxb, 1), &blk));
-  for (PetscInt s = 0; s < lay->G; s++) { /* source s's columns, packed (nrow, B_s), summed onto s */
+  for (PetscInt s = 0; s < nsrc; s++) { /* source s's columns, packed (nrow, B_s), summed onto s */
     int64_t nb = bstart[s + 1] - bstart[s];
     for (PetscInt i = 0; i < nrow; i++) PetscCall(PetscArraycpy(blk + i * nb, part + i * ldp + bstart[s], nb));
-    PetscCall(InflReduceSum(blk, out, (int64_t)nrow * nb, MPI_DOUBLE, (int)s, lay->cross));
+    PetscCall(InflReduceSum(blk, out, (int64_t)nrow * nb, MPI_DOUBLE, (int)s, comm));
   }
   PetscAssert(bstart[me + 1] - bstart[me] == B, PETSC_COMM_SELF, PETSC_ERR_PLIB, "source block %d != capture %d", (int)(bstart[me + 1] - bstart[me]), (int)B);
   PetscCall(PetscFree(blk));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflLayerLayoutReduceToSources(InflLayerLayout lay, PetscInt nrow, int64_t ldp, const double part[], const PetscInt bstart[], PetscInt B, double out[])
+{
+  PetscFunctionBegin;
+  PetscCall(reduce_to_sources(lay->cross, lay->G, nrow, ldp, part, bstart, B, out));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflLayerLayoutGroupReduceToSources(InflLayerLayout lay, PetscInt nrow, int64_t ldp, const double part[], const PetscInt bstart[], PetscInt B, double out[])
+{
+  PetscFunctionBegin;
+  PetscCall(reduce_to_sources(lay->group, lay->E, nrow, ldp, part, bstart, B, out));
   PetscFunctionReturn(0);
 }

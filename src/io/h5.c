@@ -2,6 +2,7 @@
  * with nothing to move select none), attributes, provenance.  Pattern of the HDF5 parallel examples
  * (ph5example.c: H5Pset_fapl_mpio, H5Pset_dxpl_mpio(H5FD_MPIO_COLLECTIVE), hyperslab per rank). */
 #include "io/ioimpl.h"
+#include <infl/eigen.h>
 #include <errno.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -728,5 +729,65 @@ PetscErrorCode InflH5ColumnBlock(hid_t file, const char name[], int ndim, const 
   InflCallH5(H5Dclose(dset));
   InflCallH5(H5Sclose(space));
   PetscCall(PetscFree(f));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflH5CyclicBlock(hid_t file, const char name[], const int64_t dims[2], int dim, int nb, int p, int np, PetscBool mine, double buf[], PetscBool write)
+{
+  hsize_t hd[2] = {(hsize_t)dims[0], (hsize_t)dims[1]}, one = 1;
+  hid_t   dset, fspace, mspace, dxpl;
+  int64_t n = dims[dim], nloc = mine ? InflBlacsLocalCount(n, nb, p, np) : 0, other = dims[1 - dim];
+  char    dummy = 0, fname[PETSC_MAX_PATH_LEN];
+
+  PetscFunctionBegin;
+  h5_filename(file, fname, sizeof(fname));
+  PetscCheck(dim == 0 || dim == 1, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "%s: dataset %s: dimension %d is not 0 or 1", fname, name, dim);
+  if (write) PetscCall(h5_create_dataset(file, name, H5T_NATIVE_DOUBLE, 2, dims, &dset));
+  else {
+    PetscCheck(h5_exists(file, name), PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: dataset %s is missing", fname, name);
+    InflCallH5(dset = H5Dopen2(file, name, H5P_DEFAULT));
+  }
+  InflCallH5(fspace = H5Dget_space(dset));
+  if (dims[0] * dims[1] == 0) { /* nothing to transfer on any rank */
+    InflCallH5(H5Sclose(fspace));
+    InflCallH5(H5Dclose(dset));
+    PetscFunctionReturn(0);
+  }
+  if (nloc > 0 && other > 0) {
+    /* the whole blocks of nb indices p, p+np, ..., then the partial last block if it is this rank's */
+    int64_t nblk = n / nb, mine_full = nblk / np + (p < nblk % np ? 1 : 0), rest = n % nb;
+    hsize_t start[2] = {0, 0}, stride[2] = {1, 1}, count[2] = {1, 1}, block[2] = {hd[0], hd[1]}, mdims[2];
+    H5S_seloper_t op = H5S_SELECT_SET;
+    if (mine_full > 0) {
+      start[dim]  = (hsize_t)p * nb;
+      stride[dim] = (hsize_t)np * nb;
+      count[dim]  = (hsize_t)mine_full;
+      block[dim]  = (hsize_t)nb;
+      InflCallH5(H5Sselect_hyperslab(fspace, op, start, stride, count, block));
+      op = H5S_SELECT_OR;
+    }
+    if (rest && nblk % np == p) {
+      start[dim]  = (hsize_t)(nblk * nb);
+      stride[dim] = 1;
+      count[dim]  = 1;
+      block[dim]  = (hsize_t)rest;
+      InflCallH5(H5Sselect_hyperslab(fspace, op, start, stride, count, block));
+    }
+    mdims[dim]     = (hsize_t)nloc;
+    mdims[1 - dim] = (hsize_t)other;
+    InflCallH5(mspace = H5Screate_simple(2, mdims, NULL));
+  } else {
+    InflCallH5(H5Sselect_none(fspace));
+    InflCallH5(mspace = H5Screate_simple(1, &one, NULL));
+    InflCallH5(H5Sselect_none(mspace));
+  }
+  InflCallH5(dxpl = H5Pcreate(H5P_DATASET_XFER));
+  InflCallH5(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
+  if (write) InflCallH5Write(dset, H5Dwrite(dset, H5T_NATIVE_DOUBLE, mspace, fspace, dxpl, nloc > 0 && other > 0 ? (const void *)buf : (const void *)&dummy));
+  else InflCallH5(H5Dread(dset, H5T_NATIVE_DOUBLE, mspace, fspace, dxpl, nloc > 0 && other > 0 ? (void *)buf : (void *)&dummy));
+  InflCallH5(H5Pclose(dxpl));
+  InflCallH5(H5Sclose(mspace));
+  InflCallH5(H5Sclose(fspace));
+  InflCallH5(H5Dclose(dset));
   PetscFunctionReturn(0);
 }
