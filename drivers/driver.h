@@ -101,6 +101,11 @@ PetscErrorCode DriverOutputMatches(MPI_Comm comm, const char path[], const char 
 /* infl run -ensemble M (drivers/ensemble.c): *M > 1 when the option asks for an ensemble (0 under help, after listing
  * the option); InflDriverRunEnsemble then runs the study. */
 PetscErrorCode DriverEnsembleRequested(MPI_Comm comm, PetscBool help, PetscInt *M);
+/* Collective.  The summary that infl run prints (each of the first nshow queries' top proponents and opponents, and
+ * for rows of features the share of top-k proponents sharing the query's label), from the /topk and /bottomk lists of
+ * the scores file `scores` of Q queries (the combined scores of infl run -ensemble).  tok: the language model's
+ * tokenizer (NULL for rows of features); prompts: the prompt/completion queries or NULL. */
+PetscErrorCode DriverPrintSummary(MPI_Comm comm, const char scores[], InflTokenizer tok, InflData train, InflData query, PetscInt Q, const int64_t qidx[], const StagePrompts *prompts, PetscInt nshow);
 PetscErrorCode InflDriverRunEnsemble(MPI_Comm comm, PetscBool help);
 /* Collective.  Mark as used the options of a study's options file that belong to stages a command skips (training,
  * fit, self-influence, summary: drivers/run.c), so that only misspelled options are reported as unused. */

@@ -134,7 +134,7 @@ static PetscErrorCode member_task(void *ctx, MPI_Comm comm, PetscInt m, double *
 PetscErrorCode InflDriverRunEnsemble(MPI_Comm comm, PetscBool help)
 {
   EnsembleCtx c;
-  PetscInt    M = 1, group_size = 0, inorm = INFL_ENSEMBLE_QUERY, K = 10;
+  PetscInt    M = 1, group_size = 0, inorm = INFL_ENSEMBLE_QUERY, K = 10, nshow = 5;
   PetscBool   save_members = PETSC_FALSE, save_all = PETSC_FALSE;
   InflData    train, test, query;
   int64_t     Nq, *qidx;
@@ -162,6 +162,7 @@ PetscErrorCode InflDriverRunEnsemble(MPI_Comm comm, PetscBool help)
   PetscCall(PetscOptionsInt("-score_topk", "proponents and opponents kept per query", NULL, K, &K, NULL));
   PetscCall(PetscOptionsBool("-score_save_all", "write the ensemble's full (Q, N) score matrix", NULL, save_all, &save_all, NULL));
   PetscCall(PetscOptionsString("-query_prompts", "language models: prompt/completion queries (docs/FORMATS.md) instead of -query", NULL, c.ppath, c.ppath, sizeof(c.ppath), NULL));
+  PetscCall(PetscOptionsInt("-summary_queries", "queries shown in the printed summary", NULL, nshow, &nshow, NULL));
   PetscOptionsEnd();
   PetscCall(InflTrainOptionsFromOptions(comm, &c.topt));
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
@@ -211,12 +212,6 @@ PetscErrorCode InflDriverRunEnsemble(MPI_Comm comm, PetscBool help)
   /* every option of the study is read now, so that a misspelled one stops it before any work */
   PetscCall(PetscOptionsSetValue(NULL, "-score_save_all", "1")); /* the members' full matrices are combined */
   PetscCall(DriverStudyFitKey(comm, c.fit_key, sizeof(c.fit_key)));
-  {
-    {
-      PetscBool set;
-      PetscCall(PetscOptionsHasName(NULL, NULL, "-summary_queries", &set));
-    }
-  }
   PetscCall(DriverCheckUnusedOptions(comm));
   PetscCall(PetscSNPrintf(spath, sizeof(spath), "%s/scores.h5", c.outdir));
   PetscCall(PetscSNPrintf(selfpath, sizeof(selfpath), "%s/self_influence.h5", c.outdir));
@@ -275,9 +270,15 @@ PetscErrorCode InflDriverRunEnsemble(MPI_Comm comm, PetscBool help)
     PetscCall(InflDataGetHash(train, &thash));
     PetscCall(InflEKFACGetKey(ek, PETSC_TRUE, self_key, sizeof(self_key)));
     PetscCall(DriverOutputMatches(comm, selfpath, hash, thash, "self_key", self_key, &match));
-    if (!match || c.overwrite) PetscCall(StageSelf(comm, model, ek, train, selfpath, PETSC_TRUE));
+    if (match && !c.overwrite) PetscCall(PetscPrintf(comm, "== self: using %s\n", selfpath));
+    else {
+      PetscCall(PetscPrintf(comm, "== self\n"));
+      PetscCall(StageSelf(comm, model, ek, train, selfpath, PETSC_TRUE));
+    }
+    PetscCall(DriverPrintSummary(comm, spath, c.seq ? tok : NULL, train, query, c.Q, qidx, c.ppath[0] ? &prompts : NULL, nshow));
+    PetscCall(PetscPrintf(comm, "\noutputs: %s, %s, %s, %s (members in %s)\n", c.model0, fpath, spath, selfpath, edir));
     PetscCall(InflReportFromFiles(comm, spath, train, c.ppath[0] ? NULL : query, tok, selfpath, rpath, PETSC_TRUE));
-    PetscCall(PetscPrintf(comm, "outputs: %s, %s, %s (members in %s)\n", spath, selfpath, rpath, edir));
+    PetscCall(PetscPrintf(comm, "report: %s\n", rpath));
     PetscCall(InflEKFACDestroy(&ek));
     PetscCall(InflModelDestroy(&model));
   }

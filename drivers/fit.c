@@ -134,7 +134,7 @@ PetscErrorCode InflDriverSelf(MPI_Comm comm, PetscBool help)
   PetscCall(common_inputs(comm, help, PETSC_TRUE, mpath, fpath, out, &overwrite));
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
   PetscOptionsBegin(comm, NULL, "infl self", NULL);
-  PetscCall(PetscOptionsInt("-self_chunk", "training examples (sequences) per chunk (default 512; sequences: as many as fit in 8192 tokens)", NULL, chunk, &chunk, NULL));
+  PetscCall(PetscOptionsInt("-self_chunk", "training examples (sequences) per chunk (default 512; sequences: as many as fit in 8192 tokens, fewer for a vocabulary above 256)", NULL, chunk, &chunk, NULL));
   PetscOptionsEnd();
   PetscCall(layout_options(comm)); /* -layer_groups: checked before any work, listed by -help */
   if (help) PetscFunctionReturn(0);

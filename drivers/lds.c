@@ -431,11 +431,13 @@ static PetscErrorCode scores_list(MPI_Comm comm, PetscInt *n, char *paths[])
   PetscFunctionReturn(0);
 }
 
-/* The recipe of the subset models, one line: what lds_key and the file record. */
-static PetscErrorCode recipe_text(const RetrainCtx *c, char text[], size_t len)
+/* The recipe of the subset models, one line: with exact, what lds_key and the file record (numbers as %.17g, so that
+ * files written before still match), else as printed (numbers as the shortest string that reads back the same). */
+static PetscErrorCode recipe_text(const RetrainCtx *c, PetscBool exact, char text[], size_t len)
 {
-  const char *optn[] = {"adam", "sgd", "adamw"};
-  char        dims[512] = "";
+  const char  *optn[] = {"adam", "sgd", "adamw"};
+  const double v[8]   = {c->topt.lr, c->topt.momentum, c->topt.beta1, c->topt.beta2, c->topt.eps, c->topt.weight_decay, c->topt.lr_min, c->topt.clip};
+  char         dims[512] = "", n[8][48];
 
   PetscFunctionBegin;
   if (c->seq) PetscCall(PetscStrncpy(dims, c->arch, sizeof(dims)));
@@ -444,7 +446,11 @@ static PetscErrorCode recipe_text(const RetrainCtx *c, char text[], size_t len)
     for (PetscInt i = 0; i < c->nd; i++) PetscCall(PetscSNPrintf(dims + strlen(dims), sizeof(dims) - strlen(dims), "%s%d", i ? "," : "", (int)c->dims[i]));
     PetscCall(PetscStrlcat(dims, " relu", sizeof(dims)));
   }
-  PetscCall(PetscSNPrintf(text, len, "%s; %s epochs %d batch %d lr %.17g momentum %.17g betas %.17g %.17g eps %.17g wd %.17g matrices_only %d schedule %d warmup %d lr_min %.17g clip %.17g seed %llu%s; precision from -model_precision", dims, optn[c->topt.optimizer], (int)c->topt.epochs, (int)c->topt.batch, c->topt.lr, c->topt.momentum, c->topt.beta1, c->topt.beta2, c->topt.eps, c->topt.weight_decay, (int)c->topt.decay_matrices_only, (int)c->topt.schedule, (int)c->topt.warmup, c->topt.lr_min, c->topt.clip, (unsigned long long)c->topt.seed, c->seed_per_model ? " + 1 + subset" : ""));
+  for (int i = 0; i < 8; i++) {
+    if (exact) snprintf(n[i], sizeof(n[i]), "%.17g", v[i]);
+    else InflDoubleStringShortest(v[i], n[i], sizeof(n[i]));
+  }
+  PetscCall(PetscSNPrintf(text, len, "%s; %s epochs %d batch %d lr %s momentum %s betas %s %s eps %s wd %s matrices_only %d schedule %d warmup %d lr_min %s clip %s seed %llu%s; precision from -model_precision", dims, optn[c->topt.optimizer], (int)c->topt.epochs, (int)c->topt.batch, n[0], n[1], n[2], n[3], n[4], n[5], (int)c->topt.decay_matrices_only, (int)c->topt.schedule, (int)c->topt.warmup, n[6], n[7], (unsigned long long)c->topt.seed, c->seed_per_model ? " + 1 + subset" : ""));
   PetscFunctionReturn(0);
 }
 
@@ -629,7 +635,7 @@ static PetscErrorCode loo_run(MPI_Comm comm, RetrainCtx *c, const char out[], Pe
 
 PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
 {
-  char        out[PETSC_MAX_PATH_LEN] = "lds.h5", lpath[PETSC_MAX_PATH_LEN] = "", ppath[PETSC_MAX_PATH_LEN] = "", *spaths[LDS_MAX_SCORES] = {0}, recipe[2048], seeds[32] = "same", loo_spec[PETSC_MAX_PATH_LEN] = "", fit_key[128] = "", mprefix[PETSC_MAX_PATH_LEN] = "";
+  char        out[PETSC_MAX_PATH_LEN] = "lds.h5", lpath[PETSC_MAX_PATH_LEN] = "", ppath[PETSC_MAX_PATH_LEN] = "", *spaths[LDS_MAX_SCORES] = {0}, recipe[2048], shown[2048], seeds[32] = "same", loo_spec[PETSC_MAX_PATH_LEN] = "", fit_key[128] = "", mprefix[PETSC_MAX_PATH_LEN] = "";
   PetscInt    J = 0, ns = 0, seed = 0, group_size = 0, S = 1, ntop = 16;
   int64_t     Nq;
   double      fraction = 0.5, mfraction = 0, tops[16] = {10, 20};
@@ -769,7 +775,7 @@ PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
   c.out   = out;
   c.what  = "subset";
   c.prompts = prompts.Q > 0 ? &prompts : NULL;
-  PetscCall(recipe_text(&c, recipe, sizeof(recipe)));
+  PetscCall(recipe_text(&c, PETSC_TRUE, recipe, sizeof(recipe)));
   PetscCall(PetscStrncpy(d.recipe, recipe, sizeof(d.recipe)));
   d.J = J;
   d.N = N;
@@ -842,7 +848,8 @@ PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
       for (int64_t i = 0; i < N; i++)
         if (m[i]) c.idx[j][k++] = i;
     }
-    PetscCall(PetscPrintf(comm, "infl lds: %d subsets of %" PRId64 " of the %" PRId64 " training examples, %d queries; recipe: %s\n", (int)J, c.n[0], N, (int)d.Q, recipe));
+    PetscCall(recipe_text(&c, PETSC_FALSE, shown, sizeof(shown)));
+    PetscCall(PetscPrintf(comm, "infl lds: %d subsets of %" PRId64 " of the %" PRId64 " training examples, %d queries; recipe: %s\n", (int)J, c.n[0], N, (int)d.Q, shown));
     PetscCall(InflTasksRestore(comm, "infl lds", J, d.Q, partial, d.key, d.status, d.losses));
     for (PetscInt j = 0; j < J; j++) done += d.status[j] != INFL_TASK_TODO;
     if (done) PetscCall(PetscPrintf(comm, "infl lds: resuming from %s (%d of %d subsets finished)\n", partial, (int)done, (int)J));

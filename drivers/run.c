@@ -36,14 +36,12 @@ PetscErrorCode DriverOutputMatches(MPI_Comm comm, const char path[], const char 
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode print_summary(MPI_Comm comm, InflScorer sc, InflData train, InflData query, PetscInt Q, const int64_t qidx[], PetscInt nshow)
+static PetscErrorCode print_summary(MPI_Comm comm, const InflTopK *top, const InflTopK *bottom, InflData train, InflData query, PetscInt Q, const int64_t qidx[], PetscInt nshow)
 {
-  InflTopK *top, *bottom;
-  int64_t   N, Nq, C, *ytrain, *yq, same = 0, total = 0;
-  char    **names;
+  int64_t N, Nq, C, *ytrain, *yq, same = 0, total = 0;
+  char  **names;
 
   PetscFunctionBegin;
-  PetscCall(InflScorerGetTopK(sc, &top, &bottom));
   PetscCall(InflDataGetSizes(train, &N, NULL, &C));
   PetscCall(InflDataGetSizes(query, &Nq, NULL, NULL));
   PetscCall(DriverClassNames((PetscInt)C, &names));
@@ -118,9 +116,8 @@ static PetscErrorCode first_line(InflTokenizer tok, int64_t n, const int32_t ids
 
 /* The summary of a language model's scores: each shown query's text, its top proponent and opponent training
  * sequences (first line) with their scores. */
-static PetscErrorCode print_summary_text(MPI_Comm comm, InflScorer sc, InflTokenizer tok, InflData train, InflData query, PetscInt Q, const int64_t qidx[], const StagePrompts *prompts, PetscInt nshow)
+static PetscErrorCode print_summary_text(MPI_Comm comm, const InflTopK *top, const InflTopK *bottom, InflTokenizer tok, InflData train, InflData query, PetscInt Q, const int64_t qidx[], const StagePrompts *prompts, PetscInt nshow)
 {
-  InflTopK   *top, *bottom;
   int64_t     seq, qseq = 0, off[2];
   int32_t    *buf;
   char        line[96];
@@ -129,7 +126,6 @@ static PetscErrorCode print_summary_text(MPI_Comm comm, InflScorer sc, InflToken
 
   PetscFunctionBegin;
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
-  PetscCall(InflScorerGetTopK(sc, &top, &bottom));
   PetscCall(InflDataGetSizes(train, NULL, &seq, NULL));
   if (query) PetscCall(InflDataGetSizes(query, NULL, &qseq, NULL));
   PetscCall(PetscMalloc1(PetscMax(seq, qseq) + 1, &buf));
@@ -159,6 +155,33 @@ static PetscErrorCode print_summary_text(MPI_Comm comm, InflScorer sc, InflToken
   }
   if (wrong) PetscCall(PetscPrintf(PETSC_COMM_SELF, "(lowest / highest: among the kept bottom-k / top-k, but of the wrong sign: not an opponent / proponent)\n"));
   PetscCall(PetscFree(buf));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode DriverPrintSummary(MPI_Comm comm, const char scores[], InflTokenizer tok, InflData train, InflData query, PetscInt Q, const int64_t qidx[], const StagePrompts *prompts, PetscInt nshow)
+{
+  InflTopK *t[2] = {NULL, NULL};
+  hid_t     file;
+  int       nd;
+  int64_t   dk[8];
+
+  PetscFunctionBegin;
+  PetscCall(InflH5Open(comm, scores, PETSC_FALSE, &file));
+  PetscCall(InflH5GetDims(file, "/topk/scores", &nd, dk));
+  InflCheckAll(comm, nd == 2 && dk[0] == Q && dk[1] >= 1, PETSC_ERR_FILE_UNEXPECTED, "%s: /topk/scores is not a (%d, K) array: the file is damaged; recompute it", scores, (int)Q);
+  for (int s = 0; s < 2; s++) {
+    PetscCall(InflTopKCreate(Q, (PetscInt)dk[1], s == 0 ? PETSC_TRUE : PETSC_FALSE, &t[s]));
+    PetscCall(InflH5ReadArray(file, s == 0 ? "/topk/scores" : "/bottomk/scores", H5T_NATIVE_DOUBLE, 2, dk, NULL, t[s]->score));
+    PetscCall(InflH5ReadArray(file, s == 0 ? "/topk/train_indices" : "/bottomk/train_indices", H5T_NATIVE_INT64, 2, dk, NULL, t[s]->index));
+    for (PetscInt q = 0; q < Q; q++) /* the file's lists end with index -1 where fewer entries were kept */
+      for (t[s]->n[q] = 0; t[s]->n[q] < t[s]->K && t[s]->index[(int64_t)q * t[s]->K + t[s]->n[q]] >= 0; t[s]->n[q]++) {}
+    t[s]->sorted = PETSC_TRUE;
+  }
+  PetscCall(InflH5Close(&file));
+  if (tok) PetscCall(print_summary_text(comm, t[0], t[1], tok, train, query, Q, qidx, prompts, nshow));
+  else PetscCall(print_summary(comm, t[0], t[1], train, query, Q, qidx, nshow));
+  PetscCall(InflTopKDestroy(&t[0]));
+  PetscCall(InflTopKDestroy(&t[1]));
   PetscFunctionReturn(0);
 }
 
@@ -254,7 +277,7 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   PetscCall(PetscOptionsInt("-summary_queries", "queries shown in the printed summary", NULL, nshow, &nshow, NULL));
   {
     PetscInt chunk = 512;
-    PetscCall(PetscOptionsInt("-self_chunk", "training examples (sequences) per chunk of the self-influence stage (default 512; sequences: as many as fit in 8192 tokens)", NULL, chunk, &chunk, NULL));
+    PetscCall(PetscOptionsInt("-self_chunk", "training examples (sequences) per chunk of the self-influence stage (default 512; sequences: as many as fit in 8192 tokens, fewer for a vocabulary above 256)", NULL, chunk, &chunk, NULL));
   }
   PetscOptionsEnd();
   PetscCall(DriverOpenData(comm, "train", PETSC_TRUE, help, &train));
@@ -414,8 +437,12 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
     PetscCall(StageSelf(comm, model, ek, train, selfpath, PETSC_TRUE));
   }
 
-  if (seq) PetscCall(print_summary_text(comm, sc, tok, train, query, Q, qidx, ppath[0] ? &prompts : NULL, nshow));
-  else PetscCall(print_summary(comm, sc, train, query, Q, qidx, nshow));
+  {
+    InflTopK *top, *bottom;
+    PetscCall(InflScorerGetTopK(sc, &top, &bottom));
+    if (seq) PetscCall(print_summary_text(comm, top, bottom, tok, train, query, Q, qidx, ppath[0] ? &prompts : NULL, nshow));
+    else PetscCall(print_summary(comm, top, bottom, train, query, Q, qidx, nshow));
+  }
   PetscCall(PetscPrintf(comm, "\noutputs: %s, %s, %s, %s\n", mpath, fpath, spath, selfpath));
   {
     char rpath[PETSC_MAX_PATH_LEN];

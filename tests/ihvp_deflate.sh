@@ -50,6 +50,9 @@ go 2 0 fit.txt fit "${data[@]}" -out factors.h5
 fid=("${solve[@]}" -factors factors.h5)
 go 2 0 fref.txt fidelity "${fid[@]}" -progress_interval 0 -out fref.h5
 has fref.txt "ihvp: deflation: 8 Lanczos steps ("
+# the fidelity table's rows line up (every cell padded to its column's widest, "EK-FAC r32" included)
+has fref.txt "| EK-FAC r"
+[ "$(grep '^| ' fref.txt | awk '{ print length($0) }' | sort -u | wc -l)" = 1 ] && [ "$(grep -c '^| ' fref.txt)" = 5 ] || fail "the fidelity table's rows differ in length: $(grep '^| ' fref.txt)"
 [ "$(grep -c '^  ihvp deflation: Lanczos step [1-7] of 8, .* s, ETA [0-9]* s$' fref.txt)" = 7 ] || fail "-progress_interval 0: not one progress line per Lanczos step 1..7: $(grep 'Lanczos step' fref.txt)"
 its=$(sed -n 's/^ihvp: block CG: 2 queries, \([0-9]*\) iterations.*/\1/p' fref.txt)
 [ -n "$its" ] && [ "$its" -gt 8 ] || fail "the uninterrupted solve took '$its' iterations; the test needs more than 8"

@@ -112,8 +112,16 @@ check [ "$(run 2 run -options_file tiny.opts -outdir ens -ensemble 2 -score_save
 check grep -q "2 members to run in 2 rank groups" last.log
 check grep -q "combining the scores of 2 models (normalization query)" last.log
 check [ -f ens/ensemble/scores-1.h5 ] && check [ -f ens/report.html ]
+# the summary and the lines of infl run: self computed, the combined scores' top proponent of query 0, the report
+check grep -qx "== self" last.log
+check grep -q "^Top proponents and opponents" last.log
+check grep -qx "report: ens/report.html" last.log
+top0() { h5dump -d /topk/train_indices -y -w 0 -o top.txt "$1" > /dev/null && tr -s ', \n' '\n' < top.txt | grep -v '^$' | head -1; }
+check [ "$(sed -n 's/^  proponents:  \([0-9]*\):.*/\1/p' last.log | head -1)" = "$(top0 ens/scores.h5)" ]
 check [ "$(run 2 run -options_file tiny.opts -outdir ens -ensemble 2 -score_save_all -ensemble_normalize none)" = 0 ]
 check [ "$(grep -c "ensemble member [01]: using" last.log)" = 4 ] # the models and the scores of both
+check grep -qx "== self: using ens/self_influence.h5" last.log
+check grep -q "^Top proponents and opponents" last.log
 check [ "$(run 1 lds -lds l1.h5 -scores ens/ensemble/scores-0.h5,ens/scores.h5)" = 0 ]
 check [ "$(grep -c "^LDS " last.log)" = 2 ]
 

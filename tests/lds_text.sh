@@ -66,6 +66,9 @@ check grep -q "11 of 44 documents (windows) corrupted" last.log
 common="-options_file text.opts -lds_subsets 6 -lds_mislabel_fraction 0.25 -lds_mislabel_top 25,50 -scores $REF/lds_text_scores.h5 -progress_interval 1000"
 check [ "$(run 1 lds $common -out l1.h5)" = 0 ]
 check grep -q "6 subsets of 22 of the 44 training examples, 3 queries; recipe: gpt2 vocab 256 positions 16" last.log
+# the recipe's numbers printed the shortest way that reads back (0.9, not 0.90000000000000002)
+check grep -q "recipe: .* lr 0.01 momentum " last.log
+check bash -c '! grep "recipe: " last.log | sed "s/init [0-9a-f]*//" | grep -qE "[0-9]{10}"'
 check grep -q "training on the corrupted documents" last.log
 check same "$(lds_of last.log lds_text_scores)" $TEXT_LDS
 check same "$(mis_of last.log)" "$TEXT_MIS"

@@ -11,7 +11,9 @@
 # and with the argument "chunks" (ctest lm_chunks) only:
 #   - -mem_limit lowers the chunks of fit, score and self to a few windows at 1 rank, with the same results as the
 #     default chunk;
-#   - -score_topk larger than -score_tfidf_topk: lists of the candidates (no -1), topk_requested recorded.
+#   - -score_topk larger than -score_tfidf_topk: lists of the candidates (no -1), topk_requested recorded;
+#   - a GPT-2 of vocabulary 50257: a default chunk of far fewer windows (its byte budget), the same results as one
+#     chunk of all windows.
 #   - fit, score and self killed at random points (SIGTERM and SIGKILL) and rerun at varying rank counts until they
 #     finish: the same results as uninterrupted runs.
 set -u
@@ -59,6 +61,22 @@ check [ "$(run 1 self $common -factors f1.h5 -mem_limit 66M -out selfl.h5)" = 0 
 nl=$(chunks self); echo "self: chunks of $nl windows with -mem_limit 66M"
 check [ -n "$nl" ] && check [ "$nl" -ge 1 ] && check [ "$nl" -lt 44 ]
 check $H5CMP self $TAU2 self1.h5 selfl.h5 /self_influence f1.h5
+
+# --- the default chunk of a GPT-2 of GPT-2's vocabulary (50,257 tokens; tests/ref/bigvocab_tokens.h5, 40 windows of
+# 16): the bytes of 8192 tokens of the same model at a vocabulary of 256, so far fewer windows than the 512 of 16
+# tokens (about 15), with the same factors and self-influence as one chunk of all windows given on the command line
+BV="-train tokens:$SRC/tests/ref/bigvocab_tokens.h5"
+check [ "$(run 1 train $BV -gpt2_n_layer 2 -gpt2_n_embd 16 -gpt2_n_head 2 -gpt2_n_positions 16 -gpt2_vocab_size 50257 -train_epochs 1 -train_batch 20 -out bigv)" = 0 ]
+check [ "$(run 1 fit -model bigv $BV -out fbv.h5)" = 0 ]
+nd=$(chunks fit)
+check [ "$(run 1 fit -model bigv $BV -ekfac_chunk 1000 -out fbv1.h5)" = 0 ]
+na=$(chunks fit); echo "vocabulary 50257: default chunks of $nd windows, all $na given"
+check [ "$na" = 40 ] && check [ -n "$nd" ] && check [ "$nd" -ge 1 ] && check [ "$nd" -lt 40 ]
+check factors_ok fbv1.h5 fbv.h5 "$TAU2"
+check [ "$(run 1 self -model bigv $BV -factors fbv1.h5 -out sbv.h5)" = 0 ]
+check [ "$(chunks self)" -lt 40 ]
+check [ "$(run 1 self -model bigv $BV -factors fbv1.h5 -self_chunk 1000 -out sbv1.h5)" = 0 ]
+check $H5CMP self $TAU2 sbv1.h5 sbv.h5 /self_influence fbv1.h5
 
 # --- TF-IDF: more proponents asked for than candidates scored: the lists hold the 2 candidates of each query, noted
 check [ "$(run 1 score $common -factors f1.h5 -query $TEXT -query_indices 0:44:5 -score_tfidf_topk 2 -score_topk 3 -out tk.h5)" = 0 ]

@@ -507,6 +507,37 @@ static PetscErrorCode test_rows_for_gpt2(MPI_Comm comm, InflModel m)
   PetscFunctionReturn(0);
 }
 
+/* The default chunk of sequence data (docs/FORMATS.md, "Chunks and memory"): 8192 tokens (512 windows of 16) for a
+ * vocabulary of 256, and for GPT-2's 50,257 the bytes of those 512 windows of the same model with a vocabulary of
+ * 256, so fewer windows (about 17 here, not 512: the logits alone would take 1.6 GB); a given chunk is used as is.
+ * The expected count is computed from the two models' bytes per window (InflModelCaptureBytes), built in memory. */
+static PetscErrorCode test_default_chunk(MPI_Comm comm)
+{
+  const PetscInt V[2] = {256, 50257};
+  size_t         per[2];
+  PetscInt       chunk[2], given = 512;
+  InflModel      m[2];
+
+  PetscFunctionBegin;
+  for (int v = 0; v < 2; v++) {
+    InflGPT2Config cfg = {16, 2, 2, V[v], 16, 1e-5, INFL_GPT2_GELU_NEW};
+    PetscCall(InflModelCreate(comm, &m[v]));
+    PetscCall(InflModelSetType(m[v], "gpt2"));
+    PetscCall(InflModelSetUpGPT2(m[v], &cfg, 1));
+    per[v]   = InflModelCaptureBytes(m[v]);
+    chunk[v] = 512;
+    PetscCall(InflModelGetChunk(m[v], comm, "test", PETSC_FALSE, 100000, 0, per[v], &chunk[v]));
+  }
+  PetscCall(InflModelGetChunk(m[1], comm, "test", PETSC_TRUE, 100000, 0, per[1], &given));
+  PetscCall(PetscPrintf(comm, "default chunk: %d windows of 16 for vocabulary 256 (%zu bytes each), %d for 50257 (%zu bytes each); given 512: %d\n", (int)chunk[0], per[0], (int)chunk[1], per[1], (int)given));
+  EXPECT(chunk[0] == 512, "the default chunk of a vocabulary-256 GPT-2 with windows of 16 is %d windows, expected 8192 / 16 = 512", (int)chunk[0]);
+  EXPECT(chunk[1] == (PetscInt)(512 * (double)per[0] / (double)per[1]), "the default chunk of a vocabulary-50257 GPT-2 is %d windows, expected floor(512 x %zu / %zu) = %d (the bytes of 512 windows at vocabulary 256)", (int)chunk[1], per[0], per[1], (int)(512 * (double)per[0] / (double)per[1]));
+  EXPECT(chunk[1] >= 1 && chunk[1] < chunk[0] / 10, "the default chunk of a vocabulary-50257 GPT-2 (%d windows) is not well below the vocabulary-256 one (%d)", (int)chunk[1], (int)chunk[0]);
+  EXPECT(given == 512, "a given chunk of 512 windows became %d", (int)given);
+  for (int v = 0; v < 2; v++) PetscCall(InflModelDestroy(&m[v]));
+  PetscFunctionReturn(0);
+}
+
 int main(int argc, char **argv)
 {
   MPI_Comm    comm;
@@ -531,6 +562,7 @@ int main(int argc, char **argv)
   PetscCall(test_tokens_data(comm, m, &r));
   PetscCall(test_rows_for_gpt2(comm, m));
   PetscCall(test_text_data(comm));
+  PetscCall(test_default_chunk(comm));
   /* save (Hugging Face layout + config.json) and load again: the same model */
   {
     InflModel   m2;

@@ -8,6 +8,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 exe=${INFL_EXE:?INFL_EXE is not set}
 mpi=${INFL_MPIEXEC:-mpiexec}
+src=${INFL_SOURCE_DIR:?INFL_SOURCE_DIR is not set}
 fm=idx:/usr/share/datasets/fashion-mnist
 dir=$PWD/report_cli
 rm -rf "$dir"
@@ -39,6 +40,25 @@ n=$(grep -o 'data:image/png;base64,' "$html" | wc -l)
 grep -q 'Ankle boot' "$html" || fail "class names missing from $html"
 grep -q 'model_sha256' "$html" || fail "provenance missing from $html"
 ! grep -q '<script' "$html" || fail "$html contains a script"
+
+# every training example kept (-score_topk 256 = N) for 2 queries: the bottom-k then holds positive scores too, which
+# the gallery captions "Lowest k: not an opponent" (a top-k score <= 0 "Highest k: not a proponent"), as the text report
+"$mpi" --oversubscribe -n 2 "$exe" score -model "$src/tests/ref/mlp_small.safetensors" -factors "$dir/factors.h5" -train "$fm/train" -train_limit 256 \
+  -query "$fm/t10k" -query_limit 16 -query_indices 0:2 -score_topk 256 -out "$dir/all.h5" > "$dir/log_all.txt" 2>&1 || { cat "$dir/log_all.txt"; fail "infl score -score_topk 256"; }
+"$mpi" --oversubscribe -n 2 "$exe" report -scores "$dir/all.h5" -train "$fm/train" -train_limit 256 -query "$fm/t10k" -query_limit 16 \
+  -report_k 0 -out "$dir/all.html" > "$dir/log_all.txt" 2>&1 || { cat "$dir/log_all.txt"; fail "infl report -report_k 0"; }
+signs() { # CLASS NOTE: "figures wrong-sign-without-note right-sign-with-note notes" of the gallery items of CLASS
+  grep -o "<figure class=\"$1\">.*</figure>" "$dir/all.html" | sed 's/.*<br\/>score \([-+0-9.e]*\)\(.*\)<\/figcaption>.*/\1 \2/' |
+    awk -v cls="$1" -v note="$2" '{ s = $1 + 0; n = index($0, note) > 0; wrong = cls == "opp" ? s >= 0 : s <= 0
+      f++; if (wrong && !n) a++; if (!wrong && n) b++; m += n } END { print f + 0, a + 0, b + 0, m + 0 }'
+}
+read f a b m < <(signs opp "not an opponent")
+[ "$f" = 512 ] && [ "$a" = 0 ] && [ "$b" = 0 ] && [ "$m" -gt 0 ] || fail "bottom-k gallery of all.html: $f items, $a of score >= 0 without \"not an opponent\", $b of score < 0 with it, $m noted"
+grep -q "Opponents and lowest scores\|Lowest scores (none negative" "$dir/all.html" || fail "all.html: no bottom-k gallery titled for scores >= 0"
+read f a b m < <(signs pro "not a proponent")
+[ "$f" = 512 ] && [ "$a" = 0 ] && [ "$b" = 0 ] || fail "top-k gallery of all.html: $f items, $a of score <= 0 without \"not a proponent\", $b of score > 0 with it"
+grep -q "Lowest [0-9]*: not an opponent" "$dir/all.html" || fail "all.html: no \"Lowest k: not an opponent\" caption"
+echo "ok: gallery captions follow the signs of the kept scores ($m bottom-k entries of score >= 0 marked)"
 
 # bad inputs: nonzero exit, one clear message
 expect_fail() { # expect_fail "message part" args...

@@ -164,12 +164,18 @@ size_t InflModelParameterBytes(InflModel model);
 PetscErrorCode InflModelGetExampleUnit(InflModel model, const char **unit);
 /* Rows (tokens) in the default chunk of a stage on sequence data (docs/FORMATS.md, "Chunks and memory"). */
 #define INFL_CHUNK_ROWS 8192
+/* The vocabulary whose logits the default chunk's bytes allow for: a model with a larger vocabulary gets the bytes
+ * that INFL_CHUNK_ROWS tokens of the same model with INFL_CHUNK_VOCAB tokens would take (fewer windows). */
+#define INFL_CHUNK_VOCAB 256
 /* Collective.  The chunk of a stage (`stage` names it in messages, e.g. "infl fit") over this rank's `count` examples
  * of the model's data: on entry *chunk is the value of the stage's option (-ekfac_chunk, -score_chunk, -self_chunk,
  * -project_chunk), given by the user if `given`, else its default.  The options count examples: sequences (windows)
  * for a sequence model.  A default (not given) for a sequence model is capped at max(1, INFL_CHUNK_ROWS /
- * n_positions) windows, so that a chunk holds at most about INFL_CHUNK_ROWS tokens whatever the window length; a row
- * model's default is unchanged.  Then -mem_limit lowers it (InflChunkFromMemLimit with `resident` bytes held whatever
+ * n_positions) windows, so that a chunk holds at most about INFL_CHUNK_ROWS tokens whatever the window length, and
+ * for a vocabulary V above INFL_CHUNK_VOCAB further at floor(windows (per_example - e T (V - INFL_CHUNK_VOCAB)) /
+ * per_example) (at least 1; e the bytes of a value in the working precision, T = n_positions): the bytes of those
+ * windows had the vocabulary been INFL_CHUNK_VOCAB, so that the logits do not make the default peak grow with the
+ * vocabulary.  A row model's default is unchanged.  Then -mem_limit lowers it (InflChunkFromMemLimit with `resident` bytes held whatever
  * the chunk, to which the model's own InflModelParameterBytes are added, and `per_example` bytes per example, for a sequence model per window: its rows of every captured layer's
  * a and Ds, the model's activations (InflModelCaptureBytes) and the stage's scratch per row).  For a sequence model
  * the result is printed (windows and tokens per chunk at most). */

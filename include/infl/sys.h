@@ -95,6 +95,12 @@ PetscErrorCode InflReportPeakMemory(MPI_Comm comm, const char stage[]);
 const char *InflDoubleString(double v, char buf[], size_t len);
 /* InflDoubleString into a buffer of the enclosing block: PetscCheck(..., "-opt %s must be > 0", INFL_DSTR(x)). */
 #define INFL_DSTR(v) InflDoubleString((double)(v), (char[48]){0}, 48)
+/* Not collective.  v as the shortest %g (1 to 17 significant digits) that reads back as v, e.g. "0.003" where %.17g
+ * writes 0.0030000000000000001 (for numbers that a summary line shows exactly; keys and hashes keep %.17g); a value
+ * that is not finite as InflDoubleString.  Returns buf (at least 32 characters). */
+const char *InflDoubleStringShortest(double v, char buf[], size_t len);
+/* InflDoubleStringShortest into a buffer of the enclosing block. */
+#define INFL_DSHORT(v) InflDoubleStringShortest((double)(v), (char[48]){0}, 48)
 /* Not collective.  -mem_limit in bytes per rank (*set false and 0 when not given); errors as InflChunkFromMemLimit. */
 PetscErrorCode InflGetMemLimit(MPI_Comm comm, double *bytes, PetscBool *set);
 /* Collective.  Chunk size of a stage over `count` examples on this rank: *chunk is first capped at the largest count

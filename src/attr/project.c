@@ -62,7 +62,7 @@ PetscErrorCode InflProjectorSetFromOptions(InflProjector p)
   PetscCall(PetscOptionsInt("-project_out", "kronecker: rows of each layer's P_out (capped at dout)", "InflProjectorSetSizes", p->kout_opt, &p->kout_opt, NULL));
   PetscCall(PetscOptionsInt("-project_dim", "gaussian, rademacher: projected dimension k", "InflProjectorSetSizes", p->dim_opt, &p->dim_opt, NULL));
   PetscCall(PetscOptionsInt("-project_seed", "seed of the projection matrices (Philox key)", "InflProjectorSetSeed", seed, &seed, NULL));
-  PetscCall(PetscOptionsInt("-project_chunk", "sequences (examples) projected per chunk of a store build (default 256; sequences: as many as fit in 8192 tokens)", "InflStoreBuild", p->chunk, &p->chunk, &p->chunk_set));
+  PetscCall(PetscOptionsInt("-project_chunk", "sequences (examples) projected per chunk of a store build (default 256; sequences: as many as fit in 8192 tokens, fewer for a vocabulary above 256)", "InflStoreBuild", p->chunk, &p->chunk, &p->chunk_set));
   PetscOptionsEnd();
   PetscCheck(p->kin_opt > 0, p->comm, PETSC_ERR_ARG_OUTOFRANGE, "-project_in %d must be positive (rows of each layer's input projection; 16 to 64 are usual)", (int)p->kin_opt);
   PetscCheck(p->kout_opt > 0, p->comm, PETSC_ERR_ARG_OUTOFRANGE, "-project_out %d must be positive (rows of each layer's output projection; 16 to 64 are usual)", (int)p->kout_opt);

@@ -198,7 +198,7 @@ PetscErrorCode InflScorerSetFromOptions(InflScorer sc)
   PetscCall(PetscOptionsBool("-score_per_layer", "write per-layer terms", "InflScorerSave", sc->per_layer, &sc->per_layer, NULL));
   PetscCall(PetscOptionsBool("-score_per_token", "write every token's term of the top-k and bottom-k training sequences of each query", "InflScorerSave", sc->per_token, &sc->per_token, NULL));
   PetscCall(PetscOptionsInt("-score_tfidf_topk", "score only the K training sequences of highest binary-BM25 score against each query's tokens (0: all)", "InflScorerScore", sc->tfidf_topk, &sc->tfidf_topk, NULL));
-  PetscCall(PetscOptionsInt("-score_chunk", "training examples (sequences) per chunk (default 1024; sequences: as many as fit in 8192 tokens)", "InflScorerScore", sc->chunk, &sc->chunk, &sc->chunk_set));
+  PetscCall(PetscOptionsInt("-score_chunk", "training examples (sequences) per chunk (default 1024; sequences: as many as fit in 8192 tokens, fewer for a vocabulary above 256)", "InflScorerScore", sc->chunk, &sc->chunk, &sc->chunk_set));
   {
     PetscInt rows = 0, kib = 0;
     PetscCall(PetscOptionsInt("-score_block_rows", "training rows per GEMM block of the scoring kernel (0: 1024)", "InflScoreLayerSetBlocking", rows, &rows, NULL));

@@ -328,6 +328,16 @@ const char *InflDoubleString(double v, char buf[], size_t len)
   return buf;
 }
 
+const char *InflDoubleStringShortest(double v, char buf[], size_t len)
+{
+  if (!isfinite(v)) return InflDoubleString(v, buf, len);
+  for (int p = 1; p <= 17; p++) {
+    snprintf(buf, len, "%.*g", p, v);
+    if (strtod(buf, NULL) == v) break;
+  }
+  return buf;
+}
+
 PetscErrorCode InflGetMemLimit(MPI_Comm comm, double *bytes, PetscBool *set)
 {
   char text[64];

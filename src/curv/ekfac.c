@@ -461,7 +461,7 @@ PetscErrorCode InflEKFACSetFromOptions(InflEKFAC ek)
   PetscCall(PetscOptionsReal("-ekfac_damping", "absolute damping for every layer (default: factor * mean(Lambda_l))", "InflEKFACSetDamping", damping, &damping, &set));
   PetscCall(PetscOptionsReal("-ekfac_damping_factor", "damping = factor * mean(Lambda_l)", "InflEKFACSetDamping", ek->damping_factor, &ek->damping_factor, NULL));
   PetscCall(PetscOptionsBool("-ekfac_kfac", "no eigenvalue correction (K-FAC: Lambda = eS eA^T)", "InflEKFACFit", ek->kfac, &ek->kfac, NULL));
-  PetscCall(PetscOptionsInt("-ekfac_chunk", "examples (sequences) per chunk of the passes over the data (default 512; sequences: as many as fit in 8192 tokens)", "InflEKFACFit", ek->chunk, &ek->chunk, &ek->chunk_set));
+  PetscCall(PetscOptionsInt("-ekfac_chunk", "examples (sequences) per chunk of the passes over the data (default 512; sequences: as many as fit in 8192 tokens, fewer for a vocabulary above 256)", "InflEKFACFit", ek->chunk, &ek->chunk, &ek->chunk_set));
   for (PetscInt i = 0; i < 3; i++) if (!strcmp(ek->sel, sels[i])) sel = i;
   PetscCall(PetscOptionsEList("-ekfac_layers", "linear layers fitted and scored: all; of a transformer (gpt2) mlp (mlp.c_fc, mlp.c_proj) or attn (attn.c_attn, attn.c_proj)", "InflModelSetLayerSelection", sels, 3, sels[sel], &sel, NULL));
   PetscOptionsEnd();

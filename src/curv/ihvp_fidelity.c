@@ -4,6 +4,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* P = Q_S [ (Q_S^T G Q_A) / (Lam + damping) ] Q_A^T for a given Lam (dout, din+1) (K-FAC: eS eA^T). */
 static void precondition_with(const InflEKFACLayer *ly, const double Lam[], double G[], double T[])
@@ -224,24 +225,41 @@ PetscErrorCode InflFidelityCompute(InflIHVP ih, InflModel model, InflEKFAC ek, I
 
 PetscErrorCode InflFidelityView(InflFidelity *fid, MPI_Comm comm)
 {
+  char   cell[5][5][48]; /* the header and fid->M <= 4 rows of 5 columns */
+  int    w[5] = {0, 0, 0, 0, 0};
+  double it   = 0;
+
   PetscFunctionBegin;
-  PetscCall(PetscPrintf(comm, "fidelity against the Krylov IHVP (%d queries; mean [min] over queries; top-%d overlap)\n", (int)fid->Q, (int)fid->K));
-  PetscCall(PetscPrintf(comm, "| method   | Pearson         | Spearman        | top-%-3d overlap   | IHVP rel. error |\n|---|---|---|---|---|\n", (int)fid->K));
+  PetscCheck(fid->M <= 4, comm, PETSC_ERR_PLIB, "fidelity table of %d methods: at most 4", (int)fid->M);
+  PetscCall(PetscSNPrintf(cell[0][0], 48, "method"));
+  PetscCall(PetscSNPrintf(cell[0][1], 48, "Pearson"));
+  PetscCall(PetscSNPrintf(cell[0][2], 48, "Spearman"));
+  PetscCall(PetscSNPrintf(cell[0][3], 48, "top-%d overlap", (int)fid->K));
+  PetscCall(PetscSNPrintf(cell[0][4], 48, "IHVP rel. error"));
   for (PetscInt m = 0; m < fid->M; m++) {
-    double s[4] = {0, 0, 0, 0}, mn[4] = {1e300, 1e300, 1e300, 1e300};
+    double  s[4] = {0, 0, 0, 0}, mn[4] = {1e300, 1e300, 1e300, 1e300};
     double *a[4] = {fid->pearson, fid->spearman, fid->overlap, fid->relerr};
     for (int k = 0; k < 4; k++)
       for (PetscInt q = 0; q < fid->Q; q++) {
         s[k] += a[k][m * fid->Q + q] / fid->Q;
         mn[k] = PetscMin(mn[k], a[k][m * fid->Q + q]);
       }
-    PetscCall(PetscPrintf(comm, "| %-8s | %.4f [%.4f] | %.4f [%.4f] | %.3f [%.3f]     | %.4f          |\n", fid->names[m], s[0], mn[0], s[1], mn[1], s[2], mn[2], s[3]));
+    snprintf(cell[m + 1][0], 48, "%s", fid->names[m]);
+    snprintf(cell[m + 1][1], 48, "%.4f [%.4f]", s[0], mn[0]);
+    snprintf(cell[m + 1][2], 48, "%.4f [%.4f]", s[1], mn[1]);
+    snprintf(cell[m + 1][3], 48, "%.3f [%.3f]", s[2], mn[2]);
+    snprintf(cell[m + 1][4], 48, "%.4f", s[3]);
   }
-  {
-    double it = 0;
-    for (PetscInt q = 0; q < fid->Q; q++) it += (double)fid->iterations[q] / fid->Q;
-    PetscCall(PetscPrintf(comm, "Krylov solves: %.1f iterations on average\n", it));
+  /* every column as wide as its widest cell, so that the rows line up whatever the names ("EK-FAC r32") and signs */
+  for (PetscInt m = 0; m <= fid->M; m++)
+    for (int k = 0; k < 5; k++) w[k] = PetscMax(w[k], (int)strlen(cell[m][k]));
+  PetscCall(PetscPrintf(comm, "fidelity against the Krylov IHVP (%d queries; mean [min] over queries; top-%d overlap)\n", (int)fid->Q, (int)fid->K));
+  for (PetscInt m = 0; m <= fid->M; m++) {
+    PetscCall(PetscPrintf(comm, "| %-*s | %-*s | %-*s | %-*s | %-*s |\n", w[0], cell[m][0], w[1], cell[m][1], w[2], cell[m][2], w[3], cell[m][3], w[4], cell[m][4]));
+    if (m == 0) PetscCall(PetscPrintf(comm, "|---|---|---|---|---|\n"));
   }
+  for (PetscInt q = 0; q < fid->Q; q++) it += (double)fid->iterations[q] / fid->Q;
+  PetscCall(PetscPrintf(comm, "Krylov solves: %.1f iterations on average\n", it));
   PetscFunctionReturn(0);
 }
 

@@ -591,7 +591,16 @@ PetscErrorCode InflModelGetChunk(InflModel m, MPI_Comm comm, const char stage[],
 {
   PetscFunctionBegin;
   CHECK_TYPED(m, "InflModelGetChunk");
-  if (m->sequential && !given) *chunk = PetscMin(*chunk, PetscMax(1, INFL_CHUNK_ROWS / m->seqlen_max)); /* a token budget */
+  if (m->sequential && !given) {
+    /* a token budget, then a byte budget: what INFL_CHUNK_ROWS tokens of the same model with a vocabulary of
+     * INFL_CHUNK_VOCAB would take, so that the logits of a larger vocabulary shrink the chunk instead of growing it */
+    const int64_t windows = PetscMax(1, INFL_CHUNK_ROWS / m->seqlen_max);
+    const size_t  es      = m->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
+    const size_t  excess  = m->vocab_size > INFL_CHUNK_VOCAB ? es * (size_t)m->seqlen_max * (size_t)(m->vocab_size - INFL_CHUNK_VOCAB) : 0;
+
+    *chunk = (PetscInt)PetscMin((int64_t)*chunk, windows);
+    if (excess > 0 && per_example > excess) *chunk = (PetscInt)PetscMin((int64_t)*chunk, PetscMax(1, (int64_t)((double)windows * (double)(per_example - excess) / (double)per_example)));
+  }
   PetscCall(InflChunkFromMemLimit(comm, stage, count, resident + InflModelParameterBytes(m), per_example, chunk));
   if (m->sequential) PetscCall(PetscPrintf(comm, "%s: chunks of %d sequences (at most %" PRId64 " tokens)\n", stage, (int)*chunk, (int64_t)*chunk * m->seqlen_max));
   PetscFunctionReturn(0);

@@ -372,12 +372,12 @@ static void label_text(InflReport r, int64_t c, char *s, size_t n)
   else snprintf(s, n, "label %" PRId64, c);
 }
 
-/* One gallery item of a training example. */
-static PetscErrorCode train_item(InflPage page, InflReport r, const float *x, int64_t idx, int64_t label, const char what[], double value, const char cls[], unsigned char *pix)
+/* One gallery item of a training example; note (NULL: none) is a fourth caption line. */
+static PetscErrorCode train_item(InflPage page, InflReport r, const float *x, int64_t idx, int64_t label, const char what[], double value, const char cls[], const char note[], unsigned char *pix)
 {
   PetscInt    w, h;
   char        l0[64], l1[160], l2[64], alt[64];
-  const char *lines[3] = {l0, l1, l2};
+  const char *lines[4] = {l0, l1, l2, note};
 
   PetscFunctionBegin;
   PetscCall(InflExampleImage(r->d, x, &w, &h, pix));
@@ -385,7 +385,7 @@ static PetscErrorCode train_item(InflPage page, InflReport r, const float *x, in
   PetscCall(PetscSNPrintf(l0, sizeof(l0), "#%" PRId64, idx));
   label_text(r, label, l1, sizeof(l1));
   PetscCall(PetscSNPrintf(l2, sizeof(l2), "%s %.3g", what, value));
-  PetscCall(InflPageGalleryImage(page, w, h, pix, r->scale, cls, alt, 3, lines));
+  PetscCall(InflPageGalleryImage(page, w, h, pix, r->scale, cls, alt, note ? 4 : 3, lines));
   PetscFunctionReturn(0);
 }
 
@@ -459,12 +459,27 @@ static PetscErrorCode render_query(InflPage page, InflReport r, PetscInt q, Pets
   for (int s = 0; s < 2; s++) {
     const int64_t *idx = s == 0 ? r->top_idx : r->bot_idx;
     const double  *sc  = s == 0 ? r->top_s : r->bot_s;
-    PetscInt       shown = 0;
-    PetscCall(InflPageGalleryBegin(page, s == 0 ? "Proponents (highest scores: upweighting them lowers the query loss)" : "Opponents (most negative scores: upweighting them raises the query loss)"));
+    PetscInt       shown = 0, kept = 0, wrong = 0;
+    const char    *title;
+    /* a kept entry of the wrong sign (a bottom-k score >= 0 when the query has fewer negative scores than kept, or a
+     * top-k score <= 0) is no opponent (proponent): captioned "Lowest k" / "Highest k" as in the text report */
+    for (PetscInt k = 0; k < ks; k++) {
+      const int64_t e = q * K + k;
+      if (idx[e] < 0) continue;
+      kept++;
+      wrong += s == 0 ? !(sc[e] > 0) : !(sc[e] < 0);
+    }
+    if (s == 0) title = !wrong ? "Proponents (highest scores: upweighting them lowers the query loss)" : wrong == kept ? "Highest scores (none positive: not proponents, upweighting them does not lower the query loss)" : "Proponents and highest scores (those of score <= 0 are not proponents: upweighting them does not lower the query loss)";
+    else title = !wrong ? "Opponents (most negative scores: upweighting them raises the query loss)" : wrong == kept ? "Lowest scores (none negative: not opponents, upweighting them does not raise the query loss)" : "Opponents and lowest scores (those of score >= 0 are not opponents: upweighting them does not raise the query loss)";
+    PetscCall(InflPageGalleryBegin(page, title));
     for (PetscInt k = 0; k < ks; k++) {
       int64_t e = q * K + k, j = (s * nq + q) * ks + k;
+      char    note[64];
+      int     bad;
       if (idx[e] < 0) continue;
-      PetscCall(train_item(page, r, xt + j * r->d, idx[e], yt[j], "score", sc[e], s == 0 ? "pro" : "opp", pix));
+      bad = s == 0 ? !(sc[e] > 0) : !(sc[e] < 0);
+      if (bad) PetscCall(PetscSNPrintf(note, sizeof(note), s == 0 ? "Highest %d: not a proponent" : "Lowest %d: not an opponent", (int)k + 1));
+      PetscCall(train_item(page, r, xt + j * r->d, idx[e], yt[j], "score", sc[e], s == 0 ? "pro" : "opp", bad ? note : NULL, pix));
       shown++;
       if (s == 0) {
         (*total)++;
@@ -539,7 +554,7 @@ static PetscErrorCode render_self(InflPage page, InflReport r, unsigned char *pi
   if (n > 0) PetscCall(InflDataGetExamples(r->train, (PetscInt)n, idx, x, y));
   PetscCall(PetscSNPrintf(title, sizeof(title), "The %" PRId64 " training examples of highest self-influence", n));
   PetscCall(InflPageGalleryBegin(page, title));
-  for (int64_t i = 0; i < n; i++) PetscCall(train_item(page, r, x + i * r->d, idx[i], y[i], "self", rk[i].v, NULL, pix));
+  for (int64_t i = 0; i < n; i++) PetscCall(train_item(page, r, x + i * r->d, idx[i], y[i], "self", rk[i].v, NULL, NULL, pix));
   PetscCall(InflPageGalleryEnd(page));
   {
     double      m  = mean;
