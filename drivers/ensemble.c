@@ -99,7 +99,7 @@ static PetscErrorCode member_task(void *ctx, MPI_Comm comm, PetscInt m, double *
   PetscCall(DriverOutputMatches(comm, fpath, hash, thash, "fit_key", c->fit_key, &match));
   if (match && !c->overwrite) /* loaded in the layer groups of the score stage (its queries counted under -mem_limit) */
     PetscCall(StageLoadFactors(comm, fpath, model, c->ppath[0] ? NULL : (query ? query : test), c->Q, &ek));
-  else PetscCall(StageFit(comm, model, train, fpath, PETSC_TRUE, &ek));
+  else PetscCall(StageFitForScore(comm, model, train, fpath, c->ppath[0] ? NULL : (query ? query : test), c->Q, &ek));
   { /* scores of this model, data and queries are reused (remove them, or -overwrite, after changing -score_* options) */
     const char *qhash = prompts.hash;
     if (!c->ppath[0]) PetscCall(InflDataGetHash(query ? query : test, &qhash));

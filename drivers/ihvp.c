@@ -59,7 +59,7 @@ static PetscErrorCode ihvp_queries(MPI_Comm comm, IhvpSetup *s)
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode ihvp_inputs(MPI_Comm comm, PetscBool help, IhvpSetup *s)
+static PetscErrorCode ihvp_inputs(MPI_Comm comm, const char *cmd, PetscBool help, IhvpSetup *s)
 {
   double    damping = -1;
   PetscBool dset;
@@ -91,9 +91,9 @@ static PetscErrorCode ihvp_inputs(MPI_Comm comm, PetscBool help, IhvpSetup *s)
     PetscInt  G = 0;
     PetscBool gset, split = PETSC_FALSE, sset;
     PetscCall(PetscOptionsGetInt(NULL, NULL, "-layer_groups", &G, &gset));
-    PetscCheck(!gset || G <= 1, comm, PETSC_ERR_ARG_INCOMP, "infl ihvp holds every layer's factors on every rank (its Krylov operator and EK-FAC preconditioner act on whole gradients), so -layer_groups %d is not supported: drop it (or give 1); infl ihvp needs the whole factors on each rank, whatever -mem_limit", (int)G);
+    PetscCheck(!gset || G <= 1, comm, PETSC_ERR_ARG_INCOMP, "infl %s holds every layer's factors on every rank (its Krylov operator and EK-FAC preconditioner act on whole gradients), so -layer_groups %d is not supported: drop it (or give 1); infl %s needs the whole factors on each rank, whatever -mem_limit", cmd, (int)G, cmd);
     PetscCall(PetscOptionsGetBool(NULL, NULL, "-layer_split", &split, &sset));
-    PetscCheck(!sset || !split, comm, PETSC_ERR_ARG_INCOMP, "infl ihvp holds every layer's whole factors on every rank (its Krylov operator and EK-FAC preconditioner act on whole gradients), so -layer_split true is not supported: drop it (or give false)");
+    PetscCheck(!sset || !split, comm, PETSC_ERR_ARG_INCOMP, "infl %s holds every layer's whole factors on every rank (its Krylov operator and EK-FAC preconditioner act on whole gradients), so -layer_split true is not supported: drop it (or give false)", cmd);
   }
   if (s->factors[0]) {
     PetscCall(InflEKFACCreate(comm, &s->ek));
@@ -137,7 +137,7 @@ PetscErrorCode InflDriverIhvp(MPI_Comm comm, PetscBool help)
   PetscLogStage      stage;
 
   PetscFunctionBegin;
-  PetscCall(ihvp_inputs(comm, help, &s));
+  PetscCall(ihvp_inputs(comm, "ihvp", help, &s));
   PetscCall(InflScorerCreate(comm, &sc));
   PetscCall(InflScorerSetFromOptions(sc));
   if (help) {
@@ -222,7 +222,7 @@ PetscErrorCode InflDriverFidelity(MPI_Comm comm, PetscBool help)
   PetscLogDouble t0, t1;
 
   PetscFunctionBegin;
-  PetscCall(ihvp_inputs(comm, help, &s));
+  PetscCall(ihvp_inputs(comm, "fidelity", help, &s));
   PetscOptionsBegin(comm, NULL, "infl fidelity options", NULL);
   PetscCall(PetscOptionsInt("-fidelity_topk", "k of the top-k overlap", NULL, K, &K, NULL));
   {

@@ -421,7 +421,7 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
     PetscCall(StageLoadFactors(comm, fpath, model, ppath[0] ? NULL : query, Q, &ek)); /* the layer groups of the score stage */
   } else {
     PetscCall(PetscPrintf(comm, "== fit\n"));
-    PetscCall(StageFit(comm, model, train, fpath, PETSC_TRUE, &ek));
+    PetscCall(StageFitForScore(comm, model, train, fpath, ppath[0] ? NULL : query, Q, &ek)); /* in the layout of the score stage */
   }
 
   /* 3. scores (always recomputed: the summary needs them, and they are cheap next to the fit) */

@@ -147,6 +147,22 @@ PetscErrorCode StageLoadFactors(MPI_Comm comm, const char path[], InflModel mode
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode StageFitForScore(MPI_Comm comm, InflModel model, InflData train, const char out[], InflData query, PetscInt Q, InflEKFAC *ek)
+{
+  double    limit;
+  PetscBool set;
+
+  PetscFunctionBegin;
+  PetscCall(InflGetMemLimit(comm, &limit, &set));
+  if (!set) { /* the layout comes from -layer_groups and -layer_split alone: the same for both stages */
+    PetscCall(StageFit(comm, model, train, out, PETSC_TRUE, ek));
+    PetscFunctionReturn(0);
+  }
+  PetscCall(StageFit(comm, model, train, out, PETSC_TRUE, NULL));
+  PetscCall(StageLoadFactors(comm, out, model, query, Q, ek));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData train, InflData query, PetscInt Q, const int64_t qidx[], const StagePrompts *prompts, const char out[], PetscBool overwrite, InflScorer *sc_out)
 {
   InflScorer sc;

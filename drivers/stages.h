@@ -7,6 +7,10 @@ PetscErrorCode StageFit(MPI_Comm comm, InflModel model, InflData train, const ch
  * the scorer's options are read (and checked) first, and its queries' bytes per rank (InflScorerGetQueryBytes) and
  * this rank's shard of the query data enter the default layer groups under -mem_limit. */
 PetscErrorCode StageLoadFactors(MPI_Comm comm, const char path[], InflModel model, InflData query, PetscInt Q, InflEKFAC *ek);
+/* The fit of a study whose score stage follows (infl run, each member of infl run -ensemble): StageFit to `out`, and
+ * under -mem_limit the factors loaded again from `out` by StageLoadFactors, in the layer layout of the score stage
+ * (which also holds Q preconditioned queries of `query` (NULL: prompts), so fit's layout may not leave room for them). */
+PetscErrorCode StageFitForScore(MPI_Comm comm, InflModel model, InflData train, const char out[], InflData query, PetscInt Q, InflEKFAC *ek);
 /* Score Q queries against `train`: the prompts (if non-NULL), else indices qidx into `query`; write `out` (if
  * non-empty). */
 PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData train, InflData query, PetscInt Q, const int64_t qidx[], const StagePrompts *prompts, const char out[], PetscBool overwrite, InflScorer *sc_out);

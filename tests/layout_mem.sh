@@ -4,7 +4,8 @@
 # every layer, 200M not the scorer's factors plus its preconditioned queries, 140M not self's factors, so fit, score
 # and self each choose 2 layer groups and print the factor bytes per rank of the larger group (layers 0 and 2:
 # 47.7 MiB).  Scoring counts its queries: with the factors alone (87.7 MiB) one group would have looked big enough,
-# and the score was then refused; so it is for the scoring of infl run -ensemble.  Factors, scores,
+# and the score was then refused; so it is for the scoring of infl run -ensemble, and for infl run's scoring of the
+# factors it has just fitted.  Factors, scores,
 # top-k lists and self-influence agree with one rank holding every layer within the bound of docs/FORMATS.md.
 set -u
 EXE=${INFL_EXE:?}; MPIEXEC=${INFL_MPIEXEC:-mpiexec}; H5CMP=${INFL_H5CMP:?}
@@ -47,6 +48,17 @@ if $MPIEXEC --oversubscribe -n 2 "$EXE" run -ensemble 2 -ensemble_group_size 2 -
   check $H5CMP scores $TAU s_1.h5 e/ensemble/scores-0.h5 /scores
 else
   cat last.log; echo "FAILED: infl run -ensemble 2 under -mem_limit 200M"; fail=$((fail + 1))
+fi
+# infl run fitting its factors under -mem_limit 180M: fit picks 2 groups of whole layers (47.7 MiB), where the scorer's
+# queries no longer fit (198 MiB); the score stage loads the fitted factors again in its own layout (each layer split
+# over the 2 ranks) instead of refusing to score in fit's.  (Not `run`, whose -overwrite would train the model again.)
+if $MPIEXEC --oversubscribe -n 2 "$EXE" run -outdir r -model w.safetensors $c $q -mem_limit 180M > last.log 2>&1; then
+  pass=$((pass + 1))
+  expect "fit: factor bytes per rank 47.7 MiB (max over ranks; 87.7 MiB in all, 2 layer groups)"
+  expect "score: factor bytes per rank 44.0 MiB (max over ranks; 87.7 MiB in all, 1 layer group, each layer split over 2 ranks)"
+  check $H5CMP scores $TAU s_1.h5 r/scores.h5 /scores
+else
+  cat last.log; echo "FAILED: infl run under -mem_limit 180M"; fail=$((fail + 1))
 fi
 if run 2 self $c -factors f_2.h5 -mem_limit 140M -out x_2.h5; then
   expect "self: factor bytes per rank 47.7 MiB (max over ranks; 87.7 MiB in all, 2 layer groups)"

@@ -78,5 +78,13 @@ if run 4 score $g -factors gf_s.h5 -layer_split true -mem_limit 110M -score_chun
   check $H5CMP pertoken $TAU gs_w.h5 gs_s.h5 /per_token
   check $H5CMP max $TAU gs_w.h5 gs_s.h5 /topk/per_layer
 fi
+# A GPT-2 of width 40 (1.3 MiB of factors) at 2 ranks in one group: the two ranks hold different numbers of the
+# lists' examples (7 and 8), so a round of the per-token and per-layer terms gathers more examples than the rank with
+# fewer holds (its buffers were once sized by its own count, and one example's term lost a rank's rows).  Each pair's
+# per-token terms must sum to its score.
+TAU=$(awk 'BEGIN { printf "%.6e", 2 * 161 * 2^-24 + 2 * 6000 * 2^-53 }')
+if run 1 train -train text:$R/gpt2_bytes_text.txt -gpt2_n_layer 1 -gpt2_n_embd 40 -gpt2_n_head 2 -gpt2_n_positions 16 -train_epochs 1 -train_batch 16 -out g40 && run 1 fit -model g40 -train text:$R/gpt2_bytes_text.txt -out g40f.h5; then
+  run 2 score -model g40 -train text:$R/gpt2_bytes_text.txt -factors g40f.h5 -layer_split true $gq -out g40s.h5 && check $H5CMP pertoken $TAU g40s.h5 g40s.h5 /per_token
+fi
 echo "layout_split: $pass passed, $fail failed"
 [ $fail = 0 ]

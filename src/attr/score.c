@@ -1004,7 +1004,7 @@ static PetscErrorCode pair_terms_split(InflScorer sc, InflData train, PetscInt n
 {
   MPI_Comm     group;
   PetscMPIInt  E;
-  int64_t      rounds = (nloc + nb - 1) / nb, *gid, *ord;
+  int64_t      rounds = (nloc + nb - 1) / nb, *gid, *ord, nbmax = nb;
   PetscInt     Q = sc->Q, K = sc->K;
   InflTopK    *lists[2] = {sc->top, sc->bottom};
   InflCapture *cap;
@@ -1014,7 +1014,9 @@ static PetscErrorCode pair_terms_split(InflScorer sc, InflData train, PetscInt n
   PetscCall(InflLayerLayoutGetComms(sc->layout, NULL, &group, NULL));
   PetscCallMPI(MPI_Comm_size(group, &E));
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &rounds, 1, MPI_INT64_T, MPI_MAX, group));
-  PetscCall(PetscMalloc4((size_t)E * nb, &gid, (size_t)E * nb, &ord, E, &cnt, E, &dsp));
+  /* nb is this rank's (at most its own example count): a round gathers up to the largest of the group's */
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &nbmax, 1, MPI_INT64_T, MPI_MAX, group));
+  PetscCall(PetscMalloc4((size_t)E * nbmax, &gid, (size_t)E * nbmax, &ord, E, &cnt, E, &dsp));
   for (int64_t k = 0; k < rounds; k++) {
     int64_t  c0 = k * nb;
     PetscInt n  = (PetscInt)PetscMax(0, PetscMin((int64_t)nb, nloc - c0)), Bg = 0;

@@ -347,6 +347,7 @@ int_beyond_64bit   | option -ekfac_chunk 99999999999999999999 is outside the ran
 dims_wraps_32bit   | option -model_dims 784,4294967297,10 is outside the range of this integer option | train $TR -model_dims 784,4294967297,10 -out $W/out/t.safetensors
 dims_huge          | -model_dims 784,200000,200000,10: an MLP of these layer sizes has 4.*e\+10 parameters.*GiB of memory of this machine | train $TR -model_dims 784,200000,200000,10 -out $W/out/t.safetensors
 ihvp_layer_groups  | infl ihvp holds every layer's factors on every rank .* -layer_groups 2 is not supported: drop it | ihvp $M $F $TR $Q -query_indices 0:2 -layer_groups 2 -out $W/out/i.h5
+fidelity_layer_split | infl fidelity holds every layer's whole factors on every rank .* -layer_split true is not supported: drop it | fidelity $M $F $TR $Q -query_indices 0:2 -layer_split true -out $W/out/i.h5
 mem_limit_16eib    | -mem_limit 1e30 is 1e\+30 bytes per rank, more than the 16 EiB | fit $M $TR -mem_limit 1e30 -out $W/out/f.h5
 data_idx_gz_corrupt | gzbad-images-idx3-ubyte.gz: the gzip data are corrupt \(zlib: [a-z ]+\).*gzip -t | fit $M -train idx:$W/gzbad -out $W/out/f.h5
 limit_beyond_64bit | -train_limit 99999999999999999999 must be >= 0 and <= 9223372036854775807 | fit $M -train $T -train_limit 99999999999999999999 -out $W/out/f.h5
