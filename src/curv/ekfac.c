@@ -1052,7 +1052,15 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &ek->nrows, 1, MPI_INT64_T, MPI_SUM, ek->comm));
     /* A and S are means over rows: examples of an MLP, tokens of a language model (Grosse et al. 2023, sec. 2.2); the
      * partial sums of the group's ranks are summed and the factors solved on the group (all ranks with one group) */
-    if (ekfac_split(ek)) PetscCall(InflEigenSolveSplit(group, 2 * nown, nf, nb, Cf, 1.0 / (double)ek->nrows, ev, Q, pnames)); /* the sums are complete */
+    if (ekfac_split(ek)) { /* the sums are complete.  Under -mem_limit a factor is gathered to one rank for dsyevd only
+                            * when its transient fits the second copy of this rank's factors that the layout and the
+                            * chunk reserve for the eigensolves (pdsyevd's own transient, about 3 n nloc, fits there) */
+      double    limit, budget = -1;
+      PetscBool set;
+      PetscCall(InflGetMemLimit(ek->comm, &limit, &set));
+      if (set) budget = (double)mine;
+      PetscCall(InflEigenSolveSplit(group, 2 * nown, nf, nb, Cf, 1.0 / (double)ek->nrows, ev, Q, pnames, budget));
+    }
     else PetscCall(InflEigenSolve(group, 2 * nown, nf, Cf, 1.0 / (double)ek->nrows, ev, Q, pnames));
     PetscCall(PetscFree5(Cf, ev, Q, nf, names));
     PetscCall(PetscFree2(pnames, nb));
