@@ -1,7 +1,7 @@
 /* InflEigenSolve (ScaLAPACK pdsyevd) against LAPACK dsyevd on the full matrix, at any rank count.
  *   random PSD factors of orders 1, 3, 17, 65, 130, 257 split into per-rank shares of the sum;
  *   repeated eigenvalues (diagonal with duplicates, zero matrix); a NaN gives the same error on every rank;
- *   InflEigenSolveSplit on the same factors held by block-cyclic rows: gathered for dsyevd, pdsyevd, and both.
+ *   InflEigenSolveSplit on the same factors held by block-cyclic rows: by pdsyevd, and gathered for dsyevd and pdsyevd mixed.
  * Options: -bench_n N  only time solves of an N x N factor (printed, no assertions). */
 #include <infl/eigen.h>
 #include <infl/layout.h>
@@ -136,8 +136,8 @@ static PetscErrorCode run_suite(MPI_Comm comm, int round)
 
 
 /* InflEigenSolveSplit on the factors of run_suite, held as block-cyclic rows (the layer split's blocks), with
- * a memory budget of `budget` bytes: every factor gathered to one rank for dsyevd (< 0), none (0: pdsyevd on the
- * 1 x P grid), or the small ones only; each checked whole as InflEigenSolve's. */
+ * a memory budget of `budget` bytes: none gathered (0: pdsyevd on the 1 x P grid), or the small ones gathered to one
+ * rank for dsyevd (the other path, in the same call); each checked whole as InflEigenSolve's. */
 static PetscErrorCode run_split(MPI_Comm comm, double budget)
 {
   const PetscInt ord[NF] = {1, 3, 17, 65, 130, 257, 6, 70, 5};
@@ -249,7 +249,6 @@ int main(int argc, char **argv)
     PetscCall(run_suite(PETSC_COMM_WORLD, 1)); /* cached grids, after an agreed error */
     PetscCall(InflEigenFinalize());
     PetscCall(run_suite(PETSC_COMM_WORLD, 2)); /* rebuilt grids */
-    PetscCall(run_split(PETSC_COMM_WORLD, -1));     /* every factor gathered for dsyevd */
     PetscCall(run_split(PETSC_COMM_WORLD, 0));      /* every factor by pdsyevd */
     PetscCall(run_split(PETSC_COMM_WORLD, 500000)); /* n <= 142 gathered, the others by pdsyevd */
   }

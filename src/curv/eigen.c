@@ -661,7 +661,7 @@ static PetscErrorCode eigen_solve_split(MPI_Comm comm, EigenGrid *g, PetscInt nf
   PetscCall(PetscMalloc5(nfac, &order, E, &fr, E, &info, E, &which, nfac, &done));
   for (PetscInt f = 0; f < nfac; f++) {
     done[f] = 0;
-    if (gather && n[f] > 0 && eigen_gather_bytes(n[f]) <= budget) order[ng++] = f;
+    if (gather && n[f] > 0 && n[f] <= 46340 && eigen_gather_bytes(n[f]) <= budget) order[ng++] = f; /* n^2 < 2^31: MPI counts */
   }
   for (PetscInt i = 1; i < ng; i++) /* the largest first (index order on ties): the rounds pair similar sizes */
     for (PetscInt k = i; k > 0 && n[order[k]] > n[order[k - 1]]; k--) {
