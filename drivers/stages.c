@@ -135,6 +135,8 @@ PetscErrorCode StageLoadFactors(MPI_Comm comm, const char path[], InflModel mode
   PetscCall(InflScorerGetQueryBytes(probe, model, Q, &st));
   PetscCall(InflScorerDestroy(&probe));
   st.other += InflModelParameterBytes(model); /* the model beside the factors (with its double copy in double precision) */
+  /* (the training shard and -score_save_all's scores are not counted: the data are not open here; small beside the
+   * factors for the data sets the layout matters for) */
   if (query) { /* the query data's shard, held while scoring (counted as InflScorerScore counts it) */
     int64_t start, count, d;
     PetscCall(InflDataGetSizes(query, NULL, &d, NULL));

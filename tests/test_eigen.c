@@ -1,8 +1,10 @@
 /* InflEigenSolve (ScaLAPACK pdsyevd) against LAPACK dsyevd on the full matrix, at any rank count.
  *   random PSD factors of orders 1, 3, 17, 65, 130, 257 split into per-rank shares of the sum;
- *   repeated eigenvalues (diagonal with duplicates, zero matrix); a NaN gives the same error on every rank.
+ *   repeated eigenvalues (diagonal with duplicates, zero matrix); a NaN gives the same error on every rank;
+ *   InflEigenSolveSplit on the same factors held by block-cyclic rows: by pdsyevd, and gathered for dsyevd and pdsyevd mixed.
  * Options: -bench_n N  only time solves of an N x N factor (printed, no assertions). */
 #include <infl/eigen.h>
+#include <infl/layout.h>
 #include <math.h>
 
 extern void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda, double *w, double *work, const int *lwork, int *iwork, const int *liwork, int *info);
@@ -132,6 +134,53 @@ static PetscErrorCode run_suite(MPI_Comm comm, int round)
   PetscFunctionReturn(0);
 }
 
+
+/* InflEigenSolveSplit on the factors of run_suite, held as block-cyclic rows (the layer split's blocks), with
+ * a memory budget of `budget` bytes: none gathered (0: pdsyevd on the 1 x P grid), or the small ones gathered to one
+ * rank for dsyevd (the other path, in the same call); each checked whole as InflEigenSolve's. */
+static PetscErrorCode run_split(MPI_Comm comm, double budget)
+{
+  const PetscInt ord[NF] = {1, 3, 17, 65, 130, 257, 6, 70, 5};
+  const char    *names[NF] = {"split psd n=1", "split psd n=3", "split psd n=17", "split psd n=65", "split psd n=130", "split psd n=257", "split diagonal with duplicates n=6", "split diagonal with duplicates n=70", "split zero matrix n=5"};
+  double        *C[NF], *Cx[NF], *w[NF], *Q[NF], *Qf, scale = 1.0 / 3.0;
+  int            rank, size, nb[NF];
+
+  PetscFunctionBegin;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  for (int f = 0; f < NF; f++) {
+    int     m    = (int)ord[f];
+    int64_t nloc = InflBlacsLocalCount(m, nb[f] = InflLayerLayoutSplitBlock(m, size), rank, size);
+    PetscCall(PetscMalloc4((int64_t)m * m, &Cx[f], PetscMax(nloc * m, 1), &C[f], m, &w[f], PetscMax(nloc * m, 1), &Q[f]));
+    if (f < 6) {
+      double *part;
+      PetscCall(PetscMalloc1((int64_t)m * m, &part));
+      make_psd(f, m, f == 5 ? m / 2 : m + 3, rank, size, Cx[f], part);
+      PetscCall(PetscFree(part));
+    } else {
+      for (int64_t k = 0; k < (int64_t)m * m; k++) Cx[f][k] = 0;
+      if (f < 8)
+        for (int i = 0; i < m; i++) Cx[f][(int64_t)i * m + i] = (double)(1 + (i * 7) % 3);
+    }
+    for (int64_t k = 0; k < nloc; k++) PetscCall(PetscArraycpy(C[f] + k * m, Cx[f] + InflBlacsGlobal(k, nb[f], rank, size) * m, m)); /* complete sums */
+    for (int64_t k = 0; k < (int64_t)m * m; k++) Cx[f][k] *= scale;
+  }
+  PetscCall(InflEigenSolveSplit(comm, NF, ord, nb, C, scale, w, Q, names, budget));
+  for (int f = 0; f < NF; f++) { /* the whole eigenvectors: rank p's row k is column InflBlacsGlobal(k) of Q */
+    int     m    = (int)ord[f];
+    int64_t nloc = InflBlacsLocalCount(m, nb[f], rank, size);
+    PetscCall(PetscCalloc1((int64_t)m * m, &Qf));
+    for (int64_t k = 0; k < nloc; k++)
+      for (int64_t i = 0; i < m; i++) Qf[i * m + InflBlacsGlobal(k, nb[f], rank, size)] = Q[f][k * m + i];
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, Qf, m * m, MPI_DOUBLE, MPI_SUM, comm));
+    PetscCall(check_factor(comm, names[f], m, Cx[f], Cx[f], w[f], Qf));
+    PetscCall(PetscFree(Qf));
+  }
+  for (int f = 0; f < NF; f++) PetscCall(PetscFree4(Cx[f], C[f], w[f], Q[f]));
+  if (!rank) PetscCall(PetscPrintf(PETSC_COMM_SELF, "split, budget %g: %d factors correct on %d ranks\n", budget, NF, size));
+  PetscFunctionReturn(0);
+}
+
 static PetscErrorCode run_nan(MPI_Comm comm)
 {
   const PetscInt ord[3] = {4, 9, 2};
@@ -200,6 +249,8 @@ int main(int argc, char **argv)
     PetscCall(run_suite(PETSC_COMM_WORLD, 1)); /* cached grids, after an agreed error */
     PetscCall(InflEigenFinalize());
     PetscCall(run_suite(PETSC_COMM_WORLD, 2)); /* rebuilt grids */
+    PetscCall(run_split(PETSC_COMM_WORLD, 0));      /* every factor by pdsyevd */
+    PetscCall(run_split(PETSC_COMM_WORLD, 500000)); /* n <= 142 gathered, the others by pdsyevd */
   }
   PetscCall(PetscFinalize());
   return 0;

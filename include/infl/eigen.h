@@ -71,10 +71,16 @@ PetscErrorCode InflEigenSolve(MPI_Comm comm, PetscInt nfac, const PetscInt n[], 
  *   evals[f]     (n[f]) out, every rank: the eigenvalues, ascending.
  *   Q[f]         (nloc, n[f]) out: row k is the unit eigenvector of evals[f][InflBlacsGlobal(k, ...)] (column k of
  *                pdsyevd's local piece of Z), signs as InflEigenSolve's (largest magnitude entry positive).
- * No sums, broadcasts or full matrices: each rank holds 1/E of each factor and of its eigenvectors.
+ *   budget       bytes a rank may allocate for one gathered factor (negative: no limit; the smallest over comm used).
+ * How (docs/FORMATS.md "Split layers"): by default (-eigen_split_gather true) the factors whose gathered solve fits
+ * the budget (3 n^2 + 6 n doubles and 5 n ints on the solving rank) are solved in rounds of E, the largest first:
+ * in a round each rank of comm gathers one factor's rows, solves it with LAPACK dsyevd and scatters the eigenvector
+ * rows back (eigenvalues broadcast), so the E ranks solve E factors at once.  The other factors (all of them with
+ * -eigen_split_gather false) are solved by pdsyevd on the 1 x E grid directly on the pieces: no factor is held
+ * whole, each rank holds 1/E of it and of its eigenvectors.
  * Errors (every rank, the same message): a non-finite entry (names the factor and an entry), pdsyevd failures as
  * InflEigenSolve's. */
-PetscErrorCode InflEigenSolveSplit(MPI_Comm comm, PetscInt nfac, const PetscInt n[], const int nb[], double *C[], double scale, double *evals[], double *Q[], const char *const names[]);
+PetscErrorCode InflEigenSolveSplit(MPI_Comm comm, PetscInt nfac, const PetscInt n[], const int nb[], double *C[], double scale, double *evals[], double *Q[], const char *const names[], double budget);
 
 /* InflBlacsGetGrid -- the BLACS process grid of all ranks of comm, for other ScaLAPACK work (the projected Fisher
  * of the gradient store, infl/store.h).  Collective over comm on first use: built as InflEigenSolve builds its grids

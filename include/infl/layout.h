@@ -66,6 +66,10 @@ typedef struct {
   double   per_weight, once_weight, once_per_item, once_wide; /* >= 0 */
   PetscInt items;         /* >= 0 */
   size_t   other;
+  /* one example of the stage's chunk (the least a chunk holds), >= 0: per_example bytes, plus per_example_group x G
+   * with G > 1 groups, plus with split layers per_example_split x E max(G, 1) + per_example_split_sq x E^2 max(G, 1)
+   * (infl score: the group's gathered and rotated rows, InflScorerGetQueryBytes) */
+  double   per_example, per_example_group, per_example_split, per_example_split_sq;
 } InflLayerLayoutStage;
 
 /* Collective.  The L layers' sizes (the same on every rank) and what the stage holds (NULL: the factors once).  The

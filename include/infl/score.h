@@ -36,7 +36,10 @@ PetscErrorCode InflScorerSetTopK(InflScorer sc, PetscInt K);
  * are small).  While a layer's queries are set: the EK-FAC preconditioner's scratch (8 bytes per
  * weight, released at the end of the layer), the rank's block of them and the gathered ones (12 bytes per weight and
  * query of the block, plus for a wide layer Q floats transposed, when only floats are kept; else 8 per query of the
- * block and, for a wide layer, Q doubles transposed). */
+ * block and, for a wide layer, Q doubles transposed).  Beside the layers (`other`, the per_example terms): the scoring
+ * chunk's 4 MiB margin, the queries' capture in double, and one training example of the chunk (its capture, scores
+ * and scratch; with several groups or split layers the rows gathered from the group, as InflScorerScore counts them,
+ * every layer counted as owned). */
 PetscErrorCode InflScorerGetQueryBytes(InflScorer sc, InflModel model, PetscInt Q, InflLayerLayoutStage *st);
 /* Collective.  Queries: Q examples xq (Q, din) with labels yq and their global indices in the query set.  Every rank
  * passes the same queries; rank r preconditions queries r, r+size, ... and the results are all-gathered, so every

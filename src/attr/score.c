@@ -280,6 +280,26 @@ PetscErrorCode InflScorerGetQueryBytes(InflScorer sc, InflModel model, PetscInt 
     st->once_per_item = sizeof(double);
     st->once_wide     = (double)Q * sizeof(double);
   }
+  { /* InflScorerScore's chunk derivation beyond the layers: its 4 MiB margin, the queries captured in double (all Q:
+     * the block of a group is at most that), and one example of the chunk (its per-example terms, with every layer
+     * counted as owned: a bound for any assignment) */
+    PetscInt    L, rows, maxa = 1, maxs = 1;
+    InflLinear *lin;
+    double      owned = 0, es = prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float), q = (double)Q;
+    size_t      cap = InflModelCaptureBytes(model);
+    PetscCall(InflModelGetLayers(model, &L, &lin));
+    PetscCall(InflModelGetMaxRows(model, &rows));
+    for (PetscInt l = 0; l < L; l++) {
+      owned += (double)(lin[l].din + 1 + lin[l].dout);
+      maxa = PetscMax(maxa, lin[l].din + 1);
+      maxs = PetscMax(maxs, lin[l].dout);
+    }
+    st->other                = 4 * 1024 * 1024 + (size_t)Q * cap * (prec == INFL_PREC_DOUBLE ? 1 : 2);
+    st->per_example          = (double)sc->C * (double)cap + sizeof(double) * q * 2 + 2 * sizeof(double) * q * (double)rows;
+    st->per_example_group    = (double)rows * (owned * es + 2 * sizeof(double) * q) + 2 * sizeof(double) * q * (double)(1 + L);
+    st->per_example_split    = (double)rows * (5 * sizeof(double) * (double)maxa + owned * es + 2 * sizeof(double) * q) + sizeof(double) * q * (double)(1 + L);
+    st->per_example_split_sq = (double)rows * 5 * sizeof(double) * (double)maxs;
+  }
   PetscFunctionReturn(0);
 }
 

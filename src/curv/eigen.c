@@ -205,6 +205,8 @@ static PetscErrorCode eigen_partition(PetscInt nfac, const PetscInt n[], int siz
   PetscFunctionReturn(0);
 }
 
+static PetscErrorCode eigen_split_options(MPI_Comm comm, PetscBool *gather);
+
 static void fname(const char *const names[], PetscInt f, char buf[], size_t len)
 {
   if (names && names[f]) snprintf(buf, len, "%s", names[f]);
@@ -428,10 +430,11 @@ static PetscErrorCode eigen_options(MPI_Comm comm, PetscInt *nb, PetscInt grid[2
 PetscErrorCode InflEigenSetFromOptions(MPI_Comm comm)
 {
   PetscInt  nb, grid[2], G;
-  PetscBool lapack;
+  PetscBool lapack, gather;
 
   PetscFunctionBegin;
   PetscCall(eigen_options(comm, &nb, grid, &G, &lapack));
+  PetscCall(eigen_split_options(comm, &gather));
   PetscFunctionReturn(0);
 }
 
@@ -529,61 +532,199 @@ PetscErrorCode InflEigenSolve(MPI_Comm comm, PetscInt nfac, const PetscInt n[], 
   PetscFunctionReturn(0);
 }
 
-/* The factors of InflEigenSolveSplit, solved in index order on grid g; the first failure raised (not collective:
- * InflCallAll agrees on it) after every factor was attempted, so that the ranks make the same calls. */
-static PetscErrorCode eigen_solve_split(EigenGrid *g, PetscInt nfac, const PetscInt n[], const int nb[], double *C[], double *evals[], double *Q[], const char *const names[])
+/* -eigen_split_gather: InflEigenSolveSplit gathers each factor to one rank of the group for LAPACK dsyevd (default)
+ * instead of pdsyevd on the 1 x E grid. */
+static PetscErrorCode eigen_split_options(MPI_Comm comm, PetscBool *gather)
+{
+  PetscFunctionBegin;
+  *gather = PETSC_TRUE;
+  PetscOptionsBegin(comm, NULL, "Eigensolver of split factors (-layer_split)", "InflEigenSolveSplit");
+  PetscCall(PetscOptionsBool("-eigen_split_gather", "split layers: gather each factor to one rank of its group for LAPACK dsyevd, the group's ranks solving different factors at once (0: ScaLAPACK pdsyevd on the 1 x E grid; also used for a factor whose 3 n^2 doubles exceed the memory left)", "InflEigenSolveSplit", *gather, gather, NULL));
+  PetscOptionsEnd();
+  PetscFunctionReturn(0);
+}
+
+/* Bytes the gathered solve of a factor of order n allocates on its solving rank: the whole matrix (its eigenvectors
+ * after dsyevd) and dsyevd's workspace 1 + 6n + 2n^2 doubles (reused to pack the eigenvectors for the scatter), with
+ * 5n + 3 ints. */
+static double eigen_gather_bytes(int64_t n)
+{
+  return (double)sizeof(double) * (3.0 * (double)n * (double)n + 6.0 * (double)n + 2) + (double)sizeof(int) * (5.0 * (double)n + 3);
+}
+
+/* Sign convention of the split eigenvectors: rows of Q (nloc, m), each one eigenvector. */
+static void split_fix_signs(int64_t nloc, int64_t m, double *Q)
+{
+  for (int64_t k = 0; k < nloc; k++) {
+    double *q = Q + k * m, vm = -1, s;
+    int64_t im = 0;
+    for (int64_t i = 0; i < m; i++)
+      if (fabs(q[i]) > vm) {
+        vm = fabs(q[i]);
+        im = i;
+      }
+    s = q[im] < 0 ? -1.0 : 1.0;
+    for (int64_t i = 0; i < m; i++) q[i] *= s;
+  }
+}
+
+/* One round of gathered solves over the group comm (E ranks): factor fr[j] (or -1: none) is gathered to group rank j,
+ * solved there with dsyevd, and its eigenvector rows scattered back block-cyclically; eigenvalues broadcast.  info[j]
+ * (every rank) is dsyevd's for fr[j], which[j] 2 for the workspace query, 3 for the solve. */
+static PetscErrorCode eigen_split_gather_round(MPI_Comm comm, int E, int rank, const PetscInt fr[], const PetscInt n[], const int nb[], double *C[], double *evals[], double *Q[], int info[], int which[])
+{
+  int    *cnt, *dsp, mine = -1;
+  double *a = NULL, *work = NULL;
+  int    *iwork = NULL;
+
+  PetscFunctionBegin;
+  PetscCall(PetscMalloc2(E, &cnt, E, &dsp));
+  for (int j = 0; j < E; j++) { /* gather factor fr[j] to rank j: rows in rank order, then placed */
+    int     m = fr[j] >= 0 ? (int)n[fr[j]] : 0, f = (int)fr[j];
+    double *buf = NULL;
+    if (!m) continue;
+    for (int p = 0; p < E; p++) {
+      cnt[p] = (int)(InflBlacsLocalCount(m, nb[f], p, E) * m);
+      dsp[p] = p ? dsp[p - 1] + cnt[p - 1] : 0;
+    }
+    if (rank == j) {
+      mine = j;
+      PetscCall(PetscMalloc1((int64_t)m * m, &buf));
+    }
+    PetscCallMPI(MPI_Gatherv(C[f], cnt[rank], MPI_DOUBLE, buf, cnt, dsp, MPI_DOUBLE, j, comm));
+    if (rank == j) {
+      PetscCall(PetscMalloc1((int64_t)m * m, &a));
+      for (int p = 0; p < E; p++)
+        for (int64_t k = 0; k < cnt[p] / m; k++) PetscCall(PetscArraycpy(a + InflBlacsGlobal(k, nb[f], p, E) * m, buf + dsp[p] + k * m, m)); /* row gk of C: column gk of a, column-major */
+      PetscCall(PetscFree(buf));
+    }
+  }
+  if (mine >= 0) { /* this rank's factor: dsyevd, the eigenvectors in a's columns */
+    int    m = (int)n[fr[mine]], lwork = -1, liwork = -1, qiwork = 0;
+    double qwork = 0;
+    info[mine]  = 0;
+    which[mine] = 0;
+    dsyevd_("V", "U", &m, a, &m, evals[fr[mine]], &qwork, &lwork, &qiwork, &liwork, &info[mine]);
+    if (info[mine]) which[mine] = 2;
+    else {
+      lwork  = PetscMax((int)qwork + 1, m * m);
+      liwork = qiwork + 1;
+      PetscCall(PetscMalloc1(lwork, &work));
+      PetscCall(PetscMalloc1(liwork, &iwork));
+      dsyevd_("V", "U", &m, a, &m, evals[fr[mine]], work, &lwork, iwork, &liwork, &info[mine]);
+      if (info[mine]) which[mine] = 3;
+      PetscCall(PetscFree(iwork));
+    }
+  }
+  for (int j = 0; j < E; j++) { /* scatter: rank p's rows are the eigenvectors of its indices; the info and eigenvalues */
+    int m = fr[j] >= 0 ? (int)n[fr[j]] : 0, f = (int)fr[j], iw[2];
+    if (!m) continue;
+    for (int p = 0; p < E; p++) {
+      cnt[p] = (int)(InflBlacsLocalCount(m, nb[f], p, E) * m);
+      dsp[p] = p ? dsp[p - 1] + cnt[p - 1] : 0;
+    }
+    if (rank == j && work) /* pack a's columns by rank */
+      for (int p = 0; p < E; p++)
+        for (int64_t k = 0; k < cnt[p] / m; k++) PetscCall(PetscArraycpy(work + dsp[p] + k * m, a + InflBlacsGlobal(k, nb[f], p, E) * m, m));
+    else if (rank == j) { /* failed: zeros, so that the collective goes on */
+      PetscCall(PetscCalloc1((int64_t)m * m, &work));
+    }
+    if (rank == j) {
+      iw[0] = info[j];
+      iw[1] = which[j];
+    }
+    PetscCallMPI(MPI_Bcast(iw, 2, MPI_INT, j, comm));
+    info[j]  = iw[0];
+    which[j] = iw[1];
+    PetscCallMPI(MPI_Scatterv(work, cnt, dsp, MPI_DOUBLE, Q[f], cnt[rank], MPI_DOUBLE, j, comm));
+    PetscCallMPI(MPI_Bcast(evals[f], m, MPI_DOUBLE, j, comm));
+    if (!info[j]) split_fix_signs(cnt[rank] / m, m, Q[f]);
+  }
+  PetscCall(PetscFree(work));
+  PetscCall(PetscFree(a));
+  PetscCall(PetscFree2(cnt, dsp));
+  PetscFunctionReturn(0);
+}
+
+/* The factors of InflEigenSolveSplit on grid g: those whose gathered solve fits `budget` bytes (all of them when
+ * `gather`) in rounds of E, the largest first, each rank of the group solving one factor of a round with dsyevd;
+ * the others with pdsyevd on the grid, in index order.  The first failure raised (not collective: InflCallAll agrees
+ * on it) after every factor was attempted, so that the ranks make the same calls. */
+static PetscErrorCode eigen_solve_split(MPI_Comm comm, EigenGrid *g, PetscInt nfac, const PetscInt n[], const int nb[], double *C[], double *evals[], double *Q[], const char *const names[], PetscBool gather, double budget)
 {
   const int zero = 0;
-  int       bad_info = 0, bad_which = 0;
-  PetscInt  bad_f = -1;
+  int       bad_info = 0, bad_which = 0, E = g->npcol, rank = g->mycol, *info, *which, *done;
+  PetscInt  bad_f = -1, *order, *fr, ng = 0;
   char      name[256];
 
   PetscFunctionBegin;
+  PetscCall(PetscMalloc5(nfac, &order, E, &fr, E, &info, E, &which, nfac, &done));
   for (PetscInt f = 0; f < nfac; f++) {
-    int     m = (int)n[f], info = 0, which = 0, desc[9], lld = PetscMax(1, m);
+    done[f] = 0;
+    if (gather && n[f] > 0 && n[f] <= 46340 && eigen_gather_bytes(n[f]) <= budget) order[ng++] = f; /* n^2 < 2^31: MPI counts */
+  }
+  for (PetscInt i = 1; i < ng; i++) /* the largest first (index order on ties): the rounds pair similar sizes */
+    for (PetscInt k = i; k > 0 && n[order[k]] > n[order[k - 1]]; k--) {
+      PetscInt t   = order[k];
+      order[k]     = order[k - 1];
+      order[k - 1] = t;
+    }
+  for (PetscInt r = 0; r < ng; r += E) {
+    for (int j = 0; j < E; j++) {
+      fr[j]    = r + j < ng ? order[r + j] : -1;
+      info[j]  = 0;
+      which[j] = 0;
+    }
+    PetscCall(eigen_split_gather_round(comm, E, rank, fr, n, nb, C, evals, Q, info, which));
+    for (int j = 0; j < E; j++) {
+      if (fr[j] < 0) continue;
+      done[fr[j]] = 1;
+      if (info[j] && (bad_f < 0 || fr[j] < bad_f)) {
+        bad_f     = fr[j];
+        bad_info  = info[j];
+        bad_which = which[j] == 2 ? 4 : 5;
+      }
+    }
+  }
+  for (PetscInt f = 0; f < nfac; f++) {
+    int     m = (int)n[f], inf = 0, wh = 0, desc[9], lld = PetscMax(1, m);
     int64_t nloc = InflBlacsLocalCount(m, nb[f], g->mycol, g->npcol);
     double *a, *z, dz;
-    if (!m) continue;
-    descinit_(desc, &m, &m, &nb[f], &nb[f], &zero, &zero, &g->ictxt, &lld, &info);
-    if (info) which = 1;
+    if (!m || done[f]) continue;
+    descinit_(desc, &m, &m, &nb[f], &nb[f], &zero, &zero, &g->ictxt, &lld, &inf);
+    if (inf) wh = 1;
     else {
       PetscCall(PetscMalloc1(PetscMax(nloc * m, 1), &a));
       PetscCall(PetscArraycpy(a, C[f], nloc * m)); /* rows of a symmetric matrix: its column-major local piece */
       z = nloc ? Q[f] : &dz;
-      PetscCall(eigen_pdsyevd(g, m, nb[f], a, desc, evals[f], z, &info, &which));
+      PetscCall(eigen_pdsyevd(g, m, nb[f], a, desc, evals[f], z, &inf, &wh));
       PetscCall(PetscFree(a));
     }
-    if (info && bad_f < 0) {
+    if (inf && (bad_f < 0 || f < bad_f)) {
       bad_f     = f;
-      bad_info  = info;
-      bad_which = which;
+      bad_info  = inf;
+      bad_which = wh;
     }
-    for (int64_t k = 0; k < nloc && !info; k++) { /* the sign convention, per eigenvector (a row here) */
-      double *q = Q[f] + k * m, vm = -1, s;
-      int64_t im = 0;
-      for (int64_t i = 0; i < m; i++)
-        if (fabs(q[i]) > vm) {
-          vm = fabs(q[i]);
-          im = i;
-        }
-      s = q[im] < 0 ? -1.0 : 1.0;
-      for (int64_t i = 0; i < m; i++) q[i] *= s;
-    }
+    if (!inf) split_fix_signs(nloc, m, Q[f]); /* the sign convention, per eigenvector (a row here) */
   }
+  PetscCall(PetscFree5(order, fr, info, which, done));
   if (bad_f >= 0) {
     fname(names, bad_f, name, sizeof(name));
     PetscCheck(bad_which != 1, PETSC_COMM_SELF, PETSC_ERR_LIB, "ScaLAPACK descinit argument %d is illegal (info = %d) for %s of order %" PetscInt_FMT ", block size %d, grid 1 x %d: an internal error", -bad_info, bad_info, name, n[bad_f], nb[bad_f], g->npcol);
+    PetscCheck(bad_which != 4 || bad_info > 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "LAPACK dsyevd workspace query: argument %d is illegal (info = %d) for %s of order %" PetscInt_FMT ": an internal error", -bad_info, bad_info, name, n[bad_f]);
+    PetscCheck(bad_which != 5 || bad_info > 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "LAPACK dsyevd argument %d is illegal (info = %d) for %s of order %" PetscInt_FMT ": an internal error", -bad_info, bad_info, name, n[bad_f]);
     PetscCheck(bad_info > 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "ScaLAPACK pdsyevd %s argument %d is illegal (info = %d) for %s of order %" PetscInt_FMT ", block size %d, grid 1 x %d: an internal error", bad_which == 2 ? "workspace query:" : "", bad_info > -100 ? -bad_info : -bad_info / 100, bad_info, name, n[bad_f], nb[bad_f], g->npcol);
-    SETERRQ(PETSC_COMM_SELF, PETSC_ERR_CONV_FAILED, "eigendecomposition of %s (order %" PetscInt_FMT ") failed: ScaLAPACK pdsyevd info = %d (the divide-and-conquer tridiagonal solver did not converge)", name, n[bad_f], bad_info);
+    SETERRQ(PETSC_COMM_SELF, PETSC_ERR_CONV_FAILED, "eigendecomposition of %s (order %" PetscInt_FMT ") failed: %s info = %d (the divide-and-conquer tridiagonal solver did not converge)", name, n[bad_f], bad_which >= 4 ? "LAPACK dsyevd" : "ScaLAPACK pdsyevd", bad_info);
   }
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflEigenSolveSplit(MPI_Comm comm, PetscInt nfac, const PetscInt n[], const int nb[], double *C[], double scale, double *evals[], double *Q[], const char *const names[])
+PetscErrorCode InflEigenSolveSplit(MPI_Comm comm, PetscInt nfac, const PetscInt n[], const int nb[], double *C[], double scale, double *evals[], double *Q[], const char *const names[], double budget)
 {
   PetscMPIInt size, rank;
   int         start[2];
   EigenGrid  *g;
+  PetscBool   gather;
   PetscInt    bad_f = -1;
   int64_t     bi = 0, bj = 0;
   char        name[256] = "";
@@ -610,6 +751,9 @@ PetscErrorCode InflEigenSolveSplit(MPI_Comm comm, PetscInt nfac, const PetscInt 
   start[1] = size;
   PetscCall(eigen_get_grid(comm, 1, start, 1, size, 0, &g));
   PetscCheck(g->ictxt >= 0 && g->myrow == 0 && g->mycol == rank, PETSC_COMM_SELF, PETSC_ERR_LIB, "BLACS placed rank %d at (%d, %d) of the 1 x %d grid instead of (0, %d)", rank, g->myrow, g->mycol, size, rank);
-  InflCallAll(comm, eigen_solve_split(g, nfac, n, nb, C, evals, Q, names));
+  PetscCall(eigen_split_options(comm, &gather));
+  if (!(budget >= 0)) budget = INFINITY; /* negative or NaN: no limit */
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &budget, 1, MPI_DOUBLE, MPI_MIN, comm)); /* the same choice on every rank */
+  InflCallAll(comm, eigen_solve_split(comm, g, nfac, n, nb, C, evals, Q, names, gather, budget));
   PetscFunctionReturn(0);
 }

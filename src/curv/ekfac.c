@@ -978,7 +978,14 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   }
   /* the layout: the fit holds its factors about twice (the eigensolves' copies and workspace) */
   { /* the fit holds the factors twice (the sums and the eigenbases) */
-    InflLayerLayoutStage st = {2.0, 0, 0, 0, 0, 0, (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + InflModelParameterBytes(model) + InflModelCaptureBytes(model) + (size_t)rows * (4 * sizeof(double) * maxd + sizeof(int32_t))};
+    /* and one example of the chunk with several groups or split layers (the chunk derivation below; every layer
+     * counted as owned): the rows gathered from the G ranks of the cross communicator, and from the E ranks of the
+     * group in double (InflEKFACGatherGroupRows' 5 buffers of the widest layer) */
+    double               rw = (double)rows, all = 0;
+    InflLayerLayoutStage st = {2.0, 0, 0, 0, 0, 0, (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + InflModelParameterBytes(model) + InflModelCaptureBytes(model) + (size_t)rows * (4 * sizeof(double) * maxd + sizeof(int32_t)), 0, 0, 0, 0};
+    for (PetscInt l = 0; l < L; l++) all += (double)(lin[l].din + 1 + lin[l].dout);
+    st.per_example_group = rw * (2 * sizeof(double) * (double)maxd + all * (ek->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float)));
+    st.per_example_split = rw * 5 * sizeof(double) * (double)maxd + sizeof(int64_t);
     PetscCall(ekfac_setup_layout(ek, L, dins, douts, &st));
   }
   PetscCall(ekfac_allocate(ek, L, dins, douts));
@@ -1052,7 +1059,15 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &ek->nrows, 1, MPI_INT64_T, MPI_SUM, ek->comm));
     /* A and S are means over rows: examples of an MLP, tokens of a language model (Grosse et al. 2023, sec. 2.2); the
      * partial sums of the group's ranks are summed and the factors solved on the group (all ranks with one group) */
-    if (ekfac_split(ek)) PetscCall(InflEigenSolveSplit(group, 2 * nown, nf, nb, Cf, 1.0 / (double)ek->nrows, ev, Q, pnames)); /* the sums are complete */
+    if (ekfac_split(ek)) { /* the sums are complete.  Under -mem_limit a factor is gathered to one rank for dsyevd only
+                            * when its transient fits the second copy of this rank's factors that the layout and the
+                            * chunk reserve for the eigensolves (pdsyevd's own transient, about 3 n nloc, fits there) */
+      double    limit, budget = -1;
+      PetscBool set;
+      PetscCall(InflGetMemLimit(ek->comm, &limit, &set));
+      if (set) budget = (double)mine;
+      PetscCall(InflEigenSolveSplit(group, 2 * nown, nf, nb, Cf, 1.0 / (double)ek->nrows, ev, Q, pnames, budget));
+    }
     else PetscCall(InflEigenSolve(group, 2 * nown, nf, Cf, 1.0 / (double)ek->nrows, ev, Q, pnames));
     PetscCall(PetscFree5(Cf, ev, Q, nf, names));
     PetscCall(PetscFree2(pnames, nb));

@@ -110,6 +110,13 @@ PetscErrorCode InflLayerLayoutSetFromOptions(InflLayerLayout lay)
 /* The layers assigned to G groups by the bytes the stage holds for each, copies x its factor bytes plus per_weight
  * bytes per weight (group_of filled); returns the largest group's bytes including the stage's `once` bytes of the
  * group's layer that needs the most (-1 if out of memory). */
+/* The stage's bytes of one example of its chunk at G groups of E ranks, split or not. */
+static double layout_example(const InflLayerLayoutStage *st, PetscInt G, PetscInt E, PetscBool split)
+{
+  double g = (double)PetscMax(G, 1), e = (double)E;
+  return st->per_example + (G > 1 ? g * st->per_example_group : 0) + (split && E > 1 ? e * g * (st->per_example_split + e * st->per_example_split_sq) : 0);
+}
+
 static double layout_assign(InflLayerLayout lay, PetscInt G, const InflLayerLayoutStage *st, int group_of[])
 {
   double  *cost, *load, *once, mx = 0;
@@ -129,14 +136,14 @@ static double layout_assign(InflLayerLayout lay, PetscInt G, const InflLayerLayo
 PetscErrorCode InflLayerLayoutSetUp(InflLayerLayout lay, PetscInt L, const PetscInt din[], const PetscInt dout[], const InflLayerLayoutStage *stage)
 {
   PetscInt             G  = lay->G_set;
-  InflLayerLayoutStage st = {1.0, 0, 0, 0, 0, 0, 0};
+  InflLayerLayoutStage st = {1.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
 
   PetscFunctionBegin;
   PetscCheck(!lay->owner, lay->comm, PETSC_ERR_ARG_WRONGSTATE, "the layer layout is already set up");
   PetscCheck(G == 0 || lay->size % G == 0, lay->comm, PETSC_ERR_ARG_OUTOFRANGE, "layer groups %d does not divide the %d ranks; give a divisor of %d", (int)G, (int)lay->size, (int)lay->size);
   lay->L = L;
   if (stage) st = *stage;
-  PetscCheck(st.copies >= 1 && st.per_weight >= 0 && st.once_weight >= 0 && st.once_per_item >= 0 && st.once_wide >= 0 && st.items >= 0, lay->comm, PETSC_ERR_ARG_OUTOFRANGE, "layer layout: copies %g must be >= 1, and the bytes per weight %g, %g, %g and the items %d >= 0", st.copies, st.per_weight, st.once_per_item, st.once_wide, (int)st.items);
+  PetscCheck(st.copies >= 1 && st.per_weight >= 0 && st.once_weight >= 0 && st.once_per_item >= 0 && st.once_wide >= 0 && st.items >= 0 && st.per_example >= 0 && st.per_example_group >= 0 && st.per_example_split >= 0 && st.per_example_split_sq >= 0, lay->comm, PETSC_ERR_ARG_OUTOFRANGE, "layer layout: copies %g must be >= 1, and the bytes per weight %g, %g, %g and the items %d >= 0", st.copies, st.per_weight, st.once_per_item, st.once_wide, (int)st.items);
   PetscCall(PetscMalloc4(PetscMax(L, 1), &lay->owner, PetscMax(L, 1), &lay->bytes, PetscMax(L, 1), &lay->weights, PetscMax(L, 1), &lay->wide));
   lay->total = 0;
   for (PetscInt l = 0; l < L; l++) {
@@ -159,7 +166,7 @@ PetscErrorCode InflLayerLayoutSetUp(InflLayerLayout lay, PetscInt L, const Petsc
         if (lay->size % G) continue;
         double need = layout_assign(lay, G, &st, lay->owner);
         PetscCheck(need >= 0, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory assigning layers to groups");
-        if (fixed + o + need <= (lay->split_set && lay->size > G ? limit * (lay->size / G) : limit)) break;
+        if (lay->split_set && lay->size > G ? fixed + o + layout_example(&st, G, lay->size / G, PETSC_TRUE) + need / (double)(lay->size / G) <= limit : fixed + o + layout_example(&st, G, lay->size / G, PETSC_FALSE) + need <= limit) break;
       }
       if (G > lay->size && !lay->split_given) { /* no whole layers fit: split them, in the most groups that fit (the
                                                  * fewest ranks per layer: the least communication), else in one */
@@ -168,7 +175,7 @@ PetscErrorCode InflLayerLayoutSetUp(InflLayerLayout lay, PetscInt L, const Petsc
           if (lay->size % G) continue;
           need = layout_assign(lay, G, &st, lay->owner);
           PetscCheck(need >= 0, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory assigning layers to groups");
-          if (fixed + o + need / (double)(lay->size / G) <= limit) break; /* a split layer: about 1/E per rank */
+          if (fixed + o + layout_example(&st, G, lay->size / G, PETSC_TRUE) + need / (double)(lay->size / G) <= limit) break; /* a split layer: about 1/E per rank */
         }
         if (G < 1) G = 1;
         if (lay->size > 1) lay->split_set = PETSC_TRUE;
