@@ -144,8 +144,10 @@ PetscErrorCode InflModelSampleLabels(InflModel model, PetscInt B, const float x[
 PetscErrorCode InflCaptureCreate(InflModel model, PetscInt Bmax, InflCapture **cap);
 /* Not collective.  The capture of any model type: L layers of widths din[l] -> dout[l] in precision prec, for up to
  * Bmax sequences holding up to Tmax rows (buffers of at least one row, so that an empty capacity is valid).
- * InflCaptureCreate and the model types' own capture constructors (InflGPT2CaptureCreate) use it. */
-PetscErrorCode InflCaptureAllocate(InflPrecision prec, PetscInt L, const PetscInt din[], const PetscInt dout[], PetscInt Bmax, PetscInt Tmax, InflCapture **cap);
+ * owned (L) or NULL: only the layers with owned[l] get row buffers (the others keep NULL arrays and their widths, as
+ * the captures of a layer layout's owners, infl/layout.h).  InflCaptureCreate, the model types' own capture
+ * constructors (InflGPT2CaptureCreate), the layout's receive captures and split scoring use it. */
+PetscErrorCode InflCaptureAllocate(InflPrecision prec, PetscInt L, const PetscInt din[], const PetscInt dout[], const PetscBool owned[], PetscInt Bmax, PetscInt Tmax, InflCapture **cap);
 PetscErrorCode InflCaptureDestroy(InflCapture **cap);
 /* Not collective.  For stages that use one rank-one gradient Ds a^T per example (the Lambda pass, self-influence,
  * the score kernels, per-example gradient norms, the Krylov IHVP operator): an error naming `stage` unless the

@@ -1238,41 +1238,6 @@ typedef struct {
 
 static PetscErrorCode scorer_score_capture(InflScorer sc, const InflCapture *cap, struct ScoreScratch_ *w, double out[], double layer[], int64_t ldl, double token[]);
 
-/* Split layers: a capture of the rotated rows of the owned layers, Tmax rows and Bmax sequences. */
-static PetscErrorCode split_capture_create(InflScorer sc, PetscInt Tmax, PetscInt Bmax, InflCapture **rcap)
-{
-  InflCapture *c;
-  size_t       es = sc->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
-
-  PetscFunctionBegin;
-  PetscCall(PetscNew(&c));
-  c->prec = sc->prec;
-  c->L    = sc->L;
-  c->Bmax = Bmax;
-  c->Tmax = Tmax;
-  PetscCall(PetscMalloc2(c->L, &c->din, c->L, &c->dout));
-  PetscCall(PetscCalloc4(c->L, &c->a32, c->L, &c->ds32, c->L, &c->a64, c->L, &c->ds64));
-  for (PetscInt l = 0; l < c->L; l++) {
-    void *a, *ds;
-    c->din[l]  = sc->din[l];
-    c->dout[l] = sc->dout[l];
-    if (!sc->own[l]) continue;
-    PetscCall(PetscMalloc((size_t)PetscMax(Tmax, 1) * (sc->din[l] + 1) * es, &a));
-    PetscCall(PetscMalloc((size_t)PetscMax(Tmax, 1) * PetscMax(sc->dout[l], 1) * es, &ds));
-    if (c->prec == INFL_PREC_DOUBLE) {
-      c->a64[l]  = a;
-      c->ds64[l] = ds;
-    } else {
-      c->a32[l]  = a;
-      c->ds32[l] = ds;
-    }
-  }
-  PetscCall(PetscCalloc1(PetscMax(Bmax, 1), &c->loss));
-  PetscCall(PetscCalloc1(Bmax + 1, &c->offsets));
-  *rcap = c;
-  PetscFunctionReturn(0);
-}
-
 /* Split layers (collective over the layer group): part (nrow, max(src->B, 1)) <- the terms of src's sequences summed
  * over the group's ranks, each rank's from its rows Is of the owned layers against the rotated rows of the group's
  * captures (src: this rank's). */
@@ -1771,7 +1736,7 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
       PetscCall(InflLayerLayoutGetGroups(sc->layout, NULL, &E, NULL, NULL));
       PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &Tmax, 1, MPIU_INT, MPI_MAX, sc->comm));
       PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &Bmax, 1, MPIU_INT, MPI_MAX, sc->comm));
-      PetscCall(split_capture_create(sc, E * Tmax, E * Bmax, &rcap));
+      PetscCall(InflCaptureAllocate(sc->prec, sc->L, sc->din, sc->dout, sc->own, E * Bmax, E * Tmax, &rcap)); /* the rotated rows of the owned layers */
     }
     PetscCall(score_scratch_create(sc, E * Tmax, E * Bmax, &w));
   }

@@ -275,39 +275,16 @@ PetscErrorCode InflLayerLayoutDestroy(InflLayerLayout *lay)
 
 PetscErrorCode InflLayerLayoutCaptureCreate(InflLayerLayout lay, const InflCapture *cap, InflCapture **recv)
 {
-  InflCapture *c;
-  size_t       es = cap->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
+  PetscInt   mx[2] = {cap->Bmax, cap->Tmax};
+  PetscBool *owned;
 
   PetscFunctionBegin;
-  PetscCall(PetscNew(&c));
-  c->prec = cap->prec;
-  c->L    = cap->L;
-  { /* the captures of the cross ranks may be of different capacities (chunks derived from their own memory) */
-    PetscInt mx[2] = {cap->Bmax, cap->Tmax};
-    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, mx, 2, MPIU_INT, MPI_MAX, lay->cross));
-    c->Bmax = mx[0] * (PetscInt)lay->G;
-    c->Tmax = mx[1] * (PetscInt)lay->G;
-  }
-  PetscCall(PetscMalloc2(c->L, &c->din, c->L, &c->dout));
-  PetscCall(PetscCalloc4(c->L, &c->a32, c->L, &c->ds32, c->L, &c->a64, c->L, &c->ds64));
-  for (PetscInt l = 0; l < c->L; l++) {
-    void *a, *ds;
-    c->din[l]  = cap->din[l];
-    c->dout[l] = cap->dout[l];
-    if (!InflLayerLayoutOwns(lay, l)) continue;
-    PetscCall(PetscMalloc((size_t)PetscMax(c->Tmax, 1) * (c->din[l] + 1) * es, &a));
-    PetscCall(PetscMalloc((size_t)PetscMax(c->Tmax, 1) * c->dout[l] * es, &ds));
-    if (c->prec == INFL_PREC_DOUBLE) {
-      c->a64[l]  = a;
-      c->ds64[l] = ds;
-    } else {
-      c->a32[l]  = a;
-      c->ds32[l] = ds;
-    }
-  }
-  PetscCall(PetscCalloc1(PetscMax(c->Bmax, 1), &c->loss));
-  PetscCall(PetscCalloc1(c->Bmax + 1, &c->offsets));
-  *recv = c;
+  /* the captures of the cross ranks may be of different capacities (chunks derived from their own memory) */
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, mx, 2, MPIU_INT, MPI_MAX, lay->cross));
+  PetscCall(PetscMalloc1(cap->L, &owned));
+  for (PetscInt l = 0; l < cap->L; l++) owned[l] = InflLayerLayoutOwns(lay, l);
+  PetscCall(InflCaptureAllocate(cap->prec, cap->L, cap->din, cap->dout, owned, mx[0] * (PetscInt)lay->G, mx[1] * (PetscInt)lay->G, recv));
+  PetscCall(PetscFree(owned));
   PetscFunctionReturn(0);
 }
 

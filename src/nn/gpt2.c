@@ -807,7 +807,7 @@ PetscErrorCode InflGPT2CaptureCreate(InflGPT2 g, PetscInt Bmax, PetscInt Tmax, I
     din[l]  = lin_in[l % 4] * g->cfg.n_embd;
     dout[l] = lin_out[l % 4] * g->cfg.n_embd;
   }
-  PetscCall(InflCaptureAllocate(g->prec, L, din, dout, Bmax, Tmax, cap));
+  PetscCall(InflCaptureAllocate(g->prec, L, din, dout, NULL, Bmax, Tmax, cap));
   PetscCall(PetscFree2(din, dout));
   PetscFunctionReturn(0);
 }

@@ -607,7 +607,7 @@ PetscErrorCode InflModelGetChunk(InflModel m, MPI_Comm comm, const char stage[],
 }
 
 /* ---------------------------------------------------------------- capture */
-PetscErrorCode InflCaptureAllocate(InflPrecision prec, PetscInt L, const PetscInt din[], const PetscInt dout[], PetscInt Bmax, PetscInt Tmax, InflCapture **cap)
+PetscErrorCode InflCaptureAllocate(InflPrecision prec, PetscInt L, const PetscInt din[], const PetscInt dout[], const PetscBool owned[], PetscInt Bmax, PetscInt Tmax, InflCapture **cap)
 {
   InflCapture *c;
   size_t       es = prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float);
@@ -625,8 +625,9 @@ PetscErrorCode InflCaptureAllocate(InflPrecision prec, PetscInt L, const PetscIn
     void *a, *ds;
     c->din[l]  = din[l];
     c->dout[l] = dout[l];
+    if (owned && !owned[l]) continue;
     PetscCall(PetscMalloc((size_t)PetscMax(Tmax, 1) * (din[l] + 1) * es, &a));
-    PetscCall(PetscMalloc((size_t)PetscMax(Tmax, 1) * dout[l] * es, &ds));
+    PetscCall(PetscMalloc((size_t)PetscMax(Tmax, 1) * PetscMax(dout[l], 1) * es, &ds));
     if (prec == INFL_PREC_DOUBLE) {
       c->a64[l]  = a;
       c->ds64[l] = ds;
@@ -635,7 +636,7 @@ PetscErrorCode InflCaptureAllocate(InflPrecision prec, PetscInt L, const PetscIn
       c->ds32[l] = ds;
     }
   }
-  PetscCall(PetscMalloc1(PetscMax(Bmax, 1), &c->loss));
+  PetscCall(PetscCalloc1(PetscMax(Bmax, 1), &c->loss));
   PetscCall(PetscCalloc1(Bmax + 1, &c->offsets));
   *cap = c;
   PetscFunctionReturn(0);
@@ -655,7 +656,7 @@ PetscErrorCode InflCaptureCreate(InflModel m, PetscInt Bmax, InflCapture **cap)
     din[l]  = m->layers[l].din;
     dout[l] = m->layers[l].dout;
   }
-  PetscCall(InflCaptureAllocate(m->prec, m->L, din, dout, Bmax, (PetscInt)Tmax, cap));
+  PetscCall(InflCaptureAllocate(m->prec, m->L, din, dout, NULL, Bmax, (PetscInt)Tmax, cap));
   PetscCall(PetscFree2(din, dout));
   PetscFunctionReturn(0);
 }
