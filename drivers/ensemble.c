@@ -37,6 +37,7 @@ typedef struct {
   char             fit_key[128];
   PetscBool        seq;                       /* a language-model study: GPT-2s on token sequences */
   char             ppath[PETSC_MAX_PATH_LEN]; /* -query_prompts ("" none) */
+  size_t           held;                      /* bytes of the study's data sets, held beside every member's stages */
 } EnsembleCtx;
 
 /* The files of member m: the study's own model and factors for m = 0, OUTDIR/ensemble/... for the others (a GPT-2's
@@ -97,6 +98,9 @@ static PetscErrorCode member_task(void *ctx, MPI_Comm comm, PetscInt m, double *
   PetscCall(InflModelGetHash(model, &hash));
   PetscCall(InflDataGetHash(train, &thash));
   PetscCall(DriverOutputMatches(comm, fpath, hash, thash, "fit_key", c->fit_key, &match));
+  /* under -mem_limit the member's stages count the data sets held beside them: the study's, and the member's test data */
+  PetscCall(StageHoldData(train, test, query ? query : test, PETSC_FALSE));
+  PetscCall(InflMemLimitSetHeld(InflMemLimitGetHeld() + c->held));
   if (match && !c->overwrite) /* loaded in the layer groups of the score stage (its queries counted under -mem_limit) */
     PetscCall(StageLoadFactors(comm, fpath, model, c->ppath[0] ? NULL : (query ? query : test), c->Q, &ek));
   else PetscCall(StageFitForScore(comm, model, train, fpath, c->ppath[0] ? NULL : (query ? query : test), c->Q, &ek));
@@ -122,6 +126,7 @@ static PetscErrorCode member_task(void *ctx, MPI_Comm comm, PetscInt m, double *
     if (match && !c->overwrite) PetscCall(PetscPrintf(comm, "== ensemble member %d: using %s\n", (int)m, spath));
     else PetscCall(StageScore(comm, model, ek, train, query ? query : test, c->Q, c->qidx, c->ppath[0] ? &prompts : NULL, spath, PETSC_TRUE, NULL));
   }
+  PetscCall(InflMemLimitSetHeld(0));
   PetscCall(PetscFree3(prompts.offsets, prompts.tokens, prompts.targets));
   PetscCall(InflEKFACDestroy(&ek));
   PetscCall(InflModelDestroy(&model));
@@ -234,6 +239,16 @@ PetscErrorCode InflDriverRunEnsemble(MPI_Comm comm, PetscBool help)
   PetscCall(DriverCheckOutput(comm, spath, PETSC_TRUE));
   PetscCall(DriverCheckOutput(comm, selfpath, PETSC_TRUE));
   PetscCall(DriverCheckOutput(comm, rpath, PETSC_TRUE));
+  { /* the study's data sets, held while the members run on their own copies */
+    InflData d[3] = {train, test, query};
+    c.held        = 0;
+    for (int i = 0; i < 3; i++) {
+      size_t b;
+      if (!d[i] || (i > 0 && d[i] == d[i - 1]) || (i > 1 && d[i] == d[0])) continue;
+      PetscCall(InflDataGetBytes(d[i], &b));
+      c.held += b;
+    }
+  }
   {
     InflTaskSet ts = {M, 0, "member", member_task, &c};
     PetscCall(InflTasksRun(comm, "infl run -ensemble", &ts, group_size, NULL, "", status, NULL));
@@ -264,8 +279,8 @@ PetscErrorCode InflDriverRunEnsemble(MPI_Comm comm, PetscBool help)
       if (!c.ppath[0]) PetscCall(InflModelCheckData(model, query));
       PetscCall(DriverModelTokenizer(comm, c.model0, model, &tok));
     }
-    PetscCall(InflEKFACCreate(comm, &ek));
-    PetscCall(InflEKFACLoad(ek, fpath, model));
+    PetscCall(StageHoldData(train, test, query, PETSC_TRUE)); /* under -mem_limit: beside the factors and self */
+    PetscCall(StageLoadFactorsForSelf(comm, fpath, model, train, &ek));
     PetscCall(InflModelGetHash(model, &hash));
     PetscCall(InflDataGetHash(train, &thash));
     PetscCall(InflEKFACGetKey(ek, PETSC_TRUE, self_key, sizeof(self_key)));
@@ -273,8 +288,10 @@ PetscErrorCode InflDriverRunEnsemble(MPI_Comm comm, PetscBool help)
     if (match && !c.overwrite) PetscCall(PetscPrintf(comm, "== self: using %s\n", selfpath));
     else {
       PetscCall(PetscPrintf(comm, "== self\n"));
+      PetscCall(InflPeakMemoryReset(NULL)); /* the stage's own peak */
       PetscCall(StageSelf(comm, model, ek, train, selfpath, PETSC_TRUE));
     }
+    PetscCall(InflMemLimitSetHeld(0));
     PetscCall(DriverPrintSummary(comm, spath, c.seq ? tok : NULL, train, query, c.Q, qidx, c.ppath[0] ? &prompts : NULL, nshow));
     PetscCall(PetscPrintf(comm, "\noutputs: %s, %s, %s, %s (members in %s)\n", c.model0, fpath, spath, selfpath, edir));
     PetscCall(InflReportFromFiles(comm, spath, train, c.ppath[0] ? NULL : query, tok, selfpath, rpath, PETSC_TRUE));

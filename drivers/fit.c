@@ -140,8 +140,7 @@ PetscErrorCode InflDriverSelf(MPI_Comm comm, PetscBool help)
   if (help) PetscFunctionReturn(0);
   PetscCall(DriverCheckOutput(comm, out, overwrite));
   PetscCall(DriverLoadModel(comm, mpath, &model));
-  PetscCall(InflEKFACCreate(comm, &ek));
-  PetscCall(InflEKFACLoad(ek, fpath, model));
+  PetscCall(StageLoadFactorsForSelf(comm, fpath, model, train, &ek));
   PetscCall(DriverCheckUnusedOptions(comm));
   PetscCall(StageSelf(comm, model, ek, train, out, overwrite));
   PetscCall(InflEKFACDestroy(&ek));

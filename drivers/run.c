@@ -246,7 +246,6 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   InflData    train, test, query;
   InflModel   model;
   InflEKFAC   ek = NULL;
-  InflScorer  sc = NULL;
   PetscInt    Q, nshow = 5;
   int64_t    *qidx, Nq;
   const char *hash, *thash;
@@ -414,7 +413,10 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
     PetscCall(PetscPrintf(comm, "model test loss %.4f, accuracy %.4f\n", tl, ta));
   }
 
-  /* 2. factors */
+  /* 2. factors.  Under -mem_limit each stage counts the data sets kept for the later steps (StageHoldData), and
+   * each stage's peak memory is its own (InflPeakMemoryReset) */
+  PetscCall(StageHoldData(train, test, query, PETSC_FALSE));
+  PetscCall(InflPeakMemoryReset(NULL));
   PetscCall(DriverOutputMatches(comm, fpath, hash, thash, "fit_key", fit_key, &match));
   if (match && !overwrite) {
     PetscCall(PetscPrintf(comm, "== fit: using %s (fitted for this model)\n", fpath));
@@ -426,7 +428,9 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
 
   /* 3. scores (always recomputed: the summary needs them, and they are cheap next to the fit) */
   PetscCall(PetscPrintf(comm, "== score\n"));
-  PetscCall(StageScore(comm, model, ek, train, query, Q, qidx, ppath[0] ? &prompts : NULL, spath, PETSC_TRUE, &sc));
+  PetscCall(InflPeakMemoryReset(NULL));
+  /* the scorer (its preconditioned queries and scores) is freed before self-influence: the summary reads the lists back */
+  PetscCall(StageScore(comm, model, ek, train, query, Q, qidx, ppath[0] ? &prompts : NULL, spath, PETSC_TRUE, NULL));
 
   /* 4. self-influence */
   PetscCall(InflEKFACGetKey(ek, PETSC_TRUE, self_key, sizeof(self_key)));
@@ -434,15 +438,13 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   if (match && !overwrite) PetscCall(PetscPrintf(comm, "== self: using %s\n", selfpath));
   else {
     PetscCall(PetscPrintf(comm, "== self\n"));
+    PetscCall(StageHoldData(train, test, query, PETSC_TRUE));
+    PetscCall(InflPeakMemoryReset(NULL));
     PetscCall(StageSelf(comm, model, ek, train, selfpath, PETSC_TRUE));
   }
+  PetscCall(InflMemLimitSetHeld(0));
 
-  {
-    InflTopK *top, *bottom;
-    PetscCall(InflScorerGetTopK(sc, &top, &bottom));
-    if (seq) PetscCall(print_summary_text(comm, top, bottom, tok, train, query, Q, qidx, ppath[0] ? &prompts : NULL, nshow));
-    else PetscCall(print_summary(comm, top, bottom, train, query, Q, qidx, nshow));
-  }
+  PetscCall(DriverPrintSummary(comm, spath, seq ? tok : NULL, train, query, Q, qidx, ppath[0] ? &prompts : NULL, nshow));
   PetscCall(PetscPrintf(comm, "\noutputs: %s, %s, %s, %s\n", mpath, fpath, spath, selfpath));
   {
     char rpath[PETSC_MAX_PATH_LEN];
@@ -453,7 +455,6 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   PetscCall(PetscFree(qidx));
   PetscCall(PetscFree3(prompts.offsets, prompts.tokens, prompts.targets));
   PetscCall(InflTokenizerDestroy(&tok));
-  PetscCall(InflScorerDestroy(&sc));
   PetscCall(InflEKFACDestroy(&ek));
   PetscCall(InflModelDestroy(&model));
   if (query != test) PetscCall(InflDataDestroy(&query));

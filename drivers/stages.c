@@ -137,11 +137,10 @@ PetscErrorCode StageLoadFactors(MPI_Comm comm, const char path[], InflModel mode
   st.other += InflModelParameterBytes(model); /* the model beside the factors (with its double copy in double precision) */
   /* (the training shard and -score_save_all's scores are not counted: the data are not open here; small beside the
    * factors for the data sets the layout matters for) */
-  if (query) { /* the query data's shard, held while scoring (counted as InflScorerScore counts it) */
-    int64_t start, count, d;
-    PetscCall(InflDataGetSizes(query, NULL, &d, NULL));
-    PetscCall(InflDataGetShard(query, &start, &count, NULL, NULL));
-    st.other += (size_t)count * (sizeof(float) * (size_t)d + sizeof(int64_t));
+  if (query) { /* the query data, held while scoring (counted as InflScorerScore counts it) */
+    size_t b;
+    PetscCall(InflDataGetBytes(query, &b));
+    st.other += b;
   }
   PetscCall(InflEKFACCreate(comm, ek));
   PetscCall(InflEKFACSetLoadMemory(*ek, &st));
@@ -149,18 +148,61 @@ PetscErrorCode StageLoadFactors(MPI_Comm comm, const char path[], InflModel mode
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode StageLoadFactorsForSelf(MPI_Comm comm, const char path[], InflModel model, InflData train, InflEKFAC *ek)
+{
+  InflLayerLayoutStage st;
+  InflPrecision        prec;
+  PetscBool            seq;
+  size_t               b;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelGetPrecision(model, &prec));
+  PetscCall(InflModelIsSequential(model, &seq));
+  PetscCall(InflDataGetBytes(train, &b));
+  PetscCall(PetscMemzero(&st, sizeof(st)));
+  st.copies      = !seq && prec == INFL_PREC_SINGLE ? 1.25 : 1.0; /* 4 (na^2 + nd^2) of the float eigenbases */
+  st.once_weight = (seq ? 2 : 1) * sizeof(double);                /* (Lambda + damping)^-1 (and a sequence's gradient) */
+  st.other       = b + InflModelParameterBytes(model);
+  PetscCall(InflEKFACCreate(comm, ek));
+  PetscCall(InflEKFACSetLoadMemory(*ek, &st));
+  PetscCall(InflEKFACLoad(*ek, path, model));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode StageHoldData(InflData train, InflData test, InflData query, PetscBool with_query)
+{
+  size_t held = 0, b;
+
+  PetscFunctionBegin;
+  if (test && test != train && test != query) {
+    PetscCall(InflDataGetBytes(test, &b));
+    held += b;
+  }
+  if (with_query && query && query != train) {
+    PetscCall(InflDataGetBytes(query, &b));
+    held += b;
+  }
+  PetscCall(InflMemLimitSetHeld(held));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode StageFitForScore(MPI_Comm comm, InflModel model, InflData train, const char out[], InflData query, PetscInt Q, InflEKFAC *ek)
 {
   double    limit;
   PetscBool set;
+  size_t    held = InflMemLimitGetHeld(), qb = 0;
 
   PetscFunctionBegin;
+  if (query && query != train) PetscCall(InflDataGetBytes(query, &qb));
+  PetscCall(InflMemLimitSetHeld(held + qb)); /* the fit runs beside the queries' data */
   PetscCall(InflGetMemLimit(comm, &limit, &set));
   if (!set) { /* the layout comes from -layer_groups and -layer_split alone: the same for both stages */
     PetscCall(StageFit(comm, model, train, out, PETSC_TRUE, ek));
+    PetscCall(InflMemLimitSetHeld(held));
     PetscFunctionReturn(0);
   }
   PetscCall(StageFit(comm, model, train, out, PETSC_TRUE, NULL));
+  PetscCall(InflMemLimitSetHeld(held));
   PetscCall(StageLoadFactors(comm, out, model, query, Q, ek));
   PetscFunctionReturn(0);
 }
@@ -333,6 +375,11 @@ static PetscErrorCode stage_self(MPI_Comm comm, InflModel model, InflEKFAC ek, P
       if (!InflLayerLayoutIsSplit(lay)) E = 1;
       PetscCall(InflLayerLayoutGetBytes(lay, &mine, NULL, NULL));
     } else if (ek) mine = InflEKFACBytes(model);
+    if (ek) { /* beside the factors: (Lambda + damping)^-1 of a layer, the float eigenbases (InflEKFACSelfInfluenceCapture) */
+      size_t scratch;
+      PetscCall(InflEKFACGetSelfInfluenceBytes(ek, model, &scratch));
+      mine += scratch;
+    }
     PetscCall(InflModelGetMaxRows(model, &rows));
     for (PetscInt l = 0; l < L; l++) maxd = PetscMax(maxd, PetscMax(lin[l].din + 1, lin[l].dout));
     /* per example: its capture and the model's workspace, rows of scratch in double, and two (dout, din+1)
@@ -352,6 +399,7 @@ static PetscErrorCode stage_self(MPI_Comm comm, InflModel model, InflEKFAC ek, P
     if (lay) PetscCall(InflLayerLayoutGetGroups(lay, &c.G, NULL, NULL, NULL));
     if (lay) c.split = InflLayerLayoutIsSplit(lay);
     PetscCall(InflRunChunksStep(comm, "infl self", start, count, chunk, &done, &loop, c.G > 1 || c.split ? self_step : NULL, partial));
+    if (ek) PetscCall(InflEKFACFreeScratch(ek)); /* the group rows of the largest chunk */
     PetscCall(InflRangesReset(&done));
     PetscCall(InflRangesAdd(&done, 0, N)); /* all done */
     PetscCall(self_write(&c, "self", &done, out));

@@ -7,10 +7,21 @@ PetscErrorCode StageFit(MPI_Comm comm, InflModel model, InflData train, const ch
  * the scorer's options are read (and checked) first, and its queries' bytes per rank (InflScorerGetQueryBytes) and
  * this rank's shard of the query data enter the default layer groups under -mem_limit. */
 PetscErrorCode StageLoadFactors(MPI_Comm comm, const char path[], InflModel model, InflData query, PetscInt Q, InflEKFAC *ek);
+/* Read the factors at `path` for `model` into a new *ek for self-influence on `train`: under -mem_limit the default
+ * layer groups count, beside the factors, what the self-influence stage keeps whatever the chunk (the float copies of
+ * the eigenbases, at most a quarter of a layer's factor bytes; (Lambda + damping)^-1 of one layer in double), the
+ * model and the training data (InflEKFACGetSelfInfluenceBytes). */
+PetscErrorCode StageLoadFactorsForSelf(MPI_Comm comm, const char path[], InflModel model, InflData train, InflEKFAC *ek);
+/* InflMemLimitSetHeld: the bytes (InflDataGetBytes) of the data sets a study keeps beside its stages on `train`:
+ * `test` (not counted when NULL, train or query) and, with with_query, `query` (not counted when NULL or train; the
+ * score stage counts its queries' data itself, and StageFitForScore adds them during its fit). */
+PetscErrorCode StageHoldData(InflData train, InflData test, InflData query, PetscBool with_query);
 /* The fit of a study whose score stage follows (infl run, each member of infl run -ensemble): StageFit to `out`, and
  * under -mem_limit the factors loaded again from `out` by StageLoadFactors, in the layer layout of the score stage
  * (which also holds Q preconditioned queries of `query` (NULL: prompts), so fit's layout may not leave room for them). */
 PetscErrorCode StageFitForScore(MPI_Comm comm, InflModel model, InflData train, const char out[], InflData query, PetscInt Q, InflEKFAC *ek);
+/* (the query data, kept for the score stage, are held beside the fit: counted by its -mem_limit estimates on top of
+ * InflMemLimitGetHeld) */
 /* Score Q queries against `train`: the prompts (if non-NULL), else indices qidx into `query`; write `out` (if
  * non-empty). */
 PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData train, InflData query, PetscInt Q, const int64_t qidx[], const StagePrompts *prompts, const char out[], PetscBool overwrite, InflScorer *sc_out);

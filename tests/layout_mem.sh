@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Layer groups chosen by -mem_limit alone (no -layer_groups; include/infl/layout.h, docs/FORMATS.md "Layer layout"):
 # an MLP 784-1024-1024-10 (87.7 MiB of factors) at 2 ranks.  -mem_limit 180M cannot hold the fit's two copies of
-# every layer, 200M not the scorer's factors plus its preconditioned queries, 140M not self's factors, so fit, score
-# and self each choose 2 layer groups and print the factor bytes per rank of the larger group (layers 0 and 2:
-# 47.7 MiB).  Scoring counts its queries: with the factors alone (87.7 MiB) one group would have looked big enough,
+# every layer, 200M not the scorer's factors plus its preconditioned queries, 150M not self's factors with its float
+# copies of the eigenbases, so fit, score and self each choose 2 layer groups and print the factor bytes per rank of
+# the larger group (layers 0 and 2: 47.7 MiB).  Scoring counts its queries: with the factors alone (87.7 MiB) one group would have looked big enough,
 # and the score was then refused; so it is for the scoring of infl run -ensemble, and for infl run's scoring of the
 # factors it has just fitted.  Factors, scores,
-# top-k lists and self-influence agree with one rank holding every layer within the bound of docs/FORMATS.md.
+# top-k lists and self-influence agree with one rank holding every layer within the bound of docs/FORMATS.md.  Every
+# stage's peak memory per rank, as the program measures it (VmHWM; infl run resets it at each stage), stays under
+# the limit: infl run once kept the scorer, the model's double copy of its weights and split layers' scratch beside
+# self-influence, which then peaked at 206 MiB under -mem_limit 180M, and counted none of the data sets it keeps for
+# its summary (the query data: 15.9 MiB per rank here).
 set -u
 EXE=${INFL_EXE:?}; MPIEXEC=${INFL_MPIEXEC:-mpiexec}; H5CMP=${INFL_H5CMP:?}
 dir=$(mktemp -d "$PWD/layout_mem.XXXXXX")
@@ -24,6 +28,7 @@ run 1 fit $c -out f_1.h5 && run 1 score $c -factors f_1.h5 $q -out s_1.h5 && exp
 run 1 self $c -factors f_1.h5 -out x_1.h5
 if run 2 fit $c -mem_limit 180M -out f_2.h5; then
   expect "fit: factor bytes per rank 47.7 MiB (max over ranks; 87.7 MiB in all, 2 layer groups)"
+  peaks 180
   expect "group 1 (ranks 1-1): layers 0 2 (47.7 MiB)"
   for l in 0 1 2; do
     check $H5CMP trace $TAU f_1.h5 f_2.h5 /layers/$l/A
@@ -33,35 +38,51 @@ if run 2 fit $c -mem_limit 180M -out f_2.h5; then
 fi
 if run 2 score $c -factors f_1.h5 $q -mem_limit 200M -out s_2.h5; then
   expect "score: factor bytes per rank 47.7 MiB (max over ranks; 87.7 MiB in all, 2 layer groups)"
+  peaks 200
   check $H5CMP scores $TAU s_1.h5 s_2.h5 /scores
   check $H5CMP topk $TAU s_1.h5 s_2.h5 /topk
   check $H5CMP topk $TAU s_1.h5 s_2.h5 /bottomk
 fi
 # infl run -ensemble 2 with each member on both ranks, reusing the members' models and factors (w.safetensors and
-# f_1.h5 as both): a member's scoring loads the factors in the layer groups of the score stage, its queries counted,
-# so 200M picks 2 groups too (loaded as for self-influence, one group looked big enough and the score was refused);
-# the member's scores equal the 1-rank ones
+# f_1.h5 as both): a member's scoring loads the factors in the layer groups of the score stage, its queries and the
+# study's data sets (held beside every member: 16.8 MiB per rank) counted, so 200M splits each layer over the 2 ranks
+# (loaded as for self-influence, one group looked big enough and the score was refused); the member's scores equal
+# the 1-rank ones
 mkdir -p e/ensemble && cp f_1.h5 e/factors.h5 && cp f_1.h5 e/ensemble/factors-1.h5 && cp w.safetensors e/ensemble/model-1.safetensors
 if $MPIEXEC --oversubscribe -n 2 "$EXE" run -ensemble 2 -ensemble_group_size 2 -outdir e -model w.safetensors $c $q -mem_limit 200M > last.log 2>&1; then
   pass=$((pass + 1))
-  expect "score: factor bytes per rank 47.7 MiB (max over ranks; 87.7 MiB in all, 2 layer groups)"
+  expect "score: factor bytes per rank 44.0 MiB (max over ranks; 87.7 MiB in all, 1 layer group, each layer split over 2 ranks)"
+  peaks 200
   check $H5CMP scores $TAU s_1.h5 e/ensemble/scores-0.h5 /scores
 else
   cat last.log; echo "FAILED: infl run -ensemble 2 under -mem_limit 200M"; fail=$((fail + 1))
 fi
-# infl run fitting its factors under -mem_limit 180M: fit picks 2 groups of whole layers (47.7 MiB), where the scorer's
+# infl run fitting its factors under -mem_limit 196M: fit picks 2 groups of whole layers (47.7 MiB), where the scorer's
 # queries no longer fit (198 MiB); the score stage loads the fitted factors again in its own layout (each layer split
-# over the 2 ranks) instead of refusing to score in fit's.  (Not `run`, whose -overwrite would train the model again.)
-if $MPIEXEC --oversubscribe -n 2 "$EXE" run -outdir r -model w.safetensors $c $q -mem_limit 180M > last.log 2>&1; then
+# over the 2 ranks) instead of refusing to score in fit's.  Fit and self-influence count the query data the run keeps
+# for its summary, so 180M, which the fit alone holds, is refused before the fit begins, naming the option and what
+# to do.  (Not `run`, whose -overwrite would train the model again.)
+if $MPIEXEC --oversubscribe -n 2 "$EXE" run -outdir r -model w.safetensors $c $q -mem_limit 196M > last.log 2>&1; then
   pass=$((pass + 1))
   expect "fit: factor bytes per rank 47.7 MiB (max over ranks; 87.7 MiB in all, 2 layer groups)"
   expect "score: factor bytes per rank 44.0 MiB (max over ranks; 87.7 MiB in all, 1 layer group, each layer split over 2 ranks)"
+  peaks 196
   check $H5CMP scores $TAU s_1.h5 r/scores.h5 /scores
+  check $H5CMP self $TAU x_1.h5 r/self_influence.h5 /self_influence f_1.h5
 else
-  cat last.log; echo "FAILED: infl run under -mem_limit 180M"; fail=$((fail + 1))
+  cat last.log; echo "FAILED: infl run under -mem_limit 196M"; fail=$((fail + 1))
 fi
-if run 2 self $c -factors f_2.h5 -mem_limit 140M -out x_2.h5; then
+if ! $MPIEXEC --oversubscribe -n 2 "$EXE" run -outdir r180 -model w.safetensors $c $q -mem_limit 180M > last.log 2>&1; then
+  pass=$((pass + 1))
+  expect "-mem_limit 180M (180 MiB per rank) cannot hold the"
+  expect "that infl fit keeps whatever the chunk size (with what the run keeps for its later steps) plus one example"
+  expect "raise -mem_limit or use more ranks"
+else
+  cat last.log; echo "FAILED: infl run under -mem_limit 180M not refused"; fail=$((fail + 1))
+fi
+if run 2 self $c -factors f_2.h5 -mem_limit 150M -out x_2.h5; then
   expect "self: factor bytes per rank 47.7 MiB (max over ranks; 87.7 MiB in all, 2 layer groups)"
+  peaks 150
   check $H5CMP self $TAU x_1.h5 x_2.h5 /self_influence f_1.h5
 fi
 echo "layout_mem: $pass passed, $fail failed"

@@ -159,6 +159,17 @@ typedef struct {
  * The arrays are the object's scratch, valid until its next call.  Errors: layer l not split on this rank; a chunk
  * whose gathered rows exceed an MPI count. */
 PetscErrorCode InflEKFACGatherGroupRows(InflEKFAC ek, PetscInt l, const InflCapture *cap, PetscBool rotate, InflEKFACGroupRows *g);
+/* Not collective.  Free the scratch the object keeps between calls of a pass over chunks (the group rows of
+ * InflEKFACGatherGroupRows, 5 arrays of the largest chunk's gathered rows of the widest layer in double), so that
+ * it does not stay beside the next stage; the next call allocates it again.  InflScorerSetQueries, InflScorerScore
+ * and the self-influence stage call it at their end. */
+PetscErrorCode InflEKFACFreeScratch(InflEKFAC ek);
+/* Not collective.  *bytes = what InflEKFACSelfInfluenceCapture keeps beside the factors whatever the chunk, over this
+ * rank's whole (not split) layers for `model`'s capture: (Lambda + damping)^-1 of one layer, (dout, din+1) doubles
+ * (two such matrices for sequences), and with one row per example in single precision the float copies of the
+ * eigenbases Q_A, Q_S of every such layer and the rotation scratch (InflEKFACRotatedSquares).  The scratch is freed by
+ * InflEKFACFreeScratch; the per-row scratch grows with the chunk and is not counted here. */
+PetscErrorCode InflEKFACGetSelfInfluenceBytes(InflEKFAC ek, InflModel model, size_t *bytes);
 /* Collective over the layer group of split layer l.  This rank's part of the self-influence of the group's sequences
  * (InflEKFACGatherGroupRows of cap, returned in g): part[b] += sum over i in Is, all j of
  * ((Q_S^T G_b Q_A)_ij)^2 / (Lambda_ij + damping), b < g->B; summed over the group's ranks it is

@@ -89,6 +89,15 @@ PetscErrorCode InflDataGetShard(InflData data, int64_t *start, int64_t *count, c
  * this rank alone).
  * x (n, d), labels (n).  Index out of [0, N) is an error naming the index and N. */
 PetscErrorCode InflDataGetExamples(InflData data, PetscInt n, const int64_t idx[], float x[], int64_t labels[]);
+/* Not collective.  Free the decompressed copy of a .gz IDX file that InflDataGetExamples made for non-local
+ * examples (N d bytes; of the parent for a subset); the next such access makes it again.  A caller that has read
+ * what it needs (the scorer its queries) frees it, so that it does not stay beside the stages that follow. */
+PetscErrorCode InflDataFreeCache(InflData data);
+/* Not collective.  *bytes = what this rank holds for the data set, for the -mem_limit estimates: rows: its shard
+ * (count (d floats + an int64 label)) and the decompressed copy of InflDataGetExamples if made; token sequences:
+ * the corpus' tokens and document offsets, the window tables (N (two int64 and an int32)) and the shard's tokens
+ * and offsets.  A subset counts its own shard only. */
+PetscErrorCode InflDataGetBytes(InflData data, size_t *bytes);
 /* Collective on comm (which may be any communicator, e.g. a group of the ranks of parent's).  A data set of the n
  * examples idx (n) of `parent` (in that order; an index may repeat), sharded over comm's ranks by InflPartition: the
  * subsets of leave-one-out and linear datamodeling retraining (infl/eval.h).  Rows: labels (n) replace the parent's

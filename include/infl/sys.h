@@ -84,10 +84,21 @@ double InflNormal(uint64_t seed, uint64_t c0, uint64_t c1);
 enum { INFL_STREAM_FISHER_LABEL = 1, INFL_STREAM_INIT = 2, INFL_STREAM_SHUFFLE = 3, INFL_STREAM_PROJECTION = 4, INFL_STREAM_SUBSET = 5, INFL_STREAM_MISLABEL = 6, INFL_STREAM_LANCZOS = 7 };
 /* (the projection uses c1 = 4 + 256 id, retraining subsets c1 = 5 + 256 j, mislabel draws 6 and 6 + 256: disjoint) */
 
-/* Peak resident memory of this process in bytes (getrusage). */
+/* Peak resident memory of this process in bytes since it started or since the last InflPeakMemoryReset (Linux:
+ * VmHWM of /proc/self/status; elsewhere getrusage's ru_maxrss, which is never reset). */
 PetscErrorCode InflPeakMemory(size_t *bytes);
+/* Not collective.  Start a new peak at the memory resident now (Linux: "5" written to /proc/self/clear_refs resets
+ * VmHWM), so that the next InflPeakMemory is the peak of what runs in between: infl run calls it before each stage.
+ * *reset (may be NULL) tells whether it worked (elsewhere the peak stays the process's). */
+PetscErrorCode InflPeakMemoryReset(PetscBool *reset);
 /* Collective: print "STAGE: peak memory per rank X MiB (max over ranks)" on rank 0 of comm. */
 PetscErrorCode InflReportPeakMemory(MPI_Comm comm, const char stage[]);
+/* Not collective.  Bytes this process holds beside what the stage it runs next counts (the data sets a driver keeps
+ * for later steps, e.g. infl run's query and test data during fit and self-influence), counted by every -mem_limit
+ * estimate (InflChunkFromMemLimit, the default layer layout of infl/layout.h) with the libraries' 64 MiB.  0 until set;
+ * a driver sets it before a stage and back to 0 after. */
+PetscErrorCode InflMemLimitSetHeld(size_t bytes);
+size_t         InflMemLimitGetHeld(void);
 
 /* Not collective.  v for a message, as "%s" in place of "%g": C's %g ("1", "1e-06"; PETSc's printf writes a %g that
  * looks like an integer as "1." and a NaN as "nan."), a value that is not finite spelled out: "nan (not a number)",

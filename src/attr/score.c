@@ -767,6 +767,7 @@ static PetscErrorCode scorer_precondition_queries(InflScorer sc, InflModel model
   PetscCall(PetscFree2(counts, displs));
   if (sc->split) PetscCall(InflAllreduceSum(sc->qnorm2, Q, MPI_DOUBLE, group)); /* ||W_q||^2 over the rows Is */
   if (sc->G > 1) PetscCall(InflAllreduceSum(sc->qnorm2, Q, MPI_DOUBLE, cross)); /* ||P_q||^2 over all layers */
+  if (ek) PetscCall(InflEKFACFreeScratch(ek)); /* the queries' group rows */
   sc->ek = ek;
   PetscCall(PetscFree(P));
   PetscFunctionReturn(0);
@@ -885,16 +886,13 @@ PetscErrorCode InflScorerSetQueryData(InflScorer sc, InflModel model, InflEKFAC 
   PetscCall(InflModelCheckData(model, query));
   PetscCall(InflModelIsSequential(model, &seqmodel));
   PetscCall(InflDataGetSizes(query, NULL, &d, NULL));
-  {
-    int64_t start, count;
-    PetscCall(InflDataGetShard(query, &start, &count, NULL, NULL));
-    sc->qdata = (size_t)count * (sizeof(float) * (size_t)d + sizeof(int64_t)); /* as the training shard's below */
-  }
   if (!seqmodel) {
     float   *xq; /* (Q, d) */
     int64_t *yq; /* (Q) */
     PetscCall(PetscMalloc2((size_t)Q * d, &xq, Q, &yq));
     PetscCall(InflDataGetExamples(query, Q, qidx, xq, yq));
+    PetscCall(InflDataFreeCache(query)); /* a .gz file's copy, made for queries of other ranks' shards */
+    PetscCall(InflDataGetBytes(query, &sc->qdata)); /* held by the caller while scoring */
     PetscCall(InflScorerSetQueries(sc, model, ek, Q, xq, yq, qidx));
     PetscCall(PetscFree2(xq, yq));
   } else {
@@ -902,6 +900,7 @@ PetscErrorCode InflScorerSetQueryData(InflScorer sc, InflModel model, InflEKFAC 
     int64_t *off; /* (Q+1) */
     PetscCall(PetscMalloc2((size_t)Q * d, &tok, Q + 1, &off));
     PetscCall(InflDataGetSequences(query, Q, qidx, tok, off));
+    PetscCall(InflDataGetBytes(query, &sc->qdata)); /* held by the caller while scoring */
     PetscCall(InflScorerSetQuerySequences(sc, model, ek, Q, off, tok, NULL, qidx));
     PetscCall(PetscFree2(tok, off));
   }
@@ -1780,6 +1779,7 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
     PetscCall(PetscTime(&t1));
     PetscCall(PetscPrintf(sc->comm, "score: %s terms of the kept pairs: %.2f s\n", sc->per_token ? (sc->per_layer ? "per-token and per-layer" : "per-token") : "per-layer", t1 - t0));
   }
+  if (sc->ek) PetscCall(InflEKFACFreeScratch(sc->ek)); /* the group rows of the largest chunk */
   PetscFunctionReturn(0);
 }
 
@@ -2029,6 +2029,7 @@ PetscErrorCode InflSelfInfluence(InflModel model, InflEKFAC ek, InflData train, 
       else cap->B = cap->T = 0;
       PetscCall(InflSelfInfluenceGathered(ek, cap, n > 0 ? self + off : &dummy));
     }
+    PetscCall(InflEKFACFreeScratch(ek));
   }
   PetscCall(InflCaptureDestroy(&cap));
   PetscFunctionReturn(0);

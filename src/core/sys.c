@@ -212,10 +212,47 @@ double InflNormal(uint64_t seed, uint64_t c0, uint64_t c1)
 PetscErrorCode InflPeakMemory(size_t *bytes)
 {
   struct rusage ru;
+  FILE         *f = fopen("/proc/self/status", "r");
+  char          line[256];
   PetscFunctionBegin;
+  *bytes = 0;
+  while (f && fgets(line, sizeof(line), f)) {
+    unsigned long long kb;
+    if (sscanf(line, "VmHWM: %llu kB", &kb) == 1) {
+      *bytes = (size_t)kb * 1024;
+      break;
+    }
+  }
+  if (f) fclose(f);
+  if (*bytes) PetscFunctionReturn(0);
   getrusage(RUSAGE_SELF, &ru);
   *bytes = (size_t)ru.ru_maxrss * 1024;
   PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflPeakMemoryReset(PetscBool *reset)
+{
+  FILE *f = fopen("/proc/self/clear_refs", "w");
+  int   ok;
+  PetscFunctionBegin;
+  ok = f && fputs("5", f) >= 0;
+  if (f && fclose(f) != 0) ok = 0;
+  if (reset) *reset = ok ? PETSC_TRUE : PETSC_FALSE;
+  PetscFunctionReturn(0);
+}
+
+static size_t mem_held; /* InflMemLimitSetHeld */
+
+PetscErrorCode InflMemLimitSetHeld(size_t bytes)
+{
+  PetscFunctionBegin;
+  mem_held = bytes;
+  PetscFunctionReturn(0);
+}
+
+size_t InflMemLimitGetHeld(void)
+{
+  return mem_held;
 }
 
 PetscErrorCode InflRenameAll(MPI_Comm comm, const char from[], const char to[])
@@ -354,7 +391,7 @@ PetscErrorCode InflChunkFromMemLimit(MPI_Comm comm, const char stage[], int64_t 
 {
   char      text[64];
   PetscBool set;
-  double    limit, fixed = (double)resident + 64.0 * 1024 * 1024; /* libraries (MPI, PETSc, HDF5, OpenBLAS buffers) */
+  double    limit, fixed = (double)resident + 64.0 * 1024 * 1024 + (double)mem_held; /* libraries (MPI, PETSc, HDF5, OpenBLAS buffers), what the caller holds beside the stage */
   int64_t   c, maxcount = count;
 
   PetscFunctionBegin;
@@ -368,10 +405,10 @@ PetscErrorCode InflChunkFromMemLimit(MPI_Comm comm, const char stage[], int64_t 
     double f = fixed;
     PetscCallMPI(MPI_Allreduce(&f, &fixed, 1, MPI_DOUBLE, MPI_MAX, comm));
   }
-  PetscCheck(limit >= fixed + (double)per_example, comm, PETSC_ERR_ARG_OUTOFRANGE, "-mem_limit %s (%.0f MiB per rank) cannot hold the %.0f MiB that %s keeps whatever the chunk size plus one example (%.3f MiB); raise -mem_limit or use more ranks", text, limit / 1048576.0, fixed / 1048576.0, stage, (double)per_example / 1048576.0);
+  PetscCheck(limit >= fixed + (double)per_example, comm, PETSC_ERR_ARG_OUTOFRANGE, "-mem_limit %s (%.0f MiB per rank) cannot hold the %.0f MiB that %s keeps whatever the chunk size%s plus one example (%.3f MiB); raise -mem_limit or use more ranks", text, limit / 1048576.0, fixed / 1048576.0, stage, mem_held ? " (with what the run keeps for its later steps)" : "", (double)per_example / 1048576.0);
   c = (int64_t)((limit - fixed) / (double)per_example);
   c = PetscMax(1, PetscMin(c, (int64_t)*chunk));
   *chunk = (PetscInt)c;
-  PetscCall(PetscInfo(NULL, "%s: chunk of %d examples from -mem_limit %s\n", stage, (int)c, text));
+  PetscCall(PetscInfo(NULL, "%s: chunk of %d examples from -mem_limit %s (%.1f MiB held whatever the chunk, %.1f KiB per example)\n", stage, (int)c, text, fixed / 1048576.0, (double)per_example / 1024.0));
   PetscFunctionReturn(0);
 }

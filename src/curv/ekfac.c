@@ -1110,10 +1110,46 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
   PetscCall(ekfac_update_damping(ek));
   PetscCall(PetscInfo(NULL, "EK-FAC fit: covariance pass %.3f s, eigensolves %.3f s, Lambda pass %.3f s\n", t1 - t0, t2 - t1, t3 - t2));
   PetscCall(PetscFree2(bufa, bufd));
-  PetscCall(ekfac_free_group_rows(ek));
+  PetscCall(InflEKFACFreeScratch(ek)); /* the group rows, the float eigenbases of the Lambda pass: not kept for scoring */
   PetscCall(InflCaptureDestroy(&recv));
   PetscCall(InflCaptureDestroy(&cap));
   PetscCall(InflRangesDestroy(&done));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACFreeScratch(InflEKFAC ek)
+{
+  PetscFunctionBegin;
+  PetscCall(ekfac_free_group_rows(ek));
+  if (ek->QAf) for (PetscInt l = 0; l < ek->L; l++) PetscCall(PetscFree2(ek->QAf[l], ek->QSf[l]));
+  PetscCall(PetscFree2(ek->QAf, ek->QSf));
+  PetscCall(PetscFree(ek->rot));
+  ek->nrot = 0;
+  PetscCall(PetscFree(ek->work));
+  ek->nwork = 0;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACGetSelfInfluenceBytes(InflEKFAC ek, InflModel model, size_t *bytes)
+{
+  InflPrecision prec;
+  PetscBool     seq;
+  size_t        once = 0, copies = 0, nmax = 0;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelGetPrecision(model, &prec));
+  PetscCall(InflModelIsSequential(model, &seq));
+  for (PetscInt l = 0; l < ek->L; l++) {
+    const InflEKFACLayer *ly = &ek->layers[l];
+    size_t                na = (size_t)ly->din + 1, nd = (size_t)ly->dout;
+    if (!ekfac_owns(ek, l) || ly->np > 1) continue; /* split layers: InflEKFACSelfInfluenceSplit, counted per row */
+    once = PetscMax(once, (seq ? 2 : 1) * sizeof(double) * nd * na);
+    if (!seq && prec == INFL_PREC_SINGLE) {
+      copies += sizeof(float) * (na * na + nd * nd);
+      nmax = PetscMax(nmax, PetscMax(na, nd));
+    }
+  }
+  *bytes = once + copies + 2 * sizeof(float) * INFL_ROTATION_BLOCK * nmax;
   PetscFunctionReturn(0);
 }
 

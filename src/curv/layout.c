@@ -159,7 +159,7 @@ PetscErrorCode InflLayerLayoutSetUp(InflLayerLayout lay, PetscInt L, const Petsc
     PetscCall(InflGetMemLimit(lay->comm, &limit, &set));
     G = 1;
     if (set) {
-      const double fixed = 64.0 * 1024 * 1024; /* the libraries' margin of InflChunkFromMemLimit */
+      const double fixed = 64.0 * 1024 * 1024 + (double)InflMemLimitGetHeld(); /* the libraries' margin of InflChunkFromMemLimit, what the caller holds beside */
       double       o     = (double)st.other;
       PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &o, 1, MPI_DOUBLE, MPI_MAX, lay->comm));
       for (G = 1; G <= lay->size; G++) {

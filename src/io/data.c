@@ -817,6 +817,34 @@ PetscErrorCode InflDataGetExamples(InflData data, PetscInt n, const int64_t idx[
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode InflDataFreeCache(InflData data)
+{
+  PetscFunctionBegin;
+  if (data->kind == DATA_SUBSET && data->parent) PetscCall(InflDataFreeCache(data->parent));
+  PetscCall(PetscFree(data->cimg));
+  PetscCall(PetscFree(data->clab));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflDataGetBytes(InflData data, size_t *bytes)
+{
+  PetscFunctionBegin;
+  *bytes = (size_t)data->count * (sizeof(float) * (size_t)data->d + sizeof(int64_t));
+  if (data->cimg) *bytes += (size_t)data->N * (size_t)data->d;
+  if (data->clab) *bytes += (size_t)data->N;
+  if (data->content == INFL_DATA_SEQUENCES) {
+    *bytes = 0;
+    if (data->corpus) {
+      int64_t ndoc = 0, ntok = 0;
+      PetscCall(InflTokensGetSizes(data->corpus, &ndoc, &ntok));
+      *bytes += sizeof(int32_t) * (size_t)ntok + sizeof(int64_t) * (size_t)(ndoc + 1);
+    }
+    if (data->sdoc) *bytes += (size_t)data->N * (2 * sizeof(int64_t) + sizeof(int32_t));
+    if (data->soff) *bytes += sizeof(int64_t) * (size_t)(data->count + 1) + sizeof(int32_t) * (size_t)data->soff[data->count];
+  }
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflDataGetHash(InflData data, const char **hex)
 {
   PetscFunctionBegin;

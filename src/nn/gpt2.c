@@ -610,6 +610,10 @@ PetscErrorCode InflGPT2SetPrecision(InflGPT2 g, InflPrecision prec)
 {
   PetscFunctionBegin;
   if (prec != g->prec) PetscCall(workspace_free(g));
+  if (prec != INFL_PREC_DOUBLE) { /* the double copies are made again when needed */
+    PetscCall(PetscFree(g->params64));
+    PetscCall(PetscFree(g->grads64));
+  }
   g->grads64_valid  = PETSC_FALSE;
   g->prec           = prec;
   g->params64_stale = PETSC_TRUE;

@@ -30,6 +30,16 @@ typedef struct {
   char           opt_tokdir[PETSC_MAX_PATH_LEN]; /* -tokenizer ("" none) */
 } GPT2Type;
 
+/* InflModelSetPrecision: the InflGPT2 follows at once (its double copies are freed back in single precision). */
+static PetscErrorCode gpt2_set_precision(InflModel m)
+{
+  GPT2Type *t = (GPT2Type *)m->data;
+
+  PetscFunctionBegin;
+  if (t->g) PetscCall(InflGPT2SetPrecision(t->g, m->prec));
+  PetscFunctionReturn(0);
+}
+
 /* Bring the InflGPT2 up to date with the generic object: precision, parameters changed through the slab. */
 static PetscErrorCode gpt2_sync(InflModel m, const int64_t offsets[], PetscInt B)
 {
@@ -543,5 +553,6 @@ PetscErrorCode InflModelCreate_GPT2(InflModel m)
   m->ops->sequence_loss_backward    = gpt2_sequence_loss_backward;
   m->ops->matrix_ranges             = gpt2_matrix_ranges;
   m->ops->set_from_options          = gpt2_set_from_options;
+  m->ops->set_precision             = gpt2_set_precision;
   PetscFunctionReturn(0);
 }

@@ -111,6 +111,20 @@ static PetscErrorCode mlp_free_arrays(InflModel m)
   PetscFunctionReturn(0);
 }
 
+/* Back in single precision: the double copies of the parameters and gradients (made for a double-precision pass,
+ * e.g. the scorer's queries) are freed, so that they do not stay beside the stages that follow (-mem_limit). */
+static PetscErrorCode mlp_set_precision(InflModel m)
+{
+  MLP *p = (MLP *)m->data;
+
+  PetscFunctionBegin;
+  if (m->prec == INFL_PREC_DOUBLE) PetscFunctionReturn(0);
+  PetscCall(PetscFree(p->params64));
+  PetscCall(PetscFree(p->dW64));
+  p->params64_state = -1;
+  PetscFunctionReturn(0);
+}
+
 /* Allocate slabs and carve the per-layer views: layer l is W (dout, din) then b (dout). */
 static PetscErrorCode mlp_allocate(InflModel m, PetscInt ndims, const PetscInt dims[], InflActivation act)
 {
@@ -593,5 +607,6 @@ PetscErrorCode InflModelCreate_MLP(InflModel m)
   m->ops->jacobian_vector_product  = InflModelJacobianVectorProduct_MLP;
   m->ops->gauss_newton_product     = InflModelGaussNewtonProduct_MLP;
   m->ops->matrix_ranges            = mlp_matrix_ranges;
+  m->ops->set_precision            = mlp_set_precision;
   PetscFunctionReturn(0);
 }

@@ -298,6 +298,7 @@ PetscErrorCode InflModelSetPrecision(InflModel m, InflPrecision prec)
   PetscFunctionBegin;
   m->prec = prec;
   m->params_state++; /* a type's copies of the parameters in the working precision are refreshed */
+  if (m->ops->set_precision) PetscCall(m->ops->set_precision(m));
   PetscFunctionReturn(0);
 }
 

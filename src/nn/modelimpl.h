@@ -35,6 +35,9 @@ struct _InflModelOps {
   /* training: gradients of the batch's summed loss ADDED to the gradient slab; per-sequence losses and the number
    * of predicted rows out (either may be NULL) */
   PetscErrorCode (*sequence_loss_backward)(InflModel, PetscInt B, const int64_t offsets[], const int32_t tokens[], const int32_t targets[], double seq_loss[], int64_t *npredicted);
+  /* optional: called by InflModelSetPrecision after model->prec changed; a type frees here what it holds only for
+   * the other precision (the double copies of the parameters once back in single precision) */
+  PetscErrorCode (*set_precision)(InflModel);
   /* optional: the type's own options (read by InflModelSetFromOptions once the model has the type) */
   PetscErrorCode (*set_from_options)(InflModel);
   /* optional: NULL where the type has no forward-mode products */
