@@ -102,7 +102,7 @@ static PetscErrorCode member_task(void *ctx, MPI_Comm comm, PetscInt m, double *
   PetscCall(StageHoldData(train, test, query ? query : test, PETSC_FALSE));
   PetscCall(InflMemLimitSetHeld(InflMemLimitGetHeld() + c->held));
   if (match && !c->overwrite) /* loaded in the layer groups of the score stage (its queries counted under -mem_limit) */
-    PetscCall(StageLoadFactors(comm, fpath, model, c->ppath[0] ? NULL : (query ? query : test), c->Q, &ek));
+    PetscCall(StageLoadFactors(comm, fpath, model, train, c->ppath[0] ? NULL : (query ? query : test), c->Q, &ek));
   else PetscCall(StageFitForScore(comm, model, train, fpath, c->ppath[0] ? NULL : (query ? query : test), c->Q, &ek));
   { /* scores of this model, data and queries are reused (remove them, or -overwrite, after changing -score_* options) */
     const char *qhash = prompts.hash;

@@ -98,7 +98,7 @@ PetscErrorCode InflDriverScore(MPI_Comm comm, PetscBool help)
     PetscCall(InflDataGetSizes(query, &Nq, NULL, NULL));
     PetscCall(DriverQueryIndices(comm, Nq, &Q, &qidx));
   }
-  PetscCall(StageLoadFactors(comm, fpath, model, query, ppath[0] ? prompts.Q : Q, &ek)); /* checks the -score_* options first */
+  PetscCall(StageLoadFactors(comm, fpath, model, train, query, ppath[0] ? prompts.Q : Q, &ek)); /* checks the -score_* options first */
   PetscCall(DriverCheckUnusedOptions(comm));
   PetscCall(StageScore(comm, model, ek, train, query, Q, qidx, ppath[0] ? &prompts : NULL, out, overwrite, NULL));
   PetscCall(PetscFree(qidx));

@@ -420,7 +420,7 @@ PetscErrorCode InflDriverRun(MPI_Comm comm, PetscBool help)
   PetscCall(DriverOutputMatches(comm, fpath, hash, thash, "fit_key", fit_key, &match));
   if (match && !overwrite) {
     PetscCall(PetscPrintf(comm, "== fit: using %s (fitted for this model)\n", fpath));
-    PetscCall(StageLoadFactors(comm, fpath, model, ppath[0] ? NULL : query, Q, &ek)); /* the layer groups of the score stage */
+    PetscCall(StageLoadFactors(comm, fpath, model, train, ppath[0] ? NULL : query, Q, &ek)); /* the layer groups of the score stage */
   } else {
     PetscCall(PetscPrintf(comm, "== fit\n"));
     PetscCall(StageFitForScore(comm, model, train, fpath, ppath[0] ? NULL : query, Q, &ek)); /* in the layout of the score stage */

@@ -124,19 +124,25 @@ static PetscErrorCode stage_score(MPI_Comm comm, InflScorer sc, InflModel model,
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode StageLoadFactors(MPI_Comm comm, const char path[], InflModel model, InflData query, PetscInt Q, InflEKFAC *ek)
+PetscErrorCode StageLoadFactors(MPI_Comm comm, const char path[], InflModel model, InflData train, InflData query, PetscInt Q, InflEKFAC *ek)
 {
   InflScorer           probe;
   InflLayerLayoutStage st;
+  size_t               b, results;
+  int64_t              start, count;
+  PetscInt             L;
 
   PetscFunctionBegin;
   PetscCall(InflScorerCreate(comm, &probe));
   PetscCall(InflScorerSetFromOptions(probe));
   PetscCall(InflScorerGetQueryBytes(probe, model, Q, &st));
+  PetscCall(InflModelGetLayers(model, &L, NULL));
+  PetscCall(InflDataGetShard(train, &start, &count, NULL, NULL));
+  PetscCall(InflScorerGetResultBytes(probe, Q, L, count, &results)); /* -score_save_all's scores of this rank's shard */
   PetscCall(InflScorerDestroy(&probe));
   st.other += InflModelParameterBytes(model); /* the model beside the factors (with its double copy in double precision) */
-  /* (the training shard and -score_save_all's scores are not counted: the data are not open here; small beside the
-   * factors for the data sets the layout matters for) */
+  PetscCall(InflDataGetBytes(train, &b));   /* the training data */
+  st.other += b + results;
   if (query) { /* the query data, held while scoring (counted as InflScorerScore counts it) */
     size_t b;
     PetscCall(InflDataGetBytes(query, &b));
@@ -203,7 +209,7 @@ PetscErrorCode StageFitForScore(MPI_Comm comm, InflModel model, InflData train, 
   }
   PetscCall(StageFit(comm, model, train, out, PETSC_TRUE, NULL));
   PetscCall(InflMemLimitSetHeld(held));
-  PetscCall(StageLoadFactors(comm, out, model, query, Q, ek));
+  PetscCall(StageLoadFactors(comm, out, model, train, query, Q, ek));
   PetscFunctionReturn(0);
 }
 

@@ -5,8 +5,10 @@
 PetscErrorCode StageFit(MPI_Comm comm, InflModel model, InflData train, const char out[], PetscBool overwrite, InflEKFAC *ek_out);
 /* Read the factors at `path` for `model` into a new *ek (InflEKFACLoad) for scoring Q queries of `query` (NULL: prompts):
  * the scorer's options are read (and checked) first, and its queries' bytes per rank (InflScorerGetQueryBytes) and
- * this rank's shard of the query data enter the default layer groups under -mem_limit. */
-PetscErrorCode StageLoadFactors(MPI_Comm comm, const char path[], InflModel model, InflData query, PetscInt Q, InflEKFAC *ek);
+ * this rank's shard of the query data, the training data `train` and the results kept for its shard (-score_save_all:
+ * InflScorerGetResultBytes) enter the default layer groups under -mem_limit; a limit that no layout holds is refused
+ * before the factors are read (infl/layout.h). */
+PetscErrorCode StageLoadFactors(MPI_Comm comm, const char path[], InflModel model, InflData train, InflData query, PetscInt Q, InflEKFAC *ek);
 /* Read the factors at `path` for `model` into a new *ek for self-influence on `train`: under -mem_limit the default
  * layer groups count, beside the factors, what the self-influence stage keeps whatever the chunk (the float copies of
  * the eigenbases, at most a quarter of a layer's factor bytes; (Lambda + damping)^-1 of one layer in double), the

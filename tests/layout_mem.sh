@@ -43,6 +43,16 @@ if run 2 score $c -factors f_1.h5 $q -mem_limit 200M -out s_2.h5; then
   check $H5CMP topk $TAU s_1.h5 s_2.h5 /topk
   check $H5CMP topk $TAU s_1.h5 s_2.h5 /bottomk
 fi
+# a limit that no layout of the scorer holds (the factors split over both ranks, the queries, the training and query
+# data and the saved scores) is refused before the factors are read and the queries preconditioned
+if ! $MPIEXEC --oversubscribe -n 2 "$EXE" score $c -factors f_1.h5 $q -mem_limit 120M -out bad.h5 -overwrite > last.log 2>&1; then
+  pass=$((pass + 1))
+  expect "-mem_limit 120M (120 MiB per rank) cannot hold the"
+  expect "that infl score keeps whatever the chunk size in the layer layout that needs the least (1 layer group, each layer split over 2 ranks) plus one example"
+  if grep -q "query preconditioning" last.log; then cat last.log; echo "FAILED: refused only after preconditioning"; fail=$((fail + 1)); else pass=$((pass + 1)); fi
+else
+  cat last.log; echo "FAILED: infl score under -mem_limit 120M not refused"; fail=$((fail + 1))
+fi
 # infl run -ensemble 2 with each member on both ranks, reusing the members' models and factors (w.safetensors and
 # f_1.h5 as both): a member's scoring loads the factors in the layer groups of the score stage, its queries and the
 # study's data sets (held beside every member: 16.8 MiB per rank) counted, so 200M splits each layer over the 2 ranks

@@ -41,6 +41,11 @@ PetscErrorCode InflScorerSetTopK(InflScorer sc, PetscInt K);
  * and scratch; with several groups or split layers the rows gathered from the group, as InflScorerScore counts them,
  * every layer counted as owned). */
 PetscErrorCode InflScorerGetQueryBytes(InflScorer sc, InflModel model, PetscInt Q, InflLayerLayoutStage *st);
+/* Not collective.  After SetFromOptions: the bytes of the results this scorer keeps per rank for Q queries and a
+ * shard of `count` training examples whatever the chunk: with -score_save_all the (Q, count) scores in double, (L, Q,
+ * count) more with -score_per_layer (L the scored layers), and the count gradient norms; 0 without (the top-k lists are
+ * small).  InflScorerScore's chunk and, with the training shard, the score stage's layer layout count them. */
+PetscErrorCode InflScorerGetResultBytes(InflScorer sc, PetscInt Q, PetscInt L, int64_t count, size_t *bytes);
 /* Collective.  Queries: Q examples xq (Q, din) with labels yq and their global indices in the query set.  Every rank
  * passes the same queries; rank r preconditions queries r, r+size, ... and the results are all-gathered, so every
  * rank holds all P_l(q) (memory Q * sum_l dout_l (din_l+1) numbers). */

@@ -266,6 +266,7 @@ PetscErrorCode InflScorerGetQueryBytes(InflScorer sc, InflModel model, PetscInt 
   PetscFunctionBegin;
   PetscCall(InflModelGetPrecision(model, &prec));
   PetscCall(PetscMemzero(st, sizeof(*st)));
+  st->stage       = "infl score"; /* refused before the factors are read when no layout fits -mem_limit */
   st->copies      = 1;
   st->items       = Q;
   st->once_weight = sizeof(double); /* the EK-FAC preconditioner's scratch (dout, din+1) */
@@ -300,6 +301,14 @@ PetscErrorCode InflScorerGetQueryBytes(InflScorer sc, InflModel model, PetscInt 
     st->per_example_split    = (double)rows * (5 * sizeof(double) * (double)maxa + owned * es + 2 * sizeof(double) * q) + sizeof(double) * q * (double)(1 + L);
     st->per_example_split_sq = (double)rows * 5 * sizeof(double) * (double)maxs;
   }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflScorerGetResultBytes(InflScorer sc, PetscInt Q, PetscInt L, int64_t count, size_t *bytes)
+{
+  PetscFunctionBegin;
+  *bytes = 0;
+  if (sc->save_all) *bytes = sizeof(double) * ((size_t)Q * (size_t)count * (sc->per_layer ? 1 + (size_t)L : 1) + (size_t)count);
   PetscFunctionReturn(0);
 }
 
@@ -1709,7 +1718,11 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
       if (sc->lr[l]) lowrank = PetscMax(lowrank, 2 * es * (size_t)sc->Q * sc->lr[l] * rows);
     }
     per += lowrank;
-    if (sc->local) resident += sizeof(double) * sc->Q * (size_t)count * (sc->local_layer ? 1 + sc->L : 1);
+    {
+      size_t results;
+      PetscCall(InflScorerGetResultBytes(sc, sc->Q, sc->L, count, &results));
+      resident += results;
+    }
     { /* InflScorerSetQueries held, for one of its layers at a time, this rank's block of the queries and the gathered
        * ones (InflScorerGetQueryBytes: the same terms) */
       PetscMPIInt          size;

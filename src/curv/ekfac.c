@@ -982,7 +982,7 @@ PetscErrorCode InflEKFACFit(InflEKFAC ek, InflModel model, InflData train)
      * counted as owned): the rows gathered from the G ranks of the cross communicator, and from the E ranks of the
      * group in double (InflEKFACGatherGroupRows' 5 buffers of the widest layer) */
     double               rw = (double)rows, all = 0;
-    InflLayerLayoutStage st = {2.0, 0, 0, 0, 0, 0, (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + InflModelParameterBytes(model) + InflModelCaptureBytes(model) + (size_t)rows * (4 * sizeof(double) * maxd + sizeof(int32_t)), 0, 0, 0, 0};
+    InflLayerLayoutStage st = {2.0, 0, 0, 0, 0, 0, (size_t)count * (sizeof(float) * d + sizeof(int64_t)) + InflModelParameterBytes(model) + InflModelCaptureBytes(model) + (size_t)rows * (4 * sizeof(double) * maxd + sizeof(int32_t)), 0, 0, 0, 0, NULL};
     for (PetscInt l = 0; l < L; l++) all += (double)(lin[l].din + 1 + lin[l].dout);
     st.per_example_group = rw * (2 * sizeof(double) * (double)maxd + all * (ek->prec == INFL_PREC_DOUBLE ? sizeof(double) : sizeof(float)));
     st.per_example_split = rw * 5 * sizeof(double) * (double)maxd + sizeof(int64_t);

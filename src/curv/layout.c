@@ -107,6 +107,19 @@ PetscErrorCode InflLayerLayoutSetFromOptions(InflLayerLayout lay)
   PetscFunctionReturn(0);
 }
 
+/* Collective (the arguments agree over the ranks).  The error of a named stage (InflLayerLayoutStage stage) that no
+ * layout fits: the least total any layout needs, with its example. */
+static PetscErrorCode layout_refuse(InflLayerLayout lay, const InflLayerLayoutStage *st, double limit, PetscBool held, double least, double example, PetscInt G, PetscBool split)
+{
+  char text[64] = "", how[64] = "";
+
+  PetscFunctionBegin;
+  if (!st->stage) PetscFunctionReturn(0);
+  PetscCall(PetscOptionsGetString(NULL, NULL, "-mem_limit", text, sizeof(text), NULL));
+  if (split) PetscCall(PetscSNPrintf(how, sizeof(how), ", each layer split over %d ranks", (int)(lay->size / G)));
+  SETERRQ(lay->comm, PETSC_ERR_ARG_OUTOFRANGE, "-mem_limit %s (%.0f MiB per rank) cannot hold the %.0f MiB that %s keeps whatever the chunk size%s in the layer layout that needs the least (%d layer group%s%s) plus one example (%.3f MiB); raise -mem_limit or use more ranks", text, limit / 1048576.0, least / 1048576.0, st->stage, held ? " (with what the run keeps for its later steps)" : "", (int)G, G > 1 ? "s" : "", how, example / 1048576.0);
+}
+
 /* The layers assigned to G groups by the bytes the stage holds for each, copies x its factor bytes plus per_weight
  * bytes per weight (group_of filled); returns the largest group's bytes including the stage's `once` bytes of the
  * group's layer that needs the most (-1 if out of memory). */
@@ -136,7 +149,7 @@ static double layout_assign(InflLayerLayout lay, PetscInt G, const InflLayerLayo
 PetscErrorCode InflLayerLayoutSetUp(InflLayerLayout lay, PetscInt L, const PetscInt din[], const PetscInt dout[], const InflLayerLayoutStage *stage)
 {
   PetscInt             G  = lay->G_set;
-  InflLayerLayoutStage st = {1.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  InflLayerLayoutStage st = {1.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL};
 
   PetscFunctionBegin;
   PetscCheck(!lay->owner, lay->comm, PETSC_ERR_ARG_WRONGSTATE, "the layer layout is already set up");
@@ -159,14 +172,24 @@ PetscErrorCode InflLayerLayoutSetUp(InflLayerLayout lay, PetscInt L, const Petsc
     PetscCall(InflGetMemLimit(lay->comm, &limit, &set));
     G = 1;
     if (set) {
-      const double fixed = 64.0 * 1024 * 1024 + (double)InflMemLimitGetHeld(); /* the libraries' margin of InflChunkFromMemLimit, what the caller holds beside */
-      double       o     = (double)st.other;
-      PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &o, 1, MPI_DOUBLE, MPI_MAX, lay->comm));
+      const double fixed = 64.0 * 1024 * 1024; /* the libraries' margin of InflChunkFromMemLimit */
+      double       o[2]  = {(double)st.other + (double)InflMemLimitGetHeld(), (double)InflMemLimitGetHeld()}, least = -1, least_example = 0;
+      PetscInt     least_G = 1;
+      PetscBool    least_split = PETSC_FALSE, held;
+      PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, o, 2, MPI_DOUBLE, MPI_MAX, lay->comm)); /* with what the caller holds beside (InflMemLimitSetHeld) */
+      held = o[1] > 0 ? PETSC_TRUE : PETSC_FALSE;
+#define LAYOUT_LEAST(total, ex, g, s) \
+  do { \
+    if (least < 0 || (total) < least) { least = (total); least_example = (ex); least_G = (g); least_split = (s); } \
+  } while (0)
       for (G = 1; G <= lay->size; G++) {
         if (lay->size % G) continue;
-        double need = layout_assign(lay, G, &st, lay->owner);
+        double    need = layout_assign(lay, G, &st, lay->owner);
+        PetscBool s    = lay->split_set && lay->size > G ? PETSC_TRUE : PETSC_FALSE;
+        double    ex   = layout_example(&st, G, lay->size / G, s);
         PetscCheck(need >= 0, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory assigning layers to groups");
-        if (lay->split_set && lay->size > G ? fixed + o + layout_example(&st, G, lay->size / G, PETSC_TRUE) + need / (double)(lay->size / G) <= limit : fixed + o + layout_example(&st, G, lay->size / G, PETSC_FALSE) + need <= limit) break;
+        LAYOUT_LEAST(fixed + o[0] + (s ? need / (double)(lay->size / G) : need), ex, G, s);
+        if (fixed + o[0] + ex + (s ? need / (double)(lay->size / G) : need) <= limit) break;
       }
       if (G > lay->size && !lay->split_given) { /* no whole layers fit: split them, in the most groups that fit (the
                                                  * fewest ranks per layer: the least communication), else in one */
@@ -175,12 +198,20 @@ PetscErrorCode InflLayerLayoutSetUp(InflLayerLayout lay, PetscInt L, const Petsc
           if (lay->size % G) continue;
           need = layout_assign(lay, G, &st, lay->owner);
           PetscCheck(need >= 0, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory assigning layers to groups");
-          if (fixed + o + layout_example(&st, G, lay->size / G, PETSC_TRUE) + need / (double)(lay->size / G) <= limit) break; /* a split layer: about 1/E per rank */
+          LAYOUT_LEAST(fixed + o[0] + need / (double)(lay->size / G), layout_example(&st, G, lay->size / G, PETSC_TRUE), G, PETSC_TRUE);
+          if (fixed + o[0] + layout_example(&st, G, lay->size / G, PETSC_TRUE) + need / (double)(lay->size / G) <= limit) break; /* a split layer: about 1/E per rank */
         }
-        if (G < 1) G = 1;
+        if (G < 1) { /* nothing fits, split or not */
+          PetscCall(layout_refuse(lay, &st, limit, held, least, least_example, least_G, least_split));
+          G = 1;
+        }
         if (lay->size > 1) lay->split_set = PETSC_TRUE;
       }
-      if (G > lay->size) G = lay->size; /* nothing fits: the most groups; the stage's chunk derivation says why */
+#undef LAYOUT_LEAST
+      if (G > lay->size) { /* nothing fits with -layer_split given: the most groups; the stage's chunk derivation says why */
+        PetscCall(layout_refuse(lay, &st, limit, held, least, least_example, least_G, least_split));
+        G = lay->size;
+      }
     }
   }
   lay->G       = G;
