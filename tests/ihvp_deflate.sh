@@ -6,7 +6,8 @@
 #    resumes the Lanczos run at step 3), then rerun to the end (it restores the Ritz pairs without a pass over the data
 #    and resumes the solve), gives the uninterrupted run's table exactly (2 ranks); a rerun with another
 #    -ihvp_deflate is refused naming the file; infl ihvp resumed the same way across 2 and 3 ranks (the vectors are
-#    stored whole) gives the uninterrupted scores to rounding; -progress_interval 0 prints a line per Lanczos step
+#    stored whole) gives the uninterrupted scores to rounding, and the rerun removes the OUT.ihvp.partial.tmp of a run
+#    killed while writing its checkpoint, saying so; -progress_interval 0 prints a line per Lanczos step
 #    (the uninterrupted run: its table is the same as the stopped runs' without lines);
 #  - the bound of the Lanczos vectors follows -mem_limit: the default K is lowered (the line says to what and why,
 #    with numbers that agree: 2K + 11 vectors fit the room, 2K + 13 do not) or dropped; an explicit -ihvp_deflate
@@ -77,7 +78,11 @@ echo "ok: infl fidelity stopped in the Lanczos run (step 3) and in the solve (it
 # at 3, finished at 2: the uninterrupted scores to rounding
 go 2 0 ref.txt ihvp "${solve[@]}" -score_save_all -out ref.h5
 go 2 3 s1.txt ihvp "${solve[@]}" -score_save_all -checkpoint_stop_after 3 -out r.h5
+# a kill while the next checkpoint was being written leaves r.h5.ihvp.partial.tmp (here its first 4 KiB): the rerun
+# removes it, saying so, and resumes from the last complete checkpoint
+head -c 4096 r.h5.ihvp.partial > r.h5.ihvp.partial.tmp
 go 3 3 s2.txt ihvp "${solve[@]}" -score_save_all -checkpoint_stop_after 8 -out r.h5
+has s2.txt "ihvp: removed r.h5.ihvp.partial.tmp, left by a run stopped while writing its checkpoint (r.h5.ihvp.partial, the last complete one, is kept and resumed from)"
 has s2.txt "ihvp: deflation: resuming the Lanczos run from r.h5.ihvp.partial at step 3 of 8"
 go 2 0 s3.txt ihvp "${solve[@]}" -score_save_all -out r.h5
 has s3.txt "ihvp: deflation: restored from r.h5.ihvp.partial (no pass over the data)"

@@ -105,6 +105,12 @@ PetscErrorCode InflCheckpointCheckAttr(MPI_Comm comm, hid_t file, const char pat
  * checked).  A path that is not a regular HDF5 file (a directory, a file cut short or overwritten) is an error naming
  * it and the fix (delete it to start over).  The caller closes *file. */
 PetscErrorCode InflCheckpointOpen(MPI_Comm comm, const char path[], const char stage[], const char model_sha256[], const char train_sha256[], const char checkpoint_key[], hid_t *file);
+/* Collective.  A checkpoint `partial` is written as PARTIAL.tmp and renamed; a run stopped while writing leaves
+ * PARTIAL.tmp behind.  If PARTIAL.tmp is a regular file that starts as an HDF5 file (the signature written when it is
+ * created), rank 0 removes it and prints "STAGE: removed PARTIAL.tmp, ..." (PARTIAL itself, the last complete
+ * checkpoint, is kept and resumed from); anything else of that name is left alone (the next checkpoint write replaces
+ * or refuses it). */
+PetscErrorCode InflCheckpointRemoveStaleTmp(MPI_Comm comm, const char partial[], const char stage[]);
 
 /* Collective.  Check the values this rank restored from dataset `name` of the checkpoint `path`: x (rows, nc) holds
  * columns [c0, c0 + nc) of the dataset seen as (rows, columns) (a rank's block of examples; a whole array is rows 1,

@@ -136,8 +136,9 @@ PetscErrorCode InflIHVPGetDamping(InflIHVP ih, PetscInt *L, const double **dampi
 PetscErrorCode InflIHVPGetSizes(InflIHVP ih, PetscInt *n, PetscInt *L, const int64_t **off);
 /* Collective.  Y[q] = (C + D) X[q] for nq directions with one pass over the training data (the block product). */
 PetscErrorCode InflIHVPMultBlock(InflIHVP ih, PetscInt nq, Vec X[], Vec Y[]);
-/* Make the block solve resumable: its checkpoint is OUT.ihvp.partial (see above); NULL or "" turns it off.  The caller
- * removes the file once the results are written (InflRemoveAll). */
+/* Collective.  Make the block solve resumable: its checkpoint is OUT.ihvp.partial (see above); NULL or "" turns it off.
+ * The caller removes the file once the results are written (InflRemoveAll).  A stale OUT.ihvp.partial.tmp (a run
+ * stopped while writing the checkpoint) is removed with a line saying so (InflCheckpointRemoveStaleTmp). */
 PetscErrorCode InflIHVPSetCheckpoint(InflIHVP ih, const char out[]);
 /* Collective.  x = (C + D)^-1 b.  A zero b gives x = 0 (info->zero_rhs, noted on stdout).  A solve whose
  * KSPConvergedReason is not positive is an error naming `what` (e.g. "query 17"), the reason, the iterations and the

@@ -37,9 +37,9 @@
  * weight: the preconditioned queries of infl score; InflLayerLayoutSetUp), plus the stage's other resident bytes fits
  * the limit (with -layer_split true: the share divided by E).  If no G fits whole layers and -layer_split is not
  * given, the layers are split: the largest G whose share / E fits (else G = 1, every layer over all P ranks).  If
- * nothing fits, an error for a stage that gives its name (InflLayerLayoutStage stage: infl score, refused before the
- * factors are read and the queries preconditioned), else the largest G: the stage's chunk derivation then names the
- * shortfall.
+ * nothing fits, the largest G, and the stage's chunk derivation then names the shortfall; but a stage that gives its
+ * name (InflLayerLayoutStage stage: infl score) is refused at once, before the factors are read and the queries
+ * preconditioned, when even the layout that holds the least whatever the chunk does not fit.
  *
  * Errors: -layer_groups < 0, or not a divisor of the rank count (names both and the divisors); a layer with
  * negative sizes.
@@ -72,9 +72,9 @@ typedef struct {
    * with G > 1 groups, plus with split layers per_example_split x E max(G, 1) + per_example_split_sq x E^2 max(G, 1)
    * (infl score: the group's gathered and rotated rows, InflScorerGetQueryBytes) */
   double   per_example, per_example_group, per_example_split, per_example_split_sq;
-  /* the stage's name ("infl score"), or NULL: when no layout fits -mem_limit, a named stage is refused at once with
-   * the least any layout needs (before the factors are read), an unnamed one gets the most groups and its chunk
-   * derivation names the shortfall */
+  /* the stage's name ("infl score"), or NULL: when no layout fits -mem_limit and even the least any layout holds
+   * whatever the chunk does not, a named stage is refused at once (before the factors are read); otherwise it gets the
+   * most groups and its chunk derivation names the shortfall */
   const char *stage;
 } InflLayerLayoutStage;
 

@@ -1,5 +1,7 @@
 /* Signals, progress, resumable ranges. */
 #include <infl/checkpoint.h>
+#include <errno.h>
+#include <string.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -411,5 +413,35 @@ PetscErrorCode InflRunChunksStep(MPI_Comm comm, const char stage[], int64_t star
   }
   PetscCall(InflRangesDestroy(&todo));
   PetscCall(InflRangesDestroy(&mine));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflCheckpointRemoveStaleTmp(MPI_Comm comm, const char partial[], const char stage[])
+{
+  char        tmp[PETSC_MAX_PATH_LEN + 8];
+  PetscMPIInt rank;
+  int         removed = 0, err = 0;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  PetscCall(PetscSNPrintf(tmp, sizeof(tmp), "%s.tmp", partial));
+  if (rank == 0) {
+    struct stat          st;
+    static const uint8_t sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    uint8_t              head[8] = {0};
+    FILE                *f;
+    if (stat(tmp, &st) == 0 && S_ISREG(st.st_mode) && (f = fopen(tmp, "rb"))) {
+      size_t got = fread(head, 1, sizeof(head), f);
+      fclose(f);
+      if (got == sizeof(head) && !memcmp(head, sig, sizeof(sig))) {
+        if (unlink(tmp) == 0) removed = 1;
+        else err = errno;
+      }
+    }
+  }
+  PetscCallMPI(MPI_Bcast(&removed, 1, MPI_INT, 0, comm));
+  PetscCallMPI(MPI_Bcast(&err, 1, MPI_INT, 0, comm));
+  if (removed) PetscCall(PetscPrintf(comm, "%s: removed %s, left by a run stopped while writing its checkpoint (%s, the last complete one, is %s)\n", stage, tmp, partial, InflFileExists(partial) ? "kept and resumed from" : "absent: the run starts over"));
+  InflCheckAll(comm, !err, PETSC_ERR_FILE_WRITE, "%s: cannot remove %s, left by a run stopped while writing its checkpoint: %s; remove it by hand", stage, tmp, strerror(err));
   PetscFunctionReturn(0);
 }

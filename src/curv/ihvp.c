@@ -148,8 +148,10 @@ PetscErrorCode InflIHVPSetCurvature(InflIHVP ih, InflCurvature curv, uint64_t se
 PetscErrorCode InflIHVPSetCheckpoint(InflIHVP ih, const char out[])
 {
   PetscFunctionBegin;
-  if (out && out[0]) PetscCall(PetscSNPrintf(ih->partial, sizeof(ih->partial), "%s.ihvp.partial", out));
-  else ih->partial[0] = 0;
+  if (out && out[0]) {
+    PetscCall(PetscSNPrintf(ih->partial, sizeof(ih->partial), "%s.ihvp.partial", out));
+    PetscCall(InflCheckpointRemoveStaleTmp(ih->comm, ih->partial, "ihvp"));
+  } else ih->partial[0] = 0;
   PetscFunctionReturn(0);
 }
 
