@@ -107,18 +107,34 @@ PetscErrorCode InflLayerLayoutSetFromOptions(InflLayerLayout lay)
   PetscFunctionReturn(0);
 }
 
+/* The layout that needs the least whatever the chunk, among those tried by InflLayerLayoutSetUp. */
+typedef struct {
+  double    total; /* < 0: none tried yet */
+  PetscInt  G;
+  PetscBool split;
+} LayoutLeast;
+
+/* A layout tried under -mem_limit: its -info line, and the least so far. */
+static PetscErrorCode layout_tried(LayoutLeast *least, PetscInt G, PetscBool split, double total, double example, double other, double limit)
+{
+  PetscFunctionBegin;
+  PetscCall(PetscInfo(NULL, "layer layout: %d group%s%s: %.1f MiB whatever the chunk (the libraries' 64, %.1f other) + %.3f MiB one example, -mem_limit %.1f MiB\n", (int)G, G > 1 ? "s" : "", split ? " (split)" : "", total / 1048576.0, other / 1048576.0, example / 1048576.0, limit / 1048576.0));
+  if (least->total < 0 || total < least->total) *least = (LayoutLeast){total, G, split};
+  PetscFunctionReturn(0);
+}
+
 /* Collective (the arguments agree over the ranks).  No layout fits: a named stage (InflLayerLayoutStage stage) whose
  * part held whatever the chunk does not fit in the layout that needs the least is refused (the part of one example is
  * a bound here, every layer counted as owned: the stage's chunk derivation, which counts it exactly, decides it). */
-static PetscErrorCode layout_refuse(InflLayerLayout lay, const InflLayerLayoutStage *st, double limit, PetscBool held, double least, PetscInt G, PetscBool split)
+static PetscErrorCode layout_refuse(InflLayerLayout lay, const InflLayerLayoutStage *st, double limit, PetscBool held, const LayoutLeast *least)
 {
   char text[64] = "", how[64] = "";
 
   PetscFunctionBegin;
-  if (!st->stage || least <= limit) PetscFunctionReturn(0);
+  if (!st->stage || least->total <= limit) PetscFunctionReturn(0);
   PetscCall(PetscOptionsGetString(NULL, NULL, "-mem_limit", text, sizeof(text), NULL));
-  if (split) PetscCall(PetscSNPrintf(how, sizeof(how), ", each layer split over %d ranks", (int)(lay->size / G)));
-  SETERRQ(lay->comm, PETSC_ERR_ARG_OUTOFRANGE, "-mem_limit %s (%.0f MiB per rank) cannot hold the %.0f MiB that %s keeps whatever the chunk size%s in the layer layout that needs the least (%d layer group%s%s); raise -mem_limit or use more ranks", text, limit / 1048576.0, least / 1048576.0, st->stage, held ? " (with what the run keeps for its later steps)" : "", (int)G, G > 1 ? "s" : "", how);
+  if (least->split) PetscCall(PetscSNPrintf(how, sizeof(how), ", each layer split over %d ranks", (int)(lay->size / least->G)));
+  SETERRQ(lay->comm, PETSC_ERR_ARG_OUTOFRANGE, "-mem_limit %s (%.0f MiB per rank) cannot hold the %.0f MiB that %s keeps whatever the chunk size%s in the layer layout that needs the least (%d layer group%s%s); raise -mem_limit or use more ranks", text, limit / 1048576.0, least->total / 1048576.0, st->stage, held ? " (with what the run keeps for its later steps)" : "", (int)least->G, least->G > 1 ? "s" : "", how);
 }
 
 /* The layers assigned to G groups by the bytes the stage holds for each, copies x its factor bytes plus per_weight
@@ -174,23 +190,18 @@ PetscErrorCode InflLayerLayoutSetUp(InflLayerLayout lay, PetscInt L, const Petsc
     G = 1;
     if (set) {
       const double fixed = 64.0 * 1024 * 1024; /* the libraries' margin of InflChunkFromMemLimit */
-      double       o[2]  = {(double)st.other + (double)InflMemLimitGetHeld(), (double)InflMemLimitGetHeld()}, least = -1;
-      PetscInt     least_G = 1;
-      PetscBool    least_split = PETSC_FALSE, held;
+      double       o[2]  = {(double)st.other + (double)InflMemLimitGetHeld(), (double)InflMemLimitGetHeld()};
+      LayoutLeast  least = {-1, 1, PETSC_FALSE};
+      PetscBool    held;
       PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, o, 2, MPI_DOUBLE, MPI_MAX, lay->comm)); /* with what the caller holds beside (InflMemLimitSetHeld) */
       held = o[1] > 0 ? PETSC_TRUE : PETSC_FALSE;
-#define LAYOUT_LEAST(total, ex, g, s) \
-  do { \
-    PetscCall(PetscInfo(NULL, "layer layout: %d group%s%s: %.1f MiB whatever the chunk (the libraries' 64, %.1f other) + %.3f MiB one example, -mem_limit %.1f MiB\n", (int)(g), (g) > 1 ? "s" : "", (s) ? " (split)" : "", (total) / 1048576.0, o[0] / 1048576.0, (ex) / 1048576.0, limit / 1048576.0)); \
-    if (least < 0 || (total) < least) { least = (total); least_G = (g); least_split = (s); } \
-  } while (0)
       for (G = 1; G <= lay->size; G++) {
         if (lay->size % G) continue;
         double    need = layout_assign(lay, G, &st, lay->owner);
         PetscBool s    = lay->split_set && lay->size > G ? PETSC_TRUE : PETSC_FALSE;
         double    ex   = layout_example(&st, G, lay->size / G, s);
         PetscCheck(need >= 0, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory assigning layers to groups");
-        LAYOUT_LEAST(fixed + o[0] + (s ? need / (double)(lay->size / G) : need), ex, G, s);
+        PetscCall(layout_tried(&least, G, s, fixed + o[0] + (s ? need / (double)(lay->size / G) : need), ex, o[0], limit));
         if (fixed + o[0] + ex + (s ? need / (double)(lay->size / G) : need) <= limit) break;
       }
       if (G > lay->size && !lay->split_given) { /* no whole layers fit: split them, in the most groups that fit (the
@@ -200,18 +211,17 @@ PetscErrorCode InflLayerLayoutSetUp(InflLayerLayout lay, PetscInt L, const Petsc
           if (lay->size % G) continue;
           need = layout_assign(lay, G, &st, lay->owner);
           PetscCheck(need >= 0, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory assigning layers to groups");
-          LAYOUT_LEAST(fixed + o[0] + need / (double)(lay->size / G), layout_example(&st, G, lay->size / G, PETSC_TRUE), G, PETSC_TRUE);
+          PetscCall(layout_tried(&least, G, PETSC_TRUE, fixed + o[0] + need / (double)(lay->size / G), layout_example(&st, G, lay->size / G, PETSC_TRUE), o[0], limit));
           if (fixed + o[0] + layout_example(&st, G, lay->size / G, PETSC_TRUE) + need / (double)(lay->size / G) <= limit) break; /* a split layer: about 1/E per rank */
         }
         if (G < 1) { /* nothing fits, split or not */
-          PetscCall(layout_refuse(lay, &st, limit, held, least, least_G, least_split));
+          PetscCall(layout_refuse(lay, &st, limit, held, &least));
           G = 1;
         }
         if (lay->size > 1) lay->split_set = PETSC_TRUE;
       }
-#undef LAYOUT_LEAST
       if (G > lay->size) { /* nothing fits with -layer_split given: the most groups; the stage's chunk derivation says why */
-        PetscCall(layout_refuse(lay, &st, limit, held, least, least_G, least_split));
+        PetscCall(layout_refuse(lay, &st, limit, held, &least));
         G = lay->size;
       }
     }
