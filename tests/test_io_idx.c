@@ -94,6 +94,26 @@ static PetscErrorCode test_fashion(MPI_Comm comm, const char prefix[])
     EXPECT(!memcmp(ex, row, (size_t)d * sizeof(float)) && got == (int64_t)row[d], "example %" PRId64 " read by rank %d differs from the shard of rank %d", i, rank, owner);
     PetscCall(PetscFree(row));
   }
+  { /* InflDataGetBytes (the -mem_limit estimates): the shard, plus the whole decompressed copy of the .gz files that
+     * the non-local examples above made (several ranks), which InflDataFreeCache frees; the next non-local read makes
+     * it again and reads the same row */
+    size_t  b, shard = (size_t)count * (sizeof(float) * (size_t)d + sizeof(int64_t));
+    int64_t i = (start + count) % N, got, lab0;
+    PetscCall(InflDataGetBytes(data, &b));
+    EXPECT(b == shard + (size > 1 ? (size_t)N * (size_t)(d + 1) : 0), "InflDataGetBytes %zu, expected the shard %zu%s", b, shard, size > 1 ? " plus the decompressed copy of the files" : "");
+    PetscCall(InflDataGetExamples(data, 1, &i, ex, &lab0));
+    PetscCall(InflDataFreeCache(data));
+    PetscCall(InflDataGetBytes(data, &b));
+    EXPECT(b == shard, "InflDataGetBytes %zu after InflDataFreeCache, expected the shard %zu", b, shard);
+    {
+      float *again; /* (d) */
+      PetscCall(PetscMalloc1(d, &again));
+      PetscCall(InflDataGetExamples(data, 1, &i, again, &got));
+      EXPECT(!memcmp(ex, again, (size_t)d * sizeof(float)) && got == lab0, "example %" PRId64 " read again after InflDataFreeCache differs", i);
+      PetscCall(PetscFree(again));
+    }
+    PetscCall(InflDataFreeCache(data));
+  }
   PetscCall(PetscFree(ex));
   /* a subset has its own hash; hashes agree over ranks */
   PetscCall(InflDataOpen(comm, spec, 100, &sub));
