@@ -686,6 +686,39 @@ static PetscErrorCode lanczos_restore(InflIHVP ih, PetscInt K, PetscInt steps, V
   PetscFunctionReturn(0);
 }
 
+/* Not collective.  The Ritz vectors of the K largest Ritz values, V[i] = sum_j Q[j] T[(m - 1 - i) m + j] (T holds the
+ * eigenvectors of the m x m tridiagonal matrix as rows, eigenvalues ascending), as one GEMM per block of local rows:
+ * the rows of the m Lanczos vectors are packed into a (rows x m) panel and multiplied by the (m x K) coefficients.
+ * K separate m-term VecMAXPYs read the whole basis K times; this reads it once. */
+#define IHVP_RITZ_ROWS 256
+static PetscErrorCode ritz_vectors(PetscInt m, PetscInt K, const double *T, Vec *Qv, Vec *V)
+{
+  const PetscScalar **q;
+  PetscScalar       **v;
+  double             *S, *P, *R;
+  PetscInt            nl;
+
+  PetscFunctionBegin;
+  PetscCall(VecGetLocalSize(Qv[0], &nl));
+  PetscCall(PetscMalloc5(m, &q, K, &v, (size_t)m * K, &S, (size_t)IHVP_RITZ_ROWS * m, &P, (size_t)IHVP_RITZ_ROWS * K, &R));
+  for (PetscInt i = 0; i < K; i++)
+    for (PetscInt j = 0; j < m; j++) S[j * K + i] = T[(m - 1 - i) * m + j]; /* row-major m x K */
+  for (PetscInt j = 0; j < m; j++) PetscCall(VecGetArrayRead(Qv[j], &q[j]));
+  for (PetscInt i = 0; i < K; i++) PetscCall(VecGetArray(V[i], &v[i]));
+  for (PetscInt r0 = 0; r0 < nl; r0 += IHVP_RITZ_ROWS) {
+    PetscInt nr = PetscMin(IHVP_RITZ_ROWS, nl - r0);
+    for (PetscInt r = 0; r < nr; r++)
+      for (PetscInt j = 0; j < m; j++) P[r * m + j] = q[j][r0 + r];
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)K, (int)m, 1.0, P, (int)m, S, (int)K, 0.0, R, (int)K);
+    for (PetscInt i = 0; i < K; i++)
+      for (PetscInt r = 0; r < nr; r++) v[i][r0 + r] = R[r * K + i];
+  }
+  for (PetscInt i = 0; i < K; i++) PetscCall(VecRestoreArray(V[i], &v[i]));
+  for (PetscInt j = 0; j < m; j++) PetscCall(VecRestoreArrayRead(Qv[j], &q[j]));
+  PetscCall(PetscFree5(q, v, S, P, R));
+  PetscFunctionReturn(0);
+}
+
 /* Deflation preconditioner (-ihvp_deflate K): M^-1 = I + sum_i (sigma / theta_i - 1) v_i v_i^T over the K largest Ritz
  * pairs (theta_i, v_i) of m Lanczos steps on C + D (full reorthogonalization; Paige 1972, Saad 2011 ch. 6), sigma
  * the (K+1)-th largest Ritz value: the K top eigenvalues move to about sigma, the rest of the spectrum stays, and
@@ -705,7 +738,7 @@ static PetscErrorCode ihvp_deflation_setup(PC pc)
   InflIHVP       ih;
   PetscInt       K, m, m0, steps, nconv = 0;
   Vec           *Qv, w;
-  double        *alpha, *beta, *h, *T, *theta, *work, *c, tnorm = 0, bratio = 0;
+  double        *alpha, *beta, *h, *T, *theta, *work, tnorm = 0, bratio = 0;
   PetscBool      breakdown = PETSC_FALSE, done;
   PetscBLASInt   bm, lwork, info;
   PetscLogDouble t0, t1, last, lastp;
@@ -812,13 +845,8 @@ static PetscErrorCode ihvp_deflation_setup(PC pc)
   ih->defl_hi = theta[m - 1];
   PetscCall(VecDuplicateVecs(w, PetscMax(K, 1), &ih->defl)); /* at least one: ih->defl marks the setup as done */
   PetscCall(PetscMalloc1(PetscMax(K, 1), &ih->defl_theta));
-  PetscCall(PetscMalloc1(m, &c));
-  for (PetscInt i = 0; i < K; i++) { /* the Ritz vector of the i-th largest Ritz value: Q s (column m-1-i of T) */
-    ih->defl_theta[i] = theta[m - 1 - i];
-    for (PetscInt j = 0; j < m; j++) c[j] = T[(m - 1 - i) * m + j];
-    PetscCall(VecSet(ih->defl[i], 0));
-    PetscCall(VecMAXPY(ih->defl[i], m, c, Qv));
-  }
+  for (PetscInt i = 0; i < K; i++) ih->defl_theta[i] = theta[m - 1 - i];
+  PetscCall(ritz_vectors(m, K, T, Qv, ih->defl));
   ih->defl_fresh = PETSC_TRUE;
   nconv          = 0; /* converged among the K (not only from the top) */
   for (PetscInt i = 0; i < K; i++)
@@ -828,7 +856,6 @@ static PetscErrorCode ihvp_deflation_setup(PC pc)
   else PetscCall(PetscSNPrintf(why, sizeof(why), "%d Lanczos steps (%.1f s)", (int)m, t1 - t0));
   if (K) PetscCall(PetscPrintf(ih->comm, "ihvp: deflation: %s: Ritz values %.4e .. %.4e; the %d largest (%.4e .. %.4e, %d converged, residual estimate of the last %.1e) map onto %.4e\n", why, theta[0], theta[m - 1], (int)K, ih->defl_theta[0], ih->defl_theta[K - 1], (int)nconv, PetscAbsReal(beta[m - 1] * T[(m - K) * m + m - 1]), ih->defl_sigma));
   else PetscCall(PetscPrintf(ih->comm, "ihvp: deflation: %s: Ritz values %.4e .. %.4e, %s: no deflation\n", why, theta[0], theta[m - 1], m > 1 ? "not positive definite" : "a single one"));
-  PetscCall(PetscFree(c));
   PetscCall(PetscFree5(alpha, beta, h, T, theta));
   PetscCall(VecDestroyVecs(steps + 1, &Qv));
   PetscCall(VecDestroy(&w));
