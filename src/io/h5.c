@@ -699,10 +699,14 @@ PetscErrorCode InflH5ColumnBlock(hid_t file, const char name[], int ndim, const 
   PetscCall(PetscMalloc1((size_t)PetscMax(rows * nc, 1), &f));
   if (write) {
     for (int64_t i = 0; i < rows * nc; i++) f[i] = (float)buf[i];
+    hid_t lcpl; /* missing groups of the name created (/ensemble/member_scores) */
     space = H5Screate_simple(ndim, hd, NULL);
     InflCallH5(space);
-    dset = H5Dcreate2(file, name, H5T_NATIVE_FLOAT, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    InflCallH5(lcpl = H5Pcreate(H5P_LINK_CREATE));
+    InflCallH5(H5Pset_create_intermediate_group(lcpl, 1));
+    dset = H5Dcreate2(file, name, H5T_NATIVE_FLOAT, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
     InflCallH5(dset);
+    InflCallH5(H5Pclose(lcpl));
   } else {
     dset = H5Dopen2(file, name, H5P_DEFAULT);
     InflCallH5(dset);
