@@ -136,6 +136,11 @@ check expect_error "exists and was made with other settings" 1 lds $common -lds_
 check expect_error "-lds_subsets 2: give at least 3 subsets" 1 lds -options_file tiny.opts -lds_subsets 2 -out x.h5
 check expect_error "-lds_fraction 1.5 must lie in" 1 lds -options_file tiny.opts -lds_subsets 4 -lds_fraction 1.5 -out x.h5
 check expect_error "unknown or unused option.*-lds_subset " 1 lds -options_file tiny.opts -lds_subset 4 -out x.h5
+check expect_error "-lds_subsets 2000000000: the masks.* GiB per rank, more than the .* GiB of memory of this machine: give fewer subsets" 2 lds -options_file tiny.opts -lds_subsets 2000000000 -out x.h5
+check expect_error "-lds_loo_seeds 2000000000: the losses of .* GiB of memory of this machine" 1 lds -options_file tiny.opts -lds_loo 0:2 -lds_loo_seeds 2000000000 -out x.h5
+check expect_error "-lds_group_size 3: give 0 \(chosen by infl\) or a number of ranks in \[1, 2\]" 2 lds -options_file tiny.opts -lds_subsets 4 -lds_group_size 3 -out x.h5
+check expect_error "-ensemble_group_size -1: give 0 \(chosen by infl\) or a number of ranks in \[1, 2\]" 2 run -options_file tiny.opts -outdir ens -ensemble 2 -ensemble_group_size -1
+check [ ! -e x.h5 ]
 
 # (7) leave-one-out and mislabel detection
 check [ "$(run 1 lds -lds $REF/lds_tiny_eval.h5 -scores $REF/lds_tiny_scores.h5)" = 0 ]
