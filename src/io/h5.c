@@ -210,6 +210,16 @@ PetscErrorCode InflH5Open(MPI_Comm comm, const char path[], PetscBool readwrite,
   *file = H5Fopen(path, readwrite ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl);
   InflCallH5(H5Eset_auto2(H5E_DEFAULT, func, data));
   InflCallH5(H5Pclose(fapl));
+  {
+    htri_t is = 0; /* rank 0's look at the signature: a file cut short still has it */
+    if (*file < 0 && rank == 0) {
+      InflCallH5(H5Eset_auto2(H5E_DEFAULT, NULL, NULL));
+      is = H5Fis_hdf5(path);
+      InflCallH5(H5Eset_auto2(H5E_DEFAULT, func, data));
+    }
+    PetscCallMPI(MPI_Bcast(&is, sizeof(is), MPI_BYTE, 0, comm));
+    InflCheckAll(comm, *file >= 0 || is <= 0, PETSC_ERR_FILE_OPEN, "cannot open %s as an HDF5 file%s: it starts as one but HDF5 cannot read it, so it is damaged or cut short (a copy or a write that did not finish, a full disk); write it again with the infl stage that made it", path, readwrite ? " for writing" : "");
+  }
   InflCheckAll(comm, *file >= 0, PETSC_ERR_FILE_OPEN, "cannot open %s as an HDF5 file%s; is it HDF5, and readable?", path, readwrite ? " for writing" : "");
   PetscFunctionReturn(0);
 }

@@ -275,7 +275,7 @@ model_as_factors   | model.safetensors as an HDF5 file                          
 factors_missing    | $W/nope.h5.*[Nn]o such file                   | score $M -factors $W/nope.h5 $TR $Q -out $W/out/s.h5
 factors_directory  | cannot open HDF5 file $W/adir.safetensors: it is a directory; give the path of the HDF5 file | score $M -factors $W/adir.safetensors $TR $Q -out $W/out/s.h5
 factors_not_hdf5   | garbage.h5.*HDF5                                          | score $M -factors $W/garbage.h5 $TR $Q -out $W/out/s.h5
-factors_truncated  | truncated.h5.*HDF5                                        | self $M -factors $W/truncated.h5 $TR -out $W/out/s.h5
+factors_truncated  | truncated.h5 as an HDF5 file: it starts as one but HDF5 cannot read it, so it is damaged or cut short | self $M -factors $W/truncated.h5 $TR -out $W/out/s.h5
 factors_data_file  | good.h5 was fitted for model sha256 \(none recorded\)                    | self $M -factors $W/good.h5 $TR -out $W/out/s.h5
 factors_other_model| factors_other.h5 was fitted for model sha256 [0-9a-f]{64} but the model given has sha256 [0-9a-f]{64} | score $M -factors $W/factors_other.h5 $TR $Q -out $W/out/s.h5
 # --- data sets
