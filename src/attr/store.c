@@ -446,6 +446,8 @@ PetscErrorCode InflStoreBuild(InflProjector proj, InflModel model, InflData trai
     PetscCall(InflRunChunksStep(comm, "infl project", c.sh.start, c.sh.count, chunk, &done, &loop, build_step, partial));
   }
   PetscCall(build_finish(&c, chunk, gram));
+  /* the provenance of the run that finished it (ranks, options, time), as the stages that write their file whole */
+  PetscCall(InflH5WriteProvenance(c.file, comm, "project", mh, th, NULL));
   PetscCall(InflH5Close(&c.file));
   PetscCall(InflRenameAll(comm, partial, out));
   PetscCall(InflRemoveAll(comm, done_path));
