@@ -426,6 +426,7 @@ static PetscErrorCode scores_list(MPI_Comm comm, PetscInt *n, char *paths[])
   PetscInt  k = LDS_MAX_SCORES;
 
   PetscFunctionBegin;
+  PetscCall(DriverCheckListLength(comm, "-scores", LDS_MAX_SCORES, "scores files"));
   PetscCall(PetscOptionsGetStringArray(NULL, NULL, "-scores", paths, &k, &set));
   *n = set ? k : 0;
   PetscFunctionReturn(0);
@@ -652,6 +653,7 @@ PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
   PetscFunctionBegin;
   PetscCall(InflOptionsCheckLength(comm, "-out", sizeof(out) - 32, "give a shorter path"));
   PetscCall(InflOptionsCheckLength(comm, "-lds", sizeof(lpath) - 32, "give a shorter path"));
+  PetscCall(DriverCheckListLength(comm, "-lds_mislabel_top", 16, "percentages"));
   PetscOptionsBegin(comm, NULL, "infl lds: linear datamodeling score by retraining on random subsets; leave-one-out; mislabel detection", NULL);
   PetscCall(PetscOptionsString("-out", "lds.h5 to write (subset masks, query losses, leave-one-out and mislabel sections; a finished section of the same settings is reused)", NULL, out, out, sizeof(out), NULL));
   PetscCall(PetscOptionsString("-lds", "an existing lds.h5: only print the LDS and leave-one-out correlations of the -scores files and its mislabel detection (no training data needed)", NULL, lpath, lpath, sizeof(lpath), NULL));

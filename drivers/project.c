@@ -119,6 +119,9 @@ PetscErrorCode InflDriverStoreScore(MPI_Comm comm, PetscBool help)
     PetscInt  ns = INFL_STORE_MAX, nm = INFL_STORE_MAX, ne = INFL_STORE_MAX;
     double    eta[INFL_STORE_MAX];
     PetscBool set;
+    PetscCall(DriverCheckListLength(comm, "-store", INFL_STORE_MAX, "stores"));
+    PetscCall(DriverCheckListLength(comm, "-model", INFL_STORE_MAX, "models"));
+    PetscCall(DriverCheckListLength(comm, "-tracin_lr", INFL_STORE_MAX, "learning rates"));
     PetscCall(PetscOptionsGetStringArray(NULL, NULL, "-store", stores, &ns, NULL));
     PetscCall(PetscOptionsGetStringArray(NULL, NULL, "-model", models, &nm, NULL));
     PetscCall(PetscOptionsGetRealArray(NULL, NULL, "-tracin_lr", eta, &ne, &set));
@@ -192,6 +195,8 @@ PetscErrorCode InflDriverStoreSelf(MPI_Comm comm, PetscBool help)
     PetscFunctionReturn(0);
   }
   PetscCall(DriverCheckOutput(comm, out, overwrite));
+  PetscCall(DriverCheckListLength(comm, "-store", INFL_STORE_MAX, "stores"));
+  PetscCall(DriverCheckListLength(comm, "-tracin_lr", INFL_STORE_MAX, "learning rates"));
   PetscCall(PetscOptionsGetStringArray(NULL, NULL, "-store", stores, &ns, NULL));
   PetscCall(PetscOptionsGetRealArray(NULL, NULL, "-tracin_lr", eta, &ne, &set));
   PetscCheck(!set || ne == ns, comm, PETSC_ERR_ARG_SIZ, "-tracin_lr gives %d learning rates for %d stores: give one per store", (int)ne, (int)ns);

@@ -118,8 +118,11 @@ check grep -q "^Top proponents and opponents" last.log
 check grep -qx "report: ens/report.html" last.log
 top0() { h5dump -d /topk/train_indices -y -w 0 -o top.txt "$1" > /dev/null && tr -s ', \n' '\n' < top.txt | grep -v '^$' | head -1; }
 check [ "$(sed -n 's/^  proponents:  \([0-9]*\):.*/\1/p' last.log | head -1)" = "$(top0 ens/scores.h5)" ]
-# (with -ensemble_save_members, whose dataset /ensemble/member_scores could not be created: its group did not exist)
-check [ "$(run 2 run -options_file tiny.opts -outdir ens -ensemble 2 -score_save_all -ensemble_normalize none -ensemble_save_members)" = 0 ]
+# (with -ensemble_save_members, whose dataset /ensemble/member_scores could not be created: its group did not exist;
+# and -score_topk beyond the training set, which padded the lists with -1 / NaN instead of keeping every example)
+check [ "$(run 2 run -options_file tiny.opts -outdir ens -ensemble 2 -score_save_all -ensemble_normalize none -ensemble_save_members -score_topk 100000)" = 0 ]
+check grep -q '(0): 100000' <(h5dump -a topk_requested ens/scores.h5)
+check [ "$(h5dump -d /topk/train_indices ens/scores.h5 | grep -c -- '-1')" = 0 ]
 nq=$(h5dump -H -d /scores ens/scores.h5 | sed -n 's/.*DATASPACE  SIMPLE { ( \([0-9]*\), \([0-9]*\) ).*/\1, \2/p')
 check grep -q "DATASPACE  SIMPLE { ( 2, $nq )" <(h5dump -H -d /ensemble/member_scores ens/scores.h5)
 check [ "$(grep -c "ensemble member [01]: using" last.log)" = 4 ] # the models and the scores of both

@@ -77,6 +77,10 @@ check expect_error "dmg_gram.h5: /gram holds a non-finite value \(entry \(2, 232
 check expect_error "dmg_rows.h5: /gradients holds nan .*at entry \(70, 7\).*rebuild it with infl project" 2 score -store kron_small.h5,dmg_rows.h5 -model $MODEL,$MODEL -query idx:$F/t10k -query_indices 0:3 -store_curvature identity -out bad9.h5
 check expect_error "overflows .*lower the -tracin_lr weights" 2 score -store kron_small.h5 $sq -store_curvature identity -tracin_lr 1e308 -out bad9.h5
 check [ ! -e bad9.h5 ]
+# -score_topk beyond the store's examples: every example kept, and the file says so (topk_requested, topk_note)
+check [ "$(run 2 score -store kron_small.h5 $sq -score_topk 100000 -out topk_all.h5)" = 0 ]
+check grep -q '(0): 100000' <(h5dump -a topk_requested topk_all.h5)
+check grep -q '( 3, 100 )' <(h5dump -H -d /topk/train_indices topk_all.h5)
 check [ ! -e bad1.h5 ]
 check [ ! -e bad2.h5 ]
 echo "store.sh: $pass passed, $fail failed"

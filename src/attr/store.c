@@ -466,7 +466,7 @@ struct _p_InflStoreScorer {
   InflStoreCurvature curvature;
   double             damping; /* -store_damping; < 0: the default 0.1 mean(diag(G^T G / N)) */
   double             lambda;  /* the damping used */
-  PetscInt           K, chunk;
+  PetscInt           K, chunk, K_requested; /* K_requested: -score_topk when clamped to N (else 0) */
   PetscBool          save_all, chunk_auto; /* chunk_auto: -score_chunk 0, rows from the feature count */
   PetscInt           C;                                   /* stores: one, or one per checkpoint (TracIn) */
   char               path[STORE_MAX][PETSC_MAX_PATH_LEN]; /* (C) */
@@ -938,7 +938,7 @@ static PetscErrorCode store_scorer_key(InflStoreScorer ss, char key[], size_t le
 /* The scores file of this scorer (qnorm (Q) or NULL). */
 static InflScoresFile store_scores_file(InflStoreScorer ss, const double qnorm[])
 {
-  InflScoresFile f = {ss->comm, ss->model_hash, ss->train_hash, ss->query_hash, ss->N, ss->Q, ss->K, 0, ss->qindex, ss->qlabel, qnorm, ss->top, ss->bottom, ss->start, ss->count, NULL, NULL, NULL, 0, NULL};
+  InflScoresFile f = {ss->comm, ss->model_hash, ss->train_hash, ss->query_hash, ss->N, ss->Q, ss->K, 0, ss->qindex, ss->qlabel, qnorm, ss->top, ss->bottom, ss->start, ss->count, NULL, NULL, NULL, ss->K_requested, NULL};
   if (ss->save_all) {
     f.local      = ss->local;
     f.local_norm = ss->local_norm;
@@ -1037,7 +1037,8 @@ PetscErrorCode InflStoreScorerScore(InflStoreScorer ss)
   PetscCheck(ss->Q > 0, ss->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflStoreScorerSetQueries before InflStoreScorerScore");
   if (ss->K > ss->N) {
     PetscCall(PetscPrintf(ss->comm, "note: -score_topk %d is larger than the %" PRId64 " training examples; keeping all %" PRId64 "\n", (int)ss->K, ss->N, ss->N));
-    ss->K = (PetscInt)ss->N;
+    ss->K_requested = ss->K;
+    ss->K           = (PetscInt)ss->N;
   }
   PetscCall(InflTopKDestroy(&ss->top));
   PetscCall(InflTopKDestroy(&ss->bottom));
