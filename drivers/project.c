@@ -134,6 +134,8 @@ PetscErrorCode InflDriverStoreScore(MPI_Comm comm, PetscBool help)
       PetscCall(DriverLoadModel(comm, models[c], &model[c]));
       if (c == 0) PetscCall(InflStoreScorerOpen(ss, stores[c], model[c])); /* first: a store of another model is the error to report */
       else PetscCall(InflStoreScorerAddStore(ss, stores[c], model[c]));
+    }
+    for (PetscInt c = 0; c < ns; c++) { /* the stores agree: their weights */
       if (ns > 1 && !set) { /* TracIn: each checkpoint's learning rate, as -method tracin takes it */
         char lr[96];
         PetscCall(InflModelReadMetadata(comm, models[c], "train_lr", lr, sizeof(lr)));

@@ -71,10 +71,10 @@ cp kron_small.h5 dmg_norm.h5 && poke dmg_norm.h5 /train_norms 80 '\x00\x00\x00\x
 cp kron_small.h5 dmg_gram.h5 && poke dmg_gram.h5 /gram 8000 '\x00\x00\x00\x00\x00\x00\xf8\x7f'         # (2, 232) NaN
 cp kron_small.h5 dmg_rows.h5 && poke dmg_rows.h5 /gradients $((4 * (384 * 70 + 7))) '\x00\x00\xc0\x7f'   # (70, 7) NaN
 sq="-model $MODEL -query idx:$F/t10k -query_indices 0:3"
-check expect_error "dmg_norm.h5: dataset /train_norms holds nan .*at entry 10 .*rebuild it with infl project" 2 self -store kron_small.h5,dmg_norm.h5 -out bad9.h5
+check expect_error "dmg_norm.h5: dataset /train_norms holds nan .*at entry 10 .*rebuild it with infl project" 2 self -store kron_small.h5,dmg_norm.h5 -tracin_lr 1,1 -out bad9.h5
 check expect_error "TracIn self-influence of training example [0-9]+ overflows .*lower the -tracin_lr weights" 2 self -store kron_small.h5 -tracin_lr 1e308 -out bad9.h5
 check expect_error "dmg_gram.h5: /gram holds a non-finite value \(entry \(2, 232\).*rebuild it with infl project" 3 score -store dmg_gram.h5 $sq -out bad9.h5
-check expect_error "dmg_rows.h5: /gradients holds nan .*at entry \(70, 7\).*rebuild it with infl project" 2 score -store kron_small.h5,dmg_rows.h5 -model $MODEL,$MODEL -query idx:$F/t10k -query_indices 0:3 -store_curvature identity -out bad9.h5
+check expect_error "dmg_rows.h5: /gradients holds nan .*at entry \(70, 7\).*rebuild it with infl project" 2 score -store kron_small.h5,dmg_rows.h5 -model $MODEL,$MODEL -query idx:$F/t10k -query_indices 0:3 -store_curvature identity -tracin_lr 1,1 -out bad9.h5
 check expect_error "overflows .*lower the -tracin_lr weights" 2 score -store kron_small.h5 $sq -store_curvature identity -tracin_lr 1e308 -out bad9.h5
 check [ ! -e bad9.h5 ]
 # -score_topk beyond the store's examples: every example kept, and the file says so (topk_requested, topk_note)
