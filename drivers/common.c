@@ -12,6 +12,20 @@
 #include <time.h>
 #include <inttypes.h>
 
+PetscErrorCode DriverCheckListLength(MPI_Comm comm, const char name[], PetscInt max, const char what[])
+{
+  const char *v = NULL;
+  PetscBool   set;
+  PetscInt    n = 1;
+
+  PetscFunctionBegin;
+  PetscCall(PetscOptionsFindPair(NULL, NULL, name, &v, &set));
+  if (!set || !v) PetscFunctionReturn(0);
+  for (const char *p = v; *p; p++) n += *p == ',';
+  PetscCheck(n <= max, comm, PETSC_ERR_ARG_OUTOFRANGE, "%s lists %d %s, but at most %d can be used in one run", name, (int)n, what, (int)max);
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode DriverGetString(MPI_Comm comm, const char name[], const char text[], char value[], size_t len, PetscBool required, PetscBool help)
 {
   PetscBool set;

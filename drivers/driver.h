@@ -31,6 +31,9 @@ PetscErrorCode DriverMethodIsTracIn(MPI_Comm comm, PetscBool *tracin);
 PetscErrorCode InflDriverTracIn(MPI_Comm comm, PetscBool help, PetscBool self);
 /* -NAME PATH as a string ("" if absent); required: error naming the option when absent (not under help). */
 PetscErrorCode DriverGetString(MPI_Comm comm, const char name[], const char text[], char value[], size_t len, PetscBool required, PetscBool help);
+/* Collective.  An error naming option `name` when its comma-separated value lists more than `max` entries (`what`:
+ * "stores", "checkpoints", ...): PETSc's array readers would keep the first `max` and drop the rest silently. */
+PetscErrorCode DriverCheckListLength(MPI_Comm comm, const char name[], PetscInt max, const char what[]);
 /* Open the data set of option -PREFIX (with -PREFIX_limit N).  Collective. */
 PetscErrorCode DriverOpenData(MPI_Comm comm, const char prefix[], PetscBool required, PetscBool help, InflData *data);
 /* Model from -model (required); its options (-model_precision single|double) read by InflModelSetFromOptions. Collective. */

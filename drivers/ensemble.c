@@ -75,7 +75,7 @@ static PetscErrorCode member_task(void *ctx, MPI_Comm comm, PetscInt m, double *
   PetscCall(DriverOpenData(comm, "test", PETSC_FALSE, PETSC_FALSE, &test));
   PetscCall(DriverOpenData(comm, "query", PETSC_FALSE, PETSC_FALSE, &query));
   if (InflFileExists(mpath) && !c->overwrite) {
-    PetscCall(PetscPrintf(comm, "== ensemble member %d: using %s\n", (int)m, mpath));
+    PetscCall(PetscPrintf(comm, "== ensemble member %d: using %s (the training options do not apply; remove it or pass -overwrite to train again)\n", (int)m, mpath));
     PetscCall(DriverLoadModel(comm, mpath, &model));
   } else {
     InflTrainOptions topt = c->topt;
@@ -184,6 +184,11 @@ PetscErrorCode InflDriverRunEnsemble(MPI_Comm comm, PetscBool help)
   if (!query) query = test;
   PetscCheck(query || c.ppath[0], comm, PETSC_ERR_ARG_NULL, "infl run needs -query (or -test) data for the queries%s", c.seq ? ", or -query_prompts FILE" : "");
   PetscCheck(K >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-score_topk %d must be positive", (int)K);
+  {
+    PetscMPIInt size;
+    PetscCallMPI(MPI_Comm_size(comm, &size));
+    PetscCheck(group_size >= 0 && group_size <= size, comm, PETSC_ERR_ARG_OUTOFRANGE, "-ensemble_group_size %d: give 0 (chosen by infl) or a number of ranks in [1, %d] (the ranks of the job)", (int)group_size, (int)size);
+  }
   {
     PetscInt nd = 64;
     PetscCall(PetscOptionsGetIntArray(NULL, NULL, "-model_dims", c.dims, &nd, &c.dset));

@@ -426,6 +426,7 @@ static PetscErrorCode scores_list(MPI_Comm comm, PetscInt *n, char *paths[])
   PetscInt  k = LDS_MAX_SCORES;
 
   PetscFunctionBegin;
+  PetscCall(DriverCheckListLength(comm, "-scores", LDS_MAX_SCORES, "scores files"));
   PetscCall(PetscOptionsGetStringArray(NULL, NULL, "-scores", paths, &k, &set));
   *n = set ? k : 0;
   PetscFunctionReturn(0);
@@ -652,6 +653,7 @@ PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
   PetscFunctionBegin;
   PetscCall(InflOptionsCheckLength(comm, "-out", sizeof(out) - 32, "give a shorter path"));
   PetscCall(InflOptionsCheckLength(comm, "-lds", sizeof(lpath) - 32, "give a shorter path"));
+  PetscCall(DriverCheckListLength(comm, "-lds_mislabel_top", 16, "percentages"));
   PetscOptionsBegin(comm, NULL, "infl lds: linear datamodeling score by retraining on random subsets; leave-one-out; mislabel detection", NULL);
   PetscCall(PetscOptionsString("-out", "lds.h5 to write (subset masks, query losses, leave-one-out and mislabel sections; a finished section of the same settings is reused)", NULL, out, out, sizeof(out), NULL));
   PetscCall(PetscOptionsString("-lds", "an existing lds.h5: only print the LDS and leave-one-out correlations of the -scores files and its mislabel detection (no training data needed)", NULL, lpath, lpath, sizeof(lpath), NULL));
@@ -738,6 +740,11 @@ PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
   PetscCheck(fraction > 0 && fraction < 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_fraction %s must lie in (0, 1) (0.5 is usual)", INFL_DSTR(fraction));
   PetscCheck(seed >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_seed %d must be >= 0", (int)seed);
   PetscCheck(S >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_loo_seeds %d must be >= 1", (int)S);
+  {
+    PetscMPIInt size;
+    PetscCallMPI(MPI_Comm_size(comm, &size));
+    PetscCheck(group_size >= 0 && group_size <= size, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_group_size %d: give 0 (chosen by infl) or a number of ranks in [1, %d] (the ranks of the job)", (int)group_size, (int)size);
+  }
   PetscCheck(mfraction >= 0 && mfraction < 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_mislabel_fraction %s must lie in [0, 1) (0: no mislabel detection; 0.1 is usual)", INFL_DSTR(mfraction));
   PetscCheck(mfraction == 0 || InflSubsetSize(N, mfraction) >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_mislabel_fraction %g of %" PRId64 " training examples flips no label; give a larger fraction", mfraction, N);
   PetscCheck(ntop >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_mislabel_top: give at least one percentage (e.g. 10,20)");
@@ -830,6 +837,12 @@ PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
       for (PetscInt q = 0; same && q < d.Q; q++) same = (PetscBool)(e.qidx[q] == d.qidx[q]);
       PetscCheck(same, comm, PETSC_ERR_FILE_OPEN, "output %s exists and holds results for other queries; pass -overwrite to replace it, or choose another -out", out);
     }
+  }
+  { /* every rank holds the sections' arrays: refuse what cannot fit before allocating (a failed allocation names no option) */
+    const double phys = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE), gib = 1073741824.0;
+    const double sub = todo[0] ? (double)J * ((double)N * (1 + 8 * fraction) + 8.0 * d.Q + 4) : 0, loo = todo[1] ? 8.0 * d.Q * ((double)S * (d.K + 1) + d.K) + 4.0 * S * (d.K + 1) : 0;
+    PetscCheck(phys <= 0 || sub <= phys, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_subsets %d: the masks, member lists and losses of %d subsets of %" PRId64 " training examples take %.4g GiB per rank, more than the %.4g GiB of memory of this machine: give fewer subsets (50-100 are usual)", (int)J, (int)J, N, sub / gib, phys / gib);
+    PetscCheck(phys <= 0 || loo <= phys, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_loo_seeds %d: the losses of %d seeds x %d models x %d queries take %.4g GiB per rank, more than the %.4g GiB of memory of this machine: give fewer seeds or examples (-lds_loo)", (int)S, (int)S, (int)(d.K + 1), (int)d.Q, loo / gib, phys / gib);
   }
   if (todo[0] || todo[1] || todo[2]) PetscCall(DriverCheckOutput(comm, out, (PetscBool)(overwrite || InflFileExists(out))));
   if (todo[0]) { /* the subsets */

@@ -2,6 +2,18 @@
 #include "driver.h"
 #include <infl/store.h>
 
+/* The learning rate `value` (train_lr: a checkpoint's metadata, or the attribute a store copied from it) of `what`
+ * as eta; an error naming it unless a positive finite number. */
+static PetscErrorCode parse_train_lr(MPI_Comm comm, const char what[], const char value[], double *eta)
+{
+  char *end;
+
+  PetscFunctionBegin;
+  *eta = strtod(value, &end);
+  PetscCheck(*end == 0 && isfinite(*eta) && *eta > 0, comm, PETSC_ERR_FILE_UNEXPECTED, "%s: train_lr \"%s\" is not a positive number; give the learning rates with -tracin_lr", what, value);
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflDriverProject(MPI_Comm comm, PetscBool help)
 {
   char           mpath[PETSC_MAX_PATH_LEN], out[PETSC_MAX_PATH_LEN];
@@ -37,6 +49,16 @@ PetscErrorCode InflDriverProject(MPI_Comm comm, PetscBool help)
   PetscCall(PetscLogStagePush(stage));
   PetscCall(PetscTime(&t0));
   PetscCall(InflStoreBuild(proj, model, train, gram, out, overwrite));
+  { /* a checkpoint's learning rate (infl train -checkpoint_every), the default weight of TracIn over stores */
+    char  lr[96];
+    hid_t f;
+    PetscCall(InflModelReadMetadata(comm, mpath, "train_lr", lr, sizeof(lr)));
+    if (lr[0]) {
+      PetscCall(InflH5Open(comm, out, PETSC_TRUE, &f));
+      PetscCall(InflH5SetAttrString(f, "/", "train_lr", lr));
+      PetscCall(InflH5Close(&f));
+    }
+  }
   PetscCall(PetscTime(&t1));
   PetscCall(PetscLogStagePop());
   PetscCall(InflDataGetSizes(train, &N, NULL, NULL));
@@ -87,7 +109,7 @@ PetscErrorCode InflDriverStoreScore(MPI_Comm comm, PetscBool help)
   PetscCall(InflStoreScorerCreate(comm, &ss));
   PetscCall(InflStoreScorerSetFromOptions(ss));
   if (help) {
-    PetscCall(PetscPrintf(comm, "  -query_indices <0:8>: queries: \"3,17,40\", a range \"0:100\" or \"0:1000:10\", or \"@file\"\n  -tracin_lr <eta1,eta2,...>: with several stores, the learning rate of each checkpoint (default 1)\n"));
+    PetscCall(PetscPrintf(comm, "  -query_indices <0:8>: queries: \"3,17,40\", a range \"0:100\" or \"0:1000:10\", or \"@file\"\n  -tracin_lr <eta1,eta2,...>: with several stores, the learning rate of each checkpoint (default: each model's train_lr metadata)\n"));
     PetscCall(InflStoreScorerDestroy(&ss));
     PetscFunctionReturn(0);
   }
@@ -97,6 +119,9 @@ PetscErrorCode InflDriverStoreScore(MPI_Comm comm, PetscBool help)
     PetscInt  ns = INFL_STORE_MAX, nm = INFL_STORE_MAX, ne = INFL_STORE_MAX;
     double    eta[INFL_STORE_MAX];
     PetscBool set;
+    PetscCall(DriverCheckListLength(comm, "-store", INFL_STORE_MAX, "stores"));
+    PetscCall(DriverCheckListLength(comm, "-model", INFL_STORE_MAX, "models"));
+    PetscCall(DriverCheckListLength(comm, "-tracin_lr", INFL_STORE_MAX, "learning rates"));
     PetscCall(PetscOptionsGetStringArray(NULL, NULL, "-store", stores, &ns, NULL));
     PetscCall(PetscOptionsGetStringArray(NULL, NULL, "-model", models, &nm, NULL));
     PetscCall(PetscOptionsGetRealArray(NULL, NULL, "-tracin_lr", eta, &ne, &set));
@@ -109,6 +134,19 @@ PetscErrorCode InflDriverStoreScore(MPI_Comm comm, PetscBool help)
       PetscCall(DriverLoadModel(comm, models[c], &model[c]));
       if (c == 0) PetscCall(InflStoreScorerOpen(ss, stores[c], model[c])); /* first: a store of another model is the error to report */
       else PetscCall(InflStoreScorerAddStore(ss, stores[c], model[c]));
+    }
+    for (PetscInt c = 0; c < ns; c++) { /* the stores agree: their weights */
+      if (ns > 1 && !set) { /* TracIn: each checkpoint's learning rate, as -method tracin takes it */
+        char lr[96];
+        PetscCall(InflModelReadMetadata(comm, models[c], "train_lr", lr, sizeof(lr)));
+        PetscCheck(lr[0], comm, PETSC_ERR_ARG_WRONG, "checkpoint %s (of the store %s) records no learning rate (metadata train_lr; infl train -checkpoint_every writes it): give the learning rates with -tracin_lr eta1,eta2,...", models[c], stores[c]);
+        PetscCall(parse_train_lr(comm, models[c], lr, &eta[c]));
+        PetscCall(PetscPrintf(comm, "tracin: store %d %s, checkpoint %s, learning rate %g\n", (int)c + 1, stores[c], models[c], eta[c]));
+      }
+    }
+    if (ns > 1 && !set) {
+      set = PETSC_TRUE;
+      ne  = ns;
     }
     if (set) PetscCall(InflStoreScorerSetWeights(ss, ne, eta));
     for (PetscInt c = 0; c < ns; c++) PetscCall(PetscFree(stores[c]));
@@ -155,14 +193,26 @@ PetscErrorCode InflDriverStoreSelf(MPI_Comm comm, PetscBool help)
   PetscCall(DriverGetString(comm, "-out", "output file (HDF5)", out, sizeof(out), PETSC_TRUE, help));
   PetscCall(PetscOptionsGetBool(NULL, NULL, "-overwrite", &overwrite, NULL));
   if (help) {
-    PetscCall(PetscPrintf(comm, "  -tracin_lr <eta1,eta2,...>: the learning rate of each checkpoint (default 1)\n"));
+    PetscCall(PetscPrintf(comm, "  -tracin_lr <eta1,eta2,...>: the learning rate of each checkpoint (default: the train_lr each store recorded; 1 for a single store without it)\n"));
     PetscFunctionReturn(0);
   }
   PetscCall(DriverCheckOutput(comm, out, overwrite));
+  PetscCall(DriverCheckListLength(comm, "-store", INFL_STORE_MAX, "stores"));
+  PetscCall(DriverCheckListLength(comm, "-tracin_lr", INFL_STORE_MAX, "learning rates"));
   PetscCall(PetscOptionsGetStringArray(NULL, NULL, "-store", stores, &ns, NULL));
-  for (PetscInt c = 0; c < ns; c++) eta[c] = 1;
   PetscCall(PetscOptionsGetRealArray(NULL, NULL, "-tracin_lr", eta, &ne, &set));
   PetscCheck(!set || ne == ns, comm, PETSC_ERR_ARG_SIZ, "-tracin_lr gives %d learning rates for %d stores: give one per store", (int)ne, (int)ns);
+  for (PetscInt c = 0; c < ns && !set; c++) { /* each checkpoint's learning rate, recorded by infl project */
+    char  lr[96];
+    hid_t f;
+    PetscCall(InflH5Open(comm, stores[c], PETSC_FALSE, &f));
+    PetscCall(InflH5GetAttrString(f, "/", "train_lr", lr, sizeof(lr)));
+    PetscCall(InflH5Close(&f));
+    PetscCheck(lr[0] || ns == 1, comm, PETSC_ERR_ARG_WRONG, "the store %s records no learning rate (train_lr: infl project copies it from a checkpoint of infl train -checkpoint_every): give the learning rates with -tracin_lr eta1,eta2,...", stores[c]);
+    if (lr[0]) PetscCall(parse_train_lr(comm, stores[c], lr, &eta[c]));
+    else eta[c] = 1; /* one store of a model without it: the squared gradient norms */
+    PetscCall(PetscPrintf(comm, "tracin: store %d %s, learning rate %g%s\n", (int)c + 1, stores[c], eta[c], lr[0] ? "" : " (none recorded: the squared gradient norm)"));
+  }
   PetscCall(DriverCheckUnusedOptions(comm));
   PetscCall(InflStoreTracInSelf(comm, ns, (const char *const *)stores, eta, out, overwrite));
   PetscCall(PetscPrintf(comm, "wrote %s (TracIn self-influence over %d checkpoints)\n", out, (int)ns));

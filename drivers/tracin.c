@@ -28,6 +28,8 @@ static PetscErrorCode load_checkpoints(MPI_Comm comm, const char layers[], Petsc
   PetscBool set;
 
   PetscFunctionBegin;
+  PetscCall(DriverCheckListLength(comm, "-checkpoints", INFL_TRACIN_MAX, "checkpoints"));
+  PetscCall(DriverCheckListLength(comm, "-tracin_lr", INFL_TRACIN_MAX, "learning rates"));
   PetscCall(PetscOptionsGetStringArray(NULL, NULL, "-checkpoints", paths, &n, NULL));
   PetscCheck(n >= 1, comm, PETSC_ERR_ARG_WRONG, "-checkpoints names no model; give the checkpoints of a training run, comma-separated (infl train -checkpoint_every E writes OUT.ckpt-EPOCH)");
   PetscCall(PetscOptionsGetRealArray(NULL, NULL, "-tracin_lr", eta, &ne, &set));

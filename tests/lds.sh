@@ -118,7 +118,13 @@ check grep -q "^Top proponents and opponents" last.log
 check grep -qx "report: ens/report.html" last.log
 top0() { h5dump -d /topk/train_indices -y -w 0 -o top.txt "$1" > /dev/null && tr -s ', \n' '\n' < top.txt | grep -v '^$' | head -1; }
 check [ "$(sed -n 's/^  proponents:  \([0-9]*\):.*/\1/p' last.log | head -1)" = "$(top0 ens/scores.h5)" ]
-check [ "$(run 2 run -options_file tiny.opts -outdir ens -ensemble 2 -score_save_all -ensemble_normalize none)" = 0 ]
+# (with -ensemble_save_members, whose dataset /ensemble/member_scores could not be created: its group did not exist;
+# and -score_topk beyond the training set, which padded the lists with -1 / NaN instead of keeping every example)
+check [ "$(run 2 run -options_file tiny.opts -outdir ens -ensemble 2 -score_save_all -ensemble_normalize none -ensemble_save_members -score_topk 100000)" = 0 ]
+check grep -q '(0): 100000' <(h5dump -a topk_requested ens/scores.h5)
+check [ "$(h5dump -d /topk/train_indices ens/scores.h5 | grep -c -- '-1')" = 0 ]
+nq=$(h5dump -H -d /scores ens/scores.h5 | sed -n 's/.*DATASPACE  SIMPLE { ( \([0-9]*\), \([0-9]*\) ).*/\1, \2/p')
+check grep -q "DATASPACE  SIMPLE { ( 2, $nq )" <(h5dump -H -d /ensemble/member_scores ens/scores.h5)
 check [ "$(grep -c "ensemble member [01]: using" last.log)" = 4 ] # the models and the scores of both
 check grep -qx "== self: using ens/self_influence.h5" last.log
 check grep -q "^Top proponents and opponents" last.log
@@ -133,6 +139,11 @@ check expect_error "exists and was made with other settings" 1 lds $common -lds_
 check expect_error "-lds_subsets 2: give at least 3 subsets" 1 lds -options_file tiny.opts -lds_subsets 2 -out x.h5
 check expect_error "-lds_fraction 1.5 must lie in" 1 lds -options_file tiny.opts -lds_subsets 4 -lds_fraction 1.5 -out x.h5
 check expect_error "unknown or unused option.*-lds_subset " 1 lds -options_file tiny.opts -lds_subset 4 -out x.h5
+check expect_error "-lds_subsets 2000000000: the masks.* GiB per rank, more than the .* GiB of memory of this machine: give fewer subsets" 2 lds -options_file tiny.opts -lds_subsets 2000000000 -out x.h5
+check expect_error "-lds_loo_seeds 2000000000: the losses of .* GiB of memory of this machine" 1 lds -options_file tiny.opts -lds_loo 0:2 -lds_loo_seeds 2000000000 -out x.h5
+check expect_error "-lds_group_size 3: give 0 \(chosen by infl\) or a number of ranks in \[1, 2\]" 2 lds -options_file tiny.opts -lds_subsets 4 -lds_group_size 3 -out x.h5
+check expect_error "-ensemble_group_size -1: give 0 \(chosen by infl\) or a number of ranks in \[1, 2\]" 2 run -options_file tiny.opts -outdir ens -ensemble 2 -ensemble_group_size -1
+check [ ! -e x.h5 ]
 
 # (7) leave-one-out and mislabel detection
 check [ "$(run 1 lds -lds $REF/lds_tiny_eval.h5 -scores $REF/lds_tiny_scores.h5)" = 0 ]

@@ -62,6 +62,25 @@ check expect_error "-store_block_size 0 must be positive" 1 score -store gauss_r
 check expect_error "-store_panel_rows -1 must be >= 0" 1 score -store gauss_ref.h5 $sc -store_panel_rows -1 -out bad4.h5
 check expect_error "is not a gradient store" 1 score -store sc_ref.h5 $sc -out bad5.h5
 check expect_error "is the input .* of this stage" 1 score -store gauss_ref.h5 $sc -out gauss_ref.h5 -overwrite
+# damaged stores and overflowing weights: one error naming the file, the dataset and the entry (or the option), and no
+# output with a non-finite value (infl self -store wrote the NaN of a damaged /train_norms into /self_influence)
+poke() { # FILE DATASET BYTE-OFFSET PRINTF-BYTES: overwrite bytes of a contiguous dataset
+  printf "$4" | dd of="$1" bs=1 seek=$(($(h5dump -p -H -d "$2" "$1" | awk '/OFFSET/ { print $2 }') + $3)) conv=notrunc status=none
+}
+cp kron_small.h5 dmg_norm.h5 && poke dmg_norm.h5 /train_norms 80 '\x00\x00\x00\x00\x00\x00\xf8\x7f'      # entry 10 NaN
+cp kron_small.h5 dmg_gram.h5 && poke dmg_gram.h5 /gram 8000 '\x00\x00\x00\x00\x00\x00\xf8\x7f'         # (2, 232) NaN
+cp kron_small.h5 dmg_rows.h5 && poke dmg_rows.h5 /gradients $((4 * (384 * 70 + 7))) '\x00\x00\xc0\x7f'   # (70, 7) NaN
+sq="-model $MODEL -query idx:$F/t10k -query_indices 0:3"
+check expect_error "dmg_norm.h5: dataset /train_norms holds nan .*at entry 10 .*rebuild it with infl project" 2 self -store kron_small.h5,dmg_norm.h5 -tracin_lr 1,1 -out bad9.h5
+check expect_error "TracIn self-influence of training example [0-9]+ overflows .*lower the -tracin_lr weights" 2 self -store kron_small.h5 -tracin_lr 1e308 -out bad9.h5
+check expect_error "dmg_gram.h5: /gram holds a non-finite value \(entry \(2, 232\).*rebuild it with infl project" 3 score -store dmg_gram.h5 $sq -out bad9.h5
+check expect_error "dmg_rows.h5: /gradients holds nan .*at entry \(70, 7\).*rebuild it with infl project" 2 score -store kron_small.h5,dmg_rows.h5 -model $MODEL,$MODEL -query idx:$F/t10k -query_indices 0:3 -store_curvature identity -tracin_lr 1,1 -out bad9.h5
+check expect_error "overflows .*lower the -tracin_lr weights" 2 score -store kron_small.h5 $sq -store_curvature identity -tracin_lr 1e308 -out bad9.h5
+check [ ! -e bad9.h5 ]
+# -score_topk beyond the store's examples: every example kept, and the file says so (topk_requested, topk_note)
+check [ "$(run 2 score -store kron_small.h5 $sq -score_topk 100000 -out topk_all.h5)" = 0 ]
+check grep -q '(0): 100000' <(h5dump -a topk_requested topk_all.h5)
+check grep -q '( 3, 100 )' <(h5dump -H -d /topk/train_indices topk_all.h5)
 check [ ! -e bad1.h5 ]
 check [ ! -e bad2.h5 ]
 echo "store.sh: $pass passed, $fail failed"

@@ -44,6 +44,12 @@ check [ "$(run 2 self -method tracin -checkpoints $ck $tr -out self.h5)" = 0 ]
 for e in 1 2; do check [ "$(run 2 project $tr -model m.safetensors.ckpt-$e -project_in 8 -project_out 8 -out st$e.h5)" = 0 ]; done
 check [ "$(run 3 self -store st1.h5,st2.h5 -tracin_lr "$(lr_of m.safetensors.ckpt-1),$(lr_of m.safetensors.ckpt-2)" -out self_store.h5)" = 0 ]
 check $H5CMP max $TAU self.h5 self_store.h5 /self_influence
+# without -tracin_lr the stores weigh each checkpoint by the train_lr infl project recorded from it (they were weighed 1)
+check [ "$(run 2 self -store st1.h5,st2.h5 -out self_store_lr.h5)" = 0 ]
+check $H5CMP max $TAU self.h5 self_store_lr.h5 /self_influence
+check [ "$(run 1 project $tr -model $SRC/tests/ref/mlp_small.safetensors -project_in 8 -project_out 8 -out st_nolr.h5)" = 0 ]
+check expect_error "the store st_nolr.h5 records no learning rate .*give the learning rates with -tracin_lr" 2 self -store st1.h5,st_nolr.h5 -out bad_lr.h5
+check expect_error "checkpoint .*mlp_small.safetensors \(of the store st_nolr.h5\) records no learning rate" 2 score -store st1.h5,st_nolr.h5 -model m.safetensors.ckpt-1,$SRC/tests/ref/mlp_small.safetensors -store_curvature identity -query idx:$F/t10k -query_indices 0:2 -out bad_lr.h5
 
 # --- GPT-2 (byte-level, one block): checkpoints are directories; per-layer terms of the MLP layers
 T=text:$SRC/tests/ref/gpt2_bytes_text.txt

@@ -123,7 +123,7 @@ extern const char *const InflEnsembleNormalizeNames[];
  * data, queries and query data: an error names the file that differs) into `out` in the layout of scores.h5
  * (docs/FORMATS.md; written by the skeleton of every scores file, src/attr/scoresfile.h): /query_indices, and of the
  * first member /query_labels, the query predictions, /query_loss and /query_sequences (a language model's query
- * tokens) when it has them, /topk and /bottomk (K entries) of the ensemble's scores, with save_all its /scores (Q, N) float32, with save_members every member's
+ * tokens) when it has them, /topk and /bottomk (K entries; a K above N is clamped to N with a note and recorded as topk_requested) of the ensemble's scores, with save_all its /scores (Q, N) float32, with save_members every member's
  * normalized scores /ensemble/member_scores (M, Q, N) float32.  Provenance: model_sha256 of the first member (the study's
  * model, whose self-influence goes with the scores), attributes method "ensemble", ensemble_size, ensemble_normalize,
  * ensemble_models ("path:model_sha256" of each member).  Training examples are sharded over comm's ranks; each reads its

@@ -1885,7 +1885,7 @@ PetscErrorCode InflScorerSave(InflScorer sc, const char path[], PetscBool overwr
       }
     PetscCall(InflH5WriteArray(file, "/tfidf/candidates", H5T_NATIVE_INT64, 2, dc, ci));
     PetscCall(InflH5WriteArray(file, "/tfidf/bm25", H5T_NATIVE_DOUBLE, 2, dc, cs));
-    PetscCall(InflH5SetAttrInt(file, "/tfidf", "topk", sc->tfidf_topk));
+    PetscCall(InflH5SetAttrInt(file, "/tfidf", "topk", sc->cand->K)); /* -score_tfidf_topk, at most N: the columns */
     PetscCall(PetscFree2(ci, cs));
   }
   if (sc->per_token) {

@@ -446,6 +446,8 @@ PetscErrorCode InflStoreBuild(InflProjector proj, InflModel model, InflData trai
     PetscCall(InflRunChunksStep(comm, "infl project", c.sh.start, c.sh.count, chunk, &done, &loop, build_step, partial));
   }
   PetscCall(build_finish(&c, chunk, gram));
+  /* the provenance of the run that finished it (ranks, options, time), as the stages that write their file whole */
+  PetscCall(InflH5WriteProvenance(c.file, comm, "project", mh, th, NULL));
   PetscCall(InflH5Close(&c.file));
   PetscCall(InflRenameAll(comm, partial, out));
   PetscCall(InflRemoveAll(comm, done_path));
@@ -464,7 +466,7 @@ struct _p_InflStoreScorer {
   InflStoreCurvature curvature;
   double             damping; /* -store_damping; < 0: the default 0.1 mean(diag(G^T G / N)) */
   double             lambda;  /* the damping used */
-  PetscInt           K, chunk;
+  PetscInt           K, chunk, K_requested; /* K_requested: -score_topk when clamped to N (else 0) */
   PetscBool          save_all, chunk_auto; /* chunk_auto: -score_chunk 0, rows from the feature count */
   PetscInt           C;                                   /* stores: one, or one per checkpoint (TracIn) */
   char               path[STORE_MAX][PETSC_MAX_PATH_LEN]; /* (C) */
@@ -576,6 +578,17 @@ static PetscErrorCode store_fisher(InflStoreScorer ss, const char path[])
     GramSink sink = {g, nb, ss->fl, ss->lld, H5I_INVALID_HID};
     PetscCall(PetscPrintf(ss->comm, "note: %s has no /gram (built with -store_gram 0): %s over the store assemble%s the projected Fisher\n", path, (ss->panel <= 0 || ss->panel >= k) && (int64_t)k * k <= GRAM_PANEL_DOUBLES ? "one extra pass" : "extra passes", (ss->panel <= 0 || ss->panel >= k) && (int64_t)k * k <= GRAM_PANEL_DOUBLES ? "s" : ""));
     PetscCall(gram_assemble(ss->comm, ss->file[0], ss->start, ss->count, k, ss->chunk, ss->panel, NULL, &sink));
+  }
+  { /* a damaged /gram (or store rows) would make every score NaN, blamed on no file */
+    int64_t bad = InflFirstNonFinite(ss->lld * ss->nloc, ss->fl), gi = -1, gj = -1;
+    if (bad >= 0) {
+      gi = InflBlacsGlobal(bad % ss->lld, nb, g->myrow, g->nprow);
+      gj = InflBlacsGlobal(bad / ss->lld, nb, g->mycol, g->npcol);
+    }
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &gj, 1, MPI_INT64_T, MPI_MAX, ss->comm));
+    if (bad < 0 || gj < 0) gi = -1;
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &gi, 1, MPI_INT64_T, MPI_MAX, ss->comm));
+    PetscCheck(gj < 0, ss->comm, PETSC_ERR_FILE_UNEXPECTED, "%s: %s holds a non-finite value (entry (%" PRId64 ", %" PRId64 ") of G^T G is NaN or Inf); the store is damaged: rebuild it with infl project", path, nd == 2 ? "/gram" : "/gradients", gj, gi);
   }
   for (int64_t i = 0; i < ss->lld * ss->nloc; i++) ss->fl[i] /= (double)ss->N;
   for (int64_t lj = 0; lj < ss->nloc; lj++) { /* the diagonal entries this rank holds */
@@ -704,7 +717,7 @@ PetscErrorCode InflStoreScorerSetWeights(InflStoreScorer ss, PetscInt n, const d
   PetscCheck(n == ss->C, ss->comm, PETSC_ERR_ARG_SIZ, "%d weights (-tracin_lr) for %d stores: give one per store", (int)n, (int)ss->C);
   PetscCheck(!ss->Q, ss->comm, PETSC_ERR_ARG_WRONGSTATE, "set the weights before InflStoreScorerSetQueries");
   for (PetscInt c = 0; c < n; c++) {
-    PetscCheck(isfinite(eta[c]) && eta[c] > 0, ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "weight %d (-tracin_lr) is %g: give the positive learning rate of checkpoint %d", (int)c, eta[c], (int)c);
+    PetscCheck(isfinite(eta[c]) && eta[c] > 0, ss->comm, PETSC_ERR_ARG_OUTOFRANGE, "weight %d (-tracin_lr) is %s: give the positive learning rate of checkpoint %d", (int)c, INFL_DSTR(eta[c]), (int)c);
     ss->eta[c] = eta[c];
   }
   PetscFunctionReturn(0);
@@ -728,7 +741,7 @@ PetscErrorCode InflStoreTracInSelf(MPI_Comm comm, PetscInt C, const char *const 
     char    th[65], kind[32];
     int     nd;
     int64_t dims[8];
-    PetscCheck(isfinite(eta[c]) && eta[c] > 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "weight %d (-tracin_lr) is %g: give the positive learning rate of checkpoint %d", (int)c, eta[c], (int)c);
+    PetscCheck(isfinite(eta[c]) && eta[c] > 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "weight %d (-tracin_lr) is %s: give the positive learning rate of checkpoint %d", (int)c, INFL_DSTR(eta[c]), (int)c);
     PetscCall(InflH5Open(comm, paths[c], PETSC_FALSE, &f));
     PetscCall(InflH5GetAttrString(f, "/", "project_kind", kind, sizeof(kind)));
     PetscCheck(kind[0], comm, PETSC_ERR_FILE_UNEXPECTED, "%s is not a gradient store (no project_kind attribute); make one with infl project", paths[c]);
@@ -743,7 +756,18 @@ PetscErrorCode InflStoreTracInSelf(MPI_Comm comm, PetscInt C, const char *const 
       PetscCall(PetscCalloc2(PetscMax(count, 1), &self, PetscMax(count, 1), &tn));
     } else PetscCheck(dims[0] == N && !strcmp(th, th0), comm, PETSC_ERR_ARG_INCOMP, "the store %s holds %" PRId64 " examples of the training data of sha256 %s, but %s holds %" PRId64 " of %s: the stores of the checkpoints must be built on the same training data", paths[c], dims[0], th, paths[0], N, th0);
     PetscCall(InflH5ReadRows(f, "/train_norms", H5T_NATIVE_DOUBLE, start, count, tn));
+    { /* a norm is finite and >= 0: anything else is a damaged store, not a self-influence to write */
+      int64_t bad = -1;
+      double  v   = 0;
+      for (int64_t i = 0; i < count && bad < 0; i++)
+        if (!(isfinite(tn[i]) && tn[i] >= 0)) bad = start + i, v = tn[i];
+      InflCheckAll(comm, bad < 0, PETSC_ERR_FILE_UNEXPECTED, "%s: dataset /train_norms holds %s at entry %" PRId64 " (a gradient norm is finite and >= 0); the store is damaged: rebuild it with infl project", paths[c], INFL_DSTR(v), bad);
+    }
     for (int64_t i = 0; i < count; i++) self[i] += eta[c] * tn[i] * tn[i];
+    {
+      int64_t bad = InflFirstNonFinite(count, self);
+      InflCheckAll(comm, bad < 0, PETSC_ERR_FP, "TracIn self-influence of training example %" PRId64 " overflows (%s after checkpoint %d): lower the -tracin_lr weights", start + bad, INFL_DSTR(bad < 0 ? 0 : self[bad]), (int)c);
+    }
     PetscCall(InflH5Close(&f));
   }
   {
@@ -865,6 +889,10 @@ PetscErrorCode InflStoreScorerSetQueries(InflStoreScorer ss, InflData query, Pet
     PetscCall(InflAllreduceSum(ss->pq, (int64_t)Q * k, MPI_DOUBLE, ss->comm));
     PetscCall(PetscFree(bl));
   }
+  { /* the same on every rank: a weight (-tracin_lr) or the inverse of a tiny damping can overflow the finite gradients */
+    int64_t i = InflFirstNonFinite((int64_t)Q * k, ss->pq);
+    PetscCheck(i < 0, ss->comm, PETSC_ERR_FP, "the %s gradient of query %" PRId64 " overflows (feature %" PRId64 " is not finite; its projected gradient has norm %g): %s", ss->curvature == INFL_STORE_FISHER ? "preconditioned" : "weighted", qidx[i < 0 ? 0 : i / k], i < 0 ? 0 : i % k, i < 0 ? 0.0 : cblas_dnrm2(k, ss->gq + (i / k) * k, 1), ss->C > 1 || ss->eta[0] != 1 ? "lower the -tracin_lr weights" : "raise -store_damping");
+  }
   PetscCall(PetscFree(x));
   PetscCall(PetscFree2(tok, off));
   PetscFunctionReturn(0);
@@ -910,7 +938,7 @@ static PetscErrorCode store_scorer_key(InflStoreScorer ss, char key[], size_t le
 /* The scores file of this scorer (qnorm (Q) or NULL). */
 static InflScoresFile store_scores_file(InflStoreScorer ss, const double qnorm[])
 {
-  InflScoresFile f = {ss->comm, ss->model_hash, ss->train_hash, ss->query_hash, ss->N, ss->Q, ss->K, 0, ss->qindex, ss->qlabel, qnorm, ss->top, ss->bottom, ss->start, ss->count, NULL, NULL, NULL, 0, NULL};
+  InflScoresFile f = {ss->comm, ss->model_hash, ss->train_hash, ss->query_hash, ss->N, ss->Q, ss->K, 0, ss->qindex, ss->qlabel, qnorm, ss->top, ss->bottom, ss->start, ss->count, NULL, NULL, NULL, ss->K_requested, NULL};
   if (ss->save_all) {
     f.local      = ss->local;
     f.local_norm = ss->local_norm;
@@ -945,7 +973,17 @@ static PetscErrorCode store_score_rows(StoreChunkCtx *c, int64_t lo, int64_t hi)
   if (B == 0) PetscFunctionReturn(0);
   /* out (Q, B) = C^-1 g_q (Q, k) times the rows^T (k, B) */
   cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Q, (int)B, k, 1.0, ss->pq, k, c->X, k, 0.0, c->out, (int)B);
-  for (int64_t i = 0; i < (int64_t)Q * B; i++) PetscCheck(isfinite(c->out[i]), PETSC_COMM_SELF, PETSC_ERR_FP, "store score of query %" PRId64 " and training example %" PRId64 " is not finite: the store %s is damaged (rebuild it with infl project)", ss->qindex[i / B], lo + i % B, ss->path[0]);
+  for (int64_t i = 0; i < (int64_t)Q * B; i++) {
+    int64_t b = i % B, j;
+    if (isfinite(c->out[i])) continue;
+    j = InflFirstNonFinite(k, c->X + b * k); /* a damaged row, else an overflow of finite values */
+    PetscCheck(j >= 0, PETSC_COMM_SELF, PETSC_ERR_FP, "store score of query %" PRId64 " and training example %" PRId64 " overflows (%s): the stored row and the query's %s gradient are finite but their product is not; %s", ss->qindex[i / B], lo + b, INFL_DSTR(c->out[i]), ss->curvature == INFL_STORE_FISHER ? "preconditioned" : "weighted", ss->curvature == INFL_STORE_FISHER ? "raise -store_damping" : "lower the -tracin_lr weights");
+    {
+      PetscInt s = 0; /* the store of feature j (several stores: their rows side by side) */
+      while (s + 1 < ss->C && j >= ss->koff[s + 1]) s++;
+      SETERRQ(PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "store score of query %" PRId64 " and training example %" PRId64 " is not finite: %s: /gradients holds %s at entry (%" PRId64 ", %" PRId64 "); the store is damaged: rebuild it with infl project", ss->qindex[i / B], lo + b, ss->path[s], INFL_DSTR(c->X[b * k + j]), lo + b, j - ss->koff[s]);
+    }
+  }
   if (ss->local) {
     for (PetscInt q = 0; q < Q; q++) PetscCall(PetscArraycpy(ss->local + (int64_t)q * ss->count + off, c->out + (int64_t)q * B, B));
     for (int64_t b = 0; b < B; b++) {
@@ -999,7 +1037,8 @@ PetscErrorCode InflStoreScorerScore(InflStoreScorer ss)
   PetscCheck(ss->Q > 0, ss->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflStoreScorerSetQueries before InflStoreScorerScore");
   if (ss->K > ss->N) {
     PetscCall(PetscPrintf(ss->comm, "note: -score_topk %d is larger than the %" PRId64 " training examples; keeping all %" PRId64 "\n", (int)ss->K, ss->N, ss->N));
-    ss->K = (PetscInt)ss->N;
+    ss->K_requested = ss->K;
+    ss->K           = (PetscInt)ss->N;
   }
   PetscCall(InflTopKDestroy(&ss->top));
   PetscCall(InflTopKDestroy(&ss->bottom));

@@ -59,6 +59,7 @@ PetscErrorCode InflEnsembleCombine(MPI_Comm comm, PetscInt M, const char *const 
   char       *list;
   int64_t    *qlabel = NULL;
   size_t      llen = 0;
+  PetscInt    K_requested = 0;
 
   PetscFunctionBegin;
   PetscCheck(M >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "an ensemble needs at least one member (got %d)", (int)M);
@@ -118,6 +119,11 @@ PetscErrorCode InflEnsembleCombine(MPI_Comm comm, PetscInt M, const char *const 
     PetscCall(PetscSNPrintf(list + strlen(list), llen + 1 - strlen(list), "%s%s:%s", i ? "," : "", members[i], mi.mhash));
     PetscCall(PetscFree(mi.qidx));
   }
+  if (K > N) { /* as a single model's scores: lists of every training example, no padding */
+    PetscCall(PetscPrintf(comm, "note: -score_topk %d is larger than the %" PRId64 " training examples; the ensemble's lists keep all %" PRId64 "\n", (int)K, N, N));
+    K_requested = K;
+    K           = (PetscInt)N;
+  }
   PetscCall(InflTopKCreate(Q, K, PETSC_TRUE, &top));
   PetscCall(InflTopKCreate(Q, K, PETSC_FALSE, &bottom));
   PetscCall(InflTopKPush(top, (PetscInt)count, acc, NULL, start));
@@ -125,7 +131,7 @@ PetscErrorCode InflEnsembleCombine(MPI_Comm comm, PetscInt M, const char *const 
   PetscCall(InflTopKMerge(comm, top));
   PetscCall(InflTopKMerge(comm, bottom));
   { /* the skeleton of scores.h5 (src/attr/scoresfile.h): no query or training gradient norms of an ensemble */
-    InflScoresFile sf = {comm, m0.mhash, m0.thash, m0.qhash, N, Q, K, 0, m0.qidx, qlabel, NULL, top, bottom, start, count, save_all ? acc : NULL, NULL, NULL, 0, NULL};
+    InflScoresFile sf = {comm, m0.mhash, m0.thash, m0.qhash, N, Q, K, 0, m0.qidx, qlabel, NULL, top, bottom, start, count, save_all ? acc : NULL, NULL, NULL, K_requested, NULL};
     PetscCall(InflScoresFileBegin(&sf, out, PETSC_TRUE, &file));
   }
   PetscCall(InflH5SetAttrString(file, "/", "method", "ensemble"));

@@ -210,6 +210,16 @@ PetscErrorCode InflH5Open(MPI_Comm comm, const char path[], PetscBool readwrite,
   *file = H5Fopen(path, readwrite ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl);
   InflCallH5(H5Eset_auto2(H5E_DEFAULT, func, data));
   InflCallH5(H5Pclose(fapl));
+  {
+    htri_t is = 0; /* rank 0's look at the signature: a file cut short still has it */
+    if (*file < 0 && rank == 0) {
+      InflCallH5(H5Eset_auto2(H5E_DEFAULT, NULL, NULL));
+      is = H5Fis_hdf5(path);
+      InflCallH5(H5Eset_auto2(H5E_DEFAULT, func, data));
+    }
+    PetscCallMPI(MPI_Bcast(&is, sizeof(is), MPI_BYTE, 0, comm));
+    InflCheckAll(comm, *file >= 0 || is <= 0, PETSC_ERR_FILE_OPEN, "cannot open %s as an HDF5 file%s: it starts as one but HDF5 cannot read it, so it is damaged or cut short (a copy or a write that did not finish, a full disk); write it again with the infl stage that made it", path, readwrite ? " for writing" : "");
+  }
   InflCheckAll(comm, *file >= 0, PETSC_ERR_FILE_OPEN, "cannot open %s as an HDF5 file%s; is it HDF5, and readable?", path, readwrite ? " for writing" : "");
   PetscFunctionReturn(0);
 }
@@ -699,10 +709,14 @@ PetscErrorCode InflH5ColumnBlock(hid_t file, const char name[], int ndim, const 
   PetscCall(PetscMalloc1((size_t)PetscMax(rows * nc, 1), &f));
   if (write) {
     for (int64_t i = 0; i < rows * nc; i++) f[i] = (float)buf[i];
+    hid_t lcpl; /* missing groups of the name created (/ensemble/member_scores) */
     space = H5Screate_simple(ndim, hd, NULL);
     InflCallH5(space);
-    dset = H5Dcreate2(file, name, H5T_NATIVE_FLOAT, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    InflCallH5(lcpl = H5Pcreate(H5P_LINK_CREATE));
+    InflCallH5(H5Pset_create_intermediate_group(lcpl, 1));
+    dset = H5Dcreate2(file, name, H5T_NATIVE_FLOAT, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
     InflCallH5(dset);
+    InflCallH5(H5Pclose(lcpl));
   } else {
     dset = H5Dopen2(file, name, H5P_DEFAULT);
     InflCallH5(dset);

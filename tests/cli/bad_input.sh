@@ -275,7 +275,7 @@ model_as_factors   | model.safetensors as an HDF5 file                          
 factors_missing    | $W/nope.h5.*[Nn]o such file                   | score $M -factors $W/nope.h5 $TR $Q -out $W/out/s.h5
 factors_directory  | cannot open HDF5 file $W/adir.safetensors: it is a directory; give the path of the HDF5 file | score $M -factors $W/adir.safetensors $TR $Q -out $W/out/s.h5
 factors_not_hdf5   | garbage.h5.*HDF5                                          | score $M -factors $W/garbage.h5 $TR $Q -out $W/out/s.h5
-factors_truncated  | truncated.h5.*HDF5                                        | self $M -factors $W/truncated.h5 $TR -out $W/out/s.h5
+factors_truncated  | truncated.h5 as an HDF5 file: it starts as one but HDF5 cannot read it, so it is damaged or cut short | self $M -factors $W/truncated.h5 $TR -out $W/out/s.h5
 factors_data_file  | good.h5 was fitted for model sha256 \(none recorded\)                    | self $M -factors $W/good.h5 $TR -out $W/out/s.h5
 factors_other_model| factors_other.h5 was fitted for model sha256 [0-9a-f]{64} but the model given has sha256 [0-9a-f]{64} | score $M -factors $W/factors_other.h5 $TR $Q -out $W/out/s.h5
 # --- data sets
@@ -354,6 +354,8 @@ limit_beyond_64bit | -train_limit 99999999999999999999 must be >= 0 and <= 92233
 topk_wraps_32bit   | option -score_topk 4294967297 is outside the range of this integer option | score $M $F $TR $Q -score_topk 4294967297 -out $W/out/s.h5
 query_index_huge   | query index 99999999999 is outside the query set          | score $M $F $TR $Q -query_indices 99999999999 -out $W/out/s.h5
 limit_not_integer  | -query_limit 10x is not an integer                        | score $M $F $TR -query $T -query_limit 10x -out $W/out/s.h5
+store_list_long    | -store lists 33 stores, but at most 32 can be used in one run | self -store $(printf "$W/scores.h5,%.0s" $(seq 32))$W/scores.h5 -out $W/out/s.h5
+ckpt_list_long     | -checkpoints lists 33 checkpoints, but at most 32 can be used in one run | self -method tracin -checkpoints $(printf "$W/model.safetensors,%.0s" $(seq 32))$W/model.safetensors $TR -out $W/out/s.h5
 long_path          | the value of -model has [0-9]+ characters .*more than the 4095 it may have | fit -model $W/$(printf 'x%.0s' $(seq 5000)) $TR -out $W/out/f.h5
 # --- numerics
 damping_1e-300     | layer 0: damping 1e-300 \(-ekfac_damping\) is too small for Lambda from .* in single precision.*smallest damping accepted is [0-9.e-]+ | score $M $F $TR $Q -ekfac_damping 1e-300 -out $W/out/s.h5
