@@ -503,6 +503,8 @@ must_work() {
 need_setup "$(cut -d' ' -f1 "$B/layout" 2>/dev/null)"
 W=$B/works
 paths
+# the outputs of an earlier run of works go (out/ holds no hard link: the parts' files are not touched)
+rm -rf "$W/out" && mkdir "$W/out" && echo "an old result that must survive" > "$W/out/existing.h5" || exit 1
 # a stale lock: the recorded process no longer exists, a leftover process keeps the flock
 sleep 0 & wait $!
 deadpid=$!
