@@ -3,8 +3,8 @@
 # tests/cli/bad_input.sh: a setup test per rank count builds the fixtures once (ctest fixture cli_bad_input_npN),
 # then the case table runs in parts (cases 1, 1 + P, 1 + 2P, ...; 2, 2 + P, ...; P parts) and the inputs that must
 # work in a test of their own, side by side.  A case spends most of its time in mpiexec (its start, and at 3 ranks a
-# 2 s wait after a rank exits with an error), not computing, so each part runs 2 cases at once and claims one
-# processor.  A part alone: ctest -R cli_bad_input_np3_part2 (ctest runs the setup first); one case:
+# 2 s wait after a rank exits with an error), not computing, so each part runs 2 cases at once (3 at 3 ranks) and
+# claims one processor.  A part alone: ctest -R cli_bad_input_np3_part2 (ctest runs the setup first); one case:
 # CASES=name bash tests/cli/bad_input.sh 3.
 foreach(np 1 3)
   if(np EQUAL 1)
