@@ -288,7 +288,6 @@ job() { # S: the cases of part $pk numbered S, S + JOBS, ... among the part's, i
     [ $(((ncase - 1) % pn + 1)) -eq "$pk" ] || continue
     npart=$((npart + 1))
     [ $(((npart - 1) % JOBS + 1)) -eq "$s" ] || continue
-
     regex=$(echo "$regex" | sed 's/^ *//; s/ *$//')
     eval "set -- $args"
     [ -n "${CASES:-}" ] && ! [[ $name =~ $CASES ]] && continue
