@@ -16,5 +16,6 @@ foreach(t layout_ref layout layout_split)
 endforeach()
 set_tests_properties(layout_ref PROPERTIES FIXTURES_SETUP layout_mlp_ref)
 set_tests_properties(layout layout_split PROPERTIES FIXTURES_REQUIRED layout_mlp_ref)
+# Layer groups chosen by -mem_limit alone (scores counting the queries): factor bytes per rank and agreement.
 infl_script_test(layout_mem layout_mem.sh TIMEOUT 300)
 set_property(TEST layout_mem APPEND PROPERTY ENVIRONMENT "INFL_H5CMP=$<TARGET_FILE:h5cmp>")
