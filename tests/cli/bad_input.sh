@@ -596,7 +596,7 @@ fi
 case $MODE in
   setup) setup "${3:-1}" ;;
   works) must_work ;;
-  all) pk=1 pn=1 && setup 1 && part && must_work ;;
+  all) pk=1 pn=1 && setup 1 && { part; must_work; } ;;
   *) part ;;
 esac
 echo "bad_input.sh at $NP rank(s), $MODE: $pass passed, $fail failed"
