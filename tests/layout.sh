@@ -3,18 +3,10 @@
 # self-influence of an MLP and of a GPT-2 agree, within the bound of docs/FORMATS.md, between one rank holding every
 # layer and 2-4 ranks with the layers spread over 1-4 groups (also factors fitted at one layout and loaded at another,
 # a fit stopped and resumed at another layout); a group count that does not divide the ranks is refused.
-set -u
-EXE=${INFL_EXE:?}; MPIEXEC=${INFL_MPIEXEC:-mpiexec}; SRC=${INFL_SOURCE_DIR:?}; H5CMP=${INFL_H5CMP:?}
-dir=$(mktemp -d "$PWD/layout.XXXXXX")
-trap 'rm -rf "$dir"' EXIT
-cd "$dir"
-F=/usr/share/datasets/fashion-mnist
-. "$SRC/tests/lib/counted.sh" # check, run, expect
-# MLP 784-24-16-10 (3 layers), 600 examples: tau = 2 d u + 2 N 2^-53 in single precision, d = 785
-TAU=$(awk 'BEGIN { printf "%.6e", 2 * 785 * 2^-24 + 2 * 600 * 2^-53 }')
-c="-train idx:$F/train -train_limit 600 -model $SRC/tests/ref/mlp_small.safetensors"
-q="-query idx:$F/t10k -query_indices 0:6 -score_save_all -score_per_layer -score_topk 5"
-run 1 fit $c -out f_1.h5 && run 1 score $c -factors f_1.h5 $q -out s_1.h5 && run 1 self $c -factors f_1.h5 -out x_1.h5
+# The MLP 784-24-16-10 (3 layers) on 600 examples, its options c and q, its bound TAU and its one-rank references
+# f_1.h5, s_1.h5, x_1.h5: tests/lib/layout_mlp.sh.
+. "${INFL_SOURCE_DIR:?}/tests/lib/layout_mlp.sh" layout
+mlp_reference
 for layout in "2 2" "3 3" "4 4"; do
   set -- $layout; np=$1; G=$2; t=${np}_$G
   run $np fit $c -layer_groups $G -ekfac_chunk 97 -out f_$t.h5 || continue
@@ -42,10 +34,8 @@ run 2 fit $c -layer_groups 2 -ekfac_chunk 33 -out f_r.h5 && { grep -q "resuming 
 for l in 0 1 2; do check $H5CMP trace $TAU f_1.h5 f_r.h5 /layers/$l/A; check $H5CMP sum $TAU f_1.h5 f_r.h5 /layers/$l/Lambda; done
 # GPT-2 (8 linear layers, byte-level, 44 windows): fit, prompt queries with per-token terms and self at 1 rank and
 # at 4 ranks in 4 groups; tau with d = 513 (4 x 128 + 1), N = the tokens
-R=$SRC/tests/ref
 TAUG=$(awk 'BEGIN { printf "%.6e", 2 * 513 * 2^-24 + 2 * 6000 * 2^-53 }')
 g="-model $R/gpt2_bytes -train text:$R/gpt2_bytes_text.txt"
-printf 'The c\n>>>\nat\n%%\nA st\n>>>\nitch\n' > prompts.txt
 gq="-query_prompts prompts.txt -score_per_token -score_topk 4 -score_save_all"
 run 1 fit $g -out gf_1.h5 && run 1 score $g -factors gf_1.h5 $gq -out gs_1.h5 && run 1 self $g -factors gf_1.h5 -out gx_1.h5
 for G in 2 4; do

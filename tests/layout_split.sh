@@ -5,16 +5,10 @@
 # groups) equals the one-rank fit within the bound of docs/FORMATS.md (MLP and GPT-2 sequences), a split fit stopped
 # in the covariance pass and in the Lambda pass resumes at other split layouts (the checkpoint is written and read by
 # pieces too); split scores (E = 2, 3, 4) and self-influence equal the whole ones.
-set -u
-EXE=${INFL_EXE:?}; MPIEXEC=${INFL_MPIEXEC:-mpiexec}; SRC=${INFL_SOURCE_DIR:?}; H5CMP=${INFL_H5CMP:?}
-dir=$(mktemp -d "$PWD/layout_split.XXXXXX")
-trap 'rm -rf "$dir"' EXIT
-cd "$dir"
-F=/usr/share/datasets/fashion-mnist
-. "$SRC/tests/lib/counted.sh" # check, run, expect
-# MLP 784-24-16-10 (3 layers), 600 examples: tau = 2 d u + 2 N 2^-53 in single precision, d = 785
-TAU=$(awk 'BEGIN { printf "%.6e", 2 * 785 * 2^-24 + 2 * 600 * 2^-53 }')
-c="-train idx:$F/train -train_limit 600 -model $SRC/tests/ref/mlp_small.safetensors"
+# The MLP 784-24-16-10 (3 layers) on 600 examples, its options c, its bound TAU and its one-rank references f_1.h5,
+# s_1.h5, x_1.h5: tests/lib/layout_mlp.sh.
+. "${INFL_SOURCE_DIR:?}/tests/lib/layout_mlp.sh" layout_split
+mlp_reference
 factors() { # factors() REF FILE LAYERS...: the fitted factors of FILE against REF
   local ref=$1 f=$2; shift 2
   for l in "$@"; do
@@ -25,8 +19,8 @@ factors() { # factors() REF FILE LAYERS...: the fitted factors of FILE against R
     check $H5CMP sum $TAU $ref $f /layers/$l/Lambda
   done
 }
+# the split scores without per-layer terms (the GPT-2's below have them); s_1.h5 has them, its /scores are the same
 q="-query idx:$F/t10k -query_indices 0:6 -score_save_all -score_topk 5"
-run 1 fit $c -out f_1.h5 && run 1 self $c -factors f_1.h5 -out x_1.h5 && run 1 score $c -factors f_1.h5 $q -out s_1.h5
 for t in "4 2"; do
   set -- $t; np=$1; G=$2
   run $np fit $c -layer_split true -layer_groups $G -ekfac_chunk 97 -out f_${np}_$G.h5 || continue
@@ -66,9 +60,7 @@ factors f_1.h5 f_r.h5 0 1 2
 # the limits (100M itself is refused for the fit: its estimate, 97.0 MiB held plus 3.5 MiB for one window, is
 # 0.5 MiB above; the fit then peaks at 90 MiB under 101M, docs/FORMATS.md "Chunks and memory").  Factors and scores with
 # per-token and per-layer terms agree with 2 ranks holding whole layers.  tau with d = 1025 (the widest input), N = the tokens.
-R=$SRC/tests/ref
 TAU=$(awk 'BEGIN { printf "%.6e", 2 * 1025 * 2^-24 + 2 * 6000 * 2^-53 }')
-printf 'The c\n>>>\nat\n%%\nA st\n>>>\nitch\n' > prompts.txt
 gq="-query_prompts prompts.txt -score_per_token -score_per_layer -score_topk 4 -score_save_all"
 run 1 train -train text:$R/gpt2_bytes_text.txt -gpt2_n_layer 1 -gpt2_n_embd 256 -gpt2_n_head 2 -gpt2_n_positions 16 -train_epochs 1 -train_batch 16 -out g256 || exit 1
 g="-model g256 -train text:$R/gpt2_bytes_text.txt"

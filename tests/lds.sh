@@ -39,18 +39,8 @@ cat > tiny.opts <<EOF
 -query_indices 0:5
 -score_topk 5
 EOF
-pass=0; fail=0
-check() { if "$@"; then pass=$((pass + 1)); else echo "FAILED: $*"; fail=$((fail + 1)); fi; }
-run() { # run NP ARGS...: one attempt, output in last.log; prints the exit status
-  local np=$1; shift
-  $MPIEXEC --oversubscribe -n "$np" "$EXE" "$@" > last.log 2>&1
-  echo $?
-}
+. "$SRC/tests/lib/checks.sh" # check, run, expect_error
 lds_of() { grep -E "^LDS " "$1" | awk -v f="$2" '$NF ~ f { print $2 }' | head -1; }
-expect_error() { # expect_error REGEX NP ARGS...: non-zero exit and a line matching REGEX
-  local re=$1; shift
-  [ "$(run "$@")" != 0 ] && grep -Eq -- "$re" last.log || { echo "expected an error matching '$re':"; cat last.log; return 1; }
-}
 same() { [ "$1" = "$2" ] || { echo "'$1' != '$2'"; return 1; }; }
 loo_of() { grep -E "^LOO Pearson" "$1" | head -1 | awk '{ print $3, $5 }'; }
 mis_of() { grep -E "^mislabel top" "$1" | awk '{ s = s (NR > 1 ? "," : "") $5 " " $7 } END { print s }'; }

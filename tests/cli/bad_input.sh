@@ -4,26 +4,44 @@
 #   not one per rank), match the case's regex (the message names the file / tensor / option and the value), and
 #   leave every file of the work directory untouched (nothing overwritten, no stray .partial files).
 # Then a few inputs that look odd but must WORK (more ranks than examples, -score_topk larger than the training set).
-# Usage: bad_input.sh [NP [K/N]]   with INFL_EXE, INFL_MPIEXEC, INFL_SOURCE_DIR set (tests/CMakeLists.txt does).
-#   K/N runs part K of N: the cases of the table numbered K, K+N, K+2N, ... (in table order), and part 1 also the
-#   inputs that must work; each part builds its own fixtures in its own directory, so ctest runs the parts side by
-#   side (tests/cli.cmake).  Default 1/1: everything.  CASES=REGEX runs only the cases whose names match.
+# Usage: bad_input.sh NP [MODE]   with INFL_EXE, INFL_MPIEXEC, INFL_SOURCE_DIR set (tests/CMakeLists.txt does).
+#   MODE "setup N": build the fixtures once in cli-bad-input-npNP/fixtures, and the work directories of N parts;
+#   MODE "K/N": part K of N of the table: the cases numbered K, K+N, K+2N, ... (in table order);
+#   MODE "works": the inputs that must work;
+#   MODE "all" (the default): setup 1, 1/1 and works in turn.
+#   ctest runs the setup as a fixture of the parts and of works (tests/cli.cmake), which then run side by side.
+#   CASES=REGEX runs only the cases whose names match.  INFL_BAD_INPUT_JOBS cases of a part run at once (default 2 at
+#   1 rank, 3 at several ranks, where a case mostly waits: see below).
 # Time goes mostly to mpiexec: after a process exits with a non-zero status, Open MPI's mpiexec waits two periods of
 # odls_base_sigkill_timeout (1 s each) before it signals the other processes and exits.  At 1 rank there is no other
 # process, so run_infl sets the period to 0 there (2 s less per case); at several ranks the default stays, so that the
-# ranks meet the real mpiexec behaviour (a rank that exits first does not cut another's message short).
+# ranks meet the real mpiexec behaviour (a rank that exits first does not cut another's message short).  A case needs
+# little CPU time (0.1-0.2 s a rank): the rest is mpiexec's start and that wait, so a part runs INFL_BAD_INPUT_JOBS
+# cases at once, each job in a work directory of its own (measured 2026-12-01 on the 2-core machine under load: the
+# 155 cases at 1 rank used 0.25 s of CPU time in 1.5 s; at 3 ranks 0.4 s in 5 s).
+# Work directories: every job's holds hard links to the fixtures (the same inodes: nothing is copied) and its own
+# files that name their directory (options files, out/).  All are made by the setup, before any case runs, because a
+# new hard link changes the inode's status-change time, which the "nothing changed" check compares.
 set -u
 NP=${1:-1}
-PART=${2:-1/1}
-pk=${PART%/*} pn=${PART#*/}
-[[ $pk =~ ^[0-9]+$ && $pn =~ ^[0-9]+$ && $pk -ge 1 && $pk -le $pn ]] || { echo "bad_input.sh: part $PART is not K/N with 1 <= K <= N"; exit 2; }
+MODE=${2:-all}
+[[ $NP =~ ^[1-9][0-9]*$ ]] || { echo "bad_input.sh: NP $NP must be a positive integer"; exit 2; }
+JOBS=${INFL_BAD_INPUT_JOBS:-$((NP > 1 ? 3 : 2))}
+[[ $JOBS =~ ^[1-9][0-9]*$ ]] || { echo "bad_input.sh: INFL_BAD_INPUT_JOBS $JOBS must be a positive integer"; exit 2; }
+case $MODE in
+  setup | works | all) ;;
+  */*)
+    pk=${MODE%/*} pn=${MODE#*/}
+    [[ $pk =~ ^[0-9]+$ && $pn =~ ^[0-9]+$ && $pk -ge 1 && $pk -le $pn ]] || { echo "bad_input.sh: part $MODE is not K/N with 1 <= K <= N"; exit 2; }
+    ;;
+  *) echo "bad_input.sh: mode $MODE is not setup, K/N, works or all"; exit 2 ;;
+esac
 exe=${INFL_EXE:?INFL_EXE must name the infl executable}
 mpiexec=${INFL_MPIEXEC:-mpiexec}
 src=${INFL_SOURCE_DIR:?INFL_SOURCE_DIR must name the source tree}
 fm=${INFL_FMNIST:-/usr/share/datasets/fashion-mnist}
-W=$(pwd)/cli-bad-input-np$NP
-[ "$pn" -gt 1 ] && W=$W-part$pk
-rm -rf "$W" && mkdir -p "$W/out" || exit 1
+B=$(pwd)/cli-bad-input-np$NP # fixtures/, part<K>-<job>/ (work directories), works/
+FX=$B/fixtures
 pass=0 fail=0
 
 run_infl() { # NP ARGS...: run infl with a time limit; stdout and stderr in $W/log.{out,err}
@@ -44,8 +62,21 @@ bad() {
   sed 's/^/        | /' "$W/log.err" | head -20
 }
 
-# ------------------------------------------------------------------------------------------------ fixtures
 T="idx:$fm/t10k"
+QLONG=$(seq -s, 0 1202) # 1203 indices, 4904 characters
+paths() { # the arguments the cases share, in the work directory $W
+  M="-model $W/model.safetensors"
+  G="-model $src/tests/ref/gpt2_tiny"
+  F="-factors $W/factors.h5"
+  TR="-train $T -train_limit 50"
+  Q="-query $T -query_limit 10"
+  SCK="-query_indices 0:5 -score_chunk 4 -score_save_all -checkpoint_stop_after 1"
+  TRK="$TR -model_dims 784,8,10 -train_batch 10 -train_stop_after 1"
+}
+
+# ------------------------------------------------------------------------------------------------ fixtures
+make_fixtures() { # in $W (the setup's fixtures directory); they name no path of their own
+paths
 cp "$src/tests/ref/mlp_small.safetensors" "$W/model.safetensors"
 hlen=$(head -c 8 "$W/model.safetensors" | od -An -tu8 | tr -d ' ')
 data0=$((8 + hlen)) # first byte of layers.0.weight
@@ -143,9 +174,6 @@ for i in $(seq 4096); do printf '\x9c\x9b\x61\x7f'; done | dd of="$W/gpt2_huge/m
 # factors of mlp_small (valid), and of the other model
 run_infl "$NP" fit -model "$W/model.safetensors" -train "$T" -train_limit 50 -out "$W/factors.h5" || { cat "$W/log.err"; echo "fixture: infl fit failed"; exit 1; }
 run_infl "$NP" fit -model "$W/other.safetensors" -train "$T" -train_limit 50 -out "$W/factors_other.h5" || { cat "$W/log.err"; echo "fixture: infl fit failed"; exit 1; }
-echo "an old result that must survive" > "$W/out/existing.h5"
-mkdir -p "$W/out/adir.h5"
-mkfifo "$W/out/fifo.h5"
 ln -s factors.h5 "$W/factors_link.h5"
 h5offset() { h5dump -p -H -d "$2" "$1" | awk '/OFFSET/ { print $2 }'; } # FILE DATASET: byte offset of a contiguous dataset
 # factors with one entry of layer 2's Q_S replaced by 1e300 (finite: the scores overflow)
@@ -156,12 +184,6 @@ run_infl "$NP" score -model "$W/model.safetensors" -factors "$W/factors.h5" -tra
 cp "$W/scores.h5" "$W/scores_neg.h5"
 printf '\xfb\xff\xff\xff\xff\xff\xff\xff' | dd of="$W/scores_neg.h5" bs=1 seek=$(($(h5offset "$W/scores_neg.h5" /topk/train_indices) + 8)) conv=notrunc status=none
 h5dump -d /topk/train_indices -s 0,1 -c 1,1 "$W/scores_neg.h5" | grep -q -- "-5" || { echo "fixture scores_neg.h5: the edit did not apply"; exit 1; }
-QLONG=$(seq -s, 0 1202) # 1203 indices, 4904 characters
-M="-model $W/model.safetensors"
-G="-model $src/tests/ref/gpt2_tiny"
-F="-factors $W/factors.h5"
-TR="-train $T -train_limit 50"
-Q="-query $T -query_limit 10"
 
 # damaged files a stage restores or loads: checkpoints made by stopping after one step (-checkpoint_stop_after,
 # -train_stop_after; exit status 3), then copies of them with one value overwritten (NaN or Inf bytes, or a count out
@@ -178,7 +200,6 @@ stopped() { # NAME ARGS...: run a stage that must stop with status 3 and leave N
   run_infl "$NP" "$@"
   [ $? -eq 3 ] && [ -f "$name.partial" ] || { cat "$W/log.err"; echo "fixture $name.partial: the stage did not stop with a checkpoint"; exit 1; }
 }
-SCK="-query_indices 0:5 -score_chunk 4 -score_save_all -checkpoint_stop_after 1"
 stopped "$W/ckpt_score.h5" score $M $F $TR $Q $SCK -out "$W/ckpt_score.h5"
 cp "$W/ckpt_score.h5.partial" "$W/sp_top.h5.partial"
 poke "$W/sp_top.h5.partial" /checkpoint/top_scores 0 '\x00\x00\x00\x00\x00\x00\xf8\x7f'  # (0, 0) NaN
@@ -192,71 +213,99 @@ poke "$W/fp_inf.h5.partial" /checkpoint/1/S_sum 40 '\x00\x00\x00\x00\x00\x00\xf0
 stopped "$W/ckpt_self.h5" self $M $F $TR -self_chunk 4 -checkpoint_stop_after 1 -out "$W/ckpt_self.h5"
 cp "$W/ckpt_self.h5.partial" "$W/selfp_inf.h5.partial"
 poke "$W/selfp_inf.h5.partial" /self_influence 240 '\x00\x00\x00\x00\x00\x00\xf0\xff'   # entry 30 -Inf
-TRK="$TR -model_dims 784,8,10 -train_batch 10 -train_stop_after 1"
 stopped "$W/ckpt_train.safetensors" train $TRK -out "$W/ckpt_train.safetensors"
 cp "$W/ckpt_train.safetensors.partial" "$W/tp_nan.safetensors.partial"
 poke "$W/tp_nan.safetensors.partial" /checkpoint/moment2 400 '\x00\x00\xc0\x7f'           # entry 100 NaN
 echo "not a checkpoint" > "$W/garbage_self.h5.partial"
 cp "$W/factors.h5" "$W/factors_nan.h5"
 poke "$W/factors_nan.h5" /layers/1/eigenvalues_S 24 '\x00\x00\x00\x00\x00\x00\xf8\x7f' # entry 3 NaN
-# options files: one that includes itself, two that include each other, one naming a missing one, a study file that
-# -out must not overwrite
-echo "-options_file $W/self.opts" > "$W/self.opts"
-printf -- '-train_limit 50\n-options_file %s # the next one\n' "$W/cycle_b.opts" > "$W/cycle_a.opts"
-printf -- '# a comment: -options_file elsewhere\n-options_file "%s"\n' "$W/cycle_a.opts" > "$W/cycle_b.opts"
-echo "-train_limit 50" > "$W/study.opts"
-echo "-options_file $W/nope.opts" > "$W/missing.opts"
-# options files PETSc would refuse with a long trace: two options on a line, a value in single quotes holding a
-# blank, a line without its '-'
-echo "-train_limit 50 -overwrite" > "$W/two.opts"
-echo "-query_prompts '$W/my prompts.txt'" > "$W/squote.opts"
-printf -- '-ekfac_chunk 16\ntrain_limit 50\n' > "$W/nodash.opts"
 # a corrupt gzip IDX file: 16 bytes of its compressed stream overwritten
 cp "$fm/t10k-images-idx3-ubyte.gz" "$W/gzbad-images-idx3-ubyte.gz"
 printf 'XXXXXXXXXXXXXXXX' | dd of="$W/gzbad-images-idx3-ubyte.gz" bs=1 seek=5000 conv=notrunc status=none
 ln -s "$fm/t10k-labels-idx1-ubyte.gz" "$W/gzbad-labels-idx1-ubyte.gz"
-# a directory where an output keeps its checkpoint
-mkdir -p "$W/out/pdir.h5.partial"
-# the lock of an output held by a live process (this shell, recorded with its start time) through a descriptor that a
-# `flock` process holds; and a stale one: the recorded process no longer exists, a leftover process keeps the flock
-sleep 0 & wait $!
-deadpid=$!
-echo "host $(hostname), pid $$, ranks 1, start $(awk '{ print $22 }' /proc/$$/stat)" > "$W/out/held.h5.partial.lock"
-echo "host $(hostname), pid $deadpid, ranks $NP, start 1" > "$W/out/stale.h5.partial.lock"
-# (their output away from the test's: a process left holding ctest's pipe would keep ctest waiting until it exits).
-# They hold the locks as long as this script runs (tail --pid), however long that is on a loaded machine (a fixed
-# `sleep 600` ran out before the lock cases there), and end within a second of it even if it is killed.
-flock -x "$W/out/held.h5.partial.lock" tail --pid=$$ -f /dev/null </dev/null >/dev/null 2>&1 &
-holder_live=$!
-flock -x "$W/out/stale.h5.partial.lock" tail --pid=$$ -f /dev/null </dev/null >/dev/null 2>&1 &
-holder_stale=$!
-trap 'pkill -P $holder_live 2>/dev/null; pkill -P $holder_stale 2>/dev/null; kill $holder_live $holder_stale 2>/dev/null' EXIT
-sleep 0.5
+rm -f "$W/log.out" "$W/log.err" # each work directory writes its own
+}
+
+workdir() { # DIR: a work directory: hard links to the fixtures, and the files that name DIR
+  W=$1
+  # (a file system without hard links gets copies: 55 MB each)
+  mkdir -p "$W" && { cp -al "$FX/." "$W/" 2> /dev/null || { rm -rf "$W" && mkdir -p "$W" && cp -a "$FX/." "$W/"; }; } &&
+    mkdir -p "$W/out" || { echo "setup: cannot make the work directory $W"; exit 1; }
+  echo "an old result that must survive" > "$W/out/existing.h5"
+  mkdir -p "$W/out/adir.h5"
+  mkfifo "$W/out/fifo.h5"
+  # options files: one that includes itself, two that include each other, one naming a missing one, a study file
+  # that -out must not overwrite
+  echo "-options_file $W/self.opts" > "$W/self.opts"
+  printf -- '-train_limit 50\n-options_file %s # the next one\n' "$W/cycle_b.opts" > "$W/cycle_a.opts"
+  printf -- '# a comment: -options_file elsewhere\n-options_file "%s"\n' "$W/cycle_a.opts" > "$W/cycle_b.opts"
+  echo "-train_limit 50" > "$W/study.opts"
+  echo "-options_file $W/nope.opts" > "$W/missing.opts"
+  # options files PETSc would refuse with a long trace: two options on a line, a value in single quotes holding a
+  # blank, a line without its '-'
+  echo "-train_limit 50 -overwrite" > "$W/two.opts"
+  echo "-query_prompts '$W/my prompts.txt'" > "$W/squote.opts"
+  printf -- '-ekfac_chunk 16\ntrain_limit 50\n' > "$W/nodash.opts"
+  # a directory where an output keeps its checkpoint
+  mkdir -p "$W/out/pdir.h5.partial"
+}
+
+setup() { # NPARTS
+  local k s
+  rm -rf "$B" && mkdir -p "$FX" || exit 1
+  W=$FX
+  make_fixtures
+  for k in $(seq "$1"); do
+    for s in $(seq "$JOBS"); do workdir "$B/part$k-$s"; done
+  done
+  workdir "$B/works"
+  echo "$1 $JOBS" > "$B/layout"
+  echo "setup at $NP rank(s): fixtures and the work directories of $1 part(s) of $JOBS job(s) in $B"
+}
+
+# A lock held by a live process (this shell, recorded with its start time) through a descriptor that a `flock` process
+# holds (their output away from the test's: a process left holding ctest's pipe would keep ctest waiting until it
+# exits).  They hold the locks as long as this script runs (tail --pid), however long that is on a loaded machine (a
+# fixed `sleep 600` ran out before the lock cases there), and end within a second of it even if it is killed.
+holders=""
+trap 'for h in $holders; do pkill -P $h 2>/dev/null; kill $h 2>/dev/null; done' EXIT
+hold() { # LOCKFILE
+  flock -x "$1" tail --pid=$$ -f /dev/null </dev/null >/dev/null 2>&1 &
+  holders="$holders $!"
+}
+need_setup() { # NPARTS: the setup made the work directories of this part
+  [ "$(cat "$B/layout" 2>/dev/null)" = "$1 $JOBS" ] || { echo "bad_input.sh: $B was not set up for $1 part(s) of $JOBS job(s): run bash $0 $NP setup $1 first (ctest runs it as the fixture cli_bad_input_np${NP}_setup)"; exit 1; }
+}
 
 # ------------------------------------------------------------------------------------------------ the table
 # name | expected message (extended regex without '|', on stderr) | arguments ($W, $T expand; no quoting inside)
-ncase=0
-while IFS='|' read -r name regex args; do
-  name=$(echo $name)
-  [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
-  ncase=$((ncase + 1))
-  [ $(((ncase - 1) % pn + 1)) -eq "$pk" ] || continue
-  regex=$(echo "$regex" | sed 's/^ *//; s/ *$//')
-  eval "set -- $args"
-  [ -n "${CASES:-}" ] && ! [[ $name =~ $CASES ]] && continue
-  before=$(snapshot)
-  run_infl "$NP" "$@"
-  status=$?
-  after=$(snapshot)
-  nerr=$(grep -ci error "$W/log.err")
-  if [ $status -eq 124 ]; then bad "$name" "timed out (hang?)"
-  elif [ $status -eq 0 ]; then bad "$name" "exit status 0, expected an error"
-  elif [ "$nerr" -ne 1 ]; then bad "$name" "$nerr lines match \"error\", expected one message"
-  elif ! grep -Eq -- "$regex" "$W/log.err"; then bad "$name" "message does not match /$regex/"
-  elif [ "$before" != "$after" ]; then bad "$name" "files changed: $(diff <(echo "$before") <(echo "$after") | grep '^[<>]' | tr '\n' ' ')"
-  else ok "$name (exit $status): $(grep -i error "$W/log.err" | cut -c1-160)"
-  fi
-done <<EOF
+job() { # S: the cases of part $pk numbered S, S + JOBS, ... among the part's, in the work directory part$pk-S
+  local s=$1 ncase=0 npart=0 name regex args before after status nerr
+  W=$B/part$pk-$s
+  paths
+  while IFS='|' read -r name regex args; do
+    name=$(echo $name)
+    [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
+    ncase=$((ncase + 1))
+    [ $(((ncase - 1) % pn + 1)) -eq "$pk" ] || continue
+    npart=$((npart + 1))
+    [ $(((npart - 1) % JOBS + 1)) -eq "$s" ] || continue
+    regex=$(echo "$regex" | sed 's/^ *//; s/ *$//')
+    eval "set -- $args"
+    [ -n "${CASES:-}" ] && ! [[ $name =~ $CASES ]] && continue
+    before=$(snapshot)
+    run_infl "$NP" "$@"
+    status=$?
+    after=$(snapshot)
+    nerr=$(grep -ci error "$W/log.err")
+    if [ $status -eq 124 ]; then bad "$name" "timed out (hang?)"
+    elif [ $status -eq 0 ]; then bad "$name" "exit status 0, expected an error"
+    elif [ "$nerr" -ne 1 ]; then bad "$name" "$nerr lines match \"error\", expected one message"
+    elif ! grep -Eq -- "$regex" "$W/log.err"; then bad "$name" "message does not match /$regex/"
+    elif [ "$before" != "$after" ]; then bad "$name" "files changed: $(diff <(echo "$before") <(echo "$after") | grep '^[<>]' | tr '\n' ' ')"
+    else ok "$name (exit $status): $(grep -i error "$W/log.err" | cut -c1-160)"
+    fi
+  done <<EOF
 # --- model files
 model_missing      | $W/nope.safetensors: cannot open the model file.*-model  | fit -model $W/nope.safetensors $TR -out $W/out/f.h5
 model_directory    | adir.safetensors is a directory without config.json.*an MLP a .safetensors file | fit -model $W/adir.safetensors $TR -out $W/out/f.h5
@@ -425,13 +474,50 @@ train_lr_min_above | -train_lr_min 0.01 must lie in \[0, -train_lr 0.001\]     |
 train_schedule_bad | Unknown option linear for -train_schedule. Available options: constant cosine | train $TR -model_dims 784,8,10 -train_schedule linear -out $W/out/t.safetensors
 train_adam_decay   | -train_weight_decay 0.1 with -train_optimizer adam: .*-train_optimizer adamw | train $TR -model_dims 784,8,10 -train_weight_decay 0.1 -out $W/out/t.safetensors
 EOF
+  echo "job $s done: $pass passed, $fail failed"
+}
+
+part() {
+  local s res pids=""
+  need_setup "$pn"
+  for s in $(seq "$JOBS"); do
+    W=$B/part$pk-$s
+    # the held lock of out_lock_held; written here: it names this shell
+    echo "host $(hostname), pid $$, ranks 1, start $(awk '{ print $22 }' /proc/$$/stat)" > "$W/out/held.h5.partial.lock"
+    hold "$W/out/held.h5.partial.lock"
+  done
+  sleep 0.5
+  for s in $(seq "$JOBS"); do
+    job "$s" > "$B/part$pk-$s/job.log" 2>&1 &
+    pids="$pids $!"
+  done
+  wait $pids
+  for s in $(seq "$JOBS"); do
+    res=$B/part$pk-$s/job.log
+    grep -v "^job $s done: " "$res"
+    if grep -q "^job $s done: " "$res"; then
+      pass=$((pass + $(grep -c '^ok    ' "$res"))) fail=$((fail + $(grep -c '^FAIL  ' "$res")))
+    else
+      fail=$((fail + 1))
+      echo "FAIL  job $s of part $pk/$pn did not finish its cases"
+    fi
+  done
+}
 
 # ------------------------------------------------------------------------------------------------ must work
-if [ "$pk" -ne 1 ]; then
-  echo "bad_input.sh at $NP rank(s), part $PART: $pass passed, $fail failed"
-  [ "$fail" -eq 0 ]
-  exit
-fi
+must_work() {
+need_setup "$(cut -d' ' -f1 "$B/layout" 2>/dev/null)"
+W=$B/works
+paths
+# the outputs of an earlier run of works go (out/ holds no hard link: the parts' files are not touched)
+rm -rf "$W/out" && mkdir "$W/out" && echo "an old result that must survive" > "$W/out/existing.h5" || exit 1
+# a stale lock: the recorded process no longer exists, a leftover process keeps the flock
+sleep 0 & wait $!
+deadpid=$!
+echo "host $(hostname), pid $deadpid, ranks $NP, start 1" > "$W/out/stale.h5.partial.lock"
+hold "$W/out/stale.h5.partial.lock"
+sleep 0.5
+
 works() { # NAME NP ARGS...
   local name=$1 np=$2
   shift 2
@@ -507,6 +593,13 @@ elif ! h5dump -a examples "$o" | grep -q "10000" || [ -e "$o.partial.lock" ] || 
   echo "FAIL  concurrent_out: the winner's output is incomplete, or a lock or partial file is left"
 else ok "concurrent_out: $(grep -i error "$W/lock$loser.err" | cut -c1-160)"
 fi
+}
 
-echo "bad_input.sh at $NP rank(s): $pass passed, $fail failed"
+case $MODE in
+  setup) setup "${3:-1}" ;;
+  works) must_work ;;
+  all) pk=1 pn=1 && setup 1 && { part; must_work; } ;;
+  *) part ;;
+esac
+echo "bad_input.sh at $NP rank(s), $MODE: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
