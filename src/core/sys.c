@@ -351,7 +351,7 @@ static PetscErrorCode parse_bytes(MPI_Comm comm, const char text[], double *byte
   default: break;
   }
   if (*end == 'B' || *end == 'b') end++;
-  PetscCheck(end != text && *end == 0 && v > 0 && isfinite(v), comm, PETSC_ERR_ARG_WRONG, "-mem_limit %s: give bytes per rank as a number with an optional suffix K, M, G or T (e.g. 2G)", text);
+  PetscCheck(end != text && *end == 0 && v > 0 && isfinite(v), comm, PETSC_ERR_ARG_WRONG, "-mem_limit %s: give bytes per rank as a positive number with an optional suffix K, M, G or T (e.g. 2G)", text);
   PetscCheck(v < 0x1p64, comm, PETSC_ERR_ARG_OUTOFRANGE, "-mem_limit %s is %.4g bytes per rank, more than the 16 EiB (2^64 bytes) a process can address; give the memory of a rank, e.g. 2G", text, v);
   *bytes = v;
   PetscFunctionReturn(0);
