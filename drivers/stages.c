@@ -124,30 +124,39 @@ static PetscErrorCode stage_score(MPI_Comm comm, InflScorer sc, InflModel model,
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode StageLoadFactors(MPI_Comm comm, const char path[], InflModel model, InflData train, InflData query, PetscInt Q, InflEKFAC *ek)
+/* What the score stage holds beside the factors it loads (InflEKFACSetLoadMemory): its Q preconditioned queries, the
+ * model, the training data, -score_save_all's scores of this rank's shard and the query data (NULL: prompts). */
+static PetscErrorCode score_load_memory(MPI_Comm comm, InflModel model, InflData train, InflData query, PetscInt Q, InflLayerLayoutStage *st)
 {
-  InflScorer           probe;
-  InflLayerLayoutStage st;
-  size_t               b, results;
-  int64_t              start, count;
-  PetscInt             L;
+  InflScorer probe;
+  size_t     b, results;
+  int64_t    start, count;
+  PetscInt   L;
 
   PetscFunctionBegin;
   PetscCall(InflScorerCreate(comm, &probe));
   PetscCall(InflScorerSetFromOptions(probe));
-  PetscCall(InflScorerGetQueryBytes(probe, model, Q, &st));
+  PetscCall(InflScorerGetQueryBytes(probe, model, Q, st));
   PetscCall(InflModelGetLayers(model, &L, NULL));
   PetscCall(InflDataGetShard(train, &start, &count, NULL, NULL));
   PetscCall(InflScorerGetResultBytes(probe, Q, L, count, &results)); /* -score_save_all's scores of this rank's shard */
   PetscCall(InflScorerDestroy(&probe));
-  st.other += InflModelParameterBytes(model); /* the model beside the factors (with its double copy in double precision) */
-  PetscCall(InflDataGetBytes(train, &b));   /* the training data */
-  st.other += b + results;
+  st->other += InflModelParameterBytes(model); /* the model beside the factors (with its double copy in double precision) */
+  PetscCall(InflDataGetBytes(train, &b));     /* the training data */
+  st->other += b + results;
   if (query) { /* the query data, held while scoring (counted as InflScorerScore counts it) */
-    size_t b;
     PetscCall(InflDataGetBytes(query, &b));
-    st.other += b;
+    st->other += b;
   }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode StageLoadFactors(MPI_Comm comm, const char path[], InflModel model, InflData train, InflData query, PetscInt Q, InflEKFAC *ek)
+{
+  InflLayerLayoutStage st;
+
+  PetscFunctionBegin;
+  PetscCall(score_load_memory(comm, model, train, query, Q, &st));
   PetscCall(InflEKFACCreate(comm, ek));
   PetscCall(InflEKFACSetLoadMemory(*ek, &st));
   PetscCall(InflEKFACLoad(*ek, path, model));
@@ -206,6 +215,18 @@ PetscErrorCode StageFitForScore(MPI_Comm comm, InflModel model, InflData train, 
     PetscCall(StageFit(comm, model, train, out, PETSC_TRUE, ek));
     PetscCall(InflMemLimitSetHeld(held));
     PetscFunctionReturn(0);
+  }
+  { /* a limit that no layout of the score stage holds is refused before the fit, not after it */
+    InflEKFAC            probe;
+    InflLayerLayoutStage st;
+    PetscCall(InflMemLimitSetHeld(held));
+    PetscCall(score_load_memory(comm, model, train, query, Q, &st));
+    PetscCall(InflEKFACCreate(comm, &probe));
+    PetscCall(InflEKFACSetFromOptions(probe));
+    PetscCall(InflEKFACSetLoadMemory(probe, &st));
+    PetscCall(InflEKFACCheckLoadMemory(probe, model));
+    PetscCall(InflEKFACDestroy(&probe));
+    PetscCall(InflMemLimitSetHeld(held + qb));
   }
   PetscCall(StageFit(comm, model, train, out, PETSC_TRUE, NULL));
   PetscCall(InflMemLimitSetHeld(held));

@@ -11,7 +11,8 @@
 #    (the uninterrupted run: its table is the same as the stopped runs' without lines);
 #  - the bound of the Lanczos vectors follows -mem_limit: the default K is lowered (the line says to what and why,
 #    with numbers that agree: 2K + 11 vectors fit the room, 2K + 13 do not) or dropped; an explicit -ihvp_deflate
-#    that does not fit is an error naming -ihvp_deflate and -mem_limit;
+#    that does not fit is an error naming -ihvp_deflate and -mem_limit; a limit below the stage's other bytes is
+#    refused before the first solve;
 #  - breakdown: on 3 training examples the empirical Fisher plus damping has 4 distinct eigenvalues, so the run stops
 #    at step 4 of 210 and deflates 3 (the exact answer against LAPACK is in test_ihvp).
 # Part "resume" (the first item) or "mem" (the others): two ctest entries of one script.
@@ -100,7 +101,12 @@ quick=("${data[@]}" -query "$fm/t10k" -query_limit 16 -query_indices 0:2 -ekfac_
 kof() { sed -n 's/^ihvp: note: deflation of K = \([0-9]*\) instead of 100 eigenvalues.*/\1/p' "$1"; }
 # an explicit K beyond the limit: an error that also tells the stage's other bytes R, from which the limits below
 # leave about 1.3 MiB (K a few) and nothing for the Lanczos vectors
-go 2 1 m4.txt ihvp "${quick[@]}" -mem_limit 80M -ihvp_deflate 80 -out m4.h5
+# (a limit below the stage's other bytes and the libraries' 64 MiB is refused before the first solve)
+go 2 1 m0.txt ihvp "${quick[@]}" -mem_limit 80M -out m0.h5
+has m0.txt "-mem_limit 80M (80 MiB per rank) cannot hold the "
+has m0.txt "MiB that the Krylov IHVP solves of 2 queries keep (training shard, factors, the queries' vectors and scratch) plus 64 MiB for the libraries; raise -mem_limit"
+! grep -q "ihvp: query" m0.txt || fail "-mem_limit 80M: refused only after the solves"
+go 2 1 m4.txt ihvp "${quick[@]}" -mem_limit 115M -ihvp_deflate 80 -out m4.h5
 has m4.txt "-ihvp_deflate 80: its Lanczos run keeps 171 vectors of 19410 parameters"
 has m4.txt "lower -ihvp_deflate, raise -mem_limit or use more ranks"
 res=$(sed -n 's/.* leaves after the \([0-9.]*\) MiB the Krylov stage holds otherwise.*/\1/p' m4.txt)
@@ -116,7 +122,9 @@ room=$(sed -n 's/.*must fit in the \([0-9.]*\) MiB per rank that.*/\1/p' <<<"$li
 awk -v k="$k1" -v p="$per" -v r="$room" 'BEGIN { exit !(k > 0 && k < 100 && (2 * k + 11) * p <= r * 1.05 + 0.05 && (2 * k + 13) * p >= r * 0.95 - 0.05) }' ||
   fail "K $k1 does not match the room: 2K + 11 vectors of $per MiB against $room MiB ($line)"
 has m1.txt "ihvp: deflation: $((2 * k1 + 10)) Lanczos steps ("
-lim0=$(awk -v r="$res" 'BEGIN { printf "%dK", (64 + r) * 1024 - 64 }')
+# (0.5 MiB above the stage's bytes and the libraries', less than the 13 vectors of K = 1: a limit below them is refused
+# before the first solve)
+lim0=$(awk -v r="$res" 'BEGIN { printf "%dK", (64 + r) * 1024 + 512 }')
 go 2 0 m3.txt ihvp "${quick[@]}" -mem_limit "$lim0" -out m3.h5
 has m3.txt "ihvp: note: no deflation: the 2K + 11 Lanczos vectors of K = 1"
 ! grep -q "Lanczos steps (" m3.txt || fail "-mem_limit $lim0: a Lanczos run without room for it"

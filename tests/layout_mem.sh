@@ -48,7 +48,8 @@ fi
 if ! $MPIEXEC --oversubscribe -n 2 "$EXE" score $c -factors f_1.h5 $q -mem_limit 120M -out bad.h5 -overwrite > last.log 2>&1; then
   pass=$((pass + 1))
   expect "-mem_limit 120M (120 MiB per rank) cannot hold the"
-  expect "that infl score keeps whatever the chunk size in the layer layout that needs the least (1 layer group, each layer split over 2 ranks); raise -mem_limit or use more ranks"
+  expect "that infl score keeps whatever the chunk size plus one example ("
+  expect "MiB) in the layer layout that needs the least (1 layer group, each layer split over 2 ranks); raise -mem_limit or use more ranks"
   if grep -q "query preconditioning" last.log; then cat last.log; echo "FAILED: refused only after preconditioning"; fail=$((fail + 1)); else pass=$((pass + 1)); fi
 else
   cat last.log; echo "FAILED: infl score under -mem_limit 120M not refused"; fail=$((fail + 1))
@@ -95,5 +96,19 @@ if run 2 self $c -factors f_2.h5 -mem_limit 150M -out x_2.h5; then
   peaks 150
   check $H5CMP self $TAU x_1.h5 x_2.h5 /self_influence f_1.h5
 fi
+# refused before the work they would follow: infl run with 8 queries under 190M, which the fit holds (182 MiB) but no
+# layout of the score stage (205 MiB), before the fit (it was refused after it); a malformed -mem_limit before the
+# training (it was read first by the fit); infl ihvp under a limit below its Krylov stage before the first solve (it
+# solved, then was refused by its scoring pass, naming infl score)
+refused() { # NAME TEXT UNWANTED: the last command failed, last.log has TEXT and no line with UNWANTED
+  if [ "$rc" != 0 ] && grep -qF -- "$2" last.log && ! grep -q -- "$3" last.log; then pass=$((pass + 1)); echo "ok: $1 refused"
+  else cat last.log; echo "FAILED: $1 (exit status $rc, expected \"$2\" and no \"$3\")"; fail=$((fail + 1)); fi
+}
+$MPIEXEC --oversubscribe -n 2 "$EXE" run -outdir r190 -model w.safetensors $c -query idx:$F/t10k -query_indices 0:8 -score_save_all -mem_limit 190M > last.log 2>&1; rc=$?
+refused "run under 190M" "-mem_limit 190M (190 MiB per rank) cannot hold the 205 MiB that infl score keeps whatever the chunk size plus one example (" "peak memory"
+$MPIEXEC --oversubscribe -n 2 "$EXE" run -outdir rbad -train idx:$F/train -train_limit 100 -model_dims 784,8,10 -train_epochs 1 $q -mem_limit 2X > last.log 2>&1; rc=$?
+refused "run under -mem_limit 2X" "-mem_limit 2X: give bytes per rank as a positive number" "== train"
+$MPIEXEC --oversubscribe -n 2 "$EXE" ihvp $c -factors f_1.h5 -query idx:$F/t10k -query_indices 0:2 -mem_limit 100M -out ih.h5 > last.log 2>&1; rc=$?
+refused "ihvp under 100M" "-mem_limit 100M (100 MiB per rank) cannot hold the" "ihvp: query"
 echo "layout_mem: $pass passed, $fail failed"
 [ $fail = 0 ]

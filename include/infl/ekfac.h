@@ -82,6 +82,11 @@ PetscErrorCode InflEKFACCheckWhole(InflEKFAC ek, const char what[]);
  * (InflScorerGetQueryBytes).  Default: the factors once and nothing else (infl self).  Errors: a negative or
  * non-finite field, copies < 1. */
 PetscErrorCode InflEKFACSetLoadMemory(InflEKFAC ek, const InflLayerLayoutStage *st);
+/* Collective.  Before a fit whose factors a stage will load again (InflEKFACSetLoadMemory's stage, infl run's score):
+ * sets up, then frees, the layer layout InflEKFACLoad would choose for the model's layers of this ek's -ekfac_layers,
+ * so that a -mem_limit no layout of that stage holds is refused before the fit rather than after it (the error of
+ * InflLayerLayoutSetUp).  Leaves the model's layer selection at -ekfac_layers (as InflEKFACFit sets it). */
+PetscErrorCode InflEKFACCheckLoadMemory(InflEKFAC ek, InflModel model);
 /* After a fit or load: the layout (owned by ek).  A rank holds the arrays of InflEKFACGetLayers only for the layers
  * it owns (InflLayerLayoutOwns); the others have din, dout and damping and NULL arrays, and the per-layer functions
  * below raise an error for them. */

@@ -296,7 +296,7 @@ PetscErrorCode InflScorerGetQueryBytes(InflScorer sc, InflModel model, PetscInt 
       maxs = PetscMax(maxs, lin[l].dout);
     }
     st->other                = 4 * 1024 * 1024 + (size_t)Q * cap * (prec == INFL_PREC_DOUBLE ? 1 : 2);
-    st->per_example          = (double)sc->C * (double)cap + sizeof(double) * q * 2 + 2 * sizeof(double) * q * (double)rows;
+    st->per_example          = (double)(sc->tracin ? sc->tracin : 1) * (double)cap + /* sc->C is set with the queries */ sizeof(double) * q * 2 + 2 * sizeof(double) * q * (double)rows;
     st->per_example_group    = (double)rows * (owned * es + 2 * sizeof(double) * q) + 2 * sizeof(double) * q * (double)(1 + L);
     st->per_example_split    = (double)rows * (5 * sizeof(double) * (double)maxa + owned * es + 2 * sizeof(double) * q) + sizeof(double) * q * (double)(1 + L);
     st->per_example_split_sq = (double)rows * 5 * sizeof(double) * (double)maxs;

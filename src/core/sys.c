@@ -8,6 +8,9 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <openssl/evp.h>
+#if defined(__GLIBC__)
+#include <malloc.h> /* malloc_trim */
+#endif
 
 PetscErrorCode InflAgree_Private(MPI_Comm comm, PetscBool ok, PetscErrorCode code, const char msg[], int line, const char func[], const char file[])
 {
@@ -232,9 +235,15 @@ PetscErrorCode InflPeakMemory(size_t *bytes)
 
 PetscErrorCode InflPeakMemoryReset(PetscBool *reset)
 {
-  FILE *f = fopen("/proc/self/clear_refs", "w");
+  FILE *f;
   int   ok;
   PetscFunctionBegin;
+#if defined(__GLIBC__)
+  /* the previous stage's freed blocks go back to the system first: glibc keeps them in the heap (its mmap threshold
+   * rises as large blocks are freed), and they would count in the next stage's resident and peak bytes */
+  malloc_trim(0);
+#endif
+  f = fopen("/proc/self/clear_refs", "w");
   ok = f && fputs("5", f) >= 0;
   if (f && fclose(f) != 0) ok = 0;
   if (reset) *reset = ok ? PETSC_TRUE : PETSC_FALSE;
@@ -351,7 +360,7 @@ static PetscErrorCode parse_bytes(MPI_Comm comm, const char text[], double *byte
   default: break;
   }
   if (*end == 'B' || *end == 'b') end++;
-  PetscCheck(end != text && *end == 0 && v > 0 && isfinite(v), comm, PETSC_ERR_ARG_WRONG, "-mem_limit %s: give bytes per rank as a number with an optional suffix K, M, G or T (e.g. 2G)", text);
+  PetscCheck(end != text && *end == 0 && v > 0 && isfinite(v), comm, PETSC_ERR_ARG_WRONG, "-mem_limit %s: give bytes per rank as a positive number with an optional suffix K, M, G or T (e.g. 2G)", text);
   PetscCheck(v < 0x1p64, comm, PETSC_ERR_ARG_OUTOFRANGE, "-mem_limit %s is %.4g bytes per rank, more than the 16 EiB (2^64 bytes) a process can address; give the memory of a rank, e.g. 2G", text, v);
   *bytes = v;
   PetscFunctionReturn(0);

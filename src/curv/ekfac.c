@@ -124,6 +124,25 @@ PetscErrorCode InflEKFACSetLoadMemory(InflEKFAC ek, const InflLayerLayoutStage *
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode InflEKFACCheckLoadMemory(InflEKFAC ek, InflModel model)
+{
+  InflLinear *lin;
+  PetscInt    L, *din, *dout;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelSetLayerSelection(model, ek->sel));
+  PetscCall(InflModelGetLayers(model, &L, &lin));
+  PetscCall(PetscMalloc2(L, &din, L, &dout));
+  for (PetscInt l = 0; l < L; l++) {
+    din[l]  = lin[l].din;
+    dout[l] = lin[l].dout;
+  }
+  PetscCall(ekfac_setup_layout(ek, L, din, dout, &ek->load));
+  PetscCall(PetscFree2(din, dout));
+  PetscCall(InflLayerLayoutDestroy(&ek->layout));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflEKFACGetLayout(InflEKFAC ek, InflLayerLayout *layout)
 {
   PetscFunctionBegin;

@@ -546,6 +546,24 @@ static PetscErrorCode ihvp_resident_bytes(InflIHVP ih, double *bytes)
   PetscFunctionReturn(0);
 }
 
+/* Collective.  Under -mem_limit, an error naming the option, its value and the estimate when the limit cannot hold what
+ * the Krylov stage keeps for ih->nq_hint queries (ihvp_resident_bytes) and the libraries' margin: checked before the
+ * first solve, so that a limit too small is not found only by the scoring pass after every solve. */
+static PetscErrorCode ihvp_check_mem_limit(InflIHVP ih)
+{
+  double    limit, resident;
+  PetscBool lset;
+  char      text[64];
+
+  PetscFunctionBegin;
+  PetscCall(InflGetMemLimit(ih->comm, &limit, &lset));
+  if (!lset) PetscFunctionReturn(0);
+  PetscCall(ihvp_resident_bytes(ih, &resident));
+  PetscCall(PetscOptionsGetString(NULL, NULL, "-mem_limit", text, sizeof(text), NULL));
+  PetscCheck(limit >= resident + IHVP_LIB_MARGIN, ih->comm, PETSC_ERR_ARG_OUTOFRANGE, "-mem_limit %s (%.0f MiB per rank) cannot hold the %.0f MiB that the Krylov IHVP solves of %d queries keep (training shard, factors, the queries' vectors and scratch) plus %.0f MiB for the libraries; raise -mem_limit, use more ranks or give fewer queries", text, limit / MiB, resident / MiB, (int)PetscMax(ih->nq_hint, 1), IHVP_LIB_MARGIN / MiB);
+  PetscFunctionReturn(0);
+}
+
 /* Collective.  K and the steps of the Lanczos run of -ihvp_deflate under the bound on its steps + 1 vectors per rank:
  * with -mem_limit what the limit leaves after the stage's other bytes (ihvp_resident_bytes) and the libraries'
  * margin; without it INFL_IHVP_DEFLATE_BYTES for the default K and steps (an explicit K or step count is then not
@@ -1536,6 +1554,7 @@ PetscErrorCode InflIHVPSolveGradients(InflIHVP ih, PetscInt Q, const double g[],
     PetscCall(VecDestroy(&proto));
   }
   ih->nq_hint = Q;
+  PetscCall(ihvp_check_mem_limit(ih));
   PetscCall(PetscMalloc2(Q, &in, ih->n, &x));
   for (PetscInt q = 0; q < Q; q++) PetscCall(InflIHVPArrayToVec(ih, g + (int64_t)q * ih->n, Bv[q]));
   if (ih->block && iscg) PetscCall(block_cg(ih, Q, Bv, qindex, g, X, in));

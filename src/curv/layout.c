@@ -124,17 +124,18 @@ static PetscErrorCode layout_tried(LayoutLeast *least, PetscInt G, PetscBool spl
 }
 
 /* Collective (the arguments agree over the ranks).  No layout fits: a named stage (InflLayerLayoutStage stage) whose
- * part held whatever the chunk does not fit in the layout that needs the least is refused (the part of one example is
- * a bound here, every layer counted as owned: the stage's chunk derivation, which counts it exactly, decides it). */
+ * part held whatever the chunk plus per_example (the part of one example every layout counts: a capture and its
+ * query scratch) does not fit in the layout that needs the least is refused (the layouts' further example terms are
+ * bounds here, every layer counted as owned: the stage's chunk derivation, which counts them exactly, decides). */
 static PetscErrorCode layout_refuse(InflLayerLayout lay, const InflLayerLayoutStage *st, double limit, PetscBool held, const LayoutLeast *least)
 {
   char text[64] = "", how[64] = "";
 
   PetscFunctionBegin;
-  if (!st->stage || least->total <= limit) PetscFunctionReturn(0);
+  if (!st->stage || least->total + st->per_example <= limit) PetscFunctionReturn(0);
   PetscCall(PetscOptionsGetString(NULL, NULL, "-mem_limit", text, sizeof(text), NULL));
   if (least->split) PetscCall(PetscSNPrintf(how, sizeof(how), ", each layer split over %d ranks", (int)(lay->size / least->G)));
-  SETERRQ(lay->comm, PETSC_ERR_ARG_OUTOFRANGE, "-mem_limit %s (%.0f MiB per rank) cannot hold the %.0f MiB that %s keeps whatever the chunk size%s in the layer layout that needs the least (%d layer group%s%s); raise -mem_limit or use more ranks", text, limit / 1048576.0, least->total / 1048576.0, st->stage, held ? " (with what the run keeps for its later steps)" : "", (int)least->G, least->G > 1 ? "s" : "", how);
+  SETERRQ(lay->comm, PETSC_ERR_ARG_OUTOFRANGE, "-mem_limit %s (%.0f MiB per rank) cannot hold the %.0f MiB that %s keeps whatever the chunk size%s plus one example (%.3f MiB) in the layer layout that needs the least (%d layer group%s%s); raise -mem_limit or use more ranks", text, limit / 1048576.0, least->total / 1048576.0, st->stage, held ? " (with what the run keeps for its later steps)" : "", st->per_example / 1048576.0, (int)least->G, least->G > 1 ? "s" : "", how);
 }
 
 /* The layers assigned to G groups by the bytes the stage holds for each, copies x its factor bytes plus per_weight

@@ -382,7 +382,7 @@ ihvp_pc_damping    | -ihvp_pc_damping -0.001 must be a number > 0 | ihvp $M $F $
 ihvp_deflate_pc    | -ihvp_deflate 4 is a preconditioner of its own: use it with -ihvp_pc_type none | ihvp $M $F $TR $Q -query_indices 0:2 -ihvp_deflate 4 -ihvp_pc_type jacobi -out $W/out/i.h5
 ihvp_rtol_nan      | -ihvp_ksp_rtol nan \(not a number\) must lie in \(0, 1\) | ihvp $M $F $TR $Q -query_indices 0:2 -ihvp_ksp_rtol nan -out $W/out/i.h5
 ihvp_damping_nan   | -ekfac_damping nan \(not a number\) must be a finite number >= 0 | ihvp $M $TR $Q -query_indices 0:2 -ekfac_damping nan -out $W/out/i.h5
-ihvp_deflate_mem   | -ihvp_deflate 100: its Lanczos run keeps 211 vectors of .* parameters, .* MiB per rank, more than the .* MiB per rank that -mem_limit .* leaves after .*; lower -ihvp_deflate, raise -mem_limit | ihvp $M $F $TR $Q -query_indices 0:2 -ihvp_deflate 100 -mem_limit 65M -out $W/out/i.h5
+ihvp_deflate_mem   | -ihvp_deflate 100: its Lanczos run keeps 211 vectors of .* parameters, .* MiB per rank, more than the .* MiB per rank that -mem_limit .* leaves after .*; lower -ihvp_deflate, raise -mem_limit | ihvp $M $F $TR $Q -query_indices 0:2 -ihvp_deflate 100 -mem_limit 125M -out $W/out/i.h5
 ihvp_deflate_steps | -ihvp_deflate_steps 4 must exceed -ihvp_deflate 4 | ihvp $M $F $TR $Q -query_indices 0:2 -ihvp_deflate 4 -ihvp_deflate_steps 4 -out $W/out/i.h5
 # --- options
 query_out_of_range | query index 10 is outside the query set, which has 10 examples | score $M $F $TR $Q -query_indices 5:12 -out $W/out/s.h5
