@@ -138,10 +138,12 @@ static PetscErrorCode common_options(void)
   PetscCall(PetscOptionsInt("-checkpoint_stop_after", "checkpoint and stop (exit status 3, as on a signal) after this many steps of a long stage's pass (0: never; for tests of resumption)", NULL, sa, &sa, NULL));
   PetscCall(PetscOptionsString("-mem_limit", "memory per rank (e.g. 2G): the chunk sizes of fit, score and self are derived from it", NULL, ml, ml, sizeof(ml), NULL));
   PetscOptionsEnd();
-  { /* a malformed value is refused here, not after the stages before the first that reads it (infl run trains first) */
+  { /* a malformed value is refused here, not after the stages before the first that reads it (infl run trains
+     * first); with -help the options are listed, not checked */
     double    bytes;
-    PetscBool set;
-    PetscCall(InflGetMemLimit(PETSC_COMM_WORLD, &bytes, &set));
+    PetscBool set, help;
+    PetscCall(PetscOptionsHasHelp(NULL, &help));
+    if (!help) PetscCall(InflGetMemLimit(PETSC_COMM_WORLD, &bytes, &set));
   }
   PetscFunctionReturn(0);
 }

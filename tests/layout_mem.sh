@@ -108,6 +108,8 @@ $MPIEXEC --oversubscribe -n 2 "$EXE" run -outdir r190 -model w.safetensors $c -q
 refused "run under 190M" "-mem_limit 190M (190 MiB per rank) cannot hold the 205 MiB that infl score keeps whatever the chunk size plus one example (" "peak memory"
 $MPIEXEC --oversubscribe -n 2 "$EXE" run -outdir rbad -train idx:$F/train -train_limit 100 -model_dims 784,8,10 -train_epochs 1 $q -mem_limit 2X > last.log 2>&1; rc=$?
 refused "run under -mem_limit 2X" "-mem_limit 2X: give bytes per rank as a positive number" "== train"
+# with -help the options are listed (exit 0), whatever their values
+run 1 run -mem_limit 2X -help && expect "-mem_limit <"
 $MPIEXEC --oversubscribe -n 2 "$EXE" ihvp $c -factors f_1.h5 -query idx:$F/t10k -query_indices 0:2 -mem_limit 100M -out ih.h5 > last.log 2>&1; rc=$?
 refused "ihvp under 100M" "-mem_limit 100M (100 MiB per rank) cannot hold the" "ihvp: query"
 echo "layout_mem: $pass passed, $fail failed"
