@@ -208,26 +208,23 @@ PetscErrorCode StageFitForScore(MPI_Comm comm, InflModel model, InflData train, 
   size_t    held = InflMemLimitGetHeld(), qb = 0;
 
   PetscFunctionBegin;
-  if (query && query != train) PetscCall(InflDataGetBytes(query, &qb));
-  PetscCall(InflMemLimitSetHeld(held + qb)); /* the fit runs beside the queries' data */
   PetscCall(InflGetMemLimit(comm, &limit, &set));
   if (!set) { /* the layout comes from -layer_groups and -layer_split alone: the same for both stages */
     PetscCall(StageFit(comm, model, train, out, PETSC_TRUE, ek));
-    PetscCall(InflMemLimitSetHeld(held));
     PetscFunctionReturn(0);
   }
   { /* a limit that no layout of the score stage holds is refused before the fit, not after it */
     InflEKFAC            probe;
     InflLayerLayoutStage st;
-    PetscCall(InflMemLimitSetHeld(held));
     PetscCall(score_load_memory(comm, model, train, query, Q, &st));
     PetscCall(InflEKFACCreate(comm, &probe));
     PetscCall(InflEKFACSetFromOptions(probe));
     PetscCall(InflEKFACSetLoadMemory(probe, &st));
     PetscCall(InflEKFACCheckLoadMemory(probe, model));
     PetscCall(InflEKFACDestroy(&probe));
-    PetscCall(InflMemLimitSetHeld(held + qb));
   }
+  if (query && query != train) PetscCall(InflDataGetBytes(query, &qb));
+  PetscCall(InflMemLimitSetHeld(held + qb)); /* the fit runs beside the queries' data */
   PetscCall(StageFit(comm, model, train, out, PETSC_TRUE, NULL));
   PetscCall(InflMemLimitSetHeld(held));
   PetscCall(StageLoadFactors(comm, out, model, train, query, Q, ek));

@@ -20,10 +20,10 @@ PetscErrorCode StageLoadFactorsForSelf(MPI_Comm comm, const char path[], InflMod
 PetscErrorCode StageHoldData(InflData train, InflData test, InflData query, PetscBool with_query);
 /* The fit of a study whose score stage follows (infl run, each member of infl run -ensemble): StageFit to `out`, and
  * under -mem_limit the factors loaded again from `out` by StageLoadFactors, in the layer layout of the score stage
- * (which also holds Q preconditioned queries of `query` (NULL: prompts), so fit's layout may not leave room for them). */
+ * (which also holds Q preconditioned queries of `query` (NULL: prompts), so fit's layout may not leave room for them).
+ * Under -mem_limit a limit that no layout of the score stage holds is refused before the fit, and the query data,
+ * kept for the score stage, count in the fit's estimates on top of InflMemLimitGetHeld. */
 PetscErrorCode StageFitForScore(MPI_Comm comm, InflModel model, InflData train, const char out[], InflData query, PetscInt Q, InflEKFAC *ek);
-/* (the query data, kept for the score stage, are held beside the fit: counted by its -mem_limit estimates on top of
- * InflMemLimitGetHeld) */
 /* Score Q queries against `train`: the prompts (if non-NULL), else indices qidx into `query`; write `out` (if
  * non-empty). */
 PetscErrorCode StageScore(MPI_Comm comm, InflModel model, InflEKFAC ek, InflData train, InflData query, PetscInt Q, const int64_t qidx[], const StagePrompts *prompts, const char out[], PetscBool overwrite, InflScorer *sc_out);
