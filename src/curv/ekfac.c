@@ -124,19 +124,28 @@ PetscErrorCode InflEKFACSetLoadMemory(InflEKFAC ek, const InflLayerLayoutStage *
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode InflEKFACCheckLoadMemory(InflEKFAC ek, InflModel model)
+/* The sizes of the model's selected layers: din[l], dout[l] (PetscMalloc2; the caller frees them with PetscFree2). */
+static PetscErrorCode ekfac_model_sizes(InflModel model, PetscInt *L, PetscInt **din, PetscInt **dout)
 {
   InflLinear *lin;
-  PetscInt    L, *din, *dout;
+
+  PetscFunctionBegin;
+  PetscCall(InflModelGetLayers(model, L, &lin));
+  PetscCall(PetscMalloc2(*L, din, *L, dout));
+  for (PetscInt l = 0; l < *L; l++) {
+    (*din)[l]  = lin[l].din;
+    (*dout)[l] = lin[l].dout;
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode InflEKFACCheckLoadMemory(InflEKFAC ek, InflModel model)
+{
+  PetscInt L, *din, *dout;
 
   PetscFunctionBegin;
   PetscCall(InflModelSetLayerSelection(model, ek->sel));
-  PetscCall(InflModelGetLayers(model, &L, &lin));
-  PetscCall(PetscMalloc2(L, &din, L, &dout));
-  for (PetscInt l = 0; l < L; l++) {
-    din[l]  = lin[l].din;
-    dout[l] = lin[l].dout;
-  }
+  PetscCall(ekfac_model_sizes(model, &L, &din, &dout));
   PetscCall(ekfac_setup_layout(ek, L, din, dout, &ek->load));
   PetscCall(PetscFree2(din, dout));
   PetscCall(InflLayerLayoutDestroy(&ek->layout));
@@ -1322,7 +1331,6 @@ PetscErrorCode InflEKFACLoad(InflEKFAC ek, const char path[], InflModel model)
   const char *hash;
   int64_t     L, seed, kfac;
   PetscInt    Lm;
-  InflLinear *lin;
   PetscInt   *din, *dout;
 
   PetscFunctionBegin;
@@ -1351,14 +1359,9 @@ PetscErrorCode InflEKFACLoad(InflEKFAC ek, const char path[], InflModel model)
     PetscCall(InflModelSetLayerSelection(model, sel));
     PetscCall(PetscStrncpy(ek->sel, sel, sizeof(ek->sel)));
   }
-  PetscCall(InflModelGetLayers(model, &Lm, &lin));
+  PetscCall(ekfac_model_sizes(model, &Lm, &din, &dout));
   PetscCall(InflModelGetPrecision(model, &ek->prec));
   PetscCheck(L == Lm, ek->comm, PETSC_ERR_ARG_INCOMP, "%s has %d layers but the model has %d", path, (int)L, (int)Lm);
-  PetscCall(PetscMalloc2(Lm, &din, Lm, &dout));
-  for (PetscInt l = 0; l < Lm; l++) {
-    din[l]  = lin[l].din;
-    dout[l] = lin[l].dout;
-  }
   PetscCall(ekfac_setup_layout(ek, Lm, din, dout, &ek->load)); /* score and self hold the factors once */
   PetscCall(ekfac_allocate(ek, Lm, din, dout));
   PetscCall(PetscFree2(din, dout));
