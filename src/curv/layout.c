@@ -198,22 +198,25 @@ PetscErrorCode InflLayerLayoutSetUp(InflLayerLayout lay, PetscInt L, const Petsc
       held = o[1] > 0 ? PETSC_TRUE : PETSC_FALSE;
       for (G = 1; G <= lay->size; G++) {
         if (lay->size % G) continue;
-        double    need = layout_assign(lay, G, &st, lay->owner);
+        double    need = layout_assign(lay, G, &st, lay->owner), total;
         PetscBool s    = lay->split_set && lay->size > G ? PETSC_TRUE : PETSC_FALSE;
         double    ex   = layout_example(&st, G, lay->size / G, s);
         PetscCheck(need >= 0, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory assigning layers to groups");
-        PetscCall(layout_tried(&least, G, s, fixed + o[0] + (s ? need / (double)(lay->size / G) : need), ex, o[0], limit));
-        if (fixed + o[0] + ex + (s ? need / (double)(lay->size / G) : need) <= limit) break;
+        total = fixed + o[0] + (s ? need / (double)(lay->size / G) : need); /* held whatever the chunk */
+        PetscCall(layout_tried(&least, G, s, total, ex, o[0], limit));
+        if (total + ex <= limit) break;
       }
       if (G > lay->size && !lay->split_given) { /* no whole layers fit: split them, in the most groups that fit (the
                                                  * fewest ranks per layer: the least communication), else in one */
         for (G = lay->size / 2; G >= 1; G--) {
-          double need;
+          double need, total, ex;
           if (lay->size % G) continue;
           need = layout_assign(lay, G, &st, lay->owner);
           PetscCheck(need >= 0, PETSC_COMM_SELF, PETSC_ERR_MEM, "out of memory assigning layers to groups");
-          PetscCall(layout_tried(&least, G, PETSC_TRUE, fixed + o[0] + need / (double)(lay->size / G), layout_example(&st, G, lay->size / G, PETSC_TRUE), o[0], limit));
-          if (fixed + o[0] + layout_example(&st, G, lay->size / G, PETSC_TRUE) + need / (double)(lay->size / G) <= limit) break; /* a split layer: about 1/E per rank */
+          total = fixed + o[0] + need / (double)(lay->size / G); /* a split layer: about 1/E per rank */
+          ex    = layout_example(&st, G, lay->size / G, PETSC_TRUE);
+          PetscCall(layout_tried(&least, G, PETSC_TRUE, total, ex, o[0], limit));
+          if (total + ex <= limit) break;
         }
         if (G < 1) { /* nothing fits, split or not */
           PetscCall(layout_refuse(lay, &st, limit, held, &least));
