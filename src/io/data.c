@@ -829,10 +829,11 @@ PetscErrorCode InflDataFreeCache(InflData data)
 PetscErrorCode InflDataGetBytes(InflData data, size_t *bytes)
 {
   PetscFunctionBegin;
-  *bytes = (size_t)data->count * (sizeof(float) * (size_t)data->d + sizeof(int64_t));
-  if (data->cimg) *bytes += (size_t)data->N * (size_t)data->d;
-  if (data->clab) *bytes += (size_t)data->N;
-  if (data->content == INFL_DATA_SEQUENCES) {
+  if (data->content != INFL_DATA_SEQUENCES) { /* the shard's images and labels, and a .gz file's decompressed copy */
+    *bytes = (size_t)data->count * (sizeof(float) * (size_t)data->d + sizeof(int64_t));
+    if (data->cimg) *bytes += (size_t)data->N * (size_t)data->d;
+    if (data->clab) *bytes += (size_t)data->N;
+  } else { /* the token corpus, the window table, the shard's windows */
     *bytes = 0;
     if (data->corpus) {
       int64_t ndoc = 0, ntok = 0;
