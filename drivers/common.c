@@ -12,6 +12,28 @@
 #include <time.h>
 #include <inttypes.h>
 
+PetscErrorCode DriverParseLearningRate(MPI_Comm comm, const char what[], const char value[], double *eta)
+{
+  char *end;
+
+  PetscFunctionBegin;
+  *eta = strtod(value, &end);
+  PetscCheck(*end == 0 && isfinite(*eta) && *eta > 0, comm, PETSC_ERR_FILE_UNEXPECTED, "%s train_lr \"%s\" is not a positive number; give the learning rates with -tracin_lr", what, value);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode DriverCheckpointLearningRate(MPI_Comm comm, const char path[], const char of[], double *eta)
+{
+  char v[96], what[PETSC_MAX_PATH_LEN + 32];
+
+  PetscFunctionBegin;
+  PetscCall(InflModelReadMetadata(comm, path, "train_lr", v, sizeof(v)));
+  PetscCheck(v[0], comm, PETSC_ERR_ARG_WRONG, "checkpoint %s%s records no learning rate (metadata train_lr; infl train -checkpoint_every writes it): give the learning rates with -tracin_lr eta1,eta2,...", path, of);
+  PetscCall(PetscSNPrintf(what, sizeof(what), "checkpoint %s: metadata", path));
+  PetscCall(DriverParseLearningRate(comm, what, v, eta));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode DriverCheckListLength(MPI_Comm comm, const char name[], PetscInt max, const char what[])
 {
   const char *v = NULL;

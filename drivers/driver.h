@@ -34,6 +34,13 @@ PetscErrorCode DriverGetString(MPI_Comm comm, const char name[], const char text
 /* Collective.  An error naming option `name` when its comma-separated value lists more than `max` entries (`what`:
  * "stores", "checkpoints", ...): PETSc's array readers would keep the first `max` and drop the rest silently. */
 PetscErrorCode DriverCheckListLength(MPI_Comm comm, const char name[], PetscInt max, const char what[]);
+/* Collective.  A learning rate of TracIn's weights (Pruthi et al. 2020): `value` (a train_lr string) of `what` (the
+ * error's subject, e.g. "checkpoint M: metadata") as *eta.  Errors: not a positive finite number (names -tracin_lr). */
+PetscErrorCode DriverParseLearningRate(MPI_Comm comm, const char what[], const char value[], double *eta);
+/* Collective.  The learning rate of checkpoint `path`: its train_lr metadata (infl train -checkpoint_every writes it),
+ * by DriverParseLearningRate; `of` ("" or e.g. " (of the store S)") follows the path in the errors.  Errors: no
+ * train_lr recorded, or not a positive finite number (both name -tracin_lr). */
+PetscErrorCode DriverCheckpointLearningRate(MPI_Comm comm, const char path[], const char of[], double *eta);
 /* Open the data set of option -PREFIX (with -PREFIX_limit N).  Collective. */
 PetscErrorCode DriverOpenData(MPI_Comm comm, const char prefix[], PetscBool required, PetscBool help, InflData *data);
 /* Model from -model (required); its options (-model_precision single|double) read by InflModelSetFromOptions. Collective. */

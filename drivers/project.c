@@ -2,18 +2,6 @@
 #include "driver.h"
 #include <infl/store.h>
 
-/* The learning rate `value` (train_lr: a checkpoint's metadata, or the attribute a store copied from it) of `what`
- * as eta; an error naming it unless a positive finite number. */
-static PetscErrorCode parse_train_lr(MPI_Comm comm, const char what[], const char value[], double *eta)
-{
-  char *end;
-
-  PetscFunctionBegin;
-  *eta = strtod(value, &end);
-  PetscCheck(*end == 0 && isfinite(*eta) && *eta > 0, comm, PETSC_ERR_FILE_UNEXPECTED, "%s: train_lr \"%s\" is not a positive number; give the learning rates with -tracin_lr", what, value);
-  PetscFunctionReturn(0);
-}
-
 PetscErrorCode InflDriverProject(MPI_Comm comm, PetscBool help)
 {
   char           mpath[PETSC_MAX_PATH_LEN], out[PETSC_MAX_PATH_LEN];
@@ -137,10 +125,9 @@ PetscErrorCode InflDriverStoreScore(MPI_Comm comm, PetscBool help)
     }
     for (PetscInt c = 0; c < ns; c++) { /* the stores agree: their weights */
       if (ns > 1 && !set) { /* TracIn: each checkpoint's learning rate, as -method tracin takes it */
-        char lr[96];
-        PetscCall(InflModelReadMetadata(comm, models[c], "train_lr", lr, sizeof(lr)));
-        PetscCheck(lr[0], comm, PETSC_ERR_ARG_WRONG, "checkpoint %s (of the store %s) records no learning rate (metadata train_lr; infl train -checkpoint_every writes it): give the learning rates with -tracin_lr eta1,eta2,...", models[c], stores[c]);
-        PetscCall(parse_train_lr(comm, models[c], lr, &eta[c]));
+        char of[PETSC_MAX_PATH_LEN + 32];
+        PetscCall(PetscSNPrintf(of, sizeof(of), " (of the store %s)", stores[c]));
+        PetscCall(DriverCheckpointLearningRate(comm, models[c], of, &eta[c]));
         PetscCall(PetscPrintf(comm, "tracin: store %d %s, checkpoint %s, learning rate %g\n", (int)c + 1, stores[c], models[c], eta[c]));
       }
     }
@@ -209,7 +196,11 @@ PetscErrorCode InflDriverStoreSelf(MPI_Comm comm, PetscBool help)
     PetscCall(InflH5GetAttrString(f, "/", "train_lr", lr, sizeof(lr)));
     PetscCall(InflH5Close(&f));
     PetscCheck(lr[0] || ns == 1, comm, PETSC_ERR_ARG_WRONG, "the store %s records no learning rate (train_lr: infl project copies it from a checkpoint of infl train -checkpoint_every): give the learning rates with -tracin_lr eta1,eta2,...", stores[c]);
-    if (lr[0]) PetscCall(parse_train_lr(comm, stores[c], lr, &eta[c]));
+    if (lr[0]) {
+      char what[PETSC_MAX_PATH_LEN + 32];
+      PetscCall(PetscSNPrintf(what, sizeof(what), "the store %s: attribute", stores[c]));
+      PetscCall(DriverParseLearningRate(comm, what, lr, &eta[c]));
+    }
     else eta[c] = 1; /* one store of a model without it: the squared gradient norms */
     PetscCall(PetscPrintf(comm, "tracin: store %d %s, learning rate %g%s\n", (int)c + 1, stores[c], eta[c], lr[0] ? "" : " (none recorded: the squared gradient norm)"));
   }

@@ -37,13 +37,7 @@ static PetscErrorCode load_checkpoints(MPI_Comm comm, const char layers[], Petsc
   for (PetscInt c = 0; c < n; c++) {
     PetscCall(DriverLoadModel(comm, paths[c], &models[c]));
     if (layers[0]) PetscCall(InflModelSetLayerSelection(models[c], layers));
-    if (!set) {
-      char  v[96], *end;
-      PetscCall(InflModelReadMetadata(comm, paths[c], "train_lr", v, sizeof(v)));
-      PetscCheck(v[0], comm, PETSC_ERR_ARG_WRONG, "checkpoint %s records no learning rate (metadata train_lr; infl train -checkpoint_every writes it): give the learning rates with -tracin_lr eta1,eta2,...", paths[c]);
-      eta[c] = strtod(v, &end);
-      PetscCheck(*end == 0 && isfinite(eta[c]) && eta[c] > 0, comm, PETSC_ERR_FILE_UNEXPECTED, "checkpoint %s: metadata train_lr \"%s\" is not a positive number; give the learning rates with -tracin_lr", paths[c], v);
-    }
+    if (!set) PetscCall(DriverCheckpointLearningRate(comm, paths[c], "", &eta[c]));
     PetscCall(PetscPrintf(comm, "tracin: checkpoint %d %s, learning rate %g%s\n", (int)c + 1, paths[c], eta[c], set ? " (-tracin_lr)" : ""));
   }
   for (PetscInt c = 0; c < n; c++) PetscCall(PetscFree(paths[c]));
