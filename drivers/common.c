@@ -12,6 +12,16 @@
 #include <time.h>
 #include <inttypes.h>
 
+PetscErrorCode DriverCheckGroupSize(MPI_Comm comm, const char name[], PetscInt group_size)
+{
+  PetscMPIInt size;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCheck(group_size >= 0 && group_size <= size, comm, PETSC_ERR_ARG_OUTOFRANGE, "%s %d: give 0 (chosen by infl) or a number of ranks in [1, %d] (the ranks of the job)", name, (int)group_size, (int)size);
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode DriverParseLearningRate(MPI_Comm comm, const char what[], const char value[], double *eta)
 {
   char *end;

@@ -34,6 +34,9 @@ PetscErrorCode DriverGetString(MPI_Comm comm, const char name[], const char text
 /* Collective.  An error naming option `name` when its comma-separated value lists more than `max` entries (`what`:
  * "stores", "checkpoints", ...): PETSc's array readers would keep the first `max` and drop the rest silently. */
 PetscErrorCode DriverCheckListLength(MPI_Comm comm, const char name[], PetscInt max, const char what[]);
+/* Collective.  An error naming option `name` (-lds_group_size, -ensemble_group_size) unless group_size is 0 (chosen by
+ * infl) or a rank count of comm. */
+PetscErrorCode DriverCheckGroupSize(MPI_Comm comm, const char name[], PetscInt group_size);
 /* Collective.  A learning rate of TracIn's weights (Pruthi et al. 2020): `value` (a train_lr string) of `what` (the
  * error's subject, e.g. "checkpoint M: metadata") as *eta.  Errors: not a positive finite number (names -tracin_lr). */
 PetscErrorCode DriverParseLearningRate(MPI_Comm comm, const char what[], const char value[], double *eta);

@@ -184,11 +184,7 @@ PetscErrorCode InflDriverRunEnsemble(MPI_Comm comm, PetscBool help)
   if (!query) query = test;
   PetscCheck(query || c.ppath[0], comm, PETSC_ERR_ARG_NULL, "infl run needs -query (or -test) data for the queries%s", c.seq ? ", or -query_prompts FILE" : "");
   PetscCheck(K >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-score_topk %d must be positive", (int)K);
-  {
-    PetscMPIInt size;
-    PetscCallMPI(MPI_Comm_size(comm, &size));
-    PetscCheck(group_size >= 0 && group_size <= size, comm, PETSC_ERR_ARG_OUTOFRANGE, "-ensemble_group_size %d: give 0 (chosen by infl) or a number of ranks in [1, %d] (the ranks of the job)", (int)group_size, (int)size);
-  }
+  PetscCall(DriverCheckGroupSize(comm, "-ensemble_group_size", group_size));
   {
     PetscInt nd = 64;
     PetscCall(PetscOptionsGetIntArray(NULL, NULL, "-model_dims", c.dims, &nd, &c.dset));

@@ -740,11 +740,7 @@ PetscErrorCode InflDriverLDS(MPI_Comm comm, PetscBool help)
   PetscCheck(fraction > 0 && fraction < 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_fraction %s must lie in (0, 1) (0.5 is usual)", INFL_DSTR(fraction));
   PetscCheck(seed >= 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_seed %d must be >= 0", (int)seed);
   PetscCheck(S >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_loo_seeds %d must be >= 1", (int)S);
-  {
-    PetscMPIInt size;
-    PetscCallMPI(MPI_Comm_size(comm, &size));
-    PetscCheck(group_size >= 0 && group_size <= size, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_group_size %d: give 0 (chosen by infl) or a number of ranks in [1, %d] (the ranks of the job)", (int)group_size, (int)size);
-  }
+  PetscCall(DriverCheckGroupSize(comm, "-lds_group_size", group_size));
   PetscCheck(mfraction >= 0 && mfraction < 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_mislabel_fraction %s must lie in [0, 1) (0: no mislabel detection; 0.1 is usual)", INFL_DSTR(mfraction));
   PetscCheck(mfraction == 0 || InflSubsetSize(N, mfraction) >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_mislabel_fraction %g of %" PRId64 " training examples flips no label; give a larger fraction", mfraction, N);
   PetscCheck(ntop >= 1, comm, PETSC_ERR_ARG_OUTOFRANGE, "-lds_mislabel_top: give at least one percentage (e.g. 10,20)");
