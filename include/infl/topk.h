@@ -33,6 +33,11 @@ typedef struct {
  * Errors: PETSC_ERR_ARG_OUTOFRANGE for Q < 0 or K < 1; PETSC_ERR_MEM. */
 PetscErrorCode InflTopKCreate(PetscInt Q, PetscInt K, PetscBool largest, InflTopK **t);
 
+/* Collective.  Lists of *K entries over N training examples: a *K above N is clamped to N, with a note on rank 0 of
+ * comm ("-score_topk K is larger than the N training examples"), and *K_requested set to the K asked for (the
+ * topk_requested attribute of a scores file); otherwise *K_requested = 0. */
+PetscErrorCode InflTopKClampToTrain(MPI_Comm comm, PetscInt *K, int64_t N, PetscInt *K_requested);
+
 /* Free t and set *t = NULL; accepts t == NULL and *t == NULL. */
 PetscErrorCode InflTopKDestroy(InflTopK **t);
 

@@ -1666,12 +1666,7 @@ PetscErrorCode InflScorerScore(InflScorer sc, InflData train)
   sc->ntrain = N;
   sc->start  = start;
   sc->count  = count;
-  sc->K_requested = 0;
-  if (sc->K > N) { /* keep every training example once instead of padding the lists */
-    PetscCall(PetscPrintf(sc->comm, "note: -score_topk %d is larger than the %" PRId64 " training examples; keeping all %" PRId64 "\n", (int)sc->K, N, N));
-    sc->K_requested = sc->K;
-    sc->K           = (PetscInt)N;
-  }
+  PetscCall(InflTopKClampToTrain(sc->comm, &sc->K, N, &sc->K_requested));
   if (sc->tfidf_topk > 0 && sc->K > sc->tfidf_topk) { /* each query scores only its candidates: lists of as many */
     PetscCall(PetscPrintf(sc->comm, "note: -score_topk %d is larger than the %d TF-IDF candidates scored per query (-score_tfidf_topk %d); keeping %d proponents and opponents per query (raise -score_tfidf_topk to keep more)\n", (int)sc->K, (int)sc->tfidf_topk, (int)sc->tfidf_topk, (int)sc->tfidf_topk));
     if (!sc->K_requested) sc->K_requested = sc->K;

@@ -1035,11 +1035,7 @@ PetscErrorCode InflStoreScorerScore(InflStoreScorer ss)
 
   PetscFunctionBegin;
   PetscCheck(ss->Q > 0, ss->comm, PETSC_ERR_ARG_WRONGSTATE, "call InflStoreScorerSetQueries before InflStoreScorerScore");
-  if (ss->K > ss->N) {
-    PetscCall(PetscPrintf(ss->comm, "note: -score_topk %d is larger than the %" PRId64 " training examples; keeping all %" PRId64 "\n", (int)ss->K, ss->N, ss->N));
-    ss->K_requested = ss->K;
-    ss->K           = (PetscInt)ss->N;
-  }
+  if (ss->K > ss->N) PetscCall(InflTopKClampToTrain(ss->comm, &ss->K, ss->N, &ss->K_requested));
   PetscCall(InflTopKDestroy(&ss->top));
   PetscCall(InflTopKDestroy(&ss->bottom));
   PetscCall(InflTopKCreate(Q, ss->K, PETSC_TRUE, &ss->top));

@@ -93,6 +93,18 @@ PetscErrorCode InflTopKCreate(PetscInt Q, PetscInt K, PetscBool largest, InflTop
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode InflTopKClampToTrain(MPI_Comm comm, PetscInt *K, int64_t N, PetscInt *K_requested)
+{
+  PetscFunctionBegin;
+  *K_requested = 0;
+  if (*K > N) { /* keep every training example once instead of padding the lists */
+    PetscCall(PetscPrintf(comm, "note: -score_topk %d is larger than the %" PRId64 " training examples; keeping all %" PRId64 "\n", (int)*K, N, N));
+    *K_requested = *K;
+    *K           = (PetscInt)N;
+  }
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode InflTopKDestroy(InflTopK **t)
 {
   PetscFunctionBegin;

@@ -119,11 +119,7 @@ PetscErrorCode InflEnsembleCombine(MPI_Comm comm, PetscInt M, const char *const 
     PetscCall(PetscSNPrintf(list + strlen(list), llen + 1 - strlen(list), "%s%s:%s", i ? "," : "", members[i], mi.mhash));
     PetscCall(PetscFree(mi.qidx));
   }
-  if (K > N) { /* as a single model's scores: lists of every training example, no padding */
-    PetscCall(PetscPrintf(comm, "note: -score_topk %d is larger than the %" PRId64 " training examples; the ensemble's lists keep all %" PRId64 "\n", (int)K, N, N));
-    K_requested = K;
-    K           = (PetscInt)N;
-  }
+  PetscCall(InflTopKClampToTrain(comm, &K, N, &K_requested)); /* as a single model's scores */
   PetscCall(InflTopKCreate(Q, K, PETSC_TRUE, &top));
   PetscCall(InflTopKCreate(Q, K, PETSC_FALSE, &bottom));
   PetscCall(InflTopKPush(top, (PetscInt)count, acc, NULL, start));
