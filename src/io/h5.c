@@ -465,6 +465,20 @@ static PetscErrorCode h5_read_rows(hid_t file, const char name[], hid_t type, in
     InflCallH5(H5Dclose(dset));
     PetscFunctionReturn(0);
   }
+  { /* a compact dataset keeps all its elements in its header: one that holds fewer is damaged (HDF5 would read past it) */
+    hid_t dcpl, ftype;
+    InflCallH5(dcpl = H5Dget_create_plist(dset));
+    if (H5Pget_layout(dcpl) == H5D_COMPACT) {
+      hsize_t  have = H5Dget_storage_size(dset);
+      hssize_t np   = H5Sget_simple_extent_npoints(fspace);
+      size_t   esz;
+      InflCallH5(ftype = H5Dget_type(dset));
+      esz = H5Tget_size(ftype);
+      InflCallH5(H5Tclose(ftype));
+      PetscCheck(np >= 0 && esz > 0 && have >= (hsize_t)np * esz, PETSC_COMM_SELF, PETSC_ERR_FILE_UNEXPECTED, "%s: dataset %s is damaged: its compact storage holds %llu bytes of the %llu its %lld elements need; write the file again", fname, name, (unsigned long long)have, (unsigned long long)((hsize_t)np * esz), (long long)np);
+    }
+    InflCallH5(H5Pclose(dcpl));
+  }
   PetscCall(select_rows(fspace, ndim, count, row0, nrows, &mspace));
   {
     hssize_t np = H5Sget_select_npoints(fspace);
